@@ -1,0 +1,9 @@
+//! The tradsys trading core.
+//!
+//! Deterministic state machines with no I/O: they take inputs (orders, the
+//! time, ids) and return outputs (fills, events). They never read a clock, a
+//! socket or a file, so the same code runs on a shard, in a replay and in a
+//! single-threaded test.
+
+pub mod market;
+pub mod num;
