@@ -336,7 +336,8 @@ mod tests {
     #[test]
     fn selects_symbols() {
         let info = info();
-        let table: &[(Option<&str>, Option<&str>, Result<Option<Vec<usize>>, i32>)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Option<Vec<usize>>, i32>);
+        let table: &[Case] = &[
             (None, None, Ok(None)),
             (Some("ETHBTC"), None, Ok(Some(vec![2]))),
             (None, Some("[\"EURUSD\",\"BTCUSDT\"]"), Ok(Some(vec![3, 0]))),

@@ -383,7 +383,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let table: &[Case] = &[
             (&["--shards", "0"], &[], "shards: must be between 1 and"),
             (
                 &["--listen", "nowhere"],
