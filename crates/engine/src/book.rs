@@ -185,7 +185,8 @@ impl Book {
 
     fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
         let reject = if order.kind.is_stop() {
-            self.would_trigger(&order).then_some(EngineError::WouldTrigger)
+            self.would_trigger(&order)
+                .then_some(EngineError::WouldTrigger)
         } else if order.kind == OrderType::LimitMaker {
             self.crosses_best(order.side, order.price)
                 .then_some(EngineError::WouldMatch)
@@ -567,7 +568,9 @@ impl Book {
         for (ladder, out) in [(&self.bids, bids), (&self.asks, asks)] {
             out.clear();
             let top = ladder.levels.iter().rev().take(levels);
-            out.extend(top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)));
+            out.extend(
+                top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)),
+            );
         }
         self.update_id
     }
