@@ -592,10 +592,13 @@ impl Accounts {
         order.view.cummulative_quote_qty.0 += fill.quote_qty.0;
         order.view.status = OrderStatus::PartiallyFilled;
         order.view.update_time_ms = fill.time_ms;
+        let surplus = price_improvement(order);
+        order.locked.0 -= surplus.0;
         let view = order.view;
         let u = self.user_mut(user);
         let balance = &mut u.balances[usize::from(paid_asset.0)];
-        balance.locked.0 -= paid.0;
+        balance.locked.0 -= paid.0 + surplus.0;
+        balance.free.0 += surplus.0;
         assert!(balance.locked.0 >= 0);
         u.balances[usize::from(got_asset.0)].free.0 += got.0 - fee.0;
         let trade = UserTrade {
@@ -889,6 +892,19 @@ fn unlock(u: &mut User, order: &Open) {
         }
         None => unreachable!("open order missing from its user's list"),
     }
+}
+
+/// A limit buy filled below its price keeps locked only what its remainder
+/// needs at its limit price; the surplus goes back to free.
+fn price_improvement(order: &Open) -> Amount {
+    let view = &order.view;
+    if view.side != Side::Buy || !view.kind.has_price() {
+        return Amount::ZERO;
+    }
+    let remaining = Qty(view.orig_qty.0 - view.executed_qty.0);
+    let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
+    assert!(needed <= order.locked, "a limit buy's lock fell below its needs");
+    Amount(order.locked.0 - needed.0)
 }
 
 fn market_buy_lock(qty: Qty, reference: Option<Price>) -> Result<Amount, EngineError> {

@@ -464,6 +464,14 @@ impl Reference {
         o.locked -= paid;
         assert!(o.locked >= 0);
         *self.locked_mut(o.user, paid_asset) -= paid;
+        if o.side == Side::Buy && o.kind.has_price() {
+            // What the remainder needs at the limit price stays locked.
+            let needed = ceil_div(o.price as i128 * o.qty_left as i128, UNIT as i128) as i64;
+            let surplus = o.locked - needed;
+            o.locked -= surplus;
+            *self.locked_mut(o.user, paid_asset) -= surplus;
+            *self.free_mut(o.user, paid_asset) += surplus;
+        }
         *self.free_mut(o.user, got_asset) += got - fee;
         self.fees[got_asset] += fee;
     }
