@@ -903,7 +903,10 @@ fn price_improvement(order: &Open) -> Amount {
     }
     let remaining = Qty(view.orig_qty.0 - view.executed_qty.0);
     let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
-    assert!(needed <= order.locked, "a limit buy's lock fell below its needs");
+    assert!(
+        needed <= order.locked,
+        "a limit buy's lock fell below its needs"
+    );
     Amount(order.locked.0 - needed.0)
 }
 

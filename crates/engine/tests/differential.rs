@@ -187,7 +187,8 @@ impl Reference {
             kind,
             OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
         );
-        let stop = kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
+        let stop =
+            kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
         for (present, wanted) in [
             (r.price.is_some(), priced),
             (r.time_in_force.is_some(), tif),
@@ -266,7 +267,11 @@ impl Reference {
                 (base_lock, amount.0, true, base, base_lock)
             }
         };
-        let open: Vec<&RefOrder> = self.orders.iter().filter(|o| o.user == user && o.market == market).collect();
+        let open: Vec<&RefOrder> = self
+            .orders
+            .iter()
+            .filter(|o| o.user == user && o.market == market)
+            .collect();
         if r.client_order_id.is_some() && open.iter().any(|o| o.client == r.client_order_id) {
             return Err(-2010);
         }
@@ -304,7 +309,8 @@ impl Reference {
     }
 
     fn triggers(o: &RefOrder, last: i64) -> bool {
-        let up = matches!(o.kind, OrderType::StopLoss | OrderType::StopLossLimit) == (o.side == Side::Buy);
+        let up = matches!(o.kind, OrderType::StopLoss | OrderType::StopLossLimit)
+            == (o.side == Side::Buy);
         if up {
             last >= o.stop
         } else {
@@ -327,7 +333,11 @@ impl Reference {
         } else if o.kind == OrderType::LimitMaker {
             self.best_maker(o.market, o.side).is_some_and(|m| {
                 let mp = self.orders[m].price;
-                if o.side == Side::Buy { mp <= o.price } else { mp >= o.price }
+                if o.side == Side::Buy {
+                    mp <= o.price
+                } else {
+                    mp >= o.price
+                }
             })
         } else {
             false
@@ -354,7 +364,9 @@ impl Reference {
 
     fn fire_stops(&mut self, market: usize) {
         loop {
-            let Some(last) = self.last[market] else { return };
+            let Some(last) = self.last[market] else {
+                return;
+            };
             let fired = self
                 .orders
                 .iter()
@@ -368,7 +380,11 @@ impl Reference {
             self.clock += 1;
             o.rested_at = self.clock;
             let status = self.execute(&mut o);
-            self.count(if o.kind.has_price() { "stop-limit fired" } else { "stop-market fired" });
+            self.count(if o.kind.has_price() {
+                "stop-limit fired"
+            } else {
+                "stop-market fired"
+            });
             if status.is_final() {
                 self.drop_order(&o);
             } else {
@@ -380,12 +396,21 @@ impl Reference {
     fn execute(&mut self, t: &mut RefOrder) -> OrderStatus {
         let s = self.specs[t.market].clone();
         let priced = t.kind.has_price();
-        let crosses = |t: &RefOrder, price: i64| !priced || if t.side == Side::Buy { price <= t.price } else { price >= t.price };
+        let crosses = |t: &RefOrder, price: i64| {
+            !priced
+                || if t.side == Side::Buy {
+                    price <= t.price
+                } else {
+                    price >= t.price
+                }
+        };
         if priced && t.tif == TimeInForce::Fok {
             let available: i64 = self
                 .orders
                 .iter()
-                .filter(|m| m.market == t.market && m.side != t.side && !m.held && crosses(t, m.price))
+                .filter(|m| {
+                    m.market == t.market && m.side != t.side && !m.held && crosses(t, m.price)
+                })
                 .map(|m| m.qty_left)
                 .sum();
             if available < t.qty_left {
@@ -397,7 +422,11 @@ impl Reference {
         let (base, quote) = self.base_quote(t.market);
         loop {
             if t.qty_left == 0 {
-                return if t.by_quote && t.quote_left > 0 { OrderStatus::Expired } else { OrderStatus::Filled };
+                return if t.by_quote && t.quote_left > 0 {
+                    OrderStatus::Expired
+                } else {
+                    OrderStatus::Filled
+                };
             }
             let Some(mi) = self.best_maker(t.market, t.side) else {
                 return self.rest_or_expire(t, start_qty);
@@ -421,10 +450,15 @@ impl Reference {
                 // Largest step multiple with floor(price × qty / UNIT) ≤ budget.
                 let u = UNIT as i128;
                 let most = ceil_div((t.quote_left as i128 + 1) * u, m.price as i128) - 1;
-                let most = (most / s.step_size.0 as i128 * s.step_size.0 as i128).min(i64::MAX as i128) as i64;
+                let most = (most / s.step_size.0 as i128 * s.step_size.0 as i128)
+                    .min(i64::MAX as i128) as i64;
                 qty = qty.min(most);
                 if qty == 0 {
-                    return if t.by_quote { OrderStatus::Filled } else { OrderStatus::Expired };
+                    return if t.by_quote {
+                        OrderStatus::Filled
+                    } else {
+                        OrderStatus::Expired
+                    };
                 }
             }
             let value = (m.price as i128 * qty as i128 / UNIT as i128) as i64;
@@ -443,7 +477,15 @@ impl Reference {
             maker.qty_left -= qty;
             maker.executed += qty;
             maker.cumm += value;
-            self.settle(&mut maker, qty, value, true, base, quote, s.maker_commission.0);
+            self.settle(
+                &mut maker,
+                qty,
+                value,
+                true,
+                base,
+                quote,
+                s.maker_commission.0,
+            );
             if maker.qty_left == 0 {
                 self.orders.remove(mi);
                 self.drop_order(&maker);
@@ -454,7 +496,16 @@ impl Reference {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn settle(&mut self, o: &mut RefOrder, qty: i64, value: i64, _maker: bool, base: usize, quote: usize, rate: i64) {
+    fn settle(
+        &mut self,
+        o: &mut RefOrder,
+        qty: i64,
+        value: i64,
+        _maker: bool,
+        base: usize,
+        quote: usize,
+        rate: i64,
+    ) {
         let (paid_asset, paid, got_asset, got) = if o.side == Side::Buy {
             (quote, value, base, qty)
         } else {
@@ -515,7 +566,9 @@ impl Reference {
             .map(|o| (o.id, o.id))
             .collect();
         ids.sort();
-        ids.iter().map(|&(id, _)| self.cancel(user, market, OrderRef::Id(id))).collect()
+        ids.iter()
+            .map(|&(id, _)| self.cancel(user, market, OrderRef::Id(id)))
+            .collect()
     }
 }
 
@@ -540,7 +593,8 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
     out.push(Answer::Sync(sync));
     for e in events {
         match e {
-            AccountEvent::Placed { order_id, result } | AccountEvent::Canceled { order_id, result } => {
+            AccountEvent::Placed { order_id, result }
+            | AccountEvent::Canceled { order_id, result } => {
                 out.push(Answer::Order(*order_id, summary(result)));
             }
             AccountEvent::CancelReplaced { cancel, new } => {
@@ -557,7 +611,14 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
 }
 
 fn fill_key(f: &Fill) -> (u64, i64, i64, i64, u64, u64) {
-    (f.trade_id, f.price.0, f.qty.0, f.quote_qty.0, f.taker_order, f.maker_order)
+    (
+        f.trade_id,
+        f.price.0,
+        f.qty.0,
+        f.quote_qty.0,
+        f.taker_order,
+        f.maker_order,
+    )
 }
 
 // ------------------------------------------------------------------ the ops
@@ -605,7 +666,11 @@ impl Gen {
 
     fn request(&mut self, next_id: u64) -> OrderRequest {
         let market = self.rng.below(self.specs.len() as u64) as usize;
-        let side = if self.rng.chance(50) { Side::Buy } else { Side::Sell };
+        let side = if self.rng.chance(50) {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let kinds = [
             OrderType::Limit,
             OrderType::Limit,
@@ -618,9 +683,22 @@ impl Gen {
             OrderType::TakeProfitLimit,
         ];
         let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
-        let tifs = [TimeInForce::Gtc, TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok];
-        let stps = [StpMode::None, StpMode::ExpireTaker, StpMode::ExpireMaker, StpMode::ExpireBoth];
-        let wants_tif = matches!(kind, OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit);
+        let tifs = [
+            TimeInForce::Gtc,
+            TimeInForce::Gtc,
+            TimeInForce::Ioc,
+            TimeInForce::Fok,
+        ];
+        let stps = [
+            StpMode::None,
+            StpMode::ExpireTaker,
+            StpMode::ExpireMaker,
+            StpMode::ExpireBoth,
+        ];
+        let wants_tif = matches!(
+            kind,
+            OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+        );
         let mut r = OrderRequest {
             market: MarketId(market as u16),
             side,
@@ -638,7 +716,11 @@ impl Gen {
             r.qty = OrderQty::Quote(Amount(quote));
         }
         if self.rng.chance(1) {
-            r.price = if r.price.is_some() { None } else { Some(self.price(market)) };
+            r.price = if r.price.is_some() {
+                None
+            } else {
+                Some(self.price(market))
+            };
         }
         if self.rng.chance(20) {
             r.client_order_id = ClientOrderId::new(&format!("c{}", next_id % 7));
@@ -653,7 +735,10 @@ impl Gen {
         }
         let &(id, _, market) = mine[self.rng.below(mine.len() as u64) as usize];
         if self.rng.chance(10) {
-            return Some((OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?), market));
+            return Some((
+                OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?),
+                market,
+            ));
         }
         Some((OrderRef::Id(id), market))
     }
@@ -662,7 +747,8 @@ impl Gen {
         let user = 1 + self.rng.below(USERS_COUNT);
         let roll = self.rng.below(100);
         let asset = self.rng.below(3) as usize;
-        let amount = (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
+        let amount =
+            (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
         match roll {
             0..=5 => Op::Deposit(user, asset, amount),
             6..=8 => Op::Withdraw(user, asset, amount / 10),
@@ -683,8 +769,11 @@ impl Gen {
                     Some((target, market)) => {
                         if !self.rng.chance(10) {
                             request.market = market;
-                            request.price = request.price.map(|_| self.price(usize::from(market.0)));
-                            request.stop_price = request.stop_price.map(|_| self.price(usize::from(market.0)));
+                            request.price =
+                                request.price.map(|_| self.price(usize::from(market.0)));
+                            request.stop_price = request
+                                .stop_price
+                                .map(|_| self.price(usize::from(market.0)));
                             if let OrderQty::Base(_) = request.qty {
                                 request.qty = OrderQty::Base(self.qty(usize::from(market.0)));
                             }
@@ -701,9 +790,20 @@ impl Gen {
 
 fn run(seed: u64, ops: u64, shards: u32) {
     let specs = specs();
-    let mut exchange = Exchange::new(&specs, shards, BookCapacity { orders_max: 4096, levels_max: 256 });
+    let mut exchange = Exchange::new(
+        &specs,
+        shards,
+        BookCapacity {
+            orders_max: 4096,
+            levels_max: 256,
+        },
+    );
     let mut reference = Reference::new(&specs);
-    let mut generator = Gen { rng: SplitMix(seed), specs: specs.clone(), recent: Vec::new() };
+    let mut generator = Gen {
+        rng: SplitMix(seed),
+        specs: specs.clone(),
+        recent: Vec::new(),
+    };
     let mut out = Output::with_capacity(256);
     let mut got: Vec<Answer> = Vec::new();
     let mut fills_seen = 0;
@@ -716,19 +816,25 @@ fn run(seed: u64, ops: u64, shards: u32) {
         let mut want: Vec<Answer> = Vec::new();
         match op {
             Op::Deposit(user, asset, amount) => {
-                let e = exchange.deposit(user, AssetId(asset as u16), Amount(amount)).map_err(|e| e.code());
+                let e = exchange
+                    .deposit(user, AssetId(asset as u16), Amount(amount))
+                    .map_err(|e| e.code());
                 answers(e, &[], &mut got);
                 want.push(Answer::Sync(reference.deposit(user, asset, amount)));
             }
             Op::Withdraw(user, asset, amount) => {
-                let e = exchange.withdraw(user, AssetId(asset as u16), Amount(amount)).map_err(|e| e.code());
+                let e = exchange
+                    .withdraw(user, AssetId(asset as u16), Amount(amount))
+                    .map_err(|e| e.code());
                 answers(e, &[], &mut got);
                 want.push(Answer::Sync(reference.withdraw(user, asset, amount)));
             }
             Op::Place(user, request) => {
                 let id = next_id;
                 next_id += 1;
-                let sync = exchange.place(user, &request, id, time, &mut out).map_err(|e| e.code());
+                let sync = exchange
+                    .place(user, &request, id, time, &mut out)
+                    .map_err(|e| e.code());
                 answers(sync, &out.events, &mut got);
                 match reference.place(user, &request, id) {
                     Ok(s) => {
@@ -740,9 +846,14 @@ fn run(seed: u64, ops: u64, shards: u32) {
                 }
             }
             Op::Cancel(user, market, target) => {
-                let sync = exchange.cancel(user, market, target, time, &mut out).map(|_| ()).map_err(|e| e.code());
+                let sync = exchange
+                    .cancel(user, market, target, time, &mut out)
+                    .map(|_| ())
+                    .map_err(|e| e.code());
                 answers(sync, &out.events, &mut got);
-                let id = reference.find(user, usize::from(market.0), target).map(|i| reference.orders[i].id);
+                let id = reference
+                    .find(user, usize::from(market.0), target)
+                    .map(|i| reference.orders[i].id);
                 match reference.cancel(user, usize::from(market.0), target) {
                     Ok(s) => {
                         want.push(Answer::Sync(Ok(())));
@@ -762,7 +873,10 @@ fn run(seed: u64, ops: u64, shards: u32) {
                     .collect();
                 ids.sort();
                 want.push(Answer::Sync(Ok(())));
-                for (id, s) in ids.iter().zip(reference.cancel_all(user, usize::from(market.0))) {
+                for (id, s) in ids
+                    .iter()
+                    .zip(reference.cancel_all(user, usize::from(market.0)))
+                {
                     want.push(Answer::Order(*id, s));
                 }
             }
@@ -789,31 +903,54 @@ fn run(seed: u64, ops: u64, shards: u32) {
         }
         assert_eq!(got, want, "step {step}: {op:?}");
         let fills: Vec<_> = out.fills.iter().map(fill_key).collect();
-        assert_eq!(fills, reference.fills[fills_seen..], "step {step} fills: {op:?}");
+        assert_eq!(
+            fills,
+            reference.fills[fills_seen..],
+            "step {step} fills: {op:?}"
+        );
         fills_seen = reference.fills.len();
         exchange.check_invariants();
     }
     let statuses = reference.statuses.clone();
-    eprintln!("seed {seed}: {ops} ops, {} fills, final statuses {statuses:?}", reference.fills.len());
-    assert!(ops < 10_000 || reference.fills.len() as u64 > ops / 100, "the mix must trade");
+    eprintln!(
+        "seed {seed}: {ops} ops, {} fills, final statuses {statuses:?}",
+        reference.fills.len()
+    );
+    assert!(
+        ops < 10_000 || reference.fills.len() as u64 > ops / 100,
+        "the mix must trade"
+    );
     for ((user, asset), free) in &reference.free {
-        let b = exchange.account(*user).balance(*user, AssetId(*asset as u16));
+        let b = exchange
+            .account(*user)
+            .balance(*user, AssetId(*asset as u16));
         assert_eq!(b.free.0, *free, "user {user} asset {asset} free");
-        assert_eq!(b.locked.0, reference.locked.get(&(*user, *asset)).copied().unwrap_or(0));
+        assert_eq!(
+            b.locked.0,
+            reference.locked.get(&(*user, *asset)).copied().unwrap_or(0)
+        );
     }
     for (asset, fee) in reference.fees.iter().enumerate() {
-        let fees: i64 = exchange.accounts.iter().map(|a| a.fees(AssetId(asset as u16)).0).sum();
+        let fees: i64 = exchange
+            .accounts
+            .iter()
+            .map(|a| a.fees(AssetId(asset as u16)).0)
+            .sum();
         assert_eq!(fees, *fee, "fees in asset {asset}");
     }
 }
 
 fn seed_and_ops() -> (u64, u64) {
-    let seed = std::env::var("TRADSYS_SEED").ok().and_then(|s| s.parse().ok());
+    let seed = std::env::var("TRADSYS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let seed = seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         t.map_or(1, |d| d.as_nanos() as u64)
     });
-    let ops = std::env::var("TRADSYS_DIFF_OPS").ok().and_then(|s| s.parse().ok());
+    let ops = std::env::var("TRADSYS_DIFF_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     (seed, ops.unwrap_or(OPS_DEFAULT_COUNT))
 }
 
@@ -822,7 +959,10 @@ fn run_reported(part: u64, shards: u32) {
     let seed = seed.wrapping_add(part);
     let result = std::panic::catch_unwind(|| run(seed, ops / 4, shards));
     if let Err(panic) = result {
-        eprintln!("differential test failed: TRADSYS_SEED={} (part {part}, {shards} account machines)", seed.wrapping_sub(part));
+        eprintln!(
+            "differential test failed: TRADSYS_SEED={} (part {part}, {shards} account machines)",
+            seed.wrapping_sub(part)
+        );
         std::panic::resume_unwind(panic);
     }
 }

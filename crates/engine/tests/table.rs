@@ -5,7 +5,9 @@
 mod common;
 
 use common::{client, limit, p, q, specs};
-use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX};
+use tradsys_engine::account::{
+    AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX,
+};
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::num::Amount;
@@ -40,7 +42,10 @@ fn market(side: Side, qty: OrderQty) -> OrderRequest {
 
 fn kind(mut r: OrderRequest, kind: OrderType) -> OrderRequest {
     r.kind = kind;
-    if !matches!(kind, OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit) {
+    if !matches!(
+        kind,
+        OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+    ) {
         r.time_in_force = None;
     }
     r
@@ -65,18 +70,33 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut exchange = Exchange::new(&specs(), 2, BookCapacity { orders_max: 1024, levels_max: 64 });
+        let mut exchange = Exchange::new(
+            &specs(),
+            2,
+            BookCapacity {
+                orders_max: 1024,
+                levels_max: 64,
+            },
+        );
         for user in [MAKER, TAKER] {
             for (asset, amount) in [("BTC", "10"), ("USDT", "100000"), ("ETH", "10")] {
                 let id = exchange.asset_id(asset).unwrap();
                 exchange.deposit(user, id, a(amount)).unwrap();
             }
         }
-        Fixture { exchange, out: Output::with_capacity(64), next_id: 1 }
+        Fixture {
+            exchange,
+            out: Output::with_capacity(64),
+            next_id: 1,
+        }
     }
 
     /// Places and returns (status, executed, cummulative quote) or the error.
-    fn place(&mut self, user: u64, r: &OrderRequest) -> Result<(OrderStatus, String, String), EngineError> {
+    fn place(
+        &mut self,
+        user: u64,
+        r: &OrderRequest,
+    ) -> Result<(OrderStatus, String, String), EngineError> {
         let id = self.next_id;
         self.next_id += 1;
         self.out.clear();
@@ -87,11 +107,19 @@ impl Fixture {
             _ => None,
         });
         let view = placed.unwrap()?;
-        Ok((view.status, view.executed_qty.to_string(), view.cummulative_quote_qty.to_string()))
+        Ok((
+            view.status,
+            view.executed_qty.to_string(),
+            view.cummulative_quote_qty.to_string(),
+        ))
     }
 
     fn fills(&self) -> Vec<(String, String)> {
-        self.out.fills.iter().map(|f| (f.price.to_string(), f.qty.to_string())).collect()
+        self.out
+            .fills
+            .iter()
+            .map(|f| (f.price.to_string(), f.qty.to_string()))
+            .collect()
     }
 
     fn balance(&self, user: u64, asset: &str) -> (String, String) {
@@ -131,7 +159,10 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, limit(0, Buy, "101", "3", Gtc)),
             outcome: Ok((PartiallyFilled, "2.00000000", "201.00000000")),
-            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
+            fills: &[
+                ("100.00000000", "1.00000000"),
+                ("101.00000000", "1.00000000"),
+            ],
             balances: &[
                 (TAKER, "BTC", "11.99600000", "0.00000000"),
                 (TAKER, "USDT", "99698.00000000", "101.00000000"),
@@ -160,7 +191,10 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, limit(0, Buy, "101", "2", Fok)),
             outcome: Ok((Filled, "2.00000000", "201.00000000")),
-            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
+            fills: &[
+                ("100.00000000", "1.00000000"),
+                ("101.00000000", "1.00000000"),
+            ],
             balances: &[(TAKER, "USDT", "99799.00000000", "0.00000000")],
         },
         Row {
@@ -169,7 +203,10 @@ fn rows() -> Vec<Row> {
             order: (TAKER, market(Sell, OrderQty::Base(q("1.5")))),
             outcome: Ok((Filled, "1.50000000", "148.00000000")),
             fills: &[("99.00000000", "1.00000000"), ("98.00000000", "0.50000000")],
-            balances: &[(TAKER, "USDT", "100147.70400000", "0.00000000"), (TAKER, "BTC", "8.50000000", "0.00000000")],
+            balances: &[
+                (TAKER, "USDT", "100147.70400000", "0.00000000"),
+                (TAKER, "BTC", "8.50000000", "0.00000000"),
+            ],
         },
         Row {
             name: "market buy by quantity with no liquidity expires",
@@ -184,7 +221,10 @@ fn rows() -> Vec<Row> {
             resting: vec![ask("100", "1"), ask("200", "1")],
             order: (TAKER, market(Buy, OrderQty::Base(q("2")))),
             outcome: Ok((Expired, "1.55000000", "210.00000000")),
-            fills: &[("100.00000000", "1.00000000"), ("200.00000000", "0.55000000")],
+            fills: &[
+                ("100.00000000", "1.00000000"),
+                ("200.00000000", "0.55000000"),
+            ],
             balances: &[(TAKER, "USDT", "99790.00000000", "0.00000000")],
         },
         Row {
@@ -192,7 +232,10 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, market(Buy, OrderQty::Quote(a("150")))),
             outcome: Ok((Filled, "1.49500000", "149.99500000")),
-            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "0.49500000")],
+            fills: &[
+                ("100.00000000", "1.00000000"),
+                ("101.00000000", "0.49500000"),
+            ],
             balances: &[(TAKER, "USDT", "99850.00500000", "0.00000000")],
         },
         Row {
@@ -201,12 +244,18 @@ fn rows() -> Vec<Row> {
             order: (TAKER, market(Sell, OrderQty::Quote(a("250")))),
             outcome: Ok((Filled, "2.50000000", "250.00000000")),
             fills: &[("100.00000000", "2.50000000")],
-            balances: &[(TAKER, "BTC", "7.50000000", "0.00000000"), (TAKER, "USDT", "100249.50000000", "0.00000000")],
+            balances: &[
+                (TAKER, "BTC", "7.50000000", "0.00000000"),
+                (TAKER, "USDT", "100249.50000000", "0.00000000"),
+            ],
         },
         Row {
             name: "LIMIT_MAKER that would cross is rejected, not rested",
             resting: two_asks.clone(),
-            order: (TAKER, kind(limit(0, Buy, "100", "1", Gtc), OrderType::LimitMaker)),
+            order: (
+                TAKER,
+                kind(limit(0, Buy, "100", "1", Gtc), OrderType::LimitMaker),
+            ),
             outcome: Err(EngineError::WouldMatch),
             fills: &[],
             balances: &[(TAKER, "USDT", "100000.00000000", "0.00000000")],
@@ -214,7 +263,10 @@ fn rows() -> Vec<Row> {
         Row {
             name: "LIMIT_MAKER below the ask rests",
             resting: two_asks.clone(),
-            order: (TAKER, kind(limit(0, Buy, "99.99", "1", Gtc), OrderType::LimitMaker)),
+            order: (
+                TAKER,
+                kind(limit(0, Buy, "99.99", "1", Gtc), OrderType::LimitMaker),
+            ),
             outcome: Ok((New, "0.00000000", "0.00000000")),
             fills: &[],
             balances: &[(TAKER, "USDT", "99900.01000000", "99.99000000")],
@@ -222,15 +274,24 @@ fn rows() -> Vec<Row> {
         Row {
             name: "STP EXPIRE_TAKER expires the taker before a self-trade",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc)), ask("101", "1")],
-            order: (TAKER, stp(limit(0, Buy, "101", "2", Gtc), StpMode::ExpireTaker)),
+            order: (
+                TAKER,
+                stp(limit(0, Buy, "101", "2", Gtc), StpMode::ExpireTaker),
+            ),
             outcome: Ok((ExpiredInMatch, "0.00000000", "0.00000000")),
             fills: &[],
-            balances: &[(TAKER, "USDT", "100000.00000000", "0.00000000"), (TAKER, "BTC", "9.00000000", "1.00000000")],
+            balances: &[
+                (TAKER, "USDT", "100000.00000000", "0.00000000"),
+                (TAKER, "BTC", "9.00000000", "1.00000000"),
+            ],
         },
         Row {
             name: "STP EXPIRE_MAKER expires the resting order and keeps matching",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc)), ask("101", "1")],
-            order: (TAKER, stp(limit(0, Buy, "101", "1", Gtc), StpMode::ExpireMaker)),
+            order: (
+                TAKER,
+                stp(limit(0, Buy, "101", "1", Gtc), StpMode::ExpireMaker),
+            ),
             outcome: Ok((Filled, "1.00000000", "101.00000000")),
             fills: &[("101.00000000", "1.00000000")],
             balances: &[(TAKER, "BTC", "10.99800000", "0.00000000")],
@@ -238,10 +299,16 @@ fn rows() -> Vec<Row> {
         Row {
             name: "STP EXPIRE_BOTH expires both orders",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc))],
-            order: (TAKER, stp(limit(0, Buy, "100", "1", Gtc), StpMode::ExpireBoth)),
+            order: (
+                TAKER,
+                stp(limit(0, Buy, "100", "1", Gtc), StpMode::ExpireBoth),
+            ),
             outcome: Ok((ExpiredInMatch, "0.00000000", "0.00000000")),
             fills: &[],
-            balances: &[(TAKER, "BTC", "10.00000000", "0.00000000"), (TAKER, "USDT", "100000.00000000", "0.00000000")],
+            balances: &[
+                (TAKER, "BTC", "10.00000000", "0.00000000"),
+                (TAKER, "USDT", "100000.00000000", "0.00000000"),
+            ],
         },
         Row {
             name: "STP NONE lets a user trade with itself and pay both fees",
@@ -249,11 +316,25 @@ fn rows() -> Vec<Row> {
             order: (TAKER, limit(0, Buy, "100", "1", Gtc)),
             outcome: Ok((Filled, "1.00000000", "100.00000000")),
             fills: &[("100.00000000", "1.00000000")],
-            balances: &[(TAKER, "BTC", "9.99800000", "0.00000000"), (TAKER, "USDT", "99999.90000000", "0.00000000")],
+            balances: &[
+                (TAKER, "BTC", "9.99800000", "0.00000000"),
+                (TAKER, "USDT", "99999.90000000", "0.00000000"),
+            ],
         },
         Row {
             name: "STOP_LOSS sell is held until the last price falls to it",
-            resting: vec![bid("99", "1"), bid("95", "2"), (MAKER, stop(market(Sell, OrderQty::Base(q("1"))), OrderType::StopLoss, "99"))],
+            resting: vec![
+                bid("99", "1"),
+                bid("95", "2"),
+                (
+                    MAKER,
+                    stop(
+                        market(Sell, OrderQty::Base(q("1"))),
+                        OrderType::StopLoss,
+                        "99",
+                    ),
+                ),
+            ],
             order: (TAKER, limit(0, Sell, "99", "1", Gtc)),
             outcome: Ok((Filled, "1.00000000", "99.00000000")),
             fills: &[("99.00000000", "1.00000000"), ("95.00000000", "1.00000000")],
@@ -262,7 +343,14 @@ fn rows() -> Vec<Row> {
         Row {
             name: "TAKE_PROFIT_LIMIT buy that would trigger immediately is rejected",
             resting: vec![ask("100", "1"), (TAKER, limit(0, Buy, "100", "1", Gtc))],
-            order: (TAKER, stop(limit(0, Buy, "100", "1", Gtc), OrderType::TakeProfitLimit, "100")),
+            order: (
+                TAKER,
+                stop(
+                    limit(0, Buy, "100", "1", Gtc),
+                    OrderType::TakeProfitLimit,
+                    "100",
+                ),
+            ),
             outcome: Err(EngineError::WouldTrigger),
             fills: &[],
             balances: &[(TAKER, "USDT", "99900.00000000", "0.00000000")],
@@ -302,8 +390,16 @@ fn rows() -> Vec<Row> {
         Row {
             name: "a missing price is a mandatory parameter",
             resting: vec![],
-            order: (TAKER, OrderRequest { price: None, ..limit(0, Buy, "1", "1", Gtc) }),
-            outcome: Err(EngineError::MandatoryParam(tradsys_engine::error::MISSING_PRICE)),
+            order: (
+                TAKER,
+                OrderRequest {
+                    price: None,
+                    ..limit(0, Buy, "1", "1", Gtc)
+                },
+            ),
+            outcome: Err(EngineError::MandatoryParam(
+                tradsys_engine::error::MISSING_PRICE,
+            )),
             fills: &[],
             balances: &[],
         },
@@ -319,14 +415,24 @@ fn orders_match_their_tables() {
             assert!(placed.is_ok(), "{}: resting {placed:?}", row.name);
         }
         let got = f.place(row.order.0, &row.order.1);
-        let want = row.outcome.map(|(s, e, c)| (s, e.to_string(), c.to_string()));
+        let want = row
+            .outcome
+            .map(|(s, e, c)| (s, e.to_string(), c.to_string()));
         assert_eq!(got, want, "{}", row.name);
-        let want_fills: Vec<(String, String)> =
-            row.fills.iter().map(|(p, q)| (p.to_string(), q.to_string())).collect();
+        let want_fills: Vec<(String, String)> = row
+            .fills
+            .iter()
+            .map(|(p, q)| (p.to_string(), q.to_string()))
+            .collect();
         assert_eq!(f.fills(), want_fills, "{}: fills", row.name);
         for (user, asset, free, locked) in row.balances {
             let want = (free.to_string(), locked.to_string());
-            assert_eq!(f.balance(*user, asset), want, "{}: user {user} {asset}", row.name);
+            assert_eq!(
+                f.balance(*user, asset),
+                want,
+                "{}: user {user} {asset}",
+                row.name
+            );
         }
     }
 }
@@ -337,8 +443,14 @@ fn open_orders_are_bounded_per_user_and_market() {
     for _ in 0..OPEN_ORDERS_PER_USER_MARKET_MAX {
         assert!(f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)).is_ok());
     }
-    assert_eq!(f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)), Err(EngineError::MaxNumOrders));
-    assert!(f.place(TAKER, &limit(1, Buy, "10", "1", Gtc)).is_ok(), "another market has its own count");
+    assert_eq!(
+        f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)),
+        Err(EngineError::MaxNumOrders)
+    );
+    assert!(
+        f.place(TAKER, &limit(1, Buy, "10", "1", Gtc)).is_ok(),
+        "another market has its own count"
+    );
 }
 
 #[test]
@@ -352,19 +464,57 @@ fn duplicate_client_order_id_is_refused_while_open() {
 
 #[test]
 fn cancel_replace_follows_the_mode() {
-    type Case = (bool, CancelReplaceMode, &'static str, Result<OrderStatus, i32>, Option<Result<OrderStatus, i32>>);
+    type Case = (
+        bool,
+        CancelReplaceMode,
+        &'static str,
+        Result<OrderStatus, i32>,
+        Option<Result<OrderStatus, i32>>,
+    );
     let cases: &[Case] = &[
-        (true, CancelReplaceMode::StopOnFailure, "1", Ok(Canceled), Some(Ok(New))),
-        (false, CancelReplaceMode::StopOnFailure, "1", Err(-2011), None),
-        (false, CancelReplaceMode::AllowFailure, "1", Err(-2011), Some(Ok(New))),
-        (true, CancelReplaceMode::AllowFailure, "1.0001", Ok(Canceled), Some(Err(-1013))),
+        (
+            true,
+            CancelReplaceMode::StopOnFailure,
+            "1",
+            Ok(Canceled),
+            Some(Ok(New)),
+        ),
+        (
+            false,
+            CancelReplaceMode::StopOnFailure,
+            "1",
+            Err(-2011),
+            None,
+        ),
+        (
+            false,
+            CancelReplaceMode::AllowFailure,
+            "1",
+            Err(-2011),
+            Some(Ok(New)),
+        ),
+        (
+            true,
+            CancelReplaceMode::AllowFailure,
+            "1.0001",
+            Ok(Canceled),
+            Some(Err(-1013)),
+        ),
     ];
     for &(exists, mode, qty, cancel, new) in cases {
         let mut f = Fixture::new();
         assert!(f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)).is_ok());
         let target = OrderRef::Id(if exists { 1 } else { 99 });
         f.out.clear();
-        f.exchange.cancel_replace(TAKER, target, mode, &limit(0, Buy, "11", qty, Gtc), 2, 2, &mut f.out);
+        f.exchange.cancel_replace(
+            TAKER,
+            target,
+            mode,
+            &limit(0, Buy, "11", qty, Gtc),
+            2,
+            2,
+            &mut f.out,
+        );
         f.exchange.check_invariants();
         let answer = f.out.events.iter().find_map(|e| match e {
             AccountEvent::CancelReplaced { cancel, new } => Some((*cancel, *new)),
@@ -393,18 +543,29 @@ fn queries_answer_what_the_server_needs() {
     assert!(bids.is_empty() && update_id == 2);
     assert_eq!(book.last_price(), Some(p("100")));
     let trade = book.recent_trades().last().copied().unwrap();
-    assert_eq!((trade.taker_order, trade.maker_order, trade.is_buyer_maker()), (2, 1, false));
+    assert_eq!(
+        (trade.taker_order, trade.maker_order, trade.is_buyer_maker()),
+        (2, 1, false)
+    );
     let accounts = f.exchange.account(TAKER);
     let view = accounts.order(TAKER, MarketId(0), OrderRef::Id(2)).unwrap();
     assert_eq!((view.status, view.executed_qty), (Filled, q("1")));
     let trades: Vec<_> = accounts.trades(TAKER).copied().collect();
     assert_eq!(trades.len(), 1);
-    assert_eq!((trades[0].commission, trades[0].is_buyer, trades[0].is_maker), (a("0.002"), true, false));
+    assert_eq!(
+        (trades[0].commission, trades[0].is_buyer, trades[0].is_maker),
+        (a("0.002"), true, false)
+    );
     let mut open = Vec::new();
-    f.exchange.account(MAKER).open_orders(MAKER, MarketId(0), &mut open);
+    f.exchange
+        .account(MAKER)
+        .open_orders(MAKER, MarketId(0), &mut open);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].status, PartiallyFilled);
-    assert_eq!(accounts.order(TAKER, MarketId(0), OrderRef::Id(42)), Err(EngineError::NoSuchOrder));
+    assert_eq!(
+        accounts.order(TAKER, MarketId(0), OrderRef::Id(42)),
+        Err(EngineError::NoSuchOrder)
+    );
 }
 
 #[test]
@@ -412,8 +573,14 @@ fn withdrawals_never_exceed_free() {
     let mut f = Fixture::new();
     let usdt = f.exchange.asset_id("USDT").unwrap();
     assert!(f.place(TAKER, &limit(0, Buy, "100", "1", Gtc)).is_ok());
-    assert_eq!(f.exchange.withdraw(TAKER, usdt, a("99900.00000001")), Err(EngineError::InsufficientBalance));
+    assert_eq!(
+        f.exchange.withdraw(TAKER, usdt, a("99900.00000001")),
+        Err(EngineError::InsufficientBalance)
+    );
     assert_eq!(f.exchange.withdraw(TAKER, usdt, a("99900")), Ok(()));
-    assert_eq!(f.exchange.withdraw(TAKER, usdt, Amount(0)), Err(EngineError::BadAmount));
+    assert_eq!(
+        f.exchange.withdraw(TAKER, usdt, Amount(0)),
+        Err(EngineError::BadAmount)
+    );
     f.exchange.check_invariants();
 }
