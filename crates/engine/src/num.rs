@@ -148,6 +148,85 @@ fixed_point!(
     Rate
 );
 
+/// Why a decimal string was refused as a price or quantity of a market whose
+/// values must be whole multiples of an increment (tick or step size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IncrementError {
+    #[error(transparent)]
+    Decimal(#[from] DecimalError),
+    #[error("not a multiple of the increment")]
+    NotMultiple,
+}
+
+/// Parses `text` and requires a whole multiple of `increment` (> 0).
+pub fn parse_multiple(text: &str, increment: i64) -> Result<i64, IncrementError> {
+    assert!(increment > 0);
+    let units = parse_units(text)?;
+    if units % increment != 0 {
+        return Err(IncrementError::NotMultiple);
+    }
+    Ok(units)
+}
+
+/// The exact product price × qty in 10⁻⁸ quote units times 10⁸. An i128
+/// holds any product of two i64 values, so this can never overflow.
+pub fn notional_wide(price: Price, qty: Qty) -> i128 {
+    i128::from(price.0) * i128::from(qty.0)
+}
+
+/// price × qty rounded down to the unit; `None` when it exceeds an i64.
+/// Fills use the rounded-down value: buyer and seller move the same number,
+/// and the sum of rounded-down parts never exceeds the rounded-up whole
+/// that a buy order locked.
+pub fn notional_floor(price: Price, qty: Qty) -> Option<Amount> {
+    narrow(notional_wide(price, qty).div_euclid(i128::from(UNIT)))
+}
+
+/// price × qty rounded up to the unit; `None` when it exceeds an i64.
+/// Locks use the rounded-up value so that they always cover the fills.
+pub fn notional_ceil(price: Price, qty: Qty) -> Option<Amount> {
+    narrow(ceil_div(notional_wide(price, qty), i128::from(UNIT)))
+}
+
+/// The commission on `received` at `rate`, rounded up to the unit. The
+/// exchange never charges less than the exact fee; because a rate is at most
+/// one whole, the fee never exceeds what was received.
+pub fn fee_ceil(received: Amount, rate: Rate) -> Amount {
+    assert!(received.0 >= 0 && (0..=UNIT).contains(&rate.0));
+    let fee = ceil_div(
+        i128::from(received.0) * i128::from(rate.0),
+        i128::from(UNIT),
+    );
+    let fee = i64::try_from(fee).unwrap_or(i64::MAX);
+    assert!(fee <= received.0);
+    Amount(fee)
+}
+
+/// `amount` increased by `rate` (1 + rate), rounded up; `None` on overflow.
+pub fn add_rate_ceil(amount: Amount, rate: Rate) -> Option<Amount> {
+    let wide = i128::from(amount.0) * i128::from(UNIT + rate.0);
+    narrow(ceil_div(wide, i128::from(UNIT)))
+}
+
+/// The largest multiple of `step` whose notional at `price`, rounded down,
+/// is at most `quote`. Used to keep a taker inside its quote budget.
+pub fn qty_within(price: Price, quote: Amount, step: Qty) -> Qty {
+    assert!(price.0 > 0 && step.0 > 0 && quote.0 >= 0);
+    let limit = (i128::from(quote.0) + 1) * i128::from(UNIT) - 1;
+    let qty = limit / i128::from(price.0);
+    let qty = qty - qty % i128::from(step.0);
+    Qty(i64::try_from(qty).unwrap_or(i64::MAX - i64::MAX % step.0))
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    assert!(b > 0);
+    -((-a).div_euclid(b))
+}
+
+fn narrow(wide: i128) -> Option<Amount> {
+    i64::try_from(wide).ok().map(Amount)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +281,69 @@ mod tests {
         for units in [0, 1, 99, UNIT, 123_456_789_012, i64::MAX] {
             assert_eq!(Price::parse(&Price(units).to_string()), Ok(Price(units)));
         }
+    }
+
+    #[test]
+    fn notional_and_fees_at_the_extremes() {
+        let max = i64::MAX;
+        assert_eq!(
+            notional_wide(Price(max), Qty(max)),
+            i128::from(max) * i128::from(max)
+        );
+        assert_eq!(notional_floor(Price(max), Qty(max)), None);
+        assert_eq!(notional_ceil(Price(max), Qty(UNIT)), Some(Amount(max)));
+        assert_eq!(notional_ceil(Price(max), Qty(UNIT + 1)), None);
+        assert_eq!(notional_floor(Price(3), Qty(UNIT / 2)), Some(Amount(1)));
+        assert_eq!(notional_ceil(Price(3), Qty(UNIT / 2)), Some(Amount(2)));
+        assert_eq!(notional_floor(Price(0), Qty(max)), Some(Amount(0)));
+        assert_eq!(fee_ceil(Amount(max), Rate(UNIT)), Amount(max));
+        assert_eq!(
+            fee_ceil(Amount(max), Rate(100_000)),
+            Amount(9_223_372_036_854_776)
+        );
+        assert_eq!(fee_ceil(Amount(1), Rate(1)), Amount(1));
+        assert_eq!(fee_ceil(Amount(0), Rate(UNIT)), Amount(0));
+        assert_eq!(fee_ceil(Amount(999), Rate(100_000)), Amount(1));
+        assert_eq!(
+            add_rate_ceil(Amount(100), Rate(5_000_000)),
+            Some(Amount(105))
+        );
+        assert_eq!(
+            add_rate_ceil(Amount(101), Rate(5_000_000)),
+            Some(Amount(107))
+        );
+        assert_eq!(add_rate_ceil(Amount(max), Rate(1)), None);
+        assert_eq!(qty_within(Price(UNIT), Amount(10), Qty(1)), Qty(10));
+        assert_eq!(qty_within(Price(3 * UNIT), Amount(10), Qty(1)), Qty(3));
+        assert_eq!(qty_within(Price(1), Amount(max), Qty(7)).0 % 7, 0);
+    }
+
+    #[test]
+    fn increments_are_typed() {
+        assert_eq!(parse_multiple("0.02", 1_000_000), Ok(2_000_000));
+        assert_eq!(
+            parse_multiple("0.015", 1_000_000),
+            Err(IncrementError::NotMultiple)
+        );
+        assert_eq!(
+            parse_multiple("-1", 1),
+            Err(IncrementError::Decimal(DecimalError::Negative))
+        );
+        assert_eq!(
+            parse_multiple("", 1),
+            Err(IncrementError::Decimal(DecimalError::Empty))
+        );
+        assert_eq!(
+            parse_multiple("x", 1),
+            Err(IncrementError::Decimal(DecimalError::NotNumeric))
+        );
+        assert_eq!(
+            parse_multiple("1.000000001", 1),
+            Err(IncrementError::Decimal(DecimalError::TooManyDecimals))
+        );
+        assert_eq!(
+            parse_multiple("92233720369", 1),
+            Err(IncrementError::Decimal(DecimalError::Overflow))
+        );
     }
 }

@@ -1,0 +1,325 @@
+//! Engine benchmark: the book alone, and accounts + book through the driver.
+//!
+//! Run: `cargo bench -p tradsys-engine` (from crates/engine). Each scenario
+//! runs a warm-up pass (to reach steady state), a throughput pass with no
+//! per-operation timing, and a latency pass that reads `Instant` around each
+//! operation (so each latency includes one clock read, ~20 ns here). A
+//! counting global allocator reports allocations per operation during the
+//! throughput pass. The process pins itself to one core when it can.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use tradsys_engine::account::OrderRef;
+use tradsys_engine::book::{Book, BookCapacity};
+use tradsys_engine::driver::{Exchange, Output};
+use tradsys_engine::market::{parse_markets, MarketSpec};
+use tradsys_engine::msg::{PlaceOrder, ToAccount, ToBook};
+use tradsys_engine::num::{Amount, Price, Qty};
+use tradsys_engine::order::TimeInForce;
+use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderType, Side, StpMode};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARMUP_OPS_COUNT: u64 = 1_000_000;
+const THROUGHPUT_OPS_COUNT: u64 = 5_000_000;
+const LATENCY_OPS_COUNT: u64 = 2_000_000;
+const USERS_COUNT: u64 = 1000;
+const RECENT_IDS_COUNT: usize = 4096;
+const MID_TICKS: i64 = 3_000_000;
+
+/// xorshift64*: deterministic and about a nanosecond per draw.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One operation of the mix: 50 % limit orders within 20 ticks of the mid,
+/// 30 % cancels of a recent order, 20 % IOC orders crossing the spread.
+#[derive(Clone, Copy)]
+enum Op {
+    Limit { side: Side, price: Price, qty: Qty },
+    Cancel { order_id: u64 },
+    Cross { side: Side, price: Price, qty: Qty },
+}
+
+struct Mix {
+    rng: Rng,
+    tick: i64,
+    step: i64,
+    next_id: u64,
+    recent: Vec<u64>,
+}
+
+impl Mix {
+    fn new(spec: &MarketSpec) -> Mix {
+        Mix {
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            tick: spec.tick_size.0,
+            step: spec.step_size.0,
+            next_id: 1,
+            recent: Vec::with_capacity(RECENT_IDS_COUNT),
+        }
+    }
+
+    fn next(&mut self) -> (Op, u64, u64) {
+        let roll = self.rng.below(100);
+        let side = if self.rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let user = 1 + self.rng.below(USERS_COUNT);
+        let id = self.next_id;
+        self.next_id += 1;
+        let op = if roll < 50 {
+            let offset = 1 + self.rng.below(20) as i64;
+            let ticks = match side {
+                Side::Buy => MID_TICKS - offset,
+                Side::Sell => MID_TICKS + offset,
+            };
+            let qty = Qty(self.step * (1 + self.rng.below(10) as i64) * 100);
+            if self.recent.len() < RECENT_IDS_COUNT {
+                self.recent.push(id);
+            } else {
+                let slot = self.rng.below(RECENT_IDS_COUNT as u64) as usize;
+                self.recent[slot] = id;
+            }
+            Op::Limit {
+                side,
+                price: Price(ticks * self.tick),
+                qty,
+            }
+        } else if roll < 80 && !self.recent.is_empty() {
+            let slot = self.rng.below(self.recent.len() as u64) as usize;
+            Op::Cancel {
+                order_id: self.recent[slot],
+            }
+        } else {
+            let ticks = match side {
+                Side::Buy => MID_TICKS + 25,
+                Side::Sell => MID_TICKS - 25,
+            };
+            let qty = Qty(self.step * (1 + self.rng.below(40) as i64) * 100);
+            Op::Cross {
+                side,
+                price: Price(ticks * self.tick),
+                qty,
+            }
+        };
+        (op, id, user)
+    }
+}
+
+fn book_message(op: Op, order_id: u64, user: u64) -> ToBook {
+    let market = MarketId(0);
+    let place = |side, price: Price, qty, tif| {
+        ToBook::Place(PlaceOrder {
+            market,
+            order_id,
+            user,
+            side,
+            kind: OrderType::Limit,
+            time_in_force: tif,
+            price,
+            stop_price: Price::ZERO,
+            qty,
+            quote: Amount(i64::MAX),
+            by_quote: false,
+            stp: StpMode::None,
+            time_ms: order_id,
+        })
+    };
+    match op {
+        Op::Limit { side, price, qty } => place(side, price, qty, TimeInForce::Gtc),
+        Op::Cross { side, price, qty } => place(side, price, qty, TimeInForce::Ioc),
+        Op::Cancel { order_id: target } => ToBook::Cancel {
+            market,
+            order_id: target,
+            user,
+            time_ms: order_id,
+        },
+    }
+}
+
+struct Report {
+    name: &'static str,
+    ops_per_s: u128,
+    /// Allocations per million operations, kept integral.
+    allocations_per_mop: u64,
+    histogram: Histogram<u64>,
+}
+
+impl Report {
+    fn print(&self) {
+        let h = &self.histogram;
+        println!(
+            "{:<22} {:>12} ops/s  p50 {:>5} ns  p99 {:>5} ns  p99.9 {:>6} ns  max {:>8} ns  allocations per million ops {}",
+            self.name,
+            self.ops_per_s,
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            self.allocations_per_mop,
+        );
+    }
+}
+
+/// Warm-up, untimed throughput pass, then per-operation latency pass.
+fn measure(name: &'static str, mut step: impl FnMut()) -> Report {
+    for _ in 0..WARMUP_OPS_COUNT {
+        step();
+    }
+    let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
+    let start = Instant::now();
+    for _ in 0..THROUGHPUT_OPS_COUNT {
+        step();
+    }
+    let elapsed = start.elapsed();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).unwrap();
+    for _ in 0..LATENCY_OPS_COUNT {
+        let t = Instant::now();
+        step();
+        let ns = t.elapsed().as_nanos() as u64;
+        histogram.record(ns.max(1)).unwrap();
+    }
+    Report {
+        name,
+        ops_per_s: u128::from(THROUGHPUT_OPS_COUNT) * 1_000_000_000 / elapsed.as_nanos().max(1),
+        allocations_per_mop: allocations * 1_000_000 / THROUGHPUT_OPS_COUNT,
+        histogram,
+    }
+}
+
+fn bench_book(spec: &MarketSpec) -> Report {
+    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
+    let mut mix = Mix::new(spec);
+    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
+    measure("book alone", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        book.handle(book_message(op, id, user), &mut out);
+    })
+}
+
+fn bench_exchange(specs: &[MarketSpec]) -> Report {
+    let spec = &specs[0];
+    let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
+    let base = exchange.asset_id(&spec.base_asset).unwrap();
+    let quote = exchange.asset_id(&spec.quote_asset).unwrap();
+    for user in 1..=USERS_COUNT {
+        exchange.deposit(user, base, Amount(1 << 60)).unwrap();
+        exchange.deposit(user, quote, Amount(1 << 60)).unwrap();
+    }
+    let mut mix = Mix::new(spec);
+    let mut out = Output::with_capacity(1024);
+    let market = MarketId(0);
+    measure("accounts+book driver", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        let request = |side, price, qty, tif| OrderRequest {
+            market,
+            side,
+            kind: OrderType::Limit,
+            time_in_force: Some(tif),
+            price: Some(price),
+            qty: OrderQty::Base(qty),
+            stop_price: None,
+            client_order_id: None,
+            stp: StpMode::None,
+        };
+        let _ = match op {
+            Op::Limit { side, price, qty } => exchange.place(
+                user,
+                &request(side, price, qty, TimeInForce::Gtc),
+                id,
+                id,
+                &mut out,
+            ),
+            Op::Cross { side, price, qty } => exchange.place(
+                user,
+                &request(side, price, qty, TimeInForce::Ioc),
+                id,
+                id,
+                &mut out,
+            ),
+            Op::Cancel { order_id } => exchange
+                .cancel(user, market, OrderRef::Id(order_id), id, &mut out)
+                .map(|_| ()),
+        };
+    })
+}
+
+fn pin_to_one_core() -> Option<usize> {
+    // The last core allowed, so the first stays free for the system.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let core = (0..libc::CPU_SETSIZE as usize)
+            .rev()
+            .find(|&c| libc::CPU_ISSET(c, &set))?;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut one);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            return None;
+        }
+        Some(core)
+    }
+}
+
+fn main() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("model name: unknown");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("nproc: {nproc}");
+    println!("{model}");
+    match pin_to_one_core() {
+        Some(core) => println!("pinned to core {core}"),
+        None => println!("not pinned"),
+    }
+    let specs = parse_markets(include_str!("../../../shards/markets.toml")).unwrap();
+    println!(
+        "mix: 50% GTC limit within 20 ticks of mid, 30% cancel of a recent order, 20% IOC crossing 25 ticks; {USERS_COUNT} users; warm-up {WARMUP_OPS_COUNT}, throughput {THROUGHPUT_OPS_COUNT}, latency {LATENCY_OPS_COUNT} ops"
+    );
+    let book = bench_book(&specs[0]);
+    book.print();
+    let exchange = bench_exchange(&specs);
+    exchange.print();
+}

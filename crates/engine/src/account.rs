@@ -1,0 +1,1037 @@
+//! The account machine of one user shard: balances (free and locked per user
+//! and asset), the shard's users' orders, their recent trades and the fee
+//! account.
+//!
+//! It validates new orders against the market's filters and the user's
+//! limits, locks the funds an order may spend, sends the order to the
+//! market's book as `ToBook::Place`, and settles the book's answers
+//! (`ToAccount`): fills move funds and charge commission, final statuses
+//! unlock what is left. It never reads a clock or makes ids: the caller
+//! passes the time and the new order's id.
+//!
+//! Funds locked by an order: a limit buy locks price × qty rounded up; a
+//! MARKET buy by quoteOrderQty locks that amount; a MARKET (or stop-market)
+//! buy by quantity locks qty × reference price × (1 + `MARKET_PROTECTION`),
+//! rounded up, where the reference is the best ask the caller last saw (the
+//! stop price for stops); sells lock their base quantity, and a MARKET sell
+//! by quoteOrderQty locks quote ÷ (reference × (1 − `MARKET_PROTECTION`))
+//! rounded up to the step. The book never spends beyond the lock; a market
+//! order that would is EXPIRED with the rest unfilled.
+//!
+//! Fees: the commission is charged in the asset received, at the maker or
+//! taker rate, rounded up to the unit, into this machine's fee account.
+//!
+//! **Invariant:** per asset, Σfree + Σlocked + fees = Σdeposits −
+//! Σwithdrawals + net settled (what fills moved in from other machines; the
+//! net over all machines is zero).
+//! **Invariant:** no balance is negative.
+//! **Invariant:** a user's locked funds equal what their open orders require.
+
+use std::collections::VecDeque;
+
+use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::market::MarketSpec;
+use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
+use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
+use crate::num::{Rate, UNIT};
+use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderQty};
+use crate::order::{OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
+use crate::order::{UserId, UserTrade};
+use crate::{error, EngineError};
+
+/// Open orders (resting, held or in flight) one user may have in one market.
+pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
+/// Trades remembered per user for myTrades.
+pub const TRADES_PER_USER_MAX: usize = 100;
+/// Finished orders remembered per user for order queries.
+pub const ORDERS_CLOSED_PER_USER_MAX: usize = 100;
+/// Cancel-replace requests one machine may have in flight at once.
+pub const REPLACES_PENDING_MAX: usize = 1024;
+/// Price protection for market orders sized against a reference price: 5 %.
+pub const MARKET_PROTECTION: Rate = Rate(5_000_000);
+/// Orders one machine reserves room for up front.
+pub const ORDERS_RESERVED_COUNT: usize = 1 << 16;
+
+const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
+const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
+const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
+
+/// The account machine that owns `user` among `shards` machines.
+pub fn owner_of(user: UserId, shards: u32) -> u32 {
+    assert!(shards > 0);
+    let mut z = user.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) % u64::from(shards)) as u32
+}
+
+/// Asset names in order of first appearance in the markets list.
+pub fn asset_names(markets: &[MarketSpec]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for spec in markets {
+        for name in [&spec.base_asset, &spec.quote_asset] {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub free: Amount,
+    pub locked: Amount,
+}
+
+/// How a cancel names its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderRef {
+    Id(OrderId),
+    Client(ClientOrderId),
+}
+
+/// Binance's newOrderResult of a cancel-replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewOrderResult {
+    Success(OrderView),
+    Failure(EngineError),
+    NotAttempted,
+}
+
+/// What the machine tells the server; pushed into a caller-provided `Vec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountEvent {
+    /// The answer to `place`, once the book has matched it.
+    Placed {
+        order_id: OrderId,
+        result: Result<OrderView, EngineError>,
+    },
+    /// The answer to a cancel the book handled.
+    Canceled {
+        order_id: OrderId,
+        result: Result<OrderView, EngineError>,
+    },
+    /// The answer to `cancel_replace`.
+    CancelReplaced {
+        cancel: Result<OrderView, EngineError>,
+        new: NewOrderResult,
+    },
+    /// Any change of an order (for the user data stream).
+    OrderUpdate(OrderView),
+    /// A trade of one of this machine's users.
+    Trade { user: UserId, trade: UserTrade },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MarketInfo {
+    base: AssetId,
+    quote: AssetId,
+    maker: Rate,
+    taker: Rate,
+}
+
+#[derive(Debug)]
+struct User {
+    balances: Vec<Balance>,
+    open: Vec<Vec<OrderId>>,
+    closed: VecDeque<OrderView>,
+    trades: VecDeque<UserTrade>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    view: OrderView,
+    asset: AssetId,
+    locked: Amount,
+    by_quote: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Replace {
+    user: UserId,
+    cancel_order: OrderId,
+    mode: CancelReplaceMode,
+    request: OrderRequest,
+    new_order_id: OrderId,
+    reference: Option<Price>,
+    cancel: Option<Result<OrderView, EngineError>>,
+}
+
+/// Per-asset totals for the conservation check.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ledger {
+    deposits: i128,
+    withdrawals: i128,
+    settled_in: i128,
+    fees: i64,
+}
+
+/// One shard's account machine.
+#[derive(Debug)]
+pub struct Accounts {
+    shard: u32,
+    shards: u32,
+    specs: Vec<MarketSpec>,
+    markets: Vec<MarketInfo>,
+    assets: Vec<String>,
+    users: FastMap<UserId, User>,
+    orders: FastMap<OrderId, Open>,
+    replaces: Vec<Replace>,
+    ledger: Vec<Ledger>,
+}
+
+impl Accounts {
+    pub fn new(shard: u32, shards: u32, specs: &[MarketSpec]) -> Accounts {
+        assert!(shard < shards);
+        let assets = asset_names(specs);
+        let id = |name: &String| AssetId(assets.iter().position(|a| a == name).unwrap_or(0) as u16);
+        let markets = specs
+            .iter()
+            .map(|s| MarketInfo {
+                base: id(&s.base_asset),
+                quote: id(&s.quote_asset),
+                maker: s.maker_commission,
+                taker: s.taker_commission,
+            })
+            .collect();
+        Accounts {
+            shard,
+            shards,
+            specs: specs.to_vec(),
+            markets,
+            ledger: vec![Ledger::default(); assets.len()],
+            assets,
+            users: FastMap::with_hasher(FastBuildHasher),
+            orders: FastMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, FastBuildHasher),
+            replaces: Vec::with_capacity(REPLACES_PENDING_MAX),
+        }
+    }
+
+    pub fn owns(&self, user: UserId) -> bool {
+        owner_of(user, self.shards) == self.shard
+    }
+
+    pub fn asset_names(&self) -> &[String] {
+        &self.assets
+    }
+
+    pub fn asset_id(&self, name: &str) -> Option<AssetId> {
+        let index = self.assets.iter().position(|a| a == name)?;
+        Some(AssetId(index as u16))
+    }
+
+    /// Base and quote asset of a market.
+    pub fn market_assets(&self, market: MarketId) -> (AssetId, AssetId) {
+        let info = &self.markets[usize::from(market.0)];
+        (info.base, info.quote)
+    }
+
+    fn user_mut(&mut self, user: UserId) -> &mut User {
+        assert!(self.owns(user), "user {user} lives on another shard");
+        let (assets, markets) = (self.assets.len(), self.markets.len());
+        self.users.entry(user).or_insert_with(|| User {
+            balances: vec![Balance::default(); assets],
+            open: (0..markets)
+                .map(|_| Vec::with_capacity(OPEN_ORDERS_PER_USER_MARKET_MAX))
+                .collect(),
+            closed: VecDeque::with_capacity(ORDERS_CLOSED_PER_USER_MAX),
+            trades: VecDeque::with_capacity(TRADES_PER_USER_MAX),
+        })
+    }
+
+    pub fn deposit(
+        &mut self,
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+    ) -> Result<(), EngineError> {
+        self.check_transfer(asset, amount)?;
+        let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
+        balance.free.0 = balance
+            .free
+            .0
+            .checked_add(amount.0)
+            .ok_or(EngineError::BadAmount)?;
+        self.ledger[usize::from(asset.0)].deposits += i128::from(amount.0);
+        Ok(())
+    }
+
+    pub fn withdraw(
+        &mut self,
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+    ) -> Result<(), EngineError> {
+        self.check_transfer(asset, amount)?;
+        let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
+        if balance.free < amount {
+            return Err(EngineError::InsufficientBalance);
+        }
+        balance.free.0 -= amount.0;
+        self.ledger[usize::from(asset.0)].withdrawals += i128::from(amount.0);
+        Ok(())
+    }
+
+    fn check_transfer(&self, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
+        if usize::from(asset.0) >= self.assets.len() {
+            return Err(EngineError::UnknownAsset);
+        }
+        if amount.0 <= 0 {
+            return Err(EngineError::BadAmount);
+        }
+        Ok(())
+    }
+
+    /// Validates and locks a new order and sends it to its book. `reference`
+    /// is the best ask (buys) or best bid (sells) the caller last saw, or the
+    /// last price; only market orders sized against it use it.
+    pub fn place(
+        &mut self,
+        user: UserId,
+        request: &OrderRequest,
+        order_id: OrderId,
+        reference: Option<Price>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+    ) -> Result<(), EngineError> {
+        assert!(usize::from(request.market.0) < self.markets.len());
+        let spec = &self.specs[usize::from(request.market.0)];
+        check_params(request)?;
+        check_filters(spec, request)?;
+        let order = self.lock_plan(request, order_id, user, reference, time_ms)?;
+        let info = self.markets[usize::from(request.market.0)];
+        let (asset, amount) = match request.side {
+            Side::Buy => (info.quote, order.quote),
+            Side::Sell => (info.base, Amount(order.qty.0)),
+        };
+        if let Some(client) = request.client_order_id {
+            if self
+                .find_open(user, request.market, OrderRef::Client(client))
+                .is_some()
+            {
+                return Err(EngineError::DuplicateOrder);
+            }
+        }
+        let u = self.user_mut(user);
+        if u.open[usize::from(request.market.0)].len() >= OPEN_ORDERS_PER_USER_MARKET_MAX {
+            return Err(EngineError::MaxNumOrders);
+        }
+        let balance = &mut u.balances[usize::from(asset.0)];
+        if balance.free < amount {
+            return Err(EngineError::InsufficientBalance);
+        }
+        balance.free.0 -= amount.0;
+        balance.locked.0 += amount.0;
+        u.open[usize::from(request.market.0)].push(order_id);
+        let view = new_view(request, user, order_id, time_ms);
+        let open = Open {
+            view,
+            asset,
+            locked: amount,
+            by_quote: order.by_quote,
+        };
+        let previous = self.orders.insert(order_id, open);
+        assert!(previous.is_none(), "order id {order_id} reused");
+        out.push(ToBook::Place(order));
+        Ok(())
+    }
+
+    /// What the book receives: the order with the budget it may spend.
+    fn lock_plan(
+        &self,
+        request: &OrderRequest,
+        order_id: OrderId,
+        user: UserId,
+        reference: Option<Price>,
+        time_ms: u64,
+    ) -> Result<PlaceOrder, EngineError> {
+        let spec = &self.specs[usize::from(request.market.0)];
+        let unbounded_qty = Qty(i64::MAX);
+        let unbounded_quote = Amount(i64::MAX);
+        let reference = if request.kind.is_stop() {
+            request.stop_price
+        } else {
+            reference
+        };
+        let (qty, quote, by_quote) = match (request.qty, request.side) {
+            (OrderQty::Base(qty), Side::Sell) => (qty, unbounded_quote, false),
+            (OrderQty::Base(qty), Side::Buy) if request.kind.has_price() => {
+                let price = request.price.unwrap_or(Price::ZERO);
+                let lock = notional_ceil(price, qty).ok_or(EngineError::ValueTooLarge)?;
+                (qty, lock, false)
+            }
+            (OrderQty::Base(qty), Side::Buy) => (qty, market_buy_lock(qty, reference)?, false),
+            (OrderQty::Quote(quote), Side::Buy) => (unbounded_qty, quote, true),
+            (OrderQty::Quote(quote), Side::Sell) => (
+                market_sell_lock(quote, reference, spec.step_size)?,
+                quote,
+                true,
+            ),
+        };
+        Ok(PlaceOrder {
+            market: request.market,
+            order_id,
+            user,
+            side: request.side,
+            kind: request.kind,
+            time_in_force: request.time_in_force.unwrap_or(TimeInForce::Gtc),
+            price: request.price.unwrap_or(Price::ZERO),
+            stop_price: request.stop_price.unwrap_or(Price::ZERO),
+            qty,
+            quote,
+            by_quote,
+            stp: request.stp,
+            time_ms,
+        })
+    }
+
+    /// Finds an open order of `user` in `market`.
+    fn find_open(&self, user: UserId, market: MarketId, target: OrderRef) -> Option<OrderId> {
+        let u = self.users.get(&user)?;
+        let open = u.open.get(usize::from(market.0))?;
+        open.iter().copied().find(|id| match target {
+            OrderRef::Id(wanted) => *id == wanted,
+            OrderRef::Client(client) => {
+                self.orders.get(id).and_then(|o| o.view.client_order_id) == Some(client)
+            }
+        })
+    }
+
+    /// Asks the book to cancel an open order; the answer comes back as
+    /// `AccountEvent::Canceled`. Unknown orders fail here with -2011.
+    pub fn cancel(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+    ) -> Result<OrderId, EngineError> {
+        let order_id = self
+            .find_open(user, market, target)
+            .ok_or(EngineError::UnknownOrder)?;
+        out.push(ToBook::Cancel {
+            market,
+            order_id,
+            user,
+            time_ms,
+        });
+        Ok(order_id)
+    }
+
+    /// Cancels every open order of `user` in `market`, oldest first; returns
+    /// how many `Canceled` answers to expect.
+    pub fn cancel_all(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+    ) -> usize {
+        let Some(u) = self.users.get(&user) else {
+            return 0;
+        };
+        let open = &u.open[usize::from(market.0)];
+        out.extend(open.iter().map(|&order_id| ToBook::Cancel {
+            market,
+            order_id,
+            user,
+            time_ms,
+        }));
+        open.len()
+    }
+
+    /// Binance's order/cancelReplace: cancel `target`, then place `request`
+    /// as `new_order_id` unless the cancel failed under STOP_ON_FAILURE. The
+    /// cancel's unlocked funds are available to the new order. The answer
+    /// is one `AccountEvent::CancelReplaced`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cancel_replace(
+        &mut self,
+        user: UserId,
+        target: OrderRef,
+        mode: CancelReplaceMode,
+        request: &OrderRequest,
+        new_order_id: OrderId,
+        reference: Option<Price>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let mut replace = Replace {
+            user,
+            cancel_order: 0,
+            mode,
+            request: *request,
+            new_order_id,
+            reference,
+            cancel: None,
+        };
+        match self.cancel(user, request.market, target, time_ms, out) {
+            Ok(order_id) => {
+                replace.cancel_order = order_id;
+                assert!(self.replaces.len() < REPLACES_PENDING_MAX);
+                self.replaces.push(replace);
+            }
+            Err(e) => {
+                replace.cancel = Some(Err(e));
+                self.replace_continue(replace, time_ms, out, events);
+            }
+        }
+    }
+
+    /// The cancel half is known: place the new order or answer.
+    fn replace_continue(
+        &mut self,
+        replace: Replace,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let Some(cancel) = replace.cancel else {
+            unreachable!("continued before the cancel answered")
+        };
+        if cancel.is_err() && replace.mode == CancelReplaceMode::StopOnFailure {
+            events.push(AccountEvent::CancelReplaced {
+                cancel,
+                new: NewOrderResult::NotAttempted,
+            });
+            return;
+        }
+        let placed = self.place(
+            replace.user,
+            &replace.request,
+            replace.new_order_id,
+            replace.reference,
+            time_ms,
+            out,
+        );
+        match placed {
+            Ok(()) => {
+                assert!(self.replaces.len() < REPLACES_PENDING_MAX);
+                self.replaces.push(replace);
+            }
+            Err(e) => events.push(AccountEvent::CancelReplaced {
+                cancel,
+                new: NewOrderResult::Failure(e),
+            }),
+        }
+    }
+
+    /// Applies one message from a book.
+    pub fn handle(
+        &mut self,
+        msg: ToAccount,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        match msg {
+            ToAccount::Fill(fill) => self.on_fill(&fill, events),
+            ToAccount::Placed {
+                order_id,
+                status,
+                reject,
+                time_ms,
+                ..
+            } => self.on_placed(order_id, status, reject, time_ms, events),
+            ToAccount::Done {
+                order_id,
+                status,
+                time_ms,
+                ..
+            } => {
+                self.finish(order_id, status, time_ms, events);
+            }
+            ToAccount::Canceled {
+                order_id,
+                result,
+                time_ms,
+                ..
+            } => self.on_canceled(order_id, result, time_ms, out, events),
+        }
+    }
+
+    fn on_fill(&mut self, fill: &Fill, events: &mut Vec<AccountEvent>) {
+        if self.owns(fill.taker_user) {
+            self.settle(fill, false, events);
+        }
+        if self.owns(fill.maker_user) {
+            self.settle(fill, true, events);
+        }
+    }
+
+    /// Moves one side's funds for a fill and charges its commission.
+    fn settle(&mut self, fill: &Fill, is_maker: bool, events: &mut Vec<AccountEvent>) {
+        let info = self.markets[usize::from(fill.market.0)];
+        let (user, order_id, side) = if is_maker {
+            (
+                fill.maker_user,
+                fill.maker_order,
+                fill.taker_side.opposite(),
+            )
+        } else {
+            (fill.taker_user, fill.taker_order, fill.taker_side)
+        };
+        let rate = if is_maker { info.maker } else { info.taker };
+        let (paid_asset, paid, got_asset, got) = match side {
+            Side::Buy => (info.quote, fill.quote_qty, info.base, Amount(fill.qty.0)),
+            Side::Sell => (info.base, Amount(fill.qty.0), info.quote, fill.quote_qty),
+        };
+        let fee = fee_ceil(got, rate);
+        let Some(order) = self.orders.get_mut(&order_id) else {
+            unreachable!("fill for unknown order {order_id}")
+        };
+        assert_eq!(order.asset, paid_asset);
+        order.locked.0 -= paid.0;
+        assert!(
+            order.locked.0 >= 0,
+            "order {order_id} spent beyond its lock"
+        );
+        order.view.executed_qty.0 += fill.qty.0;
+        order.view.cummulative_quote_qty.0 += fill.quote_qty.0;
+        order.view.status = OrderStatus::PartiallyFilled;
+        order.view.update_time_ms = fill.time_ms;
+        let surplus = price_improvement(order);
+        order.locked.0 -= surplus.0;
+        let view = order.view;
+        let u = self.user_mut(user);
+        let balance = &mut u.balances[usize::from(paid_asset.0)];
+        balance.locked.0 -= paid.0 + surplus.0;
+        balance.free.0 += surplus.0;
+        assert!(balance.locked.0 >= 0);
+        u.balances[usize::from(got_asset.0)].free.0 += got.0 - fee.0;
+        let trade = UserTrade {
+            market: fill.market,
+            trade_id: fill.trade_id,
+            order_id,
+            price: fill.price,
+            qty: fill.qty,
+            quote_qty: fill.quote_qty,
+            commission: fee,
+            commission_asset: got_asset,
+            time_ms: fill.time_ms,
+            is_buyer: side == Side::Buy,
+            is_maker,
+        };
+        if u.trades.len() == TRADES_PER_USER_MAX {
+            u.trades.pop_front();
+        }
+        u.trades.push_back(trade);
+        self.ledger[usize::from(got_asset.0)].fees += fee.0;
+        self.ledger[usize::from(got_asset.0)].settled_in += i128::from(got.0);
+        self.ledger[usize::from(paid_asset.0)].settled_in -= i128::from(paid.0);
+        events.push(AccountEvent::Trade { user, trade });
+        events.push(AccountEvent::OrderUpdate(view));
+    }
+
+    fn on_placed(
+        &mut self,
+        order_id: OrderId,
+        status: OrderStatus,
+        reject: Option<EngineError>,
+        time_ms: u64,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let result = match reject {
+            Some(reason) => {
+                self.forget(order_id);
+                Err(reason)
+            }
+            None if status.is_final() => Ok(self.finish(order_id, status, time_ms, events)),
+            None => {
+                let Some(order) = self.orders.get_mut(&order_id) else {
+                    unreachable!("placed unknown order {order_id}")
+                };
+                order.view.status = status;
+                events.push(AccountEvent::OrderUpdate(order.view));
+                Ok(order.view)
+            }
+        };
+        let replace = self
+            .replaces
+            .iter()
+            .position(|r| r.new_order_id == order_id && r.cancel.is_some());
+        let Some(position) = replace else {
+            events.push(AccountEvent::Placed { order_id, result });
+            return;
+        };
+        let replace = self.replaces.swap_remove(position);
+        let new = match result {
+            Ok(view) => NewOrderResult::Success(view),
+            Err(e) => NewOrderResult::Failure(e),
+        };
+        events.push(AccountEvent::CancelReplaced {
+            cancel: replace.cancel.unwrap_or(Err(EngineError::UnknownOrder)),
+            new,
+        });
+    }
+
+    fn on_canceled(
+        &mut self,
+        order_id: OrderId,
+        result: Result<(), EngineError>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let result = result.map(|()| self.finish(order_id, OrderStatus::Canceled, time_ms, events));
+        let replace = self
+            .replaces
+            .iter()
+            .position(|r| r.cancel_order == order_id && r.cancel.is_none());
+        let Some(position) = replace else {
+            events.push(AccountEvent::Canceled { order_id, result });
+            return;
+        };
+        let mut replace = self.replaces.swap_remove(position);
+        replace.cancel = Some(result);
+        self.replace_continue(replace, time_ms, out, events);
+    }
+
+    /// An order reached a final status: unlock the rest and archive it.
+    fn finish(
+        &mut self,
+        order_id: OrderId,
+        status: OrderStatus,
+        time_ms: u64,
+        events: &mut Vec<AccountEvent>,
+    ) -> OrderView {
+        assert!(status.is_final());
+        let Some(mut order) = self.orders.remove(&order_id) else {
+            unreachable!("finished unknown order {order_id}")
+        };
+        order.view.status = status;
+        order.view.update_time_ms = time_ms;
+        if order.by_quote {
+            order.view.orig_qty = order.view.executed_qty;
+        }
+        let view = order.view;
+        let u = self.user_mut(view.user);
+        unlock(u, &order);
+        if u.closed.len() == ORDERS_CLOSED_PER_USER_MAX {
+            u.closed.pop_front();
+        }
+        u.closed.push_back(view);
+        events.push(AccountEvent::OrderUpdate(view));
+        view
+    }
+
+    /// A rejected order never existed: unlock and drop it without history.
+    fn forget(&mut self, order_id: OrderId) {
+        let Some(order) = self.orders.remove(&order_id) else {
+            unreachable!("rejected unknown order {order_id}")
+        };
+        let u = self.user_mut(order.view.user);
+        unlock(u, &order);
+    }
+
+    pub fn balance(&self, user: UserId, asset: AssetId) -> Balance {
+        self.users
+            .get(&user)
+            .map_or(Balance::default(), |u| u.balances[usize::from(asset.0)])
+    }
+
+    /// All balances of a user, indexed by asset id.
+    pub fn balances(&self, user: UserId) -> Option<&[Balance]> {
+        self.users.get(&user).map(|u| u.balances.as_slice())
+    }
+
+    /// Commission collected in `asset` on this machine.
+    pub fn fees(&self, asset: AssetId) -> Amount {
+        Amount(self.ledger[usize::from(asset.0)].fees)
+    }
+
+    /// Open orders of a user in a market, oldest first, into a reused `Vec`.
+    pub fn open_orders(&self, user: UserId, market: MarketId, out: &mut Vec<OrderView>) {
+        out.clear();
+        let Some(u) = self.users.get(&user) else {
+            return;
+        };
+        let ids = &u.open[usize::from(market.0)];
+        out.extend(
+            ids.iter()
+                .filter_map(|id| self.orders.get(id).map(|o| o.view)),
+        );
+    }
+
+    /// An open or recently finished order, by id or clientOrderId.
+    pub fn order(
+        &self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+    ) -> Result<OrderView, EngineError> {
+        if let Some(id) = self.find_open(user, market, target) {
+            if let Some(order) = self.orders.get(&id) {
+                return Ok(order.view);
+            }
+        }
+        let u = self.users.get(&user).ok_or(EngineError::NoSuchOrder)?;
+        let matches = |v: &&OrderView| {
+            v.market == market
+                && match target {
+                    OrderRef::Id(id) => v.order_id == id,
+                    OrderRef::Client(c) => v.client_order_id == Some(c),
+                }
+        };
+        u.closed
+            .iter()
+            .rev()
+            .find(matches)
+            .copied()
+            .ok_or(EngineError::NoSuchOrder)
+    }
+
+    /// The user's recent trades, oldest first.
+    pub fn trades(&self, user: UserId) -> impl Iterator<Item = &UserTrade> {
+        self.users
+            .get(&user)
+            .into_iter()
+            .flat_map(|u| u.trades.iter())
+    }
+
+    fn sorted_users(&self) -> Vec<UserId> {
+        let mut ids: Vec<UserId> = self.users.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Σ free + locked of `asset` over this machine's users.
+    pub fn held(&self, asset: AssetId) -> i128 {
+        let index = usize::from(asset.0);
+        self.users
+            .values()
+            .map(|u| i128::from(u.balances[index].free.0) + i128::from(u.balances[index].locked.0))
+            .sum()
+    }
+
+    /// Net amount of `asset` fills moved into this machine from others.
+    pub fn settled_in(&self, asset: AssetId) -> i128 {
+        self.ledger[usize::from(asset.0)].settled_in
+    }
+
+    /// A digest of the full state in a canonical order (sorted user ids,
+    /// orders in each user's open lists).
+    pub fn state_hash(&self) -> u64 {
+        let mut h = StateHasher::default();
+        h.u64(u64::from(self.shard));
+        for user in self.sorted_users() {
+            let u = &self.users[&user];
+            h.u64(user);
+            for b in &u.balances {
+                h.i64(b.free.0);
+                h.i64(b.locked.0);
+            }
+            for id in u.open.iter().flatten() {
+                let o = &self.orders[id];
+                h.u64(*id);
+                h.i64(o.locked.0);
+                h.i64(o.view.executed_qty.0);
+                h.i64(o.view.cummulative_quote_qty.0);
+                h.u64(o.view.status as u64);
+            }
+            for t in &u.trades {
+                h.u64(t.trade_id);
+                h.i64(t.commission.0);
+            }
+            h.u64(u.closed.len() as u64);
+        }
+        for l in &self.ledger {
+            h.i64(l.fees);
+            h.bytes(&l.deposits.to_le_bytes());
+            h.bytes(&l.withdrawals.to_le_bytes());
+            h.bytes(&l.settled_in.to_le_bytes());
+        }
+        h.finish()
+    }
+
+    /// Conservation, non-negative balances and locks matching open orders;
+    /// O(users × assets + orders). Tests call it after every operation.
+    pub fn check_invariants(&self) {
+        let assets = self.assets.len();
+        let mut held = vec![0_i128; assets];
+        let mut open_count = 0;
+        for (user, u) in &self.users {
+            let mut required = vec![0_i64; assets];
+            for id in u.open.iter().flatten() {
+                let order = &self.orders[id];
+                assert_eq!(order.view.user, *user);
+                assert!(order.locked.0 >= 0 && !order.view.status.is_final());
+                required[usize::from(order.asset.0)] += order.locked.0;
+                open_count += 1;
+            }
+            for (asset, b) in u.balances.iter().enumerate() {
+                assert!(b.free.0 >= 0 && b.locked.0 >= 0, "negative balance");
+                assert_eq!(b.locked.0, required[asset], "user {user} locked");
+                held[asset] += i128::from(b.free.0) + i128::from(b.locked.0);
+            }
+        }
+        assert_eq!(open_count, self.orders.len());
+        for (asset, l) in self.ledger.iter().enumerate() {
+            assert!(l.fees >= 0);
+            let total = held[asset] + i128::from(l.fees);
+            assert_eq!(
+                total,
+                l.deposits - l.withdrawals + l.settled_in,
+                "asset {asset}"
+            );
+        }
+    }
+}
+
+fn unlock(u: &mut User, order: &Open) {
+    let balance = &mut u.balances[usize::from(order.asset.0)];
+    balance.locked.0 -= order.locked.0;
+    balance.free.0 += order.locked.0;
+    assert!(balance.locked.0 >= 0);
+    let open = &mut u.open[usize::from(order.view.market.0)];
+    match open.iter().position(|&id| id == order.view.order_id) {
+        Some(position) => {
+            open.remove(position);
+        }
+        None => unreachable!("open order missing from its user's list"),
+    }
+}
+
+/// A limit buy filled below its price keeps locked only what its remainder
+/// needs at its limit price; the surplus goes back to free.
+fn price_improvement(order: &Open) -> Amount {
+    let view = &order.view;
+    if view.side != Side::Buy || !view.kind.has_price() {
+        return Amount::ZERO;
+    }
+    let remaining = Qty(view.orig_qty.0 - view.executed_qty.0);
+    let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
+    assert!(
+        needed <= order.locked,
+        "a limit buy's lock fell below its needs"
+    );
+    Amount(order.locked.0 - needed.0)
+}
+
+fn market_buy_lock(qty: Qty, reference: Option<Price>) -> Result<Amount, EngineError> {
+    let Some(reference) = reference else {
+        return Ok(Amount::ZERO);
+    };
+    let notional = notional_ceil(reference, qty).ok_or(EngineError::ValueTooLarge)?;
+    add_rate_ceil(notional, MARKET_PROTECTION).ok_or(EngineError::ValueTooLarge)
+}
+
+fn market_sell_lock(
+    quote: Amount,
+    reference: Option<Price>,
+    step: Qty,
+) -> Result<Qty, EngineError> {
+    let Some(reference) = reference else {
+        return Ok(Qty::ZERO);
+    };
+    let unit = i128::from(UNIT);
+    let numerator = i128::from(quote.0) * unit * unit;
+    let denominator = i128::from(reference.0) * i128::from(UNIT - MARKET_PROTECTION.0);
+    let qty = (numerator + denominator - 1) / denominator;
+    let step = i128::from(step.0);
+    let qty = (qty + step - 1) / step * step;
+    i64::try_from(qty)
+        .map(Qty)
+        .map_err(|_| EngineError::ValueTooLarge)
+}
+
+fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u64) -> OrderView {
+    let (orig_qty, orig_quote_qty) = match request.qty {
+        OrderQty::Base(qty) => (qty, Amount::ZERO),
+        OrderQty::Quote(quote) => (Qty::ZERO, quote),
+    };
+    OrderView {
+        market: request.market,
+        order_id,
+        user,
+        client_order_id: request.client_order_id,
+        price: request.price.unwrap_or(Price::ZERO),
+        orig_qty,
+        orig_quote_qty,
+        executed_qty: Qty::ZERO,
+        cummulative_quote_qty: Amount::ZERO,
+        status: OrderStatus::New,
+        time_in_force: request.time_in_force.unwrap_or(TimeInForce::Gtc),
+        kind: request.kind,
+        side: request.side,
+        stop_price: request.stop_price.unwrap_or(Price::ZERO),
+        time_ms,
+        update_time_ms: time_ms,
+        stp: request.stp,
+    }
+}
+
+/// Which parameters each order type takes (Binance's "Unsupported order
+/// combination" rules, reported per parameter).
+fn check_params(request: &OrderRequest) -> Result<(), EngineError> {
+    let kind = request.kind;
+    let wants_tif = matches!(
+        kind,
+        OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+    );
+    let need = |present: bool, wanted: bool, missing, extra| match (present, wanted) {
+        (false, true) => Err(EngineError::MandatoryParam(missing)),
+        (true, false) => Err(EngineError::ParamNotRequired(extra)),
+        _ => Ok(()),
+    };
+    need(
+        request.price.is_some(),
+        kind.has_price(),
+        error::MISSING_PRICE,
+        error::NOT_REQUIRED_PRICE,
+    )?;
+    need(
+        request.time_in_force.is_some(),
+        wants_tif,
+        error::MISSING_TIME_IN_FORCE,
+        error::NOT_REQUIRED_TIME_IN_FORCE,
+    )?;
+    need(
+        request.stop_price.is_some(),
+        kind.is_stop(),
+        error::MISSING_STOP_PRICE,
+        error::NOT_REQUIRED_STOP_PRICE,
+    )?;
+    if matches!(request.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
+        return Err(EngineError::ParamNotRequired(
+            error::NOT_REQUIRED_QUOTE_ORDER_QTY,
+        ));
+    }
+    Ok(())
+}
+
+/// PRICE_FILTER, LOT_SIZE and NOTIONAL, in Binance's order.
+fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), EngineError> {
+    let price_ok =
+        |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
+    for price in [request.price, request.stop_price].into_iter().flatten() {
+        if !price_ok(price) {
+            return Err(EngineError::PriceFilter);
+        }
+    }
+    let notional = match request.qty {
+        OrderQty::Base(qty) => {
+            let lot_ok =
+                qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
+            if !lot_ok {
+                return Err(EngineError::LotSize);
+            }
+            match request.price.or(request.stop_price) {
+                Some(price) => notional_wide(price, qty),
+                // A market order by quantity has no price to check here;
+                // its lock is bounded by the reference price instead.
+                None => return Ok(()),
+            }
+        }
+        OrderQty::Quote(quote) => i128::from(quote.0) * i128::from(UNIT),
+    };
+    let unit = i128::from(UNIT);
+    let within = notional >= i128::from(spec.min_notional.0) * unit
+        && notional <= i128::from(spec.max_notional.0) * unit;
+    if !within {
+        return Err(EngineError::Notional);
+    }
+    Ok(())
+}

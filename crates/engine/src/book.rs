@@ -1,0 +1,685 @@
+//! The order book of one market: price-time priority matching, resting
+//! orders, held stop orders, the last trade price and recent trades.
+//!
+//! The book owns no money. It receives orders whose funds an account machine
+//! has already locked (`msg::PlaceOrder` carries the budget) and answers with
+//! `msg::ToAccount` messages pushed into a caller-provided `Vec`.
+//!
+//! Layout, chosen so that steady-state operations do not allocate: resting
+//! orders live in a slab (`Vec<Node>` with a free list) and form one intrusive
+//! doubly-linked FIFO per price level; levels live in their own slab; each
+//! side keeps a `Vec` of (key, level) sorted so that the best level is last,
+//! which makes the best price O(1) and puts the busy end of the book at the
+//! cheap end of the `Vec`. Cancel by order id is a hash lookup and an unlink,
+//! O(1); only emptying a level costs a binary search and a short move.
+//!
+//! **Invariant:** at rest the book is never crossed (best bid < best ask).
+//! **Invariant:** a level's quantity is the sum of its orders' remainders.
+//! Called by the market's shard (and by `driver::Exchange` in tests).
+
+use std::collections::VecDeque;
+
+use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::market::MarketSpec;
+use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
+use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
+use crate::order::{MarketId, OrderId, OrderStatus, OrderType, Side, StpMode};
+use crate::order::{TimeInForce, TradeId, UserId};
+use crate::EngineError;
+
+/// Trades a book remembers for GET /api/v3/trades.
+pub const TRADES_RECENT_MAX: usize = 1000;
+/// Depth levels a snapshot may ask for (Binance's largest `limit`).
+pub const DEPTH_LEVELS_MAX: usize = 5000;
+
+const NIL: u32 = u32::MAX;
+const UNBOUNDED: i64 = i64::MAX;
+
+/// How much a book reserves up front; beyond it the book still works but
+/// its `Vec`s grow, which allocates.
+#[derive(Clone, Copy, Debug)]
+pub struct BookCapacity {
+    pub orders_max: usize,
+    pub levels_max: usize,
+}
+
+impl Default for BookCapacity {
+    fn default() -> Self {
+        BookCapacity {
+            orders_max: 1 << 16,
+            levels_max: 1 << 12,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    order_id: OrderId,
+    user: UserId,
+    price: Price,
+    qty: Qty,
+    side: Side,
+    level: u32,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    price: Price,
+    qty: Qty,
+    count: u32,
+    head: u32,
+    tail: u32,
+}
+
+/// One side's levels, sorted by key ascending so the best level is last.
+/// The key is the price for bids and the negated price for asks.
+#[derive(Debug)]
+struct Ladder {
+    side: Side,
+    levels: Vec<(i64, u32)>,
+}
+
+impl Ladder {
+    fn key(&self, price: Price) -> i64 {
+        match self.side {
+            Side::Buy => price.0,
+            Side::Sell => -price.0,
+        }
+    }
+
+    fn best(&self) -> Option<u32> {
+        self.levels.last().map(|&(_, level)| level)
+    }
+
+    fn find(&self, price: Price) -> Result<usize, usize> {
+        let key = self.key(price);
+        self.levels.binary_search_by(|&(k, _)| k.cmp(&key))
+    }
+}
+
+/// Why matching stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    QtyDone,
+    BudgetDone,
+    NoLiquidity,
+    PriceLimit,
+    SelfTrade,
+}
+
+/// A market's book machine.
+#[derive(Debug)]
+pub struct Book {
+    market: MarketId,
+    step: Qty,
+    nodes: Vec<Node>,
+    nodes_free: Vec<u32>,
+    levels: Vec<Level>,
+    levels_free: Vec<u32>,
+    bids: Ladder,
+    asks: Ladder,
+    index: FastMap<OrderId, u32>,
+    stops: Vec<PlaceOrder>,
+    last_price: Option<Price>,
+    update_id: u64,
+    next_trade_id: TradeId,
+    trades: VecDeque<Fill>,
+}
+
+impl Book {
+    pub fn new(market: MarketId, spec: &MarketSpec, capacity: BookCapacity) -> Book {
+        // Every fill's notional then fits an i64: the book never overflows.
+        assert!(notional_ceil(spec.max_price, spec.max_qty).is_some());
+        Book {
+            market,
+            step: spec.step_size,
+            nodes: Vec::with_capacity(capacity.orders_max),
+            nodes_free: Vec::with_capacity(capacity.orders_max),
+            levels: Vec::with_capacity(capacity.levels_max),
+            levels_free: Vec::with_capacity(capacity.levels_max),
+            bids: Ladder {
+                side: Side::Buy,
+                levels: Vec::with_capacity(capacity.levels_max),
+            },
+            asks: Ladder {
+                side: Side::Sell,
+                levels: Vec::with_capacity(capacity.levels_max),
+            },
+            index: FastMap::with_capacity_and_hasher(capacity.orders_max, FastBuildHasher),
+            stops: Vec::with_capacity(64),
+            last_price: None,
+            update_id: 0,
+            next_trade_id: 1,
+            trades: VecDeque::with_capacity(TRADES_RECENT_MAX),
+        }
+    }
+
+    pub fn market(&self) -> MarketId {
+        self.market
+    }
+
+    /// Applies one message; answers go to `out` (not cleared).
+    pub fn handle(&mut self, msg: ToBook, out: &mut Vec<ToAccount>) {
+        assert_eq!(msg.market(), self.market);
+        match msg {
+            ToBook::Place(order) => self.place(order, out),
+            ToBook::Cancel {
+                order_id,
+                user,
+                time_ms,
+                ..
+            } => {
+                let result = self.cancel(order_id, user);
+                out.push(ToAccount::Canceled {
+                    order_id,
+                    user,
+                    result,
+                    time_ms,
+                });
+            }
+        }
+        assert!(!self.is_crossed(), "book at rest must not be crossed");
+    }
+
+    fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
+        let reject = if order.kind.is_stop() {
+            self.would_trigger(&order)
+                .then_some(EngineError::WouldTrigger)
+        } else if order.kind == OrderType::LimitMaker {
+            self.crosses_best(order.side, order.price)
+                .then_some(EngineError::WouldMatch)
+        } else {
+            None
+        };
+        let placed = |status, reject| ToAccount::Placed {
+            order_id: order.order_id,
+            user: order.user,
+            status,
+            reject,
+            time_ms: order.time_ms,
+        };
+        if let Some(reason) = reject {
+            out.push(placed(OrderStatus::Rejected, Some(reason)));
+            return;
+        }
+        if order.kind.is_stop() {
+            self.stops.push(order);
+            out.push(placed(OrderStatus::New, None));
+            return;
+        }
+        let status = self.execute(&order, out);
+        out.push(placed(status, None));
+        self.run_stops(out);
+    }
+
+    /// Matches `order` as a taker and rests what a GTC limit leaves.
+    fn execute(&mut self, order: &PlaceOrder, out: &mut Vec<ToAccount>) -> OrderStatus {
+        let limit = order.kind.has_price();
+        if limit && order.time_in_force == TimeInForce::Fok && !self.fok_fillable(order) {
+            return OrderStatus::Expired;
+        }
+        let mut qty_left = order.qty;
+        let mut quote_left = order.quote;
+        let exit = self.match_taker(order, &mut qty_left, &mut quote_left, out);
+        let filled = qty_left != order.qty;
+        match exit {
+            Exit::SelfTrade => OrderStatus::ExpiredInMatch,
+            Exit::QtyDone if order.by_quote && quote_left.0 > 0 => OrderStatus::Expired,
+            Exit::QtyDone => OrderStatus::Filled,
+            Exit::BudgetDone if order.by_quote => OrderStatus::Filled,
+            Exit::BudgetDone => OrderStatus::Expired,
+            Exit::NoLiquidity | Exit::PriceLimit => {
+                if !limit || order.time_in_force != TimeInForce::Gtc {
+                    return OrderStatus::Expired;
+                }
+                self.rest(order, qty_left);
+                if filled {
+                    OrderStatus::PartiallyFilled
+                } else {
+                    OrderStatus::New
+                }
+            }
+        }
+    }
+
+    fn match_taker(
+        &mut self,
+        order: &PlaceOrder,
+        qty_left: &mut Qty,
+        quote_left: &mut Amount,
+        out: &mut Vec<ToAccount>,
+    ) -> Exit {
+        let limit = order.kind.has_price();
+        // A limit buy's lock covers its whole quantity at its limit price,
+        // so only market orders are ever stopped by their budget.
+        let budgeted = !limit && quote_left.0 != UNBOUNDED;
+        loop {
+            if qty_left.0 == 0 {
+                return Exit::QtyDone;
+            }
+            let Some(level) = self.ladder(order.side.opposite()).best() else {
+                return Exit::NoLiquidity;
+            };
+            let level = self.levels[level as usize];
+            if limit && !crosses(order.side, order.price, level.price) {
+                return Exit::PriceLimit;
+            }
+            let maker_index = level.head;
+            let maker = self.nodes[maker_index as usize];
+            if maker.user == order.user && order.stp != StpMode::None {
+                if order.stp != StpMode::ExpireTaker {
+                    self.remove(maker_index);
+                    self.update_id += 1;
+                    out.push(done(&maker, OrderStatus::ExpiredInMatch, order.time_ms));
+                }
+                if order.stp == StpMode::ExpireMaker {
+                    continue;
+                }
+                return Exit::SelfTrade;
+            }
+            let mut qty = maker.qty.min(*qty_left);
+            if budgeted {
+                qty = qty.min(qty_within(level.price, *quote_left, self.step));
+                if qty.0 == 0 {
+                    return Exit::BudgetDone;
+                }
+            }
+            let quote = self.trade(order, maker_index, qty, out);
+            qty_left.0 -= qty.0;
+            if quote_left.0 != UNBOUNDED {
+                quote_left.0 -= quote.0;
+                assert!(quote_left.0 >= 0, "a taker spent beyond its budget");
+            }
+        }
+    }
+
+    fn trade(
+        &mut self,
+        order: &PlaceOrder,
+        maker_index: u32,
+        qty: Qty,
+        out: &mut Vec<ToAccount>,
+    ) -> Amount {
+        let maker = self.nodes[maker_index as usize];
+        let price = maker.price;
+        let quote = match notional_floor(price, qty) {
+            Some(quote) => quote,
+            None => unreachable!("market spec bounds every notional"),
+        };
+        let fill = Fill {
+            market: self.market,
+            trade_id: self.next_trade_id,
+            price,
+            qty,
+            quote_qty: quote,
+            taker_order: order.order_id,
+            taker_user: order.user,
+            taker_side: order.side,
+            maker_order: maker.order_id,
+            maker_user: maker.user,
+            time_ms: order.time_ms,
+        };
+        self.next_trade_id += 1;
+        self.update_id += 1;
+        self.last_price = Some(price);
+        if self.trades.len() == TRADES_RECENT_MAX {
+            self.trades.pop_front();
+        }
+        self.trades.push_back(fill);
+        out.push(ToAccount::Fill(fill));
+        let node = &mut self.nodes[maker_index as usize];
+        node.qty.0 -= qty.0;
+        let left = node.qty;
+        self.levels[maker.level as usize].qty.0 -= qty.0;
+        if left.0 == 0 {
+            self.remove(maker_index);
+            out.push(done(&maker, OrderStatus::Filled, order.time_ms));
+        }
+        quote
+    }
+
+    fn fok_fillable(&self, order: &PlaceOrder) -> bool {
+        let mut available: i64 = 0;
+        let ladder = self.ladder(order.side.opposite());
+        for &(_, level) in ladder.levels.iter().rev() {
+            let level = &self.levels[level as usize];
+            if !crosses(order.side, order.price, level.price) {
+                break;
+            }
+            available = available.saturating_add(level.qty.0);
+            if available >= order.qty.0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn rest(&mut self, order: &PlaceOrder, qty: Qty) {
+        assert!(qty.0 > 0 && order.price.0 > 0);
+        let level = self.level_for(order.side, order.price);
+        let node = Node {
+            order_id: order.order_id,
+            user: order.user,
+            price: order.price,
+            qty,
+            side: order.side,
+            level,
+            prev: self.levels[level as usize].tail,
+            next: NIL,
+        };
+        let index = match self.nodes_free.pop() {
+            Some(index) => {
+                self.nodes[index as usize] = node;
+                index
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        let lv = &mut self.levels[level as usize];
+        if lv.tail == NIL {
+            lv.head = index;
+        } else {
+            let tail = lv.tail;
+            self.nodes[tail as usize].next = index;
+        }
+        let lv = &mut self.levels[level as usize];
+        lv.tail = index;
+        lv.count += 1;
+        lv.qty.0 += qty.0;
+        let previous = self.index.insert(order.order_id, index);
+        assert!(previous.is_none(), "order id {} reused", order.order_id);
+        self.update_id += 1;
+    }
+
+    fn level_for(&mut self, side: Side, price: Price) -> u32 {
+        let position = match self.ladder(side).find(price) {
+            Ok(position) => return self.ladder(side).levels[position].1,
+            Err(position) => position,
+        };
+        let level = Level {
+            price,
+            qty: Qty::ZERO,
+            count: 0,
+            head: NIL,
+            tail: NIL,
+        };
+        let index = match self.levels_free.pop() {
+            Some(index) => {
+                self.levels[index as usize] = level;
+                index
+            }
+            None => {
+                self.levels.push(level);
+                (self.levels.len() - 1) as u32
+            }
+        };
+        let ladder = self.ladder_mut(side);
+        let key = ladder.key(price);
+        ladder.levels.insert(position, (key, index));
+        index
+    }
+
+    /// Unlinks a resting order and frees its slot (and its level if empty).
+    fn remove(&mut self, index: u32) {
+        let node = self.nodes[index as usize];
+        if node.prev != NIL {
+            self.nodes[node.prev as usize].next = node.next;
+        }
+        if node.next != NIL {
+            self.nodes[node.next as usize].prev = node.prev;
+        }
+        let level = &mut self.levels[node.level as usize];
+        if level.head == index {
+            level.head = node.next;
+        }
+        if level.tail == index {
+            level.tail = node.prev;
+        }
+        level.count -= 1;
+        level.qty.0 -= node.qty.0;
+        let empty = level.count == 0;
+        self.index.remove(&node.order_id);
+        self.nodes_free.push(index);
+        if empty {
+            let ladder = self.ladder_mut(node.side);
+            match ladder.find(node.price) {
+                Ok(position) => {
+                    ladder.levels.remove(position);
+                }
+                Err(_) => unreachable!("a resting order's level is on its ladder"),
+            }
+            self.levels_free.push(node.level);
+        }
+    }
+
+    fn cancel(&mut self, order_id: OrderId, user: UserId) -> Result<(), EngineError> {
+        if let Some(&index) = self.index.get(&order_id) {
+            if self.nodes[index as usize].user != user {
+                return Err(EngineError::UnknownOrder);
+            }
+            self.remove(index);
+            self.update_id += 1;
+            return Ok(());
+        }
+        let position = self
+            .stops
+            .iter()
+            .position(|s| s.order_id == order_id && s.user == user)
+            .ok_or(EngineError::UnknownOrder)?;
+        self.stops.remove(position);
+        Ok(())
+    }
+
+    fn would_trigger(&self, order: &PlaceOrder) -> bool {
+        match self.last_price {
+            Some(last) => triggered(order, last),
+            None => false,
+        }
+    }
+
+    /// Fires held stops, oldest first, until none is triggered; each firing
+    /// may move the last price and so fire others.
+    fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
+        while let Some(last) = self.last_price {
+            if self.stops.is_empty() {
+                return;
+            }
+            let Some(position) = self.stops.iter().position(|s| triggered(s, last)) else {
+                return;
+            };
+            let order = self.stops.remove(position);
+            let status = self.execute(&order, out);
+            if status.is_final() {
+                out.push(ToAccount::Done {
+                    order_id: order.order_id,
+                    user: order.user,
+                    status,
+                    time_ms: order.time_ms,
+                });
+            }
+        }
+    }
+
+    fn ladder(&self, side: Side) -> &Ladder {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn ladder_mut(&mut self, side: Side) -> &mut Ladder {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    fn crosses_best(&self, side: Side, price: Price) -> bool {
+        match self.best(side.opposite()) {
+            Some((best, _)) => crosses(side, price, best),
+            None => false,
+        }
+    }
+
+    fn is_crossed(&self) -> bool {
+        match (self.best_bid(), self.best_ask()) {
+            (Some((bid, _)), Some((ask, _))) => bid >= ask,
+            _ => false,
+        }
+    }
+
+    fn best(&self, side: Side) -> Option<(Price, Qty)> {
+        let level = &self.levels[self.ladder(side).best()? as usize];
+        Some((level.price, level.qty))
+    }
+
+    /// Best bid price and its total quantity, O(1).
+    pub fn best_bid(&self) -> Option<(Price, Qty)> {
+        self.best(Side::Buy)
+    }
+
+    /// Best ask price and its total quantity, O(1).
+    pub fn best_ask(&self) -> Option<(Price, Qty)> {
+        self.best(Side::Sell)
+    }
+
+    pub fn last_price(&self) -> Option<Price> {
+        self.last_price
+    }
+
+    /// Increases with every change to the resting orders (lastUpdateId).
+    pub fn update_id(&self) -> u64 {
+        self.update_id
+    }
+
+    /// The top `levels` of each side, best first, into reused vectors;
+    /// returns the update id the snapshot reflects.
+    pub fn depth(
+        &self,
+        levels: usize,
+        bids: &mut Vec<(Price, Qty)>,
+        asks: &mut Vec<(Price, Qty)>,
+    ) -> u64 {
+        let levels = levels.min(DEPTH_LEVELS_MAX);
+        for (ladder, out) in [(&self.bids, bids), (&self.asks, asks)] {
+            out.clear();
+            let top = ladder.levels.iter().rev().take(levels);
+            out.extend(
+                top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)),
+            );
+        }
+        self.update_id
+    }
+
+    /// Recent trades, oldest first (at most `TRADES_RECENT_MAX`).
+    pub fn recent_trades(&self) -> impl Iterator<Item = &Fill> {
+        self.trades.iter()
+    }
+
+    /// Resting orders plus held stops.
+    pub fn open_orders_count(&self) -> usize {
+        self.index.len() + self.stops.len()
+    }
+
+    /// Whether `order_id` rests or is held here.
+    pub fn contains(&self, order_id: OrderId) -> bool {
+        self.index.contains_key(&order_id) || self.stops.iter().any(|s| s.order_id == order_id)
+    }
+
+    /// Remaining quantity of a resting order (None for held stops).
+    pub fn resting_qty(&self, order_id: OrderId) -> Option<Qty> {
+        let &index = self.index.get(&order_id)?;
+        Some(self.nodes[index as usize].qty)
+    }
+
+    /// A digest of the whole state, walking the ladders best first.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = StateHasher::default();
+        h.u64(u64::from(self.market.0));
+        for ladder in [&self.bids, &self.asks] {
+            h.u64(ladder.levels.len() as u64);
+            for &(_, level) in ladder.levels.iter().rev() {
+                let level = &self.levels[level as usize];
+                h.i64(level.price.0);
+                h.i64(level.qty.0);
+                let mut at = level.head;
+                while at != NIL {
+                    let node = &self.nodes[at as usize];
+                    h.u64(node.order_id);
+                    h.u64(node.user);
+                    h.i64(node.qty.0);
+                    at = node.next;
+                }
+            }
+        }
+        for stop in &self.stops {
+            h.u64(stop.order_id);
+            h.u64(stop.user);
+            h.i64(stop.stop_price.0);
+        }
+        h.i64(self.last_price.map_or(-1, |p| p.0));
+        h.u64(self.update_id);
+        h.u64(self.next_trade_id);
+        h.finish()
+    }
+
+    /// Full structural check, O(orders); tests call it after every operation.
+    pub fn check_invariants(&self) {
+        assert!(!self.is_crossed());
+        let mut resting = 0;
+        for ladder in [&self.bids, &self.asks] {
+            assert!(ladder.levels.windows(2).all(|w| w[0].0 < w[1].0));
+            for &(key, level_index) in &ladder.levels {
+                let level = &self.levels[level_index as usize];
+                assert_eq!(key, ladder.key(level.price));
+                let (mut qty, mut count, mut at, mut prev) = (0, 0, level.head, NIL);
+                while at != NIL {
+                    let node = &self.nodes[at as usize];
+                    assert!(node.qty.0 > 0 && node.price == level.price);
+                    assert!(node.side == ladder.side && node.level == level_index);
+                    assert_eq!(node.prev, prev);
+                    assert_eq!(self.index.get(&node.order_id), Some(&at));
+                    qty += node.qty.0;
+                    count += 1;
+                    prev = at;
+                    at = node.next;
+                }
+                assert_eq!(level.tail, prev);
+                assert!(count > 0 && count == level.count && qty == level.qty.0);
+                resting += count as usize;
+            }
+        }
+        assert_eq!(resting, self.index.len());
+        if let Some(last) = self.last_price {
+            assert!(self.stops.iter().all(|s| !triggered(s, last)));
+        }
+    }
+}
+
+fn crosses(taker: Side, limit: Price, level: Price) -> bool {
+    match taker {
+        Side::Buy => level <= limit,
+        Side::Sell => level >= limit,
+    }
+}
+
+fn triggered(order: &PlaceOrder, last: Price) -> bool {
+    if order.kind.triggers_upward(order.side) {
+        last >= order.stop_price
+    } else {
+        last <= order.stop_price
+    }
+}
+
+fn done(node: &Node, status: OrderStatus, time_ms: u64) -> ToAccount {
+    ToAccount::Done {
+        order_id: node.order_id,
+        user: node.user,
+        status,
+        time_ms,
+    }
+}

@@ -1,0 +1,283 @@
+//! A single-threaded wiring of many account machines and many books.
+//!
+//! `Exchange` owns one `Accounts` per (simulated) user shard and one `Book`
+//! per market and moves messages between them through one FIFO queue until
+//! nothing is left, exactly as the shards would over channels but on one
+//! thread. Tests, benchmarks and replays use it; the server wires the same
+//! machines over its mesh instead. A fill is delivered to the machine owning
+//! the taker and, when different, to the one owning the maker.
+//!
+//! The caller passes the time and the order ids; the exchange reads neither
+//! a clock nor any other outside state. Outputs go into a reused `Output`.
+
+use std::collections::VecDeque;
+
+use crate::account::{owner_of, AccountEvent, Accounts, OrderRef};
+use crate::book::{Book, BookCapacity};
+use crate::market::MarketSpec;
+use crate::msg::{Fill, ToAccount, ToBook};
+use crate::num::{Amount, Price};
+use crate::order::{AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, Side, UserId};
+use crate::EngineError;
+
+/// Messages one operation may leave in flight before the queue grows.
+pub const QUEUE_MESSAGES_RESERVED_COUNT: usize = 4096;
+
+#[derive(Clone, Copy, Debug)]
+enum Envelope {
+    Book(ToBook),
+    Account(u32, ToAccount),
+}
+
+/// What operations produced; the caller clears it between operations.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub events: Vec<AccountEvent>,
+    pub fills: Vec<Fill>,
+}
+
+impl Output {
+    pub fn with_capacity(count: usize) -> Output {
+        Output {
+            events: Vec::with_capacity(count),
+            fills: Vec::with_capacity(count),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.fills.clear();
+    }
+}
+
+/// Account machines and books wired by a queue.
+#[derive(Debug)]
+pub struct Exchange {
+    pub accounts: Vec<Accounts>,
+    pub books: Vec<Book>,
+    queue: VecDeque<Envelope>,
+    to_book: Vec<ToBook>,
+    to_account: Vec<ToAccount>,
+}
+
+impl Exchange {
+    pub fn new(specs: &[MarketSpec], shards: u32, capacity: BookCapacity) -> Exchange {
+        assert!(shards > 0 && !specs.is_empty());
+        let books = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Book::new(MarketId(i as u16), spec, capacity))
+            .collect();
+        Exchange {
+            accounts: (0..shards)
+                .map(|s| Accounts::new(s, shards, specs))
+                .collect(),
+            books,
+            queue: VecDeque::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            to_book: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            to_account: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+        }
+    }
+
+    fn shard(&self, user: UserId) -> usize {
+        owner_of(user, self.accounts.len() as u32) as usize
+    }
+
+    pub fn account(&self, user: UserId) -> &Accounts {
+        &self.accounts[self.shard(user)]
+    }
+
+    pub fn asset_id(&self, name: &str) -> Option<AssetId> {
+        self.accounts[0].asset_id(name)
+    }
+
+    pub fn deposit(
+        &mut self,
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+    ) -> Result<(), EngineError> {
+        let shard = self.shard(user);
+        self.accounts[shard].deposit(user, asset, amount)
+    }
+
+    pub fn withdraw(
+        &mut self,
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+    ) -> Result<(), EngineError> {
+        let shard = self.shard(user);
+        self.accounts[shard].withdraw(user, asset, amount)
+    }
+
+    /// The price a market order of `side` is sized against: the best
+    /// opposite price, else the last trade price.
+    pub fn reference_price(&self, market: MarketId, side: Side) -> Option<Price> {
+        let book = &self.books[usize::from(market.0)];
+        let best = match side {
+            Side::Buy => book.best_ask(),
+            Side::Sell => book.best_bid(),
+        };
+        best.map(|(price, _)| price).or(book.last_price())
+    }
+
+    /// Places an order and runs every message it causes. A synchronous
+    /// refusal is returned; the outcome otherwise is an
+    /// `AccountEvent::Placed` in `out`.
+    pub fn place(
+        &mut self,
+        user: UserId,
+        request: &OrderRequest,
+        order_id: OrderId,
+        time_ms: u64,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        let reference = self.reference_price(request.market, request.side);
+        let shard = self.shard(user);
+        self.to_book.clear();
+        let placed = self.accounts[shard].place(
+            user,
+            request,
+            order_id,
+            reference,
+            time_ms,
+            &mut self.to_book,
+        );
+        self.run(out);
+        placed
+    }
+
+    pub fn cancel(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        time_ms: u64,
+        out: &mut Output,
+    ) -> Result<OrderId, EngineError> {
+        let shard = self.shard(user);
+        self.to_book.clear();
+        let sent = self.accounts[shard].cancel(user, market, target, time_ms, &mut self.to_book);
+        self.run(out);
+        sent
+    }
+
+    pub fn cancel_all(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        time_ms: u64,
+        out: &mut Output,
+    ) -> usize {
+        let shard = self.shard(user);
+        self.to_book.clear();
+        let count = self.accounts[shard].cancel_all(user, market, time_ms, &mut self.to_book);
+        self.run(out);
+        count
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn cancel_replace(
+        &mut self,
+        user: UserId,
+        target: OrderRef,
+        mode: CancelReplaceMode,
+        request: &OrderRequest,
+        new_order_id: OrderId,
+        time_ms: u64,
+        out: &mut Output,
+    ) {
+        let reference = self.reference_price(request.market, request.side);
+        let shard = self.shard(user);
+        self.to_book.clear();
+        self.accounts[shard].cancel_replace(
+            user,
+            target,
+            mode,
+            request,
+            new_order_id,
+            reference,
+            time_ms,
+            &mut self.to_book,
+            &mut out.events,
+        );
+        self.run(out);
+    }
+
+    /// Delivers messages until the queue is empty.
+    fn run(&mut self, out: &mut Output) {
+        self.queue
+            .extend(self.to_book.drain(..).map(Envelope::Book));
+        while let Some(envelope) = self.queue.pop_front() {
+            match envelope {
+                Envelope::Book(msg) => {
+                    self.to_account.clear();
+                    self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
+                    for i in 0..self.to_account.len() {
+                        let msg = self.to_account[i];
+                        self.route(msg, out);
+                    }
+                }
+                Envelope::Account(shard, msg) => {
+                    self.to_book.clear();
+                    self.accounts[shard as usize].handle(msg, &mut self.to_book, &mut out.events);
+                    self.queue
+                        .extend(self.to_book.drain(..).map(Envelope::Book));
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, msg: ToAccount, out: &mut Output) {
+        let shards = self.accounts.len() as u32;
+        let owner = owner_of(msg.user(), shards);
+        self.queue.push_back(Envelope::Account(owner, msg));
+        if let ToAccount::Fill(fill) = msg {
+            out.fills.push(fill);
+            let maker_owner = owner_of(fill.maker_user, shards);
+            if maker_owner != owner {
+                self.queue.push_back(Envelope::Account(maker_owner, msg));
+            }
+        }
+    }
+
+    /// Every machine's invariants, plus: fills moved as much of each asset
+    /// out of machines as into them.
+    pub fn check_invariants(&self) {
+        for book in &self.books {
+            book.check_invariants();
+        }
+        for accounts in &self.accounts {
+            accounts.check_invariants();
+        }
+        let assets = self.accounts[0].asset_names().len();
+        for asset in 0..assets {
+            let net: i128 = self
+                .accounts
+                .iter()
+                .map(|a| a.settled_in(AssetId(asset as u16)))
+                .sum();
+            assert_eq!(net, 0, "asset {asset} settled unevenly across machines");
+        }
+    }
+
+    /// Σ free + locked of all users plus fees, per asset, over all machines.
+    pub fn total_held(&self, asset: AssetId) -> i128 {
+        self.accounts
+            .iter()
+            .map(|a| i128::from(a.fees(asset).0) + a.held(asset))
+            .sum()
+    }
+
+    pub fn state_hash(&self) -> u64 {
+        let mut h = crate::hash::StateHasher::default();
+        for a in &self.accounts {
+            h.u64(a.state_hash());
+        }
+        for b in &self.books {
+            h.u64(b.state_hash());
+        }
+        h.finish()
+    }
+}

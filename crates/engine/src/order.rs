@@ -1,0 +1,226 @@
+//! Order vocabulary shared by the account and book machines, with Binance's
+//! names: sides, types, time in force, self-trade prevention modes, statuses,
+//! the request a client sends and the order state a client reads back.
+//!
+//! Everything here is `Copy` and owns no heap memory, so orders move between
+//! shards inside messages without allocating.
+
+use crate::num::{Amount, Price, Qty};
+
+pub type UserId = u64;
+pub type OrderId = u64;
+pub type TradeId = u64;
+
+/// Index of a market in the markets file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MarketId(pub u16);
+
+/// Index of an asset in the exchange's asset table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AssetId(pub u16);
+
+macro_rules! binance_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Binance's spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses Binance's spelling.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+binance_enum!(Side { Buy = "BUY", Sell = "SELL" });
+binance_enum!(
+    OrderType {
+        Limit = "LIMIT",
+        Market = "MARKET",
+        LimitMaker = "LIMIT_MAKER",
+        StopLoss = "STOP_LOSS",
+        StopLossLimit = "STOP_LOSS_LIMIT",
+        TakeProfit = "TAKE_PROFIT",
+        TakeProfitLimit = "TAKE_PROFIT_LIMIT",
+    }
+);
+binance_enum!(TimeInForce { Gtc = "GTC", Ioc = "IOC", Fok = "FOK" });
+binance_enum!(
+    StpMode {
+        None = "NONE",
+        ExpireTaker = "EXPIRE_TAKER",
+        ExpireMaker = "EXPIRE_MAKER",
+        ExpireBoth = "EXPIRE_BOTH",
+    }
+);
+binance_enum!(
+    OrderStatus {
+        New = "NEW",
+        PartiallyFilled = "PARTIALLY_FILLED",
+        Filled = "FILLED",
+        Canceled = "CANCELED",
+        Rejected = "REJECTED",
+        Expired = "EXPIRED",
+        ExpiredInMatch = "EXPIRED_IN_MATCH",
+    }
+);
+binance_enum!(
+    CancelReplaceMode {
+        StopOnFailure = "STOP_ON_FAILURE",
+        AllowFailure = "ALLOW_FAILURE",
+    }
+);
+
+impl Side {
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+}
+
+impl OrderType {
+    /// Held off the book until the last trade price reaches the stop price.
+    pub fn is_stop(self) -> bool {
+        matches!(
+            self,
+            OrderType::StopLoss
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfit
+                | OrderType::TakeProfitLimit
+        )
+    }
+
+    /// Carries a limit price.
+    pub fn has_price(self) -> bool {
+        matches!(
+            self,
+            OrderType::Limit
+                | OrderType::LimitMaker
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfitLimit
+        )
+    }
+
+    /// Whether a stop of this type fires when the last price is at or above
+    /// (true) or at or below (false) the stop price. Binance: a stop-loss buys
+    /// on the way up and sells on the way down; a take-profit the reverse.
+    pub fn triggers_upward(self, side: Side) -> bool {
+        let stop_loss = matches!(self, OrderType::StopLoss | OrderType::StopLossLimit);
+        stop_loss == (side == Side::Buy)
+    }
+}
+
+impl OrderStatus {
+    /// The order is finished: nothing rests and nothing stays locked.
+    pub fn is_final(self) -> bool {
+        !matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+    }
+}
+
+/// Binance's longest clientOrderId.
+pub const CLIENT_ORDER_ID_BYTES_MAX: usize = 36;
+
+/// A clientOrderId stored inline so that orders stay `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientOrderId {
+    len: u8,
+    bytes: [u8; CLIENT_ORDER_ID_BYTES_MAX],
+}
+
+impl ClientOrderId {
+    /// `None` when longer than 36 bytes or not ASCII, as Binance refuses them.
+    pub fn new(text: &str) -> Option<ClientOrderId> {
+        if text.len() > CLIENT_ORDER_ID_BYTES_MAX || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0; CLIENT_ORDER_ID_BYTES_MAX];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(ClientOrderId {
+            len: text.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for ClientOrderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// How much an order asks for: base quantity, or quote amount
+/// (`quoteOrderQty`, MARKET orders only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderQty {
+    Base(Qty),
+    Quote(Amount),
+}
+
+/// A new order as the client sent it, after decimal parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub market: MarketId,
+    pub side: Side,
+    pub kind: OrderType,
+    pub time_in_force: Option<TimeInForce>,
+    pub price: Option<Price>,
+    pub qty: OrderQty,
+    pub stop_price: Option<Price>,
+    pub client_order_id: Option<ClientOrderId>,
+    pub stp: StpMode,
+}
+
+/// An order's state as Binance reports it (GET /api/v3/order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    pub market: MarketId,
+    pub order_id: OrderId,
+    pub user: UserId,
+    pub client_order_id: Option<ClientOrderId>,
+    pub price: Price,
+    pub orig_qty: Qty,
+    /// quoteOrderQty for MARKET orders by quote amount, else zero.
+    pub orig_quote_qty: Amount,
+    pub executed_qty: Qty,
+    pub cummulative_quote_qty: Amount,
+    pub status: OrderStatus,
+    pub time_in_force: TimeInForce,
+    pub kind: OrderType,
+    pub side: Side,
+    pub stop_price: Price,
+    pub time_ms: u64,
+    pub update_time_ms: u64,
+    pub stp: StpMode,
+}
+
+/// One trade as one of its two users sees it (GET /api/v3/myTrades).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserTrade {
+    pub market: MarketId,
+    pub trade_id: TradeId,
+    pub order_id: OrderId,
+    pub price: Price,
+    pub qty: Qty,
+    pub quote_qty: Amount,
+    pub commission: Amount,
+    pub commission_asset: AssetId,
+    pub time_ms: u64,
+    pub is_buyer: bool,
+    pub is_maker: bool,
+}

@@ -1,0 +1,94 @@
+//! Shared fixtures for the engine's integration tests.
+#![allow(dead_code)]
+
+use tradsys_engine::market::{parse_markets, MarketSpec};
+use tradsys_engine::num::{Price, Qty};
+use tradsys_engine::order::{ClientOrderId, MarketId, OrderQty, OrderRequest, OrderType, Side};
+use tradsys_engine::order::{StpMode, TimeInForce};
+
+/// Three markets sharing assets so that balances interact across books.
+pub const TEST_MARKETS: &str = r#"
+[[market]]
+symbol = "BTCUSDT"
+base_asset = "BTC"
+base_asset_precision = 8
+quote_asset = "USDT"
+quote_asset_precision = 8
+tick_size = "0.01"
+step_size = "0.001"
+min_price = "0.01"
+max_price = "100000"
+min_qty = "0.001"
+max_qty = "1000"
+min_notional = "1"
+max_notional = "1000000"
+maker_commission = "0.001"
+taker_commission = "0.002"
+
+[[market]]
+symbol = "ETHUSDT"
+base_asset = "ETH"
+base_asset_precision = 8
+quote_asset = "USDT"
+quote_asset_precision = 8
+tick_size = "0.1"
+step_size = "0.01"
+min_price = "0.1"
+max_price = "100000"
+min_qty = "0.01"
+max_qty = "1000"
+min_notional = "1"
+max_notional = "1000000"
+maker_commission = "0"
+taker_commission = "0.001"
+
+[[market]]
+symbol = "ETHBTC"
+base_asset = "ETH"
+base_asset_precision = 8
+quote_asset = "BTC"
+quote_asset_precision = 8
+tick_size = "0.00001"
+step_size = "0.001"
+min_price = "0.00001"
+max_price = "1000"
+min_qty = "0.001"
+max_qty = "1000"
+min_notional = "0.0001"
+max_notional = "1000"
+maker_commission = "0.00075"
+taker_commission = "0.00075"
+"#;
+
+pub fn specs() -> Vec<MarketSpec> {
+    match parse_markets(TEST_MARKETS) {
+        Ok(specs) => specs,
+        Err(e) => panic!("test markets: {e}"),
+    }
+}
+
+pub fn p(text: &str) -> Price {
+    Price::parse(text).unwrap()
+}
+
+pub fn q(text: &str) -> Qty {
+    Qty::parse(text).unwrap()
+}
+
+pub fn limit(market: u16, side: Side, price: &str, qty: &str, tif: TimeInForce) -> OrderRequest {
+    OrderRequest {
+        market: MarketId(market),
+        side,
+        kind: OrderType::Limit,
+        time_in_force: Some(tif),
+        price: Some(p(price)),
+        qty: OrderQty::Base(q(qty)),
+        stop_price: None,
+        client_order_id: None,
+        stp: StpMode::None,
+    }
+}
+
+pub fn client(text: &str) -> Option<ClientOrderId> {
+    ClientOrderId::new(text)
+}

@@ -1,0 +1,988 @@
+//! Differential test: random operations against the engine (accounts and
+//! books wired by the driver, over several account machines) and against a
+//! naive reference written for obviousness (one `Vec` of orders, linear
+//! scans, one balance table). Every response, every fill and the final
+//! balances must agree, and every invariant must hold after every operation.
+//!
+//! TRADSYS_SEED picks the seed (printed on failure); TRADSYS_DIFF_OPS the
+//! total operation count, split over the tests below (default 1,000,000).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::specs;
+use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
+use tradsys_engine::book::BookCapacity;
+use tradsys_engine::driver::{Exchange, Output};
+use tradsys_engine::market::MarketSpec;
+use tradsys_engine::msg::Fill;
+use tradsys_engine::num::{Amount, Price, Qty, UNIT};
+use tradsys_engine::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderQty};
+use tradsys_engine::order::{OrderRequest, OrderStatus, OrderType, Side, StpMode, TimeInForce};
+use tradsys_engine::EngineError;
+
+const OPS_DEFAULT_COUNT: u64 = 1_000_000;
+const USERS_COUNT: u64 = 6;
+const OPEN_MAX: usize = 200;
+const PROTECTION: i128 = 5_000_000;
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ---------------------------------------------------------------- reference
+
+#[derive(Clone, Copy, Debug)]
+struct RefOrder {
+    id: u64,
+    user: u64,
+    market: usize,
+    side: Side,
+    kind: OrderType,
+    tif: TimeInForce,
+    price: i64,
+    stop: i64,
+    client: Option<ClientOrderId>,
+    stp: StpMode,
+    qty_left: i64,
+    quote_left: i64,
+    by_quote: bool,
+    lock_asset: usize,
+    locked: i64,
+    executed: i64,
+    cumm: i64,
+    held: bool,
+    rested_at: u64,
+}
+
+/// What a caller learns about one order: status, executed, quote.
+type Summary = Result<(OrderStatus, i64, i64), i32>;
+
+#[derive(Default)]
+struct Reference {
+    specs: Vec<MarketSpec>,
+    assets: Vec<String>,
+    free: BTreeMap<(u64, usize), i64>,
+    locked: BTreeMap<(u64, usize), i64>,
+    fees: Vec<i64>,
+    orders: Vec<RefOrder>,
+    last: Vec<Option<i64>>,
+    trade_ids: Vec<u64>,
+    fills: Vec<(u64, i64, i64, i64, u64, u64)>,
+    clock: u64,
+    statuses: BTreeMap<&'static str, u64>,
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    (a + b - 1) / b
+}
+
+impl Reference {
+    fn new(specs: &[MarketSpec]) -> Reference {
+        let mut assets: Vec<String> = Vec::new();
+        for s in specs {
+            for a in [&s.base_asset, &s.quote_asset] {
+                if !assets.contains(a) {
+                    assets.push(a.clone());
+                }
+            }
+        }
+        Reference {
+            specs: specs.to_vec(),
+            fees: vec![0; assets.len()],
+            assets,
+            last: vec![None; specs.len()],
+            trade_ids: vec![1; specs.len()],
+            ..Reference::default()
+        }
+    }
+
+    fn asset(&self, name: &str) -> usize {
+        self.assets.iter().position(|a| a == name).unwrap()
+    }
+
+    fn base_quote(&self, market: usize) -> (usize, usize) {
+        let s = &self.specs[market];
+        (self.asset(&s.base_asset), self.asset(&s.quote_asset))
+    }
+
+    fn free_mut(&mut self, user: u64, asset: usize) -> &mut i64 {
+        self.free.entry((user, asset)).or_insert(0)
+    }
+
+    fn locked_mut(&mut self, user: u64, asset: usize) -> &mut i64 {
+        self.locked.entry((user, asset)).or_insert(0)
+    }
+
+    fn deposit(&mut self, user: u64, asset: usize, amount: i64) -> Result<(), i32> {
+        let free = self.free_mut(user, asset);
+        *free = free.checked_add(amount).ok_or(-1100)?;
+        Ok(())
+    }
+
+    fn withdraw(&mut self, user: u64, asset: usize, amount: i64) -> Result<(), i32> {
+        let free = self.free_mut(user, asset);
+        if *free < amount {
+            return Err(-2010);
+        }
+        *free -= amount;
+        Ok(())
+    }
+
+    fn best_maker(&self, market: usize, taker_side: Side) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, o) in self.orders.iter().enumerate() {
+            if o.market != market || o.side == taker_side || o.held {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let b = &self.orders[b];
+                    let price_better = match o.side {
+                        Side::Buy => o.price > b.price,
+                        Side::Sell => o.price < b.price,
+                    };
+                    price_better || (o.price == b.price && o.rested_at < b.rested_at)
+                }
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    fn reference_price(&self, market: usize, side: Side) -> Option<i64> {
+        self.best_maker(market, side)
+            .map(|i| self.orders[i].price)
+            .or(self.last[market])
+    }
+
+    fn validate(&self, r: &OrderRequest) -> Result<(), i32> {
+        let kind = r.kind;
+        let priced = matches!(
+            kind,
+            OrderType::Limit
+                | OrderType::LimitMaker
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfitLimit
+        );
+        let tif = matches!(
+            kind,
+            OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+        );
+        let stop =
+            kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
+        for (present, wanted) in [
+            (r.price.is_some(), priced),
+            (r.time_in_force.is_some(), tif),
+            (r.stop_price.is_some(), stop),
+        ] {
+            if present != wanted {
+                return Err(if wanted { -1102 } else { -1106 });
+            }
+        }
+        if matches!(r.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
+            return Err(-1106);
+        }
+        let s = &self.specs[usize::from(r.market.0)];
+        for price in [r.price, r.stop_price].into_iter().flatten() {
+            if price.0 < s.min_price.0 || price.0 > s.max_price.0 || price.0 % s.tick_size.0 != 0 {
+                return Err(-1013);
+            }
+        }
+        let notional: i128 = match r.qty {
+            OrderQty::Base(qty) => {
+                if qty.0 < s.min_qty.0 || qty.0 > s.max_qty.0 || qty.0 % s.step_size.0 != 0 {
+                    return Err(-1013);
+                }
+                match r.price.or(r.stop_price) {
+                    Some(price) => price.0 as i128 * qty.0 as i128,
+                    None => return Ok(()),
+                }
+            }
+            OrderQty::Quote(quote) => quote.0 as i128 * UNIT as i128,
+        };
+        let u = UNIT as i128;
+        if notional < s.min_notional.0 as i128 * u || notional > s.max_notional.0 as i128 * u {
+            return Err(-1013);
+        }
+        Ok(())
+    }
+
+    fn place(&mut self, user: u64, r: &OrderRequest, id: u64) -> Result<Summary, i32> {
+        self.validate(r)?;
+        let market = usize::from(r.market.0);
+        let (base, quote) = self.base_quote(market);
+        let step = self.specs[market].step_size.0 as i128;
+        let reference = if r.kind.is_stop() {
+            r.stop_price.map(|p| p.0)
+        } else {
+            self.reference_price(market, r.side)
+        };
+        let u = UNIT as i128;
+        let (qty_left, quote_left, by_quote, lock_asset, lock) = match (r.qty, r.side) {
+            (OrderQty::Base(qty), Side::Sell) => (qty.0, i64::MAX, false, base, qty.0),
+            (OrderQty::Base(qty), Side::Buy) => {
+                let lock = match (r.price, reference) {
+                    (Some(price), _) => ceil_div(price.0 as i128 * qty.0 as i128, u),
+                    (None, Some(reference)) => {
+                        let notional = ceil_div(reference as i128 * qty.0 as i128, u);
+                        ceil_div(notional * (u + PROTECTION), u)
+                    }
+                    (None, None) => 0,
+                };
+                let lock = i64::try_from(lock).map_err(|_| -2010)?;
+                (qty.0, lock, false, quote, lock)
+            }
+            (OrderQty::Quote(amount), Side::Buy) => (i64::MAX, amount.0, true, quote, amount.0),
+            (OrderQty::Quote(amount), Side::Sell) => {
+                let base_lock = match reference {
+                    Some(reference) => {
+                        let wanted = ceil_div(
+                            amount.0 as i128 * u * u,
+                            reference as i128 * (u - PROTECTION),
+                        );
+                        ceil_div(wanted, step) * step
+                    }
+                    None => 0,
+                };
+                let base_lock = i64::try_from(base_lock).map_err(|_| -2010)?;
+                (base_lock, amount.0, true, base, base_lock)
+            }
+        };
+        let open: Vec<&RefOrder> = self
+            .orders
+            .iter()
+            .filter(|o| o.user == user && o.market == market)
+            .collect();
+        if r.client_order_id.is_some() && open.iter().any(|o| o.client == r.client_order_id) {
+            return Err(-2010);
+        }
+        if open.len() >= OPEN_MAX {
+            return Err(-1013);
+        }
+        if *self.free_mut(user, lock_asset) < lock {
+            return Err(-2010);
+        }
+        *self.free_mut(user, lock_asset) -= lock;
+        *self.locked_mut(user, lock_asset) += lock;
+        self.clock += 1;
+        let order = RefOrder {
+            id,
+            user,
+            market,
+            side: r.side,
+            kind: r.kind,
+            tif: r.time_in_force.unwrap_or(TimeInForce::Gtc),
+            price: r.price.map_or(0, |p| p.0),
+            stop: r.stop_price.map_or(0, |p| p.0),
+            client: r.client_order_id,
+            stp: r.stp,
+            qty_left,
+            quote_left,
+            by_quote,
+            lock_asset,
+            locked: lock,
+            executed: 0,
+            cumm: 0,
+            held: r.kind.is_stop(),
+            rested_at: self.clock,
+        };
+        Ok(self.submit(order))
+    }
+
+    fn triggers(o: &RefOrder, last: i64) -> bool {
+        let up = matches!(o.kind, OrderType::StopLoss | OrderType::StopLossLimit)
+            == (o.side == Side::Buy);
+        if up {
+            last >= o.stop
+        } else {
+            last <= o.stop
+        }
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.statuses.entry(what).or_insert(0) += 1;
+    }
+
+    fn drop_order(&mut self, o: &RefOrder) {
+        *self.locked_mut(o.user, o.lock_asset) -= o.locked;
+        *self.free_mut(o.user, o.lock_asset) += o.locked;
+    }
+
+    fn submit(&mut self, mut o: RefOrder) -> Summary {
+        let rejected = if o.kind.is_stop() {
+            self.last[o.market].is_some_and(|last| Self::triggers(&o, last))
+        } else if o.kind == OrderType::LimitMaker {
+            self.best_maker(o.market, o.side).is_some_and(|m| {
+                let mp = self.orders[m].price;
+                if o.side == Side::Buy {
+                    mp <= o.price
+                } else {
+                    mp >= o.price
+                }
+            })
+        } else {
+            false
+        };
+        if rejected {
+            self.drop_order(&o);
+            return Err(-2010);
+        }
+        if o.kind.is_stop() {
+            self.orders.push(o);
+            return Ok((OrderStatus::New, 0, 0));
+        }
+        let status = self.execute(&mut o);
+        self.count(status.as_str());
+        let summary = (status, o.executed, o.cumm);
+        if status.is_final() {
+            self.drop_order(&o);
+        } else {
+            self.orders.push(o);
+        }
+        self.fire_stops(o.market);
+        Ok(summary)
+    }
+
+    fn fire_stops(&mut self, market: usize) {
+        loop {
+            let Some(last) = self.last[market] else {
+                return;
+            };
+            let fired = self
+                .orders
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.market == market && s.held && Self::triggers(s, last))
+                .min_by_key(|(_, s)| s.id)
+                .map(|(i, _)| i);
+            let Some(i) = fired else { return };
+            let mut o = self.orders.remove(i);
+            o.held = false;
+            self.clock += 1;
+            o.rested_at = self.clock;
+            let status = self.execute(&mut o);
+            self.count(if o.kind.has_price() {
+                "stop-limit fired"
+            } else {
+                "stop-market fired"
+            });
+            if status.is_final() {
+                self.drop_order(&o);
+            } else {
+                self.orders.push(o);
+            }
+        }
+    }
+
+    fn execute(&mut self, t: &mut RefOrder) -> OrderStatus {
+        let s = self.specs[t.market].clone();
+        let priced = t.kind.has_price();
+        let crosses = |t: &RefOrder, price: i64| {
+            !priced
+                || if t.side == Side::Buy {
+                    price <= t.price
+                } else {
+                    price >= t.price
+                }
+        };
+        if priced && t.tif == TimeInForce::Fok {
+            let available: i64 = self
+                .orders
+                .iter()
+                .filter(|m| {
+                    m.market == t.market && m.side != t.side && !m.held && crosses(t, m.price)
+                })
+                .map(|m| m.qty_left)
+                .sum();
+            if available < t.qty_left {
+                return OrderStatus::Expired;
+            }
+        }
+        let start_qty = t.qty_left;
+        let budgeted = !priced && t.quote_left != i64::MAX;
+        let (base, quote) = self.base_quote(t.market);
+        loop {
+            if t.qty_left == 0 {
+                return if t.by_quote && t.quote_left > 0 {
+                    OrderStatus::Expired
+                } else {
+                    OrderStatus::Filled
+                };
+            }
+            let Some(mi) = self.best_maker(t.market, t.side) else {
+                return self.rest_or_expire(t, start_qty);
+            };
+            let m = self.orders[mi];
+            if !crosses(t, m.price) {
+                return self.rest_or_expire(t, start_qty);
+            }
+            if m.user == t.user && t.stp != StpMode::None {
+                if t.stp != StpMode::ExpireTaker {
+                    let m = self.orders.remove(mi);
+                    self.drop_order(&m);
+                }
+                if t.stp == StpMode::ExpireMaker {
+                    continue;
+                }
+                return OrderStatus::ExpiredInMatch;
+            }
+            let mut qty = m.qty_left.min(t.qty_left);
+            if budgeted {
+                // Largest step multiple with floor(price × qty / UNIT) ≤ budget.
+                let u = UNIT as i128;
+                let most = ceil_div((t.quote_left as i128 + 1) * u, m.price as i128) - 1;
+                let most = (most / s.step_size.0 as i128 * s.step_size.0 as i128)
+                    .min(i64::MAX as i128) as i64;
+                qty = qty.min(most);
+                if qty == 0 {
+                    return if t.by_quote {
+                        OrderStatus::Filled
+                    } else {
+                        OrderStatus::Expired
+                    };
+                }
+            }
+            let value = (m.price as i128 * qty as i128 / UNIT as i128) as i64;
+            let trade_id = self.trade_ids[t.market];
+            self.trade_ids[t.market] += 1;
+            self.last[t.market] = Some(m.price);
+            self.fills.push((trade_id, m.price, qty, value, t.id, m.id));
+            t.qty_left -= qty;
+            if t.quote_left != i64::MAX {
+                t.quote_left -= value;
+            }
+            t.executed += qty;
+            t.cumm += value;
+            self.settle(t, qty, value, false, base, quote, s.taker_commission.0);
+            let mut maker = m;
+            maker.qty_left -= qty;
+            maker.executed += qty;
+            maker.cumm += value;
+            self.settle(
+                &mut maker,
+                qty,
+                value,
+                true,
+                base,
+                quote,
+                s.maker_commission.0,
+            );
+            if maker.qty_left == 0 {
+                self.orders.remove(mi);
+                self.drop_order(&maker);
+            } else {
+                self.orders[mi] = maker;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        o: &mut RefOrder,
+        qty: i64,
+        value: i64,
+        _maker: bool,
+        base: usize,
+        quote: usize,
+        rate: i64,
+    ) {
+        let (paid_asset, paid, got_asset, got) = if o.side == Side::Buy {
+            (quote, value, base, qty)
+        } else {
+            (base, qty, quote, value)
+        };
+        let fee = ceil_div(got as i128 * rate as i128, UNIT as i128) as i64;
+        o.locked -= paid;
+        assert!(o.locked >= 0);
+        *self.locked_mut(o.user, paid_asset) -= paid;
+        if o.side == Side::Buy && o.kind.has_price() {
+            // What the remainder needs at the limit price stays locked.
+            let needed = ceil_div(o.price as i128 * o.qty_left as i128, UNIT as i128) as i64;
+            let surplus = o.locked - needed;
+            o.locked -= surplus;
+            *self.locked_mut(o.user, paid_asset) -= surplus;
+            *self.free_mut(o.user, paid_asset) += surplus;
+        }
+        *self.free_mut(o.user, got_asset) += got - fee;
+        self.fees[got_asset] += fee;
+    }
+
+    fn rest_or_expire(&mut self, t: &mut RefOrder, start_qty: i64) -> OrderStatus {
+        if !t.kind.has_price() || t.tif != TimeInForce::Gtc {
+            return OrderStatus::Expired;
+        }
+        self.clock += 1;
+        t.rested_at = self.clock;
+        if t.qty_left == start_qty {
+            OrderStatus::New
+        } else {
+            OrderStatus::PartiallyFilled
+        }
+    }
+
+    fn find(&self, user: u64, market: usize, target: OrderRef) -> Option<usize> {
+        self.orders.iter().position(|o| {
+            o.user == user
+                && o.market == market
+                && match target {
+                    OrderRef::Id(id) => o.id == id,
+                    OrderRef::Client(c) => o.client == Some(c),
+                }
+        })
+    }
+
+    fn cancel(&mut self, user: u64, market: usize, target: OrderRef) -> Summary {
+        let i = self.find(user, market, target).ok_or(-2011)?;
+        let o = self.orders.remove(i);
+        self.drop_order(&o);
+        Ok((OrderStatus::Canceled, o.executed, o.cumm))
+    }
+
+    fn cancel_all(&mut self, user: u64, market: usize) -> Vec<Summary> {
+        let mut ids: Vec<(u64, u64)> = self
+            .orders
+            .iter()
+            .filter(|o| o.user == user && o.market == market)
+            .map(|o| (o.id, o.id))
+            .collect();
+        ids.sort();
+        ids.iter()
+            .map(|&(id, _)| self.cancel(user, market, OrderRef::Id(id)))
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------ the engine side
+
+fn summary(result: &Result<tradsys_engine::order::OrderView, EngineError>) -> Summary {
+    match result {
+        Ok(v) => Ok((v.status, v.executed_qty.0, v.cummulative_quote_qty.0)),
+        Err(e) => Err(e.code()),
+    }
+}
+
+/// Responses of one operation, in order, comparable with the reference.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Sync(Result<(), i32>),
+    Order(u64, Summary),
+    Replace(Summary, Option<Summary>),
+}
+
+fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>) {
+    out.push(Answer::Sync(sync));
+    for e in events {
+        match e {
+            AccountEvent::Placed { order_id, result }
+            | AccountEvent::Canceled { order_id, result } => {
+                out.push(Answer::Order(*order_id, summary(result)));
+            }
+            AccountEvent::CancelReplaced { cancel, new } => {
+                let new = match new {
+                    NewOrderResult::Success(v) => Some(summary(&Ok(*v))),
+                    NewOrderResult::Failure(e) => Some(Err(e.code())),
+                    NewOrderResult::NotAttempted => None,
+                };
+                out.push(Answer::Replace(summary(cancel), new));
+            }
+            AccountEvent::OrderUpdate(_) | AccountEvent::Trade { .. } => {}
+        }
+    }
+}
+
+fn fill_key(f: &Fill) -> (u64, i64, i64, i64, u64, u64) {
+    (
+        f.trade_id,
+        f.price.0,
+        f.qty.0,
+        f.quote_qty.0,
+        f.taker_order,
+        f.maker_order,
+    )
+}
+
+// ------------------------------------------------------------------ the ops
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Deposit(u64, usize, i64),
+    Withdraw(u64, usize, i64),
+    Place(u64, OrderRequest),
+    Cancel(u64, MarketId, OrderRef),
+    CancelAll(u64, MarketId),
+    Replace(u64, OrderRef, CancelReplaceMode, OrderRequest),
+}
+
+struct Gen {
+    rng: SplitMix,
+    specs: Vec<MarketSpec>,
+    recent: Vec<(u64, u64, MarketId)>,
+}
+
+impl Gen {
+    fn price(&mut self, market: usize) -> Price {
+        let s = &self.specs[market];
+        let mid = [10_000, 2_000, 2_000][market];
+        let ticks = mid + self.rng.below(21) as i64 - 10;
+        let mut price = ticks * s.tick_size.0;
+        if self.rng.chance(2) {
+            price += 1;
+        }
+        Price(price)
+    }
+
+    fn qty(&mut self, market: usize) -> Qty {
+        let s = &self.specs[market];
+        let steps = [(1, 300), (1, 100), (1, 300)][market];
+        let mut qty = s.step_size.0 * (steps.0 + self.rng.below(steps.1) as i64);
+        if self.rng.chance(2) {
+            qty += 1;
+        }
+        if self.rng.chance(1) {
+            qty = 0;
+        }
+        Qty(qty)
+    }
+
+    fn request(&mut self, next_id: u64) -> OrderRequest {
+        let market = self.rng.below(self.specs.len() as u64) as usize;
+        let side = if self.rng.chance(50) {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let kinds = [
+            OrderType::Limit,
+            OrderType::Limit,
+            OrderType::Limit,
+            OrderType::Market,
+            OrderType::LimitMaker,
+            OrderType::StopLoss,
+            OrderType::StopLossLimit,
+            OrderType::TakeProfit,
+            OrderType::TakeProfitLimit,
+        ];
+        let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
+        let tifs = [
+            TimeInForce::Gtc,
+            TimeInForce::Gtc,
+            TimeInForce::Ioc,
+            TimeInForce::Fok,
+        ];
+        let stps = [
+            StpMode::None,
+            StpMode::ExpireTaker,
+            StpMode::ExpireMaker,
+            StpMode::ExpireBoth,
+        ];
+        let wants_tif = matches!(
+            kind,
+            OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+        );
+        let mut r = OrderRequest {
+            market: MarketId(market as u16),
+            side,
+            kind,
+            time_in_force: wants_tif.then(|| tifs[self.rng.below(4) as usize]),
+            price: kind.has_price().then(|| self.price(market)),
+            qty: OrderQty::Base(self.qty(market)),
+            stop_price: kind.is_stop().then(|| self.price(market)),
+            client_order_id: None,
+            stp: stps[self.rng.below(4) as usize],
+        };
+        if kind == OrderType::Market && self.rng.chance(40) {
+            let s = &self.specs[market];
+            let quote = s.min_notional.0 * (1 + self.rng.below(200) as i64);
+            r.qty = OrderQty::Quote(Amount(quote));
+        }
+        if self.rng.chance(1) {
+            r.price = if r.price.is_some() {
+                None
+            } else {
+                Some(self.price(market))
+            };
+        }
+        if self.rng.chance(20) {
+            r.client_order_id = ClientOrderId::new(&format!("c{}", next_id % 7));
+        }
+        r
+    }
+
+    fn target(&mut self, user: u64) -> Option<(OrderRef, MarketId)> {
+        let mine: Vec<&(u64, u64, MarketId)> = self.recent.iter().filter(|r| r.1 == user).collect();
+        if mine.is_empty() || self.rng.chance(5) {
+            return None;
+        }
+        let &(id, _, market) = mine[self.rng.below(mine.len() as u64) as usize];
+        if self.rng.chance(10) {
+            return Some((
+                OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?),
+                market,
+            ));
+        }
+        Some((OrderRef::Id(id), market))
+    }
+
+    fn op(&mut self, next_id: u64) -> Op {
+        let user = 1 + self.rng.below(USERS_COUNT);
+        let roll = self.rng.below(100);
+        let asset = self.rng.below(3) as usize;
+        let amount =
+            (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
+        match roll {
+            0..=5 => Op::Deposit(user, asset, amount),
+            6..=8 => Op::Withdraw(user, asset, amount / 10),
+            9..=68 => Op::Place(user, self.request(next_id)),
+            69..=84 => match self.target(user) {
+                Some((target, market)) => Op::Cancel(user, market, target),
+                None => Op::Cancel(user, MarketId(0), OrderRef::Id(next_id + 5)),
+            },
+            85..=86 => Op::CancelAll(user, MarketId(self.rng.below(3) as u16)),
+            _ => {
+                let mut request = self.request(next_id);
+                let mode = if self.rng.chance(50) {
+                    CancelReplaceMode::StopOnFailure
+                } else {
+                    CancelReplaceMode::AllowFailure
+                };
+                let target = match self.target(user) {
+                    Some((target, market)) => {
+                        if !self.rng.chance(10) {
+                            request.market = market;
+                            request.price =
+                                request.price.map(|_| self.price(usize::from(market.0)));
+                            request.stop_price = request
+                                .stop_price
+                                .map(|_| self.price(usize::from(market.0)));
+                            if let OrderQty::Base(_) = request.qty {
+                                request.qty = OrderQty::Base(self.qty(usize::from(market.0)));
+                            }
+                        }
+                        target
+                    }
+                    None => OrderRef::Id(next_id + 7),
+                };
+                Op::Replace(user, target, mode, request)
+            }
+        }
+    }
+}
+
+fn run(seed: u64, ops: u64, shards: u32) {
+    let specs = specs();
+    let mut exchange = Exchange::new(
+        &specs,
+        shards,
+        BookCapacity {
+            orders_max: 4096,
+            levels_max: 256,
+        },
+    );
+    let mut reference = Reference::new(&specs);
+    let mut generator = Gen {
+        rng: SplitMix(seed),
+        specs: specs.clone(),
+        recent: Vec::new(),
+    };
+    let mut out = Output::with_capacity(256);
+    let mut got: Vec<Answer> = Vec::new();
+    let mut fills_seen = 0;
+    let mut next_id = 1_u64;
+    for step in 0..ops {
+        let op = generator.op(next_id);
+        out.clear();
+        got.clear();
+        let time = step + 1;
+        let mut want: Vec<Answer> = Vec::new();
+        match op {
+            Op::Deposit(user, asset, amount) => {
+                let e = exchange
+                    .deposit(user, AssetId(asset as u16), Amount(amount))
+                    .map_err(|e| e.code());
+                answers(e, &[], &mut got);
+                want.push(Answer::Sync(reference.deposit(user, asset, amount)));
+            }
+            Op::Withdraw(user, asset, amount) => {
+                let e = exchange
+                    .withdraw(user, AssetId(asset as u16), Amount(amount))
+                    .map_err(|e| e.code());
+                answers(e, &[], &mut got);
+                want.push(Answer::Sync(reference.withdraw(user, asset, amount)));
+            }
+            Op::Place(user, request) => {
+                let id = next_id;
+                next_id += 1;
+                let sync = exchange
+                    .place(user, &request, id, time, &mut out)
+                    .map_err(|e| e.code());
+                answers(sync, &out.events, &mut got);
+                match reference.place(user, &request, id) {
+                    Ok(s) => {
+                        want.push(Answer::Sync(Ok(())));
+                        want.push(Answer::Order(id, s));
+                        generator.recent.push((id, user, request.market));
+                    }
+                    Err(code) => want.push(Answer::Sync(Err(code))),
+                }
+            }
+            Op::Cancel(user, market, target) => {
+                let sync = exchange
+                    .cancel(user, market, target, time, &mut out)
+                    .map(|_| ())
+                    .map_err(|e| e.code());
+                answers(sync, &out.events, &mut got);
+                let id = reference
+                    .find(user, usize::from(market.0), target)
+                    .map(|i| reference.orders[i].id);
+                match reference.cancel(user, usize::from(market.0), target) {
+                    Ok(s) => {
+                        want.push(Answer::Sync(Ok(())));
+                        want.push(Answer::Order(id.unwrap_or(0), Ok(s)));
+                    }
+                    Err(code) => want.push(Answer::Sync(Err(code))),
+                }
+            }
+            Op::CancelAll(user, market) => {
+                exchange.cancel_all(user, market, time, &mut out);
+                answers(Ok(()), &out.events, &mut got);
+                let mut ids: Vec<u64> = reference
+                    .orders
+                    .iter()
+                    .filter(|o| o.user == user && o.market == usize::from(market.0))
+                    .map(|o| o.id)
+                    .collect();
+                ids.sort();
+                want.push(Answer::Sync(Ok(())));
+                for (id, s) in ids
+                    .iter()
+                    .zip(reference.cancel_all(user, usize::from(market.0)))
+                {
+                    want.push(Answer::Order(*id, s));
+                }
+            }
+            Op::Replace(user, target, mode, request) => {
+                let id = next_id;
+                next_id += 1;
+                exchange.cancel_replace(user, target, mode, &request, id, time, &mut out);
+                answers(Ok(()), &out.events, &mut got);
+                want.push(Answer::Sync(Ok(())));
+                let cancel = reference.cancel(user, usize::from(request.market.0), target);
+                let new = if cancel.is_err() && mode == CancelReplaceMode::StopOnFailure {
+                    None
+                } else {
+                    Some(reference.place(user, &request, id).and_then(|s| s))
+                };
+                if let Some(Ok(_)) = new {
+                    generator.recent.push((id, user, request.market));
+                }
+                want.push(Answer::Replace(cancel, new));
+            }
+        }
+        if generator.recent.len() > 64 {
+            generator.recent.drain(..32);
+        }
+        assert_eq!(got, want, "step {step}: {op:?}");
+        let fills: Vec<_> = out.fills.iter().map(fill_key).collect();
+        assert_eq!(
+            fills,
+            reference.fills[fills_seen..],
+            "step {step} fills: {op:?}"
+        );
+        fills_seen = reference.fills.len();
+        exchange.check_invariants();
+    }
+    let statuses = reference.statuses.clone();
+    eprintln!(
+        "seed {seed}: {ops} ops, {} fills, final statuses {statuses:?}",
+        reference.fills.len()
+    );
+    assert!(
+        ops < 10_000 || reference.fills.len() as u64 > ops / 100,
+        "the mix must trade"
+    );
+    for ((user, asset), free) in &reference.free {
+        let b = exchange
+            .account(*user)
+            .balance(*user, AssetId(*asset as u16));
+        assert_eq!(b.free.0, *free, "user {user} asset {asset} free");
+        assert_eq!(
+            b.locked.0,
+            reference.locked.get(&(*user, *asset)).copied().unwrap_or(0)
+        );
+    }
+    for (asset, fee) in reference.fees.iter().enumerate() {
+        let fees: i64 = exchange
+            .accounts
+            .iter()
+            .map(|a| a.fees(AssetId(asset as u16)).0)
+            .sum();
+        assert_eq!(fees, *fee, "fees in asset {asset}");
+    }
+}
+
+fn seed_and_ops() -> (u64, u64) {
+    let seed = std::env::var("TRADSYS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let seed = seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        t.map_or(1, |d| d.as_nanos() as u64)
+    });
+    let ops = std::env::var("TRADSYS_DIFF_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    (seed, ops.unwrap_or(OPS_DEFAULT_COUNT))
+}
+
+fn run_reported(part: u64, shards: u32) {
+    let (seed, ops) = seed_and_ops();
+    let seed = seed.wrapping_add(part);
+    let result = std::panic::catch_unwind(|| run(seed, ops / 4, shards));
+    if let Err(panic) = result {
+        eprintln!(
+            "differential test failed: TRADSYS_SEED={} (part {part}, {shards} account machines)",
+            seed.wrapping_sub(part)
+        );
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn differential_one_account_machine() {
+    run_reported(0, 1);
+}
+
+#[test]
+fn differential_two_account_machines() {
+    run_reported(1, 2);
+}
+
+#[test]
+fn differential_three_account_machines() {
+    run_reported(2, 3);
+}
+
+#[test]
+fn differential_five_account_machines() {
+    run_reported(3, 5);
+}
