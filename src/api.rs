@@ -276,7 +276,7 @@ fn symbol_json(m: &MarketSpec) -> String {
 
 fn exchange_info(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
     let info = shard.exchange_info();
-    let params = match Params::parse(&buf[head.query.clone()], None, shard.http_limits().params_count_max) {
+    let params = match params(shard, buf, head) {
         Ok(p) => p,
         Err(e) => return Reply::error(Route::ExchangeInfo, &e),
     };
@@ -288,6 +288,12 @@ fn exchange_info(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
         Route::ExchangeInfo,
         Body::Owned(info.render(selected.as_deref(), now_ms())),
     )
+}
+
+/// The request's parameters: query string first, then a form body.
+pub fn params(shard: &Shard, buf: &[u8], head: &Head) -> Result<Params, HttpError> {
+    let body = head.form_body.then(|| &buf[head.body.clone()]);
+    Params::parse(&buf[head.query.clone()], body, shard.http_limits().params_count_max)
 }
 
 fn select_symbols(

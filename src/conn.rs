@@ -109,6 +109,13 @@ impl Conn<'_> {
                 Next::Close => return Ok(()),
                 Next::Read { bytes_needed } => bytes_needed,
             };
+            if self.read.is_empty() {
+                // Set before the first pending read: glommio arms the timer
+                // with the timeout in force then and keeps that deadline.
+                let _ = self
+                    .stream
+                    .set_read_timeout(Some(self.shard.http_limits().idle_timeout));
+            }
             if self.read.is_empty() && !self.read_hot().await? {
                 self.release_buffers();
                 if !self.wait_idle().await? {

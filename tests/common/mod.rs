@@ -1,0 +1,266 @@
+//! Shared pieces of the integration tests: a tradsys process on a free
+//! loopback port, a raw HTTP/1.1 client, and a strict Prometheus parser.
+
+#![allow(dead_code)]
+
+pub mod prom;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `tradsys serve` on 127.0.0.1 with a port the kernel chose.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts tradsys with `args` and waits for every shard's start-up line.
+    pub fn start(shards: usize, args: &[&str]) -> Server {
+        let data_dir = std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
+        let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                &shards.to_string(),
+                "--markets",
+                markets,
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tradsys starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        for _ in 0..shards {
+            let line = lines.next().expect("a start-up line").expect("utf-8 output");
+            let (prefix, listen) = line.rsplit_once(' ').expect("shard I core C listening ADDR");
+            assert!(prefix.starts_with("shard ") && prefix.ends_with(" listening"), "{line}");
+            addr = Some(listen.parse().expect("an address"));
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr: addr.expect("at least one shard"),
+            data_dir,
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, target: &str) -> Response {
+        let mut c = self.connect();
+        c.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        c.response()
+    }
+
+    pub fn metrics(&self) -> prom::Exposition {
+        self.try_metrics().expect("a /metrics response")
+    }
+
+    /// `/metrics`, or `None` if the server closed the connection (it may be
+    /// refusing connections over its limit).
+    pub fn try_metrics(&self) -> Option<prom::Exposition> {
+        let mut c = self.connect();
+        c.send("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        let response = c.try_response()?;
+        assert_eq!(response.status, 200);
+        Some(prom::parse(&response.body_text()).expect("strict Prometheus text"))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(&self.child, libc_sigterm());
+        wait_exit(&mut self.child, Duration::from_secs(20)).expect("tradsys exits after SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn libc_sigterm() -> &'static str {
+    "TERM"
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("utf-8 body")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    /// The Binance error as (code, msg).
+    pub fn error(&self) -> (i64, String) {
+        let v = self.json();
+        (
+            v["code"].as_i64().expect("code"),
+            v["msg"].as_str().expect("msg").to_string(),
+        )
+    }
+}
+
+/// A blocking HTTP/1.1 client over one connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buffered: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buffered: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &str) {
+        self.send_bytes(raw.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write");
+    }
+
+    /// Reads more bytes; `false` on EOF or reset.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buffered.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// `true` when the server closed the connection (EOF or reset) before
+    /// sending anything more.
+    pub fn closed(&mut self) -> bool {
+        self.buffered.is_empty() && !self.fill()
+    }
+
+    pub fn response(&mut self) -> Response {
+        self.try_response().expect("a response before the connection closed")
+    }
+
+    /// The next response, or `None` if the connection closed first.
+    pub fn try_response(&mut self) -> Option<Response> {
+        let head_end = loop {
+            if let Some(end) = find(&self.buffered, b"\r\n\r\n") {
+                break end;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.buffered[..head_end].to_vec()).expect("ascii head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .expect("status")
+            .parse()
+            .expect("numeric status");
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header");
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().expect("numeric length"))
+            .unwrap_or(0);
+        let total = head_end + 4 + length;
+        while self.buffered.len() < total {
+            if !self.fill() {
+                return None;
+            }
+        }
+        let body = self.buffered[head_end + 4..total].to_vec();
+        self.buffered.drain(..total);
+        Some(Response { status, headers, body })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

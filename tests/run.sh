@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs all of them.
+#
+# This is the README's test command and exactly what CI runs (.ci/run), on a
+# fresh Debian/Ubuntu host that has Rust. Every step is idempotent: packages
+# already present are not reinstalled. Tests that need servers start their
+# own on free loopback ports and stop them.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Debian packages the test suites use. Kept in one list so that a fresh host
+# and CI install exactly the same things.
+DEBIAN_PACKAGES=(ca-certificates)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Release mode: the engine's differential test runs a million operations and
+# the HTTP tests start the same binary that production runs.
+cargo test --release --workspace --locked
