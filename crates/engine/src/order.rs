@@ -94,7 +94,10 @@ impl OrderType {
     pub fn is_stop(self) -> bool {
         matches!(
             self,
-            OrderType::StopLoss | OrderType::StopLossLimit | OrderType::TakeProfit | OrderType::TakeProfitLimit
+            OrderType::StopLoss
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfit
+                | OrderType::TakeProfitLimit
         )
     }
 
@@ -102,7 +105,10 @@ impl OrderType {
     pub fn has_price(self) -> bool {
         matches!(
             self,
-            OrderType::Limit | OrderType::LimitMaker | OrderType::StopLossLimit | OrderType::TakeProfitLimit
+            OrderType::Limit
+                | OrderType::LimitMaker
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfitLimit
         )
     }
 
