@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
