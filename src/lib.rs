@@ -2,9 +2,11 @@
 //! conventions. See docs/ARCHITECTURE.md for the codemap.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
