@@ -8,3 +8,4 @@ pub mod http;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
+pub mod ws;
