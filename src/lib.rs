@@ -10,3 +10,4 @@ pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
+pub mod ws;
