@@ -6,13 +6,18 @@
 //! bodies); the engine never sees it.
 
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
-use crate::mesh::{Request, Response};
+use crate::limits::{self, Endpoint, Security, WeightParams};
+use crate::mesh::{Call, MeshError, Reply as Reply2};
 use crate::metrics::{self, Route};
+use crate::rest::{self, RequestRef, RestReply};
 use crate::shard::Shard;
+use crate::trading::user_of_key;
 use serde_json::json;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::write_units;
+use tradsys_engine::order::MarketId;
 
 /// Binance's -1121 BAD_SYMBOL.
 pub const CODE_BAD_SYMBOL: i32 = -1121;
@@ -28,8 +33,13 @@ pub struct Reply {
     pub route: Route,
     pub status: u16,
     pub content_type: &'static str,
-    pub headers: &'static [&'static str],
+    pub headers: Headers,
     pub body: Body,
+}
+
+pub enum Headers {
+    Static(&'static [&'static str]),
+    Owned(Vec<String>),
 }
 
 pub enum Body {
@@ -52,7 +62,7 @@ impl Reply {
             route,
             status: 200,
             content_type: CONTENT_JSON,
-            headers: &[],
+            headers: Headers::Static(&[]),
             body,
         }
     }
@@ -62,54 +72,174 @@ impl Reply {
             route,
             status: error.status,
             content_type: CONTENT_JSON,
-            headers: &[],
+            headers: Headers::Static(&[]),
             body: Body::Owned(http::error_body(error.code, &error.msg).into_bytes()),
+        }
+    }
+
+    pub fn rest(route: Route, reply: RestReply) -> Reply {
+        Reply {
+            route,
+            status: reply.status,
+            content_type: CONTENT_JSON,
+            headers: Headers::Owned(reply.headers),
+            body: Body::Owned(reply.body),
         }
     }
 }
 
-/// Answers one framed request.
-pub async fn handle(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
+/// Answers one framed request on the API listener.
+pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, peer: IpAddr) -> Reply {
     let path = &buf[head.path.clone()];
-    let (route, allowed) = route_of(path);
-    if route == Route::NotFound {
-        let msg = format!("Unknown path {}.", String::from_utf8_lossy(path));
-        return Reply::error(route, &HttpError::new(404, CODE_UNSUPPORTED, msg));
+    let fixed = match path {
+        b"/health" => Some(Route::Health),
+        b"/ready" => Some(Route::Ready),
+        b"/metrics" => Some(Route::Metrics),
+        _ => None,
+    };
+    if let Some(route) = fixed {
+        if !matches!(head.method, Method::Get | Method::Head) {
+            let mut reply = Reply::error(
+                route,
+                &HttpError::new(405, CODE_UNSUPPORTED, "Method not allowed; use GET."),
+            );
+            reply.headers = Headers::Static(&["Allow: GET, HEAD"]);
+            return reply;
+        }
+        return match route {
+            Route::Health => Reply::json(route, Body::Static(b"{\"status\":\"ok\"}")),
+            Route::Ready => ready(shard),
+            _ => gather_metrics(shard).await,
+        };
     }
-    if !matches!(head.method, Method::Get | Method::Head) {
-        let mut reply = Reply::error(
-            route,
-            &HttpError::new(405, CODE_UNSUPPORTED, "Method not allowed; use GET."),
-        );
-        reply.headers = allowed;
-        return reply;
-    }
-    match route {
-        Route::Health => Reply::json(route, Body::Static(b"{\"status\":\"ok\"}")),
-        Route::Ready => ready(shard),
-        Route::Ping => Reply::json(route, Body::Static(b"{}")),
-        Route::Time => Reply::json(
-            route,
-            Body::Owned(format!("{{\"serverTime\":{}}}", now_ms()).into_bytes()),
-        ),
-        Route::ExchangeInfo => exchange_info(shard, buf, head),
-        Route::Metrics => gather_metrics(shard).await,
-        Route::NotFound | Route::Malformed => unreachable!("handled above"),
+    match Endpoint::from_request(head.method, path) {
+        Some(endpoint) => rest_endpoint(shard, buf, head, endpoint, peer).await,
+        None => unknown_path(path),
     }
 }
 
-fn route_of(path: &[u8]) -> (Route, &'static [&'static str]) {
-    const GET: &[&str] = &["Allow: GET, HEAD"];
-    let route = match path {
-        b"/health" => Route::Health,
-        b"/ready" => Route::Ready,
-        b"/metrics" => Route::Metrics,
-        b"/api/v3/ping" => Route::Ping,
-        b"/api/v3/time" => Route::Time,
-        b"/api/v3/exchangeInfo" => Route::ExchangeInfo,
-        _ => Route::NotFound,
+fn unknown_path(path: &[u8]) -> Reply {
+    let known = Endpoint::ALL.iter().filter(|e| e.route().1.as_bytes() == path);
+    let allowed: Vec<String> = known.map(|e| format!("{:?}", e.route().0).to_uppercase()).collect();
+    if allowed.is_empty() {
+        let msg = format!("Unknown path {}.", String::from_utf8_lossy(path));
+        return Reply::error(Route::NotFound, &HttpError::new(404, CODE_UNSUPPORTED, msg));
+    }
+    let msg = format!("Method not allowed; use {}.", allowed.join(" or "));
+    let mut reply = Reply::error(Route::NotFound, &HttpError::new(405, CODE_UNSUPPORTED, msg));
+    reply.headers = Headers::Owned(vec![format!("Allow: {}", allowed.join(", "))]);
+    reply
+}
+
+async fn rest_endpoint(shard: &Shard, buf: &[u8], head: &Head, endpoint: Endpoint, peer: IpAddr) -> Reply {
+    let route = Route::Api(endpoint);
+    let params = match params(shard, buf, head) {
+        Ok(p) => p,
+        Err(e) => return Reply::error(route, &e),
     };
-    (route, GET)
+    let weight = limits::weight(endpoint, &WeightParams::from_params(&params));
+    let now = now_ms();
+    let usage = match shard.admit_request(peer, weight, now) {
+        Ok(usage) => usage,
+        Err(e) => return Reply::rest(route, e),
+    };
+    let req = RequestRef {
+        endpoint,
+        query: &buf[head.query.clone()],
+        body: &buf[head.body.clone()],
+        form_body: head.form_body,
+        api_key: head.api_key.clone().map(|r| &buf[r]),
+        now_ms: now,
+    };
+    let mut reply = match endpoint {
+        Endpoint::Ping => Reply::json(route, Body::Static(b"{}")),
+        Endpoint::Time => Reply::json(route, Body::Owned(format!("{{\"serverTime\":{now}}}").into_bytes())),
+        Endpoint::ExchangeInfo => exchange_info(shard, &params),
+        _ if endpoint.security() == Security::None => Reply::rest(route, market_endpoint(shard, req, &params).await),
+        _ => Reply::rest(route, user_endpoint(shard, req).await),
+    };
+    let header = format!("X-MBX-USED-WEIGHT-1M: {}", usage.used_weight_1m);
+    match &mut reply.headers {
+        Headers::Owned(headers) => headers.push(header),
+        Headers::Static(_) => reply.headers = Headers::Owned(vec![header]),
+    }
+    reply
+}
+
+/// A public market request: to the market's shard, or gathered from every
+/// shard for the ticker forms without one symbol.
+async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params) -> RestReply {
+    if params.get("symbol").is_some()
+        || !matches!(
+            req.endpoint,
+            Endpoint::Ticker24hr | Endpoint::TickerPrice | Endpoint::TickerBookTicker
+        )
+    {
+        let market = match rest::market_param(shard, params) {
+            Ok(m) => m,
+            Err(e) => return RestReply::error(&e),
+        };
+        let owner = shard.trading().market_shard(market) as usize;
+        if owner == shard.index() {
+            return rest::market_request(shard, req);
+        }
+        return call_rest(shard, owner, req).await;
+    }
+    let markets = match ticker_markets(shard, params.get("symbols")) {
+        Ok(m) => m,
+        Err(e) => return RestReply::error(&e),
+    };
+    shard.gather_fragments(req, markets).await
+}
+
+/// The markets of `symbols=[...]`, or all of them.
+fn ticker_markets(shard: &Shard, symbols: Option<&str>) -> Result<Vec<MarketId>, HttpError> {
+    let trading = shard.trading();
+    let Some(list) = symbols else {
+        return Ok((0..trading.specs().len()).map(|m| MarketId(m as u16)).collect());
+    };
+    let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+        HttpError::new(
+            400,
+            http::CODE_ILLEGAL_CHARS,
+            "Illegal characters found in parameter 'symbols'.",
+        )
+    })?;
+    names
+        .iter()
+        .map(|n| trading.market(n).ok_or_else(rest::bad_symbol))
+        .collect()
+}
+
+/// A signed or API-key request: to the shard of the user the key names.
+async fn user_endpoint(shard: &Shard, req: RequestRef<'_>) -> RestReply {
+    let Some(key) = req.api_key else {
+        return RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
+    };
+    let Some(user) = user_of_key(key) else {
+        return RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
+    };
+    let owner = shard.trading().user_shard(user) as usize;
+    if owner == shard.index() {
+        return rest::user_request(shard, req).await;
+    }
+    call_rest(shard, owner, req).await
+}
+
+async fn call_rest(shard: &Shard, owner: usize, req: RequestRef<'_>) -> RestReply {
+    shard.metrics_mut().mesh_sent += 1;
+    match shard.mesh().call(owner, Call::Rest(Box::new(req.to_owned()))).await {
+        Ok(Reply2::Rest(reply)) => {
+            shard.metrics_mut().mesh_received += 1;
+            *reply
+        }
+        Ok(_) | Err(MeshError::PeerGone(_)) => RestReply::error(&HttpError::new(
+            503,
+            -1001,
+            "Internal error; unable to process your request. Please try again.",
+        )),
+        Err(MeshError::Overloaded(_)) => RestReply::error(&rest::trading_error(crate::trading::TradingError::Busy)),
+    }
 }
 
 /// Milliseconds since the Unix epoch, as Binance reports time.
@@ -140,13 +270,13 @@ async fn gather_metrics(shard: &Shard) -> Reply {
             continue;
         }
         shard.metrics_mut().mesh_sent += 1;
-        match shard.mesh().call(peer, Request::Metrics).await {
-            Ok(Response::Metrics(snapshot)) => {
+        match shard.mesh().call(peer, Call::Metrics).await {
+            Ok(Reply2::Metrics(snapshot)) => {
                 shard.metrics_mut().mesh_received += 1;
                 snapshots.push(*snapshot);
             }
-            Err(e) => {
-                let error = HttpError::new(503, -1001, format!("Metrics unavailable: {e}."));
+            Ok(_) | Err(_) => {
+                let error = HttpError::new(503, -1001, "Metrics unavailable: a shard did not answer.");
                 return Reply::error(Route::Metrics, &error);
             }
         }
@@ -274,20 +404,14 @@ fn symbol_json(m: &MarketSpec) -> String {
     .to_string()
 }
 
-fn exchange_info(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
+fn exchange_info(shard: &Shard, params: &Params) -> Reply {
+    let route = Route::Api(Endpoint::ExchangeInfo);
     let info = shard.exchange_info();
-    let params = match params(shard, buf, head) {
-        Ok(p) => p,
-        Err(e) => return Reply::error(Route::ExchangeInfo, &e),
-    };
     let selected = match select_symbols(info, params.get("symbol"), params.get("symbols")) {
         Ok(s) => s,
-        Err(e) => return Reply::error(Route::ExchangeInfo, &e),
+        Err(e) => return Reply::error(route, &e),
     };
-    Reply::json(
-        Route::ExchangeInfo,
-        Body::Owned(info.render(selected.as_deref(), now_ms())),
-    )
+    Reply::json(route, Body::Owned(info.render(selected.as_deref(), now_ms())))
 }
 
 /// The request's parameters: query string first, then a form body.

@@ -110,6 +110,46 @@ const KEYS: &[Key] = &[
         default: "1024",
         help: "messages queued between two shards",
     },
+    Key {
+        name: "mesh_outbox_messages_max",
+        default: "65536",
+        help: "messages waiting for the mesh before new work is refused with 503",
+    },
+    Key {
+        name: "admin_listen",
+        default: "127.0.0.1:8081",
+        help: "address of the admin API",
+    },
+    Key {
+        name: "admin_token",
+        default: "",
+        help: "token the admin API requires in X-Admin-Token; empty: admin API off",
+    },
+    Key {
+        name: "request_weight_per_minute_max",
+        default: "6000",
+        help: "request weight per IP per minute (over: 429, -1003)",
+    },
+    Key {
+        name: "orders_per_10s_max",
+        default: "100",
+        help: "orders per user per 10 seconds (over: 429, -1015)",
+    },
+    Key {
+        name: "orders_per_day_max",
+        default: "200000",
+        help: "orders per user per day (over: 429, -1015)",
+    },
+    Key {
+        name: "raw_requests_per_5m_max",
+        default: "61000",
+        help: "requests per IP per 5 minutes (over: 429, -1003)",
+    },
+    Key {
+        name: "demo_user",
+        default: "true",
+        help: "create the demo user with funds and an API key at start",
+    },
 ];
 
 /// The validated configuration.
@@ -125,6 +165,12 @@ pub struct Config {
     pub connections_per_shard_max: usize,
     pub shutdown_timeout: Duration,
     pub mesh_channel_capacity: usize,
+    pub mesh_outbox_messages_max: usize,
+    pub admin_listen: SocketAddr,
+    /// The admin token; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+    pub rate_limits: crate::limits::RateLimitConfig,
+    pub demo_user: bool,
 }
 
 /// Limits of the HTTP layer, each named with its unit last.
@@ -286,7 +332,40 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         connections_per_shard_max: count("connections_per_shard_max", 10_000_000)?,
         shutdown_timeout: ms("shutdown_timeout_ms")?,
         mesh_channel_capacity: count("mesh_channel_capacity", 1 << 20)?,
+        mesh_outbox_messages_max: count("mesh_outbox_messages_max", 1 << 24)?,
+        admin_listen: text("admin_listen").parse().map_err(|_| {
+            invalid(
+                "admin_listen",
+                format!("must be IP:PORT, got {:?}", text("admin_listen")),
+            )
+        })?,
+        admin_token: admin_token(text("admin_token"))?,
+        rate_limits: crate::limits::RateLimitConfig {
+            request_weight_per_minute_max: count("request_weight_per_minute_max", u32::MAX as usize)? as u32,
+            orders_per_10s_max: count("orders_per_10s_max", u32::MAX as usize)? as u32,
+            orders_per_day_max: count("orders_per_day_max", u32::MAX as usize)? as u32,
+            raw_requests_per_5m_max: count("raw_requests_per_5m_max", u32::MAX as usize)? as u32,
+            ..crate::limits::RateLimitConfig::default()
+        },
+        demo_user: match text("demo_user") {
+            "true" => true,
+            "false" => false,
+            other => return Err(invalid("demo_user", format!("must be true or false, got {other:?}"))),
+        },
     })
+}
+
+/// Admin tokens are 16 to 256 printable ASCII characters: short ones are
+/// guessable, and the token travels in a header.
+fn admin_token(text: &str) -> Result<Option<String>, ConfigError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let printable = text.bytes().all(|b| b.is_ascii_graphic());
+    if !(16..=256).contains(&text.len()) || !printable {
+        return Err(invalid("admin_token", "must be 16 to 256 printable ASCII characters"));
+    }
+    Ok(Some(text.to_string()))
 }
 
 fn number(key: &str, text: &str, min: u64, max: u64, note: &str) -> Result<u64, ConfigError> {

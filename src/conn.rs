@@ -10,14 +10,24 @@
 //! request; `header_timeout` from that byte until the whole request (head
 //! and body) is in, else 408 and close; `write_timeout` for each write.
 
-use crate::api::{self, Reply};
+use crate::api::{self, Headers, Reply};
 use crate::http::{self, HttpError, Method, Parsed};
 use crate::metrics::Route;
 use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
+
+/// Which API a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The Binance-compatible API, /health, /ready and /metrics.
+    Api,
+    /// The admin API.
+    Admin,
+}
 
 /// Size of a read buffer taken from the pool for a new request.
 pub const BUFFER_BYTES_INITIAL: usize = 4096;
@@ -30,8 +40,12 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `stream` until the client closes, a limit closes it, or the shard
 /// drains. Errors only end this connection.
-pub async fn serve(shard: &Shard, stream: TcpStream) {
+pub async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
     let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let _ = stream.set_write_timeout(Some(shard.http_limits().write_timeout));
     let mut conn = Conn {
         shard,
@@ -40,6 +54,8 @@ pub async fn serve(shard: &Shard, stream: TcpStream) {
         write: Vec::new(),
         request_started: None,
         continue_sent: false,
+        kind,
+        peer,
     };
     let _ = conn.run().await;
     conn.release_buffers();
@@ -90,6 +106,8 @@ struct Conn<'a> {
     /// When the first byte of the request being read arrived.
     request_started: Option<Instant>,
     continue_sent: bool,
+    kind: Listener,
+    peer: IpAddr,
 }
 
 /// What to do after answering the buffered requests.
@@ -163,7 +181,12 @@ impl Conn<'_> {
                 }
             };
             let started = Instant::now();
-            let reply = api::handle(self.shard, self.read.pending(), &head).await;
+            let reply = match self.kind {
+                Listener::Api => api::handle(self.shard, self.read.pending(), &head, self.peer).await,
+                Listener::Admin => {
+                    crate::admin::handle(self.shard, self.read.pending(), &head, self.shard.admin_token()).await
+                }
+            };
             let close = !head.keep_alive || self.shard.is_draining();
             self.encode(&reply, close, head.method == Method::Head, started);
             self.read.start += head.len;
@@ -181,17 +204,30 @@ impl Conn<'_> {
     fn encode(&mut self, reply: &Reply, close: bool, head_only: bool, started: Instant) {
         let body = reply.body.as_bytes();
         self.ensure_write_buffer();
-        http::encode(
-            &mut self.write,
-            &http::Response {
-                status: reply.status,
-                content_type: reply.content_type,
-                headers: reply.headers,
-                body,
-                close,
-                head_only,
-            },
-        );
+        match &reply.headers {
+            Headers::Static(headers) => http::encode(
+                &mut self.write,
+                &http::Response {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    headers,
+                    body,
+                    close,
+                    head_only,
+                },
+            ),
+            Headers::Owned(headers) => http::encode(
+                &mut self.write,
+                &http::Response {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    headers,
+                    body,
+                    close,
+                    head_only,
+                },
+            ),
+        }
         let elapsed = started.elapsed().as_nanos() as u64;
         self.shard.metrics_mut().record(reply.route, reply.status, elapsed);
     }

@@ -52,6 +52,8 @@ pub struct Head {
     pub form_body: bool,
     /// The value of `X-MBX-APIKEY`, if sent.
     pub api_key: Option<Range<usize>>,
+    /// The value of `X-Admin-Token`, if sent (admin API only).
+    pub admin_token: Option<Range<usize>>,
     /// The client sent `Expect: 100-continue`.
     pub expect_continue: bool,
 }
@@ -180,6 +182,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
         keep_alive: frame.keep_alive,
         form_body: frame.form_body,
         api_key: frame.api_key,
+        admin_token: frame.admin_token,
         expect_continue: frame.expect_continue,
     };
     if buf.len() < head.len {
@@ -214,6 +217,7 @@ struct Framing {
     content_length: Option<usize>,
     form_body: bool,
     api_key: Option<Range<usize>>,
+    admin_token: Option<Range<usize>>,
     expect_continue: bool,
 }
 
@@ -247,6 +251,8 @@ impl Framing {
             self.form_body = media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
         } else if name.eq_ignore_ascii_case("x-mbx-apikey") {
             self.api_key = Some(range_of(value));
+        } else if name.eq_ignore_ascii_case("x-admin-token") {
+            self.admin_token = Some(range_of(value));
         } else if name.eq_ignore_ascii_case("expect") {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -376,11 +382,11 @@ pub const CONTENT_JSON: &str = "application/json;charset=UTF-8";
 pub const CONTENT_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A response about to be encoded.
-pub struct Response<'a> {
+pub struct Response<'a, H: AsRef<str> = &'a str> {
     pub status: u16,
     pub content_type: &'static str,
     /// Extra headers, each a full "Name: value" without CRLF.
-    pub headers: &'a [&'a str],
+    pub headers: &'a [H],
     pub body: &'a [u8],
     pub close: bool,
     /// HEAD: send the headers of the body but not the body.
@@ -388,7 +394,7 @@ pub struct Response<'a> {
 }
 
 /// Appends the encoded response to `out`.
-pub fn encode(out: &mut Vec<u8>, response: &Response) {
+pub fn encode<H: AsRef<str>>(out: &mut Vec<u8>, response: &Response<'_, H>) {
     let mut length = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status = itoa::Buffer::new();
@@ -401,7 +407,7 @@ pub fn encode(out: &mut Vec<u8>, response: &Response) {
     out.extend_from_slice(length.format(response.body.len()).as_bytes());
     for header in response.headers {
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(header.as_ref().as_bytes());
     }
     if response.close {
         out.extend_from_slice(b"\r\nConnection: close");

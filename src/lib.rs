@@ -1,13 +1,19 @@
 //! tradsys: a thread-per-core trading server speaking the Binance Spot v3
 //! conventions. See docs/ARCHITECTURE.md for the codemap.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod json;
 pub mod limits;
+pub mod market_json;
 pub mod mesh;
 pub mod metrics;
+pub mod oneshot;
+pub mod rest;
 pub mod shard;
+pub mod trading;
 pub mod ws;

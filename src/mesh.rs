@@ -1,101 +1,137 @@
-//! Cross-shard calls over glommio's channel mesh.
+//! Cross-shard messages over glommio's channel mesh.
 //!
-//! Two full meshes of bounded channels connect every pair of shards: one for
-//! requests, one for responses. Keeping them apart is what rules out
-//! deadlock: a shard's response receivers only complete local waiters and
-//! never block, so a request handler waiting to send its response always
-//! makes progress, however full the request channels are. Request handlers
-//! run as tasks, at most `MESH_HANDLERS_MAX` at once per shard, so a flood
-//! of requests waits in the bounded channels instead of growing memory.
+//! One full mesh of bounded channels connects every pair of shards. Nothing
+//! on a shard ever awaits a send into it directly: every message goes into
+//! a per-peer outbox (a local queue) that a forwarder task drains into the
+//! mesh. Receive loops therefore never block on a full channel, which rules
+//! out the deadlock where two shards each wait to send to the other. The
+//! outboxes are bounded by admission: a shard whose outboxes hold more than
+//! `mesh_outbox_messages_max` refuses new work with 503 (see `api`).
 //!
-//! Only plain `Send` data crosses: no serialization, no shared state.
-//! Peer ids equal shard indexes because shards join in index order
-//! (checked at start-up).
+//! Messages between one pair of shards arrive in the order they were sent;
+//! the engine relies on it (a book's fills reach an account machine before
+//! the order's final state). Only plain `Send` data crosses: no
+//! serialization, no shared state. Peer ids equal shard indexes because
+//! shards join in index order (checked at start-up).
 
+use crate::admin::{AdminCall, AdminReply};
 use crate::metrics::Snapshot;
+use crate::oneshot;
+use crate::rest::{RestReply, RestRequest};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
+use tradsys_engine::msg::{ToAccount, ToBook};
+use tradsys_engine::num::Price;
+use tradsys_engine::order::{MarketId, Side};
 
-/// Requests one shard may make of another.
+/// What one shard asks of another and waits for.
 #[derive(Debug)]
-pub enum Request {
-    /// This shard's metrics.
+pub enum Call {
+    /// The callee's metrics.
     Metrics,
+    /// A REST request about a user or market the callee owns.
+    Rest(Box<RestRequest>),
+    /// An admin operation on state the callee owns.
+    Admin(Box<AdminCall>),
+    /// The price a MARKET order of `side` would meet first in a market the
+    /// callee owns (it sizes the order's lock).
+    Reference { market: MarketId, side: Side },
+    /// Ticker entries of the callee's markets among `markets`.
+    Fragments {
+        request: Box<RestRequest>,
+        markets: Vec<MarketId>,
+    },
 }
 
-/// Answers to `Request`s, variant for variant.
+/// Answers to `Call`s.
 #[derive(Debug)]
-pub enum Response {
+pub enum Reply {
     Metrics(Box<Snapshot>),
+    Rest(Box<RestReply>),
+    Admin(Box<AdminReply>),
+    Reference(Option<Price>),
+    Fragments(Vec<(MarketId, Vec<u8>)>),
+    /// The callee had too many calls in flight and did not run this one.
+    Overloaded,
 }
 
-/// A message with the id that pairs a response with its request.
+/// Engine traffic: one-way, ordered per pair of shards.
+#[derive(Clone, Copy, Debug)]
+pub enum EngineMsg {
+    /// For the book of a market the receiver owns.
+    Book(ToBook),
+    /// For the account machine of a user the receiver owns.
+    Account(ToAccount),
+    /// A market halted (`true`) or resumed, told to every shard.
+    Halt(MarketId, bool),
+}
+
+/// Everything that travels between shards.
 #[derive(Debug)]
-pub struct Envelope<T> {
-    pub id: u64,
-    pub body: T,
+pub enum ShardMsg {
+    Call { id: u64, call: Call },
+    Reply { id: u64, reply: Reply },
+    Engine(EngineMsg),
 }
 
-/// Request handlers running at once on one shard.
-pub const MESH_HANDLERS_MAX: u64 = 256;
-
-/// The two meshes before shards join; cloned into every shard.
+/// The mesh before shards join; cloned into every shard.
 #[derive(Clone)]
 pub struct MeshBuilders {
-    requests: MeshBuilder<Envelope<Request>, Full>,
-    responses: MeshBuilder<Envelope<Response>, Full>,
+    mesh: MeshBuilder<ShardMsg, Full>,
 }
 
 impl MeshBuilders {
     pub fn new(shards: usize, channel_capacity: usize) -> MeshBuilders {
         MeshBuilders {
-            requests: MeshBuilder::full(shards, channel_capacity),
-            responses: MeshBuilder::full(shards, channel_capacity),
+            mesh: MeshBuilder::full(shards, channel_capacity),
         }
     }
 
-    /// Joins both meshes; returns once every shard has joined.
-    pub async fn join(self, shard: usize) -> Result<(Mesh, MeshInbox), String> {
-        let (requests, request_rx) = self
-            .requests
-            .join()
-            .await
-            .map_err(|_| "joining the request mesh failed")?;
-        let (responses, response_rx) = self
-            .responses
-            .join()
-            .await
-            .map_err(|_| "joining the response mesh failed")?;
-        if requests.peer_id() != shard || responses.peer_id() != shard {
+    /// Joins the mesh (returns once every shard has joined) and starts one
+    /// forwarder task per peer.
+    pub async fn join(self, shard: usize) -> Result<(Mesh, Receivers<ShardMsg>), String> {
+        let (senders, receivers) = self.mesh.join().await.map_err(|_| "joining the mesh failed")?;
+        if senders.peer_id() != shard {
             return Err(format!(
                 "shard {shard} joined the mesh as peer {}: shards must start in index order",
-                requests.peer_id()
+                senders.peer_id()
             ));
+        }
+        let shards = senders.nr_consumers();
+        let senders = Rc::new(senders);
+        let mut outboxes = Vec::with_capacity(shards);
+        let mut forwarders = Vec::with_capacity(shards);
+        for peer in 0..shards {
+            if peer == shard {
+                outboxes.push(None);
+                continue;
+            }
+            let (tx, rx) = local_channel::new_unbounded();
+            outboxes.push(Some(tx));
+            forwarders.push(glommio::spawn_local(forward(senders.clone(), peer, rx)));
         }
         let mesh = Mesh {
             shard,
-            shards: requests.nr_consumers(),
-            requests,
-            responses,
+            shards,
+            outboxes,
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
+            forwarders: RefCell::new(forwarders),
+            senders,
         };
-        Ok((
-            mesh,
-            MeshInbox {
-                requests: request_rx,
-                responses: response_rx,
-            },
-        ))
+        Ok((mesh, receivers))
     }
 }
 
-/// The receiving halves, consumed by the shard's receive loops.
-pub struct MeshInbox {
-    pub requests: Receivers<Envelope<Request>>,
-    pub responses: Receivers<Envelope<Response>>,
+async fn forward(senders: Rc<Senders<ShardMsg>>, peer: usize, outbox: LocalReceiver<ShardMsg>) {
+    while let Some(msg) = outbox.recv().await {
+        if senders.send_to(peer, msg).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Why a cross-shard call failed.
@@ -103,16 +139,19 @@ pub struct MeshInbox {
 pub enum MeshError {
     #[error("shard {0} is gone")]
     PeerGone(usize),
+    #[error("shard {0} is overloaded")]
+    Overloaded(usize),
 }
 
-/// One shard's end of the meshes. `!Send`: it lives on its shard.
+/// One shard's end of the mesh. `!Send`: it lives on its shard.
 pub struct Mesh {
     shard: usize,
     shards: usize,
-    requests: Senders<Envelope<Request>>,
-    responses: Senders<Envelope<Response>>,
-    pending: RefCell<HashMap<u64, LocalSender<Response>>>,
+    outboxes: Vec<Option<LocalSender<ShardMsg>>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
+    forwarders: RefCell<Vec<glommio::Task<()>>>,
+    senders: Rc<Senders<ShardMsg>>,
 }
 
 impl Mesh {
@@ -124,48 +163,56 @@ impl Mesh {
         self.shards
     }
 
-    /// Sends `request` to shard `to` and waits for its response.
-    pub async fn call(&self, to: usize, request: Request) -> Result<Response, MeshError> {
+    /// Messages waiting in this shard's outboxes.
+    pub fn queued(&self) -> usize {
+        self.outboxes.iter().flatten().map(LocalSender::len).sum()
+    }
+
+    /// Queues `msg` for shard `to`; never waits.
+    pub fn send(&self, to: usize, msg: ShardMsg) -> Result<(), MeshError> {
         assert!(
             to != self.shard && to < self.shards,
-            "mesh call from shard {} to {to}",
+            "mesh send from shard {} to {to}",
             self.shard
         );
+        let outbox = self.outboxes[to].as_ref().ok_or(MeshError::PeerGone(to))?;
+        outbox.try_send(msg).map_err(|_| MeshError::PeerGone(to))
+    }
+
+    /// Sends `call` to shard `to` and waits for its reply.
+    pub async fn call(&self, to: usize, call: Call) -> Result<Reply, MeshError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let (tx, rx) = local_channel::new_bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let sent = self.requests.send_to(to, Envelope { id, body: request }).await;
-        if sent.is_err() {
+        if let Err(e) = self.send(to, ShardMsg::Call { id, call }) {
             self.pending.borrow_mut().remove(&id);
-            return Err(MeshError::PeerGone(to));
+            return Err(e);
         }
-        let response = rx.recv().await;
-        self.pending.borrow_mut().remove(&id);
-        response.ok_or(MeshError::PeerGone(to))
+        match rx.await {
+            Some(Reply::Overloaded) => Err(MeshError::Overloaded(to)),
+            Some(reply) => Ok(reply),
+            None => Err(MeshError::PeerGone(to)),
+        }
     }
 
-    /// Completes the call waiting for `envelope`; a response nobody waits
-    /// for any more (its caller was dropped) is discarded.
-    pub fn complete(&self, envelope: Envelope<Response>) {
-        let waiter = self.pending.borrow_mut().remove(&envelope.id);
+    /// Completes the call waiting for reply `id`; a reply nobody waits for
+    /// any more (its caller was dropped) is discarded.
+    pub fn complete(&self, id: u64, reply: Reply) {
+        let waiter = self.pending.borrow_mut().remove(&id);
         if let Some(tx) = waiter {
-            // The receiver may be gone if the caller was cancelled.
-            let _ = tx.try_send(envelope.body);
+            tx.send(reply);
         }
     }
 
-    /// Sends the response to a request that came from `to`.
-    pub async fn respond(&self, to: usize, id: u64, body: Response) -> Result<(), MeshError> {
-        self.responses
-            .send_to(to, Envelope { id, body })
-            .await
-            .map_err(|_| MeshError::PeerGone(to))
-    }
-
-    /// Closes the sending halves so that peers' receive loops end.
-    pub fn close(&self) {
-        self.requests.close();
-        self.responses.close();
+    /// Stops the forwarders and closes the mesh so that peers' receive loops
+    /// end; callers still waiting see `PeerGone`.
+    pub async fn close(&self) {
+        let forwarders: Vec<_> = self.forwarders.borrow_mut().drain(..).collect();
+        for task in forwarders {
+            task.cancel().await;
+        }
+        self.pending.borrow_mut().clear();
+        self.senders.close();
     }
 }

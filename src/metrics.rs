@@ -6,6 +6,7 @@
 //! answer for all. Latency is recorded in nanoseconds in an hdrhistogram per
 //! route and exported as a Prometheus histogram with fixed buckets.
 
+use crate::limits::Endpoint;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
 
@@ -15,40 +16,52 @@ pub enum Route {
     Health,
     Ready,
     Metrics,
-    Ping,
-    Time,
-    ExchangeInfo,
     NotFound,
     Malformed,
+    Admin,
+    /// A Binance REST endpoint.
+    Api(Endpoint),
 }
 
-impl Route {
-    pub const ALL: [Route; 8] = [
-        Route::Health,
-        Route::Ready,
-        Route::Metrics,
-        Route::Ping,
-        Route::Time,
-        Route::ExchangeInfo,
-        Route::NotFound,
-        Route::Malformed,
-    ];
+/// Routes that are not REST endpoints, in index order.
+const FIXED_ROUTES: [Route; 6] = [
+    Route::Health,
+    Route::Ready,
+    Route::Metrics,
+    Route::NotFound,
+    Route::Malformed,
+    Route::Admin,
+];
+const ROUTES_COUNT: usize = FIXED_ROUTES.len() + Endpoint::ALL.len();
 
-    pub fn label(self) -> &'static str {
+impl Route {
+    /// Every route, in index order.
+    pub fn all() -> impl Iterator<Item = Route> {
+        FIXED_ROUTES
+            .into_iter()
+            .chain(Endpoint::ALL.into_iter().map(Route::Api))
+    }
+
+    pub fn label(self) -> String {
         match self {
-            Route::Health => "health",
-            Route::Ready => "ready",
-            Route::Metrics => "metrics",
-            Route::Ping => "ping",
-            Route::Time => "time",
-            Route::ExchangeInfo => "exchange_info",
-            Route::NotFound => "not_found",
-            Route::Malformed => "malformed",
+            Route::Health => "health".into(),
+            Route::Ready => "ready".into(),
+            Route::Metrics => "metrics".into(),
+            Route::NotFound => "not_found".into(),
+            Route::Malformed => "malformed".into(),
+            Route::Admin => "admin".into(),
+            Route::Api(endpoint) => {
+                let (method, path) = endpoint.route();
+                format!("{} {path}", format!("{method:?}").to_uppercase())
+            }
         }
     }
 
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Route::Api(endpoint) => FIXED_ROUTES.len() + Endpoint::ALL.iter().position(|e| *e == endpoint).unwrap_or(0),
+            fixed => FIXED_ROUTES.iter().position(|r| *r == fixed).unwrap_or(0),
+        }
     }
 }
 
@@ -89,12 +102,16 @@ pub struct Metrics {
     pub bytes_sent: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
+    pub orders_local: u64,
+    pub orders_cross_shard: u64,
+    pub mesh_outbox: u64,
+    pub rate_limited: u64,
 }
 
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics {
-            routes: Route::ALL.iter().map(|_| RouteMetrics::new()).collect(),
+            routes: (0..ROUTES_COUNT).map(|_| RouteMetrics::new()).collect(),
             connections_open: 0,
             connections_accepted: 0,
             connections_refused: 0,
@@ -102,6 +119,10 @@ impl Default for Metrics {
             bytes_sent: 0,
             mesh_sent: 0,
             mesh_received: 0,
+            orders_local: 0,
+            orders_cross_shard: 0,
+            mesh_outbox: 0,
+            rate_limited: 0,
         }
     }
 }
@@ -122,10 +143,10 @@ impl Metrics {
 
     /// A copy of the figures, small enough to send to another shard.
     pub fn snapshot(&self, shard: usize) -> Snapshot {
-        let routes = Route::ALL
-            .iter()
+        let routes = Route::all()
             .zip(&self.routes)
-            .map(|(&route, r)| RouteSnapshot {
+            .filter(|(_, r)| r.latency_ns.len() > 0)
+            .map(|(route, r)| RouteSnapshot {
                 route,
                 statuses: r.statuses.clone(),
                 buckets: LATENCY_BUCKETS_SECONDS.map(|le| {
@@ -146,6 +167,10 @@ impl Metrics {
             bytes_sent: self.bytes_sent,
             mesh_sent: self.mesh_sent,
             mesh_received: self.mesh_received,
+            orders_local: self.orders_local,
+            orders_cross_shard: self.orders_cross_shard,
+            mesh_outbox: self.mesh_outbox,
+            rate_limited: self.rate_limited,
         }
     }
 }
@@ -162,6 +187,10 @@ pub struct Snapshot {
     pub bytes_sent: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
+    pub orders_local: u64,
+    pub orders_cross_shard: u64,
+    pub mesh_outbox: u64,
+    pub rate_limited: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -227,7 +256,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [ShardFamily; 7] = [
+    let per_shard: [ShardFamily; 11] = [
         ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
             s.connections_open
         }),
@@ -267,6 +296,30 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "Messages received from other shards.",
             |s| s.mesh_received,
         ),
+        (
+            "tradsys_orders_local_total",
+            "counter",
+            "Orders whose market lives on the user's shard: no engine message left the shard.",
+            |s| s.orders_local,
+        ),
+        (
+            "tradsys_orders_cross_shard_total",
+            "counter",
+            "Orders whose market lives on another shard than the user's.",
+            |s| s.orders_cross_shard,
+        ),
+        (
+            "tradsys_mesh_outbox_messages",
+            "gauge",
+            "Messages waiting to enter the mesh.",
+            |s| s.mesh_outbox,
+        ),
+        (
+            "tradsys_rate_limited_total",
+            "counter",
+            "Requests refused with 429 by a request or order limit.",
+            |s| s.rate_limited,
+        ),
     ];
     for (name, kind, help, value) in per_shard {
         family(&mut out, name, kind, help);
@@ -292,11 +345,11 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let mut m = Metrics::default();
-        m.record(Route::Ping, 200, 3_000);
-        m.record(Route::Ping, 200, 40_000);
-        m.record(Route::Ping, 404, 2_000_000_000);
+        m.record(Route::Api(Endpoint::Ping), 200, 3_000);
+        m.record(Route::Api(Endpoint::Ping), 200, 40_000);
+        m.record(Route::Api(Endpoint::Ping), 404, 2_000_000_000);
         let s = m.snapshot(1);
-        let ping = &s.routes[Route::Ping.index()];
+        let ping = &s.routes[0];
         assert_eq!(ping.statuses, vec![(200, 2), (404, 1)]);
         assert_eq!(ping.buckets[0], 1);
         assert_eq!(ping.buckets[3], 2);
@@ -304,10 +357,11 @@ mod tests {
         assert_eq!(ping.count, 3);
         assert_eq!(ping.sum_ns, 2_000_043_000);
         let text = render(&[s]);
-        assert!(text.contains("tradsys_http_requests_total{shard=\"1\",route=\"ping\",status=\"404\"} 1\n"));
-        assert!(
-            text.contains("tradsys_http_request_duration_seconds_bucket{shard=\"1\",route=\"ping\",le=\"+Inf\"} 3\n")
-        );
-        assert!(text.contains("tradsys_http_request_duration_seconds_sum{shard=\"1\",route=\"ping\"} 2.000043\n"));
+        assert!(text.contains("tradsys_http_requests_total{shard=\"1\",route=\"GET /api/v3/ping\",status=\"404\"} 1\n"));
+        assert!(text.contains(
+            "tradsys_http_request_duration_seconds_bucket{shard=\"1\",route=\"GET /api/v3/ping\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(text
+            .contains("tradsys_http_request_duration_seconds_sum{shard=\"1\",route=\"GET /api/v3/ping\"} 2.000043\n"));
     }
 }

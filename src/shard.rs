@@ -8,21 +8,32 @@
 //! through the mesh. This module and `conn` are the only ones that know
 //! glommio, so the executor could be swapped without touching the rest.
 
-use crate::api::{ExchangeInfo, RATE_LIMITS_DEFAULT};
+use crate::admin;
+use crate::api::{ExchangeInfo, RateLimits};
 use crate::config::{Config, HttpLimits};
-use crate::conn;
-use crate::mesh::{Envelope, Mesh, MeshBuilders, MeshInbox, Request, Response, MESH_HANDLERS_MAX};
+use crate::conn::{self, Listener};
+use crate::http::{HttpError, Params};
+use crate::json::JsonWriter;
+use crate::limits::{Endpoint, LocalLimiter, RateLimiter};
+use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
 use crate::metrics::Metrics;
+use crate::rest::{self, RequestRef, RestReply};
+use crate::trading::{Trading, DEMO_USER_ID};
+use glommio::channels::channel_mesh::Receivers;
 use glommio::net::{TcpListener, UnixStream};
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::io::Write;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
+use tradsys_engine::book::BookCapacity;
 use tradsys_engine::market::MarketSpec;
+use tradsys_engine::num::Price;
+use tradsys_engine::order::{MarketId, Side, UserId};
 
 /// Memory each executor registers with io_uring for storage I/O. Small:
 /// network I/O does not use it, and locked memory is scarce (the limit is
@@ -58,6 +69,15 @@ pub struct Shard {
     /// which is how a drain reaches them.
     drain: Semaphore,
     pool: RefCell<Vec<Vec<u8>>>,
+    trading: RefCell<Trading>,
+    /// Request weight and raw requests per client IP, on this shard.
+    request_limiter: RefCell<LocalLimiter>,
+    /// Orders per user; users are counted on their own shard.
+    order_limiter: RefCell<LocalLimiter>,
+    client_order_seq: Cell<u64>,
+    calls_in_flight: Cell<usize>,
+    outbox_max: usize,
+    admin_token: Option<String>,
 }
 
 impl Shard {
@@ -110,6 +130,178 @@ impl Shard {
         }
     }
 
+    pub fn trading(&self) -> Ref<'_, Trading> {
+        self.trading.borrow()
+    }
+
+    pub fn trading_mut(&self) -> RefMut<'_, Trading> {
+        self.trading.borrow_mut()
+    }
+
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Hands the engine messages the last operation produced for other
+    /// shards to the mesh, and counts its orders.
+    pub fn flush_engine(&self) {
+        let outgoing: Vec<(u32, EngineMsg)> = std::mem::take(&mut self.trading.borrow_mut().outgoing);
+        let mut sent = 0;
+        for (owner, msg) in outgoing {
+            if self.mesh.send(owner as usize, ShardMsg::Engine(msg)).is_ok() {
+                sent += 1;
+            }
+        }
+        let orders = self.trading.borrow().orders;
+        let mut m = self.metrics.borrow_mut();
+        m.mesh_sent += sent;
+        m.orders_local = orders.local;
+        m.orders_cross_shard = orders.cross_shard;
+        m.mesh_outbox = self.mesh.queued() as u64;
+    }
+
+    /// Applies `msg` here and sends it to every other shard.
+    pub fn broadcast(&self, msg: EngineMsg) {
+        self.trading.borrow_mut().receive(msg);
+        for peer in (0..self.mesh.shards()).filter(|&p| p != self.index) {
+            let _ = self.mesh.send(peer, ShardMsg::Engine(msg));
+        }
+        self.flush_engine();
+    }
+
+    /// Counts a request's weight against its client IP. Refused requests
+    /// get Binance's 429 with Retry-After; an overloaded mesh gets 503.
+    pub fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<crate::limits::Usage, RestReply> {
+        if self.mesh.queued() > self.outbox_max {
+            return Err(RestReply::error(&rest::trading_error(
+                crate::trading::TradingError::Busy,
+            )));
+        }
+        let admitted = self.request_limiter.borrow_mut().admit(ip, None, weight, false, now_ms);
+        admitted.map_err(|exceeded| {
+            self.metrics.borrow_mut().rate_limited += 1;
+            let mut reply = RestReply::error(&HttpError::from(exceeded.clone()));
+            reply.headers.push(exceeded.retry_after_header());
+            reply
+        })
+    }
+
+    /// Counts an order of `user` (owned here); returns the order-count
+    /// headers.
+    pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, HttpError> {
+        let admitted = self
+            .order_limiter
+            .borrow_mut()
+            .admit(IpAddr::from([0, 0, 0, 0]), Some(user), 0, true, now_ms);
+        match admitted {
+            Ok(usage) => Ok(usage
+                .headers()
+                .into_iter()
+                .filter(|h| h.starts_with("X-MBX-ORDER-COUNT"))
+                .collect()),
+            Err(exceeded) => {
+                self.metrics.borrow_mut().rate_limited += 1;
+                Err(HttpError::from(exceeded))
+            }
+        }
+    }
+
+    /// A client order id for orders sent without one; unique per shard.
+    pub fn next_client_order_id(&self) -> String {
+        let seq = self.client_order_seq.get() + 1;
+        self.client_order_seq.set(seq);
+        format!("tradsys{}x{seq}", self.index)
+    }
+
+    pub async fn reference_price_remote(
+        &self,
+        owner: usize,
+        market: MarketId,
+        side: Side,
+    ) -> Result<Option<Price>, MeshError> {
+        match self.mesh.call(owner, Call::Reference { market, side }).await? {
+            Reply::Reference(price) => Ok(price),
+            _ => Err(MeshError::PeerGone(owner)),
+        }
+    }
+
+    /// A ticker-style endpoint over several markets: each market's entry is
+    /// rendered on its shard, joined here in the order asked.
+    pub async fn gather_fragments(&self, req: RequestRef<'_>, markets: Vec<MarketId>) -> RestReply {
+        let mut entries: Vec<(MarketId, Vec<u8>)> = Vec::with_capacity(markets.len());
+        for peer in 0..self.mesh.shards() {
+            let owned: Vec<MarketId> = markets
+                .iter()
+                .copied()
+                .filter(|&m| self.trading().market_shard(m) as usize == peer)
+                .collect();
+            if owned.is_empty() {
+                continue;
+            }
+            if peer == self.index {
+                match self.local_fragments(req, &owned) {
+                    Ok(part) => entries.extend(part),
+                    Err(e) => return RestReply::error(&e),
+                }
+                continue;
+            }
+            let call = Call::Fragments {
+                request: Box::new(req.to_owned()),
+                markets: owned,
+            };
+            match self.mesh.call(peer, call).await {
+                Ok(Reply::Fragments(part)) => entries.extend(part),
+                _ => {
+                    return RestReply::error(&HttpError::new(
+                        503,
+                        -1001,
+                        "Internal error; unable to process your request. Please try again.",
+                    ))
+                }
+            }
+        }
+        let mut body = Vec::with_capacity(2 + entries.iter().map(|(_, e)| e.len() + 1).sum::<usize>());
+        body.push(b'[');
+        for (i, market) in markets.iter().enumerate() {
+            if let Some((_, entry)) = entries.iter().find(|(m, _)| m == market) {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(entry);
+            }
+        }
+        body.push(b']');
+        RestReply::json(body)
+    }
+
+    fn local_fragments(
+        &self,
+        req: RequestRef<'_>,
+        markets: &[MarketId],
+    ) -> Result<Vec<(MarketId, Vec<u8>)>, HttpError> {
+        let params = Params::parse(req.query, None, self.http.params_count_max)?;
+        markets
+            .iter()
+            .map(|&market| {
+                let mut w = JsonWriter::with_capacity(512);
+                rest::market_fragment(self, req.endpoint, market, &params, req.now_ms, &mut w)?;
+                Ok((market, w.into_bytes()))
+            })
+            .collect()
+    }
+
+    /// Market-data endpoints computed from a market's trades.
+    pub fn market_data_fragment(
+        &self,
+        endpoint: Endpoint,
+        market: MarketId,
+        params: &Params,
+        now_ms: u64,
+        w: &mut JsonWriter,
+    ) -> Result<(), HttpError> {
+        crate::market_json::write(self, endpoint, market, params, now_ms, w)
+    }
+
     /// Returns a buffer for reuse; oversized ones are freed so that one large
     /// request does not pin its memory forever.
     pub fn give_buffer(&self, mut buffer: Vec<u8>) {
@@ -124,6 +316,16 @@ impl Shard {
 /// Runs the server until SIGTERM/SIGINT; returns after a clean drain.
 pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> {
     let listeners = bind_listeners(config.listen, config.shards)?;
+    let mut admin_listeners: Vec<Option<socket2::Socket>> = match config.admin_token {
+        Some(_) => bind_listeners(config.admin_listen, config.shards)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => {
+            println!("admin API off: no admin token (set --admin-token or TRADSYS_ADMIN_TOKEN)");
+            (0..config.shards).map(|_| None).collect()
+        }
+    };
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);
     let (exits_tx, exits_rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
@@ -138,6 +340,7 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
             index,
             cpu,
             listener_fd: listener.into_raw_fd(),
+            admin_fd: admin_listeners[index].take().map(IntoRawFd::into_raw_fd),
             control_fd: shard_end.into_raw_fd(),
             builders: builders.clone(),
             config: config.clone(),
@@ -258,41 +461,143 @@ struct ShardSetup {
     index: usize,
     cpu: usize,
     listener_fd: i32,
+    admin_fd: Option<i32>,
     control_fd: i32,
     builders: MeshBuilders,
     config: Config,
     markets: Vec<MarketSpec>,
 }
 
-async fn run_shard(setup: ShardSetup) -> Result<(), String> {
-    // SAFETY: both fds were created for this shard and handed over whole.
-    let listener = unsafe { TcpListener::from_raw_fd(setup.listener_fd) };
-    let control = unsafe { UnixStream::from_raw_fd(setup.control_fd) };
-    let (mesh, inbox) = setup.builders.join(setup.index).await?;
-    let shard = Rc::new(Shard {
+/// Fills `buf` from the kernel's random source. Start-up and key creation
+/// only; it may block until the kernel's pool is ready, once per boot.
+pub fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else {
+            let error = std::io::Error::last_os_error();
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "getrandom failed: {error}"
+            );
+        }
+    }
+}
+
+fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
+    let config = &setup.config;
+    let limits = &config.rate_limits;
+    let rate_limits = RateLimits {
+        request_weight_per_minute_max: limits.request_weight_per_minute_max,
+        orders_per_10s_max: limits.orders_per_10s_max,
+        orders_per_day_max: limits.orders_per_day_max,
+        raw_requests_per_5m_max: limits.raw_requests_per_5m_max,
+    };
+    let trading = Trading::new(
+        setup.index as u32,
+        config.shards as u32,
+        setup.markets.clone(),
+        BookCapacity::default(),
+    );
+    Shard {
         index: setup.index,
-        http: setup.config.http,
-        connections_max: setup.config.connections_per_shard_max,
+        http: config.http,
+        connections_max: config.connections_per_shard_max,
         metrics: RefCell::new(Metrics::default()),
         mesh,
-        exchange_info: ExchangeInfo::new(&setup.markets, &RATE_LIMITS_DEFAULT),
+        exchange_info: ExchangeInfo::new(&setup.markets, &rate_limits),
         ready: Cell::new(false),
         draining: Cell::new(false),
         drain: Semaphore::new(0),
         pool: RefCell::new(Vec::new()),
-    });
-    let receivers = spawn_mesh_receivers(&shard, inbox);
+        trading: RefCell::new(trading),
+        request_limiter: RefCell::new(LocalLimiter::new(limits)),
+        order_limiter: RefCell::new(LocalLimiter::new(limits)),
+        client_order_seq: Cell::new(0),
+        calls_in_flight: Cell::new(0),
+        outbox_max: config.mesh_outbox_messages_max,
+        admin_token: config.admin_token.clone(),
+    }
+}
+
+/// Funds the demo user gets at start, so the README's example can trade.
+const DEMO_DEPOSITS: [(&str, &str); 5] = [
+    ("BTC", "10"),
+    ("ETH", "100"),
+    ("USDT", "100000"),
+    ("USD", "100000"),
+    ("EUR", "100000"),
+];
+
+/// Creates the demo user on the shard that owns it and prints its key.
+fn create_demo_user(shard: &Shard) -> Result<(), String> {
+    let mut trading = shard.trading_mut();
+    if trading.user_shard(DEMO_USER_ID) as usize != shard.index {
+        return Ok(());
+    }
+    trading.create_user(DEMO_USER_ID, "demo").map_err(|e| e.to_string())?;
+    for (asset, amount) in DEMO_DEPOSITS {
+        if trading.accounts().asset_id(asset).is_none() {
+            continue;
+        }
+        let units = tradsys_engine::num::parse_units(amount).map_err(|e| e.to_string())?;
+        trading
+            .transfer(DEMO_USER_ID, asset, tradsys_engine::num::Amount(units), true)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut entropy = [0u8; 128];
+    random_bytes(&mut entropy);
+    let (key, secret) = trading
+        .create_key(DEMO_USER_ID, crate::auth::Scopes::ALL, &entropy)
+        .map_err(|e| e.to_string())?;
+    println!("demo user {DEMO_USER_ID} apiKey {key} secretKey {secret}");
+    Ok(())
+}
+
+async fn run_shard(setup: ShardSetup) -> Result<(), String> {
+    // SAFETY: the fds were created for this shard and handed over whole.
+    let listener = unsafe { TcpListener::from_raw_fd(setup.listener_fd) };
+    let admin = setup.admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+    let control = unsafe { UnixStream::from_raw_fd(setup.control_fd) };
+    let (mesh, receivers) = setup.builders.clone().join(setup.index).await?;
+    let shard = Rc::new(new_shard(&setup, mesh));
+    if setup.config.demo_user {
+        create_demo_user(&shard)?;
+    }
+    let receive_loops = spawn_receivers(&shard, receivers);
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("shard {} core {} listening {address}", setup.index, setup.cpu);
-    shard.ready.set(true);
     let connections = Gate::new();
-    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener, connections.clone()));
+    let mut accepting = vec![glommio::spawn_local(accept_loop(
+        shard.clone(),
+        listener,
+        connections.clone(),
+        Listener::Api,
+    ))];
+    if let Some(admin) = admin {
+        if setup.index == 0 {
+            let address = admin.local_addr().map_err(|e| e.to_string())?;
+            println!("admin listening {address}");
+        }
+        accepting.push(glommio::spawn_local(accept_loop(
+            shard.clone(),
+            admin,
+            connections.clone(),
+            Listener::Admin,
+        )));
+    }
+    shard.ready.set(true);
     wait_for_drain(control).await;
     shard.draining.set(true);
     shard.drain.close();
-    // Dropping the accept task closes the listener: new connections go to
+    // Dropping the accept tasks closes the listeners: new connections go to
     // shards still listening, or are refused by the kernel.
-    accepting.cancel().await;
+    for task in accepting {
+        task.cancel().await;
+    }
     let deadline = setup.config.shutdown_timeout;
     let finished = futures_lite::future::or(
         async {
@@ -311,9 +616,9 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
             setup.index
         );
     }
-    shard.mesh().close();
-    for receiver in receivers {
-        receiver.cancel().await;
+    shard.mesh().close().await;
+    for task in receive_loops {
+        task.cancel().await;
     }
     Ok(())
 }
@@ -324,7 +629,7 @@ async fn wait_for_drain(mut control: UnixStream) {
     let _ = futures_lite::AsyncReadExt::read(&mut control, &mut byte).await;
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Gate) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Gate, kind: Listener) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -349,7 +654,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Gate)
         }
         let shard = shard.clone();
         let spawned = connections.spawn(async move {
-            conn::serve(&shard, stream).await;
+            conn::serve(&shard, stream, kind).await;
             shard.metrics_mut().connections_open -= 1;
         });
         match spawned {
@@ -359,44 +664,77 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Gate)
     }
 }
 
-/// Starts one receive loop per peer and mesh; returns their tasks.
-fn spawn_mesh_receivers(shard: &Rc<Shard>, mut inbox: MeshInbox) -> Vec<glommio::Task<()>> {
-    let handlers = Rc::new(Semaphore::new(MESH_HANDLERS_MAX));
-    let mut tasks = Vec::new();
-    for (peer, receiver) in inbox.requests.streams() {
-        let shard = shard.clone();
-        let handlers = handlers.clone();
-        tasks.push(glommio::spawn_local(async move {
-            while let Some(envelope) = receiver.recv().await {
-                let Ok(permit) = handlers.acquire_static_permit(1).await else {
-                    return;
-                };
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    handle_request(&shard, peer, envelope).await;
-                    drop(permit);
-                })
-                .detach();
-            }
-        }));
-    }
-    for (_, receiver) in inbox.responses.streams() {
-        let shard = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
-            while let Some(envelope) = receiver.recv().await {
-                shard.mesh.complete(envelope);
-            }
-        }));
-    }
-    tasks
+/// Calls from other shards running here at once; more are answered with
+/// `Reply::Overloaded` at once instead of queueing without bound.
+const MESH_CALLS_IN_FLIGHT_MAX: usize = 4096;
+
+/// Starts one receive loop per peer. Receive loops never wait on anything
+/// but their channel: engine messages run to completion at once, calls run
+/// as tasks, replies complete local waiters.
+fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -> Vec<glommio::Task<()>> {
+    receivers
+        .streams()
+        .into_iter()
+        .map(|(peer, receiver)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = receiver.recv().await {
+                    shard.metrics_mut().mesh_received += 1;
+                    on_message(&shard, peer, msg);
+                }
+            })
+        })
+        .collect()
 }
 
-async fn handle_request(shard: &Shard, from: usize, envelope: Envelope<Request>) {
-    shard.metrics_mut().mesh_received += 1;
-    let response = match envelope.body {
-        Request::Metrics => Response::Metrics(Box::new(shard.metrics().snapshot(shard.index))),
-    };
-    shard.metrics_mut().mesh_sent += 1;
-    // The peer may be shutting down; its caller then sees PeerGone.
-    let _ = shard.mesh.respond(from, envelope.id, response).await;
+fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Reply { id, reply } => shard.mesh.complete(id, reply),
+        ShardMsg::Engine(msg) => {
+            shard.trading.borrow_mut().receive(msg);
+            shard.flush_engine();
+        }
+        ShardMsg::Call { id, call } => {
+            if shard.calls_in_flight.get() >= MESH_CALLS_IN_FLIGHT_MAX {
+                let _ = shard.mesh.send(
+                    from,
+                    ShardMsg::Reply {
+                        id,
+                        reply: Reply::Overloaded,
+                    },
+                );
+                return;
+            }
+            shard.calls_in_flight.set(shard.calls_in_flight.get() + 1);
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let reply = answer(&shard, call).await;
+                shard.calls_in_flight.set(shard.calls_in_flight.get() - 1);
+                shard.metrics_mut().mesh_sent += 1;
+                // The caller's shard may be shutting down; it then sees PeerGone.
+                let _ = shard.mesh.send(from, ShardMsg::Reply { id, reply });
+            })
+            .detach();
+        }
+    }
+}
+
+async fn answer(shard: &Shard, call: Call) -> Reply {
+    match call {
+        Call::Metrics => Reply::Metrics(Box::new(shard.metrics().snapshot(shard.index))),
+        Call::Rest(request) => {
+            let req = request.borrowed();
+            let reply = match req.endpoint.security() {
+                crate::limits::Security::None => rest::market_request(shard, req),
+                _ => rest::user_request(shard, req).await,
+            };
+            Reply::Rest(Box::new(reply))
+        }
+        Call::Admin(call) => Reply::Admin(Box::new(admin::run_local(shard, *call))),
+        Call::Reference { market, side } => Reply::Reference(shard.trading().reference_price(market, side)),
+        Call::Fragments { request, markets } => match shard.local_fragments(request.borrowed(), &markets) {
+            Ok(entries) => Reply::Fragments(entries),
+            Err(_) => Reply::Fragments(Vec::new()),
+        },
+    }
 }

@@ -14,15 +14,22 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, when started with an admin token.
+    pub admin: Option<SocketAddr>,
+    /// The demo user's (API key, secret) as printed at start.
+    pub demo: Option<(String, String)>,
     pub data_dir: std::path::PathBuf,
 }
+
+/// The admin token tests use.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 impl Server {
     /// Starts tradsys with `args` and waits for every shard's start-up line.
     pub fn start(shards: usize, args: &[&str]) -> Server {
         let data_dir = std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        let child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
             .args([
                 "serve",
                 "--listen",
@@ -32,6 +39,7 @@ impl Server {
                 "--markets",
                 markets,
             ])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args)
@@ -39,22 +47,37 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("tradsys starts");
-        let stdout = child.stdout.take().expect("piped stdout");
+        // Built before reading, so that a failed start still kills the child.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
+            demo: None,
+            data_dir,
+        };
+        let stdout = server.child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
-        for _ in 0..shards {
+        let wants_admin = args.contains(&"--admin-token");
+        let mut listening = 0;
+        while listening < shards || (wants_admin && server.admin.is_none()) {
             let line = lines.next().expect("a start-up line").expect("utf-8 output");
-            let (prefix, listen) = line.rsplit_once(' ').expect("shard I core C listening ADDR");
-            assert!(prefix.starts_with("shard ") && prefix.ends_with(" listening"), "{line}");
-            addr = Some(listen.parse().expect("an address"));
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["shard", _, "core", _, "listening", addr] => {
+                    server.addr = addr.parse().expect("an address");
+                    listening += 1;
+                }
+                ["admin", "listening", addr] => server.admin = Some(addr.parse().expect("an address")),
+                ["demo", "user", _, "apiKey", key, "secretKey", secret] => {
+                    server.demo = Some((key.to_string(), secret.to_string()))
+                }
+                ["admin", "API", "off:", ..] => {}
+                _ => panic!("unexpected start-up line {line:?}"),
+            }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            addr: addr.expect("at least one shard"),
-            data_dir,
-        }
+        server
     }
 
     pub fn connect(&self) -> Client {

@@ -1,0 +1,386 @@
+//! The admin API (not Binance): users, API keys, deposits and withdrawals,
+//! market halts and the funds audit, on its own listen address.
+//!
+//! Every call needs `X-Admin-Token` equal to the configured token; without a
+//! token the API is off. Each operation runs on the shard that owns the
+//! state: a user's shard for its keys and balances; every shard for lists,
+//! halts and the audit, gathered over the mesh.
+//!
+//! **Invariant:** the audit is `ok` only when, per asset, Σfree + Σlocked +
+//! fees = Σdeposits − Σwithdrawals over all shards. Measured while orders
+//! are in flight between shards, an asset may be off by funds in transit;
+//! at rest it is exact.
+
+use crate::auth::{Scope, Scopes};
+use crate::http::{Head, HttpError, Method};
+use crate::json::JsonWriter;
+use crate::mesh::{Call, EngineMsg, Reply};
+use crate::metrics::Route;
+use crate::rest::RestReply;
+use crate::shard::Shard;
+use crate::trading::{user_of_key, AssetTotals, TradingError};
+use serde::Deserialize;
+use tradsys_engine::num::{parse_units, Amount};
+use tradsys_engine::order::UserId;
+
+/// An admin operation for the shard that owns its state.
+#[derive(Debug)]
+pub enum AdminCall {
+    CreateUser {
+        user: UserId,
+        name: String,
+    },
+    CreateKey {
+        user: UserId,
+        scopes: Scopes,
+    },
+    RevokeKey {
+        key: String,
+    },
+    Transfer {
+        user: UserId,
+        asset: String,
+        amount: Amount,
+        deposit: bool,
+    },
+    GetUser {
+        user: UserId,
+    },
+    ListUsers,
+    Audit,
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Rest(RestReply),
+    Users(Vec<(UserId, String)>),
+    Audit(Vec<AssetTotals>),
+}
+
+/// Answers one admin request on this shard's admin listener.
+pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> crate::api::Reply {
+    let reply = match authorize(shard, buf, head, token) {
+        Ok(()) => route(shard, buf, head).await,
+        Err(e) => RestReply::error(&e),
+    };
+    crate::api::Reply::rest(Route::Admin, reply)
+}
+
+fn authorize(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {
+    let expected = token.ok_or_else(|| HttpError::new(404, -1020, "The admin API is off."))?;
+    let given = head.admin_token.clone().map(|r| &buf[r]);
+    let _ = shard;
+    if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        401,
+        -1002,
+        "You are not authorized to execute this request.",
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn not_found(what: &str) -> HttpError {
+    HttpError::new(404, -1020, format!("Unknown {what}."))
+}
+
+async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
+    let path = String::from_utf8_lossy(&buf[head.path.clone()]).into_owned();
+    let body = &buf[head.body.clone()];
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let result = match (head.method, parts.as_slice()) {
+        (Method::Post, ["admin", "v1", "users"]) => create_user(shard, body).await,
+        (Method::Get, ["admin", "v1", "users"]) => list_users(shard).await,
+        (Method::Get, ["admin", "v1", "users", id]) => on_user(shard, id, |user| AdminCall::GetUser { user }).await,
+        (Method::Post, ["admin", "v1", "users", id, "keys"]) => create_key(shard, id, body).await,
+        (Method::Post, ["admin", "v1", "users", id, kind @ ("deposits" | "withdrawals")]) => {
+            transfer(shard, id, body, *kind == "deposits").await
+        }
+        (Method::Delete, ["admin", "v1", "keys", key]) => revoke_key(shard, key).await,
+        (Method::Post, ["admin", "v1", "markets", symbol, action @ ("halt" | "resume")]) => {
+            halt(shard, symbol, *action == "halt")
+        }
+        (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
+        _ => Err(not_found("admin path")),
+    };
+    result.unwrap_or_else(|e| RestReply::error(&e))
+}
+
+fn bad_body(problem: impl std::fmt::Display) -> HttpError {
+    HttpError::new(400, -1102, format!("Malformed JSON body: {problem}."))
+}
+
+fn parse_user(id: &str) -> Result<UserId, HttpError> {
+    id.parse().map_err(|_| not_found("user"))
+}
+
+/// Runs `call` on the shard that owns the state it names.
+async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminReply, HttpError> {
+    if owner == shard.index() {
+        return Ok(run_local(shard, call));
+    }
+    match shard.mesh().call(owner, Call::Admin(Box::new(call))).await {
+        Ok(Reply::Admin(reply)) => Ok(*reply),
+        _ => Err(HttpError::new(
+            503,
+            -1001,
+            "Internal error; unable to process your request. Please try again.",
+        )),
+    }
+}
+
+fn rest(reply: AdminReply) -> RestReply {
+    match reply {
+        AdminReply::Rest(r) => r,
+        _ => RestReply::error(&HttpError::new(500, -1000, "Unexpected admin reply.")),
+    }
+}
+
+/// An admin call on this shard, from this shard or another.
+pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
+    let result = match call {
+        AdminCall::CreateUser { user, name } => shard
+            .trading_mut()
+            .create_user(user, &name)
+            .map(|()| user_json(user))
+            .map_err(admin_error),
+        AdminCall::CreateKey { user, scopes } => {
+            let mut entropy = [0u8; 128];
+            crate::shard::random_bytes(&mut entropy);
+            let created = shard.trading_mut().create_key(user, scopes, &entropy);
+            created
+                .map(|(key, secret)| key_json(&key, &secret))
+                .map_err(admin_error)
+        }
+        AdminCall::RevokeKey { key } => match shard.trading_mut().revoke_key(&key) {
+            true => Ok(b"{}".to_vec()),
+            false => Err(not_found("API key")),
+        },
+        AdminCall::Transfer {
+            user,
+            asset,
+            amount,
+            deposit,
+        } => {
+            let done = shard.trading_mut().transfer(user, &asset, amount, deposit);
+            done.map_err(admin_error).map(|()| balances_json(shard, user))
+        }
+        AdminCall::GetUser { user } => user_details(shard, user),
+        AdminCall::ListUsers => {
+            let users = shard
+                .trading()
+                .user_ids()
+                .map(|(id, name)| (*id, name.clone()))
+                .collect();
+            return AdminReply::Users(users);
+        }
+        AdminCall::Audit => return AdminReply::Audit(shard.trading().asset_totals()),
+    };
+    AdminReply::Rest(match result {
+        Ok(body) => RestReply::json(body),
+        Err(e) => RestReply::error(&e),
+    })
+}
+
+fn admin_error(e: TradingError) -> HttpError {
+    match e {
+        TradingError::UnknownUser(_) => not_found("user"),
+        TradingError::UnknownAsset => HttpError::new(400, -1100, "Unknown asset."),
+        other => crate::rest::trading_error(other),
+    }
+}
+
+fn user_json(user: UserId) -> Vec<u8> {
+    let mut w = JsonWriter::default();
+    w.begin_object().field_uint("userId", user).end_object();
+    w.into_bytes()
+}
+
+fn key_json(key: &str, secret: &str) -> Vec<u8> {
+    let mut w = JsonWriter::default();
+    w.begin_object()
+        .field_str("apiKey", key)
+        .field_str("secretKey", secret)
+        .end_object();
+    w.into_bytes()
+}
+
+fn write_balances(shard: &Shard, user: UserId, w: &mut JsonWriter) {
+    let trading = shard.trading();
+    w.begin_array();
+    for (asset, balance) in trading.balances(user) {
+        w.begin_object().field_str("asset", trading.asset_name(asset));
+        w.field_decimal("free", balance.free.0)
+            .field_decimal("locked", balance.locked.0)
+            .end_object();
+    }
+    w.end_array();
+}
+
+fn balances_json(shard: &Shard, user: UserId) -> Vec<u8> {
+    let mut w = JsonWriter::default();
+    w.begin_object().field_uint("userId", user).key("balances");
+    write_balances(shard, user, &mut w);
+    w.end_object();
+    w.into_bytes()
+}
+
+fn user_details(shard: &Shard, user: UserId) -> Result<Vec<u8>, HttpError> {
+    let name = shard
+        .trading()
+        .user_name(user)
+        .map(str::to_string)
+        .ok_or_else(|| not_found("user"))?;
+    let mut w = JsonWriter::default();
+    w.begin_object()
+        .field_uint("userId", user)
+        .field_str("name", &name)
+        .key("balances");
+    write_balances(shard, user, &mut w);
+    w.end_object();
+    Ok(w.into_bytes())
+}
+
+/// Names of users are 1 to 64 printable characters.
+const USER_NAME_BYTES_MAX: usize = 64;
+
+async fn create_user(shard: &Shard, body: &[u8]) -> Result<RestReply, HttpError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        name: String,
+    }
+    let Body { name } = serde_json::from_slice(body).map_err(bad_body)?;
+    if name.is_empty() || name.len() > USER_NAME_BYTES_MAX || name.chars().any(char::is_control) {
+        return Err(HttpError::new(400, -1100, "name must be 1 to 64 printable characters."));
+    }
+    let user = shard.trading_mut().allocate_user_id();
+    let owner = shard.trading().user_shard(user) as usize;
+    Ok(rest(run_on(shard, owner, AdminCall::CreateUser { user, name }).await?))
+}
+
+async fn on_user(shard: &Shard, id: &str, call: impl FnOnce(UserId) -> AdminCall) -> Result<RestReply, HttpError> {
+    let user = parse_user(id)?;
+    let owner = shard.trading().user_shard(user) as usize;
+    Ok(rest(run_on(shard, owner, call(user)).await?))
+}
+
+async fn create_key(shard: &Shard, id: &str, body: &[u8]) -> Result<RestReply, HttpError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        scopes: Vec<String>,
+    }
+    let Body { scopes: names } = serde_json::from_slice(body).map_err(bad_body)?;
+    let mut scopes = Scopes::NONE;
+    for name in &names {
+        let scope = Scope::parse(name).ok_or_else(|| HttpError::new(400, -1100, format!("Unknown scope {name:?}.")))?;
+        scopes = scopes.with(scope);
+    }
+    on_user(shard, id, |user| AdminCall::CreateKey { user, scopes }).await
+}
+
+async fn revoke_key(shard: &Shard, key: &str) -> Result<RestReply, HttpError> {
+    let user = user_of_key(key.as_bytes()).ok_or_else(|| not_found("API key"))?;
+    let owner = shard.trading().user_shard(user) as usize;
+    Ok(rest(
+        run_on(shard, owner, AdminCall::RevokeKey { key: key.to_string() }).await?,
+    ))
+}
+
+async fn transfer(shard: &Shard, id: &str, body: &[u8], deposit: bool) -> Result<RestReply, HttpError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        asset: String,
+        amount: String,
+    }
+    let Body { asset, amount } = serde_json::from_slice(body).map_err(bad_body)?;
+    let units = parse_units(&amount).map_err(|e| HttpError::new(400, -1100, format!("amount: {e}.")))?;
+    on_user(shard, id, |user| AdminCall::Transfer {
+        user,
+        asset,
+        amount: Amount(units),
+        deposit,
+    })
+    .await
+}
+
+async fn gather(shard: &Shard, call: fn() -> AdminCall) -> Result<Vec<AdminReply>, HttpError> {
+    let mut replies = Vec::with_capacity(shard.mesh().shards());
+    for peer in 0..shard.mesh().shards() {
+        replies.push(run_on(shard, peer, call()).await?);
+    }
+    Ok(replies)
+}
+
+async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {
+    let mut users: Vec<(UserId, String)> = Vec::new();
+    for reply in gather(shard, || AdminCall::ListUsers).await? {
+        if let AdminReply::Users(part) = reply {
+            users.extend(part);
+        }
+    }
+    users.sort();
+    let mut w = JsonWriter::default();
+    w.begin_array();
+    for (id, name) in &users {
+        w.begin_object()
+            .field_uint("userId", *id)
+            .field_str("name", name)
+            .end_object();
+    }
+    w.end_array();
+    Ok(RestReply::json(w.into_bytes()))
+}
+
+fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
+    let market = shard.trading().market(symbol).ok_or_else(crate::rest::bad_symbol)?;
+    shard.broadcast(EngineMsg::Halt(market, halted));
+    let mut w = JsonWriter::default();
+    w.begin_object()
+        .field_str("symbol", symbol)
+        .field_bool("halted", halted)
+        .end_object();
+    Ok(RestReply::json(w.into_bytes()))
+}
+
+async fn audit(shard: &Shard) -> Result<RestReply, HttpError> {
+    let names: Vec<String> = shard.trading().accounts().asset_names().to_vec();
+    let mut totals = vec![AssetTotals::default(); names.len()];
+    for reply in gather(shard, || AdminCall::Audit).await? {
+        let AdminReply::Audit(part) = reply else { continue };
+        for (sum, t) in totals.iter_mut().zip(part) {
+            sum.deposits += t.deposits;
+            sum.withdrawals += t.withdrawals;
+            sum.free += t.free;
+            sum.locked += t.locked;
+            sum.fees += t.fees;
+            sum.settled_in += t.settled_in;
+        }
+    }
+    let ok = totals
+        .iter()
+        .all(|t| t.free + t.locked + t.fees == t.deposits - t.withdrawals && t.settled_in == 0);
+    let mut w = JsonWriter::default();
+    w.begin_object().field_bool("ok", ok).key("assets").begin_array();
+    for (name, t) in names.iter().zip(&totals) {
+        w.begin_object().field_str("asset", name);
+        for (key, value) in [
+            ("deposits", t.deposits),
+            ("withdrawals", t.withdrawals),
+            ("free", t.free),
+            ("locked", t.locked),
+            ("fees", t.fees),
+        ] {
+            w.field_decimal(key, i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        w.end_object();
+    }
+    w.end_array().end_object();
+    Ok(RestReply::json(w.into_bytes()))
+}

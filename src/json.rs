@@ -1,0 +1,169 @@
+//! A small JSON writer for responses on hot paths.
+//!
+//! Responses are written straight into one `String`, with commas tracked by
+//! the writer, so rendering an order or an account allocates nothing but
+//! the output. Money is written with `decimal`, always as a string with the
+//! eight decimals Binance prints.
+
+use std::fmt::Write;
+use tradsys_engine::num::write_units;
+
+#[derive(Default)]
+pub struct JsonWriter {
+    pub buf: String,
+    need_comma: bool,
+}
+
+impl JsonWriter {
+    pub fn with_capacity(capacity: usize) -> JsonWriter {
+        JsonWriter {
+            buf: String::with_capacity(capacity),
+            need_comma: false,
+        }
+    }
+
+    fn sep(&mut self) {
+        if self.need_comma {
+            self.buf.push(',');
+        }
+    }
+
+    pub fn begin_object(&mut self) -> &mut Self {
+        self.sep();
+        self.buf.push('{');
+        self.need_comma = false;
+        self
+    }
+
+    pub fn end_object(&mut self) -> &mut Self {
+        self.buf.push('}');
+        self.need_comma = true;
+        self
+    }
+
+    pub fn begin_array(&mut self) -> &mut Self {
+        self.sep();
+        self.buf.push('[');
+        self.need_comma = false;
+        self
+    }
+
+    pub fn end_array(&mut self) -> &mut Self {
+        self.buf.push(']');
+        self.need_comma = true;
+        self
+    }
+
+    /// A key; the next value belongs to it.
+    pub fn key(&mut self, key: &str) -> &mut Self {
+        self.sep();
+        self.buf.push('"');
+        self.buf.push_str(key);
+        self.buf.push_str("\":");
+        self.need_comma = false;
+        self
+    }
+
+    pub fn str(&mut self, value: &str) -> &mut Self {
+        self.sep();
+        self.buf.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.buf.push_str("\\\""),
+                '\\' => self.buf.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.buf, "\\u{:04x}", c as u32);
+                }
+                c => self.buf.push(c),
+            }
+        }
+        self.buf.push('"');
+        self.need_comma = true;
+        self
+    }
+
+    /// Money: a string with 8 decimals.
+    pub fn decimal(&mut self, units: i64) -> &mut Self {
+        self.sep();
+        self.buf.push('"');
+        write_units(&mut self.buf, units, 8);
+        self.buf.push('"');
+        self.need_comma = true;
+        self
+    }
+
+    pub fn int(&mut self, value: i64) -> &mut Self {
+        self.sep();
+        self.buf.push_str(itoa::Buffer::new().format(value));
+        self.need_comma = true;
+        self
+    }
+
+    pub fn uint(&mut self, value: u64) -> &mut Self {
+        self.sep();
+        self.buf.push_str(itoa::Buffer::new().format(value));
+        self.need_comma = true;
+        self
+    }
+
+    pub fn bool(&mut self, value: bool) -> &mut Self {
+        self.sep();
+        self.buf.push_str(if value { "true" } else { "false" });
+        self.need_comma = true;
+        self
+    }
+
+    pub fn null(&mut self) -> &mut Self {
+        self.sep();
+        self.buf.push_str("null");
+        self.need_comma = true;
+        self
+    }
+
+    pub fn field_str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key).str(value)
+    }
+
+    pub fn field_decimal(&mut self, key: &str, units: i64) -> &mut Self {
+        self.key(key).decimal(units)
+    }
+
+    pub fn field_int(&mut self, key: &str, value: i64) -> &mut Self {
+        self.key(key).int(value)
+    }
+
+    pub fn field_uint(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key).uint(value)
+    }
+
+    pub fn field_bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key).bool(value)
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_nested_values_with_commas() {
+        let mut w = JsonWriter::default();
+        w.begin_object()
+            .field_str("a", "x\"y\n")
+            .field_decimal("b", 150_000_000)
+            .key("c")
+            .begin_array();
+        w.int(-1).uint(2).bool(true).null().end_array();
+        w.key("d").begin_object().end_object().end_object();
+        assert_eq!(
+            w.buf,
+            r#"{"a":"x\"y\u000a","b":"1.50000000","c":[-1,2,true,null],"d":{}}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&w.buf).unwrap();
+        assert_eq!(parsed["a"], "x\"y\n");
+    }
+}

@@ -1,0 +1,715 @@
+//! One shard's trading state: the account machine of the users it owns, the
+//! books of the markets it owns, and the routing of engine messages between
+//! them and other shards.
+//!
+//! This is `driver::Exchange` spread over cores: messages for machines on
+//! this shard are run here at once, in order, until nothing is left;
+//! messages for machines on other shards are appended to `outgoing`, which
+//! the caller hands to the mesh. When a request's user and market live on
+//! the shard that received it, an order completes without any message.
+//!
+//! Callers wait for an order's outcome through a waiter registered before
+//! the order is placed; the account machine's events complete it.
+//!
+//! **Invariant:** `Trading` does no I/O and knows neither JSON nor the
+//! executor: time, ids and randomness are inputs.
+
+use crate::auth::{KeyRecord, KeyStore, Scopes};
+use crate::mesh::EngineMsg;
+use crate::oneshot;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use tradsys_engine::account::{owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
+use tradsys_engine::book::{Book, BookCapacity};
+use tradsys_engine::market::MarketSpec;
+use tradsys_engine::msg::{ToAccount, ToBook};
+use tradsys_engine::num::{Amount, Price};
+use tradsys_engine::order::{
+    AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, OrderView, Side, UserId, UserTrade,
+};
+use tradsys_engine::EngineError;
+
+/// Users one shard keeps (admin-created; each holds balances and history).
+pub const USERS_PER_SHARD_MAX: usize = 1 << 20;
+/// User-data-stream listen keys one shard keeps.
+pub const LISTEN_KEYS_PER_SHARD_MAX: usize = 1 << 16;
+/// Listen keys one user may hold at once.
+pub const LISTEN_KEYS_PER_USER_MAX: usize = 8;
+/// How long a listen key lives without a keepalive.
+pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
+/// Operations waiting for the engine on one shard.
+pub const WAITERS_PER_SHARD_MAX: usize = 1 << 16;
+/// Decimal digits of the user id at the start of API and listen keys.
+pub const KEY_USER_DIGITS: usize = 12;
+/// The demo user's id; admin-created users start above it.
+pub const DEMO_USER_ID: UserId = 1;
+
+/// Which shard owns each market: the one pinned in markets.toml, else a
+/// stable hash of the symbol.
+pub fn market_shards(specs: &[MarketSpec], shards: u32) -> Vec<u32> {
+    specs
+        .iter()
+        .map(|spec| match spec.shard {
+            Some(pinned) => pinned,
+            None => (fnv1a(spec.symbol.as_bytes()) % u64::from(shards)) as u32,
+        })
+        .collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The user a key (API or listen key) belongs to: its first digits.
+pub fn user_of_key(key: &[u8]) -> Option<UserId> {
+    let digits = key.get(..KEY_USER_DIGITS)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A key for `user`: the user id in `KEY_USER_DIGITS` digits, then letters
+/// and digits drawn from `entropy`.
+pub fn key_for(user: UserId, entropy: &[u8], len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut key = format!("{user:0width$}", width = KEY_USER_DIGITS);
+    key.extend(
+        entropy
+            .iter()
+            .take(len - KEY_USER_DIGITS)
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
+    );
+    key
+}
+
+/// What a placed order came to: its state after matching, and the fills it
+/// took as the taker, in order.
+#[derive(Debug)]
+pub struct PlaceOutcome {
+    pub result: Result<OrderView, EngineError>,
+    pub fills: Vec<UserTrade>,
+}
+
+/// What a cancel-replace came to.
+#[derive(Debug)]
+pub struct ReplaceOutcome {
+    pub cancel: Result<OrderView, EngineError>,
+    pub new: NewOrderResult,
+    pub fills: Vec<UserTrade>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum WaitKey {
+    Place(OrderId),
+    Cancel(OrderId),
+    CancelAll(UserId, MarketId),
+    Replace(OrderId),
+}
+
+enum Waiter {
+    Place(Vec<UserTrade>, oneshot::Sender<PlaceOutcome>),
+    Cancel(oneshot::Sender<Result<OrderView, EngineError>>),
+    CancelAll(usize, Vec<OrderView>, oneshot::Sender<Vec<OrderView>>),
+    Replace(Vec<UserTrade>, oneshot::Sender<ReplaceOutcome>),
+}
+
+/// Why an operation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TradingError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("Too many operations in flight; try again.")]
+    Busy,
+    #[error("Market is closed.")]
+    Halted,
+    #[error("unknown user {0}")]
+    UnknownUser(UserId),
+    #[error("user limit reached")]
+    UsersFull,
+    #[error("Unknown asset.")]
+    UnknownAsset,
+}
+
+/// Per-asset totals of one shard, for the audit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AssetTotals {
+    pub deposits: i128,
+    pub withdrawals: i128,
+    pub free: i128,
+    pub locked: i128,
+    pub fees: i128,
+    /// Net amount fills moved into this shard's users from other shards.
+    pub settled_in: i128,
+}
+
+/// Orders by where their user and market live, for /metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OrderCounters {
+    /// The market lived on the user's shard: no engine message left it.
+    pub local: u64,
+    /// The market lived on another shard.
+    pub cross_shard: u64,
+}
+
+struct ListenKey {
+    user: UserId,
+    expires_ms: u64,
+}
+
+pub struct Trading {
+    shard: u32,
+    shards: u32,
+    specs: Vec<MarketSpec>,
+    symbols: HashMap<String, MarketId>,
+    market_shard: Vec<u32>,
+    accounts: Accounts,
+    books: Vec<Option<Book>>,
+    halted: Vec<bool>,
+    users: BTreeMap<UserId, String>,
+    keys: KeyStore,
+    listen_keys: HashMap<String, ListenKey>,
+    transfers: Vec<(i128, i128)>,
+    waiters: HashMap<WaitKey, Waiter>,
+    queue: VecDeque<EngineMsg>,
+    to_book: Vec<ToBook>,
+    to_account: Vec<ToAccount>,
+    events: Vec<AccountEvent>,
+    /// Engine messages for other shards; the caller drains it into the mesh
+    /// after every operation.
+    pub outgoing: Vec<(u32, EngineMsg)>,
+    /// Trades of the books on this shard, for market data; drained by the
+    /// caller.
+    pub trades: Vec<tradsys_engine::msg::Fill>,
+    next_order_seq: u64,
+    next_user_seq: u64,
+    pub orders: OrderCounters,
+}
+
+impl Trading {
+    pub fn new(shard: u32, shards: u32, specs: Vec<MarketSpec>, book_capacity: BookCapacity) -> Trading {
+        let market_shard = market_shards(&specs, shards);
+        let books = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (market_shard[i] == shard).then(|| Book::new(MarketId(i as u16), spec, book_capacity)))
+            .collect();
+        let accounts = Accounts::new(shard, shards, &specs);
+        let assets = accounts.asset_names().len();
+        Trading {
+            shard,
+            shards,
+            symbols: specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.symbol.clone(), MarketId(i as u16)))
+                .collect(),
+            halted: vec![false; specs.len()],
+            market_shard,
+            accounts,
+            books,
+            users: BTreeMap::new(),
+            keys: KeyStore::default(),
+            listen_keys: HashMap::new(),
+            transfers: vec![(0, 0); assets],
+            waiters: HashMap::new(),
+            queue: VecDeque::new(),
+            to_book: Vec::new(),
+            to_account: Vec::new(),
+            events: Vec::new(),
+            outgoing: Vec::new(),
+            trades: Vec::new(),
+            next_order_seq: 0,
+            next_user_seq: 0,
+            orders: OrderCounters::default(),
+            specs,
+        }
+    }
+
+    pub fn specs(&self) -> &[MarketSpec] {
+        &self.specs
+    }
+
+    pub fn market(&self, symbol: &str) -> Option<MarketId> {
+        self.symbols.get(symbol).copied()
+    }
+
+    pub fn spec(&self, market: MarketId) -> &MarketSpec {
+        &self.specs[usize::from(market.0)]
+    }
+
+    /// The shard that owns `market`.
+    pub fn market_shard(&self, market: MarketId) -> u32 {
+        self.market_shard[usize::from(market.0)]
+    }
+
+    /// The shard that owns `user`.
+    pub fn user_shard(&self, user: UserId) -> u32 {
+        owner_of(user, self.shards)
+    }
+
+    pub fn book(&self, market: MarketId) -> Option<&Book> {
+        self.books[usize::from(market.0)].as_ref()
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn is_halted(&self, market: MarketId) -> bool {
+        self.halted[usize::from(market.0)]
+    }
+
+    pub fn asset_name(&self, asset: AssetId) -> &str {
+        &self.accounts.asset_names()[usize::from(asset.0)]
+    }
+
+    /// The price a MARKET order of `side` would meet first, else the last
+    /// price; `None` when there is neither. Only for markets on this shard.
+    pub fn reference_price(&self, market: MarketId, side: Side) -> Option<Price> {
+        let book = self.book(market)?;
+        let best = match side {
+            Side::Buy => book.best_ask(),
+            Side::Sell => book.best_bid(),
+        };
+        best.map(|(price, _)| price).or(book.last_price())
+    }
+
+    fn next_order_id(&mut self) -> OrderId {
+        self.next_order_seq += 1;
+        self.next_order_seq * u64::from(self.shards) + u64::from(self.shard)
+    }
+
+    fn wait(&mut self, key: WaitKey, waiter: Waiter) -> Result<(), TradingError> {
+        if self.waiters.len() >= WAITERS_PER_SHARD_MAX {
+            return Err(TradingError::Busy);
+        }
+        let previous = self.waiters.insert(key, waiter);
+        assert!(previous.is_none(), "two waiters for {key:?}");
+        Ok(())
+    }
+
+    /// Places an order for `user` (owned here). The receiver resolves once
+    /// the book has matched it.
+    pub fn place(
+        &mut self,
+        user: UserId,
+        request: &OrderRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+    ) -> Result<(OrderId, oneshot::Receiver<PlaceOutcome>), TradingError> {
+        self.check_open(user, request.market)?;
+        let order_id = self.next_order_id();
+        let (tx, rx) = oneshot::channel();
+        self.wait(WaitKey::Place(order_id), Waiter::Place(Vec::new(), tx))?;
+        self.to_book.clear();
+        let placed = self
+            .accounts
+            .place(user, request, order_id, reference, now_ms, &mut self.to_book);
+        if let Err(e) = placed {
+            self.waiters.remove(&WaitKey::Place(order_id));
+            return Err(e.into());
+        }
+        self.count_order(request.market);
+        self.after_account_call();
+        Ok((order_id, rx))
+    }
+
+    fn check_open(&self, user: UserId, market: MarketId) -> Result<(), TradingError> {
+        assert!(
+            self.accounts.owns(user),
+            "user {user} is not owned by shard {}",
+            self.shard
+        );
+        if self.is_halted(market) {
+            return Err(TradingError::Halted);
+        }
+        Ok(())
+    }
+
+    fn count_order(&mut self, market: MarketId) {
+        if self.market_shard(market) == self.shard {
+            self.orders.local += 1;
+        } else {
+            self.orders.cross_shard += 1;
+        }
+    }
+
+    /// Cancels one order; resolves with its final state.
+    pub fn cancel(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<OrderView, EngineError>>, TradingError> {
+        let view = self.accounts.order(user, market, target)?;
+        let key = WaitKey::Cancel(view.order_id);
+        if self.waiters.contains_key(&key) {
+            return Err(TradingError::Busy);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.wait(key, Waiter::Cancel(tx))?;
+        self.to_book.clear();
+        if let Err(e) = self.accounts.cancel(user, market, target, now_ms, &mut self.to_book) {
+            self.waiters.remove(&key);
+            return Err(e.into());
+        }
+        self.after_account_call();
+        Ok(rx)
+    }
+
+    /// Cancels all of `user`'s open orders in `market`; resolves with their
+    /// final states (empty when there were none).
+    pub fn cancel_all(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<Vec<OrderView>>, TradingError> {
+        let key = WaitKey::CancelAll(user, market);
+        if self.waiters.contains_key(&key) {
+            return Err(TradingError::Busy);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.to_book.clear();
+        let count = self.accounts.cancel_all(user, market, now_ms, &mut self.to_book);
+        if count == 0 {
+            tx.send(Vec::new());
+            return Ok(rx);
+        }
+        self.wait(key, Waiter::CancelAll(count, Vec::with_capacity(count), tx))?;
+        self.after_account_call();
+        Ok(rx)
+    }
+
+    /// Cancels `target` and places `request` as Binance's cancelReplace.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cancel_replace(
+        &mut self,
+        user: UserId,
+        target: OrderRef,
+        mode: CancelReplaceMode,
+        request: &OrderRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+    ) -> Result<(OrderId, oneshot::Receiver<ReplaceOutcome>), TradingError> {
+        self.check_open(user, request.market)?;
+        let order_id = self.next_order_id();
+        let (tx, rx) = oneshot::channel();
+        self.wait(WaitKey::Replace(order_id), Waiter::Replace(Vec::new(), tx))?;
+        self.to_book.clear();
+        self.events.clear();
+        self.accounts.cancel_replace(
+            user,
+            target,
+            mode,
+            request,
+            order_id,
+            reference,
+            now_ms,
+            &mut self.to_book,
+            &mut self.events,
+        );
+        self.count_order(request.market);
+        self.take_events();
+        self.after_account_call();
+        Ok((order_id, rx))
+    }
+
+    /// Routes what the account machine just sent and runs local work.
+    fn after_account_call(&mut self) {
+        self.route_books();
+        self.run();
+    }
+
+    fn route_books(&mut self) {
+        for i in 0..self.to_book.len() {
+            let msg = self.to_book[i];
+            let owner = self.market_shard(msg.market());
+            self.deliver(owner, EngineMsg::Book(msg));
+        }
+        self.to_book.clear();
+    }
+
+    fn deliver(&mut self, owner: u32, msg: EngineMsg) {
+        if owner == self.shard {
+            self.queue.push_back(msg);
+        } else {
+            self.outgoing.push((owner, msg));
+        }
+    }
+
+    /// Takes an engine message from another shard and runs it to quiescence.
+    pub fn receive(&mut self, msg: EngineMsg) {
+        self.queue.push_back(msg);
+        self.run();
+    }
+
+    fn run(&mut self) {
+        while let Some(msg) = self.queue.pop_front() {
+            match msg {
+                EngineMsg::Book(msg) => self.on_book(msg),
+                EngineMsg::Account(msg) => self.on_account(msg),
+                EngineMsg::Halt(market, halted) => self.halted[usize::from(market.0)] = halted,
+            }
+        }
+    }
+
+    fn on_book(&mut self, msg: ToBook) {
+        let market = usize::from(msg.market().0);
+        let book = self.books[market].as_mut();
+        let book =
+            book.unwrap_or_else(|| panic!("shard {} got a message for market {market} it does not own", self.shard));
+        self.to_account.clear();
+        book.handle(msg, &mut self.to_account);
+        for i in 0..self.to_account.len() {
+            let msg = self.to_account[i];
+            if let ToAccount::Fill(fill) = msg {
+                self.trades.push(fill);
+            }
+            self.route_account(msg);
+        }
+    }
+
+    /// A fill goes to the taker's owner and, if different, to the maker's;
+    /// each settles its own user's side (as `driver::Exchange` does).
+    fn route_account(&mut self, msg: ToAccount) {
+        let owner = owner_of(msg.user(), self.shards);
+        self.deliver(owner, EngineMsg::Account(msg));
+        if let ToAccount::Fill(fill) = msg {
+            let maker_owner = owner_of(fill.maker_user, self.shards);
+            if maker_owner != owner {
+                self.deliver(maker_owner, EngineMsg::Account(msg));
+            }
+        }
+    }
+
+    fn on_account(&mut self, msg: ToAccount) {
+        self.to_book.clear();
+        self.events.clear();
+        self.accounts.handle(msg, &mut self.to_book, &mut self.events);
+        self.route_books();
+        self.take_events();
+    }
+
+    fn take_events(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            self.on_event(event);
+        }
+        self.events = events;
+    }
+
+    fn on_event(&mut self, event: AccountEvent) {
+        match event {
+            AccountEvent::Trade { trade, .. } => {
+                for key in [WaitKey::Place(trade.order_id), WaitKey::Replace(trade.order_id)] {
+                    match self.waiters.get_mut(&key) {
+                        Some(Waiter::Place(fills, _)) | Some(Waiter::Replace(fills, _)) if !trade.is_maker => {
+                            fills.push(trade)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            AccountEvent::Placed { order_id, result } => {
+                if let Some(Waiter::Place(fills, tx)) = self.waiters.remove(&WaitKey::Place(order_id)) {
+                    tx.send(PlaceOutcome { result, fills });
+                }
+            }
+            AccountEvent::Canceled { order_id, result } => self.on_canceled(order_id, result),
+            AccountEvent::CancelReplaced { cancel, new } => self.on_replaced(cancel, new),
+            AccountEvent::OrderUpdate(_) => {}
+        }
+    }
+
+    fn on_canceled(&mut self, order_id: OrderId, result: Result<OrderView, EngineError>) {
+        if let Some(Waiter::Cancel(tx)) = self.waiters.remove(&WaitKey::Cancel(order_id)) {
+            tx.send(result);
+            return;
+        }
+        let Ok(view) = result else { return };
+        let key = WaitKey::CancelAll(view.user, view.market);
+        let done = match self.waiters.get_mut(&key) {
+            Some(Waiter::CancelAll(remaining, views, _)) => {
+                views.push(view);
+                *remaining -= 1;
+                *remaining == 0
+            }
+            _ => false,
+        };
+        if done {
+            if let Some(Waiter::CancelAll(_, views, tx)) = self.waiters.remove(&key) {
+                tx.send(views);
+            }
+        }
+    }
+
+    fn on_replaced(&mut self, cancel: Result<OrderView, EngineError>, new: NewOrderResult) {
+        // The account machine answers cancel-replaces in the order it
+        // started them per user; the oldest waiting one is this one.
+        let key = self
+            .waiters
+            .iter()
+            .filter_map(|(k, _)| match k {
+                WaitKey::Replace(id) => Some(*id),
+                _ => None,
+            })
+            .min();
+        let new_id = match &new {
+            NewOrderResult::Success(view) => Some(view.order_id),
+            _ => None,
+        };
+        let Some(id) = new_id.or(key) else { return };
+        if let Some(Waiter::Replace(fills, tx)) = self.waiters.remove(&WaitKey::Replace(id)) {
+            tx.send(ReplaceOutcome { cancel, new, fills });
+        }
+    }
+
+    // ---- users, keys, transfers (the admin API's state) ----
+
+    /// A fresh user id owned by any shard: ids allocated here never collide
+    /// with another shard's.
+    pub fn allocate_user_id(&mut self) -> UserId {
+        self.next_user_seq += 1;
+        DEMO_USER_ID + self.next_user_seq * u64::from(self.shards) + u64::from(self.shard)
+    }
+
+    pub fn create_user(&mut self, user: UserId, name: &str) -> Result<(), TradingError> {
+        if self.users.len() >= USERS_PER_SHARD_MAX {
+            return Err(TradingError::UsersFull);
+        }
+        assert!(self.accounts.owns(user));
+        self.users.insert(user, name.to_string());
+        Ok(())
+    }
+
+    pub fn user_name(&self, user: UserId) -> Option<&str> {
+        self.users.get(&user).map(String::as_str)
+    }
+
+    pub fn user_ids(&self) -> impl Iterator<Item = (&UserId, &String)> {
+        self.users.iter()
+    }
+
+    /// Balances of every asset, in asset order (zero for untouched ones).
+    pub fn balances(&self, user: UserId) -> Vec<(AssetId, Balance)> {
+        let assets = self.accounts.asset_names().len();
+        (0..assets)
+            .map(|a| {
+                let asset = AssetId(a as u16);
+                (asset, self.accounts.balance(user, asset))
+            })
+            .collect()
+    }
+
+    pub fn create_key(
+        &mut self,
+        user: UserId,
+        scopes: Scopes,
+        entropy: &[u8; 128],
+    ) -> Result<(String, String), TradingError> {
+        if !self.users.contains_key(&user) {
+            return Err(TradingError::UnknownUser(user));
+        }
+        let key = key_for(user, &entropy[..64], 64);
+        let secret = key_for(0, &entropy[64..], 64 + KEY_USER_DIGITS)[KEY_USER_DIGITS..].to_string();
+        let record = KeyRecord {
+            user_id: user,
+            secret: secret.clone(),
+            scopes,
+            revoked: false,
+        };
+        self.keys.insert(key.clone(), record).map_err(|_| TradingError::Busy)?;
+        Ok((key, secret))
+    }
+
+    pub fn revoke_key(&mut self, key: &str) -> bool {
+        self.keys.revoke(key)
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    pub fn transfer(&mut self, user: UserId, asset: &str, amount: Amount, deposit: bool) -> Result<(), TradingError> {
+        if !self.users.contains_key(&user) {
+            return Err(TradingError::UnknownUser(user));
+        }
+        let asset = self.accounts.asset_id(asset).ok_or(TradingError::UnknownAsset)?;
+        let totals = &mut self.transfers[usize::from(asset.0)];
+        if deposit {
+            self.accounts.deposit(user, asset, amount)?;
+            totals.0 += i128::from(amount.0);
+        } else {
+            self.accounts.withdraw(user, asset, amount)?;
+            totals.1 += i128::from(amount.0);
+        }
+        Ok(())
+    }
+
+    /// This shard's share of the audit, per asset in asset order.
+    pub fn asset_totals(&self) -> Vec<AssetTotals> {
+        let names = self.accounts.asset_names().len();
+        (0..names)
+            .map(|a| {
+                let asset = AssetId(a as u16);
+                let (free, locked) = self.users.keys().fold((0i128, 0i128), |(f, l), &user| {
+                    let b = self.accounts.balance(user, asset);
+                    (f + i128::from(b.free.0), l + i128::from(b.locked.0))
+                });
+                AssetTotals {
+                    deposits: self.transfers[a].0,
+                    withdrawals: self.transfers[a].1,
+                    free,
+                    locked,
+                    fees: i128::from(self.accounts.fees(asset).0),
+                    settled_in: self.accounts.settled_in(asset),
+                }
+            })
+            .collect()
+    }
+
+    // ---- listen keys (user data streams) ----
+
+    pub fn listen_key_create(&mut self, user: UserId, entropy: &[u8; 64], now_ms: u64) -> Result<String, TradingError> {
+        self.listen_keys.retain(|_, k| k.expires_ms > now_ms);
+        let held = self.listen_keys.values().filter(|k| k.user == user).count();
+        if held >= LISTEN_KEYS_PER_USER_MAX || self.listen_keys.len() >= LISTEN_KEYS_PER_SHARD_MAX {
+            return Err(TradingError::Busy);
+        }
+        let key = key_for(user, entropy, 60);
+        let expires_ms = now_ms + LISTEN_KEY_TTL_MS;
+        self.listen_keys.insert(key.clone(), ListenKey { user, expires_ms });
+        Ok(key)
+    }
+
+    /// Extends (`keep`) or deletes a listen key of `user`; false if unknown.
+    pub fn listen_key_touch(&mut self, user: UserId, key: &str, keep: bool, now_ms: u64) -> bool {
+        match self.listen_keys.get_mut(key) {
+            Some(k) if k.user == user && k.expires_ms > now_ms => {
+                if keep {
+                    k.expires_ms = now_ms + LISTEN_KEY_TTL_MS;
+                } else {
+                    self.listen_keys.remove(key);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Market data of trades here: the trades since the last call.
+    pub fn take_trades(&mut self) -> Vec<tradsys_engine::msg::Fill> {
+        std::mem::take(&mut self.trades)
+    }
+
+    pub fn check_invariants(&self) {
+        self.accounts.check_invariants();
+        for book in self.books.iter().flatten() {
+            book.check_invariants();
+        }
+    }
+}
