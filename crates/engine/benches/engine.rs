@@ -94,11 +94,7 @@ impl Mix {
 
     fn next(&mut self) -> (Op, u64, u64) {
         let roll = self.rng.below(100);
-        let side = if self.rng.below(2) == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = if self.rng.below(2) == 0 { Side::Buy } else { Side::Sell };
         let user = 1 + self.rng.below(USERS_COUNT);
         let id = self.next_id;
         self.next_id += 1;
@@ -261,20 +257,12 @@ fn bench_exchange(specs: &[MarketSpec]) -> Report {
             stp: StpMode::None,
         };
         let _ = match op {
-            Op::Limit { side, price, qty } => exchange.place(
-                user,
-                &request(side, price, qty, TimeInForce::Gtc),
-                id,
-                id,
-                &mut out,
-            ),
-            Op::Cross { side, price, qty } => exchange.place(
-                user,
-                &request(side, price, qty, TimeInForce::Ioc),
-                id,
-                id,
-                &mut out,
-            ),
+            Op::Limit { side, price, qty } => {
+                exchange.place(user, &request(side, price, qty, TimeInForce::Gtc), id, id, &mut out)
+            }
+            Op::Cross { side, price, qty } => {
+                exchange.place(user, &request(side, price, qty, TimeInForce::Ioc), id, id, &mut out)
+            }
             Op::Cancel { order_id } => exchange
                 .cancel(user, market, OrderRef::Id(order_id), id, &mut out)
                 .map(|_| ()),

@@ -240,29 +240,15 @@ impl Accounts {
         })
     }
 
-    pub fn deposit(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn deposit(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         self.check_transfer(asset, amount)?;
         let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
-        balance.free.0 = balance
-            .free
-            .0
-            .checked_add(amount.0)
-            .ok_or(EngineError::BadAmount)?;
+        balance.free.0 = balance.free.0.checked_add(amount.0).ok_or(EngineError::BadAmount)?;
         self.ledger[usize::from(asset.0)].deposits += i128::from(amount.0);
         Ok(())
     }
 
-    pub fn withdraw(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn withdraw(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         self.check_transfer(asset, amount)?;
         let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
         if balance.free < amount {
@@ -306,10 +292,7 @@ impl Accounts {
             Side::Sell => (info.base, Amount(order.qty.0)),
         };
         if let Some(client) = request.client_order_id {
-            if self
-                .find_open(user, request.market, OrderRef::Client(client))
-                .is_some()
-            {
+            if self.find_open(user, request.market, OrderRef::Client(client)).is_some() {
                 return Err(EngineError::DuplicateOrder);
             }
         }
@@ -363,11 +346,7 @@ impl Accounts {
             }
             (OrderQty::Base(qty), Side::Buy) => (qty, market_buy_lock(qty, reference)?, false),
             (OrderQty::Quote(quote), Side::Buy) => (unbounded_qty, quote, true),
-            (OrderQty::Quote(quote), Side::Sell) => (
-                market_sell_lock(quote, reference, spec.step_size)?,
-                quote,
-                true,
-            ),
+            (OrderQty::Quote(quote), Side::Sell) => (market_sell_lock(quote, reference, spec.step_size)?, quote, true),
         };
         Ok(PlaceOrder {
             market: request.market,
@@ -392,9 +371,7 @@ impl Accounts {
         let open = u.open.get(usize::from(market.0))?;
         open.iter().copied().find(|id| match target {
             OrderRef::Id(wanted) => *id == wanted,
-            OrderRef::Client(client) => {
-                self.orders.get(id).and_then(|o| o.view.client_order_id) == Some(client)
-            }
+            OrderRef::Client(client) => self.orders.get(id).and_then(|o| o.view.client_order_id) == Some(client),
         })
     }
 
@@ -408,9 +385,7 @@ impl Accounts {
         time_ms: u64,
         out: &mut Vec<ToBook>,
     ) -> Result<OrderId, EngineError> {
-        let order_id = self
-            .find_open(user, market, target)
-            .ok_or(EngineError::UnknownOrder)?;
+        let order_id = self.find_open(user, market, target).ok_or(EngineError::UnknownOrder)?;
         out.push(ToBook::Cancel {
             market,
             order_id,
@@ -422,13 +397,7 @@ impl Accounts {
 
     /// Cancels every open order of `user` in `market`, oldest first; returns
     /// how many `Canceled` answers to expect.
-    pub fn cancel_all(
-        &mut self,
-        user: UserId,
-        market: MarketId,
-        time_ms: u64,
-        out: &mut Vec<ToBook>,
-    ) -> usize {
+    pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Vec<ToBook>) -> usize {
         let Some(u) = self.users.get(&user) else {
             return 0;
         };
@@ -520,12 +489,7 @@ impl Accounts {
     }
 
     /// Applies one message from a book.
-    pub fn handle(
-        &mut self,
-        msg: ToAccount,
-        out: &mut Vec<ToBook>,
-        events: &mut Vec<AccountEvent>,
-    ) {
+    pub fn handle(&mut self, msg: ToAccount, out: &mut Vec<ToBook>, events: &mut Vec<AccountEvent>) {
         match msg {
             ToAccount::Fill(fill) => self.on_fill(&fill, events),
             ToAccount::Placed {
@@ -565,11 +529,7 @@ impl Accounts {
     fn settle(&mut self, fill: &Fill, is_maker: bool, events: &mut Vec<AccountEvent>) {
         let info = self.markets[usize::from(fill.market.0)];
         let (user, order_id, side) = if is_maker {
-            (
-                fill.maker_user,
-                fill.maker_order,
-                fill.taker_side.opposite(),
-            )
+            (fill.maker_user, fill.maker_order, fill.taker_side.opposite())
         } else {
             (fill.taker_user, fill.taker_order, fill.taker_side)
         };
@@ -584,10 +544,7 @@ impl Accounts {
         };
         assert_eq!(order.asset, paid_asset);
         order.locked.0 -= paid.0;
-        assert!(
-            order.locked.0 >= 0,
-            "order {order_id} spent beyond its lock"
-        );
+        assert!(order.locked.0 >= 0, "order {order_id} spent beyond its lock");
         order.view.executed_qty.0 += fill.qty.0;
         order.view.cummulative_quote_qty.0 += fill.quote_qty.0;
         order.view.status = OrderStatus::PartiallyFilled;
@@ -749,19 +706,11 @@ impl Accounts {
             return;
         };
         let ids = &u.open[usize::from(market.0)];
-        out.extend(
-            ids.iter()
-                .filter_map(|id| self.orders.get(id).map(|o| o.view)),
-        );
+        out.extend(ids.iter().filter_map(|id| self.orders.get(id).map(|o| o.view)));
     }
 
     /// An open or recently finished order, by id or clientOrderId.
-    pub fn order(
-        &self,
-        user: UserId,
-        market: MarketId,
-        target: OrderRef,
-    ) -> Result<OrderView, EngineError> {
+    pub fn order(&self, user: UserId, market: MarketId, target: OrderRef) -> Result<OrderView, EngineError> {
         if let Some(id) = self.find_open(user, market, target) {
             if let Some(order) = self.orders.get(&id) {
                 return Ok(order.view);
@@ -785,10 +734,7 @@ impl Accounts {
 
     /// The user's recent trades, oldest first.
     pub fn trades(&self, user: UserId) -> impl Iterator<Item = &UserTrade> {
-        self.users
-            .get(&user)
-            .into_iter()
-            .flat_map(|u| u.trades.iter())
+        self.users.get(&user).into_iter().flat_map(|u| u.trades.iter())
     }
 
     fn sorted_users(&self) -> Vec<UserId> {
@@ -871,11 +817,7 @@ impl Accounts {
         for (asset, l) in self.ledger.iter().enumerate() {
             assert!(l.fees >= 0);
             let total = held[asset] + i128::from(l.fees);
-            assert_eq!(
-                total,
-                l.deposits - l.withdrawals + l.settled_in,
-                "asset {asset}"
-            );
+            assert_eq!(total, l.deposits - l.withdrawals + l.settled_in, "asset {asset}");
         }
     }
 }
@@ -903,10 +845,7 @@ fn price_improvement(order: &Open) -> Amount {
     }
     let remaining = Qty(view.orig_qty.0 - view.executed_qty.0);
     let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
-    assert!(
-        needed <= order.locked,
-        "a limit buy's lock fell below its needs"
-    );
+    assert!(needed <= order.locked, "a limit buy's lock fell below its needs");
     Amount(order.locked.0 - needed.0)
 }
 
@@ -918,11 +857,7 @@ fn market_buy_lock(qty: Qty, reference: Option<Price>) -> Result<Amount, EngineE
     add_rate_ceil(notional, MARKET_PROTECTION).ok_or(EngineError::ValueTooLarge)
 }
 
-fn market_sell_lock(
-    quote: Amount,
-    reference: Option<Price>,
-    step: Qty,
-) -> Result<Qty, EngineError> {
+fn market_sell_lock(quote: Amount, reference: Option<Price>, step: Qty) -> Result<Qty, EngineError> {
     let Some(reference) = reference else {
         return Ok(Qty::ZERO);
     };
@@ -932,9 +867,7 @@ fn market_sell_lock(
     let qty = (numerator + denominator - 1) / denominator;
     let step = i128::from(step.0);
     let qty = (qty + step - 1) / step * step;
-    i64::try_from(qty)
-        .map(Qty)
-        .map_err(|_| EngineError::ValueTooLarge)
+    i64::try_from(qty).map(Qty).map_err(|_| EngineError::ValueTooLarge)
 }
 
 fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u64) -> OrderView {
@@ -995,17 +928,14 @@ fn check_params(request: &OrderRequest) -> Result<(), EngineError> {
         error::NOT_REQUIRED_STOP_PRICE,
     )?;
     if matches!(request.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
-        return Err(EngineError::ParamNotRequired(
-            error::NOT_REQUIRED_QUOTE_ORDER_QTY,
-        ));
+        return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_QUOTE_ORDER_QTY));
     }
     Ok(())
 }
 
 /// PRICE_FILTER, LOT_SIZE and NOTIONAL, in Binance's order.
 fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), EngineError> {
-    let price_ok =
-        |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
+    let price_ok = |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
     for price in [request.price, request.stop_price].into_iter().flatten() {
         if !price_ok(price) {
             return Err(EngineError::PriceFilter);
@@ -1013,8 +943,7 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
     }
     let notional = match request.qty {
         OrderQty::Base(qty) => {
-            let lot_ok =
-                qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
+            let lot_ok = qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
             if !lot_ok {
                 return Err(EngineError::LotSize);
             }
@@ -1028,8 +957,8 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
         OrderQty::Quote(quote) => i128::from(quote.0) * i128::from(UNIT),
     };
     let unit = i128::from(UNIT);
-    let within = notional >= i128::from(spec.min_notional.0) * unit
-        && notional <= i128::from(spec.max_notional.0) * unit;
+    let within =
+        notional >= i128::from(spec.min_notional.0) * unit && notional <= i128::from(spec.max_notional.0) * unit;
     if !within {
         return Err(EngineError::Notional);
     }

@@ -185,8 +185,7 @@ impl Book {
 
     fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
         let reject = if order.kind.is_stop() {
-            self.would_trigger(&order)
-                .then_some(EngineError::WouldTrigger)
+            self.would_trigger(&order).then_some(EngineError::WouldTrigger)
         } else if order.kind == OrderType::LimitMaker {
             self.crosses_best(order.side, order.price)
                 .then_some(EngineError::WouldMatch)
@@ -295,13 +294,7 @@ impl Book {
         }
     }
 
-    fn trade(
-        &mut self,
-        order: &PlaceOrder,
-        maker_index: u32,
-        qty: Qty,
-        out: &mut Vec<ToAccount>,
-    ) -> Amount {
+    fn trade(&mut self, order: &PlaceOrder, maker_index: u32, qty: Qty, out: &mut Vec<ToAccount>) -> Amount {
         let maker = self.nodes[maker_index as usize];
         let price = maker.price;
         let quote = match notional_floor(price, qty) {
@@ -558,19 +551,12 @@ impl Book {
 
     /// The top `levels` of each side, best first, into reused vectors;
     /// returns the update id the snapshot reflects.
-    pub fn depth(
-        &self,
-        levels: usize,
-        bids: &mut Vec<(Price, Qty)>,
-        asks: &mut Vec<(Price, Qty)>,
-    ) -> u64 {
+    pub fn depth(&self, levels: usize, bids: &mut Vec<(Price, Qty)>, asks: &mut Vec<(Price, Qty)>) -> u64 {
         let levels = levels.min(DEPTH_LEVELS_MAX);
         for (ladder, out) in [(&self.bids, bids), (&self.asks, asks)] {
             out.clear();
             let top = ladder.levels.iter().rev().take(levels);
-            out.extend(
-                top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)),
-            );
+            out.extend(top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)));
         }
         self.update_id
     }

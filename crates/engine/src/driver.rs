@@ -69,9 +69,7 @@ impl Exchange {
             .map(|(i, spec)| Book::new(MarketId(i as u16), spec, capacity))
             .collect();
         Exchange {
-            accounts: (0..shards)
-                .map(|s| Accounts::new(s, shards, specs))
-                .collect(),
+            accounts: (0..shards).map(|s| Accounts::new(s, shards, specs)).collect(),
             books,
             queue: VecDeque::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
             to_book: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
@@ -91,22 +89,12 @@ impl Exchange {
         self.accounts[0].asset_id(name)
     }
 
-    pub fn deposit(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn deposit(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         let shard = self.shard(user);
         self.accounts[shard].deposit(user, asset, amount)
     }
 
-    pub fn withdraw(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn withdraw(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         let shard = self.shard(user);
         self.accounts[shard].withdraw(user, asset, amount)
     }
@@ -136,14 +124,7 @@ impl Exchange {
         let reference = self.reference_price(request.market, request.side);
         let shard = self.shard(user);
         self.to_book.clear();
-        let placed = self.accounts[shard].place(
-            user,
-            request,
-            order_id,
-            reference,
-            time_ms,
-            &mut self.to_book,
-        );
+        let placed = self.accounts[shard].place(user, request, order_id, reference, time_ms, &mut self.to_book);
         self.run(out);
         placed
     }
@@ -163,13 +144,7 @@ impl Exchange {
         sent
     }
 
-    pub fn cancel_all(
-        &mut self,
-        user: UserId,
-        market: MarketId,
-        time_ms: u64,
-        out: &mut Output,
-    ) -> usize {
+    pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Output) -> usize {
         let shard = self.shard(user);
         self.to_book.clear();
         let count = self.accounts[shard].cancel_all(user, market, time_ms, &mut self.to_book);
@@ -207,8 +182,7 @@ impl Exchange {
 
     /// Delivers messages until the queue is empty.
     fn run(&mut self, out: &mut Output) {
-        self.queue
-            .extend(self.to_book.drain(..).map(Envelope::Book));
+        self.queue.extend(self.to_book.drain(..).map(Envelope::Book));
         while let Some(envelope) = self.queue.pop_front() {
             match envelope {
                 Envelope::Book(msg) => {
@@ -222,8 +196,7 @@ impl Exchange {
                 Envelope::Account(shard, msg) => {
                     self.to_book.clear();
                     self.accounts[shard as usize].handle(msg, &mut self.to_book, &mut out.events);
-                    self.queue
-                        .extend(self.to_book.drain(..).map(Envelope::Book));
+                    self.queue.extend(self.to_book.drain(..).map(Envelope::Book));
                 }
             }
         }
@@ -253,11 +226,7 @@ impl Exchange {
         }
         let assets = self.accounts[0].asset_names().len();
         for asset in 0..assets {
-            let net: i128 = self
-                .accounts
-                .iter()
-                .map(|a| a.settled_in(AssetId(asset as u16)))
-                .sum();
+            let net: i128 = self.accounts.iter().map(|a| a.settled_in(AssetId(asset as u16))).sum();
             assert_eq!(net, 0, "asset {asset} settled unevenly across machines");
         }
     }

@@ -193,10 +193,7 @@ pub fn notional_ceil(price: Price, qty: Qty) -> Option<Amount> {
 /// one whole, the fee never exceeds what was received.
 pub fn fee_ceil(received: Amount, rate: Rate) -> Amount {
     assert!(received.0 >= 0 && (0..=UNIT).contains(&rate.0));
-    let fee = ceil_div(
-        i128::from(received.0) * i128::from(rate.0),
-        i128::from(UNIT),
-    );
+    let fee = ceil_div(i128::from(received.0) * i128::from(rate.0), i128::from(UNIT));
     let fee = i64::try_from(fee).unwrap_or(i64::MAX);
     assert!(fee <= received.0);
     Amount(fee)
@@ -286,10 +283,7 @@ mod tests {
     #[test]
     fn notional_and_fees_at_the_extremes() {
         let max = i64::MAX;
-        assert_eq!(
-            notional_wide(Price(max), Qty(max)),
-            i128::from(max) * i128::from(max)
-        );
+        assert_eq!(notional_wide(Price(max), Qty(max)), i128::from(max) * i128::from(max));
         assert_eq!(notional_floor(Price(max), Qty(max)), None);
         assert_eq!(notional_ceil(Price(max), Qty(UNIT)), Some(Amount(max)));
         assert_eq!(notional_ceil(Price(max), Qty(UNIT + 1)), None);
@@ -297,21 +291,12 @@ mod tests {
         assert_eq!(notional_ceil(Price(3), Qty(UNIT / 2)), Some(Amount(2)));
         assert_eq!(notional_floor(Price(0), Qty(max)), Some(Amount(0)));
         assert_eq!(fee_ceil(Amount(max), Rate(UNIT)), Amount(max));
-        assert_eq!(
-            fee_ceil(Amount(max), Rate(100_000)),
-            Amount(9_223_372_036_854_776)
-        );
+        assert_eq!(fee_ceil(Amount(max), Rate(100_000)), Amount(9_223_372_036_854_776));
         assert_eq!(fee_ceil(Amount(1), Rate(1)), Amount(1));
         assert_eq!(fee_ceil(Amount(0), Rate(UNIT)), Amount(0));
         assert_eq!(fee_ceil(Amount(999), Rate(100_000)), Amount(1));
-        assert_eq!(
-            add_rate_ceil(Amount(100), Rate(5_000_000)),
-            Some(Amount(105))
-        );
-        assert_eq!(
-            add_rate_ceil(Amount(101), Rate(5_000_000)),
-            Some(Amount(107))
-        );
+        assert_eq!(add_rate_ceil(Amount(100), Rate(5_000_000)), Some(Amount(105)));
+        assert_eq!(add_rate_ceil(Amount(101), Rate(5_000_000)), Some(Amount(107)));
         assert_eq!(add_rate_ceil(Amount(max), Rate(1)), None);
         assert_eq!(qty_within(Price(UNIT), Amount(10), Qty(1)), Qty(10));
         assert_eq!(qty_within(Price(3 * UNIT), Amount(10), Qty(1)), Qty(3));
@@ -321,18 +306,12 @@ mod tests {
     #[test]
     fn increments_are_typed() {
         assert_eq!(parse_multiple("0.02", 1_000_000), Ok(2_000_000));
-        assert_eq!(
-            parse_multiple("0.015", 1_000_000),
-            Err(IncrementError::NotMultiple)
-        );
+        assert_eq!(parse_multiple("0.015", 1_000_000), Err(IncrementError::NotMultiple));
         assert_eq!(
             parse_multiple("-1", 1),
             Err(IncrementError::Decimal(DecimalError::Negative))
         );
-        assert_eq!(
-            parse_multiple("", 1),
-            Err(IncrementError::Decimal(DecimalError::Empty))
-        );
+        assert_eq!(parse_multiple("", 1), Err(IncrementError::Decimal(DecimalError::Empty)));
         assert_eq!(
             parse_multiple("x", 1),
             Err(IncrementError::Decimal(DecimalError::NotNumeric))
