@@ -131,20 +131,47 @@ struct MarketInfo {
     taker: Rate,
 }
 
+/// No slot: the end of an open-order list.
+const NIL: u32 = u32::MAX;
+
+/// One user's open orders in one market, oldest first: an intrusive
+/// doubly-linked list through the order slots, so that removing any order
+/// is O(1) and the list keeps placement order without a scan.
+#[derive(Clone, Copy, Debug)]
+struct OpenList {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl OpenList {
+    const EMPTY: OpenList = OpenList {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
 #[derive(Debug)]
 struct User {
+    id: UserId,
     balances: Vec<Balance>,
-    open: Vec<Vec<OrderId>>,
+    open: Vec<OpenList>,
     closed: VecDeque<OrderView>,
     trades: VecDeque<UserTrade>,
 }
 
+/// An open order in its slot. `user` is the owner's index in `users`, so
+/// settling a fill needs one id lookup and no user lookup.
 #[derive(Clone, Copy, Debug)]
 struct Open {
     view: OrderView,
     asset: AssetId,
     locked: Amount,
     by_quote: bool,
+    user: u32,
+    prev: u32,
+    next: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,8 +202,14 @@ pub struct Accounts {
     specs: Vec<MarketSpec>,
     markets: Vec<MarketInfo>,
     assets: Vec<String>,
-    users: FastMap<UserId, User>,
-    orders: FastMap<OrderId, Open>,
+    /// Users in order of first appearance; `user_index` maps ids to them.
+    users: Vec<User>,
+    user_index: FastMap<UserId, u32>,
+    /// Open orders by id: an index into `slots`, whose free entries are
+    /// listed in `slots_free`.
+    orders: FastMap<OrderId, u32>,
+    slots: Vec<Open>,
+    slots_free: Vec<u32>,
     replaces: Vec<Replace>,
     ledger: Vec<Ledger>,
 }
@@ -202,8 +235,11 @@ impl Accounts {
             markets,
             ledger: vec![Ledger::default(); assets.len()],
             assets,
-            users: FastMap::with_hasher(FastBuildHasher),
+            users: Vec::new(),
+            user_index: FastMap::with_hasher(FastBuildHasher),
             orders: FastMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, FastBuildHasher),
+            slots: Vec::with_capacity(ORDERS_RESERVED_COUNT),
+            slots_free: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             replaces: Vec::with_capacity(REPLACES_PENDING_MAX),
         }
     }
@@ -227,16 +263,106 @@ impl Accounts {
         (info.base, info.quote)
     }
 
-    fn user_mut(&mut self, user: UserId) -> &mut User {
+    /// The index of `user`, created empty on first use.
+    fn user_slot(&mut self, user: UserId) -> u32 {
+        if let Some(&index) = self.user_index.get(&user) {
+            return index;
+        }
         assert!(self.owns(user), "user {user} lives on another shard");
-        let (assets, markets) = (self.assets.len(), self.markets.len());
-        self.users.entry(user).or_insert_with(|| User {
-            balances: vec![Balance::default(); assets],
-            open: (0..markets)
-                .map(|_| Vec::with_capacity(OPEN_ORDERS_PER_USER_MARKET_MAX))
-                .collect(),
+        let index = self.users.len() as u32;
+        self.users.push(User {
+            id: user,
+            balances: vec![Balance::default(); self.assets.len()],
+            open: vec![OpenList::EMPTY; self.markets.len()],
             closed: VecDeque::with_capacity(ORDERS_CLOSED_PER_USER_MAX),
             trades: VecDeque::with_capacity(TRADES_PER_USER_MAX),
+        });
+        self.user_index.insert(user, index);
+        index
+    }
+
+    fn user_mut(&mut self, user: UserId) -> &mut User {
+        let index = self.user_slot(user);
+        &mut self.users[index as usize]
+    }
+
+    fn user(&self, user: UserId) -> Option<&User> {
+        let &index = self.user_index.get(&user)?;
+        Some(&self.users[index as usize])
+    }
+
+    /// The slot of an open order.
+    fn open(&self, order_id: OrderId) -> Option<&Open> {
+        let &slot = self.orders.get(&order_id)?;
+        Some(&self.slots[slot as usize])
+    }
+
+    fn open_mut(&mut self, order_id: OrderId) -> Option<&mut Open> {
+        let &slot = self.orders.get(&order_id)?;
+        Some(&mut self.slots[slot as usize])
+    }
+
+    /// Stores a new open order at the tail of its user's list.
+    fn insert_open(&mut self, mut open: Open) {
+        let market = usize::from(open.view.market.0);
+        let list = self.users[open.user as usize].open[market];
+        open.prev = list.tail;
+        open.next = NIL;
+        let slot = match self.slots_free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = open;
+                slot
+            }
+            None => {
+                self.slots.push(open);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if list.tail == NIL {
+            self.users[open.user as usize].open[market].head = slot;
+        } else {
+            self.slots[list.tail as usize].next = slot;
+        }
+        let list = &mut self.users[open.user as usize].open[market];
+        list.tail = slot;
+        list.len += 1;
+        let order_id = open.view.order_id;
+        let previous = self.orders.insert(order_id, slot);
+        assert!(previous.is_none(), "order id {order_id} reused");
+    }
+
+    /// Takes an open order out of the map, its slot and its user's list.
+    fn remove_open(&mut self, order_id: OrderId) -> Option<Open> {
+        let slot = self.orders.remove(&order_id)?;
+        let open = self.slots[slot as usize];
+        if open.prev != NIL {
+            self.slots[open.prev as usize].next = open.next;
+        }
+        if open.next != NIL {
+            self.slots[open.next as usize].prev = open.prev;
+        }
+        let list = &mut self.users[open.user as usize].open[usize::from(open.view.market.0)];
+        if list.head == slot {
+            list.head = open.next;
+        }
+        if list.tail == slot {
+            list.tail = open.prev;
+        }
+        list.len -= 1;
+        self.slots_free.push(slot);
+        Some(open)
+    }
+
+    /// The open orders of a user in a market, oldest first.
+    fn open_list(&self, u: &User, market: MarketId) -> impl Iterator<Item = &Open> + '_ {
+        let mut at = u.open.get(usize::from(market.0)).map_or(NIL, |l| l.head);
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let open = &self.slots[at as usize];
+            at = open.next;
+            Some(open)
         })
     }
 
@@ -296,8 +422,10 @@ impl Accounts {
                 return Err(EngineError::DuplicateOrder);
             }
         }
-        let u = self.user_mut(user);
-        if u.open[usize::from(request.market.0)].len() >= OPEN_ORDERS_PER_USER_MARKET_MAX {
+        let user_slot = self.user_slot(user);
+        let u = &mut self.users[user_slot as usize];
+        let open_count = u.open[usize::from(request.market.0)].len as usize;
+        if open_count >= OPEN_ORDERS_PER_USER_MARKET_MAX {
             return Err(EngineError::MaxNumOrders);
         }
         let balance = &mut u.balances[usize::from(asset.0)];
@@ -306,16 +434,15 @@ impl Accounts {
         }
         balance.free.0 -= amount.0;
         balance.locked.0 += amount.0;
-        u.open[usize::from(request.market.0)].push(order_id);
-        let view = new_view(request, user, order_id, time_ms);
-        let open = Open {
-            view,
+        self.insert_open(Open {
+            view: new_view(request, user, order_id, time_ms),
             asset,
             locked: amount,
             by_quote: order.by_quote,
-        };
-        let previous = self.orders.insert(order_id, open);
-        assert!(previous.is_none(), "order id {order_id} reused");
+            user: user_slot,
+            prev: NIL,
+            next: NIL,
+        });
         out.push(ToBook::Place(order));
         Ok(())
     }
@@ -366,13 +493,21 @@ impl Accounts {
     }
 
     /// Finds an open order of `user` in `market`.
+    /// By id this is one map lookup; by clientOrderId a walk of the user's
+    /// open orders in that market, at most `OPEN_ORDERS_PER_USER_MARKET_MAX`.
     fn find_open(&self, user: UserId, market: MarketId, target: OrderRef) -> Option<OrderId> {
-        let u = self.users.get(&user)?;
-        let open = u.open.get(usize::from(market.0))?;
-        open.iter().copied().find(|id| match target {
-            OrderRef::Id(wanted) => *id == wanted,
-            OrderRef::Client(client) => self.orders.get(id).and_then(|o| o.view.client_order_id) == Some(client),
-        })
+        match target {
+            OrderRef::Id(wanted) => {
+                let open = self.open(wanted)?;
+                (open.view.user == user && open.view.market == market).then_some(wanted)
+            }
+            OrderRef::Client(client) => {
+                let u = self.user(user)?;
+                self.open_list(u, market)
+                    .find(|o| o.view.client_order_id == Some(client))
+                    .map(|o| o.view.order_id)
+            }
+        }
     }
 
     /// Asks the book to cancel an open order; the answer comes back as
@@ -398,17 +533,17 @@ impl Accounts {
     /// Cancels every open order of `user` in `market`, oldest first; returns
     /// how many `Canceled` answers to expect.
     pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Vec<ToBook>) -> usize {
-        let Some(u) = self.users.get(&user) else {
+        let Some(u) = self.user(user) else {
             return 0;
         };
-        let open = &u.open[usize::from(market.0)];
-        out.extend(open.iter().map(|&order_id| ToBook::Cancel {
+        let before = out.len();
+        out.extend(self.open_list(u, market).map(|o| ToBook::Cancel {
             market,
-            order_id,
+            order_id: o.view.order_id,
             user,
             time_ms,
         }));
-        open.len()
+        out.len() - before
     }
 
     /// Binance's order/cancelReplace: cancel `target`, then place `request`
@@ -539,10 +674,11 @@ impl Accounts {
             Side::Sell => (info.base, Amount(fill.qty.0), info.quote, fill.quote_qty),
         };
         let fee = fee_ceil(got, rate);
-        let Some(order) = self.orders.get_mut(&order_id) else {
+        let Some(order) = self.open_mut(order_id) else {
             unreachable!("fill for unknown order {order_id}")
         };
         assert_eq!(order.asset, paid_asset);
+        assert_eq!(order.view.user, user);
         order.locked.0 -= paid.0;
         assert!(order.locked.0 >= 0, "order {order_id} spent beyond its lock");
         order.view.executed_qty.0 += fill.qty.0;
@@ -551,8 +687,8 @@ impl Accounts {
         order.view.update_time_ms = fill.time_ms;
         let surplus = price_improvement(order);
         order.locked.0 -= surplus.0;
-        let view = order.view;
-        let u = self.user_mut(user);
+        let (view, user_slot) = (order.view, order.user);
+        let u = &mut self.users[user_slot as usize];
         let balance = &mut u.balances[usize::from(paid_asset.0)];
         balance.locked.0 -= paid.0 + surplus.0;
         balance.free.0 += surplus.0;
@@ -597,7 +733,7 @@ impl Accounts {
             }
             None if status.is_final() => Ok(self.finish(order_id, status, time_ms, events)),
             None => {
-                let Some(order) = self.orders.get_mut(&order_id) else {
+                let Some(order) = self.open_mut(order_id) else {
                     unreachable!("placed unknown order {order_id}")
                 };
                 order.view.status = status;
@@ -655,7 +791,7 @@ impl Accounts {
         events: &mut Vec<AccountEvent>,
     ) -> OrderView {
         assert!(status.is_final());
-        let Some(mut order) = self.orders.remove(&order_id) else {
+        let Some(mut order) = self.remove_open(order_id) else {
             unreachable!("finished unknown order {order_id}")
         };
         order.view.status = status;
@@ -664,7 +800,7 @@ impl Accounts {
             order.view.orig_qty = order.view.executed_qty;
         }
         let view = order.view;
-        let u = self.user_mut(view.user);
+        let u = &mut self.users[order.user as usize];
         unlock(u, &order);
         if u.closed.len() == ORDERS_CLOSED_PER_USER_MAX {
             u.closed.pop_front();
@@ -676,22 +812,20 @@ impl Accounts {
 
     /// A rejected order never existed: unlock and drop it without history.
     fn forget(&mut self, order_id: OrderId) {
-        let Some(order) = self.orders.remove(&order_id) else {
+        let Some(order) = self.remove_open(order_id) else {
             unreachable!("rejected unknown order {order_id}")
         };
-        let u = self.user_mut(order.view.user);
-        unlock(u, &order);
+        unlock(&mut self.users[order.user as usize], &order);
     }
 
     pub fn balance(&self, user: UserId, asset: AssetId) -> Balance {
-        self.users
-            .get(&user)
+        self.user(user)
             .map_or(Balance::default(), |u| u.balances[usize::from(asset.0)])
     }
 
     /// All balances of a user, indexed by asset id.
     pub fn balances(&self, user: UserId) -> Option<&[Balance]> {
-        self.users.get(&user).map(|u| u.balances.as_slice())
+        self.user(user).map(|u| u.balances.as_slice())
     }
 
     /// Commission collected in `asset` on this machine.
@@ -702,21 +836,20 @@ impl Accounts {
     /// Open orders of a user in a market, oldest first, into a reused `Vec`.
     pub fn open_orders(&self, user: UserId, market: MarketId, out: &mut Vec<OrderView>) {
         out.clear();
-        let Some(u) = self.users.get(&user) else {
+        let Some(u) = self.user(user) else {
             return;
         };
-        let ids = &u.open[usize::from(market.0)];
-        out.extend(ids.iter().filter_map(|id| self.orders.get(id).map(|o| o.view)));
+        out.extend(self.open_list(u, market).map(|o| o.view));
     }
 
     /// An open or recently finished order, by id or clientOrderId.
     pub fn order(&self, user: UserId, market: MarketId, target: OrderRef) -> Result<OrderView, EngineError> {
         if let Some(id) = self.find_open(user, market, target) {
-            if let Some(order) = self.orders.get(&id) {
+            if let Some(order) = self.open(id) {
                 return Ok(order.view);
             }
         }
-        let u = self.users.get(&user).ok_or(EngineError::NoSuchOrder)?;
+        let u = self.user(user).ok_or(EngineError::NoSuchOrder)?;
         let matches = |v: &&OrderView| {
             v.market == market
                 && match target {
@@ -734,20 +867,20 @@ impl Accounts {
 
     /// The user's recent trades, oldest first.
     pub fn trades(&self, user: UserId) -> impl Iterator<Item = &UserTrade> {
-        self.users.get(&user).into_iter().flat_map(|u| u.trades.iter())
+        self.user(user).into_iter().flat_map(|u| u.trades.iter())
     }
 
-    fn sorted_users(&self) -> Vec<UserId> {
-        let mut ids: Vec<UserId> = self.users.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+    fn sorted_users(&self) -> Vec<&User> {
+        let mut users: Vec<&User> = self.users.iter().collect();
+        users.sort_unstable_by_key(|u| u.id);
+        users
     }
 
     /// Σ free + locked of `asset` over this machine's users.
     pub fn held(&self, asset: AssetId) -> i128 {
         let index = usize::from(asset.0);
         self.users
-            .values()
+            .iter()
             .map(|u| i128::from(u.balances[index].free.0) + i128::from(u.balances[index].locked.0))
             .sum()
     }
@@ -762,16 +895,15 @@ impl Accounts {
     pub fn state_hash(&self) -> u64 {
         let mut h = StateHasher::default();
         h.u64(u64::from(self.shard));
-        for user in self.sorted_users() {
-            let u = &self.users[&user];
-            h.u64(user);
+        for u in self.sorted_users() {
+            h.u64(u.id);
             for b in &u.balances {
                 h.i64(b.free.0);
                 h.i64(b.locked.0);
             }
-            for id in u.open.iter().flatten() {
-                let o = &self.orders[id];
-                h.u64(*id);
+            let markets = (0..self.markets.len()).map(|m| MarketId(m as u16));
+            for o in markets.flat_map(|m| self.open_list(u, m)) {
+                h.u64(o.view.order_id);
                 h.i64(o.locked.0);
                 h.i64(o.view.executed_qty.0);
                 h.i64(o.view.cummulative_quote_qty.0);
@@ -798,14 +930,26 @@ impl Accounts {
         let assets = self.assets.len();
         let mut held = vec![0_i128; assets];
         let mut open_count = 0;
-        for (user, u) in &self.users {
+        for (index, u) in self.users.iter().enumerate() {
+            let user = u.id;
+            assert_eq!(self.user_index.get(&user), Some(&(index as u32)));
             let mut required = vec![0_i64; assets];
-            for id in u.open.iter().flatten() {
-                let order = &self.orders[id];
-                assert_eq!(order.view.user, *user);
-                assert!(order.locked.0 >= 0 && !order.view.status.is_final());
-                required[usize::from(order.asset.0)] += order.locked.0;
-                open_count += 1;
+            for (market, list) in u.open.iter().enumerate() {
+                let (mut at, mut prev, mut len) = (list.head, NIL, 0);
+                while at != NIL {
+                    let order = &self.slots[at as usize];
+                    assert_eq!(self.orders.get(&order.view.order_id), Some(&at));
+                    assert_eq!((order.view.user, order.user), (user, index as u32));
+                    assert_eq!(usize::from(order.view.market.0), market);
+                    assert_eq!(order.prev, prev);
+                    assert!(order.locked.0 >= 0 && !order.view.status.is_final());
+                    required[usize::from(order.asset.0)] += order.locked.0;
+                    open_count += 1;
+                    len += 1;
+                    prev = at;
+                    at = order.next;
+                }
+                assert_eq!((list.tail, list.len), (prev, len));
             }
             for (asset, b) in u.balances.iter().enumerate() {
                 assert!(b.free.0 >= 0 && b.locked.0 >= 0, "negative balance");
@@ -814,6 +958,8 @@ impl Accounts {
             }
         }
         assert_eq!(open_count, self.orders.len());
+        assert_eq!(self.user_index.len(), self.users.len());
+        assert_eq!(self.orders.len() + self.slots_free.len(), self.slots.len());
         for (asset, l) in self.ledger.iter().enumerate() {
             assert!(l.fees >= 0);
             let total = held[asset] + i128::from(l.fees);
@@ -822,18 +968,12 @@ impl Accounts {
     }
 }
 
+/// Returns what an order still holds to its user's free balance.
 fn unlock(u: &mut User, order: &Open) {
     let balance = &mut u.balances[usize::from(order.asset.0)];
     balance.locked.0 -= order.locked.0;
     balance.free.0 += order.locked.0;
     assert!(balance.locked.0 >= 0);
-    let open = &mut u.open[usize::from(order.view.market.0)];
-    match open.iter().position(|&id| id == order.view.order_id) {
-        Some(position) => {
-            open.remove(position);
-        }
-        None => unreachable!("open order missing from its user's list"),
-    }
 }
 
 /// A limit buy filled below its price keeps locked only what its remainder
