@@ -1,11 +1,15 @@
 //! A single-threaded wiring of many account machines and many books.
 //!
 //! `Exchange` owns one `Accounts` per (simulated) user shard and one `Book`
-//! per market and moves messages between them through one FIFO queue until
-//! nothing is left, exactly as the shards would over channels but on one
-//! thread. Tests, benchmarks and replays use it; the server wires the same
-//! machines over its mesh instead. A fill is delivered to the machine owning
-//! the taker and, when different, to the one owning the maker.
+//! per market and moves messages between them until nothing is left, as the
+//! shards would over channels but on one thread. Book work waits in a FIFO
+//! queue; a book's answers are handed to their account machines at once, in
+//! the order the book produced them, so no answer is copied into a queue.
+//! Only a cancel answer can cause new book work (the second half of a
+//! cancel-replace), and that work is queued behind what is already waiting.
+//! Tests, benchmarks and replays use it; the server wires the same machines
+//! over its mesh instead. A fill is delivered to the machine owning the
+//! taker and, when different, to the one owning the maker.
 //!
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
@@ -22,12 +26,6 @@ use crate::EngineError;
 
 /// Messages one operation may leave in flight before the queue grows.
 pub const QUEUE_MESSAGES_RESERVED_COUNT: usize = 4096;
-
-#[derive(Clone, Copy, Debug)]
-enum Envelope {
-    Book(ToBook),
-    Account(u32, ToAccount),
-}
 
 /// What operations produced; the caller clears it between operations.
 #[derive(Debug, Default)]
@@ -55,7 +53,7 @@ impl Output {
 pub struct Exchange {
     pub accounts: Vec<Accounts>,
     pub books: Vec<Book>,
-    queue: VecDeque<Envelope>,
+    queue: VecDeque<ToBook>,
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
 }
@@ -180,37 +178,32 @@ impl Exchange {
         self.run(out);
     }
 
-    /// Delivers messages until the queue is empty.
+    /// Runs book work until none is left, delivering each answer as the
+    /// book produces it.
     fn run(&mut self, out: &mut Output) {
-        self.queue.extend(self.to_book.drain(..).map(Envelope::Book));
-        while let Some(envelope) = self.queue.pop_front() {
-            match envelope {
-                Envelope::Book(msg) => {
-                    self.to_account.clear();
-                    self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
-                    for i in 0..self.to_account.len() {
-                        let msg = self.to_account[i];
-                        self.route(msg, out);
-                    }
-                }
-                Envelope::Account(shard, msg) => {
-                    self.to_book.clear();
-                    self.accounts[shard as usize].handle(msg, &mut self.to_book, &mut out.events);
-                    self.queue.extend(self.to_book.drain(..).map(Envelope::Book));
-                }
+        self.queue.extend(self.to_book.drain(..));
+        while let Some(msg) = self.queue.pop_front() {
+            self.to_account.clear();
+            self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
+            for i in 0..self.to_account.len() {
+                let msg = self.to_account[i];
+                self.deliver(msg, out);
             }
+            self.queue.extend(self.to_book.drain(..));
         }
     }
 
-    fn route(&mut self, msg: ToAccount, out: &mut Output) {
+    /// Hands one book answer to the machine owning its user and, for a fill
+    /// whose maker lives elsewhere, to the maker's machine too.
+    fn deliver(&mut self, msg: ToAccount, out: &mut Output) {
         let shards = self.accounts.len() as u32;
-        let owner = owner_of(msg.user(), shards);
-        self.queue.push_back(Envelope::Account(owner, msg));
+        let owner = owner_of(msg.user(), shards) as usize;
+        self.accounts[owner].handle(msg, &mut self.to_book, &mut out.events);
         if let ToAccount::Fill(fill) = msg {
             out.fills.push(fill);
-            let maker_owner = owner_of(fill.maker_user, shards);
+            let maker_owner = owner_of(fill.maker_user, shards) as usize;
             if maker_owner != owner {
-                self.queue.push_back(Envelope::Account(maker_owner, msg));
+                self.accounts[maker_owner].handle(msg, &mut self.to_book, &mut out.events);
             }
         }
     }
