@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::hash::{FastBuildHasher, FastMap, IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
@@ -207,7 +207,7 @@ pub struct Accounts {
     user_index: FastMap<UserId, u32>,
     /// Open orders by id: an index into `slots`, whose free entries are
     /// listed in `slots_free`.
-    orders: FastMap<OrderId, u32>,
+    orders: IdMap<u32>,
     slots: Vec<Open>,
     slots_free: Vec<u32>,
     replaces: Vec<Replace>,
@@ -237,7 +237,7 @@ impl Accounts {
             assets,
             users: Vec::new(),
             user_index: FastMap::with_hasher(FastBuildHasher),
-            orders: FastMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, FastBuildHasher),
+            orders: IdMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, IdBuildHasher),
             slots: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             slots_free: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             replaces: Vec::with_capacity(REPLACES_PENDING_MAX),

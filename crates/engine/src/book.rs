@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::hash::{IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
@@ -120,7 +120,7 @@ pub struct Book {
     levels_free: Vec<u32>,
     bids: Ladder,
     asks: Ladder,
-    index: FastMap<OrderId, u32>,
+    index: IdMap<u32>,
     stops: Vec<PlaceOrder>,
     last_price: Option<Price>,
     update_id: u64,
@@ -147,7 +147,7 @@ impl Book {
                 side: Side::Sell,
                 levels: Vec::with_capacity(capacity.levels_max),
             },
-            index: FastMap::with_capacity_and_hasher(capacity.orders_max, FastBuildHasher),
+            index: IdMap::with_capacity_and_hasher(capacity.orders_max, IdBuildHasher),
             stops: Vec::with_capacity(64),
             last_price: None,
             update_id: 0,
