@@ -27,9 +27,8 @@
 //! **Invariant:** no balance is negative.
 //! **Invariant:** a user's locked funds equal what their open orders require.
 
-use std::collections::VecDeque;
-
 use crate::hash::{FastBuildHasher, FastMap, IdBuildHasher, IdMap, StateHasher};
+use crate::history::{Chain, History};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
@@ -45,6 +44,11 @@ pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
 pub const TRADES_PER_USER_MAX: usize = 100;
 /// Finished orders remembered per user for order queries.
 pub const ORDERS_CLOSED_PER_USER_MAX: usize = 100;
+/// Trades one machine remembers over all its users (myTrades); a user's
+/// older trades are forgotten once this many newer ones were recorded.
+pub const TRADES_PER_MACHINE_MAX: usize = 1 << 16;
+/// Finished orders one machine remembers over all its users.
+pub const ORDERS_CLOSED_PER_MACHINE_MAX: usize = 1 << 16;
 /// Cancel-replace requests one machine may have in flight at once.
 pub const REPLACES_PENDING_MAX: usize = 1024;
 /// Price protection for market orders sized against a reference price: 5 %.
@@ -55,6 +59,8 @@ pub const ORDERS_RESERVED_COUNT: usize = 1 << 16;
 const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
+const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
+const _: () = assert!(ORDERS_CLOSED_PER_USER_MAX <= ORDERS_CLOSED_PER_MACHINE_MAX);
 
 /// The account machine that owns `user` among `shards` machines.
 pub fn owner_of(user: UserId, shards: u32) -> u32 {
@@ -157,8 +163,8 @@ struct User {
     id: UserId,
     balances: Vec<Balance>,
     open: Vec<OpenList>,
-    closed: VecDeque<OrderView>,
-    trades: VecDeque<UserTrade>,
+    closed: Chain,
+    trades: Chain,
 }
 
 /// An open order in its slot. `user` is the owner's index in `users`, so
@@ -212,6 +218,9 @@ pub struct Accounts {
     slots_free: Vec<u32>,
     replaces: Vec<Replace>,
     ledger: Vec<Ledger>,
+    /// Finished orders and trades of all users, each user's chained.
+    closed: History<OrderView, ORDERS_CLOSED_PER_USER_MAX>,
+    trades: History<UserTrade, TRADES_PER_USER_MAX>,
 }
 
 impl Accounts {
@@ -241,6 +250,8 @@ impl Accounts {
             slots: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             slots_free: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             replaces: Vec::with_capacity(REPLACES_PENDING_MAX),
+            closed: History::new(ORDERS_CLOSED_PER_MACHINE_MAX),
+            trades: History::new(TRADES_PER_MACHINE_MAX),
         }
     }
 
@@ -274,8 +285,8 @@ impl Accounts {
             id: user,
             balances: vec![Balance::default(); self.assets.len()],
             open: vec![OpenList::EMPTY; self.markets.len()],
-            closed: VecDeque::with_capacity(ORDERS_CLOSED_PER_USER_MAX),
-            trades: VecDeque::with_capacity(TRADES_PER_USER_MAX),
+            closed: Chain::EMPTY,
+            trades: Chain::EMPTY,
         });
         self.user_index.insert(user, index);
         index
@@ -707,10 +718,7 @@ impl Accounts {
             is_buyer: side == Side::Buy,
             is_maker,
         };
-        if u.trades.len() == TRADES_PER_USER_MAX {
-            u.trades.pop_front();
-        }
-        u.trades.push_back(trade);
+        self.trades.push(&mut u.trades, trade);
         self.ledger[usize::from(got_asset.0)].fees += fee.0;
         self.ledger[usize::from(got_asset.0)].settled_in += i128::from(got.0);
         self.ledger[usize::from(paid_asset.0)].settled_in -= i128::from(paid.0);
@@ -802,10 +810,7 @@ impl Accounts {
         let view = order.view;
         let u = &mut self.users[order.user as usize];
         unlock(u, &order);
-        if u.closed.len() == ORDERS_CLOSED_PER_USER_MAX {
-            u.closed.pop_front();
-        }
-        u.closed.push_back(view);
+        self.closed.push(&mut u.closed, view);
         events.push(AccountEvent::OrderUpdate(view));
         view
     }
@@ -857,9 +862,8 @@ impl Accounts {
                     OrderRef::Client(c) => v.client_order_id == Some(c),
                 }
         };
-        u.closed
-            .iter()
-            .rev()
+        self.closed
+            .newest_first(u.closed)
             .find(matches)
             .copied()
             .ok_or(EngineError::NoSuchOrder)
@@ -867,7 +871,8 @@ impl Accounts {
 
     /// The user's recent trades, oldest first.
     pub fn trades(&self, user: UserId) -> impl Iterator<Item = &UserTrade> {
-        self.user(user).into_iter().flat_map(|u| u.trades.iter())
+        let chain = self.user(user).map_or(Chain::EMPTY, |u| u.trades);
+        self.trades.oldest_first(chain)
     }
 
     fn sorted_users(&self) -> Vec<&User> {
@@ -909,11 +914,11 @@ impl Accounts {
                 h.i64(o.view.cummulative_quote_qty.0);
                 h.u64(o.view.status as u64);
             }
-            for t in &u.trades {
+            for t in self.trades.oldest_first(u.trades) {
                 h.u64(t.trade_id);
                 h.i64(t.commission.0);
             }
-            h.u64(u.closed.len() as u64);
+            h.u64(self.closed.newest_first(u.closed).count() as u64);
         }
         for l in &self.ledger {
             h.i64(l.fees);
@@ -951,6 +956,8 @@ impl Accounts {
                 }
                 assert_eq!((list.tail, list.len), (prev, len));
             }
+            self.closed.check_chain(u.closed);
+            self.trades.check_chain(u.trades);
             for (asset, b) in u.balances.iter().enumerate() {
                 assert!(b.free.0 >= 0 && b.locked.0 >= 0, "negative balance");
                 assert_eq!(b.locked.0, required[asset], "user {user} locked");
