@@ -189,7 +189,9 @@ impl Exchange {
                 let msg = self.to_account[i];
                 self.deliver(msg, out);
             }
-            self.queue.extend(self.to_book.drain(..));
+            if !self.to_book.is_empty() {
+                self.queue.extend(self.to_book.drain(..));
+            }
         }
     }
 
