@@ -2,19 +2,18 @@
 //!
 //! `Exchange` owns one `Accounts` per (simulated) user shard and one `Book`
 //! per market and moves messages between them until nothing is left, as the
-//! shards would over channels but on one thread. Book work waits in a FIFO
-//! queue; a book's answers are handed to their account machines at once, in
-//! the order the book produced them, so no answer is copied into a queue.
-//! Only a cancel answer can cause new book work (the second half of a
-//! cancel-replace), and that work is queued behind what is already waiting.
+//! shards would over channels but on one thread. Book work runs in FIFO
+//! order, batch by batch: the batch being run, then the work it caused. A
+//! book's answers are handed to their account machines at once, in the
+//! order the book produced them, so no answer is copied into a queue. Only
+//! a cancel answer can cause new book work (the second half of a
+//! cancel-replace), and that work runs after what is already waiting.
 //! Tests, benchmarks and replays use it; the server wires the same machines
 //! over its mesh instead. A fill is delivered to the machine owning the
 //! taker and, when different, to the one owning the maker.
 //!
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
-
-use std::collections::VecDeque;
 
 use crate::account::{owner_of, AccountEvent, Accounts, OrderRef};
 use crate::book::{Book, BookCapacity};
@@ -53,7 +52,8 @@ impl Output {
 pub struct Exchange {
     pub accounts: Vec<Accounts>,
     pub books: Vec<Book>,
-    queue: VecDeque<ToBook>,
+    /// The batch of book work being run; new work collects in `to_book`.
+    batch: Vec<ToBook>,
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
 }
@@ -69,7 +69,7 @@ impl Exchange {
         Exchange {
             accounts: (0..shards).map(|s| Accounts::new(s, shards, specs)).collect(),
             books,
-            queue: VecDeque::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            batch: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
             to_book: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
             to_account: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
         }
@@ -181,17 +181,19 @@ impl Exchange {
     /// Runs book work until none is left, delivering each answer as the
     /// book produces it.
     fn run(&mut self, out: &mut Output) {
-        self.queue.extend(self.to_book.drain(..));
-        while let Some(msg) = self.queue.pop_front() {
-            self.to_account.clear();
-            self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
-            for i in 0..self.to_account.len() {
-                let msg = self.to_account[i];
-                self.deliver(msg, out);
+        while !self.to_book.is_empty() {
+            // Both Vecs keep their capacity across the swap: no allocation.
+            std::mem::swap(&mut self.batch, &mut self.to_book);
+            for b in 0..self.batch.len() {
+                let msg = self.batch[b];
+                self.to_account.clear();
+                self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
+                for i in 0..self.to_account.len() {
+                    let msg = self.to_account[i];
+                    self.deliver(msg, out);
+                }
             }
-            if !self.to_book.is_empty() {
-                self.queue.extend(self.to_book.drain(..));
-            }
+            self.batch.clear();
         }
     }
 
