@@ -60,6 +60,8 @@ const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
 const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
+const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
+const _: () = assert!(ORDERS_CLOSED_PER_MACHINE_MAX.is_power_of_two());
 const _: () = assert!(ORDERS_CLOSED_PER_USER_MAX <= ORDERS_CLOSED_PER_MACHINE_MAX);
 
 /// The account machine that owns `user` among `shards` machines.

@@ -41,8 +41,10 @@ pub struct History<T, const PER_USER_MAX: usize> {
 }
 
 impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
+    /// `capacity` must be a power of two, so that a slot is a mask of the
+    /// sequence number rather than a division.
     pub fn new(capacity: usize) -> History<T, PER_USER_MAX> {
-        assert!(capacity > 0 && PER_USER_MAX > 0);
+        assert!(capacity.is_power_of_two() && PER_USER_MAX > 0);
         History {
             records: Vec::with_capacity(capacity),
             capacity,
@@ -58,7 +60,7 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
             prev: chain.0,
             item,
         };
-        let slot = (seq % self.capacity as u64) as usize;
+        let slot = self.slot(seq);
         if slot == self.records.len() {
             self.records.push(entry);
         } else {
@@ -69,11 +71,15 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
         self.next_seq += 1;
     }
 
+    fn slot(&self, seq: u64) -> usize {
+        (seq & (self.capacity as u64 - 1)) as usize
+    }
+
     fn get(&self, seq: u64) -> Option<&Entry<T>> {
         if seq == NONE {
             return None;
         }
-        let entry = self.records.get((seq % self.capacity as u64) as usize)?;
+        let entry = self.records.get(self.slot(seq))?;
         (entry.seq == seq).then_some(entry)
     }
 
