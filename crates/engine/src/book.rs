@@ -11,7 +11,9 @@
 //! side keeps a `Vec` of (key, level) sorted so that the best level is last,
 //! which makes the best price O(1) and puts the busy end of the book at the
 //! cheap end of the `Vec`. Cancel by order id is a hash lookup and an unlink,
-//! O(1); only emptying a level costs a binary search and a short move.
+//! O(1); only emptying a level costs a binary search and a short move. Held
+//! stops sit in two `StopLadder`s sorted so that the next to fire is last,
+//! so checking them after a trade reads only the stops it triggers.
 //!
 //! **Invariant:** at rest the book is never crossed (best bid < best ask).
 //! **Invariant:** a level's quantity is the sum of its orders' remainders.
