@@ -126,8 +126,11 @@ pub enum AccountEvent {
         order_id: OrderId,
         result: Result<OrderView, EngineError>,
     },
-    /// The answer to `cancel_replace`.
+    /// The answer to `cancel_replace`; `order_id` is the new order's id
+    /// (the one the caller passed as `new_order_id`), so that the caller can
+    /// tell concurrent cancel-replaces apart.
     CancelReplaced {
+        order_id: OrderId,
         cancel: Result<OrderView, EngineError>,
         new: NewOrderResult,
     },
@@ -617,6 +620,7 @@ impl Accounts {
         };
         if cancel.is_err() && replace.mode == CancelReplaceMode::StopOnFailure {
             events.push(AccountEvent::CancelReplaced {
+                order_id: replace.new_order_id,
                 cancel,
                 new: NewOrderResult::NotAttempted,
             });
@@ -636,6 +640,7 @@ impl Accounts {
                 self.replaces.push(replace);
             }
             Err(e) => events.push(AccountEvent::CancelReplaced {
+                order_id: replace.new_order_id,
                 cancel,
                 new: NewOrderResult::Failure(e),
             }),
@@ -771,6 +776,7 @@ impl Accounts {
             Err(e) => NewOrderResult::Failure(e),
         };
         events.push(AccountEvent::CancelReplaced {
+            order_id: replace.new_order_id,
             cancel: replace.cancel.unwrap_or(Err(EngineError::UnknownOrder)),
             new,
         });
@@ -853,6 +859,24 @@ impl Accounts {
             return;
         };
         out.extend(self.open_list(u, market).map(|o| o.view));
+    }
+
+    /// Every order of a user in a market that this machine remembers: the
+    /// open ones, oldest first, then the finished ones its history still
+    /// holds, newest first (GET /api/v3/allOrders). Not on a hot path: it
+    /// allocates.
+    pub fn all_orders(&self, user: UserId, market: MarketId) -> Vec<OrderView> {
+        let mut views = Vec::new();
+        self.open_orders(user, market, &mut views);
+        if let Some(u) = self.user(user) {
+            views.extend(
+                self.closed
+                    .newest_first(u.closed)
+                    .filter(|v| v.market == market)
+                    .copied(),
+            );
+        }
+        views
     }
 
     /// An open or recently finished order, by id or clientOrderId.

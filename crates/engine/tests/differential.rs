@@ -568,7 +568,7 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
             AccountEvent::Placed { order_id, result } | AccountEvent::Canceled { order_id, result } => {
                 out.push(Answer::Order(*order_id, summary(result)));
             }
-            AccountEvent::CancelReplaced { cancel, new } => {
+            AccountEvent::CancelReplaced { cancel, new, .. } => {
                 let new = match new {
                     NewOrderResult::Success(v) => Some(summary(&Ok(*v))),
                     NewOrderResult::Failure(e) => Some(Err(e.code())),

@@ -438,7 +438,7 @@ fn cancel_replace_follows_the_mode() {
             .cancel_replace(TAKER, target, mode, &limit(0, Buy, "11", qty, Gtc), 2, 2, &mut f.out);
         f.exchange.check_invariants();
         let answer = f.out.events.iter().find_map(|e| match e {
-            AccountEvent::CancelReplaced { cancel, new } => Some((*cancel, *new)),
+            AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
             _ => None,
         });
         let (got_cancel, got_new) = answer.unwrap();
