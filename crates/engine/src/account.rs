@@ -27,9 +27,8 @@
 //! **Invariant:** no balance is negative.
 //! **Invariant:** a user's locked funds equal what their open orders require.
 
-use std::collections::VecDeque;
-
-use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::hash::{FastBuildHasher, FastMap, IdBuildHasher, IdMap, StateHasher};
+use crate::history::{Chain, History};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
@@ -45,6 +44,11 @@ pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
 pub const TRADES_PER_USER_MAX: usize = 100;
 /// Finished orders remembered per user for order queries.
 pub const ORDERS_CLOSED_PER_USER_MAX: usize = 100;
+/// Trades one machine remembers over all its users (myTrades); a user's
+/// older trades are forgotten once this many newer ones were recorded.
+pub const TRADES_PER_MACHINE_MAX: usize = 1 << 16;
+/// Finished orders one machine remembers over all its users.
+pub const ORDERS_CLOSED_PER_MACHINE_MAX: usize = 1 << 16;
 /// Cancel-replace requests one machine may have in flight at once.
 pub const REPLACES_PENDING_MAX: usize = 1024;
 /// Price protection for market orders sized against a reference price: 5 %.
@@ -55,6 +59,10 @@ pub const ORDERS_RESERVED_COUNT: usize = 1 << 16;
 const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
+const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
+const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
+const _: () = assert!(ORDERS_CLOSED_PER_MACHINE_MAX.is_power_of_two());
+const _: () = assert!(ORDERS_CLOSED_PER_USER_MAX <= ORDERS_CLOSED_PER_MACHINE_MAX);
 
 /// The account machine that owns `user` among `shards` machines.
 pub fn owner_of(user: UserId, shards: u32) -> u32 {
@@ -62,7 +70,13 @@ pub fn owner_of(user: UserId, shards: u32) -> u32 {
     let mut z = user.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) % u64::from(shards)) as u32
+    let z = z ^ (z >> 31);
+    // The same value as `%`; a mask instead of a 64-bit division, which the
+    // driver otherwise pays on every fill it routes.
+    if shards.is_power_of_two() {
+        return (z & u64::from(shards - 1)) as u32;
+    }
+    (z % u64::from(shards)) as u32
 }
 
 /// Asset names in order of first appearance in the markets list.
@@ -112,8 +126,11 @@ pub enum AccountEvent {
         order_id: OrderId,
         result: Result<OrderView, EngineError>,
     },
-    /// The answer to `cancel_replace`.
+    /// The answer to `cancel_replace`; `order_id` is the new order's id
+    /// (the one the caller passed as `new_order_id`), so that the caller can
+    /// tell concurrent cancel-replaces apart.
     CancelReplaced {
+        order_id: OrderId,
         cancel: Result<OrderView, EngineError>,
         new: NewOrderResult,
     },
@@ -131,20 +148,47 @@ struct MarketInfo {
     taker: Rate,
 }
 
-#[derive(Debug)]
-struct User {
-    balances: Vec<Balance>,
-    open: Vec<Vec<OrderId>>,
-    closed: VecDeque<OrderView>,
-    trades: VecDeque<UserTrade>,
+/// No slot: the end of an open-order list.
+const NIL: u32 = u32::MAX;
+
+/// One user's open orders in one market, oldest first: an intrusive
+/// doubly-linked list through the order slots, so that removing any order
+/// is O(1) and the list keeps placement order without a scan.
+#[derive(Clone, Copy, Debug)]
+struct OpenList {
+    head: u32,
+    tail: u32,
+    len: u32,
 }
 
+impl OpenList {
+    const EMPTY: OpenList = OpenList {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
+#[derive(Debug)]
+struct User {
+    id: UserId,
+    balances: Vec<Balance>,
+    open: Vec<OpenList>,
+    closed: Chain,
+    trades: Chain,
+}
+
+/// An open order in its slot. `user` is the owner's index in `users`, so
+/// settling a fill needs one id lookup and no user lookup.
 #[derive(Clone, Copy, Debug)]
 struct Open {
     view: OrderView,
     asset: AssetId,
     locked: Amount,
     by_quote: bool,
+    user: u32,
+    prev: u32,
+    next: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,10 +219,19 @@ pub struct Accounts {
     specs: Vec<MarketSpec>,
     markets: Vec<MarketInfo>,
     assets: Vec<String>,
-    users: FastMap<UserId, User>,
-    orders: FastMap<OrderId, Open>,
+    /// Users in order of first appearance; `user_index` maps ids to them.
+    users: Vec<User>,
+    user_index: FastMap<UserId, u32>,
+    /// Open orders by id: an index into `slots`, whose free entries are
+    /// listed in `slots_free`.
+    orders: IdMap<u32>,
+    slots: Vec<Open>,
+    slots_free: Vec<u32>,
     replaces: Vec<Replace>,
     ledger: Vec<Ledger>,
+    /// Finished orders and trades of all users, each user's chained.
+    closed: History<OrderView, ORDERS_CLOSED_PER_USER_MAX>,
+    trades: History<UserTrade, TRADES_PER_USER_MAX>,
 }
 
 impl Accounts {
@@ -202,9 +255,14 @@ impl Accounts {
             markets,
             ledger: vec![Ledger::default(); assets.len()],
             assets,
-            users: FastMap::with_hasher(FastBuildHasher),
-            orders: FastMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, FastBuildHasher),
+            users: Vec::new(),
+            user_index: FastMap::with_hasher(FastBuildHasher),
+            orders: IdMap::with_capacity_and_hasher(ORDERS_RESERVED_COUNT, IdBuildHasher),
+            slots: Vec::with_capacity(ORDERS_RESERVED_COUNT),
+            slots_free: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             replaces: Vec::with_capacity(REPLACES_PENDING_MAX),
+            closed: History::new(ORDERS_CLOSED_PER_MACHINE_MAX),
+            trades: History::new(TRADES_PER_MACHINE_MAX),
         }
     }
 
@@ -227,42 +285,118 @@ impl Accounts {
         (info.base, info.quote)
     }
 
-    fn user_mut(&mut self, user: UserId) -> &mut User {
+    /// The index of `user`, created empty on first use.
+    fn user_slot(&mut self, user: UserId) -> u32 {
+        if let Some(&index) = self.user_index.get(&user) {
+            return index;
+        }
         assert!(self.owns(user), "user {user} lives on another shard");
-        let (assets, markets) = (self.assets.len(), self.markets.len());
-        self.users.entry(user).or_insert_with(|| User {
-            balances: vec![Balance::default(); assets],
-            open: (0..markets)
-                .map(|_| Vec::with_capacity(OPEN_ORDERS_PER_USER_MARKET_MAX))
-                .collect(),
-            closed: VecDeque::with_capacity(ORDERS_CLOSED_PER_USER_MAX),
-            trades: VecDeque::with_capacity(TRADES_PER_USER_MAX),
+        let index = self.users.len() as u32;
+        self.users.push(User {
+            id: user,
+            balances: vec![Balance::default(); self.assets.len()],
+            open: vec![OpenList::EMPTY; self.markets.len()],
+            closed: Chain::EMPTY,
+            trades: Chain::EMPTY,
+        });
+        self.user_index.insert(user, index);
+        index
+    }
+
+    fn user_mut(&mut self, user: UserId) -> &mut User {
+        let index = self.user_slot(user);
+        &mut self.users[index as usize]
+    }
+
+    fn user(&self, user: UserId) -> Option<&User> {
+        let &index = self.user_index.get(&user)?;
+        Some(&self.users[index as usize])
+    }
+
+    /// The slot of an open order.
+    fn open(&self, order_id: OrderId) -> Option<&Open> {
+        let &slot = self.orders.get(&order_id)?;
+        Some(&self.slots[slot as usize])
+    }
+
+    fn open_mut(&mut self, order_id: OrderId) -> Option<&mut Open> {
+        let &slot = self.orders.get(&order_id)?;
+        Some(&mut self.slots[slot as usize])
+    }
+
+    /// Stores a new open order at the tail of its user's list.
+    fn insert_open(&mut self, mut open: Open) {
+        let market = usize::from(open.view.market.0);
+        let list = self.users[open.user as usize].open[market];
+        open.prev = list.tail;
+        open.next = NIL;
+        let slot = match self.slots_free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = open;
+                slot
+            }
+            None => {
+                self.slots.push(open);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if list.tail == NIL {
+            self.users[open.user as usize].open[market].head = slot;
+        } else {
+            self.slots[list.tail as usize].next = slot;
+        }
+        let list = &mut self.users[open.user as usize].open[market];
+        list.tail = slot;
+        list.len += 1;
+        let order_id = open.view.order_id;
+        let previous = self.orders.insert(order_id, slot);
+        assert!(previous.is_none(), "order id {order_id} reused");
+    }
+
+    /// Takes an open order out of the map, its slot and its user's list.
+    fn remove_open(&mut self, order_id: OrderId) -> Option<Open> {
+        let slot = self.orders.remove(&order_id)?;
+        let open = self.slots[slot as usize];
+        if open.prev != NIL {
+            self.slots[open.prev as usize].next = open.next;
+        }
+        if open.next != NIL {
+            self.slots[open.next as usize].prev = open.prev;
+        }
+        let list = &mut self.users[open.user as usize].open[usize::from(open.view.market.0)];
+        if list.head == slot {
+            list.head = open.next;
+        }
+        if list.tail == slot {
+            list.tail = open.prev;
+        }
+        list.len -= 1;
+        self.slots_free.push(slot);
+        Some(open)
+    }
+
+    /// The open orders of a user in a market, oldest first.
+    fn open_list(&self, u: &User, market: MarketId) -> impl Iterator<Item = &Open> + '_ {
+        let mut at = u.open.get(usize::from(market.0)).map_or(NIL, |l| l.head);
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let open = &self.slots[at as usize];
+            at = open.next;
+            Some(open)
         })
     }
 
-    pub fn deposit(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn deposit(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         self.check_transfer(asset, amount)?;
         let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
-        balance.free.0 = balance
-            .free
-            .0
-            .checked_add(amount.0)
-            .ok_or(EngineError::BadAmount)?;
+        balance.free.0 = balance.free.0.checked_add(amount.0).ok_or(EngineError::BadAmount)?;
         self.ledger[usize::from(asset.0)].deposits += i128::from(amount.0);
         Ok(())
     }
 
-    pub fn withdraw(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn withdraw(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         self.check_transfer(asset, amount)?;
         let balance = &mut self.user_mut(user).balances[usize::from(asset.0)];
         if balance.free < amount {
@@ -306,15 +440,14 @@ impl Accounts {
             Side::Sell => (info.base, Amount(order.qty.0)),
         };
         if let Some(client) = request.client_order_id {
-            if self
-                .find_open(user, request.market, OrderRef::Client(client))
-                .is_some()
-            {
+            if self.find_open(user, request.market, OrderRef::Client(client)).is_some() {
                 return Err(EngineError::DuplicateOrder);
             }
         }
-        let u = self.user_mut(user);
-        if u.open[usize::from(request.market.0)].len() >= OPEN_ORDERS_PER_USER_MARKET_MAX {
+        let user_slot = self.user_slot(user);
+        let u = &mut self.users[user_slot as usize];
+        let open_count = u.open[usize::from(request.market.0)].len as usize;
+        if open_count >= OPEN_ORDERS_PER_USER_MARKET_MAX {
             return Err(EngineError::MaxNumOrders);
         }
         let balance = &mut u.balances[usize::from(asset.0)];
@@ -323,16 +456,15 @@ impl Accounts {
         }
         balance.free.0 -= amount.0;
         balance.locked.0 += amount.0;
-        u.open[usize::from(request.market.0)].push(order_id);
-        let view = new_view(request, user, order_id, time_ms);
-        let open = Open {
-            view,
+        self.insert_open(Open {
+            view: new_view(request, user, order_id, time_ms),
             asset,
             locked: amount,
             by_quote: order.by_quote,
-        };
-        let previous = self.orders.insert(order_id, open);
-        assert!(previous.is_none(), "order id {order_id} reused");
+            user: user_slot,
+            prev: NIL,
+            next: NIL,
+        });
         out.push(ToBook::Place(order));
         Ok(())
     }
@@ -363,11 +495,7 @@ impl Accounts {
             }
             (OrderQty::Base(qty), Side::Buy) => (qty, market_buy_lock(qty, reference)?, false),
             (OrderQty::Quote(quote), Side::Buy) => (unbounded_qty, quote, true),
-            (OrderQty::Quote(quote), Side::Sell) => (
-                market_sell_lock(quote, reference, spec.step_size)?,
-                quote,
-                true,
-            ),
+            (OrderQty::Quote(quote), Side::Sell) => (market_sell_lock(quote, reference, spec.step_size)?, quote, true),
         };
         Ok(PlaceOrder {
             market: request.market,
@@ -387,15 +515,21 @@ impl Accounts {
     }
 
     /// Finds an open order of `user` in `market`.
+    /// By id this is one map lookup; by clientOrderId a walk of the user's
+    /// open orders in that market, at most `OPEN_ORDERS_PER_USER_MARKET_MAX`.
     fn find_open(&self, user: UserId, market: MarketId, target: OrderRef) -> Option<OrderId> {
-        let u = self.users.get(&user)?;
-        let open = u.open.get(usize::from(market.0))?;
-        open.iter().copied().find(|id| match target {
-            OrderRef::Id(wanted) => *id == wanted,
-            OrderRef::Client(client) => {
-                self.orders.get(id).and_then(|o| o.view.client_order_id) == Some(client)
+        match target {
+            OrderRef::Id(wanted) => {
+                let open = self.open(wanted)?;
+                (open.view.user == user && open.view.market == market).then_some(wanted)
             }
-        })
+            OrderRef::Client(client) => {
+                let u = self.user(user)?;
+                self.open_list(u, market)
+                    .find(|o| o.view.client_order_id == Some(client))
+                    .map(|o| o.view.order_id)
+            }
+        }
     }
 
     /// Asks the book to cancel an open order; the answer comes back as
@@ -408,9 +542,7 @@ impl Accounts {
         time_ms: u64,
         out: &mut Vec<ToBook>,
     ) -> Result<OrderId, EngineError> {
-        let order_id = self
-            .find_open(user, market, target)
-            .ok_or(EngineError::UnknownOrder)?;
+        let order_id = self.find_open(user, market, target).ok_or(EngineError::UnknownOrder)?;
         out.push(ToBook::Cancel {
             market,
             order_id,
@@ -422,24 +554,18 @@ impl Accounts {
 
     /// Cancels every open order of `user` in `market`, oldest first; returns
     /// how many `Canceled` answers to expect.
-    pub fn cancel_all(
-        &mut self,
-        user: UserId,
-        market: MarketId,
-        time_ms: u64,
-        out: &mut Vec<ToBook>,
-    ) -> usize {
-        let Some(u) = self.users.get(&user) else {
+    pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Vec<ToBook>) -> usize {
+        let Some(u) = self.user(user) else {
             return 0;
         };
-        let open = &u.open[usize::from(market.0)];
-        out.extend(open.iter().map(|&order_id| ToBook::Cancel {
+        let before = out.len();
+        out.extend(self.open_list(u, market).map(|o| ToBook::Cancel {
             market,
-            order_id,
+            order_id: o.view.order_id,
             user,
             time_ms,
         }));
-        open.len()
+        out.len() - before
     }
 
     /// Binance's order/cancelReplace: cancel `target`, then place `request`
@@ -494,6 +620,7 @@ impl Accounts {
         };
         if cancel.is_err() && replace.mode == CancelReplaceMode::StopOnFailure {
             events.push(AccountEvent::CancelReplaced {
+                order_id: replace.new_order_id,
                 cancel,
                 new: NewOrderResult::NotAttempted,
             });
@@ -513,6 +640,7 @@ impl Accounts {
                 self.replaces.push(replace);
             }
             Err(e) => events.push(AccountEvent::CancelReplaced {
+                order_id: replace.new_order_id,
                 cancel,
                 new: NewOrderResult::Failure(e),
             }),
@@ -520,12 +648,7 @@ impl Accounts {
     }
 
     /// Applies one message from a book.
-    pub fn handle(
-        &mut self,
-        msg: ToAccount,
-        out: &mut Vec<ToBook>,
-        events: &mut Vec<AccountEvent>,
-    ) {
+    pub fn handle(&mut self, msg: ToAccount, out: &mut Vec<ToBook>, events: &mut Vec<AccountEvent>) {
         match msg {
             ToAccount::Fill(fill) => self.on_fill(&fill, events),
             ToAccount::Placed {
@@ -565,11 +688,7 @@ impl Accounts {
     fn settle(&mut self, fill: &Fill, is_maker: bool, events: &mut Vec<AccountEvent>) {
         let info = self.markets[usize::from(fill.market.0)];
         let (user, order_id, side) = if is_maker {
-            (
-                fill.maker_user,
-                fill.maker_order,
-                fill.taker_side.opposite(),
-            )
+            (fill.maker_user, fill.maker_order, fill.taker_side.opposite())
         } else {
             (fill.taker_user, fill.taker_order, fill.taker_side)
         };
@@ -579,23 +698,21 @@ impl Accounts {
             Side::Sell => (info.base, Amount(fill.qty.0), info.quote, fill.quote_qty),
         };
         let fee = fee_ceil(got, rate);
-        let Some(order) = self.orders.get_mut(&order_id) else {
+        let Some(order) = self.open_mut(order_id) else {
             unreachable!("fill for unknown order {order_id}")
         };
         assert_eq!(order.asset, paid_asset);
+        assert_eq!(order.view.user, user);
         order.locked.0 -= paid.0;
-        assert!(
-            order.locked.0 >= 0,
-            "order {order_id} spent beyond its lock"
-        );
+        assert!(order.locked.0 >= 0, "order {order_id} spent beyond its lock");
         order.view.executed_qty.0 += fill.qty.0;
         order.view.cummulative_quote_qty.0 += fill.quote_qty.0;
         order.view.status = OrderStatus::PartiallyFilled;
         order.view.update_time_ms = fill.time_ms;
         let surplus = price_improvement(order);
         order.locked.0 -= surplus.0;
-        let view = order.view;
-        let u = self.user_mut(user);
+        let (view, user_slot) = (order.view, order.user);
+        let u = &mut self.users[user_slot as usize];
         let balance = &mut u.balances[usize::from(paid_asset.0)];
         balance.locked.0 -= paid.0 + surplus.0;
         balance.free.0 += surplus.0;
@@ -614,10 +731,7 @@ impl Accounts {
             is_buyer: side == Side::Buy,
             is_maker,
         };
-        if u.trades.len() == TRADES_PER_USER_MAX {
-            u.trades.pop_front();
-        }
-        u.trades.push_back(trade);
+        self.trades.push(&mut u.trades, trade);
         self.ledger[usize::from(got_asset.0)].fees += fee.0;
         self.ledger[usize::from(got_asset.0)].settled_in += i128::from(got.0);
         self.ledger[usize::from(paid_asset.0)].settled_in -= i128::from(paid.0);
@@ -640,7 +754,7 @@ impl Accounts {
             }
             None if status.is_final() => Ok(self.finish(order_id, status, time_ms, events)),
             None => {
-                let Some(order) = self.orders.get_mut(&order_id) else {
+                let Some(order) = self.open_mut(order_id) else {
                     unreachable!("placed unknown order {order_id}")
                 };
                 order.view.status = status;
@@ -662,6 +776,7 @@ impl Accounts {
             Err(e) => NewOrderResult::Failure(e),
         };
         events.push(AccountEvent::CancelReplaced {
+            order_id: replace.new_order_id,
             cancel: replace.cancel.unwrap_or(Err(EngineError::UnknownOrder)),
             new,
         });
@@ -698,7 +813,7 @@ impl Accounts {
         events: &mut Vec<AccountEvent>,
     ) -> OrderView {
         assert!(status.is_final());
-        let Some(mut order) = self.orders.remove(&order_id) else {
+        let Some(mut order) = self.remove_open(order_id) else {
             unreachable!("finished unknown order {order_id}")
         };
         order.view.status = status;
@@ -707,34 +822,29 @@ impl Accounts {
             order.view.orig_qty = order.view.executed_qty;
         }
         let view = order.view;
-        let u = self.user_mut(view.user);
+        let u = &mut self.users[order.user as usize];
         unlock(u, &order);
-        if u.closed.len() == ORDERS_CLOSED_PER_USER_MAX {
-            u.closed.pop_front();
-        }
-        u.closed.push_back(view);
+        self.closed.push(&mut u.closed, view);
         events.push(AccountEvent::OrderUpdate(view));
         view
     }
 
     /// A rejected order never existed: unlock and drop it without history.
     fn forget(&mut self, order_id: OrderId) {
-        let Some(order) = self.orders.remove(&order_id) else {
+        let Some(order) = self.remove_open(order_id) else {
             unreachable!("rejected unknown order {order_id}")
         };
-        let u = self.user_mut(order.view.user);
-        unlock(u, &order);
+        unlock(&mut self.users[order.user as usize], &order);
     }
 
     pub fn balance(&self, user: UserId, asset: AssetId) -> Balance {
-        self.users
-            .get(&user)
+        self.user(user)
             .map_or(Balance::default(), |u| u.balances[usize::from(asset.0)])
     }
 
     /// All balances of a user, indexed by asset id.
     pub fn balances(&self, user: UserId) -> Option<&[Balance]> {
-        self.users.get(&user).map(|u| u.balances.as_slice())
+        self.user(user).map(|u| u.balances.as_slice())
     }
 
     /// Commission collected in `asset` on this machine.
@@ -757,29 +867,38 @@ impl Accounts {
     /// Open orders of a user in a market, oldest first, into a reused `Vec`.
     pub fn open_orders(&self, user: UserId, market: MarketId, out: &mut Vec<OrderView>) {
         out.clear();
-        let Some(u) = self.users.get(&user) else {
+        let Some(u) = self.user(user) else {
             return;
         };
-        let ids = &u.open[usize::from(market.0)];
-        out.extend(
-            ids.iter()
-                .filter_map(|id| self.orders.get(id).map(|o| o.view)),
-        );
+        out.extend(self.open_list(u, market).map(|o| o.view));
+    }
+
+    /// Every order of a user in a market that this machine remembers: the
+    /// open ones, oldest first, then the finished ones its history still
+    /// holds, newest first (GET /api/v3/allOrders). Not on a hot path: it
+    /// allocates.
+    pub fn all_orders(&self, user: UserId, market: MarketId) -> Vec<OrderView> {
+        let mut views = Vec::new();
+        self.open_orders(user, market, &mut views);
+        if let Some(u) = self.user(user) {
+            views.extend(
+                self.closed
+                    .newest_first(u.closed)
+                    .filter(|v| v.market == market)
+                    .copied(),
+            );
+        }
+        views
     }
 
     /// An open or recently finished order, by id or clientOrderId.
-    pub fn order(
-        &self,
-        user: UserId,
-        market: MarketId,
-        target: OrderRef,
-    ) -> Result<OrderView, EngineError> {
+    pub fn order(&self, user: UserId, market: MarketId, target: OrderRef) -> Result<OrderView, EngineError> {
         if let Some(id) = self.find_open(user, market, target) {
-            if let Some(order) = self.orders.get(&id) {
+            if let Some(order) = self.open(id) {
                 return Ok(order.view);
             }
         }
-        let u = self.users.get(&user).ok_or(EngineError::NoSuchOrder)?;
+        let u = self.user(user).ok_or(EngineError::NoSuchOrder)?;
         let matches = |v: &&OrderView| {
             v.market == market
                 && match target {
@@ -787,9 +906,8 @@ impl Accounts {
                     OrderRef::Client(c) => v.client_order_id == Some(c),
                 }
         };
-        u.closed
-            .iter()
-            .rev()
+        self.closed
+            .newest_first(u.closed)
             .find(matches)
             .copied()
             .ok_or(EngineError::NoSuchOrder)
@@ -797,23 +915,21 @@ impl Accounts {
 
     /// The user's recent trades, oldest first.
     pub fn trades(&self, user: UserId) -> impl Iterator<Item = &UserTrade> {
-        self.users
-            .get(&user)
-            .into_iter()
-            .flat_map(|u| u.trades.iter())
+        let chain = self.user(user).map_or(Chain::EMPTY, |u| u.trades);
+        self.trades.oldest_first(chain)
     }
 
-    fn sorted_users(&self) -> Vec<UserId> {
-        let mut ids: Vec<UserId> = self.users.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+    fn sorted_users(&self) -> Vec<&User> {
+        let mut users: Vec<&User> = self.users.iter().collect();
+        users.sort_unstable_by_key(|u| u.id);
+        users
     }
 
     /// Σ free + locked of `asset` over this machine's users.
     pub fn held(&self, asset: AssetId) -> i128 {
         let index = usize::from(asset.0);
         self.users
-            .values()
+            .iter()
             .map(|u| i128::from(u.balances[index].free.0) + i128::from(u.balances[index].locked.0))
             .sum()
     }
@@ -828,26 +944,25 @@ impl Accounts {
     pub fn state_hash(&self) -> u64 {
         let mut h = StateHasher::default();
         h.u64(u64::from(self.shard));
-        for user in self.sorted_users() {
-            let u = &self.users[&user];
-            h.u64(user);
+        for u in self.sorted_users() {
+            h.u64(u.id);
             for b in &u.balances {
                 h.i64(b.free.0);
                 h.i64(b.locked.0);
             }
-            for id in u.open.iter().flatten() {
-                let o = &self.orders[id];
-                h.u64(*id);
+            let markets = (0..self.markets.len()).map(|m| MarketId(m as u16));
+            for o in markets.flat_map(|m| self.open_list(u, m)) {
+                h.u64(o.view.order_id);
                 h.i64(o.locked.0);
                 h.i64(o.view.executed_qty.0);
                 h.i64(o.view.cummulative_quote_qty.0);
                 h.u64(o.view.status as u64);
             }
-            for t in &u.trades {
+            for t in self.trades.oldest_first(u.trades) {
                 h.u64(t.trade_id);
                 h.i64(t.commission.0);
             }
-            h.u64(u.closed.len() as u64);
+            h.u64(self.closed.newest_first(u.closed).count() as u64);
         }
         for l in &self.ledger {
             h.i64(l.fees);
@@ -864,15 +979,29 @@ impl Accounts {
         let assets = self.assets.len();
         let mut held = vec![0_i128; assets];
         let mut open_count = 0;
-        for (user, u) in &self.users {
+        for (index, u) in self.users.iter().enumerate() {
+            let user = u.id;
+            assert_eq!(self.user_index.get(&user), Some(&(index as u32)));
             let mut required = vec![0_i64; assets];
-            for id in u.open.iter().flatten() {
-                let order = &self.orders[id];
-                assert_eq!(order.view.user, *user);
-                assert!(order.locked.0 >= 0 && !order.view.status.is_final());
-                required[usize::from(order.asset.0)] += order.locked.0;
-                open_count += 1;
+            for (market, list) in u.open.iter().enumerate() {
+                let (mut at, mut prev, mut len) = (list.head, NIL, 0);
+                while at != NIL {
+                    let order = &self.slots[at as usize];
+                    assert_eq!(self.orders.get(&order.view.order_id), Some(&at));
+                    assert_eq!((order.view.user, order.user), (user, index as u32));
+                    assert_eq!(usize::from(order.view.market.0), market);
+                    assert_eq!(order.prev, prev);
+                    assert!(order.locked.0 >= 0 && !order.view.status.is_final());
+                    required[usize::from(order.asset.0)] += order.locked.0;
+                    open_count += 1;
+                    len += 1;
+                    prev = at;
+                    at = order.next;
+                }
+                assert_eq!((list.tail, list.len), (prev, len));
             }
+            self.closed.check_chain(u.closed);
+            self.trades.check_chain(u.trades);
             for (asset, b) in u.balances.iter().enumerate() {
                 assert!(b.free.0 >= 0 && b.locked.0 >= 0, "negative balance");
                 assert_eq!(b.locked.0, required[asset], "user {user} locked");
@@ -880,30 +1009,22 @@ impl Accounts {
             }
         }
         assert_eq!(open_count, self.orders.len());
+        assert_eq!(self.user_index.len(), self.users.len());
+        assert_eq!(self.orders.len() + self.slots_free.len(), self.slots.len());
         for (asset, l) in self.ledger.iter().enumerate() {
             assert!(l.fees >= 0);
             let total = held[asset] + i128::from(l.fees);
-            assert_eq!(
-                total,
-                l.deposits - l.withdrawals + l.settled_in,
-                "asset {asset}"
-            );
+            assert_eq!(total, l.deposits - l.withdrawals + l.settled_in, "asset {asset}");
         }
     }
 }
 
+/// Returns what an order still holds to its user's free balance.
 fn unlock(u: &mut User, order: &Open) {
     let balance = &mut u.balances[usize::from(order.asset.0)];
     balance.locked.0 -= order.locked.0;
     balance.free.0 += order.locked.0;
     assert!(balance.locked.0 >= 0);
-    let open = &mut u.open[usize::from(order.view.market.0)];
-    match open.iter().position(|&id| id == order.view.order_id) {
-        Some(position) => {
-            open.remove(position);
-        }
-        None => unreachable!("open order missing from its user's list"),
-    }
 }
 
 /// A limit buy filled below its price keeps locked only what its remainder
@@ -915,10 +1036,7 @@ fn price_improvement(order: &Open) -> Amount {
     }
     let remaining = Qty(view.orig_qty.0 - view.executed_qty.0);
     let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
-    assert!(
-        needed <= order.locked,
-        "a limit buy's lock fell below its needs"
-    );
+    assert!(needed <= order.locked, "a limit buy's lock fell below its needs");
     Amount(order.locked.0 - needed.0)
 }
 
@@ -930,11 +1048,7 @@ fn market_buy_lock(qty: Qty, reference: Option<Price>) -> Result<Amount, EngineE
     add_rate_ceil(notional, MARKET_PROTECTION).ok_or(EngineError::ValueTooLarge)
 }
 
-fn market_sell_lock(
-    quote: Amount,
-    reference: Option<Price>,
-    step: Qty,
-) -> Result<Qty, EngineError> {
+fn market_sell_lock(quote: Amount, reference: Option<Price>, step: Qty) -> Result<Qty, EngineError> {
     let Some(reference) = reference else {
         return Ok(Qty::ZERO);
     };
@@ -944,9 +1058,7 @@ fn market_sell_lock(
     let qty = (numerator + denominator - 1) / denominator;
     let step = i128::from(step.0);
     let qty = (qty + step - 1) / step * step;
-    i64::try_from(qty)
-        .map(Qty)
-        .map_err(|_| EngineError::ValueTooLarge)
+    i64::try_from(qty).map(Qty).map_err(|_| EngineError::ValueTooLarge)
 }
 
 fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u64) -> OrderView {
@@ -1007,17 +1119,14 @@ fn check_params(request: &OrderRequest) -> Result<(), EngineError> {
         error::NOT_REQUIRED_STOP_PRICE,
     )?;
     if matches!(request.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
-        return Err(EngineError::ParamNotRequired(
-            error::NOT_REQUIRED_QUOTE_ORDER_QTY,
-        ));
+        return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_QUOTE_ORDER_QTY));
     }
     Ok(())
 }
 
 /// PRICE_FILTER, LOT_SIZE and NOTIONAL, in Binance's order.
 fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), EngineError> {
-    let price_ok =
-        |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
+    let price_ok = |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
     for price in [request.price, request.stop_price].into_iter().flatten() {
         if !price_ok(price) {
             return Err(EngineError::PriceFilter);
@@ -1025,8 +1134,7 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
     }
     let notional = match request.qty {
         OrderQty::Base(qty) => {
-            let lot_ok =
-                qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
+            let lot_ok = qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
             if !lot_ok {
                 return Err(EngineError::LotSize);
             }
@@ -1040,10 +1148,31 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
         OrderQty::Quote(quote) => i128::from(quote.0) * i128::from(UNIT),
     };
     let unit = i128::from(UNIT);
-    let within = notional >= i128::from(spec.min_notional.0) * unit
-        && notional <= i128::from(spec.max_notional.0) * unit;
+    let within =
+        notional >= i128::from(spec.min_notional.0) * unit && notional <= i128::from(spec.max_notional.0) * unit;
     if !within {
         return Err(EngineError::Notional);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask for power-of-two shard counts must never move a user.
+    #[test]
+    fn owner_of_matches_the_modulo_for_every_shard_count() {
+        let by_modulo = |user: UserId, shards: u32| {
+            let mut z = user.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % u64::from(shards)) as u32
+        };
+        for shards in 1..=17 {
+            for user in (0..2000).chain([u64::MAX - 1, u64::MAX]) {
+                assert_eq!(owner_of(user, shards), by_modulo(user, shards), "{user} {shards}");
+            }
+        }
+    }
 }

@@ -11,7 +11,9 @@
 //! side keeps a `Vec` of (key, level) sorted so that the best level is last,
 //! which makes the best price O(1) and puts the busy end of the book at the
 //! cheap end of the `Vec`. Cancel by order id is a hash lookup and an unlink,
-//! O(1); only emptying a level costs a binary search and a short move.
+//! O(1); only emptying a level costs a binary search and a short move. Held
+//! stops sit in two `StopLadder`s sorted so that the next to fire is last,
+//! so checking them after a trade reads only the stops it triggers.
 //!
 //! **Invariant:** at rest the book is never crossed (best bid < best ask).
 //! **Invariant:** a level's quantity is the sum of its orders' remainders.
@@ -19,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::{FastBuildHasher, FastMap, StateHasher};
+use crate::hash::{IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
@@ -31,6 +33,9 @@ use crate::EngineError;
 pub const TRADES_RECENT_MAX: usize = 1000;
 /// Depth levels a snapshot may ask for (Binance's largest `limit`).
 pub const DEPTH_LEVELS_MAX: usize = 5000;
+
+/// Held stops per direction a book reserves room for up front.
+const STOPS_RESERVED_COUNT: usize = 1024;
 
 const NIL: u32 = u32::MAX;
 const UNBOUNDED: i64 = i64::MAX;
@@ -99,6 +104,66 @@ impl Ladder {
     }
 }
 
+/// A held stop order and its arrival number (older fires first).
+#[derive(Clone, Copy, Debug)]
+struct HeldStop {
+    seq: u64,
+    order: PlaceOrder,
+}
+
+/// Held stops that fire in one direction, sorted so that the next to fire
+/// is last: an upward stop fires when the last price is ≥ its stop price,
+/// so they are sorted by stop price descending; a downward stop fires when
+/// the last price is ≤ it, so ascending. Within one stop price the oldest
+/// is last. The stops a last price triggers are thus a suffix, and after a
+/// trade only that suffix (usually empty) and one more stop are read.
+#[derive(Debug)]
+struct StopLadder {
+    upward: bool,
+    stops: Vec<HeldStop>,
+}
+
+impl StopLadder {
+    fn key(&self, stop_price: Price, seq: u64) -> (i64, u64) {
+        let price = if self.upward { -stop_price.0 } else { stop_price.0 };
+        (price, u64::MAX - seq)
+    }
+
+    fn key_of(&self, stop: &HeldStop) -> (i64, u64) {
+        self.key(stop.order.stop_price, stop.seq)
+    }
+
+    fn position(&self, stop_price: Price, seq: u64) -> Result<usize, usize> {
+        let key = self.key(stop_price, seq);
+        self.stops.binary_search_by(|s| self.key_of(s).cmp(&key))
+    }
+
+    fn insert(&mut self, stop: HeldStop) {
+        match self.position(stop.order.stop_price, stop.seq) {
+            Ok(_) => unreachable!("stop arrival numbers are unique"),
+            Err(position) => self.stops.insert(position, stop),
+        }
+    }
+
+    /// The oldest stop `last` triggers: its position and arrival number.
+    fn oldest_triggered(&self, last: Price) -> Option<(usize, u64)> {
+        let triggered = self.stops.iter().enumerate().rev();
+        let mut triggered = triggered.take_while(|(_, s)| triggered_at(self.upward, s.order.stop_price, last));
+        let first = triggered.next()?;
+        let oldest = triggered.fold(first, |a, b| if b.1.seq < a.1.seq { b } else { a });
+        Some((oldest.0, oldest.1.seq))
+    }
+}
+
+/// Where a held stop is: its direction, stop price, arrival number and user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StopPlace {
+    upward: bool,
+    stop_price: Price,
+    seq: u64,
+    user: UserId,
+}
+
 /// Why matching stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
@@ -120,8 +185,11 @@ pub struct Book {
     levels_free: Vec<u32>,
     bids: Ladder,
     asks: Ladder,
-    index: FastMap<OrderId, u32>,
-    stops: Vec<PlaceOrder>,
+    index: IdMap<u32>,
+    stops_up: StopLadder,
+    stops_down: StopLadder,
+    stop_index: IdMap<StopPlace>,
+    next_stop_seq: u64,
     last_price: Option<Price>,
     update_id: u64,
     next_trade_id: TradeId,
@@ -147,8 +215,17 @@ impl Book {
                 side: Side::Sell,
                 levels: Vec::with_capacity(capacity.levels_max),
             },
-            index: FastMap::with_capacity_and_hasher(capacity.orders_max, FastBuildHasher),
-            stops: Vec::with_capacity(64),
+            index: IdMap::with_capacity_and_hasher(capacity.orders_max, IdBuildHasher),
+            stops_up: StopLadder {
+                upward: true,
+                stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
+            },
+            stops_down: StopLadder {
+                upward: false,
+                stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
+            },
+            stop_index: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
+            next_stop_seq: 0,
             last_price: None,
             update_id: 0,
             next_trade_id: 1,
@@ -185,8 +262,7 @@ impl Book {
 
     fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
         let reject = if order.kind.is_stop() {
-            self.would_trigger(&order)
-                .then_some(EngineError::WouldTrigger)
+            self.would_trigger(&order).then_some(EngineError::WouldTrigger)
         } else if order.kind == OrderType::LimitMaker {
             self.crosses_best(order.side, order.price)
                 .then_some(EngineError::WouldMatch)
@@ -205,7 +281,7 @@ impl Book {
             return;
         }
         if order.kind.is_stop() {
-            self.stops.push(order);
+            self.hold(order);
             out.push(placed(OrderStatus::New, None));
             return;
         }
@@ -295,13 +371,7 @@ impl Book {
         }
     }
 
-    fn trade(
-        &mut self,
-        order: &PlaceOrder,
-        maker_index: u32,
-        qty: Qty,
-        out: &mut Vec<ToAccount>,
-    ) -> Amount {
+    fn trade(&mut self, order: &PlaceOrder, maker_index: u32, qty: Qty, out: &mut Vec<ToAccount>) -> Amount {
         let maker = self.nodes[maker_index as usize];
         let price = maker.price;
         let quote = match notional_floor(price, qty) {
@@ -465,13 +535,48 @@ impl Book {
             self.update_id += 1;
             return Ok(());
         }
-        let position = self
-            .stops
-            .iter()
-            .position(|s| s.order_id == order_id && s.user == user)
-            .ok_or(EngineError::UnknownOrder)?;
-        self.stops.remove(position);
-        Ok(())
+        match self.stop_index.get(&order_id) {
+            Some(place) if place.user == user => {
+                self.unhold(order_id);
+                Ok(())
+            }
+            _ => Err(EngineError::UnknownOrder),
+        }
+    }
+
+    fn stop_ladder_mut(&mut self, upward: bool) -> &mut StopLadder {
+        if upward {
+            &mut self.stops_up
+        } else {
+            &mut self.stops_down
+        }
+    }
+
+    fn hold(&mut self, order: PlaceOrder) {
+        let upward = order.kind.triggers_upward(order.side);
+        let seq = self.next_stop_seq;
+        self.next_stop_seq += 1;
+        let place = StopPlace {
+            upward,
+            stop_price: order.stop_price,
+            seq,
+            user: order.user,
+        };
+        let previous = self.stop_index.insert(order.order_id, place);
+        assert!(previous.is_none(), "order id {} reused", order.order_id);
+        self.stop_ladder_mut(upward).insert(HeldStop { seq, order });
+    }
+
+    /// Takes a held stop out of its ladder and the index.
+    fn unhold(&mut self, order_id: OrderId) -> PlaceOrder {
+        let Some(place) = self.stop_index.remove(&order_id) else {
+            unreachable!("unheld an unknown stop {order_id}")
+        };
+        let ladder = self.stop_ladder_mut(place.upward);
+        match ladder.position(place.stop_price, place.seq) {
+            Ok(position) => ladder.stops.remove(position).order,
+            Err(_) => unreachable!("an indexed stop is on its ladder"),
+        }
     }
 
     fn would_trigger(&self, order: &PlaceOrder) -> bool {
@@ -485,13 +590,22 @@ impl Book {
     /// may move the last price and so fire others.
     fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
         while let Some(last) = self.last_price {
-            if self.stops.is_empty() {
-                return;
-            }
-            let Some(position) = self.stops.iter().position(|s| triggered(s, last)) else {
-                return;
+            let up = self.stops_up.oldest_triggered(last);
+            let down = self.stops_down.oldest_triggered(last);
+            let (ladder, position) = match (up, down) {
+                (None, None) => return,
+                (Some((position, _)), None) => (&mut self.stops_up, position),
+                (None, Some((position, _))) => (&mut self.stops_down, position),
+                (Some((up_at, up_seq)), Some((down_at, down_seq))) => {
+                    if up_seq < down_seq {
+                        (&mut self.stops_up, up_at)
+                    } else {
+                        (&mut self.stops_down, down_at)
+                    }
+                }
             };
-            let order = self.stops.remove(position);
+            let order = ladder.stops.remove(position).order;
+            self.stop_index.remove(&order.order_id);
             let status = self.execute(&order, out);
             if status.is_final() {
                 out.push(ToAccount::Done {
@@ -558,19 +672,12 @@ impl Book {
 
     /// The top `levels` of each side, best first, into reused vectors;
     /// returns the update id the snapshot reflects.
-    pub fn depth(
-        &self,
-        levels: usize,
-        bids: &mut Vec<(Price, Qty)>,
-        asks: &mut Vec<(Price, Qty)>,
-    ) -> u64 {
+    pub fn depth(&self, levels: usize, bids: &mut Vec<(Price, Qty)>, asks: &mut Vec<(Price, Qty)>) -> u64 {
         let levels = levels.min(DEPTH_LEVELS_MAX);
         for (ladder, out) in [(&self.bids, bids), (&self.asks, asks)] {
             out.clear();
             let top = ladder.levels.iter().rev().take(levels);
-            out.extend(
-                top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)),
-            );
+            out.extend(top.map(|&(_, l)| (self.levels[l as usize].price, self.levels[l as usize].qty)));
         }
         self.update_id
     }
@@ -582,12 +689,12 @@ impl Book {
 
     /// Resting orders plus held stops.
     pub fn open_orders_count(&self) -> usize {
-        self.index.len() + self.stops.len()
+        self.index.len() + self.stop_index.len()
     }
 
     /// Whether `order_id` rests or is held here.
     pub fn contains(&self, order_id: OrderId) -> bool {
-        self.index.contains_key(&order_id) || self.stops.iter().any(|s| s.order_id == order_id)
+        self.index.contains_key(&order_id) || self.stop_index.contains_key(&order_id)
     }
 
     /// Remaining quantity of a resting order (None for held stops).
@@ -616,10 +723,10 @@ impl Book {
                 }
             }
         }
-        for stop in &self.stops {
-            h.u64(stop.order_id);
-            h.u64(stop.user);
-            h.i64(stop.stop_price.0);
+        for stop in self.stops_up.stops.iter().chain(&self.stops_down.stops) {
+            h.u64(stop.order.order_id);
+            h.u64(stop.order.user);
+            h.i64(stop.order.stop_price.0);
         }
         h.i64(self.last_price.map_or(-1, |p| p.0));
         h.u64(self.update_id);
@@ -655,8 +762,28 @@ impl Book {
         }
         assert_eq!(resting, self.index.len());
         if let Some(last) = self.last_price {
-            assert!(self.stops.iter().all(|s| !triggered(s, last)));
+            let mut all = self.stops_up.stops.iter().chain(&self.stops_down.stops);
+            assert!(all.all(|s| !triggered(&s.order, last)));
         }
+        let mut held = 0;
+        for ladder in [&self.stops_up, &self.stops_down] {
+            assert!(ladder
+                .stops
+                .windows(2)
+                .all(|w| ladder.key_of(&w[0]) < ladder.key_of(&w[1])));
+            for stop in &ladder.stops {
+                let place = StopPlace {
+                    upward: ladder.upward,
+                    stop_price: stop.order.stop_price,
+                    seq: stop.seq,
+                    user: stop.order.user,
+                };
+                assert_eq!(ladder.upward, stop.order.kind.triggers_upward(stop.order.side));
+                assert_eq!(self.stop_index.get(&stop.order.order_id), Some(&place));
+                held += 1;
+            }
+        }
+        assert_eq!(held, self.stop_index.len());
     }
 }
 
@@ -668,10 +795,14 @@ fn crosses(taker: Side, limit: Price, level: Price) -> bool {
 }
 
 fn triggered(order: &PlaceOrder, last: Price) -> bool {
-    if order.kind.triggers_upward(order.side) {
-        last >= order.stop_price
+    triggered_at(order.kind.triggers_upward(order.side), order.stop_price, last)
+}
+
+fn triggered_at(upward: bool, stop_price: Price, last: Price) -> bool {
+    if upward {
+        last >= stop_price
     } else {
-        last <= order.stop_price
+        last <= stop_price
     }
 }
 

@@ -1,16 +1,19 @@
 //! A single-threaded wiring of many account machines and many books.
 //!
 //! `Exchange` owns one `Accounts` per (simulated) user shard and one `Book`
-//! per market and moves messages between them through one FIFO queue until
-//! nothing is left, exactly as the shards would over channels but on one
-//! thread. Tests, benchmarks and replays use it; the server wires the same
-//! machines over its mesh instead. A fill is delivered to the machine owning
-//! the taker and, when different, to the one owning the maker.
+//! per market and moves messages between them until nothing is left, as the
+//! shards would over channels but on one thread. Book work runs in FIFO
+//! order, batch by batch: the batch being run, then the work it caused. A
+//! book's answers are handed to their account machines at once, in the
+//! order the book produced them, so no answer is copied into a queue. Only
+//! a cancel answer can cause new book work (the second half of a
+//! cancel-replace), and that work runs after what is already waiting.
+//! Tests, benchmarks and replays use it; the server wires the same machines
+//! over its mesh instead. A fill is delivered to the machine owning the
+//! taker and, when different, to the one owning the maker.
 //!
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
-
-use std::collections::VecDeque;
 
 use crate::account::{owner_of, AccountEvent, Accounts, OrderRef};
 use crate::book::{Book, BookCapacity};
@@ -22,12 +25,6 @@ use crate::EngineError;
 
 /// Messages one operation may leave in flight before the queue grows.
 pub const QUEUE_MESSAGES_RESERVED_COUNT: usize = 4096;
-
-#[derive(Clone, Copy, Debug)]
-enum Envelope {
-    Book(ToBook),
-    Account(u32, ToAccount),
-}
 
 /// What operations produced; the caller clears it between operations.
 #[derive(Debug, Default)]
@@ -55,7 +52,8 @@ impl Output {
 pub struct Exchange {
     pub accounts: Vec<Accounts>,
     pub books: Vec<Book>,
-    queue: VecDeque<Envelope>,
+    /// The batch of book work being run; new work collects in `to_book`.
+    batch: Vec<ToBook>,
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
 }
@@ -69,11 +67,9 @@ impl Exchange {
             .map(|(i, spec)| Book::new(MarketId(i as u16), spec, capacity))
             .collect();
         Exchange {
-            accounts: (0..shards)
-                .map(|s| Accounts::new(s, shards, specs))
-                .collect(),
+            accounts: (0..shards).map(|s| Accounts::new(s, shards, specs)).collect(),
             books,
-            queue: VecDeque::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            batch: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
             to_book: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
             to_account: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
         }
@@ -91,22 +87,12 @@ impl Exchange {
         self.accounts[0].asset_id(name)
     }
 
-    pub fn deposit(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn deposit(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         let shard = self.shard(user);
         self.accounts[shard].deposit(user, asset, amount)
     }
 
-    pub fn withdraw(
-        &mut self,
-        user: UserId,
-        asset: AssetId,
-        amount: Amount,
-    ) -> Result<(), EngineError> {
+    pub fn withdraw(&mut self, user: UserId, asset: AssetId, amount: Amount) -> Result<(), EngineError> {
         let shard = self.shard(user);
         self.accounts[shard].withdraw(user, asset, amount)
     }
@@ -136,14 +122,7 @@ impl Exchange {
         let reference = self.reference_price(request.market, request.side);
         let shard = self.shard(user);
         self.to_book.clear();
-        let placed = self.accounts[shard].place(
-            user,
-            request,
-            order_id,
-            reference,
-            time_ms,
-            &mut self.to_book,
-        );
+        let placed = self.accounts[shard].place(user, request, order_id, reference, time_ms, &mut self.to_book);
         self.run(out);
         placed
     }
@@ -163,13 +142,7 @@ impl Exchange {
         sent
     }
 
-    pub fn cancel_all(
-        &mut self,
-        user: UserId,
-        market: MarketId,
-        time_ms: u64,
-        out: &mut Output,
-    ) -> usize {
+    pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Output) -> usize {
         let shard = self.shard(user);
         self.to_book.clear();
         let count = self.accounts[shard].cancel_all(user, market, time_ms, &mut self.to_book);
@@ -205,39 +178,36 @@ impl Exchange {
         self.run(out);
     }
 
-    /// Delivers messages until the queue is empty.
+    /// Runs book work until none is left, delivering each answer as the
+    /// book produces it.
     fn run(&mut self, out: &mut Output) {
-        self.queue
-            .extend(self.to_book.drain(..).map(Envelope::Book));
-        while let Some(envelope) = self.queue.pop_front() {
-            match envelope {
-                Envelope::Book(msg) => {
-                    self.to_account.clear();
-                    self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
-                    for i in 0..self.to_account.len() {
-                        let msg = self.to_account[i];
-                        self.route(msg, out);
-                    }
-                }
-                Envelope::Account(shard, msg) => {
-                    self.to_book.clear();
-                    self.accounts[shard as usize].handle(msg, &mut self.to_book, &mut out.events);
-                    self.queue
-                        .extend(self.to_book.drain(..).map(Envelope::Book));
+        while !self.to_book.is_empty() {
+            // Both Vecs keep their capacity across the swap: no allocation.
+            std::mem::swap(&mut self.batch, &mut self.to_book);
+            for b in 0..self.batch.len() {
+                let msg = self.batch[b];
+                self.to_account.clear();
+                self.books[usize::from(msg.market().0)].handle(msg, &mut self.to_account);
+                for i in 0..self.to_account.len() {
+                    let msg = self.to_account[i];
+                    self.deliver(msg, out);
                 }
             }
+            self.batch.clear();
         }
     }
 
-    fn route(&mut self, msg: ToAccount, out: &mut Output) {
+    /// Hands one book answer to the machine owning its user and, for a fill
+    /// whose maker lives elsewhere, to the maker's machine too.
+    fn deliver(&mut self, msg: ToAccount, out: &mut Output) {
         let shards = self.accounts.len() as u32;
-        let owner = owner_of(msg.user(), shards);
-        self.queue.push_back(Envelope::Account(owner, msg));
+        let owner = owner_of(msg.user(), shards) as usize;
+        self.accounts[owner].handle(msg, &mut self.to_book, &mut out.events);
         if let ToAccount::Fill(fill) = msg {
             out.fills.push(fill);
-            let maker_owner = owner_of(fill.maker_user, shards);
+            let maker_owner = owner_of(fill.maker_user, shards) as usize;
             if maker_owner != owner {
-                self.queue.push_back(Envelope::Account(maker_owner, msg));
+                self.accounts[maker_owner].handle(msg, &mut self.to_book, &mut out.events);
             }
         }
     }
@@ -253,11 +223,7 @@ impl Exchange {
         }
         let assets = self.accounts[0].asset_names().len();
         for asset in 0..assets {
-            let net: i128 = self
-                .accounts
-                .iter()
-                .map(|a| a.settled_in(AssetId(asset as u16)))
-                .sum();
+            let net: i128 = self.accounts.iter().map(|a| a.settled_in(AssetId(asset as u16))).sum();
             assert_eq!(net, 0, "asset {asset} settled unevenly across machines");
         }
     }

@@ -47,10 +47,9 @@ impl EngineError {
         match self {
             EngineError::MandatoryParam(_) => -1102,
             EngineError::ParamNotRequired(_) => -1106,
-            EngineError::PriceFilter
-            | EngineError::LotSize
-            | EngineError::Notional
-            | EngineError::MaxNumOrders => -1013,
+            EngineError::PriceFilter | EngineError::LotSize | EngineError::Notional | EngineError::MaxNumOrders => {
+                -1013
+            }
             EngineError::InsufficientBalance
             | EngineError::WouldMatch
             | EngineError::WouldTrigger
@@ -70,9 +69,7 @@ impl EngineError {
             EngineError::LotSize => "Filter failure: LOT_SIZE",
             EngineError::Notional => "Filter failure: NOTIONAL",
             EngineError::MaxNumOrders => "Filter failure: MAX_NUM_ORDERS",
-            EngineError::InsufficientBalance => {
-                "Account has insufficient balance for requested action."
-            }
+            EngineError::InsufficientBalance => "Account has insufficient balance for requested action.",
             EngineError::WouldMatch => "Order would immediately match and take.",
             EngineError::WouldTrigger => "Order would trigger immediately.",
             EngineError::DuplicateOrder => "Duplicate order sent.",
@@ -85,14 +82,10 @@ impl EngineError {
     }
 }
 
-pub const MISSING_PRICE: &str =
-    "Mandatory parameter 'price' was not sent, was empty/null, or malformed.";
-pub const MISSING_QUANTITY: &str =
-    "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.";
-pub const MISSING_TIME_IN_FORCE: &str =
-    "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.";
-pub const MISSING_STOP_PRICE: &str =
-    "Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.";
+pub const MISSING_PRICE: &str = "Mandatory parameter 'price' was not sent, was empty/null, or malformed.";
+pub const MISSING_QUANTITY: &str = "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.";
+pub const MISSING_TIME_IN_FORCE: &str = "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.";
+pub const MISSING_STOP_PRICE: &str = "Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.";
 pub const NOT_REQUIRED_PRICE: &str = "Parameter 'price' sent when not required.";
 pub const NOT_REQUIRED_TIME_IN_FORCE: &str = "Parameter 'timeInForce' sent when not required.";
 pub const NOT_REQUIRED_STOP_PRICE: &str = "Parameter 'stopPrice' sent when not required.";

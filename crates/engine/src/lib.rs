@@ -10,6 +10,7 @@ pub mod book;
 pub mod driver;
 pub mod error;
 pub mod hash;
+pub mod history;
 pub mod market;
 pub mod msg;
 pub mod num;

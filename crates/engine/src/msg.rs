@@ -117,9 +117,7 @@ impl ToAccount {
     pub fn user(&self) -> UserId {
         match self {
             ToAccount::Fill(f) => f.taker_user,
-            ToAccount::Placed { user, .. }
-            | ToAccount::Done { user, .. }
-            | ToAccount::Canceled { user, .. } => *user,
+            ToAccount::Placed { user, .. } | ToAccount::Done { user, .. } | ToAccount::Canceled { user, .. } => *user,
         }
     }
 }

@@ -179,13 +179,13 @@ pub fn notional_wide(price: Price, qty: Qty) -> i128 {
 /// and the sum of rounded-down parts never exceeds the rounded-up whole
 /// that a buy order locked.
 pub fn notional_floor(price: Price, qty: Qty) -> Option<Amount> {
-    narrow(notional_wide(price, qty).div_euclid(i128::from(UNIT)))
+    narrow(floor_unit(notional_wide(price, qty)))
 }
 
 /// price × qty rounded up to the unit; `None` when it exceeds an i64.
 /// Locks use the rounded-up value so that they always cover the fills.
 pub fn notional_ceil(price: Price, qty: Qty) -> Option<Amount> {
-    narrow(ceil_div(notional_wide(price, qty), i128::from(UNIT)))
+    narrow(ceil_unit(notional_wide(price, qty)))
 }
 
 /// The commission on `received` at `rate`, rounded up to the unit. The
@@ -193,10 +193,7 @@ pub fn notional_ceil(price: Price, qty: Qty) -> Option<Amount> {
 /// one whole, the fee never exceeds what was received.
 pub fn fee_ceil(received: Amount, rate: Rate) -> Amount {
     assert!(received.0 >= 0 && (0..=UNIT).contains(&rate.0));
-    let fee = ceil_div(
-        i128::from(received.0) * i128::from(rate.0),
-        i128::from(UNIT),
-    );
+    let fee = ceil_unit(i128::from(received.0) * i128::from(rate.0));
     let fee = i64::try_from(fee).unwrap_or(i64::MAX);
     assert!(fee <= received.0);
     Amount(fee)
@@ -205,7 +202,7 @@ pub fn fee_ceil(received: Amount, rate: Rate) -> Amount {
 /// `amount` increased by `rate` (1 + rate), rounded up; `None` on overflow.
 pub fn add_rate_ceil(amount: Amount, rate: Rate) -> Option<Amount> {
     let wide = i128::from(amount.0) * i128::from(UNIT + rate.0);
-    narrow(ceil_div(wide, i128::from(UNIT)))
+    narrow(ceil_unit(wide))
 }
 
 /// The largest multiple of `step` whose notional at `price`, rounded down,
@@ -218,9 +215,19 @@ pub fn qty_within(price: Price, quote: Amount, step: Qty) -> Qty {
     Qty(i64::try_from(qty).unwrap_or(i64::MAX - i64::MAX % step.0))
 }
 
-fn ceil_div(a: i128, b: i128) -> i128 {
-    assert!(b > 0);
-    -((-a).div_euclid(b))
+/// `wide` ÷ `UNIT` rounded toward −∞. Products on the hot paths almost
+/// always fit an i64, where division by a constant compiles to a multiply;
+/// a 128-bit division is a library call costing tens of nanoseconds.
+fn floor_unit(wide: i128) -> i128 {
+    match i64::try_from(wide) {
+        Ok(narrow) => i128::from(narrow.div_euclid(UNIT)),
+        Err(_) => wide.div_euclid(i128::from(UNIT)),
+    }
+}
+
+/// `wide` ÷ `UNIT` rounded toward +∞.
+fn ceil_unit(wide: i128) -> i128 {
+    -floor_unit(-wide)
 }
 
 fn narrow(wide: i128) -> Option<Amount> {
@@ -286,10 +293,7 @@ mod tests {
     #[test]
     fn notional_and_fees_at_the_extremes() {
         let max = i64::MAX;
-        assert_eq!(
-            notional_wide(Price(max), Qty(max)),
-            i128::from(max) * i128::from(max)
-        );
+        assert_eq!(notional_wide(Price(max), Qty(max)), i128::from(max) * i128::from(max));
         assert_eq!(notional_floor(Price(max), Qty(max)), None);
         assert_eq!(notional_ceil(Price(max), Qty(UNIT)), Some(Amount(max)));
         assert_eq!(notional_ceil(Price(max), Qty(UNIT + 1)), None);
@@ -297,21 +301,12 @@ mod tests {
         assert_eq!(notional_ceil(Price(3), Qty(UNIT / 2)), Some(Amount(2)));
         assert_eq!(notional_floor(Price(0), Qty(max)), Some(Amount(0)));
         assert_eq!(fee_ceil(Amount(max), Rate(UNIT)), Amount(max));
-        assert_eq!(
-            fee_ceil(Amount(max), Rate(100_000)),
-            Amount(9_223_372_036_854_776)
-        );
+        assert_eq!(fee_ceil(Amount(max), Rate(100_000)), Amount(9_223_372_036_854_776));
         assert_eq!(fee_ceil(Amount(1), Rate(1)), Amount(1));
         assert_eq!(fee_ceil(Amount(0), Rate(UNIT)), Amount(0));
         assert_eq!(fee_ceil(Amount(999), Rate(100_000)), Amount(1));
-        assert_eq!(
-            add_rate_ceil(Amount(100), Rate(5_000_000)),
-            Some(Amount(105))
-        );
-        assert_eq!(
-            add_rate_ceil(Amount(101), Rate(5_000_000)),
-            Some(Amount(107))
-        );
+        assert_eq!(add_rate_ceil(Amount(100), Rate(5_000_000)), Some(Amount(105)));
+        assert_eq!(add_rate_ceil(Amount(101), Rate(5_000_000)), Some(Amount(107)));
         assert_eq!(add_rate_ceil(Amount(max), Rate(1)), None);
         assert_eq!(qty_within(Price(UNIT), Amount(10), Qty(1)), Qty(10));
         assert_eq!(qty_within(Price(3 * UNIT), Amount(10), Qty(1)), Qty(3));
@@ -319,20 +314,32 @@ mod tests {
     }
 
     #[test]
+    fn unit_division_agrees_across_the_i64_boundary() {
+        let unit = i128::from(UNIT);
+        let edges = [i128::from(i64::MAX), i128::from(i64::MIN)];
+        for edge in edges {
+            for wide in [edge - 1, edge, edge + 1, -edge - 1, -edge, -edge + 1] {
+                let floor = wide.div_euclid(unit);
+                assert_eq!(floor_unit(wide), floor, "{wide}");
+                assert_eq!(ceil_unit(wide), -(-wide).div_euclid(unit), "{wide}");
+            }
+        }
+        for wide in [-UNIT - 1, -UNIT, -1, 0, 1, UNIT - 1, UNIT, UNIT + 1] {
+            let wide = i128::from(wide);
+            assert_eq!(floor_unit(wide), wide.div_euclid(unit));
+            assert_eq!(ceil_unit(wide), -(-wide).div_euclid(unit));
+        }
+    }
+
+    #[test]
     fn increments_are_typed() {
         assert_eq!(parse_multiple("0.02", 1_000_000), Ok(2_000_000));
-        assert_eq!(
-            parse_multiple("0.015", 1_000_000),
-            Err(IncrementError::NotMultiple)
-        );
+        assert_eq!(parse_multiple("0.015", 1_000_000), Err(IncrementError::NotMultiple));
         assert_eq!(
             parse_multiple("-1", 1),
             Err(IncrementError::Decimal(DecimalError::Negative))
         );
-        assert_eq!(
-            parse_multiple("", 1),
-            Err(IncrementError::Decimal(DecimalError::Empty))
-        );
+        assert_eq!(parse_multiple("", 1), Err(IncrementError::Decimal(DecimalError::Empty)));
         assert_eq!(
             parse_multiple("x", 1),
             Err(IncrementError::Decimal(DecimalError::NotNumeric))

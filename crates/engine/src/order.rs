@@ -94,10 +94,7 @@ impl OrderType {
     pub fn is_stop(self) -> bool {
         matches!(
             self,
-            OrderType::StopLoss
-                | OrderType::StopLossLimit
-                | OrderType::TakeProfit
-                | OrderType::TakeProfitLimit
+            OrderType::StopLoss | OrderType::StopLossLimit | OrderType::TakeProfit | OrderType::TakeProfitLimit
         )
     }
 
@@ -105,10 +102,7 @@ impl OrderType {
     pub fn has_price(self) -> bool {
         matches!(
             self,
-            OrderType::Limit
-                | OrderType::LimitMaker
-                | OrderType::StopLossLimit
-                | OrderType::TakeProfitLimit
+            OrderType::Limit | OrderType::LimitMaker | OrderType::StopLossLimit | OrderType::TakeProfitLimit
         )
     }
 

@@ -178,17 +178,13 @@ impl Reference {
         let kind = r.kind;
         let priced = matches!(
             kind,
-            OrderType::Limit
-                | OrderType::LimitMaker
-                | OrderType::StopLossLimit
-                | OrderType::TakeProfitLimit
+            OrderType::Limit | OrderType::LimitMaker | OrderType::StopLossLimit | OrderType::TakeProfitLimit
         );
         let tif = matches!(
             kind,
             OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
         );
-        let stop =
-            kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
+        let stop = kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
         for (present, wanted) in [
             (r.price.is_some(), priced),
             (r.time_in_force.is_some(), tif),
@@ -255,10 +251,7 @@ impl Reference {
             (OrderQty::Quote(amount), Side::Sell) => {
                 let base_lock = match reference {
                     Some(reference) => {
-                        let wanted = ceil_div(
-                            amount.0 as i128 * u * u,
-                            reference as i128 * (u - PROTECTION),
-                        );
+                        let wanted = ceil_div(amount.0 as i128 * u * u, reference as i128 * (u - PROTECTION));
                         ceil_div(wanted, step) * step
                     }
                     None => 0,
@@ -309,8 +302,7 @@ impl Reference {
     }
 
     fn triggers(o: &RefOrder, last: i64) -> bool {
-        let up = matches!(o.kind, OrderType::StopLoss | OrderType::StopLossLimit)
-            == (o.side == Side::Buy);
+        let up = matches!(o.kind, OrderType::StopLoss | OrderType::StopLossLimit) == (o.side == Side::Buy);
         if up {
             last >= o.stop
         } else {
@@ -408,9 +400,7 @@ impl Reference {
             let available: i64 = self
                 .orders
                 .iter()
-                .filter(|m| {
-                    m.market == t.market && m.side != t.side && !m.held && crosses(t, m.price)
-                })
+                .filter(|m| m.market == t.market && m.side != t.side && !m.held && crosses(t, m.price))
                 .map(|m| m.qty_left)
                 .sum();
             if available < t.qty_left {
@@ -450,8 +440,7 @@ impl Reference {
                 // Largest step multiple with floor(price × qty / UNIT) ≤ budget.
                 let u = UNIT as i128;
                 let most = ceil_div((t.quote_left as i128 + 1) * u, m.price as i128) - 1;
-                let most = (most / s.step_size.0 as i128 * s.step_size.0 as i128)
-                    .min(i64::MAX as i128) as i64;
+                let most = (most / s.step_size.0 as i128 * s.step_size.0 as i128).min(i64::MAX as i128) as i64;
                 qty = qty.min(most);
                 if qty == 0 {
                     return if t.by_quote {
@@ -477,15 +466,7 @@ impl Reference {
             maker.qty_left -= qty;
             maker.executed += qty;
             maker.cumm += value;
-            self.settle(
-                &mut maker,
-                qty,
-                value,
-                true,
-                base,
-                quote,
-                s.maker_commission.0,
-            );
+            self.settle(&mut maker, qty, value, true, base, quote, s.maker_commission.0);
             if maker.qty_left == 0 {
                 self.orders.remove(mi);
                 self.drop_order(&maker);
@@ -496,16 +477,7 @@ impl Reference {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn settle(
-        &mut self,
-        o: &mut RefOrder,
-        qty: i64,
-        value: i64,
-        _maker: bool,
-        base: usize,
-        quote: usize,
-        rate: i64,
-    ) {
+    fn settle(&mut self, o: &mut RefOrder, qty: i64, value: i64, _maker: bool, base: usize, quote: usize, rate: i64) {
         let (paid_asset, paid, got_asset, got) = if o.side == Side::Buy {
             (quote, value, base, qty)
         } else {
@@ -593,11 +565,10 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
     out.push(Answer::Sync(sync));
     for e in events {
         match e {
-            AccountEvent::Placed { order_id, result }
-            | AccountEvent::Canceled { order_id, result } => {
+            AccountEvent::Placed { order_id, result } | AccountEvent::Canceled { order_id, result } => {
                 out.push(Answer::Order(*order_id, summary(result)));
             }
-            AccountEvent::CancelReplaced { cancel, new } => {
+            AccountEvent::CancelReplaced { cancel, new, .. } => {
                 let new = match new {
                     NewOrderResult::Success(v) => Some(summary(&Ok(*v))),
                     NewOrderResult::Failure(e) => Some(Err(e.code())),
@@ -666,11 +637,7 @@ impl Gen {
 
     fn request(&mut self, next_id: u64) -> OrderRequest {
         let market = self.rng.below(self.specs.len() as u64) as usize;
-        let side = if self.rng.chance(50) {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = if self.rng.chance(50) { Side::Buy } else { Side::Sell };
         let kinds = [
             OrderType::Limit,
             OrderType::Limit,
@@ -683,12 +650,7 @@ impl Gen {
             OrderType::TakeProfitLimit,
         ];
         let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
-        let tifs = [
-            TimeInForce::Gtc,
-            TimeInForce::Gtc,
-            TimeInForce::Ioc,
-            TimeInForce::Fok,
-        ];
+        let tifs = [TimeInForce::Gtc, TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok];
         let stps = [
             StpMode::None,
             StpMode::ExpireTaker,
@@ -735,10 +697,7 @@ impl Gen {
         }
         let &(id, _, market) = mine[self.rng.below(mine.len() as u64) as usize];
         if self.rng.chance(10) {
-            return Some((
-                OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?),
-                market,
-            ));
+            return Some((OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?), market));
         }
         Some((OrderRef::Id(id), market))
     }
@@ -747,8 +706,7 @@ impl Gen {
         let user = 1 + self.rng.below(USERS_COUNT);
         let roll = self.rng.below(100);
         let asset = self.rng.below(3) as usize;
-        let amount =
-            (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
+        let amount = (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
         match roll {
             0..=5 => Op::Deposit(user, asset, amount),
             6..=8 => Op::Withdraw(user, asset, amount / 10),
@@ -769,11 +727,8 @@ impl Gen {
                     Some((target, market)) => {
                         if !self.rng.chance(10) {
                             request.market = market;
-                            request.price =
-                                request.price.map(|_| self.price(usize::from(market.0)));
-                            request.stop_price = request
-                                .stop_price
-                                .map(|_| self.price(usize::from(market.0)));
+                            request.price = request.price.map(|_| self.price(usize::from(market.0)));
+                            request.stop_price = request.stop_price.map(|_| self.price(usize::from(market.0)));
                             if let OrderQty::Base(_) = request.qty {
                                 request.qty = OrderQty::Base(self.qty(usize::from(market.0)));
                             }
@@ -832,9 +787,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
             Op::Place(user, request) => {
                 let id = next_id;
                 next_id += 1;
-                let sync = exchange
-                    .place(user, &request, id, time, &mut out)
-                    .map_err(|e| e.code());
+                let sync = exchange.place(user, &request, id, time, &mut out).map_err(|e| e.code());
                 answers(sync, &out.events, &mut got);
                 match reference.place(user, &request, id) {
                     Ok(s) => {
@@ -873,10 +826,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
                     .collect();
                 ids.sort();
                 want.push(Answer::Sync(Ok(())));
-                for (id, s) in ids
-                    .iter()
-                    .zip(reference.cancel_all(user, usize::from(market.0)))
-                {
+                for (id, s) in ids.iter().zip(reference.cancel_all(user, usize::from(market.0))) {
                     want.push(Answer::Order(*id, s));
                 }
             }
@@ -903,11 +853,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
         }
         assert_eq!(got, want, "step {step}: {op:?}");
         let fills: Vec<_> = out.fills.iter().map(fill_key).collect();
-        assert_eq!(
-            fills,
-            reference.fills[fills_seen..],
-            "step {step} fills: {op:?}"
-        );
+        assert_eq!(fills, reference.fills[fills_seen..], "step {step} fills: {op:?}");
         fills_seen = reference.fills.len();
         exchange.check_invariants();
     }
@@ -921,36 +867,23 @@ fn run(seed: u64, ops: u64, shards: u32) {
         "the mix must trade"
     );
     for ((user, asset), free) in &reference.free {
-        let b = exchange
-            .account(*user)
-            .balance(*user, AssetId(*asset as u16));
+        let b = exchange.account(*user).balance(*user, AssetId(*asset as u16));
         assert_eq!(b.free.0, *free, "user {user} asset {asset} free");
-        assert_eq!(
-            b.locked.0,
-            reference.locked.get(&(*user, *asset)).copied().unwrap_or(0)
-        );
+        assert_eq!(b.locked.0, reference.locked.get(&(*user, *asset)).copied().unwrap_or(0));
     }
     for (asset, fee) in reference.fees.iter().enumerate() {
-        let fees: i64 = exchange
-            .accounts
-            .iter()
-            .map(|a| a.fees(AssetId(asset as u16)).0)
-            .sum();
+        let fees: i64 = exchange.accounts.iter().map(|a| a.fees(AssetId(asset as u16)).0).sum();
         assert_eq!(fees, *fee, "fees in asset {asset}");
     }
 }
 
 fn seed_and_ops() -> (u64, u64) {
-    let seed = std::env::var("TRADSYS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let seed = std::env::var("TRADSYS_SEED").ok().and_then(|s| s.parse().ok());
     let seed = seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         t.map_or(1, |d| d.as_nanos() as u64)
     });
-    let ops = std::env::var("TRADSYS_DIFF_OPS")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let ops = std::env::var("TRADSYS_DIFF_OPS").ok().and_then(|s| s.parse().ok());
     (seed, ops.unwrap_or(OPS_DEFAULT_COUNT))
 }
 

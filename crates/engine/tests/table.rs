@@ -5,9 +5,7 @@
 mod common;
 
 use common::{client, limit, p, q, specs};
-use tradsys_engine::account::{
-    AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX,
-};
+use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX};
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::num::Amount;
@@ -92,11 +90,7 @@ impl Fixture {
     }
 
     /// Places and returns (status, executed, cummulative quote) or the error.
-    fn place(
-        &mut self,
-        user: u64,
-        r: &OrderRequest,
-    ) -> Result<(OrderStatus, String, String), EngineError> {
+    fn place(&mut self, user: u64, r: &OrderRequest) -> Result<(OrderStatus, String, String), EngineError> {
         let id = self.next_id;
         self.next_id += 1;
         self.out.clear();
@@ -159,10 +153,7 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, limit(0, Buy, "101", "3", Gtc)),
             outcome: Ok((PartiallyFilled, "2.00000000", "201.00000000")),
-            fills: &[
-                ("100.00000000", "1.00000000"),
-                ("101.00000000", "1.00000000"),
-            ],
+            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
             balances: &[
                 (TAKER, "BTC", "11.99600000", "0.00000000"),
                 (TAKER, "USDT", "99698.00000000", "101.00000000"),
@@ -191,10 +182,7 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, limit(0, Buy, "101", "2", Fok)),
             outcome: Ok((Filled, "2.00000000", "201.00000000")),
-            fills: &[
-                ("100.00000000", "1.00000000"),
-                ("101.00000000", "1.00000000"),
-            ],
+            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
             balances: &[(TAKER, "USDT", "99799.00000000", "0.00000000")],
         },
         Row {
@@ -221,10 +209,7 @@ fn rows() -> Vec<Row> {
             resting: vec![ask("100", "1"), ask("200", "1")],
             order: (TAKER, market(Buy, OrderQty::Base(q("2")))),
             outcome: Ok((Expired, "1.55000000", "210.00000000")),
-            fills: &[
-                ("100.00000000", "1.00000000"),
-                ("200.00000000", "0.55000000"),
-            ],
+            fills: &[("100.00000000", "1.00000000"), ("200.00000000", "0.55000000")],
             balances: &[(TAKER, "USDT", "99790.00000000", "0.00000000")],
         },
         Row {
@@ -232,10 +217,7 @@ fn rows() -> Vec<Row> {
             resting: two_asks.clone(),
             order: (TAKER, market(Buy, OrderQty::Quote(a("150")))),
             outcome: Ok((Filled, "1.49500000", "149.99500000")),
-            fills: &[
-                ("100.00000000", "1.00000000"),
-                ("101.00000000", "0.49500000"),
-            ],
+            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "0.49500000")],
             balances: &[(TAKER, "USDT", "99850.00500000", "0.00000000")],
         },
         Row {
@@ -252,10 +234,7 @@ fn rows() -> Vec<Row> {
         Row {
             name: "LIMIT_MAKER that would cross is rejected, not rested",
             resting: two_asks.clone(),
-            order: (
-                TAKER,
-                kind(limit(0, Buy, "100", "1", Gtc), OrderType::LimitMaker),
-            ),
+            order: (TAKER, kind(limit(0, Buy, "100", "1", Gtc), OrderType::LimitMaker)),
             outcome: Err(EngineError::WouldMatch),
             fills: &[],
             balances: &[(TAKER, "USDT", "100000.00000000", "0.00000000")],
@@ -263,10 +242,7 @@ fn rows() -> Vec<Row> {
         Row {
             name: "LIMIT_MAKER below the ask rests",
             resting: two_asks.clone(),
-            order: (
-                TAKER,
-                kind(limit(0, Buy, "99.99", "1", Gtc), OrderType::LimitMaker),
-            ),
+            order: (TAKER, kind(limit(0, Buy, "99.99", "1", Gtc), OrderType::LimitMaker)),
             outcome: Ok((New, "0.00000000", "0.00000000")),
             fills: &[],
             balances: &[(TAKER, "USDT", "99900.01000000", "99.99000000")],
@@ -274,10 +250,7 @@ fn rows() -> Vec<Row> {
         Row {
             name: "STP EXPIRE_TAKER expires the taker before a self-trade",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc)), ask("101", "1")],
-            order: (
-                TAKER,
-                stp(limit(0, Buy, "101", "2", Gtc), StpMode::ExpireTaker),
-            ),
+            order: (TAKER, stp(limit(0, Buy, "101", "2", Gtc), StpMode::ExpireTaker)),
             outcome: Ok((ExpiredInMatch, "0.00000000", "0.00000000")),
             fills: &[],
             balances: &[
@@ -288,10 +261,7 @@ fn rows() -> Vec<Row> {
         Row {
             name: "STP EXPIRE_MAKER expires the resting order and keeps matching",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc)), ask("101", "1")],
-            order: (
-                TAKER,
-                stp(limit(0, Buy, "101", "1", Gtc), StpMode::ExpireMaker),
-            ),
+            order: (TAKER, stp(limit(0, Buy, "101", "1", Gtc), StpMode::ExpireMaker)),
             outcome: Ok((Filled, "1.00000000", "101.00000000")),
             fills: &[("101.00000000", "1.00000000")],
             balances: &[(TAKER, "BTC", "10.99800000", "0.00000000")],
@@ -299,10 +269,7 @@ fn rows() -> Vec<Row> {
         Row {
             name: "STP EXPIRE_BOTH expires both orders",
             resting: vec![(TAKER, limit(0, Sell, "100", "1", Gtc))],
-            order: (
-                TAKER,
-                stp(limit(0, Buy, "100", "1", Gtc), StpMode::ExpireBoth),
-            ),
+            order: (TAKER, stp(limit(0, Buy, "100", "1", Gtc), StpMode::ExpireBoth)),
             outcome: Ok((ExpiredInMatch, "0.00000000", "0.00000000")),
             fills: &[],
             balances: &[
@@ -328,11 +295,7 @@ fn rows() -> Vec<Row> {
                 bid("95", "2"),
                 (
                     MAKER,
-                    stop(
-                        market(Sell, OrderQty::Base(q("1"))),
-                        OrderType::StopLoss,
-                        "99",
-                    ),
+                    stop(market(Sell, OrderQty::Base(q("1"))), OrderType::StopLoss, "99"),
                 ),
             ],
             order: (TAKER, limit(0, Sell, "99", "1", Gtc)),
@@ -345,11 +308,7 @@ fn rows() -> Vec<Row> {
             resting: vec![ask("100", "1"), (TAKER, limit(0, Buy, "100", "1", Gtc))],
             order: (
                 TAKER,
-                stop(
-                    limit(0, Buy, "100", "1", Gtc),
-                    OrderType::TakeProfitLimit,
-                    "100",
-                ),
+                stop(limit(0, Buy, "100", "1", Gtc), OrderType::TakeProfitLimit, "100"),
             ),
             outcome: Err(EngineError::WouldTrigger),
             fills: &[],
@@ -397,9 +356,7 @@ fn rows() -> Vec<Row> {
                     ..limit(0, Buy, "1", "1", Gtc)
                 },
             ),
-            outcome: Err(EngineError::MandatoryParam(
-                tradsys_engine::error::MISSING_PRICE,
-            )),
+            outcome: Err(EngineError::MandatoryParam(tradsys_engine::error::MISSING_PRICE)),
             fills: &[],
             balances: &[],
         },
@@ -415,24 +372,13 @@ fn orders_match_their_tables() {
             assert!(placed.is_ok(), "{}: resting {placed:?}", row.name);
         }
         let got = f.place(row.order.0, &row.order.1);
-        let want = row
-            .outcome
-            .map(|(s, e, c)| (s, e.to_string(), c.to_string()));
+        let want = row.outcome.map(|(s, e, c)| (s, e.to_string(), c.to_string()));
         assert_eq!(got, want, "{}", row.name);
-        let want_fills: Vec<(String, String)> = row
-            .fills
-            .iter()
-            .map(|(p, q)| (p.to_string(), q.to_string()))
-            .collect();
+        let want_fills: Vec<(String, String)> = row.fills.iter().map(|(p, q)| (p.to_string(), q.to_string())).collect();
         assert_eq!(f.fills(), want_fills, "{}: fills", row.name);
         for (user, asset, free, locked) in row.balances {
             let want = (free.to_string(), locked.to_string());
-            assert_eq!(
-                f.balance(*user, asset),
-                want,
-                "{}: user {user} {asset}",
-                row.name
-            );
+            assert_eq!(f.balance(*user, asset), want, "{}: user {user} {asset}", row.name);
         }
     }
 }
@@ -472,27 +418,9 @@ fn cancel_replace_follows_the_mode() {
         Option<Result<OrderStatus, i32>>,
     );
     let cases: &[Case] = &[
-        (
-            true,
-            CancelReplaceMode::StopOnFailure,
-            "1",
-            Ok(Canceled),
-            Some(Ok(New)),
-        ),
-        (
-            false,
-            CancelReplaceMode::StopOnFailure,
-            "1",
-            Err(-2011),
-            None,
-        ),
-        (
-            false,
-            CancelReplaceMode::AllowFailure,
-            "1",
-            Err(-2011),
-            Some(Ok(New)),
-        ),
+        (true, CancelReplaceMode::StopOnFailure, "1", Ok(Canceled), Some(Ok(New))),
+        (false, CancelReplaceMode::StopOnFailure, "1", Err(-2011), None),
+        (false, CancelReplaceMode::AllowFailure, "1", Err(-2011), Some(Ok(New))),
         (
             true,
             CancelReplaceMode::AllowFailure,
@@ -506,18 +434,11 @@ fn cancel_replace_follows_the_mode() {
         assert!(f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)).is_ok());
         let target = OrderRef::Id(if exists { 1 } else { 99 });
         f.out.clear();
-        f.exchange.cancel_replace(
-            TAKER,
-            target,
-            mode,
-            &limit(0, Buy, "11", qty, Gtc),
-            2,
-            2,
-            &mut f.out,
-        );
+        f.exchange
+            .cancel_replace(TAKER, target, mode, &limit(0, Buy, "11", qty, Gtc), 2, 2, &mut f.out);
         f.exchange.check_invariants();
         let answer = f.out.events.iter().find_map(|e| match e {
-            AccountEvent::CancelReplaced { cancel, new } => Some((*cancel, *new)),
+            AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
             _ => None,
         });
         let (got_cancel, got_new) = answer.unwrap();
@@ -557,9 +478,7 @@ fn queries_answer_what_the_server_needs() {
         (a("0.002"), true, false)
     );
     let mut open = Vec::new();
-    f.exchange
-        .account(MAKER)
-        .open_orders(MAKER, MarketId(0), &mut open);
+    f.exchange.account(MAKER).open_orders(MAKER, MarketId(0), &mut open);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].status, PartiallyFilled);
     assert_eq!(
@@ -578,9 +497,6 @@ fn withdrawals_never_exceed_free() {
         Err(EngineError::InsufficientBalance)
     );
     assert_eq!(f.exchange.withdraw(TAKER, usdt, a("99900")), Ok(()));
-    assert_eq!(
-        f.exchange.withdraw(TAKER, usdt, Amount(0)),
-        Err(EngineError::BadAmount)
-    );
+    assert_eq!(f.exchange.withdraw(TAKER, usdt, Amount(0)), Err(EngineError::BadAmount));
     f.exchange.check_invariants();
 }
