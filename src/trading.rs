@@ -520,7 +520,7 @@ impl Trading {
                 }
             }
             AccountEvent::Canceled { order_id, result } => self.on_canceled(order_id, result),
-            AccountEvent::CancelReplaced { cancel, new } => self.on_replaced(cancel, new),
+            AccountEvent::CancelReplaced { order_id, cancel, new } => self.on_replaced(order_id, cancel, new),
             AccountEvent::OrderUpdate(_) => {}
         }
     }
@@ -547,23 +547,8 @@ impl Trading {
         }
     }
 
-    fn on_replaced(&mut self, cancel: Result<OrderView, EngineError>, new: NewOrderResult) {
-        // The account machine answers cancel-replaces in the order it
-        // started them per user; the oldest waiting one is this one.
-        let key = self
-            .waiters
-            .iter()
-            .filter_map(|(k, _)| match k {
-                WaitKey::Replace(id) => Some(*id),
-                _ => None,
-            })
-            .min();
-        let new_id = match &new {
-            NewOrderResult::Success(view) => Some(view.order_id),
-            _ => None,
-        };
-        let Some(id) = new_id.or(key) else { return };
-        if let Some(Waiter::Replace(fills, tx)) = self.waiters.remove(&WaitKey::Replace(id)) {
+    fn on_replaced(&mut self, order_id: OrderId, cancel: Result<OrderView, EngineError>, new: NewOrderResult) {
+        if let Some(Waiter::Replace(fills, tx)) = self.waiters.remove(&WaitKey::Replace(order_id)) {
             tx.send(ReplaceOutcome { cancel, new, fills });
         }
     }

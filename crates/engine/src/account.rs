@@ -852,18 +852,6 @@ impl Accounts {
         Amount(self.ledger[usize::from(asset.0)].fees)
     }
 
-    /// Every order of a user in a market that this machine remembers: the
-    /// open ones and the last `ORDERS_CLOSED_PER_USER_MAX` finished ones
-    /// (GET /api/v3/allOrders). Not on a hot path: it allocates.
-    pub fn all_orders(&self, user: UserId, market: MarketId) -> Vec<OrderView> {
-        let mut views = Vec::new();
-        self.open_orders(user, market, &mut views);
-        if let Some(u) = self.users.get(&user) {
-            views.extend(u.closed.iter().filter(|v| v.market == market).copied());
-        }
-        views
-    }
-
     /// Open orders of a user in a market, oldest first, into a reused `Vec`.
     pub fn open_orders(&self, user: UserId, market: MarketId, out: &mut Vec<OrderView>) {
         out.clear();
