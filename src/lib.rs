@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod limits;
+pub mod marketdata;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
