@@ -14,7 +14,7 @@
 //! a ring sized from [`MarketDataLimits`] when the market is created, so
 //! `record` does O(1) work (17 ring updates plus one aggregate update) and
 //! never allocates. With the default limits a market holds
-//! [`DEFAULT_MEMORY_BYTES_PER_MARKET`] = 2_666_712 bytes (about 2.7 MB):
+//! [`DEFAULT_MEMORY_BYTES_PER_MARKET`] = 2_667_128 bytes (about 2.7 MB):
 //!
 //! * the newest 10_000 trades (56 bytes each, 560_000 bytes). Binance serves
 //!   older trades from a database; tradsys keeps none, so `historicalTrades`
@@ -24,7 +24,8 @@
 //!   1_408_000 bytes), so 1s klines reach back 1_000 trading seconds and 1M
 //!   klines 1_000 trading months;
 //! * 1_441 one-minute buckets (96 bytes each, 138_336 bytes) for the
-//!   24-hour ticker and the average price.
+//!   24-hour ticker and the average price;
+//! * the `MarketData` struct itself with its ring headers (792 bytes).
 //!
 //! **Invariant:** trade ids strictly increase (the book hands them out);
 //! a repeated or older id is a programmer error and panics. Trade times are
@@ -935,5 +936,676 @@ fn quiet_ticker(last: &TapeTrade, prev_close_price: Price, open_time_ms: u64, no
         first_id: None,
         last_id: None,
         count: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn price(text: &str) -> Price {
+        Price::parse(text).unwrap()
+    }
+
+    fn qty(text: &str) -> Qty {
+        Qty::parse(text).unwrap()
+    }
+
+    /// A trade with its quote quantity computed exactly from price and qty.
+    fn trade(id: u64, price: Price, qty: Qty, time_ms: u64, taker_order: u64) -> TapeTrade {
+        let quote = i128::from(price.0) * i128::from(qty.0) / i128::from(UNIT);
+        TapeTrade {
+            id,
+            price,
+            qty,
+            quote_qty: Amount(i64::try_from(quote).unwrap()),
+            time_ms,
+            is_buyer_maker: false,
+            taker_order,
+        }
+    }
+
+    fn market_with(trades: &[TapeTrade]) -> MarketData {
+        let mut market = MarketData::new(MarketDataLimits::default());
+        for trade in trades {
+            market.record(trade);
+        }
+        market
+    }
+
+    #[test]
+    fn default_memory_per_market_is_as_documented() {
+        assert_eq!(size_of::<TapeTrade>(), 56);
+        assert_eq!(size_of::<AggTrade>(), 56);
+        assert_eq!(size_of::<Candle>(), 88);
+        assert_eq!(size_of::<MinuteBucket>(), 96);
+        assert_eq!(DEFAULT_MEMORY_BYTES_PER_MARKET, 2_667_128);
+    }
+
+    #[test]
+    fn empty_market_answers_empty() {
+        let market = MarketData::new(MarketDataLimits::default());
+        assert!(market.recent(500).is_empty());
+        assert_eq!(market.from_id(0, 500), Ok(Vec::new()));
+        assert_eq!(market.from_id(u64::MAX, 500), Ok(Vec::new()));
+        let queries = [
+            AggTradesQuery {
+                limit: 500,
+                ..Default::default()
+            },
+            AggTradesQuery {
+                from_id: Some(7),
+                limit: 500,
+                ..Default::default()
+            },
+            AggTradesQuery {
+                start_time_ms: Some(1),
+                limit: 500,
+                ..Default::default()
+            },
+            AggTradesQuery {
+                end_time_ms: Some(1),
+                limit: 500,
+                ..Default::default()
+            },
+        ];
+        for query in queries {
+            assert_eq!(market.agg_trades(&query), Ok(Vec::new()), "{query:?}");
+        }
+        for interval in Interval::ALL {
+            assert!(market.klines(interval, None, None, 1000).is_empty());
+            assert!(market.klines(interval, Some(0), Some(u64::MAX), 1000).is_empty());
+        }
+        assert_eq!(market.last_price(), None);
+        assert_eq!(market.avg_price(1_700_000_000_000), None);
+        assert_eq!(market.ticker_24h(1_700_000_000_000), None);
+        assert_eq!(market.ticker_24h(0), None);
+    }
+
+    #[test]
+    fn interval_names_parse_exactly() {
+        for interval in Interval::ALL {
+            assert_eq!(Interval::parse(interval.as_str()), Ok(interval));
+        }
+        let names: Vec<&str> = Interval::ALL.iter().map(|i| i.as_str()).collect();
+        assert_eq!(
+            names,
+            ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"]
+        );
+        for bad in ["", "1S", "1H", "2m", "1mo", "60s", "1y", "1 m", "m1"] {
+            assert_eq!(Interval::parse(bad), Err(IntervalError), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn candle_boundaries_align_in_utc() {
+        use Interval::*;
+        // 2024-02-29 12:34:56.789 UTC, a Thursday in a leap February.
+        let leap_day = 1_709_210_096_789;
+        let table: &[(Interval, u64, u64, u64)] = &[
+            (S1, leap_day, 1_709_210_096_000, 1_709_210_096_999),
+            (M1, leap_day, 1_709_210_040_000, 1_709_210_099_999),
+            (M3, leap_day, 1_709_209_980_000, 1_709_210_159_999),
+            (M5, leap_day, 1_709_209_800_000, 1_709_210_099_999),
+            (M15, leap_day, 1_709_209_800_000, 1_709_210_699_999),
+            (M30, leap_day, 1_709_209_800_000, 1_709_211_599_999),
+            (H1, leap_day, 1_709_208_000_000, 1_709_211_599_999),
+            (H2, leap_day, 1_709_208_000_000, 1_709_215_199_999),
+            (H4, leap_day, 1_709_208_000_000, 1_709_222_399_999),
+            (H6, leap_day, 1_709_208_000_000, 1_709_229_599_999),
+            (H8, leap_day, 1_709_193_600_000, 1_709_222_399_999),
+            (H12, leap_day, 1_709_208_000_000, 1_709_251_199_999),
+            (D1, leap_day, 1_709_164_800_000, 1_709_251_199_999),
+            (D3, leap_day, 1_709_164_800_000, 1_709_423_999_999),
+            // Monday 2024-02-26 to Sunday 2024-03-03.
+            (W1, leap_day, 1_708_905_600_000, 1_709_510_399_999),
+            (W1, 1_709_510_399_999, 1_708_905_600_000, 1_709_510_399_999),
+            (W1, 1_709_510_400_000, 1_709_510_400_000, 1_710_115_199_999),
+            // The week holding the epoch opened before it; it closes at
+            // the end of Sunday 1970-01-04.
+            (W1, 0, 0, 345_599_999),
+            (W1, 345_600_000, 345_600_000, 950_399_999),
+            // February 2024 has 29 days, 2023 28, 2000 29, 2100 28.
+            (Mo1, leap_day, 1_706_745_600_000, 1_709_251_199_999),
+            (Mo1, 1_676_448_000_000, 1_675_209_600_000, 1_677_628_799_999),
+            (Mo1, 950_140_800_000, 949_363_200_000, 951_868_799_999),
+            (Mo1, 4_105_900_800_000, 4_105_123_200_000, 4_107_542_399_999),
+            // December rolls over into the next year.
+            (Mo1, 1_735_689_599_999, 1_733_011_200_000, 1_735_689_599_999),
+            (Mo1, 1_735_689_600_000, 1_735_689_600_000, 1_738_367_999_999),
+            (Mo1, 0, 0, 2_678_399_999),
+        ];
+        for &(interval, time, open, close) in table {
+            let got_open = interval.open_time_ms(time);
+            assert_eq!(got_open, open, "{} at {time}", interval.as_str());
+            assert_eq!(
+                interval.close_time_ms(got_open),
+                close,
+                "{} at {time}",
+                interval.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn candles_fold_trades_of_their_interval() {
+        // 2024-02-29 12:34:00 UTC.
+        let minute = 1_709_210_040_000;
+        let mut sell = trade(3, price("9.5"), qty("1"), minute + 59_999, 12);
+        sell.is_buyer_maker = true;
+        let market = market_with(&[
+            trade(1, price("10"), qty("2"), minute, 10),
+            trade(2, price("11"), qty("1"), minute + 1_000, 11),
+            sell,
+            trade(4, price("10.25"), qty("4"), minute + 60_000, 13),
+        ]);
+        let first = Candle {
+            open_time_ms: minute,
+            open: price("10"),
+            high: price("11"),
+            low: price("9.5"),
+            close: price("9.5"),
+            volume: qty("4"),
+            close_time_ms: minute + 59_999,
+            quote_volume: Amount::parse("40.5").unwrap(),
+            trade_count: 3,
+            taker_buy_base_volume: qty("3"),
+            taker_buy_quote_volume: Amount::parse("31").unwrap(),
+        };
+        let second = Candle {
+            open_time_ms: minute + 60_000,
+            open: price("10.25"),
+            high: price("10.25"),
+            low: price("10.25"),
+            close: price("10.25"),
+            volume: qty("4"),
+            close_time_ms: minute + 119_999,
+            quote_volume: Amount::parse("41").unwrap(),
+            trade_count: 1,
+            taker_buy_base_volume: qty("4"),
+            taker_buy_quote_volume: Amount::parse("41").unwrap(),
+        };
+        assert_eq!(market.klines(Interval::M1, None, None, 500), [first, second]);
+        let hour = market.klines(Interval::H1, None, None, 500);
+        assert_eq!(hour.len(), 1);
+        assert_eq!(
+            (hour[0].open_time_ms, hour[0].close_time_ms),
+            (1_709_208_000_000, 1_709_211_599_999)
+        );
+        assert_eq!(
+            (hour[0].open, hour[0].close, hour[0].trade_count),
+            (price("10"), price("10.25"), 4)
+        );
+        assert_eq!(market.klines(Interval::S1, None, None, 500).len(), 4);
+        // An interval without trades is a gap, not a flat candle.
+        let later = market_with(&[
+            trade(1, price("1"), qty("1"), minute, 1),
+            trade(2, price("2"), qty("1"), minute + 3 * 60_000, 2),
+        ]);
+        let opens: Vec<u64> = later
+            .klines(Interval::M1, None, None, 500)
+            .iter()
+            .map(|c| c.open_time_ms)
+            .collect();
+        assert_eq!(opens, [minute, minute + 180_000]);
+    }
+
+    #[test]
+    fn klines_query_by_time_and_limit() {
+        let minute = 60_000;
+        let trades: Vec<TapeTrade> = (0..10).map(|i| trade(i, price("1"), qty("1"), i * minute, i)).collect();
+        let market = market_with(&trades);
+        let opens = |start, end, limit| -> Vec<u64> {
+            market
+                .klines(Interval::M1, start, end, limit)
+                .iter()
+                .map(|c| c.open_time_ms / minute)
+                .collect()
+        };
+        type Row = (Option<u64>, Option<u64>, usize, &'static [u64]);
+        let table: &[Row] = &[
+            (None, None, 3, &[7, 8, 9]),
+            (None, None, 500, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            (Some(2 * minute), None, 3, &[2, 3, 4]),
+            (Some(2 * minute + 1), None, 2, &[3, 4]),
+            (None, Some(4 * minute), 2, &[3, 4]),
+            (None, Some(4 * minute - 1), 2, &[2, 3]),
+            (Some(2 * minute), Some(5 * minute), 500, &[2, 3, 4, 5]),
+            (Some(5 * minute), Some(2 * minute), 500, &[]),
+            (Some(20 * minute), None, 500, &[]),
+            (None, None, 0, &[]),
+        ];
+        for &(start, end, limit, expected) in table {
+            assert_eq!(opens(start, end, limit), expected, "{start:?} {end:?} {limit}");
+        }
+    }
+
+    #[test]
+    fn agg_trades_join_one_taker_at_one_price_and_time() {
+        // (id, price, time, taker order, buyer is maker) per trade, then the
+        // aggregates expected as (agg id, price, qty, first, last, time).
+        let trades = [
+            (1, "10", 100, 7, false),
+            (2, "10", 100, 7, false),
+            (3, "10", 100, 7, false),
+            (4, "11", 100, 7, false), // new price
+            (5, "11", 101, 7, false), // new time
+            (6, "11", 101, 8, false), // new taker order
+            (7, "11", 101, 9, true),  // new taker order, other side
+            (8, "11", 101, 9, true),
+            (9, "11", 101, 8, false), // taker 8 again, but not consecutive
+        ];
+        let expected = [
+            (0, "10", "3", 1, 3, 100),
+            (1, "11", "1", 4, 4, 100),
+            (2, "11", "1", 5, 5, 101),
+            (3, "11", "1", 6, 6, 101),
+            (4, "11", "2", 7, 8, 101),
+            (5, "11", "1", 9, 9, 101),
+        ];
+        let mut market = MarketData::new(MarketDataLimits::default());
+        for (id, text, time, taker, buyer_maker) in trades {
+            let mut t = trade(id, price(text), qty("1"), time, taker);
+            t.is_buyer_maker = buyer_maker;
+            market.record(&t);
+        }
+        let got = market
+            .agg_trades(&AggTradesQuery {
+                limit: 500,
+                ..Default::default()
+            })
+            .unwrap();
+        let got: Vec<_> = got
+            .iter()
+            .map(|a| (a.id, a.price, a.qty, a.first_trade_id, a.last_trade_id, a.time_ms))
+            .collect();
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|&(id, p, q, first, last, time)| (id, price(p), qty(q), first, last, time))
+            .collect();
+        assert_eq!(got, expected);
+        let flags: Vec<bool> = market
+            .agg_trades(&AggTradesQuery {
+                limit: 500,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|a| a.is_buyer_maker)
+            .collect();
+        assert_eq!(flags, [false, false, false, false, true, false]);
+    }
+
+    #[test]
+    fn agg_trades_query_rules() {
+        let trades: Vec<TapeTrade> = (0..10)
+            .map(|i| trade(i, price("1"), qty("1"), i * 1_000_000, i))
+            .collect();
+        let market = market_with(&trades);
+        let ids = |from_id, start, end, limit| {
+            let query = AggTradesQuery {
+                from_id,
+                start_time_ms: start,
+                end_time_ms: end,
+                limit,
+            };
+            market
+                .agg_trades(&query)
+                .map(|aggs| aggs.iter().map(|a| a.id).collect::<Vec<u64>>())
+        };
+        type Row = (
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            usize,
+            Result<Vec<u64>, QueryError>,
+        );
+        let table: Vec<Row> = vec![
+            (None, None, None, 3, Ok(vec![7, 8, 9])),
+            (Some(4), None, None, 3, Ok(vec![4, 5, 6])),
+            (Some(8), None, None, 500, Ok(vec![8, 9])),
+            (Some(10), None, None, 500, Ok(vec![])),
+            (None, Some(2_000_000), Some(4_000_000), 500, Ok(vec![2, 3, 4])),
+            (None, Some(2_000_001), Some(4_000_000), 1, Ok(vec![3])),
+            // Only a start: one hour from it; only an end: one hour up to it.
+            (None, Some(5_000_000), None, 500, Ok(vec![5, 6, 7, 8])),
+            (None, None, Some(3_000_000), 500, Ok(vec![0, 1, 2, 3])),
+            (None, Some(0), Some(3_600_000), 500, Ok(vec![0, 1, 2, 3])),
+            (None, Some(0), Some(3_600_001), 500, Err(QueryError::WindowTooLong)),
+            (None, Some(4_000_000), Some(3_000_000), 500, Ok(vec![])),
+            (Some(1), Some(0), None, 500, Err(QueryError::CombinationInvalid)),
+            (Some(1), None, Some(0), 500, Err(QueryError::CombinationInvalid)),
+            (None, None, None, 5_000, Ok((0..10).collect())),
+        ];
+        for (from_id, start, end, limit, expected) in table {
+            assert_eq!(
+                ids(from_id, start, end, limit),
+                expected,
+                "{from_id:?} {start:?} {end:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tape_serves_recent_and_historical_trades() {
+        let trades: Vec<TapeTrade> = (100..110).map(|i| trade(i, price("1"), qty("1"), i, i)).collect();
+        let market = market_with(&trades);
+        let ids = |list: Vec<TapeTrade>| list.iter().map(|t| t.id).collect::<Vec<u64>>();
+        assert_eq!(ids(market.recent(3)), [107, 108, 109]);
+        assert_eq!(ids(market.recent(0)), Vec::<u64>::new());
+        assert_eq!(ids(market.recent(5_000)).len(), 10);
+        assert_eq!(market.from_id(105, 2).map(ids), Ok(vec![105, 106]));
+        assert_eq!(market.from_id(108, 500).map(ids), Ok(vec![108, 109]));
+        assert_eq!(market.from_id(110, 500).map(ids), Ok(vec![]));
+        assert_eq!(
+            market.from_id(99, 500),
+            Err(QueryError::NotKept { oldest_kept_id: 100 })
+        );
+        assert_eq!(market.last_price(), Some(price("1")));
+    }
+
+    #[test]
+    fn rings_evict_the_oldest_at_their_limits() {
+        let limits = MarketDataLimits {
+            trades_kept_per_market_max: 3,
+            agg_trades_kept_per_market_max: 2,
+            klines_kept_per_interval_max: 2,
+        };
+        assert_eq!(
+            limits.memory_bytes(),
+            3 * 56 + 2 * 56 + 16 * 2 * 88 + MINUTES_KEPT_MAX * 96 + size_of::<MarketData>()
+        );
+        let mut market = MarketData::new(limits);
+        for id in 1..=5 {
+            market.record(&trade(id, price("1"), qty("1"), id * 60_000, id));
+        }
+        let trade_ids: Vec<u64> = market.recent(500).iter().map(|t| t.id).collect();
+        assert_eq!(trade_ids, [3, 4, 5]);
+        assert_eq!(market.from_id(2, 500), Err(QueryError::NotKept { oldest_kept_id: 3 }));
+        assert_eq!(market.from_id(3, 500).map(|t| t.len()), Ok(3));
+        let agg_ids: Vec<u64> = market
+            .agg_trades(&AggTradesQuery {
+                limit: 500,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(agg_ids, [3, 4]);
+        let query = AggTradesQuery {
+            from_id: Some(2),
+            limit: 500,
+            ..Default::default()
+        };
+        assert_eq!(
+            market.agg_trades(&query),
+            Err(QueryError::NotKept { oldest_kept_id: 3 })
+        );
+        let opens: Vec<u64> = market
+            .klines(Interval::M1, None, None, 500)
+            .iter()
+            .map(|c| c.open_time_ms)
+            .collect();
+        assert_eq!(opens, [240_000, 300_000]);
+        assert_eq!(market.klines(Interval::H1, None, None, 500).len(), 1);
+    }
+
+    #[test]
+    fn ticker_window_rolls_off_old_minutes() {
+        let day = DAY_MS;
+        let base = 1_700_000_040_000; // a minute boundary
+        let market = market_with(&[
+            trade(1, price("4"), qty("1"), base, 1),
+            trade(2, price("5"), qty("1"), base + 30_000, 2),
+            trade(3, price("6"), qty("2"), base + 61_000, 3),
+            trade(4, price("3"), qty("1"), base + day + 5_000, 4),
+        ]);
+        // At base + 1 day + 59.999 s the window opens at base: all trades.
+        let all = market.ticker_24h(base + day + 59_999).unwrap();
+        assert_eq!((all.first_id, all.last_id, all.count), (Some(1), Some(4), 4));
+        assert_eq!(
+            (all.open_price, all.high_price, all.low_price),
+            (price("4"), price("6"), price("3"))
+        );
+        assert_eq!(all.open_time_ms, base);
+        assert_eq!(all.close_time_ms, base + day + 59_999);
+        assert_eq!(all.prev_close_price, Price::ZERO);
+        // One minute later the first minute (trades 1 and 2) has rolled off.
+        let later = market.ticker_24h(base + day + 60_000).unwrap();
+        assert_eq!((later.first_id, later.last_id, later.count), (Some(3), Some(4), 2));
+        assert_eq!(later.open_price, price("6"));
+        assert_eq!(later.prev_close_price, price("5"));
+        assert_eq!(later.volume, qty("3"));
+        assert_eq!(later.quote_volume, Amount::parse("15").unwrap());
+        assert_eq!((later.last_price, later.last_qty), (price("3"), qty("1")));
+        assert_eq!(later.price_change, Price(-300_000_000));
+        assert_eq!(later.price_change_percent(), "-50.000");
+        assert_eq!(later.weighted_avg_price, price("5"));
+        // A day after the last trade nothing is left but the last price.
+        let quiet = market.ticker_24h(base + 3 * day).unwrap();
+        assert_eq!((quiet.first_id, quiet.last_id, quiet.count), (None, None, 0));
+        assert_eq!((quiet.last_price, quiet.last_qty), (price("3"), qty("1")));
+        assert_eq!(quiet.prev_close_price, price("3"));
+        assert_eq!((quiet.volume, quiet.open_price), (Qty::ZERO, Price::ZERO));
+        assert_eq!(quiet.price_change_percent(), "0.000");
+    }
+
+    #[test]
+    fn ticker_keeps_the_previous_close_past_evicted_minutes() {
+        let mut market = MarketData::new(MarketDataLimits::default());
+        let minutes = MINUTES_KEPT_MAX as u64 + 10;
+        for minute in 0..minutes {
+            market.record(&trade(
+                minute,
+                Price(100 + minute as i64),
+                qty("1"),
+                minute * MINUTE_MS,
+                minute,
+            ));
+        }
+        // The window opens at minute 10, the oldest kept bucket; minute 9
+        // was evicted and still gives the previous close.
+        let now = (minutes - 1) * MINUTE_MS + 30_000;
+        let ticker = market.ticker_24h(now).unwrap();
+        assert_eq!(ticker.open_time_ms, 10 * MINUTE_MS);
+        assert_eq!(ticker.count, MINUTES_KEPT_MAX as u64);
+        assert_eq!(ticker.first_id, Some(10));
+        assert_eq!(ticker.prev_close_price, Price(109));
+    }
+
+    #[test]
+    fn percent_and_weighted_average_strings_are_exact() {
+        let minute = 1_700_000_040_000;
+        // (trades as (price, qty), priceChangePercent, weightedAvgPrice)
+        type Row = (&'static [(&'static str, &'static str)], &'static str, &'static str);
+        let table: &[Row] = &[
+            // Binance's documented example: -8 on 9, 487 over 187.
+            (&[("9", "37.5"), ("1", "149.5")], "-88.889", "2.60427807"),
+            (&[("4", "1"), ("3.98", "1")], "-0.500", "3.99000000"),
+            (&[("3", "1"), ("4", "2")], "33.333", "3.66666666"),
+            (&[("3", "2"), ("2", "1")], "-33.333", "2.66666666"),
+            (&[("2", "1"), ("4", "1")], "100.000", "3.00000000"),
+            (&[("0.00200000", "1"), ("0.00200001", "1")], "0.001", "0.00200000"),
+            (&[("0.00200000", "1"), ("0.00199999", "1")], "-0.001", "0.00199999"),
+            (&[("8", "1"), ("8.00000001", "1")], "0.000", "8.00000000"),
+            (&[("7", "0.1")], "0.000", "7.00000000"),
+        ];
+        for &(fills, percent, average) in table {
+            let trades: Vec<TapeTrade> = fills
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, q))| trade(i as u64, price(p), qty(q), minute + i as u64, i as u64))
+                .collect();
+            let ticker = market_with(&trades).ticker_24h(minute + 1_000).unwrap();
+            assert_eq!(ticker.price_change_percent(), percent, "{fills:?}");
+            assert_eq!(ticker.weighted_avg_price.to_string(), average, "{fills:?}");
+        }
+    }
+
+    #[test]
+    fn percent_rounds_half_away_from_zero() {
+        let table = [
+            (1, 200_000, 1),
+            (-1, 200_000, -1),
+            (1, 200_001, 0),
+            (-1, 200_001, 0),
+            (3, 200_000, 2),
+            (-3, 200_000, -2),
+            (0, 5, 0),
+            (7, 0, 0),
+            (i64::MAX, 1, i64::MAX),
+        ];
+        for (change, open, thousandths) in table {
+            assert_eq!(percent_thousandths(change, open), thousandths, "{change}/{open}");
+        }
+        assert_eq!(thousandths_to_string(-500), "-0.500");
+        assert_eq!(thousandths_to_string(95_960), "95.960");
+        assert_eq!(thousandths_to_string(0), "0.000");
+    }
+
+    #[test]
+    fn avg_price_covers_five_minutes_from_the_minute_boundary() {
+        let base = 1_700_000_040_000;
+        let market = market_with(&[
+            trade(1, price("100"), qty("1"), base, 1),
+            trade(2, price("10"), qty("1"), base + 60_000, 2),
+            trade(3, price("13"), qty("2"), base + 5 * 60_000 + 10, 3),
+        ]);
+        // Window opens at the minute of now - 5 min: base + 1 min.
+        let now = base + 6 * 60_000 + 30_000;
+        let expected = AvgPrice {
+            mins: 5,
+            price: price("12"),
+            close_time_ms: base + 300_010,
+        };
+        assert_eq!(market.avg_price(now), Some(expected));
+        let with_first = market.avg_price(base + 5 * 60_000 + 59_999).unwrap();
+        assert_eq!(with_first.price, price("34"));
+        assert_eq!(market.avg_price(base + 20 * 60_000), None);
+        assert_eq!(market.last_price(), Some(price("13")));
+    }
+
+    #[test]
+    fn earlier_time_is_filed_at_the_latest_time() {
+        let market = market_with(&[
+            trade(1, price("1"), qty("1"), 120_000, 1),
+            trade(2, price("2"), qty("1"), 50_000, 2),
+        ]);
+        let times: Vec<u64> = market.recent(500).iter().map(|t| t.time_ms).collect();
+        assert_eq!(times, [120_000, 120_000]);
+        assert_eq!(market.klines(Interval::M1, None, None, 500).len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "trade id 5 recorded after 5")]
+    fn repeated_trade_id_is_a_programmer_error() {
+        market_with(&[
+            trade(5, price("1"), qty("1"), 0, 1),
+            trade(5, price("1"), qty("1"), 0, 1),
+        ]);
+    }
+
+    /// Month start by walking month lengths from 1970, independent of the
+    /// era arithmetic under test.
+    fn naive_month(time_ms: u64) -> (u64, u64) {
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let (mut start, mut year, mut month) = (0, 1970, 1);
+        loop {
+            let days = match month {
+                2 if leap(year) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let end = start + days * DAY_MS;
+            if time_ms < end {
+                return (start, end - 1);
+            }
+            start = end;
+            (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        }
+    }
+
+    fn naive_bounds(interval: Interval, time_ms: u64) -> (u64, u64) {
+        match interval {
+            Interval::Mo1 => naive_month(time_ms),
+            Interval::W1 => {
+                // 1970-01-01 was a Thursday: weekday 3 counting from Monday.
+                let day = time_ms / DAY_MS;
+                let monday = (day + 3) / 7 * 7;
+                let open = monday.saturating_sub(3) * DAY_MS;
+                (open, (monday + 4) * DAY_MS - 1)
+            }
+            _ => {
+                let length = interval.fixed_ms();
+                let open = time_ms / length * length;
+                (open, open + length - 1)
+            }
+        }
+    }
+
+    fn naive_candles(interval: Interval, trades: &[TapeTrade]) -> Vec<Candle> {
+        let mut groups: BTreeMap<(u64, u64), Vec<&TapeTrade>> = BTreeMap::new();
+        for trade in trades {
+            groups
+                .entry(naive_bounds(interval, trade.time_ms))
+                .or_default()
+                .push(trade);
+        }
+        groups
+            .into_iter()
+            .map(|((open_time_ms, close_time_ms), group)| {
+                let taker_buys = || group.iter().filter(|t| !t.is_buyer_maker);
+                Candle {
+                    open_time_ms,
+                    open: group[0].price,
+                    high: group.iter().map(|t| t.price).max().unwrap(),
+                    low: group.iter().map(|t| t.price).min().unwrap(),
+                    close: group[group.len() - 1].price,
+                    volume: Qty(group.iter().map(|t| t.qty.0).sum()),
+                    close_time_ms,
+                    quote_volume: Amount(group.iter().map(|t| t.quote_qty.0).sum()),
+                    trade_count: group.len() as u64,
+                    taker_buy_base_volume: Qty(taker_buys().map(|t| t.qty.0).sum()),
+                    taker_buy_quote_volume: Amount(taker_buys().map(|t| t.quote_qty.0).sum()),
+                }
+            })
+            .collect()
+    }
+
+    fn trades_strategy() -> impl Strategy<Value = (u64, Vec<(u64, i64, i64, bool)>)> {
+        let step = prop_oneof![0..2_000u64, 0..3 * DAY_MS, 0..90 * DAY_MS];
+        (
+            0..4_200_000_000_000u64,
+            prop::collection::vec((step, 1..10_000i64, 1..10_000i64, any::<bool>()), 0..120),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_candles_equal_naive_candles((start, steps) in trades_strategy()) {
+            let kept = 40;
+            let mut market = MarketData::new(MarketDataLimits {
+                klines_kept_per_interval_max: kept,
+                ..MarketDataLimits::default()
+            });
+            let mut trades = Vec::new();
+            let mut time = start;
+            for (id, (step, price_units, qty_units, buyer_maker)) in steps.into_iter().enumerate() {
+                time += step;
+                let mut t = trade(id as u64, Price(price_units), Qty(qty_units), time, id as u64);
+                t.is_buyer_maker = buyer_maker;
+                market.record(&t);
+                trades.push(t);
+            }
+            for interval in Interval::ALL {
+                let naive = naive_candles(interval, &trades);
+                let tail = &naive[naive.len().saturating_sub(kept)..];
+                prop_assert_eq!(market.klines(interval, None, None, 1_000), tail, "{}", interval.as_str());
+            }
+        }
     }
 }
