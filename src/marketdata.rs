@@ -324,7 +324,8 @@ impl Interval {
         self as usize
     }
 
-    /// Length of every interval but the month, whose length varies.
+    /// Length of the interval; for the month, whose length varies, the
+    /// longest month, which aligns nothing (see [`month_open_ms`]).
     fn fixed_ms(self) -> u64 {
         match self {
             Interval::S1 => SECOND_MS,
@@ -1022,6 +1023,39 @@ mod tests {
         assert_eq!(market.avg_price(1_700_000_000_000), None);
         assert_eq!(market.ticker_24h(1_700_000_000_000), None);
         assert_eq!(market.ticker_24h(0), None);
+    }
+
+    #[test]
+    fn tape_trade_from_fill_keeps_taker_and_side() {
+        use tradsys_engine::order::{MarketId, Side};
+        let fill = Fill {
+            market: MarketId(3),
+            trade_id: 41,
+            price: price("2.5"),
+            qty: qty("4"),
+            quote_qty: Amount::parse("10").unwrap(),
+            taker_order: 900,
+            taker_user: 7,
+            taker_side: Side::Sell,
+            maker_order: 800,
+            maker_user: 8,
+            time_ms: 1_234,
+        };
+        let expected = TapeTrade {
+            id: 41,
+            price: price("2.5"),
+            qty: qty("4"),
+            quote_qty: Amount::parse("10").unwrap(),
+            time_ms: 1_234,
+            is_buyer_maker: true,
+            taker_order: 900,
+        };
+        assert_eq!(TapeTrade::from(&fill), expected);
+        let buy = Fill {
+            taker_side: Side::Buy,
+            ..fill
+        };
+        assert!(!TapeTrade::from(&buy).is_buyer_maker);
     }
 
     #[test]
