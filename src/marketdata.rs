@@ -353,7 +353,7 @@ impl Interval {
             // The first days of 1970 belong to a week that opened before the
             // epoch; they are filed under time 0.
             Interval::W1 => {
-                let since_monday = time_ms + EPOCH_AFTER_MONDAY_MS;
+                let since_monday = time_ms.saturating_add(EPOCH_AFTER_MONDAY_MS);
                 (since_monday - since_monday % WEEK_MS).saturating_sub(EPOCH_AFTER_MONDAY_MS)
             }
             Interval::Mo1 => month_open_ms(time_ms),
@@ -367,7 +367,7 @@ impl Interval {
         match self {
             Interval::Mo1 => next_month_open_ms(open_time_ms) - 1,
             Interval::W1 => {
-                let since_monday = open_time_ms + EPOCH_AFTER_MONDAY_MS;
+                let since_monday = open_time_ms.saturating_add(EPOCH_AFTER_MONDAY_MS);
                 since_monday - since_monday % WEEK_MS + WEEK_MS - EPOCH_AFTER_MONDAY_MS - 1
             }
             _ => open_time_ms + self.fixed_ms() - 1,
