@@ -10,6 +10,7 @@ pub mod http;
 pub mod json;
 pub mod limits;
 pub mod market_json;
+pub mod marketdata;
 pub mod mesh;
 pub mod metrics;
 pub mod oneshot;
