@@ -31,8 +31,14 @@ usage: bench/http.sh [--nginx-only] [ping|pipeline|all]
 environment (defaults in brackets):
   ROUNDS [3]  DURATION [10s]  CONNS [64]  THREADS [1]  WARMUP [2s]
   DEPTH [16] (pipeline depth)  SERVER_CPU [0]  CLIENT_CPU [1]
+  QUIET_WAIT [300]  seconds to wait for other processes to go quiet before
+              each run (a compiler on the same cores ruins the figures)
   TRADSYS_BIN  use this binary instead of building one
   CARGO_TARGET_DIR  respected by the release build
+
+Each run line shows "other-cpu": CPU time used during the run by processes
+other than the server and wrk, in percent of one core; above 5% the run is
+marked BUSY and its figure should not be trusted.
 
 Results go to stdout and are appended to bench/results/http-<date>.txt.
 EOF
@@ -46,6 +52,7 @@ WARMUP=${WARMUP:-2s}
 DEPTH=${DEPTH:-16}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+QUIET_WAIT=${QUIET_WAIT:-300}
 
 mode=ping
 nginx_only=0
@@ -235,6 +242,56 @@ run_wrk() {
 	taskset -c "$CLIENT_CPU" wrk "${args[@]}" >"$outfile" 2>&1
 }
 
+# CPU accounting, in clock ticks, to see whether anything but the benchmark
+# ran during a run. Without IRQ time accounting the kernel charges softirq
+# ticks (loopback TCP work) to the running task as well, so busy time here
+# includes irq and softirq to stay comparable with the tasks' own times.
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
+total_ticks() { awk '$1 == "cpu" { s = 0; for (i = 2; i <= 9; i++) s += $i; print s; exit }' /proc/stat; }
+# utime + stime of the given processes and their direct children (the nginx
+# worker); threads are included in a process's own figures.
+# The comm field is stripped first because it may contain spaces.
+server_ticks() {
+	local pid kids t=0
+	for pid in "$@"; do
+		kids=$(pgrep -P "$pid" || true)
+		for p in $pid $kids; do
+			t=$((t + $(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
+		done
+	done
+	echo "$t"
+}
+# User + system time of this shell's finished children (wrk, curl), from the
+# `times` builtin, in ticks. `times` must run in this shell, not in a $(...)
+# subshell (a fork starts with no children's time), hence the file.
+children_ticks() {
+	times >"$tmp/times"
+	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d\n", t * 100 }' "$tmp/times"
+}
+
+# Wait, up to QUIET_WAIT seconds, until processes other than ours use less
+# than 5% of one core over 2 s: a parallel build on the same two cores would
+# otherwise decide the result.
+wait_quiet() {
+	local waited=0 b0 t0 s0 b1 t1 s1 other pct
+	while :; do
+		b0=$(busy_ticks); t0=$(total_ticks); s0=$(server_ticks "${pids[@]}")
+		sleep 2
+		b1=$(busy_ticks); t1=$(total_ticks); s1=$(server_ticks "${pids[@]}")
+		other=$((b1 - b0 - (s1 - s0)))
+		pct=$(awk -v o="$other" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%d", t ? 100 * o * n / t : 0 }')
+		((pct < 5)) && return 0
+		if ((waited >= QUIET_WAIT)); then
+			out "WARNING: machine still busy after ${QUIET_WAIT}s (other processes ${pct}% of a core): $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
+			return 0
+		fi
+		((waited == 0)) && log "waiting for a quiet machine (other processes ${pct}% of a core: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs))"
+		sleep 3
+		waited=$((waited + 5))
+	done
+}
+
 median() {
 	printf '%s\n' "$@" | sort -g |
 		awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
@@ -246,9 +303,21 @@ median() {
 measure() {
 	local name=$1 kind=$2 round=$3 f="$tmp/wrk-$1-$2-$3.txt"
 	local before after rps total lat errs non2xx check inflight
+	local b0 t0 st0 s0 c0 b1 t1 st1 s1 c1 other busy
+	wait_quiet
 	before=$(server_count "$name")
+	b0=$(busy_ticks); t0=$(total_ticks); st0=$(steal_ticks); s0=$(server_ticks "${pids[@]}"); children_ticks >"$tmp/c0"
 	run_wrk "$name" "$kind" "$DURATION" "$f"
+	b1=$(busy_ticks); t1=$(total_ticks); st1=$(steal_ticks); s1=$(server_ticks "${pids[@]}"); children_ticks >"$tmp/c1"
 	after=$(server_count "$name")
+	c0=$(<"$tmp/c0")
+	c1=$(<"$tmp/c1")
+	# Percent of one core used by anything but the servers and wrk.
+	other=$(awk -v o="$((b1 - b0 - (s1 - s0) - (c1 - c0)))" -v t="$((t1 - t0))" -v n="$(nproc)" \
+		'BEGIN { v = t ? 100 * o * n / t : 0; if (v < 0) v = 0; printf "%.1f", v }')
+	busy=""
+	awk -v v="$other" 'BEGIN { exit !(v > 5) }' && busy=" BUSY"
+	other="other-cpu ${other}%${busy}, steal $(awk -v s="$((st1 - st0))" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%.1f", t ? 100 * s * n / t : 0 }')%"
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' "$f")
 	total=$(awk '/ requests in / { print $1 }' "$f")
 	lat=$(awk '$1 == "Latency" { print $2; exit }' "$f")
@@ -271,8 +340,8 @@ measure() {
 	else
 		check="count-check MISMATCH (server $((after - before)), wrk $total)"
 	fi
-	out "$(printf 'round %s  %-7s %-8s %12s req/s  %10s requests  avg-latency %-9s %s%s%s' \
-		"$round" "$name" "$kind" "$rps" "$total" "$lat" "$check" \
+	out "$(printf 'round %s  %-7s %-8s %12s req/s  %10s requests  avg-latency %-9s %s  %s%s%s' \
+		"$round" "$name" "$kind" "$rps" "$total" "$lat" "$check" "$other" \
 		"${errs:+  socket-errors: $errs}" "${non2xx:+  non-2xx: $non2xx}")"
 	eval "rps_$name+=(\"\$rps\")"
 }
