@@ -1,1 +1,53 @@
-fn main() {}
+//! The `tradsys` binary: reads the configuration and runs the shards.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when the server fails at run
+//! time (the address is taken, a shard dies), 2 for invalid configuration.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use tradsys::config::{self, Command};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TRADSYS_")).collect();
+    let config = match config::load(&args, &env) {
+        Ok(Command::Serve(config)) => *config,
+        Ok(Command::Help) => {
+            print!("{}", config::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("tradsys {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return invalid_config(&e.to_string()),
+    };
+    let markets = match std::fs::read_to_string(&config.markets) {
+        Ok(text) => match tradsys_engine::market::parse_markets(&text) {
+            Ok(markets) => markets,
+            Err(e) => return invalid_config(&format!("markets: {}: {e}", config.markets.display())),
+        },
+        Err(e) => return invalid_config(&format!("markets: {}: {e}", config.markets.display())),
+    };
+    for market in &markets {
+        if let Some(shard) = market.shard.filter(|&s| s as usize >= config.shards) {
+            let problem = format!(
+                "markets: market {}: shard: {shard} is not below --shards {}",
+                market.symbol, config.shards
+            );
+            return invalid_config(&problem);
+        }
+    }
+    match tradsys::shard::run(config, markets) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tradsys: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn invalid_config(problem: &str) -> ExitCode {
+    eprintln!("tradsys: invalid configuration: {problem}");
+    ExitCode::from(2)
+}

@@ -80,8 +80,7 @@ struct RawMarket {
 
 /// Parses and validates the text of a markets file.
 pub fn parse_markets(text: &str) -> Result<Vec<MarketSpec>, MarketsError> {
-    let raw: RawFile =
-        toml::from_str(text).map_err(|e| MarketsError::Syntax(e.message().to_string()))?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| MarketsError::Syntax(e.message().to_string()))?;
     if raw.market.is_empty() {
         return Err(MarketsError::Empty);
     }
@@ -109,11 +108,8 @@ fn invalid(symbol: &str, key: &'static str, problem: String) -> MarketsError {
 
 fn validate(raw: RawMarket) -> Result<MarketSpec, MarketsError> {
     let symbol = raw.symbol.clone();
-    let name_ok = |s: &str| {
-        (1..=20).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    };
+    let name_ok =
+        |s: &str| (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if !name_ok(&raw.symbol) {
         return Err(invalid(
             &symbol,
@@ -121,10 +117,7 @@ fn validate(raw: RawMarket) -> Result<MarketSpec, MarketsError> {
             "must be 1-20 upper-case letters or digits".into(),
         ));
     }
-    for (key, asset) in [
-        ("base_asset", &raw.base_asset),
-        ("quote_asset", &raw.quote_asset),
-    ] {
+    for (key, asset) in [("base_asset", &raw.base_asset), ("quote_asset", &raw.quote_asset)] {
         if !name_ok(asset) {
             return Err(invalid(
                 &symbol,
@@ -134,11 +127,7 @@ fn validate(raw: RawMarket) -> Result<MarketSpec, MarketsError> {
         }
     }
     if raw.base_asset == raw.quote_asset {
-        return Err(invalid(
-            &symbol,
-            "quote_asset",
-            "must differ from base_asset".into(),
-        ));
+        return Err(invalid(&symbol, "quote_asset", "must differ from base_asset".into()));
     }
     for (key, precision) in [
         ("base_asset_precision", raw.base_asset_precision),
@@ -187,10 +176,7 @@ fn check_consistent(spec: &MarketSpec) -> Result<(), MarketsError> {
         return fail("min_price", "must be > 0 and a multiple of tick_size");
     }
     if spec.max_price < spec.min_price || spec.max_price.0 % tick != 0 {
-        return fail(
-            "max_price",
-            "must be >= min_price and a multiple of tick_size",
-        );
+        return fail("max_price", "must be >= min_price and a multiple of tick_size");
     }
     if spec.min_qty.0 <= 0 || spec.min_qty.0 % step != 0 {
         return fail("min_qty", "must be > 0 and a multiple of step_size");

@@ -1,0 +1,367 @@
+//! The endpoints: routing by method and path, and the bodies they answer.
+//!
+//! Each request is routed here after `http` has framed it. Handlers for
+//! local data answer at once; `/metrics` gathers from every shard over the
+//! mesh. **Invariant:** JSON is produced only here and in `http` (error
+//! bodies); the engine never sees it.
+
+use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
+use crate::mesh::{Request, Response};
+use crate::metrics::{self, Route};
+use crate::shard::Shard;
+use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tradsys_engine::market::MarketSpec;
+use tradsys_engine::num::write_units;
+
+/// Binance's -1121 BAD_SYMBOL.
+pub const CODE_BAD_SYMBOL: i32 = -1121;
+/// Binance's -1128: optional parameters in an invalid combination.
+pub const CODE_BAD_PARAM_COMBINATION: i32 = -1128;
+/// Binance's -1016 SERVICE_SHUTTING_DOWN.
+pub const CODE_SHUTTING_DOWN: i32 = -1016;
+/// Binance's -1020 UNSUPPORTED_OPERATION: unknown paths and methods.
+pub const CODE_UNSUPPORTED: i32 = -1020;
+
+/// What a handler answers.
+pub struct Reply {
+    pub route: Route,
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: &'static [&'static str],
+    pub body: Body,
+}
+
+pub enum Body {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Static(b) => b,
+            Body::Owned(b) => b,
+        }
+    }
+}
+
+impl Reply {
+    fn json(route: Route, body: Body) -> Reply {
+        Reply {
+            route,
+            status: 200,
+            content_type: CONTENT_JSON,
+            headers: &[],
+            body,
+        }
+    }
+
+    pub fn error(route: Route, error: &HttpError) -> Reply {
+        Reply {
+            route,
+            status: error.status,
+            content_type: CONTENT_JSON,
+            headers: &[],
+            body: Body::Owned(http::error_body(error.code, &error.msg).into_bytes()),
+        }
+    }
+}
+
+/// Answers one framed request.
+pub async fn handle(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
+    let path = &buf[head.path.clone()];
+    let (route, allowed) = route_of(path);
+    if route == Route::NotFound {
+        let msg = format!("Unknown path {}.", String::from_utf8_lossy(path));
+        return Reply::error(route, &HttpError::new(404, CODE_UNSUPPORTED, msg));
+    }
+    if !matches!(head.method, Method::Get | Method::Head) {
+        let mut reply = Reply::error(
+            route,
+            &HttpError::new(405, CODE_UNSUPPORTED, "Method not allowed; use GET."),
+        );
+        reply.headers = allowed;
+        return reply;
+    }
+    match route {
+        Route::Health => Reply::json(route, Body::Static(b"{\"status\":\"ok\"}")),
+        Route::Ready => ready(shard),
+        Route::Ping => Reply::json(route, Body::Static(b"{}")),
+        Route::Time => Reply::json(
+            route,
+            Body::Owned(format!("{{\"serverTime\":{}}}", now_ms()).into_bytes()),
+        ),
+        Route::ExchangeInfo => exchange_info(shard, buf, head),
+        Route::Metrics => gather_metrics(shard).await,
+        Route::NotFound | Route::Malformed => unreachable!("handled above"),
+    }
+}
+
+fn route_of(path: &[u8]) -> (Route, &'static [&'static str]) {
+    const GET: &[&str] = &["Allow: GET, HEAD"];
+    let route = match path {
+        b"/health" => Route::Health,
+        b"/ready" => Route::Ready,
+        b"/metrics" => Route::Metrics,
+        b"/api/v3/ping" => Route::Ping,
+        b"/api/v3/time" => Route::Time,
+        b"/api/v3/exchangeInfo" => Route::ExchangeInfo,
+        _ => Route::NotFound,
+    };
+    (route, GET)
+}
+
+/// Milliseconds since the Unix epoch, as Binance reports time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ready(shard: &Shard) -> Reply {
+    if shard.is_draining() {
+        let error = HttpError::new(503, CODE_SHUTTING_DOWN, "Service shutting down.");
+        return Reply::error(Route::Ready, &error);
+    }
+    if !shard.is_ready() {
+        let error = HttpError::new(503, CODE_SHUTTING_DOWN, "Service starting.");
+        return Reply::error(Route::Ready, &error);
+    }
+    Reply::json(Route::Ready, Body::Static(b"{\"status\":\"ready\"}"))
+}
+
+async fn gather_metrics(shard: &Shard) -> Reply {
+    let mut snapshots = Vec::with_capacity(shard.mesh().shards());
+    for peer in 0..shard.mesh().shards() {
+        if peer == shard.index() {
+            snapshots.push(shard.metrics().snapshot(peer));
+            continue;
+        }
+        shard.metrics_mut().mesh_sent += 1;
+        match shard.mesh().call(peer, Request::Metrics).await {
+            Ok(Response::Metrics(snapshot)) => {
+                shard.metrics_mut().mesh_received += 1;
+                snapshots.push(*snapshot);
+            }
+            Err(e) => {
+                let error = HttpError::new(503, -1001, format!("Metrics unavailable: {e}."));
+                return Reply::error(Route::Metrics, &error);
+            }
+        }
+    }
+    Reply {
+        content_type: CONTENT_PROMETHEUS,
+        ..Reply::json(Route::Metrics, Body::Owned(metrics::render(&snapshots).into_bytes()))
+    }
+}
+
+/// exchangeInfo, pre-rendered: everything but serverTime is fixed at start.
+pub struct ExchangeInfo {
+    /// `"rateLimits":[..],"exchangeFilters":[]` with the leading comma.
+    limits_json: String,
+    /// (symbol, its JSON object) in file order.
+    symbols: Vec<(String, String)>,
+}
+
+/// Binance's published default request limits, as exchangeInfo shows them.
+pub struct RateLimits {
+    pub request_weight_per_minute_max: u32,
+    pub orders_per_10s_max: u32,
+    pub orders_per_day_max: u32,
+    pub raw_requests_per_5m_max: u32,
+}
+
+pub const RATE_LIMITS_DEFAULT: RateLimits = RateLimits {
+    request_weight_per_minute_max: 6000,
+    orders_per_10s_max: 100,
+    orders_per_day_max: 200_000,
+    raw_requests_per_5m_max: 61_000,
+};
+
+/// Order types the matching engine accepts, with Binance's names.
+const ORDER_TYPES: [&str; 7] = [
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+];
+const STP_MODES: [&str; 4] = ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"];
+
+impl ExchangeInfo {
+    pub fn new(markets: &[MarketSpec], limits: &RateLimits) -> ExchangeInfo {
+        let rate_limits = json!([
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limits.request_weight_per_minute_max},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": limits.orders_per_10s_max},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": limits.orders_per_day_max},
+            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": limits.raw_requests_per_5m_max},
+        ]);
+        ExchangeInfo {
+            limits_json: format!(",\"rateLimits\":{rate_limits},\"exchangeFilters\":[]"),
+            symbols: markets.iter().map(|m| (m.symbol.clone(), symbol_json(m))).collect(),
+        }
+    }
+
+    /// The full body for the symbols selected (all when `None`).
+    fn render(&self, selected: Option<&[usize]>, server_time_ms: u64) -> Vec<u8> {
+        let mut out = String::with_capacity(1024 + 1536 * self.symbols.len());
+        out.push_str("{\"timezone\":\"UTC\",\"serverTime\":");
+        out.push_str(itoa::Buffer::new().format(server_time_ms));
+        out.push_str(&self.limits_json);
+        out.push_str(",\"symbols\":[");
+        let mut first = true;
+        let mut push = |json: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(json);
+        };
+        match selected {
+            Some(indexes) => indexes.iter().for_each(|&i| push(&self.symbols[i].1)),
+            None => self.symbols.iter().for_each(|(_, json)| push(json)),
+        }
+        out.push_str("]}");
+        out.into_bytes()
+    }
+
+    fn index_of(&self, symbol: &str) -> Option<usize> {
+        self.symbols.iter().position(|(s, _)| s == symbol)
+    }
+}
+
+fn decimal(units: i64) -> String {
+    let mut out = String::new();
+    write_units(&mut out, units, 8);
+    out
+}
+
+fn symbol_json(m: &MarketSpec) -> String {
+    json!({
+        "symbol": m.symbol,
+        "status": "TRADING",
+        "baseAsset": m.base_asset,
+        "baseAssetPrecision": m.base_asset_precision,
+        "quoteAsset": m.quote_asset,
+        "quotePrecision": m.quote_asset_precision,
+        "quoteAssetPrecision": m.quote_asset_precision,
+        "baseCommissionPrecision": m.base_asset_precision,
+        "quoteCommissionPrecision": m.quote_asset_precision,
+        "orderTypes": ORDER_TYPES,
+        "icebergAllowed": false,
+        "ocoAllowed": false,
+        "otoAllowed": false,
+        "quoteOrderQtyMarketAllowed": true,
+        "allowTrailingStop": false,
+        "cancelReplaceAllowed": true,
+        "isSpotTradingAllowed": true,
+        "isMarginTradingAllowed": false,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": decimal(m.min_price.0), "maxPrice": decimal(m.max_price.0), "tickSize": decimal(m.tick_size.0)},
+            {"filterType": "LOT_SIZE", "minQty": decimal(m.min_qty.0), "maxQty": decimal(m.max_qty.0), "stepSize": decimal(m.step_size.0)},
+            {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
+             "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "NONE",
+        "allowedSelfTradePreventionModes": STP_MODES,
+    })
+    .to_string()
+}
+
+fn exchange_info(shard: &Shard, buf: &[u8], head: &Head) -> Reply {
+    let info = shard.exchange_info();
+    let params = match Params::parse(&buf[head.query.clone()], None, shard.http_limits().params_count_max) {
+        Ok(p) => p,
+        Err(e) => return Reply::error(Route::ExchangeInfo, &e),
+    };
+    let selected = match select_symbols(info, params.get("symbol"), params.get("symbols")) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(Route::ExchangeInfo, &e),
+    };
+    Reply::json(
+        Route::ExchangeInfo,
+        Body::Owned(info.render(selected.as_deref(), now_ms())),
+    )
+}
+
+fn select_symbols(
+    info: &ExchangeInfo,
+    symbol: Option<&str>,
+    symbols: Option<&str>,
+) -> Result<Option<Vec<usize>>, HttpError> {
+    let bad_symbol = || HttpError::new(400, CODE_BAD_SYMBOL, "Invalid symbol.");
+    match (symbol, symbols) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(HttpError::new(
+            400,
+            CODE_BAD_PARAM_COMBINATION,
+            "Combination of optional parameters invalid.",
+        )),
+        (Some(symbol), None) => Ok(Some(vec![info.index_of(symbol).ok_or_else(bad_symbol)?])),
+        (None, Some(list)) => {
+            let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+                HttpError::new(
+                    400,
+                    http::CODE_ILLEGAL_CHARS,
+                    "Illegal characters found in parameter 'symbols'; legal range is '[\"SYMBOL\",...]'.",
+                )
+            })?;
+            if names.is_empty() {
+                return Err(HttpError::new(400, -1102, "Parameter 'symbols' was empty."));
+            }
+            names
+                .iter()
+                .map(|n| info.index_of(n).ok_or_else(bad_symbol))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ExchangeInfo {
+        let markets = tradsys_engine::market::parse_markets(include_str!("../shards/markets.toml")).unwrap();
+        ExchangeInfo::new(&markets, &RATE_LIMITS_DEFAULT)
+    }
+
+    #[test]
+    fn selects_symbols() {
+        let info = info();
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Option<Vec<usize>>, i32>);
+        let table: &[Case] = &[
+            (None, None, Ok(None)),
+            (Some("ETHBTC"), None, Ok(Some(vec![2]))),
+            (None, Some("[\"EURUSD\",\"BTCUSDT\"]"), Ok(Some(vec![3, 0]))),
+            (Some("NOPE"), None, Err(CODE_BAD_SYMBOL)),
+            (None, Some("[\"BTCUSDT\",\"NOPE\"]"), Err(CODE_BAD_SYMBOL)),
+            (None, Some("BTCUSDT"), Err(http::CODE_ILLEGAL_CHARS)),
+            (Some("BTCUSDT"), Some("[\"BTCUSDT\"]"), Err(CODE_BAD_PARAM_COMBINATION)),
+        ];
+        for (symbol, symbols, expected) in table {
+            let got = select_symbols(&info, *symbol, *symbols).map_err(|e| e.code);
+            assert_eq!(&got, expected, "{symbol:?} {symbols:?}");
+        }
+    }
+
+    #[test]
+    fn renders_binance_fields() {
+        let body = info().render(Some(&[0]), 1_700_000_000_000);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["serverTime"], 1_700_000_000_000u64);
+        let s = &v["symbols"][0];
+        assert_eq!(s["symbol"], "BTCUSDT");
+        assert_eq!(s["filters"][0]["tickSize"], "0.01000000");
+        assert_eq!(s["filters"][1]["stepSize"], "0.00001000");
+        assert_eq!(s["filters"][2]["minNotional"], "5.00000000");
+        assert_eq!(v["rateLimits"][0]["limit"], 6000);
+    }
+}

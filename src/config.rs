@@ -1,0 +1,412 @@
+//! Configuration: flags > environment (`TRADSYS_*`) > TOML file > default.
+//!
+//! Every key has one spelling per source, derived from its name:
+//! `http_header_bytes_max` is `--http-header-bytes-max`, the environment
+//! variable `TRADSYS_HTTP_HEADER_BYTES_MAX` and the TOML key
+//! `http_header_bytes_max`. Values are gathered as text from all sources
+//! first and then parsed once, so a bad value names its key whatever source
+//! it came from. Start-up turns a `ConfigError` into one line and exit 2.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the configuration was refused; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("unknown option {0} (see --help)")]
+    UnknownFlag(String),
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// One configuration key: its name and the default as text.
+struct Key {
+    name: &'static str,
+    default: &'static str,
+    help: &'static str,
+}
+
+/// Every key tradsys reads. The default "" means "computed" (shards) or
+/// "unset" (optional keys).
+const KEYS: &[Key] = &[
+    Key {
+        name: "listen",
+        default: "127.0.0.1:8080",
+        help: "address of the HTTP/WebSocket API",
+    },
+    Key {
+        name: "shards",
+        default: "",
+        help: "shards (one per core); default: the cores this process may use",
+    },
+    Key {
+        name: "data_dir",
+        default: "./data",
+        help: "directory for journals and snapshots",
+    },
+    Key {
+        name: "markets",
+        default: "shards/markets.toml",
+        help: "markets file",
+    },
+    Key {
+        name: "http_header_bytes_max",
+        default: "8192",
+        help: "request line + headers, bytes (over: 431)",
+    },
+    Key {
+        name: "http_headers_count_max",
+        default: "64",
+        help: "headers per request (over: 431)",
+    },
+    Key {
+        name: "http_body_bytes_max",
+        default: "65536",
+        help: "request body, bytes (over: 413)",
+    },
+    Key {
+        name: "http_params_count_max",
+        default: "128",
+        help: "query + form parameters per request (over: 400)",
+    },
+    Key {
+        name: "http_header_timeout_ms",
+        default: "10000",
+        help: "time to receive a request's head and body (over: 408 and close)",
+    },
+    Key {
+        name: "http_idle_timeout_ms",
+        default: "60000",
+        help: "keep-alive idle time before the connection is closed",
+    },
+    Key {
+        name: "http_write_timeout_ms",
+        default: "10000",
+        help: "time a client may take to accept a response",
+    },
+    Key {
+        name: "connections_per_shard_max",
+        default: "100000",
+        help: "open connections per shard (over: closed at once)",
+    },
+    Key {
+        name: "shutdown_timeout_ms",
+        default: "10000",
+        help: "time in-flight requests get on SIGTERM/SIGINT",
+    },
+    Key {
+        name: "mesh_channel_capacity",
+        default: "1024",
+        help: "messages queued between two shards",
+    },
+];
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    /// The CPUs this process may use, in order; shard i runs on cpus[i].
+    pub cpus: Vec<usize>,
+    pub data_dir: PathBuf,
+    pub markets: PathBuf,
+    pub http: HttpLimits,
+    pub connections_per_shard_max: usize,
+    pub shutdown_timeout: Duration,
+    pub mesh_channel_capacity: usize,
+}
+
+/// Limits of the HTTP layer, each named with its unit last.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub header_bytes_max: usize,
+    pub headers_count_max: usize,
+    pub body_bytes_max: usize,
+    pub params_count_max: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// The largest head and body the parser will ever be configured for; they
+/// bound the read buffer of a connection.
+pub const HTTP_HEADER_BYTES_LIMIT: usize = 1 << 20;
+pub const HTTP_BODY_BYTES_LIMIT: usize = 16 << 20;
+pub const HTTP_HEADERS_COUNT_LIMIT: usize = 1024;
+
+/// What the command line asked for.
+pub enum Command {
+    Serve(Box<Config>),
+    Help,
+    Version,
+}
+
+/// Reads the command line (without the program name) and the environment.
+pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, ConfigError> {
+    let mut args = args;
+    if args.first().map(String::as_str) == Some("serve") {
+        args = &args[1..];
+    }
+    let mut flags = BTreeMap::new();
+    let mut config_file = env.get("TRADSYS_CONFIG").cloned();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(ConfigError::UnknownFlag(arg.clone()));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name.replace('-', "_"), Some(value.to_string())),
+            None => (flag.replace('-', "_"), None),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                i += 1;
+                args.get(i).cloned().ok_or_else(|| invalid(&name, "needs a value"))?
+            }
+        };
+        if name == "config" {
+            config_file = Some(value);
+        } else if KEYS.iter().any(|k| k.name == name) {
+            flags.insert(name, value);
+        } else {
+            return Err(ConfigError::UnknownFlag(arg.clone()));
+        }
+        i += 1;
+    }
+    let file = match config_file {
+        Some(path) => read_file(&path)?,
+        None => BTreeMap::new(),
+    };
+    let mut values = BTreeMap::new();
+    for key in KEYS {
+        let env_name = format!("TRADSYS_{}", key.name.to_ascii_uppercase());
+        let value = flags
+            .remove(key.name)
+            .or_else(|| env.get(&env_name).cloned())
+            .or_else(|| file.get(key.name).cloned())
+            .unwrap_or_else(|| key.default.to_string());
+        values.insert(key.name, value);
+    }
+    build(&values).map(|c| Command::Serve(Box::new(c)))
+}
+
+/// Reads a TOML file of `key = value` lines into text values.
+fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let file_error = |problem: String| ConfigError::File {
+        path: path.to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.message().to_string()))?;
+    let mut values = BTreeMap::new();
+    for (name, value) in table {
+        if !KEYS.iter().any(|k| k.name == name) {
+            return Err(file_error(format!("unknown key {name}")));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(invalid(
+                    &name,
+                    format!("must be a string or an integer, got {}", other.type_str()),
+                ))
+            }
+        };
+        values.insert(name, text);
+    }
+    Ok(values)
+}
+
+fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
+    let text = |key: &str| values.get(key).map(String::as_str).unwrap_or("");
+    let listen: SocketAddr = text("listen")
+        .parse()
+        .map_err(|_| invalid("listen", format!("must be IP:PORT, got {:?}", text("listen"))))?;
+    let cpus = allowed_cpus();
+    let shards = match text("shards") {
+        "" => cpus.len(),
+        s => number(
+            "shards",
+            s,
+            1,
+            cpus.len() as u64,
+            &format!(" (this process may use {} cores)", cpus.len()),
+        )? as usize,
+    };
+    let path = |key: &str| -> Result<PathBuf, ConfigError> {
+        match text(key) {
+            "" => Err(invalid(key, "must not be empty")),
+            s => Ok(PathBuf::from(s)),
+        }
+    };
+    let ms = |key: &str| -> Result<Duration, ConfigError> {
+        number(key, text(key), 1, 3_600_000, "").map(Duration::from_millis)
+    };
+    let count = |key: &str, max: usize| -> Result<usize, ConfigError> {
+        number(key, text(key), 1, max as u64, "").map(|n| n as usize)
+    };
+    let http = HttpLimits {
+        header_bytes_max: count("http_header_bytes_max", HTTP_HEADER_BYTES_LIMIT)?,
+        headers_count_max: count("http_headers_count_max", HTTP_HEADERS_COUNT_LIMIT)?,
+        body_bytes_max: count("http_body_bytes_max", HTTP_BODY_BYTES_LIMIT)?,
+        params_count_max: count("http_params_count_max", 4096)?,
+        header_timeout: ms("http_header_timeout_ms")?,
+        idle_timeout: ms("http_idle_timeout_ms")?,
+        write_timeout: ms("http_write_timeout_ms")?,
+    };
+    if http.header_bytes_max < 256 {
+        return Err(invalid("http_header_bytes_max", "must be at least 256"));
+    }
+    Ok(Config {
+        listen,
+        shards,
+        cpus: cpus[..shards].to_vec(),
+        data_dir: path("data_dir")?,
+        markets: path("markets")?,
+        http,
+        connections_per_shard_max: count("connections_per_shard_max", 10_000_000)?,
+        shutdown_timeout: ms("shutdown_timeout_ms")?,
+        mesh_channel_capacity: count("mesh_channel_capacity", 1 << 20)?,
+    })
+}
+
+fn number(key: &str, text: &str, min: u64, max: u64, note: &str) -> Result<u64, ConfigError> {
+    let value: u64 = text
+        .parse()
+        .map_err(|_| invalid(key, format!("must be a whole number, got {text:?}")))?;
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max}{note}, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The CPUs in this process's affinity mask, in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// The text of `--help`.
+pub fn help() -> String {
+    let mut out = String::from(
+        "tradsys: a thread-per-core trading server speaking the Binance Spot v3 API\n\n\
+         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n\n\
+         Each KEY may also come from the environment as TRADSYS_KEY or from the\n\
+         TOML file as key = value; flags win over the environment, which wins\n\
+         over the file.\n\nkeys:\n",
+    );
+    for key in KEYS {
+        let default = if key.default.is_empty() { "-" } else { key.default };
+        out.push_str(&format!(
+            "  --{:<28} {} (default {})\n",
+            key.name.replace('_', "-"),
+            key.help,
+            default
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match load(&args, &env) {
+            Ok(Command::Serve(c)) => Ok(*c),
+            Ok(_) => Err("not serve".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = serve(&[], &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.shards, allowed_cpus().len());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.http.header_bytes_max, 8192);
+        assert_eq!(c.http.body_bytes_max, 65536);
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let dir = std::env::temp_dir().join(format!("tradsys-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\nhttp_body_bytes_max = 1000\ndata_dir = \"/f\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let env = [("TRADSYS_LISTEN", "127.0.0.1:2"), ("TRADSYS_DATA_DIR", "/e")];
+        let c = serve(&["serve", "--config", f, "--listen=127.0.0.1:3"], &env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3");
+        assert_eq!(c.data_dir, PathBuf::from("/e"));
+        assert_eq!(c.http.body_bytes_max, 1000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let table: &[Case] = &[
+            (&["--shards", "0"], &[], "shards: must be between 1 and"),
+            (
+                &["--listen", "nowhere"],
+                &[],
+                "listen: must be IP:PORT, got \"nowhere\"",
+            ),
+            (
+                &[],
+                &[("TRADSYS_HTTP_IDLE_TIMEOUT_MS", "soon")],
+                "http_idle_timeout_ms: must be a whole number, got \"soon\"",
+            ),
+            (&["--bogus", "1"], &[], "unknown option --bogus (see --help)"),
+            (&["--listen"], &[], "listen: needs a value"),
+            (
+                &["--config", "/nonexistent/x.toml"],
+                &[],
+                "config file /nonexistent/x.toml: ",
+            ),
+        ];
+        for (args, env, expected) in table {
+            let err = serve(args, env).unwrap_err();
+            assert!(err.starts_with(expected), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! One client connection: read, frame, answer in order, write.
+//!
+//! Requests are answered strictly in order; responses to pipelined requests
+//! are gathered and written together. A connection with nothing to do holds
+//! no buffers: both go back to the shard's pool and the connection waits on
+//! a one-byte read, raced against the shard's drain signal. That is what
+//! keeps an idle keep-alive connection to a few hundred bytes.
+//!
+//! Time limits: `idle_timeout` while waiting for the first byte of a
+//! request; `header_timeout` from that byte until the whole request (head
+//! and body) is in, else 408 and close; `write_timeout` for each write.
+
+use crate::api::{self, Reply};
+use crate::http::{self, HttpError, Method, Parsed};
+use crate::metrics::Route;
+use crate::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Size of a read buffer taken from the pool for a new request.
+pub const BUFFER_BYTES_INITIAL: usize = 4096;
+/// Buffers larger than this are freed instead of pooled.
+pub const BUFFER_BYTES_POOLED_MAX: usize = 64 * 1024;
+/// Pending response bytes that force a write before more requests are read.
+const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Serves `stream` until the client closes, a limit closes it, or the shard
+/// drains. Errors only end this connection.
+pub async fn serve(shard: &Shard, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.http_limits().write_timeout));
+    let mut conn = Conn {
+        shard,
+        stream,
+        read: ReadBuf::empty(),
+        write: Vec::new(),
+        request_started: None,
+        continue_sent: false,
+    };
+    let _ = conn.run().await;
+    conn.release_buffers();
+}
+
+/// The read buffer: initialised bytes, `start..end` not yet consumed.
+struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn empty() -> ReadBuf {
+        ReadBuf {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Makes room for at least `len` bytes of the current request.
+    fn reserve_request(&mut self, len: usize) {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+    }
+}
+
+struct Conn<'a> {
+    shard: &'a Shard,
+    stream: TcpStream,
+    read: ReadBuf,
+    write: Vec<u8>,
+    /// When the first byte of the request being read arrived.
+    request_started: Option<Instant>,
+    continue_sent: bool,
+}
+
+/// What to do after answering the buffered requests.
+enum Next {
+    Read { bytes_needed: usize },
+    Close,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self) -> io::Result<()> {
+        loop {
+            let next = self.answer_buffered().await;
+            if !self.write.is_empty() {
+                self.flush().await?;
+            }
+            let bytes_needed = match next {
+                Next::Close => return Ok(()),
+                Next::Read { bytes_needed } => bytes_needed,
+            };
+            if self.read.is_empty() && !self.read_hot().await? {
+                self.release_buffers();
+                if !self.wait_idle().await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if !self.read_more(bytes_needed).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order.
+    async fn answer_buffered(&mut self) -> Next {
+        let limits = *self.shard.http_limits();
+        loop {
+            if self.read.is_empty() {
+                self.read.start = 0;
+                self.read.end = 0;
+                return Next::Read { bytes_needed: 1 };
+            }
+            let parsed = http::parse(self.read.pending(), &limits);
+            let head = match parsed {
+                Ok(Parsed::Complete(head)) => head,
+                Ok(Parsed::Partial { needed_len }) => {
+                    self.request_started.get_or_insert_with(Instant::now);
+                    let bytes_needed = match needed_len {
+                        Some(head) => {
+                            if head.expect_continue && !self.continue_sent {
+                                self.continue_sent = true;
+                                self.write.extend_from_slice(CONTINUE);
+                            }
+                            head.len
+                        }
+                        None => (self.read.end - self.read.start + 1)
+                            .max(BUFFER_BYTES_INITIAL)
+                            .min(limits.header_bytes_max + 1),
+                    };
+                    return Next::Read { bytes_needed };
+                }
+                Err(error) => {
+                    self.answer_error(Route::Malformed, &error, true);
+                    return Next::Close;
+                }
+            };
+            let started = Instant::now();
+            let reply = api::handle(self.shard, self.read.pending(), &head).await;
+            let close = !head.keep_alive || self.shard.is_draining();
+            self.encode(&reply, close, head.method == Method::Head, started);
+            self.read.start += head.len;
+            self.request_started = None;
+            self.continue_sent = false;
+            if close {
+                return Next::Close;
+            }
+            if self.write.len() >= WRITE_BATCH_BYTES_MAX {
+                return Next::Read { bytes_needed: 0 };
+            }
+        }
+    }
+
+    fn encode(&mut self, reply: &Reply, close: bool, head_only: bool, started: Instant) {
+        let body = reply.body.as_bytes();
+        self.ensure_write_buffer();
+        http::encode(
+            &mut self.write,
+            &http::Response {
+                status: reply.status,
+                content_type: reply.content_type,
+                headers: reply.headers,
+                body,
+                close,
+                head_only,
+            },
+        );
+        let elapsed = started.elapsed().as_nanos() as u64;
+        self.shard.metrics_mut().record(reply.route, reply.status, elapsed);
+    }
+
+    fn answer_error(&mut self, route: Route, error: &HttpError, close: bool) {
+        let reply = Reply::error(route, error);
+        self.encode(&reply, close || error.close, false, Instant::now());
+    }
+
+    fn ensure_write_buffer(&mut self) {
+        if self.write.capacity() == 0 {
+            self.write = self.shard.take_buffer(BUFFER_BYTES_INITIAL);
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let result = self.stream.write_all(&self.write).await;
+        if result.is_ok() {
+            self.shard.metrics_mut().bytes_sent += self.write.len() as u64;
+        }
+        self.write.clear();
+        result
+    }
+
+    /// Tries to read without waiting, into a pooled buffer. `Ok(false)`: no
+    /// bytes are there yet.
+    async fn read_hot(&mut self) -> io::Result<bool> {
+        if self.read.data.is_empty() {
+            return Ok(false);
+        }
+        let attempt = futures_lite::future::poll_once(self.stream.read(&mut self.read.data[self.read.end..])).await;
+        match attempt {
+            None => Ok(false),
+            Some(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(Ok(n)) => {
+                self.received(n);
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Waits, holding no buffer, for the first byte of the next request.
+    /// `Ok(false)`: close (client closed, idle too long, or draining).
+    async fn wait_idle(&mut self) -> io::Result<bool> {
+        if self.shard.is_draining() {
+            return Ok(false);
+        }
+        let _ = self
+            .stream
+            .set_read_timeout(Some(self.shard.http_limits().idle_timeout));
+        let mut byte = [0u8; 1];
+        let stream = &mut self.stream;
+        let read = async { Some(stream.read(&mut byte).await) };
+        let drained = async {
+            self.shard.drained().await;
+            None
+        };
+        match futures_lite::future::or(read, drained).await {
+            None | Some(Ok(0)) => Ok(false),
+            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) => {
+                self.read.data = self.shard.take_buffer(BUFFER_BYTES_INITIAL);
+                let capacity = self.read.data.capacity();
+                self.read.data.resize(capacity, 0);
+                self.read.data[0] = byte[0];
+                self.read.start = 0;
+                self.read.end = 0;
+                self.received(1);
+                self.request_started = Some(Instant::now());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads more of a request that has started, within its deadline.
+    async fn read_more(&mut self, bytes_needed: usize) -> io::Result<bool> {
+        if self.read.data.is_empty() {
+            self.read.data = self.shard.take_buffer(BUFFER_BYTES_INITIAL);
+            let capacity = self.read.data.capacity();
+            self.read.data.resize(capacity, 0);
+        }
+        self.read
+            .reserve_request(bytes_needed.max(self.read.end - self.read.start + 1));
+        let limits = *self.shard.http_limits();
+        let started = *self.request_started.get_or_insert_with(Instant::now);
+        let left = limits.header_timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return self.timed_out().await;
+        }
+        let _ = self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let end = self.read.end;
+        match self.stream.read(&mut self.read.data[end..]).await {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.received(n);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => self.timed_out().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn timed_out(&mut self) -> io::Result<bool> {
+        let error = HttpError::new(408, -1007, "Timeout waiting for the request; closing the connection.");
+        self.answer_error(Route::Malformed, &error, true);
+        self.flush().await?;
+        Ok(false)
+    }
+
+    fn received(&mut self, n: usize) {
+        self.read.end += n;
+        self.shard.metrics_mut().bytes_received += n as u64;
+    }
+
+    fn release_buffers(&mut self) {
+        if self.read.data.capacity() > 0 && self.read.is_empty() {
+            self.shard.give_buffer(std::mem::take(&mut self.read.data));
+            self.read = ReadBuf::empty();
+        }
+        if self.write.capacity() > 0 && self.write.is_empty() {
+            self.shard.give_buffer(std::mem::take(&mut self.write));
+        }
+    }
+}

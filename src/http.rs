@@ -1,0 +1,592 @@
+//! HTTP/1.1 without I/O: request heads parsed into byte ranges of the
+//! connection's read buffer, form/query parameters, and response encoding.
+//!
+//! The connection loop (`conn`) owns the socket and the buffers; this module
+//! only looks at bytes, so the parser can be fed anything in tests and
+//! fuzzing. A head is described by ranges, not borrows, so a request can be
+//! held across an await while the buffer stays owned by the connection.
+//!
+//! **Invariant:** every error this module returns carries the status, the
+//! Binance-style code and message the client gets, and whether the
+//! connection must close (it must whenever framing is no longer known).
+
+use crate::config::HttpLimits;
+use std::ops::Range;
+
+/// Methods tradsys serves; anything else is `Other` and gets 405.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Head,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(method: &str) -> Method {
+        match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// A parsed request head; ranges index the buffer handed to [`parse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub method: Method,
+    pub path: Range<usize>,
+    /// The raw query string, without '?'; empty when absent.
+    pub query: Range<usize>,
+    pub body: Range<usize>,
+    /// Bytes from the start of the buffer to the end of the body.
+    pub len: usize,
+    pub keep_alive: bool,
+    /// The body is `application/x-www-form-urlencoded`.
+    pub form_body: bool,
+    /// The value of `X-MBX-APIKEY`, if sent.
+    pub api_key: Option<Range<usize>>,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// An error that the client sees as `{"code":..,"msg":..}` with `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub code: i32,
+    pub msg: String,
+    /// Framing is lost or the client is hostile: answer, then close.
+    pub close: bool,
+}
+
+impl HttpError {
+    pub fn new(status: u16, code: i32, msg: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            msg: msg.into(),
+            close: false,
+        }
+    }
+
+    fn fatal(status: u16, code: i32, msg: impl Into<String>) -> HttpError {
+        HttpError {
+            close: true,
+            ..HttpError::new(status, code, msg)
+        }
+    }
+}
+
+/// Binance's "unknown error" code, used for malformed HTTP itself.
+pub const CODE_MALFORMED: i32 = -1000;
+/// Binance's -1100 ILLEGAL_CHARS.
+pub const CODE_ILLEGAL_CHARS: i32 = -1100;
+/// Binance's -1101 TOO_MANY_PARAMETERS.
+pub const CODE_TOO_MANY_PARAMETERS: i32 = -1101;
+
+/// Parses one request from the start of `buf`.
+///
+/// `Ok(None)`: more bytes are needed; `needed_len` tells how many the whole
+/// request takes once the head is known. Errors mark whether to close.
+pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
+    let mut storage = [httparse::EMPTY_HEADER; HEADERS_STACK_MAX];
+    let mut heap;
+    let headers: &mut [httparse::Header] = if limits.headers_count_max <= HEADERS_STACK_MAX {
+        &mut storage[..limits.headers_count_max]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.headers_count_max];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.header_bytes_max {
+                return Err(too_large_head());
+            }
+            return Ok(Parsed::Partial { needed_len: None });
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::fatal(431, CODE_MALFORMED, "Too many request headers."));
+        }
+        Err(e) => {
+            return Err(HttpError::fatal(
+                400,
+                CODE_MALFORMED,
+                format!("Malformed HTTP request: {e}."),
+            ))
+        }
+    };
+    if head_len > limits.header_bytes_max {
+        return Err(too_large_head());
+    }
+    let base = buf.as_ptr() as usize;
+    let range_of = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let target = req.path.unwrap_or("");
+    if !target.starts_with('/') {
+        return Err(HttpError::fatal(
+            400,
+            CODE_MALFORMED,
+            "Malformed HTTP request: the target must start with '/'.",
+        ));
+    }
+    let target_range = range_of(target.as_bytes());
+    let (path, query) = match target.find('?') {
+        Some(q) => (
+            target_range.start..target_range.start + q,
+            target_range.start + q + 1..target_range.end,
+        ),
+        None => (target_range.clone(), target_range.end..target_range.end),
+    };
+    let http10 = req.version == Some(0);
+    let mut frame = Framing {
+        keep_alive: !http10,
+        ..Framing::default()
+    };
+    for header in req.headers.iter() {
+        frame.read(header, &range_of)?;
+    }
+    if frame.chunked {
+        return Err(HttpError::fatal(
+            411,
+            CODE_MALFORMED,
+            "Chunked request bodies are not supported; send Content-Length.",
+        ));
+    }
+    let content_length = frame.content_length.unwrap_or(0);
+    if content_length > limits.body_bytes_max {
+        return Err(HttpError::fatal(
+            413,
+            CODE_MALFORMED,
+            format!("Request body larger than {} bytes.", limits.body_bytes_max),
+        ));
+    }
+    let head = Head {
+        method: Method::from_bytes(req.method.unwrap_or("")),
+        path,
+        query,
+        body: head_len..head_len + content_length,
+        len: head_len + content_length,
+        keep_alive: frame.keep_alive,
+        form_body: frame.form_body,
+        api_key: frame.api_key,
+        expect_continue: frame.expect_continue,
+    };
+    if buf.len() < head.len {
+        return Ok(Parsed::Partial { needed_len: Some(head) });
+    }
+    Ok(Parsed::Complete(head))
+}
+
+/// Headers parsed on the stack; more than this (if configured) go to the heap.
+const HEADERS_STACK_MAX: usize = 64;
+
+/// What [`parse`] found at the start of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Complete(Head),
+    /// More bytes are needed. With the head known, `needed_len` holds it
+    /// (its `len` is the full request length).
+    Partial {
+        needed_len: Option<Head>,
+    },
+}
+
+fn too_large_head() -> HttpError {
+    HttpError::fatal(431, CODE_MALFORMED, "Request line and headers too large.")
+}
+
+/// What the headers say about framing and the connection.
+#[derive(Default)]
+struct Framing {
+    keep_alive: bool,
+    chunked: bool,
+    content_length: Option<usize>,
+    form_body: bool,
+    api_key: Option<Range<usize>>,
+    expect_continue: bool,
+}
+
+impl Framing {
+    fn read(&mut self, header: &httparse::Header, range_of: &dyn Fn(&[u8]) -> Range<usize>) -> Result<(), HttpError> {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(value)?;
+            if self.content_length.is_some_and(|l| l != length) {
+                return Err(HttpError::fatal(
+                    400,
+                    CODE_MALFORMED,
+                    "Conflicting Content-Length headers.",
+                ));
+            }
+            self.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let media = value.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
+            self.form_body = media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded");
+        } else if name.eq_ignore_ascii_case("x-mbx-apikey") {
+            self.api_key = Some(range_of(value));
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+}
+
+fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
+    let digits = value.trim_ascii();
+    let bad = || HttpError::fatal(400, CODE_MALFORMED, "Malformed HTTP request: invalid Content-Length.");
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    Ok(digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')))
+}
+
+/// Decoded request parameters: the query's first, then the form body's, so
+/// that a lookup finds the query's value first (Binance's rule).
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    /// Decodes `query` and, when it is a form, `body`.
+    pub fn parse(query: &[u8], form_body: Option<&[u8]>, count_max: usize) -> Result<Params, HttpError> {
+        let mut params = Params::default();
+        params.add(query, count_max)?;
+        if let Some(body) = form_body {
+            params.add(body, count_max)?;
+        }
+        Ok(params)
+    }
+
+    fn add(&mut self, encoded: &[u8], count_max: usize) -> Result<(), HttpError> {
+        for pair in encoded.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            if self.pairs.len() >= count_max {
+                return Err(HttpError::new(
+                    400,
+                    CODE_TOO_MANY_PARAMETERS,
+                    format!("Too many parameters; maximum is {count_max}."),
+                ));
+            }
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            let key = percent_decode(key).ok_or_else(|| illegal_chars("a parameter name"))?;
+            let value = percent_decode(value).ok_or_else(|| illegal_chars(&format!("'{key}'")))?;
+            self.pairs.push((key, value));
+        }
+        Ok(())
+    }
+
+    /// The value of `name`: the query's when both query and body carry it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+fn illegal_chars(what: &str) -> HttpError {
+    HttpError::new(
+        400,
+        CODE_ILLEGAL_CHARS,
+        format!("Illegal characters found in parameter {what}."),
+    )
+}
+
+/// Decodes `%XX` and `+` (form encoding); `None` for a bad escape or text
+/// that is not UTF-8.
+pub fn percent_decode(encoded: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(encoded.len());
+    let mut i = 0;
+    while i < encoded.len() {
+        match encoded[i] {
+            b'%' => {
+                let hex = encoded.get(i + 1..i + 3)?;
+                let high = (hex[0] as char).to_digit(16)?;
+                let low = (hex[1] as char).to_digit(16)?;
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The reason phrase of each status tradsys sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        418 => "I'm a teapot",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+pub const CONTENT_JSON: &str = "application/json;charset=UTF-8";
+pub const CONTENT_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A response about to be encoded.
+pub struct Response<'a> {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Extra headers, each a full "Name: value" without CRLF.
+    pub headers: &'a [&'a str],
+    pub body: &'a [u8],
+    pub close: bool,
+    /// HEAD: send the headers of the body but not the body.
+    pub head_only: bool,
+}
+
+/// Appends the encoded response to `out`.
+pub fn encode(out: &mut Vec<u8>, response: &Response) {
+    let mut length = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut status = itoa::Buffer::new();
+    out.extend_from_slice(status.format(response.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(response.status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(response.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(length.format(response.body.len()).as_bytes());
+    for header in response.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(header.as_bytes());
+    }
+    if response.close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !response.head_only {
+        out.extend_from_slice(response.body);
+    }
+}
+
+/// Appends `{"code":..,"msg":..}` for `error` as a full response.
+pub fn encode_error(out: &mut Vec<u8>, error: &HttpError, headers: &[&str], close: bool) {
+    let body = error_body(error.code, &error.msg);
+    encode(
+        out,
+        &Response {
+            status: error.status,
+            content_type: CONTENT_JSON,
+            headers,
+            body: body.as_bytes(),
+            close: close || error.close,
+            head_only: false,
+        },
+    );
+}
+
+/// The Binance error body.
+pub fn error_body(code: i32, msg: &str) -> String {
+    serde_json::json!({ "code": code, "msg": msg }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub fn limits() -> HttpLimits {
+        HttpLimits {
+            header_bytes_max: 8192,
+            headers_count_max: 64,
+            body_bytes_max: 65536,
+            params_count_max: 128,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn complete(raw: &[u8]) -> Head {
+        match parse(raw, &limits()) {
+            Ok(Parsed::Complete(head)) => head,
+            other => panic!("expected a complete request, got {other:?}"),
+        }
+    }
+
+    fn status_of(raw: &[u8]) -> u16 {
+        parse(raw, &limits()).unwrap_err().status
+    }
+
+    #[test]
+    fn parses_get_with_query() {
+        let raw = b"GET /api/v3/depth?symbol=BTCUSDT&limit=5 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = complete(raw);
+        assert_eq!(head.method, Method::Get);
+        assert_eq!(&raw[head.path.clone()], b"/api/v3/depth");
+        assert_eq!(&raw[head.query.clone()], b"symbol=BTCUSDT&limit=5");
+        assert_eq!(head.len, raw.len());
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn waits_for_the_body() {
+        let raw = b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\nab";
+        match parse(raw, &limits()).unwrap() {
+            Parsed::Partial { needed_len: Some(head) } => assert_eq!(head.len, raw.len() + 3),
+            other => panic!("{other:?}"),
+        }
+        let mut full = raw.to_vec();
+        full.extend_from_slice(b"c=1");
+        let head = complete(&full);
+        assert!(head.form_body);
+        assert_eq!(&full[head.body], b"abc=1");
+    }
+
+    #[test]
+    fn connection_semantics() {
+        let table: &[(&[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+        ];
+        for (raw, keep_alive) in table {
+            assert_eq!(
+                complete(raw).keep_alive,
+                *keep_alive,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn errors_have_statuses() {
+        let big_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let table: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+            (b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n", 413),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (b"GET http://x/ HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+            (b"\x00\x01\x02 / HTTP/1.1\r\n\r\n", 400),
+            (big_header.as_bytes(), 431),
+        ];
+        for (raw, status) in table {
+            assert_eq!(
+                status_of(raw),
+                *status,
+                "{}",
+                String::from_utf8_lossy(&raw[..raw.len().min(60)])
+            );
+        }
+        let unfinished_line = vec![b'a'; 8193];
+        assert_eq!(status_of(&unfinished_line), 431);
+        let mut unfinished_head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        unfinished_head.resize(8193, b'a');
+        assert_eq!(status_of(&unfinished_head), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..65 {
+            raw.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(status_of(raw.as_bytes()), 431);
+    }
+
+    #[test]
+    fn query_wins_over_body() {
+        let params = Params::parse(
+            b"symbol=BTCUSDT&side=BUY",
+            Some(b"side=SELL&quantity=1.5&note=a+b%21"),
+            128,
+        )
+        .unwrap();
+        assert_eq!(params.get("symbol"), Some("BTCUSDT"));
+        assert_eq!(params.get("side"), Some("BUY"));
+        assert_eq!(params.get("quantity"), Some("1.5"));
+        assert_eq!(params.get("note"), Some("a b!"));
+        assert_eq!(params.get("missing"), None);
+        assert_eq!(params.len(), 5);
+    }
+
+    #[test]
+    fn bad_params() {
+        let table: &[(&[u8], i32)] = &[
+            (b"a=%zz", CODE_ILLEGAL_CHARS),
+            (b"a=%ff", CODE_ILLEGAL_CHARS),
+            (b"a=1&b=2&c=3", CODE_TOO_MANY_PARAMETERS),
+        ];
+        for (query, code) in table {
+            assert_eq!(Params::parse(query, None, 2).unwrap_err().code, *code);
+        }
+    }
+
+    #[test]
+    fn encodes_responses() {
+        let mut out = Vec::new();
+        let allow = ["Allow: GET"];
+        encode_error(
+            &mut out,
+            &HttpError::new(405, -1000, "Method not allowed."),
+            &allow,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: 45\r\nAllow: GET\r\n\r\n{\"code\":-1000,\"msg\":\"Method not allowed.\"}"
+                .replace("45", &"{\"code\":-1000,\"msg\":\"Method not allowed.\"}".len().to_string())
+        );
+    }
+}
