@@ -75,6 +75,14 @@ results_dir="$root/bench/results"
 results="$results_dir/http-$(date -u +%F).txt"
 mkdir -p "$results_dir"
 
+# A child that has exited stays a zombie until waited for, and kill -0
+# succeeds on zombies; ask ps for the state instead.
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ "$st" != Z* ]]
+}
+
 # Stop exactly the servers this script started, then remove the temp dir.
 # A server that ignores SIGTERM for 5 s gets SIGKILL, so a hung server never
 # leaves the core busy for the next benchmark.
@@ -85,7 +93,7 @@ cleanup() {
 	done
 	for pid in "${pids[@]}"; do
 		for ((i = 0; i < 50; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
+			alive "$pid" || break
 			sleep 0.1
 		done
 		kill -KILL "$pid" 2>/dev/null || true
@@ -93,6 +101,8 @@ cleanup() {
 	done
 	if ((rc != 0)); then
 		echo "status: incomplete (exit $rc)" >>"$results"
+		# The servers' own logs usually say why; they go with the temp dir.
+		tail -n 20 "$tmp"/*.log "$tmp"/nginx/logs/error.log >&2 2>/dev/null || true
 	fi
 	rm -rf "$tmp"
 }
@@ -139,7 +149,7 @@ wait_http() {
 		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
 			return 0
 		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
+		if ! alive "$pid"; then
 			log "$name exited before it was ready; its log:"
 			cat "$tmp/$name.log" >&2 || true
 			return 1
@@ -212,11 +222,11 @@ server_count() {
 	local name=$1
 	case "$name" in
 	nginx)
-		curl -fsS --max-time 2 "http://127.0.0.1:$nport/nginx_status" 2>/dev/null |
+		{ curl -fsS --max-time 2 "http://127.0.0.1:$nport/nginx_status" 2>/dev/null || true; } |
 			awk 'NR == 3 { print $3; found = 1 } END { if (!found) print "n/a" }'
 		;;
 	tradsys)
-		curl -fsS --max-time 2 "http://127.0.0.1:$tport/metrics" 2>/dev/null |
+		{ curl -fsS --max-time 2 "http://127.0.0.1:$tport/metrics" 2>/dev/null || true; } |
 			awk '/^tradsys_http_requests_total[{ ]/ { s += $NF; found = 1 }
 			     END { if (found) printf "%d\n", s; else print "n/a" }'
 		;;

@@ -46,6 +46,14 @@ results="$root/bench/results/idle-$(date -u +%F).txt"
 tmp=$(mktemp -d /tmp/tradsys-idle-bench.XXXXXX)
 tpid=""
 
+# A child that has exited stays a zombie until waited for, and kill -0
+# succeeds on zombies; ask ps for the state instead.
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ "$st" != Z* ]]
+}
+
 # Stop the server this script started (SIGKILL if SIGTERM is ignored for
 # 5 s) and remove its data directory.
 # shellcheck disable=SC2317  # reached through the EXIT trap
@@ -54,7 +62,7 @@ cleanup() {
 	if [[ -n "$tpid" ]]; then
 		kill -TERM "$tpid" 2>/dev/null || true
 		for ((i = 0; i < 50; i++)); do
-			kill -0 "$tpid" 2>/dev/null || break
+			alive "$tpid" || break
 			sleep 0.1
 		done
 		kill -KILL "$tpid" 2>/dev/null || true
@@ -85,7 +93,7 @@ for ((i = 0; ; i++)); do
 	if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/ready" 2>/dev/null; then
 		break
 	fi
-	if ! kill -0 "$tpid" 2>/dev/null || ((i >= 300)); then
+	if ! alive "$tpid" || ((i >= 300)); then
 		echo "tradsys did not become ready; its log:" >&2
 		cat "$tmp/tradsys.log" >&2
 		exit 1
