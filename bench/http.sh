@@ -38,7 +38,7 @@ environment (defaults in brackets):
 
 Each run line shows "other-cpu": CPU time used during the run by processes
 other than the server and wrk, in percent of one core; above 5% the run is
-marked BUSY and its figure should not be trusted.
+marked BUSY, printed as discarded and repeated (ATTEMPTS [3] in all).
 
 Results go to stdout and are appended to bench/results/http-<date>.txt.
 EOF
@@ -53,6 +53,8 @@ DEPTH=${DEPTH:-16}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 QUIET_WAIT=${QUIET_WAIT:-300}
+ATTEMPTS=${ATTEMPTS:-3}
+busy_kept=0
 
 mode=ping
 nginx_only=0
@@ -309,8 +311,28 @@ median() {
 }
 
 # measure NAME KIND ROUND: one measured run, printed as one line; the
-# requests/s figure is appended to the array named rps_<name>.
+# requests/s figure is appended to rps_tradsys or rps_nginx. A run during
+# which other processes took more than 5% of a core is printed as discarded
+# and repeated, up to ATTEMPTS times; if the last attempt is still BUSY it
+# is kept (and marked), because a missing round would hide the problem.
 measure() {
+	local attempt
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+		measure_once "$@"
+		if [[ -z "$last_busy" || $attempt -eq ATTEMPTS ]]; then
+			out "$last_line"
+			case "$1" in
+			tradsys) rps_tradsys+=("$last_rps") ;;
+			nginx) rps_nginx+=("$last_rps") ;;
+			esac
+			[[ -n "$last_busy" ]] && busy_kept=$((busy_kept + 1))
+			return 0
+		fi
+		out "discarded: $last_line"
+	done
+}
+
+measure_once() {
 	local name=$1 kind=$2 round=$3 f="$tmp/wrk-$1-$2-$3.txt"
 	local before after rps total lat errs non2xx check inflight
 	local b0 t0 st0 s0 c0 b1 t1 st1 s1 c1 other busy
@@ -350,10 +372,11 @@ measure() {
 	else
 		check="count-check MISMATCH (server $((after - before)), wrk $total)"
 	fi
-	out "$(printf 'round %s  %-7s %-8s %12s req/s  %10s requests  avg-latency %-9s %s  %s%s%s' \
+	last_busy=$busy
+	last_rps=$rps
+	last_line=$(printf 'round %s  %-7s %-8s %12s req/s  %10s requests  avg-latency %-9s %s  %s%s%s' \
 		"$round" "$name" "$kind" "$rps" "$total" "$lat" "$check" "$other" \
-		"${errs:+  socket-errors: $errs}" "${non2xx:+  non-2xx: $non2xx}")"
-	eval "rps_$name+=(\"\$rps\")"
+		"${errs:+  socket-errors: $errs}" "${non2xx:+  non-2xx: $non2xx}")
 }
 
 # bench_kind KIND: warm both servers up, then ROUNDS alternating runs.
@@ -361,6 +384,7 @@ bench_kind() {
 	local kind=$1 r order name
 	rps_tradsys=()
 	rps_nginx=()
+	busy_kept=0
 	out ""
 	out "== $kind$([[ $kind == pipeline ]] && echo " (depth $DEPTH, bench/pipeline.lua)") =="
 	for name in "${servers[@]}"; do
@@ -377,6 +401,9 @@ bench_kind() {
 		done
 	done
 	local mt mn
+	if ((busy_kept)); then
+		out "WARNING: $busy_kept kept run(s) were BUSY; the medians below are not clean"
+	fi
 	mn=$(median "${rps_nginx[@]}")
 	if ((nginx_only)); then
 		out "median $kind: nginx $mn req/s; tradsys not measured"
