@@ -35,6 +35,7 @@ environment (defaults in brackets):
               each run (a compiler on the same cores ruins the figures)
   TRADSYS_BIN  use this binary instead of building one
   CARGO_TARGET_DIR  respected by the release build
+  RESULTS_DIR [bench/results]  where the dated results file goes
 
 Each run line shows "other-cpu": CPU time used during the run by processes
 other than the server and wrk, and "steal", time the hypervisor took, both in
@@ -73,7 +74,7 @@ command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WA
 
 tmp=$(mktemp -d /tmp/tradsys-http-bench.XXXXXX)
 pids=()
-results_dir="$root/bench/results"
+results_dir=${RESULTS_DIR:-$root/bench/results}
 results="$results_dir/http-$(date -u +%F).txt"
 mkdir -p "$results_dir"
 
@@ -123,7 +124,9 @@ ensure_tools() {
 	command -v taskset >/dev/null || missing+=(util-linux)
 	if ((${#missing[@]})); then
 		log "installing: ${missing[*]}"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+		# A fresh host may have no package lists yet; update once and retry.
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
+			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
 	fi
 }
 
@@ -166,6 +169,8 @@ start_tradsys() {
 	local bin=$1
 	tport=$(free_port)
 	mkdir -p "$tmp/data"
+	# Started from the repository root, where its default markets file
+	# (shards/markets.toml) is.
 	taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$tport" --shards 1 \
 		--data-dir "$tmp/data" >"$tmp/tradsys.log" 2>&1 &
 	tpid=$!
@@ -431,7 +436,8 @@ out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit 
 out "tools: $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }'), $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 out "pinning: servers on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU; wrk -t$THREADS -c$CONNS -d$DURATION, warm-up $WARMUP"
 if ((!nginx_only)); then
-	out "tradsys: $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- src crates Cargo.toml Cargo.lock || echo ' (modified)'), $bin"
+	# Name the last commit that changed the server, not the last bench commit.
+	out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates Cargo.toml Cargo.lock)$(git -C "$root" diff --quiet HEAD -- src crates Cargo.toml Cargo.lock || echo ' (modified)'), $bin"
 	start_tradsys "$bin"
 fi
 start_nginx

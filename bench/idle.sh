@@ -23,6 +23,7 @@ environment (defaults in brackets):
   SERVER_CPU [0]  CLIENT_CPU [1]
   TRADSYS_BIN  use this binary instead of building one
   CARGO_TARGET_DIR  respected by the release build
+  RESULTS_DIR [bench/results]  where the dated results file goes
 
 Results go to stdout and are appended to bench/results/idle-<date>.txt.
 EOF
@@ -41,8 +42,9 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-mkdir -p bench/results
-results="$root/bench/results/idle-$(date -u +%F).txt"
+results_dir=${RESULTS_DIR:-$root/bench/results}
+mkdir -p "$results_dir"
+results="$results_dir/idle-$(date -u +%F).txt"
 tmp=$(mktemp -d /tmp/tradsys-idle-bench.XXXXXX)
 tpid=""
 
@@ -85,6 +87,7 @@ fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/data"
+# Started from the repository root, where its default markets file is.
 taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$port" --shards 1 \
 	--data-dir "$tmp/data" >"$tmp/tradsys.log" 2>&1 &
 tpid=$!
@@ -105,7 +108,7 @@ out ""
 out "=== idle connections $(date -u +%FT%TZ) ==="
 out "command: CONNS=$CONNS SOURCES=$SOURCES SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU bench/idle.sh"
 out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)', kernel $(uname -r)"
-out "tradsys: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates Cargo.toml Cargo.lock || echo ' (modified)'), $bin"
+out "tradsys: $(git log -1 --format='%h %s' -- src crates Cargo.toml Cargo.lock)$(git diff --quiet HEAD -- src crates Cargo.toml Cargo.lock || echo ' (modified)'), $bin"
 # The idle figure is the server's RSS growth, so the client must not share
 # its core and must be started only after the server has settled.
 sleep 1
