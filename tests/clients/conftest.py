@@ -197,6 +197,12 @@ class Tradsys:
         assert self.balances(user_id) == Balances(expected), "balances right after the deposits"
         return user_id, api_key, secret
 
+    def revoke_key(self, api_key):
+        status, body = http("DELETE", f"{self.admin_url}/admin/v1/keys/{api_key}",
+                            headers={"X-Admin-Token": self.admin_token})
+        assert 200 <= status < 300, f"admin DELETE key: HTTP {status}: {body!r}"
+        self.created = [u for u in self.created if u[1] != api_key]
+
     def balances(self, user_id):
         """The user's balances from the admin API: Balances {asset: (free, locked)}."""
         user = self.admin("GET", f"/admin/v1/users/{user_id}")
@@ -220,7 +226,7 @@ class Tradsys:
 
     def signed(self, method, path, api_key, secret, params=None):
         params = dict(params or {})
-        params["timestamp"] = int(time.time() * 1000)
+        params.setdefault("timestamp", int(time.time() * 1000))
         query = urllib.parse.urlencode(params)
         query += "&signature=" + sign(secret, query)
         return http(method, f"{self.base_url}{path}?{query}", headers={"X-MBX-APIKEY": api_key})

@@ -25,11 +25,10 @@ def commission(received, rate):
 
 def fmt(value):
     """A decimal as Binance prints it: exactly 8 decimals."""
-    return f"{D(value).quantize(E8, rounding=ROUND_DOWN):f}" if D(value) == D(value).quantize(E8) else _inexact(value)
-
-
-def _inexact(value):
-    raise AssertionError(f"{value} has more than 8 decimals")
+    value = D(value)
+    exact = value.quantize(E8)
+    assert exact == value, f"{value} has more than 8 decimals"
+    return f"{exact:f}"
 
 
 def step_floor(value, step):
