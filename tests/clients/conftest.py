@@ -280,8 +280,13 @@ def _read_lines(stream, lines):
     lines.put(None)
 
 
+_start_failure = []  # pytest retries a failed session fixture for every test: fail at once
+
+
 @pytest.fixture(scope="session")
 def tradsys_server(_loopback_only):
+    if _start_failure:
+        pytest.fail(_start_failure[0], pytrace=False)
     binary = tradsys_binary()
     data_dir = tempfile.mkdtemp(prefix="tradsys-clients-")
     token = "clients-" + os.urandom(12).hex()
@@ -310,7 +315,8 @@ def tradsys_server(_loopback_only):
             process.wait()
         stderr.flush()
         text = Path(stderr_path).read_text(errors="replace")[-4000:]
-        pytest.fail(f"tradsys did not start: {why}; exit {process.returncode}; stderr:\n{text}", pytrace=False)
+        _start_failure.append(f"tradsys did not start: {why}; exit {process.returncode}; stderr:\n{text}")
+        pytest.fail(_start_failure[0], pytrace=False)
 
     shard_ports, admin_port = {}, None
     seen = []
@@ -324,8 +330,8 @@ def tradsys_server(_loopback_only):
             fail(f"stdout closed; got {seen!r}")
         seen.append(line)
         words = line.split()
-        if len(words) == 5 and words[0] == "shard" and words[2] == "core" and words[3] == "listening":
-            host, port = words[4].rsplit(":", 1)
+        if len(words) == 6 and words[0] == "shard" and words[2] == "core" and words[4] == "listening":
+            host, port = words[5].rsplit(":", 1)
             assert host == "127.0.0.1", line
             shard_ports[int(words[1])] = int(port)
         elif len(words) == 3 and words[:2] == ["admin", "listening"]:
