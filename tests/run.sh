@@ -27,3 +27,7 @@ fi
 # Release mode: the engine's differential test runs a million operations and
 # the HTTP tests start the same binary that production runs.
 cargo test --release --workspace --locked
+
+# Unmodified Binance clients (binance-connector, ccxt) against the release
+# binary built above; see tests/clients/run.sh.
+./tests/clients/run.sh

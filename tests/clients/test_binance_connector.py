@@ -1,0 +1,308 @@
+"""binance-connector (binance.spot.Spot), unmodified, against tradsys.
+
+Every amount is checked exactly: the expected values are computed with
+Decimal by the rules in money.py and compared to the strings the server
+returns and to the admin API's balances.
+"""
+
+import time
+
+import pytest
+from binance.error import ClientError
+from binance.spot import Spot
+
+from money import COMMISSION, D, ZERO, commission, fmt, quote_amount
+
+SYMBOL = "BTCUSDT"
+RATE = COMMISSION[SYMBOL]
+INSUFFICIENT = "Account has insufficient balance for requested action."
+
+
+def client(tradsys, api_key=None, secret=None):
+    spot = Spot(api_key, secret, base_url=tradsys.base_url, timeout=5)
+    spot.session.trust_env = False  # never a proxy from the environment
+    return spot
+
+
+def account_balances(spot):
+    account = spot.account()
+    for b in account["balances"]:
+        assert b["free"] == fmt(D(b["free"])) and b["locked"] == fmt(D(b["locked"])), b
+    return {b["asset"]: (b["free"], b["locked"]) for b in account["balances"]}
+
+
+def assert_balances(tradsys, spot, user_id, expected):
+    """expected: {asset: (free, locked)} as Decimals; unnamed assets are zero."""
+    got = account_balances(spot)
+    for asset, (free, locked) in expected.items():
+        assert got.get(asset, (fmt(0), fmt(0))) == (fmt(free), fmt(locked)), f"{asset} via /api/v3/account"
+    for asset, (free, locked) in got.items():
+        if asset not in expected:
+            assert (free, locked) == (fmt(0), fmt(0)), f"unexpected balance {asset}: {free} {locked}"
+    assert tradsys.balances(user_id) == expected, "balances via the admin API"
+
+
+def assert_error(call, code, msg=None):
+    """The call raises the client's error with Binance's code (and message)."""
+    with pytest.raises(ClientError) as info:
+        call()
+    e = info.value
+    assert 400 <= e.status_code < 500 and e.error_code == code, (e.status_code, e.error_code, e.error_message)
+    if msg is not None:
+        assert e.error_message == msg
+    return e
+
+
+def test_public_endpoints(tradsys):
+    spot = client(tradsys)
+    assert spot.ping() == {}
+    before = int(time.time() * 1000)
+    server_time = spot.time()["serverTime"]
+    after = int(time.time() * 1000)
+    assert before - 1000 <= server_time <= after + 1000
+
+    info = spot.exchange_info()
+    assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT", "ETHBTC", "EURUSD"]
+    btc = spot.exchange_info(symbol=SYMBOL)["symbols"]
+    assert len(btc) == 1
+    btc = btc[0]
+    assert (btc["baseAsset"], btc["quoteAsset"], btc["status"]) == ("BTC", "USDT", "TRADING")
+    filters = {f["filterType"]: f for f in btc["filters"]}
+    assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"
+    assert filters["LOT_SIZE"]["stepSize"] == "0.00001000"
+    assert filters["LOT_SIZE"]["minQty"] == "0.00001000"
+    assert filters["NOTIONAL"]["minNotional"] == "5.00000000"
+
+    assert_error(lambda: spot.exchange_info(symbol="NOPEUSDT"), -1121)
+    assert_error(lambda: spot.depth("NOPEUSDT"), -1121)
+    assert_error(lambda: spot.ticker_price("NOPEUSDT"), -1121)
+
+
+def test_orders_fills_fees_and_market_data(tradsys):
+    """Two users trade BTCUSDT with limit and market orders; every order,
+    fill, fee, balance and trade is checked exactly."""
+    alice_id, alice_key, alice_secret = tradsys.create_user("alice", {"USDT": "10000"})
+    bob_id, bob_key, bob_secret = tradsys.create_user("bob", {"BTC": "1"})
+    alice = client(tradsys, alice_key, alice_secret)
+    bob = client(tradsys, bob_key, bob_secret)
+    public = client(tradsys)
+
+    book = public.depth(SYMBOL, limit=5)
+    assert (book["bids"], book["asks"]) == ([], []), "the book starts empty"
+
+    # 1. alice rests a buy: price x qty of USDT is locked.
+    p1, q1 = D("30000.01"), D("0.01")
+    a1 = alice.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                         price=str(p1), quantity=str(q1), newOrderRespType="FULL")
+    assert a1["symbol"] == SYMBOL and isinstance(a1["orderId"], int)
+    assert (a1["status"], a1["type"], a1["side"], a1["timeInForce"]) == ("NEW", "LIMIT", "BUY", "GTC")
+    assert (a1["price"], a1["origQty"]) == (fmt(p1), fmt(q1))
+    assert (a1["executedQty"], a1["cummulativeQuoteQty"], a1["fills"]) == (fmt(0), fmt(0), [])
+    usdt_free, usdt_locked = D(10000) - quote_amount(p1, q1), quote_amount(p1, q1)
+    assert_balances(tradsys, alice, alice_id, {"USDT": (usdt_free, usdt_locked)})
+    book = public.depth(SYMBOL, limit=5)
+    assert (book["bids"], book["asks"]) == ([[fmt(p1), fmt(q1)]], [])
+
+    # 2. bob sells below alice's price: fills at the maker's price.
+    q2 = D("0.00333")
+    b2 = bob.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC",
+                       price="29000.00", quantity=str(q2), newOrderRespType="FULL")
+    quote2 = quote_amount(p1, q2)
+    assert quote2 == D("99.90003330")
+    fee2_bob = commission(quote2, RATE)  # 0.0999000333 rounds up
+    assert fee2_bob == D("0.09990004")
+    fee2_alice = commission(q2, RATE)
+    assert (b2["status"], b2["executedQty"], b2["cummulativeQuoteQty"]) == ("FILLED", fmt(q2), fmt(quote2))
+    assert len(b2["fills"]) == 1
+    fill = b2["fills"][0]
+    assert (fill["price"], fill["qty"], fill["commission"], fill["commissionAsset"]) == (
+        fmt(p1), fmt(q2), fmt(fee2_bob), "USDT")
+    trade2_id = fill["tradeId"]
+
+    # 3. bob sells at market: fills against alice's remainder.
+    q3 = D("0.002")
+    b3 = bob.new_order(symbol=SYMBOL, side="SELL", type="MARKET", quantity=str(q3), newOrderRespType="FULL")
+    quote3 = quote_amount(p1, q3)
+    fee3_bob, fee3_alice = commission(quote3, RATE), commission(q3, RATE)
+    assert (b3["status"], b3["type"], b3["executedQty"], b3["cummulativeQuoteQty"]) == (
+        "FILLED", "MARKET", fmt(q3), fmt(quote3))
+    assert [(f["price"], f["qty"], f["commission"], f["commissionAsset"]) for f in b3["fills"]] == [
+        (fmt(p1), fmt(q3), fmt(fee3_bob), "USDT")]
+    trade3_id = b3["fills"][0]["tradeId"]
+    assert trade3_id > trade2_id
+
+    # 4. bob rests a sell above the bid; alice buys it at market for a quote amount.
+    p4, q4 = D("30100.00"), D("0.005")
+    b4 = bob.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC",
+                       price=str(p4), quantity=str(q4), newOrderRespType="RESULT")
+    assert (b4["status"], b4["executedQty"]) == ("NEW", fmt(0))
+    assert "fills" not in b4
+    ticker = public.book_ticker(SYMBOL)
+    remaining1 = q1 - q2 - q3
+    assert (ticker["bidPrice"], ticker["bidQty"], ticker["askPrice"], ticker["askQty"]) == (
+        fmt(p1), fmt(remaining1), fmt(p4), fmt(q4))
+
+    cost5 = D("30.1")
+    q5 = D("0.001")  # 30.1 / 30100 exactly
+    a5 = alice.new_order(symbol=SYMBOL, side="BUY", type="MARKET", quoteOrderQty=str(cost5),
+                         newOrderRespType="FULL")
+    quote5 = quote_amount(p4, q5)
+    assert quote5 == cost5
+    fee5_alice, fee5_bob = commission(q5, RATE), commission(quote5, RATE)
+    assert (a5["status"], a5["executedQty"], a5["cummulativeQuoteQty"], a5["origQuoteOrderQty"]) == (
+        "FILLED", fmt(q5), fmt(quote5), fmt(cost5))
+    assert [(f["price"], f["qty"], f["commission"], f["commissionAsset"]) for f in a5["fills"]] == [
+        (fmt(p4), fmt(q5), fmt(fee5_alice), "BTC")]
+    trade5_id = a5["fills"][0]["tradeId"]
+
+    # Balances after three fills.
+    alice_btc = q2 - fee2_alice + q3 - fee3_alice + q5 - fee5_alice
+    alice_usdt_free = D(10000) - quote_amount(p1, q1) - quote5
+    alice_usdt_locked = quote_amount(p1, q1) - quote2 - quote3
+    assert alice_usdt_locked == quote_amount(p1, remaining1)
+    assert_balances(tradsys, alice, alice_id,
+                    {"USDT": (alice_usdt_free, alice_usdt_locked), "BTC": (alice_btc, ZERO)})
+    bob_usdt = quote2 - fee2_bob + quote3 - fee3_bob + quote5 - fee5_bob
+    bob_btc_free = D(1) - q2 - q3 - q4
+    bob_btc_locked = q4 - q5
+    assert_balances(tradsys, bob, bob_id, {"USDT": (bob_usdt, ZERO), "BTC": (bob_btc_free, bob_btc_locked)})
+
+    # 5. Query, then cancel, alice's partly filled order.
+    got = alice.get_order(SYMBOL, orderId=a1["orderId"])
+    assert (got["orderId"], got["clientOrderId"], got["status"]) == (a1["orderId"], a1["clientOrderId"], "PARTIALLY_FILLED")
+    assert (got["price"], got["origQty"], got["executedQty"], got["cummulativeQuoteQty"]) == (
+        fmt(p1), fmt(q1), fmt(q2 + q3), fmt(quote2 + quote3))
+    canceled = alice.cancel_order(SYMBOL, orderId=a1["orderId"])
+    assert (canceled["orderId"], canceled["status"], canceled["executedQty"], canceled["origQty"]) == (
+        a1["orderId"], "CANCELED", fmt(q2 + q3), fmt(q1))
+    assert alice.get_order(SYMBOL, orderId=a1["orderId"])["status"] == "CANCELED"
+    alice_usdt_free += alice_usdt_locked
+    assert_balances(tradsys, alice, alice_id, {"USDT": (alice_usdt_free, ZERO), "BTC": (alice_btc, ZERO)})
+
+    # 6. Cancel all of bob's open orders at once.
+    p6, q6 = D("30200.00"), D("0.001")
+    b6 = bob.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC",
+                       price=str(p6), quantity=str(q6))
+    open_ids = sorted(o["orderId"] for o in bob.get_open_orders(SYMBOL))
+    assert open_ids == sorted([b4["orderId"], b6["orderId"]])
+    assert alice.get_open_orders(SYMBOL) == []
+    bob_btc_free -= q6
+    bob_btc_locked += q6
+    assert_balances(tradsys, bob, bob_id, {"USDT": (bob_usdt, ZERO), "BTC": (bob_btc_free, bob_btc_locked)})
+    all_canceled = bob.cancel_open_orders(SYMBOL)
+    assert sorted((o["orderId"], o["status"]) for o in all_canceled) == sorted(
+        [(b4["orderId"], "CANCELED"), (b6["orderId"], "CANCELED")])
+    assert bob.get_open_orders(SYMBOL) == []
+    bob_btc_free += bob_btc_locked
+    assert_balances(tradsys, bob, bob_id, {"USDT": (bob_usdt, ZERO), "BTC": (bob_btc_free, ZERO)})
+    book = public.depth(SYMBOL, limit=5)
+    assert (book["bids"], book["asks"]) == ([], []), "every order was cancelled"
+
+    # 7. Trade history of each side.
+    def mine(spot):
+        return [(t["id"], t["orderId"], t["price"], t["qty"], t["quoteQty"], t["commission"],
+                 t["commissionAsset"], t["isBuyer"], t["isMaker"]) for t in spot.my_trades(SYMBOL)]
+
+    assert mine(alice) == [
+        (trade2_id, a1["orderId"], fmt(p1), fmt(q2), fmt(quote2), fmt(fee2_alice), "BTC", True, True),
+        (trade3_id, a1["orderId"], fmt(p1), fmt(q3), fmt(quote3), fmt(fee3_alice), "BTC", True, True),
+        (trade5_id, a5["orderId"], fmt(p4), fmt(q5), fmt(quote5), fmt(fee5_alice), "BTC", True, False),
+    ]
+    assert mine(bob) == [
+        (trade2_id, b2["orderId"], fmt(p1), fmt(q2), fmt(quote2), fmt(fee2_bob), "USDT", False, False),
+        (trade3_id, b3["orderId"], fmt(p1), fmt(q3), fmt(quote3), fmt(fee3_bob), "USDT", False, False),
+        (trade5_id, b4["orderId"], fmt(p4), fmt(q5), fmt(quote5), fmt(fee5_bob), "USDT", False, True),
+    ]
+    all_orders = alice.get_orders(SYMBOL)
+    assert [(o["orderId"], o["status"]) for o in all_orders] == [
+        (a1["orderId"], "CANCELED"), (a5["orderId"], "FILLED")]
+
+    # 8. Public market data shows the three trades, the last one last.
+    recent = public.trades(SYMBOL, limit=3)
+    assert [(t["id"], t["price"], t["qty"], t["quoteQty"], t["isBuyerMaker"]) for t in recent] == [
+        (trade2_id, fmt(p1), fmt(q2), fmt(quote2), True),
+        (trade3_id, fmt(p1), fmt(q3), fmt(quote3), True),
+        (trade5_id, fmt(p4), fmt(q5), fmt(quote5), False),
+    ]
+    ticker = public.ticker_24hr(SYMBOL)
+    assert (ticker["symbol"], ticker["lastPrice"], ticker["lastQty"]) == (SYMBOL, fmt(p4), fmt(q5))
+    assert D(ticker["volume"]) >= q2 + q3 + q5 and D(ticker["highPrice"]) >= p4
+    assert public.ticker_price(SYMBOL) == {"symbol": SYMBOL, "price": fmt(p4)}
+    # The minute that holds the last trade closes at its price.
+    trade5_time = public.trades(SYMBOL, limit=1)[0]["time"]
+    klines = [k for k in public.klines(SYMBOL, "1m", limit=2) if k[0] <= trade5_time <= k[6]]
+    assert len(klines) == 1, klines
+    open_time, _open, high, low, close, volume = klines[0][:6]
+    assert close == fmt(p4) and D(high) >= p4 and D(low) <= p4 and D(volume) >= q5
+    assert open_time % 60000 == 0 and klines[0][6] == open_time + 59999
+
+
+def test_time_in_force_and_limit_maker(tradsys):
+    """IOC keeps what fills and expires the rest, FOK fills whole or not at
+    all, LIMIT_MAKER never takes: funds locked by each come back exactly."""
+    maker_id, maker_key, maker_secret = tradsys.create_user("maker", {"ETH": "2"})
+    taker_id, taker_key, taker_secret = tradsys.create_user("taker", {"USDT": "1000"})
+    maker = client(tradsys, maker_key, maker_secret)
+    taker = client(tradsys, taker_key, taker_secret)
+    symbol, rate = "ETHUSDT", COMMISSION["ETHUSDT"]
+    price, qty = D("2000.37"), D("0.1234")
+    sell = maker.new_order(symbol=symbol, side="SELL", type="LIMIT", timeInForce="GTC",
+                           price=str(price), quantity=str(qty))
+    assert sell["status"] == "NEW"
+
+    fok = taker.new_order(symbol=symbol, side="BUY", type="LIMIT", timeInForce="FOK",
+                          price=str(price), quantity="0.2", newOrderRespType="FULL")
+    assert (fok["status"], fok["executedQty"], fok["fills"]) == ("EXPIRED", fmt(0), [])
+    assert_balances(tradsys, taker, taker_id, {"USDT": (D(1000), ZERO)})
+
+    ioc = taker.new_order(symbol=symbol, side="BUY", type="LIMIT", timeInForce="IOC",
+                          price="2001.00", quantity="0.2", newOrderRespType="FULL")
+    quote = quote_amount(price, qty)
+    assert quote == D("246.845658")
+    taker_fee, maker_fee = commission(qty, rate), commission(quote, rate)
+    assert maker_fee == D("0.24684566")  # 0.246845658 rounds up
+    assert (ioc["status"], ioc["executedQty"], ioc["cummulativeQuoteQty"]) == ("EXPIRED", fmt(qty), fmt(quote))
+    assert [(f["price"], f["qty"], f["commission"], f["commissionAsset"]) for f in ioc["fills"]] == [
+        (fmt(price), fmt(qty), fmt(taker_fee), "ETH")]
+    assert_balances(tradsys, taker, taker_id, {"USDT": (D(1000) - quote, ZERO), "ETH": (qty - taker_fee, ZERO)})
+    assert_balances(tradsys, maker, maker_id, {"ETH": (D(2) - qty, ZERO), "USDT": (quote - maker_fee, ZERO)})
+
+    rest = maker.new_order(symbol=symbol, side="SELL", type="LIMIT_MAKER", price="2100.00", quantity="0.5")
+    assert (rest["status"], rest["type"]) == ("NEW", "LIMIT_MAKER")
+    assert_error(lambda: taker.new_order(symbol=symbol, side="BUY", type="LIMIT_MAKER", price="2100.00",
+                                         quantity="0.01"), -2010, "Order would immediately match and take.")
+    assert_balances(tradsys, taker, taker_id, {"USDT": (D(1000) - quote, ZERO), "ETH": (qty - taker_fee, ZERO)})
+    maker.cancel_order(symbol, orderId=rest["orderId"])
+    assert_balances(tradsys, maker, maker_id, {"ETH": (D(2) - qty, ZERO), "USDT": (quote - maker_fee, ZERO)})
+
+
+def test_errors(tradsys):
+    user_id, api_key, secret = tradsys.create_user("errors", {"USDT": "100"})
+    spot = client(tradsys, api_key, secret)
+
+    assert_error(lambda: spot.new_order(symbol="NOPEUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
+                                        price="1", quantity="1"), -1121)
+    assert_error(lambda: spot.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                                        price="30000.00", quantity="0.01"), -2010, INSUFFICIENT)
+    assert_error(lambda: spot.new_order(symbol=SYMBOL, side="SELL", type="MARKET", quantity="0.001"),
+                 -2010, INSUFFICIENT)
+    assert_error(lambda: spot.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                                        price="30000.00"), -1102)
+    assert_error(lambda: spot.cancel_order(SYMBOL, orderId=987654321), -2011)
+    assert_error(lambda: spot.get_order(SYMBOL, orderId=987654321), -2013)
+
+    wrong = client(tradsys, api_key, "0" * len(secret))
+    assert_error(wrong.account, -1022)
+    unknown = client(tradsys, "no-such-key-" + api_key[:8], secret)
+    assert_error(unknown.account, -2015)
+    assert spot.account()["balances"]  # the right key still works
+
+    # A timestamp far in the past is outside recvWindow.
+    status, body = tradsys.signed("GET", "/api/v3/account", api_key, secret, {"timestamp": 1})
+    assert 400 <= status < 500 and body["code"] == -1021, (status, body)
+
+    tradsys.revoke_key(api_key)
+    assert_error(spot.account, -2015)
+
+    assert tradsys.balances(user_id) == {"USDT": (D(100), ZERO)}
+
