@@ -150,6 +150,11 @@ const KEYS: &[Key] = &[
         default: "true",
         help: "create the demo user with funds and an API key at start",
     },
+    Key {
+        name: "shard_spin_us",
+        default: "0",
+        help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
+    },
 ];
 
 /// The validated configuration.
@@ -171,6 +176,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub rate_limits: crate::limits::RateLimitConfig,
     pub demo_user: bool,
+    /// How long an idle shard spins before it sleeps in the kernel.
+    pub shard_spin: Duration,
 }
 
 /// Limits of the HTTP layer, each named with its unit last.
@@ -347,6 +354,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             raw_requests_per_5m_max: count("raw_requests_per_5m_max", u32::MAX as usize)? as u32,
             ..crate::limits::RateLimitConfig::default()
         },
+        shard_spin: Duration::from_micros(number("shard_spin_us", text("shard_spin_us"), 0, 1_000_000, "")?),
         demo_user: match text("demo_user") {
             "true" => true,
             "false" => false,

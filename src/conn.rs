@@ -110,6 +110,19 @@ struct Conn<'a> {
     peer: IpAddr,
 }
 
+/// How long a connection with nothing to read keeps its buffers.
+const BUFFER_HOLD: Duration = Duration::from_millis(200);
+
+/// What waiting for the next request with buffers held came to.
+enum Idle {
+    /// Bytes arrived.
+    Data,
+    /// The client closed.
+    Close,
+    /// Nothing arrived within `BUFFER_HOLD`.
+    Quiet,
+}
+
 /// What to do after answering the buffered requests.
 enum Next {
     Read { bytes_needed: usize },
@@ -128,13 +141,11 @@ impl Conn<'_> {
                 Next::Read { bytes_needed } => bytes_needed,
             };
             if self.read.is_empty() {
-                // Set before the first pending read: glommio arms the timer
-                // with the timeout in force then and keeps that deadline.
-                let _ = self
-                    .stream
-                    .set_read_timeout(Some(self.shard.http_limits().idle_timeout));
-            }
-            if self.read.is_empty() && !self.read_hot().await? {
+                match self.read_next().await? {
+                    Idle::Data => continue,
+                    Idle::Close => return Ok(()),
+                    Idle::Quiet => {}
+                }
                 self.release_buffers();
                 if !self.wait_idle().await? {
                     return Ok(());
@@ -252,33 +263,42 @@ impl Conn<'_> {
         result
     }
 
-    /// Tries to read without waiting, into a pooled buffer. `Ok(false)`: no
-    /// bytes are there yet.
-    async fn read_hot(&mut self) -> io::Result<bool> {
-        if self.read.data.is_empty() {
-            return Ok(false);
+    /// Waits up to `BUFFER_HOLD` for the next request with the buffers
+    /// still held: a busy connection reads each request with one call, as
+    /// it would with a buffer of its own. After that the connection counts
+    /// as quiet and gives its buffers back.
+    async fn read_next(&mut self) -> io::Result<Idle> {
+        let idle_timeout = self.shard.http_limits().idle_timeout;
+        if self.read.data.is_empty() || self.shard.is_draining() {
+            let _ = self.stream.set_read_timeout(Some(idle_timeout));
+            return Ok(Idle::Quiet);
         }
-        let attempt = futures_lite::future::poll_once(self.stream.read(&mut self.read.data[self.read.end..])).await;
-        match attempt {
-            None => Ok(false),
-            Some(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Some(Ok(n)) => {
+        // Set before the first pending read: glommio arms its timer with the
+        // timeout in force then and keeps that deadline until a read succeeds.
+        let _ = self.stream.set_read_timeout(Some(BUFFER_HOLD.min(idle_timeout)));
+        let end = self.read.end;
+        match self.stream.read(&mut self.read.data[end..]).await {
+            Ok(0) => Ok(Idle::Close),
+            Ok(n) => {
                 self.received(n);
-                Ok(true)
+                Ok(Idle::Data)
             }
-            Some(Err(e)) => Err(e),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && idle_timeout > BUFFER_HOLD => {
+                let _ = self.stream.set_read_timeout(Some(idle_timeout - BUFFER_HOLD));
+                Ok(Idle::Quiet)
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(Idle::Close),
+            Err(e) => Err(e),
         }
     }
 
-    /// Waits, holding no buffer, for the first byte of the next request.
+    /// Waits, holding no buffer, for the first byte of the next request,
+    /// under the read timeout `read_next` left (the rest of the idle time).
     /// `Ok(false)`: close (client closed, idle too long, or draining).
     async fn wait_idle(&mut self) -> io::Result<bool> {
         if self.shard.is_draining() {
             return Ok(false);
         }
-        let _ = self
-            .stream
-            .set_read_timeout(Some(self.shard.http_limits().idle_timeout));
         let mut byte = [0u8; 1];
         let stream = &mut self.stream;
         let read = async { Some(stream.read(&mut byte).await) };

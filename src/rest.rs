@@ -828,7 +828,6 @@ pub fn market_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
         let market = market_param(shard, &params)?;
         match req.endpoint {
             Endpoint::Depth => depth(shard, &params, market),
-            Endpoint::Trades | Endpoint::HistoricalTrades => trades(shard, &params, market, req.endpoint),
             _ => {
                 let mut w = JsonWriter::with_capacity(512);
                 market_fragment(shard, req.endpoint, market, &params, req.now_ms, &mut w)?;
@@ -890,38 +889,5 @@ fn depth(shard: &Shard, params: &Params, market: MarketId) -> Result<Vec<u8>, Ht
         w.end_array();
     }
     w.end_object();
-    Ok(w.into_bytes())
-}
-
-fn trades(shard: &Shard, params: &Params, market: MarketId, endpoint: Endpoint) -> Result<Vec<u8>, HttpError> {
-    let limit = limit_param(params, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
-    let from_id = match endpoint {
-        Endpoint::HistoricalTrades => u64_param(params, "fromId")?,
-        _ => None,
-    };
-    let trading = shard.trading();
-    let book = trading.book(market).ok_or_else(gone)?;
-    let all: Vec<_> = book.recent_trades().collect();
-    let selected: &[&tradsys_engine::msg::Fill] = match from_id {
-        Some(id) => {
-            let start = all.iter().position(|t| t.trade_id >= id).unwrap_or(all.len());
-            &all[start..all.len().min(start + limit)]
-        }
-        None => &all[all.len().saturating_sub(limit)..],
-    };
-    let mut w = JsonWriter::with_capacity(160 * selected.len() + 2);
-    w.begin_array();
-    for t in selected {
-        w.begin_object()
-            .field_uint("id", t.trade_id)
-            .field_decimal("price", t.price.0);
-        w.field_decimal("qty", t.qty.0)
-            .field_decimal("quoteQty", t.quote_qty.0)
-            .field_uint("time", t.time_ms);
-        w.field_bool("isBuyerMaker", t.is_buyer_maker())
-            .field_bool("isBestMatch", true)
-            .end_object();
-    }
-    w.end_array();
     Ok(w.into_bytes())
 }

@@ -15,6 +15,7 @@ use crate::conn::{self, Listener};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::{Endpoint, LocalLimiter, RateLimiter};
+use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
 use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
@@ -41,8 +42,9 @@ use tradsys_engine::order::{MarketId, Side, UserId};
 const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
-/// Read/write buffers a shard keeps for reuse.
-const BUFFER_POOL_MAX: usize = 4096;
+/// Read/write buffers a shard keeps for reuse: enough for the connections
+/// that turn busy at once, few enough not to count against idle memory.
+const BUFFER_POOL_MAX: usize = 256;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct Shard {
     drain: Semaphore,
     pool: RefCell<Vec<Vec<u8>>>,
     trading: RefCell<Trading>,
+    /// Trades, candles and tickers of the markets this shard owns.
+    market_data: RefCell<Vec<Option<MarketData>>>,
     /// Request weight and raw requests per client IP, on this shard.
     request_limiter: RefCell<LocalLimiter>,
     /// Orders per user; users are counted on their own shard.
@@ -138,6 +142,10 @@ impl Shard {
         self.trading.borrow_mut()
     }
 
+    pub fn market_data(&self) -> Ref<'_, Vec<Option<MarketData>>> {
+        self.market_data.borrow()
+    }
+
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
     }
@@ -145,6 +153,15 @@ impl Shard {
     /// Hands the engine messages the last operation produced for other
     /// shards to the mesh, and counts its orders.
     pub fn flush_engine(&self) {
+        let trades = self.trading.borrow_mut().take_trades();
+        if !trades.is_empty() {
+            let mut data = self.market_data.borrow_mut();
+            for fill in &trades {
+                if let Some(market) = data[usize::from(fill.market.0)].as_mut() {
+                    market.record(&TapeTrade::from(fill));
+                }
+            }
+        }
         let outgoing: Vec<(u32, EngineMsg)> = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
         for (owner, msg) in outgoing {
@@ -347,9 +364,13 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
             markets: markets.clone(),
         };
         let exits = exits_tx.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
-            .io_memory(SHARD_IO_MEMORY_BYTES)
+            .io_memory(SHARD_IO_MEMORY_BYTES);
+        if !config.shard_spin.is_zero() {
+            builder = builder.spin_before_park(config.shard_spin);
+        }
+        let handle = builder
             .spawn(move || async move {
                 let result = run_shard(setup).await;
                 let _ = exits.send((index, result));
@@ -502,6 +523,12 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
         setup.markets.clone(),
         BookCapacity::default(),
     );
+    let market_data = (0..setup.markets.len())
+        .map(|m| {
+            let owned = trading.market_shard(MarketId(m as u16)) as usize == setup.index;
+            owned.then(|| MarketData::new(MarketDataLimits::DEFAULT))
+        })
+        .collect();
     Shard {
         index: setup.index,
         http: config.http,
@@ -514,6 +541,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
         drain: Semaphore::new(0),
         pool: RefCell::new(Vec::new()),
         trading: RefCell::new(trading),
+        market_data: RefCell::new(market_data),
         request_limiter: RefCell::new(LocalLimiter::new(limits)),
         order_limiter: RefCell::new(LocalLimiter::new(limits)),
         client_order_seq: Cell::new(0),
