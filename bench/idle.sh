@@ -88,8 +88,11 @@ fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/data"
 # Started from the repository root, where its default markets file is.
+# The request limits are raised so that no connection is ever refused with 429.
 taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$port" --shards 1 \
-	--data-dir "$tmp/data" >"$tmp/tradsys.log" 2>&1 &
+	--data-dir "$tmp/data" --demo-user false \
+	--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000 \
+	>"$tmp/tradsys.log" 2>&1 &
 tpid=$!
 
 for ((i = 0; ; i++)); do

@@ -5,6 +5,7 @@
 //! mesh. **Invariant:** JSON is produced only here and in `http` (error
 //! bodies); the engine never sees it.
 
+use crate::auth;
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
 use crate::limits::{self, Endpoint, Security, WeightParams};
 use crate::mesh::{Call, MeshError, Reply as Reply2};
@@ -213,11 +214,21 @@ fn ticker_markets(shard: &Shard, symbols: Option<&str>) -> Result<Vec<MarketId>,
 
 /// A signed or API-key request: to the shard of the user the key names.
 async fn user_endpoint(shard: &Shard, req: RequestRef<'_>) -> RestReply {
+    let malformed = || RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
     let Some(key) = req.api_key else {
-        return RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
+        return malformed();
     };
+    let well_formed = !key.is_empty() && key.len() <= auth::API_KEY_BYTES_MAX && key.iter().all(u8::is_ascii_graphic);
+    if !well_formed {
+        return malformed();
+    }
+    // A well-formed key that names no user was never issued here.
     let Some(user) = user_of_key(key) else {
-        return RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
+        return RestReply::error(&HttpError::new(
+            401,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        ));
     };
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {

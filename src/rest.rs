@@ -743,6 +743,7 @@ fn write_order_state(w: &mut JsonWriter, view: &OrderView) {
     w.field_decimal("price", view.price.0)
         .field_decimal("origQty", view.orig_qty.0);
     w.field_decimal("executedQty", view.executed_qty.0);
+    w.field_decimal("origQuoteOrderQty", view.orig_quote_qty.0);
     w.field_decimal("cummulativeQuoteQty", view.cummulative_quote_qty.0);
     w.field_str("status", view.status.as_str())
         .field_str("timeInForce", view.time_in_force.as_str());

@@ -267,7 +267,9 @@ def test_time_in_force_and_limit_maker(tradsys):
     assert_balances(tradsys, taker, taker_id, {"USDT": (D(1000) - quote, ZERO), "ETH": (qty - taker_fee, ZERO)})
     assert_balances(tradsys, maker, maker_id, {"ETH": (D(2) - qty, ZERO), "USDT": (quote - maker_fee, ZERO)})
 
-    rest = maker.new_order(symbol=symbol, side="SELL", type="LIMIT_MAKER", price="2100.00", quantity="0.5")
+    # Binance answers LIMIT_MAKER with ACK unless asked for more.
+    rest = maker.new_order(symbol=symbol, side="SELL", type="LIMIT_MAKER", price="2100.00", quantity="0.5",
+                           newOrderRespType="RESULT")
     assert (rest["status"], rest["type"]) == ("NEW", "LIMIT_MAKER")
     assert_error(lambda: taker.new_order(symbol=symbol, side="BUY", type="LIMIT_MAKER", price="2100.00",
                                          quantity="0.01"), -2010, "Order would immediately match and take.")
