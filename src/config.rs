@@ -116,6 +116,26 @@ const KEYS: &[Key] = &[
         help: "messages waiting for the mesh before new work is refused with 503",
     },
     Key {
+        name: "ws_outbound_bytes_max",
+        default: "262144",
+        help: "frames queued for one WebSocket client, bytes (over: closed with 1008)",
+    },
+    Key {
+        name: "ws_message_bytes_max",
+        default: "65536",
+        help: "one message from a WebSocket client, bytes (over: closed with 1009)",
+    },
+    Key {
+        name: "ws_socket_send_bytes",
+        default: "0",
+        help: "kernel send buffer of a WebSocket connection, bytes; 0: the kernel's autotuning",
+    },
+    Key {
+        name: "ws_connections_per_ip_max",
+        default: "300",
+        help: "WebSocket connections per client IP on each shard (over: 429)",
+    },
+    Key {
         name: "admin_listen",
         default: "127.0.0.1:8081",
         help: "address of the admin API",
@@ -178,6 +198,16 @@ pub struct Config {
     pub demo_user: bool,
     /// How long an idle shard spins before it sleeps in the kernel.
     pub shard_spin: Duration,
+    pub ws: WsConfig,
+}
+
+/// Limits of WebSocket connections, each named with its unit last.
+#[derive(Clone, Copy, Debug)]
+pub struct WsConfig {
+    pub outbound_bytes_max: usize,
+    pub message_bytes_max: usize,
+    pub connections_per_ip_max: usize,
+    pub socket_send_bytes: usize,
 }
 
 /// Limits of the HTTP layer, each named with its unit last.
@@ -340,6 +370,12 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         shutdown_timeout: ms("shutdown_timeout_ms")?,
         mesh_channel_capacity: count("mesh_channel_capacity", 1 << 20)?,
         mesh_outbox_messages_max: count("mesh_outbox_messages_max", 1 << 24)?,
+        ws: WsConfig {
+            outbound_bytes_max: count("ws_outbound_bytes_max", 1 << 30)?,
+            message_bytes_max: count("ws_message_bytes_max", 16 << 20)?,
+            connections_per_ip_max: count("ws_connections_per_ip_max", 1 << 20)?,
+            socket_send_bytes: number("ws_socket_send_bytes", text("ws_socket_send_bytes"), 0, 1 << 30, "")? as usize,
+        },
         admin_listen: text("admin_listen").parse().map_err(|_| {
             invalid(
                 "admin_listen",

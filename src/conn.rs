@@ -14,6 +14,8 @@ use crate::api::{self, Headers, Reply};
 use crate::http::{self, HttpError, Method, Parsed};
 use crate::metrics::Route;
 use crate::shard::Shard;
+use crate::ws::handshake::{self, Accept};
+use crate::wsconn::{self, Target, TargetError};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
@@ -57,8 +59,28 @@ pub async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
         kind,
         peer,
     };
-    let _ = conn.run().await;
-    conn.release_buffers();
+    match conn.run().await {
+        Ok(Some(upgrade)) => {
+            let early = conn.read.pending().to_vec();
+            conn.read.start = conn.read.end;
+            conn.release_buffers();
+            let (accept, target) = *upgrade;
+            wsconn::serve(shard, conn.stream, peer, accept, target, early).await;
+        }
+        _ => conn.release_buffers(),
+    }
+}
+
+/// A request the connection switches to WebSocket for.
+type Upgrade = Box<(Accept, Target)>;
+
+/// What an `Upgrade: websocket` request came to.
+enum UpgradeStep {
+    /// Not an upgrade: route it as HTTP.
+    Http,
+    /// Refused; the error response is encoded.
+    Answered,
+    Upgrade(Upgrade),
 }
 
 /// The read buffer: initialised bytes, `start..end` not yet consumed.
@@ -127,35 +149,74 @@ enum Idle {
 enum Next {
     Read { bytes_needed: usize },
     Close,
+    Upgrade(Upgrade),
 }
 
 impl Conn<'_> {
-    async fn run(&mut self) -> io::Result<()> {
+    /// Serves HTTP until the connection closes (`None`) or a request
+    /// upgrades it to WebSocket.
+    async fn run(&mut self) -> io::Result<Option<Upgrade>> {
         loop {
             let next = self.answer_buffered().await;
             if !self.write.is_empty() {
                 self.flush().await?;
             }
             let bytes_needed = match next {
-                Next::Close => return Ok(()),
+                Next::Close => return Ok(None),
+                Next::Upgrade(upgrade) => return Ok(Some(upgrade)),
                 Next::Read { bytes_needed } => bytes_needed,
             };
             if self.read.is_empty() {
                 match self.read_next().await? {
                     Idle::Data => continue,
-                    Idle::Close => return Ok(()),
+                    Idle::Close => return Ok(None),
                     Idle::Quiet => {}
                 }
                 self.release_buffers();
                 if !self.wait_idle().await? {
-                    return Ok(());
+                    return Ok(None);
                 }
                 continue;
             }
             if !self.read_more(bytes_needed).await? {
-                return Ok(());
+                return Ok(None);
             }
         }
+    }
+
+    /// Checks an upgrade request's handshake headers and path.
+    fn upgrade(&mut self, head: &http::Head) -> UpgradeStep {
+        let buf = self.read.pending();
+        let accept = match handshake::negotiate(&head.upgrade.request(head.method, buf)) {
+            Ok(None) => return UpgradeStep::Http,
+            Ok(Some(accept)) => accept,
+            Err(e) => {
+                self.answer_error_with(Route::Malformed, &e.http_error(), e.headers());
+                return UpgradeStep::Answered;
+            }
+        };
+        let target = wsconn::target(self.shard, &buf[head.path.clone()], &buf[head.query.clone()]);
+        let error = match target {
+            Ok(target) if self.shard.ws_open(self.peer) => return UpgradeStep::Upgrade(Box::new((accept, target))),
+            Ok(_) => HttpError::new(
+                429,
+                -1003,
+                "Too many WebSocket connections from this IP; close some and retry.",
+            ),
+            Err(TargetError::NotStreams) => {
+                let path = String::from_utf8_lossy(&buf[head.path.clone()]);
+                HttpError::new(404, api::CODE_UNSUPPORTED, format!("Unknown path {path}."))
+            }
+            Err(e) => HttpError::new(400, -1100, e.to_string()),
+        };
+        self.answer_error_with(Route::NotFound, &error, &[]);
+        UpgradeStep::Answered
+    }
+
+    fn answer_error_with(&mut self, route: Route, error: &HttpError, headers: &'static [&'static str]) {
+        let mut reply = Reply::error(route, error);
+        reply.headers = Headers::Static(headers);
+        self.encode(&reply, false, false, Instant::now());
     }
 
     /// Answers every complete request in the buffer, in order.
@@ -191,6 +252,19 @@ impl Conn<'_> {
                     return Next::Close;
                 }
             };
+            if self.kind == Listener::Api {
+                match self.upgrade(&head) {
+                    UpgradeStep::Http => {}
+                    UpgradeStep::Answered => {
+                        self.read.start += head.len;
+                        continue;
+                    }
+                    UpgradeStep::Upgrade(upgrade) => {
+                        self.read.start += head.len;
+                        return Next::Upgrade(upgrade);
+                    }
+                }
+            }
             let started = Instant::now();
             let reply = match self.kind {
                 Listener::Api => api::handle(self.shard, self.read.pending(), &head, self.peer).await,

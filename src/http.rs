@@ -56,6 +56,32 @@ pub struct Head {
     pub admin_token: Option<Range<usize>>,
     /// The client sent `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// The WebSocket handshake headers, for `ws::handshake`.
+    pub upgrade: UpgradeHeaders,
+}
+
+/// Values of the headers an RFC 6455 upgrade depends on, when sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpgradeHeaders {
+    pub upgrade: Option<Range<usize>>,
+    /// The `Connection` line naming `upgrade`, else the last one.
+    pub connection: Option<Range<usize>>,
+    pub key: Option<Range<usize>>,
+    pub version: Option<Range<usize>>,
+}
+
+impl UpgradeHeaders {
+    /// The handshake request these headers make, over `buf`.
+    pub fn request<'a>(&self, method: Method, buf: &'a [u8]) -> crate::ws::handshake::UpgradeRequest<'a> {
+        let value = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
+        crate::ws::handshake::UpgradeRequest {
+            method,
+            upgrade: value(&self.upgrade),
+            connection: value(&self.connection),
+            key: value(&self.key),
+            version: value(&self.version),
+        }
+    }
 }
 
 /// An error that the client sees as `{"code":..,"msg":..}` with `status`.
@@ -184,6 +210,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
         api_key: frame.api_key,
         admin_token: frame.admin_token,
         expect_continue: frame.expect_continue,
+        upgrade: frame.upgrade,
     };
     if buf.len() < head.len {
         return Ok(Parsed::Partial { needed_len: Some(head) });
@@ -219,6 +246,7 @@ struct Framing {
     api_key: Option<Range<usize>>,
     admin_token: Option<Range<usize>>,
     expect_continue: bool,
+    upgrade: UpgradeHeaders,
 }
 
 impl Framing {
@@ -238,6 +266,12 @@ impl Framing {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             self.chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
+            let names_upgrade = value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+            if names_upgrade || self.upgrade.connection.is_none() {
+                self.upgrade.connection = Some(range_of(value));
+            }
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -253,6 +287,12 @@ impl Framing {
             self.api_key = Some(range_of(value));
         } else if name.eq_ignore_ascii_case("x-admin-token") {
             self.admin_token = Some(range_of(value));
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            self.upgrade.upgrade = Some(range_of(value));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            self.upgrade.key = Some(range_of(value));
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            self.upgrade.version = Some(range_of(value));
         } else if name.eq_ignore_ascii_case("expect") {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }

@@ -16,5 +16,7 @@ pub mod metrics;
 pub mod oneshot;
 pub mod rest;
 pub mod shard;
+pub mod streams;
 pub mod trading;
 pub mod ws;
+pub mod wsconn;

@@ -18,6 +18,7 @@ use crate::admin::{AdminCall, AdminReply};
 use crate::metrics::Snapshot;
 use crate::oneshot;
 use crate::rest::{RestReply, RestRequest};
+use crate::streams::{StreamEvent, StreamKey};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
@@ -44,6 +45,11 @@ pub enum Call {
         request: Box<RestRequest>,
         markets: Vec<MarketId>,
     },
+    /// The caller's shard has its first local subscriber of `key`, a
+    /// stream of a market the callee owns: send it the stream's events.
+    /// Answered once the callee sends them, so a client told "subscribed"
+    /// misses nothing that happens after.
+    Subscribe { key: StreamKey, shard: usize },
 }
 
 /// Answers to `Call`s.
@@ -54,6 +60,7 @@ pub enum Reply {
     Admin(Box<AdminReply>),
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),
+    Subscribed,
     /// The callee had too many calls in flight and did not run this one.
     Overloaded,
 }
@@ -72,9 +79,27 @@ pub enum EngineMsg {
 /// Everything that travels between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    Call { id: u64, call: Call },
-    Reply { id: u64, reply: Reply },
+    Call {
+        id: u64,
+        call: Call,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
     Engine(EngineMsg),
+    /// Stream fan-out: subscriptions ending, and events for subscribers.
+    Stream(StreamMsg),
+}
+
+/// One-way stream traffic between a market's shard and the shards that
+/// hold its subscribers.
+#[derive(Debug)]
+pub enum StreamMsg {
+    /// The sender's shard lost its last local subscriber of `key`.
+    Unsubscribe { key: StreamKey, shard: usize },
+    /// One event, sent once to each shard with subscribers.
+    Event(Box<StreamEvent>),
 }
 
 /// The mesh before shards join; cloned into every shard.

@@ -106,6 +106,9 @@ pub struct Metrics {
     pub orders_cross_shard: u64,
     pub mesh_outbox: u64,
     pub rate_limited: u64,
+    pub ws_open: u64,
+    pub ws_slow_closed: u64,
+    pub ws_frames_sent: u64,
 }
 
 impl Default for Metrics {
@@ -123,6 +126,9 @@ impl Default for Metrics {
             orders_cross_shard: 0,
             mesh_outbox: 0,
             rate_limited: 0,
+            ws_open: 0,
+            ws_slow_closed: 0,
+            ws_frames_sent: 0,
         }
     }
 }
@@ -145,7 +151,7 @@ impl Metrics {
     pub fn snapshot(&self, shard: usize) -> Snapshot {
         let routes = Route::all()
             .zip(&self.routes)
-            .filter(|(_, r)| r.latency_ns.len() > 0)
+            .filter(|(_, r)| !r.latency_ns.is_empty())
             .map(|(route, r)| RouteSnapshot {
                 route,
                 statuses: r.statuses.clone(),
@@ -171,6 +177,9 @@ impl Metrics {
             orders_cross_shard: self.orders_cross_shard,
             mesh_outbox: self.mesh_outbox,
             rate_limited: self.rate_limited,
+            ws_open: self.ws_open,
+            ws_slow_closed: self.ws_slow_closed,
+            ws_frames_sent: self.ws_frames_sent,
         }
     }
 }
@@ -191,6 +200,9 @@ pub struct Snapshot {
     pub orders_cross_shard: u64,
     pub mesh_outbox: u64,
     pub rate_limited: u64,
+    pub ws_open: u64,
+    pub ws_slow_closed: u64,
+    pub ws_frames_sent: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -256,7 +268,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [ShardFamily; 11] = [
+    let per_shard: [ShardFamily; 14] = [
         ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
             s.connections_open
         }),
@@ -319,6 +331,24 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "counter",
             "Requests refused with 429 by a request or order limit.",
             |s| s.rate_limited,
+        ),
+        (
+            "tradsys_ws_connections_open",
+            "gauge",
+            "Open WebSocket connections.",
+            |s| s.ws_open,
+        ),
+        (
+            "tradsys_ws_slow_consumers_closed_total",
+            "counter",
+            "WebSocket connections closed with 1008 because their outbound queue overflowed.",
+            |s| s.ws_slow_closed,
+        ),
+        (
+            "tradsys_ws_frames_sent_total",
+            "counter",
+            "WebSocket frames written to clients.",
+            |s| s.ws_frames_sent,
         ),
     ];
     for (name, kind, help, value) in per_shard {

@@ -16,9 +16,10 @@ use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::{Endpoint, LocalLimiter, RateLimiter};
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
-use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
+use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
+use crate::streams::{Outbound, Registry, StreamEvent, StreamKey, StreamKind, DEPTH_DIFF_LEVELS_MAX};
 use crate::trading::{Trading, DEMO_USER_ID};
 use glommio::channels::channel_mesh::Receivers;
 use glommio::net::{TcpListener, UnixStream};
@@ -82,7 +83,17 @@ pub struct Shard {
     calls_in_flight: Cell<usize>,
     outbox_max: usize,
     admin_token: Option<String>,
+    /// Stream subscribers here, and subscribed shards of markets owned here.
+    streams: RefCell<Registry>,
+    ws: crate::config::WsConfig,
+    /// Open WebSocket connections per client IP, on this shard.
+    ws_per_ip: RefCell<std::collections::HashMap<IpAddr, usize>>,
 }
+
+/// How often depth diffs of the fast (100 ms) streams are computed; the
+/// slow (1000 ms) ones every `DEPTH_SLOW_TICKS` ticks.
+const DEPTH_TICK: Duration = Duration::from_millis(100);
+const DEPTH_SLOW_TICKS: u64 = 10;
 
 impl Shard {
     pub fn index(&self) -> usize {
@@ -161,7 +172,12 @@ impl Shard {
                     market.record(&TapeTrade::from(fill));
                 }
             }
+            drop(data);
+            for fill in trades {
+                self.publish(StreamEvent::Trade(fill));
+            }
         }
+        self.publish_book_tickers();
         let outgoing: Vec<(u32, EngineMsg)> = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
         for (owner, msg) in outgoing {
@@ -175,6 +191,164 @@ impl Shard {
         m.orders_local = orders.local;
         m.orders_cross_shard = orders.cross_shard;
         m.mesh_outbox = self.mesh.queued() as u64;
+    }
+
+    pub fn ws_config(&self) -> &crate::config::WsConfig {
+        &self.ws
+    }
+
+    /// Counts a WebSocket connection from `ip`; false when the IP is at
+    /// `ws_connections_per_ip_max` on this shard.
+    pub fn ws_open(&self, ip: IpAddr) -> bool {
+        let mut per_ip = self.ws_per_ip.borrow_mut();
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= self.ws.connections_per_ip_max {
+            return false;
+        }
+        *open += 1;
+        self.metrics.borrow_mut().ws_open += 1;
+        true
+    }
+
+    pub fn ws_closed(&self, ip: IpAddr) {
+        let mut per_ip = self.ws_per_ip.borrow_mut();
+        if let Some(open) = per_ip.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        self.metrics.borrow_mut().ws_open -= 1;
+    }
+
+    /// Subscribes a local connection's queue to `key`. The shard's first
+    /// subscriber asks the market's shard for the stream and waits until
+    /// it is sent, so nothing after this returns is missed.
+    pub async fn subscribe(&self, key: StreamKey, out: &Rc<Outbound>) -> Result<(), MeshError> {
+        if !self.streams.borrow_mut().subscribe_local(key, out) {
+            return Ok(());
+        }
+        let owner = self.trading().market_shard(key.market) as usize;
+        if owner == self.index {
+            self.attach_stream(key, self.index);
+            return Ok(());
+        }
+        match self.mesh.call(owner, Call::Subscribe { key, shard: self.index }).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.streams.borrow_mut().unsubscribe_local(key, out);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops a local subscription; the shard's last one tells the market's
+    /// shard to stop sending the stream here.
+    pub fn unsubscribe(&self, key: StreamKey, out: &Rc<Outbound>) {
+        if !self.streams.borrow_mut().unsubscribe_local(key, out) {
+            return;
+        }
+        let owner = self.trading().market_shard(key.market) as usize;
+        if owner == self.index {
+            self.streams.borrow_mut().remove_shard(key, self.index);
+        } else {
+            let msg = StreamMsg::Unsubscribe { key, shard: self.index };
+            let _ = self.mesh.send(owner, ShardMsg::Stream(msg));
+        }
+    }
+
+    /// On the market's shard: starts sending `key` to `shard`. A stream's
+    /// first subscriber starts its depth chain or book ticker from now.
+    fn attach_stream(&self, key: StreamKey, shard: usize) {
+        let first = self.streams.borrow_mut().add_shard(key, shard);
+        if !first {
+            return;
+        }
+        let trading = self.trading();
+        let Some(book) = trading.book(key.market) else { return };
+        let mut streams = self.streams.borrow_mut();
+        match key.kind {
+            StreamKind::Depth { fast } => {
+                let (mut bids, mut asks) = (Vec::new(), Vec::new());
+                let update_id = book.depth(DEPTH_DIFF_LEVELS_MAX, &mut bids, &mut asks);
+                streams.depth_start(key.market, fast, update_id, bids, asks);
+            }
+            StreamKind::BookTicker => {
+                streams.book_ticker_changed(key.market, book.update_id());
+            }
+            StreamKind::Trade => {}
+        }
+    }
+
+    /// Sends `event` once to each shard subscribed to its stream.
+    fn publish(&self, event: StreamEvent) {
+        let shards = self.streams.borrow().shards_of(event.key()).to_vec();
+        for shard in shards {
+            if shard == self.index {
+                self.publish_local(&event);
+            } else {
+                let msg = StreamMsg::Event(Box::new(event.clone()));
+                if self.mesh.send(shard, ShardMsg::Stream(msg)).is_ok() {
+                    self.metrics.borrow_mut().mesh_sent += 1;
+                }
+            }
+        }
+    }
+
+    /// Queues `event` for this shard's subscribers; a queue it overflows
+    /// counts as a slow consumer (its connection closes with 1008).
+    fn publish_local(&self, event: &StreamEvent) {
+        let overflowed = self.streams.borrow().publish_local(event, &self.trading());
+        if overflowed > 0 {
+            self.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
+        }
+    }
+
+    fn publish_book_tickers(&self) {
+        let keys = self.streams.borrow().subscribed(|k| k == StreamKind::BookTicker);
+        for key in keys {
+            let event = {
+                let trading = self.trading();
+                let Some(book) = trading.book(key.market) else { continue };
+                if !self
+                    .streams
+                    .borrow_mut()
+                    .book_ticker_changed(key.market, book.update_id())
+                {
+                    continue;
+                }
+                StreamEvent::BookTicker {
+                    market: key.market,
+                    update_id: book.update_id(),
+                    bid: book.best_bid(),
+                    ask: book.best_ask(),
+                }
+            };
+            self.publish(event);
+        }
+    }
+
+    /// Computes and sends the depth diffs due at tick `tick`.
+    fn publish_depth(&self, tick: u64, now_ms: u64) {
+        let slow_due = tick % DEPTH_SLOW_TICKS == 0;
+        let keys = self.streams.borrow().subscribed(|k| {
+            k == StreamKind::Depth { fast: true } || (slow_due && k == StreamKind::Depth { fast: false })
+        });
+        for key in keys {
+            let StreamKind::Depth { fast } = key.kind else { continue };
+            let diff = {
+                let trading = self.trading();
+                let Some(book) = trading.book(key.market) else { continue };
+                let (mut bids, mut asks) = (Vec::new(), Vec::new());
+                let update_id = book.depth(DEPTH_DIFF_LEVELS_MAX, &mut bids, &mut asks);
+                self.streams
+                    .borrow_mut()
+                    .depth_diff(key.market, fast, update_id, now_ms, bids, asks)
+            };
+            if let Some(diff) = diff {
+                self.publish(StreamEvent::Depth(diff));
+            }
+        }
     }
 
     /// Applies `msg` here and sends it to every other shard.
@@ -548,6 +722,9 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
         calls_in_flight: Cell::new(0),
         outbox_max: config.mesh_outbox_messages_max,
         admin_token: config.admin_token.clone(),
+        streams: RefCell::new(Registry::default()),
+        ws: config.ws,
+        ws_per_ip: RefCell::new(std::collections::HashMap::new()),
     }
 }
 
@@ -595,7 +772,8 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if setup.config.demo_user {
         create_demo_user(&shard)?;
     }
-    let receive_loops = spawn_receivers(&shard, receivers);
+    let mut receive_loops = spawn_receivers(&shard, receivers);
+    receive_loops.push(glommio::spawn_local(depth_ticks(shard.clone())));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("shard {} core {} listening {address}", setup.index, setup.cpu);
     let connections = Gate::new();
@@ -649,6 +827,16 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         task.cancel().await;
     }
     Ok(())
+}
+
+/// Sends the depth diffs of this shard's markets, every `DEPTH_TICK`.
+async fn depth_ticks(shard: Rc<Shard>) {
+    let mut tick = 0u64;
+    loop {
+        glommio::timer::sleep(DEPTH_TICK).await;
+        tick += 1;
+        shard.publish_depth(tick, crate::api::now_ms());
+    }
 }
 
 async fn wait_for_drain(mut control: UnixStream) {
@@ -722,6 +910,10 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.trading.borrow_mut().receive(msg);
             shard.flush_engine();
         }
+        ShardMsg::Stream(StreamMsg::Unsubscribe { key, shard: from }) => {
+            shard.streams.borrow_mut().remove_shard(key, from);
+        }
+        ShardMsg::Stream(StreamMsg::Event(event)) => shard.publish_local(&event),
         ShardMsg::Call { id, call } => {
             if shard.calls_in_flight.get() >= MESH_CALLS_IN_FLIGHT_MAX {
                 let _ = shard.mesh.send(
@@ -764,5 +956,9 @@ async fn answer(shard: &Shard, call: Call) -> Reply {
             Ok(entries) => Reply::Fragments(entries),
             Err(_) => Reply::Fragments(Vec::new()),
         },
+        Call::Subscribe { key, shard: from } => {
+            shard.attach_stream(key, from);
+            Reply::Subscribed
+        }
     }
 }

@@ -1,0 +1,503 @@
+//! One WebSocket connection after its opening handshake: the stream API's
+//! requests (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY,
+//! GET_PROPERTY), pings both ways, the close handshake, and writing the
+//! frames the shard's fan-out queues for it.
+//!
+//! `conn` hands a connection over once [`target`] accepted its path and
+//! `ws::handshake` its headers. The connection stays on this shard: it
+//! subscribes in the shard's registry (`Shard::subscribe`), and a single
+//! task alternates between writing its [`Outbound`] queue and waiting for
+//! whichever comes first of client bytes, queued frames, the ping timer or
+//! the shard's drain.
+//!
+//! Limits: `ws_message_bytes_max` per client message (1009),
+//! `WS_MESSAGES_PER_SECOND_MAX` client frames per second (1008),
+//! `WS_STREAMS_PER_CONNECTION_MAX` streams, `ws_outbound_bytes_max` queued
+//! bytes (1008, counted as a slow consumer), a ping every `PING_INTERVAL`
+//! and a close after `PONG_TIMEOUT` without a pong. An idle connection
+//! holds no read buffer; only the stack buffer of its task remains.
+
+use crate::shard::Shard;
+use crate::streams::{Outbound, StreamKey, WS_STREAMS_PER_CONNECTION_MAX};
+use crate::ws::handshake::Accept;
+use crate::ws::{self, CloseCode, CloseReason, Message, Reader, WsLimits};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use serde_json::Value;
+use std::io;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often the server pings.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A connection that has not answered a ping for this long is closed.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client frames (requests, pings, pongs) per second, as Binance counts.
+pub const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
+/// Bytes read from the socket at once into the task's own buffer.
+const READ_CHUNK_BYTES: usize = 512;
+
+/// Binance's stream-API error codes.
+const CODE_UNKNOWN_PROPERTY: i64 = 0;
+const CODE_INVALID_VALUE: i64 = 1;
+const CODE_INVALID_REQUEST: i64 = 2;
+const CODE_INVALID_JSON: i64 = 3;
+
+/// What the request path asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    pub streams: Vec<StreamKey>,
+    pub combined: bool,
+}
+
+/// Why a path cannot be upgraded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("not a stream path")]
+    NotStreams,
+    #[error("Invalid stream name {0}.")]
+    BadStream(String),
+    #[error("Too many streams; at most {WS_STREAMS_PER_CONNECTION_MAX}.")]
+    TooMany,
+}
+
+/// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.
+pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, TargetError> {
+    let path = std::str::from_utf8(path).map_err(|_| TargetError::NotStreams)?;
+    let (names, combined) = match path {
+        "/ws" | "/ws/" => ("", false),
+        "/stream" => {
+            let query = std::str::from_utf8(query).map_err(|_| TargetError::NotStreams)?;
+            let streams = query.split('&').find_map(|p| p.strip_prefix("streams="));
+            (streams.unwrap_or(""), true)
+        }
+        _ => match path.strip_prefix("/ws/") {
+            Some(names) => (names, false),
+            None => return Err(TargetError::NotStreams),
+        },
+    };
+    let trading = shard.trading();
+    let mut streams = Vec::new();
+    for name in names.split('/').filter(|n| !n.is_empty()) {
+        let key = StreamKey::parse(name, &trading).ok_or_else(|| TargetError::BadStream(name.to_string()))?;
+        if !streams.contains(&key) {
+            streams.push(key);
+        }
+    }
+    if streams.len() > WS_STREAMS_PER_CONNECTION_MAX {
+        return Err(TargetError::TooMany);
+    }
+    Ok(Target { streams, combined })
+}
+
+/// Subscribes, answers 101 and serves the connection until it closes.
+/// `early` holds bytes the client sent after its handshake.
+pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: Accept, target: Target, early: Vec<u8>) {
+    // The HTTP idle timeout no longer applies: pings decide liveness now.
+    let _ = stream.set_read_timeout(None);
+    set_send_buffer(&stream, shard.ws_config().socket_send_bytes);
+    let out = Rc::new(Outbound::new(shard.ws_config().outbound_bytes_max, target.combined));
+    let mut conn = WsConn {
+        shard,
+        out,
+        subscriptions: Vec::new(),
+        reader: Reader::default(),
+        read: early,
+        limits: WsLimits {
+            message_bytes_max: shard.ws_config().message_bytes_max,
+        },
+        last_pong: Instant::now(),
+        next_ping: Instant::now() + PING_INTERVAL,
+        window_start: Instant::now(),
+        window_messages: 0,
+    };
+    for key in target.streams {
+        if conn.shard.subscribe(key, &conn.out).await.is_ok() {
+            conn.subscriptions.push(key);
+        }
+    }
+    let mut response = Vec::with_capacity(160);
+    accept.encode_response(&mut response);
+    if stream.write_all(&response).await.is_ok() {
+        let end = conn.run(&mut stream).await;
+        let _ = conn.close(&mut stream, end).await;
+    }
+    for key in std::mem::take(&mut conn.subscriptions) {
+        shard.unsubscribe(key, &conn.out);
+    }
+    shard.ws_closed(peer);
+}
+
+/// Why the connection ends, and the close code to send (if any).
+#[derive(Debug)]
+enum End {
+    /// The client closed; echo its code.
+    ClientClosed(Option<CloseCode>),
+    Close(CloseCode, &'static str),
+    /// The socket failed; nothing more can be sent.
+    Gone,
+}
+
+/// What reading the buffer came to.
+enum Step {
+    Request(String),
+    Again,
+    NeedMore,
+}
+
+/// What woke the idle connection.
+enum Wake {
+    Read(io::Result<usize>),
+    Queued,
+    Timer,
+    Drain,
+}
+
+struct WsConn<'a> {
+    shard: &'a Shard,
+    out: Rc<Outbound>,
+    /// In subscription order, for LIST_SUBSCRIPTIONS.
+    subscriptions: Vec<StreamKey>,
+    reader: Reader,
+    /// Client bytes not yet consumed; empty (unallocated) when idle.
+    read: Vec<u8>,
+    limits: WsLimits,
+    last_pong: Instant,
+    next_ping: Instant,
+    window_start: Instant,
+    window_messages: u32,
+}
+
+impl WsConn<'_> {
+    async fn run(&mut self, stream: &mut TcpStream) -> End {
+        loop {
+            if let Err(end) = self.handle_buffered().await {
+                // Replies to the requests before the one that ended it.
+                let _ = self.write_queued(stream).await;
+                return end;
+            }
+            if let Err(end) = self.write_queued(stream).await {
+                return end;
+            }
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            let wake = self.wait(stream, &mut chunk).await;
+            let step = match wake {
+                Wake::Read(Ok(0)) => Err(End::Gone),
+                Wake::Read(Ok(n)) => {
+                    self.read.extend_from_slice(&chunk[..n]);
+                    self.shard.metrics_mut().bytes_received += n as u64;
+                    Ok(())
+                }
+                Wake::Read(Err(_)) => Err(End::Gone),
+                Wake::Queued => Ok(()),
+                Wake::Timer => self.on_timer(),
+                Wake::Drain => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn wait(&self, stream: &mut TcpStream, chunk: &mut [u8]) -> Wake {
+        let read = async { Wake::Read(stream.read(chunk).await) };
+        let queued = async {
+            futures_lite::future::poll_fn(|cx| self.out.poll_ready(cx)).await;
+            Wake::Queued
+        };
+        let timer = async {
+            glommio::timer::sleep(self.next_ping.saturating_duration_since(Instant::now())).await;
+            Wake::Timer
+        };
+        let drain = async {
+            self.shard.drained().await;
+            Wake::Drain
+        };
+        futures_lite::future::or(
+            read,
+            futures_lite::future::or(queued, futures_lite::future::or(timer, drain)),
+        )
+        .await
+    }
+
+    fn on_timer(&mut self) -> Result<(), End> {
+        if self.last_pong.elapsed() >= PONG_TIMEOUT {
+            return Err(End::Close(CloseCode::POLICY_VIOLATION, "no pong"));
+        }
+        self.next_ping = Instant::now() + PING_INTERVAL;
+        let mut frame = Vec::with_capacity(2);
+        ws::encode_ping(&mut frame, b"");
+        self.queue(frame)
+    }
+
+    /// Writes every queued frame; an overflowed queue ends the connection.
+    async fn write_queued(&mut self, stream: &mut TcpStream) -> Result<(), End> {
+        while let Some(frame) = self.out.pop() {
+            stream.write_all(&frame).await.map_err(|_| End::Gone)?;
+            let mut m = self.shard.metrics_mut();
+            m.bytes_sent += frame.len() as u64;
+            m.ws_frames_sent += 1;
+        }
+        if self.out.is_overflowed() {
+            return Err(End::Close(CloseCode::POLICY_VIOLATION, "slow consumer"));
+        }
+        Ok(())
+    }
+
+    /// Handles every whole client message in the read buffer.
+    async fn handle_buffered(&mut self) -> Result<(), End> {
+        loop {
+            let mut buf = std::mem::take(&mut self.read);
+            let step = self.next_request(&mut buf);
+            self.read = if buf.is_empty() { Vec::new() } else { buf };
+            match step? {
+                Step::Request(text) => {
+                    let reply = self.request(&text).await;
+                    self.queue(ws::text_frame(&reply))?;
+                }
+                Step::Again => {}
+                Step::NeedMore => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads one message from the front of `buf` and drops its bytes.
+    fn next_request(&mut self, buf: &mut Vec<u8>) -> Result<Step, End> {
+        if buf.is_empty() {
+            return Ok(Step::NeedMore);
+        }
+        let read = self.reader.read(buf, &self.limits).map_err(close_for)?;
+        let consumed = read.consumed;
+        let step = match read.message {
+            Some(message) => match self.on_message(message)? {
+                Some(text) => Step::Request(text),
+                None => Step::Again,
+            },
+            None if consumed > 0 => Step::Again,
+            None => Step::NeedMore,
+        };
+        buf.drain(..consumed);
+        Ok(step)
+    }
+
+    /// Answers control frames at once; returns a text request to run.
+    fn on_message(&mut self, message: Message<'_>) -> Result<Option<String>, End> {
+        self.count_message()?;
+        match message {
+            Message::Text(text) => Ok(Some(text.into_owned())),
+            Message::Binary(_) => Err(End::Close(
+                CloseCode::UNSUPPORTED_DATA,
+                "binary messages are not supported",
+            )),
+            Message::Ping(payload) => {
+                let mut frame = Vec::with_capacity(2 + payload.len());
+                ws::encode_pong(&mut frame, payload);
+                self.queue(frame).map(|_| None)
+            }
+            Message::Pong(_) => {
+                self.last_pong = Instant::now();
+                Ok(None)
+            }
+            Message::Close(status) => Err(End::ClientClosed(status.map(|(code, _)| code))),
+        }
+    }
+
+    fn count_message(&mut self) -> Result<(), End> {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.window_messages = 0;
+        }
+        self.window_messages += 1;
+        if self.window_messages > WS_MESSAGES_PER_SECOND_MAX {
+            return Err(End::Close(CloseCode::POLICY_VIOLATION, "too many messages"));
+        }
+        Ok(())
+    }
+
+    fn queue(&self, frame: Vec<u8>) -> Result<(), End> {
+        match self.out.push(Rc::from(frame)) {
+            crate::streams::Push::Queued => Ok(()),
+            _ => Err(End::Close(CloseCode::POLICY_VIOLATION, "slow consumer")),
+        }
+    }
+
+    /// Runs one JSON request and returns the reply's text.
+    async fn request(&mut self, text: &str) -> String {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return error_reply(CODE_INVALID_JSON, &format!("Invalid JSON: {e}"), &Value::Null),
+        };
+        let id = value.get("id").cloned().unwrap_or(Value::Null);
+        if !(id.is_null() || id.is_u64() || id.is_string()) {
+            return error_reply(
+                CODE_INVALID_REQUEST,
+                "Invalid request: request ID must be an unsigned integer",
+                &Value::Null,
+            );
+        }
+        let params = value.get("params");
+        let result = match value.get("method").and_then(Value::as_str) {
+            Some("SUBSCRIBE") => self.subscribe(params).await,
+            Some("UNSUBSCRIBE") => self.unsubscribe(params),
+            Some("LIST_SUBSCRIPTIONS") => Ok(self.list()),
+            Some("SET_PROPERTY") => self.set_property(params),
+            Some("GET_PROPERTY") => self.get_property(params),
+            Some(other) => Err((
+                CODE_INVALID_REQUEST,
+                format!(
+                    "Invalid request: unknown variant {other}, expected one of SUBSCRIBE, UNSUBSCRIBE, \
+                     LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY"
+                ),
+            )),
+            None => Err((
+                CODE_INVALID_REQUEST,
+                "Invalid request: missing field `method`".to_string(),
+            )),
+        };
+        match result {
+            Ok(result) => serde_json::json!({ "result": result, "id": id }).to_string(),
+            Err((code, msg)) => error_reply(code, &msg, &id),
+        }
+    }
+
+    fn stream_params(&self, params: Option<&Value>) -> Result<Vec<StreamKey>, (i64, String)> {
+        let names = params.and_then(Value::as_array).ok_or_else(|| {
+            (
+                CODE_INVALID_REQUEST,
+                "Invalid request: params must be an array of stream names".to_string(),
+            )
+        })?;
+        let trading = self.shard.trading();
+        names
+            .iter()
+            .map(|name| {
+                let name = name.as_str().unwrap_or("");
+                StreamKey::parse(name, &trading)
+                    .ok_or_else(|| (CODE_INVALID_REQUEST, format!("Invalid request: unknown stream {name}")))
+            })
+            .collect()
+    }
+
+    async fn subscribe(&mut self, params: Option<&Value>) -> Result<Value, (i64, String)> {
+        let keys = self.stream_params(params)?;
+        let new: Vec<StreamKey> = keys.into_iter().filter(|k| !self.subscriptions.contains(k)).collect();
+        if self.subscriptions.len() + new.len() > WS_STREAMS_PER_CONNECTION_MAX {
+            return Err((
+                CODE_INVALID_REQUEST,
+                format!("Invalid request: too many streams; at most {WS_STREAMS_PER_CONNECTION_MAX}"),
+            ));
+        }
+        for key in new {
+            if self.subscriptions.contains(&key) {
+                continue;
+            }
+            self.shard.subscribe(key, &self.out).await.map_err(|_| {
+                (
+                    CODE_INVALID_REQUEST,
+                    "Invalid request: stream unavailable; try again".to_string(),
+                )
+            })?;
+            self.subscriptions.push(key);
+        }
+        Ok(Value::Null)
+    }
+
+    fn unsubscribe(&mut self, params: Option<&Value>) -> Result<Value, (i64, String)> {
+        let keys = self.stream_params(params)?;
+        for key in keys {
+            if let Some(i) = self.subscriptions.iter().position(|k| *k == key) {
+                self.subscriptions.remove(i);
+                self.shard.unsubscribe(key, &self.out);
+            }
+        }
+        Ok(Value::Null)
+    }
+
+    fn list(&self) -> Value {
+        let trading = self.shard.trading();
+        Value::Array(
+            self.subscriptions
+                .iter()
+                .map(|k| Value::String(k.name(&trading)))
+                .collect(),
+        )
+    }
+
+    fn set_property(&mut self, params: Option<&Value>) -> Result<Value, (i64, String)> {
+        let params = params.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        match params {
+            [Value::String(name), value] if name == "combined" => match value.as_bool() {
+                Some(combined) => {
+                    self.out.set_combined(combined);
+                    Ok(Value::Null)
+                }
+                None => Err((CODE_INVALID_VALUE, "Invalid value type: expected Boolean".to_string())),
+            },
+            [Value::String(_), _] => Err((CODE_UNKNOWN_PROPERTY, "Unknown property".to_string())),
+            _ => Err((
+                CODE_INVALID_REQUEST,
+                "Invalid request: property name must be a string".to_string(),
+            )),
+        }
+    }
+
+    fn get_property(&self, params: Option<&Value>) -> Result<Value, (i64, String)> {
+        let params = params.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        match params {
+            [Value::String(name)] if name == "combined" => Ok(Value::Bool(self.out.is_combined())),
+            [Value::String(_)] => Err((CODE_UNKNOWN_PROPERTY, "Unknown property".to_string())),
+            _ => Err((
+                CODE_INVALID_REQUEST,
+                "Invalid request: property name must be a string".to_string(),
+            )),
+        }
+    }
+
+    /// Sends the close frame `end` calls for.
+    async fn close(&mut self, stream: &mut TcpStream, end: End) -> io::Result<()> {
+        let (code, reason) = match end {
+            End::Gone => return Ok(()),
+            End::ClientClosed(code) => (code.unwrap_or(CloseCode::NORMAL), ""),
+            End::Close(code, reason) => (code, reason),
+        };
+        let code = if code.is_valid_on_wire() {
+            code
+        } else {
+            CloseCode::NORMAL
+        };
+        let mut frame = Vec::with_capacity(2 + 2 + reason.len());
+        ws::encode_close(&mut frame, code, reason);
+        stream.write_all(&frame).await?;
+        stream.close().await
+    }
+}
+
+/// Caps the kernel's send buffer of a stream connection when configured
+/// (`ws_socket_send_bytes`, 0: the kernel's autotuning), so that what a
+/// slow reader can hold is bounded in the kernel as well as in the queue.
+fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    if bytes == 0 {
+        return;
+    }
+    let value = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn close_for(reason: CloseReason) -> End {
+    End::Close(reason.code(), reason.message())
+}
+
+fn error_reply(code: i64, msg: &str, id: &Value) -> String {
+    serde_json::json!({ "error": { "code": code, "msg": msg }, "id": id }).to_string()
+}
