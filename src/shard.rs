@@ -164,6 +164,10 @@ impl Shard {
     /// Hands the engine messages the last operation produced for other
     /// shards to the mesh, and counts its orders.
     pub fn flush_engine(&self) {
+        let touched = std::mem::take(&mut self.trading.borrow_mut().touched_levels);
+        if !touched.is_empty() {
+            self.streams.borrow_mut().touch_levels(&touched);
+        }
         let trades = self.trading.borrow_mut().take_trades();
         if !trades.is_empty() {
             let mut data = self.market_data.borrow_mut();

@@ -26,12 +26,12 @@ use crate::json::JsonWriter;
 use crate::trading::Trading;
 use crate::ws::text_frame;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use tradsys_engine::msg::Fill;
 use tradsys_engine::num::{Price, Qty};
-use tradsys_engine::order::MarketId;
+use tradsys_engine::order::{MarketId, Side};
 
 /// Streams one connection may subscribe to (Binance's limit).
 pub const WS_STREAMS_PER_CONNECTION_MAX: usize = 1024;
@@ -286,6 +286,10 @@ struct DepthState {
     update_id: u64,
     bids: Vec<Level>,
     asks: Vec<Level>,
+    /// Prices orders came to since the snapshot: a level there may have
+    /// appeared and gone again, and the next diff must say it is gone.
+    touched_bids: HashSet<Price>,
+    touched_asks: HashSet<Price>,
 }
 
 /// One shard's subscribers: local connections per stream and, for the
@@ -367,7 +371,31 @@ impl Registry {
 
     /// Starts a depth chain from the book as it is now.
     pub fn depth_start(&mut self, market: MarketId, fast: bool, update_id: u64, bids: Vec<Level>, asks: Vec<Level>) {
-        self.depth.insert((market, fast), DepthState { update_id, bids, asks });
+        let state = DepthState {
+            update_id,
+            bids,
+            asks,
+            touched_bids: HashSet::new(),
+            touched_asks: HashSet::new(),
+        };
+        self.depth.insert((market, fast), state);
+    }
+
+    /// Records prices orders came to, for the depth chains of their markets.
+    pub fn touch_levels(&mut self, touched: &[(MarketId, Side, Price)]) {
+        if self.depth.is_empty() {
+            return;
+        }
+        for &(market, side, price) in touched {
+            for fast in [false, true] {
+                if let Some(state) = self.depth.get_mut(&(market, fast)) {
+                    match side {
+                        Side::Buy => state.touched_bids.insert(price),
+                        Side::Sell => state.touched_asks.insert(price),
+                    };
+                }
+            }
+        }
     }
 
     /// The diff from the last snapshot to `bids`/`asks` at `update_id`, or
@@ -391,10 +419,16 @@ impl Registry {
             time_ms,
             first_update_id: state.update_id + 1,
             last_update_id: update_id,
-            bids: changed_levels(&state.bids, &bids),
-            asks: changed_levels(&state.asks, &asks),
+            bids: changed_levels(&state.bids, &bids, &state.touched_bids),
+            asks: changed_levels(&state.asks, &asks, &state.touched_asks),
         };
-        *state = DepthState { update_id, bids, asks };
+        *state = DepthState {
+            update_id,
+            bids,
+            asks,
+            touched_bids: HashSet::new(),
+            touched_asks: HashSet::new(),
+        };
         Some(diff)
     }
 
@@ -452,17 +486,28 @@ fn combined_frame(name: &str, payload: &[u8]) -> Rc<[u8]> {
     frame_of(&wrapped)
 }
 
-/// Levels of `new` whose quantity differs from `old`, and levels of `old`
-/// gone from `new` with quantity 0.
-fn changed_levels(old: &[Level], new: &[Level]) -> Vec<Level> {
+/// Levels of `new` whose quantity differs from `old`, and with quantity 0
+/// the levels of `old` and the `touched` prices that `new` lacks.
+fn changed_levels(old: &[Level], new: &[Level], touched: &HashSet<Price>) -> Vec<Level> {
     let before: HashMap<Price, Qty> = old.iter().copied().collect();
     let after: HashMap<Price, Qty> = new.iter().copied().collect();
-    let mut changed: Vec<Level> = new.iter().filter(|(p, q)| before.get(p) != Some(q)).copied().collect();
+    let mut changed: Vec<Level> = new
+        .iter()
+        .filter(|(p, q)| before.get(p) != Some(q) || touched.contains(p))
+        .copied()
+        .collect();
     changed.extend(
         old.iter()
             .filter(|(p, _)| !after.contains_key(p))
             .map(|&(p, _)| (p, Qty(0))),
     );
+    let mut gone: Vec<Price> = touched
+        .iter()
+        .filter(|p| !after.contains_key(p) && !before.contains_key(p))
+        .copied()
+        .collect();
+    gone.sort_unstable();
+    changed.extend(gone.into_iter().map(|p| (p, Qty(0))));
     changed
 }
 
@@ -474,9 +519,16 @@ mod tests {
     fn changed_levels_reports_new_changed_and_removed_levels() {
         let old = [(Price(100), Qty(5)), (Price(99), Qty(1)), (Price(98), Qty(2))];
         let new = [(Price(101), Qty(3)), (Price(100), Qty(5)), (Price(99), Qty(4))];
+        let touched = HashSet::from([Price(97), Price(100)]);
         assert_eq!(
-            changed_levels(&old, &new),
-            vec![(Price(101), Qty(3)), (Price(99), Qty(4)), (Price(98), Qty(0))]
+            changed_levels(&old, &new, &touched),
+            vec![
+                (Price(101), Qty(3)),
+                (Price(100), Qty(5)),
+                (Price(99), Qty(4)),
+                (Price(98), Qty(0)),
+                (Price(97), Qty(0))
+            ]
         );
     }
 

@@ -182,6 +182,10 @@ pub struct Trading {
     /// Trades of the books on this shard, for market data; drained by the
     /// caller.
     pub trades: Vec<tradsys_engine::msg::Fill>,
+    /// Prices where orders came to the books on this shard, for depth
+    /// diffs (a level may appear and go between two diffs); drained by the
+    /// caller.
+    pub touched_levels: Vec<(MarketId, Side, Price)>,
     next_order_seq: u64,
     next_user_seq: u64,
     pub orders: OrderCounters,
@@ -220,6 +224,7 @@ impl Trading {
             events: Vec::new(),
             outgoing: Vec::new(),
             trades: Vec::new(),
+            touched_levels: Vec::new(),
             next_order_seq: 0,
             next_user_seq: 0,
             orders: OrderCounters::default(),
@@ -463,6 +468,11 @@ impl Trading {
         let book =
             book.unwrap_or_else(|| panic!("shard {} got a message for market {market} it does not own", self.shard));
         self.to_account.clear();
+        if let ToBook::Place(place) = &msg {
+            if place.price != Price::ZERO {
+                self.touched_levels.push((place.market, place.side, place.price));
+            }
+        }
         book.handle(msg, &mut self.to_account);
         for i in 0..self.to_account.len() {
             let msg = self.to_account[i];

@@ -417,3 +417,97 @@ fn slow_consumer_is_cut_off_while_a_fast_one_gets_every_event() {
         json!({"result": ["btcusdt@trade"], "id": 1})
     );
 }
+
+/// A book side as price → quantity, both as Binance prints them.
+type Side = std::collections::BTreeMap<String, String>;
+
+fn side_of(levels: &Value) -> Side {
+    levels
+        .as_array()
+        .expect("levels")
+        .iter()
+        .map(|l| (l[0].as_str().expect("price").into(), l[1].as_str().expect("qty").into()))
+        .collect()
+}
+
+fn apply(side: &mut Side, levels: &Value) {
+    for (price, qty) in side_of(levels) {
+        if qty == "0.00000000" {
+            side.remove(&price);
+        } else {
+            side.insert(price, qty);
+        }
+    }
+}
+
+fn depth_snapshot(server: &Server) -> (u64, Side, Side) {
+    let response = server.get("/api/v3/depth?symbol=BTCUSDT&limit=5000");
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    let id = body["lastUpdateId"].as_u64().expect("lastUpdateId");
+    (id, side_of(&body["bids"]), side_of(&body["asks"]))
+}
+
+/// Binance's procedure for a local order book: buffer the diffs, take a
+/// REST snapshot, drop diffs it already covers, apply the rest in order.
+#[test]
+fn local_book_from_depth_diffs_equals_rest_depth() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let mut ws = Ws::connect(server.addr, "/ws/btcusdt@depth@100ms");
+    let traders = [user(&server, "a"), user(&server, "b")];
+    let mut rest = server.connect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut place = |count: usize, rest: &mut Client| {
+        for _ in 0..count {
+            let who = &traders[random(2) as usize];
+            let side = if random(2) == 0 { "BUY" } else { "SELL" };
+            let price = format!("{}.00", 29_990 + random(21));
+            let qty = format!("0.00{}00", 1 + random(5));
+            order(rest, who, side, &qty, &price);
+        }
+    };
+    place(20, &mut rest);
+    let (first_id, mut bids, mut asks) = depth_snapshot(&server);
+    // Several batches, each waited for, so that the book is rebuilt from
+    // a chain of diffs rather than one.
+    let mut events = Vec::new();
+    let (mut last_id, mut final_bids, mut final_asks) = (first_id, Side::new(), Side::new());
+    for _ in 0..4 {
+        place(20, &mut rest);
+        (last_id, final_bids, final_asks) = depth_snapshot(&server);
+        while events.last().map_or(0, |e: &Value| e["u"].as_u64().expect("u")) < last_id {
+            events.push(ws.json());
+        }
+    }
+    assert!(last_id > first_id, "the orders changed the book");
+    assert!(events.len() >= 4, "one diff per batch at least: {}", events.len());
+    let mut previous_u: Option<u64> = None;
+    let mut applied = 0;
+    for event in &events {
+        assert_eq!(event["e"], "depthUpdate");
+        assert_eq!(event["s"], "BTCUSDT");
+        let (first, last) = (event["U"].as_u64().expect("U"), event["u"].as_u64().expect("u"));
+        if let Some(previous) = previous_u {
+            assert_eq!(first, previous + 1, "diffs form one chain");
+        }
+        previous_u = Some(last);
+        if last <= first_id {
+            continue;
+        }
+        if applied == 0 {
+            assert!(first <= first_id + 1, "the first diff applied covers the snapshot");
+        }
+        apply(&mut bids, &event["b"]);
+        apply(&mut asks, &event["a"]);
+        applied += 1;
+    }
+    assert_eq!(previous_u, Some(last_id), "no change after the last snapshot");
+    assert_eq!(bids, final_bids);
+    assert_eq!(asks, final_asks);
+}
