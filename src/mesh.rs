@@ -19,6 +19,7 @@ use crate::metrics::Snapshot;
 use crate::oneshot;
 use crate::rest::{RestReply, RestRequest};
 use crate::streams::{StreamEvent, StreamKey};
+use crate::trading::UserUpdate;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::Price;
-use tradsys_engine::order::{MarketId, Side};
+use tradsys_engine::order::{MarketId, Side, UserId};
 
 /// What one shard asks of another and waits for.
 #[derive(Debug)]
@@ -50,6 +51,9 @@ pub enum Call {
     /// Answered once the callee sends them, so a client told "subscribed"
     /// misses nothing that happens after.
     Subscribe { key: StreamKey, shard: usize },
+    /// A user data stream connection on `shard` with listen key `key` of a
+    /// user the callee owns: validate the key and send the user's events.
+    UserStream { key: String, shard: usize },
 }
 
 /// Answers to `Call`s.
@@ -61,6 +65,8 @@ pub enum Reply {
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),
     Subscribed,
+    /// The listen key's user, or `None` when the key is unknown or expired.
+    UserStream(Option<UserId>),
     /// The callee had too many calls in flight and did not run this one.
     Overloaded,
 }
@@ -100,6 +106,11 @@ pub enum StreamMsg {
     Unsubscribe { key: StreamKey, shard: usize },
     /// One event, sent once to each shard with subscribers.
     Event(Box<StreamEvent>),
+    /// The sender's shard closed its last stream connection of `user`.
+    UserUnsubscribe { user: UserId, shard: usize },
+    /// One order change of a user, sent once to each shard holding the
+    /// user's stream connections, with the time it was published.
+    User(Box<UserUpdate>, u64),
 }
 
 /// The mesh before shards join; cloned into every shard.

@@ -168,6 +168,10 @@ impl Shard {
         if !touched.is_empty() {
             self.streams.borrow_mut().touch_levels(&touched);
         }
+        let updates = std::mem::take(&mut self.trading.borrow_mut().user_updates);
+        if !updates.is_empty() {
+            self.publish_user_updates(updates);
+        }
         let trades = self.trading.borrow_mut().take_trades();
         if !trades.is_empty() {
             let mut data = self.market_data.borrow_mut();
@@ -296,6 +300,90 @@ impl Shard {
                     self.metrics.borrow_mut().mesh_sent += 1;
                 }
             }
+        }
+    }
+
+    /// Subscribes a user data stream connection by its listen key; the
+    /// user's shard checks the key. Returns the user, or `None` for a key
+    /// that is unknown or expired.
+    pub async fn subscribe_user(&self, key: &str, out: &Rc<Outbound>) -> Result<Option<UserId>, MeshError> {
+        let Some(user) = crate::trading::user_of_key(key.as_bytes()) else {
+            return Ok(None);
+        };
+        let owner = self.trading().user_shard(user) as usize;
+        let valid = if owner == self.index {
+            self.attach_user(key, self.index)
+        } else {
+            match self
+                .mesh
+                .call(
+                    owner,
+                    Call::UserStream {
+                        key: key.to_string(),
+                        shard: self.index,
+                    },
+                )
+                .await?
+            {
+                Reply::UserStream(user) => user,
+                _ => None,
+            }
+        };
+        if valid == Some(user) {
+            self.streams.borrow_mut().subscribe_user_local(user, out);
+        }
+        Ok(valid)
+    }
+
+    pub fn unsubscribe_user(&self, user: UserId, out: &Rc<Outbound>) {
+        if !self.streams.borrow_mut().unsubscribe_user_local(user, out) {
+            return;
+        }
+        let owner = self.trading().user_shard(user) as usize;
+        if owner == self.index {
+            self.streams.borrow_mut().remove_user_shard(user, self.index);
+        } else {
+            let msg = StreamMsg::UserUnsubscribe {
+                user,
+                shard: self.index,
+            };
+            let _ = self.mesh.send(owner, ShardMsg::Stream(msg));
+        }
+    }
+
+    /// On the user's shard: a live `key` starts sending its user's
+    /// updates to `shard`.
+    fn attach_user(&self, key: &str, shard: usize) -> Option<UserId> {
+        let user = self.trading().listen_key_user(key, crate::api::now_ms())?;
+        self.streams.borrow_mut().add_user_shard(user, shard);
+        Some(user)
+    }
+
+    /// Sends each update once to each shard holding its user's streams.
+    fn publish_user_updates(&self, updates: Vec<crate::trading::UserUpdate>) {
+        let now = crate::api::now_ms();
+        for update in updates {
+            let shards = self.streams.borrow().user_shards_of(update.user).to_vec();
+            for shard in shards {
+                if shard == self.index {
+                    self.publish_user_local(&update, now);
+                } else {
+                    let msg = StreamMsg::User(Box::new(update.clone()), now);
+                    if self.mesh.send(shard, ShardMsg::Stream(msg)).is_ok() {
+                        self.metrics.borrow_mut().mesh_sent += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_user_local(&self, update: &crate::trading::UserUpdate, time_ms: u64) {
+        let overflowed = self
+            .streams
+            .borrow()
+            .publish_user_local(update, time_ms, &self.trading());
+        if overflowed > 0 {
+            self.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
         }
     }
 
@@ -918,6 +1006,10 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.streams.borrow_mut().remove_shard(key, from);
         }
         ShardMsg::Stream(StreamMsg::Event(event)) => shard.publish_local(&event),
+        ShardMsg::Stream(StreamMsg::UserUnsubscribe { user, shard: from }) => {
+            shard.streams.borrow_mut().remove_user_shard(user, from);
+        }
+        ShardMsg::Stream(StreamMsg::User(update, time_ms)) => shard.publish_user_local(&update, time_ms),
         ShardMsg::Call { id, call } => {
             if shard.calls_in_flight.get() >= MESH_CALLS_IN_FLIGHT_MAX {
                 let _ = shard.mesh.send(
@@ -960,6 +1052,7 @@ async fn answer(shard: &Shard, call: Call) -> Reply {
             Ok(entries) => Reply::Fragments(entries),
             Err(_) => Reply::Fragments(Vec::new()),
         },
+        Call::UserStream { key, shard: from } => Reply::UserStream(shard.attach_user(&key, from)),
         Call::Subscribe { key, shard: from } => {
             shard.attach_stream(key, from);
             Reply::Subscribed

@@ -24,6 +24,7 @@
 
 use crate::json::JsonWriter;
 use crate::trading::Trading;
+use crate::trading::UserUpdate;
 use crate::ws::text_frame;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,7 +32,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use tradsys_engine::msg::Fill;
 use tradsys_engine::num::{Price, Qty};
-use tradsys_engine::order::{MarketId, Side};
+use tradsys_engine::order::{ClientOrderId, MarketId, OrderStatus, Side, UserId};
 
 /// Streams one connection may subscribe to (Binance's limit).
 pub const WS_STREAMS_PER_CONNECTION_MAX: usize = 1024;
@@ -300,6 +301,10 @@ pub struct Registry {
     shards: HashMap<StreamKey, Vec<usize>>,
     depth: HashMap<(MarketId, bool), DepthState>,
     book_ticker_ids: HashMap<MarketId, u64>,
+    /// User data stream connections here, by user.
+    user_local: HashMap<UserId, Vec<Rc<Outbound>>>,
+    /// For users owned here: the shards holding their stream connections.
+    user_shards: HashMap<UserId, Vec<usize>>,
 }
 
 impl Registry {
@@ -438,6 +443,71 @@ impl Registry {
         last != Some(update_id)
     }
 
+    /// Adds a local user-stream connection; true when it is the shard's
+    /// first for `user`.
+    pub fn subscribe_user_local(&mut self, user: UserId, out: &Rc<Outbound>) -> bool {
+        let outs = self.user_local.entry(user).or_default();
+        outs.push(out.clone());
+        outs.len() == 1
+    }
+
+    /// Removes a user-stream connection; true when it was the shard's last.
+    pub fn unsubscribe_user_local(&mut self, user: UserId, out: &Rc<Outbound>) -> bool {
+        let Some(outs) = self.user_local.get_mut(&user) else {
+            return false;
+        };
+        outs.retain(|o| !Rc::ptr_eq(o, out));
+        if outs.is_empty() {
+            self.user_local.remove(&user);
+            return true;
+        }
+        false
+    }
+
+    /// On the user's shard: `shard` holds stream connections of `user`.
+    pub fn add_user_shard(&mut self, user: UserId, shard: usize) {
+        let shards = self.user_shards.entry(user).or_default();
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+    }
+
+    pub fn remove_user_shard(&mut self, user: UserId, shard: usize) {
+        if let Some(shards) = self.user_shards.get_mut(&user) {
+            shards.retain(|&s| s != shard);
+            if shards.is_empty() {
+                self.user_shards.remove(&user);
+            }
+        }
+    }
+
+    pub fn user_shards_of(&self, user: UserId) -> &[usize] {
+        self.user_shards.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Serialises a user's order change once (executionReport, then
+    /// outboundAccountPosition) and queues it for the user's connections
+    /// here. Returns the queues that overflowed.
+    pub fn publish_user_local(&self, update: &UserUpdate, time_ms: u64, trading: &Trading) -> usize {
+        let Some(outs) = self.user_local.get(&update.user) else {
+            return 0;
+        };
+        let mut w = JsonWriter::with_capacity(768);
+        write_execution_report(update, time_ms, trading, &mut w);
+        let report = frame_of(&w.into_bytes());
+        let mut w = JsonWriter::with_capacity(256);
+        write_account_position(update, time_ms, trading, &mut w);
+        let position = frame_of(&w.into_bytes());
+        let mut overflowed = 0;
+        for out in outs {
+            let pushes = [out.push(report.clone()), out.push(position.clone())];
+            if pushes.contains(&Push::Overflowed) {
+                overflowed += 1;
+            }
+        }
+        overflowed
+    }
+
     /// Serialises `event` once and queues it for every local subscriber.
     /// Returns the queues that overflowed with it.
     pub fn publish_local(&self, event: &StreamEvent, trading: &Trading) -> usize {
@@ -469,6 +539,82 @@ impl Registry {
         }
         overflowed
     }
+}
+
+/// Binance's execution type for an order in `status`, after `trade`.
+fn execution_type(status: OrderStatus, traded: bool) -> &'static str {
+    match status {
+        _ if traded => "TRADE",
+        OrderStatus::New => "NEW",
+        OrderStatus::Canceled => "CANCELED",
+        OrderStatus::Rejected => "REJECTED",
+        OrderStatus::Expired | OrderStatus::ExpiredInMatch => "EXPIRED",
+        _ => "TRADE",
+    }
+}
+
+/// Binance's `executionReport`, every field it sends for a spot order.
+fn write_execution_report(update: &UserUpdate, time_ms: u64, trading: &Trading, w: &mut JsonWriter) {
+    let view = &update.view;
+    let spec = trading.spec(view.market);
+    let client_id = view.client_order_id.as_ref().map(ClientOrderId::as_str).unwrap_or("");
+    let trade = update.trade;
+    w.begin_object()
+        .field_str("e", "executionReport")
+        .field_uint("E", time_ms)
+        .field_str("s", &spec.symbol)
+        .field_str("c", client_id)
+        .field_str("S", view.side.as_str())
+        .field_str("o", view.kind.as_str())
+        .field_str("f", view.time_in_force.as_str())
+        .field_decimal("q", view.orig_qty.0)
+        .field_decimal("p", view.price.0)
+        .field_decimal("P", view.stop_price.0)
+        .field_decimal("F", 0)
+        .field_int("g", -1)
+        .field_str("C", "")
+        .field_str("x", execution_type(view.status, trade.is_some()))
+        .field_str("X", view.status.as_str())
+        .field_str("r", "NONE")
+        .field_uint("i", view.order_id)
+        .field_decimal("l", trade.map_or(0, |t| t.qty.0))
+        .field_decimal("z", view.executed_qty.0)
+        .field_decimal("L", trade.map_or(0, |t| t.price.0))
+        .field_decimal("n", trade.map_or(0, |t| t.commission.0));
+    match trade {
+        Some(t) => w.field_str("N", trading.asset_name(t.commission_asset)),
+        None => w.key("N").null(),
+    };
+    w.field_uint("T", view.update_time_ms)
+        .field_int("t", trade.map_or(-1, |t| t.trade_id as i64))
+        .field_uint("I", view.order_id)
+        .field_bool("w", !view.status.is_final())
+        .field_bool("m", trade.is_some_and(|t| t.is_maker))
+        .field_bool("M", false)
+        .field_uint("O", view.time_ms)
+        .field_decimal("Z", view.cummulative_quote_qty.0)
+        .field_decimal("Y", trade.map_or(0, |t| t.quote_qty.0))
+        .field_decimal("Q", view.orig_quote_qty.0)
+        .field_uint("W", view.time_ms)
+        .field_str("V", view.stp.as_str())
+        .end_object();
+}
+
+/// Binance's `outboundAccountPosition` for the two assets an order moves.
+fn write_account_position(update: &UserUpdate, time_ms: u64, trading: &Trading, w: &mut JsonWriter) {
+    w.begin_object()
+        .field_str("e", "outboundAccountPosition")
+        .field_uint("E", time_ms)
+        .field_uint("u", update.view.update_time_ms);
+    w.key("B").begin_array();
+    for (asset, balance) in &update.balances {
+        w.begin_object()
+            .field_str("a", trading.asset_name(*asset))
+            .field_decimal("f", balance.free.0)
+            .field_decimal("l", balance.locked.0)
+            .end_object();
+    }
+    w.end_array().end_object();
 }
 
 fn frame_of(payload: &[u8]) -> Rc<[u8]> {

@@ -24,7 +24,7 @@ use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price};
 use tradsys_engine::order::{
-    AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, OrderView, Side, UserId, UserTrade,
+    AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, OrderStatus, OrderView, Side, UserId, UserTrade,
 };
 use tradsys_engine::EngineError;
 
@@ -153,6 +153,17 @@ pub struct OrderCounters {
     pub cross_shard: u64,
 }
 
+/// A change of one user's order, for the user's data streams: the order's
+/// state, the trade that caused it (if one did), and the user's balances of
+/// the market's two assets after it.
+#[derive(Clone, Debug)]
+pub struct UserUpdate {
+    pub user: UserId,
+    pub view: OrderView,
+    pub trade: Option<UserTrade>,
+    pub balances: [(AssetId, Balance); 2],
+}
+
 struct ListenKey {
     user: UserId,
     expires_ms: u64,
@@ -186,6 +197,11 @@ pub struct Trading {
     /// diffs (a level may appear and go between two diffs); drained by the
     /// caller.
     pub touched_levels: Vec<(MarketId, Side, Price)>,
+    /// Order changes of the users on this shard, for user data streams;
+    /// drained by the caller.
+    pub user_updates: Vec<UserUpdate>,
+    /// The trade event just before its order's update.
+    pending_trade: Option<UserTrade>,
     next_order_seq: u64,
     next_user_seq: u64,
     pub orders: OrderCounters,
@@ -225,6 +241,8 @@ impl Trading {
             outgoing: Vec::new(),
             trades: Vec::new(),
             touched_levels: Vec::new(),
+            user_updates: Vec::new(),
+            pending_trade: None,
             next_order_seq: 0,
             next_user_seq: 0,
             orders: OrderCounters::default(),
@@ -515,6 +533,7 @@ impl Trading {
     fn on_event(&mut self, event: AccountEvent) {
         match event {
             AccountEvent::Trade { trade, .. } => {
+                self.pending_trade = Some(trade);
                 for key in [WaitKey::Place(trade.order_id), WaitKey::Replace(trade.order_id)] {
                     match self.waiters.get_mut(&key) {
                         Some(Waiter::Place(fills, _)) | Some(Waiter::Replace(fills, _)) if !trade.is_maker => {
@@ -531,8 +550,36 @@ impl Trading {
             }
             AccountEvent::Canceled { order_id, result } => self.on_canceled(order_id, result),
             AccountEvent::CancelReplaced { order_id, cancel, new } => self.on_replaced(order_id, cancel, new),
-            AccountEvent::OrderUpdate(_) => {}
+            AccountEvent::OrderUpdate(view) => self.on_order_update(view),
         }
+    }
+
+    fn on_order_update(&mut self, mut view: OrderView) {
+        let trade = self.pending_trade.take().filter(|t| t.order_id == view.order_id);
+        // The account machine marks an order FILLED in a second update after
+        // its last trade; Binance reports both in one executionReport.
+        match trade {
+            None if view.status == OrderStatus::Filled => return,
+            Some(_) if view.orig_qty.0 > 0 && view.executed_qty >= view.orig_qty => view.status = OrderStatus::Filled,
+            _ => {}
+        }
+        let spec = &self.specs[usize::from(view.market.0)];
+        let (Some(base), Some(quote)) = (
+            self.accounts.asset_id(&spec.base_asset),
+            self.accounts.asset_id(&spec.quote_asset),
+        ) else {
+            return;
+        };
+        let balances = [
+            (base, self.accounts.balance(view.user, base)),
+            (quote, self.accounts.balance(view.user, quote)),
+        ];
+        self.user_updates.push(UserUpdate {
+            user: view.user,
+            view,
+            trade,
+            balances,
+        });
     }
 
     fn on_canceled(&mut self, order_id: OrderId, result: Result<OrderView, EngineError>) {
@@ -679,6 +726,14 @@ impl Trading {
         let expires_ms = now_ms + LISTEN_KEY_TTL_MS;
         self.listen_keys.insert(key.clone(), ListenKey { user, expires_ms });
         Ok(key)
+    }
+
+    /// The user of a live listen key.
+    pub fn listen_key_user(&self, key: &str, now_ms: u64) -> Option<UserId> {
+        self.listen_keys
+            .get(key)
+            .filter(|k| k.expires_ms > now_ms)
+            .map(|k| k.user)
     }
 
     /// Extends (`keep`) or deletes a listen key of `user`; false if unknown.

@@ -38,6 +38,9 @@ pub const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
 
+/// Binance's -1125 INVALID_LISTEN_KEY.
+const CODE_NO_LISTEN_KEY: i32 = -1125;
+
 /// Binance's stream-API error codes.
 const CODE_UNKNOWN_PROPERTY: i64 = 0;
 const CODE_INVALID_VALUE: i64 = 1;
@@ -49,6 +52,8 @@ const CODE_INVALID_JSON: i64 = 3;
 pub struct Target {
     pub streams: Vec<StreamKey>,
     pub combined: bool,
+    /// `/ws/<listenKey>`: the user data stream of the key's user.
+    pub listen_key: Option<String>,
 }
 
 /// Why a path cannot be upgraded.
@@ -77,6 +82,13 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
             None => return Err(TargetError::NotStreams),
         },
     };
+    if !combined && !names.contains(['@', '/']) && crate::trading::user_of_key(names.as_bytes()).is_some() {
+        return Ok(Target {
+            streams: Vec::new(),
+            combined,
+            listen_key: Some(names.to_string()),
+        });
+    }
     let trading = shard.trading();
     let mut streams = Vec::new();
     for name in names.split('/').filter(|n| !n.is_empty()) {
@@ -88,7 +100,11 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
     if streams.len() > WS_STREAMS_PER_CONNECTION_MAX {
         return Err(TargetError::TooMany);
     }
-    Ok(Target { streams, combined })
+    Ok(Target {
+        streams,
+        combined,
+        listen_key: None,
+    })
 }
 
 /// Subscribes, answers 101 and serves the connection until it closes.
@@ -118,13 +134,30 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
         }
     }
     let mut response = Vec::with_capacity(160);
-    accept.encode_response(&mut response);
-    if stream.write_all(&response).await.is_ok() {
+    let user = match &target.listen_key {
+        Some(key) => match shard.subscribe_user(key, &conn.out).await {
+            Ok(Some(user)) => Some(user),
+            _ => {
+                let error = crate::http::HttpError::new(400, CODE_NO_LISTEN_KEY, "This listenKey does not exist.");
+                crate::http::encode_error(&mut response, &error, &[], true);
+                None
+            }
+        },
+        None => None,
+    };
+    if target.listen_key.is_none() || user.is_some() {
+        accept.encode_response(&mut response);
+    }
+    let upgraded = target.listen_key.is_none() || user.is_some();
+    if stream.write_all(&response).await.is_ok() && upgraded {
         let end = conn.run(&mut stream).await;
         let _ = conn.close(&mut stream, end).await;
     }
     for key in std::mem::take(&mut conn.subscriptions) {
         shard.unsubscribe(key, &conn.out);
+    }
+    if let Some(user) = user {
+        shard.unsubscribe_user(user, &conn.out);
     }
     shard.ws_closed(peer);
 }

@@ -511,3 +511,62 @@ fn local_book_from_depth_diffs_equals_rest_depth() {
     assert_eq!(bids, final_bids);
     assert_eq!(asks, final_asks);
 }
+
+fn listen_key(server: &Server, who: &(String, String)) -> String {
+    let response = request(
+        server.addr,
+        "POST",
+        "/api/v3/userDataStream",
+        &format!("X-MBX-APIKEY: {}\r\n", who.0),
+        "",
+    );
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    response.json()["listenKey"].as_str().expect("listenKey").to_string()
+}
+
+#[test]
+fn user_data_stream_reports_executions_and_balances() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let (maker, taker) = (user(&server, "maker"), user(&server, "taker"));
+    let mut c = server.connect();
+    c.send(&upgrade_request("GET", "/ws/000000000999nosuchkey", KEY, "13"));
+    assert_eq!(
+        c.response().error(),
+        (-1125, "This listenKey does not exist.".to_string())
+    );
+    let key = listen_key(&server, &taker);
+    // Several connections, so that the user's events cross shards.
+    let mut conns: Vec<Ws> = (0..4)
+        .map(|_| Ws::connect(server.addr, &format!("/ws/{key}")))
+        .collect();
+    let mut rest = server.connect();
+    order(&mut rest, &maker, "SELL", "0.00100", "30000.00");
+    let placed = order(&mut rest, &taker, "BUY", "0.00100", "30000.00");
+    let fill = &placed["fills"][0];
+    for ws in &mut conns {
+        let report = loop {
+            let message = ws.json();
+            if message["e"] == "executionReport" && message["x"] == "TRADE" {
+                break message;
+            }
+        };
+        let time = placed["transactTime"].as_u64().expect("transactTime");
+        let expected = json!({
+            "e": "executionReport", "E": report["E"], "s": "BTCUSDT",
+            "c": placed["clientOrderId"], "S": "BUY", "o": "LIMIT", "f": "GTC",
+            "q": "0.00100000", "p": "30000.00000000", "P": "0.00000000", "F": "0.00000000",
+            "g": -1, "C": "", "x": "TRADE", "X": "FILLED", "r": "NONE", "i": placed["orderId"],
+            "l": "0.00100000", "z": "0.00100000", "L": "30000.00000000", "n": fill["commission"],
+            "N": fill["commissionAsset"], "T": time, "t": fill["tradeId"], "I": placed["orderId"],
+            "w": false, "m": false, "M": false, "O": time, "Z": "30.00000000", "Y": "30.00000000",
+            "Q": "0.00000000", "W": time, "V": "NONE",
+        });
+        assert_eq!(report, expected);
+        let position = ws.json();
+        assert_eq!(position["e"], "outboundAccountPosition");
+        let balances = position["B"].as_array().expect("B");
+        assert_eq!(balances[0]["a"], "BTC");
+        assert_eq!(balances[1]["a"], "USDT");
+        assert_eq!(balances[1]["f"], "999970.00000000");
+    }
+}
