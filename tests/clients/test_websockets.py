@@ -149,3 +149,31 @@ def test_local_book_from_depth_diffs_equals_rest_depth(tradsys):
     assert previous == last["lastUpdateId"]
     assert bids == {p: q for p, q in last["bids"]}
     assert asks == {p: q for p, q in last["asks"]}
+
+
+def test_user_data_stream_execution_report(tradsys):
+    maker = tradsys.create_user("ws-maker", DEPOSITS)
+    taker = tradsys.create_user("ws-taker", DEPOSITS)
+    status, body = http("POST", tradsys.base_url + "/api/v3/userDataStream", headers={"X-MBX-APIKEY": taker[1]})
+    assert status == 200, body
+    with connect(ws_url(tradsys, "/ws/" + body["listenKey"]), open_timeout=WAIT_S) as ws:
+        order(tradsys, maker, "BUY", "0.00100", "29500.00")
+        placed = order(tradsys, taker, "SELL", "0.00100", "29500.00")
+        report = recv_json(ws)
+        while report["e"] != "executionReport" or report["x"] != "TRADE":
+            report = recv_json(ws)
+        fill = placed["fills"][0]
+        assert report == {
+            "e": "executionReport", "E": report["E"], "s": SYMBOL, "c": placed["clientOrderId"],
+            "S": "SELL", "o": "LIMIT", "f": "GTC", "q": "0.00100000", "p": "29500.00000000",
+            "P": "0.00000000", "F": "0.00000000", "g": -1, "C": "", "x": "TRADE", "X": "FILLED",
+            "r": "NONE", "i": placed["orderId"], "l": "0.00100000", "z": "0.00100000",
+            "L": "29500.00000000", "n": fill["commission"], "N": fill["commissionAsset"],
+            "T": placed["transactTime"], "t": fill["tradeId"], "I": placed["orderId"], "w": False,
+            "m": False, "M": False, "O": placed["transactTime"], "Z": "29.50000000", "Y": "29.50000000",
+            "Q": "0.00000000", "W": placed["transactTime"], "V": "NONE",
+        }
+        position = recv_json(ws)
+        assert position["e"] == "outboundAccountPosition"
+        assert [b["a"] for b in position["B"]] == ["BTC", "USDT"]
+        assert position["B"][0] == {"a": "BTC", "f": "9.99900000", "l": "0.00000000"}
