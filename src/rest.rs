@@ -556,7 +556,7 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
         }
     };
     if cancel_failed || new_failed {
-        // Binance answers a partial failure with 400 and the details in "data".
+        // Binance answers a failure with the details in "data".
         let (code, msg) = if cancel_failed && new_failed {
             (-2022, "Order cancel-replace failed.")
         } else {
@@ -569,8 +569,10 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
             .begin_object();
         write_results(&mut w);
         w.end_object().end_object();
+        // Binance: 409 when one half succeeded, 400 when neither did.
+        let status = if cancel_failed && new_failed { 400 } else { 409 };
         return Ok(RestReply {
-            status: 400,
+            status,
             headers: Vec::new(),
             body: w.into_bytes(),
         });
