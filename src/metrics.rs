@@ -145,7 +145,7 @@ impl Metrics {
     pub fn snapshot(&self, shard: usize) -> Snapshot {
         let routes = Route::all()
             .zip(&self.routes)
-            .filter(|(_, r)| r.latency_ns.len() > 0)
+            .filter(|(_, r)| !r.latency_ns.is_empty())
             .map(|(route, r)| RouteSnapshot {
                 route,
                 statuses: r.statuses.clone(),
