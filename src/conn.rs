@@ -123,6 +123,27 @@ enum Idle {
     Quiet,
 }
 
+fn encode_into<H: AsRef<str>>(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    headers: &[H],
+    body: &[u8],
+    close: bool,
+    head_only: bool,
+) {
+    http::encode(
+        out,
+        &http::Response {
+            status: reply.status,
+            content_type: reply.content_type,
+            headers,
+            body,
+            close,
+            head_only,
+        },
+    );
+}
+
 /// What to do after answering the buffered requests.
 enum Next {
     Read { bytes_needed: usize },
@@ -216,28 +237,8 @@ impl Conn<'_> {
         let body = reply.body.as_bytes();
         self.ensure_write_buffer();
         match &reply.headers {
-            Headers::Static(headers) => http::encode(
-                &mut self.write,
-                &http::Response {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    headers,
-                    body,
-                    close,
-                    head_only,
-                },
-            ),
-            Headers::Owned(headers) => http::encode(
-                &mut self.write,
-                &http::Response {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    headers,
-                    body,
-                    close,
-                    head_only,
-                },
-            ),
+            Headers::Static(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
+            Headers::Owned(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
         }
         let elapsed = started.elapsed().as_nanos() as u64;
         self.shard.metrics_mut().record(reply.route, reply.status, elapsed);

@@ -442,18 +442,9 @@ pub fn error_body(code: i32, msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     pub fn limits() -> HttpLimits {
-        HttpLimits {
-            header_bytes_max: 8192,
-            headers_count_max: 64,
-            body_bytes_max: 65536,
-            params_count_max: 128,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-        }
+        HttpLimits::default()
     }
 
     fn complete(raw: &[u8]) -> Head {

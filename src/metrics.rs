@@ -92,9 +92,9 @@ impl RouteMetrics {
     }
 }
 
-/// One shard's live metrics.
-pub struct Metrics {
-    routes: Vec<RouteMetrics>,
+/// One shard's counters and gauges, as plain data.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
     pub connections_open: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
@@ -108,21 +108,31 @@ pub struct Metrics {
     pub rate_limited: u64,
 }
 
+/// One shard's live metrics.
+pub struct Metrics {
+    routes: Vec<RouteMetrics>,
+    counters: Counters,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl std::ops::DerefMut for Metrics {
+    fn deref_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics {
             routes: (0..ROUTES_COUNT).map(|_| RouteMetrics::new()).collect(),
-            connections_open: 0,
-            connections_accepted: 0,
-            connections_refused: 0,
-            bytes_received: 0,
-            bytes_sent: 0,
-            mesh_sent: 0,
-            mesh_received: 0,
-            orders_local: 0,
-            orders_cross_shard: 0,
-            mesh_outbox: 0,
-            rate_limited: 0,
+            counters: Counters::default(),
         }
     }
 }
@@ -160,17 +170,7 @@ impl Metrics {
         Snapshot {
             shard,
             routes,
-            connections_open: self.connections_open,
-            connections_accepted: self.connections_accepted,
-            connections_refused: self.connections_refused,
-            bytes_received: self.bytes_received,
-            bytes_sent: self.bytes_sent,
-            mesh_sent: self.mesh_sent,
-            mesh_received: self.mesh_received,
-            orders_local: self.orders_local,
-            orders_cross_shard: self.orders_cross_shard,
-            mesh_outbox: self.mesh_outbox,
-            rate_limited: self.rate_limited,
+            counters: self.counters,
         }
     }
 }
@@ -180,17 +180,7 @@ impl Metrics {
 pub struct Snapshot {
     pub shard: usize,
     pub routes: Vec<RouteSnapshot>,
-    pub connections_open: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub mesh_sent: u64,
-    pub mesh_received: u64,
-    pub orders_local: u64,
-    pub orders_cross_shard: u64,
-    pub mesh_outbox: u64,
-    pub rate_limited: u64,
+    pub counters: Counters,
 }
 
 #[derive(Clone, Debug)]
@@ -258,67 +248,67 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     }
     let per_shard: [ShardFamily; 11] = [
         ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
-            s.connections_open
+            s.counters.connections_open
         }),
         (
             "tradsys_connections_accepted_total",
             "counter",
             "Client connections accepted.",
-            |s| s.connections_accepted,
+            |s| s.counters.connections_accepted,
         ),
         (
             "tradsys_connections_refused_total",
             "counter",
             "Client connections closed at once because the shard was full or draining.",
-            |s| s.connections_refused,
+            |s| s.counters.connections_refused,
         ),
         (
             "tradsys_http_bytes_received_total",
             "counter",
             "Bytes read from clients.",
-            |s| s.bytes_received,
+            |s| s.counters.bytes_received,
         ),
         (
             "tradsys_http_bytes_sent_total",
             "counter",
             "Bytes written to clients.",
-            |s| s.bytes_sent,
+            |s| s.counters.bytes_sent,
         ),
         (
             "tradsys_mesh_messages_sent_total",
             "counter",
             "Messages sent to other shards.",
-            |s| s.mesh_sent,
+            |s| s.counters.mesh_sent,
         ),
         (
             "tradsys_mesh_messages_received_total",
             "counter",
             "Messages received from other shards.",
-            |s| s.mesh_received,
+            |s| s.counters.mesh_received,
         ),
         (
             "tradsys_orders_local_total",
             "counter",
             "Orders whose market lives on the user's shard: no engine message left the shard.",
-            |s| s.orders_local,
+            |s| s.counters.orders_local,
         ),
         (
             "tradsys_orders_cross_shard_total",
             "counter",
             "Orders whose market lives on another shard than the user's.",
-            |s| s.orders_cross_shard,
+            |s| s.counters.orders_cross_shard,
         ),
         (
             "tradsys_mesh_outbox_messages",
             "gauge",
             "Messages waiting to enter the mesh.",
-            |s| s.mesh_outbox,
+            |s| s.counters.mesh_outbox,
         ),
         (
             "tradsys_rate_limited_total",
             "counter",
             "Requests refused with 429 by a request or order limit.",
-            |s| s.rate_limited,
+            |s| s.counters.rate_limited,
         ),
     ];
     for (name, kind, help, value) in per_shard {

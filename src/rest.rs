@@ -871,7 +871,7 @@ pub fn market_fragment(
                 .field_decimal("askQty", ask_qty);
             w.end_object();
         }
-        _ => shard.market_data_fragment(endpoint, market, params, now, w)?,
+        _ => crate::market_json::write(shard, endpoint, market, params, now, w)?,
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::config::{Config, HttpLimits};
 use crate::conn::{self, Listener};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use crate::limits::{Endpoint, LocalLimiter, RateLimiter};
+use crate::limits::{LocalLimiter, RateLimiter};
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
 use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
 use crate::metrics::Metrics;
@@ -305,18 +305,6 @@ impl Shard {
                 Ok((market, w.into_bytes()))
             })
             .collect()
-    }
-
-    /// Market-data endpoints computed from a market's trades.
-    pub fn market_data_fragment(
-        &self,
-        endpoint: Endpoint,
-        market: MarketId,
-        params: &Params,
-        now_ms: u64,
-        w: &mut JsonWriter,
-    ) -> Result<(), HttpError> {
-        crate::market_json::write(self, endpoint, market, params, now_ms, w)
     }
 
     /// Returns a buffer for reuse; oversized ones are freed so that one large

@@ -268,12 +268,7 @@ impl Trading {
     /// The price a MARKET order of `side` would meet first, else the last
     /// price; `None` when there is neither. Only for markets on this shard.
     pub fn reference_price(&self, market: MarketId, side: Side) -> Option<Price> {
-        let book = self.book(market)?;
-        let best = match side {
-            Side::Buy => book.best_ask(),
-            Side::Sell => book.best_bid(),
-        };
-        best.map(|(price, _)| price).or(book.last_price())
+        self.book(market)?.reference_price(side)
     }
 
     fn next_order_id(&mut self) -> OrderId {
