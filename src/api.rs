@@ -186,6 +186,13 @@ async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params) ->
         }
         return call_rest(shard, owner, req).await;
     }
+    if params.get("symbol").is_some() && params.get("symbols").is_some() {
+        return RestReply::error(&HttpError::new(
+            400,
+            CODE_BAD_PARAM_COMBINATION,
+            "Combination of optional parameters invalid.",
+        ));
+    }
     let markets = match ticker_markets(shard, params.get("symbols")) {
         Ok(m) => m,
         Err(e) => return RestReply::error(&e),
@@ -277,7 +284,7 @@ async fn gather_metrics(shard: &Shard) -> Reply {
     let mut snapshots = Vec::with_capacity(shard.mesh().shards());
     for peer in 0..shard.mesh().shards() {
         if peer == shard.index() {
-            snapshots.push(shard.metrics().snapshot(peer));
+            snapshots.push(shard.snapshot());
             continue;
         }
         shard.metrics_mut().mesh_sent += 1;

@@ -352,7 +352,7 @@ pub async fn user_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
     if req.endpoint.is_order() {
         match shard.admit_order(user, req.now_ms) {
             Ok(headers) => order_headers = headers,
-            Err(e) => return RestReply::error(&e),
+            Err(refused) => return refused,
         }
     }
     let mut reply = user_endpoint(shard, req, &params, user).await;
@@ -429,6 +429,7 @@ async fn new_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Re
 
 fn order_test(shard: &Shard, params: &Params) -> Result<Vec<u8>, HttpError> {
     let request = order_request(shard, params)?;
+    shard.trading().accounts().check_order(&request).map_err(engine_error)?;
     if params.get("computeCommissionRates") != Some("true") {
         return Ok(b"{}".to_vec());
     }
@@ -484,6 +485,10 @@ async fn cancel_open_orders(shard: &Shard, params: &Params, user: UserId, now: u
     let started = shard.trading_mut().cancel_all(user, market, now);
     shard.flush_engine();
     let views = started.map_err(trading_error)?.await.ok_or_else(gone)?;
+    if views.is_empty() {
+        // Binance answers a cancel-all with nothing open as an unknown order.
+        return Err(engine_error(EngineError::UnknownOrder));
+    }
     let spec = shard.trading().spec(market).clone();
     let mut w = JsonWriter::with_capacity(256 + 512 * views.len());
     w.begin_array();
@@ -512,6 +517,10 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
     )?;
     let mode = mode.ok_or_else(|| mandatory(params, "cancelReplaceMode").unwrap_err())?;
     let target = order_ref(params, "cancelOrderId", "cancelOrigClientOrderId")?;
+    let cancel_id = match client_id_param(params, "cancelNewClientOrderId")? {
+        Some(id) => id.as_str().to_string(),
+        None => shard.next_client_order_id(),
+    };
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
     let started = shard
@@ -535,7 +544,7 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
         w.field_str("newOrderResult", new_result);
         w.key("cancelResponse");
         match &outcome.cancel {
-            Ok(view) => write_canceled(w, spec, view, &format!("{}", view.order_id), now),
+            Ok(view) => write_canceled(w, spec, view, &cancel_id, now),
             Err(e) => error_object(w, e.code(), e.msg()),
         }
         w.key("newOrderResponse");
@@ -766,8 +775,7 @@ pub fn write_order(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView) {
         "isWorking",
         !view.kind.is_stop() || view.status != tradsys_engine::order::OrderStatus::New,
     );
-    w.field_uint("workingTime", view.time_ms)
-        .field_decimal("origQuoteOrderQty", view.orig_quote_qty.0);
+    w.field_uint("workingTime", view.time_ms);
     w.field_str("selfTradePreventionMode", view.stp.as_str()).end_object();
 }
 

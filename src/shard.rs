@@ -146,6 +146,12 @@ impl Shard {
         self.market_data.borrow()
     }
 
+    /// This shard's metrics now, with the outbox gauge read at this moment.
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        self.metrics.borrow_mut().mesh_outbox = self.mesh.queued() as u64;
+        self.metrics.borrow().snapshot(self.index)
+    }
+
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
     }
@@ -177,15 +183,6 @@ impl Shard {
         m.mesh_outbox = self.mesh.queued() as u64;
     }
 
-    /// Applies `msg` here and sends it to every other shard.
-    pub fn broadcast(&self, msg: EngineMsg) {
-        self.trading.borrow_mut().receive(msg);
-        for peer in (0..self.mesh.shards()).filter(|&p| p != self.index) {
-            let _ = self.mesh.send(peer, ShardMsg::Engine(msg));
-        }
-        self.flush_engine();
-    }
-
     /// Counts a request's weight against its client IP. Refused requests
     /// get Binance's 429 with Retry-After; an overloaded mesh gets 503.
     pub fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<crate::limits::Usage, RestReply> {
@@ -205,7 +202,7 @@ impl Shard {
 
     /// Counts an order of `user` (owned here); returns the order-count
     /// headers.
-    pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, HttpError> {
+    pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, RestReply> {
         let admitted = self
             .order_limiter
             .borrow_mut()
@@ -218,7 +215,9 @@ impl Shard {
                 .collect()),
             Err(exceeded) => {
                 self.metrics.borrow_mut().rate_limited += 1;
-                Err(HttpError::from(exceeded))
+                let mut reply = RestReply::error(&HttpError::from(exceeded.clone()));
+                reply.headers.push(exceeded.retry_after_header());
+                Err(reply)
             }
         }
     }
@@ -737,7 +736,7 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
 
 async fn answer(shard: &Shard, call: Call) -> Reply {
     match call {
-        Call::Metrics => Reply::Metrics(Box::new(shard.metrics().snapshot(shard.index))),
+        Call::Metrics => Reply::Metrics(Box::new(shard.snapshot())),
         Call::Rest(request) => {
             let req = request.borrowed();
             let reply = match req.endpoint.security() {

@@ -267,6 +267,14 @@ fn orders_over_the_limit_are_429_and_a_halted_market_refuses_orders() {
     }
     let r = signed(&mut c, &bob, "POST", "/api/v3/order", buy);
     assert_eq!((r.status, r.error().0), (429, -1015));
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    let r = signed(&mut c, &bob, "POST", "/api/v3/order/test", buy);
+    assert_eq!(
+        (r.status, r.body_text().as_str()),
+        (200, "{}"),
+        "order/test places nothing"
+    );
     let addr = server.admin.unwrap();
     let (status, halted) = admin(addr, "POST", "/admin/v1/markets/ETHUSDT/halt", None);
     assert_eq!((status, halted), (200, json!({"symbol": "ETHUSDT", "halted": true})));
@@ -345,7 +353,9 @@ fn random_trading_across_two_shards_conserves_funds() {
         }
         if i % 50 == 49 {
             let r = signed(c, user, "DELETE", "/api/v3/openOrders", &format!("symbol={symbol}"));
-            assert_eq!(r.status, 200, "seed {start_seed}: {}", r.body_text());
+            // With nothing open Binance answers -2011.
+            let nothing_open = r.status == 400 && r.error().0 == -2011;
+            assert!(r.status == 200 || nothing_open, "seed {start_seed}: {}", r.body_text());
         }
     }
     assert!(filled > 20, "seed {start_seed}: only {filled} orders filled");
