@@ -66,7 +66,7 @@ pub struct RequestRef<'a> {
     pub now_ms: u64,
 }
 
-impl RequestRef<'_> {
+impl<'a> RequestRef<'a> {
     pub fn to_owned(&self) -> RestRequest {
         RestRequest {
             endpoint: self.endpoint,
@@ -78,7 +78,7 @@ impl RequestRef<'_> {
         }
     }
 
-    fn params(&self, shard: &Shard) -> Result<Params, HttpError> {
+    fn params(&self, shard: &Shard) -> Result<Params<'a>, HttpError> {
         let body = self.form_body.then_some(self.body);
         Params::parse(self.query, body, shard.http_limits().params_count_max)
     }
@@ -148,7 +148,7 @@ fn gone() -> HttpError {
 
 // ---- parameters ----
 
-pub fn mandatory<'a>(params: &'a Params, name: &str) -> Result<&'a str, HttpError> {
+pub fn mandatory<'a>(params: &'a Params<'a>, name: &str) -> Result<&'a str, HttpError> {
     match params.get(name) {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(HttpError::new(
@@ -164,7 +164,7 @@ fn malformed(name: &str) -> HttpError {
 }
 
 /// The market named by `symbol` (mandatory).
-pub fn market_param(shard: &Shard, params: &Params) -> Result<MarketId, HttpError> {
+pub fn market_param(shard: &Shard, params: &Params<'_>) -> Result<MarketId, HttpError> {
     let symbol = mandatory(params, "symbol")?;
     shard.trading().market(symbol).ok_or_else(bad_symbol)
 }
@@ -173,14 +173,14 @@ pub fn bad_symbol() -> HttpError {
     HttpError::new(400, -1121, "Invalid symbol.")
 }
 
-fn decimal_param(params: &Params, name: &str) -> Result<Option<i64>, HttpError> {
+fn decimal_param(params: &Params<'_>, name: &str) -> Result<Option<i64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => parse_units(text).map(Some).map_err(|_| malformed(name)),
     }
 }
 
-fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
+fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => text.parse().map(Some).map_err(|_| malformed(name)),
@@ -188,7 +188,7 @@ fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
 }
 
 /// `limit` within 1..=max, `default` when absent.
-pub fn limit_param(params: &Params, default: usize, max: usize) -> Result<usize, HttpError> {
+pub fn limit_param(params: &Params<'_>, default: usize, max: usize) -> Result<usize, HttpError> {
     match u64_param(params, "limit")? {
         None => Ok(default),
         Some(0) => Err(HttpError::new(
@@ -201,7 +201,7 @@ pub fn limit_param(params: &Params, default: usize, max: usize) -> Result<usize,
 }
 
 fn enum_param<T>(
-    params: &Params,
+    params: &Params<'_>,
     name: &str,
     parse: fn(&str) -> Option<T>,
     code: i32,
@@ -215,7 +215,7 @@ fn enum_param<T>(
     }
 }
 
-fn client_id_param(params: &Params, name: &str) -> Result<Option<ClientOrderId>, HttpError> {
+fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<ClientOrderId>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => {
@@ -230,7 +230,7 @@ fn client_id_param(params: &Params, name: &str) -> Result<Option<ClientOrderId>,
 
 /// The order a new-order request describes, checked for form only; the
 /// account machine checks filters and funds.
-pub fn order_request(shard: &Shard, params: &Params) -> Result<OrderRequest, HttpError> {
+pub fn order_request(shard: &Shard, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
     let market = market_param(shard, params)?;
     let side = enum_param(params, "side", Side::parse, -1117, "Invalid side.")?;
     let side = side.ok_or_else(|| mandatory(params, "side").unwrap_err())?;
@@ -286,7 +286,7 @@ enum RespType {
     Full,
 }
 
-fn resp_type(params: &Params, kind: OrderType) -> Result<RespType, HttpError> {
+fn resp_type(params: &Params<'_>, kind: OrderType) -> Result<RespType, HttpError> {
     let parse = |t: &str| match t {
         "ACK" => Some(RespType::Ack),
         "RESULT" => Some(RespType::Result),
@@ -306,7 +306,7 @@ fn resp_type(params: &Params, kind: OrderType) -> Result<RespType, HttpError> {
     }))
 }
 
-fn order_ref(params: &Params, id_name: &str, client_name: &str) -> Result<OrderRef, HttpError> {
+fn order_ref(params: &Params<'_>, id_name: &str, client_name: &str) -> Result<OrderRef, HttpError> {
     if let Some(id) = u64_param(params, id_name)? {
         return Ok(OrderRef::Id(id));
     }
@@ -324,10 +324,15 @@ fn order_ref(params: &Params, id_name: &str, client_name: &str) -> Result<OrderR
 
 /// Runs a signed or API-key request of a user owned by this shard.
 pub async fn user_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
-    let params = match req.params(shard) {
-        Ok(p) => p,
-        Err(e) => return RestReply::error(&e),
-    };
+    match req.params(shard) {
+        Ok(params) => user_request_parsed(shard, req, &params).await,
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+/// `user_request` with the parameters already parsed (by the connection's
+/// shard, when it owns the user).
+pub async fn user_request_parsed(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
     let security = req.endpoint.security();
     let auth_request = AuthRequest {
         api_key: req.api_key,
@@ -355,12 +360,12 @@ pub async fn user_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
             Err(refused) => return refused,
         }
     }
-    let mut reply = user_endpoint(shard, req, &params, user).await;
+    let mut reply = user_endpoint(shard, req, params, user).await;
     reply.headers.extend(order_headers);
     reply
 }
 
-async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params, user: UserId) -> RestReply {
+async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>, user: UserId) -> RestReply {
     let now = req.now_ms;
     let result = match req.endpoint {
         Endpoint::OrderNew => new_order(shard, params, user, now).await,
@@ -404,7 +409,7 @@ fn with_client_id(shard: &Shard, mut request: OrderRequest) -> OrderRequest {
     request
 }
 
-async fn new_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn new_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
@@ -427,7 +432,7 @@ async fn new_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Re
     Ok(w.into_bytes())
 }
 
-fn order_test(shard: &Shard, params: &Params) -> Result<Vec<u8>, HttpError> {
+fn order_test(shard: &Shard, params: &Params<'_>) -> Result<Vec<u8>, HttpError> {
     let request = order_request(shard, params)?;
     shard.trading().accounts().check_order(&request).map_err(engine_error)?;
     if params.get("computeCommissionRates") != Some("true") {
@@ -451,7 +456,7 @@ fn order_test(shard: &Shard, params: &Params) -> Result<Vec<u8>, HttpError> {
     Ok(w.into_bytes())
 }
 
-fn query_order(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn query_order(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let trading = shard.trading();
@@ -461,7 +466,7 @@ fn query_order(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, 
     Ok(w.into_bytes())
 }
 
-async fn cancel_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn cancel_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let cancel_id = client_id_param(params, "newClientOrderId")?;
@@ -480,7 +485,7 @@ async fn cancel_order(shard: &Shard, params: &Params, user: UserId, now: u64) ->
     Ok(w.into_bytes())
 }
 
-async fn cancel_open_orders(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn cancel_open_orders(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let started = shard.trading_mut().cancel_all(user, market, now);
     shard.flush_engine();
@@ -499,14 +504,19 @@ async fn cancel_open_orders(shard: &Shard, params: &Params, user: UserId, now: u
     Ok(w.into_bytes())
 }
 
-async fn cancel_replace(shard: &Shard, params: &Params, user: UserId, now: u64) -> RestReply {
+async fn cancel_replace(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> RestReply {
     match cancel_replace_inner(shard, params, user, now).await {
         Ok(reply) => reply,
         Err(e) => RestReply::error(&e),
     }
 }
 
-async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<RestReply, HttpError> {
+async fn cancel_replace_inner(
+    shard: &Shard,
+    params: &Params<'_>,
+    user: UserId,
+    now: u64,
+) -> Result<RestReply, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let mode = enum_param(
         params,
@@ -599,7 +609,7 @@ fn error_object(w: &mut JsonWriter, code: i32, msg: &str) {
         .end_object();
 }
 
-fn open_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn open_orders(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let trading = shard.trading();
     let markets: Vec<MarketId> = match params.get("symbol") {
         Some(_) => vec![market_param(shard, params)?],
@@ -619,7 +629,7 @@ fn open_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, 
     Ok(w.into_bytes())
 }
 
-fn all_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn all_orders(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let from_id = u64_param(params, "orderId")?.unwrap_or(0);
     let start = u64_param(params, "startTime")?.unwrap_or(0);
@@ -639,7 +649,7 @@ fn all_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, H
     Ok(w.into_bytes())
 }
 
-fn account(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+fn account(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let omit_zero = params.get("omitZeroBalances") == Some("true");
     let trading = shard.trading();
     let (maker, taker) = trading
@@ -681,7 +691,7 @@ fn account(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec
     Ok(w.into_bytes())
 }
 
-fn my_trades(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn my_trades(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let order_id = u64_param(params, "orderId")?;
     let from_id = u64_param(params, "fromId")?.unwrap_or(0);
@@ -730,7 +740,13 @@ fn listen_key_start(shard: &Shard, user: UserId, now: u64) -> Result<Vec<u8>, Ht
     Ok(w.into_bytes())
 }
 
-fn listen_key_touch(shard: &Shard, params: &Params, user: UserId, now: u64, keep: bool) -> Result<Vec<u8>, HttpError> {
+fn listen_key_touch(
+    shard: &Shard,
+    params: &Params<'_>,
+    user: UserId,
+    now: u64,
+    keep: bool,
+) -> Result<Vec<u8>, HttpError> {
     let key = mandatory(params, "listenKey")?;
     if !shard.trading_mut().listen_key_touch(user, key, keep, now) {
         return Err(HttpError::new(400, -1125, "This listenKey does not exist."));
@@ -855,7 +871,7 @@ pub fn market_fragment(
     shard: &Shard,
     endpoint: Endpoint,
     market: MarketId,
-    params: &Params,
+    params: &Params<'_>,
     now: u64,
     w: &mut JsonWriter,
 ) -> Result<(), HttpError> {
@@ -884,7 +900,7 @@ pub fn market_fragment(
     Ok(())
 }
 
-fn depth(shard: &Shard, params: &Params, market: MarketId) -> Result<Vec<u8>, HttpError> {
+fn depth(shard: &Shard, params: &Params<'_>, market: MarketId) -> Result<Vec<u8>, HttpError> {
     let limit = limit_param(params, DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX)?;
     let trading = shard.trading();
     let book = trading.book(market).ok_or_else(gone)?;
