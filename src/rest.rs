@@ -404,7 +404,7 @@ async fn reference_price(shard: &Shard, request: &OrderRequest) -> Result<Option
 
 fn with_client_id(shard: &Shard, mut request: OrderRequest) -> OrderRequest {
     if request.client_order_id.is_none() {
-        request.client_order_id = ClientOrderId::new(&shard.next_client_order_id());
+        request.client_order_id = Some(shard.next_client_order_id());
     }
     request
 }
@@ -478,10 +478,8 @@ async fn cancel_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64
     })?;
     let view = rx.await.ok_or_else(gone)?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
-    let cancel_id = cancel_id
-        .map(|c| c.as_str().to_string())
-        .unwrap_or_else(|| shard.next_client_order_id());
-    write_canceled(&mut w, shard.trading().spec(market), &view, &cancel_id, now);
+    let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
+    write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now);
     Ok(w.into_bytes())
 }
 
@@ -498,7 +496,7 @@ async fn cancel_open_orders(shard: &Shard, params: &Params<'_>, user: UserId, no
     let mut w = JsonWriter::with_capacity(256 + 512 * views.len());
     w.begin_array();
     for view in &views {
-        write_canceled(&mut w, &spec, view, &shard.next_client_order_id(), now);
+        write_canceled(&mut w, &spec, view, shard.next_client_order_id().as_str(), now);
     }
     w.end_array();
     Ok(w.into_bytes())
@@ -528,9 +526,10 @@ async fn cancel_replace_inner(
     let mode = mode.ok_or_else(|| mandatory(params, "cancelReplaceMode").unwrap_err())?;
     let target = order_ref(params, "cancelOrderId", "cancelOrigClientOrderId")?;
     let cancel_id = match client_id_param(params, "cancelNewClientOrderId")? {
-        Some(id) => id.as_str().to_string(),
+        Some(id) => id,
         None => shard.next_client_order_id(),
     };
+    let cancel_id = cancel_id.as_str();
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
     let started = shard
@@ -554,7 +553,7 @@ async fn cancel_replace_inner(
         w.field_str("newOrderResult", new_result);
         w.key("cancelResponse");
         match &outcome.cancel {
-            Ok(view) => write_canceled(w, spec, view, &cancel_id, now),
+            Ok(view) => write_canceled(w, spec, view, cancel_id, now),
             Err(e) => error_object(w, e.code(), e.msg()),
         }
         w.key("newOrderResponse");

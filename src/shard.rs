@@ -16,7 +16,7 @@ use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::{LocalLimiter, RateLimiter};
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
-use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
+use crate::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
 use crate::trading::{Trading, DEMO_USER_ID};
@@ -34,7 +34,7 @@ use std::time::Duration;
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::Price;
-use tradsys_engine::order::{MarketId, Side, UserId};
+use tradsys_engine::order::{ClientOrderId, MarketId, Side, UserId};
 
 /// Memory each executor registers with io_uring for storage I/O. Small:
 /// network I/O does not use it, and locked memory is scarce (the limit is
@@ -159,7 +159,8 @@ impl Shard {
     /// Hands the engine messages the last operation produced for other
     /// shards to the mesh, and counts its orders.
     pub fn flush_engine(&self) {
-        let trades = self.trading.borrow_mut().take_trades();
+        // Taken and put back cleared, so both buffers keep their capacity.
+        let mut trades = std::mem::take(&mut self.trading.borrow_mut().trades);
         if !trades.is_empty() {
             let mut data = self.market_data.borrow_mut();
             for fill in &trades {
@@ -167,13 +168,19 @@ impl Shard {
                     market.record(&TapeTrade::from(fill));
                 }
             }
+            trades.clear();
         }
-        let outgoing: Vec<(u32, EngineMsg)> = std::mem::take(&mut self.trading.borrow_mut().outgoing);
+        let mut outgoing = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
-        for (owner, msg) in outgoing {
+        for (owner, msg) in outgoing.drain(..) {
             if self.mesh.send(owner as usize, ShardMsg::Engine(msg)).is_ok() {
                 sent += 1;
             }
+        }
+        {
+            let mut trading = self.trading.borrow_mut();
+            trading.trades = trades;
+            trading.outgoing = outgoing;
         }
         let orders = self.trading.borrow().orders;
         let mut m = self.metrics.borrow_mut();
@@ -222,11 +229,23 @@ impl Shard {
         }
     }
 
-    /// A client order id for orders sent without one; unique per shard.
-    pub fn next_client_order_id(&self) -> String {
+    /// A client order id for orders sent without one, `tradsys<shard>x<n>`:
+    /// unique per shard, built without allocating.
+    pub fn next_client_order_id(&self) -> ClientOrderId {
         let seq = self.client_order_seq.get() + 1;
         self.client_order_seq.set(seq);
-        format!("tradsys{}x{seq}", self.index)
+        let mut text = [0u8; 48];
+        let mut len = 0;
+        let mut push = |part: &[u8]| {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        };
+        push(b"tradsys");
+        push(itoa::Buffer::new().format(self.index).as_bytes());
+        push(b"x");
+        push(itoa::Buffer::new().format(seq).as_bytes());
+        let text = std::str::from_utf8(&text[..len]).unwrap_or("tradsys");
+        ClientOrderId::new(text).unwrap_or_else(|| unreachable!("{text} fits a client order id"))
     }
 
     pub async fn reference_price_remote(

@@ -20,6 +20,7 @@ use crate::oneshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tradsys_engine::account::{owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
+use tradsys_engine::hash::FastMap;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price};
@@ -171,7 +172,7 @@ pub struct Trading {
     keys: KeyStore,
     listen_keys: HashMap<String, ListenKey>,
     transfers: Vec<(i128, i128)>,
-    waiters: HashMap<WaitKey, Waiter>,
+    waiters: FastMap<WaitKey, Waiter>,
     queue: VecDeque<EngineMsg>,
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
@@ -179,8 +180,8 @@ pub struct Trading {
     /// Engine messages for other shards; the caller drains it into the mesh
     /// after every operation.
     pub outgoing: Vec<(u32, EngineMsg)>,
-    /// Trades of the books on this shard, for market data; drained by the
-    /// caller.
+    /// Trades of the books on this shard, for market data; the caller
+    /// drains it after every operation (see `Shard::flush_engine`).
     pub trades: Vec<tradsys_engine::msg::Fill>,
     next_order_seq: u64,
     next_user_seq: u64,
@@ -213,7 +214,7 @@ impl Trading {
             keys: KeyStore::default(),
             listen_keys: HashMap::new(),
             transfers: vec![(0, 0); assets],
-            waiters: HashMap::new(),
+            waiters: FastMap::default(),
             queue: VecDeque::new(),
             to_book: Vec::new(),
             to_account: Vec::new(),
@@ -679,11 +680,6 @@ impl Trading {
             }
             _ => false,
         }
-    }
-
-    /// Market data of trades here: the trades since the last call.
-    pub fn take_trades(&mut self) -> Vec<tradsys_engine::msg::Fill> {
-        std::mem::take(&mut self.trades)
     }
 
     pub fn check_invariants(&self) {
