@@ -239,6 +239,18 @@ start_tradsys() {
 	[[ -n "$aport" ]] || { log "no admin port in the server's output"; return 1; }
 }
 
+# A server that exits by itself mid-benchmark is a finding, not noise: say
+# how it ended (exit status, or 128 + the signal that killed it), when, and
+# what it logged, then stop.
+check_server() {
+	local rc=0
+	alive "$tpid" && return 0
+	wait "$tpid" || rc=$?
+	out "ERROR: tradsys (pid $tpid) exited by itself with status $rc$( ((rc > 128)) && echo " (signal $((rc - 128)))") before $(date -u +%T)Z; its log:"
+	sed 's/^/    /' "$tmp/tradsys.log" | tail -n 20 | tee -a "$results"
+	exit 1
+}
+
 stop_tradsys() {
 	local keep=() pid
 	stop_pid "$tpid"
@@ -371,6 +383,7 @@ measure_pinned_once() {
 	if [[ $name == nginx ]]; then
 		before=$(curl -fsS "http://127.0.0.1:$nport/nginx_status" | awk 'NR == 3 { print $3 }')
 	else
+		check_server
 		before=$(metric tradsys_http_requests_total "GET /api/v3/account" 200)
 		bad0=$(metric tradsys_http_requests_total "GET /api/v3/account" other)
 	fi
@@ -459,6 +472,7 @@ book() { "$LOADGEN_BIN" book --target "127.0.0.1:$tport" | sed 's/^/    /' | tee
 measure_orders_once() {
 	local round=$1 f="$tmp/wrk-orders-$1.txt" l0 x0 ok0 bad0 l1 x1 ok1 bad1 rps total orders cpu_s
 	wait_quiet
+	check_server
 	presign "$tmp/users2" orders "$PRESIGN_ORDERS_COUNT" "$tmp/orders.req"
 	read -r l0 x0 ok0 bad0 <<<"$(orders_counters)"
 	window_start
@@ -524,6 +538,7 @@ bench_latency() {
 	for rate in "${rates[@]}"; do
 		f="$tmp/lat-$rate.txt"
 		wait_quiet
+		check_server
 		read -r l0 x0 _ _ <<<"$(orders_counters)"
 		window_start
 		"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" --rate "$rate" \
@@ -547,7 +562,8 @@ out "=== rest benchmark $(date -u +%FT%TZ) ==="
 out "command: $command_line"
 out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)', kernel $(uname -r)"
 out "tools: $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }'), $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates Cargo.toml Cargo.lock)$(git -C "$root" diff --quiet HEAD -- src crates Cargo.toml Cargo.lock || echo ' (modified)'), $TRADSYS_BIN"
+# The server's code is src/ and crates/; Cargo.toml also lists bench/loadgen.
+out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates)$(git -C "$root" diff --quiet HEAD -- src crates || echo ' (modified)'), $TRADSYS_BIN"
 out "rate limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
 
 case "$mode" in
