@@ -84,7 +84,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS bench/rest.sh $*"
 
-tmp=$(mktemp -d /tmp/tradsys-rest-bench.XXXXXX)
+# Neither the temp dir nor the binaries run from it carry the name
+# "tradsys": on a shared host, other test suites' clean-up may stop
+# processes by that name (seen here: a server exiting with status 0, i.e.
+# after SIGTERM, mid-run), so the benchmark runs copies under its own names.
+tmp=$(mktemp -d /tmp/restbench.XXXXXX)
 pids=()
 results_dir=${RESULTS_DIR:-$root/bench/results}
 results="$results_dir/rest-$(date -u +%F).txt"
@@ -154,6 +158,15 @@ build() {
 	local dir="${CARGO_TARGET_DIR:-$root/target}/release"
 	TRADSYS_BIN=${TRADSYS_BIN:-$dir/tradsys}
 	LOADGEN_BIN=${LOADGEN_BIN:-$dir/tradsys-loadgen}
+}
+
+# Copies of the binaries under names no one else stops (see tmp above).
+private_copies() {
+	cp "$TRADSYS_BIN" "$tmp/restbench-server"
+	cp "$LOADGEN_BIN" "$tmp/restbench-loadgen"
+	built_from=$TRADSYS_BIN
+	TRADSYS_BIN=$tmp/restbench-server
+	LOADGEN_BIN=$tmp/restbench-loadgen
 }
 
 wait_http() {
@@ -557,13 +570,14 @@ bench_latency() {
 
 ensure_tools
 build
+private_copies
 out ""
 out "=== rest benchmark $(date -u +%FT%TZ) ==="
 out "command: $command_line"
 out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)', kernel $(uname -r)"
 out "tools: $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }'), $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 # The server's code is src/ and crates/; Cargo.toml also lists bench/loadgen.
-out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates)$(git -C "$root" diff --quiet HEAD -- src crates || echo ' (modified)'), $TRADSYS_BIN"
+out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates)$(git -C "$root" diff --quiet HEAD -- src crates || echo ' (modified)'), $built_from"
 out "rate limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
 
 case "$mode" in
