@@ -21,7 +21,7 @@ use crate::shard::Shard;
 use crate::trading::{user_of_key, AssetTotals, TradingError};
 use serde::Deserialize;
 use tradsys_engine::num::{parse_units, Amount};
-use tradsys_engine::order::UserId;
+use tradsys_engine::order::{MarketId, UserId};
 
 /// An admin operation for the shard that owns its state.
 #[derive(Debug)]
@@ -48,6 +48,11 @@ pub enum AdminCall {
     },
     ListUsers,
     Audit,
+    /// Apply a halt (or resume) on this shard.
+    Halt {
+        market: MarketId,
+        halted: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -102,7 +107,7 @@ async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
         }
         (Method::Delete, ["admin", "v1", "keys", key]) => revoke_key(shard, key).await,
         (Method::Post, ["admin", "v1", "markets", symbol, action @ ("halt" | "resume")]) => {
-            halt(shard, symbol, *action == "halt")
+            halt(shard, symbol, *action == "halt").await
         }
         (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
         _ => Err(not_found("admin path")),
@@ -179,6 +184,10 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
             return AdminReply::Users(users);
         }
         AdminCall::Audit => return AdminReply::Audit(shard.trading().asset_totals()),
+        AdminCall::Halt { market, halted } => {
+            shard.trading_mut().receive(EngineMsg::Halt(market, halted));
+            Ok(b"{}".to_vec())
+        }
     };
     AdminReply::Rest(match result {
         Ok(body) => RestReply::json(body),
@@ -338,9 +347,13 @@ async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {
     Ok(RestReply::json(w.into_bytes()))
 }
 
-fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
+/// Halts or resumes a market on every shard; answers once all have applied
+/// it, so that no order accepted after the answer sees the old state.
+async fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
     let market = shard.trading().market(symbol).ok_or_else(crate::rest::bad_symbol)?;
-    shard.broadcast(EngineMsg::Halt(market, halted));
+    for peer in 0..shard.mesh().shards() {
+        run_on(shard, peer, AdminCall::Halt { market, halted }).await?;
+    }
     let mut w = JsonWriter::default();
     w.begin_object()
         .field_str("symbol", symbol)

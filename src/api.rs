@@ -157,7 +157,7 @@ async fn rest_endpoint(shard: &Shard, buf: &[u8], head: &Head, endpoint: Endpoin
         Endpoint::Time => Reply::json(route, Body::Owned(format!("{{\"serverTime\":{now}}}").into_bytes())),
         Endpoint::ExchangeInfo => exchange_info(shard, &params),
         _ if endpoint.security() == Security::None => Reply::rest(route, market_endpoint(shard, req, &params).await),
-        _ => Reply::rest(route, user_endpoint(shard, req).await),
+        _ => Reply::rest(route, user_endpoint(shard, req, &params).await),
     };
     let header = format!("X-MBX-USED-WEIGHT-1M: {}", usage.used_weight_1m);
     match &mut reply.headers {
@@ -169,7 +169,7 @@ async fn rest_endpoint(shard: &Shard, buf: &[u8], head: &Head, endpoint: Endpoin
 
 /// A public market request: to the market's shard, or gathered from every
 /// shard for the ticker forms without one symbol.
-async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params) -> RestReply {
+async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
     if params.get("symbol").is_some()
         || !matches!(
             req.endpoint,
@@ -185,6 +185,13 @@ async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params) ->
             return rest::market_request(shard, req);
         }
         return call_rest(shard, owner, req).await;
+    }
+    if params.get("symbol").is_some() && params.get("symbols").is_some() {
+        return RestReply::error(&HttpError::new(
+            400,
+            CODE_BAD_PARAM_COMBINATION,
+            "Combination of optional parameters invalid.",
+        ));
     }
     let markets = match ticker_markets(shard, params.get("symbols")) {
         Ok(m) => m,
@@ -213,7 +220,7 @@ fn ticker_markets(shard: &Shard, symbols: Option<&str>) -> Result<Vec<MarketId>,
 }
 
 /// A signed or API-key request: to the shard of the user the key names.
-async fn user_endpoint(shard: &Shard, req: RequestRef<'_>) -> RestReply {
+async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
     let malformed = || RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
     let Some(key) = req.api_key else {
         return malformed();
@@ -232,7 +239,7 @@ async fn user_endpoint(shard: &Shard, req: RequestRef<'_>) -> RestReply {
     };
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {
-        return rest::user_request(shard, req).await;
+        return rest::user_request_parsed(shard, req, params).await;
     }
     call_rest(shard, owner, req).await
 }
@@ -277,7 +284,7 @@ async fn gather_metrics(shard: &Shard) -> Reply {
     let mut snapshots = Vec::with_capacity(shard.mesh().shards());
     for peer in 0..shard.mesh().shards() {
         if peer == shard.index() {
-            snapshots.push(shard.metrics().snapshot(peer));
+            snapshots.push(shard.snapshot());
             continue;
         }
         shard.metrics_mut().mesh_sent += 1;
@@ -415,7 +422,7 @@ fn symbol_json(m: &MarketSpec) -> String {
     .to_string()
 }
 
-fn exchange_info(shard: &Shard, params: &Params) -> Reply {
+fn exchange_info(shard: &Shard, params: &Params<'_>) -> Reply {
     let route = Route::Api(Endpoint::ExchangeInfo);
     let info = shard.exchange_info();
     let selected = match select_symbols(info, params.get("symbol"), params.get("symbols")) {
@@ -426,7 +433,7 @@ fn exchange_info(shard: &Shard, params: &Params) -> Reply {
 }
 
 /// The request's parameters: query string first, then a form body.
-pub fn params(shard: &Shard, buf: &[u8], head: &Head) -> Result<Params, HttpError> {
+pub fn params<'a>(shard: &Shard, buf: &'a [u8], head: &Head) -> Result<Params<'a>, HttpError> {
     let body = head.form_body.then(|| &buf[head.body.clone()]);
     Params::parse(&buf[head.query.clone()], body, shard.http_limits().params_count_max)
 }

@@ -222,6 +222,17 @@ pub struct HttpLimits {
     pub write_timeout: Duration,
 }
 
+impl Default for HttpLimits {
+    /// The limits with every key at its default.
+    fn default() -> HttpLimits {
+        let values = KEYS.iter().map(|k| (k.name, k.default.to_string())).collect();
+        match build(&values) {
+            Ok(config) => config.http,
+            Err(e) => unreachable!("the default configuration is valid: {e}"),
+        }
+    }
+}
+
 /// The largest head and body the parser will ever be configured for; they
 /// bound the read buffer of a connection.
 pub const HTTP_HEADER_BYTES_LIMIT: usize = 1 << 20;

@@ -58,6 +58,7 @@ pub async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
         continue_sent: false,
         kind,
         peer,
+        requests: 0,
     };
     match conn.run().await {
         Ok(Some(upgrade)) => {
@@ -130,10 +131,14 @@ struct Conn<'a> {
     continue_sent: bool,
     kind: Listener,
     peer: IpAddr,
+    /// Requests answered on this connection.
+    requests: u64,
 }
 
 /// How long a connection with nothing to read keeps its buffers.
 const BUFFER_HOLD: Duration = Duration::from_millis(200);
+/// Requests a connection must have sent before it holds buffers while quiet.
+const HOLD_AFTER_REQUESTS: u64 = 2;
 
 /// What waiting for the next request with buffers held came to.
 enum Idle {
@@ -143,6 +148,27 @@ enum Idle {
     Close,
     /// Nothing arrived within `BUFFER_HOLD`.
     Quiet,
+}
+
+fn encode_into<H: AsRef<str>>(
+    out: &mut Vec<u8>,
+    reply: &Reply,
+    headers: &[H],
+    body: &[u8],
+    close: bool,
+    head_only: bool,
+) {
+    http::encode(
+        out,
+        &http::Response {
+            status: reply.status,
+            content_type: reply.content_type,
+            headers,
+            body,
+            close,
+            head_only,
+        },
+    );
 }
 
 /// What to do after answering the buffered requests.
@@ -266,15 +292,19 @@ impl Conn<'_> {
                 }
             }
             let started = Instant::now();
+            // Boxed: the handlers' await states are large, and inline they
+            // would make every connection's task that large even when idle.
             let reply = match self.kind {
-                Listener::Api => api::handle(self.shard, self.read.pending(), &head, self.peer).await,
+                Listener::Api => Box::pin(api::handle(self.shard, self.read.pending(), &head, self.peer)).await,
                 Listener::Admin => {
-                    crate::admin::handle(self.shard, self.read.pending(), &head, self.shard.admin_token()).await
+                    let token = self.shard.admin_token();
+                    Box::pin(crate::admin::handle(self.shard, self.read.pending(), &head, token)).await
                 }
             };
             let close = !head.keep_alive || self.shard.is_draining();
             self.encode(&reply, close, head.method == Method::Head, started);
             self.read.start += head.len;
+            self.requests += 1;
             self.request_started = None;
             self.continue_sent = false;
             if close {
@@ -290,28 +320,8 @@ impl Conn<'_> {
         let body = reply.body.as_bytes();
         self.ensure_write_buffer();
         match &reply.headers {
-            Headers::Static(headers) => http::encode(
-                &mut self.write,
-                &http::Response {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    headers,
-                    body,
-                    close,
-                    head_only,
-                },
-            ),
-            Headers::Owned(headers) => http::encode(
-                &mut self.write,
-                &http::Response {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    headers,
-                    body,
-                    close,
-                    head_only,
-                },
-            ),
+            Headers::Static(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
+            Headers::Owned(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
         }
         let elapsed = started.elapsed().as_nanos() as u64;
         self.shard.metrics_mut().record(reply.route, reply.status, elapsed);
@@ -343,7 +353,10 @@ impl Conn<'_> {
     /// as quiet and gives its buffers back.
     async fn read_next(&mut self) -> io::Result<Idle> {
         let idle_timeout = self.shard.http_limits().idle_timeout;
-        if self.read.data.is_empty() || self.shard.is_draining() {
+        // Only a connection that has shown it is busy (more than one request)
+        // holds buffers: a burst of new connections that each ask once and
+        // then idle must not all hold buffers at the same time.
+        if self.read.data.is_empty() || self.shard.is_draining() || self.requests < HOLD_AFTER_REQUESTS {
             let _ = self.stream.set_read_timeout(Some(idle_timeout));
             return Ok(Idle::Quiet);
         }

@@ -11,6 +11,7 @@
 //! connection must close (it must whenever framing is no longer known).
 
 use crate::config::HttpLimits;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Methods tradsys serves; anything else is `Other` and gets 405.
@@ -310,15 +311,16 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
 }
 
 /// Decoded request parameters: the query's first, then the form body's, so
-/// that a lookup finds the query's value first (Binance's rule).
+/// that a lookup finds the query's value first (Binance's rule). Values
+/// borrow from the request buffer; only ones with escapes are copied.
 #[derive(Debug, Default)]
-pub struct Params {
-    pairs: Vec<(String, String)>,
+pub struct Params<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// Decodes `query` and, when it is a form, `body`.
-    pub fn parse(query: &[u8], form_body: Option<&[u8]>, count_max: usize) -> Result<Params, HttpError> {
+    pub fn parse(query: &'a [u8], form_body: Option<&'a [u8]>, count_max: usize) -> Result<Params<'a>, HttpError> {
         let mut params = Params::default();
         params.add(query, count_max)?;
         if let Some(body) = form_body {
@@ -327,7 +329,7 @@ impl Params {
         Ok(params)
     }
 
-    fn add(&mut self, encoded: &[u8], count_max: usize) -> Result<(), HttpError> {
+    fn add(&mut self, encoded: &'a [u8], count_max: usize) -> Result<(), HttpError> {
         for pair in encoded.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             if self.pairs.len() >= count_max {
                 return Err(HttpError::new(
@@ -349,7 +351,7 @@ impl Params {
 
     /// The value of `name`: the query's when both query and body carry it.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
     }
 
     pub fn len(&self) -> usize {
@@ -370,8 +372,11 @@ fn illegal_chars(what: &str) -> HttpError {
 }
 
 /// Decodes `%XX` and `+` (form encoding); `None` for a bad escape or text
-/// that is not UTF-8.
-pub fn percent_decode(encoded: &[u8]) -> Option<String> {
+/// that is not UTF-8. Text without escapes is borrowed, not copied.
+pub fn percent_decode(encoded: &[u8]) -> Option<Cow<'_, str>> {
+    if !encoded.iter().any(|&b| b == b'%' || b == b'+') {
+        return std::str::from_utf8(encoded).ok().map(Cow::Borrowed);
+    }
     let mut out = Vec::with_capacity(encoded.len());
     let mut i = 0;
     while i < encoded.len() {
@@ -393,7 +398,7 @@ pub fn percent_decode(encoded: &[u8]) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// The reason phrase of each status tradsys sends.
@@ -482,18 +487,9 @@ pub fn error_body(code: i32, msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     pub fn limits() -> HttpLimits {
-        HttpLimits {
-            header_bytes_max: 8192,
-            headers_count_max: 64,
-            body_bytes_max: 65536,
-            params_count_max: 128,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-        }
+        HttpLimits::default()
     }
 
     fn complete(raw: &[u8]) -> Head {

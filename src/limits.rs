@@ -535,7 +535,7 @@ pub struct WeightParams<'a> {
 }
 
 impl<'a> WeightParams<'a> {
-    pub fn from_params(params: &'a Params) -> WeightParams<'a> {
+    pub fn from_params(params: &'a Params<'a>) -> WeightParams<'a> {
         WeightParams {
             limit: params.get("limit"),
             symbol: params.get("symbol"),

@@ -20,7 +20,7 @@ pub fn write(
     shard: &Shard,
     endpoint: Endpoint,
     market: MarketId,
-    params: &Params,
+    params: &Params<'_>,
     now_ms: u64,
     w: &mut JsonWriter,
 ) -> Result<(), HttpError> {
@@ -60,7 +60,7 @@ fn unavailable() -> HttpError {
     )
 }
 
-fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
+fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => text
@@ -72,7 +72,7 @@ fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
 
 /// Recent trades, or (historical) trades from `fromId`. Older ids than the
 /// tape keeps are answered from the oldest kept trade.
-fn trades(data: &MarketData, params: &Params, historical: bool, w: &mut JsonWriter) -> Result<(), HttpError> {
+fn trades(data: &MarketData, params: &Params<'_>, historical: bool, w: &mut JsonWriter) -> Result<(), HttpError> {
     let limit = limit_param(params, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX)?;
     let from_id = if historical { u64_param(params, "fromId")? } else { None };
     let rows = match from_id {
@@ -98,7 +98,7 @@ fn trades(data: &MarketData, params: &Params, historical: bool, w: &mut JsonWrit
     Ok(())
 }
 
-fn agg_trades(data: &MarketData, params: &Params, w: &mut JsonWriter) -> Result<(), HttpError> {
+fn agg_trades(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<(), HttpError> {
     let query = AggTradesQuery {
         from_id: u64_param(params, "fromId")?,
         start_time_ms: u64_param(params, "startTime")?,
@@ -138,7 +138,7 @@ fn agg_trades(data: &MarketData, params: &Params, w: &mut JsonWriter) -> Result<
     Ok(())
 }
 
-fn klines(data: &MarketData, params: &Params, w: &mut JsonWriter) -> Result<(), HttpError> {
+fn klines(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<(), HttpError> {
     let interval =
         Interval::parse(mandatory(params, "interval")?).map_err(|_| HttpError::new(400, -1120, "Invalid interval."))?;
     if params

@@ -92,9 +92,9 @@ impl RouteMetrics {
     }
 }
 
-/// One shard's live metrics.
-pub struct Metrics {
-    routes: Vec<RouteMetrics>,
+/// One shard's counters and gauges, as plain data.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
     pub connections_open: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
@@ -111,24 +111,31 @@ pub struct Metrics {
     pub ws_frames_sent: u64,
 }
 
+/// One shard's live metrics.
+pub struct Metrics {
+    routes: Vec<RouteMetrics>,
+    counters: Counters,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl std::ops::DerefMut for Metrics {
+    fn deref_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics {
             routes: (0..ROUTES_COUNT).map(|_| RouteMetrics::new()).collect(),
-            connections_open: 0,
-            connections_accepted: 0,
-            connections_refused: 0,
-            bytes_received: 0,
-            bytes_sent: 0,
-            mesh_sent: 0,
-            mesh_received: 0,
-            orders_local: 0,
-            orders_cross_shard: 0,
-            mesh_outbox: 0,
-            rate_limited: 0,
-            ws_open: 0,
-            ws_slow_closed: 0,
-            ws_frames_sent: 0,
+            counters: Counters::default(),
         }
     }
 }
@@ -166,20 +173,7 @@ impl Metrics {
         Snapshot {
             shard,
             routes,
-            connections_open: self.connections_open,
-            connections_accepted: self.connections_accepted,
-            connections_refused: self.connections_refused,
-            bytes_received: self.bytes_received,
-            bytes_sent: self.bytes_sent,
-            mesh_sent: self.mesh_sent,
-            mesh_received: self.mesh_received,
-            orders_local: self.orders_local,
-            orders_cross_shard: self.orders_cross_shard,
-            mesh_outbox: self.mesh_outbox,
-            rate_limited: self.rate_limited,
-            ws_open: self.ws_open,
-            ws_slow_closed: self.ws_slow_closed,
-            ws_frames_sent: self.ws_frames_sent,
+            counters: self.counters,
         }
     }
 }
@@ -189,20 +183,7 @@ impl Metrics {
 pub struct Snapshot {
     pub shard: usize,
     pub routes: Vec<RouteSnapshot>,
-    pub connections_open: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub mesh_sent: u64,
-    pub mesh_received: u64,
-    pub orders_local: u64,
-    pub orders_cross_shard: u64,
-    pub mesh_outbox: u64,
-    pub rate_limited: u64,
-    pub ws_open: u64,
-    pub ws_slow_closed: u64,
-    pub ws_frames_sent: u64,
+    pub counters: Counters,
 }
 
 #[derive(Clone, Debug)]
@@ -270,85 +251,85 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     }
     let per_shard: [ShardFamily; 14] = [
         ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
-            s.connections_open
+            s.counters.connections_open
         }),
         (
             "tradsys_connections_accepted_total",
             "counter",
             "Client connections accepted.",
-            |s| s.connections_accepted,
+            |s| s.counters.connections_accepted,
         ),
         (
             "tradsys_connections_refused_total",
             "counter",
             "Client connections closed at once because the shard was full or draining.",
-            |s| s.connections_refused,
+            |s| s.counters.connections_refused,
         ),
         (
             "tradsys_http_bytes_received_total",
             "counter",
             "Bytes read from clients.",
-            |s| s.bytes_received,
+            |s| s.counters.bytes_received,
         ),
         (
             "tradsys_http_bytes_sent_total",
             "counter",
             "Bytes written to clients.",
-            |s| s.bytes_sent,
+            |s| s.counters.bytes_sent,
         ),
         (
             "tradsys_mesh_messages_sent_total",
             "counter",
             "Messages sent to other shards.",
-            |s| s.mesh_sent,
+            |s| s.counters.mesh_sent,
         ),
         (
             "tradsys_mesh_messages_received_total",
             "counter",
             "Messages received from other shards.",
-            |s| s.mesh_received,
+            |s| s.counters.mesh_received,
         ),
         (
             "tradsys_orders_local_total",
             "counter",
             "Orders whose market lives on the user's shard: no engine message left the shard.",
-            |s| s.orders_local,
+            |s| s.counters.orders_local,
         ),
         (
             "tradsys_orders_cross_shard_total",
             "counter",
             "Orders whose market lives on another shard than the user's.",
-            |s| s.orders_cross_shard,
+            |s| s.counters.orders_cross_shard,
         ),
         (
             "tradsys_mesh_outbox_messages",
             "gauge",
             "Messages waiting to enter the mesh.",
-            |s| s.mesh_outbox,
+            |s| s.counters.mesh_outbox,
         ),
         (
             "tradsys_rate_limited_total",
             "counter",
             "Requests refused with 429 by a request or order limit.",
-            |s| s.rate_limited,
+            |s| s.counters.rate_limited,
         ),
         (
             "tradsys_ws_connections_open",
             "gauge",
             "Open WebSocket connections.",
-            |s| s.ws_open,
+            |s| s.counters.ws_open,
         ),
         (
             "tradsys_ws_slow_consumers_closed_total",
             "counter",
             "WebSocket connections closed with 1008 because their outbound queue overflowed.",
-            |s| s.ws_slow_closed,
+            |s| s.counters.ws_slow_closed,
         ),
         (
             "tradsys_ws_frames_sent_total",
             "counter",
             "WebSocket frames written to clients.",
-            |s| s.ws_frames_sent,
+            |s| s.counters.ws_frames_sent,
         ),
     ];
     for (name, kind, help, value) in per_shard {

@@ -66,7 +66,7 @@ pub struct RequestRef<'a> {
     pub now_ms: u64,
 }
 
-impl RequestRef<'_> {
+impl<'a> RequestRef<'a> {
     pub fn to_owned(&self) -> RestRequest {
         RestRequest {
             endpoint: self.endpoint,
@@ -78,7 +78,7 @@ impl RequestRef<'_> {
         }
     }
 
-    fn params(&self, shard: &Shard) -> Result<Params, HttpError> {
+    fn params(&self, shard: &Shard) -> Result<Params<'a>, HttpError> {
         let body = self.form_body.then_some(self.body);
         Params::parse(self.query, body, shard.http_limits().params_count_max)
     }
@@ -148,7 +148,7 @@ fn gone() -> HttpError {
 
 // ---- parameters ----
 
-pub fn mandatory<'a>(params: &'a Params, name: &str) -> Result<&'a str, HttpError> {
+pub fn mandatory<'a>(params: &'a Params<'a>, name: &str) -> Result<&'a str, HttpError> {
     match params.get(name) {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(HttpError::new(
@@ -164,7 +164,7 @@ fn malformed(name: &str) -> HttpError {
 }
 
 /// The market named by `symbol` (mandatory).
-pub fn market_param(shard: &Shard, params: &Params) -> Result<MarketId, HttpError> {
+pub fn market_param(shard: &Shard, params: &Params<'_>) -> Result<MarketId, HttpError> {
     let symbol = mandatory(params, "symbol")?;
     shard.trading().market(symbol).ok_or_else(bad_symbol)
 }
@@ -173,14 +173,14 @@ pub fn bad_symbol() -> HttpError {
     HttpError::new(400, -1121, "Invalid symbol.")
 }
 
-fn decimal_param(params: &Params, name: &str) -> Result<Option<i64>, HttpError> {
+fn decimal_param(params: &Params<'_>, name: &str) -> Result<Option<i64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => parse_units(text).map(Some).map_err(|_| malformed(name)),
     }
 }
 
-fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
+fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => text.parse().map(Some).map_err(|_| malformed(name)),
@@ -188,7 +188,7 @@ fn u64_param(params: &Params, name: &str) -> Result<Option<u64>, HttpError> {
 }
 
 /// `limit` within 1..=max, `default` when absent.
-pub fn limit_param(params: &Params, default: usize, max: usize) -> Result<usize, HttpError> {
+pub fn limit_param(params: &Params<'_>, default: usize, max: usize) -> Result<usize, HttpError> {
     match u64_param(params, "limit")? {
         None => Ok(default),
         Some(0) => Err(HttpError::new(
@@ -201,7 +201,7 @@ pub fn limit_param(params: &Params, default: usize, max: usize) -> Result<usize,
 }
 
 fn enum_param<T>(
-    params: &Params,
+    params: &Params<'_>,
     name: &str,
     parse: fn(&str) -> Option<T>,
     code: i32,
@@ -215,7 +215,7 @@ fn enum_param<T>(
     }
 }
 
-fn client_id_param(params: &Params, name: &str) -> Result<Option<ClientOrderId>, HttpError> {
+fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<ClientOrderId>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
         Some(text) => {
@@ -230,7 +230,7 @@ fn client_id_param(params: &Params, name: &str) -> Result<Option<ClientOrderId>,
 
 /// The order a new-order request describes, checked for form only; the
 /// account machine checks filters and funds.
-pub fn order_request(shard: &Shard, params: &Params) -> Result<OrderRequest, HttpError> {
+pub fn order_request(shard: &Shard, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
     let market = market_param(shard, params)?;
     let side = enum_param(params, "side", Side::parse, -1117, "Invalid side.")?;
     let side = side.ok_or_else(|| mandatory(params, "side").unwrap_err())?;
@@ -286,7 +286,7 @@ enum RespType {
     Full,
 }
 
-fn resp_type(params: &Params, kind: OrderType) -> Result<RespType, HttpError> {
+fn resp_type(params: &Params<'_>, kind: OrderType) -> Result<RespType, HttpError> {
     let parse = |t: &str| match t {
         "ACK" => Some(RespType::Ack),
         "RESULT" => Some(RespType::Result),
@@ -306,7 +306,7 @@ fn resp_type(params: &Params, kind: OrderType) -> Result<RespType, HttpError> {
     }))
 }
 
-fn order_ref(params: &Params, id_name: &str, client_name: &str) -> Result<OrderRef, HttpError> {
+fn order_ref(params: &Params<'_>, id_name: &str, client_name: &str) -> Result<OrderRef, HttpError> {
     if let Some(id) = u64_param(params, id_name)? {
         return Ok(OrderRef::Id(id));
     }
@@ -324,10 +324,15 @@ fn order_ref(params: &Params, id_name: &str, client_name: &str) -> Result<OrderR
 
 /// Runs a signed or API-key request of a user owned by this shard.
 pub async fn user_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
-    let params = match req.params(shard) {
-        Ok(p) => p,
-        Err(e) => return RestReply::error(&e),
-    };
+    match req.params(shard) {
+        Ok(params) => user_request_parsed(shard, req, &params).await,
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+/// `user_request` with the parameters already parsed (by the connection's
+/// shard, when it owns the user).
+pub async fn user_request_parsed(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
     let security = req.endpoint.security();
     let auth_request = AuthRequest {
         api_key: req.api_key,
@@ -352,15 +357,15 @@ pub async fn user_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
     if req.endpoint.is_order() {
         match shard.admit_order(user, req.now_ms) {
             Ok(headers) => order_headers = headers,
-            Err(e) => return RestReply::error(&e),
+            Err(refused) => return refused,
         }
     }
-    let mut reply = user_endpoint(shard, req, &params, user).await;
+    let mut reply = user_endpoint(shard, req, params, user).await;
     reply.headers.extend(order_headers);
     reply
 }
 
-async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params, user: UserId) -> RestReply {
+async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>, user: UserId) -> RestReply {
     let now = req.now_ms;
     let result = match req.endpoint {
         Endpoint::OrderNew => new_order(shard, params, user, now).await,
@@ -399,12 +404,12 @@ async fn reference_price(shard: &Shard, request: &OrderRequest) -> Result<Option
 
 fn with_client_id(shard: &Shard, mut request: OrderRequest) -> OrderRequest {
     if request.client_order_id.is_none() {
-        request.client_order_id = ClientOrderId::new(&shard.next_client_order_id());
+        request.client_order_id = Some(shard.next_client_order_id());
     }
     request
 }
 
-async fn new_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn new_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
@@ -427,8 +432,9 @@ async fn new_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Re
     Ok(w.into_bytes())
 }
 
-fn order_test(shard: &Shard, params: &Params) -> Result<Vec<u8>, HttpError> {
+fn order_test(shard: &Shard, params: &Params<'_>) -> Result<Vec<u8>, HttpError> {
     let request = order_request(shard, params)?;
+    shard.trading().accounts().check_order(&request).map_err(engine_error)?;
     if params.get("computeCommissionRates") != Some("true") {
         return Ok(b"{}".to_vec());
     }
@@ -450,7 +456,7 @@ fn order_test(shard: &Shard, params: &Params) -> Result<Vec<u8>, HttpError> {
     Ok(w.into_bytes())
 }
 
-fn query_order(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn query_order(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let trading = shard.trading();
@@ -460,7 +466,7 @@ fn query_order(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, 
     Ok(w.into_bytes())
 }
 
-async fn cancel_order(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn cancel_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let cancel_id = client_id_param(params, "newClientOrderId")?;
@@ -472,36 +478,43 @@ async fn cancel_order(shard: &Shard, params: &Params, user: UserId, now: u64) ->
     })?;
     let view = rx.await.ok_or_else(gone)?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
-    let cancel_id = cancel_id
-        .map(|c| c.as_str().to_string())
-        .unwrap_or_else(|| shard.next_client_order_id());
-    write_canceled(&mut w, shard.trading().spec(market), &view, &cancel_id, now);
+    let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
+    write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now);
     Ok(w.into_bytes())
 }
 
-async fn cancel_open_orders(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn cancel_open_orders(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let started = shard.trading_mut().cancel_all(user, market, now);
     shard.flush_engine();
     let views = started.map_err(trading_error)?.await.ok_or_else(gone)?;
+    if views.is_empty() {
+        // Binance answers a cancel-all with nothing open as an unknown order.
+        return Err(engine_error(EngineError::UnknownOrder));
+    }
     let spec = shard.trading().spec(market).clone();
     let mut w = JsonWriter::with_capacity(256 + 512 * views.len());
     w.begin_array();
     for view in &views {
-        write_canceled(&mut w, &spec, view, &shard.next_client_order_id(), now);
+        write_canceled(&mut w, &spec, view, shard.next_client_order_id().as_str(), now);
     }
     w.end_array();
     Ok(w.into_bytes())
 }
 
-async fn cancel_replace(shard: &Shard, params: &Params, user: UserId, now: u64) -> RestReply {
+async fn cancel_replace(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> RestReply {
     match cancel_replace_inner(shard, params, user, now).await {
         Ok(reply) => reply,
         Err(e) => RestReply::error(&e),
     }
 }
 
-async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<RestReply, HttpError> {
+async fn cancel_replace_inner(
+    shard: &Shard,
+    params: &Params<'_>,
+    user: UserId,
+    now: u64,
+) -> Result<RestReply, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let mode = enum_param(
         params,
@@ -512,6 +525,11 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
     )?;
     let mode = mode.ok_or_else(|| mandatory(params, "cancelReplaceMode").unwrap_err())?;
     let target = order_ref(params, "cancelOrderId", "cancelOrigClientOrderId")?;
+    let cancel_id = match client_id_param(params, "cancelNewClientOrderId")? {
+        Some(id) => id,
+        None => shard.next_client_order_id(),
+    };
+    let cancel_id = cancel_id.as_str();
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
     let started = shard
@@ -535,7 +553,7 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
         w.field_str("newOrderResult", new_result);
         w.key("cancelResponse");
         match &outcome.cancel {
-            Ok(view) => write_canceled(w, spec, view, &format!("{}", view.order_id), now),
+            Ok(view) => write_canceled(w, spec, view, cancel_id, now),
             Err(e) => error_object(w, e.code(), e.msg()),
         }
         w.key("newOrderResponse");
@@ -556,7 +574,7 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
         }
     };
     if cancel_failed || new_failed {
-        // Binance answers a partial failure with 400 and the details in "data".
+        // Binance answers a failure with the details in "data".
         let (code, msg) = if cancel_failed && new_failed {
             (-2022, "Order cancel-replace failed.")
         } else {
@@ -569,8 +587,10 @@ async fn cancel_replace_inner(shard: &Shard, params: &Params, user: UserId, now:
             .begin_object();
         write_results(&mut w);
         w.end_object().end_object();
+        // Binance: 409 when one half succeeded, 400 when neither did.
+        let status = if cancel_failed && new_failed { 400 } else { 409 };
         return Ok(RestReply {
-            status: 400,
+            status,
             headers: Vec::new(),
             body: w.into_bytes(),
         });
@@ -588,7 +608,7 @@ fn error_object(w: &mut JsonWriter, code: i32, msg: &str) {
         .end_object();
 }
 
-fn open_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn open_orders(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let trading = shard.trading();
     let markets: Vec<MarketId> = match params.get("symbol") {
         Some(_) => vec![market_param(shard, params)?],
@@ -608,7 +628,7 @@ fn open_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, 
     Ok(w.into_bytes())
 }
 
-fn all_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn all_orders(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let from_id = u64_param(params, "orderId")?.unwrap_or(0);
     let start = u64_param(params, "startTime")?.unwrap_or(0);
@@ -628,7 +648,7 @@ fn all_orders(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, H
     Ok(w.into_bytes())
 }
 
-fn account(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+fn account(shard: &Shard, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let omit_zero = params.get("omitZeroBalances") == Some("true");
     let trading = shard.trading();
     let (maker, taker) = trading
@@ -670,7 +690,7 @@ fn account(shard: &Shard, params: &Params, user: UserId, now: u64) -> Result<Vec
     Ok(w.into_bytes())
 }
 
-fn my_trades(shard: &Shard, params: &Params, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn my_trades(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let order_id = u64_param(params, "orderId")?;
     let from_id = u64_param(params, "fromId")?.unwrap_or(0);
@@ -719,7 +739,13 @@ fn listen_key_start(shard: &Shard, user: UserId, now: u64) -> Result<Vec<u8>, Ht
     Ok(w.into_bytes())
 }
 
-fn listen_key_touch(shard: &Shard, params: &Params, user: UserId, now: u64, keep: bool) -> Result<Vec<u8>, HttpError> {
+fn listen_key_touch(
+    shard: &Shard,
+    params: &Params<'_>,
+    user: UserId,
+    now: u64,
+    keep: bool,
+) -> Result<Vec<u8>, HttpError> {
     let key = mandatory(params, "listenKey")?;
     if !shard.trading_mut().listen_key_touch(user, key, keep, now) {
         return Err(HttpError::new(400, -1125, "This listenKey does not exist."));
@@ -764,8 +790,7 @@ pub fn write_order(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView) {
         "isWorking",
         !view.kind.is_stop() || view.status != tradsys_engine::order::OrderStatus::New,
     );
-    w.field_uint("workingTime", view.time_ms)
-        .field_decimal("origQuoteOrderQty", view.orig_quote_qty.0);
+    w.field_uint("workingTime", view.time_ms);
     w.field_str("selfTradePreventionMode", view.stp.as_str()).end_object();
 }
 
@@ -845,7 +870,7 @@ pub fn market_fragment(
     shard: &Shard,
     endpoint: Endpoint,
     market: MarketId,
-    params: &Params,
+    params: &Params<'_>,
     now: u64,
     w: &mut JsonWriter,
 ) -> Result<(), HttpError> {
@@ -869,12 +894,12 @@ pub fn market_fragment(
                 .field_decimal("askQty", ask_qty);
             w.end_object();
         }
-        _ => shard.market_data_fragment(endpoint, market, params, now, w)?,
+        _ => crate::market_json::write(shard, endpoint, market, params, now, w)?,
     }
     Ok(())
 }
 
-fn depth(shard: &Shard, params: &Params, market: MarketId) -> Result<Vec<u8>, HttpError> {
+fn depth(shard: &Shard, params: &Params<'_>, market: MarketId) -> Result<Vec<u8>, HttpError> {
     let limit = limit_param(params, DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX)?;
     let trading = shard.trading();
     let book = trading.book(market).ok_or_else(gone)?;

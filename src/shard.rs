@@ -14,9 +14,9 @@ use crate::config::{Config, HttpLimits};
 use crate::conn::{self, Listener};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use crate::limits::{Endpoint, LocalLimiter, RateLimiter};
+use crate::limits::{LocalLimiter, RateLimiter};
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
-use crate::mesh::{Call, EngineMsg, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
+use crate::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
 use crate::streams::{Outbound, Registry, StreamEvent, StreamKey, StreamKind, DEPTH_DIFF_LEVELS_MAX};
@@ -35,7 +35,7 @@ use std::time::Duration;
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::Price;
-use tradsys_engine::order::{MarketId, Side, UserId};
+use tradsys_engine::order::{ClientOrderId, MarketId, Side, UserId};
 
 /// Memory each executor registers with io_uring for storage I/O. Small:
 /// network I/O does not use it, and locked memory is scarce (the limit is
@@ -157,6 +157,12 @@ impl Shard {
         self.market_data.borrow()
     }
 
+    /// This shard's metrics now, with the outbox gauge read at this moment.
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        self.metrics.borrow_mut().mesh_outbox = self.mesh.queued() as u64;
+        self.metrics.borrow().snapshot(self.index)
+    }
+
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
     }
@@ -172,7 +178,8 @@ impl Shard {
         if !updates.is_empty() {
             self.publish_user_updates(updates);
         }
-        let trades = self.trading.borrow_mut().take_trades();
+        // Taken and put back cleared, so both buffers keep their capacity.
+        let mut trades = std::mem::take(&mut self.trading.borrow_mut().trades);
         if !trades.is_empty() {
             let mut data = self.market_data.borrow_mut();
             for fill in &trades {
@@ -181,17 +188,23 @@ impl Shard {
                 }
             }
             drop(data);
-            for fill in trades {
-                self.publish(StreamEvent::Trade(fill));
+            for fill in &trades {
+                self.publish(StreamEvent::Trade(*fill));
             }
+            trades.clear();
         }
         self.publish_book_tickers();
-        let outgoing: Vec<(u32, EngineMsg)> = std::mem::take(&mut self.trading.borrow_mut().outgoing);
+        let mut outgoing = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
-        for (owner, msg) in outgoing {
+        for (owner, msg) in outgoing.drain(..) {
             if self.mesh.send(owner as usize, ShardMsg::Engine(msg)).is_ok() {
                 sent += 1;
             }
+        }
+        {
+            let mut trading = self.trading.borrow_mut();
+            trading.trades = trades;
+            trading.outgoing = outgoing;
         }
         let orders = self.trading.borrow().orders;
         let mut m = self.metrics.borrow_mut();
@@ -443,15 +456,6 @@ impl Shard {
         }
     }
 
-    /// Applies `msg` here and sends it to every other shard.
-    pub fn broadcast(&self, msg: EngineMsg) {
-        self.trading.borrow_mut().receive(msg);
-        for peer in (0..self.mesh.shards()).filter(|&p| p != self.index) {
-            let _ = self.mesh.send(peer, ShardMsg::Engine(msg));
-        }
-        self.flush_engine();
-    }
-
     /// Counts a request's weight against its client IP. Refused requests
     /// get Binance's 429 with Retry-After; an overloaded mesh gets 503.
     pub fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<crate::limits::Usage, RestReply> {
@@ -471,7 +475,7 @@ impl Shard {
 
     /// Counts an order of `user` (owned here); returns the order-count
     /// headers.
-    pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, HttpError> {
+    pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, RestReply> {
         let admitted = self
             .order_limiter
             .borrow_mut()
@@ -484,16 +488,30 @@ impl Shard {
                 .collect()),
             Err(exceeded) => {
                 self.metrics.borrow_mut().rate_limited += 1;
-                Err(HttpError::from(exceeded))
+                let mut reply = RestReply::error(&HttpError::from(exceeded.clone()));
+                reply.headers.push(exceeded.retry_after_header());
+                Err(reply)
             }
         }
     }
 
-    /// A client order id for orders sent without one; unique per shard.
-    pub fn next_client_order_id(&self) -> String {
+    /// A client order id for orders sent without one, `tradsys<shard>x<n>`:
+    /// unique per shard, built without allocating.
+    pub fn next_client_order_id(&self) -> ClientOrderId {
         let seq = self.client_order_seq.get() + 1;
         self.client_order_seq.set(seq);
-        format!("tradsys{}x{seq}", self.index)
+        let mut text = [0u8; 48];
+        let mut len = 0;
+        let mut push = |part: &[u8]| {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        };
+        push(b"tradsys");
+        push(itoa::Buffer::new().format(self.index).as_bytes());
+        push(b"x");
+        push(itoa::Buffer::new().format(seq).as_bytes());
+        let text = std::str::from_utf8(&text[..len]).unwrap_or("tradsys");
+        ClientOrderId::new(text).unwrap_or_else(|| unreachable!("{text} fits a client order id"))
     }
 
     pub async fn reference_price_remote(
@@ -571,18 +589,6 @@ impl Shard {
                 Ok((market, w.into_bytes()))
             })
             .collect()
-    }
-
-    /// Market-data endpoints computed from a market's trades.
-    pub fn market_data_fragment(
-        &self,
-        endpoint: Endpoint,
-        market: MarketId,
-        params: &Params,
-        now_ms: u64,
-        w: &mut JsonWriter,
-    ) -> Result<(), HttpError> {
-        crate::market_json::write(self, endpoint, market, params, now_ms, w)
     }
 
     /// Returns a buffer for reuse; oversized ones are freed so that one large
@@ -1037,7 +1043,7 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
 
 async fn answer(shard: &Shard, call: Call) -> Reply {
     match call {
-        Call::Metrics => Reply::Metrics(Box::new(shard.metrics().snapshot(shard.index))),
+        Call::Metrics => Reply::Metrics(Box::new(shard.snapshot())),
         Call::Rest(request) => {
             let req = request.borrowed();
             let reply = match req.endpoint.security() {

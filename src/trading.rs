@@ -20,6 +20,7 @@ use crate::oneshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tradsys_engine::account::{owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
+use tradsys_engine::hash::FastMap;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price};
@@ -182,7 +183,7 @@ pub struct Trading {
     keys: KeyStore,
     listen_keys: HashMap<String, ListenKey>,
     transfers: Vec<(i128, i128)>,
-    waiters: HashMap<WaitKey, Waiter>,
+    waiters: FastMap<WaitKey, Waiter>,
     queue: VecDeque<EngineMsg>,
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
@@ -190,8 +191,8 @@ pub struct Trading {
     /// Engine messages for other shards; the caller drains it into the mesh
     /// after every operation.
     pub outgoing: Vec<(u32, EngineMsg)>,
-    /// Trades of the books on this shard, for market data; drained by the
-    /// caller.
+    /// Trades of the books on this shard, for market data; the caller
+    /// drains it after every operation (see `Shard::flush_engine`).
     pub trades: Vec<tradsys_engine::msg::Fill>,
     /// Prices where orders came to the books on this shard, for depth
     /// diffs (a level may appear and go between two diffs); drained by the
@@ -233,7 +234,7 @@ impl Trading {
             keys: KeyStore::default(),
             listen_keys: HashMap::new(),
             transfers: vec![(0, 0); assets],
-            waiters: HashMap::new(),
+            waiters: FastMap::default(),
             queue: VecDeque::new(),
             to_book: Vec::new(),
             to_account: Vec::new(),
@@ -291,12 +292,7 @@ impl Trading {
     /// The price a MARKET order of `side` would meet first, else the last
     /// price; `None` when there is neither. Only for markets on this shard.
     pub fn reference_price(&self, market: MarketId, side: Side) -> Option<Price> {
-        let book = self.book(market)?;
-        let best = match side {
-            Side::Buy => book.best_ask(),
-            Side::Sell => book.best_bid(),
-        };
-        best.map(|(price, _)| price).or(book.last_price())
+        self.book(market)?.reference_price(side)
     }
 
     fn next_order_id(&mut self) -> OrderId {
@@ -749,11 +745,6 @@ impl Trading {
             }
             _ => false,
         }
-    }
-
-    /// Market data of trades here: the trades since the last call.
-    pub fn take_trades(&mut self) -> Vec<tradsys_engine::msg::Fill> {
-        std::mem::take(&mut self.trades)
     }
 
     pub fn check_invariants(&self) {

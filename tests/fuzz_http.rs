@@ -6,7 +6,6 @@ mod common;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use std::time::Duration;
 use tradsys::config::HttpLimits;
 use tradsys::http::{parse, Parsed};
 
@@ -18,15 +17,7 @@ const SEEDS: &[&str] = &[
 ];
 
 fn limits() -> HttpLimits {
-    HttpLimits {
-        header_bytes_max: 8192,
-        headers_count_max: 64,
-        body_bytes_max: 65536,
-        params_count_max: 128,
-        header_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-        write_timeout: Duration::from_secs(10),
-    }
+    HttpLimits::default()
 }
 
 /// A valid request with random byte edits: flips, inserts, deletions and a

@@ -417,6 +417,14 @@ impl Accounts {
         Ok(())
     }
 
+    /// Checks a new order's parameters and the market's filters without
+    /// placing it or looking at funds (POST /api/v3/order/test).
+    pub fn check_order(&self, request: &OrderRequest) -> Result<(), EngineError> {
+        assert!(usize::from(request.market.0) < self.markets.len());
+        check_params(request)?;
+        check_filters(&self.specs[usize::from(request.market.0)], request)
+    }
+
     /// Validates and locks a new order and sends it to its book. `reference`
     /// is the best ask (buys) or best bid (sells) the caller last saw, or the
     /// last price; only market orders sized against it use it.

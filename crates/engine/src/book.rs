@@ -661,6 +661,17 @@ impl Book {
         self.best(Side::Sell)
     }
 
+    /// The price a MARKET order of `side` would meet first (the best
+    /// opposite price), else the last trade price; `None` when there is
+    /// neither. Sizes the lock of a MARKET buy by quantity.
+    pub fn reference_price(&self, side: Side) -> Option<Price> {
+        let best = match side {
+            Side::Buy => self.best_ask(),
+            Side::Sell => self.best_bid(),
+        };
+        best.map(|(price, _)| price).or(self.last_price())
+    }
+
     pub fn last_price(&self) -> Option<Price> {
         self.last_price
     }

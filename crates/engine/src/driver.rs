@@ -100,12 +100,7 @@ impl Exchange {
     /// The price a market order of `side` is sized against: the best
     /// opposite price, else the last trade price.
     pub fn reference_price(&self, market: MarketId, side: Side) -> Option<Price> {
-        let book = &self.books[usize::from(market.0)];
-        let best = match side {
-            Side::Buy => book.best_ask(),
-            Side::Sell => book.best_bid(),
-        };
-        best.map(|(price, _)| price).or(book.last_price())
+        self.books[usize::from(market.0)].reference_price(side)
     }
 
     /// Places an order and runs every message it causes. A synchronous

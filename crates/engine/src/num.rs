@@ -88,13 +88,28 @@ pub fn write_units(out: &mut String, units: i64, decimals: u32) {
     let magnitude = units.unsigned_abs();
     let whole = magnitude / UNIT as u64;
     let frac = (magnitude % UNIT as u64) / divisor as u64;
-    use fmt::Write;
-    // Writing into a String cannot fail.
-    let _ = if decimals == 0 {
-        write!(out, "{whole}")
-    } else {
-        write!(out, "{whole}.{frac:0width$}", width = decimals as usize)
-    };
+    // Digits by hand rather than through `fmt`: responses print dozens of
+    // amounts, and the formatting machinery was a visible cost.
+    push_digits(out, whole, 1);
+    if decimals > 0 {
+        out.push('.');
+        push_digits(out, frac, decimals as usize);
+    }
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start = start.min(digits.len() - width);
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// `units` printed with all 8 decimals, as Binance prints money.

@@ -1,0 +1,283 @@
+//! tradsys-loadgen: the client side of bench/rest.sh.
+//!
+//! Subcommands:
+//! - `setup` creates funded users with keys through the admin API, as many
+//!   on each shard, and writes the users file (see `users`);
+//! - `presign` writes signed requests, one a line, for wrk to replay
+//!   (bench/rest.lua); they stay valid for recvWindow ms, so the benchmark
+//!   writes a fresh set before every round;
+//! - `run` sends crossing order pairs at a constant rate and reports
+//!   latency from the intended send time (see `run`);
+//! - `book` prints what is left resting in each benchmark market, to check
+//!   that every pair traded;
+//! - `plan` prints the share of orders whose market lives on another shard
+//!   than their user.
+//!
+//! Only 127.0.0.1 targets are accepted: this is a benchmark of one machine.
+
+mod http;
+mod orders;
+mod run;
+mod users;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::process::ExitCode;
+
+use orders::{account_query, now_ms, order_body, Plan, MARKETS, RECV_WINDOW_MS_MAX};
+
+/// Requests `presign` writes at most (a few MB of text).
+const PRESIGN_COUNT_MAX: u64 = 1_000_000;
+/// Users per shard `setup` creates at most.
+const SETUP_USERS_PER_SHARD_MAX: usize = 1024;
+/// Price levels `book` asks for per side (Binance's largest depth limit).
+const BOOK_DEPTH_LEVELS_MAX: u32 = 5000;
+
+const USAGE: &str = "\
+usage: tradsys-loadgen <command> [--option value]...
+
+  setup    --admin HOST:PORT --token T --shards N --per-shard K --out USERS
+           create K funded users with keys on each of N shards
+  presign  --users USERS --kind account|orders --count N --out FILE
+           [--recv-window MS (60000)]
+           write N signed requests for bench/rest.lua, timestamped now;
+           orders are crossing pairs, SELL line then BUY line
+  run      --target HOST:PORT --users USERS --rate PER_S --duration S
+           [--connections C (64)] [--warmup S (2)] [--recv-window MS (5000)]
+           crossing pairs at a constant rate; latency from intended send time
+  book     --target HOST:PORT       orders left resting per benchmark market
+  plan     --users USERS --shards N [--markets FILE (shards/markets.toml)]
+           share of orders whose market is on another shard than the user
+
+USERS is a file of lines `userId<TAB>shard<TAB>apiKey<TAB>secretKey`.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    if command == "-h" || command == "--help" {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match options(&args[1..]) {
+        Ok(opts) => opts,
+        Err(e) => return fail(&e),
+    };
+    let result = match command.as_str() {
+        "setup" => setup(&opts),
+        "presign" => presign(&opts),
+        "run" => run_cmd(&opts),
+        "book" => book(&opts),
+        "plan" => plan(&opts),
+        other => Err(format!("unknown command {other}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("tradsys-loadgen: {msg}");
+    eprint!("{USAGE}");
+    ExitCode::from(2)
+}
+
+struct Opts(BTreeMap<String, String>);
+
+fn options(args: &[String]) -> Result<Opts, String> {
+    let mut map = BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let key = arg
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {arg}"))?;
+        let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+        map.insert(key.to_string(), value.clone());
+    }
+    Ok(Opts(map))
+}
+
+impl Opts {
+    fn str(&self, key: &str) -> Result<&str, String> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("--{key} is required"))
+    }
+
+    fn num(&self, key: &str, default: Option<u64>, max: u64) -> Result<u64, String> {
+        let v = match (self.0.get(key), default) {
+            (Some(v), _) => v.parse::<u64>().map_err(|_| format!("--{key}: not a number: {v}"))?,
+            (None, Some(d)) => d,
+            (None, None) => return Err(format!("--{key} is required")),
+        };
+        if v == 0 || v > max {
+            return Err(format!("--{key}: must be between 1 and {max}"));
+        }
+        Ok(v)
+    }
+
+    /// A HOST:PORT on the loopback address.
+    fn target(&self, key: &str) -> Result<String, String> {
+        let t = self.str(key)?;
+        if !t.starts_with("127.0.0.1:") {
+            return Err(format!("--{key}: only 127.0.0.1:PORT is allowed, got {t}"));
+        }
+        Ok(t.to_string())
+    }
+}
+
+fn setup(o: &Opts) -> Result<(), String> {
+    let shards = o.num("shards", None, 256)? as u32;
+    let per_shard = o.num("per-shard", None, SETUP_USERS_PER_SHARD_MAX as u64)? as usize;
+    let users = users::setup(&o.target("admin")?, o.str("token")?, shards, per_shard).map_err(|e| e.to_string())?;
+    users::write(o.str("out")?, &users).map_err(|e| e.to_string())?;
+    eprintln!(
+        "setup: {} users ({per_shard} per shard on {shards} shards)",
+        users.len()
+    );
+    Ok(())
+}
+
+fn read_users(o: &Opts) -> Result<Vec<users::User>, String> {
+    let path = o.str("users")?;
+    let users = users::read(path).map_err(|e| format!("{path}: {e}"))?;
+    if users.len() < 2 {
+        return Err(format!("{path}: needs at least two users"));
+    }
+    Ok(users)
+}
+
+/// Lines `METHOD<TAB>PATH<TAB>APIKEY<TAB>BODY` for bench/rest.lua, orders
+/// as SELL then BUY of each pair (the script deals whole pairs to threads).
+fn presign(o: &Opts) -> Result<(), String> {
+    let users = read_users(o)?;
+    let count = o.num("count", None, PRESIGN_COUNT_MAX)?;
+    let recv_window = o.num("recv-window", Some(RECV_WINDOW_MS_MAX), RECV_WINDOW_MS_MAX)?;
+    let ts = now_ms();
+    let mut out = String::with_capacity(count as usize * 300);
+    match o.str("kind")? {
+        "account" => {
+            let u = &users[0];
+            for i in 0..count {
+                // Distinct timestamps (all in the past) make distinct requests.
+                let q = account_query(ts - i % 1000, recv_window, &u.secret);
+                let _ = writeln!(out, "GET\t/api/v3/account?{q}\t{}\t", u.api_key);
+            }
+        }
+        "orders" => {
+            let plan = Plan::new(&users);
+            for k in 0..count.div_ceil(2) {
+                for order in plan.pair(k) {
+                    let body = order_body(&order, ts, recv_window);
+                    let _ = writeln!(out, "POST\t/api/v3/order\t{}\t{body}", order.user.api_key);
+                }
+            }
+        }
+        other => return Err(format!("--kind: account or orders, not {other}")),
+    }
+    fs::write(o.str("out")?, out).map_err(|e| e.to_string())
+}
+
+fn run_cmd(o: &Opts) -> Result<(), String> {
+    let users = read_users(o)?;
+    let settings = run::Settings {
+        target: o.target("target")?,
+        rate_per_s: o.num("rate", None, run::RATE_PER_S_MAX)?,
+        duration_s: o.num("duration", None, run::DURATION_S_MAX)?,
+        warmup_s: o
+            .0
+            .get("warmup")
+            .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
+        connections: o.num("connections", Some(64), run::CONNECTIONS_MAX as u64)? as usize,
+        recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
+    };
+    let summary = run::run(&settings, &users);
+    print!("{}", summary.text);
+    Ok(())
+}
+
+fn book(o: &Opts) -> Result<(), String> {
+    let target = o.target("target")?;
+    let mut client = http::Client::connect(&target).map_err(|e| format!("connect {target}: {e}"))?;
+    for (symbol, _, qty) in MARKETS {
+        let path = format!("/api/v3/depth?symbol={symbol}&limit={BOOK_DEPTH_LEVELS_MAX}");
+        let resp = client.request("GET", &path, &[], b"", "").map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| format!("{path}: {e}"))?;
+        // Display only: quantities are summed as floats, then divided by the
+        // one order quantity the benchmark uses in this market.
+        let per_order: f64 = qty.parse().map_err(|_| "bad quantity in MARKETS".to_string())?;
+        let side = |name: &str| -> f64 {
+            v[name]
+                .as_array()
+                .map(|levels| {
+                    levels
+                        .iter()
+                        .filter_map(|l| l[1].as_str()?.parse::<f64>().ok())
+                        .sum::<f64>()
+                })
+                .unwrap_or(0.0)
+                / per_order
+        };
+        println!(
+            "book {symbol}: resting bids {:.0} orders, asks {:.0} orders",
+            side("bids").abs(),
+            side("asks").abs()
+        );
+    }
+    Ok(())
+}
+
+fn plan(o: &Opts) -> Result<(), String> {
+    let users = read_users(o)?;
+    let shards = o.num("shards", None, 256)? as u32;
+    let path = o.0.get("markets").map_or("shards/markets.toml", String::as_str);
+    let text = fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let specs = tradsys_engine::market::parse_markets(&text).map_err(|e| format!("{path}: {e}"))?;
+    let owners = market_shards(&specs, shards);
+    let shard_of = |symbol: &str| specs.iter().position(|s| s.symbol == symbol).map(|i| owners[i]);
+    for (symbol, _, _) in MARKETS {
+        let shard = shard_of(symbol).ok_or_else(|| format!("{symbol} is not in {path}"))?;
+        println!("market {symbol} on shard {shard}");
+    }
+    let plan = Plan::new(&users);
+    let (mut cross, mut total) = (0u64, 0u64);
+    for k in 0..(MARKETS.len() as u64 * users.len() as u64 * 2) {
+        for order in plan.pair(k) {
+            total += 1;
+            if shard_of(MARKETS[order.market].0) != Some(order.user.shard) {
+                cross += 1;
+            }
+        }
+    }
+    println!(
+        "planned cross-shard share: {cross} of {total} orders ({:.1}%)",
+        100.0 * cross as f64 / total as f64
+    );
+    Ok(())
+}
+
+/// Which shard owns each market: a copy of `tradsys::trading::market_shards`
+/// (the pinned shard, else FNV-1a of the symbol modulo the shard count).
+/// The tool does not depend on the server crate so that it builds and lints
+/// on its own; bench/rest.sh checks the resulting share against the
+/// server's /metrics counters, which would expose any drift.
+fn market_shards(specs: &[tradsys_engine::market::MarketSpec], shards: u32) -> Vec<u32> {
+    let fnv1a = |bytes: &[u8]| {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            spec.shard
+                .unwrap_or_else(|| (fnv1a(spec.symbol.as_bytes()) % u64::from(shards)) as u32)
+        })
+        .collect()
+}

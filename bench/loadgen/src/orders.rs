@@ -1,0 +1,172 @@
+//! The orders the benchmark sends, and how they are signed.
+//!
+//! Orders come in crossing pairs: a LIMIT GTC SELL and a LIMIT GTC BUY of
+//! the same market, price and quantity by two different users, the SELL
+//! first. Whatever order the two arrive in, they trade: a BUY that arrives
+//! first rests and is taken by the SELL. Within a pair one user lives on
+//! shard 0 and the other on shard 1 (when there are two shards), so exactly
+//! one of the two orders has its market on another shard than its user:
+//! half of all orders are cross-shard, whichever shard owns the market.
+//! Buyer and seller swap roles on alternate pairs so that balances stay
+//! level however long the benchmark runs.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::users::User;
+
+/// Market, price, quantity: every pair in that market uses exactly these,
+/// so any BUY can take any SELL. Each notional is above the market's
+/// minimum in shards/markets.toml.
+pub const MARKETS: [(&str, &str, &str); 4] = [
+    ("BTCUSDT", "50000.00", "0.00100"),
+    ("ETHUSDT", "3000.00", "0.0100"),
+    ("ETHBTC", "0.05000", "0.0100"),
+    ("EURUSD", "1.1000", "10.0"),
+];
+
+/// The largest recvWindow tradsys accepts, ms.
+pub const RECV_WINDOW_MS_MAX: u64 = 60_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Sell,
+    Buy,
+}
+
+/// One order of a pair: who sends it, where, and which way.
+#[derive(Clone, Copy, Debug)]
+pub struct Order<'a> {
+    pub user: &'a User,
+    pub market: usize,
+    pub side: Side,
+}
+
+/// Pairs are numbered; pair `k` is fully determined by `k`.
+pub struct Plan<'a> {
+    groups: Vec<Vec<&'a User>>,
+}
+
+impl<'a> Plan<'a> {
+    /// Groups users by owning shard. Needs at least two users.
+    pub fn new(users: &'a [User]) -> Plan<'a> {
+        assert!(users.len() >= 2, "a crossing pair needs two users");
+        let shards = users.iter().map(|u| u.shard).max().unwrap_or(0) as usize + 1;
+        let mut groups: Vec<Vec<&User>> = vec![Vec::new(); shards];
+        for u in users {
+            groups[u.shard as usize].push(u);
+        }
+        groups.retain(|g| !g.is_empty());
+        if groups.len() == 1 {
+            // One shard: split its users in two halves instead.
+            let all = groups.remove(0);
+            let (a, b) = all.split_at(all.len() / 2);
+            groups = vec![a.to_vec(), b.to_vec()];
+        }
+        Plan { groups }
+    }
+
+    /// The SELL and the BUY of pair `k`.
+    pub fn pair(&self, k: u64) -> [Order<'a>; 2] {
+        let market = (k % MARKETS.len() as u64) as usize;
+        let j = k / MARKETS.len() as u64;
+        let g0 = &self.groups[0];
+        let g1 = &self.groups[1 % self.groups.len()];
+        let a = g0[(j % g0.len() as u64) as usize];
+        let b = g1[(j % g1.len() as u64) as usize];
+        let (seller, buyer) = if j % 2 == 0 { (a, b) } else { (b, a) };
+        [
+            Order {
+                user: seller,
+                market,
+                side: Side::Sell,
+            },
+            Order {
+                user: buyer,
+                market,
+                side: Side::Buy,
+            },
+        ]
+    }
+}
+
+/// Milliseconds since the epoch, as `timestamp` wants it.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The signed form body of `order` (ccxt style: every parameter in the
+/// body, the signature last).
+pub fn order_body(order: &Order, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let (symbol, price, qty) = MARKETS[order.market];
+    let side = match order.side {
+        Side::Sell => "SELL",
+        Side::Buy => "BUY",
+    };
+    let mut body = String::with_capacity(256);
+    let _ = write!(
+        body,
+        "symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}\
+         &recvWindow={recv_window_ms}&timestamp={timestamp_ms}"
+    );
+    sign_into(&mut body, &order.user.secret);
+    body
+}
+
+/// The signed query string of GET /api/v3/account.
+pub fn account_query(timestamp_ms: u64, recv_window_ms: u64, secret: &str) -> String {
+    let mut query = format!("recvWindow={recv_window_ms}&timestamp={timestamp_ms}");
+    sign_into(&mut query, secret);
+    query
+}
+
+/// Appends `&signature=<hex HMAC-SHA256 of what is there>`.
+fn sign_into(payload: &mut String, secret: &str) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(payload.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    payload.push_str("&signature=");
+    for b in tag {
+        let _ = write!(payload, "{b:02x}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_published_binance_example() {
+        // docs/API.md, "Worked example (shell)".
+        let secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+        let mut q = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000\
+                     &timestamp=1499827319559"
+            .to_string();
+        sign_into(&mut q, secret);
+        assert!(q.ends_with("&signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"));
+    }
+
+    #[test]
+    fn every_pair_has_one_cross_shard_order_with_two_shards() {
+        let user = |id, shard| User {
+            id,
+            shard,
+            api_key: String::new(),
+            secret: String::new(),
+        };
+        let users = vec![user(1, 0), user(2, 1), user(3, 0), user(4, 1)];
+        let plan = Plan::new(&users);
+        for k in 0..64 {
+            let [sell, buy] = plan.pair(k);
+            assert_ne!(sell.user.shard, buy.user.shard);
+            assert_eq!(sell.market, buy.market);
+            assert_eq!((sell.side, buy.side), (Side::Sell, Side::Buy));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Constant-rate order load with latency measured from the intended send
+//! time.
+//!
+//! Each connection is one thread with one keep-alive socket. Connection `c`
+//! of `C` sends its `i`-th request at `start + (c + i·C) / rate`: together
+//! the connections send at `rate` requests per second, evenly spaced. A
+//! request's latency is taken from that intended time, not from when it was
+//! actually written, so a server that stalls is charged for every request
+//! that should have gone out meanwhile (the "coordinated omission"
+//! correction). Each connection sends the SELL of a pair and then, after
+//! its response, the BUY, so pairs arrive in order. Every request is signed
+//! just before it is sent, with the current time.
+//!
+//! The run is bounded: no pair is started after the duration, and a
+//! connection that is still behind `RUN_OVERRUN_MS_MAX` after the end stops.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::http::Client;
+use crate::orders::{now_ms, order_body, Plan};
+use crate::users::User;
+
+/// Connections (threads) a run may open.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Requests per second a run may ask for.
+pub const RATE_PER_S_MAX: u64 = 1_000_000;
+/// Measured seconds a run may last (pre-signed requests do not limit the
+/// run: every request is signed when sent).
+pub const DURATION_S_MAX: u64 = 600;
+/// Time after the scheduled end a lagging connection still gets to finish.
+const RUN_OVERRUN_MS_MAX: u64 = 10_000;
+/// The largest latency the histogram records, µs; larger values are clamped.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Time the threads get to connect before the common start.
+const START_DELAY_MS: u64 = 200;
+
+pub struct Settings {
+    pub target: String,
+    pub rate_per_s: u64,
+    pub duration_s: u64,
+    pub warmup_s: u64,
+    pub connections: usize,
+    pub recv_window_ms: u64,
+}
+
+/// What one connection saw in the measured window.
+struct Tally {
+    latency_us: Histogram<u64>,
+    ok: u64,
+    rejected: u64,
+    failed: u64,
+    filled: u64,
+    first_problem: Option<String>,
+    last_done: Option<Instant>,
+    abandoned: u64,
+}
+
+pub struct Summary {
+    pub text: String,
+}
+
+pub fn run(settings: &Settings, users: &[User]) -> Summary {
+    let users: Arc<Vec<User>> = Arc::new(users.to_vec());
+    let conns = settings.connections;
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let start_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut handles = Vec::with_capacity(conns);
+    for c in 0..conns {
+        let (users, barrier, start_cell) = (Arc::clone(&users), Arc::clone(&barrier), Arc::clone(&start_cell));
+        let target = settings.target.clone();
+        let (rate, duration_s, warmup_s, conns_u64, rw) = (
+            settings.rate_per_s,
+            settings.duration_s,
+            settings.warmup_s,
+            conns as u64,
+            settings.recv_window_ms,
+        );
+        handles.push(thread::spawn(move || {
+            let client = Client::connect(&target);
+            barrier.wait();
+            let start = *start_cell.get().expect("start time is set before the barrier opens");
+            let mut client = match client {
+                Ok(client) => client,
+                Err(e) => return Err(format!("connect {target}: {e}")),
+            };
+            let plan = Plan::new(&users);
+            Ok(connection(
+                &mut client,
+                &target,
+                &plan,
+                c as u64,
+                conns_u64,
+                rate,
+                start,
+                warmup_s,
+                duration_s,
+                rw,
+            ))
+        }));
+    }
+    let start = Instant::now() + Duration::from_millis(START_DELAY_MS);
+    start_cell.set(start).expect("start time is set once");
+    barrier.wait();
+    let mut total = Tally::new();
+    let mut connect_errors = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(t)) => total.merge(t),
+            Ok(Err(e)) => connect_errors.push(e),
+            Err(_) => connect_errors.push("a connection thread panicked".to_string()),
+        }
+    }
+    summarize(settings, &total, start, &connect_errors)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn connection(
+    client: &mut Client,
+    target: &str,
+    plan: &Plan,
+    c: u64,
+    conns: u64,
+    rate: u64,
+    start: Instant,
+    warmup_s: u64,
+    duration_s: u64,
+    recv_window_ms: u64,
+) -> Tally {
+    let mut tally = Tally::new();
+    let measure_from = Duration::from_secs(warmup_s);
+    let end = Duration::from_secs(warmup_s + duration_s);
+    let hard_end = start + end + Duration::from_millis(RUN_OVERRUN_MS_MAX);
+    let mut i: u64 = 0;
+    loop {
+        // Intended time of request i: (c + i·conns) / rate seconds after start.
+        let offset = Duration::from_nanos(((c + i * conns) as u128 * 1_000_000_000 / rate as u128) as u64);
+        // Stop only between pairs, so that no SELL is left without its BUY.
+        if offset >= end && i % 2 == 0 {
+            break;
+        }
+        let intended = start + offset;
+        let now = Instant::now();
+        if now >= hard_end {
+            tally.abandoned += 1;
+            break;
+        }
+        if intended > now {
+            thread::sleep(intended - now);
+        }
+        let pair = plan.pair((i / 2) * conns + c);
+        let order = pair[(i % 2) as usize];
+        let body = order_body(&order, now_ms(), recv_window_ms);
+        let result = client.request(
+            "POST",
+            "/api/v3/order",
+            &[("X-MBX-APIKEY", &order.user.api_key)],
+            body.as_bytes(),
+            FORM,
+        );
+        let done = Instant::now();
+        let measured = offset >= measure_from;
+        match result {
+            Ok(resp) if measured => {
+                let us = (done - intended).as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+                tally
+                    .latency_us
+                    .record(us.max(1))
+                    .expect("latency is clamped to the histogram's range");
+                tally.last_done = Some(done);
+                if resp.status == 200 {
+                    tally.ok += 1;
+                    if contains(&resp.body, b"\"status\":\"FILLED\"") {
+                        tally.filled += 1;
+                    }
+                } else {
+                    tally.rejected += 1;
+                    tally.first_problem.get_or_insert_with(|| {
+                        format!("status {}: {}", resp.status, String::from_utf8_lossy(&resp.body))
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if measured {
+                    tally.failed += 1;
+                }
+                tally
+                    .first_problem
+                    .get_or_insert_with(|| format!("request failed: {e}"));
+                // The connection is in an unknown state; start a new one.
+                match Client::connect(target) {
+                    Ok(fresh) => *client = fresh,
+                    Err(_) => thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+        i += 1;
+    }
+    tally
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds are valid"),
+            ok: 0,
+            rejected: 0,
+            failed: 0,
+            filled: 0,
+            first_problem: None,
+            last_done: None,
+            abandoned: 0,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms have the same bounds");
+        self.ok += other.ok;
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+        self.filled += other.filled;
+        self.abandoned += other.abandoned;
+        if self.first_problem.is_none() {
+            self.first_problem = other.first_problem;
+        }
+        self.last_done = self.last_done.max(other.last_done);
+    }
+}
+
+fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[String]) -> Summary {
+    let measured_from = start + Duration::from_secs(settings.warmup_s);
+    let answered = t.ok + t.rejected;
+    // Achieved rate: answers in the measured window over the time from the
+    // window's start to the last answer (at least the scheduled duration).
+    let elapsed = t
+        .last_done
+        .map(|d| d.saturating_duration_since(measured_from).as_secs_f64())
+        .unwrap_or(0.0)
+        .max(settings.duration_s as f64);
+    let achieved = answered as f64 / elapsed;
+    let h = &t.latency_us;
+    let q = |p: f64| h.value_at_quantile(p);
+    let mut text = String::new();
+    text.push_str(&format!(
+        "loadgen run: POST /api/v3/order crossing pairs to {}, {} connections, intended {} orders/s for {} s \
+         after {} s warm-up\n",
+        settings.target, settings.connections, settings.rate_per_s, settings.duration_s, settings.warmup_s
+    ));
+    text.push_str(&format!(
+        "answers: {answered} (200: {}, other status: {}), failed requests: {}, abandoned connections: {}\n",
+        t.ok, t.rejected, t.failed, t.abandoned
+    ));
+    text.push_str(&format!(
+        "filled on arrival: {} of {} (a pair trades when its second order fills: ideally half)\n",
+        t.filled, t.ok
+    ));
+    text.push_str(&format!("achieved: {achieved:.0} orders/s over {elapsed:.2} s\n"));
+    text.push_str(&format!(
+        "latency from intended send time, µs: p50 {} p90 {} p99 {} p99.9 {} max {} (n {})\n",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max(),
+        h.len()
+    ));
+    if let Some(p) = &t.first_problem {
+        text.push_str(&format!("first problem: {p}\n"));
+    }
+    for e in connect_errors {
+        text.push_str(&format!("connection error: {e}\n"));
+    }
+    text.push_str(&format!(
+        "RESULT rate={} achieved={achieved:.0} ok={} rejected={} failed={} filled={} p50_us={} p90_us={} \
+         p99_us={} p999_us={} max_us={}\n",
+        settings.rate_per_s,
+        t.ok,
+        t.rejected,
+        t.failed + connect_errors.len() as u64,
+        t.filled,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max()
+    ));
+    Summary { text }
+}

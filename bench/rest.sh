@@ -1,0 +1,598 @@
+#!/usr/bin/env bash
+# bench/rest.sh — signed REST benchmarks of tradsys: GET /api/v3/account
+# against the nginx ping of bench/http.sh, and POST /api/v3/order crossing
+# pairs on two shards (throughput with wrk, latency at constant rates with
+# bench/loadgen).
+#
+# It follows bench/http.sh: one core for the server and one for wrk where a
+# comparison with nginx is made, rounds that alternate between the servers
+# (ABBA), the median of the rounds, a wait for a quiet machine before each
+# run, and every wrk count checked against the server's own counters.
+#
+# The benchmark raises tradsys's rate limits far above Binance's defaults
+# (see LIMIT_FLAGS): with the defaults every run would end in 429s.
+#
+# Signed requests for wrk are written by `tradsys-loadgen presign` just
+# before each run with recvWindow 60000, so a run (warm-up included) must
+# stay well under 60 s; the loadgen signs each request when it sends it.
+#
+# All traffic goes to 127.0.0.1.
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+usage: bench/rest.sh [account|orders|latency|all]
+
+  account   GET /api/v3/account (signed, one user) on 1 shard vs nginx ping
+  orders    POST /api/v3/order crossing pairs on 2 shards, wrk throughput
+  latency   orders at constant rates with tradsys-loadgen (runs `orders`
+            first to learn the throughput unless LAT_RATES_ONLY=1)
+  all       all of the above (default)
+
+  -h, --help  this text
+
+environment (defaults in brackets):
+  ROUNDS [3]  DURATION [10s]  CONNS [64]  THREADS [1]  WARMUP [2s]
+  SERVER_CPU [0]  CLIENT_CPU [1]   (account vs nginx: pinning as bench/http.sh)
+  ORDER_THREADS [2]  ORDER_CONNS [64]   (orders: wrk unpinned, 2 shards)
+  USERS_PER_SHARD [16]
+  LAT_RATES ["10000 20000"]  extra constant rates, orders/s, besides half
+              the measured throughput
+  LAT_RATES_ONLY [0]  1: only LAT_RATES, do not run `orders` first
+  LAT_DURATION [10]  LAT_WARMUP [2]  LAT_CONNS [64]   (seconds, connections)
+  QUIET_WAIT [300]  ATTEMPTS [3]   as in bench/http.sh
+  TRADSYS_BIN  LOADGEN_BIN  use these binaries instead of building
+  CARGO_TARGET_DIR  respected by the release build
+  RESULTS_DIR [bench/results]  where rest-<date>.txt goes
+EOF
+}
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-2s}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+ORDER_THREADS=${ORDER_THREADS:-2}
+ORDER_CONNS=${ORDER_CONNS:-64}
+USERS_PER_SHARD=${USERS_PER_SHARD:-16}
+LAT_RATES=${LAT_RATES:-10000 20000}
+LAT_RATES_ONLY=${LAT_RATES_ONLY:-0}
+LAT_DURATION=${LAT_DURATION:-10}
+LAT_WARMUP=${LAT_WARMUP:-2}
+LAT_CONNS=${LAT_CONNS:-64}
+QUIET_WAIT=${QUIET_WAIT:-300}
+ATTEMPTS=${ATTEMPTS:-3}
+# Pre-signed requests per wrk run; wrk cycles through them.
+PRESIGN_ACCOUNT_COUNT=1000
+PRESIGN_ORDERS_COUNT=20000
+ADMIN_TOKEN=rest-bench-admin-token
+LIMIT_FLAGS=(--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000
+	--orders-per-10s-max 4000000000 --orders-per-day-max 4000000000)
+
+mode=all
+for arg in "$@"; do
+	case "$arg" in
+	-h | --help) usage; exit 0 ;;
+	account | orders | latency | all) mode=$arg ;;
+	*) usage >&2; exit 2 ;;
+	esac
+done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS bench/rest.sh $*"
+
+# Neither the temp dir nor the binaries run from it carry the name
+# "tradsys": on a shared host, other test suites' clean-up may stop
+# processes by that name (seen here: a server exiting with status 0, i.e.
+# after SIGTERM, mid-run), so the benchmark runs copies under its own names.
+tmp=$(mktemp -d /tmp/restbench.XXXXXX)
+pids=()
+results_dir=${RESULTS_DIR:-$root/bench/results}
+results="$results_dir/rest-$(date -u +%F).txt"
+mkdir -p "$results_dir"
+
+# --- helpers shared in spirit with bench/http.sh -------------------------
+
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ "$st" != Z* ]]
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 5 s.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		alive "$pid" || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? pid
+	for pid in "${pids[@]}"; do
+		stop_pid "$pid"
+	done
+	if ((rc != 0)); then
+		echo "status: incomplete (exit $rc)" >>"$results"
+		tail -n 20 "$tmp"/*.log "$tmp"/nginx/logs/error.log >&2 2>/dev/null || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+out() { printf '%s\n' "$*" | tee -a "$results"; }
+log() { printf '%s\n' "$*" >&2; }
+
+ensure_tools() {
+	local missing=()
+	command -v nginx >/dev/null || missing+=(nginx-light)
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v taskset >/dev/null || missing+=(util-linux)
+	if ((${#missing[@]})); then
+		log "installing: ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
+			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
+	fi
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+build() {
+	if [[ -n "${TRADSYS_BIN:-}" && -n "${LOADGEN_BIN:-}" ]]; then
+		return
+	fi
+	log "building release (tradsys and tradsys-loadgen)"
+	cargo build --release -p tradsys --bin tradsys >&2
+	cargo build --release -p tradsys-loadgen >&2
+	local dir="${CARGO_TARGET_DIR:-$root/target}/release"
+	TRADSYS_BIN=${TRADSYS_BIN:-$dir/tradsys}
+	LOADGEN_BIN=${LOADGEN_BIN:-$dir/tradsys-loadgen}
+}
+
+# Copies of the binaries under names no one else stops (see tmp above).
+private_copies() {
+	cp "$TRADSYS_BIN" "$tmp/restbench-server"
+	cp "$LOADGEN_BIN" "$tmp/restbench-loadgen"
+	built_from=$TRADSYS_BIN
+	TRADSYS_BIN=$tmp/restbench-server
+	LOADGEN_BIN=$tmp/restbench-loadgen
+}
+
+wait_http() {
+	local url=$1 pid=$2 name=$3 i
+	for ((i = 0; i < 300; i++)); do
+		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+			return 0
+		fi
+		if ! alive "$pid"; then
+			log "$name exited before it was ready; its log:"
+			cat "$tmp/$name.log" >&2 || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	log "$name not ready after 30 s: $url"
+	return 1
+}
+
+cpu_mask() {
+	local cpu=$1 mask=1 i
+	for ((i = 0; i < cpu; i++)); do mask="${mask}0"; done
+	echo "$mask"
+}
+
+start_nginx() {
+	nport=$(free_port)
+	mkdir -p "$tmp/nginx/logs"
+	cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_cpu_affinity $(cpu_mask "$SERVER_CPU");
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+events {
+    worker_connections 20000;
+}
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $tmp/nginx/client_body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    server {
+        listen 127.0.0.1:$nport reuseport;
+        location = /api/v3/ping { default_type application/json; return 200 '{}'; }
+        location = /nginx_status { stub_status; }
+    }
+}
+EOF
+	taskset -c "$SERVER_CPU" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+		-e "$tmp/nginx/logs/error.log" >"$tmp/nginx.log" 2>&1 &
+	npid=$!
+	pids+=("$npid")
+	wait_http "http://127.0.0.1:$nport/api/v3/ping" "$npid" nginx
+}
+
+# start_tradsys SHARDS [taskset CPU]: sets tport, aport, tpid. The API port
+# is chosen here so that every shard listens on it (SO_REUSEPORT); the
+# admin port is read from the server's start-up lines.
+start_tradsys() {
+	local shards=$1 cpu=${2:-} i
+	local pin=()
+	[[ -n "$cpu" ]] && pin=(taskset -c "$cpu")
+	tport=$(free_port)
+	rm -rf "$tmp/data"
+	mkdir -p "$tmp/data"
+	"${pin[@]}" "$TRADSYS_BIN" serve --listen "127.0.0.1:$tport" --admin-listen 127.0.0.1:0 \
+		--admin-token "$ADMIN_TOKEN" --shards "$shards" --data-dir "$tmp/data" --demo-user false \
+		"${LIMIT_FLAGS[@]}" >"$tmp/tradsys.log" 2>&1 &
+	tpid=$!
+	pids+=("$tpid")
+	wait_http "http://127.0.0.1:$tport/ready" "$tpid" tradsys
+	aport=""
+	for ((i = 0; i < 50; i++)); do
+		aport=$(awk '/^admin listening/ { n = split($NF, a, ":"); print a[n] }' "$tmp/tradsys.log")
+		[[ -n "$aport" ]] && break
+		sleep 0.1
+	done
+	[[ -n "$aport" ]] || { log "no admin port in the server's output"; return 1; }
+}
+
+# A server that exits by itself mid-benchmark is a finding, not noise: say
+# how it ended (exit status, or 128 + the signal that killed it), when, and
+# what it logged, then stop.
+check_server() {
+	local rc=0
+	alive "$tpid" && return 0
+	wait "$tpid" || rc=$?
+	out "ERROR: tradsys (pid $tpid) exited by itself with status $rc$( ((rc > 128)) && echo " (signal $((rc - 128)))") before $(date -u +%T)Z; its log:"
+	sed 's/^/    /' "$tmp/tradsys.log" | tail -n 20 | tee -a "$results"
+	exit 1
+}
+
+stop_tradsys() {
+	local keep=() pid
+	stop_pid "$tpid"
+	for pid in "${pids[@]}"; do [[ "$pid" != "$tpid" ]] && keep+=("$pid"); done
+	pids=("${keep[@]}")
+}
+
+# metric NAME [ROUTE [STATUS]]: sum of a tradsys counter over shards (and,
+# for tradsys_http_requests_total, one route; STATUS "200" or "other").
+metric() {
+	local name=$1 route=${2:-} status=${3:-}
+	{ curl -fsS --max-time 2 "http://127.0.0.1:$tport/metrics" 2>/dev/null || true; } |
+		awk -v n="$name" -v r="route=\"$route\"" -v s="$status" '
+			index($0, n "{") == 1 {
+				if (r != "route=\"\"" && index($0, r) == 0) next
+				if (s == "200" && index($0, "status=\"200\"") == 0) next
+				if (s == "other" && index($0, "status=\"200\"") != 0) next
+				t += $NF
+			}
+			END { printf "%d\n", t }'
+}
+
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
+total_ticks() { awk '$1 == "cpu" { s = 0; for (i = 2; i <= 9; i++) s += $i; print s; exit }' /proc/stat; }
+server_ticks() {
+	local pid kids t=0
+	for pid in "$@"; do
+		kids=$(pgrep -P "$pid" || true)
+		for p in $pid $kids; do
+			t=$((t + $(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
+		done
+	done
+	echo "$t"
+}
+children_ticks() {
+	times >"$tmp/times"
+	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d\n", t * 100 }' "$tmp/times"
+}
+hz=$(getconf CLK_TCK)
+
+wait_quiet() {
+	local waited=0 b0 t0 s0 b1 t1 s1 other pct
+	while :; do
+		b0=$(busy_ticks); t0=$(total_ticks); s0=$(server_ticks "${pids[@]}")
+		sleep 2
+		b1=$(busy_ticks); t1=$(total_ticks); s1=$(server_ticks "${pids[@]}")
+		other=$((b1 - b0 - (s1 - s0)))
+		pct=$(awk -v o="$other" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%d", t ? 100 * o * n / t : 0 }')
+		((pct < 5)) && return 0
+		if ((waited >= QUIET_WAIT)); then
+			out "WARNING: machine still busy after ${QUIET_WAIT}s (other processes ${pct}% of a core): $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
+			return 0
+		fi
+		((waited == 0)) && log "waiting for a quiet machine (other processes ${pct}% of a core: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs))"
+		sleep 3
+		waited=$((waited + 5))
+	done
+}
+
+median() {
+	printf '%s\n' "$@" | sort -g |
+		awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
+		                          else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# Run-window accounting: window_start before a run, window_end after it
+# sets other (percent of a core used by anything but our processes), steal,
+# srv_ticks (server CPU ticks) and busy (" BUSY" or "").
+window_start() {
+	w_b0=$(busy_ticks); w_t0=$(total_ticks); w_st0=$(steal_ticks); w_s0=$(server_ticks "${pids[@]}")
+	children_ticks >"$tmp/c0"
+}
+window_end() {
+	local b1 t1 st1 s1 c0 c1
+	b1=$(busy_ticks); t1=$(total_ticks); st1=$(steal_ticks); s1=$(server_ticks "${pids[@]}")
+	children_ticks >"$tmp/c1"
+	c0=$(<"$tmp/c0"); c1=$(<"$tmp/c1")
+	srv_ticks=$((s1 - w_s0))
+	other=$(awk -v o="$((b1 - w_b0 - (s1 - w_s0) - (c1 - c0)))" -v t="$((t1 - w_t0))" -v n="$(nproc)" \
+		'BEGIN { v = t ? 100 * o * n / t : 0; if (v < 0) v = 0; printf "%.1f", v }')
+	steal=$(awk -v s="$((st1 - w_st0))" -v t="$((t1 - w_t0))" -v n="$(nproc)" 'BEGIN { printf "%.1f", t ? 100 * s * n / t : 0 }')
+	busy=""
+	awk -v v="$other" -v s="$steal" 'BEGIN { exit !(v > 5 || s > 5) }' && busy=" BUSY"
+	return 0
+}
+
+# --- account vs nginx ping ---------------------------------------------------
+
+presign() {
+	"$LOADGEN_BIN" presign --users "$1" --kind "$2" --count "$3" --out "$4"
+}
+
+# run_wrk_pinned NAME DURATION OUTFILE: nginx ping or tradsys account.
+run_wrk_pinned() {
+	local name=$1 dur=$2 outfile=$3
+	local args=(-t"$THREADS" -c"$CONNS" -d"$dur" --timeout 5s)
+	if [[ "$name" == nginx ]]; then
+		args+=("http://127.0.0.1:$nport/api/v3/ping")
+	else
+		presign "$tmp/users1" account "$PRESIGN_ACCOUNT_COUNT" "$tmp/account.req"
+		args+=(-s "$root/bench/rest.lua" "http://127.0.0.1:$tport" -- "$tmp/account.req" 1 "$THREADS")
+	fi
+	taskset -c "$CLIENT_CPU" wrk "${args[@]}" >"$outfile" 2>&1
+}
+
+wrk_field() {
+	case "$1" in
+	rps) awk '/^Requests\/sec:/ { print $2 }' "$2" ;;
+	total) awk '/ requests in / { print $1 }' "$2" ;;
+	lat) awk '$1 == "Latency" { print $2; exit }' "$2" ;;
+	errs) awk -F'Socket errors: ' 'NF > 1 { print $2 }' "$2" ;;
+	non2xx) awk -F': ' '/Non-2xx or 3xx responses/ { print $2 }' "$2" ;;
+	esac
+}
+
+# count_check BEFORE AFTER WRK_TOTAL INFLIGHT
+count_check() {
+	local d=$(($2 - $1))
+	if ((d >= $3 && d <= $3 + $4)); then
+		echo "count-check ok (server $d)"
+	else
+		echo "count-check MISMATCH (server $d, wrk $3)"
+	fi
+}
+
+measure_pinned_once() {
+	local name=$1 round=$2 f="$tmp/wrk-$1-$2.txt" before after bad0 bad1 rps total check
+	wait_quiet
+	if [[ $name == nginx ]]; then
+		before=$(curl -fsS "http://127.0.0.1:$nport/nginx_status" | awk 'NR == 3 { print $3 }')
+	else
+		check_server
+		before=$(metric tradsys_http_requests_total "GET /api/v3/account" 200)
+		bad0=$(metric tradsys_http_requests_total "GET /api/v3/account" other)
+	fi
+	window_start
+	run_wrk_pinned "$name" "$DURATION" "$f"
+	window_end
+	rps=$(wrk_field rps "$f"); total=$(wrk_field total "$f")
+	[[ -n "$rps" && -n "$total" ]] || { log "could not parse wrk output:"; cat "$f" >&2; return 1; }
+	if [[ $name == nginx ]]; then
+		after=$(curl -fsS "http://127.0.0.1:$nport/nginx_status" | awk 'NR == 3 { print $3 }')
+		check=$(count_check "$before" "$after" "$total" $((CONNS + 2)))
+	else
+		after=$(metric tradsys_http_requests_total "GET /api/v3/account" 200)
+		bad1=$(metric tradsys_http_requests_total "GET /api/v3/account" other)
+		check="$(count_check "$before" "$after" "$total" "$CONNS") non-200 $((bad1 - bad0))"
+	fi
+	last_busy=$busy
+	last_rps=$rps
+	last_line=$(printf 'round %s  %-7s %-8s %12s req/s  %10s requests  avg-latency %-9s %s  other-cpu %s%%, steal %s%%%s%s%s' \
+		"$round" "$name" "$([[ $name == nginx ]] && echo ping || echo account)" "$rps" "$total" \
+		"$(wrk_field lat "$f")" "$check" "$other" "$steal" "$busy" \
+		"$(e=$(wrk_field errs "$f"); [[ -n $e ]] && echo "  socket-errors: $e")" \
+		"$(e=$(wrk_field non2xx "$f"); [[ -n $e ]] && echo "  non-2xx: $e")")
+}
+
+measure_pinned() {
+	local attempt
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+		measure_pinned_once "$@"
+		if [[ -z "$last_busy" || $attempt -eq ATTEMPTS ]]; then
+			out "$last_line"
+			case "$1" in
+			tradsys) rps_tradsys+=("$last_rps") ;;
+			nginx) rps_nginx+=("$last_rps") ;;
+			esac
+			[[ -n "$last_busy" ]] && busy_kept=$((busy_kept + 1))
+			return 0
+		fi
+		out "discarded: $last_line"
+	done
+}
+
+bench_account() {
+	local r name order mt mn
+	rps_tradsys=(); rps_nginx=(); busy_kept=0
+	out ""
+	out "== GET /api/v3/account (signed, 1 user) on 1 shard vs nginx GET /api/v3/ping =="
+	out "pinning: servers on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU; wrk -t$THREADS -c$CONNS -d$DURATION, warm-up $WARMUP"
+	start_tradsys 1 "$SERVER_CPU"
+	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards 1 --per-shard 2 --out "$tmp/users1"
+	start_nginx
+	presign "$tmp/users1" account 1 "$tmp/one.req"
+	out "response from tradsys GET /api/v3/account ($(curl -sS -i -H "X-MBX-APIKEY: $(cut -f3 "$tmp/one.req")" \
+		"http://127.0.0.1:$tport$(cut -f2 "$tmp/one.req")" | wc -c) bytes incl. head)"
+	for name in tradsys nginx; do run_wrk_pinned "$name" "$WARMUP" "$tmp/warmup.txt"; done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order=(tradsys nginx)
+		((r % 2 == 0)) && order=(nginx tradsys)
+		for name in "${order[@]}"; do measure_pinned "$name" "$r"; done
+	done
+	((busy_kept)) && out "WARNING: $busy_kept kept run(s) were BUSY; the medians below are not clean"
+	mt=$(median "${rps_tradsys[@]}"); mn=$(median "${rps_nginx[@]}")
+	out "median: tradsys account $mt req/s, nginx ping $mn req/s, ratio account/nginx-ping $(awk -v a="$mt" -v b="$mn" 'BEGIN { printf "%.3f", a / b }') (target >= 0.8)"
+	stop_tradsys
+	stop_pid "$npid"
+}
+
+# --- orders on two shards ------------------------------------------------------
+
+start_two_shards() {
+	start_tradsys 2
+	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards 2 \
+		--per-shard "$USERS_PER_SHARD" --out "$tmp/users2"
+	"$LOADGEN_BIN" plan --users "$tmp/users2" --shards 2 | sed 's/^/    /' | tee -a "$results"
+}
+
+# orders_counters: "local cross ok other" summed over shards.
+orders_counters() {
+	echo "$(metric tradsys_orders_local_total) $(metric tradsys_orders_cross_shard_total)" \
+		"$(metric tradsys_http_requests_total "POST /api/v3/order" 200)" \
+		"$(metric tradsys_http_requests_total "POST /api/v3/order" other)"
+}
+
+book() { "$LOADGEN_BIN" book --target "127.0.0.1:$tport" | sed 's/^/    /' | tee -a "$results"; }
+
+measure_orders_once() {
+	local round=$1 f="$tmp/wrk-orders-$1.txt" l0 x0 ok0 bad0 l1 x1 ok1 bad1 rps total orders cpu_s
+	wait_quiet
+	check_server
+	presign "$tmp/users2" orders "$PRESIGN_ORDERS_COUNT" "$tmp/orders.req"
+	read -r l0 x0 ok0 bad0 <<<"$(orders_counters)"
+	window_start
+	wrk -t"$ORDER_THREADS" -c"$ORDER_CONNS" -d"$DURATION" --timeout 5s -s "$root/bench/rest.lua" \
+		"http://127.0.0.1:$tport" -- "$tmp/orders.req" 2 "$ORDER_THREADS" >"$f" 2>&1
+	window_end
+	read -r l1 x1 ok1 bad1 <<<"$(orders_counters)"
+	rps=$(wrk_field rps "$f"); total=$(wrk_field total "$f")
+	[[ -n "$rps" && -n "$total" ]] || { log "could not parse wrk output:"; cat "$f" >&2; return 1; }
+	orders=$((l1 - l0 + x1 - x0))
+	cpu_s=$(awk -v t="$srv_ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')
+	last_busy=$busy
+	last_rps=$rps
+	last_per_cpu=$(awk -v o="$orders" -v c="$cpu_s" 'BEGIN { printf "%.0f", (c > 0 ? o / c : 0) }')
+	last_cross=$(awk -v x="$((x1 - x0))" -v o="$orders" 'BEGIN { printf "%.1f", o ? 100 * x / o : 0 }')
+	last_line=$(printf 'round %s  orders %12s req/s  %9s requests  avg-latency %-9s %s non-200 %s  orders %s (cross-shard %s%%)  server-cpu %ss = %s orders/cpu-s  other-cpu %s%%, steal %s%%%s%s%s' \
+		"$round" "$rps" "$total" "$(wrk_field lat "$f")" "$(count_check "$ok0" "$ok1" "$total" "$ORDER_CONNS")" \
+		"$((bad1 - bad0))" "$orders" "$last_cross" "$cpu_s" "$last_per_cpu" "$other" "$steal" "$busy" \
+		"$(e=$(wrk_field errs "$f"); [[ -n $e ]] && echo "  socket-errors: $e")" \
+		"$(e=$(wrk_field non2xx "$f"); [[ -n $e ]] && echo "  non-2xx: $e")")
+}
+
+bench_orders() {
+	local r attempt
+	rps_orders=(); per_cpu=(); cross=(); busy_kept=0
+	out ""
+	out "== POST /api/v3/order crossing pairs, 2 shards, wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION unpinned =="
+	out "users: $USERS_PER_SHARD per shard; form bodies signed by tradsys-loadgen presign, SELL and BUY of a pair on one wrk thread"
+	run_orders_warmup
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+			measure_orders_once "$r"
+			if [[ -z "$last_busy" || $attempt -eq ATTEMPTS ]]; then
+				out "$last_line"
+				rps_orders+=("$last_rps"); per_cpu+=("$last_per_cpu"); cross+=("$last_cross")
+				[[ -n "$last_busy" ]] && busy_kept=$((busy_kept + 1))
+				break
+			fi
+			out "discarded: $last_line"
+		done
+	done
+	((busy_kept)) && out "WARNING: $busy_kept kept run(s) were BUSY; the medians below are not clean"
+	orders_median=$(median "${rps_orders[@]}")
+	out "median: $orders_median orders/s (target >= 60000), $(median "${per_cpu[@]}") orders per server CPU-second, cross-shard share $(median "${cross[@]}")%"
+	out "resting after all rounds (a pair that traded leaves nothing):"
+	book
+}
+
+run_orders_warmup() {
+	presign "$tmp/users2" orders "$PRESIGN_ORDERS_COUNT" "$tmp/orders.req"
+	wrk -t"$ORDER_THREADS" -c"$ORDER_CONNS" -d"$WARMUP" -s "$root/bench/rest.lua" \
+		"http://127.0.0.1:$tport" -- "$tmp/orders.req" 2 "$ORDER_THREADS" >"$tmp/warmup.txt" 2>&1
+}
+
+bench_latency() {
+	local rates=() rate f l0 x0 l1 x1 result
+	out ""
+	out "== POST /api/v3/order crossing pairs, 2 shards, constant rate (tradsys-loadgen run, $LAT_CONNS connections, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up) =="
+	if [[ -n "${orders_median:-}" ]]; then
+		rates+=("$(awk -v m="$orders_median" 'BEGIN { printf "%d", m / 2 / 1000 + 0.5 }')000")
+	fi
+	for rate in $LAT_RATES; do rates+=("$rate"); done
+	for rate in "${rates[@]}"; do
+		f="$tmp/lat-$rate.txt"
+		wait_quiet
+		check_server
+		read -r l0 x0 _ _ <<<"$(orders_counters)"
+		window_start
+		"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" --rate "$rate" \
+			--duration "$LAT_DURATION" --warmup "$LAT_WARMUP" --connections "$LAT_CONNS" >"$f"
+		window_end
+		read -r l1 x1 _ _ <<<"$(orders_counters)"
+		sed 's/^/    /' "$f" | grep -v RESULT | tee -a "$results"
+		result=$(grep '^RESULT' "$f")
+		out "rate $rate: ${result#RESULT } server-cpu $(awk -v t="$srv_ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')s cross-shard $(awk -v x="$((x1 - x0))" -v o="$((l1 - l0 + x1 - x0))" 'BEGIN { printf "%.1f", o ? 100 * x / o : 0 }')% other-cpu $other% steal $steal%$busy"
+	done
+	out "resting after the latency runs:"
+	book
+}
+
+# --- main --------------------------------------------------------------------
+
+ensure_tools
+build
+private_copies
+out ""
+out "=== rest benchmark $(date -u +%FT%TZ) ==="
+out "command: $command_line"
+out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)', kernel $(uname -r)"
+out "tools: $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }'), $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+# The server's code is src/ and crates/; Cargo.toml also lists bench/loadgen.
+out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates)$(git -C "$root" diff --quiet HEAD -- src crates || echo ' (modified)'), $built_from"
+out "rate limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
+
+case "$mode" in
+account) bench_account ;;
+orders) start_two_shards; bench_orders ;;
+latency)
+	start_two_shards
+	((LAT_RATES_ONLY)) || bench_orders
+	bench_latency
+	;;
+all)
+	bench_account
+	start_two_shards
+	bench_orders
+	bench_latency
+	;;
+esac
+out "=== end ==="

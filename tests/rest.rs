@@ -1,0 +1,392 @@
+//! The signed REST API across shards: bad input gets Binance's codes,
+//! limits answer 429, halts stop trading, and random trading across two
+//! shards conserves funds.
+
+mod common;
+
+use common::{Client, Server, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+/// A user with an API key, as the admin API created it.
+struct User {
+    id: u64,
+    key: String,
+    secret: String,
+}
+
+fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut c = Client::connect(addr);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    c.send(&format!(
+        "{method} {path} HTTP/1.1\r\nX-Admin-Token: {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let r = c.response();
+    (r.status, r.json())
+}
+
+fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> User {
+    let addr = server.admin.expect("admin API on");
+    let (_, user) = admin(addr, "POST", "/admin/v1/users", Some(json!({"name": name})));
+    let id = user["userId"].as_u64().expect("userId");
+    let scopes = json!({"scopes": ["READ", "TRADE", "USER_STREAM"]});
+    let (_, key) = admin(addr, "POST", &format!("/admin/v1/users/{id}/keys"), Some(scopes));
+    for (asset, amount) in deposits {
+        let (status, _) = admin(
+            addr,
+            "POST",
+            &format!("/admin/v1/users/{id}/deposits"),
+            Some(json!({"asset": asset, "amount": amount})),
+        );
+        assert_eq!(status, 200);
+    }
+    User {
+        id,
+        key: key["apiKey"].as_str().expect("apiKey").to_string(),
+        secret: key["secretKey"].as_str().expect("secretKey").to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A signed request; `query` without timestamp and signature.
+fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str) -> common::Response {
+    let query = format!(
+        "{query}{}timestamp={}",
+        if query.is_empty() { "" } else { "&" },
+        now_ms()
+    );
+    let signature = tradsys::auth::sign(user.secret.as_bytes(), query.as_bytes());
+    c.send(&format!(
+        "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
+        user.key
+    ));
+    c.response()
+}
+
+fn start(shards: usize, extra: &[&str]) -> Server {
+    let mut args = vec!["--admin-token", ADMIN_TOKEN, "--demo-user", "false"];
+    args.extend_from_slice(extra);
+    Server::start(shards, &args)
+}
+
+#[test]
+fn bad_input_gets_binance_codes() {
+    let server = start(2, &[]);
+    let alice = create_user(&server, "alice", &[("USDT", "1000")]);
+    let mut c = server.connect();
+    let order = "/api/v3/order";
+    let table: &[(&str, &str, &str, u16, i64, &str)] = &[
+        (
+            "POST",
+            order,
+            "side=BUY&type=LIMIT&quantity=1&price=1",
+            400,
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=NOPE&side=BUY&type=LIMIT&quantity=1&price=1",
+            400,
+            -1121,
+            "Invalid symbol.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=UP&type=LIMIT&quantity=1&price=1",
+            400,
+            -1117,
+            "Invalid side.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=SOON&quantity=1&price=1",
+            400,
+            -1116,
+            "Invalid orderType.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=NOW&quantity=1&price=1",
+            400,
+            -1115,
+            "Invalid timeInForce.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=x&price=1",
+            400,
+            -1100,
+            "Illegal characters found in parameter 'quantity'.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&price=1",
+            400,
+            -1102,
+            "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=0.001",
+            400,
+            -1013,
+            "Filter failure: PRICE_FILTER",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.000001&price=100",
+            400,
+            -1013,
+            "Filter failure: LOT_SIZE",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=30000",
+            400,
+            -2010,
+            "Account has insufficient balance for requested action.",
+        ),
+        (
+            "GET",
+            order,
+            "symbol=BTCUSDT&orderId=999",
+            400,
+            -2013,
+            "Order does not exist.",
+        ),
+        (
+            "DELETE",
+            order,
+            "symbol=BTCUSDT&orderId=999",
+            400,
+            -2011,
+            "Unknown order sent.",
+        ),
+        (
+            "GET",
+            order,
+            "symbol=BTCUSDT",
+            400,
+            -1102,
+            "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+        ),
+        (
+            "GET",
+            "/api/v3/klines",
+            "symbol=BTCUSDT&interval=7m",
+            400,
+            -1120,
+            "Invalid interval.",
+        ),
+        (
+            "PUT",
+            "/api/v3/userDataStream",
+            "listenKey=000000000099nope",
+            400,
+            -1125,
+            "This listenKey does not exist.",
+        ),
+    ];
+    for (method, path, query, status, code, msg) in table {
+        let r = signed(&mut c, &alice, method, path, query);
+        assert_eq!(
+            (r.status, r.error()),
+            (*status, (*code, msg.to_string())),
+            "{method} {path}?{query}"
+        );
+    }
+    let mut wrong = User {
+        id: alice.id,
+        key: alice.key.clone(),
+        secret: "0".repeat(64),
+    };
+    let r = signed(&mut c, &wrong, "GET", "/api/v3/account", "");
+    assert_eq!((r.status, r.error().0), (400, -1022));
+    wrong.key = format!("{:012}unknownkey", 424242);
+    let r = signed(&mut c, &wrong, "GET", "/api/v3/account", "");
+    assert_eq!((r.status, r.error().0), (401, -2015));
+    c.send(&format!(
+        "GET /api/v3/account?timestamp=1&signature=00 HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
+        alice.key
+    ));
+    assert_eq!(c.response().error().0, -1021);
+    // The key revoked: -2015 from then on.
+    let addr = server.admin.unwrap();
+    assert_eq!(
+        admin(addr, "DELETE", &format!("/admin/v1/keys/{}", alice.key), None).0,
+        200
+    );
+    let r = signed(&mut c, &alice, "GET", "/api/v3/account", "");
+    assert_eq!((r.status, r.error().0), (401, -2015));
+}
+
+#[test]
+fn request_weight_over_the_limit_is_429_with_retry_after() {
+    let server = start(1, &["--request-weight-per-minute-max", "25"]);
+    let mut c = server.connect();
+    let ping = "GET /api/v3/ping HTTP/1.1\r\n\r\n";
+    c.send(ping);
+    let r = c.response();
+    assert_eq!((r.status, r.header("x-mbx-used-weight-1m")), (200, Some("1")));
+    c.send("GET /api/v3/exchangeInfo HTTP/1.1\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.header("x-mbx-used-weight-1m")), (200, Some("21")));
+    c.send("GET /api/v3/exchangeInfo HTTP/1.1\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.error().0), (429, -1003));
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[test]
+fn orders_over_the_limit_are_429_and_a_halted_market_refuses_orders() {
+    let server = start(1, &["--orders-per-10s-max", "2"]);
+    let bob = create_user(&server, "bob", &[("USDT", "100000")]);
+    let mut c = server.connect();
+    let buy = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=10000";
+    for expected in ["1", "2"] {
+        let r = signed(&mut c, &bob, "POST", "/api/v3/order", buy);
+        assert_eq!((r.status, r.header("x-mbx-order-count-10s")), (200, Some(expected)));
+    }
+    let r = signed(&mut c, &bob, "POST", "/api/v3/order", buy);
+    assert_eq!((r.status, r.error().0), (429, -1015));
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    let r = signed(&mut c, &bob, "POST", "/api/v3/order/test", buy);
+    assert_eq!(
+        (r.status, r.body_text().as_str()),
+        (200, "{}"),
+        "order/test places nothing"
+    );
+    let addr = server.admin.unwrap();
+    let (status, halted) = admin(addr, "POST", "/admin/v1/markets/ETHUSDT/halt", None);
+    assert_eq!((status, halted), (200, json!({"symbol": "ETHUSDT", "halted": true})));
+    let server2 = start(2, &[]);
+    let carol = create_user(&server2, "carol", &[("USDT", "100000")]);
+    let addr2 = server2.admin.unwrap();
+    assert_eq!(admin(addr2, "POST", "/admin/v1/markets/ETHUSDT/halt", None).0, 200);
+    let mut c2 = server2.connect();
+    let eth = "symbol=ETHUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=2000";
+    let r = signed(&mut c2, &carol, "POST", "/api/v3/order", eth);
+    assert_eq!((r.status, r.error()), (400, (-2010, "Market is closed.".to_string())));
+    assert_eq!(admin(addr2, "POST", "/admin/v1/markets/ETHUSDT/resume", None).0, 200);
+    let r = signed(&mut c2, &carol, "POST", "/api/v3/order", eth);
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("NEW")));
+}
+
+/// splitmix64: a reproducible stream of test choices.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn random_trading_across_two_shards_conserves_funds() {
+    let server = start(2, &[]);
+    let deposits = [
+        ("USDT", "1000000"),
+        ("BTC", "100"),
+        ("ETH", "1000"),
+        ("EUR", "100000"),
+        ("USD", "100000"),
+    ];
+    let users: Vec<User> = (0..6)
+        .map(|i| create_user(&server, &format!("u{i}"), &deposits))
+        .collect();
+    let markets = [
+        ("BTCUSDT", 30000, "0.001"),
+        ("ETHUSDT", 2000, "0.01"),
+        ("ETHBTC", 0, "0.01"),
+        ("EURUSD", 1, "10"),
+    ];
+    let mut seed: u64 = std::env::var("TRADSYS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261122);
+    let start_seed = seed;
+    let mut clients: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    let mut filled = 0;
+    for i in 0..400 {
+        let user = &users[(next(&mut seed) % users.len() as u64) as usize];
+        let (symbol, base, qty) = markets[(next(&mut seed) % markets.len() as u64) as usize];
+        let side = if next(&mut seed) % 2 == 0 { "BUY" } else { "SELL" };
+        let price = match symbol {
+            "ETHBTC" => format!("0.06{}", 500 + next(&mut seed) % 20),
+            "EURUSD" => format!("1.08{}", 10 + next(&mut seed) % 20),
+            _ => (base + (next(&mut seed) % 20) as i64).to_string(),
+        };
+        let kind = if next(&mut seed) % 5 == 0 { "MARKET" } else { "LIMIT" };
+        let query = match kind {
+            "MARKET" => format!("symbol={symbol}&side={side}&type=MARKET&quantity={qty}"),
+            _ => format!("symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}"),
+        };
+        let c = &mut clients[i % 3];
+        let r = signed(c, user, "POST", "/api/v3/order", &query);
+        assert_eq!(
+            r.status,
+            200,
+            "seed {start_seed}, order {i}: {query}: {}",
+            r.body_text()
+        );
+        if r.json()["status"] == "FILLED" {
+            filled += 1;
+        }
+        if i % 50 == 49 {
+            let r = signed(c, user, "DELETE", "/api/v3/openOrders", &format!("symbol={symbol}"));
+            // With nothing open Binance answers -2011.
+            let nothing_open = r.status == 400 && r.error().0 == -2011;
+            assert!(r.status == 200 || nothing_open, "seed {start_seed}: {}", r.body_text());
+        }
+    }
+    assert!(filled > 20, "seed {start_seed}: only {filled} orders filled");
+    let (_, audit) = admin(server.admin.unwrap(), "GET", "/admin/v1/audit", None);
+    assert_eq!(audit["ok"], true, "seed {start_seed}: {audit}");
+    let m = server.metrics();
+    let sum = |name: &str| -> f64 {
+        ["0", "1"]
+            .iter()
+            .map(|s| m.value(name, &[("shard", s)]).unwrap_or(0.0))
+            .sum()
+    };
+    assert_eq!(
+        sum("tradsys_orders_local_total") + sum("tradsys_orders_cross_shard_total"),
+        400.0
+    );
+    assert!(sum("tradsys_orders_local_total") > 0.0 && sum("tradsys_orders_cross_shard_total") > 0.0);
+    for user in &users {
+        let (_, details) = admin(
+            server.admin.unwrap(),
+            "GET",
+            &format!("/admin/v1/users/{}", user.id),
+            None,
+        );
+        for balance in details["balances"].as_array().unwrap() {
+            for field in ["free", "locked"] {
+                assert!(
+                    !balance[field].as_str().unwrap().starts_with('-'),
+                    "seed {start_seed}: {details}"
+                );
+            }
+        }
+    }
+}
