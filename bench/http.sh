@@ -17,6 +17,9 @@
 # All traffic goes to 127.0.0.1.
 set -euo pipefail
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 usage() {
 	cat <<'EOF'
 usage: bench/http.sh [--nginx-only] [ping|pipeline|all]
@@ -78,13 +81,6 @@ results_dir=${RESULTS_DIR:-$root/bench/results}
 results="$results_dir/http-$(date -u +%F).txt"
 mkdir -p "$results_dir"
 
-# A child that has exited stays a zombie until waited for, and kill -0
-# succeeds on zombies; ask ps for the state instead.
-alive() {
-	local st
-	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-	[[ "$st" != Z* ]]
-}
 
 # Stop exactly the servers this script started, then remove the temp dir.
 # A server that ignores SIGTERM for 5 s gets SIGKILL, so a hung server never
@@ -130,11 +126,6 @@ ensure_tools() {
 	fi
 }
 
-# The kernel picks a free port when binding port 0; a tiny race remains
-# between closing it and the server binding it, which is fine on a quiet box.
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 build_tradsys() {
 	if [[ -n "${TRADSYS_BIN:-}" ]]; then
@@ -146,24 +137,6 @@ build_tradsys() {
 	echo "${CARGO_TARGET_DIR:-$root/target}/release/tradsys"
 }
 
-# wait_http URL PID NAME: poll until URL answers 200, failing fast if the
-# process died (its log is shown, because that is where the reason is).
-wait_http() {
-	local url=$1 pid=$2 name=$3 i
-	for ((i = 0; i < 300; i++)); do
-		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-			return 0
-		fi
-		if ! alive "$pid"; then
-			log "$name exited before it was ready; its log:"
-			cat "$tmp/$name.log" >&2 || true
-			return 1
-		fi
-		sleep 0.1
-	done
-	log "$name not ready after 30 s: $url"
-	return 1
-}
 
 start_tradsys() {
 	local bin=$1
@@ -182,13 +155,6 @@ start_tradsys() {
 	wait_http "http://127.0.0.1:$tport/ready" "$tpid" tradsys
 }
 
-# worker_cpu_affinity takes a bit mask written as binary digits, rightmost
-# digit = CPU 0.
-cpu_mask() {
-	local cpu=$1 mask=1 i
-	for ((i = 0; i < cpu; i++)); do mask="${mask}0"; done
-	echo "$mask"
-}
 
 start_nginx() {
 	nport=$(free_port)
@@ -267,9 +233,6 @@ run_wrk() {
 # ran during a run. Without IRQ time accounting the kernel charges softirq
 # ticks (loopback TCP work) to the running task as well, so busy time here
 # includes irq and softirq to stay comparable with the tasks' own times.
-busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
-total_ticks() { awk '$1 == "cpu" { s = 0; for (i = 2; i <= 9; i++) s += $i; print s; exit }' /proc/stat; }
 # utime + stime of the given processes and their direct children (the nginx
 # worker); threads are included in a process's own figures.
 # The comm field is stripped first because it may contain spaces.
@@ -283,41 +246,8 @@ server_ticks() {
 	done
 	echo "$t"
 }
-# User + system time of this shell's finished children (wrk, curl), from the
-# `times` builtin, in ticks. `times` must run in this shell, not in a $(...)
-# subshell (a fork starts with no children's time), hence the file.
-children_ticks() {
-	times >"$tmp/times"
-	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d\n", t * 100 }' "$tmp/times"
-}
 
-# Wait, up to QUIET_WAIT seconds, until processes other than ours use less
-# than 5% of one core over 2 s: a parallel build on the same two cores would
-# otherwise decide the result.
-wait_quiet() {
-	local waited=0 b0 t0 s0 b1 t1 s1 other pct
-	while :; do
-		b0=$(busy_ticks); t0=$(total_ticks); s0=$(server_ticks "${pids[@]}")
-		sleep 2
-		b1=$(busy_ticks); t1=$(total_ticks); s1=$(server_ticks "${pids[@]}")
-		other=$((b1 - b0 - (s1 - s0)))
-		pct=$(awk -v o="$other" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%d", t ? 100 * o * n / t : 0 }')
-		((pct < 5)) && return 0
-		if ((waited >= QUIET_WAIT)); then
-			out "WARNING: machine still busy after ${QUIET_WAIT}s (other processes ${pct}% of a core): $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
-			return 0
-		fi
-		((waited == 0)) && log "waiting for a quiet machine (other processes ${pct}% of a core: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs))"
-		sleep 3
-		waited=$((waited + 5))
-	done
-}
 
-median() {
-	printf '%s\n' "$@" | sort -g |
-		awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
-		                          else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 # measure NAME KIND ROUND: one measured run, printed as one line; the
 # requests/s figure is appended to rps_tradsys or rps_nginx. A run during

@@ -19,6 +19,9 @@
 # All traffic goes to 127.0.0.1.
 set -euo pipefail
 
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 usage() {
 	cat <<'EOF'
 usage: bench/rest.sh [account|orders|latency|all]
@@ -96,11 +99,6 @@ mkdir -p "$results_dir"
 
 # --- helpers shared in spirit with bench/http.sh -------------------------
 
-alive() {
-	local st
-	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-	[[ "$st" != Z* ]]
-}
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s.
 stop_pid() {
@@ -144,9 +142,6 @@ ensure_tools() {
 	fi
 }
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 build() {
 	if [[ -n "${TRADSYS_BIN:-}" && -n "${LOADGEN_BIN:-}" ]]; then
@@ -169,28 +164,7 @@ private_copies() {
 	LOADGEN_BIN=$tmp/restbench-loadgen
 }
 
-wait_http() {
-	local url=$1 pid=$2 name=$3 i
-	for ((i = 0; i < 300; i++)); do
-		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-			return 0
-		fi
-		if ! alive "$pid"; then
-			log "$name exited before it was ready; its log:"
-			cat "$tmp/$name.log" >&2 || true
-			return 1
-		fi
-		sleep 0.1
-	done
-	log "$name not ready after 30 s: $url"
-	return 1
-}
 
-cpu_mask() {
-	local cpu=$1 mask=1 i
-	for ((i = 0; i < cpu; i++)); do mask="${mask}0"; done
-	echo "$mask"
-}
 
 start_nginx() {
 	nport=$(free_port)
@@ -286,9 +260,6 @@ metric() {
 			END { printf "%d\n", t }'
 }
 
-busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
-steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
-total_ticks() { awk '$1 == "cpu" { s = 0; for (i = 2; i <= 9; i++) s += $i; print s; exit }' /proc/stat; }
 server_ticks() {
 	local pid kids t=0
 	for pid in "$@"; do
@@ -299,36 +270,9 @@ server_ticks() {
 	done
 	echo "$t"
 }
-children_ticks() {
-	times >"$tmp/times"
-	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d\n", t * 100 }' "$tmp/times"
-}
 hz=$(getconf CLK_TCK)
 
-wait_quiet() {
-	local waited=0 b0 t0 s0 b1 t1 s1 other pct
-	while :; do
-		b0=$(busy_ticks); t0=$(total_ticks); s0=$(server_ticks "${pids[@]}")
-		sleep 2
-		b1=$(busy_ticks); t1=$(total_ticks); s1=$(server_ticks "${pids[@]}")
-		other=$((b1 - b0 - (s1 - s0)))
-		pct=$(awk -v o="$other" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%d", t ? 100 * o * n / t : 0 }')
-		((pct < 5)) && return 0
-		if ((waited >= QUIET_WAIT)); then
-			out "WARNING: machine still busy after ${QUIET_WAIT}s (other processes ${pct}% of a core): $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
-			return 0
-		fi
-		((waited == 0)) && log "waiting for a quiet machine (other processes ${pct}% of a core: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs))"
-		sleep 3
-		waited=$((waited + 5))
-	done
-}
 
-median() {
-	printf '%s\n' "$@" | sort -g |
-		awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
-		                          else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 # Run-window accounting: window_start before a run, window_end after it
 # sets other (percent of a core used by anything but our processes), steal,

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Shared pieces of the benchmark scripts (bench/http.sh, bench/rest.sh):
+# process checks, free ports, readiness, CPU accounting for quiet-machine
+# detection, and medians. Sourced, not run; the functions read the
+# calling script's settings (QUIET_WAIT and the like) when called.
+# shellcheck disable=SC2154  # tmp and pids are the calling script's.
+
+# A child that has exited stays a zombie until waited for, and kill -0
+# succeeds on zombies; ask ps for the state instead.
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ "$st" != Z* ]]
+}
+
+# The kernel picks a free port when binding port 0; a tiny race remains
+# between closing it and the server binding it, which is fine on a quiet box.
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL PID NAME: poll until URL answers 200, failing fast if the
+# process died (its log is shown, because that is where the reason is).
+wait_http() {
+	local url=$1 pid=$2 name=$3 i
+	for ((i = 0; i < 300; i++)); do
+		if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+			return 0
+		fi
+		if ! alive "$pid"; then
+			log "$name exited before it was ready; its log:"
+			cat "$tmp/$name.log" >&2 || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	log "$name not ready after 30 s: $url"
+	return 1
+}
+
+# worker_cpu_affinity takes a bit mask written as binary digits, rightmost
+# digit = CPU 0.
+cpu_mask() {
+	local cpu=$1 mask=1 i
+	for ((i = 0; i < cpu; i++)); do mask="${mask}0"; done
+	echo "$mask"
+}
+
+# User + system time of this shell's finished children (wrk, curl), from the
+# `times` builtin, in ticks. `times` must run in this shell, not in a $(...)
+# subshell (a fork starts with no children's time), hence the file.
+children_ticks() {
+	times >"$tmp/times"
+	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d\n", t * 100 }' "$tmp/times"
+}
+
+# Wait, up to QUIET_WAIT seconds, until processes other than ours use less
+# than 5% of one core over 2 s: a parallel build on the same two cores would
+# otherwise decide the result.
+wait_quiet() {
+	local waited=0 b0 t0 s0 b1 t1 s1 other pct
+	while :; do
+		b0=$(busy_ticks); t0=$(total_ticks); s0=$(server_ticks "${pids[@]}")
+		sleep 2
+		b1=$(busy_ticks); t1=$(total_ticks); s1=$(server_ticks "${pids[@]}")
+		other=$((b1 - b0 - (s1 - s0)))
+		pct=$(awk -v o="$other" -v t="$((t1 - t0))" -v n="$(nproc)" 'BEGIN { printf "%d", t ? 100 * o * n / t : 0 }')
+		((pct < 5)) && return 0
+		if ((waited >= QUIET_WAIT)); then
+			out "WARNING: machine still busy after ${QUIET_WAIT}s (other processes ${pct}% of a core): $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
+			return 0
+		fi
+		((waited == 0)) && log "waiting for a quiet machine (other processes ${pct}% of a core: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs))"
+		sleep 3
+		waited=$((waited + 5))
+	done
+}
+
+median() {
+	printf '%s\n' "$@" | sort -g |
+		awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f\n", a[(NR + 1) / 2];
+		                          else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
+total_ticks() { awk '$1 == "cpu" { s = 0; for (i = 2; i <= 9; i++) s += $i; print s; exit }' /proc/stat; }
