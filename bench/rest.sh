@@ -166,40 +166,6 @@ private_copies() {
 
 
 
-start_nginx() {
-	nport=$(free_port)
-	mkdir -p "$tmp/nginx/logs"
-	cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_cpu_affinity $(cpu_mask "$SERVER_CPU");
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events {
-    worker_connections 20000;
-}
-http {
-    access_log off;
-    keepalive_requests 1000000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nport reuseport;
-        location = /api/v3/ping { default_type application/json; return 200 '{}'; }
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-	taskset -c "$SERVER_CPU" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
-		-e "$tmp/nginx/logs/error.log" >"$tmp/nginx.log" 2>&1 &
-	npid=$!
-	pids+=("$npid")
-	wait_http "http://127.0.0.1:$nport/api/v3/ping" "$npid" nginx
-}
 
 # start_tradsys SHARDS [taskset CPU]: sets tport, aport, tpid. The API port
 # is chosen here so that every shard listens on it (SO_REUSEPORT); the
