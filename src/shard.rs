@@ -194,6 +194,15 @@ impl Shard {
             trades.clear();
         }
         self.publish_book_tickers();
+        let mut first_fills = std::mem::take(&mut self.trading.borrow_mut().first_fills);
+        if !first_fills.is_empty() {
+            let now = crate::api::now_ms();
+            let mut limiter = self.order_limiter.borrow_mut();
+            for user in first_fills.drain(..) {
+                limiter.order_filled(user, now);
+            }
+        }
+        self.trading.borrow_mut().first_fills = first_fills;
         let mut outgoing = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
         for (owner, msg) in outgoing.drain(..) {

@@ -203,6 +203,9 @@ pub struct Trading {
     pub user_updates: Vec<UserUpdate>,
     /// The trade event just before its order's update.
     pending_trade: Option<UserTrade>,
+    /// Users whose order traded for the first time; the shard's order
+    /// limiter takes them off its counts (see `Shard::flush_engine`).
+    pub first_fills: Vec<UserId>,
     next_order_seq: u64,
     next_user_seq: u64,
     pub orders: OrderCounters,
@@ -244,6 +247,7 @@ impl Trading {
             touched_levels: Vec::new(),
             user_updates: Vec::new(),
             pending_trade: None,
+            first_fills: Vec::new(),
             next_order_seq: 0,
             next_user_seq: 0,
             orders: OrderCounters::default(),
@@ -552,6 +556,11 @@ impl Trading {
 
     fn on_order_update(&mut self, mut view: OrderView) {
         let trade = self.pending_trade.take().filter(|t| t.order_id == view.order_id);
+        // An order's first fill takes it off its user's unfilled-order count
+        // (Binance's ORDERS limit counts orders that have not traded).
+        if trade.is_some_and(|t| t.qty == view.executed_qty) {
+            self.first_fills.push(view.user);
+        }
         // The account machine marks an order FILLED in a second update after
         // its last trade; Binance reports both in one executionReport.
         match trade {

@@ -275,6 +275,23 @@ fn orders_over_the_limit_are_429_and_a_halted_market_refuses_orders() {
         (200, "{}"),
         "order/test places nothing"
     );
+    // An order that trades leaves its user's unfilled-order count, for the
+    // maker and for the taker: after a crossing pair each may place two more.
+    let dave = create_user(&server, "dave", &[("BTC", "1"), ("USDT", "1000")]);
+    let erin = create_user(&server, "erin", &[("USDT", "100000")]);
+    let sell = "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=20000";
+    let cross = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=20000";
+    assert_eq!(signed(&mut c, &dave, "POST", "/api/v3/order", sell).status, 200);
+    let r = signed(&mut c, &erin, "POST", "/api/v3/order", cross);
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("FILLED")));
+    let resting = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=10000";
+    for user in [&dave, &erin] {
+        for expected in ["1", "2"] {
+            let r = signed(&mut c, user, "POST", "/api/v3/order", resting);
+            let count = r.header("x-mbx-order-count-10s").map(str::to_string);
+            assert_eq!((r.status, count.as_deref()), (200, Some(expected)), "{}", r.body_text());
+        }
+    }
     let addr = server.admin.unwrap();
     let (status, halted) = admin(addr, "POST", "/admin/v1/markets/ETHUSDT/halt", None);
     assert_eq!((status, halted), (200, json!({"symbol": "ETHUSDT", "halted": true})));
