@@ -155,6 +155,11 @@ pub trait RateLimiter {
         now_ms: u64,
     ) -> Result<Usage, Exceeded>;
 
+    /// Counts one order of `user` against the ORDERS limits only, for a
+    /// server that counts request weight per IP in one place and orders per
+    /// user in another (the user's shard). No IP is charged.
+    fn admit_user_order(&mut self, user: u64, now_ms: u64) -> Result<Usage, Exceeded>;
+
     /// An order of `user` traded for the first time: Binance's unfilled
     /// order count goes down by one in every ORDERS window.
     fn order_filled(&mut self, user: u64, now_ms: u64);
@@ -363,6 +368,16 @@ impl RateLimiter for LocalLimiter {
             usage.order_count_1d = Some(count_1d);
         }
         Ok(usage)
+    }
+
+    fn admit_user_order(&mut self, user: u64, now_ms: u64) -> Result<Usage, Exceeded> {
+        self.roll(now_ms);
+        let (count_10s, count_1d) = self.admit_order(user, now_ms, 0)?;
+        Ok(Usage {
+            used_weight_1m: 0,
+            order_count_10s: Some(count_10s),
+            order_count_1d: Some(count_1d),
+        })
     }
 
     fn order_filled(&mut self, user: u64, now_ms: u64) {
@@ -628,6 +643,23 @@ mod tests {
             orders_per_day_max: orders_day_max,
             ..RateLimitConfig::default()
         })
+    }
+
+    #[test]
+    fn user_orders_charge_no_ip() {
+        // Regression: orders counted with a placeholder IP shared one raw
+        // request budget among every user of a shard.
+        let mut limits = LocalLimiter::new(&RateLimitConfig {
+            raw_requests_per_5m_max: 2,
+            orders_per_10s_max: 1,
+            ..RateLimitConfig::default()
+        });
+        for user in 1..=5 {
+            let usage = limits.admit_user_order(user, T0).expect("each user's first order");
+            assert_eq!((usage.used_weight_1m, usage.order_count_10s), (0, Some(1)));
+        }
+        let refused = limits.admit_user_order(3, T0).unwrap_err();
+        assert_eq!(refused.code, CODE_TOO_MANY_ORDERS);
     }
 
     #[test]

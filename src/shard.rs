@@ -485,10 +485,7 @@ impl Shard {
     /// Counts an order of `user` (owned here); returns the order-count
     /// headers.
     pub fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Vec<String>, RestReply> {
-        let admitted = self
-            .order_limiter
-            .borrow_mut()
-            .admit(IpAddr::from([0, 0, 0, 0]), Some(user), 0, true, now_ms);
+        let admitted = self.order_limiter.borrow_mut().admit_user_order(user, now_ms);
         match admitted {
             Ok(usage) => Ok(usage
                 .headers()
