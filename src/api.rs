@@ -182,7 +182,7 @@ async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>
         };
         let owner = shard.trading().market_shard(market) as usize;
         if owner == shard.index() {
-            return rest::market_request(shard, req);
+            return rest::market_request_parsed(shard, req, params);
         }
         return call_rest(shard, owner, req).await;
     }

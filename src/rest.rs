@@ -850,15 +850,21 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
 
 /// Runs a public request about one market owned by this shard.
 pub fn market_request(shard: &Shard, req: RequestRef<'_>) -> RestReply {
-    let result = req.params(shard).and_then(|params| {
-        let market = market_param(shard, &params)?;
-        match req.endpoint {
-            Endpoint::Depth => depth(shard, &params, market),
-            _ => {
-                let mut w = JsonWriter::with_capacity(512);
-                market_fragment(shard, req.endpoint, market, &params, req.now_ms, &mut w)?;
-                Ok(w.into_bytes())
-            }
+    match req.params(shard) {
+        Ok(params) => market_request_parsed(shard, req, &params),
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+/// `market_request` with the parameters already parsed (by the connection's
+/// shard, when it owns the market).
+pub fn market_request_parsed(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
+    let result = market_param(shard, params).and_then(|market| match req.endpoint {
+        Endpoint::Depth => depth(shard, params, market),
+        _ => {
+            let mut w = JsonWriter::with_capacity(512);
+            market_fragment(shard, req.endpoint, market, params, req.now_ms, &mut w)?;
+            Ok(w.into_bytes())
         }
     });
     from_result(result)
