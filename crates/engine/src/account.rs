@@ -36,7 +36,9 @@ use crate::num::{Rate, UNIT};
 use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderQty};
 use crate::order::{OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use crate::order::{UserId, UserTrade};
+use crate::snapshot::{self, SnapshotError};
 use crate::{error, EngineError};
+use rkyv::util::AlignedVec;
 
 /// Open orders (resting, held or in flight) one user may have in one market.
 pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
@@ -92,21 +94,21 @@ pub fn asset_names(markets: &[MarketSpec]) -> Vec<String> {
     names
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Balance {
     pub free: Amount,
     pub locked: Amount,
 }
 
 /// How a cancel names its order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum OrderRef {
     Id(OrderId),
     Client(ClientOrderId),
 }
 
 /// Binance's newOrderResult of a cancel-replace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum NewOrderResult {
     Success(OrderView),
     Failure(EngineError),
@@ -114,7 +116,7 @@ pub enum NewOrderResult {
 }
 
 /// What the machine tells the server; pushed into a caller-provided `Vec`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum AccountEvent {
     /// The answer to `place`, once the book has matched it.
     Placed {
@@ -140,7 +142,7 @@ pub enum AccountEvent {
     Trade { user: UserId, trade: UserTrade },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct MarketInfo {
     base: AssetId,
     quote: AssetId,
@@ -154,7 +156,7 @@ const NIL: u32 = u32::MAX;
 /// One user's open orders in one market, oldest first: an intrusive
 /// doubly-linked list through the order slots, so that removing any order
 /// is O(1) and the list keeps placement order without a scan.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct OpenList {
     head: u32,
     tail: u32,
@@ -169,7 +171,7 @@ impl OpenList {
     };
 }
 
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct User {
     id: UserId,
     balances: Vec<Balance>,
@@ -180,7 +182,7 @@ struct User {
 
 /// An open order in its slot. `user` is the owner's index in `users`, so
 /// settling a fill needs one id lookup and no user lookup.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Open {
     view: OrderView,
     asset: AssetId,
@@ -191,7 +193,7 @@ struct Open {
     next: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Replace {
     user: UserId,
     cancel_order: OrderId,
@@ -203,7 +205,7 @@ struct Replace {
 }
 
 /// Per-asset totals for the conservation check.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Ledger {
     deposits: i128,
     withdrawals: i128,
@@ -212,7 +214,7 @@ struct Ledger {
 }
 
 /// One shard's account machine.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Accounts {
     shard: u32,
     shards: u32,
@@ -221,9 +223,11 @@ pub struct Accounts {
     assets: Vec<String>,
     /// Users in order of first appearance; `user_index` maps ids to them.
     users: Vec<User>,
+    #[rkyv(with = rkyv::with::AsVec)]
     user_index: FastMap<UserId, u32>,
     /// Open orders by id: an index into `slots`, whose free entries are
     /// listed in `slots_free`.
+    #[rkyv(with = rkyv::with::AsVec)]
     orders: IdMap<u32>,
     slots: Vec<Open>,
     slots_free: Vec<u32>,
@@ -264,6 +268,34 @@ impl Accounts {
             closed: History::new(ORDERS_CLOSED_PER_MACHINE_MAX),
             trades: History::new(TRADES_PER_MACHINE_MAX),
         }
+    }
+
+    /// The machine as a snapshot (an rkyv archive of the whole state).
+    pub fn to_snapshot_bytes(&self) -> Result<AlignedVec, SnapshotError> {
+        snapshot::encode(self)
+    }
+
+    /// A machine back from `to_snapshot_bytes`: validated, with its room
+    /// reserved again, its invariants checked.
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Accounts, SnapshotError> {
+        let mut accounts: Accounts = snapshot::decode(bytes)?;
+        accounts.reserve_up_front();
+        accounts.check_invariants();
+        Ok(accounts)
+    }
+
+    fn reserve_up_front(&mut self) {
+        snapshot::reserve_total_map(&mut self.orders, ORDERS_RESERVED_COUNT);
+        snapshot::reserve_total(&mut self.slots, ORDERS_RESERVED_COUNT);
+        snapshot::reserve_total(&mut self.slots_free, ORDERS_RESERVED_COUNT);
+        snapshot::reserve_total(&mut self.replaces, REPLACES_PENDING_MAX);
+        self.closed.reserve_up_front();
+        self.trades.reserve_up_front();
+    }
+
+    /// Which machine this is, and of how many.
+    pub fn shard_of(&self) -> (u32, u32) {
+        (self.shard, self.shards)
     }
 
     pub fn owns(&self, user: UserId) -> bool {

@@ -27,7 +27,9 @@ use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
 use crate::order::{MarketId, OrderId, OrderStatus, OrderType, Side, StpMode};
 use crate::order::{TimeInForce, TradeId, UserId};
+use crate::snapshot::{self, SnapshotError};
 use crate::EngineError;
+use rkyv::util::AlignedVec;
 
 /// Trades a book remembers for GET /api/v3/trades.
 pub const TRADES_RECENT_MAX: usize = 1000;
@@ -42,7 +44,7 @@ const UNBOUNDED: i64 = i64::MAX;
 
 /// How much a book reserves up front; beyond it the book still works but
 /// its `Vec`s grow, which allocates.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BookCapacity {
     pub orders_max: usize,
     pub levels_max: usize,
@@ -57,7 +59,7 @@ impl Default for BookCapacity {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Node {
     order_id: OrderId,
     user: UserId,
@@ -69,7 +71,7 @@ struct Node {
     next: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Level {
     price: Price,
     qty: Qty,
@@ -80,7 +82,7 @@ struct Level {
 
 /// One side's levels, sorted by key ascending so the best level is last.
 /// The key is the price for bids and the negated price for asks.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Ladder {
     side: Side,
     levels: Vec<(i64, u32)>,
@@ -105,7 +107,7 @@ impl Ladder {
 }
 
 /// A held stop order and its arrival number (older fires first).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct HeldStop {
     seq: u64,
     order: PlaceOrder,
@@ -117,7 +119,7 @@ struct HeldStop {
 /// the last price is ≤ it, so ascending. Within one stop price the oldest
 /// is last. The stops a last price triggers are thus a suffix, and after a
 /// trade only that suffix (usually empty) and one more stop are read.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StopLadder {
     upward: bool,
     stops: Vec<HeldStop>,
@@ -156,7 +158,7 @@ impl StopLadder {
 }
 
 /// Where a held stop is: its direction, stop price, arrival number and user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StopPlace {
     upward: bool,
     stop_price: Price,
@@ -175,9 +177,11 @@ enum Exit {
 }
 
 /// A market's book machine.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Book {
     market: MarketId,
+    /// What `new` reserved, reserved again after a restore.
+    capacity: BookCapacity,
     step: Qty,
     nodes: Vec<Node>,
     nodes_free: Vec<u32>,
@@ -185,9 +189,11 @@ pub struct Book {
     levels_free: Vec<u32>,
     bids: Ladder,
     asks: Ladder,
+    #[rkyv(with = rkyv::with::AsVec)]
     index: IdMap<u32>,
     stops_up: StopLadder,
     stops_down: StopLadder,
+    #[rkyv(with = rkyv::with::AsVec)]
     stop_index: IdMap<StopPlace>,
     next_stop_seq: u64,
     last_price: Option<Price>,
@@ -202,6 +208,7 @@ impl Book {
         assert!(notional_ceil(spec.max_price, spec.max_qty).is_some());
         Book {
             market,
+            capacity,
             step: spec.step_size,
             nodes: Vec::with_capacity(capacity.orders_max),
             nodes_free: Vec::with_capacity(capacity.orders_max),
@@ -235,6 +242,35 @@ impl Book {
 
     pub fn market(&self) -> MarketId {
         self.market
+    }
+
+    /// The book as a snapshot (an rkyv archive of the whole state).
+    pub fn to_snapshot_bytes(&self) -> Result<AlignedVec, SnapshotError> {
+        snapshot::encode(self)
+    }
+
+    /// A book back from `to_snapshot_bytes`: validated, with its room
+    /// reserved again, its invariants checked.
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Book, SnapshotError> {
+        let mut book: Book = snapshot::decode(bytes)?;
+        book.reserve_up_front();
+        book.check_invariants();
+        Ok(book)
+    }
+
+    fn reserve_up_front(&mut self) {
+        let BookCapacity { orders_max, levels_max } = self.capacity;
+        snapshot::reserve_total(&mut self.nodes, orders_max);
+        snapshot::reserve_total(&mut self.nodes_free, orders_max);
+        snapshot::reserve_total(&mut self.levels, levels_max);
+        snapshot::reserve_total(&mut self.levels_free, levels_max);
+        snapshot::reserve_total(&mut self.bids.levels, levels_max);
+        snapshot::reserve_total(&mut self.asks.levels, levels_max);
+        snapshot::reserve_total_map(&mut self.index, orders_max);
+        snapshot::reserve_total(&mut self.stops_up.stops, STOPS_RESERVED_COUNT);
+        snapshot::reserve_total(&mut self.stops_down.stops, STOPS_RESERVED_COUNT);
+        snapshot::reserve_total_map(&mut self.stop_index, STOPS_RESERVED_COUNT);
+        self.trades.reserve(TRADES_RECENT_MAX.saturating_sub(self.trades.len()));
     }
 
     /// Applies one message; answers go to `out` (not cleared).

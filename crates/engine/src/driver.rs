@@ -75,6 +75,31 @@ impl Exchange {
         }
     }
 
+    /// An exchange around machines restored from snapshots (or
+    /// repartitioned): `accounts[s]` must be machine `s` of
+    /// `accounts.len()`, and `books[m]` the book of market `m`.
+    pub fn from_parts(accounts: Vec<Accounts>, books: Vec<Book>) -> Exchange {
+        let shards = accounts.len() as u32;
+        assert!(shards > 0 && !books.is_empty());
+        for (shard, machine) in accounts.iter().enumerate() {
+            assert_eq!(
+                machine.shard_of(),
+                (shard as u32, shards),
+                "account machine out of place"
+            );
+        }
+        for (market, book) in books.iter().enumerate() {
+            assert_eq!(usize::from(book.market().0), market, "book out of place");
+        }
+        Exchange {
+            accounts,
+            books,
+            batch: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            to_book: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+            to_account: Vec::with_capacity(QUEUE_MESSAGES_RESERVED_COUNT),
+        }
+    }
+
     fn shard(&self, user: UserId) -> usize {
         owner_of(user, self.accounts.len() as u32) as usize
     }

@@ -6,13 +6,17 @@
 //! `code()` and `msg()`; the messages are Binance's wording so that clients
 //! which match on them keep working.
 
+use rkyv::rancor::{Fallible, Source};
+use rkyv::with::{ArchiveWith, DeserializeWith, SerializeWith};
+use rkyv::Place;
+
 /// Why an order, a cancel or a transfer was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum EngineError {
     #[error("{0}")]
-    MandatoryParam(&'static str),
+    MandatoryParam(#[rkyv(with = ParamMessage)] &'static str),
     #[error("{0}")]
-    ParamNotRequired(&'static str),
+    ParamNotRequired(#[rkyv(with = ParamMessage)] &'static str),
     #[error("Filter failure: PRICE_FILTER")]
     PriceFilter,
     #[error("Filter failure: LOT_SIZE")]
@@ -90,6 +94,64 @@ pub const NOT_REQUIRED_PRICE: &str = "Parameter 'price' sent when not required."
 pub const NOT_REQUIRED_TIME_IN_FORCE: &str = "Parameter 'timeInForce' sent when not required.";
 pub const NOT_REQUIRED_STOP_PRICE: &str = "Parameter 'stopPrice' sent when not required.";
 pub const NOT_REQUIRED_QUOTE_ORDER_QTY: &str = "Parameter 'quoteOrderQty' sent when not required.";
+
+/// Every message a parameter error may carry, in a fixed order: archives
+/// (journal records, snapshots) store a message as its index here, because
+/// a `&'static str` cannot be read back from bytes. Append only: a stored
+/// index must keep naming the same message.
+pub const PARAM_MESSAGES: [&str; 8] = [
+    MISSING_PRICE,
+    MISSING_QUANTITY,
+    MISSING_TIME_IN_FORCE,
+    MISSING_STOP_PRICE,
+    NOT_REQUIRED_PRICE,
+    NOT_REQUIRED_TIME_IN_FORCE,
+    NOT_REQUIRED_STOP_PRICE,
+    NOT_REQUIRED_QUOTE_ORDER_QTY,
+];
+
+/// A parameter message that is not in `PARAM_MESSAGES`, met while archiving
+/// or in an archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("parameter message {0} is not in PARAM_MESSAGES")]
+pub struct UnknownParamMessage(u8);
+
+/// The rkyv wrapper that archives a parameter message as its index in
+/// `PARAM_MESSAGES` (one byte).
+pub struct ParamMessage;
+
+fn param_message_index(message: &str) -> Option<u8> {
+    let index = PARAM_MESSAGES.iter().position(|m| *m == message)?;
+    u8::try_from(index).ok()
+}
+
+impl ArchiveWith<&'static str> for ParamMessage {
+    type Archived = u8;
+    type Resolver = u8;
+
+    fn resolve_with(_: &&'static str, index: u8, out: Place<u8>) {
+        out.write(index);
+    }
+}
+
+impl<S: Fallible + ?Sized> SerializeWith<&'static str, S> for ParamMessage
+where
+    S::Error: Source,
+{
+    fn serialize_with(message: &&'static str, _: &mut S) -> Result<u8, S::Error> {
+        param_message_index(message).ok_or_else(|| S::Error::new(UnknownParamMessage(u8::MAX)))
+    }
+}
+
+impl<D: Fallible + ?Sized> DeserializeWith<u8, &'static str, D> for ParamMessage
+where
+    D::Error: Source,
+{
+    fn deserialize_with(index: &u8, _: &mut D) -> Result<&'static str, D::Error> {
+        let message = PARAM_MESSAGES.get(usize::from(*index)).copied();
+        message.ok_or_else(|| D::Error::new(UnknownParamMessage(*index)))
+    }
+}
 
 #[cfg(test)]
 mod tests {

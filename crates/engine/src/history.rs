@@ -18,14 +18,14 @@
 const NONE: u64 = u64::MAX;
 
 /// The newest record of one user, or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Chain(u64);
 
 impl Chain {
     pub const EMPTY: Chain = Chain(NONE);
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Entry<T> {
     seq: u64,
     prev: u64,
@@ -33,7 +33,7 @@ struct Entry<T> {
 }
 
 /// `PER_USER_MAX` is how many records of one user a walk returns.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct History<T, const PER_USER_MAX: usize> {
     records: Vec<Entry<T>>,
     capacity: usize,
@@ -69,6 +69,12 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
         assert!(self.records.len() <= self.capacity);
         chain.0 = seq;
         self.next_seq += 1;
+    }
+
+    /// Allocates the whole ring again after a restore from a snapshot,
+    /// which holds only the records written so far.
+    pub fn reserve_up_front(&mut self) {
+        crate::snapshot::reserve_total(&mut self.records, self.capacity);
     }
 
     fn slot(&self, seq: u64) -> usize {

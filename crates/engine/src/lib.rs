@@ -15,5 +15,6 @@ pub mod market;
 pub mod msg;
 pub mod num;
 pub mod order;
+pub mod snapshot;
 
 pub use error::EngineError;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub const MARKETS_MAX: usize = 1024;
 
 /// One market, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MarketSpec {
     pub symbol: String,
     pub base_asset: String,

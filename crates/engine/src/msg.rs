@@ -16,7 +16,7 @@ use crate::order::{TradeId, UserId};
 use crate::EngineError;
 
 /// An order with its funds locked, for the market's book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PlaceOrder {
     pub market: MarketId,
     pub order_id: OrderId,
@@ -40,7 +40,7 @@ pub struct PlaceOrder {
 }
 
 /// Work for a book machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ToBook {
     Place(PlaceOrder),
     Cancel {
@@ -61,7 +61,7 @@ impl ToBook {
 }
 
 /// One trade between a taker and a resting maker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Fill {
     pub market: MarketId,
     pub trade_id: TradeId,
@@ -83,7 +83,7 @@ impl Fill {
 }
 
 /// News for the account machine that owns `user`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ToAccount {
     /// Delivered to the owner of the taker and, if different, of the maker.
     Fill(Fill),

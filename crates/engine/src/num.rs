@@ -123,6 +123,7 @@ macro_rules! fixed_point {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
         pub struct $name(pub i64);
 
         impl $name {

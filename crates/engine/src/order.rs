@@ -12,17 +12,22 @@ pub type OrderId = u64;
 pub type TradeId = u64;
 
 /// Index of a market in the markets file order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct MarketId(pub u16);
 
 /// Index of an asset in the exchange's asset table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct AssetId(pub u16);
 
 macro_rules! binance_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -126,7 +131,7 @@ impl OrderStatus {
 pub const CLIENT_ORDER_ID_BYTES_MAX: usize = 36;
 
 /// A clientOrderId stored inline so that orders stay `Copy`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClientOrderId {
     len: u8,
     bytes: [u8; CLIENT_ORDER_ID_BYTES_MAX],
@@ -147,8 +152,10 @@ impl ClientOrderId {
     }
 
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+        // Only ASCII is ever stored; a length read back from an archive is
+        // not trusted to be in range.
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or(&[]);
+        std::str::from_utf8(bytes).unwrap_or("")
     }
 }
 
@@ -160,14 +167,14 @@ impl std::fmt::Debug for ClientOrderId {
 
 /// How much an order asks for: base quantity, or quote amount
 /// (`quoteOrderQty`, MARKET orders only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum OrderQty {
     Base(Qty),
     Quote(Amount),
 }
 
 /// A new order as the client sent it, after decimal parsing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OrderRequest {
     pub market: MarketId,
     pub side: Side,
@@ -181,7 +188,7 @@ pub struct OrderRequest {
 }
 
 /// An order's state as Binance reports it (GET /api/v3/order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OrderView {
     pub market: MarketId,
     pub order_id: OrderId,
@@ -204,7 +211,7 @@ pub struct OrderView {
 }
 
 /// One trade as one of its two users sees it (GET /api/v3/myTrades).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UserTrade {
     pub market: MarketId,
     pub trade_id: TradeId,

@@ -11,39 +11,21 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::ops::{Gen, Op, SplitMix};
 use common::specs;
 use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::Fill;
-use tradsys_engine::num::{Amount, Price, Qty, UNIT};
-use tradsys_engine::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderQty};
+use tradsys_engine::num::{Amount, UNIT};
+use tradsys_engine::order::{AssetId, CancelReplaceMode, ClientOrderId, OrderQty};
 use tradsys_engine::order::{OrderRequest, OrderStatus, OrderType, Side, StpMode, TimeInForce};
 use tradsys_engine::EngineError;
 
 const OPS_DEFAULT_COUNT: u64 = 1_000_000;
-const USERS_COUNT: u64 = 6;
 const OPEN_MAX: usize = 200;
 const PROTECTION: i128 = 5_000_000;
-
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 // ---------------------------------------------------------------- reference
 
@@ -590,157 +572,6 @@ fn fill_key(f: &Fill) -> (u64, i64, i64, i64, u64, u64) {
         f.taker_order,
         f.maker_order,
     )
-}
-
-// ------------------------------------------------------------------ the ops
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    Deposit(u64, usize, i64),
-    Withdraw(u64, usize, i64),
-    Place(u64, OrderRequest),
-    Cancel(u64, MarketId, OrderRef),
-    CancelAll(u64, MarketId),
-    Replace(u64, OrderRef, CancelReplaceMode, OrderRequest),
-}
-
-struct Gen {
-    rng: SplitMix,
-    specs: Vec<MarketSpec>,
-    recent: Vec<(u64, u64, MarketId)>,
-}
-
-impl Gen {
-    fn price(&mut self, market: usize) -> Price {
-        let s = &self.specs[market];
-        let mid = [10_000, 2_000, 2_000][market];
-        let ticks = mid + self.rng.below(21) as i64 - 10;
-        let mut price = ticks * s.tick_size.0;
-        if self.rng.chance(2) {
-            price += 1;
-        }
-        Price(price)
-    }
-
-    fn qty(&mut self, market: usize) -> Qty {
-        let s = &self.specs[market];
-        let steps = [(1, 300), (1, 100), (1, 300)][market];
-        let mut qty = s.step_size.0 * (steps.0 + self.rng.below(steps.1) as i64);
-        if self.rng.chance(2) {
-            qty += 1;
-        }
-        if self.rng.chance(1) {
-            qty = 0;
-        }
-        Qty(qty)
-    }
-
-    fn request(&mut self, next_id: u64) -> OrderRequest {
-        let market = self.rng.below(self.specs.len() as u64) as usize;
-        let side = if self.rng.chance(50) { Side::Buy } else { Side::Sell };
-        let kinds = [
-            OrderType::Limit,
-            OrderType::Limit,
-            OrderType::Limit,
-            OrderType::Market,
-            OrderType::LimitMaker,
-            OrderType::StopLoss,
-            OrderType::StopLossLimit,
-            OrderType::TakeProfit,
-            OrderType::TakeProfitLimit,
-        ];
-        let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
-        let tifs = [TimeInForce::Gtc, TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok];
-        let stps = [
-            StpMode::None,
-            StpMode::ExpireTaker,
-            StpMode::ExpireMaker,
-            StpMode::ExpireBoth,
-        ];
-        let wants_tif = matches!(
-            kind,
-            OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
-        );
-        let mut r = OrderRequest {
-            market: MarketId(market as u16),
-            side,
-            kind,
-            time_in_force: wants_tif.then(|| tifs[self.rng.below(4) as usize]),
-            price: kind.has_price().then(|| self.price(market)),
-            qty: OrderQty::Base(self.qty(market)),
-            stop_price: kind.is_stop().then(|| self.price(market)),
-            client_order_id: None,
-            stp: stps[self.rng.below(4) as usize],
-        };
-        if kind == OrderType::Market && self.rng.chance(40) {
-            let s = &self.specs[market];
-            let quote = s.min_notional.0 * (1 + self.rng.below(200) as i64);
-            r.qty = OrderQty::Quote(Amount(quote));
-        }
-        if self.rng.chance(1) {
-            r.price = if r.price.is_some() {
-                None
-            } else {
-                Some(self.price(market))
-            };
-        }
-        if self.rng.chance(20) {
-            r.client_order_id = ClientOrderId::new(&format!("c{}", next_id % 7));
-        }
-        r
-    }
-
-    fn target(&mut self, user: u64) -> Option<(OrderRef, MarketId)> {
-        let mine: Vec<&(u64, u64, MarketId)> = self.recent.iter().filter(|r| r.1 == user).collect();
-        if mine.is_empty() || self.rng.chance(5) {
-            return None;
-        }
-        let &(id, _, market) = mine[self.rng.below(mine.len() as u64) as usize];
-        if self.rng.chance(10) {
-            return Some((OrderRef::Client(ClientOrderId::new(&format!("c{}", id % 7))?), market));
-        }
-        Some((OrderRef::Id(id), market))
-    }
-
-    fn op(&mut self, next_id: u64) -> Op {
-        let user = 1 + self.rng.below(USERS_COUNT);
-        let roll = self.rng.below(100);
-        let asset = self.rng.below(3) as usize;
-        let amount = (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
-        match roll {
-            0..=5 => Op::Deposit(user, asset, amount),
-            6..=8 => Op::Withdraw(user, asset, amount / 10),
-            9..=68 => Op::Place(user, self.request(next_id)),
-            69..=84 => match self.target(user) {
-                Some((target, market)) => Op::Cancel(user, market, target),
-                None => Op::Cancel(user, MarketId(0), OrderRef::Id(next_id + 5)),
-            },
-            85..=86 => Op::CancelAll(user, MarketId(self.rng.below(3) as u16)),
-            _ => {
-                let mut request = self.request(next_id);
-                let mode = if self.rng.chance(50) {
-                    CancelReplaceMode::StopOnFailure
-                } else {
-                    CancelReplaceMode::AllowFailure
-                };
-                let target = match self.target(user) {
-                    Some((target, market)) => {
-                        if !self.rng.chance(10) {
-                            request.market = market;
-                            request.price = request.price.map(|_| self.price(usize::from(market.0)));
-                            request.stop_price = request.stop_price.map(|_| self.price(usize::from(market.0)));
-                            if let OrderQty::Base(_) = request.qty {
-                                request.qty = OrderQty::Base(self.qty(usize::from(market.0)));
-                            }
-                        }
-                        target
-                    }
-                    None => OrderRef::Id(next_id + 7),
-                };
-                Op::Replace(user, target, mode, request)
-            }
-        }
-    }
 }
 
 fn run(seed: u64, ops: u64, shards: u32) {

@@ -1,6 +1,8 @@
 //! Shared fixtures for the engine's integration tests.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use tradsys_engine::market::{parse_markets, MarketSpec};
 use tradsys_engine::num::{Price, Qty};
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderQty, OrderRequest, OrderType, Side};
