@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod journal;
 pub mod json;
 pub mod limits;
 pub mod market_json;

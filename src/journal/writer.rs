@@ -1,0 +1,431 @@
+//! The shard's journal writer: in-memory appends, group commits to disk.
+//!
+//! [`Writer::append`] only encodes a frame into the pending buffer and hands
+//! out its lsn; it never waits. [`Writer::commit`] takes the whole pending
+//! buffer (appends made while it waits go to the next batch), adds a seal,
+//! writes it with direct I/O and fdatasyncs. Writes are whole 4 KiB blocks at
+//! block offsets: the last, partial block is kept in memory and written again,
+//! grown, by the next commit. A segment is preallocated and synced when it is
+//! created, so a commit's fdatasync has data to flush and no file size.
+//!
+//! **Invariant:** one commit at a time (the shard's committer task); a commit
+//! dropped half-way or failed leaves the writer unusable, because what reached
+//! the disk is unknown (and a failed fdatasync cannot be retried).
+//! **Invariant:** a record's epoch is above every epoch already sealed, or
+//! the seal would lie; `append` asserts it.
+
+use std::cell::{Cell, RefCell};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+use glommio::GlommioError;
+
+use super::frame::{self, Kind};
+use super::scan::{sync_dir, Tail};
+use super::{check_segment_bytes, segment_name, JournalError, JOURNAL_BLOCK_BYTES, JOURNAL_RECORD_BYTES_MAX};
+use super::{JOURNAL_HEADER_BYTES, JOURNAL_WRITE_BYTES_MAX};
+
+/// What one commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Records in the batch.
+    pub records: u64,
+    /// Frame bytes in the batch, its seal included (0 when nothing was due).
+    pub frame_bytes: u64,
+    /// Bytes handed to the disk: frames, the rewritten partial block, padding.
+    pub write_bytes: u64,
+    /// The lsn the next record gets; every lower lsn is written.
+    pub next_lsn: u64,
+    /// Segments created by this commit.
+    pub segments_created: u32,
+    /// Whether the commit ended with fdatasync.
+    pub synced: bool,
+}
+
+/// The journal writer of one shard; `!Send`, shared as `Rc<Writer>`.
+pub struct Writer {
+    dir: PathBuf,
+    segment_bytes: u64,
+    pending: RefCell<Pending>,
+    /// Taken by the running commit, so no borrow is held across an await.
+    disk: Cell<Option<Disk>>,
+    /// The largest epoch a commit has started to seal.
+    sealing_epoch: Cell<u64>,
+    /// The largest epoch whose seal is written (and synced, if asked).
+    sealed_epoch: Cell<u64>,
+    failed: Cell<bool>,
+}
+
+struct Pending {
+    frames: Vec<u8>,
+    records: u64,
+    next_lsn: u64,
+    last_epoch: u64,
+    /// The previous batch's buffer, kept for its capacity.
+    spare: Vec<u8>,
+}
+
+impl Writer {
+    /// Continues the journal in `dir` after what [`super::scan`] found (a
+    /// torn tail must be truncated first); creates the directory and the
+    /// first segment for an empty journal.
+    pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64) -> Result<Writer, JournalError> {
+        check_segment_bytes(segment_bytes)?;
+        if let Some((file, offset)) = &tail.torn {
+            return Err(JournalError::NotTruncated {
+                file: file.clone(),
+                offset: *offset,
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(JournalError::io("creating", dir))?;
+        let disk = match &tail.segment {
+            Some(path) => Disk::reopen(path, tail.end_offset, segment_bytes).await?,
+            None => Disk::create(dir, tail.next_lsn, segment_bytes, true).await?,
+        };
+        let pending = Pending {
+            frames: Vec::new(),
+            records: 0,
+            next_lsn: tail.next_lsn,
+            last_epoch: tail.last_epoch,
+            spare: Vec::new(),
+        };
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            pending: RefCell::new(pending),
+            disk: Cell::new(Some(disk)),
+            sealing_epoch: Cell::new(tail.sealed_epoch),
+            sealed_epoch: Cell::new(tail.sealed_epoch),
+            failed: Cell::new(false),
+        })
+    }
+
+    /// Adds a record to the next batch and returns its lsn. Only copies.
+    pub fn append(&self, epoch: u64, payload: &[u8]) -> u64 {
+        assert!(
+            payload.len() <= JOURNAL_RECORD_BYTES_MAX,
+            "journal record of {} bytes",
+            payload.len()
+        );
+        assert!(
+            epoch > self.sealing_epoch.get(),
+            "journal record of epoch {epoch} after its seal"
+        );
+        let mut pending = self.pending.borrow_mut();
+        let lsn = pending.next_lsn;
+        frame::encode(&mut pending.frames, Kind::Record, lsn, epoch, payload);
+        pending.next_lsn += 1;
+        pending.records += 1;
+        pending.last_epoch = epoch;
+        lsn
+    }
+
+    /// Bytes waiting for the next commit.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.borrow().frames.len()
+    }
+
+    /// Records waiting for the next commit.
+    pub fn pending_records(&self) -> u64 {
+        self.pending.borrow().records
+    }
+
+    /// The lsn the next appended record gets.
+    pub fn next_lsn(&self) -> u64 {
+        self.pending.borrow().next_lsn
+    }
+
+    /// The largest epoch whose seal a finished commit wrote.
+    pub fn sealed_epoch(&self) -> u64 {
+        self.sealed_epoch.get()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes every pending record and a seal for `sealed_epoch`, then
+    /// fdatasyncs when `sync`. Does nothing when there is no record and the
+    /// epoch is already sealed.
+    pub async fn commit(&self, sealed_epoch: u64, sync: bool) -> Result<CommitStats, JournalError> {
+        if self.failed.get() {
+            return Err(JournalError::Failed);
+        }
+        let disk = self.disk.take();
+        assert!(disk.is_some(), "journal commits overlap, or one was dropped half-way");
+        let Some(mut disk) = disk else {
+            return Err(JournalError::Failed);
+        };
+        assert!(
+            sealed_epoch >= self.sealing_epoch.get(),
+            "journal seal epoch goes backwards"
+        );
+        let (mut batch, records, next_lsn) = self.take_pending();
+        if records == 0 && sealed_epoch == self.sealed_epoch.get() {
+            self.disk.set(Some(disk));
+            self.give_back(batch);
+            return Ok(CommitStats {
+                next_lsn,
+                ..CommitStats::default()
+            });
+        }
+        self.sealing_epoch.set(sealed_epoch);
+        frame::encode(&mut batch, Kind::Seal, next_lsn, sealed_epoch, &[]);
+        let result = disk.write_batch(&batch, sync, &self.dir, self.segment_bytes).await;
+        let frame_bytes = batch.len() as u64;
+        self.give_back(batch);
+        match result {
+            Ok((write_bytes, segments_created)) => {
+                self.disk.set(Some(disk));
+                self.sealed_epoch.set(sealed_epoch);
+                Ok(CommitStats {
+                    records,
+                    frame_bytes,
+                    write_bytes,
+                    next_lsn,
+                    segments_created,
+                    synced: sync,
+                })
+            }
+            Err(e) => {
+                self.failed.set(true);
+                Err(e)
+            }
+        }
+    }
+
+    fn take_pending(&self) -> (Vec<u8>, u64, u64) {
+        let mut pending = self.pending.borrow_mut();
+        let spare = std::mem::take(&mut pending.spare);
+        let batch = std::mem::replace(&mut pending.frames, spare);
+        let records = std::mem::take(&mut pending.records);
+        (batch, records, pending.next_lsn)
+    }
+
+    fn give_back(&self, mut batch: Vec<u8>) {
+        batch.clear();
+        self.pending.borrow_mut().spare = batch;
+    }
+}
+
+/// The segment being written and the bytes not yet final on disk.
+struct Disk {
+    file: SegmentFile,
+    path: PathBuf,
+    /// Block-aligned offset where `out` starts.
+    written: u64,
+    /// The partial last block followed by the frames of the running commit.
+    out: Vec<u8>,
+    /// Whether new segments try O_DIRECT (false once the filesystem refused).
+    direct: bool,
+}
+
+impl Disk {
+    async fn create(dir: &Path, first_lsn: u64, segment_bytes: u64, direct: bool) -> Result<Disk, JournalError> {
+        let path = dir.join(segment_name(first_lsn));
+        let mut direct = direct;
+        let file = SegmentFile::open(&path, true, &mut direct).await?;
+        file.pre_allocate(&path, segment_bytes).await?;
+        file.fdatasync(&path).await?;
+        sync_dir(dir)?;
+        Ok(Disk {
+            file,
+            path,
+            written: 0,
+            out: Vec::new(),
+            direct,
+        })
+    }
+
+    async fn reopen(path: &Path, end_offset: u64, segment_bytes: u64) -> Result<Disk, JournalError> {
+        let mut direct = true;
+        let file = SegmentFile::open(path, false, &mut direct).await?;
+        file.pre_allocate(path, segment_bytes).await?;
+        file.fdatasync(path).await?;
+        let written = align_down(end_offset);
+        let mut out = vec![0; (end_offset - written) as usize];
+        std::fs::File::open(path)
+            .and_then(|f| f.read_exact_at(&mut out, written))
+            .map_err(JournalError::io("reading", path))?;
+        Ok(Disk {
+            file,
+            path: path.to_path_buf(),
+            written,
+            out,
+            direct,
+        })
+    }
+
+    fn end(&self) -> u64 {
+        self.written + self.out.len() as u64
+    }
+
+    /// Writes the frames of `batch`, rolling to new segments as they fill.
+    /// Returns bytes written and segments created.
+    async fn write_batch(
+        &mut self,
+        batch: &[u8],
+        sync: bool,
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(u64, u32), JournalError> {
+        let (mut write_bytes, mut created, mut pos) = (0, 0, 0);
+        while pos < batch.len() {
+            let frame = frame::decode(&batch[pos..]);
+            assert!(frame.is_ok(), "journal frame damaged in memory: {frame:?}");
+            let Ok(frame) = frame else {
+                return Err(JournalError::Failed);
+            };
+            if self.end() + frame.len() as u64 > segment_bytes {
+                write_bytes += self.flush().await?;
+                self.roll(dir, frame.lsn, segment_bytes).await?;
+                created += 1;
+            }
+            self.out.extend_from_slice(&batch[pos..pos + frame.len()]);
+            pos += frame.len();
+            if self.out.len() >= JOURNAL_WRITE_BYTES_MAX {
+                write_bytes += self.flush().await?;
+            }
+        }
+        write_bytes += self.flush().await?;
+        if sync {
+            self.file.fdatasync(&self.path).await?;
+        }
+        Ok((write_bytes, created))
+    }
+
+    /// Writes `out` as whole blocks and keeps its partial last block.
+    async fn flush(&mut self) -> Result<u64, JournalError> {
+        let padded = align_up(self.out.len() as u64) as usize;
+        let mut at = 0;
+        while at < padded {
+            let len = JOURNAL_WRITE_BYTES_MAX.min(padded - at);
+            let data = &self.out[at..self.out.len().min(at + len)];
+            self.file
+                .write_at(&self.path, data, len, self.written + at as u64)
+                .await?;
+            at += len;
+        }
+        let full = align_down(self.out.len() as u64);
+        self.out.drain(..full as usize);
+        self.written += full;
+        Ok(padded as u64)
+    }
+
+    /// Makes the current segment durable and starts the next at `first_lsn`.
+    async fn roll(&mut self, dir: &Path, first_lsn: u64, segment_bytes: u64) -> Result<(), JournalError> {
+        self.file.fdatasync(&self.path).await?;
+        let next = Disk::create(dir, first_lsn, segment_bytes, self.direct).await?;
+        let old = std::mem::replace(self, next);
+        old.file.close(&old.path).await
+    }
+}
+
+/// A segment file: O_DIRECT when the filesystem allows, else buffered.
+enum SegmentFile {
+    Dma(DmaFile),
+    Buffered(BufferedFile),
+}
+
+impl SegmentFile {
+    async fn open(path: &Path, create: bool, direct: &mut bool) -> Result<SegmentFile, JournalError> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(create);
+        if *direct {
+            match options.dma_open(path).await {
+                Ok(file) if JOURNAL_BLOCK_BYTES as u64 % file.alignment() == 0 => return Ok(SegmentFile::Dma(file)),
+                Ok(file) => drop(file.close().await),
+                Err(e) if os_error(&e) != Some(libc::EINVAL) => return Err(glommio_error("opening", path, e)),
+                Err(_) => {}
+            }
+            *direct = false;
+            eprintln!(
+                "journal: {} refuses O_DIRECT; writing through the page cache",
+                path.display()
+            );
+        }
+        let file = options
+            .buffered_open(path)
+            .await
+            .map_err(|e| glommio_error("opening", path, e))?;
+        Ok(SegmentFile::Buffered(file))
+    }
+
+    /// Writes `data` followed by zeros up to `len` bytes at `pos`.
+    async fn write_at(&self, path: &Path, data: &[u8], len: usize, pos: u64) -> Result<(), JournalError> {
+        assert!(data.len() <= len && len % JOURNAL_BLOCK_BYTES == 0 && pos % JOURNAL_BLOCK_BYTES as u64 == 0);
+        let written = match self {
+            SegmentFile::Dma(file) => {
+                let mut buf = file.alloc_dma_buffer(len);
+                let bytes = buf.as_bytes_mut();
+                bytes[..data.len()].copy_from_slice(data);
+                bytes[data.len()..].fill(0);
+                file.write_at(buf, pos).await
+            }
+            SegmentFile::Buffered(file) => {
+                let mut buf = Vec::with_capacity(len);
+                buf.extend_from_slice(data);
+                buf.resize(len, 0);
+                file.write_at(buf, pos).await
+            }
+        };
+        match written.map_err(|e| glommio_error("writing", path, e))? {
+            n if n == len => Ok(()),
+            n => Err(JournalError::Io {
+                op: "writing",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write: {n} of {len}")),
+            }),
+        }
+    }
+
+    async fn fdatasync(&self, path: &Path) -> Result<(), JournalError> {
+        match self {
+            SegmentFile::Dma(file) => file.fdatasync().await,
+            SegmentFile::Buffered(file) => file.fdatasync().await,
+        }
+        .map_err(|e| glommio_error("syncing", path, e))
+    }
+
+    async fn pre_allocate(&self, path: &Path, bytes: u64) -> Result<(), JournalError> {
+        match self {
+            SegmentFile::Dma(file) => file.pre_allocate(bytes, false).await,
+            SegmentFile::Buffered(file) => file.pre_allocate(bytes, false).await,
+        }
+        .map_err(|e| glommio_error("preallocating", path, e))
+    }
+
+    async fn close(self, path: &Path) -> Result<(), JournalError> {
+        match self {
+            SegmentFile::Dma(file) => file.close().await,
+            SegmentFile::Buffered(file) => file.close().await,
+        }
+        .map_err(|e| glommio_error("closing", path, e))
+    }
+}
+
+fn os_error(e: &GlommioError<()>) -> Option<i32> {
+    match e {
+        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn glommio_error(op: &'static str, path: &Path, e: GlommioError<()>) -> JournalError {
+    JournalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+fn align_down(v: u64) -> u64 {
+    v - v % JOURNAL_BLOCK_BYTES as u64
+}
+
+fn align_up(v: u64) -> u64 {
+    align_down(v + JOURNAL_BLOCK_BYTES as u64 - 1)
+}
+
+const _: () = assert!(JOURNAL_HEADER_BYTES < JOURNAL_BLOCK_BYTES);
