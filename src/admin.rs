@@ -14,7 +14,7 @@
 use crate::auth::{Scope, Scopes};
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
-use crate::mesh::{Call, EngineMsg, Reply};
+use crate::mesh::{Call, Reply};
 use crate::metrics::Route;
 use crate::rest::RestReply;
 use crate::shard::Shard;
@@ -65,6 +65,7 @@ pub enum AdminReply {
 /// Answers one admin request on this shard's admin listener.
 pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> crate::api::Reply {
     let reply = match authorize(shard, buf, head, token) {
+        Ok(()) if !shard.is_ready() => RestReply::error(&crate::api::starting()),
         Ok(()) => route(shard, buf, head).await,
         Err(e) => RestReply::error(&e),
     };
@@ -126,7 +127,9 @@ fn parse_user(id: &str) -> Result<UserId, HttpError> {
 /// Runs `call` on the shard that owns the state it names.
 async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminReply, HttpError> {
     if owner == shard.index() {
-        return Ok(run_local(shard, call));
+        let reply = run_local(shard, call);
+        shard.settle().await;
+        return Ok(reply);
     }
     match shard.mesh().call(owner, Call::Admin(Box::new(call))).await {
         Ok(Reply::Admin(reply)) => Ok(*reply),
@@ -185,7 +188,7 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
         }
         AdminCall::Audit => return AdminReply::Audit(shard.trading().asset_totals()),
         AdminCall::Halt { market, halted } => {
-            shard.trading_mut().receive(EngineMsg::Halt(market, halted));
+            shard.trading_mut().halt(market, halted);
             Ok(b"{}".to_vec())
         }
     };

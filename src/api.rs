@@ -113,6 +113,9 @@ pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, peer: IpAddr) -> Rep
             _ => gather_metrics(shard).await,
         };
     }
+    if !shard.is_ready() {
+        return Reply::error(Route::NotFound, &starting());
+    }
     match Endpoint::from_request(head.method, path) {
         Some(endpoint) => rest_endpoint(shard, buf, head, endpoint, peer).await,
         None => unknown_path(path),
@@ -182,7 +185,9 @@ async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>
         };
         let owner = shard.trading().market_shard(market) as usize;
         if owner == shard.index() {
-            return rest::market_request_parsed(shard, req, params);
+            let reply = rest::market_request_parsed(shard, req, params);
+            shard.settle().await;
+            return reply;
         }
         return call_rest(shard, owner, req).await;
     }
@@ -239,7 +244,9 @@ async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) 
     };
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {
-        return rest::user_request_parsed(shard, req, params).await;
+        let reply = rest::user_request_parsed(shard, req, params).await;
+        shard.settle().await;
+        return reply;
     }
     call_rest(shard, owner, req).await
 }
@@ -266,6 +273,12 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The answer to everything but /health, /ready and /metrics while the
+/// shard is still recovering its state.
+pub fn starting() -> HttpError {
+    HttpError::new(503, CODE_SHUTTING_DOWN, "Service starting; try again shortly.")
 }
 
 fn ready(shard: &Shard) -> Reply {

@@ -94,6 +94,16 @@ impl Scopes {
     pub const NONE: Scopes = Scopes(0);
     pub const ALL: Scopes = Scopes(1 | 2 | 4);
 
+    /// The set as bits, for the journal.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// A set from `bits`; unknown bits are dropped.
+    pub fn from_bits(bits: u8) -> Scopes {
+        Scopes(bits & Scopes::ALL.0)
+    }
+
     pub fn with(self, scope: Scope) -> Scopes {
         Scopes(self.0 | scope.bit())
     }
@@ -199,6 +209,13 @@ impl KeyStore {
     /// The record of `api_key` as sent by a client, revoked or not.
     pub fn lookup(&self, api_key: &[u8]) -> Option<&KeyRecord> {
         std::str::from_utf8(api_key).ok().and_then(|key| self.keys.get(key))
+    }
+
+    /// Every key with its record, in key order (for snapshots).
+    pub fn entries(&self) -> Vec<(&String, &KeyRecord)> {
+        let mut entries: Vec<_> = self.keys.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries
     }
 
     pub fn len(&self) -> usize {

@@ -171,6 +171,42 @@ const KEYS: &[Key] = &[
         help: "create the demo user with funds and an API key at start",
     },
     Key {
+        name: "durability",
+        default: "fsync",
+        help:
+            "fsync: acknowledge only what is on disk; batch: fsync on a timer, acknowledge before it; none: no journal",
+    },
+    Key {
+        name: "journal_commit_us",
+        default: "1000",
+        help: "group commit: longest wait before a batch of journal records is written and synced",
+    },
+    Key {
+        name: "journal_commit_bytes_max",
+        default: "1048576",
+        help: "group commit: a batch this large is written at once",
+    },
+    Key {
+        name: "journal_batch_sync_ms",
+        default: "50",
+        help: "durability batch: how often the journal is synced (the window of loss)",
+    },
+    Key {
+        name: "journal_segment_bytes",
+        default: "67108864",
+        help: "size of one journal segment file",
+    },
+    Key {
+        name: "snapshot_records",
+        default: "1000000",
+        help: "a snapshot is taken after this many journal records",
+    },
+    Key {
+        name: "snapshot_interval_s",
+        default: "60",
+        help: "a snapshot is taken at least this often while records arrive",
+    },
+    Key {
         name: "shard_spin_us",
         default: "0",
         help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
@@ -199,6 +235,30 @@ pub struct Config {
     /// How long an idle shard spins before it sleeps in the kernel.
     pub shard_spin: Duration,
     pub ws: WsConfig,
+    pub durability: DurabilityConfig,
+}
+
+/// How shards make their state survive a crash (see `durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// Responses wait until every record they depend on is synced.
+    Fsync,
+    /// The journal is synced every `batch_sync`; responses do not wait.
+    Batch,
+    /// No journal: state lives only in memory.
+    None,
+}
+
+/// Journal and snapshot settings, each named with its unit last.
+#[derive(Clone, Copy, Debug)]
+pub struct DurabilityConfig {
+    pub mode: DurabilityMode,
+    pub commit_interval: Duration,
+    pub commit_bytes_max: usize,
+    pub batch_sync: Duration,
+    pub segment_bytes: u64,
+    pub snapshot_records: u64,
+    pub snapshot_interval: Duration,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -400,6 +460,49 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             orders_per_day_max: count("orders_per_day_max", u32::MAX as usize)? as u32,
             raw_requests_per_5m_max: count("raw_requests_per_5m_max", u32::MAX as usize)? as u32,
             ..crate::limits::RateLimitConfig::default()
+        },
+        durability: DurabilityConfig {
+            mode: match text("durability") {
+                "fsync" => DurabilityMode::Fsync,
+                "batch" => DurabilityMode::Batch,
+                "none" => DurabilityMode::None,
+                other => {
+                    return Err(invalid(
+                        "durability",
+                        format!("must be fsync, batch or none, got {other:?}"),
+                    ))
+                }
+            },
+            commit_interval: Duration::from_micros(number(
+                "journal_commit_us",
+                text("journal_commit_us"),
+                50,
+                1000,
+                "",
+            )?),
+            commit_bytes_max: number(
+                "journal_commit_bytes_max",
+                text("journal_commit_bytes_max"),
+                4096,
+                crate::journal::JOURNAL_COMMIT_BYTES_MAX as u64,
+                "",
+            )? as usize,
+            batch_sync: ms("journal_batch_sync_ms")?,
+            segment_bytes: number(
+                "journal_segment_bytes",
+                text("journal_segment_bytes"),
+                1 << 20,
+                crate::journal::JOURNAL_SEGMENT_BYTES_MAX,
+                "",
+            )?,
+            snapshot_records: number("snapshot_records", text("snapshot_records"), 1000, 1 << 40, "")?,
+            snapshot_interval: Duration::from_secs(number(
+                "snapshot_interval_s",
+                text("snapshot_interval_s"),
+                1,
+                86_400,
+                "",
+            )?),
         },
         shard_spin: Duration::from_micros(number("shard_spin_us", text("shard_spin_us"), 0, 1_000_000, "")?),
         demo_user: match text("demo_user") {

@@ -223,6 +223,7 @@ impl Conn<'_> {
         };
         let target = wsconn::target(self.shard, &buf[head.path.clone()], &buf[head.query.clone()]);
         let error = match target {
+            _ if !self.shard.is_ready() => api::starting(),
             Ok(target) if self.shard.ws_open(self.peer) => return UpgradeStep::Upgrade(Box::new((accept, target))),
             Ok(_) => HttpError::new(
                 429,

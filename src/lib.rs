@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod durability;
 pub mod http;
 pub mod journal;
 pub mod json;

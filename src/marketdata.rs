@@ -141,7 +141,7 @@ impl Default for MarketDataLimits {
 
 /// One trade as the tape keeps it: the fields Binance's trade lists print
 /// plus the taker order, which decides aggregation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TapeTrade {
     pub id: u64,
     pub price: Price,
@@ -167,7 +167,7 @@ impl From<&Fill> for TapeTrade {
 }
 
 /// Consecutive trades of one taker order at one price and one time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AggTrade {
     pub id: u64,
     pub price: Price,
@@ -188,7 +188,7 @@ pub struct AggTradesQuery {
 }
 
 /// One kline, in the field order Binance prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Candle {
     pub open_time_ms: u64,
     pub open: Price,
@@ -419,7 +419,7 @@ fn next_month_open_ms(time_ms: u64) -> u64 {
 
 /// Trades of one UTC minute, folded; the 24-hour ticker and the average
 /// price sum these instead of keeping a day of trades.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct MinuteBucket {
     minute: u64,
     open: Price,
@@ -565,7 +565,7 @@ fn clamp_i64(value: i128) -> i64 {
 
 /// A fixed-capacity ring, oldest element first. Its storage is allocated
 /// once; pushing into a full ring overwrites the oldest element.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Ring<T> {
     items: Vec<T>,
     /// Index in `items` of the oldest element once the ring is full.
@@ -655,7 +655,7 @@ impl<T: Copy> Ring<T> {
 }
 
 /// All public market data of one market; see the module doc.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MarketData {
     trades: Ring<TapeTrade>,
     aggs: Ring<AggTrade>,

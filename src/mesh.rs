@@ -72,14 +72,12 @@ pub enum Reply {
 }
 
 /// Engine traffic: one-way, ordered per pair of shards.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum EngineMsg {
     /// For the book of a market the receiver owns.
     Book(ToBook),
     /// For the account machine of a user the receiver owns.
     Account(ToAccount),
-    /// A market halted (`true`) or resumed, told to every shard.
-    Halt(MarketId, bool),
 }
 
 /// Everything that travels between shards.
@@ -93,7 +91,13 @@ pub enum ShardMsg {
         id: u64,
         reply: Reply,
     },
-    Engine(EngineMsg),
+    /// The `seq`-th engine message on this link, sent in `epoch` (see
+    /// `durability`): the receiver journals it in that epoch or a later one.
+    Engine {
+        epoch: u64,
+        seq: u64,
+        msg: EngineMsg,
+    },
     /// Stream fan-out: subscriptions ending, and events for subscribers.
     Stream(StreamMsg),
 }

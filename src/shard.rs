@@ -10,12 +10,19 @@
 
 use crate::admin;
 use crate::api::{ExchangeInfo, RateLimits};
+use crate::config::DurabilityMode;
 use crate::config::{Config, HttpLimits};
 use crate::conn::{self, Listener};
+use crate::durability::epoch::Epochs;
+use crate::durability::image::{market_data_for, ShardImage};
+use crate::durability::log::ShardLog;
+use crate::durability::recovery::{self, RecoveryError};
+use crate::durability::snapshot;
 use crate::http::{HttpError, Params};
+use crate::journal;
 use crate::json::JsonWriter;
 use crate::limits::{LocalLimiter, RateLimiter};
-use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
+use crate::marketdata::{MarketData, TapeTrade};
 use crate::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
@@ -31,6 +38,8 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::market::MarketSpec;
@@ -56,6 +65,8 @@ pub enum ServerError {
     Shard { shard: usize, problem: String },
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error("recovery: {0}")]
+    Recovery(#[from] RecoveryError),
 }
 
 /// One shard's state, reachable only from its executor.
@@ -88,6 +99,8 @@ pub struct Shard {
     ws: crate::config::WsConfig,
     /// Open WebSocket connections per client IP, on this shard.
     ws_per_ip: RefCell<std::collections::HashMap<IpAddr, usize>>,
+    /// The journal and the wait for durability (see `durability::log`).
+    log: Rc<ShardLog>,
 }
 
 /// How often depth diffs of the fast (100 ms) streams are computed; the
@@ -170,6 +183,9 @@ impl Shard {
     /// Hands the engine messages the last operation produced for other
     /// shards to the mesh, and counts its orders.
     pub fn flush_engine(&self) {
+        let mut records = std::mem::take(&mut self.trading.borrow_mut().records);
+        let epoch = self.log.append(&mut records);
+        self.trading.borrow_mut().records = records;
         let touched = std::mem::take(&mut self.trading.borrow_mut().touched_levels);
         if !touched.is_empty() {
             self.streams.borrow_mut().touch_levels(&touched);
@@ -205,8 +221,12 @@ impl Shard {
         self.trading.borrow_mut().first_fills = first_fills;
         let mut outgoing = std::mem::take(&mut self.trading.borrow_mut().outgoing);
         let mut sent = 0;
-        for (owner, msg) in outgoing.drain(..) {
-            if self.mesh.send(owner as usize, ShardMsg::Engine(msg)).is_ok() {
+        for (owner, seq, msg) in outgoing.drain(..) {
+            if self
+                .mesh
+                .send(owner as usize, ShardMsg::Engine { epoch, seq, msg })
+                .is_ok()
+            {
                 sent += 1;
             }
         }
@@ -221,6 +241,18 @@ impl Shard {
         m.orders_local = orders.local;
         m.orders_cross_shard = orders.cross_shard;
         m.mesh_outbox = self.mesh.queued() as u64;
+    }
+
+    /// Resolves once everything this shard has changed so far is durable
+    /// on every shard: call it before a response leaves (see `durability`).
+    pub async fn settle(&self) {
+        self.flush_engine();
+        self.log.settle().await;
+    }
+
+    /// Whether the journal keeps up; see `ShardLog::has_room`.
+    pub fn journal_has_room(&self) -> bool {
+        self.log.has_room()
     }
 
     pub fn ws_config(&self) -> &crate::config::WsConfig {
@@ -550,6 +582,7 @@ impl Shard {
                     Ok(part) => entries.extend(part),
                     Err(e) => return RestReply::error(&e),
                 }
+                self.settle().await;
                 continue;
             }
             let call = Call::Fragments {
@@ -623,6 +656,8 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
     };
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);
+    let epochs = Arc::new(Epochs::new(config.shards, config.durability.commit_interval));
+    let mut starts = Vec::with_capacity(config.shards);
     let (exits_tx, exits_rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
     let mut controls = Vec::with_capacity(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
@@ -631,7 +666,11 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
         shard_end.set_nonblocking(true).map_err(ServerError::Signals)?;
         controls.push(control);
         let cpu = config.cpus[index];
+        let (start_tx, start) = std::sync::mpsc::channel();
+        starts.push(start_tx);
         let setup = ShardSetup {
+            start,
+            epochs: epochs.clone(),
             index,
             cpu,
             listener_fd: listener.into_raw_fd(),
@@ -660,11 +699,136 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
         handles.push(handle);
     }
     drop(exits_tx);
-    supervise(&signals, &mut controls, &exits_rx, config.shards)?;
+    let snapshots = start_shards(&config, &markets, starts, &epochs)?;
+    let supervised = supervise(&signals, &mut controls, &exits_rx, config.shards);
+    if let Some((stop, thread)) = snapshots {
+        stop.store(true, Ordering::Release);
+        let _ = thread.join();
+    }
+    supervised?;
     for handle in handles {
         let _ = handle.join();
     }
     Ok(())
+}
+
+/// Recovers the state (while the shards answer /ready with 503), hands
+/// each shard its part and starts the snapshot thread.
+fn start_shards(
+    config: &Config,
+    markets: &[MarketSpec],
+    starts: Vec<std::sync::mpsc::Sender<ShardStart>>,
+    epochs: &Arc<Epochs>,
+) -> Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>, ServerError> {
+    if config.durability.mode == DurabilityMode::None {
+        println!("WARNING: --durability none: nothing is journaled; all state is lost when the process stops");
+        for start in starts {
+            let _ = start.send(ShardStart {
+                image: None,
+                generation: 0,
+                fresh: true,
+            });
+        }
+        return Ok(None);
+    }
+    let shards = config.shards as u32;
+    let recovered = recovery::recover(&config.data_dir, shards, markets)?;
+    let report = &recovered.report;
+    for warning in &report.warnings {
+        eprintln!("WARNING: {warning}");
+    }
+    if !recovered.fresh {
+        println!(
+            "recovered {} records from {} shard(s) up to epoch {} and redelivered {} messages in {:.3} s ({:.3} s with the new snapshots)",
+            report.records_replayed,
+            report.shards_before,
+            report.cut,
+            report.messages_redelivered,
+            report.replay_time.as_secs_f64(),
+            report.total_time.as_secs_f64(),
+        );
+    }
+    let generation = recovered.generation;
+    for (start, image) in starts.into_iter().zip(recovered.images) {
+        let _ = start.send(ShardStart {
+            image: Some(image),
+            generation,
+            fresh: recovered.fresh,
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshots = SnapshotThread {
+        data_dir: config.data_dir.clone(),
+        generation,
+        shards,
+        markets: markets.to_vec(),
+        epochs: epochs.clone(),
+        records: config.durability.snapshot_records,
+        interval: config.durability.snapshot_interval,
+        stop: stop.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("snapshots".into())
+        .spawn(move || snapshots.run())
+        .map_err(|e| ServerError::Shard {
+            shard: 0,
+            problem: format!("cannot start the snapshot thread: {e}"),
+        })?;
+    Ok(Some((stop, thread)))
+}
+
+/// What a shard starts with once recovery is done.
+struct ShardStart {
+    /// `None` with `--durability none`: an empty state.
+    image: Option<ShardImage>,
+    generation: u64,
+    /// The data directory was empty: the demo user may be created.
+    fresh: bool,
+}
+
+/// Takes snapshot sets in the background (see `durability::recovery`):
+/// after `records` journal records or every `interval` while records
+/// arrive. It replays the journals into its own copy of the state, so the
+/// shards never stop for a snapshot.
+struct SnapshotThread {
+    data_dir: std::path::PathBuf,
+    generation: u64,
+    shards: u32,
+    markets: Vec<MarketSpec>,
+    epochs: Arc<Epochs>,
+    records: u64,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+/// How often the snapshot thread checks whether a snapshot is due.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+impl SnapshotThread {
+    fn run(self) {
+        let mut taken_at = std::time::Instant::now();
+        let mut appended_then = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(SNAPSHOT_CHECK_INTERVAL);
+            let appended = self.epochs.appended();
+            let new = appended - appended_then;
+            if new == 0 || (new < self.records && taken_at.elapsed() < self.interval) {
+                continue;
+            }
+            let cut = self.epochs.global_durable();
+            match recovery::take_snapshot(&self.data_dir, self.generation, self.shards, &self.markets, cut) {
+                Ok(Some(stats)) => println!(
+                    "snapshot at epoch {cut}: {} records replayed in {:.3} s",
+                    stats.records,
+                    stats.time.as_secs_f64()
+                ),
+                Ok(None) => {}
+                Err(e) => eprintln!("WARNING: snapshot at epoch {cut} failed (will retry): {e}"),
+            }
+            taken_at = std::time::Instant::now();
+            appended_then = appended;
+        }
+    }
 }
 
 /// Waits for a signal or a shard's exit. A signal starts the drain on every
@@ -757,6 +921,8 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> Result<Vec<socket2::Socket
 }
 
 struct ShardSetup {
+    start: std::sync::mpsc::Receiver<ShardStart>,
+    epochs: Arc<Epochs>,
     index: usize,
     cpu: usize,
     listener_fd: i32,
@@ -786,7 +952,7 @@ pub fn random_bytes(buf: &mut [u8]) {
     }
 }
 
-fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
+fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
     let config = &setup.config;
     let limits = &config.rate_limits;
     let rate_limits = RateLimits {
@@ -801,12 +967,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
         setup.markets.clone(),
         BookCapacity::default(),
     );
-    let market_data = (0..setup.markets.len())
-        .map(|m| {
-            let owned = trading.market_shard(MarketId(m as u16)) as usize == setup.index;
-            owned.then(|| MarketData::new(MarketDataLimits::DEFAULT))
-        })
-        .collect();
+    let market_data = market_data_for(&trading, setup.index as u32);
     Shard {
         index: setup.index,
         http: config.http,
@@ -829,6 +990,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh) -> Shard {
         streams: RefCell::new(Registry::default()),
         ws: config.ws,
         ws_per_ip: RefCell::new(std::collections::HashMap::new()),
+        log,
     }
 }
 
@@ -872,15 +1034,15 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let admin = setup.admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
     let control = unsafe { UnixStream::from_raw_fd(setup.control_fd) };
     let (mesh, receivers) = setup.builders.clone().join(setup.index).await?;
-    let shard = Rc::new(new_shard(&setup, mesh));
-    if setup.config.demo_user {
-        create_demo_user(&shard)?;
-    }
-    let mut receive_loops = spawn_receivers(&shard, receivers);
-    receive_loops.push(glommio::spawn_local(depth_ticks(shard.clone())));
+    let log = Rc::new(ShardLog::new(
+        setup.index,
+        setup.config.durability,
+        setup.epochs.clone(),
+    ));
+    let shard = Rc::new(new_shard(&setup, mesh, log.clone()));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("shard {} core {} listening {address}", setup.index, setup.cpu);
     let connections = Gate::new();
+    let mut admin_address = None;
     let mut accepting = vec![glommio::spawn_local(accept_loop(
         shard.clone(),
         listener,
@@ -889,8 +1051,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     ))];
     if let Some(admin) = admin {
         if setup.index == 0 {
-            let address = admin.local_addr().map_err(|e| e.to_string())?;
-            println!("admin listening {address}");
+            admin_address = Some(admin.local_addr().map_err(|e| e.to_string())?);
         }
         accepting.push(glommio::spawn_local(accept_loop(
             shard.clone(),
@@ -899,7 +1060,31 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
             Listener::Admin,
         )));
     }
+    // Until the shard has its state it answers /health and /ready (503)
+    // and refuses everything else; engine messages wait in the mesh.
+    let start = wait_for_start(&setup.start).await?;
+    install(&shard, &setup, start.image)?;
+    if setup.config.durability.mode != DurabilityMode::None {
+        let dir = snapshot::generation_dir(&setup.config.data_dir, setup.index as u32, start.generation);
+        let tail = journal::scan(&dir, 1, |_| std::ops::ControlFlow::Continue(())).map_err(|e| e.to_string())?;
+        let writer = journal::Writer::open(&dir, &tail, setup.config.durability.segment_bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.set_writer(Rc::new(writer));
+        glommio::spawn_local(log.clone().run_committer()).detach();
+    }
+    if setup.config.demo_user && start.fresh {
+        create_demo_user(&shard)?;
+        shard.flush_engine();
+    }
+    let mut receive_loops = spawn_receivers(&shard, receivers);
+    receive_loops.push(glommio::spawn_local(depth_ticks(shard.clone())));
     shard.ready.set(true);
+    // Tests and scripts wait for these lines: print them once ready.
+    if let Some(address) = admin_address {
+        println!("admin listening {address}");
+    }
+    println!("shard {} core {} listening {address}", setup.index, setup.cpu);
     wait_for_drain(control).await;
     shard.draining.set(true);
     shard.drain.close();
@@ -930,6 +1115,27 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     for task in receive_loops {
         task.cancel().await;
     }
+    Ok(())
+}
+
+/// Waits for the main thread's recovery to hand this shard its state.
+async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result<ShardStart, String> {
+    loop {
+        match start.try_recv() {
+            Ok(start) => return Ok(start),
+            Err(std::sync::mpsc::TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(2)).await,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err("recovery did not finish".into()),
+        }
+    }
+}
+
+/// Puts a recovered state in place of the empty one the shard started with.
+fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Result<(), String> {
+    let Some(image) = image else { return Ok(()) };
+    assert_eq!(image.trading.shard as usize, setup.index, "a shard got another's state");
+    let market_data = image.market_data;
+    *shard.trading.borrow_mut() = Trading::from_image(image.trading, setup.markets.clone())?;
+    *shard.market_data.borrow_mut() = market_data;
     Ok(())
 }
 
@@ -1010,8 +1216,9 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -> Vec
 fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
     match msg {
         ShardMsg::Reply { id, reply } => shard.mesh.complete(id, reply),
-        ShardMsg::Engine(msg) => {
-            shard.trading.borrow_mut().receive(msg);
+        ShardMsg::Engine { epoch, seq, msg } => {
+            shard.log.observe(epoch);
+            shard.trading.borrow_mut().receive(from as u32, seq, msg);
             shard.flush_engine();
         }
         ShardMsg::Stream(StreamMsg::Unsubscribe { key, shard: from }) => {
@@ -1056,14 +1263,20 @@ async fn answer(shard: &Shard, call: Call) -> Reply {
                 crate::limits::Security::None => rest::market_request(shard, req),
                 _ => rest::user_request(shard, req).await,
             };
+            shard.settle().await;
             Reply::Rest(Box::new(reply))
         }
-        Call::Admin(call) => Reply::Admin(Box::new(admin::run_local(shard, *call))),
+        Call::Admin(call) => {
+            let reply = admin::run_local(shard, *call);
+            shard.settle().await;
+            Reply::Admin(Box::new(reply))
+        }
         Call::Reference { market, side } => Reply::Reference(shard.trading().reference_price(market, side)),
-        Call::Fragments { request, markets } => match shard.local_fragments(request.borrowed(), &markets) {
-            Ok(entries) => Reply::Fragments(entries),
-            Err(_) => Reply::Fragments(Vec::new()),
-        },
+        Call::Fragments { request, markets } => {
+            let entries = shard.local_fragments(request.borrowed(), &markets).unwrap_or_default();
+            shard.settle().await;
+            Reply::Fragments(entries)
+        }
         Call::UserStream { key, shard: from } => Reply::UserStream(shard.attach_user(&key, from)),
         Call::Subscribe { key, shard: from } => {
             shard.attach_stream(key, from);

@@ -15,10 +15,11 @@
 //! executor: time, ids and randomness are inputs.
 
 use crate::auth::{KeyRecord, KeyStore, Scopes};
+use crate::durability::Record;
 use crate::mesh::EngineMsg;
 use crate::oneshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use tradsys_engine::account::{owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
+use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
 use tradsys_engine::market::MarketSpec;
@@ -165,6 +166,33 @@ pub struct UserUpdate {
     pub balances: [(AssetId, Balance); 2],
 }
 
+/// The durable state of one shard's `Trading` (see `into_image`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TradingImage {
+    pub shard: u32,
+    pub shards: u32,
+    pub accounts: Accounts,
+    pub books: Vec<Option<Book>>,
+    pub halted: Vec<bool>,
+    pub users: Vec<(UserId, String)>,
+    pub keys: Vec<KeyImage>,
+    pub transfers: Vec<(i128, i128)>,
+    pub next_order_seq: u64,
+    pub next_user_seq: u64,
+    pub sent_seq: Vec<u64>,
+    pub received_seq: Vec<u64>,
+}
+
+/// One API key in a snapshot.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct KeyImage {
+    pub key: String,
+    pub user: UserId,
+    pub secret: String,
+    pub scopes: u8,
+    pub revoked: bool,
+}
+
 struct ListenKey {
     user: UserId,
     expires_ms: u64,
@@ -188,9 +216,9 @@ pub struct Trading {
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
     events: Vec<AccountEvent>,
-    /// Engine messages for other shards; the caller drains it into the mesh
-    /// after every operation.
-    pub outgoing: Vec<(u32, EngineMsg)>,
+    /// Engine messages for other shards with their link sequence numbers;
+    /// the caller drains it into the mesh after every operation.
+    pub outgoing: Vec<(u32, u64, EngineMsg)>,
     /// Trades of the books on this shard, for market data; the caller
     /// drains it after every operation (see `Shard::flush_engine`).
     pub trades: Vec<tradsys_engine::msg::Fill>,
@@ -209,6 +237,16 @@ pub struct Trading {
     next_order_seq: u64,
     next_user_seq: u64,
     pub orders: OrderCounters,
+    /// False while replaying the journal: no waiters, no records.
+    live: bool,
+    /// The inputs that changed this shard's state, in order; the shard
+    /// journals them (see `durability`) before anything they caused leaves.
+    pub records: Vec<Record>,
+    /// Engine messages sent to / received from each shard so far: the
+    /// sequence numbers of the links, so recovery can tell which messages
+    /// were still in flight at a crash.
+    sent_seq: Vec<u64>,
+    received_seq: Vec<u64>,
 }
 
 impl Trading {
@@ -251,6 +289,10 @@ impl Trading {
             next_order_seq: 0,
             next_user_seq: 0,
             orders: OrderCounters::default(),
+            live: true,
+            records: Vec::new(),
+            sent_seq: vec![0; shards as usize],
+            received_seq: vec![0; shards as usize],
             specs,
         }
     }
@@ -304,13 +346,26 @@ impl Trading {
         self.next_order_seq * u64::from(self.shards) + u64::from(self.shard)
     }
 
-    fn wait(&mut self, key: WaitKey, waiter: Waiter) -> Result<(), TradingError> {
-        if self.waiters.len() >= WAITERS_PER_SHARD_MAX {
+    /// Refuses work a live shard has no room to wait for. Runs before an
+    /// operation is recorded, because waiters are not replayed.
+    fn check_room(&self, key: Option<WaitKey>) -> Result<(), TradingError> {
+        let taken = key.is_some_and(|key| self.waiters.contains_key(&key));
+        if self.live && (taken || self.waiters.len() >= WAITERS_PER_SHARD_MAX) {
             return Err(TradingError::Busy);
         }
+        Ok(())
+    }
+
+    fn wait(&mut self, key: WaitKey, waiter: Waiter) {
         let previous = self.waiters.insert(key, waiter);
         assert!(previous.is_none(), "two waiters for {key:?}");
-        Ok(())
+    }
+
+    /// Keeps an input for the journal (live shards only).
+    fn record(&mut self, record: Record) {
+        if self.live {
+            self.records.push(record);
+        }
     }
 
     /// Places an order for `user` (owned here). The receiver resolves once
@@ -322,10 +377,31 @@ impl Trading {
         reference: Option<Price>,
         now_ms: u64,
     ) -> Result<(OrderId, oneshot::Receiver<PlaceOutcome>), TradingError> {
+        self.check_room(None)?;
+        self.record(Record::Place {
+            user,
+            request: *request,
+            reference,
+            now_ms,
+        });
+        let (tx, rx) = oneshot::channel();
+        let order_id = self.place_core(user, request, reference, now_ms, Some(tx))?;
+        Ok((order_id, rx))
+    }
+
+    fn place_core(
+        &mut self,
+        user: UserId,
+        request: &OrderRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+        tx: Option<oneshot::Sender<PlaceOutcome>>,
+    ) -> Result<OrderId, TradingError> {
         self.check_open(user, request.market)?;
         let order_id = self.next_order_id();
-        let (tx, rx) = oneshot::channel();
-        self.wait(WaitKey::Place(order_id), Waiter::Place(Vec::new(), tx))?;
+        if let Some(tx) = tx {
+            self.wait(WaitKey::Place(order_id), Waiter::Place(Vec::new(), tx));
+        }
         self.to_book.clear();
         let placed = self
             .accounts
@@ -336,7 +412,7 @@ impl Trading {
         }
         self.count_order(request.market);
         self.after_account_call();
-        Ok((order_id, rx))
+        Ok(order_id)
     }
 
     fn check_open(&self, user: UserId, market: MarketId) -> Result<(), TradingError> {
@@ -368,19 +444,37 @@ impl Trading {
         now_ms: u64,
     ) -> Result<oneshot::Receiver<Result<OrderView, EngineError>>, TradingError> {
         let view = self.accounts.order(user, market, target)?;
-        let key = WaitKey::Cancel(view.order_id);
-        if self.waiters.contains_key(&key) {
-            return Err(TradingError::Busy);
-        }
+        self.check_room(Some(WaitKey::Cancel(view.order_id)))?;
+        self.record(Record::Cancel {
+            user,
+            market,
+            target,
+            now_ms,
+        });
         let (tx, rx) = oneshot::channel();
-        self.wait(key, Waiter::Cancel(tx))?;
+        self.cancel_core(user, market, target, now_ms, Some(tx))?;
+        Ok(rx)
+    }
+
+    fn cancel_core(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        now_ms: u64,
+        tx: Option<oneshot::Sender<Result<OrderView, EngineError>>>,
+    ) -> Result<(), TradingError> {
+        let key = WaitKey::Cancel(self.accounts.order(user, market, target)?.order_id);
+        if let Some(tx) = tx {
+            self.wait(key, Waiter::Cancel(tx));
+        }
         self.to_book.clear();
         if let Err(e) = self.accounts.cancel(user, market, target, now_ms, &mut self.to_book) {
             self.waiters.remove(&key);
             return Err(e.into());
         }
         self.after_account_call();
-        Ok(rx)
+        Ok(())
     }
 
     /// Cancels all of `user`'s open orders in `market`; resolves with their
@@ -391,20 +485,33 @@ impl Trading {
         market: MarketId,
         now_ms: u64,
     ) -> Result<oneshot::Receiver<Vec<OrderView>>, TradingError> {
-        let key = WaitKey::CancelAll(user, market);
-        if self.waiters.contains_key(&key) {
-            return Err(TradingError::Busy);
-        }
+        self.check_room(Some(WaitKey::CancelAll(user, market)))?;
+        self.record(Record::CancelAll { user, market, now_ms });
         let (tx, rx) = oneshot::channel();
+        self.cancel_all_core(user, market, now_ms, Some(tx));
+        Ok(rx)
+    }
+
+    fn cancel_all_core(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        now_ms: u64,
+        tx: Option<oneshot::Sender<Vec<OrderView>>>,
+    ) {
         self.to_book.clear();
         let count = self.accounts.cancel_all(user, market, now_ms, &mut self.to_book);
-        if count == 0 {
-            tx.send(Vec::new());
-            return Ok(rx);
+        match tx {
+            Some(tx) if count == 0 => tx.send(Vec::new()),
+            Some(tx) => self.wait(
+                WaitKey::CancelAll(user, market),
+                Waiter::CancelAll(count, Vec::with_capacity(count), tx),
+            ),
+            None => {}
         }
-        self.wait(key, Waiter::CancelAll(count, Vec::with_capacity(count), tx))?;
-        self.after_account_call();
-        Ok(rx)
+        if count > 0 {
+            self.after_account_call();
+        }
     }
 
     /// Cancels `target` and places `request` as Binance's cancelReplace.
@@ -418,10 +525,36 @@ impl Trading {
         reference: Option<Price>,
         now_ms: u64,
     ) -> Result<(OrderId, oneshot::Receiver<ReplaceOutcome>), TradingError> {
+        self.check_room(None)?;
+        self.record(Record::CancelReplace {
+            user,
+            target,
+            mode,
+            request: *request,
+            reference,
+            now_ms,
+        });
+        let (tx, rx) = oneshot::channel();
+        let order_id = self.cancel_replace_core(user, target, mode, request, reference, now_ms, Some(tx))?;
+        Ok((order_id, rx))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cancel_replace_core(
+        &mut self,
+        user: UserId,
+        target: OrderRef,
+        mode: CancelReplaceMode,
+        request: &OrderRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+        tx: Option<oneshot::Sender<ReplaceOutcome>>,
+    ) -> Result<OrderId, TradingError> {
         self.check_open(user, request.market)?;
         let order_id = self.next_order_id();
-        let (tx, rx) = oneshot::channel();
-        self.wait(WaitKey::Replace(order_id), Waiter::Replace(Vec::new(), tx))?;
+        if let Some(tx) = tx {
+            self.wait(WaitKey::Replace(order_id), Waiter::Replace(Vec::new(), tx));
+        }
         self.to_book.clear();
         self.events.clear();
         self.accounts.cancel_replace(
@@ -438,7 +571,68 @@ impl Trading {
         self.count_order(request.market);
         self.take_events();
         self.after_account_call();
-        Ok((order_id, rx))
+        Ok(order_id)
+    }
+
+    /// Re-runs one journaled input on a shard that is not live (recovery
+    /// and snapshots): the same code as the live call, without waiters.
+    pub fn apply(&mut self, record: &Record) {
+        assert!(!self.live, "records are applied only to a replaying shard");
+        // Outcomes are ignored: a refusal now was a refusal then.
+        let _ = match record {
+            Record::Place {
+                user,
+                request,
+                reference,
+                now_ms,
+            } => self.place_core(*user, request, *reference, *now_ms, None).map(drop),
+            Record::Cancel {
+                user,
+                market,
+                target,
+                now_ms,
+            } => self.cancel_core(*user, *market, *target, *now_ms, None),
+            Record::CancelAll { user, market, now_ms } => {
+                self.cancel_all_core(*user, *market, *now_ms, None);
+                Ok(())
+            }
+            Record::CancelReplace {
+                user,
+                target,
+                mode,
+                request,
+                reference,
+                now_ms,
+            } => self
+                .cancel_replace_core(*user, *target, *mode, request, *reference, *now_ms, None)
+                .map(drop),
+            Record::Receive { from, seq, msg } => {
+                self.receive(*from, *seq, *msg);
+                Ok(())
+            }
+            Record::Halt { market, halted } => {
+                self.halt(*market, *halted);
+                Ok(())
+            }
+            Record::AllocateUser => {
+                self.allocate_user_id();
+                Ok(())
+            }
+            Record::CreateUser { user, name } => self.create_user(*user, name),
+            Record::CreateKey { user, scopes, entropy } => {
+                self.create_key(*user, Scopes::from_bits(*scopes), entropy).map(drop)
+            }
+            Record::RevokeKey { key } => {
+                self.revoke_key(key);
+                Ok(())
+            }
+            Record::Transfer {
+                user,
+                asset,
+                amount,
+                deposit,
+            } => self.transfer(*user, asset, *amount, *deposit),
+        };
     }
 
     /// Routes what the account machine just sent and runs local work.
@@ -460,14 +654,31 @@ impl Trading {
         if owner == self.shard {
             self.queue.push_back(msg);
         } else {
-            self.outgoing.push((owner, msg));
+            let seq = &mut self.sent_seq[owner as usize];
+            *seq += 1;
+            self.outgoing.push((owner, *seq, msg));
         }
     }
 
-    /// Takes an engine message from another shard and runs it to quiescence.
-    pub fn receive(&mut self, msg: EngineMsg) {
+    /// Takes the `seq`-th engine message from shard `from` and runs it to
+    /// quiescence. Links deliver in order, so `seq` is always the next one.
+    pub fn receive(&mut self, from: u32, seq: u64, msg: EngineMsg) {
+        let expected = self.received_seq[from as usize] + 1;
+        assert_eq!(
+            seq, expected,
+            "shard {} got message {seq} from shard {from}",
+            self.shard
+        );
+        self.record(Record::Receive { from, seq, msg });
+        self.received_seq[from as usize] = seq;
         self.queue.push_back(msg);
         self.run();
+    }
+
+    /// Stops or resumes trading in `market` on this shard.
+    pub fn halt(&mut self, market: MarketId, halted: bool) {
+        self.record(Record::Halt { market, halted });
+        self.halted[usize::from(market.0)] = halted;
     }
 
     fn run(&mut self) {
@@ -475,7 +686,6 @@ impl Trading {
             match msg {
                 EngineMsg::Book(msg) => self.on_book(msg),
                 EngineMsg::Account(msg) => self.on_account(msg),
-                EngineMsg::Halt(market, halted) => self.halted[usize::from(market.0)] = halted,
             }
         }
     }
@@ -620,11 +830,16 @@ impl Trading {
     /// A fresh user id owned by any shard: ids allocated here never collide
     /// with another shard's.
     pub fn allocate_user_id(&mut self) -> UserId {
+        self.record(Record::AllocateUser);
         self.next_user_seq += 1;
         DEMO_USER_ID + self.next_user_seq * u64::from(self.shards) + u64::from(self.shard)
     }
 
     pub fn create_user(&mut self, user: UserId, name: &str) -> Result<(), TradingError> {
+        self.record(Record::CreateUser {
+            user,
+            name: name.to_string(),
+        });
         if self.users.len() >= USERS_PER_SHARD_MAX {
             return Err(TradingError::UsersFull);
         }
@@ -658,6 +873,11 @@ impl Trading {
         scopes: Scopes,
         entropy: &[u8; 128],
     ) -> Result<(String, String), TradingError> {
+        self.record(Record::CreateKey {
+            user,
+            scopes: scopes.bits(),
+            entropy: *entropy,
+        });
         if !self.users.contains_key(&user) {
             return Err(TradingError::UnknownUser(user));
         }
@@ -674,6 +894,7 @@ impl Trading {
     }
 
     pub fn revoke_key(&mut self, key: &str) -> bool {
+        self.record(Record::RevokeKey { key: key.to_string() });
         self.keys.revoke(key)
     }
 
@@ -682,6 +903,12 @@ impl Trading {
     }
 
     pub fn transfer(&mut self, user: UserId, asset: &str, amount: Amount, deposit: bool) -> Result<(), TradingError> {
+        self.record(Record::Transfer {
+            user,
+            asset: asset.to_string(),
+            amount,
+            deposit,
+        });
         if !self.users.contains_key(&user) {
             return Err(TradingError::UnknownUser(user));
         }
@@ -754,6 +981,90 @@ impl Trading {
             }
             _ => false,
         }
+    }
+
+    /// A shard that replays records instead of serving (see `apply`).
+    pub fn replaying(shard: u32, shards: u32, specs: Vec<MarketSpec>) -> Trading {
+        let mut trading = Trading::new(shard, shards, specs, BookCapacity::default());
+        trading.live = false;
+        trading
+    }
+
+    /// Whether this shard serves requests (and journals its inputs).
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
+    }
+
+    /// The engine messages received so far from shard `from`.
+    pub fn received_seq(&self, from: u32) -> u64 {
+        self.received_seq[from as usize]
+    }
+
+    /// The durable state of this shard, for a snapshot. Waiters, listen
+    /// keys and counters for metrics are left behind: they do not survive
+    /// a restart.
+    pub fn into_image(self) -> TradingImage {
+        let keys = self
+            .keys
+            .entries()
+            .into_iter()
+            .map(|(key, r)| KeyImage {
+                key: key.clone(),
+                user: r.user_id,
+                secret: r.secret.clone(),
+                scopes: r.scopes.bits(),
+                revoked: r.revoked,
+            })
+            .collect();
+        TradingImage {
+            shard: self.shard,
+            shards: self.shards,
+            accounts: self.accounts,
+            books: self.books,
+            halted: self.halted,
+            users: self.users.into_iter().collect(),
+            keys,
+            transfers: self.transfers,
+            next_order_seq: self.next_order_seq,
+            next_user_seq: self.next_user_seq,
+            sent_seq: self.sent_seq,
+            received_seq: self.received_seq,
+        }
+    }
+
+    /// A shard with the state of `image`; `specs` must be the markets the
+    /// image was taken with.
+    pub fn from_image(image: TradingImage, specs: Vec<MarketSpec>) -> Result<Trading, String> {
+        let names: Vec<&str> = specs.iter().map(|s| s.symbol.as_str()).collect();
+        if image.books.len() != specs.len() || image.accounts.asset_names() != asset_names(&specs).as_slice() {
+            return Err(format!(
+                "the markets in the configuration ({}) differ from those in the data directory",
+                names.join(",")
+            ));
+        }
+        let mut trading = Trading::new(image.shard, image.shards, specs, BookCapacity::default());
+        trading.accounts = image.accounts;
+        trading.books = image.books;
+        trading.halted = image.halted;
+        trading.users = image.users.into_iter().collect();
+        for k in image.keys {
+            let record = KeyRecord {
+                user_id: k.user,
+                secret: k.secret,
+                scopes: Scopes::from_bits(k.scopes),
+                revoked: k.revoked,
+            };
+            trading
+                .keys
+                .insert(k.key, record)
+                .map_err(|e| format!("snapshot key store: {e}"))?;
+        }
+        trading.transfers = image.transfers;
+        trading.next_order_seq = image.next_order_seq;
+        trading.next_user_seq = image.next_user_seq;
+        trading.sent_seq = image.sent_seq;
+        trading.received_seq = image.received_seq;
+        Ok(trading)
     }
 
     pub fn check_invariants(&self) {

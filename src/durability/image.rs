@@ -1,0 +1,110 @@
+//! A shard's durable state outside a live executor: what snapshots store
+//! and what recovery and the snapshot thread replay records into.
+
+use super::Record;
+use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
+use crate::mesh::EngineMsg;
+use crate::trading::{Trading, TradingImage};
+use tradsys_engine::market::MarketSpec;
+use tradsys_engine::order::MarketId;
+
+/// Everything a snapshot keeps of one shard.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ShardImage {
+    pub trading: TradingImage,
+    /// Trades, candles and tickers of the markets the shard owns.
+    pub market_data: Vec<Option<MarketData>>,
+}
+
+/// An engine message sent on the link to shard `to` that the receiver had
+/// not journaled at a snapshot's cut: recovery delivers it again.
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct InFlight {
+    pub to: u32,
+    pub seq: u64,
+    pub msg: EngineMsg,
+}
+
+/// The market data a shard keeps: one entry per market it owns.
+pub fn market_data_for(trading: &Trading, shard: u32) -> Vec<Option<MarketData>> {
+    (0..trading.specs().len())
+        .map(|m| {
+            (trading.market_shard(MarketId(m as u16)) == shard).then(|| MarketData::new(MarketDataLimits::DEFAULT))
+        })
+        .collect()
+}
+
+/// A shard being rebuilt from a snapshot and its journal.
+pub struct ReplayShard {
+    pub trading: Trading,
+    pub market_data: Vec<Option<MarketData>>,
+    /// The sequence number of the last record applied.
+    pub last_lsn: u64,
+    /// Messages this shard sent while replaying, in order.
+    pub sent: Vec<InFlight>,
+}
+
+impl ReplayShard {
+    /// A shard with no state yet.
+    pub fn fresh(shard: u32, shards: u32, specs: Vec<MarketSpec>) -> ReplayShard {
+        let trading = Trading::replaying(shard, shards, specs);
+        let market_data = market_data_for(&trading, shard);
+        ReplayShard {
+            trading,
+            market_data,
+            last_lsn: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    pub fn from_image(image: ShardImage, specs: Vec<MarketSpec>) -> Result<ReplayShard, String> {
+        let mut trading = Trading::from_image(image.trading, specs)?;
+        trading.set_live(false);
+        Ok(ReplayShard {
+            trading,
+            market_data: image.market_data,
+            last_lsn: 0,
+            sent: Vec::new(),
+        })
+    }
+
+    /// Applies one journaled record, as the live shard did.
+    pub fn apply(&mut self, lsn: u64, record: &Record) {
+        assert!(lsn > self.last_lsn, "record {lsn} replayed after {}", self.last_lsn);
+        self.trading.apply(record);
+        self.last_lsn = lsn;
+        self.absorb();
+    }
+
+    /// Takes an engine message again during recovery (not journaled: the
+    /// state it leads to goes into the next snapshot).
+    pub fn deliver(&mut self, from: u32, message: InFlight) {
+        self.trading.receive(from, message.seq, message.msg);
+        self.absorb();
+    }
+
+    /// Does with the engine's outputs what `Shard::flush_engine` does with
+    /// them, minus everything that talks to clients.
+    fn absorb(&mut self) {
+        let trading = &mut self.trading;
+        for fill in trading.trades.drain(..) {
+            if let Some(data) = self.market_data[usize::from(fill.market.0)].as_mut() {
+                data.record(&TapeTrade::from(&fill));
+            }
+        }
+        for (to, seq, msg) in trading.outgoing.drain(..) {
+            self.sent.push(InFlight { to, seq, msg });
+        }
+        trading.touched_levels.clear();
+        trading.user_updates.clear();
+        trading.first_fills.clear();
+        trading.records.clear();
+    }
+
+    pub fn into_image(self) -> ShardImage {
+        ShardImage {
+            trading: self.trading.into_image(),
+            market_data: self.market_data,
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Start-up recovery and the snapshots taken while running.
+//!
+//! Both rebuild shard states the same way: load the newest complete
+//! snapshot set of the generation, then replay every shard's journal up to
+//! a cut — at start-up the minimum sealed epoch found on disk, for a
+//! snapshot the global durable epoch of the running server. Each shard is
+//! replayed alone from its own records (its inputs, including the engine
+//! messages it received), so a shard's replay does not need the others.
+//! Engine messages sent before the cut but journaled by their receiver
+//! after it (or never) are "in flight": a snapshot keeps them; recovery
+//! delivers them and runs every shard until nothing is left in flight.
+//! Recovery then writes the quiet state as the next generation (in the
+//! current shard layout, repartitioning users and markets if the number of
+//! shards changed) and deletes the old one.
+
+use super::image::{InFlight, ReplayShard, ShardImage};
+use super::record;
+use super::snapshot::{self, Snapshot, SnapshotError, SnapshotHeader};
+use crate::journal::{self, JournalError};
+use crate::trading::{market_shards, DEMO_USER_ID};
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tradsys_engine::account::{owner_of, Accounts};
+use tradsys_engine::market::MarketSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    #[error("{file}: record {lsn}: {problem}")]
+    Record { file: PathBuf, lsn: u64, problem: String },
+    #[error("{0}")]
+    Layout(String),
+}
+
+/// The state to start the shards with.
+pub struct Recovered {
+    pub generation: u64,
+    pub images: Vec<ShardImage>,
+    /// Whether there was no state at all (a new data directory).
+    pub fresh: bool,
+    pub report: RecoveryReport,
+}
+
+/// What recovery did, for the start-up log and the benchmark.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub records_replayed: u64,
+    pub messages_redelivered: u64,
+    pub replay_time: Duration,
+    pub total_time: Duration,
+    pub shards_before: u32,
+    pub cut: u64,
+    /// Torn journal tails that were dropped, as warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Shards rebuilt up to a cut, with what was still in flight there.
+struct Replayed {
+    shards: Vec<ReplayShard>,
+    /// Per sender: messages its receiver had not journaled by the cut.
+    in_flight: Vec<Vec<InFlight>>,
+    cut: u64,
+    /// The newest snapshot set's cut.
+    base_cut: u64,
+    records: u64,
+    warnings: Vec<String>,
+}
+
+/// Recovers the data directory's state for `shards` shards and makes it
+/// the first snapshot set of a new generation.
+pub fn recover(data_dir: &Path, shards: u32, specs: &[MarketSpec]) -> Result<Recovered, RecoveryError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(data_dir).map_err(|source| SnapshotError::Io {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let mut report = RecoveryReport::default();
+    let (images, generation, fresh) = match snapshot::read_current(data_dir)? {
+        None => {
+            let images = (0..shards)
+                .map(|i| ReplayShard::fresh(i, shards, specs.to_vec()).into_image())
+                .collect();
+            (images, 1, true)
+        }
+        Some((generation, before)) => {
+            let replay_started = Instant::now();
+            let mut replayed = replay(data_dir, generation, before, specs, None)?;
+            report.records_replayed = replayed.records;
+            report.cut = replayed.cut;
+            report.shards_before = before;
+            report.warnings = std::mem::take(&mut replayed.warnings);
+            report.messages_redelivered = quiesce(&mut replayed);
+            report.replay_time = replay_started.elapsed();
+            let mut images: Vec<ShardImage> = replayed.shards.into_iter().map(ReplayShard::into_image).collect();
+            if before != shards {
+                images = repartition(images, shards, specs)?;
+            }
+            for image in &mut images {
+                // Nothing is in flight any more: the new generation's links start over.
+                image.trading.sent_seq = vec![0; shards as usize];
+                image.trading.received_seq = vec![0; shards as usize];
+            }
+            (images, generation + 1, false)
+        }
+    };
+    start_generation(data_dir, generation, shards, &images)?;
+    report.total_time = started.elapsed();
+    Ok(Recovered {
+        generation,
+        images,
+        fresh,
+        report,
+    })
+}
+
+/// Writes `images` as generation `generation`, points CURRENT at it and
+/// deletes every other generation.
+fn start_generation(data_dir: &Path, generation: u64, shards: u32, images: &[ShardImage]) -> Result<(), RecoveryError> {
+    for (i, image) in images.iter().enumerate() {
+        let dir = snapshot::generation_dir(data_dir, i as u32, generation);
+        // A previous attempt at this generation may have left files behind.
+        remove_dir(&dir)?;
+        let header = SnapshotHeader {
+            cut: 0,
+            covered_lsn: 0,
+            shard: i as u32,
+            shards,
+        };
+        snapshot::write_parts(&dir, header, image, &[])?;
+        snapshot::sync_dir(&snapshot::shard_dir(data_dir, i as u32))?;
+    }
+    snapshot::write_current(data_dir, generation, shards)?;
+    let entries = std::fs::read_dir(data_dir).map_err(|source| SnapshotError::Io {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(index) = name.strip_prefix("shard-").and_then(|i| i.parse::<u32>().ok()) else {
+            continue;
+        };
+        if index >= shards {
+            remove_dir(&entry.path())?;
+            continue;
+        }
+        for old in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            if old.file_name().to_string_lossy() != format!("gen-{generation}") {
+                remove_dir(&old.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RecoveryError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SnapshotError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// Loads the newest snapshot set of `generation` that every shard has
+/// whole, and replays each shard's journal after it up to `cut` (default:
+/// the minimum sealed epoch on disk).
+fn replay(
+    data_dir: &Path,
+    generation: u64,
+    shards: u32,
+    specs: &[MarketSpec],
+    cut: Option<u64>,
+) -> Result<Replayed, RecoveryError> {
+    let dirs: Vec<PathBuf> = (0..shards)
+        .map(|i| snapshot::generation_dir(data_dir, i, generation))
+        .collect();
+    let (base_cut, loaded) = newest_snapshot_set(&dirs, shards)?;
+    let mut replay_shards = Vec::with_capacity(loaded.len());
+    let mut in_flight = Vec::with_capacity(loaded.len());
+    let mut covered = Vec::with_capacity(loaded.len());
+    for (header, snap) in loaded {
+        let mut shard = ReplayShard::from_image(snap.image, specs.to_vec()).map_err(RecoveryError::Layout)?;
+        shard.last_lsn = header.covered_lsn;
+        covered.push(header.covered_lsn);
+        replay_shards.push(shard);
+        in_flight.push(snap.in_flight);
+    }
+    let mut warnings = Vec::new();
+    let cut = match cut {
+        Some(cut) => cut,
+        None => {
+            let mut cut = u64::MAX;
+            for (i, dir) in dirs.iter().enumerate() {
+                let tail = journal::scan(dir, covered[i] + 1, |_| ControlFlow::Continue(()))?;
+                if let Some((file, offset)) = &tail.torn {
+                    warnings.push(format!(
+                        "journal {}: torn record at byte {offset} dropped (it was never acknowledged)",
+                        file.display()
+                    ));
+                }
+                cut = cut.min(tail.sealed_epoch.max(base_cut));
+            }
+            cut
+        }
+    };
+    let mut records = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        let shard = &mut replay_shards[i];
+        let mut failure = None;
+        journal::scan(dir, covered[i] + 1, |rec| {
+            if rec.epoch > cut {
+                return ControlFlow::Break(());
+            }
+            match record::decode(rec.payload) {
+                Ok(decoded) => {
+                    shard.apply(rec.lsn, &decoded);
+                    records += 1;
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some((rec.lsn, e.to_string()));
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some((lsn, problem)) = failure {
+            return Err(RecoveryError::Record {
+                file: dir.clone(),
+                lsn,
+                problem,
+            });
+        }
+    }
+    for (i, shard) in replay_shards.iter_mut().enumerate() {
+        in_flight[i].append(&mut shard.sent);
+    }
+    for (i, messages) in in_flight.iter_mut().enumerate() {
+        messages.retain(|m| m.seq > replay_shards[m.to as usize].trading.received_seq(i as u32));
+    }
+    Ok(Replayed {
+        shards: replay_shards,
+        in_flight,
+        cut,
+        base_cut,
+        records,
+        warnings,
+    })
+}
+
+/// The newest cut for which every shard has a valid snapshot.
+fn newest_snapshot_set(dirs: &[PathBuf], shards: u32) -> Result<(u64, Vec<(SnapshotHeader, Snapshot)>), RecoveryError> {
+    let mut candidates = snapshot::cuts(&dirs[0])?;
+    for dir in &dirs[1..] {
+        let cuts = snapshot::cuts(dir)?;
+        candidates.retain(|c| cuts.contains(c));
+    }
+    let mut last_error = None;
+    for &cut in candidates.iter().rev() {
+        let loaded: Result<Vec<_>, SnapshotError> = dirs.iter().map(|dir| snapshot::read(dir, cut)).collect();
+        match loaded {
+            Ok(set)
+                if set
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (h, _))| h.shard == i as u32 && h.shards == shards) =>
+            {
+                return Ok((cut, set));
+            }
+            Ok(_) => last_error = Some(format!("snapshot set {cut} does not match the layout")),
+            Err(e) => last_error = Some(e.to_string()),
+        }
+    }
+    Err(RecoveryError::Layout(format!(
+        "{}: no complete snapshot set{}",
+        dirs[0].display(),
+        last_error
+            .map(|e| format!(" (newest problem: {e})"))
+            .unwrap_or_default()
+    )))
+}
+
+/// Delivers every message in flight and what they cause, until nothing is
+/// left; returns how many were delivered.
+fn quiesce(replayed: &mut Replayed) -> u64 {
+    let mut queue: VecDeque<(u32, InFlight)> = VecDeque::new();
+    for (from, messages) in replayed.in_flight.iter_mut().enumerate() {
+        queue.extend(messages.drain(..).map(|m| (from as u32, m)));
+    }
+    let shards = &mut replayed.shards;
+    for shard in shards.iter_mut() {
+        shard.sent.clear();
+    }
+    let mut delivered = 0;
+    while let Some((from, message)) = queue.pop_front() {
+        let to = message.to as usize;
+        shards[to].deliver(from, message);
+        delivered += 1;
+        queue.extend(shards[to].sent.drain(..).map(|m| (to as u32, m)));
+    }
+    delivered
+}
+
+/// Moves quiet shard states to a layout of `shards` shards: users to
+/// `owner_of`, markets to `market_shards`, and order and user ids on from
+/// the highest ever given out.
+fn repartition(images: Vec<ShardImage>, shards: u32, specs: &[MarketSpec]) -> Result<Vec<ShardImage>, RecoveryError> {
+    let before = images.len() as u64;
+    let owners = market_shards(specs, shards);
+    let mut books: Vec<Option<tradsys_engine::book::Book>> = (0..specs.len()).map(|_| None).collect();
+    let mut market_data: Vec<_> = (0..specs.len()).map(|_| None).collect();
+    let mut machines = Vec::with_capacity(images.len());
+    let mut users = Vec::new();
+    let mut keys = Vec::new();
+    let mut transfers: Vec<(i128, i128)> = Vec::new();
+    let mut order_id_max = 0u64;
+    let halted = images[0].trading.halted.clone();
+    for image in images {
+        let t = image.trading;
+        order_id_max = order_id_max.max(t.next_order_seq * before + u64::from(t.shard));
+        for (m, book) in t.books.into_iter().enumerate() {
+            if book.is_some() {
+                books[m] = book;
+            }
+        }
+        for (m, data) in image.market_data.into_iter().enumerate() {
+            if data.is_some() {
+                market_data[m] = data;
+            }
+        }
+        if transfers.is_empty() {
+            transfers = vec![(0, 0); t.transfers.len()];
+        }
+        for (sum, part) in transfers.iter_mut().zip(&t.transfers) {
+            sum.0 += part.0;
+            sum.1 += part.1;
+        }
+        machines.push(t.accounts);
+        users.extend(t.users);
+        keys.extend(t.keys);
+    }
+    let user_id_max = users.iter().map(|(id, _)| *id).max().unwrap_or(DEMO_USER_ID);
+    let next_order_seq = order_id_max / u64::from(shards) + 1;
+    let next_user_seq = user_id_max.saturating_sub(DEMO_USER_ID) / u64::from(shards) + 1;
+    if machines.len() != shards as usize {
+        return Err(RecoveryError::Layout(format!(
+            "the data directory was written by {before} shards; changing the number of shards is not supported by this build"
+        )));
+    }
+    let accounts: Vec<Accounts> = machines;
+    let mut out = Vec::with_capacity(shards as usize);
+    for (i, accounts) in accounts.into_iter().enumerate() {
+        let i = i as u32;
+        let mine = |m: usize| owners[m] == i;
+        let trading = crate::trading::TradingImage {
+            shard: i,
+            shards,
+            accounts,
+            books: books
+                .iter_mut()
+                .enumerate()
+                .map(|(m, b)| if mine(m) { b.take() } else { None })
+                .collect(),
+            halted: halted.clone(),
+            users: users
+                .iter()
+                .filter(|(u, _)| owner_of(*u, shards) == i)
+                .cloned()
+                .collect(),
+            keys: keys
+                .iter()
+                .filter(|k| owner_of(k.user, shards) == i)
+                .map(|k| crate::trading::KeyImage {
+                    key: k.key.clone(),
+                    user: k.user,
+                    secret: k.secret.clone(),
+                    scopes: k.scopes,
+                    revoked: k.revoked,
+                })
+                .collect(),
+            transfers: if i == 0 {
+                transfers.clone()
+            } else {
+                vec![(0, 0); transfers.len()]
+            },
+            next_order_seq,
+            next_user_seq,
+            sent_seq: vec![0; shards as usize],
+            received_seq: vec![0; shards as usize],
+        };
+        let market_data = market_data
+            .iter_mut()
+            .enumerate()
+            .map(|(m, d)| if mine(m) { d.take() } else { None })
+            .collect();
+        out.push(ShardImage { trading, market_data });
+    }
+    Ok(out)
+}
+
+/// What one snapshot set took, for the log and the benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotStats {
+    pub cut: u64,
+    pub records: u64,
+    pub time: Duration,
+}
+
+/// Takes a snapshot set of the running `generation` at `cut` (a global
+/// durable epoch), then deletes what it makes unnecessary: older
+/// snapshots and journal segments it covers. `None` when the newest set
+/// is already at `cut`.
+pub fn take_snapshot(
+    data_dir: &Path,
+    generation: u64,
+    shards: u32,
+    specs: &[MarketSpec],
+    cut: u64,
+) -> Result<Option<SnapshotStats>, RecoveryError> {
+    let started = Instant::now();
+    let replayed = replay(data_dir, generation, shards, specs, Some(cut))?;
+    if replayed.base_cut >= cut {
+        return Ok(None);
+    }
+    let records = replayed.records;
+    let mut covered = Vec::with_capacity(replayed.shards.len());
+    for (i, (shard, in_flight)) in replayed.shards.into_iter().zip(replayed.in_flight).enumerate() {
+        let dir = snapshot::generation_dir(data_dir, i as u32, generation);
+        let header = SnapshotHeader {
+            cut,
+            covered_lsn: shard.last_lsn,
+            shard: i as u32,
+            shards,
+        };
+        covered.push((dir.clone(), shard.last_lsn));
+        snapshot::write_parts(&dir, header, &shard.into_image(), &in_flight)?;
+    }
+    // Only once the whole set is on disk may anything older go.
+    for (dir, lsn) in covered {
+        snapshot::delete_before(&dir, cut)?;
+        journal::delete_segments_before(&dir, lsn + 1)?;
+    }
+    Ok(Some(SnapshotStats {
+        cut,
+        records,
+        time: started.elapsed(),
+    }))
+}
