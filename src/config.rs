@@ -177,14 +177,14 @@ const KEYS: &[Key] = &[
             "fsync: acknowledge only what is on disk; batch: fsync on a timer, acknowledge before it; none: no journal",
     },
     Key {
-        name: "journal_commit_us",
-        default: "1000",
-        help: "group commit: longest wait before a batch of journal records is written and synced",
-    },
-    Key {
         name: "journal_commit_bytes_max",
         default: "1048576",
         help: "group commit: a batch this large is written at once",
+    },
+    Key {
+        name: "journal_direct_io",
+        default: "false",
+        help: "write journal segments with O_DIRECT through glommio's DMA files (see docs/ARCHITECTURE.md)",
     },
     Key {
         name: "journal_batch_sync_ms",
@@ -253,8 +253,9 @@ pub enum DurabilityMode {
 #[derive(Clone, Copy, Debug)]
 pub struct DurabilityConfig {
     pub mode: DurabilityMode,
-    pub commit_interval: Duration,
     pub commit_bytes_max: usize,
+    /// O_DIRECT segments through glommio's DMA files.
+    pub direct_io: bool,
     pub batch_sync: Duration,
     pub segment_bytes: u64,
     pub snapshot_records: u64,
@@ -473,13 +474,6 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
                     ))
                 }
             },
-            commit_interval: Duration::from_micros(number(
-                "journal_commit_us",
-                text("journal_commit_us"),
-                50,
-                1000,
-                "",
-            )?),
             commit_bytes_max: number(
                 "journal_commit_bytes_max",
                 text("journal_commit_bytes_max"),
@@ -488,6 +482,16 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
                 "",
             )? as usize,
             batch_sync: ms("journal_batch_sync_ms")?,
+            direct_io: match text("journal_direct_io") {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(invalid(
+                        "journal_direct_io",
+                        format!("must be true or false, got {other:?}"),
+                    ))
+                }
+            },
             segment_bytes: number(
                 "journal_segment_bytes",
                 text("journal_segment_bytes"),

@@ -98,6 +98,13 @@ pub enum ShardMsg {
         seq: u64,
         msg: EngineMsg,
     },
+    /// Responses on the sender wait for the receiver to seal `epoch`
+    /// (see `durability::epoch`).
+    SealWanted {
+        epoch: u64,
+    },
+    /// The receiver's durable epoch now covers what the sender asked for.
+    Durable,
     /// Stream fan-out: subscriptions ending, and events for subscribers.
     Stream(StreamMsg),
 }

@@ -109,6 +109,24 @@ pub struct Counters {
     pub ws_open: u64,
     pub ws_slow_closed: u64,
     pub ws_frames_sent: u64,
+    pub journal: JournalCounters,
+}
+
+/// One shard's journal figures (see `durability::log`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalCounters {
+    pub commits: u64,
+    pub records: u64,
+    /// Bytes of frames (header and record) appended.
+    pub frame_bytes: u64,
+    /// Bytes written to disk, including rewritten partial blocks.
+    pub write_bytes: u64,
+    pub durable_epoch: u64,
+    /// Commit latency (write and fdatasync) quantiles, in nanoseconds.
+    pub commit_p50_ns: u64,
+    pub commit_p99_ns: u64,
+    pub commit_max_ns: u64,
+    pub commit_sum_ns: u64,
 }
 
 /// One shard's live metrics.
@@ -338,7 +356,73 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     }
+    render_journal(&mut out, snapshots);
     out
+}
+
+fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
+    let journal: [ShardFamily; 5] = [
+        (
+            "tradsys_journal_commits_total",
+            "counter",
+            "Group commits written.",
+            |s| s.counters.journal.commits,
+        ),
+        (
+            "tradsys_journal_records_total",
+            "counter",
+            "Journal records appended.",
+            |s| s.counters.journal.records,
+        ),
+        (
+            "tradsys_journal_frame_bytes_total",
+            "counter",
+            "Bytes of journal frames appended.",
+            |s| s.counters.journal.frame_bytes,
+        ),
+        (
+            "tradsys_journal_write_bytes_total",
+            "counter",
+            "Bytes written to journal segments, rewritten partial blocks included.",
+            |s| s.counters.journal.write_bytes,
+        ),
+        (
+            "tradsys_journal_durable_epoch",
+            "gauge",
+            "The epoch up to which this shard's journal is synced.",
+            |s| s.counters.journal.durable_epoch,
+        ),
+    ];
+    for (name, kind, help, value) in journal {
+        family(out, name, kind, help);
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    let name = "tradsys_journal_commit_duration_seconds";
+    family(out, name, "summary", "Time to write and sync one group commit.");
+    for s in snapshots {
+        let j = &s.counters.journal;
+        for (quantile, ns) in [
+            ("0.5", j.commit_p50_ns),
+            ("0.99", j.commit_p99_ns),
+            ("1", j.commit_max_ns),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",quantile=\"{quantile}\"}} {}",
+                s.shard,
+                ns as f64 / 1e9
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard,
+            j.commit_sum_ns as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, j.commits);
+    }
 }
 
 /// A per-shard metric: name, type, help, and how to read it from a snapshot.

@@ -173,6 +173,7 @@ impl Shard {
     /// This shard's metrics now, with the outbox gauge read at this moment.
     pub fn snapshot(&self) -> crate::metrics::Snapshot {
         self.metrics.borrow_mut().mesh_outbox = self.mesh.queued() as u64;
+        self.metrics.borrow_mut().journal = self.log.counters();
         self.metrics.borrow().snapshot(self.index)
     }
 
@@ -247,7 +248,12 @@ impl Shard {
     /// on every shard: call it before a response leaves (see `durability`).
     pub async fn settle(&self) {
         self.flush_engine();
-        self.log.settle().await;
+        let Some(target) = self.log.settle_target() else { return };
+        for peer in self.log.peers_to_prompt(target) {
+            // A peer that is gone cannot seal; the process is stopping.
+            let _ = self.mesh.send(peer, ShardMsg::SealWanted { epoch: target });
+        }
+        self.log.wait(target).await;
     }
 
     /// Whether the journal keeps up; see `ShardLog::has_room`.
@@ -500,7 +506,7 @@ impl Shard {
     /// Counts a request's weight against its client IP. Refused requests
     /// get Binance's 429 with Retry-After; an overloaded mesh gets 503.
     pub fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<crate::limits::Usage, RestReply> {
-        if self.mesh.queued() > self.outbox_max {
+        if self.mesh.queued() > self.outbox_max || !self.log.has_room() {
             return Err(RestReply::error(&rest::trading_error(
                 crate::trading::TradingError::Busy,
             )));
@@ -656,7 +662,7 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
     };
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);
-    let epochs = Arc::new(Epochs::new(config.shards, config.durability.commit_interval));
+    let epochs = Arc::new(Epochs::new(config.shards));
     let mut starts = Vec::with_capacity(config.shards);
     let (exits_tx, exits_rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
     let mut controls = Vec::with_capacity(config.shards);
@@ -806,6 +812,20 @@ const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl SnapshotThread {
     fn run(self) {
+        // Shards preempt this thread whenever they have work: a snapshot
+        // takes spare CPU time only, and never stalls a shard.
+        // SAFETY: sched_param is plain data; the call changes only this
+        // thread's scheduling policy.
+        let idle = unsafe {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+        };
+        if idle != 0 {
+            eprintln!(
+                "WARNING: snapshot thread: cannot lower its priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         let mut taken_at = std::time::Instant::now();
         let mut appended_then = 0;
         while !self.stop.load(Ordering::Acquire) {
@@ -1067,11 +1087,12 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     if setup.config.durability.mode != DurabilityMode::None {
         let dir = snapshot::generation_dir(&setup.config.data_dir, setup.index as u32, start.generation);
         let tail = journal::scan(&dir, 1, |_| std::ops::ControlFlow::Continue(())).map_err(|e| e.to_string())?;
-        let writer = journal::Writer::open(&dir, &tail, setup.config.durability.segment_bytes)
+        let durability = &setup.config.durability;
+        let writer = journal::Writer::open(&dir, &tail, durability.segment_bytes, durability.direct_io)
             .await
             .map_err(|e| e.to_string())?;
         log.set_writer(Rc::new(writer));
-        glommio::spawn_local(log.clone().run_committer()).detach();
+        glommio::spawn_local(run_committer(shard.clone())).detach();
     }
     if setup.config.demo_user && start.fresh {
         create_demo_user(&shard)?;
@@ -1116,6 +1137,25 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         task.cancel().await;
     }
     Ok(())
+}
+
+/// The shard's group commit loop (see `durability::log`). A journal that
+/// cannot be written stops the process: nothing could be acknowledged.
+async fn run_committer(shard: Rc<Shard>) {
+    loop {
+        shard.log.work().await;
+        if let Err(e) = shard.log.commit().await {
+            eprintln!(
+                "shard {}: journal: {e}; stopping: nothing can be made durable",
+                shard.index
+            );
+            std::process::exit(74);
+        }
+        for peer in shard.log.take_satisfied() {
+            let _ = shard.mesh.send(peer, ShardMsg::Durable);
+        }
+        shard.log.wake_settled();
+    }
 }
 
 /// Waits for the main thread's recovery to hand this shard its state.
@@ -1216,6 +1256,8 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -> Vec
 fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
     match msg {
         ShardMsg::Reply { id, reply } => shard.mesh.complete(id, reply),
+        ShardMsg::SealWanted { epoch } => shard.log.requested(from, epoch),
+        ShardMsg::Durable => shard.log.wake_settled(),
         ShardMsg::Engine { epoch, seq, msg } => {
             shard.log.observe(epoch);
             shard.trading.borrow_mut().receive(from as u32, seq, msg);

@@ -1,52 +1,44 @@
 //! Global epochs: when a response may leave (Silo, SOSP 2013).
 //!
-//! Time is cut into epochs of `journal_commit_us`. Every journal record
-//! carries the epoch it was written in; an engine message carries its
-//! sender's epoch and the receiver journals it in that epoch or a later
-//! one, so epochs never run backwards along cause and effect. Each shard
-//! publishes its *durable epoch*: every record it wrote in that epoch or
-//! before is synced, and a seal saying so is in its journal. The global
-//! durable epoch is the minimum over shards. A response that depends on
-//! records up to epoch `e` leaves once the global durable epoch reaches
-//! `e`; recovery replays every shard up to the minimum sealed epoch found on
-//! disk, which is a consistent cut: nothing in it depends on a record
-//! outside it.
+//! Every journal record carries the epoch it was written in. A shard's
+//! epoch moves on with each group commit: the commit *seals* the current
+//! epoch (every record of it, and of every earlier one, is in the batch or
+//! before it) and the shard's next records get the next epoch. An engine
+//! message carries its sender's epoch and the receiver raises its own to
+//! at least that before running it, so epochs never run backwards along
+//! cause and effect. Each shard publishes its *durable epoch*: the highest
+//! it has sealed and synced. The global durable epoch is the minimum over
+//! shards. A response that depends on records up to epoch `e` leaves once
+//! the global durable epoch reaches `e`, asking shards behind it to seal
+//! `e` (a shard with nothing to write just writes the seal). Recovery
+//! replays every shard up to the minimum sealed epoch found on disk, which
+//! is a consistent cut: nothing in it depends on a record outside it.
 //!
 //! The durable epochs are the one piece of state shards share: one atomic
-//! word each, written only by its shard's committer and read by the others'
-//! committers and the snapshot thread — never on a request path.
+//! word each, written only by its shard's committer and read by the others
+//! and the snapshot thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-/// The clock and the durable epochs of all shards.
+/// The durable epochs of all shards.
 #[derive(Debug)]
 pub struct Epochs {
-    origin: Instant,
-    epoch_us: u64,
     durable: Box<[AtomicU64]>,
-    /// The highest epoch a response waits for; shards with nothing of
-    /// their own to write still seal up to it.
-    wanted: AtomicU64,
     /// Records each shard has appended, for the snapshot thread.
     appended: Box<[AtomicU64]>,
 }
 
 impl Epochs {
-    pub fn new(shards: usize, epoch: Duration) -> Epochs {
-        assert!(shards > 0 && !epoch.is_zero());
+    pub fn new(shards: usize) -> Epochs {
+        assert!(shards > 0);
         Epochs {
-            origin: Instant::now(),
-            epoch_us: epoch.as_micros() as u64,
             durable: (0..shards).map(|_| AtomicU64::new(0)).collect(),
-            wanted: AtomicU64::new(0),
             appended: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// The epoch of the clock now; epoch 1 starts at start-up.
-    pub fn clock(&self) -> u64 {
-        self.origin.elapsed().as_micros() as u64 / self.epoch_us + 1
+    pub fn shards(&self) -> usize {
+        self.durable.len()
     }
 
     pub fn durable(&self, shard: usize) -> u64 {
@@ -71,12 +63,13 @@ impl Epochs {
             .unwrap_or(0)
     }
 
-    pub fn want(&self, epoch: u64) {
-        self.wanted.fetch_max(epoch, Ordering::AcqRel);
-    }
-
-    pub fn wanted(&self) -> u64 {
-        self.wanted.load(Ordering::Acquire)
+    /// The highest epoch any shard has synced.
+    pub fn max_durable(&self) -> u64 {
+        self.durable
+            .iter()
+            .map(|d| d.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn note_appended(&self, shard: usize, records: u64) {
@@ -95,21 +88,22 @@ mod tests {
 
     #[test]
     fn global_durable_is_the_minimum() {
-        let epochs = Epochs::new(3, Duration::from_millis(1));
+        let epochs = Epochs::new(3);
         epochs.publish(0, 5);
         epochs.publish(1, 7);
         assert_eq!(epochs.global_durable(), 0);
         epochs.publish(2, 6);
         assert_eq!(epochs.global_durable(), 5);
-        epochs.want(9);
-        epochs.want(4);
-        assert_eq!(epochs.wanted(), 9);
+        assert_eq!(epochs.max_durable(), 7);
+        epochs.note_appended(1, 4);
+        epochs.note_appended(2, 3);
+        assert_eq!(epochs.appended(), 7);
     }
 
     #[test]
     #[should_panic(expected = "went back")]
     fn durable_epochs_never_go_back() {
-        let epochs = Epochs::new(1, Duration::from_millis(1));
+        let epochs = Epochs::new(1);
         epochs.publish(0, 5);
         epochs.publish(0, 4);
     }

@@ -1,16 +1,28 @@
 //! The live side of durability on one shard: journaling the records its
-//! `Trading` produced, the group-commit task, and holding responses until
-//! what they depend on is durable everywhere (see `epoch`).
+//! `Trading` produced, group commit, and holding responses until what they
+//! depend on is durable on every shard (see `epoch`).
+//!
+//! Group commit needs no timer: the committer writes whatever has been
+//! appended as soon as the previous commit is done, so a batch closes at
+//! once and grows with the load (everything appended during one fdatasync
+//! goes out in the next). A shard with nothing of its own to write still
+//! commits when asked to seal an epoch: by its own waiting responses, or by
+//! a peer whose responses wait for it (`requested`).
 
 use super::epoch::Epochs;
 use super::record::{self, Record};
 use crate::config::{DurabilityConfig, DurabilityMode};
-use crate::journal::Writer;
+use crate::journal::{CommitStats, JournalError, Writer};
+use crate::metrics::JournalCounters;
+use hdrhistogram::Histogram;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
+/// The longest commit the latency histogram tells apart.
+const COMMIT_NS_MAX: u64 = 60_000_000_000;
 /// Responses one shard may hold back waiting for durability.
 pub const DURABLE_WAITERS_PER_SHARD_MAX: usize = 1 << 16;
 
@@ -21,26 +33,48 @@ pub struct ShardLog {
     epochs: Arc<Epochs>,
     /// Set once recovery is done; never with `--durability none`.
     writer: OnceCell<Rc<Writer>>,
-    /// The highest epoch seen on an incoming engine message: records are
-    /// never written in an epoch below what caused them.
-    floor: Cell<u64>,
+    /// The epoch records written now belong to.
+    epoch: Cell<u64>,
     /// The epoch of the newest record: a response given now depends on it.
     last: Cell<u64>,
+    /// The highest epoch this shard has been asked to seal.
+    wanted: Cell<u64>,
+    /// Per peer: the highest epoch it waits for this shard to seal.
+    requesters: RefCell<Vec<u64>>,
+    /// Per peer: the highest epoch this shard asked it to seal.
+    prompted: RefCell<Vec<u64>>,
+    committer: Cell<Option<Waker>>,
     encoded: RefCell<rkyv::util::AlignedVec>,
     waiters: RefCell<Vec<(u64, Waker)>>,
+    stats: RefCell<CommitFigures>,
+}
+
+/// Commit counts and latencies, for /metrics.
+struct CommitFigures {
+    counters: JournalCounters,
+    latency_ns: Histogram<u64>,
 }
 
 impl ShardLog {
     pub fn new(shard: usize, config: DurabilityConfig, epochs: Arc<Epochs>) -> ShardLog {
+        let shards = epochs.shards();
         ShardLog {
             shard,
             config,
             epochs,
             writer: OnceCell::new(),
-            floor: Cell::new(0),
+            epoch: Cell::new(1),
             last: Cell::new(0),
+            wanted: Cell::new(0),
+            requesters: RefCell::new(vec![0; shards]),
+            prompted: RefCell::new(vec![0; shards]),
+            committer: Cell::new(None),
             encoded: RefCell::new(rkyv::util::AlignedVec::new()),
             waiters: RefCell::new(Vec::new()),
+            stats: RefCell::new(CommitFigures {
+                counters: JournalCounters::default(),
+                latency_ns: Histogram::new_with_bounds(1, COMMIT_NS_MAX, 2).expect("static histogram bounds are valid"),
+            }),
         }
     }
 
@@ -55,12 +89,12 @@ impl ShardLog {
 
     /// The epoch a record written now belongs to.
     pub fn epoch(&self) -> u64 {
-        self.epochs.clock().max(self.floor.get())
+        self.epoch.get()
     }
 
     /// Notes the epoch of an incoming engine message before it is run.
     pub fn observe(&self, epoch: u64) {
-        self.floor.set(self.floor.get().max(epoch));
+        self.epoch.set(self.epoch.get().max(epoch));
     }
 
     /// Journals `records` (taken from `Trading`) in the current epoch and
@@ -74,36 +108,55 @@ impl ShardLog {
         if records.is_empty() {
             return epoch;
         }
-        let mut encoded = self.encoded.borrow_mut();
         self.epochs.note_appended(self.shard, records.len() as u64);
+        let mut encoded = self.encoded.borrow_mut();
         for record in records.drain(..) {
             record::encode(&record, &mut encoded);
             writer.append(epoch, &encoded);
         }
         self.last.set(epoch);
+        self.kick();
         epoch
     }
 
-    /// Whether the journal can take more work now: a disk slower than the
-    /// load makes the shard refuse work instead of buffering without bound.
+    /// Whether the journal keeps up; a disk slower than the load makes the
+    /// shard refuse work instead of buffering without bound.
     pub fn has_room(&self) -> bool {
         let pending = self.writer.get().map_or(0, |w| w.pending_bytes());
         pending <= self.config.commit_bytes_max.saturating_mul(4)
             && self.waiters.borrow().len() < DURABLE_WAITERS_PER_SHARD_MAX
     }
 
-    /// Resolves once every record this shard has written so far — and so
-    /// everything they depend on, on any shard — is durable. At once with
-    /// `batch` and `none`.
-    pub async fn settle(&self) {
+    /// The epoch a response given now must wait for, or `None` when it may
+    /// leave at once (`batch`, `none`, or already durable).
+    pub fn settle_target(&self) -> Option<u64> {
         if self.config.mode != DurabilityMode::Fsync {
-            return;
+            return None;
         }
         let target = self.last.get();
         if self.epochs.global_durable() >= target {
-            return;
+            return None;
         }
-        self.epochs.want(target);
+        self.want(target);
+        Some(target)
+    }
+
+    /// The peers that must be asked to seal `target`: those behind it that
+    /// were not asked yet.
+    pub fn peers_to_prompt(&self, target: u64) -> Vec<usize> {
+        let mut prompted = self.prompted.borrow_mut();
+        let mut peers = Vec::new();
+        for (peer, asked) in prompted.iter_mut().enumerate() {
+            if peer != self.shard && self.epochs.durable(peer) < target && *asked < target {
+                *asked = target;
+                peers.push(peer);
+            }
+        }
+        peers
+    }
+
+    /// Resolves once the global durable epoch reaches `target`.
+    pub async fn wait(&self, target: u64) {
         std::future::poll_fn(|cx| {
             if self.epochs.global_durable() >= target {
                 return Poll::Ready(());
@@ -114,44 +167,110 @@ impl ShardLog {
         .await
     }
 
-    /// The group commit loop: every `commit_interval` it seals the epochs
-    /// that are over, writes what was appended and syncs it (`fsync`), or
-    /// does so every `batch_sync` (`batch`). It then wakes the responses
-    /// the global durable epoch now covers. A journal that cannot be
-    /// written stops the process: nothing could be acknowledged any more.
-    pub async fn run_committer(self: Rc<Self>) {
-        let Some(writer) = self.writer.get().cloned() else {
-            return;
-        };
-        let interval = match self.config.mode {
-            DurabilityMode::Batch => self.config.batch_sync,
-            _ => self.config.commit_interval,
-        };
-        loop {
-            glommio::timer::sleep(interval).await;
-            let sealed = self.epoch() - 1;
-            let mine = self.epochs.durable(self.shard);
-            let wanted = self.epochs.wanted() > mine;
-            if sealed > mine && (writer.pending_bytes() > 0 || wanted) {
-                if let Err(e) = writer.commit(sealed, true).await {
-                    eprintln!(
-                        "shard {}: journal: {e}; stopping: nothing can be made durable",
-                        self.shard
-                    );
-                    std::process::exit(74);
-                }
-                self.epochs.publish(self.shard, sealed);
+    /// Peer `from` waits for this shard to seal `epoch`.
+    pub fn requested(&self, from: usize, epoch: u64) {
+        let mut requesters = self.requesters.borrow_mut();
+        requesters[from] = requesters[from].max(epoch);
+        drop(requesters);
+        self.want(epoch);
+    }
+
+    /// The peers whose requests this shard's durable epoch now covers;
+    /// they are forgotten and should be told.
+    pub fn take_satisfied(&self) -> Vec<usize> {
+        let durable = self.epochs.durable(self.shard);
+        let mut requesters = self.requesters.borrow_mut();
+        let mut peers = Vec::new();
+        for (peer, asked) in requesters.iter_mut().enumerate() {
+            if *asked != 0 && *asked <= durable {
+                *asked = 0;
+                peers.push(peer);
             }
-            self.wake_settled();
+        }
+        peers
+    }
+
+    fn want(&self, epoch: u64) {
+        if epoch > self.wanted.get() {
+            self.wanted.set(epoch);
+            self.kick();
         }
     }
 
-    fn wake_settled(&self) {
-        let durable = self.epochs.global_durable();
-        let mut waiters = self.waiters.borrow_mut();
-        if waiters.is_empty() {
+    fn kick(&self) {
+        if let Some(waker) = self.committer.take() {
+            waker.wake();
+        }
+    }
+
+    /// Waits until there is something to commit (`fsync`), or for the next
+    /// `batch_sync` tick (`batch`).
+    pub async fn work(&self) {
+        let Some(writer) = self.writer.get() else {
+            return std::future::pending().await;
+        };
+        if self.config.mode == DurabilityMode::Batch {
+            glommio::timer::sleep(self.config.batch_sync).await;
+            // Every shard seals as far as the furthest one, so that the
+            // recovery cut (the minimum) follows the busiest shard.
+            self.want(self.epochs.max_durable());
             return;
         }
+        std::future::poll_fn(|cx| {
+            if writer.pending_bytes() > 0 || self.wanted.get() > self.epochs.durable(self.shard) {
+                return Poll::Ready(());
+            }
+            self.committer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Seals the current epoch (or the one asked for, if later), writes
+    /// what was appended and syncs it; records appended meanwhile belong to
+    /// the next epoch and the next commit.
+    pub async fn commit(&self) -> Result<(), JournalError> {
+        let Some(writer) = self.writer.get() else { return Ok(()) };
+        let mine = self.epochs.durable(self.shard);
+        if writer.pending_bytes() == 0 && self.wanted.get() <= mine {
+            return Ok(());
+        }
+        let sealed = self.epoch.get().max(self.wanted.get());
+        self.epoch.set(sealed + 1);
+        let started = Instant::now();
+        let done = writer.commit(sealed, true).await?;
+        self.count(&done, started.elapsed());
+        self.epochs.publish(self.shard, sealed);
+        Ok(())
+    }
+
+    fn count(&self, done: &CommitStats, took: Duration) {
+        let mut stats = self.stats.borrow_mut();
+        let ns = (took.as_nanos() as u64).clamp(1, COMMIT_NS_MAX);
+        stats.latency_ns.saturating_record(ns);
+        let c = &mut stats.counters;
+        c.commits += 1;
+        c.records += done.records;
+        c.frame_bytes += done.frame_bytes;
+        c.write_bytes += done.write_bytes;
+        c.commit_sum_ns += ns;
+    }
+
+    /// The journal's figures now.
+    pub fn counters(&self) -> JournalCounters {
+        let stats = self.stats.borrow();
+        let mut c = stats.counters;
+        c.durable_epoch = self.epochs.durable(self.shard);
+        c.commit_p50_ns = stats.latency_ns.value_at_quantile(0.5);
+        c.commit_p99_ns = stats.latency_ns.value_at_quantile(0.99);
+        c.commit_max_ns = stats.latency_ns.max();
+        c
+    }
+
+    /// Wakes the responses the global durable epoch now covers.
+    pub fn wake_settled(&self) {
+        let durable = self.epochs.global_durable();
+        let mut waiters = self.waiters.borrow_mut();
         let mut i = 0;
         while i < waiters.len() {
             if waiters[i].0 <= durable {

@@ -66,7 +66,7 @@ fn write_batches(dir: &Path, commits: u64, per_commit: u64, segment_bytes: u64) 
     let dir = dir.to_path_buf();
     run(move || async move {
         let tail = scan(&dir, u64::MAX, |_| ControlFlow::Continue(())).unwrap();
-        let writer = Writer::open(&dir, &tail, segment_bytes).await.unwrap();
+        let writer = Writer::open(&dir, &tail, segment_bytes, true).await.unwrap();
         let mut stats = Vec::new();
         for _ in 0..commits {
             let epoch = writer.sealed_epoch() + 1;
@@ -136,7 +136,7 @@ fn a_largest_record_fits_and_rolls() {
     let big = vec![0x5a; JOURNAL_RECORD_BYTES_MAX];
     let big2 = big.clone();
     let created = run(move || async move {
-        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap();
+        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap();
         for _ in 0..3 {
             writer.append(1, &big2);
         }
@@ -167,7 +167,7 @@ fn appends_during_a_commit_go_to_the_next_batch() {
     let dir = TempDir::new("inflight");
     let path = dir.0.clone();
     let (first, second) = run(move || async move {
-        let writer = Rc::new(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap());
+        let writer = Rc::new(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap());
         for lsn in 1..=3 {
             assert_eq!(writer.append(1, &payload(lsn)), lsn);
         }
@@ -202,7 +202,7 @@ fn seals_are_written_without_records_and_skipped_when_nothing_is_due() {
     let dir = TempDir::new("seal");
     let path = dir.0.clone();
     let stats = run(move || async move {
-        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap();
+        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap();
         writer.append(1, b"one");
         let a = writer.commit(1, true).await.unwrap();
         let b = writer.commit(1, true).await.unwrap();
@@ -304,7 +304,7 @@ fn a_writer_refuses_an_untruncated_torn_tail() {
     let tail = read_all(&dir.0, 1).unwrap().1;
     let path = dir.0.clone();
     let refused = run(move || async move {
-        Writer::open(&path, &tail, SEGMENT_BYTES)
+        Writer::open(&path, &tail, SEGMENT_BYTES, true)
             .await
             .err()
             .map(|e| e.to_string())
@@ -413,7 +413,7 @@ fn an_empty_or_missing_journal_scans_as_empty() {
     let dir = TempDir::new("empty");
     assert_eq!(read_all(&dir.0, 1).unwrap(), (Vec::new(), Tail::empty()));
     let path = dir.0.clone();
-    run(move || async move { drop(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap()) });
+    run(move || async move { drop(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap()) });
     let tail = read_all(&dir.0, 1).unwrap().1;
     assert_eq!((tail.next_lsn, tail.end_offset, tail.torn), (1, 0, None));
     assert_eq!(tail.segment, Some(dir.0.join("journal-00000000000000000001.seg")));

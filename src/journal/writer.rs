@@ -69,8 +69,10 @@ struct Pending {
 impl Writer {
     /// Continues the journal in `dir` after what [`super::scan`] found (a
     /// torn tail must be truncated first); creates the directory and the
-    /// first segment for an empty journal.
-    pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64) -> Result<Writer, JournalError> {
+    /// first segment for an empty journal. With `direct`, segments are
+    /// written with O_DIRECT through glommio's DMA files where the
+    /// filesystem allows; otherwise through glommio's buffered files.
+    pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64, direct: bool) -> Result<Writer, JournalError> {
         check_segment_bytes(segment_bytes)?;
         if let Some((file, offset)) = &tail.torn {
             return Err(JournalError::NotTruncated {
@@ -80,8 +82,8 @@ impl Writer {
         }
         std::fs::create_dir_all(dir).map_err(JournalError::io("creating", dir))?;
         let disk = match &tail.segment {
-            Some(path) => Disk::reopen(path, tail.end_offset, segment_bytes).await?,
-            None => Disk::create(dir, tail.next_lsn, segment_bytes, true).await?,
+            Some(path) => Disk::reopen(path, tail.end_offset, segment_bytes, direct).await?,
+            None => Disk::create(dir, tail.next_lsn, segment_bytes, direct).await?,
         };
         let pending = Pending {
             frames: Vec::new(),
@@ -238,8 +240,8 @@ impl Disk {
         })
     }
 
-    async fn reopen(path: &Path, end_offset: u64, segment_bytes: u64) -> Result<Disk, JournalError> {
-        let mut direct = true;
+    async fn reopen(path: &Path, end_offset: u64, segment_bytes: u64, direct: bool) -> Result<Disk, JournalError> {
+        let mut direct = direct;
         let file = SegmentFile::open(path, false, &mut direct).await?;
         file.pre_allocate(path, segment_bytes).await?;
         file.fdatasync(path).await?;
