@@ -40,6 +40,10 @@ use crate::snapshot::{self, SnapshotError};
 use crate::{error, EngineError};
 use rkyv::util::AlignedVec;
 
+mod repartition;
+
+pub use repartition::repartition;
+
 /// Open orders (resting, held or in flight) one user may have in one market.
 pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
 /// Trades remembered per user for myTrades.

@@ -107,6 +107,12 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
     /// The user's records, oldest first, at most `PER_USER_MAX`; the walk
     /// back is remembered on the stack, so this does not allocate.
     pub fn oldest_first(&self, chain: Chain) -> impl Iterator<Item = &T> + '_ {
+        self.oldest_first_seq(chain).map(|(_, item)| item)
+    }
+
+    /// `oldest_first` with each record's sequence number: the order in
+    /// which the ring received the records of all its users.
+    pub fn oldest_first_seq(&self, chain: Chain) -> impl Iterator<Item = (u64, &T)> + '_ {
         let mut seqs = [NONE; PER_USER_MAX];
         let mut count = 0;
         let mut at = chain.0;
@@ -116,7 +122,14 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
             count += 1;
             at = entry.prev;
         }
-        (0..count).rev().filter_map(move |i| self.get(seqs[i]).map(|e| &e.item))
+        (0..count)
+            .rev()
+            .filter_map(move |i| self.get(seqs[i]).map(|e| (e.seq, &e.item)))
+    }
+
+    /// Records the ring holds at most before it overwrites the oldest.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Checks that the part of a user's chain a walk can see runs strictly

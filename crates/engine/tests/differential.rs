@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::ops::{Gen, Op, SplitMix};
+use common::ops::{Gen, Op};
 use common::specs;
 use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
 use tradsys_engine::book::BookCapacity;
@@ -585,11 +585,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
         },
     );
     let mut reference = Reference::new(&specs);
-    let mut generator = Gen {
-        rng: SplitMix(seed),
-        specs: specs.clone(),
-        recent: Vec::new(),
-    };
+    let mut generator = Gen::new(seed, &specs);
     let mut out = Output::with_capacity(256);
     let mut got: Vec<Answer> = Vec::new();
     let mut fills_seen = 0;

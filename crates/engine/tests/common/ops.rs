@@ -49,6 +49,8 @@ pub enum Op {
 pub struct Gen {
     pub rng: SplitMix,
     pub specs: Vec<MarketSpec>,
+    /// Users are 1..=users.
+    pub users: u64,
     /// Recent orders (id, user, market) that cancels and replaces aim at.
     pub recent: Vec<(u64, u64, MarketId)>,
 }
@@ -146,7 +148,7 @@ impl Gen {
     }
 
     pub fn op(&mut self, next_id: u64) -> Op {
-        let user = 1 + self.rng.below(USERS_COUNT);
+        let user = 1 + self.rng.below(self.users);
         let roll = self.rng.below(100);
         let asset = self.rng.below(3) as usize;
         let amount = (1 + self.rng.below(100_000)) as i64 * [1_000_000, 100_000_000, 1_000_000][asset];
@@ -191,6 +193,7 @@ impl Gen {
         Gen {
             rng: SplitMix(seed),
             specs: specs.to_vec(),
+            users: USERS_COUNT,
             recent: Vec::new(),
         }
     }
