@@ -349,12 +349,7 @@ fn repartition(images: Vec<ShardImage>, shards: u32, specs: &[MarketSpec]) -> Re
     let user_id_max = users.iter().map(|(id, _)| *id).max().unwrap_or(DEMO_USER_ID);
     let next_order_seq = order_id_max / u64::from(shards) + 1;
     let next_user_seq = user_id_max.saturating_sub(DEMO_USER_ID) / u64::from(shards) + 1;
-    if machines.len() != shards as usize {
-        return Err(RecoveryError::Layout(format!(
-            "the data directory was written by {before} shards; changing the number of shards is not supported by this build"
-        )));
-    }
-    let accounts: Vec<Accounts> = machines;
+    let accounts: Vec<Accounts> = tradsys_engine::account::repartition(machines, shards);
     let mut out = Vec::with_capacity(shards as usize);
     for (i, accounts) in accounts.into_iter().enumerate() {
         let i = i as u32;
