@@ -24,13 +24,17 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
 	cat <<'EOF'
-usage: bench/rest.sh [account|orders|latency|all]
+usage: bench/rest.sh [account|orders|latency|durability|all]
 
   account   GET /api/v3/account (signed, one user) on 1 shard vs nginx ping
   orders    POST /api/v3/order crossing pairs on 2 shards, wrk throughput
   latency   orders at constant rates with tradsys-loadgen (runs `orders`
             first to learn the throughput unless LAT_RATES_ONLY=1)
-  all       all of the above (default)
+  durability  POST /api/v3/order as `orders`, alternating --durability none
+            and fsync rounds on fresh servers; fsync/none ratio, commit
+            latency, journal bytes per order; then constant-rate latency with
+            a snapshot every SNAPSHOT_RECORDS records vs none (snapshot stall)
+  all       account, orders and latency (default)
 
   -h, --help  this text
 
@@ -39,6 +43,8 @@ environment (defaults in brackets):
   SERVER_CPU [0]  CLIENT_CPU [1]   (account vs nginx: pinning as bench/http.sh)
   ORDER_THREADS [2]  ORDER_CONNS [64]   (orders: wrk unpinned, 2 shards)
   USERS_PER_SHARD [16]
+  DURABILITY [fsync]  the server's --durability for account/orders/latency
+  SNAPSHOT_RECORDS [200000]  SNAPSHOT_RATE [10000]   (durability: stall run)
   LAT_RATES ["10000 20000"]  extra constant rates, orders/s, besides half
               the measured throughput
   LAT_RATES_ONLY [0]  1: only LAT_RATES, do not run `orders` first
@@ -60,6 +66,11 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 ORDER_THREADS=${ORDER_THREADS:-2}
 ORDER_CONNS=${ORDER_CONNS:-64}
 USERS_PER_SHARD=${USERS_PER_SHARD:-16}
+DURABILITY=${DURABILITY:-fsync}
+SNAPSHOT_RECORDS=${SNAPSHOT_RECORDS:-200000}
+SNAPSHOT_RATE=${SNAPSHOT_RATE:-10000}
+# Extra server flags of the next start_tradsys (the durability mode sets them).
+SERVER_FLAGS=()
 LAT_RATES=${LAT_RATES:-10000 20000}
 LAT_RATES_ONLY=${LAT_RATES_ONLY:-0}
 LAT_DURATION=${LAT_DURATION:-10}
@@ -78,14 +89,14 @@ mode=all
 for arg in "$@"; do
 	case "$arg" in
 	-h | --help) usage; exit 0 ;;
-	account | orders | latency | all) mode=$arg ;;
+	account | orders | latency | durability | all) mode=$arg ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS bench/rest.sh $*"
+command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS DURABILITY=$DURABILITY SNAPSHOT_RECORDS=$SNAPSHOT_RECORDS SNAPSHOT_RATE=$SNAPSHOT_RATE bench/rest.sh $*"
 
 # Neither the temp dir nor the binaries run from it carry the name
 # "tradsys": on a shared host, other test suites' clean-up may stop
@@ -179,7 +190,7 @@ start_tradsys() {
 	mkdir -p "$tmp/data"
 	"${pin[@]}" "$TRADSYS_BIN" serve --listen "127.0.0.1:$tport" --admin-listen 127.0.0.1:0 \
 		--admin-token "$ADMIN_TOKEN" --shards "$shards" --data-dir "$tmp/data" --demo-user false \
-		"${LIMIT_FLAGS[@]}" >"$tmp/tradsys.log" 2>&1 &
+		--durability "$DURABILITY" "${LIMIT_FLAGS[@]}" "${SERVER_FLAGS[@]}" >"$tmp/tradsys.log" 2>&1 &
 	tpid=$!
 	pids+=("$tpid")
 	wait_http "http://127.0.0.1:$tport/ready" "$tpid" tradsys
@@ -476,6 +487,82 @@ bench_latency() {
 	book
 }
 
+# --- durability: fsync vs none, and snapshot stalls ---------------------------
+
+# journal_summary: commit p50 and p99 (max over shards, ms) and frame bytes.
+journal_summary() {
+	curl -fsS --max-time 2 "http://127.0.0.1:$tport/metrics" | awk '
+		/^tradsys_journal_commit_duration_seconds\{.*quantile="0.5"/ { if ($NF > p50) p50 = $NF }
+		/^tradsys_journal_commit_duration_seconds\{.*quantile="0.99"/ { if ($NF > p99) p99 = $NF }
+		/^tradsys_journal_commits_total/ { commits += $NF }
+		/^tradsys_journal_records_total/ { records += $NF }
+		/^tradsys_journal_frame_bytes_total/ { bytes += $NF }
+		END { printf "%.3f %.3f %d %d %d\n", p50 * 1000, p99 * 1000, commits, records, bytes }'
+}
+
+bench_durability() {
+	local r mode order rps_none=() rps_fsync=() p50s=() p99s=() bpo=() l0 x0 l1 x1 p50 p99 commits records bytes bytes0
+	out ""
+	out "== durability: POST /api/v3/order crossing pairs, 2 shards, wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION, fresh server per round =="
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order="none fsync"
+		((r % 2 == 0)) && order="fsync none"
+		for mode in $order; do
+			DURABILITY=$mode
+			start_two_shards
+			run_orders_warmup
+			read -r l0 x0 _ _ <<<"$(orders_counters)"
+			read -r _ _ _ _ bytes0 <<<"$(journal_summary)"
+			measure_orders_once "$r"
+			read -r l1 x1 _ _ <<<"$(orders_counters)"
+			read -r p50 p99 commits records bytes <<<"$(journal_summary)"
+			out "$mode: $last_line"
+			if [[ $mode == none ]]; then
+				rps_none+=("$last_rps")
+			else
+				rps_fsync+=("$last_rps"); p50s+=("$p50"); p99s+=("$p99")
+				bpo+=("$(awk -v b="$((bytes - bytes0))" -v o="$((l1 - l0 + x1 - x0))" 'BEGIN { printf "%.0f", o ? b / o : 0 }')")
+				out "    journal: $commits commits, $records records, commit p50 ${p50} ms p99 ${p99} ms (whole server run), $((bytes - bytes0)) frame bytes in the round"
+			fi
+			stop_tradsys
+		done
+	done
+	DURABILITY=fsync
+	local none fsync
+	none=$(median "${rps_none[@]}"); fsync=$(median "${rps_fsync[@]}")
+	out "median: none $none orders/s, fsync $fsync orders/s, fsync/none $(awk -v a="$fsync" -v b="$none" 'BEGIN { printf "%.3f", b ? a / b : 0 }') (target >= 0.70)"
+	out "fsync: commit latency p50 $(median "${p50s[@]}") ms, p99 $(median "${p99s[@]}") ms; journal frame bytes per order $(median "${bpo[@]}") (an order journals its own record, the book's copy of it and the fills on both sides)"
+	bench_snapshot_stall
+}
+
+# Constant-rate latency with snapshots every SNAPSHOT_RECORDS records and
+# with none: a shard that stalled while a snapshot was taken would show in
+# the tail and the maximum.
+bench_snapshot_stall() {
+	local snaps f result
+	out ""
+	out "== snapshot stall: tradsys-loadgen run at $SNAPSHOT_RATE orders/s, ${LAT_DURATION}s, $LAT_CONNS connections, 2 shards, fsync =="
+	for snaps in off on; do
+		if [[ $snaps == on ]]; then
+			SERVER_FLAGS=(--snapshot-records "$SNAPSHOT_RECORDS")
+		else
+			SERVER_FLAGS=(--snapshot-records 1099511627776 --snapshot-interval-s 86400)
+		fi
+		start_two_shards
+		f="$tmp/stall-$snaps.txt"
+		wait_quiet
+		window_start
+		"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" --rate "$SNAPSHOT_RATE" \
+			--duration "$LAT_DURATION" --warmup "$LAT_WARMUP" --connections "$LAT_CONNS" >"$f"
+		window_end
+		result=$(grep '^RESULT' "$f")
+		out "snapshots $snaps (${SERVER_FLAGS[*]}): ${result#RESULT } other-cpu $other% steal $steal%$busy"
+		out "    snapshots taken: $(grep -c '^snapshot at epoch' "$tmp/tradsys.log" || true); $(grep '^snapshot at epoch' "$tmp/tradsys.log" | tail -n 1)"
+		stop_tradsys
+	done
+	SERVER_FLAGS=()
+}
+
 # --- main --------------------------------------------------------------------
 
 ensure_tools
@@ -492,6 +579,7 @@ out "rate limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
 
 case "$mode" in
 account) bench_account ;;
+durability) bench_durability ;;
 orders) start_two_shards; bench_orders ;;
 latency)
 	start_two_shards
