@@ -32,6 +32,8 @@ mod corruption;
 mod http;
 #[path = "crash/model.rs"]
 mod model;
+#[path = "crash/selftest.rs"]
+mod selftest;
 #[path = "crash/server.rs"]
 mod server;
 #[path = "crash/snapshot.rs"]
@@ -156,6 +158,12 @@ fn main() -> ExitCode {
     );
     println!("crash: base seed {} (rerun: {rerun})", args.seed);
     let mut failures = Vec::new();
+    if args.runs("checker") {
+        match selftest::run(&args, &root.join("checker")) {
+            Ok(()) => println!("crash: checker ok: every damage was reported by its check"),
+            Err(f) => failures.push(f),
+        }
+    }
     if args.runs("cycles") {
         match run_cycles(&args, &root) {
             Ok(stats) => println!("crash: cycles ok: {stats}"),
@@ -442,6 +450,38 @@ fn create_users(model: &mut Model, admin: std::net::SocketAddr, prefix: &str) ->
             secret: key["secretKey"].as_str().ok_or("secretKey")?.to_string(),
         };
         model.add_user(key, &DEPOSITS);
+    }
+    Ok(())
+}
+
+/// One client's traffic without pacing or a kill, so every request is
+/// answered.
+fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) -> Result<(), String> {
+    let shared = Shared {
+        users: model.users.clone(),
+        budgets: model
+            .orders_sent
+            .iter()
+            .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
+            .collect(),
+        stop: AtomicBool::new(false),
+    };
+    let plan = Plan {
+        api: server.api,
+        admin: server.admin,
+        seed,
+        ops_max: ops,
+        think_max_us: 1,
+        id_prefix: format!("r{seed:x}"),
+        cancelable: Vec::new(),
+    };
+    let before = model.unknowns();
+    model.apply(traffic::run(plan, &shared))?;
+    if model.unknowns() > before {
+        return Err("a request to a live server went unanswered".into());
+    }
+    for (sent, budget) in model.orders_sent.iter_mut().zip(&shared.budgets) {
+        *sent = ORDERS_PER_USER_MAX - budget.load(Ordering::SeqCst);
     }
     Ok(())
 }

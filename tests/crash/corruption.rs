@@ -10,14 +10,12 @@
 
 use crate::check::{check_all, check_identical};
 use crate::http::{admin_ok, decimal, Conn};
-use crate::model::{Model, ORDERS_PER_USER_MAX};
+use crate::model::Model;
 use crate::server::{Server, StartError};
-use crate::traffic::{Plan, Shared};
-use crate::{create_users, verify, Args, Failure};
+use crate::{create_users, traffic_at_rest, verify, Args, Failure};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32};
 
 /// Operations that fill the journal before it is damaged.
 const OPS: usize = 120;
@@ -40,7 +38,7 @@ fn scenario(args: &Args, dir: &Path) -> Result<(), String> {
     let server = Server::start(dir, 0, args.options).map_err(|e| format!("start: {e}"))?;
     let mut model = Model::default();
     create_users(&mut model, server.admin, "corrupt")?;
-    fill_journal(&mut model, &server)?;
+    traffic_at_rest(&mut model, &server, SEED, OPS)?;
     let before = verify(&mut model, &server)?;
     let sizes_before = segments(dir)?;
     let mut admin = Conn::open(server.admin).map_err(|e| e.0)?;
@@ -55,36 +53,6 @@ fn scenario(args: &Args, dir: &Path) -> Result<(), String> {
     std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
     copy_dir(&backup, dir)?;
     truncated_record_is_dropped(args, dir, &sizes_before, &sizes_after, &model, &before)
-}
-
-/// Clients' traffic without pacing or a kill, so every request is answered.
-fn fill_journal(model: &mut Model, server: &Server) -> Result<(), String> {
-    let shared = Shared {
-        users: model.users.clone(),
-        budgets: model
-            .users
-            .iter()
-            .map(|_| AtomicU32::new(ORDERS_PER_USER_MAX))
-            .collect(),
-        stop: AtomicBool::new(false),
-    };
-    let plan = Plan {
-        api: server.api,
-        admin: server.admin,
-        seed: SEED,
-        ops_max: OPS,
-        think_max_us: 1,
-        id_prefix: "corrupt".into(),
-        cancelable: Vec::new(),
-    };
-    model.apply(crate::traffic::run(plan, &shared))?;
-    if model.unknowns() > 0 {
-        return Err("a request went unanswered".into());
-    }
-    for (sent, budget) in model.orders_sent.iter_mut().zip(&shared.budgets) {
-        *sent = ORDERS_PER_USER_MAX - budget.load(std::sync::atomic::Ordering::SeqCst);
-    }
-    Ok(())
 }
 
 /// Flips the byte in the middle of the longest segment and expects the

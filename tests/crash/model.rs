@@ -208,7 +208,7 @@ pub struct Transfer {
 }
 
 /// The acknowledged history of one data directory.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Model {
     pub users: Vec<Key>,
     /// Orders each user has sent (placed or not), against `ORDERS_PER_USER_MAX`.

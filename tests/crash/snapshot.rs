@@ -218,7 +218,7 @@ pub fn read(api: SocketAddr, admin: SocketAddr, model: &Model) -> Result<Snapsho
     let mut admin = Conn::open(admin).map_err(|e| e.0)?;
     let audit = read_audit(&mut admin)?;
     let users = (0..model.users.len())
-        .map(|u| read_user(&mut api, model, u))
+        .map(|u| read_user(&mut api, model, u).map_err(|e| format!("user {u} ({}): {e}", model.users[u].user_id)))
         .collect::<Result<_, _>>()?;
     let list = admin_ok(&mut admin, "GET", "/admin/v1/users", None)?;
     let user_ids = list
