@@ -14,13 +14,18 @@
 //!
 //! ```text
 //! cargo test --release --test crash -- [--cycles N] [--seed S] [--only cycles|corruption]
-//!                                      [--live-only] [--no-durability-flag]
+//!                                      [--live-only | --simulate-crash] [--no-durability-flag]
 //! ```
 //!
-//! `TRADSYS_SEED` sets the base seed when `--seed` is absent. `--live-only`
-//! is for a server without recovery: each cycle is checked on the live
-//! server before the kill, the restart is only required to come up, and
-//! the corruption test is skipped. On failure the harness prints the seed,
+//! `TRADSYS_SEED` sets the base seed when `--seed` is absent. Two modes
+//! serve a server without recovery: `--live-only` checks each cycle on the
+//! live server before the kill, only requires the restart to come up, and
+//! skips the corruption test; `--simulate-crash` replaces the kill by the
+//! clients abandoning their requests in flight (their sockets shut down)
+//! and keeps the server as the "recovered" one, which exercises the
+//! harness's handling of unanswered requests and of chains.
+//! `--no-durability-flag` leaves `--durability` off the server's command
+//! line. `--only checker|cycles|corruption` runs one part. On failure the harness prints the seed,
 //! the cycle, the kept data directory (with the server's stdout and stderr
 //! of every start) and the first mismatch, and exits 1.
 
@@ -48,6 +53,7 @@ use server::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use traffic::{Plan, Rng, Shared};
 
@@ -77,6 +83,7 @@ pub struct Args {
     pub cycles: u32,
     pub seed: u64,
     pub live_only: bool,
+    pub simulate: bool,
     pub options: Options,
     pub only: Option<String>,
     pub filter: Option<String>,
@@ -90,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(seed_from_clock),
         live_only: false,
+        simulate: false,
         options: Options { durability_flag: true },
         only: None,
         filter: None,
@@ -102,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--only" => args.only = Some(value("--only")?),
             "--live-only" => args.live_only = true,
+            "--simulate-crash" => args.simulate = true,
             "--no-durability-flag" => args.options.durability_flag = false,
             // libtest's options, passed to every test target by `cargo test -- ...`.
             "--test-threads" | "--color" | "--format" => {
@@ -146,10 +155,11 @@ fn main() -> ExitCode {
     };
     let root = std::env::temp_dir().join(format!("tradsys-crash-{}", std::process::id()));
     let rerun = format!(
-        "cargo test --release --test crash -- --seed {} --cycles {}{}{}",
+        "cargo test --release --test crash -- --seed {} --cycles {}{}{}{}",
         args.seed,
         args.cycles,
         if args.live_only { " --live-only" } else { "" },
+        if args.simulate { " --simulate-crash" } else { "" },
         if args.options.durability_flag {
             ""
         } else {
@@ -294,13 +304,19 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
     let at_rest = args.live_only || rng.below(4) == 0;
     let kill_after = Duration::from_millis(KILL_AFTER_MS_MIN + rng.below(KILL_SPREAD_MS));
     let orders_before = c.model.orders.len();
-    let (before, in_flight) = traffic_then_kill(c, server, cycle, rng, kill_after, at_rest)?;
+    let (before, in_flight, running) = traffic_then_kill(args, c, server, cycle, rng, kill_after, at_rest)?;
     let orders = c.model.orders.len() - orders_before;
     stats.in_flight += in_flight;
     stats.kills_at_rest += u32::from(at_rest);
     stats.orders += orders;
-    let server = Server::start(&c.dir, c.starts, args.options).map_err(|e| format!("restart: {e}"))?;
-    c.starts += 1;
+    let server = match running {
+        Some(server) => server,
+        None => {
+            let server = Server::start(&c.dir, c.starts, args.options).map_err(|e| format!("restart: {e}"))?;
+            c.starts += 1;
+            server
+        }
+    };
     let verified = match (args.live_only, before) {
         (true, before) => {
             server.kill9();
@@ -319,10 +335,11 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
     let fills: usize = verified.users.iter().map(|u| u.trades.len()).sum();
     stats.fills += fills;
     println!(
-        "crash: cycle {cycle}: data dir {} start {}, kill after {} ms {}, {orders} orders sent, \
+        "crash: cycle {cycle}: data dir {} start {}, {} after {} ms {}, {orders} orders sent, \
          {in_flight} requests in flight, {fills} fill sides checked",
         c.number,
         c.starts - 1,
+        if args.simulate { "requests abandoned" } else { "kill -9" },
         kill_after.as_millis(),
         if at_rest { "at rest" } else { "in flight" },
     );
@@ -330,15 +347,18 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
 }
 
 /// Runs the clients, then kills the server: in flight, or after stopping
-/// the clients and checking the live state, which is returned.
+/// the clients and checking the live state, which is returned with the
+/// number of requests left unanswered. With `--simulate-crash` the clients
+/// abandon their requests instead and the server, returned, lives on.
 fn traffic_then_kill(
+    args: &Args,
     c: &mut Chain,
     server: Server,
     cycle: u32,
     rng: &mut Rng,
     kill_after: Duration,
     at_rest: bool,
-) -> Result<(Option<snapshot::Snapshot>, usize), String> {
+) -> Result<(Option<snapshot::Snapshot>, usize, Option<Server>), String> {
     let shared = Shared {
         users: c.model.users.clone(),
         budgets: c
@@ -348,19 +368,23 @@ fn traffic_then_kill(
             .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
             .collect(),
         stop: AtomicBool::new(false),
+        sockets: Mutex::new(Vec::new()),
     };
     let plans = plans(&c.model, &server, cycle, c.number, rng, kill_after);
-    let mut before = None;
-    let events = std::thread::scope(|scope| {
+    let (events, server) = std::thread::scope(|scope| {
         let threads: Vec<_> = plans
             .into_iter()
             .map(|plan| scope.spawn(|| traffic::run(plan, &shared)))
             .collect();
         std::thread::sleep(kill_after);
         shared.stop.store(true, Ordering::SeqCst);
-        let server = match at_rest {
-            true => Some(server),
-            false => {
+        let server = match (at_rest, args.simulate) {
+            (true, _) => Some(server),
+            (false, true) => {
+                shared.abandon();
+                Some(server)
+            }
+            (false, false) => {
                 server.kill9();
                 None
             }
@@ -371,7 +395,6 @@ fn traffic_then_kill(
             .collect();
         (events, server)
     });
-    let (events, server) = events;
     let unknown_before = c.model.unknowns();
     for e in events {
         c.model.apply(e)?;
@@ -380,14 +403,22 @@ fn traffic_then_kill(
         *sent = ORDERS_PER_USER_MAX - budget.load(Ordering::SeqCst);
     }
     let in_flight = c.model.unknowns() - unknown_before;
-    if let Some(server) = server {
+    let mut before = None;
+    if let (true, Some(server)) = (at_rest, &server) {
         if in_flight > 0 {
             return Err(format!("{in_flight} requests unanswered by a live server"));
         }
-        before = Some(verify(&mut c.model, &server).map_err(|e| format!("live, before the kill: {e}"))?);
-        server.kill9();
+        before = Some(verify(&mut c.model, server).map_err(|e| format!("live, before the kill: {e}"))?);
     }
-    Ok((before, in_flight))
+    match (args.simulate, server) {
+        (true, server) => Ok((before, in_flight, server)),
+        (false, server) => {
+            if let Some(server) = server {
+                server.kill9();
+            }
+            Ok((before, in_flight, None))
+        }
+    }
 }
 
 /// The clients' plans: seeds, pacing, and the resting orders each may cancel.
@@ -465,6 +496,7 @@ fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) ->
             .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
             .collect(),
         stop: AtomicBool::new(false),
+        sockets: Mutex::new(Vec::new()),
     };
     let plan = Plan {
         api: server.api,

@@ -68,6 +68,11 @@ impl Conn {
         })
     }
 
+    /// A second handle on the socket, to shut it down from elsewhere.
+    pub fn socket(&self) -> Option<TcpStream> {
+        self.stream.try_clone().ok()
+    }
+
     /// Sends one raw request and reads its response.
     pub fn request(&mut self, raw: &[u8]) -> Result<Reply, Lost> {
         self.stream.write_all(raw).map_err(|e| Lost(format!("write: {e}")))?;

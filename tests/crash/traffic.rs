@@ -11,8 +11,9 @@
 use crate::http::{admin, decimal, signed, Conn, Key, Lost, Reply};
 use crate::model::{Event, Kind, Outcome, Side, MARKETS, ORDER_LOTS_MAX};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Price levels each side may use: ± this many ticks around the market's
@@ -47,6 +48,20 @@ pub struct Shared {
     /// directory's life).
     pub budgets: Vec<AtomicU32>,
     pub stop: AtomicBool,
+    /// Every client connection, for `abandon`.
+    pub sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    /// Shuts every client connection down, so that each request in flight
+    /// goes unanswered while the server carries on: a crash as the clients
+    /// see it, with the server's state kept (`--simulate-crash`).
+    pub fn abandon(&self) {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for socket in sockets.iter() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// One client's part of a cycle.
@@ -74,6 +89,10 @@ pub fn run(mut plan: Plan, shared: &Shared) -> Vec<Event> {
     let Ok(mut admin_conn) = Conn::open(plan.admin) else {
         return events;
     };
+    {
+        let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.extend([api.socket(), admin_conn.socket()].into_iter().flatten());
+    }
     for n in 0..plan.ops_max {
         if shared.stop.load(Ordering::SeqCst) {
             break;
