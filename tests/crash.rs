@@ -63,12 +63,17 @@ const CYCLES_DEFAULT: u32 = 20;
 const CLIENTS: usize = 4;
 /// New users per cycle.
 const USERS_PER_CYCLE: usize = 4;
-/// Operations one client may send in a cycle.
-const OPS_PER_CLIENT_MAX: usize = 60;
+/// Operations one client may send in a cycle; pacing spreads
+/// `OPS_PACED` of them over a little more than the time to the kill.
+const OPS_PER_CLIENT_MAX: usize = 90;
+const OPS_PACED: u64 = 60;
 /// The kill comes this many milliseconds after the clients start, plus a
 /// random part below `KILL_SPREAD_MS`.
 const KILL_AFTER_MS_MIN: u64 = 100;
 const KILL_SPREAD_MS: u64 = 701;
+/// The clients stop pacing themselves at the kill time and the kill comes
+/// up to this many microseconds later.
+const SPRINT_US_MAX: u64 = 3_000;
 /// Longest chain of cycles on one data directory.
 const CHAIN_CYCLES_MAX: u64 = 4;
 /// What each new user is given, in units.
@@ -368,15 +373,19 @@ fn traffic_then_kill(
             .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
             .collect(),
         stop: AtomicBool::new(false),
+        sprint: AtomicBool::new(false),
         sockets: Mutex::new(Vec::new()),
     };
     let plans = plans(&c.model, &server, cycle, c.number, rng, kill_after);
+    let sprint = Duration::from_micros(rng.below(SPRINT_US_MAX));
     let (events, server) = std::thread::scope(|scope| {
         let threads: Vec<_> = plans
             .into_iter()
             .map(|plan| scope.spawn(|| traffic::run(plan, &shared)))
             .collect();
         std::thread::sleep(kill_after);
+        shared.sprint.store(true, Ordering::SeqCst);
+        std::thread::sleep(sprint);
         shared.stop.store(true, Ordering::SeqCst);
         let server = match (at_rest, args.simulate) {
             (true, _) => Some(server),
@@ -425,7 +434,7 @@ fn traffic_then_kill(
 fn plans(model: &Model, server: &Server, cycle: u32, chain: u32, rng: &mut Rng, kill_after: Duration) -> Vec<Plan> {
     // Paced so that the operations would take a little longer than the
     // time to the kill: most kills find requests in flight.
-    let think_max_us = kill_after.as_micros() as u64 * 12 / 5 / OPS_PER_CLIENT_MAX as u64;
+    let think_max_us = kill_after.as_micros() as u64 * 12 / 5 / OPS_PACED;
     let mut plans: Vec<Plan> = (0..CLIENTS)
         .map(|t| Plan {
             api: server.api,
@@ -496,6 +505,7 @@ fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) ->
             .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
             .collect(),
         stop: AtomicBool::new(false),
+        sprint: AtomicBool::new(false),
         sockets: Mutex::new(Vec::new()),
     };
     let plan = Plan {

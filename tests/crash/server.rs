@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Shards every harness server runs.
 pub const SHARDS: usize = 2;
 /// The longest a start may take until every shard listens.
-const START_TIMEOUT_MS: u64 = 30_000;
+const START_TIMEOUT_MS: u64 = 60_000;
 /// The longest recovery may take until `/ready` answers 200.
 const READY_TIMEOUT_MS: u64 = 60_000;
 /// How often start-up output and `/ready` are polled.

@@ -14,13 +14,15 @@ use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Price levels each side may use: ± this many ticks around the market's
 /// reference price.
 const PRICE_TICKS_MAX: i64 = 5;
 /// A transfer moves 1 to this many thousandths of a unit of an asset.
 const TRANSFER_MILLIS_MAX: u64 = 1_000;
+/// Waiting clients look for the sprint this often.
+const THINK_SLICE_US: u64 = 200;
 /// Assets deposited and withdrawn while trading.
 const TRANSFER_ASSETS: [&str; 3] = ["USDT", "BTC", "ETH"];
 
@@ -48,6 +50,10 @@ pub struct Shared {
     /// directory's life).
     pub budgets: Vec<AtomicU32>,
     pub stop: AtomicBool,
+    /// Set just before the kill: no more waiting between operations, so
+    /// that every client is likely to have a request in flight when it
+    /// comes, however fast the server answers.
+    pub sprint: AtomicBool,
     /// Every client connection, for `abandon`.
     pub sockets: Mutex<Vec<TcpStream>>,
 }
@@ -97,7 +103,7 @@ pub fn run(mut plan: Plan, shared: &Shared) -> Vec<Event> {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        std::thread::sleep(Duration::from_micros(rng.below(plan.think_max_us.max(1))));
+        think(shared, Duration::from_micros(rng.below(plan.think_max_us.max(1))));
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
@@ -137,6 +143,18 @@ pub fn run(mut plan: Plan, shared: &Shared) -> Vec<Event> {
         }
     }
     events
+}
+
+/// Waits `time`, or less if the sprint begins.
+fn think(shared: &Shared, time: Duration) {
+    let until = Instant::now() + time;
+    while !shared.sprint.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_micros(THINK_SLICE_US)));
+    }
 }
 
 fn take_budget(shared: &Shared, user: usize) -> bool {
