@@ -74,6 +74,8 @@ const KILL_SPREAD_MS: u64 = 701;
 /// The clients stop pacing themselves at the kill time and the kill comes
 /// up to this many microseconds later.
 const SPRINT_US_MAX: u64 = 3_000;
+/// The longest the server may take to close abandoned connections.
+const CLOSE_TIMEOUT_MS: u64 = 10_000;
 /// Longest chain of cycles on one data directory.
 const CHAIN_CYCLES_MAX: u64 = 4;
 /// What each new user is given, in units.
@@ -420,13 +422,45 @@ fn traffic_then_kill(
         before = Some(verify(&mut c.model, server).map_err(|e| format!("live, before the kill: {e}"))?);
     }
     match (args.simulate, server) {
-        (true, server) => Ok((before, in_flight, server)),
+        (true, Some(server)) => {
+            connections_closed(&server)?;
+            Ok((before, in_flight, Some(server)))
+        }
+        (true, None) => Ok((before, in_flight, None)),
         (false, server) => {
             if let Some(server) = server {
                 server.kill9();
             }
             Ok((before, in_flight, None))
         }
+    }
+}
+
+/// Waits until the server has closed every client connection but the one
+/// asking: abandoned requests have then been carried out or dropped, and
+/// none can land after the state is read (`--simulate-crash`).
+fn connections_closed(server: &Server) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(CLOSE_TIMEOUT_MS);
+    loop {
+        let mut conn = Conn::open(server.api).map_err(|e| e.0)?;
+        let reply = conn
+            .request(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| e.0)?;
+        let open: f64 = reply
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("tradsys_connections_open{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if open <= 1.0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{open} connections still open {CLOSE_TIMEOUT_MS} ms after the clients left"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -145,7 +145,9 @@ fn check_cancel(cancel: &CancelState, o: &SeenOrder) -> Result<(), String> {
         CancelState::Done { executed } if !canceled || o.executed != *executed => {
             Err(format!("CANCELED with executedQty {}", decimal(*executed)))
         }
-        CancelState::None | CancelState::Refused if canceled => Err("not CANCELED: no cancel took effect".into()),
+        CancelState::None if canceled => Err("not CANCELED: no cancel took effect".into()),
+        // -2011: the order was no longer open, so it had filled.
+        CancelState::Refused if canceled || !is_final(&o.status) => Err("final, not CANCELED (cancel refused)".into()),
         _ => Ok(()),
     }
 }
