@@ -404,6 +404,8 @@ fn traffic_then_kill(
             .into_iter()
             .map(|t| t.join().expect("a client thread"))
             .collect();
+        // The clones would keep the clients' connections open.
+        shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
         (events, server)
     });
     let unknown_before = c.model.unknowns();
