@@ -1,0 +1,565 @@
+//! The crash harness: trading under load, `kill -9`, restart on the same
+//! data directory, and a check of the recovered state against everything
+//! the clients were told.
+//!
+//! One cycle: a server (2 shards, `--durability fsync`, free loopback
+//! ports) on a fresh data directory or on the previous cycle's (a chain of
+//! 1 to 4 cycles, so recovered state is recovered again); four new users
+//! with keys and deposits; four client threads sending orders, cancels,
+//! deposits and withdrawals (`traffic`); after a random 100–800 ms a
+//! SIGKILL by PID; a restart, `/ready`, and the checks of `check` against
+//! the acknowledged history in `model`. One cycle in four stops the clients
+//! first and checks the live server before the kill, and then also that
+//! the recovered state is identical to the live one.
+//!
+//! ```text
+//! cargo test --release --test crash -- [--cycles N] [--seed S] [--only cycles|corruption]
+//!                                      [--live-only | --simulate-crash] [--no-durability-flag]
+//! ```
+//!
+//! `TRADSYS_SEED` sets the base seed when `--seed` is absent. Two modes
+//! serve a server without recovery: `--live-only` checks each cycle on the
+//! live server before the kill, only requires the restart to come up, and
+//! skips the corruption test; `--simulate-crash` replaces the kill by the
+//! clients abandoning their requests in flight (their sockets shut down)
+//! and keeps the server as the "recovered" one, which exercises the
+//! harness's handling of unanswered requests and of chains.
+//! `--no-durability-flag` leaves `--durability` off the server's command
+//! line. `--only checker|cycles|corruption` runs one part. On failure the harness prints the seed,
+//! the cycle, the kept data directory (with the server's stdout and stderr
+//! of every start) and the first mismatch, and exits 1.
+
+#[path = "crash/check.rs"]
+mod check;
+#[path = "crash/corruption.rs"]
+mod corruption;
+#[path = "crash/http.rs"]
+mod http;
+#[path = "crash/model.rs"]
+mod model;
+#[path = "crash/selftest.rs"]
+mod selftest;
+#[path = "crash/server.rs"]
+mod server;
+#[path = "crash/snapshot.rs"]
+mod snapshot;
+#[path = "crash/traffic.rs"]
+mod traffic;
+
+use http::{admin_ok, Conn, Key};
+use model::{CancelState, Model, Placed, ORDERS_PER_USER_MAX};
+use serde_json::json;
+use server::{Options, Server};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use traffic::{Plan, Rng, Shared};
+
+/// Cycles when `--cycles` is absent.
+const CYCLES_DEFAULT: u32 = 20;
+/// Client threads per cycle.
+const CLIENTS: usize = 4;
+/// New users per cycle.
+const USERS_PER_CYCLE: usize = 4;
+/// Operations one client may send in a cycle; pacing spreads
+/// `OPS_PACED` of them over a little more than the time to the kill.
+const OPS_PER_CLIENT_MAX: usize = 90;
+const OPS_PACED: u64 = 60;
+/// The kill comes this many milliseconds after the clients start, plus a
+/// random part below `KILL_SPREAD_MS`.
+const KILL_AFTER_MS_MIN: u64 = 100;
+const KILL_SPREAD_MS: u64 = 701;
+/// The clients stop pacing themselves at the kill time and the kill comes
+/// up to this many microseconds later.
+const SPRINT_US_MAX: u64 = 3_000;
+/// The longest the server may take to close abandoned connections.
+const CLOSE_TIMEOUT_MS: u64 = 10_000;
+/// Longest chain of cycles on one data directory.
+const CHAIN_CYCLES_MAX: u64 = 4;
+/// What each new user is given, in units.
+const DEPOSITS: [(&str, i64); 3] = [
+    ("USDT", 200_000 * 100_000_000),
+    ("BTC", 20 * 100_000_000),
+    ("ETH", 300 * 100_000_000),
+];
+
+/// The command line.
+pub struct Args {
+    pub cycles: u32,
+    pub seed: u64,
+    pub live_only: bool,
+    pub simulate: bool,
+    pub options: Options,
+    pub only: Option<String>,
+    pub filter: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        cycles: CYCLES_DEFAULT,
+        seed: std::env::var("TRADSYS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(seed_from_clock),
+        live_only: false,
+        simulate: false,
+        options: Options { durability_flag: true },
+        only: None,
+        filter: None,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut value = |name: &str| words.next().ok_or(format!("{name} needs a value"));
+        match word.as_str() {
+            "--cycles" => args.cycles = value("--cycles")?.parse().map_err(|e| format!("--cycles: {e}"))?,
+            "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--only" => args.only = Some(value("--only")?),
+            "--live-only" => args.live_only = true,
+            "--simulate-crash" => args.simulate = true,
+            "--no-durability-flag" => args.options.durability_flag = false,
+            // libtest's options, passed to every test target by `cargo test -- ...`.
+            "--test-threads" | "--color" | "--format" => {
+                value(&word)?;
+            }
+            w if w.starts_with("--") => {}
+            filter => args.filter = Some(filter.to_string()),
+        }
+    }
+    Ok(args)
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+impl Args {
+    /// Whether the part named `name` runs (`--only`, or a libtest-style
+    /// name filter).
+    fn runs(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == name) && self.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// A failed run: where, and what differed.
+pub struct Failure {
+    pub cycle: Option<(u32, u64)>,
+    pub data_dir: PathBuf,
+    pub message: String,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("crash: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let root = std::env::temp_dir().join(format!("tradsys-crash-{}", std::process::id()));
+    let rerun = format!(
+        "cargo test --release --test crash -- --seed {} --cycles {}{}{}{}",
+        args.seed,
+        args.cycles,
+        if args.live_only { " --live-only" } else { "" },
+        if args.simulate { " --simulate-crash" } else { "" },
+        if args.options.durability_flag {
+            ""
+        } else {
+            " --no-durability-flag"
+        },
+    );
+    println!("crash: base seed {} (rerun: {rerun})", args.seed);
+    let mut failures = Vec::new();
+    if args.runs("checker") {
+        match selftest::run(&args, &root.join("checker")) {
+            Ok(()) => println!("crash: checker ok: every damage was reported by its check"),
+            Err(f) => failures.push(f),
+        }
+    }
+    if args.runs("cycles") {
+        match run_cycles(&args, &root) {
+            Ok(stats) => println!("crash: cycles ok: {stats}"),
+            Err(f) => failures.push(f),
+        }
+    }
+    if args.runs("corruption") {
+        if args.live_only {
+            println!("crash: corruption SKIPPED: --live-only (no journal to corrupt)");
+        } else {
+            match corruption::run(&args, &root.join("corruption")) {
+                Ok(()) => println!("crash: corruption ok"),
+                Err(f) => failures.push(f),
+            }
+        }
+    }
+    for f in &failures {
+        eprintln!("crash: FAILED, base seed {}", args.seed);
+        if let Some((cycle, seed)) = f.cycle {
+            eprintln!("crash: cycle {cycle} (cycle seed {seed})");
+        }
+        eprintln!("crash: data dir kept: {}", f.data_dir.display());
+        eprintln!("crash: {}", f.message);
+        eprintln!("crash: rerun: {rerun}");
+    }
+    if failures.is_empty() {
+        let _ = std::fs::remove_dir_all(&root);
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Figures for the summary line.
+#[derive(Default)]
+struct Stats {
+    cycles: u32,
+    chains: u32,
+    kills_at_rest: u32,
+    in_flight: usize,
+    orders: usize,
+    fills: usize,
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cycles on {} data dirs ({} killed at rest), {} requests in flight at a kill, \
+             {} orders and {} fill sides verified",
+            self.cycles, self.chains, self.kills_at_rest, self.in_flight, self.orders, self.fills
+        )
+    }
+}
+
+/// Cycles on one data directory.
+struct Chain {
+    number: u32,
+    dir: PathBuf,
+    model: Model,
+    server: Option<Server>,
+    starts: u32,
+    cycles_left: u64,
+}
+
+fn run_cycles(args: &Args, root: &Path) -> Result<Stats, Failure> {
+    let mut stats = Stats::default();
+    let mut chain: Option<Chain> = None;
+    for cycle in 0..args.cycles {
+        let seed = Rng(args.seed ^ u64::from(cycle).wrapping_mul(0xd1b5_4a32_d192_ed03)).next();
+        let mut rng = Rng(seed);
+        if chain.as_ref().is_none_or(|c| c.cycles_left == 0) {
+            if let Some(done) = chain.take() {
+                end_chain(done);
+            }
+            let length = if args.live_only {
+                1
+            } else {
+                1 + rng.below(CHAIN_CYCLES_MAX)
+            };
+            let number = stats.chains;
+            let dir = root.join(format!("chain-{number}"));
+            let fail = |message: String| Failure {
+                cycle: Some((cycle, seed)),
+                data_dir: dir.clone(),
+                message,
+            };
+            let server = Server::start(&dir, 0, args.options).map_err(|e| fail(format!("start: {e}")))?;
+            stats.chains += 1;
+            chain = Some(Chain {
+                number,
+                dir: dir.clone(),
+                model: Model::default(),
+                server: Some(server),
+                starts: 1,
+                cycles_left: length,
+            });
+        }
+        let Some(c) = chain.as_mut() else {
+            unreachable!("a chain was just made")
+        };
+        run_cycle(args, c, cycle, &mut rng, &mut stats).map_err(|message| Failure {
+            cycle: Some((cycle, seed)),
+            data_dir: c.dir.clone(),
+            message,
+        })?;
+        c.cycles_left -= 1;
+        stats.cycles += 1;
+    }
+    if let Some(done) = chain {
+        end_chain(done);
+    }
+    Ok(stats)
+}
+
+fn end_chain(chain: Chain) {
+    if let Some(server) = chain.server {
+        server.kill9();
+    }
+    let _ = std::fs::remove_dir_all(&chain.dir);
+}
+
+/// One cycle: users, traffic, kill, restart, checks. The chain's server
+/// is running on entry and (unless `--live-only`) on a successful return.
+fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut Stats) -> Result<(), String> {
+    let server = c.server.take().ok_or("no server")?;
+    create_users(&mut c.model, server.admin, &format!("k{}c{cycle}", c.number))?;
+    let at_rest = args.live_only || rng.below(4) == 0;
+    let kill_after = Duration::from_millis(KILL_AFTER_MS_MIN + rng.below(KILL_SPREAD_MS));
+    let orders_before = c.model.orders.len();
+    let (before, in_flight, running) = traffic_then_kill(args, c, server, cycle, rng, kill_after, at_rest)?;
+    let orders = c.model.orders.len() - orders_before;
+    stats.in_flight += in_flight;
+    stats.kills_at_rest += u32::from(at_rest);
+    stats.orders += orders;
+    let server = match running {
+        Some(server) => server,
+        None => {
+            let server = Server::start(&c.dir, c.starts, args.options).map_err(|e| format!("restart: {e}"))?;
+            c.starts += 1;
+            server
+        }
+    };
+    let verified = match (args.live_only, before) {
+        (true, before) => {
+            server.kill9();
+            c.cycles_left = 1;
+            before.ok_or("no live check")?
+        }
+        (false, before) => {
+            let after = verify(&mut c.model, &server).map_err(|e| format!("after restart {}: {e}", c.starts - 1))?;
+            if let Some(before) = before {
+                check::check_identical(&before, &after).map_err(|e| format!("recovered state differs: {e}"))?;
+            }
+            c.server = Some(server);
+            after
+        }
+    };
+    let fills: usize = verified.users.iter().map(|u| u.trades.len()).sum();
+    stats.fills += fills;
+    println!(
+        "crash: cycle {cycle}: data dir {} start {}, {} after {} ms {}, {orders} orders sent, \
+         {in_flight} requests in flight, {fills} fill sides checked",
+        c.number,
+        c.starts - 1,
+        if args.simulate { "requests abandoned" } else { "kill -9" },
+        kill_after.as_millis(),
+        if at_rest { "at rest" } else { "in flight" },
+    );
+    Ok(())
+}
+
+/// Runs the clients, then kills the server: in flight, or after stopping
+/// the clients and checking the live state, which is returned with the
+/// number of requests left unanswered. With `--simulate-crash` the clients
+/// abandon their requests instead and the server, returned, lives on.
+fn traffic_then_kill(
+    args: &Args,
+    c: &mut Chain,
+    server: Server,
+    cycle: u32,
+    rng: &mut Rng,
+    kill_after: Duration,
+    at_rest: bool,
+) -> Result<(Option<snapshot::Snapshot>, usize, Option<Server>), String> {
+    let shared = Shared {
+        users: c.model.users.clone(),
+        budgets: c
+            .model
+            .orders_sent
+            .iter()
+            .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
+            .collect(),
+        stop: AtomicBool::new(false),
+        sprint: AtomicBool::new(false),
+        sockets: Mutex::new(Vec::new()),
+    };
+    let plans = plans(&c.model, &server, cycle, c.number, rng, kill_after);
+    let sprint = Duration::from_micros(rng.below(SPRINT_US_MAX));
+    let (events, server) = std::thread::scope(|scope| {
+        let threads: Vec<_> = plans
+            .into_iter()
+            .map(|plan| scope.spawn(|| traffic::run(plan, &shared)))
+            .collect();
+        std::thread::sleep(kill_after);
+        shared.sprint.store(true, Ordering::SeqCst);
+        std::thread::sleep(sprint);
+        shared.stop.store(true, Ordering::SeqCst);
+        let server = match (at_rest, args.simulate) {
+            (true, _) => Some(server),
+            (false, true) => {
+                shared.abandon();
+                Some(server)
+            }
+            (false, false) => {
+                server.kill9();
+                None
+            }
+        };
+        let events: Vec<_> = threads
+            .into_iter()
+            .map(|t| t.join().expect("a client thread"))
+            .collect();
+        // The clones would keep the clients' connections open.
+        shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        (events, server)
+    });
+    let unknown_before = c.model.unknowns();
+    for e in events {
+        c.model.apply(e)?;
+    }
+    for (sent, budget) in c.model.orders_sent.iter_mut().zip(&shared.budgets) {
+        *sent = ORDERS_PER_USER_MAX - budget.load(Ordering::SeqCst);
+    }
+    let in_flight = c.model.unknowns() - unknown_before;
+    let mut before = None;
+    if let (true, Some(server)) = (at_rest, &server) {
+        if in_flight > 0 {
+            return Err(format!("{in_flight} requests unanswered by a live server"));
+        }
+        before = Some(verify(&mut c.model, server).map_err(|e| format!("live, before the kill: {e}"))?);
+    }
+    match (args.simulate, server) {
+        (true, Some(server)) => {
+            connections_closed(&server)?;
+            Ok((before, in_flight, Some(server)))
+        }
+        (true, None) => Ok((before, in_flight, None)),
+        (false, server) => {
+            if let Some(server) = server {
+                server.kill9();
+            }
+            Ok((before, in_flight, None))
+        }
+    }
+}
+
+/// Waits until the server has closed every client connection but the one
+/// asking: abandoned requests have then been carried out or dropped, and
+/// none can land after the state is read (`--simulate-crash`).
+fn connections_closed(server: &Server) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(CLOSE_TIMEOUT_MS);
+    loop {
+        let mut conn = Conn::open(server.api).map_err(|e| e.0)?;
+        let reply = conn
+            .request(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| e.0)?;
+        let open: f64 = reply
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("tradsys_connections_open{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if open <= 1.0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{open} connections still open {CLOSE_TIMEOUT_MS} ms after the clients left"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The clients' plans: seeds, pacing, and the resting orders each may cancel.
+fn plans(model: &Model, server: &Server, cycle: u32, chain: u32, rng: &mut Rng, kill_after: Duration) -> Vec<Plan> {
+    // Paced so that the operations would take a little longer than the
+    // time to the kill: most kills find requests in flight.
+    let think_max_us = kill_after.as_micros() as u64 * 12 / 5 / OPS_PACED;
+    let mut plans: Vec<Plan> = (0..CLIENTS)
+        .map(|t| Plan {
+            api: server.api,
+            admin: server.admin,
+            seed: rng.next(),
+            ops_max: OPS_PER_CLIENT_MAX,
+            think_max_us,
+            id_prefix: format!("k{chain}c{cycle}t{t}"),
+            cancelable: Vec::new(),
+        })
+        .collect();
+    let resting = model.orders.iter().filter(|o| {
+        let open = matches!(&o.placed, Placed::Known(f) if !model::is_final(&f.status));
+        open && o.cancel == CancelState::None && o.kind == model::Kind::Limit
+    });
+    for (i, o) in resting.enumerate() {
+        plans[i % CLIENTS]
+            .cancelable
+            .push((o.user, o.market, o.client_id.clone()));
+    }
+    plans
+}
+
+/// Reads the state at rest, checks it against the model and absorbs it.
+fn verify(model: &mut Model, server: &Server) -> Result<snapshot::Snapshot, String> {
+    let snapshot = snapshot::read_at_rest(server.api, server.admin, model)?;
+    let resolved = check::check_all(model, &snapshot).map_err(|m| m.to_string())?;
+    model.absorb(&snapshot, &resolved);
+    Ok(snapshot)
+}
+
+/// Creates users with an API key and the standard deposits.
+fn create_users(model: &mut Model, admin: std::net::SocketAddr, prefix: &str) -> Result<(), String> {
+    let mut conn = Conn::open(admin).map_err(|e| e.0)?;
+    for i in 0..USERS_PER_CYCLE {
+        let name = json!({"name": format!("{prefix}u{i}")});
+        let user = admin_ok(&mut conn, "POST", "/admin/v1/users", Some(&name))?;
+        let id = user["userId"].as_u64().ok_or(format!("userId in {user}"))?;
+        let scopes = json!({"scopes": ["READ", "TRADE"]});
+        let key = admin_ok(&mut conn, "POST", &format!("/admin/v1/users/{id}/keys"), Some(&scopes))?;
+        for (asset, amount) in DEPOSITS {
+            let body = json!({"asset": asset, "amount": http::decimal(amount)});
+            admin_ok(
+                &mut conn,
+                "POST",
+                &format!("/admin/v1/users/{id}/deposits"),
+                Some(&body),
+            )?;
+        }
+        let key = Key {
+            user_id: id,
+            key: key["apiKey"].as_str().ok_or("apiKey")?.to_string(),
+            secret: key["secretKey"].as_str().ok_or("secretKey")?.to_string(),
+        };
+        model.add_user(key, &DEPOSITS);
+    }
+    Ok(())
+}
+
+/// One client's traffic without pacing or a kill, so every request is
+/// answered.
+fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) -> Result<(), String> {
+    let shared = Shared {
+        users: model.users.clone(),
+        budgets: model
+            .orders_sent
+            .iter()
+            .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
+            .collect(),
+        stop: AtomicBool::new(false),
+        sprint: AtomicBool::new(false),
+        sockets: Mutex::new(Vec::new()),
+    };
+    let plan = Plan {
+        api: server.api,
+        admin: server.admin,
+        seed,
+        ops_max: ops,
+        think_max_us: 1,
+        id_prefix: format!("r{seed:x}"),
+        cancelable: Vec::new(),
+    };
+    let before = model.unknowns();
+    model.apply(traffic::run(plan, &shared))?;
+    if model.unknowns() > before {
+        return Err("a request to a live server went unanswered".into());
+    }
+    for (sent, budget) in model.orders_sent.iter_mut().zip(&shared.budgets) {
+        *sent = ORDERS_PER_USER_MAX - budget.load(Ordering::SeqCst);
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The checks must be able to fail: a live state that passes them is
+//! damaged in one way at a time, as a broken recovery could damage it, and
+//! each damage must be reported by the check meant for it.
+
+use crate::check::{check_all, check_identical, Mismatch};
+use crate::model::{CancelState, Model, Placed};
+use crate::server::Server;
+use crate::snapshot::Snapshot;
+use crate::{create_users, traffic_at_rest, verify, Args, Failure};
+use std::path::Path;
+
+/// Enough traffic that every damage below finds something to damage.
+const OPS: usize = 200;
+const SEED: u64 = 0x5e1f;
+
+/// One damage: its name, the check that must report it with a word of its
+/// subject, and the edit.
+type Damage = (&'static str, (&'static str, &'static str), Edit);
+type Edit = fn(&mut Model, &mut Snapshot) -> Option<()>;
+
+const DAMAGES: [Damage; 12] = [
+    ("an acknowledged order vanishes", ("orders", "acknowledged"), |_, s| {
+        let u = s.users.iter_mut().find(|u| !u.orders.is_empty())?;
+        let o = u.orders.remove(0);
+        u.lookups.insert(o.client_id, None);
+        Some(())
+    }),
+    (
+        "a filled order goes back to partially filled",
+        ("orders", "went back"),
+        |_, s| {
+            let o = filled(s)?;
+            o.status = "PARTIALLY_FILLED".into();
+            let o = o.clone();
+            let u = s.users.iter_mut().find(|u| u.lookups.contains_key(&o.client_id))?;
+            u.lookups.insert(o.client_id.clone(), Some(o));
+            Some(())
+        },
+    ),
+    ("GET order disagrees with allOrders", ("orders", "GET order"), |_, s| {
+        let u = s.users.iter_mut().find(|u| !u.orders.is_empty())?;
+        let client_id = u.orders[0].client_id.clone();
+        u.lookups.get_mut(&client_id)?.as_mut()?.update_time += 1;
+        Some(())
+    }),
+    ("an order no client sent", ("orders", "no client sent"), |_, s| {
+        let u = s.users.iter_mut().find(|u| !u.orders.is_empty())?;
+        let mut o = u.orders[0].clone();
+        o.client_id = "phantom".into();
+        u.orders.push(o);
+        Some(())
+    }),
+    ("a refused order exists", ("orders", "refused"), |m, s| {
+        let u = s.users.iter().position(|u| !u.orders.is_empty())?;
+        let client_id = &s.users[u].orders[0].client_id;
+        m.orders[m.by_client_id[client_id]].placed = Placed::Refused(-2010);
+        Some(())
+    }),
+    ("an acknowledged cancel did not happen", ("orders", "cancel"), |m, s| {
+        let open = s.users.iter().flat_map(|u| &u.orders).find(|o| o.status == "NEW")?;
+        m.orders[m.by_client_id[&open.client_id]].cancel = CancelState::Done { executed: 0 };
+        Some(())
+    }),
+    (
+        "one side of a trade is lost",
+        ("trades", "executed vs its trades"),
+        |_, s| {
+            let u = s.users.iter_mut().find(|u| !u.trades.is_empty())?;
+            u.trades.pop();
+            Some(())
+        },
+    ),
+    (
+        "the two sides of a trade disagree",
+        ("trades", "the two sides differ"),
+        |_, s| {
+            let u = s.users.iter_mut().find(|u| !u.trades.is_empty())?;
+            u.trades[0].price += 1;
+            Some(())
+        },
+    ),
+    ("the audit fails", ("conservation", "audit"), |_, s| {
+        s.audit.ok = false;
+        Some(())
+    }),
+    ("funds move between two users", ("balances", "free + locked"), |_, s| {
+        s.users[0].balances.get_mut("USDT")?.0 += 1;
+        s.users[1].balances.get_mut("USDT")?.0 -= 1;
+        Some(())
+    }),
+    ("funds leave a lock", ("locks", "locked vs open orders"), |_, s| {
+        let u = s.users.iter_mut().find(|u| u.balances.values().any(|b| b.1 > 0))?;
+        let (asset, balance) = u.balances.iter_mut().find(|(_, b)| b.1 > 0)?;
+        balance.0 += 1;
+        balance.1 -= 1;
+        let audit = s.audit.assets.get_mut(asset)?;
+        audit.free += 1;
+        audit.locked -= 1;
+        Some(())
+    }),
+    ("a deposit is applied twice", ("conservation", "deposits"), |m, s| {
+        let t = &m.transfers[0];
+        let audit = s.audit.assets.get_mut(t.asset)?;
+        audit.deposits += t.amount;
+        audit.free += t.amount;
+        s.users[t.user].balances.get_mut(t.asset)?.0 += t.amount;
+        Some(())
+    }),
+];
+
+fn filled(s: &mut Snapshot) -> Option<&mut crate::snapshot::SeenOrder> {
+    s.users
+        .iter_mut()
+        .flat_map(|u| &mut u.orders)
+        .find(|o| o.status == "FILLED" && o.kind == "LIMIT")
+}
+
+pub fn run(args: &Args, dir: &Path) -> Result<(), Failure> {
+    scenario(args, dir).map_err(|message| Failure {
+        cycle: None,
+        data_dir: dir.to_path_buf(),
+        message: format!("checker: {message}"),
+    })
+}
+
+fn scenario(args: &Args, dir: &Path) -> Result<(), String> {
+    let server = Server::start(dir, 0, args.options).map_err(|e| format!("start: {e}"))?;
+    let mut model = Model::default();
+    create_users(&mut model, server.admin, "self")?;
+    traffic_at_rest(&mut model, &server, SEED, OPS)?;
+    let live = verify(&mut model, &server)?;
+    server.kill9();
+    for (name, check, damage) in DAMAGES {
+        let (mut m, mut s) = (model.clone(), live.clone());
+        damage(&mut m, &mut s).ok_or(format!("{name}: the traffic left nothing to damage"))?;
+        expect(name, check, check_all(&m, &s).map(|_| ()))?;
+    }
+    let mut later = live.clone();
+    let o = filled(&mut later).ok_or("no filled order")?;
+    o.update_time += 1;
+    expect(
+        "an order's time changes",
+        ("identical", "orders"),
+        check_identical(&live, &later),
+    )
+}
+
+fn expect(name: &str, (check, about): (&str, &str), result: Result<(), Mismatch>) -> Result<(), String> {
+    match result {
+        Err(m) if m.check == check && m.subject.contains(about) => Ok(()),
+        Err(m) => Err(format!("{name}: expected check {check} to report {about:?}, got {m}")),
+        Ok(()) => Err(format!("{name}: no check reported it")),
+    }
+}

@@ -1,0 +1,271 @@
+//! The clients: threads that each hold one keep-alive API connection and
+//! one admin connection and send random operations for random users until
+//! told to stop, the server dies, or their operation count runs out.
+//!
+//! Operations: GTC limit orders on both sides of a narrow price band (so
+//! about half cross and half rest), MARKET orders, orders refused for
+//! insufficient balance, cancels of orders this thread saw resting,
+//! deposits and withdrawals. Each order has a unique `newClientOrderId`.
+//! Every request becomes an `Event` with its full answer, or `Lost`.
+
+use crate::http::{admin, decimal, signed, Conn, Key, Lost, Reply};
+use crate::model::{Event, Kind, Outcome, Side, MARKETS, ORDER_LOTS_MAX};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Price levels each side may use: ± this many ticks around the market's
+/// reference price.
+const PRICE_TICKS_MAX: i64 = 5;
+/// A transfer moves 1 to this many thousandths of a unit of an asset.
+const TRANSFER_MILLIS_MAX: u64 = 1_000;
+/// Waiting clients look for the sprint this often.
+const THINK_SLICE_US: u64 = 200;
+/// Assets deposited and withdrawn while trading.
+const TRANSFER_ASSETS: [&str; 3] = ["USDT", "BTC", "ETH"];
+
+/// splitmix64: reproducible choices from a seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What all clients of one cycle share.
+pub struct Shared {
+    pub users: Vec<Key>,
+    /// Orders each user may still send (`ORDERS_PER_USER_MAX` over a data
+    /// directory's life).
+    pub budgets: Vec<AtomicU32>,
+    pub stop: AtomicBool,
+    /// Set just before the kill: no more waiting between operations, so
+    /// that every client is likely to have a request in flight when it
+    /// comes, however fast the server answers.
+    pub sprint: AtomicBool,
+    /// Every client connection, for `abandon`.
+    pub sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    /// Shuts every client connection down, so that each request in flight
+    /// goes unanswered while the server carries on: a crash as the clients
+    /// see it, with the server's state kept (`--simulate-crash`).
+    pub fn abandon(&self) {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for socket in sockets.iter() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// One client's part of a cycle.
+pub struct Plan {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub seed: u64,
+    pub ops_max: usize,
+    /// Each operation waits a random time below this first, so that the
+    /// operations spread over the cycle instead of finishing before the kill.
+    pub think_max_us: u64,
+    /// Prefix of this client's order ids, unique per data directory.
+    pub id_prefix: String,
+    /// (user, market, client order id) of resting orders this client may cancel.
+    pub cancelable: Vec<(usize, usize, String)>,
+}
+
+/// Runs one client; returns what it did, in order.
+pub fn run(mut plan: Plan, shared: &Shared) -> Vec<Event> {
+    let mut rng = Rng(plan.seed);
+    let mut events = Vec::new();
+    let Ok(mut api) = Conn::open(plan.api) else {
+        return events;
+    };
+    let Ok(mut admin_conn) = Conn::open(plan.admin) else {
+        return events;
+    };
+    {
+        let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.extend([api.socket(), admin_conn.socket()].into_iter().flatten());
+    }
+    for n in 0..plan.ops_max {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        think(shared, Duration::from_micros(rng.below(plan.think_max_us.max(1))));
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let user = rng.below(shared.users.len() as u64) as usize;
+        let roll = rng.below(100);
+        let event = match roll {
+            0..=59 if take_budget(shared, user) => {
+                let client_id = format!("{}o{n}", plan.id_prefix);
+                let kind = if roll < 45 { Kind::Limit } else { Kind::Market };
+                place(&mut api, shared, &mut rng, user, kind, client_id)
+            }
+            60..=61 => refused(&mut api, shared, user, format!("{}o{n}", plan.id_prefix)),
+            62..=81 if !plan.cancelable.is_empty() => {
+                let pick = rng.below(plan.cancelable.len() as u64) as usize;
+                let (user, market, client_id) = plan.cancelable.swap_remove(pick);
+                cancel(&mut api, shared, user, market, client_id)
+            }
+            _ => transfer(&mut admin_conn, shared, &mut rng, user, roll % 2 == 0),
+        };
+        if let Event::Order {
+            user,
+            market,
+            client_id,
+            kind: Kind::Limit,
+            outcome: Outcome::Answered { status: 200, body },
+            ..
+        } = &event
+        {
+            if matches!(body["status"].as_str(), Some("NEW" | "PARTIALLY_FILLED")) {
+                plan.cancelable.push((*user, *market, client_id.clone()));
+            }
+        }
+        let lost = outcome_of(&event).is_lost();
+        events.push(event);
+        if lost {
+            break;
+        }
+    }
+    events
+}
+
+/// Waits `time`, or less if the sprint begins.
+fn think(shared: &Shared, time: Duration) {
+    let until = Instant::now() + time;
+    while !shared.sprint.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_micros(THINK_SLICE_US)));
+    }
+}
+
+fn take_budget(shared: &Shared, user: usize) -> bool {
+    let budget = &shared.budgets[user];
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+        .is_ok()
+}
+
+fn outcome(result: Result<Reply, Lost>) -> Outcome {
+    match result {
+        Ok(reply) => Outcome::Answered {
+            status: reply.status,
+            body: reply.json().unwrap_or(Value::Null),
+        },
+        Err(_) => Outcome::Lost,
+    }
+}
+
+fn outcome_of(event: &Event) -> &Outcome {
+    match event {
+        Event::Order { outcome, .. } | Event::Cancel { outcome, .. } | Event::Transfer { outcome, .. } => outcome,
+    }
+}
+
+impl Outcome {
+    fn is_lost(&self) -> bool {
+        matches!(self, Outcome::Lost)
+    }
+}
+
+fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind, client_id: String) -> Event {
+    let market = rng.below(MARKETS.len() as u64) as usize;
+    let m = &MARKETS[market];
+    let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+    let qty = (1 + rng.below(ORDER_LOTS_MAX as u64) as i64) * m.lot_units;
+    let ticks = rng.below(2 * PRICE_TICKS_MAX as u64 + 1) as i64 - PRICE_TICKS_MAX;
+    let price = match kind {
+        Kind::Limit => m.price_units + ticks * m.tick_units,
+        Kind::Market => 0,
+    };
+    let mut query = format!(
+        "symbol={}&side={}&type={}&quantity={}&newClientOrderId={client_id}&newOrderRespType=FULL",
+        m.symbol,
+        side.name(),
+        kind.name(),
+        decimal(qty)
+    );
+    if kind == Kind::Limit {
+        query.push_str(&format!("&timeInForce=GTC&price={}", decimal(price)));
+    }
+    let result = signed(api, &shared.users[user], "POST", "/api/v3/order", &query);
+    Event::Order {
+        user,
+        market,
+        client_id,
+        side,
+        kind,
+        price,
+        qty,
+        outcome: outcome(result),
+    }
+}
+
+/// A limit buy far beyond any user's funds: refused with -2010, so it must
+/// never appear in any state.
+fn refused(api: &mut Conn, shared: &Shared, user: usize, client_id: String) -> Event {
+    let m = &MARKETS[0];
+    let qty = 100 * 100_000_000;
+    let query = format!(
+        "symbol={}&side=BUY&type=LIMIT&timeInForce=GTC&quantity={}&price={}&newClientOrderId={client_id}",
+        m.symbol,
+        decimal(qty),
+        decimal(m.price_units)
+    );
+    let result = signed(api, &shared.users[user], "POST", "/api/v3/order", &query);
+    Event::Order {
+        user,
+        market: 0,
+        client_id,
+        side: Side::Buy,
+        kind: Kind::Limit,
+        price: m.price_units,
+        qty,
+        outcome: outcome(result),
+    }
+}
+
+fn cancel(api: &mut Conn, shared: &Shared, user: usize, market: usize, client_id: String) -> Event {
+    let query = format!("symbol={}&origClientOrderId={client_id}", MARKETS[market].symbol);
+    let result = signed(api, &shared.users[user], "DELETE", "/api/v3/order", &query);
+    Event::Cancel {
+        user,
+        market,
+        client_id,
+        outcome: outcome(result),
+    }
+}
+
+fn transfer(admin_conn: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, deposit: bool) -> Event {
+    let asset = TRANSFER_ASSETS[rng.below(TRANSFER_ASSETS.len() as u64) as usize];
+    let amount = (1 + rng.below(TRANSFER_MILLIS_MAX)) as i64 * 100_000;
+    let kind = if deposit { "deposits" } else { "withdrawals" };
+    let path = format!("/admin/v1/users/{}/{kind}", shared.users[user].user_id);
+    let body = json!({"asset": asset, "amount": decimal(amount)});
+    let result = admin(admin_conn, "POST", &path, Some(&body));
+    Event::Transfer {
+        user,
+        asset,
+        amount,
+        deposit,
+        outcome: outcome(result),
+    }
+}
