@@ -15,7 +15,7 @@
 //! executor: time, ids and randomness are inputs.
 
 use crate::auth::{KeyRecord, KeyStore, Scopes};
-use crate::durability::Record;
+use crate::durability::record::{CancelReplaceRecord, Record};
 use crate::mesh::EngineMsg;
 use crate::oneshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -526,14 +526,16 @@ impl Trading {
         now_ms: u64,
     ) -> Result<(OrderId, oneshot::Receiver<ReplaceOutcome>), TradingError> {
         self.check_room(None)?;
-        self.record(Record::CancelReplace {
-            user,
-            target,
-            mode,
-            request: *request,
-            reference,
-            now_ms,
-        });
+        if self.live {
+            self.records.push(Record::CancelReplace(Box::new(CancelReplaceRecord {
+                user,
+                target,
+                mode,
+                request: *request,
+                reference,
+                now_ms,
+            })));
+        }
         let (tx, rx) = oneshot::channel();
         let order_id = self.cancel_replace_core(user, target, mode, request, reference, now_ms, Some(tx))?;
         Ok((order_id, rx))
@@ -596,15 +598,8 @@ impl Trading {
                 self.cancel_all_core(*user, *market, *now_ms, None);
                 Ok(())
             }
-            Record::CancelReplace {
-                user,
-                target,
-                mode,
-                request,
-                reference,
-                now_ms,
-            } => self
-                .cancel_replace_core(*user, *target, *mode, request, *reference, *now_ms, None)
+            Record::CancelReplace(r) => self
+                .cancel_replace_core(r.user, r.target, r.mode, &r.request, r.reference, r.now_ms, None)
                 .map(drop),
             Record::Receive { from, seq, msg } => {
                 self.receive(*from, *seq, *msg);
@@ -873,11 +868,13 @@ impl Trading {
         scopes: Scopes,
         entropy: &[u8; 128],
     ) -> Result<(String, String), TradingError> {
-        self.record(Record::CreateKey {
-            user,
-            scopes: scopes.bits(),
-            entropy: *entropy,
-        });
+        if self.live {
+            self.records.push(Record::CreateKey {
+                user,
+                scopes: scopes.bits(),
+                entropy: Box::new(*entropy),
+            });
+        }
         if !self.users.contains_key(&user) {
             return Err(TradingError::UnknownUser(user));
         }
