@@ -495,7 +495,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             segment_bytes: number(
                 "journal_segment_bytes",
                 text("journal_segment_bytes"),
-                1 << 20,
+                crate::journal::JOURNAL_SEGMENT_BYTES_MIN,
                 crate::journal::JOURNAL_SEGMENT_BYTES_MAX,
                 "",
             )?,

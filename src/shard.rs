@@ -725,7 +725,7 @@ fn start_shards(
     markets: &[MarketSpec],
     starts: Vec<std::sync::mpsc::Sender<ShardStart>>,
     epochs: &Arc<Epochs>,
-) -> Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>, ServerError> {
+) -> Result<Option<SnapshotHandle>, ServerError> {
     if config.durability.mode == DurabilityMode::None {
         println!("WARNING: --durability none: nothing is journaled; all state is lost when the process stops");
         for start in starts {
@@ -782,6 +782,9 @@ fn start_shards(
         })?;
     Ok(Some((stop, thread)))
 }
+
+/// The snapshot thread's stop flag and handle.
+type SnapshotHandle = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
 
 /// What a shard starts with once recovery is done.
 struct ShardStart {
@@ -1003,7 +1006,9 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         market_data: RefCell::new(market_data),
         request_limiter: RefCell::new(LocalLimiter::new(limits)),
         order_limiter: RefCell::new(LocalLimiter::new(limits)),
-        client_order_seq: Cell::new(0),
+        // Generated client order ids stay unique across restarts: the
+        // sequence starts at the start-up time in microseconds.
+        client_order_seq: Cell::new(start_micros()),
         calls_in_flight: Cell::new(0),
         outbox_max: config.mesh_outbox_messages_max,
         admin_token: config.admin_token.clone(),
@@ -1012,6 +1017,12 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         ws_per_ip: RefCell::new(std::collections::HashMap::new()),
         log,
     }
+}
+
+fn start_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Funds the demo user gets at start, so the README's example can trade.

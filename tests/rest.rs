@@ -4,71 +4,9 @@
 
 mod common;
 
+use common::account::{admin, create_user, signed, User};
 use common::{Client, Server, ADMIN_TOKEN};
-use serde_json::{json, Value};
-use std::net::SocketAddr;
-
-/// A user with an API key, as the admin API created it.
-struct User {
-    id: u64,
-    key: String,
-    secret: String,
-}
-
-fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut c = Client::connect(addr);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    c.send(&format!(
-        "{method} {path} HTTP/1.1\r\nX-Admin-Token: {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    let r = c.response();
-    (r.status, r.json())
-}
-
-fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> User {
-    let addr = server.admin.expect("admin API on");
-    let (_, user) = admin(addr, "POST", "/admin/v1/users", Some(json!({"name": name})));
-    let id = user["userId"].as_u64().expect("userId");
-    let scopes = json!({"scopes": ["READ", "TRADE", "USER_STREAM"]});
-    let (_, key) = admin(addr, "POST", &format!("/admin/v1/users/{id}/keys"), Some(scopes));
-    for (asset, amount) in deposits {
-        let (status, _) = admin(
-            addr,
-            "POST",
-            &format!("/admin/v1/users/{id}/deposits"),
-            Some(json!({"asset": asset, "amount": amount})),
-        );
-        assert_eq!(status, 200);
-    }
-    User {
-        id,
-        key: key["apiKey"].as_str().expect("apiKey").to_string(),
-        secret: key["secretKey"].as_str().expect("secretKey").to_string(),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// A signed request; `query` without timestamp and signature.
-fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str) -> common::Response {
-    let query = format!(
-        "{query}{}timestamp={}",
-        if query.is_empty() { "" } else { "&" },
-        now_ms()
-    );
-    let signature = tradsys::auth::sign(user.secret.as_bytes(), query.as_bytes());
-    c.send(&format!(
-        "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
-        user.key
-    ));
-    c.response()
-}
+use serde_json::json;
 
 fn start(shards: usize, extra: &[&str]) -> Server {
     let mut args = vec!["--admin-token", ADMIN_TOKEN, "--demo-user", "false"];

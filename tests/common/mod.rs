@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod account;
 pub mod prom;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +20,11 @@ pub struct Server {
     /// The demo user's (API key, secret) as printed at start.
     pub demo: Option<(String, String)>,
     pub data_dir: std::path::PathBuf,
+    /// The line recovery printed at start, if it recovered anything.
+    pub recovered: Option<String>,
+    /// Whether dropping the server deletes `data_dir` (not when the test
+    /// gave it, to start another server on it).
+    owns_data_dir: bool,
 }
 
 /// The admin token tests use.
@@ -27,7 +33,14 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 impl Server {
     /// Starts tradsys with `args` and waits for every shard's start-up line.
     pub fn start(shards: usize, args: &[&str]) -> Server {
-        let data_dir = std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
+        let mut server = Server::start_in(&temp_data_dir(), shards, args);
+        server.owns_data_dir = true;
+        server
+    }
+
+    /// Starts tradsys on `data_dir`, which outlives the server.
+    pub fn start_in(data_dir: &std::path::Path, shards: usize, args: &[&str]) -> Server {
+        let data_dir = data_dir.to_path_buf();
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
         let child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
             .args([
@@ -54,6 +67,8 @@ impl Server {
             admin: None,
             demo: None,
             data_dir,
+            owns_data_dir: false,
+            recovered: None,
         };
         let stdout = server.child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -72,6 +87,7 @@ impl Server {
                     server.demo = Some((key.to_string(), secret.to_string()))
                 }
                 ["admin", "API", "off:", ..] => {}
+                ["recovered", ..] => server.recovered = Some(line.clone()),
                 _ => panic!("unexpected start-up line {line:?}"),
             }
         }
@@ -105,6 +121,12 @@ impl Server {
         Some(prom::parse(&response.body_text()).expect("strict Prometheus text"))
     }
 
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed server's status");
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(&self.child, libc_sigterm());
@@ -116,8 +138,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// A data directory path no other test uses (not created).
+pub fn temp_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()))
 }
 
 fn unique() -> u64 {

@@ -1,0 +1,219 @@
+//! Durability across restarts: what was acknowledged is there after
+//! `kill -9`, after a restart with another number of shards, and after
+//! snapshots replaced the journal; the demo user is created once.
+//! (The randomized kill cycles are tests/crash.rs.)
+
+mod common;
+
+use common::account::{admin, create_user, signed, User};
+use common::{eventually, temp_data_dir, Client, Server, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Server {
+    let mut args = vec!["--admin-token", ADMIN_TOKEN, "--demo-user", "false"];
+    args.extend_from_slice(extra);
+    Server::start_in(dir, shards, &args)
+}
+
+const MARKETS: [&str; 2] = ["BTCUSDT", "ETHBTC"];
+
+/// Everything a user and the public can see, for comparing two servers.
+fn state(server: &Server, users: &[User]) -> Value {
+    let mut c = server.connect();
+    let mut seen = Vec::new();
+    for user in users {
+        let account = signed(&mut c, user, "GET", "/api/v3/account", "").json();
+        let mut markets = Vec::new();
+        for symbol in MARKETS {
+            let q = format!("symbol={symbol}&limit=1000");
+            markets.push(json!({
+                "orders": signed(&mut c, user, "GET", "/api/v3/allOrders", &q).json(),
+                "trades": signed(&mut c, user, "GET", "/api/v3/myTrades", &q).json(),
+            }));
+        }
+        seen.push(json!({"balances": account["balances"], "markets": markets}));
+    }
+    for symbol in MARKETS {
+        let mut depth = server.get(&format!("/api/v3/depth?symbol={symbol}")).json();
+        depth.as_object_mut().expect("depth object").remove("lastUpdateId");
+        seen.push(depth);
+    }
+    let (_, audit) = admin(server.admin.expect("admin API"), "GET", "/admin/v1/audit", None);
+    seen.push(audit);
+    Value::Array(seen)
+}
+
+fn order(c: &mut Client, user: &User, symbol: &str, side: &str, qty: &str, price: &str) -> Value {
+    let q = format!("symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}");
+    let r = signed(c, user, "POST", "/api/v3/order", &q);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    r.json()
+}
+
+/// Two users trading on a market of each shard: fills, resting orders, a
+/// cancel and a withdrawal.
+fn trade(server: &Server) -> Vec<User> {
+    let funds = [("BTC", "10"), ("USDT", "100000"), ("ETH", "100")];
+    let alice = create_user(server, "alice", &funds);
+    let bob = create_user(server, "bob", &funds);
+    let mut c = server.connect();
+    for i in 0..5 {
+        let price = format!("{}", 30_000 + i);
+        order(&mut c, &alice, "BTCUSDT", "SELL", "0.1", &price);
+        order(&mut c, &bob, "BTCUSDT", "BUY", "0.05", &price);
+        order(&mut c, &bob, "ETHBTC", "SELL", "1", &format!("0.05{i}"));
+    }
+    let filled = order(&mut c, &alice, "ETHBTC", "BUY", "2", "0.051");
+    assert_eq!(filled["status"], "FILLED");
+    let resting = order(&mut c, &alice, "BTCUSDT", "BUY", "0.2", "20000");
+    let q = format!("symbol=BTCUSDT&orderId={}", resting["orderId"]);
+    assert_eq!(
+        signed(&mut c, &alice, "DELETE", "/api/v3/order", &q).json()["status"],
+        "CANCELED"
+    );
+    let path = format!("/admin/v1/users/{}/withdrawals", bob.id);
+    let (status, _) = admin(
+        server.admin.expect("admin API"),
+        "POST",
+        &path,
+        Some(json!({"asset": "USDT", "amount": "123.45"})),
+    );
+    assert_eq!(status, 200);
+    vec![alice, bob]
+}
+
+fn free(state: &Value, user: usize, asset: &str) -> String {
+    let balances = state[user]["balances"].as_array().expect("balances");
+    let entry = balances.iter().find(|b| b["asset"] == asset).expect("asset listed");
+    entry["free"].as_str().expect("free").to_string()
+}
+
+#[test]
+fn acknowledged_state_survives_kill_and_a_new_number_of_shards() {
+    let dir = temp_data_dir();
+    let mut server = start_in(&dir, 2, &[]);
+    let users = trade(&server);
+    let mut before = state(&server, &users);
+    // Bob bought 5 × 0.05 BTC from the best asks (30000, 30000, 30001,
+    // 30001, 30002: 7500.20 USDT; taker fee 0.1 % of the BTC), sold 1 ETH at
+    // 0.050 and 1 at 0.051 BTC as maker (fee 0.1 % of the BTC) and withdrew
+    // 123.45 USDT.
+    assert_eq!(free(&before, 1, "BTC"), "10.35064900");
+    assert_eq!(free(&before, 1, "USDT"), "92376.35000000");
+    server.kill9();
+    drop(server);
+
+    for shards in [2, 1, 2] {
+        let mut server = start_in(&dir, shards, &[]);
+        assert!(server.recovered.is_some(), "no recovery line with {shards} shards");
+        assert_eq!(
+            state(&server, &users),
+            before,
+            "state after a restart with {shards} shard(s)"
+        );
+        // New orders get ids no order had before, on any layout.
+        let mut c = server.connect();
+        let placed = order(&mut c, &users[0], "ETHBTC", "BUY", "1", "0.01");
+        let id = placed["orderId"].as_u64().expect("orderId");
+        let known = before.to_string();
+        assert!(!known.contains(&format!("\"orderId\":{id},")), "order id {id} reused");
+        let cancel = format!("symbol=ETHBTC&orderId={id}");
+        assert_eq!(
+            signed(&mut c, &users[0], "DELETE", "/api/v3/order", &cancel).status,
+            200
+        );
+        let after = state(&server, &users);
+        assert_eq!(after[0]["balances"], before[0]["balances"]);
+        before = after;
+        server.terminate();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn snapshots_replace_the_journal_they_cover() {
+    let dir = temp_data_dir();
+    let small = ["--snapshot-records", "1000", "--journal-segment-bytes", "131072"];
+    let mut server = start_in(&dir, 2, &small);
+    let funds = [("BTC", "100"), ("USDT", "10000000")];
+    let alice = create_user(&server, "alice", &funds);
+    let bob = create_user(&server, "bob", &funds);
+    let mut c = server.connect();
+    for i in 0..600 {
+        let price = format!("{}", 30_000 + i % 7);
+        order(&mut c, &alice, "BTCUSDT", "SELL", "0.01", &price);
+        order(&mut c, &bob, "BTCUSDT", "BUY", "0.01", &price);
+    }
+    let shard0 = dir.join("shard-0").join("gen-1");
+    let snapshotted = eventually(Duration::from_secs(20), || {
+        segments(&shard0)
+            .iter()
+            .any(|n| n.starts_with("snapshot-") && n != "snapshot-00000000000000000000.snap")
+    });
+    assert!(
+        snapshotted,
+        "no snapshot in {}: {:?}",
+        shard0.display(),
+        segments(&shard0)
+    );
+    // The first segment is covered by the snapshot and deleted.
+    assert!(
+        !segments(&shard0).contains(&"journal-00000000000000000001.seg".to_string()),
+        "{:?}",
+        segments(&shard0)
+    );
+    let users = vec![alice, bob];
+    let before = state(&server, &users);
+    // Alice sold 600 × 0.01 BTC; the newest 100 trades per user are kept.
+    assert_eq!(free(&before, 0, "BTC"), "94.00000000");
+    assert_eq!(before[0]["markets"][0]["trades"].as_array().map(Vec::len), Some(100));
+    server.kill9();
+    drop(server);
+    let server = start_in(&dir, 2, &[]);
+    let recovered = server.recovered.clone().expect("a recovery line");
+    let replayed: u64 = recovered
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a record count");
+    assert!(
+        replayed < 4000,
+        "recovery replayed {replayed} records: the snapshot was not used"
+    );
+    assert_eq!(state(&server, &users), before);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_user_is_created_only_in_an_empty_data_dir() {
+    let dir = temp_data_dir();
+    let mut first = Server::start_in(&dir, 2, &["--admin-token", ADMIN_TOKEN]);
+    let (key, secret) = first.demo.clone().expect("the demo user on an empty data dir");
+    let demo = User { id: 1, key, secret };
+    let before = signed(&mut first.connect(), &demo, "GET", "/api/v3/account", "").json();
+    assert_eq!(free(&json!([before.clone()]), 0, "BTC"), "10.00000000");
+    first.kill9();
+    drop(first);
+    let second = Server::start_in(&dir, 2, &["--admin-token", ADMIN_TOKEN]);
+    assert!(second.demo.is_none(), "a second demo user was created");
+    let after = signed(&mut second.connect(), &demo, "GET", "/api/v3/account", "").json();
+    assert_eq!(after["balances"], before["balances"]);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
