@@ -183,23 +183,18 @@ fn replay(
         .map(|i| snapshot::generation_dir(data_dir, i, generation))
         .collect();
     let (base_cut, loaded) = newest_snapshot_set(&dirs, shards)?;
-    let mut replay_shards = Vec::with_capacity(loaded.len());
-    let mut in_flight = Vec::with_capacity(loaded.len());
-    let mut covered = Vec::with_capacity(loaded.len());
-    for (header, snap) in loaded {
-        let mut shard = ReplayShard::from_image(snap.image, specs.to_vec()).map_err(RecoveryError::Layout)?;
-        shard.last_lsn = header.covered_lsn;
-        covered.push(header.covered_lsn);
-        replay_shards.push(shard);
-        in_flight.push(snap.in_flight);
-    }
+    let covered: Vec<u64> = loaded.iter().map(|(header, _)| header.covered_lsn).collect();
     let mut warnings = Vec::new();
     let cut = match cut {
         Some(cut) => cut,
         None => {
             let mut cut = u64::MAX;
-            for (i, dir) in dirs.iter().enumerate() {
-                let tail = journal::scan(dir, covered[i] + 1, |_| ControlFlow::Continue(()))?;
+            // Shards are scanned and replayed in parallel, one thread each.
+            let tails = in_parallel(&dirs, |i, dir| {
+                journal::scan(dir, covered[i] + 1, |_| ControlFlow::Continue(()))
+            });
+            for tail in tails {
+                let tail = tail?;
                 if let Some((file, offset)) = &tail.torn {
                     warnings.push(format!(
                         "journal {}: torn record at byte {offset} dropped (it was never acknowledged)",
@@ -211,36 +206,28 @@ fn replay(
             cut
         }
     };
-    let mut records = 0;
-    for (i, dir) in dirs.iter().enumerate() {
-        let shard = &mut replay_shards[i];
-        let mut failure = None;
-        journal::scan(dir, covered[i] + 1, |rec| {
-            if rec.epoch > cut {
-                return ControlFlow::Break(());
-            }
-            match record::decode(rec.payload) {
-                Ok(decoded) => {
-                    shard.apply(rec.lsn, &decoded);
-                    records += 1;
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    failure = Some((rec.lsn, e.to_string()));
-                    ControlFlow::Break(())
-                }
-            }
-        })?;
-        if let Some((lsn, problem)) = failure {
-            return Err(RecoveryError::Record {
-                file: dir.clone(),
-                lsn,
-                problem,
-            });
-        }
+    let mut images: Vec<Option<ShardImage>> = Vec::with_capacity(loaded.len());
+    let mut in_flight = Vec::with_capacity(loaded.len());
+    for (_, snap) in loaded {
+        images.push(Some(snap.image));
+        in_flight.push(snap.in_flight);
     }
-    for (i, shard) in replay_shards.iter_mut().enumerate() {
+    let images = std::sync::Mutex::new(images);
+    let replayed = in_parallel(&dirs, |i, dir| {
+        let image = images.lock().map(|mut all| all[i].take()).ok().flatten();
+        let image = image.ok_or_else(|| RecoveryError::Layout(format!("shard {i}: no snapshot image")))?;
+        replay_shard(dir, image, covered[i], cut, specs)
+    });
+    let mut replay_shards = Vec::with_capacity(replayed.len());
+    let mut records = 0;
+    for (i, result) in replayed.into_iter().enumerate() {
+        let part = result?;
+        records += part.records;
+        let mut shard = ReplayShard::from_image(part.image, specs.to_vec()).map_err(RecoveryError::Layout)?;
+        shard.last_lsn = part.last_lsn;
+        shard.sent = part.sent;
         in_flight[i].append(&mut shard.sent);
+        replay_shards.push(shard);
     }
     for (i, messages) in in_flight.iter_mut().enumerate() {
         messages.retain(|m| m.seq > replay_shards[m.to as usize].trading.received_seq(i as u32));
@@ -252,6 +239,77 @@ fn replay(
         base_cut,
         records,
         warnings,
+    })
+}
+
+/// One shard replayed up to the cut, in a form that can leave its thread.
+struct ShardReplay {
+    image: ShardImage,
+    sent: Vec<InFlight>,
+    last_lsn: u64,
+    records: u64,
+}
+
+/// Replays the records of `dir` after `covered` with epochs up to `cut`
+/// into `image`.
+fn replay_shard(
+    dir: &Path,
+    image: ShardImage,
+    covered: u64,
+    cut: u64,
+    specs: &[MarketSpec],
+) -> Result<ShardReplay, RecoveryError> {
+    let mut shard = ReplayShard::from_image(image, specs.to_vec()).map_err(RecoveryError::Layout)?;
+    shard.last_lsn = covered;
+    let mut records = 0;
+    let mut failure = None;
+    journal::scan(dir, covered + 1, |rec| {
+        if rec.epoch > cut {
+            return ControlFlow::Break(());
+        }
+        match record::decode(rec.payload) {
+            Ok(decoded) => {
+                shard.apply(rec.lsn, &decoded);
+                records += 1;
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some((rec.lsn, e.to_string()));
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some((lsn, problem)) = failure {
+        return Err(RecoveryError::Record {
+            file: dir.to_path_buf(),
+            lsn,
+            problem,
+        });
+    }
+    let last_lsn = shard.last_lsn;
+    let sent = std::mem::take(&mut shard.sent);
+    Ok(ShardReplay {
+        image: shard.into_image(),
+        sent,
+        last_lsn,
+        records,
+    })
+}
+
+/// Runs `work` for every shard directory on its own thread; results in
+/// shard order.
+fn in_parallel<T: Send>(dirs: &[PathBuf], work: impl Fn(usize, &Path) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| scope.spawn(move || work(i, dir)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
     })
 }
 
