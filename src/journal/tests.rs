@@ -232,6 +232,12 @@ fn seals_are_written_without_records_and_skipped_when_nothing_is_due() {
         let a = writer.commit(1, true).await.unwrap();
         let b = writer.commit(1, true).await.unwrap();
         let c = writer.commit(4, false).await.unwrap();
+        // Nothing new, but the unsynced seal of epoch 4 still needs its fdatasync, once.
+        let syncs = (
+            writer.commit(4, true).await.unwrap(),
+            writer.commit(4, true).await.unwrap(),
+        );
+        assert_eq!((syncs.0.synced, syncs.0.frame_bytes, syncs.1.synced), (true, 0, false));
         (a, b, c)
     });
     let seal = JOURNAL_HEADER_BYTES as u64;
@@ -467,4 +473,43 @@ fn write(path: &Path, offset: u64, data: &[u8]) {
         .unwrap()
         .write_all_at(data, offset)
         .unwrap();
+}
+
+#[test]
+fn a_scan_that_breaks_describes_the_journal_up_to_that_record() {
+    let dir = TempDir::new("break");
+    write_batches(&dir.0, 2, 10, SEGMENT_BYTES);
+    let mut seen = Vec::new();
+    let tail = scan(&dir.0, 3, |r| {
+        seen.push(r.lsn);
+        if r.lsn == 12 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, (3..=12).collect::<Vec<_>>());
+    assert_eq!(
+        (tail.next_lsn, tail.sealed_epoch, tail.last_epoch, tail.torn),
+        (13, 1, 2, None)
+    );
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_is_corruption() {
+    let dir = TempDir::new("gap");
+    write_batches(&dir.0, 20, 100, SEGMENT_BYTES);
+    let names = segment_files(&dir.0);
+    assert!(names.len() >= 3);
+    std::fs::remove_file(dir.0.join(&names[1])).unwrap();
+    match read_all(&dir.0, 1).unwrap_err() {
+        JournalError::Corrupt { file, offset, reason } => {
+            assert_eq!((file, offset), (dir.0.join(&names[2]), 0));
+            let (second, third) = (&names[1][8..28], &names[2][8..28]);
+            let (second, third): (u64, u64) = (second.parse().unwrap(), third.parse().unwrap());
+            assert_eq!(reason, format!("segment starts at lsn {third}, expected lsn {second}"));
+        }
+        other => panic!("not corruption: {other}"),
+    }
 }

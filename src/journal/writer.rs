@@ -64,7 +64,6 @@ struct Pending {
     frames: Vec<u8>,
     records: u64,
     next_lsn: u64,
-    last_epoch: u64,
     /// The previous batch's buffer, kept for its capacity.
     spare: Vec<u8>,
 }
@@ -101,7 +100,6 @@ impl Writer {
             frames: Vec::new(),
             records: 0,
             next_lsn: tail.next_lsn,
-            last_epoch: tail.last_epoch,
             spare: Vec::new(),
         };
         Ok(Writer {
@@ -131,7 +129,6 @@ impl Writer {
         frame::encode(&mut pending.frames, Kind::Record, lsn, epoch, payload);
         pending.next_lsn += 1;
         pending.records += 1;
-        pending.last_epoch = epoch;
         lsn
     }
 
@@ -177,30 +174,43 @@ impl Writer {
         );
         let (mut batch, records, next_lsn) = self.take_pending();
         if records == 0 && sealed_epoch == self.sealed_epoch.get() {
-            self.disk.set(Some(disk));
             self.give_back(batch);
-            return Ok(CommitStats {
-                next_lsn,
-                ..CommitStats::default()
-            });
+            // An earlier unsynced commit still needs the fdatasync asked for now.
+            let synced = sync && disk.unsynced;
+            let result = if synced { disk.sync().await } else { Ok(()) };
+            return self
+                .finish(disk, result.map(|()| (0, 0)))
+                .map(|(write_bytes, segments_created)| CommitStats {
+                    next_lsn,
+                    write_bytes,
+                    segments_created,
+                    synced,
+                    ..CommitStats::default()
+                });
         }
         self.sealing_epoch.set(sealed_epoch);
         frame::encode(&mut batch, Kind::Seal, next_lsn, sealed_epoch, &[]);
         let result = disk.write_batch(&batch, sync, &self.dir, self.segment_bytes).await;
         let frame_bytes = batch.len() as u64;
         self.give_back(batch);
+        let (write_bytes, segments_created) = self.finish(disk, result)?;
+        self.sealed_epoch.set(sealed_epoch);
+        Ok(CommitStats {
+            records,
+            frame_bytes,
+            write_bytes,
+            next_lsn,
+            segments_created,
+            synced: sync,
+        })
+    }
+
+    /// Puts the disk back after a commit, or poisons the writer if it failed.
+    fn finish<T>(&self, disk: Disk, result: Result<T, JournalError>) -> Result<T, JournalError> {
         match result {
-            Ok((write_bytes, segments_created)) => {
+            Ok(value) => {
                 self.disk.set(Some(disk));
-                self.sealed_epoch.set(sealed_epoch);
-                Ok(CommitStats {
-                    records,
-                    frame_bytes,
-                    write_bytes,
-                    next_lsn,
-                    segments_created,
-                    synced: sync,
-                })
+                Ok(value)
             }
             Err(e) => {
                 self.failed.set(true);
@@ -242,6 +252,8 @@ struct Disk {
     out: Vec<u8>,
     /// Whether new segments try O_DIRECT (false once the filesystem refused).
     direct: bool,
+    /// Whether the segment has writes no fdatasync has covered yet.
+    unsynced: bool,
     /// The next segment, being created and zero-filled in the background
     /// once this one is half full, so a roll rarely waits for it.
     spare: Option<Task<Result<(SegmentFile, bool), JournalError>>>,
@@ -274,6 +286,7 @@ impl Disk {
             written: 0,
             out: Vec::new(),
             direct,
+            unsynced: false,
             spare: None,
         })
     }
@@ -294,6 +307,7 @@ impl Disk {
             written,
             out,
             direct,
+            unsynced: false,
             spare: None,
         })
     }
@@ -336,7 +350,7 @@ impl Disk {
         }
         write_bytes += self.flush().await?;
         if sync {
-            self.file.fdatasync(&self.path).await?;
+            self.sync().await?;
         }
         if self.spare.is_none() && self.end() * 2 > segment_bytes {
             let spare = prepare_segment(dir.join(JOURNAL_SPARE_NAME), segment_bytes, self.direct);
@@ -345,9 +359,16 @@ impl Disk {
         Ok((write_bytes, created))
     }
 
+    async fn sync(&mut self) -> Result<(), JournalError> {
+        self.file.fdatasync(&self.path).await?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     /// Writes `out` as whole blocks and keeps its partial last block.
     async fn flush(&mut self) -> Result<u64, JournalError> {
         let padded = align_up(self.out.len() as u64) as usize;
+        self.unsynced |= padded > 0;
         let mut at = 0;
         while at < padded {
             let len = JOURNAL_WRITE_BYTES_MAX.min(padded - at);
