@@ -71,7 +71,9 @@ struct Pending {
 impl Writer {
     /// Continues the journal in `dir` after what [`super::scan`] found (a
     /// torn tail must be truncated first); creates the directory and the
-    /// first segment for an empty journal.
+    /// first segment for an empty journal. The tail must come from a scan
+    /// that ran to the end: writing continues at its offset, over anything
+    /// after it.
     pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64) -> Result<Writer, JournalError> {
         Writer::open_with(dir, tail, segment_bytes, true).await
     }
