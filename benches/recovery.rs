@@ -91,7 +91,9 @@ async fn generate(args: &Args, specs: Vec<MarketSpec>, images: Vec<tradsys::dura
         let dir = snapshot::generation_dir(&args.dir, s, 1);
         let tail = journal::scan(&dir, 1, |_| std::ops::ControlFlow::Continue(())).expect("an empty journal");
         writers.push(Rc::new(
-            Writer::open(&dir, &tail, SEGMENT_BYTES, false).await.expect("a writer"),
+            Writer::open_with(&dir, &tail, SEGMENT_BYTES, false)
+                .await
+                .expect("a writer"),
         ));
     }
     let users = create_users(&mut shards);

@@ -1099,7 +1099,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         let dir = snapshot::generation_dir(&setup.config.data_dir, setup.index as u32, start.generation);
         let tail = journal::scan(&dir, 1, |_| std::ops::ControlFlow::Continue(())).map_err(|e| e.to_string())?;
         let durability = &setup.config.durability;
-        let writer = journal::Writer::open(&dir, &tail, durability.segment_bytes, durability.direct_io)
+        let writer = journal::Writer::open_with(&dir, &tail, durability.segment_bytes, durability.direct_io)
             .await
             .map_err(|e| e.to_string())?;
         log.set_writer(Rc::new(writer));

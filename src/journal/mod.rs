@@ -33,6 +33,9 @@ pub use frame::Kind;
 pub use scan::{delete_segments_before, scan, truncate, truncate_at, RecordRef, Tail};
 pub use writer::{CommitStats, Writer};
 
+/// The next segment while it is being prepared; scans ignore it.
+const JOURNAL_SPARE_NAME: &str = "journal-spare.tmp";
+
 /// Bytes of a frame header: length, crc, lsn, epoch, kind.
 pub const JOURNAL_HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 1;
 /// Largest record payload; [`Writer::append`] asserts it.

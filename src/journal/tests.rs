@@ -66,7 +66,7 @@ fn write_batches(dir: &Path, commits: u64, per_commit: u64, segment_bytes: u64) 
     let dir = dir.to_path_buf();
     run(move || async move {
         let tail = scan(&dir, u64::MAX, |_| ControlFlow::Continue(())).unwrap();
-        let writer = Writer::open(&dir, &tail, segment_bytes, true).await.unwrap();
+        let writer = Writer::open(&dir, &tail, segment_bytes).await.unwrap();
         let mut stats = Vec::new();
         for _ in 0..commits {
             let epoch = writer.sealed_epoch() + 1;
@@ -96,10 +96,11 @@ fn frames(dir: &Path) -> Vec<(PathBuf, u64, Kind, u64)> {
 }
 
 fn segment_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    // The spare the writer may have been preparing is not a segment.
+    let names = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+        .map(|e| e.unwrap().file_name().into_string().unwrap());
+    let mut names: Vec<String> = names.filter(|n| n.ends_with(".seg")).collect();
     names.sort();
     names
 }
@@ -136,7 +137,7 @@ fn a_largest_record_fits_and_rolls() {
     let big = vec![0x5a; JOURNAL_RECORD_BYTES_MAX];
     let big2 = big.clone();
     let created = run(move || async move {
-        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap();
+        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap();
         for _ in 0..3 {
             writer.append(1, &big2);
         }
@@ -147,6 +148,30 @@ fn a_largest_record_fits_and_rolls() {
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|(_, epoch, p)| *epoch == 1 && *p == big));
     assert_eq!((tail.next_lsn, tail.sealed_epoch), (4, 1));
+}
+
+#[test]
+fn the_page_cache_path_writes_the_same_journal() {
+    let dir = TempDir::new("buffered");
+    let path = dir.0.clone();
+    let (is_direct, created) = run(move || async move {
+        let writer = Writer::open_with(&path, &Tail::empty(), SEGMENT_BYTES, false)
+            .await
+            .unwrap();
+        let mut created = 0;
+        for epoch in 1..=20 {
+            for _ in 0..100 {
+                writer.append(epoch, &payload(writer.next_lsn()));
+            }
+            created += writer.commit(epoch, true).await.unwrap().segments_created;
+        }
+        (writer.is_direct(), created)
+    });
+    assert!(!is_direct);
+    assert!(created >= 1);
+    let (records, tail) = read_all(&dir.0, 1).unwrap();
+    assert!(records == expected(1..=2000, 100));
+    assert_eq!((tail.next_lsn, tail.sealed_epoch, tail.torn), (2001, 20, None));
 }
 
 #[test]
@@ -167,7 +192,7 @@ fn appends_during_a_commit_go_to_the_next_batch() {
     let dir = TempDir::new("inflight");
     let path = dir.0.clone();
     let (first, second) = run(move || async move {
-        let writer = Rc::new(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap());
+        let writer = Rc::new(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap());
         for lsn in 1..=3 {
             assert_eq!(writer.append(1, &payload(lsn)), lsn);
         }
@@ -202,11 +227,17 @@ fn seals_are_written_without_records_and_skipped_when_nothing_is_due() {
     let dir = TempDir::new("seal");
     let path = dir.0.clone();
     let stats = run(move || async move {
-        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap();
+        let writer = Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap();
         writer.append(1, b"one");
         let a = writer.commit(1, true).await.unwrap();
         let b = writer.commit(1, true).await.unwrap();
         let c = writer.commit(4, false).await.unwrap();
+        // Nothing new, but the unsynced seal of epoch 4 still needs its fdatasync, once.
+        let syncs = (
+            writer.commit(4, true).await.unwrap(),
+            writer.commit(4, true).await.unwrap(),
+        );
+        assert_eq!((syncs.0.synced, syncs.0.frame_bytes, syncs.1.synced), (true, 0, false));
         (a, b, c)
     });
     let seal = JOURNAL_HEADER_BYTES as u64;
@@ -304,7 +335,7 @@ fn a_writer_refuses_an_untruncated_torn_tail() {
     let tail = read_all(&dir.0, 1).unwrap().1;
     let path = dir.0.clone();
     let refused = run(move || async move {
-        Writer::open(&path, &tail, SEGMENT_BYTES, true)
+        Writer::open(&path, &tail, SEGMENT_BYTES)
             .await
             .err()
             .map(|e| e.to_string())
@@ -413,7 +444,7 @@ fn an_empty_or_missing_journal_scans_as_empty() {
     let dir = TempDir::new("empty");
     assert_eq!(read_all(&dir.0, 1).unwrap(), (Vec::new(), Tail::empty()));
     let path = dir.0.clone();
-    run(move || async move { drop(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES, true).await.unwrap()) });
+    run(move || async move { drop(Writer::open(&path, &Tail::empty(), SEGMENT_BYTES).await.unwrap()) });
     let tail = read_all(&dir.0, 1).unwrap().1;
     assert_eq!((tail.next_lsn, tail.end_offset, tail.torn), (1, 0, None));
     assert_eq!(tail.segment, Some(dir.0.join("journal-00000000000000000001.seg")));
@@ -442,4 +473,43 @@ fn write(path: &Path, offset: u64, data: &[u8]) {
         .unwrap()
         .write_all_at(data, offset)
         .unwrap();
+}
+
+#[test]
+fn a_scan_that_breaks_describes_the_journal_up_to_that_record() {
+    let dir = TempDir::new("break");
+    write_batches(&dir.0, 2, 10, SEGMENT_BYTES);
+    let mut seen = Vec::new();
+    let tail = scan(&dir.0, 3, |r| {
+        seen.push(r.lsn);
+        if r.lsn == 12 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, (3..=12).collect::<Vec<_>>());
+    assert_eq!(
+        (tail.next_lsn, tail.sealed_epoch, tail.last_epoch, tail.torn),
+        (13, 1, 2, None)
+    );
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_is_corruption() {
+    let dir = TempDir::new("gap");
+    write_batches(&dir.0, 20, 100, SEGMENT_BYTES);
+    let names = segment_files(&dir.0);
+    assert!(names.len() >= 3);
+    std::fs::remove_file(dir.0.join(&names[1])).unwrap();
+    match read_all(&dir.0, 1).unwrap_err() {
+        JournalError::Corrupt { file, offset, reason } => {
+            assert_eq!((file, offset), (dir.0.join(&names[2]), 0));
+            let (second, third) = (&names[1][8..28], &names[2][8..28]);
+            let (second, third): (u64, u64) = (second.parse().unwrap(), third.parse().unwrap());
+            assert_eq!(reason, format!("segment starts at lsn {third}, expected lsn {second}"));
+        }
+        other => panic!("not corruption: {other}"),
+    }
 }

@@ -5,8 +5,11 @@
 //! buffer (appends made while it waits go to the next batch), adds a seal,
 //! writes it with direct I/O and fdatasyncs. Writes are whole 4 KiB blocks at
 //! block offsets: the last, partial block is kept in memory and written again,
-//! grown, by the next commit. A segment is preallocated and synced when it is
-//! created, so a commit's fdatasync has data to flush and no file size.
+//! grown, by the next commit (the bytes already durable are rewritten
+//! unchanged, so a torn sector still holds them). A segment is zero-filled
+//! and synced before it is used, so a commit's fdatasync flushes data and no
+//! metadata; the next one is prepared in the background as `journal-spare.tmp`
+//! and renamed into place at the roll.
 //!
 //! **Invariant:** one commit at a time (the shard's committer task); a commit
 //! dropped half-way or failed leaves the writer unusable, because what reached
@@ -19,12 +22,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
-use glommio::GlommioError;
+use glommio::{GlommioError, Task};
 
 use super::frame::{self, Kind};
 use super::scan::{sync_dir, Tail};
 use super::{check_segment_bytes, segment_name, JournalError, JOURNAL_BLOCK_BYTES, JOURNAL_RECORD_BYTES_MAX};
-use super::{JOURNAL_HEADER_BYTES, JOURNAL_WRITE_BYTES_MAX};
+use super::{JOURNAL_HEADER_BYTES, JOURNAL_SPARE_NAME, JOURNAL_WRITE_BYTES_MAX};
 
 /// What one commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +64,6 @@ struct Pending {
     frames: Vec<u8>,
     records: u64,
     next_lsn: u64,
-    last_epoch: u64,
     /// The previous batch's buffer, kept for its capacity.
     spare: Vec<u8>,
 }
@@ -69,10 +71,17 @@ struct Pending {
 impl Writer {
     /// Continues the journal in `dir` after what [`super::scan`] found (a
     /// torn tail must be truncated first); creates the directory and the
-    /// first segment for an empty journal. With `direct`, segments are
-    /// written with O_DIRECT through glommio's DMA files where the
-    /// filesystem allows; otherwise through glommio's buffered files.
-    pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64, direct: bool) -> Result<Writer, JournalError> {
+    /// first segment for an empty journal. The tail must come from a scan
+    /// that ran to the end: writing continues at its offset, over anything
+    /// after it.
+    pub async fn open(dir: &Path, tail: &Tail, segment_bytes: u64) -> Result<Writer, JournalError> {
+        Writer::open_with(dir, tail, segment_bytes, true).await
+    }
+
+    /// [`Writer::open`], choosing whether to try O_DIRECT at all: the
+    /// server's `journal_direct_io`, and tests that take the page-cache path
+    /// on filesystems that would allow O_DIRECT.
+    pub async fn open_with(dir: &Path, tail: &Tail, segment_bytes: u64, direct: bool) -> Result<Writer, JournalError> {
         check_segment_bytes(segment_bytes)?;
         if let Some((file, offset)) = &tail.torn {
             return Err(JournalError::NotTruncated {
@@ -83,13 +92,12 @@ impl Writer {
         std::fs::create_dir_all(dir).map_err(JournalError::io("creating", dir))?;
         let disk = match &tail.segment {
             Some(path) => Disk::reopen(path, tail.end_offset, segment_bytes, direct).await?,
-            None => Disk::create(dir, tail.next_lsn, segment_bytes, direct).await?,
+            None => Disk::create(dir, tail.next_lsn, segment_bytes, direct, None).await?,
         };
         let pending = Pending {
             frames: Vec::new(),
             records: 0,
             next_lsn: tail.next_lsn,
-            last_epoch: tail.last_epoch,
             spare: Vec::new(),
         };
         Ok(Writer {
@@ -119,7 +127,6 @@ impl Writer {
         frame::encode(&mut pending.frames, Kind::Record, lsn, epoch, payload);
         pending.next_lsn += 1;
         pending.records += 1;
-        pending.last_epoch = epoch;
         lsn
     }
 
@@ -165,36 +172,58 @@ impl Writer {
         );
         let (mut batch, records, next_lsn) = self.take_pending();
         if records == 0 && sealed_epoch == self.sealed_epoch.get() {
-            self.disk.set(Some(disk));
             self.give_back(batch);
-            return Ok(CommitStats {
-                next_lsn,
-                ..CommitStats::default()
-            });
+            // An earlier unsynced commit still needs the fdatasync asked for now.
+            let synced = sync && disk.unsynced;
+            let result = if synced { disk.sync().await } else { Ok(()) };
+            return self
+                .finish(disk, result.map(|()| (0, 0)))
+                .map(|(write_bytes, segments_created)| CommitStats {
+                    next_lsn,
+                    write_bytes,
+                    segments_created,
+                    synced,
+                    ..CommitStats::default()
+                });
         }
         self.sealing_epoch.set(sealed_epoch);
         frame::encode(&mut batch, Kind::Seal, next_lsn, sealed_epoch, &[]);
         let result = disk.write_batch(&batch, sync, &self.dir, self.segment_bytes).await;
         let frame_bytes = batch.len() as u64;
         self.give_back(batch);
+        let (write_bytes, segments_created) = self.finish(disk, result)?;
+        self.sealed_epoch.set(sealed_epoch);
+        Ok(CommitStats {
+            records,
+            frame_bytes,
+            write_bytes,
+            next_lsn,
+            segments_created,
+            synced: sync,
+        })
+    }
+
+    /// Puts the disk back after a commit, or poisons the writer if it failed.
+    fn finish<T>(&self, disk: Disk, result: Result<T, JournalError>) -> Result<T, JournalError> {
         match result {
-            Ok((write_bytes, segments_created)) => {
+            Ok(value) => {
                 self.disk.set(Some(disk));
-                self.sealed_epoch.set(sealed_epoch);
-                Ok(CommitStats {
-                    records,
-                    frame_bytes,
-                    write_bytes,
-                    next_lsn,
-                    segments_created,
-                    synced: sync,
-                })
+                Ok(value)
             }
             Err(e) => {
                 self.failed.set(true);
                 Err(e)
             }
         }
+    }
+
+    /// Whether the current segment is written with direct I/O.
+    #[cfg(test)]
+    pub(super) fn is_direct(&self) -> bool {
+        let disk = self.disk.take();
+        let direct = disk.as_ref().is_some_and(Disk::is_direct);
+        self.disk.set(disk);
+        direct
     }
 
     fn take_pending(&self) -> (Vec<u8>, u64, u64) {
@@ -221,15 +250,33 @@ struct Disk {
     out: Vec<u8>,
     /// Whether new segments try O_DIRECT (false once the filesystem refused).
     direct: bool,
+    /// Whether the segment has writes no fdatasync has covered yet.
+    unsynced: bool,
+    /// The next segment, being created and zero-filled in the background
+    /// once this one is half full, so a roll rarely waits for it.
+    spare: Option<Task<Result<(SegmentFile, bool), JournalError>>>,
 }
 
 impl Disk {
-    async fn create(dir: &Path, first_lsn: u64, segment_bytes: u64, direct: bool) -> Result<Disk, JournalError> {
+    /// Starts the segment of `first_lsn`, from the spare when one is being
+    /// prepared, else preparing it here.
+    async fn create(
+        dir: &Path,
+        first_lsn: u64,
+        segment_bytes: u64,
+        direct: bool,
+        spare: Option<Task<Result<(SegmentFile, bool), JournalError>>>,
+    ) -> Result<Disk, JournalError> {
         let path = dir.join(segment_name(first_lsn));
-        let mut direct = direct;
-        let file = SegmentFile::open(&path, true, &mut direct).await?;
-        file.pre_allocate(&path, segment_bytes).await?;
-        file.fdatasync(&path).await?;
+        let (file, direct) = match spare {
+            Some(spare) => {
+                let (file, direct) = spare.await?;
+                let spare_path = dir.join(JOURNAL_SPARE_NAME);
+                std::fs::rename(&spare_path, &path).map_err(JournalError::io("renaming", &spare_path))?;
+                (file, direct)
+            }
+            None => prepare_segment(path.clone(), segment_bytes, direct).await?,
+        };
         sync_dir(dir)?;
         Ok(Disk {
             file,
@@ -237,6 +284,8 @@ impl Disk {
             written: 0,
             out: Vec::new(),
             direct,
+            unsynced: false,
+            spare: None,
         })
     }
 
@@ -256,7 +305,14 @@ impl Disk {
             written,
             out,
             direct,
+            unsynced: false,
+            spare: None,
         })
+    }
+
+    #[cfg(test)]
+    fn is_direct(&self) -> bool {
+        matches!(self.file, SegmentFile::Dma(_))
     }
 
     fn end(&self) -> u64 {
@@ -292,14 +348,25 @@ impl Disk {
         }
         write_bytes += self.flush().await?;
         if sync {
-            self.file.fdatasync(&self.path).await?;
+            self.sync().await?;
+        }
+        if self.spare.is_none() && self.end() * 2 > segment_bytes {
+            let spare = prepare_segment(dir.join(JOURNAL_SPARE_NAME), segment_bytes, self.direct);
+            self.spare = Some(glommio::spawn_local(spare));
         }
         Ok((write_bytes, created))
+    }
+
+    async fn sync(&mut self) -> Result<(), JournalError> {
+        self.file.fdatasync(&self.path).await?;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Writes `out` as whole blocks and keeps its partial last block.
     async fn flush(&mut self) -> Result<u64, JournalError> {
         let padded = align_up(self.out.len() as u64) as usize;
+        self.unsynced |= padded > 0;
         let mut at = 0;
         while at < padded {
             let len = JOURNAL_WRITE_BYTES_MAX.min(padded - at);
@@ -318,10 +385,30 @@ impl Disk {
     /// Makes the current segment durable and starts the next at `first_lsn`.
     async fn roll(&mut self, dir: &Path, first_lsn: u64, segment_bytes: u64) -> Result<(), JournalError> {
         self.file.fdatasync(&self.path).await?;
-        let next = Disk::create(dir, first_lsn, segment_bytes, self.direct).await?;
+        let next = Disk::create(dir, first_lsn, segment_bytes, self.direct, self.spare.take()).await?;
         let old = std::mem::replace(self, next);
         old.file.close(&old.path).await
     }
+}
+
+/// Creates a segment at `path`, zero-filled and synced. Writing the zeros
+/// (after fallocate, for contiguous extents) matters: fallocate alone leaves
+/// unwritten extents, and converting them makes every commit's fdatasync
+/// also commit the filesystem journal (ext4: 5 ms instead of 0.2 ms).
+/// Returns whether O_DIRECT is still on.
+async fn prepare_segment(path: PathBuf, segment_bytes: u64, direct: bool) -> Result<(SegmentFile, bool), JournalError> {
+    let mut direct = direct;
+    let file = SegmentFile::open(&path, true, &mut direct).await?;
+    file.pre_allocate(&path, segment_bytes).await?;
+    let zeros = vec![0; JOURNAL_WRITE_BYTES_MAX];
+    let mut at = 0;
+    while at < segment_bytes {
+        let len = JOURNAL_WRITE_BYTES_MAX.min((segment_bytes - at) as usize);
+        file.write_at(&path, &zeros[..len], len, at).await?;
+        at += len as u64;
+    }
+    file.fdatasync(&path).await?;
+    Ok((file, direct))
 }
 
 /// A segment file: O_DIRECT when the filesystem allows, else buffered.
@@ -333,7 +420,9 @@ enum SegmentFile {
 impl SegmentFile {
     async fn open(path: &Path, create: bool, direct: &mut bool) -> Result<SegmentFile, JournalError> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true).create(create);
+        // A segment is only created under a fresh name or as the spare, whose
+        // leftover from a crash is worthless.
+        options.read(true).write(true).create(create).truncate(create);
         if *direct {
             match options.dma_open(path).await {
                 Ok(file) if JOURNAL_BLOCK_BYTES as u64 % file.alignment() == 0 => return Ok(SegmentFile::Dma(file)),
