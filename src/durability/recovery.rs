@@ -190,9 +190,7 @@ fn replay(
         None => {
             let mut cut = u64::MAX;
             // Shards are scanned and replayed in parallel, one thread each.
-            let tails = in_parallel(&dirs, |i, dir| {
-                journal::scan(dir, covered[i] + 1, |_| ControlFlow::Continue(()))
-            });
+            let tails = in_parallel(&dirs, |_, dir| journal::scan_tail(dir));
             for tail in tails {
                 let tail = tail?;
                 if let Some((file, offset)) = &tail.torn {

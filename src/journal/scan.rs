@@ -167,12 +167,31 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(JournalError::io("syncing", dir))
 }
 
+/// Where the journal ends and the highest seal in it, reading only its
+/// last segment (or the last ones, back to a segment with a seal): what
+/// recovery needs to choose its cut before replaying. Segments before it
+/// are checked by the replay's [`scan`].
+pub fn scan_tail(dir: &Path) -> Result<Tail, JournalError> {
+    let segments = segments(dir)?;
+    for start in (0..segments.len()).rev() {
+        let tail = walk_segments(&segments[start..], |_, _, _| ControlFlow::Continue(()))?;
+        if tail.sealed_epoch > 0 || start == 0 {
+            return Ok(tail);
+        }
+    }
+    Ok(Tail::empty())
+}
+
 /// Every frame of the journal in order with its segment and offset.
-pub(super) fn walk(
-    dir: &Path,
+pub(super) fn walk(dir: &Path, f: impl FnMut(&Path, u64, &Frame<'_>) -> ControlFlow<()>) -> Result<Tail, JournalError> {
+    walk_segments(&segments(dir)?, f)
+}
+
+/// Every frame of `segments` (consecutive, oldest first) in order.
+fn walk_segments(
+    segments: &[(u64, PathBuf)],
     mut f: impl FnMut(&Path, u64, &Frame<'_>) -> ControlFlow<()>,
 ) -> Result<Tail, JournalError> {
-    let segments = segments(dir)?;
     let mut tail = Tail::empty();
     if let Some((first_lsn, _)) = segments.first() {
         tail.next_lsn = *first_lsn;
