@@ -48,6 +48,8 @@ pub enum AdminCall {
     },
     ListUsers,
     Audit,
+    /// This shard's `Trading::state_hash`.
+    StateHash,
     /// Apply a halt (or resume) on this shard.
     Halt {
         market: MarketId,
@@ -60,6 +62,7 @@ pub enum AdminReply {
     Rest(RestReply),
     Users(Vec<(UserId, String)>),
     Audit(Vec<AssetTotals>),
+    StateHash(u64),
 }
 
 /// Answers one admin request on this shard's admin listener.
@@ -111,6 +114,7 @@ async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
             halt(shard, symbol, *action == "halt").await
         }
         (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
+        (Method::Get, ["admin", "v1", "state"]) => state_hashes(shard).await,
         _ => Err(not_found("admin path")),
     };
     result.unwrap_or_else(|e| RestReply::error(&e))
@@ -187,6 +191,7 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
             return AdminReply::Users(users);
         }
         AdminCall::Audit => return AdminReply::Audit(shard.trading().asset_totals()),
+        AdminCall::StateHash => return AdminReply::StateHash(shard.trading().state_hash()),
         AdminCall::Halt { market, halted } => {
             shard.trading_mut().halt(market, halted);
             Ok(b"{}".to_vec())
@@ -328,6 +333,22 @@ async fn gather(shard: &Shard, call: fn() -> AdminCall) -> Result<Vec<AdminReply
         replies.push(run_on(shard, peer, call()).await?);
     }
     Ok(replies)
+}
+
+/// Each shard's state hash: equal hashes mean equal durable state (used to
+/// check that recovery rebuilds exactly what the journal says).
+async fn state_hashes(shard: &Shard) -> Result<RestReply, HttpError> {
+    let mut w = JsonWriter::default();
+    w.begin_object().key("shards").begin_array();
+    for (index, reply) in gather(shard, || AdminCall::StateHash).await?.into_iter().enumerate() {
+        let AdminReply::StateHash(hash) = reply else { continue };
+        w.begin_object()
+            .field_uint("shard", index as u64)
+            .field_str("stateHash", &format!("{hash:016x}"))
+            .end_object();
+    }
+    w.end_array().end_object();
+    Ok(RestReply::json(w.into_bytes()))
 }
 
 async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {

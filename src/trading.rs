@@ -1064,6 +1064,39 @@ impl Trading {
         Ok(trading)
     }
 
+    /// A hash of the durable state (what `into_image` keeps, except the
+    /// link sequence numbers, which restart with every generation): two
+    /// shards with equal hashes hold the same users, balances, orders,
+    /// history, books, keys and halts.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = tradsys_engine::hash::StateHasher::default();
+        h.u64(self.accounts.state_hash());
+        for book in self.books.iter().flatten() {
+            h.u64(book.state_hash());
+        }
+        for &halted in &self.halted {
+            h.u64(u64::from(halted));
+        }
+        for (id, name) in &self.users {
+            h.u64(*id);
+            h.bytes(name.as_bytes());
+        }
+        for (key, record) in self.keys.entries() {
+            h.bytes(key.as_bytes());
+            h.u64(record.user_id);
+            h.bytes(record.secret.as_bytes());
+            h.u64(u64::from(record.scopes.bits()));
+            h.u64(u64::from(record.revoked));
+        }
+        for (deposits, withdrawals) in &self.transfers {
+            h.bytes(&deposits.to_le_bytes());
+            h.bytes(&withdrawals.to_le_bytes());
+        }
+        h.u64(self.next_order_seq);
+        h.u64(self.next_user_seq);
+        h.finish()
+    }
+
     pub fn check_invariants(&self) {
         self.accounts.check_invariants();
         for book in self.books.iter().flatten() {

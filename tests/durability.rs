@@ -217,3 +217,46 @@ fn the_demo_user_is_created_only_in_an_empty_data_dir() {
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn state_hashes(server: &Server) -> Value {
+    let (status, body) = admin(server.admin.expect("admin API"), "GET", "/admin/v1/state", None);
+    assert_eq!(status, 200);
+    body
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a copy's directory");
+    for entry in std::fs::read_dir(from).expect("a directory to copy").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("a copied file");
+        }
+    }
+}
+
+#[test]
+fn every_replay_of_the_same_journal_rebuilds_the_same_state_hash() {
+    let dir = temp_data_dir();
+    let mut server = start_in(&dir, 2, &[]);
+    let users = trade(&server);
+    let live = state_hashes(&server);
+    assert_eq!(live["shards"].as_array().map(Vec::len), Some(2));
+    server.kill9();
+    drop(server);
+    let copy = temp_data_dir();
+    copy_dir(&dir, &copy);
+    for data in [&dir, &copy, &dir] {
+        let mut server = start_in(data, 2, &[]);
+        assert_eq!(state_hashes(&server), live, "after recovering {}", data.display());
+        server.terminate();
+    }
+    // The hash sees a change: one more resting order.
+    let server = start_in(&dir, 2, &[]);
+    order(&mut server.connect(), &users[0], "ETHBTC", "BUY", "1", "0.01");
+    assert_ne!(state_hashes(&server), live);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&copy);
+}
