@@ -535,8 +535,9 @@ fn user_data_stream_reports_executions_and_balances() {
         (-1125, "This listenKey does not exist.".to_string())
     );
     let key = listen_key(&server, &taker);
-    // Several connections, so that the user's events cross shards.
-    let mut conns: Vec<Ws> = (0..4)
+    // Several connections (the per-user cap is 3), so that the user's
+    // events cross shards.
+    let mut conns: Vec<Ws> = (0..3)
         .map(|_| Ws::connect(server.addr, &format!("/ws/{key}")))
         .collect();
     let mut rest = server.connect();
