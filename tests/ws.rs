@@ -693,15 +693,37 @@ fn ticker_streams_report_the_rolling_window() {
         expected
     };
     let done = |data: &Value| data["n"] == 2 && data["b"] == figures["b"] && data["a"] == figures["a"];
-    let ticker = until_stream(&mut ws, "btcusdt@ticker", done);
-    assert_eq!(ticker, full(&ticker));
-    let mini_ticker = until_stream(&mut ws, "btcusdt@miniTicker", |d| d["v"] == figures["v"]);
-    assert_eq!(mini_ticker, mini(&mini_ticker));
+    let mini_done = |data: &Value| data["v"] == figures["v"];
+    // The four streams share the connection: keep the first message of
+    // each that shows the final state.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..500 {
+        if seen.len() == 4 {
+            break;
+        }
+        let message = ws.json();
+        let (stream, data) = (message["stream"].as_str().expect("stream"), &message["data"]);
+        let wanted = match stream {
+            "btcusdt@ticker" => done(data),
+            "btcusdt@miniTicker" => mini_done(data),
+            "!ticker@arr" => done(&data[0]),
+            "!miniTicker@arr" => mini_done(&data[0]),
+            other => panic!("unexpected stream {other}"),
+        };
+        if wanted {
+            seen.entry(stream.to_string()).or_insert_with(|| data.clone());
+        }
+    }
+    assert_eq!(seen.len(), 4, "the final state on every stream: {seen:?}");
+    let ticker = &seen["btcusdt@ticker"];
+    assert_eq!(ticker, &full(ticker));
+    let mini_ticker = &seen["btcusdt@miniTicker"];
+    assert_eq!(mini_ticker, &mini(mini_ticker));
     // Only BTCUSDT traded: every array holds it alone.
-    let all = until_stream(&mut ws, "!ticker@arr", |d| done(&d[0]));
-    assert_eq!(all, json!([full(&all[0])]));
-    let all_mini = until_stream(&mut ws, "!miniTicker@arr", |d| d[0]["v"] == figures["v"]);
-    assert_eq!(all_mini, json!([mini(&all_mini[0])]));
+    let all = &seen["!ticker@arr"];
+    assert_eq!(all, &json!([full(&all[0])]));
+    let all_mini = &seen["!miniTicker@arr"];
+    assert_eq!(all_mini, &json!([mini(&all_mini[0])]));
     assert!(ticker["E"].as_u64().expect("E") >= second["transactTime"].as_u64().expect("time"));
 }
 
@@ -764,8 +786,25 @@ fn kline_streams_equal_rest_klines_and_close() {
     let mut rest = server.connect();
     let (first, second) = two_trades(&server, &mut rest);
     let (first_id, last_id) = (trade_id(&first), trade_id(&second));
+    let second_time = second["transactTime"].as_u64().expect("transactTime");
+    let open = second_time - second_time % 1000;
+    // Both streams share the connection: keep the first message of each
+    // that shows what is checked.
+    let (mut minute, mut closing) = (None, None);
+    for _ in 0..500 {
+        if minute.is_some() && closing.is_some() {
+            break;
+        }
+        let message = ws.json();
+        let k = &message["data"]["k"];
+        match message["stream"].as_str().expect("stream") {
+            "btcusdt@kline_1m" if k["L"] == last_id && minute.is_none() => minute = Some(message["data"].clone()),
+            "btcusdt@kline_1s" if k["t"] == open && k["x"] == true => closing = Some(message["data"].clone()),
+            _ => {}
+        }
+    }
     // The minute's candle, once it holds the last trade, equals REST's.
-    let minute = until_stream(&mut ws, "btcusdt@kline_1m", |d| d["k"]["L"] == last_id);
+    let minute = minute.expect("the minute's kline with the last trade");
     assert_eq!(
         (minute["e"].clone(), minute["s"].clone()),
         (json!("kline"), json!("BTCUSDT"))
@@ -782,11 +821,7 @@ fn kline_streams_equal_rest_klines_and_close() {
     assert!(!closed || now_ms() > minute["k"]["T"].as_u64().expect("T"));
     // The last trade's second closes within a second: one more update
     // with x true and the final figures.
-    let second_time = second["transactTime"].as_u64().expect("transactTime");
-    let open = second_time - second_time % 1000;
-    let closing = until_stream(&mut ws, "btcusdt@kline_1s", |d| {
-        d["k"]["t"] == open && d["k"]["x"] == true
-    });
+    let closing = closing.expect("the second's kline closing");
     let (row, (_, l, _)) = kline_as_row(&closing["k"]);
     assert_eq!(row, rest_kline(&server, "1s", open));
     assert_eq!(l, last_id);
