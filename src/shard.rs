@@ -390,14 +390,11 @@ impl Shard {
                 _ => return Err(MeshError::PeerGone(owner)),
             }
         };
-        match attach {
-            UserAttach::Attached(attached) if attached == user => {
-                self.streams.borrow_mut().subscribe_user_local(user, key, out);
-                Ok(attach)
-            }
-            UserAttach::Attached(_) => Ok(UserAttach::UnknownKey),
-            other => Ok(other),
+        // The user's shard counted the connection for the user it found.
+        if let UserAttach::Attached(user) = attach {
+            self.streams.borrow_mut().subscribe_user_local(user, key, out);
         }
+        Ok(attach)
     }
 
     /// A user data stream connection closed; the user's shard counts it off.

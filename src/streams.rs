@@ -1206,6 +1206,121 @@ mod tests {
         assert_eq!(out.push(Rc::from(&b"1"[..])), Push::Dropped);
     }
 
+    fn trading() -> Trading {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml")).expect("markets.toml");
+        let specs = tradsys_engine::market::parse_markets(&text).expect("markets");
+        Trading::new(0, 1, specs, tradsys_engine::book::BookCapacity::default())
+    }
+
+    #[test]
+    fn stream_names_parse_to_their_canonical_names() {
+        let trading = trading();
+        let table = [
+            ("btcusdt@aggTrade", Some("btcusdt@aggTrade")),
+            ("btcusdt@ticker", Some("btcusdt@ticker")),
+            ("btcusdt@miniTicker", Some("btcusdt@miniTicker")),
+            ("btcusdt@depth5", Some("btcusdt@depth5")),
+            ("btcusdt@depth10@1000ms", Some("btcusdt@depth10")),
+            ("btcusdt@depth20@100ms", Some("btcusdt@depth20@100ms")),
+            ("btcusdt@depth15", None),
+            ("btcusdt@depth5@10ms", None),
+            ("btcusdt@kline_1m", Some("btcusdt@kline_1m")),
+            ("btcusdt@kline_1M", Some("btcusdt@kline_1M")),
+            ("btcusdt@kline_2m", None),
+            ("!ticker@arr", Some("!ticker@arr")),
+            ("!miniTicker@arr", Some("!miniTicker@arr")),
+            ("!bookTicker@arr", None),
+            ("nosuch@ticker", None),
+        ];
+        for (name, canonical) in table {
+            let key = StreamKey::parse(name, &trading);
+            assert_eq!(key.map(|k| k.name(&trading)).as_deref(), canonical, "{name}");
+        }
+        assert!(StreamKey::parse("!ticker@arr", &trading).is_some_and(|k| k.is_all_markets()));
+    }
+
+    fn tape(id: u64, price: i64, time_ms: u64) -> crate::marketdata::TapeTrade {
+        crate::marketdata::TapeTrade {
+            id,
+            price: Price(price),
+            qty: Qty(1),
+            quote_qty: tradsys_engine::num::Amount(price),
+            time_ms,
+            is_buyer_maker: false,
+            taker_order: id,
+        }
+    }
+
+    #[test]
+    fn kline_updates_send_changes_then_the_close() {
+        let (market, interval) = (MarketId(0), Interval::M1);
+        let mut data = MarketData::new(crate::marketdata::MarketDataLimits::default());
+        let mut registry = Registry::default();
+        data.record(&tape(1, 10, 60_000));
+        registry.kline_start(market, interval, data.newest_candle(interval), 60_500);
+        // (new trade, now, expected (open, last trade id, closed) sent)
+        let table: [(Option<(u64, i64, u64)>, u64, &[(u64, u64, bool)]); 6] = [
+            // The open candle goes out once after the start.
+            (None, 61_000, &[(60_000, 1, false)]),
+            (None, 62_000, &[]),
+            (Some((2, 11, 62_500)), 63_000, &[(60_000, 2, false)]),
+            // Its time is over: once more, closed.
+            (None, 120_000, &[(60_000, 2, true)]),
+            (None, 121_000, &[]),
+            // A trade two minutes on: that candle, open.
+            (Some((3, 12, 240_100)), 240_200, &[(240_000, 3, false)]),
+        ];
+        for (trade, now, expected) in table {
+            if let Some((id, price, time)) = trade {
+                data.record(&tape(id, price, time));
+            }
+            let sent: Vec<(u64, u64, bool)> = registry
+                .kline_updates(market, interval, &data, now)
+                .iter()
+                .map(|(c, closed)| (c.open_time_ms, c.last_trade_id, *closed))
+                .collect();
+            assert_eq!(sent, expected, "at {now}");
+        }
+        // A newer candle closes the one before it at once.
+        data.record(&tape(4, 13, 300_000));
+        let sent: Vec<(u64, bool)> = registry
+            .kline_updates(market, interval, &data, 300_001)
+            .iter()
+            .map(|(c, closed)| (c.open_time_ms, *closed))
+            .collect();
+        assert_eq!(sent, [(240_000, true), (300_000, false)]);
+    }
+
+    #[test]
+    fn user_connections_are_capped_over_all_shards() {
+        let mut registry = Registry::default();
+        assert!(registry.add_user_connection(7, 0, 3));
+        assert!(registry.add_user_connection(7, 1, 3));
+        assert!(registry.add_user_connection(7, 1, 3));
+        assert!(!registry.add_user_connection(7, 0, 3));
+        assert!(registry.add_user_connection(8, 0, 3), "another user has its own count");
+        assert_eq!(registry.user_shards_of(7), [0, 1]);
+        registry.remove_user_connection(7, 1);
+        assert_eq!(registry.user_shards_of(7), [0, 1]);
+        assert!(registry.add_user_connection(7, 0, 3));
+        registry.remove_user_connection(7, 0);
+        registry.remove_user_connection(7, 0);
+        registry.remove_user_connection(7, 1);
+        assert!(registry.user_shards_of(7).is_empty());
+        assert!(registry.has_user_streams(), "user 8 still has one");
+    }
+
+    #[test]
+    fn a_finished_queue_drops_later_frames_and_is_ready() {
+        let out = Outbound::new(100, false);
+        assert_eq!(out.push_last(Rc::from(&b"last"[..])), Push::Queued);
+        assert_eq!(out.push(Rc::from(&b"more"[..])), Push::Dropped);
+        assert!(out.is_finished());
+        assert_eq!(out.pop().as_deref(), Some(&b"last"[..]));
+        assert_eq!(out.pop(), None);
+    }
+
     #[test]
     fn depth_chain_links_update_ids() {
         let mut registry = Registry::default();
