@@ -1260,7 +1260,8 @@ mod tests {
         data.record(&tape(1, 10, 60_000));
         registry.kline_start(market, interval, data.newest_candle(interval), 60_500);
         // (new trade, now, expected (open, last trade id, closed) sent)
-        let table: [(Option<(u64, i64, u64)>, u64, &[(u64, u64, bool)]); 6] = [
+        type Row = (Option<(u64, i64, u64)>, u64, &'static [(u64, u64, bool)]);
+        let table: [Row; 6] = [
             // The open candle goes out once after the start.
             (None, 61_000, &[(60_000, 1, false)]),
             (None, 62_000, &[]),
