@@ -957,15 +957,12 @@ impl Registry {
         let Some(outs) = self.user_local.get(&event.user()) else {
             return 0;
         };
-        let frames = match event {
+        let payloads = match event {
             UserEvent::Order(update) => {
                 let mut w = JsonWriter::with_capacity(768);
                 write_execution_report(update, time_ms, trading, &mut w);
-                let report = frame_of(&w.into_bytes());
-                [
-                    report,
-                    account_position_frame(&update.balances, update.view.update_time_ms, time_ms, trading),
-                ]
+                let position = account_position_payload(&update.balances, update.view.update_time_ms, time_ms, trading);
+                [w.into_bytes(), position]
             }
             UserEvent::Balance(update) => {
                 let mut w = JsonWriter::with_capacity(128);
@@ -976,17 +973,21 @@ impl Registry {
                     .field_decimal("d", update.delta.0)
                     .field_uint("T", time_ms)
                     .end_object();
-                let balance = frame_of(&w.into_bytes());
-                [
-                    balance,
-                    account_position_frame(&[(update.asset, update.balance)], time_ms, time_ms, trading),
-                ]
+                let position = account_position_payload(&[(update.asset, update.balance)], time_ms, time_ms, trading);
+                [w.into_bytes(), position]
             }
             UserEvent::KeyClosed { key, .. } => return close_user_key(outs, key, time_ms),
         };
+        // Raw frames are shared by every `/ws` connection; a combined one
+        // (`/stream?streams=<listenKey>`) gets them wrapped with its key.
+        let raw = [frame_of(&payloads[0]), frame_of(&payloads[1])];
         let mut overflowed = 0;
-        for (out, _) in outs {
-            let pushes = [out.push(frames[0].clone()), out.push(frames[1].clone())];
+        for (out, key) in outs {
+            let frames = match out.is_combined() {
+                false => raw.clone(),
+                true => [combined_frame(key, &payloads[0]), combined_frame(key, &payloads[1])],
+            };
+            let pushes = frames.map(|frame| out.push(frame));
             if pushes.contains(&Push::Overflowed) {
                 overflowed += 1;
             }
@@ -1094,12 +1095,12 @@ fn write_execution_report(update: &UserUpdate, time_ms: u64, trading: &Trading, 
 }
 
 /// Binance's `outboundAccountPosition` for the assets an event moved.
-fn account_position_frame(
+fn account_position_payload(
     balances: &[(tradsys_engine::order::AssetId, tradsys_engine::account::Balance)],
     update_time_ms: u64,
     time_ms: u64,
     trading: &Trading,
-) -> Rc<[u8]> {
+) -> Vec<u8> {
     let mut w = JsonWriter::with_capacity(256);
     w.begin_object()
         .field_str("e", "outboundAccountPosition")
@@ -1114,7 +1115,7 @@ fn account_position_frame(
             .end_object();
     }
     w.end_array().end_object();
-    frame_of(&w.into_bytes())
+    w.into_bytes()
 }
 
 /// Sends `listenKeyExpired` as the last frame of the connections of `key`.
@@ -1125,10 +1126,15 @@ fn close_user_key(outs: &[UserConnection], key: &str, time_ms: u64) -> usize {
         .field_uint("E", time_ms)
         .field_str("listenKey", key)
         .end_object();
-    let frame = frame_of(&w.into_bytes());
+    let payload = w.into_bytes();
+    let raw = frame_of(&payload);
     let mut overflowed = 0;
     for (out, _) in outs.iter().filter(|(_, k)| &**k == key) {
-        if out.push_last(frame.clone()) == Push::Overflowed {
+        let frame = match out.is_combined() {
+            false => raw.clone(),
+            true => combined_frame(key, &payload),
+        };
+        if out.push_last(frame) == Push::Overflowed {
             overflowed += 1;
         }
     }

@@ -89,7 +89,7 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
             None => return Err(TargetError::NotStreams),
         },
     };
-    if !combined && !names.contains(['@', '/']) && crate::trading::user_of_key(names.as_bytes()).is_some() {
+    if !combined && !names.contains(['@', '/']) && is_listen_key(names) {
         return Ok(Target {
             streams: Vec::new(),
             combined,
@@ -98,7 +98,13 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
     }
     let trading = shard.trading();
     let mut streams = Vec::new();
+    let mut listen_key = None;
     for name in names.split('/').filter(|n| !n.is_empty()) {
+        // A combined stream may carry one listen key among market streams.
+        if combined && listen_key.is_none() && is_listen_key(name) {
+            listen_key = Some(name.to_string());
+            continue;
+        }
         let key = StreamKey::parse(name, &trading).ok_or_else(|| TargetError::BadStream(name.to_string()))?;
         if !streams.contains(&key) {
             streams.push(key);
@@ -110,8 +116,14 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
     Ok(Target {
         streams,
         combined,
-        listen_key: None,
+        listen_key,
     })
+}
+
+/// A name that can only be a listen key: it starts with a user id and
+/// names no stream.
+fn is_listen_key(name: &str) -> bool {
+    !name.contains('@') && crate::trading::user_of_key(name.as_bytes()).is_some()
 }
 
 /// Subscribes, answers 101 and serves the connection until it closes.

@@ -1026,3 +1026,33 @@ fn execution_reports_name_the_cancel_and_finish_market_orders_by_quote() {
         ]
     );
 }
+
+#[test]
+fn combined_stream_carries_a_listen_key_with_market_streams() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let who = user(&server, "combined");
+    let key = listen_key(&server, &who);
+    let mut ws = Ws::connect(server.addr, &format!("/stream?streams=btcusdt@trade/{key}"));
+    admin(
+        &server,
+        "POST",
+        &format!("/admin/v1/users/{}/deposits", user_id(&who)),
+        json!({ "asset": "USDT", "amount": "5" }),
+    );
+    let update = ws.json();
+    let time = update["data"]["E"].clone();
+    assert_eq!(
+        update,
+        json!({"stream": key, "data": {"e": "balanceUpdate", "E": time, "a": "USDT", "d": "5.00000000", "T": time}})
+    );
+    assert_eq!(ws.json()["data"]["B"][0]["f"], "1000005.00000000");
+    let header = format!("X-MBX-APIKEY: {}\r\n", who.0);
+    let target = format!("/api/v3/userDataStream?listenKey={key}");
+    assert_eq!(request(server.addr, "DELETE", &target, &header, "").status, 200);
+    let expired = ws.json();
+    assert_eq!(
+        expired,
+        json!({"stream": key, "data": {"e": "listenKeyExpired", "E": expired["data"]["E"], "listenKey": key}})
+    );
+    expect_close(&mut ws, 1000);
+}
