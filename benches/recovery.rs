@@ -157,6 +157,7 @@ fn deliver(shards: &mut [Trading]) {
     for trading in shards.iter_mut() {
         trading.trades.clear();
         trading.user_updates.clear();
+        trading.balance_updates.clear();
         trading.first_fills.clear();
         trading.touched_levels.clear();
     }

@@ -179,6 +179,8 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
             deposit,
         } => {
             let done = shard.trading_mut().transfer(user, &asset, amount, deposit);
+            // Sends the balanceUpdate to the user's data streams.
+            shard.flush_engine();
             done.map_err(admin_error).map(|()| balances_json(shard, user))
         }
         AdminCall::GetUser { user } => user_details(shard, user),

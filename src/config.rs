@@ -136,6 +136,16 @@ const KEYS: &[Key] = &[
         help: "WebSocket connections per client IP on each shard (over: 429)",
     },
     Key {
+        name: "ws_user_data_connections_per_user_max",
+        default: "3",
+        help: "user data stream connections per user over all shards (over: 429, -1003)",
+    },
+    Key {
+        name: "listen_key_ttl_ms",
+        default: "3600000",
+        help: "time a listen key lives without a keepalive (then listenKeyExpired)",
+    },
+    Key {
         name: "admin_listen",
         default: "127.0.0.1:8081",
         help: "address of the admin API",
@@ -269,6 +279,10 @@ pub struct WsConfig {
     pub message_bytes_max: usize,
     pub connections_per_ip_max: usize,
     pub socket_send_bytes: usize,
+    /// User data stream connections one user may hold over all shards.
+    pub user_data_connections_per_user_max: usize,
+    /// How long a listen key lives after its last POST or PUT.
+    pub listen_key_ttl_ms: u64,
 }
 
 /// Limits of the HTTP layer, each named with its unit last.
@@ -447,6 +461,8 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             message_bytes_max: count("ws_message_bytes_max", 16 << 20)?,
             connections_per_ip_max: count("ws_connections_per_ip_max", 1 << 20)?,
             socket_send_bytes: number("ws_socket_send_bytes", text("ws_socket_send_bytes"), 0, 1 << 30, "")? as usize,
+            user_data_connections_per_user_max: count("ws_user_data_connections_per_user_max", 1 << 20)?,
+            listen_key_ttl_ms: number("listen_key_ttl_ms", text("listen_key_ttl_ms"), 1, 24 * 3_600_000, "")?,
         },
         admin_listen: text("admin_listen").parse().map_err(|_| {
             invalid(

@@ -14,14 +14,14 @@
 //! a ring sized from [`MarketDataLimits`] when the market is created, so
 //! `record` does O(1) work (17 ring updates plus one aggregate update) and
 //! never allocates. With the default limits a market holds
-//! [`DEFAULT_MEMORY_BYTES_PER_MARKET`] = 2_667_128 bytes (about 2.7 MB):
+//! [`DEFAULT_MEMORY_BYTES_PER_MARKET`] = 2_923_128 bytes (about 2.9 MB):
 //!
 //! * the newest 10_000 trades (56 bytes each, 560_000 bytes). Binance serves
 //!   older trades from a database; tradsys keeps none, so `historicalTrades`
 //!   for an older `fromId` is refused with [`QueryError::NotKept`];
 //! * the newest 10_000 aggregate trades (56 bytes each, 560_000 bytes);
-//! * the newest 1_000 candles of each of the 16 intervals (88 bytes each,
-//!   1_408_000 bytes), so 1s klines reach back 1_000 trading seconds and 1M
+//! * the newest 1_000 candles of each of the 16 intervals (104 bytes each,
+//!   1_664_000 bytes), so 1s klines reach back 1_000 trading seconds and 1M
 //!   klines 1_000 trading months;
 //! * 1_441 one-minute buckets (96 bytes each, 138_336 bytes) for the
 //!   24-hour ticker and the average price;
@@ -201,6 +201,10 @@ pub struct Candle {
     pub trade_count: u64,
     pub taker_buy_base_volume: Qty,
     pub taker_buy_quote_volume: Amount,
+    /// Ids of the candle's first and last trade (the kline stream's `f`
+    /// and `L`; REST klines do not show them).
+    pub first_trade_id: u64,
+    pub last_trade_id: u64,
 }
 
 impl Candle {
@@ -217,6 +221,8 @@ impl Candle {
             trade_count: 0,
             taker_buy_base_volume: Qty::ZERO,
             taker_buy_quote_volume: Amount::ZERO,
+            first_trade_id: trade.id,
+            last_trade_id: trade.id,
         };
         candle.add(trade);
         candle
@@ -229,6 +235,7 @@ impl Candle {
         self.volume = add_qty(self.volume, trade.qty);
         self.quote_volume = add_amount(self.quote_volume, trade.quote_qty);
         self.trade_count += 1;
+        self.last_trade_id = trade.id;
         // The buyer is the taker exactly when the buyer is not the maker.
         if !trade.is_buyer_maker {
             self.taker_buy_base_volume = add_qty(self.taker_buy_base_volume, trade.qty);
@@ -827,6 +834,38 @@ impl MarketData {
         }
     }
 
+    /// The id the next aggregate trade will get.
+    pub fn next_agg_id(&self) -> u64 {
+        self.next_agg_id
+    }
+
+    /// Aggregates from id `from_id` on (at most `limit`), oldest first; for
+    /// the aggTrade stream, which sends each aggregate once it is complete.
+    pub fn aggs_since(&self, from_id: u64, limit: usize) -> Vec<AggTrade> {
+        let from = self.aggs.partition_point(|agg| agg.id < from_id);
+        self.aggs.collect(from, self.aggs.len(), limit)
+    }
+
+    /// The newest candle of `interval`, if it had a trade.
+    pub fn newest_candle(&self, interval: Interval) -> Option<Candle> {
+        self.klines[interval.index()].last().copied()
+    }
+
+    /// The candle of `interval` opened at `open_time_ms`, if kept.
+    pub fn candle_at(&self, interval: Interval, open_time_ms: u64) -> Option<Candle> {
+        let ring = &self.klines[interval.index()];
+        let index = ring.partition_point(|candle| candle.open_time_ms < open_time_ms);
+        ring.get(index).filter(|c| c.open_time_ms == open_time_ms).copied()
+    }
+
+    /// The newest `limit` candles of `interval` opened after `after` (all
+    /// kept candles for `None`), oldest first.
+    pub fn candles_after(&self, interval: Interval, after: Option<u64>, limit: usize) -> Vec<Candle> {
+        let ring = &self.klines[interval.index()];
+        let from = after.map_or(0, |t| ring.partition_point(|candle| candle.open_time_ms <= t));
+        ring.collect(from.max(ring.len().saturating_sub(limit)), ring.len(), limit)
+    }
+
     /// `GET /api/v3/ticker/price`: the price of the newest trade.
     pub fn last_price(&self) -> Option<Price> {
         self.trades.last().map(|trade| trade.price)
@@ -980,9 +1019,9 @@ mod tests {
     fn default_memory_per_market_is_as_documented() {
         assert_eq!(size_of::<TapeTrade>(), 56);
         assert_eq!(size_of::<AggTrade>(), 56);
-        assert_eq!(size_of::<Candle>(), 88);
+        assert_eq!(size_of::<Candle>(), 104);
         assert_eq!(size_of::<MinuteBucket>(), 96);
-        assert_eq!(DEFAULT_MEMORY_BYTES_PER_MARKET, 2_667_128);
+        assert_eq!(DEFAULT_MEMORY_BYTES_PER_MARKET, 2_923_128);
     }
 
     #[test]
@@ -1147,6 +1186,8 @@ mod tests {
             trade_count: 3,
             taker_buy_base_volume: qty("3"),
             taker_buy_quote_volume: Amount::parse("31").unwrap(),
+            first_trade_id: 1,
+            last_trade_id: 3,
         };
         let second = Candle {
             open_time_ms: minute + 60_000,
@@ -1160,6 +1201,8 @@ mod tests {
             trade_count: 1,
             taker_buy_base_volume: qty("4"),
             taker_buy_quote_volume: Amount::parse("41").unwrap(),
+            first_trade_id: 4,
+            last_trade_id: 4,
         };
         assert_eq!(market.klines(Interval::M1, None, None, 500), [first, second]);
         let hour = market.klines(Interval::H1, None, None, 500);
@@ -1349,7 +1392,7 @@ mod tests {
         };
         assert_eq!(
             limits.memory_bytes(),
-            3 * 56 + 2 * 56 + 16 * 2 * 88 + MINUTES_KEPT_MAX * 96 + size_of::<MarketData>()
+            3 * 56 + 2 * 56 + 16 * 2 * 104 + MINUTES_KEPT_MAX * 96 + size_of::<MarketData>()
         );
         let mut market = MarketData::new(limits);
         for id in 1..=5 {
@@ -1605,6 +1648,8 @@ mod tests {
                     trade_count: group.len() as u64,
                     taker_buy_base_volume: Qty(taker_buys().map(|t| t.qty.0).sum()),
                     taker_buy_quote_volume: Amount(taker_buys().map(|t| t.quote_qty.0).sum()),
+                    first_trade_id: group[0].id,
+                    last_trade_id: group[group.len() - 1].id,
                 }
             })
             .collect()

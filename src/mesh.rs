@@ -18,8 +18,7 @@ use crate::admin::{AdminCall, AdminReply};
 use crate::metrics::Snapshot;
 use crate::oneshot;
 use crate::rest::{RestReply, RestRequest};
-use crate::streams::{StreamEvent, StreamKey};
-use crate::trading::UserUpdate;
+use crate::streams::{StreamEvent, StreamKey, UserAttach, UserEvent};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
@@ -52,7 +51,8 @@ pub enum Call {
     /// misses nothing that happens after.
     Subscribe { key: StreamKey, shard: usize },
     /// A user data stream connection on `shard` with listen key `key` of a
-    /// user the callee owns: validate the key and send the user's events.
+    /// user the callee owns: validate the key, count the connection
+    /// against the user's cap and send the user's events.
     UserStream { key: String, shard: usize },
 }
 
@@ -65,8 +65,8 @@ pub enum Reply {
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),
     Subscribed,
-    /// The listen key's user, or `None` when the key is unknown or expired.
-    UserStream(Option<UserId>),
+    /// The listen key's user, or why the connection is refused.
+    UserStream(UserAttach),
     /// The callee had too many calls in flight and did not run this one.
     Overloaded,
 }
@@ -117,11 +117,12 @@ pub enum StreamMsg {
     Unsubscribe { key: StreamKey, shard: usize },
     /// One event, sent once to each shard with subscribers.
     Event(Box<StreamEvent>),
-    /// The sender's shard closed its last stream connection of `user`.
+    /// The sender's shard closed one stream connection of `user`.
     UserUnsubscribe { user: UserId, shard: usize },
-    /// One order change of a user, sent once to each shard holding the
-    /// user's stream connections, with the time it was published.
-    User(Box<UserUpdate>, u64),
+    /// One event of a user (an order change, a transfer, a listen key
+    /// closing), sent once to each shard holding the user's stream
+    /// connections, with the time it was published.
+    User(Box<UserEvent>, u64),
 }
 
 /// The mesh before shards join; cloned into every shard.

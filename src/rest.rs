@@ -470,7 +470,8 @@ async fn cancel_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let cancel_id = client_id_param(params, "newClientOrderId")?;
-    let canceled = shard.trading_mut().cancel(user, market, target, now);
+    let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
+    let canceled = shard.trading_mut().cancel_with_id(user, market, target, cancel_id, now);
     shard.flush_engine();
     let rx = canceled.map_err(|e| match e {
         TradingError::Engine(EngineError::NoSuchOrder) => engine_error(EngineError::UnknownOrder),
@@ -478,7 +479,6 @@ async fn cancel_order(shard: &Shard, params: &Params<'_>, user: UserId, now: u64
     })?;
     let view = rx.await.ok_or_else(gone)?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
-    let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
     write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now);
     Ok(w.into_bytes())
 }

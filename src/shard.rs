@@ -26,7 +26,9 @@ use crate::marketdata::{MarketData, TapeTrade};
 use crate::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
 use crate::metrics::Metrics;
 use crate::rest::{self, RequestRef, RestReply};
-use crate::streams::{Outbound, Registry, StreamEvent, StreamKey, StreamKind, DEPTH_DIFF_LEVELS_MAX};
+use crate::streams::{
+    Outbound, Registry, StreamEvent, StreamKey, StreamKind, TickerEntry, UserAttach, UserEvent, DEPTH_DIFF_LEVELS_MAX,
+};
 use crate::trading::{Trading, DEMO_USER_ID};
 use glommio::channels::channel_mesh::Receivers;
 use glommio::net::{TcpListener, UnixStream};
@@ -103,10 +105,11 @@ pub struct Shard {
     log: Rc<ShardLog>,
 }
 
-/// How often depth diffs of the fast (100 ms) streams are computed; the
-/// slow (1000 ms) ones every `DEPTH_SLOW_TICKS` ticks.
-const DEPTH_TICK: Duration = Duration::from_millis(100);
-const DEPTH_SLOW_TICKS: u64 = 10;
+/// How often the fast (100 ms) periodic streams are computed; the slow
+/// (1000 ms) ones, tickers, klines and listen key expiry every
+/// `STREAM_SLOW_TICKS` ticks.
+const STREAM_TICK: Duration = Duration::from_millis(100);
+const STREAM_SLOW_TICKS: u64 = 10;
 
 impl Shard {
     pub fn index(&self) -> usize {
@@ -191,23 +194,11 @@ impl Shard {
         if !touched.is_empty() {
             self.streams.borrow_mut().touch_levels(&touched);
         }
-        let updates = std::mem::take(&mut self.trading.borrow_mut().user_updates);
-        if !updates.is_empty() {
-            self.publish_user_updates(updates);
-        }
+        self.publish_user_events();
         // Taken and put back cleared, so both buffers keep their capacity.
         let mut trades = std::mem::take(&mut self.trading.borrow_mut().trades);
         if !trades.is_empty() {
-            let mut data = self.market_data.borrow_mut();
-            for fill in &trades {
-                if let Some(market) = data[usize::from(fill.market.0)].as_mut() {
-                    market.record(&TapeTrade::from(fill));
-                }
-            }
-            drop(data);
-            for fill in &trades {
-                self.publish(StreamEvent::Trade(*fill));
-            }
+            self.record_trades(&trades);
             trades.clear();
         }
         self.publish_book_tickers();
@@ -261,6 +252,43 @@ impl Shard {
         self.log.has_room()
     }
 
+    /// Files trades of this shard's books in their markets' data and
+    /// publishes them, and the aggregates they completed, to the trade and
+    /// aggTrade streams. Aggregates are complete after an engine step: a
+    /// taker's trades all come from one matching call.
+    fn record_trades(&self, trades: &[tradsys_engine::msg::Fill]) {
+        let mut agg_from: Vec<(MarketId, u64)> = Vec::new();
+        {
+            let streams = self.streams.borrow();
+            let mut data = self.market_data.borrow_mut();
+            for fill in trades {
+                let Some(market) = data[usize::from(fill.market.0)].as_mut() else {
+                    continue;
+                };
+                let key = StreamKey {
+                    market: fill.market,
+                    kind: StreamKind::AggTrade,
+                };
+                if !agg_from.iter().any(|(m, _)| *m == fill.market) && streams.has_shards(key) {
+                    agg_from.push((fill.market, market.next_agg_id()));
+                }
+                market.record(&TapeTrade::from(fill));
+            }
+        }
+        for fill in trades {
+            self.publish(StreamEvent::Trade(*fill));
+        }
+        for (market, from_id) in agg_from {
+            let aggs = self.market_data.borrow()[usize::from(market.0)]
+                .as_ref()
+                .map(|data| data.aggs_since(from_id, trades.len()))
+                .unwrap_or_default();
+            for agg in aggs {
+                self.publish(StreamEvent::AggTrade { market, agg });
+            }
+        }
+    }
+
     pub fn ws_config(&self) -> &crate::config::WsConfig {
         &self.ws
     }
@@ -296,18 +324,26 @@ impl Shard {
         if !self.streams.borrow_mut().subscribe_local(key, out) {
             return Ok(());
         }
-        let owner = self.trading().market_shard(key.market) as usize;
-        if owner == self.index {
-            self.attach_stream(key, self.index);
-            return Ok(());
-        }
-        match self.mesh.call(owner, Call::Subscribe { key, shard: self.index }).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.streams.borrow_mut().unsubscribe_local(key, out);
-                Err(e)
+        for owner in self.stream_owners(key) {
+            if owner == self.index {
+                self.attach_stream(key, self.index);
+                continue;
+            }
+            if let Err(e) = self.mesh.call(owner, Call::Subscribe { key, shard: self.index }).await {
+                self.unsubscribe(key, out);
+                return Err(e);
             }
         }
+        Ok(())
+    }
+
+    /// The shards that produce `key`'s events: the market's, or every
+    /// shard for the streams of all markets.
+    fn stream_owners(&self, key: StreamKey) -> Vec<usize> {
+        if key.is_all_markets() {
+            return (0..self.mesh.shards()).collect();
+        }
+        vec![self.trading().market_shard(key.market) as usize]
     }
 
     /// Drops a local subscription; the shard's last one tells the market's
@@ -316,12 +352,13 @@ impl Shard {
         if !self.streams.borrow_mut().unsubscribe_local(key, out) {
             return;
         }
-        let owner = self.trading().market_shard(key.market) as usize;
-        if owner == self.index {
-            self.streams.borrow_mut().remove_shard(key, self.index);
-        } else {
-            let msg = StreamMsg::Unsubscribe { key, shard: self.index };
-            let _ = self.mesh.send(owner, ShardMsg::Stream(msg));
+        for owner in self.stream_owners(key) {
+            if owner == self.index {
+                self.streams.borrow_mut().remove_shard(key, self.index);
+            } else {
+                let msg = StreamMsg::Unsubscribe { key, shard: self.index };
+                let _ = self.mesh.send(owner, ShardMsg::Stream(msg));
+            }
         }
     }
 
@@ -329,7 +366,16 @@ impl Shard {
     /// first subscriber starts its depth chain or book ticker from now.
     fn attach_stream(&self, key: StreamKey, shard: usize) {
         let first = self.streams.borrow_mut().add_shard(key, shard);
-        if !first {
+        if !first || key.is_all_markets() {
+            return;
+        }
+        if let StreamKind::Kline(interval) = key.kind {
+            let data = self.market_data.borrow();
+            let newest = data[usize::from(key.market.0)]
+                .as_ref()
+                .and_then(|d| d.newest_candle(interval));
+            let now = crate::api::now_ms();
+            self.streams.borrow_mut().kline_start(key.market, interval, newest, now);
             return;
         }
         let trading = self.trading();
@@ -344,7 +390,7 @@ impl Shard {
             StreamKind::BookTicker => {
                 streams.book_ticker_changed(key.market, book.update_id());
             }
-            StreamKind::Trade => {}
+            _ => {}
         }
     }
 
@@ -364,44 +410,37 @@ impl Shard {
     }
 
     /// Subscribes a user data stream connection by its listen key; the
-    /// user's shard checks the key. Returns the user, or `None` for a key
-    /// that is unknown or expired.
-    pub async fn subscribe_user(&self, key: &str, out: &Rc<Outbound>) -> Result<Option<UserId>, MeshError> {
+    /// user's shard checks the key and the user's connection cap.
+    pub async fn subscribe_user(&self, key: &str, out: &Rc<Outbound>) -> Result<UserAttach, MeshError> {
         let Some(user) = crate::trading::user_of_key(key.as_bytes()) else {
-            return Ok(None);
+            return Ok(UserAttach::UnknownKey);
         };
         let owner = self.trading().user_shard(user) as usize;
-        let valid = if owner == self.index {
+        let attach = if owner == self.index {
             self.attach_user(key, self.index)
         } else {
-            match self
-                .mesh
-                .call(
-                    owner,
-                    Call::UserStream {
-                        key: key.to_string(),
-                        shard: self.index,
-                    },
-                )
-                .await?
-            {
-                Reply::UserStream(user) => user,
-                _ => None,
+            let call = Call::UserStream {
+                key: key.to_string(),
+                shard: self.index,
+            };
+            match self.mesh.call(owner, call).await? {
+                Reply::UserStream(attach) => attach,
+                _ => return Err(MeshError::PeerGone(owner)),
             }
         };
-        if valid == Some(user) {
-            self.streams.borrow_mut().subscribe_user_local(user, out);
+        // The user's shard counted the connection for the user it found.
+        if let UserAttach::Attached(user) = attach {
+            self.streams.borrow_mut().subscribe_user_local(user, key, out);
         }
-        Ok(valid)
+        Ok(attach)
     }
 
+    /// A user data stream connection closed; the user's shard counts it off.
     pub fn unsubscribe_user(&self, user: UserId, out: &Rc<Outbound>) {
-        if !self.streams.borrow_mut().unsubscribe_user_local(user, out) {
-            return;
-        }
+        self.streams.borrow_mut().unsubscribe_user_local(user, out);
         let owner = self.trading().user_shard(user) as usize;
         if owner == self.index {
-            self.streams.borrow_mut().remove_user_shard(user, self.index);
+            self.streams.borrow_mut().remove_user_connection(user, self.index);
         } else {
             let msg = StreamMsg::UserUnsubscribe {
                 user,
@@ -411,39 +450,76 @@ impl Shard {
         }
     }
 
-    /// On the user's shard: a live `key` starts sending its user's
-    /// updates to `shard`.
-    fn attach_user(&self, key: &str, shard: usize) -> Option<UserId> {
-        let user = self.trading().listen_key_user(key, crate::api::now_ms())?;
-        self.streams.borrow_mut().add_user_shard(user, shard);
-        Some(user)
+    /// On the user's shard: a live `key` under the user's connection cap
+    /// starts sending its user's events to `shard`.
+    fn attach_user(&self, key: &str, shard: usize) -> UserAttach {
+        let Some(user) = self.trading().listen_key_user(key, crate::api::now_ms()) else {
+            return UserAttach::UnknownKey;
+        };
+        let max = self.ws.user_data_connections_per_user_max;
+        if !self.streams.borrow_mut().add_user_connection(user, shard, max) {
+            // Refused with 429 like the other connection limits.
+            self.metrics.borrow_mut().rate_limited += 1;
+            return UserAttach::TooMany;
+        }
+        UserAttach::Attached(user)
     }
 
-    /// Sends each update once to each shard holding its user's streams.
-    fn publish_user_updates(&self, updates: Vec<crate::trading::UserUpdate>) {
+    /// Sends the order changes and transfers of this shard's users, once
+    /// each, to each shard holding the user's stream connections.
+    fn publish_user_events(&self) {
+        let (updates, balances) = {
+            let mut trading = self.trading.borrow_mut();
+            if trading.user_updates.is_empty() && trading.balance_updates.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut trading.user_updates),
+                std::mem::take(&mut trading.balance_updates),
+            )
+        };
         let now = crate::api::now_ms();
         for update in updates {
-            let shards = self.streams.borrow().user_shards_of(update.user).to_vec();
-            for shard in shards {
-                if shard == self.index {
-                    self.publish_user_local(&update, now);
-                } else {
-                    let msg = StreamMsg::User(Box::new(update.clone()), now);
-                    if self.mesh.send(shard, ShardMsg::Stream(msg)).is_ok() {
-                        self.metrics.borrow_mut().mesh_sent += 1;
-                    }
+            self.publish_user_event(UserEvent::Order(update), now);
+        }
+        for update in balances {
+            self.publish_user_event(UserEvent::Balance(update), now);
+        }
+    }
+
+    fn publish_user_event(&self, event: UserEvent, time_ms: u64) {
+        let shards = self.streams.borrow().user_shards_of(event.user());
+        for shard in shards {
+            if shard == self.index {
+                self.publish_user_local(&event, time_ms);
+            } else {
+                let msg = StreamMsg::User(Box::new(event.clone()), time_ms);
+                if self.mesh.send(shard, ShardMsg::Stream(msg)).is_ok() {
+                    self.metrics.borrow_mut().mesh_sent += 1;
                 }
             }
         }
     }
 
-    fn publish_user_local(&self, update: &crate::trading::UserUpdate, time_ms: u64) {
+    fn publish_user_local(&self, event: &UserEvent, time_ms: u64) {
         let overflowed = self
             .streams
             .borrow()
-            .publish_user_local(update, time_ms, &self.trading());
+            .publish_user_local(event, time_ms, &self.trading());
         if overflowed > 0 {
             self.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
+        }
+    }
+
+    /// Tells the connections of expired and closed listen keys; the sweep
+    /// for expiry runs only while users of this shard have connections.
+    fn publish_closed_listen_keys(&self, sweep: bool, now_ms: u64) {
+        if sweep && self.streams.borrow().has_user_streams() {
+            self.trading.borrow_mut().expire_listen_keys(now_ms);
+        }
+        let closed = std::mem::take(&mut self.trading.borrow_mut().closed_listen_keys);
+        for (user, key) in closed {
+            self.publish_user_event(UserEvent::KeyClosed { user, key }, now_ms);
         }
     }
 
@@ -480,9 +556,152 @@ impl Shard {
         }
     }
 
-    /// Computes and sends the depth diffs due at tick `tick`.
-    fn publish_depth(&self, tick: u64, now_ms: u64) {
-        let slow_due = tick % DEPTH_SLOW_TICKS == 0;
+    /// Runs the periodic streams due at tick `tick` of the stream timer:
+    /// the 100 ms ones at every tick, the 1000 ms ones at every tenth.
+    /// Each costs a look-up when nobody subscribes.
+    fn publish_periodic(&self, tick: u64, now_ms: u64) {
+        let slow_due = tick % STREAM_SLOW_TICKS == 0;
+        self.publish_depth(slow_due, now_ms);
+        self.publish_partial_depth(slow_due);
+        if slow_due {
+            self.publish_tickers(now_ms);
+            self.publish_all_tickers(StreamKind::AllTickers, now_ms);
+            self.publish_all_tickers(StreamKind::AllMiniTickers, now_ms);
+            self.publish_klines(now_ms);
+        }
+        self.publish_closed_listen_keys(slow_due, now_ms);
+    }
+
+    /// Sends the top levels of each subscribed `@depth<N>` stream due.
+    fn publish_partial_depth(&self, slow_due: bool) {
+        let keys = self
+            .streams
+            .borrow()
+            .subscribed(|k| matches!(k, StreamKind::PartialDepth { fast, .. } if fast || slow_due));
+        for key in keys {
+            let StreamKind::PartialDepth { levels, fast } = key.kind else {
+                continue;
+            };
+            let event = {
+                let trading = self.trading();
+                let Some(book) = trading.book(key.market) else { continue };
+                let (mut bids, mut asks) = (Vec::new(), Vec::new());
+                let update_id = book.depth(usize::from(levels), &mut bids, &mut asks);
+                StreamEvent::PartialDepth {
+                    market: key.market,
+                    levels,
+                    fast,
+                    update_id,
+                    bids,
+                    asks,
+                }
+            };
+            self.publish(event);
+        }
+    }
+
+    /// The 24 h ticker of `market` (owned here) at `now_ms`, with its
+    /// book's best bid and ask; `None` for a market that never traded.
+    fn ticker_entry(&self, market: MarketId, now_ms: u64) -> Option<TickerEntry> {
+        let data = self.market_data.borrow();
+        let stats = data[usize::from(market.0)].as_ref()?.ticker_24h(now_ms)?;
+        let trading = self.trading();
+        let book = trading.book(market)?;
+        Some(TickerEntry {
+            market,
+            stats,
+            bid: book.best_bid().unwrap_or_default(),
+            ask: book.best_ask().unwrap_or_default(),
+        })
+    }
+
+    /// Sends each subscribed `@ticker` and `@miniTicker` whose figures
+    /// changed since it last sent them.
+    fn publish_tickers(&self, now_ms: u64) {
+        let keys = self
+            .streams
+            .borrow()
+            .subscribed(|k| matches!(k, StreamKind::Ticker | StreamKind::MiniTicker));
+        for key in keys {
+            let Some(ticker) = self.ticker_entry(key.market, now_ms) else {
+                continue;
+            };
+            if !self.streams.borrow_mut().ticker_changed(key.kind, &ticker) {
+                continue;
+            }
+            let mini = key.kind == StreamKind::MiniTicker;
+            self.publish(StreamEvent::Ticker {
+                mini,
+                time_ms: now_ms,
+                ticker,
+            });
+        }
+    }
+
+    /// This shard's part of `!ticker@arr` or `!miniTicker@arr`: the
+    /// tickers of its markets that changed since the last second.
+    fn publish_all_tickers(&self, kind: StreamKind, now_ms: u64) {
+        let key = StreamKey {
+            market: crate::streams::ALL_MARKETS,
+            kind,
+        };
+        if !self.streams.borrow().has_shards(key) {
+            return;
+        }
+        let markets: Vec<MarketId> = {
+            let data = self.market_data.borrow();
+            (0..data.len())
+                .filter(|&m| data[m].is_some())
+                .map(|m| MarketId(m as u16))
+                .collect()
+        };
+        let tickers: Vec<TickerEntry> = markets
+            .into_iter()
+            .filter_map(|market| self.ticker_entry(market, now_ms))
+            .filter(|ticker| self.streams.borrow_mut().ticker_changed(kind, ticker))
+            .collect();
+        if tickers.is_empty() {
+            return;
+        }
+        let mini = kind == StreamKind::AllMiniTickers;
+        self.publish(StreamEvent::AllTickers {
+            mini,
+            time_ms: now_ms,
+            tickers,
+        });
+    }
+
+    /// Sends the kline updates due: a candle that changed since its last
+    /// update, and once more, with `x` true, when it closes.
+    fn publish_klines(&self, now_ms: u64) {
+        let keys = self.streams.borrow().subscribed(|k| matches!(k, StreamKind::Kline(_)));
+        for key in keys {
+            let StreamKind::Kline(interval) = key.kind else {
+                continue;
+            };
+            let updates = {
+                let data = self.market_data.borrow();
+                let Some(data) = data[usize::from(key.market.0)].as_ref() else {
+                    continue;
+                };
+                self.streams
+                    .borrow_mut()
+                    .kline_updates(key.market, interval, data, now_ms)
+            };
+            for (candle, closed) in updates {
+                self.publish(StreamEvent::Kline {
+                    market: key.market,
+                    interval,
+                    candle,
+                    closed,
+                    time_ms: now_ms,
+                });
+            }
+        }
+    }
+
+    /// Computes and sends the depth diffs due.
+    fn publish_depth(&self, slow_due: bool, now_ms: u64) {
         let keys = self.streams.borrow().subscribed(|k| {
             k == StreamKind::Depth { fast: true } || (slow_due && k == StreamKind::Depth { fast: false })
         });
@@ -984,12 +1203,13 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         orders_per_day_max: limits.orders_per_day_max,
         raw_requests_per_5m_max: limits.raw_requests_per_5m_max,
     };
-    let trading = Trading::new(
+    let mut trading = Trading::new(
         setup.index as u32,
         config.shards as u32,
         setup.markets.clone(),
         BookCapacity::default(),
     );
+    trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
     let market_data = market_data_for(&trading, setup.index as u32);
     Shard {
         index: setup.index,
@@ -1110,7 +1330,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         shard.flush_engine();
     }
     let mut receive_loops = spawn_receivers(&shard, receivers);
-    receive_loops.push(glommio::spawn_local(depth_ticks(shard.clone())));
+    receive_loops.push(glommio::spawn_local(stream_ticks(shard.clone())));
     shard.ready.set(true);
     // Tests and scripts wait for these lines: print them once ready.
     if let Some(address) = admin_address {
@@ -1174,7 +1394,7 @@ async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result
     loop {
         match start.try_recv() {
             Ok(start) => return Ok(start),
-            Err(std::sync::mpsc::TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(2)).await,
+            Err(std::sync::mpsc::TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err("recovery did not finish".into()),
         }
     }
@@ -1185,18 +1405,21 @@ fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Resu
     let Some(image) = image else { return Ok(()) };
     assert_eq!(image.trading.shard as usize, setup.index, "a shard got another's state");
     let market_data = image.market_data;
-    *shard.trading.borrow_mut() = Trading::from_image(image.trading, setup.markets.clone())?;
+    let mut trading = Trading::from_image(image.trading, setup.markets.clone())?;
+    trading.set_listen_key_ttl_ms(setup.config.ws.listen_key_ttl_ms);
+    *shard.trading.borrow_mut() = trading;
     *shard.market_data.borrow_mut() = market_data;
     Ok(())
 }
 
-/// Sends the depth diffs of this shard's markets, every `DEPTH_TICK`.
-async fn depth_ticks(shard: Rc<Shard>) {
+/// Drives the periodic streams of this shard's markets, every
+/// `STREAM_TICK`.
+async fn stream_ticks(shard: Rc<Shard>) {
     let mut tick = 0u64;
     loop {
-        glommio::timer::sleep(DEPTH_TICK).await;
+        glommio::timer::sleep(STREAM_TICK).await;
         tick += 1;
-        shard.publish_depth(tick, crate::api::now_ms());
+        shard.publish_periodic(tick, crate::api::now_ms());
     }
 }
 
@@ -1279,9 +1502,9 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
         }
         ShardMsg::Stream(StreamMsg::Event(event)) => shard.publish_local(&event),
         ShardMsg::Stream(StreamMsg::UserUnsubscribe { user, shard: from }) => {
-            shard.streams.borrow_mut().remove_user_shard(user, from);
+            shard.streams.borrow_mut().remove_user_connection(user, from);
         }
-        ShardMsg::Stream(StreamMsg::User(update, time_ms)) => shard.publish_user_local(&update, time_ms),
+        ShardMsg::Stream(StreamMsg::User(event, time_ms)) => shard.publish_user_local(&event, time_ms),
         ShardMsg::Call { id, call } => {
             if shard.calls_in_flight.get() >= MESH_CALLS_IN_FLIGHT_MAX {
                 let _ = shard.mesh.send(

@@ -26,7 +26,8 @@ use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price};
 use tradsys_engine::order::{
-    AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, OrderStatus, OrderView, Side, UserId, UserTrade,
+    AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderRequest, OrderStatus, OrderView, Side, UserId,
+    UserTrade,
 };
 use tradsys_engine::EngineError;
 
@@ -36,7 +37,8 @@ pub const USERS_PER_SHARD_MAX: usize = 1 << 20;
 pub const LISTEN_KEYS_PER_SHARD_MAX: usize = 1 << 16;
 /// Listen keys one user may hold at once.
 pub const LISTEN_KEYS_PER_USER_MAX: usize = 8;
-/// How long a listen key lives without a keepalive.
+/// How long a listen key lives without a keepalive, unless configured
+/// otherwise (`listen_key_ttl_ms`).
 pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
 /// Operations waiting for the engine on one shard.
 pub const WAITERS_PER_SHARD_MAX: usize = 1 << 16;
@@ -164,6 +166,19 @@ pub struct UserUpdate {
     pub view: OrderView,
     pub trade: Option<UserTrade>,
     pub balances: [(AssetId, Balance); 2],
+    /// For a cancel: the client id the cancel request carried (Binance's
+    /// `c` of a CANCELED report; the order's own id goes to `C`).
+    pub cancel_client_id: Option<ClientOrderId>,
+}
+
+/// A deposit or withdrawal of one user, for `balanceUpdate`: the signed
+/// change and the asset's balance after it.
+#[derive(Clone, Copy, Debug)]
+pub struct BalanceUpdate {
+    pub user: UserId,
+    pub asset: AssetId,
+    pub delta: Amount,
+    pub balance: Balance,
 }
 
 /// The durable state of one shard's `Trading` (see `into_image`).
@@ -210,6 +225,19 @@ pub struct Trading {
     users: BTreeMap<UserId, String>,
     keys: KeyStore,
     listen_keys: HashMap<String, ListenKey>,
+    listen_key_ttl_ms: u64,
+    /// Listen keys that expired or were closed, with their users, for
+    /// `listenKeyExpired`; drained by the caller.
+    pub closed_listen_keys: Vec<(UserId, String)>,
+    /// Deposits and withdrawals of the users on this shard, for
+    /// `balanceUpdate`; drained by the caller.
+    pub balance_updates: Vec<BalanceUpdate>,
+    /// The client ids of cancel requests in flight, by order.
+    cancel_client_ids: FastMap<OrderId, ClientOrderId>,
+    /// A MARKET order by quote amount learns whether it is FILLED only
+    /// when the book reports it placed, after its last trade: that
+    /// trade's update waits here so that one report carries both.
+    held_taker_update: Option<UserUpdate>,
     transfers: Vec<(i128, i128)>,
     waiters: FastMap<WaitKey, Waiter>,
     queue: VecDeque<EngineMsg>,
@@ -274,6 +302,11 @@ impl Trading {
             users: BTreeMap::new(),
             keys: KeyStore::default(),
             listen_keys: HashMap::new(),
+            listen_key_ttl_ms: LISTEN_KEY_TTL_MS,
+            closed_listen_keys: Vec::new(),
+            balance_updates: Vec::new(),
+            cancel_client_ids: FastMap::default(),
+            held_taker_update: None,
             transfers: vec![(0, 0); assets],
             waiters: FastMap::default(),
             queue: VecDeque::new(),
@@ -475,6 +508,26 @@ impl Trading {
         }
         self.after_account_call();
         Ok(())
+    }
+
+    /// [`Trading::cancel`] by a request that carries its own client id,
+    /// which the order's CANCELED report shows as `c`.
+    pub fn cancel_with_id(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        cancel_id: ClientOrderId,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<OrderView, EngineError>>, TradingError> {
+        // Noted first: a local cancel completes inside `cancel`.
+        let order_id = self.accounts.order(user, market, target)?.order_id;
+        self.cancel_client_ids.insert(order_id, cancel_id);
+        let canceled = self.cancel(user, market, target, now_ms);
+        if canceled.is_err() {
+            self.cancel_client_ids.remove(&order_id);
+        }
+        canceled
     }
 
     /// Cancels all of `user`'s open orders in `market`; resolves with their
@@ -766,6 +819,17 @@ impl Trading {
         if trade.is_some_and(|t| t.qty == view.executed_qty) {
             self.first_fills.push(view.user);
         }
+        let held = self.held_taker_update.take_if(|h| h.view.order_id == view.order_id);
+        if let Some(held) = held {
+            // The held trade's order is final now: FILLED goes into that
+            // trade's report; EXPIRED follows it as Binance reports it.
+            if view.status == OrderStatus::Filled {
+                let balances = self.market_balances(&view);
+                self.user_updates.push(UserUpdate { view, balances, ..held });
+                return;
+            }
+            self.user_updates.push(held);
+        }
         // The account machine marks an order FILLED in a second update after
         // its last trade; Binance reports both in one executionReport.
         match trade {
@@ -773,26 +837,43 @@ impl Trading {
             Some(_) if view.orig_qty.0 > 0 && view.executed_qty >= view.orig_qty => view.status = OrderStatus::Filled,
             _ => {}
         }
-        let spec = &self.specs[usize::from(view.market.0)];
-        let (Some(base), Some(quote)) = (
-            self.accounts.asset_id(&spec.base_asset),
-            self.accounts.asset_id(&spec.quote_asset),
-        ) else {
-            return;
+        let cancel_client_id = match view.status {
+            OrderStatus::Canceled => self.cancel_client_ids.remove(&view.order_id),
+            _ => None,
         };
-        let balances = [
-            (base, self.accounts.balance(view.user, base)),
-            (quote, self.accounts.balance(view.user, quote)),
-        ];
-        self.user_updates.push(UserUpdate {
+        let update = UserUpdate {
             user: view.user,
             view,
             trade,
-            balances,
-        });
+            balances: self.market_balances(&view),
+            cancel_client_id,
+        };
+        // A taker by quote amount is the only order whose last trade does
+        // not say whether it filled; its placement follows at once.
+        let by_quote_taker = trade.is_some_and(|t| !t.is_maker) && view.orig_quote_qty.0 > 0;
+        if by_quote_taker && view.status == OrderStatus::PartiallyFilled {
+            if let Some(previous) = self.held_taker_update.replace(update) {
+                self.user_updates.push(previous);
+            }
+            return;
+        }
+        self.user_updates.push(update);
+    }
+
+    /// The user's balances of `view`'s market's base and quote assets.
+    fn market_balances(&self, view: &OrderView) -> [(AssetId, Balance); 2] {
+        let spec = &self.specs[usize::from(view.market.0)];
+        let base = self.accounts.asset_id(&spec.base_asset).unwrap_or(AssetId(0));
+        let quote = self.accounts.asset_id(&spec.quote_asset).unwrap_or(AssetId(0));
+        [
+            (base, self.accounts.balance(view.user, base)),
+            (quote, self.accounts.balance(view.user, quote)),
+        ]
     }
 
     fn on_canceled(&mut self, order_id: OrderId, result: Result<OrderView, EngineError>) {
+        // A cancel that came too late leaves no report to carry its id.
+        self.cancel_client_ids.remove(&order_id);
         if let Some(Waiter::Cancel(tx)) = self.waiters.remove(&WaitKey::Cancel(order_id)) {
             tx.send(result);
             return;
@@ -918,6 +999,12 @@ impl Trading {
             self.accounts.withdraw(user, asset, amount)?;
             totals.1 += i128::from(amount.0);
         }
+        self.balance_updates.push(BalanceUpdate {
+            user,
+            asset,
+            delta: if deposit { amount } else { Amount(-amount.0) },
+            balance: self.accounts.balance(user, asset),
+        });
         Ok(())
     }
 
@@ -945,14 +1032,19 @@ impl Trading {
 
     // ---- listen keys (user data streams) ----
 
+    /// Sets how long listen keys live without a keepalive (start-up).
+    pub fn set_listen_key_ttl_ms(&mut self, ttl_ms: u64) {
+        self.listen_key_ttl_ms = ttl_ms;
+    }
+
     pub fn listen_key_create(&mut self, user: UserId, entropy: &[u8; 64], now_ms: u64) -> Result<String, TradingError> {
-        self.listen_keys.retain(|_, k| k.expires_ms > now_ms);
+        self.expire_listen_keys(now_ms);
         let held = self.listen_keys.values().filter(|k| k.user == user).count();
         if held >= LISTEN_KEYS_PER_USER_MAX || self.listen_keys.len() >= LISTEN_KEYS_PER_SHARD_MAX {
             return Err(TradingError::Busy);
         }
         let key = key_for(user, entropy, 60);
-        let expires_ms = now_ms + LISTEN_KEY_TTL_MS;
+        let expires_ms = now_ms + self.listen_key_ttl_ms;
         self.listen_keys.insert(key.clone(), ListenKey { user, expires_ms });
         Ok(key)
     }
@@ -970,9 +1062,10 @@ impl Trading {
         match self.listen_keys.get_mut(key) {
             Some(k) if k.user == user && k.expires_ms > now_ms => {
                 if keep {
-                    k.expires_ms = now_ms + LISTEN_KEY_TTL_MS;
+                    k.expires_ms = now_ms + self.listen_key_ttl_ms;
                 } else {
                     self.listen_keys.remove(key);
+                    self.closed_listen_keys.push((user, key.to_string()));
                 }
                 true
             }
@@ -1095,6 +1188,19 @@ impl Trading {
         h.u64(self.next_order_seq);
         h.u64(self.next_user_seq);
         h.finish()
+    }
+
+    /// Drops the listen keys that expired by `now_ms`, noting them in
+    /// `closed_listen_keys`.
+    pub fn expire_listen_keys(&mut self, now_ms: u64) {
+        let closed = &mut self.closed_listen_keys;
+        self.listen_keys.retain(|key, k| {
+            let live = k.expires_ms > now_ms;
+            if !live {
+                closed.push((k.user, key.clone()));
+            }
+            live
+        });
     }
 
     pub fn check_invariants(&self) {

@@ -14,11 +14,16 @@
 //! `WS_MESSAGES_PER_SECOND_MAX` client frames per second (1008),
 //! `WS_STREAMS_PER_CONNECTION_MAX` streams, `ws_outbound_bytes_max` queued
 //! bytes (1008, counted as a slow consumer), a ping every `PING_INTERVAL`
-//! and a close after `PONG_TIMEOUT` without a pong. An idle connection
+//! and a close after `PONG_TIMEOUT` without a pong,
+//! `ws_user_data_connections_per_user_max` user data stream connections
+//! per user over all shards (HTTP 429, -1003, instead of the `101`). A user
+//! data stream whose listen key expires or is closed gets
+//! `listenKeyExpired` and then a normal close (1000). An idle connection
 //! holds no read buffer; only the stack buffer of its task remains.
 
+use crate::http::HttpError;
 use crate::shard::Shard;
-use crate::streams::{Outbound, StreamKey, WS_STREAMS_PER_CONNECTION_MAX};
+use crate::streams::{Outbound, StreamKey, UserAttach, WS_STREAMS_PER_CONNECTION_MAX};
 use crate::ws::handshake::Accept;
 use crate::ws::{self, CloseCode, CloseReason, Message, Reader, WsLimits};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +45,8 @@ const READ_CHUNK_BYTES: usize = 512;
 
 /// Binance's -1125 INVALID_LISTEN_KEY.
 const CODE_NO_LISTEN_KEY: i32 = -1125;
+/// Binance's -1003 TOO_MANY_REQUESTS, as for the per-IP connection limit.
+const CODE_TOO_MANY_REQUESTS: i32 = -1003;
 
 /// Binance's stream-API error codes.
 const CODE_UNKNOWN_PROPERTY: i64 = 0;
@@ -82,7 +89,7 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
             None => return Err(TargetError::NotStreams),
         },
     };
-    if !combined && !names.contains(['@', '/']) && crate::trading::user_of_key(names.as_bytes()).is_some() {
+    if !combined && !names.contains(['@', '/']) && is_listen_key(names) {
         return Ok(Target {
             streams: Vec::new(),
             combined,
@@ -91,7 +98,13 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
     }
     let trading = shard.trading();
     let mut streams = Vec::new();
+    let mut listen_key = None;
     for name in names.split('/').filter(|n| !n.is_empty()) {
+        // A combined stream may carry one listen key among market streams.
+        if combined && listen_key.is_none() && is_listen_key(name) {
+            listen_key = Some(name.to_string());
+            continue;
+        }
         let key = StreamKey::parse(name, &trading).ok_or_else(|| TargetError::BadStream(name.to_string()))?;
         if !streams.contains(&key) {
             streams.push(key);
@@ -103,8 +116,14 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
     Ok(Target {
         streams,
         combined,
-        listen_key: None,
+        listen_key,
     })
+}
+
+/// A name that can only be a listen key: it starts with a user id and
+/// names no stream.
+fn is_listen_key(name: &str) -> bool {
+    !name.contains('@') && crate::trading::user_of_key(name.as_bytes()).is_some()
 }
 
 /// Subscribes, answers 101 and serves the connection until it closes.
@@ -135,20 +154,19 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
     }
     let mut response = Vec::with_capacity(160);
     let user = match &target.listen_key {
-        Some(key) => match shard.subscribe_user(key, &conn.out).await {
-            Ok(Some(user)) => Some(user),
-            _ => {
-                let error = crate::http::HttpError::new(400, CODE_NO_LISTEN_KEY, "This listenKey does not exist.");
+        Some(key) => match user_stream(shard, key, &conn.out).await {
+            Ok(user) => Some(user),
+            Err(error) => {
                 crate::http::encode_error(&mut response, &error, &[], true);
                 None
             }
         },
         None => None,
     };
-    if target.listen_key.is_none() || user.is_some() {
+    let upgraded = target.listen_key.is_none() || user.is_some();
+    if upgraded {
         accept.encode_response(&mut response);
     }
-    let upgraded = target.listen_key.is_none() || user.is_some();
     if stream.write_all(&response).await.is_ok() && upgraded {
         let end = conn.run(&mut stream).await;
         let _ = conn.close(&mut stream, end).await;
@@ -160,6 +178,33 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
         shard.unsubscribe_user(user, &conn.out);
     }
     shard.ws_closed(peer);
+}
+
+/// Attaches a user data stream connection, or the HTTP error that refuses
+/// it: 400 -1125 for a key that is unknown, closed or expired, 429 -1003
+/// for a user at `ws_user_data_connections_per_user_max`.
+async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tradsys_engine::order::UserId, HttpError> {
+    match shard.subscribe_user(key, out).await {
+        Ok(UserAttach::Attached(user)) => Ok(user),
+        Ok(UserAttach::TooMany) => Err(HttpError::new(
+            429,
+            CODE_TOO_MANY_REQUESTS,
+            format!(
+                "Too many user data stream connections; at most {} per user.",
+                shard.ws_config().user_data_connections_per_user_max
+            ),
+        )),
+        Ok(UserAttach::UnknownKey) => Err(HttpError::new(
+            400,
+            CODE_NO_LISTEN_KEY,
+            "This listenKey does not exist.",
+        )),
+        Err(_) => Err(HttpError::new(
+            503,
+            -1001,
+            "Internal error; unable to process your request. Please try again.",
+        )),
+    }
 }
 
 /// Why the connection ends, and the close code to send (if any).
@@ -275,6 +320,9 @@ impl WsConn<'_> {
         if self.out.is_overflowed() {
             return Err(End::Close(CloseCode::POLICY_VIOLATION, "slow consumer"));
         }
+        if self.out.is_finished() {
+            return Err(End::Close(CloseCode::NORMAL, "listenKey expired"));
+        }
         Ok(())
     }
 
@@ -351,6 +399,8 @@ impl WsConn<'_> {
     fn queue(&self, frame: Vec<u8>) -> Result<(), End> {
         match self.out.push(Rc::from(frame)) {
             crate::streams::Push::Queued => Ok(()),
+            // The connection's last frame is queued; it closes once written.
+            crate::streams::Push::Dropped if self.out.is_finished() => Ok(()),
             _ => Err(End::Close(CloseCode::POLICY_VIOLATION, "slow consumer")),
         }
     }

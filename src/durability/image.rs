@@ -97,6 +97,7 @@ impl ReplayShard {
         }
         trading.touched_levels.clear();
         trading.user_updates.clear();
+        trading.balance_updates.clear();
         trading.first_fills.clear();
         trading.records.clear();
     }

@@ -1,4 +1,4 @@
-"""WebSocket market streams with real clients: the `websockets` package and
+"""WebSocket streams with real clients: the `websockets` package and
 binance-connector's SpotWebsocketStreamClient, both unmodified, against
 tradsys on loopback.
 
@@ -177,3 +177,68 @@ def test_user_data_stream_execution_report(tradsys):
         assert position["e"] == "outboundAccountPosition"
         assert [b["a"] for b in position["B"]] == ["BTC", "USDT"]
         assert position["B"][0] == {"a": "BTC", "f": "9.99900000", "l": "0.00000000"}
+
+
+def test_binance_connector_agg_trade_and_kline(tradsys):
+    maker = tradsys.create_user("ws-maker", DEPOSITS)
+    taker = tradsys.create_user("ws-taker", DEPOSITS)
+    messages = queue.Queue()
+    client = SpotWebsocketStreamClient(
+        stream_url=tradsys.base_url.replace("http://", "ws://"),
+        on_message=lambda _ws, message: messages.put(json.loads(message)),
+    )
+    try:
+        client.agg_trade(symbol="btcusdt", id=1)
+        assert messages.get(timeout=WAIT_S) == {"result": None, "id": 1}
+        client.kline(symbol="btcusdt", interval="1m", id=2)
+        assert messages.get(timeout=WAIT_S) == {"result": None, "id": 2}
+        # One taker order over two makers at one price: one aggregate.
+        order(tradsys, maker, "SELL", "0.00100", "30200.00")
+        order(tradsys, maker, "SELL", "0.00200", "30200.00")
+        placed = order(tradsys, taker, "BUY", "0.00300", "30200.00")
+        first, last = (f["tradeId"] for f in placed["fills"])
+
+        def next_event(kind, wanted=lambda _event: True):
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                event = messages.get(timeout=WAIT_S)
+                if event.get("e") == kind and wanted(event):
+                    return event
+            raise AssertionError(f"no {kind} event")
+
+        agg = next_event("aggTrade")
+        status, rows = http("GET", f"{tradsys.base_url}/api/v3/aggTrades?symbol={SYMBOL}&fromId={agg['a']}")
+        assert status == 200, rows
+        assert rows == [{k: agg[k] for k in ("a", "p", "q", "f", "l", "T", "m", "M")}]
+        assert agg == {
+            "e": "aggTrade", "E": placed["transactTime"], "s": SYMBOL, "a": agg["a"], "p": "30200.00000000",
+            "q": "0.00300000", "f": first, "l": last, "T": placed["transactTime"], "m": False, "M": True,
+        }
+        kline = next_event("kline", lambda e: e["k"]["L"] == last)["k"]
+        status, rows = http(
+            "GET", f"{tradsys.base_url}/api/v3/klines?symbol={SYMBOL}&interval=1m&startTime={kline['t']}&limit=1"
+        )
+        assert status == 200, rows
+        fields = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q", "B")
+        assert [kline[k] for k in fields] == rows[0]
+        assert (kline["s"], kline["i"], kline["c"]) == (SYMBOL, "1m", "30200.00000000")
+    finally:
+        client.stop()
+
+
+def test_user_data_stream_balance_update(tradsys):
+    user_id, api_key, _secret = tradsys.create_user("ws-saver", DEPOSITS)
+    status, body = http("POST", tradsys.base_url + "/api/v3/userDataStream", headers={"X-MBX-APIKEY": api_key})
+    assert status == 200, body
+    with connect(ws_url(tradsys, "/ws/" + body["listenKey"]), open_timeout=WAIT_S) as ws:
+        tradsys.admin("POST", f"/admin/v1/users/{user_id}/deposits", {"asset": "BTC", "amount": "0.5"})
+        update = recv_json(ws)
+        assert update == {"e": "balanceUpdate", "E": update["E"], "a": "BTC", "d": "0.50000000", "T": update["E"]}
+        assert recv_json(ws) == {
+            "e": "outboundAccountPosition", "E": update["E"], "u": update["E"],
+            "B": [{"a": "BTC", "f": "10.50000000", "l": "0.00000000"}],
+        }
+        tradsys.admin("POST", f"/admin/v1/users/{user_id}/withdrawals", {"asset": "BTC", "amount": "2"})
+        update = recv_json(ws)
+        assert (update["e"], update["a"], update["d"]) == ("balanceUpdate", "BTC", "-2.00000000")
+        assert recv_json(ws)["B"] == [{"a": "BTC", "f": "8.50000000", "l": "0.00000000"}]

@@ -371,6 +371,10 @@ impl Book {
             if qty_left.0 == 0 {
                 return Exit::QtyDone;
             }
+            // A spent budget is done even if the book ran out with it.
+            if budgeted && quote_left.0 == 0 {
+                return Exit::BudgetDone;
+            }
             let Some(level) = self.ladder(order.side.opposite()).best() else {
                 return Exit::NoLiquidity;
             };

@@ -400,6 +400,13 @@ impl Reference {
                     OrderStatus::Filled
                 };
             }
+            if budgeted && t.quote_left == 0 {
+                return if t.by_quote {
+                    OrderStatus::Filled
+                } else {
+                    OrderStatus::Expired
+                };
+            }
             let Some(mi) = self.best_maker(t.market, t.side) else {
                 return self.rest_or_expire(t, start_qty);
             };

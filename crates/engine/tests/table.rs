@@ -221,6 +221,22 @@ fn rows() -> Vec<Row> {
             balances: &[(TAKER, "USDT", "99850.00500000", "0.00000000")],
         },
         Row {
+            name: "market buy by quoteOrderQty that spends the quote on the last ask is FILLED",
+            resting: two_asks.clone(),
+            order: (TAKER, market(Buy, OrderQty::Quote(a("201")))),
+            outcome: Ok((Filled, "2.00000000", "201.00000000")),
+            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
+            balances: &[(TAKER, "USDT", "99799.00000000", "0.00000000")],
+        },
+        Row {
+            name: "market buy by quoteOrderQty with quote left when the asks run out expires",
+            resting: two_asks.clone(),
+            order: (TAKER, market(Buy, OrderQty::Quote(a("202")))),
+            outcome: Ok((Expired, "2.00000000", "201.00000000")),
+            fills: &[("100.00000000", "1.00000000"), ("101.00000000", "1.00000000")],
+            balances: &[(TAKER, "USDT", "99799.00000000", "0.00000000")],
+        },
+        Row {
             name: "market sell by quoteOrderQty receives about the quote",
             resting: vec![bid("100", "5")],
             order: (TAKER, market(Sell, OrderQty::Quote(a("250")))),
