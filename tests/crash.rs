@@ -18,16 +18,17 @@
 //! ```
 //!
 //! `TRADSYS_SEED` sets the base seed when `--seed` is absent. Two modes
-//! serve a server without recovery: `--live-only` checks each cycle on the
-//! live server before the kill, only requires the restart to come up, and
-//! skips the corruption test; `--simulate-crash` replaces the kill by the
-//! clients abandoning their requests in flight (their sockets shut down)
-//! and keeps the server as the "recovered" one, which exercises the
-//! harness's handling of unanswered requests and of chains.
+//! serve a server without recovery, and both skip the corruption test:
+//! `--live-only` checks each cycle on the live server before the kill and
+//! only requires the restart to come up; `--simulate-crash` replaces the
+//! kill by the clients abandoning their requests in flight (their sockets
+//! shut down) and keeps the server as the "recovered" one, which exercises
+//! the harness's handling of unanswered requests and of chains.
 //! `--no-durability-flag` leaves `--durability` off the server's command
-//! line. `--only checker|cycles|corruption` runs one part. On failure the harness prints the seed,
-//! the cycle, the kept data directory (with the server's stdout and stderr
-//! of every start) and the first mismatch, and exits 1.
+//! line. `--only checker|cycles|corruption` runs one part. On failure the
+//! harness prints the seed, the cycle, the kept data directory (with the
+//! server's stdout and stderr of every start) and the first mismatch, and
+//! exits 1.
 
 #[path = "crash/check.rs"]
 mod check;
@@ -188,8 +189,8 @@ fn main() -> ExitCode {
         }
     }
     if args.runs("corruption") {
-        if args.live_only {
-            println!("crash: corruption SKIPPED: --live-only (no journal to corrupt)");
+        if args.live_only || args.simulate {
+            println!("crash: corruption SKIPPED: --live-only or --simulate-crash (no journal to corrupt)");
         } else {
             match corruption::run(&args, &root.join("corruption")) {
                 Ok(()) => println!("crash: corruption ok"),
