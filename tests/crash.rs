@@ -58,6 +58,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use traffic::{Plan, Rng, Shared};
 
+/// The parts of the harness, in the order they run.
+const PARTS: [&str; 3] = ["checker", "cycles", "corruption"];
 /// Cycles when `--cycles` is absent.
 const CYCLES_DEFAULT: u32 = 20;
 /// Client threads per cycle.
@@ -116,15 +118,27 @@ fn parse_args() -> Result<Args, String> {
         match word.as_str() {
             "--cycles" => args.cycles = value("--cycles")?.parse().map_err(|e| format!("--cycles: {e}"))?,
             "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--only" => args.only = Some(value("--only")?),
+            "--only" => {
+                let part = value("--only")?;
+                if !PARTS.contains(&part.as_str()) {
+                    return Err(format!("--only: one of {PARTS:?}, not {part:?}"));
+                }
+                args.only = Some(part);
+            }
             "--live-only" => args.live_only = true,
             "--simulate-crash" => args.simulate = true,
             "--no-durability-flag" => args.options.durability_flag = false,
             // libtest's options, passed to every test target by `cargo test -- ...`.
-            "--test-threads" | "--color" | "--format" => {
+            "--test-threads" | "--color" | "--format" | "--skip" => {
                 value(&word)?;
             }
-            w if w.starts_with("--") => {}
+            "--nocapture" | "--show-output" | "--quiet" | "-q" | "--exact" | "--include-ignored" => {}
+            "--ignored" => args.only = Some("none".into()),
+            "--list" => {
+                PARTS.iter().for_each(|p| println!("{p}: test"));
+                args.only = Some("none".into());
+            }
+            w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             filter => args.filter = Some(filter.to_string()),
         }
     }
@@ -176,6 +190,9 @@ fn main() -> ExitCode {
     );
     println!("crash: base seed {} (rerun: {rerun})", args.seed);
     let mut failures = Vec::new();
+    if !PARTS.iter().any(|p| args.runs(p)) {
+        println!("crash: no part selected, nothing run");
+    }
     if args.runs("checker") {
         match selftest::run(&args, &root.join("checker")) {
             Ok(()) => println!("crash: checker ok: every damage was reported by its check"),
