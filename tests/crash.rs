@@ -18,16 +18,17 @@
 //! ```
 //!
 //! `TRADSYS_SEED` sets the base seed when `--seed` is absent. Two modes
-//! serve a server without recovery: `--live-only` checks each cycle on the
-//! live server before the kill, only requires the restart to come up, and
-//! skips the corruption test; `--simulate-crash` replaces the kill by the
-//! clients abandoning their requests in flight (their sockets shut down)
-//! and keeps the server as the "recovered" one, which exercises the
-//! harness's handling of unanswered requests and of chains.
+//! serve a server without recovery, and both skip the corruption test:
+//! `--live-only` checks each cycle on the live server before the kill and
+//! only requires the restart to come up; `--simulate-crash` replaces the
+//! kill by the clients abandoning their requests in flight (their sockets
+//! shut down) and keeps the server as the "recovered" one, which exercises
+//! the harness's handling of unanswered requests and of chains.
 //! `--no-durability-flag` leaves `--durability` off the server's command
-//! line. `--only checker|cycles|corruption` runs one part. On failure the harness prints the seed,
-//! the cycle, the kept data directory (with the server's stdout and stderr
-//! of every start) and the first mismatch, and exits 1.
+//! line. `--only checker|cycles|corruption` runs one part. On failure the
+//! harness prints the seed, the cycle, the kept data directory (with the
+//! server's stdout and stderr of every start) and the first mismatch, and
+//! exits 1.
 
 #[path = "crash/check.rs"]
 mod check;
@@ -57,6 +58,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use traffic::{Plan, Rng, Shared};
 
+/// The parts of the harness, in the order they run.
+const PARTS: [&str; 3] = ["checker", "cycles", "corruption"];
 /// Cycles when `--cycles` is absent.
 const CYCLES_DEFAULT: u32 = 20;
 /// Client threads per cycle.
@@ -115,15 +118,27 @@ fn parse_args() -> Result<Args, String> {
         match word.as_str() {
             "--cycles" => args.cycles = value("--cycles")?.parse().map_err(|e| format!("--cycles: {e}"))?,
             "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--only" => args.only = Some(value("--only")?),
+            "--only" => {
+                let part = value("--only")?;
+                if !PARTS.contains(&part.as_str()) {
+                    return Err(format!("--only: one of {PARTS:?}, not {part:?}"));
+                }
+                args.only = Some(part);
+            }
             "--live-only" => args.live_only = true,
             "--simulate-crash" => args.simulate = true,
             "--no-durability-flag" => args.options.durability_flag = false,
             // libtest's options, passed to every test target by `cargo test -- ...`.
-            "--test-threads" | "--color" | "--format" => {
+            "--test-threads" | "--color" | "--format" | "--skip" => {
                 value(&word)?;
             }
-            w if w.starts_with("--") => {}
+            "--nocapture" | "--show-output" | "--quiet" | "-q" | "--exact" | "--include-ignored" => {}
+            "--ignored" => args.only = Some("none".into()),
+            "--list" => {
+                PARTS.iter().for_each(|p| println!("{p}: test"));
+                args.only = Some("none".into());
+            }
+            w if w.starts_with('-') => return Err(format!("unknown option {w}")),
             filter => args.filter = Some(filter.to_string()),
         }
     }
@@ -175,6 +190,9 @@ fn main() -> ExitCode {
     );
     println!("crash: base seed {} (rerun: {rerun})", args.seed);
     let mut failures = Vec::new();
+    if !PARTS.iter().any(|p| args.runs(p)) {
+        println!("crash: no part selected, nothing run");
+    }
     if args.runs("checker") {
         match selftest::run(&args, &root.join("checker")) {
             Ok(()) => println!("crash: checker ok: every damage was reported by its check"),
@@ -188,8 +206,8 @@ fn main() -> ExitCode {
         }
     }
     if args.runs("corruption") {
-        if args.live_only {
-            println!("crash: corruption SKIPPED: --live-only (no journal to corrupt)");
+        if args.live_only || args.simulate {
+            println!("crash: corruption SKIPPED: --live-only or --simulate-crash (no journal to corrupt)");
         } else {
             match corruption::run(&args, &root.join("corruption")) {
                 Ok(()) => println!("crash: corruption ok"),

@@ -142,7 +142,12 @@ fn now_ms() -> u64 {
 /// A signed request; `query` without timestamp and signature.
 pub fn signed(conn: &mut Conn, key: &Key, method: &str, path: &str, query: &str) -> Result<Reply, Lost> {
     let separator = if query.is_empty() { "" } else { "&" };
-    let query = format!("{query}{separator}timestamp={}", now_ms());
+    // The longest window: a loaded machine must not turn a request into -1021.
+    let query = format!(
+        "{query}{separator}recvWindow={}&timestamp={}",
+        tradsys::auth::RECV_WINDOW_MS_MAX,
+        now_ms()
+    );
     let signature = tradsys::auth::sign(key.secret.as_bytes(), query.as_bytes());
     let raw = format!(
         "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nHost: t\r\nX-MBX-APIKEY: {}\r\n\r\n",

@@ -124,6 +124,7 @@ pub fn run(args: &Args, dir: &Path) -> Result<(), Failure> {
 }
 
 fn scenario(args: &Args, dir: &Path) -> Result<(), String> {
+    crate::corruption::helpers_hold()?;
     let server = Server::start(dir, 0, args.options).map_err(|e| format!("start: {e}"))?;
     let mut model = Model::default();
     create_users(&mut model, server.admin, "self")?;
