@@ -195,7 +195,7 @@ fn replay(
                 let tail = tail?;
                 if let Some((file, offset)) = &tail.torn {
                     warnings.push(format!(
-                        "journal {}: torn record at byte {offset} dropped (it was never acknowledged)",
+                        "journal {}: torn record at byte {offset} truncated: it and anything after it were never acknowledged",
                         file.display()
                     ));
                 }
