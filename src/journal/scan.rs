@@ -267,8 +267,12 @@ fn end_of_data(segment: &Segment<'_>, pos: usize, tail: &mut Tail) -> Result<(),
     bad_frame(segment, pos, tail, "non-zero bytes after the end of data").map(|_| ())
 }
 
-/// A bad frame at `pos` is a torn tail when it is in the last segment and no
-/// valid frame follows it; otherwise the journal is corrupt.
+/// A bad frame at `pos` is a torn tail when it is in the last segment and
+/// nothing valid follows the first seal after it; otherwise the journal is
+/// corrupt. Every commit ends with a seal and the next commit starts only
+/// after it is synced: a frame after that seal proves the damaged commit was
+/// complete on disk, while the blocks of the last, interrupted commit (its
+/// own seal included) may reach the disk in any order.
 fn bad_frame(segment: &Segment<'_>, pos: usize, tail: &mut Tail, reason: &str) -> Result<(), JournalError> {
     let corrupt = |reason: String| JournalError::Corrupt {
         file: segment.path.to_path_buf(),
@@ -278,13 +282,20 @@ fn bad_frame(segment: &Segment<'_>, pos: usize, tail: &mut Tail, reason: &str) -
     if !segment.last {
         return Err(corrupt(format!("{reason} (in a sealed segment)")));
     }
-    if let Some(valid) = valid_frame_after(segment.bytes, pos + 1) {
+    if let Some(valid) = later_commit_after(segment.bytes, pos + 1) {
         return Err(corrupt(format!(
-            "{reason}, and a valid frame follows at byte offset {valid}"
+            "{reason}, and a later commit follows at byte offset {valid}"
         )));
     }
     tail.torn = Some((segment.path.to_path_buf(), pos as u64));
     Ok(())
+}
+
+/// The offset of a valid frame after the first valid seal at or after
+/// `from`: the start of a commit that followed the one holding `from`.
+fn later_commit_after(bytes: &[u8], from: usize) -> Option<usize> {
+    let seal = valid_seal_after(bytes, from)?;
+    valid_frame_after(bytes, seal + JOURNAL_HEADER_BYTES)
 }
 
 /// The offset of the first frame at or after `from` that decodes. Headers
@@ -297,6 +308,17 @@ fn valid_frame_after(bytes: &[u8], from: usize) -> Option<usize> {
             && len as usize <= rest.len())
             && matches!(rest[24], 1 | 2);
         plausible && frame::decode(rest).is_ok()
+    })
+}
+
+/// The offset of the first seal frame at or after `from` that decodes.
+/// Headers that cannot be a seal are skipped before paying for a checksum.
+fn valid_seal_after(bytes: &[u8], from: usize) -> Option<usize> {
+    let last_start = bytes.len().checked_sub(JOURNAL_HEADER_BYTES)?;
+    (from..=last_start).find(|&at| {
+        let rest = &bytes[at..];
+        let plausible = frame::length_word(rest) == Some(JOURNAL_HEADER_BYTES as u32) && rest[24] == Kind::Seal as u8;
+        plausible && frame::decode(rest).is_ok_and(|f| f.kind == Kind::Seal)
     })
 }
 

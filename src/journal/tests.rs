@@ -371,6 +371,24 @@ fn damage_with_valid_frames_after_it_is_corruption_at_its_offset() {
     );
 }
 
+/// A power loss in the middle of the last commit may save its later blocks
+/// (its seal included) and not an earlier one: with no commit after that
+/// seal, the damage is a torn tail, not corruption.
+#[test]
+fn damage_inside_the_last_commit_is_a_torn_tail_even_before_its_seal() {
+    let dir = TempDir::new("torn-inside");
+    write_batches(&dir.0, 3, 10, SEGMENT_BYTES);
+    let frames = frames(&dir.0);
+    assert_eq!(frames.len(), 33);
+    let (segment, offset, kind, lsn) = frames[25].clone();
+    assert_eq!((kind, lsn), (Kind::Record, 24));
+    assert_eq!(frames[32].2, Kind::Seal);
+    flip(&segment, offset + 30);
+    let (records, tail) = read_all(&dir.0, 1).unwrap();
+    assert!(records == expected(1..=23, 10));
+    assert_eq!((tail.torn, tail.sealed_epoch), (Some((segment, offset)), 2));
+}
+
 #[test]
 fn any_damage_in_an_earlier_segment_is_corruption() {
     let dir = TempDir::new("sealed-segment");
