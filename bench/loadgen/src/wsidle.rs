@@ -65,21 +65,40 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let mut text = format!("stream measured: {stream} (requested {})\n", s.stream);
     // The probe's connection is gone; let the server settle before weighing.
     thread::sleep(Duration::from_secs(1));
+    let path = format!("/ws/{stream}");
     let before = sample(s.server_pid);
     let opened = Instant::now();
-    let mut conns = wsclient::open_many(&s.target, &format!("/ws/{stream}"), s.conns).map_err(|e| e.to_string())?;
+    // Half first, weighed, then the rest: the second half's growth is the
+    // marginal cost, free of whatever the first connections set up once.
+    let half = s.conns / 2;
+    let mut conns = wsclient::open_many(&s.target, &path, half).map_err(|e| e.to_string())?;
+    let epoll = Epoll::new().map_err(|e| e.to_string())?;
+    let mut tally = Tally::default();
+    watch(&epoll, &conns, 0)?;
+    hold(&epoll, &mut conns, Duration::from_secs(1), &mut tally)?;
+    let at_half = sample(s.server_pid);
+    let rest = wsclient::open_many(&s.target, &path, s.conns - half).map_err(|e| e.to_string())?;
+    watch(&epoll, &rest, conns.len())?;
+    conns.extend(rest);
     text.push_str(&format!(
-        "opened {} connections in {:.2} s\n",
+        "opened {} connections in {:.2} s (a 1 s pause after the first {half})\n",
         conns.len(),
         opened.elapsed().as_secs_f64()
     ));
-    let epoll = Epoll::new().map_err(|e| e.to_string())?;
-    for (i, c) in conns.iter().enumerate() {
-        epoll.add(&c.stream, i as u64).map_err(|e| e.to_string())?;
-    }
-    let mut tally = Tally::default();
     hold(&epoll, &mut conns, Duration::from_secs(s.settle_s), &mut tally)?;
     let settled = sample(s.server_pid);
+    let marginal = |a: Option<u64>, b: Option<u64>| -> String {
+        a.zip(b).map_or("n/a".to_string(), |(a, b)| {
+            format!("{:.0}", (b as f64 - a as f64) / (s.conns - half) as f64)
+        })
+    };
+    text.push_str(&format!(
+        "marginal, from {half} to {} connections: server RSS {} bytes/connection, Slab {} bytes/connection \
+         (both ends)\n",
+        s.conns,
+        marginal(at_half.rss, settled.rss),
+        marginal(at_half.slab, settled.slab)
+    ));
     hold(
         &epoll,
         &mut conns,
@@ -117,6 +136,14 @@ struct Tally {
     texts: u64,
     gone: u64,
     first_gone: Option<String>,
+}
+
+/// Adds `conns` to `epoll`, numbered from `first`.
+fn watch(epoll: &Epoll, conns: &[Conn], first: usize) -> Result<(), String> {
+    for (i, c) in conns.iter().enumerate() {
+        epoll.add(&c.stream, (first + i) as u64).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Keeps the connections open for `span`, answering pings.
