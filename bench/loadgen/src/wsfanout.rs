@@ -66,6 +66,8 @@ const SLOTS: u64 = 10_000;
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 /// Time the threads get before the common start.
 const START_DELAY_MS: u64 = 300;
+/// Time after the scheduled end a lagging producer may still send.
+const PRODUCE_OVERRUN_MS_MAX: u64 = 5_000;
 /// A drain ends once no frame arrived for this long.
 const DRAIN_QUIET_MS: u64 = 1_000;
 const READ_SCRATCH_BYTES: usize = 256 * 1024;
@@ -94,6 +96,8 @@ struct Shared {
     measure_from_ns: u64,
     trade_id_min: AtomicU64,
     trade_id_max: AtomicU64,
+    /// Takers answered 200, all producers.
+    takers_done: AtomicU64,
     /// Text frames received, per receiver thread.
     received: Vec<AtomicU64>,
     stop: AtomicBool,
@@ -120,6 +124,9 @@ struct SubStats {
 struct Produced {
     rest_us: Histogram<u64>,
     sent: u64,
+    /// Takers due but not sent: the producer was still behind at the
+    /// hard end.
+    abandoned: u64,
     filled: u64,
     trades: u64,
     first_problem: Option<String>,
@@ -143,6 +150,7 @@ pub fn run(s: &Settings, users: &[User]) -> Result<String, String> {
         measure_from_ns: (start - base + Duration::from_secs(s.warmup_s)).as_nanos() as u64,
         trade_id_min: AtomicU64::new(u64::MAX),
         trade_id_max: AtomicU64::new(0),
+        takers_done: AtomicU64::new(0),
         received: (0..s.threads).map(|_| AtomicU64::new(0)).collect(),
         stop: AtomicBool::new(false),
     });
@@ -375,10 +383,16 @@ struct Schedule {
 fn produce(client: &mut Client, plan: &Schedule, taker: &User, shared: &Shared) -> Produced {
     let mut out = Produced::new();
     let key = [("X-MBX-APIKEY", taker.api_key.as_str())];
+    let hard_end = plan.end + Duration::from_millis(PRODUCE_OVERRUN_MS_MAX);
     for i in 0.. {
         let k = plan.c + i * plan.conns;
         let due = plan.start + Duration::from_nanos((k as u128 * 1_000_000_000 / plan.rate as u128) as u64);
         if due >= plan.end {
+            break;
+        }
+        if Instant::now() >= hard_end {
+            // A server this far behind is overloaded; the rest is not sent.
+            out.abandoned = (plan.end - due).as_nanos() as u64 * plan.rate / plan.conns / 1_000_000_000 + 1;
             break;
         }
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -405,6 +419,7 @@ fn produce(client: &mut Client, plan: &Schedule, taker: &User, shared: &Shared) 
                     let _ = out.rest_us.record(rtt_us.clamp(1, LATENCY_NS_MAX / 1000));
                 }
                 out.note_fills(&resp.body, shared);
+                shared.takers_done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(resp) => {
                 out.first_problem.get_or_insert_with(|| {
@@ -428,6 +443,7 @@ impl Produced {
         Produced {
             rest_us: Histogram::new_with_bounds(1, LATENCY_NS_MAX / 1000, 3).expect("histogram bounds are valid"),
             sent: 0,
+            abandoned: 0,
             filled: 0,
             trades: 0,
             first_problem: None,
@@ -460,6 +476,7 @@ impl Produced {
     fn merge(&mut self, other: Produced) {
         let _ = self.rest_us.add(&other.rest_us);
         self.sent += other.sent;
+        self.abandoned += other.abandoned;
         self.filled += other.filled;
         self.trades += other.trades;
         if self.first_problem.is_none() {
@@ -472,6 +489,7 @@ impl Produced {
 struct Window {
     seconds: f64,
     delivered: u64,
+    takers: u64,
     server_ticks: Option<u64>,
     own_ticks: Option<u64>,
 }
@@ -484,6 +502,7 @@ fn measure_window(s: &Settings, shared: &Shared, start: Instant) -> Window {
     let from = start + Duration::from_secs(s.warmup_s);
     let to = from + Duration::from_secs(s.duration_s);
     sleep_until(from);
+    let k0 = shared.takers_done.load(Ordering::Relaxed);
     let (r0, t0, o0, i0) = (
         received(shared),
         s.server_pid.and_then(procfs::cpu_ticks),
@@ -499,6 +518,7 @@ fn measure_window(s: &Settings, shared: &Shared, start: Instant) -> Window {
     Window {
         seconds: i0.elapsed().as_secs_f64(),
         delivered: r1 - r0,
+        takers: shared.takers_done.load(Ordering::Relaxed) - k0,
         server_ticks: t1.zip(t0).map(|(b, a)| b - a),
         own_ticks: o1.zip(o0).map(|(b, a)| b - a),
     }
@@ -534,13 +554,26 @@ fn summarize(s: &Settings, shared: &Shared, w: &Window, p: &Produced, seen: &[Se
     let per_cpu = server_cpu_s.map_or("n/a".to_string(), |c| format!("{:.0}", w.delivered as f64 / c));
     let cores = |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{:.2}", c / w.seconds));
     let mut text = format!(
-        "producers: {} connections, intended {} trades/s for {} s after {} s warm-up; takers sent {}, filled {}, \
-         trades {}\n",
-        s.producers, s.rate_per_s, s.duration_s, s.warmup_s, p.sent, p.filled, p.trades
+        "producers: {} connections, intended {} trades/s for {} s after {} s warm-up; takers sent {} (not sent, \
+         the server being {} s behind: {}), filled {}, trades {}\n",
+        s.producers,
+        s.rate_per_s,
+        s.duration_s,
+        s.warmup_s,
+        p.sent,
+        PRODUCE_OVERRUN_MS_MAX / 1000,
+        p.abandoned,
+        p.filled,
+        p.trades
     );
     if let Some(problem) = &p.first_problem {
         text.push_str(&format!("first producer problem: {problem}\n"));
     }
+    text.push_str(&format!(
+        "in the window: {} takers answered = {:.0} trades/s\n",
+        w.takers,
+        w.takers as f64 / w.seconds
+    ));
     text.push_str(&format!(
         "delivered: {} trade messages in {:.2} s = {rate:.0}/s; server CPU {} cores, {per_cpu} messages per \
          server CPU-second; client CPU {} cores ({} receiver threads); drain {drained:.1} s\n",
