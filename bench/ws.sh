@@ -31,9 +31,9 @@ usage: bench/ws.sh [idle|fanout|latency|all]
            and kernel socket memory per connection (target <= 2 KiB user space)
   fanout   FANOUT_SUBS subscribers of btcusdt@trade at each of FANOUT_RATES
            trades/s: delivered messages/s (target >= 1,000,000 on 2 cores)
-  latency  1,000 trades/s (LAT_RATE) at each of LAT_SUBS subscriber counts:
-           taker send -> subscriber receipt p50/p99 (target p99 <= 1 ms at
-           10,000 subscribers) and the REST round trip alone
+  latency  each SUBSCRIBERS:TRADES_PER_S point of LAT_POINTS: taker send ->
+           subscriber receipt p50/p99 (target p99 <= 1 ms at 10,000
+           subscribers and 1,000 trades/s) and the REST round trip alone
   all      all of the above (default)
 
   -h, --help  this text
@@ -42,7 +42,8 @@ environment (defaults in brackets):
   IDLE_CONNS [18000]  IDLE_STREAM [btcusdt@ticker]  IDLE_FALLBACK [btcusdt@bookTicker]
   IDLE_HOLD [25]  seconds the idle connections are held (past one ping round)
   FANOUT_SUBS [10000]  FANOUT_RATES ["50 100 200"]
-  LAT_SUBS ["10000 100"]  LAT_RATE [1000]
+  LAT_POINTS ["10000:1000 100:1000 10000:10"]
+  IDLE_BARE [1]  1: also weigh IDLE_CONNS connections to /ws with no stream
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
   SERVER_CPU [0]  CLIENT_CPU [1]
   QUIET_WAIT [300]  ATTEMPTS [2]
@@ -58,8 +59,8 @@ IDLE_FALLBACK=${IDLE_FALLBACK:-btcusdt@bookTicker}
 IDLE_HOLD=${IDLE_HOLD:-25}
 FANOUT_SUBS=${FANOUT_SUBS:-10000}
 FANOUT_RATES=${FANOUT_RATES:-50 100 200}
-LAT_SUBS=${LAT_SUBS:-10000 100}
-LAT_RATE=${LAT_RATE:-1000}
+LAT_POINTS=${LAT_POINTS:-10000:1000 100:1000 10000:10}
+IDLE_BARE=${IDLE_BARE:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PRODUCERS=${PRODUCERS:-4}
@@ -84,7 +85,7 @@ done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_SUBS='$LAT_SUBS' LAT_RATE=$LAT_RATE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS bench/ws.sh $*"
+command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS bench/ws.sh $*"
 
 # As in bench/rest.sh: neither the temp dir nor the binaries carry the
 # name "tradsys", so that other suites' clean-up by name cannot stop them.
@@ -225,19 +226,29 @@ run_loadgen() {
 	return 0
 }
 
-bench_idle() {
-	out ""
-	out "== idle subscribed connections: $IDLE_CONNS to /ws/$IDLE_STREAM (fallback $IDLE_FALLBACK), held ${IDLE_HOLD}s =="
-	# A fresh server for every attempt: a second run would find the
-	# memory the first one left behind and weigh nothing.
-	for ((idle_attempt = 1; idle_attempt <= ATTEMPTS; idle_attempt++)); do
+# idle_run STREAM [FALLBACK]: a fresh server for every attempt, because a
+# second run would find the memory the first one left behind and weigh
+# nothing.
+idle_run() {
+	local stream=$1 fallback=(${2:+--fallback-stream "$2"}) attempt
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
 		start_tradsys
-		ATTEMPTS=1 run_loadgen "idle $IDLE_CONNS, server $idle_attempt" ws-idle --target "127.0.0.1:$tport" \
-			--pid "$tpid" --conns "$IDLE_CONNS" --stream "$IDLE_STREAM" --fallback-stream "$IDLE_FALLBACK" \
-			--hold-s "$IDLE_HOLD"
+		ATTEMPTS=1 run_loadgen "idle $IDLE_CONNS on $stream, server $attempt" ws-idle --target "127.0.0.1:$tport" \
+			--pid "$tpid" --conns "$IDLE_CONNS" --stream "$stream" "${fallback[@]}" --hold-s "$IDLE_HOLD"
 		stop_tradsys
 		[[ -z "$busy" ]] && break
 	done
+}
+
+bench_idle() {
+	out ""
+	out "== idle subscribed connections: $IDLE_CONNS to /ws/$IDLE_STREAM (fallback $IDLE_FALLBACK), held ${IDLE_HOLD}s =="
+	idle_run "$IDLE_STREAM" "$IDLE_FALLBACK"
+	if ((IDLE_BARE)); then
+		out ""
+		out "== idle connections without a stream: $IDLE_CONNS to /ws, held ${IDLE_HOLD}s (the subscription's share) =="
+		idle_run -
+	fi
 }
 
 start_trading_server() {
@@ -264,11 +275,11 @@ bench_fanout() {
 }
 
 bench_latency() {
-	local subs
+	local point
 	out ""
-	out "== latency: $LAT_RATE trades/s to each of ${LAT_SUBS// /, } subscribers of btcusdt@trade =="
+	out "== latency: subscribers:trades/s points $LAT_POINTS on btcusdt@trade, ${DURATION}s after ${WARMUP}s warm-up =="
 	start_trading_server
-	for subs in $LAT_SUBS; do fanout_run "$subs" "$LAT_RATE"; done
+	for point in $LAT_POINTS; do fanout_run "${point%%:*}" "${point##*:}"; done
 	stop_tradsys
 }
 

@@ -59,8 +59,8 @@ usage: tradsys-loadgen <command> [--option value]...
            share of orders whose market is on another shard than the user
   ws-idle  --target HOST:PORT --pid SERVER_PID --conns N --stream NAME
            [--fallback-stream NAME] [--settle-s S (3)] [--hold-s S (25)]
-           N idle connections to /ws/NAME; server RSS and kernel socket
-           memory per connection
+           N idle connections to /ws/NAME (NAME `-`: /ws, no stream);
+           server RSS and kernel socket memory per connection
   ws-fanout --target HOST:PORT --users USERS --subscribers N --rate PER_S
            --duration S [--warmup S (2)] [--producers C (2)] [--threads T (1)]
            [--pid SERVER_PID] [--drain-s S (10)] [--recv-window MS (5000)]

@@ -26,6 +26,8 @@ use crate::wsclient::{self, Conn, Epoll, Gone};
 pub const CONNS_MAX: u64 = 19_000;
 /// Seconds a run may hold its connections.
 pub const HOLD_S_MAX: u64 = 600;
+/// The `stream` that asks for connections to `/ws` with no subscription.
+pub const NO_STREAM: &str = "-";
 /// Bytes read from a socket at once.
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// Ready fds one epoll_wait returns at most.
@@ -61,11 +63,15 @@ fn sample(pid: u32) -> Sample {
 }
 
 pub fn run(s: &Settings) -> Result<String, String> {
-    let stream = choose_stream(s)?;
-    let mut text = format!("stream measured: {stream} (requested {})\n", s.stream);
+    let (path, mut text) = if s.stream == NO_STREAM {
+        ("/ws".to_string(), "stream measured: none (/ws without a subscription)\n".to_string())
+    } else {
+        let stream = choose_stream(s)?;
+        let text = format!("stream measured: {stream} (requested {})\n", s.stream);
+        (format!("/ws/{stream}"), text)
+    };
     // The probe's connection is gone; let the server settle before weighing.
     thread::sleep(Duration::from_secs(1));
-    let path = format!("/ws/{stream}");
     let before = sample(s.server_pid);
     let opened = Instant::now();
     // Half first, weighed, then the rest: the second half's growth is the
