@@ -248,7 +248,12 @@ fn ws_fanout(o: &Opts) -> Result<(), String> {
             .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
         producers: o.num("producers", Some(2), wsfanout::PRODUCERS_MAX)? as usize,
         threads: o.num("threads", Some(1), wsfanout::THREADS_MAX)? as usize,
-        server_pid: o.0.get("pid").map(|_| o.num("pid", None, u64::from(u32::MAX))).transpose()?.map(|p| p as u32),
+        server_pid: o
+            .0
+            .get("pid")
+            .map(|_| o.num("pid", None, u64::from(u32::MAX)))
+            .transpose()?
+            .map(|p| p as u32),
         drain_s: o.num("drain-s", Some(10), wsfanout::DURATION_S_MAX)?,
         recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
     };

@@ -35,14 +35,22 @@ fn stat_ticks(text: &str) -> Option<u64> {
 pub fn ticks_per_s() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as u64 } else { 100 }
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
 }
 
 /// Bytes per memory page (sockstat's `mem` counts pages).
 pub fn page_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 { page as u64 } else { 4096 }
+    if page > 0 {
+        page as u64
+    } else {
+        4096
+    }
 }
 
 /// TCP sockets in use and their buffer memory in pages, from the `TCP:`
@@ -52,7 +60,11 @@ pub fn tcp_sockstat() -> Option<(u64, u64)> {
     let text = fs::read_to_string("/proc/net/sockstat").ok()?;
     let line = text.lines().find(|l| l.starts_with("TCP:"))?;
     let f: Vec<&str> = line.split_whitespace().collect();
-    let value = |name: &str| f.iter().position(|w| *w == name).and_then(|i| f.get(i + 1)?.parse().ok());
+    let value = |name: &str| {
+        f.iter()
+            .position(|w| *w == name)
+            .and_then(|i| f.get(i + 1)?.parse().ok())
+    };
     Some((value("inuse")?, value("mem")?))
 }
 

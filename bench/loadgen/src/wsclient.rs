@@ -102,7 +102,10 @@ fn read_handshake(stream: &mut TcpStream) -> io::Result<(u16, Vec<u8>)> {
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -257,7 +260,11 @@ impl Epoll {
         let n = unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), events.len() as i32, timeout_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         tokens.extend(events[..n as usize].iter().map(|e| e.u64));
         Ok(())

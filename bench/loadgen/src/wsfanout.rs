@@ -239,9 +239,7 @@ fn receive(t: usize, mut conns: Vec<Conn>, shared: &Shared) -> Result<Seen, Stri
     let mut tokens = Vec::with_capacity(EPOLL_EVENTS_MAX);
     let mut scratch = vec![0u8; READ_SCRATCH_BYTES];
     while !shared.stop.load(Ordering::Relaxed) {
-        epoll
-            .wait(&mut events, &mut tokens, 100)
-            .map_err(|e| e.to_string())?;
+        epoll.wait(&mut events, &mut tokens, 100).map_err(|e| e.to_string())?;
         for &token in &tokens {
             let i = token as usize;
             // One clock read per socket read: the frames it brings were
@@ -422,9 +420,8 @@ fn produce(client: &mut Client, plan: &Schedule, taker: &User, shared: &Shared) 
                 shared.takers_done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(resp) => {
-                out.first_problem.get_or_insert_with(|| {
-                    format!("status {}: {}", resp.status, String::from_utf8_lossy(&resp.body))
-                });
+                out.first_problem
+                    .get_or_insert_with(|| format!("status {}: {}", resp.status, String::from_utf8_lossy(&resp.body)));
             }
             Err(e) => {
                 out.first_problem.get_or_insert_with(|| format!("request failed: {e}"));

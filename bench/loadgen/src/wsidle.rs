@@ -64,7 +64,10 @@ fn sample(pid: u32) -> Sample {
 
 pub fn run(s: &Settings) -> Result<String, String> {
     let (path, mut text) = if s.stream == NO_STREAM {
-        ("/ws".to_string(), "stream measured: none (/ws without a subscription)\n".to_string())
+        (
+            "/ws".to_string(),
+            "stream measured: none (/ws without a subscription)\n".to_string(),
+        )
     } else {
         let stream = choose_stream(s)?;
         let text = format!("stream measured: {stream} (requested {})\n", s.stream);
@@ -118,7 +121,11 @@ pub fn run(s: &Settings) -> Result<String, String> {
         "during the hold: {} text frames received, {} connections closed by the server{}\n",
         tally.texts,
         tally.gone,
-        tally.first_gone.as_deref().map(|g| format!(" (first: {g})")).unwrap_or_default()
+        tally
+            .first_gone
+            .as_deref()
+            .map(|g| format!(" (first: {g})"))
+            .unwrap_or_default()
     ));
     Ok(text)
 }
