@@ -45,7 +45,8 @@ environment (defaults in brackets):
   LAT_POINTS ["10000:1000 100:1000 10000:10"]
   IDLE_BARE [1]  1: also weigh IDLE_CONNS connections to /ws with no stream
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
-  SERVER_CPU [0]  CLIENT_CPU [1]
+  SERVER_CPU [0]  CLIENT_CPU [1]   (with SHARDS=1)
+  SHARDS [1]  2: one shard per core, server and load generator unpinned
   QUIET_WAIT [300]  ATTEMPTS [2]
   TRADSYS_BIN  LOADGEN_BIN  use these binaries instead of building
   CARGO_TARGET_DIR  respected by the release build
@@ -67,12 +68,16 @@ PRODUCERS=${PRODUCERS:-4}
 THREADS=${THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+SHARDS=${SHARDS:-1}
 QUIET_WAIT=${QUIET_WAIT:-300}
 ATTEMPTS=${ATTEMPTS:-2}
 ADMIN_TOKEN=ws-bench-admin-token
 LIMIT_FLAGS=(--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000
 	--orders-per-10s-max 4000000000 --orders-per-day-max 4000000000
 	--ws-connections-per-ip-max 1048576)
+
+server_pin=()
+client_pin=()
 
 mode=all
 for arg in "$@"; do
@@ -83,9 +88,14 @@ for arg in "$@"; do
 	esac
 done
 
+if ((SHARDS == 1)); then
+	server_pin=(taskset -c "$SERVER_CPU")
+	client_pin=(taskset -c "$CLIENT_CPU")
+fi
+
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS bench/ws.sh $*"
+command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SHARDS=$SHARDS bench/ws.sh $*"
 
 # As in bench/rest.sh: neither the temp dir nor the binaries carry the
 # name "tradsys", so that other suites' clean-up by name cannot stop them.
@@ -140,15 +150,15 @@ build() {
 	LOADGEN_BIN=$tmp/wsbench-loadgen
 }
 
-# One shard on SERVER_CPU with a fresh data directory; sets tport, aport
-# and tpid.
+# One shard on SERVER_CPU (or SHARDS shards, each pinned by the server
+# itself) with a fresh data directory; sets tport, aport and tpid.
 start_tradsys() {
 	local i
 	tport=$(free_port)
 	rm -rf "$tmp/data"
 	mkdir -p "$tmp/data"
-	taskset -c "$SERVER_CPU" "$TRADSYS_BIN" serve --listen "127.0.0.1:$tport" --admin-listen 127.0.0.1:0 \
-		--admin-token "$ADMIN_TOKEN" --shards 1 --data-dir "$tmp/data" --demo-user false \
+	"${server_pin[@]}" "$TRADSYS_BIN" serve --listen "127.0.0.1:$tport" --admin-listen 127.0.0.1:0 \
+		--admin-token "$ADMIN_TOKEN" --shards "$SHARDS" --data-dir "$tmp/data" --demo-user false \
 		"${LIMIT_FLAGS[@]}" >"$tmp/tradsys.log" 2>&1 &
 	tpid=$!
 	pids+=("$tpid")
@@ -216,7 +226,7 @@ run_loadgen() {
 		f="$tmp/run.txt"
 		rc=0
 		window_start
-		taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" "$@" >"$f" 2>&1 || rc=$?
+		"${client_pin[@]}" "$LOADGEN_BIN" "$@" >"$f" 2>&1 || rc=$?
 		window_end
 		out "-- $label, attempt $attempt ($(date -u +%T)Z): other-cpu $other%, steal $steal%$busy$( ((rc)) && echo ", loadgen exit $rc")"
 		sed 's/^/    /' "$f" | tee -a "$results"
@@ -253,8 +263,8 @@ bench_idle() {
 
 start_trading_server() {
 	start_tradsys
-	# A maker and takers, all on the one shard.
-	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards 1 \
+	# A maker and takers (with two shards, that many on each).
+	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards "$SHARDS" \
 		--per-shard $((PRODUCERS + 1)) --out "$tmp/users" >&2
 }
 
@@ -290,7 +300,11 @@ out "command: $command_line"
 out "machine: nproc $(nproc), cpu '$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)', kernel $(uname -r), open files $(ulimit -n)"
 out "load before: $(cut -d' ' -f1-3 /proc/loadavg); busiest: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | xargs)"
 out "tradsys: $(git -C "$root" log -1 --format='%h %s' -- src crates)$(git -C "$root" diff --quiet HEAD -- src crates || echo ' (modified)'), $built_from"
-out "pinning: server (1 shard) on cpu $SERVER_CPU, load generator on cpu $CLIENT_CPU"
+if ((SHARDS == 1)); then
+	out "pinning: server (1 shard) on cpu $SERVER_CPU, load generator on cpu $CLIENT_CPU"
+else
+	out "pinning: $SHARDS shards, one per cpu (the server pins them); load generator unpinned"
+fi
 out "limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
 
 case "$mode" in
