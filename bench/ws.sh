@@ -246,8 +246,9 @@ idle_run() {
 		ATTEMPTS=1 run_loadgen "idle $IDLE_CONNS on $stream, server $attempt" ws-idle --target "127.0.0.1:$tport" \
 			--pid "$tpid" --conns "$IDLE_CONNS" --stream "$stream" "${fallback[@]}" --hold-s "$IDLE_HOLD"
 		stop_tradsys
-		[[ -z "$busy" ]] && break
+		if [[ -z "$busy" ]]; then break; fi
 	done
+	return 0
 }
 
 bench_idle() {

@@ -30,6 +30,8 @@ pub const HOLD_S_MAX: u64 = 600;
 pub const NO_STREAM: &str = "-";
 /// Bytes read from a socket at once.
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
+/// Connections opened between two looks at the open ones.
+const OPEN_POLL_EVERY_COUNT: usize = 1000;
 /// Ready fds one epoll_wait returns at most.
 const EPOLL_EVENTS_MAX: usize = 1024;
 
@@ -80,15 +82,13 @@ pub fn run(s: &Settings) -> Result<String, String> {
     // Half first, weighed, then the rest: the second half's growth is the
     // marginal cost, free of whatever the first connections set up once.
     let half = s.conns / 2;
-    let mut conns = wsclient::open_many(&s.target, &path, half).map_err(|e| e.to_string())?;
     let epoll = Epoll::new().map_err(|e| e.to_string())?;
     let mut tally = Tally::default();
-    watch(&epoll, &conns, 0)?;
+    let mut conns = Vec::with_capacity(s.conns);
+    open_polled(s, &path, half, &epoll, &mut conns, &mut tally)?;
     hold(&epoll, &mut conns, Duration::from_secs(1), &mut tally)?;
     let at_half = sample(s.server_pid);
-    let rest = wsclient::open_many(&s.target, &path, s.conns - half).map_err(|e| e.to_string())?;
-    watch(&epoll, &rest, conns.len())?;
-    conns.extend(rest);
+    open_polled(s, &path, s.conns - half, &epoll, &mut conns, &mut tally)?;
     text.push_str(&format!(
         "opened {} connections in {:.2} s (a 1 s pause after the first {half})\n",
         conns.len(),
@@ -151,22 +151,39 @@ struct Tally {
     first_gone: Option<String>,
 }
 
-/// Adds `conns` to `epoll`, numbered from `first`.
-fn watch(epoll: &Epoll, conns: &[Conn], first: usize) -> Result<(), String> {
-    for (i, c) in conns.iter().enumerate() {
-        epoll.add(&c.stream, (first + i) as u64).map_err(|e| e.to_string())?;
+/// Opens `count` more connections in batches, answering the server's
+/// pings on those already open in between: on a loaded machine opening
+/// 18,000 can take longer than the server's 60 s pong timeout.
+fn open_polled(
+    s: &Settings,
+    path: &str,
+    count: usize,
+    epoll: &Epoll,
+    conns: &mut Vec<Conn>,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let goal = conns.len() + count;
+    while conns.len() < goal {
+        let batch = (goal - conns.len()).min(OPEN_POLL_EVERY_COUNT);
+        for c in wsclient::open_many(&s.target, path, batch).map_err(|e| e.to_string())? {
+            epoll.add(&c.stream, conns.len() as u64).map_err(|e| e.to_string())?;
+            conns.push(c);
+        }
+        hold(epoll, conns, Duration::ZERO, tally)?;
     }
     Ok(())
 }
 
-/// Keeps the connections open for `span`, answering pings.
+/// Keeps the connections open for `span` (at least one look at every
+/// ready socket), answering pings.
 fn hold(epoll: &Epoll, conns: &mut [Conn], span: Duration, tally: &mut Tally) -> Result<(), String> {
     let end = Instant::now() + span;
     let mut events = wsclient::events(EPOLL_EVENTS_MAX);
     let mut tokens = Vec::with_capacity(EPOLL_EVENTS_MAX);
     let mut scratch = vec![0u8; READ_SCRATCH_BYTES];
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        let timeout_ms = left.as_millis().clamp(1, 1000) as i32;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let timeout_ms = left.as_millis().min(1000) as i32;
         epoll
             .wait(&mut events, &mut tokens, timeout_ms)
             .map_err(|e| e.to_string())?;
@@ -181,8 +198,10 @@ fn hold(epoll: &Epoll, conns: &mut [Conn], span: Duration, tally: &mut Tally) ->
                 }
             }
         }
+        if left.is_zero() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 pub fn describe(gone: &Gone) -> String {
