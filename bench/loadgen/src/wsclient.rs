@@ -114,8 +114,8 @@ fn read_handshake(stream: &mut TcpStream) -> io::Result<(u16, Vec<u8>)> {
 /// Why a connection stopped being readable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gone {
-    /// A close frame with this code (if any).
-    Closed(Option<u16>),
+    /// A close frame with this code (if any) and reason.
+    Closed(Option<u16>, String),
     /// End of stream or a socket error without a close frame.
     Eof(String),
 }
@@ -161,7 +161,9 @@ impl Conn {
                     // cannot take it now is a slow reader anyway.
                     let _ = self.stream.write(&pong_frame(payload));
                 }
-                Frame::Close(code) => return Err(Gone::Closed(code)),
+                Frame::Close(code, reason) => {
+                    return Err(Gone::Closed(code, String::from_utf8_lossy(reason).into_owned()))
+                }
                 Frame::Other => {}
             }
             at += len;
@@ -175,7 +177,7 @@ impl Conn {
 pub enum Frame<'a> {
     Text(&'a [u8]),
     Ping(&'a [u8]),
-    Close(Option<u16>),
+    Close(Option<u16>, &'a [u8]),
     Other,
 }
 
@@ -202,7 +204,8 @@ pub fn next_frame(buf: &[u8]) -> Option<(Frame<'_>, usize)> {
     let payload = &buf[head..head + len];
     let frame = match opcode {
         0x1 => Frame::Text(payload),
-        0x8 => Frame::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
+        0x8 if payload.len() >= 2 => Frame::Close(Some(u16::from_be_bytes([payload[0], payload[1]])), &payload[2..]),
+        0x8 => Frame::Close(None, b""),
         0x9 => Frame::Ping(payload),
         _ => Frame::Other,
     };
@@ -302,8 +305,8 @@ mod tests {
         }
         assert!(next_frame(&mid[..100]).is_none());
         assert!(next_frame(&[0x81]).is_none());
-        match next_frame(&[0x88, 2, 0x03, 0xe8]) {
-            Some((Frame::Close(Some(1000)), 4)) => {}
+        match next_frame(&[0x88, 4, 0x03, 0xf0, b'n', b'o']) {
+            Some((Frame::Close(Some(1008), reason), 6)) => assert_eq!(reason, b"no"),
             _ => panic!("close frame"),
         }
         match next_frame(&[0x89, 0]) {

@@ -33,7 +33,7 @@ use crate::orders::{now_ms, sign_into};
 use crate::procfs;
 use crate::users::User;
 use crate::wsclient::{self, Conn, Epoll, Gone};
-use crate::wsidle::describe;
+use crate::wsidle::{describe, open_polled, Tally};
 
 /// Subscribers one run may open (see `wsidle::CONNS_MAX`).
 pub const SUBSCRIBERS_MAX: u64 = 19_000;
@@ -134,7 +134,25 @@ struct Produced {
 
 pub fn run(s: &Settings, users: &[User]) -> Result<String, String> {
     let opened = Instant::now();
-    let conns = wsclient::open_many(&s.target, &format!("/ws/{STREAM}"), s.subscribers).map_err(|e| e.to_string())?;
+    // Opened with pings answered in between (see `wsidle::open_polled`);
+    // the epoll is only for that and goes before the receivers take over.
+    let mut conns = Vec::with_capacity(s.subscribers);
+    let mut tally = Tally::default();
+    open_polled(
+        &s.target,
+        &format!("/ws/{STREAM}"),
+        s.subscribers,
+        &Epoll::new().map_err(|e| e.to_string())?,
+        &mut conns,
+        &mut tally,
+    )?;
+    if tally.gone > 0 {
+        return Err(format!(
+            "{} subscribers closed while opening (first: {})",
+            tally.gone,
+            tally.first_gone.unwrap_or_default()
+        ));
+    }
     let mut text = format!(
         "subscribers: {} on {STREAM}, opened in {:.2} s\n",
         conns.len(),

@@ -85,10 +85,10 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let epoll = Epoll::new().map_err(|e| e.to_string())?;
     let mut tally = Tally::default();
     let mut conns = Vec::with_capacity(s.conns);
-    open_polled(s, &path, half, &epoll, &mut conns, &mut tally)?;
+    open_polled(&s.target, &path, half, &epoll, &mut conns, &mut tally)?;
     hold(&epoll, &mut conns, Duration::from_secs(1), &mut tally)?;
     let at_half = sample(s.server_pid);
-    open_polled(s, &path, s.conns - half, &epoll, &mut conns, &mut tally)?;
+    open_polled(&s.target, &path, s.conns - half, &epoll, &mut conns, &mut tally)?;
     text.push_str(&format!(
         "opened {} connections in {:.2} s (a 1 s pause after the first {half})\n",
         conns.len(),
@@ -144,18 +144,19 @@ fn choose_stream(s: &Settings) -> Result<String, String> {
     }
 }
 
+/// What the held connections saw.
 #[derive(Default)]
-struct Tally {
-    texts: u64,
-    gone: u64,
-    first_gone: Option<String>,
+pub struct Tally {
+    pub texts: u64,
+    pub gone: u64,
+    pub first_gone: Option<String>,
 }
 
 /// Opens `count` more connections in batches, answering the server's
 /// pings on those already open in between: on a loaded machine opening
 /// 18,000 can take longer than the server's 60 s pong timeout.
-fn open_polled(
-    s: &Settings,
+pub fn open_polled(
+    target: &str,
     path: &str,
     count: usize,
     epoll: &Epoll,
@@ -165,7 +166,7 @@ fn open_polled(
     let goal = conns.len() + count;
     while conns.len() < goal {
         let batch = (goal - conns.len()).min(OPEN_POLL_EVERY_COUNT);
-        for c in wsclient::open_many(&s.target, path, batch).map_err(|e| e.to_string())? {
+        for c in wsclient::open_many(target, path, batch).map_err(|e| e.to_string())? {
             epoll.add(&c.stream, conns.len() as u64).map_err(|e| e.to_string())?;
             conns.push(c);
         }
@@ -206,8 +207,8 @@ fn hold(epoll: &Epoll, conns: &mut [Conn], span: Duration, tally: &mut Tally) ->
 
 pub fn describe(gone: &Gone) -> String {
     match gone {
-        Gone::Closed(Some(code)) => format!("close frame {code}"),
-        Gone::Closed(None) => "close frame without code".to_string(),
+        Gone::Closed(Some(code), reason) => format!("close frame {code} {reason:?}"),
+        Gone::Closed(None, _) => "close frame without code".to_string(),
         Gone::Eof(why) => format!("no close frame: {why}"),
     }
 }
