@@ -199,7 +199,9 @@ fn hold(epoll: &Epoll, conns: &mut [Conn], span: Duration, tally: &mut Tally) ->
                 }
             }
         }
-        if left.is_zero() {
+        // A full event list may leave ready sockets behind (pings to
+        // thousands of connections arrive together): look again.
+        if left.is_zero() && tokens.len() < EPOLL_EVENTS_MAX {
             return Ok(());
         }
     }
