@@ -45,6 +45,9 @@ environment (defaults in brackets):
   LAT_POINTS ["10000:1000 100:1000 10000:10"]
   IDLE_BARE [1]  1: also weigh IDLE_CONNS connections to /ws with no stream
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
+  SPIN [0]  1: receivers poll without sleeping, so that the server's sends
+            do not pay for waking them (on loopback they would)
+  DRAIN [30]  seconds a fan-out run waits for the last frames
   SERVER_CPU [0]  CLIENT_CPU [1]   (with SHARDS=1)
   SHARDS [1]  2: one shard per core, server and load generator unpinned
   QUIET_WAIT [300]  ATTEMPTS [2]
@@ -66,6 +69,8 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PRODUCERS=${PRODUCERS:-4}
 THREADS=${THREADS:-1}
+SPIN=${SPIN:-0}
+DRAIN=${DRAIN:-30}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SHARDS=${SHARDS:-1}
@@ -95,7 +100,7 @@ fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SHARDS=$SHARDS bench/ws.sh $*"
+command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SPIN=$SPIN SHARDS=$SHARDS bench/ws.sh $*"
 
 # As in bench/rest.sh: neither the temp dir nor the binaries carry the
 # name "tradsys", so that other suites' clean-up by name cannot stop them.
@@ -273,7 +278,7 @@ fanout_run() {
 	local subs=$1 rate=$2
 	run_loadgen "$subs subscribers, $rate trades/s" ws-fanout --target "127.0.0.1:$tport" --users "$tmp/users" \
 		--subscribers "$subs" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" \
-		--producers "$PRODUCERS" --threads "$THREADS" --pid "$tpid"
+		--producers "$PRODUCERS" --threads "$THREADS" --pid "$tpid" --spin "$SPIN" --drain-s "$DRAIN"
 }
 
 bench_fanout() {

@@ -64,6 +64,7 @@ usage: tradsys-loadgen <command> [--option value]...
   ws-fanout --target HOST:PORT --users USERS --subscribers N --rate PER_S
            --duration S [--warmup S (2)] [--producers C (2)] [--threads T (1)]
            [--pid SERVER_PID] [--drain-s S (10)] [--recv-window MS (5000)]
+           [--spin 0|1 (0)]  1: receivers poll without sleeping
            N subscribers of btcusdt@trade while the first user's resting
            SELLs are taken by the others' IOC BUYs at PER_S trades/s
 
@@ -254,6 +255,7 @@ fn ws_fanout(o: &Opts) -> Result<(), String> {
             .map(|_| o.num("pid", None, u64::from(u32::MAX)))
             .transpose()?
             .map(|p| p as u32),
+        spin: o.0.get("spin").is_some_and(|v| v == "1"),
         drain_s: o.num("drain-s", Some(10), wsfanout::DURATION_S_MAX)?,
         recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
     };

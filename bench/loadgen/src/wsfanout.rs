@@ -83,6 +83,10 @@ pub struct Settings {
     pub producers: usize,
     pub threads: usize,
     pub server_pid: Option<u32>,
+    /// Receivers poll without sleeping (epoll_wait with a zero timeout):
+    /// on loopback, waking a sleeping receiver is work the server's send
+    /// pays for (the wake-up runs in the sender's system call).
+    pub spin: bool,
     pub drain_s: u64,
     pub recv_window_ms: u64,
 }
@@ -172,7 +176,7 @@ pub fn run(s: &Settings, users: &[User]) -> Result<String, String> {
         received: (0..s.threads).map(|_| AtomicU64::new(0)).collect(),
         stop: AtomicBool::new(false),
     });
-    let receivers = spawn_receivers(conns, s.threads, &shared);
+    let receivers = spawn_receivers(conns, s.threads, s.spin, &shared);
     let producers = spawn_producers(s, users, &shared, start);
     let window = measure_window(s, &shared, start);
     let mut produced = Produced::new();
@@ -226,7 +230,7 @@ fn decimal(units: u64) -> String {
 
 type ReceiverHandle = thread::JoinHandle<Result<Seen, String>>;
 
-fn spawn_receivers(conns: Vec<Conn>, threads: usize, shared: &Arc<Shared>) -> Vec<ReceiverHandle> {
+fn spawn_receivers(conns: Vec<Conn>, threads: usize, spin: bool, shared: &Arc<Shared>) -> Vec<ReceiverHandle> {
     let mut groups: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, c) in conns.into_iter().enumerate() {
         groups[i % threads].push(c);
@@ -236,13 +240,13 @@ fn spawn_receivers(conns: Vec<Conn>, threads: usize, shared: &Arc<Shared>) -> Ve
         .enumerate()
         .map(|(t, group)| {
             let shared = Arc::clone(shared);
-            thread::spawn(move || receive(t, group, &shared))
+            thread::spawn(move || receive(t, group, spin, &shared))
         })
         .collect()
 }
 
 /// One receiver thread: reads its connections until told to stop.
-fn receive(t: usize, mut conns: Vec<Conn>, shared: &Shared) -> Result<Seen, String> {
+fn receive(t: usize, mut conns: Vec<Conn>, spin: bool, shared: &Shared) -> Result<Seen, String> {
     let epoll = Epoll::new().map_err(|e| e.to_string())?;
     for (i, c) in conns.iter().enumerate() {
         epoll.add(&c.stream, i as u64).map_err(|e| e.to_string())?;
@@ -257,7 +261,10 @@ fn receive(t: usize, mut conns: Vec<Conn>, shared: &Shared) -> Result<Seen, Stri
     let mut tokens = Vec::with_capacity(EPOLL_EVENTS_MAX);
     let mut scratch = vec![0u8; READ_SCRATCH_BYTES];
     while !shared.stop.load(Ordering::Relaxed) {
-        epoll.wait(&mut events, &mut tokens, 100).map_err(|e| e.to_string())?;
+        let timeout_ms = if spin { 0 } else { 100 };
+        epoll
+            .wait(&mut events, &mut tokens, timeout_ms)
+            .map_err(|e| e.to_string())?;
         for &token in &tokens {
             let i = token as usize;
             // One clock read per socket read: the frames it brings were
@@ -591,12 +598,13 @@ fn summarize(s: &Settings, shared: &Shared, w: &Window, p: &Produced, seen: &[Se
     ));
     text.push_str(&format!(
         "delivered: {} trade messages in {:.2} s = {rate:.0}/s; server CPU {} cores, {per_cpu} messages per \
-         server CPU-second; client CPU {} cores ({} receiver threads); drain {drained:.1} s\n",
+         server CPU-second; client CPU {} cores ({} receiver threads{}); drain {drained:.1} s\n",
         w.delivered,
         w.seconds,
         cores(server_cpu_s),
         cores(own_cpu_s),
-        s.threads
+        s.threads,
+        if s.spin { ", spinning" } else { "" }
     ));
     let check = completeness(shared, seen);
     text.push_str(&check.text);
