@@ -47,6 +47,7 @@ environment (defaults in brackets):
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
   SPIN [0]  1: receivers poll without sleeping, so that the server's sends
             do not pay for waking them (on loopback they would)
+  FANOUT_SPINS ["0 1"]  the fan-out runs are made with each of these SPIN
   DRAIN [30]  seconds a fan-out run waits for the last frames
   SERVER_CPU [0]  CLIENT_CPU [1]   (with SHARDS=1)
   SHARDS [1]  2: one shard per core, server and load generator unpinned
@@ -70,6 +71,7 @@ WARMUP=${WARMUP:-2}
 PRODUCERS=${PRODUCERS:-4}
 THREADS=${THREADS:-1}
 SPIN=${SPIN:-0}
+FANOUT_SPINS=${FANOUT_SPINS:-0 1}
 DRAIN=${DRAIN:-30}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -100,7 +102,7 @@ fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SPIN=$SPIN SHARDS=$SHARDS bench/ws.sh $*"
+command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SPIN=$SPIN FANOUT_SPINS='$FANOUT_SPINS' SHARDS=$SHARDS bench/ws.sh $*"
 
 # As in bench/rest.sh: neither the temp dir nor the binaries carry the
 # name "tradsys", so that other suites' clean-up by name cannot stop them.
@@ -275,18 +277,22 @@ start_trading_server() {
 }
 
 fanout_run() {
-	local subs=$1 rate=$2
-	run_loadgen "$subs subscribers, $rate trades/s" ws-fanout --target "127.0.0.1:$tport" --users "$tmp/users" \
+	local subs=$1 rate=$2 spin=${3:-$SPIN}
+	run_loadgen "$subs subscribers, $rate trades/s, spin $spin" ws-fanout --target "127.0.0.1:$tport" --users "$tmp/users" \
 		--subscribers "$subs" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" \
-		--producers "$PRODUCERS" --threads "$THREADS" --pid "$tpid" --spin "$SPIN" --drain-s "$DRAIN"
+		--producers "$PRODUCERS" --threads "$THREADS" --pid "$tpid" --spin "$spin" --drain-s "$DRAIN"
 }
 
 bench_fanout() {
-	local rate
+	local rate spin
 	out ""
 	out "== fan-out: $FANOUT_SUBS subscribers of btcusdt@trade, ${DURATION}s after ${WARMUP}s warm-up, $PRODUCERS producer connections, $THREADS receiver thread(s) =="
 	start_trading_server
-	for rate in $FANOUT_RATES; do fanout_run "$FANOUT_SUBS" "$rate"; done
+	# Spinning and sleeping receivers alternate at each rate, so that the
+	# two are compared on the same server a minute apart.
+	for rate in $FANOUT_RATES; do
+		for spin in $FANOUT_SPINS; do fanout_run "$FANOUT_SUBS" "$rate" "$spin"; done
+	done
 	stop_tradsys
 }
 
