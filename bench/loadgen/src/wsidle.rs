@@ -4,7 +4,8 @@
 //! stream through its path), keeps them open answering the server's pings,
 //! and weighs them twice: after `settle_s` and after `hold_s` (past the
 //! server's first ping round, 20 s). Figures are differences against a
-//! measurement taken just before the first connection:
+//! measurement taken just before the first connection (and, as the
+//! "marginal" cost, between half and all of the connections):
 //! - the server's RSS growth per connection (its user-space memory: the
 //!   connection task, its queue and registry entries, and glommio's share);
 //! - kernel TCP buffer memory (`/proc/net/sockstat` TCP `mem`, pages) and
