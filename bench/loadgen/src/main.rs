@@ -11,14 +11,22 @@
 //! - `book` prints what is left resting in each benchmark market, to check
 //!   that every pair traded;
 //! - `plan` prints the share of orders whose market lives on another shard
-//!   than their user.
+//!   than their user;
+//! - `ws-idle` weighs idle subscribed WebSocket connections (see `wsidle`);
+//! - `ws-fanout` measures delivery, completeness and latency of one trade
+//!   stream with many subscribers (see `wsfanout`); both are driven by
+//!   bench/ws.sh.
 //!
 //! Only 127.0.0.1 targets are accepted: this is a benchmark of one machine.
 
 mod http;
 mod orders;
+mod procfs;
 mod run;
 mod users;
+mod wsclient;
+mod wsfanout;
+mod wsidle;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,6 +57,16 @@ usage: tradsys-loadgen <command> [--option value]...
   book     --target HOST:PORT       orders left resting per benchmark market
   plan     --users USERS --shards N [--markets FILE (shards/markets.toml)]
            share of orders whose market is on another shard than the user
+  ws-idle  --target HOST:PORT --pid SERVER_PID --conns N --stream NAME
+           [--fallback-stream NAME] [--settle-s S (3)] [--hold-s S (25)]
+           N idle connections to /ws/NAME (NAME `-`: /ws, no stream);
+           server RSS and kernel socket memory per connection
+  ws-fanout --target HOST:PORT --users USERS --subscribers N --rate PER_S
+           --duration S [--warmup S (2)] [--producers C (2)] [--threads T (1)]
+           [--pid SERVER_PID] [--drain-s S (10)] [--recv-window MS (5000)]
+           [--spin 0|1 (0)]  1: receivers poll without sleeping
+           N subscribers of btcusdt@trade while the first user's resting
+           SELLs are taken by the others' IOC BUYs at PER_S trades/s
 
 USERS is a file of lines `userId<TAB>shard<TAB>apiKey<TAB>secretKey`.
 ";
@@ -73,6 +91,8 @@ fn main() -> ExitCode {
         "run" => run_cmd(&opts),
         "book" => book(&opts),
         "plan" => plan(&opts),
+        "ws-idle" => ws_idle(&opts),
+        "ws-fanout" => ws_fanout(&opts),
         other => Err(format!("unknown command {other}")),
     };
     match result {
@@ -199,6 +219,47 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
     };
     let summary = run::run(&settings, &users);
     print!("{}", summary.text);
+    Ok(())
+}
+
+fn ws_idle(o: &Opts) -> Result<(), String> {
+    let settings = wsidle::Settings {
+        target: o.target("target")?,
+        server_pid: o.num("pid", None, u64::from(u32::MAX))? as u32,
+        conns: o.num("conns", None, wsidle::CONNS_MAX)? as usize,
+        stream: o.str("stream")?.to_string(),
+        fallback: o.0.get("fallback-stream").cloned(),
+        settle_s: o.num("settle-s", Some(3), wsidle::HOLD_S_MAX)?,
+        hold_s: o.num("hold-s", Some(25), wsidle::HOLD_S_MAX)?,
+    };
+    print!("{}", wsidle::run(&settings)?);
+    Ok(())
+}
+
+fn ws_fanout(o: &Opts) -> Result<(), String> {
+    let users = read_users(o)?;
+    let settings = wsfanout::Settings {
+        target: o.target("target")?,
+        subscribers: o.num("subscribers", None, wsfanout::SUBSCRIBERS_MAX)? as usize,
+        rate_per_s: o.num("rate", None, wsfanout::RATE_PER_S_MAX)?,
+        duration_s: o.num("duration", None, wsfanout::DURATION_S_MAX)?,
+        warmup_s: o
+            .0
+            .get("warmup")
+            .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
+        producers: o.num("producers", Some(2), wsfanout::PRODUCERS_MAX)? as usize,
+        threads: o.num("threads", Some(1), wsfanout::THREADS_MAX)? as usize,
+        server_pid: o
+            .0
+            .get("pid")
+            .map(|_| o.num("pid", None, u64::from(u32::MAX)))
+            .transpose()?
+            .map(|p| p as u32),
+        spin: o.0.get("spin").is_some_and(|v| v == "1"),
+        drain_s: o.num("drain-s", Some(10), wsfanout::DURATION_S_MAX)?,
+        recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
+    };
+    print!("{}", wsfanout::run(&settings, &users)?);
     Ok(())
 }
 

@@ -127,7 +127,7 @@ pub fn account_query(timestamp_ms: u64, recv_window_ms: u64, secret: &str) -> St
 }
 
 /// Appends `&signature=<hex HMAC-SHA256 of what is there>`.
-fn sign_into(payload: &mut String, secret: &str) {
+pub fn sign_into(payload: &mut String, secret: &str) {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(payload.as_bytes());
     let tag = mac.finalize().into_bytes();
