@@ -5,6 +5,7 @@ use super::Record;
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
 use crate::mesh::EngineMsg;
 use crate::trading::{Trading, TradingImage};
+use std::collections::VecDeque;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::MarketId;
 
@@ -40,9 +41,17 @@ pub struct ReplayShard {
     pub market_data: Vec<Option<MarketData>>,
     /// The sequence number of the last record applied.
     pub last_lsn: u64,
-    /// Messages this shard sent while replaying, in order.
-    pub sent: Vec<InFlight>,
+    /// The newest messages this shard sent on each link while replaying,
+    /// in order, at most `IN_FLIGHT_KEPT_PER_LINK_MAX` per link: only the
+    /// newest can still be in flight at a cut.
+    sent: Vec<VecDeque<InFlight>>,
 }
+
+/// Messages kept per link while replaying. Messages in flight at a cut are
+/// those waiting in the sender's outbox and the channel, plus those the
+/// receiver ran in epochs after the cut: far fewer than this. Recovery
+/// refuses to go on (instead of losing one) if ever more were needed.
+pub const IN_FLIGHT_KEPT_PER_LINK_MAX: usize = 1 << 17;
 
 impl ReplayShard {
     /// A shard with no state yet.
@@ -53,18 +62,19 @@ impl ReplayShard {
             trading,
             market_data,
             last_lsn: 0,
-            sent: Vec::new(),
+            sent: (0..shards).map(|_| VecDeque::new()).collect(),
         }
     }
 
     pub fn from_image(image: ShardImage, specs: Vec<MarketSpec>) -> Result<ReplayShard, String> {
+        let shards = image.trading.shards;
         let mut trading = Trading::from_image(image.trading, specs)?;
         trading.set_live(false);
         Ok(ReplayShard {
             trading,
             market_data: image.market_data,
             last_lsn: 0,
-            sent: Vec::new(),
+            sent: (0..shards).map(|_| VecDeque::new()).collect(),
         })
     }
 
@@ -93,13 +103,23 @@ impl ReplayShard {
             }
         }
         for (to, seq, msg) in trading.outgoing.drain(..) {
-            self.sent.push(InFlight { to, seq, msg });
+            let link = &mut self.sent[to as usize];
+            if link.len() == IN_FLIGHT_KEPT_PER_LINK_MAX {
+                link.pop_front();
+            }
+            link.push_back(InFlight { to, seq, msg });
         }
         trading.touched_levels.clear();
         trading.user_updates.clear();
         trading.balance_updates.clear();
         trading.first_fills.clear();
         trading.records.clear();
+    }
+
+    /// The messages kept since the last call, link by link, each link in
+    /// order.
+    pub fn take_sent(&mut self) -> Vec<InFlight> {
+        self.sent.iter_mut().flat_map(|link| link.drain(..)).collect()
     }
 
     pub fn into_image(self) -> ShardImage {

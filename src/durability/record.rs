@@ -100,9 +100,15 @@ pub fn encode(record: &Record, out: &mut rkyv::util::AlignedVec) {
 
 /// Decodes one record's bytes, validating them first.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<Record, rkyv::rancor::Error>(&aligned).map_err(|e| DecodeError(e.to_string()))
+    decode_with(bytes, &mut rkyv::util::AlignedVec::new())
+}
+
+/// `decode`, copying the bytes into `scratch` (rkyv needs them aligned) so
+/// that a replay allocates nothing per record.
+pub fn decode_with(bytes: &[u8], scratch: &mut rkyv::util::AlignedVec<16>) -> Result<Record, DecodeError> {
+    scratch.clear();
+    scratch.extend_from_slice(bytes);
+    rkyv::from_bytes::<Record, rkyv::rancor::Error>(scratch).map_err(|e| DecodeError(e.to_string()))
 }
 
 #[cfg(test)]

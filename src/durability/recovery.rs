@@ -13,7 +13,7 @@
 //! current shard layout, repartitioning users and markets if the number of
 //! shards changed) and deletes the old one.
 
-use super::image::{InFlight, ReplayShard, ShardImage};
+use super::image::{InFlight, ReplayShard, ShardImage, IN_FLIGHT_KEPT_PER_LINK_MAX};
 use super::record;
 use super::snapshot::{self, Snapshot, SnapshotError, SnapshotHeader};
 use crate::journal::{self, JournalError};
@@ -94,7 +94,7 @@ pub fn recover(data_dir: &Path, shards: u32, specs: &[MarketSpec]) -> Result<Rec
             report.cut = replayed.cut;
             report.shards_before = before;
             report.warnings = std::mem::take(&mut replayed.warnings);
-            report.messages_redelivered = quiesce(&mut replayed);
+            report.messages_redelivered = quiesce(&mut replayed)?;
             report.replay_time = replay_started.elapsed();
             let mut images: Vec<ShardImage> = replayed.shards.into_iter().map(ReplayShard::into_image).collect();
             if before != shards {
@@ -223,8 +223,7 @@ fn replay(
         records += part.records;
         let mut shard = ReplayShard::from_image(part.image, specs.to_vec()).map_err(RecoveryError::Layout)?;
         shard.last_lsn = part.last_lsn;
-        shard.sent = part.sent;
-        in_flight[i].append(&mut shard.sent);
+        in_flight[i].extend(part.sent);
         replay_shards.push(shard);
     }
     for (i, messages) in in_flight.iter_mut().enumerate() {
@@ -261,11 +260,12 @@ fn replay_shard(
     shard.last_lsn = covered;
     let mut records = 0;
     let mut failure = None;
+    let mut scratch = rkyv::util::AlignedVec::new();
     journal::scan(dir, covered + 1, |rec| {
         if rec.epoch > cut {
             return ControlFlow::Break(());
         }
-        match record::decode(rec.payload) {
+        match record::decode_with(rec.payload, &mut scratch) {
             Ok(decoded) => {
                 shard.apply(rec.lsn, &decoded);
                 records += 1;
@@ -285,7 +285,7 @@ fn replay_shard(
         });
     }
     let last_lsn = shard.last_lsn;
-    let sent = std::mem::take(&mut shard.sent);
+    let sent = shard.take_sent();
     Ok(ShardReplay {
         image: shard.into_image(),
         sent,
@@ -345,23 +345,31 @@ fn newest_snapshot_set(dirs: &[PathBuf], shards: u32) -> Result<(u64, Vec<(Snaps
 
 /// Delivers every message in flight and what they cause, until nothing is
 /// left; returns how many were delivered.
-fn quiesce(replayed: &mut Replayed) -> u64 {
+fn quiesce(replayed: &mut Replayed) -> Result<u64, RecoveryError> {
     let mut queue: VecDeque<(u32, InFlight)> = VecDeque::new();
     for (from, messages) in replayed.in_flight.iter_mut().enumerate() {
         queue.extend(messages.drain(..).map(|m| (from as u32, m)));
     }
     let shards = &mut replayed.shards;
     for shard in shards.iter_mut() {
-        shard.sent.clear();
+        shard.take_sent();
     }
     let mut delivered = 0;
     while let Some((from, message)) = queue.pop_front() {
         let to = message.to as usize;
+        let expected = shards[to].trading.received_seq(from) + 1;
+        if message.seq != expected {
+            return Err(RecoveryError::Layout(format!(
+                "shard {from} to shard {to}: message {} in flight where {expected} was expected \
+                 (more than {IN_FLIGHT_KEPT_PER_LINK_MAX} messages in flight on one link)",
+                message.seq
+            )));
+        }
         shards[to].deliver(from, message);
         delivered += 1;
-        queue.extend(shards[to].sent.drain(..).map(|m| (to as u32, m)));
+        queue.extend(shards[to].take_sent().into_iter().map(|m| (to as u32, m)));
     }
-    delivered
+    Ok(delivered)
 }
 
 /// Moves quiet shard states to a layout of `shards` shards: users to
