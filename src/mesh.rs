@@ -83,12 +83,18 @@ pub enum EngineMsg {
 /// Everything that travels between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
+    /// `epoch` (here and in `Reply`) is the sender's journal epoch: the
+    /// receiver's records after it may depend on the sender's records up to
+    /// it, so the receiver raises its own epoch to it (see
+    /// `durability::epoch`).
     Call {
         id: u64,
+        epoch: u64,
         call: Call,
     },
     Reply {
         id: u64,
+        epoch: u64,
         reply: Reply,
     },
     /// The `seq`-th engine message on this link, sent in `epoch` (see
@@ -164,6 +170,7 @@ impl MeshBuilders {
         let mesh = Mesh {
             shard,
             shards,
+            epoch: Rc::new(Cell::new(1)),
             outboxes,
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
@@ -195,6 +202,9 @@ pub enum MeshError {
 pub struct Mesh {
     shard: usize,
     shards: usize,
+    /// This shard's journal epoch, shared with its `ShardLog`: calls carry
+    /// it.
+    epoch: Rc<Cell<u64>>,
     outboxes: Vec<Option<LocalSender<ShardMsg>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: Cell<u64>,
@@ -209,6 +219,11 @@ impl Mesh {
 
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The cell holding this shard's journal epoch.
+    pub fn epoch_cell(&self) -> Rc<Cell<u64>> {
+        self.epoch.clone()
     }
 
     /// Messages waiting in this shard's outboxes.
@@ -233,7 +248,8 @@ impl Mesh {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        if let Err(e) = self.send(to, ShardMsg::Call { id, call }) {
+        let epoch = self.epoch.get();
+        if let Err(e) = self.send(to, ShardMsg::Call { id, epoch, call }) {
             self.pending.borrow_mut().remove(&id);
             return Err(e);
         }

@@ -1289,6 +1289,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
         setup.index,
         setup.config.durability,
         setup.epochs.clone(),
+        mesh.epoch_cell(),
     ));
     let shard = Rc::new(new_shard(&setup, mesh, log.clone()));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -1489,7 +1490,10 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -> Vec
 
 fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
     match msg {
-        ShardMsg::Reply { id, reply } => shard.mesh.complete(id, reply),
+        ShardMsg::Reply { id, epoch, reply } => {
+            shard.log.observe(epoch);
+            shard.mesh.complete(id, reply);
+        }
         ShardMsg::SealWanted { epoch } => shard.log.requested(from, epoch),
         ShardMsg::Durable => shard.log.wake_settled(),
         ShardMsg::Engine { epoch, seq, msg } => {
@@ -1505,12 +1509,14 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.streams.borrow_mut().remove_user_connection(user, from);
         }
         ShardMsg::Stream(StreamMsg::User(event, time_ms)) => shard.publish_user_local(&event, time_ms),
-        ShardMsg::Call { id, call } => {
+        ShardMsg::Call { id, epoch, call } => {
+            shard.log.observe(epoch);
             if shard.calls_in_flight.get() >= MESH_CALLS_IN_FLIGHT_MAX {
                 let _ = shard.mesh.send(
                     from,
                     ShardMsg::Reply {
                         id,
+                        epoch: shard.log.epoch(),
                         reply: Reply::Overloaded,
                     },
                 );
@@ -1523,7 +1529,8 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
                 shard.calls_in_flight.set(shard.calls_in_flight.get() - 1);
                 shard.metrics_mut().mesh_sent += 1;
                 // The caller's shard may be shutting down; it then sees PeerGone.
-                let _ = shard.mesh.send(from, ShardMsg::Reply { id, reply });
+                let epoch = shard.log.epoch();
+                let _ = shard.mesh.send(from, ShardMsg::Reply { id, epoch, reply });
             })
             .detach();
         }

@@ -260,3 +260,40 @@ fn every_replay_of_the_same_journal_rebuilds_the_same_state_hash() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&copy);
 }
+
+/// Regression: a user id was allocated on the shard that took the admin
+/// request but journaled only at that shard's next flush, while the owner
+/// acknowledged the new user; after `kill -9` the id was given out again
+/// and the next user overwrote the first.
+#[test]
+fn user_ids_are_not_given_out_twice_across_a_crash() {
+    let dir = temp_data_dir();
+    let mut server = start_in(&dir, 2, &[]);
+    let first: Vec<User> = (0..6)
+        .map(|i| create_user(&server, &format!("first{i}"), &[]))
+        .collect();
+    server.kill9();
+    drop(server);
+    let server = start_in(&dir, 2, &[]);
+    let second: Vec<User> = (0..6)
+        .map(|i| create_user(&server, &format!("second{i}"), &[]))
+        .collect();
+    let mut ids: Vec<u64> = first.iter().chain(&second).map(|u| u.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "user ids given out twice: {ids:?}");
+    for (i, user) in first.iter().enumerate() {
+        let (status, details) = admin(
+            server.admin.expect("admin API"),
+            "GET",
+            &format!("/admin/v1/users/{}", user.id),
+            None,
+        );
+        assert_eq!(
+            (status, details["name"].as_str()),
+            (200, Some(format!("first{i}").as_str()))
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,8 +33,9 @@ pub struct ShardLog {
     epochs: Arc<Epochs>,
     /// Set once recovery is done; never with `--durability none`.
     writer: OnceCell<Rc<Writer>>,
-    /// The epoch records written now belong to.
-    epoch: Cell<u64>,
+    /// The epoch records written now belong to (shared with the mesh, whose
+    /// calls carry it).
+    epoch: Rc<Cell<u64>>,
     /// The epoch of the newest record: a response given now depends on it.
     last: Cell<u64>,
     /// The highest epoch this shard has been asked to seal.
@@ -56,14 +57,14 @@ struct CommitFigures {
 }
 
 impl ShardLog {
-    pub fn new(shard: usize, config: DurabilityConfig, epochs: Arc<Epochs>) -> ShardLog {
+    pub fn new(shard: usize, config: DurabilityConfig, epochs: Arc<Epochs>, epoch: Rc<Cell<u64>>) -> ShardLog {
         let shards = epochs.shards();
         ShardLog {
             shard,
             config,
             epochs,
             writer: OnceCell::new(),
-            epoch: Cell::new(1),
+            epoch,
             last: Cell::new(0),
             wanted: Cell::new(0),
             requesters: RefCell::new(vec![0; shards]),
