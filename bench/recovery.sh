@@ -114,7 +114,7 @@ measure() {
 		line=$(start_once "$dir")
 		out "round $r: ready after ${line%% *} s; ${line#* }"
 		readies+=("${line%% *}")
-		rates+=("$(echo "$line" | awk '{ for (i = 1; i <= NF; i++) if ($i == "recovered") n = $(i + 1); for (i = 1; i <= NF; i++) if ($i == "in") { t = $(i + 1); break } } END { printf "%.0f", t > 0 ? n / t : 0 }')")
+		rates+=("$(echo "$line" | awk '{ for (i = 1; i <= NF; i++) if ($i == "recovered") n = $(i + 1); for (i = 1; i <= NF; i++) if ($i == "in") { t = $(i + 1); break } } END { r = (t > 0) ? n / t : 0; printf "%.0f", r }')")
 	done
 	out "median: ready after $(median "${readies[@]}") s, replay $(median "${rates[@]}") records/s"
 }
