@@ -199,17 +199,6 @@ run_wrk() {
 # utime + stime of the given processes and their direct children (the nginx
 # worker); threads are included in a process's own figures.
 # The comm field is stripped first because it may contain spaces.
-server_ticks() {
-	local pid kids t=0
-	for pid in "$@"; do
-		kids=$(pgrep -P "$pid" || true)
-		for p in $pid $kids; do
-			t=$((t + $(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
-		done
-	done
-	echo "$t"
-}
-
 
 
 # measure NAME KIND ROUND: one measured run, printed as one line; the

@@ -125,3 +125,35 @@ EOF
 	pids+=("$npid")
 	wait_http "http://127.0.0.1:$nport/api/v3/ping" "$npid" nginx
 }
+
+# server_ticks PID...: CPU ticks of the processes and their children.
+server_ticks() {
+	local pid kids t=0
+	for pid in "$@"; do
+		kids=$(pgrep -P "$pid" || true)
+		for p in $pid $kids; do
+			t=$((t + $(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
+		done
+	done
+	echo "$t"
+}
+
+# window_start: CPU counters at the start of a measured window, read by the
+# calling script's window_end.
+# shellcheck disable=SC2034  # w_* are the calling script's window_end's.
+window_start() {
+	w_b0=$(busy_ticks); w_t0=$(total_ticks); w_st0=$(steal_ticks); w_s0=$(server_ticks "${pids[@]}")
+	children_ticks >"$tmp/c0"
+}
+
+# stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		alive "$pid" || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}

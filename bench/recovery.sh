@@ -62,9 +62,6 @@ cleanup() {
 trap cleanup EXIT
 
 out() { printf '%s\n' "$*" | tee -a "$results"; }
-# wait_quiet counts the CPU of the server under test apart; none runs while
-# it waits here.
-server_ticks() { echo 0; }
 log() { printf '%s\n' "$*" >&2; }
 
 cargo build --release --locked >&2

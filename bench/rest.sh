@@ -112,17 +112,6 @@ mkdir -p "$results_dir"
 
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s.
-stop_pid() {
-	local pid=$1 i
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		alive "$pid" || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
 	local rc=$? pid
 	for pid in "${pids[@]}"; do
@@ -237,16 +226,6 @@ metric() {
 			END { printf "%d\n", t }'
 }
 
-server_ticks() {
-	local pid kids t=0
-	for pid in "$@"; do
-		kids=$(pgrep -P "$pid" || true)
-		for p in $pid $kids; do
-			t=$((t + $(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
-		done
-	done
-	echo "$t"
-}
 hz=$(getconf CLK_TCK)
 
 
@@ -254,10 +233,6 @@ hz=$(getconf CLK_TCK)
 # Run-window accounting: window_start before a run, window_end after it
 # sets other (percent of a core used by anything but our processes), steal,
 # srv_ticks (server CPU ticks) and busy (" BUSY" or "").
-window_start() {
-	w_b0=$(busy_ticks); w_t0=$(total_ticks); w_st0=$(steal_ticks); w_s0=$(server_ticks "${pids[@]}")
-	children_ticks >"$tmp/c0"
-}
 window_end() {
 	local b1 t1 st1 s1 c0 c1
 	b1=$(busy_ticks); t1=$(total_ticks); st1=$(steal_ticks); s1=$(server_ticks "${pids[@]}")

@@ -113,17 +113,6 @@ results_dir=${RESULTS_DIR:-$root/bench/results}
 results="$results_dir/ws-$(date -u +%F).txt"
 mkdir -p "$results_dir"
 
-stop_pid() {
-	local pid=$1 i
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		alive "$pid" || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
 	local rc=$? pid
 	for pid in "${pids[@]}"; do
@@ -205,10 +194,6 @@ server_ticks() {
 
 # Run-window accounting as in bench/rest.sh: other (percent of a core used
 # by anything but the server and the load generator), steal, busy.
-window_start() {
-	w_b0=$(busy_ticks); w_t0=$(total_ticks); w_st0=$(steal_ticks); w_s0=$(server_ticks "${pids[@]}")
-	children_ticks >"$tmp/c0"
-}
 window_end() {
 	local b1 t1 st1 s1 c0 c1
 	b1=$(busy_ticks); t1=$(total_ticks); st1=$(steal_ticks); s1=$(server_ticks "${pids[@]}")
