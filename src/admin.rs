@@ -135,11 +135,7 @@ async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminRep
         shard.settle().await;
         return Ok(reply);
     }
-    // What this shard already changed for the call (a user id allocated
-    // for a user the owner creates) is journaled first, so the call carries
-    // its epoch and the owner's answer waits until it is durable.
-    shard.flush_engine();
-    match shard.mesh().call(owner, Call::Admin(Box::new(call))).await {
+    match shard.call(owner, Call::Admin(Box::new(call))).await {
         Ok(Reply::Admin(reply)) => Ok(*reply),
         _ => Err(HttpError::new(
             503,

@@ -253,7 +253,7 @@ async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) 
 
 async fn call_rest(shard: &Shard, owner: usize, req: RequestRef<'_>) -> RestReply {
     shard.metrics_mut().mesh_sent += 1;
-    match shard.mesh().call(owner, Call::Rest(Box::new(req.to_owned()))).await {
+    match shard.call(owner, Call::Rest(Box::new(req.to_owned()))).await {
         Ok(Reply2::Rest(reply)) => {
             shard.metrics_mut().mesh_received += 1;
             *reply
@@ -301,7 +301,7 @@ async fn gather_metrics(shard: &Shard) -> Reply {
             continue;
         }
         shard.metrics_mut().mesh_sent += 1;
-        match shard.mesh().call(peer, Call::Metrics).await {
+        match shard.call(peer, Call::Metrics).await {
             Ok(Reply2::Metrics(snapshot)) => {
                 shard.metrics_mut().mesh_received += 1;
                 snapshots.push(*snapshot);

@@ -86,10 +86,18 @@ impl RouteMetrics {
         RouteMetrics {
             statuses: Vec::with_capacity(STATUSES_PER_ROUTE_MAX),
             // Two significant digits: quantiles within 1 % at about 20 KiB.
-            latency_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 2).expect("static histogram bounds are valid"),
+            latency_ns: latency_histogram(LATENCY_NS_MAX),
             latency_sum_ns: 0,
         }
     }
+}
+
+/// A latency histogram of 1 ns to `max_ns` with two significant digits
+/// (quantiles within 1 %).
+pub fn latency_histogram(max_ns: u64) -> Histogram<u64> {
+    assert!(max_ns >= 2, "a latency histogram needs a range");
+    // Bounds low = 1 < high and 2 significant digits are always accepted.
+    Histogram::new_with_bounds(1, max_ns, 2).unwrap_or_else(|e| unreachable!("histogram bounds 1..{max_ns}: {e}"))
 }
 
 /// One shard's counters and gauges, as plain data.
@@ -350,12 +358,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             |s| s.counters.ws_frames_sent,
         ),
     ];
-    for (name, kind, help, value) in per_shard {
-        family(&mut out, name, kind, help);
-        for s in snapshots {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
-        }
-    }
+    render_per_shard(&mut out, &per_shard, snapshots);
     render_journal(&mut out, snapshots);
     out
 }
@@ -393,12 +396,7 @@ fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
             |s| s.counters.journal.durable_epoch,
         ),
     ];
-    for (name, kind, help, value) in journal {
-        family(out, name, kind, help);
-        for s in snapshots {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
-        }
-    }
+    render_per_shard(out, &journal, snapshots);
     let name = "tradsys_journal_commit_duration_seconds";
     family(out, name, "summary", "Time to write and sync one group commit.");
     for s in snapshots {
@@ -422,6 +420,16 @@ fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
             j.commit_sum_ns as f64 / 1e9
         );
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, j.commits);
+    }
+}
+
+/// One series per shard for each of `families`.
+fn render_per_shard(out: &mut String, families: &[ShardFamily], snapshots: &[Snapshot]) {
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
     }
 }
 

@@ -235,6 +235,14 @@ impl Shard {
         m.mesh_outbox = self.mesh.queued() as u64;
     }
 
+    /// Sends `call` to shard `to` and waits for its reply. What this shard
+    /// changed so far is journaled first, so the call carries the epoch of
+    /// everything the callee's answer may depend on (see `durability`).
+    pub async fn call(&self, to: usize, call: Call) -> Result<Reply, MeshError> {
+        self.flush_engine();
+        self.mesh.call(to, call).await
+    }
+
     /// Resolves once everything this shard has changed so far is durable
     /// on every shard: call it before a response leaves (see `durability`).
     pub async fn settle(&self) {
@@ -329,7 +337,7 @@ impl Shard {
                 self.attach_stream(key, self.index);
                 continue;
             }
-            if let Err(e) = self.mesh.call(owner, Call::Subscribe { key, shard: self.index }).await {
+            if let Err(e) = self.call(owner, Call::Subscribe { key, shard: self.index }).await {
                 self.unsubscribe(key, out);
                 return Err(e);
             }
@@ -423,7 +431,7 @@ impl Shard {
                 key: key.to_string(),
                 shard: self.index,
             };
-            match self.mesh.call(owner, call).await? {
+            match self.call(owner, call).await? {
                 Reply::UserStream(attach) => attach,
                 _ => return Err(MeshError::PeerGone(owner)),
             }
@@ -783,7 +791,7 @@ impl Shard {
         market: MarketId,
         side: Side,
     ) -> Result<Option<Price>, MeshError> {
-        match self.mesh.call(owner, Call::Reference { market, side }).await? {
+        match self.call(owner, Call::Reference { market, side }).await? {
             Reply::Reference(price) => Ok(price),
             _ => Err(MeshError::PeerGone(owner)),
         }
@@ -814,7 +822,7 @@ impl Shard {
                 request: Box::new(req.to_owned()),
                 markets: owned,
             };
-            match self.mesh.call(peer, call).await {
+            match self.call(peer, call).await {
                 Ok(Reply::Fragments(part)) => entries.extend(part),
                 _ => {
                     return RestReply::error(&HttpError::new(
@@ -1390,12 +1398,15 @@ async fn run_committer(shard: Rc<Shard>) {
     }
 }
 
+/// How often a starting shard looks whether recovery handed it its state.
+const START_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Waits for the main thread's recovery to hand this shard its state.
 async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result<ShardStart, String> {
     loop {
         match start.try_recv() {
             Ok(start) => return Ok(start),
-            Err(std::sync::mpsc::TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,
+            Err(std::sync::mpsc::TryRecvError::Empty) => glommio::timer::sleep(START_POLL_INTERVAL).await,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err("recovery did not finish".into()),
         }
     }

@@ -430,8 +430,7 @@ impl Trading {
         now_ms: u64,
         tx: Option<oneshot::Sender<PlaceOutcome>>,
     ) -> Result<OrderId, TradingError> {
-        self.check_open(user, request.market)?;
-        let order_id = self.next_order_id();
+        let order_id = self.start_order(user, request.market)?;
         if let Some(tx) = tx {
             self.wait(WaitKey::Place(order_id), Waiter::Place(Vec::new(), tx));
         }
@@ -446,6 +445,12 @@ impl Trading {
         self.count_order(request.market);
         self.after_account_call();
         Ok(order_id)
+    }
+
+    /// The id of a new order of `user` in `market`, if the market is open.
+    fn start_order(&mut self, user: UserId, market: MarketId) -> Result<OrderId, TradingError> {
+        self.check_open(user, market)?;
+        Ok(self.next_order_id())
     }
 
     fn check_open(&self, user: UserId, market: MarketId) -> Result<(), TradingError> {
@@ -476,8 +481,20 @@ impl Trading {
         target: OrderRef,
         now_ms: u64,
     ) -> Result<oneshot::Receiver<Result<OrderView, EngineError>>, TradingError> {
-        let view = self.accounts.order(user, market, target)?;
-        self.check_room(Some(WaitKey::Cancel(view.order_id)))?;
+        let order_id = self.accounts.order(user, market, target)?.order_id;
+        self.cancel_order(user, market, target, order_id, now_ms)
+    }
+
+    /// `cancel` of an order already looked up.
+    fn cancel_order(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        order_id: OrderId,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<OrderView, EngineError>>, TradingError> {
+        self.check_room(Some(WaitKey::Cancel(order_id)))?;
         self.record(Record::Cancel {
             user,
             market,
@@ -485,25 +502,30 @@ impl Trading {
             now_ms,
         });
         let (tx, rx) = oneshot::channel();
-        self.cancel_core(user, market, target, now_ms, Some(tx))?;
+        self.cancel_core(user, market, target, now_ms, Some((order_id, tx)))?;
         Ok(rx)
     }
 
+    /// The cancel itself; `waiter` (live shards) names the order and takes
+    /// its outcome.
     fn cancel_core(
         &mut self,
         user: UserId,
         market: MarketId,
         target: OrderRef,
         now_ms: u64,
-        tx: Option<oneshot::Sender<Result<OrderView, EngineError>>>,
+        waiter: Option<(OrderId, oneshot::Sender<Result<OrderView, EngineError>>)>,
     ) -> Result<(), TradingError> {
-        let key = WaitKey::Cancel(self.accounts.order(user, market, target)?.order_id);
-        if let Some(tx) = tx {
+        let key = waiter.map(|(order_id, tx)| {
+            let key = WaitKey::Cancel(order_id);
             self.wait(key, Waiter::Cancel(tx));
-        }
+            key
+        });
         self.to_book.clear();
         if let Err(e) = self.accounts.cancel(user, market, target, now_ms, &mut self.to_book) {
-            self.waiters.remove(&key);
+            if let Some(key) = key {
+                self.waiters.remove(&key);
+            }
             return Err(e.into());
         }
         self.after_account_call();
@@ -523,7 +545,7 @@ impl Trading {
         // Noted first: a local cancel completes inside `cancel`.
         let order_id = self.accounts.order(user, market, target)?.order_id;
         self.cancel_client_ids.insert(order_id, cancel_id);
-        let canceled = self.cancel(user, market, target, now_ms);
+        let canceled = self.cancel_order(user, market, target, order_id, now_ms);
         if canceled.is_err() {
             self.cancel_client_ids.remove(&order_id);
         }
@@ -605,8 +627,7 @@ impl Trading {
         now_ms: u64,
         tx: Option<oneshot::Sender<ReplaceOutcome>>,
     ) -> Result<OrderId, TradingError> {
-        self.check_open(user, request.market)?;
-        let order_id = self.next_order_id();
+        let order_id = self.start_order(user, request.market)?;
         if let Some(tx) = tx {
             self.wait(WaitKey::Replace(order_id), Waiter::Replace(Vec::new(), tx));
         }

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// The longest commit the latency histogram tells apart.
 const COMMIT_NS_MAX: u64 = 60_000_000_000;
+/// Group commits' worth of records (`commit_bytes_max` each) a shard may
+/// have waiting for the disk before it refuses new requests with 503.
+pub const JOURNAL_PENDING_COMMITS_MAX: usize = 4;
 /// Responses one shard may hold back waiting for durability.
 pub const DURABLE_WAITERS_PER_SHARD_MAX: usize = 1 << 16;
 
@@ -74,7 +77,7 @@ impl ShardLog {
             waiters: RefCell::new(Vec::new()),
             stats: RefCell::new(CommitFigures {
                 counters: JournalCounters::default(),
-                latency_ns: Histogram::new_with_bounds(1, COMMIT_NS_MAX, 2).expect("static histogram bounds are valid"),
+                latency_ns: crate::metrics::latency_histogram(COMMIT_NS_MAX),
             }),
         }
     }
@@ -124,7 +127,7 @@ impl ShardLog {
     /// shard refuse work instead of buffering without bound.
     pub fn has_room(&self) -> bool {
         let pending = self.writer.get().map_or(0, |w| w.pending_bytes());
-        pending <= self.config.commit_bytes_max.saturating_mul(4)
+        pending <= self.config.commit_bytes_max.saturating_mul(JOURNAL_PENDING_COMMITS_MAX)
             && self.waiters.borrow().len() < DURABLE_WAITERS_PER_SHARD_MAX
     }
 
