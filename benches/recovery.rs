@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
-use tradsys::durability::record;
+use tradsys::trading::record;
 use tradsys::durability::recovery;
 use tradsys::durability::snapshot;
 use tradsys::journal::{self, Writer};

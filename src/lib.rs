@@ -1,24 +1,18 @@
 //! tradsys: a thread-per-core trading server speaking the Binance Spot v3
 //! conventions. See docs/ARCHITECTURE.md for the codemap.
 
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod conn;
 pub mod durability;
 pub mod http;
 pub mod journal;
 pub mod json;
 pub mod limits;
-pub mod market_json;
 pub mod marketdata;
-pub mod mesh;
 pub mod metrics;
 pub mod oneshot;
-pub mod rest;
-pub mod shard;
+pub mod server;
 pub mod streams;
 pub mod trading;
 pub mod ws;
-pub mod wsconn;

@@ -120,7 +120,7 @@ pub struct Counters {
     pub journal: JournalCounters,
 }
 
-/// One shard's journal figures (see `durability::log`).
+/// One shard's journal figures (see `durability::commit`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JournalCounters {
     pub commits: u64,

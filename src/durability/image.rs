@@ -1,9 +1,9 @@
 //! A shard's durable state outside a live executor: what snapshots store
 //! and what recovery and the snapshot thread replay records into.
 
-use super::Record;
+use crate::trading::record::Record;
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
-use crate::mesh::EngineMsg;
+use crate::trading::msg::EngineMsg;
 use crate::trading::{Trading, TradingImage};
 use std::collections::VecDeque;
 use tradsys_engine::market::MarketSpec;

@@ -9,9 +9,7 @@
 
 pub mod epoch;
 pub mod image;
-pub mod log;
-pub mod record;
+pub mod commit;
 pub mod recovery;
 pub mod snapshot;
 
-pub use record::Record;

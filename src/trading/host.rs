@@ -15,8 +15,8 @@
 //! executor: time, ids and randomness are inputs.
 
 use crate::auth::{KeyRecord, KeyStore, Scopes};
-use crate::durability::record::{CancelReplaceRecord, Record};
-use crate::mesh::EngineMsg;
+use crate::trading::record::{CancelReplaceRecord, Record};
+use crate::trading::msg::EngineMsg;
 use crate::oneshot;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};

@@ -13,7 +13,7 @@ use crate::auth::{self, AuthRequest};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::Endpoint;
-use crate::shard::Shard;
+use crate::server::shard::Shard;
 use crate::trading::{PlaceOutcome, TradingError};
 use tradsys_engine::account::{NewOrderResult, OrderRef};
 use tradsys_engine::market::MarketSpec;
@@ -729,7 +729,7 @@ fn my_trades(shard: &Shard, params: &Params<'_>, user: UserId) -> Result<Vec<u8>
 
 fn listen_key_start(shard: &Shard, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
     let mut entropy = [0u8; 64];
-    crate::shard::random_bytes(&mut entropy);
+    crate::server::shard::random_bytes(&mut entropy);
     let key = shard
         .trading_mut()
         .listen_key_create(user, &entropy, now)
@@ -900,7 +900,7 @@ pub fn market_fragment(
                 .field_decimal("askQty", ask_qty);
             w.end_object();
         }
-        _ => crate::market_json::write(shard, endpoint, market, params, now, w)?,
+        _ => crate::api::market::write(shard, endpoint, market, params, now, w)?,
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::Endpoint;
 use crate::marketdata::{AggTradesQuery, Interval, MarketData, QueryError, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX};
-use crate::rest::{limit_param, mandatory};
-use crate::shard::Shard;
+use crate::api::user::{limit_param, mandatory};
+use crate::server::shard::Shard;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::MarketId;
 

@@ -14,17 +14,17 @@
 //! serialization, no shared state. Peer ids equal shard indexes because
 //! shards join in index order (checked at start-up).
 
-use crate::admin::{AdminCall, AdminReply};
+use crate::api::admin::{AdminCall, AdminReply};
 use crate::metrics::Snapshot;
 use crate::oneshot;
-use crate::rest::{RestReply, RestRequest};
+use crate::api::user::{RestReply, RestRequest};
 use crate::streams::{StreamEvent, StreamKey, UserAttach, UserEvent};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use tradsys_engine::msg::{ToAccount, ToBook};
+use crate::trading::msg::EngineMsg;
 use tradsys_engine::num::Price;
 use tradsys_engine::order::{MarketId, Side, UserId};
 
@@ -69,15 +69,6 @@ pub enum Reply {
     UserStream(UserAttach),
     /// The callee had too many calls in flight and did not run this one.
     Overloaded,
-}
-
-/// Engine traffic: one-way, ordered per pair of shards.
-#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum EngineMsg {
-    /// For the book of a market the receiver owns.
-    Book(ToBook),
-    /// For the account machine of a user the receiver owns.
-    Account(ToAccount),
 }
 
 /// Everything that travels between shards.

@@ -8,14 +8,14 @@
 //! through the mesh. This module and `conn` are the only ones that know
 //! glommio, so the executor could be swapped without touching the rest.
 
-use crate::admin;
+use crate::api::admin;
 use crate::api::{ExchangeInfo, RateLimits};
 use crate::config::DurabilityMode;
 use crate::config::{Config, HttpLimits};
-use crate::conn::{self, Listener};
+use crate::server::conn::{self, Listener};
 use crate::durability::epoch::Epochs;
 use crate::durability::image::{market_data_for, ShardImage};
-use crate::durability::log::ShardLog;
+use crate::durability::commit::ShardLog;
 use crate::durability::recovery::{self, RecoveryError};
 use crate::durability::snapshot;
 use crate::http::{HttpError, Params};
@@ -23,9 +23,9 @@ use crate::journal;
 use crate::json::JsonWriter;
 use crate::limits::{LocalLimiter, RateLimiter};
 use crate::marketdata::{MarketData, TapeTrade};
-use crate::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
+use crate::server::mesh::{Call, Mesh, MeshBuilders, MeshError, Reply, ShardMsg, StreamMsg};
 use crate::metrics::Metrics;
-use crate::rest::{self, RequestRef, RestReply};
+use crate::api::user::{self as rest, RequestRef, RestReply};
 use crate::streams::{
     Outbound, Registry, StreamEvent, StreamKey, StreamKind, TickerEntry, UserAttach, UserEvent, DEPTH_DIFF_LEVELS_MAX,
 };
@@ -101,7 +101,7 @@ pub struct Shard {
     ws: crate::config::WsConfig,
     /// Open WebSocket connections per client IP, on this shard.
     ws_per_ip: RefCell<std::collections::HashMap<IpAddr, usize>>,
-    /// The journal and the wait for durability (see `durability::log`).
+    /// The journal and the wait for durability (see `durability::commit`).
     log: Rc<ShardLog>,
 }
 
@@ -1379,7 +1379,7 @@ async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     Ok(())
 }
 
-/// The shard's group commit loop (see `durability::log`). A journal that
+/// The shard's group commit loop (see `durability::commit`). A journal that
 /// cannot be written stops the process: nothing could be acknowledged.
 async fn run_committer(shard: Rc<Shard>) {
     loop {

@@ -5,13 +5,17 @@
 //! mesh. **Invariant:** JSON is produced only here and in `http` (error
 //! bodies); the engine never sees it.
 
+pub mod admin;
+pub mod market;
+pub mod user;
+
 use crate::auth;
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
 use crate::limits::{self, Endpoint, Security, WeightParams};
-use crate::mesh::{Call, MeshError, Reply as Reply2};
+use crate::server::mesh::{Call, MeshError, Reply as Reply2};
 use crate::metrics::{self, Route};
-use crate::rest::{self, RequestRef, RestReply};
-use crate::shard::Shard;
+use crate::api::user::{self as rest, RequestRef, RestReply};
+use crate::server::shard::Shard;
 use crate::trading::user_of_key;
 use serde_json::json;
 use std::net::IpAddr;
@@ -490,7 +494,7 @@ mod tests {
     use super::*;
 
     fn info() -> ExchangeInfo {
-        let markets = tradsys_engine::market::parse_markets(include_str!("../shards/markets.toml")).unwrap();
+        let markets = tradsys_engine::market::parse_markets(include_str!("../../shards/markets.toml")).unwrap();
         ExchangeInfo::new(&markets, &RATE_LIMITS_DEFAULT)
     }
 

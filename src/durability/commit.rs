@@ -10,7 +10,7 @@
 //! a peer whose responses wait for it (`requested`).
 
 use super::epoch::Epochs;
-use super::record::{self, Record};
+use crate::trading::record::{self, Record};
 use crate::config::{DurabilityConfig, DurabilityMode};
 use crate::journal::{CommitStats, JournalError, Writer};
 use crate::metrics::JournalCounters;

@@ -12,7 +12,7 @@
 //! sequence number, epoch). **Invariant:** a record is decoded only after
 //! its frame checked out, and decoding validates it again (bytecheck).
 
-use crate::mesh::EngineMsg;
+use crate::trading::msg::EngineMsg;
 use tradsys_engine::account::OrderRef;
 use tradsys_engine::num::{Amount, Price};
 use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderRequest, UserId};

@@ -13,9 +13,9 @@
 use crate::api::{self, Headers, Reply};
 use crate::http::{self, HttpError, Method, Parsed};
 use crate::metrics::Route;
-use crate::shard::Shard;
+use crate::server::shard::Shard;
 use crate::ws::handshake::{self, Accept};
-use crate::wsconn::{self, Target, TargetError};
+use crate::server::wsconn::{self, Target, TargetError};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
@@ -299,7 +299,7 @@ impl Conn<'_> {
                 Listener::Api => Box::pin(api::handle(self.shard, self.read.pending(), &head, self.peer)).await,
                 Listener::Admin => {
                     let token = self.shard.admin_token();
-                    Box::pin(crate::admin::handle(self.shard, self.read.pending(), &head, token)).await
+                    Box::pin(crate::api::admin::handle(self.shard, self.read.pending(), &head, token)).await
                 }
             };
             let close = !head.keep_alive || self.shard.is_draining();

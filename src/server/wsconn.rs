@@ -22,7 +22,7 @@
 //! holds no read buffer; only the stack buffer of its task remains.
 
 use crate::http::HttpError;
-use crate::shard::Shard;
+use crate::server::shard::Shard;
 use crate::streams::{Outbound, StreamKey, UserAttach, WS_STREAMS_PER_CONNECTION_MAX};
 use crate::ws::handshake::Accept;
 use crate::ws::{self, CloseCode, CloseReason, Message, Reader, WsLimits};

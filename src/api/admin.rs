@@ -14,10 +14,10 @@
 use crate::auth::{Scope, Scopes};
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
-use crate::mesh::{Call, Reply};
+use crate::server::mesh::{Call, Reply};
 use crate::metrics::Route;
-use crate::rest::RestReply;
-use crate::shard::Shard;
+use crate::api::user::RestReply;
+use crate::server::shard::Shard;
 use crate::trading::{user_of_key, AssetTotals, TradingError};
 use serde::Deserialize;
 use tradsys_engine::num::{parse_units, Amount};
@@ -162,7 +162,7 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
             .map_err(admin_error),
         AdminCall::CreateKey { user, scopes } => {
             let mut entropy = [0u8; 128];
-            crate::shard::random_bytes(&mut entropy);
+            crate::server::shard::random_bytes(&mut entropy);
             let created = shard.trading_mut().create_key(user, scopes, &entropy);
             created
                 .map(|(key, secret)| key_json(&key, &secret))
@@ -209,7 +209,7 @@ fn admin_error(e: TradingError) -> HttpError {
     match e {
         TradingError::UnknownUser(_) => not_found("user"),
         TradingError::UnknownAsset => HttpError::new(400, -1100, "Unknown asset."),
-        other => crate::rest::trading_error(other),
+        other => crate::api::user::trading_error(other),
     }
 }
 
@@ -376,7 +376,7 @@ async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {
 /// Halts or resumes a market on every shard; answers once all have applied
 /// it, so that no order accepted after the answer sees the old state.
 async fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
-    let market = shard.trading().market(symbol).ok_or_else(crate::rest::bad_symbol)?;
+    let market = shard.trading().market(symbol).ok_or_else(crate::api::user::bad_symbol)?;
     for peer in 0..shard.mesh().shards() {
         run_on(shard, peer, AdminCall::Halt { market, halted }).await?;
     }
