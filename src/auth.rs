@@ -17,6 +17,7 @@
 //! `verify_slice`, built on `subtle`), so response timing says nothing about
 //! how much of a forged signature was right.
 
+use crate::binance;
 use crate::http::HttpError;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -313,14 +314,14 @@ impl AuthError {
     /// Binance's error code.
     pub fn code(&self) -> i32 {
         match self {
-            AuthError::ApiKeyFormat => -2014,
-            AuthError::ApiKeyRejected => -2015,
-            AuthError::Mandatory(_) => -1102,
-            AuthError::RecvWindowMalformed => -1100,
-            AuthError::RecvWindowTooLarge => -1131,
-            AuthError::TimestampAhead | AuthError::TimestampOutside => -1021,
-            AuthError::BadSignature => -1022,
-            AuthError::DuplicateSignature => -1101,
+            AuthError::ApiKeyFormat => binance::BAD_API_KEY_FMT,
+            AuthError::ApiKeyRejected => binance::REJECTED_MBX_KEY,
+            AuthError::Mandatory(_) => binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            AuthError::RecvWindowMalformed => binance::ILLEGAL_CHARS,
+            AuthError::RecvWindowTooLarge => binance::BAD_RECV_WINDOW,
+            AuthError::TimestampAhead | AuthError::TimestampOutside => binance::INVALID_TIMESTAMP,
+            AuthError::BadSignature => binance::INVALID_SIGNATURE,
+            AuthError::DuplicateSignature => binance::TOO_MANY_PARAMETERS,
         }
     }
 

@@ -10,6 +10,7 @@
 //! Binance-style code and message the client gets, and whether the
 //! connection must close (it must whenever framing is no longer known).
 
+use crate::binance;
 use crate::config::HttpLimits;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -113,12 +114,6 @@ impl HttpError {
     }
 }
 
-/// Binance's "unknown error" code, used for malformed HTTP itself.
-pub const CODE_MALFORMED: i32 = -1000;
-/// Binance's -1100 ILLEGAL_CHARS.
-pub const CODE_ILLEGAL_CHARS: i32 = -1100;
-/// Binance's -1101 TOO_MANY_PARAMETERS.
-pub const CODE_TOO_MANY_PARAMETERS: i32 = -1101;
 
 /// Parses one request from the start of `buf`.
 ///
@@ -143,12 +138,12 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
             return Ok(Parsed::Partial { needed_len: None });
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::fatal(431, CODE_MALFORMED, "Too many request headers."));
+            return Err(HttpError::fatal(431, binance::UNKNOWN, "Too many request headers."));
         }
         Err(e) => {
             return Err(HttpError::fatal(
                 400,
-                CODE_MALFORMED,
+                binance::UNKNOWN,
                 format!("Malformed HTTP request: {e}."),
             ))
         }
@@ -165,7 +160,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
     if !target.starts_with('/') {
         return Err(HttpError::fatal(
             400,
-            CODE_MALFORMED,
+            binance::UNKNOWN,
             "Malformed HTTP request: the target must start with '/'.",
         ));
     }
@@ -188,7 +183,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
     if frame.chunked {
         return Err(HttpError::fatal(
             411,
-            CODE_MALFORMED,
+            binance::UNKNOWN,
             "Chunked request bodies are not supported; send Content-Length.",
         ));
     }
@@ -196,7 +191,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
     if content_length > limits.body_bytes_max {
         return Err(HttpError::fatal(
             413,
-            CODE_MALFORMED,
+            binance::UNKNOWN,
             format!("Request body larger than {} bytes.", limits.body_bytes_max),
         ));
     }
@@ -234,7 +229,7 @@ pub enum Parsed {
 }
 
 fn too_large_head() -> HttpError {
-    HttpError::fatal(431, CODE_MALFORMED, "Request line and headers too large.")
+    HttpError::fatal(431, binance::UNKNOWN, "Request line and headers too large.")
 }
 
 /// What the headers say about framing and the connection.
@@ -259,7 +254,7 @@ impl Framing {
             if self.content_length.is_some_and(|l| l != length) {
                 return Err(HttpError::fatal(
                     400,
-                    CODE_MALFORMED,
+                    binance::UNKNOWN,
                     "Conflicting Content-Length headers.",
                 ));
             }
@@ -303,7 +298,7 @@ impl Framing {
 
 fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
     let digits = value.trim_ascii();
-    let bad = || HttpError::fatal(400, CODE_MALFORMED, "Malformed HTTP request: invalid Content-Length.");
+    let bad = || HttpError::fatal(400, binance::UNKNOWN, "Malformed HTTP request: invalid Content-Length.");
     if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(bad());
     }
@@ -334,7 +329,7 @@ impl<'a> Params<'a> {
             if self.pairs.len() >= count_max {
                 return Err(HttpError::new(
                     400,
-                    CODE_TOO_MANY_PARAMETERS,
+                    binance::TOO_MANY_PARAMETERS,
                     format!("Too many parameters; maximum is {count_max}."),
                 ));
             }
@@ -366,7 +361,7 @@ impl<'a> Params<'a> {
 fn illegal_chars(what: &str) -> HttpError {
     HttpError::new(
         400,
-        CODE_ILLEGAL_CHARS,
+        binance::ILLEGAL_CHARS,
         format!("Illegal characters found in parameter {what}."),
     )
 }
@@ -606,9 +601,9 @@ mod tests {
     #[test]
     fn bad_params() {
         let table: &[(&[u8], i32)] = &[
-            (b"a=%zz", CODE_ILLEGAL_CHARS),
-            (b"a=%ff", CODE_ILLEGAL_CHARS),
-            (b"a=1&b=2&c=3", CODE_TOO_MANY_PARAMETERS),
+            (b"a=%zz", binance::ILLEGAL_CHARS),
+            (b"a=%ff", binance::ILLEGAL_CHARS),
+            (b"a=1&b=2&c=3", binance::TOO_MANY_PARAMETERS),
         ];
         for (query, code) in table {
             assert_eq!(Params::parse(query, None, 2).unwrap_err().code, *code);

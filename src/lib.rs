@@ -2,6 +2,7 @@
 //! conventions. See docs/ARCHITECTURE.md for the codemap.
 
 pub mod api;
+pub mod binance;
 pub mod auth;
 pub mod config;
 pub mod durability;

@@ -20,20 +20,14 @@
 //! current window makes room. Each admit does O(1) work (amortized over the
 //! window for dropping past counters).
 
+use crate::binance;
 use crate::auth::Scope;
 use crate::http::{HttpError, Method, Params};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 
-/// Binance's -1003 TOO_MANY_REQUESTS.
-pub const CODE_TOO_MANY_REQUESTS: i32 = -1003;
-/// Binance's -1015 TOO_MANY_ORDERS.
-pub const CODE_TOO_MANY_ORDERS: i32 = -1015;
 
-pub const HEADER_USED_WEIGHT_1M: &str = "X-MBX-USED-WEIGHT-1M";
-pub const HEADER_ORDER_COUNT_10S: &str = "X-MBX-ORDER-COUNT-10S";
-pub const HEADER_ORDER_COUNT_1D: &str = "X-MBX-ORDER-COUNT-1D";
 
 const MINUTE_MS: u64 = 60_000;
 const TEN_SECONDS_MS: u64 = 10_000;
@@ -97,12 +91,12 @@ pub struct Usage {
 impl Usage {
     /// The rate-limit headers, each a full `Name: value` line.
     pub fn headers(&self) -> Vec<String> {
-        let mut lines = vec![format!("{HEADER_USED_WEIGHT_1M}: {}", self.used_weight_1m)];
+        let mut lines = vec![format!("{}: {}", binance::HEADER_USED_WEIGHT_1M, self.used_weight_1m)];
         if let Some(count) = self.order_count_10s {
-            lines.push(format!("{HEADER_ORDER_COUNT_10S}: {count}"));
+            lines.push(format!("{}: {count}", binance::HEADER_ORDER_COUNT_10S));
         }
         if let Some(count) = self.order_count_1d {
-            lines.push(format!("{HEADER_ORDER_COUNT_1D}: {count}"));
+            lines.push(format!("{}: {count}", binance::HEADER_ORDER_COUNT_1D));
         }
         lines
     }
@@ -293,7 +287,7 @@ impl LocalLimiter {
             return Err(exceeded(
                 &self.weight_1m,
                 now_ms,
-                CODE_TOO_MANY_REQUESTS,
+                binance::TOO_MANY_REQUESTS,
                 msg,
                 used_weight_1m,
             ));
@@ -306,7 +300,7 @@ impl LocalLimiter {
             return Err(exceeded(
                 &self.raw_5m,
                 now_ms,
-                CODE_TOO_MANY_REQUESTS,
+                binance::TOO_MANY_REQUESTS,
                 msg,
                 used_weight_1m,
             ));
@@ -322,7 +316,7 @@ impl LocalLimiter {
                     "Too many new orders; current limit is {} orders per {per}.",
                     window.limit
                 );
-                return Err(exceeded(window, now_ms, CODE_TOO_MANY_ORDERS, msg, used_weight_1m));
+                return Err(exceeded(window, now_ms, binance::TOO_MANY_ORDERS, msg, used_weight_1m));
             }
         }
         Ok((self.orders_10s.add(user, 1), self.orders_1d.add(user, 1)))
@@ -659,7 +653,7 @@ mod tests {
             assert_eq!((usage.used_weight_1m, usage.order_count_10s), (0, Some(1)));
         }
         let refused = limits.admit_user_order(3, T0).unwrap_err();
-        assert_eq!(refused.code, CODE_TOO_MANY_ORDERS);
+        assert_eq!(refused.code, binance::TOO_MANY_ORDERS);
     }
 
     #[test]
@@ -725,7 +719,7 @@ mod tests {
             refused,
             Exceeded {
                 retry_after_s: 45,
-                code: CODE_TOO_MANY_REQUESTS,
+                code: binance::TOO_MANY_REQUESTS,
                 msg: "Too much request weight used; current limit is 10 request weight per 1 MINUTE. \
                       Please use WebSocket Streams for live updates to avoid polling the API."
                     .into(),
@@ -785,7 +779,7 @@ mod tests {
         let mut limits = limiter(100, 1, 100);
         limits.admit(IP_A, Some(1), 1, true, T0).unwrap();
         let refused = limits.admit(IP_A, Some(1), 1, true, T0 + 1).unwrap_err();
-        assert_eq!(refused.code, CODE_TOO_MANY_ORDERS);
+        assert_eq!(refused.code, binance::TOO_MANY_ORDERS);
         assert_eq!(
             refused.msg,
             "Too many new orders; current limit is 1 orders per 10 SECOND."
@@ -827,7 +821,7 @@ mod tests {
             assert!(limits.admit(IP_A, None, 1, false, start + i).is_ok());
         }
         let refused = limits.admit(IP_A, None, 1, false, start + 120_000).unwrap_err();
-        assert_eq!((refused.code, refused.retry_after_s), (CODE_TOO_MANY_REQUESTS, 180));
+        assert_eq!((refused.code, refused.retry_after_s), (binance::TOO_MANY_REQUESTS, 180));
         assert!(limits.admit(IP_B, None, 1, false, start + 120_000).is_ok());
         assert!(limits.admit(IP_A, None, 1, false, start + FIVE_MINUTES_MS).is_ok());
     }

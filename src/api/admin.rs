@@ -11,6 +11,7 @@
 //! are in flight between shards, an asset may be off by funds in transit;
 //! at rest it is exact.
 
+use crate::binance;
 use crate::auth::{Scope, Scopes};
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
@@ -76,7 +77,7 @@ pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>)
 }
 
 fn authorize(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {
-    let expected = token.ok_or_else(|| HttpError::new(404, -1020, "The admin API is off."))?;
+    let expected = token.ok_or_else(|| HttpError::new(404, binance::UNSUPPORTED_OPERATION, "The admin API is off."))?;
     let given = head.admin_token.clone().map(|r| &buf[r]);
     let _ = shard;
     if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
@@ -84,7 +85,7 @@ fn authorize(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> Res
     }
     Err(HttpError::new(
         401,
-        -1002,
+        binance::UNAUTHORIZED,
         "You are not authorized to execute this request.",
     ))
 }
@@ -94,7 +95,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn not_found(what: &str) -> HttpError {
-    HttpError::new(404, -1020, format!("Unknown {what}."))
+    HttpError::new(404, binance::UNSUPPORTED_OPERATION, format!("Unknown {what}."))
 }
 
 async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
@@ -121,7 +122,7 @@ async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
 }
 
 fn bad_body(problem: impl std::fmt::Display) -> HttpError {
-    HttpError::new(400, -1102, format!("Malformed JSON body: {problem}."))
+    HttpError::new(400, binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED, format!("Malformed JSON body: {problem}."))
 }
 
 fn parse_user(id: &str) -> Result<UserId, HttpError> {
@@ -139,8 +140,8 @@ async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminRep
         Ok(Reply::Admin(reply)) => Ok(*reply),
         _ => Err(HttpError::new(
             503,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
+            binance::DISCONNECTED,
+            binance::MSG_INTERNAL,
         )),
     }
 }
@@ -148,7 +149,7 @@ async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminRep
 fn rest(reply: AdminReply) -> RestReply {
     match reply {
         AdminReply::Rest(r) => r,
-        _ => RestReply::error(&HttpError::new(500, -1000, "Unexpected admin reply.")),
+        _ => RestReply::error(&HttpError::new(500, binance::UNKNOWN, "Unexpected admin reply.")),
     }
 }
 
@@ -208,7 +209,7 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
 fn admin_error(e: TradingError) -> HttpError {
     match e {
         TradingError::UnknownUser(_) => not_found("user"),
-        TradingError::UnknownAsset => HttpError::new(400, -1100, "Unknown asset."),
+        TradingError::UnknownAsset => HttpError::new(400, binance::ILLEGAL_CHARS, "Unknown asset."),
         other => crate::api::user::trading_error(other),
     }
 }
@@ -275,7 +276,7 @@ async fn create_user(shard: &Shard, body: &[u8]) -> Result<RestReply, HttpError>
     }
     let Body { name } = serde_json::from_slice(body).map_err(bad_body)?;
     if name.is_empty() || name.len() > USER_NAME_BYTES_MAX || name.chars().any(char::is_control) {
-        return Err(HttpError::new(400, -1100, "name must be 1 to 64 printable characters."));
+        return Err(HttpError::new(400, binance::ILLEGAL_CHARS, "name must be 1 to 64 printable characters."));
     }
     let user = shard.trading_mut().allocate_user_id();
     let owner = shard.trading().user_shard(user) as usize;
@@ -297,7 +298,7 @@ async fn create_key(shard: &Shard, id: &str, body: &[u8]) -> Result<RestReply, H
     let Body { scopes: names } = serde_json::from_slice(body).map_err(bad_body)?;
     let mut scopes = Scopes::NONE;
     for name in &names {
-        let scope = Scope::parse(name).ok_or_else(|| HttpError::new(400, -1100, format!("Unknown scope {name:?}.")))?;
+        let scope = Scope::parse(name).ok_or_else(|| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Unknown scope {name:?}.")))?;
         scopes = scopes.with(scope);
     }
     on_user(shard, id, |user| AdminCall::CreateKey { user, scopes }).await
@@ -319,7 +320,7 @@ async fn transfer(shard: &Shard, id: &str, body: &[u8], deposit: bool) -> Result
         amount: String,
     }
     let Body { asset, amount } = serde_json::from_slice(body).map_err(bad_body)?;
-    let units = parse_units(&amount).map_err(|e| HttpError::new(400, -1100, format!("amount: {e}.")))?;
+    let units = parse_units(&amount).map_err(|e| HttpError::new(400, binance::ILLEGAL_CHARS, format!("amount: {e}.")))?;
     on_user(shard, id, |user| AdminCall::Transfer {
         user,
         asset,

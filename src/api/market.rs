@@ -6,6 +6,7 @@
 //! interval, -1128 for fromId with a time range, -1127 for an aggTrades
 //! window over an hour. Ids a window has none of print as -1.
 
+use crate::binance;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::limits::Endpoint;
@@ -55,8 +56,8 @@ pub fn write(
 fn unavailable() -> HttpError {
     HttpError::new(
         503,
-        -1001,
-        "Internal error; unable to process your request. Please try again.",
+        binance::DISCONNECTED,
+        binance::MSG_INTERNAL,
     )
 }
 
@@ -66,7 +67,7 @@ fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> 
         Some(text) => text
             .parse()
             .map(Some)
-            .map_err(|_| HttpError::new(400, -1100, format!("Illegal characters found in parameter '{name}'."))),
+            .map_err(|_| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Illegal characters found in parameter '{name}'."))),
     }
 }
 
@@ -110,14 +111,14 @@ fn agg_trades(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Res
         Err(QueryError::CombinationInvalid) => {
             return Err(HttpError::new(
                 400,
-                -1128,
-                "Combination of optional parameters invalid.",
+                binance::OPTIONAL_PARAMS_BAD_COMBO,
+                binance::MSG_BAD_COMBINATION,
             ))
         }
         Err(QueryError::WindowTooLong) => {
             return Err(HttpError::new(
                 400,
-                -1127,
+                binance::MORE_THAN_XX_HOURS,
                 "More than 1 hours between startTime and endTime.",
             ))
         }
@@ -140,14 +141,14 @@ fn agg_trades(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Res
 
 fn klines(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<(), HttpError> {
     let interval =
-        Interval::parse(mandatory(params, "interval")?).map_err(|_| HttpError::new(400, -1120, "Invalid interval."))?;
+        Interval::parse(mandatory(params, "interval")?).map_err(|_| HttpError::new(400, binance::BAD_INTERVAL, "Invalid interval."))?;
     if params
         .get("timeZone")
         .is_some_and(|tz| !matches!(tz, "0" | "+0" | "0:00" | "+00:00" | "00:00"))
     {
         return Err(HttpError::new(
             400,
-            -1100,
+            binance::ILLEGAL_CHARS,
             "Illegal characters found in parameter 'timeZone'; only UTC (0) is served.",
         ));
     }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod market;
 pub mod user;
 
+use crate::binance;
 use crate::auth;
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
 use crate::limits::{self, Endpoint, Security, WeightParams};
@@ -24,14 +25,6 @@ use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::write_units;
 use tradsys_engine::order::MarketId;
 
-/// Binance's -1121 BAD_SYMBOL.
-pub const CODE_BAD_SYMBOL: i32 = -1121;
-/// Binance's -1128: optional parameters in an invalid combination.
-pub const CODE_BAD_PARAM_COMBINATION: i32 = -1128;
-/// Binance's -1016 SERVICE_SHUTTING_DOWN.
-pub const CODE_SHUTTING_DOWN: i32 = -1016;
-/// Binance's -1020 UNSUPPORTED_OPERATION: unknown paths and methods.
-pub const CODE_UNSUPPORTED: i32 = -1020;
 
 /// What a handler answers.
 pub struct Reply {
@@ -106,7 +99,7 @@ pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, peer: IpAddr) -> Rep
         if !matches!(head.method, Method::Get | Method::Head) {
             let mut reply = Reply::error(
                 route,
-                &HttpError::new(405, CODE_UNSUPPORTED, "Method not allowed; use GET."),
+                &HttpError::new(405, binance::UNSUPPORTED_OPERATION, "Method not allowed; use GET."),
             );
             reply.headers = Headers::Static(&["Allow: GET, HEAD"]);
             return reply;
@@ -131,10 +124,10 @@ fn unknown_path(path: &[u8]) -> Reply {
     let allowed: Vec<String> = known.map(|e| format!("{:?}", e.route().0).to_uppercase()).collect();
     if allowed.is_empty() {
         let msg = format!("Unknown path {}.", String::from_utf8_lossy(path));
-        return Reply::error(Route::NotFound, &HttpError::new(404, CODE_UNSUPPORTED, msg));
+        return Reply::error(Route::NotFound, &HttpError::new(404, binance::UNSUPPORTED_OPERATION, msg));
     }
     let msg = format!("Method not allowed; use {}.", allowed.join(" or "));
-    let mut reply = Reply::error(Route::NotFound, &HttpError::new(405, CODE_UNSUPPORTED, msg));
+    let mut reply = Reply::error(Route::NotFound, &HttpError::new(405, binance::UNSUPPORTED_OPERATION, msg));
     reply.headers = Headers::Owned(vec![format!("Allow: {}", allowed.join(", "))]);
     reply
 }
@@ -166,7 +159,7 @@ async fn rest_endpoint(shard: &Shard, buf: &[u8], head: &Head, endpoint: Endpoin
         _ if endpoint.security() == Security::None => Reply::rest(route, market_endpoint(shard, req, &params).await),
         _ => Reply::rest(route, user_endpoint(shard, req, &params).await),
     };
-    let header = format!("X-MBX-USED-WEIGHT-1M: {}", usage.used_weight_1m);
+    let header = format!("{}: {}", binance::HEADER_USED_WEIGHT_1M, usage.used_weight_1m);
     match &mut reply.headers {
         Headers::Owned(headers) => headers.push(header),
         Headers::Static(_) => reply.headers = Headers::Owned(vec![header]),
@@ -198,8 +191,8 @@ async fn market_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>
     if params.get("symbol").is_some() && params.get("symbols").is_some() {
         return RestReply::error(&HttpError::new(
             400,
-            CODE_BAD_PARAM_COMBINATION,
-            "Combination of optional parameters invalid.",
+            binance::OPTIONAL_PARAMS_BAD_COMBO,
+            binance::MSG_BAD_COMBINATION,
         ));
     }
     let markets = match ticker_markets(shard, params.get("symbols")) {
@@ -218,7 +211,7 @@ fn ticker_markets(shard: &Shard, symbols: Option<&str>) -> Result<Vec<MarketId>,
     let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
         HttpError::new(
             400,
-            http::CODE_ILLEGAL_CHARS,
+            binance::ILLEGAL_CHARS,
             "Illegal characters found in parameter 'symbols'.",
         )
     })?;
@@ -230,7 +223,7 @@ fn ticker_markets(shard: &Shard, symbols: Option<&str>) -> Result<Vec<MarketId>,
 
 /// A signed or API-key request: to the shard of the user the key names.
 async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
-    let malformed = || RestReply::error(&HttpError::new(401, -2014, "API-key format invalid."));
+    let malformed = || RestReply::error(&HttpError::new(401, binance::BAD_API_KEY_FMT, "API-key format invalid."));
     let Some(key) = req.api_key else {
         return malformed();
     };
@@ -242,8 +235,8 @@ async fn user_endpoint(shard: &Shard, req: RequestRef<'_>, params: &Params<'_>) 
     let Some(user) = user_of_key(key) else {
         return RestReply::error(&HttpError::new(
             401,
-            -2015,
-            "Invalid API-key, IP, or permissions for action.",
+            binance::REJECTED_MBX_KEY,
+            binance::MSG_REJECTED_KEY,
         ));
     };
     let owner = shard.trading().user_shard(user) as usize;
@@ -264,8 +257,8 @@ async fn call_rest(shard: &Shard, owner: usize, req: RequestRef<'_>) -> RestRepl
         }
         Ok(_) | Err(MeshError::PeerGone(_)) => RestReply::error(&HttpError::new(
             503,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
+            binance::DISCONNECTED,
+            binance::MSG_INTERNAL,
         )),
         Err(MeshError::Overloaded(_)) => RestReply::error(&rest::trading_error(crate::trading::TradingError::Busy)),
     }
@@ -282,16 +275,16 @@ pub fn now_ms() -> u64 {
 /// The answer to everything but /health, /ready and /metrics while the
 /// shard is still recovering its state.
 pub fn starting() -> HttpError {
-    HttpError::new(503, CODE_SHUTTING_DOWN, "Service starting; try again shortly.")
+    HttpError::new(503, binance::SERVICE_SHUTTING_DOWN, "Service starting; try again shortly.")
 }
 
 fn ready(shard: &Shard) -> Reply {
     if shard.is_draining() {
-        let error = HttpError::new(503, CODE_SHUTTING_DOWN, "Service shutting down.");
+        let error = HttpError::new(503, binance::SERVICE_SHUTTING_DOWN, "Service shutting down.");
         return Reply::error(Route::Ready, &error);
     }
     if !shard.is_ready() {
-        let error = HttpError::new(503, CODE_SHUTTING_DOWN, "Service starting.");
+        let error = HttpError::new(503, binance::SERVICE_SHUTTING_DOWN, "Service starting.");
         return Reply::error(Route::Ready, &error);
     }
     Reply::json(Route::Ready, Body::Static(b"{\"status\":\"ready\"}"))
@@ -311,7 +304,7 @@ async fn gather_metrics(shard: &Shard) -> Reply {
                 snapshots.push(*snapshot);
             }
             Ok(_) | Err(_) => {
-                let error = HttpError::new(503, -1001, "Metrics unavailable: a shard did not answer.");
+                let error = HttpError::new(503, binance::DISCONNECTED, "Metrics unavailable: a shard did not answer.");
                 return Reply::error(Route::Metrics, &error);
             }
         }
@@ -460,25 +453,25 @@ fn select_symbols(
     symbol: Option<&str>,
     symbols: Option<&str>,
 ) -> Result<Option<Vec<usize>>, HttpError> {
-    let bad_symbol = || HttpError::new(400, CODE_BAD_SYMBOL, "Invalid symbol.");
+    let bad_symbol = || HttpError::new(400, binance::BAD_SYMBOL, binance::MSG_BAD_SYMBOL);
     match (symbol, symbols) {
         (None, None) => Ok(None),
         (Some(_), Some(_)) => Err(HttpError::new(
             400,
-            CODE_BAD_PARAM_COMBINATION,
-            "Combination of optional parameters invalid.",
+            binance::OPTIONAL_PARAMS_BAD_COMBO,
+            binance::MSG_BAD_COMBINATION,
         )),
         (Some(symbol), None) => Ok(Some(vec![info.index_of(symbol).ok_or_else(bad_symbol)?])),
         (None, Some(list)) => {
             let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
                 HttpError::new(
                     400,
-                    http::CODE_ILLEGAL_CHARS,
+                    binance::ILLEGAL_CHARS,
                     "Illegal characters found in parameter 'symbols'; legal range is '[\"SYMBOL\",...]'.",
                 )
             })?;
             if names.is_empty() {
-                return Err(HttpError::new(400, -1102, "Parameter 'symbols' was empty."));
+                return Err(HttpError::new(400, binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED, "Parameter 'symbols' was empty."));
             }
             names
                 .iter()
@@ -506,10 +499,10 @@ mod tests {
             (None, None, Ok(None)),
             (Some("ETHBTC"), None, Ok(Some(vec![2]))),
             (None, Some("[\"EURUSD\",\"BTCUSDT\"]"), Ok(Some(vec![3, 0]))),
-            (Some("NOPE"), None, Err(CODE_BAD_SYMBOL)),
-            (None, Some("[\"BTCUSDT\",\"NOPE\"]"), Err(CODE_BAD_SYMBOL)),
-            (None, Some("BTCUSDT"), Err(http::CODE_ILLEGAL_CHARS)),
-            (Some("BTCUSDT"), Some("[\"BTCUSDT\"]"), Err(CODE_BAD_PARAM_COMBINATION)),
+            (Some("NOPE"), None, Err(binance::BAD_SYMBOL)),
+            (None, Some("[\"BTCUSDT\",\"NOPE\"]"), Err(binance::BAD_SYMBOL)),
+            (None, Some("BTCUSDT"), Err(binance::ILLEGAL_CHARS)),
+            (Some("BTCUSDT"), Some("[\"BTCUSDT\"]"), Err(binance::OPTIONAL_PARAMS_BAD_COMBO)),
         ];
         for (symbol, symbols, expected) in table {
             let got = select_symbols(&info, *symbol, *symbols).map_err(|e| e.code);

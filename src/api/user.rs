@@ -9,6 +9,7 @@
 //! Parameter errors use Binance's codes: -1102 mandatory parameter, -1100
 //! malformed value, -1121 unknown symbol, -1115/-1116/-1117 bad enum values.
 
+use crate::binance;
 use crate::auth::{self, AuthRequest};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
@@ -128,21 +129,21 @@ pub fn trading_error(e: TradingError) -> HttpError {
         TradingError::Engine(e) => engine_error(e),
         TradingError::Busy => HttpError::new(
             503,
-            -1008,
-            "Server is currently overloaded with other requests. Please try again in a few minutes.",
+            binance::SERVER_BUSY,
+            binance::MSG_SERVER_BUSY,
         ),
-        TradingError::Halted => HttpError::new(400, -2010, "Market is closed."),
-        TradingError::UnknownUser(_) => HttpError::new(400, -2015, "Invalid API-key, IP, or permissions for action."),
-        TradingError::UsersFull => HttpError::new(503, -1008, "User limit reached."),
-        TradingError::UnknownAsset => HttpError::new(400, -1100, "Unknown asset."),
+        TradingError::Halted => HttpError::new(400, binance::NEW_ORDER_REJECTED, "Market is closed."),
+        TradingError::UnknownUser(_) => HttpError::new(400, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY),
+        TradingError::UsersFull => HttpError::new(503, binance::SERVER_BUSY, "User limit reached."),
+        TradingError::UnknownAsset => HttpError::new(400, binance::ILLEGAL_CHARS, "Unknown asset."),
     }
 }
 
 fn gone() -> HttpError {
     HttpError::new(
         503,
-        -1001,
-        "Internal error; unable to process your request. Please try again.",
+        binance::DISCONNECTED,
+        binance::MSG_INTERNAL,
     )
 }
 
@@ -153,14 +154,14 @@ pub fn mandatory<'a>(params: &'a Params<'a>, name: &str) -> Result<&'a str, Http
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(HttpError::new(
             400,
-            -1102,
+            binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
             format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
         )),
     }
 }
 
 fn malformed(name: &str) -> HttpError {
-    HttpError::new(400, -1100, format!("Illegal characters found in parameter '{name}'."))
+    HttpError::new(400, binance::ILLEGAL_CHARS, format!("Illegal characters found in parameter '{name}'."))
 }
 
 /// The market named by `symbol` (mandatory).
@@ -170,7 +171,7 @@ pub fn market_param(shard: &Shard, params: &Params<'_>) -> Result<MarketId, Http
 }
 
 pub fn bad_symbol() -> HttpError {
-    HttpError::new(400, -1121, "Invalid symbol.")
+    HttpError::new(400, binance::BAD_SYMBOL, binance::MSG_BAD_SYMBOL)
 }
 
 fn decimal_param(params: &Params<'_>, name: &str) -> Result<Option<i64>, HttpError> {
@@ -193,7 +194,7 @@ pub fn limit_param(params: &Params<'_>, default: usize, max: usize) -> Result<us
         None => Ok(default),
         Some(0) => Err(HttpError::new(
             400,
-            -1100,
+            binance::ILLEGAL_CHARS,
             "Illegal characters found in parameter 'limit'.",
         )),
         Some(n) => Ok((n as usize).min(max)),
@@ -232,16 +233,16 @@ fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<ClientOrder
 /// account machine checks filters and funds.
 pub fn order_request(shard: &Shard, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
     let market = market_param(shard, params)?;
-    let side = enum_param(params, "side", Side::parse, -1117, "Invalid side.")?;
+    let side = enum_param(params, "side", Side::parse, binance::INVALID_SIDE, "Invalid side.")?;
     let side = side.ok_or_else(|| mandatory(params, "side").unwrap_err())?;
-    let kind = enum_param(params, "type", OrderType::parse, -1116, "Invalid orderType.")?;
+    let kind = enum_param(params, "type", OrderType::parse, binance::INVALID_ORDER_TYPE, "Invalid orderType.")?;
     let kind = kind.ok_or_else(|| mandatory(params, "type").unwrap_err())?;
-    let time_in_force = enum_param(params, "timeInForce", TimeInForce::parse, -1115, "Invalid timeInForce.")?;
+    let time_in_force = enum_param(params, "timeInForce", TimeInForce::parse, binance::INVALID_TIME_IN_FORCE, "Invalid timeInForce.")?;
     let stp = enum_param(
         params,
         "selfTradePreventionMode",
         StpMode::parse,
-        -1100,
+        binance::ILLEGAL_CHARS,
         "Illegal characters found in parameter 'selfTradePreventionMode'.",
     )?;
     let qty = match (
@@ -253,14 +254,14 @@ pub fn order_request(shard: &Shard, params: &Params<'_>) -> Result<OrderRequest,
         (Some(_), Some(_)) => {
             return Err(HttpError::new(
                 400,
-                -1106,
+                binance::PARAM_NOT_REQUIRED,
                 "Parameter 'quoteOrderQty' sent when not required.",
             ))
         }
         (None, None) => {
             return Err(HttpError::new(
                 400,
-                -1102,
+                binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
                 "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!",
             ))
         }
@@ -297,7 +298,7 @@ fn resp_type(params: &Params<'_>, kind: OrderType) -> Result<RespType, HttpError
         params,
         "newOrderRespType",
         parse,
-        -1100,
+        binance::ILLEGAL_CHARS,
         "Illegal characters found in parameter 'newOrderRespType'.",
     )?;
     Ok(given.unwrap_or(match kind {
@@ -314,7 +315,7 @@ fn order_ref(params: &Params<'_>, id_name: &str, client_name: &str) -> Result<Or
         Some(client) => Ok(OrderRef::Client(client)),
         None => Err(HttpError::new(
             400,
-            -1102,
+            binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
             format!("Param '{client_name}' or '{id_name}' must be sent, but both were empty/null!"),
         )),
     }
@@ -520,7 +521,7 @@ async fn cancel_replace_inner(
         params,
         "cancelReplaceMode",
         CancelReplaceMode::parse,
-        -1100,
+        binance::ILLEGAL_CHARS,
         "Illegal characters found in parameter 'cancelReplaceMode'.",
     )?;
     let mode = mode.ok_or_else(|| mandatory(params, "cancelReplaceMode").unwrap_err())?;
@@ -576,12 +577,12 @@ async fn cancel_replace_inner(
     if cancel_failed || new_failed {
         // Binance answers a failure with the details in "data".
         let (code, msg) = if cancel_failed && new_failed {
-            (-2022, "Order cancel-replace failed.")
+            (binance::CANCEL_REPLACE_FAILED, "Order cancel-replace failed.")
         } else {
-            (-2021, "Order cancel-replace partially failed.")
+            (binance::CANCEL_REPLACE_PARTIALLY_FAILED, "Order cancel-replace partially failed.")
         };
         w.begin_object()
-            .field_int("code", code)
+            .field_int("code", i64::from(code))
             .field_str("msg", msg)
             .key("data")
             .begin_object();
@@ -748,7 +749,7 @@ fn listen_key_touch(
 ) -> Result<Vec<u8>, HttpError> {
     let key = mandatory(params, "listenKey")?;
     if !shard.trading_mut().listen_key_touch(user, key, keep, now) {
-        return Err(HttpError::new(400, -1125, "This listenKey does not exist."));
+        return Err(HttpError::new(400, binance::INVALID_LISTEN_KEY, "This listenKey does not exist."));
     }
     Ok(b"{}".to_vec())
 }

@@ -10,6 +10,7 @@
 //! request; `header_timeout` from that byte until the whole request (head
 //! and body) is in, else 408 and close; `write_timeout` for each write.
 
+use crate::binance;
 use crate::api::{self, Headers, Reply};
 use crate::http::{self, HttpError, Method, Parsed};
 use crate::metrics::Route;
@@ -227,14 +228,14 @@ impl Conn<'_> {
             Ok(target) if self.shard.ws_open(self.peer) => return UpgradeStep::Upgrade(Box::new((accept, target))),
             Ok(_) => HttpError::new(
                 429,
-                -1003,
+                binance::TOO_MANY_REQUESTS,
                 "Too many WebSocket connections from this IP; close some and retry.",
             ),
             Err(TargetError::NotStreams) => {
                 let path = String::from_utf8_lossy(&buf[head.path.clone()]);
-                HttpError::new(404, api::CODE_UNSUPPORTED, format!("Unknown path {path}."))
+                HttpError::new(404, binance::UNSUPPORTED_OPERATION, format!("Unknown path {path}."))
             }
-            Err(e) => HttpError::new(400, -1100, e.to_string()),
+            Err(e) => HttpError::new(400, binance::ILLEGAL_CHARS, e.to_string()),
         };
         self.answer_error_with(Route::NotFound, &error, &[]);
         UpgradeStep::Answered
@@ -441,7 +442,7 @@ impl Conn<'_> {
     }
 
     async fn timed_out(&mut self) -> io::Result<bool> {
-        let error = HttpError::new(408, -1007, "Timeout waiting for the request; closing the connection.");
+        let error = HttpError::new(408, binance::TIMEOUT, "Timeout waiting for the request; closing the connection.");
         self.answer_error(Route::Malformed, &error, true);
         self.flush().await?;
         Ok(false)

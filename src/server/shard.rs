@@ -8,6 +8,7 @@
 //! through the mesh. This module and `conn` are the only ones that know
 //! glommio, so the executor could be swapped without touching the rest.
 
+use crate::binance;
 use crate::api::admin;
 use crate::api::{ExchangeInfo, RateLimits};
 use crate::config::DurabilityMode;
@@ -827,8 +828,8 @@ impl Shard {
                 _ => {
                     return RestReply::error(&HttpError::new(
                         503,
-                        -1001,
-                        "Internal error; unable to process your request. Please try again.",
+                        binance::DISCONNECTED,
+                        binance::MSG_INTERNAL,
                     ))
                 }
             }

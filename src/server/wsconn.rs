@@ -21,6 +21,7 @@
 //! `listenKeyExpired` and then a normal close (1000). An idle connection
 //! holds no read buffer; only the stack buffer of its task remains.
 
+use crate::binance;
 use crate::http::HttpError;
 use crate::server::shard::Shard;
 use crate::streams::{Outbound, StreamKey, UserAttach, WS_STREAMS_PER_CONNECTION_MAX};
@@ -43,10 +44,6 @@ pub const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
 
-/// Binance's -1125 INVALID_LISTEN_KEY.
-const CODE_NO_LISTEN_KEY: i32 = -1125;
-/// Binance's -1003 TOO_MANY_REQUESTS, as for the per-IP connection limit.
-const CODE_TOO_MANY_REQUESTS: i32 = -1003;
 
 /// Binance's stream-API error codes.
 const CODE_UNKNOWN_PROPERTY: i64 = 0;
@@ -188,7 +185,7 @@ async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tra
         Ok(UserAttach::Attached(user)) => Ok(user),
         Ok(UserAttach::TooMany) => Err(HttpError::new(
             429,
-            CODE_TOO_MANY_REQUESTS,
+            binance::TOO_MANY_REQUESTS,
             format!(
                 "Too many user data stream connections; at most {} per user.",
                 shard.ws_config().user_data_connections_per_user_max
@@ -196,13 +193,13 @@ async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tra
         )),
         Ok(UserAttach::UnknownKey) => Err(HttpError::new(
             400,
-            CODE_NO_LISTEN_KEY,
+            binance::INVALID_LISTEN_KEY,
             "This listenKey does not exist.",
         )),
         Err(_) => Err(HttpError::new(
             503,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
+            binance::DISCONNECTED,
+            binance::MSG_INTERNAL,
         )),
     }
 }

@@ -14,6 +14,7 @@
 //! A wrong version also carries `Sec-WebSocket-Version: 13` (§4.4) so the
 //! client can retry with a version we speak.
 
+use crate::binance;
 use crate::http::{self, HttpError, Method};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -106,7 +107,7 @@ impl HandshakeError {
             HandshakeError::KeyMalformed => (400, "Sec-WebSocket-Key must be the base64 of 16 bytes."),
             HandshakeError::VersionUnsupported => (400, "Unsupported Sec-WebSocket-Version; use 13."),
         };
-        HttpError::new(status, http::CODE_MALFORMED, msg)
+        HttpError::new(status, binance::UNKNOWN, msg)
     }
 
     /// The headers the error response must carry besides the body's.
