@@ -17,11 +17,11 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
-use tradsys::trading::record;
 use tradsys::durability::recovery;
 use tradsys::durability::snapshot;
 use tradsys::journal::{self, Writer};
-use tradsys::trading::Trading;
+use tradsys::trading::record::{self, Record};
+use tradsys::trading::{Output, Trading};
 use tradsys_engine::market::{parse_markets, MarketSpec};
 use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderType, Side, StpMode, TimeInForce, UserId};
@@ -102,6 +102,7 @@ async fn generate(args: &Args, specs: Vec<MarketSpec>, images: Vec<tradsys::dura
     let mut encoded = rkyv::util::AlignedVec::new();
     let mut records = 0;
     let mut since_snapshot = 0;
+    let mut pending: Vec<Vec<Record>> = (0..SHARDS).map(|_| Vec::new()).collect();
     for i in 0..args.orders {
         let pair = (i / 2) as usize;
         let market = markets[pair % 2];
@@ -115,9 +116,9 @@ async fn generate(args: &Args, specs: Vec<MarketSpec>, images: Vec<tradsys::dura
         let shard = tradsys_engine::account::owner_of(user, SHARDS) as usize;
         let now_ms = 1_800_000_000_000 + i / 10;
         drop(shards[shard].place(user, &request, None, now_ms));
-        deliver(&mut shards);
-        for (s, trading) in shards.iter_mut().enumerate() {
-            for r in trading.records.drain(..) {
+        deliver(&mut shards, &mut pending);
+        for (s, shard_records) in pending.iter_mut().enumerate() {
+            for r in shard_records.drain(..) {
                 record::encode(&r, &mut encoded);
                 writers[s].append(epoch, &encoded);
                 records += 1;
@@ -138,28 +139,25 @@ async fn generate(args: &Args, specs: Vec<MarketSpec>, images: Vec<tradsys::dura
     records
 }
 
-/// Hands every engine message to its shard until none is left, and drops
-/// what only clients would see.
-fn deliver(shards: &mut [Trading]) {
+/// Hands every engine message to its shard until none is left, keeps
+/// each shard's records for the journal, and drops what only clients
+/// would see.
+fn deliver(shards: &mut [Trading], records: &mut [Vec<Record>]) {
+    let mut out = Output::default();
     loop {
         let mut moved = false;
         for from in 0..shards.len() {
-            let outgoing = std::mem::take(&mut shards[from].outgoing);
-            for (to, seq, msg) in outgoing {
+            shards[from].swap_output(&mut out);
+            records[from].append(&mut out.records);
+            for (to, seq, msg) in out.outgoing.drain(..) {
                 shards[to as usize].receive(from as u32, seq, msg);
                 moved = true;
             }
+            out.clear();
         }
         if !moved {
             break;
         }
-    }
-    for trading in shards.iter_mut() {
-        trading.trades.clear();
-        trading.user_updates.clear();
-        trading.balance_updates.clear();
-        trading.first_fills.clear();
-        trading.touched_levels.clear();
     }
 }
 

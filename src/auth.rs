@@ -20,25 +20,28 @@
 use crate::binance;
 use crate::http::HttpError;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+#[cfg(test)]
+use sha2::Digest;
+use sha2::Sha256;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use tradsys_engine::order::UserId;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// `recvWindow` when the client sends none (Binance's default).
-pub const RECV_WINDOW_MS_DEFAULT: u64 = 5_000;
+pub(crate) const RECV_WINDOW_MS_DEFAULT: u64 = 5_000;
 /// The largest `recvWindow` Binance accepts.
 pub const RECV_WINDOW_MS_MAX: u64 = 60_000;
 /// A timestamp this far ahead of the server's clock, or more, is rejected.
-pub const TIMESTAMP_AHEAD_MS_MAX: u64 = 1_000;
+pub(crate) const TIMESTAMP_AHEAD_MS_MAX: u64 = 1_000;
 /// API keys are 1 to this many ASCII letters and digits (Binance's are 64).
-pub const API_KEY_BYTES_MAX: usize = 64;
+pub(crate) const API_KEY_BYTES_MAX: usize = 64;
 /// Length of generated API keys and secrets.
-pub const GENERATED_KEY_CHARS: usize = 64;
+pub(crate) const GENERATED_KEY_CHARS: usize = 64;
 /// Keys one shard's [`KeyStore`] holds unless configured otherwise.
-pub const KEY_STORE_KEYS_MAX_DEFAULT: usize = 1 << 20;
+pub(crate) const KEY_STORE_KEYS_MAX_DEFAULT: usize = 1 << 20;
 /// Binance accepts `timestamp` in milliseconds or microseconds; any value at
 /// or above this is read as microseconds (it would be the year 5138 in ms).
 const TIMESTAMP_MICROS_MIN: u64 = 100_000_000_000_000;
@@ -51,17 +54,17 @@ const _: () = assert!(GENERATED_KEY_CHARS <= API_KEY_BYTES_MAX);
 /// What an API key may do. USER_DATA endpoints need `Read`, TRADE endpoints
 /// need `Trade`, listen-key endpoints need `UserStream`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     Read,
     Trade,
     UserStream,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Trade, Scope::UserStream];
+    pub(crate) const ALL: [Scope; 3] = [Scope::Read, Scope::Trade, Scope::UserStream];
 
     /// Parses the permission names used in configuration and the admin API.
-    pub fn parse(name: &str) -> Option<Scope> {
+    pub(crate) fn parse(name: &str) -> Option<Scope> {
         match name {
             "READ" => Some(Scope::Read),
             "TRADE" => Some(Scope::Trade),
@@ -70,7 +73,7 @@ impl Scope {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scope::Read => "READ",
             Scope::Trade => "TRADE",
@@ -92,30 +95,31 @@ impl Scope {
 pub struct Scopes(u8);
 
 impl Scopes {
-    pub const NONE: Scopes = Scopes(0);
-    pub const ALL: Scopes = Scopes(1 | 2 | 4);
+    pub(crate) const NONE: Scopes = Scopes(0);
+    pub(crate) const ALL: Scopes = Scopes(1 | 2 | 4);
 
     /// The set as bits, for the journal.
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         self.0
     }
 
     /// A set from `bits`; unknown bits are dropped.
-    pub fn from_bits(bits: u8) -> Scopes {
+    pub(crate) fn from_bits(bits: u8) -> Scopes {
         Scopes(bits & Scopes::ALL.0)
     }
 
-    pub fn with(self, scope: Scope) -> Scopes {
+    pub(crate) fn with(self, scope: Scope) -> Scopes {
         Scopes(self.0 | scope.bit())
     }
 
-    pub fn contains(self, scope: Scope) -> bool {
+    pub(crate) fn contains(self, scope: Scope) -> bool {
         self.0 & scope.bit() != 0
     }
 
     /// Parses a comma-separated list such as `READ,TRADE`; `None` if any
     /// name is unknown. Blanks around names are ignored.
-    pub fn parse(list: &str) -> Option<Scopes> {
+    #[cfg(test)]
+    pub(crate) fn parse(list: &str) -> Option<Scopes> {
         list.split(',')
             .map(str::trim)
             .filter(|name| !name.is_empty())
@@ -132,12 +136,12 @@ impl fmt::Debug for Scopes {
 
 /// One API key's owner, secret and permissions.
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub user_id: u64,
+pub(crate) struct KeyRecord {
+    pub(crate) user_id: u64,
     /// The HMAC key. Kept out of `Debug`: logs must never carry it.
-    pub secret: String,
-    pub scopes: Scopes,
-    pub revoked: bool,
+    pub(crate) secret: String,
+    pub(crate) scopes: Scopes,
+    pub(crate) revoked: bool,
 }
 
 impl fmt::Debug for KeyRecord {
@@ -153,7 +157,7 @@ impl fmt::Debug for KeyRecord {
 
 /// Why a key could not be stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum KeyStoreError {
+pub(crate) enum KeyStoreError {
     #[error("API key must be 1 to {API_KEY_BYTES_MAX} ASCII letters or digits")]
     BadFormat,
     #[error("API key already exists")]
@@ -171,14 +175,14 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn new(keys_max: usize) -> KeyStore {
+    pub(crate) fn new(keys_max: usize) -> KeyStore {
         KeyStore {
             keys: HashMap::new(),
             keys_max,
         }
     }
 
-    pub fn insert(&mut self, api_key: String, record: KeyRecord) -> Result<(), KeyStoreError> {
+    pub(crate) fn insert(&mut self, api_key: String, record: KeyRecord) -> Result<(), KeyStoreError> {
         if !api_key_format_ok(api_key.as_bytes()) {
             return Err(KeyStoreError::BadFormat);
         }
@@ -193,7 +197,7 @@ impl KeyStore {
     }
 
     /// Marks the key revoked; `false` if it is unknown.
-    pub fn revoke(&mut self, api_key: &str) -> bool {
+    pub(crate) fn revoke(&mut self, api_key: &str) -> bool {
         match self.keys.get_mut(api_key) {
             Some(record) => {
                 record.revoked = true;
@@ -203,28 +207,26 @@ impl KeyStore {
         }
     }
 
-    pub fn remove(&mut self, api_key: &str) -> Option<KeyRecord> {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, api_key: &str) -> Option<KeyRecord> {
         self.keys.remove(api_key)
     }
 
     /// The record of `api_key` as sent by a client, revoked or not.
-    pub fn lookup(&self, api_key: &[u8]) -> Option<&KeyRecord> {
+    pub(crate) fn lookup(&self, api_key: &[u8]) -> Option<&KeyRecord> {
         std::str::from_utf8(api_key).ok().and_then(|key| self.keys.get(key))
     }
 
     /// Every key with its record, in key order (for snapshots).
-    pub fn entries(&self) -> Vec<(&String, &KeyRecord)> {
+    pub(crate) fn entries(&self) -> Vec<(&String, &KeyRecord)> {
         let mut entries: Vec<_> = self.keys.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         entries
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -247,6 +249,7 @@ fn api_key_format_ok(api_key: &[u8]) -> bool {
     (1..=API_KEY_BYTES_MAX).contains(&api_key.len()) && api_key.iter().all(u8::is_ascii_alphanumeric)
 }
 
+#[cfg(test)]
 const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Derives a new (API key, secret) pair, each 64 ASCII letters and digits,
@@ -255,13 +258,15 @@ const ALPHANUMERIC: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij
 /// Both are expanded from all of `entropy` with SHA-256 under different
 /// labels, so the public key says nothing about the secret. Bytes that would
 /// bias the alphabet (≥ 248 = 4 × 62) are skipped rather than reduced.
-pub fn generate_key_pair(entropy: &[u8; 64]) -> (String, String) {
+#[cfg(test)]
+pub(crate) fn generate_key_pair(entropy: &[u8; 64]) -> (String, String) {
     (
         expand_alphanumeric(b"tradsys api key", entropy),
         expand_alphanumeric(b"tradsys api secret", entropy),
     )
 }
 
+#[cfg(test)]
 fn expand_alphanumeric(label: &[u8], entropy: &[u8; 64]) -> String {
     let unbiased_below = (256 / ALPHANUMERIC.len() * ALPHANUMERIC.len()) as u8;
     let mut out = String::with_capacity(GENERATED_KEY_CHARS);
@@ -286,7 +291,7 @@ fn expand_alphanumeric(label: &[u8], entropy: &[u8; 64]) -> String {
 /// No variant carries a key, a secret or a signature, so `Debug` and
 /// `Display` cannot leak one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No `X-MBX-APIKEY`, or not shaped like a key.
     #[error("API-key format invalid.")]
     ApiKeyFormat,
@@ -312,7 +317,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// Binance's error code.
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         match self {
             AuthError::ApiKeyFormat => binance::BAD_API_KEY_FMT,
             AuthError::ApiKeyRejected => binance::REJECTED_MBX_KEY,
@@ -326,12 +331,12 @@ impl AuthError {
     }
 
     /// The message clients see next to [`code`](Self::code).
-    pub fn msg(&self) -> String {
+    pub(crate) fn msg(&self) -> String {
         self.to_string()
     }
 
     /// The HTTP status: 401 for key problems, 400 for the request itself.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             AuthError::ApiKeyFormat | AuthError::ApiKeyRejected => 401,
             _ => 400,
@@ -354,7 +359,7 @@ impl From<AuthError> for HttpError {
 /// body. The pair is cut out together with one adjacent `&` (the one before
 /// it, or after it when it comes first), which is what the client had before
 /// appending it. The payload borrows when nothing needs joining.
-pub fn signature_payload<'a>(query: &'a [u8], body: &'a [u8]) -> Result<(Cow<'a, [u8]>, String), AuthError> {
+pub(crate) fn signature_payload<'a>(query: &'a [u8], body: &'a [u8]) -> Result<(Cow<'a, [u8]>, String), AuthError> {
     let in_query = find_signature(query)?;
     let in_body = find_signature(body)?;
     let (payload, signature) = match (in_query, in_body) {
@@ -451,7 +456,7 @@ pub fn sign(secret: &[u8], payload: &[u8]) -> String {
 /// Whether `signature_hex` (either case) is the HMAC-SHA256 of `payload`
 /// under `secret`. The comparison takes the same time wherever the first
 /// wrong byte is.
-pub fn verify(secret: &[u8], payload: &[u8], signature_hex: &str) -> bool {
+pub(crate) fn verify(secret: &[u8], payload: &[u8], signature_hex: &str) -> bool {
     let Some(tag) = decode_hex_32(signature_hex.as_bytes()) else {
         return false;
     };
@@ -491,7 +496,11 @@ fn decode_hex_32(hex: &[u8]) -> Option<[u8; 32]> {
 /// `timestamp` may be in milliseconds or microseconds, `recvWindow` in
 /// milliseconds with up to three decimals; both are compared in
 /// microseconds so neither loses precision.
-pub fn check_timestamp(timestamp: Option<&str>, recv_window: Option<&str>, now_ms: u64) -> Result<(), AuthError> {
+pub(crate) fn check_timestamp(
+    timestamp: Option<&str>,
+    recv_window: Option<&str>,
+    now_ms: u64,
+) -> Result<(), AuthError> {
     let recv_window_us = parse_recv_window_us(recv_window)?;
     let timestamp_us = parse_timestamp_us(timestamp)?;
     let now_us = now_ms.saturating_mul(1_000);
@@ -542,26 +551,26 @@ fn parse_recv_window_us(recv_window: Option<&str>) -> Result<u64, AuthError> {
 
 /// One request's authentication inputs, taken from the framed request.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AuthRequest<'a> {
+pub(crate) struct AuthRequest<'a> {
     /// The `X-MBX-APIKEY` header value, if sent.
-    pub api_key: Option<&'a [u8]>,
+    pub(crate) api_key: Option<&'a [u8]>,
     /// The raw query string, without `?`, exactly as received.
-    pub query: &'a [u8],
+    pub(crate) query: &'a [u8],
     /// The raw body, exactly as received.
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
     /// The decoded `timestamp` parameter (the query's if both carry it).
-    pub timestamp: Option<&'a str>,
+    pub(crate) timestamp: Option<&'a str>,
     /// The decoded `recvWindow` parameter (the query's if both carry it).
-    pub recv_window: Option<&'a str>,
+    pub(crate) recv_window: Option<&'a str>,
 }
 
 /// Who a request acts for, once authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthContext {
-    pub user_id: u64,
+pub(crate) struct AuthContext {
+    pub(crate) user_id: u64,
     /// The API key (never the secret) the request came with.
-    pub key: String,
-    pub scopes: Scopes,
+    pub(crate) key: String,
+    pub(crate) scopes: Scopes,
 }
 
 /// Authenticates one request to an endpoint needing `needed`; `signed` is
@@ -573,7 +582,7 @@ pub struct AuthContext {
 /// signature (-1102, -1022), and last the scope (-2015). The scope comes
 /// after the signature so that someone holding only an API key cannot learn
 /// what it is allowed to do.
-pub fn authenticate(
+pub(crate) fn authenticate(
     store: &KeyStore,
     request: &AuthRequest,
     needed: Scope,
@@ -603,6 +612,50 @@ pub fn authenticate(
         key: String::from_utf8_lossy(api_key).into_owned(),
         scopes: record.scopes,
     })
+}
+
+/// Decimal digits of the user id at the start of API and listen keys.
+pub(crate) const KEY_USER_DIGITS: usize = 12;
+/// The user a key (API or listen key) belongs to: its first digits.
+pub(crate) fn user_of_key(key: &[u8]) -> Option<UserId> {
+    let digits = key.get(..KEY_USER_DIGITS)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A key for `user`: the user id in `KEY_USER_DIGITS` digits, then letters
+/// and digits drawn from `entropy`.
+pub(crate) fn key_for(user: UserId, entropy: &[u8], len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut key = format!("{user:0width$}", width = KEY_USER_DIGITS);
+    key.extend(
+        entropy
+            .iter()
+            .take(len - KEY_USER_DIGITS)
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
+    );
+    key
+}
+
+/// Fills `buf` from the kernel's random source. Start-up and key creation
+/// only; it may block until the kernel's pool is ready, once per boot.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else {
+            let error = std::io::Error::last_os_error();
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "getrandom failed: {error}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

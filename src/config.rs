@@ -7,6 +7,7 @@
 //! first and then parsed once, so a bad value names its key whatever source
 //! it came from. Start-up turns a `ConfigError` into one line and exit 2.
 
+use crate::http::HttpLimits;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,7 +195,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "journal_direct_io",
         default: "false",
-        help: "write journal segments with O_DIRECT through glommio's DMA files (see docs/ARCHITECTURE.md)",
+        help: "write journal segments with O_DIRECT through direct-I/O (DMA) files (see docs/ARCHITECTURE.md)",
     },
     Key {
         name: "journal_batch_sync_ms",
@@ -246,6 +247,9 @@ pub struct Config {
     pub shard_spin: Duration,
     pub ws: WsConfig,
     pub durability: DurabilityConfig,
+    /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
+    /// (no flag, no file key): that shard installs its state this much later.
+    pub test_shard_start_delay: Option<(usize, u64)>,
 }
 
 /// How shards make their state survive a crash (see `durability`).
@@ -264,7 +268,7 @@ pub enum DurabilityMode {
 pub struct DurabilityConfig {
     pub mode: DurabilityMode,
     pub commit_bytes_max: usize,
-    /// O_DIRECT segments through glommio's DMA files.
+    /// O_DIRECT segments through direct-I/O (DMA) files.
     pub direct_io: bool,
     pub batch_sync: Duration,
     pub segment_bytes: u64,
@@ -283,18 +287,6 @@ pub struct WsConfig {
     pub user_data_connections_per_user_max: usize,
     /// How long a listen key lives after its last POST or PUT.
     pub listen_key_ttl_ms: u64,
-}
-
-/// Limits of the HTTP layer, each named with its unit last.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    pub header_bytes_max: usize,
-    pub headers_count_max: usize,
-    pub body_bytes_max: usize,
-    pub params_count_max: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -374,7 +366,21 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
             .unwrap_or_else(|| key.default.to_string());
         values.insert(key.name, value);
     }
-    build(&values).map(|c| Command::Serve(Box::new(c)))
+    let mut config = build(&values)?;
+    config.test_shard_start_delay = test_shard_start_delay(env)?;
+    Ok(Command::Serve(Box::new(config)))
+}
+
+/// The test-only start delay: `<shard>:<ms>`.
+fn test_shard_start_delay(env: &BTreeMap<String, String>) -> Result<Option<(usize, u64)>, ConfigError> {
+    const NAME: &str = "TRADSYS_TEST_SHARD_START_DELAY_MS";
+    let Some(text) = env.get(NAME) else { return Ok(None) };
+    let parsed = text
+        .split_once(':')
+        .and_then(|(shard, ms)| Some((shard.parse().ok()?, ms.parse().ok()?)));
+    parsed
+        .map(Some)
+        .ok_or_else(|| invalid(NAME, format!("must be <shard>:<milliseconds>, got {text:?}")))
 }
 
 /// Reads a TOML file of `key = value` lines into text values.
@@ -478,6 +484,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             raw_requests_per_5m_max: count("raw_requests_per_5m_max", u32::MAX as usize)? as u32,
             ..crate::limits::RateLimitConfig::default()
         },
+        test_shard_start_delay: None,
         durability: DurabilityConfig {
             mode: match text("durability") {
                 "fsync" => DurabilityMode::Fsync,

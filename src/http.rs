@@ -11,9 +11,9 @@
 //! connection must close (it must whenever framing is no longer known).
 
 use crate::binance;
-use crate::config::HttpLimits;
 use std::borrow::Cow;
 use std::ops::Range;
+use std::time::Duration;
 
 /// Methods tradsys serves; anything else is `Other` and gets 405.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +74,9 @@ pub struct UpgradeHeaders {
 
 impl UpgradeHeaders {
     /// The handshake request these headers make, over `buf`.
-    pub fn request<'a>(&self, method: Method, buf: &'a [u8]) -> crate::ws::handshake::UpgradeRequest<'a> {
+    pub fn request<'a>(&self, method: Method, buf: &'a [u8]) -> UpgradeRequest<'a> {
         let value = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
-        crate::ws::handshake::UpgradeRequest {
+        UpgradeRequest {
             method,
             upgrade: value(&self.upgrade),
             connection: value(&self.connection),
@@ -84,6 +84,17 @@ impl UpgradeHeaders {
             version: value(&self.version),
         }
     }
+}
+
+/// The parts of a request the handshake depends on, as the raw header
+/// values (`None` when a header is absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpgradeRequest<'a> {
+    pub method: Method,
+    pub upgrade: Option<&'a [u8]>,
+    pub connection: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    pub version: Option<&'a [u8]>,
 }
 
 /// An error that the client sees as `{"code":..,"msg":..}` with `status`.
@@ -113,7 +124,6 @@ impl HttpError {
         }
     }
 }
-
 
 /// Parses one request from the start of `buf`.
 ///
@@ -477,6 +487,18 @@ pub fn encode_error(out: &mut Vec<u8>, error: &HttpError, headers: &[&str], clos
 /// The Binance error body.
 pub fn error_body(code: i32, msg: &str) -> String {
     serde_json::json!({ "code": code, "msg": msg }).to_string()
+}
+
+/// Limits of the HTTP layer, each named with its unit last.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub header_bytes_max: usize,
+    pub headers_count_max: usize,
+    pub body_bytes_max: usize,
+    pub params_count_max: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use std::fmt::Write;
 use tradsys_engine::num::write_units;
 
 #[derive(Default)]
-pub struct JsonWriter {
-    pub buf: String,
+pub(crate) struct JsonWriter {
+    pub(crate) buf: String,
     need_comma: bool,
 }
 
 impl JsonWriter {
-    pub fn with_capacity(capacity: usize) -> JsonWriter {
+    pub(crate) fn with_capacity(capacity: usize) -> JsonWriter {
         JsonWriter {
             buf: String::with_capacity(capacity),
             need_comma: false,
@@ -28,34 +28,34 @@ impl JsonWriter {
         }
     }
 
-    pub fn begin_object(&mut self) -> &mut Self {
+    pub(crate) fn begin_object(&mut self) -> &mut Self {
         self.sep();
         self.buf.push('{');
         self.need_comma = false;
         self
     }
 
-    pub fn end_object(&mut self) -> &mut Self {
+    pub(crate) fn end_object(&mut self) -> &mut Self {
         self.buf.push('}');
         self.need_comma = true;
         self
     }
 
-    pub fn begin_array(&mut self) -> &mut Self {
+    pub(crate) fn begin_array(&mut self) -> &mut Self {
         self.sep();
         self.buf.push('[');
         self.need_comma = false;
         self
     }
 
-    pub fn end_array(&mut self) -> &mut Self {
+    pub(crate) fn end_array(&mut self) -> &mut Self {
         self.buf.push(']');
         self.need_comma = true;
         self
     }
 
     /// A key; the next value belongs to it.
-    pub fn key(&mut self, key: &str) -> &mut Self {
+    pub(crate) fn key(&mut self, key: &str) -> &mut Self {
         self.sep();
         self.buf.push('"');
         self.buf.push_str(key);
@@ -64,7 +64,7 @@ impl JsonWriter {
         self
     }
 
-    pub fn str(&mut self, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, value: &str) -> &mut Self {
         self.sep();
         self.buf.push('"');
         for c in value.chars() {
@@ -83,7 +83,7 @@ impl JsonWriter {
     }
 
     /// Money: a string with 8 decimals.
-    pub fn decimal(&mut self, units: i64) -> &mut Self {
+    pub(crate) fn decimal(&mut self, units: i64) -> &mut Self {
         self.sep();
         self.buf.push('"');
         write_units(&mut self.buf, units, 8);
@@ -92,55 +92,55 @@ impl JsonWriter {
         self
     }
 
-    pub fn int(&mut self, value: i64) -> &mut Self {
+    pub(crate) fn int(&mut self, value: i64) -> &mut Self {
         self.sep();
         self.buf.push_str(itoa::Buffer::new().format(value));
         self.need_comma = true;
         self
     }
 
-    pub fn uint(&mut self, value: u64) -> &mut Self {
+    pub(crate) fn uint(&mut self, value: u64) -> &mut Self {
         self.sep();
         self.buf.push_str(itoa::Buffer::new().format(value));
         self.need_comma = true;
         self
     }
 
-    pub fn bool(&mut self, value: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, value: bool) -> &mut Self {
         self.sep();
         self.buf.push_str(if value { "true" } else { "false" });
         self.need_comma = true;
         self
     }
 
-    pub fn null(&mut self) -> &mut Self {
+    pub(crate) fn null(&mut self) -> &mut Self {
         self.sep();
         self.buf.push_str("null");
         self.need_comma = true;
         self
     }
 
-    pub fn field_str(&mut self, key: &str, value: &str) -> &mut Self {
+    pub(crate) fn field_str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key).str(value)
     }
 
-    pub fn field_decimal(&mut self, key: &str, units: i64) -> &mut Self {
+    pub(crate) fn field_decimal(&mut self, key: &str, units: i64) -> &mut Self {
         self.key(key).decimal(units)
     }
 
-    pub fn field_int(&mut self, key: &str, value: i64) -> &mut Self {
+    pub(crate) fn field_int(&mut self, key: &str, value: i64) -> &mut Self {
         self.key(key).int(value)
     }
 
-    pub fn field_uint(&mut self, key: &str, value: u64) -> &mut Self {
+    pub(crate) fn field_uint(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key).uint(value)
     }
 
-    pub fn field_bool(&mut self, key: &str, value: bool) -> &mut Self {
+    pub(crate) fn field_bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key).bool(value)
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf.into_bytes()
     }
 }

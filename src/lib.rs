@@ -1,19 +1,21 @@
 //! tradsys: a thread-per-core trading server speaking the Binance Spot v3
 //! conventions. See docs/ARCHITECTURE.md for the codemap.
 
-pub mod api;
-pub mod binance;
+mod api;
 pub mod auth;
+mod binance;
+mod clock;
 pub mod config;
 pub mod durability;
+mod endpoint;
 pub mod http;
 pub mod journal;
-pub mod json;
+mod json;
 pub mod limits;
 pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
 pub mod server;
-pub mod streams;
+mod streams;
 pub mod trading;
 pub mod ws;

@@ -21,13 +21,10 @@
 //! window for dropping past counters).
 
 use crate::binance;
-use crate::auth::Scope;
-use crate::http::{HttpError, Method, Params};
+use crate::http::HttpError;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-
-
 
 const MINUTE_MS: u64 = 60_000;
 const TEN_SECONDS_MS: u64 = 10_000;
@@ -67,8 +64,8 @@ impl Default for RateLimitConfig {
 
 impl RateLimitConfig {
     /// The limits as exchangeInfo renders them.
-    pub fn rate_limits(&self) -> crate::api::RateLimits {
-        crate::api::RateLimits {
+    pub(crate) fn rate_limits(&self) -> RateLimits {
+        RateLimits {
             request_weight_per_minute_max: self.request_weight_per_minute_max,
             orders_per_10s_max: self.orders_per_10s_max,
             orders_per_day_max: self.orders_per_day_max,
@@ -77,20 +74,36 @@ impl RateLimitConfig {
     }
 }
 
+/// Binance's published default request limits, as exchangeInfo shows them.
+pub(crate) struct RateLimits {
+    pub(crate) request_weight_per_minute_max: u32,
+    pub(crate) orders_per_10s_max: u32,
+    pub(crate) orders_per_day_max: u32,
+    pub(crate) raw_requests_per_5m_max: u32,
+}
+
+#[cfg(test)]
+pub(crate) const RATE_LIMITS_DEFAULT: RateLimits = RateLimits {
+    request_weight_per_minute_max: 6000,
+    orders_per_10s_max: 100,
+    orders_per_day_max: 200_000,
+    raw_requests_per_5m_max: 61_000,
+};
+
 /// Counts after an admitted request, for the response headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// `X-MBX-USED-WEIGHT-1M`: this IP's weight in the current minute.
-    pub used_weight_1m: u32,
+    pub(crate) used_weight_1m: u32,
     /// `X-MBX-ORDER-COUNT-10S`, on order placements only.
-    pub order_count_10s: Option<u32>,
+    pub(crate) order_count_10s: Option<u32>,
     /// `X-MBX-ORDER-COUNT-1D`, on order placements only.
-    pub order_count_1d: Option<u32>,
+    pub(crate) order_count_1d: Option<u32>,
 }
 
 impl Usage {
     /// The rate-limit headers, each a full `Name: value` line.
-    pub fn headers(&self) -> Vec<String> {
+    pub(crate) fn headers(&self) -> Vec<String> {
         let mut lines = vec![format!("{}: {}", binance::HEADER_USED_WEIGHT_1M, self.used_weight_1m)];
         if let Some(count) = self.order_count_10s {
             lines.push(format!("{}: {count}", binance::HEADER_ORDER_COUNT_10S));
@@ -100,26 +113,34 @@ impl Usage {
         }
         lines
     }
+
+    /// The ORDERS headers only (the user's shard adds them; the weight
+    /// header comes from the connection's shard).
+    pub(crate) fn order_count_headers(&self) -> Vec<String> {
+        let mut lines = self.headers();
+        lines.remove(0);
+        lines
+    }
 }
 
 /// A request refused by a limit: HTTP 429 with `Retry-After`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{msg}")]
-pub struct Exceeded {
+pub(crate) struct Exceeded {
     /// Seconds until the window that is full turns over (at least 1).
-    pub retry_after_s: u32,
+    pub(crate) retry_after_s: u32,
     /// -1003 for IP limits, -1015 for order limits.
-    pub code: i32,
-    pub msg: String,
+    pub(crate) code: i32,
+    pub(crate) msg: String,
     /// This IP's weight in the current minute, for `X-MBX-USED-WEIGHT-1M`.
-    pub used_weight_1m: u32,
+    pub(crate) used_weight_1m: u32,
 }
 
 impl Exceeded {
-    pub const STATUS: u16 = 429;
+    pub(crate) const STATUS: u16 = 429;
 
     /// The `Retry-After: N` header line.
-    pub fn retry_after_header(&self) -> String {
+    pub(crate) fn retry_after_header(&self) -> String {
         format!("Retry-After: {}", self.retry_after_s)
     }
 }
@@ -130,10 +151,19 @@ impl From<Exceeded> for HttpError {
     }
 }
 
+/// Why a request was refused before it did any work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The shard sheds load: its mesh outboxes or its journal are full.
+    Busy,
+    /// A rate limit: 429 with `Retry-After`.
+    Limited(Exceeded),
+}
+
 /// Admits or refuses requests against the limits. Object-safe and free of
 /// any executor, so a limiter shared through Redis can stand in for the
 /// local one.
-pub trait RateLimiter {
+pub(crate) trait RateLimiter {
     /// Counts one request of `weight` from `ip`; order placements
     /// (`is_order`) also count against `user`'s ORDERS limits.
     ///
@@ -238,6 +268,7 @@ impl<K: Hash + Eq + Copy> FixedWindow<K> {
         u32::try_from(left_ms.div_ceil(1_000).max(1)).unwrap_or(u32::MAX)
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.counts.len()
     }
@@ -246,7 +277,7 @@ impl<K: Hash + Eq + Copy> FixedWindow<K> {
 /// The in-process limiter: exact counts for the IPs and users this shard
 /// sees. With several shards or instances each counts only its own traffic;
 /// the shared limiter closes that gap.
-pub struct LocalLimiter {
+pub(crate) struct LocalLimiter {
     weight_1m: FixedWindow<IpAddr>,
     raw_5m: FixedWindow<IpAddr>,
     orders_10s: FixedWindow<u64>,
@@ -254,7 +285,7 @@ pub struct LocalLimiter {
 }
 
 impl LocalLimiter {
-    pub fn new(config: &RateLimitConfig) -> LocalLimiter {
+    pub(crate) fn new(config: &RateLimitConfig) -> LocalLimiter {
         let keys_max = config.limiter_keys_max;
         LocalLimiter {
             weight_1m: FixedWindow::new(MINUTE_MS, config.request_weight_per_minute_max, keys_max),
@@ -265,7 +296,8 @@ impl LocalLimiter {
     }
 
     /// Keys held across all counter maps.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         self.weight_1m.len() + self.raw_5m.len() + self.orders_10s.len() + self.orders_1d.len()
     }
 
@@ -381,245 +413,6 @@ impl RateLimiter for LocalLimiter {
     }
 }
 
-/// Binance's endpoint security types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Security {
-    None,
-    Trade,
-    UserData,
-    UserStream,
-}
-
-impl Security {
-    /// The key scope the endpoint needs, if it needs a key.
-    pub fn scope(self) -> Option<Scope> {
-        match self {
-            Security::None => None,
-            Security::Trade => Some(Scope::Trade),
-            Security::UserData => Some(Scope::Read),
-            Security::UserStream => Some(Scope::UserStream),
-        }
-    }
-
-    /// TRADE and USER_DATA requests carry `timestamp` and `signature`.
-    pub fn signed(self) -> bool {
-        matches!(self, Security::Trade | Security::UserData)
-    }
-}
-
-/// The REST endpoints tradsys serves, one per method and path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    Ping,
-    Time,
-    ExchangeInfo,
-    Depth,
-    Trades,
-    HistoricalTrades,
-    AggTrades,
-    Klines,
-    UiKlines,
-    AvgPrice,
-    Ticker24hr,
-    TickerPrice,
-    TickerBookTicker,
-    OrderNew,
-    OrderQuery,
-    OrderCancel,
-    OrderTest,
-    OrderCancelReplace,
-    OpenOrders,
-    OpenOrdersCancel,
-    AllOrders,
-    Account,
-    MyTrades,
-    UserDataStreamStart,
-    UserDataStreamKeepalive,
-    UserDataStreamClose,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 26] = [
-        Endpoint::Ping,
-        Endpoint::Time,
-        Endpoint::ExchangeInfo,
-        Endpoint::Depth,
-        Endpoint::Trades,
-        Endpoint::HistoricalTrades,
-        Endpoint::AggTrades,
-        Endpoint::Klines,
-        Endpoint::UiKlines,
-        Endpoint::AvgPrice,
-        Endpoint::Ticker24hr,
-        Endpoint::TickerPrice,
-        Endpoint::TickerBookTicker,
-        Endpoint::OrderNew,
-        Endpoint::OrderQuery,
-        Endpoint::OrderCancel,
-        Endpoint::OrderTest,
-        Endpoint::OrderCancelReplace,
-        Endpoint::OpenOrders,
-        Endpoint::OpenOrdersCancel,
-        Endpoint::AllOrders,
-        Endpoint::Account,
-        Endpoint::MyTrades,
-        Endpoint::UserDataStreamStart,
-        Endpoint::UserDataStreamKeepalive,
-        Endpoint::UserDataStreamClose,
-    ];
-
-    /// The method and path that name this endpoint.
-    pub fn route(self) -> (Method, &'static str) {
-        use Endpoint::*;
-        use Method::{Delete, Get, Post, Put};
-        match self {
-            Ping => (Get, "/api/v3/ping"),
-            Time => (Get, "/api/v3/time"),
-            ExchangeInfo => (Get, "/api/v3/exchangeInfo"),
-            Depth => (Get, "/api/v3/depth"),
-            Trades => (Get, "/api/v3/trades"),
-            HistoricalTrades => (Get, "/api/v3/historicalTrades"),
-            AggTrades => (Get, "/api/v3/aggTrades"),
-            Klines => (Get, "/api/v3/klines"),
-            UiKlines => (Get, "/api/v3/uiKlines"),
-            AvgPrice => (Get, "/api/v3/avgPrice"),
-            Ticker24hr => (Get, "/api/v3/ticker/24hr"),
-            TickerPrice => (Get, "/api/v3/ticker/price"),
-            TickerBookTicker => (Get, "/api/v3/ticker/bookTicker"),
-            OrderNew => (Post, "/api/v3/order"),
-            OrderQuery => (Get, "/api/v3/order"),
-            OrderCancel => (Delete, "/api/v3/order"),
-            OrderTest => (Post, "/api/v3/order/test"),
-            OrderCancelReplace => (Post, "/api/v3/order/cancelReplace"),
-            OpenOrders => (Get, "/api/v3/openOrders"),
-            OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
-            AllOrders => (Get, "/api/v3/allOrders"),
-            Account => (Get, "/api/v3/account"),
-            MyTrades => (Get, "/api/v3/myTrades"),
-            UserDataStreamStart => (Post, "/api/v3/userDataStream"),
-            UserDataStreamKeepalive => (Put, "/api/v3/userDataStream"),
-            UserDataStreamClose => (Delete, "/api/v3/userDataStream"),
-        }
-    }
-
-    /// The endpoint for a request; HEAD finds the GET endpoint. `None` for
-    /// an unknown path or a method the path does not serve.
-    pub fn from_request(method: Method, path: &[u8]) -> Option<Endpoint> {
-        let method = if method == Method::Head { Method::Get } else { method };
-        Endpoint::ALL
-            .into_iter()
-            .find(|e| e.route() == (method, bytes_as_str(path)))
-    }
-
-    pub fn security(self) -> Security {
-        use Endpoint::*;
-        match self {
-            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel => Security::Trade,
-            OrderQuery | OpenOrders | AllOrders | Account | MyTrades => Security::UserData,
-            UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
-            _ => Security::None,
-        }
-    }
-
-    /// Whether a request counts against the unfilled ORDERS limits (those
-    /// that place an order; a test order places none).
-    pub fn is_order(self) -> bool {
-        matches!(self, Endpoint::OrderNew | Endpoint::OrderCancelReplace)
-    }
-}
-
-fn bytes_as_str(path: &[u8]) -> &str {
-    std::str::from_utf8(path).unwrap_or("")
-}
-
-/// The parameters a request's weight depends on, as decoded values.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WeightParams<'a> {
-    pub limit: Option<&'a str>,
-    pub symbol: Option<&'a str>,
-    /// The JSON array, e.g. `["BTCUSDT","BNBUSDT"]`.
-    pub symbols: Option<&'a str>,
-    pub order_id: Option<&'a str>,
-    pub compute_commission_rates: Option<&'a str>,
-}
-
-impl<'a> WeightParams<'a> {
-    pub fn from_params(params: &'a Params<'a>) -> WeightParams<'a> {
-        WeightParams {
-            limit: params.get("limit"),
-            symbol: params.get("symbol"),
-            symbols: params.get("symbols"),
-            order_id: params.get("orderId"),
-            compute_commission_rates: params.get("computeCommissionRates"),
-        }
-    }
-
-    /// Entries in `symbols`, counted without parsing (a malformed list is
-    /// rejected by the handler; here it only needs a price).
-    fn symbols_count(&self) -> Option<usize> {
-        let list = self.symbols?.trim().trim_start_matches('[').trim_end_matches(']');
-        Some(list.split(',').filter(|s| !s.trim().is_empty()).count())
-    }
-}
-
-/// Depth's default `limit`, which decides its weight when none is sent.
-const DEPTH_LIMIT_DEFAULT: u32 = 100;
-
-/// The REQUEST_WEIGHT of one request, per Binance's published table.
-pub fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
-    use Endpoint::*;
-    match endpoint {
-        Ping | Time => 1,
-        ExchangeInfo => 20,
-        Depth => depth_weight(params.limit),
-        Trades | HistoricalTrades => 25,
-        AggTrades => 4,
-        Klines | UiKlines | AvgPrice => 2,
-        Ticker24hr => ticker_24hr_weight(params),
-        TickerPrice | TickerBookTicker => match params.symbol {
-            Some(_) => 2,
-            None => 4,
-        },
-        OrderNew | OrderCancel | OrderCancelReplace | OpenOrdersCancel => 1,
-        OrderTest => match params.compute_commission_rates {
-            Some("true") => 20,
-            _ => 1,
-        },
-        OrderQuery => 4,
-        OpenOrders => match params.symbol {
-            Some(_) => 6,
-            None => 80,
-        },
-        AllOrders | Account => 20,
-        MyTrades => match params.order_id {
-            Some(_) => 5,
-            None => 20,
-        },
-        UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => 2,
-    }
-}
-
-fn depth_weight(limit: Option<&str>) -> u32 {
-    let limit = limit.and_then(|l| l.parse::<u32>().ok()).unwrap_or(DEPTH_LIMIT_DEFAULT);
-    match limit {
-        0..=100 => 5,
-        101..=500 => 25,
-        501..=1000 => 50,
-        _ => 250,
-    }
-}
-
-fn ticker_24hr_weight(params: &WeightParams) -> u32 {
-    if params.symbol.is_some() {
-        return 2;
-    }
-    match params.symbols_count() {
-        Some(1..=20) => 2,
-        Some(21..=100) => 40,
-        _ => 80,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,7 +452,7 @@ mod tests {
     #[test]
     fn defaults_match_exchange_info() {
         let config = RateLimitConfig::default();
-        let published = crate::api::RATE_LIMITS_DEFAULT;
+        let published = RATE_LIMITS_DEFAULT;
         let ours = config.rate_limits();
         assert_eq!(
             (
@@ -883,148 +676,5 @@ mod tests {
             boxed.admit(IP_A, None, 4, false, T0).unwrap().headers(),
             ["X-MBX-USED-WEIGHT-1M: 5"]
         );
-    }
-
-    #[test]
-    fn endpoint_weights_match_binance() {
-        let none = WeightParams::default();
-        let symbol = WeightParams {
-            symbol: Some("BTCUSDT"),
-            ..none
-        };
-        let lists: Vec<String> = (0..=101)
-            .map(|n| format!("[{}]", vec!["\"BTCUSDT\""; n].join(",")))
-            .collect();
-        let with_symbols = |n: usize| WeightParams {
-            symbols: Some(lists[n].as_str()),
-            ..none
-        };
-        let limit = |l| WeightParams { limit: Some(l), ..none };
-        use Endpoint::*;
-        let table: &[(Endpoint, WeightParams, u32)] = &[
-            (Ping, none, 1),
-            (Time, none, 1),
-            (ExchangeInfo, none, 20),
-            (ExchangeInfo, symbol, 20),
-            (Depth, none, 5),
-            (Depth, limit("1"), 5),
-            (Depth, limit("100"), 5),
-            (Depth, limit("101"), 25),
-            (Depth, limit("500"), 25),
-            (Depth, limit("501"), 50),
-            (Depth, limit("1000"), 50),
-            (Depth, limit("1001"), 250),
-            (Depth, limit("5000"), 250),
-            (Depth, limit("10000"), 250),
-            (Trades, none, 25),
-            (HistoricalTrades, none, 25),
-            (AggTrades, none, 4),
-            (Klines, none, 2),
-            (UiKlines, none, 2),
-            (AvgPrice, symbol, 2),
-            (Ticker24hr, symbol, 2),
-            (Ticker24hr, none, 80),
-            (Ticker24hr, with_symbols(1), 2),
-            (Ticker24hr, with_symbols(20), 2),
-            (Ticker24hr, with_symbols(21), 40),
-            (Ticker24hr, with_symbols(100), 40),
-            (Ticker24hr, with_symbols(101), 80),
-            (TickerPrice, symbol, 2),
-            (TickerPrice, none, 4),
-            (TickerPrice, with_symbols(3), 4),
-            (TickerBookTicker, symbol, 2),
-            (TickerBookTicker, none, 4),
-            (TickerBookTicker, with_symbols(3), 4),
-            (OrderNew, symbol, 1),
-            (OrderQuery, symbol, 4),
-            (OrderCancel, symbol, 1),
-            (OrderTest, symbol, 1),
-            (
-                OrderTest,
-                WeightParams {
-                    compute_commission_rates: Some("false"),
-                    ..symbol
-                },
-                1,
-            ),
-            (
-                OrderTest,
-                WeightParams {
-                    compute_commission_rates: Some("true"),
-                    ..symbol
-                },
-                20,
-            ),
-            (OrderCancelReplace, symbol, 1),
-            (OpenOrders, symbol, 6),
-            (OpenOrders, none, 80),
-            (OpenOrdersCancel, symbol, 1),
-            (AllOrders, symbol, 20),
-            (Account, none, 20),
-            (MyTrades, symbol, 20),
-            (
-                MyTrades,
-                WeightParams {
-                    order_id: Some("12"),
-                    ..symbol
-                },
-                5,
-            ),
-            (UserDataStreamStart, none, 2),
-            (UserDataStreamKeepalive, none, 2),
-            (UserDataStreamClose, none, 2),
-        ];
-        for (endpoint, params, expected) in table {
-            assert_eq!(weight(*endpoint, params), *expected, "{endpoint:?} {params:?}");
-        }
-    }
-
-    #[test]
-    fn routes_requests_to_endpoints() {
-        for endpoint in Endpoint::ALL {
-            let (method, path) = endpoint.route();
-            assert_eq!(Endpoint::from_request(method, path.as_bytes()), Some(endpoint));
-        }
-        let table: &[(Method, &str, Option<Endpoint>)] = &[
-            (Method::Head, "/api/v3/depth", Some(Endpoint::Depth)),
-            (Method::Put, "/api/v3/order", None),
-            (Method::Get, "/api/v3/order/test", None),
-            (Method::Get, "/api/v3/nope", None),
-            (Method::Get, "/API/V3/PING", None),
-        ];
-        for (method, path, expected) in table {
-            assert_eq!(
-                Endpoint::from_request(*method, path.as_bytes()),
-                *expected,
-                "{method:?} {path}"
-            );
-        }
-    }
-
-    #[test]
-    fn endpoint_security_and_order_counting() {
-        use Endpoint::*;
-        let table: &[(Endpoint, Option<Scope>, bool, bool)] = &[
-            (Ping, None, false, false),
-            (Depth, None, false, false),
-            (OrderNew, Some(Scope::Trade), true, true),
-            (OrderTest, Some(Scope::Trade), true, false),
-            (OrderCancelReplace, Some(Scope::Trade), true, true),
-            (OrderCancel, Some(Scope::Trade), true, false),
-            (OpenOrdersCancel, Some(Scope::Trade), true, false),
-            (OrderQuery, Some(Scope::Read), true, false),
-            (Account, Some(Scope::Read), true, false),
-            (MyTrades, Some(Scope::Read), true, false),
-            (UserDataStreamStart, Some(Scope::UserStream), false, false),
-            (UserDataStreamClose, Some(Scope::UserStream), false, false),
-        ];
-        for &(endpoint, scope, signed, is_order) in table {
-            let security = endpoint.security();
-            assert_eq!(
-                (security.scope(), security.signed(), endpoint.is_order()),
-                (scope, signed, is_order),
-                "{endpoint:?}"
-            );
-        }
     }
 }

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return invalid_config(&problem);
         }
     }
-    match tradsys::server::shard::run(config, markets) {
+    match tradsys::server::run(config, markets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tradsys: {e}");

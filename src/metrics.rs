@@ -6,13 +6,13 @@
 //! answer for all. Latency is recorded in nanoseconds in an hdrhistogram per
 //! route and exported as a Prometheus histogram with fixed buckets.
 
-use crate::limits::Endpoint;
+use crate::endpoint::Endpoint;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
 
 /// Routes as metric labels; `Malformed` is a request that never got routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Health,
     Ready,
     Metrics,
@@ -36,13 +36,13 @@ const ROUTES_COUNT: usize = FIXED_ROUTES.len() + Endpoint::ALL.len();
 
 impl Route {
     /// Every route, in index order.
-    pub fn all() -> impl Iterator<Item = Route> {
+    pub(crate) fn all() -> impl Iterator<Item = Route> {
         FIXED_ROUTES
             .into_iter()
             .chain(Endpoint::ALL.into_iter().map(Route::Api))
     }
 
-    pub fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         match self {
             Route::Health => "health".into(),
             Route::Ready => "ready".into(),
@@ -66,7 +66,7 @@ impl Route {
 }
 
 /// Upper bounds of the exported latency buckets, in seconds.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
+pub(crate) const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
     0.1, 1.0, 10.0,
 ];
@@ -94,7 +94,7 @@ impl RouteMetrics {
 
 /// A latency histogram of 1 ns to `max_ns` with two significant digits
 /// (quantiles within 1 %).
-pub fn latency_histogram(max_ns: u64) -> Histogram<u64> {
+pub(crate) fn latency_histogram(max_ns: u64) -> Histogram<u64> {
     assert!(max_ns >= 2, "a latency histogram needs a range");
     // Bounds low = 1 < high and 2 significant digits are always accepted.
     Histogram::new_with_bounds(1, max_ns, 2).unwrap_or_else(|e| unreachable!("histogram bounds 1..{max_ns}: {e}"))
@@ -102,22 +102,22 @@ pub fn latency_histogram(max_ns: u64) -> Histogram<u64> {
 
 /// One shard's counters and gauges, as plain data.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Counters {
-    pub connections_open: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub mesh_sent: u64,
-    pub mesh_received: u64,
-    pub orders_local: u64,
-    pub orders_cross_shard: u64,
-    pub mesh_outbox: u64,
-    pub rate_limited: u64,
-    pub ws_open: u64,
-    pub ws_slow_closed: u64,
-    pub ws_frames_sent: u64,
-    pub journal: JournalCounters,
+pub(crate) struct Counters {
+    pub(crate) connections_open: u64,
+    pub(crate) connections_accepted: u64,
+    pub(crate) connections_refused: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) mesh_sent: u64,
+    pub(crate) mesh_received: u64,
+    pub(crate) orders_local: u64,
+    pub(crate) orders_cross_shard: u64,
+    pub(crate) mesh_outbox: u64,
+    pub(crate) rate_limited: u64,
+    pub(crate) ws_open: u64,
+    pub(crate) ws_slow_closed: u64,
+    pub(crate) ws_frames_sent: u64,
+    pub(crate) journal: JournalCounters,
 }
 
 /// One shard's journal figures (see `durability::commit`).
@@ -138,7 +138,7 @@ pub struct JournalCounters {
 }
 
 /// One shard's live metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     routes: Vec<RouteMetrics>,
     counters: Counters,
 }
@@ -168,7 +168,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one answered request.
-    pub fn record(&mut self, route: Route, status: u16, latency_ns: u64) {
+    pub(crate) fn record(&mut self, route: Route, status: u16, latency_ns: u64) {
         let r = &mut self.routes[route.index()];
         let slot = r.statuses.iter().position(|(s, _)| *s == status);
         match slot {
@@ -181,7 +181,7 @@ impl Metrics {
     }
 
     /// A copy of the figures, small enough to send to another shard.
-    pub fn snapshot(&self, shard: usize) -> Snapshot {
+    pub(crate) fn snapshot(&self, shard: usize) -> Snapshot {
         let routes = Route::all()
             .zip(&self.routes)
             .filter(|(_, r)| !r.latency_ns.is_empty())
@@ -206,24 +206,24 @@ impl Metrics {
 
 /// A shard's figures at one instant.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub shard: usize,
-    pub routes: Vec<RouteSnapshot>,
-    pub counters: Counters,
+pub(crate) struct Snapshot {
+    pub(crate) shard: usize,
+    pub(crate) routes: Vec<RouteSnapshot>,
+    pub(crate) counters: Counters,
 }
 
 #[derive(Clone, Debug)]
-pub struct RouteSnapshot {
-    pub route: Route,
-    pub statuses: Vec<(u16, u64)>,
+pub(crate) struct RouteSnapshot {
+    pub(crate) route: Route,
+    pub(crate) statuses: Vec<(u16, u64)>,
     /// Cumulative counts ≤ each of `LATENCY_BUCKETS_SECONDS`.
-    pub buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
-    pub count: u64,
-    pub sum_ns: u64,
+    pub(crate) buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
+    pub(crate) count: u64,
+    pub(crate) sum_ns: u64,
 }
 
 /// Renders all shards' snapshots as Prometheus text format 0.0.4.
-pub fn render(snapshots: &[Snapshot]) -> String {
+pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     family(
         &mut out,

@@ -6,8 +6,7 @@ mod common;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use tradsys::config::HttpLimits;
-use tradsys::http::{parse, Parsed};
+use tradsys::http::{parse, HttpLimits, Parsed};
 
 const SEEDS: &[&str] = &[
     "GET /api/v3/ping HTTP/1.1\r\nHost: t\r\n\r\n",

@@ -11,22 +11,23 @@
 //! are in flight between shards, an asset may be off by funds in transit;
 //! at rest it is exact.
 
-use crate::binance;
+use crate::api::host::Host;
+use crate::api::peer::{PeerCall, PeerReply};
+use crate::api::request::RestReply;
+use crate::auth::user_of_key;
 use crate::auth::{Scope, Scopes};
+use crate::binance;
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
-use crate::server::mesh::{Call, Reply};
 use crate::metrics::Route;
-use crate::api::user::RestReply;
-use crate::server::shard::Shard;
-use crate::trading::{user_of_key, AssetTotals, TradingError};
+use crate::trading::{AssetTotals, TradingError};
 use serde::Deserialize;
 use tradsys_engine::num::{parse_units, Amount};
 use tradsys_engine::order::{MarketId, UserId};
 
 /// An admin operation for the shard that owns its state.
 #[derive(Debug)]
-pub enum AdminCall {
+pub(crate) enum AdminCall {
     CreateUser {
         user: UserId,
         name: String,
@@ -59,7 +60,7 @@ pub enum AdminCall {
 }
 
 #[derive(Debug)]
-pub enum AdminReply {
+pub(crate) enum AdminReply {
     Rest(RestReply),
     Users(Vec<(UserId, String)>),
     Audit(Vec<AssetTotals>),
@@ -67,7 +68,7 @@ pub enum AdminReply {
 }
 
 /// Answers one admin request on this shard's admin listener.
-pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> crate::api::Reply {
+pub(crate) async fn handle(shard: &impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> crate::api::Reply {
     let reply = match authorize(shard, buf, head, token) {
         Ok(()) if !shard.is_ready() => RestReply::error(&crate::api::starting()),
         Ok(()) => route(shard, buf, head).await,
@@ -76,7 +77,7 @@ pub async fn handle(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>)
     crate::api::Reply::rest(Route::Admin, reply)
 }
 
-fn authorize(shard: &Shard, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {
+fn authorize(shard: &impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {
     let expected = token.ok_or_else(|| HttpError::new(404, binance::UNSUPPORTED_OPERATION, "The admin API is off."))?;
     let given = head.admin_token.clone().map(|r| &buf[r]);
     let _ = shard;
@@ -98,7 +99,7 @@ fn not_found(what: &str) -> HttpError {
     HttpError::new(404, binance::UNSUPPORTED_OPERATION, format!("Unknown {what}."))
 }
 
-async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
+async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
     let path = String::from_utf8_lossy(&buf[head.path.clone()]).into_owned();
     let body = &buf[head.body.clone()];
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -122,7 +123,11 @@ async fn route(shard: &Shard, buf: &[u8], head: &Head) -> RestReply {
 }
 
 fn bad_body(problem: impl std::fmt::Display) -> HttpError {
-    HttpError::new(400, binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED, format!("Malformed JSON body: {problem}."))
+    HttpError::new(
+        400,
+        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+        format!("Malformed JSON body: {problem}."),
+    )
 }
 
 fn parse_user(id: &str) -> Result<UserId, HttpError> {
@@ -130,19 +135,15 @@ fn parse_user(id: &str) -> Result<UserId, HttpError> {
 }
 
 /// Runs `call` on the shard that owns the state it names.
-async fn run_on(shard: &Shard, owner: usize, call: AdminCall) -> Result<AdminReply, HttpError> {
+async fn run_on(shard: &impl Host, owner: usize, call: AdminCall) -> Result<AdminReply, HttpError> {
     if owner == shard.index() {
         let reply = run_local(shard, call);
         shard.settle().await;
         return Ok(reply);
     }
-    match shard.call(owner, Call::Admin(Box::new(call))).await {
-        Ok(Reply::Admin(reply)) => Ok(*reply),
-        _ => Err(HttpError::new(
-            503,
-            binance::DISCONNECTED,
-            binance::MSG_INTERNAL,
-        )),
+    match shard.call(owner, PeerCall::Admin(Box::new(call))).await {
+        Ok(PeerReply::Admin(reply)) => Ok(*reply),
+        _ => Err(HttpError::new(503, binance::DISCONNECTED, binance::MSG_INTERNAL)),
     }
 }
 
@@ -154,7 +155,7 @@ fn rest(reply: AdminReply) -> RestReply {
 }
 
 /// An admin call on this shard, from this shard or another.
-pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
+pub(crate) fn run_local(shard: &impl Host, call: AdminCall) -> AdminReply {
     let result = match call {
         AdminCall::CreateUser { user, name } => shard
             .trading_mut()
@@ -163,7 +164,7 @@ pub fn run_local(shard: &Shard, call: AdminCall) -> AdminReply {
             .map_err(admin_error),
         AdminCall::CreateKey { user, scopes } => {
             let mut entropy = [0u8; 128];
-            crate::server::shard::random_bytes(&mut entropy);
+            crate::auth::random_bytes(&mut entropy);
             let created = shard.trading_mut().create_key(user, scopes, &entropy);
             created
                 .map(|(key, secret)| key_json(&key, &secret))
@@ -210,7 +211,7 @@ fn admin_error(e: TradingError) -> HttpError {
     match e {
         TradingError::UnknownUser(_) => not_found("user"),
         TradingError::UnknownAsset => HttpError::new(400, binance::ILLEGAL_CHARS, "Unknown asset."),
-        other => crate::api::user::trading_error(other),
+        other => crate::api::request::trading_error(other),
     }
 }
 
@@ -229,7 +230,7 @@ fn key_json(key: &str, secret: &str) -> Vec<u8> {
     w.into_bytes()
 }
 
-fn write_balances(shard: &Shard, user: UserId, w: &mut JsonWriter) {
+fn write_balances(shard: &impl Host, user: UserId, w: &mut JsonWriter) {
     let trading = shard.trading();
     w.begin_array();
     for (asset, balance) in trading.balances(user) {
@@ -241,7 +242,7 @@ fn write_balances(shard: &Shard, user: UserId, w: &mut JsonWriter) {
     w.end_array();
 }
 
-fn balances_json(shard: &Shard, user: UserId) -> Vec<u8> {
+fn balances_json(shard: &impl Host, user: UserId) -> Vec<u8> {
     let mut w = JsonWriter::default();
     w.begin_object().field_uint("userId", user).key("balances");
     write_balances(shard, user, &mut w);
@@ -249,7 +250,7 @@ fn balances_json(shard: &Shard, user: UserId) -> Vec<u8> {
     w.into_bytes()
 }
 
-fn user_details(shard: &Shard, user: UserId) -> Result<Vec<u8>, HttpError> {
+fn user_details(shard: &impl Host, user: UserId) -> Result<Vec<u8>, HttpError> {
     let name = shard
         .trading()
         .user_name(user)
@@ -268,7 +269,7 @@ fn user_details(shard: &Shard, user: UserId) -> Result<Vec<u8>, HttpError> {
 /// Names of users are 1 to 64 printable characters.
 const USER_NAME_BYTES_MAX: usize = 64;
 
-async fn create_user(shard: &Shard, body: &[u8]) -> Result<RestReply, HttpError> {
+async fn create_user(shard: &impl Host, body: &[u8]) -> Result<RestReply, HttpError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -276,20 +277,24 @@ async fn create_user(shard: &Shard, body: &[u8]) -> Result<RestReply, HttpError>
     }
     let Body { name } = serde_json::from_slice(body).map_err(bad_body)?;
     if name.is_empty() || name.len() > USER_NAME_BYTES_MAX || name.chars().any(char::is_control) {
-        return Err(HttpError::new(400, binance::ILLEGAL_CHARS, "name must be 1 to 64 printable characters."));
+        return Err(HttpError::new(
+            400,
+            binance::ILLEGAL_CHARS,
+            "name must be 1 to 64 printable characters.",
+        ));
     }
     let user = shard.trading_mut().allocate_user_id();
     let owner = shard.trading().user_shard(user) as usize;
     Ok(rest(run_on(shard, owner, AdminCall::CreateUser { user, name }).await?))
 }
 
-async fn on_user(shard: &Shard, id: &str, call: impl FnOnce(UserId) -> AdminCall) -> Result<RestReply, HttpError> {
+async fn on_user(shard: &impl Host, id: &str, call: impl FnOnce(UserId) -> AdminCall) -> Result<RestReply, HttpError> {
     let user = parse_user(id)?;
     let owner = shard.trading().user_shard(user) as usize;
     Ok(rest(run_on(shard, owner, call(user)).await?))
 }
 
-async fn create_key(shard: &Shard, id: &str, body: &[u8]) -> Result<RestReply, HttpError> {
+async fn create_key(shard: &impl Host, id: &str, body: &[u8]) -> Result<RestReply, HttpError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -298,13 +303,14 @@ async fn create_key(shard: &Shard, id: &str, body: &[u8]) -> Result<RestReply, H
     let Body { scopes: names } = serde_json::from_slice(body).map_err(bad_body)?;
     let mut scopes = Scopes::NONE;
     for name in &names {
-        let scope = Scope::parse(name).ok_or_else(|| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Unknown scope {name:?}.")))?;
+        let scope = Scope::parse(name)
+            .ok_or_else(|| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Unknown scope {name:?}.")))?;
         scopes = scopes.with(scope);
     }
     on_user(shard, id, |user| AdminCall::CreateKey { user, scopes }).await
 }
 
-async fn revoke_key(shard: &Shard, key: &str) -> Result<RestReply, HttpError> {
+async fn revoke_key(shard: &impl Host, key: &str) -> Result<RestReply, HttpError> {
     let user = user_of_key(key.as_bytes()).ok_or_else(|| not_found("API key"))?;
     let owner = shard.trading().user_shard(user) as usize;
     Ok(rest(
@@ -312,7 +318,7 @@ async fn revoke_key(shard: &Shard, key: &str) -> Result<RestReply, HttpError> {
     ))
 }
 
-async fn transfer(shard: &Shard, id: &str, body: &[u8], deposit: bool) -> Result<RestReply, HttpError> {
+async fn transfer(shard: &impl Host, id: &str, body: &[u8], deposit: bool) -> Result<RestReply, HttpError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -320,7 +326,8 @@ async fn transfer(shard: &Shard, id: &str, body: &[u8], deposit: bool) -> Result
         amount: String,
     }
     let Body { asset, amount } = serde_json::from_slice(body).map_err(bad_body)?;
-    let units = parse_units(&amount).map_err(|e| HttpError::new(400, binance::ILLEGAL_CHARS, format!("amount: {e}.")))?;
+    let units =
+        parse_units(&amount).map_err(|e| HttpError::new(400, binance::ILLEGAL_CHARS, format!("amount: {e}.")))?;
     on_user(shard, id, |user| AdminCall::Transfer {
         user,
         asset,
@@ -330,9 +337,9 @@ async fn transfer(shard: &Shard, id: &str, body: &[u8], deposit: bool) -> Result
     .await
 }
 
-async fn gather(shard: &Shard, call: fn() -> AdminCall) -> Result<Vec<AdminReply>, HttpError> {
-    let mut replies = Vec::with_capacity(shard.mesh().shards());
-    for peer in 0..shard.mesh().shards() {
+async fn gather(shard: &impl Host, call: fn() -> AdminCall) -> Result<Vec<AdminReply>, HttpError> {
+    let mut replies = Vec::with_capacity(shard.shards());
+    for peer in 0..shard.shards() {
         replies.push(run_on(shard, peer, call()).await?);
     }
     Ok(replies)
@@ -340,7 +347,7 @@ async fn gather(shard: &Shard, call: fn() -> AdminCall) -> Result<Vec<AdminReply
 
 /// Each shard's state hash: equal hashes mean equal durable state (used to
 /// check that recovery rebuilds exactly what the journal says).
-async fn state_hashes(shard: &Shard) -> Result<RestReply, HttpError> {
+async fn state_hashes(shard: &impl Host) -> Result<RestReply, HttpError> {
     let mut w = JsonWriter::default();
     w.begin_object().key("shards").begin_array();
     for (index, reply) in gather(shard, || AdminCall::StateHash).await?.into_iter().enumerate() {
@@ -354,7 +361,7 @@ async fn state_hashes(shard: &Shard) -> Result<RestReply, HttpError> {
     Ok(RestReply::json(w.into_bytes()))
 }
 
-async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {
+async fn list_users(shard: &impl Host) -> Result<RestReply, HttpError> {
     let mut users: Vec<(UserId, String)> = Vec::new();
     for reply in gather(shard, || AdminCall::ListUsers).await? {
         if let AdminReply::Users(part) = reply {
@@ -376,9 +383,12 @@ async fn list_users(shard: &Shard) -> Result<RestReply, HttpError> {
 
 /// Halts or resumes a market on every shard; answers once all have applied
 /// it, so that no order accepted after the answer sees the old state.
-async fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
-    let market = shard.trading().market(symbol).ok_or_else(crate::api::user::bad_symbol)?;
-    for peer in 0..shard.mesh().shards() {
+async fn halt(shard: &impl Host, symbol: &str, halted: bool) -> Result<RestReply, HttpError> {
+    let market = shard
+        .trading()
+        .market(symbol)
+        .ok_or_else(crate::api::params::bad_symbol)?;
+    for peer in 0..shard.shards() {
         run_on(shard, peer, AdminCall::Halt { market, halted }).await?;
     }
     let mut w = JsonWriter::default();
@@ -389,7 +399,7 @@ async fn halt(shard: &Shard, symbol: &str, halted: bool) -> Result<RestReply, Ht
     Ok(RestReply::json(w.into_bytes()))
 }
 
-async fn audit(shard: &Shard) -> Result<RestReply, HttpError> {
+async fn audit(shard: &impl Host) -> Result<RestReply, HttpError> {
     let names: Vec<String> = shard.trading().accounts().asset_names().to_vec();
     let mut totals = vec![AssetTotals::default(); names.len()];
     for reply in gather(shard, || AdminCall::Audit).await? {

@@ -1,24 +1,141 @@
-//! JSON of the market-data endpoints: trades, historicalTrades, aggTrades,
-//! klines and uiKlines, ticker/24hr and avgPrice, rendered on the market's
-//! shard from its `MarketData` (and its book, for bid and ask).
+//! The public market endpoints: depth, trades, historicalTrades,
+//! aggTrades, klines and uiKlines, the tickers and avgPrice. Each runs on
+//! the market's shard and renders its JSON there, from the book and the
+//! market's `MarketData`; the ticker forms over several markets gather one
+//! entry per market from the shards that own them.
 //!
 //! Shapes, field names and errors are Binance's: -1120 for an unknown
 //! interval, -1128 for fromId with a time range, -1127 for an aggTrades
 //! window over an hour. Ids a window has none of print as -1.
 
+use crate::api::host::Host;
+use crate::api::params::{bad_symbol, limit_param, mandatory, market_param};
+use crate::api::peer::{PeerCall, PeerReply};
+use crate::api::request::{from_result, unavailable, RequestRef, RestReply};
+use crate::api::user::{DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX};
 use crate::binance;
+use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use crate::limits::Endpoint;
 use crate::marketdata::{AggTradesQuery, Interval, MarketData, QueryError, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX};
-use crate::api::user::{limit_param, mandatory};
-use crate::server::shard::Shard;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::MarketId;
 
+/// A public market request: to the market's shard, or gathered from every
+/// shard for the ticker forms without one symbol.
+pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
+    if params.get("symbol").is_some()
+        || !matches!(
+            req.endpoint,
+            Endpoint::Ticker24hr | Endpoint::TickerPrice | Endpoint::TickerBookTicker
+        )
+    {
+        let market = match market_param(shard, params) {
+            Ok(m) => m,
+            Err(e) => return RestReply::error(&e),
+        };
+        let owner = shard.trading().market_shard(market) as usize;
+        if owner == shard.index() {
+            let reply = request_parsed(shard, req, params);
+            shard.settle().await;
+            return reply;
+        }
+        return crate::api::call_rest(shard, owner, req).await;
+    }
+    if params.get("symbol").is_some() && params.get("symbols").is_some() {
+        return RestReply::error(&HttpError::new(
+            400,
+            binance::OPTIONAL_PARAMS_BAD_COMBO,
+            binance::MSG_BAD_COMBINATION,
+        ));
+    }
+    let markets = match ticker_markets(shard, params.get("symbols")) {
+        Ok(m) => m,
+        Err(e) => return RestReply::error(&e),
+    };
+    gather_fragments(shard, req, markets).await
+}
+
+/// The markets of `symbols=[...]`, or all of them.
+fn ticker_markets(shard: &impl Host, symbols: Option<&str>) -> Result<Vec<MarketId>, HttpError> {
+    let trading = shard.trading();
+    let Some(list) = symbols else {
+        return Ok((0..trading.specs().len()).map(|m| MarketId(m as u16)).collect());
+    };
+    let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+        HttpError::new(
+            400,
+            binance::ILLEGAL_CHARS,
+            "Illegal characters found in parameter 'symbols'.",
+        )
+    })?;
+    names.iter().map(|n| trading.market(n).ok_or_else(bad_symbol)).collect()
+}
+
+/// A ticker-style endpoint over several markets: each market's entry is
+/// rendered on its shard, joined here in the order asked.
+async fn gather_fragments(shard: &impl Host, req: RequestRef<'_>, markets: Vec<MarketId>) -> RestReply {
+    let mut entries: Vec<(MarketId, Vec<u8>)> = Vec::with_capacity(markets.len());
+    for peer in 0..shard.shards() {
+        let owned: Vec<MarketId> = markets
+            .iter()
+            .copied()
+            .filter(|&m| shard.trading().market_shard(m) as usize == peer)
+            .collect();
+        if owned.is_empty() {
+            continue;
+        }
+        if peer == shard.index() {
+            match local_fragments(shard, req, &owned) {
+                Ok(part) => entries.extend(part),
+                Err(e) => return RestReply::error(&e),
+            }
+            shard.settle().await;
+            continue;
+        }
+        let call = PeerCall::Fragments {
+            request: Box::new(req.to_request()),
+            markets: owned,
+        };
+        match shard.call(peer, call).await {
+            Ok(PeerReply::Fragments(part)) => entries.extend(part),
+            _ => return RestReply::error(&unavailable()),
+        }
+    }
+    let mut body = Vec::with_capacity(2 + entries.iter().map(|(_, e)| e.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, market) in markets.iter().enumerate() {
+        if let Some((_, entry)) = entries.iter().find(|(m, _)| m == market) {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(entry);
+        }
+    }
+    body.push(b']');
+    RestReply::json(body)
+}
+
+/// The entries of `markets` (owned here) of a ticker-style endpoint.
+pub(crate) fn local_fragments(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    markets: &[MarketId],
+) -> Result<Vec<(MarketId, Vec<u8>)>, HttpError> {
+    let params = Params::parse(req.query, None, shard.http_limits().params_count_max)?;
+    markets
+        .iter()
+        .map(|&market| {
+            let mut w = JsonWriter::with_capacity(512);
+            fragment(shard, req.endpoint, market, &params, req.now_ms, &mut w)?;
+            Ok((market, w.into_bytes()))
+        })
+        .collect()
+}
+
 /// Writes `endpoint`'s answer for `market` (owned by this shard) into `w`.
-pub fn write(
-    shard: &Shard,
+pub(crate) fn write(
+    shard: &impl Host,
     endpoint: Endpoint,
     market: MarketId,
     params: &Params<'_>,
@@ -53,21 +170,16 @@ pub fn write(
     }
 }
 
-fn unavailable() -> HttpError {
-    HttpError::new(
-        503,
-        binance::DISCONNECTED,
-        binance::MSG_INTERNAL,
-    )
-}
-
 fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|_| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Illegal characters found in parameter '{name}'."))),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            HttpError::new(
+                400,
+                binance::ILLEGAL_CHARS,
+                format!("Illegal characters found in parameter '{name}'."),
+            )
+        }),
     }
 }
 
@@ -140,8 +252,8 @@ fn agg_trades(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Res
 }
 
 fn klines(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<(), HttpError> {
-    let interval =
-        Interval::parse(mandatory(params, "interval")?).map_err(|_| HttpError::new(400, binance::BAD_INTERVAL, "Invalid interval."))?;
+    let interval = Interval::parse(mandatory(params, "interval")?)
+        .map_err(|_| HttpError::new(400, binance::BAD_INTERVAL, "Invalid interval."))?;
     if params
         .get("timeZone")
         .is_some_and(|tz| !matches!(tz, "0" | "+0" | "0:00" | "+00:00" | "00:00"))
@@ -227,4 +339,80 @@ fn ticker(data: &MarketData, spec: &MarketSpec, bid: (i64, i64), ask: (i64, i64)
         }
     }
     w.end_object();
+}
+
+/// Runs a public request about one market owned by this shard.
+pub(crate) fn request(shard: &impl Host, req: RequestRef<'_>) -> RestReply {
+    match req.params(shard) {
+        Ok(params) => request_parsed(shard, req, &params),
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+/// `market_request` with the parameters already parsed (by the connection's
+/// shard, when it owns the market).
+pub(crate) fn request_parsed(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
+    let result = market_param(shard, params).and_then(|market| match req.endpoint {
+        Endpoint::Depth => depth(shard, params, market),
+        _ => {
+            let mut w = JsonWriter::with_capacity(512);
+            fragment(shard, req.endpoint, market, params, req.now_ms, &mut w)?;
+            Ok(w.into_bytes())
+        }
+    });
+    from_result(result)
+}
+
+/// One market's entry of a ticker-style endpoint; with several markets the
+/// connection shard joins the entries into an array.
+pub(crate) fn fragment(
+    shard: &impl Host,
+    endpoint: Endpoint,
+    market: MarketId,
+    params: &Params<'_>,
+    now: u64,
+    w: &mut JsonWriter,
+) -> Result<(), HttpError> {
+    let trading = shard.trading();
+    let book = trading.book(market).ok_or_else(unavailable)?;
+    let spec = trading.spec(market);
+    match endpoint {
+        Endpoint::TickerPrice => {
+            w.begin_object().field_str("symbol", &spec.symbol);
+            w.field_decimal("price", book.last_price().map_or(0, |p| p.0))
+                .end_object();
+        }
+        Endpoint::TickerBookTicker => {
+            let (bid, bid_qty) = book.best_bid().map_or((0, 0), |(p, q)| (p.0, q.0));
+            let (ask, ask_qty) = book.best_ask().map_or((0, 0), |(p, q)| (p.0, q.0));
+            w.begin_object()
+                .field_str("symbol", &spec.symbol)
+                .field_decimal("bidPrice", bid);
+            w.field_decimal("bidQty", bid_qty)
+                .field_decimal("askPrice", ask)
+                .field_decimal("askQty", ask_qty);
+            w.end_object();
+        }
+        _ => write(shard, endpoint, market, params, now, w)?,
+    }
+    Ok(())
+}
+
+fn depth(shard: &impl Host, params: &Params<'_>, market: MarketId) -> Result<Vec<u8>, HttpError> {
+    let limit = limit_param(params, DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX)?;
+    let trading = shard.trading();
+    let book = trading.book(market).ok_or_else(unavailable)?;
+    let (mut bids, mut asks) = (Vec::new(), Vec::new());
+    let update_id = book.depth(limit, &mut bids, &mut asks);
+    let mut w = JsonWriter::with_capacity(64 + 48 * (bids.len() + asks.len()));
+    w.begin_object().field_uint("lastUpdateId", update_id);
+    for (name, side) in [("bids", &bids), ("asks", &asks)] {
+        w.key(name).begin_array();
+        for (price, qty) in side.iter() {
+            w.begin_array().decimal(price.0).decimal(qty.0).end_array();
+        }
+        w.end_array();
+    }
+    w.end_object();
+    Ok(w.into_bytes())
 }

@@ -10,10 +10,10 @@
 //! a peer whose responses wait for it (`requested`).
 
 use super::epoch::Epochs;
-use crate::trading::record::{self, Record};
 use crate::config::{DurabilityConfig, DurabilityMode};
 use crate::journal::{CommitStats, JournalError, Writer};
 use crate::metrics::JournalCounters;
+use crate::trading::record::{self, Record};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
@@ -207,19 +207,23 @@ impl ShardLog {
         }
     }
 
-    /// Waits until there is something to commit (`fsync`), or for the next
-    /// `batch_sync` tick (`batch`).
+    /// In `batch` mode, how long the committer sleeps between commits;
+    /// `None` in `fsync` mode, where it waits for work instead.
+    pub fn batch_interval(&self) -> Option<Duration> {
+        (self.config.mode == DurabilityMode::Batch && self.writer.get().is_some()).then_some(self.config.batch_sync)
+    }
+
+    /// A `batch` tick: every shard seals as far as the furthest one, so
+    /// that the recovery cut (the minimum) follows the busiest shard.
+    pub fn batch_due(&self) {
+        self.want(self.epochs.max_durable());
+    }
+
+    /// Waits until there is something to commit (`fsync` mode).
     pub async fn work(&self) {
         let Some(writer) = self.writer.get() else {
             return std::future::pending().await;
         };
-        if self.config.mode == DurabilityMode::Batch {
-            glommio::timer::sleep(self.config.batch_sync).await;
-            // Every shard seals as far as the furthest one, so that the
-            // recovery cut (the minimum) follows the busiest shard.
-            self.want(self.epochs.max_durable());
-            return;
-        }
         std::future::poll_fn(|cx| {
             if writer.pending_bytes() > 0 || self.wanted.get() > self.epochs.durable(self.shard) {
                 return Poll::Ready(());

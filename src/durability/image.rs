@@ -1,10 +1,10 @@
 //! A shard's durable state outside a live executor: what snapshots store
 //! and what recovery and the snapshot thread replay records into.
 
-use crate::trading::record::Record;
 use crate::marketdata::{MarketData, MarketDataLimits, TapeTrade};
 use crate::trading::msg::EngineMsg;
-use crate::trading::{Trading, TradingImage};
+use crate::trading::record::Record;
+use crate::trading::{Output, Trading, TradingImage};
 use std::collections::VecDeque;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::MarketId;
@@ -45,6 +45,8 @@ pub struct ReplayShard {
     /// in order, at most `IN_FLIGHT_KEPT_PER_LINK_MAX` per link: only the
     /// newest can still be in flight at a cut.
     sent: Vec<VecDeque<InFlight>>,
+    /// The engine's output buffers between two records.
+    spare: Output,
 }
 
 /// Messages kept per link while replaying. Messages in flight at a cut are
@@ -63,6 +65,7 @@ impl ReplayShard {
             market_data,
             last_lsn: 0,
             sent: (0..shards).map(|_| VecDeque::new()).collect(),
+            spare: Output::default(),
         }
     }
 
@@ -75,6 +78,7 @@ impl ReplayShard {
             market_data: image.market_data,
             last_lsn: 0,
             sent: (0..shards).map(|_| VecDeque::new()).collect(),
+            spare: Output::default(),
         })
     }
 
@@ -96,24 +100,21 @@ impl ReplayShard {
     /// Does with the engine's outputs what `Shard::flush_engine` does with
     /// them, minus everything that talks to clients.
     fn absorb(&mut self) {
-        let trading = &mut self.trading;
-        for fill in trading.trades.drain(..) {
+        self.trading.swap_output(&mut self.spare);
+        let out = &mut self.spare;
+        for fill in &out.trades {
             if let Some(data) = self.market_data[usize::from(fill.market.0)].as_mut() {
-                data.record(&TapeTrade::from(&fill));
+                data.record(&TapeTrade::from(fill));
             }
         }
-        for (to, seq, msg) in trading.outgoing.drain(..) {
+        for (to, seq, msg) in out.outgoing.drain(..) {
             let link = &mut self.sent[to as usize];
             if link.len() == IN_FLIGHT_KEPT_PER_LINK_MAX {
                 link.pop_front();
             }
             link.push_back(InFlight { to, seq, msg });
         }
-        trading.touched_levels.clear();
-        trading.user_updates.clear();
-        trading.balance_updates.clear();
-        trading.first_fills.clear();
-        trading.records.clear();
+        out.clear();
     }
 
     /// The messages kept since the last call, link by link, each link in

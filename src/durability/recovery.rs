@@ -14,9 +14,9 @@
 //! shards changed) and deletes the old one.
 
 use super::image::{InFlight, ReplayShard, ShardImage, IN_FLIGHT_KEPT_PER_LINK_MAX};
-use crate::trading::record;
 use super::snapshot::{self, Snapshot, SnapshotError, SnapshotHeader};
 use crate::journal::{self, JournalError};
+use crate::trading::record;
 use crate::trading::{market_shards, DEMO_USER_ID};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;

@@ -10,13 +10,14 @@
 //! request; `header_timeout` from that byte until the whole request (head
 //! and body) is in, else 408 and close; `write_timeout` for each write.
 
-use crate::binance;
+use crate::api::host::Host;
 use crate::api::{self, Headers, Reply};
+use crate::binance;
 use crate::http::{self, HttpError, Method, Parsed};
 use crate::metrics::Route;
 use crate::server::shard::Shard;
-use crate::ws::handshake::{self, Accept};
 use crate::server::wsconn::{self, Target, TargetError};
+use crate::ws::handshake::{self, Accept};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 /// Which API a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// The Binance-compatible API, /health, /ready and /metrics.
     Api,
     /// The admin API.
@@ -33,9 +34,9 @@ pub enum Listener {
 }
 
 /// Size of a read buffer taken from the pool for a new request.
-pub const BUFFER_BYTES_INITIAL: usize = 4096;
+pub(crate) const BUFFER_BYTES_INITIAL: usize = 4096;
 /// Buffers larger than this are freed instead of pooled.
-pub const BUFFER_BYTES_POOLED_MAX: usize = 64 * 1024;
+pub(crate) const BUFFER_BYTES_POOLED_MAX: usize = 64 * 1024;
 /// Pending response bytes that force a write before more requests are read.
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 
@@ -43,7 +44,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `stream` until the client closes, a limit closes it, or the shard
 /// drains. Errors only end this connection.
-pub async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
+pub(crate) async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
@@ -442,7 +443,11 @@ impl Conn<'_> {
     }
 
     async fn timed_out(&mut self) -> io::Result<bool> {
-        let error = HttpError::new(408, binance::TIMEOUT, "Timeout waiting for the request; closing the connection.");
+        let error = HttpError::new(
+            408,
+            binance::TIMEOUT,
+            "Timeout waiting for the request; closing the connection.",
+        );
         self.answer_error(Route::Malformed, &error, true);
         self.flush().await?;
         Ok(false)

@@ -6,7 +6,7 @@
 //! mesh. Receive loops therefore never block on a full channel, which rules
 //! out the deadlock where two shards each wait to send to the other. The
 //! outboxes are bounded by admission: a shard whose outboxes hold more than
-//! `mesh_outbox_messages_max` refuses new work with 503 (see `api`).
+//! `mesh_outbox_messages_max` refuses new work with 503 (see `admission`).
 //!
 //! Messages between one pair of shards arrive in the order they were sent;
 //! the engine relies on it (a book's fills reach an account machine before
@@ -14,37 +14,22 @@
 //! serialization, no shared state. Peer ids equal shard indexes because
 //! shards join in index order (checked at start-up).
 
-use crate::api::admin::{AdminCall, AdminReply};
-use crate::metrics::Snapshot;
+use crate::api::peer::{CallError, PeerCall, PeerReply};
 use crate::oneshot;
-use crate::api::user::{RestReply, RestRequest};
 use crate::streams::{StreamEvent, StreamKey, UserAttach, UserEvent};
+use crate::trading::msg::EngineMsg;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use crate::trading::msg::EngineMsg;
-use tradsys_engine::num::Price;
-use tradsys_engine::order::{MarketId, Side, UserId};
+use tradsys_engine::order::UserId;
 
 /// What one shard asks of another and waits for.
 #[derive(Debug)]
-pub enum Call {
-    /// The callee's metrics.
-    Metrics,
-    /// A REST request about a user or market the callee owns.
-    Rest(Box<RestRequest>),
-    /// An admin operation on state the callee owns.
-    Admin(Box<AdminCall>),
-    /// The price a MARKET order of `side` would meet first in a market the
-    /// callee owns (it sizes the order's lock).
-    Reference { market: MarketId, side: Side },
-    /// Ticker entries of the callee's markets among `markets`.
-    Fragments {
-        request: Box<RestRequest>,
-        markets: Vec<MarketId>,
-    },
+pub(crate) enum Call {
+    /// A request of the API layer (see `api::peer`).
+    Api(PeerCall),
     /// The caller's shard has its first local subscriber of `key`, a
     /// stream of a market the callee owns: send it the stream's events.
     /// Answered once the callee sends them, so a client told "subscribed"
@@ -58,12 +43,8 @@ pub enum Call {
 
 /// Answers to `Call`s.
 #[derive(Debug)]
-pub enum Reply {
-    Metrics(Box<Snapshot>),
-    Rest(Box<RestReply>),
-    Admin(Box<AdminReply>),
-    Reference(Option<Price>),
-    Fragments(Vec<(MarketId, Vec<u8>)>),
+pub(crate) enum Reply {
+    Api(PeerReply),
     Subscribed,
     /// The listen key's user, or why the connection is refused.
     UserStream(UserAttach),
@@ -73,7 +54,7 @@ pub enum Reply {
 
 /// Everything that travels between shards.
 #[derive(Debug)]
-pub enum ShardMsg {
+pub(crate) enum ShardMsg {
     /// `epoch` (here and in `Reply`) is the sender's journal epoch: the
     /// receiver's records after it may depend on the sender's records up to
     /// it, so the receiver raises its own epoch to it (see
@@ -109,7 +90,7 @@ pub enum ShardMsg {
 /// One-way stream traffic between a market's shard and the shards that
 /// hold its subscribers.
 #[derive(Debug)]
-pub enum StreamMsg {
+pub(crate) enum StreamMsg {
     /// The sender's shard lost its last local subscriber of `key`.
     Unsubscribe { key: StreamKey, shard: usize },
     /// One event, sent once to each shard with subscribers.
@@ -124,12 +105,12 @@ pub enum StreamMsg {
 
 /// The mesh before shards join; cloned into every shard.
 #[derive(Clone)]
-pub struct MeshBuilders {
+pub(crate) struct MeshBuilders {
     mesh: MeshBuilder<ShardMsg, Full>,
 }
 
 impl MeshBuilders {
-    pub fn new(shards: usize, channel_capacity: usize) -> MeshBuilders {
+    pub(crate) fn new(shards: usize, channel_capacity: usize) -> MeshBuilders {
         MeshBuilders {
             mesh: MeshBuilder::full(shards, channel_capacity),
         }
@@ -137,7 +118,7 @@ impl MeshBuilders {
 
     /// Joins the mesh (returns once every shard has joined) and starts one
     /// forwarder task per peer.
-    pub async fn join(self, shard: usize) -> Result<(Mesh, Receivers<ShardMsg>), String> {
+    pub(crate) async fn join(self, shard: usize) -> Result<(Mesh, Receivers<ShardMsg>), String> {
         let (senders, receivers) = self.mesh.join().await.map_err(|_| "joining the mesh failed")?;
         if senders.peer_id() != shard {
             return Err(format!(
@@ -180,17 +161,8 @@ async fn forward(senders: Rc<Senders<ShardMsg>>, peer: usize, outbox: LocalRecei
     }
 }
 
-/// Why a cross-shard call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MeshError {
-    #[error("shard {0} is gone")]
-    PeerGone(usize),
-    #[error("shard {0} is overloaded")]
-    Overloaded(usize),
-}
-
 /// One shard's end of the mesh. `!Send`: it lives on its shard.
-pub struct Mesh {
+pub(crate) struct Mesh {
     shard: usize,
     shards: usize,
     /// This shard's journal epoch, shared with its `ShardLog`: calls carry
@@ -204,37 +176,33 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub fn shard(&self) -> usize {
-        self.shard
-    }
-
-    pub fn shards(&self) -> usize {
+    pub(crate) fn shards(&self) -> usize {
         self.shards
     }
 
     /// The cell holding this shard's journal epoch.
-    pub fn epoch_cell(&self) -> Rc<Cell<u64>> {
+    pub(crate) fn epoch_cell(&self) -> Rc<Cell<u64>> {
         self.epoch.clone()
     }
 
     /// Messages waiting in this shard's outboxes.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.outboxes.iter().flatten().map(LocalSender::len).sum()
     }
 
     /// Queues `msg` for shard `to`; never waits.
-    pub fn send(&self, to: usize, msg: ShardMsg) -> Result<(), MeshError> {
+    pub(crate) fn send(&self, to: usize, msg: ShardMsg) -> Result<(), CallError> {
         assert!(
             to != self.shard && to < self.shards,
             "mesh send from shard {} to {to}",
             self.shard
         );
-        let outbox = self.outboxes[to].as_ref().ok_or(MeshError::PeerGone(to))?;
-        outbox.try_send(msg).map_err(|_| MeshError::PeerGone(to))
+        let outbox = self.outboxes[to].as_ref().ok_or(CallError::PeerGone(to))?;
+        outbox.try_send(msg).map_err(|_| CallError::PeerGone(to))
     }
 
     /// Sends `call` to shard `to` and waits for its reply.
-    pub async fn call(&self, to: usize, call: Call) -> Result<Reply, MeshError> {
+    pub(crate) async fn call(&self, to: usize, call: Call) -> Result<Reply, CallError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
@@ -245,15 +213,15 @@ impl Mesh {
             return Err(e);
         }
         match rx.await {
-            Some(Reply::Overloaded) => Err(MeshError::Overloaded(to)),
+            Some(Reply::Overloaded) => Err(CallError::Overloaded(to)),
             Some(reply) => Ok(reply),
-            None => Err(MeshError::PeerGone(to)),
+            None => Err(CallError::PeerGone(to)),
         }
     }
 
     /// Completes the call waiting for reply `id`; a reply nobody waits for
     /// any more (its caller was dropped) is discarded.
-    pub fn complete(&self, id: u64, reply: Reply) {
+    pub(crate) fn complete(&self, id: u64, reply: Reply) {
         let waiter = self.pending.borrow_mut().remove(&id);
         if let Some(tx) = waiter {
             tx.send(reply);
@@ -262,7 +230,7 @@ impl Mesh {
 
     /// Stops the forwarders and closes the mesh so that peers' receive loops
     /// end; callers still waiting see `PeerGone`.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let forwarders: Vec<_> = self.forwarders.borrow_mut().drain(..).collect();
         for task in forwarders {
             task.cancel().await;

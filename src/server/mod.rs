@@ -1,7 +1,18 @@
-//! The server: executors, start-up and signals, the mesh, dispatch and the
-//! HTTP and WebSocket connections.
+//! The server: the only layer that runs executors and sockets. Process
+//! start-up and signals (`process`), each shard's life (`start`), its
+//! state (`shard`), the mesh between shards and its messages (`mesh`),
+//! what arrives on it (`dispatch`), stream publishing (`publish`),
+//! admission (`admission`), and the HTTP and WebSocket connections
+//! (`conn`, `wsconn`).
 
-pub mod conn;
-pub mod mesh;
-pub mod shard;
-pub mod wsconn;
+mod admission;
+pub(crate) mod conn;
+mod dispatch;
+pub(crate) mod mesh;
+mod process;
+mod publish;
+pub(crate) mod shard;
+mod start;
+mod wsconn;
+
+pub use process::{run, ServerError};

@@ -21,8 +21,10 @@
 //! `listenKeyExpired` and then a normal close (1000). An idle connection
 //! holds no read buffer; only the stack buffer of its task remains.
 
+use crate::api::host::Host;
 use crate::binance;
 use crate::http::HttpError;
+use crate::server::publish;
 use crate::server::shard::Shard;
 use crate::streams::{Outbound, StreamKey, UserAttach, WS_STREAMS_PER_CONNECTION_MAX};
 use crate::ws::handshake::Accept;
@@ -36,14 +38,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How often the server pings.
-pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A connection that has not answered a ping for this long is closed.
-pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Client frames (requests, pings, pongs) per second, as Binance counts.
-pub const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
+pub(crate) const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
-
 
 /// Binance's stream-API error codes.
 const CODE_UNKNOWN_PROPERTY: i64 = 0;
@@ -53,16 +54,16 @@ const CODE_INVALID_JSON: i64 = 3;
 
 /// What the request path asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Target {
-    pub streams: Vec<StreamKey>,
-    pub combined: bool,
+pub(crate) struct Target {
+    pub(crate) streams: Vec<StreamKey>,
+    pub(crate) combined: bool,
     /// `/ws/<listenKey>`: the user data stream of the key's user.
-    pub listen_key: Option<String>,
+    pub(crate) listen_key: Option<String>,
 }
 
 /// Why a path cannot be upgraded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error("not a stream path")]
     NotStreams,
     #[error("Invalid stream name {0}.")]
@@ -72,7 +73,7 @@ pub enum TargetError {
 }
 
 /// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.
-pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, TargetError> {
+pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, TargetError> {
     let path = std::str::from_utf8(path).map_err(|_| TargetError::NotStreams)?;
     let (names, combined) = match path {
         "/ws" | "/ws/" => ("", false),
@@ -120,12 +121,19 @@ pub fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, Target
 /// A name that can only be a listen key: it starts with a user id and
 /// names no stream.
 fn is_listen_key(name: &str) -> bool {
-    !name.contains('@') && crate::trading::user_of_key(name.as_bytes()).is_some()
+    !name.contains('@') && crate::auth::user_of_key(name.as_bytes()).is_some()
 }
 
 /// Subscribes, answers 101 and serves the connection until it closes.
 /// `early` holds bytes the client sent after its handshake.
-pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: Accept, target: Target, early: Vec<u8>) {
+pub(crate) async fn serve(
+    shard: &Shard,
+    mut stream: TcpStream,
+    peer: IpAddr,
+    accept: Accept,
+    target: Target,
+    early: Vec<u8>,
+) {
     // The HTTP idle timeout no longer applies: pings decide liveness now.
     let _ = stream.set_read_timeout(None);
     set_send_buffer(&stream, shard.ws_config().socket_send_bytes);
@@ -145,7 +153,7 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
         window_messages: 0,
     };
     for key in target.streams {
-        if conn.shard.subscribe(key, &conn.out).await.is_ok() {
+        if publish::subscribe(conn.shard, key, &conn.out).await.is_ok() {
             conn.subscriptions.push(key);
         }
     }
@@ -169,10 +177,10 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
         let _ = conn.close(&mut stream, end).await;
     }
     for key in std::mem::take(&mut conn.subscriptions) {
-        shard.unsubscribe(key, &conn.out);
+        publish::unsubscribe(shard, key, &conn.out);
     }
     if let Some(user) = user {
-        shard.unsubscribe_user(user, &conn.out);
+        publish::unsubscribe_user(shard, user, &conn.out);
     }
     shard.ws_closed(peer);
 }
@@ -181,7 +189,7 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, peer: IpAddr, accept: A
 /// it: 400 -1125 for a key that is unknown, closed or expired, 429 -1003
 /// for a user at `ws_user_data_connections_per_user_max`.
 async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tradsys_engine::order::UserId, HttpError> {
-    match shard.subscribe_user(key, out).await {
+    match publish::subscribe_user(shard, key, out).await {
         Ok(UserAttach::Attached(user)) => Ok(user),
         Ok(UserAttach::TooMany) => Err(HttpError::new(
             429,
@@ -196,11 +204,7 @@ async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tra
             binance::INVALID_LISTEN_KEY,
             "This listenKey does not exist.",
         )),
-        Err(_) => Err(HttpError::new(
-            503,
-            binance::DISCONNECTED,
-            binance::MSG_INTERNAL,
-        )),
+        Err(_) => Err(HttpError::new(503, binance::DISCONNECTED, binance::MSG_INTERNAL)),
     }
 }
 
@@ -472,7 +476,7 @@ impl WsConn<'_> {
             if self.subscriptions.contains(&key) {
                 continue;
             }
-            self.shard.subscribe(key, &self.out).await.map_err(|_| {
+            publish::subscribe(self.shard, key, &self.out).await.map_err(|_| {
                 (
                     CODE_INVALID_REQUEST,
                     "Invalid request: stream unavailable; try again".to_string(),
@@ -488,7 +492,7 @@ impl WsConn<'_> {
         for key in keys {
             if let Some(i) = self.subscriptions.iter().position(|k| *k == key) {
                 self.subscriptions.remove(i);
-                self.shard.unsubscribe(key, &self.out);
+                publish::unsubscribe(self.shard, key, &self.out);
             }
         }
         Ok(Value::Null)

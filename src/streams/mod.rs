@@ -47,23 +47,23 @@ use tradsys_engine::num::{Price, Qty};
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderStatus, Side, UserId};
 
 /// Streams one connection may subscribe to (Binance's limit).
-pub const WS_STREAMS_PER_CONNECTION_MAX: usize = 1024;
+pub(crate) const WS_STREAMS_PER_CONNECTION_MAX: usize = 1024;
 /// Levels per side a depth diff compares (the deepest REST depth).
-pub const DEPTH_DIFF_LEVELS_MAX: usize = tradsys_engine::book::DEPTH_LEVELS_MAX;
+pub(crate) const DEPTH_DIFF_LEVELS_MAX: usize = tradsys_engine::book::DEPTH_LEVELS_MAX;
 /// Levels per side the partial depth streams may ask for (`@depth<N>`).
-pub const PARTIAL_DEPTH_LEVELS: [u8; 3] = [5, 10, 20];
+pub(crate) const PARTIAL_DEPTH_LEVELS: [u8; 3] = [5, 10, 20];
 /// Candles one kline tick sends at most for one stream: a timer that ran
 /// late may find several short candles closed since the last tick.
-pub const KLINE_CANDLES_PER_TICK_MAX: usize = 16;
+pub(crate) const KLINE_CANDLES_PER_TICK_MAX: usize = 16;
 /// The market of the streams that cover every market (`!ticker@arr`).
-pub const ALL_MARKETS: MarketId = MarketId(u16::MAX);
+pub(crate) const ALL_MARKETS: MarketId = MarketId(u16::MAX);
 /// Frames a drained queue keeps room for; a queue that grew beyond it
 /// gives its memory back, so an idle subscriber stays small.
 const OUTBOUND_FRAMES_KEPT_MAX: usize = 16;
 
 /// What a stream carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StreamKind {
+pub(crate) enum StreamKind {
     Trade,
     AggTrade,
     BookTicker,
@@ -136,27 +136,19 @@ impl StreamKind {
             .contains(&levels)
             .then_some(StreamKind::PartialDepth { levels, fast })
     }
-
-    /// The speed of a periodic stream: true for every 100 ms.
-    pub fn is_fast(self) -> bool {
-        matches!(
-            self,
-            StreamKind::Depth { fast: true } | StreamKind::PartialDepth { fast: true, .. }
-        )
-    }
 }
 
 /// One stream: a kind of one market.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    pub market: MarketId,
-    pub kind: StreamKind,
+pub(crate) struct StreamKey {
+    pub(crate) market: MarketId,
+    pub(crate) kind: StreamKind,
 }
 
 impl StreamKey {
     /// Parses a Binance stream name such as `btcusdt@trade`,
     /// `btcusdt@kline_1m` or `!ticker@arr`.
-    pub fn parse(name: &str, trading: &Trading) -> Option<StreamKey> {
+    pub(crate) fn parse(name: &str, trading: &Trading) -> Option<StreamKey> {
         let all = match name {
             "!ticker@arr" => Some(StreamKind::AllTickers),
             "!miniTicker@arr" => Some(StreamKind::AllMiniTickers),
@@ -175,13 +167,13 @@ impl StreamKey {
     }
 
     /// True for the streams of every market.
-    pub fn is_all_markets(&self) -> bool {
+    pub(crate) fn is_all_markets(&self) -> bool {
         self.market == ALL_MARKETS
     }
 
     /// The stream's canonical name, as combined payloads and
     /// LIST_SUBSCRIPTIONS show it.
-    pub fn name(&self, trading: &Trading) -> String {
+    pub(crate) fn name(&self, trading: &Trading) -> String {
         if self.is_all_markets() {
             return self.kind.suffix();
         }
@@ -191,11 +183,11 @@ impl StreamKey {
 }
 
 /// A best bid or ask: price and total quantity.
-pub type Level = (Price, Qty);
+pub(crate) type Level = (Price, Qty);
 
 /// What a market's shard sends to subscribed shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamEvent {
+pub(crate) enum StreamEvent {
     Trade(Fill),
     /// A complete aggregate trade, as REST aggTrades lists it.
     AggTrade {
@@ -240,27 +232,27 @@ pub enum StreamEvent {
 
 /// One market's rolling 24 h statistics with its best bid and ask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TickerEntry {
-    pub market: MarketId,
-    pub stats: Ticker24h,
-    pub bid: Level,
-    pub ask: Level,
+pub(crate) struct TickerEntry {
+    pub(crate) market: MarketId,
+    pub(crate) stats: Ticker24h,
+    pub(crate) bid: Level,
+    pub(crate) ask: Level,
 }
 
 /// Changed levels of a book between two update ids; quantity 0 removes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DepthDiff {
-    pub market: MarketId,
-    pub fast: bool,
-    pub time_ms: u64,
-    pub first_update_id: u64,
-    pub last_update_id: u64,
-    pub bids: Vec<Level>,
-    pub asks: Vec<Level>,
+pub(crate) struct DepthDiff {
+    pub(crate) market: MarketId,
+    pub(crate) fast: bool,
+    pub(crate) time_ms: u64,
+    pub(crate) first_update_id: u64,
+    pub(crate) last_update_id: u64,
+    pub(crate) bids: Vec<Level>,
+    pub(crate) asks: Vec<Level>,
 }
 
 impl StreamEvent {
-    pub fn key(&self) -> StreamKey {
+    pub(crate) fn key(&self) -> StreamKey {
         let (market, kind) = match self {
             StreamEvent::Trade(fill) => (fill.market, StreamKind::Trade),
             StreamEvent::AggTrade { market, .. } => (*market, StreamKind::AggTrade),
@@ -287,7 +279,7 @@ impl StreamEvent {
     }
 
     /// The event's Binance payload.
-    pub fn write(&self, trading: &Trading, w: &mut JsonWriter) {
+    pub(crate) fn write(&self, trading: &Trading, w: &mut JsonWriter) {
         let symbol = |market: MarketId| trading.spec(market).symbol.as_str();
         match self {
             StreamEvent::Trade(fill) => {
@@ -462,7 +454,7 @@ fn write_kline(symbol: &str, interval: Interval, c: &Candle, closed: bool, time_
 /// the event boxed, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
-pub enum UserEvent {
+pub(crate) enum UserEvent {
     /// An order changed: executionReport, then outboundAccountPosition.
     Order(UserUpdate),
     /// A deposit or withdrawal: balanceUpdate, then outboundAccountPosition.
@@ -473,7 +465,7 @@ pub enum UserEvent {
 }
 
 impl UserEvent {
-    pub fn user(&self) -> UserId {
+    pub(crate) fn user(&self) -> UserId {
         match self {
             UserEvent::Order(update) => update.user,
             UserEvent::Balance(update) => update.user,
@@ -484,7 +476,7 @@ impl UserEvent {
 
 /// What the user's shard says to a new user data stream connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UserAttach {
+pub(crate) enum UserAttach {
     Attached(UserId),
     /// Unknown, closed or expired listen key.
     UnknownKey,
@@ -501,7 +493,7 @@ struct Frames {
 
 /// What pushing a frame came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Push {
+pub(crate) enum Push {
     Queued,
     /// This push overflowed the queue: the connection must close with 1008.
     Overflowed,
@@ -510,7 +502,7 @@ pub enum Push {
 }
 
 /// One connection's queue of frames to write, bounded in bytes.
-pub struct Outbound {
+pub(crate) struct Outbound {
     frames: RefCell<VecDeque<Rc<[u8]>>>,
     bytes: Cell<usize>,
     bytes_max: usize,
@@ -522,7 +514,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(bytes_max: usize, combined: bool) -> Outbound {
+    pub(crate) fn new(bytes_max: usize, combined: bool) -> Outbound {
         Outbound {
             frames: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
@@ -534,26 +526,26 @@ impl Outbound {
         }
     }
 
-    pub fn is_combined(&self) -> bool {
+    pub(crate) fn is_combined(&self) -> bool {
         self.combined.get()
     }
 
-    pub fn set_combined(&self, combined: bool) {
+    pub(crate) fn set_combined(&self, combined: bool) {
         self.combined.set(combined);
     }
 
-    pub fn is_overflowed(&self) -> bool {
+    pub(crate) fn is_overflowed(&self) -> bool {
         self.overflowed.get()
     }
 
     /// True once the last frame is queued (see [`Outbound::push_last`]).
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished.get()
     }
 
     /// Queues the connection's last frame: later pushes are dropped, and
     /// the connection closes normally once the queue is written.
-    pub fn push_last(&self, frame: Rc<[u8]>) -> Push {
+    pub(crate) fn push_last(&self, frame: Rc<[u8]>) -> Push {
         let push = self.push(frame);
         self.finished.set(true);
         self.wake();
@@ -561,7 +553,7 @@ impl Outbound {
     }
 
     /// Queues `frame`, or marks the queue overflowed and frees it.
-    pub fn push(&self, frame: Rc<[u8]>) -> Push {
+    pub(crate) fn push(&self, frame: Rc<[u8]>) -> Push {
         if self.overflowed.get() || self.finished.get() {
             return Push::Dropped;
         }
@@ -580,7 +572,7 @@ impl Outbound {
     }
 
     /// The next frame to write.
-    pub fn pop(&self) -> Option<Rc<[u8]>> {
+    pub(crate) fn pop(&self) -> Option<Rc<[u8]>> {
         let mut frames = self.frames.borrow_mut();
         let frame = frames.pop_front()?;
         self.bytes.set(self.bytes.get() - frame.len());
@@ -592,7 +584,7 @@ impl Outbound {
 
     /// Ready when there is a frame to write, the queue overflowed or the
     /// last frame was queued.
-    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.overflowed.get() || self.finished.get() || !self.frames.borrow().is_empty() {
             return Poll::Ready(());
         }
@@ -664,7 +656,7 @@ type UserConnection = (Rc<Outbound>, Rc<str>);
 /// One shard's subscribers: local connections per stream and, for the
 /// markets this shard owns, the shards subscribed to each stream.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     local: HashMap<StreamKey, Vec<Rc<Outbound>>>,
     shards: HashMap<StreamKey, Vec<usize>>,
     depth: HashMap<(MarketId, bool), DepthState>,
@@ -681,7 +673,7 @@ pub struct Registry {
 
 impl Registry {
     /// Adds a local subscriber; true when it is the shard's first for `key`.
-    pub fn subscribe_local(&mut self, key: StreamKey, out: &Rc<Outbound>) -> bool {
+    pub(crate) fn subscribe_local(&mut self, key: StreamKey, out: &Rc<Outbound>) -> bool {
         let subscribers = self.local.entry(key).or_default();
         if subscribers.iter().any(|s| Rc::ptr_eq(s, out)) {
             return false;
@@ -691,7 +683,7 @@ impl Registry {
     }
 
     /// Removes a local subscriber; true when it was the shard's last.
-    pub fn unsubscribe_local(&mut self, key: StreamKey, out: &Rc<Outbound>) -> bool {
+    pub(crate) fn unsubscribe_local(&mut self, key: StreamKey, out: &Rc<Outbound>) -> bool {
         let Some(subscribers) = self.local.get_mut(&key) else {
             return false;
         };
@@ -706,7 +698,7 @@ impl Registry {
 
     /// On the market's shard: `shard` wants `key`. Returns true when the
     /// stream had no subscribed shard before.
-    pub fn add_shard(&mut self, key: StreamKey, shard: usize) -> bool {
+    pub(crate) fn add_shard(&mut self, key: StreamKey, shard: usize) -> bool {
         let shards = self.shards.entry(key).or_default();
         if !shards.contains(&shard) {
             shards.push(shard);
@@ -714,7 +706,7 @@ impl Registry {
         shards.len() == 1
     }
 
-    pub fn remove_shard(&mut self, key: StreamKey, shard: usize) {
+    pub(crate) fn remove_shard(&mut self, key: StreamKey, shard: usize) {
         if let Some(shards) = self.shards.get_mut(&key) {
             shards.retain(|&s| s != shard);
             if shards.is_empty() {
@@ -746,13 +738,13 @@ impl Registry {
     }
 
     /// True when some shard subscribes to `key` (on the market's shard).
-    pub fn has_shards(&self, key: StreamKey) -> bool {
+    pub(crate) fn has_shards(&self, key: StreamKey) -> bool {
         self.shards.contains_key(&key)
     }
 
     /// The ticker `entry` for a stream of `kind`, if it differs from what
     /// that stream last sent for the market; remembers it as sent.
-    pub fn ticker_changed(&mut self, kind: StreamKind, entry: &TickerEntry) -> bool {
+    pub(crate) fn ticker_changed(&mut self, kind: StreamKind, entry: &TickerEntry) -> bool {
         let mini = matches!(kind, StreamKind::MiniTicker | StreamKind::AllMiniTickers);
         let mark = TickerMark::of(entry, mini);
         self.tickers.insert((entry.market, kind), mark) != Some(mark)
@@ -760,7 +752,7 @@ impl Registry {
 
     /// Starts a kline stream from the candle `newest` (if any) at `now_ms`:
     /// an open candle is sent at the next tick, a closed one never again.
-    pub fn kline_start(&mut self, market: MarketId, interval: Interval, newest: Option<Candle>, now_ms: u64) {
+    pub(crate) fn kline_start(&mut self, market: MarketId, interval: Interval, newest: Option<Candle>, now_ms: u64) {
         if let Some(candle) = newest {
             let mark = KlineMark {
                 open_time_ms: candle.open_time_ms,
@@ -774,7 +766,7 @@ impl Registry {
     /// The kline updates due at `now_ms`, as (candle, closed), oldest
     /// first: the candle last sent if it changed or closed since, then
     /// every newer candle (the newest open unless its time is over).
-    pub fn kline_updates(
+    pub(crate) fn kline_updates(
         &mut self,
         market: MarketId,
         interval: Interval,
@@ -811,17 +803,24 @@ impl Registry {
     }
 
     /// The shards subscribed to `key` (on the market's shard).
-    pub fn shards_of(&self, key: StreamKey) -> &[usize] {
+    pub(crate) fn shards_of(&self, key: StreamKey) -> &[usize] {
         self.shards.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// Streams of `kind`-like streams that have subscribed shards.
-    pub fn subscribed(&self, matches: impl Fn(StreamKind) -> bool) -> Vec<StreamKey> {
+    pub(crate) fn subscribed(&self, matches: impl Fn(StreamKind) -> bool) -> Vec<StreamKey> {
         self.shards.keys().filter(|k| matches(k.kind)).copied().collect()
     }
 
     /// Starts a depth chain from the book as it is now.
-    pub fn depth_start(&mut self, market: MarketId, fast: bool, update_id: u64, bids: Vec<Level>, asks: Vec<Level>) {
+    pub(crate) fn depth_start(
+        &mut self,
+        market: MarketId,
+        fast: bool,
+        update_id: u64,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+    ) {
         let state = DepthState {
             update_id,
             bids,
@@ -833,7 +832,7 @@ impl Registry {
     }
 
     /// Records prices orders came to, for the depth chains of their markets.
-    pub fn touch_levels(&mut self, touched: &[(MarketId, Side, Price)]) {
+    pub(crate) fn touch_levels(&mut self, touched: &[(MarketId, Side, Price)]) {
         if self.depth.is_empty() {
             return;
         }
@@ -851,7 +850,7 @@ impl Registry {
 
     /// The diff from the last snapshot to `bids`/`asks` at `update_id`, or
     /// `None` when the book has not changed.
-    pub fn depth_diff(
+    pub(crate) fn depth_diff(
         &mut self,
         market: MarketId,
         fast: bool,
@@ -884,13 +883,13 @@ impl Registry {
     }
 
     /// The book ticker to send for `market` at `update_id`, if it changed.
-    pub fn book_ticker_changed(&mut self, market: MarketId, update_id: u64) -> bool {
+    pub(crate) fn book_ticker_changed(&mut self, market: MarketId, update_id: u64) -> bool {
         let last = self.book_ticker_ids.insert(market, update_id);
         last != Some(update_id)
     }
 
     /// Adds a local user-stream connection of `user` by listen key `key`.
-    pub fn subscribe_user_local(&mut self, user: UserId, key: &str, out: &Rc<Outbound>) {
+    pub(crate) fn subscribe_user_local(&mut self, user: UserId, key: &str, out: &Rc<Outbound>) {
         self.user_local
             .entry(user)
             .or_default()
@@ -898,7 +897,7 @@ impl Registry {
     }
 
     /// Removes a local user-stream connection.
-    pub fn unsubscribe_user_local(&mut self, user: UserId, out: &Rc<Outbound>) {
+    pub(crate) fn unsubscribe_user_local(&mut self, user: UserId, out: &Rc<Outbound>) {
         let Some(outs) = self.user_local.get_mut(&user) else {
             return;
         };
@@ -910,7 +909,7 @@ impl Registry {
 
     /// On the user's shard: one more stream connection of `user` on
     /// `shard`, unless the user holds `max` over all shards already.
-    pub fn add_user_connection(&mut self, user: UserId, shard: usize, max: usize) -> bool {
+    pub(crate) fn add_user_connection(&mut self, user: UserId, shard: usize, max: usize) -> bool {
         let shards = self.user_shards.entry(user).or_default();
         if shards.iter().map(|&(_, n)| n).sum::<usize>() >= max {
             if shards.is_empty() {
@@ -926,7 +925,7 @@ impl Registry {
     }
 
     /// On the user's shard: a stream connection of `user` on `shard` closed.
-    pub fn remove_user_connection(&mut self, user: UserId, shard: usize) {
+    pub(crate) fn remove_user_connection(&mut self, user: UserId, shard: usize) {
         let Some(shards) = self.user_shards.get_mut(&user) else {
             return;
         };
@@ -940,20 +939,20 @@ impl Registry {
     }
 
     /// The shards holding stream connections of `user` (on its shard).
-    pub fn user_shards_of(&self, user: UserId) -> Vec<usize> {
+    pub(crate) fn user_shards_of(&self, user: UserId) -> Vec<usize> {
         self.user_shards
             .get(&user)
             .map_or_else(Vec::new, |shards| shards.iter().map(|&(s, _)| s).collect())
     }
 
     /// True when users owned here have stream connections anywhere.
-    pub fn has_user_streams(&self) -> bool {
+    pub(crate) fn has_user_streams(&self) -> bool {
         !self.user_shards.is_empty()
     }
 
     /// Serialises a user event once and queues it for the user's
     /// connections here. Returns the queues that overflowed.
-    pub fn publish_user_local(&self, event: &UserEvent, time_ms: u64, trading: &Trading) -> usize {
+    pub(crate) fn publish_user_local(&self, event: &UserEvent, time_ms: u64, trading: &Trading) -> usize {
         let Some(outs) = self.user_local.get(&event.user()) else {
             return 0;
         };
@@ -997,7 +996,7 @@ impl Registry {
 
     /// Serialises `event` once and queues it for every local subscriber.
     /// Returns the queues that overflowed with it.
-    pub fn publish_local(&self, event: &StreamEvent, trading: &Trading) -> usize {
+    pub(crate) fn publish_local(&self, event: &StreamEvent, trading: &Trading) -> usize {
         let key = event.key();
         let Some(subscribers) = self.local.get(&key) else {
             return 0;

@@ -14,10 +14,10 @@
 //! **Invariant:** `Trading` does no I/O and knows neither JSON nor the
 //! executor: time, ids and randomness are inputs.
 
-use crate::auth::{KeyRecord, KeyStore, Scopes};
-use crate::trading::record::{CancelReplaceRecord, Record};
-use crate::trading::msg::EngineMsg;
+use crate::auth::{key_for, KeyRecord, KeyStore, Scopes, KEY_USER_DIGITS};
 use crate::oneshot;
+use crate::trading::msg::EngineMsg;
+use crate::trading::record::{CancelReplaceRecord, Record};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
@@ -42,8 +42,6 @@ pub const LISTEN_KEYS_PER_USER_MAX: usize = 8;
 pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
 /// Operations waiting for the engine on one shard.
 pub const WAITERS_PER_SHARD_MAX: usize = 1 << 16;
-/// Decimal digits of the user id at the start of API and listen keys.
-pub const KEY_USER_DIGITS: usize = 12;
 /// The demo user's id; admin-created users start above it.
 pub const DEMO_USER_ID: UserId = 1;
 
@@ -63,29 +61,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-/// The user a key (API or listen key) belongs to: its first digits.
-pub fn user_of_key(key: &[u8]) -> Option<UserId> {
-    let digits = key.get(..KEY_USER_DIGITS)?;
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-/// A key for `user`: the user id in `KEY_USER_DIGITS` digits, then letters
-/// and digits drawn from `entropy`.
-pub fn key_for(user: UserId, entropy: &[u8], len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut key = format!("{user:0width$}", width = KEY_USER_DIGITS);
-    key.extend(
-        entropy
-            .iter()
-            .take(len - KEY_USER_DIGITS)
-            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
-    );
-    key
 }
 
 /// What a placed order came to: its state after matching, and the fills it
@@ -213,7 +188,53 @@ struct ListenKey {
     expires_ms: u64,
 }
 
+/// What operations on one shard's `Trading` produced for the rest of the
+/// shard, in order. The shard takes it after every operation
+/// (`Trading::swap_output`) and hands each part on: records to the
+/// journal, engine messages to the mesh, trades, depth changes and user
+/// events to the streams, first fills to the order limiter.
+#[derive(Default)]
+pub struct Output {
+    /// The inputs that changed this shard's state, in order; the shard
+    /// journals them (see `durability`) before anything they caused leaves.
+    pub records: Vec<Record>,
+    /// Engine messages for other shards with their link sequence numbers.
+    pub outgoing: Vec<(u32, u64, EngineMsg)>,
+    /// Trades of the books on this shard, for market data.
+    pub trades: Vec<tradsys_engine::msg::Fill>,
+    /// Prices where orders came to the books on this shard, for depth
+    /// diffs (a level may appear and go between two diffs).
+    pub touched_levels: Vec<(MarketId, Side, Price)>,
+    /// Order changes of the users on this shard, for user data streams.
+    pub user_updates: Vec<UserUpdate>,
+    /// Deposits and withdrawals of the users on this shard, for
+    /// `balanceUpdate`.
+    pub balance_updates: Vec<BalanceUpdate>,
+    /// Users whose order traded for the first time; the order limiter
+    /// takes them off its counts.
+    pub first_fills: Vec<UserId>,
+    /// Listen keys that expired or were closed, with their users, for
+    /// `listenKeyExpired`.
+    pub closed_listen_keys: Vec<(UserId, String)>,
+}
+
+impl Output {
+    /// Empties every part, keeping the capacity for the next operation.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.outgoing.clear();
+        self.trades.clear();
+        self.touched_levels.clear();
+        self.user_updates.clear();
+        self.balance_updates.clear();
+        self.first_fills.clear();
+        self.closed_listen_keys.clear();
+    }
+}
+
 pub struct Trading {
+    /// What operations produced for the rest of the shard; see `Output`.
+    out: Output,
     shard: u32,
     shards: u32,
     specs: Vec<MarketSpec>,
@@ -226,12 +247,6 @@ pub struct Trading {
     keys: KeyStore,
     listen_keys: HashMap<String, ListenKey>,
     listen_key_ttl_ms: u64,
-    /// Listen keys that expired or were closed, with their users, for
-    /// `listenKeyExpired`; drained by the caller.
-    pub closed_listen_keys: Vec<(UserId, String)>,
-    /// Deposits and withdrawals of the users on this shard, for
-    /// `balanceUpdate`; drained by the caller.
-    pub balance_updates: Vec<BalanceUpdate>,
     /// The client ids of cancel requests in flight, by order.
     cancel_client_ids: FastMap<OrderId, ClientOrderId>,
     /// A MARKET order by quote amount learns whether it is FILLED only
@@ -244,32 +259,13 @@ pub struct Trading {
     to_book: Vec<ToBook>,
     to_account: Vec<ToAccount>,
     events: Vec<AccountEvent>,
-    /// Engine messages for other shards with their link sequence numbers;
-    /// the caller drains it into the mesh after every operation.
-    pub outgoing: Vec<(u32, u64, EngineMsg)>,
-    /// Trades of the books on this shard, for market data; the caller
-    /// drains it after every operation (see `Shard::flush_engine`).
-    pub trades: Vec<tradsys_engine::msg::Fill>,
-    /// Prices where orders came to the books on this shard, for depth
-    /// diffs (a level may appear and go between two diffs); drained by the
-    /// caller.
-    pub touched_levels: Vec<(MarketId, Side, Price)>,
-    /// Order changes of the users on this shard, for user data streams;
-    /// drained by the caller.
-    pub user_updates: Vec<UserUpdate>,
     /// The trade event just before its order's update.
     pending_trade: Option<UserTrade>,
-    /// Users whose order traded for the first time; the shard's order
-    /// limiter takes them off its counts (see `Shard::flush_engine`).
-    pub first_fills: Vec<UserId>,
     next_order_seq: u64,
     next_user_seq: u64,
     pub orders: OrderCounters,
     /// False while replaying the journal: no waiters, no records.
     live: bool,
-    /// The inputs that changed this shard's state, in order; the shard
-    /// journals them (see `durability`) before anything they caused leaves.
-    pub records: Vec<Record>,
     /// Engine messages sent to / received from each shard so far: the
     /// sequence numbers of the links, so recovery can tell which messages
     /// were still in flight at a crash.
@@ -278,6 +274,17 @@ pub struct Trading {
 }
 
 impl Trading {
+    /// Exchanges the output gathered so far for `spare`, which must be
+    /// empty: the caller drains what it gets and passes it back cleared
+    /// next time, so no buffer is ever reallocated.
+    pub fn swap_output(&mut self, spare: &mut Output) {
+        assert!(
+            spare.records.is_empty() && spare.outgoing.is_empty(),
+            "a spare output must be empty"
+        );
+        std::mem::swap(&mut self.out, spare);
+    }
+
     pub fn new(shard: u32, shards: u32, specs: Vec<MarketSpec>, book_capacity: BookCapacity) -> Trading {
         let market_shard = market_shards(&specs, shards);
         let books = specs
@@ -303,8 +310,6 @@ impl Trading {
             keys: KeyStore::default(),
             listen_keys: HashMap::new(),
             listen_key_ttl_ms: LISTEN_KEY_TTL_MS,
-            closed_listen_keys: Vec::new(),
-            balance_updates: Vec::new(),
             cancel_client_ids: FastMap::default(),
             held_taker_update: None,
             transfers: vec![(0, 0); assets],
@@ -313,17 +318,12 @@ impl Trading {
             to_book: Vec::new(),
             to_account: Vec::new(),
             events: Vec::new(),
-            outgoing: Vec::new(),
-            trades: Vec::new(),
-            touched_levels: Vec::new(),
-            user_updates: Vec::new(),
             pending_trade: None,
-            first_fills: Vec::new(),
             next_order_seq: 0,
             next_user_seq: 0,
             orders: OrderCounters::default(),
             live: true,
-            records: Vec::new(),
+            out: Output::default(),
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
             specs,
@@ -397,7 +397,7 @@ impl Trading {
     /// Keeps an input for the journal (live shards only).
     fn record(&mut self, record: Record) {
         if self.live {
-            self.records.push(record);
+            self.out.records.push(record);
         }
     }
 
@@ -602,14 +602,16 @@ impl Trading {
     ) -> Result<(OrderId, oneshot::Receiver<ReplaceOutcome>), TradingError> {
         self.check_room(None)?;
         if self.live {
-            self.records.push(Record::CancelReplace(Box::new(CancelReplaceRecord {
-                user,
-                target,
-                mode,
-                request: *request,
-                reference,
-                now_ms,
-            })));
+            self.out
+                .records
+                .push(Record::CancelReplace(Box::new(CancelReplaceRecord {
+                    user,
+                    target,
+                    mode,
+                    request: *request,
+                    reference,
+                    now_ms,
+                })));
         }
         let (tx, rx) = oneshot::channel();
         let order_id = self.cancel_replace_core(user, target, mode, request, reference, now_ms, Some(tx))?;
@@ -725,7 +727,7 @@ impl Trading {
         } else {
             let seq = &mut self.sent_seq[owner as usize];
             *seq += 1;
-            self.outgoing.push((owner, *seq, msg));
+            self.out.outgoing.push((owner, *seq, msg));
         }
     }
 
@@ -767,14 +769,14 @@ impl Trading {
         self.to_account.clear();
         if let ToBook::Place(place) = &msg {
             if place.price != Price::ZERO {
-                self.touched_levels.push((place.market, place.side, place.price));
+                self.out.touched_levels.push((place.market, place.side, place.price));
             }
         }
         book.handle(msg, &mut self.to_account);
         for i in 0..self.to_account.len() {
             let msg = self.to_account[i];
             if let ToAccount::Fill(fill) = msg {
-                self.trades.push(fill);
+                self.out.trades.push(fill);
             }
             self.route_account(msg);
         }
@@ -838,7 +840,7 @@ impl Trading {
         // An order's first fill takes it off its user's unfilled-order count
         // (Binance's ORDERS limit counts orders that have not traded).
         if trade.is_some_and(|t| t.qty == view.executed_qty) {
-            self.first_fills.push(view.user);
+            self.out.first_fills.push(view.user);
         }
         let held = self.held_taker_update.take_if(|h| h.view.order_id == view.order_id);
         if let Some(held) = held {
@@ -846,10 +848,10 @@ impl Trading {
             // trade's report; EXPIRED follows it as Binance reports it.
             if view.status == OrderStatus::Filled {
                 let balances = self.market_balances(&view);
-                self.user_updates.push(UserUpdate { view, balances, ..held });
+                self.out.user_updates.push(UserUpdate { view, balances, ..held });
                 return;
             }
-            self.user_updates.push(held);
+            self.out.user_updates.push(held);
         }
         // The account machine marks an order FILLED in a second update after
         // its last trade; Binance reports both in one executionReport.
@@ -874,11 +876,11 @@ impl Trading {
         let by_quote_taker = trade.is_some_and(|t| !t.is_maker) && view.orig_quote_qty.0 > 0;
         if by_quote_taker && view.status == OrderStatus::PartiallyFilled {
             if let Some(previous) = self.held_taker_update.replace(update) {
-                self.user_updates.push(previous);
+                self.out.user_updates.push(previous);
             }
             return;
         }
-        self.user_updates.push(update);
+        self.out.user_updates.push(update);
     }
 
     /// The user's balances of `view`'s market's base and quote assets.
@@ -971,7 +973,7 @@ impl Trading {
         entropy: &[u8; 128],
     ) -> Result<(String, String), TradingError> {
         if self.live {
-            self.records.push(Record::CreateKey {
+            self.out.records.push(Record::CreateKey {
                 user,
                 scopes: scopes.bits(),
                 entropy: Box::new(*entropy),
@@ -1020,7 +1022,7 @@ impl Trading {
             self.accounts.withdraw(user, asset, amount)?;
             totals.1 += i128::from(amount.0);
         }
-        self.balance_updates.push(BalanceUpdate {
+        self.out.balance_updates.push(BalanceUpdate {
             user,
             asset,
             delta: if deposit { amount } else { Amount(-amount.0) },
@@ -1086,7 +1088,7 @@ impl Trading {
                     k.expires_ms = now_ms + self.listen_key_ttl_ms;
                 } else {
                     self.listen_keys.remove(key);
-                    self.closed_listen_keys.push((user, key.to_string()));
+                    self.out.closed_listen_keys.push((user, key.to_string()));
                 }
                 true
             }
@@ -1214,7 +1216,7 @@ impl Trading {
     /// Drops the listen keys that expired by `now_ms`, noting them in
     /// `closed_listen_keys`.
     pub fn expire_listen_keys(&mut self, now_ms: u64) {
-        let closed = &mut self.closed_listen_keys;
+        let closed = &mut self.out.closed_listen_keys;
         self.listen_keys.retain(|key, k| {
             let live = k.expires_ms > now_ms;
             if !live {

@@ -12,4 +12,3 @@ pub enum EngineMsg {
     /// For the account machine of a user the receiver owns.
     Account(ToAccount),
 }
-

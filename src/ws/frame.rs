@@ -14,15 +14,15 @@
 //! Who calls it: [`super::Reader`] for messages, and the encoders from the
 //! shard's stream fan-out and the connection loop (pong, close).
 
-use super::{CloseCode, CloseReason, WsLimits};
+#[cfg(test)]
+use super::WsLimits;
+use super::{CloseCode, CloseReason};
 use std::ops::Range;
 
 /// RFC 6455 §5.5: control frames carry at most 125 payload bytes.
-pub const WS_CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
+pub(crate) const WS_CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
 /// A close payload is a 2-byte code followed by the reason.
-pub const WS_CLOSE_REASON_BYTES_MAX: usize = WS_CONTROL_PAYLOAD_BYTES_MAX - 2;
-/// 2 fixed bytes, 8 bytes of extended length, 4 bytes of mask.
-pub const WS_FRAME_HEADER_BYTES_MAX: usize = 14;
+pub(crate) const WS_CLOSE_REASON_BYTES_MAX: usize = WS_CONTROL_PAYLOAD_BYTES_MAX - 2;
 
 /// Frame opcodes defined by RFC 6455; the reserved ones are protocol errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Opcode {
         }
     }
 
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         match self {
             Opcode::Continuation => 0x0,
             Opcode::Text => 0x1,
@@ -60,7 +60,7 @@ impl Opcode {
     }
 
     /// Control frames may interleave with fragments and are never fragmented.
-    pub fn is_control(self) -> bool {
+    pub(crate) fn is_control(self) -> bool {
         matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
     }
 }
@@ -68,10 +68,10 @@ impl Opcode {
 /// One decoded frame; `payload` indexes the buffer given to [`decode`] and
 /// is already unmasked there.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub fin: bool,
-    pub opcode: Opcode,
-    pub payload: Range<usize>,
+pub(crate) struct Frame {
+    pub(crate) fin: bool,
+    pub(crate) opcode: Opcode,
+    pub(crate) payload: Range<usize>,
 }
 
 /// Decodes and unmasks the frame at the start of `buf`.
@@ -80,7 +80,8 @@ pub struct Frame {
 /// `Ok(Some((frame, consumed)))`: `consumed` is the frame's whole length.
 /// A data frame longer than `limits.message_bytes_max` fails as soon as its
 /// length is readable; fragments are summed by [`super::Reader`].
-pub fn decode(buf: &mut [u8], limits: &WsLimits) -> Result<Option<(Frame, usize)>, CloseReason> {
+#[cfg(test)]
+pub(crate) fn decode(buf: &mut [u8], limits: &WsLimits) -> Result<Option<(Frame, usize)>, CloseReason> {
     decode_within(buf, limits.message_bytes_max)
 }
 
@@ -177,7 +178,7 @@ impl Header {
 
 /// The status and reason of a close frame's payload; `None` when it is
 /// empty (the peer gave no code).
-pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, CloseReason> {
+pub(crate) fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, CloseReason> {
     match payload {
         [] => Ok(None),
         [_] => Err(CloseReason::CloseLengthOne),
@@ -186,7 +187,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, 
             if !code.is_valid_on_wire() {
                 return Err(CloseReason::InvalidCloseCode);
             }
-            let reason = std::str::from_utf8(reason).map_err(|_| CloseReason::CloseReasonUtf8)?;
+            let reason = std::str::from_utf8(reason).map_err(|_| CloseReason::InvalidReasonUtf8)?;
             Ok(Some((code, reason)))
         }
     }
@@ -194,7 +195,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, 
 
 /// XORs `payload` with `mask` (RFC 6455 §5.3), starting at mask byte 0.
 /// Masking and unmasking are the same operation.
-pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
     // A word at a time: payloads of market data run to kilobytes, and eight
     // is a multiple of four, so the remainder starts again at mask byte 0.
     let [m0, m1, m2, m3] = mask;
@@ -211,7 +212,7 @@ pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 /// Bytes of the header for a payload of `payload_len`.
-pub fn header_bytes(payload_len: usize, masked: bool) -> usize {
+pub(crate) fn header_bytes(payload_len: usize, masked: bool) -> usize {
     let length_bytes = match payload_len {
         0..=125 => 0,
         126..=0xFFFF => 2,
@@ -258,28 +259,29 @@ fn encode_header(out: &mut Vec<u8>, fin: bool, opcode: Opcode, mask: Option<[u8;
 
 /// Appends an unmasked, final text frame. Text takes `&str` so that a frame
 /// we send is valid UTF-8 by construction.
-pub fn encode_text(out: &mut Vec<u8>, payload: &str) {
+pub(crate) fn encode_text(out: &mut Vec<u8>, payload: &str) {
     encode_frame(out, true, Opcode::Text, None, payload.as_bytes());
 }
 
-pub fn encode_binary(out: &mut Vec<u8>, payload: &[u8]) {
+#[cfg(test)]
+pub(crate) fn encode_binary(out: &mut Vec<u8>, payload: &[u8]) {
     encode_frame(out, true, Opcode::Binary, None, payload);
 }
 
 /// Panics if `payload` is over 125 bytes (a programmer error).
-pub fn encode_ping(out: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn encode_ping(out: &mut Vec<u8>, payload: &[u8]) {
     encode_frame(out, true, Opcode::Ping, None, payload);
 }
 
 /// Panics if `payload` is over 125 bytes; a ping's payload never is.
-pub fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
     encode_frame(out, true, Opcode::Pong, None, payload);
 }
 
 /// Appends a close frame. The reason is informational, so a long one is cut
 /// at a character boundary rather than refused. Codes that must not be
 /// sent (1005, 1006, 1015, ...) are a programmer error.
-pub fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
+pub(crate) fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
     assert!(code.is_valid_on_wire(), "close code {} must not be sent", code.0);
     let mut end = reason.len().min(WS_CLOSE_REASON_BYTES_MAX);
     while !reason.is_char_boundary(end) {
@@ -293,14 +295,15 @@ pub fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
 
 /// One whole text frame, sized exactly: an event is serialized and framed
 /// once per shard and the same bytes are queued to every subscriber.
-pub fn text_frame(payload: &str) -> Vec<u8> {
+pub(crate) fn text_frame(payload: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(header_bytes(payload.len(), false) + payload.len());
     encode_text(&mut out, payload);
     out
 }
 
 /// One whole binary frame, sized exactly; see [`text_frame`].
-pub fn binary_frame(payload: &[u8]) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(header_bytes(payload.len(), false) + payload.len());
     encode_binary(&mut out, payload);
     out
@@ -518,7 +521,7 @@ mod tests {
             (
                 "close reason",
                 close(&[0x03, 0xe8, 0xff]),
-                CloseReason::CloseReasonUtf8,
+                CloseReason::InvalidReasonUtf8,
                 1007,
             ),
         ];

@@ -15,7 +15,9 @@
 //! client can retry with a version we speak.
 
 use crate::binance;
-use crate::http::{self, HttpError, Method};
+#[cfg(test)]
+use crate::http;
+use crate::http::{HttpError, Method, UpgradeRequest};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -29,19 +31,9 @@ const KEY_NONCE_BYTES: usize = 16;
 /// Base64 of 16 bytes is 24 characters; a longer value cannot be a key.
 const KEY_BYTES_MAX: usize = 24;
 
-/// The parts of a request the handshake depends on, as the raw header
-/// values (`None` when a header is absent).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpgradeRequest<'a> {
-    pub method: Method,
-    pub upgrade: Option<&'a [u8]>,
-    pub connection: Option<&'a [u8]>,
-    pub key: Option<&'a [u8]>,
-    pub version: Option<&'a [u8]>,
-}
-
 impl<'a> UpgradeRequest<'a> {
-    pub fn new(method: Method) -> UpgradeRequest<'a> {
+    #[cfg(test)]
+    pub(crate) fn new(method: Method) -> UpgradeRequest<'a> {
         UpgradeRequest {
             method,
             upgrade: None,
@@ -53,7 +45,8 @@ impl<'a> UpgradeRequest<'a> {
 
     /// Records `name: value` if it is one of the handshake headers, so the
     /// HTTP layer can pass every header through in one loop.
-    pub fn header(&mut self, name: &str, value: &'a [u8]) {
+    #[cfg(test)]
+    pub(crate) fn header(&mut self, name: &str, value: &'a [u8]) {
         if name.eq_ignore_ascii_case("upgrade") {
             self.upgrade = Some(value);
         } else if name.eq_ignore_ascii_case("connection") {
@@ -72,14 +65,14 @@ impl<'a> UpgradeRequest<'a> {
 
 /// A handshake that succeeded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Accept {
+pub(crate) struct Accept {
     /// The `Sec-WebSocket-Accept` value.
-    pub accept: String,
+    pub(crate) accept: String,
 }
 
 impl Accept {
     /// Appends the `101 Switching Protocols` response.
-    pub fn encode_response(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_response(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         );
@@ -90,7 +83,7 @@ impl Accept {
 
 /// Why an upgrade was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     MethodNotGet,
     ConnectionNotUpgrade,
     KeyMissing,
@@ -99,7 +92,7 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    pub fn http_error(self) -> HttpError {
+    pub(crate) fn http_error(self) -> HttpError {
         let (status, msg) = match self {
             HandshakeError::MethodNotGet => (405, "A WebSocket upgrade must use GET."),
             HandshakeError::ConnectionNotUpgrade => (400, "A WebSocket upgrade needs 'Connection: Upgrade'."),
@@ -111,7 +104,7 @@ impl HandshakeError {
     }
 
     /// The headers the error response must carry besides the body's.
-    pub fn headers(self) -> &'static [&'static str] {
+    pub(crate) fn headers(self) -> &'static [&'static str] {
         match self {
             HandshakeError::MethodNotGet => &["Allow: GET"],
             HandshakeError::VersionUnsupported => &["Sec-WebSocket-Version: 13"],
@@ -120,13 +113,14 @@ impl HandshakeError {
     }
 
     /// Appends the full error response.
-    pub fn encode_response(self, out: &mut Vec<u8>) {
+    #[cfg(test)]
+    pub(crate) fn encode_response(self, out: &mut Vec<u8>) {
         http::encode_error(out, &self.http_error(), self.headers(), false);
     }
 }
 
 /// `Ok(None)`: not an upgrade request. `Ok(Some(accept))`: switch protocols.
-pub fn negotiate(request: &UpgradeRequest) -> Result<Option<Accept>, HandshakeError> {
+pub(crate) fn negotiate(request: &UpgradeRequest) -> Result<Option<Accept>, HandshakeError> {
     if !request.upgrade.is_some_and(|v| has_token(v, b"websocket")) {
         return Ok(None);
     }
@@ -158,7 +152,7 @@ fn check_key(key: &[u8]) -> Result<(), HandshakeError> {
 }
 
 /// base64(SHA-1(key ‖ GUID)), RFC 6455 §4.2.2.
-pub fn accept_value(key: &[u8]) -> String {
+pub(crate) fn accept_value(key: &[u8]) -> String {
     let mut sha1 = Sha1::new();
     sha1.update(key);
     sha1.update(ACCEPT_GUID);

@@ -18,27 +18,27 @@
 //! **Invariant:** every [`CloseReason`] maps to the close code the server
 //! sends before it closes; after one, the connection reads nothing more.
 
-pub mod frame;
-pub mod handshake;
+mod frame;
+pub(crate) mod handshake;
 
-pub use frame::{
-    binary_frame, decode, encode_binary, encode_close, encode_frame, encode_ping, encode_pong, encode_text, text_frame,
-    Frame, Opcode,
-};
+#[cfg(test)]
+pub(crate) use frame::binary_frame;
+pub(crate) use frame::{encode_close, encode_ping, encode_pong, text_frame, Frame};
+pub use frame::{encode_frame, Opcode};
 
 use std::borrow::Cow;
 use std::fmt;
 
 /// The default of `ws_message_bytes_max`: client messages are requests such
 /// as SUBSCRIBE, far smaller than this.
-pub const WS_MESSAGE_BYTES_MAX_DEFAULT: usize = 65536;
+pub(crate) const WS_MESSAGE_BYTES_MAX_DEFAULT: usize = 65536;
 
 /// Limits on what a client may send over one WebSocket connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WsLimits {
+pub(crate) struct WsLimits {
     /// `ws_message_bytes_max`: payload bytes of one data message, summed
     /// over its fragments. Control frames have their own bound of 125.
-    pub message_bytes_max: usize,
+    pub(crate) message_bytes_max: usize,
 }
 
 impl Default for WsLimits {
@@ -52,23 +52,22 @@ impl Default for WsLimits {
 /// A close status code (RFC 6455 §7.4). A newtype rather than an enum
 /// because a peer may send any registered or private code (3000-4999).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CloseCode(pub u16);
+pub(crate) struct CloseCode(pub(crate) u16);
 
 impl CloseCode {
-    pub const NORMAL: CloseCode = CloseCode(1000);
-    pub const GOING_AWAY: CloseCode = CloseCode(1001);
-    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
-    pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
-    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
-    pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
-    pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
-    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    pub(crate) const NORMAL: CloseCode = CloseCode(1000);
+    pub(crate) const GOING_AWAY: CloseCode = CloseCode(1001);
+    pub(crate) const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    pub(crate) const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    pub(crate) const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    pub(crate) const POLICY_VIOLATION: CloseCode = CloseCode(1008);
+    pub(crate) const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
 
     /// Whether the code may appear in a close frame. 1004 is reserved, 1005,
     /// 1006 and 1015 only describe a close locally, and 1016-2999 are
     /// unassigned; 1012-1014 are registered with IANA (restart, try again
     /// later, bad gateway); 3000-4999 belong to libraries and applications.
-    pub fn is_valid_on_wire(self) -> bool {
+    pub(crate) fn is_valid_on_wire(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 }
@@ -78,7 +77,7 @@ impl CloseCode {
 /// status to send and [`CloseReason::message`] a reason that fits in the
 /// close frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     Unmasked,
     ReservedBits,
     UnknownOpcode,
@@ -88,23 +87,23 @@ pub enum CloseReason {
     MessageTooBig,
     CloseLengthOne,
     InvalidCloseCode,
-    CloseReasonUtf8,
+    InvalidReasonUtf8,
     TextUtf8,
     ContinuationWithoutMessage,
     DataDuringFragmentedMessage,
 }
 
 impl CloseReason {
-    pub fn code(self) -> CloseCode {
+    pub(crate) fn code(self) -> CloseCode {
         match self {
             CloseReason::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
             // RFC 6455 §8.1: data that is not UTF-8 where UTF-8 is required.
-            CloseReason::TextUtf8 | CloseReason::CloseReasonUtf8 => CloseCode::INVALID_PAYLOAD,
+            CloseReason::TextUtf8 | CloseReason::InvalidReasonUtf8 => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             CloseReason::Unmasked => "client frames must be masked",
             CloseReason::ReservedBits => "reserved bits set without an extension",
@@ -115,7 +114,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::CloseLengthOne => "close payload of one byte",
             CloseReason::InvalidCloseCode => "invalid close code",
-            CloseReason::CloseReasonUtf8 => "close reason is not UTF-8",
+            CloseReason::InvalidReasonUtf8 => "close reason is not UTF-8",
             CloseReason::TextUtf8 => "text message is not UTF-8",
             CloseReason::ContinuationWithoutMessage => "continuation frame without a message",
             CloseReason::DataDuringFragmentedMessage => "new data frame inside a fragmented message",
@@ -134,7 +133,7 @@ impl std::error::Error for CloseReason {}
 /// A client message. A message that came in one frame borrows the read
 /// buffer; a reassembled one owns the fragment buffer it was built in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message<'a> {
+pub(crate) enum Message<'a> {
     Text(Cow<'a, str>),
     Binary(Cow<'a, [u8]>),
     Ping(&'a [u8]),
@@ -147,14 +146,14 @@ pub enum Message<'a> {
 /// the front of its buffer once done with `message`, whether or not there
 /// is a message: fragments are absorbed into the reader as they arrive.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Read<'a> {
-    pub message: Option<Message<'a>>,
-    pub consumed: usize,
+pub(crate) struct Read<'a> {
+    pub(crate) message: Option<Message<'a>>,
+    pub(crate) consumed: usize,
 }
 
 /// Per-connection message assembly.
 #[derive(Debug, Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     fragmented: Option<Box<Fragmented>>,
 }
 
@@ -183,7 +182,7 @@ impl Reader {
     /// Reads frames from the start of `buf` until one yields a message or
     /// the buffer holds no whole frame. Control frames between fragments
     /// come out at once, ahead of the message they interrupt.
-    pub fn read<'a>(&mut self, buf: &'a mut [u8], limits: &WsLimits) -> Result<Read<'a>, CloseReason> {
+    pub(crate) fn read<'a>(&mut self, buf: &'a mut [u8], limits: &WsLimits) -> Result<Read<'a>, CloseReason> {
         let mut consumed = 0;
         let (step, payload) = loop {
             let budget = limits.message_bytes_max.saturating_sub(self.fragmented_bytes());
@@ -204,7 +203,8 @@ impl Reader {
     }
 
     /// Whether a fragmented message is in progress.
-    pub fn is_fragmented(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_fragmented(&self) -> bool {
         self.fragmented.is_some()
     }
 

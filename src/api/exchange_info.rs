@@ -1,0 +1,212 @@
+//! exchangeInfo: rendered once at start-up, except serverTime, and
+//! filtered by `symbol` or `symbols`.
+
+use crate::api::host::Host;
+use crate::api::{Body, Reply};
+use crate::binance;
+use crate::endpoint::Endpoint;
+use crate::http::{HttpError, Params};
+use crate::limits::RateLimits;
+use crate::metrics::Route;
+use serde_json::json;
+use tradsys_engine::market::MarketSpec;
+use tradsys_engine::num::write_units;
+
+/// exchangeInfo, pre-rendered: everything but serverTime is fixed at start.
+pub(crate) struct ExchangeInfo {
+    /// `"rateLimits":[..],"exchangeFilters":[]` with the leading comma.
+    limits_json: String,
+    /// (symbol, its JSON object) in file order.
+    symbols: Vec<(String, String)>,
+}
+
+/// Order types the matching engine accepts, with Binance's names.
+const ORDER_TYPES: [&str; 7] = [
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+];
+const STP_MODES: [&str; 4] = ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"];
+
+impl ExchangeInfo {
+    pub(crate) fn new(markets: &[MarketSpec], limits: &RateLimits) -> ExchangeInfo {
+        let rate_limits = json!([
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limits.request_weight_per_minute_max},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": limits.orders_per_10s_max},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": limits.orders_per_day_max},
+            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": limits.raw_requests_per_5m_max},
+        ]);
+        ExchangeInfo {
+            limits_json: format!(",\"rateLimits\":{rate_limits},\"exchangeFilters\":[]"),
+            symbols: markets.iter().map(|m| (m.symbol.clone(), symbol_json(m))).collect(),
+        }
+    }
+
+    /// The full body for the symbols selected (all when `None`).
+    fn render(&self, selected: Option<&[usize]>, server_time_ms: u64) -> Vec<u8> {
+        let mut out = String::with_capacity(1024 + 1536 * self.symbols.len());
+        out.push_str("{\"timezone\":\"UTC\",\"serverTime\":");
+        out.push_str(itoa::Buffer::new().format(server_time_ms));
+        out.push_str(&self.limits_json);
+        out.push_str(",\"symbols\":[");
+        let mut first = true;
+        let mut push = |json: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(json);
+        };
+        match selected {
+            Some(indexes) => indexes.iter().for_each(|&i| push(&self.symbols[i].1)),
+            None => self.symbols.iter().for_each(|(_, json)| push(json)),
+        }
+        out.push_str("]}");
+        out.into_bytes()
+    }
+
+    fn index_of(&self, symbol: &str) -> Option<usize> {
+        self.symbols.iter().position(|(s, _)| s == symbol)
+    }
+}
+
+fn decimal(units: i64) -> String {
+    let mut out = String::new();
+    write_units(&mut out, units, 8);
+    out
+}
+
+fn symbol_json(m: &MarketSpec) -> String {
+    json!({
+        "symbol": m.symbol,
+        "status": "TRADING",
+        "baseAsset": m.base_asset,
+        "baseAssetPrecision": m.base_asset_precision,
+        "quoteAsset": m.quote_asset,
+        "quotePrecision": m.quote_asset_precision,
+        "quoteAssetPrecision": m.quote_asset_precision,
+        "baseCommissionPrecision": m.base_asset_precision,
+        "quoteCommissionPrecision": m.quote_asset_precision,
+        "orderTypes": ORDER_TYPES,
+        "icebergAllowed": false,
+        "ocoAllowed": false,
+        "otoAllowed": false,
+        "quoteOrderQtyMarketAllowed": true,
+        "allowTrailingStop": false,
+        "cancelReplaceAllowed": true,
+        "isSpotTradingAllowed": true,
+        "isMarginTradingAllowed": false,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": decimal(m.min_price.0), "maxPrice": decimal(m.max_price.0), "tickSize": decimal(m.tick_size.0)},
+            {"filterType": "LOT_SIZE", "minQty": decimal(m.min_qty.0), "maxQty": decimal(m.max_qty.0), "stepSize": decimal(m.step_size.0)},
+            {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
+             "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "NONE",
+        "allowedSelfTradePreventionModes": STP_MODES,
+    })
+    .to_string()
+}
+
+pub(crate) fn exchange_info(shard: &impl Host, params: &Params<'_>) -> Reply {
+    let route = Route::Api(Endpoint::ExchangeInfo);
+    let info = shard.exchange_info();
+    let selected = match select_symbols(info, params.get("symbol"), params.get("symbols")) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(route, &e),
+    };
+    Reply::json(
+        route,
+        Body::Owned(info.render(selected.as_deref(), crate::clock::now_ms())),
+    )
+}
+
+fn select_symbols(
+    info: &ExchangeInfo,
+    symbol: Option<&str>,
+    symbols: Option<&str>,
+) -> Result<Option<Vec<usize>>, HttpError> {
+    let bad_symbol = || HttpError::new(400, binance::BAD_SYMBOL, binance::MSG_BAD_SYMBOL);
+    match (symbol, symbols) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(HttpError::new(
+            400,
+            binance::OPTIONAL_PARAMS_BAD_COMBO,
+            binance::MSG_BAD_COMBINATION,
+        )),
+        (Some(symbol), None) => Ok(Some(vec![info.index_of(symbol).ok_or_else(bad_symbol)?])),
+        (None, Some(list)) => {
+            let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+                HttpError::new(
+                    400,
+                    binance::ILLEGAL_CHARS,
+                    "Illegal characters found in parameter 'symbols'; legal range is '[\"SYMBOL\",...]'.",
+                )
+            })?;
+            if names.is_empty() {
+                return Err(HttpError::new(
+                    400,
+                    binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                    "Parameter 'symbols' was empty.",
+                ));
+            }
+            names
+                .iter()
+                .map(|n| info.index_of(n).ok_or_else(bad_symbol))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ExchangeInfo {
+        let markets = tradsys_engine::market::parse_markets(include_str!("../../shards/markets.toml")).unwrap();
+        ExchangeInfo::new(&markets, &crate::limits::RATE_LIMITS_DEFAULT)
+    }
+
+    #[test]
+    fn selects_symbols() {
+        let info = info();
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Option<Vec<usize>>, i32>);
+        let table: &[Case] = &[
+            (None, None, Ok(None)),
+            (Some("ETHBTC"), None, Ok(Some(vec![2]))),
+            (None, Some("[\"EURUSD\",\"BTCUSDT\"]"), Ok(Some(vec![3, 0]))),
+            (Some("NOPE"), None, Err(binance::BAD_SYMBOL)),
+            (None, Some("[\"BTCUSDT\",\"NOPE\"]"), Err(binance::BAD_SYMBOL)),
+            (None, Some("BTCUSDT"), Err(binance::ILLEGAL_CHARS)),
+            (
+                Some("BTCUSDT"),
+                Some("[\"BTCUSDT\"]"),
+                Err(binance::OPTIONAL_PARAMS_BAD_COMBO),
+            ),
+        ];
+        for (symbol, symbols, expected) in table {
+            let got = select_symbols(&info, *symbol, *symbols).map_err(|e| e.code);
+            assert_eq!(&got, expected, "{symbol:?} {symbols:?}");
+        }
+    }
+
+    #[test]
+    fn renders_binance_fields() {
+        let body = info().render(Some(&[0]), 1_700_000_000_000);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["serverTime"], 1_700_000_000_000u64);
+        let s = &v["symbols"][0];
+        assert_eq!(s["symbol"], "BTCUSDT");
+        assert_eq!(s["filters"][0]["tickSize"], "0.01000000");
+        assert_eq!(s["filters"][1]["stepSize"], "0.00001000");
+        assert_eq!(s["filters"][2]["minNotional"], "5.00000000");
+        assert_eq!(v["rateLimits"][0]["limit"], 6000);
+    }
+}

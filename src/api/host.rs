@@ -1,0 +1,53 @@
+//! What the API layer needs of the shard it runs on.
+//!
+//! The handlers in `api` are written against [`Host`], not against the
+//! server's shard type: they read and change the shard's own state through
+//! it, and reach other shards only with [`Host::call`]. The server's
+//! `Shard` is the one implementation; the indirection costs nothing (the
+//! handlers are generic and compiled for it) and keeps the dependency
+//! pointing down, from `server` to `api`.
+
+use crate::api::exchange_info::ExchangeInfo;
+use crate::api::peer::{CallError, PeerCall, PeerReply};
+use crate::http::HttpLimits;
+use crate::limits::{Refusal, Usage};
+use crate::marketdata::MarketData;
+use crate::metrics::{Metrics, Snapshot};
+use crate::trading::Trading;
+use std::cell::{Ref, RefMut};
+use std::net::IpAddr;
+use tradsys_engine::order::{ClientOrderId, UserId};
+
+pub(crate) trait Host {
+    /// This shard's index.
+    fn index(&self) -> usize;
+    /// How many shards the process runs.
+    fn shards(&self) -> usize;
+    /// Every shard of the process has its state (see `server::start`).
+    fn is_ready(&self) -> bool;
+    fn is_draining(&self) -> bool;
+    fn http_limits(&self) -> &HttpLimits;
+    fn exchange_info(&self) -> &ExchangeInfo;
+    fn trading(&self) -> Ref<'_, Trading>;
+    fn trading_mut(&self) -> RefMut<'_, Trading>;
+    /// Trades, candles and tickers of the markets this shard owns, by
+    /// market index.
+    fn market_data(&self) -> Ref<'_, Vec<Option<MarketData>>>;
+    fn metrics_mut(&self) -> RefMut<'_, Metrics>;
+    /// This shard's metrics now.
+    fn metrics_snapshot(&self) -> Snapshot;
+    /// Counts a request's weight against its client IP, or refuses it.
+    fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal>;
+    /// Counts an order of `user` (owned here), or refuses it.
+    fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
+    /// A client order id for an order sent without one.
+    fn next_client_order_id(&self) -> ClientOrderId;
+    /// Hands what the last change to `trading` produced to the journal, the
+    /// streams and the other shards. Call it after every change.
+    fn flush_engine(&self);
+    /// Resolves once everything this shard changed so far is durable on
+    /// every shard: await it before a response leaves.
+    async fn settle(&self);
+    /// Sends `call` to shard `to` and waits for its answer.
+    async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError>;
+}

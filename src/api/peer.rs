@@ -1,0 +1,51 @@
+//! What the API layer asks of other shards: requests about users and
+//! markets they own, their metrics, and the pieces of answers that span
+//! shards. Plain `Send` data; the server carries it over the mesh and runs
+//! it with [`crate::api::answer`] on the receiving shard.
+
+use crate::api::admin::{AdminCall, AdminReply};
+use crate::api::request::{RestReply, RestRequest};
+use crate::metrics::Snapshot;
+use tradsys_engine::num::Price;
+use tradsys_engine::order::{MarketId, Side};
+
+/// What one shard's API asks of another and waits for.
+#[derive(Debug)]
+pub(crate) enum PeerCall {
+    /// The callee's metrics.
+    Metrics,
+    /// A REST request about a user or market the callee owns.
+    Rest(Box<RestRequest>),
+    /// An admin operation on state the callee owns.
+    Admin(Box<AdminCall>),
+    /// The price a MARKET order of `side` would meet first in a market the
+    /// callee owns (it sizes the order's lock).
+    Reference { market: MarketId, side: Side },
+    /// Ticker entries of the callee's markets among `markets`.
+    Fragments {
+        request: Box<RestRequest>,
+        markets: Vec<MarketId>,
+    },
+}
+
+/// Answers to [`PeerCall`]s, variant for variant.
+#[derive(Debug)]
+pub(crate) enum PeerReply {
+    Metrics(Box<Snapshot>),
+    Rest(Box<RestReply>),
+    Admin(Box<AdminReply>),
+    Reference(Option<Price>),
+    Fragments(Vec<(MarketId, Vec<u8>)>),
+}
+
+/// Why a call to another shard failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("shard {0} is gone")]
+    PeerGone(usize),
+    #[error("shard {0} is overloaded")]
+    Overloaded(usize),
+    /// The callee answered with a reply of another kind (a bug).
+    #[error("shard {0} answered another call")]
+    Mismatch(usize),
+}

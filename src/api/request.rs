@@ -1,0 +1,121 @@
+//! A REST request as it travels to the shard that owns its data, the
+//! rendered reply that comes back, and how operating errors become
+//! Binance's codes.
+//!
+//! The connection shard either calls the owner's handler directly (same
+//! shard, borrowing the request bytes as a [`RequestRef`]) or ships an
+//! owned [`RestRequest`] over the mesh and gets a rendered [`RestReply`]
+//! back. Either way the JSON is rendered once, where the data lives.
+
+use crate::api::host::Host;
+use crate::binance;
+use crate::endpoint::Endpoint;
+use crate::http::{HttpError, Params};
+use crate::trading::TradingError;
+use tradsys_engine::EngineError;
+
+/// A request shipped to the owning shard. Plain data, so it can cross.
+#[derive(Debug)]
+pub(crate) struct RestRequest {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) query: Vec<u8>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) form_body: bool,
+    pub(crate) api_key: Option<Vec<u8>>,
+    pub(crate) now_ms: u64,
+}
+
+impl RestRequest {
+    pub(crate) fn borrowed(&self) -> RequestRef<'_> {
+        RequestRef {
+            endpoint: self.endpoint,
+            query: &self.query,
+            body: &self.body,
+            form_body: self.form_body,
+            api_key: self.api_key.as_deref(),
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+/// The same request, borrowed from the connection's buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestRef<'a> {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) query: &'a [u8],
+    pub(crate) body: &'a [u8],
+    pub(crate) form_body: bool,
+    pub(crate) api_key: Option<&'a [u8]>,
+    pub(crate) now_ms: u64,
+}
+
+impl<'a> RequestRef<'a> {
+    pub(crate) fn to_request(self) -> RestRequest {
+        RestRequest {
+            endpoint: self.endpoint,
+            query: self.query.to_vec(),
+            body: self.body.to_vec(),
+            form_body: self.form_body,
+            api_key: self.api_key.map(<[u8]>::to_vec),
+            now_ms: self.now_ms,
+        }
+    }
+
+    pub(crate) fn params(&self, shard: &impl Host) -> Result<Params<'a>, HttpError> {
+        let body = self.form_body.then_some(self.body);
+        Params::parse(self.query, body, shard.http_limits().params_count_max)
+    }
+}
+
+/// A rendered answer: status, extra headers, JSON body.
+#[derive(Debug)]
+pub(crate) struct RestReply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl RestReply {
+    pub(crate) fn json(body: Vec<u8>) -> RestReply {
+        RestReply {
+            status: 200,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub(crate) fn error(error: &HttpError) -> RestReply {
+        RestReply {
+            status: error.status,
+            headers: Vec::new(),
+            body: crate::http::error_body(error.code, &error.msg).into_bytes(),
+        }
+    }
+}
+
+pub(crate) fn from_result(result: Result<Vec<u8>, HttpError>) -> RestReply {
+    match result {
+        Ok(body) => RestReply::json(body),
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+pub(crate) fn engine_error(e: EngineError) -> HttpError {
+    HttpError::new(400, e.code(), e.msg())
+}
+
+pub(crate) fn trading_error(e: TradingError) -> HttpError {
+    match e {
+        TradingError::Engine(e) => engine_error(e),
+        TradingError::Busy => HttpError::new(503, binance::SERVER_BUSY, binance::MSG_SERVER_BUSY),
+        TradingError::Halted => HttpError::new(400, binance::NEW_ORDER_REJECTED, "Market is closed."),
+        TradingError::UnknownUser(_) => HttpError::new(400, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY),
+        TradingError::UsersFull => HttpError::new(503, binance::SERVER_BUSY, "User limit reached."),
+        TradingError::UnknownAsset => HttpError::new(400, binance::ILLEGAL_CHARS, "Unknown asset."),
+    }
+}
+
+/// -1001 when another shard or the engine could not answer.
+pub(crate) fn unavailable() -> HttpError {
+    HttpError::new(503, binance::DISCONNECTED, binance::MSG_INTERNAL)
+}

@@ -1,0 +1,212 @@
+//! The REST endpoints tradsys serves, as Binance names them: one per method
+//! and path, with the security type that decides how a request is
+//! authenticated. A vocabulary only: weights are in `api::weights`, the
+//! handlers in `api`.
+
+use crate::auth::Scope;
+use crate::http::Method;
+
+/// Binance's endpoint security types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Security {
+    None,
+    Trade,
+    UserData,
+    UserStream,
+}
+
+impl Security {
+    /// The key scope the endpoint needs, if it needs a key.
+    pub(crate) fn scope(self) -> Option<Scope> {
+        match self {
+            Security::None => None,
+            Security::Trade => Some(Scope::Trade),
+            Security::UserData => Some(Scope::Read),
+            Security::UserStream => Some(Scope::UserStream),
+        }
+    }
+
+    /// TRADE and USER_DATA requests carry `timestamp` and `signature`.
+    pub(crate) fn signed(self) -> bool {
+        matches!(self, Security::Trade | Security::UserData)
+    }
+}
+
+/// The REST endpoints tradsys serves, one per method and path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    Ping,
+    Time,
+    ExchangeInfo,
+    Depth,
+    Trades,
+    HistoricalTrades,
+    AggTrades,
+    Klines,
+    UiKlines,
+    AvgPrice,
+    Ticker24hr,
+    TickerPrice,
+    TickerBookTicker,
+    OrderNew,
+    OrderQuery,
+    OrderCancel,
+    OrderTest,
+    OrderCancelReplace,
+    OpenOrders,
+    OpenOrdersCancel,
+    AllOrders,
+    Account,
+    MyTrades,
+    UserDataStreamStart,
+    UserDataStreamKeepalive,
+    UserDataStreamClose,
+}
+
+impl Endpoint {
+    pub(crate) const ALL: [Endpoint; 26] = [
+        Endpoint::Ping,
+        Endpoint::Time,
+        Endpoint::ExchangeInfo,
+        Endpoint::Depth,
+        Endpoint::Trades,
+        Endpoint::HistoricalTrades,
+        Endpoint::AggTrades,
+        Endpoint::Klines,
+        Endpoint::UiKlines,
+        Endpoint::AvgPrice,
+        Endpoint::Ticker24hr,
+        Endpoint::TickerPrice,
+        Endpoint::TickerBookTicker,
+        Endpoint::OrderNew,
+        Endpoint::OrderQuery,
+        Endpoint::OrderCancel,
+        Endpoint::OrderTest,
+        Endpoint::OrderCancelReplace,
+        Endpoint::OpenOrders,
+        Endpoint::OpenOrdersCancel,
+        Endpoint::AllOrders,
+        Endpoint::Account,
+        Endpoint::MyTrades,
+        Endpoint::UserDataStreamStart,
+        Endpoint::UserDataStreamKeepalive,
+        Endpoint::UserDataStreamClose,
+    ];
+
+    /// The method and path that name this endpoint.
+    pub(crate) fn route(self) -> (Method, &'static str) {
+        use Endpoint::*;
+        use Method::{Delete, Get, Post, Put};
+        match self {
+            Ping => (Get, "/api/v3/ping"),
+            Time => (Get, "/api/v3/time"),
+            ExchangeInfo => (Get, "/api/v3/exchangeInfo"),
+            Depth => (Get, "/api/v3/depth"),
+            Trades => (Get, "/api/v3/trades"),
+            HistoricalTrades => (Get, "/api/v3/historicalTrades"),
+            AggTrades => (Get, "/api/v3/aggTrades"),
+            Klines => (Get, "/api/v3/klines"),
+            UiKlines => (Get, "/api/v3/uiKlines"),
+            AvgPrice => (Get, "/api/v3/avgPrice"),
+            Ticker24hr => (Get, "/api/v3/ticker/24hr"),
+            TickerPrice => (Get, "/api/v3/ticker/price"),
+            TickerBookTicker => (Get, "/api/v3/ticker/bookTicker"),
+            OrderNew => (Post, "/api/v3/order"),
+            OrderQuery => (Get, "/api/v3/order"),
+            OrderCancel => (Delete, "/api/v3/order"),
+            OrderTest => (Post, "/api/v3/order/test"),
+            OrderCancelReplace => (Post, "/api/v3/order/cancelReplace"),
+            OpenOrders => (Get, "/api/v3/openOrders"),
+            OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
+            AllOrders => (Get, "/api/v3/allOrders"),
+            Account => (Get, "/api/v3/account"),
+            MyTrades => (Get, "/api/v3/myTrades"),
+            UserDataStreamStart => (Post, "/api/v3/userDataStream"),
+            UserDataStreamKeepalive => (Put, "/api/v3/userDataStream"),
+            UserDataStreamClose => (Delete, "/api/v3/userDataStream"),
+        }
+    }
+
+    /// The endpoint for a request; HEAD finds the GET endpoint. `None` for
+    /// an unknown path or a method the path does not serve.
+    pub(crate) fn from_request(method: Method, path: &[u8]) -> Option<Endpoint> {
+        let method = if method == Method::Head { Method::Get } else { method };
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| e.route() == (method, bytes_as_str(path)))
+    }
+
+    pub(crate) fn security(self) -> Security {
+        use Endpoint::*;
+        match self {
+            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel => Security::Trade,
+            OrderQuery | OpenOrders | AllOrders | Account | MyTrades => Security::UserData,
+            UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
+            _ => Security::None,
+        }
+    }
+
+    /// Whether a request counts against the unfilled ORDERS limits (those
+    /// that place an order; a test order places none).
+    pub(crate) fn is_order(self) -> bool {
+        matches!(self, Endpoint::OrderNew | Endpoint::OrderCancelReplace)
+    }
+}
+
+fn bytes_as_str(path: &[u8]) -> &str {
+    std::str::from_utf8(path).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_requests_to_endpoints() {
+        for endpoint in Endpoint::ALL {
+            let (method, path) = endpoint.route();
+            assert_eq!(Endpoint::from_request(method, path.as_bytes()), Some(endpoint));
+        }
+        let table: &[(Method, &str, Option<Endpoint>)] = &[
+            (Method::Head, "/api/v3/depth", Some(Endpoint::Depth)),
+            (Method::Put, "/api/v3/order", None),
+            (Method::Get, "/api/v3/order/test", None),
+            (Method::Get, "/api/v3/nope", None),
+            (Method::Get, "/API/V3/PING", None),
+        ];
+        for (method, path, expected) in table {
+            assert_eq!(
+                Endpoint::from_request(*method, path.as_bytes()),
+                *expected,
+                "{method:?} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_security_and_order_counting() {
+        use Endpoint::*;
+        let table: &[(Endpoint, Option<Scope>, bool, bool)] = &[
+            (Ping, None, false, false),
+            (Depth, None, false, false),
+            (OrderNew, Some(Scope::Trade), true, true),
+            (OrderTest, Some(Scope::Trade), true, false),
+            (OrderCancelReplace, Some(Scope::Trade), true, true),
+            (OrderCancel, Some(Scope::Trade), true, false),
+            (OpenOrdersCancel, Some(Scope::Trade), true, false),
+            (OrderQuery, Some(Scope::Read), true, false),
+            (Account, Some(Scope::Read), true, false),
+            (MyTrades, Some(Scope::Read), true, false),
+            (UserDataStreamStart, Some(Scope::UserStream), false, false),
+            (UserDataStreamClose, Some(Scope::UserStream), false, false),
+        ];
+        for &(endpoint, scope, signed, is_order) in table {
+            let security = endpoint.security();
+            assert_eq!(
+                (security.scope(), security.signed(), endpoint.is_order()),
+                (scope, signed, is_order),
+                "{endpoint:?}"
+            );
+        }
+    }
+}

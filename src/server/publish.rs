@@ -1,0 +1,490 @@
+//! Stream publishing on one shard: filing trades in the market data,
+//! sending each event once to every shard with subscribers, queueing it for
+//! the local ones, the periodic streams (depth diffs, partial depth,
+//! tickers, klines) and the subscriptions that start and stop them.
+//!
+//! The market's shard produces a market's events; the user's shard a
+//! user's. Each event crosses the mesh once per subscribed shard and is
+//! serialized once per shard (`streams::Registry`).
+
+use crate::api::host::Host;
+use crate::api::peer::CallError;
+use crate::marketdata::TapeTrade;
+use crate::server::mesh::{Call, Reply, ShardMsg, StreamMsg};
+use crate::server::shard::Shard;
+use crate::streams::{
+    Outbound, StreamEvent, StreamKey, StreamKind, TickerEntry, UserAttach, UserEvent, DEPTH_DIFF_LEVELS_MAX,
+};
+use crate::trading::Output;
+use std::rc::Rc;
+use tradsys_engine::order::{MarketId, UserId};
+
+/// How often the fast (100 ms) periodic streams are computed; the slow
+/// (1000 ms) ones, tickers, klines and listen key expiry every
+/// `STREAM_SLOW_TICKS` ticks.
+pub(super) const STREAM_TICK_MS: u64 = 100;
+const STREAM_SLOW_TICKS: u64 = 10;
+
+/// Files trades of this shard's books in their markets' data and
+/// publishes them, and the aggregates they completed, to the trade and
+/// aggTrade streams. Aggregates are complete after an engine step: a
+/// taker's trades all come from one matching call.
+pub(super) fn record_trades(shard: &Shard, trades: &[tradsys_engine::msg::Fill]) {
+    let mut agg_from: Vec<(MarketId, u64)> = Vec::new();
+    {
+        let streams = shard.streams.borrow();
+        let mut data = shard.market_data.borrow_mut();
+        for fill in trades {
+            let Some(market) = data[usize::from(fill.market.0)].as_mut() else {
+                continue;
+            };
+            let key = StreamKey {
+                market: fill.market,
+                kind: StreamKind::AggTrade,
+            };
+            if !agg_from.iter().any(|(m, _)| *m == fill.market) && streams.has_shards(key) {
+                agg_from.push((fill.market, market.next_agg_id()));
+            }
+            market.record(&TapeTrade::from(fill));
+        }
+    }
+    for fill in trades {
+        publish(shard, StreamEvent::Trade(*fill));
+    }
+    for (market, from_id) in agg_from {
+        let aggs = shard.market_data.borrow()[usize::from(market.0)]
+            .as_ref()
+            .map(|data| data.aggs_since(from_id, trades.len()))
+            .unwrap_or_default();
+        for agg in aggs {
+            publish(shard, StreamEvent::AggTrade { market, agg });
+        }
+    }
+}
+
+/// Subscribes a local connection's queue to `key`. The shard's first
+/// subscriber asks the market's shard for the stream and waits until
+/// it is sent, so nothing after this returns is missed.
+pub(crate) async fn subscribe(shard: &Shard, key: StreamKey, out: &Rc<Outbound>) -> Result<(), CallError> {
+    if !shard.streams.borrow_mut().subscribe_local(key, out) {
+        return Ok(());
+    }
+    for owner in stream_owners(shard, key) {
+        if owner == shard.index {
+            attach_stream(shard, key, shard.index);
+            continue;
+        }
+        if let Err(e) = shard
+            .call_peer(
+                owner,
+                Call::Subscribe {
+                    key,
+                    shard: shard.index,
+                },
+            )
+            .await
+        {
+            unsubscribe(shard, key, out);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The shards that produce `key`'s events: the market's, or every
+/// shard for the streams of all markets.
+fn stream_owners(shard: &Shard, key: StreamKey) -> Vec<usize> {
+    if key.is_all_markets() {
+        return (0..shard.mesh.shards()).collect();
+    }
+    vec![shard.trading().market_shard(key.market) as usize]
+}
+
+/// Drops a local subscription; the shard's last one tells the market's
+/// shard to stop sending the stream here.
+pub(crate) fn unsubscribe(shard: &Shard, key: StreamKey, out: &Rc<Outbound>) {
+    if !shard.streams.borrow_mut().unsubscribe_local(key, out) {
+        return;
+    }
+    for owner in stream_owners(shard, key) {
+        if owner == shard.index {
+            shard.streams.borrow_mut().remove_shard(key, shard.index);
+        } else {
+            let msg = StreamMsg::Unsubscribe {
+                key,
+                shard: shard.index,
+            };
+            let _ = shard.mesh.send(owner, ShardMsg::Stream(msg));
+        }
+    }
+}
+
+/// On the market's shard: starts sending `key` to shard `to`. A stream's
+/// first subscriber starts its depth chain or book ticker from now.
+pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
+    let first = shard.streams.borrow_mut().add_shard(key, to);
+    if !first || key.is_all_markets() {
+        return;
+    }
+    if let StreamKind::Kline(interval) = key.kind {
+        let data = shard.market_data.borrow();
+        let newest = data[usize::from(key.market.0)]
+            .as_ref()
+            .and_then(|d| d.newest_candle(interval));
+        let now = crate::clock::now_ms();
+        shard
+            .streams
+            .borrow_mut()
+            .kline_start(key.market, interval, newest, now);
+        return;
+    }
+    let trading = shard.trading();
+    let Some(book) = trading.book(key.market) else { return };
+    let mut streams = shard.streams.borrow_mut();
+    match key.kind {
+        StreamKind::Depth { fast } => {
+            let (mut bids, mut asks) = (Vec::new(), Vec::new());
+            let update_id = book.depth(DEPTH_DIFF_LEVELS_MAX, &mut bids, &mut asks);
+            streams.depth_start(key.market, fast, update_id, bids, asks);
+        }
+        StreamKind::BookTicker => {
+            streams.book_ticker_changed(key.market, book.update_id());
+        }
+        _ => {}
+    }
+}
+
+/// Sends `event` once to each shard subscribed to its stream.
+fn publish(shard: &Shard, event: StreamEvent) {
+    let shards = shard.streams.borrow().shards_of(event.key()).to_vec();
+    for to in shards {
+        if to == shard.index {
+            publish_local(shard, &event);
+        } else {
+            let msg = StreamMsg::Event(Box::new(event.clone()));
+            if shard.mesh.send(to, ShardMsg::Stream(msg)).is_ok() {
+                shard.metrics.borrow_mut().mesh_sent += 1;
+            }
+        }
+    }
+}
+
+/// Subscribes a user data stream connection by its listen key; the
+/// user's shard checks the key and the user's connection cap.
+pub(crate) async fn subscribe_user(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<UserAttach, CallError> {
+    let Some(user) = crate::auth::user_of_key(key.as_bytes()) else {
+        return Ok(UserAttach::UnknownKey);
+    };
+    let owner = shard.trading().user_shard(user) as usize;
+    let attach = if owner == shard.index {
+        attach_user(shard, key, shard.index)
+    } else {
+        let call = Call::UserStream {
+            key: key.to_string(),
+            shard: shard.index,
+        };
+        match shard.call_peer(owner, call).await? {
+            Reply::UserStream(attach) => attach,
+            _ => return Err(CallError::Mismatch(owner)),
+        }
+    };
+    // The user's shard counted the connection for the user it found.
+    if let UserAttach::Attached(user) = attach {
+        shard.streams.borrow_mut().subscribe_user_local(user, key, out);
+    }
+    Ok(attach)
+}
+
+/// A user data stream connection closed; the user's shard counts it off.
+pub(crate) fn unsubscribe_user(shard: &Shard, user: UserId, out: &Rc<Outbound>) {
+    shard.streams.borrow_mut().unsubscribe_user_local(user, out);
+    let owner = shard.trading().user_shard(user) as usize;
+    if owner == shard.index {
+        shard.streams.borrow_mut().remove_user_connection(user, shard.index);
+    } else {
+        let msg = StreamMsg::UserUnsubscribe {
+            user,
+            shard: shard.index,
+        };
+        let _ = shard.mesh.send(owner, ShardMsg::Stream(msg));
+    }
+}
+
+/// On the user's shard: a live `key` under the user's connection cap
+/// starts sending its user's events to shard `to`.
+pub(crate) fn attach_user(shard: &Shard, key: &str, to: usize) -> UserAttach {
+    let Some(user) = shard.trading().listen_key_user(key, crate::clock::now_ms()) else {
+        return UserAttach::UnknownKey;
+    };
+    let max = shard.ws.user_data_connections_per_user_max;
+    if !shard.streams.borrow_mut().add_user_connection(user, to, max) {
+        // Refused with 429 like the other connection limits.
+        shard.metrics.borrow_mut().rate_limited += 1;
+        return UserAttach::TooMany;
+    }
+    UserAttach::Attached(user)
+}
+
+/// Sends the order changes, transfers and closed listen keys of this
+/// shard's users, once each, to each shard holding the user's stream
+/// connections.
+pub(super) fn user_events(shard: &Shard, out: &mut Output) {
+    if out.user_updates.is_empty() && out.balance_updates.is_empty() && out.closed_listen_keys.is_empty() {
+        return;
+    }
+    let now = crate::clock::now_ms();
+    for update in out.user_updates.drain(..) {
+        publish_user_event(shard, UserEvent::Order(update), now);
+    }
+    for update in out.balance_updates.drain(..) {
+        publish_user_event(shard, UserEvent::Balance(update), now);
+    }
+    for (user, key) in out.closed_listen_keys.drain(..) {
+        publish_user_event(shard, UserEvent::KeyClosed { user, key }, now);
+    }
+}
+
+fn publish_user_event(shard: &Shard, event: UserEvent, time_ms: u64) {
+    let shards = shard.streams.borrow().user_shards_of(event.user());
+    for to in shards {
+        if to == shard.index {
+            publish_user_local(shard, &event, time_ms);
+        } else {
+            let msg = StreamMsg::User(Box::new(event.clone()), time_ms);
+            if shard.mesh.send(to, ShardMsg::Stream(msg)).is_ok() {
+                shard.metrics.borrow_mut().mesh_sent += 1;
+            }
+        }
+    }
+}
+
+pub(super) fn publish_user_local(shard: &Shard, event: &UserEvent, time_ms: u64) {
+    let overflowed = shard
+        .streams
+        .borrow()
+        .publish_user_local(event, time_ms, &shard.trading());
+    if overflowed > 0 {
+        shard.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
+    }
+}
+
+/// Expires the listen keys past their time; `flush_engine` then tells
+/// their connections. The sweep runs only while users of this shard have
+/// connections.
+fn expire_listen_keys(shard: &Shard, now_ms: u64) {
+    if shard.streams.borrow().has_user_streams() {
+        shard.trading_mut().expire_listen_keys(now_ms);
+        shard.flush_engine();
+    }
+}
+
+/// Queues `event` for this shard's subscribers; a queue it overflows
+/// counts as a slow consumer (its connection closes with 1008).
+pub(super) fn publish_local(shard: &Shard, event: &StreamEvent) {
+    let overflowed = shard.streams.borrow().publish_local(event, &shard.trading());
+    if overflowed > 0 {
+        shard.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
+    }
+}
+
+pub(super) fn book_tickers(shard: &Shard) {
+    let keys = shard.streams.borrow().subscribed(|k| k == StreamKind::BookTicker);
+    for key in keys {
+        let event = {
+            let trading = shard.trading();
+            let Some(book) = trading.book(key.market) else { continue };
+            if !shard
+                .streams
+                .borrow_mut()
+                .book_ticker_changed(key.market, book.update_id())
+            {
+                continue;
+            }
+            StreamEvent::BookTicker {
+                market: key.market,
+                update_id: book.update_id(),
+                bid: book.best_bid(),
+                ask: book.best_ask(),
+            }
+        };
+        publish(shard, event);
+    }
+}
+
+/// Runs the periodic streams due at tick `tick` of the stream timer:
+/// the 100 ms ones at every tick, the 1000 ms ones at every tenth.
+/// Each costs a look-up when nobody subscribes.
+pub(super) fn periodic(shard: &Shard, tick: u64, now_ms: u64) {
+    let slow_due = tick % STREAM_SLOW_TICKS == 0;
+    depth(shard, slow_due, now_ms);
+    partial_depth(shard, slow_due);
+    if slow_due {
+        tickers(shard, now_ms);
+        all_tickers(shard, StreamKind::AllTickers, now_ms);
+        all_tickers(shard, StreamKind::AllMiniTickers, now_ms);
+        klines(shard, now_ms);
+        expire_listen_keys(shard, now_ms);
+    }
+}
+
+/// Sends the top levels of each subscribed `@depth<N>` stream due.
+fn partial_depth(shard: &Shard, slow_due: bool) {
+    let keys = shard
+        .streams
+        .borrow()
+        .subscribed(|k| matches!(k, StreamKind::PartialDepth { fast, .. } if fast || slow_due));
+    for key in keys {
+        let StreamKind::PartialDepth { levels, fast } = key.kind else {
+            continue;
+        };
+        let event = {
+            let trading = shard.trading();
+            let Some(book) = trading.book(key.market) else { continue };
+            let (mut bids, mut asks) = (Vec::new(), Vec::new());
+            let update_id = book.depth(usize::from(levels), &mut bids, &mut asks);
+            StreamEvent::PartialDepth {
+                market: key.market,
+                levels,
+                fast,
+                update_id,
+                bids,
+                asks,
+            }
+        };
+        publish(shard, event);
+    }
+}
+
+/// The 24 h ticker of `market` (owned here) at `now_ms`, with its
+/// book's best bid and ask; `None` for a market that never traded.
+fn ticker_entry(shard: &Shard, market: MarketId, now_ms: u64) -> Option<TickerEntry> {
+    let data = shard.market_data.borrow();
+    let stats = data[usize::from(market.0)].as_ref()?.ticker_24h(now_ms)?;
+    let trading = shard.trading();
+    let book = trading.book(market)?;
+    Some(TickerEntry {
+        market,
+        stats,
+        bid: book.best_bid().unwrap_or_default(),
+        ask: book.best_ask().unwrap_or_default(),
+    })
+}
+
+/// Sends each subscribed `@ticker` and `@miniTicker` whose figures
+/// changed since it last sent them.
+fn tickers(shard: &Shard, now_ms: u64) {
+    let keys = shard
+        .streams
+        .borrow()
+        .subscribed(|k| matches!(k, StreamKind::Ticker | StreamKind::MiniTicker));
+    for key in keys {
+        let Some(ticker) = ticker_entry(shard, key.market, now_ms) else {
+            continue;
+        };
+        if !shard.streams.borrow_mut().ticker_changed(key.kind, &ticker) {
+            continue;
+        }
+        let mini = key.kind == StreamKind::MiniTicker;
+        publish(
+            shard,
+            StreamEvent::Ticker {
+                mini,
+                time_ms: now_ms,
+                ticker,
+            },
+        );
+    }
+}
+
+/// This shard's part of `!ticker@arr` or `!miniTicker@arr`: the
+/// tickers of its markets that changed since the last second.
+fn all_tickers(shard: &Shard, kind: StreamKind, now_ms: u64) {
+    let key = StreamKey {
+        market: crate::streams::ALL_MARKETS,
+        kind,
+    };
+    if !shard.streams.borrow().has_shards(key) {
+        return;
+    }
+    let markets: Vec<MarketId> = {
+        let data = shard.market_data.borrow();
+        (0..data.len())
+            .filter(|&m| data[m].is_some())
+            .map(|m| MarketId(m as u16))
+            .collect()
+    };
+    let tickers: Vec<TickerEntry> = markets
+        .into_iter()
+        .filter_map(|market| ticker_entry(shard, market, now_ms))
+        .filter(|ticker| shard.streams.borrow_mut().ticker_changed(kind, ticker))
+        .collect();
+    if tickers.is_empty() {
+        return;
+    }
+    let mini = kind == StreamKind::AllMiniTickers;
+    publish(
+        shard,
+        StreamEvent::AllTickers {
+            mini,
+            time_ms: now_ms,
+            tickers,
+        },
+    );
+}
+
+/// Sends the kline updates due: a candle that changed since its last
+/// update, and once more, with `x` true, when it closes.
+fn klines(shard: &Shard, now_ms: u64) {
+    let keys = shard.streams.borrow().subscribed(|k| matches!(k, StreamKind::Kline(_)));
+    for key in keys {
+        let StreamKind::Kline(interval) = key.kind else {
+            continue;
+        };
+        let updates = {
+            let data = shard.market_data.borrow();
+            let Some(data) = data[usize::from(key.market.0)].as_ref() else {
+                continue;
+            };
+            shard
+                .streams
+                .borrow_mut()
+                .kline_updates(key.market, interval, data, now_ms)
+        };
+        for (candle, closed) in updates {
+            publish(
+                shard,
+                StreamEvent::Kline {
+                    market: key.market,
+                    interval,
+                    candle,
+                    closed,
+                    time_ms: now_ms,
+                },
+            );
+        }
+    }
+}
+
+/// Computes and sends the depth diffs due.
+fn depth(shard: &Shard, slow_due: bool, now_ms: u64) {
+    let keys = shard
+        .streams
+        .borrow()
+        .subscribed(|k| k == StreamKind::Depth { fast: true } || (slow_due && k == StreamKind::Depth { fast: false }));
+    for key in keys {
+        let StreamKind::Depth { fast } = key.kind else { continue };
+        let diff = {
+            let trading = shard.trading();
+            let Some(book) = trading.book(key.market) else { continue };
+            let (mut bids, mut asks) = (Vec::new(), Vec::new());
+            let update_id = book.depth(DEPTH_DIFF_LEVELS_MAX, &mut bids, &mut asks);
+            shard
+                .streams
+                .borrow_mut()
+                .depth_diff(key.market, fast, update_id, now_ms, bids, asks)
+        };
+        if let Some(diff) = diff {
+            publish(shard, StreamEvent::Depth(diff));
+        }
+    }
+}

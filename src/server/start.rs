@@ -1,0 +1,447 @@
+//! One shard's life: joining the mesh, answering /health and /ready (503)
+//! while recovery runs, installing the recovered state, opening the
+//! journal, the demo user, waiting until every shard of the process is
+//! ready, serving, and the drain.
+//!
+//! **Invariant:** the process is ready only when every shard has its
+//! state. Each shard counts itself into the one `Readiness` once it has
+//! installed its state and started its tasks; every shard answers /ready,
+//! and lets requests through, only once the count is complete, and prints
+//! its start-up line only then. So a client that saw `200` from /ready on
+//! one connection never gets "Service starting" on the next, whichever
+//! shard the kernel gives it.
+
+use crate::api::exchange_info::ExchangeInfo;
+use crate::api::host::Host;
+use crate::config::{Config, DurabilityMode};
+use crate::durability::commit::ShardLog;
+use crate::durability::epoch::Epochs;
+use crate::durability::image::{market_data_for, ShardImage};
+use crate::durability::snapshot;
+use crate::journal;
+use crate::limits::LocalLimiter;
+use crate::metrics::Metrics;
+use crate::server::conn::{self, Listener};
+use crate::server::mesh::{Mesh, MeshBuilders, ShardMsg};
+use crate::server::shard::Shard;
+use crate::server::{dispatch, publish};
+use crate::streams::Registry;
+use crate::trading::{Output, Trading, DEMO_USER_ID};
+use glommio::net::{TcpListener, UnixStream};
+use glommio::sync::{Gate, Semaphore};
+use glommio::Task;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tradsys_engine::book::BookCapacity;
+use tradsys_engine::market::MarketSpec;
+
+/// How often a starting shard looks whether recovery handed it its state,
+/// and whether every other shard is ready.
+const START_POLL_INTERVAL_MS: u64 = 5;
+/// How long an accept loop backs off after the kernel refused an accept
+/// (out of file descriptors or memory).
+const ACCEPT_BACKOFF_MS: u64 = 10;
+
+/// How many shards of the process are ready: the one fact every shard's
+/// /ready answers from. Written once per shard at start, read by a shard
+/// only until it has seen every shard ready.
+pub(crate) struct Readiness {
+    shards: usize,
+    ready: AtomicUsize,
+}
+
+impl Readiness {
+    pub(crate) fn new(shards: usize) -> Readiness {
+        Readiness {
+            shards,
+            ready: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard_ready(&self) {
+        let before = self.ready.fetch_add(1, Ordering::AcqRel);
+        assert!(before < self.shards, "more shards ready than started");
+    }
+
+    /// Every shard has its state and serves.
+    pub(crate) fn all_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) == self.shards
+    }
+}
+
+/// What a shard starts with once recovery is done.
+pub(crate) struct ShardStart {
+    /// `None` with `--durability none`: an empty state.
+    pub(crate) image: Option<ShardImage>,
+    pub(crate) generation: u64,
+    /// The data directory was empty: the demo user may be created.
+    pub(crate) fresh: bool,
+}
+
+/// Everything the main thread hands a shard's executor.
+pub(crate) struct ShardSetup {
+    pub(crate) start: std::sync::mpsc::Receiver<ShardStart>,
+    pub(crate) epochs: Arc<Epochs>,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) index: usize,
+    pub(crate) cpu: usize,
+    pub(crate) listener_fd: i32,
+    pub(crate) admin_fd: Option<i32>,
+    pub(crate) control_fd: i32,
+    pub(crate) builders: MeshBuilders,
+    pub(crate) config: Config,
+    pub(crate) markets: Vec<MarketSpec>,
+}
+
+/// The tasks that accept connections, and where they listen.
+struct Accepting {
+    tasks: Vec<Task<()>>,
+    address: SocketAddr,
+    /// Printed by shard 0 only.
+    admin_address: Option<SocketAddr>,
+}
+
+/// Runs shard `setup.index` until the supervisor asks for a drain and the
+/// drain is done.
+pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
+    // SAFETY: the fd was created for this shard and handed over whole.
+    let mut control = unsafe { UnixStream::from_raw_fd(setup.control_fd) };
+    let (mesh, receivers) = setup.builders.clone().join(setup.index).await?;
+    let log = Rc::new(ShardLog::new(
+        setup.index,
+        setup.config.durability,
+        setup.epochs.clone(),
+        mesh.epoch_cell(),
+    ));
+    let shard = Rc::new(new_shard(&setup, mesh, log));
+    let connections = Gate::new();
+    // Until the shard has its state it answers /health and /ready (503)
+    // and refuses everything else; engine messages wait in the mesh.
+    let accepting = start_accepting(&shard, &setup, &connections)?;
+    let start = wait_for_start(&setup.start).await?;
+    delay_for_test(&setup).await;
+    install(&shard, &setup, start.image)?;
+    open_journal(&shard, &setup, start.generation).await?;
+    if setup.config.demo_user && start.fresh {
+        create_demo_user(&shard)?;
+        shard.flush_engine();
+    }
+    let mut background = dispatch::spawn_receivers(&shard, receivers);
+    background.push(glommio::spawn_local(stream_ticks(shard.clone())));
+    setup.readiness.shard_ready();
+    let drain_asked = futures_lite::future::or(
+        async {
+            wait_until_all_ready(&shard).await;
+            false
+        },
+        async {
+            wait_for_drain(&mut control).await;
+            true
+        },
+    )
+    .await;
+    if !drain_asked {
+        // Tests and scripts wait for these lines: print them once ready.
+        if let Some(address) = accepting.admin_address {
+            println!("admin listening {address}");
+        }
+        println!(
+            "shard {} core {} listening {}",
+            setup.index, setup.cpu, accepting.address
+        );
+        wait_for_drain(&mut control).await;
+    }
+    drain(&shard, &setup, accepting.tasks, connections, background).await;
+    Ok(())
+}
+
+/// Starts the accept loops of the API listener and, when configured, the
+/// admin listener.
+fn start_accepting(shard: &Rc<Shard>, setup: &ShardSetup, connections: &Gate) -> Result<Accepting, String> {
+    // SAFETY: the fds were created for this shard and handed over whole.
+    let listener = unsafe { TcpListener::from_raw_fd(setup.listener_fd) };
+    let admin = setup.admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut admin_address = None;
+    let mut tasks = vec![glommio::spawn_local(accept_loop(
+        shard.clone(),
+        listener,
+        connections.clone(),
+        Listener::Api,
+    ))];
+    if let Some(admin) = admin {
+        if setup.index == 0 {
+            admin_address = Some(admin.local_addr().map_err(|e| e.to_string())?);
+        }
+        tasks.push(glommio::spawn_local(accept_loop(
+            shard.clone(),
+            admin,
+            connections.clone(),
+            Listener::Admin,
+        )));
+    }
+    Ok(Accepting {
+        tasks,
+        address,
+        admin_address,
+    })
+}
+
+/// With `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>` in the
+/// environment, that shard waits this long before installing its state: a
+/// test-only hook that makes one shard start late, as on a busy machine.
+async fn delay_for_test(setup: &ShardSetup) {
+    if let Some((shard, delay_ms)) = setup.config.test_shard_start_delay {
+        if shard == setup.index {
+            glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+}
+
+/// Waits until every shard of the process is ready, then marks this one
+/// ready for good.
+async fn wait_until_all_ready(shard: &Shard) {
+    while !shard.is_ready() {
+        glommio::timer::sleep(Duration::from_millis(START_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// Stops accepting, lets open connections finish (at most
+/// `shutdown_timeout`), then leaves the mesh.
+async fn drain(
+    shard: &Shard,
+    setup: &ShardSetup,
+    accepting: Vec<Task<()>>,
+    connections: Gate,
+    background: Vec<Task<()>>,
+) {
+    shard.draining.set(true);
+    shard.drain.close();
+    // Dropping the accept tasks closes the listeners: new connections go to
+    // shards still listening, or are refused by the kernel.
+    for task in accepting {
+        task.cancel().await;
+    }
+    let deadline = setup.config.shutdown_timeout;
+    let finished = futures_lite::future::or(
+        async {
+            let _ = connections.close().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(deadline).await;
+            false
+        },
+    )
+    .await;
+    if !finished {
+        eprintln!(
+            "shard {}: connections still open after {deadline:?}; closing them",
+            setup.index
+        );
+    }
+    shard.mesh.close().await;
+    for task in background {
+        task.cancel().await;
+    }
+}
+
+fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
+    let config = &setup.config;
+    let limits = &config.rate_limits;
+    let mut trading = Trading::new(
+        setup.index as u32,
+        config.shards as u32,
+        setup.markets.clone(),
+        BookCapacity::default(),
+    );
+    trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
+    let market_data = market_data_for(&trading, setup.index as u32);
+    Shard {
+        index: setup.index,
+        http: config.http,
+        connections_max: config.connections_per_shard_max,
+        metrics: RefCell::new(Metrics::default()),
+        mesh,
+        exchange_info: ExchangeInfo::new(&setup.markets, &limits.rate_limits()),
+        ready: Cell::new(false),
+        readiness: setup.readiness.clone(),
+        draining: Cell::new(false),
+        drain: Semaphore::new(0),
+        pool: RefCell::new(Vec::new()),
+        trading: RefCell::new(trading),
+        output: RefCell::new(Output::default()),
+        market_data: RefCell::new(market_data),
+        request_limiter: RefCell::new(LocalLimiter::new(limits)),
+        order_limiter: RefCell::new(LocalLimiter::new(limits)),
+        // Generated client order ids stay unique across restarts: the
+        // sequence starts at the start-up time in microseconds.
+        client_order_seq: Cell::new(crate::clock::now_micros()),
+        calls_in_flight: Cell::new(0),
+        outbox_max: config.mesh_outbox_messages_max,
+        admin_token: config.admin_token.clone(),
+        streams: RefCell::new(Registry::default()),
+        ws: config.ws,
+        ws_per_ip: RefCell::new(HashMap::new()),
+        log,
+    }
+}
+
+/// Funds the demo user gets at start, so the README's example can trade.
+const DEMO_DEPOSITS: [(&str, &str); 5] = [
+    ("BTC", "10"),
+    ("ETH", "100"),
+    ("USDT", "100000"),
+    ("USD", "100000"),
+    ("EUR", "100000"),
+];
+
+/// Creates the demo user on the shard that owns it and prints its key.
+fn create_demo_user(shard: &Shard) -> Result<(), String> {
+    let mut trading = shard.trading_mut();
+    if trading.user_shard(DEMO_USER_ID) as usize != shard.index {
+        return Ok(());
+    }
+    trading.create_user(DEMO_USER_ID, "demo").map_err(|e| e.to_string())?;
+    for (asset, amount) in DEMO_DEPOSITS {
+        if trading.accounts().asset_id(asset).is_none() {
+            continue;
+        }
+        let units = tradsys_engine::num::parse_units(amount).map_err(|e| e.to_string())?;
+        trading
+            .transfer(DEMO_USER_ID, asset, tradsys_engine::num::Amount(units), true)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut entropy = [0u8; 128];
+    crate::auth::random_bytes(&mut entropy);
+    let (key, secret) = trading
+        .create_key(DEMO_USER_ID, crate::auth::Scopes::ALL, &entropy)
+        .map_err(|e| e.to_string())?;
+    println!("demo user {DEMO_USER_ID} apiKey {key} secretKey {secret}");
+    Ok(())
+}
+
+/// Opens the shard's journal in its generation's directory and starts the
+/// committer; nothing with `--durability none`.
+async fn open_journal(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) -> Result<(), String> {
+    let durability = &setup.config.durability;
+    if durability.mode == DurabilityMode::None {
+        return Ok(());
+    }
+    let dir = snapshot::generation_dir(&setup.config.data_dir, setup.index as u32, generation);
+    let tail = journal::scan(&dir, 1, |_| std::ops::ControlFlow::Continue(())).map_err(|e| e.to_string())?;
+    let writer = journal::Writer::open_with(&dir, &tail, durability.segment_bytes, durability.direct_io)
+        .await
+        .map_err(|e| e.to_string())?;
+    shard.log.set_writer(Rc::new(writer));
+    glommio::spawn_local(run_committer(shard.clone())).detach();
+    Ok(())
+}
+
+/// The shard's group commit loop (see `durability::commit`). A journal
+/// that cannot be written stops the process: nothing could be
+/// acknowledged.
+async fn run_committer(shard: Rc<Shard>) {
+    loop {
+        match shard.log.batch_interval() {
+            Some(interval) => {
+                glommio::timer::sleep(interval).await;
+                shard.log.batch_due();
+            }
+            None => shard.log.work().await,
+        }
+        if let Err(e) = shard.log.commit().await {
+            eprintln!(
+                "shard {}: journal: {e}; stopping: nothing can be made durable",
+                shard.index
+            );
+            std::process::exit(74);
+        }
+        for peer in shard.log.take_satisfied() {
+            let _ = shard.mesh.send(peer, ShardMsg::Durable);
+        }
+        shard.log.wake_settled();
+    }
+}
+
+/// Waits for the main thread's recovery to hand this shard its state.
+async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result<ShardStart, String> {
+    loop {
+        match start.try_recv() {
+            Ok(start) => return Ok(start),
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                glommio::timer::sleep(Duration::from_millis(START_POLL_INTERVAL_MS)).await
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err("recovery did not finish".into()),
+        }
+    }
+}
+
+/// Puts a recovered state in place of the empty one the shard started with.
+fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Result<(), String> {
+    let Some(image) = image else { return Ok(()) };
+    assert_eq!(image.trading.shard as usize, setup.index, "a shard got another's state");
+    let market_data = image.market_data;
+    let mut trading = Trading::from_image(image.trading, setup.markets.clone())?;
+    trading.set_listen_key_ttl_ms(setup.config.ws.listen_key_ttl_ms);
+    *shard.trading.borrow_mut() = trading;
+    *shard.market_data.borrow_mut() = market_data;
+    Ok(())
+}
+
+/// Drives the periodic streams of this shard's markets.
+async fn stream_ticks(shard: Rc<Shard>) {
+    let mut tick = 0u64;
+    loop {
+        glommio::timer::sleep(Duration::from_millis(publish::STREAM_TICK_MS)).await;
+        tick += 1;
+        publish::periodic(&shard, tick, crate::clock::now_ms());
+    }
+}
+
+async fn wait_for_drain(control: &mut UnixStream) {
+    let mut byte = [0u8; 1];
+    // Any outcome (a byte, EOF, an error) means the supervisor wants a drain.
+    let _ = futures_lite::AsyncReadExt::read(control, &mut byte).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, connections: Gate, kind: Listener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of
+                // spinning, and let open connections finish.
+                eprintln!("shard {}: accept failed: {e}", shard.index);
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        let open = shard.metrics().connections_open as usize;
+        if open >= shard.connections_max {
+            shard.metrics_mut().connections_refused += 1;
+            drop(stream);
+            continue;
+        }
+        {
+            let mut m = shard.metrics_mut();
+            m.connections_accepted += 1;
+            m.connections_open += 1;
+        }
+        let shard = shard.clone();
+        let spawned = connections.spawn(async move {
+            conn::serve(&shard, stream, kind).await;
+            shard.metrics_mut().connections_open -= 1;
+        });
+        match spawned {
+            Ok(task) => task.detach(),
+            Err(_) => return,
+        };
+    }
+}
