@@ -231,6 +231,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// A connection, or `None` when nothing listens at `addr` (yet).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Some(Client {
+            stream,
+            buffered: Vec::new(),
+        })
+    }
+
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
