@@ -11,7 +11,6 @@ use crate::http::HttpLimits;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Why the configuration was refused; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +234,7 @@ pub struct Config {
     pub markets: PathBuf,
     pub http: HttpLimits,
     pub connections_per_shard_max: usize,
-    pub shutdown_timeout: Duration,
+    pub shutdown_timeout_ms: u64,
     pub mesh_channel_capacity: usize,
     pub mesh_outbox_messages_max: usize,
     pub admin_listen: SocketAddr,
@@ -244,7 +243,7 @@ pub struct Config {
     pub rate_limits: crate::limits::RateLimitConfig,
     pub demo_user: bool,
     /// How long an idle shard spins before it sleeps in the kernel.
-    pub shard_spin: Duration,
+    pub shard_spin_us: u64,
     pub ws: WsConfig,
     pub durability: DurabilityConfig,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
@@ -257,7 +256,7 @@ pub struct Config {
 pub enum DurabilityMode {
     /// Responses wait until every record they depend on is synced.
     Fsync,
-    /// The journal is synced every `batch_sync`; responses do not wait.
+    /// The journal is synced every `batch_sync_ms`; responses do not wait.
     Batch,
     /// No journal: state lives only in memory.
     None,
@@ -270,10 +269,10 @@ pub struct DurabilityConfig {
     pub commit_bytes_max: usize,
     /// O_DIRECT segments through direct-I/O (DMA) files.
     pub direct_io: bool,
-    pub batch_sync: Duration,
+    pub batch_sync_ms: u64,
     pub segment_bytes: u64,
     pub snapshot_records: u64,
-    pub snapshot_interval: Duration,
+    pub snapshot_interval_s: u64,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -411,13 +410,54 @@ fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     Ok(values)
 }
 
+/// The text values of every key, read by kind; each error names its key.
+struct Values<'a>(&'a BTreeMap<&'static str, String>);
+
+impl Values<'_> {
+    fn text(&self, key: &str) -> &str {
+        self.0.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    fn number(&self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        number(key, self.text(key), min, max, "")
+    }
+
+    /// A time limit in milliseconds, 1 ms to one hour.
+    fn ms(&self, key: &str) -> Result<u64, ConfigError> {
+        self.number(key, 1, 3_600_000)
+    }
+
+    /// A count from 1 to `max`.
+    fn count(&self, key: &str, max: usize) -> Result<usize, ConfigError> {
+        self.number(key, 1, max as u64).map(|n| n as usize)
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, ConfigError> {
+        match self.text(key) {
+            "" => Err(invalid(key, "must not be empty")),
+            s => Ok(PathBuf::from(s)),
+        }
+    }
+
+    fn address(&self, key: &str) -> Result<SocketAddr, ConfigError> {
+        let text = self.text(key);
+        text.parse()
+            .map_err(|_| invalid(key, format!("must be IP:PORT, got {text:?}")))
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        match self.text(key) {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(invalid(key, format!("must be true or false, got {other:?}"))),
+        }
+    }
+}
+
 fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
-    let text = |key: &str| values.get(key).map(String::as_str).unwrap_or("");
-    let listen: SocketAddr = text("listen")
-        .parse()
-        .map_err(|_| invalid("listen", format!("must be IP:PORT, got {:?}", text("listen"))))?;
+    let v = Values(values);
     let cpus = allowed_cpus();
-    let shards = match text("shards") {
+    let shards = match v.text("shards") {
         "" => cpus.len(),
         s => number(
             "shards",
@@ -427,116 +467,94 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
             &format!(" (this process may use {} cores)", cpus.len()),
         )? as usize,
     };
-    let path = |key: &str| -> Result<PathBuf, ConfigError> {
-        match text(key) {
-            "" => Err(invalid(key, "must not be empty")),
-            s => Ok(PathBuf::from(s)),
-        }
-    };
-    let ms = |key: &str| -> Result<Duration, ConfigError> {
-        number(key, text(key), 1, 3_600_000, "").map(Duration::from_millis)
-    };
-    let count = |key: &str, max: usize| -> Result<usize, ConfigError> {
-        number(key, text(key), 1, max as u64, "").map(|n| n as usize)
-    };
+    Ok(Config {
+        listen: v.address("listen")?,
+        shards,
+        cpus: cpus[..shards].to_vec(),
+        data_dir: v.path("data_dir")?,
+        markets: v.path("markets")?,
+        http: http_limits(&v)?,
+        connections_per_shard_max: v.count("connections_per_shard_max", 10_000_000)?,
+        shutdown_timeout_ms: v.ms("shutdown_timeout_ms")?,
+        mesh_channel_capacity: v.count("mesh_channel_capacity", 1 << 20)?,
+        mesh_outbox_messages_max: v.count("mesh_outbox_messages_max", 1 << 24)?,
+        ws: ws_config(&v)?,
+        admin_listen: v.address("admin_listen")?,
+        admin_token: admin_token(v.text("admin_token"))?,
+        rate_limits: rate_limits(&v)?,
+        test_shard_start_delay: None,
+        durability: durability(&v)?,
+        shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
+        demo_user: v.boolean("demo_user")?,
+    })
+}
+
+fn http_limits(v: &Values) -> Result<HttpLimits, ConfigError> {
     let http = HttpLimits {
-        header_bytes_max: count("http_header_bytes_max", HTTP_HEADER_BYTES_LIMIT)?,
-        headers_count_max: count("http_headers_count_max", HTTP_HEADERS_COUNT_LIMIT)?,
-        body_bytes_max: count("http_body_bytes_max", HTTP_BODY_BYTES_LIMIT)?,
-        params_count_max: count("http_params_count_max", 4096)?,
-        header_timeout: ms("http_header_timeout_ms")?,
-        idle_timeout: ms("http_idle_timeout_ms")?,
-        write_timeout: ms("http_write_timeout_ms")?,
+        header_bytes_max: v.count("http_header_bytes_max", HTTP_HEADER_BYTES_LIMIT)?,
+        headers_count_max: v.count("http_headers_count_max", HTTP_HEADERS_COUNT_LIMIT)?,
+        body_bytes_max: v.count("http_body_bytes_max", HTTP_BODY_BYTES_LIMIT)?,
+        params_count_max: v.count("http_params_count_max", 4096)?,
+        header_timeout_ms: v.ms("http_header_timeout_ms")?,
+        idle_timeout_ms: v.ms("http_idle_timeout_ms")?,
+        write_timeout_ms: v.ms("http_write_timeout_ms")?,
     };
     if http.header_bytes_max < 256 {
         return Err(invalid("http_header_bytes_max", "must be at least 256"));
     }
-    Ok(Config {
-        listen,
-        shards,
-        cpus: cpus[..shards].to_vec(),
-        data_dir: path("data_dir")?,
-        markets: path("markets")?,
-        http,
-        connections_per_shard_max: count("connections_per_shard_max", 10_000_000)?,
-        shutdown_timeout: ms("shutdown_timeout_ms")?,
-        mesh_channel_capacity: count("mesh_channel_capacity", 1 << 20)?,
-        mesh_outbox_messages_max: count("mesh_outbox_messages_max", 1 << 24)?,
-        ws: WsConfig {
-            outbound_bytes_max: count("ws_outbound_bytes_max", 1 << 30)?,
-            message_bytes_max: count("ws_message_bytes_max", 16 << 20)?,
-            connections_per_ip_max: count("ws_connections_per_ip_max", 1 << 20)?,
-            socket_send_bytes: number("ws_socket_send_bytes", text("ws_socket_send_bytes"), 0, 1 << 30, "")? as usize,
-            user_data_connections_per_user_max: count("ws_user_data_connections_per_user_max", 1 << 20)?,
-            listen_key_ttl_ms: number("listen_key_ttl_ms", text("listen_key_ttl_ms"), 1, 24 * 3_600_000, "")?,
-        },
-        admin_listen: text("admin_listen").parse().map_err(|_| {
-            invalid(
-                "admin_listen",
-                format!("must be IP:PORT, got {:?}", text("admin_listen")),
-            )
-        })?,
-        admin_token: admin_token(text("admin_token"))?,
-        rate_limits: crate::limits::RateLimitConfig {
-            request_weight_per_minute_max: count("request_weight_per_minute_max", u32::MAX as usize)? as u32,
-            orders_per_10s_max: count("orders_per_10s_max", u32::MAX as usize)? as u32,
-            orders_per_day_max: count("orders_per_day_max", u32::MAX as usize)? as u32,
-            raw_requests_per_5m_max: count("raw_requests_per_5m_max", u32::MAX as usize)? as u32,
-            ..crate::limits::RateLimitConfig::default()
-        },
-        test_shard_start_delay: None,
-        durability: DurabilityConfig {
-            mode: match text("durability") {
-                "fsync" => DurabilityMode::Fsync,
-                "batch" => DurabilityMode::Batch,
-                "none" => DurabilityMode::None,
-                other => {
-                    return Err(invalid(
-                        "durability",
-                        format!("must be fsync, batch or none, got {other:?}"),
-                    ))
-                }
-            },
-            commit_bytes_max: number(
-                "journal_commit_bytes_max",
-                text("journal_commit_bytes_max"),
-                4096,
-                crate::journal::JOURNAL_COMMIT_BYTES_MAX as u64,
-                "",
-            )? as usize,
-            batch_sync: ms("journal_batch_sync_ms")?,
-            direct_io: match text("journal_direct_io") {
-                "true" => true,
-                "false" => false,
-                other => {
-                    return Err(invalid(
-                        "journal_direct_io",
-                        format!("must be true or false, got {other:?}"),
-                    ))
-                }
-            },
-            segment_bytes: number(
-                "journal_segment_bytes",
-                text("journal_segment_bytes"),
-                crate::journal::JOURNAL_SEGMENT_BYTES_MIN,
-                crate::journal::JOURNAL_SEGMENT_BYTES_MAX,
-                "",
-            )?,
-            snapshot_records: number("snapshot_records", text("snapshot_records"), 1000, 1 << 40, "")?,
-            snapshot_interval: Duration::from_secs(number(
-                "snapshot_interval_s",
-                text("snapshot_interval_s"),
-                1,
-                86_400,
-                "",
-            )?),
-        },
-        shard_spin: Duration::from_micros(number("shard_spin_us", text("shard_spin_us"), 0, 1_000_000, "")?),
-        demo_user: match text("demo_user") {
-            "true" => true,
-            "false" => false,
-            other => return Err(invalid("demo_user", format!("must be true or false, got {other:?}"))),
-        },
+    Ok(http)
+}
+
+fn ws_config(v: &Values) -> Result<WsConfig, ConfigError> {
+    Ok(WsConfig {
+        outbound_bytes_max: v.count("ws_outbound_bytes_max", 1 << 30)?,
+        message_bytes_max: v.count("ws_message_bytes_max", 16 << 20)?,
+        connections_per_ip_max: v.count("ws_connections_per_ip_max", 1 << 20)?,
+        socket_send_bytes: v.number("ws_socket_send_bytes", 0, 1 << 30)? as usize,
+        user_data_connections_per_user_max: v.count("ws_user_data_connections_per_user_max", 1 << 20)?,
+        listen_key_ttl_ms: v.number("listen_key_ttl_ms", 1, 24 * 3_600_000)?,
+    })
+}
+
+fn rate_limits(v: &Values) -> Result<crate::limits::RateLimitConfig, ConfigError> {
+    let per = |key: &str| -> Result<u32, ConfigError> { Ok(v.count(key, u32::MAX as usize)? as u32) };
+    Ok(crate::limits::RateLimitConfig {
+        request_weight_per_minute_max: per("request_weight_per_minute_max")?,
+        orders_per_10s_max: per("orders_per_10s_max")?,
+        orders_per_day_max: per("orders_per_day_max")?,
+        raw_requests_per_5m_max: per("raw_requests_per_5m_max")?,
+        ..crate::limits::RateLimitConfig::default()
+    })
+}
+
+fn durability(v: &Values) -> Result<DurabilityConfig, ConfigError> {
+    let mode = match v.text("durability") {
+        "fsync" => DurabilityMode::Fsync,
+        "batch" => DurabilityMode::Batch,
+        "none" => DurabilityMode::None,
+        other => {
+            return Err(invalid(
+                "durability",
+                format!("must be fsync, batch or none, got {other:?}"),
+            ))
+        }
+    };
+    Ok(DurabilityConfig {
+        mode,
+        commit_bytes_max: v.number(
+            "journal_commit_bytes_max",
+            4096,
+            crate::journal::JOURNAL_COMMIT_BYTES_MAX as u64,
+        )? as usize,
+        batch_sync_ms: v.ms("journal_batch_sync_ms")?,
+        direct_io: v.boolean("journal_direct_io")?,
+        segment_bytes: v.number(
+            "journal_segment_bytes",
+            crate::journal::JOURNAL_SEGMENT_BYTES_MIN,
+            crate::journal::JOURNAL_SEGMENT_BYTES_MAX,
+        )?,
+        snapshot_records: v.number("snapshot_records", 1000, 1 << 40)?,
+        snapshot_interval_s: v.number("snapshot_interval_s", 1, 86_400)?,
     })
 }
 
@@ -623,7 +641,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.http.header_bytes_max, 8192);
         assert_eq!(c.http.body_bytes_max, 65536);
-        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.idle_timeout_ms, 60_000);
     }
 
     #[test]

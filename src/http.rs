@@ -13,7 +13,6 @@
 use crate::binance;
 use std::borrow::Cow;
 use std::ops::Range;
-use std::time::Duration;
 
 /// Methods tradsys serves; anything else is `Other` and gets 405.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,21 +166,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
         start..start + s.len()
     };
     let target = req.path.unwrap_or("");
-    if !target.starts_with('/') {
-        return Err(HttpError::fatal(
-            400,
-            binance::UNKNOWN,
-            "Malformed HTTP request: the target must start with '/'.",
-        ));
-    }
-    let target_range = range_of(target.as_bytes());
-    let (path, query) = match target.find('?') {
-        Some(q) => (
-            target_range.start..target_range.start + q,
-            target_range.start + q + 1..target_range.end,
-        ),
-        None => (target_range.clone(), target_range.end..target_range.end),
-    };
+    let (path, query) = target_ranges(target, range_of(target.as_bytes()))?;
     let http10 = req.version == Some(0);
     let mut frame = Framing {
         keep_alive: !http10,
@@ -190,21 +175,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
     for header in req.headers.iter() {
         frame.read(header, &range_of)?;
     }
-    if frame.chunked {
-        return Err(HttpError::fatal(
-            411,
-            binance::UNKNOWN,
-            "Chunked request bodies are not supported; send Content-Length.",
-        ));
-    }
-    let content_length = frame.content_length.unwrap_or(0);
-    if content_length > limits.body_bytes_max {
-        return Err(HttpError::fatal(
-            413,
-            binance::UNKNOWN,
-            format!("Request body larger than {} bytes.", limits.body_bytes_max),
-        ));
-    }
+    let content_length = body_len(&frame, limits)?;
     let head = Head {
         method: Method::from_bytes(req.method.unwrap_or("")),
         path,
@@ -222,6 +193,43 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
         return Ok(Parsed::Partial { needed_len: Some(head) });
     }
     Ok(Parsed::Complete(head))
+}
+
+/// The path and the query of a request target (`range`: where `target`
+/// is in the buffer), which must start with '/'.
+fn target_ranges(target: &str, range: Range<usize>) -> Result<(Range<usize>, Range<usize>), HttpError> {
+    if !target.starts_with('/') {
+        return Err(HttpError::fatal(
+            400,
+            binance::UNKNOWN,
+            "Malformed HTTP request: the target must start with '/'.",
+        ));
+    }
+    Ok(match target.find('?') {
+        Some(q) => (range.start..range.start + q, range.start + q + 1..range.end),
+        None => (range.clone(), range.end..range.end),
+    })
+}
+
+/// The body length the framing headers announce: Content-Length bodies
+/// only (411 for chunked), at most `body_bytes_max` (413).
+fn body_len(frame: &Framing, limits: &HttpLimits) -> Result<usize, HttpError> {
+    if frame.chunked {
+        return Err(HttpError::fatal(
+            411,
+            binance::UNKNOWN,
+            "Chunked request bodies are not supported; send Content-Length.",
+        ));
+    }
+    let content_length = frame.content_length.unwrap_or(0);
+    if content_length > limits.body_bytes_max {
+        return Err(HttpError::fatal(
+            413,
+            binance::UNKNOWN,
+            format!("Request body larger than {} bytes.", limits.body_bytes_max),
+        ));
+    }
+    Ok(content_length)
 }
 
 /// Headers parsed on the stack; more than this (if configured) go to the heap.
@@ -496,9 +504,9 @@ pub struct HttpLimits {
     pub headers_count_max: usize,
     pub body_bytes_max: usize,
     pub params_count_max: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub write_timeout_ms: u64,
 }
 
 #[cfg(test)]

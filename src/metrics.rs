@@ -225,8 +225,17 @@ pub(crate) struct RouteSnapshot {
 /// Renders all shards' snapshots as Prometheus text format 0.0.4.
 pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
+    render_requests(&mut out, snapshots);
+    render_latency(&mut out, snapshots);
+    render_per_shard(&mut out, &PER_SHARD, snapshots);
+    render_journal(&mut out, snapshots);
+    out
+}
+
+/// Requests by shard, route and status.
+fn render_requests(out: &mut String, snapshots: &[Snapshot]) {
     family(
-        &mut out,
+        out,
         "tradsys_http_requests_total",
         "counter",
         "HTTP requests answered, by route and status.",
@@ -243,8 +252,12 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
             }
         }
     }
+}
+
+/// The latency histogram of every route on every shard.
+fn render_latency(out: &mut String, snapshots: &[Snapshot]) {
     family(
-        &mut out,
+        out,
         "tradsys_http_request_duration_seconds",
         "histogram",
         "Time from a request's parsed head to its queued response.",
@@ -275,93 +288,92 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [ShardFamily; 14] = [
-        ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
-            s.counters.connections_open
-        }),
-        (
-            "tradsys_connections_accepted_total",
-            "counter",
-            "Client connections accepted.",
-            |s| s.counters.connections_accepted,
-        ),
-        (
-            "tradsys_connections_refused_total",
-            "counter",
-            "Client connections closed at once because the shard was full or draining.",
-            |s| s.counters.connections_refused,
-        ),
-        (
-            "tradsys_http_bytes_received_total",
-            "counter",
-            "Bytes read from clients.",
-            |s| s.counters.bytes_received,
-        ),
-        (
-            "tradsys_http_bytes_sent_total",
-            "counter",
-            "Bytes written to clients.",
-            |s| s.counters.bytes_sent,
-        ),
-        (
-            "tradsys_mesh_messages_sent_total",
-            "counter",
-            "Messages sent to other shards.",
-            |s| s.counters.mesh_sent,
-        ),
-        (
-            "tradsys_mesh_messages_received_total",
-            "counter",
-            "Messages received from other shards.",
-            |s| s.counters.mesh_received,
-        ),
-        (
-            "tradsys_orders_local_total",
-            "counter",
-            "Orders whose market lives on the user's shard: no engine message left the shard.",
-            |s| s.counters.orders_local,
-        ),
-        (
-            "tradsys_orders_cross_shard_total",
-            "counter",
-            "Orders whose market lives on another shard than the user's.",
-            |s| s.counters.orders_cross_shard,
-        ),
-        (
-            "tradsys_mesh_outbox_messages",
-            "gauge",
-            "Messages waiting to enter the mesh.",
-            |s| s.counters.mesh_outbox,
-        ),
-        (
-            "tradsys_rate_limited_total",
-            "counter",
-            "Requests refused with 429 by a request or order limit.",
-            |s| s.counters.rate_limited,
-        ),
-        (
-            "tradsys_ws_connections_open",
-            "gauge",
-            "Open WebSocket connections.",
-            |s| s.counters.ws_open,
-        ),
-        (
-            "tradsys_ws_slow_consumers_closed_total",
-            "counter",
-            "WebSocket connections closed with 1008 because their outbound queue overflowed.",
-            |s| s.counters.ws_slow_closed,
-        ),
-        (
-            "tradsys_ws_frames_sent_total",
-            "counter",
-            "WebSocket frames written to clients.",
-            |s| s.counters.ws_frames_sent,
-        ),
-    ];
-    render_per_shard(&mut out, &per_shard, snapshots);
-    render_journal(&mut out, snapshots);
-    out
 }
+
+/// The plain per-shard families: name, type, help, and the figure.
+const PER_SHARD: [ShardFamily; 14] = [
+    ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
+        s.counters.connections_open
+    }),
+    (
+        "tradsys_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        |s| s.counters.connections_accepted,
+    ),
+    (
+        "tradsys_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the shard was full or draining.",
+        |s| s.counters.connections_refused,
+    ),
+    (
+        "tradsys_http_bytes_received_total",
+        "counter",
+        "Bytes read from clients.",
+        |s| s.counters.bytes_received,
+    ),
+    (
+        "tradsys_http_bytes_sent_total",
+        "counter",
+        "Bytes written to clients.",
+        |s| s.counters.bytes_sent,
+    ),
+    (
+        "tradsys_mesh_messages_sent_total",
+        "counter",
+        "Messages sent to other shards.",
+        |s| s.counters.mesh_sent,
+    ),
+    (
+        "tradsys_mesh_messages_received_total",
+        "counter",
+        "Messages received from other shards.",
+        |s| s.counters.mesh_received,
+    ),
+    (
+        "tradsys_orders_local_total",
+        "counter",
+        "Orders whose market lives on the user's shard: no engine message left the shard.",
+        |s| s.counters.orders_local,
+    ),
+    (
+        "tradsys_orders_cross_shard_total",
+        "counter",
+        "Orders whose market lives on another shard than the user's.",
+        |s| s.counters.orders_cross_shard,
+    ),
+    (
+        "tradsys_mesh_outbox_messages",
+        "gauge",
+        "Messages waiting to enter the mesh.",
+        |s| s.counters.mesh_outbox,
+    ),
+    (
+        "tradsys_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by a request or order limit.",
+        |s| s.counters.rate_limited,
+    ),
+    (
+        "tradsys_ws_connections_open",
+        "gauge",
+        "Open WebSocket connections.",
+        |s| s.counters.ws_open,
+    ),
+    (
+        "tradsys_ws_slow_consumers_closed_total",
+        "counter",
+        "WebSocket connections closed with 1008 because their outbound queue overflowed.",
+        |s| s.counters.ws_slow_closed,
+    ),
+    (
+        "tradsys_ws_frames_sent_total",
+        "counter",
+        "WebSocket frames written to clients.",
+        |s| s.counters.ws_frames_sent,
+    ),
+];
 
 fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
     let journal: [ShardFamily; 5] = [

@@ -370,7 +370,7 @@ pub(crate) fn fragment(
     endpoint: Endpoint,
     market: MarketId,
     params: &Params<'_>,
-    now: u64,
+    now_ms: u64,
     w: &mut JsonWriter,
 ) -> Result<(), HttpError> {
     let trading = shard.trading();
@@ -393,7 +393,7 @@ pub(crate) fn fragment(
                 .field_decimal("askQty", ask_qty);
             w.end_object();
         }
-        _ => write(shard, endpoint, market, params, now, w)?,
+        _ => write(shard, endpoint, market, params, now_ms, w)?,
     }
     Ok(())
 }

@@ -151,8 +151,8 @@ async fn rest_endpoint(shard: &impl Host, buf: &[u8], head: &Head, endpoint: End
         Err(e) => return Reply::error(route, &e),
     };
     let weight = weights::weight(endpoint, &weights::WeightParams::from_params(&params));
-    let now = crate::clock::now_ms();
-    let usage = match shard.admit_request(peer, weight, now) {
+    let now_ms = crate::clock::now_ms();
+    let usage = match shard.admit_request(peer, weight, now_ms) {
         Ok(usage) => usage,
         Err(refusal) => return Reply::rest(route, refused(refusal)),
     };
@@ -162,11 +162,11 @@ async fn rest_endpoint(shard: &impl Host, buf: &[u8], head: &Head, endpoint: End
         body: &buf[head.body.clone()],
         form_body: head.form_body,
         api_key: head.api_key.clone().map(|r| &buf[r]),
-        now_ms: now,
+        now_ms,
     };
     let mut reply = match endpoint {
         Endpoint::Ping => Reply::json(route, Body::Static(b"{}")),
-        Endpoint::Time => Reply::json(route, Body::Owned(format!("{{\"serverTime\":{now}}}").into_bytes())),
+        Endpoint::Time => Reply::json(route, Body::Owned(format!("{{\"serverTime\":{now_ms}}}").into_bytes())),
         Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, &params),
         _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, &params).await),
         _ => Reply::rest(route, user_endpoint(shard, req, &params).await),

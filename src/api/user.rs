@@ -17,7 +17,7 @@ use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use crate::trading::{PlaceOutcome, TradingError};
+use crate::trading::{PlaceOutcome, ReplaceOutcome, TradingError};
 use tradsys_engine::account::NewOrderResult;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::Price;
@@ -77,21 +77,21 @@ pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, param
 }
 
 async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>, user: UserId) -> RestReply {
-    let now = req.now_ms;
+    let now_ms = req.now_ms;
     let result = match req.endpoint {
-        Endpoint::OrderNew => new_order(shard, params, user, now).await,
+        Endpoint::OrderNew => new_order(shard, params, user, now_ms).await,
         Endpoint::OrderTest => order_test(shard, params),
         Endpoint::OrderQuery => query_order(shard, params, user),
-        Endpoint::OrderCancel => cancel_order(shard, params, user, now).await,
-        Endpoint::OrderCancelReplace => return cancel_replace(shard, params, user, now).await,
+        Endpoint::OrderCancel => cancel_order(shard, params, user, now_ms).await,
+        Endpoint::OrderCancelReplace => return cancel_replace(shard, params, user, now_ms).await,
         Endpoint::OpenOrders => open_orders(shard, params, user),
-        Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now).await,
+        Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
         Endpoint::AllOrders => all_orders(shard, params, user),
-        Endpoint::Account => account(shard, params, user, now),
+        Endpoint::Account => account(shard, params, user, now_ms),
         Endpoint::MyTrades => my_trades(shard, params, user),
-        Endpoint::UserDataStreamStart => listen_key_start(shard, user, now),
-        Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now, true),
-        Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now, false),
+        Endpoint::UserDataStreamStart => listen_key_start(shard, user, now_ms),
+        Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now_ms, true),
+        Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now_ms, false),
         other => unreachable!("{other:?} is not a user endpoint"),
     };
     from_result(result)
@@ -124,11 +124,11 @@ fn with_client_id(shard: &impl Host, mut request: OrderRequest) -> OrderRequest 
     request
 }
 
-async fn new_order(shard: &impl Host, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn new_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
-    let placed = shard.trading_mut().place(user, &request, reference, now);
+    let placed = shard.trading_mut().place(user, &request, reference, now_ms);
     shard.flush_engine();
     let (_, outcome) = placed.map_err(trading_error)?;
     let PlaceOutcome { result, fills } = outcome.await.ok_or_else(unavailable)?;
@@ -141,7 +141,7 @@ async fn new_order(shard: &impl Host, params: &Params<'_>, user: UserId, now: u6
         &view,
         resp_type,
         &fills,
-        now,
+        now_ms,
         trading.accounts().asset_names(),
     );
     Ok(w.into_bytes())
@@ -181,12 +181,14 @@ fn query_order(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<V
     Ok(w.into_bytes())
 }
 
-async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let cancel_id = client_id_param(params, "newClientOrderId")?;
     let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
-    let canceled = shard.trading_mut().cancel_with_id(user, market, target, cancel_id, now);
+    let canceled = shard
+        .trading_mut()
+        .cancel_with_id(user, market, target, cancel_id, now_ms);
     shard.flush_engine();
     let rx = canceled.map_err(|e| match e {
         TradingError::Engine(EngineError::NoSuchOrder) => engine_error(EngineError::UnknownOrder),
@@ -194,7 +196,7 @@ async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now:
     })?;
     let view = rx.await.ok_or_else(unavailable)?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
-    write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now);
+    write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now_ms);
     Ok(w.into_bytes())
 }
 
@@ -202,10 +204,10 @@ async fn cancel_open_orders(
     shard: &impl Host,
     params: &Params<'_>,
     user: UserId,
-    now: u64,
+    now_ms: u64,
 ) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
-    let started = shard.trading_mut().cancel_all(user, market, now);
+    let started = shard.trading_mut().cancel_all(user, market, now_ms);
     shard.flush_engine();
     let views = started.map_err(trading_error)?.await.ok_or_else(unavailable)?;
     if views.is_empty() {
@@ -216,14 +218,14 @@ async fn cancel_open_orders(
     let mut w = JsonWriter::with_capacity(256 + 512 * views.len());
     w.begin_array();
     for view in &views {
-        write_canceled(&mut w, &spec, view, shard.next_client_order_id().as_str(), now);
+        write_canceled(&mut w, &spec, view, shard.next_client_order_id().as_str(), now_ms);
     }
     w.end_array();
     Ok(w.into_bytes())
 }
 
-async fn cancel_replace(shard: &impl Host, params: &Params<'_>, user: UserId, now: u64) -> RestReply {
-    match cancel_replace_inner(shard, params, user, now).await {
+async fn cancel_replace(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> RestReply {
+    match cancel_replace_inner(shard, params, user, now_ms).await {
         Ok(reply) => reply,
         Err(e) => RestReply::error(&e),
     }
@@ -233,7 +235,7 @@ async fn cancel_replace_inner(
     shard: &impl Host,
     params: &Params<'_>,
     user: UserId,
-    now: u64,
+    now_ms: u64,
 ) -> Result<RestReply, HttpError> {
     let request = with_client_id(shard, order_request(shard, params)?);
     let mode = enum_param(
@@ -249,56 +251,54 @@ async fn cancel_replace_inner(
         Some(id) => id,
         None => shard.next_client_order_id(),
     };
-    let cancel_id = cancel_id.as_str();
     let resp_type = resp_type(params, request.kind)?;
     let reference = reference_price(shard, &request).await?;
     let started = shard
         .trading_mut()
-        .cancel_replace(user, target, mode, &request, reference, now);
+        .cancel_replace(user, target, mode, &request, reference, now_ms);
     shard.flush_engine();
     let (_, rx) = started.map_err(trading_error)?;
     let outcome = rx.await.ok_or_else(unavailable)?;
     let trading = shard.trading();
-    let spec = trading.spec(request.market);
-    let cancel_failed = outcome.cancel.is_err();
-    let new_failed = !matches!(outcome.new, NewOrderResult::Success(_));
-    let mut w = JsonWriter::with_capacity(1024);
-    let write_results = |w: &mut JsonWriter| {
-        w.field_str("cancelResult", if cancel_failed { "FAILURE" } else { "SUCCESS" });
-        let new_result = match outcome.new {
-            NewOrderResult::Success(_) => "SUCCESS",
-            NewOrderResult::Failure(_) => "FAILURE",
-            NewOrderResult::NotAttempted => "NOT_ATTEMPTED",
-        };
-        w.field_str("newOrderResult", new_result);
-        w.key("cancelResponse");
-        match &outcome.cancel {
-            Ok(view) => write_canceled(w, spec, view, cancel_id, now),
-            Err(e) => error_object(w, e.code(), e.msg()),
-        }
-        w.key("newOrderResponse");
-        match &outcome.new {
-            NewOrderResult::Success(view) => write_new_order(
-                w,
-                spec,
-                view,
-                resp_type,
-                &outcome.fills,
-                now,
-                trading.accounts().asset_names(),
-            ),
-            NewOrderResult::Failure(e) => error_object(w, e.code(), e.msg()),
-            NewOrderResult::NotAttempted => {
-                w.null();
-            }
-        }
+    let answer = ReplaceAnswer {
+        spec: trading.spec(request.market),
+        outcome: &outcome,
+        cancel_id: cancel_id.as_str(),
+        resp_type,
+        now_ms,
+        assets: trading.accounts().asset_names(),
     };
-    if cancel_failed || new_failed {
-        // Binance answers a failure with the details in "data".
-        let (code, msg) = if cancel_failed && new_failed {
-            (binance::CANCEL_REPLACE_FAILED, "Order cancel-replace failed.")
+    Ok(answer.reply())
+}
+
+/// What a cancelReplace answers, with what its JSON needs.
+struct ReplaceAnswer<'a> {
+    spec: &'a MarketSpec,
+    outcome: &'a ReplaceOutcome,
+    cancel_id: &'a str,
+    resp_type: RespType,
+    now_ms: u64,
+    assets: &'a [String],
+}
+
+impl ReplaceAnswer<'_> {
+    /// 200 when both halves succeeded; else Binance's error with the
+    /// details in "data": 409 when one half succeeded, 400 when neither did.
+    fn reply(&self) -> RestReply {
+        let cancel_failed = self.outcome.cancel.is_err();
+        let new_failed = !matches!(self.outcome.new, NewOrderResult::Success(_));
+        let mut w = JsonWriter::with_capacity(1024);
+        if !cancel_failed && !new_failed {
+            w.begin_object();
+            self.write_results(&mut w);
+            w.end_object();
+            return RestReply::json(w.into_bytes());
+        }
+        let (status, code, msg) = if cancel_failed && new_failed {
+            (400, binance::CANCEL_REPLACE_FAILED, "Order cancel-replace failed.")
         } else {
             (
+                409,
                 binance::CANCEL_REPLACE_PARTIALLY_FAILED,
                 "Order cancel-replace partially failed.",
             )
@@ -308,20 +308,47 @@ async fn cancel_replace_inner(
             .field_str("msg", msg)
             .key("data")
             .begin_object();
-        write_results(&mut w);
+        self.write_results(&mut w);
         w.end_object().end_object();
-        // Binance: 409 when one half succeeded, 400 when neither did.
-        let status = if cancel_failed && new_failed { 400 } else { 409 };
-        return Ok(RestReply {
+        RestReply {
             status,
             headers: Vec::new(),
             body: w.into_bytes(),
-        });
+        }
     }
-    w.begin_object();
-    write_results(&mut w);
-    w.end_object();
-    Ok(RestReply::json(w.into_bytes()))
+
+    fn write_results(&self, w: &mut JsonWriter) {
+        let outcome = self.outcome;
+        let cancel_result = if outcome.cancel.is_err() { "FAILURE" } else { "SUCCESS" };
+        w.field_str("cancelResult", cancel_result);
+        let new_result = match outcome.new {
+            NewOrderResult::Success(_) => "SUCCESS",
+            NewOrderResult::Failure(_) => "FAILURE",
+            NewOrderResult::NotAttempted => "NOT_ATTEMPTED",
+        };
+        w.field_str("newOrderResult", new_result);
+        w.key("cancelResponse");
+        match &outcome.cancel {
+            Ok(view) => write_canceled(w, self.spec, view, self.cancel_id, self.now_ms),
+            Err(e) => error_object(w, e.code(), e.msg()),
+        }
+        w.key("newOrderResponse");
+        match &outcome.new {
+            NewOrderResult::Success(view) => write_new_order(
+                w,
+                self.spec,
+                view,
+                self.resp_type,
+                &outcome.fills,
+                self.now_ms,
+                self.assets,
+            ),
+            NewOrderResult::Failure(e) => error_object(w, e.code(), e.msg()),
+            NewOrderResult::NotAttempted => {
+                w.null();
+            }
+        }
+    }
 }
 
 fn error_object(w: &mut JsonWriter, code: i32, msg: &str) {
@@ -371,7 +398,7 @@ fn all_orders(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Ve
     Ok(w.into_bytes())
 }
 
-fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let omit_zero = params.get("omitZeroBalances") == Some("true");
     let trading = shard.trading();
     let (maker, taker) = trading
@@ -396,7 +423,7 @@ fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now: u64) -> Re
     w.field_bool("brokered", false)
         .field_bool("requireSelfTradePrevention", false)
         .field_bool("preventSor", false);
-    w.field_uint("updateTime", now).field_str("accountType", "SPOT");
+    w.field_uint("updateTime", now_ms).field_str("accountType", "SPOT");
     w.key("balances").begin_array();
     for (asset, balance) in trading.balances(user) {
         if omit_zero && balance.free.0 == 0 && balance.locked.0 == 0 {
@@ -450,12 +477,12 @@ fn my_trades(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec
     Ok(w.into_bytes())
 }
 
-fn listen_key_start(shard: &impl Host, user: UserId, now: u64) -> Result<Vec<u8>, HttpError> {
+fn listen_key_start(shard: &impl Host, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let mut entropy = [0u8; 64];
     crate::auth::random_bytes(&mut entropy);
     let key = shard
         .trading_mut()
-        .listen_key_create(user, &entropy, now)
+        .listen_key_create(user, &entropy, now_ms)
         .map_err(trading_error)?;
     let mut w = JsonWriter::with_capacity(96);
     w.begin_object().field_str("listenKey", &key).end_object();
@@ -466,11 +493,11 @@ fn listen_key_touch(
     shard: &impl Host,
     params: &Params<'_>,
     user: UserId,
-    now: u64,
+    now_ms: u64,
     keep: bool,
 ) -> Result<Vec<u8>, HttpError> {
     let key = mandatory(params, "listenKey")?;
-    if !shard.trading_mut().listen_key_touch(user, key, keep, now) {
+    if !shard.trading_mut().listen_key_touch(user, key, keep, now_ms) {
         return Err(HttpError::new(
             400,
             binance::INVALID_LISTEN_KEY,
@@ -527,12 +554,12 @@ fn write_new_order(
     view: &OrderView,
     resp_type: RespType,
     fills: &[UserTrade],
-    now: u64,
+    now_ms: u64,
     asset_names: &[String],
 ) {
     w.begin_object();
     write_order_fields(w, spec, view);
-    w.field_uint("transactTime", now);
+    w.field_uint("transactTime", now_ms);
     if resp_type != RespType::Ack {
         write_order_state(w, view);
         w.field_uint("workingTime", view.time_ms);
@@ -556,7 +583,7 @@ fn write_new_order(
     w.end_object();
 }
 
-fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cancel_id: &str, now: u64) {
+fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cancel_id: &str, now_ms: u64) {
     w.begin_object().field_str("symbol", &spec.symbol);
     w.field_str(
         "origClientOrderId",
@@ -565,7 +592,7 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
     w.field_uint("orderId", view.order_id)
         .field_int("orderListId", -1)
         .field_str("clientOrderId", cancel_id);
-    w.field_uint("transactTime", now);
+    w.field_uint("transactTime", now_ms);
     write_order_state(w, view);
     if view.kind.is_stop() {
         w.field_decimal("stopPrice", view.stop_price.0);

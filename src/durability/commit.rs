@@ -210,7 +210,8 @@ impl ShardLog {
     /// In `batch` mode, how long the committer sleeps between commits;
     /// `None` in `fsync` mode, where it waits for work instead.
     pub fn batch_interval(&self) -> Option<Duration> {
-        (self.config.mode == DurabilityMode::Batch && self.writer.get().is_some()).then_some(self.config.batch_sync)
+        (self.config.mode == DurabilityMode::Batch && self.writer.get().is_some())
+            .then_some(Duration::from_millis(self.config.batch_sync_ms))
     }
 
     /// A `batch` tick: every shard seals as far as the furthest one, so

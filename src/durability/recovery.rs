@@ -376,64 +376,100 @@ fn quiesce(replayed: &mut Replayed) -> Result<u64, RecoveryError> {
 /// `owner_of`, markets to `market_shards`, and order and user ids on from
 /// the highest ever given out.
 fn repartition(images: Vec<ShardImage>, shards: u32, specs: &[MarketSpec]) -> Result<Vec<ShardImage>, RecoveryError> {
-    let before = images.len() as u64;
     let owners = market_shards(specs, shards);
-    let mut books: Vec<Option<tradsys_engine::book::Book>> = (0..specs.len()).map(|_| None).collect();
-    let mut market_data: Vec<_> = (0..specs.len()).map(|_| None).collect();
-    let mut machines = Vec::with_capacity(images.len());
-    let mut users = Vec::new();
-    let mut keys = Vec::new();
-    let mut transfers: Vec<(i128, i128)> = Vec::new();
-    let mut order_id_max = 0u64;
-    let halted = images[0].trading.halted.clone();
-    for image in images {
+    let mut merged = Merged::of(images, specs.len());
+    let accounts: Vec<Accounts> = tradsys_engine::account::repartition(std::mem::take(&mut merged.machines), shards);
+    let out = accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, accounts)| merged.take_part(i as u32, shards, &owners, accounts))
+        .collect();
+    Ok(out)
+}
+
+/// Every shard's state taken together, before it is dealt out again.
+struct Merged {
+    shards_before: u64,
+    books: Vec<Option<tradsys_engine::book::Book>>,
+    market_data: Vec<Option<crate::marketdata::MarketData>>,
+    machines: Vec<Accounts>,
+    users: Vec<(tradsys_engine::order::UserId, String)>,
+    keys: Vec<crate::trading::KeyImage>,
+    transfers: Vec<(i128, i128)>,
+    halted: Vec<bool>,
+    order_id_max: u64,
+}
+
+impl Merged {
+    fn of(images: Vec<ShardImage>, markets: usize) -> Merged {
+        let mut merged = Merged {
+            shards_before: images.len() as u64,
+            books: (0..markets).map(|_| None).collect(),
+            market_data: (0..markets).map(|_| None).collect(),
+            machines: Vec::with_capacity(images.len()),
+            users: Vec::new(),
+            keys: Vec::new(),
+            transfers: Vec::new(),
+            halted: images[0].trading.halted.clone(),
+            order_id_max: 0,
+        };
+        for image in images {
+            merged.add(image);
+        }
+        merged
+    }
+
+    fn add(&mut self, image: ShardImage) {
         let t = image.trading;
-        order_id_max = order_id_max.max(t.next_order_seq * before + u64::from(t.shard));
+        let order_id = t.next_order_seq * self.shards_before + u64::from(t.shard);
+        self.order_id_max = self.order_id_max.max(order_id);
         for (m, book) in t.books.into_iter().enumerate() {
             if book.is_some() {
-                books[m] = book;
+                self.books[m] = book;
             }
         }
         for (m, data) in image.market_data.into_iter().enumerate() {
             if data.is_some() {
-                market_data[m] = data;
+                self.market_data[m] = data;
             }
         }
-        if transfers.is_empty() {
-            transfers = vec![(0, 0); t.transfers.len()];
+        if self.transfers.is_empty() {
+            self.transfers = vec![(0, 0); t.transfers.len()];
         }
-        for (sum, part) in transfers.iter_mut().zip(&t.transfers) {
+        for (sum, part) in self.transfers.iter_mut().zip(&t.transfers) {
             sum.0 += part.0;
             sum.1 += part.1;
         }
-        machines.push(t.accounts);
-        users.extend(t.users);
-        keys.extend(t.keys);
+        self.machines.push(t.accounts);
+        self.users.extend(t.users);
+        self.keys.extend(t.keys);
     }
-    let user_id_max = users.iter().map(|(id, _)| *id).max().unwrap_or(DEMO_USER_ID);
-    let next_order_seq = order_id_max / u64::from(shards) + 1;
-    let next_user_seq = user_id_max.saturating_sub(DEMO_USER_ID) / u64::from(shards) + 1;
-    let accounts: Vec<Accounts> = tradsys_engine::account::repartition(machines, shards);
-    let mut out = Vec::with_capacity(shards as usize);
-    for (i, accounts) in accounts.into_iter().enumerate() {
-        let i = i as u32;
+
+    /// Shard `i`'s part: its markets' books and data, its users and keys,
+    /// and (on shard 0) the transfer totals; ids continue past every id
+    /// any shard gave out.
+    fn take_part(&mut self, i: u32, shards: u32, owners: &[u32], accounts: Accounts) -> ShardImage {
+        let user_id_max = self.users.iter().map(|(id, _)| *id).max().unwrap_or(DEMO_USER_ID);
         let mine = |m: usize| owners[m] == i;
         let trading = crate::trading::TradingImage {
             shard: i,
             shards,
             accounts,
-            books: books
+            books: self
+                .books
                 .iter_mut()
                 .enumerate()
                 .map(|(m, b)| if mine(m) { b.take() } else { None })
                 .collect(),
-            halted: halted.clone(),
-            users: users
+            halted: self.halted.clone(),
+            users: self
+                .users
                 .iter()
                 .filter(|(u, _)| owner_of(*u, shards) == i)
                 .cloned()
                 .collect(),
-            keys: keys
+            keys: self
+                .keys
                 .iter()
                 .filter(|k| owner_of(k.user, shards) == i)
                 .map(|k| crate::trading::KeyImage {
@@ -445,23 +481,23 @@ fn repartition(images: Vec<ShardImage>, shards: u32, specs: &[MarketSpec]) -> Re
                 })
                 .collect(),
             transfers: if i == 0 {
-                transfers.clone()
+                self.transfers.clone()
             } else {
-                vec![(0, 0); transfers.len()]
+                vec![(0, 0); self.transfers.len()]
             },
-            next_order_seq,
-            next_user_seq,
+            next_order_seq: self.order_id_max / u64::from(shards) + 1,
+            next_user_seq: user_id_max.saturating_sub(DEMO_USER_ID) / u64::from(shards) + 1,
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
         };
-        let market_data = market_data
+        let market_data = self
+            .market_data
             .iter_mut()
             .enumerate()
             .map(|(m, d)| if mine(m) { d.take() } else { None })
             .collect();
-        out.push(ShardImage { trading, market_data });
+        ShardImage { trading, market_data }
     }
-    Ok(out)
 }
 
 /// What one snapshot set took, for the log and the benchmark.

@@ -21,12 +21,12 @@ pub struct Snapshotter {
     pub markets: Vec<MarketSpec>,
     pub epochs: Arc<Epochs>,
     pub records: u64,
-    pub interval: Duration,
+    pub interval_s: u64,
     pub stop: Arc<AtomicBool>,
 }
 
 /// How often the snapshot thread checks whether a snapshot is due.
-const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+const SNAPSHOT_CHECK_INTERVAL_MS: u64 = 100;
 
 impl Snapshotter {
     /// Runs until `stop` is set; call it on a thread of its own.
@@ -48,10 +48,10 @@ impl Snapshotter {
         let mut taken_at = std::time::Instant::now();
         let mut appended_then = 0;
         while !self.stop.load(Ordering::Acquire) {
-            std::thread::sleep(SNAPSHOT_CHECK_INTERVAL);
+            std::thread::sleep(Duration::from_millis(SNAPSHOT_CHECK_INTERVAL_MS));
             let appended = self.epochs.appended();
             let new = appended - appended_then;
-            if new == 0 || (new < self.records && taken_at.elapsed() < self.interval) {
+            if new == 0 || (new < self.records && taken_at.elapsed() < Duration::from_secs(self.interval_s)) {
                 continue;
             }
             let cut = self.epochs.global_durable();

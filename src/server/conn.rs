@@ -6,9 +6,9 @@
 //! a one-byte read, raced against the shard's drain signal. That is what
 //! keeps an idle keep-alive connection to a few hundred bytes.
 //!
-//! Time limits: `idle_timeout` while waiting for the first byte of a
-//! request; `header_timeout` from that byte until the whole request (head
-//! and body) is in, else 408 and close; `write_timeout` for each write.
+//! Time limits: `idle_timeout_ms` while waiting for the first byte of a
+//! request; `header_timeout_ms` from that byte until the whole request (head
+//! and body) is in, else 408 and close; `write_timeout_ms` for each write.
 
 use crate::api::host::Host;
 use crate::api::{self, Headers, Reply};
@@ -50,7 +50,7 @@ pub(crate) async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let _ = stream.set_write_timeout(Some(shard.http_limits().write_timeout));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(shard.http_limits().write_timeout_ms)));
     let mut conn = Conn {
         shard,
         stream,
@@ -138,7 +138,7 @@ struct Conn<'a> {
 }
 
 /// How long a connection with nothing to read keeps its buffers.
-const BUFFER_HOLD: Duration = Duration::from_millis(200);
+const BUFFER_HOLD_MS: u64 = 200;
 /// Requests a connection must have sent before it holds buffers while quiet.
 const HOLD_AFTER_REQUESTS: u64 = 2;
 
@@ -148,7 +148,7 @@ enum Idle {
     Data,
     /// The client closed.
     Close,
-    /// Nothing arrived within `BUFFER_HOLD`.
+    /// Nothing arrived within `BUFFER_HOLD_MS`.
     Quiet,
 }
 
@@ -350,12 +350,13 @@ impl Conn<'_> {
         result
     }
 
-    /// Waits up to `BUFFER_HOLD` for the next request with the buffers
+    /// Waits up to `BUFFER_HOLD_MS` for the next request with the buffers
     /// still held: a busy connection reads each request with one call, as
     /// it would with a buffer of its own. After that the connection counts
     /// as quiet and gives its buffers back.
     async fn read_next(&mut self) -> io::Result<Idle> {
-        let idle_timeout = self.shard.http_limits().idle_timeout;
+        let idle_timeout = Duration::from_millis(self.shard.http_limits().idle_timeout_ms);
+        let hold = Duration::from_millis(BUFFER_HOLD_MS);
         // Only a connection that has shown it is busy (more than one request)
         // holds buffers: a burst of new connections that each ask once and
         // then idle must not all hold buffers at the same time.
@@ -365,7 +366,7 @@ impl Conn<'_> {
         }
         // Set before the first pending read: glommio arms its timer with the
         // timeout in force then and keeps that deadline until a read succeeds.
-        let _ = self.stream.set_read_timeout(Some(BUFFER_HOLD.min(idle_timeout)));
+        let _ = self.stream.set_read_timeout(Some(hold.min(idle_timeout)));
         let end = self.read.end;
         match self.stream.read(&mut self.read.data[end..]).await {
             Ok(0) => Ok(Idle::Close),
@@ -373,8 +374,8 @@ impl Conn<'_> {
                 self.received(n);
                 Ok(Idle::Data)
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && idle_timeout > BUFFER_HOLD => {
-                let _ = self.stream.set_read_timeout(Some(idle_timeout - BUFFER_HOLD));
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && idle_timeout > hold => {
+                let _ = self.stream.set_read_timeout(Some(idle_timeout - hold));
                 Ok(Idle::Quiet)
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(Idle::Close),
@@ -425,7 +426,7 @@ impl Conn<'_> {
             .reserve_request(bytes_needed.max(self.read.end - self.read.start + 1));
         let limits = *self.shard.http_limits();
         let started = *self.request_started.get_or_insert_with(Instant::now);
-        let left = limits.header_timeout.saturating_sub(started.elapsed());
+        let left = Duration::from_millis(limits.header_timeout_ms).saturating_sub(started.elapsed());
         if left.is_zero() {
             return self.timed_out().await;
         }

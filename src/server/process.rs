@@ -26,7 +26,7 @@ const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
 /// How often the supervisor looks for a signal.
-const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const SIGNAL_POLL_INTERVAL_MS: u64 = 100;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +43,7 @@ pub enum ServerError {
 
 pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> {
     let listeners = bind_listeners(config.listen, config.shards)?;
-    let mut admin_listeners: Vec<Option<socket2::Socket>> = match config.admin_token {
-        Some(_) => bind_listeners(config.admin_listen, config.shards)?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => {
-            println!("admin API off: no admin token (set --admin-token or TRADSYS_ADMIN_TOKEN)");
-            (0..config.shards).map(|_| None).collect()
-        }
-    };
+    let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);
     let epochs = Arc::new(Epochs::new(config.shards));
@@ -81,23 +72,7 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
             config: config.clone(),
             markets: markets.clone(),
         };
-        let exits = exits_tx.clone();
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{index}"))
-            .io_memory(SHARD_IO_MEMORY_BYTES);
-        if !config.shard_spin.is_zero() {
-            builder = builder.spin_before_park(config.shard_spin);
-        }
-        let handle = builder
-            .spawn(move || async move {
-                let result = run_shard(setup).await;
-                let _ = exits.send((index, result));
-            })
-            .map_err(|e| ServerError::Shard {
-                shard: index,
-                problem: format!("cannot start its executor on core {cpu}: {e}"),
-            })?;
-        handles.push(handle);
+        handles.push(spawn_executor(setup, config.shard_spin_us, exits_tx.clone())?);
     }
     drop(exits_tx);
     let snapshots = start_shards(&config, &markets, starts, &epochs)?;
@@ -111,6 +86,41 @@ pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> 
         let _ = handle.join();
     }
     Ok(())
+}
+
+/// The admin listeners, one per shard, or none without an admin token.
+fn bind_admin_listeners(config: &Config) -> Result<Vec<Option<socket2::Socket>>, ServerError> {
+    if config.admin_token.is_none() {
+        println!("admin API off: no admin token (set --admin-token or TRADSYS_ADMIN_TOKEN)");
+        return Ok((0..config.shards).map(|_| None).collect());
+    }
+    let listeners = bind_listeners(config.admin_listen, config.shards)?;
+    Ok(listeners.into_iter().map(Some).collect())
+}
+
+/// Starts shard `setup.index`'s executor pinned to its CPU; the shard's
+/// result goes to `exits` when it ends.
+fn spawn_executor(
+    setup: ShardSetup,
+    spin_us: u64,
+    exits: std::sync::mpsc::Sender<(usize, Result<(), String>)>,
+) -> Result<glommio::ExecutorJoinHandle<()>, ServerError> {
+    let (index, cpu) = (setup.index, setup.cpu);
+    let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("shard-{index}"))
+        .io_memory(SHARD_IO_MEMORY_BYTES);
+    if spin_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(spin_us));
+    }
+    builder
+        .spawn(move || async move {
+            let result = run_shard(setup).await;
+            let _ = exits.send((index, result));
+        })
+        .map_err(|e| ServerError::Shard {
+            shard: index,
+            problem: format!("cannot start its executor on core {cpu}: {e}"),
+        })
 }
 
 /// Recovers the state (while the shards answer /ready with 503), hands
@@ -165,7 +175,7 @@ fn start_shards(
         markets: markets.to_vec(),
         epochs: epochs.clone(),
         records: config.durability.snapshot_records,
-        interval: config.durability.snapshot_interval,
+        interval_s: config.durability.snapshot_interval_s,
         stop: stop.clone(),
     };
     let thread = std::thread::Builder::new()
@@ -192,7 +202,7 @@ fn supervise(
     let mut exited = 0;
     let mut draining = false;
     while exited < shards {
-        if !draining && wait_signal(signals, SIGNAL_POLL_INTERVAL) {
+        if !draining && wait_signal(signals, Duration::from_millis(SIGNAL_POLL_INTERVAL_MS)) {
             draining = true;
             for control in controls.iter_mut() {
                 // A shard that already ended has closed its end; that is fine.

@@ -131,11 +131,11 @@ pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
         let newest = data[usize::from(key.market.0)]
             .as_ref()
             .and_then(|d| d.newest_candle(interval));
-        let now = crate::clock::now_ms();
+        let now_ms = crate::clock::now_ms();
         shard
             .streams
             .borrow_mut()
-            .kline_start(key.market, interval, newest, now);
+            .kline_start(key.market, interval, newest, now_ms);
         return;
     }
     let trading = shard.trading();
@@ -232,15 +232,15 @@ pub(super) fn user_events(shard: &Shard, out: &mut Output) {
     if out.user_updates.is_empty() && out.balance_updates.is_empty() && out.closed_listen_keys.is_empty() {
         return;
     }
-    let now = crate::clock::now_ms();
+    let now_ms = crate::clock::now_ms();
     for update in out.user_updates.drain(..) {
-        publish_user_event(shard, UserEvent::Order(update), now);
+        publish_user_event(shard, UserEvent::Order(update), now_ms);
     }
     for update in out.balance_updates.drain(..) {
-        publish_user_event(shard, UserEvent::Balance(update), now);
+        publish_user_event(shard, UserEvent::Balance(update), now_ms);
     }
     for (user, key) in out.closed_listen_keys.drain(..) {
-        publish_user_event(shard, UserEvent::KeyClosed { user, key }, now);
+        publish_user_event(shard, UserEvent::KeyClosed { user, key }, now_ms);
     }
 }
 

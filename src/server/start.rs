@@ -213,7 +213,7 @@ async fn wait_until_all_ready(shard: &Shard) {
 }
 
 /// Stops accepting, lets open connections finish (at most
-/// `shutdown_timeout`), then leaves the mesh.
+/// `shutdown_timeout_ms`), then leaves the mesh.
 async fn drain(
     shard: &Shard,
     setup: &ShardSetup,
@@ -228,7 +228,7 @@ async fn drain(
     for task in accepting {
         task.cancel().await;
     }
-    let deadline = setup.config.shutdown_timeout;
+    let deadline = Duration::from_millis(setup.config.shutdown_timeout_ms);
     let finished = futures_lite::future::or(
         async {
             let _ = connections.close().await;

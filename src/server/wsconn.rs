@@ -13,8 +13,8 @@
 //! Limits: `ws_message_bytes_max` per client message (1009),
 //! `WS_MESSAGES_PER_SECOND_MAX` client frames per second (1008),
 //! `WS_STREAMS_PER_CONNECTION_MAX` streams, `ws_outbound_bytes_max` queued
-//! bytes (1008, counted as a slow consumer), a ping every `PING_INTERVAL`
-//! and a close after `PONG_TIMEOUT` without a pong,
+//! bytes (1008, counted as a slow consumer), a ping every `PING_INTERVAL_MS`
+//! and a close after `PONG_TIMEOUT_MS` without a pong,
 //! `ws_user_data_connections_per_user_max` user data stream connections
 //! per user over all shards (HTTP 429, -1003, instead of the `101`). A user
 //! data stream whose listen key expires or is closed gets
@@ -38,9 +38,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How often the server pings.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const PING_INTERVAL_MS: u64 = 20_000;
 /// A connection that has not answered a ping for this long is closed.
-pub(crate) const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const PONG_TIMEOUT_MS: u64 = 60_000;
 /// Client frames (requests, pings, pongs) per second, as Binance counts.
 pub(crate) const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
 /// Bytes read from the socket at once into the task's own buffer.
@@ -148,7 +148,7 @@ pub(crate) async fn serve(
             message_bytes_max: shard.ws_config().message_bytes_max,
         },
         last_pong: Instant::now(),
-        next_ping: Instant::now() + PING_INTERVAL,
+        next_ping: Instant::now() + Duration::from_millis(PING_INTERVAL_MS),
         window_start: Instant::now(),
         window_messages: 0,
     };
@@ -301,10 +301,10 @@ impl WsConn<'_> {
     }
 
     fn on_timer(&mut self) -> Result<(), End> {
-        if self.last_pong.elapsed() >= PONG_TIMEOUT {
+        if self.last_pong.elapsed() >= Duration::from_millis(PONG_TIMEOUT_MS) {
             return Err(End::Close(CloseCode::POLICY_VIOLATION, "no pong"));
         }
-        self.next_ping = Instant::now() + PING_INTERVAL;
+        self.next_ping = Instant::now() + Duration::from_millis(PING_INTERVAL_MS);
         let mut frame = Vec::with_capacity(2);
         ws::encode_ping(&mut frame, b"");
         self.queue(frame)
