@@ -160,10 +160,14 @@ fn snapshots_replace_the_journal_they_cover() {
         order(&mut c, &bob, "BTCUSDT", "BUY", "0.01", &price);
     }
     let shard0 = dir.join("shard-0").join("gen-1");
+    // A snapshot is taken when its file is renamed into place (a `.tmp`
+    // is one still being written) and the segments it covers are gone.
     let snapshotted = eventually(Duration::from_secs(20), || {
-        segments(&shard0)
+        let names = segments(&shard0);
+        let taken = names
             .iter()
-            .any(|n| n.starts_with("snapshot-") && n != "snapshot-00000000000000000000.snap")
+            .any(|n| n.starts_with("snapshot-") && n.ends_with(".snap") && n != "snapshot-00000000000000000000.snap");
+        taken && !names.contains(&"journal-00000000000000000001.seg".to_string())
     });
     assert!(
         snapshotted,
