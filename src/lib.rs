@@ -16,6 +16,7 @@ pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
 pub mod server;
+mod store;
 mod streams;
 pub mod trading;
 pub mod ws;

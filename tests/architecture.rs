@@ -30,6 +30,7 @@ const LAYERS: &[&str] = &[
     "trading",
     "streams",
     "durability",
+    "store",
     "api",
     // The only layer that runs executors and sockets.
     "server",

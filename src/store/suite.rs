@@ -1,0 +1,436 @@
+//! The test suite every engine of the history store must pass, written
+//! against `HistoryStore` only: exact rows after a scripted session,
+//! exactly-once batches, list queries against a naive reference, and ten
+//! thousand orders of one user all reachable.
+//!
+//! Each engine runs it from its own tests (SQLite below; PostgreSQL where
+//! a test server is started).
+
+use super::rows::KeyRow;
+use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
+use super::sqlite::SqliteStore;
+use super::{Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+
+fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, time_ms: u64) -> OrderRow {
+    OrderRow {
+        user,
+        symbol: symbol.to_string(),
+        order_id,
+        client_order_id: format!("c{order_id}"),
+        price: 3_000_000_000_000,
+        orig_qty: 200_000_000,
+        orig_quote_qty: 0,
+        executed_qty: executed,
+        cummulative_quote_qty: executed * 30_000,
+        status: status.to_string(),
+        time_in_force: "GTC".to_string(),
+        order_type: "LIMIT".to_string(),
+        side: "BUY".to_string(),
+        stop_price: 0,
+        time_ms,
+        update_time_ms: time_ms + executed as u64 / 100_000_000,
+        stp_mode: "NONE".to_string(),
+    }
+}
+
+fn trade(user: u64, symbol: &str, trade_id: u64, order_id: u64, is_buyer: bool, time_ms: u64) -> TradeRow {
+    TradeRow {
+        user,
+        symbol: symbol.to_string(),
+        trade_id,
+        order_id,
+        price: 3_000_000_000_000,
+        qty: 100_000_000,
+        quote_qty: 3_000_000_000_000,
+        commission: 100_000,
+        commission_asset: if is_buyer { "BTC" } else { "USDT" }.to_string(),
+        is_buyer,
+        is_maker: !is_buyer,
+        time_ms,
+    }
+}
+
+fn ledger(account: u64, asset: &str, delta: i64, cause: LedgerCause, reference: u64) -> LedgerRow {
+    LedgerRow {
+        account,
+        asset: asset.to_string(),
+        delta,
+        cause,
+        reference,
+        time_ms: 1_000,
+    }
+}
+
+fn batch(shard: u32, generation: u64, lsn: u64, rows: Vec<Row>) -> Batch {
+    Batch {
+        shard,
+        progress: Progress { generation, lsn },
+        rows,
+    }
+}
+
+/// A deposit, an order that fills in two trades, the trades' ledger
+/// entries: every row reads back exactly as written, in its latest state.
+pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
+    assert_eq!(store.migrate().expect("migrate"), 0);
+    assert_eq!(store.progress(0).expect("progress"), None);
+    let first = batch(
+        0,
+        1,
+        3,
+        vec![
+            Row::User(UserRow {
+                user: 2,
+                name: "alice".into(),
+                created_ms: 500,
+            }),
+            Row::Key(KeyRow {
+                api_key: "000000000002abc".into(),
+                user: 2,
+                scopes: "READ,TRADE".into(),
+                revoked: false,
+                changed_ms: 600,
+            }),
+            Row::Ledger(ledger(
+                ACCOUNT_EXTERNAL,
+                "USDT",
+                -10_000_000_000_000,
+                LedgerCause::Deposit,
+                1,
+            )),
+            Row::Ledger(ledger(2, "USDT", 10_000_000_000_000, LedgerCause::Deposit, 1)),
+            Row::Order(order(2, "BTCUSDT", 10, "NEW", 0, 1_000)),
+        ],
+    );
+    assert!(store.write(&first).expect("first batch"));
+    let second = batch(
+        0,
+        1,
+        7,
+        vec![
+            Row::Order(order(2, "BTCUSDT", 10, "PARTIALLY_FILLED", 100_000_000, 1_000)),
+            Row::Trade(trade(2, "BTCUSDT", 1, 10, true, 1_001)),
+            Row::Ledger(ledger(2, "BTC", 100_000_000, LedgerCause::Trade, 1)),
+            Row::Ledger(ledger(2, "USDT", -3_000_000_000_000, LedgerCause::Trade, 1)),
+            Row::Ledger(ledger(2, "BTC", -100_000, LedgerCause::Fee, 1)),
+            Row::Ledger(ledger(ACCOUNT_FEES, "BTC", 100_000, LedgerCause::Fee, 1)),
+            Row::Order(order(2, "BTCUSDT", 10, "FILLED", 200_000_000, 1_000)),
+            Row::Trade(trade(2, "BTCUSDT", 2, 10, true, 1_002)),
+        ],
+    );
+    assert!(store.write(&second).expect("second batch"));
+    assert_eq!(
+        store.progress(0).expect("progress"),
+        Some(Progress { generation: 1, lsn: 7 })
+    );
+    let stored = store.order(2, "BTCUSDT", 10).expect("query").expect("the order");
+    assert_eq!(stored, order(2, "BTCUSDT", 10, "FILLED", 200_000_000, 1_000));
+    assert_eq!(
+        store.order(3, "BTCUSDT", 10).expect("query"),
+        None,
+        "another user's order"
+    );
+    assert_eq!(store.order(2, "ETHBTC", 10).expect("query"), None, "another market");
+    let by_client = store.order_by_client_id(2, "BTCUSDT", "c10").expect("query");
+    assert_eq!(by_client.map(|o| o.order_id), Some(10));
+    let trades = store
+        .trades(&TradesQuery {
+            user: 2,
+            symbol: "BTCUSDT",
+            order_id: Some(10),
+            from_id: None,
+            start_ms: None,
+            end_ms: None,
+            limit: 500,
+        })
+        .expect("trades");
+    assert_eq!(
+        trades,
+        vec![
+            trade(2, "BTCUSDT", 1, 10, true, 1_001),
+            trade(2, "BTCUSDT", 2, 10, true, 1_002)
+        ]
+    );
+    let entries = store.ledger(2).expect("ledger");
+    let deltas: Vec<(&str, i64, LedgerCause)> = entries.iter().map(|l| (l.asset.as_str(), l.delta, l.cause)).collect();
+    assert_eq!(
+        deltas,
+        vec![
+            ("USDT", 10_000_000_000_000, LedgerCause::Deposit),
+            ("BTC", 100_000_000, LedgerCause::Trade),
+            ("USDT", -3_000_000_000_000, LedgerCause::Trade),
+            ("BTC", -100_000, LedgerCause::Fee),
+        ]
+    );
+    assert_eq!(store.ledger(ACCOUNT_FEES).expect("fees")[0].delta, 100_000);
+    assert_eq!(store.migrate().expect("migrate again"), 1, "migrations are idempotent");
+}
+
+/// A batch at or behind the stored progress changes nothing; a later
+/// generation is ahead of every lsn of an earlier one; shards are
+/// independent.
+pub(super) fn batches_apply_exactly_once(store: &mut dyn HistoryStore) {
+    store.migrate().expect("migrate");
+    let trades = |id| vec![Row::Trade(trade(2, "BTCUSDT", id, 10, true, 1_000 + id))];
+    assert!(store.write(&batch(0, 1, 5, trades(1))).expect("write"));
+    assert!(
+        !store.write(&batch(0, 1, 5, trades(1))).expect("replay"),
+        "the same batch again"
+    );
+    assert!(
+        !store.write(&batch(0, 1, 4, trades(9))).expect("older"),
+        "a batch behind"
+    );
+    assert!(
+        store.write(&batch(1, 1, 2, trades(3))).expect("shard 1"),
+        "another shard's own progress"
+    );
+    assert!(store.write(&batch(0, 2, 1, trades(2))).expect("new generation"));
+    assert_eq!(
+        store.progress(0).expect("progress"),
+        Some(Progress { generation: 2, lsn: 1 })
+    );
+    assert_eq!(
+        store.progress(1).expect("progress"),
+        Some(Progress { generation: 1, lsn: 2 })
+    );
+    let all = store.trades(&trades_query(2, "BTCUSDT", 1000)).expect("trades");
+    let ids: Vec<u64> = all.iter().map(|t| t.trade_id).collect();
+    assert_eq!(ids, vec![1, 2, 3], "no duplicate, nothing from the skipped batch");
+    // A row that collides inside an applied batch fails it whole.
+    let collide = batch(
+        0,
+        2,
+        2,
+        vec![
+            Row::Trade(trade(2, "BTCUSDT", 50, 10, true, 1_050)),
+            Row::Trade(trade(2, "BTCUSDT", 50, 10, true, 1_050)),
+        ],
+    );
+    assert!(matches!(store.write(&collide), Err(StoreError::Engine(_))));
+    let after = store.trades(&trades_query(2, "BTCUSDT", 1000)).expect("trades");
+    assert_eq!(after.len(), 3, "a failed batch leaves no row");
+    assert_eq!(
+        store.progress(0).expect("progress"),
+        Some(Progress { generation: 2, lsn: 1 })
+    );
+}
+
+fn trades_query(user: u64, symbol: &str, limit: usize) -> TradesQuery<'_> {
+    TradesQuery {
+        user,
+        symbol,
+        order_id: None,
+        from_id: None,
+        start_ms: None,
+        end_ms: None,
+        limit,
+    }
+}
+
+/// A deterministic stream of numbers for the random sessions.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// The naive reference of the list queries: filter, order by id, window.
+fn reference<T: Clone>(
+    rows: &[T],
+    id: impl Fn(&T) -> u64,
+    keep: impl Fn(&T) -> bool,
+    window: Window,
+    limit: usize,
+) -> Vec<T> {
+    let mut kept: Vec<T> = rows.iter().filter(|r| keep(r)).cloned().collect();
+    kept.sort_by_key(&id);
+    let limit = limit.clamp(1, super::QUERY_ROWS_MAX);
+    match window {
+        Window::Oldest => kept.truncate(limit),
+        Window::Newest => {
+            let skip = kept.len().saturating_sub(limit);
+            kept.drain(..skip);
+        }
+    }
+    kept
+}
+
+/// Random orders and trades of three users in two markets, then hundreds
+/// of random `allOrders` and `myTrades` queries, each equal to the naive
+/// reference.
+pub(super) fn list_queries_match_the_reference(store: &mut dyn HistoryStore) {
+    store.migrate().expect("migrate");
+    let mut rng = Lcg(0x5eed);
+    let symbols = ["BTCUSDT", "ETHBTC"];
+    let mut orders = Vec::new();
+    let mut trades = Vec::new();
+    for lsn in 1..=40u64 {
+        let mut rows = Vec::new();
+        for _ in 0..25 {
+            let user = 2 + rng.next(3);
+            let symbol = symbols[rng.next(2) as usize];
+            let id = orders.len() as u64 + 1;
+            let time_ms = 10_000 + id * 7 + rng.next(5);
+            let o = order(user, symbol, id, "NEW", 0, time_ms);
+            rows.push(Row::Order(o.clone()));
+            orders.push(o);
+            let t = trade(user, symbol, id, id, rng.next(2) == 0, time_ms + 1);
+            rows.push(Row::Trade(t.clone()));
+            trades.push(t);
+        }
+        assert!(store.write(&batch(0, 1, lsn, rows)).expect("write"));
+    }
+    for _ in 0..300 {
+        let user = 2 + rng.next(3);
+        let symbol = symbols[rng.next(2) as usize];
+        let from_id = (rng.next(3) == 0).then(|| rng.next(1_100));
+        let start_ms = (rng.next(3) == 0).then(|| 10_000 + rng.next(7_000));
+        let end_ms = (rng.next(3) == 0).then(|| 10_000 + rng.next(8_000));
+        let limit = [1, 7, 50, 500, 1000, 5000][rng.next(6) as usize];
+        let q = OrdersQuery {
+            user,
+            symbol,
+            from_id,
+            start_ms,
+            end_ms,
+            limit,
+        };
+        let keep = |o: &OrderRow| {
+            o.user == user
+                && o.symbol == symbol
+                && o.order_id >= from_id.unwrap_or(0)
+                && o.time_ms >= start_ms.unwrap_or(0)
+                && o.time_ms <= end_ms.unwrap_or(u64::MAX)
+        };
+        let expected = reference(&orders, |o| o.order_id, keep, q.window(), limit);
+        assert_eq!(store.orders(&q).expect("orders"), expected, "{q:?}");
+        let order_id = (rng.next(4) == 0).then(|| 1 + rng.next(1_000));
+        let tq = TradesQuery {
+            user,
+            symbol,
+            order_id,
+            from_id,
+            start_ms,
+            end_ms,
+            limit,
+        };
+        let keep = |t: &TradeRow| {
+            t.user == user
+                && t.symbol == symbol
+                && order_id.is_none_or(|o| t.order_id == o)
+                && t.trade_id >= from_id.unwrap_or(0)
+                && t.time_ms >= start_ms.unwrap_or(0)
+                && t.time_ms <= end_ms.unwrap_or(u64::MAX)
+        };
+        let expected = reference(&trades, |t| t.trade_id, keep, tq.window(), limit);
+        assert_eq!(store.trades(&tq).expect("trades"), expected, "{tq:?}");
+    }
+}
+
+/// Ten thousand orders of one user: paging with `orderId` reaches every
+/// one, once, in order.
+pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore) {
+    const ORDERS: u64 = 10_000;
+    store.migrate().expect("migrate");
+    for chunk in 0..ORDERS / 1_000 {
+        let rows = (1..=1_000)
+            .map(|i| {
+                let id = chunk * 1_000 + i;
+                Row::Order(order(7, "BTCUSDT", id, "CANCELED", 0, 5_000 + id))
+            })
+            .collect();
+        assert!(store.write(&batch(3, 1, chunk + 1, rows)).expect("write"));
+    }
+    let mut seen = Vec::new();
+    let mut next = Some(1);
+    while let Some(from_id) = next {
+        let page = store
+            .orders(&OrdersQuery {
+                user: 7,
+                symbol: "BTCUSDT",
+                from_id: Some(from_id),
+                start_ms: None,
+                end_ms: None,
+                limit: 1000,
+            })
+            .expect("a page");
+        next = page.last().filter(|_| page.len() == 1000).map(|o| o.order_id + 1);
+        seen.extend(page.into_iter().map(|o| o.order_id));
+    }
+    assert_eq!(seen, (1..=ORDERS).collect::<Vec<_>>());
+    let newest = store
+        .orders(&OrdersQuery {
+            user: 7,
+            symbol: "BTCUSDT",
+            from_id: None,
+            start_ms: None,
+            end_ms: None,
+            limit: 3,
+        })
+        .expect("newest");
+    let ids: Vec<u64> = newest.iter().map(|o| o.order_id).collect();
+    assert_eq!(ids, vec![ORDERS - 2, ORDERS - 1, ORDERS]);
+}
+
+#[test]
+fn sqlite_scripted_session() {
+    scripted_session(&mut SqliteStore::in_memory().expect("sqlite"));
+}
+
+#[test]
+fn sqlite_batches_apply_exactly_once() {
+    batches_apply_exactly_once(&mut SqliteStore::in_memory().expect("sqlite"));
+}
+
+#[test]
+fn sqlite_list_queries_match_the_reference() {
+    list_queries_match_the_reference(&mut SqliteStore::in_memory().expect("sqlite"));
+}
+
+#[test]
+fn sqlite_ten_thousand_orders_are_all_queryable() {
+    ten_thousand_orders_are_all_queryable(&mut SqliteStore::in_memory().expect("sqlite"));
+}
+
+/// What was written survives closing and reopening the file, and the
+/// schema is not applied twice.
+#[test]
+fn sqlite_file_keeps_rows_and_progress_across_reopen() {
+    let dir = std::env::temp_dir().join(format!("tradsys-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(super::sqlite::HISTORY_FILE);
+    {
+        let mut store = SqliteStore::open(&path).expect("open");
+        assert_eq!(store.migrate().expect("migrate"), 0);
+        let rows = vec![Row::Order(order(2, "BTCUSDT", 1, "NEW", 0, 1_000))];
+        assert!(store.write(&batch(0, 1, 1, rows)).expect("write"));
+    }
+    let mut store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.migrate().expect("migrate"), 1);
+    assert_eq!(
+        store.progress(0).expect("progress"),
+        Some(Progress { generation: 1, lsn: 1 })
+    );
+    assert!(store.order(2, "BTCUSDT", 1).expect("query").is_some());
+    drop(store);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A database written by a newer build is refused, not misread.
+#[test]
+fn sqlite_refuses_a_newer_schema() {
+    let mut store = SqliteStore::in_memory().expect("sqlite");
+    store.migrate().expect("migrate");
+    store.set_version_for_test(99);
+    assert!(matches!(
+        store.migrate(),
+        Err(StoreError::SchemaTooNew { found: 99, known: 1 })
+    ));
+}
