@@ -12,9 +12,10 @@
 //! (after `kill -9` of the server or of the database) writes every row
 //! exactly once.
 //!
-//! Engines are synchronous and `Send`: they run on a thread of their own
-//! (SQLite) or behind the shard's own connections (PostgreSQL), never on a
-//! shard's executor thread.
+//! Engines run on a thread of their own (SQLite, whose calls block) or on
+//! a shard's executor over the shard's own connections (PostgreSQL, whose
+//! calls are asynchronous); a blocking call never runs on a shard's
+//! executor thread.
 //!
 //! **Invariant:** money is exact: integers of 10⁻⁸ units here and in
 //! SQLite, `NUMERIC` in PostgreSQL; never floating point.
@@ -26,6 +27,7 @@
 // step); until then only its tests use it.
 #![allow(dead_code)]
 
+pub(crate) mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
 #[cfg(test)]
@@ -124,34 +126,41 @@ impl TradesQuery<'_> {
     }
 }
 
-/// One engine of the history store. Calls block; see the module's note on
-/// where they run.
-pub(crate) trait HistoryStore: Send {
+/// One engine of the history store. The futures are not `Send`: an engine
+/// lives on one thread (SQLite: its futures finish at once, so the thread
+/// that owns it blocks; PostgreSQL: a shard's executor, on the shard's own
+/// connections).
+pub(crate) trait HistoryStore {
     /// Brings the schema to this build's version (idempotent); returns the
     /// version it found.
-    fn migrate(&mut self) -> Result<u32, StoreError>;
+    async fn migrate(&mut self) -> Result<u32, StoreError>;
 
     /// Where `shard`'s history stands, `None` before its first batch.
-    fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError>;
+    async fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError>;
 
     /// Applies `batch` and its progress in one transaction; a batch at or
     /// behind the stored progress is skipped. Returns whether it was
     /// applied.
-    fn write(&mut self, batch: &Batch) -> Result<bool, StoreError>;
+    async fn write(&mut self, batch: &Batch) -> Result<bool, StoreError>;
 
     /// One order of `user` in `symbol` by its id, in its latest state.
-    fn order(&mut self, user: u64, symbol: &str, order_id: u64) -> Result<Option<OrderRow>, StoreError>;
+    async fn order(&mut self, user: u64, symbol: &str, order_id: u64) -> Result<Option<OrderRow>, StoreError>;
 
     /// One order of `user` in `symbol` by its client order id: the newest
     /// order that carried it.
-    fn order_by_client_id(&mut self, user: u64, symbol: &str, client_id: &str) -> Result<Option<OrderRow>, StoreError>;
+    async fn order_by_client_id(
+        &mut self,
+        user: u64,
+        symbol: &str,
+        client_id: &str,
+    ) -> Result<Option<OrderRow>, StoreError>;
 
-    fn orders(&mut self, query: &OrdersQuery) -> Result<Vec<OrderRow>, StoreError>;
+    async fn orders(&mut self, query: &OrdersQuery<'_>) -> Result<Vec<OrderRow>, StoreError>;
 
-    fn trades(&mut self, query: &TradesQuery) -> Result<Vec<TradeRow>, StoreError>;
+    async fn trades(&mut self, query: &TradesQuery<'_>) -> Result<Vec<TradeRow>, StoreError>;
 
     /// Every ledger entry of `user`, oldest first (for audits and tests).
-    fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError>;
+    async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError>;
 }
 
 /// Checks a batch against the limits every engine shares.

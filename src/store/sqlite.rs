@@ -307,7 +307,7 @@ fn in_list_order<T>(mut rows: Vec<T>, window: Window) -> Vec<T> {
 }
 
 impl HistoryStore for SqliteStore {
-    fn migrate(&mut self) -> Result<u32, StoreError> {
+    async fn migrate(&mut self) -> Result<u32, StoreError> {
         let found = self.version()?;
         let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
         if found > known {
@@ -322,14 +322,14 @@ impl HistoryStore for SqliteStore {
         Ok(found)
     }
 
-    fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError> {
+    async fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError> {
         let tx = self.conn.transaction().map_err(engine)?;
         let progress = Self::stored_progress(&tx, shard)?;
         tx.commit().map_err(engine)?;
         Ok(progress)
     }
 
-    fn write(&mut self, batch: &Batch) -> Result<bool, StoreError> {
+    async fn write(&mut self, batch: &Batch) -> Result<bool, StoreError> {
         check_batch(batch)?;
         let tx = self.conn.transaction().map_err(engine)?;
         if Self::stored_progress(&tx, batch.shard)?.is_some_and(|p| p >= batch.progress) {
@@ -350,7 +350,7 @@ impl HistoryStore for SqliteStore {
         Ok(true)
     }
 
-    fn order(&mut self, user: u64, symbol: &str, order_id: u64) -> Result<Option<OrderRow>, StoreError> {
+    async fn order(&mut self, user: u64, symbol: &str, order_id: u64) -> Result<Option<OrderRow>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1 AND user_id = ?2 AND symbol = ?3");
         self.conn
             .prepare_cached(&sql)
@@ -368,7 +368,12 @@ impl HistoryStore for SqliteStore {
             .map_err(engine)
     }
 
-    fn order_by_client_id(&mut self, user: u64, symbol: &str, client_id: &str) -> Result<Option<OrderRow>, StoreError> {
+    async fn order_by_client_id(
+        &mut self,
+        user: u64,
+        symbol: &str,
+        client_id: &str,
+    ) -> Result<Option<OrderRow>, StoreError> {
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ?1 AND symbol = ?2 AND client_order_id = ?3
              ORDER BY order_id DESC LIMIT 1"
@@ -385,7 +390,7 @@ impl HistoryStore for SqliteStore {
             .map_err(engine)
     }
 
-    fn orders(&mut self, q: &OrdersQuery) -> Result<Vec<OrderRow>, StoreError> {
+    async fn orders(&mut self, q: &OrdersQuery<'_>) -> Result<Vec<OrderRow>, StoreError> {
         let window = q.window();
         let direction = if window == Window::Oldest { "ASC" } else { "DESC" };
         let sql = format!(
@@ -413,7 +418,7 @@ impl HistoryStore for SqliteStore {
         Ok(in_list_order(rows, window))
     }
 
-    fn trades(&mut self, q: &TradesQuery) -> Result<Vec<TradeRow>, StoreError> {
+    async fn trades(&mut self, q: &TradesQuery<'_>) -> Result<Vec<TradeRow>, StoreError> {
         let window = q.window();
         let direction = if window == Window::Oldest { "ASC" } else { "DESC" };
         let order_filter = if q.order_id.is_some() {
@@ -447,7 +452,7 @@ impl HistoryStore for SqliteStore {
         Ok(in_list_order(rows, window))
     }
 
-    fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError> {
+    async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(

@@ -6,10 +6,12 @@
 //! Each engine runs it from its own tests (SQLite below; PostgreSQL where
 //! a test server is started).
 
+use super::postgres::PgStore;
 use super::rows::KeyRow;
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
 use super::sqlite::SqliteStore;
 use super::{Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+use futures_lite::future::block_on;
 
 fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, time_ms: u64) -> OrderRow {
     OrderRow {
@@ -71,9 +73,9 @@ fn batch(shard: u32, generation: u64, lsn: u64, rows: Vec<Row>) -> Batch {
 
 /// A deposit, an order that fills in two trades, the trades' ledger
 /// entries: every row reads back exactly as written, in its latest state.
-pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
-    assert_eq!(store.migrate().expect("migrate"), 0);
-    assert_eq!(store.progress(0).expect("progress"), None);
+pub(super) async fn scripted_session(store: &mut impl HistoryStore) {
+    assert_eq!(store.migrate().await.expect("migrate"), 0);
+    assert_eq!(store.progress(0).await.expect("progress"), None);
     let first = batch(
         0,
         1,
@@ -102,7 +104,7 @@ pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
             Row::Order(order(2, "BTCUSDT", 10, "NEW", 0, 1_000)),
         ],
     );
-    assert!(store.write(&first).expect("first batch"));
+    assert!(store.write(&first).await.expect("first batch"));
     let second = batch(
         0,
         1,
@@ -118,20 +120,24 @@ pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
             Row::Trade(trade(2, "BTCUSDT", 2, 10, true, 1_002)),
         ],
     );
-    assert!(store.write(&second).expect("second batch"));
+    assert!(store.write(&second).await.expect("second batch"));
     assert_eq!(
-        store.progress(0).expect("progress"),
+        store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 7 })
     );
-    let stored = store.order(2, "BTCUSDT", 10).expect("query").expect("the order");
+    let stored = store.order(2, "BTCUSDT", 10).await.expect("query").expect("the order");
     assert_eq!(stored, order(2, "BTCUSDT", 10, "FILLED", 200_000_000, 1_000));
     assert_eq!(
-        store.order(3, "BTCUSDT", 10).expect("query"),
+        store.order(3, "BTCUSDT", 10).await.expect("query"),
         None,
         "another user's order"
     );
-    assert_eq!(store.order(2, "ETHBTC", 10).expect("query"), None, "another market");
-    let by_client = store.order_by_client_id(2, "BTCUSDT", "c10").expect("query");
+    assert_eq!(
+        store.order(2, "ETHBTC", 10).await.expect("query"),
+        None,
+        "another market"
+    );
+    let by_client = store.order_by_client_id(2, "BTCUSDT", "c10").await.expect("query");
     assert_eq!(by_client.map(|o| o.order_id), Some(10));
     let trades = store
         .trades(&TradesQuery {
@@ -143,6 +149,7 @@ pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
             end_ms: None,
             limit: 500,
         })
+        .await
         .expect("trades");
     assert_eq!(
         trades,
@@ -151,7 +158,7 @@ pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
             trade(2, "BTCUSDT", 2, 10, true, 1_002)
         ]
     );
-    let entries = store.ledger(2).expect("ledger");
+    let entries = store.ledger(2).await.expect("ledger");
     let deltas: Vec<(&str, i64, LedgerCause)> = entries.iter().map(|l| (l.asset.as_str(), l.delta, l.cause)).collect();
     assert_eq!(
         deltas,
@@ -162,39 +169,43 @@ pub(super) fn scripted_session(store: &mut dyn HistoryStore) {
             ("BTC", -100_000, LedgerCause::Fee),
         ]
     );
-    assert_eq!(store.ledger(ACCOUNT_FEES).expect("fees")[0].delta, 100_000);
-    assert_eq!(store.migrate().expect("migrate again"), 1, "migrations are idempotent");
+    assert_eq!(store.ledger(ACCOUNT_FEES).await.expect("fees")[0].delta, 100_000);
+    assert_eq!(
+        store.migrate().await.expect("migrate again"),
+        1,
+        "migrations are idempotent"
+    );
 }
 
 /// A batch at or behind the stored progress changes nothing; a later
 /// generation is ahead of every lsn of an earlier one; shards are
 /// independent.
-pub(super) fn batches_apply_exactly_once(store: &mut dyn HistoryStore) {
-    store.migrate().expect("migrate");
+pub(super) async fn batches_apply_exactly_once(store: &mut impl HistoryStore) {
+    store.migrate().await.expect("migrate");
     let trades = |id| vec![Row::Trade(trade(2, "BTCUSDT", id, 10, true, 1_000 + id))];
-    assert!(store.write(&batch(0, 1, 5, trades(1))).expect("write"));
+    assert!(store.write(&batch(0, 1, 5, trades(1))).await.expect("write"));
     assert!(
-        !store.write(&batch(0, 1, 5, trades(1))).expect("replay"),
+        !store.write(&batch(0, 1, 5, trades(1))).await.expect("replay"),
         "the same batch again"
     );
     assert!(
-        !store.write(&batch(0, 1, 4, trades(9))).expect("older"),
+        !store.write(&batch(0, 1, 4, trades(9))).await.expect("older"),
         "a batch behind"
     );
     assert!(
-        store.write(&batch(1, 1, 2, trades(3))).expect("shard 1"),
+        store.write(&batch(1, 1, 2, trades(3))).await.expect("shard 1"),
         "another shard's own progress"
     );
-    assert!(store.write(&batch(0, 2, 1, trades(2))).expect("new generation"));
+    assert!(store.write(&batch(0, 2, 1, trades(2))).await.expect("new generation"));
     assert_eq!(
-        store.progress(0).expect("progress"),
+        store.progress(0).await.expect("progress"),
         Some(Progress { generation: 2, lsn: 1 })
     );
     assert_eq!(
-        store.progress(1).expect("progress"),
+        store.progress(1).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 2 })
     );
-    let all = store.trades(&trades_query(2, "BTCUSDT", 1000)).expect("trades");
+    let all = store.trades(&trades_query(2, "BTCUSDT", 1000)).await.expect("trades");
     let ids: Vec<u64> = all.iter().map(|t| t.trade_id).collect();
     assert_eq!(ids, vec![1, 2, 3], "no duplicate, nothing from the skipped batch");
     // A row that collides inside an applied batch fails it whole.
@@ -207,11 +218,11 @@ pub(super) fn batches_apply_exactly_once(store: &mut dyn HistoryStore) {
             Row::Trade(trade(2, "BTCUSDT", 50, 10, true, 1_050)),
         ],
     );
-    assert!(matches!(store.write(&collide), Err(StoreError::Engine(_))));
-    let after = store.trades(&trades_query(2, "BTCUSDT", 1000)).expect("trades");
+    assert!(matches!(store.write(&collide).await, Err(StoreError::Engine(_))));
+    let after = store.trades(&trades_query(2, "BTCUSDT", 1000)).await.expect("trades");
     assert_eq!(after.len(), 3, "a failed batch leaves no row");
     assert_eq!(
-        store.progress(0).expect("progress"),
+        store.progress(0).await.expect("progress"),
         Some(Progress { generation: 2, lsn: 1 })
     );
 }
@@ -265,8 +276,8 @@ fn reference<T: Clone>(
 /// Random orders and trades of three users in two markets, then hundreds
 /// of random `allOrders` and `myTrades` queries, each equal to the naive
 /// reference.
-pub(super) fn list_queries_match_the_reference(store: &mut dyn HistoryStore) {
-    store.migrate().expect("migrate");
+pub(super) async fn list_queries_match_the_reference(store: &mut impl HistoryStore) {
+    store.migrate().await.expect("migrate");
     let mut rng = Lcg(0x5eed);
     let symbols = ["BTCUSDT", "ETHBTC"];
     let mut orders = Vec::new();
@@ -285,7 +296,7 @@ pub(super) fn list_queries_match_the_reference(store: &mut dyn HistoryStore) {
             rows.push(Row::Trade(t.clone()));
             trades.push(t);
         }
-        assert!(store.write(&batch(0, 1, lsn, rows)).expect("write"));
+        assert!(store.write(&batch(0, 1, lsn, rows)).await.expect("write"));
     }
     for _ in 0..300 {
         let user = 2 + rng.next(3);
@@ -310,7 +321,7 @@ pub(super) fn list_queries_match_the_reference(store: &mut dyn HistoryStore) {
                 && o.time_ms <= end_ms.unwrap_or(u64::MAX)
         };
         let expected = reference(&orders, |o| o.order_id, keep, q.window(), limit);
-        assert_eq!(store.orders(&q).expect("orders"), expected, "{q:?}");
+        assert_eq!(store.orders(&q).await.expect("orders"), expected, "{q:?}");
         let order_id = (rng.next(4) == 0).then(|| 1 + rng.next(1_000));
         let tq = TradesQuery {
             user,
@@ -330,15 +341,15 @@ pub(super) fn list_queries_match_the_reference(store: &mut dyn HistoryStore) {
                 && t.time_ms <= end_ms.unwrap_or(u64::MAX)
         };
         let expected = reference(&trades, |t| t.trade_id, keep, tq.window(), limit);
-        assert_eq!(store.trades(&tq).expect("trades"), expected, "{tq:?}");
+        assert_eq!(store.trades(&tq).await.expect("trades"), expected, "{tq:?}");
     }
 }
 
 /// Ten thousand orders of one user: paging with `orderId` reaches every
 /// one, once, in order.
-pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore) {
+pub(super) async fn ten_thousand_orders_are_all_queryable(store: &mut impl HistoryStore) {
     const ORDERS: u64 = 10_000;
-    store.migrate().expect("migrate");
+    store.migrate().await.expect("migrate");
     for chunk in 0..ORDERS / 1_000 {
         let rows = (1..=1_000)
             .map(|i| {
@@ -346,7 +357,7 @@ pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore
                 Row::Order(order(7, "BTCUSDT", id, "CANCELED", 0, 5_000 + id))
             })
             .collect();
-        assert!(store.write(&batch(3, 1, chunk + 1, rows)).expect("write"));
+        assert!(store.write(&batch(3, 1, chunk + 1, rows)).await.expect("write"));
     }
     let mut seen = Vec::new();
     let mut next = Some(1);
@@ -360,6 +371,7 @@ pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore
                 end_ms: None,
                 limit: 1000,
             })
+            .await
             .expect("a page");
         next = page.last().filter(|_| page.len() == 1000).map(|o| o.order_id + 1);
         seen.extend(page.into_iter().map(|o| o.order_id));
@@ -374,6 +386,7 @@ pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore
             end_ms: None,
             limit: 3,
         })
+        .await
         .expect("newest");
     let ids: Vec<u64> = newest.iter().map(|o| o.order_id).collect();
     assert_eq!(ids, vec![ORDERS - 2, ORDERS - 1, ORDERS]);
@@ -381,44 +394,54 @@ pub(super) fn ten_thousand_orders_are_all_queryable(store: &mut dyn HistoryStore
 
 #[test]
 fn sqlite_scripted_session() {
-    scripted_session(&mut SqliteStore::in_memory().expect("sqlite"));
+    block_on(scripted_session(&mut SqliteStore::in_memory().expect("sqlite")));
 }
 
 #[test]
 fn sqlite_batches_apply_exactly_once() {
-    batches_apply_exactly_once(&mut SqliteStore::in_memory().expect("sqlite"));
+    block_on(batches_apply_exactly_once(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
 }
 
 #[test]
 fn sqlite_list_queries_match_the_reference() {
-    list_queries_match_the_reference(&mut SqliteStore::in_memory().expect("sqlite"));
+    block_on(list_queries_match_the_reference(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
 }
 
 #[test]
 fn sqlite_ten_thousand_orders_are_all_queryable() {
-    ten_thousand_orders_are_all_queryable(&mut SqliteStore::in_memory().expect("sqlite"));
+    block_on(ten_thousand_orders_are_all_queryable(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
 }
 
 /// What was written survives closing and reopening the file, and the
 /// schema is not applied twice.
 #[test]
 fn sqlite_file_keeps_rows_and_progress_across_reopen() {
+    block_on(file_keeps_rows_and_progress_across_reopen());
+}
+
+async fn file_keeps_rows_and_progress_across_reopen() {
     let dir = std::env::temp_dir().join(format!("tradsys-store-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let path = dir.join(super::sqlite::HISTORY_FILE);
     {
         let mut store = SqliteStore::open(&path).expect("open");
-        assert_eq!(store.migrate().expect("migrate"), 0);
+        assert_eq!(store.migrate().await.expect("migrate"), 0);
         let rows = vec![Row::Order(order(2, "BTCUSDT", 1, "NEW", 0, 1_000))];
-        assert!(store.write(&batch(0, 1, 1, rows)).expect("write"));
+        assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().expect("migrate"), 1);
+    assert_eq!(store.migrate().await.expect("migrate"), 1);
     assert_eq!(
-        store.progress(0).expect("progress"),
+        store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
     );
-    assert!(store.order(2, "BTCUSDT", 1).expect("query").is_some());
+    assert!(store.order(2, "BTCUSDT", 1).await.expect("query").is_some());
     drop(store);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
@@ -426,11 +449,86 @@ fn sqlite_file_keeps_rows_and_progress_across_reopen() {
 /// A database written by a newer build is refused, not misread.
 #[test]
 fn sqlite_refuses_a_newer_schema() {
+    block_on(refuses_a_newer_schema());
+}
+
+async fn refuses_a_newer_schema() {
     let mut store = SqliteStore::in_memory().expect("sqlite");
-    store.migrate().expect("migrate");
+    store.migrate().await.expect("migrate");
     store.set_version_for_test(99);
     assert!(matches!(
-        store.migrate(),
+        store.migrate().await,
         Err(StoreError::SchemaTooNew { found: 99, known: 1 })
     ));
+}
+
+/// Runs `test` on a glommio executor against a fresh database of `server`.
+fn on_postgres<F, Fut>(server: &tradsys_pgtest::PgServer, database: &str, test: F)
+where
+    F: FnOnce(PgStore) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    server.psql(&format!("CREATE DATABASE {database}"));
+    let url = format!(
+        "host=127.0.0.1 port={} user={} dbname={database}",
+        server.port(),
+        tradsys_pgtest::SUPERUSER
+    );
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let store = PgStore::connect(&url).await.expect("a PostgreSQL connection");
+            test(store).await;
+        })
+        .expect("an executor")
+        .join()
+        .expect("the test's executor");
+}
+
+/// The shared suite on a real PostgreSQL server of the test's own.
+#[test]
+fn postgres_passes_the_suite() {
+    let server = tradsys_pgtest::PgServer::start();
+    on_postgres(
+        &server,
+        "scripted",
+        |mut s| async move { scripted_session(&mut s).await },
+    );
+    on_postgres(&server, "once", |mut s| async move {
+        batches_apply_exactly_once(&mut s).await
+    });
+    on_postgres(&server, "lists", |mut s| async move {
+        list_queries_match_the_reference(&mut s).await
+    });
+    on_postgres(&server, "many", |mut s| async move {
+        ten_thousand_orders_are_all_queryable(&mut s).await
+    });
+}
+
+/// Monthly partitions are created ahead, once, and rows land in the month
+/// of their time; money is NUMERIC with the exact decimals written.
+#[test]
+fn postgres_partitions_by_month_and_keeps_money_exact() {
+    const DEC_15_2026_MS: u64 = 1_797_292_800_000;
+    const DEC_1_2026_MS: u64 = 1_796_083_200_000;
+    let server = tradsys_pgtest::PgServer::start();
+    on_postgres(&server, "parts", |mut s| async move {
+        s.migrate().await.expect("migrate");
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 3).await.expect("partitions"), 9);
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 3).await.expect("again"), 0);
+        let mut t = trade(2, "BTCUSDT", 77, 5, true, DEC_15_2026_MS);
+        t.price = 3_000_050_000_001;
+        assert!(s
+            .write(&batch(0, 1, 1, vec![Row::Trade(t.clone())]))
+            .await
+            .expect("write"));
+        let back = s.trades(&trades_query(2, "BTCUSDT", 10)).await.expect("trades");
+        assert_eq!(back, vec![t]);
+    });
+    assert_eq!(
+        server.psql_in(
+            "parts",
+            "SELECT tableoid::regclass, price FROM trades WHERE trade_id = 77"
+        ),
+        "trades_202612|30000.50000001"
+    );
 }

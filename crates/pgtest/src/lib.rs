@@ -87,8 +87,14 @@ impl PgServer {
         &self.dir
     }
 
-    /// Runs `sql` with psql and returns its unaligned, tuples-only output.
+    /// Runs `sql` with psql in the `postgres` database and returns its
+    /// unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs `sql` with psql in `database`.
+    pub fn psql_in(&self, database: &str, sql: &str) -> String {
         let port = self.port.to_string();
         let out = self.run(
             "psql",
@@ -100,7 +106,7 @@ impl PgServer {
                 "-U",
                 SUPERUSER,
                 "-d",
-                "postgres",
+                database,
                 "-XAtq",
                 "-v",
                 "ON_ERROR_STOP=1",

@@ -1,0 +1,593 @@
+//! The PostgreSQL engine of the history store: `tokio-postgres` without a
+//! tokio runtime, over a glommio socket through `tokio_util::compat`, its
+//! connection future spawned on the calling shard's executor. Each shard
+//! holds its own connections; no pool crate.
+//!
+//! A batch goes in with binary `COPY` into temporary staging tables (money
+//! as integer units), then one `INSERT .. SELECT` per table that converts
+//! units to `NUMERIC` exactly, all in one transaction that first locks the
+//! shard's progress row and skips the batch if the progress covers it.
+//! `orders`, `trades` and `ledger` are partitioned by month of their time
+//! (`history_ensure_partitions`, in the first migration).
+
+use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow};
+use super::{check_batch, clamp_limit, Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+use std::pin::pin;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::Host;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Config, NoTls, Transaction};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+/// The schema versions, each with the SQL that reaches it from the one
+/// before.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/postgres/0001_history.sql"))];
+/// Units of 10⁻⁸ in one, for the NUMERIC conversions.
+const UNITS: &str = "100000000";
+
+pub(crate) struct PgStore {
+    client: Client,
+}
+
+fn engine(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+/// A u64 id as PostgreSQL's BIGINT.
+fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit a BIGINT")))
+}
+
+fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+/// An id or time bound, `default` when absent.
+fn bound(value: Option<u64>, default: i64) -> i64 {
+    value.map_or(default, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl PgStore {
+    /// Connects to `url` (libpq key=value form, TCP host) from the current
+    /// shard's executor; the connection's task runs there until the client
+    /// drops.
+    pub(crate) async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let config: Config = url.parse().map_err(engine)?;
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            _ => return Err(StoreError::Engine("the PostgreSQL URL needs a TCP host".into())),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let stream = glommio::net::TcpStream::connect(format!("{host}:{port}"))
+            .await
+            .map_err(|e| StoreError::Engine(format!("connecting to {host}:{port}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (client, connection) = config.connect_raw(stream.compat(), NoTls).await.map_err(engine)?;
+        glommio::spawn_local(async move {
+            // Ends when the client drops or the server goes away; the next
+            // call on the client then fails and the caller reconnects.
+            let _ = connection.await;
+        })
+        .detach();
+        Ok(PgStore { client })
+    }
+
+    /// Creates the monthly partitions from the month of `from_ms` for
+    /// `months` months (those that exist are kept); returns how many tables
+    /// it created.
+    pub(crate) async fn ensure_partitions(&mut self, from_ms: u64, months: u32) -> Result<u32, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT history_ensure_partitions($1, $2)",
+                &[&signed(from_ms, "time")?, &(months as i32)],
+            )
+            .await
+            .map_err(engine)?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    async fn version(&self) -> Result<u32, StoreError> {
+        self.client
+            .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .await
+            .map_err(engine)?;
+        let row = self
+            .client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .await
+            .map_err(engine)?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+}
+
+async fn stored_progress(tx: &Transaction<'_>, shard: u32, lock: bool) -> Result<Option<Progress>, StoreError> {
+    let sql = if lock {
+        "SELECT generation, lsn FROM progress WHERE shard = $1 FOR UPDATE"
+    } else {
+        "SELECT generation, lsn FROM progress WHERE shard = $1"
+    };
+    let row = tx.query_opt(sql, &[&(shard as i32)]).await.map_err(engine)?;
+    row.map(|row| {
+        Ok(Progress {
+            generation: unsigned(row.get(0), "generation")?,
+            lsn: unsigned(row.get(1), "lsn")?,
+        })
+    })
+    .transpose()
+}
+
+/// The staging tables of one transaction: money as units, the row's place
+/// in the batch as `seq`.
+const STAGING: &str = "
+CREATE TEMP TABLE IF NOT EXISTS staging_orders (seq INTEGER, order_id BIGINT, user_id BIGINT, symbol TEXT,
+    client_order_id TEXT, price BIGINT, orig_qty BIGINT, orig_quote_qty BIGINT, executed_qty BIGINT,
+    cummulative_quote_qty BIGINT, status TEXT, time_in_force TEXT, order_type TEXT, side TEXT, stop_price BIGINT,
+    time_ms BIGINT, update_time_ms BIGINT, stp_mode TEXT) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_trades (symbol TEXT, trade_id BIGINT, is_buyer BOOLEAN, user_id BIGINT,
+    order_id BIGINT, price BIGINT, qty BIGINT, quote_qty BIGINT, commission BIGINT, commission_asset TEXT,
+    is_maker BOOLEAN, time_ms BIGINT) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_ledger (seq INTEGER, account BIGINT, asset TEXT, delta BIGINT, cause TEXT,
+    reference BIGINT, time_ms BIGINT) ON COMMIT DELETE ROWS;";
+
+const ORDER_TYPES: &[Type] = &[
+    Type::INT4,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+];
+const TRADE_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::INT8,
+    Type::BOOL,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT8,
+];
+const LEDGER_TYPES: &[Type] = &[
+    Type::INT4,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+];
+
+/// COPYs `rows` (each a list of column values) into `table`.
+async fn copy_in(
+    tx: &Transaction<'_>,
+    table: &str,
+    types: &[Type],
+    rows: &[Vec<Box<dyn ToSql + Sync + Send>>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = tx
+        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(engine)?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
+    for row in rows {
+        let values: Vec<&(dyn ToSql + Sync)> = row.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&values).await.map_err(engine)?;
+    }
+    writer.as_mut().finish().await.map_err(engine)?;
+    Ok(())
+}
+
+type Values = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// The batch's rows, split per staging table.
+#[derive(Default)]
+struct Staged {
+    orders: Vec<Values>,
+    trades: Vec<Values>,
+    ledger: Vec<Values>,
+}
+
+fn stage(batch: &Batch) -> Result<Staged, StoreError> {
+    let mut staged = Staged::default();
+    for (seq, row) in batch.rows.iter().enumerate() {
+        let seq = seq as i32;
+        match row {
+            Row::Order(o) => staged.orders.push(vec![
+                Box::new(seq),
+                Box::new(signed(o.order_id, "order id")?),
+                Box::new(signed(o.user, "user")?),
+                Box::new(o.symbol.clone()),
+                Box::new(o.client_order_id.clone()),
+                Box::new(o.price),
+                Box::new(o.orig_qty),
+                Box::new(o.orig_quote_qty),
+                Box::new(o.executed_qty),
+                Box::new(o.cummulative_quote_qty),
+                Box::new(o.status.clone()),
+                Box::new(o.time_in_force.clone()),
+                Box::new(o.order_type.clone()),
+                Box::new(o.side.clone()),
+                Box::new(o.stop_price),
+                Box::new(signed(o.time_ms, "time")?),
+                Box::new(signed(o.update_time_ms, "time")?),
+                Box::new(o.stp_mode.clone()),
+            ]),
+            Row::Trade(t) => staged.trades.push(vec![
+                Box::new(t.symbol.clone()),
+                Box::new(signed(t.trade_id, "trade id")?),
+                Box::new(t.is_buyer),
+                Box::new(signed(t.user, "user")?),
+                Box::new(signed(t.order_id, "order id")?),
+                Box::new(t.price),
+                Box::new(t.qty),
+                Box::new(t.quote_qty),
+                Box::new(t.commission),
+                Box::new(t.commission_asset.clone()),
+                Box::new(t.is_maker),
+                Box::new(signed(t.time_ms, "time")?),
+            ]),
+            Row::Ledger(l) => staged.ledger.push(vec![
+                Box::new(seq),
+                Box::new(signed(l.account, "account")?),
+                Box::new(l.asset.clone()),
+                Box::new(l.delta),
+                Box::new(l.cause.as_str().to_string()),
+                Box::new(signed(l.reference, "reference")?),
+                Box::new(signed(l.time_ms, "time")?),
+            ]),
+            Row::User(_) | Row::Key(_) => {}
+        }
+    }
+    Ok(staged)
+}
+
+/// Users and keys are few: plain upserts.
+async fn write_accounts(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    for row in &batch.rows {
+        match row {
+            Row::User(u) => {
+                tx.execute(
+                    "INSERT INTO users (user_id, name, created_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id) DO UPDATE SET name = excluded.name",
+                    &[&signed(u.user, "user")?, &u.name, &signed(u.created_ms, "time")?],
+                )
+                .await
+                .map_err(engine)?;
+            }
+            Row::Key(k) => {
+                tx.execute(
+                    "INSERT INTO api_keys (api_key, user_id, scopes, revoked, changed_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (api_key) DO UPDATE SET scopes = excluded.scopes, revoked = excluded.revoked,
+                        changed_ms = excluded.changed_ms",
+                    &[
+                        &k.api_key,
+                        &signed(k.user, "user")?,
+                        &k.scopes,
+                        &k.revoked,
+                        &signed(k.changed_ms, "time")?,
+                    ],
+                )
+                .await
+                .map_err(engine)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Moves the staged rows into the tables: the latest state of each order,
+/// every order event, every trade side and ledger entry.
+async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    let key: [&(dyn ToSql + Sync); 3] = [
+        &(batch.shard as i32),
+        &signed(batch.progress.generation, "generation")?,
+        &signed(batch.progress.lsn, "lsn")?,
+    ];
+    let orders = format!(
+        "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
+            executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
+            update_time_ms, stp_mode)
+         SELECT DISTINCT ON (order_id) order_id, user_id, symbol, client_order_id, price::numeric / {UNITS},
+            orig_qty::numeric / {UNITS}, orig_quote_qty::numeric / {UNITS}, executed_qty::numeric / {UNITS},
+            cummulative_quote_qty::numeric / {UNITS}, status, time_in_force, order_type, side,
+            stop_price::numeric / {UNITS}, time_ms, update_time_ms, stp_mode
+         FROM staging_orders ORDER BY order_id, seq DESC
+         ON CONFLICT (order_id, time_ms) DO UPDATE SET executed_qty = excluded.executed_qty,
+            cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
+            update_time_ms = excluded.update_time_ms"
+    );
+    tx.execute(&orders, &[]).await.map_err(engine)?;
+    let events = format!(
+        "INSERT INTO order_events (shard, generation, lsn, seq, order_id, status, executed_qty,
+            cummulative_quote_qty, update_time_ms)
+         SELECT $1, $2, $3, seq, order_id, status, executed_qty::numeric / {UNITS},
+            cummulative_quote_qty::numeric / {UNITS}, update_time_ms FROM staging_orders"
+    );
+    tx.execute(&events, &key).await.map_err(engine)?;
+    let trades = format!(
+        "INSERT INTO trades (symbol, trade_id, is_buyer, user_id, order_id, price, qty, quote_qty, commission,
+            commission_asset, is_maker, time_ms)
+         SELECT symbol, trade_id, is_buyer, user_id, order_id, price::numeric / {UNITS}, qty::numeric / {UNITS},
+            quote_qty::numeric / {UNITS}, commission::numeric / {UNITS}, commission_asset, is_maker, time_ms
+         FROM staging_trades"
+    );
+    tx.execute(&trades, &[]).await.map_err(engine)?;
+    let ledger = format!(
+        "INSERT INTO ledger (shard, generation, lsn, seq, account, asset, delta, cause, reference, time_ms)
+         SELECT $1, $2, $3, seq, account, asset, delta::numeric / {UNITS}, cause, reference, time_ms
+         FROM staging_ledger"
+    );
+    tx.execute(&ledger, &key).await.map_err(engine)?;
+    Ok(())
+}
+
+/// The columns of an order as `OrderRow` reads them, money back in units.
+fn order_columns() -> String {
+    let units = |c: &str| format!("({c} * {UNITS})::bigint");
+    format!(
+        "user_id, symbol, order_id, client_order_id, {}, {}, {}, {}, {}, status, time_in_force, order_type, side,
+         {}, time_ms, update_time_ms, stp_mode",
+        units("price"),
+        units("orig_qty"),
+        units("orig_quote_qty"),
+        units("executed_qty"),
+        units("cummulative_quote_qty"),
+        units("stop_price")
+    )
+}
+
+fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
+    Ok(OrderRow {
+        user: unsigned(row.get(0), "user")?,
+        symbol: row.get(1),
+        order_id: unsigned(row.get(2), "order id")?,
+        client_order_id: row.get(3),
+        price: row.get(4),
+        orig_qty: row.get(5),
+        orig_quote_qty: row.get(6),
+        executed_qty: row.get(7),
+        cummulative_quote_qty: row.get(8),
+        status: row.get(9),
+        time_in_force: row.get(10),
+        order_type: row.get(11),
+        side: row.get(12),
+        stop_price: row.get(13),
+        time_ms: unsigned(row.get(14), "time")?,
+        update_time_ms: unsigned(row.get(15), "time")?,
+        stp_mode: row.get(16),
+    })
+}
+
+fn trade_columns() -> String {
+    let units = |c: &str| format!("({c} * {UNITS})::bigint");
+    format!(
+        "user_id, symbol, trade_id, order_id, {}, {}, {}, {}, commission_asset, is_buyer, is_maker, time_ms",
+        units("price"),
+        units("qty"),
+        units("quote_qty"),
+        units("commission")
+    )
+}
+
+fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
+    Ok(TradeRow {
+        user: unsigned(row.get(0), "user")?,
+        symbol: row.get(1),
+        trade_id: unsigned(row.get(2), "trade id")?,
+        order_id: unsigned(row.get(3), "order id")?,
+        price: row.get(4),
+        qty: row.get(5),
+        quote_qty: row.get(6),
+        commission: row.get(7),
+        commission_asset: row.get(8),
+        is_buyer: row.get(9),
+        is_maker: row.get(10),
+        time_ms: unsigned(row.get(11), "time")?,
+    })
+}
+
+/// The newest rows come back newest first; lists are oldest first.
+fn in_list_order<T>(mut rows: Vec<T>, window: Window) -> Vec<T> {
+    if window == Window::Newest {
+        rows.reverse();
+    }
+    rows
+}
+
+impl HistoryStore for PgStore {
+    async fn migrate(&mut self) -> Result<u32, StoreError> {
+        let found = self.version().await?;
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if found > known {
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+            let tx = self.client.transaction().await.map_err(engine)?;
+            tx.batch_execute(sql).await.map_err(engine)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(*version as i32)],
+            )
+            .await
+            .map_err(engine)?;
+            tx.commit().await.map_err(engine)?;
+        }
+        Ok(found)
+    }
+
+    async fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError> {
+        let tx = self.client.transaction().await.map_err(engine)?;
+        let progress = stored_progress(&tx, shard, false).await?;
+        tx.commit().await.map_err(engine)?;
+        Ok(progress)
+    }
+
+    async fn write(&mut self, batch: &Batch) -> Result<bool, StoreError> {
+        check_batch(batch)?;
+        let staged = stage(batch)?;
+        let tx = self.client.transaction().await.map_err(engine)?;
+        tx.execute(
+            "INSERT INTO progress (shard, generation, lsn) VALUES ($1, 0, 0) ON CONFLICT (shard) DO NOTHING",
+            &[&(batch.shard as i32)],
+        )
+        .await
+        .map_err(engine)?;
+        let stored = stored_progress(&tx, batch.shard, true).await?;
+        if stored.is_some_and(|p| p >= batch.progress) {
+            return Ok(false);
+        }
+        tx.batch_execute(STAGING).await.map_err(engine)?;
+        copy_in(&tx, "staging_orders", ORDER_TYPES, &staged.orders).await?;
+        copy_in(&tx, "staging_trades", TRADE_TYPES, &staged.trades).await?;
+        copy_in(&tx, "staging_ledger", LEDGER_TYPES, &staged.ledger).await?;
+        write_accounts(&tx, batch).await?;
+        insert_staged(&tx, batch).await?;
+        tx.execute(
+            "UPDATE progress SET generation = $2, lsn = $3 WHERE shard = $1",
+            &[
+                &(batch.shard as i32),
+                &signed(batch.progress.generation, "generation")?,
+                &signed(batch.progress.lsn, "lsn")?,
+            ],
+        )
+        .await
+        .map_err(engine)?;
+        tx.commit().await.map_err(engine)?;
+        Ok(true)
+    }
+
+    async fn order(&mut self, user: u64, symbol: &str, order_id: u64) -> Result<Option<OrderRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM orders WHERE order_id = $1 AND user_id = $2 AND symbol = $3",
+            order_columns()
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&signed(order_id, "order id")?, &signed(user, "user")?, &symbol])
+            .await
+            .map_err(engine)?;
+        row.as_ref().map(order_row).transpose()
+    }
+
+    async fn order_by_client_id(
+        &mut self,
+        user: u64,
+        symbol: &str,
+        client_id: &str,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM orders WHERE user_id = $1 AND symbol = $2 AND client_order_id = $3
+             ORDER BY order_id DESC LIMIT 1",
+            order_columns()
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&signed(user, "user")?, &symbol, &client_id])
+            .await
+            .map_err(engine)?;
+        row.as_ref().map(order_row).transpose()
+    }
+
+    async fn orders(&mut self, q: &OrdersQuery<'_>) -> Result<Vec<OrderRow>, StoreError> {
+        let window = q.window();
+        let direction = if window == Window::Oldest { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {} FROM orders WHERE user_id = $1 AND symbol = $2 AND order_id >= $3 AND time_ms >= $4
+             AND time_ms <= $5 ORDER BY order_id {direction} LIMIT $6",
+            order_columns()
+        );
+        let rows = self
+            .client
+            .query(
+                &sql,
+                &[
+                    &signed(q.user, "user")?,
+                    &q.symbol,
+                    &bound(q.from_id, 0),
+                    &bound(q.start_ms, 0),
+                    &bound(q.end_ms, i64::MAX),
+                    &(clamp_limit(q.limit) as i64),
+                ],
+            )
+            .await
+            .map_err(engine)?;
+        let rows = rows.iter().map(order_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(in_list_order(rows, window))
+    }
+
+    async fn trades(&mut self, q: &TradesQuery<'_>) -> Result<Vec<TradeRow>, StoreError> {
+        let window = q.window();
+        let direction = if window == Window::Oldest { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {} FROM trades WHERE user_id = $1 AND symbol = $2 AND trade_id >= $3 AND time_ms >= $4
+             AND time_ms <= $5 AND ($7::bigint IS NULL OR order_id = $7)
+             ORDER BY trade_id {direction}, is_buyer DESC LIMIT $6",
+            trade_columns()
+        );
+        let order_id: Option<i64> = q.order_id.map(|o| signed(o, "order id")).transpose()?;
+        let rows = self
+            .client
+            .query(
+                &sql,
+                &[
+                    &signed(q.user, "user")?,
+                    &q.symbol,
+                    &bound(q.from_id, 0),
+                    &bound(q.start_ms, 0),
+                    &bound(q.end_ms, i64::MAX),
+                    &(clamp_limit(q.limit) as i64),
+                    &order_id,
+                ],
+            )
+            .await
+            .map_err(engine)?;
+        let rows = rows.iter().map(trade_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(in_list_order(rows, window))
+    }
+
+    async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = format!(
+            "SELECT account, asset, (delta * {UNITS})::bigint, cause, reference, time_ms FROM ledger
+             WHERE account = $1 ORDER BY shard, generation, lsn, seq"
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&signed(user, "account")?])
+            .await
+            .map_err(engine)?;
+        rows.iter()
+            .map(|row| {
+                let cause: String = row.get(3);
+                Ok(LedgerRow {
+                    account: unsigned(row.get(0), "account")?,
+                    asset: row.get(1),
+                    delta: row.get(2),
+                    cause: LedgerCause::parse(&cause).ok_or_else(|| StoreError::Corrupt(format!("cause {cause}")))?,
+                    reference: unsigned(row.get(4), "reference")?,
+                    time_ms: unsigned(row.get(5), "time")?,
+                })
+            })
+            .collect()
+    }
+}
