@@ -21,7 +21,17 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 /// The schema versions, each with the SQL that reaches it from the one
 /// before.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/postgres/0001_history.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_history.sql")),
+    (2, include_str!("migrations/postgres/0002_statistics.sql")),
+];
+/// The statistics views, refreshed together.
+const STATISTICS_VIEWS: [&str; 4] = [
+    "market_daily_stats",
+    "user_daily_stats",
+    "market_24h_stats",
+    "user_24h_stats",
+];
 /// Units of 10⁻⁸ in one, for the NUMERIC conversions.
 const UNITS: &str = "100000000";
 
@@ -85,6 +95,19 @@ impl PgStore {
             .await
             .map_err(engine)?;
         Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    /// Refreshes the statistics views without blocking their readers
+    /// (`REFRESH MATERIALIZED VIEW CONCURRENTLY`); the server calls it on
+    /// a timer.
+    pub(crate) async fn refresh_statistics(&mut self) -> Result<(), StoreError> {
+        for view in STATISTICS_VIEWS {
+            self.client
+                .batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+                .await
+                .map_err(engine)?;
+        }
+        Ok(())
     }
 
     async fn version(&self) -> Result<u32, StoreError> {
