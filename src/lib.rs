@@ -15,6 +15,7 @@ pub mod limits;
 pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
+mod resilience;
 pub mod server;
 mod store;
 mod streams;

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     // Bottom: no executor; each may import only the ones listed before it.
     "binance",
     "clock",
+    "resilience",
     "json",
     "oneshot",
     "marketdata",
