@@ -37,6 +37,10 @@ const UNITS: &str = "100000000";
 
 pub(crate) struct PgStore {
     client: Client,
+    /// Where the server's WAL stood after this connection's last batch
+    /// committed: a reader that must see that batch may use a replica only
+    /// once the replica has replayed this far.
+    last_write_lsn: u64,
 }
 
 fn engine(e: tokio_postgres::Error) -> StoreError {
@@ -79,7 +83,10 @@ impl PgStore {
             let _ = connection.await;
         })
         .detach();
-        Ok(PgStore { client })
+        Ok(PgStore {
+            client,
+            last_write_lsn: 0,
+        })
     }
 
     /// Creates the monthly partitions from the month of `from_ms` for
@@ -108,6 +115,40 @@ impl PgStore {
                 .map_err(engine)?;
         }
         Ok(())
+    }
+
+    /// The WAL position (bytes) after this connection's last batch.
+    pub(crate) fn last_write_position(&self) -> u64 {
+        self.last_write_lsn
+    }
+
+    /// The server's current WAL write position, in bytes.
+    pub(crate) async fn wal_position(&self) -> Result<u64, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+            .await
+            .map_err(engine)?;
+        unsigned(row.get(0), "WAL position")
+    }
+
+    /// How far a replica has replayed the primary's WAL, in bytes; `None`
+    /// on a server that is not a replica.
+    pub(crate) async fn replay_position(&self) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT (pg_last_wal_replay_lsn() - '0/0')::bigint", &[])
+            .await
+            .map_err(engine)?;
+        row.get::<_, Option<i64>>(0)
+            .map(|p| unsigned(p, "replay position"))
+            .transpose()
+    }
+
+    /// Runs `sql` as it is (tests drive replicas with it).
+    #[cfg(test)]
+    pub(crate) async fn execute_for_test(&self, sql: &str) {
+        self.client.batch_execute(sql).await.expect("test SQL");
     }
 
     async fn version(&self) -> Result<u32, StoreError> {
@@ -497,6 +538,7 @@ impl HistoryStore for PgStore {
         .await
         .map_err(engine)?;
         tx.commit().await.map_err(engine)?;
+        self.last_write_lsn = self.wal_position().await?;
         Ok(true)
     }
 
@@ -612,5 +654,82 @@ impl HistoryStore for PgStore {
                 })
             })
             .collect()
+    }
+}
+
+/// History reads spread round-robin over read replicas, each used only
+/// when it has replayed as far as the reader must see; otherwise the
+/// primary answers. Lag per replica is kept for /metrics.
+pub(crate) struct Replicas {
+    stores: Vec<PgStore>,
+    next: usize,
+    /// Each replica's replay position when last asked.
+    positions: Vec<Option<u64>>,
+}
+
+/// The replica to read from: the first, from `next` on and wrapping, whose
+/// replay position is at least `required`.
+pub(crate) fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Option<usize> {
+    let n = positions.len();
+    (0..n)
+        .map(|i| (next + i) % n)
+        .find(|&i| positions[i].is_some_and(|p| p >= required))
+}
+
+impl Replicas {
+    pub(crate) fn new(stores: Vec<PgStore>) -> Replicas {
+        let positions = vec![None; stores.len()];
+        Replicas {
+            stores,
+            next: 0,
+            positions,
+        }
+    }
+
+    /// A replica that has replayed at least to `required` (a primary WAL
+    /// position, e.g. `last_write_position`), or `None`: read from the
+    /// primary. A replica that does not answer is skipped.
+    pub(crate) async fn reader(&mut self, required: u64) -> Option<&mut PgStore> {
+        for (i, store) in self.stores.iter().enumerate() {
+            self.positions[i] = store.replay_position().await.ok().flatten();
+        }
+        let chosen = pick_replica(self.next, &self.positions, required)?;
+        self.next = (chosen + 1) % self.stores.len();
+        Some(&mut self.stores[chosen])
+    }
+
+    /// Bytes each replica is behind `primary_position`, as last seen;
+    /// `None` for a replica that did not answer.
+    pub(crate) fn lag_bytes(&self, primary_position: u64) -> Vec<Option<u64>> {
+        self.positions
+            .iter()
+            .map(|p| p.map(|p| primary_position.saturating_sub(p)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_replica;
+
+    #[test]
+    fn replicas_are_picked_round_robin_among_those_far_enough() {
+        type Case<'a> = (usize, &'a [Option<u64>], u64, Option<usize>);
+        let table: &[Case] = &[
+            (0, &[Some(10), Some(10)], 5, Some(0)),
+            (1, &[Some(10), Some(10)], 5, Some(1)),
+            (1, &[Some(10), Some(4)], 5, Some(0)),
+            (0, &[Some(4), None], 5, None),
+            (0, &[], 5, None),
+            (2, &[Some(5), Some(9), Some(9)], 9, Some(2)),
+            (0, &[Some(5), Some(9), Some(9)], 9, Some(1)),
+        ];
+        for &(next, positions, required, expected) in table {
+            assert_eq!(
+                pick_replica(next, positions, required),
+                expected,
+                "{next} {positions:?} {required}"
+            );
+        }
     }
 }

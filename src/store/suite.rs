@@ -6,7 +6,7 @@
 //! Each engine runs it from its own tests (SQLite below; PostgreSQL where
 //! a test server is started).
 
-use super::postgres::PgStore;
+use super::postgres::{PgStore, Replicas};
 use super::rows::KeyRow;
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
 use super::sqlite::SqliteStore;
@@ -597,4 +597,86 @@ fn postgres_statistics_views_add_up() {
         ),
         "2|2|5.00000000\n3|2|5.00000000"
     );
+}
+
+/// Waits (bounded) until `replica` has replayed to `position`.
+async fn replayed(replica: &PgStore, position: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while replica.replay_position().await.expect("replay position").unwrap_or(0) < position {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never replayed {position}"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A read after a write by the same user never misses it, whatever the
+/// replica's lag: with replay paused on the replica, the primary answers;
+/// once the replica has caught up, it answers.
+#[test]
+fn postgres_reads_go_to_replicas_only_when_they_have_the_write() {
+    let primary = tradsys_pgtest::PgServer::start();
+    primary.psql("CREATE DATABASE replicated");
+    let replica = primary.start_replica();
+    let (primary_port, replica_port) = (primary.port(), replica.port());
+    let url = |port: u16| {
+        format!(
+            "host=127.0.0.1 port={port} user={} dbname=replicated",
+            tradsys_pgtest::SUPERUSER
+        )
+    };
+    let (primary_url, replica_url) = (url(primary_port), url(replica_port));
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let mut store = PgStore::connect(&primary_url).await.expect("primary");
+            store.migrate().await.expect("migrate");
+            let mut replicas = Replicas::new(vec![PgStore::connect(&replica_url).await.expect("replica")]);
+            let query = |id| OrdersQuery {
+                user: 2,
+                symbol: "BTCUSDT",
+                from_id: Some(id),
+                start_ms: None,
+                end_ms: None,
+                limit: 10,
+            };
+            let first = vec![Row::Order(order(2, "BTCUSDT", 1, "NEW", 0, 1_000))];
+            assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
+            let seen = store.last_write_position();
+            replayed(replicas.reader(0).await.expect("a replica"), seen).await;
+            let reader = replicas.reader(seen).await.expect("the replica has the write");
+            assert_eq!(reader.orders(&query(1)).await.expect("read").len(), 1);
+            // Replay paused: the next write is not on the replica.
+            reader.execute_for_test("SELECT pg_wal_replay_pause()").await;
+            let second = vec![Row::Order(order(2, "BTCUSDT", 2, "NEW", 0, 1_001))];
+            assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
+            let seen = store.last_write_position();
+            assert!(
+                replicas.reader(seen).await.is_none(),
+                "a paused replica is never read for the new write"
+            );
+            assert_eq!(
+                store.orders(&query(2)).await.expect("primary read").len(),
+                1,
+                "the primary has it"
+            );
+            let behind = replicas.reader(0).await.expect("the replica, for any older read");
+            assert_eq!(
+                behind.orders(&query(2)).await.expect("stale read").len(),
+                0,
+                "the replica lags"
+            );
+            assert!(replicas.lag_bytes(seen)[0].is_some_and(|lag| lag > 0));
+            let stale = replicas.reader(0).await.expect("the replica");
+            stale.execute_for_test("SELECT pg_wal_replay_resume()").await;
+            replayed(stale, seen).await;
+            let caught_up = replicas.reader(seen).await.expect("the replica caught up");
+            assert_eq!(caught_up.orders(&query(2)).await.expect("read").len(), 1);
+            assert_eq!(replicas.lag_bytes(seen), vec![Some(0)]);
+        })
+        .expect("an executor")
+        .join()
+        .expect("the test's executor");
+    drop(replica);
+    drop(primary);
 }

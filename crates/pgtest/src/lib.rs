@@ -36,23 +36,7 @@ impl PgServer {
     /// Starts a fresh server. Panics with the reason when PostgreSQL is not
     /// installed or does not start: a test that needs it cannot go on.
     pub fn start() -> PgServer {
-        let bin = server_bindir().unwrap_or_else(|| {
-            panic!("PostgreSQL server binaries not found (install Debian's postgresql; ./tests/run.sh does)")
-        });
-        let dir = std::env::temp_dir().join(format!("tradsys-pg-{}-{}", std::process::id(), unique()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let run_as = is_root().then(|| SERVER_OS_USER.to_string());
-        if let Some(user) = &run_as {
-            let (uid, gid) = user_ids(user).unwrap_or_else(|| panic!("no OS user {user:?} to run PostgreSQL as"));
-            chown(&dir, Some(uid), Some(gid)).expect("chown the server's directory");
-        }
-        let mut server = PgServer {
-            bin,
-            dir,
-            port: free_port(),
-            run_as,
-            postmaster: None,
-        };
+        let mut server = PgServer::unstarted();
         let data = server.data_dir();
         server.run(
             "initdb",
@@ -70,6 +54,57 @@ impl PgServer {
         );
         server.start_again();
         server
+    }
+
+    /// A streaming replica of this server: a base backup with
+    /// `pg_basebackup -R` (which configures it to follow this server) after
+    /// a fast checkpoint (a spread one can take minutes), started on a port
+    /// of its own. It replays what the primary commits.
+    pub fn start_replica(&self) -> PgServer {
+        let mut replica = PgServer::unstarted();
+        let data = replica.data_dir();
+        let port = self.port.to_string();
+        replica.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "-D",
+                &data,
+                "-R",
+                "--checkpoint=fast",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        replica.start_again();
+        replica
+    }
+
+    /// A server handle with its own directory and port, not started.
+    fn unstarted() -> PgServer {
+        let bin = server_bindir().unwrap_or_else(|| {
+            panic!("PostgreSQL server binaries not found (install Debian's postgresql; ./tests/run.sh does)")
+        });
+        let dir = std::env::temp_dir().join(format!("tradsys-pg-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let run_as = is_root().then(|| SERVER_OS_USER.to_string());
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user).unwrap_or_else(|| panic!("no OS user {user:?} to run PostgreSQL as"));
+            chown(&dir, Some(uid), Some(gid)).expect("chown the server's directory");
+        }
+        PgServer {
+            bin,
+            dir,
+            port: free_port(),
+            run_as,
+            postmaster: None,
+        }
     }
 
     /// The port on 127.0.0.1.
@@ -339,5 +374,25 @@ mod tests {
         let dir = server.dir().to_path_buf();
         drop(server);
         assert!(!dir.exists(), "the server's directory is removed");
+    }
+
+    #[test]
+    fn a_replica_follows_its_primary() {
+        let primary = PgServer::start();
+        primary.psql("CREATE TABLE t (v integer); INSERT INTO t VALUES (1)");
+        let replica = primary.start_replica();
+        assert_eq!(replica.psql("SELECT pg_is_in_recovery()"), "t");
+        assert_eq!(replica.psql("SELECT v FROM t"), "1", "the base backup has the table");
+        primary.psql("INSERT INTO t VALUES (2)");
+        let target = primary.psql("SELECT pg_current_wal_lsn()");
+        let deadline = std::time::Instant::now() + START_WAIT;
+        while replica.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) != "t" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica never replayed {target}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(PROCESS_POLL_MS));
+        }
+        assert_eq!(replica.psql("SELECT sum(v) FROM t"), "3");
     }
 }
