@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod oneshot;
 mod resilience;
 pub mod server;
-mod store;
+pub mod store;
 mod streams;
 pub mod trading;
 pub mod ws;

@@ -27,40 +27,40 @@
 // step); until then only its tests use it.
 #![allow(dead_code)]
 
-pub(crate) mod postgres;
-pub(crate) mod rows;
-pub(crate) mod sqlite;
+pub mod postgres;
+pub mod rows;
+pub mod sqlite;
 #[cfg(test)]
 mod suite;
 
-pub(crate) use rows::{LedgerRow, OrderRow, Row, TradeRow};
+pub use rows::{LedgerRow, OrderRow, Row, TradeRow};
 
 /// Rows one history query returns at most (Binance's `limit` maximum).
-pub(crate) const QUERY_ROWS_MAX: usize = 1000;
+pub const QUERY_ROWS_MAX: usize = 1000;
 /// Rows one batch carries at most; a writer splits larger ones.
-pub(crate) const BATCH_ROWS_MAX: usize = 65_536;
+pub const BATCH_ROWS_MAX: usize = 65_536;
 
 /// How far a shard's history is in the store: every row that the records
 /// of journal generation `generation` up to `lsn` produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Progress {
-    pub(crate) generation: u64,
-    pub(crate) lsn: u64,
+pub struct Progress {
+    pub generation: u64,
+    pub lsn: u64,
 }
 
 /// Rows of one shard, in the order their records were journaled, and the
 /// position they bring the shard's progress to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Batch {
-    pub(crate) shard: u32,
-    pub(crate) progress: Progress,
-    pub(crate) rows: Vec<Row>,
+pub struct Batch {
+    pub shard: u32,
+    pub progress: Progress,
+    pub rows: Vec<Row>,
 }
 
 /// Why a store call failed. Every variant is an operating error: the
 /// caller retries (writes) or answers the client with an error (reads).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     #[error("history store: {0}")]
     Engine(String),
     #[error("history store: schema version {found} is newer than this build's {known}")]
@@ -73,41 +73,41 @@ pub(crate) enum StoreError {
 
 /// `allOrders`: a user's orders in one market, in order id order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct OrdersQuery<'a> {
-    pub(crate) user: u64,
-    pub(crate) symbol: &'a str,
+pub struct OrdersQuery<'a> {
+    pub user: u64,
+    pub symbol: &'a str,
     /// Orders with ids from this one on (Binance's `orderId`).
-    pub(crate) from_id: Option<u64>,
-    pub(crate) start_ms: Option<u64>,
-    pub(crate) end_ms: Option<u64>,
-    pub(crate) limit: usize,
+    pub from_id: Option<u64>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub limit: usize,
 }
 
 /// `myTrades`: a user's trades in one market, in trade id order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TradesQuery<'a> {
-    pub(crate) user: u64,
-    pub(crate) symbol: &'a str,
+pub struct TradesQuery<'a> {
+    pub user: u64,
+    pub symbol: &'a str,
     /// Only the trades of this order (Binance's `orderId`).
-    pub(crate) order_id: Option<u64>,
+    pub order_id: Option<u64>,
     /// Trades with ids from this one on (Binance's `fromId`).
-    pub(crate) from_id: Option<u64>,
-    pub(crate) start_ms: Option<u64>,
-    pub(crate) end_ms: Option<u64>,
-    pub(crate) limit: usize,
+    pub from_id: Option<u64>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub limit: usize,
 }
 
 /// Which rows of a list a query selects, the way Binance's history
 /// endpoints do: from an id on, or from a start time on, the oldest first;
 /// without either, the newest `limit` rows (still oldest first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Window {
+pub enum Window {
     Oldest,
     Newest,
 }
 
 impl OrdersQuery<'_> {
-    pub(crate) fn window(&self) -> Window {
+    pub fn window(&self) -> Window {
         if self.from_id.is_some() || self.start_ms.is_some() {
             Window::Oldest
         } else {
@@ -117,7 +117,7 @@ impl OrdersQuery<'_> {
 }
 
 impl TradesQuery<'_> {
-    pub(crate) fn window(&self) -> Window {
+    pub fn window(&self) -> Window {
         if self.from_id.is_some() || self.start_ms.is_some() || self.order_id.is_some() {
             Window::Oldest
         } else {
@@ -130,7 +130,10 @@ impl TradesQuery<'_> {
 /// lives on one thread (SQLite: its futures finish at once, so the thread
 /// that owns it blocks; PostgreSQL: a shard's executor, on the shard's own
 /// connections).
-pub(crate) trait HistoryStore {
+// The futures are deliberately not `Send` (see above), which is what this
+// lint warns about.
+#[allow(async_fn_in_trait)]
+pub trait HistoryStore {
     /// Brings the schema to this build's version (idempotent); returns the
     /// version it found.
     async fn migrate(&mut self) -> Result<u32, StoreError>;
@@ -164,7 +167,7 @@ pub(crate) trait HistoryStore {
 }
 
 /// Checks a batch against the limits every engine shares.
-pub(crate) fn check_batch(batch: &Batch) -> Result<(), StoreError> {
+pub fn check_batch(batch: &Batch) -> Result<(), StoreError> {
     if batch.rows.len() > BATCH_ROWS_MAX {
         return Err(StoreError::BatchTooLarge(batch.rows.len()));
     }
@@ -172,6 +175,6 @@ pub(crate) fn check_batch(batch: &Batch) -> Result<(), StoreError> {
 }
 
 /// The rows a query may return: at least one, at most [`QUERY_ROWS_MAX`].
-pub(crate) fn clamp_limit(limit: usize) -> usize {
+pub fn clamp_limit(limit: usize) -> usize {
     limit.clamp(1, QUERY_ROWS_MAX)
 }

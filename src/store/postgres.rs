@@ -32,10 +32,13 @@ const STATISTICS_VIEWS: [&str; 4] = [
     "market_24h_stats",
     "user_24h_stats",
 ];
-/// Units of 10⁻⁸ in one, for the NUMERIC conversions.
+/// Units of 10⁻⁸ in one, for converting NUMERIC back to units.
 const UNITS: &str = "100000000";
+/// One unit, for converting units to NUMERIC: an exact multiplication
+/// with scale 8, cheaper than a division.
+const UNIT: &str = "0.00000001";
 
-pub(crate) struct PgStore {
+pub struct PgStore {
     client: Client,
     /// Where the server's WAL stood after this connection's last batch
     /// committed: a reader that must see that batch may use a replica only
@@ -65,7 +68,7 @@ impl PgStore {
     /// Connects to `url` (libpq key=value form, TCP host) from the current
     /// shard's executor; the connection's task runs there until the client
     /// drops.
-    pub(crate) async fn connect(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let config: Config = url.parse().map_err(engine)?;
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(host)) => host.clone(),
@@ -92,7 +95,7 @@ impl PgStore {
     /// Creates the monthly partitions from the month of `from_ms` for
     /// `months` months (those that exist are kept); returns how many tables
     /// it created.
-    pub(crate) async fn ensure_partitions(&mut self, from_ms: u64, months: u32) -> Result<u32, StoreError> {
+    pub async fn ensure_partitions(&mut self, from_ms: u64, months: u32) -> Result<u32, StoreError> {
         let row = self
             .client
             .query_one(
@@ -107,7 +110,7 @@ impl PgStore {
     /// Refreshes the statistics views without blocking their readers
     /// (`REFRESH MATERIALIZED VIEW CONCURRENTLY`); the server calls it on
     /// a timer.
-    pub(crate) async fn refresh_statistics(&mut self) -> Result<(), StoreError> {
+    pub async fn refresh_statistics(&mut self) -> Result<(), StoreError> {
         for view in STATISTICS_VIEWS {
             self.client
                 .batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
@@ -118,12 +121,12 @@ impl PgStore {
     }
 
     /// The WAL position (bytes) after this connection's last batch.
-    pub(crate) fn last_write_position(&self) -> u64 {
+    pub fn last_write_position(&self) -> u64 {
         self.last_write_lsn
     }
 
     /// The server's current WAL write position, in bytes.
-    pub(crate) async fn wal_position(&self) -> Result<u64, StoreError> {
+    pub async fn wal_position(&self) -> Result<u64, StoreError> {
         let row = self
             .client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
@@ -134,7 +137,7 @@ impl PgStore {
 
     /// How far a replica has replayed the primary's WAL, in bytes; `None`
     /// on a server that is not a replica.
-    pub(crate) async fn replay_position(&self) -> Result<Option<u64>, StoreError> {
+    pub async fn replay_position(&self) -> Result<Option<u64>, StoreError> {
         let row = self
             .client
             .query_one("SELECT (pg_last_wal_replay_lsn() - '0/0')::bigint", &[])
@@ -147,7 +150,7 @@ impl PgStore {
 
     /// Runs `sql` as it is (tests drive replicas with it).
     #[cfg(test)]
-    pub(crate) async fn execute_for_test(&self, sql: &str) {
+    pub async fn execute_for_test(&self, sql: &str) {
         self.client.batch_execute(sql).await.expect("test SQL");
     }
 
@@ -238,91 +241,101 @@ const LEDGER_TYPES: &[Type] = &[
     Type::INT8,
 ];
 
-/// COPYs `rows` (each a list of column values) into `table`.
-async fn copy_in(
-    tx: &Transaction<'_>,
-    table: &str,
-    types: &[Type],
-    rows: &[Vec<Box<dyn ToSql + Sync + Send>>],
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sink = tx
-        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(engine)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
-    for row in rows {
-        let values: Vec<&(dyn ToSql + Sync)> = row.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&values).await.map_err(engine)?;
-    }
-    writer.as_mut().finish().await.map_err(engine)?;
-    Ok(())
-}
-
-type Values = Vec<Box<dyn ToSql + Sync + Send>>;
-
-/// The batch's rows, split per staging table.
-#[derive(Default)]
-struct Staged {
-    orders: Vec<Values>,
-    trades: Vec<Values>,
-    ledger: Vec<Values>,
-}
-
-fn stage(batch: &Batch) -> Result<Staged, StoreError> {
-    let mut staged = Staged::default();
-    for (seq, row) in batch.rows.iter().enumerate() {
-        let seq = seq as i32;
-        match row {
-            Row::Order(o) => staged.orders.push(vec![
-                Box::new(seq),
-                Box::new(signed(o.order_id, "order id")?),
-                Box::new(signed(o.user, "user")?),
-                Box::new(o.symbol.clone()),
-                Box::new(o.client_order_id.clone()),
-                Box::new(o.price),
-                Box::new(o.orig_qty),
-                Box::new(o.orig_quote_qty),
-                Box::new(o.executed_qty),
-                Box::new(o.cummulative_quote_qty),
-                Box::new(o.status.clone()),
-                Box::new(o.time_in_force.clone()),
-                Box::new(o.order_type.clone()),
-                Box::new(o.side.clone()),
-                Box::new(o.stop_price),
-                Box::new(signed(o.time_ms, "time")?),
-                Box::new(signed(o.update_time_ms, "time")?),
-                Box::new(o.stp_mode.clone()),
-            ]),
-            Row::Trade(t) => staged.trades.push(vec![
-                Box::new(t.symbol.clone()),
-                Box::new(signed(t.trade_id, "trade id")?),
-                Box::new(t.is_buyer),
-                Box::new(signed(t.user, "user")?),
-                Box::new(signed(t.order_id, "order id")?),
-                Box::new(t.price),
-                Box::new(t.qty),
-                Box::new(t.quote_qty),
-                Box::new(t.commission),
-                Box::new(t.commission_asset.clone()),
-                Box::new(t.is_maker),
-                Box::new(signed(t.time_ms, "time")?),
-            ]),
-            Row::Ledger(l) => staged.ledger.push(vec![
-                Box::new(seq),
-                Box::new(signed(l.account, "account")?),
-                Box::new(l.asset.clone()),
-                Box::new(l.delta),
-                Box::new(l.cause.as_str().to_string()),
-                Box::new(signed(l.reference, "reference")?),
-                Box::new(signed(l.time_ms, "time")?),
-            ]),
-            Row::User(_) | Row::Key(_) => {}
+/// COPYs the batch's orders, trades and ledger entries into the staging
+/// tables, each value straight from its row (no per-value allocation).
+async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    let count = |wanted: fn(&Row) -> bool| batch.rows.iter().filter(|r| wanted(r)).count();
+    if count(|r| matches!(r, Row::Order(_))) > 0 {
+        let sink = tx
+            .copy_in("COPY staging_orders FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(engine)?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, ORDER_TYPES));
+        for (seq, row) in batch.rows.iter().enumerate() {
+            let Row::Order(o) = row else { continue };
+            let ids = [
+                signed(o.order_id, "order id")?,
+                signed(o.user, "user")?,
+                signed(o.time_ms, "time")?,
+                signed(o.update_time_ms, "time")?,
+            ];
+            let values: [&(dyn ToSql + Sync); 18] = [
+                &(seq as i32),
+                &ids[0],
+                &ids[1],
+                &o.symbol,
+                &o.client_order_id,
+                &o.price,
+                &o.orig_qty,
+                &o.orig_quote_qty,
+                &o.executed_qty,
+                &o.cummulative_quote_qty,
+                &o.status,
+                &o.time_in_force,
+                &o.order_type,
+                &o.side,
+                &o.stop_price,
+                &ids[2],
+                &ids[3],
+                &o.stp_mode,
+            ];
+            writer.as_mut().write(&values).await.map_err(engine)?;
         }
+        writer.as_mut().finish().await.map_err(engine)?;
     }
-    Ok(staged)
+    if count(|r| matches!(r, Row::Trade(_))) > 0 {
+        let sink = tx
+            .copy_in("COPY staging_trades FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(engine)?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, TRADE_TYPES));
+        for row in &batch.rows {
+            let Row::Trade(t) = row else { continue };
+            let ids = [
+                signed(t.trade_id, "trade id")?,
+                signed(t.user, "user")?,
+                signed(t.order_id, "order id")?,
+                signed(t.time_ms, "time")?,
+            ];
+            let values: [&(dyn ToSql + Sync); 12] = [
+                &t.symbol,
+                &ids[0],
+                &t.is_buyer,
+                &ids[1],
+                &ids[2],
+                &t.price,
+                &t.qty,
+                &t.quote_qty,
+                &t.commission,
+                &t.commission_asset,
+                &t.is_maker,
+                &ids[3],
+            ];
+            writer.as_mut().write(&values).await.map_err(engine)?;
+        }
+        writer.as_mut().finish().await.map_err(engine)?;
+    }
+    if count(|r| matches!(r, Row::Ledger(_))) > 0 {
+        let sink = tx
+            .copy_in("COPY staging_ledger FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(engine)?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, LEDGER_TYPES));
+        for (seq, row) in batch.rows.iter().enumerate() {
+            let Row::Ledger(l) = row else { continue };
+            let ids = [
+                signed(l.account, "account")?,
+                signed(l.reference, "reference")?,
+                signed(l.time_ms, "time")?,
+            ];
+            let cause = l.cause.as_str();
+            let values: [&(dyn ToSql + Sync); 7] =
+                [&(seq as i32), &ids[0], &l.asset, &l.delta, &cause, &ids[1], &ids[2]];
+            writer.as_mut().write(&values).await.map_err(engine)?;
+        }
+        writer.as_mut().finish().await.map_err(engine)?;
+    }
+    Ok(())
 }
 
 /// Users and keys are few: plain upserts.
@@ -372,10 +385,10 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
         "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
             executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
             update_time_ms, stp_mode)
-         SELECT DISTINCT ON (order_id) order_id, user_id, symbol, client_order_id, price::numeric / {UNITS},
-            orig_qty::numeric / {UNITS}, orig_quote_qty::numeric / {UNITS}, executed_qty::numeric / {UNITS},
-            cummulative_quote_qty::numeric / {UNITS}, status, time_in_force, order_type, side,
-            stop_price::numeric / {UNITS}, time_ms, update_time_ms, stp_mode
+         SELECT DISTINCT ON (order_id) order_id, user_id, symbol, client_order_id, price::numeric * {UNIT},
+            orig_qty::numeric * {UNIT}, orig_quote_qty::numeric * {UNIT}, executed_qty::numeric * {UNIT},
+            cummulative_quote_qty::numeric * {UNIT}, status, time_in_force, order_type, side,
+            stop_price::numeric * {UNIT}, time_ms, update_time_ms, stp_mode
          FROM staging_orders ORDER BY order_id, seq DESC
          ON CONFLICT (order_id, time_ms) DO UPDATE SET executed_qty = excluded.executed_qty,
             cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
@@ -385,21 +398,21 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
     let events = format!(
         "INSERT INTO order_events (shard, generation, lsn, seq, order_id, status, executed_qty,
             cummulative_quote_qty, update_time_ms)
-         SELECT $1, $2, $3, seq, order_id, status, executed_qty::numeric / {UNITS},
-            cummulative_quote_qty::numeric / {UNITS}, update_time_ms FROM staging_orders"
+         SELECT $1, $2, $3, seq, order_id, status, executed_qty::numeric * {UNIT},
+            cummulative_quote_qty::numeric * {UNIT}, update_time_ms FROM staging_orders"
     );
     tx.execute(&events, &key).await.map_err(engine)?;
     let trades = format!(
         "INSERT INTO trades (symbol, trade_id, is_buyer, user_id, order_id, price, qty, quote_qty, commission,
             commission_asset, is_maker, time_ms)
-         SELECT symbol, trade_id, is_buyer, user_id, order_id, price::numeric / {UNITS}, qty::numeric / {UNITS},
-            quote_qty::numeric / {UNITS}, commission::numeric / {UNITS}, commission_asset, is_maker, time_ms
+         SELECT symbol, trade_id, is_buyer, user_id, order_id, price::numeric * {UNIT}, qty::numeric * {UNIT},
+            quote_qty::numeric * {UNIT}, commission::numeric * {UNIT}, commission_asset, is_maker, time_ms
          FROM staging_trades"
     );
     tx.execute(&trades, &[]).await.map_err(engine)?;
     let ledger = format!(
         "INSERT INTO ledger (shard, generation, lsn, seq, account, asset, delta, cause, reference, time_ms)
-         SELECT $1, $2, $3, seq, account, asset, delta::numeric / {UNITS}, cause, reference, time_ms
+         SELECT $1, $2, $3, seq, account, asset, delta::numeric * {UNIT}, cause, reference, time_ms
          FROM staging_ledger"
     );
     tx.execute(&ledger, &key).await.map_err(engine)?;
@@ -509,7 +522,6 @@ impl HistoryStore for PgStore {
 
     async fn write(&mut self, batch: &Batch) -> Result<bool, StoreError> {
         check_batch(batch)?;
-        let staged = stage(batch)?;
         let tx = self.client.transaction().await.map_err(engine)?;
         tx.execute(
             "INSERT INTO progress (shard, generation, lsn) VALUES ($1, 0, 0) ON CONFLICT (shard) DO NOTHING",
@@ -522,9 +534,7 @@ impl HistoryStore for PgStore {
             return Ok(false);
         }
         tx.batch_execute(STAGING).await.map_err(engine)?;
-        copy_in(&tx, "staging_orders", ORDER_TYPES, &staged.orders).await?;
-        copy_in(&tx, "staging_trades", TRADE_TYPES, &staged.trades).await?;
-        copy_in(&tx, "staging_ledger", LEDGER_TYPES, &staged.ledger).await?;
+        copy_staged(&tx, batch).await?;
         write_accounts(&tx, batch).await?;
         insert_staged(&tx, batch).await?;
         tx.execute(
@@ -660,7 +670,7 @@ impl HistoryStore for PgStore {
 /// History reads spread round-robin over read replicas, each used only
 /// when it has replayed as far as the reader must see; otherwise the
 /// primary answers. Lag per replica is kept for /metrics.
-pub(crate) struct Replicas {
+pub struct Replicas {
     stores: Vec<PgStore>,
     next: usize,
     /// Each replica's replay position when last asked.
@@ -669,7 +679,7 @@ pub(crate) struct Replicas {
 
 /// The replica to read from: the first, from `next` on and wrapping, whose
 /// replay position is at least `required`.
-pub(crate) fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Option<usize> {
+pub fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Option<usize> {
     let n = positions.len();
     (0..n)
         .map(|i| (next + i) % n)
@@ -677,7 +687,7 @@ pub(crate) fn pick_replica(next: usize, positions: &[Option<u64>], required: u64
 }
 
 impl Replicas {
-    pub(crate) fn new(stores: Vec<PgStore>) -> Replicas {
+    pub fn new(stores: Vec<PgStore>) -> Replicas {
         let positions = vec![None; stores.len()];
         Replicas {
             stores,
@@ -689,7 +699,7 @@ impl Replicas {
     /// A replica that has replayed at least to `required` (a primary WAL
     /// position, e.g. `last_write_position`), or `None`: read from the
     /// primary. A replica that does not answer is skipped.
-    pub(crate) async fn reader(&mut self, required: u64) -> Option<&mut PgStore> {
+    pub async fn reader(&mut self, required: u64) -> Option<&mut PgStore> {
         for (i, store) in self.stores.iter().enumerate() {
             self.positions[i] = store.replay_position().await.ok().flatten();
         }
@@ -700,7 +710,7 @@ impl Replicas {
 
     /// Bytes each replica is behind `primary_position`, as last seen;
     /// `None` for a replica that did not answer.
-    pub(crate) fn lag_bytes(&self, primary_position: u64) -> Vec<Option<u64>> {
+    pub fn lag_bytes(&self, primary_position: u64) -> Vec<Option<u64>> {
         self.positions
             .iter()
             .map(|p| p.map(|p| primary_position.saturating_sub(p)))

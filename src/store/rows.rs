@@ -9,67 +9,67 @@
 
 /// One user.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct UserRow {
-    pub(crate) user: u64,
-    pub(crate) name: String,
-    pub(crate) created_ms: u64,
+pub struct UserRow {
+    pub user: u64,
+    pub name: String,
+    pub created_ms: u64,
 }
 
 /// One API key's metadata: never its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyRow {
-    pub(crate) api_key: String,
-    pub(crate) user: u64,
+pub struct KeyRow {
+    pub api_key: String,
+    pub user: u64,
     /// Scope names, comma-separated (`READ,TRADE,USER_STREAM`).
-    pub(crate) scopes: String,
-    pub(crate) revoked: bool,
-    pub(crate) changed_ms: u64,
+    pub scopes: String,
+    pub revoked: bool,
+    pub changed_ms: u64,
 }
 
 /// An order's state after one change: the store keeps the latest as the
 /// order's row and every one as an order event.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct OrderRow {
-    pub(crate) user: u64,
-    pub(crate) symbol: String,
-    pub(crate) order_id: u64,
-    pub(crate) client_order_id: String,
-    pub(crate) price: i64,
-    pub(crate) orig_qty: i64,
-    pub(crate) orig_quote_qty: i64,
-    pub(crate) executed_qty: i64,
-    pub(crate) cummulative_quote_qty: i64,
+pub struct OrderRow {
+    pub user: u64,
+    pub symbol: String,
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub price: i64,
+    pub orig_qty: i64,
+    pub orig_quote_qty: i64,
+    pub executed_qty: i64,
+    pub cummulative_quote_qty: i64,
     /// Binance's names: `NEW`, `PARTIALLY_FILLED`, `FILLED`, ...
-    pub(crate) status: String,
-    pub(crate) time_in_force: String,
-    pub(crate) order_type: String,
-    pub(crate) side: String,
-    pub(crate) stop_price: i64,
-    pub(crate) time_ms: u64,
-    pub(crate) update_time_ms: u64,
-    pub(crate) stp_mode: String,
+    pub status: String,
+    pub time_in_force: String,
+    pub order_type: String,
+    pub side: String,
+    pub stop_price: i64,
+    pub time_ms: u64,
+    pub update_time_ms: u64,
+    pub stp_mode: String,
 }
 
 /// One side of one trade, as its user sees it (`myTrades`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TradeRow {
-    pub(crate) user: u64,
-    pub(crate) symbol: String,
-    pub(crate) trade_id: u64,
-    pub(crate) order_id: u64,
-    pub(crate) price: i64,
-    pub(crate) qty: i64,
-    pub(crate) quote_qty: i64,
-    pub(crate) commission: i64,
-    pub(crate) commission_asset: String,
-    pub(crate) is_buyer: bool,
-    pub(crate) is_maker: bool,
-    pub(crate) time_ms: u64,
+pub struct TradeRow {
+    pub user: u64,
+    pub symbol: String,
+    pub trade_id: u64,
+    pub order_id: u64,
+    pub price: i64,
+    pub qty: i64,
+    pub quote_qty: i64,
+    pub commission: i64,
+    pub commission_asset: String,
+    pub is_buyer: bool,
+    pub is_maker: bool,
+    pub time_ms: u64,
 }
 
 /// Why a balance changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LedgerCause {
+pub enum LedgerCause {
     Deposit,
     Withdrawal,
     /// A trade's base or quote leg.
@@ -79,7 +79,7 @@ pub(crate) enum LedgerCause {
 }
 
 impl LedgerCause {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             LedgerCause::Deposit => "DEPOSIT",
             LedgerCause::Withdrawal => "WITHDRAWAL",
@@ -88,7 +88,7 @@ impl LedgerCause {
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Option<LedgerCause> {
+    pub fn parse(text: &str) -> Option<LedgerCause> {
         [
             LedgerCause::Deposit,
             LedgerCause::Withdrawal,
@@ -102,30 +102,30 @@ impl LedgerCause {
 
 /// The system account outside the exchange that deposits come from and
 /// withdrawals go to.
-pub(crate) const ACCOUNT_EXTERNAL: u64 = 0;
+pub const ACCOUNT_EXTERNAL: u64 = 0;
 /// The system account commissions go to. Users start at 1 and stay far
 /// below it, so neither system account is a user; it fits the signed
 /// integers databases store.
-pub(crate) const ACCOUNT_FEES: u64 = i64::MAX as u64;
+pub const ACCOUNT_FEES: u64 = i64::MAX as u64;
 
 /// One entry of the ledger: `delta` units of `asset` on `account` (a user
 /// or a system account). The entries of one cause and reference sum to
 /// zero per asset over all shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LedgerRow {
-    pub(crate) account: u64,
-    pub(crate) asset: String,
-    pub(crate) delta: i64,
-    pub(crate) cause: LedgerCause,
+pub struct LedgerRow {
+    pub account: u64,
+    pub asset: String,
+    pub delta: i64,
+    pub cause: LedgerCause,
     /// The trade id for trades and fees, the transfer's sequence for
     /// deposits and withdrawals.
-    pub(crate) reference: u64,
-    pub(crate) time_ms: u64,
+    pub reference: u64,
+    pub time_ms: u64,
 }
 
 /// One row of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Row {
+pub enum Row {
     User(UserRow),
     Key(KeyRow),
     Order(OrderRow),

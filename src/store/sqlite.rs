@@ -23,9 +23,9 @@ const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_hi
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The name of a shard's database file in its data directory.
-pub(crate) const HISTORY_FILE: &str = "history.sqlite";
+pub const HISTORY_FILE: &str = "history.sqlite";
 
-pub(crate) struct SqliteStore {
+pub struct SqliteStore {
     conn: Connection,
 }
 
@@ -45,14 +45,14 @@ fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
-    pub(crate) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(engine)?;
         Self::configure(conn)
     }
 
     /// A database in memory, for tests.
     #[cfg(test)]
-    pub(crate) fn in_memory() -> Result<SqliteStore, StoreError> {
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
         Self::configure(Connection::open_in_memory().map_err(engine)?)
     }
 
@@ -66,7 +66,7 @@ impl SqliteStore {
     }
 
     #[cfg(test)]
-    pub(crate) fn set_version_for_test(&mut self, version: u32) {
+    pub fn set_version_for_test(&mut self, version: u32) {
         self.conn
             .pragma_update(None, "user_version", version)
             .expect("set user_version");
