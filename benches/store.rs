@@ -4,6 +4,10 @@
 //! connection, on the same server in the same run; and the SQLite engine's
 //! batches for reference.
 //!
+//! Then `myTrades` latency: one user with `STORE_BENCH_USER_TRADES`
+//! (default 1,000,000) trades, and `STORE_BENCH_QUERIES` (default 1,000)
+//! queries of 1,000 rows from a random `fromId`, on each engine.
+//!
 //! `cargo bench --bench store` (rows: `STORE_BENCH_ROWS`, default 200,000
 //! batched and a tenth of that one by one; batch size:
 //! `STORE_BENCH_BATCH_ROWS`, default 10,000). The PostgreSQL server is the
@@ -15,7 +19,11 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tradsys::store::postgres::PgStore;
 use tradsys::store::rows::{Row, TradeRow};
 use tradsys::store::sqlite::SqliteStore;
-use tradsys::store::{Batch, HistoryStore, Progress};
+use tradsys::store::{Batch, HistoryStore, Progress, TradesQuery};
+
+/// The user whose trades the query benchmark reads; the write benchmark's
+/// rows belong to users 2..102.
+const QUERY_USER: u64 = 1_000;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -55,6 +63,51 @@ fn batches(first: u64, rows: u64, batch_rows: u64) -> Vec<Batch> {
             }
         })
         .collect()
+}
+
+/// `count` trades of `QUERY_USER`, numbered from `first`.
+fn user_batches(first: u64, count: u64, batch_rows: u64, first_lsn: u64) -> Vec<Batch> {
+    let mut out = batches(first, count, batch_rows);
+    for (i, batch) in out.iter_mut().enumerate() {
+        batch.progress.lsn = first_lsn + i as u64;
+        for row in &mut batch.rows {
+            if let Row::Trade(t) = row {
+                t.user = QUERY_USER;
+            }
+        }
+    }
+    out
+}
+
+/// Latency of `queries` myTrades calls (limit 1000, a random fromId among
+/// `trades` trade ids from `first`): (p50, p99, max) in microseconds.
+async fn query_latency<S: HistoryStore>(store: &mut S, first: u64, trades: u64, queries: u64) -> (u64, u64, u64) {
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("a histogram");
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..queries {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let from_id = first + seed % trades.saturating_sub(1000).max(1);
+        let query = TradesQuery {
+            user: QUERY_USER,
+            symbol: "BTCUSDT",
+            order_id: None,
+            from_id: Some(from_id),
+            start_ms: None,
+            end_ms: None,
+            limit: 1000,
+        };
+        let started = Instant::now();
+        let rows = store.trades(&query).await.expect("myTrades");
+        histogram.saturating_record(started.elapsed().as_micros() as u64);
+        assert_eq!(rows.len(), 1000, "a full page from {from_id}");
+    }
+    (
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.max(),
+    )
 }
 
 async fn batched<S: HistoryStore>(store: &mut S, batches: &[Batch]) -> f64 {
@@ -120,6 +173,9 @@ fn main() {
     let rows = env_number("STORE_BENCH_ROWS", 200_000);
     let batch_rows = env_number("STORE_BENCH_BATCH_ROWS", 10_000);
     let single_rows = (rows / 10).max(1);
+    let user_trades = env_number("STORE_BENCH_USER_TRADES", 1_000_000);
+    let queries = env_number("STORE_BENCH_QUERIES", 1_000);
+    let user_first = 10_000_000;
     let server = tradsys_pgtest::PgServer::start();
     server.psql("CREATE DATABASE bench");
     let url = format!(
@@ -128,28 +184,40 @@ fn main() {
         tradsys_pgtest::SUPERUSER
     );
     println!("store bench: {rows} rows in batches of {batch_rows}, {single_rows} rows one INSERT each");
-    let (copy_rate, insert_rate) = glommio::LocalExecutorBuilder::default()
+    let (copy_rate, insert_rate, pg_latency) = glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
             store.migrate().await.expect("migrate");
             store.ensure_partitions(1_797_000_000_000, 2).await.expect("partitions");
             let insert_rate = one_insert_per_row(&url, 0, single_rows).await;
             let copy_rate = batched(&mut store, &batches(single_rows, rows, batch_rows)).await;
-            (copy_rate, insert_rate)
+            let load = user_batches(user_first, user_trades, 50_000, 1_000_000);
+            batched(&mut store, &load).await;
+            store.execute_analyze().await;
+            let latency = query_latency(&mut store, user_first, user_trades, queries).await;
+            (copy_rate, insert_rate, latency)
         })
         .expect("an executor")
         .join()
         .expect("the benchmark");
     let dir = std::env::temp_dir().join(format!("tradsys-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
-    let sqlite_rate = futures_lite::future::block_on(async {
+    let (sqlite_rate, sqlite_latency) = futures_lite::future::block_on(async {
         let mut store = SqliteStore::open(&dir.join("history.sqlite")).expect("SQLite");
         store.migrate().await.expect("migrate");
-        batched(&mut store, &batches(0, rows, batch_rows)).await
+        let rate = batched(&mut store, &batches(0, rows, batch_rows)).await;
+        let load = user_batches(user_first, user_trades, 50_000, 1_000_000);
+        batched(&mut store, &load).await;
+        (rate, query_latency(&mut store, user_first, user_trades, queries).await)
     });
     let _ = std::fs::remove_dir_all(&dir);
     println!("postgres one INSERT per row: {insert_rate:.0} rows/s");
     println!("postgres COPY batches:       {copy_rate:.0} rows/s");
     println!("ratio COPY / INSERT:         {:.1}", copy_rate / insert_rate);
     println!("sqlite batches:              {sqlite_rate:.0} rows/s");
+    for (engine, (p50, p99, max)) in [("postgres", pg_latency), ("sqlite", sqlite_latency)] {
+        println!(
+            "{engine} myTrades, {user_trades} trades of one user, limit 1000 from a random fromId, {queries} queries: p50 {p50} us, p99 {p99} us, max {max} us"
+        );
+    }
 }

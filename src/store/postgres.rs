@@ -148,6 +148,11 @@ impl PgStore {
             .transpose()
     }
 
+    /// Refreshes the planner's statistics (after a bulk load).
+    pub async fn execute_analyze(&self) {
+        let _ = self.client.batch_execute("ANALYZE").await;
+    }
+
     /// Runs `sql` as it is (tests drive replicas with it).
     #[cfg(test)]
     pub async fn execute_for_test(&self, sql: &str) {
@@ -617,7 +622,7 @@ impl HistoryStore for PgStore {
         let sql = format!(
             "SELECT {} FROM trades WHERE user_id = $1 AND symbol = $2 AND trade_id >= $3 AND time_ms >= $4
              AND time_ms <= $5 AND ($7::bigint IS NULL OR order_id = $7)
-             ORDER BY trade_id {direction}, is_buyer DESC LIMIT $6",
+             ORDER BY trade_id {direction}, is_buyer {direction} LIMIT $6",
             trade_columns()
         );
         let order_id: Option<i64> = q.order_id.map(|o| signed(o, "order id")).transpose()?;

@@ -428,7 +428,7 @@ impl HistoryStore for SqliteStore {
         };
         let sql = format!(
             "SELECT {TRADE_COLUMNS} FROM trades WHERE user_id = ?1 AND symbol = ?2 AND trade_id >= ?3
-             AND time_ms >= ?4 AND time_ms <= ?5 {order_filter} ORDER BY trade_id {direction}, is_buyer DESC LIMIT ?6"
+             AND time_ms >= ?4 AND time_ms <= ?5 {order_filter} ORDER BY trade_id {direction}, is_buyer {direction} LIMIT ?6"
         );
         let rows = self
             .conn

@@ -77,7 +77,7 @@ CREATE TABLE trades (
     time_ms           INTEGER NOT NULL,
     PRIMARY KEY (symbol, trade_id, is_buyer)
 );
-CREATE INDEX trades_user_symbol_id ON trades (user_id, symbol, trade_id);
+CREATE INDEX trades_user_symbol_id ON trades (user_id, symbol, trade_id, is_buyer);
 CREATE INDEX trades_user_symbol_time ON trades (user_id, symbol, time_ms);
 CREATE INDEX trades_user_symbol_order ON trades (user_id, symbol, order_id);
 
