@@ -15,7 +15,6 @@
 //! default durability (fsync on, synchronous commit).
 
 use std::time::Instant;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tradsys::store::postgres::PgStore;
 use tradsys::store::rows::{Row, TradeRow};
 use tradsys::store::sqlite::SqliteStore;
@@ -121,18 +120,9 @@ async fn batched<S: HistoryStore>(store: &mut S, batches: &[Batch]) -> f64 {
 
 /// One INSERT per row, each its own transaction, over one connection.
 async fn one_insert_per_row(url: &str, first: u64, rows: u64) -> f64 {
-    let config: tokio_postgres::Config = url.parse().expect("a URL");
-    let stream = glommio::net::TcpStream::connect(format!("127.0.0.1:{}", config.get_ports()[0]))
-        .await
-        .expect("connect");
-    let (client, connection) = config
-        .connect_raw(stream.compat(), tokio_postgres::NoTls)
+    let client = tradsys::store::postgres::connect_client(url)
         .await
         .expect("a connection");
-    glommio::spawn_local(async move {
-        let _ = connection.await;
-    })
-    .detach();
     let insert = client
         .prepare(
             "INSERT INTO trades (symbol, trade_id, is_buyer, user_id, order_id, price, qty, quote_qty, commission,

@@ -178,3 +178,27 @@ pub fn check_batch(batch: &Batch) -> Result<(), StoreError> {
 pub fn clamp_limit(limit: usize) -> usize {
     limit.clamp(1, QUERY_ROWS_MAX)
 }
+
+/// A u64 id or time as the signed 64-bit integer databases store.
+pub(crate) fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit a signed integer")))
+}
+
+/// A stored integer as the u64 it was written from.
+pub(crate) fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+/// An id or time bound of a query, `default` when absent; a value past
+/// `i64::MAX` bounds nothing below it.
+pub(crate) fn bound(value: Option<u64>, default: i64) -> i64 {
+    value.map_or(default, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The newest rows come back newest first; lists are oldest first.
+pub(crate) fn in_list_order<T>(mut rows: Vec<T>, window: Window) -> Vec<T> {
+    if window == Window::Newest {
+        rows.reverse();
+    }
+    rows
+}

@@ -11,7 +11,10 @@
 //! (`history_ensure_partitions`, in the first migration).
 
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow};
-use super::{check_batch, clamp_limit, Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+use super::{
+    bound, check_batch, clamp_limit, in_list_order, signed, unsigned, Batch, HistoryStore, OrdersQuery, Progress,
+    StoreError, TradesQuery, Window,
+};
 use std::pin::pin;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::Host;
@@ -50,18 +53,27 @@ fn engine(e: tokio_postgres::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
-/// A u64 id as PostgreSQL's BIGINT.
-fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit a BIGINT")))
-}
-
-fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
-}
-
-/// An id or time bound, `default` when absent.
-fn bound(value: Option<u64>, default: i64) -> i64 {
-    value.map_or(default, |v| i64::try_from(v).unwrap_or(i64::MAX))
+/// A client connected to `url` (libpq key=value form, TCP host) from the
+/// current executor, its connection's task spawned there; it runs until
+/// the client drops or the server goes away (the next call then fails and
+/// the caller reconnects).
+pub async fn connect_client(url: &str) -> Result<Client, StoreError> {
+    let config: Config = url.parse().map_err(engine)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        _ => return Err(StoreError::Engine("the PostgreSQL URL needs a TCP host".into())),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let stream = glommio::net::TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(|e| StoreError::Engine(format!("connecting to {host}:{port}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (client, connection) = config.connect_raw(stream.compat(), NoTls).await.map_err(engine)?;
+    glommio::spawn_local(async move {
+        let _ = connection.await;
+    })
+    .detach();
+    Ok(client)
 }
 
 impl PgStore {
@@ -69,23 +81,7 @@ impl PgStore {
     /// shard's executor; the connection's task runs there until the client
     /// drops.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let config: Config = url.parse().map_err(engine)?;
-        let host = match config.get_hosts().first() {
-            Some(Host::Tcp(host)) => host.clone(),
-            _ => return Err(StoreError::Engine("the PostgreSQL URL needs a TCP host".into())),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let stream = glommio::net::TcpStream::connect(format!("{host}:{port}"))
-            .await
-            .map_err(|e| StoreError::Engine(format!("connecting to {host}:{port}: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (client, connection) = config.connect_raw(stream.compat(), NoTls).await.map_err(engine)?;
-        glommio::spawn_local(async move {
-            // Ends when the client drops or the server goes away; the next
-            // call on the client then fails and the caller reconnects.
-            let _ = connection.await;
-        })
-        .detach();
+        let client = connect_client(url).await?;
         Ok(PgStore {
             client,
             last_write_lsn: 0,
@@ -487,14 +483,6 @@ fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
         is_maker: row.get(10),
         time_ms: unsigned(row.get(11), "time")?,
     })
-}
-
-/// The newest rows come back newest first; lists are oldest first.
-fn in_list_order<T>(mut rows: Vec<T>, window: Window) -> Vec<T> {
-    if window == Window::Newest {
-        rows.reverse();
-    }
-    rows
 }
 
 impl HistoryStore for PgStore {

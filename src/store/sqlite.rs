@@ -11,7 +11,10 @@
 //! holds the version reached.
 
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow};
-use super::{check_batch, clamp_limit, Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+use super::{
+    bound, check_batch, clamp_limit, in_list_order, signed, unsigned, Batch, HistoryStore, OrdersQuery, Progress,
+    StoreError, TradesQuery, Window,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
@@ -31,16 +34,6 @@ pub struct SqliteStore {
 
 fn engine(e: rusqlite::Error) -> StoreError {
     StoreError::Engine(e.to_string())
-}
-
-/// A stored integer as the u64 it was written from.
-fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
-}
-
-/// A u64 id as SQLite's signed integer.
-fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit a signed integer")))
 }
 
 impl SqliteStore {
@@ -290,20 +283,6 @@ fn trade_row(row: &rusqlite::Row) -> rusqlite::Result<TradeRow> {
         is_maker: row.get(10)?,
         time_ms: row.get::<_, i64>(11)? as u64,
     })
-}
-
-/// An id or time bound as SQLite's integer, `default` when absent; a value
-/// past `i64::MAX` bounds nothing below it.
-fn bound(value: Option<u64>, default: i64) -> i64 {
-    value.map_or(default, |v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-/// The newest rows come back newest first; lists are oldest first.
-fn in_list_order<T>(mut rows: Vec<T>, window: Window) -> Vec<T> {
-    if window == Window::Newest {
-        rows.reverse();
-    }
-    rows
 }
 
 impl HistoryStore for SqliteStore {
