@@ -420,19 +420,55 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
     Ok(())
 }
 
-/// The columns of an order as `OrderRow` reads them, money back in units.
+/// The columns of an order as `OrderRow` reads them; money comes as
+/// NUMERIC and is decoded to units here (`Units`), not on the server.
 fn order_columns() -> String {
-    let units = |c: &str| format!("({c} * {UNITS})::bigint");
-    format!(
-        "user_id, symbol, order_id, client_order_id, {}, {}, {}, {}, {}, status, time_in_force, order_type, side,
-         {}, time_ms, update_time_ms, stp_mode",
-        units("price"),
-        units("orig_qty"),
-        units("orig_quote_qty"),
-        units("executed_qty"),
-        units("cummulative_quote_qty"),
-        units("stop_price")
-    )
+    "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty, executed_qty,
+     cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms, update_time_ms, stp_mode"
+        .to_string()
+}
+
+/// Money read from a NUMERIC column, in integer units of 10⁻⁸. Decoding
+/// NUMERIC's binary form here costs the server nothing per row.
+struct Units(i64);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Units {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Units, Box<dyn std::error::Error + Sync + Send>> {
+        numeric_units(raw)
+            .map(Units)
+            .ok_or_else(|| "a NUMERIC that is not a whole number of 1e-8 units".into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+/// NUMERIC's binary form — digit count, weight, sign, display scale, then
+/// base-10000 digits, the first weighing 10000^weight — as units of 10⁻⁸
+/// (10⁸ = 10000²); `None` for NaN, infinities, a value finer than 10⁻⁸ or
+/// one that does not fit.
+fn numeric_units(raw: &[u8]) -> Option<i64> {
+    let word = |i: usize| raw.get(2 * i..2 * i + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    let (digits, weight, sign) = (word(0)?, word(1)?, word(2)? as u16);
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        _ => return None,
+    };
+    let mut units: i128 = 0;
+    for i in 0..digits.max(0) as usize {
+        let digit = i128::from(word(4 + i)?);
+        let exponent = i32::from(weight) - i as i32 + 2;
+        if exponent < 0 {
+            if digit != 0 {
+                return None;
+            }
+            continue;
+        }
+        units = units.checked_add(digit.checked_mul(10_000i128.checked_pow(exponent as u32)?)?)?;
+    }
+    i64::try_from(if negative { -units } else { units }).ok()
 }
 
 fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
@@ -441,16 +477,16 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
         symbol: row.get(1),
         order_id: unsigned(row.get(2), "order id")?,
         client_order_id: row.get(3),
-        price: row.get(4),
-        orig_qty: row.get(5),
-        orig_quote_qty: row.get(6),
-        executed_qty: row.get(7),
-        cummulative_quote_qty: row.get(8),
+        price: row.get::<_, Units>(4).0,
+        orig_qty: row.get::<_, Units>(5).0,
+        orig_quote_qty: row.get::<_, Units>(6).0,
+        executed_qty: row.get::<_, Units>(7).0,
+        cummulative_quote_qty: row.get::<_, Units>(8).0,
         status: row.get(9),
         time_in_force: row.get(10),
         order_type: row.get(11),
         side: row.get(12),
-        stop_price: row.get(13),
+        stop_price: row.get::<_, Units>(13).0,
         time_ms: unsigned(row.get(14), "time")?,
         update_time_ms: unsigned(row.get(15), "time")?,
         stp_mode: row.get(16),
@@ -458,14 +494,9 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
 }
 
 fn trade_columns() -> String {
-    let units = |c: &str| format!("({c} * {UNITS})::bigint");
-    format!(
-        "user_id, symbol, trade_id, order_id, {}, {}, {}, {}, commission_asset, is_buyer, is_maker, time_ms",
-        units("price"),
-        units("qty"),
-        units("quote_qty"),
-        units("commission")
-    )
+    "user_id, symbol, trade_id, order_id, price, qty, quote_qty, commission, commission_asset, is_buyer, is_maker,
+     time_ms"
+        .to_string()
 }
 
 fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
@@ -474,10 +505,10 @@ fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
         symbol: row.get(1),
         trade_id: unsigned(row.get(2), "trade id")?,
         order_id: unsigned(row.get(3), "order id")?,
-        price: row.get(4),
-        qty: row.get(5),
-        quote_qty: row.get(6),
-        commission: row.get(7),
+        price: row.get::<_, Units>(4).0,
+        qty: row.get::<_, Units>(5).0,
+        quote_qty: row.get::<_, Units>(6).0,
+        commission: row.get::<_, Units>(7).0,
         commission_asset: row.get(8),
         is_buyer: row.get(9),
         is_maker: row.get(10),
@@ -713,7 +744,39 @@ impl Replicas {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_replica;
+    use super::{numeric_units, pick_replica};
+
+    /// NUMERIC binary forms as PostgreSQL sends them, to units.
+    #[test]
+    fn numeric_decodes_to_exact_units() {
+        let form = |digits: &[i16], weight: i16, sign: u16, scale: i16| {
+            let mut raw = Vec::new();
+            for word in [digits.len() as i16, weight, sign as i16, scale] {
+                raw.extend_from_slice(&word.to_be_bytes());
+            }
+            for d in digits {
+                raw.extend_from_slice(&d.to_be_bytes());
+            }
+            raw
+        };
+        type Case<'a> = (&'a [i16], i16, u16, Option<i64>);
+        let table: &[Case] = &[
+            (&[], 0, 0, Some(0)),                              // 0
+            (&[3, 0, 5000, 1], 1, 0, Some(3_000_050_000_001)), // 30000.50000001
+            (&[1], -1, 0x4000, Some(-100_000_000 / 10_000)),   // -0.0001
+            (&[1], -2, 0, Some(1)),                            // 0.00000001
+            (&[1], -3, 0, None),                               // 1e-12: finer than a unit
+            (&[9223], 4, 0, None),                             // 9223e16: does not fit
+            (&[], 0, 0xC000, None),                            // NaN
+        ];
+        for &(digits, weight, sign, expected) in table {
+            assert_eq!(
+                numeric_units(&form(digits, weight, sign, 8)),
+                expected,
+                "{digits:?} {weight} {sign:#x}"
+            );
+        }
+    }
 
     #[test]
     fn replicas_are_picked_round_robin_among_those_far_enough() {
