@@ -217,6 +217,81 @@ const KEYS: &[Key] = &[
         help: "a snapshot is taken at least this often while records arrive",
     },
     Key {
+        name: "history",
+        default: "sqlite",
+        help: "history store: sqlite (a file per shard in the data directory) or off; --postgres picks PostgreSQL",
+    },
+    Key {
+        name: "postgres",
+        default: "",
+        help: "PostgreSQL as the history store: a URL (postgresql://user@host:port/db) or key=value string",
+    },
+    Key {
+        name: "postgres_replica",
+        default: "",
+        help: "a read replica for history reads (repeatable, or comma-separated)",
+    },
+    Key {
+        name: "postgres_connections_per_shard",
+        default: "2",
+        help: "PostgreSQL connections each shard holds (the writer and readers share them)",
+    },
+    Key {
+        name: "history_backlog_bytes_max",
+        default: "67108864",
+        help: "rows a shard keeps waiting for the store, bytes; past it trading goes on and the journal keeps them",
+    },
+    Key {
+        name: "history_call_timeout_ms",
+        default: "5000",
+        help: "time one history store call may take",
+    },
+    Key {
+        name: "history_retries",
+        default: "2",
+        help: "retries of a failed history read (writes retry until they succeed)",
+    },
+    Key {
+        name: "history_backoff_base_ms",
+        default: "20",
+        help: "first retry delay of a history store call (exponential, full jitter)",
+    },
+    Key {
+        name: "history_backoff_max_ms",
+        default: "2000",
+        help: "longest retry delay of a history store call",
+    },
+    Key {
+        name: "history_breaker_failures_min",
+        default: "5",
+        help: "failures within the window that may open the history store breaker",
+    },
+    Key {
+        name: "history_breaker_failure_ratio_permille",
+        default: "500",
+        help: "failed calls per thousand within the window that open the breaker",
+    },
+    Key {
+        name: "history_breaker_window_ms",
+        default: "10000",
+        help: "window the breaker counts calls and failures in",
+    },
+    Key {
+        name: "history_breaker_open_ms",
+        default: "1000",
+        help: "time an open breaker refuses calls before it lets a probe through",
+    },
+    Key {
+        name: "history_breaker_half_open_probes",
+        default: "1",
+        help: "probe calls a half-open breaker lets through; that many successes close it",
+    },
+    Key {
+        name: "history_statistics_interval_s",
+        default: "300",
+        help: "PostgreSQL: how often the statistics views are refreshed (and partitions made ahead)",
+    },
+    Key {
         name: "shard_spin_us",
         default: "0",
         help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
@@ -246,6 +321,7 @@ pub struct Config {
     pub shard_spin_us: u64,
     pub ws: WsConfig,
     pub durability: DurabilityConfig,
+    pub history: HistoryConfig,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
     /// (no flag, no file key): that shard installs its state this much later.
     pub test_shard_start_delay: Option<(usize, u64)>,
@@ -273,6 +349,36 @@ pub struct DurabilityConfig {
     pub segment_bytes: u64,
     pub snapshot_records: u64,
     pub snapshot_interval_s: u64,
+}
+
+/// Which engine keeps the full history (see `store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryEngine {
+    /// No store: only the recent history kept in memory.
+    Off,
+    /// A SQLite file per shard in the data directory.
+    Sqlite,
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+/// The history store's settings, each named with its unit last.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    pub engine: HistoryEngine,
+    pub replicas: Vec<String>,
+    pub connections_per_shard: usize,
+    pub backlog_bytes_max: usize,
+    pub call_timeout_ms: u64,
+    pub retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub breaker_failures_min: u32,
+    pub breaker_failure_ratio_permille: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_open_ms: u64,
+    pub breaker_half_open_probes: u32,
+    pub statistics_interval_s: u64,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -308,6 +414,9 @@ pub const HTTP_HEADERS_COUNT_LIMIT: usize = 1024;
 /// What the command line asked for.
 pub enum Command {
     Serve(Box<Config>),
+    /// `tradsys migrate`: bring the history store's schema to this build's
+    /// version and stop.
+    Migrate(Box<Config>),
     Help,
     Version,
 }
@@ -315,8 +424,14 @@ pub enum Command {
 /// Reads the command line (without the program name) and the environment.
 pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, ConfigError> {
     let mut args = args;
-    if args.first().map(String::as_str) == Some("serve") {
-        args = &args[1..];
+    let mut migrate = false;
+    match args.first().map(String::as_str) {
+        Some("serve") => args = &args[1..],
+        Some("migrate") => {
+            migrate = true;
+            args = &args[1..];
+        }
+        _ => {}
     }
     let mut flags = BTreeMap::new();
     let mut config_file = env.get("TRADSYS_CONFIG").cloned();
@@ -344,6 +459,13 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
         };
         if name == "config" {
             config_file = Some(value);
+        } else if name == "postgres_replica" {
+            // Repeatable: every replica named is used.
+            let all: &mut String = flags.entry(name).or_default();
+            if !all.is_empty() {
+                all.push(',');
+            }
+            all.push_str(&value);
         } else if KEYS.iter().any(|k| k.name == name) {
             flags.insert(name, value);
         } else {
@@ -367,6 +489,9 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
     }
     let mut config = build(&values)?;
     config.test_shard_start_delay = test_shard_start_delay(env)?;
+    if migrate {
+        return Ok(Command::Migrate(Box::new(config)));
+    }
     Ok(Command::Serve(Box::new(config)))
 }
 
@@ -484,6 +609,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         rate_limits: rate_limits(&v)?,
         test_shard_start_delay: None,
         durability: durability(&v)?,
+        history: history(&v)?,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })
@@ -525,6 +651,56 @@ fn rate_limits(v: &Values) -> Result<crate::limits::RateLimitConfig, ConfigError
         raw_requests_per_5m_max: per("raw_requests_per_5m_max")?,
         ..crate::limits::RateLimitConfig::default()
     })
+}
+
+fn history(v: &Values) -> Result<HistoryConfig, ConfigError> {
+    let postgres = v.text("postgres");
+    let engine = match (v.text("history"), postgres) {
+        ("off", "") => HistoryEngine::Off,
+        ("sqlite", "") => HistoryEngine::Sqlite,
+        ("sqlite", url) => HistoryEngine::Postgres(url.to_string()),
+        ("off", _) => return Err(invalid("history", "is off, but --postgres names a store")),
+        (other, _) => return Err(invalid("history", format!("must be sqlite or off, got {other:?}"))),
+    };
+    let replicas: Vec<String> = v
+        .text("postgres_replica")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !replicas.is_empty() && !matches!(engine, HistoryEngine::Postgres(_)) {
+        return Err(invalid("postgres_replica", "needs --postgres"));
+    }
+    if replicas.len() > crate::metrics::HISTORY_REPLICAS_MAX {
+        return Err(invalid(
+            "postgres_replica",
+            format!("at most {} replicas", crate::metrics::HISTORY_REPLICAS_MAX),
+        ));
+    }
+    let config = HistoryConfig {
+        engine,
+        replicas,
+        connections_per_shard: v.count("postgres_connections_per_shard", 64)?,
+        backlog_bytes_max: v.number("history_backlog_bytes_max", 1 << 16, 1 << 40)? as usize,
+        call_timeout_ms: v.ms("history_call_timeout_ms")?,
+        retries: v.number("history_retries", 0, 100)? as u32,
+        backoff_base_ms: v.ms("history_backoff_base_ms")?,
+        backoff_max_ms: v.ms("history_backoff_max_ms")?,
+        breaker_failures_min: v.count("history_breaker_failures_min", 1 << 20)? as u32,
+        breaker_failure_ratio_permille: v.number("history_breaker_failure_ratio_permille", 1, 1000)? as u32,
+        breaker_window_ms: v.number("history_breaker_window_ms", 10, 3_600_000)?,
+        breaker_open_ms: v.ms("history_breaker_open_ms")?,
+        breaker_half_open_probes: v.count("history_breaker_half_open_probes", 1000)? as u32,
+        statistics_interval_s: v.number("history_statistics_interval_s", 1, 86_400)?,
+    };
+    if config.backoff_base_ms > config.backoff_max_ms {
+        return Err(invalid(
+            "history_backoff_base_ms",
+            "must not exceed history_backoff_max_ms",
+        ));
+    }
+    Ok(config)
 }
 
 fn durability(v: &Values) -> Result<DurabilityConfig, ConfigError> {
@@ -602,7 +778,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn help() -> String {
     let mut out = String::from(
         "tradsys: a thread-per-core trading server speaking the Binance Spot v3 API\n\n\
-         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n\n\
+         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n\n\
          Each KEY may also come from the environment as TRADSYS_KEY or from the\n\
          TOML file as key = value; flags win over the environment, which wins\n\
          over the file.\n\nkeys:\n",

@@ -12,6 +12,18 @@ fn main() -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TRADSYS_")).collect();
     let config = match config::load(&args, &env) {
         Ok(Command::Serve(config)) => *config,
+        Ok(Command::Migrate(config)) => {
+            return match tradsys::server::migrate(&config) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tradsys migrate: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;

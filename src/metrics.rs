@@ -118,6 +118,54 @@ pub(crate) struct Counters {
     pub(crate) ws_slow_closed: u64,
     pub(crate) ws_frames_sent: u64,
     pub(crate) journal: JournalCounters,
+    pub(crate) history: HistoryCounters,
+}
+
+/// Statement kinds of the history store, as metric labels.
+pub const HISTORY_KINDS: [&str; 5] = ["write", "order", "orders", "trades", "export"];
+/// Read replicas whose lag /metrics shows.
+pub const HISTORY_REPLICAS_MAX: usize = 8;
+
+/// Quantiles of one statement kind's latency, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencySummary {
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub count: u64,
+    pub sum_ns: u64,
+}
+
+/// One shard's history store figures (see `store::shard`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HistoryCounters {
+    /// 0: no store, 1: SQLite, 2: PostgreSQL.
+    pub engine: u64,
+    pub connections_open: u64,
+    pub connections_busy: u64,
+    pub connections_waiting: u64,
+    pub rows_written: u64,
+    pub batches_written: u64,
+    /// Batches the store already had (after a restart).
+    pub batches_skipped: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub retries: u64,
+    pub backlog_rows: u64,
+    pub backlog_bytes: u64,
+    pub backlog_groups: u64,
+    pub backlog_age_ms: u64,
+    /// 1 once the backlog went over `history_backlog_bytes_max`.
+    pub backlog_over: u64,
+    pub rows_dropped: u64,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: u64,
+    pub breaker_transitions: u64,
+    pub breaker_rejections: u64,
+    pub latency: [LatencySummary; HISTORY_KINDS.len()],
+    pub replicas: usize,
+    /// Bytes each replica is behind the primary; `u64::MAX`: unknown.
+    pub replica_lag_bytes: [u64; HISTORY_REPLICAS_MAX],
 }
 
 /// One shard's journal figures (see `durability::commit`).
@@ -229,6 +277,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_latency(&mut out, snapshots);
     render_per_shard(&mut out, &PER_SHARD, snapshots);
     render_journal(&mut out, snapshots);
+    render_history(&mut out, snapshots);
     out
 }
 
@@ -432,6 +481,152 @@ fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
             j.commit_sum_ns as f64 / 1e9
         );
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, j.commits);
+    }
+}
+
+fn render_history(out: &mut String, snapshots: &[Snapshot]) {
+    let history: [ShardFamily; 19] = [
+        (
+            "tradsys_history_engine",
+            "gauge",
+            "History store engine: 0 none, 1 SQLite, 2 PostgreSQL.",
+            |s| s.counters.history.engine,
+        ),
+        (
+            "tradsys_history_connections_open",
+            "gauge",
+            "Open connections to the history store.",
+            |s| s.counters.history.connections_open,
+        ),
+        (
+            "tradsys_history_connections_busy",
+            "gauge",
+            "History store connections in use.",
+            |s| s.counters.history.connections_busy,
+        ),
+        (
+            "tradsys_history_connections_waiting",
+            "gauge",
+            "Calls waiting for a history store connection.",
+            |s| s.counters.history.connections_waiting,
+        ),
+        (
+            "tradsys_history_rows_written_total",
+            "counter",
+            "Rows written to the history store.",
+            |s| s.counters.history.rows_written,
+        ),
+        (
+            "tradsys_history_batches_written_total",
+            "counter",
+            "Batches written to the history store.",
+            |s| s.counters.history.batches_written,
+        ),
+        (
+            "tradsys_history_batches_skipped_total",
+            "counter",
+            "Batches the history store already had.",
+            |s| s.counters.history.batches_skipped,
+        ),
+        (
+            "tradsys_history_errors_total",
+            "counter",
+            "History store calls that failed (timeouts included).",
+            |s| s.counters.history.errors,
+        ),
+        (
+            "tradsys_history_timeouts_total",
+            "counter",
+            "History store calls that timed out.",
+            |s| s.counters.history.timeouts,
+        ),
+        (
+            "tradsys_history_retries_total",
+            "counter",
+            "History store calls retried after a failure.",
+            |s| s.counters.history.retries,
+        ),
+        (
+            "tradsys_history_backlog_rows",
+            "gauge",
+            "Rows waiting for the history store.",
+            |s| s.counters.history.backlog_rows,
+        ),
+        (
+            "tradsys_history_backlog_bytes",
+            "gauge",
+            "Bytes of rows waiting for the history store.",
+            |s| s.counters.history.backlog_bytes,
+        ),
+        (
+            "tradsys_history_backlog_records",
+            "gauge",
+            "Journal record groups whose rows wait for the history store.",
+            |s| s.counters.history.backlog_groups,
+        ),
+        (
+            "tradsys_history_backlog_seconds",
+            "gauge",
+            "Age of the oldest rows waiting for the history store.",
+            |s| s.counters.history.backlog_age_ms / 1000,
+        ),
+        (
+            "tradsys_history_backlog_over_max",
+            "gauge",
+            "1 when the backlog went over history_backlog_bytes_max (rows wait in the journal until restart).",
+            |s| s.counters.history.backlog_over,
+        ),
+        (
+            "tradsys_history_rows_dropped_total",
+            "counter",
+            "Rows not kept for room; the journal keeps their records.",
+            |s| s.counters.history.rows_dropped,
+        ),
+        (
+            "tradsys_history_breaker_state",
+            "gauge",
+            "History store breaker: 0 closed, 1 open, 2 half-open.",
+            |s| s.counters.history.breaker_state,
+        ),
+        (
+            "tradsys_history_breaker_transitions_total",
+            "counter",
+            "History store breaker state changes.",
+            |s| s.counters.history.breaker_transitions,
+        ),
+        (
+            "tradsys_history_breaker_rejections_total",
+            "counter",
+            "History store calls refused by the open breaker.",
+            |s| s.counters.history.breaker_rejections,
+        ),
+    ];
+    render_per_shard(out, &history, snapshots);
+    let name = "tradsys_history_query_duration_seconds";
+    family(out, name, "summary", "History store call latency by statement kind.");
+    for s in snapshots {
+        for (kind, l) in HISTORY_KINDS.iter().zip(&s.counters.history.latency) {
+            let labels = format!("shard=\"{}\",kind=\"{kind}\"", s.shard);
+            for (quantile, ns) in [("0.5", l.p50_ns), ("0.99", l.p99_ns), ("1", l.max_ns)] {
+                let _ = writeln!(out, "{name}{{{labels},quantile=\"{quantile}\"}} {}", ns as f64 / 1e9);
+            }
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
+        }
+    }
+    let name = "tradsys_history_replica_lag_bytes";
+    family(
+        out,
+        name,
+        "gauge",
+        "WAL bytes a read replica is behind the primary (-1: not answering).",
+    );
+    for s in snapshots {
+        let h = &s.counters.history;
+        for (i, lag) in h.replica_lag_bytes.iter().take(h.replicas).enumerate() {
+            let value = if *lag == u64::MAX { -1 } else { *lag as i64 };
+            let _ = writeln!(out, "{name}{{shard=\"{}\",replica=\"{i}\"}} {value}", s.shard);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::http::HttpLimits;
 use crate::limits::{Refusal, Usage};
 use crate::marketdata::MarketData;
 use crate::metrics::{Metrics, Snapshot};
+use crate::store::shard::ShardStore;
 use crate::trading::Trading;
 use std::cell::{Ref, RefMut};
 use std::net::IpAddr;
@@ -48,6 +49,8 @@ pub(crate) trait Host {
     /// Resolves once everything this shard changed so far is durable on
     /// every shard: await it before a response leaves.
     async fn settle(&self);
+    /// The shard's history store; `None` when it is off.
+    fn history(&self) -> Option<&ShardStore>;
     /// Sends `call` to shard `to` and waits for its answer.
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError>;
 }

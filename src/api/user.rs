@@ -5,10 +5,10 @@
 //! Authentication (API key, HMAC, timestamp and recvWindow, scope) and the
 //! ORDERS limits run here, where the user's keys and counts live.
 
+use crate::api::history;
 use crate::api::host::Host;
 use crate::api::params::{
-    client_id_param, enum_param, limit_param, mandatory, market_param, order_ref, order_request, resp_type, u64_param,
-    RespType,
+    client_id_param, enum_param, mandatory, market_param, order_ref, order_request, resp_type, RespType,
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, RequestRef, RestReply};
@@ -81,14 +81,14 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
     let result = match req.endpoint {
         Endpoint::OrderNew => new_order(shard, params, user, now_ms).await,
         Endpoint::OrderTest => order_test(shard, params),
-        Endpoint::OrderQuery => query_order(shard, params, user),
+        Endpoint::OrderQuery => history::query_order(shard, params, user).await,
         Endpoint::OrderCancel => cancel_order(shard, params, user, now_ms).await,
         Endpoint::OrderCancelReplace => return cancel_replace(shard, params, user, now_ms).await,
         Endpoint::OpenOrders => open_orders(shard, params, user),
         Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
-        Endpoint::AllOrders => all_orders(shard, params, user),
+        Endpoint::AllOrders => history::all_orders(shard, params, user).await,
         Endpoint::Account => account(shard, params, user, now_ms),
-        Endpoint::MyTrades => my_trades(shard, params, user),
+        Endpoint::MyTrades => history::my_trades(shard, params, user).await,
         Endpoint::UserDataStreamStart => listen_key_start(shard, user, now_ms),
         Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now_ms, true),
         Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now_ms, false),
@@ -168,16 +168,6 @@ fn order_test(shard: &impl Host, params: &Params<'_>) -> Result<Vec<u8>, HttpErr
         .field_decimal("discount", 0)
         .end_object()
         .end_object();
-    Ok(w.into_bytes())
-}
-
-fn query_order(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
-    let market = market_param(shard, params)?;
-    let target = order_ref(params, "orderId", "origClientOrderId")?;
-    let trading = shard.trading();
-    let view = trading.accounts().order(user, market, target).map_err(engine_error)?;
-    let mut w = JsonWriter::with_capacity(512);
-    write_order(&mut w, trading.spec(market), &view);
     Ok(w.into_bytes())
 }
 
@@ -378,26 +368,6 @@ fn open_orders(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<V
     Ok(w.into_bytes())
 }
 
-fn all_orders(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
-    let market = market_param(shard, params)?;
-    let from_id = u64_param(params, "orderId")?.unwrap_or(0);
-    let start = u64_param(params, "startTime")?.unwrap_or(0);
-    let end = u64_param(params, "endTime")?.unwrap_or(u64::MAX);
-    let limit = limit_param(params, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
-    let trading = shard.trading();
-    let mut views = trading.accounts().all_orders(user, market);
-    views.retain(|v| v.order_id >= from_id && v.time_ms >= start && v.time_ms <= end);
-    views.sort_by_key(|v| v.order_id);
-    let skip = views.len().saturating_sub(limit);
-    let mut w = JsonWriter::with_capacity(512 * views.len().min(limit) + 2);
-    w.begin_array();
-    for view in &views[skip..] {
-        write_order(&mut w, trading.spec(market), view);
-    }
-    w.end_array();
-    Ok(w.into_bytes())
-}
-
 fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let omit_zero = params.get("omitZeroBalances") == Some("true");
     let trading = shard.trading();
@@ -437,43 +407,6 @@ fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) ->
     w.end_array();
     w.key("permissions").begin_array().str("SPOT").end_array();
     w.field_uint("uid", user).end_object();
-    Ok(w.into_bytes())
-}
-
-fn my_trades(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
-    let market = market_param(shard, params)?;
-    let order_id = u64_param(params, "orderId")?;
-    let from_id = u64_param(params, "fromId")?.unwrap_or(0);
-    let start = u64_param(params, "startTime")?.unwrap_or(0);
-    let end = u64_param(params, "endTime")?.unwrap_or(u64::MAX);
-    let limit = limit_param(params, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
-    let trading = shard.trading();
-    let trades: Vec<&UserTrade> = trading
-        .accounts()
-        .trades(user)
-        .filter(|t| t.market == market && t.trade_id >= from_id && t.time_ms >= start && t.time_ms <= end)
-        .filter(|t| order_id.is_none_or(|id| t.order_id == id))
-        .collect();
-    let skip = trades.len().saturating_sub(limit);
-    let spec = trading.spec(market);
-    let mut w = JsonWriter::with_capacity(256 * trades.len().min(limit) + 2);
-    w.begin_array();
-    for t in &trades[skip..] {
-        w.begin_object()
-            .field_str("symbol", &spec.symbol)
-            .field_uint("id", t.trade_id);
-        w.field_uint("orderId", t.order_id).field_int("orderListId", -1);
-        w.field_decimal("price", t.price.0)
-            .field_decimal("qty", t.qty.0)
-            .field_decimal("quoteQty", t.quote_qty.0);
-        w.field_decimal("commission", t.commission.0)
-            .field_str("commissionAsset", trading.asset_name(t.commission_asset));
-        w.field_uint("time", t.time_ms)
-            .field_bool("isBuyer", t.is_buyer)
-            .field_bool("isMaker", t.is_maker);
-        w.field_bool("isBestMatch", true).end_object();
-    }
-    w.end_array();
     Ok(w.into_bytes())
 }
 

@@ -41,6 +41,8 @@ pub struct ShardLog {
     epoch: Rc<Cell<u64>>,
     /// The epoch of the newest record: a response given now depends on it.
     last: Cell<u64>,
+    /// The position of the newest record in the journal (0: none yet).
+    last_lsn: Cell<u64>,
     /// The highest epoch this shard has been asked to seal.
     wanted: Cell<u64>,
     /// Per peer: the highest epoch it waits for this shard to seal.
@@ -69,6 +71,7 @@ impl ShardLog {
             writer: OnceCell::new(),
             epoch,
             last: Cell::new(0),
+            last_lsn: Cell::new(0),
             wanted: Cell::new(0),
             requesters: RefCell::new(vec![0; shards]),
             prompted: RefCell::new(vec![0; shards]),
@@ -116,11 +119,16 @@ impl ShardLog {
         let mut encoded = self.encoded.borrow_mut();
         for record in records.drain(..) {
             record::encode(&record, &mut encoded);
-            writer.append(epoch, &encoded);
+            self.last_lsn.set(writer.append(epoch, &encoded));
         }
         self.last.set(epoch);
         self.kick();
         epoch
+    }
+
+    /// The position of the newest record appended (0: none yet).
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn.get()
     }
 
     /// Whether the journal keeps up; a disk slower than the load makes the

@@ -26,6 +26,10 @@ pub struct Epochs {
     durable: Box<[AtomicU64]>,
     /// Records each shard has appended, for the snapshot thread.
     appended: Box<[AtomicU64]>,
+    /// Per shard: every record of this epoch and earlier ones is in the
+    /// history store (`u64::MAX` without a store). A snapshot never cuts
+    /// past it, so that the journal keeps what the store has not taken.
+    absorbed: Box<[AtomicU64]>,
 }
 
 impl Epochs {
@@ -34,6 +38,7 @@ impl Epochs {
         Epochs {
             durable: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             appended: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            absorbed: (0..shards).map(|_| AtomicU64::new(u64::MAX)).collect(),
         }
     }
 
@@ -76,6 +81,23 @@ impl Epochs {
         self.appended[shard].fetch_add(records, Ordering::Relaxed);
     }
 
+    /// Publishes how far `shard`'s history store has absorbed its records.
+    pub fn set_absorbed(&self, shard: usize, epoch: u64) {
+        self.absorbed[shard].store(epoch, Ordering::Release);
+    }
+
+    /// The newest cut a snapshot may take: globally durable, and absorbed
+    /// by every shard's history store.
+    pub fn snapshot_cut(&self) -> u64 {
+        let absorbed = self
+            .absorbed
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
+        self.global_durable().min(absorbed)
+    }
+
     /// Records appended by all shards since start-up.
     pub fn appended(&self) -> u64 {
         self.appended.iter().map(|a| a.load(Ordering::Relaxed)).sum()
@@ -98,6 +120,9 @@ mod tests {
         epochs.note_appended(1, 4);
         epochs.note_appended(2, 3);
         assert_eq!(epochs.appended(), 7);
+        assert_eq!(epochs.snapshot_cut(), 5);
+        epochs.set_absorbed(1, 3);
+        assert_eq!(epochs.snapshot_cut(), 3);
     }
 
     #[test]

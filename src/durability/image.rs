@@ -35,6 +35,17 @@ pub fn market_data_for(trading: &Trading, shard: u32) -> Vec<Option<MarketData>>
         .collect()
 }
 
+/// What a replay hands out of every input it runs: the history store's
+/// rows are made from it (see `store::convert`). A tap belongs to one
+/// shard of one generation.
+pub trait Tap: Send {
+    /// The shard ran journal record `lsn` (`record`), or an engine message
+    /// recovery delivered again (`record` is `None`; `lsn` then counts on
+    /// past the shard's last record, the same way on every recovery of
+    /// the same files), and produced `out`.
+    fn applied(&mut self, lsn: u64, record: Option<&Record>, trading: &Trading, out: &Output);
+}
+
 /// A shard being rebuilt from a snapshot and its journal.
 pub struct ReplayShard {
     pub trading: Trading,
@@ -47,6 +58,9 @@ pub struct ReplayShard {
     sent: Vec<VecDeque<InFlight>>,
     /// The engine's output buffers between two records.
     spare: Output,
+    /// Messages delivered again after the last record (recovery only).
+    delivered: u64,
+    pub tap: Option<Box<dyn Tap>>,
 }
 
 /// Messages kept per link while replaying. Messages in flight at a cut are
@@ -66,6 +80,8 @@ impl ReplayShard {
             last_lsn: 0,
             sent: (0..shards).map(|_| VecDeque::new()).collect(),
             spare: Output::default(),
+            delivered: 0,
+            tap: None,
         }
     }
 
@@ -79,6 +95,8 @@ impl ReplayShard {
             last_lsn: 0,
             sent: (0..shards).map(|_| VecDeque::new()).collect(),
             spare: Output::default(),
+            delivered: 0,
+            tap: None,
         })
     }
 
@@ -87,20 +105,24 @@ impl ReplayShard {
         assert!(lsn > self.last_lsn, "record {lsn} replayed after {}", self.last_lsn);
         self.trading.apply(record);
         self.last_lsn = lsn;
-        self.absorb();
+        self.absorb(lsn, Some(record));
     }
 
     /// Takes an engine message again during recovery (not journaled: the
     /// state it leads to goes into the next snapshot).
     pub fn deliver(&mut self, from: u32, message: InFlight) {
         self.trading.receive(from, message.seq, message.msg);
-        self.absorb();
+        self.delivered += 1;
+        self.absorb(self.last_lsn + self.delivered, None);
     }
 
     /// Does with the engine's outputs what `Shard::flush_engine` does with
     /// them, minus everything that talks to clients.
-    fn absorb(&mut self) {
+    fn absorb(&mut self, lsn: u64, record: Option<&Record>) {
         self.trading.swap_output(&mut self.spare);
+        if let Some(tap) = self.tap.as_mut() {
+            tap.applied(lsn, record, &self.trading, &self.spare);
+        }
         let out = &mut self.spare;
         for fill in &out.trades {
             if let Some(data) = self.market_data[usize::from(fill.market.0)].as_mut() {

@@ -13,7 +13,7 @@
 //! current shard layout, repartitioning users and markets if the number of
 //! shards changed) and deletes the old one.
 
-use super::image::{InFlight, ReplayShard, ShardImage, IN_FLIGHT_KEPT_PER_LINK_MAX};
+use super::image::{InFlight, ReplayShard, ShardImage, Tap, IN_FLIGHT_KEPT_PER_LINK_MAX};
 use super::snapshot::{self, Snapshot, SnapshotError, SnapshotHeader};
 use crate::journal::{self, JournalError};
 use crate::trading::record;
@@ -71,9 +71,27 @@ struct Replayed {
     warnings: Vec<String>,
 }
 
+/// Makes the tap of shard `shard` of generation `generation` (see `Tap`).
+pub type TapMaker<'a> = dyn Fn(u64, u32) -> Box<dyn Tap> + Sync + 'a;
+
 /// Recovers the data directory's state for `shards` shards and makes it
 /// the first snapshot set of a new generation.
 pub fn recover(data_dir: &Path, shards: u32, specs: &[MarketSpec]) -> Result<Recovered, RecoveryError> {
+    recover_with(data_dir, shards, specs, None, &mut |_| Ok(()))
+}
+
+/// `recover`, handing every input the replay runs to a tap made by `taps`
+/// and calling `before_switch` with the taps once the old state is
+/// replayed and quiet, before the new generation replaces it: the history
+/// store absorbs the old generation's rows there, while its journal still
+/// exists.
+pub fn recover_with(
+    data_dir: &Path,
+    shards: u32,
+    specs: &[MarketSpec],
+    taps: Option<&TapMaker<'_>>,
+    before_switch: &mut dyn FnMut(Vec<Box<dyn Tap>>) -> Result<(), String>,
+) -> Result<Recovered, RecoveryError> {
     let started = Instant::now();
     std::fs::create_dir_all(data_dir).map_err(|source| SnapshotError::Io {
         path: data_dir.to_path_buf(),
@@ -89,13 +107,15 @@ pub fn recover(data_dir: &Path, shards: u32, specs: &[MarketSpec]) -> Result<Rec
         }
         Some((generation, before)) => {
             let replay_started = Instant::now();
-            let mut replayed = replay(data_dir, generation, before, specs, None)?;
+            let mut replayed = replay(data_dir, generation, before, specs, None, taps)?;
             report.records_replayed = replayed.records;
             report.cut = replayed.cut;
             report.shards_before = before;
             report.warnings = std::mem::take(&mut replayed.warnings);
             report.messages_redelivered = quiesce(&mut replayed)?;
             report.replay_time = replay_started.elapsed();
+            let tapped = replayed.shards.iter_mut().filter_map(|s| s.tap.take()).collect();
+            before_switch(tapped).map_err(RecoveryError::Layout)?;
             let mut images: Vec<ShardImage> = replayed.shards.into_iter().map(ReplayShard::into_image).collect();
             if before != shards {
                 images = repartition(images, shards, specs)?;
@@ -144,12 +164,11 @@ fn start_generation(data_dir: &Path, generation: u64, shards: u32, images: &[Sha
         let Some(index) = name.strip_prefix("shard-").and_then(|i| i.parse::<u32>().ok()) else {
             continue;
         };
-        if index >= shards {
-            remove_dir(&entry.path())?;
-            continue;
-        }
+        // Only generations go: other files of a shard (its history store)
+        // stay, also when the shard itself is gone.
         for old in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
-            if old.file_name().to_string_lossy() != format!("gen-{generation}") {
+            let name = old.file_name().to_string_lossy().to_string();
+            if name.starts_with("gen-") && (index >= shards || name != format!("gen-{generation}")) {
                 remove_dir(&old.path())?;
             }
         }
@@ -178,6 +197,7 @@ fn replay(
     shards: u32,
     specs: &[MarketSpec],
     cut: Option<u64>,
+    taps: Option<&TapMaker<'_>>,
 ) -> Result<Replayed, RecoveryError> {
     let dirs: Vec<PathBuf> = (0..shards)
         .map(|i| snapshot::generation_dir(data_dir, i, generation))
@@ -214,7 +234,8 @@ fn replay(
     let replayed = in_parallel(&dirs, |i, dir| {
         let image = images.lock().map(|mut all| all[i].take()).ok().flatten();
         let image = image.ok_or_else(|| RecoveryError::Layout(format!("shard {i}: no snapshot image")))?;
-        replay_shard(dir, image, covered[i], cut, specs)
+        let tap = taps.map(|make| make(generation, i as u32));
+        replay_shard(dir, image, covered[i], cut, specs, tap)
     });
     let mut replay_shards = Vec::with_capacity(replayed.len());
     let mut records = 0;
@@ -223,6 +244,7 @@ fn replay(
         records += part.records;
         let mut shard = ReplayShard::from_image(part.image, specs.to_vec()).map_err(RecoveryError::Layout)?;
         shard.last_lsn = part.last_lsn;
+        shard.tap = part.tap;
         in_flight[i].extend(part.sent);
         replay_shards.push(shard);
     }
@@ -245,6 +267,7 @@ struct ShardReplay {
     sent: Vec<InFlight>,
     last_lsn: u64,
     records: u64,
+    tap: Option<Box<dyn Tap>>,
 }
 
 /// Replays the records of `dir` after `covered` with epochs up to `cut`
@@ -255,9 +278,11 @@ fn replay_shard(
     covered: u64,
     cut: u64,
     specs: &[MarketSpec],
+    tap: Option<Box<dyn Tap>>,
 ) -> Result<ShardReplay, RecoveryError> {
     let mut shard = ReplayShard::from_image(image, specs.to_vec()).map_err(RecoveryError::Layout)?;
     shard.last_lsn = covered;
+    shard.tap = tap;
     let mut records = 0;
     let mut failure = None;
     let mut scratch = rkyv::util::AlignedVec::new();
@@ -286,11 +311,13 @@ fn replay_shard(
     }
     let last_lsn = shard.last_lsn;
     let sent = shard.take_sent();
+    let tap = shard.tap.take();
     Ok(ShardReplay {
         image: shard.into_image(),
         sent,
         last_lsn,
         records,
+        tap,
     })
 }
 
@@ -520,7 +547,7 @@ pub fn take_snapshot(
     cut: u64,
 ) -> Result<Option<SnapshotStats>, RecoveryError> {
     let started = Instant::now();
-    let replayed = replay(data_dir, generation, shards, specs, Some(cut))?;
+    let replayed = replay(data_dir, generation, shards, specs, Some(cut), None)?;
     if replayed.base_cut >= cut {
         return Ok(None);
     }

@@ -47,6 +47,7 @@ impl Snapshotter {
         }
         let mut taken_at = std::time::Instant::now();
         let mut appended_then = 0;
+        let mut last_cut = 0;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(SNAPSHOT_CHECK_INTERVAL_MS));
             let appended = self.epochs.appended();
@@ -54,7 +55,13 @@ impl Snapshotter {
             if new == 0 || (new < self.records && taken_at.elapsed() < Duration::from_secs(self.interval_s)) {
                 continue;
             }
-            let cut = self.epochs.global_durable();
+            // Not past what the history store has absorbed: the journal
+            // segments a snapshot makes unnecessary are deleted.
+            let cut = self.epochs.snapshot_cut();
+            if cut <= last_cut {
+                continue;
+            }
+            last_cut = cut;
             match take_snapshot(&self.data_dir, self.generation, self.shards, &self.markets, cut) {
                 Ok(Some(stats)) => println!(
                     "snapshot at epoch {cut}: {} records replayed in {:.3} s",

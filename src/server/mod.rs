@@ -2,12 +2,14 @@
 //! start-up and signals (`process`), each shard's life (`start`), its
 //! state (`shard`), the mesh between shards and its messages (`mesh`),
 //! what arrives on it (`dispatch`), stream publishing (`publish`),
-//! admission (`admission`), and the HTTP and WebSocket connections
-//! (`conn`, `wsconn`).
+//! admission (`admission`), the HTTP and WebSocket connections
+//! (`conn`, `wsconn`), and the history store's writers and start-up
+//! (`history`).
 
 mod admission;
 pub(crate) mod conn;
 mod dispatch;
+mod history;
 pub(crate) mod mesh;
 mod process;
 mod publish;
@@ -15,4 +17,5 @@ pub(crate) mod shard;
 mod start;
 mod wsconn;
 
+pub use history::migrate;
 pub use process::{run, ServerError};

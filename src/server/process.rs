@@ -4,10 +4,12 @@
 //! the snapshot thread, and turns SIGTERM/SIGINT into a drain of every
 //! shard.
 
-use crate::config::{Config, DurabilityMode};
+use crate::config::{Config, DurabilityMode, HistoryEngine};
 use crate::durability::epoch::Epochs;
-use crate::durability::recovery::{self, RecoveryError};
+use crate::durability::recovery::{self, RecoveryError, TapMaker};
+use crate::durability::snapshot;
 use crate::durability::snapshotter::Snapshotter;
+use crate::server::history::RecoveryTaps;
 use crate::server::mesh::MeshBuilders;
 use crate::server::start::{run_shard, Readiness, ShardSetup, ShardStart};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -22,7 +24,7 @@ use tradsys_engine::market::MarketSpec;
 /// Memory each executor registers with io_uring for storage I/O. Small:
 /// network I/O does not use it, and locked memory is scarce (the limit is
 /// often 8 MiB per process).
-const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
+pub(crate) const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
 /// How often the supervisor looks for a signal.
@@ -41,12 +43,22 @@ pub enum ServerError {
     Recovery(#[from] RecoveryError),
 }
 
-pub fn run(config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> {
+pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> {
+    if config.durability.mode == DurabilityMode::None && config.history.engine != HistoryEngine::Off {
+        println!("history store off: --durability none journals nothing to write behind");
+        config.history.engine = HistoryEngine::Off;
+    }
     let listeners = bind_listeners(config.listen, config.shards)?;
     let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);
     let epochs = Arc::new(Epochs::new(config.shards));
+    if config.history.engine != HistoryEngine::Off {
+        // No snapshot passes what the store has until the writers say so.
+        for shard in 0..config.shards {
+            epochs.set_absorbed(shard, 0);
+        }
+    }
     let readiness = Arc::new(Readiness::new(config.shards));
     let mut starts = Vec::with_capacity(config.shards);
     let (exits_tx, exits_rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
@@ -143,7 +155,7 @@ fn start_shards(
         return Ok(None);
     }
     let shards = config.shards as u32;
-    let recovered = recovery::recover(&config.data_dir, shards, markets)?;
+    let recovered = recover(config, shards, markets)?;
     let report = &recovered.report;
     for warning in &report.warnings {
         eprintln!("WARNING: {warning}");
@@ -186,6 +198,42 @@ fn start_shards(
             problem: format!("cannot start the snapshot thread: {e}"),
         })?;
     Ok(Some((stop, thread)))
+}
+
+/// Recovery, with the history store absorbing the rows of the records it
+/// lacked before the old generation goes (see `server::history`).
+fn recover(config: &Config, shards: u32, markets: &[MarketSpec]) -> Result<recovery::Recovered, ServerError> {
+    let failed = |problem: String| ServerError::Shard { shard: 0, problem };
+    if config.history.engine == HistoryEngine::Off {
+        return Ok(recovery::recover(&config.data_dir, shards, markets)?);
+    }
+    let Some((generation, before)) = snapshot::read_current(&config.data_dir).map_err(RecoveryError::from)? else {
+        match crate::server::history::migrate(config) {
+            Ok(_) => {}
+            Err(e) if matches!(config.history.engine, HistoryEngine::Postgres(_)) => {
+                eprintln!("WARNING: history store: {e}; the writers migrate once it answers")
+            }
+            Err(e) => return Err(failed(format!("history store: {e}"))),
+        }
+        return Ok(recovery::recover(&config.data_dir, shards, markets)?);
+    };
+    let taps = RecoveryTaps::new(config, before).map_err(failed)?;
+    let maker = |g: u64, s: u32| taps.tap(g, s);
+    let maker: &TapMaker<'_> = &maker;
+    let mut write = |_: Vec<Box<dyn crate::durability::image::Tap>>| {
+        let rows = taps.write_recovered(config, generation)?;
+        if rows > 0 {
+            println!("history store: wrote {rows} rows of records it did not have");
+        }
+        Ok(())
+    };
+    Ok(recovery::recover_with(
+        &config.data_dir,
+        shards,
+        markets,
+        Some(maker),
+        &mut write,
+    )?)
 }
 
 /// The snapshot thread's stop flag and handle.

@@ -22,6 +22,7 @@ use crate::server::conn;
 use crate::server::mesh::{Call, Mesh, Reply, ShardMsg};
 use crate::server::start::Readiness;
 use crate::server::{admission, publish};
+use crate::store::shard::ShardStore;
 use crate::streams::Registry;
 use crate::trading::{Output, Trading};
 use glommio::sync::Semaphore;
@@ -73,6 +74,8 @@ pub(crate) struct Shard {
     pub(super) ws_per_ip: RefCell<HashMap<IpAddr, usize>>,
     /// The journal and the wait for durability (see `durability::commit`).
     pub(super) log: Rc<ShardLog>,
+    /// The history store, once the shard has its state; never when off.
+    pub(super) history: std::cell::OnceCell<Rc<ShardStore>>,
 }
 
 impl Shard {
@@ -146,7 +149,11 @@ impl Shard {
     pub(crate) fn flush_engine(&self) {
         let mut out = self.output.borrow_mut();
         self.trading.borrow_mut().swap_output(&mut out);
+        let rows = self.history_rows(&out);
         let epoch = self.log.append(&mut out.records);
+        if let (Some(store), Some((rows, now_ms))) = (self.history.get(), rows) {
+            store.keep(self.log.last_lsn(), epoch, rows, now_ms);
+        }
         if !out.touched_levels.is_empty() {
             self.streams.borrow_mut().touch_levels(&out.touched_levels);
         }
@@ -175,6 +182,23 @@ impl Shard {
         m.orders_local = orders.local;
         m.orders_cross_shard = orders.cross_shard;
         m.mesh_outbox = self.mesh.queued() as u64;
+    }
+
+    /// The history rows of what the engine produced (see
+    /// `store::convert`), with the time that dates them; `None` without a
+    /// store or without records.
+    fn history_rows(&self, out: &Output) -> Option<(Vec<crate::store::Row>, u64)> {
+        self.history.get()?;
+        if out.records.is_empty() {
+            return None;
+        }
+        let now_ms = crate::clock::now_ms();
+        let mut rows = Vec::new();
+        let trading = self.trading.borrow();
+        // The reference of transfers; the exact position comes with `keep`.
+        let next_lsn = self.log.last_lsn() + out.records.len() as u64;
+        crate::store::convert::rows_of(&trading, &out.records, out, now_ms, next_lsn, &mut rows);
+        Some((rows, now_ms))
     }
 
     /// Sends `call` to shard `to` and waits for its reply. What this shard
@@ -237,6 +261,10 @@ impl Host for Shard {
         let mut metrics = self.metrics.borrow_mut();
         metrics.mesh_outbox = self.mesh.queued() as u64;
         metrics.journal = self.log.counters();
+        if let Some(store) = self.history.get() {
+            store.count_backlog(crate::clock::now_ms());
+            metrics.history = store.counters();
+        }
         metrics.snapshot(self.index)
     }
 
@@ -281,6 +309,10 @@ impl Host for Shard {
             let _ = self.mesh.send(peer, ShardMsg::SealWanted { epoch: target });
         }
         self.log.wait(target).await;
+    }
+
+    fn history(&self) -> Option<&ShardStore> {
+        self.history.get().map(|store| &**store)
     }
 
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError> {

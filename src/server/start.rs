@@ -24,7 +24,8 @@ use crate::metrics::Metrics;
 use crate::server::conn::{self, Listener};
 use crate::server::mesh::{Mesh, MeshBuilders, ShardMsg};
 use crate::server::shard::Shard;
-use crate::server::{dispatch, publish};
+use crate::server::{dispatch, history, publish};
+use crate::store::shard::ShardStore;
 use crate::streams::Registry;
 use crate::trading::{Output, Trading, DEMO_USER_ID};
 use glommio::net::{TcpListener, UnixStream};
@@ -128,6 +129,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     delay_for_test(&setup).await;
     install(&shard, &setup, start.image)?;
     open_journal(&shard, &setup, start.generation).await?;
+    open_history(&shard, &setup, start.generation)?;
     if setup.config.demo_user && start.fresh {
         create_demo_user(&shard)?;
         shard.flush_engine();
@@ -290,6 +292,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         ws: config.ws,
         ws_per_ip: RefCell::new(HashMap::new()),
         log,
+        history: std::cell::OnceCell::new(),
     }
 }
 
@@ -341,6 +344,21 @@ async fn open_journal(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) ->
         .map_err(|e| e.to_string())?;
     shard.log.set_writer(Rc::new(writer));
     glommio::spawn_local(run_committer(shard.clone())).detach();
+    Ok(())
+}
+
+/// Opens the shard's history store and starts its writer; nothing when
+/// the store is off.
+fn open_history(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) -> Result<(), String> {
+    let config = &setup.config;
+    let store = ShardStore::open(&config.history, &config.data_dir, setup.index as u32, generation)
+        .map_err(|e| e.to_string())?;
+    let Some(store) = store else { return Ok(()) };
+    let store = Rc::new(store);
+    if shard.history.set(store.clone()).is_err() {
+        return Err("the history store is opened once".into());
+    }
+    history::start(shard, store, setup.epochs.clone(), config.history.statistics_interval_s);
     Ok(())
 }
 

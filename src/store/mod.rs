@@ -23,17 +23,17 @@
 //! **Invariant:** a batch is applied whole or not at all, and at most once
 //! per (shard, generation, lsn).
 
-// The shards do not feed the store yet (the history writer is the next
-// step); until then only its tests use it.
-#![allow(dead_code)]
-
+pub mod backlog;
+pub mod convert;
 pub mod postgres;
 pub mod rows;
+pub mod shard;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
 
 pub use rows::{LedgerRow, OrderRow, Row, TradeRow};
+pub use sqlite::HISTORY_FILE;
 
 /// Rows one history query returns at most (Binance's `limit` maximum).
 pub const QUERY_ROWS_MAX: usize = 1000;
@@ -69,6 +69,10 @@ pub enum StoreError {
     BatchTooLarge(usize),
     #[error("history store: corrupt row: {0}")]
     Corrupt(String),
+    #[error("history store: no answer within {0} ms")]
+    Timeout(u64),
+    #[error("history store unavailable (circuit breaker open)")]
+    Unavailable,
 }
 
 /// `allOrders`: a user's orders in one market, in order id order.

@@ -24,7 +24,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 /// The schema versions, each with the SQL that reaches it from the one
 /// before.
-const MIGRATIONS: &[(u32, &str)] = &[
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_history.sql")),
     (2, include_str!("migrations/postgres/0002_statistics.sql")),
 ];

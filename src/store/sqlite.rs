@@ -20,7 +20,7 @@ use std::path::Path;
 
 /// The schema versions, each with the SQL that reaches it from the one
 /// before.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_history.sql"))];
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_history.sql"))];
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as an export) before it fails.
 const BUSY_TIMEOUT_MS: u64 = 5_000;

@@ -1,0 +1,251 @@
+//! From what a shard's inputs produced to the history store's rows, and
+//! back from rows to the engine's views for the history endpoints.
+//!
+//! The live shard and a replay make rows the same way, from the same
+//! parts: the input (`Record`) for users and keys, and the engine's
+//! `Output` for orders, trades and balances. So the rows of a record are
+//! the same whether the running shard made them or a recovery did after a
+//! crash, which is what lets the store take each row exactly once.
+//!
+//! **Invariant:** every balance change of a user on this shard has its
+//! ledger entries, and the entries of one trade side, deposit or
+//! withdrawal sum to zero per asset with their counter-entries (the other
+//! side of the trade, the fee account, the outside world).
+
+use super::rows::{KeyRow, LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
+use crate::auth::{key_for, Scope, Scopes};
+use crate::trading::record::Record;
+use crate::trading::{Output, Trading};
+use tradsys_engine::num::{Amount, Price, Qty};
+use tradsys_engine::order::{
+    ClientOrderId, MarketId, OrderStatus, OrderType, OrderView, Side, StpMode, TimeInForce, UserTrade,
+};
+
+/// Appends to `rows` the rows of `records` and of what they produced
+/// (`out`), in the order they happened. `now_ms` dates the rows whose
+/// inputs carry no time (users, keys, transfers); `lsn` is the last
+/// record's position, the reference of transfers.
+pub fn rows_of<'a>(
+    trading: &Trading,
+    records: impl IntoIterator<Item = &'a Record>,
+    out: &Output,
+    now_ms: u64,
+    lsn: u64,
+    rows: &mut Vec<Row>,
+) {
+    for record in records {
+        record_rows(trading, record, now_ms, rows);
+    }
+    for update in &out.user_updates {
+        let spec = trading.spec(update.view.market);
+        rows.push(Row::Order(order_row(&spec.symbol, &update.view)));
+        if let Some(trade) = &update.trade {
+            trade_rows(trading, update.user, &update.view, trade, rows);
+        }
+    }
+    for transfer in &out.balance_updates {
+        let (cause, outside) = if transfer.delta.0 >= 0 {
+            (LedgerCause::Deposit, -transfer.delta.0)
+        } else {
+            (LedgerCause::Withdrawal, -transfer.delta.0)
+        };
+        let asset = trading.asset_name(transfer.asset).to_string();
+        rows.push(Row::Ledger(LedgerRow {
+            account: ACCOUNT_EXTERNAL,
+            asset: asset.clone(),
+            delta: outside,
+            cause,
+            reference: lsn,
+            time_ms: now_ms,
+        }));
+        rows.push(Row::Ledger(LedgerRow {
+            account: transfer.user,
+            asset,
+            delta: transfer.delta.0,
+            cause,
+            reference: lsn,
+            time_ms: now_ms,
+        }));
+    }
+}
+
+/// Users and API keys (never their secrets).
+fn record_rows(trading: &Trading, record: &Record, now_ms: u64, rows: &mut Vec<Row>) {
+    match record {
+        Record::CreateUser { user, name } => rows.push(Row::User(UserRow {
+            user: *user,
+            name: name.clone(),
+            created_ms: now_ms,
+        })),
+        Record::CreateKey { user, scopes, entropy } => {
+            // The same derivation as `Trading::create_key`; the secret is
+            // never derived here.
+            let api_key = key_for(*user, &entropy[..64], 64);
+            if trading.keys().lookup(api_key.as_bytes()).is_some() {
+                rows.push(Row::Key(KeyRow {
+                    api_key,
+                    user: *user,
+                    scopes: scope_names(Scopes::from_bits(*scopes)),
+                    revoked: false,
+                    changed_ms: now_ms,
+                }));
+            }
+        }
+        Record::RevokeKey { key } => {
+            if let Some(held) = trading.keys().lookup(key.as_bytes()) {
+                rows.push(Row::Key(KeyRow {
+                    api_key: key.clone(),
+                    user: held.user_id,
+                    scopes: scope_names(held.scopes),
+                    revoked: true,
+                    changed_ms: now_ms,
+                }));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `READ,TRADE,USER_STREAM`, in that order.
+fn scope_names(scopes: Scopes) -> String {
+    let names: Vec<&str> = Scope::ALL
+        .into_iter()
+        .filter(|s| scopes.contains(*s))
+        .map(Scope::name)
+        .collect();
+    names.join(",")
+}
+
+fn order_row(symbol: &str, view: &OrderView) -> OrderRow {
+    OrderRow {
+        user: view.user,
+        symbol: symbol.to_string(),
+        order_id: view.order_id,
+        client_order_id: view
+            .client_order_id
+            .as_ref()
+            .map(ClientOrderId::as_str)
+            .unwrap_or("")
+            .to_string(),
+        price: view.price.0,
+        orig_qty: view.orig_qty.0,
+        orig_quote_qty: view.orig_quote_qty.0,
+        executed_qty: view.executed_qty.0,
+        cummulative_quote_qty: view.cummulative_quote_qty.0,
+        status: view.status.as_str().to_string(),
+        time_in_force: view.time_in_force.as_str().to_string(),
+        order_type: view.kind.as_str().to_string(),
+        side: view.side.as_str().to_string(),
+        stop_price: view.stop_price.0,
+        time_ms: view.time_ms,
+        update_time_ms: view.update_time_ms,
+        stp_mode: view.stp.as_str().to_string(),
+    }
+}
+
+/// One side of one trade: its `myTrades` row and its ledger entries (what
+/// the side paid, what it got, and the commission taken from what it got).
+fn trade_rows(trading: &Trading, user: u64, view: &OrderView, trade: &UserTrade, rows: &mut Vec<Row>) {
+    let spec = trading.spec(trade.market);
+    rows.push(Row::Trade(TradeRow {
+        user,
+        symbol: spec.symbol.clone(),
+        trade_id: trade.trade_id,
+        order_id: trade.order_id,
+        price: trade.price.0,
+        qty: trade.qty.0,
+        quote_qty: trade.quote_qty.0,
+        commission: trade.commission.0,
+        commission_asset: trading.asset_name(trade.commission_asset).to_string(),
+        is_buyer: trade.is_buyer,
+        is_maker: trade.is_maker,
+        time_ms: trade.time_ms,
+    }));
+    let (paid_asset, paid, got_asset, got) = match view.side {
+        Side::Buy => (&spec.quote_asset, trade.quote_qty.0, &spec.base_asset, trade.qty.0),
+        Side::Sell => (&spec.base_asset, trade.qty.0, &spec.quote_asset, trade.quote_qty.0),
+    };
+    let entry = |account: u64, asset: &str, delta: i64, cause: LedgerCause| {
+        Row::Ledger(LedgerRow {
+            account,
+            asset: asset.to_string(),
+            delta,
+            cause,
+            reference: trade.trade_id,
+            time_ms: trade.time_ms,
+        })
+    };
+    rows.push(entry(user, paid_asset, -paid, LedgerCause::Trade));
+    rows.push(entry(user, got_asset, got, LedgerCause::Trade));
+    if trade.commission.0 != 0 {
+        let fee_asset = trading.asset_name(trade.commission_asset);
+        rows.push(entry(user, fee_asset, -trade.commission.0, LedgerCause::Fee));
+        rows.push(entry(ACCOUNT_FEES, fee_asset, trade.commission.0, LedgerCause::Fee));
+    }
+}
+
+/// A stored order as the engine's view, for the endpoints' JSON; `None`
+/// when the row names a market or an enum this build does not know.
+pub fn order_view(row: &OrderRow, market: MarketId) -> Option<OrderView> {
+    Some(OrderView {
+        market,
+        order_id: row.order_id,
+        user: row.user,
+        client_order_id: ClientOrderId::new(&row.client_order_id),
+        price: Price(row.price),
+        orig_qty: Qty(row.orig_qty),
+        orig_quote_qty: Amount(row.orig_quote_qty),
+        executed_qty: Qty(row.executed_qty),
+        cummulative_quote_qty: Amount(row.cummulative_quote_qty),
+        status: OrderStatus::parse(&row.status)?,
+        time_in_force: TimeInForce::parse(&row.time_in_force)?,
+        kind: OrderType::parse(&row.order_type)?,
+        side: Side::parse(&row.side)?,
+        stop_price: Price(row.stop_price),
+        time_ms: row.time_ms,
+        update_time_ms: row.update_time_ms,
+        stp: StpMode::parse(&row.stp_mode)?,
+    })
+}
+
+/// A stored trade as the engine's view; `None` for an unknown asset.
+pub fn user_trade(trading: &Trading, row: &TradeRow, market: MarketId) -> Option<UserTrade> {
+    Some(UserTrade {
+        market,
+        trade_id: row.trade_id,
+        order_id: row.order_id,
+        price: Price(row.price),
+        qty: Qty(row.qty),
+        quote_qty: Amount(row.quote_qty),
+        commission: Amount(row.commission),
+        commission_asset: trading.accounts().asset_id(&row.commission_asset)?,
+        time_ms: row.time_ms,
+        is_buyer: row.is_buyer,
+        is_maker: row.is_maker,
+    })
+}
+
+/// The view of a live order as a row (for merging memory with the store).
+pub fn row_of_view(trading: &Trading, view: &OrderView) -> OrderRow {
+    order_row(&trading.spec(view.market).symbol, view)
+}
+
+/// How many bytes `row` holds, roughly: what the backlog counts.
+pub fn row_bytes(row: &Row) -> usize {
+    let text = match row {
+        Row::User(u) => u.name.len(),
+        Row::Key(k) => k.api_key.len() + k.scopes.len(),
+        Row::Order(o) => {
+            o.symbol.len()
+                + o.client_order_id.len()
+                + o.status.len()
+                + o.time_in_force.len()
+                + o.order_type.len()
+                + o.side.len()
+                + o.stp_mode.len()
+        }
+        Row::Trade(t) => t.symbol.len() + t.commission_asset.len(),
+        Row::Ledger(l) => l.asset.len(),
+    };
+    std::mem::size_of::<Row>() + text
+}

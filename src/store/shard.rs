@@ -1,0 +1,801 @@
+//! One shard's history store: its engine (a SQLite file worked on by the
+//! executor's blocking thread, or the shard's own PostgreSQL connections
+//! and read replicas), and the rules every call follows.
+//!
+//! Every call has a timeout (`history_call_timeout_ms`) and goes through
+//! the shard's circuit breaker; failed reads retry with exponential
+//! backoff and full jitter (the writer retries its batch for as long as it
+//! takes, see `server::history`). An open breaker refuses at once, so a
+//! store that is down costs a read one error and never a hang. Every call
+//! is counted and timed by statement kind for /metrics.
+//!
+//! A blocking SQLite call never runs on the shard's executor thread: it
+//! runs on the executor's blocking thread, at a lower CPU priority than
+//! the shard (a bulkhead: history never slows order entry).
+
+use super::backlog::Backlog;
+use super::postgres::PgStore;
+use super::rows::Row;
+use super::sqlite::SqliteStore;
+use super::{Batch, HistoryStore, OrderRow, OrdersQuery, Progress, StoreError, TradeRow, TradesQuery, HISTORY_FILE};
+use crate::config::{HistoryConfig, HistoryEngine};
+use crate::metrics::{latency_histogram, HistoryCounters, LatencySummary, HISTORY_KINDS};
+use crate::resilience::{Backoff, Breaker, BreakerConfig};
+use glommio::sync::Semaphore;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest call the latency histograms tell apart.
+const CALL_NS_MAX: u64 = 600_000_000_000;
+/// The nice value of the blocking thread SQLite calls run on: below the
+/// shard's, so that the kernel gives the shard the core first.
+const BLOCKING_NICE: i32 = 10;
+
+/// What a history call is, for its latency histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Write = 0,
+    Order = 1,
+    Orders = 2,
+    Trades = 3,
+    Export = 4,
+}
+
+/// One order asked for by id or by client order id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderKey {
+    Id(u64),
+    Client(String),
+}
+
+/// `OrdersQuery` with its text owned, to cross to another thread.
+#[derive(Clone, Debug)]
+pub struct OwnedOrdersQuery {
+    pub user: u64,
+    pub symbol: String,
+    pub from_id: Option<u64>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub limit: usize,
+}
+
+impl OwnedOrdersQuery {
+    pub fn borrowed(&self) -> OrdersQuery<'_> {
+        OrdersQuery {
+            user: self.user,
+            symbol: &self.symbol,
+            from_id: self.from_id,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `TradesQuery` with its text owned.
+#[derive(Clone, Debug)]
+pub struct OwnedTradesQuery {
+    pub user: u64,
+    pub symbol: String,
+    pub order_id: Option<u64>,
+    pub from_id: Option<u64>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub limit: usize,
+}
+
+impl OwnedTradesQuery {
+    pub fn borrowed(&self) -> TradesQuery<'_> {
+        TradesQuery {
+            user: self.user,
+            symbol: &self.symbol,
+            order_id: self.order_id,
+            from_id: self.from_id,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The shard's PostgreSQL connections: at most `size`, made when needed,
+/// dropped after a failure (the next call connects again).
+struct Pool {
+    url: String,
+    idle: RefCell<Vec<PgStore>>,
+    open: Cell<usize>,
+    waiting: Cell<usize>,
+    permits: Semaphore,
+    replicas: ReplicaSet,
+    /// The primary's WAL position after this shard's newest batch: what a
+    /// replica must have replayed before it may answer this shard's reads.
+    written_position: Cell<u64>,
+}
+
+enum Engine {
+    Sqlite(Arc<Mutex<SqliteStore>>),
+    Postgres(Pool),
+}
+
+/// Call counts and latencies, for /metrics.
+struct Figures {
+    counters: HistoryCounters,
+    latency_ns: Vec<Histogram<u64>>,
+}
+
+/// A shard's history store.
+pub struct ShardStore {
+    shard: u32,
+    engine: Engine,
+    breaker: RefCell<Breaker>,
+    timeout: Duration,
+    retries: u32,
+    backoff: (u64, u64),
+    figures: RefCell<Figures>,
+    jitter: Cell<u64>,
+    /// Rows made but not yet in the store (see `backlog`).
+    backlog: RefCell<Backlog>,
+}
+
+/// The SQLite file of `shard` in `data_dir`.
+pub fn sqlite_path(data_dir: &Path, shard: u32) -> std::path::PathBuf {
+    crate::durability::snapshot::shard_dir(data_dir, shard).join(HISTORY_FILE)
+}
+
+impl ShardStore {
+    /// The store of `shard` as configured; `None` when the store is off.
+    /// PostgreSQL connects on first use, so a database that is down at
+    /// start does not keep the shard from trading.
+    pub fn open(
+        config: &HistoryConfig,
+        data_dir: &Path,
+        shard: u32,
+        generation: u64,
+    ) -> Result<Option<ShardStore>, StoreError> {
+        let engine = match &config.engine {
+            HistoryEngine::Off => return Ok(None),
+            HistoryEngine::Sqlite => {
+                let path = sqlite_path(data_dir, shard);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
+                }
+                Engine::Sqlite(Arc::new(Mutex::new(SqliteStore::open(&path)?)))
+            }
+            HistoryEngine::Postgres(url) => Engine::Postgres(Pool {
+                url: url.clone(),
+                idle: RefCell::new(Vec::new()),
+                open: Cell::new(0),
+                waiting: Cell::new(0),
+                permits: Semaphore::new(config.connections_per_shard as u64),
+                replicas: ReplicaSet::new(config.replicas.clone()),
+                written_position: Cell::new(0),
+            }),
+        };
+        let breaker = Breaker::new(BreakerConfig {
+            failures_min: config.breaker_failures_min,
+            failure_ratio_permille: config.breaker_failure_ratio_permille,
+            window_ms: config.breaker_window_ms,
+            open_ms: config.breaker_open_ms,
+            half_open_probes: config.breaker_half_open_probes,
+        });
+        let mut counters = HistoryCounters {
+            engine: match engine {
+                Engine::Sqlite(_) => 1,
+                Engine::Postgres(_) => 2,
+            },
+            replicas: config.replicas.len(),
+            ..HistoryCounters::default()
+        };
+        counters.replica_lag_bytes = [u64::MAX; crate::metrics::HISTORY_REPLICAS_MAX];
+        Ok(Some(ShardStore {
+            shard,
+            engine,
+            breaker: RefCell::new(breaker),
+            timeout: Duration::from_millis(config.call_timeout_ms),
+            retries: config.retries,
+            backoff: (config.backoff_base_ms, config.backoff_max_ms),
+            figures: RefCell::new(Figures {
+                counters,
+                latency_ns: HISTORY_KINDS.iter().map(|_| latency_histogram(CALL_NS_MAX)).collect(),
+            }),
+            jitter: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(shard) + 1)),
+            backlog: RefCell::new(Backlog::new(shard, generation, config.backlog_bytes_max)),
+        }))
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// The schema version this build brings its engine to.
+    pub fn schema_version(&self) -> u32 {
+        let migrations = match self.engine {
+            Engine::Sqlite(_) => super::sqlite::MIGRATIONS,
+            Engine::Postgres(_) => super::postgres::MIGRATIONS,
+        };
+        migrations.last().map_or(0, |(v, _)| *v)
+    }
+
+    /// This shard's figures now.
+    pub fn counters(&self) -> HistoryCounters {
+        let mut figures = self.figures.borrow_mut();
+        let Figures { counters, latency_ns } = &mut *figures;
+        for (summary, h) in counters.latency.iter_mut().zip(latency_ns.iter()) {
+            *summary = LatencySummary {
+                p50_ns: h.value_at_quantile(0.5),
+                p99_ns: h.value_at_quantile(0.99),
+                max_ns: h.max(),
+                count: h.len(),
+                sum_ns: summary.sum_ns,
+            };
+        }
+        let breaker = self.breaker.borrow();
+        figures.counters.breaker_state = breaker.state().gauge();
+        figures.counters.breaker_transitions = breaker.transitions();
+        if let Engine::Postgres(pool) = &self.engine {
+            figures.counters.connections_open = pool.open.get() as u64;
+            figures.counters.connections_busy = (pool.open.get() - pool.idle.borrow().len()) as u64;
+            figures.counters.connections_waiting = pool.waiting.get() as u64;
+        }
+        figures.counters
+    }
+
+    /// Lets the writer and the shard update the backlog figures.
+    pub fn with_counters(&self, update: impl FnOnce(&mut HistoryCounters)) {
+        update(&mut self.figures.borrow_mut().counters);
+    }
+
+    /// Keeps the rows of the records up to `lsn` (epoch `epoch`) for the
+    /// writer; past the backlog's limit they are dropped (and written at
+    /// the next start-up from the journal).
+    pub fn keep(&self, lsn: u64, epoch: u64, rows: Vec<Row>, now_ms: u64) {
+        let count = rows.len() as u64;
+        let mut backlog = self.backlog.borrow_mut();
+        let was_over = backlog.overflowed();
+        if !backlog.push(lsn, epoch, rows, now_ms) {
+            if !was_over {
+                eprintln!(
+                    "WARNING: shard {}: history backlog over history_backlog_bytes_max ({} bytes waiting); \
+                     trading goes on, the journal keeps the records and the next start-up writes their rows",
+                    self.shard,
+                    backlog.bytes()
+                );
+            }
+            self.figures.borrow_mut().counters.rows_dropped += count;
+        }
+    }
+
+    pub fn backlog(&self) -> std::cell::RefMut<'_, Backlog> {
+        self.backlog.borrow_mut()
+    }
+
+    /// The backlog's figures into the counters, for /metrics.
+    pub fn count_backlog(&self, now_ms: u64) {
+        let backlog = self.backlog.borrow();
+        let mut figures = self.figures.borrow_mut();
+        let c = &mut figures.counters;
+        c.backlog_rows = backlog.rows() as u64;
+        c.backlog_bytes = backlog.bytes() as u64;
+        c.backlog_groups = backlog.groups() as u64;
+        c.backlog_age_ms = backlog.age_ms(now_ms);
+        c.backlog_over = u64::from(backlog.overflowed());
+    }
+
+    /// Every order of the query's user and market that the store and the
+    /// backlog hold in its window, each in its newest state, in order id
+    /// order. The backlog is read first: a batch written while the store
+    /// answers is then in one of the two, and a duplicate is dropped.
+    pub async fn orders_with_backlog(&self, query: &OwnedOrdersQuery) -> Result<Vec<OrderRow>, StoreError> {
+        let waiting = {
+            let backlog = self.readable_backlog()?;
+            backlog.orders(query.user, &query.symbol, |o| {
+                o.order_id >= query.from_id.unwrap_or(0)
+                    && o.time_ms >= query.start_ms.unwrap_or(0)
+                    && o.time_ms <= query.end_ms.unwrap_or(u64::MAX)
+            })
+        };
+        let stored = self.orders(query).await?;
+        Ok(merge_by_key(stored, waiting, |o| o.order_id))
+    }
+
+    /// `orders_with_backlog` for trades.
+    pub async fn trades_with_backlog(&self, query: &OwnedTradesQuery) -> Result<Vec<TradeRow>, StoreError> {
+        let waiting = {
+            let backlog = self.readable_backlog()?;
+            backlog.trades(query.user, &query.symbol, |t| {
+                t.trade_id >= query.from_id.unwrap_or(0)
+                    && query.order_id.is_none_or(|id| t.order_id == id)
+                    && t.time_ms >= query.start_ms.unwrap_or(0)
+                    && t.time_ms <= query.end_ms.unwrap_or(u64::MAX)
+            })
+        };
+        let stored = self.trades(query).await?;
+        Ok(merge_by_key(stored, waiting, |t| t.trade_id))
+    }
+
+    /// One order from the backlog or the store.
+    pub async fn order_with_backlog(
+        &self,
+        user: u64,
+        symbol: &str,
+        key: &OrderKey,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let waiting = {
+            let backlog = self.readable_backlog()?;
+            let mut found = backlog.orders(user, symbol, |o| match key {
+                OrderKey::Id(id) => o.order_id == *id,
+                OrderKey::Client(c) => o.client_order_id == *c,
+            });
+            found.pop()
+        };
+        if waiting.is_some() {
+            return Ok(waiting);
+        }
+        self.order(user, symbol, key).await
+    }
+
+    /// The backlog, when it holds every row the store lacks.
+    fn readable_backlog(&self) -> Result<std::cell::Ref<'_, Backlog>, StoreError> {
+        let backlog = self.backlog.borrow();
+        if backlog.overflowed() {
+            return Err(StoreError::Engine(
+                "the history backlog went over its limit; older history is back after the next start-up".into(),
+            ));
+        }
+        Ok(backlog)
+    }
+
+    /// Whether the breaker lets calls through now (reads that could be
+    /// answered from memory use it to skip the store).
+    pub fn is_open(&self) -> bool {
+        self.breaker.borrow().state() == crate::resilience::BreakerState::Open
+    }
+
+    /// Brings the schema to this build's version; returns the version found.
+    pub async fn migrate(&self) -> Result<u32, StoreError> {
+        self.call(Kind::Write, || async {
+            match &self.engine {
+                Engine::Sqlite(store) => blocking(store, |s| futures_lite::future::block_on(s.migrate())).await,
+                Engine::Postgres(pool) => pool.with(|mut c| async move { (c.migrate().await, c) }).await,
+            }
+        })
+        .await
+    }
+
+    /// Where this shard's history stands in the store.
+    pub async fn progress(&self) -> Result<Option<Progress>, StoreError> {
+        let shard = self.shard;
+        self.call(Kind::Write, || async move {
+            match &self.engine {
+                Engine::Sqlite(store) => {
+                    blocking(store, move |s| futures_lite::future::block_on(s.progress(shard))).await
+                }
+                Engine::Postgres(pool) => pool.with(|mut c| async move { (c.progress(shard).await, c) }).await,
+            }
+        })
+        .await
+    }
+
+    /// Writes one batch (once: a batch the store has is skipped). One
+    /// attempt; the writer decides when to try again.
+    pub async fn write(&self, batch: &Arc<Batch>) -> Result<bool, StoreError> {
+        let result = self
+            .call(Kind::Write, || async {
+                match &self.engine {
+                    Engine::Sqlite(store) => {
+                        let batch = batch.clone();
+                        blocking(store, move |s| futures_lite::future::block_on(s.write(&batch))).await
+                    }
+                    Engine::Postgres(pool) => {
+                        let written = pool
+                            .with(|mut c| async move {
+                                let result = c.write(batch).await.map(|applied| (applied, c.last_write_position()));
+                                (result, c)
+                            })
+                            .await?;
+                        pool.written_position.set(pool.written_position.get().max(written.1));
+                        Ok(written.0)
+                    }
+                }
+            })
+            .await;
+        let mut figures = self.figures.borrow_mut();
+        match result {
+            Ok(true) => {
+                figures.counters.batches_written += 1;
+                figures.counters.rows_written += batch.rows.len() as u64;
+            }
+            Ok(false) => figures.counters.batches_skipped += 1,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// One order of `user` in `symbol`.
+    pub async fn order(&self, user: u64, symbol: &str, key: &OrderKey) -> Result<Option<OrderRow>, StoreError> {
+        self.read(Kind::Order, || async {
+            let symbol = symbol.to_string();
+            let key = key.clone();
+            match &self.engine {
+                Engine::Sqlite(store) => {
+                    blocking(store, move |s| {
+                        futures_lite::future::block_on(find_order(s, user, &symbol, &key))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let (symbol, key) = (&symbol, &key);
+                    pool.read(|mut c| async move { (find_order(&mut c, user, symbol, key).await, c) })
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn orders(&self, query: &OwnedOrdersQuery) -> Result<Vec<OrderRow>, StoreError> {
+        self.read(Kind::Orders, || async {
+            let query = query.clone();
+            match &self.engine {
+                Engine::Sqlite(store) => {
+                    blocking(store, move |s| {
+                        futures_lite::future::block_on(s.orders(&query.borrowed()))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let query = &query;
+                    pool.read(|mut c| async move { (c.orders(&query.borrowed()).await, c) })
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn trades(&self, query: &OwnedTradesQuery) -> Result<Vec<TradeRow>, StoreError> {
+        self.read(Kind::Trades, || async {
+            let query = query.clone();
+            match &self.engine {
+                Engine::Sqlite(store) => {
+                    blocking(store, move |s| {
+                        futures_lite::future::block_on(s.trades(&query.borrowed()))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let query = &query;
+                    pool.read(|mut c| async move { (c.trades(&query.borrowed()).await, c) })
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    /// PostgreSQL upkeep: partitions `months` ahead of `now_ms` and the
+    /// statistics views. Nothing for SQLite.
+    pub async fn upkeep(&self, now_ms: u64, months: u32) -> Result<(), StoreError> {
+        let Engine::Postgres(pool) = &self.engine else {
+            return Ok(());
+        };
+        self.call(Kind::Write, || async {
+            pool.with(|mut c| async move {
+                let result = async {
+                    c.ensure_partitions(now_ms, months).await?;
+                    c.refresh_statistics().await
+                }
+                .await;
+                (result, c)
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Asks every replica how far it has replayed, for /metrics.
+    pub async fn refresh_replica_lag(&self) {
+        let Engine::Postgres(pool) = &self.engine else { return };
+        if pool.replicas.urls.is_empty() {
+            return;
+        }
+        pool.replicas.refresh().await;
+        let lags = pool.replicas.lag_bytes(pool.written_position.get());
+        let mut figures = self.figures.borrow_mut();
+        for (slot, lag) in figures.counters.replica_lag_bytes.iter_mut().zip(lags) {
+            *slot = lag.unwrap_or(u64::MAX);
+        }
+    }
+
+    /// A read: retried with backoff while the breaker lets it through.
+    async fn read<T, F, Fut>(&self, kind: Kind, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut attempt = 0;
+        loop {
+            let result = self.call(kind, &op).await;
+            match result {
+                Err(StoreError::Unavailable) => return result,
+                Err(_) if attempt < self.retries => {
+                    attempt += 1;
+                    self.figures.borrow_mut().counters.retries += 1;
+                    let delay = backoff.next_delay_ms(self.next_random());
+                    glommio::timer::sleep(Duration::from_millis(delay)).await;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    /// One call: through the breaker, with the timeout, counted.
+    async fn call<T, F, Fut>(&self, kind: Kind, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        if !self.breaker.borrow_mut().allow(crate::clock::now_ms()) {
+            self.figures.borrow_mut().counters.breaker_rejections += 1;
+            return Err(StoreError::Unavailable);
+        }
+        let started = Instant::now();
+        let result = match glommio::timer::timeout(self.timeout, async { Ok(op().await) }).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
+        };
+        let elapsed_ns = started.elapsed().as_nanos() as u64;
+        self.breaker.borrow_mut().record(crate::clock::now_ms(), result.is_ok());
+        let mut figures = self.figures.borrow_mut();
+        let slot = kind as usize;
+        figures.latency_ns[slot].saturating_record(elapsed_ns.clamp(1, CALL_NS_MAX));
+        figures.counters.latency[slot].sum_ns += elapsed_ns;
+        if let Err(e) = &result {
+            figures.counters.errors += 1;
+            if matches!(e, StoreError::Timeout(_)) {
+                figures.counters.timeouts += 1;
+            }
+        }
+        result
+    }
+
+    /// A retry delay's random number (xorshift: jitter needs no more).
+    fn next_random(&self) -> u64 {
+        let mut x = self.jitter.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter.set(x);
+        x
+    }
+}
+
+/// `stored` and `waiting` (each in key order) as one list in key order;
+/// for a key in both, the waiting (newer) row wins.
+fn merge_by_key<T>(stored: Vec<T>, waiting: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+    if waiting.is_empty() {
+        return stored;
+    }
+    let mut all: Vec<T> = stored
+        .into_iter()
+        .filter(|s| waiting.binary_search_by_key(&key(s), &key).is_err())
+        .collect();
+    all.extend(waiting);
+    all.sort_by_key(&key);
+    all
+}
+
+/// The order by id or by client order id, in any engine.
+async fn find_order(
+    store: &mut impl HistoryStore,
+    user: u64,
+    symbol: &str,
+    key: &OrderKey,
+) -> Result<Option<OrderRow>, StoreError> {
+    match key {
+        OrderKey::Id(id) => store.order(user, symbol, *id).await,
+        OrderKey::Client(client) => store.order_by_client_id(user, symbol, client).await,
+    }
+}
+
+/// Runs `work` on the SQLite store on the executor's blocking thread.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Mutex<SqliteStore>>,
+    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    glommio::executor()
+        .spawn_blocking(move || {
+            lower_priority_once();
+            let mut guard = store
+                .lock()
+                .map_err(|_| StoreError::Engine("the SQLite store's lock is poisoned".into()))?;
+            work(&mut guard)
+        })
+        .await
+}
+
+thread_local! {
+    static LOWERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Gives the calling (blocking) thread a lower CPU priority, once.
+fn lower_priority_once() {
+    LOWERED.with(|lowered| {
+        if !lowered.get() {
+            lowered.set(true);
+            // SAFETY: gettid has no preconditions; setpriority changes only
+            // this thread's nice value.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, BLOCKING_NICE);
+            }
+        }
+    });
+}
+
+impl Pool {
+    /// Runs `work` on a connection of the primary. The connection goes
+    /// back to the pool after a success and is dropped after a failure
+    /// (or a timeout, which drops this future and the connection with it).
+    async fn with<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(PgStore) -> Fut,
+        Fut: Future<Output = (Result<T, StoreError>, PgStore)>,
+    {
+        self.waiting.set(self.waiting.get() + 1);
+        let permit = self.permits.acquire_permit(1).await;
+        self.waiting.set(self.waiting.get() - 1);
+        let _permit = permit.map_err(|e| StoreError::Engine(format!("connection pool: {e}")))?;
+        let idle = self.idle.borrow_mut().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = PgStore::connect(&self.url).await?;
+                self.open.set(self.open.get() + 1);
+                conn
+            }
+        };
+        let open = OpenGuard(&self.open);
+        let (result, conn) = work(conn).await;
+        if result.is_ok() {
+            self.idle.borrow_mut().push(conn);
+            std::mem::forget(open);
+        }
+        result
+    }
+
+    /// A read: on a replica that has replayed this shard's newest batch,
+    /// else on the primary.
+    async fn read<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: Fn(PgStore) -> Fut,
+        Fut: Future<Output = (Result<T, StoreError>, PgStore)>,
+    {
+        if let Some((index, conn)) = self.replicas.take_reader(self.written_position.get()).await {
+            let (result, conn) = work(conn).await;
+            if result.is_ok() {
+                self.replicas.put_back(index, conn);
+                return result;
+            }
+            self.replicas.put_back_failed(index);
+        }
+        self.with(work).await
+    }
+}
+
+/// One read replica's connection.
+enum Replica {
+    Idle(PgStore),
+    /// A read or a position check has it.
+    Busy,
+    /// Not connected; the next position check tries again.
+    Down,
+}
+
+/// The shard's read replicas, each with one connection, chosen
+/// round-robin among those that have replayed far enough (see
+/// `postgres::pick_replica`).
+struct ReplicaSet {
+    urls: Vec<String>,
+    slots: RefCell<Vec<Replica>>,
+    /// Each replica's replay position (WAL bytes) when last asked.
+    positions: RefCell<Vec<Option<u64>>>,
+    next: Cell<usize>,
+}
+
+impl ReplicaSet {
+    fn new(urls: Vec<String>) -> ReplicaSet {
+        let n = urls.len();
+        ReplicaSet {
+            urls,
+            slots: RefCell::new((0..n).map(|_| Replica::Down).collect()),
+            positions: RefCell::new(vec![None; n]),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Asks every replica not in use how far it has replayed, connecting
+    /// those that are down.
+    async fn refresh(&self) {
+        for i in 0..self.urls.len() {
+            let slot = std::mem::replace(&mut self.slots.borrow_mut()[i], Replica::Busy);
+            let conn = match slot {
+                Replica::Idle(conn) => Some(conn),
+                Replica::Down => PgStore::connect(&self.urls[i]).await.ok(),
+                Replica::Busy => {
+                    self.slots.borrow_mut()[i] = Replica::Busy;
+                    continue;
+                }
+            };
+            let (position, slot) = match conn {
+                Some(conn) => match conn.replay_position().await {
+                    Ok(position) => (position, Replica::Idle(conn)),
+                    Err(_) => (None, Replica::Down),
+                },
+                None => (None, Replica::Down),
+            };
+            self.positions.borrow_mut()[i] = position;
+            self.slots.borrow_mut()[i] = slot;
+        }
+    }
+
+    /// A replica's connection that has replayed at least `required`.
+    async fn take_reader(&self, required: u64) -> Option<(usize, PgStore)> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        self.refresh().await;
+        let chosen = {
+            let slots = self.slots.borrow();
+            let positions: Vec<Option<u64>> = self
+                .positions
+                .borrow()
+                .iter()
+                .zip(slots.iter())
+                .map(|(p, s)| if matches!(s, Replica::Idle(_)) { *p } else { None })
+                .collect();
+            super::postgres::pick_replica(self.next.get(), &positions, required)?
+        };
+        self.next.set((chosen + 1) % self.urls.len());
+        let slot = std::mem::replace(&mut self.slots.borrow_mut()[chosen], Replica::Busy);
+        match slot {
+            Replica::Idle(conn) => Some((chosen, conn)),
+            other => {
+                self.slots.borrow_mut()[chosen] = other;
+                None
+            }
+        }
+    }
+
+    fn put_back(&self, index: usize, conn: PgStore) {
+        self.slots.borrow_mut()[index] = Replica::Idle(conn);
+    }
+
+    fn put_back_failed(&self, index: usize) {
+        self.slots.borrow_mut()[index] = Replica::Down;
+    }
+
+    /// Bytes each replica is behind `primary`, `None` when unknown.
+    fn lag_bytes(&self, primary: u64) -> Vec<Option<u64>> {
+        self.positions
+            .borrow()
+            .iter()
+            .map(|p| p.map(|p| primary.saturating_sub(p)))
+            .collect()
+    }
+}
+
+/// Counts a connection down unless forgotten (the connection went back).
+struct OpenGuard<'a>(&'a Cell<usize>);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
