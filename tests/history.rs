@@ -132,7 +132,13 @@ fn check_whole_history(server: &Server, user: &User, placed: &[u64], seller: &Us
     assert_eq!(first["price"], "20000.00000000");
     // Newest without a start: the last 500, oldest first.
     let r = signed(&mut c, user, "GET", "/api/v3/allOrders", "symbol=BTCUSDT");
-    let newest: Vec<u64> = r.json().as_array().unwrap().iter().map(|o| o["orderId"].as_u64().unwrap()).collect();
+    let newest: Vec<u64> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_u64().unwrap())
+        .collect();
     let expected = placed[placed.len() - 500.min(placed.len())..].to_vec();
     assert_eq!(
         (newest.len(), newest.first(), newest.last()),
@@ -217,4 +223,273 @@ fn postgres_keeps_every_order_and_trade_queryable() {
         "0"
     );
     assert_eq!(metric(&server, "tradsys_history_engine"), 4.0);
+}
+
+/// Places orders one after another until `stop`; returns the ids of those
+/// acknowledged and how many were refused.
+fn order_load(
+    server_addr: std::net::SocketAddr,
+    user: User,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<u64>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let mut c = Client::connect(server_addr);
+        let mut ids = Vec::new();
+        let mut errors = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            let q = format!(
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price={}",
+                20_000 + i % 100
+            );
+            let r = signed(&mut c, &user, "POST", "/api/v3/order", &q);
+            if r.status == 200 {
+                let id = r.json()["orderId"].as_u64().expect("orderId");
+                let q = format!("symbol=BTCUSDT&orderId={id}");
+                let canceled = signed(&mut c, &user, "DELETE", "/api/v3/order", &q);
+                if canceled.status != 200 {
+                    errors.push(canceled.body_text());
+                }
+                ids.push(id);
+            } else {
+                errors.push(r.body_text());
+            }
+            i += 1;
+        }
+        (ids, errors)
+    })
+}
+
+#[test]
+fn postgres_down_for_20_s_under_load_loses_nothing() {
+    let mut pg = PgServer::start();
+    let url = pg.url();
+    let server = start_in(
+        &temp_data_dir(),
+        2,
+        &[
+            "--durability",
+            "batch",
+            "--postgres",
+            &url,
+            "--history-call-timeout-ms",
+            "1000",
+        ],
+    );
+    let user = create_user(&server, "steady", &FUNDS);
+    let early = place_and_cancel(&server, &user, 150);
+    assert!(drained(&server, Duration::from_secs(30)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = order_load(
+        server.addr,
+        User {
+            id: user.id,
+            key: user.key.clone(),
+            secret: user.secret.clone(),
+        },
+        stop.clone(),
+    );
+    assert!(eventually(Duration::from_secs(10), || metric(
+        &server,
+        "tradsys_history_rows_written_total"
+    ) > 400.0));
+    pg.kill9();
+    let outage = std::time::Instant::now();
+    // While the store is down: the backlog grows, older history answers a
+    // clear error at once, a recent order is still found, the breaker opens.
+    assert!(eventually(Duration::from_secs(10), || metric(
+        &server,
+        "tradsys_history_backlog_rows"
+    ) > 100.0));
+    let mut c = server.connect();
+    let q = format!("symbol=BTCUSDT&orderId={}", early[0]);
+    let asked = std::time::Instant::now();
+    let old = signed(&mut c, &user, "GET", "/api/v3/order", &q);
+    assert_eq!(old.status, 503, "{}", old.body_text());
+    assert_eq!(old.error().0, -1001);
+    assert!(
+        old.error().1.starts_with("History store unavailable"),
+        "{}",
+        old.body_text()
+    );
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let r = signed(
+        &mut c,
+        &user,
+        "GET",
+        "/api/v3/allOrders",
+        "symbol=BTCUSDT&orderId=0&limit=10",
+    );
+    assert_eq!((r.status, r.error().0), (503, -1001));
+    assert!(eventually(Duration::from_secs(10), || metric(
+        &server,
+        "tradsys_history_breaker_transitions_total"
+    ) > 0.0));
+    while outage.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let backlog = metric(&server, "tradsys_history_backlog_rows");
+    assert!(backlog > 1000.0, "backlog {backlog}");
+    pg.start_again();
+    let restarted = std::time::Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (ids, errors) = load.join().expect("load thread");
+    assert_eq!(
+        errors,
+        Vec::<String>::new(),
+        "order entry errors while the store was down"
+    );
+    assert!(
+        drained(&server, Duration::from_secs(30)),
+        "backlog drained within 30 s of the restart"
+    );
+    println!(
+        "{} orders during the outage; backlog peaked over {backlog} rows; drained {:.1} s after the restart",
+        ids.len(),
+        restarted.elapsed().as_secs_f64()
+    );
+    let count = |sql: &str| pg.psql(sql).trim().to_string();
+    let orders = (early.len() + ids.len()).to_string();
+    assert_eq!(count("SELECT count(*) FROM orders"), orders);
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'CANCELED'"), orders);
+    // Every order: one NEW and one CANCELED event, never twice.
+    assert_eq!(
+        count("SELECT count(*) FROM order_events"),
+        (2 * (early.len() + ids.len())).to_string()
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM (SELECT order_id, status FROM order_events GROUP BY 1, 2 HAVING count(*) > 1) x"),
+        "0"
+    );
+    check_all_orders(&server, &user, &early, &ids);
+}
+
+/// allOrders pages hold `early` then `later`, each id once.
+fn check_all_orders(server: &Server, user: &User, early: &[u64], later: &[u64]) {
+    let mut c = server.connect();
+    let mut expected = early.to_vec();
+    expected.extend(later);
+    assert_eq!(all_order_ids(&mut c, user, 1000), expected);
+}
+
+/// `kill -9` of tradsys while rows wait for the store, again and again:
+/// after the last restart the store has every acknowledged order and every
+/// trade side exactly once, and the ledger of every trade balances.
+fn crash_cycles(extra: &[&str], cycles: usize, count: impl Fn(&Server, &str) -> i64) {
+    let dir = temp_data_dir();
+    let mut args = vec!["--durability", "fsync"];
+    args.extend_from_slice(extra);
+    let mut server = start_in(&dir, 2, &args);
+    let seller = create_user(&server, "seller", &FUNDS);
+    let buyer = create_user(&server, "buyer", &FUNDS);
+    let mut acknowledged = 0;
+    let mut traded = 0;
+    for cycle in 0..cycles {
+        let mut c = server.connect();
+        for i in 0..20 {
+            let price = format!("{}", 30_000 + (cycle * 20 + i) % 13);
+            order(&mut c, &seller, "SELL", "0.01", &price);
+            let bought = order(&mut c, &buyer, "BUY", "0.01", &price);
+            assert_eq!(bought["status"], "FILLED");
+            acknowledged += 2;
+            traded += 1;
+        }
+        // No wait: rows of the last orders are still on their way.
+        server.kill9();
+        server = start_in(&dir, 2, &args);
+    }
+    assert!(drained(&server, Duration::from_secs(60)));
+    assert_eq!(count(&server, "SELECT count(*) FROM orders"), acknowledged);
+    assert_eq!(count(&server, "SELECT count(*) FROM trades"), 2 * traded);
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM order_events WHERE status = 'NEW'"),
+        acknowledged / 2,
+        "one NEW event per resting sell order"
+    );
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM ledger WHERE cause = 'TRADE'"),
+        4 * traded,
+        "each trade side: what it paid and what it got, once"
+    );
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM (SELECT asset, reference FROM ledger WHERE cause IN ('TRADE', 'FEE') \
+             GROUP BY asset, reference HAVING sum(delta) <> 0) x"
+        ),
+        0
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sum of `sql` (a count) over the shards' SQLite files.
+fn sqlite_count(server: &Server, sql: &str) -> i64 {
+    (0..2)
+        .map(|shard| {
+            let path = server.data_dir.join(format!("shard-{shard}/history.sqlite"));
+            let db = rusqlite::Connection::open(&path).expect("history file");
+            db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql)
+        })
+        .sum()
+}
+
+#[test]
+fn sqlite_survives_kill_9_during_write_behind() {
+    crash_cycles(&[], 20, sqlite_count);
+}
+
+#[test]
+fn postgres_survives_kill_9_of_tradsys_during_write_behind() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    crash_cycles(&["--postgres", &url], 20, |_, sql| {
+        pg.psql(sql).trim().parse().expect("a count")
+    });
+}
+
+#[test]
+fn a_read_after_a_write_sees_it_whatever_the_replica_lag() {
+    let pg = PgServer::start();
+    let replica = pg.start_replica();
+    let (url, replica_url) = (pg.url(), replica.url());
+    let server = start_in(
+        &temp_data_dir(),
+        2,
+        &[
+            "--durability",
+            "batch",
+            "--postgres",
+            &url,
+            "--postgres-replica",
+            &replica_url,
+        ],
+    );
+    let user = create_user(&server, "reader", &FUNDS);
+    let first = place_and_cancel(&server, &user, 120);
+    assert!(drained(&server, Duration::from_secs(30)));
+    assert_eq!(replica.psql("SELECT pg_is_in_recovery()").trim(), "t");
+    replica.psql("SELECT pg_wal_replay_pause()");
+    let later = place_and_cancel(&server, &user, 120);
+    assert!(drained(&server, Duration::from_secs(30)));
+    // The replica has not replayed the later orders: reads must not miss them.
+    let on_replica = replica.psql("SELECT count(*) FROM orders");
+    assert_eq!(on_replica.trim(), "120");
+    let lag = |shard: &str| {
+        let labels = [("shard", shard), ("replica", "0")];
+        server
+            .metrics()
+            .value("tradsys_history_replica_lag_bytes", &labels)
+            .unwrap_or(0.0)
+    };
+    assert!(eventually(Duration::from_secs(10), || lag("0") > 0.0 || lag("1") > 0.0));
+    check_all_orders(&server, &user, &first, &later);
+    let mut c = server.connect();
+    assert_eq!(query_order(&mut c, &user, later[0])["status"], "CANCELED");
+    replica.psql("SELECT pg_wal_replay_resume()");
+    assert!(eventually(Duration::from_secs(30), || replica
+        .psql("SELECT count(*) FROM orders")
+        .trim()
+        == "240"));
+    check_all_orders(&server, &user, &first, &later);
 }

@@ -249,3 +249,159 @@ pub fn row_bytes(row: &Row) -> usize {
     };
     std::mem::size_of::<Row>() + text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tradsys_engine::order::{OrderQty, OrderRequest};
+
+    fn trading() -> Trading {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml")).expect("markets.toml");
+        let specs = tradsys_engine::market::parse_markets(&text).expect("markets");
+        Trading::new(0, 1, specs, tradsys_engine::book::BookCapacity::default())
+    }
+
+    /// What `flush_engine` hands the store after one operation.
+    fn rows_after(trading: &mut Trading, now_ms: u64, lsn: u64) -> Vec<Row> {
+        let mut out = Output::default();
+        trading.swap_output(&mut out);
+        let mut rows = Vec::new();
+        rows_of(trading, &out.records, &out, now_ms, lsn, &mut rows);
+        rows
+    }
+
+    fn limit(trading: &Trading, side: Side, qty: i64, price: i64) -> OrderRequest {
+        OrderRequest {
+            market: trading.market("BTCUSDT").expect("BTCUSDT"),
+            side,
+            kind: OrderType::Limit,
+            time_in_force: Some(TimeInForce::Gtc),
+            price: Some(Price(price)),
+            qty: OrderQty::Base(Qty(qty)),
+            stop_price: None,
+            client_order_id: ClientOrderId::new("c1"),
+            stp: StpMode::None,
+        }
+    }
+
+    fn ledger(account: u64, asset: &str, delta: i64, cause: LedgerCause, reference: u64, time_ms: u64) -> Row {
+        Row::Ledger(LedgerRow {
+            account,
+            asset: asset.into(),
+            delta,
+            cause,
+            reference,
+            time_ms,
+        })
+    }
+
+    /// A scripted session (users, a key, deposits, a trade, a revoke)
+    /// gives exactly these rows, and its ledger balances per asset.
+    #[test]
+    fn a_scripted_session_gives_exact_rows() {
+        let mut t = trading();
+        t.create_user(7, "maker").unwrap();
+        t.create_user(8, "taker").unwrap();
+        let (key, _) = t.create_key(7, Scopes::from_bits(1 | 2), &[5; 128]).unwrap();
+        t.transfer(7, "BTC", Amount(100_000_000), true).unwrap();
+        t.transfer(8, "USDT", Amount(5_000_000_000_000), true).unwrap();
+        let setup = rows_after(&mut t, 1_000, 5);
+        assert_eq!(
+            setup,
+            vec![
+                Row::User(UserRow {
+                    user: 7,
+                    name: "maker".into(),
+                    created_ms: 1_000
+                }),
+                Row::User(UserRow {
+                    user: 8,
+                    name: "taker".into(),
+                    created_ms: 1_000
+                }),
+                Row::Key(KeyRow {
+                    api_key: key.clone(),
+                    user: 7,
+                    scopes: "READ,TRADE".into(),
+                    revoked: false,
+                    changed_ms: 1_000
+                }),
+                ledger(ACCOUNT_EXTERNAL, "BTC", -100_000_000, LedgerCause::Deposit, 5, 1_000),
+                ledger(7, "BTC", 100_000_000, LedgerCause::Deposit, 5, 1_000),
+                ledger(
+                    ACCOUNT_EXTERNAL,
+                    "USDT",
+                    -5_000_000_000_000,
+                    LedgerCause::Deposit,
+                    5,
+                    1_000
+                ),
+                ledger(8, "USDT", 5_000_000_000_000, LedgerCause::Deposit, 5, 1_000),
+            ]
+        );
+        let sell = limit(&t, Side::Sell, 10_000_000, 3_000_000_000_000);
+        t.place(7, &sell, None, 2_000).unwrap();
+        let placed = rows_after(&mut t, 2_000, 6);
+        assert_eq!(placed.len(), 1);
+        let Row::Order(resting) = &placed[0] else {
+            panic!("{placed:?}")
+        };
+        assert_eq!(
+            (resting.order_id, resting.status.as_str(), resting.executed_qty),
+            (resting.order_id, "NEW", 0)
+        );
+        let buy = limit(&t, Side::Buy, 10_000_000, 3_000_000_000_000);
+        t.place(8, &buy, None, 3_000).unwrap();
+        let traded = rows_after(&mut t, 3_000, 7);
+        let trades: Vec<&TradeRow> = traded
+            .iter()
+            .filter_map(|r| match r {
+                Row::Trade(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(trades.len(), 2, "{traded:?}");
+        let maker = trades.iter().find(|t| t.is_maker).unwrap();
+        assert_eq!(
+            (
+                maker.user,
+                maker.qty,
+                maker.quote_qty,
+                maker.commission,
+                maker.commission_asset.as_str()
+            ),
+            (7, 10_000_000, 300_000_000_000, 300_000_000, "USDT")
+        );
+        let finished: Vec<(u64, &str)> = traded
+            .iter()
+            .filter_map(|r| match r {
+                Row::Order(o) => Some((o.user, o.status.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finished, vec![(8, "FILLED"), (7, "FILLED")]);
+        // Per asset, a trade's entries (both sides and the fees) sum to zero.
+        for asset in ["BTC", "USDT"] {
+            let sum: i64 = traded
+                .iter()
+                .filter_map(|r| match r {
+                    Row::Ledger(l) if l.asset == asset => Some(l.delta),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(sum, 0, "{asset}");
+        }
+        t.revoke_key(&key);
+        assert_eq!(
+            rows_after(&mut t, 4_000, 8),
+            vec![Row::Key(KeyRow {
+                api_key: key,
+                user: 7,
+                scopes: "READ,TRADE".into(),
+                revoked: true,
+                changed_ms: 4_000
+            })]
+        );
+    }
+}

@@ -88,6 +88,7 @@ impl Server {
                 }
                 ["admin", "API", "off:", ..] => {}
                 ["recovered", ..] => server.recovered = Some(line.clone()),
+                ["history", "store:", ..] => {}
                 _ => panic!("unexpected start-up line {line:?}"),
             }
         }
