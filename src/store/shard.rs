@@ -118,7 +118,8 @@ struct Pool {
 
 enum Engine {
     Sqlite(Arc<Mutex<SqliteStore>>),
-    Postgres(Pool),
+    /// Boxed: the pool is large and there is one engine per shard.
+    Postgres(Box<Pool>),
 }
 
 /// Call counts and latencies, for /metrics.
@@ -165,7 +166,7 @@ impl ShardStore {
                 }
                 Engine::Sqlite(Arc::new(Mutex::new(SqliteStore::open(&path)?)))
             }
-            HistoryEngine::Postgres(url) => Engine::Postgres(Pool {
+            HistoryEngine::Postgres(url) => Engine::Postgres(Box::new(Pool {
                 url: url.clone(),
                 idle: RefCell::new(Vec::new()),
                 open: Cell::new(0),
@@ -173,7 +174,7 @@ impl ShardStore {
                 permits: Semaphore::new(config.connections_per_shard as u64),
                 replicas: ReplicaSet::new(config.replicas.clone()),
                 written_position: Cell::new(0),
-            }),
+            })),
         };
         let breaker = Breaker::new(BreakerConfig {
             failures_min: config.breaker_failures_min,
