@@ -24,7 +24,7 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
 	cat <<'EOF'
-usage: bench/rest.sh [account|orders|latency|durability|all]
+usage: bench/rest.sh [account|orders|latency|durability|history|all]
 
   account   GET /api/v3/account (signed, one user) on 1 shard vs nginx ping
   orders    POST /api/v3/order crossing pairs on 2 shards, wrk throughput
@@ -34,6 +34,11 @@ usage: bench/rest.sh [account|orders|latency|durability|all]
             and fsync rounds on fresh servers; fsync/none ratio, commit
             latency, journal bytes per order; then constant-rate latency with
             a snapshot every SNAPSHOT_RECORDS records vs none (snapshot stall)
+  history   POST /api/v3/order as `orders` on fresh servers, rotating the
+            history store off, SQLite (the default) and PostgreSQL (a
+            private server started here, a fresh database per round);
+            sqlite/off and postgres/sqlite ratios, and the store's backlog
+            at the end of each round
   all       account, orders and latency (default)
 
   -h, --help  this text
@@ -89,7 +94,7 @@ mode=all
 for arg in "$@"; do
 	case "$arg" in
 	-h | --help) usage; exit 0 ;;
-	account | orders | latency | durability | all) mode=$arg ;;
+	account | orders | latency | durability | history | all) mode=$arg ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -538,6 +543,89 @@ bench_snapshot_stall() {
 	SERVER_FLAGS=()
 }
 
+# --- history store: off vs SQLite vs PostgreSQL --------------------------------
+
+# start_postgres: a private PostgreSQL on a free loopback port, as the
+# postgres user (it refuses root), its postmaster a child of this script
+# (counted as server CPU). Sets pgport, pgpid, pgbin.
+start_postgres() {
+	pgbin=$(pg_config --bindir 2>/dev/null || true)
+	[[ -x "$pgbin/initdb" ]] || pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	[[ -x "$pgbin/initdb" ]] || { log "PostgreSQL is not installed (apt-get install postgresql)"; return 1; }
+	local dir=$tmp/pg user=()
+	mkdir -p "$dir" && chmod 755 "$tmp" && chmod 700 "$dir"
+	if ((EUID == 0)); then
+		chown postgres: "$dir"
+		user=(setpriv --reuid=postgres --regid=postgres --init-groups)
+	fi
+	"${user[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$tmp/initdb.log" 2>&1
+	pgport=$(free_port)
+	"${user[@]}" "$pgbin/postgres" -D "$dir/data" -p "$pgport" -k "$dir" -c listen_addresses=127.0.0.1 \
+		>"$tmp/postgres.log" 2>&1 &
+	pgpid=$!
+	pids+=("$pgpid")
+	local i
+	for ((i = 0; i < 100; i++)); do
+		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport" && return 0
+		sleep 0.1
+	done
+	log "PostgreSQL did not start; its log:"; tail -n 20 "$tmp/postgres.log" >&2
+	return 1
+}
+
+pg_sql() {
+	"$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d "${2:-postgres}" -Atqc "$1"
+}
+
+# history_backlog: rows waiting and rows written, summed over shards.
+history_backlog() {
+	echo "$(metric tradsys_history_backlog_rows) $(metric tradsys_history_rows_written_total)"
+}
+
+bench_history() {
+	local r store rps_off=() rps_sqlite=() rps_pg=() cpu_off=() cpu_sqlite=() cpu_pg=() order waiting written
+	start_postgres
+	out ""
+	out "== history store: POST /api/v3/order crossing pairs, 2 shards, wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION, fresh server per round, --durability $DURABILITY =="
+	out "PostgreSQL $("$pgbin/postgres" --version | awk '{ print $NF }') on 127.0.0.1:$pgport (private, fsync on), a fresh database per round"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		case $((r % 3)) in
+			1) order="off sqlite postgres" ;;
+			2) order="sqlite postgres off" ;;
+			0) order="postgres off sqlite" ;;
+		esac
+		for store in $order; do
+			case $store in
+				off) SERVER_FLAGS=(--history off) ;;
+				sqlite) SERVER_FLAGS=() ;;
+				postgres)
+					pg_sql "DROP DATABASE IF EXISTS bench" >/dev/null
+					pg_sql "CREATE DATABASE bench" >/dev/null
+					SERVER_FLAGS=(--postgres "postgresql://postgres@127.0.0.1:$pgport/bench")
+					;;
+			esac
+			start_two_shards
+			run_orders_warmup
+			measure_orders_once "$r"
+			read -r waiting written <<<"$(history_backlog)"
+			out "$store: $last_line"
+			out "    history: $written rows written, $waiting waiting at the end of the round"
+			case $store in
+				off) rps_off+=("$last_rps"); cpu_off+=("$last_per_cpu") ;;
+				sqlite) rps_sqlite+=("$last_rps"); cpu_sqlite+=("$last_per_cpu") ;;
+				postgres) rps_pg+=("$last_rps"); cpu_pg+=("$last_per_cpu") ;;
+			esac
+			stop_tradsys
+		done
+	done
+	SERVER_FLAGS=()
+	local off sqlite pg
+	off=$(median "${rps_off[@]}"); sqlite=$(median "${rps_sqlite[@]}"); pg=$(median "${rps_pg[@]}")
+	out "median orders/s: off $off, sqlite $sqlite, postgres $pg"
+	out "ratios: sqlite/off $(awk -v a="$sqlite" -v b="$off" 'BEGIN { printf "%.3f", b ? a / b : 0 }') (target >= 0.90), postgres/sqlite $(awk -v a="$pg" -v b="$sqlite" 'BEGIN { printf "%.3f", b ? a / b : 0 }') (target >= 0.90)"
+	out "median orders per server CPU-second (PostgreSQL's CPU counted as server): off $(median "${cpu_off[@]}"), sqlite $(median "${cpu_sqlite[@]}"), postgres $(median "${cpu_pg[@]}")"
+}
+
 # --- main --------------------------------------------------------------------
 
 ensure_tools
@@ -555,6 +643,7 @@ out "rate limits raised for the benchmark: ${LIMIT_FLAGS[*]}"
 case "$mode" in
 account) bench_account ;;
 durability) bench_durability ;;
+history) bench_history ;;
 orders) start_two_shards; bench_orders ;;
 latency)
 	start_two_shards

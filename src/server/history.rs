@@ -282,6 +282,30 @@ where
     })
 }
 
+/// Refuses a store that already holds another data directory's history:
+/// a new data directory starts its positions over, and the store would
+/// take its rows for ones it has.
+pub(crate) fn check_unused(config: &Config) -> Result<(), String> {
+    let shards = config.shards as u32;
+    let used = on_temporary_executor(config, shards, |stores| async move {
+        for store in &stores {
+            if let Some(p) = store.progress().await.map_err(|e| e.to_string())? {
+                return Ok(Some((store.shard(), p)));
+            }
+        }
+        Ok::<_, String>(None)
+    })??;
+    match used {
+        None => Ok(()),
+        Some((shard, p)) => Err(format!(
+            "history store: it already holds the history of another data directory (shard {shard} at \
+             generation {} record {}); give a new data directory its own database, or start with that \
+             data directory",
+            p.generation, p.lsn
+        )),
+    }
+}
+
 /// `tradsys migrate`: brings every store the configuration names to this
 /// build's schema and says what it found.
 pub fn migrate(config: &Config) -> Result<String, String> {

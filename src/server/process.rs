@@ -209,7 +209,7 @@ fn recover(config: &Config, shards: u32, markets: &[MarketSpec]) -> Result<recov
     }
     let Some((generation, before)) = snapshot::read_current(&config.data_dir).map_err(RecoveryError::from)? else {
         match crate::server::history::migrate(config) {
-            Ok(_) => {}
+            Ok(_) => crate::server::history::check_unused(config).map_err(failed)?,
             Err(e) if matches!(config.history.engine, HistoryEngine::Postgres(_)) => {
                 eprintln!("WARNING: history store: {e}; the writers migrate once it answers")
             }
