@@ -582,6 +582,22 @@ history_backlog() {
 	echo "$(metric tradsys_history_backlog_rows) $(metric tradsys_history_rows_written_total)"
 }
 
+# wait_history_drained LIMIT_S: waits until no shard has rows waiting for
+# the store (nor rows dropped for room still to be read back from the
+# journal); prints the seconds it took, or "not-drained".
+wait_history_drained() {
+	local limit=$1 start i
+	start=$(date +%s.%N)
+	for ((i = 0; i < limit * 10; i++)); do
+		if (($(metric tradsys_history_backlog_rows) == 0 && $(metric tradsys_history_backlog_over_max) == 0)); then
+			awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", e - s }'
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "not-drained"
+}
+
 bench_history() {
 	local r store rps_off=() rps_sqlite=() rps_pg=() cpu_off=() cpu_sqlite=() cpu_pg=() order waiting written
 	start_postgres
@@ -606,10 +622,12 @@ bench_history() {
 			esac
 			start_two_shards
 			run_orders_warmup
+			# The warm-up's rows are the store's work, not the next window's.
+			wait_history_drained 300 >/dev/null
 			measure_orders_once "$r"
 			read -r waiting written <<<"$(history_backlog)"
 			out "$store: $last_line"
-			out "    history: $written rows written, $waiting waiting at the end of the round"
+			out "    history: $written rows written, $waiting waiting at the end of the window, $(metric tradsys_history_rows_dropped_total) dropped for room (read back from the journal); all in the store $(wait_history_drained 600) s after the load stopped"
 			case $store in
 				off) rps_off+=("$last_rps"); cpu_off+=("$last_per_cpu") ;;
 				sqlite) rps_sqlite+=("$last_rps"); cpu_sqlite+=("$last_per_cpu") ;;

@@ -840,6 +840,41 @@ mod tests {
     }
 
     #[test]
+    fn history_engines_and_replicas() {
+        let c = serve(&[], &[]).unwrap();
+        assert_eq!(c.history.engine, HistoryEngine::Sqlite);
+        assert_eq!(c.history.connections_per_shard, 2);
+        let c = serve(
+            &[
+                "--postgres",
+                "postgresql://u@127.0.0.1:5/db",
+                "--postgres-replica",
+                "host=127.0.0.1 port=6",
+                "--postgres-replica=host=127.0.0.1 port=7",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.history.engine,
+            HistoryEngine::Postgres("postgresql://u@127.0.0.1:5/db".into())
+        );
+        assert_eq!(
+            c.history.replicas,
+            vec!["host=127.0.0.1 port=6", "host=127.0.0.1 port=7"]
+        );
+        assert_eq!(
+            serve(&["--history", "off"], &[]).unwrap().history.engine,
+            HistoryEngine::Off
+        );
+        let migrate: Vec<String> = ["migrate", "--history", "sqlite"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(matches!(load(&migrate, &BTreeMap::new()), Ok(Command::Migrate(_))));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
         let table: &[Case] = &[
@@ -860,6 +895,26 @@ mod tests {
                 &["--config", "/nonexistent/x.toml"],
                 &[],
                 "config file /nonexistent/x.toml: ",
+            ),
+            (
+                &["--history", "redis"],
+                &[],
+                "history: must be sqlite or off, got \"redis\"",
+            ),
+            (
+                &["--history", "off", "--postgres", "host=127.0.0.1"],
+                &[],
+                "history: is off, but --postgres names a store",
+            ),
+            (
+                &["--postgres-replica", "host=127.0.0.1"],
+                &[],
+                "postgres_replica: needs --postgres",
+            ),
+            (
+                &["--history-backoff-base-ms", "10", "--history-backoff-max-ms", "5"],
+                &[],
+                "history_backoff_base_ms: must not exceed history_backoff_max_ms",
             ),
         ];
         for (args, env, expected) in table {

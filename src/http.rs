@@ -451,16 +451,20 @@ pub struct Response<'a, H: AsRef<str> = &'a str> {
     pub head_only: bool,
 }
 
+/// The status line and `Content-Type`, without the final CRLF.
+fn encode_status(out: &mut Vec<u8>, status: u16, content_type: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+}
+
 /// Appends the encoded response to `out`.
 pub fn encode<H: AsRef<str>>(out: &mut Vec<u8>, response: &Response<'_, H>) {
     let mut length = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let mut status = itoa::Buffer::new();
-    out.extend_from_slice(status.format(response.status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason(response.status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(response.content_type.as_bytes());
+    encode_status(out, response.status, response.content_type);
     out.extend_from_slice(b"\r\nContent-Length: ");
     out.extend_from_slice(length.format(response.body.len()).as_bytes());
     for header in response.headers {
@@ -475,6 +479,52 @@ pub fn encode<H: AsRef<str>>(out: &mut Vec<u8>, response: &Response<'_, H>) {
         out.extend_from_slice(response.body);
     }
 }
+
+/// The head of a response whose body follows in chunks
+/// (`Transfer-Encoding: chunked`): for a body whose length is not known
+/// when it starts, such as an export streamed from a cursor. The
+/// connection stays usable after the last chunk.
+pub fn encode_chunked_head<H: AsRef<str>>(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    headers: &[H],
+    close: bool,
+) {
+    encode_status(out, status, content_type);
+    out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    for header in headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(header.as_ref().as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `data` as one chunk of a chunked body; nothing for empty data
+/// (an empty chunk is the last one).
+pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut size = [0u8; 16];
+    let mut at = size.len();
+    let mut left = data.len();
+    while left > 0 {
+        at -= 1;
+        size[at] = b"0123456789abcdef"[left % 16];
+        left /= 16;
+    }
+    out.extend_from_slice(&size[at..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body: the last (empty) chunk and no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends `{"code":..,"msg":..}` for `error` as a full response.
 pub fn encode_error(out: &mut Vec<u8>, error: &HttpError, headers: &[&str], close: bool) {
@@ -638,6 +688,27 @@ mod tests {
         for (query, code) in table {
             assert_eq!(Params::parse(query, None, 2).unwrap_err().code, *code);
         }
+    }
+
+    #[test]
+    fn encodes_chunked_bodies() {
+        let mut out = Vec::new();
+        encode_chunked_head(&mut out, 200, "text/csv", &["X-A: 1"], false);
+        encode_chunk(&mut out, b"");
+        encode_chunk(&mut out, &[b'a'; 26]);
+        encode_chunk(&mut out, b"0123456789");
+        out.extend_from_slice(LAST_CHUNK);
+        let expected = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n1a\r\n{}\r\na\r\n0123456789\r\n0\r\n\r\n",
+            "a".repeat(26)
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        let mut out = Vec::new();
+        encode_chunked_head::<&str>(&mut out, 200, "text/csv", &[], true);
+        assert!(out.ends_with(b"chunked\r\nConnection: close\r\n\r\n"));
+        let mut out = Vec::new();
+        encode_chunk(&mut out, &vec![b'x'; 0x10000]);
+        assert!(out.starts_with(b"10000\r\nxx"));
     }
 
     #[test]

@@ -140,6 +140,14 @@ impl JsonWriter {
         self.key(key).bool(value)
     }
 
+    /// Ends a line of NDJSON (one document per line): the next value
+    /// starts a new document, with no comma before it.
+    pub(crate) fn newline(&mut self) -> &mut Self {
+        self.buf.push('\n');
+        self.need_comma = false;
+        self
+    }
+
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf.into_bytes()
     }

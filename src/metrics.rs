@@ -126,14 +126,25 @@ pub const HISTORY_KINDS: [&str; 5] = ["write", "order", "orders", "trades", "exp
 /// Read replicas whose lag /metrics shows.
 pub const HISTORY_REPLICAS_MAX: usize = 8;
 
-/// Quantiles of one statement kind's latency, in nanoseconds.
+/// One statement kind's latency as a Prometheus histogram: cumulative
+/// counts at or under each of `LATENCY_BUCKETS_SECONDS`, the count and
+/// the sum in nanoseconds.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LatencySummary {
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
+pub struct LatencyBuckets {
+    pub buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
     pub count: u64,
     pub sum_ns: u64,
+}
+
+impl LatencyBuckets {
+    /// The buckets of `histogram` (nanoseconds), with the sum kept apart.
+    pub fn of(histogram: &Histogram<u64>, sum_ns: u64) -> LatencyBuckets {
+        LatencyBuckets {
+            buckets: LATENCY_BUCKETS_SECONDS.map(|le| histogram.count_between(0, (le * 1e9) as u64)),
+            count: histogram.len(),
+            sum_ns,
+        }
+    }
 }
 
 /// One shard's history store figures (see `store::shard`).
@@ -153,16 +164,23 @@ pub struct HistoryCounters {
     pub retries: u64,
     pub backlog_rows: u64,
     pub backlog_bytes: u64,
-    pub backlog_groups: u64,
+    /// Journal records whose rows are not in the store yet.
+    pub backlog_records: u64,
     pub backlog_age_ms: u64,
-    /// 1 once the backlog went over `history_backlog_bytes_max`.
+    /// 1 while rows dropped past `history_backlog_bytes_max` wait in the
+    /// journal for the catch-up.
     pub backlog_over: u64,
     pub rows_dropped: u64,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: u64,
     pub breaker_transitions: u64,
     pub breaker_rejections: u64,
-    pub latency: [LatencySummary; HISTORY_KINDS.len()],
+    /// Exports streaming now (see `store::export`), at most
+    /// `EXPORTS_PER_SHARD_MAX`.
+    pub exports_active: u64,
+    /// Rows streamed by exports.
+    pub rows_exported: u64,
+    pub latency: [LatencyBuckets; HISTORY_KINDS.len()],
     pub replicas: usize,
     /// Bytes each replica is behind the primary; `u64::MAX`: unknown.
     pub replica_lag_bytes: [u64; HISTORY_REPLICAS_MAX],
@@ -485,7 +503,7 @@ fn render_journal(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 fn render_history(out: &mut String, snapshots: &[Snapshot]) {
-    let history: [ShardFamily; 19] = [
+    let history: [ShardFamily; 21] = [
         (
             "tradsys_history_engine",
             "gauge",
@@ -515,6 +533,18 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
             "counter",
             "Rows written to the history store.",
             |s| s.counters.history.rows_written,
+        ),
+        (
+            "tradsys_history_exports_active",
+            "gauge",
+            "History exports streaming now.",
+            |s| s.counters.history.exports_active,
+        ),
+        (
+            "tradsys_history_export_rows_total",
+            "counter",
+            "Rows streamed by history exports.",
+            |s| s.counters.history.rows_exported,
         ),
         (
             "tradsys_history_batches_written_total",
@@ -561,8 +591,8 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
         (
             "tradsys_history_backlog_records",
             "gauge",
-            "Journal record groups whose rows wait for the history store.",
-            |s| s.counters.history.backlog_groups,
+            "Journal records whose rows are not in the history store yet.",
+            |s| s.counters.history.backlog_records,
         ),
         (
             "tradsys_history_backlog_seconds",
@@ -573,7 +603,7 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
         (
             "tradsys_history_backlog_over_max",
             "gauge",
-            "1 when the backlog went over history_backlog_bytes_max (rows wait in the journal until restart).",
+            "1 while rows dropped past history_backlog_bytes_max wait in the journal for the catch-up.",
             |s| s.counters.history.backlog_over,
         ),
         (
@@ -603,13 +633,14 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
     ];
     render_per_shard(out, &history, snapshots);
     let name = "tradsys_history_query_duration_seconds";
-    family(out, name, "summary", "History store call latency by statement kind.");
+    family(out, name, "histogram", "History store call latency by statement kind.");
     for s in snapshots {
         for (kind, l) in HISTORY_KINDS.iter().zip(&s.counters.history.latency) {
             let labels = format!("shard=\"{}\",kind=\"{kind}\"", s.shard);
-            for (quantile, ns) in [("0.5", l.p50_ns), ("0.99", l.p99_ns), ("1", l.max_ns)] {
-                let _ = writeln!(out, "{name}{{{labels},quantile=\"{quantile}\"}} {}", ns as f64 / 1e9);
+            for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(l.buckets) {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
             }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
             let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
         }

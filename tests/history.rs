@@ -198,6 +198,23 @@ fn sqlite_keeps_every_order_and_trade_queryable() {
     assert_eq!(orders, 1200 + 300);
     assert_eq!(trades, 300);
     assert_eq!(metric(&server, "tradsys_history_engine"), 2.0);
+    // Every batch is timed, by statement kind, as a histogram.
+    let metrics = server.metrics();
+    let batches: f64 = (0..2)
+        .filter_map(|shard| {
+            let labels = [("shard", shard.to_string()), ("kind", "write".to_string())];
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            metrics.value("tradsys_history_query_duration_seconds_count", &labels)
+        })
+        .sum();
+    assert!(batches >= metric(&server, "tradsys_history_batches_written_total"));
+    assert_eq!(
+        metrics
+            .types
+            .get("tradsys_history_query_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
 }
 
 #[test]
@@ -223,6 +240,64 @@ fn postgres_keeps_every_order_and_trade_queryable() {
         "0"
     );
     assert_eq!(metric(&server, "tradsys_history_engine"), 4.0);
+    // Shard 0 made the partitions of this month and the next three.
+    let month = |ahead: u64| {
+        let days = common::account::now_ms() / 86_400_000;
+        let (y, m) = civil_month(days);
+        let total = y * 12 + (m - 1) + ahead;
+        format!("trades_{}{:02}", total / 12, total % 12 + 1)
+    };
+    for ahead in 0..4 {
+        let sql = format!("SELECT count(*) FROM pg_class WHERE relname = '{}'", month(ahead));
+        assert_eq!(count(&sql), "1", "{}", month(ahead));
+    }
+}
+
+/// The (year, month) of a day since the Unix epoch (Howard Hinnant's
+/// civil-from-days).
+fn civil_month(days: u64) -> (u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m)
+}
+
+#[test]
+fn a_new_data_directory_refuses_a_database_with_another_history() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let mut server = start_in(&temp_data_dir(), 1, &["--postgres", &url]);
+    let user = create_user(&server, "first", &FUNDS);
+    place_and_cancel(&server, &user, 3);
+    assert!(drained(&server, Duration::from_secs(30)));
+    server.terminate();
+    let dir = temp_data_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--postgres",
+            &url,
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .args(["--markets", concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml")])
+        .output()
+        .expect("tradsys runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("it already holds the history of another data directory (shard 0 at generation 1"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Places orders one after another until `stop`; returns the ids of those
@@ -492,4 +567,69 @@ fn a_read_after_a_write_sees_it_whatever_the_replica_lag() {
         .trim()
         == "240"));
     check_all_orders(&server, &user, &first, &later);
+}
+
+/// Past `history_backlog_bytes_max` (PostgreSQL down, orders going on)
+/// the shard keeps trading and drops rows from memory; once PostgreSQL is
+/// back, the rows come back from the journal, though snapshots ran all
+/// along: every order is in the store exactly once.
+#[test]
+fn an_overflowed_backlog_is_caught_up_from_the_journal() {
+    let mut pg = PgServer::start();
+    let url = pg.url();
+    let server = start_in(
+        &temp_data_dir(),
+        2,
+        &[
+            "--durability",
+            "batch",
+            "--postgres",
+            &url,
+            "--history-backlog-bytes-max",
+            "65536",
+            "--history-call-timeout-ms",
+            "1000",
+            "--snapshot-records",
+            "1000",
+            "--snapshot-interval-s",
+            "1",
+        ],
+    );
+    let user = create_user(&server, "overflow", &FUNDS);
+    let early = place_and_cancel(&server, &user, 50);
+    assert!(drained(&server, Duration::from_secs(30)));
+    pg.kill9();
+    let during = place_and_cancel(&server, &user, 1500);
+    assert!(metric(&server, "tradsys_history_backlog_over_max") >= 1.0);
+    assert!(metric(&server, "tradsys_history_rows_dropped_total") > 0.0);
+    // Reads that need the store say so; order entry went on (above).
+    let mut c = server.connect();
+    let r = signed(
+        &mut c,
+        &user,
+        "GET",
+        "/api/v3/allOrders",
+        "symbol=BTCUSDT&orderId=0&limit=10",
+    );
+    assert_eq!((r.status, r.error().0), (503, -1001), "{}", r.body_text());
+    pg.start_again();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            metric(&server, "tradsys_history_backlog_over_max") == 0.0
+                && metric(&server, "tradsys_history_backlog_rows") == 0.0
+        }),
+        "caught up"
+    );
+    let later = place_and_cancel(&server, &user, 20);
+    assert!(drained(&server, Duration::from_secs(30)));
+    let mut all = during.clone();
+    all.extend(&later);
+    check_all_orders(&server, &user, &early, &all);
+    let count = |sql: &str| pg.psql(sql).trim().to_string();
+    let orders = (early.len() + during.len() + later.len()).to_string();
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'CANCELED'"), orders);
+    assert_eq!(
+        count("SELECT count(*) FROM order_events"),
+        (2 * (early.len() + during.len() + later.len())).to_string()
+    );
 }

@@ -1,5 +1,6 @@
 //! The admin API (not Binance): users, API keys, deposits and withdrawals,
-//! market halts and the funds audit, on its own listen address.
+//! market halts, the funds audit and exports of a user's history
+//! (`api::export`), on its own listen address.
 //!
 //! Every call needs `X-Admin-Token` equal to the configured token; without a
 //! token the API is off. Each operation runs on the shard that owns the
@@ -11,6 +12,7 @@
 //! are in flight between shards, an asset may be off by funds in transit;
 //! at rest it is exact.
 
+use crate::api::export::{self, Export};
 use crate::api::host::Host;
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::RestReply;
@@ -20,6 +22,7 @@ use crate::binance;
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
 use crate::metrics::Route;
+use crate::store::export::Table;
 use crate::trading::{AssetTotals, TradingError};
 use serde::Deserialize;
 use tradsys_engine::num::{parse_units, Amount};
@@ -67,14 +70,77 @@ pub(crate) enum AdminReply {
     StateHash(u64),
 }
 
+/// What the admin listener answers: a whole reply, or an export that the
+/// connection streams chunk by chunk (see `api::export`).
+pub(crate) enum Answer<'s> {
+    Reply(crate::api::Reply),
+    Export(Box<Export<'s>>),
+}
+
 /// Answers one admin request on this shard's admin listener.
-pub(crate) async fn handle(shard: &impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> crate::api::Reply {
+pub(crate) async fn handle<'s>(shard: &'s impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> Answer<'s> {
     let reply = match authorize(shard, buf, head, token) {
         Ok(()) if !shard.is_ready() => RestReply::error(&crate::api::starting()),
-        Ok(()) => route(shard, buf, head).await,
+        Ok(()) => match export_target(buf, head) {
+            Some((id, table)) => match start_export(shard, buf, head, id, table).await {
+                Ok(export) => return Answer::Export(Box::new(export)),
+                Err(reply) => reply,
+            },
+            None => route(shard, buf, head).await,
+        },
         Err(e) => RestReply::error(&e),
     };
-    crate::api::Reply::rest(Route::Admin, reply)
+    Answer::Reply(crate::api::Reply::rest(Route::Admin, reply))
+}
+
+/// `GET /admin/v1/users/{id}/trades` and `.../orders`: the user id as
+/// written and what to export.
+fn export_target<'b>(buf: &'b [u8], head: &Head) -> Option<(&'b str, Table)> {
+    if head.method != Method::Get {
+        return None;
+    }
+    let path = std::str::from_utf8(&buf[head.path.clone()]).ok()?;
+    let rest = path.strip_prefix("/admin/v1/users/")?;
+    let (id, what) = rest.split_once('/')?;
+    match what {
+        "trades" => Some((id, Table::Trades)),
+        "orders" => Some((id, Table::Orders)),
+        _ => None,
+    }
+}
+
+/// Checks an export request, the user (on its shard) and the store, and
+/// reads the first page: every refusal is a JSON reply, before any byte
+/// of the stream. The export reads the store from this shard (a stream
+/// cannot cross the mesh): PostgreSQL is one database, and SQLite's
+/// owner file is opened read-only beside its writer.
+async fn start_export<'s>(
+    shard: &'s impl Host,
+    buf: &[u8],
+    head: &Head,
+    id: &str,
+    table: Table,
+) -> Result<Export<'s>, RestReply> {
+    let checked = async {
+        let user = export::user_param(id)?;
+        let params = crate::api::params(shard, buf, head)?;
+        let request = export::request(user, &params, |symbol| shard.trading().market(symbol).is_some())?;
+        let owner = shard.trading().user_shard(user);
+        let Some(store) = shard.history() else {
+            return Err(HttpError::new(
+                404,
+                binance::UNSUPPORTED_OPERATION,
+                "History exports read the history store, which is off on this server (history = off).",
+            ));
+        };
+        let known = rest(run_on(shard, owner as usize, AdminCall::GetUser { user }).await?);
+        if known.status != 200 {
+            return Err(not_found("user"));
+        }
+        Ok((store, owner, request))
+    };
+    let (store, owner, request) = checked.await.map_err(|e| RestReply::error(&e))?;
+    export::open(store, owner, table, request).await
 }
 
 fn authorize(shard: &impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {

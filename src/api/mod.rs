@@ -14,6 +14,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod exchange_info;
+pub(crate) mod export;
 mod history;
 pub(crate) mod host;
 pub(crate) mod market;

@@ -126,6 +126,11 @@ impl ShardLog {
         epoch
     }
 
+    /// The epoch of the newest record appended (0: none yet).
+    pub fn last_record_epoch(&self) -> u64 {
+        self.last.get()
+    }
+
     /// The position of the newest record appended (0: none yet).
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn.get()

@@ -235,7 +235,17 @@ fn replay(
         let image = images.lock().map(|mut all| all[i].take()).ok().flatten();
         let image = image.ok_or_else(|| RecoveryError::Layout(format!("shard {i}: no snapshot image")))?;
         let tap = taps.map(|make| make(generation, i as u32));
-        replay_shard(dir, image, covered[i], cut, specs, tap)
+        replay_shard(
+            dir,
+            image,
+            covered[i],
+            Stop {
+                epoch: cut,
+                lsn: u64::MAX,
+            },
+            specs,
+            tap,
+        )
     });
     let mut replay_shards = Vec::with_capacity(replayed.len());
     let mut records = 0;
@@ -270,13 +280,19 @@ struct ShardReplay {
     tap: Option<Box<dyn Tap>>,
 }
 
-/// Replays the records of `dir` after `covered` with epochs up to `cut`
-/// into `image`.
+/// Where a replay stops: before the first record past either bound.
+#[derive(Clone, Copy)]
+struct Stop {
+    epoch: u64,
+    lsn: u64,
+}
+
+/// Replays the records of `dir` after `covered` up to `stop` into `image`.
 fn replay_shard(
     dir: &Path,
     image: ShardImage,
     covered: u64,
-    cut: u64,
+    stop: Stop,
     specs: &[MarketSpec],
     tap: Option<Box<dyn Tap>>,
 ) -> Result<ShardReplay, RecoveryError> {
@@ -287,7 +303,7 @@ fn replay_shard(
     let mut failure = None;
     let mut scratch = rkyv::util::AlignedVec::new();
     journal::scan(dir, covered + 1, |rec| {
-        if rec.epoch > cut {
+        if rec.epoch > stop.epoch || rec.lsn > stop.lsn {
             return ControlFlow::Break(());
         }
         match record::decode_with(rec.payload, &mut scratch) {
@@ -525,6 +541,55 @@ impl Merged {
             .collect();
         ShardImage { trading, market_data }
     }
+}
+
+/// Replays shard `shard`'s journal of the running `generation`, from its
+/// newest snapshot that covers no record after `after`, through record
+/// `upto`, handing every record to `tap` (the history store's catch-up
+/// after its backlog overflowed: the rows of records `after + 1 ..= upto`
+/// exist only in the journal). The records must be durable. Returns the
+/// last record replayed.
+pub fn replay_rows(
+    data_dir: &Path,
+    generation: u64,
+    shard: u32,
+    specs: &[MarketSpec],
+    after: u64,
+    upto: u64,
+    tap: Box<dyn Tap>,
+) -> Result<u64, RecoveryError> {
+    let dir = snapshot::generation_dir(data_dir, shard, generation);
+    let mut base = None;
+    for cut in snapshot::cuts(&dir)?.into_iter().rev() {
+        // A snapshot set may be replaced while this runs: a file that went
+        // is skipped for an older one.
+        let Ok((header, snap)) = snapshot::read(&dir, cut) else {
+            continue;
+        };
+        if header.covered_lsn <= after {
+            base = Some((header.covered_lsn, snap.image));
+            break;
+        }
+    }
+    let (covered, image) = base.ok_or_else(|| {
+        RecoveryError::Layout(format!(
+            "{}: no snapshot covers only records up to {after}",
+            dir.display()
+        ))
+    })?;
+    let stop = Stop {
+        epoch: u64::MAX,
+        lsn: upto,
+    };
+    let part = replay_shard(&dir, image, covered, stop, specs, Some(tap))?;
+    if part.last_lsn < upto {
+        return Err(RecoveryError::Layout(format!(
+            "{}: the journal ends at record {} before {upto}",
+            dir.display(),
+            part.last_lsn
+        )));
+    }
+    Ok(part.last_lsn)
 }
 
 /// What one snapshot set took, for the log and the benchmark.

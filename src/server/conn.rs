@@ -10,6 +10,8 @@
 //! request; `header_timeout_ms` from that byte until the whole request (head
 //! and body) is in, else 408 and close; `write_timeout_ms` for each write.
 
+use crate::api::admin::{self, Answer};
+use crate::api::export::Export;
 use crate::api::host::Host;
 use crate::api::{self, Headers, Reply};
 use crate::binance;
@@ -297,15 +299,31 @@ impl Conn<'_> {
             let started = Instant::now();
             // Boxed: the handlers' await states are large, and inline they
             // would make every connection's task that large even when idle.
-            let reply = match self.kind {
-                Listener::Api => Box::pin(api::handle(self.shard, self.read.pending(), &head, self.peer)).await,
+            let answer = match self.kind {
+                Listener::Api => {
+                    Answer::Reply(Box::pin(api::handle(self.shard, self.read.pending(), &head, self.peer)).await)
+                }
                 Listener::Admin => {
                     let token = self.shard.admin_token();
-                    Box::pin(crate::api::admin::handle(self.shard, self.read.pending(), &head, token)).await
+                    Box::pin(admin::handle(self.shard, self.read.pending(), &head, token)).await
                 }
             };
             let close = !head.keep_alive || self.shard.is_draining();
-            self.encode(&reply, close, head.method == Method::Head, started);
+            match answer {
+                Answer::Reply(reply) => self.encode(&reply, close, head.method == Method::Head, started),
+                Answer::Export(export) => {
+                    let streamed = Box::pin(self.stream_export(*export, close)).await;
+                    let elapsed = started.elapsed().as_nanos() as u64;
+                    self.shard.metrics_mut().record(Route::Admin, 200, elapsed);
+                    if streamed.is_err() {
+                        // Cut without its last chunk, so that the client
+                        // knows the body is incomplete: the connection
+                        // cannot go on.
+                        self.write.clear();
+                        return Next::Close;
+                    }
+                }
+            }
             self.read.start += head.len;
             self.requests += 1;
             self.request_started = None;
@@ -317,6 +335,44 @@ impl Conn<'_> {
                 return Next::Read { bytes_needed: 0 };
             }
         }
+    }
+
+    /// Streams an export as a chunked body: the head and the first page
+    /// after any earlier pipelined answers, then one chunk per page, each
+    /// written (under `write_timeout_ms`) before the next page is read, so
+    /// the export holds one page whatever its size and a slow reader slows
+    /// only its own export. The last chunk stays in the write buffer for
+    /// the next flush. An error (the store failed, the client went away or
+    /// stopped reading, the shard drains) ends the export without its last
+    /// chunk; the connection must then close.
+    async fn stream_export(&mut self, mut export: Export<'_>, close: bool) -> io::Result<()> {
+        self.ensure_write_buffer();
+        http::encode_chunked_head(&mut self.write, 200, export.content_type(), &export.headers(), close);
+        loop {
+            match export.next_chunk().await {
+                Ok(Some(chunk)) => http::encode_chunk(&mut self.write, chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("shard {}: export cut: {e}", self.shard.index);
+                    self.flush().await?;
+                    return Err(io::Error::other(e));
+                }
+            }
+            self.flush().await?;
+            if self.shard.is_draining() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "draining"));
+            }
+        }
+        self.write.extend_from_slice(http::LAST_CHUNK);
+        // Give back what the pages took beyond a pooled buffer (the head
+        // may still be here, unsent, when there were no rows).
+        if self.write.capacity() > BUFFER_BYTES_POOLED_MAX {
+            let mut small = self.shard.take_buffer(BUFFER_BYTES_INITIAL);
+            small.extend_from_slice(&self.write);
+            let pages = std::mem::replace(&mut self.write, small);
+            self.shard.give_buffer(pages);
+        }
+        Ok(())
     }
 
     fn encode(&mut self, reply: &Reply, close: bool, head_only: bool, started: Instant) {

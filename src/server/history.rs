@@ -16,6 +16,7 @@ use crate::durability::epoch::Epochs;
 use crate::durability::image::Tap;
 use crate::resilience::Backoff;
 use crate::server::shard::Shard;
+use crate::store::backlog::WRITER_BATCH_ROWS;
 use crate::store::convert::rows_of;
 use crate::store::rows::Row;
 use crate::store::shard::ShardStore;
@@ -23,14 +24,25 @@ use crate::store::{Batch, Progress, StoreError, BATCH_ROWS_MAX};
 use crate::trading::record::Record;
 use crate::trading::{Output, Trading};
 use glommio::{Latency, Shares};
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tradsys_engine::market::MarketSpec;
 
 /// How often an idle writer looks for durable rows.
 const WRITER_IDLE_MS: u64 = 5;
-/// The writer's share of the CPU against order entry's 1000.
-const WRITER_SHARES: usize = 100;
+/// The writer's share of the CPU against order entry's 1000: it gets a
+/// core mostly when order entry leaves it idle.
+const WRITER_SHARES: usize = 10;
+/// PostgreSQL batches wait while the shard's executor was busy this share
+/// of the time (per thousand) over the last `BUSY_WINDOW_MS`: on a machine
+/// that also runs PostgreSQL, its inserts would take the cores order entry
+/// needs. The backlog absorbs the wait (and past its limit the journal).
+const PG_DEFER_BUSY_PERMILLE: u64 = 600;
+/// The window the executor's busy share is measured over.
+const BUSY_WINDOW_MS: u64 = 50;
 /// First and longest pause after a failed batch.
 const WRITER_BACKOFF_MS: (u64, u64) = (10, 2000);
 /// Months of partitions PostgreSQL keeps made ahead.
@@ -40,54 +52,137 @@ const REPLICA_LAG_INTERVAL_MS: u64 = 1000;
 /// Failed-write warnings are printed at most this often.
 const WRITE_WARNING_INTERVAL_MS: u64 = 5000;
 
+/// What a shard's writer needs to read its own journal back.
+pub(crate) struct WriterContext {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) generation: u64,
+    pub(crate) markets: Vec<MarketSpec>,
+    pub(crate) epochs: Arc<Epochs>,
+    pub(crate) statistics_interval_s: u64,
+}
+
 /// Starts the shard's writer (and on shard 0 the upkeep timer) on a task
 /// queue of its own with a lower share than order entry.
-pub(crate) fn start(shard: &Rc<Shard>, store: Rc<ShardStore>, epochs: Arc<Epochs>, statistics_interval_s: u64) {
+pub(crate) fn start(shard: &Rc<Shard>, store: Rc<ShardStore>, context: WriterContext) {
     let queue = glommio::executor().create_task_queue(Shares::Static(WRITER_SHARES), Latency::NotImportant, "history");
-    let writer = run_writer(shard.clone(), store.clone(), epochs);
+    store.set_task_queue(queue);
+    let upkeep = run_upkeep(store.clone(), shard.index == 0, context.statistics_interval_s);
+    let writer = run_writer(shard.clone(), store, context);
     if glommio::spawn_local_into(writer, queue).map(|t| t.detach()).is_err() {
         eprintln!("shard {}: cannot start the history writer", shard.index);
     }
-    let upkeep = run_upkeep(store, shard.index == 0, statistics_interval_s);
     if glommio::spawn_local_into(upkeep, queue).map(|t| t.detach()).is_err() {
         eprintln!("shard {}: cannot start the history upkeep", shard.index);
     }
 }
 
+/// Where the writer's next batch comes from.
+enum Next {
+    Batch(Arc<Batch>, Source),
+    /// Nothing to write now.
+    Idle,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Backlog,
+    Journal,
+}
+
 /// Writes the shard's durable rows, oldest first, a batch at a time; a
 /// failed batch is tried again after a backoff with full jitter, for as
-/// long as it takes. Trading never waits for it.
-async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, epochs: Arc<Epochs>) {
+/// long as it takes. Trading never waits for it. After the backlog
+/// overflowed, the rows it dropped are read back from the journal.
+async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, context: WriterContext) {
     let index = shard.index;
+    let epochs = context.epochs.clone();
     let mut backoff = Backoff::new(WRITER_BACKOFF_MS.0, WRITER_BACKOFF_MS.1);
     let mut migrated = false;
     let mut warned_ms = 0;
     let mut random = 0x2545_f491_4f6c_dd1d_u64 ^ index as u64;
+    let mut catch_up: Option<CatchUp> = None;
+    // The newest record whose rows are all in the store.
+    let mut absorbed_lsn = 0;
+    let mut busy = BusyShare::new();
     loop {
         let now_ms = crate::clock::now_ms();
         epochs.set_absorbed(index, store.backlog().absorbed_epoch(shard.log.epoch()));
         store.count_backlog(now_ms);
-        let batch = if migrated {
-            store.backlog().next_batch(epochs.global_durable())
-        } else {
+        if catch_up.is_none() && store.backlog().groups() == 0 && !store.backlog().overflowed() {
+            absorbed_lsn = shard.log.last_lsn();
+        }
+        let behind = shard.log.last_lsn().saturating_sub(absorbed_lsn);
+        store.with_counters(|c| c.backlog_records = behind);
+        let needs_catch_up = store.backlog().needs_catch_up();
+        let next = if !migrated {
             None
+        } else if store.is_postgres() && busy.permille() >= PG_DEFER_BUSY_PERMILLE {
+            Some(Next::Idle)
+        } else if let Some(c) = catch_up.as_mut() {
+            match c.next(&context, index as u32) {
+                Ok(Some(next)) => Some(next),
+                Ok(None) => {
+                    store.backlog().caught_up();
+                    eprintln!(
+                        "shard {index}: history caught up from the journal through record {}",
+                        c.upto
+                    );
+                    catch_up = None;
+                    Some(Next::Idle)
+                }
+                Err(e) => {
+                    eprintln!("WARNING: shard {index}: history catch-up: {e}; trying again");
+                    c.restart();
+                    glommio::timer::sleep(Duration::from_millis(WRITER_BACKOFF_MS.1)).await;
+                    Some(Next::Idle)
+                }
+            }
+        } else if let Some(after) = needs_catch_up {
+            // Rows of new records are kept again from the newest journaled
+            // one on; those before come from the journal.
+            let upto = shard.log.last_lsn();
+            store.backlog().resume_after(upto);
+            eprintln!(
+                "shard {index}: history backlog overflowed: reading records {} to {upto} back from the journal",
+                after + 1
+            );
+            catch_up = Some(CatchUp::new(after, upto, shard.log.last_record_epoch()));
+            Some(Next::Idle)
+        } else {
+            Some(match store.backlog().next_batch(epochs.global_durable()) {
+                Some(batch) => Next::Batch(batch, Source::Backlog),
+                None => Next::Idle,
+            })
         };
-        let outcome = match batch {
-            Some(batch) => store.write(&batch).await.map(|_| true),
-            None if migrated => Ok(false),
+        let outcome = match &next {
+            Some(Next::Batch(batch, source)) => store.write(batch).await.map(|_| Some(*source)),
+            Some(Next::Idle) => Ok(None),
             None => store.migrate().await.map(|_| {
                 migrated = true;
-                true
+                None
             }),
         };
+        let written = next;
         match outcome {
-            Ok(true) => {
-                if migrated {
-                    store.backlog().written();
+            Ok(Some(source)) => {
+                if let Some(Next::Batch(batch, _)) = &written {
+                    absorbed_lsn = absorbed_lsn.max(batch.progress.lsn);
+                }
+                match source {
+                    Source::Backlog => store.backlog().written(),
+                    Source::Journal => {
+                        if let Some(c) = catch_up.as_mut() {
+                            c.written();
+                        }
+                    }
                 }
                 backoff.reset();
             }
-            Ok(false) => glommio::timer::sleep(Duration::from_millis(WRITER_IDLE_MS)).await,
+            Ok(None) => {
+                if migrated {
+                    glommio::timer::sleep(Duration::from_millis(WRITER_IDLE_MS)).await;
+                }
+            }
             Err(e) => {
                 if now_ms >= warned_ms + WRITE_WARNING_INTERVAL_MS {
                     warned_ms = now_ms;
@@ -103,6 +198,209 @@ async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, epochs: Arc<Epochs>
     }
 }
 
+/// How busy the shard's executor has been lately: the share of wall time
+/// it spent running tasks, over windows of `BUSY_WINDOW_MS`.
+struct BusyShare {
+    since: std::time::Instant,
+    runtime: Duration,
+    permille: u64,
+}
+
+impl BusyShare {
+    fn new() -> BusyShare {
+        BusyShare {
+            since: std::time::Instant::now(),
+            runtime: glommio::executor().executor_stats().executor_runtime(),
+            permille: 0,
+        }
+    }
+
+    /// The share of the last full window, per thousand.
+    fn permille(&mut self) -> u64 {
+        let wall = self.since.elapsed();
+        if wall >= Duration::from_millis(BUSY_WINDOW_MS) {
+            let runtime = glommio::executor().executor_stats().executor_runtime();
+            let ran = runtime.saturating_sub(self.runtime);
+            self.permille = (ran.as_micros() * 1000 / wall.as_micros().max(1)) as u64;
+            self.since = std::time::Instant::now();
+            self.runtime = runtime;
+        }
+        self.permille
+    }
+}
+
+/// Groups of rows a catch-up's replay may have ready for the writer.
+const CATCH_UP_GROUPS_QUEUED_MAX: usize = 4096;
+
+/// What the replay thread hands the writer.
+enum Replayed {
+    Group(u64, Vec<Row>),
+    Finished(Result<u64, String>),
+}
+
+/// Reading the rows of records `after + 1 ..= upto` back from the journal,
+/// on a thread of its own at idle priority, a bounded queue of groups at a
+/// time.
+struct CatchUp {
+    after: u64,
+    upto: u64,
+    /// The epoch of record `upto` at the latest: the replay starts once it
+    /// is durable.
+    epoch: u64,
+    groups: Option<Receiver<Replayed>>,
+    /// The batch being written, until it is.
+    pending: Option<Arc<Batch>>,
+    /// A group that did not fit the previous batch.
+    carry: Option<(u64, Vec<Row>)>,
+    /// The last position written.
+    written_lsn: u64,
+    finished: bool,
+}
+
+impl CatchUp {
+    fn new(after: u64, upto: u64, epoch: u64) -> CatchUp {
+        CatchUp {
+            after,
+            upto,
+            epoch,
+            groups: None,
+            pending: None,
+            carry: None,
+            written_lsn: after,
+            finished: false,
+        }
+    }
+
+    /// Starts over from the last position written (after a failed replay).
+    fn restart(&mut self) {
+        self.groups = None;
+        self.carry = None;
+        self.finished = false;
+        self.after = self.written_lsn;
+    }
+
+    fn written(&mut self) {
+        if let Some(batch) = self.pending.take() {
+            self.written_lsn = batch.progress.lsn;
+        }
+    }
+
+    /// The next batch to write, `Idle` while the replay works, or `None`
+    /// when every row is written.
+    fn next(&mut self, context: &WriterContext, shard: u32) -> Result<Option<Next>, String> {
+        if let Some(batch) = &self.pending {
+            return Ok(Some(Next::Batch(batch.clone(), Source::Journal)));
+        }
+        let Some(groups) = &self.groups else {
+            if context.epochs.global_durable() < self.epoch {
+                return Ok(Some(Next::Idle));
+            }
+            self.groups = Some(self.start_replay(context, shard)?);
+            return Ok(Some(Next::Idle));
+        };
+        let mut rows = Vec::new();
+        let mut last = None;
+        if let Some((lsn, carried)) = self.carry.take() {
+            rows = carried;
+            last = Some(lsn);
+        }
+        while rows.len() < WRITER_BATCH_ROWS {
+            match groups.try_recv() {
+                Ok(Replayed::Group(lsn, group)) => {
+                    if !rows.is_empty() && rows.len() + group.len() > WRITER_BATCH_ROWS {
+                        self.carry = Some((lsn, group));
+                        break;
+                    }
+                    rows.extend(group);
+                    last = Some(lsn);
+                }
+                Ok(Replayed::Finished(Ok(_))) => self.finished = true,
+                Ok(Replayed::Finished(Err(e))) => return Err(e),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if !self.finished {
+                        return Err("the replay thread ended early".into());
+                    }
+                    break;
+                }
+            }
+        }
+        match last {
+            Some(lsn) => {
+                let batch = Arc::new(Batch {
+                    shard,
+                    progress: Progress {
+                        generation: context.generation,
+                        lsn,
+                    },
+                    rows,
+                });
+                self.pending = Some(batch.clone());
+                Ok(Some(Next::Batch(batch, Source::Journal)))
+            }
+            None if self.finished && self.carry.is_none() => Ok(None),
+            None => Ok(Some(Next::Idle)),
+        }
+    }
+
+    fn start_replay(&self, context: &WriterContext, shard: u32) -> Result<Receiver<Replayed>, String> {
+        let (send, receive) = std::sync::mpsc::sync_channel(CATCH_UP_GROUPS_QUEUED_MAX);
+        let (data_dir, generation, markets) = (context.data_dir.clone(), context.generation, context.markets.clone());
+        let (after, upto) = (self.after, self.upto);
+        std::thread::Builder::new()
+            .name(format!("history-replay-{shard}"))
+            .spawn(move || {
+                idle_priority();
+                let tap = Box::new(StreamTap {
+                    after,
+                    send: send.clone(),
+                });
+                let result =
+                    crate::durability::recovery::replay_rows(&data_dir, generation, shard, &markets, after, upto, tap);
+                let _ = send.send(Replayed::Finished(result.map_err(|e| e.to_string())));
+            })
+            .map_err(|e| format!("cannot start the replay thread: {e}"))?;
+        Ok(receive)
+    }
+}
+
+/// Sends the rows of the records after `after` to the writer, waiting
+/// while its queue is full.
+struct StreamTap {
+    after: u64,
+    send: SyncSender<Replayed>,
+}
+
+impl Tap for StreamTap {
+    fn applied(&mut self, lsn: u64, record: Option<&Record>, trading: &Trading, out: &Output) {
+        if lsn <= self.after {
+            return;
+        }
+        let mut rows = Vec::new();
+        rows_of(trading, record, out, crate::clock::now_ms(), lsn, &mut rows);
+        if !rows.is_empty() {
+            // A writer that went away ends the replay's use; nothing to do.
+            let _ = self.send.send(Replayed::Group(lsn, rows));
+        }
+    }
+}
+
+/// Puts the calling thread in the idle scheduling class.
+fn idle_priority() {
+    // SAFETY: sched_param is plain data; the call changes only this
+    // thread's scheduling policy.
+    let rc = unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+    };
+    if rc != 0 {
+        eprintln!(
+            "WARNING: history replay thread: cannot lower its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// PostgreSQL upkeep: shard 0 makes partitions ahead and refreshes the
 /// statistics views; every shard measures its replicas' lag.
 async fn run_upkeep(store: Rc<ShardStore>, leader: bool, statistics_interval_s: u64) {
@@ -110,7 +408,8 @@ async fn run_upkeep(store: Rc<ShardStore>, leader: bool, statistics_interval_s: 
     loop {
         let now_ms = crate::clock::now_ms();
         if leader && now_ms >= next_upkeep_ms {
-            match store.upkeep(now_ms, PARTITIONS_AHEAD_MONTHS).await {
+            // This month and the ones ahead.
+            match store.upkeep(now_ms, PARTITIONS_AHEAD_MONTHS + 1).await {
                 Ok(()) => next_upkeep_ms = now_ms + statistics_interval_s * 1000,
                 // Soon again: the store may be back by then.
                 Err(_) => next_upkeep_ms = now_ms + REPLICA_LAG_INTERVAL_MS * 10,

@@ -188,8 +188,10 @@ impl Shard {
     /// `store::convert`), with the time that dates them; `None` without a
     /// store or without records.
     fn history_rows(&self, out: &Output) -> Option<(Vec<crate::store::Row>, u64)> {
-        self.history.get()?;
-        if out.records.is_empty() {
+        let store = self.history.get()?;
+        // While the backlog drops rows for room, rows are not made at all:
+        // the catch-up makes them from the journal, in idle time.
+        if out.records.is_empty() || store.backlog().is_dropping() {
             return None;
         }
         let now_ms = crate::clock::now_ms();

@@ -358,7 +358,14 @@ fn open_history(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) -> Resul
     if shard.history.set(store.clone()).is_err() {
         return Err("the history store is opened once".into());
     }
-    history::start(shard, store, setup.epochs.clone(), config.history.statistics_interval_s);
+    let context = history::WriterContext {
+        data_dir: config.data_dir.clone(),
+        generation,
+        markets: setup.markets.clone(),
+        epochs: setup.epochs.clone(),
+        statistics_interval_s: config.history.statistics_interval_s,
+    };
+    history::start(shard, store, context);
     Ok(())
 }
 

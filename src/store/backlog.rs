@@ -17,11 +17,19 @@
 //! **Invariant:** the backlog holds at most `bytes_max` bytes of rows.
 //! Past it the shard keeps trading and stops keeping rows (`overflowed`);
 //! its journal keeps the records (snapshots do not pass what the store
-//! has), and the next start-up writes their rows.
+//! has). Once the rows it kept are written, the writer reads the rows of
+//! the records it dropped back from the journal (a catch-up, see
+//! `server::history`) while the backlog keeps the rows of new records
+//! again (`resume_after`).
 
 use super::convert::row_bytes;
 use super::rows::{OrderRow, Row, TradeRow};
-use super::{Batch, Progress, BATCH_ROWS_MAX};
+use super::{Batch, Progress};
+
+/// Rows the writer puts in one batch at most (a larger group goes alone):
+/// large enough that a commit's cost is spread thin, small enough that a
+/// batch is written well within `history_call_timeout_ms` on a busy core.
+pub const WRITER_BATCH_ROWS: usize = 16_384;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -55,9 +63,13 @@ pub struct Backlog {
     rows: usize,
     bytes: usize,
     bytes_max: usize,
-    /// The epoch of the first rows dropped for room: from then on no rows
-    /// are kept until a restart.
+    /// The epoch of the first rows dropped for room; from then on no rows
+    /// are kept until `resume_after`.
     dropped_from_epoch: Option<u64>,
+    /// Rows are dropped (since the group after this position).
+    dropping_after: Option<u64>,
+    /// The position of the newest group kept.
+    newest_kept: u64,
 }
 
 impl Backlog {
@@ -71,6 +83,8 @@ impl Backlog {
             bytes: 0,
             bytes_max,
             dropped_from_epoch: None,
+            dropping_after: None,
+            newest_kept: 0,
         }
     }
 
@@ -84,10 +98,12 @@ impl Backlog {
             assert!(lsn > last.lsn, "rows of record {lsn} after those of {}", last.lsn);
         }
         let bytes: usize = rows.iter().map(row_bytes).sum();
-        if self.dropped_from_epoch.is_some() || self.bytes + bytes > self.bytes_max {
+        if self.dropping_after.is_some() || self.bytes + bytes > self.bytes_max {
             self.dropped_from_epoch.get_or_insert(epoch);
+            self.dropping_after.get_or_insert(self.newest_kept);
             return false;
         }
+        self.newest_kept = lsn;
         self.rows += rows.len();
         self.bytes += bytes;
         self.groups.push_back(Group {
@@ -102,7 +118,7 @@ impl Backlog {
 
     /// The batch to write now: the one being written if it has not gone
     /// through yet, else the oldest groups whose epochs are at most
-    /// `durable_epoch`, up to `BATCH_ROWS_MAX` rows (a larger group goes
+    /// `durable_epoch`, up to `WRITER_BATCH_ROWS` rows (a larger group goes
     /// alone). `None` when there is nothing to write.
     pub fn next_batch(&mut self, durable_epoch: u64) -> Option<Arc<Batch>> {
         if let Some(writing) = &self.writing {
@@ -111,7 +127,7 @@ impl Backlog {
         let mut take = 0;
         let mut rows = 0;
         for group in &self.groups {
-            if group.epoch > durable_epoch || (take > 0 && rows + group.rows.len() > BATCH_ROWS_MAX) {
+            if group.epoch > durable_epoch || (take > 0 && rows + group.rows.len() > WRITER_BATCH_ROWS) {
                 break;
             }
             take += 1;
@@ -170,9 +186,40 @@ impl Backlog {
             .saturating_sub(1)
     }
 
-    /// Whether rows were dropped for room (until the next start-up).
+    /// Whether rows were dropped for room and are not back in the store
+    /// yet (reads that need the store cannot be answered whole).
     pub fn overflowed(&self) -> bool {
         self.dropped_from_epoch.is_some()
+    }
+
+    /// Whether rows of new records are dropped now (the shard need not
+    /// make them: they come back from the journal).
+    pub fn is_dropping(&self) -> bool {
+        self.dropping_after.is_some()
+    }
+
+    /// When the backlog dropped rows and has written every row it kept:
+    /// the position after which rows were dropped. The writer then
+    /// calls `resume_after` and reads those rows back from the journal.
+    pub fn needs_catch_up(&self) -> Option<u64> {
+        let kept_all_written = self.writing.is_none() && self.groups.is_empty();
+        self.dropping_after.filter(|_| kept_all_written)
+    }
+
+    /// Keeps the rows of records after `lsn` again (the newest record
+    /// journaled when the catch-up starts); those up to it come from the
+    /// journal. Until `caught_up`, nothing counts as absorbed past the
+    /// first dropped rows.
+    pub fn resume_after(&mut self, lsn: u64) {
+        self.dropping_after = None;
+        self.newest_kept = lsn;
+    }
+
+    /// The catch-up wrote every dropped row.
+    pub fn caught_up(&mut self) {
+        if self.dropping_after.is_none() {
+            self.dropped_from_epoch = None;
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -286,6 +333,30 @@ mod tests {
         backlog.next_batch(5).unwrap();
         backlog.written();
         assert_eq!(backlog.absorbed_epoch(9), 1);
+    }
+
+    #[test]
+    fn an_overflow_is_caught_up_after_the_kept_rows() {
+        let one = row_bytes(&user(1));
+        let mut backlog = Backlog::new(0, 1, 2 * one);
+        assert!(backlog.push(4, 1, vec![user(1)], 0));
+        assert!(!backlog.push(6, 2, vec![user(2), user(3)], 0));
+        assert!(!backlog.push(7, 3, vec![user(4)], 0));
+        // The kept group first: no catch-up while it waits.
+        assert_eq!(backlog.needs_catch_up(), None);
+        backlog.next_batch(9).unwrap();
+        backlog.written();
+        assert_eq!(backlog.needs_catch_up(), Some(4));
+        // Records up to 7 come from the journal; newer ones are kept again.
+        backlog.resume_after(7);
+        assert_eq!(backlog.needs_catch_up(), None);
+        assert!(backlog.push(8, 4, vec![user(5)], 0));
+        // Not absorbed past the first dropped epoch until caught up.
+        assert_eq!(backlog.absorbed_epoch(9), 1);
+        assert!(backlog.overflowed());
+        backlog.caught_up();
+        assert!(!backlog.overflowed());
+        assert_eq!(backlog.absorbed_epoch(9), 3);
     }
 
     #[test]

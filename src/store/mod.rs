@@ -25,10 +25,12 @@
 
 pub mod backlog;
 pub mod convert;
+pub mod export;
 pub mod postgres;
 pub mod rows;
 pub mod shard;
 pub mod sqlite;
+pub mod sqlite_writer;
 #[cfg(test)]
 mod suite;
 

@@ -58,6 +58,12 @@ fn engine(e: tokio_postgres::Error) -> StoreError {
 /// the client drops or the server goes away (the next call then fails and
 /// the caller reconnects).
 pub async fn connect_client(url: &str) -> Result<Client, StoreError> {
+    connect_client_on(url, None).await
+}
+
+/// `connect_client`, the connection's task spawned into `queue` (the
+/// shard's low-share history queue) when given.
+pub async fn connect_client_on(url: &str, queue: Option<glommio::TaskQueueHandle>) -> Result<Client, StoreError> {
     let config: Config = url.parse().map_err(engine)?;
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
@@ -69,10 +75,19 @@ pub async fn connect_client(url: &str) -> Result<Client, StoreError> {
         .map_err(|e| StoreError::Engine(format!("connecting to {host}:{port}: {e}")))?;
     let _ = stream.set_nodelay(true);
     let (client, connection) = config.connect_raw(stream.compat(), NoTls).await.map_err(engine)?;
-    glommio::spawn_local(async move {
+    let driver = async move {
         let _ = connection.await;
-    })
-    .detach();
+    };
+    match queue {
+        Some(queue) => {
+            glommio::spawn_local_into(driver, queue)
+                .map_err(|e| StoreError::Engine(format!("cannot run the connection: {e}")))?
+                .detach();
+        }
+        None => {
+            glommio::spawn_local(driver).detach();
+        }
+    }
     Ok(client)
 }
 
@@ -81,7 +96,12 @@ impl PgStore {
     /// shard's executor; the connection's task runs there until the client
     /// drops.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let client = connect_client(url).await?;
+        PgStore::connect_on(url, None).await
+    }
+
+    /// `connect`, the connection's task in `queue` when given.
+    pub async fn connect_on(url: &str, queue: Option<glommio::TaskQueueHandle>) -> Result<PgStore, StoreError> {
+        let client = connect_client_on(url, queue).await?;
         Ok(PgStore {
             client,
             last_write_lsn: 0,
@@ -422,7 +442,7 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
 
 /// The columns of an order as `OrderRow` reads them; money comes as
 /// NUMERIC and is decoded to units here (`Units`), not on the server.
-fn order_columns() -> String {
+pub(super) fn order_columns() -> String {
     "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty, executed_qty,
      cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms, update_time_ms, stp_mode"
         .to_string()
@@ -471,7 +491,7 @@ fn numeric_units(raw: &[u8]) -> Option<i64> {
     i64::try_from(if negative { -units } else { units }).ok()
 }
 
-fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
+pub(super) fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
     Ok(OrderRow {
         user: unsigned(row.get(0), "user")?,
         symbol: row.get(1),
@@ -493,13 +513,13 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreError> {
     })
 }
 
-fn trade_columns() -> String {
+pub(super) fn trade_columns() -> String {
     "user_id, symbol, trade_id, order_id, price, qty, quote_qty, commission, commission_asset, is_buyer, is_maker,
      time_ms"
         .to_string()
 }
 
-fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
+pub(super) fn trade_row(row: &tokio_postgres::Row) -> Result<TradeRow, StoreError> {
     Ok(TradeRow {
         user: unsigned(row.get(0), "user")?,
         symbol: row.get(1),

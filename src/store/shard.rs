@@ -9,17 +9,20 @@
 //! store that is down costs a read one error and never a hang. Every call
 //! is counted and timed by statement kind for /metrics.
 //!
-//! A blocking SQLite call never runs on the shard's executor thread: it
-//! runs on the executor's blocking thread, at a lower CPU priority than
-//! the shard (a bulkhead: history never slows order entry).
+//! A blocking SQLite call never runs on the shard's executor thread:
+//! writes run on the shard's writer thread in the idle scheduling class
+//! (`sqlite_writer`), reads on the executor's blocking thread at a lower
+//! priority than the shard, each with its own connection (a bulkhead:
+//! history never slows order entry).
 
 use super::backlog::Backlog;
 use super::postgres::PgStore;
 use super::rows::Row;
 use super::sqlite::SqliteStore;
+use super::sqlite_writer::{Done, Job, SqliteWriter};
 use super::{Batch, HistoryStore, OrderRow, OrdersQuery, Progress, StoreError, TradeRow, TradesQuery, HISTORY_FILE};
 use crate::config::{HistoryConfig, HistoryEngine};
-use crate::metrics::{latency_histogram, HistoryCounters, LatencySummary, HISTORY_KINDS};
+use crate::metrics::{latency_histogram, HistoryCounters, LatencyBuckets, HISTORY_KINDS};
 use crate::resilience::{Backoff, Breaker, BreakerConfig};
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
@@ -111,13 +114,22 @@ struct Pool {
     waiting: Cell<usize>,
     permits: Semaphore,
     replicas: ReplicaSet,
+    /// Where the connections' tasks run: the shard's history queue.
+    queue: Cell<Option<glommio::TaskQueueHandle>>,
     /// The primary's WAL position after this shard's newest batch: what a
     /// replica must have replayed before it may answer this shard's reads.
     written_position: Cell<u64>,
 }
 
+/// The SQLite engine: reads on the executor's blocking thread, writes on
+/// the shard's idle-priority writer thread, each with its own connection.
+struct Sqlite {
+    reader: Arc<Mutex<SqliteStore>>,
+    writer: SqliteWriter,
+}
+
 enum Engine {
-    Sqlite(Arc<Mutex<SqliteStore>>),
+    Sqlite(Box<Sqlite>),
     /// Boxed: the pool is large and there is one engine per shard.
     Postgres(Box<Pool>),
 }
@@ -140,6 +152,9 @@ pub struct ShardStore {
     jitter: Cell<u64>,
     /// Rows made but not yet in the store (see `backlog`).
     backlog: RefCell<Backlog>,
+    /// The data directory, where an export finds another shard's SQLite
+    /// file (see `export`).
+    data_dir: std::path::PathBuf,
 }
 
 /// The SQLite file of `shard` in `data_dir`.
@@ -164,7 +179,13 @@ impl ShardStore {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
                 }
-                Engine::Sqlite(Arc::new(Mutex::new(SqliteStore::open(&path)?)))
+                // The writer first: it creates the file (WAL mode) that
+                // the reader then opens.
+                let writer = SqliteWriter::start(path.clone(), format!("history-{shard}"))?;
+                Engine::Sqlite(Box::new(Sqlite {
+                    reader: Arc::new(Mutex::new(SqliteStore::open(&path)?)),
+                    writer,
+                }))
             }
             HistoryEngine::Postgres(url) => Engine::Postgres(Box::new(Pool {
                 url: url.clone(),
@@ -174,6 +195,7 @@ impl ShardStore {
                 permits: Semaphore::new(config.connections_per_shard as u64),
                 replicas: ReplicaSet::new(config.replicas.clone()),
                 written_position: Cell::new(0),
+                queue: Cell::new(None),
             })),
         };
         let breaker = Breaker::new(BreakerConfig {
@@ -205,6 +227,7 @@ impl ShardStore {
             }),
             jitter: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(shard) + 1)),
             backlog: RefCell::new(Backlog::new(shard, generation, config.backlog_bytes_max)),
+            data_dir: data_dir.to_path_buf(),
         }))
     }
 
@@ -225,14 +248,8 @@ impl ShardStore {
     pub fn counters(&self) -> HistoryCounters {
         let mut figures = self.figures.borrow_mut();
         let Figures { counters, latency_ns } = &mut *figures;
-        for (summary, h) in counters.latency.iter_mut().zip(latency_ns.iter()) {
-            *summary = LatencySummary {
-                p50_ns: h.value_at_quantile(0.5),
-                p99_ns: h.value_at_quantile(0.99),
-                max_ns: h.max(),
-                count: h.len(),
-                sum_ns: summary.sum_ns,
-            };
+        for (buckets, h) in counters.latency.iter_mut().zip(latency_ns.iter()) {
+            *buckets = LatencyBuckets::of(h, buckets.sum_ns);
         }
         let breaker = self.breaker.borrow();
         figures.counters.breaker_state = breaker.state().gauge();
@@ -261,7 +278,8 @@ impl ShardStore {
             if !was_over {
                 eprintln!(
                     "WARNING: shard {}: history backlog over history_backlog_bytes_max ({} bytes waiting); \
-                     trading goes on, the journal keeps the records and the next start-up writes their rows",
+                     trading goes on, the journal keeps the records and the writer reads them back once \
+                     it has written the rest",
                     self.shard,
                     backlog.bytes()
                 );
@@ -281,7 +299,6 @@ impl ShardStore {
         let c = &mut figures.counters;
         c.backlog_rows = backlog.rows() as u64;
         c.backlog_bytes = backlog.bytes() as u64;
-        c.backlog_groups = backlog.groups() as u64;
         c.backlog_age_ms = backlog.age_ms(now_ms);
         c.backlog_over = u64::from(backlog.overflowed());
     }
@@ -350,6 +367,30 @@ impl ShardStore {
         Ok(backlog)
     }
 
+    /// Where an export of `owner`'s history reads: the owner's SQLite file
+    /// (read-only, beside its writer), or the one PostgreSQL database.
+    pub(super) fn export_source(&self, owner: u32) -> super::export::Source {
+        match &self.engine {
+            Engine::Sqlite(_) => super::export::Source::Sqlite(sqlite_path(&self.data_dir, owner)),
+            Engine::Postgres(pool) => super::export::Source::Postgres(pool.url.clone(), pool.queue.get()),
+        }
+    }
+
+    /// Whether the engine is PostgreSQL (whose server may share the
+    /// machine's cores with the shards).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
+    /// Runs the tasks of the connections made from now on in `queue` (the
+    /// shard's low-share history queue: PostgreSQL's socket work is the
+    /// store's, not order entry's).
+    pub fn set_task_queue(&self, queue: glommio::TaskQueueHandle) {
+        if let Engine::Postgres(pool) = &self.engine {
+            pool.queue.set(Some(queue));
+        }
+    }
+
     /// Whether the breaker lets calls through now (reads that could be
     /// answered from memory use it to skip the store).
     pub fn is_open(&self) -> bool {
@@ -358,9 +399,12 @@ impl ShardStore {
 
     /// Brings the schema to this build's version; returns the version found.
     pub async fn migrate(&self) -> Result<u32, StoreError> {
-        self.call(Kind::Write, || async {
+        self.call_limited(Kind::Write, self.write_timeout(), || async {
             match &self.engine {
-                Engine::Sqlite(store) => blocking(store, |s| futures_lite::future::block_on(s.migrate())).await,
+                Engine::Sqlite(sqlite) => match sqlite.writer.run(Job::Migrate, self.timeout).await? {
+                    Done::Migrated(found) => Ok(found),
+                    _ => Err(mismatch()),
+                },
                 Engine::Postgres(pool) => pool.with(|mut c| async move { (c.migrate().await, c) }).await,
             }
         })
@@ -370,11 +414,12 @@ impl ShardStore {
     /// Where this shard's history stands in the store.
     pub async fn progress(&self) -> Result<Option<Progress>, StoreError> {
         let shard = self.shard;
-        self.call(Kind::Write, || async move {
+        self.call_limited(Kind::Write, self.write_timeout(), || async move {
             match &self.engine {
-                Engine::Sqlite(store) => {
-                    blocking(store, move |s| futures_lite::future::block_on(s.progress(shard))).await
-                }
+                Engine::Sqlite(sqlite) => match sqlite.writer.run(Job::Progress(shard), self.timeout).await? {
+                    Done::Progress(progress) => Ok(progress),
+                    _ => Err(mismatch()),
+                },
                 Engine::Postgres(pool) => pool.with(|mut c| async move { (c.progress(shard).await, c) }).await,
             }
         })
@@ -385,12 +430,12 @@ impl ShardStore {
     /// attempt; the writer decides when to try again.
     pub async fn write(&self, batch: &Arc<Batch>) -> Result<bool, StoreError> {
         let result = self
-            .call(Kind::Write, || async {
+            .call_limited(Kind::Write, self.write_timeout(), || async {
                 match &self.engine {
-                    Engine::Sqlite(store) => {
-                        let batch = batch.clone();
-                        blocking(store, move |s| futures_lite::future::block_on(s.write(&batch))).await
-                    }
+                    Engine::Sqlite(sqlite) => match sqlite.writer.run(Job::Write(batch.clone()), self.timeout).await? {
+                        Done::Written(applied) => Ok(applied),
+                        _ => Err(mismatch()),
+                    },
                     Engine::Postgres(pool) => {
                         let written = pool
                             .with(|mut c| async move {
@@ -422,8 +467,8 @@ impl ShardStore {
             let symbol = symbol.to_string();
             let key = key.clone();
             match &self.engine {
-                Engine::Sqlite(store) => {
-                    blocking(store, move |s| {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
                         futures_lite::future::block_on(find_order(s, user, &symbol, &key))
                     })
                     .await
@@ -442,8 +487,8 @@ impl ShardStore {
         self.read(Kind::Orders, || async {
             let query = query.clone();
             match &self.engine {
-                Engine::Sqlite(store) => {
-                    blocking(store, move |s| {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
                         futures_lite::future::block_on(s.orders(&query.borrowed()))
                     })
                     .await
@@ -462,8 +507,8 @@ impl ShardStore {
         self.read(Kind::Trades, || async {
             let query = query.clone();
             match &self.engine {
-                Engine::Sqlite(store) => {
-                    blocking(store, move |s| {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
                         futures_lite::future::block_on(s.trades(&query.borrowed()))
                     })
                     .await
@@ -536,9 +581,29 @@ impl ShardStore {
     }
 
     /// One call: through the breaker, with the timeout, counted.
-    async fn call<T, F, Fut>(&self, kind: Kind, op: F) -> Result<T, StoreError>
+    pub(super) async fn call<T, F, Fut>(&self, kind: Kind, op: F) -> Result<T, StoreError>
     where
-        F: Fn() -> Fut,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.call_limited(kind, Some(self.timeout), op).await
+    }
+
+    /// The time limit of a write call: none here for SQLite, whose writer
+    /// thread times the job itself from when it starts (waiting for a
+    /// spare core is not a failure of the database).
+    fn write_timeout(&self) -> Option<Duration> {
+        match self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(_) => Some(self.timeout),
+        }
+    }
+
+    /// `call` with the time limit `limit` (`None`: the operation keeps its
+    /// own).
+    async fn call_limited<T, F, Fut>(&self, kind: Kind, limit: Option<Duration>, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         if !self.breaker.borrow_mut().allow(crate::clock::now_ms()) {
@@ -546,9 +611,12 @@ impl ShardStore {
             return Err(StoreError::Unavailable);
         }
         let started = Instant::now();
-        let result = match glommio::timer::timeout(self.timeout, async { Ok(op().await) }).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
+        let result = match limit {
+            Some(limit) => match glommio::timer::timeout(limit, async { Ok(op().await) }).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(limit.as_millis() as u64)),
+            },
+            None => op().await,
         };
         let elapsed_ns = started.elapsed().as_nanos() as u64;
         self.breaker.borrow_mut().record(crate::clock::now_ms(), result.is_ok());
@@ -591,6 +659,10 @@ fn merge_by_key<T>(stored: Vec<T>, waiting: Vec<T>, key: impl Fn(&T) -> u64) -> 
     all
 }
 
+fn mismatch() -> StoreError {
+    StoreError::Engine("the SQLite writer answered another kind of job".into())
+}
+
 /// The order by id or by client order id, in any engine.
 async fn find_order(
     store: &mut impl HistoryStore,
@@ -610,15 +682,28 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    glommio::executor()
-        .spawn_blocking(move || {
-            lower_priority_once();
-            let mut guard = store
-                .lock()
-                .map_err(|_| StoreError::Engine("the SQLite store's lock is poisoned".into()))?;
-            work(&mut guard)
-        })
-        .await
+    let (done, result) = crate::oneshot::channel();
+    // The blocking call's future must run to its end: glommio's blocking
+    // thread panics when the future that waits for it is gone. So a task
+    // of its own awaits it, and a caller that times out drops only `result`.
+    glommio::spawn_local(async move {
+        let outcome = glommio::executor()
+            .spawn_blocking(move || {
+                lower_priority_once();
+                let mut guard = store
+                    .lock()
+                    .map_err(|_| StoreError::Engine("the SQLite store's lock is poisoned".into()))?;
+                work(&mut guard)
+            })
+            .await;
+        done.send(outcome);
+    })
+    .detach();
+    result.await.unwrap_or_else(|| {
+        Err(StoreError::Engine(
+            "the SQLite call's task ended without an answer".into(),
+        ))
+    })
 }
 
 thread_local! {
@@ -626,7 +711,7 @@ thread_local! {
 }
 
 /// Gives the calling (blocking) thread a lower CPU priority, once.
-fn lower_priority_once() {
+pub(super) fn lower_priority_once() {
     LOWERED.with(|lowered| {
         if !lowered.get() {
             lowered.set(true);
@@ -657,7 +742,7 @@ impl Pool {
         let conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = PgStore::connect(&self.url).await?;
+                let conn = PgStore::connect_on(&self.url, self.queue.get()).await?;
                 self.open.set(self.open.get() + 1);
                 conn
             }

@@ -438,7 +438,7 @@ async fn file_keeps_rows_and_progress_across_reopen() {
         assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().await.expect("migrate"), 1);
+    assert_eq!(store.migrate().await.expect("migrate"), 2);
     assert_eq!(
         store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
@@ -460,7 +460,7 @@ async fn refuses_a_newer_schema() {
     store.set_version_for_test(99);
     assert!(matches!(
         store.migrate().await,
-        Err(StoreError::SchemaTooNew { found: 99, known: 1 })
+        Err(StoreError::SchemaTooNew { found: 99, known: 2 })
     ));
 }
 
