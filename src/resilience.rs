@@ -14,9 +14,16 @@
 //! **Invariant:** the window's memory is fixed (`BREAKER_BUCKETS` counters),
 //! whatever the call rate.
 
-// The history store's engines are to call through these once the shards
-// feed the store; until then only the tests use them.
-#![allow(dead_code)]
+/// The next number of a xorshift64 sequence kept in `state` (never 0):
+/// the random numbers a backoff's jitter needs, no more.
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
 
 /// Buckets the breaker's window is counted in.
 pub(crate) const BREAKER_BUCKETS: usize = 10;

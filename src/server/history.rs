@@ -188,10 +188,7 @@ async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, context: WriterCont
                     warned_ms = now_ms;
                     eprintln!("WARNING: shard {index}: history writer: {e}; retrying (trading goes on)");
                 }
-                random ^= random << 13;
-                random ^= random >> 7;
-                random ^= random << 17;
-                let delay = backoff.next_delay_ms(random);
+                let delay = backoff.next_delay_ms(crate::resilience::xorshift(&mut random));
                 glommio::timer::sleep(Duration::from_millis(delay)).await;
             }
         }
@@ -350,7 +347,7 @@ impl CatchUp {
         std::thread::Builder::new()
             .name(format!("history-replay-{shard}"))
             .spawn(move || {
-                idle_priority();
+                crate::store::sqlite_writer::idle_priority("history replay thread");
                 let tap = Box::new(StreamTap {
                     after,
                     send: send.clone(),
@@ -382,22 +379,6 @@ impl Tap for StreamTap {
             // A writer that went away ends the replay's use; nothing to do.
             let _ = self.send.send(Replayed::Group(lsn, rows));
         }
-    }
-}
-
-/// Puts the calling thread in the idle scheduling class.
-fn idle_priority() {
-    // SAFETY: sched_param is plain data; the call changes only this
-    // thread's scheduling policy.
-    let rc = unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
-    };
-    if rc != 0 {
-        eprintln!(
-            "WARNING: history replay thread: cannot lower its priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
@@ -547,10 +528,8 @@ where
             Ok(value) => return value,
             Err(e) => {
                 eprintln!("WARNING: history store: cannot {what}: {e}; start-up waits for it");
-                random ^= random << 13;
-                random ^= random >> 7;
-                random ^= random << 17;
-                glommio::timer::sleep(Duration::from_millis(backoff.next_delay_ms(random).max(100))).await;
+                let delay = backoff.next_delay_ms(crate::resilience::xorshift(&mut random)).max(100);
+                glommio::timer::sleep(Duration::from_millis(delay)).await;
             }
         }
     }

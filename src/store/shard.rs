@@ -633,13 +633,11 @@ impl ShardStore {
         result
     }
 
-    /// A retry delay's random number (xorshift: jitter needs no more).
+    /// A retry delay's random number.
     fn next_random(&self) -> u64 {
-        let mut x = self.jitter.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.jitter.set(x);
+        let mut state = self.jitter.get();
+        let x = crate::resilience::xorshift(&mut state);
+        self.jitter.set(state);
         x
     }
 }

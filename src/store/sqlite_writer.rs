@@ -60,7 +60,7 @@ impl SqliteWriter {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                idle_priority();
+                idle_priority("history writer thread");
                 let mut store = match SqliteStore::open(&path) {
                     Ok(store) => store,
                     Err(e) => {
@@ -139,8 +139,9 @@ fn run(store: &mut SqliteStore, job: Job) -> Result<Done, StoreError> {
     }
 }
 
-/// Puts the calling thread in the idle scheduling class.
-fn idle_priority() {
+/// Puts the calling thread (`what`, for the warning) in the idle
+/// scheduling class.
+pub(crate) fn idle_priority(what: &str) {
     // SAFETY: sched_param is plain data; the call changes only this
     // thread's scheduling policy.
     let rc = unsafe {
@@ -149,7 +150,7 @@ fn idle_priority() {
     };
     if rc != 0 {
         eprintln!(
-            "WARNING: history writer thread: cannot lower its priority: {}",
+            "WARNING: {what}: cannot lower its priority: {}",
             std::io::Error::last_os_error()
         );
     }
