@@ -170,9 +170,13 @@ fn metric(server: &Server, name: &str) -> f64 {
         .sum()
 }
 
-/// Waits until every shard's backlog is empty.
+/// Waits until every shard's backlog is empty and nothing dropped for
+/// room still waits in the journal.
 fn drained(server: &Server, limit: Duration) -> bool {
-    eventually(limit, || metric(server, "tradsys_history_backlog_rows") == 0.0)
+    eventually(limit, || {
+        metric(server, "tradsys_history_backlog_rows") == 0.0
+            && metric(server, "tradsys_history_backlog_over_max") == 0.0
+    })
 }
 
 #[test]
@@ -302,8 +306,12 @@ fn a_new_data_directory_refuses_a_database_with_another_history() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Places orders one after another until `stop`; returns the ids of those
-/// acknowledged and how many were refused.
+/// Orders the load thread places per second at most (each canceled at
+/// once): a steady flow, the same on a fast build and a slow one.
+const LOAD_ORDERS_PER_S: u64 = 1000;
+
+/// Places orders one after another, at most `LOAD_ORDERS_PER_S`, until
+/// `stop`; returns the ids of those acknowledged and the refusals.
 fn order_load(
     server_addr: std::net::SocketAddr,
     user: User,
@@ -314,7 +322,13 @@ fn order_load(
         let mut ids = Vec::new();
         let mut errors = Vec::new();
         let mut i = 0u64;
+        let started = std::time::Instant::now();
         while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            // Pacing, not waiting for anything: order i goes at i ms.
+            let due = started + Duration::from_micros(i * 1_000_000 / LOAD_ORDERS_PER_S);
+            if let Some(ahead) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(ahead);
+            }
             let q = format!(
                 "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price={}",
                 20_000 + i % 100
