@@ -117,33 +117,6 @@ export_once() {
 	echo "$(cat "$tmp/lines") $(echo "$ended - $started" | bc) $max"
 }
 
-# start_postgres: a private PostgreSQL on a free loopback port, as the
-# postgres user (it refuses root), as bench/rest.sh starts it. Sets pgport,
-# pgbin.
-start_postgres() {
-	pgbin=$(pg_config --bindir 2>/dev/null || true)
-	[[ -x "$pgbin/initdb" ]] || pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-	[[ -x "$pgbin/initdb" ]] || { log "PostgreSQL is not installed (apt-get install postgresql)"; return 1; }
-	local dir=$tmp/pg user=()
-	mkdir -p "$dir" && chmod 755 "$tmp" && chmod 700 "$dir"
-	if ((EUID == 0)); then
-		chown postgres: "$dir"
-		user=(setpriv --reuid=postgres --regid=postgres --init-groups)
-	fi
-	"${user[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$tmp/initdb.log" 2>&1
-	pgport=$(free_port)
-	"${user[@]}" "$pgbin/postgres" -D "$dir/data" -p "$pgport" -k "$dir" -c listen_addresses=127.0.0.1 \
-		>"$tmp/postgres.log" 2>&1 &
-	pids+=("$!")
-	local i
-	for ((i = 0; i < 100; i++)); do
-		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport" && return 0
-		sleep 0.1
-	done
-	log "PostgreSQL did not start; its log:"; tail -n 20 "$tmp/postgres.log" >&2
-	return 1
-}
-
 measure() {
 	local engine=$1 dir=$WORK_DIR/export-$engine flags=() fill=() before line lines seconds max peak=0 format rows
 	rm -rf "$dir"
@@ -153,7 +126,7 @@ measure() {
 		;;
 	postgres)
 		start_postgres
-		"$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -Atqc "CREATE DATABASE bench" >/dev/null
+		pg_sql "CREATE DATABASE bench" >/dev/null
 		flags=(--postgres "postgresql://postgres@127.0.0.1:$pgport/bench")
 		fill=(--postgres "host=127.0.0.1 port=$pgport user=postgres dbname=bench")
 		;;

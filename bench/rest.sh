@@ -545,38 +545,6 @@ bench_snapshot_stall() {
 
 # --- history store: off vs SQLite vs PostgreSQL --------------------------------
 
-# start_postgres: a private PostgreSQL on a free loopback port, as the
-# postgres user (it refuses root), its postmaster a child of this script
-# (counted as server CPU). Sets pgport, pgpid, pgbin.
-start_postgres() {
-	pgbin=$(pg_config --bindir 2>/dev/null || true)
-	[[ -x "$pgbin/initdb" ]] || pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-	[[ -x "$pgbin/initdb" ]] || { log "PostgreSQL is not installed (apt-get install postgresql)"; return 1; }
-	local dir=$tmp/pg user=()
-	mkdir -p "$dir" && chmod 755 "$tmp" && chmod 700 "$dir"
-	if ((EUID == 0)); then
-		chown postgres: "$dir"
-		user=(setpriv --reuid=postgres --regid=postgres --init-groups)
-	fi
-	"${user[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$tmp/initdb.log" 2>&1
-	pgport=$(free_port)
-	"${user[@]}" "$pgbin/postgres" -D "$dir/data" -p "$pgport" -k "$dir" -c listen_addresses=127.0.0.1 \
-		>"$tmp/postgres.log" 2>&1 &
-	pgpid=$!
-	pids+=("$pgpid")
-	local i
-	for ((i = 0; i < 100; i++)); do
-		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport" && return 0
-		sleep 0.1
-	done
-	log "PostgreSQL did not start; its log:"; tail -n 20 "$tmp/postgres.log" >&2
-	return 1
-}
-
-pg_sql() {
-	"$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d "${2:-postgres}" -Atqc "$1"
-}
-
 # history_backlog: rows waiting and rows written, summed over shards.
 history_backlog() {
 	echo "$(metric tradsys_history_backlog_rows) $(metric tradsys_history_rows_written_total)"

@@ -71,51 +71,37 @@ fn trade(server: &Server, seller: &User, buyer: &User, rounds: usize) -> Vec<u64
         .collect()
 }
 
-/// Every order of `user` in BTCUSDT, page by page from order id 0 with
+/// Every id of `user`'s rows in BTCUSDT from `path` (`allOrders` with
+/// `orderId`, `myTrades` with `fromId`), page by page from id 0 with
 /// `limit`: each id once, in order.
-fn all_order_ids(c: &mut Client, user: &User, limit: usize) -> Vec<u64> {
+fn all_ids(c: &mut Client, user: &User, path: &str, from: &str, id: &str, limit: usize) -> Vec<u64> {
     let mut ids: Vec<u64> = Vec::new();
-    let mut from = 0;
+    let mut next = 0;
     loop {
-        let q = format!("symbol=BTCUSDT&orderId={from}&limit={limit}");
-        let r = signed(c, user, "GET", "/api/v3/allOrders", &q);
+        let q = format!("symbol=BTCUSDT&{from}={next}&limit={limit}");
+        let r = signed(c, user, "GET", path, &q);
         assert_eq!(r.status, 200, "{}", r.body_text());
         let page: Vec<u64> = r
             .json()
             .as_array()
-            .expect("allOrders array")
+            .expect("an array")
             .iter()
-            .map(|o| o["orderId"].as_u64().expect("orderId"))
+            .map(|row| row[id].as_u64().expect("an id"))
             .collect();
         ids.extend(&page);
         if page.len() < limit {
             return ids;
         }
-        from = page[page.len() - 1] + 1;
+        next = page[page.len() - 1] + 1;
     }
 }
 
-/// Every trade id of `user` in BTCUSDT, page by page with `fromId`.
+fn all_order_ids(c: &mut Client, user: &User, limit: usize) -> Vec<u64> {
+    all_ids(c, user, "/api/v3/allOrders", "orderId", "orderId", limit)
+}
+
 fn all_trade_ids(c: &mut Client, user: &User, limit: usize) -> Vec<u64> {
-    let mut ids: Vec<u64> = Vec::new();
-    let mut from = 0;
-    loop {
-        let q = format!("symbol=BTCUSDT&fromId={from}&limit={limit}");
-        let r = signed(c, user, "GET", "/api/v3/myTrades", &q);
-        assert_eq!(r.status, 200, "{}", r.body_text());
-        let page: Vec<u64> = r
-            .json()
-            .as_array()
-            .expect("myTrades array")
-            .iter()
-            .map(|t| t["id"].as_u64().expect("id"))
-            .collect();
-        ids.extend(&page);
-        if page.len() < limit {
-            return ids;
-        }
-        from = page[page.len() - 1] + 1;
-    }
+    all_ids(c, user, "/api/v3/myTrades", "fromId", "id", limit)
 }
 
 fn query_order(c: &mut Client, user: &User, id: u64) -> Value {

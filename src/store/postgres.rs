@@ -711,16 +711,6 @@ impl HistoryStore for PgStore {
     }
 }
 
-/// History reads spread round-robin over read replicas, each used only
-/// when it has replayed as far as the reader must see; otherwise the
-/// primary answers. Lag per replica is kept for /metrics.
-pub struct Replicas {
-    stores: Vec<PgStore>,
-    next: usize,
-    /// Each replica's replay position when last asked.
-    positions: Vec<Option<u64>>,
-}
-
 /// The replica to read from: the first, from `next` on and wrapping, whose
 /// replay position is at least `required`.
 pub fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Option<usize> {
@@ -728,38 +718,6 @@ pub fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Op
     (0..n)
         .map(|i| (next + i) % n)
         .find(|&i| positions[i].is_some_and(|p| p >= required))
-}
-
-impl Replicas {
-    pub fn new(stores: Vec<PgStore>) -> Replicas {
-        let positions = vec![None; stores.len()];
-        Replicas {
-            stores,
-            next: 0,
-            positions,
-        }
-    }
-
-    /// A replica that has replayed at least to `required` (a primary WAL
-    /// position, e.g. `last_write_position`), or `None`: read from the
-    /// primary. A replica that does not answer is skipped.
-    pub async fn reader(&mut self, required: u64) -> Option<&mut PgStore> {
-        for (i, store) in self.stores.iter().enumerate() {
-            self.positions[i] = store.replay_position().await.ok().flatten();
-        }
-        let chosen = pick_replica(self.next, &self.positions, required)?;
-        self.next = (chosen + 1) % self.stores.len();
-        Some(&mut self.stores[chosen])
-    }
-
-    /// Bytes each replica is behind `primary_position`, as last seen;
-    /// `None` for a replica that did not answer.
-    pub fn lag_bytes(&self, primary_position: u64) -> Vec<Option<u64>> {
-        self.positions
-            .iter()
-            .map(|p| p.map(|p| primary_position.saturating_sub(p)))
-            .collect()
-    }
 }
 
 #[cfg(test)]

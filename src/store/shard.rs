@@ -391,12 +391,6 @@ impl ShardStore {
         }
     }
 
-    /// Whether the breaker lets calls through now (reads that could be
-    /// answered from memory use it to skip the store).
-    pub fn is_open(&self) -> bool {
-        self.breaker.borrow().state() == crate::resilience::BreakerState::Open
-    }
-
     /// Brings the schema to this build's version; returns the version found.
     pub async fn migrate(&self) -> Result<u32, StoreError> {
         self.call_limited(Kind::Write, self.write_timeout(), || async {
@@ -785,7 +779,7 @@ enum Replica {
 /// The shard's read replicas, each with one connection, chosen
 /// round-robin among those that have replayed far enough (see
 /// `postgres::pick_replica`).
-struct ReplicaSet {
+pub(super) struct ReplicaSet {
     urls: Vec<String>,
     slots: RefCell<Vec<Replica>>,
     /// Each replica's replay position (WAL bytes) when last asked.
@@ -794,7 +788,7 @@ struct ReplicaSet {
 }
 
 impl ReplicaSet {
-    fn new(urls: Vec<String>) -> ReplicaSet {
+    pub(super) fn new(urls: Vec<String>) -> ReplicaSet {
         let n = urls.len();
         ReplicaSet {
             urls,
@@ -830,7 +824,7 @@ impl ReplicaSet {
     }
 
     /// A replica's connection that has replayed at least `required`.
-    async fn take_reader(&self, required: u64) -> Option<(usize, PgStore)> {
+    pub(super) async fn take_reader(&self, required: u64) -> Option<(usize, PgStore)> {
         if self.urls.is_empty() {
             return None;
         }
@@ -857,7 +851,7 @@ impl ReplicaSet {
         }
     }
 
-    fn put_back(&self, index: usize, conn: PgStore) {
+    pub(super) fn put_back(&self, index: usize, conn: PgStore) {
         self.slots.borrow_mut()[index] = Replica::Idle(conn);
     }
 
@@ -866,7 +860,7 @@ impl ReplicaSet {
     }
 
     /// Bytes each replica is behind `primary`, `None` when unknown.
-    fn lag_bytes(&self, primary: u64) -> Vec<Option<u64>> {
+    pub(super) fn lag_bytes(&self, primary: u64) -> Vec<Option<u64>> {
         self.positions
             .borrow()
             .iter()

@@ -6,9 +6,10 @@
 //! Each engine runs it from its own tests (SQLite below; PostgreSQL where
 //! a test server is started).
 
-use super::postgres::{PgStore, Replicas};
+use super::postgres::PgStore;
 use super::rows::KeyRow;
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
+use super::shard::ReplicaSet;
 use super::sqlite::SqliteStore;
 use super::{Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
 use futures_lite::future::block_on;
@@ -631,7 +632,7 @@ fn postgres_reads_go_to_replicas_only_when_they_have_the_write() {
         .spawn(move || async move {
             let mut store = PgStore::connect(&primary_url).await.expect("primary");
             store.migrate().await.expect("migrate");
-            let mut replicas = Replicas::new(vec![PgStore::connect(&replica_url).await.expect("replica")]);
+            let replicas = ReplicaSet::new(vec![replica_url]);
             let query = |id| OrdersQuery {
                 user: 2,
                 symbol: "BTCUSDT",
@@ -643,16 +644,19 @@ fn postgres_reads_go_to_replicas_only_when_they_have_the_write() {
             let first = vec![Row::Order(order(2, "BTCUSDT", 1, "NEW", 0, 1_000))];
             assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
             let seen = store.last_write_position();
-            replayed(replicas.reader(0).await.expect("a replica"), seen).await;
-            let reader = replicas.reader(seen).await.expect("the replica has the write");
+            let (i, replica) = replicas.take_reader(0).await.expect("a replica");
+            replayed(&replica, seen).await;
+            replicas.put_back(i, replica);
+            let (i, mut reader) = replicas.take_reader(seen).await.expect("the replica has the write");
             assert_eq!(reader.orders(&query(1)).await.expect("read").len(), 1);
             // Replay paused: the next write is not on the replica.
             reader.execute_for_test("SELECT pg_wal_replay_pause()").await;
+            replicas.put_back(i, reader);
             let second = vec![Row::Order(order(2, "BTCUSDT", 2, "NEW", 0, 1_001))];
             assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
             let seen = store.last_write_position();
             assert!(
-                replicas.reader(seen).await.is_none(),
+                replicas.take_reader(seen).await.is_none(),
                 "a paused replica is never read for the new write"
             );
             assert_eq!(
@@ -660,17 +664,17 @@ fn postgres_reads_go_to_replicas_only_when_they_have_the_write() {
                 1,
                 "the primary has it"
             );
-            let behind = replicas.reader(0).await.expect("the replica, for any older read");
+            let (i, mut behind) = replicas.take_reader(0).await.expect("the replica, for any older read");
             assert_eq!(
                 behind.orders(&query(2)).await.expect("stale read").len(),
                 0,
                 "the replica lags"
             );
             assert!(replicas.lag_bytes(seen)[0].is_some_and(|lag| lag > 0));
-            let stale = replicas.reader(0).await.expect("the replica");
-            stale.execute_for_test("SELECT pg_wal_replay_resume()").await;
-            replayed(stale, seen).await;
-            let caught_up = replicas.reader(seen).await.expect("the replica caught up");
+            behind.execute_for_test("SELECT pg_wal_replay_resume()").await;
+            replayed(&behind, seen).await;
+            replicas.put_back(i, behind);
+            let (_, mut caught_up) = replicas.take_reader(seen).await.expect("the replica caught up");
             assert_eq!(caught_up.orders(&query(2)).await.expect("read").len(), 1);
             assert_eq!(replicas.lag_bytes(seen), vec![Some(0)]);
         })
