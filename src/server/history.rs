@@ -47,6 +47,11 @@ const BUSY_WINDOW_MS: u64 = 50;
 const WRITER_BACKOFF_MS: (u64, u64) = (10, 2000);
 /// Months of partitions PostgreSQL keeps made ahead.
 const PARTITIONS_AHEAD_MONTHS: u32 = 3;
+/// How soon a failed upkeep (partitions, statistics) is tried again.
+const UPKEEP_RETRY_MS: u64 = 10_000;
+/// The shortest pause between two start-up attempts to reach the store
+/// (each one logs a line).
+const START_UP_RETRY_MIN_MS: u64 = 100;
 /// How often replica lag is measured for /metrics.
 const REPLICA_LAG_INTERVAL_MS: u64 = 1000;
 /// Failed-write warnings are printed at most this often.
@@ -393,7 +398,7 @@ async fn run_upkeep(store: Rc<ShardStore>, leader: bool, statistics_interval_s: 
             match store.upkeep(now_ms, PARTITIONS_AHEAD_MONTHS + 1).await {
                 Ok(()) => next_upkeep_ms = now_ms + statistics_interval_s * 1000,
                 // Soon again: the store may be back by then.
-                Err(_) => next_upkeep_ms = now_ms + REPLICA_LAG_INTERVAL_MS * 10,
+                Err(_) => next_upkeep_ms = now_ms + UPKEEP_RETRY_MS,
             }
         }
         store.refresh_replica_lag().await;
@@ -528,7 +533,9 @@ where
             Ok(value) => return value,
             Err(e) => {
                 eprintln!("WARNING: history store: cannot {what}: {e}; start-up waits for it");
-                let delay = backoff.next_delay_ms(crate::resilience::xorshift(&mut random)).max(100);
+                let delay = backoff
+                    .next_delay_ms(crate::resilience::xorshift(&mut random))
+                    .max(START_UP_RETRY_MIN_MS);
                 glommio::timer::sleep(Duration::from_millis(delay)).await;
             }
         }
