@@ -49,8 +49,18 @@ pub struct PgStore {
     last_write_lsn: u64,
 }
 
+/// The error as PostgreSQL gave it: its SQLSTATE, message and detail when
+/// the server answered (tokio-postgres prints only "db error" for those).
 fn engine(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    match e.as_db_error() {
+        Some(db) => StoreError::Engine(format!(
+            "{} {}{}",
+            db.code().code(),
+            db.message(),
+            db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+        )),
+        None => StoreError::Engine(e.to_string()),
+    }
 }
 
 /// A client connected to `url` (libpq key=value form, TCP host) from the
