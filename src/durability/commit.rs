@@ -184,12 +184,20 @@ impl ShardLog {
         .await
     }
 
-    /// Peer `from` waits for this shard to seal `epoch`.
-    pub fn requested(&self, from: usize, epoch: u64) {
+    /// Peer `from` waits for this shard to seal `epoch`. Returns whether
+    /// the durable epoch already covers it: the peer must then be told at
+    /// once, since no commit may be coming to tell it later (the peer saw
+    /// this shard behind before its last commit finished, and asked while
+    /// the request was on its way).
+    pub fn requested(&self, from: usize, epoch: u64) -> bool {
+        if epoch <= self.epochs.durable(self.shard) {
+            return true;
+        }
         let mut requesters = self.requesters.borrow_mut();
         requesters[from] = requesters[from].max(epoch);
         drop(requesters);
         self.want(epoch);
+        false
     }
 
     /// The peers whose requests this shard's durable epoch now covers;
@@ -301,5 +309,41 @@ impl ShardLog {
                 i += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fsync_log(shard: usize, epochs: &Arc<Epochs>) -> ShardLog {
+        let config = DurabilityConfig {
+            mode: DurabilityMode::Fsync,
+            commit_bytes_max: 1 << 20,
+            direct_io: false,
+            batch_sync_ms: 10,
+            segment_bytes: 1 << 26,
+            snapshot_records: 1000,
+            snapshot_interval_s: 60,
+        };
+        ShardLog::new(shard, config, epochs.clone(), Rc::new(Cell::new(1)))
+    }
+
+    #[test]
+    fn a_seal_request_already_covered_is_answered_at_once() {
+        let epochs = Arc::new(Epochs::new(2));
+        let log = fsync_log(1, &epochs);
+        epochs.publish(1, 5);
+        // Shard 0 saw shard 1 at 4 and asked for 5; the commit that sealed
+        // 5 finished before the request arrived, and none follows it.
+        assert!(log.requested(0, 5));
+        assert!(log.requested(0, 3));
+        assert_eq!(log.take_satisfied(), Vec::<usize>::new());
+        // A request ahead of the durable epoch waits for the next commit.
+        assert!(!log.requested(0, 7));
+        assert_eq!(log.take_satisfied(), Vec::<usize>::new());
+        epochs.publish(1, 7);
+        assert_eq!(log.take_satisfied(), vec![0]);
+        assert_eq!(log.take_satisfied(), Vec::<usize>::new());
     }
 }

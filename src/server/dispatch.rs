@@ -40,7 +40,12 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.log.observe(epoch);
             shard.mesh.complete(id, reply);
         }
-        ShardMsg::SealWanted { epoch } => shard.log.requested(from, epoch),
+        ShardMsg::SealWanted { epoch } => {
+            if shard.log.requested(from, epoch) {
+                // A peer that is gone waits for nothing.
+                let _ = shard.mesh.send(from, ShardMsg::Durable);
+            }
+        }
         ShardMsg::Durable => shard.log.wake_settled(),
         ShardMsg::Engine { epoch, seq, msg } => {
             shard.log.observe(epoch);
