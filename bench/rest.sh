@@ -590,8 +590,13 @@ bench_history() {
 			esac
 			start_two_shards
 			run_orders_warmup
-			# The warm-up's rows are the store's work, not the next window's.
+			# The warm-up's rows are the store's work, not the next window's;
+			# nor are the writes earlier rounds left in the page cache or in
+			# PostgreSQL's buffers, which the kernel and PostgreSQL's
+			# checkpointer would otherwise flush in the middle of this window.
 			wait_history_drained 300 >/dev/null
+			pg_sql "CHECKPOINT" >/dev/null
+			sync
 			measure_orders_once "$r"
 			read -r waiting written <<<"$(history_backlog)"
 			out "$store: $last_line"

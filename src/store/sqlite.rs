@@ -3,9 +3,9 @@
 //! (`shard-<i>/history.sqlite`), so shards stay shared-nothing.
 //!
 //! A connection is not shared: each shard's history thread opens its own.
-//! The database runs in WAL mode with `synchronous=NORMAL`: a batch that
-//! a power cut takes back is written again from the journal, which is the
-//! source of truth, so the store need not sync every commit.
+//! The database runs in WAL mode with `synchronous=FULL`: a batch is on
+//! disk when its commit returns, since the writer then lets snapshots
+//! delete the journal records it came from.
 //!
 //! Migrations are embedded and applied in order; `PRAGMA user_version`
 //! holds the version reached.
