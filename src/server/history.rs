@@ -36,13 +36,16 @@ const WRITER_IDLE_MS: u64 = 5;
 /// The writer's share of the CPU against order entry's 1000: it gets a
 /// core mostly when order entry leaves it idle.
 const WRITER_SHARES: usize = 10;
-/// PostgreSQL batches wait while the shard's executor was busy this share
-/// of the time (per thousand) over the last `BUSY_WINDOW_MS`: on a machine
-/// that also runs PostgreSQL, its inserts would take the cores order entry
-/// needs. The backlog absorbs the wait (and past its limit the journal).
-const PG_DEFER_BUSY_PERMILLE: u64 = 600;
-/// The window the executor's busy share is measured over.
-const BUSY_WINDOW_MS: u64 = 50;
+/// PostgreSQL batches wait while less than this share (per thousand) of
+/// the machine's CPU went unused over the last `SPARE_WINDOW_MS` (see
+/// `SpareCpu`). The backlog absorbs the wait (and past its limit the
+/// journal).
+const PG_SPARE_CPU_MIN_PERMILLE: u64 = 100;
+/// The window the machine's unused CPU is measured over.
+const SPARE_WINDOW_MS: u64 = 200;
+/// The longest a PostgreSQL batch waits for unused CPU: under a load that
+/// never leaves any, the store still gets a batch this often.
+const PG_WAIT_FOR_SPARE_CPU_MAX_MS: u64 = 2000;
 /// First and longest pause after a failed batch.
 const WRITER_BACKOFF_MS: (u64, u64) = (10, 2000);
 /// Months of partitions PostgreSQL keeps made ahead.
@@ -108,7 +111,7 @@ async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, context: WriterCont
     let mut catch_up: Option<CatchUp> = None;
     // The newest record whose rows are all in the store.
     let mut absorbed_lsn = 0;
-    let mut busy = BusyShare::new();
+    let mut spare = SpareCpu::new();
     loop {
         let now_ms = crate::clock::now_ms();
         epochs.set_absorbed(index, store.backlog().absorbed_epoch(shard.log.epoch()));
@@ -121,7 +124,7 @@ async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, context: WriterCont
         let needs_catch_up = store.backlog().needs_catch_up();
         let next = if !migrated {
             None
-        } else if store.is_postgres() && busy.permille() >= PG_DEFER_BUSY_PERMILLE {
+        } else if store.is_postgres() && spare.should_wait(now_ms) {
             Some(Next::Idle)
         } else if let Some(c) = catch_up.as_mut() {
             match c.next(&context, index as u32) {
@@ -200,35 +203,103 @@ async fn run_writer(shard: Rc<Shard>, store: Rc<ShardStore>, context: WriterCont
     }
 }
 
-/// How busy the shard's executor has been lately: the share of wall time
-/// it spent running tasks, over windows of `BUSY_WINDOW_MS`.
-struct BusyShare {
+/// How much of the machine's CPU went unused lately, per thousand, over
+/// windows of `SPARE_WINDOW_MS` (`/proc/stat`: idle and iowait against
+/// all). PostgreSQL's writer waits while there is next to none: the
+/// SQLite writer takes only idle CPU by its scheduling class, but the
+/// inserts of a PostgreSQL on the same machine run in its own processes at
+/// normal priority and would take the cores order entry needs. With
+/// PostgreSQL on a host of its own the shards still spare the COPY
+/// encoding. Where `/proc/stat` cannot be read, all CPU counts as unused.
+struct SpareCpu {
     since: std::time::Instant,
-    runtime: Duration,
+    ticks: Option<CpuTicks>,
     permille: u64,
+    /// Since when the writer has been waiting for unused CPU.
+    waiting_since_ms: Option<u64>,
 }
 
-impl BusyShare {
-    fn new() -> BusyShare {
-        BusyShare {
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    unused: u64,
+    all: u64,
+}
+
+impl SpareCpu {
+    fn new() -> SpareCpu {
+        SpareCpu {
             since: std::time::Instant::now(),
-            runtime: glommio::executor().executor_stats().executor_runtime(),
-            permille: 0,
+            ticks: cpu_ticks(),
+            permille: 1000,
+            waiting_since_ms: None,
         }
     }
 
-    /// The share of the last full window, per thousand.
+    /// Whether the next batch should wait: while next to no CPU goes
+    /// unused, for at most `PG_WAIT_FOR_SPARE_CPU_MAX_MS` at a time.
+    fn should_wait(&mut self, now_ms: u64) -> bool {
+        let spare = self.permille();
+        waits_for_spare_cpu(spare, &mut self.waiting_since_ms, now_ms)
+    }
+
+    /// The share of the last full window.
     fn permille(&mut self) -> u64 {
-        let wall = self.since.elapsed();
-        if wall >= Duration::from_millis(BUSY_WINDOW_MS) {
-            let runtime = glommio::executor().executor_stats().executor_runtime();
-            let ran = runtime.saturating_sub(self.runtime);
-            self.permille = (ran.as_micros() * 1000 / wall.as_micros().max(1)) as u64;
+        if self.since.elapsed() >= Duration::from_millis(SPARE_WINDOW_MS) {
+            // One read of a small procfs file: microseconds.
+            let now = cpu_ticks();
+            self.permille = match (self.ticks, now) {
+                (Some(before), Some(now)) => spare_permille(before, now),
+                _ => 1000,
+            };
+            self.ticks = now;
             self.since = std::time::Instant::now();
-            self.runtime = runtime;
         }
         self.permille
     }
+}
+
+fn waits_for_spare_cpu(spare_permille: u64, waiting_since_ms: &mut Option<u64>, now_ms: u64) -> bool {
+    if spare_permille >= PG_SPARE_CPU_MIN_PERMILLE {
+        *waiting_since_ms = None;
+        return false;
+    }
+    let since = *waiting_since_ms.get_or_insert(now_ms);
+    if now_ms < since + PG_WAIT_FOR_SPARE_CPU_MAX_MS {
+        return true;
+    }
+    // This batch goes; the next one waits again.
+    *waiting_since_ms = None;
+    false
+}
+
+fn cpu_ticks() -> Option<CpuTicks> {
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq
+/// softirq steal ...` in ticks (guest time is already in user).
+fn parse_cpu_ticks(stat: &str) -> Option<CpuTicks> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+    if ticks.len() < 8 {
+        return None;
+    }
+    Some(CpuTicks {
+        unused: ticks[3] + ticks[4],
+        all: ticks.iter().sum(),
+    })
+}
+
+fn spare_permille(before: CpuTicks, now: CpuTicks) -> u64 {
+    let all = now.all.saturating_sub(before.all);
+    if all == 0 {
+        return 1000;
+    }
+    now.unused.saturating_sub(before.unused) * 1000 / all
 }
 
 /// Groups of rows a catch-up's replay may have ready for the writer.
@@ -611,4 +682,47 @@ pub fn migrate(config: &Config) -> Result<String, String> {
         }
         Ok(lines.join("\n"))
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_cpu_is_idle_and_iowait_against_all() {
+        let before = parse_cpu_ticks("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").expect("a cpu line");
+        let now = parse_cpu_ticks("cpu  170 0 80 880 50 0 0 0 0 0\n").expect("a cpu line");
+        assert_eq!((before.unused, before.all), (850, 1000));
+        // 180 ticks passed, 80 of them unused.
+        assert_eq!(spare_permille(before, now), 444);
+        assert_eq!(
+            spare_permille(now, now),
+            1000,
+            "no time passed: nothing known to be busy"
+        );
+        assert!(parse_cpu_ticks("cpu0 1 2 3 4 5 6 7 8\n").is_none());
+        assert!(parse_cpu_ticks("cpu  1 2 3\n").is_none());
+    }
+
+    #[test]
+    fn a_busy_machine_delays_batches_a_bounded_time() {
+        let mut since = None;
+        assert!(!waits_for_spare_cpu(PG_SPARE_CPU_MIN_PERMILLE, &mut since, 0));
+        assert!(waits_for_spare_cpu(40, &mut since, 1_000));
+        assert!(waits_for_spare_cpu(
+            40,
+            &mut since,
+            1_000 + PG_WAIT_FOR_SPARE_CPU_MAX_MS - 1
+        ));
+        // Waited long enough: this batch goes, the next waits again.
+        assert!(!waits_for_spare_cpu(
+            40,
+            &mut since,
+            1_000 + PG_WAIT_FOR_SPARE_CPU_MAX_MS
+        ));
+        assert!(waits_for_spare_cpu(40, &mut since, 3_500));
+        // Spare CPU again: batches go at once.
+        assert!(!waits_for_spare_cpu(500, &mut since, 3_600));
+        assert_eq!(since, None);
+    }
 }
