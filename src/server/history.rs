@@ -40,7 +40,7 @@ const WRITER_SHARES: usize = 10;
 /// the machine's CPU went unused over the last `SPARE_WINDOW_MS` (see
 /// `SpareCpu`). The backlog absorbs the wait (and past its limit the
 /// journal).
-const PG_SPARE_CPU_MIN_PERMILLE: u64 = 100;
+const PG_SPARE_CPU_MIN_PERMILLE: u64 = 300;
 /// The window the machine's unused CPU is measured over.
 const SPARE_WINDOW_MS: u64 = 200;
 /// The longest a PostgreSQL batch waits for unused CPU: under a load that
@@ -55,6 +55,11 @@ const UPKEEP_RETRY_MS: u64 = 10_000;
 /// The shortest pause between two start-up attempts to reach the store
 /// (each one logs a line).
 const START_UP_RETRY_MIN_MS: u64 = 100;
+/// How long start-up waits for the store before it gives up and exits:
+/// nothing is lost (the old generation's journal stays until its rows are
+/// in the store), and an operator or a test sees the store's error instead
+/// of a server that never starts.
+const START_UP_WAIT_MAX_MS: u64 = 300_000;
 /// How often replica lag is measured for /metrics.
 const REPLICA_LAG_INTERVAL_MS: u64 = 1000;
 /// Failed-write warnings are printed at most this often.
@@ -519,11 +524,11 @@ impl RecoveryTaps {
         let progress = on_temporary_executor(config, shards, |stores| async move {
             let mut progress = Vec::with_capacity(stores.len());
             for store in &stores {
-                retry_until_done("bring its schema up to date", || store.migrate()).await;
-                progress.push(retry_until_done("read its progress", || store.progress()).await);
+                retry_at_start_up("bring its schema up to date", || store.migrate()).await?;
+                progress.push(retry_at_start_up("read its progress", || store.progress()).await?);
             }
-            progress
-        })?;
+            Ok::<_, String>(progress)
+        })??;
         Ok(RecoveryTaps {
             progress,
             sinks: (0..shards)
@@ -544,8 +549,8 @@ impl RecoveryTaps {
     }
 
     /// Writes what the taps collected, shard by shard in record order,
-    /// before the old generation goes; waits for the store as long as it
-    /// takes (its journal is the only other copy).
+    /// before the old generation goes (its journal is the only other copy);
+    /// waits for the store up to `START_UP_WAIT_MAX_MS`.
     pub(crate) fn write_recovered(&self, config: &Config, generation: u64) -> Result<u64, String> {
         let mut batches: Vec<Vec<Batch>> = Vec::new();
         let mut rows_total = 0;
@@ -583,25 +588,35 @@ impl RecoveryTaps {
             for (store, shard_batches) in stores.iter().zip(batches) {
                 for batch in shard_batches {
                     let batch = Arc::new(batch);
-                    retry_until_done("write the recovered history", || store.write(&batch)).await;
+                    retry_at_start_up("write the recovered history", || store.write(&batch)).await?;
                 }
             }
-        })?;
+            Ok::<_, String>(())
+        })??;
         Ok(rows_total)
     }
 }
 
-/// Retries `call` with backoff until it succeeds, saying why it waits.
-async fn retry_until_done<T, F, Fut>(what: &str, call: F) -> T
+/// Retries `call` with backoff until it succeeds, saying why it waits,
+/// for at most `START_UP_WAIT_MAX_MS`.
+async fn retry_at_start_up<T, F, Fut>(what: &str, call: F) -> Result<T, String>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut backoff = Backoff::new(WRITER_BACKOFF_MS.0, WRITER_BACKOFF_MS.1);
     let mut random = 0x1234_5678_9abc_def1_u64;
+    let started = std::time::Instant::now();
     loop {
         match call().await {
-            Ok(value) => return value,
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() >= Duration::from_millis(START_UP_WAIT_MAX_MS) => {
+                return Err(format!(
+                    "history store: cannot {what}: {e}; gave up after {} s (the journal keeps every \
+                     record: start again once the store answers)",
+                    START_UP_WAIT_MAX_MS / 1000
+                ))
+            }
             Err(e) => {
                 eprintln!("WARNING: history store: cannot {what}: {e}; start-up waits for it");
                 let delay = backoff
