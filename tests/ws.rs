@@ -215,8 +215,14 @@ fn upgrade_errors_are_http_answers() {
         (upgrade_request("GET", "/ws", KEY, "8"), 400),
         (upgrade_request("POST", "/ws", KEY, "13"), 405),
         (upgrade_request("GET", "/nowhere", KEY, "13"), 404),
-        (upgrade_request("GET", "/ws/btcusdt@nothing", KEY, "13"), 400),
-        (upgrade_request("GET", "/ws/nosuchcoin@trade", KEY, "13"), 400),
+        (
+            upgrade_request("GET", "/stream?streams=btcusdt@nothing", KEY, "13"),
+            400,
+        ),
+        (
+            upgrade_request("GET", "/stream?streams=btcusdt@trade/nosuchcoin@trade", KEY, "13"),
+            400,
+        ),
     ];
     for (raw, status) in cases {
         let mut c = server.connect();
@@ -279,6 +285,29 @@ fn stream_requests_get_binance_replies() {
     ws.send(Opcode::Close, &1000u16.to_be_bytes());
     let (opcode, payload) = ws.frame().expect("the close echo");
     assert_eq!((opcode, payload), (0x8, 1000u16.to_be_bytes().to_vec()));
+}
+
+/// ccxt opens `/ws/<n>` (a connection counter) and then subscribes; as on
+/// Binance, `/ws/<anything>` upgrades and subscribes only real streams.
+#[test]
+fn any_ws_path_upgrades_and_subscribes_only_real_streams() {
+    let server = Server::start(1, &[]);
+    let mut counter = Ws::connect(server.addr, "/ws/1");
+    assert_eq!(
+        counter.call(json!({"method": "LIST_SUBSCRIPTIONS", "id": 1})),
+        json!({"result": [], "id": 1})
+    );
+    let subscribe = json!({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 2});
+    assert_eq!(counter.call(subscribe), json!({"result": null, "id": 2}));
+    assert_eq!(
+        counter.call(json!({"method": "LIST_SUBSCRIPTIONS", "id": 3})),
+        json!({"result": ["btcusdt@trade"], "id": 3})
+    );
+    let mut mixed = Ws::connect(server.addr, "/ws/btcusdt@trade/nosuchcoin@trade/btcusdt@nothing");
+    assert_eq!(
+        mixed.call(json!({"method": "LIST_SUBSCRIPTIONS", "id": 1})),
+        json!({"result": ["btcusdt@trade"], "id": 1})
+    );
 }
 
 #[test]

@@ -73,6 +73,10 @@ pub(crate) enum TargetError {
 }
 
 /// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.
+/// As on Binance, `/ws/<anything>` upgrades and subscribes only the names
+/// that are real streams: ccxt opens `/ws/<n>` (its connection counter)
+/// and then sends SUBSCRIBE. A combined stream's list is the client's
+/// request itself, so a bad name there is refused with 400.
 pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, TargetError> {
     let path = std::str::from_utf8(path).map_err(|_| TargetError::NotStreams)?;
     let (names, combined) = match path {
@@ -103,7 +107,12 @@ pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target,
             listen_key = Some(name.to_string());
             continue;
         }
-        let key = StreamKey::parse(name, &trading).ok_or_else(|| TargetError::BadStream(name.to_string()))?;
+        let Some(key) = StreamKey::parse(name, &trading) else {
+            if combined {
+                return Err(TargetError::BadStream(name.to_string()));
+            }
+            continue;
+        };
         if !streams.contains(&key) {
             streams.push(key);
         }
