@@ -10,11 +10,16 @@
 //!
 //! `cargo bench --bench store` (rows: `STORE_BENCH_ROWS`, default 200,000
 //! batched and a tenth of that one by one; batch size:
-//! `STORE_BENCH_BATCH_ROWS`, default 10,000). The PostgreSQL server is the
-//! benchmark's own (`tradsys-pgtest`), on 127.0.0.1, with the server's
-//! default durability (fsync on, synchronous commit).
+//! `STORE_BENCH_BATCH_ROWS`, default the writer's `WRITER_BATCH_ROWS`;
+//! writers: `STORE_BENCH_WRITERS`, default 2, as a 2-shard server has: each
+//! on a thread and connection of its own, writing its shard's batches).
+//! The PostgreSQL server is the benchmark's own (`tradsys-pgtest`), on
+//! 127.0.0.1, with the server's default durability (fsync on, synchronous
+//! commit).
 
-use std::time::Instant;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use tradsys::store::backlog::WRITER_BATCH_ROWS;
 use tradsys::store::postgres::PgStore;
 use tradsys::store::rows::{Row, TradeRow};
 use tradsys::store::sqlite::SqliteStore;
@@ -45,15 +50,19 @@ fn trade(id: u64) -> TradeRow {
     }
 }
 
-/// Batches of `batch_rows` trades numbered from `first`, as the writer
-/// would hand them to an engine.
+/// Batches of `batch_rows` trades numbered from `first`, as shard 0's
+/// writer would hand them to an engine.
 fn batches(first: u64, rows: u64, batch_rows: u64) -> Vec<Batch> {
+    shard_batches(0, first, rows, batch_rows)
+}
+
+fn shard_batches(shard: u32, first: u64, rows: u64, batch_rows: u64) -> Vec<Batch> {
     (0..rows.div_ceil(batch_rows))
         .map(|b| {
             let start = first + b * batch_rows;
             let end = (start + batch_rows).min(first + rows);
             Batch {
-                shard: 0,
+                shard,
                 progress: Progress {
                     generation: 1,
                     lsn: b + 1,
@@ -118,6 +127,53 @@ async fn batched<S: HistoryStore>(store: &mut S, batches: &[Batch]) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Rows per second into PostgreSQL from `writers` writers at once, each
+/// on a thread and connection of its own writing `rows / writers` trades
+/// of its shard in batches of `batch_rows`, as the shards' writers do.
+fn concurrent_copy_rate(url: &str, writers: u32, first: u64, rows: u64, batch_rows: u64) -> f64 {
+    let per_writer = rows / u64::from(writers);
+    let start = Arc::new(Barrier::new(writers as usize));
+    let threads: Vec<_> = (0..writers)
+        .map(|shard| {
+            let url = url.to_string();
+            let start = start.clone();
+            let batches = shard_batches(shard, first + u64::from(shard) * per_writer, per_writer, batch_rows);
+            glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
+                    start.wait();
+                    let started = Instant::now();
+                    for batch in &batches {
+                        assert!(store.write(batch).await.expect("a batch"), "every batch is new");
+                    }
+                    started.elapsed()
+                })
+                .expect("an executor")
+        })
+        .collect();
+    let slowest = threads
+        .into_iter()
+        .map(|t| t.join().expect("a writer"))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (per_writer * u64::from(writers)) as f64 / slowest.as_secs_f64()
+}
+
+/// Runs `work` on a glommio executor of its own and returns what it gives.
+fn on_executor<T, F, Fut>(url: &str, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let url = url.to_string();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || work(url))
+        .expect("an executor")
+        .join()
+        .expect("the benchmark")
+}
+
 /// One INSERT per row, each its own transaction, over one connection.
 async fn one_insert_per_row(url: &str, first: u64, rows: u64) -> f64 {
     let client = tradsys::store::postgres::connect_client(url)
@@ -161,7 +217,8 @@ async fn one_insert_per_row(url: &str, first: u64, rows: u64) -> f64 {
 
 fn main() {
     let rows = env_number("STORE_BENCH_ROWS", 200_000);
-    let batch_rows = env_number("STORE_BENCH_BATCH_ROWS", 10_000);
+    let batch_rows = env_number("STORE_BENCH_BATCH_ROWS", WRITER_BATCH_ROWS as u64);
+    let writers = env_number("STORE_BENCH_WRITERS", 2).max(1) as u32;
     let single_rows = (rows / 10).max(1);
     let user_trades = env_number("STORE_BENCH_USER_TRADES", 1_000_000);
     let queries = env_number("STORE_BENCH_QUERIES", 1_000);
@@ -173,23 +230,22 @@ fn main() {
         server.port(),
         tradsys_pgtest::SUPERUSER
     );
-    println!("store bench: {rows} rows in batches of {batch_rows}, {single_rows} rows one INSERT each");
-    let (copy_rate, insert_rate, pg_latency) = glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
-            store.migrate().await.expect("migrate");
-            store.ensure_partitions(1_797_000_000_000, 2).await.expect("partitions");
-            let insert_rate = one_insert_per_row(&url, 0, single_rows).await;
-            let copy_rate = batched(&mut store, &batches(single_rows, rows, batch_rows)).await;
-            let load = user_batches(user_first, user_trades, 50_000, 1_000_000);
-            batched(&mut store, &load).await;
-            store.execute_analyze().await;
-            let latency = query_latency(&mut store, user_first, user_trades, queries).await;
-            (copy_rate, insert_rate, latency)
-        })
-        .expect("an executor")
-        .join()
-        .expect("the benchmark");
+    println!(
+        "store bench: {rows} rows in batches of {batch_rows} from {writers} writers at once, {single_rows} rows one INSERT each"
+    );
+    let insert_rate = on_executor(&url, move |url| async move {
+        let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
+        store.migrate().await.expect("migrate");
+        store.ensure_partitions(1_797_000_000_000, 2).await.expect("partitions");
+        one_insert_per_row(&url, 0, single_rows).await
+    });
+    let copy_rate = concurrent_copy_rate(&url, writers, single_rows, rows, batch_rows);
+    let pg_latency = on_executor(&url, move |url| async move {
+        let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
+        batched(&mut store, &user_batches(user_first, user_trades, 50_000, 1_000_000)).await;
+        store.execute_analyze().await;
+        query_latency(&mut store, user_first, user_trades, queries).await
+    });
     let dir = std::env::temp_dir().join(format!("tradsys-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let (sqlite_rate, sqlite_latency) = futures_lite::future::block_on(async {
@@ -202,9 +258,9 @@ fn main() {
     });
     let _ = std::fs::remove_dir_all(&dir);
     println!("postgres one INSERT per row: {insert_rate:.0} rows/s");
-    println!("postgres COPY batches:       {copy_rate:.0} rows/s");
+    println!("postgres COPY batches:       {copy_rate:.0} rows/s ({writers} writers)");
     println!("ratio COPY / INSERT:         {:.1}", copy_rate / insert_rate);
-    println!("sqlite batches:              {sqlite_rate:.0} rows/s");
+    println!("sqlite batches:              {sqlite_rate:.0} rows/s (one writer)");
     for (engine, (p50, p99, max)) in [("postgres", pg_latency), ("sqlite", sqlite_latency)] {
         println!(
             "{engine} myTrades, {user_trades} trades of one user, limit 1000 from a random fromId, {queries} queries: p50 {p50} us, p99 {p99} us, max {max} us"
