@@ -49,8 +49,10 @@ def walk_strings(value):
         yield value
 
 
-def exchange(tradsys, api_key=None, secret=None):
-    ex = ccxt.binance({
+def settings(api_key=None, secret=None):
+    """What every test gives ccxt's binance: its key, no client-side rate
+    limiting, spot only, no calls for currencies, margins or time."""
+    return {
         "apiKey": api_key,
         "secret": secret,
         "enableRateLimit": False,
@@ -62,7 +64,11 @@ def exchange(tradsys, api_key=None, secret=None):
             "adjustForTimeDifference": False,
             "defaultType": "spot",
         },
-    })
+    }
+
+
+def exchange(tradsys, api_key=None, secret=None):
+    ex = ccxt.binance(settings(api_key, secret))
     ex.urls = local_urls(ex.urls, tradsys.base_url)
     for section in ("api", "test"):
         for url in walk_strings(ex.urls[section]):

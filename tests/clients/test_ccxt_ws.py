@@ -16,26 +16,14 @@ import ccxt.pro
 import pytest
 
 from money import D
-from test_ccxt import local_urls
+from test_ccxt import local_urls, settings
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 WAIT_S = 10
 
 
 def ws_exchange(tradsys, api_key=None, secret=None):
-    ex = ccxt.pro.binance({
-        "apiKey": api_key,
-        "secret": secret,
-        "enableRateLimit": False,
-        "timeout": 5000,
-        "options": {
-            "fetchMarkets": ["spot"],
-            "fetchCurrencies": False,
-            "fetchMargins": False,
-            "adjustForTimeDifference": False,
-            "defaultType": "spot",
-        },
-    })
+    ex = ccxt.pro.binance(settings(api_key, secret))
     ws = dict(ex.urls["api"]["ws"])
     urls = local_urls(ex.urls, tradsys.base_url)
     base = tradsys.base_url.replace("http://", "ws://", 1)
