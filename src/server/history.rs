@@ -451,16 +451,22 @@ struct StreamTap {
 
 impl Tap for StreamTap {
     fn applied(&mut self, lsn: u64, record: Option<&Record>, trading: &Trading, out: &Output) {
-        if lsn <= self.after {
-            return;
-        }
-        let mut rows = Vec::new();
-        rows_of(trading, record, out, crate::clock::now_ms(), lsn, &mut rows);
-        if !rows.is_empty() {
+        if let Some(rows) = rows_after(self.after, lsn, record, trading, out) {
             // A writer that went away ends the replay's use; nothing to do.
             let _ = self.send.send(Replayed::Group(lsn, rows));
         }
     }
+}
+
+/// The rows a replayed input made, for an input after `after` that made
+/// any (what both recovery taps keep).
+fn rows_after(after: u64, lsn: u64, record: Option<&Record>, trading: &Trading, out: &Output) -> Option<Vec<Row>> {
+    if lsn <= after {
+        return None;
+    }
+    let mut rows = Vec::new();
+    rows_of(trading, record, out, crate::clock::now_ms(), lsn, &mut rows);
+    (!rows.is_empty()).then_some(rows)
 }
 
 /// PostgreSQL upkeep: shard 0 makes partitions ahead and refreshes the
@@ -497,12 +503,7 @@ struct RowTap {
 
 impl Tap for RowTap {
     fn applied(&mut self, lsn: u64, record: Option<&Record>, trading: &Trading, out: &Output) {
-        if lsn <= self.after {
-            return;
-        }
-        let mut rows = Vec::new();
-        rows_of(trading, record, out, crate::clock::now_ms(), lsn, &mut rows);
-        if !rows.is_empty() {
+        if let Some(rows) = rows_after(self.after, lsn, record, trading, out) {
             if let Ok(mut sink) = self.sink.lock() {
                 sink.groups.push((lsn, rows));
             }
