@@ -199,6 +199,11 @@ impl PgStore {
     }
 }
 
+/// A shard's progress row before its first batch, (0, 0); generations
+/// start at 1.
+const INSERT_PROGRESS: &str =
+    "INSERT INTO progress (shard, generation, lsn) VALUES ($1, 0, 0) ON CONFLICT (shard) DO NOTHING";
+
 async fn stored_progress(tx: &Transaction<'_>, shard: u32, lock: bool) -> Result<Option<Progress>, StoreError> {
     let sql = if lock {
         "SELECT generation, lsn FROM progress WHERE shard = $1 FOR UPDATE"
@@ -569,20 +574,25 @@ impl HistoryStore for PgStore {
 
     async fn progress(&mut self, shard: u32) -> Result<Option<Progress>, StoreError> {
         let tx = self.client.transaction().await.map_err(engine)?;
-        let progress = stored_progress(&tx, shard, false).await?;
+        // A process killed a moment ago may have sent the COMMIT of its
+        // last batch, which its backend still runs: that batch holds the
+        // row's lock from its start (`write`), so reading under the lock
+        // waits for it. Otherwise start-up read the progress before that
+        // batch and made its rows again (a duplicate trade side). The
+        // insert waits the same way for a first batch still running.
+        tx.execute(INSERT_PROGRESS, &[&(shard as i32)]).await.map_err(engine)?;
+        let progress = stored_progress(&tx, shard, true).await?;
         tx.commit().await.map_err(engine)?;
-        Ok(progress)
+        // (0, 0): the row is there, no batch yet.
+        Ok(progress.filter(|p| *p != Progress { generation: 0, lsn: 0 }))
     }
 
     async fn write(&mut self, batch: &Batch) -> Result<bool, StoreError> {
         check_batch(batch)?;
         let tx = self.client.transaction().await.map_err(engine)?;
-        tx.execute(
-            "INSERT INTO progress (shard, generation, lsn) VALUES ($1, 0, 0) ON CONFLICT (shard) DO NOTHING",
-            &[&(batch.shard as i32)],
-        )
-        .await
-        .map_err(engine)?;
+        tx.execute(INSERT_PROGRESS, &[&(batch.shard as i32)])
+            .await
+            .map_err(engine)?;
         let stored = stored_progress(&tx, batch.shard, true).await?;
         if stored.is_some_and(|p| p >= batch.progress) {
             return Ok(false);
