@@ -564,6 +564,14 @@ pub(crate) struct AuthRequest<'a> {
     pub(crate) recv_window: Option<&'a str>,
 }
 
+/// Binance's API key types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyType {
+    HmacSha256,
+    Ed25519,
+    Rsa,
+}
+
 /// Who a request acts for, once authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AuthContext {
@@ -571,6 +579,7 @@ pub(crate) struct AuthContext {
     /// The API key (never the secret) the request came with.
     pub(crate) key: String,
     pub(crate) scopes: Scopes,
+    pub(crate) key_type: KeyType,
 }
 
 /// Authenticates one request to an endpoint needing `needed`; `signed` is
@@ -611,6 +620,64 @@ pub(crate) fn authenticate(
         user_id: record.user_id,
         key: String::from_utf8_lossy(api_key).into_owned(),
         scopes: record.scopes,
+        key_type: KeyType::HmacSha256,
+    })
+}
+
+/// What a WebSocket API request proves: the signature of a payload the
+/// connection built (parameters sorted by name, `signature` left out), or
+/// nothing beyond the session's logon.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WsProof<'a> {
+    Payload {
+        payload: &'a [u8],
+        signature: Option<&'a str>,
+    },
+    /// The session logged on with this key; `session.logon` checked the
+    /// signature. Binance still wants a `timestamp` on signed requests.
+    Session,
+    /// The key alone: a USER_STREAM method on a logged-on session.
+    Key,
+}
+
+/// [`authenticate`] for the WebSocket API: the same checks in the same
+/// order and with the same codes, over the payload the connection built
+/// instead of the query string and body.
+pub(crate) fn authenticate_ws(
+    store: &KeyStore,
+    api_key: &[u8],
+    proof: WsProof,
+    timestamp: Option<&str>,
+    recv_window: Option<&str>,
+    needed: Scope,
+    now_ms: u64,
+) -> Result<AuthContext, AuthError> {
+    if !api_key_format_ok(api_key) {
+        return Err(AuthError::ApiKeyFormat);
+    }
+    let record = store
+        .lookup(api_key)
+        .filter(|r| !r.revoked)
+        .ok_or(AuthError::ApiKeyRejected)?;
+    if !matches!(proof, WsProof::Key) {
+        check_timestamp(timestamp, recv_window, now_ms)?;
+    }
+    if let WsProof::Payload { payload, signature } = proof {
+        let signature = signature
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::Mandatory("signature"))?;
+        if !verify(record.secret.as_bytes(), payload, signature) {
+            return Err(AuthError::BadSignature);
+        }
+    }
+    if !record.scopes.contains(needed) {
+        return Err(AuthError::ApiKeyRejected);
+    }
+    Ok(AuthContext {
+        user_id: record.user_id,
+        key: String::from_utf8_lossy(api_key).into_owned(),
+        scopes: record.scopes,
+        key_type: KeyType::HmacSha256,
     })
 }
 

@@ -53,6 +53,19 @@ pub(crate) const MORE_THAN_XX_HOURS: i32 = -1127;
 pub(crate) const OPTIONAL_PARAMS_BAD_COMBO: i32 = -1128;
 /// -1131 BAD_RECV_WINDOW.
 pub(crate) const BAD_RECV_WINDOW: i32 = -1131;
+/// -1135 INVALID_JSON: a WebSocket API frame or parameter that is not
+/// valid JSON.
+pub(crate) const INVALID_JSON: i32 = -1135;
+/// -1191 TOO_MANY_SUBSCRIPTIONS: a session at its subscription limit.
+pub(crate) const TOO_MANY_SUBSCRIPTIONS: i32 = -1191;
+/// -2035 SUBSCRIPTION_ACTIVE: the user data stream is subscribed already.
+pub(crate) const SUBSCRIPTION_ACTIVE: i32 = -2035;
+/// -2036 SUBSCRIPTION_INACTIVE: no such user data stream subscription.
+pub(crate) const SUBSCRIPTION_INACTIVE: i32 = -2036;
+/// -2042 MAXIMUM_SUBSCRIPTION_IDS: a session used all its subscription ids.
+pub(crate) const MAXIMUM_SUBSCRIPTION_IDS: i32 = -2042;
+/// -1034 TOO_MANY_CONNECTIONS: connection attempts over the limit.
+pub(crate) const TOO_MANY_CONNECTIONS: i32 = -1034;
 /// -2010 NEW_ORDER_REJECTED.
 pub(crate) const NEW_ORDER_REJECTED: i32 = -2010;
 /// -2014 BAD_API_KEY_FMT.

@@ -141,6 +141,16 @@ const KEYS: &[Key] = &[
         help: "user data stream connections per user over all shards (over: 429, -1003)",
     },
     Key {
+        name: "ws_api_messages_per_second_max",
+        default: "200",
+        help: "requests, pings and pongs per second on one WebSocket API connection (over: closed with 1008)",
+    },
+    Key {
+        name: "ws_api_connection_attempts_per_5m_max",
+        default: "300",
+        help: "WebSocket API connections opened per client IP in 5 minutes on each shard (over: 429, -1034)",
+    },
+    Key {
         name: "listen_key_ttl_ms",
         default: "3600000",
         help: "time a listen key lives without a keepalive (then listenKeyExpired)",
@@ -392,6 +402,10 @@ pub struct WsConfig {
     pub user_data_connections_per_user_max: usize,
     /// How long a listen key lives after its last POST or PUT.
     pub listen_key_ttl_ms: u64,
+    /// Client frames per second on one WebSocket API connection.
+    pub api_messages_per_second_max: u32,
+    /// WebSocket API connections one IP may open per 5 minutes per shard.
+    pub api_connection_attempts_per_5m_max: u32,
 }
 
 impl Default for HttpLimits {
@@ -639,6 +653,8 @@ fn ws_config(v: &Values) -> Result<WsConfig, ConfigError> {
         socket_send_bytes: v.number("ws_socket_send_bytes", 0, 1 << 30)? as usize,
         user_data_connections_per_user_max: v.count("ws_user_data_connections_per_user_max", 1 << 20)?,
         listen_key_ttl_ms: v.number("listen_key_ttl_ms", 1, 24 * 3_600_000)?,
+        api_messages_per_second_max: v.number("ws_api_messages_per_second_max", 1, 1 << 30)? as u32,
+        api_connection_attempts_per_5m_max: v.number("ws_api_connection_attempts_per_5m_max", 1, 1 << 30)? as u32,
     })
 }
 

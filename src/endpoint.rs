@@ -58,13 +58,14 @@ pub(crate) enum Endpoint {
     AllOrders,
     Account,
     MyTrades,
+    RateLimitOrder,
     UserDataStreamStart,
     UserDataStreamKeepalive,
     UserDataStreamClose,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 26] = [
+    pub(crate) const ALL: [Endpoint; 27] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -88,6 +89,7 @@ impl Endpoint {
         Endpoint::AllOrders,
         Endpoint::Account,
         Endpoint::MyTrades,
+        Endpoint::RateLimitOrder,
         Endpoint::UserDataStreamStart,
         Endpoint::UserDataStreamKeepalive,
         Endpoint::UserDataStreamClose,
@@ -121,6 +123,7 @@ impl Endpoint {
             AllOrders => (Get, "/api/v3/allOrders"),
             Account => (Get, "/api/v3/account"),
             MyTrades => (Get, "/api/v3/myTrades"),
+            RateLimitOrder => (Get, "/api/v3/rateLimit/order"),
             UserDataStreamStart => (Post, "/api/v3/userDataStream"),
             UserDataStreamKeepalive => (Put, "/api/v3/userDataStream"),
             UserDataStreamClose => (Delete, "/api/v3/userDataStream"),
@@ -140,7 +143,7 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel => Security::Trade,
-            OrderQuery | OpenOrders | AllOrders | Account | MyTrades => Security::UserData,
+            OrderQuery | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => Security::UserData,
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
             _ => Security::None,
         }

@@ -75,6 +75,7 @@ impl RateLimitConfig {
 }
 
 /// Binance's published default request limits, as exchangeInfo shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RateLimits {
     pub(crate) request_weight_per_minute_max: u32,
     pub(crate) orders_per_10s_max: u32,
@@ -187,6 +188,9 @@ pub(crate) trait RateLimiter {
     /// An order of `user` traded for the first time: Binance's unfilled
     /// order count goes down by one in every ORDERS window.
     fn order_filled(&mut self, user: u64, now_ms: u64);
+
+    /// `user`'s ORDERS counts now (10 s, day), counting nothing.
+    fn user_order_counts(&mut self, user: u64, now_ms: u64) -> (u32, u32);
 }
 
 /// Counters for one limit in the current fixed window, one per key.
@@ -271,6 +275,35 @@ impl<K: Hash + Eq + Copy> FixedWindow<K> {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.counts.len()
+    }
+}
+
+/// WebSocket API connection attempts per IP in fixed 5-minute windows
+/// (Binance: 300 per 5 minutes).
+pub(crate) struct ConnectionAttempts {
+    window: FixedWindow<IpAddr>,
+}
+
+impl ConnectionAttempts {
+    pub(crate) fn new(attempts_per_5m_max: u32, keys_max: usize) -> ConnectionAttempts {
+        ConnectionAttempts {
+            window: FixedWindow::new(FIVE_MINUTES_MS, attempts_per_5m_max, keys_max),
+        }
+    }
+
+    /// Counts one attempt from `ip`, or refuses it with the seconds until
+    /// the window turns over.
+    pub(crate) fn admit(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), Exceeded> {
+        self.window.roll(now_ms);
+        if !self.window.admits(&ip, 1) {
+            let msg = format!(
+                "Too many connection attempts from IP; current limit is {} per '5 MINUTE'.",
+                self.window.limit
+            );
+            return Err(exceeded(&self.window, now_ms, binance::TOO_MANY_CONNECTIONS, msg, 0));
+        }
+        self.window.add(ip, 1);
+        Ok(())
     }
 }
 
@@ -411,6 +444,11 @@ impl RateLimiter for LocalLimiter {
         self.orders_10s.subtract(&user, 1);
         self.orders_1d.subtract(&user, 1);
     }
+
+    fn user_order_counts(&mut self, user: u64, now_ms: u64) -> (u32, u32) {
+        self.roll(now_ms);
+        (self.orders_10s.used(&user), self.orders_1d.used(&user))
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +468,29 @@ mod tests {
             orders_per_day_max: orders_day_max,
             ..RateLimitConfig::default()
         })
+    }
+
+    #[test]
+    fn connection_attempts_count_per_ip_per_five_minutes() {
+        let mut attempts = ConnectionAttempts::new(2, 16);
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        let t0 = 1_700_000_200_000;
+        assert_eq!(attempts.admit(a, t0), Ok(()));
+        assert_eq!(attempts.admit(a, t0 + 1), Ok(()));
+        let refused = attempts.admit(a, t0 + 2).expect_err("third attempt");
+        assert_eq!(
+            (refused.code, refused.retry_after_s, refused.msg.as_str()),
+            (
+                binance::TOO_MANY_CONNECTIONS,
+                200,
+                "Too many connection attempts from IP; current limit is 2 per '5 MINUTE'."
+            )
+        );
+        assert_eq!(attempts.admit(b, t0 + 3), Ok(()));
+        assert_eq!(attempts.admit(a, t0 + 200_000), Ok(()));
     }
 
     #[test]

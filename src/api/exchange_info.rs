@@ -14,6 +14,8 @@ use tradsys_engine::num::write_units;
 
 /// exchangeInfo, pre-rendered: everything but serverTime is fixed at start.
 pub(crate) struct ExchangeInfo {
+    /// The limits it publishes, for the WebSocket API's `rateLimits`.
+    pub(crate) limits: RateLimits,
     /// `"rateLimits":[..],"exchangeFilters":[]` with the leading comma.
     limits_json: String,
     /// (symbol, its JSON object) in file order.
@@ -41,6 +43,7 @@ impl ExchangeInfo {
             {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": limits.raw_requests_per_5m_max},
         ]);
         ExchangeInfo {
+            limits: *limits,
             limits_json: format!(",\"rateLimits\":{rate_limits},\"exchangeFilters\":[]"),
             symbols: markets.iter().map(|m| (m.symbol.clone(), symbol_json(m))).collect(),
         }

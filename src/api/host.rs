@@ -41,6 +41,12 @@ pub(crate) trait Host {
     fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal>;
     /// Counts an order of `user` (owned here), or refuses it.
     fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
+    /// `user`'s ORDERS counts (10 s, day), counting nothing.
+    fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32);
+    /// On the user's shard: one more user data stream of `user` on shard
+    /// `to`, unless the user holds the most allowed; `to` then gets the
+    /// user's events.
+    fn attach_user_stream(&self, user: UserId, to: usize) -> bool;
     /// A client order id for an order sent without one.
     fn next_client_order_id(&self) -> ClientOrderId;
     /// Hands what the last change to `trading` produced to the journal, the

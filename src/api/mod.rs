@@ -23,6 +23,7 @@ pub(crate) mod peer;
 pub(crate) mod request;
 pub(crate) mod user;
 pub(crate) mod weights;
+pub(crate) mod wsapi;
 
 use crate::api::host::Host;
 use crate::api::peer::{CallError, PeerCall, PeerReply};
@@ -30,7 +31,7 @@ use crate::api::request::{RequestRef, RestReply};
 use crate::binance;
 use crate::endpoint::{Endpoint, Security};
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
-use crate::limits::Refusal;
+use crate::limits::{Refusal, Usage};
 use crate::metrics::{self, Route};
 use std::net::IpAddr;
 
@@ -152,26 +153,18 @@ async fn rest_endpoint(shard: &impl Host, buf: &[u8], head: &Head, endpoint: End
         Ok(p) => p,
         Err(e) => return Reply::error(route, &e),
     };
-    let weight = weights::weight(endpoint, &weights::WeightParams::from_params(&params));
-    let now_ms = crate::clock::now_ms();
-    let usage = match shard.admit_request(peer, weight, now_ms) {
-        Ok(usage) => usage,
-        Err(refusal) => return Reply::rest(route, refused(refusal)),
-    };
     let req = RequestRef {
         endpoint,
         query: &buf[head.query.clone()],
         body: &buf[head.body.clone()],
         form_body: head.form_body,
         api_key: head.api_key.clone().map(|r| &buf[r]),
-        now_ms,
+        credentials: request::Credentials::Rest,
+        now_ms: crate::clock::now_ms(),
     };
-    let mut reply = match endpoint {
-        Endpoint::Ping => Reply::json(route, Body::Static(b"{}")),
-        Endpoint::Time => Reply::json(route, Body::Owned(format!("{{\"serverTime\":{now_ms}}}").into_bytes())),
-        Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, &params),
-        _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, &params).await),
-        _ => Reply::rest(route, user_endpoint(shard, req, &params).await),
+    let (mut reply, usage) = run_endpoint(shard, req, &params, peer, Settle::Now).await;
+    let Some(usage) = usage else {
+        return reply;
     };
     let header = format!("{}: {}", binance::HEADER_USED_WEIGHT_1M, usage.used_weight_1m);
     match &mut reply.headers {
@@ -181,8 +174,50 @@ async fn rest_endpoint(shard: &impl Host, buf: &[u8], head: &Head, endpoint: End
     reply
 }
 
+/// When a request that ran on this shard waits for what it changed to be
+/// durable (see `durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Before it returns: one request, one answer.
+    Now,
+    /// The caller settles once for a batch of requests before any of their
+    /// answers leaves (the WebSocket API answers a frame's worth together).
+    Later,
+}
+
+/// Runs one request to a Binance endpoint, REST or WebSocket API alike:
+/// counts its weight against `peer` (or refuses it), then answers it here
+/// or on the shard that owns its data. Returns the counts it was admitted
+/// with, `None` when it was refused.
+pub(crate) async fn run_endpoint(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    params: &Params<'_>,
+    peer: IpAddr,
+    settle: Settle,
+) -> (Reply, Option<Usage>) {
+    let endpoint = req.endpoint;
+    let route = Route::Api(endpoint);
+    let weight = weights::weight(endpoint, &weights::WeightParams::from_params(params));
+    let usage = match shard.admit_request(peer, weight, req.now_ms) {
+        Ok(usage) => usage,
+        Err(refusal) => return (Reply::rest(route, refused(refusal)), None),
+    };
+    let reply = match endpoint {
+        Endpoint::Ping => Reply::json(route, Body::Static(b"{}")),
+        Endpoint::Time => Reply::json(
+            route,
+            Body::Owned(format!("{{\"serverTime\":{}}}", req.now_ms).into_bytes()),
+        ),
+        Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, params),
+        _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, params).await),
+        _ => Reply::rest(route, user_endpoint(shard, req, params, settle).await),
+    };
+    (reply, Some(usage))
+}
+
 /// A signed or API-key request: to the shard of the user the key names.
-async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
+async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>, settle: Settle) -> RestReply {
     let malformed = || {
         RestReply::error(&HttpError::new(
             401,
@@ -209,7 +244,9 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {
         let reply = user::request_parsed(shard, req, params).await;
-        shard.settle().await;
+        if settle == Settle::Now {
+            shard.settle().await;
+        }
         return reply;
     }
     call_rest(shard, owner, req).await
@@ -311,6 +348,7 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
             shard.settle().await;
             PeerReply::Admin(Box::new(reply))
         }
+        PeerCall::Authorize(request) => PeerReply::Authorize(wsapi::authorize(shard, &request)),
         PeerCall::Reference { market, side } => PeerReply::Reference(shard.trading().reference_price(market, side)),
         PeerCall::Fragments { request, markets } => {
             let entries = market::local_fragments(shard, request.borrowed(), &markets).unwrap_or_default();

@@ -5,6 +5,8 @@
 
 use crate::api::admin::{AdminCall, AdminReply};
 use crate::api::request::{RestReply, RestRequest};
+use crate::api::wsapi::{Authorize, Grant};
+use crate::http::HttpError;
 use crate::metrics::Snapshot;
 use tradsys_engine::num::Price;
 use tradsys_engine::order::{MarketId, Side};
@@ -26,6 +28,9 @@ pub(crate) enum PeerCall {
         request: Box<RestRequest>,
         markets: Vec<MarketId>,
     },
+    /// A WebSocket API logon or signed subscription of a user the callee
+    /// owns (see `api::wsapi::authorize`).
+    Authorize(Box<Authorize>),
 }
 
 /// Answers to [`PeerCall`]s, variant for variant.
@@ -36,6 +41,7 @@ pub(crate) enum PeerReply {
     Admin(Box<AdminReply>),
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),
+    Authorize(Result<Grant, HttpError>),
 }
 
 /// Why a call to another shard failed.

@@ -22,6 +22,7 @@ pub(crate) struct RestRequest {
     pub(crate) body: Vec<u8>,
     pub(crate) form_body: bool,
     pub(crate) api_key: Option<Vec<u8>>,
+    pub(crate) credentials: OwnedCredentials,
     pub(crate) now_ms: u64,
 }
 
@@ -33,7 +34,51 @@ impl RestRequest {
             body: &self.body,
             form_body: self.form_body,
             api_key: self.api_key.as_deref(),
+            credentials: self.credentials.borrowed(),
             now_ms: self.now_ms,
+        }
+    }
+}
+
+/// How a signed request proves who sent it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Credentials<'a> {
+    /// REST: `signature` in the query string or the body, over both.
+    #[default]
+    Rest,
+    /// WebSocket API: the payload the connection built from the request's
+    /// parameters (sorted by name, `signature` left out) and the signature
+    /// sent with them.
+    Payload {
+        payload: &'a [u8],
+        signature: Option<&'a str>,
+    },
+    /// WebSocket API: a request on a session logged on with `api_key`
+    /// (`session.logon` checked its signature); it carries none itself.
+    Session,
+}
+
+/// [`Credentials`] that can cross to another shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum OwnedCredentials {
+    #[default]
+    Rest,
+    Payload {
+        payload: Vec<u8>,
+        signature: Option<String>,
+    },
+    Session,
+}
+
+impl OwnedCredentials {
+    fn borrowed(&self) -> Credentials<'_> {
+        match self {
+            OwnedCredentials::Rest => Credentials::Rest,
+            OwnedCredentials::Payload { payload, signature } => Credentials::Payload {
+                payload,
+                signature: signature.as_deref(),
+            },
+            OwnedCredentials::Session => Credentials::Session,
         }
     }
 }
@@ -46,6 +91,7 @@ pub(crate) struct RequestRef<'a> {
     pub(crate) body: &'a [u8],
     pub(crate) form_body: bool,
     pub(crate) api_key: Option<&'a [u8]>,
+    pub(crate) credentials: Credentials<'a>,
     pub(crate) now_ms: u64,
 }
 
@@ -57,6 +103,14 @@ impl<'a> RequestRef<'a> {
             body: self.body.to_vec(),
             form_body: self.form_body,
             api_key: self.api_key.map(<[u8]>::to_vec),
+            credentials: match self.credentials {
+                Credentials::Rest => OwnedCredentials::Rest,
+                Credentials::Payload { payload, signature } => OwnedCredentials::Payload {
+                    payload: payload.to_vec(),
+                    signature: signature.map(str::to_owned),
+                },
+                Credentials::Session => OwnedCredentials::Session,
+            },
             now_ms: self.now_ms,
         }
     }

@@ -11,7 +11,7 @@ use crate::api::params::{
     client_id_param, enum_param, mandatory, market_param, order_ref, order_request, resp_type, RespType,
 };
 use crate::api::peer::{PeerCall, PeerReply};
-use crate::api::request::{engine_error, from_result, trading_error, unavailable, RequestRef, RestReply};
+use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
 use crate::auth::{self, AuthRequest};
 use crate::binance;
 use crate::endpoint::Endpoint;
@@ -44,23 +44,7 @@ pub(crate) async fn request(shard: &impl Host, req: RequestRef<'_>) -> RestReply
 /// [`request`] with the parameters already parsed (by the connection's
 /// shard, when it owns the user).
 pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
-    let security = req.endpoint.security();
-    let auth_request = AuthRequest {
-        api_key: req.api_key,
-        query: req.query,
-        body: if req.form_body { req.body } else { &[] },
-        timestamp: params.get("timestamp"),
-        recv_window: params.get("recvWindow"),
-    };
-    let scope = security.scope().unwrap_or(auth::Scope::Read);
-    let authenticated = auth::authenticate(
-        shard.trading().keys(),
-        &auth_request,
-        scope,
-        security.signed(),
-        req.now_ms,
-    );
-    let user = match authenticated {
+    let user = match authenticate(shard, &req, params) {
         Ok(context) => context.user_id,
         Err(e) => return RestReply::error(&e.into()),
     };
@@ -76,6 +60,36 @@ pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, param
     reply
 }
 
+/// Who sent `req`, by the credentials it came with: REST signs the query
+/// string and body, the WebSocket API a payload of sorted parameters or its
+/// session's logon.
+fn authenticate(
+    shard: &impl Host,
+    req: &RequestRef<'_>,
+    params: &Params<'_>,
+) -> Result<auth::AuthContext, auth::AuthError> {
+    let security = req.endpoint.security();
+    let scope = security.scope().unwrap_or(auth::Scope::Read);
+    let (timestamp, recv_window) = (params.get("timestamp"), params.get("recvWindow"));
+    let keys = shard.trading();
+    let proof = match req.credentials {
+        Credentials::Rest => {
+            let auth_request = AuthRequest {
+                api_key: req.api_key,
+                query: req.query,
+                body: if req.form_body { req.body } else { &[] },
+                timestamp,
+                recv_window,
+            };
+            return auth::authenticate(keys.keys(), &auth_request, scope, security.signed(), req.now_ms);
+        }
+        Credentials::Payload { payload, signature } => auth::WsProof::Payload { payload, signature },
+        Credentials::Session => auth::WsProof::Session,
+    };
+    let api_key = req.api_key.ok_or(auth::AuthError::Mandatory("apiKey"))?;
+    auth::authenticate_ws(keys.keys(), api_key, proof, timestamp, recv_window, scope, req.now_ms)
+}
+
 async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>, user: UserId) -> RestReply {
     let now_ms = req.now_ms;
     let result = match req.endpoint {
@@ -89,6 +103,7 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
         Endpoint::Account => account(shard, params, user, now_ms),
         Endpoint::MyTrades => history::my_trades(shard, params, user).await,
+        Endpoint::RateLimitOrder => Ok(order_rate_limits(shard, user, now_ms)),
         Endpoint::UserDataStreamStart => listen_key_start(shard, user, now_ms),
         Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now_ms, true),
         Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now_ms, false),
@@ -366,6 +381,29 @@ fn open_orders(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<V
     }
     w.end_array();
     Ok(w.into_bytes())
+}
+
+/// `GET /api/v3/rateLimit/order`: the user's unfilled order counts in
+/// each ORDERS window, as exchangeInfo names the windows.
+fn order_rate_limits(shard: &impl Host, user: UserId, now_ms: u64) -> Vec<u8> {
+    let (count_10s, count_1d) = shard.order_counts(user, now_ms);
+    let limits = shard.exchange_info().limits;
+    let mut w = JsonWriter::with_capacity(256);
+    w.begin_array();
+    for (interval, interval_num, limit, count) in [
+        ("SECOND", 10, limits.orders_per_10s_max, count_10s),
+        ("DAY", 1, limits.orders_per_day_max, count_1d),
+    ] {
+        w.begin_object()
+            .field_str("rateLimitType", "ORDERS")
+            .field_str("interval", interval)
+            .field_uint("intervalNum", interval_num)
+            .field_uint("limit", u64::from(limit))
+            .field_uint("count", u64::from(count))
+            .end_object();
+    }
+    w.end_array();
+    w.into_bytes()
 }
 
 fn account(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {

@@ -61,6 +61,7 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
             None => 80,
         },
         AllOrders | Account => 20,
+        RateLimitOrder => 40,
         MyTrades => match params.order_id {
             Some(_) => 5,
             None => 20,

@@ -226,19 +226,29 @@ impl Conn<'_> {
             }
         };
         let target = wsconn::target(self.shard, &buf[head.path.clone()], &buf[head.query.clone()]);
-        let error = match target {
-            _ if !self.shard.is_ready() => api::starting(),
-            Ok(target) if self.shard.ws_open(self.peer) => return UpgradeStep::Upgrade(Box::new((accept, target))),
-            Ok(_) => HttpError::new(
+        let ready = self.shard.is_ready();
+        // A WebSocket API connection counts against the attempts per IP
+        // and costs weight, as on Binance.
+        let admitted = match &target {
+            Ok(Target { ws_api: Some(_), .. }) if ready => self.shard.ws_api_admit(self.peer),
+            _ => Ok(()),
+        };
+        let error = match (target, admitted) {
+            _ if !ready => api::starting(),
+            (Ok(_), Err(refused)) => refused,
+            (Ok(target), Ok(())) if self.shard.ws_open(self.peer) => {
+                return UpgradeStep::Upgrade(Box::new((accept, target)))
+            }
+            (Ok(_), Ok(())) => HttpError::new(
                 429,
                 binance::TOO_MANY_REQUESTS,
                 "Too many WebSocket connections from this IP; close some and retry.",
             ),
-            Err(TargetError::NotStreams) => {
+            (Err(TargetError::NotStreams), _) => {
                 let path = String::from_utf8_lossy(&buf[head.path.clone()]);
                 HttpError::new(404, binance::UNSUPPORTED_OPERATION, format!("Unknown path {path}."))
             }
-            Err(e) => HttpError::new(400, binance::ILLEGAL_CHARS, e.to_string()),
+            (Err(e), _) => HttpError::new(400, binance::ILLEGAL_CHARS, e.to_string()),
         };
         self.answer_error_with(Route::NotFound, &error, &[]);
         UpgradeStep::Answered

@@ -15,6 +15,7 @@ mod process;
 mod publish;
 pub(crate) mod shard;
 mod start;
+mod wsapi;
 mod wsconn;
 
 pub use history::migrate;

@@ -13,7 +13,7 @@ use crate::marketdata::TapeTrade;
 use crate::server::mesh::{Call, Reply, ShardMsg, StreamMsg};
 use crate::server::shard::Shard;
 use crate::streams::{
-    Outbound, StreamEvent, StreamKey, StreamKind, TickerEntry, UserAttach, UserEvent, DEPTH_DIFF_LEVELS_MAX,
+    Delivery, Outbound, StreamEvent, StreamKey, StreamKind, TickerEntry, UserAttach, UserEvent, DEPTH_DIFF_LEVELS_MAX,
 };
 use crate::trading::Output;
 use std::rc::Rc;
@@ -190,7 +190,8 @@ pub(crate) async fn subscribe_user(shard: &Shard, key: &str, out: &Rc<Outbound>)
     };
     // The user's shard counted the connection for the user it found.
     if let UserAttach::Attached(user) = attach {
-        shard.streams.borrow_mut().subscribe_user_local(user, key, out);
+        let delivery = Delivery::ListenKey(Rc::from(key));
+        shard.streams.borrow_mut().subscribe_user_local(user, delivery, out);
     }
     Ok(attach)
 }
@@ -216,13 +217,22 @@ pub(crate) fn attach_user(shard: &Shard, key: &str, to: usize) -> UserAttach {
     let Some(user) = shard.trading().listen_key_user(key, crate::clock::now_ms()) else {
         return UserAttach::UnknownKey;
     };
+    match attach_user_id(shard, user, to) {
+        true => UserAttach::Attached(user),
+        false => UserAttach::TooMany,
+    }
+}
+
+/// On the user's shard: `user`'s events start going to shard `to` too,
+/// unless the user holds `ws_user_data_connections_per_user_max` streams.
+pub(crate) fn attach_user_id(shard: &Shard, user: UserId, to: usize) -> bool {
     let max = shard.ws.user_data_connections_per_user_max;
     if !shard.streams.borrow_mut().add_user_connection(user, to, max) {
         // Refused with 429 like the other connection limits.
         shard.metrics.borrow_mut().rate_limited += 1;
-        return UserAttach::TooMany;
+        return false;
     }
-    UserAttach::Attached(user)
+    true
 }
 
 /// Sends the order changes, transfers and closed listen keys of this

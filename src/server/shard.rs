@@ -14,8 +14,9 @@ use crate::api::host::Host;
 use crate::api::peer::{CallError, PeerCall, PeerReply};
 use crate::config::WsConfig;
 use crate::durability::commit::ShardLog;
+use crate::http::HttpError;
 use crate::http::HttpLimits;
-use crate::limits::{LocalLimiter, Refusal, Usage};
+use crate::limits::{ConnectionAttempts, LocalLimiter, Refusal, Usage};
 use crate::marketdata::MarketData;
 use crate::metrics::{Metrics, Snapshot};
 use crate::server::conn;
@@ -72,6 +73,8 @@ pub(crate) struct Shard {
     pub(super) ws: WsConfig,
     /// Open WebSocket connections per client IP, on this shard.
     pub(super) ws_per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// WebSocket API connections opened per client IP, on this shard.
+    pub(super) ws_api_attempts: RefCell<ConnectionAttempts>,
     /// The journal and the wait for durability (see `durability::commit`).
     pub(super) log: Rc<ShardLog>,
     /// The history store, once the shard has its state; never when off.
@@ -129,6 +132,21 @@ impl Shard {
         *open += 1;
         self.metrics.borrow_mut().ws_open += 1;
         true
+    }
+
+    /// Counts a WebSocket API connection from `ip` against the attempts
+    /// per 5 minutes and its weight, or refuses it (429).
+    pub(crate) fn ws_api_admit(&self, ip: IpAddr) -> Result<(), HttpError> {
+        let now_ms = crate::clock::now_ms();
+        if let Err(exceeded) = self.ws_api_attempts.borrow_mut().admit(ip, now_ms) {
+            self.metrics.borrow_mut().rate_limited += 1;
+            return Err(HttpError::from(exceeded));
+        }
+        match self.admit_request(ip, crate::api::wsapi::CONNECT_WEIGHT, now_ms) {
+            Ok(_) => Ok(()),
+            Err(Refusal::Limited(exceeded)) => Err(HttpError::from(exceeded)),
+            Err(Refusal::Busy) => Err(crate::api::request::trading_error(crate::trading::TradingError::Busy)),
+        }
     }
 
     pub(crate) fn ws_closed(&self, ip: IpAddr) {
@@ -276,6 +294,14 @@ impl Host for Shard {
 
     fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal> {
         admission::admit_order(self, user, now_ms)
+    }
+
+    fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32) {
+        crate::limits::RateLimiter::user_order_counts(&mut *self.order_limiter.borrow_mut(), user, now_ms)
+    }
+
+    fn attach_user_stream(&self, user: UserId, to: usize) -> bool {
+        crate::server::publish::attach_user_id(self, user, to)
     }
 
     /// A client order id for orders sent without one, `tradsys<shard>x<n>`:

@@ -19,7 +19,7 @@ use crate::durability::epoch::Epochs;
 use crate::durability::image::{market_data_for, ShardImage};
 use crate::durability::snapshot;
 use crate::journal;
-use crate::limits::LocalLimiter;
+use crate::limits::{ConnectionAttempts, LocalLimiter};
 use crate::metrics::Metrics;
 use crate::server::conn::{self, Listener};
 use crate::server::mesh::{Mesh, MeshBuilders, ShardMsg};
@@ -291,6 +291,10 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         streams: RefCell::new(Registry::default()),
         ws: config.ws,
         ws_per_ip: RefCell::new(HashMap::new()),
+        ws_api_attempts: RefCell::new(ConnectionAttempts::new(
+            config.ws.api_connection_attempts_per_5m_max,
+            limits.limiter_keys_max,
+        )),
         log,
         history: std::cell::OnceCell::new(),
     }

@@ -26,6 +26,7 @@ use crate::binance;
 use crate::http::HttpError;
 use crate::server::publish;
 use crate::server::shard::Shard;
+use crate::server::wsapi::{Session, WsApiOptions};
 use crate::streams::{Outbound, StreamKey, UserAttach, WS_STREAMS_PER_CONNECTION_MAX};
 use crate::ws::handshake::Accept;
 use crate::ws::{self, CloseCode, CloseReason, Message, Reader, WsLimits};
@@ -43,6 +44,8 @@ pub(crate) const PING_INTERVAL_MS: u64 = 20_000;
 pub(crate) const PONG_TIMEOUT_MS: u64 = 60_000;
 /// Client frames (requests, pings, pongs) per second, as Binance counts.
 pub(crate) const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
+/// The WebSocket API's path.
+pub(crate) const WS_API_PATH: &str = "/ws-api/v3";
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
 
@@ -59,6 +62,8 @@ pub(crate) struct Target {
     pub(crate) combined: bool,
     /// `/ws/<listenKey>`: the user data stream of the key's user.
     pub(crate) listen_key: Option<String>,
+    /// `/ws-api/v3`: the WebSocket API, not streams.
+    pub(crate) ws_api: Option<WsApiOptions>,
 }
 
 /// Why a path cannot be upgraded.
@@ -79,6 +84,15 @@ pub(crate) enum TargetError {
 /// request itself, so a bad name there is refused with 400.
 pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target, TargetError> {
     let path = std::str::from_utf8(path).map_err(|_| TargetError::NotStreams)?;
+    if path == WS_API_PATH {
+        let return_rate_limits = query.split(|&b| b == b'&').all(|p| p != b"returnRateLimits=false");
+        return Ok(Target {
+            streams: Vec::new(),
+            combined: false,
+            listen_key: None,
+            ws_api: Some(WsApiOptions { return_rate_limits }),
+        });
+    }
     let (names, combined) = match path {
         "/ws" | "/ws/" => ("", false),
         "/stream" => {
@@ -96,6 +110,7 @@ pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target,
             streams: Vec::new(),
             combined,
             listen_key: Some(names.to_string()),
+            ws_api: None,
         });
     }
     let trading = shard.trading();
@@ -124,6 +139,7 @@ pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target,
         streams,
         combined,
         listen_key,
+        ws_api: None,
     })
 }
 
@@ -160,6 +176,7 @@ pub(crate) async fn serve(
         next_ping: Instant::now() + Duration::from_millis(PING_INTERVAL_MS),
         window_start: Instant::now(),
         window_messages: 0,
+        session: target.ws_api.map(|options| Box::new(Session::new(peer, options))),
     };
     for key in target.streams {
         if publish::subscribe(conn.shard, key, &conn.out).await.is_ok() {
@@ -190,6 +207,9 @@ pub(crate) async fn serve(
     }
     if let Some(user) = user {
         publish::unsubscribe_user(shard, user, &conn.out);
+    }
+    if let Some(session) = &mut conn.session {
+        session.close(shard, &conn.out);
     }
     shard.ws_closed(peer);
 }
@@ -255,6 +275,8 @@ struct WsConn<'a> {
     next_ping: Instant,
     window_start: Instant,
     window_messages: u32,
+    /// A WebSocket API connection's session; `None` on a stream connection.
+    session: Option<Box<Session>>,
 }
 
 impl WsConn<'_> {
@@ -336,21 +358,37 @@ impl WsConn<'_> {
         Ok(())
     }
 
-    /// Handles every whole client message in the read buffer.
+    /// Handles every whole client message in the read buffer. WebSocket API
+    /// answers wait until the last request of the read ran and what they
+    /// changed is durable, then leave together, in order.
     async fn handle_buffered(&mut self) -> Result<(), End> {
-        loop {
+        let mut answers = Vec::new();
+        let ended = loop {
             let mut buf = std::mem::take(&mut self.read);
             let step = self.next_request(&mut buf);
             self.read = if buf.is_empty() { Vec::new() } else { buf };
-            match step? {
-                Step::Request(text) => {
-                    let reply = self.request(&text).await;
-                    self.queue(ws::text_frame(&reply))?;
-                }
-                Step::Again => {}
-                Step::NeedMore => return Ok(()),
+            match step {
+                Ok(Step::Request(text)) => match self.session.as_mut() {
+                    Some(session) => answers.push(session.request(self.shard, &self.out, &text).await),
+                    None => {
+                        let reply = self.request(&text).await;
+                        if let Err(end) = self.queue(ws::text_frame(&reply)) {
+                            break Err(end);
+                        }
+                    }
+                },
+                Ok(Step::Again) => {}
+                Ok(Step::NeedMore) => break Ok(()),
+                Err(end) => break Err(end),
+            }
+        };
+        if !answers.is_empty() {
+            self.shard.settle().await;
+            for answer in answers {
+                self.queue(ws::text_frame(&answer))?;
             }
         }
+        ended
     }
 
     /// Reads one message from the front of `buf` and drops its bytes.
@@ -400,7 +438,11 @@ impl WsConn<'_> {
             self.window_messages = 0;
         }
         self.window_messages += 1;
-        if self.window_messages > WS_MESSAGES_PER_SECOND_MAX {
+        let max = match self.session {
+            Some(_) => self.shard.ws_config().api_messages_per_second_max,
+            None => WS_MESSAGES_PER_SECOND_MAX,
+        };
+        if self.window_messages > max {
             return Err(End::Close(CloseCode::POLICY_VIOLATION, "too many messages"));
         }
         Ok(())

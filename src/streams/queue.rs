@@ -128,6 +128,17 @@ pub(super) fn frame_of(payload: &[u8]) -> Rc<[u8]> {
     Rc::from(text_frame(std::str::from_utf8(payload).unwrap_or("{}")))
 }
 
+/// A user event for a WebSocket API subscription.
+pub(crate) fn subscription_frame(subscription: u32, payload: &[u8]) -> Rc<[u8]> {
+    let mut wrapped = Vec::with_capacity(payload.len() + 40);
+    wrapped.extend_from_slice(b"{\"subscriptionId\":");
+    wrapped.extend_from_slice(itoa::Buffer::new().format(subscription).as_bytes());
+    wrapped.extend_from_slice(b",\"event\":");
+    wrapped.extend_from_slice(payload);
+    wrapped.push(b'}');
+    frame_of(&wrapped)
+}
+
 pub(super) fn combined_frame(name: &str, payload: &[u8]) -> Rc<[u8]> {
     let mut wrapped = Vec::with_capacity(payload.len() + name.len() + 32);
     wrapped.extend_from_slice(b"{\"stream\":\"");

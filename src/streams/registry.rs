@@ -62,8 +62,19 @@ struct KlineMark {
     closed: bool,
 }
 
-/// A user data stream connection: its queue and its listen key.
-type UserConnection = (Rc<Outbound>, Rc<str>);
+/// A user data stream connection: its queue and how its events are framed.
+type UserConnection = (Rc<Outbound>, Delivery);
+
+/// How a connection receives a user's events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// A stream connection opened with this listen key: the bare event, or
+    /// wrapped with the key on a combined stream.
+    ListenKey(Rc<str>),
+    /// A WebSocket API subscription:
+    /// `{"subscriptionId":n,"event":{..}}`.
+    Subscription(u32),
+}
 
 /// One shard's subscribers: local connections per stream and, for the
 /// markets this shard owns, the shards subscribed to each stream.
@@ -300,12 +311,9 @@ impl Registry {
         last != Some(update_id)
     }
 
-    /// Adds a local user-stream connection of `user` by listen key `key`.
-    pub(crate) fn subscribe_user_local(&mut self, user: UserId, key: &str, out: &Rc<Outbound>) {
-        self.user_local
-            .entry(user)
-            .or_default()
-            .push((out.clone(), Rc::from(key)));
+    /// Adds a local user-stream connection of `user`.
+    pub(crate) fn subscribe_user_local(&mut self, user: UserId, delivery: Delivery, out: &Rc<Outbound>) {
+        self.user_local.entry(user).or_default().push((out.clone(), delivery));
     }
 
     /// Removes a local user-stream connection.
@@ -393,10 +401,14 @@ impl Registry {
         // (`/stream?streams=<listenKey>`) gets them wrapped with its key.
         let raw = [frame_of(&payloads[0]), frame_of(&payloads[1])];
         let mut overflowed = 0;
-        for (out, key) in outs {
-            let frames = match out.is_combined() {
-                false => raw.clone(),
-                true => [combined_frame(key, &payloads[0]), combined_frame(key, &payloads[1])],
+        for (out, delivery) in outs {
+            let frames = match delivery {
+                Delivery::ListenKey(_) if !out.is_combined() => raw.clone(),
+                Delivery::ListenKey(key) => [combined_frame(key, &payloads[0]), combined_frame(key, &payloads[1])],
+                Delivery::Subscription(id) => [
+                    subscription_frame(*id, &payloads[0]),
+                    subscription_frame(*id, &payloads[1]),
+                ],
             };
             let pushes = frames.map(|frame| out.push(frame));
             if pushes.contains(&Push::Overflowed) {
@@ -449,7 +461,10 @@ pub(super) fn close_user_key(outs: &[UserConnection], key: &str, time_ms: u64) -
     let payload = w.into_bytes();
     let raw = frame_of(&payload);
     let mut overflowed = 0;
-    for (out, _) in outs.iter().filter(|(_, k)| &**k == key) {
+    let of_key = outs
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::ListenKey(k) if &**k == key));
+    for (out, _) in of_key {
         let frame = match out.is_combined() {
             false => raw.clone(),
             true => combined_frame(key, &payload),

@@ -1,0 +1,604 @@
+//! The WebSocket API (`/ws-api/v3`) as Binance frames it: one JSON request
+//! per text frame, `{"id", "method", "params"}`, one response per request,
+//! `{"id", "status", "result" | "error", "rateLimits"}`.
+//!
+//! A method with a REST twin is not implemented twice: [`translate`] turns
+//! its parameters into the twin's query string, and the connection runs it
+//! through the same code as REST (`api::run_endpoint`). What differs is how
+//! a signed request proves its sender: the signature covers the parameters
+//! sorted by name (Binance's rule for this API), or the session logged on
+//! with `session.logon`. The session and user-data methods, which have no
+//! REST twin, are answered by the connection (`server::wsapi`); this module
+//! holds their vocabulary and what they run on the user's shard
+//! ([`authorize`]).
+//!
+//! **Invariant:** every request gets exactly one response with its `id`,
+//! even when the frame is not JSON (`id` null then).
+
+use crate::api::host::Host;
+use crate::auth::{self, KeyType, Scope, WsProof};
+use crate::binance;
+use crate::endpoint::Endpoint;
+use crate::http::HttpError;
+use crate::json::JsonWriter;
+use crate::limits::RateLimits;
+use serde_json::{Map, Value};
+use tradsys_engine::order::UserId;
+
+/// Weight of the session and user-data methods, as Binance counts them.
+pub(crate) const SESSION_METHOD_WEIGHT: u32 = 2;
+/// Weight of opening a WebSocket API connection, counted on the upgrade.
+pub(crate) const CONNECT_WEIGHT: u32 = 2;
+
+/// What a method name asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WsMethod {
+    /// A method with a REST twin.
+    Rest(Endpoint),
+    SessionLogon,
+    SessionStatus,
+    SessionLogout,
+    Subscribe,
+    SubscribeSignature,
+    Unsubscribe,
+    Subscriptions,
+    /// `userDataStream.start/ping/stop`: retired by Binance on 2026-02-20.
+    Retired,
+}
+
+/// Method names and what they run. Binance lets a name carry its version
+/// (`v3/order.place`); [`method`] strips it.
+const METHODS: &[(&str, WsMethod)] = &[
+    ("ping", WsMethod::Rest(Endpoint::Ping)),
+    ("time", WsMethod::Rest(Endpoint::Time)),
+    ("exchangeInfo", WsMethod::Rest(Endpoint::ExchangeInfo)),
+    ("depth", WsMethod::Rest(Endpoint::Depth)),
+    ("trades.recent", WsMethod::Rest(Endpoint::Trades)),
+    ("trades.historical", WsMethod::Rest(Endpoint::HistoricalTrades)),
+    ("trades.aggregate", WsMethod::Rest(Endpoint::AggTrades)),
+    ("klines", WsMethod::Rest(Endpoint::Klines)),
+    ("uiKlines", WsMethod::Rest(Endpoint::UiKlines)),
+    ("avgPrice", WsMethod::Rest(Endpoint::AvgPrice)),
+    ("ticker.24hr", WsMethod::Rest(Endpoint::Ticker24hr)),
+    ("ticker.price", WsMethod::Rest(Endpoint::TickerPrice)),
+    ("ticker.book", WsMethod::Rest(Endpoint::TickerBookTicker)),
+    ("order.place", WsMethod::Rest(Endpoint::OrderNew)),
+    ("order.test", WsMethod::Rest(Endpoint::OrderTest)),
+    ("order.status", WsMethod::Rest(Endpoint::OrderQuery)),
+    ("order.cancel", WsMethod::Rest(Endpoint::OrderCancel)),
+    ("order.cancelReplace", WsMethod::Rest(Endpoint::OrderCancelReplace)),
+    ("openOrders.status", WsMethod::Rest(Endpoint::OpenOrders)),
+    ("openOrders.cancelAll", WsMethod::Rest(Endpoint::OpenOrdersCancel)),
+    ("account.status", WsMethod::Rest(Endpoint::Account)),
+    ("account.rateLimits.orders", WsMethod::Rest(Endpoint::RateLimitOrder)),
+    ("allOrders", WsMethod::Rest(Endpoint::AllOrders)),
+    ("myTrades", WsMethod::Rest(Endpoint::MyTrades)),
+    ("session.logon", WsMethod::SessionLogon),
+    ("session.status", WsMethod::SessionStatus),
+    ("session.logout", WsMethod::SessionLogout),
+    ("userDataStream.subscribe", WsMethod::Subscribe),
+    ("userDataStream.subscribe.signature", WsMethod::SubscribeSignature),
+    ("userDataStream.unsubscribe", WsMethod::Unsubscribe),
+    ("session.subscriptions", WsMethod::Subscriptions),
+    ("userDataStream.start", WsMethod::Retired),
+    ("userDataStream.ping", WsMethod::Retired),
+    ("userDataStream.stop", WsMethod::Retired),
+];
+
+/// The method a request names, if tradsys serves it.
+pub(crate) fn method(name: &str) -> Option<WsMethod> {
+    let name = name.strip_prefix("v3/").unwrap_or(name);
+    METHODS.iter().find(|(n, _)| *n == name).map(|&(_, m)| m)
+}
+
+/// One request frame, decoded.
+#[derive(Debug)]
+pub(crate) struct WsRequest {
+    /// The request's `id`, rendered as JSON to echo back.
+    pub(crate) id: String,
+    pub(crate) method: WsMethod,
+    pub(crate) params: Map<String, Value>,
+}
+
+/// A frame that is not a request this API serves: the `id` to answer with
+/// (`null` when it could not be read) and the error.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    pub(crate) id: String,
+    pub(crate) error: HttpError,
+}
+
+/// Decodes a request frame. `id` must be an integer, a string or null, as
+/// Binance allows; `params`, when present, an object.
+pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
+    let null = || "null".to_string();
+    let mut value: Value = serde_json::from_str(text).map_err(|_| Rejected {
+        id: null(),
+        error: HttpError::new(400, binance::INVALID_JSON, "Invalid JSON Request"),
+    })?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(Rejected {
+            id: null(),
+            error: HttpError::new(400, binance::INVALID_JSON, "Invalid JSON Request"),
+        });
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    let id = match id {
+        Value::Null | Value::String(_) => id.to_string(),
+        Value::Number(ref n) if n.is_i64() || n.is_u64() => id.to_string(),
+        _ => {
+            return Err(Rejected {
+                id: null(),
+                error: mandatory("id"),
+            })
+        }
+    };
+    let name = match object.get("method") {
+        Some(Value::String(name)) => name.as_str(),
+        _ => {
+            return Err(Rejected {
+                id,
+                error: mandatory("method"),
+            })
+        }
+    };
+    let Some(method) = method(name) else {
+        let error = HttpError::new(400, binance::UNSUPPORTED_OPERATION, format!("Unknown method '{name}'."));
+        return Err(Rejected { id, error });
+    };
+    let params = match object.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(params)) => params,
+        Some(_) => {
+            let error = HttpError::new(
+                400,
+                binance::INVALID_JSON,
+                "JSON sent for parameter 'params' is not valid",
+            );
+            return Err(Rejected { id, error });
+        }
+    };
+    Ok(WsRequest { id, method, params })
+}
+
+fn mandatory(name: &str) -> HttpError {
+    HttpError::new(
+        400,
+        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
+/// A request's parameters as its REST twin and its signature see them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Translated {
+    /// The REST query string (percent-encoded, in name order), without
+    /// `apiKey`, `signature` and `returnRateLimits`.
+    pub(crate) query: Vec<u8>,
+    /// What the signature covers: every parameter but `signature`, sorted
+    /// by name, `name=value` joined with `&`, values as sent.
+    pub(crate) payload: Vec<u8>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) signature: Option<String>,
+    /// `returnRateLimits`, when the request sets it.
+    pub(crate) return_rate_limits: Option<bool>,
+}
+
+/// Turns a request's parameters into its REST twin's. Values are strings,
+/// numbers or booleans (Binance's DECIMAL parameters come as strings, INT
+/// and LONG as numbers); an array (`symbols`) becomes its JSON text, as
+/// REST takes it; `null` counts as not sent. `params_count_max` bounds them
+/// as it bounds a query string.
+pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) -> Result<Translated, HttpError> {
+    if params.len() > params_count_max {
+        return Err(HttpError::new(
+            400,
+            binance::TOO_MANY_PARAMETERS,
+            format!("Too many parameters; maximum is {params_count_max}."),
+        ));
+    }
+    let mut out = Translated::default();
+    let mut signed: Vec<(&str, String)> = Vec::with_capacity(params.len());
+    for (name, value) in params {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Array(_) => value.to_string(),
+            Value::Object(_) => {
+                let msg = format!("JSON sent for parameter '{name}' is not valid");
+                return Err(HttpError::new(400, binance::INVALID_JSON, msg));
+            }
+        };
+        match name.as_str() {
+            "signature" => {
+                out.signature = Some(text);
+                continue;
+            }
+            "apiKey" => out.api_key = Some(text.clone()),
+            "returnRateLimits" => match value {
+                Value::Bool(b) => out.return_rate_limits = Some(*b),
+                _ => {
+                    let msg = "Illegal characters found in parameter 'returnRateLimits'; legal range is 'true, false'.";
+                    return Err(HttpError::new(400, binance::ILLEGAL_CHARS, msg));
+                }
+            },
+            _ => {
+                if !out.query.is_empty() {
+                    out.query.push(b'&');
+                }
+                percent_encode(name.as_bytes(), &mut out.query);
+                out.query.push(b'=');
+                percent_encode(text.as_bytes(), &mut out.query);
+            }
+        }
+        signed.push((name, text));
+    }
+    signed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (i, (name, text)) in signed.iter().enumerate() {
+        if i > 0 {
+            out.payload.push(b'&');
+        }
+        out.payload.extend_from_slice(name.as_bytes());
+        out.payload.push(b'=');
+        out.payload.extend_from_slice(text.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Escapes everything but RFC 3986's unreserved characters, so that
+/// `Params::parse` gives back exactly `raw`.
+fn percent_encode(raw: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in raw {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+        }
+    }
+}
+
+/// The counters one request touched, for `rateLimits`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) weight_1m: Option<u32>,
+    pub(crate) orders_10s: Option<u32>,
+    pub(crate) orders_1d: Option<u32>,
+}
+
+impl Counts {
+    /// Reads the ORDERS counts from the rate-limit headers the user's shard
+    /// put on its reply (they crossed the mesh as headers, like REST's).
+    pub(crate) fn add_order_headers(&mut self, headers: &[String]) {
+        for header in headers {
+            let Some((name, value)) = header.split_once(": ") else {
+                continue;
+            };
+            let value = value.trim().parse().ok();
+            if name == binance::HEADER_ORDER_COUNT_10S {
+                self.orders_10s = value;
+            } else if name == binance::HEADER_ORDER_COUNT_1D {
+                self.orders_1d = value;
+            }
+        }
+    }
+}
+
+/// The `Retry-After` seconds of a refused request, if it carries one.
+pub(crate) fn retry_after_s(headers: &[String]) -> Option<u64> {
+    headers
+        .iter()
+        .find_map(|h| h.strip_prefix("Retry-After: "))
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// One response frame's text. `body` is the REST twin's body: the result on
+/// success, Binance's `{"code","msg"}` error object otherwise (`status`
+/// ≥ 400). A 429 or 418 error carries `data` with the time to retry, as
+/// Binance sends it.
+pub(crate) fn render(
+    id: &str,
+    status: u16,
+    body: &[u8],
+    counts: Option<&Counts>,
+    limits: &RateLimits,
+    retry_after_ms: Option<(u64, u64)>,
+) -> String {
+    let body = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(body.len() + 256);
+    out.push_str("{\"id\":");
+    out.push_str(id);
+    out.push_str(",\"status\":");
+    out.push_str(itoa::Buffer::new().format(status));
+    if status < 400 {
+        out.push_str(",\"result\":");
+        out.push_str(&body);
+    } else {
+        out.push_str(",\"error\":");
+        match retry_after_ms {
+            // `{"code":..,"msg":..}` gains `"data":{..}` before its brace.
+            Some((server_time_ms, retry_after_ms)) if body.ends_with('}') => {
+                out.push_str(&body[..body.len() - 1]);
+                out.push_str(",\"data\":{\"serverTime\":");
+                out.push_str(itoa::Buffer::new().format(server_time_ms));
+                out.push_str(",\"retryAfter\":");
+                out.push_str(itoa::Buffer::new().format(retry_after_ms));
+                out.push_str("}}");
+            }
+            _ => out.push_str(&body),
+        }
+    }
+    if let Some(counts) = counts {
+        out.push_str(",\"rateLimits\":");
+        write_rate_limits(&mut out, counts, limits);
+    }
+    out.push('}');
+    out
+}
+
+/// Binance's order: ORDERS (10 s, day), then REQUEST_WEIGHT.
+fn write_rate_limits(out: &mut String, counts: &Counts, limits: &RateLimits) {
+    let entries = [
+        ("ORDERS", "SECOND", 10, limits.orders_per_10s_max, counts.orders_10s),
+        ("ORDERS", "DAY", 1, limits.orders_per_day_max, counts.orders_1d),
+        (
+            "REQUEST_WEIGHT",
+            "MINUTE",
+            1,
+            limits.request_weight_per_minute_max,
+            counts.weight_1m,
+        ),
+    ];
+    out.push('[');
+    let mut first = true;
+    for (kind, interval, interval_num, limit, count) in entries {
+        let Some(count) = count else { continue };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let mut w = JsonWriter::with_capacity(112);
+        w.begin_object()
+            .field_str("rateLimitType", kind)
+            .field_str("interval", interval)
+            .field_uint("intervalNum", interval_num)
+            .field_uint("limit", u64::from(limit))
+            .field_uint("count", u64::from(count))
+            .end_object();
+        out.push_str(&w.buf);
+    }
+    out.push(']');
+}
+
+/// What `session.logon` and the user data subscriptions ask of the user's
+/// shard: check the key (and the signature), and for a subscription count
+/// it against the user's cap and route the user's events to the socket's
+/// shard.
+#[derive(Debug)]
+pub(crate) struct Authorize {
+    pub(crate) api_key: String,
+    pub(crate) proof: AuthorizeProof,
+    pub(crate) now_ms: u64,
+    pub(crate) scope: Scope,
+    /// `Some(shard)` to start sending the user's events to that shard.
+    pub(crate) attach_to: Option<usize>,
+    /// `session.logon` takes Ed25519 keys only, as on Binance.
+    pub(crate) ed25519_only: bool,
+}
+
+/// How an [`Authorize`] proves the key's holder sent it.
+#[derive(Debug)]
+pub(crate) enum AuthorizeProof {
+    /// Signed like any SIGNED request of this API.
+    Signed {
+        payload: Vec<u8>,
+        signature: Option<String>,
+        timestamp: Option<String>,
+        recv_window: Option<String>,
+    },
+    /// The key the session logged on with (`userDataStream.subscribe`).
+    Session,
+}
+
+/// Who the key belongs to, once the user's shard accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) user: UserId,
+    pub(crate) api_key: String,
+}
+
+/// Runs [`Authorize`] on the user's shard.
+pub(crate) fn authorize(shard: &impl Host, request: &Authorize) -> Result<Grant, HttpError> {
+    let (proof, timestamp, recv_window) = match &request.proof {
+        AuthorizeProof::Signed {
+            payload,
+            signature,
+            timestamp,
+            recv_window,
+        } => (
+            WsProof::Payload {
+                payload,
+                signature: signature.as_deref(),
+            },
+            timestamp.as_deref(),
+            recv_window.as_deref(),
+        ),
+        AuthorizeProof::Session => (WsProof::Key, None, None),
+    };
+    let context = auth::authenticate_ws(
+        shard.trading().keys(),
+        request.api_key.as_bytes(),
+        proof,
+        timestamp,
+        recv_window,
+        request.scope,
+        request.now_ms,
+    )
+    .map_err(HttpError::from)?;
+    if request.ed25519_only && context.key_type != KeyType::Ed25519 {
+        return Err(HttpError::new(
+            400,
+            binance::UNSUPPORTED_OPERATION,
+            "Only Ed25519 API keys are supported for session.logon.",
+        ));
+    }
+    if let Some(to) = request.attach_to {
+        if !shard.attach_user_stream(context.user_id, to) {
+            return Err(HttpError::new(
+                429,
+                binance::TOO_MANY_REQUESTS,
+                "Too many user data streams for this account; close some and retry.",
+            ));
+        }
+    }
+    Ok(Grant {
+        user: context.user_id,
+        api_key: context.key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_with_and_without_version() {
+        let table: &[(&str, Option<WsMethod>)] = &[
+            ("order.place", Some(WsMethod::Rest(Endpoint::OrderNew))),
+            ("v3/order.place", Some(WsMethod::Rest(Endpoint::OrderNew))),
+            ("session.logon", Some(WsMethod::SessionLogon)),
+            ("userDataStream.start", Some(WsMethod::Retired)),
+            ("v1/order.place", None),
+            ("ORDER.PLACE", None),
+            ("", None),
+        ];
+        for (name, expected) in table {
+            assert_eq!(method(name), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_with_the_id_it_could_read() {
+        let table: &[(&str, &str, i32)] = &[
+            ("not json", "null", binance::INVALID_JSON),
+            ("[1,2]", "null", binance::INVALID_JSON),
+            (
+                r#"{"id":1.5,"method":"ping"}"#,
+                "null",
+                binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            ),
+            (
+                r#"{"id":{},"method":"ping"}"#,
+                "null",
+                binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            ),
+            (r#"{"id":7}"#, "7", binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED),
+            (r#"{"id":"a","method":"nope"}"#, "\"a\"", binance::UNSUPPORTED_OPERATION),
+            (r#"{"id":-3,"method":"ping","params":[1]}"#, "-3", binance::INVALID_JSON),
+        ];
+        for (text, id, code) in table {
+            let rejected = parse(text).expect_err(text);
+            assert_eq!((rejected.id.as_str(), rejected.error.code), (*id, *code), "{text}");
+        }
+        let ok = parse(r#"{"id":null,"method":"v3/time"}"#).expect("time");
+        assert_eq!(
+            (ok.id.as_str(), ok.method, ok.params.len()),
+            ("null", WsMethod::Rest(Endpoint::Time), 0)
+        );
+    }
+
+    #[test]
+    fn translate_builds_the_rest_query_and_the_sorted_payload() {
+        let request = parse(
+            r#"{"id":1,"method":"order.place","params":{"symbol":"BTCUSDT","side":"SELL","type":"LIMIT",
+            "timeInForce":"GTC","quantity":"0.01000000","price":"52000.00","newClientOrderId":"a/b:c",
+            "timestamp":1655716096498,"apiKey":"KEY","returnRateLimits":false,"signature":"abc","note":null}}"#,
+        )
+        .expect("request");
+        let t = translate(&request.params, 100).expect("translated");
+        assert_eq!(
+            String::from_utf8(t.query).expect("utf8"),
+            "newClientOrderId=a%2Fb%3Ac&price=52000.00&quantity=0.01000000&side=SELL&symbol=BTCUSDT\
+             &timeInForce=GTC&timestamp=1655716096498&type=LIMIT"
+        );
+        assert_eq!(
+            String::from_utf8(t.payload).expect("utf8"),
+            "apiKey=KEY&newClientOrderId=a/b:c&price=52000.00&quantity=0.01000000&returnRateLimits=false\
+             &side=SELL&symbol=BTCUSDT&timeInForce=GTC&timestamp=1655716096498&type=LIMIT"
+        );
+        assert_eq!(
+            (t.api_key.as_deref(), t.signature.as_deref(), t.return_rate_limits),
+            (Some("KEY"), Some("abc"), Some(false))
+        );
+    }
+
+    #[test]
+    fn translate_refuses_objects_and_too_many_parameters() {
+        let request = parse(r#"{"id":1,"method":"depth","params":{"symbol":{"a":1}}}"#).expect("request");
+        assert_eq!(
+            translate(&request.params, 10).map_err(|e| e.code),
+            Err(binance::INVALID_JSON)
+        );
+        let request = parse(r#"{"id":1,"method":"depth","params":{"a":1,"b":2,"c":3}}"#).expect("request");
+        assert_eq!(
+            translate(&request.params, 2).map_err(|e| e.code),
+            Err(binance::TOO_MANY_PARAMETERS)
+        );
+        let request = parse(r#"{"id":1,"method":"time","params":{"returnRateLimits":"no"}}"#).expect("request");
+        assert_eq!(
+            translate(&request.params, 2).map_err(|e| e.code),
+            Err(binance::ILLEGAL_CHARS)
+        );
+        let request = parse(r#"{"id":1,"method":"ticker.price","params":{"symbols":["A","B"]}}"#).expect("request");
+        let t = translate(&request.params, 2).expect("translated");
+        assert_eq!(t.query, b"symbols=%5B%22A%22%2C%22B%22%5D".to_vec());
+    }
+
+    #[test]
+    fn render_frames_results_errors_and_rate_limits() {
+        let limits = RateLimits {
+            request_weight_per_minute_max: 6000,
+            orders_per_10s_max: 100,
+            orders_per_day_max: 200_000,
+            raw_requests_per_5m_max: 61_000,
+        };
+        let counts = Counts {
+            weight_1m: Some(3),
+            orders_10s: Some(1),
+            orders_1d: Some(2),
+        };
+        assert_eq!(
+            render("1", 200, b"{}", Some(&counts), &limits, None),
+            r#"{"id":1,"status":200,"result":{},"rateLimits":[{"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":100,"count":1},{"rateLimitType":"ORDERS","interval":"DAY","intervalNum":1,"limit":200000,"count":2},{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000,"count":3}]}"#
+        );
+        assert_eq!(
+            render("\"x\"", 400, br#"{"code":-1102,"msg":"m"}"#, None, &limits, None),
+            r#"{"id":"x","status":400,"error":{"code":-1102,"msg":"m"}}"#
+        );
+        assert_eq!(
+            render(
+                "null",
+                429,
+                br#"{"code":-1003,"msg":"m"}"#,
+                None,
+                &limits,
+                Some((10, 2000))
+            ),
+            r#"{"id":null,"status":429,"error":{"code":-1003,"msg":"m","data":{"serverTime":10,"retryAfter":2000}}}"#
+        );
+    }
+
+    #[test]
+    fn order_counts_come_from_the_reply_headers() {
+        let mut counts = Counts::default();
+        counts.add_order_headers(&[
+            "X-MBX-ORDER-COUNT-10S: 4".to_string(),
+            "X-MBX-ORDER-COUNT-1D: 9".to_string(),
+            "Retry-After: 3".to_string(),
+        ]);
+        assert_eq!((counts.orders_10s, counts.orders_1d), (Some(4), Some(9)));
+        assert_eq!(retry_after_s(&["Retry-After: 3".to_string()]), Some(3));
+    }
+}

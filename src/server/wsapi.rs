@@ -1,0 +1,481 @@
+//! A WebSocket API session (`/ws-api/v3`): what one connection remembers
+//! between requests — the key it logged on with, its user data stream
+//! subscriptions, whether responses carry `rateLimits` — and the methods
+//! that read or change it. Methods with a REST twin run through
+//! `api::run_endpoint` like REST requests; `api::wsapi` frames them.
+//!
+//! The connection (`wsconn`) hands over every whole request of a read and
+//! then settles once before their answers leave (`api::Settle::Later`), so
+//! that a client sending many orders on one socket waits for one durable
+//! commit, not one per order. Answers keep the order of the requests.
+//!
+//! A subscription's events come from the user's shard to this shard only
+//! (the routing the listen-key streams use); ending the session ends its
+//! subscriptions, each with `eventStreamTerminated` while the socket can
+//! still carry it.
+
+use crate::api::host::Host;
+use crate::api::peer::{PeerCall, PeerReply};
+use crate::api::request::{Credentials, RestReply};
+use crate::api::wsapi::{self, Authorize, Counts, Grant, Translated, WsMethod, WsRequest};
+use crate::api::{self, Settle};
+use crate::auth::Scope;
+use crate::binance;
+use crate::endpoint::{Endpoint, Security};
+use crate::http::{HttpError, Params};
+use crate::json::JsonWriter;
+use crate::server::publish;
+use crate::server::shard::Shard;
+use crate::streams::{Delivery, Outbound, Push};
+use std::net::IpAddr;
+use std::rc::Rc;
+use tradsys_engine::order::UserId;
+
+/// Active user data stream subscriptions one session may hold (Binance's).
+pub(crate) const WS_API_SUBSCRIPTIONS_PER_SESSION_MAX: usize = 1_000;
+/// Subscription ids one session may use over its life (Binance's).
+pub(crate) const WS_API_SUBSCRIPTION_IDS_MAX: u32 = 65_535;
+
+/// What a `/ws-api/v3` URL asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WsApiOptions {
+    /// `returnRateLimits=false` in the URL: responses leave out
+    /// `rateLimits` unless a request asks for them.
+    pub(crate) return_rate_limits: bool,
+}
+
+struct Logon {
+    api_key: String,
+    user: UserId,
+    since_ms: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Subscription {
+    id: u32,
+    user: UserId,
+    /// Started by `userDataStream.subscribe` on the logged-on key: it ends
+    /// with `session.logout`.
+    logon: bool,
+}
+
+/// One connection's session.
+pub(crate) struct Session {
+    peer: IpAddr,
+    connected_since_ms: u64,
+    return_rate_limits: bool,
+    logon: Option<Logon>,
+    subscriptions: Vec<Subscription>,
+    ids_used: u32,
+}
+
+/// What a method answered: HTTP status, body (result or error object) and
+/// the counters it touched.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    counts: Counts,
+    retry_after_s: Option<u64>,
+}
+
+impl Answer {
+    fn error(error: &HttpError, counts: Counts) -> Answer {
+        Answer {
+            status: error.status,
+            body: crate::http::error_body(error.code, &error.msg).into_bytes(),
+            counts,
+            retry_after_s: None,
+        }
+    }
+
+    fn ok(body: Vec<u8>, counts: Counts) -> Answer {
+        Answer {
+            status: 200,
+            body,
+            counts,
+            retry_after_s: None,
+        }
+    }
+
+    fn rest(reply: RestReply, counts: Counts) -> Answer {
+        let mut counts = counts;
+        counts.add_order_headers(&reply.headers);
+        Answer {
+            status: reply.status,
+            retry_after_s: wsapi::retry_after_s(&reply.headers),
+            body: reply.body,
+            counts,
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn new(peer: IpAddr, options: WsApiOptions) -> Session {
+        Session {
+            peer,
+            connected_since_ms: crate::clock::now_ms(),
+            return_rate_limits: options.return_rate_limits,
+            logon: None,
+            subscriptions: Vec::new(),
+            ids_used: 0,
+        }
+    }
+
+    /// Answers one request frame. The caller settles before the answer
+    /// leaves (see the module's note).
+    pub(crate) async fn request(&mut self, shard: &Shard, out: &Rc<Outbound>, text: &str) -> String {
+        let limits = shard.exchange_info().limits;
+        let request = match wsapi::parse(text) {
+            Ok(request) => request,
+            Err(rejected) => {
+                let body = crate::http::error_body(rejected.error.code, &rejected.error.msg);
+                return wsapi::render(
+                    &rejected.id,
+                    rejected.error.status,
+                    body.as_bytes(),
+                    None,
+                    &limits,
+                    None,
+                );
+            }
+        };
+        let translated = wsapi::translate(&request.params, shard.http_limits().params_count_max);
+        let (answer, return_rate_limits) = match translated {
+            Ok(t) => {
+                let show = t.return_rate_limits.unwrap_or(self.return_rate_limits);
+                (self.run(shard, out, &request, &t).await, show)
+            }
+            Err(error) => (Answer::error(&error, Counts::default()), self.return_rate_limits),
+        };
+        let now_ms = crate::clock::now_ms();
+        let retry = answer.retry_after_s.map(|s| (now_ms, now_ms + s * 1000));
+        let counts = (return_rate_limits && answer.counts != Counts::default()).then_some(&answer.counts);
+        wsapi::render(&request.id, answer.status, &answer.body, counts, &limits, retry)
+    }
+
+    async fn run(&mut self, shard: &Shard, out: &Rc<Outbound>, request: &WsRequest, t: &Translated) -> Answer {
+        let endpoint = match request.method {
+            WsMethod::Rest(endpoint) => endpoint,
+            WsMethod::Retired => {
+                let msg = "userDataStream.start, .ping and .stop are no longer available; \
+                           use userDataStream.subscribe or userDataStream.subscribe.signature.";
+                let error = HttpError::new(400, binance::UNSUPPORTED_OPERATION, msg);
+                return Answer::error(&error, Counts::default());
+            }
+            method => return self.session_method(shard, out, method, t).await,
+        };
+        self.rest_twin(shard, endpoint, t).await
+    }
+
+    /// A method with a REST twin, run as that twin.
+    async fn rest_twin(&mut self, shard: &Shard, endpoint: Endpoint, t: &Translated) -> Answer {
+        let now_ms = crate::clock::now_ms();
+        let signed = endpoint.security() != Security::None;
+        let (api_key, credentials) = match (&t.api_key, &self.logon) {
+            _ if !signed => (None, Credentials::Rest),
+            (Some(key), _) => {
+                let proof = Credentials::Payload {
+                    payload: &t.payload,
+                    signature: t.signature.as_deref(),
+                };
+                (Some(key.as_bytes()), proof)
+            }
+            (None, Some(logon)) => (Some(logon.api_key.as_bytes()), Credentials::Session),
+            (None, None) => return Answer::error(&mandatory("apiKey"), Counts::default()),
+        };
+        let params = match Params::parse(&t.query, None, shard.http_limits().params_count_max) {
+            Ok(params) => params,
+            Err(error) => return Answer::error(&error, Counts::default()),
+        };
+        let req = api::request::RequestRef {
+            endpoint,
+            query: &t.query,
+            body: &[],
+            form_body: false,
+            api_key,
+            credentials,
+            now_ms,
+        };
+        let (reply, usage) = api::run_endpoint(shard, req, &params, self.peer, Settle::Later).await;
+        let counts = Counts {
+            weight_1m: usage.map(|u| u.used_weight_1m),
+            ..Counts::default()
+        };
+        let reply = RestReply {
+            status: reply.status,
+            headers: match reply.headers {
+                api::Headers::Owned(headers) => headers,
+                api::Headers::Static(headers) => headers.iter().map(|h| h.to_string()).collect(),
+            },
+            body: reply.body.as_bytes().to_vec(),
+        };
+        // A logged-on key that no longer passes ends the logon, as on
+        // Binance.
+        if credentials == Credentials::Session && reply.status == 401 {
+            self.logon = None;
+        }
+        Answer::rest(reply, counts)
+    }
+
+    async fn session_method(&mut self, shard: &Shard, out: &Rc<Outbound>, method: WsMethod, t: &Translated) -> Answer {
+        let now_ms = crate::clock::now_ms();
+        let counts = match shard.admit_request(self.peer, wsapi::SESSION_METHOD_WEIGHT, now_ms) {
+            Ok(usage) => Counts {
+                weight_1m: Some(usage.used_weight_1m),
+                ..Counts::default()
+            },
+            Err(refusal) => return Answer::rest(api::refused(refusal), Counts::default()),
+        };
+        let result = match method {
+            WsMethod::SessionLogon => self.logon(shard, t, now_ms).await,
+            WsMethod::SessionStatus => Ok(self.status_json(now_ms)),
+            WsMethod::SessionLogout => {
+                self.logout(shard, out);
+                Ok(self.status_json(now_ms))
+            }
+            WsMethod::Subscribe => self.subscribe_logon(shard, out).await,
+            WsMethod::SubscribeSignature => self.subscribe_signature(shard, out, t, now_ms).await,
+            WsMethod::Unsubscribe => self.unsubscribe(shard, out, t),
+            WsMethod::Subscriptions => Ok(self.subscriptions_json()),
+            WsMethod::Rest(_) | WsMethod::Retired => Err(HttpError::new(400, binance::UNKNOWN, "Unexpected method.")),
+        };
+        match result {
+            Ok(body) => Answer::ok(body, counts),
+            Err(error) => Answer::error(&error, counts),
+        }
+    }
+
+    async fn logon(&mut self, shard: &Shard, t: &Translated, now_ms: u64) -> Result<Vec<u8>, HttpError> {
+        let grant = authorize(shard, signed_authorize(t, now_ms, Scope::Read, None, true)?).await?;
+        self.logon = Some(Logon {
+            api_key: grant.api_key,
+            user: grant.user,
+            since_ms: now_ms,
+        });
+        Ok(self.status_json(now_ms))
+    }
+
+    /// `session.logout`: forgets the key and ends the subscription made on
+    /// it; signed subscriptions stay.
+    fn logout(&mut self, shard: &Shard, out: &Rc<Outbound>) {
+        if self.logon.take().is_none() {
+            return;
+        }
+        if let Some(i) = self.subscriptions.iter().position(|s| s.logon) {
+            let subscription = self.subscriptions.remove(i);
+            end_subscription(shard, out, subscription);
+        }
+    }
+
+    async fn subscribe_logon(&mut self, shard: &Shard, out: &Rc<Outbound>) -> Result<Vec<u8>, HttpError> {
+        let Some(logon) = &self.logon else {
+            return Err(HttpError::new(
+                401,
+                binance::UNAUTHORIZED,
+                "userDataStream.subscribe needs a session logged on with session.logon.",
+            ));
+        };
+        let request = Authorize {
+            api_key: logon.api_key.clone(),
+            proof: wsapi::AuthorizeProof::Session,
+            now_ms: crate::clock::now_ms(),
+            scope: Scope::UserStream,
+            attach_to: Some(shard.index),
+            ed25519_only: false,
+        };
+        self.subscribe(shard, out, logon.user, request, true).await
+    }
+
+    async fn subscribe_signature(
+        &mut self,
+        shard: &Shard,
+        out: &Rc<Outbound>,
+        t: &Translated,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, HttpError> {
+        let request = signed_authorize(t, now_ms, Scope::UserStream, Some(shard.index), false)?;
+        let user = crate::auth::user_of_key(request.api_key.as_bytes()).ok_or_else(rejected_key)?;
+        self.subscribe(shard, out, user, request, false).await
+    }
+
+    /// Checks the session's limits, has the user's shard accept the key
+    /// and route the user's events here, then registers the subscription.
+    async fn subscribe(
+        &mut self,
+        shard: &Shard,
+        out: &Rc<Outbound>,
+        user: UserId,
+        request: Authorize,
+        logon: bool,
+    ) -> Result<Vec<u8>, HttpError> {
+        if self.subscriptions.iter().any(|s| s.user == user) {
+            return Err(HttpError::new(
+                400,
+                binance::SUBSCRIPTION_ACTIVE,
+                "User Data Stream subscription already active.",
+            ));
+        }
+        if self.subscriptions.len() >= WS_API_SUBSCRIPTIONS_PER_SESSION_MAX {
+            return Err(HttpError::new(
+                400,
+                binance::TOO_MANY_SUBSCRIPTIONS,
+                format!(
+                    "Too many subscriptions. Connection may create up to '{WS_API_SUBSCRIPTIONS_PER_SESSION_MAX}' \
+                     subscriptions at a time."
+                ),
+            ));
+        }
+        if self.ids_used >= WS_API_SUBSCRIPTION_IDS_MAX {
+            return Err(HttpError::new(
+                400,
+                binance::MAXIMUM_SUBSCRIPTION_IDS,
+                "Maximum subscription ID reached for this connection.",
+            ));
+        }
+        let grant = authorize(shard, request).await?;
+        let id = self.ids_used;
+        self.ids_used += 1;
+        shard
+            .streams
+            .borrow_mut()
+            .subscribe_user_local(grant.user, Delivery::Subscription(id), out);
+        self.subscriptions.push(Subscription {
+            id,
+            user: grant.user,
+            logon,
+        });
+        let mut w = JsonWriter::with_capacity(32);
+        w.begin_object()
+            .field_uint("subscriptionId", u64::from(id))
+            .end_object();
+        Ok(w.into_bytes())
+    }
+
+    fn unsubscribe(&mut self, shard: &Shard, out: &Rc<Outbound>, t: &Translated) -> Result<Vec<u8>, HttpError> {
+        let params = Params::parse(&t.query, None, shard.http_limits().params_count_max)?;
+        let ended: Vec<Subscription> = match params.get("subscriptionId") {
+            None => std::mem::take(&mut self.subscriptions),
+            Some(text) => {
+                let id: u32 = text.parse().map_err(|_| {
+                    HttpError::new(
+                        400,
+                        binance::ILLEGAL_CHARS,
+                        "Illegal characters found in parameter 'subscriptionId'.",
+                    )
+                })?;
+                let i = self.subscriptions.iter().position(|s| s.id == id).ok_or_else(|| {
+                    HttpError::new(
+                        400,
+                        binance::SUBSCRIPTION_INACTIVE,
+                        "User Data Stream subscription not active.",
+                    )
+                })?;
+                vec![self.subscriptions.remove(i)]
+            }
+        };
+        for subscription in ended {
+            end_subscription(shard, out, subscription);
+        }
+        Ok(b"{}".to_vec())
+    }
+
+    /// The connection is closing: every subscription ends, quietly.
+    pub(crate) fn close(&mut self, shard: &Shard, out: &Rc<Outbound>) {
+        for subscription in std::mem::take(&mut self.subscriptions) {
+            publish::unsubscribe_user(shard, subscription.user, out);
+        }
+        self.logon = None;
+    }
+
+    fn status_json(&self, now_ms: u64) -> Vec<u8> {
+        let mut w = JsonWriter::with_capacity(256);
+        w.begin_object().key("apiKey");
+        match &self.logon {
+            Some(logon) => w.str(&logon.api_key).key("authorizedSince").uint(logon.since_ms),
+            None => w.null().key("authorizedSince").null(),
+        };
+        w.field_uint("connectedSince", self.connected_since_ms)
+            .field_bool("returnRateLimits", self.return_rate_limits)
+            .field_uint("serverTime", now_ms)
+            .field_bool("userDataStream", !self.subscriptions.is_empty())
+            .end_object();
+        w.into_bytes()
+    }
+
+    fn subscriptions_json(&self) -> Vec<u8> {
+        let mut w = JsonWriter::with_capacity(32 + 24 * self.subscriptions.len());
+        w.begin_array();
+        for subscription in &self.subscriptions {
+            w.begin_object()
+                .field_uint("subscriptionId", u64::from(subscription.id))
+                .end_object();
+        }
+        w.end_array();
+        w.into_bytes()
+    }
+}
+
+/// Stops a subscription's events and tells the client with
+/// `eventStreamTerminated`, as Binance does on unsubscribe and logout.
+fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscription) {
+    publish::unsubscribe_user(shard, subscription.user, out);
+    let mut w = JsonWriter::with_capacity(64);
+    w.begin_object()
+        .field_str("e", "eventStreamTerminated")
+        .field_uint("E", crate::clock::now_ms())
+        .end_object();
+    let frame = crate::streams::subscription_frame(subscription.id, &w.into_bytes());
+    if out.push(frame) == Push::Overflowed {
+        shard.metrics.borrow_mut().ws_slow_closed += 1;
+    }
+}
+
+/// An [`Authorize`] for a request signed like `session.logon`.
+fn signed_authorize(
+    t: &Translated,
+    now_ms: u64,
+    scope: Scope,
+    attach_to: Option<usize>,
+    ed25519_only: bool,
+) -> Result<Authorize, HttpError> {
+    let api_key = t.api_key.clone().ok_or_else(|| mandatory("apiKey"))?;
+    let params = Params::parse(&t.query, None, usize::MAX)?;
+    Ok(Authorize {
+        api_key,
+        proof: wsapi::AuthorizeProof::Signed {
+            payload: t.payload.clone(),
+            signature: t.signature.clone(),
+            timestamp: params.get("timestamp").map(str::to_owned),
+            recv_window: params.get("recvWindow").map(str::to_owned),
+        },
+        now_ms,
+        scope,
+        attach_to,
+        ed25519_only,
+    })
+}
+
+/// Runs `request` on the shard of the user its key names.
+async fn authorize(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
+    let user = crate::auth::user_of_key(request.api_key.as_bytes()).ok_or_else(rejected_key)?;
+    let owner = shard.trading().user_shard(user) as usize;
+    if owner == shard.index {
+        return wsapi::authorize(shard, &request);
+    }
+    match shard.call(owner, PeerCall::Authorize(Box::new(request))).await {
+        Ok(PeerReply::Authorize(result)) => result,
+        _ => Err(api::request::unavailable()),
+    }
+}
+
+fn rejected_key() -> HttpError {
+    HttpError::new(401, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY)
+}
+
+fn mandatory(name: &str) -> HttpError {
+    HttpError::new(
+        400,
+        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
