@@ -26,7 +26,7 @@ use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::server::publish;
 use crate::server::shard::Shard;
-use crate::streams::{Delivery, Outbound, Push};
+use crate::streams::{Delivery, Outbound};
 use std::net::IpAddr;
 use std::rc::Rc;
 use tradsys_engine::order::UserId;
@@ -67,6 +67,13 @@ pub(crate) struct Session {
     logon: Option<Logon>,
     subscriptions: Vec<Subscription>,
     ids_used: u32,
+    /// `eventStreamTerminated` frames of subscriptions ended by the requests
+    /// being answered: they follow the answers, as on Binance.
+    trailing: Vec<Rc<[u8]>>,
+    /// A request of a user owned here ran without settling: the answers
+    /// must wait for durability (`api::Settle::Later`). Requests that ran
+    /// on another shard settled there.
+    unsettled: bool,
 }
 
 /// What a method answered: HTTP status, body (result or error object) and
@@ -118,6 +125,8 @@ impl Session {
             logon: None,
             subscriptions: Vec::new(),
             ids_used: 0,
+            trailing: Vec::new(),
+            unsettled: false,
         }
     }
 
@@ -187,6 +196,10 @@ impl Session {
             Ok(params) => params,
             Err(error) => return Answer::error(&error, Counts::default()),
         };
+        let owner = api_key
+            .and_then(crate::auth::user_of_key)
+            .map(|user| shard.trading().user_shard(user) as usize);
+        self.unsettled |= owner == Some(shard.index);
         let req = api::request::RequestRef {
             endpoint,
             query: &t.query,
@@ -263,7 +276,7 @@ impl Session {
         }
         if let Some(i) = self.subscriptions.iter().position(|s| s.logon) {
             let subscription = self.subscriptions.remove(i);
-            end_subscription(shard, out, subscription);
+            self.trailing.push(end_subscription(shard, out, subscription));
         }
     }
 
@@ -374,9 +387,20 @@ impl Session {
             }
         };
         for subscription in ended {
-            end_subscription(shard, out, subscription);
+            self.trailing.push(end_subscription(shard, out, subscription));
         }
         Ok(b"{}".to_vec())
+    }
+
+    /// Whether the answers given since the last call wait for durability
+    /// first; resets.
+    pub(crate) fn take_unsettled(&mut self) -> bool {
+        std::mem::take(&mut self.unsettled)
+    }
+
+    /// Frames to send after the answers of this read.
+    pub(crate) fn take_trailing(&mut self) -> Vec<Rc<[u8]>> {
+        std::mem::take(&mut self.trailing)
     }
 
     /// The connection is closing: every subscription ends, quietly.
@@ -415,19 +439,16 @@ impl Session {
     }
 }
 
-/// Stops a subscription's events and tells the client with
-/// `eventStreamTerminated`, as Binance does on unsubscribe and logout.
-fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscription) {
+/// Stops a subscription's events; returns the `eventStreamTerminated`
+/// frame that tells the client, as Binance does on unsubscribe and logout.
+fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscription) -> Rc<[u8]> {
     publish::unsubscribe_user(shard, subscription.user, out);
     let mut w = JsonWriter::with_capacity(64);
     w.begin_object()
         .field_str("e", "eventStreamTerminated")
         .field_uint("E", crate::clock::now_ms())
         .end_object();
-    let frame = crate::streams::subscription_frame(subscription.id, &w.into_bytes());
-    if out.push(frame) == Push::Overflowed {
-        shard.metrics.borrow_mut().ws_slow_closed += 1;
-    }
+    crate::streams::subscription_frame(subscription.id, &w.into_bytes())
 }
 
 /// An [`Authorize`] for a request signed like `session.logon`.

@@ -382,11 +382,17 @@ impl WsConn<'_> {
                 Err(end) => break Err(end),
             }
         };
-        if !answers.is_empty() {
+        if self.session.as_mut().is_some_and(|s| s.take_unsettled()) {
             self.shard.settle().await;
+        }
+        if !answers.is_empty() {
             for answer in answers {
                 self.queue(ws::text_frame(&answer))?;
             }
+        }
+        let trailing = self.session.as_mut().map(|s| s.take_trailing()).unwrap_or_default();
+        for frame in trailing {
+            self.queue_shared(frame)?;
         }
         ended
     }
@@ -449,7 +455,11 @@ impl WsConn<'_> {
     }
 
     fn queue(&self, frame: Vec<u8>) -> Result<(), End> {
-        match self.out.push(Rc::from(frame)) {
+        self.queue_shared(Rc::from(frame))
+    }
+
+    fn queue_shared(&self, frame: Rc<[u8]>) -> Result<(), End> {
+        match self.out.push(frame) {
             crate::streams::Push::Queued => Ok(()),
             // The connection's last frame is queued; it closes once written.
             crate::streams::Push::Dropped if self.out.is_finished() => Ok(()),

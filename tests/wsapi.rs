@@ -1,0 +1,604 @@
+//! The WebSocket API (`/ws-api/v3`) end to end: every method with a REST
+//! twin answers exactly what the twin answers on the same state, signed
+//! requests fail with Binance's codes, orders placed on a socket trade with
+//! orders placed over REST, and user data subscriptions get their user's
+//! events on whichever shard holds the socket.
+
+mod common;
+
+use common::account::{create_user, now_ms, signed, User};
+use common::ws::{on_every_shard, Ws, WAIT};
+use common::{Server, ADMIN_TOKEN};
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+const API: &str = "/ws-api/v3";
+const FUNDS: &[(&str, &str)] = &[("BTC", "10"), ("USDT", "1000000")];
+
+/// `params` signed as Binance's WebSocket API wants: every parameter but
+/// `signature`, sorted by name, `name=value` joined with `&`.
+fn sign(user: &User, mut params: Map<String, Value>) -> Value {
+    params.insert("apiKey".into(), json!(user.key));
+    params.entry("timestamp").or_insert(json!(now_ms()));
+    let payload = payload(&params);
+    let signature = tradsys::auth::sign(user.secret.as_bytes(), payload.as_bytes());
+    params.insert("signature".into(), json!(signature));
+    Value::Object(params)
+}
+
+fn payload(params: &Map<String, Value>) -> String {
+    let mut pairs: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k.clone(), s.clone()),
+            other => (k.clone(), other.to_string()),
+        })
+        .collect();
+    pairs.sort();
+    let pairs: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join("&")
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// Sends a request and returns its response, skipping user data events.
+fn call(ws: &mut Ws, id: Value, method: &str, params: Value) -> Value {
+    ws.send_json(json!({ "id": id, "method": method, "params": params }));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no response to {method}");
+        let message = ws.json();
+        if message.get("subscriptionId").is_none() {
+            assert_eq!(message["id"], id, "responses come back in request order");
+            return message;
+        }
+    }
+}
+
+/// The result of a request that must succeed.
+fn result(ws: &mut Ws, method: &str, params: Value) -> Value {
+    let response = call(ws, json!(method), method, params);
+    assert_eq!(response["status"], 200, "{method}: {response}");
+    response["result"].clone()
+}
+
+fn rest(server: &Server, target: &str) -> Value {
+    let response = server.get(target);
+    assert_eq!(response.status, 200, "{target}: {}", response.body_text());
+    response.json()
+}
+
+fn rest_signed(server: &Server, user: &User, method: &str, path: &str, query: &str) -> Value {
+    let response = signed(&mut server.connect(), user, method, path, query);
+    assert_eq!(response.status, 200, "{path}: {}", response.body_text());
+    response.json()
+}
+
+/// An account object without `updateTime`, which is the time of the
+/// request itself.
+fn without_update_time(mut account: Value) -> Value {
+    if let Some(o) = account.as_object_mut() {
+        o.remove("updateTime");
+    }
+    account
+}
+
+fn limit_order(user: &User, side: &str, qty: &str, price: &str) -> Value {
+    sign(
+        user,
+        object(json!({
+            "symbol": "BTCUSDT", "side": side, "type": "LIMIT", "timeInForce": "GTC",
+            "quantity": qty, "price": price, "newOrderRespType": "FULL",
+        })),
+    )
+}
+
+#[test]
+fn market_methods_answer_as_their_rest_twins() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let (maker, taker) = (create_user(&server, "m", FUNDS), create_user(&server, "t", FUNDS));
+    let mut ws = Ws::connect(server.addr, API);
+    result(&mut ws, "order.place", limit_order(&maker, "SELL", "0.002", "30000"));
+    result(&mut ws, "order.place", limit_order(&taker, "BUY", "0.001", "30000"));
+    result(&mut ws, "order.place", limit_order(&maker, "BUY", "0.003", "29000"));
+    assert_eq!(result(&mut ws, "ping", json!({})), json!({}));
+    let time = result(&mut ws, "time", json!({}))["serverTime"]
+        .as_u64()
+        .expect("serverTime");
+    assert!(time.abs_diff(now_ms()) < 60_000, "serverTime {time}");
+    let table: &[(&str, Value, &str)] = &[
+        (
+            "depth",
+            json!({"symbol": "BTCUSDT", "limit": 5}),
+            "/api/v3/depth?symbol=BTCUSDT&limit=5",
+        ),
+        (
+            "trades.recent",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/trades?symbol=BTCUSDT",
+        ),
+        (
+            "trades.historical",
+            json!({"symbol": "BTCUSDT", "fromId": 0}),
+            "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=0",
+        ),
+        (
+            "trades.aggregate",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/aggTrades?symbol=BTCUSDT",
+        ),
+        (
+            "klines",
+            json!({"symbol": "BTCUSDT", "interval": "1m"}),
+            "/api/v3/klines?symbol=BTCUSDT&interval=1m",
+        ),
+        (
+            "uiKlines",
+            json!({"symbol": "BTCUSDT", "interval": "1h"}),
+            "/api/v3/uiKlines?symbol=BTCUSDT&interval=1h",
+        ),
+        (
+            "ticker.price",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/ticker/price?symbol=BTCUSDT",
+        ),
+        (
+            "ticker.price",
+            json!({"symbols": ["BTCUSDT", "ETHUSDT"]}),
+            "/api/v3/ticker/price?symbols=%5B%22BTCUSDT%22,%22ETHUSDT%22%5D",
+        ),
+        (
+            "ticker.book",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/ticker/bookTicker?symbol=BTCUSDT",
+        ),
+        (
+            "exchangeInfo",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/exchangeInfo?symbol=BTCUSDT",
+        ),
+    ];
+    for (method, params, target) in table {
+        let mut from_ws = result(&mut ws, method, params.clone());
+        let mut from_rest = rest(&server, target);
+        // The one field that is the time of the request itself.
+        for v in [&mut from_ws, &mut from_rest] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("serverTime");
+            }
+        }
+        assert_eq!(from_ws, from_rest, "{method} {params}");
+    }
+    assert_eq!(
+        result(&mut ws, "avgPrice", json!({"symbol": "BTCUSDT"}))["price"],
+        rest(&server, "/api/v3/avgPrice?symbol=BTCUSDT")["price"]
+    );
+    let ticker = result(&mut ws, "ticker.24hr", json!({"symbol": "BTCUSDT"}));
+    let rest_ticker = rest(&server, "/api/v3/ticker/24hr?symbol=BTCUSDT");
+    for field in [
+        "lastPrice",
+        "volume",
+        "quoteVolume",
+        "count",
+        "firstId",
+        "lastId",
+        "bidPrice",
+        "askPrice",
+    ] {
+        assert_eq!(ticker[field], rest_ticker[field], "ticker.24hr {field}");
+    }
+    assert_eq!(
+        (ticker["lastPrice"].as_str(), ticker["count"].as_u64()),
+        (Some("30000.00000000"), Some(1))
+    );
+}
+
+#[test]
+fn account_methods_answer_as_their_rest_twins() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let (maker, taker) = (create_user(&server, "m", FUNDS), create_user(&server, "t", FUNDS));
+    let mut ws = Ws::connect(server.addr, API);
+    let sell = result(&mut ws, "order.place", limit_order(&maker, "SELL", "0.002", "30000"));
+    let buy = result(&mut ws, "order.place", limit_order(&taker, "BUY", "0.001", "30000"));
+    assert_eq!(
+        (
+            buy["status"].as_str(),
+            buy["fills"][0]["price"].as_str(),
+            buy["fills"][0]["qty"].as_str()
+        ),
+        (Some("FILLED"), Some("30000.00000000"), Some("0.00100000"))
+    );
+    let order_id = sell["orderId"].as_u64().expect("orderId");
+    let status = result(
+        &mut ws,
+        "order.status",
+        sign(&maker, object(json!({"symbol": "BTCUSDT", "orderId": order_id}))),
+    );
+    let query = format!("symbol=BTCUSDT&orderId={order_id}");
+    assert_eq!(status, rest_signed(&server, &maker, "GET", "/api/v3/order", &query));
+    assert_eq!(status["executedQty"], "0.00100000");
+    let table: &[(&str, Value, &str, &str)] = &[
+        (
+            "openOrders.status",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/openOrders",
+            "symbol=BTCUSDT",
+        ),
+        (
+            "allOrders",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/allOrders",
+            "symbol=BTCUSDT",
+        ),
+        (
+            "myTrades",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/myTrades",
+            "symbol=BTCUSDT",
+        ),
+        ("account.status", json!({}), "/api/v3/account", ""),
+        ("account.rateLimits.orders", json!({}), "/api/v3/rateLimit/order", ""),
+    ];
+    for (method, params, path, query) in table {
+        let from_ws = result(&mut ws, method, sign(&maker, object(params.clone())));
+        let from_rest = rest_signed(&server, &maker, "GET", path, query);
+        assert_eq!(without_update_time(from_ws), without_update_time(from_rest), "{method}");
+    }
+    let canceled = result(
+        &mut ws,
+        "openOrders.cancelAll",
+        sign(&maker, object(json!({"symbol": "BTCUSDT"}))),
+    );
+    assert_eq!(
+        (canceled[0]["orderId"].as_u64(), canceled[0]["status"].as_str()),
+        (Some(order_id), Some("CANCELED"))
+    );
+    let open = result(&mut ws, "openOrders.status", sign(&maker, object(json!({}))));
+    assert_eq!(open, json!([]));
+    let rate = result(&mut ws, "account.rateLimits.orders", sign(&taker, object(json!({}))));
+    assert_eq!(
+        rate,
+        json!([
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100, "count": 0},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000, "count": 0},
+        ]),
+        "the taker's order filled at once, so it no longer counts as unfilled"
+    );
+}
+
+#[test]
+fn responses_frame_results_errors_and_rate_limits_like_binance() {
+    let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
+    let user = create_user(&server, "u", FUNDS);
+    let mut ws = Ws::connect(server.addr, API);
+    // The connection itself cost 2 weight.
+    assert_eq!(
+        call(&mut ws, json!(1), "ping", json!({})),
+        json!({"id": 1, "status": 200, "result": {}, "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 3}
+        ]})
+    );
+    assert_eq!(
+        call(&mut ws, json!("a"), "v3/ping", json!({"returnRateLimits": false})),
+        json!({"id": "a", "status": 200, "result": {}})
+    );
+    assert_eq!(call(&mut ws, Value::Null, "ping", json!(null))["id"], Value::Null);
+    let placed = call(
+        &mut ws,
+        json!(2),
+        "order.place",
+        limit_order(&user, "BUY", "0.001", "20000"),
+    );
+    assert_eq!(
+        placed["rateLimits"],
+        json!([
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100, "count": 1},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000, "count": 1},
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 6}
+        ])
+    );
+    let mut quiet = Ws::connect(server.addr, &format!("{API}?returnRateLimits=false"));
+    assert_eq!(
+        call(&mut quiet, json!(3), "time", json!({}))
+            .as_object()
+            .map(|o| o.contains_key("rateLimits")),
+        Some(false)
+    );
+    assert_eq!(
+        call(&mut quiet, json!(4), "ping", json!({"returnRateLimits": true}))["rateLimits"][0]["count"],
+        json!(10)
+    );
+}
+
+#[test]
+fn bad_requests_get_binance_errors_with_their_id() {
+    let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
+    let user = create_user(&server, "u", FUNDS);
+    let stranger = User {
+        id: 0,
+        key: "000000009999abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
+        secret: user.secret.clone(),
+    };
+    let mut ws = Ws::connect(server.addr, API);
+    let order = || {
+        object(
+            json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+        "quantity": "0.001", "price": "20000"}),
+        )
+    };
+    let mut bad_signature = object(sign(&user, order()));
+    bad_signature.insert("signature".into(), json!("00".repeat(32)));
+    let mut no_signature = object(sign(&user, order()));
+    no_signature.remove("signature");
+    let mut no_key = order();
+    no_key.insert("timestamp".into(), json!(now_ms()));
+    let mut stale = order();
+    stale.insert("timestamp".into(), json!(now_ms() - 120_000));
+    let mut wide = order();
+    wide.insert("recvWindow".into(), json!(70_000));
+    let table: Vec<(&str, Value, u16, i64, &str)> = vec![
+        (
+            "bad signature",
+            Value::Object(bad_signature),
+            400,
+            -1022,
+            "Signature for this request is not valid.",
+        ),
+        (
+            "no signature",
+            Value::Object(no_signature),
+            400,
+            -1102,
+            "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.",
+        ),
+        (
+            "no apiKey",
+            Value::Object(no_key),
+            400,
+            -1102,
+            "Mandatory parameter 'apiKey' was not sent, was empty/null, or malformed.",
+        ),
+        (
+            "stale timestamp",
+            sign(&user, stale),
+            400,
+            -1021,
+            "Timestamp for this request is outside of the recvWindow.",
+        ),
+        (
+            "recvWindow too large",
+            sign(&user, wide),
+            400,
+            -1131,
+            "recvWindow must be less than 60000",
+        ),
+        (
+            "unknown key",
+            sign(&stranger, order()),
+            401,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        ),
+        (
+            "bad quantity",
+            sign(
+                &user,
+                object(json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                "timeInForce": "GTC", "quantity": "-1", "price": "20000"})),
+            ),
+            400,
+            -1100,
+            "Illegal characters found in parameter 'quantity'.",
+        ),
+    ];
+    for (i, (case, params, status, code, msg)) in table.into_iter().enumerate() {
+        let response = call(&mut ws, json!(i), "order.place", params);
+        assert_eq!(
+            (
+                &response["status"],
+                &response["error"]["code"],
+                &response["error"]["msg"]
+            ),
+            (&json!(status), &json!(code), &json!(msg)),
+            "{case}: {response}"
+        );
+    }
+    let raw: &[(&str, Value)] = &[
+        (
+            "not json",
+            json!({"id": null, "status": 400, "error": {"code": -1135, "msg": "Invalid JSON Request"}}),
+        ),
+        (
+            r#"{"id":5,"method":"order.explode"}"#,
+            json!({"id": 5, "status": 400, "error": {"code": -1020, "msg": "Unknown method 'order.explode'."}}),
+        ),
+        (
+            r#"{"id":6}"#,
+            json!({"id": 6, "status": 400, "error": {"code": -1102,
+                "msg": "Mandatory parameter 'method' was not sent, was empty/null, or malformed."}}),
+        ),
+        (
+            r#"{"id":7,"method":"depth","params":{"symbol":{"x":1}}}"#,
+            json!({"id": 7, "status": 400, "error": {"code": -1135,
+                "msg": "JSON sent for parameter 'symbol' is not valid"}}),
+        ),
+        (
+            r#"{"id":8,"method":"userDataStream.start"}"#,
+            json!({"id": 8, "status": 400, "error": {"code": -1020,
+                "msg": "userDataStream.start, .ping and .stop are no longer available; use userDataStream.subscribe \
+                        or userDataStream.subscribe.signature."}}),
+        ),
+        (
+            r#"{"id":9,"method":"userDataStream.unsubscribe","params":{"subscriptionId":3}}"#,
+            json!({"id": 9, "status": 400, "error": {"code": -2036, "msg": "User Data Stream subscription not active."}}),
+        ),
+        (
+            r#"{"id":10,"method":"userDataStream.subscribe"}"#,
+            json!({"id": 10, "status": 401, "error": {"code": -1002,
+                "msg": "userDataStream.subscribe needs a session logged on with session.logon."}}),
+        ),
+    ];
+    for (text, expected) in raw {
+        ws.send(tradsys::ws::Opcode::Text, text.as_bytes());
+        let mut response = ws.json();
+        if let Some(o) = response.as_object_mut() {
+            o.remove("rateLimits");
+        }
+        assert_eq!(&response, expected, "{text}");
+    }
+    // Still serving after all of that.
+    assert_eq!(result(&mut ws, "ping", json!({})), json!({}));
+}
+
+/// The next event of subscription `id` whose type is `kind`.
+fn event(ws: &mut Ws, id: u64, kind: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let message = ws.json();
+        if message["subscriptionId"] == id && message["event"]["e"] == kind {
+            return message["event"].clone();
+        }
+    }
+    panic!("no {kind} event for subscription {id}");
+}
+
+#[test]
+fn subscriptions_get_their_users_events_on_every_shard() {
+    let server = Server::start(
+        2,
+        &[
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--ws-user-data-connections-per-user-max",
+            "64",
+        ],
+    );
+    let (maker, taker) = (create_user(&server, "m", FUNDS), create_user(&server, "t", FUNDS));
+    // Sockets on both shards: one of them is not the taker's shard.
+    let mut conns = on_every_shard(&server, 2, API);
+    for ws in &mut conns {
+        let subscribed = result(ws, "userDataStream.subscribe.signature", sign(&taker, Map::new()));
+        assert_eq!(subscribed, json!({"subscriptionId": 0}));
+        let again = call(
+            ws,
+            json!("again"),
+            "userDataStream.subscribe.signature",
+            sign(&taker, Map::new()),
+        );
+        assert_eq!(again["error"]["code"], -2035);
+        let second = result(ws, "userDataStream.subscribe.signature", sign(&maker, Map::new()));
+        assert_eq!(second, json!({"subscriptionId": 1}));
+        assert_eq!(
+            result(ws, "session.subscriptions", json!({})),
+            json!([{"subscriptionId": 0}, {"subscriptionId": 1}])
+        );
+        assert_eq!(result(ws, "session.status", json!({}))["userDataStream"], true);
+    }
+    let mut trader = Ws::connect(server.addr, API);
+    result(
+        &mut trader,
+        "order.place",
+        limit_order(&maker, "SELL", "0.001", "30000"),
+    );
+    let placed = result(&mut trader, "order.place", limit_order(&taker, "BUY", "0.001", "30000"));
+    let time = placed["transactTime"].as_u64().expect("transactTime");
+    for ws in &mut conns {
+        let report = event(ws, 0, "executionReport");
+        let fill = &placed["fills"][0];
+        assert_eq!(
+            report,
+            json!({
+                "e": "executionReport", "E": report["E"], "s": "BTCUSDT",
+                "c": placed["clientOrderId"], "S": "BUY", "o": "LIMIT", "f": "GTC",
+                "q": "0.00100000", "p": "30000.00000000", "P": "0.00000000", "F": "0.00000000",
+                "g": -1, "C": "", "x": "TRADE", "X": "FILLED", "r": "NONE", "i": placed["orderId"],
+                "l": "0.00100000", "z": "0.00100000", "L": "30000.00000000", "n": fill["commission"],
+                "N": fill["commissionAsset"], "T": time, "t": fill["tradeId"], "I": placed["orderId"],
+                "w": false, "m": false, "M": false, "O": time, "Z": "30.00000000", "Y": "30.00000000",
+                "Q": "0.00000000", "W": time, "V": "NONE",
+            })
+        );
+        let position = event(ws, 0, "outboundAccountPosition");
+        assert_eq!(
+            position["B"][1],
+            json!({"a": "USDT", "f": "999970.00000000", "l": "0.00000000"})
+        );
+        let maker_fill = event(ws, 1, "executionReport");
+        assert_eq!(
+            (maker_fill["S"].as_str(), maker_fill["X"].as_str()),
+            (Some("SELL"), Some("FILLED"))
+        );
+        // Unsubscribing one ends it with eventStreamTerminated; the other stays.
+        let unsubscribed = call(
+            ws,
+            json!("u"),
+            "userDataStream.unsubscribe",
+            json!({"subscriptionId": 0}),
+        );
+        assert_eq!(unsubscribed["result"], json!({}));
+        let terminated = event(ws, 0, "eventStreamTerminated");
+        assert_eq!(terminated.as_object().map(|o| o.len()), Some(2));
+        assert_eq!(
+            result(ws, "session.subscriptions", json!({})),
+            json!([{"subscriptionId": 1}])
+        );
+    }
+    // The next subscription takes a new id.
+    let resubscribed = result(
+        &mut conns[0],
+        "userDataStream.subscribe.signature",
+        sign(&taker, Map::new()),
+    );
+    assert_eq!(resubscribed, json!({"subscriptionId": 2}));
+}
+
+#[test]
+fn orders_on_a_socket_and_over_rest_see_the_same_fills() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let (ws_user, rest_user) = (create_user(&server, "ws", FUNDS), create_user(&server, "rest", FUNDS));
+    let mut ws = Ws::connect(server.addr, API);
+    let placed = result(&mut ws, "order.place", limit_order(&ws_user, "SELL", "0.004", "31000"));
+    let bought = rest_signed(
+        &server,
+        &rest_user,
+        "POST",
+        "/api/v3/order",
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.003&price=31000&newOrderRespType=FULL",
+    );
+    assert_eq!(bought["status"], "FILLED");
+    let ws_trades = result(
+        &mut ws,
+        "myTrades",
+        sign(&ws_user, object(json!({"symbol": "BTCUSDT"}))),
+    );
+    let rest_trades = rest_signed(&server, &rest_user, "GET", "/api/v3/myTrades", "symbol=BTCUSDT");
+    assert_eq!(
+        (ws_trades[0]["id"].clone(), ws_trades[0]["price"].clone()),
+        (rest_trades[0]["id"].clone(), json!("31000.00000000"))
+    );
+    assert_eq!(ws_trades[0]["qty"], rest_trades[0]["qty"]);
+    assert_eq!(
+        (ws_trades[0]["isBuyer"].as_bool(), rest_trades[0]["isBuyer"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let ws_account = result(&mut ws, "account.status", sign(&ws_user, Map::new()));
+    let rest_account = rest_signed(&server, &ws_user, "GET", "/api/v3/account", "");
+    assert_eq!(without_update_time(ws_account), without_update_time(rest_account));
+    let cancel = result(
+        &mut ws,
+        "order.cancel",
+        sign(
+            &ws_user,
+            object(json!({"symbol": "BTCUSDT", "orderId": placed["orderId"]})),
+        ),
+    );
+    assert_eq!(
+        (cancel["status"].as_str(), cancel["executedQty"].as_str()),
+        (Some("CANCELED"), Some("0.00300000"))
+    );
+}
