@@ -2,7 +2,7 @@
 //! cancel, test), cancelReplace, openOrders, allOrders, account, myTrades
 //! and the userDataStream listen keys, with their JSON.
 //!
-//! Authentication (API key, HMAC, timestamp and recvWindow, scope) and the
+//! Authentication (API key, signature, timestamp and recvWindow, scope) and the
 //! ORDERS limits run here, where the user's keys and counts live.
 
 use crate::api::history;
@@ -12,7 +12,7 @@ use crate::api::params::{
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, RequestRef, RestReply};
-use crate::auth::{self, AuthRequest};
+use crate::auth::{self, AuthRequest, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
@@ -47,8 +47,10 @@ pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, param
     let security = req.endpoint.security();
     let auth_request = AuthRequest {
         api_key: req.api_key,
-        query: req.query,
-        body: if req.form_body { req.body } else { &[] },
+        signed: SignedPart::QueryAndBody {
+            query: req.query,
+            body: if req.form_body { req.body } else { &[] },
+        },
         timestamp: params.get("timestamp"),
         recv_window: params.get("recvWindow"),
     };
