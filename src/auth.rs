@@ -25,8 +25,9 @@
 //! and before any state moves.
 //!
 //! **Invariant:** an HMAC secret leaves a [`KeyRecord`] only as an HMAC key
-//! and in the shard's own journal and snapshots ([`KeyMaterial::to_stored`]);
-//! no `Debug` or `Display` output of this module contains one.
+//! and into the shard's own snapshots ([`KeyMaterial::to_stored`]; the
+//! journal keeps the randomness it was made from); no `Debug` or `Display`
+//! output of this module contains one.
 //!
 //! **Invariant:** HMAC signatures are compared in constant time (`hmac`'s
 //! `verify_slice`, built on `subtle`), so response timing says nothing about
