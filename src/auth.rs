@@ -1,28 +1,49 @@
 //! Request authentication for SIGNED (TRADE, USER_DATA) and USER_STREAM
-//! endpoints, the Binance Spot way: an API key in `X-MBX-APIKEY`, an
-//! HMAC-SHA256 hex `signature` over the query string followed by the body,
-//! and a `timestamp` that must fall inside `recvWindow`.
+//! endpoints, the Binance Spot way: an API key in `X-MBX-APIKEY`, a
+//! `signature` of what the request says, and a `timestamp` that must fall
+//! inside `recvWindow`.
 //!
-//! This module owns the per-shard API key registry ([`KeyStore`]), key
-//! generation from caller-supplied entropy, signature extraction and
-//! verification, and the timing check. It does no I/O and reads no clock:
-//! the caller passes the time and the random bytes, so every decision here
-//! replays exactly in tests. The user shard calls [`authenticate`] once per
-//! secured request, before rate limits on orders and before any state moves.
+//! Keys come in Binance's three types ([`KeyType`]). An HMAC-SHA256 key is a
+//! secret the server makes and shares with the user; requests carry the
+//! hex HMAC. For Ed25519 and RSA keys the user keeps the private key and
+//! gives the server only the public one; requests carry a base64
+//! signature. The server then holds nothing that could sign a request: a
+//! copy of its data directory lets no one trade.
 //!
-//! **Invariant:** a secret never leaves a [`KeyRecord`] except as an HMAC key;
-//! no `Debug` or `Display` output of this module contains one.
+//! What a signature covers comes two ways ([`SignedPart`]): a REST request
+//! signs its query string followed by its body, with the signature among
+//! the parameters; a WebSocket API request signs a payload its caller
+//! builds from the request's parameters. Both go through [`authenticate`],
+//! so the checks, their order and their error codes are the same.
 //!
-//! **Invariant:** signatures are compared in constant time (`hmac`'s
+//! This module owns the per-shard API key registry ([`KeyStore`]), the
+//! reading of public keys, key generation from caller-supplied entropy,
+//! signature extraction and verification, and the timing check. It does no
+//! I/O and reads no clock: the caller passes the time and the random bytes,
+//! so every decision here replays exactly in tests. The user shard calls
+//! [`authenticate`] once per secured request, before rate limits on orders
+//! and before any state moves.
+//!
+//! **Invariant:** an HMAC secret leaves a [`KeyRecord`] only as an HMAC key
+//! and into the shard's own snapshots ([`KeyMaterial::to_stored`]; the
+//! journal keeps the randomness it was made from); no `Debug` or `Display`
+//! output of this module contains one.
+//!
+//! **Invariant:** HMAC signatures are compared in constant time (`hmac`'s
 //! `verify_slice`, built on `subtle`), so response timing says nothing about
-//! how much of a forged signature was right.
+//! how much of a forged signature was right. Ed25519 and RSA checks use only
+//! public values, so their timing tells nothing anyone could not compute.
 
 use crate::binance;
 use crate::http::HttpError;
+use base64::Engine;
 use hmac::{Hmac, Mac};
-#[cfg(test)]
-use sha2::Digest;
-use sha2::Sha256;
+use rsa::pkcs1::der::{self, Decode};
+use rsa::pkcs8::spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
+use rsa::pkcs8::EncodePublicKey;
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, Pkcs1v15Sign, RsaPublicKey};
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
@@ -48,8 +69,26 @@ const TIMESTAMP_MICROS_MIN: u64 = 100_000_000_000_000;
 /// Digits of a `timestamp`; more cannot be a time and could overflow.
 const TIMESTAMP_DIGITS_MAX: usize = 17;
 
+/// RSA keys have at least this many bits of modulus: Binance's minimum,
+/// and the smallest size still held secure (NIST SP 800-57).
+pub(crate) const RSA_KEY_BITS_MIN: usize = 2048;
+/// RSA keys have at most this many bits: a signature check on the user's
+/// shard costs more the longer the key, and the rsa crate reads no longer.
+pub(crate) const RSA_KEY_BITS_MAX: usize = 4096;
+/// The longest `publicKey` PEM read (an RSA-4096 one is 800 bytes).
+pub(crate) const PUBLIC_KEY_PEM_BYTES_MAX: usize = 4096;
+/// The longest signature a key can make: an RSA one is as long as the
+/// modulus.
+const SIGNATURE_BYTES_MAX: usize = RSA_KEY_BITS_MAX / 8;
+/// [`SIGNATURE_BYTES_MAX`] in padded base64; anything longer is refused
+/// before decoding.
+const SIGNATURE_BASE64_CHARS_MAX: usize = SIGNATURE_BYTES_MAX.div_ceil(3) * 4;
+
 const _: () = assert!(RECV_WINDOW_MS_DEFAULT <= RECV_WINDOW_MS_MAX);
 const _: () = assert!(GENERATED_KEY_CHARS <= API_KEY_BYTES_MAX);
+const _: () = assert!(RSA_KEY_BITS_MIN <= RSA_KEY_BITS_MAX);
+const _: () = assert!(RSA_KEY_BITS_MAX <= RsaPublicKey::MAX_SIZE);
+const _: () = assert!(ed25519_dalek::SIGNATURE_LENGTH <= SIGNATURE_BYTES_MAX);
 
 /// What an API key may do. USER_DATA endpoints need `Read`, TRADE endpoints
 /// need `Trade`, listen-key endpoints need `UserStream`.
@@ -134,21 +173,296 @@ impl fmt::Debug for Scopes {
     }
 }
 
-/// One API key's owner, secret and permissions.
+/// How a key signs, with Binance's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum KeyType {
+    /// A secret shared with the server; the signature is the lowercase
+    /// (or uppercase) hex HMAC-SHA256.
+    HmacSha256,
+    /// An Ed25519 key pair; the signature is the base64 Ed25519 signature.
+    Ed25519,
+    /// An RSA key pair; the signature is the base64 RSASSA-PKCS1-v1_5
+    /// signature with SHA-256.
+    Rsa,
+}
+
+impl KeyType {
+    pub(crate) const ALL: [KeyType; 3] = [KeyType::HmacSha256, KeyType::Ed25519, KeyType::Rsa];
+
+    /// Parses the names used in the admin API.
+    pub(crate) fn parse(name: &str) -> Option<KeyType> {
+        KeyType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            KeyType::HmacSha256 => "HMAC_SHA256",
+            KeyType::Ed25519 => "ED25519",
+            KeyType::Rsa => "RSA",
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What verifies a key's signatures: the HMAC secret, or the public key of
+/// an Ed25519 or RSA pair (whose private key the server never sees).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum KeyMaterial {
+    /// Kept out of `Debug`: logs must never carry it.
+    Hmac {
+        secret: String,
+    },
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Rsa(RsaPublicKey),
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyMaterial::Hmac { .. } => f.write_str("Hmac { secret: <redacted> }"),
+            KeyMaterial::Ed25519(_) => f.write_str("Ed25519"),
+            KeyMaterial::Rsa(key) => write!(f, "Rsa({} bits)", key.n().bits()),
+        }
+    }
+}
+
+/// Why a public key (or a stored key) was refused. The admin API answers
+/// each with HTTP 400 and [`code`](Self::code).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KeyError {
+    /// Binance's -1106 wording: HMAC keys take no public key.
+    #[error("Parameter 'publicKey' sent when not required.")]
+    NotWanted,
+    #[error("publicKey is longer than {PUBLIC_KEY_PEM_BYTES_MAX} bytes.")]
+    TooLong,
+    #[error("publicKey holds a private key; send only the public key (BEGIN PUBLIC KEY).")]
+    PrivateKey,
+    #[error("publicKey is not a PEM public key (BEGIN PUBLIC KEY, or BEGIN RSA PUBLIC KEY for RSA).")]
+    NotPem,
+    /// `found` says what the key is instead ("an RSA key", "a key of
+    /// algorithm 1.2.840.10045.2.1").
+    #[error("publicKey is {found}, not an {expected} key.")]
+    WrongKind { expected: KeyType, found: String },
+    #[error("publicKey is not a valid {0} public key.")]
+    Malformed(KeyType),
+    #[error("RSA keys must have {RSA_KEY_BITS_MIN} to {RSA_KEY_BITS_MAX} bits; this one has {0}.")]
+    RsaBits(usize),
+    #[error("publicKey is a weak Ed25519 key (a point of small order), which verifies forged signatures.")]
+    WeakEd25519,
+}
+
+impl KeyError {
+    /// Binance's error code.
+    pub(crate) fn code(&self) -> i32 {
+        match self {
+            KeyError::NotWanted => binance::PARAM_NOT_REQUIRED,
+            _ => binance::ILLEGAL_CHARS,
+        }
+    }
+}
+
+impl From<KeyError> for HttpError {
+    fn from(error: KeyError) -> HttpError {
+        HttpError::new(400, error.code(), error.to_string())
+    }
+}
+
+impl KeyMaterial {
+    pub(crate) fn key_type(&self) -> KeyType {
+        match self {
+            KeyMaterial::Hmac { .. } => KeyType::HmacSha256,
+            KeyMaterial::Ed25519(_) => KeyType::Ed25519,
+            KeyMaterial::Rsa(_) => KeyType::Rsa,
+        }
+    }
+
+    /// Reads the public key a user gave for a key of `key_type`: SPKI PEM
+    /// (`BEGIN PUBLIC KEY`), or for RSA also PKCS#1 (`BEGIN RSA PUBLIC
+    /// KEY`), as `openssl` writes them. Refuses what the server would not
+    /// trust to verify requests: RSA moduli outside
+    /// [`RSA_KEY_BITS_MIN`]..=[`RSA_KEY_BITS_MAX`] bits and weak Ed25519
+    /// points.
+    pub(crate) fn from_public_pem(key_type: KeyType, pem: &str) -> Result<KeyMaterial, KeyError> {
+        if key_type == KeyType::HmacSha256 {
+            return Err(KeyError::NotWanted);
+        }
+        if pem.len() > PUBLIC_KEY_PEM_BYTES_MAX {
+            return Err(KeyError::TooLong);
+        }
+        let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| KeyError::NotPem)?;
+        let material = match label {
+            "PUBLIC KEY" => from_spki_der(key_type, &der)?,
+            "RSA PUBLIC KEY" if key_type == KeyType::Rsa => rsa_from_pkcs1_der(&der)?,
+            "RSA PUBLIC KEY" => {
+                return Err(KeyError::WrongKind {
+                    expected: key_type,
+                    found: "an RSA key".into(),
+                })
+            }
+            label if label.ends_with("PRIVATE KEY") => return Err(KeyError::PrivateKey),
+            _ => return Err(KeyError::NotPem),
+        };
+        match &material {
+            KeyMaterial::Rsa(key) => {
+                let bits = key.n().bits();
+                if !(RSA_KEY_BITS_MIN..=RSA_KEY_BITS_MAX).contains(&bits) {
+                    return Err(KeyError::RsaBits(bits));
+                }
+            }
+            KeyMaterial::Ed25519(key) if key.is_weak() => return Err(KeyError::WeakEd25519),
+            _ => {}
+        }
+        Ok(material)
+    }
+
+    /// The material as the journal and snapshots keep it: the secret's
+    /// bytes for HMAC, the public key as SPKI DER otherwise (one canonical
+    /// form, whichever PEM the key came in). [`from_stored`](Self::from_stored)
+    /// reads it back.
+    pub(crate) fn to_stored(&self) -> Vec<u8> {
+        let der = match self {
+            KeyMaterial::Hmac { secret } => return secret.as_bytes().to_vec(),
+            KeyMaterial::Ed25519(key) => key.to_public_key_der(),
+            KeyMaterial::Rsa(key) => key.to_public_key_der(),
+        };
+        match der {
+            Ok(document) => document.into_vec(),
+            // Both crates encode a key they hold into a fixed structure.
+            Err(e) => unreachable!("encoding a {} public key failed: {e}", self.key_type()),
+        }
+    }
+
+    /// Reads [`to_stored`](Self::to_stored)'s bytes back. The limits of
+    /// [`from_public_pem`](Self::from_public_pem) are not applied again: a
+    /// key accepted once stays readable if they change.
+    pub(crate) fn from_stored(key_type: KeyType, stored: &[u8]) -> Result<KeyMaterial, KeyError> {
+        match key_type {
+            KeyType::HmacSha256 => match std::str::from_utf8(stored) {
+                Ok(secret) => Ok(KeyMaterial::Hmac {
+                    secret: secret.to_owned(),
+                }),
+                Err(_) => Err(KeyError::Malformed(key_type)),
+            },
+            KeyType::Ed25519 | KeyType::Rsa => from_spki_der(key_type, stored),
+        }
+    }
+
+    /// Whether `signature`, as the client sent it (decoded from the URL),
+    /// signs `payload` under this key: hex HMAC-SHA256 for HMAC keys,
+    /// base64 (standard alphabet, padded) for Ed25519 and RSA ones.
+    pub(crate) fn verify(&self, payload: &[u8], signature: &str) -> bool {
+        match self {
+            KeyMaterial::Hmac { secret } => verify(secret.as_bytes(), payload, signature),
+            KeyMaterial::Ed25519(key) => decode_base64_signature(signature)
+                .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
+                // Strict: no small-order keys, no malleable signatures.
+                .is_some_and(|signature| key.verify_strict(payload, &signature).is_ok()),
+            KeyMaterial::Rsa(key) => decode_base64_signature(signature).is_some_and(|bytes| {
+                key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(payload), &bytes)
+                    .is_ok()
+            }),
+        }
+    }
+}
+
+/// An SPKI DER public key of `key_type` (Ed25519 or RSA). The algorithm
+/// named in it must be the type's, so that a key of the other type (or of
+/// neither) is named as such.
+fn from_spki_der(key_type: KeyType, der: &[u8]) -> Result<KeyMaterial, KeyError> {
+    let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(|_| KeyError::Malformed(key_type))?;
+    let found = key_type_of(spki.algorithm.oid);
+    if found != Some(key_type) {
+        let found = match found {
+            Some(other) => format!("an {other} key"),
+            None => format!("a key of algorithm {}", spki.algorithm.oid),
+        };
+        return Err(KeyError::WrongKind {
+            expected: key_type,
+            found,
+        });
+    }
+    match key_type {
+        KeyType::Ed25519 => ed25519_dalek::VerifyingKey::try_from(spki)
+            .map(KeyMaterial::Ed25519)
+            .map_err(|_| KeyError::Malformed(key_type)),
+        KeyType::Rsa => {
+            let pkcs1 = spki
+                .subject_public_key
+                .as_bytes()
+                .ok_or(KeyError::Malformed(key_type))?;
+            rsa_from_pkcs1_der(pkcs1)
+        }
+        KeyType::HmacSha256 => Err(KeyError::NotWanted),
+    }
+}
+
+/// The key type whose public keys carry algorithm `oid`.
+fn key_type_of(oid: ObjectIdentifier) -> Option<KeyType> {
+    if oid == rsa::pkcs1::ALGORITHM_OID {
+        Some(KeyType::Rsa)
+    } else if oid == ed25519_dalek::pkcs8::ALGORITHM_OID {
+        Some(KeyType::Ed25519)
+    } else {
+        None
+    }
+}
+
+/// A PKCS#1 DER RSA public key. The modulus is measured before the rsa
+/// crate sees it, so that a key too long for it gets the size error, not
+/// "not valid".
+fn rsa_from_pkcs1_der(der: &[u8]) -> Result<KeyMaterial, KeyError> {
+    let malformed = KeyError::Malformed(KeyType::Rsa);
+    let parts = rsa::pkcs1::RsaPublicKey::from_der(der).map_err(|_| malformed.clone())?;
+    let n = BigUint::from_bytes_be(parts.modulus.as_bytes());
+    let e = BigUint::from_bytes_be(parts.public_exponent.as_bytes());
+    if n.bits() > RsaPublicKey::MAX_SIZE {
+        return Err(KeyError::RsaBits(n.bits()));
+    }
+    RsaPublicKey::new(n, e).map(KeyMaterial::Rsa).map_err(|_| malformed)
+}
+
+/// A base64 signature's bytes; `None` if it is not canonical padded base64
+/// of the standard alphabet, or longer than any key's signature.
+fn decode_base64_signature(signature: &str) -> Option<Vec<u8>> {
+    if signature.len() > SIGNATURE_BASE64_CHARS_MAX {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(signature).ok()
+}
+
+/// One API key's owner, material and permissions.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct KeyRecord {
     pub(crate) user_id: u64,
-    /// The HMAC key. Kept out of `Debug`: logs must never carry it.
-    pub(crate) secret: String,
+    /// What verifies the key's signatures; its `Debug` keeps an HMAC
+    /// secret out of logs.
+    pub(crate) material: KeyMaterial,
     pub(crate) scopes: Scopes,
     pub(crate) revoked: bool,
+}
+
+impl KeyRecord {
+    pub(crate) fn key_type(&self) -> KeyType {
+        self.material.key_type()
+    }
+
+    /// Whether `signature` (as sent, URL-decoded) signs `payload` under
+    /// this key; see [`KeyMaterial::verify`].
+    pub(crate) fn verify(&self, payload: &[u8], signature: &str) -> bool {
+        self.material.verify(payload, signature)
+    }
 }
 
 impl fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRecord")
             .field("user_id", &self.user_id)
-            .field("secret", &"<redacted>")
+            .field("material", &self.material)
             .field("scopes", &self.scopes)
             .field("revoked", &self.revoked)
             .finish()
@@ -359,6 +673,11 @@ impl From<AuthError> for HttpError {
 /// body. The pair is cut out together with one adjacent `&` (the one before
 /// it, or after it when it comes first), which is what the client had before
 /// appending it. The payload borrows when nothing needs joining.
+///
+/// The signature comes back URL-decoded: base64 signatures carry `+`, `/`
+/// and `=`, which clients send as `%2B`, `%2F` and `%3D` (a bare `+` reads
+/// as a space, as in every form-encoded value, so it fails to verify).
+/// Hex signatures have nothing to decode.
 pub(crate) fn signature_payload<'a>(query: &'a [u8], body: &'a [u8]) -> Result<(Cow<'a, [u8]>, String), AuthError> {
     let in_query = find_signature(query)?;
     let in_body = find_signature(body)?;
@@ -371,8 +690,8 @@ pub(crate) fn signature_payload<'a>(query: &'a [u8], body: &'a [u8]) -> Result<(
     if signature.is_empty() {
         return Err(AuthError::Mandatory("signature"));
     }
-    let signature = std::str::from_utf8(signature).map_err(|_| AuthError::BadSignature)?;
-    Ok((payload, signature.to_owned()))
+    let signature = crate::http::percent_decode(signature).ok_or(AuthError::BadSignature)?;
+    Ok((payload, signature.into_owned()))
 }
 
 /// Where a `signature` pair sits in one part of the request.
@@ -549,27 +868,36 @@ fn parse_recv_window_us(recv_window: Option<&str>) -> Result<u64, AuthError> {
     Ok(window_us)
 }
 
+/// What a request's signature covers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SignedPart<'a> {
+    /// REST: the query string immediately followed by the body, with the
+    /// `signature` parameter cut out (`signature_payload`).
+    QueryAndBody { query: &'a [u8], body: &'a [u8] },
+    /// WebSocket API: the payload the caller built (parameters sorted by
+    /// name, `signature` excluded) and the signature as sent, if any.
+    Payload {
+        payload: &'a [u8],
+        signature: Option<&'a str>,
+    },
+    /// WebSocket API: a request on a session logged on with this key;
+    /// `session.logon` checked its signature, so only the request's
+    /// `timestamp` and `recvWindow` are checked (Binance's rule).
+    Session,
+}
+
 /// One request's authentication inputs, taken from the framed request.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct AuthRequest<'a> {
-    /// The `X-MBX-APIKEY` header value, if sent.
+    /// The `X-MBX-APIKEY` header value (REST) or `apiKey` parameter
+    /// (WebSocket API), if sent.
     pub(crate) api_key: Option<&'a [u8]>,
-    /// The raw query string, without `?`, exactly as received.
-    pub(crate) query: &'a [u8],
-    /// The raw body, exactly as received.
-    pub(crate) body: &'a [u8],
+    /// What the signature covers, and where the signature is.
+    pub(crate) signed: SignedPart<'a>,
     /// The decoded `timestamp` parameter (the query's if both carry it).
     pub(crate) timestamp: Option<&'a str>,
     /// The decoded `recvWindow` parameter (the query's if both carry it).
     pub(crate) recv_window: Option<&'a str>,
-}
-
-/// Binance's API key types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyType {
-    HmacSha256,
-    Ed25519,
-    Rsa,
 }
 
 /// Who a request acts for, once authenticated.
@@ -578,8 +906,8 @@ pub(crate) struct AuthContext {
     pub(crate) user_id: u64,
     /// The API key (never the secret) the request came with.
     pub(crate) key: String,
-    pub(crate) scopes: Scopes,
     pub(crate) key_type: KeyType,
+    pub(crate) scopes: Scopes,
 }
 
 /// Authenticates one request to an endpoint needing `needed`; `signed` is
@@ -608,10 +936,7 @@ pub(crate) fn authenticate(
         .ok_or(AuthError::ApiKeyRejected)?;
     if signed {
         check_timestamp(request.timestamp, request.recv_window, now_ms)?;
-        let (payload, signature) = signature_payload(request.query, request.body)?;
-        if !verify(record.secret.as_bytes(), &payload, &signature) {
-            return Err(AuthError::BadSignature);
-        }
+        check_signature(record, request.signed)?;
     }
     if !record.scopes.contains(needed) {
         return Err(AuthError::ApiKeyRejected);
@@ -619,66 +944,32 @@ pub(crate) fn authenticate(
     Ok(AuthContext {
         user_id: record.user_id,
         key: String::from_utf8_lossy(api_key).into_owned(),
+        key_type: record.key_type(),
         scopes: record.scopes,
-        key_type: KeyType::HmacSha256,
     })
 }
 
-/// What a WebSocket API request proves: the signature of a payload the
-/// connection built (parameters sorted by name, `signature` left out), or
-/// nothing beyond the session's logon.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum WsProof<'a> {
-    Payload {
-        payload: &'a [u8],
-        signature: Option<&'a str>,
-    },
-    /// The session logged on with this key; `session.logon` checked the
-    /// signature. Binance still wants a `timestamp` on signed requests.
-    Session,
-    /// The key alone: a USER_STREAM method on a logged-on session.
-    Key,
-}
-
-/// [`authenticate`] for the WebSocket API: the same checks in the same
-/// order and with the same codes, over the payload the connection built
-/// instead of the query string and body.
-pub(crate) fn authenticate_ws(
-    store: &KeyStore,
-    api_key: &[u8],
-    proof: WsProof,
-    timestamp: Option<&str>,
-    recv_window: Option<&str>,
-    needed: Scope,
-    now_ms: u64,
-) -> Result<AuthContext, AuthError> {
-    if !api_key_format_ok(api_key) {
-        return Err(AuthError::ApiKeyFormat);
-    }
-    let record = store
-        .lookup(api_key)
-        .filter(|r| !r.revoked)
-        .ok_or(AuthError::ApiKeyRejected)?;
-    if !matches!(proof, WsProof::Key) {
-        check_timestamp(timestamp, recv_window, now_ms)?;
-    }
-    if let WsProof::Payload { payload, signature } = proof {
-        let signature = signature
-            .filter(|s| !s.is_empty())
-            .ok_or(AuthError::Mandatory("signature"))?;
-        if !verify(record.secret.as_bytes(), payload, signature) {
-            return Err(AuthError::BadSignature);
+/// Finds the signature of `signed` and verifies it under `record`'s key.
+fn check_signature(record: &KeyRecord, signed: SignedPart) -> Result<(), AuthError> {
+    let verified = match signed {
+        SignedPart::QueryAndBody { query, body } => {
+            let (payload, signature) = signature_payload(query, body)?;
+            record.verify(&payload, &signature)
         }
+        SignedPart::Payload { payload, signature } => {
+            // An empty signature is a missing one, as in a query string.
+            let signature = signature
+                .filter(|s| !s.is_empty())
+                .ok_or(AuthError::Mandatory("signature"))?;
+            record.verify(payload, signature)
+        }
+        SignedPart::Session => true,
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
     }
-    if !record.scopes.contains(needed) {
-        return Err(AuthError::ApiKeyRejected);
-    }
-    Ok(AuthContext {
-        user_id: record.user_id,
-        key: String::from_utf8_lossy(api_key).into_owned(),
-        scopes: record.scopes,
-        key_type: KeyType::HmacSha256,
-    })
 }
 
 /// Decimal digits of the user id at the start of API and listen keys.
@@ -743,6 +1034,20 @@ mod tests {
     const DOC_NON_ASCII_SIGNATURE: &str = "e1353ec6b14d888f1164ae9af8228a3dbd508bc82eb867db8ab6046442f33ef3";
     const DOC_TIME_MS: u64 = 1_499_827_319_559;
 
+    /// A REST request's signed part.
+    fn rest<'a>(query: &'a str, body: &'a str) -> SignedPart<'a> {
+        SignedPart::QueryAndBody {
+            query: query.as_bytes(),
+            body: body.as_bytes(),
+        }
+    }
+
+    fn hmac(secret: &str) -> KeyMaterial {
+        KeyMaterial::Hmac {
+            secret: secret.to_owned(),
+        }
+    }
+
     #[test]
     fn binance_documented_signatures() {
         let secret = DOC_SECRET.as_bytes();
@@ -799,6 +1104,11 @@ mod tests {
             ("a=1", "", Err(AuthError::Mandatory("signature"))),
             ("a=1&signature=", "", Err(AuthError::Mandatory("signature"))),
             ("a=1&signature", "", Err(AuthError::Mandatory("signature"))),
+            // The value is URL-decoded; `+` is a space, as in any value.
+            ("a=1&signature=ab%2Bc%2F%3D", "", Ok(("a=1", "ab+c/="))),
+            ("a=1&signature=a+b", "", Ok(("a=1", "a b"))),
+            ("a=1&signature=%zz", "", Err(AuthError::BadSignature)),
+            ("a=1&signature=%FF", "", Err(AuthError::BadSignature)),
             ("a=1&signature=x", "signature=x", Err(AuthError::DuplicateSignature)),
             ("signature=x&signature=x", "", Err(AuthError::DuplicateSignature)),
         ];
@@ -883,7 +1193,7 @@ mod tests {
         let mut store = KeyStore::new(8);
         let record = |user_id, scopes| KeyRecord {
             user_id,
-            secret: DOC_SECRET.to_owned(),
+            material: hmac(DOC_SECRET),
             scopes,
             revoked: false,
         };
@@ -903,8 +1213,7 @@ mod tests {
         let mixed_body = format!("{DOC_BODY_PART}&signature={DOC_MIXED_SIGNATURE}");
         let good = AuthRequest {
             api_key: Some(DOC_API_KEY.as_bytes()),
-            query: signed_query.as_bytes(),
-            body: b"",
+            signed: rest(&signed_query, ""),
             timestamp: Some("1499827319559"),
             recv_window: Some("5000"),
         };
@@ -915,8 +1224,7 @@ mod tests {
             (
                 "doc example split",
                 AuthRequest {
-                    query: DOC_QUERY_PART.as_bytes(),
-                    body: mixed_body.as_bytes(),
+                    signed: rest(DOC_QUERY_PART, &mixed_body),
                     ..good
                 },
                 Scope::Trade,
@@ -926,8 +1234,7 @@ mod tests {
             (
                 "doc example in body",
                 AuthRequest {
-                    query: b"",
-                    body: signed_query.as_bytes(),
+                    signed: rest("", &signed_query),
                     ..good
                 },
                 Scope::Trade,
@@ -936,7 +1243,10 @@ mod tests {
             ),
             (
                 "user stream needs no signature",
-                AuthRequest { query: b"", ..good },
+                AuthRequest {
+                    signed: rest("", ""),
+                    ..good
+                },
                 Scope::UserStream,
                 false,
                 Ok(7),
@@ -1071,7 +1381,7 @@ mod tests {
             (
                 "no signature",
                 AuthRequest {
-                    query: DOC_PARAMS.as_bytes(),
+                    signed: rest(DOC_PARAMS, ""),
                     ..good
                 },
                 Scope::Trade,
@@ -1081,7 +1391,7 @@ mod tests {
             (
                 "tampered query",
                 AuthRequest {
-                    query: &signed_query.as_bytes()[1..],
+                    signed: rest(&signed_query[1..], ""),
                     ..good
                 },
                 Scope::Trade,
@@ -1090,7 +1400,10 @@ mod tests {
             ),
             (
                 "extra body",
-                AuthRequest { body: b"x=1", ..good },
+                AuthRequest {
+                    signed: rest(&signed_query, "x=1"),
+                    ..good
+                },
                 Scope::Trade,
                 true,
                 Err(-1022),
@@ -1098,7 +1411,7 @@ mod tests {
             (
                 "signature twice",
                 AuthRequest {
-                    body: b"signature=00",
+                    signed: rest(&signed_query, "signature=00"),
                     ..good
                 },
                 Scope::Trade,
@@ -1121,7 +1434,7 @@ mod tests {
             (
                 "late and unsigned",
                 AuthRequest {
-                    query: DOC_PARAMS.as_bytes(),
+                    signed: rest(DOC_PARAMS, ""),
                     recv_window: Some("5"),
                     ..good
                 },
@@ -1133,7 +1446,7 @@ mod tests {
                 "bad signature without the scope",
                 AuthRequest {
                     api_key: Some(b"readonly"),
-                    body: b"x=1",
+                    signed: rest(&signed_query, "x=1"),
                     ..good
                 },
                 Scope::Trade,
@@ -1226,9 +1539,9 @@ mod tests {
         assert!(printed[0].contains("<redacted>"));
         let request = AuthRequest {
             api_key: Some(DOC_API_KEY.as_bytes()),
-            query: b"timestamp=1&signature=00",
+            signed: rest("timestamp=1&signature=00", ""),
             timestamp: Some("1"),
-            ..AuthRequest::default()
+            recv_window: None,
         };
         let error = authenticate(&store, &request, Scope::Trade, true, 1).unwrap_err();
         assert!(!format!("{error:?} {error}").contains(DOC_SECRET));
@@ -1260,7 +1573,7 @@ mod tests {
         let mut store = KeyStore::new(2);
         let record = KeyRecord {
             user_id: 1,
-            secret: "s".into(),
+            material: hmac("s"),
             scopes: Scopes::ALL,
             revoked: false,
         };
@@ -1304,7 +1617,7 @@ mod tests {
         let mut store = KeyStore::default();
         let record = KeyRecord {
             user_id: 3,
-            secret: secret.clone(),
+            material: hmac(&secret),
             scopes: Scopes::ALL,
             revoked: false,
         };
@@ -1313,12 +1626,455 @@ mod tests {
         let body = format!("{body}&signature={}", sign(secret.as_bytes(), body.as_bytes()));
         let request = AuthRequest {
             api_key: Some(key.as_bytes()),
-            body: body.as_bytes(),
+            signed: rest("", &body),
             timestamp: Some("1700000000000"),
-            ..AuthRequest::default()
+            recv_window: None,
         };
         let context = authenticate(&store, &request, Scope::Trade, true, 1_700_000_000_000).unwrap();
         assert_eq!((context.user_id, context.key), (3, key));
+    }
+
+    // ---- Ed25519 and RSA keys ----
+
+    const ED25519_PRIVATE_PEM: &str = include_str!("../tests/fixtures/keys/ed25519.pem");
+    const ED25519_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/ed25519.pub.pem");
+    const ED25519_OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/keys/ed25519-other.pem");
+    const RSA_PRIVATE_PEM: &str = include_str!("../tests/fixtures/keys/rsa2048.pem");
+    const RSA_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa2048.pub.pem");
+    const RSA_PKCS1_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa2048.pkcs1.pub.pem");
+    const RSA_OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/keys/rsa2048-other.pem");
+    const RSA_2047_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa2047.pub.pem");
+    const RSA_4096_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa4096.pub.pem");
+    const RSA_4097_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa4097.pub.pem");
+    const P256_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/p256.pub.pem");
+    /// An Ed25519 SPKI whose point is the curve's identity (small order).
+    const ED25519_WEAK_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n-----END PUBLIC KEY-----\n";
+
+    /// `DOC_PARAMS` signed with the fixture keys by binance-connector 3.13
+    /// (pycryptodome), the client's own code: what a real client sends.
+    const ED25519_DOC_SIGNATURE: &str =
+        "GqwP7SBzPKzUJHYUVKxO5TW+z6LLWP60m6PgSz8/4Ln9zROGcxoWUdezGKRJOFOXRUo9cw59xFuZs5Itx2BuAw==";
+    const RSA_DOC_SIGNATURE: &str = "CkryYYdnarhXAXtCYFWse+m+cGcGMkYvL8UgGhboHsCLtyn8N0yNO9WIUh7wa+gRVPwNOmgclo3zS170gbhtRnuFsGGitEFQPrQ+inkkf4xppM3lOLO7FbbzUCSxVvI6zeNkWyG0CKX795WwQiXbhTBYxw/uZ+yyBatPocbJ+Rh0BhlT3sENUZp3BW/KDlIhzV94Xf7g6du3EjUcItqYAZeZ0I9OlYpDTS7fqHB3BOmxWbdVLklwaTOeMFQuEWm2k7nfr34aRK/SJWigDeS/mmNsCZsXAPnrNzad3Xq8sfuMMBKvm82ZqHbfhmmsUOcXzsOvch60TBu1x7N5VH5Thw==";
+
+    /// What signs requests in the tests: the private half of a fixture key
+    /// (or the HMAC secret).
+    enum Signer {
+        Hmac(&'static str),
+        Ed25519(ed25519_dalek::SigningKey),
+        Rsa(rsa::pkcs1v15::SigningKey<Sha256>),
+    }
+
+    impl Signer {
+        fn of(key_type: KeyType, other: bool) -> Signer {
+            use ed25519_dalek::pkcs8::DecodePrivateKey;
+            match (key_type, other) {
+                (KeyType::HmacSha256, false) => Signer::Hmac(DOC_SECRET),
+                (KeyType::HmacSha256, true) => Signer::Hmac("another secret"),
+                (KeyType::Ed25519, other) => {
+                    let pem = if other {
+                        ED25519_OTHER_PRIVATE_PEM
+                    } else {
+                        ED25519_PRIVATE_PEM
+                    };
+                    Signer::Ed25519(ed25519_dalek::SigningKey::from_pkcs8_pem(pem).unwrap())
+                }
+                (KeyType::Rsa, other) => {
+                    let pem = if other { RSA_OTHER_PRIVATE_PEM } else { RSA_PRIVATE_PEM };
+                    let private = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+                    Signer::Rsa(rsa::pkcs1v15::SigningKey::new(private))
+                }
+            }
+        }
+
+        /// The signature as a client computes it, before URL-encoding:
+        /// hex for HMAC, base64 otherwise.
+        fn sign(&self, payload: &[u8]) -> String {
+            use rsa::signature::{SignatureEncoding, Signer as _};
+            let base64 = base64::engine::general_purpose::STANDARD;
+            match self {
+                Signer::Hmac(secret) => sign(secret.as_bytes(), payload),
+                Signer::Ed25519(key) => base64.encode(key.sign(payload).to_bytes()),
+                Signer::Rsa(key) => base64.encode(key.sign(payload).to_bytes()),
+            }
+        }
+
+        /// The same signature bytes in the other encoding (base64 for
+        /// HMAC, hex otherwise): what a client mixing the rules sends.
+        fn sign_in_wrong_encoding(&self, payload: &[u8]) -> String {
+            let base64 = base64::engine::general_purpose::STANDARD;
+            let signature = self.sign(payload);
+            let bytes = match self {
+                Signer::Hmac(_) => return base64.encode(decode_hex_32(signature.as_bytes()).unwrap()),
+                _ => base64.decode(signature).unwrap(),
+            };
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+
+    fn public_key(key_type: KeyType) -> KeyMaterial {
+        match key_type {
+            KeyType::HmacSha256 => hmac(DOC_SECRET),
+            KeyType::Ed25519 => KeyMaterial::from_public_pem(key_type, ED25519_PUBLIC_PEM).unwrap(),
+            KeyType::Rsa => KeyMaterial::from_public_pem(key_type, RSA_PUBLIC_PEM).unwrap(),
+        }
+    }
+
+    /// Every character as `%XX`, as a client encoding more than it must.
+    fn percent_encode_all(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    /// The URL encoding of a base64 signature (binance-connector's).
+    fn url_encode(signature: &str) -> String {
+        signature.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+    }
+
+    /// One key of each type: users 10 (HMAC), 11 (Ed25519), 12 (RSA).
+    fn store_of_each_type() -> KeyStore {
+        let mut store = KeyStore::new(8);
+        for (i, key_type) in KeyType::ALL.into_iter().enumerate() {
+            let record = KeyRecord {
+                user_id: 10 + i as u64,
+                material: public_key(key_type),
+                scopes: Scopes::ALL,
+                revoked: false,
+            };
+            store.insert(api_key_of(key_type).to_owned(), record).unwrap();
+        }
+        store
+    }
+
+    fn api_key_of(key_type: KeyType) -> &'static str {
+        match key_type {
+            KeyType::HmacSha256 => "hmackey",
+            KeyType::Ed25519 => "ed25519key",
+            KeyType::Rsa => "rsakey",
+        }
+    }
+
+    #[test]
+    fn fixture_keys_sign_as_binance_connector_does() {
+        let payload = DOC_PARAMS.as_bytes();
+        let table = [
+            (KeyType::HmacSha256, DOC_SIGNATURE),
+            (KeyType::Ed25519, ED25519_DOC_SIGNATURE),
+            (KeyType::Rsa, RSA_DOC_SIGNATURE),
+        ];
+        for (key_type, expected) in table {
+            assert_eq!(Signer::of(key_type, false).sign(payload), expected, "{key_type}");
+            let record = KeyRecord {
+                user_id: 1,
+                material: public_key(key_type),
+                scopes: Scopes::ALL,
+                revoked: false,
+            };
+            assert_eq!(record.key_type(), key_type);
+            assert!(record.verify(payload, expected), "{key_type}");
+            assert!(!record.verify(&payload[1..], expected), "{key_type}");
+        }
+    }
+
+    #[test]
+    fn authenticates_each_key_type_with_exact_codes() {
+        let store = store_of_each_type();
+        let now = DOC_TIME_MS + 10;
+        let params = DOC_PARAMS;
+        // Signatures as clients send them: URL-encoded (base64's `+`, `/`
+        // and `=` as %2B, %2F and %3D; hex is the same encoded or not).
+        /// (name, the signature from the key's and another key's signer,
+        /// timestamp and recvWindow if not the good ones, the error code).
+        type Case<'a> = (
+            &'a str,
+            fn(&Signer, &Signer) -> String,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<i32>,
+        );
+        let cases: &[Case] = &[
+            (
+                "good",
+                |s, _| url_encode(&s.sign(DOC_PARAMS.as_bytes())),
+                None,
+                None,
+                None,
+            ),
+            (
+                "bad",
+                |s, _| url_encode(&s.sign(b"symbol=LTCBTC&side=SELL")),
+                None,
+                None,
+                Some(-1022),
+            ),
+            (
+                "another key's",
+                |_, other| url_encode(&other.sign(DOC_PARAMS.as_bytes())),
+                None,
+                None,
+                Some(-1022),
+            ),
+            (
+                "wrong encoding",
+                |s, _| url_encode(&s.sign_in_wrong_encoding(DOC_PARAMS.as_bytes())),
+                None,
+                None,
+                Some(-1022),
+            ),
+            (
+                "every character percent-encoded",
+                |s, _| percent_encode_all(&s.sign(DOC_PARAMS.as_bytes())),
+                None,
+                None,
+                None,
+            ),
+            (
+                "stale",
+                |s, _| url_encode(&s.sign(DOC_PARAMS.as_bytes())),
+                Some("1499827314558"),
+                None,
+                Some(-1021),
+            ),
+            (
+                "recvWindow too large",
+                |s, _| url_encode(&s.sign(DOC_PARAMS.as_bytes())),
+                None,
+                Some("60001"),
+                Some(-1131),
+            ),
+        ];
+        for key_type in KeyType::ALL {
+            let (signer, other) = (Signer::of(key_type, false), Signer::of(key_type, true));
+            for (name, signature, timestamp, recv_window, expected) in cases {
+                let query = format!("{params}&signature={}", signature(&signer, &other));
+                let request = AuthRequest {
+                    api_key: Some(api_key_of(key_type).as_bytes()),
+                    signed: rest(&query, ""),
+                    timestamp: Some(timestamp.unwrap_or("1499827319559")),
+                    recv_window: Some(recv_window.unwrap_or("5000")),
+                };
+                let got = authenticate(&store, &request, Scope::Trade, true, now);
+                let got = got.map(|c| (c.user_id, c.key_type)).map_err(|e| e.code());
+                let user = 10 + KeyType::ALL.iter().position(|t| *t == key_type).unwrap() as u64;
+                let expected = expected.map_or(Ok((user, key_type)), Err);
+                assert_eq!(got, expected, "{key_type} {name}");
+            }
+        }
+    }
+
+    /// A `+` sent as is reads as a space (form encoding), as on Binance:
+    /// base64 signatures must be URL-encoded.
+    #[test]
+    fn unencoded_plus_in_a_base64_signature_fails() {
+        let store = store_of_each_type();
+        for (key_type, signature) in [
+            (KeyType::Ed25519, ED25519_DOC_SIGNATURE),
+            (KeyType::Rsa, RSA_DOC_SIGNATURE),
+        ] {
+            assert!(signature.contains('+'));
+            let query = format!("{DOC_PARAMS}&signature={signature}");
+            let request = AuthRequest {
+                api_key: Some(api_key_of(key_type).as_bytes()),
+                signed: rest(&query, ""),
+                timestamp: Some("1499827319559"),
+                recv_window: None,
+            };
+            let got = authenticate(&store, &request, Scope::Trade, true, DOC_TIME_MS);
+            assert_eq!(got.map_err(|e| e.code()).map(|c| c.user_id), Err(-1022), "{key_type}");
+        }
+    }
+
+    #[test]
+    fn payload_part_authenticates_each_key_type() {
+        let store = store_of_each_type();
+        let payload = DOC_PARAMS.as_bytes();
+        for key_type in KeyType::ALL {
+            let signature = Signer::of(key_type, false).sign(payload);
+            let other = Signer::of(key_type, true).sign(payload);
+            let encoded = url_encode(&signature);
+            let user = 10 + KeyType::ALL.iter().position(|t| *t == key_type).unwrap() as u64;
+            type Case<'a> = (&'a str, Option<&'a str>, Result<(u64, KeyType), i32>);
+            let table: &[Case] = &[
+                ("good", Some(&signature), Ok((user, key_type))),
+                ("none", None, Err(-1102)),
+                ("empty", Some(""), Err(-1102)),
+                ("another key's", Some(&other), Err(-1022)),
+                ("tampered", Some(&signature[1..]), Err(-1022)),
+                // The WebSocket API's signature is a JSON string, never
+                // URL-encoded: it is used as sent. (Hex has nothing to
+                // encode, so HMAC is the same either way.)
+                (
+                    "URL-encoded",
+                    Some(&encoded),
+                    if encoded == signature {
+                        Ok((user, key_type))
+                    } else {
+                        Err(-1022)
+                    },
+                ),
+            ];
+            for (name, signature, expected) in table {
+                let request = AuthRequest {
+                    api_key: Some(api_key_of(key_type).as_bytes()),
+                    signed: SignedPart::Payload {
+                        payload,
+                        signature: *signature,
+                    },
+                    timestamp: Some("1499827319559"),
+                    recv_window: Some("5000"),
+                };
+                let got = authenticate(&store, &request, Scope::Trade, true, DOC_TIME_MS);
+                let got = got.map(|c| (c.user_id, c.key_type)).map_err(|e| e.code());
+                assert_eq!(got, *expected, "{key_type} {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_public_keys_and_refuses_the_rest() {
+        use KeyType::{Ed25519, HmacSha256, Rsa};
+        let wrong = |expected, found: &str| {
+            Err(KeyError::WrongKind {
+                expected,
+                found: found.into(),
+            })
+        };
+        let too_long = format!("{RSA_4096_PUBLIC_PEM}{}", " ".repeat(PUBLIC_KEY_PEM_BYTES_MAX));
+        let crlf = RSA_PUBLIC_PEM.replace('\n', "\r\n");
+        let not_der = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        let table: Vec<(KeyType, &str, Result<(), KeyError>)> = vec![
+            (Ed25519, ED25519_PUBLIC_PEM, Ok(())),
+            (Rsa, RSA_PUBLIC_PEM, Ok(())),
+            (Rsa, RSA_PKCS1_PUBLIC_PEM, Ok(())),
+            (Rsa, &crlf, Ok(())),
+            (Rsa, RSA_4096_PUBLIC_PEM, Ok(())),
+            (Rsa, RSA_2047_PUBLIC_PEM, Err(KeyError::RsaBits(2047))),
+            (Rsa, RSA_4097_PUBLIC_PEM, Err(KeyError::RsaBits(4097))),
+            (Ed25519, RSA_PUBLIC_PEM, wrong(Ed25519, "an RSA key")),
+            (Ed25519, RSA_PKCS1_PUBLIC_PEM, wrong(Ed25519, "an RSA key")),
+            (Rsa, ED25519_PUBLIC_PEM, wrong(Rsa, "an ED25519 key")),
+            (Rsa, P256_PUBLIC_PEM, wrong(Rsa, "a key of algorithm 1.2.840.10045.2.1")),
+            (Ed25519, ED25519_PRIVATE_PEM, Err(KeyError::PrivateKey)),
+            (Rsa, RSA_PRIVATE_PEM, Err(KeyError::PrivateKey)),
+            (Ed25519, ED25519_WEAK_PEM, Err(KeyError::WeakEd25519)),
+            (Ed25519, not_der, Err(KeyError::Malformed(Ed25519))),
+            (Rsa, not_der, Err(KeyError::Malformed(Rsa))),
+            (Ed25519, "", Err(KeyError::NotPem)),
+            (
+                Rsa,
+                "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+                Err(KeyError::NotPem),
+            ),
+            (Ed25519, &ED25519_PUBLIC_PEM[..60], Err(KeyError::NotPem)),
+            (Rsa, &too_long, Err(KeyError::TooLong)),
+            (HmacSha256, ED25519_PUBLIC_PEM, Err(KeyError::NotWanted)),
+        ];
+        for (key_type, pem, expected) in table {
+            let got = KeyMaterial::from_public_pem(key_type, pem);
+            assert_eq!(
+                got.as_ref().map(drop).map_err(Clone::clone),
+                expected,
+                "{key_type} {pem:?}"
+            );
+            if let Ok(material) = got {
+                assert_eq!(material.key_type(), key_type);
+            }
+        }
+        // PKCS#1 and SPKI of one key are the same key.
+        assert_eq!(
+            KeyMaterial::from_public_pem(Rsa, RSA_PKCS1_PUBLIC_PEM),
+            KeyMaterial::from_public_pem(Rsa, RSA_PUBLIC_PEM)
+        );
+    }
+
+    #[test]
+    fn key_errors_carry_codes_and_clear_messages() {
+        let table: &[(KeyError, i32, &str)] = &[
+            (
+                KeyError::NotWanted,
+                -1106,
+                "Parameter 'publicKey' sent when not required.",
+            ),
+            (
+                KeyError::WrongKind {
+                    expected: KeyType::Ed25519,
+                    found: "an RSA key".into(),
+                },
+                -1100,
+                "publicKey is an RSA key, not an ED25519 key.",
+            ),
+            (
+                KeyError::RsaBits(1024),
+                -1100,
+                "RSA keys must have 2048 to 4096 bits; this one has 1024.",
+            ),
+            (
+                KeyError::NotPem,
+                -1100,
+                "publicKey is not a PEM public key (BEGIN PUBLIC KEY, or BEGIN RSA PUBLIC KEY for RSA).",
+            ),
+            (
+                KeyError::Malformed(KeyType::Rsa),
+                -1100,
+                "publicKey is not a valid RSA public key.",
+            ),
+        ];
+        for (error, code, msg) in table {
+            let http: HttpError = error.clone().into();
+            assert_eq!((http.status, http.code, http.msg.as_str()), (400, *code, *msg));
+        }
+    }
+
+    #[test]
+    fn stored_keys_read_back_and_are_canonical() {
+        for key_type in KeyType::ALL {
+            let material = public_key(key_type);
+            let stored = material.to_stored();
+            assert_eq!(KeyMaterial::from_stored(key_type, &stored).as_ref(), Ok(&material));
+        }
+        // Whichever PEM an RSA key came in, it is stored as its SPKI DER.
+        let (_, spki) = der::pem::decode_vec(RSA_PUBLIC_PEM.as_bytes()).unwrap();
+        let from_pkcs1 = KeyMaterial::from_public_pem(KeyType::Rsa, RSA_PKCS1_PUBLIC_PEM).unwrap();
+        assert_eq!(from_pkcs1.to_stored(), spki);
+        assert_eq!(hmac(DOC_SECRET).to_stored(), DOC_SECRET.as_bytes());
+        let ed25519 = public_key(KeyType::Ed25519).to_stored();
+        let table: &[(KeyType, &[u8], KeyError)] = &[
+            (KeyType::Ed25519, &[0x30, 0x00], KeyError::Malformed(KeyType::Ed25519)),
+            (
+                KeyType::Rsa,
+                &ed25519,
+                KeyError::WrongKind {
+                    expected: KeyType::Rsa,
+                    found: "an ED25519 key".into(),
+                },
+            ),
+            (KeyType::HmacSha256, &[0xff], KeyError::Malformed(KeyType::HmacSha256)),
+        ];
+        for (key_type, stored, expected) in table {
+            assert_eq!(KeyMaterial::from_stored(*key_type, stored).as_ref(), Err(expected));
+        }
+    }
+
+    #[test]
+    fn key_types_have_binance_names() {
+        for (key_type, name) in [
+            (KeyType::HmacSha256, "HMAC_SHA256"),
+            (KeyType::Ed25519, "ED25519"),
+            (KeyType::Rsa, "RSA"),
+        ] {
+            assert_eq!((key_type.name(), KeyType::parse(name)), (name, Some(key_type)));
+        }
+        for name in ["HMAC", "ed25519", "Rsa", ""] {
+            assert_eq!(KeyType::parse(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn public_key_records_print_only_their_type() {
+        let store = store_of_each_type();
+        let printed: Vec<String> = KeyType::ALL
+            .into_iter()
+            .map(|t| format!("{:?}", store.lookup(api_key_of(t).as_bytes()).unwrap().material))
+            .collect();
+        assert_eq!(printed, ["Hmac { secret: <redacted> }", "Ed25519", "Rsa(2048 bits)"]);
     }
 
     proptest! {

@@ -1,11 +1,12 @@
 //! Durability across restarts: what was acknowledged is there after
 //! `kill -9`, after a restart with another number of shards, and after
-//! snapshots replaced the journal; the demo user is created once.
+//! snapshots replaced the journal (API keys of every type included, signing
+//! as before); the demo user is created once.
 //! (The randomized kill cycles are tests/crash.rs.)
 
 mod common;
 
-use common::account::{admin, create_user, signed, User};
+use common::account::{admin, create_user, create_user_with, signed, Signer, User};
 use common::{eventually, temp_data_dir, Client, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -53,7 +54,9 @@ fn order(c: &mut Client, user: &User, symbol: &str, side: &str, qty: &str, price
 }
 
 /// Two users trading on a market of each shard: fills, resting orders, a
-/// cancel and a withdrawal.
+/// cancel and a withdrawal; then two users with an Ed25519 and an RSA key
+/// rest an order each. `state` signs with every user's key, so a key that
+/// did not survive shows.
 fn trade(server: &Server) -> Vec<User> {
     let funds = [("BTC", "10"), ("USDT", "100000"), ("ETH", "100")];
     let alice = create_user(server, "alice", &funds);
@@ -81,7 +84,11 @@ fn trade(server: &Server) -> Vec<User> {
         Some(json!({"asset": "USDT", "amount": "123.45"})),
     );
     assert_eq!(status, 200);
-    vec![alice, bob]
+    let carol = create_user_with(server, "carol", &funds, "ED25519");
+    let dave = create_user_with(server, "dave", &funds, "RSA");
+    assert_eq!(order(&mut c, &carol, "ETHBTC", "BUY", "1", "0.02")["status"], "NEW");
+    assert_eq!(order(&mut c, &dave, "BTCUSDT", "SELL", "0.1", "40000")["status"], "NEW");
+    vec![alice, bob, carol, dave]
 }
 
 fn free(state: &Value, user: usize, asset: &str) -> String {
@@ -102,6 +109,11 @@ fn acknowledged_state_survives_kill_and_a_new_number_of_shards() {
     // 123.45 USDT.
     assert_eq!(free(&before, 1, "BTC"), "10.35064900");
     assert_eq!(free(&before, 1, "USDT"), "92376.35000000");
+    // Carol (Ed25519 key) locked 0.02 BTC for her bid, Dave (RSA key) 0.1
+    // BTC for his ask; reading it again after each restart signs with
+    // their keys.
+    assert_eq!(free(&before, 2, "BTC"), "9.98000000");
+    assert_eq!(free(&before, 3, "BTC"), "9.90000000");
     server.kill9();
     drop(server);
 
@@ -210,7 +222,11 @@ fn the_demo_user_is_created_only_in_an_empty_data_dir() {
     let dir = temp_data_dir();
     let mut first = Server::start_in(&dir, 2, &["--admin-token", ADMIN_TOKEN]);
     let (key, secret) = first.demo.clone().expect("the demo user on an empty data dir");
-    let demo = User { id: 1, key, secret };
+    let demo = User {
+        id: 1,
+        key,
+        signer: Signer::Hmac(secret),
+    };
     let before = signed(&mut first.connect(), &demo, "GET", "/api/v3/account", "").json();
     assert_eq!(free(&json!([before.clone()]), 0, "BTC"), "10.00000000");
     first.kill9();

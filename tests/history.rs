@@ -362,7 +362,7 @@ fn postgres_down_for_20_s_under_load_loses_nothing() {
         User {
             id: user.id,
             key: user.key.clone(),
-            secret: user.secret.clone(),
+            signer: user.signer.clone(),
         },
         stop.clone(),
     );

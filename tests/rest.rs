@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::account::{admin, create_user, signed, User};
+use common::account::{admin, create_user, signed, Signer, User};
 use common::{Client, Server, ADMIN_TOKEN};
 use serde_json::json;
 
@@ -153,7 +153,7 @@ fn bad_input_gets_binance_codes() {
     let mut wrong = User {
         id: alice.id,
         key: alice.key.clone(),
-        secret: "0".repeat(64),
+        signer: Signer::Hmac("0".repeat(64)),
     };
     let r = signed(&mut c, &wrong, "GET", "/api/v3/account", "");
     assert_eq!((r.status, r.error().0), (400, -1022));

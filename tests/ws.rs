@@ -12,7 +12,7 @@ use common::{Client, Response, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tradsys::ws::Opcode;
 
 fn now_ms() -> u64 {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::account::{create_user, now_ms, signed, User};
+use common::account::{create_user, create_user_with, now_ms, signed, User};
 use common::ws::{on_every_shard, Ws, WAIT};
 use common::{Server, ADMIN_TOKEN};
 use serde_json::{json, Map, Value};
@@ -21,7 +21,7 @@ fn sign(user: &User, mut params: Map<String, Value>) -> Value {
     params.insert("apiKey".into(), json!(user.key));
     params.entry("timestamp").or_insert(json!(now_ms()));
     let payload = payload(&params);
-    let signature = tradsys::auth::sign(user.secret.as_bytes(), payload.as_bytes());
+    let signature = user.signer.sign_bare(payload.as_bytes());
     params.insert("signature".into(), json!(signature));
     Value::Object(params)
 }
@@ -322,7 +322,7 @@ fn bad_requests_get_binance_errors_with_their_id() {
     let stranger = User {
         id: 0,
         key: "000000009999abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".into(),
-        secret: user.secret.clone(),
+        signer: user.signer.clone(),
     };
     let mut ws = Ws::connect(server.addr, API);
     let order = || {
@@ -601,4 +601,133 @@ fn orders_on_a_socket_and_over_rest_see_the_same_fills() {
         (cancel["status"].as_str(), cancel["executedQty"].as_str()),
         (Some("CANCELED"), Some("0.00300000"))
     );
+}
+
+#[test]
+fn ed25519_and_rsa_keys_sign_requests_and_only_ed25519_logs_on() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let ed = create_user_with(&server, "ed", FUNDS, "ED25519");
+    let rsa = create_user_with(&server, "rsa", FUNDS, "RSA");
+    let hmac = create_user(&server, "hmac", FUNDS);
+    let mut ws = Ws::connect(server.addr, API);
+    // Each key type signs the sorted parameters.
+    let sold = result(&mut ws, "order.place", limit_order(&rsa, "SELL", "0.001", "30000"));
+    let bought = result(&mut ws, "order.place", limit_order(&ed, "BUY", "0.001", "30000"));
+    assert_eq!(
+        (sold["status"].as_str(), bought["status"].as_str()),
+        (Some("NEW"), Some("FILLED"))
+    );
+    // Another key pair's signature of the same payload fails.
+    let mut forged = object(limit_order(&ed, "BUY", "0.001", "30000"));
+    let other = common::account::Signer::fixture("ED25519", "ed25519-other");
+    let signature = other.sign_bare(
+        payload(&{
+            let mut p = forged.clone();
+            p.remove("signature");
+            p
+        })
+        .as_bytes(),
+    );
+    forged.insert("signature".into(), json!(signature));
+    let response = call(&mut ws, json!("forged"), "order.place", Value::Object(forged));
+    assert_eq!(
+        (&response["status"], &response["error"]["code"]),
+        (&json!(400), &json!(-1022))
+    );
+
+    // session.logon: Ed25519 only, as on Binance.
+    for user in [&hmac, &rsa] {
+        let refused = call(&mut ws, json!("logon"), "session.logon", sign(user, Map::new()));
+        assert_eq!(
+            (&refused["status"], &refused["error"]["code"], &refused["error"]["msg"]),
+            (
+                &json!(400),
+                &json!(-1020),
+                &json!("Only Ed25519 API keys are supported for session.logon.")
+            )
+        );
+    }
+    let before = now_ms();
+    let status = result(&mut ws, "session.logon", sign(&ed, Map::new()));
+    assert_eq!(status["apiKey"], json!(ed.key));
+    assert!(status["authorizedSince"].as_u64().expect("authorizedSince") >= before);
+    assert_eq!(
+        (status["userDataStream"].as_bool(), status["returnRateLimits"].as_bool()),
+        (Some(false), Some(true))
+    );
+    // Logged on: signed methods need only a timestamp.
+    let account = result(&mut ws, "account.status", json!({"timestamp": now_ms()}));
+    assert_eq!(account["uid"], json!(ed.id));
+    let stale = call(
+        &mut ws,
+        json!("stale"),
+        "account.status",
+        json!({"timestamp": now_ms() - 120_000}),
+    );
+    assert_eq!(stale["error"]["code"], -1021);
+    let untimed = call(&mut ws, json!("untimed"), "account.status", json!({}));
+    assert_eq!(untimed["error"]["code"], -1102);
+    // An explicit apiKey overrides the session's for that request.
+    let other_account = result(&mut ws, "account.status", sign(&hmac, Map::new()));
+    assert_eq!(other_account["uid"], json!(hmac.id));
+    // userDataStream.subscribe on the logged-on key; logout ends it.
+    assert_eq!(
+        result(&mut ws, "userDataStream.subscribe", json!({})),
+        json!({"subscriptionId": 0})
+    );
+    assert_eq!(
+        result(&mut ws, "userDataStream.subscribe.signature", sign(&hmac, Map::new())),
+        json!({"subscriptionId": 1})
+    );
+    let mut trader = Ws::connect(server.addr, API);
+    result(&mut trader, "order.place", limit_order(&hmac, "SELL", "0.001", "30500"));
+    let placed = result(&mut trader, "order.place", limit_order(&ed, "BUY", "0.001", "30500"));
+    let report = event(&mut ws, 0, "executionReport");
+    assert_eq!(
+        (report["i"].clone(), report["X"].as_str()),
+        (placed["orderId"].clone(), Some("FILLED"))
+    );
+    let logged_out = call(&mut ws, json!("out"), "session.logout", json!({}));
+    assert_eq!(
+        (
+            &logged_out["result"]["apiKey"],
+            &logged_out["result"]["authorizedSince"],
+            &logged_out["result"]["userDataStream"]
+        ),
+        (&Value::Null, &Value::Null, &json!(true)),
+        "the signed subscription stays"
+    );
+    assert_eq!(event(&mut ws, 0, "eventStreamTerminated")["e"], "eventStreamTerminated");
+    assert_eq!(
+        result(&mut ws, "session.subscriptions", json!({})),
+        json!([{"subscriptionId": 1}])
+    );
+    let after = call(
+        &mut ws,
+        json!("after"),
+        "account.status",
+        json!({"timestamp": now_ms()}),
+    );
+    assert_eq!(after["error"]["code"], -1102, "no session key any more: {after}");
+    let revoked = call(&mut ws, json!("again"), "session.logon", sign(&ed, Map::new()));
+    assert_eq!(revoked["status"], 200);
+    let (status, _) = common::account::admin(
+        server.admin.expect("admin"),
+        "DELETE",
+        &format!("/admin/v1/keys/{}", ed.key),
+        None,
+    );
+    assert_eq!(status, 200);
+    let refused = call(
+        &mut ws,
+        json!("revoked"),
+        "account.status",
+        json!({"timestamp": now_ms()}),
+    );
+    assert_eq!(
+        (&refused["status"], &refused["error"]["code"]),
+        (&json!(401), &json!(-2015))
+    );
+    let status = result(&mut ws, "session.status", json!({}));
+    assert_eq!(status["apiKey"], Value::Null, "a revoked key ends the logon");
 }

@@ -17,7 +17,7 @@ use crate::api::host::Host;
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::RestReply;
 use crate::auth::user_of_key;
-use crate::auth::{Scope, Scopes};
+use crate::auth::{KeyMaterial, KeyType, Scope, Scopes};
 use crate::binance;
 use crate::http::{Head, HttpError, Method};
 use crate::json::JsonWriter;
@@ -35,9 +35,12 @@ pub(crate) enum AdminCall {
         user: UserId,
         name: String,
     },
+    /// An HMAC key when `public_key` is `None` (the shard makes the
+    /// secret), else an Ed25519 or RSA key verified by it.
     CreateKey {
         user: UserId,
         scopes: Scopes,
+        public_key: Option<KeyMaterial>,
     },
     RevokeKey {
         key: String,
@@ -228,12 +231,29 @@ pub(crate) fn run_local(shard: &impl Host, call: AdminCall) -> AdminReply {
             .create_user(user, &name)
             .map(|()| user_json(user))
             .map_err(admin_error),
-        AdminCall::CreateKey { user, scopes } => {
+        AdminCall::CreateKey {
+            user,
+            scopes,
+            public_key: None,
+        } => {
             let mut entropy = [0u8; 128];
             crate::auth::random_bytes(&mut entropy);
             let created = shard.trading_mut().create_key(user, scopes, &entropy);
             created
-                .map(|(key, secret)| key_json(&key, &secret))
+                .map(|(key, secret)| key_json(&key, KeyType::HmacSha256, scopes, Some(&secret)))
+                .map_err(admin_error)
+        }
+        AdminCall::CreateKey {
+            user,
+            scopes,
+            public_key: Some(material),
+        } => {
+            let mut entropy = [0u8; 64];
+            crate::auth::random_bytes(&mut entropy);
+            let key_type = material.key_type();
+            let created = shard.trading_mut().create_public_key(user, scopes, material, &entropy);
+            created
+                .map(|key| key_json(&key, key_type, scopes, None))
                 .map_err(admin_error)
         }
         AdminCall::RevokeKey { key } => match shard.trading_mut().revoke_key(&key) {
@@ -287,12 +307,23 @@ fn user_json(user: UserId) -> Vec<u8> {
     w.into_bytes()
 }
 
-fn key_json(key: &str, secret: &str) -> Vec<u8> {
+/// A new key: `secretKey` only for HMAC keys, whose secret the server made;
+/// the user of an Ed25519 or RSA key holds its private key already.
+fn key_json(key: &str, key_type: KeyType, scopes: Scopes, secret: Option<&str>) -> Vec<u8> {
     let mut w = JsonWriter::default();
     w.begin_object()
         .field_str("apiKey", key)
-        .field_str("secretKey", secret)
-        .end_object();
+        .field_str("type", key_type.name())
+        .key("scopes")
+        .begin_array();
+    for scope in Scope::ALL.into_iter().filter(|s| scopes.contains(*s)) {
+        w.str(scope.name());
+    }
+    w.end_array();
+    if let Some(secret) = secret {
+        w.field_str("secretKey", secret);
+    }
+    w.end_object();
     w.into_bytes()
 }
 
@@ -360,20 +391,55 @@ async fn on_user(shard: &impl Host, id: &str, call: impl FnOnce(UserId) -> Admin
     Ok(rest(run_on(shard, owner, call(user)).await?))
 }
 
+/// `POST /admin/v1/users/{id}/keys`: `{"scopes": [...]}`, with `"type"`
+/// (`HMAC_SHA256` by default, `ED25519`, `RSA`) and, for the last two, the
+/// user's `"publicKey"` as PEM. The key is read here, on the shard that got
+/// the request, so that a refusal costs the user's shard nothing.
 async fn create_key(shard: &impl Host, id: &str, body: &[u8]) -> Result<RestReply, HttpError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
         scopes: Vec<String>,
+        #[serde(rename = "type")]
+        key_type: Option<String>,
+        #[serde(rename = "publicKey")]
+        public_key: Option<String>,
     }
-    let Body { scopes: names } = serde_json::from_slice(body).map_err(bad_body)?;
+    let body: Body = serde_json::from_slice(body).map_err(bad_body)?;
     let mut scopes = Scopes::NONE;
-    for name in &names {
+    for name in &body.scopes {
         let scope = Scope::parse(name)
             .ok_or_else(|| HttpError::new(400, binance::ILLEGAL_CHARS, format!("Unknown scope {name:?}.")))?;
         scopes = scopes.with(scope);
     }
-    on_user(shard, id, |user| AdminCall::CreateKey { user, scopes }).await
+    let key_type = match body.key_type.as_deref() {
+        None => KeyType::HmacSha256,
+        Some(name) => KeyType::parse(name).ok_or_else(|| {
+            HttpError::new(
+                400,
+                binance::ILLEGAL_CHARS,
+                format!("Unknown key type {name:?}; use HMAC_SHA256, ED25519 or RSA."),
+            )
+        })?,
+    };
+    // An empty publicKey is a missing one, as Binance's -1102 reads.
+    let public_key = match (key_type, body.public_key.filter(|pem| !pem.is_empty())) {
+        (KeyType::HmacSha256, None) => None,
+        (_, Some(pem)) => Some(KeyMaterial::from_public_pem(key_type, &pem)?),
+        (_, None) => {
+            return Err(HttpError::new(
+                400,
+                binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                "Mandatory parameter 'publicKey' was not sent, was empty/null, or malformed.",
+            ))
+        }
+    };
+    on_user(shard, id, |user| AdminCall::CreateKey {
+        user,
+        scopes,
+        public_key,
+    })
+    .await
 }
 
 async fn revoke_key(shard: &impl Host, key: &str) -> Result<RestReply, HttpError> {

@@ -2,7 +2,7 @@
 //! cancel, test), cancelReplace, openOrders, allOrders, account, myTrades
 //! and the userDataStream listen keys, with their JSON.
 //!
-//! Authentication (API key, HMAC, timestamp and recvWindow, scope) and the
+//! Authentication (API key, signature, timestamp and recvWindow, scope) and the
 //! ORDERS limits run here, where the user's keys and counts live.
 
 use crate::api::history;
@@ -12,7 +12,7 @@ use crate::api::params::{
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
-use crate::auth::{self, AuthRequest};
+use crate::auth::{self, AuthRequest, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
@@ -70,24 +70,31 @@ fn authenticate(
 ) -> Result<auth::AuthContext, auth::AuthError> {
     let security = req.endpoint.security();
     let scope = security.scope().unwrap_or(auth::Scope::Read);
-    let (timestamp, recv_window) = (params.get("timestamp"), params.get("recvWindow"));
-    let keys = shard.trading();
-    let proof = match req.credentials {
-        Credentials::Rest => {
-            let auth_request = AuthRequest {
-                api_key: req.api_key,
-                query: req.query,
-                body: if req.form_body { req.body } else { &[] },
-                timestamp,
-                recv_window,
-            };
-            return auth::authenticate(keys.keys(), &auth_request, scope, security.signed(), req.now_ms);
-        }
-        Credentials::Payload { payload, signature } => auth::WsProof::Payload { payload, signature },
-        Credentials::Session => auth::WsProof::Session,
+    let signed = match req.credentials {
+        Credentials::Rest => SignedPart::QueryAndBody {
+            query: req.query,
+            body: if req.form_body { req.body } else { &[] },
+        },
+        Credentials::Payload { payload, signature } => SignedPart::Payload { payload, signature },
+        Credentials::Session => SignedPart::Session,
     };
-    let api_key = req.api_key.ok_or(auth::AuthError::Mandatory("apiKey"))?;
-    auth::authenticate_ws(keys.keys(), api_key, proof, timestamp, recv_window, scope, req.now_ms)
+    // The WebSocket API names a missing key as the missing parameter it is.
+    if req.credentials != Credentials::Rest && req.api_key.is_none() {
+        return Err(auth::AuthError::Mandatory("apiKey"));
+    }
+    let auth_request = AuthRequest {
+        api_key: req.api_key,
+        signed,
+        timestamp: params.get("timestamp"),
+        recv_window: params.get("recvWindow"),
+    };
+    auth::authenticate(
+        shard.trading().keys(),
+        &auth_request,
+        scope,
+        security.signed(),
+        req.now_ms,
+    )
 }
 
 async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>, user: UserId) -> RestReply {

@@ -16,7 +16,7 @@
 //! even when the frame is not JSON (`id` null then).
 
 use crate::api::host::Host;
-use crate::auth::{self, KeyType, Scope, WsProof};
+use crate::auth::{self, AuthRequest, KeyType, Scope, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::HttpError;
@@ -411,29 +411,41 @@ pub(crate) struct Grant {
 
 /// Runs [`Authorize`] on the user's shard.
 pub(crate) fn authorize(shard: &impl Host, request: &Authorize) -> Result<Grant, HttpError> {
-    let (proof, timestamp, recv_window) = match &request.proof {
+    let (signed, needs_signature) = match &request.proof {
         AuthorizeProof::Signed {
             payload,
             signature,
             timestamp,
             recv_window,
         } => (
-            WsProof::Payload {
-                payload,
-                signature: signature.as_deref(),
+            AuthRequest {
+                api_key: Some(request.api_key.as_bytes()),
+                signed: SignedPart::Payload {
+                    payload,
+                    signature: signature.as_deref(),
+                },
+                timestamp: timestamp.as_deref(),
+                recv_window: recv_window.as_deref(),
             },
-            timestamp.as_deref(),
-            recv_window.as_deref(),
+            true,
         ),
-        AuthorizeProof::Session => (WsProof::Key, None, None),
+        // The session's logon checked the key's signature; a USER_STREAM
+        // method then needs the key alone, as on Binance.
+        AuthorizeProof::Session => (
+            AuthRequest {
+                api_key: Some(request.api_key.as_bytes()),
+                signed: SignedPart::Session,
+                timestamp: None,
+                recv_window: None,
+            },
+            false,
+        ),
     };
-    let context = auth::authenticate_ws(
+    let context = auth::authenticate(
         shard.trading().keys(),
-        request.api_key.as_bytes(),
-        proof,
-        timestamp,
-        recv_window,
+        &signed,
         request.scope,
+        needs_signature,
         request.now_ms,
     )
     .map_err(HttpError::from)?;

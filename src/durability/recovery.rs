@@ -515,13 +515,7 @@ impl Merged {
                 .keys
                 .iter()
                 .filter(|k| owner_of(k.user, shards) == i)
-                .map(|k| crate::trading::KeyImage {
-                    key: k.key.clone(),
-                    user: k.user,
-                    secret: k.secret.clone(),
-                    scopes: k.scopes,
-                    revoked: k.revoked,
-                })
+                .cloned()
                 .collect(),
             transfers: if i == 0 {
                 self.transfers.clone()

@@ -91,6 +91,19 @@ fn record_rows(trading: &Trading, record: &Record, now_ms: u64, rows: &mut Vec<R
                 }));
             }
         }
+        Record::CreatePublicKey(r) => {
+            // The same derivation as `Trading::create_public_key`.
+            let api_key = key_for(r.user, &r.entropy, 64);
+            if trading.keys().lookup(api_key.as_bytes()).is_some() {
+                rows.push(Row::Key(KeyRow {
+                    api_key,
+                    user: r.user,
+                    scopes: scope_names(Scopes::from_bits(r.scopes)),
+                    revoked: false,
+                    changed_ms: now_ms,
+                }));
+            }
+        }
         Record::RevokeKey { key } => {
             if let Some(held) = trading.keys().lookup(key.as_bytes()) {
                 rows.push(Row::Key(KeyRow {
@@ -296,14 +309,18 @@ mod tests {
         })
     }
 
-    /// A scripted session (users, a key, deposits, a trade, a revoke)
-    /// gives exactly these rows, and its ledger balances per asset.
+    /// A scripted session (users, an HMAC and an Ed25519 key, deposits, a
+    /// trade, a revoke) gives exactly these rows, and its ledger balances
+    /// per asset.
     #[test]
     fn a_scripted_session_gives_exact_rows() {
         let mut t = trading();
         t.create_user(7, "maker").unwrap();
         t.create_user(8, "taker").unwrap();
         let (key, _) = t.create_key(7, Scopes::from_bits(1 | 2), &[5; 128]).unwrap();
+        let pem = include_str!("../../tests/fixtures/keys/ed25519.pub.pem");
+        let ed25519 = crate::auth::KeyMaterial::from_public_pem(crate::auth::KeyType::Ed25519, pem).unwrap();
+        let public_key = t.create_public_key(8, Scopes::from_bits(1), ed25519, &[6; 64]).unwrap();
         t.transfer(7, "BTC", Amount(100_000_000), true).unwrap();
         t.transfer(8, "USDT", Amount(5_000_000_000_000), true).unwrap();
         let setup = rows_after(&mut t, 1_000, 5);
@@ -324,6 +341,13 @@ mod tests {
                     api_key: key.clone(),
                     user: 7,
                     scopes: "READ,TRADE".into(),
+                    revoked: false,
+                    changed_ms: 1_000
+                }),
+                Row::Key(KeyRow {
+                    api_key: public_key,
+                    user: 8,
+                    scopes: "READ".into(),
                     revoked: false,
                     changed_ms: 1_000
                 }),

@@ -14,10 +14,10 @@
 //! **Invariant:** `Trading` does no I/O and knows neither JSON nor the
 //! executor: time, ids and randomness are inputs.
 
-use crate::auth::{key_for, KeyRecord, KeyStore, Scopes, KEY_USER_DIGITS};
+use crate::auth::{key_for, KeyMaterial, KeyRecord, KeyStore, KeyType, Scopes, KEY_USER_DIGITS};
 use crate::oneshot;
 use crate::trading::msg::EngineMsg;
-use crate::trading::record::{CancelReplaceRecord, Record};
+use crate::trading::record::{CancelReplaceRecord, PublicKeyRecord, Record};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
@@ -174,11 +174,13 @@ pub struct TradingImage {
 }
 
 /// One API key in a snapshot.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct KeyImage {
     pub key: String,
     pub user: UserId,
-    pub secret: String,
+    pub key_type: KeyType,
+    /// The HMAC secret or the public key (`KeyMaterial::to_stored`).
+    pub material: Vec<u8>,
     pub scopes: u8,
     pub revoked: bool,
 }
@@ -703,6 +705,16 @@ impl Trading {
                 amount,
                 deposit,
             } => self.transfer(*user, asset, *amount, *deposit),
+            Record::CreatePublicKey(r) => {
+                // The record after it is read: `create_public_key` checked
+                // that this form reads back before journaling it.
+                let material = match KeyMaterial::from_stored(r.key_type, &r.public_key) {
+                    Ok(material) => material,
+                    Err(e) => panic!("journaled {} key of user {} unreadable: {e}", r.key_type, r.user),
+                };
+                self.create_public_key(r.user, Scopes::from_bits(r.scopes), material, &r.entropy)
+                    .map(drop)
+            }
         };
     }
 
@@ -986,12 +998,53 @@ impl Trading {
         let secret = key_for(0, &entropy[64..], 64 + KEY_USER_DIGITS)[KEY_USER_DIGITS..].to_string();
         let record = KeyRecord {
             user_id: user,
-            secret: secret.clone(),
+            material: KeyMaterial::Hmac { secret: secret.clone() },
             scopes,
             revoked: false,
         };
         self.keys.insert(key.clone(), record).map_err(|_| TradingError::Busy)?;
         Ok((key, secret))
+    }
+
+    /// Adds an Ed25519 or RSA key of `user` verified by `material`, the
+    /// public key the user gave; returns the API key, made from `entropy`.
+    pub(crate) fn create_public_key(
+        &mut self,
+        user: UserId,
+        scopes: Scopes,
+        material: KeyMaterial,
+        entropy: &[u8; 64],
+    ) -> Result<String, TradingError> {
+        let key_type = material.key_type();
+        assert!(key_type != KeyType::HmacSha256, "HMAC keys are made by create_key");
+        if self.live {
+            let public_key = material.to_stored();
+            // The record before it is written: replay must read back this
+            // very key (and `apply` asserts that it reads one).
+            assert!(
+                KeyMaterial::from_stored(key_type, &public_key).as_ref() == Ok(&material),
+                "a {key_type} key of user {user} does not read back from its journal form"
+            );
+            self.out.records.push(Record::CreatePublicKey(Box::new(PublicKeyRecord {
+                user,
+                scopes: scopes.bits(),
+                key_type,
+                public_key,
+                entropy: *entropy,
+            })));
+        }
+        if !self.users.contains_key(&user) {
+            return Err(TradingError::UnknownUser(user));
+        }
+        let key = key_for(user, entropy, 64);
+        let record = KeyRecord {
+            user_id: user,
+            material,
+            scopes,
+            revoked: false,
+        };
+        self.keys.insert(key.clone(), record).map_err(|_| TradingError::Busy)?;
+        Ok(key)
     }
 
     pub fn revoke_key(&mut self, key: &str) -> bool {
@@ -1124,7 +1177,8 @@ impl Trading {
             .map(|(key, r)| KeyImage {
                 key: key.clone(),
                 user: r.user_id,
-                secret: r.secret.clone(),
+                key_type: r.key_type(),
+                material: r.material.to_stored(),
                 scopes: r.scopes.bits(),
                 revoked: r.revoked,
             })
@@ -1161,9 +1215,11 @@ impl Trading {
         trading.halted = image.halted;
         trading.users = image.users.into_iter().collect();
         for k in image.keys {
+            let material = KeyMaterial::from_stored(k.key_type, &k.material)
+                .map_err(|e| format!("snapshot key store: a key of user {}: {e}", k.user))?;
             let record = KeyRecord {
                 user_id: k.user,
-                secret: k.secret,
+                material,
                 scopes: Scopes::from_bits(k.scopes),
                 revoked: k.revoked,
             };
@@ -1200,7 +1256,8 @@ impl Trading {
         for (key, record) in self.keys.entries() {
             h.bytes(key.as_bytes());
             h.u64(record.user_id);
-            h.bytes(record.secret.as_bytes());
+            h.bytes(record.key_type().name().as_bytes());
+            h.bytes(&record.material.to_stored());
             h.u64(u64::from(record.scopes.bits()));
             h.u64(u64::from(record.revoked));
         }

@@ -12,6 +12,7 @@
 //! sequence number, epoch). **Invariant:** a record is decoded only after
 //! its frame checked out, and decoding validates it again (bytecheck).
 
+use crate::auth::KeyType;
 use crate::trading::msg::EngineMsg;
 use tradsys_engine::account::OrderRef;
 use tradsys_engine::num::{Amount, Price};
@@ -69,6 +70,21 @@ pub enum Record {
         amount: Amount,
         deposit: bool,
     },
+    /// An Ed25519 or RSA key (`CreateKey` makes HMAC ones). Boxed like
+    /// `CancelReplace`: it is rare and its public key long.
+    CreatePublicKey(Box<PublicKeyRecord>),
+}
+
+/// A public-key API key as journaled: the public key itself, since the
+/// user chose it, and the randomness its API key was made from.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PublicKeyRecord {
+    pub user: UserId,
+    pub scopes: u8,
+    pub key_type: KeyType,
+    /// SPKI DER, as `KeyMaterial::to_stored` writes it.
+    pub public_key: Vec<u8>,
+    pub entropy: [u8; 64],
 }
 
 /// A cancel-replace as journaled.
@@ -135,6 +151,13 @@ mod tests {
                 amount: Amount(123_456_789),
                 deposit: true,
             },
+            Record::CreatePublicKey(Box::new(PublicKeyRecord {
+                user: 7,
+                scopes: 1,
+                key_type: KeyType::Ed25519,
+                public_key: vec![0x30, 0x2a, 0x30, 0x05],
+                entropy: [3; 64],
+            })),
             Record::Halt {
                 market: MarketId(2),
                 halted: true,

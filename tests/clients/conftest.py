@@ -1,14 +1,16 @@
 """Fixtures of the real-client tests.
 
 One tradsys process serves the whole session on loopback ports the kernel
-chose. Each test creates its own users through the admin API; after each
-test their open orders are cancelled and the server's audit must report
-that every asset is conserved.
+chose. Each test creates its own users through the admin API, with HMAC
+keys or with Ed25519 or RSA keys of tests/fixtures/keys; after each test
+their open orders are cancelled and the server's audit must report that
+every asset is conserved.
 
 Nothing here or in the tests may reach another machine: socket connects and
 name lookups are refused unless they stay on 127.0.0.0/8 (see `_loopback_only`).
 """
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -29,9 +31,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKETS = ROOT / "shards" / "markets.toml"
+# Test-only key pairs (their private halves are public in the repository).
+FIXTURE_KEYS = ROOT / "tests" / "fixtures" / "keys"
+KEY_FILES = {"ED25519": "ed25519", "RSA": "rsa2048"}
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "ETHBTC", "EURUSD")
 SHARDS = 2
 START_TIMEOUT_S = 30.0
@@ -150,7 +157,37 @@ def http(method, url, body=None, headers=None, form=False):
         return status, text
 
 
+def fixture_pem(name):
+    """A PEM file of tests/fixtures/keys, e.g. "ed25519.pem"."""
+    return (FIXTURE_KEYS / name).read_text()
+
+
+class KeyPair:
+    """A fixture key pair of one type (ED25519 or RSA): the public half goes
+    to the admin API, the private half signs. Set-up and clean-up sign with
+    `cryptography`, not with the clients under test."""
+
+    def __init__(self, key_type, name=None):
+        self.key_type = key_type
+        self.name = name or KEY_FILES[key_type]
+        self.private_pem = fixture_pem(f"{self.name}.pem")
+        self.public_pem = fixture_pem(f"{self.name}.pub.pem")
+        self._private = serialization.load_pem_private_key(self.private_pem.encode(), password=None)
+
+    def sign(self, query):
+        """The base64 signature of `query`, before URL-encoding."""
+        if self.key_type == "RSA":
+            raw = self._private.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raw = self._private.sign(query.encode())
+        return base64.b64encode(raw).decode()
+
+
 def sign(secret, query):
+    """The `signature` value for `query`: hex HMAC under a secret, or a key
+    pair's base64 signature URL-encoded (its `+`, `/`, `=`)."""
+    if isinstance(secret, KeyPair):
+        return urllib.parse.quote(secret.sign(query), safe="")
     return hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
 
 
@@ -169,7 +206,8 @@ class Tradsys:
         self.data_dir = data_dir
         self.stderr_path = stderr_path
         self.port = int(urllib.parse.urlsplit(base_url).port)
-        # Users created by the running test: (user_id, api_key, secret).
+        # Users created by the running test: (user_id, api_key, secret), the
+        # secret an HMAC secret or a KeyPair.
         self.created = []
 
     # admin API ------------------------------------------------------------
@@ -182,14 +220,25 @@ class Tradsys:
             assert status == expect, f"admin {method} {path}: HTTP {status}: {payload!r}"
         return payload
 
-    def create_user(self, name, deposits=None, scopes=("READ", "TRADE", "USER_STREAM")):
-        """Creates a user with one API key and deposits; returns (user_id, api_key, secret)."""
+    def create_user(self, name, deposits=None, scopes=("READ", "TRADE", "USER_STREAM"), key_type="HMAC_SHA256"):
+        """Creates a user with one API key of `key_type` and deposits; returns
+        (user_id, api_key, secret), the secret a KeyPair for ED25519 and RSA."""
         user = self.admin("POST", "/admin/v1/users", {"name": name})
         user_id = user["userId"]
         assert isinstance(user_id, int), user
-        key = self.admin("POST", f"/admin/v1/users/{user_id}/keys", {"scopes": list(scopes)})
-        api_key, secret = key["apiKey"], key["secretKey"]
-        assert api_key and secret and api_key != secret, key
+        if key_type == "HMAC_SHA256":
+            key = self.admin("POST", f"/admin/v1/users/{user_id}/keys", {"scopes": list(scopes)})
+            api_key, secret = key["apiKey"], key["secretKey"]
+            assert api_key and secret and api_key != secret, key
+        else:
+            secret = KeyPair(key_type)
+            body = {"scopes": list(scopes), "type": key_type, "publicKey": secret.public_pem}
+            key = self.admin("POST", f"/admin/v1/users/{user_id}/keys", body)
+            api_key = key["apiKey"]
+        # The scopes in the server's order; a secret only for HMAC keys.
+        listed = [s for s in ("READ", "TRADE", "USER_STREAM") if s in scopes]
+        assert key == {"apiKey": api_key, "type": key_type, "scopes": listed,
+                       **({"secretKey": secret} if key_type == "HMAC_SHA256" else {})}, key
         for asset, amount in (deposits or {}).items():
             self.admin("POST", f"/admin/v1/users/{user_id}/deposits", {"asset": asset, "amount": str(amount)})
         self.created.append((user_id, api_key, secret))

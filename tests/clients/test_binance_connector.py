@@ -11,6 +11,7 @@ import pytest
 from binance.error import ClientError
 from binance.spot import Spot
 
+from conftest import fixture_pem
 from money import COMMISSION, D, ZERO, commission, fmt, quote_amount
 
 SYMBOL = "BTCUSDT"
@@ -308,3 +309,57 @@ def test_errors(tradsys):
 
     assert tradsys.balances(user_id) == {"USDT": (D(100), ZERO)}
 
+
+
+@pytest.mark.parametrize("key_type", ["ED25519", "RSA"])
+def test_ed25519_and_rsa_keys(tradsys, key_type):
+    """binance-connector signs with a private key (`Spot(private_key=PEM)`):
+    base64 Ed25519 or RSA signatures, URL-encoded. The admin API was given
+    only the public key; the users trade, query and cancel exactly as with
+    HMAC keys, and another key's signature is refused."""
+    seller_id, seller_key, pair = tradsys.create_user(f"seller-{key_type}", {"BTC": "1"}, key_type=key_type)
+    buyer_id, buyer_key, _ = tradsys.create_user(f"buyer-{key_type}", {"USDT": "1000"}, key_type=key_type)
+
+    def keyed(api_key, private_pem):
+        spot = Spot(api_key=api_key, private_key=private_pem, base_url=tradsys.base_url, timeout=5)
+        spot.session.trust_env = False  # never a proxy from the environment
+        return spot
+
+    seller = keyed(seller_key, pair.private_pem)
+    buyer = keyed(buyer_key, pair.private_pem)
+
+    # The seller rests 0.01 BTC at 30000; the buyer takes it.
+    price, qty = D("30000.00"), D("0.01")
+    sell = seller.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC",
+                            price=str(price), quantity=str(qty))
+    assert (sell["status"], sell["price"], sell["origQty"]) == ("NEW", fmt(price), fmt(qty))
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1) - qty, qty)})
+    buy = buyer.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                          price=str(price), quantity=str(qty), newOrderRespType="FULL")
+    quote = quote_amount(price, qty)
+    assert quote == D("300.00000000")
+    fee_buyer, fee_seller = commission(qty, RATE), commission(quote, RATE)
+    assert (buy["status"], buy["executedQty"], buy["cummulativeQuoteQty"]) == ("FILLED", fmt(qty), fmt(quote))
+    assert [(f["price"], f["qty"], f["commission"], f["commissionAsset"]) for f in buy["fills"]] == [
+        (fmt(price), fmt(qty), fmt(fee_buyer), "BTC")]
+    assert seller.get_order(SYMBOL, orderId=sell["orderId"])["status"] == "FILLED"
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1) - qty, ZERO), "USDT": (quote - fee_seller, ZERO)})
+    assert_balances(tradsys, buyer, buyer_id, {"BTC": (qty - fee_buyer, ZERO), "USDT": (D(1000) - quote, ZERO)})
+
+    # A resting order, queried and cancelled.
+    rest_price, rest_qty = D("20000.00"), D("0.001")
+    rest = buyer.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                           price=str(rest_price), quantity=str(rest_qty))
+    locked = quote_amount(rest_price, rest_qty)
+    assert_balances(tradsys, buyer, buyer_id,
+                    {"BTC": (qty - fee_buyer, ZERO), "USDT": (D(1000) - quote - locked, locked)})
+    got = buyer.get_order(SYMBOL, orderId=rest["orderId"])
+    assert (got["status"], got["price"], got["origQty"]) == ("NEW", fmt(rest_price), fmt(rest_qty))
+    canceled = buyer.cancel_order(SYMBOL, orderId=rest["orderId"])
+    assert (canceled["orderId"], canceled["status"]) == (rest["orderId"], "CANCELED")
+    assert_balances(tradsys, buyer, buyer_id, {"BTC": (qty - fee_buyer, ZERO), "USDT": (D(1000) - quote, ZERO)})
+
+    # The same API key with another key pair's signature.
+    other = {"ED25519": "ed25519-other.pem", "RSA": "rsa2048-other.pem"}[key_type]
+    impostor = keyed(buyer_key, fixture_pem(other))
+    assert_error(impostor.account, -1022, "Signature for this request is not valid.")

@@ -1,8 +1,10 @@
 //! Users and signed requests for the integration tests: the admin API
-//! creates a user with a key and deposits, and requests are signed as
+//! creates a user with a key (HMAC, or Ed25519 or RSA with a fixed test key
+//! from tests/fixtures/keys) and deposits, and requests are signed as
 //! Binance clients sign them.
 
 use super::{Client, Response, Server, ADMIN_TOKEN};
+use base64::Engine;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -10,7 +12,71 @@ use std::net::SocketAddr;
 pub struct User {
     pub id: u64,
     pub key: String,
-    pub secret: String,
+    pub signer: Signer,
+}
+
+/// What signs a user's requests: the secret the server made for an HMAC
+/// key, or the private half of a fixture key whose public half the server
+/// holds.
+#[derive(Clone)]
+pub enum Signer {
+    Hmac(String),
+    Ed25519(ed25519_dalek::SigningKey),
+    Rsa(rsa::pkcs1v15::SigningKey<sha2::Sha256>),
+}
+
+/// A PEM file of tests/fixtures/keys.
+pub fn fixture_pem(file: &str) -> String {
+    let path = format!("{}/tests/fixtures/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The fixture key pair the tests use for `key_type` (ED25519 or RSA), as
+/// the name of its private PEM file; its public key is `<name>.pub.pem`.
+pub fn fixture_name(key_type: &str) -> &'static str {
+    match key_type {
+        "ED25519" => "ed25519",
+        "RSA" => "rsa2048",
+        other => panic!("no fixture key of type {other}"),
+    }
+}
+
+impl Signer {
+    /// The signer of the fixture private key `name` (e.g. `ed25519-other`)
+    /// of `key_type` (ED25519 or RSA).
+    pub fn fixture(key_type: &str, name: &str) -> Signer {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let private = fixture_pem(&format!("{name}.pem"));
+        match key_type {
+            "ED25519" => Signer::Ed25519(ed25519_dalek::SigningKey::from_pkcs8_pem(&private).expect("Ed25519 PEM")),
+            _ => {
+                let key = rsa::RsaPrivateKey::from_pkcs8_pem(&private).expect("RSA PEM");
+                Signer::Rsa(rsa::pkcs1v15::SigningKey::new(key))
+            }
+        }
+    }
+
+    /// The `signature` parameter's value for `payload`, URL-encoded as
+    /// binance-connector sends it: hex for HMAC, base64 with `+`, `/` and
+    /// `=` as %2B, %2F and %3D otherwise.
+    pub fn sign(&self, payload: &[u8]) -> String {
+        self.sign_bare(payload)
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    }
+
+    /// The signature as a JSON parameter carries it (the WebSocket API):
+    /// base64 left as it is.
+    pub fn sign_bare(&self, payload: &[u8]) -> String {
+        use rsa::signature::{SignatureEncoding, Signer as _};
+        let base64 = base64::engine::general_purpose::STANDARD;
+        match self {
+            Signer::Hmac(secret) => tradsys::auth::sign(secret.as_bytes(), payload),
+            Signer::Ed25519(key) => base64.encode(key.sign(payload).to_bytes()),
+            Signer::Rsa(key) => base64.encode(key.sign(payload).to_bytes()),
+        }
+    }
 }
 
 /// One admin request; the status and the JSON body.
@@ -27,11 +93,35 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) ->
 
 /// A new user with a READ, TRADE and USER_STREAM key and `deposits`.
 pub fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> User {
+    create_user_with(server, name, deposits, "HMAC_SHA256")
+}
+
+/// [`create_user`] with a key of `key_type`: HMAC_SHA256, or ED25519 or
+/// RSA with the fixture key's public half.
+pub fn create_user_with(server: &Server, name: &str, deposits: &[(&str, &str)], key_type: &str) -> User {
     let addr = server.admin.expect("admin API on");
     let (_, user) = admin(addr, "POST", "/admin/v1/users", Some(json!({"name": name})));
     let id = user["userId"].as_u64().expect("userId");
-    let scopes = json!({"scopes": ["READ", "TRADE", "USER_STREAM"]});
-    let (_, key) = admin(addr, "POST", &format!("/admin/v1/users/{id}/keys"), Some(scopes));
+    let scopes = ["READ", "TRADE", "USER_STREAM"];
+    let body = match key_type {
+        "HMAC_SHA256" => json!({"scopes": scopes}),
+        _ => {
+            let public_key = fixture_pem(&format!("{}.pub.pem", fixture_name(key_type)));
+            json!({"scopes": scopes, "type": key_type, "publicKey": public_key})
+        }
+    };
+    let (status, key) = admin(addr, "POST", &format!("/admin/v1/users/{id}/keys"), Some(body));
+    assert_eq!(
+        (status, &key["type"], &key["scopes"]),
+        (200, &json!(key_type), &json!(scopes))
+    );
+    let signer = match key_type {
+        "HMAC_SHA256" => Signer::Hmac(key["secretKey"].as_str().expect("secretKey").to_string()),
+        _ => {
+            assert_eq!(key.get("secretKey"), None, "a {key_type} key has no secret");
+            Signer::fixture(key_type, fixture_name(key_type))
+        }
+    };
     for (asset, amount) in deposits {
         let (status, _) = admin(
             addr,
@@ -44,7 +134,7 @@ pub fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> Us
     User {
         id,
         key: key["apiKey"].as_str().expect("apiKey").to_string(),
-        secret: key["secretKey"].as_str().expect("secretKey").to_string(),
+        signer,
     }
 }
 
@@ -62,7 +152,7 @@ pub fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str
         if query.is_empty() { "" } else { "&" },
         now_ms()
     );
-    let signature = tradsys::auth::sign(user.secret.as_bytes(), query.as_bytes());
+    let signature = user.signer.sign(query.as_bytes());
     c.send(&format!(
         "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
         user.key
