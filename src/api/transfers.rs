@@ -102,8 +102,21 @@ pub(crate) async fn withdrawals(
     Ok(w.into_bytes())
 }
 
+/// What one list takes that the other does not.
+struct Kind {
+    cause: LedgerCause,
+    /// The status every transfer of this kind has.
+    status: i64,
+    /// The longest window.
+    span_ms: u64,
+    /// Only these transfers (`txId`, `idList`).
+    ids: Option<Vec<TransferId>>,
+    with_source: bool,
+    /// A filter no transfer here passes (`withdrawOrderId`).
+    none_match: bool,
+}
+
 fn deposit_request(params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Request, HttpError> {
-    let (start_ms, end_ms) = window(params, now_ms, SPAN_MAX_MS)?;
     // A txId that is not one of ours names no transfer: an empty list.
     let ids = params.get("txId").filter(|t| !t.is_empty()).map(|tx_id| {
         let id = tx_id.strip_prefix(TX_ID_PREFIX).and_then(TransferId::parse);
@@ -114,41 +127,42 @@ fn deposit_request(params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Req
         Some("true") => true,
         Some(_) => return Err(malformed("includeSource")),
     };
-    let status = status_param(params)?;
-    common(params, user, LedgerCause::Deposit, (start_ms, end_ms), ids).map(|request| Request {
+    let kind = Kind {
+        cause: LedgerCause::Deposit,
+        status: DEPOSIT_SUCCESS,
+        span_ms: SPAN_MAX_MS,
+        ids,
         with_source,
-        none_match: request.none_match || status.is_some_and(|s| s != DEPOSIT_SUCCESS),
-        ..request
-    })
+        none_match: false,
+    };
+    request(params, user, now_ms, kind)
 }
 
 fn withdraw_request(params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Request, HttpError> {
     let order_id = params.get("withdrawOrderId").filter(|id| !id.is_empty());
-    let span_ms = if order_id.is_some() {
-        SPAN_WITH_ORDER_ID_MAX_MS
-    } else {
-        SPAN_MAX_MS
-    };
-    let window = window(params, now_ms, span_ms)?;
     let ids = match params.get("idList").filter(|list| !list.is_empty()) {
         Some(list) => Some(id_list(list)?),
         None => None,
     };
-    let status = status_param(params)?;
-    common(params, user, LedgerCause::Withdrawal, window, ids).map(|request| Request {
-        none_match: request.none_match || order_id.is_some() || status.is_some_and(|s| s != WITHDRAWAL_COMPLETED),
-        ..request
-    })
+    let kind = Kind {
+        cause: LedgerCause::Withdrawal,
+        status: WITHDRAWAL_COMPLETED,
+        span_ms: match order_id {
+            Some(_) => SPAN_WITH_ORDER_ID_MAX_MS,
+            None => SPAN_MAX_MS,
+        },
+        ids,
+        with_source: false,
+        none_match: order_id.is_some(),
+    };
+    request(params, user, now_ms, kind)
 }
 
-/// The parts both lists share: `coin`, `offset` and `limit`.
-fn common(
-    params: &Params<'_>,
-    user: UserId,
-    cause: LedgerCause,
-    (start_ms, end_ms): (u64, u64),
-    ids: Option<Vec<TransferId>>,
-) -> Result<Request, HttpError> {
+/// The request with what both lists take: the window, `coin`, `status`,
+/// `offset` and `limit`.
+fn request(params: &Params<'_>, user: UserId, now_ms: u64, kind: Kind) -> Result<Request, HttpError> {
+    let (start_ms, end_ms) = window(params, now_ms, kind.span_ms)?;
+    let status = status_param(params)?;
     let offset = match u64_param(params, "offset")? {
         None => 0,
         Some(n) if n <= OFFSET_MAX as u64 => n as usize,
@@ -161,20 +175,23 @@ fn common(
         }
     };
     let limit = limit_param(params, LIMIT_DEFAULT, LIMIT_MAX)?;
-    let none_match = start_ms > end_ms || ids.as_ref().is_some_and(Vec::is_empty);
+    let none_match = kind.none_match
+        || start_ms > end_ms
+        || status.is_some_and(|s| s != kind.status)
+        || kind.ids.as_ref().is_some_and(Vec::is_empty);
     Ok(Request {
         query: TransfersQuery {
             user,
-            cause,
+            cause: kind.cause,
             asset: params.get("coin").filter(|c| !c.is_empty()).map(str::to_string),
             start_ms,
             end_ms,
-            ids,
+            ids: kind.ids,
             limit: offset + limit,
         },
         offset,
         limit,
-        with_source: false,
+        with_source: kind.with_source,
         none_match,
     })
 }

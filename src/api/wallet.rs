@@ -22,7 +22,6 @@ use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::{MarketId, UserId};
 
 /// The one network of every coin: transfers by the admin API.
@@ -136,7 +135,7 @@ pub(crate) fn trade_fees(shard: &impl Host, params: &Params<'_>) -> Result<Vec<u
 pub(crate) fn commission(shard: &impl Host, params: &Params<'_>) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let trading = shard.trading();
-    let spec: &MarketSpec = trading.spec(market);
+    let spec = trading.spec(market);
     let mut w = JsonWriter::with_capacity(512);
     w.begin_object().field_str("symbol", &spec.symbol);
     let rates = [
