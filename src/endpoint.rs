@@ -62,10 +62,21 @@ pub(crate) enum Endpoint {
     UserDataStreamStart,
     UserDataStreamKeepalive,
     UserDataStreamClose,
+    // The wallet: what ccxt's status, currencies, fees and transfer
+    // history calls read (see `api::wallet` and `api::transfers`), and the
+    // wallet operations tradsys refuses.
+    SystemStatus,
+    CapitalConfig,
+    TradeFee,
+    AccountCommission,
+    DepositHistory,
+    WithdrawHistory,
+    DepositAddress,
+    WithdrawApply,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 27] = [
+    pub(crate) const ALL: [Endpoint; 35] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -93,6 +104,14 @@ impl Endpoint {
         Endpoint::UserDataStreamStart,
         Endpoint::UserDataStreamKeepalive,
         Endpoint::UserDataStreamClose,
+        Endpoint::SystemStatus,
+        Endpoint::CapitalConfig,
+        Endpoint::TradeFee,
+        Endpoint::AccountCommission,
+        Endpoint::DepositHistory,
+        Endpoint::WithdrawHistory,
+        Endpoint::DepositAddress,
+        Endpoint::WithdrawApply,
     ];
 
     /// The method and path that name this endpoint.
@@ -127,6 +146,14 @@ impl Endpoint {
             UserDataStreamStart => (Post, "/api/v3/userDataStream"),
             UserDataStreamKeepalive => (Put, "/api/v3/userDataStream"),
             UserDataStreamClose => (Delete, "/api/v3/userDataStream"),
+            SystemStatus => (Get, "/sapi/v1/system/status"),
+            CapitalConfig => (Get, "/sapi/v1/capital/config/getall"),
+            TradeFee => (Get, "/sapi/v1/asset/tradeFee"),
+            AccountCommission => (Get, "/api/v3/account/commission"),
+            DepositHistory => (Get, "/sapi/v1/capital/deposit/hisrec"),
+            WithdrawHistory => (Get, "/sapi/v1/capital/withdraw/history"),
+            DepositAddress => (Get, "/sapi/v1/capital/deposit/address"),
+            WithdrawApply => (Post, "/sapi/v1/capital/withdraw/apply"),
         }
     }
 
@@ -145,6 +172,8 @@ impl Endpoint {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel => Security::Trade,
             OrderQuery | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => Security::UserData,
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
+            CapitalConfig | TradeFee | AccountCommission | DepositHistory | WithdrawHistory | DepositAddress
+            | WithdrawApply => Security::UserData,
             _ => Security::None,
         }
     }
@@ -176,6 +205,10 @@ mod tests {
             (Method::Get, "/api/v3/order/test", None),
             (Method::Get, "/api/v3/nope", None),
             (Method::Get, "/API/V3/PING", None),
+            (Method::Head, "/sapi/v1/system/status", Some(Endpoint::SystemStatus)),
+            (Method::Get, "/sapi/v1/capital/withdraw/apply", None),
+            (Method::Post, "/sapi/v1/capital/deposit/hisrec", None),
+            (Method::Get, "/sapi/v2/capital/config/getall", None),
         ];
         for (method, path, expected) in table {
             assert_eq!(
@@ -202,6 +235,14 @@ mod tests {
             (MyTrades, Some(Scope::Read), true, false),
             (UserDataStreamStart, Some(Scope::UserStream), false, false),
             (UserDataStreamClose, Some(Scope::UserStream), false, false),
+            (SystemStatus, None, false, false),
+            (CapitalConfig, Some(Scope::Read), true, false),
+            (TradeFee, Some(Scope::Read), true, false),
+            (AccountCommission, Some(Scope::Read), true, false),
+            (DepositHistory, Some(Scope::Read), true, false),
+            (WithdrawHistory, Some(Scope::Read), true, false),
+            (DepositAddress, Some(Scope::Read), true, false),
+            (WithdrawApply, Some(Scope::Read), true, false),
         ];
         for &(endpoint, scope, signed, is_order) in table {
             let security = endpoint.security();

@@ -385,7 +385,7 @@ impl Interval {
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic
 /// Gregorian. Counts in 400-year eras of 146_097 days from 0000-03-01 so
 /// that the leap day is the last day of each counted year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let shifted = days + 719_468;
     let era = shifted / 146_097;
     let day_of_era = shifted % 146_097;

@@ -122,7 +122,7 @@ pub(crate) struct Counters {
 }
 
 /// Statement kinds of the history store, as metric labels.
-pub const HISTORY_KINDS: [&str; 5] = ["write", "order", "orders", "trades", "export"];
+pub const HISTORY_KINDS: [&str; 6] = ["write", "order", "orders", "trades", "export", "transfers"];
 /// Read replicas whose lag /metrics shows.
 pub const HISTORY_REPLICAS_MAX: usize = 8;
 

@@ -21,7 +21,9 @@ pub(crate) mod market;
 pub(crate) mod params;
 pub(crate) mod peer;
 pub(crate) mod request;
+mod transfers;
 pub(crate) mod user;
+mod wallet;
 pub(crate) mod weights;
 pub(crate) mod wsapi;
 
@@ -210,6 +212,7 @@ pub(crate) async fn run_endpoint(
             Body::Owned(format!("{{\"serverTime\":{}}}", req.now_ms).into_bytes()),
         ),
         Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, params),
+        Endpoint::SystemStatus => Reply::json(route, Body::Static(wallet::system_status(shard.is_draining()))),
         _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, params).await),
         _ => Reply::rest(route, user_endpoint(shard, req, params, settle).await),
     };

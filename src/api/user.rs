@@ -1,17 +1,18 @@
 //! The signed user endpoints, run on the user's shard: order (new, query,
 //! cancel, test), cancelReplace, openOrders, allOrders, account, myTrades
-//! and the userDataStream listen keys, with their JSON.
+//! and the userDataStream listen keys, with their JSON; the wallet's
+//! signed endpoints are dispatched from here to `wallet` and `transfers`.
 //!
 //! Authentication (API key, signature, timestamp and recvWindow, scope) and the
 //! ORDERS limits run here, where the user's keys and counts live.
 
-use crate::api::history;
 use crate::api::host::Host;
 use crate::api::params::{
     client_id_param, enum_param, mandatory, market_param, order_ref, order_request, resp_type, RespType,
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
+use crate::api::{history, transfers, wallet};
 use crate::auth::{self, AuthRequest, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
@@ -114,6 +115,12 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::UserDataStreamStart => listen_key_start(shard, user, now_ms),
         Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now_ms, true),
         Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now_ms, false),
+        Endpoint::CapitalConfig => wallet::coins(shard, user),
+        Endpoint::TradeFee => wallet::trade_fees(shard, params),
+        Endpoint::AccountCommission => wallet::commission(shard, params),
+        Endpoint::DepositHistory => transfers::deposits(shard, params, user, now_ms).await,
+        Endpoint::WithdrawHistory => transfers::withdrawals(shard, params, user, now_ms).await,
+        Endpoint::DepositAddress | Endpoint::WithdrawApply => Err(wallet::refused(req.endpoint)),
         other => unreachable!("{other:?} is not a user endpoint"),
     };
     from_result(result)

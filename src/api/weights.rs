@@ -1,9 +1,20 @@
 //! Binance's REQUEST_WEIGHT of every REST endpoint, from the parameters
 //! that change it.
+//!
+//! Binance counts its wallet (`/sapi`) endpoints against limits of their
+//! own, per IP and per account; tradsys has one REQUEST_WEIGHT count per
+//! IP for every endpoint, and counts each wallet endpoint's Binance weight
+//! there, except withdraw history's (see `WITHDRAW_HISTORY_WEIGHT`).
 
 use crate::api::user::DEPTH_LIMIT_DEFAULT;
 use crate::endpoint::Endpoint;
 use crate::http::Params;
+
+/// `GET /sapi/v1/capital/withdraw/history`. Binance's 18000 is counted
+/// against a per-second limit of 180000 of its own (ten calls a second);
+/// against tradsys's one per-minute count (6000 by default) it would
+/// refuse every call, so it counts as its sibling, deposit history.
+const WITHDRAW_HISTORY_WEIGHT: u32 = 1;
 
 /// The parameters a request's weight depends on, as decoded values.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +78,11 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
             None => 20,
         },
         UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => 2,
+        SystemStatus | TradeFee | DepositHistory => 1,
+        WithdrawHistory => WITHDRAW_HISTORY_WEIGHT,
+        CapitalConfig | DepositAddress => 10,
+        AccountCommission => 20,
+        WithdrawApply => 900,
     }
 }
 
@@ -185,9 +201,32 @@ mod tests {
             (UserDataStreamStart, none, 2),
             (UserDataStreamKeepalive, none, 2),
             (UserDataStreamClose, none, 2),
+            (SystemStatus, none, 1),
+            (CapitalConfig, none, 10),
+            (TradeFee, none, 1),
+            (TradeFee, symbol, 1),
+            (AccountCommission, symbol, 20),
+            (DepositHistory, none, 1),
+            (WithdrawHistory, none, 1),
+            (DepositAddress, none, 10),
+            (WithdrawApply, none, 900),
         ];
         for (endpoint, params, expected) in table {
             assert_eq!(weight(*endpoint, params), *expected, "{endpoint:?} {params:?}");
+        }
+    }
+
+    /// A weight over the per-minute limit would refuse every call of its
+    /// endpoint (withdraw history's Binance weight would).
+    #[test]
+    fn every_endpoint_fits_the_default_weight_limit() {
+        let limit = crate::limits::RateLimitConfig::default().request_weight_per_minute_max;
+        for endpoint in Endpoint::ALL {
+            let heaviest = WeightParams {
+                limit: Some("5000"),
+                ..WeightParams::default()
+            };
+            assert!(weight(endpoint, &heaviest) <= limit, "{endpoint:?}");
         }
     }
 }

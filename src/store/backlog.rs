@@ -23,8 +23,8 @@
 //! again (`resume_after`).
 
 use super::convert::row_bytes;
-use super::rows::{OrderRow, Row, TradeRow};
-use super::{Batch, Progress};
+use super::rows::{OrderRow, Row, TradeRow, TransferId, TransferRow};
+use super::{transfer_amount, Batch, Progress, StoreError, TransfersQuery};
 
 /// Rows the writer puts in one batch at most (a larger group goes alone):
 /// large enough that a commit's cost is spread thin, small enough that a
@@ -282,6 +282,30 @@ impl Backlog {
         found.sort_by_key(|t| t.trade_id);
         found
     }
+
+    /// The waiting deposits or withdrawals the query selects, newest
+    /// first; their ids are this shard's and generation's.
+    pub fn transfers(&self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
+        let mut found = Vec::new();
+        for row in self.all_rows() {
+            let Row::Ledger(entry) = row else { continue };
+            let id = TransferId {
+                shard: self.shard,
+                generation: self.generation,
+                lsn: entry.reference,
+            };
+            if query.selects(&id, entry) {
+                found.push(TransferRow {
+                    id,
+                    asset: entry.asset.clone(),
+                    amount: transfer_amount(query.cause, entry.delta)?,
+                    time_ms: entry.time_ms,
+                });
+            }
+        }
+        found.sort_by(TransferRow::newest_first);
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -390,5 +414,47 @@ mod tests {
         let states: Vec<(u64, &str)> = found.iter().map(|o| (o.order_id, o.status.as_str())).collect();
         assert_eq!(states, vec![(4, "NEW"), (8, "CANCELED")]);
         assert!(backlog.orders(2, "BTCUSDT", |_| true).is_empty());
+    }
+
+    /// Waiting transfers are found, newest first, with this shard's and
+    /// generation's ids, in the batch being written and after it.
+    #[test]
+    fn waiting_transfers_carry_the_shard_and_generation() {
+        use crate::store::rows::{LedgerCause, LedgerRow, ACCOUNT_EXTERNAL};
+        let entry = |account: u64, delta: i64, reference: u64, time_ms: u64| {
+            Row::Ledger(LedgerRow {
+                account,
+                asset: "USDT".into(),
+                delta,
+                cause: LedgerCause::Deposit,
+                reference,
+                time_ms,
+            })
+        };
+        let mut backlog = Backlog::new(3, 7, 1 << 20);
+        backlog.push(4, 1, vec![entry(ACCOUNT_EXTERNAL, -5, 4, 100), entry(1, 5, 4, 100)], 0);
+        backlog.next_batch(1).unwrap();
+        backlog.push(9, 2, vec![entry(1, 8, 9, 200), entry(2, 6, 9, 200)], 0);
+        let query = TransfersQuery {
+            user: 1,
+            cause: LedgerCause::Deposit,
+            asset: None,
+            start_ms: 0,
+            end_ms: 1_000,
+            ids: None,
+            limit: 10,
+        };
+        let found: Vec<(String, i64)> = backlog
+            .transfers(&query)
+            .unwrap()
+            .iter()
+            .map(|t| (t.id.to_string(), t.amount))
+            .collect();
+        assert_eq!(found, vec![("3-7-9".to_string(), 8), ("3-7-4".to_string(), 5)]);
+        let withdrawals = TransfersQuery {
+            cause: LedgerCause::Withdrawal,
+            ..query
+        };
+        assert!(backlog.transfers(&withdrawals).unwrap().is_empty());
     }
 }

@@ -34,11 +34,14 @@ pub mod sqlite_writer;
 #[cfg(test)]
 mod suite;
 
-pub use rows::{LedgerRow, OrderRow, Row, TradeRow};
+pub use rows::{LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 pub use sqlite::HISTORY_FILE;
 
 /// Rows one history query returns at most (Binance's `limit` maximum).
 pub const QUERY_ROWS_MAX: usize = 1000;
+/// Rows one transfers query returns at most: Binance's `limit` maximum
+/// past the largest `offset` the wallet history endpoints take.
+pub const TRANSFER_QUERY_ROWS_MAX: usize = 11_000;
 /// Rows one batch carries at most; a writer splits larger ones.
 pub const BATCH_ROWS_MAX: usize = 65_536;
 
@@ -101,6 +104,39 @@ pub struct TradesQuery<'a> {
     pub start_ms: Option<u64>,
     pub end_ms: Option<u64>,
     pub limit: usize,
+}
+
+/// `deposit/hisrec` and `withdraw/history`: a user's deposits or
+/// withdrawals in a time window, the newest `limit` (newest first, see
+/// [`TransferRow::newest_first`]). Owned, to cross to another thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransfersQuery {
+    pub user: u64,
+    /// `Deposit` or `Withdrawal`.
+    pub cause: rows::LedgerCause,
+    pub asset: Option<String>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Only these transfers, when given (Binance's `txId` and `idList`).
+    pub ids: Option<Vec<TransferId>>,
+    pub limit: usize,
+}
+
+impl TransfersQuery {
+    /// Whether the user's ledger entry `entry`, the transfer `id`, is one
+    /// the query selects.
+    pub fn selects(&self, id: &TransferId, entry: &LedgerRow) -> bool {
+        entry.account == self.user
+            && entry.cause == self.cause
+            && self.asset.as_ref().is_none_or(|a| *a == entry.asset)
+            && (self.start_ms..=self.end_ms).contains(&entry.time_ms)
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(id))
+    }
+
+    /// The rows the query may return: at most [`TRANSFER_QUERY_ROWS_MAX`].
+    pub fn rows_max(&self) -> usize {
+        self.limit.min(TRANSFER_QUERY_ROWS_MAX)
+    }
 }
 
 /// Which rows of a list a query selects, the way Binance's history
@@ -168,6 +204,9 @@ pub trait HistoryStore {
 
     async fn trades(&mut self, query: &TradesQuery<'_>) -> Result<Vec<TradeRow>, StoreError>;
 
+    /// The deposits or withdrawals a query selects, newest first.
+    async fn transfers(&mut self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError>;
+
     /// Every ledger entry of `user`, oldest first (for audits and tests).
     async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError>;
 }
@@ -183,6 +222,40 @@ pub fn check_batch(batch: &Batch) -> Result<(), StoreError> {
 /// The rows a query may return: at least one, at most [`QUERY_ROWS_MAX`].
 pub fn clamp_limit(limit: usize) -> usize {
     limit.clamp(1, QUERY_ROWS_MAX)
+}
+
+/// The condition of the partial index over deposits and withdrawals
+/// (schema version 3 of both engines), written verbatim into every query
+/// that should use the index: both planners then see that it applies.
+pub(crate) const TRANSFER_CAUSES: &str = "cause IN ('DEPOSIT', 'WITHDRAWAL')";
+
+/// The SQL condition that selects `ids` by their ledger columns, for the
+/// query's `ids` filter: integers only, so it is written into the text.
+pub(crate) fn transfer_ids_condition(ids: Option<&[TransferId]>) -> String {
+    let Some(ids) = ids else {
+        return String::new();
+    };
+    let tuples: Vec<String> = ids
+        .iter()
+        .map(|id| format!("({}, {}, {})", id.shard, id.generation, id.lsn))
+        .collect();
+    format!("AND (shard, generation, reference) IN (VALUES {})", tuples.join(", "))
+}
+
+/// A ledger entry's delta as the amount of a transfer of `cause`: a
+/// deposit adds to the user's balance, a withdrawal takes from it.
+pub(crate) fn transfer_amount(cause: rows::LedgerCause, delta: i64) -> Result<i64, StoreError> {
+    let amount = match cause {
+        rows::LedgerCause::Deposit => delta,
+        _ => delta.checked_neg().unwrap_or(0),
+    };
+    if amount <= 0 {
+        return Err(StoreError::Corrupt(format!(
+            "a {} ledger entry of {delta} units",
+            cause.as_str()
+        )));
+    }
+    Ok(amount)
 }
 
 /// A u64 id or time as the signed 64-bit integer databases store.

@@ -10,10 +10,10 @@
 //! `orders`, `trades` and `ledger` are partitioned by month of their time
 //! (`history_ensure_partitions`, in the first migration).
 
-use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow};
+use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 use super::{
-    bound, check_batch, clamp_limit, in_list_order, signed, unsigned, Batch, HistoryStore, OrdersQuery, Progress,
-    StoreError, TradesQuery, Window,
+    bound, check_batch, clamp_limit, in_list_order, signed, transfer_amount, transfer_ids_condition, unsigned, Batch,
+    HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window, TRANSFER_CAUSES,
 };
 use std::pin::pin;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -27,6 +27,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_history.sql")),
     (2, include_str!("migrations/postgres/0002_statistics.sql")),
+    (3, include_str!("migrations/postgres/0003_transfers.sql")),
 ];
 /// The statistics views, refreshed together.
 const STATISTICS_VIEWS: [&str; 4] = [
@@ -703,6 +704,49 @@ impl HistoryStore for PgStore {
             .map_err(engine)?;
         let rows = rows.iter().map(trade_row).collect::<Result<Vec<_>, _>>()?;
         Ok(in_list_order(rows, window))
+    }
+
+    async fn transfers(&mut self, q: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
+        if q.ids.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let ids = transfer_ids_condition(q.ids.as_deref());
+        let sql = format!(
+            "SELECT shard, generation, reference, asset, (delta * {UNITS})::bigint, time_ms FROM ledger
+             WHERE account = $1 AND {TRANSFER_CAUSES} AND cause = $2 AND time_ms >= $3 AND time_ms <= $4
+             AND ($5::text IS NULL OR asset = $5) {ids}
+             ORDER BY time_ms DESC, shard DESC, generation DESC, reference DESC LIMIT $6"
+        );
+        let rows = self
+            .client
+            .query(
+                &sql,
+                &[
+                    &signed(q.user, "user")?,
+                    &q.cause.as_str(),
+                    &bound(Some(q.start_ms), 0),
+                    &bound(Some(q.end_ms), i64::MAX),
+                    &q.asset,
+                    &(q.rows_max() as i64),
+                ],
+            )
+            .await
+            .map_err(engine)?;
+        rows.iter()
+            .map(|row| {
+                let shard: i32 = row.get(0);
+                Ok(TransferRow {
+                    id: TransferId {
+                        shard: u32::try_from(shard).map_err(|_| StoreError::Corrupt(format!("shard {shard}")))?,
+                        generation: unsigned(row.get(1), "generation")?,
+                        lsn: unsigned(row.get(2), "reference")?,
+                    },
+                    asset: row.get(3),
+                    amount: transfer_amount(q.cause, row.get(4))?,
+                    time_ms: unsigned(row.get(5), "time")?,
+                })
+            })
+            .collect()
     }
 
     async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError> {

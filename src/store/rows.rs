@@ -123,6 +123,55 @@ pub struct LedgerRow {
     pub time_ms: u64,
 }
 
+/// Where a deposit or withdrawal sits in the journal: the shard that
+/// journaled it, the journal generation and the transfer record's
+/// position in it. Unique over the life of a data directory, and the same
+/// whether the live shard or a recovery made the transfer's ledger
+/// entries, so it is the transfer's id in the API: `<shard>-<generation>-<lsn>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferId {
+    pub shard: u32,
+    pub generation: u64,
+    /// The `reference` of the transfer's ledger entries.
+    pub lsn: u64,
+}
+
+impl TransferId {
+    /// The id as the API writes it; `None` for any other text.
+    pub fn parse(text: &str) -> Option<TransferId> {
+        let mut parts = text.split('-');
+        let id = TransferId {
+            shard: parts.next()?.parse().ok()?,
+            generation: parts.next()?.parse().ok()?,
+            lsn: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(id)
+    }
+}
+
+impl std::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.shard, self.generation, self.lsn)
+    }
+}
+
+/// One deposit or withdrawal of a user, read from the user's ledger
+/// entry: `amount` is positive whichever way the funds went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRow {
+    pub id: TransferId,
+    pub asset: String,
+    pub amount: i64,
+    pub time_ms: u64,
+}
+
+impl TransferRow {
+    /// The order of the wallet history lists: newest first, then by id.
+    pub fn newest_first(a: &TransferRow, b: &TransferRow) -> std::cmp::Ordering {
+        (b.time_ms, b.id).cmp(&(a.time_ms, a.id))
+    }
+}
+
 /// One row of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Row {
@@ -131,4 +180,32 @@ pub enum Row {
     Order(OrderRow),
     Trade(TradeRow),
     Ledger(LedgerRow),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_ids_read_back_as_written() {
+        let id = TransferId {
+            shard: 1,
+            generation: 12,
+            lsn: 3_456,
+        };
+        assert_eq!(id.to_string(), "1-12-3456");
+        assert_eq!(TransferId::parse("1-12-3456"), Some(id));
+        for text in [
+            "",
+            "1-12",
+            "1-12-3456-7",
+            "a-1-2",
+            "1--2",
+            "-1-2-3",
+            "4294967296-1-2",
+            "1-2-3 ",
+        ] {
+            assert_eq!(TransferId::parse(text), None, "{text:?}");
+        }
+    }
 }

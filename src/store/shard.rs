@@ -20,7 +20,10 @@ use super::postgres::PgStore;
 use super::rows::Row;
 use super::sqlite::SqliteStore;
 use super::sqlite_writer::{Done, Job, SqliteWriter};
-use super::{Batch, HistoryStore, OrderRow, OrdersQuery, Progress, StoreError, TradeRow, TradesQuery, HISTORY_FILE};
+use super::{
+    Batch, HistoryStore, OrderRow, OrdersQuery, Progress, StoreError, TradeRow, TradesQuery, TransferRow,
+    TransfersQuery, HISTORY_FILE,
+};
 use crate::config::{HistoryConfig, HistoryEngine};
 use crate::metrics::{latency_histogram, HistoryCounters, LatencyBuckets, HISTORY_KINDS};
 use crate::resilience::{Backoff, Breaker, BreakerConfig};
@@ -46,6 +49,7 @@ pub enum Kind {
     Orders = 2,
     Trades = 3,
     Export = 4,
+    Transfers = 5,
 }
 
 /// One order asked for by id or by client order id.
@@ -335,6 +339,19 @@ impl ShardStore {
         Ok(merge_by_key(stored, waiting, |t| t.trade_id))
     }
 
+    /// The deposits or withdrawals the query selects from the store and
+    /// the backlog, newest first, each once. The backlog is read first, as
+    /// for orders.
+    pub async fn transfers_with_backlog(&self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
+        let waiting = self.readable_backlog()?.transfers(query)?;
+        let mut all = self.transfers(query).await?;
+        all.extend(waiting);
+        all.sort_by(TransferRow::newest_first);
+        all.dedup_by_key(|t| t.id);
+        all.truncate(query.rows_max());
+        Ok(all)
+    }
+
     /// One order from the backlog or the store.
     pub async fn order_with_backlog(
         &self,
@@ -511,6 +528,25 @@ impl ShardStore {
                     let query = &query;
                     pool.read(|mut c| async move { (c.trades(&query.borrowed()).await, c) })
                         .await
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn transfers(&self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
+        self.read(Kind::Transfers, || async {
+            let query = query.clone();
+            match &self.engine {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
+                        futures_lite::future::block_on(s.transfers(&query))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let query = &query;
+                    pool.read(|mut c| async move { (c.transfers(query).await, c) }).await
                 }
             }
         })

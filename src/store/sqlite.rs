@@ -10,10 +10,10 @@
 //! Migrations are embedded and applied in order; `PRAGMA user_version`
 //! holds the version reached.
 
-use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow};
+use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 use super::{
-    bound, check_batch, clamp_limit, in_list_order, signed, unsigned, Batch, HistoryStore, OrdersQuery, Progress,
-    StoreError, TradesQuery, Window,
+    bound, check_batch, clamp_limit, in_list_order, signed, transfer_amount, transfer_ids_condition, unsigned, Batch,
+    HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window, TRANSFER_CAUSES,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -24,6 +24,7 @@ use std::path::Path;
 pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_history.sql")),
     (2, include_str!("migrations/sqlite/0002_fewer_trees.sql")),
+    (3, include_str!("migrations/sqlite/0003_transfers.sql")),
 ];
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as an export) before it fails.
@@ -282,6 +283,17 @@ fn write_ledger(tx: &Transaction, key: (u32, i64, i64), seq: usize, l: &LedgerRo
     Ok(())
 }
 
+/// The transfers query, with its `ids` filter written in.
+fn transfers_sql(ids: Option<&[TransferId]>) -> String {
+    let ids = transfer_ids_condition(ids);
+    format!(
+        "SELECT shard, generation, reference, asset, delta, time_ms FROM ledger
+         WHERE account = ?1 AND {TRANSFER_CAUSES} AND cause = ?2 AND time_ms >= ?3 AND time_ms <= ?4
+         AND (?5 IS NULL OR asset = ?5) {ids}
+         ORDER BY time_ms DESC, shard DESC, generation DESC, reference DESC LIMIT ?6"
+    )
+}
+
 pub(super) const ORDER_COLUMNS: &str = "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty,
     executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
     update_time_ms, stp_mode";
@@ -474,6 +486,54 @@ impl HistoryStore for SqliteStore {
         Ok(in_list_order(rows, window))
     }
 
+    async fn transfers(&mut self, q: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
+        if q.ids.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let sql = transfers_sql(q.ids.as_deref());
+        let rows = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                let rows = s.query_map(
+                    params![
+                        signed(q.user, "user").unwrap_or(-1),
+                        q.cause.as_str(),
+                        bound(Some(q.start_ms), 0),
+                        bound(Some(q.end_ms), i64::MAX),
+                        q.asset,
+                        q.rows_max() as i64
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, i64>(5)?,
+                        ))
+                    },
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(engine)?;
+        rows.into_iter()
+            .map(|(shard, generation, lsn, asset, delta, time_ms)| {
+                Ok(TransferRow {
+                    id: TransferId {
+                        shard: u32::try_from(shard).map_err(|_| StoreError::Corrupt(format!("shard {shard}")))?,
+                        generation: unsigned(generation, "generation")?,
+                        lsn: unsigned(lsn, "reference")?,
+                    },
+                    asset,
+                    amount: transfer_amount(q.cause, delta)?,
+                    time_ms: unsigned(time_ms, "time")?,
+                })
+            })
+            .collect()
+    }
+
     async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError> {
         let mut statement = self
             .conn
@@ -507,5 +567,36 @@ impl HistoryStore for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wallet history reads the partial index over transfers, not the
+    /// user's whole ledger (which holds every trade and fee).
+    #[test]
+    fn transfers_read_the_partial_index() {
+        let mut store = SqliteStore::in_memory().expect("sqlite");
+        futures_lite::future::block_on(store.migrate()).expect("migrate");
+        let id = TransferId {
+            shard: 0,
+            generation: 1,
+            lsn: 2,
+        };
+        for ids in [None, Some(&[id][..])] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", transfers_sql(ids));
+            let mut statement = store.conn.prepare(&sql).expect("the query plan");
+            let plan: Vec<String> = statement
+                .query_map(params![2, "DEPOSIT", 0, 10, None::<String>, 5], |row| row.get(3))
+                .expect("the plan's rows")
+                .collect::<rusqlite::Result<_>>()
+                .expect("plan text");
+            assert!(
+                plan.iter().any(|step| step.contains("USING INDEX ledger_transfers")),
+                "{plan:?}"
+            );
+        }
     }
 }

@@ -8,10 +8,12 @@
 
 use super::postgres::PgStore;
 use super::rows::KeyRow;
-use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES};
+use super::rows::{
+    LedgerCause, LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow, UserRow, ACCOUNT_EXTERNAL, ACCOUNT_FEES,
+};
 use super::shard::ReplicaSet;
 use super::sqlite::SqliteStore;
-use super::{Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, Window};
+use super::{Batch, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window};
 use futures_lite::future::block_on;
 
 fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, time_ms: u64) -> OrderRow {
@@ -395,6 +397,153 @@ pub(super) async fn ten_thousand_orders_are_all_queryable(store: &mut impl Histo
     assert_eq!(ids, vec![ORDERS - 2, ORDERS - 1, ORDERS]);
 }
 
+/// A user's side and the outside world's side of one transfer.
+fn transfer_entries(user: u64, asset: &str, delta: i64, reference: u64, time_ms: u64) -> [Row; 2] {
+    let cause = if delta > 0 {
+        LedgerCause::Deposit
+    } else {
+        LedgerCause::Withdrawal
+    };
+    let entry = |account, delta| {
+        Row::Ledger(LedgerRow {
+            account,
+            asset: asset.to_string(),
+            delta,
+            cause,
+            reference,
+            time_ms,
+        })
+    };
+    [entry(ACCOUNT_EXTERNAL, -delta), entry(user, delta)]
+}
+
+fn transfer(shard: u32, generation: u64, lsn: u64, asset: &str, amount: i64, time_ms: u64) -> TransferRow {
+    TransferRow {
+        id: TransferId { shard, generation, lsn },
+        asset: asset.to_string(),
+        amount,
+        time_ms,
+    }
+}
+
+/// Deposits and withdrawals of two users over two shards and two
+/// generations, among trades and fees: each query selects exactly its
+/// user's transfers of its kind, asset, window and ids, newest first (the
+/// id breaks ties of time), the newest `limit`.
+pub(super) async fn transfers_are_selected_newest_first(store: &mut impl HistoryStore) {
+    store.migrate().await.expect("migrate");
+    let mut first = Vec::new();
+    first.extend(transfer_entries(2, "USDT", 500_000_000_000, 3, 1_000));
+    first.extend(transfer_entries(2, "BTC", 100_000_000, 4, 1_000));
+    first.extend(transfer_entries(3, "BTC", 700_000_000, 5, 1_100));
+    first.push(Row::Ledger(ledger(2, "BTC", 50_000_000, LedgerCause::Trade, 9)));
+    first.push(Row::Ledger(ledger(2, "BTC", -5_000, LedgerCause::Fee, 9)));
+    first.extend(transfer_entries(2, "USDT", -20_000_000_000, 6, 2_000));
+    assert!(store.write(&batch(0, 1, 6, first)).await.expect("shard 0"));
+    let mut second = Vec::new();
+    second.extend(transfer_entries(2, "ETH", 3_000_000_000, 3, 1_000));
+    second.extend(transfer_entries(2, "BTC", -25_000_000, 8, 3_000));
+    assert!(store.write(&batch(1, 1, 8, second)).await.expect("shard 1"));
+    let third = transfer_entries(2, "USDT", 10_000_000_000, 2, 4_000).to_vec();
+    assert!(store.write(&batch(0, 2, 2, third)).await.expect("generation 2"));
+
+    let query = |cause, asset: Option<&str>, start_ms, end_ms, limit| TransfersQuery {
+        user: 2,
+        cause,
+        asset: asset.map(str::to_string),
+        start_ms,
+        end_ms,
+        ids: None,
+        limit,
+    };
+    let deposits = query(LedgerCause::Deposit, None, 0, u64::MAX, 1000);
+    let withdrawals = query(LedgerCause::Withdrawal, None, 0, u64::MAX, 1000);
+    let table: Vec<(TransfersQuery, Vec<TransferRow>)> = vec![
+        (
+            deposits.clone(),
+            vec![
+                transfer(0, 2, 2, "USDT", 10_000_000_000, 4_000),
+                transfer(1, 1, 3, "ETH", 3_000_000_000, 1_000),
+                transfer(0, 1, 4, "BTC", 100_000_000, 1_000),
+                transfer(0, 1, 3, "USDT", 500_000_000_000, 1_000),
+            ],
+        ),
+        (
+            withdrawals.clone(),
+            vec![
+                transfer(1, 1, 8, "BTC", 25_000_000, 3_000),
+                transfer(0, 1, 6, "USDT", 20_000_000_000, 2_000),
+            ],
+        ),
+        (
+            query(LedgerCause::Deposit, Some("USDT"), 0, u64::MAX, 1000),
+            vec![
+                transfer(0, 2, 2, "USDT", 10_000_000_000, 4_000),
+                transfer(0, 1, 3, "USDT", 500_000_000_000, 1_000),
+            ],
+        ),
+        (
+            query(LedgerCause::Deposit, None, 1_000, 3_999, 1000),
+            vec![
+                transfer(1, 1, 3, "ETH", 3_000_000_000, 1_000),
+                transfer(0, 1, 4, "BTC", 100_000_000, 1_000),
+                transfer(0, 1, 3, "USDT", 500_000_000_000, 1_000),
+            ],
+        ),
+        (
+            query(LedgerCause::Deposit, None, 0, u64::MAX, 2),
+            vec![
+                transfer(0, 2, 2, "USDT", 10_000_000_000, 4_000),
+                transfer(1, 1, 3, "ETH", 3_000_000_000, 1_000),
+            ],
+        ),
+        (query(LedgerCause::Deposit, Some("EUR"), 0, u64::MAX, 1000), vec![]),
+        (query(LedgerCause::Withdrawal, None, 3_001, u64::MAX, 1000), vec![]),
+        (
+            TransfersQuery {
+                ids: Some(vec![
+                    TransferId {
+                        shard: 0,
+                        generation: 1,
+                        lsn: 3,
+                    },
+                    TransferId {
+                        shard: 0,
+                        generation: 2,
+                        lsn: 3,
+                    },
+                ]),
+                ..deposits.clone()
+            },
+            vec![transfer(0, 1, 3, "USDT", 500_000_000_000, 1_000)],
+        ),
+        (
+            TransfersQuery {
+                ids: Some(Vec::new()),
+                ..deposits.clone()
+            },
+            vec![],
+        ),
+        (
+            TransfersQuery {
+                user: 3,
+                ..deposits.clone()
+            },
+            vec![transfer(0, 1, 5, "BTC", 700_000_000, 1_100)],
+        ),
+        (
+            TransfersQuery {
+                user: ACCOUNT_FEES,
+                ..withdrawals.clone()
+            },
+            vec![],
+        ),
+    ];
+    for (query, expected) in table {
+        assert_eq!(store.transfers(&query).await.expect("transfers"), expected, "{query:?}");
+    }
+}
+
 #[test]
 fn sqlite_scripted_session() {
     block_on(scripted_session(&mut SqliteStore::in_memory().expect("sqlite")));
@@ -410,6 +559,13 @@ fn sqlite_batches_apply_exactly_once() {
 #[test]
 fn sqlite_list_queries_match_the_reference() {
     block_on(list_queries_match_the_reference(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
+}
+
+#[test]
+fn sqlite_transfers_are_selected_newest_first() {
+    block_on(transfers_are_selected_newest_first(
         &mut SqliteStore::in_memory().expect("sqlite"),
     ));
 }
@@ -439,7 +595,7 @@ async fn file_keeps_rows_and_progress_across_reopen() {
         assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().await.expect("migrate"), 2);
+    assert_eq!(store.migrate().await.expect("migrate"), 3);
     assert_eq!(
         store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
@@ -461,7 +617,7 @@ async fn refuses_a_newer_schema() {
     store.set_version_for_test(99);
     assert!(matches!(
         store.migrate().await,
-        Err(StoreError::SchemaTooNew { found: 99, known: 2 })
+        Err(StoreError::SchemaTooNew { found: 99, known: 3 })
     ));
 }
 
@@ -504,6 +660,9 @@ fn postgres_passes_the_suite() {
     });
     on_postgres(&server, "many", |mut s| async move {
         ten_thousand_orders_are_all_queryable(&mut s).await
+    });
+    on_postgres(&server, "transfers", |mut s| async move {
+        transfers_are_selected_newest_first(&mut s).await
     });
 }
 

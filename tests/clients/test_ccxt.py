@@ -1,9 +1,10 @@
 """ccxt's binance exchange, unmodified, against tradsys.
 
-Only its URLs change: the spot REST entries point at the local server with
-the path ccxt expects ("/api/v3"), every other API (sapi, fapi, dapi, eapi,
-papi, ...) at a local path tradsys does not serve, so that a call there
-fails here with 404 instead of leaving the machine.
+Only its URLs change: the spot REST entries and the wallet's (sapi) point
+at the local server with the paths ccxt expects ("/api/v3", "/sapi/v1"),
+every other API (sapiV2.., fapi, dapi, eapi, papi, ...) at a local path
+tradsys does not serve, so that a call there fails here with 404 instead
+of leaving the machine.
 
 Amounts are checked exactly: the raw strings in each result's "info"
 against Decimal expectations (money.py), and ccxt's parsed numbers against
@@ -18,7 +19,8 @@ import pytest
 from conftest import http
 from money import COMMISSION, D, ZERO, commission, fmt, quote_amount
 
-SPOT_APIS = ("public", "private", "v1")  # ccxt's names for https://api.binance.com/api/...
+# ccxt's names for https://api.binance.com/api/... and .../sapi/v1.
+SERVED_APIS = ("public", "private", "v1", "sapi")
 
 
 def local_urls(urls, base):
@@ -30,7 +32,7 @@ def local_urls(urls, base):
             return {k: rewrite(v, k) for k, v in value.items()}
         if not isinstance(value, str):
             return value
-        if name in SPOT_APIS:
+        if name in SERVED_APIS:
             # ccxt requests urls['api'][name] + '/' + path: keep its path (/api/v3).
             return base + urllib.parse.urlsplit(value).path
         return f"{base}/unserved/{name}"
@@ -102,12 +104,13 @@ def test_urls_all_local(tradsys):
     names = set(ex.urls["api"])
     assert {"public", "private", "sapi", "fapiPublic", "dapiPublic", "eapiPublic", "papi"} <= names
     for name, url in ex.urls["api"].items():
-        if name not in SPOT_APIS:
+        if name not in SERVED_APIS:
             assert url == f"{tradsys.base_url}/unserved/{name}"
+    assert ex.urls["api"]["sapi"] == tradsys.base_url + "/sapi/v1"
     # A call tradsys does not serve fails here, with tradsys's 404.
     with pytest.raises(ccxt.BaseError):
-        ex.sapi_get_system_status()
-    assert ex.last_request_url == f"{tradsys.base_url}/unserved/sapi/system/status"
+        ex.fapiPublicGetPing()
+    assert ex.last_request_url == f"{tradsys.base_url}/unserved/fapiPublic/ping"
     status, _body = http("GET", ex.last_request_url)
     assert status == 404
 

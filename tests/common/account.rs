@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 
 /// A user with an API key, as the admin API created it.
+#[derive(Clone)]
 pub struct User {
     pub id: u64,
     pub key: String,
