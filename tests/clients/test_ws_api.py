@@ -1,5 +1,6 @@
-"""The WebSocket API (/ws-api/v3) with a real client: raw frames through the
-`websockets` package, unmodified, against tradsys on loopback.
+"""The WebSocket API (/ws-api/v3) with real clients: raw frames through the
+`websockets` package, and binance-connector's SpotWebsocketAPIClient, both
+unmodified, against tradsys on loopback.
 
 Every answer is checked in Binance's envelope (`id`, `status`, `result` or
 `error`, `rateLimits`); every result against its REST twin on the same
@@ -16,10 +17,12 @@ signature goes.
 
 import collections
 import json
+import queue
 import re
 import time
 import urllib.parse
 
+from binance.websocket.spot.websocket_api import SpotWebsocketAPIClient
 from websockets.sync.client import connect
 
 from conftest import SHARDS, http, sign
@@ -30,6 +33,9 @@ RATE = COMMISSION[SYMBOL]
 WAIT_S = 10
 PATH = "/ws-api/v3"
 MINUTE_MS, TEN_S_MS, DAY_MS = 60_000, 10_000, 86_400_000
+# How long binance-connector's reader thread waits for a frame before it
+# gives up (its socket timeout); well above any wait of a test.
+CONNECTOR_IDLE_S = 60
 # Connections opened to find one on each shard before giving up.
 SHARD_ATTEMPTS = 40
 
@@ -960,4 +966,119 @@ def test_ws_api_trader_and_rest_trader_see_the_same_fills(tradsys):
             assert {a: got[a] for a in want} == {a: (fmt(f), fmt(l)) for a, (f, l) in want.items()}
             assert all(got[a] == (fmt(0), fmt(0)) for a in got if a not in want), got
         assert not conn.events
+
+
+# --------------------------------------------------------------------------
+# binance-connector's SpotWebsocketAPIClient.
+
+
+class Connector:
+    """SpotWebsocketAPIClient on one connection; its answers by id."""
+
+    def __init__(self, tradsys, user):
+        _user_id, api_key, secret = user
+        self.messages = queue.Queue()
+        self.ids = 0
+        self.client = SpotWebsocketAPIClient(
+            stream_url=ws_api_url(tradsys), api_key=api_key, api_secret=secret, timeout=CONNECTOR_IDLE_S,
+            on_message=lambda _manager, message: self.messages.put(json.loads(message)),
+        )
+
+    def __call__(self, method, **params):
+        """Calls one client method with a fresh id; returns the answer."""
+        self.ids += 1
+        id = f"bc-{self.ids}"
+        getattr(self.client, method)(id=id, **params)
+        answer = self.messages.get(timeout=WAIT_S)
+        assert answer["id"] == id, (method, answer)
+        return answer
+
+    def ok(self, method, **params):
+        answer = self(method, **params)
+        assert answer["status"] == 200, (method, params, answer)
+        assert [r["rateLimitType"] for r in answer["rateLimits"]][-1] == "REQUEST_WEIGHT", answer
+        return answer["result"]
+
+    def stop(self):
+        self.client.stop()
+
+
+def test_binance_connector_orders_and_account(tradsys):
+    """Orders, their queries and cancels, the account and the user's trades
+    and orders through binance-connector, each against REST."""
+    alice = tradsys.create_user("bc-alice", {"USDT": "10000"})
+    bob = tradsys.create_user("bc-bob", {"BTC": "1"})
+    client = Connector(tradsys, alice)
+    try:
+        p1, q1 = D("29000.00"), D("0.004")
+        placed = client.ok("new_order", symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                           price=str(p1), quantity=str(q1), newClientOrderId="bc-first",
+                           newOrderRespType="FULL")
+        assert (placed["clientOrderId"], placed["status"], placed["price"], placed["origQty"], placed["fills"]) == (
+            "bc-first", "NEW", fmt(p1), fmt(q1), [])
+        second = client.ok("new_order", symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                           price="28000.00", quantity="0.001", newOrderRespType="RESULT")
+        assert (second["status"], "fills" in second) == ("NEW", False)
+
+        q2 = D("0.0015")
+        sold = rest_order(tradsys, bob, "SELL", str(q2), str(p1))
+        quote2, fee2 = quote_amount(p1, q2), commission(q2, RATE)
+        trade_id = sold["fills"][0]["tradeId"]
+
+        got = client.ok("get_order", symbol=SYMBOL, orderId=placed["orderId"])
+        assert got == rest_signed(tradsys, "GET", "/api/v3/order", alice, {"symbol": SYMBOL,
+                                                                          "orderId": placed["orderId"]})
+        assert (got["status"], got["executedQty"], got["cummulativeQuoteQty"]) == (
+            "PARTIALLY_FILLED", fmt(q2), fmt(quote2))
+        assert client.ok("get_order", symbol=SYMBOL, origClientOrderId="bc-first") == got
+
+        open_orders = client.ok("get_open_orders", symbol=SYMBOL)
+        assert open_orders == rest_signed(tradsys, "GET", "/api/v3/openOrders", alice, {"symbol": SYMBOL})
+        assert [o["orderId"] for o in open_orders] == [placed["orderId"], second["orderId"]]
+        assert client.ok("get_open_orders") == open_orders
+
+        trades = client.ok("my_trades", symbol=SYMBOL)
+        assert trades == rest_signed(tradsys, "GET", "/api/v3/myTrades", alice, {"symbol": SYMBOL})
+        assert [(t["id"], t["orderId"], t["price"], t["qty"], t["quoteQty"], t["commission"],
+                 t["commissionAsset"], t["isBuyer"], t["isMaker"]) for t in trades] == [
+            (trade_id, placed["orderId"], fmt(p1), fmt(q2), fmt(quote2), fmt(fee2), "BTC", True, True)]
+
+        canceled = client.ok("cancel_order", symbol=SYMBOL, orderId=placed["orderId"])
+        assert (canceled["orderId"], canceled["origClientOrderId"], canceled["status"], canceled["executedQty"]) == (
+            placed["orderId"], "bc-first", "CANCELED", fmt(q2))
+        all_canceled = client.ok("cancel_open_orders", symbol=SYMBOL)
+        assert [(o["orderId"], o["status"]) for o in all_canceled] == [(second["orderId"], "CANCELED")]
+        assert client.ok("get_open_orders", symbol=SYMBOL) == []
+
+        # allOrders: binance-connector 3.13.0 names it order_history.
+        history = client.ok("order_history", symbol=SYMBOL)
+        assert history == rest_signed(tradsys, "GET", "/api/v3/allOrders", alice, {"symbol": SYMBOL})
+        assert [(o["orderId"], o["status"]) for o in history] == [
+            (placed["orderId"], "CANCELED"), (second["orderId"], "CANCELED")]
+
+        account = client.ok("account")
+        assert without(account, "updateTime") == without(
+            rest_signed(tradsys, "GET", "/api/v3/account", alice), "updateTime")
+        got = {b["asset"]: (b["free"], b["locked"]) for b in account["balances"]}
+        assert (got["BTC"], got["USDT"]) == ((fmt(q2 - fee2), fmt(0)), (fmt(D(10000) - quote2), fmt(0)))
+        sent = now_ms()
+        counts = client.ok("order_rate_limit")
+        assert_same_order_counts(counts, rest_signed(tradsys, "GET", "/api/v3/rateLimit/order", alice), sent, now_ms())
+    finally:
+        client.stop()
+
+
+def test_binance_connector_user_data_methods_are_retired(tradsys):
+    """binance-connector 3.13.0 offers only the listen key methods, which
+    Binance retired: each is answered with the same error."""
+    user = tradsys.create_user("bc-listen", DEPOSITS)
+    client = Connector(tradsys, user)
+    retired = {"code": -1020, "msg": "userDataStream.start, .ping and .stop are no longer available; "
+                                     "use userDataStream.subscribe or userDataStream.subscribe.signature."}
+    try:
+        assert client("user_data_start") == {"id": "bc-1", "status": 400, "error": retired}
+        assert client("user_data_ping", listenKey="x" * 60) == {"id": "bc-2", "status": 400, "error": retired}
+        assert client("user_data_stop", listenKey="x" * 60) == {"id": "bc-3", "status": 400, "error": retired}
+    finally:
+        client.stop()
 
