@@ -335,3 +335,32 @@ def test_ws_api_reads_and_edits_equal_rest(tradsys):
 
     run(scenario())
 
+
+@pytest.mark.xfail(strict=True, reason="tradsys sends a second \"x\":\"TRADE\" executionReport without a trade "
+                                       "(t -1) for a taker that rests its remainder; ccxt makes a trade of it")
+def test_watch_my_trades_one_trade_per_fill(tradsys):
+    """A sell that trades part on arrival and rests the rest, then fills:
+    watch_my_trades reports exactly the two fills."""
+    _, key, secret = tradsys.create_user("ccxt-ws-taker", {"BTC": "1"})
+    buyer = tradsys.create_user("ccxt-ws-buyer", {"USDT": "1000"})
+    rest_order(tradsys, buyer, "BUY", "0.00100", "30000.00")
+
+    async def scenario():
+        ex = ws_exchange(tradsys, key, secret)
+        try:
+            await ex.load_markets()
+            await ex.authenticate()
+            trades = asyncio.create_task(ex.watch_my_trades("BTC/USDT"))
+            placed = await ex.create_order_ws("BTC/USDT", "limit", "sell", 0.002, 30000.0)
+            first = await next_update(trades)
+            trades = asyncio.create_task(ex.watch_my_trades("BTC/USDT"))
+            bought = rest_order(tradsys, buyer, "BUY", "0.00100", "30000.00")
+            second = await next_update(trades)
+            assert [(t["id"], t["order"], t["amount"]) for t in first] == [
+                (str(placed["info"]["fills"][0]["tradeId"]), placed["id"], 0.001)]
+            assert [(t["id"], t["order"], t["amount"]) for t in second] == [
+                (str(bought["fills"][0]["tradeId"]), placed["id"], 0.001)]
+        finally:
+            await ex.close()
+
+    run(scenario())
