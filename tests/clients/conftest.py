@@ -44,6 +44,10 @@ SHARDS = 2
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 5.0
+# REQUEST_WEIGHT per IP per minute on each shard. Binance's 6000 is one
+# client's budget; here every test's clients share 127.0.0.1, and the whole
+# suite runs within a minute or two, so it gets ten clients' worth.
+REQUEST_WEIGHT_PER_MINUTE_MAX = 60_000
 
 # Proxies configured in the environment would carry local requests elsewhere.
 for _name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
@@ -350,6 +354,7 @@ def tradsys_server(_loopback_only):
             "--shards", str(SHARDS),
             "--data-dir", os.path.join(data_dir, "data"),
             "--markets", str(MARKETS),
+            "--request-weight-per-minute-max", str(REQUEST_WEIGHT_PER_MINUTE_MAX),
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,

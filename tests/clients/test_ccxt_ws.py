@@ -1,13 +1,20 @@
-"""ccxt's websocket class (ccxt.pro.binance), unmodified, for market data.
+"""ccxt's websocket class (ccxt.pro.binance), unmodified, for market data
+and for trading and user data over the WebSocket API.
 
 ccxt opens ws://HOST/ws/<n> (n counts its connections) and then sends
 SUBSCRIBE. Its REST URLs point at the local server as in test_ccxt.py; its
-websocket URLs too: the spot stream at /ws, every other one (futures,
-options, the WebSocket API) at a local path tradsys does not serve.
+websocket URLs too: the spot stream at /ws, spot's WebSocket API at
+/ws-api/v3, every other one (futures, options, their WebSocket APIs) at a
+local path tradsys does not serve.
+
+On the WebSocket API ccxt signs each request with the HMAC key, and its
+watch methods for spot subscribe with userDataStream.subscribe.signature
+on that same connection.
 
 Every figure ccxt reports is checked exactly: trades, tickers and candles
 against the trades placed here, order books against the REST depth of the
-same moment.
+same moment, orders, fills, fees and balances against amounts computed
+with Decimal (money.py) and against the REST twins.
 """
 
 import asyncio
@@ -15,8 +22,9 @@ import asyncio
 import ccxt.pro
 import pytest
 
-from money import D
+from money import COMMISSION, D, ZERO, commission, fmt, quote_amount
 from test_ccxt import local_urls, settings
+from test_ws_api import rest_order, rest_public, rest_signed, without
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 WAIT_S = 10
@@ -27,8 +35,10 @@ def ws_exchange(tradsys, api_key=None, secret=None):
     ws = dict(ex.urls["api"]["ws"])
     urls = local_urls(ex.urls, tradsys.base_url)
     base = tradsys.base_url.replace("http://", "ws://", 1)
-    urls["api"]["ws"] = {name: f"{base}/unserved/ws-{name}" for name in ws}
+    urls["api"]["ws"] = {name: f"{base}/unserved/ws-{name}" for name in ws if name != "ws-api"}
     urls["api"]["ws"]["spot"] = f"{base}/ws"
+    urls["api"]["ws"]["ws-api"] = {kind: f"{base}/unserved/ws-api-{kind}" for kind in ws["ws-api"]}
+    urls["api"]["ws"]["ws-api"]["spot"] = f"{base}/ws-api/v3"
     ex.urls = urls
     return ex
 
@@ -84,8 +94,11 @@ def test_urls_all_local(tradsys):
     ex = ws_exchange(tradsys)
     base = tradsys.base_url.replace("http://", "ws://", 1)
     assert ex.urls["api"]["ws"]["spot"] == f"{base}/ws"
-    for name, url in ex.urls["api"]["ws"].items():
-        assert url.startswith(base + "/"), (name, url)
+    assert ex.urls["api"]["ws"]["ws-api"]["spot"] == f"{base}/ws-api/v3"
+    assert {"spot", "linear", "inverse"} <= set(ex.urls["api"]["ws"]["ws-api"])
+    for name, entry in ex.urls["api"]["ws"].items():
+        for kind, url in (entry.items() if isinstance(entry, dict) else [(None, entry)]):
+            assert url.startswith(base + "/"), (name, kind, url)
     run(ex.close())
 
 
@@ -157,3 +170,197 @@ def test_watch_market_data_single_and_multi_symbol(tradsys, traders):
     run(scenario())
     for _, key, secret in tradsys.created[-2:]:
         tradsys.cancel_everything(key, secret)
+
+
+# --------------------------------------------------------------------------
+# The WebSocket API: orders, balances and the user data stream.
+
+RATE = COMMISSION["BTCUSDT"]
+
+
+def floats(free, used):
+    """A ccxt balance entry of Decimal amounts."""
+    return {"free": float(free), "used": float(used), "total": float(free + used)}
+
+
+async def next_update(task):
+    return await asyncio.wait_for(task, WAIT_S)
+
+
+def test_orders_balances_and_user_data_over_ws_api(tradsys):
+    """create_order_ws, cancel_order_ws and fetch_balance_ws on
+    /ws-api/v3; watch_orders, watch_my_trades and watch_balance on the
+    subscription ccxt makes there. Another user fills part of the order over
+    REST; every figure is checked exactly."""
+    user_id, key, secret = tradsys.create_user("ccxt-ws-api", {"USDT": "1000"})
+    user = (user_id, key, secret)
+    taker = tradsys.create_user("ccxt-ws-api-taker", {"BTC": "1"})
+    price, qty, fill_qty = D("30000.00"), D("0.002"), D("0.0015")
+    locked = quote_amount(price, qty)
+    fill_quote, fee = quote_amount(price, fill_qty), commission(fill_qty, RATE)
+
+    async def scenario():
+        ex = ws_exchange(tradsys, key, secret)
+        try:
+            await ex.load_markets()
+            balance = await ex.fetch_balance_ws()
+            account = rest_signed(tradsys, "GET", "/api/v3/account", user)
+            assert without(balance["info"], "updateTime") == without(account, "updateTime")
+            # ccxt 4.5.90 reads account.status balances only for margin
+            # (handle_account_status_ws passes no market type to
+            # parse_balance_custom): its unified fields stay empty for spot.
+            assert (balance["free"], balance["used"], balance["total"]) == ({}, {}, {})
+
+            # userDataStream.subscribe.signature, before any watch waits.
+            await ex.authenticate()
+            orders = asyncio.create_task(ex.watch_orders("BTC/USDT"))
+            balances = asyncio.create_task(ex.watch_balance())
+
+            placed = await ex.create_order_ws("BTC/USDT", "limit", "buy", float(qty), float(price))
+            info = placed["info"]
+            assert (info["symbol"], info["status"], info["type"], info["side"], info["price"], info["origQty"],
+                    info["executedQty"], info["fills"]) == (
+                "BTCUSDT", "NEW", "LIMIT", "BUY", fmt(price), fmt(qty), fmt(0), [])
+            assert (placed["id"], placed["clientOrderId"], placed["status"], placed["price"], placed["amount"],
+                    placed["filled"], placed["remaining"]) == (
+                str(info["orderId"]), info["clientOrderId"], "open", float(price), float(qty), 0.0, float(qty))
+            [order] = await next_update(orders)
+            assert (order["id"], order["clientOrderId"], order["status"], order["info"]["x"], order["filled"],
+                    order["amount"], order["price"]) == (
+                placed["id"], placed["clientOrderId"], "open", "NEW", 0.0, float(qty), float(price))
+            balance = await next_update(balances)
+            assert (balance["BTC"], balance["USDT"]) == (floats(ZERO, ZERO), floats(D(1000) - locked, locked))
+
+            # The taker fills part of it over REST.
+            orders = asyncio.create_task(ex.watch_orders("BTC/USDT"))
+            trades = asyncio.create_task(ex.watch_my_trades("BTC/USDT"))
+            balances = asyncio.create_task(ex.watch_balance())
+            sold = rest_order(tradsys, taker, "SELL", str(fill_qty), "29000.00")
+            trade_id = sold["fills"][0]["tradeId"]
+            [order] = await next_update(orders)
+            assert (order["id"], order["status"], order["filled"], order["remaining"], order["cost"],
+                    order["average"], order["info"]["x"], order["info"]["t"]) == (
+                placed["id"], "open", float(fill_qty), float(qty - fill_qty), float(fill_quote), float(price),
+                "TRADE", trade_id)
+            assert (order["info"]["n"], order["info"]["N"], order["fee"]) == (
+                fmt(fee), "BTC", {"currency": "BTC", "cost": float(fee)})
+            [trade] = await next_update(trades)
+            assert (trade["id"], trade["order"], trade["symbol"], trade["side"], trade["takerOrMaker"],
+                    trade["price"], trade["amount"], trade["cost"], trade["fee"]) == (
+                str(trade_id), placed["id"], "BTC/USDT", "buy", "maker", float(price), float(fill_qty),
+                float(fill_quote), {"currency": "BTC", "cost": float(fee)})
+            balance = await next_update(balances)
+            assert (balance["BTC"], balance["USDT"]) == (
+                floats(fill_qty - fee, ZERO), floats(D(1000) - locked, locked - fill_quote))
+
+            # The rest is cancelled over the WebSocket API.
+            orders = asyncio.create_task(ex.watch_orders("BTC/USDT"))
+            balances = asyncio.create_task(ex.watch_balance())
+            canceled = await ex.cancel_order_ws(placed["id"], "BTC/USDT")
+            info = canceled["info"]
+            assert (info["orderId"], info["origClientOrderId"], info["status"], info["executedQty"],
+                    info["cummulativeQuoteQty"]) == (
+                int(placed["id"]), placed["clientOrderId"], "CANCELED", fmt(fill_qty), fmt(fill_quote))
+            assert (canceled["id"], canceled["status"], canceled["filled"], canceled["remaining"]) == (
+                placed["id"], "canceled", float(fill_qty), float(qty - fill_qty))
+            [order] = await next_update(orders)
+            assert (order["id"], order["clientOrderId"], order["status"], order["info"]["x"],
+                    order["info"]["c"]) == (
+                placed["id"], placed["clientOrderId"], "canceled", "CANCELED", info["clientOrderId"])
+            balance = await next_update(balances)
+            assert (balance["BTC"], balance["USDT"]) == (
+                floats(fill_qty - fee, ZERO), floats(D(1000) - fill_quote, ZERO))
+
+            balance = await ex.fetch_balance_ws()
+            account = rest_signed(tradsys, "GET", "/api/v3/account", user)
+            assert without(balance["info"], "updateTime") == without(account, "updateTime")
+            got = {b["asset"]: (b["free"], b["locked"]) for b in balance["info"]["balances"]}
+            assert (got["BTC"], got["USDT"]) == ((fmt(fill_qty - fee), fmt(0)), (fmt(D(1000) - fill_quote), fmt(0)))
+        finally:
+            await ex.close()
+
+    run(scenario())
+    assert tradsys.balances(user_id) == {"BTC": (fill_qty - fee, ZERO), "USDT": (D(1000) - fill_quote, ZERO)}
+
+
+def test_ws_api_reads_and_edits_equal_rest(tradsys):
+    """ccxt's other spot WebSocket API calls (order.status, openOrders.status,
+    allOrders, myTrades, klines, trades.historical, order.cancelReplace,
+    openOrders.cancelAll, order.test) answer what REST answers."""
+    user_id, key, secret = tradsys.create_user("ccxt-ws-reads", {"USDT": "1000"})
+    user = (user_id, key, secret)
+    taker = tradsys.create_user("ccxt-ws-reads-taker", {"BTC": "1"})
+
+    async def scenario():
+        ex = ws_exchange(tradsys, key, secret)
+        try:
+            await ex.load_markets()
+            placed = await ex.create_order_ws("BTC/USDT", "limit", "buy", 0.001, 30000.0)
+            other = await ex.create_order_ws("BTC/USDT", "limit", "buy", 0.001, 29000.0)
+            rest_order(tradsys, taker, "SELL", "0.00100", "30000.00")
+            market = {"symbol": "BTCUSDT"}
+
+            got = await ex.fetch_order_ws(placed["id"], "BTC/USDT")
+            assert got["info"] == rest_signed(tradsys, "GET", "/api/v3/order", user,
+                                              {**market, "orderId": placed["id"]})
+            assert (got["status"], got["filled"]) == ("closed", 0.001)
+            open_orders = await ex.fetch_open_orders_ws("BTC/USDT")
+            assert [o["info"] for o in open_orders] == rest_signed(tradsys, "GET", "/api/v3/openOrders", user, market)
+            assert [o["id"] for o in open_orders] == [other["id"]]
+            every = await ex.fetch_orders_ws("BTC/USDT")
+            assert [o["info"] for o in every] == rest_signed(tradsys, "GET", "/api/v3/allOrders", user, market)
+            trades = await ex.fetch_my_trades_ws("BTC/USDT")
+            assert [t["info"] for t in trades] == rest_signed(tradsys, "GET", "/api/v3/myTrades", user, market)
+            assert [(t["order"], t["price"], t["amount"], t["takerOrMaker"]) for t in trades] == [
+                (placed["id"], 30000.0, 0.001, "maker")]
+            candles = await ex.fetch_ohlcv_ws("BTC/USDT", "1m", None, 2)
+            rest = rest_public(tradsys, "/api/v3/klines", {**market, "interval": "1m", "limit": 2})
+            assert candles == [[c[0], float(c[1]), float(c[2]), float(c[3]), float(c[4]), float(c[5])] for c in rest]
+            recent = await ex.fetch_trades_ws("BTC/USDT", None, 3)
+            rest = rest_public(tradsys, "/api/v3/historicalTrades", {**market, "limit": 3})
+            assert [t["info"] for t in recent] == rest
+
+            edited = await ex.edit_order_ws(other["id"], "BTC/USDT", "limit", "buy", 0.001, 29500.0)
+            assert (edited["status"], edited["price"], edited["amount"]) == ("open", 29500.0, 0.001)
+            assert edited["info"]["orderId"] != int(other["id"])
+            assert [o["orderId"] for o in rest_signed(tradsys, "GET", "/api/v3/openOrders", user, market)] == [
+                edited["info"]["orderId"]]
+            tested = await ex.create_order_ws("BTC/USDT", "limit", "buy", 0.001, 29000.0, {"test": True})
+            assert tested["info"] == {}
+            canceled = await ex.cancel_all_orders_ws("BTC/USDT")
+            assert [(o["id"], o["status"]) for o in canceled] == [(str(edited["info"]["orderId"]), "canceled")]
+            assert rest_signed(tradsys, "GET", "/api/v3/openOrders", user, market) == []
+        finally:
+            await ex.close()
+
+    run(scenario())
+
+
+@pytest.mark.xfail(strict=True, reason="tradsys sends a second \"x\":\"TRADE\" executionReport without a trade "
+                                       "(t -1) for a taker that rests its remainder; ccxt makes a trade of it")
+def test_watch_my_trades_one_trade_per_fill(tradsys):
+    """A sell that trades part on arrival and rests the rest, then fills:
+    watch_my_trades reports exactly the two fills."""
+    _, key, secret = tradsys.create_user("ccxt-ws-taker", {"BTC": "1"})
+    buyer = tradsys.create_user("ccxt-ws-buyer", {"USDT": "1000"})
+    rest_order(tradsys, buyer, "BUY", "0.00100", "30000.00")
+
+    async def scenario():
+        ex = ws_exchange(tradsys, key, secret)
+        try:
+            await ex.load_markets()
+            await ex.authenticate()
+            trades = asyncio.create_task(ex.watch_my_trades("BTC/USDT"))
+            placed = await ex.create_order_ws("BTC/USDT", "limit", "sell", 0.002, 30000.0)
+            first = await next_update(trades)
+            trades = asyncio.create_task(ex.watch_my_trades("BTC/USDT"))
+            bought = rest_order(tradsys, buyer, "BUY", "0.00100", "30000.00")
+            second = await next_update(trades)
+            assert [(t["id"], t["order"], t["amount"]) for t in first] == [
+                (str(placed["info"]["fills"][0]["tradeId"]), placed["id"], 0.001)]
+            assert [(t["id"], t["order"], t["amount"]) for t in second] == [
+                (str(bought["fills"][0]["tradeId"]), placed["id"], 0.001)]
+        finally:
+            await ex.close()
+
+    run(scenario())
