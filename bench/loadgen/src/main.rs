@@ -1,4 +1,4 @@
-//! tradsys-loadgen: the client side of bench/rest.sh.
+//! tradsys-loadgen: the client side of bench/rest.sh and bench/ws.sh.
 //!
 //! Subcommands:
 //! - `setup` creates funded users with keys through the admin API, as many
@@ -7,7 +7,8 @@
 //!   (bench/rest.lua); they stay valid for recvWindow ms, so the benchmark
 //!   writes a fresh set before every round;
 //! - `run` sends crossing order pairs at a constant rate and reports
-//!   latency from the intended send time (see `run`);
+//!   latency from the intended send time, over REST or the WebSocket API
+//!   (see `run` and `wsapi`);
 //! - `book` prints what is left resting in each benchmark market, to check
 //!   that every pair traded;
 //! - `plan` prints the share of orders whose market lives on another shard
@@ -24,6 +25,7 @@ mod orders;
 mod procfs;
 mod run;
 mod users;
+mod wsapi;
 mod wsclient;
 mod wsfanout;
 mod wsidle;
@@ -51,9 +53,15 @@ usage: tradsys-loadgen <command> [--option value]...
            [--recv-window MS (60000)]
            write N signed requests for bench/rest.lua, timestamped now;
            orders are crossing pairs, SELL line then BUY line
-  run      --target HOST:PORT --users USERS --rate PER_S --duration S
-           [--connections C (64)] [--warmup S (2)] [--recv-window MS (5000)]
-           crossing pairs at a constant rate; latency from intended send time
+  run      --target HOST:PORT --users USERS --rate PER_S|max --duration S
+           [--api rest|ws (rest)] [--connections C (64)] [--warmup S (2)]
+           [--recv-window MS (5000)]
+           crossing pairs at a constant rate; latency from intended send time;
+           `--rate max`: no schedule, as fast as answers come back
+           --api ws: order.place on /ws-api/v3, one connection per user,
+           pipelined: [--threads T (2)] [--window K (8)] requests in flight
+           per connection at most, [--rate-limits 0|1 (1)] 0: the URL asks
+           for answers without rateLimits
   book     --target HOST:PORT       orders left resting per benchmark market
   plan     --users USERS --shards N [--markets FILE (shards/markets.toml)]
            share of orders whose market is on another shard than the user
@@ -206,9 +214,22 @@ fn presign(o: &Opts) -> Result<(), String> {
 
 fn run_cmd(o: &Opts) -> Result<(), String> {
     let users = read_users(o)?;
+    let api = match o.0.get("api").map_or("rest", String::as_str) {
+        "rest" => run::Api::Rest,
+        "ws" => run::Api::Ws,
+        other => return Err(format!("--api: rest or ws, not {other}")),
+    };
+    if api == run::Api::Ws && o.0.contains_key("connections") {
+        return Err("--connections: the WebSocket API run opens one connection per user".to_string());
+    }
+    let rate = match o.str("rate")? {
+        "max" => run::Rate::Max,
+        _ => run::Rate::PerS(o.num("rate", None, run::RATE_PER_S_MAX)?),
+    };
     let settings = run::Settings {
+        api,
         target: o.target("target")?,
-        rate_per_s: o.num("rate", None, run::RATE_PER_S_MAX)?,
+        rate,
         duration_s: o.num("duration", None, run::DURATION_S_MAX)?,
         warmup_s: o
             .0
@@ -216,7 +237,16 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
             .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
         connections: o.num("connections", Some(64), run::CONNECTIONS_MAX as u64)? as usize,
         recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
+        threads: o.num("threads", Some(2), wsapi::THREADS_MAX as u64)? as usize,
+        window: o.num("window", Some(wsapi::WINDOW_DEFAULT as u64), wsapi::WINDOW_MAX as u64)? as usize,
+        return_rate_limits: rate_limits(o)?,
     };
+    if api == run::Api::Ws && users.len() > wsapi::CONNECTIONS_MAX {
+        return Err(format!(
+            "--users: at most {} users (one connection each) for --api ws",
+            wsapi::CONNECTIONS_MAX
+        ));
+    }
     let summary = run::run(&settings, &users);
     print!("{}", summary.text);
     Ok(())
@@ -234,6 +264,15 @@ fn ws_idle(o: &Opts) -> Result<(), String> {
     };
     print!("{}", wsidle::run(&settings)?);
     Ok(())
+}
+
+/// `--rate-limits 0|1`: whether WebSocket API answers carry `rateLimits`.
+fn rate_limits(o: &Opts) -> Result<bool, String> {
+    match o.0.get("rate-limits").map_or("1", String::as_str) {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => Err(format!("--rate-limits: 0 or 1, not {other}")),
+    }
 }
 
 fn ws_fanout(o: &Opts) -> Result<(), String> {
