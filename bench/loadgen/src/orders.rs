@@ -180,6 +180,19 @@ pub fn ws_order_request(order: &Order, id: u64, timestamp_ms: u64, recv_window_m
     )
 }
 
+/// The `userDataStream.subscribe.signature` request frame of `user`: one
+/// user data subscription on the connection, signed with HMAC (allowed for
+/// any key type, unlike `session.logon`).
+pub fn ws_subscribe_request(user: &User, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let key = &user.api_key;
+    let payload = format!("apiKey={key}&recvWindow={recv_window_ms}&timestamp={timestamp_ms}");
+    let signature = hmac_hex(&payload, &user.secret);
+    format!(
+        "{{\"id\":{id},\"method\":\"userDataStream.subscribe.signature\",\"params\":{{\"apiKey\":\"{key}\",\
+         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"signature\":\"{signature}\"}}}}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +276,11 @@ mod tests {
             "apiKey=7KEY&price=50000.00&quantity=0.00100&recvWindow=5000&side=BUY&symbol=BTCUSDT\
              &timeInForce=GTC&timestamp=1700000000000&type=LIMIT"
         );
+        assert_eq!(signature, hmac_hex(&payload, "s3cret"));
+
+        let request = ws_subscribe_request(&user, 3, 1_700_000_000_000, 60000);
+        let (payload, signature) = server_payload(&request);
+        assert_eq!(payload, "apiKey=7KEY&recvWindow=60000&timestamp=1700000000000");
         assert_eq!(signature, hmac_hex(&payload, "s3cret"));
     }
 
