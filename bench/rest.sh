@@ -2,7 +2,8 @@
 # bench/rest.sh — signed REST benchmarks of tradsys: GET /api/v3/account
 # against the nginx ping of bench/http.sh, and POST /api/v3/order crossing
 # pairs on two shards (throughput with wrk, latency at constant rates with
-# bench/loadgen).
+# bench/loadgen); and the same orders as `order.place` over the WebSocket
+# API against REST on one server (`wsapi`).
 #
 # It follows bench/http.sh: one core for the server and one for wrk where a
 # comparison with nginx is made, rounds that alternate between the servers
@@ -24,7 +25,7 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
 	cat <<'EOF'
-usage: bench/rest.sh [account|orders|latency|durability|history|all]
+usage: bench/rest.sh [account|orders|latency|durability|history|wsapi|all]
 
   account   GET /api/v3/account (signed, one user) on 1 shard vs nginx ping
   orders    POST /api/v3/order crossing pairs on 2 shards, wrk throughput
@@ -39,6 +40,12 @@ usage: bench/rest.sh [account|orders|latency|durability|history|all]
             private server started here, a fresh database per round);
             sqlite/off and postgres/sqlite ratios, and the store's backlog
             at the end of each round
+  wsapi     one 2-shard server: REST throughput (wrk, as `orders`) and
+            WebSocket API throughput (tradsys-loadgen run --api ws --rate
+            max, one connection per user) in alternating rounds; then both
+            at one constant rate, half the WebSocket API's median (or
+            WSAPI_RATE), REST with tradsys-loadgen as `latency`; medians,
+            ws/rest throughput (target >= 1.2) and p99 (target <= 0.5)
   all       account, orders and latency (default)
 
   -h, --help  this text
@@ -54,6 +61,11 @@ environment (defaults in brackets):
               the measured throughput
   LAT_RATES_ONLY [0]  1: only LAT_RATES, do not run `orders` first
   LAT_DURATION [10]  LAT_WARMUP [2]  LAT_CONNS [64]   (seconds, connections)
+  WSAPI_THREADS [2]  WSAPI_WINDOW [8]  (wsapi: loadgen threads, requests in
+              flight per connection at most)
+  WSAPI_RATE_LIMITS [1]  0: /ws-api/v3?returnRateLimits=false
+  WSAPI_RATE  the constant rate of the latency runs, orders/s (default: half
+              the WebSocket API's median throughput, to 100 orders/s)
   QUIET_WAIT [300]  ATTEMPTS [3]   as in bench/http.sh
   TRADSYS_BIN  LOADGEN_BIN  use these binaries instead of building
   CARGO_TARGET_DIR  respected by the release build
@@ -81,6 +93,10 @@ LAT_RATES_ONLY=${LAT_RATES_ONLY:-0}
 LAT_DURATION=${LAT_DURATION:-10}
 LAT_WARMUP=${LAT_WARMUP:-2}
 LAT_CONNS=${LAT_CONNS:-64}
+WSAPI_THREADS=${WSAPI_THREADS:-2}
+WSAPI_WINDOW=${WSAPI_WINDOW:-8}
+WSAPI_RATE_LIMITS=${WSAPI_RATE_LIMITS:-1}
+WSAPI_RATE=${WSAPI_RATE:-}
 QUIET_WAIT=${QUIET_WAIT:-300}
 ATTEMPTS=${ATTEMPTS:-3}
 # Pre-signed requests per wrk run; wrk cycles through them.
@@ -94,7 +110,7 @@ mode=all
 for arg in "$@"; do
 	case "$arg" in
 	-h | --help) usage; exit 0 ;;
-	account | orders | latency | durability | history | all) mode=$arg ;;
+	account | orders | latency | durability | history | wsapi | all) mode=$arg ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -102,6 +118,14 @@ done
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS DURABILITY=$DURABILITY SNAPSHOT_RECORDS=$SNAPSHOT_RECORDS SNAPSHOT_RATE=$SNAPSHOT_RATE bench/rest.sh $*"
+if [[ $mode == wsapi ]]; then
+	command_line="USERS_PER_SHARD=$USERS_PER_SHARD LAT_WARMUP=$LAT_WARMUP WSAPI_THREADS=$WSAPI_THREADS WSAPI_WINDOW=$WSAPI_WINDOW WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS WSAPI_RATE=$WSAPI_RATE $command_line"
+	# The WebSocket API's own limits: requests per connection and second
+	# (200 by default; a pipelining client sends thousands), connections
+	# opened per IP (every round opens one per user from 127.0.0.1).
+	LIMIT_FLAGS+=(--ws-api-messages-per-second-max 1000000000 --ws-api-connection-attempts-per-5m-max 1000000000
+		--ws-connections-per-ip-max 1048576)
+fi
 
 # Neither the temp dir nor the binaries run from it carry the name
 # "tradsys": on a shared host, other test suites' clean-up may stop
@@ -617,6 +641,134 @@ bench_history() {
 	out "median orders per server CPU-second (PostgreSQL's CPU counted as server): off $(median "${cpu_off[@]}"), sqlite $(median "${cpu_sqlite[@]}"), postgres $(median "${cpu_pg[@]}")"
 }
 
+# --- WebSocket API against REST on one server ---------------------------------
+
+# loadgen_window FILE ARGS...: one tradsys-loadgen run on the 2-shard users
+# with the run-window accounting; sets lg_result (its RESULT fields),
+# lg_orders (the server's count in the window), lg_cross (their cross-shard
+# share, %), lg_cpu_s (server CPU seconds) and lg_gen_cpu_s (the load
+# generator's).
+loadgen_window() {
+	local f=$1 l0 x0 l1 x1
+	shift
+	wait_quiet
+	check_server
+	read -r l0 x0 _ _ <<<"$(orders_counters)"
+	window_start
+	"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" "$@" >"$f"
+	window_end
+	read -r l1 x1 _ _ <<<"$(orders_counters)"
+	lg_result=$(grep '^RESULT' "$f") || { log "no RESULT from the load generator:"; cat "$f" >&2; return 1; }
+	lg_result=${lg_result#RESULT }
+	lg_orders=$((l1 - l0 + x1 - x0))
+	lg_cross=$(awk -v x="$((x1 - x0))" -v o="$lg_orders" 'BEGIN { printf "%.1f", o ? 100 * x / o : 0 }')
+	lg_cpu_s=$(awk -v t="$srv_ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')
+	lg_gen_cpu_s=$(awk '/^load generator CPU:/ { print $4 }' "$f")
+}
+
+# field NAME: one NAME=VALUE of the last loadgen_window's RESULT.
+field() { tr ' ' '\n' <<<"$lg_result" | awk -F= -v n="$1" '$1 == n { print $2 }'; }
+
+wsapi_args() {
+	echo --api ws --threads "$WSAPI_THREADS" --window "$WSAPI_WINDOW" --rate-limits "$WSAPI_RATE_LIMITS"
+}
+
+measure_wsapi_max_once() {
+	local round=$1
+	# shellcheck disable=SC2046  # wsapi_args is a list of words.
+	loadgen_window "$tmp/wsapi-max-$round.txt" $(wsapi_args) --rate max --duration "${DURATION%s}" \
+		--warmup "$LAT_WARMUP"
+	last_busy=$busy
+	last_rps=$(field achieved)
+	last_line=$(printf 'round %s  wsapi %12s orders/s  ok %s rejected %s failed %s  round trip p50 %s p99 %s µs  server orders %s (cross-shard %s%%)  server-cpu %ss = %s orders/cpu-s  loadgen-cpu %ss  other-cpu %s%%, steal %s%%%s' \
+		"$round" "$last_rps" "$(field ok)" "$(field rejected)" "$(field failed)" "$(field p50_us)" "$(field p99_us)" \
+		"$lg_orders" "$lg_cross" "$lg_cpu_s" "$(awk -v o="$lg_orders" -v c="$lg_cpu_s" 'BEGIN { printf "%.0f", (c > 0 ? o / c : 0) }')" \
+		"$lg_gen_cpu_s" "$other" "$steal" "$busy")
+}
+
+# keep_round API ROUND: measures one API's throughput, repeating a BUSY
+# round up to ATTEMPTS times, and keeps the last figure.
+keep_round() {
+	local api=$1 round=$2 attempt
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+		case $api in
+		rest)
+			measure_orders_once "$round"
+			last_line="round $round  rest  ${last_line#"round $round  "}"
+			;;
+		wsapi) measure_wsapi_max_once "$round" ;;
+		esac
+		if [[ -z "$last_busy" || $attempt -eq ATTEMPTS ]]; then
+			out "$last_line"
+			case $api in
+			rest) rps_rest+=("$last_rps") ;;
+			wsapi) rps_ws+=("$last_rps") ;;
+			esac
+			[[ -n "$last_busy" ]] && busy_kept=$((busy_kept + 1))
+			return 0
+		fi
+		out "discarded: $last_line"
+	done
+}
+
+# latency_run API RATE: one constant-rate run; prints its line and adds its
+# p99 to that API's list.
+latency_run() {
+	local api=$1 rate=$2 args=(--connections "$LAT_CONNS") line
+	# shellcheck disable=SC2207  # wsapi_args is a list of words.
+	[[ $api == wsapi ]] && args=($(wsapi_args))
+	loadgen_window "$tmp/lat-$api-$rate.txt" "${args[@]}" --rate "$rate" --duration "$LAT_DURATION" \
+		--warmup "$LAT_WARMUP"
+	line=$(printf '%-5s at %s orders/s: achieved %s, ok %s rejected %s failed %s filled %s; latency from intended send time p50 %s p90 %s p99 %s p99.9 %s max %s µs; server orders %s (cross-shard %s%%), server-cpu %ss, loadgen-cpu %ss; other-cpu %s%%, steal %s%%%s' \
+		"$api" "$rate" "$(field achieved)" "$(field ok)" "$(field rejected)" "$(field failed)" "$(field filled)" \
+		"$(field p50_us)" "$(field p90_us)" "$(field p99_us)" "$(field p999_us)" "$(field max_us)" \
+		"$lg_orders" "$lg_cross" "$lg_cpu_s" "$lg_gen_cpu_s" "$other" "$steal" "$busy")
+	out "$line"
+	[[ -n "$busy" ]] && busy_kept=$((busy_kept + 1))
+	case $api in
+	rest) p99_rest+=("$(field p99_us)"); p50_rest+=("$(field p50_us)") ;;
+	wsapi) p99_ws+=("$(field p99_us)"); p50_ws+=("$(field p50_us)") ;;
+	esac
+	grep -E '^(first problem|connection error)' "$tmp/lat-$api-$rate.txt" | sed 's/^/    /' | tee -a "$results" || true
+}
+
+bench_wsapi() {
+	local r order api rest ws rate why
+	rps_rest=(); rps_ws=(); p99_rest=(); p99_ws=(); p50_rest=(); p50_ws=(); busy_kept=0
+	out ""
+	out "== order.place over the WebSocket API vs POST /api/v3/order, crossing pairs, 2 shards, one server =="
+	out "users: $USERS_PER_SHARD per shard; REST: wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION on pre-signed bodies (as \`orders\`); WebSocket API: tradsys-loadgen run $(wsapi_args), one connection per user ($((2 * USERS_PER_SHARD))), requests signed when sent"
+	run_orders_warmup
+	# shellcheck disable=SC2046  # wsapi_args is a list of words.
+	"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" $(wsapi_args) --rate max \
+		--duration "${WARMUP%s}" --warmup 1 >"$tmp/wsapi-warmup.txt"
+	out "-- throughput, rounds alternating (REST first in odd rounds)"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order="rest wsapi"
+		((r % 2 == 0)) && order="wsapi rest"
+		for api in $order; do keep_round "$api" "$r"; done
+	done
+	rest=$(median "${rps_rest[@]}"); ws=$(median "${rps_ws[@]}")
+	out "median: REST $rest orders/s, WebSocket API $ws orders/s, ws/rest $(awk -v a="$ws" -v b="$rest" 'BEGIN { printf "%.3f", b ? a / b : 0 }') (target >= 1.2)"
+	rate=$WSAPI_RATE why="WSAPI_RATE"
+	if [[ -z "$rate" ]]; then
+		rate=$(awk -v m="$ws" 'BEGIN { r = int(m / 2 / 100 + 0.5) * 100; print (r < 100 ? 100 : r) }')
+		why="half the WebSocket API median, to 100"
+	fi
+	out "-- latency at $rate orders/s ($why), ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up; REST: tradsys-loadgen run, $LAT_CONNS connections; rounds alternating"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order="rest wsapi"
+		((r % 2 == 0)) && order="wsapi rest"
+		for api in $order; do latency_run "$api" "$rate"; done
+	done
+	((busy_kept)) && out "WARNING: $busy_kept kept run(s) were BUSY; the medians below are not clean"
+	rest=$(median "${p99_rest[@]}"); ws=$(median "${p99_ws[@]}")
+	out "median at $rate orders/s: p99 REST $rest µs, WebSocket API $ws µs, ws/rest $(awk -v a="$ws" -v b="$rest" 'BEGIN { printf "%.3f", b ? a / b : 0 }') (target <= 0.5); p50 REST $(median "${p50_rest[@]}") µs, WebSocket API $(median "${p50_ws[@]}") µs"
+	out "RESULT wsapi rest_orders_per_s=$(median "${rps_rest[@]}") ws_orders_per_s=$(median "${rps_ws[@]}") rate=$rate rest_p99_us=$rest ws_p99_us=$ws"
+	out "resting after all runs (a pair that traded leaves nothing):"
+	book
+}
+
 # --- main --------------------------------------------------------------------
 
 ensure_tools
@@ -635,6 +787,7 @@ case "$mode" in
 account) bench_account ;;
 durability) bench_durability ;;
 history) bench_history ;;
+wsapi) start_two_shards; bench_wsapi ;;
 orders) start_two_shards; bench_orders ;;
 latency)
 	start_two_shards

@@ -2,7 +2,8 @@
 # bench/ws.sh — WebSocket stream benchmarks of tradsys: memory of idle
 # subscribed connections, fan-out of one trade stream to many subscribers
 # (delivered messages per second, every subscriber checked for every trade
-# id in order), and trade-to-subscriber latency.
+# id in order), and trade-to-subscriber latency; and the memory of idle
+# WebSocket API sessions that follow one account (`wsapi-idle`).
 #
 # One tradsys shard pinned to SERVER_CPU, the load generator
 # (bench/loadgen, `ws-idle` and `ws-fanout`) pinned to CLIENT_CPU: the
@@ -24,7 +25,7 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
 	cat <<'EOF'
-usage: bench/ws.sh [idle|fanout|latency|all]
+usage: bench/ws.sh [idle|fanout|latency|wsapi-idle|all]
 
   idle     IDLE_CONNS connections each subscribed to IDLE_STREAM (falls back
            to IDLE_FALLBACK when the server does not serve it): server RSS
@@ -34,7 +35,12 @@ usage: bench/ws.sh [idle|fanout|latency|all]
   latency  each SUBSCRIBERS:TRADES_PER_S point of LAT_POINTS: taker send ->
            subscriber receipt p50/p99 (target p99 <= 1 ms at 10,000
            subscribers and 1,000 trades/s) and the REST round trip alone
-  all      all of the above (default)
+  wsapi-idle  IDLE_CONNS connections to /ws-api/v3, each with one user data
+           subscription (userDataStream.subscribe.signature, HMAC-signed),
+           against IDLE_CONNS connections to /ws/IDLE_STREAM, each on a
+           fresh server holding the same IDLE_WSAPI_USERS users: server RSS
+           per connection of both and the difference (target <= 512 bytes)
+  all      idle, fanout and latency (default)
 
   -h, --help  this text
 
@@ -44,6 +50,9 @@ environment (defaults in brackets):
   FANOUT_SUBS [10000]  FANOUT_RATES ["50 100 200"]
   LAT_POINTS ["10000:1000 100:1000 10000:10"]
   IDLE_BARE [1]  1: also weigh IDLE_CONNS connections to /ws with no stream
+  IDLE_WSAPI_USERS [IDLE_CONNS]  users (with keys, no funds) for wsapi-idle;
+            session i follows user i mod IDLE_WSAPI_USERS
+  WSAPI_RATE_LIMITS [1]  0: /ws-api/v3?returnRateLimits=false
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
   SPIN [0]  1: receivers poll without sleeping, so that the server's sends
             do not pay for waking them (on loopback they would)
@@ -66,6 +75,8 @@ FANOUT_SUBS=${FANOUT_SUBS:-10000}
 FANOUT_RATES=${FANOUT_RATES:-50 100 200}
 LAT_POINTS=${LAT_POINTS:-10000:1000 100:1000 10000:10}
 IDLE_BARE=${IDLE_BARE:-1}
+IDLE_WSAPI_USERS=${IDLE_WSAPI_USERS:-$IDLE_CONNS}
+WSAPI_RATE_LIMITS=${WSAPI_RATE_LIMITS:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PRODUCERS=${PRODUCERS:-4}
@@ -90,7 +101,7 @@ mode=all
 for arg in "$@"; do
 	case "$arg" in
 	-h | --help) usage; exit 0 ;;
-	idle | fanout | latency | all) mode=$arg ;;
+	idle | fanout | latency | wsapi-idle | all) mode=$arg ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -103,6 +114,14 @@ fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SPIN=$SPIN FANOUT_SPINS='$FANOUT_SPINS' SHARDS=$SHARDS bench/ws.sh $*"
+if [[ $mode == wsapi-idle ]]; then
+	command_line="IDLE_HOLD=$IDLE_HOLD IDLE_WSAPI_USERS=$IDLE_WSAPI_USERS WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS $command_line"
+	# The WebSocket API's connections opened per IP in 5 minutes (300 by
+	# default) and user data connections per user (3): every session here
+	# comes from 127.0.0.1, and sessions may share users.
+	LIMIT_FLAGS+=(--ws-api-connection-attempts-per-5m-max 1000000000
+		--ws-user-data-connections-per-user-max 1048576)
+fi
 
 # As in bench/rest.sh: neither the temp dir nor the binaries carry the
 # name "tradsys", so that other suites' clean-up by name cannot stop them.
@@ -254,6 +273,54 @@ bench_idle() {
 	fi
 }
 
+# idle_users: IDLE_WSAPI_USERS users with keys and no funds on the running
+# server, as many on each shard.
+idle_users() {
+	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards "$SHARDS" \
+		--per-shard $(((IDLE_WSAPI_USERS + SHARDS - 1) / SHARDS)) --fund 0 --out "$tmp/idle-users" >&2
+}
+
+# idle_kind_run stream|wsapi: IDLE_CONNS idle connections of one kind on a
+# fresh server (per attempt) that holds the same users whichever the kind,
+# so that two servers differ only in their connections; sets idle_rss to
+# the kept attempt's server RSS per connection after the hold.
+idle_kind_run() {
+	local kind=$1 attempt label args
+	case $kind in
+	stream)
+		label="idle $IDLE_CONNS on $IDLE_STREAM"
+		args=(--stream "$IDLE_STREAM" --fallback-stream "$IDLE_FALLBACK")
+		;;
+	wsapi)
+		label="idle $IDLE_CONNS WebSocket API sessions with a user data subscription"
+		args=(--wsapi "$tmp/idle-users" --rate-limits "$WSAPI_RATE_LIMITS")
+		;;
+	esac
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+		start_tradsys
+		idle_users
+		ATTEMPTS=1 run_loadgen "$label, server $attempt" ws-idle --target "127.0.0.1:$tport" --pid "$tpid" \
+			--conns "$IDLE_CONNS" "${args[@]}" --hold-s "$IDLE_HOLD"
+		stop_tradsys
+		if [[ -z "$busy" ]]; then break; fi
+	done
+	idle_rss=$(awk '/^RESULT/ { for (i = 2; i <= NF; i++) if (sub(/^rss_per_conn=/, "", $i)) print $i }' "$tmp/run.txt")
+}
+
+bench_wsapi_idle() {
+	local stream_rss ws_rss key_bytes
+	out ""
+	out "== idle WebSocket API sessions with one user data subscription against idle market-stream connections: $IDLE_CONNS of each, fresh servers holding $IDLE_WSAPI_USERS users with keys, held ${IDLE_HOLD}s =="
+	idle_kind_run stream
+	stream_rss=$idle_rss
+	idle_kind_run wsapi
+	ws_rss=$idle_rss
+	key_bytes=$(awk -F'\t' 'NR == 1 { print length($3) }' "$tmp/idle-users")
+	out "server RSS per idle connection: market stream $stream_rss bytes, WebSocket API session with a user data subscription $ws_rss bytes, difference $(awk -v a="$ws_rss" -v b="$stream_rss" 'BEGIN { printf "%.0f", a - b }') bytes (target <= 512)"
+	out "a session logged on with session.logon (Ed25519 keys) and subscribed with userDataStream.subscribe holds the same plus its logged-on API key: one heap copy of $key_bytes bytes"
+	out "RESULT wsapi-idle conns=$IDLE_CONNS stream_rss_per_conn=$stream_rss wsapi_rss_per_conn=$ws_rss key_bytes=$key_bytes"
+}
+
 start_trading_server() {
 	start_tradsys
 	# A maker and takers (with two shards, that many on each).
@@ -308,6 +375,7 @@ case "$mode" in
 idle) bench_idle ;;
 fanout) bench_fanout ;;
 latency) bench_latency ;;
+wsapi-idle) bench_wsapi_idle ;;
 all)
 	bench_idle
 	bench_fanout

@@ -1,4 +1,4 @@
-//! tradsys-loadgen: the client side of bench/rest.sh.
+//! tradsys-loadgen: the client side of bench/rest.sh and bench/ws.sh.
 //!
 //! Subcommands:
 //! - `setup` creates funded users with keys through the admin API, as many
@@ -7,12 +7,15 @@
 //!   (bench/rest.lua); they stay valid for recvWindow ms, so the benchmark
 //!   writes a fresh set before every round;
 //! - `run` sends crossing order pairs at a constant rate and reports
-//!   latency from the intended send time (see `run`);
+//!   latency from the intended send time, over REST or the WebSocket API
+//!   (see `run` and `wsapi`);
 //! - `book` prints what is left resting in each benchmark market, to check
 //!   that every pair traded;
 //! - `plan` prints the share of orders whose market lives on another shard
 //!   than their user;
-//! - `ws-idle` weighs idle subscribed WebSocket connections (see `wsidle`);
+//! - `ws-idle` weighs idle subscribed WebSocket connections, market
+//!   streams or WebSocket API sessions with a user data subscription (see
+//!   `wsidle`);
 //! - `ws-fanout` measures delivery, completeness and latency of one trade
 //!   stream with many subscribers (see `wsfanout`); both are driven by
 //!   bench/ws.sh.
@@ -24,6 +27,7 @@ mod orders;
 mod procfs;
 mod run;
 mod users;
+mod wsapi;
 mod wsclient;
 mod wsfanout;
 mod wsidle;
@@ -37,8 +41,10 @@ use orders::{account_query, now_ms, order_body, Plan, MARKETS, RECV_WINDOW_MS_MA
 
 /// Requests `presign` writes at most (a few MB of text).
 const PRESIGN_COUNT_MAX: u64 = 1_000_000;
-/// Users per shard `setup` creates at most.
-const SETUP_USERS_PER_SHARD_MAX: usize = 1024;
+/// Users per shard `setup` creates at most: one for every connection an
+/// idle run may open, so that each WebSocket API session can be another
+/// user's.
+const SETUP_USERS_PER_SHARD_MAX: usize = wsidle::CONNS_MAX as usize;
 /// Price levels `book` asks for per side (Binance's largest depth limit).
 const BOOK_DEPTH_LEVELS_MAX: u32 = 5000;
 
@@ -46,14 +52,22 @@ const USAGE: &str = "\
 usage: tradsys-loadgen <command> [--option value]...
 
   setup    --admin HOST:PORT --token T --shards N --per-shard K --out USERS
-           create K funded users with keys on each of N shards
+           [--fund 0|1 (1)]
+           create K funded users with keys on each of N shards (--fund 0:
+           keys only, for users that do not trade)
   presign  --users USERS --kind account|orders --count N --out FILE
            [--recv-window MS (60000)]
            write N signed requests for bench/rest.lua, timestamped now;
            orders are crossing pairs, SELL line then BUY line
-  run      --target HOST:PORT --users USERS --rate PER_S --duration S
-           [--connections C (64)] [--warmup S (2)] [--recv-window MS (5000)]
-           crossing pairs at a constant rate; latency from intended send time
+  run      --target HOST:PORT --users USERS --rate PER_S|max --duration S
+           [--api rest|ws (rest)] [--connections C (64)] [--warmup S (2)]
+           [--recv-window MS (5000)]
+           crossing pairs at a constant rate; latency from intended send time;
+           `--rate max`: no schedule, as fast as answers come back
+           --api ws: order.place on /ws-api/v3, one connection per user,
+           pipelined: [--threads T (2)] [--window K (8)] requests in flight
+           per connection at most, [--rate-limits 0|1 (1)] 0: the URL asks
+           for answers without rateLimits
   book     --target HOST:PORT       orders left resting per benchmark market
   plan     --users USERS --shards N [--markets FILE (shards/markets.toml)]
            share of orders whose market is on another shard than the user
@@ -61,6 +75,9 @@ usage: tradsys-loadgen <command> [--option value]...
            [--fallback-stream NAME] [--settle-s S (3)] [--hold-s S (25)]
            N idle connections to /ws/NAME (NAME `-`: /ws, no stream);
            server RSS and kernel socket memory per connection
+           --wsapi USERS instead of --stream: N connections to /ws-api/v3,
+           each with one userDataStream.subscribe.signature (user i mod
+           the file's), [--rate-limits 0|1 (1)]
   ws-fanout --target HOST:PORT --users USERS --subscribers N --rate PER_S
            --duration S [--warmup S (2)] [--producers C (2)] [--threads T (1)]
            [--pid SERVER_PID] [--drain-s S (10)] [--recv-window MS (5000)]
@@ -155,7 +172,13 @@ impl Opts {
 fn setup(o: &Opts) -> Result<(), String> {
     let shards = o.num("shards", None, 256)? as u32;
     let per_shard = o.num("per-shard", None, SETUP_USERS_PER_SHARD_MAX as u64)? as usize;
-    let users = users::setup(&o.target("admin")?, o.str("token")?, shards, per_shard).map_err(|e| e.to_string())?;
+    let fund = match o.0.get("fund").map_or("1", String::as_str) {
+        "1" => true,
+        "0" => false,
+        other => return Err(format!("--fund: 0 or 1, not {other}")),
+    };
+    let users =
+        users::setup(&o.target("admin")?, o.str("token")?, shards, per_shard, fund).map_err(|e| e.to_string())?;
     users::write(o.str("out")?, &users).map_err(|e| e.to_string())?;
     eprintln!(
         "setup: {} users ({per_shard} per shard on {shards} shards)",
@@ -206,9 +229,22 @@ fn presign(o: &Opts) -> Result<(), String> {
 
 fn run_cmd(o: &Opts) -> Result<(), String> {
     let users = read_users(o)?;
+    let api = match o.0.get("api").map_or("rest", String::as_str) {
+        "rest" => run::Api::Rest,
+        "ws" => run::Api::Ws,
+        other => return Err(format!("--api: rest or ws, not {other}")),
+    };
+    if api == run::Api::Ws && o.0.contains_key("connections") {
+        return Err("--connections: the WebSocket API run opens one connection per user".to_string());
+    }
+    let rate = match o.str("rate")? {
+        "max" => run::Rate::Max,
+        _ => run::Rate::PerS(o.num("rate", None, run::RATE_PER_S_MAX)?),
+    };
     let settings = run::Settings {
+        api,
         target: o.target("target")?,
-        rate_per_s: o.num("rate", None, run::RATE_PER_S_MAX)?,
+        rate,
         duration_s: o.num("duration", None, run::DURATION_S_MAX)?,
         warmup_s: o
             .0
@@ -216,24 +252,56 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
             .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
         connections: o.num("connections", Some(64), run::CONNECTIONS_MAX as u64)? as usize,
         recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
+        threads: o.num("threads", Some(2), wsapi::THREADS_MAX as u64)? as usize,
+        window: o.num("window", Some(wsapi::WINDOW_DEFAULT as u64), wsapi::WINDOW_MAX as u64)? as usize,
+        return_rate_limits: rate_limits(o)?,
     };
+    if api == run::Api::Ws && users.len() > wsapi::CONNECTIONS_MAX {
+        return Err(format!(
+            "--users: at most {} users (one connection each) for --api ws",
+            wsapi::CONNECTIONS_MAX
+        ));
+    }
     let summary = run::run(&settings, &users);
     print!("{}", summary.text);
     Ok(())
 }
 
 fn ws_idle(o: &Opts) -> Result<(), String> {
+    let wsapi = match o.0.get("wsapi") {
+        Some(path) => Some(users::read(path).map_err(|e| format!("{path}: {e}"))?),
+        None => None,
+    };
+    if wsapi.as_ref().is_some_and(Vec::is_empty) {
+        return Err("--wsapi: the users file is empty".to_string());
+    }
+    let stream = match (&wsapi, o.0.get("stream")) {
+        (None, _) => o.str("stream")?.to_string(),
+        (Some(_), None) => String::new(),
+        (Some(_), Some(_)) => return Err("--stream and --wsapi: one or the other".to_string()),
+    };
     let settings = wsidle::Settings {
         target: o.target("target")?,
         server_pid: o.num("pid", None, u64::from(u32::MAX))? as u32,
         conns: o.num("conns", None, wsidle::CONNS_MAX)? as usize,
-        stream: o.str("stream")?.to_string(),
+        stream,
         fallback: o.0.get("fallback-stream").cloned(),
         settle_s: o.num("settle-s", Some(3), wsidle::HOLD_S_MAX)?,
         hold_s: o.num("hold-s", Some(25), wsidle::HOLD_S_MAX)?,
+        wsapi,
+        return_rate_limits: rate_limits(o)?,
     };
     print!("{}", wsidle::run(&settings)?);
     Ok(())
+}
+
+/// `--rate-limits 0|1`: whether WebSocket API answers carry `rateLimits`.
+fn rate_limits(o: &Opts) -> Result<bool, String> {
+    match o.0.get("rate-limits").map_or("1", String::as_str) {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => Err(format!("--rate-limits: 0 or 1, not {other}")),
+    }
 }
 
 fn ws_fanout(o: &Opts) -> Result<(), String> {

@@ -69,6 +69,14 @@ impl<'a> Plan<'a> {
         Plan { groups }
     }
 
+    /// A number of pairs after which the users repeat: pairs `k` and
+    /// `k + period()` are made by the same two users in the same roles.
+    pub fn period(&self) -> u64 {
+        let g0 = self.groups[0].len() as u64;
+        let g1 = self.groups[1 % self.groups.len()].len() as u64;
+        MARKETS.len() as u64 * 2 * g0 * g1
+    }
+
     /// The SELL and the BUY of pair `k`.
     pub fn pair(&self, k: u64) -> [Order<'a>; 2] {
         let market = (k % MARKETS.len() as u64) as usize;
@@ -128,13 +136,61 @@ pub fn account_query(timestamp_ms: u64, recv_window_ms: u64, secret: &str) -> St
 
 /// Appends `&signature=<hex HMAC-SHA256 of what is there>`.
 pub fn sign_into(payload: &mut String, secret: &str) {
+    let tag = hmac_hex(payload, secret);
+    payload.push_str("&signature=");
+    payload.push_str(&tag);
+}
+
+/// Lowercase hex HMAC-SHA256 of `payload` with `secret`, as Binance wants
+/// a signature.
+pub fn hmac_hex(payload: &str, secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(payload.as_bytes());
-    let tag = mac.finalize().into_bytes();
-    payload.push_str("&signature=");
-    for b in tag {
-        let _ = write!(payload, "{b:02x}");
+    let mut hex = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(hex, "{b:02x}");
     }
+    hex
+}
+
+/// The `order.place` request frame of `order` for the WebSocket API, with
+/// the same parameters as [`order_body`]. Decimals go as JSON strings and
+/// integers as numbers, as Binance's clients send them; the signature
+/// covers every parameter, `apiKey` included, sorted by name and rendered
+/// as text.
+pub fn ws_order_request(order: &Order, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let (symbol, price, qty) = MARKETS[order.market];
+    let side = match order.side {
+        Side::Sell => "SELL",
+        Side::Buy => "BUY",
+    };
+    let key = &order.user.api_key;
+    // Already in name order: apiKey, price, quantity, recvWindow, side,
+    // symbol, timeInForce, timestamp, type.
+    let payload = format!(
+        "apiKey={key}&price={price}&quantity={qty}&recvWindow={recv_window_ms}&side={side}&symbol={symbol}\
+         &timeInForce=GTC&timestamp={timestamp_ms}&type=LIMIT"
+    );
+    let signature = hmac_hex(&payload, &order.user.secret);
+    format!(
+        "{{\"id\":{id},\"method\":\"order.place\",\"params\":{{\"symbol\":\"{symbol}\",\"side\":\"{side}\",\
+         \"type\":\"LIMIT\",\"timeInForce\":\"GTC\",\"quantity\":\"{qty}\",\"price\":\"{price}\",\
+         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"apiKey\":\"{key}\",\
+         \"signature\":\"{signature}\"}}}}"
+    )
+}
+
+/// The `userDataStream.subscribe.signature` request frame of `user`: one
+/// user data subscription on the connection, signed with HMAC (allowed for
+/// any key type, unlike `session.logon`).
+pub fn ws_subscribe_request(user: &User, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let key = &user.api_key;
+    let payload = format!("apiKey={key}&recvWindow={recv_window_ms}&timestamp={timestamp_ms}");
+    let signature = hmac_hex(&payload, &user.secret);
+    format!(
+        "{{\"id\":{id},\"method\":\"userDataStream.subscribe.signature\",\"params\":{{\"apiKey\":\"{key}\",\
+         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"signature\":\"{signature}\"}}}}"
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +206,82 @@ mod tests {
             .to_string();
         sign_into(&mut q, secret);
         assert!(q.ends_with("&signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"));
+    }
+
+    /// The parameters and signature of Binance's published WebSocket API
+    /// HMAC example: the payload as `ws_order_request` builds it must sign
+    /// to the published signature.
+    #[test]
+    fn ws_signature_matches_the_published_binance_example() {
+        let secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+        let payload = "apiKey=vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A\
+                       &newOrderRespType=ACK&price=52000.00&quantity=0.01000000&recvWindow=100&side=SELL\
+                       &symbol=BTCUSDT&timeInForce=GTC&timestamp=1645423376532&type=LIMIT";
+        assert_eq!(
+            hmac_hex(payload, secret),
+            "cc15477742bd704c29492d96c7ead9414dfd8e0ec4a00f947bb5bb454ddbd08a"
+        );
+    }
+
+    /// What the server signs: every parameter but `signature`, sorted by
+    /// name, `name=value` with the values as text.
+    fn server_payload(request: &str) -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(request).expect("request is JSON");
+        let params = v["params"].as_object().expect("params object");
+        let mut pairs: Vec<(String, String)> = params
+            .iter()
+            .filter(|(name, _)| name.as_str() != "signature")
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (name.clone(), text)
+            })
+            .collect();
+        pairs.sort();
+        let payload = pairs
+            .iter()
+            .map(|(n, t)| format!("{n}={t}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let signature = params["signature"].as_str().expect("signature").to_string();
+        (payload, signature)
+    }
+
+    #[test]
+    fn ws_requests_are_json_signed_over_their_sorted_params() {
+        let user = User {
+            id: 7,
+            shard: 0,
+            api_key: "7KEY".to_string(),
+            secret: "s3cret".to_string(),
+        };
+        let order = Order {
+            user: &user,
+            market: 0,
+            side: Side::Buy,
+        };
+        let request = ws_order_request(&order, 42, 1_700_000_000_000, 5000);
+        let v: serde_json::Value = serde_json::from_str(&request).expect("request is JSON");
+        assert_eq!(
+            (v["id"].as_u64(), v["method"].as_str()),
+            (Some(42), Some("order.place"))
+        );
+        assert_eq!(v["params"]["timestamp"].as_u64(), Some(1_700_000_000_000));
+        assert_eq!(v["params"]["price"].as_str(), Some("50000.00"));
+        let (payload, signature) = server_payload(&request);
+        assert_eq!(
+            payload,
+            "apiKey=7KEY&price=50000.00&quantity=0.00100&recvWindow=5000&side=BUY&symbol=BTCUSDT\
+             &timeInForce=GTC&timestamp=1700000000000&type=LIMIT"
+        );
+        assert_eq!(signature, hmac_hex(&payload, "s3cret"));
+
+        let request = ws_subscribe_request(&user, 3, 1_700_000_000_000, 60000);
+        let (payload, signature) = server_payload(&request);
+        assert_eq!(payload, "apiKey=7KEY&recvWindow=60000&timestamp=1700000000000");
+        assert_eq!(signature, hmac_hex(&payload, "s3cret"));
     }
 
     #[test]

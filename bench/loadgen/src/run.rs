@@ -13,6 +13,15 @@
 //!
 //! The run is bounded: no pair is started after the duration, and a
 //! connection that is still behind `RUN_OVERRUN_MS_MAX` after the end stops.
+//!
+//! `Rate::Max` drops the schedule: each connection sends its next request
+//! as soon as it has the answer to the last, so the run measures the most
+//! the server answers with this many requests in flight. Latency is then
+//! the round trip itself, and the warm-up and the end are wall-clock times.
+//!
+//! `Api::Ws` sends the same pairs as `order.place` over the WebSocket API
+//! instead, one connection per user (see `wsapi`); both report through
+//! [`Tally`] and [`summarize`], so their figures mean the same thing.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -22,7 +31,9 @@ use hdrhistogram::Histogram;
 
 use crate::http::Client;
 use crate::orders::{now_ms, order_body, Plan};
+use crate::procfs;
 use crate::users::User;
+use crate::wsapi;
 
 /// Connections (threads) a run may open.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -38,25 +49,80 @@ const LATENCY_US_MAX: u64 = 60_000_000;
 /// Time the threads get to connect before the common start.
 const START_DELAY_MS: u64 = 200;
 
-pub struct Settings {
-    pub target: String,
-    pub rate_per_s: u64,
-    pub duration_s: u64,
-    pub warmup_s: u64,
-    pub connections: usize,
-    pub recv_window_ms: u64,
+/// Which API the orders go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /api/v3/order`, one request in flight per connection.
+    Rest,
+    /// `order.place` on `/ws-api/v3`, one connection per user, pipelined.
+    Ws,
 }
 
-/// What one connection saw in the measured window.
-struct Tally {
-    latency_us: Histogram<u64>,
-    ok: u64,
-    rejected: u64,
-    failed: u64,
-    filled: u64,
-    first_problem: Option<String>,
-    last_done: Option<Instant>,
-    abandoned: u64,
+/// How fast orders are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    /// Orders per second, evenly spaced, latency from the intended time.
+    PerS(u64),
+    /// As fast as answers free room for the next request.
+    Max,
+}
+
+impl Rate {
+    /// The offset of order `n` of the whole run from its start, or `None`
+    /// when there is no schedule.
+    pub fn offset(self, n: u64) -> Option<Duration> {
+        match self {
+            Rate::PerS(rate) => Some(Duration::from_nanos((n as u128 * 1_000_000_000 / rate as u128) as u64)),
+            Rate::Max => None,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Rate::PerS(rate) => format!("intended {rate} orders/s"),
+            Rate::Max => "as fast as answered (no schedule)".to_string(),
+        }
+    }
+}
+
+pub struct Settings {
+    pub api: Api,
+    pub target: String,
+    pub rate: Rate,
+    pub duration_s: u64,
+    pub warmup_s: u64,
+    /// REST: connections (threads). WebSocket API: unused, one per user.
+    pub connections: usize,
+    pub recv_window_ms: u64,
+    /// WebSocket API: threads the connections are shared among.
+    pub threads: usize,
+    /// WebSocket API: requests in flight on one connection at most.
+    pub window: usize,
+    /// WebSocket API: whether answers carry `rateLimits` (the URL's
+    /// `returnRateLimits`).
+    pub return_rate_limits: bool,
+}
+
+impl Settings {
+    /// Time after the scheduled end a lagging sender still gets to finish.
+    pub fn overrun(&self) -> Duration {
+        Duration::from_millis(RUN_OVERRUN_MS_MAX)
+    }
+}
+
+/// What one connection (or WebSocket API thread) saw in the measured
+/// window.
+pub struct Tally {
+    pub latency_us: Histogram<u64>,
+    pub ok: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub filled: u64,
+    pub first_problem: Option<String>,
+    pub last_done: Option<Instant>,
+    /// REST: connections that stopped behind schedule. WebSocket API:
+    /// requests left unanswered (or unsent while due) at the hard end.
+    pub abandoned: u64,
 }
 
 pub struct Summary {
@@ -64,6 +130,20 @@ pub struct Summary {
 }
 
 pub fn run(settings: &Settings, users: &[User]) -> Summary {
+    let ticks_before = procfs::own_cpu_ticks();
+    let (total, start, connect_errors) = match settings.api {
+        Api::Rest => run_rest(settings, users),
+        Api::Ws => wsapi::run(settings, users),
+    };
+    // The generator shares the cores with the server; what it used is part
+    // of reading any figure of a two-core run.
+    let own_cpu_s = ticks_before
+        .zip(procfs::own_cpu_ticks())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / procfs::ticks_per_s() as f64);
+    summarize(settings, users.len(), &total, start, &connect_errors, own_cpu_s)
+}
+
+fn run_rest(settings: &Settings, users: &[User]) -> (Tally, Instant, Vec<String>) {
     let users: Arc<Vec<User>> = Arc::new(users.to_vec());
     let conns = settings.connections;
     let barrier = Arc::new(Barrier::new(conns + 1));
@@ -73,7 +153,7 @@ pub fn run(settings: &Settings, users: &[User]) -> Summary {
         let (users, barrier, start_cell) = (Arc::clone(&users), Arc::clone(&barrier), Arc::clone(&start_cell));
         let target = settings.target.clone();
         let (rate, duration_s, warmup_s, conns_u64, rw) = (
-            settings.rate_per_s,
+            settings.rate,
             settings.duration_s,
             settings.warmup_s,
             conns as u64,
@@ -114,7 +194,7 @@ pub fn run(settings: &Settings, users: &[User]) -> Summary {
             Err(_) => connect_errors.push("a connection thread panicked".to_string()),
         }
     }
-    summarize(settings, &total, start, &connect_errors)
+    (total, start, connect_errors)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -124,7 +204,7 @@ fn connection(
     plan: &Plan,
     c: u64,
     conns: u64,
-    rate: u64,
+    rate: Rate,
     start: Instant,
     warmup_s: u64,
     duration_s: u64,
@@ -136,8 +216,11 @@ fn connection(
     let hard_end = start + end + Duration::from_millis(RUN_OVERRUN_MS_MAX);
     let mut i: u64 = 0;
     loop {
-        // Intended time of request i: (c + i·conns) / rate seconds after start.
-        let offset = Duration::from_nanos(((c + i * conns) as u128 * 1_000_000_000 / rate as u128) as u64);
+        // Intended time of request i: (c + i·conns) / rate seconds after
+        // start; without a schedule, now (but not before the start).
+        let offset = rate
+            .offset(c + i * conns)
+            .unwrap_or_else(|| Instant::now().saturating_duration_since(start));
         // Stop only between pairs, so that no SELL is left without its BUY.
         if offset >= end && i % 2 == 0 {
             break;
@@ -165,23 +248,12 @@ fn connection(
         let measured = offset >= measure_from;
         match result {
             Ok(resp) if measured => {
-                let us = (done - intended).as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
-                tally
-                    .latency_us
-                    .record(us.max(1))
-                    .expect("latency is clamped to the histogram's range");
-                tally.last_done = Some(done);
-                if resp.status == 200 {
-                    tally.ok += 1;
-                    if contains(&resp.body, b"\"status\":\"FILLED\"") {
-                        tally.filled += 1;
-                    }
-                } else {
-                    tally.rejected += 1;
+                if resp.status != 200 {
                     tally.first_problem.get_or_insert_with(|| {
                         format!("status {}: {}", resp.status, String::from_utf8_lossy(&resp.body))
                     });
                 }
+                tally.answer(intended, done, resp.status == 200, &resp.body);
             }
             Ok(_) => {}
             Err(e) => {
@@ -210,7 +282,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub fn new() -> Tally {
         Tally {
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds are valid"),
             ok: 0,
@@ -223,7 +295,7 @@ impl Tally {
         }
     }
 
-    fn merge(&mut self, other: Tally) {
+    pub fn merge(&mut self, other: Tally) {
         self.latency_us
             .add(&other.latency_us)
             .expect("histograms have the same bounds");
@@ -237,9 +309,35 @@ impl Tally {
         }
         self.last_done = self.last_done.max(other.last_done);
     }
+
+    /// Counts one answer of the measured window.
+    pub fn answer(&mut self, intended: Instant, done: Instant, ok: bool, body: &[u8]) {
+        let us = (done - intended).as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+        self.latency_us
+            .record(us.max(1))
+            .expect("latency is clamped to the histogram's range");
+        self.last_done = Some(done);
+        if ok {
+            self.ok += 1;
+            if contains(body, b"\"status\":\"FILLED\"") {
+                self.filled += 1;
+            }
+        } else {
+            self.rejected += 1;
+            self.first_problem
+                .get_or_insert_with(|| String::from_utf8_lossy(body).into_owned());
+        }
+    }
 }
 
-fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[String]) -> Summary {
+fn summarize(
+    settings: &Settings,
+    users: usize,
+    t: &Tally,
+    start: Instant,
+    connect_errors: &[String],
+    own_cpu_s: Option<f64>,
+) -> Summary {
     let measured_from = start + Duration::from_secs(settings.warmup_s);
     let answered = t.ok + t.rejected;
     // Achieved rate: answers in the measured window over the time from the
@@ -253,13 +351,37 @@ fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[S
     let h = &t.latency_us;
     let q = |p: f64| h.value_at_quantile(p);
     let mut text = String::new();
+    let (what, abandoned, api) = match settings.api {
+        Api::Rest => (
+            format!(
+                "POST /api/v3/order crossing pairs to {}, {} connections",
+                settings.target, settings.connections
+            ),
+            "abandoned connections",
+            "rest",
+        ),
+        Api::Ws => (
+            format!(
+                "order.place crossing pairs over {}{}, {users} connections (one per user) on {} threads, \
+                 at most {} requests in flight per connection, rateLimits {}",
+                settings.target,
+                wsapi::path(settings.return_rate_limits),
+                settings.threads,
+                settings.window,
+                if settings.return_rate_limits { "on" } else { "off" }
+            ),
+            "abandoned requests",
+            "ws",
+        ),
+    };
     text.push_str(&format!(
-        "loadgen run: POST /api/v3/order crossing pairs to {}, {} connections, intended {} orders/s for {} s \
-         after {} s warm-up\n",
-        settings.target, settings.connections, settings.rate_per_s, settings.duration_s, settings.warmup_s
+        "loadgen run: {what}, {} for {} s after {} s warm-up\n",
+        settings.rate.describe(),
+        settings.duration_s,
+        settings.warmup_s
     ));
     text.push_str(&format!(
-        "answers: {answered} (200: {}, other status: {}), failed requests: {}, abandoned connections: {}\n",
+        "answers: {answered} (200: {}, other status: {}), failed requests: {}, {abandoned}: {}\n",
         t.ok, t.rejected, t.failed, t.abandoned
     ));
     text.push_str(&format!(
@@ -267,8 +389,12 @@ fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[S
         t.filled, t.ok
     ));
     text.push_str(&format!("achieved: {achieved:.0} orders/s over {elapsed:.2} s\n"));
+    let from = match settings.rate {
+        Rate::PerS(_) => "intended send time",
+        Rate::Max => "send time (no schedule: the round trip)",
+    };
     text.push_str(&format!(
-        "latency from intended send time, µs: p50 {} p90 {} p99 {} p99.9 {} max {} (n {})\n",
+        "latency from {from}, µs: p50 {} p90 {} p99 {} p99.9 {} max {} (n {})\n",
         q(0.5),
         q(0.9),
         q(0.99),
@@ -276,6 +402,11 @@ fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[S
         h.max(),
         h.len()
     ));
+    if let Some(cpu_s) = own_cpu_s {
+        text.push_str(&format!(
+            "load generator CPU: {cpu_s:.2} s over the whole run (warm-up and connecting included)\n"
+        ));
+    }
     if let Some(p) = &t.first_problem {
         text.push_str(&format!("first problem: {p}\n"));
     }
@@ -284,8 +415,11 @@ fn summarize(settings: &Settings, t: &Tally, start: Instant, connect_errors: &[S
     }
     text.push_str(&format!(
         "RESULT rate={} achieved={achieved:.0} ok={} rejected={} failed={} filled={} p50_us={} p90_us={} \
-         p99_us={} p999_us={} max_us={}\n",
-        settings.rate_per_s,
+         p99_us={} p999_us={} max_us={} api={api}\n",
+        match settings.rate {
+            Rate::PerS(rate) => rate.to_string(),
+            Rate::Max => "max".to_string(),
+        },
         t.ok,
         t.rejected,
         t.failed + connect_errors.len() as u64,

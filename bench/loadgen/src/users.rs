@@ -15,9 +15,10 @@ use tradsys_engine::account::owner_of;
 
 use crate::http::Client;
 
-/// Users the setup creates at most before it gives up trying to fill both
-/// shards (ownership is a hash, so a few extra are normal, hundreds are not).
-const SETUP_USERS_CREATED_MAX: usize = 4096;
+/// Users the setup creates at most before it gives up trying to fill every
+/// shard, beyond those it needs (ownership is a hash, so extra users are
+/// normal, but not more than the needed ones again plus this).
+const SETUP_USERS_EXTRA_MAX: usize = 4096;
 
 /// Deposits every benchmark user gets: enough for hours of trading at the
 /// prices and quantities of `orders::MARKETS`.
@@ -38,14 +39,15 @@ pub struct User {
 }
 
 /// Creates users until each of the `shards` shards owns `per_shard` of
-/// them; users beyond that are left unused (and unfunded).
-pub fn setup(admin: &str, token: &str, shards: u32, per_shard: usize) -> io::Result<Vec<User>> {
+/// them; users beyond that are left unused (and unfunded). Users that will
+/// not trade (`fund` false) get a key but no deposits.
+pub fn setup(admin: &str, token: &str, shards: u32, per_shard: usize, fund: bool) -> io::Result<Vec<User>> {
     let mut client = Client::connect(admin)?;
     let mut counts = vec![0usize; shards as usize];
     let mut users = Vec::new();
     let mut created = 0;
     while counts.iter().any(|&c| c < per_shard) {
-        if created >= SETUP_USERS_CREATED_MAX {
+        if created >= 2 * per_shard * shards as usize + SETUP_USERS_EXTRA_MAX {
             return Err(io::Error::other("too many users created without filling every shard"));
         }
         created += 1;
@@ -63,7 +65,8 @@ pub fn setup(admin: &str, token: &str, shards: u32, per_shard: usize) -> io::Res
             continue;
         }
         counts[shard as usize] += 1;
-        for (asset, amount) in DEPOSITS {
+        let deposits: &[(&str, &str)] = if fund { &DEPOSITS } else { &[] };
+        for (asset, amount) in deposits {
             let body = format!("{{\"asset\":\"{asset}\",\"amount\":\"{amount}\"}}");
             admin_post(&mut client, token, &format!("/admin/v1/users/{id}/deposits"), &body)?;
         }

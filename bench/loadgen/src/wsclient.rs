@@ -1,7 +1,7 @@
-//! The client side of a WebSocket stream connection, for the stream
-//! benchmarks (`wsidle`, `wsfanout`): the opening handshake, frame
-//! decoding, masked control frames, and a thin epoll wrapper so that one
-//! thread can hold thousands of connections.
+//! The client side of a WebSocket connection, for the stream benchmarks
+//! (`wsidle`, `wsfanout`) and the WebSocket API's (`wsapi`): the opening
+//! handshake, frame decoding, masked frames, and a thin epoll wrapper so
+//! that one thread can hold thousands of connections.
 //!
 //! Connections are opened in batches: every connection of a batch sends
 //! its upgrade request before any answer is read, so opening 18,000 of
@@ -9,8 +9,9 @@
 //! a socket is non-blocking and read only when epoll says so.
 //!
 //! Server frames are never masked (RFC 6455 §5.1); the frames this client
-//! sends (pong, close) are masked with an all-zero key, which is a valid
-//! key and leaves the payload as it is.
+//! sends (pong, close, and the WebSocket API's text requests) are masked
+//! with an all-zero key, which is a valid key and leaves the payload as it
+//! is.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -212,6 +213,51 @@ pub fn next_frame(buf: &[u8]) -> Option<(Frame<'_>, usize)> {
     Some((frame, head + len))
 }
 
+/// Appends a masked text frame carrying `payload` to `out` (a request of
+/// the WebSocket API; a client must mask every frame it sends).
+pub fn push_text_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let len = payload.len();
+    out.push(0x81);
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+}
+
+/// Writes all of `buf` to a non-blocking socket, waiting for room when the
+/// kernel's buffer is full (at most `HANDSHAKE_TIMEOUT_MS` per wait).
+pub fn write_all(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match stream.write(&buf[at..]) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fd = libc::pollfd {
+                    fd: stream.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                let rc = unsafe { libc::poll(&mut fd, 1, HANDSHAKE_TIMEOUT_MS as i32) };
+                if rc == 0 {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "socket not writable"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A masked pong carrying `payload` (at most 125 bytes, as pings are).
 pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
     let len = payload.len().min(125);
@@ -312,6 +358,23 @@ mod tests {
         match next_frame(&[0x89, 0]) {
             Some((Frame::Ping(p), 2)) => assert!(p.is_empty()),
             _ => panic!("ping frame"),
+        }
+    }
+
+    #[test]
+    fn text_frames_are_masked_in_every_length_form() {
+        let table: &[(usize, &[u8])] = &[
+            (3, &[0x81, 0x83, 0, 0, 0, 0]),
+            (125, &[0x81, 0x80 | 125, 0, 0, 0, 0]),
+            (126, &[0x81, 0x80 | 126, 0, 126, 0, 0, 0, 0]),
+            (70_000, &[0x81, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70, 0, 0, 0, 0]),
+        ];
+        for &(len, head) in table {
+            let payload = vec![b'x'; len];
+            let mut frame = Vec::new();
+            push_text_frame(&mut frame, &payload);
+            assert_eq!(&frame[..head.len()], head, "{len}");
+            assert_eq!(frame.len(), head.len() + len, "{len}");
         }
     }
 

@@ -15,11 +15,25 @@
 //! The requested stream is probed first; if the server does not serve it
 //! (for instance `@ticker` on a server that predates it), `fallback` is
 //! measured instead and the output says so.
+//!
+//! With `wsapi` users, the connections go to the WebSocket API
+//! (`/ws-api/v3`) instead, and each makes one user data subscription with
+//! `userDataStream.subscribe.signature` (HMAC-signed, which Binance allows
+//! for any key type), connection `i` for user `i mod users`; every answer
+//! must be 200 before the connection counts as open. This is the idle
+//! session of a client that follows its account. A session logged on with
+//! `session.logon` (Ed25519 keys only) and subscribed with
+//! `userDataStream.subscribe` holds the same state plus the logged-on key
+//! (one heap copy of the API key), so this figure plus the key's
+//! allocation is that session's.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::orders::{now_ms, ws_subscribe_request, RECV_WINDOW_MS_MAX};
 use crate::procfs;
+use crate::users::User;
+use crate::wsapi;
 use crate::wsclient::{self, Conn, Epoll, Gone};
 
 /// Connections one run may open: the file limit here is 20,000 per
@@ -35,6 +49,9 @@ const READ_SCRATCH_BYTES: usize = 64 * 1024;
 const OPEN_POLL_EVERY_COUNT: usize = 1000;
 /// Ready fds one epoll_wait returns at most.
 const EPOLL_EVENTS_MAX: usize = 1024;
+/// How long a batch of WebSocket API connections may take to have all its
+/// subscriptions answered.
+const SUBSCRIBE_TIMEOUT_MS: u64 = 30_000;
 
 pub struct Settings {
     pub target: String,
@@ -44,6 +61,11 @@ pub struct Settings {
     pub fallback: Option<String>,
     pub settle_s: u64,
     pub hold_s: u64,
+    /// Some: WebSocket API connections, each subscribed to one of these
+    /// users' data streams; `stream` and `fallback` are then unused.
+    pub wsapi: Option<Vec<User>>,
+    /// WebSocket API: the URL's `returnRateLimits`.
+    pub return_rate_limits: bool,
 }
 
 /// Machine and server memory at one moment.
@@ -66,7 +88,15 @@ fn sample(pid: u32) -> Sample {
 }
 
 pub fn run(s: &Settings) -> Result<String, String> {
-    let (path, mut text) = if s.stream == NO_STREAM {
+    let (path, mut text) = if let Some(users) = &s.wsapi {
+        let path = wsapi::path(s.return_rate_limits).to_string();
+        let distinct = users.len().min(s.conns);
+        let text = format!(
+            "connections measured: {path}, each with one userDataStream.subscribe.signature \
+             (connection i for user i mod {distinct})\n"
+        );
+        (path, text)
+    } else if s.stream == NO_STREAM {
         (
             "/ws".to_string(),
             "stream measured: none (/ws without a subscription)\n".to_string(),
@@ -86,10 +116,14 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let epoll = Epoll::new().map_err(|e| e.to_string())?;
     let mut tally = Tally::default();
     let mut conns = Vec::with_capacity(s.conns);
-    open_polled(&s.target, &path, half, &epoll, &mut conns, &mut tally)?;
+    let open = |count: usize, conns: &mut Vec<Conn>, tally: &mut Tally| match &s.wsapi {
+        Some(users) => open_subscribed(&s.target, &path, users, count, &epoll, conns, tally),
+        None => open_polled(&s.target, &path, count, &epoll, conns, tally),
+    };
+    open(half, &mut conns, &mut tally)?;
     hold(&epoll, &mut conns, Duration::from_secs(1), &mut tally)?;
     let at_half = sample(s.server_pid);
-    open_polled(&s.target, &path, s.conns - half, &epoll, &mut conns, &mut tally)?;
+    open(s.conns - half, &mut conns, &mut tally)?;
     text.push_str(&format!(
         "opened {} connections in {:.2} s (a 1 s pause after the first {half})\n",
         conns.len(),
@@ -116,6 +150,18 @@ pub fn run(s: &Settings) -> Result<String, String> {
         &mut tally,
     )?;
     let held = sample(s.server_pid);
+    if s.wsapi.is_some() {
+        text.push_str(&format!(
+            "subscriptions: {} answered 200, {} refused{}\n",
+            tally.answers_ok,
+            tally.answers_refused,
+            tally
+                .first_refused
+                .as_deref()
+                .map(|r| format!(" (first: {r})"))
+                .unwrap_or_default()
+        ));
+    }
     text.push_str(&report(s, &before, &settled, &format!("after {} s", s.settle_s), false));
     text.push_str(&report(s, &before, &held, &format!("after {} s", s.hold_s), true));
     text.push_str(&format!(
@@ -148,9 +194,72 @@ fn choose_stream(s: &Settings) -> Result<String, String> {
 /// What the held connections saw.
 #[derive(Default)]
 pub struct Tally {
+    /// Text frames other than WebSocket API answers (stream events).
     pub texts: u64,
     pub gone: u64,
     pub first_gone: Option<String>,
+    /// WebSocket API answers with status 200, and with any other.
+    pub answers_ok: u64,
+    pub answers_refused: u64,
+    pub first_refused: Option<String>,
+}
+
+impl Tally {
+    fn count_text(&mut self, text: &[u8]) {
+        match wsapi::answer_head(text) {
+            Some((_, 200)) => self.answers_ok += 1,
+            Some(_) => {
+                self.answers_refused += 1;
+                self.first_refused
+                    .get_or_insert_with(|| String::from_utf8_lossy(text).into_owned());
+            }
+            None => self.texts += 1,
+        }
+    }
+}
+
+/// Opens `count` more WebSocket API connections as [`open_polled`] does,
+/// and has each make one user data subscription, batch by batch; a batch
+/// whose answers have not all come within `SUBSCRIBE_TIMEOUT_MS`, or any
+/// refused subscription, ends the run with an error.
+fn open_subscribed(
+    target: &str,
+    path: &str,
+    users: &[User],
+    count: usize,
+    epoll: &Epoll,
+    conns: &mut Vec<Conn>,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let goal = conns.len() + count;
+    while conns.len() < goal {
+        let first = conns.len();
+        let batch = (goal - first).min(OPEN_POLL_EVERY_COUNT);
+        open_polled(target, path, batch, epoll, conns, tally)?;
+        let mut frame = Vec::with_capacity(512);
+        for (i, conn) in conns.iter_mut().enumerate().skip(first) {
+            let user = &users[i % users.len()];
+            let request = ws_subscribe_request(user, i as u64, now_ms(), RECV_WINDOW_MS_MAX);
+            frame.clear();
+            wsclient::push_text_frame(&mut frame, request.as_bytes());
+            wsclient::write_all(&mut conn.stream, &frame).map_err(|e| format!("connection {i}: {e}"))?;
+        }
+        let deadline = Instant::now() + Duration::from_millis(SUBSCRIBE_TIMEOUT_MS);
+        while tally.answers_ok + tally.answers_refused < conns.len() as u64 && Instant::now() < deadline {
+            hold(epoll, conns, Duration::from_millis(10), tally)?;
+        }
+        if let Some(refused) = &tally.first_refused {
+            return Err(format!("a subscription was refused: {refused}"));
+        }
+        if tally.answers_ok < conns.len() as u64 {
+            return Err(format!(
+                "{} of {} subscriptions answered within {SUBSCRIBE_TIMEOUT_MS} ms",
+                tally.answers_ok,
+                conns.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Opens `count` more connections in batches, answering the server's
@@ -191,8 +300,8 @@ fn hold(epoll: &Epoll, conns: &mut [Conn], span: Duration, tally: &mut Tally) ->
             .map_err(|e| e.to_string())?;
         for &token in &tokens {
             let conn = &mut conns[token as usize];
-            match conn.read_frames(&mut scratch, |_| {}) {
-                Ok(n) => tally.texts += n as u64,
+            match conn.read_frames(&mut scratch, |text| tally.count_text(text)) {
+                Ok(_) => {}
                 Err(gone) => {
                     epoll.remove(&conn.stream);
                     tally.gone += 1;
@@ -255,11 +364,16 @@ fn report(s: &Settings, before: &Sample, with: &Sample, when: &str, result: bool
         ));
         text.push_str(&format!(
             "RESULT conns={} rss_per_conn={} tcp_mem_per_conn={} slab_per_conn={} proj_user_gib={user:.2} \
-             proj_kernel_gib={kernel:.2}\n",
+             proj_kernel_gib={kernel:.2} kind={}\n",
             s.conns,
             show(rss),
             show(tcp),
-            show(slab)
+            show(slab),
+            match (&s.wsapi, s.stream.as_str()) {
+                (Some(_), _) => "wsapi",
+                (None, NO_STREAM) => "bare",
+                (None, _) => "stream",
+            }
         ));
     }
     text
