@@ -22,7 +22,10 @@ use crate::endpoint::Endpoint;
 use crate::http::HttpError;
 use crate::json::JsonWriter;
 use crate::limits::RateLimits;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use tradsys_engine::order::UserId;
 
 /// Weight of the session and user-data methods, as Binance counts them.
@@ -97,7 +100,9 @@ pub(crate) struct WsRequest {
     /// The request's `id`, rendered as JSON to echo back.
     pub(crate) id: String,
     pub(crate) method: WsMethod,
-    pub(crate) params: Map<String, Value>,
+    /// Each parameter's JSON text exactly as sent: a signature covers the
+    /// values as the client wrote them (`5e-05` stays `5e-05`).
+    pub(crate) params: BTreeMap<String, Box<RawValue>>,
 }
 
 /// A frame that is not a request this API serves: the `id` to answer with
@@ -108,33 +113,41 @@ pub(crate) struct Rejected {
     pub(crate) error: HttpError,
 }
 
+/// A frame's fields; anything else in it is ignored, as Binance does.
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    method: Value,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+}
+
 /// Decodes a request frame. `id` must be an integer, a string or null, as
 /// Binance allows; `params`, when present, an object.
 pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
-    let null = || "null".to_string();
-    let mut value: Value = serde_json::from_str(text).map_err(|_| Rejected {
-        id: null(),
+    let invalid = || Rejected {
+        id: "null".to_string(),
         error: HttpError::new(400, binance::INVALID_JSON, "Invalid JSON Request"),
-    })?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(Rejected {
-            id: null(),
-            error: HttpError::new(400, binance::INVALID_JSON, "Invalid JSON Request"),
-        });
     };
-    let id = object.remove("id").unwrap_or(Value::Null);
-    let id = match id {
-        Value::Null | Value::String(_) => id.to_string(),
-        Value::Number(ref n) if n.is_i64() || n.is_u64() => id.to_string(),
+    // serde would also read a struct from an array; a request is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(invalid());
+    }
+    let frame: Frame = serde_json::from_str(text).map_err(|_| invalid())?;
+    let id = match frame.id {
+        Value::Null | Value::String(_) => frame.id.to_string(),
+        Value::Number(ref n) if n.is_i64() || n.is_u64() => frame.id.to_string(),
         _ => {
             return Err(Rejected {
-                id: null(),
+                id: "null".to_string(),
                 error: mandatory("id"),
             })
         }
     };
-    let name = match object.get("method") {
-        Some(Value::String(name)) => name.as_str(),
+    let name = match &frame.method {
+        Value::String(name) => name.as_str(),
         _ => {
             return Err(Rejected {
                 id,
@@ -146,17 +159,16 @@ pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
         let error = HttpError::new(400, binance::UNSUPPORTED_OPERATION, format!("Unknown method '{name}'."));
         return Err(Rejected { id, error });
     };
-    let params = match object.remove("params") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(params)) => params,
-        Some(_) => {
-            let error = HttpError::new(
+    let params = match frame.params.as_deref().map(RawValue::get) {
+        None | Some("null") => BTreeMap::new(),
+        Some(raw) => serde_json::from_str(raw).map_err(|_| Rejected {
+            id: id.clone(),
+            error: HttpError::new(
                 400,
                 binance::INVALID_JSON,
                 "JSON sent for parameter 'params' is not valid",
-            );
-            return Err(Rejected { id, error });
-        }
+            ),
+        })?,
     };
     Ok(WsRequest { id, method, params })
 }
@@ -189,7 +201,10 @@ pub(crate) struct Translated {
 /// and LONG as numbers); an array (`symbols`) becomes its JSON text, as
 /// REST takes it; `null` counts as not sent. `params_count_max` bounds them
 /// as it bounds a query string.
-pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) -> Result<Translated, HttpError> {
+pub(crate) fn translate(
+    params: &BTreeMap<String, Box<RawValue>>,
+    params_count_max: usize,
+) -> Result<Translated, HttpError> {
     if params.len() > params_count_max {
         return Err(HttpError::new(
             400,
@@ -200,16 +215,13 @@ pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) ->
     let mut out = Translated::default();
     let mut signed: Vec<(&str, String)> = Vec::with_capacity(params.len());
     for (name, value) in params {
-        let text = match value {
-            Value::Null => continue,
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Array(_) => value.to_string(),
-            Value::Object(_) => {
-                let msg = format!("JSON sent for parameter '{name}' is not valid");
-                return Err(HttpError::new(400, binance::INVALID_JSON, msg));
-            }
+        let raw = value.get();
+        let text = match raw.as_bytes().first() {
+            Some(b'n') => continue,
+            Some(b'"') => serde_json::from_str::<String>(raw).map_err(|_| not_json(name))?,
+            Some(b'{') => return Err(not_json(name)),
+            // Numbers, booleans and arrays: the text as sent.
+            _ => raw.to_string(),
         };
         match name.as_str() {
             "signature" => {
@@ -217,8 +229,8 @@ pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) ->
                 continue;
             }
             "apiKey" => out.api_key = Some(text.clone()),
-            "returnRateLimits" => match value {
-                Value::Bool(b) => out.return_rate_limits = Some(*b),
+            "returnRateLimits" => match raw {
+                "true" | "false" => out.return_rate_limits = Some(raw == "true"),
                 _ => {
                     let msg = "Illegal characters found in parameter 'returnRateLimits'; legal range is 'true, false'.";
                     return Err(HttpError::new(400, binance::ILLEGAL_CHARS, msg));
@@ -235,6 +247,8 @@ pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) ->
         }
         signed.push((name, text));
     }
+    // A BTreeMap's order is already by name; sorting says what the
+    // signature needs rather than relying on that.
     signed.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (i, (name, text)) in signed.iter().enumerate() {
         if i > 0 {
@@ -245,6 +259,14 @@ pub(crate) fn translate(params: &Map<String, Value>, params_count_max: usize) ->
         out.payload.extend_from_slice(text.as_bytes());
     }
     Ok(out)
+}
+
+fn not_json(name: &str) -> HttpError {
+    HttpError::new(
+        400,
+        binance::INVALID_JSON,
+        format!("JSON sent for parameter '{name}' is not valid"),
+    )
 }
 
 /// Escapes everything but RFC 3986's unreserved characters, so that
@@ -543,6 +565,21 @@ mod tests {
         assert_eq!(
             (t.api_key.as_deref(), t.signature.as_deref(), t.return_rate_limits),
             (Some("KEY"), Some("abc"), Some(false))
+        );
+    }
+
+    #[test]
+    fn numbers_are_signed_as_sent() {
+        let request = parse(r#"{"id":1,"method":"order.place","params":{"quantity":5e-05,"price": 1.50 ,"x":true}}"#)
+            .expect("request");
+        let t = translate(&request.params, 10).expect("translated");
+        assert_eq!(
+            String::from_utf8(t.payload).expect("utf8"),
+            "price=1.50&quantity=5e-05&x=true"
+        );
+        assert_eq!(
+            String::from_utf8(t.query).expect("utf8"),
+            "price=1.50&quantity=5e-05&x=true"
         );
     }
 

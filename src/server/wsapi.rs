@@ -322,6 +322,13 @@ impl Session {
         logon: bool,
     ) -> Result<Vec<u8>, HttpError> {
         if self.subscriptions.iter().any(|s| s.user == user) {
+            // The key and signature are checked first, as for any request:
+            // only a request that would have subscribed hears "active".
+            let check = Authorize {
+                attach_to: None,
+                ..request
+            };
+            authorize(shard, check).await?;
             return Err(HttpError::new(
                 400,
                 binance::SUBSCRIPTION_ACTIVE,

@@ -46,6 +46,10 @@ pub(crate) const PONG_TIMEOUT_MS: u64 = 60_000;
 pub(crate) const WS_MESSAGES_PER_SECOND_MAX: u32 = 5;
 /// The WebSocket API's path.
 pub(crate) const WS_API_PATH: &str = "/ws-api/v3";
+/// What a WebSocket API connection takes from its socket in one go once
+/// a read filled the chunk, and in steps of how much.
+const WS_API_READ_BYTES_MAX: usize = 64 * 1024;
+const WS_API_READ_STEP_BYTES: usize = 16 * 1024;
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
 
@@ -296,6 +300,9 @@ impl WsConn<'_> {
                 Wake::Read(Ok(0)) => Err(End::Gone),
                 Wake::Read(Ok(n)) => {
                     self.read.extend_from_slice(&chunk[..n]);
+                    if n == chunk.len() && self.session.is_some() {
+                        self.read_available(stream);
+                    }
                     self.shard.metrics_mut().bytes_received += n as u64;
                     Ok(())
                 }
@@ -306,6 +313,36 @@ impl WsConn<'_> {
             };
             if let Err(end) = step {
                 return end;
+            }
+        }
+    }
+
+    /// Takes whatever else the socket holds now, up to
+    /// `WS_API_READ_BYTES_MAX`, without waiting: the requests a WebSocket
+    /// API client pipelined are then answered after one durable commit
+    /// rather than one commit per read chunk.
+    fn read_available(&mut self, stream: &TcpStream) {
+        use std::os::fd::AsRawFd;
+        while self.read.len() < WS_API_READ_BYTES_MAX {
+            let start = self.read.len();
+            let room = (WS_API_READ_BYTES_MAX - start).min(WS_API_READ_STEP_BYTES);
+            self.read.resize(start + room, 0);
+            // SAFETY: the pointer and length describe the tail just
+            // resized; MSG_DONTWAIT never blocks, and no other read of this
+            // socket is in flight (the connection's task is here).
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    self.read[start..].as_mut_ptr().cast(),
+                    room,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let got = usize::try_from(n).unwrap_or(0);
+            self.read.truncate(start + got);
+            self.shard.metrics_mut().bytes_received += got as u64;
+            if got < room {
+                return;
             }
         }
     }
@@ -363,10 +400,13 @@ impl WsConn<'_> {
     /// changed is durable, then leave together, in order.
     async fn handle_buffered(&mut self) -> Result<(), End> {
         let mut answers = Vec::new();
+        // Consumed messages are dropped from the buffer once, at the end:
+        // a read may hold a hundred pipelined requests.
+        let mut start = 0;
         let ended = loop {
             let mut buf = std::mem::take(&mut self.read);
-            let step = self.next_request(&mut buf);
-            self.read = if buf.is_empty() { Vec::new() } else { buf };
+            let step = self.next_request(&mut buf, &mut start);
+            self.read = buf;
             match step {
                 Ok(Step::Request(text)) => match self.session.as_mut() {
                     Some(session) => answers.push(session.request(self.shard, &self.out, &text).await),
@@ -382,6 +422,11 @@ impl WsConn<'_> {
                 Err(end) => break Err(end),
             }
         };
+        self.read.drain(..start);
+        if self.read.is_empty() {
+            // An idle connection holds no read buffer.
+            self.read = Vec::new();
+        }
         if self.session.as_mut().is_some_and(|s| s.take_unsettled()) {
             self.shard.settle().await;
         }
@@ -397,12 +442,12 @@ impl WsConn<'_> {
         ended
     }
 
-    /// Reads one message from the front of `buf` and drops its bytes.
-    fn next_request(&mut self, buf: &mut Vec<u8>) -> Result<Step, End> {
-        if buf.is_empty() {
+    /// Reads one message from `buf` at `start` and moves `start` past it.
+    fn next_request(&mut self, buf: &mut [u8], start: &mut usize) -> Result<Step, End> {
+        if *start == buf.len() {
             return Ok(Step::NeedMore);
         }
-        let read = self.reader.read(buf, &self.limits).map_err(close_for)?;
+        let read = self.reader.read(&mut buf[*start..], &self.limits).map_err(close_for)?;
         let consumed = read.consumed;
         let step = match read.message {
             Some(message) => match self.on_message(message)? {
@@ -412,7 +457,7 @@ impl WsConn<'_> {
             None if consumed > 0 => Step::Again,
             None => Step::NeedMore,
         };
-        buf.drain(..consumed);
+        *start += consumed;
         Ok(step)
     }
 

@@ -869,6 +869,9 @@ impl Trading {
         // its last trade; Binance reports both in one executionReport.
         match trade {
             None if view.status == OrderStatus::Filled => return,
+            // A taker that traded part and rests the rest: its trades were
+            // reported; resting is no news (Binance sends nothing more).
+            None if view.status == OrderStatus::PartiallyFilled => return,
             Some(_) if view.orig_qty.0 > 0 && view.executed_qty >= view.orig_qty => view.status = OrderStatus::Filled,
             _ => {}
         }

@@ -336,8 +336,6 @@ def test_ws_api_reads_and_edits_equal_rest(tradsys):
     run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="tradsys sends a second \"x\":\"TRADE\" executionReport without a trade "
-                                       "(t -1) for a taker that rests its remainder; ccxt makes a trade of it")
 def test_watch_my_trades_one_trade_per_fill(tradsys):
     """A sell that trades part on arrival and rests the rest, then fills:
     watch_my_trades reports exactly the two fills."""

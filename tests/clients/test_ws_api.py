@@ -1089,8 +1089,6 @@ def test_binance_connector_user_data_methods_are_retired(tradsys):
 # xfail, so that a fix shows as XPASS and the mark goes).
 
 
-@pytest.mark.xfail(strict=True, reason="a JSON number in exponent form (5e-05) is signed as serde_json prints it, "
-                                       "not as sent: -1022 instead of the REST twin's answer")
 def test_numbers_are_signed_as_sent(tradsys):
     """A client that sends a DECIMAL parameter as a JSON number signs the
     number's text as it sent it (Python: 5e-05). The answer must be the REST
@@ -1105,8 +1103,6 @@ def test_numbers_are_signed_as_sent(tradsys):
     assert (answer["status"], answer.get("result", answer.get("error"))) == (status, rest)
 
 
-@pytest.mark.xfail(strict=True, reason="userDataStream.subscribe.signature looks for an active subscription of "
-                                       "the key's user before it checks the signature: -2035 instead of -1022")
 def test_subscription_signature_checked_first(tradsys):
     """A subscription request that does not prove its key is refused as
     such, whatever the connection already holds."""
@@ -1155,8 +1151,6 @@ def test_taker_order_reports_new_first(tradsys, kind):
     assert placed["status"] == {"IOC": "EXPIRED"}.get(kind, "FILLED")
 
 
-@pytest.mark.xfail(strict=True, reason="a taker LIMIT order that trades part and rests gets a second "
-                                       "\"x\":\"TRADE\" report without a trade (l 0, t -1)")
 def test_resting_taker_reports_each_trade_once(tradsys):
     """A LIMIT order that trades part of its quantity on arrival and rests
     the remainder gets one TRADE report for its one trade; no report says
