@@ -58,6 +58,8 @@ pub(crate) const BAD_RECV_WINDOW: i32 = -1131;
 pub(crate) const INVALID_JSON: i32 = -1135;
 /// -1191 TOO_MANY_SUBSCRIPTIONS: a session at its subscription limit.
 pub(crate) const TOO_MANY_SUBSCRIPTIONS: i32 = -1191;
+/// -1139 INVALID_TICKER_TYPE: a ticker `type` other than FULL or MINI.
+pub(crate) const INVALID_TICKER_TYPE: i32 = -1139;
 /// -2035 SUBSCRIPTION_ACTIVE: the user data stream is subscribed already.
 pub(crate) const SUBSCRIPTION_ACTIVE: i32 = -2035;
 /// -2036 SUBSCRIPTION_INACTIVE: no such user data stream subscription.

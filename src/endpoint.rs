@@ -48,6 +48,8 @@ pub(crate) enum Endpoint {
     Ticker24hr,
     TickerPrice,
     TickerBookTicker,
+    TickerRolling,
+    TickerTradingDay,
     OrderNew,
     OrderQuery,
     OrderCancel,
@@ -76,7 +78,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 35] = [
+    pub(crate) const ALL: [Endpoint; 37] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -90,6 +92,8 @@ impl Endpoint {
         Endpoint::Ticker24hr,
         Endpoint::TickerPrice,
         Endpoint::TickerBookTicker,
+        Endpoint::TickerRolling,
+        Endpoint::TickerTradingDay,
         Endpoint::OrderNew,
         Endpoint::OrderQuery,
         Endpoint::OrderCancel,
@@ -132,6 +136,8 @@ impl Endpoint {
             Ticker24hr => (Get, "/api/v3/ticker/24hr"),
             TickerPrice => (Get, "/api/v3/ticker/price"),
             TickerBookTicker => (Get, "/api/v3/ticker/bookTicker"),
+            TickerRolling => (Get, "/api/v3/ticker"),
+            TickerTradingDay => (Get, "/api/v3/ticker/tradingDay"),
             OrderNew => (Post, "/api/v3/order"),
             OrderQuery => (Get, "/api/v3/order"),
             OrderCancel => (Delete, "/api/v3/order"),

@@ -887,10 +887,19 @@ impl MarketData {
     /// never traded. A market with no trade in the window reports zero
     /// statistics, no ids and its last trade's price and quantity.
     pub fn ticker_24h(&self, now_ms: u64) -> Option<Ticker24h> {
+        self.ticker_since(window_open_minute(now_ms, TICKER_WINDOW_MS), now_ms)
+    }
+
+    /// The statistics of the minutes from `open_minute` (minutes since the
+    /// epoch, at most `TICKER_WINDOW_MS` back) to `now_ms`: the rolling
+    /// ticker of any window up to a day, and the trading day's. `None` for
+    /// a market that has never traded.
+    pub fn ticker_since(&self, open_minute: u64, now_ms: u64) -> Option<Ticker24h> {
         let last = self.trades.last()?;
-        let open_time_ms = window_open_minute(now_ms, TICKER_WINDOW_MS) * MINUTE_MS;
-        let prev_close_price = self.close_before(open_time_ms / MINUTE_MS).unwrap_or(Price::ZERO);
-        let Some(window) = self.fold_window(now_ms, TICKER_WINDOW_MS) else {
+        let open_minute = open_minute.max(window_open_minute(now_ms, TICKER_WINDOW_MS));
+        let open_time_ms = open_minute * MINUTE_MS;
+        let prev_close_price = self.close_before(open_minute).unwrap_or(Price::ZERO);
+        let Some(window) = self.fold_from(open_minute, now_ms) else {
             return Some(quiet_ticker(last, prev_close_price, open_time_ms, now_ms));
         };
         let price_change = window.close.0.saturating_sub(window.open.0);
@@ -918,7 +927,11 @@ impl MarketData {
     /// merged; `None` when none has trades. Buckets after `now_ms`'s minute
     /// are not yet in the window.
     fn fold_window(&self, now_ms: u64, window_ms: u64) -> Option<MinuteBucket> {
-        let first_minute = window_open_minute(now_ms, window_ms);
+        self.fold_from(window_open_minute(now_ms, window_ms), now_ms)
+    }
+
+    /// The minute buckets from `first_minute` to `now_ms`'s minute, merged.
+    fn fold_from(&self, first_minute: u64, now_ms: u64) -> Option<MinuteBucket> {
         let last_minute = now_ms / MINUTE_MS;
         let mut in_window = self
             .minutes

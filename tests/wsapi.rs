@@ -467,6 +467,20 @@ fn event(ws: &mut Ws, id: u64, kind: &str) -> Value {
     panic!("no {kind} event for subscription {id}");
 }
 
+/// Reads user data events until `done` says they are all there; answers
+/// to requests are not expected meanwhile.
+fn events_until(ws: &mut Ws, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !done(&seen) {
+        assert!(Instant::now() < deadline, "events missing; got {seen:?}");
+        let message = ws.json();
+        assert!(message.get("subscriptionId").is_some(), "not an event: {message}");
+        seen.push(message);
+    }
+    seen
+}
+
 #[test]
 fn subscriptions_get_their_users_events_on_every_shard() {
     let server = Server::start(
@@ -508,7 +522,31 @@ fn subscriptions_get_their_users_events_on_every_shard() {
     let placed = result(&mut trader, "order.place", limit_order(&taker, "BUY", "0.001", "30000"));
     let time = placed["transactTime"].as_u64().expect("transactTime");
     for ws in &mut conns {
-        let report = event(ws, 0, "executionReport");
+        // The two users' events come from their own shards, in either order.
+        let seen = events_until(ws, |seen| {
+            let has = |id: u64, kind: &str, status: &str| {
+                seen.iter()
+                    .any(|m| m["subscriptionId"] == id && m["event"]["e"] == kind && m["event"]["X"] == status)
+            };
+            has(0, "executionReport", "FILLED")
+                && has(1, "executionReport", "FILLED")
+                && seen
+                    .iter()
+                    .filter(|m| m["subscriptionId"] == 0 && m["event"]["e"] == "outboundAccountPosition")
+                    .count()
+                    >= 1
+        });
+        let find = |id: u64, kind: &str| {
+            seen.iter()
+                .find(|m| {
+                    m["subscriptionId"] == id
+                        && m["event"]["e"] == kind
+                        && (kind != "executionReport" || m["event"]["x"] == "TRADE")
+                })
+                .map(|m| m["event"].clone())
+                .unwrap_or_else(|| panic!("no {kind} for subscription {id}"))
+        };
+        let report = find(0, "executionReport");
         let fill = &placed["fills"][0];
         assert_eq!(
             report,
@@ -523,12 +561,12 @@ fn subscriptions_get_their_users_events_on_every_shard() {
                 "Q": "0.00000000", "W": time, "V": "NONE",
             })
         );
-        let position = event(ws, 0, "outboundAccountPosition");
+        let position = find(0, "outboundAccountPosition");
         assert_eq!(
             position["B"][1],
             json!({"a": "USDT", "f": "999970.00000000", "l": "0.00000000"})
         );
-        let maker_fill = event(ws, 1, "executionReport");
+        let maker_fill = find(1, "executionReport");
         assert_eq!(
             (maker_fill["S"].as_str(), maker_fill["X"].as_str()),
             (Some("SELL"), Some("FILLED"))

@@ -24,12 +24,25 @@ use tradsys_engine::order::MarketId;
 /// A public market request: to the market's shard, or gathered from every
 /// shard for the ticker forms without one symbol.
 pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
-    if params.get("symbol").is_some()
-        || !matches!(
-            req.endpoint,
-            Endpoint::Ticker24hr | Endpoint::TickerPrice | Endpoint::TickerBookTicker
-        )
-    {
+    let ticker = matches!(
+        req.endpoint,
+        Endpoint::Ticker24hr
+            | Endpoint::TickerPrice
+            | Endpoint::TickerBookTicker
+            | Endpoint::TickerRolling
+            | Endpoint::TickerTradingDay
+    );
+    // The rolling and trading-day tickers name their markets; the others
+    // answer for every market without.
+    let names_markets = matches!(req.endpoint, Endpoint::TickerRolling | Endpoint::TickerTradingDay);
+    if names_markets && params.get("symbol").is_none() && params.get("symbols").is_none() {
+        return RestReply::error(&HttpError::new(
+            400,
+            binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            "Parameter 'symbol' or 'symbols' must be sent.",
+        ));
+    }
+    if params.get("symbol").is_some() || !ticker {
         let market = match market_param(shard, params) {
             Ok(m) => m,
             Err(e) => return RestReply::error(&e),
@@ -159,11 +172,30 @@ pub(crate) fn write(
                 .end_object();
             Ok(())
         }
+        Endpoint::Ticker24hr if ticker_type(params)? == TickerType::Mini => {
+            let open_minute = now_ms.saturating_sub(crate::marketdata::TICKER_WINDOW_MS) / 60_000;
+            window_ticker(data, spec, open_minute, TickerType::Mini, now_ms, w);
+            Ok(())
+        }
         Endpoint::Ticker24hr => {
             let book = trading.book(market).ok_or_else(unavailable)?;
             let bid = book.best_bid().map_or((0, 0), |(p, q)| (p.0, q.0));
             let ask = book.best_ask().map_or((0, 0), |(p, q)| (p.0, q.0));
             ticker(data, spec, bid, ask, now_ms, w);
+            Ok(())
+        }
+        Endpoint::TickerRolling => {
+            let kind = ticker_type(params)?;
+            let window_ms = window_size_ms(params.get("windowSize"))?;
+            let open_minute = now_ms.saturating_sub(window_ms) / 60_000;
+            window_ticker(data, spec, open_minute, kind, now_ms, w);
+            Ok(())
+        }
+        Endpoint::TickerTradingDay => {
+            let kind = ticker_type(params)?;
+            utc_only(params.get("timeZone"))?;
+            let day_start_ms = now_ms - now_ms % crate::marketdata::TICKER_WINDOW_MS;
+            window_ticker(data, spec, day_start_ms / 60_000, kind, now_ms, w);
             Ok(())
         }
         other => unreachable!("{other:?} is not a market-data endpoint"),
@@ -286,6 +318,98 @@ fn klines(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<
     }
     w.end_array();
     Ok(())
+}
+
+/// The `type` of a ticker request: `FULL` (default) or `MINI`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TickerType {
+    Full,
+    Mini,
+}
+
+fn ticker_type(params: &Params<'_>) -> Result<TickerType, HttpError> {
+    match params.get("type") {
+        None | Some("FULL") => Ok(TickerType::Full),
+        Some("MINI") => Ok(TickerType::Mini),
+        Some(_) => Err(HttpError::new(
+            400,
+            binance::INVALID_TICKER_TYPE,
+            "Invalid ticker type.",
+        )),
+    }
+}
+
+/// A rolling ticker's `windowSize` (`1m`..`59m`, `1h`..`23h`, `1d`), in
+/// ms; default one day. Binance also takes `2d`..`7d`; tradsys keeps one
+/// day of minute statistics and refuses those rather than answer for less.
+fn window_size_ms(text: Option<&str>) -> Result<u64, HttpError> {
+    const MINUTE_MS: u64 = 60_000;
+    let Some(text) = text else {
+        return Ok(crate::marketdata::TICKER_WINDOW_MS);
+    };
+    let invalid = || {
+        HttpError::new(
+            400,
+            binance::ILLEGAL_CHARS,
+            "Invalid windowSize; tradsys serves 1m to 59m, 1h to 23h and 1d.",
+        )
+    };
+    let (count, unit) = text.split_at(text.len().saturating_sub(1));
+    let count: u64 = count.parse().map_err(|_| invalid())?;
+    let ms = match (unit, count) {
+        ("m", 1..=59) => count * MINUTE_MS,
+        ("h", 1..=23) => count * 60 * MINUTE_MS,
+        ("d", 1) => crate::marketdata::TICKER_WINDOW_MS,
+        _ => return Err(invalid()),
+    };
+    Ok(ms)
+}
+
+/// tradsys's days are UTC days, as its klines are.
+fn utc_only(time_zone: Option<&str>) -> Result<(), HttpError> {
+    match time_zone {
+        None | Some("0") | Some("+0") | Some("-0") | Some("0:00") | Some("+0:00") => Ok(()),
+        Some(_) => Err(HttpError::new(
+            400,
+            binance::ILLEGAL_CHARS,
+            "Illegal characters found in parameter 'timeZone'; tradsys serves UTC (0) only.",
+        )),
+    }
+}
+
+/// The rolling or trading-day ticker from `open_minute` to `now_ms`, with
+/// Binance's FULL or MINI fields.
+fn window_ticker(
+    data: &MarketData,
+    spec: &MarketSpec,
+    open_minute: u64,
+    kind: TickerType,
+    now_ms: u64,
+    w: &mut JsonWriter,
+) {
+    let t = data.ticker_since(open_minute, now_ms);
+    w.begin_object().field_str("symbol", &spec.symbol);
+    if kind == TickerType::Full {
+        let (change, percent, weighted) = t.as_ref().map_or((0, "0.000".to_string(), 0), |t| {
+            (t.price_change.0, t.price_change_percent(), t.weighted_avg_price.0)
+        });
+        w.field_decimal("priceChange", change)
+            .field_str("priceChangePercent", &percent)
+            .field_decimal("weightedAvgPrice", weighted);
+    }
+    let t = t.as_ref();
+    w.field_decimal("openPrice", t.map_or(0, |t| t.open_price.0))
+        .field_decimal("highPrice", t.map_or(0, |t| t.high_price.0));
+    w.field_decimal("lowPrice", t.map_or(0, |t| t.low_price.0))
+        .field_decimal("lastPrice", t.map_or(0, |t| t.last_price.0));
+    w.field_decimal("volume", t.map_or(0, |t| t.volume.0))
+        .field_decimal("quoteVolume", t.map_or(0, |t| t.quote_volume.0));
+    w.field_uint("openTime", t.map_or(open_minute * 60_000, |t| t.open_time_ms))
+        .field_uint("closeTime", now_ms);
+    w.field_int("firstId", id_or_minus_one(t.and_then(|t| t.first_id)))
+        .field_int("lastId", id_or_minus_one(t.and_then(|t| t.last_id)))
+        .field_uint("count", t.map_or(0, |t| t.count))
+        .end_object();
 }
 
 fn id_or_minus_one(id: Option<u64>) -> i64 {

@@ -57,6 +57,12 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
         AggTrades => 4,
         Klines | UiKlines | AvgPrice => 2,
         Ticker24hr => ticker_24hr_weight(params),
+        // 4 per symbol, at most 200 (Binance's rolling and trading-day
+        // tickers).
+        TickerRolling | TickerTradingDay => {
+            let symbols = params.symbols_count().unwrap_or(1) as u32;
+            symbols.saturating_mul(4).clamp(4, 200)
+        }
         TickerPrice | TickerBookTicker => match params.symbol {
             Some(_) => 2,
             None => 4,
@@ -157,6 +163,10 @@ mod tests {
             (Ticker24hr, with_symbols(21), 40),
             (Ticker24hr, with_symbols(100), 40),
             (Ticker24hr, with_symbols(101), 80),
+            (TickerRolling, symbol, 4),
+            (TickerRolling, with_symbols(3), 12),
+            (TickerTradingDay, with_symbols(50), 200),
+            (TickerTradingDay, with_symbols(100), 200),
             (TickerPrice, symbol, 2),
             (TickerPrice, none, 4),
             (TickerPrice, with_symbols(3), 4),

@@ -65,6 +65,8 @@ const METHODS: &[(&str, WsMethod)] = &[
     ("ticker.24hr", WsMethod::Rest(Endpoint::Ticker24hr)),
     ("ticker.price", WsMethod::Rest(Endpoint::TickerPrice)),
     ("ticker.book", WsMethod::Rest(Endpoint::TickerBookTicker)),
+    ("ticker", WsMethod::Rest(Endpoint::TickerRolling)),
+    ("ticker.tradingDay", WsMethod::Rest(Endpoint::TickerTradingDay)),
     ("order.place", WsMethod::Rest(Endpoint::OrderNew)),
     ("order.test", WsMethod::Rest(Endpoint::OrderTest)),
     ("order.status", WsMethod::Rest(Endpoint::OrderQuery)),

@@ -1169,7 +1169,6 @@ def test_resting_taker_reports_each_trade_once(tradsys):
     assert all(t != -1 for x, _X, _l, t in reports if x == "TRADE"), reports
 
 
-@pytest.mark.xfail(strict=True, reason="ticker.24hr (and GET /api/v3/ticker/24hr) ignore type=MINI")
 def test_ticker_24hr_mini(tradsys):
     """`type: MINI` answers Binance's mini ticker: no price change, bid, ask
     or last quantity fields."""

@@ -89,8 +89,12 @@ impl Ws {
     }
 
     /// The next text message, answering pings on the way.
+    /// Panics after `WAIT` without one: the server's pings alone would
+    /// keep a read timeout from ever firing.
     pub fn json(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
         loop {
+            assert!(Instant::now() < deadline, "no message within {WAIT:?}");
             let (opcode, payload) = self.frame().expect("a frame before the connection ended");
             match opcode {
                 0x1 => return serde_json::from_slice(&payload).expect("JSON text"),
