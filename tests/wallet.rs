@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::account::{admin, create_user, now_ms, signed, User};
+use common::account::{admin, create_user, now_ms, signed, Signer, User};
 use common::{eventually, temp_data_dir, Client, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -722,7 +722,7 @@ fn wallet_requests_get_binance_codes() {
     let trade_only = User {
         id: alice.id,
         key: key["apiKey"].as_str().expect("apiKey").to_string(),
-        secret: key["secretKey"].as_str().expect("secretKey").to_string(),
+        signer: Signer::Hmac(key["secretKey"].as_str().expect("secretKey").to_string()),
     };
     for (method, path) in wallet_paths {
         let unsigned = format!(
@@ -744,7 +744,7 @@ fn wallet_requests_get_binance_codes() {
             "{method} {path}"
         );
         let forged = User {
-            secret: "not-the-secret".into(),
+            signer: Signer::Hmac("not-the-secret".into()),
             ..alice.clone()
         };
         let r = signed(&mut c, &forged, method, path, "symbol=BTCUSDT");
