@@ -98,7 +98,7 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "http_compress_bytes_min",
-        default: "1400",
+        default: "1300",
         help: "gzip response bodies of at least this many bytes when the client accepts gzip",
     },
     Key {
