@@ -7,6 +7,7 @@
 //! first and then parsed once, so a bad value names its key whatever source
 //! it came from. Start-up turns a `ConfigError` into one line and exit 2.
 
+use crate::compress::{self, CompressConfig};
 use crate::http::HttpLimits;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -94,6 +95,22 @@ const KEYS: &[Key] = &[
         name: "http_write_timeout_ms",
         default: "10000",
         help: "time a client may take to accept a response",
+    },
+    Key {
+        name: "http_compress_bytes_min",
+        default: "1300",
+        help: "gzip response bodies of at least this many bytes when the client accepts gzip",
+    },
+    Key {
+        name: "http_compress_input_bytes_per_second_max",
+        default: "16777216",
+        help:
+            "body bytes each shard may gzip per second (bursts of 100 ms of it); past it bodies go uncompressed; 0: off",
+    },
+    Key {
+        name: "http_compress_level",
+        default: "1",
+        help: "gzip level, 1 (fastest) to 12 (smallest output)",
     },
     Key {
         name: "connections_per_shard_max",
@@ -318,6 +335,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub markets: PathBuf,
     pub http: HttpLimits,
+    /// Response compression (see `compress`).
+    pub compress: CompressConfig,
     pub connections_per_shard_max: usize,
     pub shutdown_timeout_ms: u64,
     pub mesh_channel_capacity: usize,
@@ -613,6 +632,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         data_dir: v.path("data_dir")?,
         markets: v.path("markets")?,
         http: http_limits(&v)?,
+        compress: compress_config(&v)?,
         connections_per_shard_max: v.count("connections_per_shard_max", 10_000_000)?,
         shutdown_timeout_ms: v.ms("shutdown_timeout_ms")?,
         mesh_channel_capacity: v.count("mesh_channel_capacity", 1 << 20)?,
@@ -643,6 +663,30 @@ fn http_limits(v: &Values) -> Result<HttpLimits, ConfigError> {
         return Err(invalid("http_header_bytes_max", "must be at least 256"));
     }
     Ok(http)
+}
+
+fn compress_config(v: &Values) -> Result<CompressConfig, ConfigError> {
+    let config = CompressConfig {
+        bytes_min: v.count("http_compress_bytes_min", 1 << 30)?,
+        input_bytes_per_second_max: v.number("http_compress_input_bytes_per_second_max", 0, 1 << 40)?,
+        level: v.number(
+            "http_compress_level",
+            compress::COMPRESS_LEVEL_MIN.into(),
+            compress::COMPRESS_LEVEL_MAX.into(),
+        )? as u8,
+    };
+    let burst = compress::burst_bytes(config.input_bytes_per_second_max);
+    if config.input_bytes_per_second_max > 0 && (config.bytes_min as u64) > burst {
+        return Err(invalid(
+            "http_compress_input_bytes_per_second_max",
+            format!(
+                "holds {burst} bytes per {} ms burst, less than http_compress_bytes_min ({}): nothing could be compressed",
+                compress::COMPRESS_BURST_MS,
+                config.bytes_min
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 fn ws_config(v: &Values) -> Result<WsConfig, ConfigError> {
@@ -834,6 +878,8 @@ mod tests {
         assert_eq!(c.http.header_bytes_max, 8192);
         assert_eq!(c.http.body_bytes_max, 65536);
         assert_eq!(c.http.idle_timeout_ms, 60_000);
+        // The keys' defaults are the ones the module chose and checked.
+        assert_eq!(c.compress, CompressConfig::default());
     }
 
     #[test]
@@ -931,6 +977,16 @@ mod tests {
                 &["--history-backoff-base-ms", "10", "--history-backoff-max-ms", "5"],
                 &[],
                 "history_backoff_base_ms: must not exceed history_backoff_max_ms",
+            ),
+            (
+                &["--http-compress-level", "0"],
+                &[],
+                "http_compress_level: must be between 1 and 12, got 0",
+            ),
+            (
+                &["--http-compress-bytes-min", "2000", "--http-compress-input-bytes-per-second-max", "19999"],
+                &[],
+                "http_compress_input_bytes_per_second_max: holds 1999 bytes per 100 ms burst, less than http_compress_bytes_min (2000)",
             ),
         ];
         for (args, env, expected) in table {

@@ -59,6 +59,8 @@ pub struct Head {
     pub expect_continue: bool,
     /// The WebSocket handshake headers, for `ws::handshake`.
     pub upgrade: UpgradeHeaders,
+    /// What `Accept-Encoding` allows; identity only when absent or malformed.
+    pub accept_encoding: AcceptEncoding,
 }
 
 /// Values of the headers an RFC 6455 upgrade depends on, when sent.
@@ -188,6 +190,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Result<Parsed, HttpError> {
         admin_token: frame.admin_token,
         expect_continue: frame.expect_continue,
         upgrade: frame.upgrade,
+        accept_encoding: frame.accept_encoding.finish(),
     };
     if buf.len() < head.len {
         return Ok(Parsed::Partial { needed_len: Some(head) });
@@ -261,6 +264,7 @@ struct Framing {
     admin_token: Option<Range<usize>>,
     expect_continue: bool,
     upgrade: UpgradeHeaders,
+    accept_encoding: AcceptEncodingList,
 }
 
 impl Framing {
@@ -309,6 +313,8 @@ impl Framing {
             self.upgrade.version = Some(range_of(value));
         } else if name.eq_ignore_ascii_case("expect") {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            self.accept_encoding.add(value);
         }
         Ok(())
     }
@@ -321,6 +327,160 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
         return Err(bad());
     }
     Ok(digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')))
+}
+
+/// Codings one request's `Accept-Encoding` lines may name together; a
+/// longer list is treated as malformed. Real clients send two to five.
+pub const ACCEPT_ENCODING_CODINGS_MAX: usize = 16;
+
+/// Weights are in thousandths, as RFC 9110 writes them with at most three
+/// decimals.
+const Q_MAX: u16 = 1000;
+
+/// What a request's `Accept-Encoding` (RFC 9110 §12.5.3) allows, reduced
+/// to the codings the server can send: gzip and none (identity). Weights
+/// are in thousandths; 0 refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptEncoding {
+    /// gzip's weight: its own entry (or `x-gzip`'s), else `*`'s, else 0.
+    pub gzip_q: u16,
+    /// identity's weight when the header gives one (its own entry or
+    /// `*`'s); `None`: acceptable, and preferred to nothing else.
+    pub identity_q: Option<u16>,
+}
+
+impl AcceptEncoding {
+    /// No header, or one the server could not read: the body goes as is.
+    pub const IDENTITY: AcceptEncoding = AcceptEncoding {
+        gzip_q: 0,
+        identity_q: None,
+    };
+
+    /// Whether the client takes gzip at least as gladly as no coding. A
+    /// tie goes to gzip: the server's preference, since it saves bytes.
+    pub fn prefers_gzip(&self) -> bool {
+        self.gzip_q > 0 && self.identity_q.is_none_or(|identity| self.gzip_q >= identity)
+    }
+
+    /// Parses the values of a request's `Accept-Encoding` lines, in order,
+    /// as one list.
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> AcceptEncoding {
+        let mut list = AcceptEncodingList::default();
+        for value in values {
+            list.add(value);
+        }
+        list.finish()
+    }
+}
+
+/// `Accept-Encoding` lines read so far. A malformed element spoils the
+/// whole header (the response is then not encoded), never the request.
+#[derive(Debug, Default)]
+struct AcceptEncodingList {
+    sent: bool,
+    malformed: bool,
+    codings: usize,
+    gzip: Option<u16>,
+    identity: Option<u16>,
+    any: Option<u16>,
+}
+
+impl AcceptEncodingList {
+    fn add(&mut self, value: &[u8]) {
+        self.sent = true;
+        // Empty elements (", gzip") are allowed by RFC 9110 §5.6.1.
+        for element in value.split(|&b| b == b',').map(trim_ows).filter(|e| !e.is_empty()) {
+            self.codings += 1;
+            if self.malformed || self.codings > ACCEPT_ENCODING_CODINGS_MAX {
+                self.malformed = true;
+                return;
+            }
+            match coding_and_weight(element) {
+                Some((coding, q)) => self.weigh(coding, q),
+                None => self.malformed = true,
+            }
+        }
+    }
+
+    /// Records a coding's weight. A coding named twice keeps its lower
+    /// weight, so that a refusal (q=0) is never undone by another entry.
+    fn weigh(&mut self, coding: &[u8], q: u16) {
+        let slot = if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
+            &mut self.gzip
+        } else if coding.eq_ignore_ascii_case(b"identity") {
+            &mut self.identity
+        } else if coding == b"*" {
+            &mut self.any
+        } else {
+            // A coding the server does not produce (br, deflate, zstd...).
+            return;
+        };
+        *slot = Some(slot.map_or(q, |earlier| earlier.min(q)));
+    }
+
+    fn finish(&self) -> AcceptEncoding {
+        if !self.sent || self.malformed {
+            return AcceptEncoding::IDENTITY;
+        }
+        AcceptEncoding {
+            gzip_q: self.gzip.or(self.any).unwrap_or(0),
+            identity_q: self.identity.or(self.any),
+        }
+    }
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3) trimmed from both ends.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `coding [ OWS ";" OWS "q=" qvalue ]`, the weight in thousandths
+/// (1000 when absent); `None` when the element is not of that form.
+fn coding_and_weight(element: &[u8]) -> Option<(&[u8], u16)> {
+    let mut parts = element.splitn(2, |&b| b == b';');
+    let coding = trim_ows(parts.next()?);
+    if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
+        return None;
+    }
+    let q = match parts.next() {
+        None => Q_MAX,
+        Some(weight) => {
+            let weight = trim_ows(weight);
+            let value = weight.strip_prefix(b"q=").or_else(|| weight.strip_prefix(b"Q="))?;
+            qvalue(value)?
+        }
+    };
+    Some((coding, q))
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, in
+/// thousandths.
+fn qvalue(text: &[u8]) -> Option<u16> {
+    let (whole, fraction) = match text.iter().position(|&b| b == b'.') {
+        Some(dot) => (&text[..dot], &text[dot + 1..]),
+        None => (text, &text[text.len()..]),
+    };
+    if fraction.len() > 3 || !fraction.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let thousandths = fraction
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    match whole {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(Q_MAX),
+        _ => None,
+    }
 }
 
 /// Decoded request parameters: the query's first, then the form body's, so
@@ -446,6 +606,11 @@ pub struct Response<'a, H: AsRef<str> = &'a str> {
     /// Extra headers, each a full "Name: value" without CRLF.
     pub headers: &'a [H],
     pub body: &'a [u8],
+    /// The body's content coding (`gzip`), when it has one.
+    pub content_encoding: Option<&'static str>,
+    /// Whether the body would have been different with another
+    /// `Accept-Encoding`: then caches must be told (`Vary`).
+    pub vary_accept_encoding: bool,
     pub close: bool,
     /// HEAD: send the headers of the body but not the body.
     pub head_only: bool,
@@ -467,6 +632,13 @@ pub fn encode<H: AsRef<str>>(out: &mut Vec<u8>, response: &Response<'_, H>) {
     encode_status(out, response.status, response.content_type);
     out.extend_from_slice(b"\r\nContent-Length: ");
     out.extend_from_slice(length.format(response.body.len()).as_bytes());
+    if let Some(coding) = response.content_encoding {
+        out.extend_from_slice(b"\r\nContent-Encoding: ");
+        out.extend_from_slice(coding.as_bytes());
+    }
+    if response.vary_accept_encoding {
+        out.extend_from_slice(b"\r\nVary: Accept-Encoding");
+    }
     for header in response.headers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(header.as_ref().as_bytes());
@@ -536,6 +708,8 @@ pub fn encode_error(out: &mut Vec<u8>, error: &HttpError, headers: &[&str], clos
             content_type: CONTENT_JSON,
             headers,
             body: body.as_bytes(),
+            content_encoding: None,
+            vary_accept_encoding: false,
             close: close || error.close,
             head_only: false,
         },
@@ -709,6 +883,126 @@ mod tests {
         let mut out = Vec::new();
         encode_chunk(&mut out, &vec![b'x'; 0x10000]);
         assert!(out.starts_with(b"10000\r\nxx"));
+    }
+
+    /// (header lines, gzip weight, identity weight, gzip preferred)
+    type AcceptCase<'a> = (&'a [&'a str], u16, Option<u16>, bool);
+
+    #[test]
+    fn accept_encoding_weights() {
+        let table: &[AcceptCase] = &[
+            // No header, or an empty one: identity only.
+            (&[], 0, None, false),
+            (&[""], 0, None, false),
+            (&["gzip"], 1000, None, true),
+            (&["GZip"], 1000, None, true),
+            (&["x-gzip"], 1000, None, true),
+            // What requests, aiohttp and curl --compressed send.
+            (&["gzip, deflate"], 1000, None, true),
+            (&["gzip, deflate, br, zstd"], 1000, None, true),
+            (&["deflate, gzip;q=1.0, *;q=0.5"], 1000, Some(500), true),
+            (&["br"], 0, None, false),
+            (&["identity"], 0, Some(1000), false),
+            (&["gzip;q=0"], 0, None, false),
+            (&["gzip;q=0.000"], 0, None, false),
+            (&["gzip;q=0.5"], 500, None, true),
+            (&["gzip;Q=0.25"], 250, None, true),
+            (&["gzip ; q=0.3"], 300, None, true),
+            (&["\tgzip\t;\tq=0.3 "], 300, None, true),
+            (&["gzip;q=1."], 1000, None, true),
+            (&["gzip;q=0."], 0, None, false),
+            (&["*"], 1000, Some(1000), true),
+            (&["*;q=0"], 0, Some(0), false),
+            (&["*;q=0, gzip"], 1000, Some(0), true),
+            (&["gzip;q=0, *"], 0, Some(1000), false),
+            (&["identity;q=0, gzip;q=0.1"], 100, Some(0), true),
+            // The client prefers no coding to gzip; a tie goes to gzip.
+            (&["identity, gzip;q=0.5"], 500, Some(1000), false),
+            (&["identity;q=0.5, gzip;q=0.5"], 500, Some(500), true),
+            (&["*;q=0.8, gzip;q=0.5"], 500, Some(800), false),
+            // A coding named twice keeps its lower weight.
+            (&["gzip, gzip;q=0"], 0, None, false),
+            (&["gzip;q=0", "gzip"], 0, None, false),
+            // Lines are one list; empty elements are allowed.
+            (&["identity;q=0.1", "gzip"], 1000, Some(100), true),
+            (&[", ,gzip,"], 1000, None, true),
+            // Malformed: the whole header counts as absent.
+            (&["gzip;q=2"], 0, None, false),
+            (&["gzip;q=1.5"], 0, None, false),
+            (&["gzip;q=1.001"], 0, None, false),
+            (&["gzip;q=0.0001"], 0, None, false),
+            (&["gzip;q=.5"], 0, None, false),
+            (&["gzip;q=-1"], 0, None, false),
+            (&["gzip;q = 0.5"], 0, None, false),
+            (&["gzip;q="], 0, None, false),
+            (&["gzip;level=1"], 0, None, false),
+            (&["gzip;q=0.5;q=0.4"], 0, None, false),
+            (&["gzip;"], 0, None, false),
+            (&[";q=1"], 0, None, false),
+            (&["gz ip"], 0, None, false),
+            (&["gzip, br\u{e9}"], 0, None, false),
+            (&["gzip", "q=0.5"], 0, None, false),
+        ];
+        for (lines, gzip_q, identity_q, preferred) in table {
+            let accept = AcceptEncoding::parse(lines.iter().map(|l| l.as_bytes()));
+            assert_eq!(
+                (accept.gzip_q, accept.identity_q, accept.prefers_gzip()),
+                (*gzip_q, *identity_q, *preferred),
+                "{lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_encoding_lists_are_bounded() {
+        let at_max = vec!["br"; ACCEPT_ENCODING_CODINGS_MAX - 1].join(", ") + ", gzip";
+        assert!(AcceptEncoding::parse([at_max.as_bytes()]).prefers_gzip());
+        let over = vec!["br"; ACCEPT_ENCODING_CODINGS_MAX].join(", ") + ", gzip";
+        assert_eq!(AcceptEncoding::parse([over.as_bytes()]), AcceptEncoding::IDENTITY);
+        let split = ["br"; ACCEPT_ENCODING_CODINGS_MAX].map(str::as_bytes);
+        let over_lines = split.into_iter().chain([b"gzip".as_slice()]);
+        assert_eq!(AcceptEncoding::parse(over_lines), AcceptEncoding::IDENTITY);
+    }
+
+    #[test]
+    fn the_head_carries_accept_encoding() {
+        let raw = b"GET / HTTP/1.1\r\nAccept-Encoding: br\r\naccept-encoding: gzip;q=0.9\r\n\r\n";
+        assert_eq!(
+            complete(raw).accept_encoding,
+            AcceptEncoding {
+                gzip_q: 900,
+                identity_q: None
+            }
+        );
+        let malformed = b"GET / HTTP/1.1\r\nAccept-Encoding: gzip;q=9\r\n\r\n";
+        assert_eq!(complete(malformed).accept_encoding, AcceptEncoding::IDENTITY);
+        assert_eq!(
+            complete(b"GET / HTTP/1.1\r\n\r\n").accept_encoding,
+            AcceptEncoding::IDENTITY
+        );
+    }
+
+    #[test]
+    fn encodes_content_coding_headers() {
+        let mut out = Vec::new();
+        let extra = ["X-A: 1"];
+        encode(
+            &mut out,
+            &Response {
+                status: 200,
+                content_type: CONTENT_JSON,
+                headers: &extra,
+                body: b"zz",
+                content_encoding: Some("gzip"),
+                vary_accept_encoding: true,
+                close: false,
+                head_only: true,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: 2\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\nX-A: 1\r\n\r\n"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 mod binance;
 mod clock;
+pub mod compress;
 pub mod config;
 pub mod durability;
 mod endpoint;

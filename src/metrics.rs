@@ -6,6 +6,7 @@
 //! answer for all. Latency is recorded in nanoseconds in an hdrhistogram per
 //! route and exported as a Prometheus histogram with fixed buckets.
 
+use crate::compress::Outcome;
 use crate::endpoint::Endpoint;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
@@ -119,6 +120,38 @@ pub(crate) struct Counters {
     pub(crate) ws_frames_sent: u64,
     pub(crate) journal: JournalCounters,
     pub(crate) history: HistoryCounters,
+    pub(crate) compression: CompressionCounters,
+}
+
+/// One shard's response compression (see `compress`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompressionCounters {
+    /// Responses sent gzipped.
+    pub responses: u64,
+    /// Body bytes of those responses before and after gzip.
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    /// Responses sent as they were, though the client asked for gzip,
+    /// because the shard's budget was spent.
+    pub over_budget: u64,
+}
+
+impl CompressionCounters {
+    /// Counts what became of one response body.
+    pub(crate) fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Gzip {
+                input_bytes,
+                output_bytes,
+            } => {
+                self.responses += 1;
+                self.input_bytes += input_bytes as u64;
+                self.output_bytes += output_bytes as u64;
+            }
+            Outcome::OverBudget => self.over_budget += 1,
+            Outcome::Small | Outcome::NotAccepted | Outcome::Incompressible => {}
+        }
+    }
 }
 
 /// Statement kinds of the history store, as metric labels.
@@ -294,6 +327,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_requests(&mut out, snapshots);
     render_latency(&mut out, snapshots);
     render_per_shard(&mut out, &PER_SHARD, snapshots);
+    render_per_shard(&mut out, &COMPRESSION, snapshots);
     render_journal(&mut out, snapshots);
     render_history(&mut out, snapshots);
     out
@@ -439,6 +473,34 @@ const PER_SHARD: [ShardFamily; 14] = [
         "counter",
         "WebSocket frames written to clients.",
         |s| s.counters.ws_frames_sent,
+    ),
+];
+
+/// Response compression; the ratio is output over input bytes.
+const COMPRESSION: [ShardFamily; 4] = [
+    (
+        "tradsys_http_compressed_responses_total",
+        "counter",
+        "Responses sent gzipped.",
+        |s| s.counters.compression.responses,
+    ),
+    (
+        "tradsys_http_compression_input_bytes_total",
+        "counter",
+        "Body bytes of the gzipped responses before compression.",
+        |s| s.counters.compression.input_bytes,
+    ),
+    (
+        "tradsys_http_compression_output_bytes_total",
+        "counter",
+        "Body bytes of the gzipped responses after compression.",
+        |s| s.counters.compression.output_bytes,
+    ),
+    (
+        "tradsys_http_compression_over_budget_total",
+        "counter",
+        "Responses sent uncompressed, though the client asked for gzip, because the shard's compression budget (http_compress_input_bytes_per_second_max) was spent.",
+        |s| s.counters.compression.over_budget,
     ),
 ];
 
@@ -704,5 +766,37 @@ mod tests {
         ));
         assert!(text
             .contains("tradsys_http_request_duration_seconds_sum{shard=\"1\",route=\"GET /api/v3/ping\"} 2.000043\n"));
+    }
+
+    #[test]
+    fn compression_counts_each_outcome() {
+        let mut m = Metrics::default();
+        let outcomes = [
+            Outcome::Small,
+            Outcome::NotAccepted,
+            Outcome::Incompressible,
+            Outcome::OverBudget,
+            Outcome::Gzip {
+                input_bytes: 4651,
+                output_bytes: 730,
+            },
+            Outcome::Gzip {
+                input_bytes: 2000,
+                output_bytes: 500,
+            },
+        ];
+        for outcome in outcomes {
+            m.compression.count(outcome);
+        }
+        let text = render(&[m.snapshot(0)]);
+        for line in [
+            "tradsys_http_compressed_responses_total{shard=\"0\"} 2\n",
+            "tradsys_http_compression_input_bytes_total{shard=\"0\"} 6651\n",
+            "tradsys_http_compression_output_bytes_total{shard=\"0\"} 1230\n",
+            "tradsys_http_compression_over_budget_total{shard=\"0\"} 1\n",
+            "# TYPE tradsys_http_compression_over_budget_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
     }
 }

@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "marketdata",
     "journal",
     "http",
+    "compress",
     "ws",
     "auth",
     "endpoint",

@@ -6,6 +6,10 @@
 //! a one-byte read, raced against the shard's drain signal. That is what
 //! keeps an idle keep-alive connection to a few hundred bytes.
 //!
+//! A buffered response body is gzipped when the request asked for it and
+//! `compress` agrees (size, the shard's budget); a streamed export is sent
+//! as it is.
+//!
 //! Time limits: `idle_timeout_ms` while waiting for the first byte of a
 //! request; `header_timeout_ms` from that byte until the whole request (head
 //! and body) is in, else 408 and close; `write_timeout_ms` for each write.
@@ -15,7 +19,8 @@ use crate::api::export::Export;
 use crate::api::host::Host;
 use crate::api::{self, Headers, Reply};
 use crate::binance;
-use crate::http::{self, HttpError, Method, Parsed};
+use crate::compress::Outcome;
+use crate::http::{self, AcceptEncoding, HttpError, Method, Parsed};
 use crate::metrics::Route;
 use crate::server::shard::Shard;
 use crate::server::wsconn::{self, Target, TargetError};
@@ -159,6 +164,7 @@ fn encode_into<H: AsRef<str>>(
     reply: &Reply,
     headers: &[H],
     body: &[u8],
+    outcome: Outcome,
     close: bool,
     head_only: bool,
 ) {
@@ -169,6 +175,8 @@ fn encode_into<H: AsRef<str>>(
             content_type: reply.content_type,
             headers,
             body,
+            content_encoding: matches!(outcome, Outcome::Gzip { .. }).then_some("gzip"),
+            vary_accept_encoding: outcome.varies(),
             close,
             head_only,
         },
@@ -257,7 +265,7 @@ impl Conn<'_> {
     fn answer_error_with(&mut self, route: Route, error: &HttpError, headers: &'static [&'static str]) {
         let mut reply = Reply::error(route, error);
         reply.headers = Headers::Static(headers);
-        self.encode(&reply, false, false, Instant::now());
+        self.encode(&reply, false, false, Instant::now(), AcceptEncoding::IDENTITY);
     }
 
     /// Answers every complete request in the buffer, in order.
@@ -320,7 +328,10 @@ impl Conn<'_> {
             };
             let close = !head.keep_alive || self.shard.is_draining();
             match answer {
-                Answer::Reply(reply) => self.encode(&reply, close, head.method == Method::Head, started),
+                Answer::Reply(reply) => {
+                    let head_only = head.method == Method::Head;
+                    self.encode(&reply, close, head_only, started, head.accept_encoding);
+                }
                 Answer::Export(export) => {
                     let streamed = Box::pin(self.stream_export(*export, close)).await;
                     let elapsed = started.elapsed().as_nanos() as u64;
@@ -385,20 +396,35 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn encode(&mut self, reply: &Reply, close: bool, head_only: bool, started: Instant) {
-        let body = reply.body.as_bytes();
+    /// Appends the response to the write buffer. A HEAD request's body is
+    /// compressed too, so that its Content-Length is the GET's.
+    fn encode(&mut self, reply: &Reply, close: bool, head_only: bool, started: Instant, accept: AcceptEncoding) {
         self.ensure_write_buffer();
+        let shard = self.shard;
+        let mut compressor = shard.compressor.borrow_mut();
+        // The request's start time is the budget's clock: no second read.
+        let (outcome, body) = compressor.encode(reply.body.as_bytes(), accept, started);
+        let out = &mut self.write;
         match &reply.headers {
-            Headers::Static(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
-            Headers::Owned(headers) => encode_into(&mut self.write, reply, headers, body, close, head_only),
+            Headers::Static(headers) => encode_into(out, reply, headers, body, outcome, close, head_only),
+            Headers::Owned(headers) => encode_into(out, reply, headers, body, outcome, close, head_only),
         }
+        drop(compressor);
         let elapsed = started.elapsed().as_nanos() as u64;
-        self.shard.metrics_mut().record(reply.route, reply.status, elapsed);
+        let mut metrics = shard.metrics_mut();
+        metrics.compression.count(outcome);
+        metrics.record(reply.route, reply.status, elapsed);
     }
 
     fn answer_error(&mut self, route: Route, error: &HttpError, close: bool) {
         let reply = Reply::error(route, error);
-        self.encode(&reply, close || error.close, false, Instant::now());
+        self.encode(
+            &reply,
+            close || error.close,
+            false,
+            Instant::now(),
+            AcceptEncoding::IDENTITY,
+        );
     }
 
     fn ensure_write_buffer(&mut self) {

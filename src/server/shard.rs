@@ -4,7 +4,7 @@
 //! tasks touch it; other shards reach it only through the mesh. It owns
 //! the engine host (`Trading`), the market data of its markets, the stream
 //! registry, the rate limiters, its metrics, its buffer pool and its end
-//! of the mesh and of the journal. What runs on it lives in the modules
+//! of the mesh and of the journal, and its response compressor. What runs on it lives in the modules
 //! around this one: `start` (the shard's tasks), `dispatch` (messages from
 //! other shards), `publish` (streams), `admission` (limits), `conn` and
 //! `wsconn` (clients). The API layer sees it as an `api::host::Host`.
@@ -12,6 +12,7 @@
 use crate::api::exchange_info::ExchangeInfo;
 use crate::api::host::Host;
 use crate::api::peer::{CallError, PeerCall, PeerReply};
+use crate::compress::Compressor;
 use crate::config::WsConfig;
 use crate::durability::commit::ShardLog;
 use crate::http::HttpError;
@@ -55,6 +56,8 @@ pub(crate) struct Shard {
     /// which is how a drain reaches them.
     pub(super) drain: Semaphore,
     pub(super) pool: RefCell<Vec<Vec<u8>>>,
+    /// gzip for response bodies, with this shard's CPU budget for it.
+    pub(super) compressor: RefCell<Compressor>,
     pub(super) trading: RefCell<Trading>,
     /// What `trading` produced, between two `flush_engine`s (see `Output`).
     pub(super) output: RefCell<Output>,

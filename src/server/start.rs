@@ -13,6 +13,7 @@
 
 use crate::api::exchange_info::ExchangeInfo;
 use crate::api::host::Host;
+use crate::compress::Compressor;
 use crate::config::{Config, DurabilityMode};
 use crate::durability::commit::ShardLog;
 use crate::durability::epoch::Epochs;
@@ -277,6 +278,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         draining: Cell::new(false),
         drain: Semaphore::new(0),
         pool: RefCell::new(Vec::new()),
+        compressor: RefCell::new(Compressor::new(config.compress)),
         trading: RefCell::new(trading),
         output: RefCell::new(Output::default()),
         market_data: RefCell::new(market_data),

@@ -286,6 +286,17 @@ impl Client {
 
     /// The next response, or `None` if the connection closed first.
     pub fn try_response(&mut self) -> Option<Response> {
+        self.read_response(true)
+    }
+
+    /// The next response to a HEAD request: its head only, whatever its
+    /// Content-Length says.
+    pub fn head_response(&mut self) -> Response {
+        self.read_response(false)
+            .expect("a response before the connection closed")
+    }
+
+    fn read_response(&mut self, with_body: bool) -> Option<Response> {
         let head_end = loop {
             if let Some(end) = find(&self.buffered, b"\r\n\r\n") {
                 break end;
@@ -314,7 +325,7 @@ impl Client {
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v.parse().expect("numeric length"))
             .unwrap_or(0);
-        let total = head_end + 4 + length;
+        let total = head_end + 4 + if with_body { length } else { 0 };
         while self.buffered.len() < total {
             if !self.fill() {
                 return None;
