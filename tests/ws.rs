@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::ws::{metric, on_every_shard, upgrade_request, Ws, KEY, WAIT};
+use common::ws::{filled_buy_report, metric, on_every_shard, upgrade_request, Ws, KEY, WAIT};
 use common::{Client, Response, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::io::Read;
@@ -432,7 +432,6 @@ fn user_data_stream_reports_executions_and_balances() {
     let mut rest = server.connect();
     order(&mut rest, &maker, "SELL", "0.00100", "30000.00");
     let placed = order(&mut rest, &taker, "BUY", "0.00100", "30000.00");
-    let fill = &placed["fills"][0];
     for ws in &mut conns {
         let report = loop {
             let message = ws.json();
@@ -440,17 +439,7 @@ fn user_data_stream_reports_executions_and_balances() {
                 break message;
             }
         };
-        let time = placed["transactTime"].as_u64().expect("transactTime");
-        let expected = json!({
-            "e": "executionReport", "E": report["E"], "s": "BTCUSDT",
-            "c": placed["clientOrderId"], "S": "BUY", "o": "LIMIT", "f": "GTC",
-            "q": "0.00100000", "p": "30000.00000000", "P": "0.00000000", "F": "0.00000000",
-            "g": -1, "C": "", "x": "TRADE", "X": "FILLED", "r": "NONE", "i": placed["orderId"],
-            "l": "0.00100000", "z": "0.00100000", "L": "30000.00000000", "n": fill["commission"],
-            "N": fill["commissionAsset"], "T": time, "t": fill["tradeId"], "I": placed["orderId"],
-            "w": false, "m": false, "M": false, "O": time, "Z": "30.00000000", "Y": "30.00000000",
-            "Q": "0.00000000", "W": time, "V": "NONE",
-        });
+        let expected = filled_buy_report(&report, &placed);
         assert_eq!(report, expected);
         let position = ws.json();
         assert_eq!(position["e"], "outboundAccountPosition");

@@ -7,7 +7,7 @@
 mod common;
 
 use common::account::{create_user, create_user_with, now_ms, signed, User};
-use common::ws::{on_every_shard, Ws, WAIT};
+use common::ws::{filled_buy_report, on_every_shard, Ws, WAIT};
 use common::{Server, ADMIN_TOKEN};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -520,7 +520,6 @@ fn subscriptions_get_their_users_events_on_every_shard() {
         limit_order(&maker, "SELL", "0.001", "30000"),
     );
     let placed = result(&mut trader, "order.place", limit_order(&taker, "BUY", "0.001", "30000"));
-    let time = placed["transactTime"].as_u64().expect("transactTime");
     for ws in &mut conns {
         // The two users' events come from their own shards, in either order.
         let seen = events_until(ws, |seen| {
@@ -547,20 +546,7 @@ fn subscriptions_get_their_users_events_on_every_shard() {
                 .unwrap_or_else(|| panic!("no {kind} for subscription {id}"))
         };
         let report = find(0, "executionReport");
-        let fill = &placed["fills"][0];
-        assert_eq!(
-            report,
-            json!({
-                "e": "executionReport", "E": report["E"], "s": "BTCUSDT",
-                "c": placed["clientOrderId"], "S": "BUY", "o": "LIMIT", "f": "GTC",
-                "q": "0.00100000", "p": "30000.00000000", "P": "0.00000000", "F": "0.00000000",
-                "g": -1, "C": "", "x": "TRADE", "X": "FILLED", "r": "NONE", "i": placed["orderId"],
-                "l": "0.00100000", "z": "0.00100000", "L": "30000.00000000", "n": fill["commission"],
-                "N": fill["commissionAsset"], "T": time, "t": fill["tradeId"], "I": placed["orderId"],
-                "w": false, "m": false, "M": false, "O": time, "Z": "30.00000000", "Y": "30.00000000",
-                "Q": "0.00000000", "W": time, "V": "NONE",
-            })
-        );
+        assert_eq!(report, filled_buy_report(&report, &placed));
         let position = find(0, "outboundAccountPosition");
         assert_eq!(
             position["B"][1],

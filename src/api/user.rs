@@ -189,15 +189,20 @@ fn order_test(shard: &impl Host, params: &Params<'_>) -> Result<Vec<u8>, HttpErr
         .field_decimal("taker", spec.taker_commission.0);
     w.end_object().key("taxCommissionForOrder").begin_object();
     w.field_decimal("maker", 0).field_decimal("taker", 0).end_object();
+    write_no_discount(&mut w);
+    w.end_object();
+    Ok(w.into_bytes())
+}
+
+/// Binance's `discount` object as tradsys answers it: no BNB discount.
+pub(crate) fn write_no_discount(w: &mut JsonWriter) {
     w.key("discount")
         .begin_object()
         .field_bool("enabledForAccount", false)
         .field_bool("enabledForSymbol", false);
     w.field_str("discountAsset", "BNB")
         .field_decimal("discount", 0)
-        .end_object()
         .end_object();
-    Ok(w.into_bytes())
 }
 
 async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {

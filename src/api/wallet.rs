@@ -148,14 +148,8 @@ pub(crate) fn commission(shard: &impl Host, params: &Params<'_>) -> Result<Vec<u
         w.field_decimal("maker", maker).field_decimal("taker", taker);
         w.field_decimal("buyer", 0).field_decimal("seller", 0).end_object();
     }
-    w.key("discount")
-        .begin_object()
-        .field_bool("enabledForAccount", false)
-        .field_bool("enabledForSymbol", false);
-    w.field_str("discountAsset", "BNB")
-        .field_decimal("discount", 0)
-        .end_object()
-        .end_object();
+    crate::api::user::write_no_discount(&mut w);
+    w.end_object();
     Ok(w.into_bytes())
 }
 

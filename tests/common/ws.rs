@@ -156,3 +156,21 @@ pub fn on_every_shard(server: &Server, shards: usize, target: &str) -> Vec<Ws> {
         );
     }
 }
+
+/// The executionReport Binance sends for `placed`, a LIMIT GTC BUY of
+/// 0.001 BTCUSDT at 30000 that filled on arrival against one maker; `report`
+/// gives the event time.
+pub fn filled_buy_report(report: &Value, placed: &Value) -> Value {
+    let fill = &placed["fills"][0];
+    let time = placed["transactTime"].as_u64().expect("transactTime");
+    serde_json::json!({
+        "e": "executionReport", "E": report["E"], "s": "BTCUSDT",
+        "c": placed["clientOrderId"], "S": "BUY", "o": "LIMIT", "f": "GTC",
+        "q": "0.00100000", "p": "30000.00000000", "P": "0.00000000", "F": "0.00000000",
+        "g": -1, "C": "", "x": "TRADE", "X": "FILLED", "r": "NONE", "i": placed["orderId"],
+        "l": "0.00100000", "z": "0.00100000", "L": "30000.00000000", "n": fill["commission"],
+        "N": fill["commissionAsset"], "T": time, "t": fill["tradeId"], "I": placed["orderId"],
+        "w": false, "m": false, "M": false, "O": time, "Z": "30.00000000", "Y": "30.00000000",
+        "Q": "0.00000000", "W": time, "V": "NONE",
+    })
+}
