@@ -160,7 +160,17 @@ fn segments(dir: &Path) -> Vec<String> {
 #[test]
 fn snapshots_replace_the_journal_they_cover() {
     let dir = temp_data_dir();
-    let small = ["--snapshot-records", "1000", "--journal-segment-bytes", "131072"];
+    // A snapshot is cut no further than the history store has absorbed;
+    // the next one comes after 1000 records or `snapshot_interval_s`, and
+    // once the orders below stop only the interval can bring it.
+    let small = [
+        "--snapshot-records",
+        "1000",
+        "--journal-segment-bytes",
+        "131072",
+        "--snapshot-interval-s",
+        "1",
+    ];
     let mut server = start_in(&dir, 2, &small);
     let funds = [("BTC", "100"), ("USDT", "10000000")];
     let alice = create_user(&server, "alice", &funds);
@@ -174,7 +184,10 @@ fn snapshots_replace_the_journal_they_cover() {
     let shard0 = dir.join("shard-0").join("gen-1");
     // A snapshot is taken when its file is renamed into place (a `.tmp`
     // is one still being written) and the segments it covers are gone.
-    let snapshotted = eventually(Duration::from_secs(20), || {
+    // The snapshot thread runs at SCHED_IDLE: while the other tests of
+    // this file keep both cores busy it gets no CPU, so the bound covers
+    // their whole run.
+    let snapshotted = eventually(Duration::from_secs(60), || {
         let names = segments(&shard0);
         let taken = names
             .iter()
