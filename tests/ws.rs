@@ -870,7 +870,8 @@ fn execution_reports_name_the_cancel_and_finish_market_orders_by_quote() {
     let by_quote = "symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=90&newOrderRespType=FULL";
     let filled = signed(&mut rest, &taker, "POST", "/api/v3/order", by_quote).json();
     assert_eq!(filled["status"], "FILLED");
-    let reports: Vec<Value> = (0..4)
+    // NEW first, as Binance reports every accepted order, then each trade.
+    let reports: Vec<Value> = (0..6)
         .map(|_| ws.json())
         .filter(|m| m["e"] == "executionReport")
         .collect();
@@ -878,12 +879,13 @@ fn execution_reports_name_the_cancel_and_finish_market_orders_by_quote() {
     assert_eq!(
         states,
         [
+            (&json!("NEW"), &json!("NEW"), &json!("0.00000000")),
             (&json!("TRADE"), &json!("PARTIALLY_FILLED"), &json!("0.00100000")),
             (&json!("TRADE"), &json!("FILLED"), &json!("0.00300000")),
         ]
     );
     assert_eq!(
-        (&reports[1]["Z"], &reports[1]["Q"], &reports[1]["w"]),
+        (&reports[2]["Z"], &reports[2]["Q"], &reports[2]["w"]),
         (&json!("90.00000000"), &json!("90.00000000"), &json!(false))
     );
     // Only 0.001 at 30000 for 60 USDT: the trade, then EXPIRED.
@@ -891,7 +893,7 @@ fn execution_reports_name_the_cancel_and_finish_market_orders_by_quote() {
     let by_quote = "symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=60&newOrderRespType=FULL";
     let expired = signed(&mut rest, &taker, "POST", "/api/v3/order", by_quote).json();
     assert_eq!(expired["status"], "EXPIRED");
-    let reports: Vec<Value> = (0..4)
+    let reports: Vec<Value> = (0..6)
         .map(|_| ws.json())
         .filter(|m| m["e"] == "executionReport")
         .collect();
@@ -899,6 +901,7 @@ fn execution_reports_name_the_cancel_and_finish_market_orders_by_quote() {
     assert_eq!(
         states,
         [
+            (&json!("NEW"), &json!("NEW")),
             (&json!("TRADE"), &json!("PARTIALLY_FILLED")),
             (&json!("EXPIRED"), &json!("EXPIRED")),
         ]

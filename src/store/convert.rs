@@ -36,7 +36,7 @@ pub fn rows_of<'a>(
     for record in records {
         record_rows(trading, record, now_ms, rows);
     }
-    for update in &out.user_updates {
+    for update in out.user_updates.iter().filter(|u| !u.announcement) {
         let spec = trading.spec(update.view.market);
         rows.push(Row::Order(order_row(&spec.symbol, &update.view)));
         if let Some(trade) = &update.trade {

@@ -24,7 +24,7 @@ use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
-use tradsys_engine::num::{Amount, Price};
+use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::{
     AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderRequest, OrderStatus, OrderView, Side, UserId,
     UserTrade,
@@ -144,6 +144,10 @@ pub struct UserUpdate {
     /// For a cancel: the client id the cancel request carried (Binance's
     /// `c` of a CANCELED report; the order's own id goes to `C`).
     pub cancel_client_id: Option<ClientOrderId>,
+    /// The `NEW` report of an order that traded or expired on arrival: for
+    /// the user data stream only, since the store gets the order's real
+    /// state next.
+    pub announcement: bool,
 }
 
 /// A deposit or withdrawal of one user, for `balanceUpdate`: the signed
@@ -255,6 +259,9 @@ pub struct Trading {
     /// when the book reports it placed, after its last trade: that
     /// trade's update waits here so that one report carries both.
     held_taker_update: Option<UserUpdate>,
+    /// Orders still being placed whose `NEW` report went out ahead of
+    /// their first trade or expiry (bounded by the waiters).
+    announced: std::collections::HashSet<OrderId, tradsys_engine::hash::FastBuildHasher>,
     transfers: Vec<(i128, i128)>,
     waiters: FastMap<WaitKey, Waiter>,
     queue: VecDeque<EngineMsg>,
@@ -314,6 +321,7 @@ impl Trading {
             listen_key_ttl_ms: LISTEN_KEY_TTL_MS,
             cancel_client_ids: FastMap::default(),
             held_taker_update: None,
+            announced: Default::default(),
             transfers: vec![(0, 0); assets],
             waiters: FastMap::default(),
             queue: VecDeque::new(),
@@ -837,18 +845,23 @@ impl Trading {
                 }
             }
             AccountEvent::Placed { order_id, result } => {
+                self.announced.remove(&order_id);
                 if let Some(Waiter::Place(fills, tx)) = self.waiters.remove(&WaitKey::Place(order_id)) {
                     tx.send(PlaceOutcome { result, fills });
                 }
             }
             AccountEvent::Canceled { order_id, result } => self.on_canceled(order_id, result),
-            AccountEvent::CancelReplaced { order_id, cancel, new } => self.on_replaced(order_id, cancel, new),
+            AccountEvent::CancelReplaced { order_id, cancel, new } => {
+                self.announced.remove(&order_id);
+                self.on_replaced(order_id, cancel, new)
+            }
             AccountEvent::OrderUpdate(view) => self.on_order_update(view),
         }
     }
 
     fn on_order_update(&mut self, mut view: OrderView) {
         let trade = self.pending_trade.take().filter(|t| t.order_id == view.order_id);
+        self.announce_arrival(&view);
         // An order's first fill takes it off its user's unfilled-order count
         // (Binance's ORDERS limit counts orders that have not traded).
         if trade.is_some_and(|t| t.qty == view.executed_qty) {
@@ -885,6 +898,7 @@ impl Trading {
             trade,
             balances: self.market_balances(&view),
             cancel_client_id,
+            announcement: false,
         };
         // A taker by quote amount is the only order whose last trade does
         // not say whether it filled; its placement follows at once.
@@ -896,6 +910,32 @@ impl Trading {
             return;
         }
         self.out.user_updates.push(update);
+    }
+
+    /// Binance reports every accepted order `NEW` before anything else. An
+    /// order that trades or expires on arrival (its placement still waits
+    /// here) reaches this shard first as that trade or expiry, so its `NEW`
+    /// report is sent ahead of it, once.
+    fn announce_arrival(&mut self, view: &OrderView) {
+        let placing = self.waiters.contains_key(&WaitKey::Place(view.order_id))
+            || self.waiters.contains_key(&WaitKey::Replace(view.order_id));
+        if !placing || view.status == OrderStatus::New || !self.announced.insert(view.order_id) {
+            return;
+        }
+        let accepted = OrderView {
+            status: OrderStatus::New,
+            executed_qty: Qty::ZERO,
+            cummulative_quote_qty: Amount::ZERO,
+            ..*view
+        };
+        self.out.user_updates.push(UserUpdate {
+            user: view.user,
+            view: accepted,
+            trade: None,
+            balances: self.market_balances(view),
+            cancel_client_id: None,
+            announcement: true,
+        });
     }
 
     /// The user's balances of `view`'s market's base and quote assets.

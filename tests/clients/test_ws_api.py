@@ -1130,7 +1130,6 @@ def taker_events(tradsys, conn, taker, params):
             return placed, reports
 
 
-@pytest.mark.xfail(strict=True, reason="an order that trades on arrival gets no NEW executionReport")
 @pytest.mark.parametrize("kind", ["LIMIT", "MARKET", "IOC"])
 def test_taker_order_reports_new_first(tradsys, kind):
     """Binance reports every order it accepts with x NEW before its trades
