@@ -148,7 +148,12 @@ impl Drop for Server {
 
 /// A data directory path no other test uses (not created).
 pub fn temp_data_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()))
+    let dir = std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
+    // A directory of this name can only be left by an earlier test process
+    // that had the same pid and was killed before it cleaned up; its
+    // journal and snapshots must not become this test's state.
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn unique() -> u64 {
