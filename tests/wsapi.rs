@@ -706,6 +706,12 @@ fn ed25519_and_rsa_keys_sign_requests_and_only_ed25519_logs_on() {
     let mut trader = Ws::connect(server.addr, API);
     result(&mut trader, "order.place", limit_order(&hmac, "SELL", "0.001", "30500"));
     let placed = result(&mut trader, "order.place", limit_order(&ed, "BUY", "0.001", "30500"));
+    // NEW comes first, as for every accepted order; then the trade.
+    let accepted = event(&mut ws, 0, "executionReport");
+    assert_eq!(
+        (accepted["x"].as_str(), accepted["X"].as_str()),
+        (Some("NEW"), Some("NEW"))
+    );
     let report = event(&mut ws, 0, "executionReport");
     assert_eq!(
         (report["i"].clone(), report["X"].as_str()),
