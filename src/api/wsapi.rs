@@ -144,7 +144,7 @@ pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
         _ => {
             return Err(Rejected {
                 id: "null".to_string(),
-                error: mandatory("id"),
+                error: HttpError::from(auth::AuthError::Mandatory("id")),
             })
         }
     };
@@ -153,7 +153,7 @@ pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
         _ => {
             return Err(Rejected {
                 id,
-                error: mandatory("method"),
+                error: HttpError::from(auth::AuthError::Mandatory("method")),
             })
         }
     };
@@ -173,14 +173,6 @@ pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
         })?,
     };
     Ok(WsRequest { id, method, params })
-}
-
-fn mandatory(name: &str) -> HttpError {
-    HttpError::new(
-        400,
-        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
-    )
 }
 
 /// A request's parameters as its REST twin and its signature see them.

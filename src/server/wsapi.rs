@@ -19,7 +19,7 @@ use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{Credentials, RestReply};
 use crate::api::wsapi::{self, Authorize, Counts, Grant, Translated, WsMethod, WsRequest};
 use crate::api::{self, Settle};
-use crate::auth::Scope;
+use crate::auth::{AuthError, Scope};
 use crate::binance;
 use crate::endpoint::{Endpoint, Security};
 use crate::http::{HttpError, Params};
@@ -190,7 +190,7 @@ impl Session {
                 (Some(key.as_bytes()), proof)
             }
             (None, Some(logon)) => (Some(logon.api_key.as_bytes()), Credentials::Session),
-            (None, None) => return Answer::error(&mandatory("apiKey"), Counts::default()),
+            (None, None) => return Answer::error(&HttpError::from(AuthError::Mandatory("apiKey")), Counts::default()),
         };
         let params = match Params::parse(&t.query, None, shard.http_limits().params_count_max) {
             Ok(params) => params,
@@ -220,7 +220,11 @@ impl Session {
                 api::Headers::Owned(headers) => headers,
                 api::Headers::Static(headers) => headers.iter().map(|h| h.to_string()).collect(),
             },
-            body: reply.body.as_bytes().to_vec(),
+            // An order's answer is an owned body: moved, not copied.
+            body: match reply.body {
+                api::Body::Owned(body) => body,
+                api::Body::Static(body) => body.to_vec(),
+            },
         };
         // A logged-on key that no longer passes ends the logon, as on
         // Binance.
@@ -259,7 +263,7 @@ impl Session {
     }
 
     async fn logon(&mut self, shard: &Shard, t: &Translated, now_ms: u64) -> Result<Vec<u8>, HttpError> {
-        let grant = authorize(shard, signed_authorize(t, now_ms, Scope::Read, None, true)?).await?;
+        let grant = authorize(shard, signed_authorize(shard, t, now_ms, Scope::Read, None, true)?).await?;
         self.logon = Some(Logon {
             api_key: grant.api_key,
             user: grant.user,
@@ -306,8 +310,9 @@ impl Session {
         t: &Translated,
         now_ms: u64,
     ) -> Result<Vec<u8>, HttpError> {
-        let request = signed_authorize(t, now_ms, Scope::UserStream, Some(shard.index), false)?;
-        let user = crate::auth::user_of_key(request.api_key.as_bytes()).ok_or_else(rejected_key)?;
+        let request = signed_authorize(shard, t, now_ms, Scope::UserStream, Some(shard.index), false)?;
+        let user =
+            crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
         self.subscribe(shard, out, user, request, false).await
     }
 
@@ -460,14 +465,18 @@ fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscriptio
 
 /// An [`Authorize`] for a request signed like `session.logon`.
 fn signed_authorize(
+    shard: &Shard,
     t: &Translated,
     now_ms: u64,
     scope: Scope,
     attach_to: Option<usize>,
     ed25519_only: bool,
 ) -> Result<Authorize, HttpError> {
-    let api_key = t.api_key.clone().ok_or_else(|| mandatory("apiKey"))?;
-    let params = Params::parse(&t.query, None, usize::MAX)?;
+    let api_key = t
+        .api_key
+        .clone()
+        .ok_or_else(|| HttpError::from(AuthError::Mandatory("apiKey")))?;
+    let params = Params::parse(&t.query, None, shard.http_limits().params_count_max)?;
     Ok(Authorize {
         api_key,
         proof: wsapi::AuthorizeProof::Signed {
@@ -485,7 +494,8 @@ fn signed_authorize(
 
 /// Runs `request` on the shard of the user its key names.
 async fn authorize(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
-    let user = crate::auth::user_of_key(request.api_key.as_bytes()).ok_or_else(rejected_key)?;
+    let user =
+        crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index {
         return wsapi::authorize(shard, &request);
@@ -494,16 +504,4 @@ async fn authorize(shard: &Shard, request: Authorize) -> Result<Grant, HttpError
         Ok(PeerReply::Authorize(result)) => result,
         _ => Err(api::request::unavailable()),
     }
-}
-
-fn rejected_key() -> HttpError {
-    HttpError::new(401, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY)
-}
-
-fn mandatory(name: &str) -> HttpError {
-    HttpError::new(
-        400,
-        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
-    )
 }
