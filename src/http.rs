@@ -522,6 +522,11 @@ impl<'a> Params<'a> {
         Ok(())
     }
 
+    /// Parameters decoded elsewhere (the WebSocket API's JSON), in order.
+    pub fn from_pairs(pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>) -> Params<'a> {
+        Params { pairs }
+    }
+
     /// The value of `name`: the query's when both query and body carry it.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())

@@ -581,6 +581,78 @@ fn subscriptions_get_their_users_events_on_every_shard() {
     assert_eq!(resubscribed, json!({"subscriptionId": 2}));
 }
 
+/// Requests sent together are answered together: in order, one answer
+/// each, each seeing what the ones before it did, whether the user is on
+/// the socket's shard (run there, settled once) or on the other (carried
+/// there in one call).
+#[test]
+fn pipelined_requests_are_answered_in_order_on_every_shard() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let user = create_user(&server, "pipe", FUNDS);
+    for (n, mut ws) in on_every_shard(&server, 2, API).into_iter().enumerate() {
+        let client_id = format!("pipe-{n}");
+        let place = sign(
+            &user,
+            object(json!({
+                "symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                "quantity": "0.002", "price": "31000", "newClientOrderId": client_id,
+            })),
+        );
+        let mut forged = object(place.clone());
+        forged.insert("newClientOrderId".into(), json!("forged"));
+        let by_id = || object(json!({"symbol": "BTCUSDT", "origClientOrderId": client_id}));
+        let requests = [
+            json!({"id": 1, "method": "order.place", "params": place}).to_string(),
+            json!({"id": 2, "method": "order.status", "params": sign(&user, by_id())}).to_string(),
+            json!({"id": 3, "method": "order.place", "params": forged}).to_string(),
+            "{\"id\":4,\"method\":".to_string(),
+            json!({"id": 5, "method": "order.cancel", "params": sign(&user, by_id())}).to_string(),
+            json!({"id": 6, "method": "openOrders.status", "params": sign(&user, object(json!({"symbol": "BTCUSDT"})))})
+                .to_string(),
+            json!({"id": 7, "method": "time"}).to_string(),
+        ];
+        ws.send_all(&requests);
+        let answers: Vec<Value> = (0..requests.len()).map(|_| ws.json()).collect();
+        let seen: Vec<(Value, Value)> = answers.iter().map(|a| (a["id"].clone(), a["status"].clone())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (json!(1), json!(200)),
+                (json!(2), json!(200)),
+                (json!(3), json!(400)),
+                (json!(null), json!(400)),
+                (json!(5), json!(200)),
+                (json!(6), json!(200)),
+                (json!(7), json!(200)),
+            ],
+            "socket {n}: {answers:?}"
+        );
+        let order_id = &answers[0]["result"]["orderId"];
+        assert_eq!(
+            (&answers[1]["result"]["orderId"], &answers[1]["result"]["status"]),
+            (order_id, &json!("NEW"))
+        );
+        assert_eq!(
+            answers[2]["error"],
+            json!({"code": -1022, "msg": "Signature for this request is not valid."})
+        );
+        assert_eq!(answers[3]["error"]["code"], json!(-1135));
+        assert_eq!(
+            (&answers[4]["result"]["orderId"], &answers[4]["result"]["status"]),
+            (order_id, &json!("CANCELED"))
+        );
+        assert_eq!(answers[5]["result"], json!([]));
+    }
+    let account = rest_signed(&server, &user, "GET", "/api/v3/account", "omitZeroBalances=true");
+    assert_eq!(
+        account["balances"],
+        json!([
+            {"asset": "BTC", "free": "10.00000000", "locked": "0.00000000"},
+            {"asset": "USDT", "free": "1000000.00000000", "locked": "0.00000000"},
+        ])
+    );
+}
+
 #[test]
 fn orders_on_a_socket_and_over_rest_see_the_same_fills() {
     let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);

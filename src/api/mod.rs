@@ -268,6 +268,63 @@ pub(crate) async fn call_rest(shard: &impl Host, owner: usize, req: RequestRef<'
     }
 }
 
+/// Runs signed requests whose users shard `owner` holds, as the WebSocket
+/// API hands them over from one read: each is admitted here as
+/// [`run_endpoint`] admits it, and the admitted ones travel in one call,
+/// run there one after the other in order, and settle there once. One
+/// reply per request, in order; the counts it was admitted with, `None`
+/// when it was refused.
+pub(crate) async fn run_on_owner(
+    shard: &impl Host,
+    owner: usize,
+    requests: &[(RequestRef<'_>, Params<'_>)],
+    peer: IpAddr,
+) -> Vec<(RestReply, Option<Usage>)> {
+    let mut admitted = Vec::with_capacity(requests.len());
+    let mut shipped = Vec::with_capacity(requests.len());
+    for (req, params) in requests {
+        let weight = weights::weight(req.endpoint, &weights::WeightParams::from_params(params));
+        admitted.push(match shard.admit_request(peer, weight, req.now_ms) {
+            Ok(usage) => {
+                shipped.push(req.to_request());
+                Ok(usage)
+            }
+            Err(refusal) => Err(refused(refusal)),
+        });
+    }
+    let expected = shipped.len();
+    let replies = if shipped.is_empty() {
+        Vec::new()
+    } else {
+        shard.metrics_mut().mesh_sent += 1;
+        match shard.call(owner, PeerCall::RestBatch(shipped)).await {
+            Ok(PeerReply::RestBatch(replies)) if replies.len() == expected => {
+                shard.metrics_mut().mesh_received += 1;
+                replies
+            }
+            Err(CallError::Overloaded(_)) => (0..expected)
+                .map(|_| RestReply::error(&request::trading_error(crate::trading::TradingError::Busy)))
+                .collect(),
+            Ok(_) | Err(_) => (0..expected)
+                .map(|_| RestReply::error(&request::unavailable()))
+                .collect(),
+        }
+    };
+    let mut replies = replies.into_iter();
+    admitted
+        .into_iter()
+        .map(|admission| match admission {
+            Ok(usage) => (
+                replies
+                    .next()
+                    .unwrap_or_else(|| RestReply::error(&request::unavailable())),
+                Some(usage),
+            ),
+            Err(refusal) => (refusal, None),
+        })
+        .collect()
+}
+
 /// The reply to a request that admission refused: 503 while the shard
 /// sheds load, Binance's 429 with `Retry-After` over a rate limit.
 pub(crate) fn refused(refusal: Refusal) -> RestReply {
@@ -345,6 +402,14 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
             };
             shard.settle().await;
             PeerReply::Rest(Box::new(reply))
+        }
+        PeerCall::RestBatch(requests) => {
+            let mut replies = Vec::with_capacity(requests.len());
+            for request in &requests {
+                replies.push(user::request(shard, request.borrowed()).await);
+            }
+            shard.settle().await;
+            PeerReply::RestBatch(replies)
         }
         PeerCall::Admin(call) => {
             let reply = admin::run_local(shard, *call);

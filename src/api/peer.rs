@@ -18,6 +18,9 @@ pub(crate) enum PeerCall {
     Metrics,
     /// A REST request about a user or market the callee owns.
     Rest(Box<RestRequest>),
+    /// Signed requests of users the callee owns, from one WebSocket API
+    /// read: run in order, settled once.
+    RestBatch(Vec<RestRequest>),
     /// An admin operation on state the callee owns.
     Admin(Box<AdminCall>),
     /// The price a MARKET order of `side` would meet first in a market the
@@ -38,6 +41,7 @@ pub(crate) enum PeerCall {
 pub(crate) enum PeerReply {
     Metrics(Box<Snapshot>),
     Rest(Box<RestReply>),
+    RestBatch(Vec<RestReply>),
     Admin(Box<AdminReply>),
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),

@@ -19,13 +19,11 @@ use crate::api::host::Host;
 use crate::auth::{self, AuthRequest, KeyType, Scope, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
-use crate::http::HttpError;
-use crate::json::JsonWriter;
+use crate::http::{HttpError, Params};
 use crate::limits::RateLimits;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use tradsys_engine::order::UserId;
 
 /// Weight of the session and user-data methods, as Binance counts them.
@@ -96,41 +94,42 @@ pub(crate) fn method(name: &str) -> Option<WsMethod> {
     METHODS.iter().find(|(n, _)| *n == name).map(|&(_, m)| m)
 }
 
-/// One request frame, decoded.
+/// One request frame, decoded. Everything borrows the frame's text.
 #[derive(Debug)]
-pub(crate) struct WsRequest {
-    /// The request's `id`, rendered as JSON to echo back.
-    pub(crate) id: String,
+pub(crate) struct WsRequest<'a> {
+    /// The request's `id` as JSON, exactly as sent, to echo back.
+    pub(crate) id: &'a str,
     pub(crate) method: WsMethod,
-    /// Each parameter's JSON text exactly as sent: a signature covers the
-    /// values as the client wrote them (`5e-05` stays `5e-05`).
-    pub(crate) params: BTreeMap<String, Box<RawValue>>,
+    /// Each parameter's JSON text exactly as sent (a signature covers the
+    /// values as the client wrote them: `5e-05` stays `5e-05`), sorted by
+    /// name; of a name sent twice, the last value counts.
+    pub(crate) params: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 /// A frame that is not a request this API serves: the `id` to answer with
 /// (`null` when it could not be read) and the error.
 #[derive(Debug)]
-pub(crate) struct Rejected {
-    pub(crate) id: String,
+pub(crate) struct Rejected<'a> {
+    pub(crate) id: &'a str,
     pub(crate) error: HttpError,
 }
 
 /// A frame's fields; anything else in it is ignored, as Binance does.
 #[derive(Deserialize)]
-struct Frame {
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    method: Value,
-    #[serde(default)]
-    params: Option<Box<RawValue>>,
+struct Frame<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
 }
 
 /// Decodes a request frame. `id` must be an integer, a string or null, as
 /// Binance allows; `params`, when present, an object.
-pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
+pub(crate) fn parse(text: &str) -> Result<WsRequest<'_>, Rejected<'_>> {
     let invalid = || Rejected {
-        id: "null".to_string(),
+        id: "null",
         error: HttpError::new(400, binance::INVALID_JSON, "Invalid JSON Request"),
     };
     // serde would also read a struct from an array; a request is an object.
@@ -138,56 +137,148 @@ pub(crate) fn parse(text: &str) -> Result<WsRequest, Rejected> {
         return Err(invalid());
     }
     let frame: Frame = serde_json::from_str(text).map_err(|_| invalid())?;
-    let id = match frame.id {
-        Value::Null | Value::String(_) => frame.id.to_string(),
-        Value::Number(ref n) if n.is_i64() || n.is_u64() => frame.id.to_string(),
-        _ => {
+    let id = match frame.id.map(RawValue::get) {
+        None => "null",
+        Some(raw) if raw.starts_with('"') || raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok() => raw,
+        Some(_) => {
             return Err(Rejected {
-                id: "null".to_string(),
+                id: "null",
                 error: HttpError::from(auth::AuthError::Mandatory("id")),
             })
         }
     };
-    let name = match &frame.method {
-        Value::String(name) => name.as_str(),
-        _ => {
-            return Err(Rejected {
-                id,
-                error: HttpError::from(auth::AuthError::Mandatory("method")),
-            })
-        }
+    let Some(name) = frame.method.and_then(|raw| json_str(raw.get())) else {
+        return Err(Rejected {
+            id,
+            error: HttpError::from(auth::AuthError::Mandatory("method")),
+        });
     };
-    let Some(method) = method(name) else {
+    let Some(method) = method(&name) else {
         let error = HttpError::new(400, binance::UNSUPPORTED_OPERATION, format!("Unknown method '{name}'."));
         return Err(Rejected { id, error });
     };
-    let params = match frame.params.as_deref().map(RawValue::get) {
-        None | Some("null") => BTreeMap::new(),
-        Some(raw) => serde_json::from_str(raw).map_err(|_| Rejected {
-            id: id.clone(),
-            error: HttpError::new(
-                400,
-                binance::INVALID_JSON,
-                "JSON sent for parameter 'params' is not valid",
-            ),
-        })?,
+    let params = match frame.params.map(RawValue::get) {
+        None => Vec::new(),
+        Some(raw) => {
+            serde_json::from_str::<ParamList>(raw)
+                .map_err(|_| Rejected {
+                    id,
+                    error: HttpError::new(
+                        400,
+                        binance::INVALID_JSON,
+                        "JSON sent for parameter 'params' is not valid",
+                    ),
+                })?
+                .0
+        }
     };
     Ok(WsRequest { id, method, params })
 }
 
+/// The value of a JSON string (`raw` is the string's JSON text, quotes
+/// included), borrowed unless it holds escapes; `None` if `raw` is not a
+/// string.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        // JSON text that was parsed already: without a backslash, what is
+        // between the quotes is the value itself.
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// `params`: an object read into name-sorted pairs that borrow the frame.
+struct ParamList<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ParamList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ParamListVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ParamListVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ParamListVisitor<'a> {
+    type Value = ParamList<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of parameters")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<ParamList<'a>, M::Error> {
+        let mut pairs: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some((Name(name), value)) = map.next_entry::<Name<'a>, &'a RawValue>()? {
+            pairs.push((name, value));
+        }
+        // Stable: of equal names the one sent last ends up last, and wins.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut deduped: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match deduped.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => deduped.push(pair),
+            }
+        }
+        Ok(ParamList(deduped))
+    }
+}
+
+/// A parameter name, borrowed from the frame unless it holds escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(NameVisitor(std::marker::PhantomData))
+    }
+}
+
+struct NameVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for NameVisitor<'a> {
+    type Value = Name<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a parameter name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Name<'a>, E> {
+        Ok(Name(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name<'a>, E> {
+        Ok(Name(Cow::Owned(name.to_owned())))
+    }
+}
+
 /// A request's parameters as its REST twin and its signature see them.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Translated {
+pub(crate) struct Translated<'a> {
     /// The REST query string (percent-encoded, in name order), without
-    /// `apiKey`, `signature` and `returnRateLimits`.
+    /// `apiKey`, `signature` and `returnRateLimits`: what travels when the
+    /// request runs on another shard.
     pub(crate) query: Vec<u8>,
+    /// The same parameters decoded, as the REST twin reads them.
+    pub(crate) pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// What the signature covers: every parameter but `signature`, sorted
     /// by name, `name=value` joined with `&`, values as sent.
     pub(crate) payload: Vec<u8>,
-    pub(crate) api_key: Option<String>,
-    pub(crate) signature: Option<String>,
+    pub(crate) api_key: Option<Cow<'a, str>>,
+    pub(crate) signature: Option<Cow<'a, str>>,
     /// `returnRateLimits`, when the request sets it.
     pub(crate) return_rate_limits: Option<bool>,
+}
+
+impl Translated<'_> {
+    /// The REST twin's parameters, borrowed.
+    pub(crate) fn params(&self) -> Params<'_> {
+        Params::from_pairs(
+            self.pairs
+                .iter()
+                .map(|(name, value)| (Cow::Borrowed(&**name), Cow::Borrowed(&**value)))
+                .collect(),
+        )
+    }
 }
 
 /// Turns a request's parameters into its REST twin's. Values are strings,
@@ -195,10 +286,10 @@ pub(crate) struct Translated {
 /// and LONG as numbers); an array (`symbols`) becomes its JSON text, as
 /// REST takes it; `null` counts as not sent. `params_count_max` bounds them
 /// as it bounds a query string.
-pub(crate) fn translate(
-    params: &BTreeMap<String, Box<RawValue>>,
+pub(crate) fn translate<'a>(
+    params: &[(Cow<'a, str>, &'a RawValue)],
     params_count_max: usize,
-) -> Result<Translated, HttpError> {
+) -> Result<Translated<'a>, HttpError> {
     if params.len() > params_count_max {
         return Err(HttpError::new(
             400,
@@ -206,18 +297,23 @@ pub(crate) fn translate(
             format!("Too many parameters; maximum is {params_count_max}."),
         ));
     }
-    let mut out = Translated::default();
-    let mut signed: Vec<(&str, String)> = Vec::with_capacity(params.len());
+    let mut out = Translated {
+        pairs: Vec::with_capacity(params.len()),
+        query: Vec::with_capacity(256),
+        payload: Vec::with_capacity(256),
+        ..Translated::default()
+    };
+    // `params` is sorted by name: the payload is written as it goes.
     for (name, value) in params {
         let raw = value.get();
-        let text = match raw.as_bytes().first() {
+        let text: Cow<'a, str> = match raw.as_bytes().first() {
             Some(b'n') => continue,
-            Some(b'"') => serde_json::from_str::<String>(raw).map_err(|_| not_json(name))?,
+            Some(b'"') => json_str(raw).ok_or_else(|| not_json(name))?,
             Some(b'{') => return Err(not_json(name)),
             // Numbers, booleans and arrays: the text as sent.
-            _ => raw.to_string(),
+            _ => Cow::Borrowed(raw),
         };
-        match name.as_str() {
+        match &**name {
             "signature" => {
                 out.signature = Some(text);
                 continue;
@@ -237,15 +333,10 @@ pub(crate) fn translate(
                 percent_encode(name.as_bytes(), &mut out.query);
                 out.query.push(b'=');
                 percent_encode(text.as_bytes(), &mut out.query);
+                out.pairs.push((name.clone(), text.clone()));
             }
         }
-        signed.push((name, text));
-    }
-    // A BTreeMap's order is already by name; sorting says what the
-    // signature needs rather than relying on that.
-    signed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (i, (name, text)) in signed.iter().enumerate() {
-        if i > 0 {
+        if !out.payload.is_empty() {
             out.payload.push(b'&');
         }
         out.payload.extend_from_slice(name.as_bytes());
@@ -310,52 +401,51 @@ pub(crate) fn retry_after_s(headers: &[String]) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// One response frame's text. `body` is the REST twin's body: the result on
-/// success, Binance's `{"code","msg"}` error object otherwise (`status`
-/// ≥ 400). A 429 or 418 error carries `data` with the time to retry, as
-/// Binance sends it.
+/// Appends one response's JSON to `out`. `body` is the REST twin's body:
+/// the result on success, Binance's `{"code","msg"}` error object otherwise
+/// (`status` ≥ 400). A 429 or 418 error carries `data` with the time to
+/// retry, as Binance sends it.
 pub(crate) fn render(
+    out: &mut Vec<u8>,
     id: &str,
     status: u16,
     body: &[u8],
     counts: Option<&Counts>,
     limits: &RateLimits,
     retry_after_ms: Option<(u64, u64)>,
-) -> String {
-    let body = String::from_utf8_lossy(body);
-    let mut out = String::with_capacity(body.len() + 256);
-    out.push_str("{\"id\":");
-    out.push_str(id);
-    out.push_str(",\"status\":");
-    out.push_str(itoa::Buffer::new().format(status));
+) {
+    out.reserve(body.len() + 256);
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     if status < 400 {
-        out.push_str(",\"result\":");
-        out.push_str(&body);
+        out.extend_from_slice(b",\"result\":");
+        out.extend_from_slice(body);
     } else {
-        out.push_str(",\"error\":");
+        out.extend_from_slice(b",\"error\":");
         match retry_after_ms {
             // `{"code":..,"msg":..}` gains `"data":{..}` before its brace.
-            Some((server_time_ms, retry_after_ms)) if body.ends_with('}') => {
-                out.push_str(&body[..body.len() - 1]);
-                out.push_str(",\"data\":{\"serverTime\":");
-                out.push_str(itoa::Buffer::new().format(server_time_ms));
-                out.push_str(",\"retryAfter\":");
-                out.push_str(itoa::Buffer::new().format(retry_after_ms));
-                out.push_str("}}");
+            Some((server_time_ms, retry_after_ms)) if body.ends_with(b"}") => {
+                out.extend_from_slice(&body[..body.len() - 1]);
+                out.extend_from_slice(b",\"data\":{\"serverTime\":");
+                out.extend_from_slice(itoa::Buffer::new().format(server_time_ms).as_bytes());
+                out.extend_from_slice(b",\"retryAfter\":");
+                out.extend_from_slice(itoa::Buffer::new().format(retry_after_ms).as_bytes());
+                out.extend_from_slice(b"}}");
             }
-            _ => out.push_str(&body),
+            _ => out.extend_from_slice(body),
         }
     }
     if let Some(counts) = counts {
-        out.push_str(",\"rateLimits\":");
-        write_rate_limits(&mut out, counts, limits);
+        out.extend_from_slice(b",\"rateLimits\":");
+        write_rate_limits(out, counts, limits);
     }
-    out.push('}');
-    out
+    out.push(b'}');
 }
 
 /// Binance's order: ORDERS (10 s, day), then REQUEST_WEIGHT.
-fn write_rate_limits(out: &mut String, counts: &Counts, limits: &RateLimits) {
+fn write_rate_limits(out: &mut Vec<u8>, counts: &Counts, limits: &RateLimits) {
     let entries = [
         ("ORDERS", "SECOND", 10, limits.orders_per_10s_max, counts.orders_10s),
         ("ORDERS", "DAY", 1, limits.orders_per_day_max, counts.orders_1d),
@@ -367,25 +457,29 @@ fn write_rate_limits(out: &mut String, counts: &Counts, limits: &RateLimits) {
             counts.weight_1m,
         ),
     ];
-    out.push('[');
+    out.push(b'[');
     let mut first = true;
     for (kind, interval, interval_num, limit, count) in entries {
         let Some(count) = count else { continue };
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        let mut w = JsonWriter::with_capacity(112);
-        w.begin_object()
-            .field_str("rateLimitType", kind)
-            .field_str("interval", interval)
-            .field_uint("intervalNum", interval_num)
-            .field_uint("limit", u64::from(limit))
-            .field_uint("count", u64::from(count))
-            .end_object();
-        out.push_str(&w.buf);
+        // The names are fixed identifiers: nothing to escape.
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"rateLimitType\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"interval\":\"");
+        out.extend_from_slice(interval.as_bytes());
+        out.extend_from_slice(b"\",\"intervalNum\":");
+        out.extend_from_slice(number.format(interval_num).as_bytes());
+        out.extend_from_slice(b",\"limit\":");
+        out.extend_from_slice(number.format(limit).as_bytes());
+        out.extend_from_slice(b",\"count\":");
+        out.extend_from_slice(number.format(count).as_bytes());
+        out.push(b'}');
     }
-    out.push(']');
+    out.push(b']');
 }
 
 /// What `session.logon` and the user data subscriptions ask of the user's
@@ -528,11 +622,11 @@ mod tests {
         ];
         for (text, id, code) in table {
             let rejected = parse(text).expect_err(text);
-            assert_eq!((rejected.id.as_str(), rejected.error.code), (*id, *code), "{text}");
+            assert_eq!((rejected.id, rejected.error.code), (*id, *code), "{text}");
         }
         let ok = parse(r#"{"id":null,"method":"v3/time"}"#).expect("time");
         assert_eq!(
-            (ok.id.as_str(), ok.method, ok.params.len()),
+            (ok.id, ok.method, ok.params.len()),
             ("null", WsMethod::Rest(Endpoint::Time), 0)
         );
     }
@@ -547,12 +641,12 @@ mod tests {
         .expect("request");
         let t = translate(&request.params, 100).expect("translated");
         assert_eq!(
-            String::from_utf8(t.query).expect("utf8"),
+            String::from_utf8(t.query.clone()).expect("utf8"),
             "newClientOrderId=a%2Fb%3Ac&price=52000.00&quantity=0.01000000&side=SELL&symbol=BTCUSDT\
              &timeInForce=GTC&timestamp=1655716096498&type=LIMIT"
         );
         assert_eq!(
-            String::from_utf8(t.payload).expect("utf8"),
+            String::from_utf8(t.payload.clone()).expect("utf8"),
             "apiKey=KEY&newClientOrderId=a/b:c&price=52000.00&quantity=0.01000000&returnRateLimits=false\
              &side=SELL&symbol=BTCUSDT&timeInForce=GTC&timestamp=1655716096498&type=LIMIT"
         );
@@ -560,6 +654,25 @@ mod tests {
             (t.api_key.as_deref(), t.signature.as_deref(), t.return_rate_limits),
             (Some("KEY"), Some("abc"), Some(false))
         );
+        let params = t.params();
+        assert_eq!(
+            (params.len(), params.get("newClientOrderId"), params.get("apiKey")),
+            (8, Some("a/b:c"), None)
+        );
+    }
+
+    #[test]
+    fn names_and_values_are_unescaped_sorted_and_the_last_of_a_name_wins() {
+        let request =
+            parse(r#"{"id":"a\"b","method":"time","params":{"b":"2","a\u0041":"x\ny","b":"3"}}"#).expect("request");
+        assert_eq!(request.id, r#""a\"b""#);
+        let names: Vec<(&str, &str)> = request.params.iter().map(|(n, v)| (&**n, v.get())).collect();
+        assert_eq!(names, vec![("aA", r#""x\ny""#), ("b", r#""3""#)]);
+        let t = translate(&request.params, 10).expect("translated");
+        let pairs: Vec<(&str, &str)> = t.pairs.iter().map(|(n, v)| (&**n, &**v)).collect();
+        assert_eq!(pairs, vec![("aA", "x\ny"), ("b", "3")]);
+        assert_eq!(t.query, b"aA=x%0Ay&b=3".to_vec());
+        assert_eq!(t.payload, b"aA=x\ny&b=3".to_vec());
     }
 
     #[test]
@@ -568,7 +681,7 @@ mod tests {
             .expect("request");
         let t = translate(&request.params, 10).expect("translated");
         assert_eq!(
-            String::from_utf8(t.payload).expect("utf8"),
+            String::from_utf8(t.payload.clone()).expect("utf8"),
             "price=1.50&quantity=5e-05&x=true"
         );
         assert_eq!(
@@ -612,23 +725,21 @@ mod tests {
             orders_10s: Some(1),
             orders_1d: Some(2),
         };
+        let rendered = |id: &str, status: u16, body: &[u8], counts: Option<&Counts>, retry: Option<(u64, u64)>| {
+            let mut out = Vec::new();
+            render(&mut out, id, status, body, counts, &limits, retry);
+            String::from_utf8(out).expect("utf8")
+        };
         assert_eq!(
-            render("1", 200, b"{}", Some(&counts), &limits, None),
+            rendered("1", 200, b"{}", Some(&counts), None),
             r#"{"id":1,"status":200,"result":{},"rateLimits":[{"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":100,"count":1},{"rateLimitType":"ORDERS","interval":"DAY","intervalNum":1,"limit":200000,"count":2},{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000,"count":3}]}"#
         );
         assert_eq!(
-            render("\"x\"", 400, br#"{"code":-1102,"msg":"m"}"#, None, &limits, None),
+            rendered("\"x\"", 400, br#"{"code":-1102,"msg":"m"}"#, None, None),
             r#"{"id":"x","status":400,"error":{"code":-1102,"msg":"m"}}"#
         );
         assert_eq!(
-            render(
-                "null",
-                429,
-                br#"{"code":-1003,"msg":"m"}"#,
-                None,
-                &limits,
-                Some((10, 2000))
-            ),
+            rendered("null", 429, br#"{"code":-1003,"msg":"m"}"#, None, Some((10, 2000))),
             r#"{"id":null,"status":429,"error":{"code":-1003,"msg":"m","data":{"serverTime":10,"retryAfter":2000}}}"#
         );
     }

@@ -24,9 +24,11 @@ use crate::binance;
 use crate::endpoint::{Endpoint, Security};
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
+use crate::limits::{RateLimits, Usage};
 use crate::server::publish;
 use crate::server::shard::Shard;
 use crate::streams::{Delivery, Outbound};
+use crate::ws;
 use std::net::IpAddr;
 use std::rc::Rc;
 use tradsys_engine::order::UserId;
@@ -130,39 +132,56 @@ impl Session {
         }
     }
 
-    /// Answers one request frame. The caller settles before the answer
-    /// leaves (see the module's note).
-    pub(crate) async fn request(&mut self, shard: &Shard, out: &Rc<Outbound>, text: &str) -> String {
+    /// Answers the request frames of one read, in order, appending each
+    /// answer's frame to `frames`. The caller settles (see
+    /// [`Session::take_unsettled`]) before the frames leave. Consecutive
+    /// signed requests of users another shard holds go there in one call.
+    pub(crate) async fn answer_all(&mut self, shard: &Shard, out: &Rc<Outbound>, texts: &[&str], frames: &mut Vec<u8>) {
         let limits = shard.exchange_info().limits;
-        let request = match wsapi::parse(text) {
-            Ok(request) => request,
-            Err(rejected) => {
-                let body = crate::http::error_body(rejected.error.code, &rejected.error.msg);
-                return wsapi::render(
-                    &rejected.id,
-                    rejected.error.status,
-                    body.as_bytes(),
-                    None,
-                    &limits,
-                    None,
-                );
+        let count_max = shard.http_limits().params_count_max;
+        let prepared: Vec<Prepared> = texts.iter().map(|text| prepare(text, count_max)).collect();
+        let mut scratch = Vec::new();
+        let mut i = 0;
+        while i < prepared.len() {
+            let answers = match self.remote_owner(shard, &prepared[i]) {
+                Some(owner) => {
+                    let mut end = i + 1;
+                    while end < prepared.len() && self.remote_owner(shard, &prepared[end]) == Some(owner) {
+                        end += 1;
+                    }
+                    self.run_remote(shard, owner, &prepared[i..end]).await
+                }
+                None => vec![self.answer_one(shard, out, &prepared[i]).await],
+            };
+            for answer in answers {
+                let Some(request) = prepared.get(i) else { break };
+                scratch.clear();
+                self.render(&mut scratch, request, answer, &limits);
+                ws::encode_text_json(frames, &scratch);
+                i += 1;
             }
-        };
-        let translated = wsapi::translate(&request.params, shard.http_limits().params_count_max);
-        let (answer, return_rate_limits) = match translated {
-            Ok(t) => {
-                let show = t.return_rate_limits.unwrap_or(self.return_rate_limits);
-                (self.run(shard, out, &request, &t).await, show)
-            }
-            Err(error) => (Answer::error(&error, Counts::default()), self.return_rate_limits),
-        };
-        let now_ms = crate::clock::now_ms();
-        let retry = answer.retry_after_s.map(|s| (now_ms, now_ms + s * 1000));
-        let counts = (return_rate_limits && answer.counts != Counts::default()).then_some(&answer.counts);
-        wsapi::render(&request.id, answer.status, &answer.body, counts, &limits, retry)
+        }
     }
 
-    async fn run(&mut self, shard: &Shard, out: &Rc<Outbound>, request: &WsRequest, t: &Translated) -> Answer {
+    /// Renders `answer` to `request` as the response's JSON.
+    fn render(&self, out: &mut Vec<u8>, request: &Prepared, answer: Answer, limits: &RateLimits) {
+        let now_ms = crate::clock::now_ms();
+        let retry = answer.retry_after_s.map(|s| (now_ms, now_ms + s * 1000));
+        let show = match request {
+            Prepared::Ready { translated, .. } => translated.return_rate_limits.unwrap_or(self.return_rate_limits),
+            Prepared::Failed { .. } => false,
+        };
+        let counts = (show && answer.counts != Counts::default()).then_some(&answer.counts);
+        wsapi::render(out, request.id(), answer.status, &answer.body, counts, limits, retry);
+    }
+
+    /// One request, run here (or, for a user on another shard, there
+    /// through `api::run_endpoint`).
+    async fn answer_one(&mut self, shard: &Shard, out: &Rc<Outbound>, request: &Prepared<'_>) -> Answer {
+        let (request, t) = match request {
+            Prepared::Ready { request, translated } => (request, translated),
+            Prepared::Failed { error, .. } => return Answer::error(error, Counts::default()),
+        };
         let endpoint = match request.method {
             WsMethod::Rest(endpoint) => endpoint,
             WsMethod::Retired => {
@@ -176,30 +195,103 @@ impl Session {
         self.rest_twin(shard, endpoint, t).await
     }
 
-    /// A method with a REST twin, run as that twin.
-    async fn rest_twin(&mut self, shard: &Shard, endpoint: Endpoint, t: &Translated) -> Answer {
-        let now_ms = crate::clock::now_ms();
-        let signed = endpoint.security() != Security::None;
-        let (api_key, credentials) = match (&t.api_key, &self.logon) {
-            _ if !signed => (None, Credentials::Rest),
-            (Some(key), _) => {
-                let proof = Credentials::Payload {
+    /// The key a request with a REST twin is signed with, or the session's,
+    /// and how the request proves it; `Err` when it needs one and has none.
+    fn credentials<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        t: &'a Translated<'_>,
+    ) -> Result<(Option<&'a [u8]>, Credentials<'a>), HttpError> {
+        if endpoint.security() == Security::None {
+            return Ok((None, Credentials::Rest));
+        }
+        match (&t.api_key, &self.logon) {
+            (Some(key), _) => Ok((
+                Some(key.as_bytes()),
+                Credentials::Payload {
                     payload: &t.payload,
                     signature: t.signature.as_deref(),
-                };
-                (Some(key.as_bytes()), proof)
-            }
-            (None, Some(logon)) => (Some(logon.api_key.as_bytes()), Credentials::Session),
-            (None, None) => return Answer::error(&HttpError::from(AuthError::Mandatory("apiKey")), Counts::default()),
+                },
+            )),
+            (None, Some(logon)) => Ok((Some(logon.api_key.as_bytes()), Credentials::Session)),
+            (None, None) => Err(HttpError::from(AuthError::Mandatory("apiKey"))),
+        }
+    }
+
+    /// The shard that holds the user of a signed request with a REST twin,
+    /// when that is another shard.
+    fn remote_owner(&self, shard: &Shard, request: &Prepared) -> Option<usize> {
+        let Prepared::Ready { request, translated } = request else {
+            return None;
         };
-        let params = match Params::parse(&t.query, None, shard.http_limits().params_count_max) {
-            Ok(params) => params,
+        let WsMethod::Rest(endpoint) = request.method else {
+            return None;
+        };
+        let (Some(key), _) = self.credentials(endpoint, translated).ok()? else {
+            return None;
+        };
+        let owner = shard.trading().user_shard(crate::auth::user_of_key(key)?) as usize;
+        (owner != shard.index).then_some(owner)
+    }
+
+    /// Requests that [`Session::remote_owner`] sends to `owner`, in one
+    /// call; one answer each, in order.
+    async fn run_remote(&mut self, shard: &Shard, owner: usize, requests: &[Prepared<'_>]) -> Vec<Answer> {
+        let now_ms = crate::clock::now_ms();
+        let mut calls = Vec::with_capacity(requests.len());
+        let mut slots = Vec::with_capacity(requests.len());
+        for request in requests {
+            let call = match request {
+                Prepared::Ready { request, translated: t } => match request.method {
+                    WsMethod::Rest(endpoint) => self.credentials(endpoint, t).map(|(api_key, credentials)| {
+                        let req = api::request::RequestRef {
+                            endpoint,
+                            query: &t.query,
+                            body: &[],
+                            form_body: false,
+                            api_key,
+                            credentials,
+                            now_ms,
+                        };
+                        (req, t.params())
+                    }),
+                    _ => Err(HttpError::new(400, binance::UNKNOWN, "Unexpected method.")),
+                },
+                Prepared::Failed { error, .. } => Err(error.clone()),
+            };
+            slots.push(match call {
+                Ok(call) => {
+                    calls.push(call);
+                    Ok(call_is_session(&calls))
+                }
+                Err(error) => Err(error),
+            });
+        }
+        let mut replies = api::run_on_owner(shard, owner, &calls, self.peer).await.into_iter();
+        drop(calls);
+        let mut answers = Vec::with_capacity(slots.len());
+        for slot in slots {
+            answers.push(match (slot, replies.next()) {
+                (Ok(session), Some((reply, usage))) => self.twin_answer(reply, usage, session),
+                (Ok(_), None) => Answer::error(&api::request::unavailable(), Counts::default()),
+                (Err(error), _) => Answer::error(&error, Counts::default()),
+            });
+        }
+        answers
+    }
+
+    /// A method with a REST twin, run as that twin.
+    async fn rest_twin(&mut self, shard: &Shard, endpoint: Endpoint, t: &Translated<'_>) -> Answer {
+        let now_ms = crate::clock::now_ms();
+        let (api_key, credentials) = match self.credentials(endpoint, t) {
+            Ok(found) => found,
             Err(error) => return Answer::error(&error, Counts::default()),
         };
+        let params = t.params();
         let owner = api_key
             .and_then(crate::auth::user_of_key)
             .map(|user| shard.trading().user_shard(user) as usize);
-        self.unsettled |= owner == Some(shard.index);
+        let local = owner == Some(shard.index);
         let req = api::request::RequestRef {
             endpoint,
             query: &t.query,
@@ -209,11 +301,9 @@ impl Session {
             credentials,
             now_ms,
         };
+        let session = credentials == Credentials::Session;
         let (reply, usage) = api::run_endpoint(shard, req, &params, self.peer, Settle::Later).await;
-        let counts = Counts {
-            weight_1m: usage.map(|u| u.used_weight_1m),
-            ..Counts::default()
-        };
+        self.unsettled |= local;
         let reply = RestReply {
             status: reply.status,
             headers: match reply.headers {
@@ -226,15 +316,30 @@ impl Session {
                 api::Body::Static(body) => body.to_vec(),
             },
         };
+        self.twin_answer(reply, usage, session)
+    }
+
+    /// The answer of a REST twin's reply.
+    fn twin_answer(&mut self, reply: RestReply, usage: Option<Usage>, session: bool) -> Answer {
         // A logged-on key that no longer passes ends the logon, as on
         // Binance.
-        if credentials == Credentials::Session && reply.status == 401 {
+        if session && reply.status == 401 {
             self.logon = None;
         }
+        let counts = Counts {
+            weight_1m: usage.map(|u| u.used_weight_1m),
+            ..Counts::default()
+        };
         Answer::rest(reply, counts)
     }
 
-    async fn session_method(&mut self, shard: &Shard, out: &Rc<Outbound>, method: WsMethod, t: &Translated) -> Answer {
+    async fn session_method(
+        &mut self,
+        shard: &Shard,
+        out: &Rc<Outbound>,
+        method: WsMethod,
+        t: &Translated<'_>,
+    ) -> Answer {
         let now_ms = crate::clock::now_ms();
         let counts = match shard.admit_request(self.peer, wsapi::SESSION_METHOD_WEIGHT, now_ms) {
             Ok(usage) => Counts {
@@ -262,8 +367,8 @@ impl Session {
         }
     }
 
-    async fn logon(&mut self, shard: &Shard, t: &Translated, now_ms: u64) -> Result<Vec<u8>, HttpError> {
-        let grant = authorize(shard, signed_authorize(shard, t, now_ms, Scope::Read, None, true)?).await?;
+    async fn logon(&mut self, shard: &Shard, t: &Translated<'_>, now_ms: u64) -> Result<Vec<u8>, HttpError> {
+        let grant = authorize(shard, signed_authorize(t, now_ms, Scope::Read, None, true)?).await?;
         self.logon = Some(Logon {
             api_key: grant.api_key,
             user: grant.user,
@@ -307,10 +412,10 @@ impl Session {
         &mut self,
         shard: &Shard,
         out: &Rc<Outbound>,
-        t: &Translated,
+        t: &Translated<'_>,
         now_ms: u64,
     ) -> Result<Vec<u8>, HttpError> {
-        let request = signed_authorize(shard, t, now_ms, Scope::UserStream, Some(shard.index), false)?;
+        let request = signed_authorize(t, now_ms, Scope::UserStream, Some(shard.index), false)?;
         let user =
             crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
         self.subscribe(shard, out, user, request, false).await
@@ -376,8 +481,8 @@ impl Session {
         Ok(w.into_bytes())
     }
 
-    fn unsubscribe(&mut self, shard: &Shard, out: &Rc<Outbound>, t: &Translated) -> Result<Vec<u8>, HttpError> {
-        let params = Params::parse(&t.query, None, shard.http_limits().params_count_max)?;
+    fn unsubscribe(&mut self, shard: &Shard, out: &Rc<Outbound>, t: &Translated<'_>) -> Result<Vec<u8>, HttpError> {
+        let params = t.params();
         let ended: Vec<Subscription> = match params.get("subscriptionId") {
             None => std::mem::take(&mut self.subscriptions),
             Some(text) => {
@@ -451,6 +556,50 @@ impl Session {
     }
 }
 
+/// Whether the last call of `calls` rides on the session's logon.
+fn call_is_session(calls: &[(api::request::RequestRef<'_>, Params<'_>)]) -> bool {
+    calls
+        .last()
+        .is_some_and(|(req, _)| req.credentials == Credentials::Session)
+}
+
+/// A request frame, decoded and translated, or the error that answers it.
+enum Prepared<'a> {
+    Ready {
+        request: WsRequest<'a>,
+        translated: Translated<'a>,
+    },
+    Failed {
+        id: &'a str,
+        error: HttpError,
+    },
+}
+
+impl Prepared<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Prepared::Ready { request, .. } => request.id,
+            Prepared::Failed { id, .. } => id,
+        }
+    }
+}
+
+fn prepare(text: &str, params_count_max: usize) -> Prepared<'_> {
+    let request = match wsapi::parse(text) {
+        Ok(request) => request,
+        Err(rejected) => {
+            return Prepared::Failed {
+                id: rejected.id,
+                error: rejected.error,
+            }
+        }
+    };
+    match wsapi::translate(&request.params, params_count_max) {
+        Ok(translated) => Prepared::Ready { request, translated },
+        Err(error) => Prepared::Failed { id: request.id, error },
+    }
+}
+
 /// Stops a subscription's events; returns the `eventStreamTerminated`
 /// frame that tells the client, as Binance does on unsubscribe and logout.
 fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscription) -> Rc<[u8]> {
@@ -465,8 +614,7 @@ fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscriptio
 
 /// An [`Authorize`] for a request signed like `session.logon`.
 fn signed_authorize(
-    shard: &Shard,
-    t: &Translated,
+    t: &Translated<'_>,
     now_ms: u64,
     scope: Scope,
     attach_to: Option<usize>,
@@ -474,14 +622,15 @@ fn signed_authorize(
 ) -> Result<Authorize, HttpError> {
     let api_key = t
         .api_key
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
         .ok_or_else(|| HttpError::from(AuthError::Mandatory("apiKey")))?;
-    let params = Params::parse(&t.query, None, shard.http_limits().params_count_max)?;
+    let params = t.params();
     Ok(Authorize {
         api_key,
         proof: wsapi::AuthorizeProof::Signed {
             payload: t.payload.clone(),
-            signature: t.signature.clone(),
+            signature: t.signature.as_deref().map(str::to_owned),
             timestamp: params.get("timestamp").map(str::to_owned),
             recv_window: params.get("recvWindow").map(str::to_owned),
         },

@@ -33,8 +33,10 @@ use crate::ws::{self, CloseCode, CloseReason, Message, Reader, WsLimits};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::io;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,11 @@ pub(crate) const WS_API_PATH: &str = "/ws-api/v3";
 /// a read filled the chunk, and in steps of how much.
 const WS_API_READ_BYTES_MAX: usize = 64 * 1024;
 const WS_API_READ_STEP_BYTES: usize = 16 * 1024;
+/// WebSocket API requests answered together (one durable commit, one run
+/// of frames, one call to each other shard that holds their users).
+const WS_API_BATCH_REQUESTS_MAX: usize = 64;
+/// Queued frames gathered into one write at most.
+const WRITE_COALESCE_BYTES: usize = 64 * 1024;
 /// Bytes read from the socket at once into the task's own buffer.
 const READ_CHUNK_BYTES: usize = 512;
 
@@ -253,9 +260,30 @@ enum End {
 
 /// What reading the buffer came to.
 enum Step {
-    Request(String),
+    Request(Text),
     Again,
     NeedMore,
+}
+
+/// A client's text message: where it lies in the read buffer, or its own
+/// text when it came in fragments.
+enum Text {
+    Span(Range<usize>),
+    Owned(String),
+}
+
+impl Text {
+    fn resolve<'a>(&'a self, buf: &'a [u8]) -> &'a str {
+        match self {
+            // The reader checked the span is UTF-8; were it not, the
+            // request would be answered as malformed JSON.
+            Text::Span(span) => buf
+                .get(span.clone())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or(""),
+            Text::Owned(text) => text,
+        }
+    }
 }
 
 /// What woke the idle connection.
@@ -379,12 +407,27 @@ impl WsConn<'_> {
     }
 
     /// Writes every queued frame; an overflowed queue ends the connection.
+    /// Frames queued together leave in one write of up to
+    /// `WRITE_COALESCE_BYTES`: a batch of answers, or a burst of stream
+    /// events, costs one send, not one per frame.
     async fn write_queued(&mut self, stream: &mut TcpStream) -> Result<(), End> {
+        let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = self.out.pop() {
-            stream.write_all(&frame).await.map_err(|_| End::Gone)?;
-            let mut m = self.shard.metrics_mut();
-            m.bytes_sent += frame.len() as u64;
-            m.ws_frames_sent += 1;
+            {
+                let mut m = self.shard.metrics_mut();
+                m.bytes_sent += frame.len() as u64;
+                m.ws_frames_sent += 1;
+            }
+            if pending.is_empty() && self.out.is_empty() {
+                // The only frame: written as it is, not copied.
+                stream.write_all(&frame).await.map_err(|_| End::Gone)?;
+                continue;
+            }
+            pending.extend_from_slice(&frame);
+            if pending.len() >= WRITE_COALESCE_BYTES || self.out.is_empty() {
+                stream.write_all(&pending).await.map_err(|_| End::Gone)?;
+                pending.clear();
+            }
         }
         if self.out.is_overflowed() {
             return Err(End::Close(CloseCode::POLICY_VIOLATION, "slow consumer"));
@@ -395,51 +438,74 @@ impl WsConn<'_> {
         Ok(())
     }
 
-    /// Handles every whole client message in the read buffer. WebSocket API
-    /// answers wait until the last request of the read ran and what they
-    /// changed is durable, then leave together, in order.
+    /// Handles every whole client message in the read buffer, in batches
+    /// of at most `WS_API_BATCH_REQUESTS_MAX` requests. WebSocket API
+    /// answers of a batch wait until its last request ran and what they
+    /// changed is durable, then leave together, in order, in one frame run.
     async fn handle_buffered(&mut self) -> Result<(), End> {
-        let mut answers = Vec::new();
-        // Consumed messages are dropped from the buffer once, at the end:
-        // a read may hold a hundred pipelined requests.
+        // Requests are read in place: the buffer leaves `self` while they
+        // run, and consumed messages are dropped from it once, at the end
+        // (a read may hold a hundred pipelined requests).
+        let mut buf = std::mem::take(&mut self.read);
         let mut start = 0;
         let ended = loop {
-            let mut buf = std::mem::take(&mut self.read);
-            let step = self.next_request(&mut buf, &mut start);
-            self.read = buf;
-            match step {
-                Ok(Step::Request(text)) => match self.session.as_mut() {
-                    Some(session) => answers.push(session.request(self.shard, &self.out, &text).await),
-                    None => {
-                        let reply = self.request(&text).await;
-                        if let Err(end) = self.queue(ws::text_frame(&reply)) {
-                            break Err(end);
+            let mut texts = Vec::new();
+            let step = loop {
+                match self.next_request(&mut buf, &mut start) {
+                    Ok(Step::Request(text)) => {
+                        texts.push(text);
+                        if texts.len() == WS_API_BATCH_REQUESTS_MAX {
+                            break Ok(true);
                         }
                     }
-                },
-                Ok(Step::Again) => {}
-                Ok(Step::NeedMore) => break Ok(()),
+                    Ok(Step::Again) => {}
+                    Ok(Step::NeedMore) => break Ok(false),
+                    Err(end) => break Err(end),
+                }
+            };
+            // Requests before the message that ended the connection are
+            // answered first.
+            if let Err(end) = self.answer(&buf, &texts).await {
+                break Err(end);
+            }
+            match step {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
                 Err(end) => break Err(end),
             }
         };
-        self.read.drain(..start);
-        if self.read.is_empty() {
-            // An idle connection holds no read buffer.
-            self.read = Vec::new();
+        buf.drain(..start);
+        // An idle connection holds no read buffer.
+        self.read = if buf.is_empty() { Vec::new() } else { buf };
+        ended
+    }
+
+    /// Answers a batch of text requests read from `buf`.
+    async fn answer(&mut self, buf: &[u8], texts: &[Text]) -> Result<(), End> {
+        let texts: Vec<&str> = texts.iter().map(|text| text.resolve(buf)).collect();
+        let Some(session) = self.session.as_mut() else {
+            for text in texts {
+                let reply = self.request(text).await;
+                self.queue(ws::text_frame(&reply))?;
+            }
+            return Ok(());
+        };
+        if texts.is_empty() {
+            return Ok(());
         }
-        if self.session.as_mut().is_some_and(|s| s.take_unsettled()) {
+        let mut frames = Vec::new();
+        session.answer_all(self.shard, &self.out, &texts, &mut frames).await;
+        if session.take_unsettled() {
             self.shard.settle().await;
         }
-        if !answers.is_empty() {
-            for answer in answers {
-                self.queue(ws::text_frame(&answer))?;
-            }
-        }
-        let trailing = self.session.as_mut().map(|s| s.take_trailing()).unwrap_or_default();
+        let trailing = session.take_trailing();
+        self.queue(frames)?;
+        // The answers are queued as one run of frames; writing counts one.
+        self.shard.metrics_mut().ws_frames_sent += texts.len() as u64 - 1;
         for frame in trailing {
             self.queue_shared(frame)?;
         }
-        ended
+        Ok(())
     }
 
     /// Reads one message from `buf` at `start` and moves `start` past it.
@@ -447,10 +513,11 @@ impl WsConn<'_> {
         if *start == buf.len() {
             return Ok(Step::NeedMore);
         }
+        let base = buf.as_ptr() as usize;
         let read = self.reader.read(&mut buf[*start..], &self.limits).map_err(close_for)?;
         let consumed = read.consumed;
         let step = match read.message {
-            Some(message) => match self.on_message(message)? {
+            Some(message) => match self.on_message(message, base)? {
                 Some(text) => Step::Request(text),
                 None => Step::Again,
             },
@@ -461,11 +528,17 @@ impl WsConn<'_> {
         Ok(step)
     }
 
-    /// Answers control frames at once; returns a text request to run.
-    fn on_message(&mut self, message: Message<'_>) -> Result<Option<String>, End> {
+    /// Answers control frames at once; returns a text request to run. A
+    /// text in one frame is returned as its place in the buffer that
+    /// starts at address `base`.
+    fn on_message(&mut self, message: Message<'_>, base: usize) -> Result<Option<Text>, End> {
         self.count_message()?;
         match message {
-            Message::Text(text) => Ok(Some(text.into_owned())),
+            Message::Text(Cow::Borrowed(text)) => {
+                let at = text.as_ptr() as usize - base;
+                Ok(Some(Text::Span(at..at + text.len())))
+            }
+            Message::Text(Cow::Owned(text)) => Ok(Some(Text::Owned(text))),
             Message::Binary(_) => Err(End::Close(
                 CloseCode::UNSUPPORTED_DATA,
                 "binary messages are not supported",

@@ -58,6 +58,11 @@ impl Outbound {
         self.combined.set(combined);
     }
 
+    /// Whether no frame waits to be written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.borrow().is_empty()
+    }
+
     pub(crate) fn is_overflowed(&self) -> bool {
         self.overflowed.get()
     }

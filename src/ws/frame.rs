@@ -263,6 +263,11 @@ pub(crate) fn encode_text(out: &mut Vec<u8>, payload: &str) {
     encode_frame(out, true, Opcode::Text, None, payload.as_bytes());
 }
 
+/// A text frame of JSON tradsys rendered itself (UTF-8 by construction).
+pub(crate) fn encode_text_json(out: &mut Vec<u8>, payload: &[u8]) {
+    encode_frame(out, true, Opcode::Text, None, payload);
+}
+
 #[cfg(test)]
 pub(crate) fn encode_binary(out: &mut Vec<u8>, payload: &[u8]) {
     encode_frame(out, true, Opcode::Binary, None, payload);

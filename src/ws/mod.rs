@@ -23,7 +23,7 @@ pub(crate) mod handshake;
 
 #[cfg(test)]
 pub(crate) use frame::binary_frame;
-pub(crate) use frame::{encode_close, encode_ping, encode_pong, text_frame, Frame};
+pub(crate) use frame::{encode_close, encode_ping, encode_pong, encode_text_json, text_frame, Frame};
 pub use frame::{encode_frame, Opcode};
 
 use std::borrow::Cow;

@@ -70,6 +70,21 @@ impl Ws {
         self.stream.write_all(&frame).expect("write a frame");
     }
 
+    /// Sends text messages in one write, as a client that pipelines does.
+    pub fn send_all(&mut self, messages: &[String]) {
+        let mut frames = Vec::new();
+        for message in messages {
+            encode_frame(
+                &mut frames,
+                true,
+                Opcode::Text,
+                Some([0x37, 0xfa, 0x21, 0x3d]),
+                message.as_bytes(),
+            );
+        }
+        self.stream.write_all(&frames).expect("write frames");
+    }
+
     pub fn send_json(&mut self, value: Value) {
         self.send(Opcode::Text, value.to_string().as_bytes());
     }
