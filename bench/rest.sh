@@ -45,7 +45,9 @@ usage: bench/rest.sh [account|orders|latency|durability|history|wsapi|all]
             max, one connection per user) in alternating rounds; then both
             at one constant rate, half the WebSocket API's median (or
             WSAPI_RATE), REST with tradsys-loadgen as `latency`; medians,
-            ws/rest throughput (target >= 1.2) and p99 (target <= 0.5)
+            ws/rest throughput (target >= 1.2) and p99 (target <= 0.5);
+            order.place HMAC-signed per request, or on sessions logged on
+            with session.logon (WSAPI_LOGON=1)
   all       account, orders and latency (default)
 
   -h, --help  this text
@@ -64,6 +66,9 @@ environment (defaults in brackets):
   WSAPI_THREADS [2]  WSAPI_WINDOW [8]  (wsapi: loadgen threads, requests in
               flight per connection at most)
   WSAPI_RATE_LIMITS [1]  0: /ws-api/v3?returnRateLimits=false
+  WSAPI_LOGON [0]  1: each WebSocket API connection logs on with session.logon
+              (the users get Ed25519 keys as well) and sends order.place
+              without apiKey and signature; 0: every order.place HMAC-signed
   WSAPI_RATE  the constant rate of the latency runs, orders/s (default: half
               the WebSocket API's median throughput, to 100 orders/s)
   QUIET_WAIT [300]  ATTEMPTS [3]   as in bench/http.sh
@@ -96,6 +101,7 @@ LAT_CONNS=${LAT_CONNS:-64}
 WSAPI_THREADS=${WSAPI_THREADS:-2}
 WSAPI_WINDOW=${WSAPI_WINDOW:-8}
 WSAPI_RATE_LIMITS=${WSAPI_RATE_LIMITS:-1}
+WSAPI_LOGON=${WSAPI_LOGON:-0}
 WSAPI_RATE=${WSAPI_RATE:-}
 QUIET_WAIT=${QUIET_WAIT:-300}
 ATTEMPTS=${ATTEMPTS:-3}
@@ -103,6 +109,8 @@ ATTEMPTS=${ATTEMPTS:-3}
 PRESIGN_ACCOUNT_COUNT=1000
 PRESIGN_ORDERS_COUNT=20000
 ADMIN_TOKEN=rest-bench-admin-token
+# setup's --ed25519 for the 2-shard users (the wsapi mode sets it).
+SETUP_ED25519=0
 LIMIT_FLAGS=(--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000
 	--orders-per-10s-max 4000000000 --orders-per-day-max 4000000000)
 
@@ -119,7 +127,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 command_line="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP ORDER_THREADS=$ORDER_THREADS ORDER_CONNS=$ORDER_CONNS LAT_RATES='$LAT_RATES' LAT_DURATION=$LAT_DURATION LAT_CONNS=$LAT_CONNS DURABILITY=$DURABILITY SNAPSHOT_RECORDS=$SNAPSHOT_RECORDS SNAPSHOT_RATE=$SNAPSHOT_RATE bench/rest.sh $*"
 if [[ $mode == wsapi ]]; then
-	command_line="USERS_PER_SHARD=$USERS_PER_SHARD LAT_WARMUP=$LAT_WARMUP WSAPI_THREADS=$WSAPI_THREADS WSAPI_WINDOW=$WSAPI_WINDOW WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS WSAPI_RATE=$WSAPI_RATE $command_line"
+	command_line="USERS_PER_SHARD=$USERS_PER_SHARD LAT_WARMUP=$LAT_WARMUP WSAPI_THREADS=$WSAPI_THREADS WSAPI_WINDOW=$WSAPI_WINDOW WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS WSAPI_LOGON=$WSAPI_LOGON WSAPI_RATE=$WSAPI_RATE $command_line"
+	# session.logon takes only Ed25519 keys: the users get one besides
+	# their HMAC key (which REST and wrk keep using).
+	if [[ $WSAPI_LOGON == 1 ]]; then
+		SETUP_ED25519=1
+	fi
 	# The WebSocket API's own limits: requests per connection and second
 	# (200 by default; a pipelining client sends thousands), connections
 	# opened per IP (every round opens one per user from 127.0.0.1).
@@ -394,7 +407,7 @@ bench_account() {
 start_two_shards() {
 	start_tradsys 2
 	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards 2 \
-		--per-shard "$USERS_PER_SHARD" --out "$tmp/users2"
+		--per-shard "$USERS_PER_SHARD" --ed25519 "$SETUP_ED25519" --out "$tmp/users2"
 	"$LOADGEN_BIN" plan --users "$tmp/users2" --shards 2 | sed 's/^/    /' | tee -a "$results"
 }
 
@@ -670,7 +683,8 @@ loadgen_window() {
 field() { tr ' ' '\n' <<<"$lg_result" | awk -F= -v n="$1" '$1 == n { print $2 }'; }
 
 wsapi_args() {
-	echo --api ws --threads "$WSAPI_THREADS" --window "$WSAPI_WINDOW" --rate-limits "$WSAPI_RATE_LIMITS"
+	echo --api ws --threads "$WSAPI_THREADS" --window "$WSAPI_WINDOW" --rate-limits "$WSAPI_RATE_LIMITS" \
+		--logon "$WSAPI_LOGON"
 }
 
 measure_wsapi_max_once() {
@@ -733,11 +747,12 @@ latency_run() {
 }
 
 bench_wsapi() {
-	local r order api rest ws rate why
+	local r order api rest ws rate why form="requests HMAC-signed when sent"
+	[[ $WSAPI_LOGON == 1 ]] && form="each logged on with session.logon (Ed25519) before the run, order.place without apiKey and signature"
 	rps_rest=(); rps_ws=(); p99_rest=(); p99_ws=(); p50_rest=(); p50_ws=(); busy_kept=0
 	out ""
 	out "== order.place over the WebSocket API vs POST /api/v3/order, crossing pairs, 2 shards, one server =="
-	out "users: $USERS_PER_SHARD per shard; REST: wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION on pre-signed bodies (as \`orders\`); WebSocket API: tradsys-loadgen run $(wsapi_args), one connection per user ($((2 * USERS_PER_SHARD))), requests signed when sent"
+	out "users: $USERS_PER_SHARD per shard; REST: wrk -t$ORDER_THREADS -c$ORDER_CONNS -d$DURATION on pre-signed bodies (as \`orders\`); WebSocket API: tradsys-loadgen run $(wsapi_args), one connection per user ($((2 * USERS_PER_SHARD))), $form"
 	run_orders_warmup
 	# shellcheck disable=SC2046  # wsapi_args is a list of words.
 	"$LOADGEN_BIN" run --target "127.0.0.1:$tport" --users "$tmp/users2" $(wsapi_args) --rate max \

@@ -3,7 +3,8 @@
 # subscribed connections, fan-out of one trade stream to many subscribers
 # (delivered messages per second, every subscriber checked for every trade
 # id in order), and trade-to-subscriber latency; and the memory of idle
-# WebSocket API sessions that follow one account (`wsapi-idle`).
+# WebSocket API sessions that follow one account (`wsapi-idle`), logged on
+# with session.logon unless WSAPI_LOGON=0.
 #
 # One tradsys shard pinned to SERVER_CPU, the load generator
 # (bench/loadgen, `ws-idle` and `ws-fanout`) pinned to CLIENT_CPU: the
@@ -35,11 +36,14 @@ usage: bench/ws.sh [idle|fanout|latency|wsapi-idle|all]
   latency  each SUBSCRIBERS:TRADES_PER_S point of LAT_POINTS: taker send ->
            subscriber receipt p50/p99 (target p99 <= 1 ms at 10,000
            subscribers and 1,000 trades/s) and the REST round trip alone
-  wsapi-idle  IDLE_CONNS connections to /ws-api/v3, each with one user data
-           subscription (userDataStream.subscribe.signature, HMAC-signed),
-           against IDLE_CONNS connections to /ws/IDLE_STREAM, each on a
-           fresh server holding the same IDLE_WSAPI_USERS users: server RSS
-           per connection of both and the difference (target <= 512 bytes)
+  wsapi-idle  IDLE_CONNS connections to /ws-api/v3, each a session logged on
+           with session.logon (Ed25519 keys) and subscribed to its user's
+           data with userDataStream.subscribe (WSAPI_LOGON=0: no logon, one
+           userDataStream.subscribe.signature, HMAC-signed), against
+           IDLE_CONNS connections to /ws/IDLE_STREAM, each on a fresh server
+           holding the same IDLE_WSAPI_USERS users: server RSS per
+           connection of both and the difference (target <= 512 bytes for a
+           logged-on session)
   all      idle, fanout and latency (default)
 
   -h, --help  this text
@@ -53,6 +57,10 @@ environment (defaults in brackets):
   IDLE_WSAPI_USERS [IDLE_CONNS]  users (with keys, no funds) for wsapi-idle;
             session i follows user i mod IDLE_WSAPI_USERS
   WSAPI_RATE_LIMITS [1]  0: /ws-api/v3?returnRateLimits=false
+  WSAPI_LOGON [1]  wsapi-idle: 1: each session logs on with session.logon
+            (the users get Ed25519 keys as well) and subscribes with
+            userDataStream.subscribe; 0: userDataStream.subscribe.signature
+            on a session that is not logged on (HMAC keys only)
   DURATION [10]  WARMUP [2]  PRODUCERS [4]  THREADS [1]
   SPIN [0]  1: receivers poll without sleeping, so that the server's sends
             do not pay for waking them (on loopback they would)
@@ -77,6 +85,7 @@ LAT_POINTS=${LAT_POINTS:-10000:1000 100:1000 10000:10}
 IDLE_BARE=${IDLE_BARE:-1}
 IDLE_WSAPI_USERS=${IDLE_WSAPI_USERS:-$IDLE_CONNS}
 WSAPI_RATE_LIMITS=${WSAPI_RATE_LIMITS:-1}
+WSAPI_LOGON=${WSAPI_LOGON:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PRODUCERS=${PRODUCERS:-4}
@@ -115,7 +124,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 command_line="IDLE_CONNS=$IDLE_CONNS IDLE_STREAM=$IDLE_STREAM FANOUT_SUBS=$FANOUT_SUBS FANOUT_RATES='$FANOUT_RATES' LAT_POINTS='$LAT_POINTS' IDLE_BARE=$IDLE_BARE DURATION=$DURATION WARMUP=$WARMUP PRODUCERS=$PRODUCERS THREADS=$THREADS SPIN=$SPIN FANOUT_SPINS='$FANOUT_SPINS' SHARDS=$SHARDS bench/ws.sh $*"
 if [[ $mode == wsapi-idle ]]; then
-	command_line="IDLE_HOLD=$IDLE_HOLD IDLE_WSAPI_USERS=$IDLE_WSAPI_USERS WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS $command_line"
+	command_line="IDLE_HOLD=$IDLE_HOLD IDLE_WSAPI_USERS=$IDLE_WSAPI_USERS WSAPI_RATE_LIMITS=$WSAPI_RATE_LIMITS WSAPI_LOGON=$WSAPI_LOGON $command_line"
 	# The WebSocket API's connections opened per IP in 5 minutes (300 by
 	# default) and user data connections per user (3): every session here
 	# comes from 127.0.0.1, and sessions may share users.
@@ -274,10 +283,12 @@ bench_idle() {
 }
 
 # idle_users: IDLE_WSAPI_USERS users with keys and no funds on the running
-# server, as many on each shard.
+# server, as many on each shard; with WSAPI_LOGON=1 each has an Ed25519 key
+# besides its HMAC key (session.logon takes only Ed25519 keys).
 idle_users() {
 	"$LOADGEN_BIN" setup --admin "127.0.0.1:$aport" --token "$ADMIN_TOKEN" --shards "$SHARDS" \
-		--per-shard $(((IDLE_WSAPI_USERS + SHARDS - 1) / SHARDS)) --fund 0 --out "$tmp/idle-users" >&2
+		--per-shard $(((IDLE_WSAPI_USERS + SHARDS - 1) / SHARDS)) --fund 0 --ed25519 "$WSAPI_LOGON" \
+		--out "$tmp/idle-users" >&2
 }
 
 # idle_kind_run stream|wsapi: IDLE_CONNS idle connections of one kind on a
@@ -292,8 +303,8 @@ idle_kind_run() {
 		args=(--stream "$IDLE_STREAM" --fallback-stream "$IDLE_FALLBACK")
 		;;
 	wsapi)
-		label="idle $IDLE_CONNS WebSocket API sessions with a user data subscription"
-		args=(--wsapi "$tmp/idle-users" --rate-limits "$WSAPI_RATE_LIMITS")
+		label="idle $IDLE_CONNS WebSocket API sessions with a user data subscription, $(session_form)"
+		args=(--wsapi "$tmp/idle-users" --rate-limits "$WSAPI_RATE_LIMITS" --logon "$WSAPI_LOGON")
 		;;
 	esac
 	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
@@ -307,18 +318,34 @@ idle_kind_run() {
 	idle_rss=$(awk '/^RESULT/ { for (i = 2; i <= NF; i++) if (sub(/^rss_per_conn=/, "", $i)) print $i }' "$tmp/run.txt")
 }
 
+# session_form: how the wsapi-idle sessions subscribe (WSAPI_LOGON).
+session_form() {
+	if [[ $WSAPI_LOGON == 1 ]]; then
+		echo "logged on (session.logon, Ed25519) and subscribed with userDataStream.subscribe"
+	else
+		echo "not logged on, subscribed with userDataStream.subscribe.signature (HMAC)"
+	fi
+}
+
 bench_wsapi_idle() {
-	local stream_rss ws_rss key_bytes
+	local stream_rss ws_rss key_bytes keys="keys"
+	[[ $WSAPI_LOGON == 1 ]] && keys="HMAC and Ed25519 keys"
 	out ""
-	out "== idle WebSocket API sessions with one user data subscription against idle market-stream connections: $IDLE_CONNS of each, fresh servers holding $IDLE_WSAPI_USERS users with keys, held ${IDLE_HOLD}s =="
+	out "== idle WebSocket API sessions with one user data subscription, $(session_form), against idle market-stream connections: $IDLE_CONNS of each, fresh servers holding $IDLE_WSAPI_USERS users with $keys, held ${IDLE_HOLD}s =="
 	idle_kind_run stream
 	stream_rss=$idle_rss
 	idle_kind_run wsapi
 	ws_rss=$idle_rss
-	key_bytes=$(awk -F'\t' 'NR == 1 { print length($3) }' "$tmp/idle-users")
-	out "server RSS per idle connection: market stream $stream_rss bytes, WebSocket API session with a user data subscription $ws_rss bytes, difference $(awk -v a="$ws_rss" -v b="$stream_rss" 'BEGIN { printf "%.0f", a - b }') bytes (target <= 512)"
-	out "a session logged on with session.logon (Ed25519 keys) and subscribed with userDataStream.subscribe holds the same plus its logged-on API key: one heap copy of $key_bytes bytes"
-	out "RESULT wsapi-idle conns=$IDLE_CONNS stream_rss_per_conn=$stream_rss wsapi_rss_per_conn=$ws_rss key_bytes=$key_bytes"
+	out "server RSS per idle connection: market stream $stream_rss bytes, WebSocket API session with a user data subscription ($(session_form)) $ws_rss bytes, difference $(awk -v a="$ws_rss" -v b="$stream_rss" 'BEGIN { printf "%.0f", a - b }') bytes (target <= 512)"
+	if [[ $WSAPI_LOGON == 1 ]]; then
+		# The logged-on key is the Ed25519 one (column 5 of the users file).
+		key_bytes=$(awk -F'\t' 'NR == 1 { print length($5) }' "$tmp/idle-users")
+		out "each measured session holds its logged-on API key: one heap copy of $key_bytes bytes, included above"
+	else
+		key_bytes=$(awk -F'\t' 'NR == 1 { print length($3) }' "$tmp/idle-users")
+		out "a session logged on with session.logon (Ed25519 keys) and subscribed with userDataStream.subscribe holds the same plus its logged-on API key: one heap copy of $key_bytes bytes (WSAPI_LOGON=1 measures it)"
+	fi
+	out "RESULT wsapi-idle conns=$IDLE_CONNS stream_rss_per_conn=$stream_rss wsapi_rss_per_conn=$ws_rss key_bytes=$key_bytes logon=$WSAPI_LOGON"
 }
 
 start_trading_server() {

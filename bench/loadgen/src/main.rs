@@ -2,20 +2,22 @@
 //!
 //! Subcommands:
 //! - `setup` creates funded users with keys through the admin API, as many
-//!   on each shard, and writes the users file (see `users`);
+//!   on each shard, and writes the users file (see `users`): an HMAC key
+//!   each, and an Ed25519 key too on request;
 //! - `presign` writes signed requests, one a line, for wrk to replay
 //!   (bench/rest.lua); they stay valid for recvWindow ms, so the benchmark
 //!   writes a fresh set before every round;
 //! - `run` sends crossing order pairs at a constant rate and reports
-//!   latency from the intended send time, over REST or the WebSocket API
+//!   latency from the intended send time, over REST or the WebSocket API,
+//!   each request signed or on sessions logged on with `session.logon`
 //!   (see `run` and `wsapi`);
 //! - `book` prints what is left resting in each benchmark market, to check
 //!   that every pair traded;
 //! - `plan` prints the share of orders whose market lives on another shard
 //!   than their user;
 //! - `ws-idle` weighs idle subscribed WebSocket connections, market
-//!   streams or WebSocket API sessions with a user data subscription (see
-//!   `wsidle`);
+//!   streams or WebSocket API sessions with a user data subscription,
+//!   signed or on a logged-on session (see `wsidle`);
 //! - `ws-fanout` measures delivery, completeness and latency of one trade
 //!   stream with many subscribers (see `wsfanout`); both are driven by
 //!   bench/ws.sh.
@@ -52,9 +54,11 @@ const USAGE: &str = "\
 usage: tradsys-loadgen <command> [--option value]...
 
   setup    --admin HOST:PORT --token T --shards N --per-shard K --out USERS
-           [--fund 0|1 (1)]
+           [--fund 0|1 (1)] [--ed25519 0|1 (0)]
            create K funded users with keys on each of N shards (--fund 0:
-           keys only, for users that do not trade)
+           keys only, for users that do not trade); every user gets an
+           HMAC-SHA256 key, and with --ed25519 1 an Ed25519 key as well
+           (private half made here, kept in USERS) for session.logon
   presign  --users USERS --kind account|orders --count N --out FILE
            [--recv-window MS (60000)]
            write N signed requests for bench/rest.lua, timestamped now;
@@ -67,7 +71,9 @@ usage: tradsys-loadgen <command> [--option value]...
            --api ws: order.place on /ws-api/v3, one connection per user,
            pipelined: [--threads T (2)] [--window K (8)] requests in flight
            per connection at most, [--rate-limits 0|1 (1)] 0: the URL asks
-           for answers without rateLimits
+           for answers without rateLimits, [--logon 0|1 (0)] 1: each
+           connection first logs on with session.logon (users with Ed25519
+           keys), then sends order.place without apiKey and signature
   book     --target HOST:PORT       orders left resting per benchmark market
   plan     --users USERS --shards N [--markets FILE (shards/markets.toml)]
            share of orders whose market is on another shard than the user
@@ -77,7 +83,8 @@ usage: tradsys-loadgen <command> [--option value]...
            server RSS and kernel socket memory per connection
            --wsapi USERS instead of --stream: N connections to /ws-api/v3,
            each with one userDataStream.subscribe.signature (user i mod
-           the file's), [--rate-limits 0|1 (1)]
+           the file's), [--rate-limits 0|1 (1)], [--logon 0|1 (0)] 1: each
+           does session.logon (Ed25519 keys) then userDataStream.subscribe
   ws-fanout --target HOST:PORT --users USERS --subscribers N --rate PER_S
            --duration S [--warmup S (2)] [--producers C (2)] [--threads T (1)]
            [--pid SERVER_PID] [--drain-s S (10)] [--recv-window MS (5000)]
@@ -85,7 +92,9 @@ usage: tradsys-loadgen <command> [--option value]...
            N subscribers of btcusdt@trade while the first user's resting
            SELLs are taken by the others' IOC BUYs at PER_S trades/s
 
-USERS is a file of lines `userId<TAB>shard<TAB>apiKey<TAB>secretKey`.
+USERS is a file of lines `userId<TAB>shard<TAB>apiKey<TAB>secretKey`, with
+`<TAB>ed25519ApiKey<TAB>ed25519SeedHex` after them for users that have an
+Ed25519 key (setup --ed25519 1).
 ";
 
 fn main() -> ExitCode {
@@ -172,17 +181,19 @@ impl Opts {
 fn setup(o: &Opts) -> Result<(), String> {
     let shards = o.num("shards", None, 256)? as u32;
     let per_shard = o.num("per-shard", None, SETUP_USERS_PER_SHARD_MAX as u64)? as usize;
-    let fund = match o.0.get("fund").map_or("1", String::as_str) {
-        "1" => true,
-        "0" => false,
-        other => return Err(format!("--fund: 0 or 1, not {other}")),
-    };
-    let users =
-        users::setup(&o.target("admin")?, o.str("token")?, shards, per_shard, fund).map_err(|e| e.to_string())?;
+    let fund = zero_one(o, "fund", true)?;
+    let ed25519 = zero_one(o, "ed25519", false)?;
+    let users = users::setup(&o.target("admin")?, o.str("token")?, shards, per_shard, fund, ed25519)
+        .map_err(|e| e.to_string())?;
     users::write(o.str("out")?, &users).map_err(|e| e.to_string())?;
     eprintln!(
-        "setup: {} users ({per_shard} per shard on {shards} shards)",
-        users.len()
+        "setup: {} users ({per_shard} per shard on {shards} shards){}",
+        users.len(),
+        if ed25519 {
+            ", each with an HMAC and an Ed25519 key"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -237,6 +248,13 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
     if api == run::Api::Ws && o.0.contains_key("connections") {
         return Err("--connections: the WebSocket API run opens one connection per user".to_string());
     }
+    let logon = zero_one(o, "logon", false)?;
+    if logon && api != run::Api::Ws {
+        return Err("--logon 1: only with --api ws".to_string());
+    }
+    if logon {
+        need_ed25519(o.str("users")?, &users)?;
+    }
     let rate = match o.str("rate")? {
         "max" => run::Rate::Max,
         _ => run::Rate::PerS(o.num("rate", None, run::RATE_PER_S_MAX)?),
@@ -255,6 +273,7 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
         threads: o.num("threads", Some(2), wsapi::THREADS_MAX as u64)? as usize,
         window: o.num("window", Some(wsapi::WINDOW_DEFAULT as u64), wsapi::WINDOW_MAX as u64)? as usize,
         return_rate_limits: rate_limits(o)?,
+        logon,
     };
     if api == run::Api::Ws && users.len() > wsapi::CONNECTIONS_MAX {
         return Err(format!(
@@ -264,6 +283,10 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
     }
     let summary = run::run(&settings, &users);
     print!("{}", summary.text);
+    if settings.logon && summary.connect_errors > 0 {
+        // A session that cannot log on is a setup fault, not a measurement.
+        return Err("--logon 1: sessions could not log on (see the connection errors above)".to_string());
+    }
     Ok(())
 }
 
@@ -275,6 +298,13 @@ fn ws_idle(o: &Opts) -> Result<(), String> {
     if wsapi.as_ref().is_some_and(Vec::is_empty) {
         return Err("--wsapi: the users file is empty".to_string());
     }
+    let logon = zero_one(o, "logon", false)?;
+    let conns = o.num("conns", None, wsidle::CONNS_MAX)? as usize;
+    match (&wsapi, logon) {
+        (None, true) => return Err("--logon 1: only with --wsapi".to_string()),
+        (Some(users), true) => need_ed25519(o.str("wsapi")?, &users[..users.len().min(conns)])?,
+        _ => {}
+    }
     let stream = match (&wsapi, o.0.get("stream")) {
         (None, _) => o.str("stream")?.to_string(),
         (Some(_), None) => String::new(),
@@ -283,13 +313,14 @@ fn ws_idle(o: &Opts) -> Result<(), String> {
     let settings = wsidle::Settings {
         target: o.target("target")?,
         server_pid: o.num("pid", None, u64::from(u32::MAX))? as u32,
-        conns: o.num("conns", None, wsidle::CONNS_MAX)? as usize,
+        conns,
         stream,
         fallback: o.0.get("fallback-stream").cloned(),
         settle_s: o.num("settle-s", Some(3), wsidle::HOLD_S_MAX)?,
         hold_s: o.num("hold-s", Some(25), wsidle::HOLD_S_MAX)?,
         wsapi,
         return_rate_limits: rate_limits(o)?,
+        logon,
     };
     print!("{}", wsidle::run(&settings)?);
     Ok(())
@@ -297,10 +328,29 @@ fn ws_idle(o: &Opts) -> Result<(), String> {
 
 /// `--rate-limits 0|1`: whether WebSocket API answers carry `rateLimits`.
 fn rate_limits(o: &Opts) -> Result<bool, String> {
-    match o.0.get("rate-limits").map_or("1", String::as_str) {
-        "1" => Ok(true),
-        "0" => Ok(false),
-        other => Err(format!("--rate-limits: 0 or 1, not {other}")),
+    zero_one(o, "rate-limits", true)
+}
+
+/// An option `--KEY 0|1`, `default` when absent.
+fn zero_one(o: &Opts, key: &str, default: bool) -> Result<bool, String> {
+    match o.0.get(key).map(String::as_str) {
+        None => Ok(default),
+        Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(other) => Err(format!("--{key}: 0 or 1, not {other}")),
+    }
+}
+
+/// `--logon 1` signs `session.logon` with each user's Ed25519 key: every
+/// user in `users` (read from `path`) must have one.
+fn need_ed25519(path: &str, users: &[users::User]) -> Result<(), String> {
+    match users.iter().find(|u| u.ed25519.is_none()) {
+        Some(u) => Err(format!(
+            "--logon 1: user {} in {path} has no Ed25519 key (session.logon takes only those); make the users \
+             with `setup --ed25519 1`",
+            u.id
+        )),
+        None => Ok(()),
     }
 }
 

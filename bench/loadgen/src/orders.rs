@@ -9,14 +9,22 @@
 //! half of all orders are cross-shard, whichever shard owns the market.
 //! Buyer and seller swap roles on alternate pairs so that balances stay
 //! level however long the benchmark runs.
+//!
+//! REST requests and the WebSocket API's `order.place` are signed with the
+//! user's HMAC-SHA256 key; a WebSocket API session may instead log on once
+//! with the user's Ed25519 key (`session.logon`), after which its requests
+//! carry no key and no signature.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::users::User;
+use crate::users::{Ed25519Key, User};
 
 /// Market, price, quantity: every pair in that market uses exactly these,
 /// so any BUY can take any SELL. Each notional is above the market's
@@ -113,10 +121,7 @@ pub fn now_ms() -> u64 {
 /// body, the signature last).
 pub fn order_body(order: &Order, timestamp_ms: u64, recv_window_ms: u64) -> String {
     let (symbol, price, qty) = MARKETS[order.market];
-    let side = match order.side {
-        Side::Sell => "SELL",
-        Side::Buy => "BUY",
-    };
+    let side = side_name(order.side);
     let mut body = String::with_capacity(256);
     let _ = write!(
         body,
@@ -160,10 +165,7 @@ pub fn hmac_hex(payload: &str, secret: &str) -> String {
 /// as text.
 pub fn ws_order_request(order: &Order, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
     let (symbol, price, qty) = MARKETS[order.market];
-    let side = match order.side {
-        Side::Sell => "SELL",
-        Side::Buy => "BUY",
-    };
+    let side = side_name(order.side);
     let key = &order.user.api_key;
     // Already in name order: apiKey, price, quantity, recvWindow, side,
     // symbol, timeInForce, timestamp, type.
@@ -172,12 +174,42 @@ pub fn ws_order_request(order: &Order, id: u64, timestamp_ms: u64, recv_window_m
          &timeInForce=GTC&timestamp={timestamp_ms}&type=LIMIT"
     );
     let signature = hmac_hex(&payload, &order.user.secret);
-    format!(
+    let mut text = String::with_capacity(512);
+    push_order_place(&mut text, order, id, timestamp_ms, recv_window_ms);
+    let _ = write!(text, ",\"apiKey\":\"{key}\",\"signature\":\"{signature}\"}}}}");
+    text
+}
+
+/// The `order.place` request frame of `order` on a session logged on with
+/// [`ws_logon_request`]: the parameters of [`ws_order_request`] without
+/// `apiKey` and `signature` (the session's key stands for both), still
+/// with `timestamp` and `recvWindow`, which the server checks as for a
+/// signed request.
+pub fn ws_session_order_request(order: &Order, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let mut text = String::with_capacity(256);
+    push_order_place(&mut text, order, id, timestamp_ms, recv_window_ms);
+    text.push_str("}}");
+    text
+}
+
+/// Appends the head of an `order.place` frame: `id`, `method` and the
+/// order's own parameters, leaving `params` (and the frame) open.
+fn push_order_place(out: &mut String, order: &Order, id: u64, timestamp_ms: u64, recv_window_ms: u64) {
+    let (symbol, price, qty) = MARKETS[order.market];
+    let side = side_name(order.side);
+    let _ = write!(
+        out,
         "{{\"id\":{id},\"method\":\"order.place\",\"params\":{{\"symbol\":\"{symbol}\",\"side\":\"{side}\",\
          \"type\":\"LIMIT\",\"timeInForce\":\"GTC\",\"quantity\":\"{qty}\",\"price\":\"{price}\",\
-         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"apiKey\":\"{key}\",\
-         \"signature\":\"{signature}\"}}}}"
-    )
+         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms}"
+    );
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Sell => "SELL",
+        Side::Buy => "BUY",
+    }
 }
 
 /// The `userDataStream.subscribe.signature` request frame of `user`: one
@@ -191,6 +223,30 @@ pub fn ws_subscribe_request(user: &User, id: u64, timestamp_ms: u64, recv_window
         "{{\"id\":{id},\"method\":\"userDataStream.subscribe.signature\",\"params\":{{\"apiKey\":\"{key}\",\
          \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"signature\":\"{signature}\"}}}}"
     )
+}
+
+/// The `session.logon` request frame of `key`: after its 200 answer the
+/// connection's signed requests go without `apiKey` and `signature`
+/// ([`ws_session_order_request`]). Only an Ed25519 key can log on; the
+/// signature is the base64 (standard alphabet, padded) Ed25519 signature
+/// over every parameter but `signature`, sorted by name, `name=value`
+/// joined with `&`.
+pub fn ws_logon_request(key: &Ed25519Key, id: u64, timestamp_ms: u64, recv_window_ms: u64) -> String {
+    let api_key = &key.api_key;
+    // Already in name order: apiKey, recvWindow, timestamp.
+    let payload = format!("apiKey={api_key}&recvWindow={recv_window_ms}&timestamp={timestamp_ms}");
+    let signature = BASE64.encode(key.signing.sign(payload.as_bytes()).to_bytes());
+    format!(
+        "{{\"id\":{id},\"method\":\"session.logon\",\"params\":{{\"apiKey\":\"{api_key}\",\
+         \"recvWindow\":{recv_window_ms},\"timestamp\":{timestamp_ms},\"signature\":\"{signature}\"}}}}"
+    )
+}
+
+/// The `userDataStream.subscribe` request frame: the user data
+/// subscription of a session logged on with [`ws_logon_request`], which
+/// takes no parameters.
+pub fn ws_session_subscribe_request(id: u64) -> String {
+    format!("{{\"id\":{id},\"method\":\"userDataStream.subscribe\"}}")
 }
 
 #[cfg(test)]
@@ -256,6 +312,7 @@ mod tests {
             shard: 0,
             api_key: "7KEY".to_string(),
             secret: "s3cret".to_string(),
+            ed25519: None,
         };
         let order = Order {
             user: &user,
@@ -284,6 +341,92 @@ mod tests {
         assert_eq!(signature, hmac_hex(&payload, "s3cret"));
     }
 
+    fn ed25519_user() -> User {
+        let seed: [u8; 32] = std::array::from_fn(|i| (3 * i + 5) as u8);
+        User {
+            id: 9,
+            shard: 1,
+            api_key: "9HMAC".to_string(),
+            secret: "s3cret".to_string(),
+            ed25519: Some(Ed25519Key {
+                api_key: "9ED".to_string(),
+                signing: ed25519_dalek::SigningKey::from_bytes(&seed),
+            }),
+        }
+    }
+
+    #[test]
+    fn logon_is_ed25519_signed_over_its_sorted_params() {
+        let user = ed25519_user();
+        let key = user.ed25519.as_ref().expect("the user has an Ed25519 key");
+        let request = ws_logon_request(key, 5, 1_700_000_000_000, 5000);
+        let v: serde_json::Value = serde_json::from_str(&request).expect("request is JSON");
+        assert_eq!(
+            (v["id"].as_u64(), v["method"].as_str()),
+            (Some(5), Some("session.logon"))
+        );
+        assert_eq!(v["params"]["recvWindow"].as_u64(), Some(5000));
+        let (payload, signature) = server_payload(&request);
+        assert_eq!(payload, "apiKey=9ED&recvWindow=5000&timestamp=1700000000000");
+        let bytes = BASE64.decode(&signature).expect("the signature is standard base64");
+        assert_eq!(BASE64.encode(&bytes), signature, "padded standard alphabet");
+        let signature = ed25519_dalek::Signature::from_slice(&bytes).expect("64 signature bytes");
+        let verifying = key.signing.verifying_key();
+        verifying
+            .verify_strict(payload.as_bytes(), &signature)
+            .expect("the signature verifies over the exact payload");
+        // Not over another payload (say, the params in the frame's order).
+        assert!(verifying
+            .verify_strict(b"apiKey=9ED&timestamp=1700000000000&recvWindow=5000", &signature)
+            .is_err());
+    }
+
+    #[test]
+    fn session_requests_carry_no_key_and_no_signature() {
+        let user = ed25519_user();
+        let order = Order {
+            user: &user,
+            market: 1,
+            side: Side::Sell,
+        };
+        let request = ws_session_order_request(&order, 77, 1_700_000_000_123, 5000);
+        let v: serde_json::Value = serde_json::from_str(&request).expect("request is JSON");
+        assert_eq!(
+            (v["id"].as_u64(), v["method"].as_str()),
+            (Some(77), Some("order.place"))
+        );
+        assert_eq!(
+            v["params"],
+            serde_json::json!({
+                "symbol": "ETHUSDT",
+                "side": "SELL",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.0100",
+                "price": "3000.00",
+                "recvWindow": 5000,
+                "timestamp": 1_700_000_000_123_u64,
+            })
+        );
+        // The signed form has exactly these plus apiKey and signature.
+        let signed: serde_json::Value =
+            serde_json::from_str(&ws_order_request(&order, 77, 1_700_000_000_123, 5000)).expect("request is JSON");
+        let mut stripped = signed["params"].as_object().expect("params object").clone();
+        assert_eq!(
+            stripped.remove("apiKey").as_ref().and_then(|k| k.as_str()),
+            Some("9HMAC")
+        );
+        assert!(stripped.remove("signature").is_some());
+        assert_eq!(serde_json::Value::Object(stripped), v["params"]);
+
+        let subscribe: serde_json::Value =
+            serde_json::from_str(&ws_session_subscribe_request(4)).expect("request is JSON");
+        assert_eq!(
+            subscribe,
+            serde_json::json!({ "id": 4, "method": "userDataStream.subscribe" })
+        );
+    }
+
     #[test]
     fn every_pair_has_one_cross_shard_order_with_two_shards() {
         let user = |id, shard| User {
@@ -291,6 +434,7 @@ mod tests {
             shard,
             api_key: String::new(),
             secret: String::new(),
+            ed25519: None,
         };
         let users = vec![user(1, 0), user(2, 1), user(3, 0), user(4, 1)];
         let plan = Plan::new(&users);

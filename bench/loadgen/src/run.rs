@@ -20,7 +20,8 @@
 //! the round trip itself, and the warm-up and the end are wall-clock times.
 //!
 //! `Api::Ws` sends the same pairs as `order.place` over the WebSocket API
-//! instead, one connection per user (see `wsapi`); both report through
+//! instead, one connection per user, each request HMAC-signed or, with
+//! `logon`, on sessions logged on once (see `wsapi`); both report through
 //! [`Tally`] and [`summarize`], so their figures mean the same thing.
 
 use std::sync::{Arc, Barrier};
@@ -101,6 +102,10 @@ pub struct Settings {
     /// WebSocket API: whether answers carry `rateLimits` (the URL's
     /// `returnRateLimits`).
     pub return_rate_limits: bool,
+    /// WebSocket API: whether each connection logs on with `session.logon`
+    /// (the users' Ed25519 keys) and sends its orders without `apiKey` and
+    /// `signature`, instead of signing each with HMAC.
+    pub logon: bool,
 }
 
 impl Settings {
@@ -127,6 +132,8 @@ pub struct Tally {
 
 pub struct Summary {
     pub text: String,
+    /// Senders that could not open (or log on) their connections.
+    pub connect_errors: usize,
 }
 
 pub fn run(settings: &Settings, users: &[User]) -> Summary {
@@ -363,15 +370,20 @@ fn summarize(
         Api::Ws => (
             format!(
                 "order.place crossing pairs over {}{}, {users} connections (one per user) on {} threads, \
-                 at most {} requests in flight per connection, rateLimits {}",
+                 at most {} requests in flight per connection, rateLimits {}, {}",
                 settings.target,
                 wsapi::path(settings.return_rate_limits),
                 settings.threads,
                 settings.window,
-                if settings.return_rate_limits { "on" } else { "off" }
+                if settings.return_rate_limits { "on" } else { "off" },
+                if settings.logon {
+                    "sessions logged on with session.logon (Ed25519), requests without apiKey and signature"
+                } else {
+                    "each request HMAC-signed"
+                }
             ),
             "abandoned requests",
-            "ws",
+            if settings.logon { "ws-logon" } else { "ws" },
         ),
     };
     text.push_str(&format!(
@@ -430,5 +442,8 @@ fn summarize(
         q(0.999),
         h.max()
     ));
-    Summary { text }
+    Summary {
+        text,
+        connect_errors: connect_errors.len(),
+    }
 }

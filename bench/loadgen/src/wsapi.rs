@@ -21,19 +21,32 @@
 //! never further apart than one window; whichever arrives first rests and
 //! the other takes it.
 //!
-//! Each request is signed just before it is sent, with the current time:
-//! HMAC-SHA256 over every parameter but `signature`, sorted by name
-//! (`orders::ws_order_request`). A connection that fails has its
-//! unanswered requests counted as failed and is opened again once; if that
-//! fails too, its later orders count as failed without being sent.
+//! Requests take one of two forms:
+//! - signed (the default): each request carries `apiKey` and is signed
+//!   just before it is sent, with the current time: HMAC-SHA256 over every
+//!   parameter but `signature`, sorted by name
+//!   (`orders::ws_order_request`);
+//! - logged on (`logon`): right after the connections open, before the
+//!   common start, each sends `session.logon` with its user's Ed25519 key
+//!   (`orders::ws_logon_request`) and waits, at most `LOGON_TIMEOUT_MS`,
+//!   for a 200 answer; any other answer, or none, is an error of the run
+//!   that names the user. Its orders then go without `apiKey` and
+//!   `signature`, still with `timestamp` and `recvWindow`
+//!   (`orders::ws_session_order_request`): the server authorizes them with
+//!   the session's key, with no signature to check.
+//!
+//! A connection that fails has its unanswered requests counted as failed
+//! and is opened (and logged on) again once; if that fails too, its later
+//! orders count as failed without being sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::orders::{now_ms, ws_order_request, Plan};
+use crate::orders::{now_ms, ws_logon_request, ws_order_request, ws_session_order_request, Plan};
 use crate::run::{Rate, Settings, Tally};
 use crate::users::User;
 use crate::wsclient::{self, Conn};
@@ -53,6 +66,8 @@ const READ_SCRATCH_BYTES: usize = 64 * 1024;
 const IDLE_WAIT_MS: u64 = 100;
 /// Time the threads get to connect before the common start.
 const START_DELAY_MS: u64 = 500;
+/// How long a connection's `session.logon` may take to be answered.
+const LOGON_TIMEOUT_MS: u64 = 10_000;
 
 /// The URL path of the WebSocket API, with the `returnRateLimits` choice.
 pub fn path(return_rate_limits: bool) -> &'static str {
@@ -110,9 +125,14 @@ pub fn run(settings: &Settings, users: &[User]) -> (Tally, Instant, Vec<String>)
     });
     let barrier = Arc::new(Barrier::new(threads + 1));
     let start_cell = Arc::new(OnceLock::<Instant>::new());
+    // With logon, set by a thread whose sessions could not be opened or
+    // logged on: then no thread sends, since the run would not measure
+    // what was asked.
+    let logon_failed = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
         let (shared, barrier, start_cell) = (Arc::clone(&shared), Arc::clone(&barrier), Arc::clone(&start_cell));
+        let logon_failed = Arc::clone(&logon_failed);
         let job = Job {
             target: settings.target.clone(),
             path: path(settings.return_rate_limits),
@@ -123,12 +143,21 @@ pub fn run(settings: &Settings, users: &[User]) -> (Tally, Instant, Vec<String>)
             recv_window_ms: settings.recv_window_ms,
             window: settings.window,
             thread: t,
+            logon: settings.logon,
         };
         handles.push(thread::spawn(move || {
             let links = job.connect(&shared);
+            if job.logon && links.is_err() {
+                logon_failed.store(true, Ordering::Relaxed);
+            }
             barrier.wait();
             let start = *start_cell.get().expect("start time is set before the barrier opens");
             let mut links = links?;
+            if logon_failed.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "thread {t} did not send: another thread's sessions could not be opened or logged on"
+                ));
+            }
             Ok(job.send(&shared, &mut links, start))
         }));
     }
@@ -234,10 +263,13 @@ struct Job {
     recv_window_ms: u64,
     window: usize,
     thread: usize,
+    /// Log each connection on with `session.logon` and send orders in the
+    /// logged-on form.
+    logon: bool,
 }
 
 impl Job {
-    /// Opens the connections of this thread's users.
+    /// Opens the connections of this thread's users (and logs them on).
     fn connect(&self, shared: &Shared) -> Result<Vec<Link>, String> {
         let deal = &shared.deal;
         let mine: Vec<usize> = (0..shared.users.len())
@@ -245,7 +277,7 @@ impl Job {
             .collect();
         let conns = wsclient::open_many(&self.target, self.path, mine.len())
             .map_err(|e| format!("open {}{}: {e}", self.target, self.path))?;
-        Ok(mine
+        let mut links: Vec<Link> = mine
             .into_iter()
             .zip(conns)
             .map(|(user, conn)| Link {
@@ -254,7 +286,94 @@ impl Job {
                 in_flight: VecDeque::with_capacity(self.window),
                 out: Vec::with_capacity(4096),
             })
-            .collect())
+            .collect();
+        if self.logon {
+            self.log_on(&shared.users, &mut links)?;
+        }
+        Ok(links)
+    }
+
+    /// Logs the links' connections on: sends every `session.logon` (its
+    /// user's Ed25519 key, `id` the user's index), then reads until each
+    /// has its answer. An answer other than 200 for the user's key, a lost
+    /// connection, or no answer within `LOGON_TIMEOUT_MS` is an error that
+    /// names the user.
+    fn log_on(&self, users: &[User], links: &mut [Link]) -> Result<(), String> {
+        let mut frame = Vec::with_capacity(512);
+        let mut waiting = Vec::with_capacity(links.len());
+        for (l, link) in links.iter_mut().enumerate() {
+            let user = &users[link.user];
+            let Some(conn) = link.conn.as_mut() else {
+                continue;
+            };
+            let key = user
+                .ed25519
+                .as_ref()
+                .ok_or_else(|| format!("session.logon of user {}: the user has no Ed25519 key", user.id))?;
+            let request = ws_logon_request(key, link.user as u64, now_ms(), self.recv_window_ms);
+            frame.clear();
+            wsclient::push_text_frame(&mut frame, request.as_bytes());
+            wsclient::write_all(&mut conn.stream, &frame)
+                .map_err(|e| format!("session.logon of user {}: write: {e}", user.id))?;
+            waiting.push(l);
+        }
+        let deadline = Instant::now() + Duration::from_millis(LOGON_TIMEOUT_MS);
+        let mut scratch = vec![0u8; READ_SCRATCH_BYTES];
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(waiting.len());
+        while let Some(&first) = waiting.first() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "session.logon of user {} not answered within {LOGON_TIMEOUT_MS} ms ({} sessions waiting)",
+                    users[links[first].user].id,
+                    waiting.len()
+                ));
+            }
+            fds.clear();
+            for &l in &waiting {
+                if let Some(conn) = &links[l].conn {
+                    fds.push(libc::pollfd {
+                        fd: conn.stream.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                }
+            }
+            // SAFETY: `fds` is valid for its length during the call.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as i32) };
+            if rc <= 0 {
+                continue;
+            }
+            let mut answered = Vec::new();
+            for (i, fd) in fds.iter().enumerate() {
+                if fd.revents == 0 {
+                    continue;
+                }
+                let link = &mut links[waiting[i]];
+                let user = &users[link.user];
+                let Some(conn) = link.conn.as_mut() else {
+                    continue;
+                };
+                let mut verdict = None;
+                conn.read_frames(&mut scratch, |text| {
+                    verdict.get_or_insert_with(|| logon_verdict(text, link.user as u64, user));
+                })
+                .map_err(|gone| {
+                    format!(
+                        "session.logon of user {}: connection lost: {}",
+                        user.id,
+                        crate::wsidle::describe(&gone)
+                    )
+                })?;
+                match verdict {
+                    Some(Ok(())) => answered.push(waiting[i]),
+                    Some(Err(why)) => return Err(format!("session.logon of user {}: {why}", user.id)),
+                    None => {}
+                }
+            }
+            waiting.retain(|l| !answered.contains(l));
+        }
+        Ok(())
     }
 
     /// Sends this thread's orders on schedule and reads the answers until
@@ -290,7 +409,7 @@ impl Job {
                 }
             }
             for link in links.iter_mut() {
-                self.flush(link, &mut tally);
+                self.flush(shared, link, &mut tally);
             }
             let sending = cursors.iter().any(|c| !c.done);
             let now = Instant::now();
@@ -311,7 +430,7 @@ impl Job {
             self.wait(links, &mut fds, &mut fd_links, timeout);
             for (i, fd) in fds.iter().enumerate() {
                 if fd.revents != 0 {
-                    self.read(&mut links[fd_links[i]], &mut scratch, &mut tally);
+                    self.read(shared, &mut links[fd_links[i]], &mut scratch, &mut tally);
                 }
             }
         }
@@ -357,7 +476,11 @@ impl Job {
             }
             let measured = intended >= measure_from;
             if link.conn.is_some() {
-                let text = ws_order_request(&order, n, now_ms(), self.recv_window_ms);
+                let text = if self.logon {
+                    ws_session_order_request(&order, n, now_ms(), self.recv_window_ms)
+                } else {
+                    ws_order_request(&order, n, now_ms(), self.recv_window_ms)
+                };
                 wsclient::push_text_frame(&mut link.out, text.as_bytes());
                 link.in_flight.push_back(Pending {
                     id: n,
@@ -372,7 +495,7 @@ impl Job {
     }
 
     /// Writes what `link` has queued; a failed write fails the link.
-    fn flush(&self, link: &mut Link, tally: &mut Tally) {
+    fn flush(&self, shared: &Shared, link: &mut Link, tally: &mut Tally) {
         if link.out.is_empty() {
             return;
         }
@@ -383,7 +506,7 @@ impl Job {
         let result = wsclient::write_all(&mut conn.stream, &link.out);
         link.out.clear();
         if let Err(e) = result {
-            self.fail(link, &format!("write: {e}"), tally);
+            self.fail(shared, link, &format!("write: {e}"), tally);
         }
     }
 
@@ -417,7 +540,7 @@ impl Job {
     }
 
     /// Reads what one connection holds and counts the answers in it.
-    fn read(&self, link: &mut Link, scratch: &mut [u8], tally: &mut Tally) {
+    fn read(&self, shared: &Shared, link: &mut Link, scratch: &mut [u8], tally: &mut Tally) {
         let Link { conn, in_flight, .. } = &mut *link;
         let Some(conn) = conn.as_mut() else {
             return;
@@ -425,12 +548,13 @@ impl Job {
         let result = conn.read_frames(scratch, |text| answer(in_flight, text, tally));
         if let Err(gone) = result {
             let why = crate::wsidle::describe(&gone);
-            self.fail(link, &why, tally);
+            self.fail(shared, link, &why, tally);
         }
     }
 
-    /// Counts the link's unanswered requests as failed and opens it again.
-    fn fail(&self, link: &mut Link, why: &str, tally: &mut Tally) {
+    /// Counts the link's unanswered requests as failed and opens it (and
+    /// logs it on) again; a link that cannot be reopened stays closed.
+    fn fail(&self, shared: &Shared, link: &mut Link, why: &str, tally: &mut Tally) {
         for pending in link.in_flight.drain(..) {
             if pending.measured {
                 tally.failed += 1;
@@ -443,7 +567,30 @@ impl Job {
         link.conn = wsclient::open_many(&self.target, self.path, 1)
             .ok()
             .and_then(|mut conns| conns.pop());
+        if self.logon && link.conn.is_some() {
+            if let Err(e) = self.log_on(&shared.users, std::slice::from_mut(link)) {
+                link.conn = None;
+                tally.first_problem.get_or_insert(e);
+            }
+        }
     }
+}
+
+/// Whether `text` is the 200 answer to `session.logon` request `id` for
+/// `user`'s Ed25519 key; `Err` says what it is instead.
+fn logon_verdict(text: &[u8], id: u64, user: &User) -> Result<(), String> {
+    let shown = || String::from_utf8_lossy(text).into_owned();
+    match answer_head(text) {
+        Some((answer_id, 200)) if answer_id == id => {}
+        Some(_) => return Err(format!("answered {}", shown())),
+        None => return Err(format!("unexpected frame {}", shown())),
+    }
+    let v: serde_json::Value = serde_json::from_slice(text).map_err(|e| format!("{e}: {}", shown()))?;
+    let expected = user.ed25519.as_ref().map(|k| k.api_key.as_str());
+    if v["result"]["apiKey"].as_str() != expected {
+        return Err(format!("logged on with another key: {}", shown()));
+    }
+    Ok(())
 }
 
 /// Matches one answer to its request and counts it if it was measured.
@@ -521,6 +668,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn logon_verdict_wants_200_for_the_request_and_the_users_key() {
+        let user = User {
+            id: 1,
+            shard: 0,
+            api_key: "HMAC".to_string(),
+            secret: String::new(),
+            ed25519: Some(crate::users::Ed25519Key {
+                api_key: "ED".to_string(),
+                signing: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            }),
+        };
+        let ok = r#"{"id":3,"status":200,"result":{"apiKey":"ED","authorizedSince":1,"connectedSince":1}}"#;
+        assert_eq!(logon_verdict(ok.as_bytes(), 3, &user), Ok(()));
+        assert!(
+            logon_verdict(ok.as_bytes(), 4, &user).is_err(),
+            "another request's answer"
+        );
+        let other_key = r#"{"id":3,"status":200,"result":{"apiKey":"HMAC"}}"#;
+        assert!(logon_verdict(other_key.as_bytes(), 3, &user).is_err());
+        let refused =
+            r#"{"id":3,"status":401,"error":{"code":-1022,"msg":"Signature for this request is not valid."}}"#;
+        let why = logon_verdict(refused.as_bytes(), 3, &user).expect_err("refused");
+        assert!(why.contains("-1022"), "{why}");
+    }
+
     fn users(per_shard: u64) -> Vec<User> {
         (0..2 * per_shard)
             .map(|i| User {
@@ -528,6 +701,7 @@ mod tests {
                 shard: (i % 2) as u32,
                 api_key: String::new(),
                 secret: String::new(),
+                ed25519: None,
             })
             .collect()
     }

@@ -17,20 +17,22 @@
 //! measured instead and the output says so.
 //!
 //! With `wsapi` users, the connections go to the WebSocket API
-//! (`/ws-api/v3`) instead, and each makes one user data subscription with
-//! `userDataStream.subscribe.signature` (HMAC-signed, which Binance allows
-//! for any key type), connection `i` for user `i mod users`; every answer
-//! must be 200 before the connection counts as open. This is the idle
-//! session of a client that follows its account. A session logged on with
-//! `session.logon` (Ed25519 keys only) and subscribed with
-//! `userDataStream.subscribe` holds the same state plus the logged-on key
-//! (one heap copy of the API key), so this figure plus the key's
-//! allocation is that session's.
+//! (`/ws-api/v3`) instead, connection `i` for user `i mod users`, and each
+//! makes one user data subscription, the idle session of a client that
+//! follows its account, in one of two forms:
+//! - signed (the default): `userDataStream.subscribe.signature`
+//!   (HMAC-signed, which Binance allows for any key type);
+//! - logged on (`logon`): `session.logon` with the user's Ed25519 key (the
+//!   only kind that can log on), then `userDataStream.subscribe` without
+//!   parameters, on the session's key. The session then also holds its
+//!   logged-on key.
+//!
+//! Every answer must be 200 before the connection counts as open.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::orders::{now_ms, ws_subscribe_request, RECV_WINDOW_MS_MAX};
+use crate::orders::{now_ms, ws_logon_request, ws_session_subscribe_request, ws_subscribe_request, RECV_WINDOW_MS_MAX};
 use crate::procfs;
 use crate::users::User;
 use crate::wsapi;
@@ -66,6 +68,9 @@ pub struct Settings {
     pub wsapi: Option<Vec<User>>,
     /// WebSocket API: the URL's `returnRateLimits`.
     pub return_rate_limits: bool,
+    /// WebSocket API: each session logs on (`session.logon`, the users'
+    /// Ed25519 keys) and subscribes with `userDataStream.subscribe`.
+    pub logon: bool,
 }
 
 /// Machine and server memory at one moment.
@@ -91,10 +96,12 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let (path, mut text) = if let Some(users) = &s.wsapi {
         let path = wsapi::path(s.return_rate_limits).to_string();
         let distinct = users.len().min(s.conns);
-        let text = format!(
-            "connections measured: {path}, each with one userDataStream.subscribe.signature \
-             (connection i for user i mod {distinct})\n"
-        );
+        let form = if s.logon {
+            "session.logon (Ed25519) then one userDataStream.subscribe"
+        } else {
+            "one userDataStream.subscribe.signature (HMAC)"
+        };
+        let text = format!("connections measured: {path}, each with {form} (connection i for user i mod {distinct})\n");
         (path, text)
     } else if s.stream == NO_STREAM {
         (
@@ -117,7 +124,7 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let mut tally = Tally::default();
     let mut conns = Vec::with_capacity(s.conns);
     let open = |count: usize, conns: &mut Vec<Conn>, tally: &mut Tally| match &s.wsapi {
-        Some(users) => open_subscribed(&s.target, &path, users, count, &epoll, conns, tally),
+        Some(users) => open_subscribed(&s.target, &path, users, s.logon, count, &epoll, conns, tally),
         None => open_polled(&s.target, &path, count, &epoll, conns, tally),
     };
     open(half, &mut conns, &mut tally)?;
@@ -152,7 +159,12 @@ pub fn run(s: &Settings) -> Result<String, String> {
     let held = sample(s.server_pid);
     if s.wsapi.is_some() {
         text.push_str(&format!(
-            "subscriptions: {} answered 200, {} refused{}\n",
+            "{}: {} answered 200, {} refused{}\n",
+            if s.logon {
+                "answers to session.logon and userDataStream.subscribe"
+            } else {
+                "subscriptions"
+            },
             tally.answers_ok,
             tally.answers_refused,
             tally
@@ -219,13 +231,17 @@ impl Tally {
 }
 
 /// Opens `count` more WebSocket API connections as [`open_polled`] does,
-/// and has each make one user data subscription, batch by batch; a batch
-/// whose answers have not all come within `SUBSCRIBE_TIMEOUT_MS`, or any
-/// refused subscription, ends the run with an error.
+/// and has each make one user data subscription, batch by batch: with
+/// `logon`, `session.logon` then, once the batch is logged on,
+/// `userDataStream.subscribe`; else `userDataStream.subscribe.signature`.
+/// A step whose answers have not all come within `SUBSCRIBE_TIMEOUT_MS`,
+/// or any refused request, ends the run with an error.
+#[allow(clippy::too_many_arguments)]
 fn open_subscribed(
     target: &str,
     path: &str,
     users: &[User],
+    logon: bool,
     count: usize,
     epoll: &Epoll,
     conns: &mut Vec<Conn>,
@@ -236,28 +252,61 @@ fn open_subscribed(
         let first = conns.len();
         let batch = (goal - first).min(OPEN_POLL_EVERY_COUNT);
         open_polled(target, path, batch, epoll, conns, tally)?;
-        let mut frame = Vec::with_capacity(512);
-        for (i, conn) in conns.iter_mut().enumerate().skip(first) {
-            let user = &users[i % users.len()];
-            let request = ws_subscribe_request(user, i as u64, now_ms(), RECV_WINDOW_MS_MAX);
-            frame.clear();
-            wsclient::push_text_frame(&mut frame, request.as_bytes());
-            wsclient::write_all(&mut conn.stream, &frame).map_err(|e| format!("connection {i}: {e}"))?;
+        if logon {
+            ask(epoll, conns, first, tally, "session.logon", |i| {
+                let user = &users[i % users.len()];
+                let key = user
+                    .ed25519
+                    .as_ref()
+                    .ok_or_else(|| format!("user {} has no Ed25519 key for session.logon", user.id))?;
+                Ok(ws_logon_request(key, i as u64, now_ms(), RECV_WINDOW_MS_MAX))
+            })?;
+            ask(epoll, conns, first, tally, "userDataStream.subscribe", |i| {
+                Ok(ws_session_subscribe_request(i as u64))
+            })?;
+        } else {
+            ask(epoll, conns, first, tally, "userDataStream.subscribe.signature", |i| {
+                let user = &users[i % users.len()];
+                Ok(ws_subscribe_request(user, i as u64, now_ms(), RECV_WINDOW_MS_MAX))
+            })?;
         }
-        let deadline = Instant::now() + Duration::from_millis(SUBSCRIBE_TIMEOUT_MS);
-        while tally.answers_ok + tally.answers_refused < conns.len() as u64 && Instant::now() < deadline {
-            hold(epoll, conns, Duration::from_millis(10), tally)?;
-        }
-        if let Some(refused) = &tally.first_refused {
-            return Err(format!("a subscription was refused: {refused}"));
-        }
-        if tally.answers_ok < conns.len() as u64 {
-            return Err(format!(
-                "{} of {} subscriptions answered within {SUBSCRIBE_TIMEOUT_MS} ms",
-                tally.answers_ok,
-                conns.len()
-            ));
-        }
+    }
+    Ok(())
+}
+
+/// Sends connection `i`'s `request(i)` on every connection from `first`
+/// on, and waits until each has answered 200; `what` names the request in
+/// errors. Waits at most `SUBSCRIBE_TIMEOUT_MS`.
+fn ask(
+    epoll: &Epoll,
+    conns: &mut [Conn],
+    first: usize,
+    tally: &mut Tally,
+    what: &str,
+    request: impl Fn(usize) -> Result<String, String>,
+) -> Result<(), String> {
+    let asked = (conns.len() - first) as u64;
+    let answered_before = tally.answers_ok + tally.answers_refused;
+    let answered = |tally: &Tally| tally.answers_ok + tally.answers_refused - answered_before;
+    let mut frame = Vec::with_capacity(512);
+    for (i, conn) in conns.iter_mut().enumerate().skip(first) {
+        let text = request(i).map_err(|e| format!("connection {i}: {e}"))?;
+        frame.clear();
+        wsclient::push_text_frame(&mut frame, text.as_bytes());
+        wsclient::write_all(&mut conn.stream, &frame).map_err(|e| format!("connection {i}: {what}: {e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_millis(SUBSCRIBE_TIMEOUT_MS);
+    while answered(tally) < asked && Instant::now() < deadline {
+        hold(epoll, conns, Duration::from_millis(10), tally)?;
+    }
+    if let Some(refused) = &tally.first_refused {
+        return Err(format!("a {what} was refused: {refused}"));
+    }
+    if answered(tally) < asked {
+        return Err(format!(
+            "{} of {asked} {what} requests answered within {SUBSCRIBE_TIMEOUT_MS} ms",
+            answered(tally)
+        ));
     }
     Ok(())
 }
@@ -370,6 +419,7 @@ fn report(s: &Settings, before: &Sample, with: &Sample, when: &str, result: bool
             show(tcp),
             show(slab),
             match (&s.wsapi, s.stream.as_str()) {
+                (Some(_), _) if s.logon => "wsapi-logon",
                 (Some(_), _) => "wsapi",
                 (None, NO_STREAM) => "bare",
                 (None, _) => "stream",
