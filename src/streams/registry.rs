@@ -313,7 +313,13 @@ impl Registry {
 
     /// Adds a local user-stream connection of `user`.
     pub(crate) fn subscribe_user_local(&mut self, user: UserId, delivery: Delivery, out: &Rc<Outbound>) {
-        self.user_local.entry(user).or_default().push((out.clone(), delivery));
+        let outs = self.user_local.entry(user).or_default();
+        // Most users hold one connection: room for one, not four (an idle
+        // session's bytes are a target, docs/performance.md).
+        if outs.is_empty() {
+            outs.reserve_exact(1);
+        }
+        outs.push((out.clone(), delivery));
     }
 
     /// Removes a local user-stream connection.
@@ -339,7 +345,13 @@ impl Registry {
         }
         match shards.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, n)) => *n += 1,
-            None => shards.push((shard, 1)),
+            None => {
+                // Most users' connections are on one shard.
+                if shards.is_empty() {
+                    shards.reserve_exact(1);
+                }
+                shards.push((shard, 1));
+            }
         }
         true
     }
