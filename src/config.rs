@@ -319,6 +319,76 @@ const KEYS: &[Key] = &[
         help: "PostgreSQL: how often the statistics views are refreshed (and partitions made ahead)",
     },
     Key {
+        name: "redis",
+        default: "",
+        help: "Redis (redis://[[user]:password@]host:port[/db]), shared by every shard of every instance; unset: everything stays in-process",
+    },
+    Key {
+        name: "redis_connect_timeout_ms",
+        default: "1000",
+        help: "time a shard's Redis connection may take to open (and AUTH/SELECT)",
+    },
+    Key {
+        name: "redis_command_timeout_ms",
+        default: "1000",
+        help: "time a written batch of Redis commands may take to be answered (then the connection is dropped)",
+    },
+    Key {
+        name: "redis_heartbeat_ms",
+        default: "1000",
+        help: "an idle Redis connection is checked with PING this often",
+    },
+    Key {
+        name: "redis_queue_commands_max",
+        default: "65536",
+        help: "Redis commands one shard may have queued (over: refused at once)",
+    },
+    Key {
+        name: "redis_pipeline_commands_max",
+        default: "1024",
+        help: "Redis commands one write carries at most",
+    },
+    Key {
+        name: "redis_reply_bytes_max",
+        default: "16777216",
+        help: "bytes of Redis replies one batch may buffer (over: the connection is dropped)",
+    },
+    Key {
+        name: "redis_backoff_base_ms",
+        default: "50",
+        help: "first delay before reconnecting to Redis (exponential, full jitter)",
+    },
+    Key {
+        name: "redis_backoff_max_ms",
+        default: "5000",
+        help: "longest delay before reconnecting to Redis",
+    },
+    Key {
+        name: "redis_breaker_failures_min",
+        default: "5",
+        help: "failed Redis commands within the window that may open the Redis breaker",
+    },
+    Key {
+        name: "redis_breaker_failure_ratio_permille",
+        default: "500",
+        help: "failed Redis commands per thousand within the window that open the breaker",
+    },
+    Key {
+        name: "redis_breaker_window_ms",
+        default: "10000",
+        help: "window the Redis breaker counts commands and failures in",
+    },
+    Key {
+        name: "redis_breaker_open_ms",
+        default: "1000",
+        help: "time an open Redis breaker refuses commands before it lets a probe through",
+    },
+    Key {
+        name: "redis_breaker_half_open_probes",
+        default: "1",
+        help: "probe commands a half-open Redis breaker lets through; that many successes close it",
+    },
+    Key {
         name: "shard_spin_us",
         default: "0",
         help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
@@ -351,6 +421,7 @@ pub struct Config {
     pub ws: WsConfig,
     pub durability: DurabilityConfig,
     pub history: HistoryConfig,
+    pub redis: RedisConfig,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
     /// (no flag, no file key): that shard installs its state this much later.
     pub test_shard_start_delay: Option<(usize, u64)>,
@@ -408,6 +479,26 @@ pub struct HistoryConfig {
     pub breaker_open_ms: u64,
     pub breaker_half_open_probes: u32,
     pub statistics_interval_s: u64,
+}
+
+/// Redis's settings (see `redis`), each named with its unit last.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `None`: no Redis, everything stays in-process.
+    pub url: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    pub queue_commands_max: usize,
+    pub pipeline_commands_max: usize,
+    pub reply_bytes_max: usize,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub breaker_failures_min: u32,
+    pub breaker_failure_ratio_permille: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_open_ms: u64,
+    pub breaker_half_open_probes: u32,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -644,6 +735,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         test_shard_start_delay: None,
         durability: durability(&v)?,
         history: history(&v)?,
+        redis: redis(&v)?,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })
@@ -759,6 +851,36 @@ fn history(v: &Values) -> Result<HistoryConfig, ConfigError> {
             "history_backoff_base_ms",
             "must not exceed history_backoff_max_ms",
         ));
+    }
+    Ok(config)
+}
+
+fn redis(v: &Values) -> Result<RedisConfig, ConfigError> {
+    let url = match v.text("redis") {
+        "" => None,
+        url => {
+            crate::redis::parse_url(url).map_err(|problem| invalid("redis", problem))?;
+            Some(url.to_string())
+        }
+    };
+    let config = RedisConfig {
+        url,
+        connect_timeout_ms: v.ms("redis_connect_timeout_ms")?,
+        command_timeout_ms: v.ms("redis_command_timeout_ms")?,
+        heartbeat_ms: v.ms("redis_heartbeat_ms")?,
+        queue_commands_max: v.count("redis_queue_commands_max", 1 << 24)?,
+        pipeline_commands_max: v.count("redis_pipeline_commands_max", 1 << 16)?,
+        reply_bytes_max: v.number("redis_reply_bytes_max", 1 << 12, 1 << 30)? as usize,
+        backoff_base_ms: v.ms("redis_backoff_base_ms")?,
+        backoff_max_ms: v.ms("redis_backoff_max_ms")?,
+        breaker_failures_min: v.count("redis_breaker_failures_min", 1 << 20)? as u32,
+        breaker_failure_ratio_permille: v.number("redis_breaker_failure_ratio_permille", 1, 1000)? as u32,
+        breaker_window_ms: v.number("redis_breaker_window_ms", 10, 3_600_000)?,
+        breaker_open_ms: v.ms("redis_breaker_open_ms")?,
+        breaker_half_open_probes: v.count("redis_breaker_half_open_probes", 1000)? as u32,
+    };
+    if config.backoff_base_ms > config.backoff_max_ms {
+        return Err(invalid("redis_backoff_base_ms", "must not exceed redis_backoff_max_ms"));
     }
     Ok(config)
 }

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
+mod redis;
 mod resilience;
 pub mod server;
 pub mod store;

@@ -121,6 +121,29 @@ pub(crate) struct Counters {
     pub(crate) journal: JournalCounters,
     pub(crate) history: HistoryCounters,
     pub(crate) compression: CompressionCounters,
+    pub(crate) redis: RedisCounters,
+}
+
+/// One shard's Redis client (see `redis`); all zero without `--redis`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RedisCounters {
+    /// 1 when the shard has a Redis client.
+    pub configured: u64,
+    pub connected: u64,
+    pub commands: u64,
+    /// Socket writes: commands per write is the pipelining.
+    pub writes: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub refused_breaker: u64,
+    pub refused_queue: u64,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub in_flight: u64,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: u64,
+    pub breaker_transitions: u64,
+    pub latency: LatencyBuckets,
 }
 
 /// One shard's response compression (see `compress`).
@@ -330,6 +353,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_per_shard(&mut out, &COMPRESSION, snapshots);
     render_journal(&mut out, snapshots);
     render_history(&mut out, snapshots);
+    render_redis(&mut out, snapshots);
     out
 }
 
@@ -720,6 +744,107 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
             let value = if *lag == u64::MAX { -1 } else { *lag as i64 };
             let _ = writeln!(out, "{name}{{shard=\"{}\",replica=\"{i}\"}} {value}", s.shard);
         }
+    }
+}
+
+fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
+    let redis: [ShardFamily; 13] = [
+        (
+            "tradsys_redis_configured",
+            "gauge",
+            "1 when the shard has a Redis client (--redis).",
+            |s| s.counters.redis.configured,
+        ),
+        (
+            "tradsys_redis_connected",
+            "gauge",
+            "1 while the shard's Redis connection is up.",
+            |s| s.counters.redis.connected,
+        ),
+        (
+            "tradsys_redis_commands_total",
+            "counter",
+            "Redis commands written.",
+            |s| s.counters.redis.commands,
+        ),
+        (
+            "tradsys_redis_writes_total",
+            "counter",
+            "Socket writes carrying Redis commands (commands per write: the pipelining).",
+            |s| s.counters.redis.writes,
+        ),
+        (
+            "tradsys_redis_failures_total",
+            "counter",
+            "Redis commands that got no reply (connection lost, timeout, protocol error).",
+            |s| s.counters.redis.failures,
+        ),
+        (
+            "tradsys_redis_timeouts_total",
+            "counter",
+            "Batches of Redis commands that timed out.",
+            |s| s.counters.redis.timeouts,
+        ),
+        (
+            "tradsys_redis_refused_breaker_total",
+            "counter",
+            "Redis commands refused by the open breaker.",
+            |s| s.counters.redis.refused_breaker,
+        ),
+        (
+            "tradsys_redis_refused_queue_total",
+            "counter",
+            "Redis commands refused because the shard's queue was full.",
+            |s| s.counters.redis.refused_queue,
+        ),
+        (
+            "tradsys_redis_connects_total",
+            "counter",
+            "Redis connections established.",
+            |s| s.counters.redis.connects,
+        ),
+        (
+            "tradsys_redis_reconnects_total",
+            "counter",
+            "Redis connection attempts after a lost or failed connection.",
+            |s| s.counters.redis.reconnects,
+        ),
+        (
+            "tradsys_redis_in_flight",
+            "gauge",
+            "Redis commands written and not yet answered.",
+            |s| s.counters.redis.in_flight,
+        ),
+        (
+            "tradsys_redis_breaker_state",
+            "gauge",
+            "Redis breaker: 0 closed, 1 open, 2 half-open.",
+            |s| s.counters.redis.breaker_state,
+        ),
+        (
+            "tradsys_redis_breaker_transitions_total",
+            "counter",
+            "Redis breaker state changes.",
+            |s| s.counters.redis.breaker_transitions,
+        ),
+    ];
+    render_per_shard(out, &redis, snapshots);
+    let name = "tradsys_redis_command_duration_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Redis command latency, from queued to its reply.",
+    );
+    for s in snapshots {
+        let l = &s.counters.redis.latency;
+        let labels = format!("shard=\"{}\"", s.shard);
+        for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(l.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
     }
 }
 

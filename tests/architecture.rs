@@ -27,6 +27,7 @@ const LAYERS: &[&str] = &[
     "endpoint",
     "limits",
     "metrics",
+    "redis",
     "config",
     // The trading core, then what is built on it.
     "trading",
@@ -39,7 +40,7 @@ const LAYERS: &[&str] = &[
 ];
 
 /// The layers that may name glommio: the executor, sockets and files.
-const IO_LAYERS: &[&str] = &["server", "journal", "store"];
+const IO_LAYERS: &[&str] = &["server", "journal", "redis", "store"];
 
 /// One rule broken, with where.
 #[derive(Debug, PartialEq, Eq)]
@@ -220,7 +221,7 @@ fn checker_finds_what_it_should() {
         (
             "api/mod.rs",
             "use glommio::net::TcpStream;\n",
-            &[(1, "`api` names glommio; only server, journal and store may")],
+            &[(1, "`api` names glommio; only server, journal, redis and store may")],
         ),
         (
             "server/conn.rs",

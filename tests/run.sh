@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the test suites use. Kept in one list so that a fresh host
 # and CI install exactly the same things.
-DEBIAN_PACKAGES=(ca-certificates postgresql util-linux)
+DEBIAN_PACKAGES=(ca-certificates postgresql redis-server util-linux)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -82,6 +82,8 @@ pub(crate) struct Shard {
     pub(super) log: Rc<ShardLog>,
     /// The history store, once the shard has its state; never when off.
     pub(super) history: std::cell::OnceCell<Rc<ShardStore>>,
+    /// The shard's Redis client, with `--redis`.
+    pub(super) redis: Option<crate::redis::Redis>,
 }
 
 impl Shard {
@@ -287,6 +289,9 @@ impl Host for Shard {
         if let Some(store) = self.history.get() {
             store.count_backlog(crate::clock::now_ms());
             metrics.history = store.counters();
+        }
+        if let Some(redis) = &self.redis {
+            metrics.redis = redis.counters();
         }
         metrics.snapshot(self.index)
     }

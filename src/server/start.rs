@@ -250,6 +250,9 @@ async fn drain(
         );
     }
     shard.mesh.close().await;
+    if let Some(redis) = &shard.redis {
+        redis.close();
+    }
     for task in background {
         task.cancel().await;
     }
@@ -299,7 +302,36 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         )),
         log,
         history: std::cell::OnceCell::new(),
+        redis: redis_client(config, setup.index),
     }
+}
+
+/// The shard's Redis client, connecting in the background, with `--redis`.
+fn redis_client(config: &crate::config::Config, shard: usize) -> Option<crate::redis::Redis> {
+    let url = config.redis.url.as_deref()?;
+    // The URL was checked with the configuration.
+    let target = crate::redis::parse_url(url).ok()?;
+    let redis = &config.redis;
+    let limits = crate::redis::RedisLimits {
+        connect_timeout_ms: redis.connect_timeout_ms,
+        command_timeout_ms: redis.command_timeout_ms,
+        heartbeat_ms: redis.heartbeat_ms,
+        queue_commands_max: redis.queue_commands_max,
+        pipeline_commands_max: redis.pipeline_commands_max,
+        reply_bytes_max: redis.reply_bytes_max,
+        backoff_base_ms: redis.backoff_base_ms,
+        backoff_max_ms: redis.backoff_max_ms,
+        breaker: crate::resilience::BreakerConfig {
+            failures_min: redis.breaker_failures_min,
+            failure_ratio_permille: redis.breaker_failure_ratio_permille,
+            window_ms: redis.breaker_window_ms,
+            open_ms: redis.breaker_open_ms,
+            half_open_probes: redis.breaker_half_open_probes,
+        },
+    };
+    // Each shard's reconnect jitter differs.
+    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);
+    Some(crate::redis::Redis::start(target, limits, seed))
 }
 
 /// Funds the demo user gets at start, so the README's example can trade.
