@@ -31,6 +31,8 @@
 //! [`RedisError::QueueFull`]), commands per write, bytes of replies
 //! buffered (`reply_bytes_max`, then the connection is dropped as broken).
 
+pub(crate) mod gcra;
+
 use crate::metrics::{latency_histogram, LatencyBuckets, RedisCounters};
 use crate::oneshot;
 use crate::resilience::{xorshift, Backoff, Breaker, BreakerConfig};
@@ -632,7 +634,7 @@ mod tests {
         }
     }
 
-    fn limits() -> RedisLimits {
+    pub(crate) fn limits() -> RedisLimits {
         RedisLimits {
             connect_timeout_ms: 1_000,
             command_timeout_ms: 1_000,
@@ -653,7 +655,7 @@ mod tests {
         }
     }
 
-    fn on_executor<F, Fut>(test: F)
+    pub(crate) fn on_executor<F, Fut>(test: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + 'static,
