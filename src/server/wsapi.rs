@@ -247,16 +247,7 @@ impl Session {
             let call = match request {
                 Prepared::Ready { request, translated: t } => match request.method {
                     WsMethod::Rest(endpoint) => self.credentials(endpoint, t).map(|(api_key, credentials)| {
-                        let req = api::request::RequestRef {
-                            endpoint,
-                            query: &t.query,
-                            body: &[],
-                            form_body: false,
-                            api_key,
-                            credentials,
-                            now_ms,
-                        };
-                        (req, t.params())
+                        (twin_request(endpoint, t, api_key, credentials, now_ms), t.params())
                     }),
                     _ => Err(HttpError::new(400, binance::UNKNOWN, "Unexpected method.")),
                 },
@@ -295,15 +286,7 @@ impl Session {
             .and_then(crate::auth::user_of_key)
             .map(|user| shard.trading().user_shard(user) as usize);
         let local = owner == Some(shard.index);
-        let req = api::request::RequestRef {
-            endpoint,
-            query: &t.query,
-            body: &[],
-            form_body: false,
-            api_key,
-            credentials,
-            now_ms,
-        };
+        let req = twin_request(endpoint, t, api_key, credentials, now_ms);
         let session = credentials == Credentials::Session;
         let (reply, usage) = api::run_endpoint(shard, req, &params, self.peer, Settle::Later).await;
         self.unsettled |= local;
@@ -558,6 +541,25 @@ impl Session {
         }
         w.end_array();
         w.into_bytes()
+    }
+}
+
+/// The REST twin's request for a translated WebSocket API request.
+fn twin_request<'a>(
+    endpoint: Endpoint,
+    t: &'a Translated<'_>,
+    api_key: Option<&'a [u8]>,
+    credentials: Credentials<'a>,
+    now_ms: u64,
+) -> api::request::RequestRef<'a> {
+    api::request::RequestRef {
+        endpoint,
+        query: &t.query,
+        body: &[],
+        form_body: false,
+        api_key,
+        credentials,
+        now_ms,
     }
 }
 
