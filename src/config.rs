@@ -324,6 +324,16 @@ const KEYS: &[Key] = &[
         help: "Redis (redis://[[user]:password@]host:port[/db]), shared by every shard of every instance; unset: everything stays in-process",
     },
     Key {
+        name: "cluster_instances",
+        default: "1",
+        help: "tradsys instances sharing the Redis of --redis; while it does not answer each admits its per-IP limits divided by this",
+    },
+    Key {
+        name: "redis_limit_lease_permille",
+        default: "10",
+        help: "share of a shared limit a shard leases from Redis at once, per thousand (at least what the request needs)",
+    },
+    Key {
         name: "redis_connect_timeout_ms",
         default: "1000",
         help: "time a shard's Redis connection may take to open (and AUTH/SELECT)",
@@ -486,6 +496,8 @@ pub struct HistoryConfig {
 pub struct RedisConfig {
     /// `None`: no Redis, everything stays in-process.
     pub url: Option<String>,
+    pub cluster_instances: u32,
+    pub limit_lease_permille: u32,
     pub connect_timeout_ms: u64,
     pub command_timeout_ms: u64,
     pub heartbeat_ms: u64,
@@ -865,6 +877,8 @@ fn redis(v: &Values) -> Result<RedisConfig, ConfigError> {
     };
     let config = RedisConfig {
         url,
+        cluster_instances: v.number("cluster_instances", 1, 1024)? as u32,
+        limit_lease_permille: v.number("redis_limit_lease_permille", 1, 1000)? as u32,
         connect_timeout_ms: v.ms("redis_connect_timeout_ms")?,
         command_timeout_ms: v.ms("redis_command_timeout_ms")?,
         heartbeat_ms: v.ms("redis_heartbeat_ms")?,

@@ -144,6 +144,11 @@ pub struct RedisCounters {
     pub breaker_state: u64,
     pub breaker_transitions: u64,
     pub latency: LatencyBuckets,
+    /// Requests whose limits were decided locally because Redis did not
+    /// answer.
+    pub limit_fallbacks: u64,
+    /// Shared-limit leases the shard holds.
+    pub limit_leases: u64,
 }
 
 /// One shard's response compression (see `compress`).
@@ -748,7 +753,19 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
-    let redis: [ShardFamily; 13] = [
+    let redis: [ShardFamily; 15] = [
+        (
+            "tradsys_redis_limit_fallbacks_total",
+            "counter",
+            "Requests whose rate limits were decided locally because Redis did not answer.",
+            |s| s.counters.redis.limit_fallbacks,
+        ),
+        (
+            "tradsys_redis_limit_leases",
+            "gauge",
+            "Leases of shared rate-limit budget the shard holds.",
+            |s| s.counters.redis.limit_leases,
+        ),
         (
             "tradsys_redis_configured",
             "gauge",

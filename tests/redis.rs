@@ -93,3 +93,75 @@ fn a_bad_redis_url_is_refused_at_start() {
         "tradsys: invalid configuration: redis: http://127.0.0.1:6379: a Redis URL starts with redis://\n"
     );
 }
+
+/// Sends `count` keep-alive `GET /api/v3/ping` (weight 1) to each server in
+/// turn from 127.0.0.1; returns how many were admitted and the last
+/// admitted response's `X-MBX-USED-WEIGHT-1M`.
+fn pings(servers: &[&Server], count: usize) -> (usize, u32) {
+    let mut clients: Vec<_> = servers.iter().map(|s| s.connect()).collect();
+    let n = clients.len();
+    let (mut admitted, mut used) = (0, 0);
+    for i in 0..count {
+        let client = &mut clients[i % n];
+        client.send("GET /api/v3/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = client.response();
+        match response.status {
+            200 => {
+                admitted += 1;
+                used = response
+                    .header("x-mbx-used-weight-1m")
+                    .and_then(|v| v.parse().ok())
+                    .expect("the weight header");
+            }
+            429 => assert_eq!(response.error().0, -1003),
+            other => panic!("status {other}: {}", response.body_text()),
+        }
+    }
+    (admitted, used)
+}
+
+/// Two instances on one Redis admit one budget per IP, not one each:
+/// 1,500 requests of weight 1 against a limit of 1,000 per minute, spread
+/// over both, admit 1,000 ± 5% (leases paid for in Redis never admit more
+/// than the budget; unspent leases and the refill while the test runs move
+/// it a little). While Redis is gone, each falls back to its own share.
+#[test]
+fn two_instances_share_one_weight_budget_per_ip() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--redis",
+        &url,
+        "--cluster-instances",
+        "2",
+        "--request-weight-per-minute-max",
+        "1000",
+    ];
+    let (a, b) = (Server::start(2, &args), Server::start(2, &args));
+    let started = std::time::Instant::now();
+    let (admitted, used) = pings(&[&a, &b], 1_500);
+    // The budget refills one unit every 60 ms while the test runs: never
+    // more than that over 1,000, and at most 5% under it.
+    let refilled = started.elapsed().as_millis() as usize / 60 + 1;
+    assert!(
+        (950..=1_000 + refilled).contains(&admitted),
+        "admitted {admitted} of a shared 1,000 (+{refilled} refilled)"
+    );
+    // The header shows the shared count, not one instance's half.
+    assert!((900..=1_050).contains(&used), "X-MBX-USED-WEIGHT-1M {used}");
+    let fallbacks = |s: &Server| {
+        per_shard(s, "tradsys_redis_limit_fallbacks_total", 2)
+            .iter()
+            .sum::<f64>()
+    };
+    assert_eq!((fallbacks(&a), fallbacks(&b)), (0.0, 0.0));
+
+    // Redis gone: every request is still answered, by the local limits
+    // (1,000 / 2 instances per shard), and counted as a fallback.
+    redis.kill9();
+    let (admitted, _) = pings(&[&a], 20);
+    assert_eq!(admitted, 20);
+    assert!(fallbacks(&a) >= 20.0, "{}", fallbacks(&a));
+}

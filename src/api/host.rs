@@ -38,7 +38,9 @@ pub(crate) trait Host {
     /// This shard's metrics now.
     fn metrics_snapshot(&self) -> Snapshot;
     /// Counts a request's weight against its client IP, or refuses it.
-    fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal>;
+    /// With Redis the count is shared by every instance (and may wait for
+    /// Redis); without it, it is this shard's.
+    async fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal>;
     /// Counts an order of `user` (owned here), or refuses it.
     fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
     /// `user`'s ORDERS counts (10 s, day), counting nothing.

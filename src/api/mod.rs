@@ -201,7 +201,7 @@ pub(crate) async fn run_endpoint(
     let endpoint = req.endpoint;
     let route = Route::Api(endpoint);
     let weight = weights::weight(endpoint, &weights::WeightParams::from_params(params));
-    let usage = match shard.admit_request(peer, weight, req.now_ms) {
+    let usage = match shard.admit_request(peer, weight, req.now_ms).await {
         Ok(usage) => usage,
         Err(refusal) => return (Reply::rest(route, refused(refusal)), None),
     };
@@ -284,7 +284,7 @@ pub(crate) async fn run_on_owner(
     let mut shipped = Vec::with_capacity(requests.len());
     for (req, params) in requests {
         let weight = weights::weight(req.endpoint, &weights::WeightParams::from_params(params));
-        admitted.push(match shard.admit_request(peer, weight, req.now_ms) {
+        admitted.push(match shard.admit_request(peer, weight, req.now_ms).await {
             Ok(usage) => {
                 shipped.push(req.to_request());
                 Ok(usage)

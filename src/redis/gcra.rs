@@ -17,12 +17,6 @@
 //! script is loaded once (`SCRIPT LOAD`) and run with `EVALSHA`; a Redis
 //! that lost it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) gets it
 //! again and the call is retried once.
-//!
-//! Not wired into admission yet: the per-shard leases, the fallback to
-//! local limits while Redis is down and the 418 bans come next (see
-//! docs/ARCHITECTURE.md, "Not built yet"); until then only its tests call
-//! it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use super::{Redis, RedisError, Reply};
 use std::cell::RefCell;

@@ -32,6 +32,7 @@
 //! buffered (`reply_bytes_max`, then the connection is dropped as broken).
 
 pub(crate) mod gcra;
+pub(crate) mod limiter;
 
 use crate::metrics::{latency_histogram, LatencyBuckets, RedisCounters};
 use crate::oneshot;
@@ -293,6 +294,8 @@ impl Redis {
             breaker_state: breaker.state().gauge(),
             breaker_transitions: breaker.transitions(),
             latency: LatencyBuckets::of(&stats.latency_ns, stats.latency_sum_ns),
+            limit_fallbacks: 0,
+            limit_leases: 0,
         }
     }
 

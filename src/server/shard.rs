@@ -84,6 +84,8 @@ pub(crate) struct Shard {
     pub(super) history: std::cell::OnceCell<Rc<ShardStore>>,
     /// The shard's Redis client, with `--redis`.
     pub(super) redis: Option<crate::redis::Redis>,
+    /// The per-IP limits shared through Redis, with `--redis`.
+    pub(super) shared_limits: Option<crate::redis::limiter::SharedLimiter>,
 }
 
 impl Shard {
@@ -147,7 +149,8 @@ impl Shard {
             self.metrics.borrow_mut().rate_limited += 1;
             return Err(HttpError::from(exceeded));
         }
-        match self.admit_request(ip, crate::api::wsapi::CONNECT_WEIGHT, now_ms) {
+        // Counted here only (the upgrade is decided without waiting).
+        match admission::admit_request_local(self, ip, crate::api::wsapi::CONNECT_WEIGHT, now_ms) {
             Ok(_) => Ok(()),
             Err(Refusal::Limited(exceeded)) => Err(HttpError::from(exceeded)),
             Err(Refusal::Busy) => Err(crate::api::request::trading_error(crate::trading::TradingError::Busy)),
@@ -291,13 +294,16 @@ impl Host for Shard {
             metrics.history = store.counters();
         }
         if let Some(redis) = &self.redis {
+            let fallbacks = metrics.redis.limit_fallbacks;
             metrics.redis = redis.counters();
+            metrics.redis.limit_fallbacks = fallbacks;
+            metrics.redis.limit_leases = self.shared_limits.as_ref().map_or(0, |s| s.leases() as u64);
         }
         metrics.snapshot(self.index)
     }
 
-    fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
-        admission::admit_request(self, ip, weight, now_ms)
+    async fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
+        admission::admit_request(self, ip, weight, now_ms).await
     }
 
     fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal> {

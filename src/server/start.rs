@@ -285,7 +285,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         trading: RefCell::new(trading),
         output: RefCell::new(Output::default()),
         market_data: RefCell::new(market_data),
-        request_limiter: RefCell::new(LocalLimiter::new(limits)),
+        request_limiter: RefCell::new(LocalLimiter::new(&local_request_limits(config))),
         order_limiter: RefCell::new(LocalLimiter::new(limits)),
         // Generated client order ids stay unique across restarts: the
         // sequence starts at the start-up time in microseconds.
@@ -303,6 +303,28 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         log,
         history: std::cell::OnceCell::new(),
         redis: redis_client(config, setup.index),
+        shared_limits: config
+            .redis
+            .url
+            .as_ref()
+            .map(|_| crate::redis::limiter::SharedLimiter::new(limits.clone(), config.redis.limit_lease_permille)),
+    }
+}
+
+/// The per-IP limits a shard counts itself: the configured ones, or with
+/// Redis (which then counts them for every instance) its fallback while
+/// Redis does not answer, the configured ones divided by
+/// `cluster_instances`.
+fn local_request_limits(config: &crate::config::Config) -> crate::limits::RateLimitConfig {
+    let limits = config.rate_limits.clone();
+    if config.redis.url.is_none() {
+        return limits;
+    }
+    let instances = config.redis.cluster_instances;
+    crate::limits::RateLimitConfig {
+        request_weight_per_minute_max: (limits.request_weight_per_minute_max / instances).max(1),
+        raw_requests_per_5m_max: (limits.raw_requests_per_5m_max / instances).max(1),
+        ..limits
     }
 }
 

@@ -327,7 +327,10 @@ impl Session {
         t: &Translated<'_>,
     ) -> Answer {
         let now_ms = crate::clock::now_ms();
-        let counts = match shard.admit_request(self.peer, wsapi::SESSION_METHOD_WEIGHT, now_ms) {
+        let counts = match shard
+            .admit_request(self.peer, wsapi::SESSION_METHOD_WEIGHT, now_ms)
+            .await
+        {
             Ok(usage) => Counts {
                 weight_1m: Some(usage.used_weight_1m),
                 ..Counts::default()
