@@ -30,12 +30,15 @@ use super::gcra::{Gcra, Limit};
 use super::Redis;
 use crate::binance;
 use crate::limits::{Exceeded, RateLimitConfig, Usage};
+use crate::oneshot;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// How long a lease may be spent from before it lapses.
 pub(crate) const LEASE_MS: u64 = 1_000;
+/// Renewals a request waits for before it renews alongside.
+const RENEWAL_WAITS_MAX: usize = 4;
 const MINUTE_MS: u64 = 60_000;
 const FIVE_MINUTES_MS: u64 = 300_000;
 
@@ -80,6 +83,8 @@ pub(crate) struct SharedLimiter {
     config: RateLimitConfig,
     gcra: Gcra,
     leases: RefCell<HashMap<(Kind, IpAddr), Lease>>,
+    /// Keys whose lease is being renewed, with the tasks waiting for it.
+    renewing: RefCell<HashMap<(Kind, IpAddr), Vec<oneshot::Sender<()>>>>,
     lease_permille: u32,
     keys_max: usize,
 }
@@ -91,6 +96,7 @@ impl SharedLimiter {
             config,
             gcra: Gcra::default(),
             leases: RefCell::new(HashMap::new()),
+            renewing: RefCell::new(HashMap::new()),
             lease_permille,
         }
     }
@@ -138,21 +144,53 @@ impl SharedLimiter {
     /// Spends `units` of `limit` for `ip`: from the lease, or from a new
     /// one.
     async fn take(&self, redis: &Redis, kind: Kind, ip: IpAddr, units: u32, limit: Limit, now_ms: u64) -> Taken {
-        let have = {
-            let mut leases = self.leases.borrow_mut();
-            match leases.get_mut(&(kind, ip)) {
-                Some(lease) if lease.until_ms > now_ms && lease.left >= units => {
-                    lease.left -= units;
-                    return Taken::Ok(lease.used - lease.left);
+        let key = (kind, ip);
+        let mut now_ms = now_ms;
+        let mut waits = 0;
+        // One renewal per key at a time: the others wait for it and spend
+        // from the lease it brings (a lapse would otherwise send every
+        // request in flight to Redis for a lease of its own).
+        let (have, _renewal) = loop {
+            let have = {
+                let mut leases = self.leases.borrow_mut();
+                match leases.get_mut(&key) {
+                    Some(lease) if lease.until_ms > now_ms && lease.left >= units => {
+                        lease.left -= units;
+                        return Taken::Ok(lease.used - lease.left);
+                    }
+                    Some(lease) if lease.refused_until_ms > now_ms => {
+                        return Taken::Refused {
+                            retry_after_ms: lease.refused_until_ms - now_ms,
+                            used: lease.used,
+                        };
+                    }
+                    Some(lease) if lease.until_ms > now_ms => lease.left,
+                    _ => 0,
                 }
-                Some(lease) if lease.refused_until_ms > now_ms => {
-                    return Taken::Refused {
-                        retry_after_ms: lease.refused_until_ms - now_ms,
-                        used: lease.used,
-                    };
+            };
+            let wait = {
+                let mut renewing = self.renewing.borrow_mut();
+                match renewing.get_mut(&key) {
+                    Some(waiters) if waits < RENEWAL_WAITS_MAX => {
+                        let (sender, receiver) = oneshot::channel();
+                        waiters.push(sender);
+                        Some(receiver)
+                    }
+                    // Waited long enough: renew alongside.
+                    Some(_) => break (have, None),
+                    None => {
+                        renewing.insert(key, Vec::new());
+                        None
+                    }
                 }
-                Some(lease) if lease.until_ms > now_ms => lease.left,
-                _ => 0,
+            };
+            match wait {
+                Some(receiver) => {
+                    receiver.await;
+                    waits += 1;
+                    now_ms = crate::clock::now_ms();
+                }
+                None => break (have, Some(Renewal { limiter: self, key })),
             }
         };
         let need = units - have;
@@ -207,6 +245,22 @@ impl SharedLimiter {
     /// Leases held now (for /metrics).
     pub(crate) fn leases(&self) -> usize {
         self.leases.borrow().len()
+    }
+}
+
+/// A renewal in flight for a key: when it ends, however it ends, the
+/// tasks waiting for it go on.
+struct Renewal<'a> {
+    limiter: &'a SharedLimiter,
+    key: (Kind, IpAddr),
+}
+
+impl Drop for Renewal<'_> {
+    fn drop(&mut self) {
+        let waiters = self.limiter.renewing.borrow_mut().remove(&self.key).unwrap_or_default();
+        for waiter in waiters {
+            waiter.send(());
+        }
     }
 }
 
