@@ -84,7 +84,7 @@ pub(crate) struct SharedLimiter {
     gcra: Gcra,
     leases: RefCell<HashMap<(Kind, IpAddr), Lease>>,
     /// Keys whose lease is being renewed, with the tasks waiting for it.
-    renewing: RefCell<HashMap<(Kind, IpAddr), Vec<oneshot::Sender<()>>>>,
+    renewing: RefCell<HashMap<(Kind, IpAddr), Waiters>>,
     lease_permille: u32,
     keys_max: usize,
 }
@@ -247,6 +247,9 @@ impl SharedLimiter {
         self.leases.borrow().len()
     }
 }
+
+/// Tasks waiting for a key's renewal.
+type Waiters = Vec<oneshot::Sender<()>>;
 
 /// A renewal in flight for a key: when it ends, however it ends, the
 /// tasks waiting for it go on.
