@@ -41,7 +41,10 @@ if [[ $MODE == account ]]; then
 	limits=(--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000
 		--orders-per-10s-max 4000000000 --orders-per-day-max 4000000000)
 	token=redis-bench-admin-token
-	start() { # NAME [FLAGS...]: a 1-shard server on cpu 0, its users and requests
+	# NAME [FLAGS...]: a 1-shard server on cpu 0 and its users; its port
+	# goes into the variable NAME_port (not printed: a server started in a
+	# command substitution would escape the clean-up's list).
+	start() {
 		local name=$1 port aport
 		shift
 		port=$(free_port)
@@ -57,10 +60,14 @@ if [[ $MODE == account ]]; then
 		done
 		target/release/tradsys-loadgen setup --admin "127.0.0.1:$aport" --token "$token" --shards 1 \
 			--per-shard 2 --out "$tmp/$name.users" >/dev/null
-		echo "$port"
+		printf -v "${name}_port" '%s' "$port"
 	}
-	plain=$(start plain)
-	shared=$(start shared --redis "redis://127.0.0.1:$rport")
+	plain_port=""
+	shared_port=""
+	start plain
+	start shared --redis "redis://127.0.0.1:$rport"
+	plain=$plain_port
+	shared=$shared_port
 	measure() { # NAME PORT: requests per second
 		target/release/tradsys-loadgen presign --users "$tmp/$1.users" --kind account --count 1000 \
 			--out "$tmp/$1.req" >/dev/null
