@@ -483,12 +483,31 @@ pub struct HistoryConfig {
     pub retries: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    pub breaker_failures_min: u32,
-    pub breaker_failure_ratio_permille: u32,
-    pub breaker_window_ms: u64,
-    pub breaker_open_ms: u64,
-    pub breaker_half_open_probes: u32,
+    pub breaker: BreakerSettings,
     pub statistics_interval_s: u64,
+}
+
+/// A dependency's circuit breaker (`<prefix>_breaker_*`; see
+/// `resilience::Breaker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures_min: u32,
+    pub failure_ratio_permille: u32,
+    pub window_ms: u64,
+    pub open_ms: u64,
+    pub half_open_probes: u32,
+}
+
+impl BreakerSettings {
+    pub(crate) fn config(&self) -> crate::resilience::BreakerConfig {
+        crate::resilience::BreakerConfig {
+            failures_min: self.failures_min,
+            failure_ratio_permille: self.failure_ratio_permille,
+            window_ms: self.window_ms,
+            open_ms: self.open_ms,
+            half_open_probes: self.half_open_probes,
+        }
+    }
 }
 
 /// Redis's settings (see `redis`), each named with its unit last.
@@ -506,11 +525,7 @@ pub struct RedisConfig {
     pub reply_bytes_max: usize,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    pub breaker_failures_min: u32,
-    pub breaker_failure_ratio_permille: u32,
-    pub breaker_window_ms: u64,
-    pub breaker_open_ms: u64,
-    pub breaker_half_open_probes: u32,
+    pub breaker: BreakerSettings,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -851,11 +866,7 @@ fn history(v: &Values) -> Result<HistoryConfig, ConfigError> {
         retries: v.number("history_retries", 0, 100)? as u32,
         backoff_base_ms: v.ms("history_backoff_base_ms")?,
         backoff_max_ms: v.ms("history_backoff_max_ms")?,
-        breaker_failures_min: v.count("history_breaker_failures_min", 1 << 20)? as u32,
-        breaker_failure_ratio_permille: v.number("history_breaker_failure_ratio_permille", 1, 1000)? as u32,
-        breaker_window_ms: v.number("history_breaker_window_ms", 10, 3_600_000)?,
-        breaker_open_ms: v.ms("history_breaker_open_ms")?,
-        breaker_half_open_probes: v.count("history_breaker_half_open_probes", 1000)? as u32,
+        breaker: breaker(v, "history")?,
         statistics_interval_s: v.number("history_statistics_interval_s", 1, 86_400)?,
     };
     if config.backoff_base_ms > config.backoff_max_ms {
@@ -865,6 +876,18 @@ fn history(v: &Values) -> Result<HistoryConfig, ConfigError> {
         ));
     }
     Ok(config)
+}
+
+/// The `<prefix>_breaker_*` keys.
+fn breaker(v: &Values, prefix: &str) -> Result<BreakerSettings, ConfigError> {
+    let key = |name: &str| format!("{prefix}_breaker_{name}");
+    Ok(BreakerSettings {
+        failures_min: v.count(&key("failures_min"), 1 << 20)? as u32,
+        failure_ratio_permille: v.number(&key("failure_ratio_permille"), 1, 1000)? as u32,
+        window_ms: v.number(&key("window_ms"), 10, 3_600_000)?,
+        open_ms: v.ms(&key("open_ms"))?,
+        half_open_probes: v.count(&key("half_open_probes"), 1000)? as u32,
+    })
 }
 
 fn redis(v: &Values) -> Result<RedisConfig, ConfigError> {
@@ -887,11 +910,7 @@ fn redis(v: &Values) -> Result<RedisConfig, ConfigError> {
         reply_bytes_max: v.number("redis_reply_bytes_max", 1 << 12, 1 << 30)? as usize,
         backoff_base_ms: v.ms("redis_backoff_base_ms")?,
         backoff_max_ms: v.ms("redis_backoff_max_ms")?,
-        breaker_failures_min: v.count("redis_breaker_failures_min", 1 << 20)? as u32,
-        breaker_failure_ratio_permille: v.number("redis_breaker_failure_ratio_permille", 1, 1000)? as u32,
-        breaker_window_ms: v.number("redis_breaker_window_ms", 10, 3_600_000)?,
-        breaker_open_ms: v.ms("redis_breaker_open_ms")?,
-        breaker_half_open_probes: v.count("redis_breaker_half_open_probes", 1000)? as u32,
+        breaker: breaker(v, "redis")?,
     };
     if config.backoff_base_ms > config.backoff_max_ms {
         return Err(invalid("redis_backoff_base_ms", "must not exceed redis_backoff_max_ms"));

@@ -343,13 +343,7 @@ fn redis_client(config: &crate::config::Config, shard: usize) -> Option<crate::r
         reply_bytes_max: redis.reply_bytes_max,
         backoff_base_ms: redis.backoff_base_ms,
         backoff_max_ms: redis.backoff_max_ms,
-        breaker: crate::resilience::BreakerConfig {
-            failures_min: redis.breaker_failures_min,
-            failure_ratio_permille: redis.breaker_failure_ratio_permille,
-            window_ms: redis.breaker_window_ms,
-            open_ms: redis.breaker_open_ms,
-            half_open_probes: redis.breaker_half_open_probes,
-        },
+        breaker: redis.breaker.config(),
     };
     // Each shard's reconnect jitter differs.
     let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::config::{HistoryConfig, HistoryEngine};
 use crate::metrics::{latency_histogram, HistoryCounters, LatencyBuckets, HISTORY_KINDS};
-use crate::resilience::{Backoff, Breaker, BreakerConfig};
+use crate::resilience::{Backoff, Breaker};
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -202,13 +202,7 @@ impl ShardStore {
                 queue: Cell::new(None),
             })),
         };
-        let breaker = Breaker::new(BreakerConfig {
-            failures_min: config.breaker_failures_min,
-            failure_ratio_permille: config.breaker_failure_ratio_permille,
-            window_ms: config.breaker_window_ms,
-            open_ms: config.breaker_open_ms,
-            half_open_probes: config.breaker_half_open_probes,
-        });
+        let breaker = Breaker::new(config.breaker.config());
         let mut counters = HistoryCounters {
             engine: match engine {
                 Engine::Sqlite(_) => 1,
