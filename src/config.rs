@@ -165,7 +165,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "ws_api_connection_attempts_per_5m_max",
         default: "300",
-        help: "WebSocket API connections opened per client IP in 5 minutes on each shard (over: 429, -1034)",
+        help: "WebSocket API connections opened per client IP in 5 minutes on each shard, or over every instance with --redis (over: 429, -1034)",
     },
     Key {
         name: "listen_key_ttl_ms",
@@ -201,6 +201,11 @@ const KEYS: &[Key] = &[
         name: "raw_requests_per_5m_max",
         default: "61000",
         help: "requests per IP per 5 minutes (over: 429, -1003)",
+    },
+    Key {
+        name: "ip_ban_refusals_per_minute_max",
+        default: "300",
+        help: "429s an IP may get in one minute before it is banned (418, 2 minutes, doubling per repeat up to 3 days)",
     },
     Key {
         name: "demo_user",
@@ -828,6 +833,7 @@ fn rate_limits(v: &Values) -> Result<crate::limits::RateLimitConfig, ConfigError
         orders_per_10s_max: per("orders_per_10s_max")?,
         orders_per_day_max: per("orders_per_day_max")?,
         raw_requests_per_5m_max: per("raw_requests_per_5m_max")?,
+        ip_ban_refusals_per_minute_max: per("ip_ban_refusals_per_minute_max")?,
         ..crate::limits::RateLimitConfig::default()
     })
 }

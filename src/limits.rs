@@ -43,6 +43,9 @@ pub struct RateLimitConfig {
     pub orders_per_day_max: u32,
     /// RAW_REQUESTS, per IP, per 5 minutes.
     pub raw_requests_per_5m_max: u32,
+    /// Refusals by an IP limit an IP may get in one minute before it is
+    /// banned (418).
+    pub ip_ban_refusals_per_minute_max: u32,
     /// Keys (IPs or users) each of the four counter maps may hold.
     pub limiter_keys_max: usize,
 }
@@ -57,6 +60,7 @@ impl Default for RateLimitConfig {
             orders_per_10s_max: 100,
             orders_per_day_max: 200_000,
             raw_requests_per_5m_max: 61_000,
+            ip_ban_refusals_per_minute_max: 300,
             limiter_keys_max: LIMITER_KEYS_MAX_DEFAULT,
         }
     }
@@ -124,11 +128,15 @@ impl Usage {
     }
 }
 
-/// A request refused by a limit: HTTP 429 with `Retry-After`.
+/// A request refused by a limit: HTTP 429 with `Retry-After`, or 418
+/// while the IP is banned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{msg}")]
 pub(crate) struct Exceeded {
-    /// Seconds until the window that is full turns over (at least 1).
+    /// 429, or 418 for a banned IP.
+    pub(crate) status: u16,
+    /// Seconds until the window that is full turns over, or the ban ends
+    /// (at least 1).
     pub(crate) retry_after_s: u32,
     /// -1003 for IP limits, -1015 for order limits.
     pub(crate) code: i32,
@@ -139,6 +147,13 @@ pub(crate) struct Exceeded {
 
 impl Exceeded {
     pub(crate) const STATUS: u16 = 429;
+    pub(crate) const BANNED: u16 = 418;
+
+    /// Whether an IP limit refused this (a strike towards a ban); order
+    /// limits and bans are not.
+    pub(crate) fn is_ip_limit(&self) -> bool {
+        self.status == Exceeded::STATUS && self.code == binance::TOO_MANY_REQUESTS
+    }
 
     /// The `Retry-After: N` header line.
     pub(crate) fn retry_after_header(&self) -> String {
@@ -148,7 +163,7 @@ impl Exceeded {
 
 impl From<Exceeded> for HttpError {
     fn from(exceeded: Exceeded) -> HttpError {
-        HttpError::new(Exceeded::STATUS, exceeded.code, exceeded.msg)
+        HttpError::new(exceeded.status, exceeded.code, exceeded.msg)
     }
 }
 
@@ -396,6 +411,7 @@ fn exceeded<K: Hash + Eq + Copy>(
     used_weight_1m: u32,
 ) -> Exceeded {
     Exceeded {
+        status: Exceeded::STATUS,
         retry_after_s: window.retry_after_s(now_ms),
         code,
         msg,
@@ -448,6 +464,121 @@ impl RateLimiter for LocalLimiter {
     fn user_order_counts(&mut self, user: u64, now_ms: u64) -> (u32, u32) {
         self.roll(now_ms);
         (self.orders_10s.used(&user), self.orders_1d.used(&user))
+    }
+}
+
+/// Bans of IPs that keep going past their limits, as on Binance: an IP
+/// refused by an IP limit more than `refusals_per_minute_max` times in one
+/// minute (a client that does not back off after 429) is banned, and every
+/// request of it gets 418 until the ban ends. The first ban lasts
+/// [`BAN_FIRST_MS`]; each further ban within [`BAN_MEMORY_MS`] of the last
+/// one lasts twice as long as the one before, up to [`BAN_LONGEST_MS`].
+///
+/// This type keeps one shard's view and does no I/O: with Redis, the level
+/// of the next ban and the ban itself are shared (`redis::limiter`), and a
+/// ban decided anywhere is [`Bans::impose`]d here when this shard learns
+/// of it.
+///
+/// **Bounds:** at most `keys_max` IPs are counted and at most `keys_max`
+/// banned; when full, bans that ended (and then the one ending first) make
+/// room.
+pub(crate) struct Bans {
+    strikes: FixedWindow<IpAddr>,
+    banned: HashMap<IpAddr, Ban>,
+    keys_max: usize,
+}
+
+/// The first ban's length: 2 minutes.
+pub(crate) const BAN_FIRST_MS: u64 = 120_000;
+/// The longest ban: 3 days.
+pub(crate) const BAN_LONGEST_MS: u64 = 3 * DAY_MS;
+/// How long a ban's level is remembered after it ends.
+pub(crate) const BAN_MEMORY_MS: u64 = DAY_MS;
+
+/// An IP's ban: until when, and how many bans in a row led to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ban {
+    pub(crate) until_ms: u64,
+    pub(crate) level: u32,
+}
+
+/// How long the `level`th ban in a row lasts.
+pub(crate) fn ban_ms(level: u32) -> u64 {
+    let doublings = level.saturating_sub(1).min(20);
+    (BAN_FIRST_MS << doublings).min(BAN_LONGEST_MS)
+}
+
+impl Bans {
+    pub(crate) fn new(refusals_per_minute_max: u32, keys_max: usize) -> Bans {
+        Bans {
+            strikes: FixedWindow::new(MINUTE_MS, refusals_per_minute_max, keys_max),
+            banned: HashMap::new(),
+            keys_max,
+        }
+    }
+
+    /// 418 while `ip` is banned.
+    pub(crate) fn check(&self, ip: IpAddr, now_ms: u64) -> Result<(), Exceeded> {
+        match self.banned.get(&ip) {
+            Some(ban) if ban.until_ms > now_ms => Err(banned(ban.until_ms, now_ms)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a refusal of `ip` by an IP limit; past the limit, the level
+    /// of the ban it earns (the caller decides it, shared or here, and
+    /// [`Bans::impose`]s it).
+    pub(crate) fn refused(&mut self, ip: IpAddr, now_ms: u64) -> Option<u32> {
+        self.strikes.roll(now_ms);
+        if self.strikes.admits(&ip, 1) {
+            self.strikes.add(ip, 1);
+            return None;
+        }
+        // Counted from none again: one refusal earns the ban, not every
+        // refusal while it is being decided.
+        self.strikes.subtract(&ip, u32::MAX);
+        let level = match self.banned.get(&ip) {
+            Some(ban) if ban.until_ms + BAN_MEMORY_MS > now_ms => ban.level + 1,
+            _ => 1,
+        };
+        Some(level)
+    }
+
+    /// Bans `ip` until `until_ms` (a longer ban it has stays, and the
+    /// higher level).
+    pub(crate) fn impose(&mut self, ip: IpAddr, ban: Ban, now_ms: u64) {
+        if self.banned.len() >= self.keys_max && !self.banned.contains_key(&ip) {
+            self.banned.retain(|_, b| b.until_ms + BAN_MEMORY_MS > now_ms);
+            if self.banned.len() >= self.keys_max {
+                let first = self.banned.iter().min_by_key(|(_, b)| b.until_ms).map(|(ip, _)| *ip);
+                if let Some(first) = first {
+                    self.banned.remove(&first);
+                }
+            }
+        }
+        let kept = self.banned.entry(ip).or_insert(ban);
+        kept.until_ms = kept.until_ms.max(ban.until_ms);
+        kept.level = kept.level.max(ban.level);
+    }
+
+    /// IPs banned now (for /metrics).
+    pub(crate) fn banned_now(&self, now_ms: u64) -> usize {
+        self.banned.values().filter(|b| b.until_ms > now_ms).count()
+    }
+}
+
+/// Binance's 418 for a banned IP.
+pub(crate) fn banned(until_ms: u64, now_ms: u64) -> Exceeded {
+    let left_ms = until_ms.saturating_sub(now_ms);
+    Exceeded {
+        status: Exceeded::BANNED,
+        retry_after_s: u32::try_from(left_ms.div_ceil(1_000).max(1)).unwrap_or(u32::MAX),
+        code: binance::TOO_MANY_REQUESTS,
+        msg: format!(
+            "Way too much request weight used; IP banned until {until_ms}. \
+             Please use WebSocket Streams for live updates to avoid bans."
+        ),
+        used_weight_1m: 0,
     }
 }
 
@@ -572,6 +703,7 @@ mod tests {
         assert_eq!(
             refused,
             Exceeded {
+                status: 429,
                 retry_after_s: 45,
                 code: binance::TOO_MANY_REQUESTS,
                 msg: "Too much request weight used; current limit is 10 request weight per 1 MINUTE. \
@@ -737,5 +869,60 @@ mod tests {
             boxed.admit(IP_A, None, 4, false, T0).unwrap().headers(),
             ["X-MBX-USED-WEIGHT-1M: 5"]
         );
+    }
+    #[test]
+    fn an_ip_that_keeps_going_past_429_is_banned_longer_each_time() {
+        let mut bans = Bans::new(3, 16);
+        let banned_until = |bans: &Bans, at: u64| bans.check(IP_A, at).map_err(|e| (e.status, e.code, e.retry_after_s));
+        // Three refusals in a minute are allowed; the fourth earns a ban.
+        for _ in 0..3 {
+            assert_eq!(bans.refused(IP_A, T0), None);
+        }
+        assert_eq!(bans.refused(IP_A, T0), Some(1));
+        assert_eq!(bans.refused(IP_B, T0), None);
+        bans.impose(
+            IP_A,
+            Ban {
+                until_ms: T0 + ban_ms(1),
+                level: 1,
+            },
+            T0,
+        );
+        assert_eq!(banned_until(&bans, T0 + 1), Err((418, -1003, 120)));
+        assert_eq!(bans.check(IP_B, T0 + 1), Ok(()));
+        assert_eq!(
+            bans.check(IP_A, T0 + 500).unwrap_err().msg,
+            format!(
+                "Way too much request weight used; IP banned until {}. \
+                 Please use WebSocket Streams for live updates to avoid bans.",
+                T0 + 120_000
+            )
+        );
+        assert_eq!(bans.banned_now(T0 + 1), 1);
+        assert_eq!(banned_until(&bans, T0 + 120_000), Ok(()));
+        // Back at it within a day: the next ban is twice as long.
+        let t1 = T0 + 180_000;
+        for _ in 0..3 {
+            assert_eq!(bans.refused(IP_A, t1), None);
+        }
+        assert_eq!(bans.refused(IP_A, t1), Some(2));
+        bans.impose(
+            IP_A,
+            Ban {
+                until_ms: t1 + ban_ms(2),
+                level: 2,
+            },
+            t1,
+        );
+        assert_eq!(banned_until(&bans, t1), Err((418, -1003, 240)));
+        // A day after the last ban ended, the level starts again.
+        let t2 = t1 + ban_ms(2) + BAN_MEMORY_MS;
+        for _ in 0..3 {
+            assert_eq!(bans.refused(IP_A, t2), None);
+        }
+        assert_eq!(bans.refused(IP_A, t2), Some(1));
+        // Lengths double up to three days.
+        let lengths: Vec<u64> = [1, 2, 3, 11, 12, 13, 40].iter().map(|&l| ban_ms(l) / 60_000).collect();
+        assert_eq!(lengths, vec![2, 4, 8, 2048, 4096, 4320, 4320]);
     }
 }

@@ -115,6 +115,9 @@ pub(crate) struct Counters {
     pub(crate) orders_cross_shard: u64,
     pub(crate) mesh_outbox: u64,
     pub(crate) rate_limited: u64,
+    pub(crate) ip_bans: u64,
+    pub(crate) banned_requests: u64,
+    pub(crate) ip_banned: u64,
     pub(crate) ws_open: u64,
     pub(crate) ws_slow_closed: u64,
     pub(crate) ws_frames_sent: u64,
@@ -421,7 +424,7 @@ fn render_latency(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 /// The plain per-shard families: name, type, help, and the figure.
-const PER_SHARD: [ShardFamily; 14] = [
+const PER_SHARD: [ShardFamily; 17] = [
     ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
         s.counters.connections_open
     }),
@@ -485,6 +488,21 @@ const PER_SHARD: [ShardFamily; 14] = [
         "Requests refused with 429 by a request or order limit.",
         |s| s.counters.rate_limited,
     ),
+    (
+        "tradsys_ip_bans_total",
+        "counter",
+        "IPs banned (418) for going on past 429.",
+        |s| s.counters.ip_bans,
+    ),
+    (
+        "tradsys_banned_requests_total",
+        "counter",
+        "Requests refused with 418 while their IP was banned.",
+        |s| s.counters.banned_requests,
+    ),
+    ("tradsys_ip_banned", "gauge", "IPs banned now.", |s| {
+        s.counters.ip_banned
+    }),
     (
         "tradsys_ws_connections_open",
         "gauge",

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::account::{create_user, now_ms, signed};
+use common::ws::upgrade_request;
 use common::{eventually, Server, ADMIN_TOKEN};
 use std::time::Duration;
 use tradsys_redistest::RedisServer;
@@ -164,4 +166,173 @@ fn two_instances_share_one_weight_budget_per_ip() {
     let (admitted, _) = pings(&[&a], 20);
     assert_eq!(admitted, 20);
     assert!(fallbacks(&a) >= 20.0, "{}", fallbacks(&a));
+}
+
+/// An IP banned on one instance is banned on every instance that shares
+/// its Redis: the ban lives there, and the other instance's first request
+/// for the IP learns of it. The level that sets the next ban's length is
+/// shared too.
+#[test]
+fn an_ip_banned_on_one_instance_is_banned_on_every_instance() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--redis",
+        &url,
+        "--request-weight-per-minute-max",
+        "10",
+        "--ip-ban-refusals-per-minute-max",
+        "5",
+    ];
+    let (a, b) = (Server::start(1, &args), Server::start(1, &args));
+    let mut client = a.connect();
+    let before = now_ms();
+    let mut statuses = Vec::new();
+    let mut banned = None;
+    while statuses.len() < 40 && banned.is_none() {
+        client.send("GET /api/v3/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = client.response();
+        statuses.push(response.status);
+        if response.status == 418 {
+            banned = Some(response);
+        }
+    }
+    // The shared budget of 10 (no lease is smaller than a request), then
+    // refusals until the strikes of one minute pass 5, then the ban (a new
+    // minute of strikes in between can add up to 5 more refusals).
+    let refusals = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    assert!((6..=11).contains(&refusals), "{statuses:?}");
+    assert_eq!(statuses.len(), 10 + refusals + 1, "{statuses:?}");
+    let banned = banned.expect("banned");
+    let (code, msg) = banned.error();
+    assert_eq!(code, -1003);
+    let until: u64 = msg
+        .strip_prefix("Way too much request weight used; IP banned until ")
+        .and_then(|rest| rest.strip_suffix(". Please use WebSocket Streams for live updates to avoid bans."))
+        .and_then(|until| until.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!((before + 120_000..=now_ms() + 120_000).contains(&until), "{until}");
+    assert_eq!(redis.command(&["GET", "tradsys:banlevel:127.0.0.1"]), "$1\r\n1\r\n");
+
+    // The other instance never saw this IP: it learns of the ban from Redis.
+    let response = b.get("/api/v3/ping");
+    assert_eq!((response.status, response.error().0), (418, -1003));
+    let retry: u64 = response
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=120).contains(&retry), "{retry}");
+    let metric = |s: &Server, name: &str| s.metrics().value(name, &[("shard", "0")]);
+    assert_eq!(metric(&a, "tradsys_ip_bans_total"), Some(1.0));
+    assert_eq!(metric(&b, "tradsys_ip_bans_total"), Some(0.0));
+    assert_eq!(metric(&b, "tradsys_banned_requests_total"), Some(1.0));
+}
+
+/// A user's ORDERS counts are shared by two instances on one Redis (the
+/// same user on both, as in a cluster): a day's limit of 6 admits 6
+/// orders over both, the headers count both, and an order that fills
+/// gives its unit back (Binance counts unfilled orders).
+#[test]
+fn two_instances_share_a_users_order_count_and_fills_give_it_back() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--demo-user",
+        "false",
+        "--redis",
+        &url,
+        "--orders-per-day-max",
+        "6",
+    ];
+    let (a, b) = (Server::start(2, &args), Server::start(2, &args));
+    let (bob_a, bob_b) = (
+        create_user(&a, "bob", &[("USDT", "100000")]),
+        create_user(&b, "bob", &[("USDT", "100000")]),
+    );
+    assert_eq!(bob_a.id, bob_b.id, "the same user on both instances");
+    let alice = create_user(&a, "alice", &[("BTC", "1")]);
+    let (mut on_a, mut on_b) = (a.connect(), b.connect());
+    let buy = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=10000";
+    let mut place = |i: usize| {
+        let r = if i % 2 == 0 {
+            signed(&mut on_a, &bob_a, "POST", "/api/v3/order", buy)
+        } else {
+            signed(&mut on_b, &bob_b, "POST", "/api/v3/order", buy)
+        };
+        (r.status, r.header("x-mbx-order-count-1d").map(str::to_string))
+    };
+    for i in 0..4 {
+        assert_eq!(place(i), (200, Some((i + 1).to_string())), "order {i}");
+    }
+    // Alice's sell fills bob's first order on A: it no longer counts.
+    let mut alice_c = a.connect();
+    let sell = "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=10000";
+    let r = signed(&mut alice_c, &alice, "POST", "/api/v3/order", sell);
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("FILLED")));
+    let day_count = |c: &mut common::Client, user: &common::account::User| {
+        let r = signed(c, user, "GET", "/api/v3/rateLimit/order", "");
+        r.json()[1]["count"].as_u64()
+    };
+    let mut reader = b.connect();
+    assert!(
+        eventually(WAIT, || day_count(&mut reader, &bob_b) == Some(3)),
+        "the fill's unit never came back: {:?}",
+        day_count(&mut reader, &bob_b)
+    );
+    for i in 4..7 {
+        assert_eq!(place(i), (200, Some(i.to_string())), "order {i}");
+    }
+    let r = signed(&mut on_a, &bob_a, "POST", "/api/v3/order", buy);
+    assert_eq!(
+        (r.status, r.error()),
+        (
+            429,
+            (
+                -1015,
+                "Too many new orders; current limit is 6 orders per 1 DAY.".to_string()
+            )
+        )
+    );
+    let r = signed(&mut on_b, &bob_b, "POST", "/api/v3/order", buy);
+    assert_eq!((r.status, r.error().0), (429, -1015));
+}
+
+/// WebSocket API connection attempts are counted over every instance.
+#[test]
+fn two_instances_share_an_ips_connection_attempts() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--redis", &url, "--ws-api-connection-attempts-per-5m-max", "4"];
+    let (a, b) = (Server::start(2, &args), Server::start(2, &args));
+    let attempt = |server: &Server| {
+        let mut c = server.connect();
+        c.send(&upgrade_request("GET", "/ws-api/v3", "dGhlIHNhbXBsZSBub25jZQ==", "13"));
+        c
+    };
+    let mut open = Vec::new();
+    for i in 0..4 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let mut c = attempt(server);
+        assert_eq!(c.head_response().status, 101, "attempt {i}");
+        open.push(c);
+    }
+    for server in [&a, &b] {
+        let response = attempt(server).response();
+        assert_eq!(
+            (response.status, response.error()),
+            (
+                429,
+                (
+                    -1034,
+                    "Too many connection attempts from IP; current limit is 4 per '5 MINUTE'.".to_string()
+                )
+            )
+        );
+    }
 }

@@ -41,10 +41,11 @@ pub(crate) trait Host {
     /// With Redis the count is shared by every instance (and may wait for
     /// Redis); without it, it is this shard's.
     async fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal>;
-    /// Counts an order of `user` (owned here), or refuses it.
-    fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
+    /// Counts an order of `user` (owned here), or refuses it. With Redis
+    /// the counts are shared by every instance (and may wait for Redis).
+    async fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
     /// `user`'s ORDERS counts (10 s, day), counting nothing.
-    fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32);
+    async fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32);
     /// On the user's shard: one more user data stream of `user` on shard
     /// `to`, unless the user holds the most allowed; `to` then gets the
     /// user's events.

@@ -51,7 +51,7 @@ pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, param
     };
     let mut order_headers = Vec::new();
     if req.endpoint.is_order() {
-        match shard.admit_order(user, req.now_ms) {
+        match shard.admit_order(user, req.now_ms).await {
             Ok(usage) => order_headers = usage.order_count_headers(),
             Err(refusal) => return crate::api::refused(refusal),
         }
@@ -111,7 +111,7 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
         Endpoint::Account => account(shard, params, user, now_ms),
         Endpoint::MyTrades => history::my_trades(shard, params, user).await,
-        Endpoint::RateLimitOrder => Ok(order_rate_limits(shard, user, now_ms)),
+        Endpoint::RateLimitOrder => Ok(order_rate_limits(shard, user, now_ms).await),
         Endpoint::UserDataStreamStart => listen_key_start(shard, user, now_ms),
         Endpoint::UserDataStreamKeepalive => listen_key_touch(shard, params, user, now_ms, true),
         Endpoint::UserDataStreamClose => listen_key_touch(shard, params, user, now_ms, false),
@@ -404,8 +404,8 @@ fn open_orders(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<V
 
 /// `GET /api/v3/rateLimit/order`: the user's unfilled order counts in
 /// each ORDERS window, as exchangeInfo names the windows.
-fn order_rate_limits(shard: &impl Host, user: UserId, now_ms: u64) -> Vec<u8> {
-    let (count_10s, count_1d) = shard.order_counts(user, now_ms);
+async fn order_rate_limits(shard: &impl Host, user: UserId, now_ms: u64) -> Vec<u8> {
+    let (count_10s, count_1d) = shard.order_counts(user, now_ms).await;
     let limits = shard.exchange_info().limits;
     let mut w = JsonWriter::with_capacity(256);
     w.begin_array();

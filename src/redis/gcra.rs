@@ -10,23 +10,34 @@
 //! in microseconds of Redis's own clock (`TIME`), so instances whose
 //! clocks differ still agree.
 //!
-//! [`take`] asks for up to `want` units and accepts no fewer than `min`:
-//! a shard leases several units at once and spends them locally, so that
-//! not every request waits for Redis (the lease is paid for in Redis before
-//! any of it is spent: leasing never admits more than the limit). The
-//! script is loaded once (`SCRIPT LOAD`) and run with `EVALSHA`; a Redis
-//! that lost it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) gets it
-//! again and the call is retried once.
+//! [`Gcra::take`] asks for up to `want` units and accepts no fewer than
+//! `min`: a shard leases several units at once and spends them locally, so
+//! that not every request waits for Redis (the lease is paid for in Redis
+//! before any of it is spent: leasing never admits more than the limit).
+//! [`Gcra::give_back`] returns units (an order that filled no longer
+//! counts as unfilled). An IP's ban lives beside its budgets: `take` with
+//! a ban key grants nothing while the ban holds, and [`Gcra::ban`] starts
+//! one whose length doubles with each ban in a row.
+//!
+//! The scripts are loaded once (`SCRIPT LOAD`) and run with `EVALSHA`; a
+//! Redis that lost them (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`)
+//! gets them again and the call is retried once.
 
 use super::{Redis, RedisError, Reply};
+use crate::limits::{BAN_FIRST_MS, BAN_LONGEST_MS, BAN_MEMORY_MS};
 use std::cell::RefCell;
 
-/// `KEYS[1]`: the limit's key. `ARGV`: emission interval (µs per unit),
-/// tolerance (µs, one period), units wanted, fewest units accepted.
-/// Returns `{granted, retry_after_us, used_units}`: `used_units` is what
-/// the budget holds spent after the grant (the shared count the headers
-/// show), `retry_after_us` when `min` units will fit if none were granted.
-const SCRIPT: &str = r"
+/// `KEYS[1]`: the limit's key; `KEYS[2]`, when given: the IP's ban. `ARGV`:
+/// emission interval (µs per unit), tolerance (µs, one period), units
+/// wanted, fewest units accepted. Returns `{granted, retry_after_us,
+/// used_units, banned}`: `used_units` is what the budget holds spent after
+/// the grant (the shared count the headers show), `retry_after_us` when
+/// `min` units will fit if none were granted, or when the ban ends.
+const TAKE: &str = r"
+if KEYS[2] then
+  local ban = redis.call('PTTL', KEYS[2])
+  if ban > 0 then return {0, ban * 1000, 0, 1} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -39,22 +50,55 @@ local free = math.floor((now + tolerance - tat) / interval)
 if free > want then free = want end
 if free < min then
   local retry = tat + min * interval - tolerance - now
-  return {0, retry, math.ceil((tat - now) / interval)}
+  return {0, retry, math.ceil((tat - now) / interval), 0}
 end
 local new_tat = tat + free * interval
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {free, 0, math.ceil((new_tat - now) / interval)}
+return {free, 0, math.ceil((new_tat - now) / interval), 0}
 ";
 
-/// What a [`take`] got.
+/// `KEYS[1]`: the limit's key. `ARGV`: emission interval (µs), units
+/// given back. Moves the TAT back, never before now. Returns 1.
+const GIVE_BACK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local new_tat = tat - tonumber(ARGV[1]) * tonumber(ARGV[2])
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+end
+return 1
+";
+
+/// `KEYS[1]`: the IP's ban; `KEYS[2]`: its ban level. `ARGV`: the first
+/// ban's length (ms), the longest (ms), how long a level is remembered
+/// after its ban ends (ms). Returns `{ban_ms, level}`: the ban now in
+/// force (a longer one already there stays).
+const BAN: &str = r"
+local level = redis.call('INCR', KEYS[2])
+local length = tonumber(ARGV[1]) * 2 ^ math.min(level - 1, 20)
+if length > tonumber(ARGV[2]) then length = tonumber(ARGV[2]) end
+local held = redis.call('PTTL', KEYS[1])
+if held > length then length = held end
+redis.call('SET', KEYS[1], level, 'PX', length)
+redis.call('PEXPIRE', KEYS[2], length + tonumber(ARGV[3]))
+return {length, level}
+";
+
+/// What a [`Gcra::take`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Grant {
     /// Units granted: 0, or between `min` and `want`.
     pub(crate) granted: u32,
     /// Units of the budget spent after this grant, over every instance.
     pub(crate) used: u32,
-    /// With nothing granted: when `min` units will fit, in milliseconds.
+    /// With nothing granted: when `min` units will fit, or when the ban
+    /// ends, in milliseconds.
     pub(crate) retry_after_ms: u64,
+    /// The IP is banned: nothing was counted.
+    pub(crate) banned: bool,
 }
 
 /// One limit: `limit` units per `period_ms`.
@@ -64,10 +108,81 @@ pub(crate) struct Limit {
     pub(crate) period_ms: u64,
 }
 
-/// The script's SHA once loaded; one per shard.
-#[derive(Default)]
-pub(crate) struct Gcra {
+impl Limit {
+    /// Whole microseconds per unit: a limit of more units than the period
+    /// has microseconds (a benchmark's raised limits) refills one unit per
+    /// microsecond and keeps its whole count as the burst, so it is never
+    /// stricter than asked.
+    fn interval_us(self) -> u64 {
+        (self.period_ms * 1000 / u64::from(self.limit.max(1))).max(1)
+    }
+}
+
+/// A Lua script run by its SHA, loaded on first use and again when Redis
+/// lost it.
+struct Script {
+    source: &'static str,
     sha: RefCell<Option<String>>,
+}
+
+impl Script {
+    const fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            sha: RefCell::new(None),
+        }
+    }
+
+    async fn run(&self, redis: &Redis, keys: &[&str], args: &[String]) -> Result<Reply, RedisError> {
+        let numkeys = keys.len().to_string();
+        for attempt in 0..2 {
+            // Not matched on the borrow itself: it would live across the load.
+            let cached = self.sha.borrow().clone();
+            let sha = match cached {
+                Some(sha) => sha,
+                None => self.load(redis).await?,
+            };
+            let mut words: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
+            words.extend([b"EVALSHA".as_slice(), sha.as_bytes(), numkeys.as_bytes()]);
+            words.extend(keys.iter().map(|k| k.as_bytes()));
+            words.extend(args.iter().map(|a| a.as_bytes()));
+            match redis.call(&words).await? {
+                Reply::Error(e) if e.starts_with("NOSCRIPT") && attempt == 0 => {
+                    self.sha.borrow_mut().take();
+                }
+                reply => return Ok(reply),
+            }
+        }
+        Err(RedisError::Protocol("the script was lost twice".into()))
+    }
+
+    async fn load(&self, redis: &Redis) -> Result<String, RedisError> {
+        match redis.call(&[b"SCRIPT", b"LOAD", self.source.as_bytes()]).await? {
+            Reply::Bulk(sha) => {
+                let sha = String::from_utf8_lossy(&sha).into_owned();
+                *self.sha.borrow_mut() = Some(sha.clone());
+                Ok(sha)
+            }
+            other => Err(RedisError::Protocol(format!("SCRIPT LOAD answered {other:?}"))),
+        }
+    }
+}
+
+/// The limit scripts' SHAs once loaded; one set per shard.
+pub(crate) struct Gcra {
+    take: Script,
+    give_back: Script,
+    ban: Script,
+}
+
+impl Default for Gcra {
+    fn default() -> Gcra {
+        Gcra {
+            take: Script::new(TAKE),
+            give_back: Script::new(GIVE_BACK),
+            ban: Script::new(BAN),
+        }
+    }
 }
 
 impl Gcra {
@@ -81,11 +196,20 @@ impl Gcra {
         want: u32,
         min: u32,
     ) -> Result<Grant, RedisError> {
-        // Whole microseconds: a limit of more units than the period has
-        // microseconds (a benchmark's raised limits) refills one unit per
-        // microsecond and keeps its whole count as the burst, so it is
-        // never stricter than asked.
-        let interval_us = (limit.period_ms * 1000 / u64::from(limit.limit.max(1))).max(1);
+        self.take_unless_banned(redis, key, None, limit, want, min).await
+    }
+
+    /// [`Gcra::take`], granting nothing while `ban_key` holds a ban.
+    pub(crate) async fn take_unless_banned(
+        &self,
+        redis: &Redis,
+        key: &str,
+        ban_key: Option<&str>,
+        limit: Limit,
+        want: u32,
+        min: u32,
+    ) -> Result<Grant, RedisError> {
+        let interval_us = limit.interval_us();
         let tolerance_us = interval_us * u64::from(limit.limit.max(1));
         let args = [
             interval_us.to_string(),
@@ -93,43 +217,40 @@ impl Gcra {
             want.to_string(),
             min.min(want).to_string(),
         ];
-        for attempt in 0..2 {
-            // Not matched on the borrow itself: it would live across the load.
-            let cached = self.sha.borrow().clone();
-            let sha = match cached {
-                Some(sha) => sha,
-                None => self.load(redis).await?,
-            };
-            let reply = redis
-                .call(&[
-                    b"EVALSHA",
-                    sha.as_bytes(),
-                    b"1",
-                    key.as_bytes(),
-                    args[0].as_bytes(),
-                    args[1].as_bytes(),
-                    args[2].as_bytes(),
-                    args[3].as_bytes(),
-                ])
-                .await?;
-            match reply {
-                Reply::Error(e) if e.starts_with("NOSCRIPT") && attempt == 0 => {
-                    self.sha.borrow_mut().take();
-                }
-                reply => return grant_of(&reply),
-            }
-        }
-        Err(RedisError::Protocol("the limit script could not be loaded".to_string()))
+        let mut keys = vec![key];
+        keys.extend(ban_key);
+        let reply = self.take.run(redis, &keys, &args).await?;
+        grant_of(&reply)
     }
 
-    async fn load(&self, redis: &Redis) -> Result<String, RedisError> {
-        match redis.call(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]).await? {
-            Reply::Bulk(sha) => {
-                let sha = String::from_utf8_lossy(&sha).into_owned();
-                *self.sha.borrow_mut() = Some(sha.clone());
-                Ok(sha)
-            }
-            other => Err(RedisError::Protocol(format!("SCRIPT LOAD answered {other:?}"))),
+    /// Gives `units` of `limit` back to the budget in `key`.
+    pub(crate) async fn give_back(&self, redis: &Redis, key: &str, limit: Limit, units: u32) -> Result<(), RedisError> {
+        let args = [limit.interval_us().to_string(), units.to_string()];
+        match self.give_back.run(redis, &[key], &args).await? {
+            Reply::Integer(1) => Ok(()),
+            other => Err(RedisError::Protocol(format!("the give-back script answered {other:?}"))),
+        }
+    }
+
+    /// Bans an IP (its ban in `ban_key`, its level in `level_key`):
+    /// returns the ban in force, its length in milliseconds and level.
+    pub(crate) async fn ban(&self, redis: &Redis, ban_key: &str, level_key: &str) -> Result<(u64, u32), RedisError> {
+        let args = [
+            BAN_FIRST_MS.to_string(),
+            BAN_LONGEST_MS.to_string(),
+            BAN_MEMORY_MS.to_string(),
+        ];
+        let reply = self.ban.run(redis, &[ban_key, level_key], &args).await?;
+        let bad = || RedisError::Protocol(format!("the ban script answered {reply:?}"));
+        match &reply {
+            Reply::Array(items) => match items.as_slice() {
+                [Reply::Integer(length), Reply::Integer(level)] => Ok((
+                    u64::try_from(*length).map_err(|_| bad())?,
+                    u32::try_from(*level).map_err(|_| bad())?,
+                )),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
         }
     }
 }
@@ -141,11 +262,12 @@ fn grant_of(reply: &Reply) -> Result<Grant, RedisError> {
         Some(Reply::Integer(n)) => Ok(*n),
         _ => Err(bad()),
     };
-    let (granted, retry_us, used) = (number(0)?, number(1)?, number(2)?);
+    let (granted, retry_us, used, banned) = (number(0)?, number(1)?, number(2)?, number(3)?);
     Ok(Grant {
         granted: u32::try_from(granted).map_err(|_| bad())?,
         used: u32::try_from(used.max(0)).unwrap_or(u32::MAX),
         retry_after_ms: u64::try_from(retry_us.max(0)).unwrap_or(0).div_ceil(1000),
+        banned: banned == 1,
     })
 }
 
@@ -234,6 +356,64 @@ mod tests {
             );
             let grant = gcra.take(&redis, "rl:k", PER_TEN_MINUTES, 1, 1).await.expect("take");
             assert_eq!((grant.granted, grant.used), (1, 2));
+            redis.close();
+        });
+    }
+    #[test]
+    fn units_given_back_fit_again_and_a_ban_refuses_everything() {
+        let server = RedisServer::start();
+        let url = server.url();
+        on_executor(move || async move {
+            let redis = Redis::start(parse_url(&url).expect("url"), limits(), 1);
+            let gcra = Gcra::default();
+            assert_eq!(
+                gcra.take(&redis, "rl:o", PER_TEN_MINUTES, 100, 1)
+                    .await
+                    .expect("take")
+                    .granted,
+                100
+            );
+            assert_eq!(
+                gcra.take(&redis, "rl:o", PER_TEN_MINUTES, 1, 1)
+                    .await
+                    .expect("take")
+                    .granted,
+                0
+            );
+            gcra.give_back(&redis, "rl:o", PER_TEN_MINUTES, 3)
+                .await
+                .expect("give back");
+            let grant = gcra.take(&redis, "rl:o", PER_TEN_MINUTES, 5, 1).await.expect("take");
+            assert_eq!((grant.granted, grant.used), (3, 100));
+            // Giving back more than was taken leaves a full budget, no more.
+            gcra.give_back(&redis, "rl:o", PER_TEN_MINUTES, 1_000)
+                .await
+                .expect("give back");
+            assert_eq!(
+                gcra.take(&redis, "rl:o", PER_TEN_MINUTES, 200, 1)
+                    .await
+                    .expect("take")
+                    .granted,
+                100
+            );
+
+            // Bans: 2 minutes, then 4; a longer one in force stays.
+            let (first, level) = gcra.ban(&redis, "ban:ip", "banlevel:ip").await.expect("ban");
+            assert_eq!((first, level), (120_000, 1));
+            let (second, level) = gcra.ban(&redis, "ban:ip", "banlevel:ip").await.expect("ban");
+            assert_eq!((second, level), (240_000, 2));
+            let banned = gcra
+                .take_unless_banned(&redis, "rl:ip", Some("ban:ip"), PER_TEN_MINUTES, 1, 1)
+                .await
+                .expect("take");
+            assert!(banned.banned && banned.granted == 0, "{banned:?}");
+            assert!((239_000..=240_000).contains(&banned.retry_after_ms), "{banned:?}");
+            // Nothing was counted while banned; another IP is not banned.
+            let other = gcra
+                .take_unless_banned(&redis, "rl:ip2", Some("ban:ip2"), PER_TEN_MINUTES, 1, 1)
+                .await
+                .expect("take");
+            assert_eq!((other.granted, other.banned), (1, false));
             redis.close();
         });
     }

@@ -223,7 +223,7 @@ impl Conn<'_> {
     }
 
     /// Checks an upgrade request's handshake headers and path.
-    fn upgrade(&mut self, head: &http::Head) -> UpgradeStep {
+    async fn upgrade(&mut self, head: &http::Head) -> UpgradeStep {
         let buf = self.read.pending();
         let accept = match handshake::negotiate(&head.upgrade.request(head.method, buf)) {
             Ok(None) => return UpgradeStep::Http,
@@ -238,7 +238,7 @@ impl Conn<'_> {
         // A WebSocket API connection counts against the attempts per IP
         // and costs weight, as on Binance.
         let admitted = match &target {
-            Ok(Target { ws_api: Some(_), .. }) if ready => self.shard.ws_api_admit(self.peer),
+            Ok(Target { ws_api: Some(_), .. }) if ready => self.shard.ws_api_admit(self.peer).await,
             _ => Ok(()),
         };
         let error = match (target, admitted) {
@@ -302,7 +302,7 @@ impl Conn<'_> {
                 }
             };
             if self.kind == Listener::Api {
-                match self.upgrade(&head) {
+                match self.upgrade(&head).await {
                     UpgradeStep::Http => {}
                     UpgradeStep::Answered => {
                         self.read.start += head.len;

@@ -84,8 +84,10 @@ pub(crate) struct Shard {
     pub(super) history: std::cell::OnceCell<Rc<ShardStore>>,
     /// The shard's Redis client, with `--redis`.
     pub(super) redis: Option<crate::redis::Redis>,
-    /// The per-IP limits shared through Redis, with `--redis`.
+    /// The limits shared through Redis, with `--redis`.
     pub(super) shared_limits: Option<crate::redis::limiter::SharedLimiter>,
+    /// IPs banned for going on past 429 (418).
+    pub(super) bans: RefCell<crate::limits::Bans>,
 }
 
 impl Shard {
@@ -142,15 +144,11 @@ impl Shard {
     }
 
     /// Counts a WebSocket API connection from `ip` against the attempts
-    /// per 5 minutes and its weight, or refuses it (429).
-    pub(crate) fn ws_api_admit(&self, ip: IpAddr) -> Result<(), HttpError> {
+    /// per 5 minutes and its weight, or refuses it (429, or 418 while the
+    /// IP is banned).
+    pub(crate) async fn ws_api_admit(&self, ip: IpAddr) -> Result<(), HttpError> {
         let now_ms = crate::clock::now_ms();
-        if let Err(exceeded) = self.ws_api_attempts.borrow_mut().admit(ip, now_ms) {
-            self.metrics.borrow_mut().rate_limited += 1;
-            return Err(HttpError::from(exceeded));
-        }
-        // Counted here only (the upgrade is decided without waiting).
-        match admission::admit_request_local(self, ip, crate::api::wsapi::CONNECT_WEIGHT, now_ms) {
+        match admission::admit_connection(self, ip, crate::api::wsapi::CONNECT_WEIGHT, now_ms).await {
             Ok(_) => Ok(()),
             Err(Refusal::Limited(exceeded)) => Err(HttpError::from(exceeded)),
             Err(Refusal::Busy) => Err(crate::api::request::trading_error(crate::trading::TradingError::Busy)),
@@ -299,6 +297,7 @@ impl Host for Shard {
             metrics.redis.limit_fallbacks = fallbacks;
             metrics.redis.limit_leases = self.shared_limits.as_ref().map_or(0, |s| s.leases() as u64);
         }
+        metrics.ip_banned = self.bans.borrow().banned_now(crate::clock::now_ms()) as u64;
         metrics.snapshot(self.index)
     }
 
@@ -306,12 +305,12 @@ impl Host for Shard {
         admission::admit_request(self, ip, weight, now_ms).await
     }
 
-    fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal> {
-        admission::admit_order(self, user, now_ms)
+    async fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal> {
+        admission::admit_order(self, user, now_ms).await
     }
 
-    fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32) {
-        crate::limits::RateLimiter::user_order_counts(&mut *self.order_limiter.borrow_mut(), user, now_ms)
+    async fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32) {
+        admission::order_counts(self, user, now_ms).await
     }
 
     fn attach_user_stream(&self, user: UserId, to: usize) -> bool {

@@ -286,7 +286,11 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         output: RefCell::new(Output::default()),
         market_data: RefCell::new(market_data),
         request_limiter: RefCell::new(LocalLimiter::new(&local_request_limits(config))),
-        order_limiter: RefCell::new(LocalLimiter::new(limits)),
+        order_limiter: RefCell::new(LocalLimiter::new(&local_request_limits(config))),
+        bans: RefCell::new(crate::limits::Bans::new(
+            limits.ip_ban_refusals_per_minute_max,
+            limits.limiter_keys_max,
+        )),
         // Generated client order ids stay unique across restarts: the
         // sequence starts at the start-up time in microseconds.
         client_order_seq: Cell::new(crate::clock::now_micros()),
@@ -297,35 +301,43 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         ws: config.ws,
         ws_per_ip: RefCell::new(HashMap::new()),
         ws_api_attempts: RefCell::new(ConnectionAttempts::new(
-            config.ws.api_connection_attempts_per_5m_max,
+            local_share(config, config.ws.api_connection_attempts_per_5m_max),
             limits.limiter_keys_max,
         )),
         log,
         history: std::cell::OnceCell::new(),
         redis: redis_client(config, setup.index),
-        shared_limits: config
-            .redis
-            .url
-            .as_ref()
-            .map(|_| crate::redis::limiter::SharedLimiter::new(limits.clone(), config.redis.limit_lease_permille)),
+        shared_limits: config.redis.url.as_ref().map(|_| {
+            crate::redis::limiter::SharedLimiter::new(
+                limits.clone(),
+                config.ws.api_connection_attempts_per_5m_max,
+                config.redis.limit_lease_permille,
+            )
+        }),
     }
 }
 
-/// The per-IP limits a shard counts itself: the configured ones, or with
-/// Redis (which then counts them for every instance) its fallback while
-/// Redis does not answer, the configured ones divided by
-/// `cluster_instances`.
+/// The limits a shard counts itself: the configured ones, or with Redis
+/// (which then counts them for every instance) its fallback while Redis
+/// does not answer, the configured ones divided by `cluster_instances`.
 fn local_request_limits(config: &crate::config::Config) -> crate::limits::RateLimitConfig {
     let limits = config.rate_limits.clone();
-    if config.redis.url.is_none() {
-        return limits;
-    }
-    let instances = config.redis.cluster_instances;
     crate::limits::RateLimitConfig {
-        request_weight_per_minute_max: (limits.request_weight_per_minute_max / instances).max(1),
-        raw_requests_per_5m_max: (limits.raw_requests_per_5m_max / instances).max(1),
+        request_weight_per_minute_max: local_share(config, limits.request_weight_per_minute_max),
+        raw_requests_per_5m_max: local_share(config, limits.raw_requests_per_5m_max),
+        orders_per_10s_max: local_share(config, limits.orders_per_10s_max),
+        orders_per_day_max: local_share(config, limits.orders_per_day_max),
         ..limits
     }
+}
+
+/// One instance's share of a limit shared through Redis, counted locally
+/// while Redis does not answer; the whole limit without Redis.
+fn local_share(config: &crate::config::Config, limit: u32) -> u32 {
+    if config.redis.url.is_none() {
+        return limit;
+    }
+    (limit / config.redis.cluster_instances).max(1)
 }
 
 /// The shard's Redis client, connecting in the background, with `--redis`.
