@@ -404,6 +404,56 @@ const KEYS: &[Key] = &[
         help: "probe commands a half-open Redis breaker lets through; that many successes close it",
     },
     Key {
+        name: "jobs_attempts_max",
+        default: "5",
+        help: "attempts a background job gets; after the last failure it becomes a dead letter",
+    },
+    Key {
+        name: "jobs_visibility_timeout_ms",
+        default: "30000",
+        help: "time a worker may hold a job before another worker reclaims it (Redis)",
+    },
+    Key {
+        name: "jobs_backoff_base_ms",
+        default: "1000",
+        help: "delay before a failed job's first retry; it doubles with each attempt",
+    },
+    Key {
+        name: "jobs_backoff_max_ms",
+        default: "60000",
+        help: "longest delay before a failed job's retry",
+    },
+    Key {
+        name: "jobs_poll_ms",
+        default: "100",
+        help: "time an idle worker waits before it asks its queue again",
+    },
+    Key {
+        name: "jobs_queue_max",
+        default: "100000",
+        help: "jobs a queue holds (per priority with Redis, per shard without); more are refused",
+    },
+    Key {
+        name: "jobs_dead_max",
+        default: "10000",
+        help: "dead letters kept (the oldest go first)",
+    },
+    Key {
+        name: "export_dir",
+        default: "",
+        help: "directory of the trade history exports users ask for; empty: <data-dir>/exports",
+    },
+    Key {
+        name: "exports_per_user_max",
+        default: "2",
+        help: "exports a user may have waiting or running at once (over: 429, -1003)",
+    },
+    Key {
+        name: "export_ttl_ms",
+        default: "86400000",
+        help: "time a finished export's file is kept",
+    },
+    Key {
         name: "shard_spin_us",
         default: "0",
         help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
@@ -437,6 +487,7 @@ pub struct Config {
     pub durability: DurabilityConfig,
     pub history: HistoryConfig,
     pub redis: RedisConfig,
+    pub jobs: JobsConfig,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
     /// (no flag, no file key): that shard installs its state this much later.
     pub test_shard_start_delay: Option<(usize, u64)>,
@@ -513,6 +564,21 @@ impl BreakerSettings {
             half_open_probes: self.half_open_probes,
         }
     }
+}
+
+/// The background jobs' settings (see `jobs`).
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    pub attempts_max: u32,
+    pub visibility_timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub poll_ms: u64,
+    pub queue_max: u64,
+    pub dead_max: u64,
+    pub export_dir: PathBuf,
+    pub exports_per_user_max: u32,
+    pub export_ttl_ms: u64,
 }
 
 /// Redis's settings (see `redis`), each named with its unit last.
@@ -768,6 +834,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         durability: durability(&v)?,
         history: history(&v)?,
         redis: redis(&v)?,
+        jobs: jobs(&v)?,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })
@@ -920,6 +987,29 @@ fn redis(v: &Values) -> Result<RedisConfig, ConfigError> {
     };
     if config.backoff_base_ms > config.backoff_max_ms {
         return Err(invalid("redis_backoff_base_ms", "must not exceed redis_backoff_max_ms"));
+    }
+    Ok(config)
+}
+
+fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
+    let export_dir = match v.text("export_dir") {
+        "" => v.path("data_dir")?.join("exports"),
+        dir => PathBuf::from(dir),
+    };
+    let config = JobsConfig {
+        attempts_max: v.number("jobs_attempts_max", 1, 1000)? as u32,
+        visibility_timeout_ms: v.ms("jobs_visibility_timeout_ms")?,
+        backoff_base_ms: v.ms("jobs_backoff_base_ms")?,
+        backoff_max_ms: v.ms("jobs_backoff_max_ms")?,
+        poll_ms: v.ms("jobs_poll_ms")?,
+        queue_max: v.number("jobs_queue_max", 1, 1 << 32)?,
+        dead_max: v.number("jobs_dead_max", 1, 1 << 32)?,
+        export_dir,
+        exports_per_user_max: v.number("exports_per_user_max", 1, 1000)? as u32,
+        export_ttl_ms: v.number("export_ttl_ms", 1, 30 * 86_400_000)?,
+    };
+    if config.backoff_base_ms > config.backoff_max_ms {
+        return Err(invalid("jobs_backoff_base_ms", "must not exceed jobs_backoff_max_ms"));
     }
     Ok(config)
 }

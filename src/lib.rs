@@ -10,6 +10,7 @@ pub mod config;
 pub mod durability;
 mod endpoint;
 pub mod http;
+mod jobs;
 pub mod journal;
 mod json;
 pub mod limits;

@@ -34,13 +34,14 @@ const LAYERS: &[&str] = &[
     "streams",
     "durability",
     "store",
+    "jobs",
     "api",
     // The only layer that runs executors and sockets.
     "server",
 ];
 
 /// The layers that may name glommio: the executor, sockets and files.
-const IO_LAYERS: &[&str] = &["server", "journal", "redis", "store"];
+const IO_LAYERS: &[&str] = &["server", "journal", "redis", "store", "jobs"];
 
 /// One rule broken, with where.
 #[derive(Debug, PartialEq, Eq)]

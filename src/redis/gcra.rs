@@ -23,9 +23,9 @@
 //! Redis that lost them (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`)
 //! gets them again and the call is retried once.
 
+use super::script::Script;
 use super::{Redis, RedisError, Reply};
 use crate::limits::{BAN_FIRST_MS, BAN_LONGEST_MS, BAN_MEMORY_MS};
-use std::cell::RefCell;
 
 /// `KEYS[1]`: the limit's key; `KEYS[2]`, when given: the IP's ban. `ARGV`:
 /// emission interval (µs per unit), tolerance (µs, one period), units
@@ -115,56 +115,6 @@ impl Limit {
     /// stricter than asked.
     fn interval_us(self) -> u64 {
         (self.period_ms * 1000 / u64::from(self.limit.max(1))).max(1)
-    }
-}
-
-/// A Lua script run by its SHA, loaded on first use and again when Redis
-/// lost it.
-struct Script {
-    source: &'static str,
-    sha: RefCell<Option<String>>,
-}
-
-impl Script {
-    const fn new(source: &'static str) -> Script {
-        Script {
-            source,
-            sha: RefCell::new(None),
-        }
-    }
-
-    async fn run(&self, redis: &Redis, keys: &[&str], args: &[String]) -> Result<Reply, RedisError> {
-        let numkeys = keys.len().to_string();
-        for attempt in 0..2 {
-            // Not matched on the borrow itself: it would live across the load.
-            let cached = self.sha.borrow().clone();
-            let sha = match cached {
-                Some(sha) => sha,
-                None => self.load(redis).await?,
-            };
-            let mut words: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
-            words.extend([b"EVALSHA".as_slice(), sha.as_bytes(), numkeys.as_bytes()]);
-            words.extend(keys.iter().map(|k| k.as_bytes()));
-            words.extend(args.iter().map(|a| a.as_bytes()));
-            match redis.call(&words).await? {
-                Reply::Error(e) if e.starts_with("NOSCRIPT") && attempt == 0 => {
-                    self.sha.borrow_mut().take();
-                }
-                reply => return Ok(reply),
-            }
-        }
-        Err(RedisError::Protocol("the script was lost twice".into()))
-    }
-
-    async fn load(&self, redis: &Redis) -> Result<String, RedisError> {
-        match redis.call(&[b"SCRIPT", b"LOAD", self.source.as_bytes()]).await? {
-            Reply::Bulk(sha) => {
-                let sha = String::from_utf8_lossy(&sha).into_owned();
-                *self.sha.borrow_mut() = Some(sha.clone());
-                Ok(sha)
-            }
-            other => Err(RedisError::Protocol(format!("SCRIPT LOAD answered {other:?}"))),
-        }
     }
 }
 

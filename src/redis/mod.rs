@@ -33,6 +33,7 @@
 
 pub(crate) mod gcra;
 pub(crate) mod limiter;
+pub(crate) mod script;
 
 use crate::metrics::{latency_histogram, LatencyBuckets, RedisCounters};
 use crate::oneshot;
@@ -602,7 +603,7 @@ async fn within<T>(ms: u64, work: impl std::future::Future<Output = T>) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::resilience::BreakerState;
     use tradsys_redistest::RedisServer;

@@ -1,0 +1,113 @@
+//! A worker: claims jobs from a [`Queue`] by priority, runs each through
+//! its [`Handler`], acknowledges it or fails it (a retry after backoff, or
+//! a dead letter), and every half visibility timeout reclaims the jobs of
+//! workers that died. One job at a time: a worker runs on a shard's
+//! low-priority task queue, or on an executor of `tradsys worker`.
+
+use super::{backoff_ms, Claimed, Job, Queue, QueueError};
+use crate::config::JobsConfig;
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// Runs jobs of every kind.
+pub(crate) trait Handler {
+    /// Does `job`'s work; an error is the attempt's failure, kept with the
+    /// job (and shown with its dead letter).
+    async fn run(&self, job: &Job) -> Result<(), String>;
+}
+
+/// What one worker did, for /metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorkerCounters {
+    pub(crate) runs: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) dead_lettered: u64,
+    pub(crate) reclaimed: u64,
+    pub(crate) queue_errors: u64,
+}
+
+/// Runs jobs from `queue` until `stop` says so (checked between jobs).
+pub(crate) async fn run(
+    queue: &Queue,
+    handler: &impl Handler,
+    config: &JobsConfig,
+    counters: &RefCell<WorkerCounters>,
+    stop: impl Fn() -> bool,
+) {
+    let mut next_reclaim_ms = 0;
+    let mut jitter = crate::clock::now_micros() | 1;
+    while !stop() {
+        let now_ms = crate::clock::now_ms();
+        if now_ms >= next_reclaim_ms {
+            next_reclaim_ms = now_ms + (config.visibility_timeout_ms / 2).max(1);
+            match queue.reclaim().await {
+                Ok(reclaimed) => {
+                    counters.borrow_mut().reclaimed += reclaimed.len() as u64;
+                    for claimed in reclaimed {
+                        execute(queue, handler, config, counters, claimed, &mut jitter).await;
+                    }
+                }
+                Err(_) => counters.borrow_mut().queue_errors += 1,
+            }
+        }
+        match queue.claim().await {
+            Ok(Some(claimed)) => execute(queue, handler, config, counters, claimed, &mut jitter).await,
+            Ok(None) => glommio::timer::sleep(Duration::from_millis(config.poll_ms)).await,
+            Err(_) => {
+                counters.borrow_mut().queue_errors += 1;
+                // The queue's own breaker and reconnects pace this.
+                glommio::timer::sleep(Duration::from_millis(config.poll_ms.max(100))).await;
+            }
+        }
+    }
+}
+
+/// Runs one claimed job and settles it with the queue.
+async fn execute(
+    queue: &Queue,
+    handler: &impl Handler,
+    config: &JobsConfig,
+    counters: &RefCell<WorkerCounters>,
+    claimed: Claimed,
+    jitter: &mut u64,
+) {
+    counters.borrow_mut().runs += 1;
+    let outcome = if claimed.job.attempts >= config.attempts_max {
+        // Reclaimed from workers that died with it, as many times as it
+        // may be tried: it is not run again.
+        Err(format!(
+            "its worker stopped while running it {} times",
+            claimed.job.attempts
+        ))
+    } else {
+        handler.run(&claimed.job).await
+    };
+    let settled: Result<(), QueueError> = match outcome {
+        Ok(()) => {
+            counters.borrow_mut().succeeded += 1;
+            queue.ack(&claimed).await
+        }
+        Err(error) => {
+            *jitter ^= *jitter << 13;
+            *jitter ^= *jitter >> 7;
+            *jitter ^= *jitter << 17;
+            let delay_ms = backoff_ms(
+                claimed.job.attempts + 1,
+                config.backoff_base_ms,
+                config.backoff_max_ms,
+                *jitter,
+            );
+            counters.borrow_mut().failed += 1;
+            queue
+                .fail(&claimed, &error, delay_ms, config.attempts_max)
+                .await
+                .map(|dead| counters.borrow_mut().dead_lettered += u64::from(dead))
+        }
+    };
+    // Not settled: the job stays held and is reclaimed after the
+    // visibility timeout (Redis) or at the next start (local).
+    if settled.is_err() {
+        counters.borrow_mut().queue_errors += 1;
+    }
+}
