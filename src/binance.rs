@@ -70,6 +70,8 @@ pub(crate) const MAXIMUM_SUBSCRIPTION_IDS: i32 = -2042;
 pub(crate) const TOO_MANY_CONNECTIONS: i32 = -1034;
 /// -2010 NEW_ORDER_REJECTED.
 pub(crate) const NEW_ORDER_REJECTED: i32 = -2010;
+/// -2013 NO_SUCH_ORDER: also an unknown export.
+pub(crate) const NO_SUCH_ORDER: i32 = -2013;
 /// -2014 BAD_API_KEY_FMT.
 pub(crate) const BAD_API_KEY_FMT: i32 = -2014;
 /// -2015 REJECTED_MBX_KEY.

@@ -424,6 +424,11 @@ const KEYS: &[Key] = &[
         help: "longest delay before a failed job's retry",
     },
     Key {
+        name: "jobs_workers_in_server",
+        default: "true",
+        help: "whether every shard runs a job worker; false: only `tradsys worker` processes run jobs (needs --redis)",
+    },
+    Key {
         name: "jobs_poll_ms",
         default: "100",
         help: "time an idle worker waits before it asks its queue again",
@@ -579,6 +584,12 @@ pub struct JobsConfig {
     pub export_dir: PathBuf,
     pub exports_per_user_max: u32,
     pub export_ttl_ms: u64,
+    /// Whether each shard of the server runs a worker (else only
+    /// `tradsys worker` processes run jobs).
+    pub workers_in_server: bool,
+    /// A test-only hook, from `TRADSYS_TEST_JOB_START_DELAY_MS` (no flag,
+    /// no file key): a worker holds each job this long before running it.
+    pub test_job_start_delay_ms: u64,
 }
 
 /// Redis's settings (see `redis`), each named with its unit last.
@@ -639,6 +650,8 @@ pub enum Command {
     /// `tradsys migrate`: bring the history store's schema to this build's
     /// version and stop.
     Migrate(Box<Config>),
+    /// `tradsys worker`: run background jobs from Redis, without a server.
+    Worker(Box<Config>),
     Help,
     Version,
 }
@@ -647,10 +660,15 @@ pub enum Command {
 pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, ConfigError> {
     let mut args = args;
     let mut migrate = false;
+    let mut worker = false;
     match args.first().map(String::as_str) {
         Some("serve") => args = &args[1..],
         Some("migrate") => {
             migrate = true;
+            args = &args[1..];
+        }
+        Some("worker") => {
+            worker = true;
             args = &args[1..];
         }
         _ => {}
@@ -711,8 +729,19 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
     }
     let mut config = build(&values)?;
     config.test_shard_start_delay = test_shard_start_delay(env)?;
+    if let Some(text) = env.get("TRADSYS_TEST_JOB_START_DELAY_MS") {
+        config.jobs.test_job_start_delay_ms = text.parse().map_err(|_| {
+            invalid(
+                "TRADSYS_TEST_JOB_START_DELAY_MS",
+                format!("must be milliseconds, got {text:?}"),
+            )
+        })?;
+    }
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
+    }
+    if worker {
+        return Ok(Command::Worker(Box::new(config)));
     }
     Ok(Command::Serve(Box::new(config)))
 }
@@ -1007,7 +1036,15 @@ fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
         export_dir,
         exports_per_user_max: v.number("exports_per_user_max", 1, 1000)? as u32,
         export_ttl_ms: v.number("export_ttl_ms", 1, 30 * 86_400_000)?,
+        workers_in_server: v.boolean("jobs_workers_in_server")?,
+        test_job_start_delay_ms: 0,
     };
+    if !config.workers_in_server && v.text("redis").is_empty() {
+        return Err(invalid(
+            "jobs_workers_in_server",
+            "false needs --redis: without it only the server's workers see its jobs",
+        ));
+    }
     if config.backoff_base_ms > config.backoff_max_ms {
         return Err(invalid("jobs_backoff_base_ms", "must not exceed jobs_backoff_max_ms"));
     }

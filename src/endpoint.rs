@@ -75,10 +75,15 @@ pub(crate) enum Endpoint {
     WithdrawHistory,
     DepositAddress,
     WithdrawApply,
+    // tradsys's own, outside Binance's paths: trade history exports run
+    // as background jobs (see `api::jobs`).
+    ExportCreate,
+    ExportStatus,
+    ExportDownload,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 37] = [
+    pub(crate) const ALL: [Endpoint; 40] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -116,6 +121,9 @@ impl Endpoint {
         Endpoint::WithdrawHistory,
         Endpoint::DepositAddress,
         Endpoint::WithdrawApply,
+        Endpoint::ExportCreate,
+        Endpoint::ExportStatus,
+        Endpoint::ExportDownload,
     ];
 
     /// The method and path that name this endpoint.
@@ -160,6 +168,9 @@ impl Endpoint {
             WithdrawHistory => (Get, "/sapi/v1/capital/withdraw/history"),
             DepositAddress => (Get, "/sapi/v1/capital/deposit/address"),
             WithdrawApply => (Post, "/sapi/v1/capital/withdraw/apply"),
+            ExportCreate => (Post, "/tradsys/v1/export"),
+            ExportStatus => (Get, "/tradsys/v1/export"),
+            ExportDownload => (Get, "/tradsys/v1/export/download"),
         }
     }
 
@@ -180,6 +191,7 @@ impl Endpoint {
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
             CapitalConfig | TradeFee | AccountCommission | DepositHistory | WithdrawHistory | DepositAddress
             | WithdrawApply => Security::UserData,
+            ExportCreate | ExportStatus | ExportDownload => Security::UserData,
             _ => Security::None,
         }
     }
@@ -249,6 +261,9 @@ mod tests {
             (WithdrawHistory, Some(Scope::Read), true, false),
             (DepositAddress, Some(Scope::Read), true, false),
             (WithdrawApply, Some(Scope::Read), true, false),
+            (ExportCreate, Some(Scope::Read), true, false),
+            (ExportStatus, Some(Scope::Read), true, false),
+            (ExportDownload, Some(Scope::Read), true, false),
         ];
         for &(endpoint, scope, signed, is_order) in table {
             let security = endpoint.security();

@@ -670,6 +670,27 @@ pub fn encode_chunked_head<H: AsRef<str>>(
 ) {
     encode_status(out, status, content_type);
     out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    encode_head_end(out, headers, close);
+}
+
+/// The head of a response of `length` bytes that follow as they are read
+/// (a file): the connection must close if fewer come.
+pub fn encode_sized_head<H: AsRef<str>>(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    headers: &[H],
+    length: u64,
+    close: bool,
+) {
+    encode_status(out, status, content_type);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    encode_head_end(out, headers, close);
+}
+
+/// The extra headers, `Connection: close` if asked, and the blank line.
+fn encode_head_end<H: AsRef<str>>(out: &mut Vec<u8>, headers: &[H], close: bool) {
     for header in headers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(header.as_ref().as_bytes());

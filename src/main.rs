@@ -24,6 +24,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Command::Worker(config)) => {
+            return match tradsys::server::run_worker_process(*config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tradsys worker: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;

@@ -125,6 +125,26 @@ pub(crate) struct Counters {
     pub(crate) history: HistoryCounters,
     pub(crate) compression: CompressionCounters,
     pub(crate) redis: RedisCounters,
+    pub(crate) jobs: JobsCounters,
+}
+
+/// One shard's background jobs (see `jobs`): what its worker did, and
+/// what its queue holds (with Redis the queue is shared: shard 0 shows
+/// it, the others show 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobsCounters {
+    pub runs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub reclaimed: u64,
+    pub queue_errors: u64,
+    /// Waiting, by priority: high, normal, low.
+    pub waiting: [u64; 3],
+    pub running: u64,
+    pub oldest_age_ms: u64,
+    pub delayed: u64,
+    pub dead: u64,
 }
 
 /// One shard's Redis client (see `redis`); all zero without `--redis`.
@@ -362,6 +382,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_journal(&mut out, snapshots);
     render_history(&mut out, snapshots);
     render_redis(&mut out, snapshots);
+    render_jobs(&mut out, snapshots);
     out
 }
 
@@ -880,6 +901,70 @@ fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
+    }
+}
+
+fn render_jobs(out: &mut String, snapshots: &[Snapshot]) {
+    let jobs: [ShardFamily; 10] = [
+        (
+            "tradsys_jobs_runs_total",
+            "counter",
+            "Job attempts this shard's worker started.",
+            |s| s.counters.jobs.runs,
+        ),
+        (
+            "tradsys_jobs_succeeded_total",
+            "counter",
+            "Jobs this shard's worker finished.",
+            |s| s.counters.jobs.succeeded,
+        ),
+        (
+            "tradsys_jobs_failed_total",
+            "counter",
+            "Job attempts that failed (retried or dead-lettered).",
+            |s| s.counters.jobs.failed,
+        ),
+        (
+            "tradsys_jobs_dead_lettered_total",
+            "counter",
+            "Jobs this shard's worker moved to the dead letters.",
+            |s| s.counters.jobs.dead_lettered,
+        ),
+        (
+            "tradsys_jobs_reclaimed_total",
+            "counter",
+            "Jobs taken over from a worker that held them past the visibility timeout.",
+            |s| s.counters.jobs.reclaimed,
+        ),
+        (
+            "tradsys_jobs_queue_errors_total",
+            "counter",
+            "Calls to the job queue that failed (Redis or the local log).",
+            |s| s.counters.jobs.queue_errors,
+        ),
+        ("tradsys_jobs_running", "gauge", "Jobs a worker holds.", |s| {
+            s.counters.jobs.running
+        }),
+        (
+            "tradsys_jobs_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest job not done, whole seconds.",
+            |s| s.counters.jobs.oldest_age_ms / 1000,
+        ),
+        ("tradsys_jobs_delayed", "gauge", "Jobs waiting for their retry.", |s| {
+            s.counters.jobs.delayed
+        }),
+        ("tradsys_jobs_dead", "gauge", "Dead letters kept.", |s| {
+            s.counters.jobs.dead
+        }),
+    ];
+    render_per_shard(out, &jobs, snapshots);
+    let name = "tradsys_jobs_waiting";
+    family(out, name, "gauge", "Jobs waiting to run, by priority.");
+    for s in snapshots {
+        for (priority, count) in ["high", "normal", "low"].iter().zip(s.counters.jobs.waiting) {
+            let _ = writeln!(out, "{name}{{shard=\"{}\",priority=\"{priority}\"}} {count}", s.shard);
+        }
     }
 }
 

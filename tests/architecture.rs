@@ -222,7 +222,7 @@ fn checker_finds_what_it_should() {
         (
             "api/mod.rs",
             "use glommio::net::TcpStream;\n",
-            &[(1, "`api` names glommio; only server, journal, redis and store may")],
+            &[(1, "`api` names glommio; only server, journal, redis, store and jobs may")],
         ),
         (
             "server/conn.rs",

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::account::{create_user, signed, User};
+use common::account::{create_user, signed, trade_csv, User, TRADES_HEADER};
 use common::{eventually, Server, ADMIN_TOKEN};
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,8 +19,6 @@ use tradsys_pgtest::PgServer;
 
 const FUNDS: [(&str, &str); 3] = [("BTC", "1000"), ("USDT", "100000000"), ("ETH", "1000")];
 
-const TRADES_HEADER: &str =
-    "user,symbol,trade_id,order_id,price,qty,quote_qty,commission,commission_asset,is_buyer,is_maker,time_ms";
 const ORDERS_HEADER: &str = "user,symbol,order_id,client_order_id,price,orig_qty,executed_qty,\
 cummulative_quote_qty,status,time_in_force,type,side,time_ms,update_time_ms";
 
@@ -235,24 +233,6 @@ fn with_user(user: u64, row: &Value) -> Value {
     object.insert("userId".into(), user.into());
     object.extend(row.as_object().expect("an object").clone());
     Value::Object(object)
-}
-
-/// A trade as a CSV line, from myTrades' JSON.
-fn trade_csv(user: u64, t: &Value) -> String {
-    format!(
-        "{user},{},{},{},{},{},{},{},{},{},{},{}",
-        t["symbol"].as_str().unwrap(),
-        t["id"],
-        t["orderId"],
-        t["price"].as_str().unwrap(),
-        t["qty"].as_str().unwrap(),
-        t["quoteQty"].as_str().unwrap(),
-        t["commission"].as_str().unwrap(),
-        t["commissionAsset"].as_str().unwrap(),
-        t["isBuyer"],
-        t["isMaker"],
-        t["time"],
-    )
 }
 
 /// An order as a CSV line, from allOrders' JSON.

@@ -186,6 +186,10 @@ async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
         }
         (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
         (Method::Get, ["admin", "v1", "state"]) => state_hashes(shard).await,
+        (Method::Get, ["admin", "v1", "jobs"]) => Ok(crate::api::jobs::admin_jobs(shard).await),
+        (Method::Post, ["admin", "v1", "jobs", "dead", id, "requeue"]) => {
+            crate::api::jobs::admin_requeue(shard, id).await
+        }
         _ => Err(not_found("admin path")),
     };
     result.unwrap_or_else(|e| RestReply::error(&e))

@@ -60,6 +60,14 @@ pub(crate) trait Host {
     async fn settle(&self);
     /// The shard's history store; `None` when it is off.
     fn history(&self) -> Option<&ShardStore>;
+    /// The background jobs' settings.
+    fn jobs_config(&self) -> &crate::config::JobsConfig;
+    /// This shard's job queue (Redis's, or the shard's own).
+    fn jobs(&self) -> Option<&crate::jobs::Queue>;
+    /// A job id no other job of any instance has.
+    fn new_job_id(&self) -> String;
+    /// The exports of each user (owned here) that may still wait or run.
+    fn open_exports(&self) -> RefMut<'_, std::collections::HashMap<UserId, Vec<String>>>;
     /// Sends `call` to shard `to` and waits for its answer.
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError>;
 }

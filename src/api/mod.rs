@@ -17,6 +17,7 @@ pub(crate) mod exchange_info;
 pub(crate) mod export;
 mod history;
 pub(crate) mod host;
+pub(crate) mod jobs;
 pub(crate) mod market;
 pub(crate) mod params;
 pub(crate) mod peer;
@@ -54,6 +55,9 @@ pub(crate) enum Headers {
 pub(crate) enum Body {
     Static(&'static [u8]),
     Owned(Vec<u8>),
+    /// A file the connection streams (a finished export): the body is its
+    /// content, read as it is sent.
+    File(std::path::PathBuf),
 }
 
 impl Body {
@@ -61,6 +65,7 @@ impl Body {
         match self {
             Body::Static(b) => b,
             Body::Owned(b) => b,
+            Body::File(_) => &[],
         }
     }
 }
@@ -214,6 +219,29 @@ pub(crate) async fn run_endpoint(
         Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, params),
         Endpoint::SystemStatus => Reply::json(route, Body::Static(wallet::system_status(shard.is_draining()))),
         _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, params).await),
+        Endpoint::ExportDownload => {
+            let reply = user_endpoint(shard, req, params, settle).await;
+            if reply.status != 200 {
+                return (Reply::rest(route, reply), Some(usage));
+            }
+            // The user's shard answered with the file's path (see
+            // `api::jobs::download`): this shard streams it.
+            let path = std::path::PathBuf::from(String::from_utf8_lossy(&reply.body).into_owned());
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("export")
+                .to_string();
+            Reply {
+                route,
+                status: 200,
+                content_type: "text/csv",
+                headers: Headers::Owned(vec![format!(
+                    "Content-Disposition: attachment; filename=\"trades-{id}.csv\""
+                )]),
+                body: Body::File(path),
+            }
+        }
         _ => Reply::rest(route, user_endpoint(shard, req, params, settle).await),
     };
     (reply, Some(usage))
@@ -417,6 +445,7 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
             PeerReply::Admin(Box::new(reply))
         }
         PeerCall::Authorize(request) => PeerReply::Authorize(wsapi::authorize(shard, &request)),
+        PeerCall::Jobs(call) => PeerReply::Jobs(Box::new(jobs::run_local(shard, call).await)),
         PeerCall::Reference { market, side } => PeerReply::Reference(shard.trading().reference_price(market, side)),
         PeerCall::Fragments { request, markets } => {
             let entries = market::local_fragments(shard, request.borrowed(), &markets).unwrap_or_default();

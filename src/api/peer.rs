@@ -34,6 +34,8 @@ pub(crate) enum PeerCall {
     /// A WebSocket API logon or signed subscription of a user the callee
     /// owns (see `api::wsapi::authorize`).
     Authorize(Box<Authorize>),
+    /// The callee's job queue, on the admin API's behalf.
+    Jobs(crate::api::jobs::JobsCall),
 }
 
 /// Answers to [`PeerCall`]s, variant for variant.
@@ -46,6 +48,7 @@ pub(crate) enum PeerReply {
     Reference(Option<Price>),
     Fragments(Vec<(MarketId, Vec<u8>)>),
     Authorize(Result<Grant, HttpError>),
+    Jobs(Box<RestReply>),
 }
 
 /// Why a call to another shard failed.

@@ -121,6 +121,9 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::DepositHistory => transfers::deposits(shard, params, user, now_ms).await,
         Endpoint::WithdrawHistory => transfers::withdrawals(shard, params, user, now_ms).await,
         Endpoint::DepositAddress | Endpoint::WithdrawApply => Err(wallet::refused(req.endpoint)),
+        Endpoint::ExportCreate => crate::api::jobs::create(shard, params, user, now_ms).await,
+        Endpoint::ExportStatus => crate::api::jobs::status(shard, params, user),
+        Endpoint::ExportDownload => crate::api::jobs::download(shard, params, user),
         other => unreachable!("{other:?} is not a user endpoint"),
     };
     from_result(result)

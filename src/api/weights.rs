@@ -89,6 +89,10 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
         CapitalConfig | DepositAddress => 10,
         AccountCommission => 20,
         WithdrawApply => 900,
+        // An export reads the whole history once, off the request path.
+        ExportCreate => 100,
+        ExportStatus => 1,
+        ExportDownload => 10,
     }
 }
 
@@ -220,6 +224,9 @@ mod tests {
             (WithdrawHistory, none, 1),
             (DepositAddress, none, 10),
             (WithdrawApply, none, 900),
+            (ExportCreate, none, 100),
+            (ExportStatus, none, 1),
+            (ExportDownload, none, 10),
         ];
         for (endpoint, params, expected) in table {
             assert_eq!(weight(*endpoint, params), *expected, "{endpoint:?} {params:?}");

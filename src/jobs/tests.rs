@@ -31,6 +31,8 @@ fn config(dir: &std::path::Path) -> JobsConfig {
         export_dir: dir.join("exports"),
         exports_per_user_max: 2,
         export_ttl_ms: 60_000,
+        workers_in_server: true,
+        test_job_start_delay_ms: 0,
     }
 }
 
@@ -241,7 +243,8 @@ fn backoff_doubles_up_to_its_ceiling_less_some_jitter() {
     let delays: Vec<u64> = (1..=8).map(|a| backoff_ms(a, 100, 5_000, 0)).collect();
     assert_eq!(delays, vec![100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
     // Jitter takes off at most a quarter.
-    assert_eq!(backoff_ms(3, 100, 5_000, 100), 400 - 100 % 101);
+    assert_eq!(backoff_ms(3, 100, 5_000, 100), 300);
+    assert_eq!(backoff_ms(3, 100, 5_000, 150), 400 - 150 % 101);
     assert!((0..1_000).all(|j| (300..=400).contains(&backoff_ms(3, 100, 5_000, j))));
     assert_eq!(backoff_ms(100, 100, 5_000, 0), 5_000);
 }

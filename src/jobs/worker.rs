@@ -73,6 +73,9 @@ async fn execute(
     jitter: &mut u64,
 ) {
     counters.borrow_mut().runs += 1;
+    if config.test_job_start_delay_ms > 0 {
+        glommio::timer::sleep(Duration::from_millis(config.test_job_start_delay_ms)).await;
+    }
     let outcome = if claimed.job.attempts >= config.attempts_max {
         // Reclaimed from workers that died with it, as many times as it
         // may be tried: it is not run again.

@@ -46,6 +46,8 @@ pub(crate) const BUFFER_BYTES_INITIAL: usize = 4096;
 pub(crate) const BUFFER_BYTES_POOLED_MAX: usize = 64 * 1024;
 /// Pending response bytes that force a write before more requests are read.
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+/// What one read of a streamed file takes (one chunk of the body).
+const FILE_CHUNK_BYTES: usize = 256 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -329,8 +331,19 @@ impl Conn<'_> {
             let close = !head.keep_alive || self.shard.is_draining();
             match answer {
                 Answer::Reply(reply) => {
-                    let head_only = head.method == Method::Head;
-                    self.encode(&reply, close, head_only, started, head.accept_encoding);
+                    if let api::Body::File(path) = &reply.body {
+                        let streamed = Box::pin(self.stream_file(&reply, path, close)).await;
+                        let elapsed = started.elapsed().as_nanos() as u64;
+                        self.shard.metrics_mut().record(reply.route, 200, elapsed);
+                        if streamed.is_err() {
+                            // Cut without its last chunk (see below).
+                            self.write.clear();
+                            return Next::Close;
+                        }
+                    } else {
+                        let head_only = head.method == Method::Head;
+                        self.encode(&reply, close, head_only, started, head.accept_encoding);
+                    }
                 }
                 Answer::Export(export) => {
                     let streamed = Box::pin(self.stream_export(*export, close)).await;
@@ -385,15 +398,66 @@ impl Conn<'_> {
             }
         }
         self.write.extend_from_slice(http::LAST_CHUNK);
-        // Give back what the pages took beyond a pooled buffer (the head
-        // may still be here, unsent, when there were no rows).
+        // The head may still be here, unsent, when there were no rows.
+        self.shrink_write_buffer();
+        Ok(())
+    }
+
+    /// Streams a file as the body, [`FILE_CHUNK_BYTES`] at a time, each
+    /// written before the next is read, as [`Self::stream_export`] streams
+    /// pages. Its length is known: a file that cannot be read to its end
+    /// ends the response short, and the connection closes.
+    async fn stream_file(&mut self, reply: &api::Reply, path: &std::path::Path, close: bool) -> io::Result<()> {
+        let file = glommio::io::BufferedFile::open(path)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.ensure_write_buffer();
+        let headers: Vec<String> = match &reply.headers {
+            api::Headers::Owned(headers) => headers.clone(),
+            api::Headers::Static(headers) => headers.iter().map(|h| h.to_string()).collect(),
+        };
+        let length = match file.file_size().await {
+            Ok(length) => length,
+            Err(e) => {
+                let _ = file.close().await;
+                return Err(io::Error::other(e.to_string()));
+            }
+        };
+        http::encode_sized_head(&mut self.write, 200, reply.content_type, &headers, length, close);
+        let mut at = 0;
+        let result = loop {
+            if at == length {
+                break Ok(());
+            }
+            let chunk = match file.read_at(at, FILE_CHUNK_BYTES).await {
+                Ok(chunk) if !chunk.is_empty() => chunk,
+                Ok(_) => break Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter")),
+                Err(e) => break Err(io::Error::other(e.to_string())),
+            };
+            at += chunk.len() as u64;
+            self.write.extend_from_slice(&chunk);
+            if let Err(e) = self.flush().await {
+                break Err(e);
+            }
+            if self.shard.is_draining() {
+                break Err(io::Error::new(io::ErrorKind::Interrupted, "draining"));
+            }
+        };
+        let _ = file.close().await;
+        result?;
+        self.shrink_write_buffer();
+        Ok(())
+    }
+
+    /// Gives back what a streamed body's chunks took beyond a pooled
+    /// buffer, keeping what is still unsent.
+    fn shrink_write_buffer(&mut self) {
         if self.write.capacity() > BUFFER_BYTES_POOLED_MAX {
             let mut small = self.shard.take_buffer(BUFFER_BYTES_INITIAL);
             small.extend_from_slice(&self.write);
-            let pages = std::mem::replace(&mut self.write, small);
-            self.shard.give_buffer(pages);
+            let chunks = std::mem::replace(&mut self.write, small);
+            self.shard.give_buffer(chunks);
         }
-        Ok(())
     }
 
     /// Appends the response to the write buffer. A HEAD request's body is

@@ -10,6 +10,7 @@ mod admission;
 pub(crate) mod conn;
 mod dispatch;
 mod history;
+mod jobs;
 pub(crate) mod mesh;
 mod process;
 mod publish;
@@ -19,4 +20,5 @@ mod wsapi;
 mod wsconn;
 
 pub use history::migrate;
+pub use jobs::run_worker_process;
 pub use process::{run, ServerError};

@@ -278,7 +278,7 @@ fn supervise(
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so
 /// that only `wait_signal` receives them.
-fn block_signals() -> std::io::Result<libc::sigset_t> {
+pub(crate) fn block_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls
     // only read and write the set we own.
     unsafe {
@@ -294,7 +294,7 @@ fn block_signals() -> std::io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
+pub(crate) fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
     let spec = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,

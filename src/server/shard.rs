@@ -88,6 +88,16 @@ pub(crate) struct Shard {
     pub(super) shared_limits: Option<crate::redis::limiter::SharedLimiter>,
     /// IPs banned for going on past 429 (418).
     pub(super) bans: RefCell<crate::limits::Bans>,
+    /// The background jobs' queue (Redis's, or this shard's own).
+    pub(super) jobs: std::cell::OnceCell<Rc<crate::jobs::Queue>>,
+    pub(super) jobs_config: crate::config::JobsConfig,
+    pub(super) job_counters: RefCell<crate::jobs::worker::WorkerCounters>,
+    pub(super) job_stats: Cell<crate::jobs::QueueStats>,
+    /// Job ids: this process's start, the shard, then a sequence.
+    pub(super) job_seq: Cell<u64>,
+    pub(super) open_exports: RefCell<HashMap<UserId, Vec<String>>>,
+    /// How often the daily report runs (the history store's statistics).
+    pub(super) statistics_interval_s: u64,
 }
 
 impl Shard {
@@ -116,6 +126,20 @@ impl Shard {
             buffer.clear();
             pool.push(buffer);
         }
+    }
+
+    /// A job id no other job of any instance has: letters and digits, from
+    /// this process's id, the shard and a sequence that starts at the
+    /// start-up time in microseconds.
+    pub(crate) fn next_job_id(&self) -> String {
+        let seq = self.job_seq.get() + 1;
+        self.job_seq.set(seq);
+        format!(
+            "{:x}p{:x}s{}n{seq:x}",
+            crate::clock::now_ms() / 1000,
+            std::process::id(),
+            self.index
+        )
     }
 
     pub(crate) fn admin_token(&self) -> Option<&str> {
@@ -298,6 +322,7 @@ impl Host for Shard {
             metrics.redis.limit_leases = self.shared_limits.as_ref().map_or(0, |s| s.leases() as u64);
         }
         metrics.ip_banned = self.bans.borrow().banned_now(crate::clock::now_ms()) as u64;
+        metrics.jobs = crate::server::jobs::counters(self);
         metrics.snapshot(self.index)
     }
 
@@ -354,6 +379,22 @@ impl Host for Shard {
 
     fn history(&self) -> Option<&ShardStore> {
         self.history.get().map(|store| &**store)
+    }
+
+    fn jobs_config(&self) -> &crate::config::JobsConfig {
+        &self.jobs_config
+    }
+
+    fn jobs(&self) -> Option<&crate::jobs::Queue> {
+        self.jobs.get().map(|queue| &**queue)
+    }
+
+    fn new_job_id(&self) -> String {
+        self.next_job_id()
+    }
+
+    fn open_exports(&self) -> RefMut<'_, HashMap<UserId, Vec<String>>> {
+        self.open_exports.borrow_mut()
     }
 
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError> {

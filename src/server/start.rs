@@ -131,6 +131,11 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     install(&shard, &setup, start.image)?;
     open_journal(&shard, &setup, start.generation).await?;
     open_history(&shard, &setup, start.generation)?;
+    let queue = crate::server::jobs::queue(&setup.config, shard.redis.as_ref(), setup.index)?;
+    if shard.jobs.set(Rc::new(queue)).is_err() {
+        return Err("the job queue is opened once".into());
+    }
+    crate::server::jobs::start(&shard);
     if setup.config.demo_user && start.fresh {
         create_demo_user(&shard)?;
         shard.flush_engine();
@@ -287,6 +292,13 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         market_data: RefCell::new(market_data),
         request_limiter: RefCell::new(LocalLimiter::new(&local_request_limits(config))),
         order_limiter: RefCell::new(LocalLimiter::new(&local_request_limits(config))),
+        jobs: std::cell::OnceCell::new(),
+        jobs_config: config.jobs.clone(),
+        job_counters: RefCell::default(),
+        job_stats: Cell::default(),
+        job_seq: Cell::new(crate::clock::now_micros()),
+        open_exports: RefCell::default(),
+        statistics_interval_s: config.history.statistics_interval_s,
         bans: RefCell::new(crate::limits::Bans::new(
             limits.ip_ban_refusals_per_minute_max,
             limits.limiter_keys_max,
@@ -345,8 +357,15 @@ fn redis_client(config: &crate::config::Config, shard: usize) -> Option<crate::r
     let url = config.redis.url.as_deref()?;
     // The URL was checked with the configuration.
     let target = crate::redis::parse_url(url).ok()?;
+    // Each shard's reconnect jitter differs.
+    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);
+    Some(crate::redis::Redis::start(target, redis_limits(config), seed))
+}
+
+/// The Redis client's bounds and timings from the configuration.
+pub(crate) fn redis_limits(config: &crate::config::Config) -> crate::redis::RedisLimits {
     let redis = &config.redis;
-    let limits = crate::redis::RedisLimits {
+    crate::redis::RedisLimits {
         connect_timeout_ms: redis.connect_timeout_ms,
         command_timeout_ms: redis.command_timeout_ms,
         heartbeat_ms: redis.heartbeat_ms,
@@ -356,10 +375,7 @@ fn redis_client(config: &crate::config::Config, shard: usize) -> Option<crate::r
         backoff_base_ms: redis.backoff_base_ms,
         backoff_max_ms: redis.backoff_max_ms,
         breaker: redis.breaker.config(),
-    };
-    // Each shard's reconnect jitter differs.
-    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);
-    Some(crate::redis::Redis::start(target, limits, seed))
+    }
 }
 
 /// Funds the demo user gets at start, so the README's example can trade.

@@ -300,6 +300,8 @@ impl Session {
             body: match reply.body {
                 api::Body::Owned(body) => body,
                 api::Body::Static(body) => body.to_vec(),
+                // No WebSocket API method answers with a file.
+                api::Body::File(_) => Vec::new(),
             },
         };
         self.twin_answer(reply, usage, session)

@@ -160,3 +160,25 @@ pub fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str
     ));
     c.response()
 }
+
+/// The header of a trades CSV export.
+pub const TRADES_HEADER: &str =
+    "user,symbol,trade_id,order_id,price,qty,quote_qty,commission,commission_asset,is_buyer,is_maker,time_ms";
+
+/// A trade as a line of a CSV export, from myTrades' JSON.
+pub fn trade_csv(user: u64, t: &Value) -> String {
+    format!(
+        "{user},{},{},{},{},{},{},{},{},{},{},{}",
+        t["symbol"].as_str().unwrap(),
+        t["id"],
+        t["orderId"],
+        t["price"].as_str().unwrap(),
+        t["qty"].as_str().unwrap(),
+        t["quoteQty"].as_str().unwrap(),
+        t["commission"].as_str().unwrap(),
+        t["commissionAsset"].as_str().unwrap(),
+        t["isBuyer"],
+        t["isMaker"],
+        t["time"],
+    )
+}
