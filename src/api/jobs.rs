@@ -42,8 +42,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tradsys_engine::order::UserId;
 
-/// Months of partitions the daily report keeps made ahead (as start-up).
-const PARTITIONS_AHEAD_MONTHS: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -318,7 +316,7 @@ impl Handler for Runner<'_> {
             JobKind::DailyReport => {
                 let store = self.store.ok_or("no history store here")?;
                 store
-                    .upkeep(crate::clock::now_ms(), PARTITIONS_AHEAD_MONTHS + 1)
+                    .upkeep(crate::clock::now_ms(), crate::store::shard::PARTITIONS_AHEAD_MONTHS + 1)
                     .await
                     .map_err(|e| e.to_string())
             }

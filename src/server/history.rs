@@ -48,8 +48,6 @@ const SPARE_WINDOW_MS: u64 = 200;
 const PG_WAIT_FOR_SPARE_CPU_MAX_MS: u64 = 2000;
 /// First and longest pause after a failed batch.
 const WRITER_BACKOFF_MS: (u64, u64) = (10, 2000);
-/// Months of partitions PostgreSQL keeps made ahead.
-const PARTITIONS_AHEAD_MONTHS: u32 = 3;
 /// How soon a failed upkeep (partitions, statistics) is tried again.
 const UPKEEP_RETRY_MS: u64 = 10_000;
 /// The shortest pause between two start-up attempts to reach the store
@@ -71,7 +69,6 @@ pub(crate) struct WriterContext {
     pub(crate) generation: u64,
     pub(crate) markets: Vec<MarketSpec>,
     pub(crate) epochs: Arc<Epochs>,
-    pub(crate) statistics_interval_s: u64,
 }
 
 /// Starts the shard's writer (and on shard 0 the upkeep timer) on a task
@@ -79,7 +76,7 @@ pub(crate) struct WriterContext {
 pub(crate) fn start(shard: &Rc<Shard>, store: Rc<ShardStore>, context: WriterContext) {
     let queue = glommio::executor().create_task_queue(Shares::Static(WRITER_SHARES), Latency::NotImportant, "history");
     store.set_task_queue(queue);
-    let upkeep = run_upkeep(store.clone(), shard.index == 0, context.statistics_interval_s);
+    let upkeep = run_upkeep(store.clone(), shard.index == 0);
     let writer = run_writer(shard.clone(), store, context);
     if glommio::spawn_local_into(writer, queue).map(|t| t.detach()).is_err() {
         eprintln!("shard {}: cannot start the history writer", shard.index);
@@ -470,15 +467,18 @@ fn rows_after(after: u64, lsn: u64, record: Option<&Record>, trading: &Trading, 
 }
 
 /// PostgreSQL upkeep: shard 0 makes partitions ahead and refreshes the
-/// statistics views; every shard measures its replicas' lag.
-async fn run_upkeep(store: Rc<ShardStore>, leader: bool, statistics_interval_s: u64) {
+/// statistics views once at start (before rows need this month's
+/// partition), then leaves it to the daily report job (`server::jobs`);
+/// every shard measures its replicas' lag.
+async fn run_upkeep(store: Rc<ShardStore>, leader: bool) {
+    let mut upkeep_pending = leader;
     let mut next_upkeep_ms = 0;
     loop {
         let now_ms = crate::clock::now_ms();
-        if leader && now_ms >= next_upkeep_ms {
+        if upkeep_pending && now_ms >= next_upkeep_ms {
             // This month and the ones ahead.
-            match store.upkeep(now_ms, PARTITIONS_AHEAD_MONTHS + 1).await {
-                Ok(()) => next_upkeep_ms = now_ms + statistics_interval_s * 1000,
+            match store.upkeep(now_ms, crate::store::shard::PARTITIONS_AHEAD_MONTHS + 1).await {
+                Ok(()) => upkeep_pending = false,
                 // Soon again: the store may be back by then.
                 Err(_) => next_upkeep_ms = now_ms + UPKEEP_RETRY_MS,
             }

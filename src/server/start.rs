@@ -445,7 +445,6 @@ fn open_history(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) -> Resul
         generation,
         markets: setup.markets.clone(),
         epochs: setup.epochs.clone(),
-        statistics_interval_s: config.history.statistics_interval_s,
     };
     history::start(shard, store, context);
     Ok(())

@@ -161,6 +161,9 @@ pub struct ShardStore {
     data_dir: std::path::PathBuf,
 }
 
+/// Months of PostgreSQL partitions kept made ahead of this one.
+pub const PARTITIONS_AHEAD_MONTHS: u32 = 3;
+
 /// The SQLite file of `shard` in `data_dir`.
 pub fn sqlite_path(data_dir: &Path, shard: u32) -> std::path::PathBuf {
     crate::durability::snapshot::shard_dir(data_dir, shard).join(HISTORY_FILE)
