@@ -29,6 +29,7 @@ const LAYERS: &[&str] = &[
     "metrics",
     "redis",
     "config",
+    "cache",
     // The trading core, then what is built on it.
     "trading",
     "streams",
