@@ -379,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn an_invalidation_drops_older_versions_and_a_lost_subscription_empties_l1() {
+    fn an_invalidation_drops_older_versions_and_a_subscription_regained_empties_l1() {
         on_executor(|| async {
             let cache = Cache::new(&config(), None);
             let fill = |v: &'static [u8]| async move { Ok(v.to_vec()) };

@@ -99,23 +99,24 @@ async fn run(
         .await;
         match outcome {
             None => break,
-            Some(Err(SessionEnd::Subscribed(_))) => on_event(Event::Lost),
-            Some(Err(SessionEnd::Never(_))) | Some(Ok(())) => {}
+            Some(Err(SessionEnd::Subscribed)) => on_event(Event::Lost),
+            Some(Err(SessionEnd::Never)) | Some(Ok(())) => {}
         }
         let delay = backoff.next_delay_ms(xorshift(&mut random));
         futures_lite::future::or(glommio::timer::sleep(Duration::from_millis(delay)), until_closed(&shared)).await;
     }
 }
 
-/// Why a connection ended: before or after it had subscribed.
+/// When a connection ended: before or after it had subscribed. (Why is
+/// not kept: either way it is opened again.)
 enum SessionEnd {
-    Never(RedisError),
-    Subscribed(RedisError),
+    Never,
+    Subscribed,
 }
 
 impl From<RedisError> for SessionEnd {
-    fn from(error: RedisError) -> SessionEnd {
-        SessionEnd::Never(error)
+    fn from(_: RedisError) -> SessionEnd {
+        SessionEnd::Never
     }
 }
 
@@ -131,11 +132,11 @@ async fn listen(
     write(stream, limits, &encode_command(&[b"SUBSCRIBE", channel.as_bytes()])).await?;
     let first = within(limits.command_timeout_ms, next_frame(stream, &mut read, limits.reply_bytes_max)).await??;
     if !is_kind(&first, b"subscribe") {
-        return Err(SessionEnd::Never(RedisError::Protocol(format!("SUBSCRIBE answered {first:?}"))));
+        return Err(SessionEnd::Never);
     }
     backoff.reset();
     on_event(Event::Subscribed);
-    let lost = SessionEnd::Subscribed;
+    let lost = |_: RedisError| SessionEnd::Subscribed;
     let mut pinged = false;
     loop {
         let wait = if pinged { limits.command_timeout_ms } else { limits.heartbeat_ms };
@@ -149,7 +150,7 @@ async fn listen(
                 }
             }
             Ok(Err(error)) => return Err(lost(error)),
-            Err(timeout) if pinged => return Err(lost(timeout)),
+            Err(_) if pinged => return Err(SessionEnd::Subscribed),
             Err(_) => {
                 write(stream, limits, &encode_command(&[b"PING"])).await.map_err(lost)?;
                 pinged = true;

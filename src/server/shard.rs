@@ -86,6 +86,10 @@ pub(crate) struct Shard {
     pub(super) redis: Option<crate::redis::Redis>,
     /// The per-IP limits shared through Redis, with `--redis`.
     pub(super) shared_limits: Option<crate::redis::limiter::SharedLimiter>,
+    /// The two-level cache (L2 with `--redis`).
+    pub(super) cache: Rc<crate::cache::Cache>,
+    /// Cache invalidations from Redis, with `--redis`.
+    pub(super) cache_subscriber: Option<crate::redis::subscriber::Subscriber>,
 }
 
 impl Shard {
@@ -268,6 +272,10 @@ impl Host for Shard {
         &self.exchange_info
     }
 
+    fn cache(&self) -> &crate::cache::Cache {
+        &self.cache
+    }
+
     fn trading(&self) -> Ref<'_, Trading> {
         self.trading.borrow()
     }
@@ -299,6 +307,7 @@ impl Host for Shard {
             metrics.redis.limit_fallbacks = fallbacks;
             metrics.redis.limit_leases = self.shared_limits.as_ref().map_or(0, |s| s.leases() as u64);
         }
+        metrics.cache = self.cache.counters();
         metrics.snapshot(self.index)
     }
 
