@@ -897,9 +897,21 @@ fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
 fn render_cache(out: &mut String, snapshots: &[Snapshot]) {
     type Level = fn(&CacheLevelCounters) -> u64;
     let levels: [(&str, &str, Level); 5] = [
-        ("tradsys_cache_hits_total", "Cache lookups answered by the level.", |l| l.hits),
-        ("tradsys_cache_misses_total", "Cache lookups the level could not answer.", |l| l.misses),
-        ("tradsys_cache_fills_total", "Values this shard computed and stored in the level.", |l| l.fills),
+        (
+            "tradsys_cache_hits_total",
+            "Cache lookups answered by the level.",
+            |l| l.hits,
+        ),
+        (
+            "tradsys_cache_misses_total",
+            "Cache lookups the level could not answer.",
+            |l| l.misses,
+        ),
+        (
+            "tradsys_cache_fills_total",
+            "Values this shard computed and stored in the level.",
+            |l| l.fills,
+        ),
         (
             "tradsys_cache_evictions_total",
             "Entries dropped for room (L2: Redis evicts on its own, not counted).",
@@ -916,13 +928,28 @@ fn render_cache(out: &mut String, snapshots: &[Snapshot]) {
         for s in snapshots {
             let c = &s.counters.cache;
             for (level, counters) in [("l1", &c.l1), ("l2", &c.l2)] {
-                let _ = writeln!(out, "{name}{{shard=\"{}\",level=\"{level}\"}} {}", s.shard, value(counters));
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",level=\"{level}\"}} {}",
+                    s.shard,
+                    value(counters)
+                );
             }
         }
     }
     let gauges: [ShardFamily; 3] = [
-        ("tradsys_cache_entries", "gauge", "Entries in the shard's L1 cache.", |s| s.counters.cache.l1_entries),
-        ("tradsys_cache_bytes", "gauge", "Bytes the shard's L1 cache holds (values, keys and a fixed overhead per entry).", |s| s.counters.cache.l1_bytes),
+        (
+            "tradsys_cache_entries",
+            "gauge",
+            "Entries in the shard's L1 cache.",
+            |s| s.counters.cache.l1_entries,
+        ),
+        (
+            "tradsys_cache_bytes",
+            "gauge",
+            "Bytes the shard's L1 cache holds (values, keys and a fixed overhead per entry).",
+            |s| s.counters.cache.l1_bytes,
+        ),
         (
             "tradsys_cache_invalidation_subscribed",
             "gauge",

@@ -137,7 +137,8 @@ fn an_invalidation_reaches_every_shard_of_every_instance() {
     let (a, b) = (Server::start(2, &args), Server::start(2, &args));
     for server in [&a, &b] {
         assert!(
-            eventually(WAIT, || gauge(server, "tradsys_cache_invalidation_subscribed", 2) == vec![1, 1]),
+            eventually(WAIT, || gauge(server, "tradsys_cache_invalidation_subscribed", 2)
+                == vec![1, 1]),
             "not subscribed"
         );
         assert_eq!(level(server, "tradsys_cache_invalidations_total", "l1", 2), vec![0, 0]);
@@ -154,13 +155,16 @@ fn an_invalidation_reaches_every_shard_of_every_instance() {
     // of them directly), b's through Redis.
     for server in [&a, &b] {
         assert!(
-            eventually(WAIT, || level(server, "tradsys_cache_invalidations_total", "l1", 2) == vec![1, 1]),
+            eventually(WAIT, || level(server, "tradsys_cache_invalidations_total", "l1", 2)
+                == vec![1, 1]),
             "{:?}",
             level(server, "tradsys_cache_invalidations_total", "l1", 2)
         );
     }
     assert_eq!(
-        level(&a, "tradsys_cache_invalidations_total", "l2", 2).iter().sum::<u64>(),
+        level(&a, "tradsys_cache_invalidations_total", "l2", 2)
+            .iter()
+            .sum::<u64>(),
         1,
         "one publication"
     );

@@ -303,7 +303,12 @@ mod tests {
         let info = info();
         let body = info.render(None, &[false, true], 0);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let statuses: Vec<&str> = v["symbols"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+        let statuses: Vec<&str> = v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
         assert_eq!(statuses[..3], ["TRADING", "HALT", "TRADING"]);
         assert_ne!(version(&[false, true]), version(&[false, false]));
         assert_ne!(version(&[true, false]), version(&[false, true]));

@@ -92,11 +92,18 @@ pub(crate) async fn every_ticker(
         TickerType::Mini => ("ticker24hrMini", b"type=MINI"),
     };
     let name = format!("{name}:{}", shard.exchange_info().cache_name());
-    let req = RequestRef { query, body: b"", form_body: false, ..req };
+    let req = RequestRef {
+        query,
+        body: b"",
+        form_body: false,
+        ..req
+    };
     let markets = ticker_markets(shard, None)?;
     let cache = shard.cache();
     cache
-        .get_or_fill(&name, 0, cache.ticker_ttl_ms(), || gather_fragments(shard, req, markets))
+        .get_or_fill(&name, 0, cache.ticker_ttl_ms(), || {
+            gather_fragments(shard, req, markets)
+        })
         .await
 }
 

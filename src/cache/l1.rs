@@ -87,7 +87,9 @@ impl L1 {
             return;
         }
         while self.entries.len() >= self.entries_max || self.bytes + needed > self.bytes_max {
-            let Some((_, oldest)) = self.recency.pop_first() else { break };
+            let Some((_, oldest)) = self.recency.pop_first() else {
+                break;
+            };
             if let Some(entry) = self.entries.remove(&oldest) {
                 self.bytes -= cost(&oldest, &entry.value);
                 self.counters.evictions += 1;

@@ -316,7 +316,9 @@ mod tests {
             );
             assert_eq!((counters.l1_entries, counters.l2), (1, CacheLevelCounters::default()));
             // Now warm: a hit, no fill.
-            let again = cache.get_or_fill("k", 1, 60_000, || slow_fill(fills.clone(), b"x")).await;
+            let again = cache
+                .get_or_fill("k", 1, 60_000, || slow_fill(fills.clone(), b"x"))
+                .await;
             assert_eq!(again.map(|v| v.to_vec()), Ok(b"v".to_vec()));
             assert_eq!((fills.get(), cache.counters().l1.hits), (1, 1));
         });
@@ -335,14 +337,20 @@ mod tests {
                 .map(|_| {
                     let (cache, fills) = (cache.clone(), fills.clone());
                     glommio::spawn_local(async move {
-                        cache.get_or_fill("k", 1, 60_000, || failing(fills)).await.map_err(|e| e.code)
+                        cache
+                            .get_or_fill("k", 1, 60_000, || failing(fills))
+                            .await
+                            .map_err(|e| e.code)
                     })
                 })
                 .collect();
             for task in tasks {
                 assert_eq!(task.await, Err(binance::DISCONNECTED));
             }
-            assert_eq!((fills.get(), cache.counters().l1.fills, cache.counters().l1_entries), (1, 0, 0));
+            assert_eq!(
+                (fills.get(), cache.counters().l1.fills, cache.counters().l1_entries),
+                (1, 0, 0)
+            );
         });
     }
 
@@ -355,7 +363,7 @@ mod tests {
                 let cache = cache.clone();
                 glommio::spawn_local(async move {
                     let _ = cache
-                        .get_or_fill("k", 1, 60_000, || std::future::pending::<Result<Vec<u8>, HttpError>>())
+                        .get_or_fill("k", 1, 60_000, std::future::pending::<Result<Vec<u8>, HttpError>>)
                         .await;
                 })
             };
@@ -391,13 +399,19 @@ mod tests {
             cache.on_event(Event::Message(b"b 1"));
             cache.on_event(Event::Message(b"garbage"));
             let counters = cache.counters();
-            assert_eq!((counters.l1.invalidations, counters.l1_entries, counters.subscribed), (1, 1, 1));
+            assert_eq!(
+                (counters.l1.invalidations, counters.l1_entries, counters.subscribed),
+                (1, 1, 1)
+            );
             // Lost: L1 keeps serving; subscribed again: it starts over.
             cache.on_event(Event::Lost);
             assert_eq!((cache.counters().l1_entries, cache.counters().subscribed), (1, 0));
             cache.on_event(Event::Subscribed);
             let counters = cache.counters();
-            assert_eq!((counters.l1.invalidations, counters.l1_entries, counters.subscribed), (2, 0, 1));
+            assert_eq!(
+                (counters.l1.invalidations, counters.l1_entries, counters.subscribed),
+                (2, 0, 1)
+            );
             // The owner's own L1 drops the old version at once.
             cache.get_or_fill("b", 1, 60_000, || fill(b"b1")).await.map(|_| ()).ok();
             cache.invalidate("b", 2).await;

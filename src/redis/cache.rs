@@ -248,16 +248,17 @@ mod tests {
                     Ok::<_, ()>(b"value".to_vec())
                 }
             };
-            let (x, y) = futures_lite::future::zip(
-                a.get_or_fill("k", 7, 60_000, fill),
-                b.get_or_fill("k", 7, 60_000, fill),
-            )
-            .await;
+            let (x, y) =
+                futures_lite::future::zip(a.get_or_fill("k", 7, 60_000, fill), b.get_or_fill("k", 7, 60_000, fill))
+                    .await;
             assert_eq!(x.expect("a").value, b"value");
             assert_eq!(y.expect("b").value, b"value");
             assert_eq!(fills.get(), 1);
             let (ca, cb) = (a.counters(), b.counters());
-            assert_eq!((ca.misses + cb.misses, ca.fills + cb.fills, ca.hits + cb.hits), (2, 1, 1));
+            assert_eq!(
+                (ca.misses + cb.misses, ca.fills + cb.fills, ca.hits + cb.hits),
+                (2, 1, 1)
+            );
             // Another version is another key.
             let z = a.get_or_fill("k", 8, 60_000, fill).await.expect("a");
             assert_eq!((z.value.as_slice(), fills.get()), (&b"value"[..], 2));
@@ -287,7 +288,9 @@ mod tests {
                 assert_eq!(stored.expect("computed").value, b"v");
             }
             // The fill's own error still reaches the caller.
-            let failed = l2.get_or_fill("k", 1, 1_000, || async { Err::<Vec<u8>, _>("no") }).await;
+            let failed = l2
+                .get_or_fill("k", 1, 1_000, || async { Err::<Vec<u8>, _>("no") })
+                .await;
             assert_eq!(failed, Err("no"));
             assert_eq!(l2.counters(), CacheLevelCounters::default());
             l2.redis.close();

@@ -103,7 +103,11 @@ async fn run(
             Some(Err(SessionEnd::Never)) | Some(Ok(())) => {}
         }
         let delay = backoff.next_delay_ms(xorshift(&mut random));
-        futures_lite::future::or(glommio::timer::sleep(Duration::from_millis(delay)), until_closed(&shared)).await;
+        futures_lite::future::or(
+            glommio::timer::sleep(Duration::from_millis(delay)),
+            until_closed(&shared),
+        )
+        .await;
     }
 }
 
@@ -130,7 +134,11 @@ async fn listen(
 ) -> Result<(), SessionEnd> {
     let mut read = Vec::new();
     write(stream, limits, &encode_command(&[b"SUBSCRIBE", channel.as_bytes()])).await?;
-    let first = within(limits.command_timeout_ms, next_frame(stream, &mut read, limits.reply_bytes_max)).await??;
+    let first = within(
+        limits.command_timeout_ms,
+        next_frame(stream, &mut read, limits.reply_bytes_max),
+    )
+    .await??;
     if !is_kind(&first, b"subscribe") {
         return Err(SessionEnd::Never);
     }
@@ -139,7 +147,11 @@ async fn listen(
     let lost = |_: RedisError| SessionEnd::Subscribed;
     let mut pinged = false;
     loop {
-        let wait = if pinged { limits.command_timeout_ms } else { limits.heartbeat_ms };
+        let wait = if pinged {
+            limits.command_timeout_ms
+        } else {
+            limits.heartbeat_ms
+        };
         match within(wait, next_frame(stream, &mut read, limits.reply_bytes_max)).await {
             Ok(Ok(frame)) => {
                 pinged = false;

@@ -277,7 +277,9 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
     let redis = redis_client(config, setup.index);
     let cache = Rc::new(crate::cache::Cache::new(
         &config.cache,
-        redis.clone().map(|redis| crate::redis::cache::L2::new(redis, l2_config(config))),
+        redis
+            .clone()
+            .map(|redis| crate::redis::cache::L2::new(redis, l2_config(config))),
     ));
     Shard {
         index: setup.index,
