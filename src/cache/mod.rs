@@ -250,6 +250,8 @@ mod tests {
     use super::*;
     use crate::binance;
     use crate::metrics::CacheLevelCounters;
+    use std::pin::Pin;
+    use std::task::Poll;
 
     fn config() -> CacheConfig {
         CacheConfig {
@@ -265,17 +267,42 @@ mod tests {
         }
     }
 
-    fn on_executor<Fut: Future<Output = ()> + 'static>(test: impl FnOnce() -> Fut + Send + 'static) {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move { test().await })
-            .expect("an executor")
-            .join()
-            .expect("the test ran to its end");
+    type Task<'a, T = Filled> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+    /// Runs `tasks` together on this thread (no executor: the cache needs
+    /// none) until every one is done; their outputs in order.
+    fn join_all<T>(tasks: Vec<Task<'_, T>>) -> Vec<T> {
+        let mut tasks: Vec<Option<Task<'_, T>>> = tasks.into_iter().map(Some).collect();
+        let mut outputs: Vec<Option<T>> = tasks.iter().map(|_| None).collect();
+        futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (slot, output) in tasks.iter_mut().zip(outputs.iter_mut()) {
+                if let Some(task) = slot {
+                    match task.as_mut().poll(cx) {
+                        Poll::Ready(value) => {
+                            *output = Some(value);
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }));
+        outputs.into_iter().flatten().collect()
     }
 
-    /// A fill that counts itself and yields to the executor several times
-    /// before it answers, so that every request arrives while it runs.
-    async fn slow_fill(fills: Rc<Cell<u32>>, value: &'static [u8]) -> Result<Vec<u8>, HttpError> {
+    fn pending_once<T>(task: &mut Task<'_, T>) -> bool {
+        futures_lite::future::block_on(futures_lite::future::poll_once(task)).is_none()
+    }
+
+    /// A fill that counts itself and yields several times before it
+    /// answers, so that every request arrives while it runs.
+    async fn slow_fill(fills: &Cell<u32>, value: &'static [u8]) -> Result<Vec<u8>, HttpError> {
         fills.set(fills.get() + 1);
         for _ in 0..10 {
             futures_lite::future::yield_now().await;
@@ -285,110 +312,76 @@ mod tests {
 
     #[test]
     fn a_stampede_of_1000_requests_on_a_cold_key_fills_once() {
-        on_executor(|| async {
-            let cache = Rc::new(Cache::new(&config(), None));
-            let fills = Rc::new(Cell::new(0));
-            let tasks: Vec<_> = (0..1_000)
-                .map(|_| {
-                    let (cache, fills) = (cache.clone(), fills.clone());
-                    glommio::spawn_local(async move {
-                        cache
-                            .get_or_fill("k", 1, 60_000, || slow_fill(fills, b"v"))
-                            .await
-                            .map(|v| v.to_vec())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                assert_eq!(task.await, Ok(b"v".to_vec()));
+        let cache = Cache::new(&config(), None);
+        let fills = Cell::new(0);
+        let tasks: Vec<Task<'_>> = (0..1_000)
+            .map(|_| Box::pin(cache.get_or_fill("k", 1, 60_000, || slow_fill(&fills, b"v"))) as Task<'_>)
+            .collect();
+        for value in join_all(tasks) {
+            assert_eq!(value.map(|v| v.to_vec()), Ok(b"v".to_vec()));
+        }
+        assert_eq!(fills.get(), 1);
+        let counters = cache.counters();
+        assert_eq!(
+            counters.l1,
+            CacheLevelCounters {
+                hits: 0,
+                misses: 1_000,
+                fills: 1,
+                evictions: 0,
+                invalidations: 0
             }
-            assert_eq!(fills.get(), 1);
-            let counters = cache.counters();
-            assert_eq!(
-                counters.l1,
-                CacheLevelCounters {
-                    hits: 0,
-                    misses: 1_000,
-                    fills: 1,
-                    evictions: 0,
-                    invalidations: 0
-                }
-            );
-            assert_eq!((counters.l1_entries, counters.l2), (1, CacheLevelCounters::default()));
-            // Now warm: a hit, no fill.
-            let again = cache
-                .get_or_fill("k", 1, 60_000, || slow_fill(fills.clone(), b"x"))
-                .await;
-            assert_eq!(again.map(|v| v.to_vec()), Ok(b"v".to_vec()));
-            assert_eq!((fills.get(), cache.counters().l1.hits), (1, 1));
-        });
+        );
+        assert_eq!((counters.l1_entries, counters.l2), (1, CacheLevelCounters::default()));
+        // Now warm: a hit, no fill.
+        let again = futures_lite::future::block_on(cache.get_or_fill("k", 1, 60_000, || slow_fill(&fills, b"x")));
+        assert_eq!(again.map(|v| v.to_vec()), Ok(b"v".to_vec()));
+        assert_eq!((fills.get(), cache.counters().l1.hits), (1, 1));
     }
 
     #[test]
     fn a_failed_fill_reaches_its_waiters_and_is_not_kept() {
-        on_executor(|| async {
-            let cache = Rc::new(Cache::new(&config(), None));
-            let fills = Rc::new(Cell::new(0));
-            let failing = |fills: Rc<Cell<u32>>| async move {
-                slow_fill(fills, b"").await?;
-                Err(HttpError::new(503, binance::DISCONNECTED, "down"))
-            };
-            let tasks: Vec<_> = (0..10)
-                .map(|_| {
-                    let (cache, fills) = (cache.clone(), fills.clone());
-                    glommio::spawn_local(async move {
-                        cache
-                            .get_or_fill("k", 1, 60_000, || failing(fills))
-                            .await
-                            .map_err(|e| e.code)
-                    })
-                })
-                .collect();
-            for task in tasks {
-                assert_eq!(task.await, Err(binance::DISCONNECTED));
-            }
-            assert_eq!(
-                (fills.get(), cache.counters().l1.fills, cache.counters().l1_entries),
-                (1, 0, 0)
-            );
-        });
+        let cache = Cache::new(&config(), None);
+        let fills = Cell::new(0);
+        let failing = || async {
+            slow_fill(&fills, b"").await?;
+            Err(HttpError::new(503, binance::DISCONNECTED, "down"))
+        };
+        let tasks: Vec<Task<'_>> = (0..10)
+            .map(|_| Box::pin(cache.get_or_fill("k", 1, 60_000, failing)) as Task<'_>)
+            .collect();
+        for value in join_all(tasks) {
+            assert_eq!(value.map_err(|e| e.code), Err(binance::DISCONNECTED));
+        }
+        assert_eq!(
+            (fills.get(), cache.counters().l1.fills, cache.counters().l1_entries),
+            (1, 0, 0)
+        );
     }
 
     #[test]
     fn a_dropped_fill_wakes_its_waiters_and_one_of_them_fills() {
-        on_executor(|| async {
-            let cache = Rc::new(Cache::new(&config(), None));
-            let fills = Rc::new(Cell::new(0));
-            let never = {
-                let cache = cache.clone();
-                glommio::spawn_local(async move {
-                    let _ = cache
-                        .get_or_fill("k", 1, 60_000, std::future::pending::<Result<Vec<u8>, HttpError>>)
-                        .await;
-                })
-            };
-            futures_lite::future::yield_now().await;
-            let waiters: Vec<_> = (0..10)
-                .map(|_| {
-                    let (cache, fills) = (cache.clone(), fills.clone());
-                    glommio::spawn_local(async move {
-                        let value = cache.get_or_fill("k", 1, 60_000, || slow_fill(fills, b"v")).await;
-                        value.map(|v| v.to_vec())
-                    })
-                })
-                .collect();
-            futures_lite::future::yield_now().await;
-            never.cancel().await;
-            for waiter in waiters {
-                assert_eq!(waiter.await, Ok(b"v".to_vec()));
-            }
-            assert_eq!(fills.get(), 1);
-        });
+        let cache = Cache::new(&config(), None);
+        let fills = Cell::new(0);
+        let mut never: Task<'_> =
+            Box::pin(cache.get_or_fill("k", 1, 60_000, std::future::pending::<Result<Vec<u8>, HttpError>>));
+        assert!(pending_once(&mut never));
+        let mut waiters: Vec<Task<'_>> = (0..10)
+            .map(|_| Box::pin(cache.get_or_fill("k", 1, 60_000, || slow_fill(&fills, b"v"))) as Task<'_>)
+            .collect();
+        for waiter in &mut waiters {
+            assert!(pending_once(waiter));
+        }
+        drop(never);
+        for value in join_all(waiters) {
+            assert_eq!(value.map(|v| v.to_vec()), Ok(b"v".to_vec()));
+        }
+        assert_eq!(fills.get(), 1);
     }
 
     #[test]
     fn an_invalidation_drops_older_versions_and_a_subscription_regained_empties_l1() {
-        on_executor(|| async {
+        futures_lite::future::block_on(async {
             let cache = Cache::new(&config(), None);
             let fill = |v: &'static [u8]| async move { Ok(v.to_vec()) };
             cache.get_or_fill("a", 1, 60_000, || fill(b"a1")).await.map(|_| ()).ok();
