@@ -51,9 +51,11 @@ fn every_shard_connects_notices_a_lost_server_and_reconnects() {
     );
     assert_eq!(per_shard(&server, "tradsys_redis_failures_total", 2), vec![0.0, 0.0]);
     assert_eq!(per_shard(&server, "tradsys_redis_connects_total", 2), vec![1.0, 1.0]);
-    // Every shard authenticated and selected database 1: two clients.
+    // Every shard authenticated and selected database 1: two clients, and
+    // each shard's cache invalidation subscriber (`sub=1`).
     let clients = redis.command(&["CLIENT", "LIST"]);
-    assert_eq!(clients.matches(" db=1 ").count(), 2, "{clients}");
+    assert_eq!(clients.matches(" db=1 ").count(), 4, "{clients}");
+    assert_eq!(clients.matches(" db=1 sub=1 ").count(), 2, "{clients}");
 
     redis.kill9();
     assert!(
