@@ -459,6 +459,51 @@ const KEYS: &[Key] = &[
         help: "time a finished export's file is kept",
     },
     Key {
+        name: "cache_l1_entries_max",
+        default: "4096",
+        help: "entries one shard's L1 cache holds at most (least recently used dropped first)",
+    },
+    Key {
+        name: "cache_l1_bytes_max",
+        default: "67108864",
+        help: "bytes one shard's L1 cache holds at most (values, keys and a fixed overhead per entry)",
+    },
+    Key {
+        name: "cache_ttl_ms",
+        default: "60000",
+        help: "lifetime of a cached exchangeInfo in L1 and in Redis (what a missed invalidation can cost)",
+    },
+    Key {
+        name: "cache_ticker_ttl_ms",
+        default: "1000",
+        help: "lifetime of the cached 24 h statistics of every market (ticker/24hr without symbol): how old an answer may be",
+    },
+    Key {
+        name: "cache_l2_value_bytes_max",
+        default: "1048576",
+        help: "largest value the cache stores in Redis (larger ones stay in L1)",
+    },
+    Key {
+        name: "cache_l2_lock_ms",
+        default: "500",
+        help: "lifetime of the Redis lock a shard takes to fill a missing value, so that one instance computes it",
+    },
+    Key {
+        name: "cache_l2_poll_ms",
+        default: "5",
+        help: "how often a shard that found the fill lock taken looks for the value",
+    },
+    Key {
+        name: "cache_l2_polls_max",
+        default: "20",
+        help: "looks for a value another instance is filling before a shard computes it itself",
+    },
+    Key {
+        name: "cache_namespace",
+        default: "tradsys",
+        help: "prefix of the cache's Redis keys and channel; instances that serve the same markets share one",
+    },
+    Key {
         name: "shard_spin_us",
         default: "0",
         help: "microseconds an idle shard spins before sleeping (on dedicated cores: fewer wakeups, more CPU)",
@@ -493,6 +538,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub redis: RedisConfig,
     pub jobs: JobsConfig,
+    pub cache: CacheConfig,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
     /// (no flag, no file key): that shard installs its state this much later.
     pub test_shard_start_delay: Option<(usize, u64)>,
@@ -608,6 +654,21 @@ pub struct RedisConfig {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub breaker: BreakerSettings,
+}
+
+/// The two-level cache's settings (see `cache`), each named with its unit
+/// last.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub l1_entries_max: usize,
+    pub l1_bytes_max: usize,
+    pub ttl_ms: u64,
+    pub ticker_ttl_ms: u64,
+    pub l2_value_bytes_max: usize,
+    pub l2_lock_ms: u64,
+    pub l2_poll_ms: u64,
+    pub l2_polls_max: u32,
+    pub namespace: String,
 }
 
 /// Limits of WebSocket connections, each named with its unit last.
@@ -864,6 +925,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         history: history(&v)?,
         redis: redis(&v)?,
         jobs: jobs(&v)?,
+        cache: cache(&v)?,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })
@@ -1047,6 +1109,37 @@ fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
     }
     if config.backoff_base_ms > config.backoff_max_ms {
         return Err(invalid("jobs_backoff_base_ms", "must not exceed jobs_backoff_max_ms"));
+    }
+    Ok(config)
+}
+
+fn cache(v: &Values) -> Result<CacheConfig, ConfigError> {
+    let namespace = v.text("cache_namespace");
+    let printable = |c: char| c.is_ascii_graphic() && c != ':';
+    if namespace.is_empty() || namespace.len() > 64 || !namespace.chars().all(printable) {
+        return Err(invalid(
+            "cache_namespace",
+            "must be 1 to 64 printable ASCII characters without ':' or spaces",
+        ));
+    }
+    let config = CacheConfig {
+        l1_entries_max: v.count("cache_l1_entries_max", 1 << 24)?,
+        l1_bytes_max: v.number("cache_l1_bytes_max", 1 << 16, 1 << 40)? as usize,
+        ttl_ms: v.number("cache_ttl_ms", 1, 24 * 3_600_000)?,
+        ticker_ttl_ms: v.number("cache_ticker_ttl_ms", 1, 3_600_000)?,
+        l2_value_bytes_max: v.number("cache_l2_value_bytes_max", 1 << 10, 1 << 29)? as usize,
+        l2_lock_ms: v.number("cache_l2_lock_ms", 1, 60_000)?,
+        l2_poll_ms: v.number("cache_l2_poll_ms", 1, 10_000)?,
+        l2_polls_max: v.number("cache_l2_polls_max", 0, 1_000)? as u32,
+        namespace: namespace.to_string(),
+    };
+    // A value read back from Redis must fit what a reply may buffer.
+    let reply_bytes_max = v.number("redis_reply_bytes_max", 1 << 12, 1 << 30)? as usize;
+    if config.l2_value_bytes_max + 64 > reply_bytes_max {
+        return Err(invalid(
+            "cache_l2_value_bytes_max",
+            "must be at least 64 bytes under redis_reply_bytes_max",
+        ));
     }
     Ok(config)
 }

@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 mod binance;
+mod cache;
 mod clock;
 pub mod compress;
 pub mod config;

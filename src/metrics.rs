@@ -126,6 +126,7 @@ pub(crate) struct Counters {
     pub(crate) compression: CompressionCounters,
     pub(crate) redis: RedisCounters,
     pub(crate) jobs: JobsCounters,
+    pub(crate) cache: CacheCounters,
 }
 
 /// One shard's background jobs (see `jobs`): what its worker did, and
@@ -145,6 +146,32 @@ pub struct JobsCounters {
     pub oldest_age_ms: u64,
     pub delayed: u64,
     pub dead: u64,
+}
+
+/// What one level of the cache did (see `cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheLevelCounters {
+    pub hits: u64,
+    pub misses: u64,
+    /// Values this shard computed and stored in the level.
+    pub fills: u64,
+    /// Entries dropped for room (L1); Redis evicts L2 values on its own,
+    /// unseen, so L2's stays 0.
+    pub evictions: u64,
+    /// L1: entries dropped because an invalidation named a newer version.
+    /// L2: invalidations this shard published through Redis.
+    pub invalidations: u64,
+}
+
+/// One shard's two-level cache (see `cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    pub l1: CacheLevelCounters,
+    pub l2: CacheLevelCounters,
+    pub l1_entries: u64,
+    pub l1_bytes: u64,
+    /// 1 while the shard's invalidation subscriber is subscribed.
+    pub subscribed: u64,
 }
 
 /// One shard's Redis client (see `redis`); all zero without `--redis`.
@@ -383,6 +410,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_history(&mut out, snapshots);
     render_redis(&mut out, snapshots);
     render_jobs(&mut out, snapshots);
+    render_cache(&mut out, snapshots);
     out
 }
 
@@ -966,6 +994,73 @@ fn render_jobs(out: &mut String, snapshots: &[Snapshot]) {
             let _ = writeln!(out, "{name}{{shard=\"{}\",priority=\"{priority}\"}} {count}", s.shard);
         }
     }
+}
+
+/// The cache's counters, per shard and level.
+fn render_cache(out: &mut String, snapshots: &[Snapshot]) {
+    type Level = fn(&CacheLevelCounters) -> u64;
+    let levels: [(&str, &str, Level); 5] = [
+        (
+            "tradsys_cache_hits_total",
+            "Cache lookups answered by the level.",
+            |l| l.hits,
+        ),
+        (
+            "tradsys_cache_misses_total",
+            "Cache lookups the level could not answer.",
+            |l| l.misses,
+        ),
+        (
+            "tradsys_cache_fills_total",
+            "Values this shard computed and stored in the level.",
+            |l| l.fills,
+        ),
+        (
+            "tradsys_cache_evictions_total",
+            "Entries dropped for room (L2: Redis evicts on its own, not counted).",
+            |l| l.evictions,
+        ),
+        (
+            "tradsys_cache_invalidations_total",
+            "L1: entries dropped by an invalidation; L2: invalidations published.",
+            |l| l.invalidations,
+        ),
+    ];
+    for (name, help, value) in levels {
+        family(out, name, "counter", help);
+        for s in snapshots {
+            let c = &s.counters.cache;
+            for (level, counters) in [("l1", &c.l1), ("l2", &c.l2)] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",level=\"{level}\"}} {}",
+                    s.shard,
+                    value(counters)
+                );
+            }
+        }
+    }
+    let gauges: [ShardFamily; 3] = [
+        (
+            "tradsys_cache_entries",
+            "gauge",
+            "Entries in the shard's L1 cache.",
+            |s| s.counters.cache.l1_entries,
+        ),
+        (
+            "tradsys_cache_bytes",
+            "gauge",
+            "Bytes the shard's L1 cache holds (values, keys and a fixed overhead per entry).",
+            |s| s.counters.cache.l1_bytes,
+        ),
+        (
+            "tradsys_cache_invalidation_subscribed",
+            "gauge",
+            "1 while the shard listens for cache invalidations through Redis.",
+            |s| s.counters.cache.subscribed,
+        ),
+    ];
+    render_per_shard(out, &gauges, snapshots);
 }
 
 /// One series per shard for each of `families`.

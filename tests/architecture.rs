@@ -29,6 +29,7 @@ const LAYERS: &[&str] = &[
     "metrics",
     "redis",
     "config",
+    "cache",
     // The trading core, then what is built on it.
     "trading",
     "streams",
@@ -222,7 +223,10 @@ fn checker_finds_what_it_should() {
         (
             "api/mod.rs",
             "use glommio::net::TcpStream;\n",
-            &[(1, "`api` names glommio; only server, journal, redis, store and jobs may")],
+            &[(
+                1,
+                "`api` names glommio; only server, journal, redis, store and jobs may",
+            )],
         ),
         (
             "server/conn.rs",

@@ -527,6 +527,11 @@ async fn halt(shard: &impl Host, symbol: &str, halted: bool) -> Result<RestReply
     for peer in 0..shard.shards() {
         run_on(shard, peer, AdminCall::Halt { market, halted }).await?;
     }
+    // exchangeInfo shows the halt: its cached list has a new version, and
+    // every shard of every instance sharing the cache hears of it.
+    let info = shard.exchange_info();
+    let version = crate::api::exchange_info::version(&crate::api::exchange_info::halted(shard));
+    shard.cache().invalidate(info.cache_name(), version).await;
     let mut w = JsonWriter::default();
     w.begin_object()
         .field_str("symbol", symbol)

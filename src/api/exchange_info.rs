@@ -1,5 +1,12 @@
-//! exchangeInfo: rendered once at start-up, except serverTime, and
-//! filtered by `symbol` or `symbols`.
+//! exchangeInfo: each market's object rendered once at start-up, the
+//! whole body (but serverTime) cached per halt state, and filtered by
+//! `symbol` or `symbols`.
+//!
+//! A halted market's `status` is `HALT`. The full list is cached (see
+//! `cache`) under a name that fingerprints the markets and limits (so
+//! instances with other markets never share it) at a version that
+//! fingerprints which markets are halted: a halt changes the version, and
+//! the shard that answers the halt publishes it.
 
 use crate::api::host::Host;
 use crate::api::{Body, Reply};
@@ -20,6 +27,9 @@ pub(crate) struct ExchangeInfo {
     limits_json: String,
     /// (symbol, its JSON object) in file order.
     symbols: Vec<(String, String)>,
+    /// The cache name of the full list: fingerprints the markets and
+    /// limits.
+    cache_name: String,
 }
 
 /// Order types the matching engine accepts, with Binance's names.
@@ -42,39 +52,105 @@ impl ExchangeInfo {
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": limits.orders_per_day_max},
             {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": limits.raw_requests_per_5m_max},
         ]);
+        let limits_json = format!(",\"rateLimits\":{rate_limits},\"exchangeFilters\":[]");
+        let symbols: Vec<(String, String)> = markets.iter().map(|m| (m.symbol.clone(), symbol_json(m))).collect();
+        let mut fingerprint = fnv1a(FNV_OFFSET, limits_json.as_bytes());
+        for (_, json) in &symbols {
+            fingerprint = fnv1a(fingerprint, json.as_bytes());
+        }
         ExchangeInfo {
             limits: *limits,
-            limits_json: format!(",\"rateLimits\":{rate_limits},\"exchangeFilters\":[]"),
-            symbols: markets.iter().map(|m| (m.symbol.clone(), symbol_json(m))).collect(),
+            limits_json,
+            symbols,
+            cache_name: format!("exchangeInfo:{fingerprint:016x}"),
         }
     }
 
+    /// The cache name of the full list, and of what else depends only on
+    /// the markets (their fingerprint).
+    pub(crate) fn cache_name(&self) -> &str {
+        &self.cache_name
+    }
+
     /// The full body for the symbols selected (all when `None`).
-    fn render(&self, selected: Option<&[usize]>, server_time_ms: u64) -> Vec<u8> {
+    fn render(&self, selected: Option<&[usize]>, halted: &[bool], server_time_ms: u64) -> Vec<u8> {
+        let mut out = head(server_time_ms);
+        out.extend_from_slice(self.render_tail(selected, halted).as_bytes());
+        out
+    }
+
+    /// Everything after serverTime.
+    fn render_tail(&self, selected: Option<&[usize]>, halted: &[bool]) -> String {
         let mut out = String::with_capacity(1024 + 1536 * self.symbols.len());
-        out.push_str("{\"timezone\":\"UTC\",\"serverTime\":");
-        out.push_str(itoa::Buffer::new().format(server_time_ms));
         out.push_str(&self.limits_json);
         out.push_str(",\"symbols\":[");
         let mut first = true;
-        let mut push = |json: &str| {
+        let mut push = |i: usize| {
             if !first {
                 out.push(',');
             }
             first = false;
-            out.push_str(json);
+            let json = &self.symbols[i].1;
+            match halted.get(i) {
+                Some(true) => out.push_str(&json.replacen(STATUS_TRADING, STATUS_HALT, 1)),
+                _ => out.push_str(json),
+            }
         };
         match selected {
-            Some(indexes) => indexes.iter().for_each(|&i| push(&self.symbols[i].1)),
-            None => self.symbols.iter().for_each(|(_, json)| push(json)),
+            Some(indexes) => indexes.iter().for_each(|&i| push(i)),
+            None => (0..self.symbols.len()).for_each(&mut push),
         }
         out.push_str("]}");
-        out.into_bytes()
+        out
     }
 
     fn index_of(&self, symbol: &str) -> Option<usize> {
         self.symbols.iter().position(|(s, _)| s == symbol)
     }
+}
+
+const STATUS_TRADING: &str = "\"status\":\"TRADING\"";
+const STATUS_HALT: &str = "\"status\":\"HALT\"";
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The body up to and with serverTime.
+fn head(server_time_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"timezone\":\"UTC\",\"serverTime\":");
+    out.extend_from_slice(itoa::Buffer::new().format(server_time_ms).as_bytes());
+    out
+}
+
+/// Which markets are halted, by market index.
+pub(crate) fn halted(shard: &impl Host) -> Vec<bool> {
+    let trading = shard.trading();
+    (0..trading.specs().len())
+        .map(|m| trading.is_halted(tradsys_engine::order::MarketId(m as u16)))
+        .collect()
+}
+
+/// The cache version of the full list: which markets are halted.
+pub(crate) fn version(halted: &[bool]) -> u64 {
+    let bits: Vec<u8> = halted.iter().map(|&h| u8::from(h)).collect();
+    fnv1a(FNV_OFFSET, &bits)
+}
+
+/// Everything after serverTime of the full list, from the cache.
+pub(crate) async fn all_symbols(shard: &impl Host) -> Result<std::rc::Rc<[u8]>, HttpError> {
+    let info = shard.exchange_info();
+    let halted = halted(shard);
+    let cache = shard.cache();
+    let fill = || async { Ok(info.render_tail(None, &halted).into_bytes()) };
+    cache
+        .get_or_fill(info.cache_name(), version(&halted), cache.ttl_ms(), fill)
+        .await
 }
 
 fn decimal(units: i64) -> String {
@@ -117,17 +193,25 @@ fn symbol_json(m: &MarketSpec) -> String {
     .to_string()
 }
 
-pub(crate) fn exchange_info(shard: &impl Host, params: &Params<'_>) -> Reply {
+pub(crate) async fn exchange_info(shard: &impl Host, params: &Params<'_>) -> Reply {
     let route = Route::Api(Endpoint::ExchangeInfo);
     let info = shard.exchange_info();
     let selected = match select_symbols(info, params.get("symbol"), params.get("symbols")) {
         Ok(s) => s,
         Err(e) => return Reply::error(route, &e),
     };
-    Reply::json(
-        route,
-        Body::Owned(info.render(selected.as_deref(), crate::clock::now_ms())),
-    )
+    let now_ms = crate::clock::now_ms();
+    let Some(selected) = selected else {
+        return match all_symbols(shard).await {
+            Ok(tail) => {
+                let mut body = head(now_ms);
+                body.extend_from_slice(&tail);
+                Reply::json(route, Body::Owned(body))
+            }
+            Err(e) => Reply::error(route, &e),
+        };
+    };
+    Reply::json(route, Body::Owned(info.render(Some(&selected), &halted(shard), now_ms)))
 }
 
 fn select_symbols(
@@ -202,7 +286,7 @@ mod tests {
 
     #[test]
     fn renders_binance_fields() {
-        let body = info().render(Some(&[0]), 1_700_000_000_000);
+        let body = info().render(Some(&[0]), &[], 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["serverTime"], 1_700_000_000_000u64);
         let s = &v["symbols"][0];
@@ -211,5 +295,26 @@ mod tests {
         assert_eq!(s["filters"][1]["stepSize"], "0.00001000");
         assert_eq!(s["filters"][2]["minNotional"], "5.00000000");
         assert_eq!(v["rateLimits"][0]["limit"], 6000);
+        assert_eq!(s["status"], "TRADING");
+    }
+
+    #[test]
+    fn a_halted_market_is_halt_and_changes_the_version() {
+        let info = info();
+        let body = info.render(None, &[false, true], 0);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let statuses: Vec<&str> = v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses[..3], ["TRADING", "HALT", "TRADING"]);
+        assert_ne!(version(&[false, true]), version(&[false, false]));
+        assert_ne!(version(&[true, false]), version(&[false, true]));
+        // The name fingerprints the markets and limits, not the halts.
+        assert!(info.cache_name().starts_with("exchangeInfo:"));
+        let other = ExchangeInfo::new(&[], &crate::limits::RATE_LIMITS_DEFAULT);
+        assert_ne!(info.cache_name(), other.cache_name());
     }
 }

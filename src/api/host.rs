@@ -29,6 +29,8 @@ pub(crate) trait Host {
     fn is_draining(&self) -> bool;
     fn http_limits(&self) -> &HttpLimits;
     fn exchange_info(&self) -> &ExchangeInfo;
+    /// The shard's two-level cache.
+    fn cache(&self) -> &crate::cache::Cache;
     fn trading(&self) -> Ref<'_, Trading>;
     fn trading_mut(&self) -> RefMut<'_, Trading>;
     /// Trades, candles and tickers of the markets this shard owns, by

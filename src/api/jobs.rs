@@ -42,7 +42,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tradsys_engine::order::UserId;
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub(crate) enum ExportState {

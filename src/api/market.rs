@@ -62,11 +62,49 @@ pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Pa
             binance::MSG_BAD_COMBINATION,
         ));
     }
+    if req.endpoint == Endpoint::Ticker24hr && params.get("symbols").is_none() {
+        return match every_ticker(shard, req, params).await {
+            Ok(body) => RestReply::json(body.to_vec()),
+            Err(e) => RestReply::error(&e),
+        };
+    }
     let markets = match ticker_markets(shard, params.get("symbols")) {
         Ok(m) => m,
         Err(e) => return RestReply::error(&e),
     };
-    gather_fragments(shard, req, markets).await
+    from_result(gather_fragments(shard, req, markets).await)
+}
+
+/// The 24 h statistics of every market (FULL or MINI), from the cache:
+/// gathering them asks every shard, so one shard does it at most once per
+/// `cache_ticker_ttl_ms` (and, with Redis, one instance), and an answer
+/// is at most that old.
+pub(crate) async fn every_ticker(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    params: &Params<'_>,
+) -> Result<std::rc::Rc<[u8]>, HttpError> {
+    // The answer depends on `type` alone: the cache key names it, and the
+    // gather sees nothing else.
+    let kind = ticker_type(params)?;
+    let (name, query): (_, &[u8]) = match kind {
+        TickerType::Full => ("ticker24hr", b""),
+        TickerType::Mini => ("ticker24hrMini", b"type=MINI"),
+    };
+    let name = format!("{name}:{}", shard.exchange_info().cache_name());
+    let req = RequestRef {
+        query,
+        body: b"",
+        form_body: false,
+        ..req
+    };
+    let markets = ticker_markets(shard, None)?;
+    let cache = shard.cache();
+    cache
+        .get_or_fill(&name, 0, cache.ticker_ttl_ms(), || {
+            gather_fragments(shard, req, markets)
+        })
+        .await
 }
 
 /// The markets of `symbols=[...]`, or all of them.
@@ -87,7 +125,11 @@ fn ticker_markets(shard: &impl Host, symbols: Option<&str>) -> Result<Vec<Market
 
 /// A ticker-style endpoint over several markets: each market's entry is
 /// rendered on its shard, joined here in the order asked.
-async fn gather_fragments(shard: &impl Host, req: RequestRef<'_>, markets: Vec<MarketId>) -> RestReply {
+async fn gather_fragments(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    markets: Vec<MarketId>,
+) -> Result<Vec<u8>, HttpError> {
     let mut entries: Vec<(MarketId, Vec<u8>)> = Vec::with_capacity(markets.len());
     for peer in 0..shard.shards() {
         let owned: Vec<MarketId> = markets
@@ -99,10 +141,7 @@ async fn gather_fragments(shard: &impl Host, req: RequestRef<'_>, markets: Vec<M
             continue;
         }
         if peer == shard.index() {
-            match local_fragments(shard, req, &owned) {
-                Ok(part) => entries.extend(part),
-                Err(e) => return RestReply::error(&e),
-            }
+            entries.extend(local_fragments(shard, req, &owned)?);
             shard.settle().await;
             continue;
         }
@@ -112,7 +151,7 @@ async fn gather_fragments(shard: &impl Host, req: RequestRef<'_>, markets: Vec<M
         };
         match shard.call(peer, call).await {
             Ok(PeerReply::Fragments(part)) => entries.extend(part),
-            _ => return RestReply::error(&unavailable()),
+            _ => return Err(unavailable()),
         }
     }
     let mut body = Vec::with_capacity(2 + entries.iter().map(|(_, e)| e.len() + 1).sum::<usize>());
@@ -126,7 +165,7 @@ async fn gather_fragments(shard: &impl Host, req: RequestRef<'_>, markets: Vec<M
         }
     }
     body.push(b']');
-    RestReply::json(body)
+    Ok(body)
 }
 
 /// The entries of `markets` (owned here) of a ticker-style endpoint.

@@ -216,7 +216,7 @@ pub(crate) async fn run_endpoint(
             route,
             Body::Owned(format!("{{\"serverTime\":{}}}", req.now_ms).into_bytes()),
         ),
-        Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, params),
+        Endpoint::ExchangeInfo => exchange_info::exchange_info(shard, params).await,
         Endpoint::SystemStatus => Reply::json(route, Body::Static(wallet::system_status(shard.is_draining()))),
         _ if endpoint.security() == Security::None => Reply::rest(route, market::endpoint(shard, req, params).await),
         Endpoint::ExportDownload => {
@@ -351,6 +351,26 @@ pub(crate) async fn run_on_owner(
             Err(refusal) => (refusal, None),
         })
         .collect()
+}
+
+/// Puts the full exchangeInfo and the 24 h statistics of every market in
+/// the cache (and in Redis), so that the first clients after a start find
+/// them there. Run once per shard when every shard is ready; what fails
+/// is simply filled by the first request instead.
+pub(crate) async fn warm_cache(shard: &impl Host) {
+    let _ = exchange_info::all_symbols(shard).await;
+    let req = RequestRef {
+        endpoint: Endpoint::Ticker24hr,
+        query: b"",
+        body: b"",
+        form_body: false,
+        api_key: None,
+        credentials: request::Credentials::Rest,
+        now_ms: crate::clock::now_ms(),
+    };
+    if let Ok(params) = Params::parse(b"", None, shard.http_limits().params_count_max) {
+        let _ = market::every_ticker(shard, req, &params).await;
+    }
 }
 
 /// The reply to a request that admission refused: 503 while the shard

@@ -31,9 +31,11 @@
 //! [`RedisError::QueueFull`]), commands per write, bytes of replies
 //! buffered (`reply_bytes_max`, then the connection is dropped as broken).
 
+pub(crate) mod cache;
 pub(crate) mod gcra;
 pub(crate) mod limiter;
 pub(crate) mod script;
+pub(crate) mod subscriber;
 
 use crate::metrics::{latency_histogram, LatencyBuckets, RedisCounters};
 use crate::oneshot;
@@ -398,7 +400,7 @@ async fn drive(inner: Rc<Inner>, mut random: u64) {
             inner.stats.borrow_mut().reconnects += 1;
         }
         first = false;
-        let failure = match connect(&inner).await {
+        let failure = match connect(&inner.target, &inner.limits).await {
             Ok(mut stream) => {
                 backoff.reset();
                 inner.link.set(Link::Up);
@@ -421,26 +423,25 @@ async fn drive(inner: Rc<Inner>, mut random: u64) {
 }
 
 /// Opens the socket and runs `AUTH` and `SELECT` when the URL asks.
-async fn connect(inner: &Inner) -> Result<TcpStream, RedisError> {
-    let limits = inner.limits;
-    let connecting = TcpStream::connect(inner.target.addr.as_str());
+async fn connect(target: &RedisTarget, limits: &RedisLimits) -> Result<TcpStream, RedisError> {
+    let connecting = TcpStream::connect(target.addr.as_str());
     let mut stream = within(limits.connect_timeout_ms, connecting)
         .await?
         .map_err(|e| RedisError::Io(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let mut hello = Vec::new();
     let mut expected = 0;
-    if let Some(password) = &inner.target.password {
+    if let Some(password) = &target.password {
         let mut words: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = &inner.target.username {
+        if let Some(user) = &target.username {
             words.push(user.as_bytes());
         }
         words.push(password.as_bytes());
         hello.extend_from_slice(&encode_command(&words));
         expected += 1;
     }
-    let db = inner.target.db.to_string();
-    if inner.target.db != 0 {
+    let db = target.db.to_string();
+    if target.db != 0 {
         hello.extend_from_slice(&encode_command(&[b"SELECT", db.as_bytes()]));
         expected += 1;
     }

@@ -477,7 +477,10 @@ async fn run_upkeep(store: Rc<ShardStore>, leader: bool) {
         let now_ms = crate::clock::now_ms();
         if upkeep_pending && now_ms >= next_upkeep_ms {
             // This month and the ones ahead.
-            match store.upkeep(now_ms, crate::store::shard::PARTITIONS_AHEAD_MONTHS + 1).await {
+            match store
+                .upkeep(now_ms, crate::store::shard::PARTITIONS_AHEAD_MONTHS + 1)
+                .await
+            {
                 Ok(()) => upkeep_pending = false,
                 // Soon again: the store may be back by then.
                 Err(_) => next_upkeep_ms = now_ms + UPKEEP_RETRY_MS,

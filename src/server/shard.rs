@@ -98,6 +98,10 @@ pub(crate) struct Shard {
     pub(super) open_exports: RefCell<HashMap<UserId, Vec<String>>>,
     /// How often the daily report runs (the history store's statistics).
     pub(super) statistics_interval_s: u64,
+    /// The two-level cache (L2 with `--redis`).
+    pub(super) cache: Rc<crate::cache::Cache>,
+    /// Cache invalidations from Redis, with `--redis`.
+    pub(super) cache_subscriber: Option<crate::redis::subscriber::Subscriber>,
 }
 
 impl Shard {
@@ -290,6 +294,10 @@ impl Host for Shard {
         &self.exchange_info
     }
 
+    fn cache(&self) -> &crate::cache::Cache {
+        &self.cache
+    }
+
     fn trading(&self) -> Ref<'_, Trading> {
         self.trading.borrow()
     }
@@ -323,6 +331,7 @@ impl Host for Shard {
         }
         metrics.ip_banned = self.bans.borrow().banned_now(crate::clock::now_ms()) as u64;
         metrics.jobs = crate::server::jobs::counters(self);
+        metrics.cache = self.cache.counters();
         metrics.snapshot(self.index)
     }
 

@@ -155,7 +155,9 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     )
     .await;
     if !drain_asked {
-        // Tests and scripts wait for these lines: print them once ready.
+        crate::api::warm_cache(&*shard).await;
+        // Tests and scripts wait for these lines: print them once ready
+        // (and the cache warm).
         if let Some(address) = accepting.admin_address {
             println!("admin listening {address}");
         }
@@ -255,6 +257,9 @@ async fn drain(
         );
     }
     shard.mesh.close().await;
+    if let Some(subscriber) = &shard.cache_subscriber {
+        subscriber.close();
+    }
     if let Some(redis) = &shard.redis {
         redis.close();
     }
@@ -274,6 +279,13 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
     );
     trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
     let market_data = market_data_for(&trading, setup.index as u32);
+    let redis = redis_client(config, setup.index);
+    let cache = Rc::new(crate::cache::Cache::new(
+        &config.cache,
+        redis
+            .clone()
+            .map(|redis| crate::redis::cache::L2::new(redis, l2_config(config))),
+    ));
     Shard {
         index: setup.index,
         http: config.http,
@@ -318,7 +330,6 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         )),
         log,
         history: std::cell::OnceCell::new(),
-        redis: redis_client(config, setup.index),
         shared_limits: config.redis.url.as_ref().map(|_| {
             crate::redis::limiter::SharedLimiter::new(
                 limits.clone(),
@@ -326,6 +337,9 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
                 config.redis.limit_lease_permille,
             )
         }),
+        cache_subscriber: cache_subscriber(config, setup.index, &cache),
+        cache,
+        redis,
     }
 }
 
@@ -354,12 +368,46 @@ fn local_share(config: &crate::config::Config, limit: u32) -> u32 {
 
 /// The shard's Redis client, connecting in the background, with `--redis`.
 fn redis_client(config: &crate::config::Config, shard: usize) -> Option<crate::redis::Redis> {
+    let (target, limits) = redis_target(config)?;
+    // Each shard's reconnect jitter differs.
+    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);
+    Some(crate::redis::Redis::start(target, limits, seed))
+}
+
+fn l2_config(config: &crate::config::Config) -> crate::redis::cache::L2Config {
+    let cache = &config.cache;
+    crate::redis::cache::L2Config {
+        value_bytes_max: cache.l2_value_bytes_max,
+        lock_ms: cache.l2_lock_ms,
+        poll_ms: cache.l2_poll_ms,
+        polls_max: cache.l2_polls_max,
+        namespace: cache.namespace.clone(),
+    }
+}
+
+/// The shard's second Redis connection, subscribed to the cache's
+/// invalidations, with `--redis`.
+fn cache_subscriber(
+    config: &crate::config::Config,
+    shard: usize,
+    cache: &Rc<crate::cache::Cache>,
+) -> Option<crate::redis::subscriber::Subscriber> {
+    let (target, limits) = redis_target(config)?;
+    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 40);
+    let channel = crate::redis::cache::L2::channel(&config.cache.namespace);
+    let cache = cache.clone();
+    let on_event = Box::new(move |event: crate::redis::subscriber::Event<'_>| cache.on_event(event));
+    Some(crate::redis::subscriber::Subscriber::start(
+        target, limits, channel, seed, on_event,
+    ))
+}
+
+/// Where `--redis` points and how its connections behave.
+fn redis_target(config: &crate::config::Config) -> Option<(crate::redis::RedisTarget, crate::redis::RedisLimits)> {
     let url = config.redis.url.as_deref()?;
     // The URL was checked with the configuration.
     let target = crate::redis::parse_url(url).ok()?;
-    // Each shard's reconnect jitter differs.
-    let seed = crate::clock::now_micros() ^ ((shard as u64 + 1) << 48);
-    Some(crate::redis::Redis::start(target, redis_limits(config), seed))
+    Some((target, redis_limits(config)))
 }
 
 /// The Redis client's bounds and timings from the configuration.
