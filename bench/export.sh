@@ -13,7 +13,10 @@
 # /proc/<pid>/status is read before the exports and every 50 ms while they
 # run, each export after a wait for a quiet machine (bench/lib.sh). Last,
 # a client that reads 1 MB and goes away: the export must end
-# (tradsys_history_exports_active back to 0).
+# (tradsys_history_exports_active back to 0). Then the same trades as a
+# background job (POST /tradsys/v1/export, signed with the user's HMAC
+# key): seconds from the request to DONE (target: <= 10 s for 1,000,000
+# trades), then the download's seconds, and the file's rows.
 #
 # All traffic goes to 127.0.0.1.
 set -euo pipefail
@@ -163,7 +166,41 @@ measure() {
 		sleep 0.05
 	done
 	out "client gone after 1 MB: exports running $(metric tradsys_history_exports_active) (expected 0), RSS $(($(rss_kib "$spid") / 1024)) MiB"
+	job_export
 	stop_tradsys
+}
+
+# signed METHOD PATH QUERY: a signed request with the user's HMAC key;
+# prints the body.
+signed() {
+	local method=$1 path=$2 query="$3${3:+&}timestamp=$(date +%s%3N)" signature
+	signature=$(printf '%s' "$query" | openssl dgst -sha256 -hmac "$secret" | awk '{ print $NF }')
+	curl -fsS -X "$method" -H "X-MBX-APIKEY: $apikey" "http://127.0.0.1:$port$path?$query&signature=$signature"
+}
+
+# job_export: the user's trades as a background job, timed to DONE, then
+# downloaded.
+job_export() {
+	local key id status started ended done_at lines
+	key=$(curl -fsS -H "X-Admin-Token: $TOKEN" -d '{"scopes":["READ"]}' "http://127.0.0.1:$aport/admin/v1/users/$user/keys")
+	apikey=$(sed 's/.*"apiKey":"\([^"]*\)".*/\1/' <<<"$key")
+	secret=$(sed 's/.*"secretKey":"\([^"]*\)".*/\1/' <<<"$key")
+	wait_quiet
+	started=$(date +%s.%N)
+	id=$(signed POST /tradsys/v1/export "startTime=0" | sed 's/.*"exportId":"\([^"]*\)".*/\1/')
+	while :; do
+		status=$(signed GET /tradsys/v1/export "exportId=$id")
+		[[ $status == *'"status":"DONE"'* ]] && break
+		[[ $status == *'"status":"FAILED"'* ]] && { out "ERROR: the export job failed: $status"; exit 1; }
+		sleep 0.02
+	done
+	done_at=$(date +%s.%N)
+	signed GET /tradsys/v1/export/download "exportId=$id" >"$tmp/export.csv"
+	ended=$(date +%s.%N)
+	lines=$(($(wc -l <"$tmp/export.csv") - 1))
+	out "job: $lines rows DONE in $(echo "$done_at - $started" | bc) s after the request (target <= 10 s for 1000000), download $(stat -c %s "$tmp/export.csv") bytes in $(echo "$ended - $done_at" | bc) s"
+	((lines == ROWS)) || { out "ERROR: expected $ROWS rows"; exit 1; }
+	rm -f "$tmp/export.csv"
 }
 
 out ""
