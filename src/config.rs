@@ -431,7 +431,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "jobs_poll_ms",
         default: "100",
-        help: "time an idle worker waits before it asks its queue again",
+        help: "time a worker waits before it asks an empty queue again; doubles while the queue stays empty, up to 1 s",
     },
     Key {
         name: "jobs_queue_max",

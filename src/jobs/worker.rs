@@ -9,6 +9,9 @@ use crate::config::JobsConfig;
 use std::cell::RefCell;
 use std::time::Duration;
 
+/// The longest wait of an idle worker between two claims.
+const IDLE_POLL_MAX_MS: u64 = 1_000;
+
 /// Runs jobs of every kind.
 pub(crate) trait Handler {
     /// Does `job`'s work; an error is the attempt's failure, kept with the
@@ -37,6 +40,9 @@ pub(crate) async fn run(
 ) {
     let mut next_reclaim_ms = 0;
     let mut jitter = crate::clock::now_micros() | 1;
+    // An idle worker asks less and less often, up to once a second: an
+    // idle queue costs Redis a few commands a second per worker, not ten.
+    let mut idle_ms = config.poll_ms;
     while !stop() {
         let now_ms = crate::clock::now_ms();
         if now_ms >= next_reclaim_ms {
@@ -52,8 +58,14 @@ pub(crate) async fn run(
             }
         }
         match queue.claim().await {
-            Ok(Some(claimed)) => execute(queue, handler, config, counters, claimed, &mut jitter).await,
-            Ok(None) => glommio::timer::sleep(Duration::from_millis(config.poll_ms)).await,
+            Ok(Some(claimed)) => {
+                idle_ms = config.poll_ms;
+                execute(queue, handler, config, counters, claimed, &mut jitter).await;
+            }
+            Ok(None) => {
+                glommio::timer::sleep(Duration::from_millis(idle_ms)).await;
+                idle_ms = (idle_ms * 2).min(IDLE_POLL_MAX_MS.max(config.poll_ms));
+            }
             Err(_) => {
                 counters.borrow_mut().queue_errors += 1;
                 // The queue's own breaker and reconnects pace this.
