@@ -47,6 +47,117 @@ fn pipelined_requests_are_answered_in_order() {
     }
 }
 
+const EXCHANGE_INFO: &str = "/api/v3/exchangeInfo";
+const TICKER_ALL: &str = "/api/v3/ticker/24hr";
+const TICKER_ONE: &str = "/api/v3/ticker/24hr?symbol=BTCUSDT";
+const PING_TARGET: &str = "/api/v3/ping";
+
+/// A GET request, asking for gzip when `gzip`.
+fn get_request(target: &str, gzip: bool) -> String {
+    let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n{accept}\r\n")
+}
+
+/// A response's body as it would be without a content coding, with the
+/// digits of the fields that follow the clock (`serverTime`, `openTime`,
+/// `closeTime`) zeroed: the only parts that change between two requests.
+fn comparable_body(r: &common::Response, gzip: bool) -> String {
+    let body = match r.header("content-encoding") {
+        // The shard's compression budget may send a body as it is even
+        // when gzip was asked for; it never gzips one that was not.
+        Some("gzip") if gzip => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut out).expect("a gzip body");
+            out
+        }
+        None => r.body.clone(),
+        Some(other) => panic!("unexpected content coding {other} (gzip asked: {gzip})"),
+    };
+    let mut text = String::from_utf8(body).expect("utf-8 body");
+    for key in ["\"serverTime\":", "\"openTime\":", "\"closeTime\":"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(key) {
+            let start = from + at + key.len();
+            let digits = text[start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len() - start);
+            text.replace_range(start..start + digits, &"0".repeat(digits));
+            from = start + digits;
+        }
+    }
+    text
+}
+
+/// Which target the i-th request of a batch asks for.
+type TargetOf = fn(usize) -> &'static str;
+/// Whether the i-th request of a batch asks for gzip.
+type GzipOf = fn(usize) -> bool;
+
+#[test]
+fn pipelined_requests_with_large_responses_are_all_answered_in_order() {
+    // Thousands of requests from one IP: far more weight than the default.
+    let server = Server::start(1, &["--request-weight-per-minute-max", "100000000"]);
+    let targets = [EXCHANGE_INFO, TICKER_ALL, TICKER_ONE, PING_TARGET];
+    // What each request gets when sent alone.
+    let mut alone = std::collections::HashMap::new();
+    for target in targets {
+        for gzip in [false, true] {
+            let mut c = server.connect();
+            c.send(&get_request(target, gzip));
+            let r = c.response();
+            assert_eq!(r.status, 200, "{target} alone: {}", String::from_utf8_lossy(&r.body));
+            alone.insert((target, gzip), comparable_body(&r, gzip));
+        }
+    }
+    let patterns: [(&str, TargetOf); 5] = [
+        ("exchangeInfo", |_| EXCHANGE_INFO),
+        ("ticker/24hr", |_| TICKER_ALL),
+        ("ticker/24hr?symbol", |_| TICKER_ONE),
+        ("exchangeInfo and ping", |i| [EXCHANGE_INFO, PING_TARGET][i % 2]),
+        ("all four", |i| {
+            [EXCHANGE_INFO, TICKER_ALL, TICKER_ONE, PING_TARGET][i % 4]
+        }),
+    ];
+    let gzips: [(&str, GzipOf); 3] = [
+        ("identity", |_| false),
+        ("gzip", |_| true),
+        ("alternating", |i| i % 2 == 1),
+    ];
+    // Batch sizes around where the answers to one batch fill a write
+    // (64 KiB: 14 exchangeInfo, 34 ticker/24hr), up to 64 requests.
+    let sizes = [2, 13, 14, 15, 20, 33, 34, 35, 50, 64];
+    for (pattern, target_of) in patterns {
+        for (coding, gzip_of) in gzips {
+            // One connection for all the batches of a variant: the first
+            // batch is read into a fresh buffer, the later ones into the
+            // buffer the connection kept.
+            let mut c = server.connect();
+            for n in sizes {
+                let batch: String = (0..n).map(|i| get_request(target_of(i), gzip_of(i))).collect();
+                c.send(&batch);
+                for i in 0..n {
+                    let (target, gzip) = (target_of(i), gzip_of(i));
+                    let what = format!("{pattern}, {coding}, batch of {n}: response {i} ({target})");
+                    let r = c
+                        .try_response()
+                        .unwrap_or_else(|| panic!("{what}: the connection closed"));
+                    assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
+                    assert_eq!(r.header("connection"), None, "{what}");
+                    assert_eq!(comparable_body(&r, gzip), alone[&(target, gzip)], "{what}");
+                }
+            }
+            // Still open, and still in step.
+            c.send(PING);
+            let r = c.response();
+            assert_eq!(
+                (r.status, r.body_text().as_str()),
+                (200, "{}"),
+                "{pattern}, {coding}: a ping after"
+            );
+        }
+    }
+}
+
 fn exchange_info_symbols(r: &common::Response) -> Vec<String> {
     assert_eq!(r.status, 200, "{}", r.body_text());
     r.json()["symbols"]

@@ -187,7 +187,14 @@ fn encode_into<H: AsRef<str>>(
 
 /// What to do after answering the buffered requests.
 enum Next {
-    Read { bytes_needed: usize },
+    /// The answers gathered fill a write: send them, then go on answering
+    /// what is buffered before reading anything more.
+    Write,
+    /// Every complete request is answered: read more. The next request
+    /// takes at least `bytes_needed` bytes (room the buffer makes).
+    Read {
+        bytes_needed: usize,
+    },
     Close,
     Upgrade(Upgrade),
 }
@@ -204,6 +211,12 @@ impl Conn<'_> {
             let bytes_needed = match next {
                 Next::Close => return Ok(None),
                 Next::Upgrade(upgrade) => return Ok(Some(upgrade)),
+                // Complete requests may still be buffered: a pipelining
+                // client may have sent all it will and now waits for their
+                // answers, so reading first would stall the connection until
+                // the header timeout. `answer_buffered` reads on only once
+                // the buffer holds no complete request.
+                Next::Write => continue,
                 Next::Read { bytes_needed } => bytes_needed,
             };
             if self.read.is_empty() {
@@ -366,7 +379,7 @@ impl Conn<'_> {
                 return Next::Close;
             }
             if self.write.len() >= WRITE_BATCH_BYTES_MAX {
-                return Next::Read { bytes_needed: 0 };
+                return Next::Write;
             }
         }
     }
