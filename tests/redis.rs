@@ -195,16 +195,7 @@ fn an_ip_banned_on_one_instance_is_banned_on_every_instance() {
     let (a, b) = (Server::start(1, &args), Server::start(1, &args));
     let mut client = a.connect();
     let before = now_ms();
-    let mut statuses = Vec::new();
-    let mut banned = None;
-    while statuses.len() < 40 && banned.is_none() {
-        client.send("GET /api/v3/ping HTTP/1.1\r\nHost: x\r\n\r\n");
-        let response = client.response();
-        statuses.push(response.status);
-        if response.status == 418 {
-            banned = Some(response);
-        }
-    }
+    let (statuses, banned) = common::pings_until_banned(&mut client, 40);
     // The shared budget of 10 (no lease is smaller than a request), then
     // refusals until the strikes of one minute pass 5, then the ban (a new
     // minute of strikes in between can add up to 5 more refusals).
@@ -212,15 +203,7 @@ fn an_ip_banned_on_one_instance_is_banned_on_every_instance() {
     assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
     assert!((6..=11).contains(&refusals), "{statuses:?}");
     assert_eq!(statuses.len(), 10 + refusals + 1, "{statuses:?}");
-    let banned = banned.expect("banned");
-    let (code, msg) = banned.error();
-    assert_eq!(code, -1003);
-    let until: u64 = msg
-        .strip_prefix("Way too much request weight used; IP banned until ")
-        .and_then(|rest| rest.strip_suffix(". Please use WebSocket Streams for live updates to avoid bans."))
-        .and_then(|until| until.parse().ok())
-        .unwrap_or_else(|| panic!("{msg}"));
-    assert!((before + 120_000..=now_ms() + 120_000).contains(&until), "{until}");
+    common::assert_first_ban(&banned.expect("banned"), before);
     assert_eq!(redis.command(&["GET", "tradsys:banlevel:127.0.0.1"]), "$1\r\n1\r\n");
 
     // The other instance never saw this IP: it learns of the ban from Redis.

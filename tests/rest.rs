@@ -346,36 +346,6 @@ fn random_trading_across_two_shards_conserves_funds() {
     }
 }
 
-/// Pings from one connection until a 418 or `max` requests; returns the
-/// statuses in order and the 418 response.
-fn pings_until_banned(c: &mut common::Client, max: usize) -> (Vec<u16>, Option<common::Response>) {
-    let mut statuses = Vec::new();
-    for _ in 0..max {
-        c.send("GET /api/v3/ping HTTP/1.1\r\n\r\n");
-        let r = c.response();
-        statuses.push(r.status);
-        if r.status == 418 {
-            return (statuses, Some(r));
-        }
-    }
-    (statuses, None)
-}
-
-/// Checks a ban's 418: Binance's code and message, and a ban of 2 minutes
-/// from `before_ms` (the ban starts between then and now).
-pub fn assert_first_ban(r: &common::Response, before_ms: u64) {
-    let (code, msg) = r.error();
-    assert_eq!(code, -1003);
-    let until: u64 = msg
-        .strip_prefix("Way too much request weight used; IP banned until ")
-        .and_then(|rest| rest.strip_suffix(". Please use WebSocket Streams for live updates to avoid bans."))
-        .and_then(|until| until.parse().ok())
-        .unwrap_or_else(|| panic!("{msg}"));
-    assert!((before_ms + 120_000..=now_ms() + 120_000).contains(&until), "{until}");
-    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
-    assert!((119..=120).contains(&retry), "{retry}");
-}
-
 /// An IP that keeps going past 429 is banned: Binance's 418 for 2 minutes.
 /// Five refusals in a minute are allowed here; the sixth bans.
 #[test]
@@ -391,7 +361,7 @@ fn an_ip_that_keeps_going_past_429_is_banned_with_418() {
     );
     let mut c = server.connect();
     let before = now_ms();
-    let (statuses, banned) = pings_until_banned(&mut c, 40);
+    let (statuses, banned) = common::pings_until_banned(&mut c, 40);
     // After the last admitted request (a new minute admits again), five
     // refusals, the sixth that bans, and then the ban.
     let last_admitted = statuses.iter().rposition(|&s| s == 200).expect("admitted first");
@@ -400,7 +370,7 @@ fn an_ip_that_keeps_going_past_429_is_banned_with_418() {
         [429, 429, 429, 429, 429, 429, 418],
         "{statuses:?}"
     );
-    assert_first_ban(&banned.expect("banned"), before);
+    common::assert_first_ban(&banned.expect("banned"), before);
     // Banned on every path, including a new connection.
     let r = server.get("/api/v3/time");
     assert_eq!((r.status, r.error().0), (418, -1003));

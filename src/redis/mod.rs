@@ -526,6 +526,17 @@ async fn serve(inner: &Inner, stream: &mut TcpStream) -> RedisError {
     }
 }
 
+/// Appends what the socket has to `read` (through `chunk`); a socket Redis
+/// closed is an error.
+pub(crate) async fn read_some(stream: &mut TcpStream, read: &mut Vec<u8>, chunk: &mut [u8]) -> Result<(), RedisError> {
+    let n = stream.read(chunk).await.map_err(|e| RedisError::Io(e.to_string()))?;
+    if n == 0 {
+        return Err(RedisError::Io("connection closed by Redis".to_string()));
+    }
+    read.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
 /// Reads until `count` whole replies are in; `read` keeps what follows
 /// them (nothing, in a healthy exchange).
 async fn read_replies(
@@ -550,14 +561,7 @@ async fn read_replies(
         if read.len() - at > bytes_max {
             return Err(RedisError::Protocol(format!("a reply over {bytes_max} bytes")));
         }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| RedisError::Io(e.to_string()))?;
-        if n == 0 {
-            return Err(RedisError::Io("connection closed by Redis".to_string()));
-        }
-        read.extend_from_slice(&chunk[..n]);
+        read_some(stream, read, &mut chunk).await?;
     }
     read.drain(..at);
     Ok(replies)

@@ -14,7 +14,7 @@
 
 use super::{connect, encode_command, within, RedisError, RedisLimits, RedisTarget, Reply};
 use crate::resilience::{xorshift, Backoff};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use redis_protocol::resp2::decode::decode;
 use std::cell::Cell;
@@ -196,14 +196,7 @@ async fn next_frame(stream: &mut TcpStream, read: &mut Vec<u8>, bytes_max: usize
         if read.len() > bytes_max {
             return Err(RedisError::Protocol(format!("a message over {bytes_max} bytes")));
         }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| RedisError::Io(e.to_string()))?;
-        if n == 0 {
-            return Err(RedisError::Io("connection closed by Redis".to_string()));
-        }
-        read.extend_from_slice(&chunk[..n]);
+        super::read_some(stream, read, &mut chunk).await?;
     }
 }
 

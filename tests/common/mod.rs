@@ -345,3 +345,36 @@ impl Client {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Pings from one connection until a 418 or `max` requests; returns the
+/// statuses in order and the 418 response.
+pub fn pings_until_banned(c: &mut Client, max: usize) -> (Vec<u16>, Option<Response>) {
+    let mut statuses = Vec::new();
+    for _ in 0..max {
+        c.send("GET /api/v3/ping HTTP/1.1\r\n\r\n");
+        let r = c.response();
+        statuses.push(r.status);
+        if r.status == 418 {
+            return (statuses, Some(r));
+        }
+    }
+    (statuses, None)
+}
+
+/// Checks a ban's 418: Binance's code and message, and a ban of 2 minutes
+/// from `before_ms` (the ban starts between then and now).
+pub fn assert_first_ban(r: &Response, before_ms: u64) {
+    let (code, msg) = r.error();
+    assert_eq!(code, -1003);
+    let until: u64 = msg
+        .strip_prefix("Way too much request weight used; IP banned until ")
+        .and_then(|rest| rest.strip_suffix(". Please use WebSocket Streams for live updates to avoid bans."))
+        .and_then(|until| until.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(
+        (before_ms + 120_000..=account::now_ms() + 120_000).contains(&until),
+        "{until}"
+    );
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((119..=120).contains(&retry), "{retry}");
+}
