@@ -429,6 +429,16 @@ const KEYS: &[Key] = &[
         help: "whether every shard runs a job worker; false: only `tradsys worker` processes run jobs (needs --redis)",
     },
     Key {
+        name: "jobs_concurrency",
+        default: "16",
+        help: "jobs one worker runs at once (webhook deliveries of different accounts overlap)",
+    },
+    Key {
+        name: "webhook_timeout_ms",
+        default: "5000",
+        help: "time a webhook delivery may take (connect, send, reply) before it counts as failed",
+    },
+    Key {
         name: "jobs_poll_ms",
         default: "100",
         help: "time a worker waits before it asks an empty queue again; doubles while the queue stays empty, up to 1 s",
@@ -630,6 +640,8 @@ pub struct JobsConfig {
     pub export_dir: PathBuf,
     pub exports_per_user_max: u32,
     pub export_ttl_ms: u64,
+    pub concurrency: usize,
+    pub webhook_timeout_ms: u64,
     /// Whether each shard of the server runs a worker (else only
     /// `tradsys worker` processes run jobs).
     pub workers_in_server: bool,
@@ -1099,6 +1111,8 @@ fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
         exports_per_user_max: v.number("exports_per_user_max", 1, 1000)? as u32,
         export_ttl_ms: v.number("export_ttl_ms", 1, 30 * 86_400_000)?,
         workers_in_server: v.boolean("jobs_workers_in_server")?,
+        concurrency: v.count("jobs_concurrency", 1024)?,
+        webhook_timeout_ms: v.ms("webhook_timeout_ms")?,
         test_job_start_delay_ms: 0,
     };
     if !config.workers_in_server && v.text("redis").is_empty() {

@@ -127,6 +127,9 @@ pub(crate) struct Counters {
     pub(crate) redis: RedisCounters,
     pub(crate) jobs: JobsCounters,
     pub(crate) cache: CacheCounters,
+    /// Webhook events dropped: the outbox to the job queue was full, or the
+    /// queue refused them (full).
+    pub(crate) webhook_events_dropped: u64,
 }
 
 /// One shard's background jobs (see `jobs`): what its worker did, and
@@ -933,7 +936,13 @@ fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 fn render_jobs(out: &mut String, snapshots: &[Snapshot]) {
-    let jobs: [ShardFamily; 10] = [
+    let jobs: [ShardFamily; 11] = [
+        (
+            "tradsys_webhook_events_dropped_total",
+            "counter",
+            "Webhook events dropped because the way to the job queue was full.",
+            |s| s.counters.webhook_events_dropped,
+        ),
         (
             "tradsys_jobs_runs_total",
             "counter",

@@ -370,3 +370,277 @@ fn a_worker_needs_redis() {
         "tradsys worker: a worker process needs --redis: without it, jobs run inside the server\n"
     );
 }
+
+/// One POST a webhook receiver got, and what it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    event_id: String,
+    signature: String,
+    body: String,
+    answered: u16,
+}
+
+/// A webhook receiver on a port of its own: it answers 500 while `fail`
+/// says so (given how many requests came before), else 200, and keeps
+/// every request it got.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (got_c, failing_c) = (got.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (got, failing) = (got_c.clone(), failing_c.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let head_end = loop {
+                            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+                                .map(|(_, v)| v.to_string())
+                                .unwrap_or_default()
+                        };
+                        let length: usize = header("content-length").parse().unwrap_or(0);
+                        while buf.len() < head_end + length {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+                        buf.drain(..head_end + length);
+                        let mut got = got.lock().expect("lock");
+                        let fail = got.len() < fail_first || failing.load(std::sync::atomic::Ordering::SeqCst);
+                        let answered = if fail { 500 } else { 200 };
+                        got.push(Received {
+                            event_id: header("x-tradsys-event-id"),
+                            signature: header("x-tradsys-signature"),
+                            body,
+                            answered,
+                        });
+                        drop(got);
+                        let reply = format!("HTTP/1.1 {answered} X\r\nContent-Length: 0\r\n\r\n");
+                        if stream.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { port, got, failing }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    fn accepted(&self) -> Vec<Received> {
+        self.got().into_iter().filter(|r| r.answered == 200).collect()
+    }
+}
+
+/// Registers `user`'s webhook; returns its secret.
+fn register(server: &Server, user: &User, url: &str) -> String {
+    let path = format!("/admin/v1/users/{}/webhook", user.id);
+    let (status, body) = admin(
+        server.admin.expect("admin"),
+        "PUT",
+        &path,
+        Some(serde_json::json!({"url": url})),
+    );
+    assert_eq!(
+        (status, &body["url"], &body["userId"]),
+        (200, &url.into(), &user.id.into()),
+        "{body}"
+    );
+    body["secret"].as_str().expect("secret").to_string()
+}
+
+#[test]
+fn webhooks_get_every_fill_and_balance_change_once_in_order_after_retries() {
+    let server = start(&["--jobs-backoff-base-ms", "10", "--jobs-backoff-max-ms", "40"]);
+    let (seller, buyer) = (
+        create_user(&server, "seller", &FUNDS),
+        create_user(&server, "buyer", &FUNDS),
+    );
+    let receiver = Receiver::start(3);
+    let secret = register(&server, &seller, &receiver.url());
+    let (status, shown) = admin(
+        server.admin.expect("admin"),
+        "GET",
+        &format!("/admin/v1/users/{}/webhook", seller.id),
+        None,
+    );
+    assert_eq!(
+        (status, shown),
+        (200, serde_json::json!({"userId": seller.id, "url": receiver.url()}))
+    );
+    // A deposit, then three fills of a resting sell (placing it sends nothing).
+    let deposit = format!("/admin/v1/users/{}/deposits", seller.id);
+    let (status, _) = admin(
+        server.admin.expect("admin"),
+        "POST",
+        &deposit,
+        Some(serde_json::json!({"asset": "USDT", "amount": "1"})),
+    );
+    assert_eq!(status, 200);
+    trades(&server, &seller, &buyer, 3);
+
+    assert!(
+        eventually(WAIT, || receiver.accepted().len() >= 8),
+        "{:?}",
+        receiver.got()
+    );
+    let got = receiver.got();
+    // The first event was refused three times, then taken; every other
+    // event once: 11 requests, 8 events, in the order they happened.
+    assert_eq!(got.len(), 11, "{got:?}");
+    assert!(got[..4].iter().all(|r| r.event_id == got[0].event_id), "{got:?}");
+    assert_eq!(
+        got.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 500, 500, 200, 200, 200, 200, 200, 200, 200, 200]
+    );
+    let accepted = receiver.accepted();
+    let kinds: Vec<String> = accepted
+        .iter()
+        .map(|r| {
+            let event: Value = serde_json::from_str(&r.body).expect("JSON");
+            format!(
+                "{}{}",
+                event["e"].as_str().expect("e"),
+                event["x"].as_str().map(|x| format!(" {x}")).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "balanceUpdate",
+            "outboundAccountPosition",
+            "executionReport TRADE",
+            "outboundAccountPosition",
+            "executionReport TRADE",
+            "outboundAccountPosition",
+            "executionReport TRADE",
+            "outboundAccountPosition"
+        ]
+    );
+    let mut ids: Vec<u64> = accepted
+        .iter()
+        .map(|r| r.event_id.rsplit('-').next().expect("seq").parse().expect("a number"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 8);
+    for r in &accepted {
+        assert_eq!(
+            r.signature,
+            common::account::Signer::Hmac(secret.clone()).sign(r.body.as_bytes())
+        );
+        assert!(r.event_id.starts_with(&format!("{}-", seller.id)), "{}", r.event_id);
+    }
+    // Unregistered: a deposit sends nothing more.
+    let path = format!("/admin/v1/users/{}/webhook", seller.id);
+    assert_eq!(admin(server.admin.expect("admin"), "DELETE", &path, None).0, 200);
+    assert_eq!(admin(server.admin.expect("admin"), "GET", &path, None).0, 404);
+    let (status, body) = admin(
+        server.admin.expect("admin"),
+        "PUT",
+        &path,
+        Some(serde_json::json!({"url": "https://127.0.0.1/hook"})),
+    );
+    assert_eq!((status, body["code"].as_i64()), (400, Some(-1102)));
+}
+
+#[test]
+fn a_webhook_that_always_fails_ends_in_the_dead_letters_and_is_requeued() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = start(&[
+        "--redis",
+        &url,
+        "--jobs-attempts-max",
+        "3",
+        "--jobs-backoff-base-ms",
+        "10",
+        "--jobs-backoff-max-ms",
+        "10",
+    ]);
+    let user = create_user(&server, "hooked", &FUNDS);
+    let receiver = Receiver::start(0);
+    receiver.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    register(&server, &user, &receiver.url());
+    let deposit = format!("/admin/v1/users/{}/deposits", user.id);
+    let (status, _) = admin(
+        server.admin.expect("admin"),
+        "POST",
+        &deposit,
+        Some(serde_json::json!({"asset": "BTC", "amount": "1"})),
+    );
+    assert_eq!(status, 200);
+    // Two events, three attempts each, then two dead letters.
+    assert!(eventually(WAIT, || queue(&server)["dead"] == 2), "{}", queue(&server));
+    let got = receiver.got();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(
+        got[..3].iter().all(|r| r.event_id == got[0].event_id)
+            && got[3..].iter().all(|r| r.event_id == got[3].event_id)
+    );
+    let shown = queue(&server);
+    let letters = shown["deadLetters"].as_array().expect("letters").clone();
+    assert_eq!(letters.len(), 2);
+    for letter in &letters {
+        assert_eq!(
+            (
+                &letter["kind"],
+                &letter["priority"],
+                &letter["attempts"],
+                &letter["error"]
+            ),
+            (
+                &"webhook".into(),
+                &"high".into(),
+                &3.into(),
+                &"the receiver answered 500".into()
+            )
+        );
+    }
+    // The receiver is back: a re-queued letter is delivered, once.
+    receiver.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let id = letters[0]["id"].as_str().expect("id");
+    let (status, _) = admin(
+        server.admin.expect("admin"),
+        "POST",
+        &format!("/admin/v1/jobs/dead/{id}/requeue"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(eventually(WAIT, || receiver.accepted().len() == 1));
+    assert_eq!(receiver.accepted()[0].event_id, got[0].event_id);
+    assert_eq!(queue(&server)["dead"], 1);
+}

@@ -54,6 +54,17 @@ pub(crate) enum AdminCall {
     GetUser {
         user: UserId,
     },
+    SetWebhook {
+        user: UserId,
+        url: String,
+        secret: String,
+    },
+    GetWebhook {
+        user: UserId,
+    },
+    DeleteWebhook {
+        user: UserId,
+    },
     ListUsers,
     Audit,
     /// This shard's `Trading::state_hash`.
@@ -181,6 +192,13 @@ async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
             transfer(shard, id, body, *kind == "deposits").await
         }
         (Method::Delete, ["admin", "v1", "keys", key]) => revoke_key(shard, key).await,
+        (Method::Put, ["admin", "v1", "users", id, "webhook"]) => set_webhook(shard, id, body).await,
+        (Method::Get, ["admin", "v1", "users", id, "webhook"]) => {
+            on_user(shard, id, |user| AdminCall::GetWebhook { user }).await
+        }
+        (Method::Delete, ["admin", "v1", "users", id, "webhook"]) => {
+            on_user(shard, id, |user| AdminCall::DeleteWebhook { user }).await
+        }
         (Method::Post, ["admin", "v1", "markets", symbol, action @ ("halt" | "resume")]) => {
             halt(shard, symbol, *action == "halt").await
         }
@@ -276,6 +294,29 @@ pub(crate) fn run_local(shard: &impl Host, call: AdminCall) -> AdminReply {
             done.map_err(admin_error).map(|()| balances_json(shard, user))
         }
         AdminCall::GetUser { user } => user_details(shard, user),
+        AdminCall::SetWebhook { user, url, secret } => {
+            if shard.trading().user_name(user).is_none() {
+                Err(not_found("user"))
+            } else {
+                let hook = crate::api::webhooks::Hook {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                };
+                shard
+                    .webhooks()
+                    .set(user, hook)
+                    .map(|()| webhook_json(user, &url, Some(&secret)))
+            }
+        }
+        AdminCall::GetWebhook { user } => match shard.webhooks().get(user) {
+            Some(hook) => Ok(webhook_json(user, &hook.url, None)),
+            None => Err(not_found("webhook")),
+        },
+        AdminCall::DeleteWebhook { user } => match shard.webhooks().delete(user) {
+            Ok(true) => Ok(b"{}".to_vec()),
+            Ok(false) => Err(not_found("webhook")),
+            Err(e) => Err(e),
+        },
         AdminCall::ListUsers => {
             let users = shard
                 .trading()
@@ -347,6 +388,43 @@ fn balances_json(shard: &impl Host, user: UserId) -> Vec<u8> {
     let mut w = JsonWriter::default();
     w.begin_object().field_uint("userId", user).key("balances");
     write_balances(shard, user, &mut w);
+    w.end_object();
+    w.into_bytes()
+}
+
+/// `PUT /admin/v1/users/{id}/webhook`: `{"url": "http://host:port/path"}`;
+/// answers the webhook with a new secret (shown once).
+async fn set_webhook(shard: &impl Host, id: &str, body: &[u8]) -> Result<RestReply, HttpError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        url: String,
+    }
+    let body: Body = serde_json::from_slice(body).map_err(bad_body)?;
+    crate::jobs::webhook::parse_url(&body.url).map_err(|problem| {
+        HttpError::new(
+            400,
+            binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+            format!("Bad webhook URL: {problem}."),
+        )
+    })?;
+    let mut raw = [0u8; 32];
+    crate::auth::random_bytes(&mut raw);
+    let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    on_user(shard, id, |user| AdminCall::SetWebhook {
+        user,
+        url: body.url,
+        secret,
+    })
+    .await
+}
+
+fn webhook_json(user: UserId, url: &str, secret: Option<&str>) -> Vec<u8> {
+    let mut w = JsonWriter::default();
+    w.begin_object().field_uint("userId", user).field_str("url", url);
+    if let Some(secret) = secret {
+        w.field_str("secret", secret);
+    }
     w.end_object();
     w.into_bytes()
 }

@@ -62,6 +62,8 @@ pub(crate) trait Host {
     async fn settle(&self);
     /// The shard's history store; `None` when it is off.
     fn history(&self) -> Option<&ShardStore>;
+    /// The webhooks of this shard's users.
+    fn webhooks(&self) -> RefMut<'_, crate::api::webhooks::Webhooks>;
     /// The background jobs' settings.
     fn jobs_config(&self) -> &crate::config::JobsConfig;
     /// This shard's job queue (Redis's, or the shard's own).

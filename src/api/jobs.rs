@@ -32,7 +32,7 @@ use crate::api::request::RestReply;
 use crate::binance;
 use crate::config::JobsConfig;
 use crate::http::{HttpError, Params};
-use crate::jobs::worker::Handler;
+use crate::jobs::worker::{Finished, Handler};
 use crate::jobs::{Job, JobKind, Priority, QueueError};
 use crate::json::JsonWriter;
 use crate::store::export::{Cursor, ExportQuery, Table};
@@ -302,22 +302,37 @@ pub(crate) fn download(shard: &impl Host, params: &Params<'_>, user: UserId) -> 
 }
 
 /// Runs the jobs of a worker: with the history store it reads exports
-/// from, and the export directory.
+/// from, the export directory, the queue (webhook events wait there) and
+/// the worker's connections to webhook receivers.
 pub(crate) struct Runner<'a> {
     pub(crate) store: Option<&'a ShardStore>,
     pub(crate) config: &'a JobsConfig,
+    pub(crate) queue: &'a crate::jobs::Queue,
+    pub(crate) pool: crate::jobs::webhook::Pool,
 }
 
 impl Handler for Runner<'_> {
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<Finished, String> {
         match job.kind {
-            JobKind::Export => self.export(job).await,
+            JobKind::Export => self.export(job).await.map(|()| Finished::Done),
             JobKind::DailyReport => {
                 let store = self.store.ok_or("no history store here")?;
                 store
                     .upkeep(crate::clock::now_ms(), crate::store::shard::PARTITIONS_AHEAD_MONTHS + 1)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(Finished::Done)
+            }
+            JobKind::Webhook => {
+                let config = self.config;
+                crate::jobs::webhook::run(
+                    self.queue,
+                    &self.pool,
+                    job,
+                    config.attempts_max,
+                    config.webhook_timeout_ms,
+                )
+                .await
             }
         }
     }
@@ -490,6 +505,7 @@ async fn show(queue: &crate::jobs::Queue, shard: usize) -> Result<Vec<u8>, HttpE
                 match letter.job.kind {
                     JobKind::Export => "export",
                     JobKind::DailyReport => "daily_report",
+                    JobKind::Webhook => "webhook",
                 },
             )
             .field_str("priority", letter.job.priority.name())

@@ -25,6 +25,7 @@ pub(crate) mod request;
 mod transfers;
 pub(crate) mod user;
 mod wallet;
+pub(crate) mod webhooks;
 pub(crate) mod weights;
 pub(crate) mod wsapi;
 

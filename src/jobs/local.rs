@@ -5,7 +5,10 @@
 //!
 //! The log is JSON lines, one change each: `{"add":job}`,
 //! `{"done":id}`, `{"retry":job,"due_ms":ms}` (the job's attempts counted),
-//! `{"dead":letter}`, `{"requeue":letter id,"job":job}`. Opening replays
+//! `{"dead":letter}`, `{"requeue":letter id,"job":job}`, and for webhook
+//! events `{"push_event":{user,event,job}}` and
+//! `{"next_event":{user,next,dead}}` (an event and the job it needs, or
+//! the job of the next one, in one line each). Opening replays
 //! it; a job that was running when the process stopped (added, never done)
 //! waits again. A line cut by a crash in the middle of its append is the
 //! last one and was never acknowledged: replay stops there and the log is
@@ -34,9 +37,29 @@ pub(crate) const LOG_FILE: &str = "jobs.log";
 enum Change {
     Add(Job),
     Done(String),
-    Retry { retry: Job, due_ms: u64 },
+    Retry {
+        retry: Job,
+        due_ms: u64,
+    },
     Dead(DeadLetter),
-    Requeue { requeue: String, job: Job },
+    Requeue {
+        requeue: String,
+        job: Job,
+    },
+    /// A webhook event in line for `user`, and the job that delivers it
+    /// when the account had none waiting.
+    PushEvent {
+        user: u64,
+        event: String,
+        job: Option<Job>,
+    },
+    /// `user`'s oldest event went (delivered, or the dead letter), and the
+    /// next one's job when more wait.
+    NextEvent {
+        user: u64,
+        next: Option<Job>,
+        dead: Option<DeadLetter>,
+    },
 }
 
 #[derive(Default)]
@@ -46,6 +69,9 @@ struct State {
     /// By when due, then by the order they failed in.
     delayed: BTreeMap<(u64, u64), Job>,
     dead: VecDeque<DeadLetter>,
+    /// Webhook events waiting, per account, oldest first.
+    events: HashMap<u64, VecDeque<String>>,
+    events_total: usize,
     seq: u64,
     log_bytes: u64,
 }
@@ -91,6 +117,32 @@ impl State {
                 self.dead.retain(|d| d.id != requeue);
                 self.ready[job.priority.index()].push_back(job);
             }
+            Change::PushEvent { user, event, job } => {
+                self.events.entry(user).or_default().push_back(event);
+                self.events_total += 1;
+                if let Some(job) = job {
+                    self.ready[job.priority.index()].push_back(job);
+                }
+            }
+            Change::NextEvent { user, next, dead } => {
+                if let Some(events) = self.events.get_mut(&user) {
+                    if events.pop_front().is_some() {
+                        self.events_total -= 1;
+                    }
+                    if events.is_empty() {
+                        self.events.remove(&user);
+                    }
+                }
+                if let Some(letter) = dead {
+                    if self.dead.len() >= dead_max {
+                        self.dead.pop_front();
+                    }
+                    self.dead.push_back(letter);
+                }
+                if let Some(job) = next {
+                    self.ready[job.priority.index()].push_back(job);
+                }
+            }
         }
     }
 
@@ -108,6 +160,13 @@ impl State {
                 retry: job.clone(),
                 due_ms,
             });
+        }
+        for (&user, events) in &self.events {
+            changes.extend(events.iter().map(|event| Change::PushEvent {
+                user,
+                event: event.clone(),
+                job: None,
+            }));
         }
         changes
     }
@@ -306,6 +365,43 @@ impl LocalQueue {
         })
         .await?;
         Ok(false)
+    }
+
+    pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
+        let first = {
+            let state = self.state.borrow();
+            if state.events_total >= self.queue_max {
+                return Err(QueueError::Full(self.queue_max as u64));
+            }
+            !state.events.contains_key(&user)
+        };
+        self.log(Change::PushEvent {
+            user,
+            event: event.to_string(),
+            job: first.then(|| job.clone()),
+        })
+        .await
+    }
+
+    pub(crate) fn head_event(&self, user: u64) -> Option<String> {
+        self.state.borrow().events.get(&user).and_then(|e| e.front().cloned())
+    }
+
+    pub(crate) async fn next_event(&self, user: u64, next: &Job, dead: Option<(&Job, &str)>) -> Result<(), QueueError> {
+        let more = self.state.borrow().events.get(&user).is_some_and(|e| e.len() > 1);
+        let now_ms = crate::clock::now_ms();
+        let dead = dead.map(|(job, error)| DeadLetter {
+            id: format!("{now_ms}-{}", job.id),
+            job: job.clone(),
+            error: error.to_string(),
+            failed_ms: now_ms,
+        });
+        self.log(Change::NextEvent {
+            user,
+            next: more.then(|| next.clone()),
+            dead,
+        })
+        .await
     }
 
     pub(crate) fn dead_letters(&self, count: usize) -> Vec<DeadLetter> {

@@ -26,6 +26,7 @@ pub(crate) mod local;
 pub(crate) mod streams;
 #[cfg(test)]
 mod tests;
+pub(crate) mod webhook;
 pub(crate) mod worker;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,8 @@ pub(crate) enum JobKind {
     Export,
     /// The history store's daily statistics, refreshed.
     DailyReport,
+    /// An account's waiting webhook events, delivered in order.
+    Webhook,
 }
 
 /// One job, as it travels through a queue (JSON).
@@ -203,6 +206,32 @@ impl Queue {
         match self {
             Queue::Redis(q) => q.requeue(id).await,
             Queue::Local(q) => q.requeue(id).await,
+        }
+    }
+
+    /// Adds `event` to `user`'s events, delivered in order by one job at a
+    /// time: `job` is queued when the account had none waiting.
+    pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
+        match self {
+            Queue::Redis(q) => q.push_event(user, event, job).await,
+            Queue::Local(q) => q.push_event(user, event, job).await,
+        }
+    }
+
+    /// `user`'s oldest waiting event.
+    pub(crate) async fn head_event(&self, user: u64) -> Result<Option<String>, QueueError> {
+        match self {
+            Queue::Redis(q) => q.head_event(user).await,
+            Queue::Local(q) => Ok(q.head_event(user)),
+        }
+    }
+
+    /// `user`'s oldest event is delivered, or is the dead letter `dead`
+    /// (its job and error): it goes, and `next` is queued when more wait.
+    pub(crate) async fn next_event(&self, user: u64, next: &Job, dead: Option<(&Job, &str)>) -> Result<(), QueueError> {
+        match self {
+            Queue::Redis(q) => q.next_event(user, next, dead).await,
+            Queue::Local(q) => q.next_event(user, next, dead).await,
         }
     }
 

@@ -23,8 +23,16 @@
 //!   longer than `jobs_visibility_timeout_ms` (a worker that died); each
 //!   delivery beyond the first counts as a failed attempt.
 //!
-//! **Bounds:** `jobs_queue_max` entries per stream; the dead-letter stream
-//! is trimmed to about `jobs_dead_max` (the oldest go first).
+//! - **Webhook events** wait in one list per account
+//!   (`tradsys:webhooks:<user>`), delivered by one job at a time: pushing
+//!   the first event of an empty list queues the job (one script), and the
+//!   job, once it delivered the oldest event (or made it a dead letter),
+//!   removes it and queues the next job when more wait (one script). So an
+//!   account has one job at most, and its events go in order.
+//!
+//! **Bounds:** `jobs_queue_max` entries per stream and events per account;
+//! the dead-letter stream is trimmed to about `jobs_dead_max` (the oldest
+//! go first).
 
 use super::{Claimed, DeadLetter, Job, Priority, QueueError, QueueStats};
 use crate::redis::script::Script;
@@ -124,6 +132,38 @@ redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
 return 1
 ";
 
+/// `KEYS`: the account's events, the high stream. `ARGV`: the event, the
+/// job that delivers them, the most events an account may have waiting.
+/// Returns the events waiting, or -1 when full.
+const PUSH_EVENT: &str = r"
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+if n == 1 then
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], 'tradsys', '0', 'MKSTREAM')
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+end
+return n
+";
+
+/// `KEYS`: the account's events, the high stream, the dead letters.
+/// `ARGV`: the next job, the dead letter's job ('' when delivered), its
+/// error, dead letters kept. The oldest event goes; the next job is queued
+/// when more wait. Returns the events still waiting.
+const NEXT_EVENT: &str = r"
+redis.call('LPOP', KEYS[1])
+if ARGV[2] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[2], 'error', ARGV[3], 'failed_ms', now)
+end
+local left = redis.call('LLEN', KEYS[1])
+if left > 0 then
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], 'tradsys', '0', 'MKSTREAM')
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+end
+return left
+";
+
 /// `KEYS`: high, normal, low, delayed, dead. Returns `{len high, len
 /// normal, len low, pending high, pending normal, pending low, oldest age
 /// ms, delayed, dead}`.
@@ -159,6 +199,8 @@ pub(crate) struct Streams {
     reclaim: Script,
     requeue: Script,
     stats: Script,
+    push_event: Script,
+    next_event: Script,
 }
 
 fn unavailable(e: RedisError) -> QueueError {
@@ -205,6 +247,8 @@ impl Streams {
             reclaim: Script::new(RECLAIM),
             requeue: Script::new(REQUEUE),
             stats: Script::new(STATS),
+            push_event: Script::new(PUSH_EVENT),
+            next_event: Script::new(NEXT_EVENT),
         }
     }
 
@@ -372,6 +416,54 @@ impl Streams {
         Ok(reply == Reply::Integer(1))
     }
 
+    pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
+        let json = serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        let key = events_key(user);
+        let args = [event.to_string(), json, self.queue_max.to_string()];
+        let reply = self
+            .push_event
+            .run(&self.redis, &[&key, STREAMS[0]], &args)
+            .await
+            .map_err(unavailable)?;
+        match reply {
+            Reply::Integer(-1) => Err(QueueError::Full(self.queue_max)),
+            Reply::Integer(_) => Ok(()),
+            other => Err(unexpected("RPUSH", &other)),
+        }
+    }
+
+    pub(crate) async fn head_event(&self, user: u64) -> Result<Option<String>, QueueError> {
+        let key = events_key(user);
+        let reply = self
+            .redis
+            .call(&[b"LINDEX", key.as_bytes(), b"0"])
+            .await
+            .map_err(unavailable)?;
+        match reply {
+            Reply::Nil => Ok(None),
+            reply => text(&reply).map(Some).ok_or_else(|| unexpected("LINDEX", &reply)),
+        }
+    }
+
+    pub(crate) async fn next_event(&self, user: u64, next: &Job, dead: Option<(&Job, &str)>) -> Result<(), QueueError> {
+        let encode = |job: &Job| serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()));
+        let key = events_key(user);
+        let (dead_job, error) = match dead {
+            Some((job, error)) => (encode(job)?, error.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let args = [encode(next)?, dead_job, error, self.dead_max.to_string()];
+        let reply = self
+            .next_event
+            .run(&self.redis, &[&key, STREAMS[0], DEAD], &args)
+            .await
+            .map_err(unavailable)?;
+        match reply {
+            Reply::Integer(_) => Ok(()),
+            other => Err(unexpected("LPOP", &other)),
+        }
+    }
+
     pub(crate) async fn stats(&self) -> Result<QueueStats, QueueError> {
         let keys = [STREAMS[0], STREAMS[1], STREAMS[2], DELAYED, DEAD];
         let reply = self.stats.run(&self.redis, &keys, &[]).await.map_err(unavailable)?;
@@ -396,6 +488,11 @@ impl Streams {
             _ => Err(unexpected("the statistics", &reply)),
         }
     }
+}
+
+/// The list of `user`'s webhook events waiting.
+fn events_key(user: u64) -> String {
+    format!("tradsys:webhooks:{user}")
 }
 
 /// `high/1700000000000-0`: the stream (by its priority's name) and entry.

@@ -32,6 +32,8 @@ fn config(dir: &std::path::Path) -> JobsConfig {
         exports_per_user_max: 2,
         export_ttl_ms: 60_000,
         workers_in_server: true,
+        concurrency: 1,
+        webhook_timeout_ms: 1_000,
         test_job_start_delay_ms: 0,
     }
 }
@@ -132,6 +134,76 @@ async fn behaves_as_a_queue(queue: &Queue) {
         queue.enqueue(&job(&format!("b{i}"), priority)).await.expect("enqueue");
     }
     assert_eq!(queue.enqueue(&job("over", priority)).await, Err(QueueError::Full(4)));
+}
+
+/// An account's webhook events: one job at a time, events in order, a
+/// dead letter that lets the next event go on.
+async fn keeps_an_accounts_events_in_order(queue: &Queue) {
+    let job = |n: u64| super::webhook::job(7, n);
+    for event in ["e1", "e2", "e3"] {
+        queue.push_event(7, event, &job(1)).await.expect("push");
+    }
+    queue
+        .push_event(8, "other", &super::webhook::job(8, 1))
+        .await
+        .expect("push");
+    // One job per account, however many events.
+    let first = queue.claim().await.expect("claim").expect("a job");
+    let second = queue.claim().await.expect("claim").expect("a job");
+    assert_eq!(queue.claim().await.expect("claim").map(|c| c.job.id), None);
+    assert_eq!((first.job.payload.as_str(), second.job.payload.as_str()), ("7", "8"));
+    assert_eq!(first.job.priority, Priority::High);
+    assert_eq!(queue.head_event(7).await.expect("head").as_deref(), Some("e1"));
+    queue.next_event(7, &job(2), None).await.expect("next");
+    queue.ack(&first).await.expect("ack");
+    let again = queue.claim().await.expect("claim").expect("the next job");
+    assert_eq!(again.job.id, job(2).id);
+    assert_eq!(queue.head_event(7).await.expect("head").as_deref(), Some("e2"));
+    // e2 fails for good: a dead letter holding it, and e3 goes on.
+    let dead = Job {
+        payload: "e2".into(),
+        attempts: 3,
+        ..again.job.clone()
+    };
+    queue
+        .next_event(7, &job(3), Some((&dead, "the receiver answered 500")))
+        .await
+        .expect("next");
+    queue.ack(&again).await.expect("ack");
+    let last = queue.claim().await.expect("claim").expect("the job of e3");
+    assert_eq!(queue.head_event(7).await.expect("head").as_deref(), Some("e3"));
+    queue.next_event(7, &job(4), None).await.expect("next");
+    queue.ack(&last).await.expect("ack");
+    // Nothing left for 7: no job was queued after its last event.
+    assert_eq!(queue.head_event(7).await.expect("head"), None);
+    queue.ack(&second).await.expect("ack");
+    assert_eq!(queue.claim().await.expect("claim").map(|c| c.job.id), None);
+    let letters = queue.dead_letters(10).await.expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (
+            letters[0].job.payload.as_str(),
+            letters[0].job.attempts,
+            letters[0].error.as_str()
+        ),
+        ("e2", 3, "the receiver answered 500")
+    );
+}
+
+#[test]
+fn both_queues_keep_an_accounts_events_in_order() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = temp_dir("jobs-events");
+    on_executor(move || async move {
+        let redis = Redis::start(parse_url(&url).expect("url"), limits(), 1);
+        let queue = Queue::Redis(Streams::new(redis.clone(), "w1".into(), &config(&dir)));
+        keeps_an_accounts_events_in_order(&queue).await;
+        redis.close();
+        let queue = Queue::Local(LocalQueue::open(&dir, &config(&dir)).expect("open"));
+        keeps_an_accounts_events_in_order(&queue).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
 
 #[test]

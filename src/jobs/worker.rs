@@ -1,22 +1,34 @@
 //! A worker: claims jobs from a [`Queue`] by priority, runs each through
 //! its [`Handler`], acknowledges it or fails it (a retry after backoff, or
 //! a dead letter), and every half visibility timeout reclaims the jobs of
-//! workers that died. One job at a time: a worker runs on a shard's
-//! low-priority task queue, or on an executor of `tradsys worker`.
+//! workers that died. A worker runs `jobs_concurrency` jobs at once, on a
+//! shard's low-priority task queue or on an executor of `tradsys worker`.
 
 use super::{backoff_ms, Claimed, Job, Queue, QueueError};
 use crate::config::JobsConfig;
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// The longest wait of an idle worker between two claims.
 const IDLE_POLL_MAX_MS: u64 = 1_000;
 
+/// What a job that ended came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finished {
+    Done,
+    /// Its work failed for good and the handler kept it as a dead letter
+    /// itself (a webhook event, so that its account's next one goes on).
+    DeadLettered,
+}
+
 /// Runs jobs of every kind.
 pub(crate) trait Handler {
     /// Does `job`'s work; an error is the attempt's failure, kept with the
     /// job (and shown with its dead letter).
-    async fn run(&self, job: &Job) -> Result<(), String>;
+    async fn run(&self, job: &Job) -> Result<Finished, String>;
 }
 
 /// What one worker did, for /metrics.
@@ -30,13 +42,53 @@ pub(crate) struct WorkerCounters {
     pub(crate) queue_errors: u64,
 }
 
-/// Runs jobs from `queue` until `stop` says so (checked between jobs).
+/// Runs jobs from `queue` until `stop` says so (checked between jobs):
+/// `jobs_concurrency` at once, each lane claiming and running one job at a
+/// time; the first lane also reclaims the jobs of dead workers.
 pub(crate) async fn run(
     queue: &Queue,
     handler: &impl Handler,
     config: &JobsConfig,
     counters: &RefCell<WorkerCounters>,
     stop: impl Fn() -> bool,
+) {
+    let stop = &stop;
+    let lanes: Vec<_> = (0..config.concurrency.max(1))
+        .map(|lane| run_lane(queue, handler, config, counters, stop, lane == 0))
+        .collect();
+    join_all(lanes).await;
+}
+
+/// Polls every future until all are done.
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futures {
+            if let Some(future) = slot {
+                if future.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
+}
+
+async fn run_lane(
+    queue: &Queue,
+    handler: &impl Handler,
+    config: &JobsConfig,
+    counters: &RefCell<WorkerCounters>,
+    stop: &impl Fn() -> bool,
+    reclaims: bool,
 ) {
     let mut next_reclaim_ms = 0;
     let mut jitter = crate::clock::now_micros() | 1;
@@ -45,7 +97,7 @@ pub(crate) async fn run(
     let mut idle_ms = config.poll_ms;
     while !stop() {
         let now_ms = crate::clock::now_ms();
-        if now_ms >= next_reclaim_ms {
+        if reclaims && now_ms >= next_reclaim_ms {
             next_reclaim_ms = now_ms + (config.visibility_timeout_ms / 2).max(1);
             match queue.reclaim().await {
                 Ok(reclaimed) => {
@@ -99,8 +151,14 @@ async fn execute(
         handler.run(&claimed.job).await
     };
     let settled: Result<(), QueueError> = match outcome {
-        Ok(()) => {
-            counters.borrow_mut().succeeded += 1;
+        Ok(finished) => {
+            {
+                let mut counted = counters.borrow_mut();
+                match finished {
+                    Finished::Done => counted.succeeded += 1,
+                    Finished::DeadLettered => counted.dead_lettered += 1,
+                }
+            }
             queue.ack(&claimed).await
         }
         Err(error) => {

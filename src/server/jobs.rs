@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::jobs::local::LocalQueue;
 use crate::jobs::streams::Streams;
 use crate::jobs::worker::{self, WorkerCounters};
-use crate::jobs::{Job, JobKind, Priority, Queue, QueueStats};
+use crate::jobs::{Job, JobKind, Priority, Queue, QueueError, QueueStats};
 use crate::redis::Redis;
 use crate::server::shard::Shard;
 use crate::store::shard::ShardStore;
@@ -26,6 +26,8 @@ use std::time::Duration;
 const WORKER_SHARES: usize = 5;
 /// How often the queue's figures are read for /metrics.
 const STATS_INTERVAL_MS: u64 = 1_000;
+/// How soon an event the queue could not take is offered again.
+const OUTBOX_RETRY_MS: u64 = 100;
 /// How often expired exports are removed.
 const SWEEP_INTERVAL_MS: u64 = 60_000;
 
@@ -62,7 +64,11 @@ pub(crate) fn start(shard: &Rc<Shard>) {
         glommio::executor().create_task_queue(Shares::Static(WORKER_SHARES), Latency::NotImportant, "jobs");
     let worker = run_worker(shard.clone(), queue.clone());
     let stats = run_stats(shard.clone(), queue.clone());
-    let mut tasks = vec![glommio::spawn_local_into(stats, task_queue)];
+    let outbox = run_webhook_outbox(shard.clone(), queue.clone());
+    let mut tasks = vec![
+        glommio::spawn_local_into(stats, task_queue),
+        glommio::spawn_local_into(outbox, task_queue),
+    ];
     if shard.jobs_config.workers_in_server {
         tasks.push(glommio::spawn_local_into(worker, task_queue));
     }
@@ -86,11 +92,42 @@ async fn run_worker(shard: Rc<Shard>, queue: Rc<Queue>) {
     let runner = Runner {
         store: shard.history.get().map(|store| &**store),
         config: &shard.jobs_config,
+        queue: &queue,
+        pool: Default::default(),
     };
     worker::run(&queue, &runner, &shard.jobs_config, &shard.job_counters, || {
         shard.is_draining()
     })
     .await;
+}
+
+/// Moves the shard's webhook events to the job queue, in order: an event
+/// the queue cannot take now (Redis down) waits at the head and is tried
+/// again; one the queue refuses (full) is dropped and counted.
+async fn run_webhook_outbox(shard: Rc<Shard>, queue: Rc<Queue>) {
+    loop {
+        if shard.webhook_signal.acquire(1).await.is_err() {
+            return;
+        }
+        loop {
+            let Some((user, event)) = shard.webhook_outbox.borrow_mut().pop_front() else {
+                break;
+            };
+            let job = crate::jobs::webhook::job(user, crate::clock::now_ms());
+            match queue.push_event(user, &event, &job).await {
+                Ok(()) => {}
+                Err(QueueError::Full(_)) => shard.metrics.borrow_mut().webhook_events_dropped += 1,
+                Err(QueueError::Unavailable(_)) => {
+                    shard.webhook_outbox.borrow_mut().push_front((user, event));
+                    shard.job_counters.borrow_mut().queue_errors += 1;
+                    if shard.is_draining() {
+                        return;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(OUTBOX_RETRY_MS)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Reads the queue's figures for /metrics. Redis's queue is one for every
@@ -223,6 +260,8 @@ async fn worker_executor(
     let runner = Runner {
         store: store.as_ref(),
         config: &config.jobs,
+        queue: &queue,
+        pool: Default::default(),
     };
     let counters = RefCell::new(WorkerCounters::default());
     println!("worker {index} consuming {}", redacted(config));

@@ -243,15 +243,54 @@ pub(super) fn user_events(shard: &Shard, out: &mut Output) {
         return;
     }
     let now_ms = crate::clock::now_ms();
+    let hooked = !shard.webhooks.borrow().is_empty();
     for update in out.user_updates.drain(..) {
-        publish_user_event(shard, UserEvent::Order(update), now_ms);
+        let event = UserEvent::Order(update);
+        if hooked {
+            webhook_event(shard, &event, now_ms);
+        }
+        publish_user_event(shard, event, now_ms);
     }
     for update in out.balance_updates.drain(..) {
-        publish_user_event(shard, UserEvent::Balance(update), now_ms);
+        let event = UserEvent::Balance(update);
+        if hooked {
+            webhook_event(shard, &event, now_ms);
+        }
+        publish_user_event(shard, event, now_ms);
     }
     for (user, key) in out.closed_listen_keys.drain(..) {
         publish_user_event(shard, UserEvent::KeyClosed { user, key }, now_ms);
     }
+}
+
+/// Webhook events waiting for the job queue, per shard, at most.
+const WEBHOOK_OUTBOX_MAX: usize = 65_536;
+
+/// A fill or a balance change of a user with a webhook: its payloads join
+/// the outbox that `server::jobs` moves to the job queue in order.
+fn webhook_event(shard: &Shard, event: &UserEvent, time_ms: u64) {
+    let user = event.user();
+    let wanted = match event {
+        UserEvent::Order(update) => update.trade.is_some(),
+        UserEvent::Balance(_) => true,
+        UserEvent::KeyClosed { .. } => false,
+    };
+    if !wanted || shard.webhooks.borrow().get(user).is_none() {
+        return;
+    }
+    let Some(payloads) = crate::streams::user_event_payloads(event, time_ms, &shard.trading()) else {
+        return;
+    };
+    let mut outbox = shard.webhook_outbox.borrow_mut();
+    for payload in payloads {
+        let delivery = shard.webhooks.borrow_mut().delivery(user, payload);
+        let json = delivery.and_then(|d| serde_json::to_string(&d).ok());
+        match json {
+            Some(json) if outbox.len() < WEBHOOK_OUTBOX_MAX => outbox.push_back((user, json)),
+            _ => shard.metrics.borrow_mut().webhook_events_dropped += 1,
+        }
+    }
+    shard.webhook_signal.signal(1);
 }
 
 fn publish_user_event(shard: &Shard, event: UserEvent, time_ms: u64) {

@@ -96,6 +96,12 @@ pub(crate) struct Shard {
     /// Job ids: this process's start, the shard, then a sequence.
     pub(super) job_seq: Cell<u64>,
     pub(super) open_exports: RefCell<HashMap<UserId, Vec<String>>>,
+    /// The webhooks of this shard's users.
+    pub(super) webhooks: RefCell<crate::api::webhooks::Webhooks>,
+    /// Webhook events on their way to the job queue, oldest first.
+    pub(super) webhook_outbox: RefCell<std::collections::VecDeque<(UserId, String)>>,
+    /// Signalled when events join the outbox.
+    pub(super) webhook_signal: Semaphore,
     /// How often the daily report runs (the history store's statistics).
     pub(super) statistics_interval_s: u64,
     /// The two-level cache (L2 with `--redis`).
@@ -404,6 +410,10 @@ impl Host for Shard {
 
     fn open_exports(&self) -> RefMut<'_, HashMap<UserId, Vec<String>>> {
         self.open_exports.borrow_mut()
+    }
+
+    fn webhooks(&self) -> RefMut<'_, crate::api::webhooks::Webhooks> {
+        self.webhooks.borrow_mut()
     }
 
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError> {

@@ -131,6 +131,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     install(&shard, &setup, start.image)?;
     open_journal(&shard, &setup, start.generation).await?;
     open_history(&shard, &setup, start.generation)?;
+    let webhooks_dir = snapshot::shard_dir(&setup.config.data_dir, setup.index as u32);
+    *shard.webhooks.borrow_mut() = crate::api::webhooks::Webhooks::open(&webhooks_dir)?;
     let queue = crate::server::jobs::queue(&setup.config, shard.redis.as_ref(), setup.index)?;
     if shard.jobs.set(Rc::new(queue)).is_err() {
         return Err("the job queue is opened once".into());
@@ -310,6 +312,12 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         job_stats: Cell::default(),
         job_seq: Cell::new(crate::clock::now_micros()),
         open_exports: RefCell::default(),
+        webhooks: RefCell::new(crate::api::webhooks::Webhooks::empty(&snapshot::shard_dir(
+            &config.data_dir,
+            setup.index as u32,
+        ))),
+        webhook_outbox: RefCell::default(),
+        webhook_signal: Semaphore::new(0),
         statistics_interval_s: config.history.statistics_interval_s,
         bans: RefCell::new(crate::limits::Bans::new(
             limits.ip_ban_refusals_per_minute_max,

@@ -40,6 +40,7 @@ mod event;
 mod name;
 mod queue;
 mod registry;
+pub(crate) use registry::user_event_payloads;
 
 pub(crate) use event::*;
 pub(crate) use name::*;

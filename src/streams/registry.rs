@@ -389,25 +389,11 @@ impl Registry {
             return 0;
         };
         let payloads = match event {
-            UserEvent::Order(update) => {
-                let mut w = JsonWriter::with_capacity(768);
-                write_execution_report(update, time_ms, trading, &mut w);
-                let position = account_position_payload(&update.balances, update.view.update_time_ms, time_ms, trading);
-                [w.into_bytes(), position]
-            }
-            UserEvent::Balance(update) => {
-                let mut w = JsonWriter::with_capacity(128);
-                w.begin_object()
-                    .field_str("e", "balanceUpdate")
-                    .field_uint("E", time_ms)
-                    .field_str("a", trading.asset_name(update.asset))
-                    .field_decimal("d", update.delta.0)
-                    .field_uint("T", time_ms)
-                    .end_object();
-                let position = account_position_payload(&[(update.asset, update.balance)], time_ms, time_ms, trading);
-                [w.into_bytes(), position]
-            }
             UserEvent::KeyClosed { key, .. } => return close_user_key(outs, key, time_ms),
+            event => match user_event_payloads(event, time_ms, trading) {
+                Some(payloads) => payloads,
+                None => return 0,
+            },
         };
         // Raw frames are shared by every `/ws` connection; a combined one
         // (`/stream?streams=<listenKey>`) gets them wrapped with its key.
@@ -511,4 +497,31 @@ pub(super) fn changed_levels(old: &[Level], new: &[Level], touched: &HashSet<Pri
     gone.sort_unstable();
     changed.extend(gone.into_iter().map(|p| (p, Qty(0))));
     changed
+}
+
+/// The two payloads a user event sends (an executionReport or
+/// balanceUpdate, then the outboundAccountPosition); `None` for a closed
+/// listen key.
+pub(crate) fn user_event_payloads(event: &UserEvent, time_ms: u64, trading: &Trading) -> Option<[Vec<u8>; 2]> {
+    match event {
+        UserEvent::Order(update) => {
+            let mut w = JsonWriter::with_capacity(768);
+            write_execution_report(update, time_ms, trading, &mut w);
+            let position = account_position_payload(&update.balances, update.view.update_time_ms, time_ms, trading);
+            Some([w.into_bytes(), position])
+        }
+        UserEvent::Balance(update) => {
+            let mut w = JsonWriter::with_capacity(128);
+            w.begin_object()
+                .field_str("e", "balanceUpdate")
+                .field_uint("E", time_ms)
+                .field_str("a", trading.asset_name(update.asset))
+                .field_decimal("d", update.delta.0)
+                .field_uint("T", time_ms)
+                .end_object();
+            let position = account_position_payload(&[(update.asset, update.balance)], time_ms, time_ms, trading);
+            Some([w.into_bytes(), position])
+        }
+        UserEvent::KeyClosed { .. } => None,
+    }
 }
