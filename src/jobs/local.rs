@@ -249,7 +249,15 @@ impl LocalQueue {
     /// Appends `change` and syncs it, on the blocking thread; then applies
     /// it here.
     async fn log(&self, change: Change) -> Result<(), QueueError> {
-        let bytes = line(&change)?;
+        self.log_all(vec![change]).await
+    }
+
+    /// Appends `changes` in one write and one sync; then applies them here.
+    async fn log_all(&self, changes: Vec<Change>) -> Result<(), QueueError> {
+        let mut bytes = Vec::new();
+        for change in &changes {
+            bytes.extend(line(change)?);
+        }
         let written = bytes.len() as u64;
         let file = self.file.clone();
         let path = self.path.clone();
@@ -262,7 +270,9 @@ impl LocalQueue {
             .await?;
         let compact = {
             let mut state = self.state.borrow_mut();
-            state.apply(change, self.dead_max);
+            for change in changes {
+                state.apply(change, self.dead_max);
+            }
             state.log_bytes += written;
             let described = (state.jobs() + state.dead.len()) as u64 * 512;
             state.log_bytes > COMPACT_BYTES_MIN && state.log_bytes > 4 * described
@@ -367,20 +377,27 @@ impl LocalQueue {
         Ok(false)
     }
 
-    pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
-        let first = {
+    pub(crate) async fn push_events(&self, events: &[(u64, String, Job)]) -> Result<(), QueueError> {
+        let changes = {
             let state = self.state.borrow();
-            if state.events_total >= self.queue_max {
+            if state.events_total + events.len() > self.queue_max {
                 return Err(QueueError::Full(self.queue_max as u64));
             }
-            !state.events.contains_key(&user)
+            let mut first: HashMap<u64, bool> = HashMap::new();
+            events
+                .iter()
+                .map(|(user, event, job)| {
+                    let empty = first.entry(*user).or_insert_with(|| !state.events.contains_key(user));
+                    let job = std::mem::replace(empty, false).then(|| job.clone());
+                    Change::PushEvent {
+                        user: *user,
+                        event: event.clone(),
+                        job,
+                    }
+                })
+                .collect()
         };
-        self.log(Change::PushEvent {
-            user,
-            event: event.to_string(),
-            job: first.then(|| job.clone()),
-        })
-        .await
+        self.log_all(changes).await
     }
 
     pub(crate) fn head_event(&self, user: u64) -> Option<String> {

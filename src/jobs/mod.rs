@@ -212,9 +212,15 @@ impl Queue {
     /// Adds `event` to `user`'s events, delivered in order by one job at a
     /// time: `job` is queued when the account had none waiting.
     pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
+        self.push_events(&[(user, event.to_string(), job.clone())]).await
+    }
+
+    /// [`Queue::push_event`] for many events at once, in order: one round
+    /// trip to Redis, or one synced write of the log. All or none.
+    pub(crate) async fn push_events(&self, events: &[(u64, String, Job)]) -> Result<(), QueueError> {
         match self {
-            Queue::Redis(q) => q.push_event(user, event, job).await,
-            Queue::Local(q) => q.push_event(user, event, job).await,
+            Queue::Redis(q) => q.push_events(events).await,
+            Queue::Local(q) => q.push_events(events).await,
         }
     }
 

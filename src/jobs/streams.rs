@@ -132,17 +132,24 @@ redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
 return 1
 ";
 
-/// `KEYS`: the account's events, the high stream. `ARGV`: the event, the
-/// job that delivers them, the most events an account may have waiting.
-/// Returns the events waiting, or -1 when full.
-const PUSH_EVENT: &str = r"
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-if n == 1 then
-  redis.pcall('XGROUP', 'CREATE', KEYS[2], 'tradsys', '0', 'MKSTREAM')
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+/// `KEYS`: the high stream, then each event's account list. `ARGV`: the
+/// most events an account may have waiting, then for each event its body
+/// and the job that delivers its account's events. Checks every bound
+/// first: all are added, or none (-1).
+const PUSH_EVENTS: &str = r"
+local max = tonumber(ARGV[1])
+local adding = {}
+for i = 2, #KEYS do
+  adding[KEYS[i]] = (adding[KEYS[i]] or redis.call('LLEN', KEYS[i])) + 1
+  if adding[KEYS[i]] > max then return -1 end
 end
-return n
+redis.pcall('XGROUP', 'CREATE', KEYS[1], 'tradsys', '0', 'MKSTREAM')
+for i = 2, #KEYS do
+  if redis.call('RPUSH', KEYS[i], ARGV[2 * i - 2]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'job', ARGV[2 * i - 1])
+  end
+end
+return #KEYS - 1
 ";
 
 /// `KEYS`: the account's events, the high stream, the dead letters.
@@ -199,7 +206,7 @@ pub(crate) struct Streams {
     reclaim: Script,
     requeue: Script,
     stats: Script,
-    push_event: Script,
+    push_events: Script,
     next_event: Script,
 }
 
@@ -247,7 +254,7 @@ impl Streams {
             reclaim: Script::new(RECLAIM),
             requeue: Script::new(REQUEUE),
             stats: Script::new(STATS),
-            push_event: Script::new(PUSH_EVENT),
+            push_events: Script::new(PUSH_EVENTS),
             next_event: Script::new(NEXT_EVENT),
         }
     }
@@ -416,13 +423,20 @@ impl Streams {
         Ok(reply == Reply::Integer(1))
     }
 
-    pub(crate) async fn push_event(&self, user: u64, event: &str, job: &Job) -> Result<(), QueueError> {
-        let json = serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        let key = events_key(user);
-        let args = [event.to_string(), json, self.queue_max.to_string()];
+    pub(crate) async fn push_events(&self, events: &[(u64, String, Job)]) -> Result<(), QueueError> {
+        let mut keys = Vec::with_capacity(events.len() + 1);
+        keys.push(STREAMS[0].to_string());
+        let mut args = Vec::with_capacity(2 * events.len() + 1);
+        args.push(self.queue_max.to_string());
+        for (user, event, job) in events {
+            keys.push(events_key(*user));
+            args.push(event.clone());
+            args.push(serde_json::to_string(job).map_err(|e| QueueError::Unavailable(e.to_string()))?);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let reply = self
-            .push_event
-            .run(&self.redis, &[&key, STREAMS[0]], &args)
+            .push_events
+            .run(&self.redis, &keys, &args)
             .await
             .map_err(unavailable)?;
         match reply {

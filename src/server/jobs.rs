@@ -26,6 +26,8 @@ use std::time::Duration;
 const WORKER_SHARES: usize = 5;
 /// How often the queue's figures are read for /metrics.
 const STATS_INTERVAL_MS: u64 = 1_000;
+/// Webhook events handed to the queue in one call at most.
+const OUTBOX_BATCH_MAX: usize = 512;
 /// How soon an event the queue could not take is offered again.
 const OUTBOX_RETRY_MS: u64 = 100;
 /// How often expired exports are removed.
@@ -110,15 +112,27 @@ async fn run_webhook_outbox(shard: Rc<Shard>, queue: Rc<Queue>) {
             return;
         }
         loop {
-            let Some((user, event)) = shard.webhook_outbox.borrow_mut().pop_front() else {
-                break;
+            let batch: Vec<(u64, String, Job)> = {
+                let mut outbox = shard.webhook_outbox.borrow_mut();
+                let now_ms = crate::clock::now_ms();
+                let take = outbox.len().min(OUTBOX_BATCH_MAX);
+                outbox
+                    .drain(..take)
+                    .map(|(user, event)| (user, event, crate::jobs::webhook::job(user, now_ms)))
+                    .collect()
             };
-            let job = crate::jobs::webhook::job(user, crate::clock::now_ms());
-            match queue.push_event(user, &event, &job).await {
+            if batch.is_empty() {
+                break;
+            }
+            match queue.push_events(&batch).await {
                 Ok(()) => {}
-                Err(QueueError::Full(_)) => shard.metrics.borrow_mut().webhook_events_dropped += 1,
+                Err(QueueError::Full(_)) => shard.metrics.borrow_mut().webhook_events_dropped += batch.len() as u64,
                 Err(QueueError::Unavailable(_)) => {
-                    shard.webhook_outbox.borrow_mut().push_front((user, event));
+                    let mut outbox = shard.webhook_outbox.borrow_mut();
+                    for (user, event, _) in batch.into_iter().rev() {
+                        outbox.push_front((user, event));
+                    }
+                    drop(outbox);
                     shard.job_counters.borrow_mut().queue_errors += 1;
                     if shard.is_draining() {
                         return;

@@ -20,7 +20,9 @@
 //!   signed or on a logged-on session (see `wsidle`);
 //! - `ws-fanout` measures delivery, completeness and latency of one trade
 //!   stream with many subscribers (see `wsfanout`); both are driven by
-//!   bench/ws.sh.
+//!   bench/ws.sh;
+//! - `webhook-sink` receives webhook deliveries and times them (see `sink`,
+//!   driven by bench/webhooks.sh).
 //!
 //! Only 127.0.0.1 targets are accepted: this is a benchmark of one machine.
 
@@ -28,6 +30,7 @@ mod http;
 mod orders;
 mod procfs;
 mod run;
+mod sink;
 mod users;
 mod wsapi;
 mod wsclient;
@@ -92,6 +95,10 @@ usage: tradsys-loadgen <command> [--option value]...
            N subscribers of btcusdt@trade while the first user's resting
            SELLs are taken by the others' IOC BUYs at PER_S trades/s
 
+  webhook-sink --expect N [--port P (0: any, printed)]
+           answer webhook POSTs with 200; after N, print the deliveries
+           per second from the first to the last
+
 USERS is a file of lines `userId<TAB>shard<TAB>apiKey<TAB>secretKey`, with
 `<TAB>ed25519ApiKey<TAB>ed25519SeedHex` after them for users that have an
 Ed25519 key (setup --ed25519 1).
@@ -119,12 +126,27 @@ fn main() -> ExitCode {
         "plan" => plan(&opts),
         "ws-idle" => ws_idle(&opts),
         "ws-fanout" => ws_fanout(&opts),
+        "webhook-sink" => webhook_sink(&opts),
         other => Err(format!("unknown command {other}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+fn webhook_sink(opts: &Opts) -> Result<(), String> {
+    let port = match opts.0.get("port") {
+        Some(p) => p.parse().map_err(|e| format!("--port: {e}"))?,
+        None => 0,
+    };
+    let expect = opts
+        .0
+        .get("expect")
+        .ok_or("--expect is required")?
+        .parse()
+        .map_err(|e| format!("--expect: {e}"))?;
+    sink::run(port, expect)
 }
 
 fn fail(msg: &str) -> ExitCode {
