@@ -128,11 +128,12 @@ async fn run_webhook_outbox(shard: Rc<Shard>, queue: Rc<Queue>) {
                 Ok(()) => {}
                 Err(QueueError::Full(_)) => shard.metrics.borrow_mut().webhook_events_dropped += batch.len() as u64,
                 Err(QueueError::Unavailable(_)) => {
-                    let mut outbox = shard.webhook_outbox.borrow_mut();
-                    for (user, event, _) in batch.into_iter().rev() {
-                        outbox.push_front((user, event));
+                    {
+                        let mut outbox = shard.webhook_outbox.borrow_mut();
+                        for (user, event, _) in batch.into_iter().rev() {
+                            outbox.push_front((user, event));
+                        }
                     }
-                    drop(outbox);
                     shard.job_counters.borrow_mut().queue_errors += 1;
                     if shard.is_draining() {
                         return;
