@@ -439,6 +439,11 @@ const KEYS: &[Key] = &[
         help: "time a webhook delivery may take (connect, send, reply) before it counts as failed",
     },
     Key {
+        name: "webhook_ca_file",
+        default: "",
+        help: "PEM certificates that https webhook receivers' certificates must chain to; empty: the public CA roots",
+    },
+    Key {
         name: "jobs_poll_ms",
         default: "100",
         help: "time a worker waits before it asks an empty queue again; doubles while the queue stays empty, up to 1 s",
@@ -642,6 +647,8 @@ pub struct JobsConfig {
     pub export_ttl_ms: u64,
     pub concurrency: usize,
     pub webhook_timeout_ms: u64,
+    /// `None`: https receivers are checked against the public CA roots.
+    pub webhook_ca_file: Option<PathBuf>,
     /// Whether each shard of the server runs a worker (else only
     /// `tradsys worker` processes run jobs).
     pub workers_in_server: bool,
@@ -1113,8 +1120,22 @@ fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
         workers_in_server: v.boolean("jobs_workers_in_server")?,
         concurrency: v.count("jobs_concurrency", 1024)?,
         webhook_timeout_ms: v.ms("webhook_timeout_ms")?,
+        webhook_ca_file: match v.text("webhook_ca_file") {
+            "" => None,
+            path => Some(PathBuf::from(path)),
+        },
         test_job_start_delay_ms: 0,
     };
+    if let Some(path) = &config.webhook_ca_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("webhook_ca_file", format!("{}: {e}", path.display())))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid(
+                "webhook_ca_file",
+                format!("{}: no PEM certificate in it", path.display()),
+            ));
+        }
+    }
     if !config.workers_in_server && v.text("redis").is_empty() {
         return Err(invalid(
             "jobs_workers_in_server",

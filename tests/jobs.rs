@@ -391,7 +391,32 @@ struct Receiver {
 
 impl Receiver {
     fn start(fail_first: usize) -> Receiver {
-        use std::io::{Read, Write};
+        Receiver::start_with(fail_first, None)
+    }
+
+    /// A receiver that speaks TLS with the fixture certificate for
+    /// 127.0.0.1 (signed by tests/fixtures/tls/ca.pem).
+    fn start_tls(fail_first: usize) -> Receiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+            .expect("server.pem")
+            .map(|c| c.expect("a certificate"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).expect("server.key");
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("the fixture certificate");
+        Receiver::start_with(fail_first, Some(std::sync::Arc::new(config)))
+    }
+
+    fn start_with(fail_first: usize, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
@@ -399,51 +424,15 @@ impl Receiver {
         let (got_c, failing_c) = (got.clone(), failing.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let (got, failing) = (got_c.clone(), failing_c.clone());
-                std::thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let head_end = loop {
-                            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break at + 4;
-                            }
-                            match stream.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                        let header = |name: &str| {
-                            head.lines()
-                                .find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
-                                .map(|(_, v)| v.to_string())
-                                .unwrap_or_default()
-                        };
-                        let length: usize = header("content-length").parse().unwrap_or(0);
-                        while buf.len() < head_end + length {
-                            match stream.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
-                        buf.drain(..head_end + length);
-                        let mut got = got.lock().expect("lock");
-                        let fail = got.len() < fail_first || failing.load(std::sync::atomic::Ordering::SeqCst);
-                        let answered = if fail { 500 } else { 200 };
-                        got.push(Received {
-                            event_id: header("x-tradsys-event-id"),
-                            signature: header("x-tradsys-signature"),
-                            body,
-                            answered,
-                        });
-                        drop(got);
-                        let reply = format!("HTTP/1.1 {answered} X\r\nContent-Length: 0\r\n\r\n");
-                        if stream.write_all(reply.as_bytes()).is_err() {
+                let Ok(stream) = stream else { return };
+                let (got, failing, tls) = (got_c.clone(), failing_c.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve_hooks(stream, &got, &failing, fail_first),
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
                             return;
-                        }
+                        };
+                        serve_hooks(rustls::StreamOwned::new(conn, stream), &got, &failing, fail_first)
                     }
                 });
             }
@@ -455,12 +444,68 @@ impl Receiver {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/hook", self.port)
+    }
+
     fn got(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
     }
 
     fn accepted(&self) -> Vec<Received> {
         self.got().into_iter().filter(|r| r.answered == 200).collect()
+    }
+}
+
+/// Answers webhook POSTs on one connection (see [`Receiver`]).
+fn serve_hooks(
+    mut stream: impl std::io::Read + std::io::Write,
+    got: &std::sync::Mutex<Vec<Received>>,
+    failing: &std::sync::atomic::AtomicBool,
+    fail_first: usize,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+        buf.drain(..head_end + length);
+        let mut got = got.lock().expect("lock");
+        let fail = got.len() < fail_first || failing.load(std::sync::atomic::Ordering::SeqCst);
+        let answered = if fail { 500 } else { 200 };
+        got.push(Received {
+            event_id: header("x-tradsys-event-id"),
+            signature: header("x-tradsys-signature"),
+            body,
+            answered,
+        });
+        drop(got);
+        let reply = format!("HTTP/1.1 {answered} X\r\nContent-Length: 0\r\n\r\n");
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
     }
 }
 
@@ -572,7 +617,7 @@ fn webhooks_get_every_fill_and_balance_change_once_in_order_after_retries() {
         server.admin.expect("admin"),
         "PUT",
         &path,
-        Some(serde_json::json!({"url": "https://127.0.0.1/hook"})),
+        Some(serde_json::json!({"url": "ftp://127.0.0.1/hook"})),
     );
     assert_eq!((status, body["code"].as_i64()), (400, Some(-1102)));
 }
@@ -643,4 +688,57 @@ fn a_webhook_that_always_fails_ends_in_the_dead_letters_and_is_requeued() {
     assert!(eventually(WAIT, || receiver.accepted().len() == 1));
     assert_eq!(receiver.accepted()[0].event_id, got[0].event_id);
     assert_eq!(queue(&server)["dead"], 1);
+}
+
+/// An https webhook: delivered through TLS to a receiver whose certificate
+/// chains to `webhook_ca_file`; a server that does not trust it gets a
+/// TLS error and keeps the event as a dead letter.
+#[test]
+fn https_webhooks_check_the_receivers_certificate() {
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+    let server = start(&["--webhook-ca-file", ca]);
+    let user = create_user(&server, "tls", &FUNDS);
+    let receiver = Receiver::start_tls(0);
+    let secret = register(&server, &user, &receiver.https_url());
+    let deposit = format!("/admin/v1/users/{}/deposits", user.id);
+    let body = Some(serde_json::json!({"asset": "BTC", "amount": "1"}));
+    assert_eq!(
+        admin(server.admin.expect("admin"), "POST", &deposit, body.clone()).0,
+        200
+    );
+    assert!(
+        eventually(WAIT, || receiver.accepted().len() == 2),
+        "{:?}",
+        receiver.got()
+    );
+    for r in receiver.accepted() {
+        assert_eq!(
+            r.signature,
+            common::account::Signer::Hmac(secret.clone()).sign(r.body.as_bytes())
+        );
+    }
+
+    // The public roots do not hold the test CA: no delivery, a dead letter.
+    let untrusting = start(&["--jobs-attempts-max", "1"]);
+    let other = create_user(&untrusting, "tls", &FUNDS);
+    register(&untrusting, &other, &receiver.https_url());
+    let deposit = format!("/admin/v1/users/{}/deposits", other.id);
+    assert_eq!(admin(untrusting.admin.expect("admin"), "POST", &deposit, body).0, 200);
+    // Without Redis each shard has its own queue: gather their letters.
+    let letters = || -> Vec<Value> {
+        let (status, body) = admin(untrusting.admin.expect("admin"), "GET", "/admin/v1/jobs", None);
+        assert_eq!(status, 200);
+        let queues = body.as_array().expect("queues").clone();
+        queues
+            .iter()
+            .flat_map(|q| q["deadLetters"].as_array().expect("letters").clone())
+            .collect()
+    };
+    assert!(eventually(WAIT, || letters().len() == 2), "{:?}", letters());
+    let error = letters()[0]["error"].as_str().expect("error").to_string();
+    assert!(
+        error.starts_with(&format!("TLS with 127.0.0.1:{}: ", receiver.port)),
+        "{error}"
+    );
+    assert_eq!(receiver.accepted().len(), 2);
 }

@@ -11,7 +11,7 @@
 //! change). Deliveries are background jobs (`jobs::webhook`): in order per
 //! account, retried with backoff, a dead letter after the last attempt.
 //! Orders placed or cancelled (funds moving between free and locked) are
-//! not sent. Only `http://` URLs: TLS is not built.
+//! not sent. `http://` and `https://` URLs (see `jobs::webhook`).
 
 use crate::binance;
 use crate::http::HttpError;

@@ -34,6 +34,7 @@ fn config(dir: &std::path::Path) -> JobsConfig {
         workers_in_server: true,
         concurrency: 1,
         webhook_timeout_ms: 1_000,
+        webhook_ca_file: None,
         test_job_start_delay_ms: 0,
     }
 }

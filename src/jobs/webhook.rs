@@ -7,16 +7,26 @@
 //! the event becomes a dead letter and the account's next event goes on.
 //!
 //! Connections are HTTP/1.1 and kept alive per address (at most
-//! [`IDLE_PER_ADDRESS_MAX`] idle per worker). A reply is read to its end
-//! (`Content-Length`); one without it closes its connection.
+//! [`IDLE_PER_ADDRESS_MAX`] idle per worker), through TLS (rustls, ring)
+//! for `https://` URLs: the receiver's certificate is checked against the
+//! public CA roots, or against `webhook_ca_file` when it is set. A reply
+//! is read to its end (`Content-Length`); one without it closes its
+//! connection.
 
 use super::worker::Finished;
 use super::{Job, JobKind, Priority, Queue};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::client::TlsStream;
+use futures_rustls::pki_types::pem::PemObject;
+use futures_rustls::pki_types::{CertificateDer, ServerName};
+use futures_rustls::rustls::{ClientConfig, RootCertStore};
+use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest URL a webhook may have.
@@ -35,6 +45,8 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// Path and query.
     pub(crate) path: String,
+    /// `https`: the name the certificate must carry, else `None`.
+    pub(crate) tls_name: Option<String>,
 }
 
 /// Checks `url`; the error says what is wrong.
@@ -44,8 +56,10 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
             "a webhook URL has at most {URL_BYTES_MAX} printable ASCII characters"
         ));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err("a webhook URL starts with http:// (https is not supported)".into());
+    let (rest, tls, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false, 80),
+        (_, Some(rest)) => (rest, true, 443),
+        _ => return Err("a webhook URL starts with http:// or https://".into()),
     };
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
@@ -59,15 +73,20 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
             let port: u16 = port.parse().map_err(|_| format!("bad port in {url}"))?;
             (host, port)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() || port == 0 {
         return Err(format!("bad host or port in {url}"));
+    }
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    if tls && ServerName::try_from(name.to_string()).is_err() {
+        return Err(format!("{name} is not a name a certificate can carry"));
     }
     Ok(Target {
         addr: format!("{host}:{port}"),
         host: authority.to_string(),
         path: path.to_string(),
+        tls_name: tls.then(|| name.to_string()),
     })
 }
 
@@ -105,10 +124,51 @@ fn dead_job(job: &Job, event: &str) -> Job {
     }
 }
 
-/// Keep-alive connections of one worker.
-#[derive(Default)]
+/// A connection to a receiver.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Keep-alive connections of one worker, and how it checks receivers'
+/// certificates.
 pub(crate) struct Pool {
-    idle: RefCell<HashMap<String, Vec<TcpStream>>>,
+    idle: RefCell<HashMap<String, Vec<Conn>>>,
+    tls: TlsConnector,
+}
+
+impl Pool {
+    /// A pool that trusts the public CA roots (webpki-roots), or only the
+    /// PEM certificates of `ca_file` when it names one.
+    pub(crate) fn new(ca_file: Option<&Path>) -> Result<Pool, String> {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{}: no certificate in it", path.display()));
+                }
+            }
+        }
+        // ring: builds with the C compiler alone (aws-lc-rs needs cmake);
+        // it has no post-quantum key exchange, which rustls now notes.
+        #[allow(deprecated)]
+        let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Pool {
+            idle: RefCell::default(),
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
 }
 
 /// Runs one webhook job: delivers the account's oldest event, or puts a
@@ -177,20 +237,18 @@ async fn post(pool: &Pool, target: &Target, delivery: &Delivery, timeout_ms: u64
         delivery.signature,
         delivery.body
     );
-    let idle = pool.idle.borrow_mut().get_mut(&target.addr).and_then(Vec::pop);
+    let key = format!("{}{}", if target.tls_name.is_some() { "s:" } else { "" }, target.addr);
+    let idle = pool.idle.borrow_mut().get_mut(&key).and_then(Vec::pop);
     let exchange = async {
-        let mut stream = match idle {
-            Some(stream) => stream,
-            None => TcpStream::connect(target.addr.as_str())
-                .await
-                .map_err(|e| format!("connect to {}: {e}", target.addr))?,
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => connect(pool, target).await?,
         };
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let (status, keep) = read_reply(&mut stream).await?;
-        Ok::<_, String>((stream, status, keep))
+        let (status, keep) = match &mut conn {
+            Conn::Plain(stream) => exchange(stream, request.as_bytes()).await?,
+            Conn::Tls(stream) => exchange(stream.as_mut(), request.as_bytes()).await?,
+        };
+        Ok::<_, String>((conn, status, keep))
     };
     let timed_out = async {
         glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
@@ -199,7 +257,7 @@ async fn post(pool: &Pool, target: &Target, delivery: &Delivery, timeout_ms: u64
     let (stream, status, keep) = futures_lite::future::or(exchange, timed_out).await?;
     if keep {
         let mut idle = pool.idle.borrow_mut();
-        let streams = idle.entry(target.addr.clone()).or_default();
+        let streams = idle.entry(key).or_default();
         if streams.len() < IDLE_PER_ADDRESS_MAX {
             streams.push(stream);
         }
@@ -210,9 +268,33 @@ async fn post(pool: &Pool, target: &Target, delivery: &Delivery, timeout_ms: u64
     }
 }
 
+/// A new connection to `target`, through TLS for `https`.
+async fn connect(pool: &Pool, target: &Target) -> Result<Conn, String> {
+    let stream = TcpStream::connect(target.addr.as_str())
+        .await
+        .map_err(|e| format!("connect to {}: {e}", target.addr))?;
+    let Some(name) = &target.tls_name else {
+        return Ok(Conn::Plain(stream));
+    };
+    let name = ServerName::try_from(name.clone()).map_err(|e| format!("{name}: {e}"))?;
+    let tls = pool
+        .tls
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS with {}: {e}", target.addr))?;
+    Ok(Conn::Tls(Box::new(tls)))
+}
+
+/// Sends `request` and reads the reply.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[u8]) -> Result<(u16, bool), String> {
+    stream.write_all(request).await.map_err(|e| format!("send: {e}"))?;
+    stream.flush().await.map_err(|e| format!("send: {e}"))?;
+    read_reply(stream).await
+}
+
 /// Reads one reply: its status, and whether the connection can carry
 /// the next request.
-async fn read_reply(stream: &mut TcpStream) -> Result<(u16, bool), String> {
+async fn read_reply<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(u16, bool), String> {
     let mut read = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -266,6 +348,7 @@ mod tests {
                 addr: addr.into(),
                 host: host.into(),
                 path: path.into(),
+                tls_name: None,
             })
         };
         assert_eq!(
@@ -273,9 +356,15 @@ mod tests {
             target("127.0.0.1:9000", "127.0.0.1:9000", "/hook?a=1")
         );
         assert_eq!(parse_url("http://localhost"), target("localhost:80", "localhost", "/"));
+        let https = parse_url("https://localhost/h").expect("https");
+        assert_eq!(
+            (https.addr.as_str(), https.tls_name.as_deref()),
+            ("localhost:443", Some("localhost"))
+        );
+        let ip = parse_url("https://127.0.0.1:8443/").expect("https");
+        assert_eq!(ip.tls_name.as_deref(), Some("127.0.0.1"));
         assert_eq!(parse_url("http://[::1]:81/x"), target("[::1]:81", "[::1]:81", "/x"));
         for bad in [
-            "https://127.0.0.1/",
             "ftp://x",
             "http://",
             "http://user@h/",

@@ -9,6 +9,7 @@ use crate::api::jobs::{sweep, Runner};
 use crate::config::Config;
 use crate::jobs::local::LocalQueue;
 use crate::jobs::streams::Streams;
+use crate::jobs::webhook::Pool;
 use crate::jobs::worker::{self, WorkerCounters};
 use crate::jobs::{Job, JobKind, Priority, Queue, QueueError, QueueStats};
 use crate::redis::Redis;
@@ -91,11 +92,18 @@ pub(crate) fn start(shard: &Rc<Shard>) {
 }
 
 async fn run_worker(shard: Rc<Shard>, queue: Rc<Queue>) {
+    let pool = match Pool::new(shard.jobs_config.webhook_ca_file.as_deref()) {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("shard {}: no job worker: webhook_ca_file: {e}", shard.index);
+            return;
+        }
+    };
     let runner = Runner {
         store: shard.history.get().map(|store| &**store),
         config: &shard.jobs_config,
         queue: &queue,
-        pool: Default::default(),
+        pool,
     };
     worker::run(&queue, &runner, &shard.jobs_config, &shard.job_counters, || {
         shard.is_draining()
@@ -276,7 +284,7 @@ async fn worker_executor(
         store: store.as_ref(),
         config: &config.jobs,
         queue: &queue,
-        pool: Default::default(),
+        pool: Pool::new(config.jobs.webhook_ca_file.as_deref())?,
     };
     let counters = RefCell::new(WorkerCounters::default());
     println!("worker {index} consuming {}", redacted(config));
