@@ -206,19 +206,26 @@ pub(crate) async fn create(
     let config = shard.jobs_config();
     let dir = &config.export_dir;
     // The user's exports that still wait or run.
+    // A user whose exports all ended leaves the map: it holds only users
+    // with exports waiting or running.
     let open = {
         let mut open = shard.open_exports();
-        let ids = open.entry(user).or_default();
-        ids.retain(|id| {
-            matches!(
-                read_status(dir, id),
-                Ok(Some(ExportStatus {
-                    status: ExportState::Pending | ExportState::Running,
-                    ..
-                }))
-            )
+        let count = open.get_mut(&user).map_or(0, |ids| {
+            ids.retain(|id| {
+                matches!(
+                    read_status(dir, id),
+                    Ok(Some(ExportStatus {
+                        status: ExportState::Pending | ExportState::Running,
+                        ..
+                    }))
+                )
+            });
+            ids.len()
         });
-        ids.len()
+        if count == 0 {
+            open.remove(&user);
+        }
+        count
     };
     if open >= config.exports_per_user_max as usize {
         return Err(HttpError::new(

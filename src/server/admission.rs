@@ -19,8 +19,12 @@ use tradsys_engine::order::UserId;
 /// journal refuses everything (503); a rate limit refuses the IP (429), a
 /// ban too (418).
 pub(super) async fn admit_request(shard: &Shard, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
-    busy(shard)?;
-    shard.bans.borrow().check(ip, now_ms).map_err(|e| limited(shard, e))?;
+    open_to(shard, ip, now_ms)?;
+    count_weight(shard, ip, weight, now_ms).await
+}
+
+/// Counts `weight` against `ip`'s limits (after [`open_to`]).
+async fn count_weight(shard: &Shard, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
     if let (Some(redis), Some(shared)) = (&shard.redis, &shard.shared_limits) {
         let decided = shared.admit(redis, ip, weight, now_ms).await;
         if let Some(decided) = shared_decision(shard, ip, decided, now_ms).await {
@@ -40,22 +44,22 @@ pub(super) async fn admit_request(shard: &Shard, ip: IpAddr, weight: u32, now_ms
 /// Counts a WebSocket API connection from `ip`: one attempt against the
 /// attempts per 5 minutes, and its weight.
 pub(super) async fn admit_connection(shard: &Shard, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
-    busy(shard)?;
-    shard.bans.borrow().check(ip, now_ms).map_err(|e| limited(shard, e))?;
-    let mut local = true;
-    if let (Some(redis), Some(shared)) = (&shard.redis, &shard.shared_limits) {
-        let decided = shared.admit_connection(redis, ip, now_ms).await;
-        match shared_decision(shard, ip, decided, now_ms).await {
-            Some(Err(refusal)) => return Err(refusal),
-            Some(Ok(_)) => local = false,
-            None => {}
+    open_to(shard, ip, now_ms)?;
+    let shared = match (&shard.redis, &shard.shared_limits) {
+        (Some(redis), Some(shared)) => {
+            let decided = shared.admit_connection(redis, ip, now_ms).await;
+            shared_decision(shard, ip, decided, now_ms).await
+        }
+        _ => None,
+    };
+    match shared {
+        Some(decided) => decided.map(|_| ())?,
+        None => {
+            let attempt = shard.ws_api_attempts.borrow_mut().admit(ip, now_ms);
+            attempt.map_err(|e| limited(shard, e))?;
         }
     }
-    if local {
-        let attempt = shard.ws_api_attempts.borrow_mut().admit(ip, now_ms);
-        attempt.map_err(|e| limited(shard, e))?;
-    }
-    admit_request(shard, ip, weight, now_ms).await
+    count_weight(shard, ip, weight, now_ms).await
 }
 
 /// Counts an order of `user` (owned here) against the ORDERS limits.
@@ -96,12 +100,13 @@ pub(super) fn orders_filled(shard: &Shard, users: &[UserId]) {
     }
 }
 
-/// 503 while the shard's mesh outboxes or journal are full.
-fn busy(shard: &Shard) -> Result<(), Refusal> {
+/// 503 while the shard's mesh outboxes or journal are full; 418 while
+/// `ip` is banned.
+fn open_to(shard: &Shard, ip: IpAddr, now_ms: u64) -> Result<(), Refusal> {
     if shard.mesh.queued() > shard.outbox_max || !shard.log.has_room() {
         return Err(Refusal::Busy);
     }
-    Ok(())
+    shard.bans.borrow().check(ip, now_ms).map_err(|e| limited(shard, e))
 }
 
 /// What the shared limits decided, as the caller's answer; `None` when
