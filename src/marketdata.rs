@@ -228,6 +228,35 @@ impl Candle {
         candle
     }
 
+    /// The candle of `interval` holding `trade` alone: a part that
+    /// [`Candle::merge`] joins with the parts of the other trades.
+    pub fn of_trade(interval: Interval, trade: &TapeTrade) -> Candle {
+        Candle::first(interval, interval.open_time_ms(trade.time_ms), trade)
+    }
+
+    /// Adds `other`, a part of the same candle holding other trades,
+    /// whichever part holds the earlier trades: the open is the first
+    /// trade's price and the close the last one's, by trade id. Parts
+    /// made from disjoint trades merge to the candle the ring makes.
+    pub fn merge(&mut self, other: &Candle) {
+        debug_assert_eq!(self.open_time_ms, other.open_time_ms);
+        if other.first_trade_id < self.first_trade_id {
+            self.open = other.open;
+            self.first_trade_id = other.first_trade_id;
+        }
+        if other.last_trade_id > self.last_trade_id {
+            self.close = other.close;
+            self.last_trade_id = other.last_trade_id;
+        }
+        self.high = self.high.max(other.high);
+        self.low = self.low.min(other.low);
+        self.volume = add_qty(self.volume, other.volume);
+        self.quote_volume = add_amount(self.quote_volume, other.quote_volume);
+        self.trade_count += other.trade_count;
+        self.taker_buy_base_volume = add_qty(self.taker_buy_base_volume, other.taker_buy_base_volume);
+        self.taker_buy_quote_volume = add_amount(self.taker_buy_quote_volume, other.taker_buy_quote_volume);
+    }
+
     fn add(&mut self, trade: &TapeTrade) {
         self.high = self.high.max(trade.price);
         self.low = self.low.min(trade.price);
@@ -351,6 +380,28 @@ impl Interval {
             Interval::D3 => 3 * DAY_MS,
             Interval::W1 => WEEK_MS,
             Interval::Mo1 => 31 * DAY_MS,
+        }
+    }
+
+    /// The number of the candle holding `time_ms`, counting the candle
+    /// that holds the epoch as 0; the inverse of [`Interval::nth_open_ms`].
+    pub fn candle_number(self, time_ms: u64) -> u64 {
+        match self {
+            Interval::W1 => time_ms.saturating_add(EPOCH_AFTER_MONDAY_MS) / WEEK_MS,
+            Interval::Mo1 => {
+                let (year, month, _) = civil_from_days(time_ms / DAY_MS);
+                (year - 1970) * 12 + month - 1
+            }
+            _ => time_ms / self.fixed_ms(),
+        }
+    }
+
+    /// Open time of candle number `number` (see `candle_number`).
+    pub fn nth_open_ms(self, number: u64) -> u64 {
+        match self {
+            Interval::W1 => number.saturating_mul(WEEK_MS).saturating_sub(EPOCH_AFTER_MONDAY_MS),
+            Interval::Mo1 => days_from_civil(1970 + number / 12, number % 12 + 1, 1).saturating_mul(DAY_MS),
+            _ => number.saturating_mul(self.fixed_ms()),
         }
     }
 
@@ -832,6 +883,18 @@ impl MarketData {
             }
             None => ring.collect_newest(to, limit),
         }
+    }
+
+    /// Open time of the oldest candle of `interval` memory keeps, once its
+    /// ring is full: older candles may have been dropped (and are rebuilt
+    /// from the history store, see `api::klines`). `None` while the ring
+    /// still holds every candle the market ever had.
+    pub fn klines_kept_from(&self, interval: Interval) -> Option<u64> {
+        let ring = &self.klines[interval.index()];
+        if ring.len() < ring.capacity {
+            return None;
+        }
+        ring.first().map(|candle| candle.open_time_ms)
     }
 
     /// The id the next aggregate trade will get.
@@ -1441,6 +1504,86 @@ mod tests {
             .collect();
         assert_eq!(opens, [240_000, 300_000]);
         assert_eq!(market.klines(Interval::H1, None, None, 500).len(), 1);
+        // The minute ring dropped candles; the hour ring never did.
+        assert_eq!(market.klines_kept_from(Interval::M1), Some(240_000));
+        assert_eq!(market.klines_kept_from(Interval::H1), None);
+    }
+
+    #[test]
+    fn candle_numbers_count_the_candles_every_interval_opens() {
+        let times = [
+            0,
+            1,
+            59_999,
+            3 * DAY_MS,
+            4 * DAY_MS,
+            1_767_225_599_999,
+            1_767_225_600_000,
+            4_102_444_800_000,
+        ];
+        for interval in Interval::ALL {
+            for time in times {
+                let number = interval.candle_number(time);
+                assert_eq!(
+                    interval.nth_open_ms(number),
+                    interval.open_time_ms(time),
+                    "{interval:?} {time}"
+                );
+                let next = interval.nth_open_ms(number + 1);
+                assert_eq!(
+                    next,
+                    interval.close_time_ms(interval.open_time_ms(time)) + 1,
+                    "{interval:?} {time}"
+                );
+                assert_eq!(interval.candle_number(next), number + 1);
+            }
+        }
+        // 2026-01-01 is month 672 and lies in week 2922 (Monday 2025-12-29).
+        assert_eq!(Interval::Mo1.candle_number(1_767_225_600_000), 672);
+        assert_eq!(Interval::W1.nth_open_ms(2922), 1_766_966_400_000);
+    }
+
+    #[test]
+    fn candle_parts_merged_in_any_order_equal_the_ring() {
+        let mut market = MarketData::new(MarketDataLimits::DEFAULT);
+        let trades: Vec<TapeTrade> = (1..=400u64)
+            .map(|id| {
+                let mut t = trade(
+                    id,
+                    Price(UNIT + (id * 7_919 % 113) as i64 * 1_000),
+                    Qty(UNIT / 10 * (id % 5 + 1) as i64),
+                    id * 17_000,
+                    id / 3,
+                );
+                t.is_buyer_maker = id % 3 == 0;
+                t
+            })
+            .collect();
+        for t in &trades {
+            market.record(t);
+        }
+        for interval in [Interval::S1, Interval::M1, Interval::M5, Interval::H1, Interval::D1] {
+            // Trades in a scrambled order, folded into parts of two
+            // "shards" that are then merged.
+            let mut parts: [BTreeMap<u64, Candle>; 2] = [BTreeMap::new(), BTreeMap::new()];
+            for step in 0..trades.len() {
+                let t = &trades[step * 149 % trades.len()];
+                let part = Candle::of_trade(interval, t);
+                parts[(t.id % 2) as usize]
+                    .entry(part.open_time_ms)
+                    .and_modify(|c| c.merge(&part))
+                    .or_insert(part);
+            }
+            let [mut merged, other] = parts;
+            for part in other.values() {
+                merged
+                    .entry(part.open_time_ms)
+                    .and_modify(|c| c.merge(part))
+                    .or_insert(*part);
+            }
+            let merged: Vec<Candle> = merged.into_values().collect();
+            assert_eq!(merged, market.klines(interval, Some(0), None, 1000), "{interval:?}");
+        }
     }
 
     #[test]

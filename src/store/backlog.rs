@@ -70,6 +70,9 @@ pub struct Backlog {
     dropping_after: Option<u64>,
     /// The position of the newest group kept.
     newest_kept: u64,
+    /// Rows of records up to here are no longer held: written to the
+    /// store, or left to the catch-up from the journal.
+    released: Option<Progress>,
 }
 
 impl Backlog {
@@ -85,6 +88,7 @@ impl Backlog {
             dropped_from_epoch: None,
             dropping_after: None,
             newest_kept: 0,
+            released: None,
         }
     }
 
@@ -168,6 +172,7 @@ impl Backlog {
         if let Some(writing) = self.writing.take() {
             self.rows -= writing.batch.rows.len();
             self.bytes -= writing.bytes;
+            self.released = self.released.max(Some(writing.batch.progress));
         }
     }
 
@@ -213,6 +218,11 @@ impl Backlog {
     pub fn resume_after(&mut self, lsn: u64) {
         self.dropping_after = None;
         self.newest_kept = lsn;
+        let position = Progress {
+            generation: self.generation,
+            lsn,
+        };
+        self.released = self.released.max(Some(position));
     }
 
     /// The catch-up wrote every dropped row.
@@ -283,6 +293,40 @@ impl Backlog {
         found
     }
 
+    /// Visits the waiting buyer's rows of `symbol`'s trades with times in
+    /// `[from_ms, to_ms)` that records after `after` made: `after` is the
+    /// shard's progress in a store read, and these are the rows that read
+    /// lacks. False (nothing visited) when some rows after `after` are no
+    /// longer here (written since the read, or dropped): read again.
+    pub fn buyer_trades_after(
+        &self,
+        symbol: &str,
+        (from_ms, to_ms): (u64, u64),
+        after: Option<Progress>,
+        mut visit: impl FnMut(&TradeRow),
+    ) -> bool {
+        if self.overflowed() || self.released > after {
+            return false;
+        }
+        let position = |lsn| Progress {
+            generation: self.generation,
+            lsn,
+        };
+        let writing = self.writing.iter().filter(|w| Some(w.batch.progress) > after);
+        let groups = self.groups.iter().filter(|g| Some(position(g.lsn)) > after);
+        let rows = writing
+            .flat_map(|w| w.batch.rows.iter())
+            .chain(groups.flat_map(|g| g.rows.iter()));
+        for row in rows {
+            if let Row::Trade(t) = row {
+                if t.is_buyer && t.symbol == symbol && t.time_ms >= from_ms && t.time_ms < to_ms {
+                    visit(t);
+                }
+            }
+        }
+        true
+    }
+
     /// The waiting deposits or withdrawals the query selects, newest
     /// first; their ids are this shard's and generation's.
     pub fn transfers(&self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {
@@ -343,6 +387,56 @@ mod tests {
         backlog.written();
         assert_eq!(backlog.absorbed_epoch(4), 3);
         assert_eq!((backlog.rows(), backlog.bytes(), backlog.groups()), (0, 0, 0));
+    }
+
+    fn trade(id: u64, is_buyer: bool, time_ms: u64) -> Row {
+        Row::Trade(TradeRow {
+            user: 1,
+            symbol: "BTCUSDT".into(),
+            trade_id: id,
+            order_id: id,
+            price: 1,
+            qty: 1,
+            quote_qty: 1,
+            commission: 0,
+            commission_asset: "BTC".into(),
+            is_buyer,
+            is_maker: false,
+            time_ms,
+        })
+    }
+
+    #[test]
+    fn buyer_trades_after_a_store_read_are_the_rows_it_lacks() {
+        let mut backlog = Backlog::new(0, 4, 1 << 20);
+        assert!(backlog.push(3, 1, vec![trade(1, true, 10), trade(1, false, 10)], 0));
+        assert!(backlog.push(5, 1, vec![trade(2, true, 20), user(9)], 0));
+        assert!(backlog.push(8, 2, vec![trade(3, true, 30)], 0));
+        let ids = |backlog: &Backlog, range, after| {
+            let mut ids = Vec::new();
+            backlog
+                .buyer_trades_after("BTCUSDT", range, after, |t| ids.push(t.trade_id))
+                .then_some(ids)
+        };
+        let at = |generation, lsn| Some(Progress { generation, lsn });
+        assert_eq!(ids(&backlog, (0, 100), None), Some(vec![1, 2, 3]));
+        assert_eq!(ids(&backlog, (0, 30), None), Some(vec![1, 2]));
+        assert_eq!(ids(&backlog, (0, 100), at(4, 3)), Some(vec![2, 3]));
+        // A store that has an older generation lacks all of these.
+        assert_eq!(ids(&backlog, (0, 100), at(3, 99)), Some(vec![1, 2, 3]));
+        // The batch being written counts until it is written.
+        assert_eq!(
+            backlog.next_batch(1).unwrap().progress,
+            Progress { generation: 4, lsn: 5 }
+        );
+        assert_eq!(ids(&backlog, (0, 100), at(3, 99)), Some(vec![1, 2, 3]));
+        backlog.written();
+        // Rows up to 5 left: a read that saw the store before them must
+        // read again; one that saw them gets the rest.
+        assert_eq!(ids(&backlog, (0, 100), at(4, 3)), None);
+        assert_eq!(ids(&backlog, (0, 100), None), None);
+        assert_eq!(ids(&backlog, (0, 100), at(4, 5)), Some(vec![3]));
+        assert_eq!(ids(&backlog, (0, 100), at(4, 8)), Some(vec![]));
     }
 
     #[test]

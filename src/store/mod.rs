@@ -37,6 +37,9 @@ mod suite;
 pub use rows::{LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 pub use sqlite::HISTORY_FILE;
 
+use crate::marketdata::{Candle, Interval, TapeTrade};
+use tradsys_engine::num::{Amount, Price, Qty};
+
 /// Rows one history query returns at most (Binance's `limit` maximum).
 pub const QUERY_ROWS_MAX: usize = 1000;
 /// Rows one transfers query returns at most: Binance's `limit` maximum
@@ -168,6 +171,55 @@ impl TradesQuery<'_> {
     }
 }
 
+/// A market's candles of `interval` from the trades with times in
+/// `[from_ms, to_ms)`: klines older than memory keeps (`api::klines`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandlesQuery {
+    pub symbol: String,
+    pub interval: Interval,
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+/// The candles one engine holds for a [`CandlesQuery`], as parts to merge
+/// with the backlogs' (see [`Candle::merge`]), in open time order; and,
+/// read in the same transaction, how far each shard whose rows it holds
+/// was in the store: that shard's rows after this position are still in
+/// its backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandleParts {
+    pub candles: Vec<Candle>,
+    pub progress: Vec<(u32, Option<Progress>)>,
+}
+
+/// Adds one trade to the parts of `into`.
+pub fn fold_candle(interval: Interval, trade: &TapeTrade, into: &mut std::collections::BTreeMap<u64, Candle>) {
+    merge_candles(into, [Candle::of_trade(interval, trade)]);
+}
+
+/// Merges candle parts into `into` (see [`Candle::merge`]).
+pub fn merge_candles(into: &mut std::collections::BTreeMap<u64, Candle>, parts: impl IntoIterator<Item = Candle>) {
+    for part in parts {
+        into.entry(part.open_time_ms)
+            .and_modify(|candle| candle.merge(&part))
+            .or_insert(part);
+    }
+}
+
+/// A buyer's trade row as the tape has it.
+pub fn tape_trade(row: &TradeRow) -> TapeTrade {
+    TapeTrade {
+        id: row.trade_id,
+        price: Price(row.price),
+        qty: Qty(row.qty),
+        quote_qty: Amount(row.quote_qty),
+        time_ms: row.time_ms,
+        // The buyer's row: the buyer made the trade when it was the maker.
+        is_buyer_maker: row.is_maker,
+        taker_order: 0,
+    }
+}
+
 /// One engine of the history store. The futures are not `Send`: an engine
 /// lives on one thread (SQLite: its futures finish at once, so the thread
 /// that owns it blocks; PostgreSQL: a shard's executor, on the shard's own
@@ -209,6 +261,10 @@ pub trait HistoryStore {
 
     /// Every ledger entry of `user`, oldest first (for audits and tests).
     async fn ledger(&mut self, user: u64) -> Result<Vec<LedgerRow>, StoreError>;
+
+    /// The market's candles the engine holds for `query`, with the
+    /// progress of `shards` read in the same transaction.
+    async fn candles(&mut self, query: &CandlesQuery, shards: &[u32]) -> Result<CandleParts, StoreError>;
 }
 
 /// Checks a batch against the limits every engine shares.

@@ -13,14 +13,17 @@
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 use super::{
     bound, check_batch, clamp_limit, in_list_order, signed, transfer_amount, transfer_ids_condition, unsigned, Batch,
-    HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window, TRANSFER_CAUSES,
+    CandleParts, CandlesQuery, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window,
+    TRANSFER_CAUSES,
 };
+use crate::marketdata::Candle;
 use std::pin::pin;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::Host;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Transaction};
+use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Transaction};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tradsys_engine::num::{Amount, Price, Qty};
 
 /// The schema versions, each with the SQL that reaches it from the one
 /// before.
@@ -773,7 +776,98 @@ impl HistoryStore for PgStore {
             })
             .collect()
     }
+
+    async fn candles(&mut self, q: &CandlesQuery, shards: &[u32]) -> Result<CandleParts, StoreError> {
+        // The open time of every candle the window can hold, for
+        // width_bucket: the database needs no calendar.
+        let first = q.interval.candle_number(q.from_ms);
+        let last = q.interval.candle_number(q.to_ms.saturating_sub(1).max(q.from_ms));
+        if last - first >= CANDLES_PER_QUERY_MAX {
+            return Err(StoreError::Engine(format!(
+                "a candle query over more than {CANDLES_PER_QUERY_MAX} candles"
+            )));
+        }
+        let opens: Vec<i64> = (first..=last)
+            .map(|n| signed(q.interval.nth_open_ms(n), "open time"))
+            .collect::<Result<_, _>>()?;
+        // The largest volume a candle shows: marketdata's sums saturate at
+        // i64::MAX units, and so do these.
+        let most = "92233720368.54775807";
+        let sql = format!(
+            "WITH parts AS (
+                 SELECT width_bucket(time_ms, $4::bigint[]) AS b, min(trade_id) AS first_id,
+                        max(trade_id) AS last_id, max(price) AS high, min(price) AS low, sum(qty) AS volume,
+                        sum(quote_qty) AS quote_volume, count(*) AS trades,
+                        coalesce(sum(qty) FILTER (WHERE NOT is_maker), 0) AS taker_base,
+                        coalesce(sum(quote_qty) FILTER (WHERE NOT is_maker), 0) AS taker_quote
+                 FROM trades WHERE symbol = $1 AND is_buyer AND time_ms >= $2 AND time_ms < $3
+                 GROUP BY 1)
+             SELECT p.b, p.first_id, p.last_id, (o.price * {UNITS})::bigint, (p.high * {UNITS})::bigint,
+                    (p.low * {UNITS})::bigint, (c.price * {UNITS})::bigint,
+                    (least(p.volume, {most}) * {UNITS})::bigint, (least(p.quote_volume, {most}) * {UNITS})::bigint,
+                    p.trades, (least(p.taker_base, {most}) * {UNITS})::bigint,
+                    (least(p.taker_quote, {most}) * {UNITS})::bigint
+             FROM parts p
+             JOIN trades o ON o.symbol = $1 AND o.is_buyer AND o.trade_id = p.first_id
+                 AND o.time_ms >= $2 AND o.time_ms < $3
+             JOIN trades c ON c.symbol = $1 AND c.is_buyer AND c.trade_id = p.last_id
+                 AND c.time_ms >= $2 AND c.time_ms < $3
+             ORDER BY p.b"
+        );
+        // One snapshot for the rows and the progress.
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(engine)?;
+        let mut progress = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            progress.push((shard, stored_progress(&tx, shard, false).await?));
+        }
+        let rows = tx
+            .query(
+                &sql,
+                &[&q.symbol, &bound(Some(q.from_ms), 0), &bound(Some(q.to_ms), 0), &opens],
+            )
+            .await
+            .map_err(engine)?;
+        tx.commit().await.map_err(engine)?;
+        let candles = rows
+            .iter()
+            .map(|row| {
+                let bucket: i32 = row.get(0);
+                let open_time_ms = usize::try_from(bucket - 1)
+                    .ok()
+                    .and_then(|index| opens.get(index))
+                    .ok_or_else(|| StoreError::Corrupt(format!("candle bucket {bucket}")))?;
+                let open_time_ms = unsigned(*open_time_ms, "open time")?;
+                Ok(Candle {
+                    open_time_ms,
+                    first_trade_id: unsigned(row.get(1), "trade id")?,
+                    last_trade_id: unsigned(row.get(2), "trade id")?,
+                    open: Price(row.get(3)),
+                    high: Price(row.get(4)),
+                    low: Price(row.get(5)),
+                    close: Price(row.get(6)),
+                    volume: Qty(row.get(7)),
+                    quote_volume: Amount(row.get(8)),
+                    trade_count: unsigned(row.get(9), "trade count")?,
+                    taker_buy_base_volume: Qty(row.get(10)),
+                    taker_buy_quote_volume: Amount(row.get(11)),
+                    close_time_ms: q.interval.close_time_ms(open_time_ms),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(CandleParts { candles, progress })
+    }
 }
+
+/// Candles one query may span at most (the API asks for chunks of
+/// `api::klines::CHUNK_CANDLES`).
+const CANDLES_PER_QUERY_MAX: u64 = 10_000;
 
 /// The replica to read from: the first, from `next` on and wrapping, whose
 /// replay position is at least `required`.

@@ -21,15 +21,17 @@ use super::rows::Row;
 use super::sqlite::SqliteStore;
 use super::sqlite_writer::{Done, Job, SqliteWriter};
 use super::{
-    Batch, HistoryStore, OrderRow, OrdersQuery, Progress, StoreError, TradeRow, TradesQuery, TransferRow,
-    TransfersQuery, HISTORY_FILE,
+    fold_candle, merge_candles, tape_trade, Batch, CandleParts, CandlesQuery, HistoryStore, OrderRow, OrdersQuery,
+    Progress, StoreError, TradeRow, TradesQuery, TransferRow, TransfersQuery, HISTORY_FILE,
 };
 use crate::config::{HistoryConfig, HistoryEngine};
+use crate::marketdata::Candle;
 use crate::metrics::{latency_histogram, HistoryCounters, LatencyBuckets, HISTORY_KINDS};
 use crate::resilience::{Backoff, Breaker};
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,13 @@ const CALL_NS_MAX: u64 = 600_000_000_000;
 /// The nice value of the blocking thread SQLite calls run on: below the
 /// shard's, so that the kernel gives the shard the core first.
 const BLOCKING_NICE: i32 = 10;
+
+/// Store reads a candle query makes at most while the backlog moves
+/// under it (each read after the first follows a batch that was written
+/// or rows that were dropped meanwhile).
+pub const CANDLE_READS_MAX: usize = 3;
+/// Why a candle query gave up.
+pub const BACKLOG_MOVING: &str = "the history backlog moved under every read of older candles";
 
 /// What a history call is, for its latency histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +377,73 @@ impl ShardStore {
             return Ok(waiting);
         }
         self.order(user, symbol, key).await
+    }
+
+    /// Whether the engine holds every shard's rows (PostgreSQL), so that
+    /// one read covers a market; otherwise each shard's file holds its
+    /// own users' rows.
+    pub fn holds_every_shard(&self) -> bool {
+        self.is_postgres()
+    }
+
+    /// The market's candles the engine holds for `query`, with the
+    /// progress of `shards` from the same read.
+    pub async fn candles(&self, query: &CandlesQuery, shards: &[u32]) -> Result<CandleParts, StoreError> {
+        self.read(Kind::Trades, || async {
+            let (query, shards) = (query.clone(), shards.to_vec());
+            match &self.engine {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
+                        futures_lite::future::block_on(s.candles(&query, &shards))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let (query, shards) = (&query, &shards);
+                    pool.read(|mut c| async move { (c.candles(query, shards).await, c) })
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Adds this shard's waiting rows of `query` that a store read which
+    /// saw this shard at `after` lacks to `into`; false when the backlog
+    /// moved past that read (written or dropped rows): read again.
+    pub fn backlog_candles(
+        &self,
+        query: &CandlesQuery,
+        after: Option<Progress>,
+        into: &mut BTreeMap<u64, Candle>,
+    ) -> bool {
+        let mut parts = BTreeMap::new();
+        let range = (query.from_ms, query.to_ms);
+        let whole = self
+            .backlog
+            .borrow()
+            .buyer_trades_after(&query.symbol, range, after, |row| {
+                fold_candle(query.interval, &tape_trade(row), &mut parts)
+            });
+        if whole {
+            merge_candles(into, parts.into_values());
+        }
+        whole
+    }
+
+    /// This shard's own candles of `query` (an engine that holds one
+    /// shard's rows): its store's and its backlog's, each trade once.
+    pub async fn own_candles(&self, query: &CandlesQuery) -> Result<Vec<Candle>, StoreError> {
+        for _ in 0..CANDLE_READS_MAX {
+            let parts = self.candles(query, &[self.shard]).await?;
+            let after = parts.progress.first().and_then(|(_, progress)| *progress);
+            let mut candles = BTreeMap::new();
+            merge_candles(&mut candles, parts.candles);
+            if self.backlog_candles(query, after, &mut candles) {
+                return Ok(candles.into_values().collect());
+            }
+        }
+        Err(StoreError::Engine(BACKLOG_MOVING.into()))
     }
 
     /// The backlog, when it holds every row the store lacks.

@@ -12,12 +12,15 @@
 
 use super::rows::{LedgerCause, LedgerRow, OrderRow, Row, TradeRow, TransferId, TransferRow};
 use super::{
-    bound, check_batch, clamp_limit, in_list_order, signed, transfer_amount, transfer_ids_condition, unsigned, Batch,
-    HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery, TransfersQuery, Window, TRANSFER_CAUSES,
+    bound, check_batch, clamp_limit, fold_candle, in_list_order, signed, transfer_amount, transfer_ids_condition,
+    unsigned, Batch, CandleParts, CandlesQuery, HistoryStore, OrdersQuery, Progress, StoreError, TradesQuery,
+    TransfersQuery, Window, TRANSFER_CAUSES,
 };
+use crate::marketdata::TapeTrade;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use tradsys_engine::num::{Amount, Price, Qty};
 
 /// The schema versions, each with the SQL that reaches it from the one
 /// before.
@@ -567,6 +570,48 @@ impl HistoryStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn candles(&mut self, q: &CandlesQuery, shards: &[u32]) -> Result<CandleParts, StoreError> {
+        // One read transaction: the rows and the progress are one snapshot.
+        let tx = self.conn.transaction().map_err(engine)?;
+        let mut progress = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            progress.push((shard, Self::stored_progress(&tx, shard)?));
+        }
+        let mut parts = BTreeMap::new();
+        {
+            // The primary key leads with the user: this reads every trade
+            // row of the file once, folding as it goes (the answer is
+            // cached, see `api::klines`).
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT trade_id, price, qty, quote_qty, is_maker, time_ms FROM trades
+                     WHERE symbol = ?1 AND is_buyer = 1 AND time_ms >= ?2 AND time_ms < ?3",
+                )
+                .map_err(engine)?;
+            let mut rows = statement
+                .query(params![q.symbol, bound(Some(q.from_ms), 0), bound(Some(q.to_ms), 0)])
+                .map_err(engine)?;
+            while let Some(row) = rows.next().map_err(engine)? {
+                let read = |index: usize| row.get::<_, i64>(index).map_err(engine);
+                let trade = TapeTrade {
+                    id: unsigned(read(0)?, "trade id")?,
+                    price: Price(read(1)?),
+                    qty: Qty(read(2)?),
+                    quote_qty: Amount(read(3)?),
+                    is_buyer_maker: read(4)? != 0,
+                    time_ms: unsigned(read(5)?, "time")?,
+                    taker_order: 0,
+                };
+                fold_candle(q.interval, &trade, &mut parts);
+            }
+        }
+        tx.commit().map_err(engine)?;
+        Ok(CandleParts {
+            candles: parts.into_values().collect(),
+            progress,
+        })
     }
 }
 

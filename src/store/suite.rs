@@ -544,6 +544,110 @@ pub(super) async fn transfers_are_selected_newest_first(store: &mut impl History
     }
 }
 
+/// Candles from the buyer's rows of 600 trades written by two shards
+/// equal the candles memory makes of the same trades, for every interval
+/// and window; the progress comes back from the same read.
+pub(super) async fn candles_match_the_ring(store: &mut impl HistoryStore) {
+    use crate::marketdata::{Interval, MarketData, MarketDataLimits, TapeTrade};
+    store.migrate().await.expect("migrate");
+    let start_ms = 1_767_225_000_000;
+    let mut memory = MarketData::new(MarketDataLimits::DEFAULT);
+    let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
+    for id in 1..=600u64 {
+        let price = 3_000_000_000_000 + (id * 7_919 % 211) as i64 * 100_000_000;
+        let qty = 10_000_000 * (id % 7 + 1) as i64;
+        let quote_qty = (i128::from(price) * i128::from(qty) / 100_000_000) as i64;
+        let time_ms = start_ms + id * 9_301;
+        let buyer_is_maker = id % 3 == 0;
+        memory.record(&TapeTrade {
+            id,
+            price: tradsys_engine::num::Price(price),
+            qty: tradsys_engine::num::Qty(qty),
+            quote_qty: tradsys_engine::num::Amount(quote_qty),
+            time_ms,
+            is_buyer_maker: buyer_is_maker,
+            taker_order: id,
+        });
+        // Buyer and seller live on either shard; other markets' rows are
+        // there too.
+        for (user, is_buyer) in [(id % 5, true), (id % 3 + 10, false)] {
+            let mut row = trade(user, "BTCUSDT", id, id, is_buyer, time_ms);
+            (row.price, row.qty, row.quote_qty) = (price, qty, quote_qty);
+            row.is_maker = if is_buyer { buyer_is_maker } else { !buyer_is_maker };
+            rows[(user % 2) as usize].push(Row::Trade(row));
+        }
+        let mut other = trade(1, "ETHUSDT", id, id, true, time_ms);
+        other.price = 1;
+        rows[0].push(Row::Trade(other));
+    }
+    let [first, second] = rows;
+    assert!(store.write(&batch(0, 3, 40, first)).await.expect("write"));
+    assert!(store.write(&batch(1, 2, 9, second)).await.expect("write"));
+    let end_ms = start_ms + 601 * 9_301;
+    for interval in [
+        Interval::S1,
+        Interval::M1,
+        Interval::M15,
+        Interval::H1,
+        Interval::D1,
+        Interval::W1,
+        Interval::Mo1,
+    ] {
+        // Windows from one candle's open to another's: every trade, a
+        // middle stretch, and the candle of the last trade alone.
+        let after = |time_ms: u64| interval.nth_open_ms(interval.candle_number(time_ms) + 1);
+        let windows = [
+            (interval.open_time_ms(start_ms), after(end_ms)),
+            (
+                interval.open_time_ms(start_ms + 1_000_000),
+                interval.open_time_ms(start_ms + 3_000_000),
+            ),
+            (interval.open_time_ms(end_ms - 9_301), after(end_ms - 9_301)),
+        ];
+        for (from_ms, to_ms) in windows {
+            let query = super::CandlesQuery {
+                symbol: "BTCUSDT".to_string(),
+                interval,
+                from_ms,
+                to_ms,
+            };
+            let parts = store.candles(&query, &[1, 0, 7]).await.expect("candles");
+            let mut merged = std::collections::BTreeMap::new();
+            super::merge_candles(&mut merged, parts.candles);
+            let got: Vec<_> = merged.into_values().collect();
+            let expected = if to_ms > from_ms {
+                memory.klines(interval, Some(from_ms), Some(to_ms - 1), 1000)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(got, expected, "{interval:?} {from_ms}..{to_ms}");
+            assert_eq!(
+                parts.progress,
+                [
+                    (1, Some(Progress { generation: 2, lsn: 9 })),
+                    (0, Some(Progress { generation: 3, lsn: 40 })),
+                    (7, None)
+                ]
+            );
+        }
+    }
+    // Another market's candles are its own.
+    let query = super::CandlesQuery {
+        symbol: "ETHUSDT".to_string(),
+        interval: Interval::D1,
+        from_ms: Interval::D1.open_time_ms(start_ms),
+        to_ms: Interval::D1.nth_open_ms(Interval::D1.candle_number(end_ms) + 1),
+    };
+    let eth = store.candles(&query, &[]).await.expect("candles");
+    assert_eq!(eth.candles.iter().map(|c| c.trade_count).sum::<u64>(), 600);
+    assert!(eth.candles.iter().all(|c| c.high.0 == 1));
+}
+
+#[test]
+fn sqlite_candles_match_the_ring() {
+    block_on(candles_match_the_ring(&mut SqliteStore::in_memory().expect("sqlite")));
+}
+
 #[test]
 fn sqlite_scripted_session() {
     block_on(scripted_session(&mut SqliteStore::in_memory().expect("sqlite")));
@@ -663,6 +767,9 @@ fn postgres_passes_the_suite() {
     });
     on_postgres(&server, "transfers", |mut s| async move {
         transfers_are_selected_newest_first(&mut s).await
+    });
+    on_postgres(&server, "candles", |mut s| async move {
+        candles_match_the_ring(&mut s).await
     });
 }
 
