@@ -494,6 +494,16 @@ const KEYS: &[Key] = &[
         help: "lifetime of the cached 24 h statistics of every market (ticker/24hr without symbol): how old an answer may be",
     },
     Key {
+        name: "cache_history_ttl_ms",
+        default: "3600000",
+        help: "lifetime of cached history: myTrades pages and klines older than memory keeps, which never change",
+    },
+    Key {
+        name: "klines_kept_per_interval_max",
+        default: "1000",
+        help: "candles of each interval memory keeps per market; older klines are rebuilt from the history store",
+    },
+    Key {
         name: "cache_l2_value_bytes_max",
         default: "1048576",
         help: "largest value the cache stores in Redis (larger ones stay in L1)",
@@ -554,6 +564,9 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: JobsConfig,
     pub cache: CacheConfig,
+    /// Candles of each interval memory keeps per market (see
+    /// `MarketData::keep_klines`).
+    pub klines_kept_per_interval_max: usize,
     /// A test-only hook, from `TRADSYS_TEST_SHARD_START_DELAY_MS=<shard>:<ms>`
     /// (no flag, no file key): that shard installs its state this much later.
     pub test_shard_start_delay: Option<(usize, u64)>,
@@ -683,6 +696,7 @@ pub struct CacheConfig {
     pub l1_bytes_max: usize,
     pub ttl_ms: u64,
     pub ticker_ttl_ms: u64,
+    pub history_ttl_ms: u64,
     pub l2_value_bytes_max: usize,
     pub l2_lock_ms: u64,
     pub l2_poll_ms: u64,
@@ -945,6 +959,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         redis: redis(&v)?,
         jobs: jobs(&v)?,
         cache: cache(&v)?,
+        klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })
@@ -1162,6 +1177,7 @@ fn cache(v: &Values) -> Result<CacheConfig, ConfigError> {
         l1_bytes_max: v.number("cache_l1_bytes_max", 1 << 16, 1 << 40)? as usize,
         ttl_ms: v.number("cache_ttl_ms", 1, 24 * 3_600_000)?,
         ticker_ttl_ms: v.number("cache_ticker_ttl_ms", 1, 3_600_000)?,
+        history_ttl_ms: v.number("cache_history_ttl_ms", 1, 7 * 24 * 3_600_000)?,
         l2_value_bytes_max: v.number("cache_l2_value_bytes_max", 1 << 10, 1 << 29)? as usize,
         l2_lock_ms: v.number("cache_l2_lock_ms", 1, 60_000)?,
         l2_poll_ms: v.number("cache_l2_poll_ms", 1, 10_000)?,

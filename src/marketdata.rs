@@ -741,6 +741,23 @@ impl MarketData {
         }
     }
 
+    /// Keeps `klines_kept` candles of each interval from now on (the
+    /// operator's `klines_kept_per_interval_max`, applied at every start
+    /// to new and recovered markets alike): a smaller ring keeps the
+    /// newest candles of the old one. Allocates only when the size
+    /// changes.
+    pub fn keep_klines(&mut self, klines_kept: usize) {
+        for ring in &mut self.klines {
+            if ring.capacity != klines_kept {
+                let mut resized = Ring::with_capacity(klines_kept);
+                for candle in ring.collect_newest(ring.len(), klines_kept) {
+                    resized.push(candle);
+                }
+                *ring = resized;
+            }
+        }
+    }
+
     /// Files one trade of this market. Ids must strictly increase.
     pub fn record(&mut self, trade: &TapeTrade) {
         let mut trade = *trade;
@@ -1507,6 +1524,14 @@ mod tests {
         // The minute ring dropped candles; the hour ring never did.
         assert_eq!(market.klines_kept_from(Interval::M1), Some(240_000));
         assert_eq!(market.klines_kept_from(Interval::H1), None);
+        // Resized, a ring keeps its newest candles.
+        market.keep_klines(1);
+        assert_eq!(market.klines(Interval::M1, None, None, 500)[0].open_time_ms, 300_000);
+        assert_eq!(market.klines_kept_from(Interval::M1), Some(300_000));
+        assert_eq!(market.klines_kept_from(Interval::H1), Some(0));
+        market.keep_klines(3);
+        assert_eq!(market.klines(Interval::M1, None, None, 500).len(), 1);
+        assert_eq!(market.klines_kept_from(Interval::M1), None);
     }
 
     #[test]

@@ -667,3 +667,167 @@ fn an_overflowed_backlog_is_caught_up_from_the_journal() {
         (2 * (early.len() + during.len() + later.len())).to_string()
     );
 }
+
+/// A decimal of the API ("30000.00000000") in units of 10⁻⁸.
+fn units(text: &str) -> i64 {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let fraction = format!("{fraction:0<8}");
+    whole.parse::<i64>().expect("whole") * 100_000_000 + fraction[..8].parse::<i64>().expect("fraction")
+}
+
+fn decimal(units: i64) -> String {
+    format!("{}.{:08}", units / 100_000_000, units % 100_000_000)
+}
+
+/// The 1s klines of the market's tape (`/api/v3/trades`), as the API
+/// prints them: what memory made before its ring dropped them.
+fn one_second_klines(server: &Server) -> Vec<Value> {
+    let r = server.get("/api/v3/trades?symbol=BTCUSDT&limit=1000");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let mut candles: Vec<(u64, [i64; 9])> = Vec::new();
+    for t in r.json().as_array().expect("trades") {
+        let time = t["time"].as_u64().expect("time");
+        let (price, qty, quote) = (
+            units(t["price"].as_str().expect("price")),
+            units(t["qty"].as_str().expect("qty")),
+            units(t["quoteQty"].as_str().expect("quoteQty")),
+        );
+        let taker_buy = !t["isBuyerMaker"].as_bool().expect("isBuyerMaker");
+        let open_time = time - time % 1000;
+        match candles.last_mut() {
+            Some((open, c)) if *open == open_time => {
+                c[1] = c[1].max(price);
+                c[2] = c[2].min(price);
+                c[3] = price;
+                c[4] += qty;
+                c[5] += quote;
+                c[6] += 1;
+                c[7] += if taker_buy { qty } else { 0 };
+                c[8] += if taker_buy { quote } else { 0 };
+            }
+            _ => {
+                let (base, quote_taken) = if taker_buy { (qty, quote) } else { (0, 0) };
+                candles.push((
+                    open_time,
+                    [price, price, price, price, qty, quote, 1, base, quote_taken],
+                ));
+            }
+        }
+    }
+    candles
+        .into_iter()
+        .map(|(open, c)| {
+            serde_json::json!([
+                open,
+                decimal(c[0]),
+                decimal(c[1]),
+                decimal(c[2]),
+                decimal(c[3]),
+                decimal(c[4]),
+                open + 999,
+                decimal(c[5]),
+                c[6],
+                decimal(c[7]),
+                decimal(c[8]),
+                "0"
+            ])
+        })
+        .collect()
+}
+
+fn klines(server: &Server, path: &str, query: &str) -> Vec<Value> {
+    let r = server.get(&format!("{path}?symbol=BTCUSDT&interval=1s&{query}"));
+    assert_eq!(r.status, 200, "{query}: {}", r.body_text());
+    r.json().as_array().expect("klines").clone()
+}
+
+/// Trades in seven different seconds by users on both shards, with
+/// memory keeping three candles per interval: every window of 1s klines
+/// equals the candles of the tape, the older part rebuilt from the store
+/// (backlog and engine alike), and a second read of the older part comes
+/// from the cache.
+fn older_klines_come_from_the_store(server: &Server) {
+    let users: Vec<User> = (0..4).map(|i| create_user(server, &format!("k{i}"), &FUNDS)).collect();
+    let mut c = server.connect();
+    for second in 0..7 {
+        // Into a second of its own.
+        let now = common::account::now_ms();
+        std::thread::sleep(Duration::from_millis(1_005 - now % 1_000));
+        for (round, price) in [(0, 30_000 + second * 10), (1, 29_990 + second * 7), (2, 30_005)] {
+            let (seller, buyer) = (&users[(second + round) % 4], &users[(second + round + 1) % 4]);
+            let qty = format!("0.0{}", round + 1);
+            let (maker, taker, taker_side) = if round % 2 == 0 {
+                (seller, buyer, "BUY")
+            } else {
+                (buyer, seller, "SELL")
+            };
+            let maker_side = if taker_side == "BUY" { "SELL" } else { "BUY" };
+            order(&mut c, maker, maker_side, &qty, &price.to_string());
+            let taken = order(&mut c, taker, taker_side, &qty, &price.to_string());
+            assert_eq!(taken["status"], "FILLED", "{taken}");
+        }
+    }
+    let expected = one_second_klines(server);
+    assert!(expected.len() >= 7, "{expected:?}");
+    let n = expected.len();
+    let open = |i: usize| expected[i][0].as_u64().expect("open time");
+    // Memory alone holds the newest three.
+    assert_eq!(klines(server, "/api/v3/klines", "limit=3"), expected[n - 3..]);
+    let fills = || {
+        let metrics = server.metrics();
+        (0..2)
+            .filter_map(|shard| {
+                let shard = shard.to_string();
+                metrics.value("tradsys_cache_fills_total", &[("shard", &shard), ("level", "l1")])
+            })
+            .sum::<f64>()
+    };
+    let before = fills();
+    assert_eq!(klines(server, "/api/v3/klines", "limit=1000"), expected);
+    let filled = fills();
+    assert!(filled > before, "{before} {filled}");
+    // The same window again: the older part from the cache.
+    assert_eq!(klines(server, "/api/v3/uiKlines", "limit=1000"), expected);
+    assert_eq!(fills(), filled);
+    assert_eq!(klines(server, "/api/v3/klines", "startTime=0&limit=2"), expected[..2]);
+    let middle = format!("startTime={}&endTime={}", open(1), open(n - 2));
+    assert_eq!(klines(server, "/api/v3/klines", &middle), expected[1..n - 1]);
+    let before_end = format!("endTime={}&limit=2", open(2));
+    assert_eq!(klines(server, "/api/v3/klines", &before_end), expected[1..3]);
+    let empty = format!("startTime={}&endTime={}", open(0) - 5_000, open(0) - 1);
+    assert_eq!(klines(server, "/api/v3/klines", &empty), Vec::<Value>::new());
+}
+
+/// After a restart (rings recovered, caches empty), the same klines
+/// from the store alone.
+fn after_restart(mut server: Server, extra: &[&str]) {
+    let expected = one_second_klines(&server);
+    assert!(drained(&server, Duration::from_secs(30)));
+    assert!(server.terminate().success());
+    let dir = server.data_dir.clone();
+    drop(server);
+    let server = start_in(&dir, 2, extra);
+    assert_eq!(klines(&server, "/api/v3/klines", "limit=1000"), expected);
+    assert_eq!(
+        klines(&server, "/api/v3/klines", "limit=3"),
+        expected[expected.len() - 3..]
+    );
+}
+
+#[test]
+fn sqlite_rebuilds_older_klines_from_the_store() {
+    let extra = ["--klines-kept-per-interval-max", "3"];
+    let server = start_in(&temp_data_dir(), 2, &extra);
+    older_klines_come_from_the_store(&server);
+    after_restart(server, &extra);
+}
+
+#[test]
+fn postgres_rebuilds_older_klines_from_the_store() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let extra = ["--klines-kept-per-interval-max", "3", "--postgres", &url];
+    let server = start_in(&temp_data_dir(), 2, &extra);
+    older_klines_come_from_the_store(&server);
+    after_restart(server, &extra);
+}

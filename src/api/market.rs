@@ -9,7 +9,7 @@
 //! window over an hour. Ids a window has none of print as -1.
 
 use crate::api::host::Host;
-use crate::api::params::{bad_symbol, limit_param, mandatory, market_param};
+use crate::api::params::{bad_symbol, limit_param, market_param};
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{from_result, unavailable, RequestRef, RestReply};
 use crate::api::user::{DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX};
@@ -17,7 +17,7 @@ use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
-use crate::marketdata::{AggTradesQuery, Interval, MarketData, QueryError, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX};
+use crate::marketdata::{AggTradesQuery, MarketData, QueryError, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::order::MarketId;
 
@@ -49,7 +49,7 @@ pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Pa
         };
         let owner = shard.trading().market_shard(market) as usize;
         if owner == shard.index() {
-            let reply = request_parsed(shard, req, params);
+            let reply = request_parsed(shard, req, params).await;
             shard.settle().await;
             return reply;
         }
@@ -202,7 +202,6 @@ pub(crate) fn write(
         Endpoint::Trades => trades(data, params, false, w),
         Endpoint::HistoricalTrades => trades(data, params, true, w),
         Endpoint::AggTrades => agg_trades(data, params, w),
-        Endpoint::Klines | Endpoint::UiKlines => klines(data, params, w),
         Endpoint::AvgPrice => {
             let avg = data.avg_price(now_ms);
             w.begin_object().field_uint("mins", crate::marketdata::AVG_PRICE_MINS);
@@ -317,43 +316,6 @@ fn agg_trades(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Res
             .field_uint("l", a.last_trade_id)
             .field_uint("T", a.time_ms);
         w.field_bool("m", a.is_buyer_maker).field_bool("M", true).end_object();
-    }
-    w.end_array();
-    Ok(())
-}
-
-fn klines(data: &MarketData, params: &Params<'_>, w: &mut JsonWriter) -> Result<(), HttpError> {
-    let interval = Interval::parse(mandatory(params, "interval")?)
-        .map_err(|_| HttpError::new(400, binance::BAD_INTERVAL, "Invalid interval."))?;
-    if params
-        .get("timeZone")
-        .is_some_and(|tz| !matches!(tz, "0" | "+0" | "0:00" | "+00:00" | "00:00"))
-    {
-        return Err(HttpError::new(
-            400,
-            binance::ILLEGAL_CHARS,
-            "Illegal characters found in parameter 'timeZone'; only UTC (0) is served.",
-        ));
-    }
-    let start = u64_param(params, "startTime")?;
-    let end = u64_param(params, "endTime")?;
-    let limit = limit_param(params, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX)?;
-    w.begin_array();
-    for c in data.klines(interval, start, end, limit) {
-        w.begin_array()
-            .uint(c.open_time_ms)
-            .decimal(c.open.0)
-            .decimal(c.high.0)
-            .decimal(c.low.0);
-        w.decimal(c.close.0)
-            .decimal(c.volume.0)
-            .uint(c.close_time_ms)
-            .decimal(c.quote_volume.0);
-        w.uint(c.trade_count)
-            .decimal(c.taker_buy_base_volume.0)
-            .decimal(c.taker_buy_quote_volume.0)
-            .str("0");
-        w.end_array();
     }
     w.end_array();
     Ok(())
@@ -505,24 +467,30 @@ fn ticker(data: &MarketData, spec: &MarketSpec, bid: (i64, i64), ask: (i64, i64)
 }
 
 /// Runs a public request about one market owned by this shard.
-pub(crate) fn request(shard: &impl Host, req: RequestRef<'_>) -> RestReply {
+pub(crate) async fn request(shard: &impl Host, req: RequestRef<'_>) -> RestReply {
     match req.params(shard) {
-        Ok(params) => request_parsed(shard, req, &params),
+        Ok(params) => request_parsed(shard, req, &params).await,
         Err(e) => RestReply::error(&e),
     }
 }
 
 /// `market_request` with the parameters already parsed (by the connection's
 /// shard, when it owns the market).
-pub(crate) fn request_parsed(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
-    let result = market_param(shard, params).and_then(|market| match req.endpoint {
+pub(crate) async fn request_parsed(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>) -> RestReply {
+    let market = match market_param(shard, params) {
+        Ok(market) => market,
+        Err(e) => return RestReply::error(&e),
+    };
+    let result = match req.endpoint {
         Endpoint::Depth => depth(shard, params, market),
+        // Boxed: the store walk is a deep future that most requests
+        // never reach, kept out of every connection's future.
+        Endpoint::Klines | Endpoint::UiKlines => Box::pin(crate::api::klines::answer(shard, market, params)).await,
         _ => {
             let mut w = JsonWriter::with_capacity(512);
-            fragment(shard, req.endpoint, market, params, req.now_ms, &mut w)?;
-            Ok(w.into_bytes())
+            fragment(shard, req.endpoint, market, params, req.now_ms, &mut w).map(|()| w.into_bytes())
         }
-    });
+    };
     from_result(result)
 }
 

@@ -18,6 +18,7 @@ pub(crate) mod export;
 mod history;
 pub(crate) mod host;
 pub(crate) mod jobs;
+pub(crate) mod klines;
 pub(crate) mod market;
 pub(crate) mod params;
 pub(crate) mod peer;
@@ -446,7 +447,7 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
         PeerCall::Rest(request) => {
             let req = request.borrowed();
             let reply = match req.endpoint.security() {
-                Security::None => market::request(shard, req),
+                Security::None => market::request(shard, req).await,
                 _ => user::request(shard, req).await,
             };
             shard.settle().await;
@@ -467,6 +468,10 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
         }
         PeerCall::Authorize(request) => PeerReply::Authorize(wsapi::authorize(shard, &request)),
         PeerCall::Jobs(call) => PeerReply::Jobs(Box::new(jobs::run_local(shard, call).await)),
+        PeerCall::Candles { query, source } => PeerReply::Candles(klines::local_candles(shard, &query, source).await),
+        PeerCall::FirstTrade { symbol, store } => {
+            PeerReply::FirstTrade(klines::local_first_trade(shard, &symbol, store).await)
+        }
         PeerCall::Reference { market, side } => PeerReply::Reference(shard.trading().reference_price(market, side)),
         PeerCall::Fragments { request, markets } => {
             let entries = market::local_fragments(shard, request.borrowed(), &markets).unwrap_or_default();

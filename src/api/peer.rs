@@ -4,10 +4,12 @@
 //! it with [`crate::api::answer`] on the receiving shard.
 
 use crate::api::admin::{AdminCall, AdminReply};
+use crate::api::klines::{CandleSource, CandlesReply};
 use crate::api::request::{RestReply, RestRequest};
 use crate::api::wsapi::{Authorize, Grant};
 use crate::http::HttpError;
 use crate::metrics::Snapshot;
+use crate::store::CandlesQuery;
 use tradsys_engine::num::Price;
 use tradsys_engine::order::{MarketId, Side};
 
@@ -36,6 +38,12 @@ pub(crate) enum PeerCall {
     Authorize(Box<Authorize>),
     /// The callee's job queue, on the admin API's behalf.
     Jobs(crate::api::jobs::JobsCall),
+    /// The callee's part of the candles of a market older than memory
+    /// keeps (see `api::klines`).
+    Candles { query: CandlesQuery, source: CandleSource },
+    /// The earliest trade of a market in the callee's backlog and, with
+    /// `store`, its store.
+    FirstTrade { symbol: String, store: bool },
 }
 
 /// Answers to [`PeerCall`]s, variant for variant.
@@ -49,6 +57,8 @@ pub(crate) enum PeerReply {
     Fragments(Vec<(MarketId, Vec<u8>)>),
     Authorize(Result<Grant, HttpError>),
     Jobs(Box<RestReply>),
+    Candles(CandlesReply),
+    FirstTrade(Result<Option<u64>, HttpError>),
 }
 
 /// Why a call to another shard failed.

@@ -66,6 +66,7 @@ pub(crate) struct Cache {
     ever_subscribed: Cell<bool>,
     ttl_ms: u64,
     ticker_ttl_ms: u64,
+    history_ttl_ms: u64,
 }
 
 impl Cache {
@@ -78,12 +79,19 @@ impl Cache {
             ever_subscribed: Cell::new(false),
             ttl_ms: config.ttl_ms,
             ticker_ttl_ms: config.ticker_ttl_ms,
+            history_ttl_ms: config.history_ttl_ms,
         }
     }
 
     /// The lifetime of values that change only with their version.
     pub(crate) fn ttl_ms(&self) -> u64 {
         self.ttl_ms
+    }
+
+    /// The lifetime of history that never changes (myTrades pages, older
+    /// klines).
+    pub(crate) fn history_ttl_ms(&self) -> u64 {
+        self.history_ttl_ms
     }
 
     /// The lifetime of the 24 h statistics of every market.
@@ -259,6 +267,7 @@ mod tests {
             l1_bytes_max: 1 << 20,
             ttl_ms: 60_000,
             ticker_ttl_ms: 1_000,
+            history_ttl_ms: 60_000,
             l2_value_bytes_max: 1 << 10,
             l2_lock_ms: 500,
             l2_poll_ms: 5,

@@ -21,6 +21,7 @@ use crate::durability::image::{market_data_for, ShardImage};
 use crate::durability::snapshot;
 use crate::journal;
 use crate::limits::{ConnectionAttempts, LocalLimiter};
+use crate::marketdata::MarketData;
 use crate::metrics::Metrics;
 use crate::server::conn::{self, Listener};
 use crate::server::mesh::{Mesh, MeshBuilders, ShardMsg};
@@ -280,7 +281,8 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         BookCapacity::default(),
     );
     trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
-    let market_data = market_data_for(&trading, setup.index as u32);
+    let mut market_data = market_data_for(&trading, setup.index as u32);
+    keep_klines(&mut market_data, config.klines_kept_per_interval_max);
     let redis = redis_client(config, setup.index);
     let cache = Rc::new(crate::cache::Cache::new(
         &config.cache,
@@ -545,11 +547,19 @@ async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result
     }
 }
 
+/// Sizes every market's kline rings as configured.
+fn keep_klines(market_data: &mut [Option<MarketData>], klines_kept: usize) {
+    for data in market_data.iter_mut().flatten() {
+        data.keep_klines(klines_kept);
+    }
+}
+
 /// Puts a recovered state in place of the empty one the shard started with.
 fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Result<(), String> {
     let Some(image) = image else { return Ok(()) };
     assert_eq!(image.trading.shard as usize, setup.index, "a shard got another's state");
-    let market_data = image.market_data;
+    let mut market_data = image.market_data;
+    keep_klines(&mut market_data, setup.config.klines_kept_per_interval_max);
     let mut trading = Trading::from_image(image.trading, setup.markets.clone())?;
     trading.set_listen_key_ttl_ms(setup.config.ws.listen_key_ttl_ms);
     *shard.trading.borrow_mut() = trading;

@@ -327,6 +327,16 @@ impl Backlog {
         true
     }
 
+    /// The earliest time of a waiting buyer's row of `symbol`'s trades.
+    pub fn first_buyer_trade_ms(&self, symbol: &str) -> Option<u64> {
+        self.all_rows()
+            .filter_map(|row| match row {
+                Row::Trade(t) if t.is_buyer && t.symbol == symbol => Some(t.time_ms),
+                _ => None,
+            })
+            .min()
+    }
+
     /// The waiting deposits or withdrawals the query selects, newest
     /// first; their ids are this shard's and generation's.
     pub fn transfers(&self, query: &TransfersQuery) -> Result<Vec<TransferRow>, StoreError> {

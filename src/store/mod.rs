@@ -265,6 +265,10 @@ pub trait HistoryStore {
     /// The market's candles the engine holds for `query`, with the
     /// progress of `shards` read in the same transaction.
     async fn candles(&mut self, query: &CandlesQuery, shards: &[u32]) -> Result<CandleParts, StoreError>;
+
+    /// The time of the market's first trade the engine holds (by trade
+    /// id), if any: where older candles start.
+    async fn first_trade_ms(&mut self, symbol: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// Checks a batch against the limits every engine shares.

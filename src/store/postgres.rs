@@ -863,6 +863,20 @@ impl HistoryStore for PgStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(CandleParts { candles, progress })
     }
+
+    async fn first_trade_ms(&mut self, symbol: &str) -> Result<Option<u64>, StoreError> {
+        // The primary key leads with (symbol, trade_id): the first entry
+        // of each partition's index.
+        let row = self
+            .client
+            .query_opt(
+                "SELECT time_ms FROM trades WHERE symbol = $1 AND is_buyer ORDER BY trade_id LIMIT 1",
+                &[&symbol],
+            )
+            .await
+            .map_err(engine)?;
+        row.map(|row| unsigned(row.get(0), "time")).transpose()
+    }
 }
 
 /// Candles one query may span at most (the API asks for chunks of

@@ -408,6 +408,33 @@ impl ShardStore {
         .await
     }
 
+    /// The time of the market's first trade the engine holds, if any.
+    pub async fn first_trade_ms(&self, symbol: &str) -> Result<Option<u64>, StoreError> {
+        self.read(Kind::Trades, || async {
+            let symbol = symbol.to_string();
+            match &self.engine {
+                Engine::Sqlite(sqlite) => {
+                    blocking(&sqlite.reader, move |s| {
+                        futures_lite::future::block_on(s.first_trade_ms(&symbol))
+                    })
+                    .await
+                }
+                Engine::Postgres(pool) => {
+                    let symbol = &symbol;
+                    pool.read(|mut c| async move { (c.first_trade_ms(symbol).await, c) })
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    /// The earliest time of this shard's waiting rows of the market's
+    /// trades.
+    pub fn backlog_first_trade_ms(&self, symbol: &str) -> Option<u64> {
+        self.backlog.borrow().first_buyer_trade_ms(symbol)
+    }
+
     /// Adds this shard's waiting rows of `query` that a store read which
     /// saw this shard at `after` lacks to `into`; false when the backlog
     /// moved past that read (written or dropped rows): read again.

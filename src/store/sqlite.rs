@@ -613,6 +613,18 @@ impl HistoryStore for SqliteStore {
             progress,
         })
     }
+
+    async fn first_trade_ms(&mut self, symbol: &str) -> Result<Option<u64>, StoreError> {
+        // Trade ids and times grow together; the smaller time is taken so
+        // that a clock that stepped back moves the start earlier, never
+        // later. Like `candles`, a scan of the file.
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT min(time_ms) FROM trades WHERE symbol = ?1 AND is_buyer = 1")
+            .and_then(|mut s| s.query_row(params![symbol], |row| row.get(0)))
+            .map_err(engine)?;
+        found.map(|t| unsigned(t, "time")).transpose()
+    }
 }
 
 #[cfg(test)]

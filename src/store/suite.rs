@@ -638,6 +638,11 @@ pub(super) async fn candles_match_the_ring(store: &mut impl HistoryStore) {
         from_ms: Interval::D1.open_time_ms(start_ms),
         to_ms: Interval::D1.nth_open_ms(Interval::D1.candle_number(end_ms) + 1),
     };
+    assert_eq!(
+        store.first_trade_ms("BTCUSDT").await.expect("first"),
+        Some(start_ms + 9_301)
+    );
+    assert_eq!(store.first_trade_ms("BNBUSDT").await.expect("first"), None);
     let eth = store.candles(&query, &[]).await.expect("candles");
     assert_eq!(eth.candles.iter().map(|c| c.trade_count).sum::<u64>(), 600);
     assert!(eth.candles.iter().all(|c| c.high.0 == 1));
