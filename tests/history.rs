@@ -831,3 +831,54 @@ fn postgres_rebuilds_older_klines_from_the_store() {
     older_klines_come_from_the_store(&server);
     after_restart(server, &extra);
 }
+
+/// A cache counter of level L1 summed over two shards.
+fn l1(server: &Server, name: &str) -> f64 {
+    let metrics = server.metrics();
+    (0..2)
+        .filter_map(|shard| metrics.value(name, &[("shard", &shard.to_string()), ("level", "l1")]))
+        .sum()
+}
+
+/// A myTrades page is read from the store once and then from the cache,
+/// until the user's next trade in the market names a new set of trades;
+/// every answer equals the one without a cache.
+#[test]
+fn my_trades_pages_come_from_the_cache_until_the_next_trade() {
+    let server = start_in(&temp_data_dir(), 2, &[]);
+    let seller = create_user(&server, "seller", &FUNDS);
+    let buyer = create_user(&server, "buyer", &FUNDS);
+    trade(&server, &seller, &buyer, 5);
+    let mut c = server.connect();
+    let page = |c: &mut Client, query: &str| {
+        let r = signed(c, &buyer, "GET", "/api/v3/myTrades", &format!("symbol=BTCUSDT&{query}"));
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        r.json()
+    };
+    let (hits, fills) = (
+        l1(&server, "tradsys_cache_hits_total"),
+        l1(&server, "tradsys_cache_fills_total"),
+    );
+    let newest = page(&mut c, "limit=3");
+    let ids = |page: &Value| -> Vec<u64> {
+        page.as_array()
+            .expect("a page")
+            .iter()
+            .map(|t| t["id"].as_u64().expect("id"))
+            .collect()
+    };
+    assert_eq!(ids(&newest), [3, 4, 5]);
+    assert_eq!(l1(&server, "tradsys_cache_fills_total"), fills + 1.0);
+    // The same page again: from L1.
+    assert_eq!(page(&mut c, "limit=3"), newest);
+    assert_eq!(l1(&server, "tradsys_cache_hits_total"), hits + 1.0);
+    assert_eq!(l1(&server, "tradsys_cache_fills_total"), fills + 1.0);
+    let oldest = page(&mut c, "fromId=0&limit=2");
+    assert_eq!(ids(&oldest), [1, 2]);
+    // A new trade: the newest page is read again and shows it.
+    trade(&server, &seller, &buyer, 1);
+    assert_eq!(ids(&page(&mut c, "limit=3")), [4, 5, 6]);
+    assert_eq!(l1(&server, "tradsys_cache_fills_total"), fills + 3.0);
+    assert_eq!(page(&mut c, "fromId=0&limit=2"), oldest);
+    assert_eq!(l1(&server, "tradsys_cache_hits_total"), hits + 1.0);
+}

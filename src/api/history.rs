@@ -24,7 +24,7 @@ use crate::store::convert::{order_view, user_trade};
 use crate::store::shard::{OrderKey, OwnedOrdersQuery, OwnedTradesQuery};
 use crate::store::{StoreError, Window};
 use tradsys_engine::account::OrderRef;
-use tradsys_engine::order::{OrderView, UserId, UserTrade};
+use tradsys_engine::order::{MarketId, OrderView, UserId, UserTrade};
 use tradsys_engine::EngineError;
 
 /// -1001 when an older order or trade cannot be read now.
@@ -122,7 +122,12 @@ pub(crate) async fn all_orders(shard: &impl Host, params: &Params<'_>, user: Use
     Ok(w.into_bytes())
 }
 
-/// GET /api/v3/myTrades.
+/// GET /api/v3/myTrades. With a store, pages come from the cache (L1,
+/// and L2 in Redis) under the id of the user's newest trade in the market
+/// that memory holds: a new trade always enters memory with a higher id
+/// and memory forgets oldest first, so that id names one set of trades,
+/// and a page of it never changes. Without a trade in memory there is
+/// no such name, and the page is read each time.
 pub(crate) async fn my_trades(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
     let query = OwnedTradesQuery {
@@ -134,9 +139,40 @@ pub(crate) async fn my_trades(shard: &impl Host, params: &Params<'_>, user: User
         end_ms: u64_param(params, "endTime")?,
         limit: limit_param(params, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?,
     };
+    let newest = shard
+        .trading()
+        .accounts()
+        .trades(user)
+        .filter(|t| t.market == market)
+        .map(|t| t.trade_id)
+        .max();
+    let (Some(version), Some(_)) = (newest, shard.history()) else {
+        return trades_page(shard, market, &query).await;
+    };
+    let text = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let name = format!(
+        "myTrades:{user}:{}:{}:{}:{}:{}:{}",
+        query.symbol,
+        text(query.order_id),
+        text(query.from_id),
+        text(query.start_ms),
+        text(query.end_ms),
+        query.limit
+    );
+    let cache = shard.cache();
+    let page = cache
+        .get_or_fill(&name, version, cache.history_ttl_ms(), || {
+            trades_page(shard, market, &query)
+        })
+        .await?;
+    Ok(page.to_vec())
+}
+
+/// A myTrades page from memory, the backlog and the store.
+async fn trades_page(shard: &impl Host, market: MarketId, query: &OwnedTradesQuery) -> Result<Vec<u8>, HttpError> {
     let window = query.borrowed().window();
     let stored = match shard.history() {
-        Some(store) => match store.trades_with_backlog(&query).await {
+        Some(store) => match store.trades_with_backlog(query).await {
             Ok(rows) => Some(rows),
             // The newest trades are all in memory: without the store, a
             // query for the newest few can still be answered exactly.
@@ -153,7 +189,12 @@ pub(crate) async fn my_trades(shard: &impl Host, params: &Params<'_>, user: User
             && t.time_ms >= query.start_ms.unwrap_or(0)
             && t.time_ms <= query.end_ms.unwrap_or(u64::MAX)
     };
-    let mut trades: Vec<UserTrade> = trading.accounts().trades(user).filter(|t| keep(t)).copied().collect();
+    let mut trades: Vec<UserTrade> = trading
+        .accounts()
+        .trades(query.user)
+        .filter(|t| keep(t))
+        .copied()
+        .collect();
     trades.sort_by_key(|t| t.trade_id);
     match stored {
         Some(rows) => {
