@@ -6,7 +6,9 @@
 //!
 //! Then `myTrades` latency: one user with `STORE_BENCH_USER_TRADES`
 //! (default 1,000,000) trades, and `STORE_BENCH_QUERIES` (default 1,000)
-//! queries of 1,000 rows from a random `fromId`, on each engine.
+//! queries of 1,000 rows from a random `fromId`, on each engine; and one
+//! cold read of a chunk of 1,000 candles (1s and 1m) from every row, as
+//! klines older than memory keeps are read.
 //!
 //! `cargo bench --bench store` (rows: `STORE_BENCH_ROWS`, default 200,000
 //! batched and a tenth of that one by one; batch size:
@@ -23,7 +25,8 @@ use tradsys::store::backlog::WRITER_BATCH_ROWS;
 use tradsys::store::postgres::PgStore;
 use tradsys::store::rows::{Row, TradeRow};
 use tradsys::store::sqlite::SqliteStore;
-use tradsys::store::{Batch, HistoryStore, Progress, TradesQuery};
+use tradsys::marketdata::Interval;
+use tradsys::store::{Batch, CandlesQuery, HistoryStore, Progress, TradesQuery};
 
 /// The user whose trades the query benchmark reads; the write benchmark's
 /// rows belong to users 2..102.
@@ -116,6 +119,28 @@ async fn query_latency<S: HistoryStore>(store: &mut S, first: u64, trades: u64, 
         histogram.value_at_quantile(0.99),
         histogram.max(),
     )
+}
+
+/// One cold read of the candles of a chunk of 1,000 candles (klines older
+/// than memory keeps, `api::klines`) for 1s and 1m, over every row
+/// written: (interval, candles, trades in them, milliseconds).
+async fn candle_chunks<S: HistoryStore>(store: &mut S, user_first: u64) -> Vec<(&'static str, usize, u64, u128)> {
+    let mut out = Vec::new();
+    for interval in [Interval::S1, Interval::M1] {
+        let chunk = interval.candle_number(trade(user_first).time_ms) / 1000;
+        let query = CandlesQuery {
+            symbol: "BTCUSDT".into(),
+            interval,
+            from_ms: interval.nth_open_ms(chunk * 1000),
+            to_ms: interval.nth_open_ms((chunk + 1) * 1000),
+        };
+        let started = Instant::now();
+        let parts = store.candles(&query, &[0]).await.expect("candles");
+        let elapsed = started.elapsed().as_millis();
+        let trades = parts.candles.iter().map(|c| c.trade_count).sum();
+        out.push((interval.as_str(), parts.candles.len(), trades, elapsed));
+    }
+    out
 }
 
 async fn batched<S: HistoryStore>(store: &mut S, batches: &[Batch]) -> f64 {
@@ -244,8 +269,10 @@ fn main() {
         let mut store = PgStore::connect(&url).await.expect("PostgreSQL");
         batched(&mut store, &user_batches(user_first, user_trades, 50_000, 1_000_000)).await;
         store.execute_analyze().await;
-        query_latency(&mut store, user_first, user_trades, queries).await
+        let latency = query_latency(&mut store, user_first, user_trades, queries).await;
+        (latency, candle_chunks(&mut store, user_first).await)
     });
+    let (pg_latency, pg_candles) = pg_latency;
     let dir = std::env::temp_dir().join(format!("tradsys-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let (sqlite_rate, sqlite_latency) = futures_lite::future::block_on(async {
@@ -254,8 +281,10 @@ fn main() {
         let rate = batched(&mut store, &batches(0, rows, batch_rows)).await;
         let load = user_batches(user_first, user_trades, 50_000, 1_000_000);
         batched(&mut store, &load).await;
-        (rate, query_latency(&mut store, user_first, user_trades, queries).await)
+        let latency = query_latency(&mut store, user_first, user_trades, queries).await;
+        (rate, (latency, candle_chunks(&mut store, user_first).await))
     });
+    let (sqlite_latency, sqlite_candles) = sqlite_latency;
     let _ = std::fs::remove_dir_all(&dir);
     println!("postgres one INSERT per row: {insert_rate:.0} rows/s");
     println!("postgres COPY batches:       {copy_rate:.0} rows/s ({writers} writers)");
@@ -265,5 +294,13 @@ fn main() {
         println!(
             "{engine} myTrades, {user_trades} trades of one user, limit 1000 from a random fromId, {queries} queries: p50 {p50} us, p99 {p99} us, max {max} us"
         );
+    }
+    let total = rows + single_rows + user_trades;
+    for (engine, chunks) in [("postgres", pg_candles), ("sqlite", sqlite_candles)] {
+        for (interval, candles, trades, ms) in chunks {
+            println!(
+                "{engine} candles of a {interval} chunk (cold, {total} trade rows stored): {candles} candles of {trades} trades in {ms} ms"
+            );
+        }
     }
 }
