@@ -21,11 +21,11 @@
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use tradsys::marketdata::Interval;
 use tradsys::store::backlog::WRITER_BATCH_ROWS;
 use tradsys::store::postgres::PgStore;
 use tradsys::store::rows::{Row, TradeRow};
 use tradsys::store::sqlite::SqliteStore;
-use tradsys::marketdata::Interval;
 use tradsys::store::{Batch, CandlesQuery, HistoryStore, Progress, TradesQuery};
 
 /// The user whose trades the query benchmark reads; the write benchmark's

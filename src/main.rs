@@ -1,7 +1,8 @@
 //! The `tradsys` binary: reads the configuration and runs the shards.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the server fails at run
-//! time (the address is taken, a shard dies), 2 for invalid configuration.
+//! time (the address is taken, a shard dies), 2 for invalid configuration
+//! and for a data directory another process owns.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tradsys: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

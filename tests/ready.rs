@@ -1,6 +1,7 @@
 //! Readiness means every shard: once /ready has said 200 on one
 //! connection, no connection, whichever shard the kernel gives it, may be
-//! told the service is starting.
+//! told the service is starting. And a start is refused, with one line,
+//! on a data directory or an address another process holds.
 //!
 //! Regression test for a 2-shard server on a busy machine: /ready was
 //! answered from the accepting shard's own state, so a client saw 200 and
@@ -127,4 +128,72 @@ fn no_connection_is_told_starting_after_ready_said_200() {
     let listening = lines.iter().filter(|l| l.starts_with("shard ")).count();
     assert_eq!(listening, 2, "{lines:?}");
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// `tradsys serve` on `listen` and `data_dir`, to its end: exit code and
+/// standard error.
+fn serve_to_the_end(listen: &str, data_dir: &std::path::Path) -> (Option<i32>, String) {
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let mut child = Child2(
+        Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--shards",
+                "1",
+                "--markets",
+                markets,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tradsys starts"),
+    );
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("refused within 30 s");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).expect("utf-8 stderr");
+    (status.code(), text)
+}
+
+#[test]
+fn a_second_process_on_a_held_data_directory_or_address_is_refused() {
+    let mut first = common::Server::start(1, &[]);
+    let pid = first.child.id();
+    let dir = first.data_dir.clone();
+    // The same data directory on another port: exit 2, naming the holder.
+    let (code, stderr) = serve_to_the_end("127.0.0.1:0", &dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "tradsys: data directory {} is in use by process {pid}: one process per data directory\n",
+            dir.display()
+        )
+    );
+    // Another data directory on the first one's address: refused too,
+    // instead of joining its listening group.
+    let other = common::temp_data_dir();
+    let (code, stderr) = serve_to_the_end(&first.addr.to_string(), &other);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "tradsys: listen: {} is in use by another process; a second instance would split its clients (stop it first)\n",
+            first.addr
+        )
+    );
+    let _ = std::fs::remove_dir_all(&other);
+    // The first process never noticed.
+    let ready = get(first.addr, "/ready").expect("an answer");
+    assert_eq!(ready.status, 200);
+    // `kill -9` leaves no lock behind: the next process owns the directory.
+    first.kill9();
+    let second = common::Server::start_in(&dir, 1, &[]);
+    assert_eq!(get(second.addr, "/ready").expect("an answer").status, 200);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@ mod dispatch;
 mod history;
 mod jobs;
 pub(crate) mod mesh;
+mod owner;
 mod process;
 mod publish;
 pub(crate) mod shard;

@@ -11,6 +11,7 @@ use crate::durability::snapshot;
 use crate::durability::snapshotter::Snapshotter;
 use crate::server::history::RecoveryTaps;
 use crate::server::mesh::MeshBuilders;
+use crate::server::owner;
 use crate::server::start::{run_shard, Readiness, ShardSetup, ShardStart};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::io::Write;
@@ -41,6 +42,27 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("recovery: {0}")]
     Recovery(#[from] RecoveryError),
+    #[error("data directory {}: {source}", dir.display())]
+    DataDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {} is in use by process {holder}: one process per data directory", dir.display())]
+    DataDirInUse { dir: std::path::PathBuf, holder: String },
+    #[error("listen: {addr} is in use by another process; a second instance would split its clients (stop it first)")]
+    AddressInUse { addr: SocketAddr },
+}
+
+impl ServerError {
+    /// The process's exit code for this error: 2 when the start was
+    /// refused because the data directory is another process's, 1 for
+    /// everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::DataDirInUse { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerError> {
@@ -48,6 +70,8 @@ pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerErr
         println!("history store off: --durability none journals nothing to write behind");
         config.history.engine = HistoryEngine::Off;
     }
+    // Before anything reads the directory or joins a listening group.
+    let _owner = owner::lock_data_dir(&config.data_dir)?;
     let listeners = bind_listeners(config.listen, config.shards)?;
     let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;
@@ -306,6 +330,7 @@ pub(crate) fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
 /// Binds one listener per shard on the same address with SO_REUSEPORT. With
 /// port 0 the first bind picks the port and the others reuse it.
 fn bind_listeners(addr: SocketAddr, shards: usize) -> Result<Vec<socket2::Socket>, ServerError> {
+    owner::check_address_free(addr)?;
     let mut listeners = Vec::with_capacity(shards);
     let mut addr = addr;
     for _ in 0..shards {

@@ -1,0 +1,125 @@
+//! One process per data directory and per listening address.
+//!
+//! Two processes on one data directory would both write its journals, and
+//! a second process on a port another already listens on would join its
+//! SO_REUSEPORT group and take half of its new connections into a second,
+//! separate exchange. Both are refused at start, each with one line:
+//!
+//! * the data directory is owned through an exclusive `flock` on
+//!   `<data_dir>/tradsys.lock`, taken before recovery reads anything and
+//!   held until the process ends (the kernel drops it with the process,
+//!   so a `kill -9` leaves nothing to clean up); the file holds the
+//!   owner's pid for the refusal's message;
+//! * before its listeners join a reuse-port group, the process binds the
+//!   address once without SO_REUSEPORT: the kernel refuses that bind
+//!   while any other socket listens there.
+//!
+//! A handover to a new process on the same port (`--takeover`) belongs to
+//! zero-downtime restarts and is not built: until then the start is
+//! refused.
+
+use super::process::ServerError;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The lock file in a data directory.
+pub const LOCK_FILE: &str = "tradsys.lock";
+
+/// The data directory's lock; released when dropped (or when the process
+/// ends, however).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Takes `dir`'s lock, creating the directory if needed; refused while
+/// another process holds it.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
+    let io = |source: std::io::Error| ServerError::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(ServerError::DataDirInUse {
+                dir: dir.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "unknown".into()
+                } else {
+                    holder.into()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(DataDirLock { _file: file })
+}
+
+/// Refuses `addr` while another socket listens on it (port 0 picks a free
+/// port and needs no check). SO_REUSEADDR lets the probe ignore sockets in
+/// TIME_WAIT from an earlier process, never a listener.
+pub fn check_address_free(addr: SocketAddr) -> Result<(), ServerError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let probe =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(bind_error)?;
+    probe.set_reuse_address(true).map_err(bind_error)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ServerError::AddressInUse { addr }),
+        Err(e) => Err(bind_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_has_one_owner_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("tradsys-owner-{}", std::process::id()));
+        let first = lock_data_dir(&dir).expect("the first lock");
+        let pid = std::process::id().to_string();
+        match lock_data_dir(&dir) {
+            Err(ServerError::DataDirInUse { dir: d, holder }) => assert_eq!((d, holder), (dir.clone(), pid)),
+            other => panic!("a second lock: {other:?}"),
+        }
+        drop(first);
+        let again = lock_data_dir(&dir).expect("the lock after its release");
+        drop(again);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn an_address_with_a_listener_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        assert!(matches!(
+            check_address_free(addr),
+            Err(ServerError::AddressInUse { addr: a }) if a == addr
+        ));
+        drop(listener);
+        assert!(check_address_free(addr).is_ok());
+        assert!(check_address_free("127.0.0.1:0".parse().expect("an address")).is_ok());
+    }
+}
