@@ -94,7 +94,12 @@ const KEYS: &[Key] = &[
     Key {
         name: "http_write_timeout_ms",
         default: "10000",
-        help: "time a client may take to accept a response",
+        help: "time a client may take to accept a response: counted from when it stops taking bytes, then the connection is closed",
+    },
+    Key {
+        name: "http_socket_send_bytes",
+        default: "262144",
+        help: "kernel send buffer of an HTTP connection, bytes (the kernel doubles it); bounds what a client that stops reading holds before the write timeout starts; 0: the kernel's autotuning",
     },
     Key {
         name: "http_compress_bytes_min",
@@ -974,6 +979,7 @@ fn http_limits(v: &Values) -> Result<HttpLimits, ConfigError> {
         header_timeout_ms: v.ms("http_header_timeout_ms")?,
         idle_timeout_ms: v.ms("http_idle_timeout_ms")?,
         write_timeout_ms: v.ms("http_write_timeout_ms")?,
+        socket_send_bytes: v.number("http_socket_send_bytes", 0, 1 << 30)? as usize,
     };
     if http.header_bytes_max < 256 {
         return Err(invalid("http_header_bytes_max", "must be at least 256"));

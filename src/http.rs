@@ -757,6 +757,8 @@ pub struct HttpLimits {
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub write_timeout_ms: u64,
+    /// The kernel send buffer of a connection (0: autotuned).
+    pub socket_send_bytes: usize,
 }
 
 #[cfg(test)]

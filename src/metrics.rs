@@ -109,6 +109,9 @@ pub(crate) struct Counters {
     pub(crate) connections_refused: u64,
     pub(crate) bytes_received: u64,
     pub(crate) bytes_sent: u64,
+    /// Connections closed because the client took no bytes for the write
+    /// timeout.
+    pub(crate) write_timeouts: u64,
     pub(crate) mesh_sent: u64,
     pub(crate) mesh_received: u64,
     pub(crate) orders_local: u64,
@@ -476,7 +479,7 @@ fn render_latency(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 /// The plain per-shard families: name, type, help, and the figure.
-const PER_SHARD: [ShardFamily; 17] = [
+const PER_SHARD: [ShardFamily; 18] = [
     ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
         s.counters.connections_open
     }),
@@ -503,6 +506,12 @@ const PER_SHARD: [ShardFamily; 17] = [
         "counter",
         "Bytes written to clients.",
         |s| s.counters.bytes_sent,
+    ),
+    (
+        "tradsys_http_write_timeouts_total",
+        "counter",
+        "HTTP connections closed because the client took no bytes for http_write_timeout_ms.",
+        |s| s.counters.write_timeouts,
     ),
     (
         "tradsys_mesh_messages_sent_total",

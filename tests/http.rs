@@ -486,3 +486,43 @@ fn invalid_configuration_exits_2_naming_the_key() {
         assert!(stderr.starts_with(expected), "{stderr}");
     }
 }
+
+/// A client that keeps sending requests but never reads is closed about
+/// `http_write_timeout_ms` after it stopped taking bytes, and counted.
+/// Regression test: the kernel's send buffer grew (to megabytes) while
+/// such a client kept asking, every response a successful write, and the
+/// connection was closed only after about twice the timeout or later
+/// (with `--http-socket-send-bytes 0`, the old autotuning, this test sees
+/// no close within 3 s).
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    use std::io::{ErrorKind, Write};
+    let server = Server::start(1, &["--http-write-timeout-ms", "1000"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    socket.connect(&server.addr.into()).expect("connects");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut stream: std::net::TcpStream = socket.into();
+    let requests = b"GET /api/v3/exchangeInfo HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20);
+    let started = std::time::Instant::now();
+    let closed_after = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "never closed");
+        match stream.write(&requests) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                break started.elapsed()
+            }
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The buffers fill within a few responses, then 1 s without progress.
+    assert!(closed_after >= Duration::from_millis(1000), "{closed_after:?}");
+    assert!(closed_after < Duration::from_millis(3000), "{closed_after:?}");
+    let metrics = server.metrics();
+    assert_eq!(
+        metrics.value("tradsys_http_write_timeouts_total", &[("shard", "0")]),
+        Some(1.0)
+    );
+}

@@ -59,7 +59,10 @@ pub(crate) async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(shard.http_limits().write_timeout_ms)));
+    let limits = shard.http_limits();
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(limits.write_timeout_ms)));
+    set_send_buffer(&stream, limits.socket_send_bytes);
+    limit_unsent_time(&stream, limits.write_timeout_ms);
     let mut conn = Conn {
         shard,
         stream,
@@ -81,6 +84,54 @@ pub(crate) async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
         }
         _ => conn.release_buffers(),
     }
+}
+
+/// Caps the kernel's send buffer of a connection when configured (0: the
+/// kernel's autotuning), so that what a client that stopped reading holds
+/// is bounded in the kernel too.
+///
+/// A write times out only when it makes no progress for the write
+/// timeout. Autotuned, the send buffer of a connection whose client
+/// stopped reading kept growing (to megabytes) while the client sent more
+/// requests, every response a successful write, and such a client was
+/// closed only about twice the timeout after it stopped reading, or
+/// later. Capped, the buffer fills within a few responses and the timeout
+/// runs from about when the client stopped.
+pub(crate) fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    if bytes == 0 {
+        return;
+    }
+    let value = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Makes the kernel close the connection once what it was sent has waited
+/// `ms` unacknowledged, or untransmitted behind a zero window
+/// (`TCP_USER_TIMEOUT`): a client that stops reading after its last
+/// request, while the server no longer writes, is closed as well.
+pub(crate) fn limit_unsent_time(stream: &TcpStream, ms: u64) {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(ms).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: a valid socket and a pointer to a c_uint of the size given.
+    let _ = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
 }
 
 /// A request the connection switches to WebSocket for.
@@ -512,8 +563,10 @@ impl Conn<'_> {
 
     async fn flush(&mut self) -> io::Result<()> {
         let result = self.stream.write_all(&self.write).await;
-        if result.is_ok() {
-            self.shard.metrics_mut().bytes_sent += self.write.len() as u64;
+        match &result {
+            Ok(()) => self.shard.metrics_mut().bytes_sent += self.write.len() as u64,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => self.shard.metrics_mut().write_timeouts += 1,
+            Err(_) => {}
         }
         self.write.clear();
         result

@@ -172,7 +172,7 @@ pub(crate) async fn serve(
 ) {
     // The HTTP idle timeout no longer applies: pings decide liveness now.
     let _ = stream.set_read_timeout(None);
-    set_send_buffer(&stream, shard.ws_config().socket_send_bytes);
+    crate::server::conn::set_send_buffer(&stream, shard.ws_config().socket_send_bytes);
     let out = Rc::new(Outbound::new(shard.ws_config().outbound_bytes_max, target.combined));
     let mut conn = WsConn {
         shard,
@@ -733,27 +733,6 @@ impl WsConn<'_> {
         ws::encode_close(&mut frame, code, reason);
         stream.write_all(&frame).await?;
         stream.close().await
-    }
-}
-
-/// Caps the kernel's send buffer of a stream connection when configured
-/// (`ws_socket_send_bytes`, 0: the kernel's autotuning), so that what a
-/// slow reader can hold is bounded in the kernel as well as in the queue.
-fn set_send_buffer(stream: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    if bytes == 0 {
-        return;
-    }
-    let value = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
 
