@@ -22,6 +22,7 @@ use super::process::ServerError;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// The lock file in a data directory.
@@ -49,22 +50,23 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
         .truncate(false)
         .open(dir.join(LOCK_FILE))
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(ServerError::DataDirInUse {
-                dir: dir.to_path_buf(),
-                holder: if holder.is_empty() {
-                    "unknown".into()
-                } else {
-                    holder.into()
-                },
-            });
+    // SAFETY: a valid, open file descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(io(error));
         }
-        Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(ServerError::DataDirInUse {
+            dir: dir.to_path_buf(),
+            holder: if holder.is_empty() {
+                "unknown".into()
+            } else {
+                holder.into()
+            },
+        });
     }
     file.set_len(0).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
