@@ -83,6 +83,10 @@ pub(crate) const CANCEL_REPLACE_FAILED: i32 = -2022;
 
 /// The message of -1001 when another shard could not answer.
 pub(crate) const MSG_INTERNAL: &str = "Internal error; unable to process your request. Please try again.";
+/// The message of -1008 while the journal's disk is full.
+pub(crate) const MSG_JOURNAL_FULL: &str =
+    "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working.";
+
 /// The message of -1008 when the server sheds load.
 pub(crate) const MSG_SERVER_BUSY: &str =
     "Server is currently overloaded with other requests. Please try again in a few minutes.";

@@ -126,6 +126,12 @@ impl Endpoint {
         Endpoint::ExportDownload,
     ];
 
+    /// Whether the endpoint may change state (journal records): every one
+    /// that is not a GET.
+    pub(crate) fn changes_state(self) -> bool {
+        self.route().0 != Method::Get
+    }
+
     /// The method and path that name this endpoint.
     pub(crate) fn route(self) -> (Method, &'static str) {
         use Endpoint::*;

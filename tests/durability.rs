@@ -357,3 +357,161 @@ fn sequential_calls_on_a_fast_disk_are_all_answered() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tmpfs of its own, unmounted when dropped.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Tmpfs {
+        let path = temp_data_dir();
+        std::fs::create_dir_all(&path).expect("a mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test machines run as root)"
+        );
+        Tmpfs { path }
+    }
+
+    fn resize(&self, bytes: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A LIMIT BUY far below the market, resting: its id, or the refusal.
+fn rest_order(c: &mut Client, user: &User, price: u64) -> Result<u64, (u16, Value)> {
+    let q = format!("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price={price}");
+    let r = signed(c, user, "POST", "/api/v3/order", &q);
+    match r.status {
+        200 => Ok(r.json()["orderId"].as_u64().expect("orderId")),
+        status => Err((status, r.json())),
+    }
+}
+
+/// The journal's disk fills up under order load: orders, cancels and
+/// admin changes are then refused with 503 -1008 while reads keep
+/// working; once space returns (the test removes its ballast) orders are
+/// taken again by themselves; and after `kill -9` every acknowledged order
+/// is there. Before, the first ENOSPC (preparing the next journal
+/// segment) stopped the process with exit code 74.
+#[test]
+fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
+    let fs = Tmpfs::mount(2 << 20);
+    let dir = fs.path.join("data");
+    let ballast = fs.path.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 512 << 10]).expect("ballast");
+    let args = [
+        "--journal-segment-bytes",
+        "131072",
+        "--history",
+        "off",
+        "--snapshot-records",
+        "1099511627776",
+        "--snapshot-interval-s",
+        "86400",
+        "--orders-per-10s-max",
+        "1000000",
+        "--orders-per-day-max",
+        "100000000",
+        "--request-weight-per-minute-max",
+        "100000000",
+        "--raw-requests-per-5m-max",
+        "100000000",
+    ];
+    let server = start_in(&dir, 2, &args);
+    let mut c = server.connect();
+    let funds = [("USDT", "100000000")];
+    let mut users: Vec<User> = Vec::new();
+    let mut acknowledged: Vec<Vec<u64>> = Vec::new();
+    let refusal = loop {
+        let placed: usize = acknowledged.iter().map(Vec::len).sum();
+        assert!(placed < 40_000, "the disk never filled");
+        if placed % 150 == 0 {
+            users.push(create_user(&server, &format!("u{}", users.len()), &funds));
+            acknowledged.push(Vec::new());
+        }
+        let user = users.len() - 1;
+        match rest_order(&mut c, &users[user], 2_000 + (placed % 97) as u64) {
+            Ok(id) => acknowledged[user].push(id),
+            Err(refusal) => break refusal,
+        }
+    };
+    let expected = json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."});
+    assert_eq!(refusal, (503, expected.clone()));
+    // Reads work: every acknowledged order of a user is open.
+    let open = |c: &mut Client, user: &User| -> Vec<u64> {
+        let r = signed(c, user, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        let mut ids: Vec<u64> = r
+            .json()
+            .as_array()
+            .expect("orders")
+            .iter()
+            .map(|o| o["orderId"].as_u64().expect("id"))
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    for (user, ids) in users.iter().zip(&acknowledged) {
+        assert_eq!(&open(&mut c, user), ids);
+    }
+    assert_eq!(server.get("/api/v3/depth?symbol=BTCUSDT&limit=5").status, 200);
+    // Cancels and admin changes need the journal too.
+    let first = acknowledged[0][0];
+    let r = signed(
+        &mut c,
+        &users[0],
+        "DELETE",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={first}"),
+    );
+    assert_eq!((r.status, r.json()), (503, expected.clone()));
+    let (status, body) = admin(
+        server.admin.expect("admin API"),
+        "POST",
+        "/admin/v1/users",
+        Some(json!({"name": "late"})),
+    );
+    assert_eq!((status, body), (503, expected));
+    // Space returns: orders are taken again, without a restart.
+    std::fs::remove_file(&ballast).expect("ballast removed");
+    let user = users.len() - 1;
+    let mut resumed = None;
+    assert!(eventually(Duration::from_secs(20), || {
+        resumed = rest_order(&mut c, &users[user], 1_999).ok();
+        resumed.is_some()
+    }));
+    acknowledged[user].push(resumed.expect("an order after space returned"));
+    acknowledged[user].sort_unstable();
+    // Nothing acknowledged was lost. Recovery writes a new generation
+    // (snapshots and first segments) before the old one goes: the
+    // operator gives the disk room for it.
+    let mut server = server;
+    server.kill9();
+    drop(server);
+    fs.resize(16 << 20);
+    let server = start_in(&dir, 2, &args);
+    let mut c = server.connect();
+    for (user, ids) in users.iter().zip(&acknowledged) {
+        assert_eq!(&open(&mut c, user), ids);
+    }
+    drop(server);
+}

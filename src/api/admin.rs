@@ -180,6 +180,9 @@ fn not_found(what: &str) -> HttpError {
 }
 
 async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
+    if head.method != Method::Get && shard.journal_full() {
+        return RestReply::error(&crate::api::journal_full());
+    }
     let path = String::from_utf8_lossy(&buf[head.path.clone()]).into_owned();
     let body = &buf[head.body.clone()];
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();

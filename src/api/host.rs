@@ -27,6 +27,9 @@ pub(crate) trait Host {
     /// Every shard of the process has its state (see `server::start`).
     fn is_ready(&self) -> bool;
     fn is_draining(&self) -> bool;
+    /// Whether the journal's disk is full: work that changes state is
+    /// refused until space returns.
+    fn journal_full(&self) -> bool;
     fn http_limits(&self) -> &HttpLimits;
     fn exchange_info(&self) -> &ExchangeInfo;
     /// The shard's two-level cache.

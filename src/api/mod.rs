@@ -212,6 +212,9 @@ pub(crate) async fn run_endpoint(
         Ok(usage) => usage,
         Err(refusal) => return (Reply::rest(route, refused(refusal)), None),
     };
+    if endpoint.changes_state() && shard.journal_full() {
+        return (Reply::rest(route, RestReply::error(&journal_full())), Some(usage));
+    }
     let reply = match endpoint {
         Endpoint::Ping => Reply::json(route, Body::Static(b"{}")),
         Endpoint::Time => Reply::json(
@@ -386,6 +389,12 @@ pub(crate) fn refused(refusal: Refusal) -> RestReply {
             reply
         }
     }
+}
+
+/// 503 -1008 for work that changes state while the journal's disk is
+/// full (see `server::start::run_committer`).
+pub(crate) fn journal_full() -> HttpError {
+    HttpError::new(503, binance::SERVER_BUSY, binance::MSG_JOURNAL_FULL)
 }
 
 /// The answer to everything but /health, /ready and /metrics while the

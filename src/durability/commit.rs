@@ -53,6 +53,8 @@ pub struct ShardLog {
     encoded: RefCell<rkyv::util::AlignedVec>,
     waiters: RefCell<Vec<(u64, Waker)>>,
     stats: RefCell<CommitFigures>,
+    /// Whether the operator was last told that space is low.
+    space_low_told: Cell<bool>,
 }
 
 /// Commit counts and latencies, for /metrics.
@@ -82,6 +84,7 @@ impl ShardLog {
                 counters: JournalCounters::default(),
                 latency_ns: crate::metrics::latency_histogram(COMMIT_NS_MAX),
             }),
+            space_low_told: Cell::new(false),
         }
     }
 
@@ -295,6 +298,31 @@ impl ShardLog {
         c.commit_p99_ns = stats.latency_ns.value_at_quantile(0.99);
         c.commit_max_ns = stats.latency_ns.max();
         c
+    }
+
+    /// Whether this shard's journal found no disk space for its next
+    /// segment.
+    pub fn space_low(&self) -> bool {
+        self.writer.get().is_some_and(|w| w.space_low())
+    }
+
+    /// Whether any shard's journal lacks disk space: work that changes
+    /// state is refused meanwhile.
+    pub fn journal_full(&self) -> bool {
+        self.epochs.any_space_low()
+    }
+
+    /// Looks after the next journal segment between commits (see
+    /// `Writer::tend_spare`) and publishes whether space is low. Returns
+    /// the new state when it changed.
+    pub async fn tend_journal(&self) -> Result<Option<bool>, JournalError> {
+        let Some(writer) = self.writer.get() else {
+            return Ok(None);
+        };
+        writer.tend_spare().await?;
+        let low = writer.space_low();
+        self.epochs.set_space_low(self.shard, low);
+        Ok((self.space_low_told.replace(low) != low).then_some(low))
     }
 
     /// Wakes the responses the global durable epoch now covers.

@@ -30,6 +30,8 @@ pub struct Epochs {
     /// history store (`u64::MAX` without a store). A snapshot never cuts
     /// past it, so that the journal keeps what the store has not taken.
     absorbed: Box<[AtomicU64]>,
+    /// Per shard: its journal found no disk space for its next segment.
+    space_low: Box<[std::sync::atomic::AtomicBool]>,
 }
 
 impl Epochs {
@@ -39,7 +41,21 @@ impl Epochs {
             durable: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             appended: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             absorbed: (0..shards).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            space_low: (0..shards).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Notes whether `shard`'s journal has room for its next segment.
+    pub fn set_space_low(&self, shard: usize, low: bool) {
+        self.space_low[shard].store(low, Ordering::Release);
+    }
+
+    /// Whether any shard's journal lacks disk space: the shards share
+    /// the data directory's filesystem, and work that changes state may
+    /// need every shard's journal (a trade is journaled on the market's
+    /// shard and on both users').
+    pub fn any_space_low(&self) -> bool {
+        self.space_low.iter().any(|low| low.load(Ordering::Acquire))
     }
 
     pub fn shards(&self) -> usize {

@@ -82,9 +82,21 @@ pub enum JournalError {
     SegmentSize(u64),
     #[error("journal: an earlier commit failed; the journal must be reopened")]
     Failed,
+    #[error("journal: no space left on the device for {}", path.display())]
+    NoSpace { path: PathBuf },
 }
 
 impl JournalError {
+    /// Whether the disk (or the user's quota) is full: the work waits for
+    /// space instead of stopping the journal.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            JournalError::NoSpace { .. } => true,
+            JournalError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            _ => false,
+        }
+    }
+
     fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JournalError {
         let path = path.to_path_buf();
         move |source| JournalError::Io { op, path, source }

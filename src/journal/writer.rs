@@ -58,6 +58,9 @@ pub struct Writer {
     /// The largest epoch whose seal is written (and synced, if asked).
     sealed_epoch: Cell<u64>,
     failed: Cell<bool>,
+    /// The next segment could not be made for lack of disk space (see
+    /// [`Writer::space_low`]).
+    space_low: Cell<bool>,
 }
 
 struct Pending {
@@ -92,7 +95,7 @@ impl Writer {
         std::fs::create_dir_all(dir).map_err(JournalError::io("creating", dir))?;
         let disk = match &tail.segment {
             Some(path) => Disk::reopen(path, tail.end_offset, segment_bytes, direct).await?,
-            None => Disk::create(dir, tail.next_lsn, segment_bytes, direct, None).await?,
+            None => Disk::create(dir, tail.next_lsn, segment_bytes, direct, Spare::Idle).await?,
         };
         let pending = Pending {
             frames: Vec::new(),
@@ -108,7 +111,33 @@ impl Writer {
             sealing_epoch: Cell::new(tail.sealed_epoch),
             sealed_epoch: Cell::new(tail.sealed_epoch),
             failed: Cell::new(false),
+            space_low: Cell::new(false),
         })
+    }
+
+    /// Whether the disk had no room for the next segment at the last
+    /// attempt. The current segment still takes what is pending (a spare
+    /// is prepared once it is half full), so new work should stop here
+    /// and resume when this clears: [`Writer::tend_spare`] tries again.
+    pub fn space_low(&self) -> bool {
+        self.space_low.get()
+    }
+
+    /// Looks after the next segment between commits: starts preparing it
+    /// once the current one is half full, notes how an attempt ended, and
+    /// after one that found no space tries again every
+    /// `SPARE_RETRY_MS`. Does nothing while a commit runs. Errors other
+    /// than a lack of space poison the writer, as a failed commit does.
+    pub async fn tend_spare(&self) -> Result<(), JournalError> {
+        if self.failed.get() {
+            return Err(JournalError::Failed);
+        }
+        let Some(mut disk) = self.disk.take() else {
+            return Ok(());
+        };
+        let result = disk.tend_spare(&self.dir, self.segment_bytes).await;
+        self.space_low.set(matches!(disk.spare, Spare::NoSpace(_)));
+        self.finish(disk, result)
     }
 
     /// Adds a record to the next batch and returns its lsn. Only copies.
@@ -186,6 +215,21 @@ impl Writer {
                     ..CommitStats::default()
                 });
         }
+        // A batch that will cross into the next segment needs it first:
+        // without room for it, nothing of the batch is written and the
+        // batch waits, whole, for the next attempt.
+        let seal_bytes = JOURNAL_HEADER_BYTES as u64;
+        if disk.end() + batch.len() as u64 + seal_bytes > self.segment_bytes {
+            if let Err(e) = disk.ensure_spare(&self.dir, self.segment_bytes).await {
+                if e.is_no_space() {
+                    self.space_low.set(true);
+                    self.restore_pending(batch, records);
+                    self.disk.set(Some(disk));
+                    return Err(e);
+                }
+                return self.finish(disk, Err(e));
+            }
+        }
         self.sealing_epoch.set(sealed_epoch);
         frame::encode(&mut batch, Kind::Seal, next_lsn, sealed_epoch, &[]);
         let result = disk.write_batch(&batch, sync, &self.dir, self.segment_bytes).await;
@@ -238,6 +282,31 @@ impl Writer {
         batch.clear();
         self.pending.borrow_mut().spare = batch;
     }
+
+    /// Puts a batch that could not be written back in front of what was
+    /// appended since (its frames have the lower lsns).
+    fn restore_pending(&self, mut batch: Vec<u8>, records: u64) {
+        let mut pending = self.pending.borrow_mut();
+        batch.extend_from_slice(&pending.frames);
+        pending.frames = batch;
+        pending.records += records;
+    }
+}
+
+/// How long after an attempt that found no space the next segment is
+/// tried again.
+const SPARE_RETRY_MS: u64 = 500;
+
+/// The next segment.
+enum Spare {
+    /// Not started: the current segment is less than half full.
+    Idle,
+    /// Being created and zero-filled by a task of its own.
+    Preparing(Task<Result<(SegmentFile, bool), JournalError>>),
+    /// Created, synced and waiting for the roll.
+    Ready(SegmentFile, bool),
+    /// The last attempt found no space, at this time.
+    NoSpace(std::time::Instant),
 }
 
 /// The segment being written and the bytes not yet final on disk.
@@ -252,9 +321,9 @@ struct Disk {
     direct: bool,
     /// Whether the segment has writes no fdatasync has covered yet.
     unsynced: bool,
-    /// The next segment, being created and zero-filled in the background
-    /// once this one is half full, so a roll rarely waits for it.
-    spare: Option<Task<Result<(SegmentFile, bool), JournalError>>>,
+    /// The next segment, created and zero-filled in the background once
+    /// this one is half full, so a roll rarely waits for it.
+    spare: Spare,
 }
 
 impl Disk {
@@ -265,12 +334,16 @@ impl Disk {
         first_lsn: u64,
         segment_bytes: u64,
         direct: bool,
-        spare: Option<Task<Result<(SegmentFile, bool), JournalError>>>,
+        spare: Spare,
     ) -> Result<Disk, JournalError> {
         let path = dir.join(segment_name(first_lsn));
+        let spare = match spare {
+            Spare::Preparing(task) => Some(task.await?),
+            Spare::Ready(file, direct) => Some((file, direct)),
+            Spare::Idle | Spare::NoSpace(_) => None,
+        };
         let (file, direct) = match spare {
-            Some(spare) => {
-                let (file, direct) = spare.await?;
+            Some((file, direct)) => {
                 let spare_path = dir.join(JOURNAL_SPARE_NAME);
                 std::fs::rename(&spare_path, &path).map_err(JournalError::io("renaming", &spare_path))?;
                 (file, direct)
@@ -285,7 +358,7 @@ impl Disk {
             out: Vec::new(),
             direct,
             unsynced: false,
-            spare: None,
+            spare: Spare::Idle,
         })
     }
 
@@ -306,7 +379,7 @@ impl Disk {
             out,
             direct,
             unsynced: false,
-            spare: None,
+            spare: Spare::Idle,
         })
     }
 
@@ -350,11 +423,71 @@ impl Disk {
         if sync {
             self.sync().await?;
         }
-        if self.spare.is_none() && self.end() * 2 > segment_bytes {
-            let spare = prepare_segment(dir.join(JOURNAL_SPARE_NAME), segment_bytes, self.direct);
-            self.spare = Some(glommio::spawn_local(spare));
-        }
+        self.tend_spare(dir, segment_bytes).await?;
         Ok((write_bytes, created))
+    }
+
+    /// See [`Writer::tend_spare`].
+    async fn tend_spare(&mut self, dir: &Path, segment_bytes: u64) -> Result<(), JournalError> {
+        if let Spare::Preparing(task) = &mut self.spare {
+            if let Some(outcome) = futures_lite::future::poll_once(task).await {
+                self.spare = self.settle_spare(dir, outcome)?;
+            }
+        }
+        let due = match self.spare {
+            Spare::Idle => self.end() * 2 > segment_bytes,
+            Spare::NoSpace(at) => at.elapsed().as_millis() as u64 >= SPARE_RETRY_MS,
+            Spare::Preparing(_) | Spare::Ready(..) => false,
+        };
+        if due {
+            let spare = prepare_segment(dir.join(JOURNAL_SPARE_NAME), segment_bytes, self.direct);
+            self.spare = Spare::Preparing(glommio::spawn_local(spare));
+        }
+        Ok(())
+    }
+
+    /// Makes sure the next segment exists, waiting for it or making it
+    /// here; a lack of space is returned (and remembered), nothing else
+    /// changes.
+    async fn ensure_spare(&mut self, dir: &Path, segment_bytes: u64) -> Result<(), JournalError> {
+        let outcome = match std::mem::replace(&mut self.spare, Spare::Idle) {
+            Spare::Ready(file, direct) => Ok((file, direct)),
+            Spare::Preparing(task) => task.await,
+            // Not again before its time: `tend_spare` tries then.
+            Spare::NoSpace(at) if (at.elapsed().as_millis() as u64) < SPARE_RETRY_MS => {
+                self.spare = Spare::NoSpace(at);
+                return Err(JournalError::NoSpace {
+                    path: dir.join(JOURNAL_SPARE_NAME),
+                });
+            }
+            Spare::Idle | Spare::NoSpace(_) => {
+                prepare_segment(dir.join(JOURNAL_SPARE_NAME), segment_bytes, self.direct).await
+            }
+        };
+        self.spare = self.settle_spare(dir, outcome)?;
+        match self.spare {
+            Spare::NoSpace(_) => Err(JournalError::NoSpace {
+                path: dir.join(JOURNAL_SPARE_NAME),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What an attempt at the next segment leaves: the segment, or after a
+    /// lack of space the time of the attempt (and no half-made file).
+    fn settle_spare(
+        &self,
+        dir: &Path,
+        outcome: Result<(SegmentFile, bool), JournalError>,
+    ) -> Result<Spare, JournalError> {
+        match outcome {
+            Ok((file, direct)) => Ok(Spare::Ready(file, direct)),
+            Err(e) if e.is_no_space() => {
+                let _ = std::fs::remove_file(dir.join(JOURNAL_SPARE_NAME));
+                Ok(Spare::NoSpace(std::time::Instant::now()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn sync(&mut self) -> Result<(), JournalError> {
@@ -385,7 +518,8 @@ impl Disk {
     /// Makes the current segment durable and starts the next at `first_lsn`.
     async fn roll(&mut self, dir: &Path, first_lsn: u64, segment_bytes: u64) -> Result<(), JournalError> {
         self.file.fdatasync(&self.path).await?;
-        let next = Disk::create(dir, first_lsn, segment_bytes, self.direct, self.spare.take()).await?;
+        let spare = std::mem::replace(&mut self.spare, Spare::Idle);
+        let next = Disk::create(dir, first_lsn, segment_bytes, self.direct, spare).await?;
         let old = std::mem::replace(self, next);
         old.file.close(&old.path).await
     }
@@ -504,6 +638,11 @@ fn os_error(e: &GlommioError<()>) -> Option<i32> {
 }
 
 fn glommio_error(op: &'static str, path: &Path, e: GlommioError<()>) -> JournalError {
+    if matches!(os_error(&e), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return JournalError::NoSpace {
+            path: path.to_path_buf(),
+        };
+    }
     JournalError::Io {
         op,
         path: path.to_path_buf(),

@@ -292,6 +292,10 @@ impl Host for Shard {
         self.draining.get()
     }
 
+    fn journal_full(&self) -> bool {
+        self.log.journal_full()
+    }
+
     fn http_limits(&self) -> &HttpLimits {
         &self.http
     }

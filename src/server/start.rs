@@ -508,24 +508,53 @@ fn open_history(shard: &Rc<Shard>, setup: &ShardSetup, generation: u64) -> Resul
     Ok(())
 }
 
-/// The shard's group commit loop (see `durability::commit`). A journal
-/// that cannot be written stops the process: nothing could be
-/// acknowledged.
+/// The shard's group commit loop (see `durability::commit`).
+///
+/// A disk without room for the journal's next segment stops nothing: the
+/// journal still has the rest of its current segment, work that changes
+/// state is refused (`ShardLog::journal_full`) and the committer looks
+/// for space every `SPACE_RETRY_MS` until it is back. Any other journal
+/// error (a failed write or fdatasync above all: what reached the disk is
+/// unknown, and a failed fdatasync cannot be retried) stops the process,
+/// since nothing could be acknowledged any more.
 async fn run_committer(shard: Rc<Shard>) {
+    let stop = |e: journal::JournalError| -> ! {
+        eprintln!(
+            "shard {}: journal: {e}; stopping: nothing can be made durable",
+            shard.index
+        );
+        std::process::exit(74);
+    };
     loop {
         match shard.log.batch_interval() {
             Some(interval) => {
                 glommio::timer::sleep(interval).await;
                 shard.log.batch_due();
             }
+            None if shard.log.space_low() => {
+                let retry = Duration::from_millis(SPACE_RETRY_MS);
+                let _ = glommio::timer::timeout(retry, async {
+                    shard.log.work().await;
+                    Ok(())
+                })
+                .await;
+            }
             None => shard.log.work().await,
         }
-        if let Err(e) = shard.log.commit().await {
-            eprintln!(
-                "shard {}: journal: {e}; stopping: nothing can be made durable",
+        match shard.log.commit().await {
+            Ok(()) => {}
+            // The batch waits, whole, for the next attempt.
+            Err(e) if e.is_no_space() => glommio::timer::sleep(Duration::from_millis(SPACE_RETRY_MS)).await,
+            Err(e) => stop(e),
+        }
+        match shard.log.tend_journal().await {
+            Ok(Some(true)) => eprintln!(
+                "shard {}: journal: no space left on the device for the next segment; orders and other changes are refused until space returns",
                 shard.index
-            );
-            std::process::exit(74);
+            ),
+            Ok(Some(false)) => println!("shard {}: journal: disk space is back; changes are accepted again", shard.index),
+            Ok(None) => {}
+            Err(e) => stop(e),
         }
         for peer in shard.log.take_satisfied() {
             let _ = shard.mesh.send(peer, ShardMsg::Durable);
@@ -533,6 +562,10 @@ async fn run_committer(shard: Rc<Shard>) {
         shard.log.wake_settled();
     }
 }
+
+/// How often a journal without disk space for its next segment looks
+/// for it again.
+const SPACE_RETRY_MS: u64 = 500;
 
 /// Waits for the main thread's recovery to hand this shard its state.
 async fn wait_for_start(start: &std::sync::mpsc::Receiver<ShardStart>) -> Result<ShardStart, String> {
