@@ -569,6 +569,10 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: JobsConfig,
     pub cache: CacheConfig,
+    /// A test-only hook, from `TRADSYS_TEST_FAIL_SYNC_AFTER=<n>` (no flag,
+    /// no default): the journal's fdatasyncs fail after the first `n`
+    /// (`journal::faults`).
+    pub test_fail_sync_after: Option<u64>,
     /// Candles of each interval memory keeps per market (see
     /// `MarketData::keep_klines`).
     pub klines_kept_per_interval_max: usize,
@@ -836,6 +840,15 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
             )
         })?;
     }
+    if let Some(text) = env.get("TRADSYS_TEST_FAIL_SYNC_AFTER") {
+        let syncs = text.parse().map_err(|_| {
+            invalid(
+                "TRADSYS_TEST_FAIL_SYNC_AFTER",
+                format!("must be a number of fdatasyncs, got {text:?}"),
+            )
+        })?;
+        config.test_fail_sync_after = Some(syncs);
+    }
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
     }
@@ -965,6 +978,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         jobs: jobs(&v)?,
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
+        test_fail_sync_after: None,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })

@@ -515,3 +515,108 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
     }
     drop(server);
 }
+
+/// A failed fdatasync (injected through `TRADSYS_TEST_FAIL_SYNC_AFTER`):
+/// the work it covered is never acknowledged, the process stops with exit
+/// code 74 and one clear line (a failed fdatasync cannot be retried: the
+/// kernel may have dropped the dirty pages), and after a restart every
+/// acknowledged order is there.
+#[test]
+fn a_failed_fdatasync_acknowledges_nothing_after_it_and_stops() {
+    use std::io::BufRead;
+    let dir = temp_data_dir();
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--markets",
+            markets,
+        ])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--demo-user",
+            "false",
+        ])
+        .args(["--history", "off", "--data-dir"])
+        .arg(&dir)
+        .env("TRADSYS_TEST_FAIL_SYNC_AFTER", "60")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tradsys starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut api, mut admin_addr) = (None, None);
+    while api.is_none() || admin_addr.is_none() {
+        let line = lines.next().expect("a start-up line").expect("utf-8");
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["shard", _, "core", _, "listening", addr] => api = Some(addr.parse().expect("an address")),
+            ["admin", "listening", addr] => admin_addr = Some(addr.parse().expect("an address")),
+            _ => {}
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let api: std::net::SocketAddr = api.expect("the API");
+    let admin_addr: std::net::SocketAddr = admin_addr.expect("the admin API");
+    let user = common::account::create_user_on(admin_addr, "syncer", &[("USDT", "100000000")], "HMAC_SHA256");
+    // Orders until the server stops answering; each 200 is acknowledged.
+    let mut acknowledged = Vec::new();
+    for i in 0..1_000u64 {
+        let Some(mut c) = Client::try_connect(api) else { break };
+        let q = format!(
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price={}",
+            2_000 + i % 97
+        );
+        c.send(&common::account::signed_request(&user, "POST", "/api/v3/order", &q));
+        match c.try_response() {
+            Some(r) if r.status == 200 => acknowledged.push(r.json()["orderId"].as_u64().expect("orderId")),
+            Some(r) => panic!("order {i}: {} {}", r.status, r.body_text()),
+            None => break,
+        }
+    }
+    let status = common::wait_exit(&mut child, Duration::from_secs(30)).expect("the server stops");
+    assert_eq!(status.code(), Some(74));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("utf-8");
+    assert!(
+        stderr.contains("journal: journal: syncing")
+            && stderr.contains("injected by TRADSYS_TEST_FAIL_SYNC_AFTER")
+            && stderr.contains("stopping: nothing can be made durable"),
+        "{stderr}"
+    );
+    assert!(
+        !acknowledged.is_empty() && acknowledged.len() < 1_000,
+        "{}",
+        acknowledged.len()
+    );
+    // Every acknowledged order survived; nothing after the failure was.
+    let server = start_in(&dir, 1, &["--history", "off"]);
+    let mut c = server.connect();
+    let r = signed(&mut c, &user, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let open: Vec<u64> = r
+        .json()
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["orderId"].as_u64().expect("id"))
+        .collect();
+    // The order whose commit failed may be there too (it may have reached
+    // the disk), unacknowledged; nothing acknowledged is missing.
+    assert!(
+        open.len() - acknowledged.len() <= 1,
+        "{} open, {} acknowledged",
+        open.len(),
+        acknowledged.len()
+    );
+    assert_eq!(&open[..acknowledged.len()], &acknowledged[..]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,6 +20,7 @@
 //! **Invariant:** only the last segment may end in a torn frame; a bad frame
 //! with a valid frame after it is corruption and stops start-up.
 
+pub mod faults;
 mod frame;
 mod scan;
 mod writer;

@@ -13,7 +13,10 @@
 //!
 //! **Invariant:** one commit at a time (the shard's committer task); a commit
 //! dropped half-way or failed leaves the writer unusable, because what reached
-//! the disk is unknown (and a failed fdatasync cannot be retried).
+//! the disk is unknown (and a failed fdatasync cannot be retried). The one
+//! exception is a batch that needs the next segment when the disk has no
+//! room for it: it is refused before any of it is written, and waits whole
+//! (`JournalError::NoSpace`, [`Writer::space_low`]).
 //! **Invariant:** a record's epoch is above every epoch already sealed, or
 //! the seal would lie; `append` asserts it.
 
@@ -606,6 +609,13 @@ impl SegmentFile {
     }
 
     async fn fdatasync(&self, path: &Path) -> Result<(), JournalError> {
+        if !super::faults::sync_allowed() {
+            return Err(JournalError::Io {
+                op: "syncing",
+                path: path.to_path_buf(),
+                source: std::io::Error::other("fdatasync failed (injected by TRADSYS_TEST_FAIL_SYNC_AFTER)"),
+            });
+        }
         match self {
             SegmentFile::Dma(file) => file.fdatasync().await,
             SegmentFile::Buffered(file) => file.fdatasync().await,

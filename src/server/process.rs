@@ -72,6 +72,9 @@ pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerErr
     }
     // Before anything reads the directory or joins a listening group.
     let _owner = owner::lock_data_dir(&config.data_dir)?;
+    if let Some(syncs) = config.test_fail_sync_after {
+        crate::journal::faults::fail_syncs_after(syncs);
+    }
     let listeners = bind_listeners(config.listen, config.shards)?;
     let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;

@@ -100,7 +100,11 @@ pub fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> Us
 /// [`create_user`] with a key of `key_type`: HMAC_SHA256, or ED25519 or
 /// RSA with the fixture key's public half.
 pub fn create_user_with(server: &Server, name: &str, deposits: &[(&str, &str)], key_type: &str) -> User {
-    let addr = server.admin.expect("admin API on");
+    create_user_on(server.admin.expect("admin API on"), name, deposits, key_type)
+}
+
+/// [`create_user_with`] through the admin API at `addr`.
+pub fn create_user_on(addr: SocketAddr, name: &str, deposits: &[(&str, &str)], key_type: &str) -> User {
     let (_, user) = admin(addr, "POST", "/admin/v1/users", Some(json!({"name": name})));
     let id = user["userId"].as_u64().expect("userId");
     let scopes = ["READ", "TRADE", "USER_STREAM"];
@@ -148,17 +152,22 @@ pub fn now_ms() -> u64 {
 
 /// A signed request; `query` without timestamp and signature.
 pub fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str) -> Response {
+    c.send(&signed_request(user, method, path, query));
+    c.response()
+}
+
+/// A signed request of `user`, timestamped now, as it goes on the wire.
+pub fn signed_request(user: &User, method: &str, path: &str, query: &str) -> String {
     let query = format!(
         "{query}{}timestamp={}",
         if query.is_empty() { "" } else { "&" },
         now_ms()
     );
     let signature = user.signer.sign(query.as_bytes());
-    c.send(&format!(
+    format!(
         "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
         user.key
-    ));
-    c.response()
+    )
 }
 
 /// The header of a trades CSV export.
