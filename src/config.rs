@@ -213,6 +213,11 @@ const KEYS: &[Key] = &[
         help: "429s an IP may get in one minute before it is banned (418, 2 minutes, doubling per repeat up to 3 days)",
     },
     Key {
+        name: "ip_ban_auth_failures_per_minute_max",
+        default: "60",
+        help: "failed authentications (unknown or malformed API key, bad signature) an IP may have in one minute before it is banned (418, as above)",
+    },
+    Key {
         name: "demo_user",
         default: "true",
         help: "create the demo user with funds and an API key at start",
@@ -1046,6 +1051,7 @@ fn rate_limits(v: &Values) -> Result<crate::limits::RateLimitConfig, ConfigError
         orders_per_day_max: per("orders_per_day_max")?,
         raw_requests_per_5m_max: per("raw_requests_per_5m_max")?,
         ip_ban_refusals_per_minute_max: per("ip_ban_refusals_per_minute_max")?,
+        ip_ban_auth_failures_per_minute_max: per("ip_ban_auth_failures_per_minute_max")?,
         ..crate::limits::RateLimitConfig::default()
     })
 }

@@ -46,6 +46,9 @@ pub struct RateLimitConfig {
     /// Refusals by an IP limit an IP may get in one minute before it is
     /// banned (418).
     pub ip_ban_refusals_per_minute_max: u32,
+    /// Failed authentications (unknown or malformed API key, bad
+    /// signature) an IP may have in one minute before it is banned (418).
+    pub ip_ban_auth_failures_per_minute_max: u32,
     /// Keys (IPs or users) each of the four counter maps may hold.
     pub limiter_keys_max: usize,
 }
@@ -61,6 +64,7 @@ impl Default for RateLimitConfig {
             orders_per_day_max: 200_000,
             raw_requests_per_5m_max: 61_000,
             ip_ban_refusals_per_minute_max: 300,
+            ip_ban_auth_failures_per_minute_max: 60,
             limiter_keys_max: LIMITER_KEYS_MAX_DEFAULT,
         }
     }
@@ -479,13 +483,28 @@ impl RateLimiter for LocalLimiter {
 /// ban decided anywhere is [`Bans::impose`]d here when this shard learns
 /// of it.
 ///
-/// **Bounds:** at most `keys_max` IPs are counted and at most `keys_max`
-/// banned; when full, bans that ended (and then the one ending first) make
-/// room.
+/// An IP that fails authentication (unknown or malformed API key, bad
+/// signature) more than `auth_failures_per_minute_max` times in one minute
+/// is banned the same way: guessing keys or signatures costs the guesser
+/// its access, not the users.
+///
+/// **Bounds:** at most `keys_max` IPs are counted (per window) and at most
+/// `keys_max` banned; when full, bans that ended (and then the one ending
+/// first) make room.
 pub(crate) struct Bans {
     strikes: FixedWindow<IpAddr>,
+    auth_strikes: FixedWindow<IpAddr>,
     banned: HashMap<IpAddr, Ban>,
     keys_max: usize,
+}
+
+/// Why an IP earned a ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strike {
+    /// Refused by an IP limit (429) once more.
+    Refused,
+    /// Failed authentication once more.
+    AuthFailed,
 }
 
 /// The first ban's length: 2 minutes.
@@ -509,9 +528,10 @@ pub(crate) fn ban_ms(level: u32) -> u64 {
 }
 
 impl Bans {
-    pub(crate) fn new(refusals_per_minute_max: u32, keys_max: usize) -> Bans {
+    pub(crate) fn new(refusals_per_minute_max: u32, auth_failures_per_minute_max: u32, keys_max: usize) -> Bans {
         Bans {
             strikes: FixedWindow::new(MINUTE_MS, refusals_per_minute_max, keys_max),
+            auth_strikes: FixedWindow::new(MINUTE_MS, auth_failures_per_minute_max, keys_max),
             banned: HashMap::new(),
             keys_max,
         }
@@ -529,14 +549,24 @@ impl Bans {
     /// of the ban it earns (the caller decides it, shared or here, and
     /// [`Bans::impose`]s it).
     pub(crate) fn refused(&mut self, ip: IpAddr, now_ms: u64) -> Option<u32> {
-        self.strikes.roll(now_ms);
-        if self.strikes.admits(&ip, 1) {
-            self.strikes.add(ip, 1);
+        self.strike(ip, Strike::Refused, now_ms)
+    }
+
+    /// Counts a `strike` of `ip`; past its limit, the level of the ban it
+    /// earns (see [`Bans::refused`]).
+    pub(crate) fn strike(&mut self, ip: IpAddr, strike: Strike, now_ms: u64) -> Option<u32> {
+        let strikes = match strike {
+            Strike::Refused => &mut self.strikes,
+            Strike::AuthFailed => &mut self.auth_strikes,
+        };
+        strikes.roll(now_ms);
+        if strikes.admits(&ip, 1) {
+            strikes.add(ip, 1);
             return None;
         }
-        // Counted from none again: one refusal earns the ban, not every
-        // refusal while it is being decided.
-        self.strikes.subtract(&ip, u32::MAX);
+        // Counted from none again: one strike earns the ban, not every
+        // strike while it is being decided.
+        strikes.subtract(&ip, u32::MAX);
         let level = match self.banned.get(&ip) {
             Some(ban) if ban.until_ms + BAN_MEMORY_MS > now_ms => ban.level + 1,
             _ => 1,
@@ -871,8 +901,22 @@ mod tests {
         );
     }
     #[test]
+    fn failed_authentications_have_a_limit_of_their_own() {
+        let mut bans = Bans::new(3, 2, 16);
+        assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), None);
+        assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), None);
+        // Refusals count apart.
+        assert_eq!(bans.refused(IP_A, T0), None);
+        assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), Some(1));
+        // A new minute starts from none.
+        assert_eq!(bans.strike(IP_B, Strike::AuthFailed, T0), None);
+        assert_eq!(bans.strike(IP_B, Strike::AuthFailed, T0 + 60_000), None);
+        assert_eq!(bans.strike(IP_B, Strike::AuthFailed, T0 + 60_000), None);
+    }
+
+    #[test]
     fn an_ip_that_keeps_going_past_429_is_banned_longer_each_time() {
-        let mut bans = Bans::new(3, 16);
+        let mut bans = Bans::new(3, 3, 16);
         let banned_until = |bans: &Bans, at: u64| bans.check(IP_A, at).map_err(|e| (e.status, e.code, e.retry_after_s));
         // Three refusals in a minute are allowed; the fourth earns a ban.
         for _ in 0..3 {

@@ -382,3 +382,42 @@ fn an_ip_that_keeps_going_past_429_is_banned_with_418() {
         Some(2.0)
     );
 }
+
+/// Guessing API keys or signatures from one IP leads to Binance's 418: an
+/// unknown key, a malformed one and a bad signature each count; three in a
+/// minute are allowed here, the fourth bans, and the ban holds for every
+/// request of the IP, a correctly signed one included.
+#[test]
+fn an_ip_that_keeps_failing_authentication_is_banned_with_418() {
+    let server = start(1, &["--ip-ban-auth-failures-per-minute-max", "3"]);
+    let user = create_user(&server, "victim", &[("USDT", "1000")]);
+    let mut c = server.connect();
+    let before = now_ms();
+    let forged = User {
+        signer: Signer::Hmac("not-the-secret".into()),
+        ..user.clone()
+    };
+    let unknown = User {
+        key: "A".repeat(64),
+        ..user.clone()
+    };
+    let malformed = User {
+        key: "bad key".into(),
+        ..user.clone()
+    };
+    let expected = [
+        (&forged, 400, -1022),
+        (&unknown, 401, -2015),
+        (&malformed, 401, -2014),
+        (&forged, 400, -1022),
+    ];
+    for (guess, status, code) in expected {
+        let r = signed(&mut c, guess, "GET", "/api/v3/account", "");
+        assert_eq!((r.status, r.error().0), (status, code), "{}", r.body_text());
+    }
+    let r = signed(&mut c, &user, "GET", "/api/v3/account", "");
+    assert_eq!(r.status, 418, "{}", r.body_text());
+    common::assert_first_ban(&r, before);
+    let metrics = server.metrics();
+    assert_eq!(metrics.value("tradsys_ip_bans_total", &[("shard", "0")]), Some(1.0));
+}

@@ -49,6 +49,8 @@ pub(crate) trait Host {
     /// Counts an order of `user` (owned here), or refuses it. With Redis
     /// the counts are shared by every instance (and may wait for Redis).
     async fn admit_order(&self, user: UserId, now_ms: u64) -> Result<Usage, Refusal>;
+    /// A request from `ip` failed authentication (see `limits::Bans`).
+    async fn auth_failed(&self, ip: IpAddr, now_ms: u64);
     /// `user`'s ORDERS counts (10 s, day), counting nothing.
     async fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32);
     /// On the user's shard: one more user data stream of `user` on shard

@@ -247,9 +247,30 @@ pub(crate) async fn run_endpoint(
                 body: Body::File(path),
             }
         }
-        _ => Reply::rest(route, user_endpoint(shard, req, params, settle).await),
+        _ => {
+            let reply = user_endpoint(shard, req, params, settle).await;
+            if is_auth_failure(&reply) {
+                shard.auth_failed(peer, req.now_ms).await;
+            }
+            Reply::rest(route, reply)
+        }
     };
     (reply, Some(usage))
+}
+
+/// Whether a reply refused the request's API key or signature: a strike
+/// towards a ban of its IP (`limits::Bans`).
+fn is_auth_failure(reply: &RestReply) -> bool {
+    if reply.status != 400 && reply.status != 401 {
+        return false;
+    }
+    [
+        binance::BAD_API_KEY_FMT,
+        binance::REJECTED_MBX_KEY,
+        binance::INVALID_SIGNATURE,
+    ]
+    .iter()
+    .any(|code| reply.body.starts_with(format!("{{\"code\":{code},").as_bytes()))
 }
 
 /// A signed or API-key request: to the shard of the user the key names.

@@ -9,7 +9,7 @@
 //! the shard that counts the refusals, kept in Redis when there is one,
 //! and refused on every shard that learns of it.
 
-use crate::limits::{banned, Ban, Exceeded, RateLimiter, Refusal, Usage};
+use crate::limits::{banned, Ban, Exceeded, RateLimiter, Refusal, Strike, Usage};
 use crate::redis::limiter::Shared;
 use crate::server::shard::Shard;
 use std::net::IpAddr;
@@ -136,7 +136,19 @@ async fn refused_ip(shard: &Shard, ip: IpAddr, exceeded: Exceeded, now_ms: u64) 
     if !exceeded.is_ip_limit() {
         return limited(shard, exceeded);
     }
-    let level = shard.bans.borrow_mut().refused(ip, now_ms);
+    strike(shard, ip, Strike::Refused, now_ms).await;
+    limited(shard, exceeded)
+}
+
+/// `ip` failed authentication: one strike towards a ban.
+pub(super) async fn auth_failed(shard: &Shard, ip: IpAddr, now_ms: u64) {
+    strike(shard, ip, Strike::AuthFailed, now_ms).await;
+}
+
+/// Counts a strike of `ip`; past its limit, bans it (shared through Redis
+/// when there is one).
+async fn strike(shard: &Shard, ip: IpAddr, strike: Strike, now_ms: u64) {
+    let level = shard.bans.borrow_mut().strike(ip, strike, now_ms);
     if let Some(level) = level {
         let shared = match (&shard.redis, &shard.shared_limits) {
             (Some(redis), Some(shared)) => shared.ban(redis, ip).await.ok(),
@@ -154,12 +166,15 @@ async fn refused_ip(shard: &Shard, ip: IpAddr, exceeded: Exceeded, now_ms: u64) 
         };
         shard.bans.borrow_mut().impose(ip, ban, now_ms);
         shard.metrics.borrow_mut().ip_bans += 1;
+        let why = match strike {
+            Strike::Refused => "it kept going past 429",
+            Strike::AuthFailed => "too many failed authentications",
+        };
         eprintln!(
-            "shard {}: banned {ip} until {} (ban {} in a row): it kept going past 429",
+            "shard {}: banned {ip} until {} (ban {} in a row): {why}",
             shard.index, ban.until_ms, ban.level
         );
     }
-    limited(shard, exceeded)
 }
 
 /// Counts a refusal by a limit or a ban.

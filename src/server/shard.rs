@@ -353,6 +353,10 @@ impl Host for Shard {
         admission::admit_order(self, user, now_ms).await
     }
 
+    async fn auth_failed(&self, ip: IpAddr, now_ms: u64) {
+        admission::auth_failed(self, ip, now_ms).await
+    }
+
     async fn order_counts(&self, user: UserId, now_ms: u64) -> (u32, u32) {
         admission::order_counts(self, user, now_ms).await
     }

@@ -323,6 +323,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         statistics_interval_s: config.history.statistics_interval_s,
         bans: RefCell::new(crate::limits::Bans::new(
             limits.ip_ban_refusals_per_minute_max,
+            limits.ip_ban_auth_failures_per_minute_max,
             limits.limiter_keys_max,
         )),
         // Generated client order ids stay unique across restarts: the
