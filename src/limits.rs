@@ -545,15 +545,9 @@ impl Bans {
         }
     }
 
-    /// Counts a refusal of `ip` by an IP limit; past the limit, the level
-    /// of the ban it earns (the caller decides it, shared or here, and
-    /// [`Bans::impose`]s it).
-    pub(crate) fn refused(&mut self, ip: IpAddr, now_ms: u64) -> Option<u32> {
-        self.strike(ip, Strike::Refused, now_ms)
-    }
-
     /// Counts a `strike` of `ip`; past its limit, the level of the ban it
-    /// earns (see [`Bans::refused`]).
+    /// earns (the caller decides it, shared or here, and
+    /// [`Bans::impose`]s it).
     pub(crate) fn strike(&mut self, ip: IpAddr, strike: Strike, now_ms: u64) -> Option<u32> {
         let strikes = match strike {
             Strike::Refused => &mut self.strikes,
@@ -906,7 +900,7 @@ mod tests {
         assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), None);
         assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), None);
         // Refusals count apart.
-        assert_eq!(bans.refused(IP_A, T0), None);
+        assert_eq!(bans.strike(IP_A, Strike::Refused, T0), None);
         assert_eq!(bans.strike(IP_A, Strike::AuthFailed, T0), Some(1));
         // A new minute starts from none.
         assert_eq!(bans.strike(IP_B, Strike::AuthFailed, T0), None);
@@ -920,10 +914,10 @@ mod tests {
         let banned_until = |bans: &Bans, at: u64| bans.check(IP_A, at).map_err(|e| (e.status, e.code, e.retry_after_s));
         // Three refusals in a minute are allowed; the fourth earns a ban.
         for _ in 0..3 {
-            assert_eq!(bans.refused(IP_A, T0), None);
+            assert_eq!(bans.strike(IP_A, Strike::Refused, T0), None);
         }
-        assert_eq!(bans.refused(IP_A, T0), Some(1));
-        assert_eq!(bans.refused(IP_B, T0), None);
+        assert_eq!(bans.strike(IP_A, Strike::Refused, T0), Some(1));
+        assert_eq!(bans.strike(IP_B, Strike::Refused, T0), None);
         bans.impose(
             IP_A,
             Ban {
@@ -947,9 +941,9 @@ mod tests {
         // Back at it within a day: the next ban is twice as long.
         let t1 = T0 + 180_000;
         for _ in 0..3 {
-            assert_eq!(bans.refused(IP_A, t1), None);
+            assert_eq!(bans.strike(IP_A, Strike::Refused, t1), None);
         }
-        assert_eq!(bans.refused(IP_A, t1), Some(2));
+        assert_eq!(bans.strike(IP_A, Strike::Refused, t1), Some(2));
         bans.impose(
             IP_A,
             Ban {
@@ -962,9 +956,9 @@ mod tests {
         // A day after the last ban ended, the level starts again.
         let t2 = t1 + ban_ms(2) + BAN_MEMORY_MS;
         for _ in 0..3 {
-            assert_eq!(bans.refused(IP_A, t2), None);
+            assert_eq!(bans.strike(IP_A, Strike::Refused, t2), None);
         }
-        assert_eq!(bans.refused(IP_A, t2), Some(1));
+        assert_eq!(bans.strike(IP_A, Strike::Refused, t2), Some(1));
         // Lengths double up to three days.
         let lengths: Vec<u64> = [1, 2, 3, 11, 12, 13, 40].iter().map(|&l| ban_ms(l) / 60_000).collect();
         assert_eq!(lengths, vec![2, 4, 8, 2048, 4096, 4320, 4320]);
