@@ -6,6 +6,9 @@
 //! first part of its path under `src/` (a folder or a file), and an import
 //! is any `crate::<layer>` path outside comments. `lib.rs` and `main.rs`
 //! sit above everything.
+//!
+//! The same file keeps docs/ARCHITECTURE.md's table of resource limits
+//! whole: every configuration key that is a limit has its row there.
 
 use std::path::{Path, PathBuf};
 
@@ -256,4 +259,51 @@ fn checker_finds_what_it_should() {
             "{file}: {text:?} gave {found:?}, expected {expected:?}"
         );
     }
+}
+
+/// The configuration keys that are limits, in the order of the `KEYS`
+/// table of src/config.rs: a name ending in `_max` or holding `timeout`.
+fn configured_limits(config: &str) -> Vec<&str> {
+    let (_, after) = config
+        .split_once("const KEYS: &[Key] = &[")
+        .expect("src/config.rs has its KEYS table");
+    let (keys, _) = after.split_once("\n];").expect("the KEYS table ends");
+    keys.lines()
+        .filter_map(|line| line.trim().strip_prefix("name: \"")?.strip_suffix("\","))
+        .filter(|name| name.ends_with("_max") || name.contains("timeout"))
+        .collect()
+}
+
+/// The text under `heading`, up to the next `## ` heading.
+fn section<'a>(doc: &'a str, heading: &str) -> Option<&'a str> {
+    let start = doc.find(&format!("\n{heading}\n"))? + 1 + heading.len();
+    let rest = &doc[start..];
+    Some(rest.find("\n## ").map_or(rest, |end| &rest[..end]))
+}
+
+#[test]
+fn every_configured_limit_is_in_the_resource_limits_table() {
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs")).expect("src/config.rs");
+    let limits = configured_limits(&config);
+    assert!(
+        limits.len() >= 41,
+        "found only {} limit keys in src/config.rs: {limits:?}",
+        limits.len()
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md");
+    let table = section(&doc, "## Resource limits").expect("docs/ARCHITECTURE.md has a section \"## Resource limits\"");
+    let missing: Vec<&str> = limits
+        .iter()
+        .copied()
+        .filter(|key| {
+            let row = format!("| `{key}` |");
+            !table.lines().any(|line| line.starts_with(&row))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "limits of src/config.rs without a row in the \"## Resource limits\" table of docs/ARCHITECTURE.md:\n{}",
+        missing.join("\n")
+    );
 }
