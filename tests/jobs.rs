@@ -523,7 +523,9 @@ fn register(server: &Server, user: &User, url: &str) -> String {
         (200, &url.into(), &user.id.into()),
         "{body}"
     );
-    body["secret"].as_str().expect("secret").to_string()
+    let secret = body["secret"].as_str().expect("secret");
+    common::note_secret(secret);
+    secret.to_string()
 }
 
 #[test]

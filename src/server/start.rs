@@ -140,7 +140,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     crate::server::jobs::start(&shard);
     if setup.config.demo_user && start.fresh {
-        create_demo_user(&shard)?;
+        create_demo_user(&shard, &setup.config.data_dir)?;
         shard.flush_engine();
     }
     let mut background = dispatch::spawn_receivers(&shard, receivers);
@@ -447,7 +447,11 @@ const DEMO_DEPOSITS: [(&str, &str); 5] = [
 ];
 
 /// Creates the demo user on the shard that owns it and prints its key.
-fn create_demo_user(shard: &Shard) -> Result<(), String> {
+/// Where the demo user's key and secret are written: the secret never
+/// goes to a log.
+pub const DEMO_USER_FILE: &str = "demo-user.json";
+
+fn create_demo_user(shard: &Shard, data_dir: &std::path::Path) -> Result<(), String> {
     let mut trading = shard.trading_mut();
     if trading.user_shard(DEMO_USER_ID) as usize != shard.index {
         return Ok(());
@@ -467,8 +471,25 @@ fn create_demo_user(shard: &Shard) -> Result<(), String> {
     let (key, secret) = trading
         .create_key(DEMO_USER_ID, crate::auth::Scopes::ALL, &entropy)
         .map_err(|e| e.to_string())?;
-    println!("demo user {DEMO_USER_ID} apiKey {key} secretKey {secret}");
+    let path = data_dir.join(DEMO_USER_FILE);
+    let json = serde_json::json!({"userId": DEMO_USER_ID, "apiKey": key, "secretKey": secret});
+    write_private(&path, format!("{json}\n").as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("demo user {DEMO_USER_ID} apiKey {key} secretKey in {}", path.display());
     Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` that only this user may read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Opens the shard's journal in its generation's directory and starts the

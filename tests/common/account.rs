@@ -121,7 +121,11 @@ pub fn create_user_on(addr: SocketAddr, name: &str, deposits: &[(&str, &str)], k
         (200, &json!(key_type), &json!(scopes))
     );
     let signer = match key_type {
-        "HMAC_SHA256" => Signer::Hmac(key["secretKey"].as_str().expect("secretKey").to_string()),
+        "HMAC_SHA256" => {
+            let secret = key["secretKey"].as_str().expect("secretKey");
+            super::note_secret(secret);
+            Signer::Hmac(secret.to_string())
+        }
         _ => {
             assert_eq!(key.get("secretKey"), None, "a {key_type} key has no secret");
             Signer::fixture(key_type, fixture_name(key_type))

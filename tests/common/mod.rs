@@ -10,6 +10,7 @@ pub mod ws;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `tradsys serve` on 127.0.0.1 with a port the kernel chose.
@@ -26,6 +27,38 @@ pub struct Server {
     /// Whether dropping the server deletes `data_dir` (not when the test
     /// gave it, to start another server on it).
     owns_data_dir: bool,
+    /// Everything the server printed (stdout and stderr), and the threads
+    /// that collect it.
+    logs: Arc<Mutex<String>>,
+    collectors: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Every secret a test was given (API secrets, the admin token): no
+/// server may print one (checked when a `Server` is dropped).
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds `secret` to what no server may print.
+pub fn note_secret(secret: &str) {
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_string());
+    }
+}
+
+/// Copies `from` line by line into `logs` (and stderr lines to the test's
+/// stderr, where a failing test shows them).
+fn collect(from: impl Read + Send + 'static, logs: Arc<Mutex<String>>, echo: bool) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("{line}");
+            }
+            let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    })
 }
 
 /// The admin token tests use.
@@ -43,7 +76,7 @@ impl Server {
     pub fn start_in(data_dir: &std::path::Path, shards: usize, args: &[&str]) -> Server {
         let data_dir = data_dir.to_path_buf();
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
-        let child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
             .args([
                 "serve",
                 "--listen",
@@ -58,9 +91,17 @@ impl Server {
             .arg(&data_dir)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("tradsys starts");
+        if let Some(at) = args.iter().position(|a| *a == "--admin-token") {
+            if let Some(token) = args.get(at + 1) {
+                note_secret(token);
+            }
+        }
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let collectors = vec![collect(stderr, logs.clone(), true)];
         // Built before reading, so that a failed start still kills the child.
         let mut server = Server {
             child,
@@ -70,6 +111,8 @@ impl Server {
             data_dir,
             owns_data_dir: false,
             recovered: None,
+            logs,
+            collectors,
         };
         let stdout = server.child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -77,6 +120,11 @@ impl Server {
         let mut listening = 0;
         while listening < shards || (wants_admin && server.admin.is_none()) {
             let line = lines.next().expect("a start-up line").expect("utf-8 output");
+            {
+                let mut logs = server.logs.lock().unwrap_or_else(|e| e.into_inner());
+                logs.push_str(&line);
+                logs.push('\n');
+            }
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
                 ["shard", _, "core", _, "listening", addr] => {
@@ -84,8 +132,13 @@ impl Server {
                     listening += 1;
                 }
                 ["admin", "listening", addr] => server.admin = Some(addr.parse().expect("an address")),
-                ["demo", "user", _, "apiKey", key, "secretKey", secret] => {
-                    server.demo = Some((key.to_string(), secret.to_string()))
+                ["demo", "user", _, "apiKey", key, "secretKey", "in", path] => {
+                    let file = std::fs::read_to_string(path).expect("the demo user's file");
+                    let demo: serde_json::Value = serde_json::from_str(&file).expect("JSON");
+                    assert_eq!(demo["apiKey"], *key);
+                    let secret = demo["secretKey"].as_str().expect("secretKey").to_string();
+                    note_secret(&secret);
+                    server.demo = Some((key.to_string(), secret));
                 }
                 ["admin", "API", "off:", ..] => {}
                 ["recovered", ..] => server.recovered = Some(line.clone()),
@@ -94,7 +147,15 @@ impl Server {
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let logs = server.logs.clone();
+        server.collectors.push(std::thread::spawn(move || {
+            for line in lines {
+                let Ok(line) = line else { break };
+                let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        }));
         server
     }
 
@@ -143,6 +204,28 @@ impl Drop for Server {
         if self.owns_data_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
+        // The pipes are closed: the collectors end.
+        for collector in self.collectors.drain(..) {
+            let _ = collector.join();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+        let leaked: Vec<&String> = secrets.iter().filter(|s| logs.contains(s.as_str())).collect();
+        assert!(
+            leaked.is_empty(),
+            "the server printed a secret ({} of them)",
+            leaked.len()
+        );
+    }
+}
+
+impl Server {
+    /// Everything the server printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
