@@ -112,6 +112,9 @@ pub(crate) struct Counters {
     /// Connections closed because the client took no bytes for the write
     /// timeout.
     pub(crate) write_timeouts: u64,
+    /// Connections answered 408 and closed because a request's head and
+    /// body did not arrive within the header timeout.
+    pub(crate) header_timeouts: u64,
     pub(crate) mesh_sent: u64,
     pub(crate) mesh_received: u64,
     pub(crate) orders_local: u64,
@@ -479,7 +482,7 @@ fn render_latency(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 /// The plain per-shard families: name, type, help, and the figure.
-const PER_SHARD: [ShardFamily; 18] = [
+const PER_SHARD: [ShardFamily; 19] = [
     ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
         s.counters.connections_open
     }),
@@ -506,6 +509,12 @@ const PER_SHARD: [ShardFamily; 18] = [
         "counter",
         "Bytes written to clients.",
         |s| s.counters.bytes_sent,
+    ),
+    (
+        "tradsys_http_header_timeouts_total",
+        "counter",
+        "HTTP connections answered 408 and closed because a request did not arrive within http_header_timeout_ms.",
+        |s| s.counters.header_timeouts,
     ),
     (
         "tradsys_http_write_timeouts_total",

@@ -358,6 +358,18 @@ fn sequential_calls_on_a_fast_disk_are_all_answered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `program` as root: directly when the tests run as root (CI), else
+/// through `sudo -n`.
+fn as_root(program: &str) -> std::process::Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return std::process::Command::new(program);
+    }
+    let mut command = std::process::Command::new("sudo");
+    command.args(["-n", program]);
+    command
+}
+
 /// A tmpfs of its own, unmounted when dropped.
 struct Tmpfs {
     path: std::path::PathBuf,
@@ -367,7 +379,7 @@ impl Tmpfs {
     fn mount(bytes: u64) -> Tmpfs {
         let path = temp_data_dir();
         std::fs::create_dir_all(&path).expect("a mount point");
-        let status = std::process::Command::new("mount")
+        let status = as_root("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
             .arg(&path)
             .status()
@@ -380,7 +392,7 @@ impl Tmpfs {
     }
 
     fn resize(&self, bytes: u64) {
-        let status = std::process::Command::new("mount")
+        let status = as_root("mount")
             .args(["-o", &format!("remount,size={bytes}")])
             .arg(&self.path)
             .status()
@@ -391,7 +403,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = as_root("umount").arg(&self.path).status();
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

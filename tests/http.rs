@@ -526,3 +526,65 @@ fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
         Some(1.0)
     );
 }
+
+/// 200 slowloris connections (a byte of a request head every 250 ms) are
+/// each answered 408 and closed at the header timeout, and counted, while
+/// a well-behaved client is answered throughout.
+#[test]
+fn slowloris_connections_are_closed_at_the_header_timeout_and_counted() {
+    use std::io::{ErrorKind, Read, Write};
+    const SLOW: usize = 200;
+    let server = Server::start(1, &["--http-header-timeout-ms", "1000"]);
+    let started = std::time::Instant::now();
+    let mut conns: Vec<std::net::TcpStream> = (0..SLOW)
+        .map(|_| {
+            let c = std::net::TcpStream::connect(server.addr).expect("connects");
+            c.set_nonblocking(true).expect("non-blocking");
+            c
+        })
+        .collect();
+    // A head that never ends.
+    let head = b"GET /api/v3/time HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+    let mut sent = [0usize; SLOW];
+    let mut answers: Vec<Option<(Duration, Vec<u8>)>> = vec![None; SLOW];
+    while answers.iter().any(Option::is_none) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slow connections still open"
+        );
+        for (i, c) in conns.iter_mut().enumerate() {
+            if answers[i].is_some() {
+                continue;
+            }
+            if sent[i] < head.len() && c.write(&head[sent[i]..sent[i] + 1]).is_ok() {
+                sent[i] += 1;
+            }
+            let mut buf = [0u8; 1024];
+            match c.read(&mut buf) {
+                Ok(n) => answers[i] = Some((started.elapsed(), buf[..n].to_vec())),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("slow connection {i}: {e}"),
+            }
+        }
+        // The well-behaved client meanwhile.
+        assert_eq!(server.get("/api/v3/time").status, 200);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (i, answer) in answers.iter().enumerate() {
+        let (at, bytes) = answer.as_ref().expect("answered");
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 408 "),
+            "connection {i}: {}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(
+            *at >= Duration::from_millis(1000) && *at < Duration::from_millis(3000),
+            "connection {i} at {at:?}"
+        );
+    }
+    let metrics = server.metrics();
+    assert_eq!(
+        metrics.value("tradsys_http_header_timeouts_total", &[("shard", "0")]),
+        Some(SLOW as f64)
+    );
+}

@@ -666,6 +666,7 @@ impl Conn<'_> {
     }
 
     async fn timed_out(&mut self) -> io::Result<bool> {
+        self.shard.metrics_mut().header_timeouts += 1;
         let error = HttpError::new(
             408,
             binance::TIMEOUT,
