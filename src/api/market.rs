@@ -355,12 +355,14 @@ fn window_size_ms(text: Option<&str>) -> Result<u64, HttpError> {
             "Invalid windowSize; tradsys serves 1m to 59m, 1h to 23h and 1d.",
         )
     };
-    let (count, unit) = text.split_at(text.len().saturating_sub(1));
-    let count: u64 = count.parse().map_err(|_| invalid())?;
+    // By characters: the text is the client's, and may end in any one.
+    let mut chars = text.chars();
+    let unit = chars.next_back().ok_or_else(invalid)?;
+    let count: u64 = chars.as_str().parse().map_err(|_| invalid())?;
     let ms = match (unit, count) {
-        ("m", 1..=59) => count * MINUTE_MS,
-        ("h", 1..=23) => count * 60 * MINUTE_MS,
-        ("d", 1) => crate::marketdata::TICKER_WINDOW_MS,
+        ('m', 1..=59) => count * MINUTE_MS,
+        ('h', 1..=23) => count * 60 * MINUTE_MS,
+        ('d', 1) => crate::marketdata::TICKER_WINDOW_MS,
         _ => return Err(invalid()),
     };
     Ok(ms)
@@ -546,4 +548,25 @@ fn depth(shard: &impl Host, params: &Params<'_>, market: MarketId) -> Result<Vec
     }
     w.end_object();
     Ok(w.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_sizes_are_read_by_character() {
+        assert_eq!(window_size_ms(Some("1m")), Ok(60_000));
+        assert_eq!(window_size_ms(Some("23h")), Ok(23 * 3_600_000));
+        assert_eq!(window_size_ms(Some("1d")), Ok(86_400_000));
+        // Refused, never a panic: a unit that is not ASCII, an empty text,
+        // a count without a unit.
+        for bad in ["\u{4fd3e}", "1\u{4fd3e}", "", "m", "60m", "7", "1é"] {
+            assert_eq!(
+                window_size_ms(Some(bad)).map_err(|e| (e.status, e.code)),
+                Err((400, binance::ILLEGAL_CHARS)),
+                "{bad:?}"
+            );
+        }
+    }
 }
