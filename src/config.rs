@@ -231,7 +231,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "journal_commit_bytes_max",
         default: "1048576",
-        help: "group commit: a batch this large is written at once",
+        help: "group commit: the bytes one commit is sized for; more than 4 times this waiting for the disk refuses new requests (503 -1008)",
     },
     Key {
         name: "journal_direct_io",
