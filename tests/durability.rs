@@ -408,6 +408,21 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The ids of `user`'s open BTCUSDT orders, in id order.
+fn open_order_ids(c: &mut Client, user: &User) -> Vec<u64> {
+    let r = signed(c, user, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let mut ids: Vec<u64> = r
+        .json()
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["orderId"].as_u64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// A LIMIT BUY far below the market, resting: its id, or the refusal.
 fn rest_order(c: &mut Client, user: &User, price: u64) -> Result<u64, (u16, Value)> {
     let q = format!("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price={price}");
@@ -439,15 +454,8 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
         "1099511627776",
         "--snapshot-interval-s",
         "86400",
-        "--orders-per-10s-max",
-        "1000000",
-        "--orders-per-day-max",
-        "100000000",
-        "--request-weight-per-minute-max",
-        "100000000",
-        "--raw-requests-per-5m-max",
-        "100000000",
     ];
+    let args = [&args[..], &common::LIMITS_OFF[..]].concat();
     let server = start_in(&dir, 2, &args);
     let mut c = server.connect();
     let funds = [("USDT", "100000000")];
@@ -469,21 +477,8 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
     let expected = json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."});
     assert_eq!(refusal, (503, expected.clone()));
     // Reads work: every acknowledged order of a user is open.
-    let open = |c: &mut Client, user: &User| -> Vec<u64> {
-        let r = signed(c, user, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
-        assert_eq!(r.status, 200, "{}", r.body_text());
-        let mut ids: Vec<u64> = r
-            .json()
-            .as_array()
-            .expect("orders")
-            .iter()
-            .map(|o| o["orderId"].as_u64().expect("id"))
-            .collect();
-        ids.sort_unstable();
-        ids
-    };
     for (user, ids) in users.iter().zip(&acknowledged) {
-        assert_eq!(&open(&mut c, user), ids);
+        assert_eq!(&open_order_ids(&mut c, user), ids);
     }
     assert_eq!(server.get("/api/v3/depth?symbol=BTCUSDT&limit=5").status, 200);
     // Cancels and admin changes need the journal too.
@@ -523,7 +518,7 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
     let server = start_in(&dir, 2, &args);
     let mut c = server.connect();
     for (user, ids) in users.iter().zip(&acknowledged) {
-        assert_eq!(&open(&mut c, user), ids);
+        assert_eq!(&open_order_ids(&mut c, user), ids);
     }
     drop(server);
 }
@@ -611,15 +606,7 @@ fn a_failed_fdatasync_acknowledges_nothing_after_it_and_stops() {
     // Every acknowledged order survived; nothing after the failure was.
     let server = start_in(&dir, 1, &["--history", "off"]);
     let mut c = server.connect();
-    let r = signed(&mut c, &user, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
-    assert_eq!(r.status, 200, "{}", r.body_text());
-    let open: Vec<u64> = r
-        .json()
-        .as_array()
-        .expect("orders")
-        .iter()
-        .map(|o| o["orderId"].as_u64().expect("id"))
-        .collect();
+    let open = open_order_ids(&mut c, &user);
     // The order whose commit failed may be there too (it may have reached
     // the disk), unacknowledged; nothing acknowledged is missing.
     assert!(

@@ -15,20 +15,8 @@ use std::time::Duration;
 use tradsys_pgtest::PgServer;
 
 fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--admin-token",
-        ADMIN_TOKEN,
-        "--demo-user",
-        "false",
-        "--orders-per-10s-max",
-        "1000000",
-        "--orders-per-day-max",
-        "100000000",
-        "--request-weight-per-minute-max",
-        "100000000",
-        "--raw-requests-per-5m-max",
-        "100000000",
-    ];
+    let mut args = vec!["--admin-token", ADMIN_TOKEN, "--demo-user", "false"];
+    args.extend_from_slice(&common::LIMITS_OFF);
     args.extend_from_slice(extra);
     Server::start_in(dir, shards, &args)
 }

@@ -28,7 +28,7 @@
 //!   cannot be read gets -1001, as the other history endpoints do.
 
 use crate::api::host::Host;
-use crate::api::params::{limit_param, mandatory};
+use crate::api::params::{limit_param, mandatory, u64_param};
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::unavailable;
 use crate::binance;
@@ -87,23 +87,10 @@ fn window(params: &Params<'_>) -> Result<Window, HttpError> {
     }
     Ok(Window {
         interval,
-        start: time_param(params, "startTime")?,
-        end: time_param(params, "endTime")?,
+        start: u64_param(params, "startTime")?,
+        end: u64_param(params, "endTime")?,
         limit: limit_param(params, QUERY_ROWS_DEFAULT, QUERY_ROWS_MAX)?,
     })
-}
-
-fn time_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
-    match params.get(name) {
-        None | Some("") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| {
-            HttpError::new(
-                400,
-                binance::ILLEGAL_CHARS,
-                format!("Illegal characters found in parameter '{name}'."),
-            )
-        }),
-    }
 }
 
 /// GET /api/v3/klines and uiKlines for `market`, owned by this shard.

@@ -9,7 +9,7 @@
 //! window over an hour. Ids a window has none of print as -1.
 
 use crate::api::host::Host;
-use crate::api::params::{bad_symbol, limit_param, market_param};
+use crate::api::params::{bad_symbol, limit_param, market_param, u64_param};
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{from_result, unavailable, RequestRef, RestReply};
 use crate::api::user::{DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX};
@@ -237,19 +237,6 @@ pub(crate) fn write(
             Ok(())
         }
         other => unreachable!("{other:?} is not a market-data endpoint"),
-    }
-}
-
-fn u64_param(params: &Params<'_>, name: &str) -> Result<Option<u64>, HttpError> {
-    match params.get(name) {
-        None | Some("") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| {
-            HttpError::new(
-                400,
-                binance::ILLEGAL_CHARS,
-                format!("Illegal characters found in parameter '{name}'."),
-            )
-        }),
     }
 }
 

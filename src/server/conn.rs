@@ -98,20 +98,9 @@ pub(crate) async fn serve(shard: &Shard, stream: TcpStream, kind: Listener) {
 /// later. Capped, the buffer fills within a few responses and the timeout
 /// runs from about when the client stopped.
 pub(crate) fn set_send_buffer(stream: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    if bytes == 0 {
-        return;
-    }
-    let value = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    if bytes > 0 {
+        let value = bytes.min(i32::MAX as usize) as libc::c_int;
+        set_socket_option(stream, libc::SOL_SOCKET, libc::SO_SNDBUF, value);
     }
 }
 
@@ -120,16 +109,22 @@ pub(crate) fn set_send_buffer(stream: &TcpStream, bytes: usize) {
 /// (`TCP_USER_TIMEOUT`): a client that stops reading after its last
 /// request, while the server no longer writes, is closed as well.
 pub(crate) fn limit_unsent_time(stream: &TcpStream, ms: u64) {
-    use std::os::fd::AsRawFd;
     let ms = libc::c_uint::try_from(ms).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: a valid socket and a pointer to a c_uint of the size given.
+    set_socket_option(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms);
+}
+
+/// Sets one option of `stream`'s socket. A failure is ignored: each option
+/// refines a connection that works without it.
+fn set_socket_option<T: Copy>(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value: T) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket fd, and a pointer to a value of the size given.
     let _ = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&ms as *const libc::c_uint).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            level,
+            name,
+            (&value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
 }

@@ -64,6 +64,18 @@ fn collect(from: impl Read + Send + 'static, logs: Arc<Mutex<String>>, echo: boo
 /// The admin token tests use.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Flags that lift the order and request limits out of a test's way.
+pub const LIMITS_OFF: [&str; 8] = [
+    "--orders-per-10s-max",
+    "1000000",
+    "--orders-per-day-max",
+    "100000000",
+    "--request-weight-per-minute-max",
+    "100000000",
+    "--raw-requests-per-5m-max",
+    "100000000",
+];
+
 impl Server {
     /// Starts tradsys with `args` and waits for every shard's start-up line.
     pub fn start(shards: usize, args: &[&str]) -> Server {
