@@ -76,6 +76,10 @@ pub(crate) const NO_SUCH_ORDER: i32 = -2013;
 pub(crate) const BAD_API_KEY_FMT: i32 = -2014;
 /// -2015 REJECTED_MBX_KEY.
 pub(crate) const REJECTED_MBX_KEY: i32 = -2015;
+
+/// The codes of a request refused for its API key or signature: each is a
+/// strike towards a ban of the client's IP (`limits::Bans`).
+pub(crate) const AUTH_FAILURES: [i32; 3] = [BAD_API_KEY_FMT, REJECTED_MBX_KEY, INVALID_SIGNATURE];
 /// -2021 Order cancel-replace partially failed.
 pub(crate) const CANCEL_REPLACE_PARTIALLY_FAILED: i32 = -2021;
 /// -2022 Order cancel-replace failed.

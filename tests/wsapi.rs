@@ -833,3 +833,54 @@ fn ed25519_and_rsa_keys_sign_requests_and_only_ed25519_logs_on() {
     let status = result(&mut ws, "session.status", json!({}));
     assert_eq!(status["apiKey"], Value::Null, "a revoked key ends the logon");
 }
+
+/// Guessing signatures over the WebSocket API bans the IP as over REST:
+/// two failed `session.logon`s and a forged `order.place` are allowed,
+/// the next failure bans, and the ban then answers every request, on this
+/// socket and on a new one.
+#[test]
+fn failed_logons_and_signatures_ban_the_ip() {
+    let server = Server::start(
+        1,
+        &[
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--ip-ban-auth-failures-per-minute-max",
+            "3",
+        ],
+    );
+    let ed = create_user_with(&server, "ed", FUNDS, "ED25519");
+    let mut ws = Ws::connect(server.addr, API);
+    let forged = || {
+        let mut params = object(sign(&ed, Map::new()));
+        let other = common::account::Signer::fixture("ED25519", "ed25519-other");
+        let signed = payload(&{
+            let mut p = params.clone();
+            p.remove("signature");
+            p
+        });
+        params.insert("signature".into(), json!(other.sign_bare(signed.as_bytes())));
+        Value::Object(params)
+    };
+    for (i, method) in ["session.logon", "session.logon", "account.status", "session.logon"]
+        .iter()
+        .enumerate()
+    {
+        let refused = call(&mut ws, json!(i), method, forged());
+        assert_eq!(
+            (&refused["status"], &refused["error"]["code"]),
+            (&json!(400), &json!(-1022)),
+            "{refused}"
+        );
+    }
+    let banned = call(&mut ws, json!("after"), "session.logon", sign(&ed, Map::new()));
+    assert_eq!(
+        (&banned["status"], &banned["error"]["code"]),
+        (&json!(418), &json!(-1003)),
+        "{banned}"
+    );
+    let r = server.get("/api/v3/ping");
+    assert_eq!((r.status, r.error().0), (418, -1003));
+    let metrics = server.metrics();
+    assert_eq!(metrics.value("tradsys_ip_bans_total", &[("shard", "0")]), Some(1.0));
+}

@@ -264,13 +264,9 @@ fn is_auth_failure(reply: &RestReply) -> bool {
     if reply.status != 400 && reply.status != 401 {
         return false;
     }
-    [
-        binance::BAD_API_KEY_FMT,
-        binance::REJECTED_MBX_KEY,
-        binance::INVALID_SIGNATURE,
-    ]
-    .iter()
-    .any(|code| reply.body.starts_with(format!("{{\"code\":{code},").as_bytes()))
+    binance::AUTH_FAILURES
+        .iter()
+        .any(|code| reply.body.starts_with(format!("{{\"code\":{code},").as_bytes()))
 }
 
 /// A signed or API-key request: to the shard of the user the key names.

@@ -359,7 +359,7 @@ impl Session {
     }
 
     async fn logon(&mut self, shard: &Shard, t: &Translated<'_>, now_ms: u64) -> Result<Vec<u8>, HttpError> {
-        let grant = authorize(shard, signed_authorize(t, now_ms, Scope::Read, None, true)?).await?;
+        let grant = authorize(shard, signed_authorize(t, now_ms, Scope::Read, None, true)?, self.peer).await?;
         self.logon = Some(Logon {
             api_key: grant.api_key.into_boxed_str(),
             user: grant.user,
@@ -429,7 +429,7 @@ impl Session {
                 attach_to: None,
                 ..request
             };
-            authorize(shard, check).await?;
+            authorize(shard, check, self.peer).await?;
             return Err(HttpError::new(
                 400,
                 binance::SUBSCRIPTION_ACTIVE,
@@ -453,7 +453,7 @@ impl Session {
                 "Maximum subscription ID reached for this connection.",
             ));
         }
-        let grant = authorize(shard, request).await?;
+        let grant = authorize(shard, request, self.peer).await?;
         let id = self.ids_used;
         self.ids_used += 1;
         shard
@@ -653,8 +653,20 @@ fn signed_authorize(
     })
 }
 
-/// Runs `request` on the shard of the user its key names.
-async fn authorize(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
+/// Runs `request` on the shard of the user its key names; a refused key
+/// or signature counts towards a ban of `peer`, as on the REST API.
+async fn authorize(shard: &Shard, request: Authorize, peer: IpAddr) -> Result<Grant, HttpError> {
+    let now_ms = request.now_ms;
+    let result = authorize_on_owner(shard, request).await;
+    if let Err(e) = &result {
+        if binance::AUTH_FAILURES.contains(&e.code) {
+            crate::server::admission::auth_failed(shard, peer, now_ms).await;
+        }
+    }
+    result
+}
+
+async fn authorize_on_owner(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
     let user =
         crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
     let owner = shard.trading().user_shard(user) as usize;
