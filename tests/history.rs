@@ -566,6 +566,11 @@ fn a_read_after_a_write_sees_it_whatever_the_replica_lag() {
     let first = place_and_cancel(&server, &user, 120);
     assert!(drained(&server, Duration::from_secs(30)));
     assert_eq!(replica.psql("SELECT pg_is_in_recovery()").trim(), "t");
+    // The replica replays the first orders (streaming takes its time on a
+    // busy machine), then stops replaying.
+    assert!(eventually(Duration::from_secs(30), || {
+        replica.psql("SELECT count(*) FROM orders").trim() == "120"
+    }));
     replica.psql("SELECT pg_wal_replay_pause()");
     let later = place_and_cancel(&server, &user, 120);
     assert!(drained(&server, Duration::from_secs(30)));
