@@ -578,6 +578,10 @@ pub struct Config {
     /// no default): the journal's fdatasyncs fail after the first `n`
     /// (`journal::faults`).
     pub test_fail_sync_after: Option<u64>,
+    /// A test-only hook, from `TRADSYS_TEST_PANIC_SHARD=<shard>` (no flag,
+    /// no default): that shard panics once it is ready, to test what a
+    /// panic does to the process.
+    pub test_panic_shard: Option<usize>,
     /// Candles of each interval memory keeps per market (see
     /// `MarketData::keep_klines`).
     pub klines_kept_per_interval_max: usize,
@@ -854,6 +858,15 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
         })?;
         config.test_fail_sync_after = Some(syncs);
     }
+    if let Some(text) = env.get("TRADSYS_TEST_PANIC_SHARD") {
+        let shard = text.parse().map_err(|_| {
+            invalid(
+                "TRADSYS_TEST_PANIC_SHARD",
+                format!("must be a shard index, got {text:?}"),
+            )
+        })?;
+        config.test_panic_shard = Some(shard);
+    }
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
     }
@@ -984,6 +997,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
         test_fail_sync_after: None,
+        test_panic_shard: None,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,
     })

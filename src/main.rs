@@ -2,13 +2,18 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the server fails at run
 //! time (the address is taken, a shard dies), 2 for invalid configuration
-//! and for a data directory another process owns.
+//! and for a data directory another process owns, 70 after a panic, 74
+//! when the journal cannot be written.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use tradsys::config::{self, Command};
 
+/// The exit code after a panic (EX_SOFTWARE).
+const EXIT_PANICKED: i32 = 70;
+
 fn main() -> ExitCode {
+    stop_on_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("TRADSYS_")).collect();
     let config = match config::load(&args, &env) {
@@ -72,4 +77,17 @@ fn main() -> ExitCode {
 fn invalid_config(problem: &str) -> ExitCode {
     eprintln!("tradsys: invalid configuration: {problem}");
     ExitCode::from(2)
+}
+
+/// A panic anywhere stops the process, after the usual message: a shard
+/// whose thread died would otherwise leave the others serving without it,
+/// and the process would never stop (the drain waits for every shard).
+/// What was acknowledged is in the journal, as after `kill -9`.
+fn stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)");
+        std::process::exit(EXIT_PANICKED);
+    }));
 }

@@ -197,3 +197,47 @@ fn a_second_process_on_a_held_data_directory_or_address_is_refused() {
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A shard that panics stops the process (exit 70, after the panic's
+/// message): before, the other shards went on serving without it and the
+/// process never stopped, not even on SIGTERM, since the drain waits for
+/// every shard. Shard 1 panics on purpose through the test-only
+/// `TRADSYS_TEST_PANIC_SHARD` hook.
+#[test]
+fn a_panicking_shard_stops_the_process() {
+    let dir = common::temp_data_dir();
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let mut child = Child2(
+        Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "2",
+                "--markets",
+                markets,
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env("TRADSYS_TEST_PANIC_SHARD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tradsys starts"),
+    );
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("the process stops by itself");
+    assert_eq!(status.code(), Some(70));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).expect("utf-8 stderr");
+    assert!(
+        text.contains("TRADSYS_TEST_PANIC_SHARD: this shard panics on purpose"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)\n"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -146,6 +146,12 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let mut background = dispatch::spawn_receivers(&shard, receivers);
     background.push(glommio::spawn_local(stream_ticks(shard.clone())));
     setup.readiness.shard_ready();
+    if setup.config.test_panic_shard == Some(setup.index) {
+        background.push(glommio::spawn_local(async {
+            glommio::timer::sleep(Duration::from_millis(TEST_PANIC_AFTER_MS)).await;
+            panic!("TRADSYS_TEST_PANIC_SHARD: this shard panics on purpose");
+        }));
+    }
     let drain_asked = futures_lite::future::or(
         async {
             wait_until_all_ready(&shard).await;
@@ -584,6 +590,10 @@ async fn run_committer(shard: Rc<Shard>) {
         shard.log.wake_settled();
     }
 }
+
+/// How long after it is ready a shard named by `TRADSYS_TEST_PANIC_SHARD`
+/// panics.
+const TEST_PANIC_AFTER_MS: u64 = 200;
 
 /// How often a journal without disk space for its next segment looks
 /// for it again.
