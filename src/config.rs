@@ -841,32 +841,11 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
     }
     let mut config = build(&values)?;
     config.test_shard_start_delay = test_shard_start_delay(env)?;
-    if let Some(text) = env.get("TRADSYS_TEST_JOB_START_DELAY_MS") {
-        config.jobs.test_job_start_delay_ms = text.parse().map_err(|_| {
-            invalid(
-                "TRADSYS_TEST_JOB_START_DELAY_MS",
-                format!("must be milliseconds, got {text:?}"),
-            )
-        })?;
+    if let Some(ms) = test_hook(env, "TRADSYS_TEST_JOB_START_DELAY_MS", "milliseconds")? {
+        config.jobs.test_job_start_delay_ms = ms;
     }
-    if let Some(text) = env.get("TRADSYS_TEST_FAIL_SYNC_AFTER") {
-        let syncs = text.parse().map_err(|_| {
-            invalid(
-                "TRADSYS_TEST_FAIL_SYNC_AFTER",
-                format!("must be a number of fdatasyncs, got {text:?}"),
-            )
-        })?;
-        config.test_fail_sync_after = Some(syncs);
-    }
-    if let Some(text) = env.get("TRADSYS_TEST_PANIC_SHARD") {
-        let shard = text.parse().map_err(|_| {
-            invalid(
-                "TRADSYS_TEST_PANIC_SHARD",
-                format!("must be a shard index, got {text:?}"),
-            )
-        })?;
-        config.test_panic_shard = Some(shard);
-    }
+    config.test_fail_sync_after = test_hook(env, "TRADSYS_TEST_FAIL_SYNC_AFTER", "a number of fdatasyncs")?;
+    config.test_panic_shard = test_hook(env, "TRADSYS_TEST_PANIC_SHARD", "a shard index")?;
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
     }
@@ -877,6 +856,20 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
 }
 
 /// The test-only start delay: `<shard>:<ms>`.
+/// A test-only number from the environment variable `name`, if set.
+fn test_hook<T: std::str::FromStr>(
+    env: &BTreeMap<String, String>,
+    name: &'static str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    env.get(name)
+        .map(|text| {
+            text.parse()
+                .map_err(|_| invalid(name, format!("must be {what}, got {text:?}")))
+        })
+        .transpose()
+}
+
 fn test_shard_start_delay(env: &BTreeMap<String, String>) -> Result<Option<(usize, u64)>, ConfigError> {
     const NAME: &str = "TRADSYS_TEST_SHARD_START_DELAY_MS";
     let Some(text) = env.get(NAME) else { return Ok(None) };

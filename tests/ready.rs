@@ -130,10 +130,16 @@ fn no_connection_is_told_starting_after_ready_said_200() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// `tradsys serve` on `listen` and `data_dir`, to its end: exit code and
-/// standard error.
-fn serve_to_the_end(listen: &str, data_dir: &std::path::Path) -> (Option<i32>, String) {
+/// `tradsys serve` with `shards` shards on `listen` and `data_dir` (and
+/// `env`), until it stops by itself: exit code and standard error.
+fn serve_until_it_stops(
+    listen: &str,
+    shards: usize,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let shards = shards.to_string();
     let mut child = Child2(
         Command::new(env!("CARGO_BIN_EXE_tradsys"))
             .args([
@@ -141,19 +147,20 @@ fn serve_to_the_end(listen: &str, data_dir: &std::path::Path) -> (Option<i32>, S
                 "--listen",
                 listen,
                 "--shards",
-                "1",
+                &shards,
                 "--markets",
                 markets,
                 "--data-dir",
             ])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("tradsys starts"),
     );
     let stderr = child.0.stderr.take().expect("piped stderr");
-    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("refused within 30 s");
+    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("stopped within 30 s");
     let mut text = String::new();
     std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).expect("utf-8 stderr");
     (status.code(), text)
@@ -165,7 +172,7 @@ fn a_second_process_on_a_held_data_directory_or_address_is_refused() {
     let pid = first.child.id();
     let dir = first.data_dir.clone();
     // The same data directory on another port: exit 2, naming the holder.
-    let (code, stderr) = serve_to_the_end("127.0.0.1:0", &dir);
+    let (code, stderr) = serve_until_it_stops("127.0.0.1:0", 1, &dir, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(
         stderr,
@@ -177,7 +184,7 @@ fn a_second_process_on_a_held_data_directory_or_address_is_refused() {
     // Another data directory on the first one's address: refused too,
     // instead of joining its listening group.
     let other = common::temp_data_dir();
-    let (code, stderr) = serve_to_the_end(&first.addr.to_string(), &other);
+    let (code, stderr) = serve_until_it_stops(&first.addr.to_string(), 1, &other, &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
         stderr,
@@ -206,38 +213,15 @@ fn a_second_process_on_a_held_data_directory_or_address_is_refused() {
 #[test]
 fn a_panicking_shard_stops_the_process() {
     let dir = common::temp_data_dir();
-    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
-    let mut child = Child2(
-        Command::new(env!("CARGO_BIN_EXE_tradsys"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--shards",
-                "2",
-                "--markets",
-                markets,
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .env("TRADSYS_TEST_PANIC_SHARD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tradsys starts"),
-    );
-    let stderr = child.0.stderr.take().expect("piped stderr");
-    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("the process stops by itself");
-    assert_eq!(status.code(), Some(70));
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).expect("utf-8 stderr");
+    let (code, stderr) = serve_until_it_stops("127.0.0.1:0", 2, &dir, &[("TRADSYS_TEST_PANIC_SHARD", "1")]);
+    assert_eq!(code, Some(70), "{stderr}");
     assert!(
-        text.contains("TRADSYS_TEST_PANIC_SHARD: this shard panics on purpose"),
-        "{text}"
+        stderr.contains("TRADSYS_TEST_PANIC_SHARD: this shard panics on purpose"),
+        "{stderr}"
     );
     assert!(
-        text.ends_with("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)\n"),
-        "{text}"
+        stderr.ends_with("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)\n"),
+        "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
