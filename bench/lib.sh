@@ -5,6 +5,20 @@
 # calling script's settings (QUIET_WAIT and the like) when called.
 # shellcheck disable=SC2154  # tmp and pids are the calling script's.
 
+# scratch NAME: a temporary directory in $tmp and an empty $pids; at exit
+# every pid in $pids is stopped and the directory removed.
+scratch() {
+	tmp=$(mktemp -d "/tmp/$1.XXXXXX")
+	pids=()
+	trap stop_scratch EXIT
+}
+
+stop_scratch() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+
 # A child that has exited stays a zombie until waited for, and kill -0
 # succeeds on zombies; ask ps for the state instead.
 alive() {

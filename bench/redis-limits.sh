@@ -21,15 +21,9 @@ ROUNDS=${ROUNDS:-3}
 MODE=${1:-trips}
 cargo build --release --quiet --bin tradsys
 cargo build --release --quiet -p tradsys-loadgen
-tmp=$(mktemp -d /tmp/redislimits.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+scratch redislimits
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
 pids+=($!)
@@ -86,7 +80,6 @@ if [[ $MODE == account ]]; then
 		fi
 		echo "round $r: without Redis ${plain_rps[-1]} req/s, with Redis ${shared_rps[-1]} req/s"
 	done
-	median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 	p=$(median "${plain_rps[@]}")
 	q=$(median "${shared_rps[@]}")
 	metrics=$(curl -s "http://127.0.0.1:$shared/metrics")

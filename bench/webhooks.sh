@@ -19,16 +19,9 @@ TRADE_SECONDS=${TRADE_SECONDS:-10}
 CONCURRENCY=${CONCURRENCY:-64}
 cargo build --release --quiet --bin tradsys
 cargo build --release --quiet -p tradsys-loadgen
-tmp=$(mktemp -d /tmp/webhooks.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+scratch webhooks
 token=bench-webhooks-admin-token-0123456789
 echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
 echo "tradsys: $(git log -1 --format='%h %s')"
@@ -77,12 +70,12 @@ echo "events waiting in Redis: $events; trades $trades (4 events each: $((4 * tr
 
 target/release/tradsys-loadgen webhook-sink --port "$sink_port" --expect "$events" >"$tmp/sink.log" &
 sink=$!
-pids+=($sink)
+pids+=("$sink")
 for _ in $(seq 100); do grep -q listening "$tmp/sink.log" && break; sleep 0.05; done
 target/release/tradsys worker --shards 2 --redis "redis://127.0.0.1:$rport" --data-dir "$tmp/data" --history off \
 	--jobs-concurrency "$CONCURRENCY" --jobs-poll-ms 1 >"$tmp/worker.log" 2>&1 &
 worker=$!
-pids+=($worker)
+pids+=("$worker")
 start=$(date +%s.%N)
 wait "$sink"
 end=$(date +%s.%N)
