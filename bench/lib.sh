@@ -5,6 +5,9 @@
 # calling script's settings (QUIET_WAIT and the like) when called.
 # shellcheck disable=SC2154  # tmp and pids are the calling script's.
 
+# A line for the operator, on stderr.
+log() { printf '%s\n' "$*" >&2; }
+
 # scratch NAME: a temporary directory in $tmp and an empty $pids; at exit
 # every pid in $pids is stopped and the directory removed.
 scratch() {

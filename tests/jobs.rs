@@ -548,14 +548,7 @@ fn webhooks_get_every_fill_and_balance_change_once_in_order_after_retries() {
         (200, serde_json::json!({"userId": seller.id, "url": receiver.url()}))
     );
     // A deposit, then three fills of a resting sell (placing it sends nothing).
-    let deposit = format!("/admin/v1/users/{}/deposits", seller.id);
-    let (status, _) = admin(
-        server.admin.expect("admin"),
-        "POST",
-        &deposit,
-        Some(serde_json::json!({"asset": "USDT", "amount": "1"})),
-    );
-    assert_eq!(status, 200);
+    common::account::deposit(server.admin.expect("admin"), seller.id, "USDT", "1");
     trades(&server, &seller, &buyer, 3);
 
     assert!(
@@ -642,14 +635,7 @@ fn a_webhook_that_always_fails_ends_in_the_dead_letters_and_is_requeued() {
     let receiver = Receiver::start(0);
     receiver.failing.store(true, std::sync::atomic::Ordering::SeqCst);
     register(&server, &user, &receiver.url());
-    let deposit = format!("/admin/v1/users/{}/deposits", user.id);
-    let (status, _) = admin(
-        server.admin.expect("admin"),
-        "POST",
-        &deposit,
-        Some(serde_json::json!({"asset": "BTC", "amount": "1"})),
-    );
-    assert_eq!(status, 200);
+    common::account::deposit(server.admin.expect("admin"), user.id, "BTC", "1");
     // Two events, three attempts each, then two dead letters.
     assert!(eventually(WAIT, || queue(&server)["dead"] == 2), "{}", queue(&server));
     let got = receiver.got();
@@ -702,12 +688,7 @@ fn https_webhooks_check_the_receivers_certificate() {
     let user = create_user(&server, "tls", &FUNDS);
     let receiver = Receiver::start_tls(0);
     let secret = register(&server, &user, &receiver.https_url());
-    let deposit = format!("/admin/v1/users/{}/deposits", user.id);
-    let body = Some(serde_json::json!({"asset": "BTC", "amount": "1"}));
-    assert_eq!(
-        admin(server.admin.expect("admin"), "POST", &deposit, body.clone()).0,
-        200
-    );
+    common::account::deposit(server.admin.expect("admin"), user.id, "BTC", "1");
     assert!(
         eventually(WAIT, || receiver.accepted().len() == 2),
         "{:?}",
@@ -724,8 +705,7 @@ fn https_webhooks_check_the_receivers_certificate() {
     let untrusting = start(&["--jobs-attempts-max", "1"]);
     let other = create_user(&untrusting, "tls", &FUNDS);
     register(&untrusting, &other, &receiver.https_url());
-    let deposit = format!("/admin/v1/users/{}/deposits", other.id);
-    assert_eq!(admin(untrusting.admin.expect("admin"), "POST", &deposit, body).0, 200);
+    common::account::deposit(untrusting.admin.expect("admin"), other.id, "BTC", "1");
     // Without Redis each shard has its own queue: gather their letters.
     let letters = || -> Vec<Value> {
         let (status, body) = admin(untrusting.admin.expect("admin"), "GET", "/admin/v1/jobs", None);

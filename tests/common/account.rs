@@ -132,19 +132,24 @@ pub fn create_user_on(addr: SocketAddr, name: &str, deposits: &[(&str, &str)], k
         }
     };
     for (asset, amount) in deposits {
-        let (status, _) = admin(
-            addr,
-            "POST",
-            &format!("/admin/v1/users/{id}/deposits"),
-            Some(json!({"asset": asset, "amount": amount})),
-        );
-        assert_eq!(status, 200);
+        deposit(addr, id, asset, amount);
     }
     User {
         id,
         key: key["apiKey"].as_str().expect("apiKey").to_string(),
         signer,
     }
+}
+
+/// Deposits `amount` of `asset` to `user` through the admin API at `addr`.
+pub fn deposit(addr: SocketAddr, user: u64, asset: &str, amount: &str) {
+    let (status, body) = admin(
+        addr,
+        "POST",
+        &format!("/admin/v1/users/{user}/deposits"),
+        Some(json!({"asset": asset, "amount": amount})),
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 pub fn now_ms() -> u64 {
