@@ -578,6 +578,10 @@ pub struct Config {
     /// no default): the journal's fdatasyncs fail after the first `n`
     /// (`journal::faults`).
     pub test_fail_sync_after: Option<u64>,
+    /// A test-only hook, from `TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER=<n>`:
+    /// the snapshot layer's files (snapshots, `CURRENT`) fail as on a full
+    /// disk after the first `n`.
+    pub test_fail_snapshot_writes_after: Option<u64>,
     /// A test-only hook, from `TRADSYS_TEST_PANIC_SHARD=<shard>` (no flag,
     /// no default): that shard panics once it is ready, to test what a
     /// panic does to the process.
@@ -845,6 +849,11 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
         config.jobs.test_job_start_delay_ms = ms;
     }
     config.test_fail_sync_after = test_hook(env, "TRADSYS_TEST_FAIL_SYNC_AFTER", "a number of fdatasyncs")?;
+    config.test_fail_snapshot_writes_after = test_hook(
+        env,
+        "TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER",
+        "a number of snapshot files",
+    )?;
     config.test_panic_shard = test_hook(env, "TRADSYS_TEST_PANIC_SHARD", "a shard index")?;
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
@@ -990,6 +999,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
         test_fail_sync_after: None,
+        test_fail_snapshot_writes_after: None,
         test_panic_shard: None,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,

@@ -619,3 +619,109 @@ fn a_failed_fdatasync_acknowledges_nothing_after_it_and_stops() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A snapshot that cannot be written (injected through
+/// `TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER`, failing as a full disk
+/// does) costs nothing but the snapshot: trading goes on, the failed file's
+/// temporary is removed, the journal it would have replaced is kept, the
+/// next attempt is made later, and after `kill -9` recovery replays the
+/// journal to every acknowledged order.
+#[test]
+fn a_failed_snapshot_write_keeps_trading_and_the_journal() {
+    let dir = temp_data_dir();
+    let args = [
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--demo-user",
+        "false",
+        "--history",
+        "off",
+        "--snapshot-records",
+        "1000",
+        "--snapshot-interval-s",
+        "1",
+    ];
+    // The first two files are the start-up generation's snapshot and
+    // CURRENT.
+    let hook = [("TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER", "2")];
+    let args = [&args[..], &common::LIMITS_OFF[..]].concat();
+    let mut server = Server::start_in_env(&dir, 1, &args, &hook);
+    let user = create_user(&server, "snapper", &[("USDT", "100000000")]);
+    let mut c = server.connect();
+    // 1,100 records, more than a snapshot waits for: 525 orders placed
+    // and cancelled, then 50 left open (a symbol takes at most 200).
+    let mut acknowledged = Vec::new();
+    let mut price = 1_000;
+    for i in 0..575 {
+        let id = rest_order(&mut c, &user, price).expect("an order is taken");
+        price += 1;
+        if i < 525 {
+            let r = signed(
+                &mut c,
+                &user,
+                "DELETE",
+                "/api/v3/order",
+                &format!("symbol=BTCUSDT&orderId={id}"),
+            );
+            assert_eq!(r.status, 200, "{}", r.body_text());
+        } else {
+            acknowledged.push(id);
+        }
+    }
+    let failed = eventually(Duration::from_secs(60), || {
+        let logs = server.logs();
+        logs.contains("failed (will retry)") && logs.contains("injected by TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER")
+    });
+    assert!(failed, "no failed snapshot in the logs:\n{}", server.logs());
+    // Trading is untouched; only the start-up snapshot and the whole
+    // journal are on disk, no temporary file.
+    acknowledged.push(rest_order(&mut c, &user, price).expect("an order after the failure"));
+    let gen = dir.join("shard-0").join("gen-1");
+    assert_eq!(
+        segments(&gen),
+        ["journal-00000000000000000001.seg", "snapshot-00000000000000000000.snap"],
+        "{}",
+        gen.display()
+    );
+    assert_eq!(open_order_ids(&mut c, &user), acknowledged);
+    server.kill9();
+    drop(server);
+    let server = start_in(&dir, 1, &["--history", "off"]);
+    let mut c = server.connect();
+    assert_eq!(open_order_ids(&mut c, &user), acknowledged);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The snapshot of a new generation cannot be written at start-up: the
+/// start fails with one line naming the file and the cause, the data
+/// directory is left as it was, and the next start recovers it.
+#[test]
+fn a_failed_start_up_snapshot_stops_the_start_and_loses_nothing() {
+    let dir = temp_data_dir();
+    let server = start_in(&dir, 1, &["--history", "off"]);
+    let user = create_user(&server, "starter", &[("USDT", "100000000")]);
+    let mut c = server.connect();
+    let id = rest_order(&mut c, &user, 1_000).expect("an order is taken");
+    drop(c);
+    drop(server);
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--shards", "1", "--history", "off", "--markets", markets, "--data-dir"])
+        .arg(&dir)
+        .env("TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER", "0")
+        .output()
+        .expect("tradsys runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(".snap.tmp: no space left on device (injected by TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER)"),
+        "{stderr}"
+    );
+    let server = start_in(&dir, 1, &["--history", "off"]);
+    let mut c = server.connect();
+    assert_eq!(open_order_ids(&mut c, &user), [id]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

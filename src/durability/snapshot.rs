@@ -144,14 +144,25 @@ pub fn write_parts(
     write_atomically(dir, &file_name(header.cut), &bytes)
 }
 
-/// Writes `name` in `dir` as temp file, sync, rename, directory sync.
+/// Writes `name` in `dir` as temp file, sync, rename, directory sync. A
+/// failure removes the temporary file: a full disk gets its room back.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let temp = dir.join(format!("{name}.tmp"));
-    let mut file = fs::File::create(&temp).map_err(io_error(&temp))?;
-    file.write_all(bytes).map_err(io_error(&temp))?;
-    file.sync_all().map_err(io_error(&temp))?;
-    drop(file);
+    let written = fs::File::create(&temp).and_then(|mut file| {
+        if !crate::journal::faults::snapshot_write_allowed() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device (injected by TRADSYS_TEST_FAIL_SNAPSHOT_WRITES_AFTER)",
+            ));
+        }
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(io_error(&temp)(e));
+    }
     let path = dir.join(name);
     fs::rename(&temp, &path).map_err(io_error(&path))?;
     sync_dir(dir)
@@ -188,17 +199,30 @@ pub fn cuts(dir: &Path) -> Result<Vec<u64>, SnapshotError> {
 pub fn read(dir: &Path, cut: u64) -> Result<(SnapshotHeader, Snapshot), SnapshotError> {
     let path = dir.join(file_name(cut));
     let bytes = fs::read(&path).map_err(io_error(&path))?;
-    let invalid = |problem: String| SnapshotError::Invalid {
+    let (header, snapshot) = decode_file(&bytes).map_err(|problem| SnapshotError::Invalid {
         path: path.clone(),
-        problem,
-    };
+        problem: problem.into(),
+    })?;
+    if header.cut != cut {
+        return Err(SnapshotError::Invalid {
+            path,
+            problem: "header does not match the file".into(),
+        });
+    }
+    Ok((header, snapshot))
+}
+
+/// Validates a snapshot file's bytes: magic, CRC, header, then rkyv's
+/// validation of both archives. Nothing of the body is used unless all of
+/// that passes.
+pub fn decode_file(bytes: &[u8]) -> Result<(SnapshotHeader, Snapshot), std::borrow::Cow<'static, str>> {
     if bytes.len() < HEADER_BYTES + 4 || &bytes[..8] != MAGIC {
-        return Err(invalid("not a snapshot file".into()));
+        return Err("not a snapshot file".into());
     }
     let (content, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32c::crc32c(content) != stored {
-        return Err(invalid("checksum mismatch".into()));
+        return Err("checksum mismatch".into());
     }
     let word = |i: usize| {
         let at = 8 + i * 8;
@@ -211,18 +235,17 @@ pub fn read(dir: &Path, cut: u64) -> Result<(SnapshotHeader, Snapshot), Snapshot
         shards: word(3) as u32,
     };
     let body = &content[HEADER_BYTES..];
-    if word(4) != body.len() as u64 || header.cut != cut || body.len() < 8 {
-        return Err(invalid("header does not match the file".into()));
+    if word(4) != body.len() as u64 || body.len() < 8 {
+        return Err("header does not match the file".into());
     }
     let image_len = u64::from_le_bytes(body[..8].try_into().unwrap_or([0xff; 8]));
     let image_end = usize::try_from(image_len)
         .ok()
         .and_then(|l| l.checked_add(8))
         .filter(|&e| e <= body.len());
-    let image_end = image_end.ok_or_else(|| invalid("image length beyond the file".into()))?;
-    let image = decode::<ShardImage>(&body[8..image_end]).map_err(|e| invalid(format!("bad image: {e}")))?;
-    let in_flight =
-        decode::<Vec<InFlight>>(&body[image_end..]).map_err(|e| invalid(format!("bad in-flight list: {e}")))?;
+    let image_end = image_end.ok_or("image length beyond the file")?;
+    let image = decode::<ShardImage>(&body[8..image_end]).map_err(|e| format!("bad image: {e}"))?;
+    let in_flight = decode::<Vec<InFlight>>(&body[image_end..]).map_err(|e| format!("bad in-flight list: {e}"))?;
     Ok((header, Snapshot { image, in_flight }))
 }
 

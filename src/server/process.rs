@@ -75,6 +75,9 @@ pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerErr
     if let Some(syncs) = config.test_fail_sync_after {
         crate::journal::faults::fail_syncs_after(syncs);
     }
+    if let Some(files) = config.test_fail_snapshot_writes_after {
+        crate::journal::faults::fail_snapshot_writes_after(files);
+    }
     let listeners = bind_listeners(config.listen, config.shards)?;
     let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;

@@ -1252,6 +1252,7 @@ impl Trading {
                 names.join(",")
             ));
         }
+        check_image_shape(&image, &specs)?;
         let mut trading = Trading::new(image.shard, image.shards, specs, BookCapacity::default());
         trading.accounts = image.accounts;
         trading.books = image.books;
@@ -1332,4 +1333,35 @@ impl Trading {
             book.check_invariants();
         }
     }
+}
+/// Refuses an image whose shape does not fit its shard: the indexes
+/// `Trading` takes from it (shard, markets, assets, links) must be in
+/// range, and books present exactly for the markets the shard owns. The
+/// checksum already refused corruption; this refuses an image made for
+/// another layout before anything indexes with it.
+fn check_image_shape(image: &TradingImage, specs: &[MarketSpec]) -> Result<(), String> {
+    let shards = image.shards as usize;
+    if image.shard >= image.shards {
+        return Err(format!("snapshot of shard {} of {}", image.shard, image.shards));
+    }
+    let owned = market_shards(specs, image.shards);
+    let books_fit = image
+        .books
+        .iter()
+        .zip(&owned)
+        .all(|(book, &owner)| book.is_some() == (owner == image.shard));
+    let assets = asset_names(specs).len();
+    if !books_fit
+        || image.halted.len() != specs.len()
+        || image.transfers.len() != assets
+        || image.sent_seq.len() != shards
+        || image.received_seq.len() != shards
+    {
+        return Err(format!(
+            "snapshot of shard {} does not fit {} markets, {assets} assets and {shards} shards",
+            image.shard,
+            specs.len()
+        ));
+    }
+    Ok(())
 }

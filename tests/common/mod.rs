@@ -86,6 +86,12 @@ impl Server {
 
     /// Starts tradsys on `data_dir`, which outlives the server.
     pub fn start_in(data_dir: &std::path::Path, shards: usize, args: &[&str]) -> Server {
+        Server::start_in_env(data_dir, shards, args, &[])
+    }
+
+    /// [`Server::start_in`] with `env` added to the process's environment
+    /// (the `TRADSYS_TEST_*` fault hooks).
+    pub fn start_in_env(data_dir: &std::path::Path, shards: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data_dir = data_dir.to_path_buf();
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
@@ -102,6 +108,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
