@@ -536,6 +536,11 @@ impl<'a> Params<'a> {
         self.pairs.len()
     }
 
+    /// Every name and value, in the order [`Params::get`] searches them.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }

@@ -10,6 +10,8 @@ pub mod compress;
 pub mod config;
 pub mod durability;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 mod jobs;
 pub mod journal;

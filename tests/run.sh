@@ -9,9 +9,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Debian packages the test suites use. Kept in one list so that a fresh host
+# Debian packages the test suites use (g++ builds libFuzzer for tests/fuzz.sh). Kept in one list so that a fresh host
 # and CI install exactly the same things.
-DEBIAN_PACKAGES=(ca-certificates postgresql redis-server util-linux)
+DEBIAN_PACKAGES=(ca-certificates g++ postgresql redis-server util-linux)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -27,6 +27,10 @@ fi
 # Release mode: the engine's differential test runs a million operations and
 # the HTTP tests start the same binary that production runs.
 cargo test --release --workspace --locked
+
+# Every fuzz target for a bounded number of executions from the corpus kept
+# in fuzz/corpus (tests/fuzz.sh; docs/fuzzing.md has the long runs).
+./tests/fuzz.sh
 
 # Unmodified Binance clients (binance-connector, ccxt) against the release
 # binary built above; see tests/clients/run.sh.

@@ -31,7 +31,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use frame::Kind;
-pub use scan::{delete_segments_before, scan, scan_tail, truncate, truncate_at, RecordRef, Tail};
+pub use scan::{delete_segments_before, scan, scan_segment_bytes, scan_tail, truncate, truncate_at, RecordRef, Tail};
 pub use writer::{CommitStats, Writer};
 
 /// The next segment while it is being prepared; scans ignore it.

@@ -187,6 +187,36 @@ pub(super) fn walk(dir: &Path, f: impl FnMut(&Path, u64, &Frame<'_>) -> ControlF
     walk_segments(&segments(dir)?, f)
 }
 
+/// Checks the bytes of one segment as [`scan`] checks a journal's last
+/// segment starting at `first_lsn`, visiting each valid record; for tests
+/// and fuzzing, which have bytes rather than files.
+pub fn scan_segment_bytes(
+    bytes: &[u8],
+    first_lsn: u64,
+    mut f: impl FnMut(RecordRef<'_>) -> ControlFlow<()>,
+) -> Result<Tail, JournalError> {
+    let path = Path::new("segment");
+    let mut tail = Tail::empty();
+    tail.next_lsn = first_lsn;
+    tail.segment = Some(path.to_path_buf());
+    let segment = Segment {
+        path,
+        bytes,
+        last: true,
+    };
+    let _stopped_early = walk_segment(segment, &mut tail, &mut |_, _, frame| {
+        if frame.kind != Kind::Record {
+            return ControlFlow::Continue(());
+        }
+        f(RecordRef {
+            lsn: frame.lsn,
+            epoch: frame.epoch,
+            payload: frame.payload,
+        })
+    })?;
+    Ok(tail)
+}
+
 /// Every frame of `segments` (consecutive, oldest first) in order.
 fn walk_segments(
     segments: &[(u64, PathBuf)],
