@@ -123,6 +123,11 @@ const KEYS: &[Key] = &[
         help: "open connections per shard (over: closed at once)",
     },
     Key {
+        name: "overload_order_wait_ms_max",
+        default: "10",
+        help: "wait for a shard's CPU at which order entry is shed with 503 -1008 and Retry-After; market data at 3/4 of it, history at 1/2, admin and metrics at 1/4; 0: nothing is shed",
+    },
+    Key {
         name: "shutdown_timeout_ms",
         default: "10000",
         help: "time in-flight requests get on SIGTERM/SIGINT",
@@ -558,6 +563,9 @@ pub struct Config {
     /// Response compression (see `compress`).
     pub compress: CompressConfig,
     pub connections_per_shard_max: usize,
+    /// The wait for a shard's CPU at which order entry is shed, ms (see
+    /// `overload`); 0: nothing is shed.
+    pub overload_order_wait_ms_max: u64,
     pub shutdown_timeout_ms: u64,
     pub mesh_channel_capacity: usize,
     pub mesh_outbox_messages_max: usize,
@@ -582,6 +590,9 @@ pub struct Config {
     /// the snapshot layer's files (snapshots, `CURRENT`) fail as on a full
     /// disk after the first `n`.
     pub test_fail_snapshot_writes_after: Option<u64>,
+    /// A test-only hook, from `TRADSYS_TEST_OVERLOAD_WAIT_US=<us>`: the
+    /// least wait the overload probe records (see `overload`).
+    pub test_overload_wait_us: Option<u64>,
     /// A test-only hook, from `TRADSYS_TEST_PANIC_SHARD=<shard>` (no flag,
     /// no default): that shard panics once it is ready, to test what a
     /// panic does to the process.
@@ -855,6 +866,7 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
         "a number of snapshot files",
     )?;
     config.test_panic_shard = test_hook(env, "TRADSYS_TEST_PANIC_SHARD", "a shard index")?;
+    config.test_overload_wait_us = test_hook(env, "TRADSYS_TEST_OVERLOAD_WAIT_US", "microseconds")?;
     if migrate {
         return Ok(Command::Migrate(Box::new(config)));
     }
@@ -984,6 +996,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         http: http_limits(&v)?,
         compress: compress_config(&v)?,
         connections_per_shard_max: v.count("connections_per_shard_max", 10_000_000)?,
+        overload_order_wait_ms_max: v.number("overload_order_wait_ms_max", 0, 60_000)?,
         shutdown_timeout_ms: v.ms("shutdown_timeout_ms")?,
         mesh_channel_capacity: v.count("mesh_channel_capacity", 1 << 20)?,
         mesh_outbox_messages_max: v.count("mesh_outbox_messages_max", 1 << 24)?,
@@ -1000,6 +1013,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
         test_fail_sync_after: None,
         test_fail_snapshot_writes_after: None,
+        test_overload_wait_us: None,
         test_panic_shard: None,
         shard_spin_us: v.number("shard_spin_us", 0, 1_000_000)?,
         demo_user: v.boolean("demo_user")?,

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
+mod overload;
 mod redis;
 mod resilience;
 pub mod server;

@@ -124,6 +124,10 @@ pub(crate) struct Counters {
     pub(crate) ip_bans: u64,
     pub(crate) banned_requests: u64,
     pub(crate) ip_banned: u64,
+    /// The shard's wait for CPU now, µs (see `overload`).
+    pub(crate) overload_wait_us: u64,
+    /// Requests shed by priority (`overload::Priority` order).
+    pub(crate) overload_shed: [u64; 4],
     pub(crate) ws_open: u64,
     pub(crate) ws_slow_closed: u64,
     pub(crate) ws_frames_sent: u64,
@@ -482,7 +486,7 @@ fn render_latency(out: &mut String, snapshots: &[Snapshot]) {
 }
 
 /// The plain per-shard families: name, type, help, and the figure.
-const PER_SHARD: [ShardFamily; 19] = [
+const PER_SHARD: [ShardFamily; 24] = [
     ("tradsys_connections_open", "gauge", "Open client connections.", |s| {
         s.counters.connections_open
     }),
@@ -573,6 +577,36 @@ const PER_SHARD: [ShardFamily; 19] = [
     ("tradsys_ip_banned", "gauge", "IPs banned now.", |s| {
         s.counters.ip_banned
     }),
+    (
+        "tradsys_overload_wait_us",
+        "gauge",
+        "How long work waits for the shard's CPU now, microseconds (the overload probe).",
+        |s| s.counters.overload_wait_us,
+    ),
+    (
+        "tradsys_overload_shed_trading_total",
+        "counter",
+        "Order entry and trading reads refused with 503 -1008 because the shard waited past overload_order_wait_ms_max.",
+        |s| s.counters.overload_shed[0],
+    ),
+    (
+        "tradsys_overload_shed_market_data_total",
+        "counter",
+        "Market data requests refused with 503 -1008 because the shard waited past 3/4 of overload_order_wait_ms_max.",
+        |s| s.counters.overload_shed[1],
+    ),
+    (
+        "tradsys_overload_shed_history_total",
+        "counter",
+        "History requests refused with 503 -1008 because the shard waited past 1/2 of overload_order_wait_ms_max.",
+        |s| s.counters.overload_shed[2],
+    ),
+    (
+        "tradsys_overload_shed_ops_total",
+        "counter",
+        "Admin and metrics requests refused with 503 -1008 because the shard waited past 1/4 of overload_order_wait_ms_max.",
+        |s| s.counters.overload_shed[3],
+    ),
     (
         "tradsys_ws_connections_open",
         "gauge",

@@ -29,6 +29,7 @@ const LAYERS: &[&str] = &[
     "auth",
     "endpoint",
     "limits",
+    "overload",
     "metrics",
     "redis",
     "config",
@@ -40,6 +41,7 @@ const LAYERS: &[&str] = &[
     "store",
     "jobs",
     "api",
+    "fuzz",
     // The only layer that runs executors and sockets.
     "server",
 ];

@@ -93,6 +93,9 @@ pub(crate) enum Answer<'s> {
 
 /// Answers one admin request on this shard's admin listener.
 pub(crate) async fn handle<'s>(shard: &'s impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> Answer<'s> {
+    if !shard.admits(crate::overload::Priority::Ops) {
+        return Answer::Reply(crate::api::shed(Route::Admin));
+    }
     let reply = match authorize(shard, buf, head, token) {
         Ok(()) if !shard.is_ready() => RestReply::error(&crate::api::starting()),
         Ok(()) => match export_target(buf, head) {

@@ -30,6 +30,9 @@ pub(crate) trait Host {
     /// Whether the journal's disk is full: work that changes state is
     /// refused until space returns.
     fn journal_full(&self) -> bool;
+    /// Whether a request of `priority` may start while the shard is this
+    /// busy (see `overload`); a refusal is counted.
+    fn admits(&self, priority: crate::overload::Priority) -> bool;
     fn http_limits(&self) -> &HttpLimits;
     fn exchange_info(&self) -> &ExchangeInfo;
     /// The shard's two-level cache.

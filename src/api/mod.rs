@@ -38,6 +38,7 @@ use crate::endpoint::{Endpoint, Security};
 use crate::http::{self, Head, HttpError, Method, Params, CONTENT_JSON, CONTENT_PROMETHEUS};
 use crate::limits::{Refusal, Usage};
 use crate::metrics::{self, Route};
+use crate::overload::Priority;
 use std::net::IpAddr;
 
 /// What a handler answers.
@@ -125,6 +126,7 @@ pub(crate) async fn handle(shard: &impl Host, buf: &[u8], head: &Head, peer: IpA
         return match route {
             Route::Health => Reply::json(route, Body::Static(b"{\"status\":\"ok\"}")),
             Route::Ready => ready(shard),
+            _ if !shard.admits(Priority::Ops) => shed(route),
             _ => gather_metrics(shard).await,
         };
     }
@@ -132,9 +134,32 @@ pub(crate) async fn handle(shard: &impl Host, buf: &[u8], head: &Head, peer: IpA
         return Reply::error(Route::NotFound, &starting());
     }
     match Endpoint::from_request(head.method, path) {
+        // Before the parameters are parsed or the signature checked.
+        Some(endpoint) if !shard.admits(Priority::of(endpoint)) => shed(Route::Api(endpoint)),
         Some(endpoint) => rest_endpoint(shard, buf, head, endpoint, peer).await,
         None => unknown_path(path),
     }
+}
+
+/// The answer to a request the shard sheds (see `overload`): 503 -1008
+/// with `Retry-After`, as Binance sheds load.
+/// The body is a constant: a refusal costs no formatting.
+pub(crate) fn shed(route: Route) -> Reply {
+    Reply {
+        route,
+        status: 503,
+        content_type: CONTENT_JSON,
+        headers: Headers::Static(&["Retry-After: 1"]),
+        body: Body::Static(SHED_BODY),
+    }
+}
+
+/// [`overloaded`] as a body.
+const SHED_BODY: &[u8] = b"{\"code\":-1008,\"msg\":\"Server is currently overloaded with other requests. Please try again in a few minutes.\"}";
+
+/// 503 -1008: the shard sheds load.
+pub(crate) fn overloaded() -> HttpError {
+    HttpError::new(503, binance::SERVER_BUSY, binance::MSG_SERVER_BUSY)
 }
 
 fn unknown_path(path: &[u8]) -> Reply {
@@ -511,4 +536,16 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
 pub(crate) fn params<'a>(shard: &impl Host, buf: &'a [u8], head: &Head) -> Result<Params<'a>, HttpError> {
     let body = head.form_body.then(|| &buf[head.body.clone()]);
     Params::parse(&buf[head.query.clone()], body, shard.http_limits().params_count_max)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shed_body_is_the_overloaded_error() {
+        let error = super::overloaded();
+        assert_eq!(
+            std::str::from_utf8(super::SHED_BODY),
+            Ok(crate::http::error_body(error.code, &error.msg).as_str())
+        );
+    }
 }

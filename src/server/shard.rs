@@ -44,6 +44,8 @@ pub(crate) struct Shard {
     pub(super) index: usize,
     pub(super) http: HttpLimits,
     pub(super) connections_max: usize,
+    /// The shard's wait for CPU and what it sheds (see `overload`).
+    pub(super) overload: crate::overload::Overload,
     pub(super) metrics: RefCell<Metrics>,
     pub(super) mesh: Mesh,
     pub(super) exchange_info: ExchangeInfo,
@@ -296,6 +298,10 @@ impl Host for Shard {
         self.log.journal_full()
     }
 
+    fn admits(&self, priority: crate::overload::Priority) -> bool {
+        self.overload.admits(priority)
+    }
+
     fn http_limits(&self) -> &HttpLimits {
         &self.http
     }
@@ -340,6 +346,8 @@ impl Host for Shard {
             metrics.redis.limit_leases = self.shared_limits.as_ref().map_or(0, |s| s.leases() as u64);
         }
         metrics.ip_banned = self.bans.borrow().banned_now(crate::clock::now_ms()) as u64;
+        metrics.overload_wait_us = self.overload.wait_us();
+        metrics.overload_shed = crate::overload::Priority::ALL.map(|p| self.overload.shed(p));
         metrics.jobs = crate::server::jobs::counters(self);
         metrics.cache = self.cache.counters();
         metrics.snapshot(self.index)

@@ -40,7 +40,7 @@ use std::os::fd::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::market::MarketSpec;
 
@@ -145,6 +145,9 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     let mut background = dispatch::spawn_receivers(&shard, receivers);
     background.push(glommio::spawn_local(stream_ticks(shard.clone())));
+    if shard.overload.is_on() {
+        background.push(glommio::spawn_local(probe_overload(shard.clone())));
+    }
     setup.readiness.shard_ready();
     if setup.config.test_panic_shard == Some(setup.index) {
         background.push(glommio::spawn_local(async {
@@ -277,6 +280,18 @@ async fn drain(
     }
 }
 
+/// Measures the shard's wait for CPU until cancelled (see `overload`):
+/// every `PROBE_INTERVAL_MS` it yields to the back of the run queue and
+/// times how long the tasks ahead of it take.
+async fn probe_overload(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(crate::overload::PROBE_INTERVAL_MS)).await;
+        let yielded = Instant::now();
+        futures_lite::future::yield_now().await;
+        shard.overload.record(yielded.elapsed());
+    }
+}
+
 fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
     let config = &setup.config;
     let limits = &config.rate_limits;
@@ -300,6 +315,10 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         index: setup.index,
         http: config.http,
         connections_max: config.connections_per_shard_max,
+        overload: crate::overload::Overload::new(
+            config.overload_order_wait_ms_max,
+            config.test_overload_wait_us.unwrap_or(0),
+        ),
         metrics: RefCell::new(Metrics::default()),
         mesh,
         exchange_info: ExchangeInfo::new(&setup.markets, &limits.rate_limits()),

@@ -142,7 +142,7 @@ impl Session {
     pub(crate) async fn answer_all(&mut self, shard: &Shard, out: &Rc<Outbound>, texts: &[&str], frames: &mut Vec<u8>) {
         let limits = shard.exchange_info().limits;
         let count_max = shard.http_limits().params_count_max;
-        let prepared: Vec<Prepared> = texts.iter().map(|text| prepare(text, count_max)).collect();
+        let prepared: Vec<Prepared> = texts.iter().map(|text| prepare(shard, text, count_max)).collect();
         let mut scratch = Vec::new();
         let mut i = 0;
         while i < prepared.len() {
@@ -596,7 +596,7 @@ impl Prepared<'_> {
     }
 }
 
-fn prepare(text: &str, params_count_max: usize) -> Prepared<'_> {
+fn prepare<'t>(shard: &Shard, text: &'t str, params_count_max: usize) -> Prepared<'t> {
     let request = match wsapi::parse(text) {
         Ok(request) => request,
         Err(rejected) => {
@@ -606,6 +606,15 @@ fn prepare(text: &str, params_count_max: usize) -> Prepared<'_> {
             }
         }
     };
+    // Shed before the parameters are read or the signature checked.
+    if let WsMethod::Rest(endpoint) = request.method {
+        if !shard.admits(crate::overload::Priority::of(endpoint)) {
+            return Prepared::Failed {
+                id: request.id,
+                error: api::overloaded(),
+            };
+        }
+    }
     match wsapi::translate(&request.params, params_count_max) {
         Ok(translated) => Prepared::Ready { request, translated },
         Err(error) => Prepared::Failed { id: request.id, error },
