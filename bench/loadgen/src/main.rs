@@ -27,6 +27,7 @@
 //! Only 127.0.0.1 targets are accepted: this is a benchmark of one machine.
 
 mod http;
+mod openloop;
 mod orders;
 mod procfs;
 mod run;
@@ -71,6 +72,9 @@ usage: tradsys-loadgen <command> [--option value]...
            [--recv-window MS (5000)]
            crossing pairs at a constant rate; latency from intended send time;
            `--rate max`: no schedule, as fast as answers come back
+           --api rest-open: one thread drives every connection through
+           epoll (up to 16384), one order in flight per connection; due
+           orders wait for an idle connection and are charged for it
            --api ws: order.place on /ws-api/v3, one connection per user,
            pipelined: [--threads T (2)] [--window K (8)] requests in flight
            per connection at most, [--rate-limits 0|1 (1)] 0: the URL asks
@@ -265,7 +269,8 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
     let api = match o.0.get("api").map_or("rest", String::as_str) {
         "rest" => run::Api::Rest,
         "ws" => run::Api::Ws,
-        other => return Err(format!("--api: rest or ws, not {other}")),
+        "rest-open" => run::Api::RestOpen,
+        other => return Err(format!("--api: rest, rest-open or ws, not {other}")),
     };
     if api == run::Api::Ws && o.0.contains_key("connections") {
         return Err("--connections: the WebSocket API run opens one connection per user".to_string());
@@ -290,7 +295,15 @@ fn run_cmd(o: &Opts) -> Result<(), String> {
             .0
             .get("warmup")
             .map_or(Ok(2), |v| v.parse().map_err(|_| "--warmup: not a number".to_string()))?,
-        connections: o.num("connections", Some(64), run::CONNECTIONS_MAX as u64)? as usize,
+        connections: o.num(
+            "connections",
+            Some(64),
+            if api == run::Api::RestOpen {
+                openloop::CONNECTIONS_MAX
+            } else {
+                run::CONNECTIONS_MAX as u64
+            },
+        )? as usize,
         recv_window_ms: o.num("recv-window", Some(5000), RECV_WINDOW_MS_MAX)?,
         threads: o.num("threads", Some(2), wsapi::THREADS_MAX as u64)? as usize,
         window: o.num("window", Some(wsapi::WINDOW_DEFAULT as u64), wsapi::WINDOW_MAX as u64)? as usize,

@@ -57,6 +57,9 @@ pub enum Api {
     Rest,
     /// `order.place` on `/ws-api/v3`, one connection per user, pipelined.
     Ws,
+    /// `POST /api/v3/order` from one epoll thread over many connections,
+    /// open loop (see `openloop`).
+    RestOpen,
 }
 
 /// How fast orders are sent.
@@ -118,9 +121,14 @@ impl Settings {
 /// What one connection (or WebSocket API thread) saw in the measured
 /// window.
 pub struct Tally {
+    /// Every answer's latency.
     pub latency_us: Histogram<u64>,
+    /// The latency of the orders taken (200) only.
+    pub ok_latency_us: Histogram<u64>,
     pub ok: u64,
     pub rejected: u64,
+    /// Rejections with -1008: the server shed the request.
+    pub shed: u64,
     pub failed: u64,
     pub filled: u64,
     pub first_problem: Option<String>,
@@ -141,6 +149,7 @@ pub fn run(settings: &Settings, users: &[User]) -> Summary {
     let (total, start, connect_errors) = match settings.api {
         Api::Rest => run_rest(settings, users),
         Api::Ws => wsapi::run(settings, users),
+        Api::RestOpen => crate::openloop::run(settings, users),
     };
     // The generator shares the cores with the server; what it used is part
     // of reading any figure of a two-core run.
@@ -292,8 +301,10 @@ impl Tally {
     pub fn new() -> Tally {
         Tally {
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds are valid"),
+            ok_latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds are valid"),
             ok: 0,
             rejected: 0,
+            shed: 0,
             failed: 0,
             filled: 0,
             first_problem: None,
@@ -306,8 +317,12 @@ impl Tally {
         self.latency_us
             .add(&other.latency_us)
             .expect("histograms have the same bounds");
+        self.ok_latency_us
+            .add(&other.ok_latency_us)
+            .expect("histograms have the same bounds");
         self.ok += other.ok;
         self.rejected += other.rejected;
+        self.shed += other.shed;
         self.failed += other.failed;
         self.filled += other.filled;
         self.abandoned += other.abandoned;
@@ -325,12 +340,18 @@ impl Tally {
             .expect("latency is clamped to the histogram's range");
         self.last_done = Some(done);
         if ok {
+            self.ok_latency_us
+                .record(us.max(1))
+                .expect("latency is clamped to the histogram's range");
             self.ok += 1;
             if contains(body, b"\"status\":\"FILLED\"") {
                 self.filled += 1;
             }
         } else {
             self.rejected += 1;
+            if contains(body, b"\"code\":-1008") {
+                self.shed += 1;
+            }
             self.first_problem
                 .get_or_insert_with(|| String::from_utf8_lossy(body).into_owned());
         }
@@ -366,6 +387,14 @@ fn summarize(
             ),
             "abandoned connections",
             "rest",
+        ),
+        Api::RestOpen => (
+            format!(
+                "POST /api/v3/order crossing pairs to {}, {} connections from one epoll thread (open loop)",
+                settings.target, settings.connections
+            ),
+            "orders unanswered or unsent at the end",
+            "rest-open",
         ),
         Api::Ws => (
             format!(
@@ -425,9 +454,17 @@ fn summarize(
     for e in connect_errors {
         text.push_str(&format!("connection error: {e}\n"));
     }
+    let ok_q = |p: f64| t.ok_latency_us.value_at_quantile(p);
+    text.push_str(&format!(
+        "orders taken (200), latency µs: p50 {} p99 {} max {}; refused with -1008 (shed): {}\n",
+        ok_q(0.5),
+        ok_q(0.99),
+        t.ok_latency_us.max(),
+        t.shed
+    ));
     text.push_str(&format!(
         "RESULT rate={} achieved={achieved:.0} ok={} rejected={} failed={} filled={} p50_us={} p90_us={} \
-         p99_us={} p999_us={} max_us={} api={api}\n",
+         p99_us={} p999_us={} max_us={} ok_p50_us={} ok_p99_us={} shed={} api={api}\n",
         match settings.rate {
             Rate::PerS(rate) => rate.to_string(),
             Rate::Max => "max".to_string(),
@@ -440,7 +477,10 @@ fn summarize(
         q(0.9),
         q(0.99),
         q(0.999),
-        h.max()
+        h.max(),
+        ok_q(0.5),
+        ok_q(0.99),
+        t.shed
     ));
     Summary {
         text,
