@@ -20,19 +20,17 @@ SLOWLORIS=${SLOWLORIS:-1000}
 SLOW_READERS=${SLOW_READERS:-1000}
 WS_FLOOD=${WS_FLOOD:-400}
 ADMIN_TOKEN=bench-abuse-token-0123456789
-cargo build --release --quiet -p tradsys --bin tradsys
-cargo build --release --quiet -p tradsys-loadgen
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
 scratch abuse
-echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
+machine
 port=$(free_port)
 aport=$(free_port)
 taskset -c 0 target/release/tradsys serve --shards 1 --listen "127.0.0.1:$port" \
 	--admin-listen "127.0.0.1:$aport" --admin-token "$ADMIN_TOKEN" --data-dir "$tmp/data" --demo-user false \
 	--http-header-timeout-ms "$TIMEOUT_MS" --http-write-timeout-ms "$TIMEOUT_MS" \
-	--orders-per-10s-max 100000000 --orders-per-day-max 1000000000 \
-	--request-weight-per-minute-max 1000000000 --raw-requests-per-5m-max 1000000000 \
+	"${LIMITS_OFF_FLAGS[@]}" \
 	>"$tmp/tradsys.log" 2>&1 &
 pids+=($!)
 server=${pids[-1]}
@@ -45,7 +43,6 @@ good() {
 		--rate "$RATE" --duration "$DURATION" --warmup 2 --connections 16 >"$tmp/good.txt"
 	grep '^RESULT' "$tmp/good.txt"
 }
-field() { tr ' ' '\n' <<<"$2" | awk -F= -v n="$1" '$1 == n { print $2 }'; }
 metric() { curl -fsS "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 ~ "^" n "[{ ]" || $1 == n { s += $NF } END { print s + 0 }'; }
 
 quiet=$(good)
@@ -146,7 +143,7 @@ cat "$tmp/abusers.txt" | grep -v '^opened'
 header1=$(metric tradsys_http_header_timeouts_total)
 write1=$(metric tradsys_http_write_timeouts_total)
 echo "metrics: tradsys_http_header_timeouts_total +$((header1 - header0)), tradsys_http_write_timeouts_total +$((write1 - write0))"
-qp=$(field p99_us "$quiet")
-lp=$(field p99_us "$loud")
-echo "RESULT rate=$RATE quiet_p99_us=$qp abused_p99_us=$lp ratio=$(awk -v a="$lp" -v b="$qp" 'BEGIN { printf "%.2f", a / b }') quiet_failed=$(field failed "$quiet") abused_failed=$(field failed "$loud") header_timeouts=$((header1 - header0)) write_timeouts=$((write1 - write0))"
+qp=$(result_field p99_us "$quiet")
+lp=$(result_field p99_us "$loud")
+echo "RESULT rate=$RATE quiet_p99_us=$qp abused_p99_us=$lp ratio=$(awk -v a="$lp" -v b="$qp" 'BEGIN { printf "%.2f", a / b }') quiet_failed=$(result_field failed "$quiet") abused_failed=$(result_field failed "$loud") header_timeouts=$((header1 - header0)) write_timeouts=$((write1 - write0))"
 stop_pid "$server"

@@ -207,3 +207,22 @@ start_postgres() {
 pg_sql() {
 	"$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d "${2:-postgres}" -Atqc "$1"
 }
+
+# machine: the line a benchmark's output starts with (what ran it, when).
+machine() {
+	echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
+}
+
+# Flags that lift the request and order limits out of a benchmark's way.
+# shellcheck disable=SC2034  # used by the scripts that source this file.
+LIMITS_OFF_FLAGS=(--orders-per-10s-max 100000000 --orders-per-day-max 1000000000
+	--request-weight-per-minute-max 1000000000 --raw-requests-per-5m-max 1000000000)
+
+# result_field NAME LINE: the value of NAME=VALUE in a RESULT line.
+result_field() { tr ' ' '\n' <<<"$2" | awk -F= -v n="$1" '$1 == n { print $2 }'; }
+
+# build_release: the server and the load generator, as benchmarks run them.
+build_release() {
+	cargo build --release --quiet -p tradsys --bin tradsys
+	cargo build --release --quiet -p tradsys-loadgen
+}

@@ -30,12 +30,11 @@ REST_S=${REST_S:-10}
 SETTINGS=${SETTINGS:-"10 0"}
 MULTIPLES=${MULTIPLES:-"1.5 2 3"}
 ADMIN_TOKEN=bench-overload-token-0123456789
-cargo build --release --quiet -p tradsys --bin tradsys
-cargo build --release --quiet -p tradsys-loadgen
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
 scratch overload
-echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
+machine
 echo "server: 1 shard on CPU 0; loadgen on CPU 1; capacity with $CAP_CONNS connections, then open loop over $CONNS; ${DURATION}s runs after 2s warm-up"
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -67,7 +66,6 @@ shed_total() {
 	done
 	echo "?"
 }
-field() { tr ' ' '\n' <<<"$2" | awk -F= -v n="$1" '$1 == n { print $2 }'; }
 
 for wait_ms in $SETTINGS; do
 	port=$(free_port)
@@ -75,8 +73,7 @@ for wait_ms in $SETTINGS; do
 	taskset -c 0 target/release/tradsys serve --shards 1 --listen "127.0.0.1:$port" \
 		--admin-listen "127.0.0.1:$aport" --admin-token "$ADMIN_TOKEN" --data-dir "$tmp/data-$wait_ms" \
 		--demo-user false --overload-order-wait-ms-max "$wait_ms" \
-		--orders-per-10s-max 100000000 --orders-per-day-max 1000000000 \
-		--request-weight-per-minute-max 1000000000 --raw-requests-per-5m-max 1000000000 \
+		"${LIMITS_OFF_FLAGS[@]}" \
 		>"$tmp/tradsys-$wait_ms.log" 2>&1 &
 	pids+=($!)
 	server=${pids[-1]}
@@ -86,13 +83,13 @@ for wait_ms in $SETTINGS; do
 	t0=$(server_ticks "$server")
 	max=$(lg_max)
 	cpu_pct=$(awk -v t="$(($(server_ticks "$server") - t0))" -v hz="$(getconf CLK_TCK)" -v d="$((DURATION + 2))" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
-	capacity=$(field achieved "$max")
+	capacity=$(result_field achieved "$max")
 	half=$((capacity / 2))
 	half_run=$(lg "$half")
-	p99_half=$(field ok_p99_us "$half_run")
+	p99_half=$(result_field ok_p99_us "$half_run")
 	echo "setting overload_order_wait_ms_max=$wait_ms"
-	echo "  capacity (rate max): $capacity orders/s, ok p99 $(field ok_p99_us "$max") µs, server CPU ${cpu_pct}% of its core"
-	echo "  half load $half/s: achieved $(field achieved "$half_run"), ok $(field ok "$half_run"), shed $(field shed "$half_run"), failed $(field failed "$half_run"), ok p50 $(field ok_p50_us "$half_run") p99 $p99_half µs"
+	echo "  capacity (rate max): $capacity orders/s, ok p99 $(result_field ok_p99_us "$max") µs, server CPU ${cpu_pct}% of its core"
+	echo "  half load $half/s: achieved $(result_field achieved "$half_run"), ok $(result_field ok "$half_run"), shed $(result_field shed "$half_run"), failed $(result_field failed "$half_run"), ok p50 $(result_field ok_p50_us "$half_run") p99 $p99_half µs"
 	for multiple in $MULTIPLES; do
 		rate=$(awk -v c="$capacity" -v m="$multiple" 'BEGIN { printf "%d", c * m }')
 		shed0=$(shed_total)
@@ -102,10 +99,10 @@ for wait_ms in $SETTINGS; do
 		sleep "$REST_S"
 		rss_rest=$(rss_kib "$server")
 		shed1=$(shed_total)
-		p99=$(field ok_p99_us "$run")
+		p99=$(result_field ok_p99_us "$run")
 		lg_cpu=$(sed -n 's/^load generator CPU: \([0-9.]*\) s.*/\1/p' "$tmp/lg.txt")
-		echo "  ${multiple}x load $rate/s: achieved $(field achieved "$run"), ok $(field ok "$run"), shed $(field shed "$run") (server counted $((shed1 - shed0)) with warm-up), failed $(field failed "$run"), ok p50 $(field ok_p50_us "$run") p99 $p99 µs, all answers p99 $(field p99_us "$run") µs; loadgen CPU ${lg_cpu}s; RSS KiB before $rss_before, right after $rss_after, after ${REST_S}s rest $rss_rest"
-		echo "RESULT wait_ms=$wait_ms multiple=$multiple capacity=$capacity rate=$rate half_ok_p99_us=$p99_half ok_p99_us=$p99 ratio=$(awk -v a="$p99" -v b="$p99_half" 'BEGIN { printf "%.2f", a / b }') ok=$(field ok "$run") shed=$(field shed "$run") failed=$(field failed "$run") rss_before_kib=$rss_before rss_after_kib=$rss_after rss_rest_kib=$rss_rest"
+		echo "  ${multiple}x load $rate/s: achieved $(result_field achieved "$run"), ok $(result_field ok "$run"), shed $(result_field shed "$run") (server counted $((shed1 - shed0)) with warm-up), failed $(result_field failed "$run"), ok p50 $(result_field ok_p50_us "$run") p99 $p99 µs, all answers p99 $(result_field p99_us "$run") µs; loadgen CPU ${lg_cpu}s; RSS KiB before $rss_before, right after $rss_after, after ${REST_S}s rest $rss_rest"
+		echo "RESULT wait_ms=$wait_ms multiple=$multiple capacity=$capacity rate=$rate half_ok_p99_us=$p99_half ok_p99_us=$p99 ratio=$(awk -v a="$p99" -v b="$p99_half" 'BEGIN { printf "%.2f", a / b }') ok=$(result_field ok "$run") shed=$(result_field shed "$run") failed=$(result_field failed "$run") rss_before_kib=$rss_before rss_after_kib=$rss_after rss_rest_kib=$rss_rest"
 	done
 	stop_pid "$server"
 done

@@ -14,7 +14,7 @@ cargo build --release --quiet --bin tradsys
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 scratch slowreader
-echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
+machine
 for send_bytes in 0 262144; do
 	port=$(free_port)
 	target/release/tradsys serve --shards 1 --listen "127.0.0.1:$port" --data-dir "$tmp/data-$send_bytes" \
