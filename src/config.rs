@@ -125,7 +125,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "overload_order_wait_ms_max",
         default: "10",
-        help: "wait for a shard's CPU at which order entry is shed with 503 -1008 and Retry-After; market data at 3/4 of it, history at 1/2, admin and metrics at 1/4; 0: nothing is shed",
+        help: "wait for a shard's CPU at which order entry is shed with 503 -1008 and Retry-After; market data at 3/4 of it, history at 1/2, the admin API at 1/4 (never /health, /ready, /metrics); 0: nothing is shed",
     },
     Key {
         name: "shutdown_timeout_ms",

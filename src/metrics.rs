@@ -604,7 +604,7 @@ const PER_SHARD: [ShardFamily; 24] = [
     (
         "tradsys_overload_shed_ops_total",
         "counter",
-        "Admin and metrics requests refused with 503 -1008 because the shard waited past 1/4 of overload_order_wait_ms_max.",
+        "Admin API requests refused with 503 -1008 because the shard waited past 1/4 of overload_order_wait_ms_max.",
         |s| s.counters.overload_shed[3],
     ),
     (

@@ -29,7 +29,8 @@ pub(crate) enum Priority {
     MarketData = 1,
     /// History: finished orders, trades, exports, transfers.
     History = 2,
-    /// Admin and metrics.
+    /// The admin API (`/metrics`, like `/health` and `/ready`, is never
+    /// shed).
     Ops = 3,
 }
 

@@ -108,6 +108,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args)
+            .args(shedding_off(args))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -245,6 +246,17 @@ impl Server {
     /// Everything the server printed so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Load shedding (`overload`) is off unless a test sets its limit: a
+/// test of something else must not see a 503 because its own burst made
+/// the shard busy for a few milliseconds. tests/overload.rs tests shedding.
+fn shedding_off(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--overload-order-wait-ms-max") {
+        &[]
+    } else {
+        &["--overload-order-wait-ms-max", "0"]
     }
 }
 

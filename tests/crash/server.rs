@@ -76,6 +76,8 @@ impl Server {
             .args(["--orders-per-10s-max", "100000000", "--orders-per-day-max", "100000000"])
             .args(["--request-weight-per-minute-max", "100000000"])
             .args(["--raw-requests-per-5m-max", "100000000"])
+            // Nor load shedding (tests/overload.rs): every request runs.
+            .args(["--overload-order-wait-ms-max", "0"])
             .arg("--data-dir")
             .arg(data_dir);
         if options.durability_flag {
