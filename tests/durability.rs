@@ -725,3 +725,101 @@ fn a_failed_start_up_snapshot_stops_the_start_and_loses_nothing() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Fills `dir`'s filesystem to the last byte with a file at `path`.
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("ballast file");
+    let chunk = vec![1u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    // What is left is smaller than a chunk: take it byte by byte.
+    while file.write_all(&[1]).is_ok() {}
+}
+
+/// `kill -9` while the journal's disk is full, in cycles: the refusals
+/// were exact, a start on the still-full disk stops with exit code 1 and
+/// the cause (recovery needs room for a new generation) without touching
+/// the data directory, and once room returns the start recovers every
+/// acknowledged order; then the disk fills again.
+#[test]
+fn kill_9_on_a_full_disk_loses_nothing_acknowledged_across_cycles() {
+    let fs = Tmpfs::mount(4 << 20);
+    let dir = fs.path.join("data");
+    let args = [
+        "--journal-segment-bytes",
+        "131072",
+        "--history",
+        "off",
+        "--snapshot-records",
+        "1099511627776",
+        "--snapshot-interval-s",
+        "86400",
+    ];
+    let args = [&args[..], &common::LIMITS_OFF[..]].concat();
+    let funds = [("USDT", "100000000")];
+    let expected = json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."});
+    let mut users: Vec<User> = Vec::new();
+    let mut acknowledged: Vec<Vec<u64>> = Vec::new();
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    for cycle in 0..3 {
+        let mut server = start_in(&dir, 2, &args);
+        let mut c = server.connect();
+        for (user, ids) in users.iter().zip(&acknowledged) {
+            assert_eq!(&open_order_ids(&mut c, user), ids, "cycle {cycle}: after recovery");
+        }
+        // Users first: creating one needs the journal too. Each may rest
+        // 150 orders (MAX_NUM_ORDERS is 200 per symbol).
+        let first = users.len();
+        for u in 0..8 {
+            users.push(create_user(&server, &format!("c{cycle}u{u}"), &funds));
+            acknowledged.push(Vec::new());
+        }
+        let ballast = fs.path.join("ballast");
+        fill_up(&ballast);
+        let mut refusal = None;
+        'placing: for user in first..users.len() {
+            for i in 0..150u64 {
+                match rest_order(&mut c, &users[user], 2_000 + i) {
+                    Ok(id) => acknowledged[user].push(id),
+                    Err(refused) => {
+                        refusal = Some(refused);
+                        break 'placing;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            refusal,
+            Some((503, expected.clone())),
+            "cycle {cycle}: the disk never filled"
+        );
+        server.kill9();
+        drop(server);
+        // A start on the full disk cannot write the new generation.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--shards", "2", "--markets", markets, "--data-dir"])
+            .arg(&dir)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tradsys runs");
+        let status = common::wait_exit(&mut child, Duration::from_secs(30));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("utf-8");
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "cycle {cycle}: {stderr}");
+        assert!(stderr.contains("No space left on device"), "cycle {cycle}: {stderr}");
+        std::fs::remove_file(&ballast).expect("ballast removed");
+    }
+    let server = start_in(&dir, 2, &args);
+    let mut c = server.connect();
+    for (user, ids) in users.iter().zip(&acknowledged) {
+        assert_eq!(&open_order_ids(&mut c, user), ids, "after the last cycle");
+    }
+    drop(server);
+}
