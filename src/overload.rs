@@ -19,6 +19,10 @@ use std::time::Duration;
 /// How often the probe measures the wait when the shard is idle.
 pub(crate) const PROBE_INTERVAL_MS: u64 = 1;
 
+/// Each probe lowers the recorded wait by this fraction of it (one in N)
+/// unless the probe measured more.
+const WAIT_DECAY_ONE_IN: u64 = 8;
+
 /// What a request is for, highest priority first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Priority {
@@ -140,7 +144,7 @@ impl Overload {
     /// shed for a few milliseconds after it and not longer.
     pub(crate) fn record(&self, sample: Duration) {
         let sample_us = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
-        let decayed = self.wait_us.get() - self.wait_us.get() / 8;
+        let decayed = self.wait_us.get() - self.wait_us.get() / WAIT_DECAY_ONE_IN;
         self.wait_us.set(sample_us.max(decayed).max(self.floor_us));
     }
 }

@@ -433,6 +433,27 @@ fn rest_order(c: &mut Client, user: &User, price: u64) -> Result<u64, (u16, Valu
     }
 }
 
+/// A server on a small disk: 128 KiB segments, no history store, no
+/// snapshot while the test runs, limits lifted.
+fn full_disk_args() -> Vec<&'static str> {
+    let args = [
+        "--journal-segment-bytes",
+        "131072",
+        "--history",
+        "off",
+        "--snapshot-records",
+        "1099511627776",
+        "--snapshot-interval-s",
+        "86400",
+    ];
+    [&args[..], &common::LIMITS_OFF[..]].concat()
+}
+
+/// The refusal of a change while the journal's disk is full.
+fn journal_full() -> Value {
+    json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."})
+}
+
 /// The journal's disk fills up under order load: orders, cancels and
 /// admin changes are then refused with 503 -1008 while reads keep
 /// working; once space returns (the test removes its ballast) orders are
@@ -445,17 +466,7 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
     let dir = fs.path.join("data");
     let ballast = fs.path.join("ballast");
     std::fs::write(&ballast, vec![1u8; 512 << 10]).expect("ballast");
-    let args = [
-        "--journal-segment-bytes",
-        "131072",
-        "--history",
-        "off",
-        "--snapshot-records",
-        "1099511627776",
-        "--snapshot-interval-s",
-        "86400",
-    ];
-    let args = [&args[..], &common::LIMITS_OFF[..]].concat();
+    let args = full_disk_args();
     let server = start_in(&dir, 2, &args);
     let mut c = server.connect();
     let funds = [("USDT", "100000000")];
@@ -474,7 +485,7 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
             Err(refusal) => break refusal,
         }
     };
-    let expected = json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."});
+    let expected = journal_full();
     assert_eq!(refusal, (503, expected.clone()));
     // Reads work: every acknowledged order of a user is open.
     for (user, ids) in users.iter().zip(&acknowledged) {
@@ -745,19 +756,9 @@ fn fill_up(path: &Path) {
 fn kill_9_on_a_full_disk_loses_nothing_acknowledged_across_cycles() {
     let fs = Tmpfs::mount(4 << 20);
     let dir = fs.path.join("data");
-    let args = [
-        "--journal-segment-bytes",
-        "131072",
-        "--history",
-        "off",
-        "--snapshot-records",
-        "1099511627776",
-        "--snapshot-interval-s",
-        "86400",
-    ];
-    let args = [&args[..], &common::LIMITS_OFF[..]].concat();
+    let args = full_disk_args();
     let funds = [("USDT", "100000000")];
-    let expected = json!({"code": -1008, "msg": "The server's journal disk is full: orders, cancels and other changes are refused until space returns; reads keep working."});
+    let expected = journal_full();
     let mut users: Vec<User> = Vec::new();
     let mut acknowledged: Vec<Vec<u64>> = Vec::new();
     let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");

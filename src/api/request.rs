@@ -161,7 +161,7 @@ pub(crate) fn engine_error(e: EngineError) -> HttpError {
 pub(crate) fn trading_error(e: TradingError) -> HttpError {
     match e {
         TradingError::Engine(e) => engine_error(e),
-        TradingError::Busy => HttpError::new(503, binance::SERVER_BUSY, binance::MSG_SERVER_BUSY),
+        TradingError::Busy => crate::api::overloaded(),
         TradingError::Halted => HttpError::new(400, binance::NEW_ORDER_REJECTED, "Market is closed."),
         TradingError::UnknownUser(_) => HttpError::new(400, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY),
         TradingError::UsersFull => HttpError::new(503, binance::SERVER_BUSY, "User limit reached."),

@@ -26,7 +26,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"TSNAP001";
+pub(crate) const MAGIC: &[u8; 8] = b"TSNAP001";
 const HEADER_BYTES: usize = 8 + 5 * 8;
 const CURRENT_FILE: &str = "CURRENT";
 const CURRENT_FORMAT: &str = "tradsys-data 1";
