@@ -747,6 +747,56 @@ fn fill_up(path: &Path) {
     while file.write_all(&[1]).is_ok() {}
 }
 
+/// The sum of a metric over its series.
+fn metric_sum(server: &Server, name: &str) -> f64 {
+    server.metrics().samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
+}
+
+/// The history store (SQLite, in the data directory) on a full disk: it
+/// can no longer write, but it still answers, so `myTrades` and
+/// `allOrders` keep working (the rows not yet written come from the
+/// backlog) and its failed writes do not open the breaker. Before, they
+/// did: every history read was refused with 503 -1001 until space came
+/// back.
+#[test]
+fn a_full_disk_keeps_history_reads_working() {
+    let fs = Tmpfs::mount(4 << 20);
+    let dir = fs.path.join("data");
+    let quiet = ["--journal-segment-bytes", "131072", "--snapshot-records", "1099511627776"];
+    let args = [&quiet[..], &["--snapshot-interval-s", "86400"], &common::LIMITS_OFF[..]].concat();
+    let server = start_in(&dir, 1, &args);
+    let funds = [("BTC", "10"), ("USDT", "1000000")];
+    let alice = create_user(&server, "alice", &funds);
+    let bob = create_user(&server, "bob", &funds);
+    let mut c = server.connect();
+    fill_up(&fs.path.join("ballast"));
+    // Trades until the writer meets the full disk.
+    let mut trades = 0;
+    while metric_sum(&server, "tradsys_history_errors_total") == 0.0 {
+        assert!(trades < 300, "the history store never failed on the full disk");
+        order(&mut c, &alice, "BTCUSDT", "SELL", "0.001", "30000");
+        order(&mut c, &bob, "BTCUSDT", "BUY", "0.001", "30000");
+        trades += 1;
+    }
+    // The writer retries its batch: more failures than open the breaker
+    // (history_breaker_failures_min, 5).
+    assert!(eventually(Duration::from_secs(60), || {
+        metric_sum(&server, "tradsys_history_errors_total") >= 6.0
+    }));
+    let q = "symbol=BTCUSDT&limit=1000";
+    let r = signed(&mut c, &alice, "GET", "/api/v3/myTrades", q);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json().as_array().map(Vec::len), Some(trades));
+    let r = signed(&mut c, &bob, "GET", "/api/v3/allOrders", q);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let orders = r.json();
+    let filled = orders.as_array().into_iter().flatten().filter(|o| o["status"] == "FILLED");
+    assert_eq!(filled.count(), trades);
+    assert_eq!(metric_sum(&server, "tradsys_history_breaker_state"), 0.0);
+    assert_eq!(metric_sum(&server, "tradsys_history_breaker_rejections_total"), 0.0);
+    drop(server);
+}
+
 /// `kill -9` while the journal's disk is full, in cycles: the refusals
 /// were exact, a start on the still-full disk stops with exit code 1 and
 /// the cause (recovery needs room for a new generation) without touching

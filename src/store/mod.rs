@@ -79,6 +79,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("history store: no answer within {0} ms")]
     Timeout(u64),
+    /// The store's disk is full: it cannot write, but it still answers.
+    #[error("history store: no space left: {0}")]
+    Full(String),
     #[error("history store unavailable (circuit breaker open)")]
     Unavailable,
 }

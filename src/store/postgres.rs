@@ -57,6 +57,9 @@ pub struct PgStore {
 /// the server answered (tokio-postgres prints only "db error" for those).
 fn engine(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::DISK_FULL => {
+            StoreError::Full(format!("{} {}", db.code().code(), db.message()))
+        }
         Some(db) => StoreError::Engine(format!(
             "{} {}{}",
             db.code().code(),

@@ -749,7 +749,11 @@ impl ShardStore {
             None => op().await,
         };
         let elapsed_ns = started.elapsed().as_nanos() as u64;
-        self.breaker.borrow_mut().record(crate::clock::now_ms(), result.is_ok());
+        // A store out of disk space still answers: its reads keep working
+        // while the writer waits for room (the rows wait in the backlog),
+        // so a full disk is not a failure the breaker counts.
+        let answered = matches!(result, Ok(_) | Err(StoreError::Full(_)));
+        self.breaker.borrow_mut().record(crate::clock::now_ms(), answered);
         let mut figures = self.figures.borrow_mut();
         let slot = kind as usize;
         figures.latency_ns[slot].saturating_record(elapsed_ns.clamp(1, CALL_NS_MAX));

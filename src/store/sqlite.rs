@@ -44,7 +44,10 @@ pub struct SqliteStore {
 }
 
 fn engine(e: rusqlite::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        _ => StoreError::Engine(e.to_string()),
+    }
 }
 
 impl SqliteStore {
