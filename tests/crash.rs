@@ -12,6 +12,22 @@
 //! first and checks the live server before the kill, and then also that
 //! the recovered state is identical to the live one.
 //!
+//! Every chain runs under one condition, and `--cycles N` runs N cycles
+//! of each:
+//! - *calm*: as above;
+//! - *disk full*: the data directory is on a small tmpfs of its own
+//!   (`disk`), filled to the last byte by a ballast file as the clients
+//!   start, while a filler thread makes deposits until the journal finds
+//!   no room for its next segment and refuses with 503 -1008; the kill
+//!   comes during that episode, and the ballast is removed before the
+//!   restart;
+//! - *overload*: load shedding is on and a flood of pipelined
+//!   market-data reads (`flood`) keeps the server shedding (503 -1008)
+//!   from before the clients start until the kill.
+//!
+//! A 503 -1008 is a refusal before anything ran (`model::SERVER_BUSY`):
+//! what it refused must have left no trace.
+//!
 //! ```text
 //! cargo test --release --test crash -- [--cycles N] [--seed S] [--only cycles|corruption]
 //!                                      [--live-only | --simulate-crash] [--no-durability-flag]
@@ -24,7 +40,7 @@
 //! kill by the clients abandoning their requests in flight (their sockets
 //! shut down) and keeps the server as the "recovered" one, which exercises
 //! the harness's handling of unanswered requests and of chains.
-//! `--no-durability-flag` leaves `--durability` off the server's command
+//! Both run calm cycles only. `--no-durability-flag` leaves `--durability` off the server's command
 //! line. `--only checker|cycles|corruption` runs one part. On failure the
 //! harness prints the seed, the cycle, the kept data directory (with the
 //! server's stdout and stderr of every start) and the first mismatch, and
@@ -34,6 +50,10 @@
 mod check;
 #[path = "crash/corruption.rs"]
 mod corruption;
+#[path = "crash/disk.rs"]
+mod disk;
+#[path = "crash/flood.rs"]
+mod flood;
 #[path = "crash/http.rs"]
 mod http;
 #[path = "crash/model.rs"]
@@ -47,21 +67,60 @@ mod snapshot;
 #[path = "crash/traffic.rs"]
 mod traffic;
 
+use disk::Disk;
+use flood::Flood;
 use http::{admin_ok, Conn, Key};
 use model::{CancelState, Model, Placed, ORDERS_PER_USER_MAX};
 use serde_json::json;
-use server::{Options, Server};
+use server::{Options, Server, OVERLOAD_FLAG};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use traffic::{Plan, Rng, Shared};
 
 /// The parts of the harness, in the order they run.
 const PARTS: [&str; 3] = ["checker", "cycles", "corruption"];
-/// Cycles when `--cycles` is absent.
+/// Cycles of each condition when `--cycles` is absent.
 const CYCLES_DEFAULT: u32 = 20;
+/// The load-shedding limit of the overload cycles' servers, in ms: the
+/// flood's market-data reads are shed from 3/4 of it (`overload`).
+const OVERLOAD_WAIT_MS: &str = "1";
+/// An overload cycle's kill must come within this many milliseconds of a
+/// refusal the flood saw.
+const SHED_BEFORE_KILL_MS: u64 = 2_000;
+/// The longest a disk-full cycle waits for the journal's refusal.
+const DISK_FULL_TIMEOUT_MS: u64 = 60_000;
+
+/// What a chain's kills come during (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Condition {
+    Calm,
+    DiskFull,
+    Overload,
+}
+
+const CONDITIONS: [Condition; 3] = [Condition::Calm, Condition::DiskFull, Condition::Overload];
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Condition::Calm => "calm",
+            Condition::DiskFull => "disk full",
+            Condition::Overload => "overload",
+        }
+    }
+
+    /// The server's arguments beyond the harness's own.
+    fn server_args(self) -> &'static [&'static str] {
+        match self {
+            Condition::Calm => &[],
+            Condition::DiskFull => &["--journal-segment-bytes", disk::SEGMENT_BYTES],
+            Condition::Overload => &[OVERLOAD_FLAG, OVERLOAD_WAIT_MS],
+        }
+    }
+}
 /// Client threads per cycle.
 const CLIENTS: usize = 4;
 /// New users per cycle.
@@ -236,6 +295,14 @@ fn main() -> ExitCode {
 #[derive(Default)]
 struct Stats {
     cycles: u32,
+    /// Cycles per condition, in `CONDITIONS` order.
+    by_condition: [u32; 3],
+    /// 503 -1008 refusals: the journal's (disk full) and the flood's.
+    journal_full: usize,
+    shed: u64,
+    /// The longest time from the flood's last refusal to an overload
+    /// cycle's kill.
+    shed_gap_max: Duration,
     chains: u32,
     kills_at_rest: u32,
     in_flight: usize,
@@ -245,11 +312,22 @@ struct Stats {
 
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [calm, disk_full, overload] = self.by_condition;
         write!(
             f,
-            "{} cycles on {} data dirs ({} killed at rest), {} requests in flight at a kill, \
-             {} orders and {} fill sides verified",
-            self.cycles, self.chains, self.kills_at_rest, self.in_flight, self.orders, self.fills
+            "{} cycles ({calm} calm, {disk_full} killed with the disk full, {overload} killed while \
+             shedding load) on {} data dirs ({} killed at rest), {} requests in flight at a kill, \
+             {} journal-full and {} overload refusals (the last at most {} ms before a kill), {} orders \
+             and {} fill sides verified",
+            self.cycles,
+            self.chains,
+            self.kills_at_rest,
+            self.in_flight,
+            self.journal_full,
+            self.shed,
+            self.shed_gap_max.as_millis(),
+            self.orders,
+            self.fills
         )
     }
 }
@@ -257,56 +335,105 @@ impl std::fmt::Display for Stats {
 /// Cycles on one data directory.
 struct Chain {
     number: u32,
+    condition: Condition,
+    /// The chain's own directory: the server's logs, and the data
+    /// directory unless that is on `disk`.
+    root: PathBuf,
     dir: PathBuf,
     model: Model,
     server: Option<Server>,
     starts: u32,
-    cycles_left: u64,
+    cycles_left: u32,
+    /// Declared after `server`, which must be gone before the unmount.
+    disk: Option<Disk>,
+}
+
+impl Chain {
+    fn start(&self, start_no: u32, args: &Args) -> Result<Server, server::StartError> {
+        Server::start_on(
+            &self.dir,
+            &self.root,
+            start_no,
+            args.options,
+            self.condition.server_args(),
+        )
+    }
+
+    /// A failed chain keeps its data directory where the failure says.
+    fn keep(&self) {
+        if let Some(disk) = &self.disk {
+            disk.keep(&self.root.join("kept"));
+        }
+    }
 }
 
 fn run_cycles(args: &Args, root: &Path) -> Result<Stats, Failure> {
     let mut stats = Stats::default();
     let mut chain: Option<Chain> = None;
-    for cycle in 0..args.cycles {
+    // The harness's own modes check the harness: calm cycles only.
+    let mut left = match args.live_only || args.simulate {
+        true => [args.cycles, 0, 0],
+        false => [args.cycles; 3],
+    };
+    let mut cycle = 0;
+    while left.iter().any(|&n| n > 0) {
         let seed = Rng(args.seed ^ u64::from(cycle).wrapping_mul(0xd1b5_4a32_d192_ed03)).next();
         let mut rng = Rng(seed);
         if chain.as_ref().is_none_or(|c| c.cycles_left == 0) {
             if let Some(done) = chain.take() {
                 end_chain(done);
             }
-            let length = if args.live_only {
-                1
-            } else {
-                1 + rng.below(CHAIN_CYCLES_MAX)
+            // The condition with the most cycles to go, so that they mix.
+            let pick = (0..CONDITIONS.len()).rev().max_by_key(|&i| left[i]).unwrap_or(0);
+            let length = match args.live_only {
+                true => 1,
+                false => (1 + rng.below(CHAIN_CYCLES_MAX)) as u32,
             };
             let number = stats.chains;
-            let dir = root.join(format!("chain-{number}"));
+            let root = root.join(format!("chain-{number}"));
             let fail = |message: String| Failure {
                 cycle: Some((cycle, seed)),
-                data_dir: dir.clone(),
+                data_dir: root.clone(),
                 message,
             };
-            let server = Server::start(&dir, 0, args.options).map_err(|e| fail(format!("start: {e}")))?;
-            stats.chains += 1;
-            chain = Some(Chain {
+            let condition = CONDITIONS[pick];
+            let disk = match condition {
+                Condition::DiskFull => Some(Disk::mount(&root.join("disk")).map_err(fail)?),
+                _ => None,
+            };
+            let dir = disk.as_ref().map_or(root.clone(), |d| d.path.join("data"));
+            let mut c = Chain {
                 number,
-                dir: dir.clone(),
+                condition,
+                root: root.clone(),
+                dir,
                 model: Model::default(),
-                server: Some(server),
+                server: None,
                 starts: 1,
-                cycles_left: length,
-            });
+                cycles_left: length.min(left[pick]),
+                disk,
+            };
+            c.server = Some(c.start(0, args).map_err(|e| fail(format!("start: {e}")))?);
+            stats.chains += 1;
+            chain = Some(c);
         }
         let Some(c) = chain.as_mut() else {
             unreachable!("a chain was just made")
         };
-        run_cycle(args, c, cycle, &mut rng, &mut stats).map_err(|message| Failure {
-            cycle: Some((cycle, seed)),
-            data_dir: c.dir.clone(),
-            message,
-        })?;
+        if let Err(message) = run_cycle(args, c, cycle, &mut rng, &mut stats) {
+            c.keep();
+            return Err(Failure {
+                cycle: Some((cycle, seed)),
+                data_dir: c.root.clone(),
+                message,
+            });
+        }
+        let at = CONDITIONS.iter().position(|&k| k == c.condition).unwrap_or(0);
+        left[at] -= 1;
         c.cycles_left -= 1;
         stats.cycles += 1;
+        stats.by_condition[at] += 1;
+        cycle += 1;
     }
     if let Some(done) = chain {
         end_chain(done);
@@ -314,11 +441,12 @@ fn run_cycles(args: &Args, root: &Path) -> Result<Stats, Failure> {
     Ok(stats)
 }
 
-fn end_chain(chain: Chain) {
-    if let Some(server) = chain.server {
+fn end_chain(mut chain: Chain) {
+    if let Some(server) = chain.server.take() {
         server.kill9();
     }
-    let _ = std::fs::remove_dir_all(&chain.dir);
+    drop(chain.disk.take());
+    let _ = std::fs::remove_dir_all(&chain.root);
 }
 
 /// One cycle: users, traffic, kill, restart, checks. The chain's server
@@ -326,10 +454,16 @@ fn end_chain(chain: Chain) {
 fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut Stats) -> Result<(), String> {
     let server = c.server.take().ok_or("no server")?;
     create_users(&mut c.model, server.admin, &format!("k{}c{cycle}", c.number))?;
-    let at_rest = args.live_only || rng.below(4) == 0;
-    let kill_after = Duration::from_millis(KILL_AFTER_MS_MIN + rng.below(KILL_SPREAD_MS));
+    // An overload cycle's live check would be shed: its kills are all in
+    // flight.
+    let at_rest = args.live_only || (c.condition != Condition::Overload && rng.below(4) == 0);
+    let spec = CycleSpec {
+        number: cycle,
+        kill_after: Duration::from_millis(KILL_AFTER_MS_MIN + rng.below(KILL_SPREAD_MS)),
+        at_rest,
+    };
     let orders_before = c.model.orders.len();
-    let (before, in_flight, running) = traffic_then_kill(args, c, server, cycle, rng, kill_after, at_rest)?;
+    let (before, in_flight, running) = traffic_then_kill(args, c, server, &spec, rng, stats)?;
     let orders = c.model.orders.len() - orders_before;
     stats.in_flight += in_flight;
     stats.kills_at_rest += u32::from(at_rest);
@@ -337,7 +471,11 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
     let server = match running {
         Some(server) => server,
         None => {
-            let server = Server::start(&c.dir, c.starts, args.options).map_err(|e| format!("restart: {e}"))?;
+            // Recovery needs room for a new generation.
+            if let Some(disk) = &c.disk {
+                disk.free()?;
+            }
+            let server = c.start(c.starts, args).map_err(|e| format!("restart: {e}"))?;
             c.starts += 1;
             server
         }
@@ -360,34 +498,31 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
     let fills: usize = verified.users.iter().map(|u| u.trades.len()).sum();
     stats.fills += fills;
     println!(
-        "crash: cycle {cycle}: data dir {} start {}, {} after {} ms {}, {orders} orders sent, \
+        "crash: cycle {cycle} ({}): data dir {} start {}, {} after {} ms {}, {orders} orders sent, \
          {in_flight} requests in flight, {fills} fill sides checked",
+        c.condition.name(),
         c.number,
         c.starts - 1,
         if args.simulate { "requests abandoned" } else { "kill -9" },
-        kill_after.as_millis(),
+        spec.kill_after.as_millis(),
         if at_rest { "at rest" } else { "in flight" },
     );
     Ok(())
 }
 
-/// Runs the clients, then kills the server: in flight, or after stopping
-/// the clients and checking the live state, which is returned with the
-/// number of requests left unanswered. With `--simulate-crash` the clients
-/// abandon their requests instead and the server, returned, lives on.
-fn traffic_then_kill(
-    args: &Args,
-    c: &mut Chain,
-    server: Server,
-    cycle: u32,
-    rng: &mut Rng,
+/// When a cycle's kill comes.
+struct CycleSpec {
+    number: u32,
     kill_after: Duration,
+    /// The clients stop and the live state is checked before the kill.
     at_rest: bool,
-) -> Result<(Option<snapshot::Snapshot>, usize, Option<Server>), String> {
-    let shared = Shared {
-        users: c.model.users.clone(),
-        budgets: c
-            .model
+}
+
+/// The state the clients of one cycle share.
+fn shared_for(model: &Model) -> Shared {
+    Shared {
+        users: model.users.clone(),
+        budgets: model
             .orders_sent
             .iter()
             .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
@@ -395,19 +530,58 @@ fn traffic_then_kill(
         stop: AtomicBool::new(false),
         sprint: AtomicBool::new(false),
         sockets: Mutex::new(Vec::new()),
-    };
-    let plans = plans(&c.model, &server, cycle, c.number, rng, kill_after);
+        journal_full: AtomicBool::new(false),
+    }
+}
+
+/// Runs the clients, then kills the server: in flight, or after stopping
+/// the clients and checking the live state, which is returned with the
+/// number of requests left unanswered. With `--simulate-crash` the clients
+/// abandon their requests instead and the server, returned, lives on.
+///
+/// A disk-full cycle fills the disk as the clients start and runs the
+/// journal filler beside them; its kill waits until the journal has
+/// refused for want of room. An overload cycle's flood runs from before
+/// the clients start until after the kill, which must come while it is
+/// being shed.
+fn traffic_then_kill(
+    args: &Args,
+    c: &mut Chain,
+    server: Server,
+    spec: &CycleSpec,
+    rng: &mut Rng,
+    stats: &mut Stats,
+) -> Result<(Option<snapshot::Snapshot>, usize, Option<Server>), String> {
+    let shared = shared_for(&c.model);
+    let plans = plans(&c.model, &server, spec.number, c.number, rng, spec.kill_after);
     let sprint = Duration::from_micros(rng.below(SPRINT_US_MAX));
-    let (events, server) = std::thread::scope(|scope| {
+    let flood = match c.condition {
+        Condition::Overload => Some(Flood::start(server.api)?),
+        _ => None,
+    };
+    if let Some(disk) = &c.disk {
+        disk.fill()?;
+    }
+    let logs = (server.stdout_path.clone(), server.stderr_path.clone());
+    let admin_addr = server.admin;
+    let (events, server, killed_at) = std::thread::scope(|scope| {
         let threads: Vec<_> = plans
             .into_iter()
             .map(|plan| scope.spawn(|| traffic::run(plan, &shared)))
             .collect();
-        std::thread::sleep(kill_after);
+        let filler =
+            (c.condition == Condition::DiskFull).then(|| scope.spawn(|| traffic::fill_journal(admin_addr, &shared)));
+        std::thread::sleep(spec.kill_after);
+        if let Some(filler) = &filler {
+            let deadline = Instant::now() + Duration::from_millis(DISK_FULL_TIMEOUT_MS);
+            while !shared.journal_full.load(Ordering::SeqCst) && !filler.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         shared.sprint.store(true, Ordering::SeqCst);
         std::thread::sleep(sprint);
         shared.stop.store(true, Ordering::SeqCst);
-        let server = match (at_rest, args.simulate) {
+        let server = match (spec.at_rest, args.simulate) {
             (true, _) => Some(server),
             (false, true) => {
                 shared.abandon();
@@ -418,14 +592,43 @@ fn traffic_then_kill(
                 None
             }
         };
-        let events: Vec<_> = threads
+        let killed_at = Instant::now();
+        let mut events: Vec<_> = threads
             .into_iter()
             .map(|t| t.join().expect("a client thread"))
             .collect();
+        events.extend(filler.map(|f| f.join().expect("the filler thread")));
         // The clones would keep the clients' connections open.
         shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        (events, server)
+        (events, server, killed_at)
     });
+    if let Some(flood) = flood {
+        let last = flood.last_shed();
+        stats.shed += flood.shed();
+        flood.stop();
+        let since = last.map(|at| killed_at.saturating_duration_since(at));
+        match since {
+            Some(since) if since <= Duration::from_millis(SHED_BEFORE_KILL_MS) => {
+                stats.shed_gap_max = stats.shed_gap_max.max(since);
+            }
+            _ => {
+                return Err(format!(
+                    "no refusal of the flood in the {SHED_BEFORE_KILL_MS} ms before the kill (last {since:?} before)"
+                ))
+            }
+        }
+    }
+    if c.condition == Condition::DiskFull {
+        disk_full_at_kill(&shared, &logs.0, &logs.1)?;
+    }
+    stats.journal_full += match c.condition {
+        Condition::DiskFull => events
+            .iter()
+            .flatten()
+            .filter(|e| traffic::outcome_of(e).never_ran())
+            .count(),
+        _ => 0,
+    };
     let unknown_before = c.model.unknowns();
     for e in events {
         c.model.apply(e)?;
@@ -435,7 +638,7 @@ fn traffic_then_kill(
     }
     let in_flight = c.model.unknowns() - unknown_before;
     let mut before = None;
-    if let (true, Some(server)) = (at_rest, &server) {
+    if let (true, Some(server)) = (spec.at_rest, &server) {
         if in_flight > 0 {
             return Err(format!("{in_flight} requests unanswered by a live server"));
         }
@@ -454,6 +657,34 @@ fn traffic_then_kill(
             Ok((before, in_flight, None))
         }
     }
+}
+
+/// The journal refused for want of room (the filler saw its 503), and
+/// at the kill some shard's journal was still without it: each shard says
+/// so on every change (stderr when room runs out, stdout when it is back;
+/// the server may find room again by itself, for example when the
+/// history store gives up a file it was growing).
+fn disk_full_at_kill(shared: &Shared, stdout: &Path, stderr: &Path) -> Result<(), String> {
+    if !shared.journal_full.load(Ordering::SeqCst) {
+        return Err(format!(
+            "the journal never refused for want of disk space within {DISK_FULL_TIMEOUT_MS} ms"
+        ));
+    }
+    let (out, err) = (read_log(stdout), read_log(stderr));
+    let count = |text: &str, shard: usize, what: &str| {
+        let prefix = format!("shard {shard}: journal: {what}");
+        text.lines().filter(|l| l.starts_with(&prefix)).count()
+    };
+    let full =
+        (0..server::SHARDS).any(|shard| count(&err, shard, "no space left") > count(&out, shard, "disk space is back"));
+    match full {
+        true => Ok(()),
+        false => Err("every journal had room again before the kill".into()),
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Waits until the server has closed every client connection but the one
@@ -551,17 +782,7 @@ fn create_users(model: &mut Model, admin: std::net::SocketAddr, prefix: &str) ->
 /// One client's traffic without pacing or a kill, so every request is
 /// answered.
 fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) -> Result<(), String> {
-    let shared = Shared {
-        users: model.users.clone(),
-        budgets: model
-            .orders_sent
-            .iter()
-            .map(|sent| AtomicU32::new(ORDERS_PER_USER_MAX - sent))
-            .collect(),
-        stop: AtomicBool::new(false),
-        sprint: AtomicBool::new(false),
-        sockets: Mutex::new(Vec::new()),
-    };
+    let shared = shared_for(model);
     let plan = Plan {
         api: server.api,
         admin: server.admin,

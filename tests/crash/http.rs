@@ -75,8 +75,14 @@ impl Conn {
 
     /// Sends one raw request and reads its response.
     pub fn request(&mut self, raw: &[u8]) -> Result<Reply, Lost> {
-        self.stream.write_all(raw).map_err(|e| Lost(format!("write: {e}")))?;
+        self.send(raw)?;
         self.response()
+    }
+
+    /// Sends raw bytes (one request or several, pipelined) without
+    /// waiting; `response` reads the answers in order.
+    pub fn send(&mut self, raw: &[u8]) -> Result<(), Lost> {
+        self.stream.write_all(raw).map_err(|e| Lost(format!("write: {e}")))
     }
 
     fn fill(&mut self) -> Result<(), Lost> {
@@ -91,7 +97,8 @@ impl Conn {
         }
     }
 
-    fn response(&mut self) -> Result<Reply, Lost> {
+    /// Reads the next response.
+    pub fn response(&mut self) -> Result<Reply, Lost> {
         let head_end = loop {
             if let Some(end) = find(&self.buffered, b"\r\n\r\n") {
                 break end;

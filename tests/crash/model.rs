@@ -138,6 +138,18 @@ pub struct OrderFacts {
     pub quote: i64,
 }
 
+/// Binance's -1008: the server refused the request before running it
+/// (a shard shedding load, or the journal's disk full), so it must have
+/// no effect.
+pub const SERVER_BUSY: i64 = -1008;
+
+impl Outcome {
+    /// A 503 with -1008: refused before it ran.
+    pub fn never_ran(&self) -> bool {
+        matches!(self, Outcome::Answered { status: 503, body } if body["code"].as_i64() == Some(SERVER_BUSY))
+    }
+}
+
 /// Whether an order was placed.
 #[derive(Clone, Debug)]
 pub enum Placed {
@@ -154,7 +166,8 @@ pub enum Placed {
 /// What the one cancel the harness may send for an order did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CancelState {
-    /// None sent, or one that verifiably did not happen.
+    /// None sent, or one that verifiably did not happen (refused with
+    /// -1008 before it ran, or unanswered and absent after a recovery).
     None,
     /// Sent, no response.
     Unknown,
@@ -310,6 +323,7 @@ impl Model {
                 } => {
                     let state = match outcome {
                         Outcome::Lost => TransferState::Unknown,
+                        _ if outcome.never_ran() => TransferState::NotDone,
                         Outcome::Answered { status, .. } if status >= 500 => TransferState::Unknown,
                         Outcome::Answered { status: 200, .. } => TransferState::Done,
                         Outcome::Answered { .. } => TransferState::NotDone,
@@ -331,7 +345,8 @@ impl Model {
     fn order_outcome(&mut self, user: usize, market: usize, outcome: &Outcome) -> Result<Placed, String> {
         let body = match outcome {
             Outcome::Lost => return Ok(Placed::Unknown),
-            // A server error promises nothing either way.
+            _ if outcome.never_ran() => return Ok(Placed::Refused(SERVER_BUSY)),
+            // Any other server error promises nothing either way.
             Outcome::Answered { status, .. } if *status >= 500 => return Ok(Placed::Unknown),
             Outcome::Answered { status: 200, body } => body,
             Outcome::Answered { body, .. } => {
@@ -411,6 +426,7 @@ impl Model {
 fn cancel_outcome(outcome: &Outcome) -> Result<CancelState, String> {
     match outcome {
         Outcome::Lost => Ok(CancelState::Unknown),
+        _ if outcome.never_ran() => Ok(CancelState::None),
         Outcome::Answered { status, .. } if *status >= 500 => Ok(CancelState::Unknown),
         Outcome::Answered { status: 200, body } => Ok(CancelState::Done {
             executed: units(body, "executedQty")?,

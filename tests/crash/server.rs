@@ -21,6 +21,8 @@ pub const SHARDS: usize = 2;
 const START_TIMEOUT_MS: u64 = 120_000;
 /// The longest recovery may take until `/ready` answers 200.
 const READY_TIMEOUT_MS: u64 = 120_000;
+/// The load-shedding limit's flag.
+pub const OVERLOAD_FLAG: &str = "--overload-order-wait-ms-max";
 /// How often start-up output and `/ready` are polled.
 const POLL_MS: u64 = 5;
 
@@ -62,9 +64,23 @@ impl Server {
     /// Starts tradsys on `data_dir` and waits until `/ready` answers 200.
     /// `start_no` numbers the log files of this start.
     pub fn start(data_dir: &Path, start_no: u32, options: Options) -> Result<Server, StartError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StartError::Failed(format!("{}: {e}", data_dir.display())))?;
-        let stdout_path = data_dir.join(format!("tradsys-{start_no}.stdout"));
-        let stderr_path = data_dir.join(format!("tradsys-{start_no}.stderr"));
+        Server::start_on(data_dir, data_dir, start_no, options, &[])
+    }
+
+    /// `start` with the log files in `log_dir` (a data directory on a disk
+    /// the harness fills keeps its logs elsewhere) and `extra` arguments.
+    pub fn start_on(
+        data_dir: &Path,
+        log_dir: &Path,
+        start_no: u32,
+        options: Options,
+        extra: &[&str],
+    ) -> Result<Server, StartError> {
+        for dir in [data_dir, log_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| StartError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        let stdout_path = log_dir.join(format!("tradsys-{start_no}.stdout"));
+        let stderr_path = log_dir.join(format!("tradsys-{start_no}.stderr"));
         let file = |path: &Path| std::fs::File::create(path).map_err(|e| StartError::Failed(e.to_string()));
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tradsys"));
@@ -76,10 +92,14 @@ impl Server {
             .args(["--orders-per-10s-max", "100000000", "--orders-per-day-max", "100000000"])
             .args(["--request-weight-per-minute-max", "100000000"])
             .args(["--raw-requests-per-5m-max", "100000000"])
-            // Nor load shedding (tests/overload.rs): every request runs.
-            .args(["--overload-order-wait-ms-max", "0"])
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(extra);
+        // Nor load shedding (tests/overload.rs): every request runs, unless
+        // `extra` (an overload cycle) sets its own limit.
+        if !extra.contains(&OVERLOAD_FLAG) {
+            command.args([OVERLOAD_FLAG, "0"]);
+        }
         if options.durability_flag {
             command.args(["--durability", "fsync"]);
         }

@@ -56,6 +56,9 @@ pub struct Shared {
     pub sprint: AtomicBool,
     /// Every client connection, for `abandon`.
     pub sockets: Mutex<Vec<TcpStream>>,
+    /// Set by `fill_journal` when the journal refused for want of disk
+    /// space.
+    pub journal_full: AtomicBool,
 }
 
 impl Shared {
@@ -174,7 +177,7 @@ fn outcome(result: Result<Reply, Lost>) -> Outcome {
     }
 }
 
-fn outcome_of(event: &Event) -> &Outcome {
+pub fn outcome_of(event: &Event) -> &Outcome {
     match event {
         Event::Order { outcome, .. } | Event::Cancel { outcome, .. } | Event::Transfer { outcome, .. } => outcome,
     }
@@ -257,6 +260,17 @@ fn cancel(api: &mut Conn, shared: &Shared, user: usize, market: usize, client_id
 fn transfer(admin_conn: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, deposit: bool) -> Event {
     let asset = TRANSFER_ASSETS[rng.below(TRANSFER_ASSETS.len() as u64) as usize];
     let amount = (1 + rng.below(TRANSFER_MILLIS_MAX)) as i64 * 100_000;
+    transfer_of(admin_conn, shared, user, asset, amount, deposit)
+}
+
+fn transfer_of(
+    admin_conn: &mut Conn,
+    shared: &Shared,
+    user: usize,
+    asset: &'static str,
+    amount: i64,
+    deposit: bool,
+) -> Event {
     let kind = if deposit { "deposits" } else { "withdrawals" };
     let path = format!("/admin/v1/users/{}/{kind}", shared.users[user].user_id);
     let body = json!({"asset": asset, "amount": decimal(amount)});
@@ -268,4 +282,47 @@ fn transfer(admin_conn: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, 
         deposit,
         outcome: outcome(result),
     }
+}
+
+/// The most deposits `fill_journal` makes: far more than the journal of a
+/// disk-full cycle (`disk::SEGMENT_BYTES`) holds.
+const FILL_DEPOSITS_MAX: usize = 100_000;
+/// What each of its deposits moves, in units.
+const FILL_DEPOSIT_UNITS: i64 = 100_000;
+
+/// The disk-full cycles' filler: small deposits, round the users, until
+/// the journal, out of disk space for its next segment, refuses one with
+/// 503 -1008 (then `Shared::journal_full` is set), the clients stop, or
+/// the server goes away.
+pub fn fill_journal(admin_addr: SocketAddr, shared: &Shared) -> Vec<Event> {
+    let mut events = Vec::new();
+    let Ok(mut conn) = Conn::open(admin_addr) else {
+        return events;
+    };
+    if let Some(socket) = conn.socket() {
+        shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    }
+    for n in 0..FILL_DEPOSITS_MAX {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let event = transfer_of(
+            &mut conn,
+            shared,
+            n % shared.users.len(),
+            "USDT",
+            FILL_DEPOSIT_UNITS,
+            true,
+        );
+        let outcome = outcome_of(&event);
+        let (refused, lost) = (outcome.never_ran(), outcome.is_lost());
+        events.push(event);
+        if refused {
+            shared.journal_full.store(true, Ordering::SeqCst);
+        }
+        if refused || lost {
+            break;
+        }
+    }
+    events
 }
