@@ -152,3 +152,79 @@ impl ReplayShard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durability::snapshot::{decode_file, write_parts, SnapshotHeader};
+    use tradsys_engine::num::Amount;
+
+    /// One user's deposit and withdrawal on a 1-shard server, as a snapshot
+    /// file's bytes.
+    fn snapshot_bytes(specs: &[MarketSpec], dir: &std::path::Path) -> Result<Vec<u8>, String> {
+        let mut shard = ReplayShard::fresh(0, 1, specs.to_vec());
+        let trading = &mut shard.trading;
+        let user = trading.allocate_user_id();
+        trading.create_user(user, "alice").map_err(|e| e.to_string())?;
+        trading
+            .transfer(user, "USDT", Amount(DEPOSIT), true)
+            .map_err(|e| e.to_string())?;
+        trading
+            .transfer(user, "USDT", Amount(WITHDRAWAL), false)
+            .map_err(|e| e.to_string())?;
+        let image = ShardImage {
+            trading: shard.trading.into_image(),
+            market_data: shard.market_data,
+        };
+        let header = SnapshotHeader {
+            cut: 1,
+            covered_lsn: 0,
+            shard: 0,
+            shards: 1,
+        };
+        write_parts(dir, header, &image, &[]).map_err(|e| e.to_string())?;
+        let file = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no snapshot written")?;
+        let bytes = std::fs::read(file.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(dir);
+        bytes
+    }
+
+    const DEPOSIT: i64 = 5_000_000_000_123;
+    const WITHDRAWAL: i64 = 1_000_000_000_000;
+
+    /// A snapshot whose checksum holds but whose content is not a state the
+    /// engine makes (a free balance one unit more than the deposits and
+    /// withdrawals allow) is refused with the reason, never trusted.
+    #[test]
+    fn a_snapshot_with_a_valid_checksum_and_an_impossible_balance_is_refused() -> Result<(), String> {
+        let specs = tradsys_engine::market::parse_markets(include_str!("../../shards/markets.toml"))
+            .map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("tradsys-image-test-{}", std::process::id()));
+        let mut bytes = snapshot_bytes(&specs, &dir)?;
+        let (_, snap) = decode_file(&bytes)?;
+        let usdt = snap.image.trading.accounts.asset_id("USDT").ok_or("USDT")?;
+        assert!(ReplayShard::from_image(snap.image, specs.clone()).is_ok());
+        // The free balance, the only place its value is written.
+        let free = (DEPOSIT - WITHDRAWAL).to_le_bytes();
+        let at: Vec<usize> = (0..bytes.len() - 8).filter(|&i| bytes[i..i + 8] == free).collect();
+        assert_eq!(at.len(), 1, "the free balance is written once");
+        bytes[at[0]..at[0] + 8].copy_from_slice(&(DEPOSIT - WITHDRAWAL + 1).to_le_bytes());
+        let end = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+        let (_, snap) = decode_file(&bytes)?;
+        let refused = ReplayShard::from_image(snap.image, specs).err();
+        let expected = format!(
+            "snapshot of shard 0: not a consistent state: accounts: asset {} is not conserved: {} held and 0 in \
+             fees against Some({}) that came in",
+            usdt.0,
+            DEPOSIT - WITHDRAWAL + 1,
+            DEPOSIT - WITHDRAWAL
+        );
+        assert_eq!(refused, Some(expected));
+        Ok(())
+    }
+}

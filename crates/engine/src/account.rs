@@ -283,8 +283,8 @@ impl Accounts {
     /// reserved again, its invariants checked.
     pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Accounts, SnapshotError> {
         let mut accounts: Accounts = snapshot::decode(bytes)?;
+        accounts.verify().map_err(SnapshotError::Inconsistent)?;
         accounts.reserve_up_front();
-        accounts.check_invariants();
         Ok(accounts)
     }
 
@@ -1008,45 +1008,141 @@ impl Accounts {
     /// Conservation, non-negative balances and locks matching open orders;
     /// O(users × assets + orders). Tests call it after every operation.
     pub fn check_invariants(&self) {
+        if let Err(e) = self.verify() {
+            panic!("accounts of shard {}: {e}", self.shard);
+        }
+    }
+
+    /// The invariants as an error: conservation per asset, non-negative
+    /// balances, locks equal to what the open orders hold, every open
+    /// order in exactly one list of its user and market, every slot used
+    /// once, every history chain running back in time. Safe on any
+    /// content (each index is checked before use and each walk is
+    /// bounded), so a machine restored from a snapshot whose checksum
+    /// holds is still refused when its content is not a state this
+    /// engine makes.
+    pub fn verify(&self) -> Result<(), String> {
         let assets = self.assets.len();
+        let markets = self.markets.len();
+        let asset_ok = |a: AssetId| usize::from(a.0) < assets;
+        if self.ledger.len() != assets
+            || markets != self.specs.len()
+            || !self.markets.iter().all(|m| asset_ok(m.base) && asset_ok(m.quote))
+        {
+            return Err(format!(
+                "{} ledgers and {markets} markets for {assets} assets and {} market specs",
+                self.ledger.len(),
+                self.specs.len()
+            ));
+        }
+        self.closed.verify(ORDERS_CLOSED_PER_MACHINE_MAX)?;
+        self.trades.verify(TRADES_PER_MACHINE_MAX)?;
+        self.verify_slots()?;
+        if self.user_index.len() != self.users.len() {
+            return Err(format!(
+                "{} users indexed of {}",
+                self.user_index.len(),
+                self.users.len()
+            ));
+        }
         let mut held = vec![0_i128; assets];
         let mut open_count = 0;
         for (index, u) in self.users.iter().enumerate() {
             let user = u.id;
-            assert_eq!(self.user_index.get(&user), Some(&(index as u32)));
-            let mut required = vec![0_i64; assets];
+            if self.user_index.get(&user) != Some(&(index as u32)) {
+                return Err(format!("user {user} is not indexed at {index}"));
+            }
+            if u.balances.len() != assets || u.open.len() != markets {
+                return Err(format!("user {user}: balances or open-order lists of the wrong length"));
+            }
+            let mut required = vec![0_i128; assets];
             for (market, list) in u.open.iter().enumerate() {
                 let (mut at, mut prev, mut len) = (list.head, NIL, 0);
                 while at != NIL {
-                    let order = &self.slots[at as usize];
-                    assert_eq!(self.orders.get(&order.view.order_id), Some(&at));
-                    assert_eq!((order.view.user, order.user), (user, index as u32));
-                    assert_eq!(usize::from(order.view.market.0), market);
-                    assert_eq!(order.prev, prev);
-                    assert!(order.locked.0 >= 0 && !order.view.status.is_final());
-                    required[usize::from(order.asset.0)] += order.locked.0;
+                    let order = self
+                        .slots
+                        .get(at as usize)
+                        .filter(|_| (len as usize) < self.slots.len())
+                        .ok_or_else(|| format!("user {user}: an open-order list leaves the slots at {at}"))?;
+                    let view = &order.view;
+                    let fits = self.orders.get(&view.order_id) == Some(&at)
+                        && (view.user, order.user) == (user, index as u32)
+                        && usize::from(view.market.0) == market
+                        && order.prev == prev
+                        && order.locked.0 >= 0
+                        && !view.status.is_final()
+                        && asset_ok(order.asset);
+                    if !fits {
+                        return Err(format!(
+                            "user {user}: open order {} does not fit its list",
+                            view.order_id
+                        ));
+                    }
+                    required[usize::from(order.asset.0)] += i128::from(order.locked.0);
                     open_count += 1;
                     len += 1;
                     prev = at;
                     at = order.next;
                 }
-                assert_eq!((list.tail, list.len), (prev, len));
+                if (list.tail, list.len) != (prev, len) {
+                    return Err(format!("user {user}: an open-order list's tail or length is wrong"));
+                }
             }
-            self.closed.check_chain(u.closed);
-            self.trades.check_chain(u.trades);
+            self.closed.verify_chain(u.closed)?;
+            self.trades.verify_chain(u.trades)?;
             for (asset, b) in u.balances.iter().enumerate() {
-                assert!(b.free.0 >= 0 && b.locked.0 >= 0, "negative balance");
-                assert_eq!(b.locked.0, required[asset], "user {user} locked");
+                if b.free.0 < 0 || b.locked.0 < 0 {
+                    return Err(format!("user {user}: a negative balance of asset {asset}"));
+                }
+                if i128::from(b.locked.0) != required[asset] {
+                    return Err(format!(
+                        "user {user}: {} locked of asset {asset} where the open orders hold {}",
+                        b.locked.0, required[asset]
+                    ));
+                }
                 held[asset] += i128::from(b.free.0) + i128::from(b.locked.0);
             }
         }
-        assert_eq!(open_count, self.orders.len());
-        assert_eq!(self.user_index.len(), self.users.len());
-        assert_eq!(self.orders.len() + self.slots_free.len(), self.slots.len());
+        if open_count != self.orders.len() {
+            return Err(format!(
+                "{} open orders, {open_count} of them in their users' lists",
+                self.orders.len()
+            ));
+        }
         for (asset, l) in self.ledger.iter().enumerate() {
-            assert!(l.fees >= 0);
-            let total = held[asset] + i128::from(l.fees);
-            assert_eq!(total, l.deposits - l.withdrawals + l.settled_in, "asset {asset}");
+            let came_in = l
+                .deposits
+                .checked_sub(l.withdrawals)
+                .and_then(|x| x.checked_add(l.settled_in));
+            if l.fees < 0 || came_in != Some(held[asset] + i128::from(l.fees)) {
+                return Err(format!(
+                    "asset {asset} is not conserved: {} held and {} in fees against {:?} that came in",
+                    held[asset], l.fees, came_in
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every slot holds exactly one open order (the one `orders` names)
+    /// or is listed free exactly once.
+    fn verify_slots(&self) -> Result<(), String> {
+        let mut used = vec![false; self.slots.len()];
+        for (id, &slot) in &self.orders {
+            let fits = self.slots.get(slot as usize).is_some_and(|o| o.view.order_id == *id);
+            if !fits || std::mem::replace(&mut used[slot as usize], true) {
+                return Err(format!("order {id} is not in its slot {slot}"));
+            }
+        }
+        for &slot in &self.slots_free {
+            match used.get_mut(slot as usize) {
+                Some(taken) if !*taken => *taken = true,
+                _ => return Err(format!("free slot {slot} is taken or out of range")),
+            }
+        }
+        match used.iter().all(|&u| u) {
+            true => Ok(()),
+            false => Err("a slot is neither used nor free".into()),
         }
     }
 }

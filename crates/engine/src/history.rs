@@ -132,18 +132,49 @@ impl<T: Copy, const PER_USER_MAX: usize> History<T, PER_USER_MAX> {
         self.capacity
     }
 
+    /// Whether the ring is one this build makes, with at least
+    /// `capacity_min` records (a merge of machines makes larger rings):
+    /// a power-of-two capacity, every record in its slot, none newer than
+    /// `next_seq`, as many as were appended up to the capacity. Safe on
+    /// any content, so a ring restored from a snapshot is checked before
+    /// anything walks it.
+    pub fn verify(&self, capacity_min: usize) -> Result<(), String> {
+        let filled = self.next_seq.min(self.capacity as u64);
+        let shaped = self.capacity.is_power_of_two() && self.capacity >= capacity_min;
+        if !shaped || self.records.len() as u64 != filled {
+            return Err(format!(
+                "a history ring of {} records with capacity {} after {} appends (at least {capacity_min})",
+                self.records.len(),
+                self.capacity,
+                self.next_seq
+            ));
+        }
+        let misplaced = self
+            .records
+            .iter()
+            .enumerate()
+            .find(|(slot, e)| e.seq >= self.next_seq || self.slot(e.seq) != *slot);
+        match misplaced {
+            Some((slot, e)) => Err(format!("history record {} in slot {slot}", e.seq)),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that the part of a user's chain a walk can see runs strictly
     /// back in time; O(`PER_USER_MAX`).
-    pub fn check_chain(&self, chain: Chain) {
+    pub fn verify_chain(&self, chain: Chain) -> Result<(), String> {
         let mut at = chain.0;
-        if at != NONE {
-            assert!(at < self.next_seq, "a chain points past the newest record");
+        if at != NONE && at >= self.next_seq {
+            return Err(format!("a history chain starts at {at}, past the newest record"));
         }
         for _ in 0..PER_USER_MAX {
             let Some(entry) = self.get(at) else { break };
-            assert!(entry.prev == NONE || entry.prev < entry.seq);
+            if entry.prev != NONE && entry.prev >= entry.seq {
+                return Err(format!("history record {} links forward to {}", entry.seq, entry.prev));
+            }
             at = entry.prev;
         }
+        Ok(())
     }
 }
 
@@ -171,7 +202,8 @@ mod tests {
         let oldest_b: Vec<u32> = history.oldest_first(b).copied().collect();
         assert_eq!(oldest_b, vec![105, 106, 107]);
         assert_eq!(history.newest_first(Chain::EMPTY).count(), 0);
-        history.check_chain(a);
-        history.check_chain(b);
+        assert_eq!(history.verify(8), Ok(()));
+        assert_eq!(history.verify_chain(a), Ok(()));
+        assert_eq!(history.verify_chain(b), Ok(()));
     }
 }

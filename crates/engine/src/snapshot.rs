@@ -37,6 +37,8 @@ pub enum SnapshotError {
     Encode(rancor::Error),
     #[error("snapshot is not a valid archive: {0}")]
     Decode(rancor::Error),
+    #[error("snapshot is not a state this engine makes: {0}")]
+    Inconsistent(String),
 }
 
 /// Archives `state` (`rkyv::to_bytes`).
