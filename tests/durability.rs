@@ -737,6 +737,63 @@ fn a_failed_start_up_snapshot_stops_the_start_and_loses_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every file under `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A snapshot whose checksum holds but whose state is impossible (a free
+/// balance one unit above what the deposits and withdrawals allow, which
+/// only something that can already write the data directory can make)
+/// stops the start with exit code 1 and the broken invariant. Before, it
+/// was trusted and the server ran with money from nowhere.
+#[test]
+fn a_snapshot_with_an_impossible_balance_stops_the_start() {
+    let dir = temp_data_dir();
+    let server = start_in(&dir, 1, &["--history", "off"]);
+    let user = create_user(&server, "alice", &[("USDT", "50000.00000123")]);
+    let path = format!("/admin/v1/users/{}/withdrawals", user.id);
+    let body = json!({"asset": "USDT", "amount": "10000"});
+    let (status, _) = admin(server.admin.expect("admin API"), "POST", &path, Some(body));
+    assert_eq!(status, 200);
+    drop(server);
+    // The next start writes the state as its new generation's snapshot.
+    drop(start_in(&dir, 1, &["--history", "off"]));
+    let snapshots = files_ending(&dir, ".snap");
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let mut bytes = std::fs::read(&snapshots[0]).expect("the snapshot");
+    let free = 4_000_000_000_123_i64.to_le_bytes();
+    let at: Vec<usize> = (0..bytes.len() - 8).filter(|&i| bytes[i..i + 8] == free).collect();
+    assert_eq!(at.len(), 1, "the free balance is written once");
+    bytes[at[0]..at[0] + 8].copy_from_slice(&4_000_000_000_124_i64.to_le_bytes());
+    let end = bytes.len() - 4;
+    let crc = crc32c::crc32c(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&snapshots[0], &bytes).expect("the snapshot rewritten");
+    let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--shards", "1", "--history", "off", "--markets", markets, "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("tradsys runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let broken = "/shard-0/gen-2: snapshot of shard 0: not a consistent state: accounts: asset 1 is not \
+                  conserved: 4000000000124 held and 0 in fees against Some(4000000000123) that came in";
+    assert!(stderr.contains(broken), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Fills `dir`'s filesystem to the last byte with a file at `path`.
 fn fill_up(path: &Path) {
     use std::io::Write;
@@ -749,7 +806,13 @@ fn fill_up(path: &Path) {
 
 /// The sum of a metric over its series.
 fn metric_sum(server: &Server, name: &str) -> f64 {
-    server.metrics().samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
+    server
+        .metrics()
+        .samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .sum()
 }
 
 /// The history store (SQLite, in the data directory) on a full disk: it
@@ -762,7 +825,12 @@ fn metric_sum(server: &Server, name: &str) -> f64 {
 fn a_full_disk_keeps_history_reads_working() {
     let fs = Tmpfs::mount(4 << 20);
     let dir = fs.path.join("data");
-    let quiet = ["--journal-segment-bytes", "131072", "--snapshot-records", "1099511627776"];
+    let quiet = [
+        "--journal-segment-bytes",
+        "131072",
+        "--snapshot-records",
+        "1099511627776",
+    ];
     let args = [&quiet[..], &["--snapshot-interval-s", "86400"], &common::LIMITS_OFF[..]].concat();
     let server = start_in(&dir, 1, &args);
     let funds = [("BTC", "10"), ("USDT", "1000000")];
@@ -790,7 +858,11 @@ fn a_full_disk_keeps_history_reads_working() {
     let r = signed(&mut c, &bob, "GET", "/api/v3/allOrders", q);
     assert_eq!(r.status, 200, "{}", r.body_text());
     let orders = r.json();
-    let filled = orders.as_array().into_iter().flatten().filter(|o| o["status"] == "FILLED");
+    let filled = orders
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["status"] == "FILLED");
     assert_eq!(filled.count(), trades);
     assert_eq!(metric_sum(&server, "tradsys_history_breaker_state"), 0.0);
     assert_eq!(metric_sum(&server, "tradsys_history_breaker_rejections_total"), 0.0);

@@ -296,7 +296,8 @@ fn replay_shard(
     specs: &[MarketSpec],
     tap: Option<Box<dyn Tap>>,
 ) -> Result<ShardReplay, RecoveryError> {
-    let mut shard = ReplayShard::from_image(image, specs.to_vec()).map_err(RecoveryError::Layout)?;
+    let mut shard = ReplayShard::from_image(image, specs.to_vec())
+        .map_err(|e| RecoveryError::Layout(format!("{}: {e}", dir.display())))?;
     shard.last_lsn = covered;
     shard.tap = tap;
     let mut records = 0;

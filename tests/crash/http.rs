@@ -175,21 +175,44 @@ pub fn admin(conn: &mut Conn, method: &str, path: &str, body: Option<&Value>) ->
 
 /// An admin request that must succeed with 200; the JSON body.
 pub fn admin_ok(conn: &mut Conn, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    let reply = admin(conn, method, path, body).map_err(|e| format!("{method} {path}: lost: {}", e.0))?;
-    if reply.status != 200 {
-        return Err(format!("{method} {path}: {} {}", reply.status, reply.text()));
-    }
-    reply.json()
+    until_run(&format!("{method} {path}"), || admin(conn, method, path, body))
 }
 
 /// A signed request that must succeed with 200; the JSON body.
 pub fn signed_ok(conn: &mut Conn, key: &Key, method: &str, path: &str, query: &str) -> Result<Value, String> {
-    let reply =
-        signed(conn, key, method, path, query).map_err(|e| format!("{method} {path}?{query}: lost: {}", e.0))?;
-    if reply.status != 200 {
-        return Err(format!("{method} {path}?{query}: {} {}", reply.status, reply.text()));
+    until_run(&format!("{method} {path}?{query}"), || {
+        signed(conn, key, method, path, query)
+    })
+}
+
+/// How often, and how far apart, a request a busy server refused before
+/// running it (503 -1008, with `Retry-After`) is sent again.
+const BUSY_RETRIES: u32 = 200;
+const BUSY_RETRY_MS: u64 = 25;
+
+/// The JSON body of a 200 from `send` (see `unless_busy`).
+fn until_run(what: &str, send: impl FnMut() -> Result<Reply, Lost>) -> Result<Value, String> {
+    let reply = unless_busy(what, send)?;
+    match reply.status {
+        200 => reply.json(),
+        status => Err(format!("{what}: {status} {}", reply.text())),
     }
-    reply.json()
+}
+
+/// The first answer to `send` that is not a refusal before running (503
+/// -1008, with `Retry-After`), sent again after each: an overload cycle's
+/// server, shedding at its low limit, may refuse the checks' requests
+/// too, and a refusal ran nothing, so sending again is safe for any of
+/// them.
+pub fn unless_busy(what: &str, mut send: impl FnMut() -> Result<Reply, Lost>) -> Result<Reply, String> {
+    for _ in 0..BUSY_RETRIES {
+        let reply = send().map_err(|e| format!("{what}: lost: {}", e.0))?;
+        if reply.status != 503 || reply.code() != Some(crate::model::SERVER_BUSY) {
+            return Ok(reply);
+        }
+        std::thread::sleep(Duration::from_millis(BUSY_RETRY_MS));
+    }
+    Err(format!("{what}: refused as busy {BUSY_RETRIES} times"))
 }
 
 /// A decimal string from a JSON field as 10⁻⁸ units.

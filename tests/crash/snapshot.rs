@@ -7,7 +7,7 @@
 //! A snapshot is only meaningful at rest: `read_at_rest` reads until the
 //! audit before and after a full read agree.
 
-use crate::http::{admin_ok, signed, signed_ok, units, Conn};
+use crate::http::{admin_ok, signed, signed_ok, units, unless_busy, Conn};
 use crate::model::{Model, OrderFacts, MARKETS};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -193,7 +193,8 @@ fn read_user(api: &mut Conn, model: &Model, user: usize) -> Result<UserState, St
             "symbol={}&origClientOrderId={}",
             MARKETS[order.market].symbol, order.client_id
         );
-        let reply = signed(api, key, "GET", "/api/v3/order", &query).map_err(|e| e.0)?;
+        let what = format!("GET /api/v3/order?{query}");
+        let reply = unless_busy(&what, || signed(api, key, "GET", "/api/v3/order", &query))?;
         let seen = match (reply.status, reply.code()) {
             (200, _) => Some(SeenOrder::parse(order.market, &reply.json()?)?),
             (400, Some(-2013)) => None,
