@@ -779,8 +779,45 @@ pub enum Command {
     Migrate(Box<Config>),
     /// `tradsys worker`: run background jobs from Redis, without a server.
     Worker(Box<Config>),
+    /// `tradsys cluster check`: validate a cluster map against the
+    /// markets file, print who owns what, and stop.
+    ClusterCheck {
+        cluster: PathBuf,
+        markets: PathBuf,
+    },
     Help,
     Version,
+}
+
+/// The cluster map `tradsys cluster check` reads by default.
+pub const CLUSTER_MAP_DEFAULT: &str = "shards/cluster.toml";
+
+/// `cluster check [--cluster FILE] [--markets FILE]`.
+fn cluster_command(args: &[String]) -> Result<Command, ConfigError> {
+    match args.first().map(String::as_str) {
+        Some("check") => {}
+        Some("-h" | "--help") => return Ok(Command::Help),
+        Some(other) => return Err(invalid("cluster", format!("the subcommand is check, not {other:?}"))),
+        None => return Err(invalid("cluster", "needs a subcommand: check")),
+    }
+    let mut cluster = PathBuf::from(CLUSTER_MAP_DEFAULT);
+    let markets_default = KEYS.iter().find(|k| k.name == "markets").map_or("", |k| k.default);
+    let mut markets = PathBuf::from(markets_default);
+    let mut words = args[1..].iter();
+    while let Some(word) = words.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (word.as_str(), None),
+        };
+        let target = match flag {
+            "--cluster" => &mut cluster,
+            "--markets" => &mut markets,
+            _ => return Err(ConfigError::UnknownFlag(word.clone())),
+        };
+        let value = inline.or_else(|| words.next().cloned());
+        *target = PathBuf::from(value.ok_or_else(|| invalid(&flag[2..], "needs a value"))?);
+    }
+    Ok(Command::ClusterCheck { cluster, markets })
 }
 
 /// Reads the command line (without the program name) and the environment.
@@ -798,6 +835,7 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
             worker = true;
             args = &args[1..];
         }
+        Some("cluster") => return cluster_command(&args[1..]),
         _ => {}
     }
     let mut flags = BTreeMap::new();
@@ -1327,7 +1365,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn help() -> String {
     let mut out = String::from(
         "tradsys: a thread-per-core trading server speaking the Binance Spot v3 API\n\n\
-         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n\n\
+         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n                tradsys cluster check [--cluster FILE] [--markets FILE]   (validate a cluster map)\n\n\
          Each KEY may also come from the environment as TRADSYS_KEY or from the\n\
          TOML file as key = value; flags win over the environment, which wins\n\
          over the file.\n\nkeys:\n",

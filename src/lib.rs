@@ -6,6 +6,7 @@ pub mod auth;
 mod binance;
 mod cache;
 mod clock;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod durability;

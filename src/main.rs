@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Command::ClusterCheck { cluster, markets }) => return cluster_check(&cluster, &markets),
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
@@ -90,4 +91,25 @@ fn stop_on_panic() {
         eprintln!("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)");
         std::process::exit(EXIT_PANICKED);
     }));
+}
+
+/// `tradsys cluster check`: who owns what, or the map's first problem
+/// (exit code 2, as for any invalid configuration).
+fn cluster_check(cluster: &std::path::Path, markets: &std::path::Path) -> ExitCode {
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let specs = read(markets).and_then(|text| {
+        tradsys_engine::market::parse_markets(&text).map_err(|e| format!("{}: {e}", markets.display()))
+    });
+    let checked = specs.and_then(|specs| {
+        let map = read(cluster)?;
+        let map = tradsys::cluster::parse(&map, &specs).map_err(|e| format!("{}: {e}", cluster.display()))?;
+        Ok(map.summary(&specs))
+    });
+    match checked {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => invalid_config(&e),
+    }
 }

@@ -32,6 +32,7 @@ const LAYERS: &[&str] = &[
     "overload",
     "metrics",
     "redis",
+    "cluster",
     "config",
     "cache",
     // The trading core, then what is built on it.
