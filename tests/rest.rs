@@ -101,6 +101,40 @@ fn bad_input_gets_binance_codes() {
             -2010,
             "Account has insufficient balance for requested action.",
         ),
+        // Binance's iceberg and trailing orders are not built: refused,
+        // never placed as plain orders (exchangeInfo says so too).
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&icebergQty=0.01",
+            400,
+            -2010,
+            "Iceberg orders are not supported for this symbol.",
+        ),
+        (
+            "POST",
+            "/api/v3/order/test",
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&icebergQty=0.01",
+            400,
+            -2010,
+            "Iceberg orders are not supported for this symbol.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&pegPriceType=PRIMARY_PEG",
+            400,
+            -2010,
+            "Pegged orders are not supported for this symbol.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.1&price=1000&trailingDelta=100",
+            400,
+            -2010,
+            "Trailing stop orders are not supported for this symbol.",
+        ),
         (
             "GET",
             order,
@@ -150,6 +184,9 @@ fn bad_input_gets_binance_codes() {
             "{method} {path}?{query}"
         );
     }
+    // Nothing in the table placed an order.
+    let open = signed(&mut c, &alice, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+    assert_eq!((open.status, open.body_text()), (200, "[]".to_string()));
     let mut wrong = User {
         id: alice.id,
         key: alice.key.clone(),

@@ -176,6 +176,7 @@ fn symbol_json(m: &MarketSpec) -> String {
         "otoAllowed": false,
         "quoteOrderQtyMarketAllowed": true,
         "allowTrailingStop": false,
+        "pegInstructionsAllowed": false,
         "cancelReplaceAllowed": true,
         "isSpotTradingAllowed": true,
         "isMarginTradingAllowed": false,

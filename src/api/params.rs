@@ -93,10 +93,32 @@ pub(crate) fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<
     }
 }
 
+/// Order parameters of Binance's that tradsys does not implement, with the
+/// refusal Binance gives a symbol without them (exchangeInfo says
+/// `icebergAllowed`, `allowTrailingStop` and `pegInstructionsAllowed` are
+/// false): an order carrying one is refused, never placed as a plain
+/// order.
+const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 5] = [
+    ("icebergQty", "Iceberg orders are not supported for this symbol."),
+    (
+        "trailingDelta",
+        "Trailing stop orders are not supported for this symbol.",
+    ),
+    ("pegPriceType", PEGS_REFUSED),
+    ("pegOffsetValue", PEGS_REFUSED),
+    ("pegOffsetType", PEGS_REFUSED),
+];
+const PEGS_REFUSED: &str = "Pegged orders are not supported for this symbol.";
+
 /// The order a new-order request describes, checked for form only; the
 /// account machine checks filters and funds.
 pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
     let market = market_param(shard, params)?;
+    for (name, refusal) in UNSUPPORTED_ORDER_PARAMS {
+        if params.get(name).is_some_and(|v| !v.is_empty()) {
+            return Err(HttpError::new(400, binance::NEW_ORDER_REJECTED, refusal));
+        }
+    }
     let side = enum_param(params, "side", Side::parse, binance::INVALID_SIDE, "Invalid side.")?;
     let side = side.ok_or_else(|| mandatory(params, "side").unwrap_err())?;
     let kind = enum_param(
