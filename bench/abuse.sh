@@ -37,6 +37,8 @@ scratch abuse
 machine
 port=$(free_port)
 aport=$(free_port)
+# SERVER_FLAGS is split into words on purpose.
+# shellcheck disable=SC2086
 taskset -c 0 target/release/tradsys serve --shards 1 --listen "127.0.0.1:$port" \
 	--admin-listen "127.0.0.1:$aport" --admin-token "$ADMIN_TOKEN" --data-dir "$tmp/data" --demo-user false \
 	--http-header-timeout-ms "$TIMEOUT_MS" --http-write-timeout-ms "$TIMEOUT_MS" \

@@ -64,6 +64,10 @@ mod selftest;
 mod server;
 #[path = "crash/snapshot.rs"]
 mod snapshot;
+// The disk-full cycles' tmpfs; its `resize` is for tests/durability.rs.
+#[allow(dead_code)]
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 #[path = "crash/traffic.rs"]
 mod traffic;
 
@@ -93,7 +97,8 @@ const SHED_BEFORE_KILL_MS: u64 = 2_000;
 /// The longest a disk-full cycle waits for the journal's refusal.
 const DISK_FULL_TIMEOUT_MS: u64 = 60_000;
 
-/// What a chain's kills come during (see the module documentation).
+/// What a chain's kills come during (see the module documentation); its
+/// value is its place in `CONDITIONS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Condition {
     Calm,
@@ -401,7 +406,7 @@ fn run_cycles(args: &Args, root: &Path) -> Result<Stats, Failure> {
                 Condition::DiskFull => Some(Disk::mount(&root.join("disk")).map_err(fail)?),
                 _ => None,
             };
-            let dir = disk.as_ref().map_or(root.clone(), |d| d.path.join("data"));
+            let dir = disk.as_ref().map_or(root.clone(), |d| d.path().join("data"));
             let mut c = Chain {
                 number,
                 condition,
@@ -428,7 +433,7 @@ fn run_cycles(args: &Args, root: &Path) -> Result<Stats, Failure> {
                 message,
             });
         }
-        let at = CONDITIONS.iter().position(|&k| k == c.condition).unwrap_or(0);
+        let at = c.condition as usize;
         left[at] -= 1;
         c.cycles_left -= 1;
         stats.cycles += 1;

@@ -7,6 +7,7 @@
 mod common;
 
 use common::account::{admin, create_user, create_user_with, signed, Signer, User};
+use common::tmpfs::{fill_up, Tmpfs};
 use common::{eventually, temp_data_dir, Client, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -358,54 +359,9 @@ fn sequential_calls_on_a_fast_disk_are_all_answered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `program` as root: directly when the tests run as root (CI), else
-/// through `sudo -n`.
-fn as_root(program: &str) -> std::process::Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return std::process::Command::new(program);
-    }
-    let mut command = std::process::Command::new("sudo");
-    command.args(["-n", program]);
-    command
-}
-
-/// A tmpfs of its own, unmounted when dropped.
-struct Tmpfs {
-    path: std::path::PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let path = temp_data_dir();
-        std::fs::create_dir_all(&path).expect("a mount point");
-        let status = as_root("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("mount runs");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (the test machines run as root)"
-        );
-        Tmpfs { path }
-    }
-
-    fn resize(&self, bytes: u64) {
-        let status = as_root("mount")
-            .args(["-o", &format!("remount,size={bytes}")])
-            .arg(&self.path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = as_root("umount").arg(&self.path).status();
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+/// A tmpfs of `bytes` of the test's own.
+fn tmpfs(bytes: u64) -> Tmpfs {
+    Tmpfs::mount_at(&temp_data_dir(), bytes).expect("a tmpfs (the test machines run as root)")
 }
 
 /// The ids of `user`'s open BTCUSDT orders, in id order.
@@ -462,7 +418,7 @@ fn journal_full() -> Value {
 /// segment) stopped the process with exit code 74.
 #[test]
 fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
-    let fs = Tmpfs::mount(2 << 20);
+    let fs = tmpfs(2 << 20);
     let dir = fs.path.join("data");
     let ballast = fs.path.join("ballast");
     std::fs::write(&ballast, vec![1u8; 512 << 10]).expect("ballast");
@@ -525,7 +481,7 @@ fn a_full_disk_refuses_changes_keeps_reads_and_resumes_when_space_returns() {
     let mut server = server;
     server.kill9();
     drop(server);
-    fs.resize(16 << 20);
+    fs.resize(16 << 20).expect("a larger tmpfs");
     let server = start_in(&dir, 2, &args);
     let mut c = server.connect();
     for (user, ids) in users.iter().zip(&acknowledged) {
@@ -794,16 +750,6 @@ fn a_snapshot_with_an_impossible_balance_stops_the_start() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Fills `dir`'s filesystem to the last byte with a file at `path`.
-fn fill_up(path: &Path) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).expect("ballast file");
-    let chunk = vec![1u8; 64 << 10];
-    while file.write_all(&chunk).is_ok() {}
-    // What is left is smaller than a chunk: take it byte by byte.
-    while file.write_all(&[1]).is_ok() {}
-}
-
 /// The sum of a metric over its series.
 fn metric_sum(server: &Server, name: &str) -> f64 {
     server
@@ -823,7 +769,7 @@ fn metric_sum(server: &Server, name: &str) -> f64 {
 /// back.
 #[test]
 fn a_full_disk_keeps_history_reads_working() {
-    let fs = Tmpfs::mount(4 << 20);
+    let fs = tmpfs(4 << 20);
     let dir = fs.path.join("data");
     let quiet = [
         "--journal-segment-bytes",
@@ -837,7 +783,7 @@ fn a_full_disk_keeps_history_reads_working() {
     let alice = create_user(&server, "alice", &funds);
     let bob = create_user(&server, "bob", &funds);
     let mut c = server.connect();
-    fill_up(&fs.path.join("ballast"));
+    fill_up(&fs.path.join("ballast")).expect("the ballast");
     // Trades until the writer meets the full disk.
     let mut trades = 0;
     while metric_sum(&server, "tradsys_history_errors_total") == 0.0 {
@@ -876,7 +822,7 @@ fn a_full_disk_keeps_history_reads_working() {
 /// acknowledged order; then the disk fills again.
 #[test]
 fn kill_9_on_a_full_disk_loses_nothing_acknowledged_across_cycles() {
-    let fs = Tmpfs::mount(4 << 20);
+    let fs = tmpfs(4 << 20);
     let dir = fs.path.join("data");
     let args = full_disk_args();
     let funds = [("USDT", "100000000")];
@@ -898,7 +844,7 @@ fn kill_9_on_a_full_disk_loses_nothing_acknowledged_across_cycles() {
             acknowledged.push(Vec::new());
         }
         let ballast = fs.path.join("ballast");
-        fill_up(&ballast);
+        fill_up(&ballast).expect("the ballast");
         let mut refusal = None;
         'placing: for user in first..users.len() {
             for i in 0..150u64 {

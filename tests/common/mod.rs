@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod prom;
+pub mod tmpfs;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
