@@ -569,7 +569,7 @@ fn traffic_then_kill(
     }
     let logs = (server.stdout_path.clone(), server.stderr_path.clone());
     let admin_addr = server.admin;
-    let (events, server, killed_at) = std::thread::scope(|scope| {
+    let (events, server, killed_at, full_at_kill) = std::thread::scope(|scope| {
         let threads: Vec<_> = plans
             .into_iter()
             .map(|plan| scope.spawn(|| traffic::run(plan, &shared)))
@@ -577,12 +577,10 @@ fn traffic_then_kill(
         let filler =
             (c.condition == Condition::DiskFull).then(|| scope.spawn(|| traffic::fill_journal(admin_addr, &shared)));
         std::thread::sleep(spec.kill_after);
-        if let Some(filler) = &filler {
-            let deadline = Instant::now() + Duration::from_millis(DISK_FULL_TIMEOUT_MS);
-            while !shared.journal_full.load(Ordering::SeqCst) && !filler.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        let full_at_kill = match (&filler, &c.disk) {
+            (Some(filler), Some(disk)) => disk_full_now(&shared, filler, disk, &logs),
+            _ => Ok(()),
+        };
         shared.sprint.store(true, Ordering::SeqCst);
         std::thread::sleep(sprint);
         shared.stop.store(true, Ordering::SeqCst);
@@ -605,7 +603,7 @@ fn traffic_then_kill(
         events.extend(filler.map(|f| f.join().expect("the filler thread")));
         // The clones would keep the clients' connections open.
         shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        (events, server, killed_at)
+        (events, server, killed_at, full_at_kill)
     });
     if let Some(flood) = flood {
         let last = flood.last_shed();
@@ -623,9 +621,7 @@ fn traffic_then_kill(
             }
         }
     }
-    if c.condition == Condition::DiskFull {
-        disk_full_at_kill(&shared, &logs.0, &logs.1)?;
-    }
+    full_at_kill?;
     stats.journal_full += match c.condition {
         Condition::DiskFull => events
             .iter()
@@ -664,28 +660,41 @@ fn traffic_then_kill(
     }
 }
 
-/// The journal refused for want of room (the filler saw its 503), and
-/// at the kill some shard's journal was still without it: each shard says
-/// so on every change (stderr when room runs out, stdout when it is back;
-/// the server may find room again by itself, for example when the
-/// history store gives up a file it was growing).
-fn disk_full_at_kill(shared: &Shared, stdout: &Path, stderr: &Path) -> Result<(), String> {
-    if !shared.journal_full.load(Ordering::SeqCst) {
-        return Err(format!(
-            "the journal never refused for want of disk space within {DISK_FULL_TIMEOUT_MS} ms"
-        ));
+/// Waits until the journal refuses for want of room (the filler saw its
+/// 503) and some shard's journal is without it now, topping the ballast up
+/// all the while: the server may find room again by itself, for example
+/// when the history store gives up a file it was growing. Each shard says
+/// so on every change (stderr when room runs out, stdout when it is back).
+/// The kill follows within the sprint, with the disk full to the last byte.
+fn disk_full_now(
+    shared: &Shared,
+    filler: &std::thread::ScopedJoinHandle<Vec<model::Event>>,
+    disk: &Disk,
+    (stdout, stderr): &(PathBuf, PathBuf),
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_millis(DISK_FULL_TIMEOUT_MS);
+    loop {
+        disk.fill()?;
+        if shared.journal_full.load(Ordering::SeqCst) && journal_without_room(stdout, stderr) {
+            return Ok(());
+        }
+        if filler.is_finished() || Instant::now() > deadline {
+            return Err(format!(
+                "no shard's journal was without room within {DISK_FULL_TIMEOUT_MS} ms (refused: {})",
+                shared.journal_full.load(Ordering::SeqCst)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+fn journal_without_room(stdout: &Path, stderr: &Path) -> bool {
     let (out, err) = (read_log(stdout), read_log(stderr));
     let count = |text: &str, shard: usize, what: &str| {
         let prefix = format!("shard {shard}: journal: {what}");
         text.lines().filter(|l| l.starts_with(&prefix)).count()
     };
-    let full =
-        (0..server::SHARDS).any(|shard| count(&err, shard, "no space left") > count(&out, shard, "disk space is back"));
-    match full {
-        true => Ok(()),
-        false => Err("every journal had room again before the kill".into()),
-    }
+    (0..server::SHARDS).any(|shard| count(&err, shard, "no space left") > count(&out, shard, "disk space is back"))
 }
 
 fn read_log(path: &Path) -> String {

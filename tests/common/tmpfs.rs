@@ -64,9 +64,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fills the filesystem of `path` to the last byte with a file at `path`.
+/// Fills the filesystem of `path` to the last byte with a file at `path`,
+/// growing the file if it is already there (never truncating it first,
+/// which would give room back for a moment).
 pub fn fill_up(path: &Path) -> Result<(), String> {
-    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let chunk = vec![1u8; 64 << 10];
     while file.write_all(&chunk).is_ok() {}
     // What is left is smaller than a chunk: take it byte by byte.

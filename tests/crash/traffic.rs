@@ -291,9 +291,10 @@ const FILL_DEPOSITS_MAX: usize = 100_000;
 const FILL_DEPOSIT_UNITS: i64 = 100_000;
 
 /// The disk-full cycles' filler: small deposits, round the users, until
-/// the journal, out of disk space for its next segment, refuses one with
-/// 503 -1008 (then `Shared::journal_full` is set), the clients stop, or
-/// the server goes away.
+/// the clients stop or the server goes away. When the journal, out of disk
+/// space for its next segment, refuses one with 503 -1008,
+/// `Shared::journal_full` is set and the deposits go on a millisecond
+/// apart: should the journal find room again, they use it up.
 pub fn fill_journal(admin_addr: SocketAddr, shared: &Shared) -> Vec<Event> {
     let mut events = Vec::new();
     let Ok(mut conn) = Conn::open(admin_addr) else {
@@ -317,11 +318,12 @@ pub fn fill_journal(admin_addr: SocketAddr, shared: &Shared) -> Vec<Event> {
         let outcome = outcome_of(&event);
         let (refused, lost) = (outcome.never_ran(), outcome.is_lost());
         events.push(event);
+        if lost {
+            break;
+        }
         if refused {
             shared.journal_full.store(true, Ordering::SeqCst);
-        }
-        if refused || lost {
-            break;
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     events
