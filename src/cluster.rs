@@ -259,28 +259,94 @@ impl ClusterMap {
 
     /// Who owns what, one line per instance, for `tradsys cluster check`.
     pub fn summary(&self, specs: &[MarketSpec]) -> String {
-        let mut text = String::new();
-        for (i, instance) in self.instances.iter().enumerate() {
-            let slots = self.slot_owner.iter().filter(|&&o| usize::from(o) == i).count();
-            let markets: Vec<&str> = specs
-                .iter()
-                .enumerate()
-                .filter(|&(m, _)| self.market_instance(m) == i)
-                .map(|(_, s)| s.symbol.as_str())
-                .collect();
-            text.push_str(&format!(
-                "instance {} api {} link {}: {slots} slots, markets {}\n",
-                instance.id,
-                instance.api,
-                instance.link,
-                if markets.is_empty() {
-                    "none".to_string()
-                } else {
-                    markets.join(",")
-                }
-            ));
+        (0..self.instances.len())
+            .map(|i| format!("{}\n", self.describe(i, specs)))
+            .collect()
+    }
+
+    /// What instance `i` is and owns, in one line.
+    pub fn describe(&self, i: usize, specs: &[MarketSpec]) -> String {
+        let instance = &self.instances[i];
+        let slots = self.slot_owner.iter().filter(|&&o| usize::from(o) == i).count();
+        let markets: Vec<&str> = specs
+            .iter()
+            .enumerate()
+            .filter(|&(m, _)| self.market_instance(m) == i)
+            .map(|(_, s)| s.symbol.as_str())
+            .collect();
+        format!(
+            "instance {} api {} link {}: {slots} slots, markets {}",
+            instance.id,
+            instance.api,
+            instance.link,
+            if markets.is_empty() {
+                "none".to_string()
+            } else {
+                markets.join(",")
+            }
+        )
+    }
+}
+
+/// This process's place in a cluster: the map every instance reads and
+/// which of its instances this one is.
+#[derive(Debug)]
+pub struct Place {
+    pub map: ClusterMap,
+    /// This instance's index in `map.instances`.
+    pub me: usize,
+}
+
+impl Place {
+    /// Finds instance `id` in `map`.
+    pub fn new(map: ClusterMap, id: &str) -> Result<Place, ClusterError> {
+        match map.instances.iter().position(|i| i.id == id) {
+            Some(me) => Ok(Place { map, me }),
+            None => Err(invalid(format!(
+                "no instance {id:?}; it names {}",
+                map.instances
+                    .iter()
+                    .map(|i| i.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
-        text
+    }
+
+    /// A cluster of one instance works as a single host does; with more,
+    /// the instances must share what spans them: rate limits in one Redis
+    /// and the history in one PostgreSQL.
+    pub fn check_shared(&self, redis: bool, postgres: bool) -> Result<(), ClusterError> {
+        let missing: Vec<&str> = [
+            (redis, "--redis (rate limits shared by every instance)"),
+            (postgres, "--postgres (one history for every instance)"),
+        ]
+        .iter()
+        .filter(|(given, _)| !given)
+        .map(|(_, what)| *what)
+        .collect();
+        match (self.map.instances.len(), missing.is_empty()) {
+            (1, _) | (_, true) => Ok(()),
+            (n, false) => Err(invalid(format!("{n} instances need {}", missing.join(" and ")))),
+        }
+    }
+
+    /// The PostgreSQL schema of this instance's history: `tradsys_` and
+    /// its id, `-` as `_` (ids have no `_`, so no two instances share one).
+    pub fn history_schema(&self) -> String {
+        format!("tradsys_{}", self.instance().id.replace('-', "_"))
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.map.instances[self.me]
+    }
+
+    pub fn owns_user(&self, user: u64) -> bool {
+        self.map.user_instance(user) == self.me
+    }
+
+    pub fn owns_market(&self, market: usize) -> bool {
+        self.map.market_instance(market) == self.me
     }
 }
 

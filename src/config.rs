@@ -344,9 +344,19 @@ const KEYS: &[Key] = &[
         help: "Redis (redis://[[user]:password@]host:port[/db]), shared by every shard of every instance; unset: everything stays in-process",
     },
     Key {
+        name: "cluster",
+        default: "",
+        help: "the cluster map (shards/cluster.toml) naming the instances that serve one exchange together; unset: this process is the whole exchange",
+    },
+    Key {
+        name: "instance",
+        default: "",
+        help: "which instance of the --cluster map this process is (its id)",
+    },
+    Key {
         name: "cluster_instances",
         default: "1",
-        help: "tradsys instances sharing the Redis of --redis; while it does not answer each admits its per-IP limits divided by this",
+        help: "tradsys instances sharing the Redis of --redis (with --cluster: the map's count); while it does not answer each admits its per-IP limits divided by this",
     },
     Key {
         name: "redis_limit_lease_permille",
@@ -580,6 +590,11 @@ pub struct Config {
     pub durability: DurabilityConfig,
     pub history: HistoryConfig,
     pub redis: RedisConfig,
+    /// With `--cluster`: the map's path and this instance's id.
+    pub cluster: Option<(PathBuf, String)>,
+    /// This instance's place in the map, read by the binary once the
+    /// markets are known (see `cluster::Place`).
+    pub place: Option<std::sync::Arc<crate::cluster::Place>>,
     pub jobs: JobsConfig,
     pub cache: CacheConfig,
     /// A test-only hook, from `TRADSYS_TEST_FAIL_SYNC_AFTER=<n>` (no flag,
@@ -1046,6 +1061,8 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         durability: durability(&v)?,
         history: history(&v)?,
         redis: redis(&v)?,
+        cluster: cluster(&v)?,
+        place: None,
         jobs: jobs(&v)?,
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
@@ -1256,6 +1273,18 @@ fn jobs(v: &Values) -> Result<JobsConfig, ConfigError> {
         return Err(invalid("jobs_backoff_base_ms", "must not exceed jobs_backoff_max_ms"));
     }
     Ok(config)
+}
+
+fn cluster(v: &Values) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    match (v.text("cluster"), v.text("instance")) {
+        ("", "") => Ok(None),
+        ("", _) => Err(invalid("instance", "needs --cluster")),
+        (_, "") => Err(invalid(
+            "cluster",
+            "needs --instance, the id of this instance in the map",
+        )),
+        (map, id) => Ok(Some((PathBuf::from(map), id.to_string()))),
+    }
 }
 
 fn cache(v: &Values) -> Result<CacheConfig, ConfigError> {

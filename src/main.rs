@@ -66,6 +66,19 @@ fn main() -> ExitCode {
             return invalid_config(&problem);
         }
     }
+    let mut config = config;
+    if let Some((path, id)) = &config.cluster {
+        match place(path, id, &config, &markets) {
+            Ok(place) => {
+                if let Err(e) = history_schema(&mut config, &place.history_schema()) {
+                    return invalid_config(&e);
+                }
+                config.redis.cluster_instances = place.map.instances.len() as u32;
+                config.place = Some(std::sync::Arc::new(place));
+            }
+            Err(e) => return invalid_config(&format!("cluster: {}: {e}", path.display())),
+        }
+    }
     match tradsys::server::run(config, markets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,6 +104,37 @@ fn stop_on_panic() {
         eprintln!("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)");
         std::process::exit(EXIT_PANICKED);
     }));
+}
+
+/// This instance's place in the cluster map at `path`.
+fn place(
+    path: &std::path::Path,
+    id: &str,
+    config: &config::Config,
+    markets: &[tradsys_engine::market::MarketSpec],
+) -> Result<tradsys::cluster::Place, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let map = tradsys::cluster::parse(&text, markets).map_err(|e| e.to_string())?;
+    let place = tradsys::cluster::Place::new(map, id).map_err(|e| e.to_string())?;
+    let postgres = matches!(config.history.engine, config::HistoryEngine::Postgres(_));
+    place
+        .check_shared(config.redis.url.is_some(), postgres)
+        .map_err(|e| e.to_string())?;
+    Ok(place)
+}
+
+/// Puts this instance's history in a schema of its own of the PostgreSQL
+/// every instance shares (its replicas too).
+fn history_schema(config: &mut config::Config, schema: &str) -> Result<(), String> {
+    use tradsys::store::postgres::with_search_path;
+    if let config::HistoryEngine::Postgres(url) = &config.history.engine {
+        let url = with_search_path(url, schema).map_err(|e| format!("postgres: {e}"))?;
+        config.history.engine = config::HistoryEngine::Postgres(url);
+    }
+    for replica in &mut config.history.replicas {
+        *replica = with_search_path(replica, schema).map_err(|e| format!("postgres_replica: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `tradsys cluster check`: who owns what, or the map's first problem

@@ -1,7 +1,18 @@
-//! `tradsys cluster check`: the shipped map's placement, and one clear
-//! line (exit code 2) for a map that cannot work.
+//! The cluster map: `tradsys cluster check` on the shipped map, one clear
+//! line (exit code 2) for a map or a start that cannot work, and two
+//! instances on loopback (with a Redis and a PostgreSQL of the test's own)
+//! that each serve their own users and markets, hand out only their own
+//! ids, and name the owner of the rest.
 
+mod common;
+
+use common::account::{admin, create_user, signed, User};
+use common::{Client, Server, ADMIN_TOKEN, LIMITS_OFF};
+use serde_json::{json, Value};
 use std::process::Command;
+use tradsys::cluster::ClusterMap;
+use tradsys_pgtest::PgServer;
+use tradsys_redistest::RedisServer;
 
 const MARKETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
 const MAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/cluster.toml");
@@ -46,5 +57,225 @@ fn a_map_with_an_unowned_slot_is_refused_with_one_line() {
         stderr,
         "tradsys: invalid configuration: unknown option --clusters (see --help)\n"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn serve(args: &[&str]) -> (Option<i32>, String, String) {
+    let data_dir = common::temp_data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args(["serve", "--markets", MARKETS, "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(args)
+        .output()
+        .expect("tradsys runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let made_data_dir = data_dir.exists();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(!made_data_dir, "a refused start made its data directory");
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn a_start_the_map_cannot_serve_is_refused_with_one_line() {
+    let refusal = |problem: &str| {
+        (
+            Some(2),
+            String::new(),
+            format!("tradsys: invalid configuration: {problem}\n"),
+        )
+    };
+    let map = format!("cluster: {MAP}: cluster map:");
+    let table: [(&[&str], String); 5] = [
+        (
+            &["--cluster", MAP, "--instance", "a"],
+            format!("{map} 3 instances need --redis (rate limits shared by every instance) and --postgres (one history for every instance)"),
+        ),
+        (
+            &["--cluster", MAP, "--instance", "a", "--redis", "redis://127.0.0.1:1"],
+            format!("{map} 3 instances need --postgres (one history for every instance)"),
+        ),
+        (
+            &["--cluster", MAP, "--instance", "z"],
+            format!("{map} no instance \"z\"; it names a, b, c"),
+        ),
+        (&["--instance", "a"], "instance: needs --cluster".to_string()),
+        (
+            &["--cluster", MAP],
+            "cluster: needs --instance, the id of this instance in the map".to_string(),
+        ),
+    ];
+    for (args, problem) in table {
+        assert_eq!(serve(args), refusal(&problem), "{args:?}");
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// `{"code":-1008,"msg":...}` with 503, naming the instance to ask.
+fn elsewhere(what: &str, id: &str, api: &str) -> (u16, Value) {
+    (
+        503,
+        json!({"code": -1008, "msg": format!("{what} is served by instance {id} at {api}; send the request there.")}),
+    )
+}
+
+fn answer(r: common::Response) -> (u16, Value) {
+    (r.status, r.json())
+}
+
+/// A LIMIT order of `user` through `server`.
+fn order(server: &Server, user: &User, symbol: &str, side: &str, (qty, price): (&str, &str)) -> (u16, Value) {
+    let query = format!("symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}");
+    answer(signed(&mut server.connect(), user, "POST", "/api/v3/order", &query))
+}
+
+#[test]
+fn two_instances_serve_their_own_users_and_markets_and_name_the_owner_of_the_rest() {
+    let (redis, pg) = (RedisServer::start(), PgServer::start());
+    let (redis_url, pg_url) = (redis.url(), pg.url());
+    let apis = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let dir = common::temp_data_dir();
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let map_path = dir.join("cluster.toml");
+    let map_text = format!(
+        "[[instance]]\nid = \"a\"\napi = \"{}\"\nlink = \"127.0.0.1:9101\"\nslots = [\"0-8191\"]\nmarkets = [\"BTCUSDT\", \"ETHBTC\"]\n\n\
+         [[instance]]\nid = \"b\"\napi = \"{}\"\nlink = \"127.0.0.1:9102\"\nslots = [\"8192-16383\"]\nmarkets = [\"ETHUSDT\", \"EURUSD\"]\n",
+        apis[0], apis[1]
+    );
+    std::fs::write(&map_path, &map_text).expect("the map written");
+    let map = map_path.to_str().expect("a UTF-8 path");
+    let start = |id: &str, api: &str| {
+        let mut args = vec![
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--redis",
+            &redis_url,
+            "--postgres",
+            &pg_url,
+            "--cluster",
+            map,
+            "--instance",
+            id,
+            "--listen",
+            api,
+        ];
+        args.extend(LIMITS_OFF);
+        Server::start(2, &args)
+    };
+    let (a, b) = (start("a", &apis[0]), start("b", &apis[1]));
+    for (server, line) in [
+        (
+            &a,
+            format!(
+                "cluster: instance a api {} link 127.0.0.1:9101: 8192 slots, markets BTCUSDT,ETHBTC of 2",
+                apis[0]
+            ),
+        ),
+        (
+            &b,
+            format!(
+                "cluster: instance b api {} link 127.0.0.1:9102: 8192 slots, markets ETHUSDT,EURUSD of 2",
+                apis[1]
+            ),
+        ),
+    ] {
+        assert_eq!(
+            server
+                .logs()
+                .lines()
+                .filter(|l| l.starts_with("cluster:"))
+                .collect::<Vec<_>>(),
+            [line]
+        );
+    }
+
+    // The demo user lives on the instance that owns its slot, only there.
+    let demo_on_a = ClusterMap::user_slot(1) <= 8191;
+    assert_eq!((a.demo.is_some(), b.demo.is_some()), (demo_on_a, !demo_on_a));
+
+    // Each instance hands out only ids whose slot it owns.
+    let users = |server: &Server, n: usize| -> Vec<User> {
+        (0..n)
+            .map(|i| {
+                create_user(
+                    server,
+                    &format!("u{i}"),
+                    &[
+                        ("USDT", "100000"),
+                        ("BTC", "10"),
+                        ("ETH", "100"),
+                        ("EUR", "1000"),
+                        ("USD", "1000"),
+                    ],
+                )
+            })
+            .collect()
+    };
+    let (on_a, on_b) = (users(&a, 12), users(&b, 12));
+    let slots = |us: &[User]| us.iter().map(|u| ClusterMap::user_slot(u.id)).collect::<Vec<_>>();
+    assert!(slots(&on_a).iter().all(|&s| s <= 8191), "{:?}", slots(&on_a));
+    assert!(slots(&on_b).iter().all(|&s| s >= 8192), "{:?}", slots(&on_b));
+
+    // A user's requests are answered by its instance; the other names it.
+    let (ua, ub) = (&on_a[0], &on_b[0]);
+    let account =
+        |server: &Server, user: &User| answer(signed(&mut server.connect(), user, "GET", "/api/v3/account", ""));
+    assert_eq!(account(&a, ua).0, 200);
+    assert_eq!(account(&b, ub).0, 200);
+    assert_eq!(account(&b, ua), elsewhere(&format!("User {}", ua.id), "a", &apis[0]));
+    assert_eq!(account(&a, ub), elsewhere(&format!("User {}", ub.id), "b", &apis[1]));
+    let key_of = |user: &User| format!("/admin/v1/users/{}", user.id);
+    assert_eq!(
+        admin(a.admin.expect("admin"), "GET", &key_of(ub), None),
+        elsewhere(&format!("User {}", ub.id), "b", &apis[1])
+    );
+
+    // So are a market's: depth, orders and streams.
+    assert_eq!(answer(a.get("/api/v3/depth?symbol=BTCUSDT")).0, 200);
+    assert_eq!(
+        answer(b.get("/api/v3/depth?symbol=BTCUSDT")),
+        elsewhere("Market BTCUSDT", "a", &apis[0])
+    );
+    assert_eq!(
+        answer(a.get("/api/v3/ticker/24hr")),
+        elsewhere("Market ETHUSDT", "b", &apis[1])
+    );
+    assert_eq!(
+        order(&a, ua, "ETHUSDT", "BUY", ("1", "2000")),
+        elsewhere("Market ETHUSDT", "b", &apis[1])
+    );
+    let mut ws = Client::connect(b.addr);
+    ws.send("GET /ws/btcusdt@trade HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    assert_eq!(answer(ws.response()), elsewhere("Market BTCUSDT", "a", &apis[0]));
+    let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
+    assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
+
+    // Local trading works, and order ids carry the instance: a's sequence
+    // numbers are 0 modulo 64, b's 1 (two shards: id = seq * 2 + shard).
+    let trade = |server: &Server, users: &[User], symbol: &str, at: (&str, &str), want: u64| {
+        let (status, buy) = order(server, &users[1], symbol, "BUY", at);
+        assert_eq!(status, 200, "{buy}");
+        let (status, sell) = order(server, &users[2], symbol, "SELL", at);
+        assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+        for placed in [buy, sell] {
+            assert_eq!(placed["orderId"].as_u64().map(|id| id / 2 % 64), Some(want), "{placed}");
+        }
+    };
+    trade(&a, &on_a, "ETHBTC", ("1", "0.05"), 0);
+    trade(&b, &on_b, "EURUSD", ("10", "1.1"), 1);
+
+    // One PostgreSQL, a schema per instance.
+    assert_eq!(
+        pg.psql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tradsys%' ORDER BY 1"),
+        "tradsys_a\ntradsys_b"
+    );
+    drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
 }

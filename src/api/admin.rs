@@ -142,7 +142,7 @@ async fn start_export<'s>(
         let user = export::user_param(id)?;
         let params = crate::api::params(shard, buf, head)?;
         let request = export::request(user, &params, |symbol| shard.trading().market(symbol).is_some())?;
-        let owner = shard.trading().user_shard(user);
+        let owner = user_owner(shard, user)?;
         let Some(store) = shard.history() else {
             return Err(HttpError::new(
                 404,
@@ -150,14 +150,14 @@ async fn start_export<'s>(
                 "History exports read the history store, which is off on this server (history = off).",
             ));
         };
-        let known = rest(run_on(shard, owner as usize, AdminCall::GetUser { user }).await?);
+        let known = rest(run_on(shard, owner, AdminCall::GetUser { user }).await?);
         if known.status != 200 {
             return Err(not_found("user"));
         }
         Ok((store, owner, request))
     };
     let (store, owner, request) = checked.await.map_err(|e| RestReply::error(&e))?;
-    export::open(store, owner, table, request).await
+    export::open(store, owner as u32, table, request).await
 }
 
 fn authorize(shard: &impl Host, buf: &[u8], head: &Head, token: Option<&str>) -> Result<(), HttpError> {
@@ -469,13 +469,23 @@ async fn create_user(shard: &impl Host, body: &[u8]) -> Result<RestReply, HttpEr
         ));
     }
     let user = shard.trading_mut().allocate_user_id();
-    let owner = shard.trading().user_shard(user) as usize;
+    let owner = user_owner(shard, user)?;
     Ok(rest(run_on(shard, owner, AdminCall::CreateUser { user, name }).await?))
+}
+
+/// The shard here that owns `user`; another instance's user is refused
+/// with the instance to ask.
+fn user_owner(shard: &impl Host, user: UserId) -> Result<usize, HttpError> {
+    let trading = shard.trading();
+    match trading.user_elsewhere(user) {
+        Some(instance) => Err(crate::api::request::elsewhere(&format!("User {user}"), instance)),
+        None => Ok(trading.user_shard(user) as usize),
+    }
 }
 
 async fn on_user(shard: &impl Host, id: &str, call: impl FnOnce(UserId) -> AdminCall) -> Result<RestReply, HttpError> {
     let user = parse_user(id)?;
-    let owner = shard.trading().user_shard(user) as usize;
+    let owner = user_owner(shard, user)?;
     Ok(rest(run_on(shard, owner, call(user)).await?))
 }
 
@@ -532,7 +542,7 @@ async fn create_key(shard: &impl Host, id: &str, body: &[u8]) -> Result<RestRepl
 
 async fn revoke_key(shard: &impl Host, key: &str) -> Result<RestReply, HttpError> {
     let user = user_of_key(key.as_bytes()).ok_or_else(|| not_found("API key"))?;
-    let owner = shard.trading().user_shard(user) as usize;
+    let owner = user_owner(shard, user)?;
     Ok(rest(
         run_on(shard, owner, AdminCall::RevokeKey { key: key.to_string() }).await?,
     ))
@@ -608,6 +618,9 @@ async fn halt(shard: &impl Host, symbol: &str, halted: bool) -> Result<RestReply
         .trading()
         .market(symbol)
         .ok_or_else(crate::api::params::bad_symbol)?;
+    if let Some(refusal) = crate::api::market::remote_market(shard, market) {
+        return Err(refusal);
+    }
     for peer in 0..shard.shards() {
         run_on(shard, peer, AdminCall::Halt { market, halted }).await?;
     }

@@ -47,6 +47,9 @@ pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Pa
             Ok(m) => m,
             Err(e) => return RestReply::error(&e),
         };
+        if let Some(e) = remote_market(shard, market) {
+            return RestReply::error(&e);
+        }
         let owner = shard.trading().market_shard(market) as usize;
         if owner == shard.index() {
             let reply = request_parsed(shard, req, params).await;
@@ -123,6 +126,15 @@ fn ticker_markets(shard: &impl Host, symbols: Option<&str>) -> Result<Vec<Market
     names.iter().map(|n| trading.market(n).ok_or_else(bad_symbol)).collect()
 }
 
+/// Why a request for `market` is not answered here: another instance of
+/// the cluster owns it.
+pub(crate) fn remote_market(shard: &impl Host, market: MarketId) -> Option<HttpError> {
+    let trading = shard.trading();
+    let instance = trading.market_elsewhere(market)?;
+    let symbol = &trading.specs()[usize::from(market.0)].symbol;
+    Some(crate::api::request::elsewhere(&format!("Market {symbol}"), instance))
+}
+
 /// A ticker-style endpoint over several markets: each market's entry is
 /// rendered on its shard, joined here in the order asked.
 async fn gather_fragments(
@@ -130,6 +142,9 @@ async fn gather_fragments(
     req: RequestRef<'_>,
     markets: Vec<MarketId>,
 ) -> Result<Vec<u8>, HttpError> {
+    if let Some(e) = markets.iter().find_map(|&m| remote_market(shard, m)) {
+        return Err(e);
+    }
     let mut entries: Vec<(MarketId, Vec<u8>)> = Vec::with_capacity(markets.len());
     for peer in 0..shard.shards() {
         let owned: Vec<MarketId> = markets

@@ -320,6 +320,9 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
             binance::MSG_REJECTED_KEY,
         ));
     };
+    if let Some(instance) = shard.trading().user_elsewhere(user) {
+        return RestReply::error(&request::elsewhere(&format!("User {user}"), instance));
+    }
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {
         let reply = user::request_parsed(shard, req, params).await;

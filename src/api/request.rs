@@ -173,3 +173,17 @@ pub(crate) fn trading_error(e: TradingError) -> HttpError {
 pub(crate) fn unavailable() -> HttpError {
     HttpError::new(503, binance::DISCONNECTED, binance::MSG_INTERNAL)
 }
+
+/// A request for a user or market another instance of the cluster owns:
+/// until requests are carried between instances, it is answered by that
+/// instance only, and the client is told which one.
+pub(crate) fn elsewhere(what: &str, instance: &crate::cluster::Instance) -> HttpError {
+    HttpError::new(
+        503,
+        binance::SERVER_BUSY,
+        format!(
+            "{what} is served by instance {} at {}; send the request there.",
+            instance.id, instance.api
+        ),
+    )
+}

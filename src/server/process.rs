@@ -79,6 +79,10 @@ pub fn run(mut config: Config, markets: Vec<MarketSpec>) -> Result<(), ServerErr
         crate::journal::faults::fail_snapshot_writes_after(files);
     }
     let listeners = bind_listeners(config.listen, config.shards)?;
+    if let Some(place) = &config.place {
+        let instances = place.map.instances.len();
+        println!("cluster: {} of {instances}", place.map.describe(place.me, &markets));
+    }
     let mut admin_listeners = bind_admin_listeners(&config)?;
     let signals = block_signals().map_err(ServerError::Signals)?;
     let builders = MeshBuilders::new(config.shards, config.mesh_channel_capacity);

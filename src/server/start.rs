@@ -140,7 +140,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     crate::server::jobs::start(&shard);
     if setup.config.demo_user && start.fresh {
-        create_demo_user(&shard, &setup.config.data_dir)?;
+        create_demo_user(&shard, &setup.config)?;
         shard.flush_engine();
     }
     let mut background = dispatch::spawn_receivers(&shard, receivers);
@@ -302,6 +302,7 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         BookCapacity::default(),
     );
     trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
+    trading.set_place(config.place.clone());
     let mut market_data = market_data_for(&trading, setup.index as u32);
     keep_klines(&mut market_data, config.klines_kept_per_interval_max);
     let redis = redis_client(config, setup.index);
@@ -471,14 +472,17 @@ const DEMO_DEPOSITS: [(&str, &str); 5] = [
     ("EUR", "100000"),
 ];
 
-/// Creates the demo user on the shard that owns it and prints its key.
+/// Creates the demo user on the shard that owns it (in a cluster, only on
+/// the instance that owns its slot) and prints its key.
 /// Where the demo user's key and secret are written: the secret never
 /// goes to a log.
 pub const DEMO_USER_FILE: &str = "demo-user.json";
 
-fn create_demo_user(shard: &Shard, data_dir: &std::path::Path) -> Result<(), String> {
+fn create_demo_user(shard: &Shard, config: &Config) -> Result<(), String> {
+    let data_dir = &config.data_dir;
     let mut trading = shard.trading_mut();
-    if trading.user_shard(DEMO_USER_ID) as usize != shard.index {
+    let elsewhere = config.place.as_ref().is_some_and(|p| !p.owns_user(DEMO_USER_ID));
+    if elsewhere || trading.user_shard(DEMO_USER_ID) as usize != shard.index {
         return Ok(());
     }
     trading.create_user(DEMO_USER_ID, "demo").map_err(|e| e.to_string())?;
@@ -646,6 +650,7 @@ fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Resu
     keep_klines(&mut market_data, setup.config.klines_kept_per_interval_max);
     let mut trading = Trading::from_image(image.trading, setup.markets.clone())?;
     trading.set_listen_key_ttl_ms(setup.config.ws.listen_key_ttl_ms);
+    trading.set_place(setup.config.place.clone());
     *shard.trading.borrow_mut() = trading;
     *shard.market_data.borrow_mut() = market_data;
     Ok(())

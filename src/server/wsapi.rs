@@ -233,7 +233,12 @@ impl Session {
         let (Some(key), _) = self.credentials(endpoint, translated).ok()? else {
             return None;
         };
-        let owner = shard.trading().user_shard(crate::auth::user_of_key(key)?) as usize;
+        let user = crate::auth::user_of_key(key)?;
+        // Another instance's user is refused here, by the request's own run.
+        if shard.trading().user_elsewhere(user).is_some() {
+            return None;
+        }
+        let owner = shard.trading().user_shard(user) as usize;
         (owner != shard.index).then_some(owner)
     }
 
@@ -678,6 +683,9 @@ async fn authorize(shard: &Shard, request: Authorize, peer: IpAddr) -> Result<Gr
 async fn authorize_on_owner(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
     let user =
         crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
+    if let Some(instance) = shard.trading().user_elsewhere(user) {
+        return Err(api::request::elsewhere(&format!("User {user}"), instance));
+    }
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index {
         return wsapi::authorize(shard, &request);

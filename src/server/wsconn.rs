@@ -86,6 +86,27 @@ pub(crate) enum TargetError {
     BadStream(String),
     #[error("Too many streams; at most {WS_STREAMS_PER_CONNECTION_MAX}.")]
     TooMany,
+    /// A stream another instance of the cluster serves.
+    #[error("{}", .0.msg)]
+    Elsewhere(HttpError),
+}
+
+/// Why stream `key` is not served here: its market is another instance's,
+/// or it spans the markets of several instances.
+fn stream_elsewhere(trading: &crate::trading::Trading, key: StreamKey) -> Option<HttpError> {
+    let place = trading.cluster_place()?;
+    if key.is_all_markets() {
+        return (place.map.instances.len() > 1).then(|| {
+            HttpError::new(
+                503,
+                binance::SERVER_BUSY,
+                "Streams of every market span the instances of the cluster; subscribe to each market's streams on its instance.",
+            )
+        });
+    }
+    let instance = trading.market_elsewhere(key.market)?;
+    let symbol = &trading.specs()[usize::from(key.market.0)].symbol;
+    Some(crate::api::request::elsewhere(&format!("Market {symbol}"), instance))
 }
 
 /// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.
@@ -139,6 +160,9 @@ pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target,
             }
             continue;
         };
+        if let Some(refusal) = stream_elsewhere(&trading, key) {
+            return Err(TargetError::Elsewhere(refusal));
+        }
         if !streams.contains(&key) {
             streams.push(key);
         }
@@ -229,6 +253,11 @@ pub(crate) async fn serve(
 /// it: 400 -1125 for a key that is unknown, closed or expired, 429 -1003
 /// for a user at `ws_user_data_connections_per_user_max`.
 async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tradsys_engine::order::UserId, HttpError> {
+    if let Some(user) = crate::auth::user_of_key(key.as_bytes()) {
+        if let Some(instance) = shard.trading().user_elsewhere(user) {
+            return Err(crate::api::request::elsewhere(&format!("User {user}"), instance));
+        }
+    }
     match publish::subscribe_user(shard, key, out).await {
         Ok(UserAttach::Attached(user)) => Ok(user),
         Ok(UserAttach::TooMany) => Err(HttpError::new(
@@ -636,8 +665,12 @@ impl WsConn<'_> {
             .iter()
             .map(|name| {
                 let name = name.as_str().unwrap_or("");
-                StreamKey::parse(name, &trading)
-                    .ok_or_else(|| (CODE_INVALID_REQUEST, format!("Invalid request: unknown stream {name}")))
+                let key = StreamKey::parse(name, &trading)
+                    .ok_or_else(|| (CODE_INVALID_REQUEST, format!("Invalid request: unknown stream {name}")))?;
+                match stream_elsewhere(&trading, key) {
+                    Some(refusal) => Err((i64::from(refusal.code), refusal.msg)),
+                    None => Ok(key),
+                }
             })
             .collect()
     }

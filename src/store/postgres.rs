@@ -70,6 +70,33 @@ fn engine(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Creates the first schema of the search path when it does not exist
+/// (`current_schema()` is then NULL): a cluster instance's schema (see
+/// [`with_search_path`]) is made by its first start.
+const CREATE_SEARCH_SCHEMA: &str = "DO $$ BEGIN
+IF current_schema() IS NULL THEN
+  EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', trim(split_part(current_setting('search_path'), ',', 1)));
+END IF;
+END $$";
+
+/// `url` with its connections' search path set to `schema` alone, so that
+/// every table tradsys makes and reads is that schema's: the instances of
+/// a cluster share one PostgreSQL, each in a schema of its own. `url` is
+/// a URI (`postgresql://...`) or libpq's key=value form; one that sets
+/// `options` itself is refused.
+pub fn with_search_path(url: &str, schema: &str) -> Result<String, String> {
+    let config: Config = url.parse().map_err(|e| format!("{e}"))?;
+    if config.get_options().is_some() {
+        return Err("sets options; an instance of a cluster sets its own search path".into());
+    }
+    let uri = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    Ok(match (uri, url.contains('?')) {
+        (true, true) => format!("{url}&options=-c%20search_path%3D{schema}"),
+        (true, false) => format!("{url}?options=-c%20search_path%3D{schema}"),
+        (false, _) => format!("{url} options='-c search_path={schema}'"),
+    })
+}
+
 /// A client connected to `url` (libpq key=value form, TCP host) from the
 /// current executor, its connection's task spawned there; it runs until
 /// the client drops or the server goes away (the next call then fails and
@@ -193,6 +220,7 @@ impl PgStore {
     }
 
     async fn version(&self) -> Result<u32, StoreError> {
+        self.client.batch_execute(CREATE_SEARCH_SCHEMA).await.map_err(engine)?;
         self.client
             .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
             .await
@@ -897,7 +925,28 @@ pub fn pick_replica(next: usize, positions: &[Option<u64>], required: u64) -> Op
 
 #[cfg(test)]
 mod tests {
-    use super::{numeric_units, pick_replica};
+    use super::{numeric_units, pick_replica, with_search_path};
+
+    #[test]
+    fn a_search_path_joins_either_form_of_url() -> Result<(), String> {
+        let options = |url: &str| -> Result<Option<String>, String> {
+            let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            Ok(config.get_options().map(str::to_string))
+        };
+        let want = Some("-c search_path=tradsys_b".to_string());
+        for url in [
+            "postgresql://u@127.0.0.1:5/db",
+            "postgresql://u@127.0.0.1:5/db?connect_timeout=3",
+            "host=127.0.0.1 port=5 user=u dbname=db",
+        ] {
+            assert_eq!(options(&with_search_path(url, "tradsys_b")?)?, want, "{url}");
+        }
+        assert_eq!(
+            with_search_path("postgresql://u@127.0.0.1:5/db?options=-c%20x%3D1", "tradsys_b"),
+            Err("sets options; an instance of a cluster sets its own search path".to_string())
+        );
+        Ok(())
+    }
 
     /// NUMERIC binary forms as PostgreSQL sends them, to units.
     #[test]

@@ -15,10 +15,12 @@
 //! executor: time, ids and randomness are inputs.
 
 use crate::auth::{key_for, KeyMaterial, KeyRecord, KeyStore, KeyType, Scopes, KEY_USER_DIGITS};
+use crate::cluster::Place;
 use crate::oneshot;
 use crate::trading::msg::EngineMsg;
 use crate::trading::record::{CancelReplaceRecord, PublicKeyRecord, Record};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
@@ -280,6 +282,9 @@ pub struct Trading {
     /// were still in flight at a crash.
     sent_seq: Vec<u64>,
     received_seq: Vec<u64>,
+    /// In a cluster, this instance's place: it hands out only user ids
+    /// whose slot it owns.
+    place: Option<Arc<Place>>,
 }
 
 impl Trading {
@@ -337,7 +342,32 @@ impl Trading {
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
             specs,
+            place: None,
         }
+    }
+
+    /// This instance's place in its cluster, if it is one's.
+    pub fn cluster_place(&self) -> Option<&Place> {
+        self.place.as_deref()
+    }
+
+    /// The instance that owns `user` when it is not this one.
+    pub fn user_elsewhere(&self, user: UserId) -> Option<&crate::cluster::Instance> {
+        let place = self.place.as_deref()?;
+        (!place.owns_user(user)).then(|| &place.map.instances[place.map.user_instance(user)])
+    }
+
+    /// The instance that owns `market` when it is not this one.
+    pub fn market_elsewhere(&self, market: MarketId) -> Option<&crate::cluster::Instance> {
+        let place = self.place.as_deref()?;
+        let m = usize::from(market.0);
+        (!place.owns_market(m)).then(|| &place.map.instances[place.map.market_instance(m)])
+    }
+
+    /// Makes this shard one of a cluster instance's (before the journal
+    /// is replayed: the user ids it allocates depend on it).
+    pub fn set_place(&mut self, place: Option<Arc<Place>>) {
+        self.place = place;
     }
 
     pub fn specs(&self) -> &[MarketSpec] {
@@ -384,8 +414,17 @@ impl Trading {
         self.book(market)?.reference_price(side)
     }
 
+    /// A fresh order id. In a cluster, instance `i` takes only sequence
+    /// numbers equal to `i` modulo `cluster::INSTANCES_MAX`: ids stay
+    /// unique over the cluster (an order of one instance's user may rest
+    /// in the book of another's market) while each instance keeps its
+    /// place in the map, whatever the number of instances.
     fn next_order_id(&mut self) -> OrderId {
         self.next_order_seq += 1;
+        if let Some(place) = &self.place {
+            let (m, me) = (crate::cluster::INSTANCES_MAX as u64, place.me as u64);
+            self.next_order_seq += (me + m - self.next_order_seq % m) % m;
+        }
         self.next_order_seq * u64::from(self.shards) + u64::from(self.shard)
     }
 
@@ -982,11 +1021,18 @@ impl Trading {
     // ---- users, keys, transfers (the admin API's state) ----
 
     /// A fresh user id owned by any shard: ids allocated here never collide
-    /// with another shard's.
+    /// with another shard's, nor, in a cluster, with another instance's
+    /// (the id's slot is this instance's; one id in as many as there are
+    /// instances qualifies, so the search is short).
     pub fn allocate_user_id(&mut self) -> UserId {
         self.record(Record::AllocateUser);
-        self.next_user_seq += 1;
-        DEMO_USER_ID + self.next_user_seq * u64::from(self.shards) + u64::from(self.shard)
+        loop {
+            self.next_user_seq += 1;
+            let user = DEMO_USER_ID + self.next_user_seq * u64::from(self.shards) + u64::from(self.shard);
+            if self.place.as_ref().is_none_or(|place| place.owns_user(user)) {
+                return user;
+            }
+        }
     }
 
     pub fn create_user(&mut self, user: UserId, name: &str) -> Result<(), TradingError> {

@@ -164,6 +164,7 @@ impl Server {
                 ["admin", "API", "off:", ..] => {}
                 ["recovered", ..] => server.recovered = Some(line.clone()),
                 ["history", "store:", ..] => {}
+                ["cluster:", ..] => {}
                 _ => panic!("unexpected start-up line {line:?}"),
             }
         }
