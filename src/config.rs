@@ -354,6 +354,21 @@ const KEYS: &[Key] = &[
         help: "which instance of the --cluster map this process is (its id)",
     },
     Key {
+        name: "link_call_timeout_ms",
+        default: "5000",
+        help: "time a request carried to another instance of the cluster may take; then its client gets 503 -1007 (status unknown)",
+    },
+    Key {
+        name: "link_calls_in_flight_max",
+        default: "4096",
+        help: "requests each shard may have out on the links to other instances, and may run for them at once",
+    },
+    Key {
+        name: "link_stream_entries_max",
+        default: "100000",
+        help: "entries each link stream in Redis keeps (XADD MAXLEN ~)",
+    },
+    Key {
         name: "cluster_instances",
         default: "1",
         help: "tradsys instances sharing the Redis of --redis (with --cluster: the map's count); while it does not answer each admits its per-IP limits divided by this",
@@ -595,6 +610,10 @@ pub struct Config {
     /// This instance's place in the map, read by the binary once the
     /// markets are known (see `cluster::Place`).
     pub place: Option<std::sync::Arc<crate::cluster::Place>>,
+    /// The links to the other instances (see `server::link`).
+    pub link_call_timeout_ms: u64,
+    pub link_calls_in_flight_max: usize,
+    pub link_stream_entries_max: usize,
     pub jobs: JobsConfig,
     pub cache: CacheConfig,
     /// A test-only hook, from `TRADSYS_TEST_FAIL_SYNC_AFTER=<n>` (no flag,
@@ -1063,6 +1082,9 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         redis: redis(&v)?,
         cluster: cluster(&v)?,
         place: None,
+        link_call_timeout_ms: v.ms("link_call_timeout_ms")?,
+        link_calls_in_flight_max: v.count("link_calls_in_flight_max", 1 << 20)?,
+        link_stream_entries_max: v.count("link_stream_entries_max", 1 << 30)?,
         jobs: jobs(&v)?,
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,

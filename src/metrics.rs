@@ -390,8 +390,34 @@ impl Metrics {
             shard,
             routes,
             counters: self.counters,
+            links: Vec::new(),
         }
     }
+}
+
+/// One shard's link to another instance of the cluster (see
+/// `server::link`): requests it carried there and requests it answered
+/// from there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkCounters {
+    /// Requests carried to the peer, and the bytes of their messages.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Requests of the peer answered here, and their bytes.
+    pub received: u64,
+    pub received_bytes: u64,
+    /// Requests that could not be sent (the engine did not take them, or
+    /// too many were out), and sent requests whose answer did not come in
+    /// time.
+    pub unreachable: u64,
+    pub timeouts: u64,
+    /// Requests of the peer dropped unanswered because their deadline had
+    /// passed when they were read (the peer had answered its client).
+    pub expired: u64,
+    /// How long the last message read from the peer waited in the engine, ms.
+    pub lag_ms: u64,
+    /// From a carried request's send to its answer.
+    pub round_trip: LatencyBuckets,
 }
 
 /// A shard's figures at one instant.
@@ -400,6 +426,8 @@ pub(crate) struct Snapshot {
     pub(crate) shard: usize,
     pub(crate) routes: Vec<RouteSnapshot>,
     pub(crate) counters: Counters,
+    /// Each link to another instance, by the peer's id.
+    pub(crate) links: Vec<(String, LinkCounters)>,
 }
 
 #[derive(Clone, Debug)]
@@ -424,7 +452,90 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
     render_redis(&mut out, snapshots);
     render_jobs(&mut out, snapshots);
     render_cache(&mut out, snapshots);
+    render_links(&mut out, snapshots);
     out
+}
+
+/// The links to the other instances of a cluster, by shard and peer.
+fn render_links(out: &mut String, snapshots: &[Snapshot]) {
+    type LinkFamily = (&'static str, &'static str, &'static str, fn(&LinkCounters) -> u64);
+    let links: [LinkFamily; 8] = [
+        (
+            "tradsys_link_sent_total",
+            "counter",
+            "Requests carried to another instance.",
+            |l| l.sent,
+        ),
+        (
+            "tradsys_link_sent_bytes_total",
+            "counter",
+            "Bytes of the requests carried to another instance.",
+            |l| l.sent_bytes,
+        ),
+        (
+            "tradsys_link_received_total",
+            "counter",
+            "Requests of another instance answered here.",
+            |l| l.received,
+        ),
+        (
+            "tradsys_link_received_bytes_total",
+            "counter",
+            "Bytes of the requests of another instance answered here.",
+            |l| l.received_bytes,
+        ),
+        (
+            "tradsys_link_unreachable_total",
+            "counter",
+            "Requests for another instance that could not be sent.",
+            |l| l.unreachable,
+        ),
+        (
+            "tradsys_link_timeouts_total",
+            "counter",
+            "Requests carried to another instance whose answer did not come in time.",
+            |l| l.timeouts,
+        ),
+        (
+            "tradsys_link_expired_total",
+            "counter",
+            "Requests of another instance dropped because their deadline had passed.",
+            |l| l.expired,
+        ),
+        (
+            "tradsys_link_lag_ms",
+            "gauge",
+            "How long the last message from another instance waited in the engine, ms.",
+            |l| l.lag_ms,
+        ),
+    ];
+    for (name, kind, help, value) in links {
+        family(out, name, kind, help);
+        for s in snapshots {
+            for (peer, l) in &s.links {
+                let _ = writeln!(out, "{name}{{shard=\"{}\",peer=\"{peer}\"}} {}", s.shard, value(l));
+            }
+        }
+    }
+    let name = "tradsys_link_round_trip_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "From a carried request's send to its answer from the other instance.",
+    );
+    for s in snapshots {
+        for (peer, l) in &s.links {
+            let labels = format!("shard=\"{}\",peer=\"{peer}\"", s.shard);
+            let h = &l.round_trip;
+            for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(h.buckets) {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns as f64 / 1e9);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        }
+    }
 }
 
 /// Requests by shard, route and status.

@@ -1,8 +1,10 @@
 //! The cluster map: `tradsys cluster check` on the shipped map, one clear
 //! line (exit code 2) for a map or a start that cannot work, and two
 //! instances on loopback (with a Redis and a PostgreSQL of the test's own)
-//! that each serve their own users and markets, hand out only their own
-//! ids, and name the owner of the rest.
+//! that hand out only their own ids, answer requests about each other's
+//! users and markets through the links (Redis Streams), tell a client
+//! when the owner did not answer in time or cannot be reached, and name
+//! the owner of what the links do not carry yet.
 
 mod common;
 
@@ -10,6 +12,7 @@ use common::account::{admin, create_user, signed, User};
 use common::{Client, Server, ADMIN_TOKEN, LIMITS_OFF};
 use serde_json::{json, Value};
 use std::process::Command;
+use std::time::Duration;
 use tradsys::cluster::ClusterMap;
 use tradsys_pgtest::PgServer;
 use tradsys_redistest::RedisServer;
@@ -110,6 +113,8 @@ fn a_start_the_map_cannot_serve_is_refused_with_one_line() {
     }
 }
 
+const WAIT: Duration = Duration::from_secs(20);
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
@@ -134,7 +139,7 @@ fn order(server: &Server, user: &User, symbol: &str, side: &str, (qty, price): (
 }
 
 #[test]
-fn two_instances_serve_their_own_users_and_markets_and_name_the_owner_of_the_rest() {
+fn two_instances_answer_for_each_other_through_the_links() {
     let (redis, pg) = (RedisServer::start(), PgServer::start());
     let (redis_url, pg_url) = (redis.url(), pg.url());
     let apis = [
@@ -165,6 +170,8 @@ fn two_instances_serve_their_own_users_and_markets_and_name_the_owner_of_the_res
             id,
             "--listen",
             api,
+            "--link-call-timeout-ms",
+            "1000",
         ];
         args.extend(LIMITS_OFF);
         Server::start(2, &args)
@@ -223,25 +230,70 @@ fn two_instances_serve_their_own_users_and_markets_and_name_the_owner_of_the_res
     assert!(slots(&on_a).iter().all(|&s| s <= 8191), "{:?}", slots(&on_a));
     assert!(slots(&on_b).iter().all(|&s| s >= 8192), "{:?}", slots(&on_b));
 
-    // A user's requests are answered by its instance; the other names it.
+    // A user's requests and a market's are carried to the instance that
+    // owns them and answered through the one the client reached.
     let (ua, ub) = (&on_a[0], &on_b[0]);
-    let account =
-        |server: &Server, user: &User| answer(signed(&mut server.connect(), user, "GET", "/api/v3/account", ""));
-    assert_eq!(account(&a, ua).0, 200);
-    assert_eq!(account(&b, ub).0, 200);
-    assert_eq!(account(&b, ua), elsewhere(&format!("User {}", ua.id), "a", &apis[0]));
-    assert_eq!(account(&a, ub), elsewhere(&format!("User {}", ub.id), "b", &apis[1]));
+    // The account without its updateTime, the request's own time.
+    let account = |server: &Server, user: &User| {
+        let (status, mut body) = answer(signed(&mut server.connect(), user, "GET", "/api/v3/account", ""));
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("updateTime");
+        }
+        (status, body)
+    };
+    let (ua_home, ub_home) = (account(&a, ua), account(&b, ub));
+    assert_eq!(ua_home.0, 200, "{}", ua_home.1);
+    assert_eq!(account(&b, ua), ua_home);
+    assert_eq!(account(&a, ub), ub_home);
+    let (status, placed) = order(&b, ua, "BTCUSDT", "BUY", ("1", "100"));
+    assert_eq!((status, &placed["status"]), (200, &json!("NEW")), "{placed}");
+    let open = answer(signed(
+        &mut a.connect(),
+        ua,
+        "GET",
+        "/api/v3/openOrders",
+        "symbol=BTCUSDT",
+    ));
+    assert_eq!(open.1[0]["orderId"], placed["orderId"], "{}", open.1);
+    let cancel = format!("symbol=BTCUSDT&orderId={}", placed["orderId"]);
+    let canceled = answer(signed(&mut b.connect(), ua, "DELETE", "/api/v3/order", &cancel));
+    assert_eq!(
+        (canceled.0, &canceled.1["status"]),
+        (200, &json!("CANCELED")),
+        "{}",
+        canceled.1
+    );
+    assert_eq!(
+        answer(b.get("/api/v3/depth?symbol=BTCUSDT")),
+        answer(a.get("/api/v3/depth?symbol=BTCUSDT"))
+    );
+    // 4 requests went from b to a, 1 from a to b; each side counted them.
+    let links = |server: &Server, name: &str, peer: &str| -> f64 {
+        let metrics = server.metrics();
+        (0..2)
+            .filter_map(|shard| metrics.value(name, &[("shard", &shard.to_string()), ("peer", peer)]))
+            .sum()
+    };
+    assert_eq!(
+        [
+            links(&b, "tradsys_link_sent_total", "a"),
+            links(&a, "tradsys_link_received_total", "b")
+        ],
+        [4.0, 4.0]
+    );
+    assert_eq!(
+        [
+            links(&a, "tradsys_link_sent_total", "b"),
+            links(&b, "tradsys_link_received_total", "a")
+        ],
+        [1.0, 1.0]
+    );
+
+    // What links do not carry yet is refused, naming the owner.
     let key_of = |user: &User| format!("/admin/v1/users/{}", user.id);
     assert_eq!(
         admin(a.admin.expect("admin"), "GET", &key_of(ub), None),
         elsewhere(&format!("User {}", ub.id), "b", &apis[1])
-    );
-
-    // So are a market's: depth, orders and streams.
-    assert_eq!(answer(a.get("/api/v3/depth?symbol=BTCUSDT")).0, 200);
-    assert_eq!(
-        answer(b.get("/api/v3/depth?symbol=BTCUSDT")),
-        elsewhere("Market BTCUSDT", "a", &apis[0])
     );
     assert_eq!(
         answer(a.get("/api/v3/ticker/24hr")),
@@ -256,6 +308,41 @@ fn two_instances_serve_their_own_users_and_markets_and_name_the_owner_of_the_res
     assert_eq!(answer(ws.response()), elsewhere("Market BTCUSDT", "a", &apis[0]));
     let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
     assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
+
+    // An owner that does not answer in time: the client is told the
+    // outcome is unknown, and the owner, back, drops the stale request.
+    common::signal(&a.child, "STOP");
+    let timed_out = account(&b, ua);
+    common::signal(&a.child, "CONT");
+    assert_eq!(
+        timed_out,
+        (
+            503,
+            json!({"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown."})
+        )
+    );
+    assert!(
+        common::eventually(WAIT, || links(&a, "tradsys_link_expired_total", "b") == 1.0),
+        "the stale request was not dropped"
+    );
+    assert_eq!(account(&b, ua), ua_home);
+
+    // Without the engine the request cannot leave: refused at once, and
+    // carried again once Redis is back.
+    let mut redis = redis;
+    redis.kill9();
+    let what = format!("User {}", ua.id);
+    let unreachable = (
+        503,
+        json!({"code": -1008, "msg": format!("{what} is served by instance a at {}, which this instance cannot reach now; send the request there.", apis[0])}),
+    );
+    assert_eq!(account(&b, ua), unreachable);
+    redis.start_again();
+    assert!(
+        common::eventually(WAIT, || account(&b, ua) == ua_home),
+        "{:?}",
+        account(&b, ua)
+    );
 
     // Local trading works, and order ids carry the instance: a's sequence
     // numbers are 0 modulo 64, b's 1 (two shards: id = seq * 2 + shard).

@@ -478,7 +478,7 @@ async fn create_user(shard: &impl Host, body: &[u8]) -> Result<RestReply, HttpEr
 fn user_owner(shard: &impl Host, user: UserId) -> Result<usize, HttpError> {
     let trading = shard.trading();
     match trading.user_elsewhere(user) {
-        Some(instance) => Err(crate::api::request::elsewhere(&format!("User {user}"), instance)),
+        Some((_, instance)) => Err(crate::api::request::elsewhere(&format!("User {user}"), instance)),
         None => Ok(trading.user_shard(user) as usize),
     }
 }

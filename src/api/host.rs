@@ -82,4 +82,11 @@ pub(crate) trait Host {
     fn open_exports(&self) -> RefMut<'_, std::collections::HashMap<UserId, Vec<String>>>;
     /// Sends `call` to shard `to` and waits for its answer.
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError>;
+    /// Carries `request` to instance `instance` of the cluster (see
+    /// `api::link`) and waits for its answer.
+    async fn call_instance(
+        &self,
+        instance: usize,
+        request: crate::api::request::RestRequest,
+    ) -> Result<crate::api::request::RestReply, crate::api::link::LinkError>;
 }

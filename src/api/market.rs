@@ -47,8 +47,13 @@ pub(crate) async fn endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Pa
             Ok(m) => m,
             Err(e) => return RestReply::error(&e),
         };
-        if let Some(e) = remote_market(shard, market) {
-            return RestReply::error(&e);
+        let elsewhere = shard
+            .trading()
+            .market_elsewhere(market)
+            .map(|(i, owner)| (i, owner.clone()));
+        if let Some((instance, owner)) = elsewhere {
+            let what = format!("Market {}", shard.trading().spec(market).symbol);
+            return crate::api::link::carry(shard, instance, &what, &owner, req).await;
         }
         let owner = shard.trading().market_shard(market) as usize;
         if owner == shard.index() {
@@ -130,7 +135,7 @@ fn ticker_markets(shard: &impl Host, symbols: Option<&str>) -> Result<Vec<Market
 /// the cluster owns it.
 pub(crate) fn remote_market(shard: &impl Host, market: MarketId) -> Option<HttpError> {
     let trading = shard.trading();
-    let instance = trading.market_elsewhere(market)?;
+    let (_, instance) = trading.market_elsewhere(market)?;
     let symbol = &trading.specs()[usize::from(market.0)].symbol;
     Some(crate::api::request::elsewhere(&format!("Market {symbol}"), instance))
 }

@@ -19,6 +19,7 @@ mod history;
 pub(crate) mod host;
 pub(crate) mod jobs;
 pub(crate) mod klines;
+pub(crate) mod link;
 pub(crate) mod market;
 pub(crate) mod params;
 pub(crate) mod peer;
@@ -296,7 +297,12 @@ fn is_auth_failure(reply: &RestReply) -> bool {
 }
 
 /// A signed or API-key request: to the shard of the user the key names.
-async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'_>, settle: Settle) -> RestReply {
+pub(crate) async fn user_endpoint(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    params: &Params<'_>,
+    settle: Settle,
+) -> RestReply {
     let malformed = || {
         RestReply::error(&HttpError::new(
             401,
@@ -320,8 +326,17 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
             binance::MSG_REJECTED_KEY,
         ));
     };
-    if let Some(instance) = shard.trading().user_elsewhere(user) {
-        return RestReply::error(&request::elsewhere(&format!("User {user}"), instance));
+    let elsewhere = shard
+        .trading()
+        .user_elsewhere(user)
+        .map(|(i, owner)| (i, owner.clone()));
+    if let Some((instance, owner)) = elsewhere {
+        let what = format!("User {user}");
+        // A finished export is a file on the owner's disk: fetched there.
+        if req.endpoint == Endpoint::ExportDownload {
+            return RestReply::error(&request::elsewhere(&what, &owner));
+        }
+        return link::carry(shard, instance, &what, &owner, req).await;
     }
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index() {

@@ -3,14 +3,16 @@
 //! state (`shard`), the mesh between shards and its messages (`mesh`),
 //! what arrives on it (`dispatch`), stream publishing (`publish`),
 //! admission (`admission`), the HTTP and WebSocket connections
-//! (`conn`, `wsconn`), and the history store's writers and start-up
-//! (`history`).
+//! (`conn`, `wsconn`), the history store's writers and start-up
+//! (`history`), and the links to the other instances of a cluster
+//! (`link`).
 
 mod admission;
 pub(crate) mod conn;
 mod dispatch;
 mod history;
 mod jobs;
+mod link;
 pub(crate) mod mesh;
 mod owner;
 mod process;

@@ -110,6 +110,9 @@ pub(crate) struct Shard {
     pub(super) cache: Rc<crate::cache::Cache>,
     /// Cache invalidations from Redis, with `--redis`.
     pub(super) cache_subscriber: Option<crate::redis::subscriber::Subscriber>,
+    /// The links to the other instances of the cluster, when there are
+    /// some.
+    pub(super) link: Option<Rc<crate::server::link::Link>>,
 }
 
 impl Shard {
@@ -350,7 +353,11 @@ impl Host for Shard {
         metrics.overload_shed = crate::overload::Priority::ALL.map(|p| self.overload.shed(p));
         metrics.jobs = crate::server::jobs::counters(self);
         metrics.cache = self.cache.counters();
-        metrics.snapshot(self.index)
+        let mut snapshot = metrics.snapshot(self.index);
+        if let Some(link) = &self.link {
+            snapshot.links = link.counters();
+        }
+        snapshot
     }
 
     async fn admit_request(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Result<Usage, Refusal> {
@@ -436,6 +443,17 @@ impl Host for Shard {
         match self.call_peer(to, Call::Api(call)).await? {
             Reply::Api(reply) => Ok(reply),
             _ => Err(CallError::Mismatch(to)),
+        }
+    }
+
+    async fn call_instance(
+        &self,
+        instance: usize,
+        request: crate::api::request::RestRequest,
+    ) -> Result<crate::api::request::RestReply, crate::api::link::LinkError> {
+        match &self.link {
+            Some(link) => link.call(instance, &request).await,
+            None => Err(crate::api::link::LinkError::Unreachable),
         }
     }
 }

@@ -145,6 +145,10 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     let mut background = dispatch::spawn_receivers(&shard, receivers);
     background.push(glommio::spawn_local(stream_ticks(shard.clone())));
+    if let (Some(link), Some((target, limits))) = (&shard.link, redis_target(&setup.config)) {
+        let reader = crate::server::link::run_reader(shard.clone(), link.clone(), target, limits);
+        background.push(glommio::spawn_local(reader));
+    }
     if shard.overload.is_on() {
         background.push(glommio::spawn_local(probe_overload(shard.clone())));
     }
@@ -376,8 +380,30 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         }),
         cache_subscriber: cache_subscriber(config, setup.index, &cache),
         cache,
+        link: link(config, setup.index, redis.as_ref()),
         redis,
     }
+}
+
+/// The shard's links to the other instances of its cluster, when it is
+/// one of several (which then share a Redis).
+fn link(
+    config: &crate::config::Config,
+    shard: usize,
+    redis: Option<&crate::redis::Redis>,
+) -> Option<Rc<crate::server::link::Link>> {
+    let place = config.place.as_ref().filter(|p| p.map.instances.len() > 1)?;
+    let limits = crate::server::link::LinkLimits {
+        call_timeout_ms: config.link_call_timeout_ms,
+        calls_in_flight_max: config.link_calls_in_flight_max,
+        stream_entries_max: config.link_stream_entries_max,
+    };
+    Some(Rc::new(crate::server::link::Link::new(
+        place.clone(),
+        shard,
+        redis?.clone(),
+        limits,
+    )))
 }
 
 /// The limits a shard counts itself: the configured ones, or with Redis

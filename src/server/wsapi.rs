@@ -683,7 +683,7 @@ async fn authorize(shard: &Shard, request: Authorize, peer: IpAddr) -> Result<Gr
 async fn authorize_on_owner(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
     let user =
         crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
-    if let Some(instance) = shard.trading().user_elsewhere(user) {
+    if let Some((_, instance)) = shard.trading().user_elsewhere(user) {
         return Err(api::request::elsewhere(&format!("User {user}"), instance));
     }
     let owner = shard.trading().user_shard(user) as usize;

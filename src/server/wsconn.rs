@@ -104,7 +104,7 @@ fn stream_elsewhere(trading: &crate::trading::Trading, key: StreamKey) -> Option
             )
         });
     }
-    let instance = trading.market_elsewhere(key.market)?;
+    let (_, instance) = trading.market_elsewhere(key.market)?;
     let symbol = &trading.specs()[usize::from(key.market.0)].symbol;
     Some(crate::api::request::elsewhere(&format!("Market {symbol}"), instance))
 }
@@ -254,7 +254,7 @@ pub(crate) async fn serve(
 /// for a user at `ws_user_data_connections_per_user_max`.
 async fn user_stream(shard: &Shard, key: &str, out: &Rc<Outbound>) -> Result<tradsys_engine::order::UserId, HttpError> {
     if let Some(user) = crate::auth::user_of_key(key.as_bytes()) {
-        if let Some(instance) = shard.trading().user_elsewhere(user) {
+        if let Some((_, instance)) = shard.trading().user_elsewhere(user) {
             return Err(crate::api::request::elsewhere(&format!("User {user}"), instance));
         }
     }

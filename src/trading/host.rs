@@ -351,17 +351,19 @@ impl Trading {
         self.place.as_deref()
     }
 
-    /// The instance that owns `user` when it is not this one.
-    pub fn user_elsewhere(&self, user: UserId) -> Option<&crate::cluster::Instance> {
+    /// The instance that owns `user` (its index in the map, and itself)
+    /// when it is not this one.
+    pub fn user_elsewhere(&self, user: UserId) -> Option<(usize, &crate::cluster::Instance)> {
         let place = self.place.as_deref()?;
-        (!place.owns_user(user)).then(|| &place.map.instances[place.map.user_instance(user)])
+        let owner = place.map.user_instance(user);
+        (owner != place.me).then(|| (owner, &place.map.instances[owner]))
     }
 
     /// The instance that owns `market` when it is not this one.
-    pub fn market_elsewhere(&self, market: MarketId) -> Option<&crate::cluster::Instance> {
+    pub fn market_elsewhere(&self, market: MarketId) -> Option<(usize, &crate::cluster::Instance)> {
         let place = self.place.as_deref()?;
-        let m = usize::from(market.0);
-        (!place.owns_market(m)).then(|| &place.map.instances[place.map.market_instance(m)])
+        let owner = place.map.market_instance(usize::from(market.0));
+        (owner != place.me).then(|| (owner, &place.map.instances[owner]))
     }
 
     /// Makes this shard one of a cluster instance's (before the journal

@@ -1,0 +1,350 @@
+//! Requests carried to another instance of the cluster, and their
+//! answers, as bytes: what the server's links (`server::link`) put in the
+//! message engine. A request whose user or market another instance owns
+//! is sent whole, as the connection's shard admitted it (its weight is
+//! counted where the client is connected), and run there as if it had
+//! arrived on one of that instance's own connections:
+//! [`answer_carried`] routes it to the owning shard and waits until what
+//! it changed is durable, as a local request does.
+//!
+//! The encoding is length-prefixed fields, little-endian, behind a version
+//! byte; the endpoint travels as its method and path, so instances of two
+//! builds agree on it or refuse it. Decoding checks every length against
+//! what is left and refuses trailing bytes: a message is trusted only as
+//! far as the instances sharing the engine are.
+
+use crate::api::host::Host;
+use crate::api::request::{OwnedCredentials, RestReply, RestRequest};
+use crate::api::{market, user_endpoint, Settle};
+use crate::endpoint::{Endpoint, Security};
+use crate::http::{HttpError, Method};
+
+/// The encoding's version: the first byte of every message.
+const VERSION: u8 = 1;
+
+/// Why a message could not be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("link message: {0}")]
+pub(crate) struct DecodeError(&'static str);
+
+/// Why a carried request got no answer from the owning instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkError {
+    /// The request could not be sent (the engine does not answer, or this
+    /// shard has too many requests out on the link).
+    Unreachable,
+    /// Sent, and no answer came in time: it may have run.
+    Timeout,
+}
+
+/// The answer to a request another instance owns, or why there is none.
+pub(crate) fn carried_error(what: &str, instance: &crate::cluster::Instance, error: LinkError) -> HttpError {
+    match error {
+        LinkError::Unreachable => HttpError::new(
+            503,
+            crate::binance::SERVER_BUSY,
+            format!(
+                "{what} is served by instance {} at {}, which this instance cannot reach now; send the request there.",
+                instance.id, instance.api
+            ),
+        ),
+        LinkError::Timeout => HttpError::new(
+            503,
+            crate::binance::TIMEOUT,
+            "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+        ),
+    }
+}
+
+/// Carries `req`, about `what` (a user or market of instance `instance`,
+/// `owner`), to that instance and returns its answer.
+pub(crate) async fn carry(
+    shard: &impl Host,
+    instance: usize,
+    what: &str,
+    owner: &crate::cluster::Instance,
+    req: crate::api::request::RequestRef<'_>,
+) -> RestReply {
+    match shard.call_instance(instance, req.to_request()).await {
+        Ok(reply) => reply,
+        Err(e) => RestReply::error(&carried_error(what, owner, e)),
+    }
+}
+
+/// Runs a request another instance carried here, as a request of one of
+/// this instance's connections would run after its admission.
+pub(crate) async fn answer_carried(shard: &impl Host, request: &RestRequest) -> RestReply {
+    let req = request.borrowed();
+    let params = match req.params(shard) {
+        Ok(params) => params,
+        Err(e) => return RestReply::error(&e),
+    };
+    match req.endpoint.security() {
+        Security::None => market::endpoint(shard, req, &params).await,
+        _ => user_endpoint(shard, req, &params, Settle::Now).await,
+    }
+}
+
+pub(crate) fn encode_request(request: &RestRequest) -> Vec<u8> {
+    let (method, path) = request.endpoint.route();
+    let mut out = Vec::with_capacity(64 + request.query.len() + request.body.len());
+    out.push(VERSION);
+    out.push(method_byte(method));
+    put(&mut out, path.as_bytes());
+    out.push(u8::from(request.form_body));
+    out.extend_from_slice(&request.now_ms.to_le_bytes());
+    put_option(&mut out, request.api_key.as_deref());
+    match &request.credentials {
+        OwnedCredentials::Rest => out.push(0),
+        OwnedCredentials::Payload { payload, signature } => {
+            out.push(1);
+            put(&mut out, payload);
+            put_option(&mut out, signature.as_deref().map(str::as_bytes));
+        }
+        OwnedCredentials::Session => out.push(2),
+    }
+    put(&mut out, &request.query);
+    put(&mut out, &request.body);
+    out
+}
+
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<RestRequest, DecodeError> {
+    let mut r = Reader(bytes);
+    if r.byte()? != VERSION {
+        return Err(DecodeError("unknown version"));
+    }
+    let method = match r.byte()? {
+        0 => Method::Get,
+        1 => Method::Post,
+        2 => Method::Put,
+        3 => Method::Delete,
+        _ => return Err(DecodeError("unknown method")),
+    };
+    let endpoint = Endpoint::from_request(method, r.field()?).ok_or(DecodeError("unknown endpoint"))?;
+    let form_body = match r.byte()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError("form flag")),
+    };
+    let now_ms = r.u64()?;
+    let api_key = r.option()?.map(<[u8]>::to_vec);
+    let credentials = match r.byte()? {
+        0 => OwnedCredentials::Rest,
+        1 => OwnedCredentials::Payload {
+            payload: r.field()?.to_vec(),
+            signature: match r.option()? {
+                Some(s) => Some(String::from_utf8(s.to_vec()).map_err(|_| DecodeError("signature"))?),
+                None => None,
+            },
+        },
+        2 => OwnedCredentials::Session,
+        _ => return Err(DecodeError("unknown credentials")),
+    };
+    let query = r.field()?.to_vec();
+    let body = r.field()?.to_vec();
+    r.end()?;
+    Ok(RestRequest {
+        endpoint,
+        query,
+        body,
+        form_body,
+        api_key,
+        credentials,
+        now_ms,
+    })
+}
+
+pub(crate) fn encode_reply(reply: &RestReply) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + reply.body.len());
+    out.push(VERSION);
+    out.extend_from_slice(&reply.status.to_le_bytes());
+    out.extend_from_slice(&(reply.headers.len() as u32).to_le_bytes());
+    for header in &reply.headers {
+        put(&mut out, header.as_bytes());
+    }
+    put(&mut out, &reply.body);
+    out
+}
+
+pub(crate) fn decode_reply(bytes: &[u8]) -> Result<RestReply, DecodeError> {
+    let mut r = Reader(bytes);
+    if r.byte()? != VERSION {
+        return Err(DecodeError("unknown version"));
+    }
+    let status = u16::from_le_bytes([r.byte()?, r.byte()?]);
+    if !(100..=599).contains(&status) {
+        return Err(DecodeError("status"));
+    }
+    let count = r.u32()? as usize;
+    // Each header takes at least its length's 4 bytes.
+    if count > r.0.len() / 4 {
+        return Err(DecodeError("header count"));
+    }
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let header = std::str::from_utf8(r.field()?).map_err(|_| DecodeError("header"))?;
+        // A header line carries no line break of its own.
+        if header.contains(['\r', '\n']) {
+            return Err(DecodeError("header"));
+        }
+        headers.push(header.to_string());
+    }
+    let body = r.field()?.to_vec();
+    r.end()?;
+    Ok(RestReply { status, headers, body })
+}
+
+fn method_byte(method: Method) -> u8 {
+    match method {
+        Method::Post => 1,
+        Method::Put => 2,
+        Method::Delete => 3,
+        Method::Get | Method::Head | Method::Other => 0,
+    }
+}
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+fn put_option(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        Some(field) => {
+            out.push(1);
+            put(out, field);
+        }
+        None => out.push(0),
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.0.len() {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn field(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn option(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.field()?)),
+            _ => Err(DecodeError("option flag")),
+        }
+    }
+
+    fn end(&self) -> Result<(), DecodeError> {
+        match self.0.is_empty() {
+            true => Ok(()),
+            false => Err(DecodeError("trailing bytes")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(credentials: OwnedCredentials) -> RestRequest {
+        RestRequest {
+            endpoint: Endpoint::OrderNew,
+            query: b"symbol=BTCUSDT&side=BUY".to_vec(),
+            body: vec![0, 255, 10, 13],
+            form_body: true,
+            api_key: Some(b"12345abcdef".to_vec()),
+            credentials,
+            now_ms: 1_765_000_000_123,
+        }
+    }
+
+    fn same(a: &RestRequest, b: &RestRequest) -> bool {
+        (a.endpoint, &a.query, &a.body, a.form_body, &a.api_key, a.now_ms)
+            == (b.endpoint, &b.query, &b.body, b.form_body, &b.api_key, b.now_ms)
+            && format!("{:?}", a.credentials) == format!("{:?}", b.credentials)
+    }
+
+    #[test]
+    fn requests_and_replies_round_trip() -> Result<(), DecodeError> {
+        let payload = OwnedCredentials::Payload {
+            payload: b"apiKey=k&symbol=BTCUSDT".to_vec(),
+            signature: Some("c2lnbmF0dXJl".into()),
+        };
+        for credentials in [OwnedCredentials::Rest, payload, OwnedCredentials::Session] {
+            let original = request(credentials);
+            let decoded = decode_request(&encode_request(&original))?;
+            assert!(same(&original, &decoded), "{decoded:?}");
+        }
+        for endpoint in Endpoint::ALL {
+            let original = RestRequest {
+                endpoint,
+                ..request(OwnedCredentials::Rest)
+            };
+            assert_eq!(decode_request(&encode_request(&original))?.endpoint, endpoint);
+        }
+        let reply = RestReply {
+            status: 429,
+            headers: vec!["Retry-After: 1".into(), "X-MBX-USED-WEIGHT-1M: 7".into()],
+            body: br#"{"code":-1003,"msg":"..."}"#.to_vec(),
+        };
+        let decoded = decode_reply(&encode_reply(&reply))?;
+        assert_eq!(
+            (decoded.status, &decoded.headers, &decoded.body),
+            (429, &reply.headers, &reply.body)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_cut_and_every_flipped_byte_is_refused_or_read_without_panic() {
+        let encoded = encode_request(&request(OwnedCredentials::Rest));
+        for cut in 0..encoded.len() {
+            assert_eq!(
+                decode_request(&encoded[..cut]).err(),
+                Some(DecodeError("truncated")),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert_eq!(decode_request(&longer).err(), Some(DecodeError("trailing bytes")));
+        for at in 0..encoded.len() {
+            for bit in 0..8 {
+                let mut flipped = encoded.clone();
+                flipped[at] ^= 1 << bit;
+                let _ = decode_request(&flipped);
+            }
+        }
+        let reply = encode_reply(&RestReply::json(b"{}".to_vec()));
+        for cut in 0..reply.len() {
+            assert!(decode_reply(&reply[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge_count = vec![VERSION, 200, 0];
+        huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_reply(&huge_count).err(), Some(DecodeError("header count")));
+    }
+}

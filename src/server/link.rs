@@ -1,0 +1,434 @@
+//! A shard's links to the other instances of its cluster, through Redis
+//! Streams on the Redis every instance of a cluster shares (`--redis`).
+//!
+//! Streams (`<i>` an instance id, `<s>` a shard index):
+//!
+//! - `tradsys:link:<i>:requests`: requests for instance `i`, read by every
+//!   shard of `i` as a consumer of the group `tradsys`, so that each entry
+//!   goes to one shard, which runs it as a request of its own connections
+//!   (`api::link::answer_carried`: it routes to the owning shard).
+//! - `tradsys:link:<i>:<s>:replies`: answers for shard `s` of instance
+//!   `i`, read by that shard alone (the same group, one consumer).
+//!
+//! An entry holds `from` (the sender's instance id), `shard` (its shard),
+//! `call` (`<nonce>:<n>`: the sender shard's start and its n-th call, so
+//! that an answer meant for an earlier start is dropped), `deadline` (ms
+//! since the epoch: the sender answers its client with a timeout then)
+//! and `request` or `reply` (`api::link`'s bytes).
+//!
+//! **At most once.** Entries are read with `NOACK`: a request is never
+//! delivered twice, so a crash of the owner while it runs one leaves the
+//! outcome unknown, and the client is told so with Binance's -1007
+//! ("execution status unknown"), exactly as when its own connection to
+//! the owner would have broken. A request read after its deadline is
+//! dropped unanswered; its client already has its -1007.
+//!
+//! Each shard reads with a Redis connection of its own, blocking for at
+//! most `READ_BLOCK_MS`; it sends on the shard's client, pipelined with
+//! the rest of its commands.
+//!
+//! **Bounds:** `link_calls_in_flight_max` requests out per shard (more
+//! are refused at once) and as many carried here running at once (more
+//! are answered 503 -1008); each stream holds about
+//! `link_stream_entries_max` entries (`XADD MAXLEN ~`); one read takes at
+//! most `READ_COUNT_MAX` entries.
+
+use crate::api::link::{answer_carried, decode_reply, decode_request, encode_reply, encode_request, LinkError};
+use crate::api::request::{RestReply, RestRequest};
+use crate::cluster::Place;
+use crate::metrics::{latency_histogram, LatencyBuckets, LinkCounters};
+use crate::oneshot;
+use crate::redis::{Redis, RedisLimits, RedisTarget, Reply};
+use crate::server::shard::Shard;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one read waits in Redis for entries.
+const READ_BLOCK_MS: u64 = 500;
+/// Entries one read takes.
+const READ_COUNT_MAX: usize = 64;
+/// Pause after a failed read before the next, growing to the most.
+const RETRY_MS: u64 = 50;
+const RETRY_MS_MAX: u64 = 1_000;
+/// Slowest round trip the histogram tells apart.
+const ROUND_TRIP_MAX_NS: u64 = 60_000_000_000;
+/// The consumer group on every link stream.
+const GROUP: &str = "tradsys";
+
+/// The link settings of the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkLimits {
+    pub(crate) call_timeout_ms: u64,
+    pub(crate) calls_in_flight_max: usize,
+    pub(crate) stream_entries_max: usize,
+}
+
+/// One peer's figures (see `metrics::LinkCounters`).
+#[derive(Default)]
+struct PeerStats {
+    counters: LinkCounters,
+    round_trip_ns: Option<Histogram<u64>>,
+}
+
+/// A shard's links: what it carries to the other instances, and what it
+/// runs for them.
+pub(crate) struct Link {
+    place: Arc<Place>,
+    shard: usize,
+    redis: Redis,
+    limits: LinkLimits,
+    /// This shard's start: answers carrying another are for an earlier one.
+    nonce: u64,
+    next_call: Cell<u64>,
+    waiting: RefCell<HashMap<u64, oneshot::Sender<RestReply>>>,
+    /// Requests of other instances running here.
+    running: Cell<usize>,
+    peers: RefCell<Vec<PeerStats>>,
+}
+
+fn requests_key(instance: &str) -> String {
+    format!("tradsys:link:{instance}:requests")
+}
+
+fn replies_key(instance: &str, shard: usize) -> String {
+    format!("tradsys:link:{instance}:{shard}:replies")
+}
+
+impl Link {
+    pub(crate) fn new(place: Arc<Place>, shard: usize, redis: Redis, limits: LinkLimits) -> Link {
+        let peers = place.map.instances.iter().map(|_| PeerStats::default()).collect();
+        Link {
+            place,
+            shard,
+            redis,
+            limits,
+            nonce: crate::clock::now_micros() ^ ((shard as u64) << 56),
+            next_call: Cell::new(0),
+            waiting: RefCell::new(HashMap::new()),
+            running: Cell::new(0),
+            peers: RefCell::new(peers),
+        }
+    }
+
+    fn me(&self) -> &str {
+        &self.place.instance().id
+    }
+
+    /// Carries `request` to instance `instance` and waits for its answer,
+    /// at most `link_call_timeout_ms`.
+    pub(crate) async fn call(&self, instance: usize, request: &RestRequest) -> Result<RestReply, LinkError> {
+        if self.waiting.borrow().len() >= self.limits.calls_in_flight_max {
+            self.peers.borrow_mut()[instance].counters.unreachable += 1;
+            return Err(LinkError::Unreachable);
+        }
+        let call = self.next_call.get();
+        self.next_call.set(call + 1);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.borrow_mut().insert(call, tx);
+        let body = encode_request(request);
+        let sent_at = Instant::now();
+        let deadline_ms = crate::clock::now_ms() + self.limits.call_timeout_ms;
+        let key = requests_key(&self.place.map.instances[instance].id);
+        let sent = self.add(&key, self.shard, call, deadline_ms, "request", &body).await;
+        if !sent {
+            self.waiting.borrow_mut().remove(&call);
+            self.peers.borrow_mut()[instance].counters.unreachable += 1;
+            return Err(LinkError::Unreachable);
+        }
+        {
+            let mut peers = self.peers.borrow_mut();
+            peers[instance].counters.sent += 1;
+            peers[instance].counters.sent_bytes += body.len() as u64;
+        }
+        let timeout = Duration::from_millis(self.limits.call_timeout_ms).saturating_sub(sent_at.elapsed());
+        let answer = futures_lite::future::or(rx, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        self.waiting.borrow_mut().remove(&call);
+        let mut peers = self.peers.borrow_mut();
+        let peer = &mut peers[instance];
+        match answer {
+            Some(reply) => {
+                let ns = sent_at.elapsed().as_nanos() as u64;
+                let histogram = peer
+                    .round_trip_ns
+                    .get_or_insert_with(|| latency_histogram(ROUND_TRIP_MAX_NS));
+                let _ = histogram.record(ns.clamp(1, ROUND_TRIP_MAX_NS));
+                peer.counters.round_trip.sum_ns += ns;
+                Ok(reply)
+            }
+            None => {
+                peer.counters.timeouts += 1;
+                Err(LinkError::Timeout)
+            }
+        }
+    }
+
+    /// Adds one entry to `key`; whether Redis took it.
+    async fn add(&self, key: &str, shard: usize, call: u64, deadline_ms: u64, field: &str, body: &[u8]) -> bool {
+        let max = self.limits.stream_entries_max.to_string();
+        let (shard, call, deadline) = (
+            shard.to_string(),
+            format!("{}:{call}", self.nonce),
+            deadline_ms.to_string(),
+        );
+        self.add_entry(key, &max, &shard, &call, &deadline, field, body).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add_entry(
+        &self,
+        key: &str,
+        max: &str,
+        shard: &str,
+        call: &str,
+        deadline: &str,
+        field: &str,
+        body: &[u8],
+    ) -> bool {
+        let words: [&[u8]; 16] = [
+            b"XADD",
+            key.as_bytes(),
+            b"MAXLEN",
+            b"~",
+            max.as_bytes(),
+            b"*",
+            b"from",
+            self.me().as_bytes(),
+            b"shard",
+            shard.as_bytes(),
+            b"call",
+            call.as_bytes(),
+            b"deadline",
+            deadline.as_bytes(),
+            field.as_bytes(),
+            body,
+        ];
+        matches!(self.redis.call(&words).await, Ok(Reply::Bulk(_)))
+    }
+
+    /// The figures of each link, by the peer's id (this instance left out).
+    pub(crate) fn counters(&self) -> Vec<(String, LinkCounters)> {
+        let peers = self.peers.borrow();
+        self.place
+            .map
+            .instances
+            .iter()
+            .zip(peers.iter())
+            .enumerate()
+            .filter(|(i, _)| *i != self.place.me)
+            .map(|(_, (instance, peer))| {
+                let mut counters = peer.counters;
+                if let Some(h) = &peer.round_trip_ns {
+                    counters.round_trip = LatencyBuckets::of(h, counters.round_trip.sum_ns);
+                }
+                (instance.id.clone(), counters)
+            })
+            .collect()
+    }
+
+    fn peer_index(&self, id: &str) -> Option<usize> {
+        self.place.map.instances.iter().position(|i| i.id == id)
+    }
+}
+
+/// One entry of a link stream, its fields read.
+struct Entry<'a> {
+    /// The id's milliseconds (Redis's clock when it took the entry).
+    added_ms: u64,
+    from: &'a str,
+    shard: usize,
+    call: &'a str,
+    deadline_ms: u64,
+    request: Option<&'a [u8]>,
+    reply: Option<&'a [u8]>,
+}
+
+fn entry(item: &Reply) -> Option<Entry<'_>> {
+    let Reply::Array(parts) = item else { return None };
+    let [Reply::Bulk(id), Reply::Array(fields)] = parts.as_slice() else {
+        return None;
+    };
+    let added_ms = std::str::from_utf8(id).ok()?.split('-').next()?.parse().ok()?;
+    let mut e = Entry {
+        added_ms,
+        from: "",
+        shard: 0,
+        call: "",
+        deadline_ms: 0,
+        request: None,
+        reply: None,
+    };
+    for pair in fields.chunks(2) {
+        let [Reply::Bulk(name), Reply::Bulk(value)] = pair else {
+            return None;
+        };
+        let text = || std::str::from_utf8(value).ok();
+        match name.as_slice() {
+            b"from" => e.from = text()?,
+            b"shard" => e.shard = text()?.parse().ok()?,
+            b"call" => e.call = text()?,
+            b"deadline" => e.deadline_ms = text()?.parse().ok()?,
+            b"request" => e.request = Some(value),
+            b"reply" => e.reply = Some(value),
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+/// Reads the shard's two streams until the shard stops.
+pub(crate) async fn run_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTarget, limits: RedisLimits) {
+    // Its own connection: a blocked read holds it.
+    let limits = RedisLimits {
+        command_timeout_ms: limits.command_timeout_ms + READ_BLOCK_MS,
+        ..limits
+    };
+    let seed = crate::clock::now_micros() ^ ((link.shard as u64 + 1) << 44);
+    let redis = Redis::start(target, limits, seed);
+    let requests = requests_key(link.me());
+    let replies = replies_key(link.me(), link.shard);
+    let consumer = link.shard.to_string();
+    let block = READ_BLOCK_MS.to_string();
+    let count = READ_COUNT_MAX.to_string();
+    let mut groups = false;
+    let mut retry_ms = RETRY_MS;
+    while !shard.draining.get() {
+        if !groups {
+            groups = make_groups(&redis, &[&requests, &replies]).await;
+        }
+        let words: [&[u8]; 14] = [
+            b"XREADGROUP",
+            b"GROUP",
+            GROUP.as_bytes(),
+            consumer.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block.as_bytes(),
+            b"NOACK",
+            b"STREAMS",
+            requests.as_bytes(),
+            replies.as_bytes(),
+            b">",
+            b">",
+        ];
+        match redis.call(&words).await {
+            Ok(Reply::Array(streams)) => {
+                retry_ms = RETRY_MS;
+                for stream in &streams {
+                    on_stream(&shard, &link, stream);
+                }
+            }
+            Ok(Reply::Nil) => retry_ms = RETRY_MS,
+            // NOGROUP after Redis lost its data, or no connection: make
+            // the groups again after a pause.
+            _ => {
+                groups = false;
+                glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
+                retry_ms = (retry_ms * 2).min(RETRY_MS_MAX);
+            }
+        }
+    }
+    redis.close();
+}
+
+/// Creates the consumer group on each stream (and the stream), keeping
+/// one that exists; whether all are there.
+async fn make_groups(redis: &Redis, keys: &[&str]) -> bool {
+    let mut all = true;
+    for key in keys {
+        let words: [&[u8]; 6] = [
+            b"XGROUP",
+            b"CREATE",
+            key.as_bytes(),
+            GROUP.as_bytes(),
+            b"$",
+            b"MKSTREAM",
+        ];
+        all &= match redis.call(&words).await {
+            Ok(Reply::Status(_)) => true,
+            Ok(Reply::Error(e)) => e.starts_with("BUSYGROUP"),
+            _ => false,
+        };
+    }
+    all
+}
+
+fn on_stream(shard: &Rc<Shard>, link: &Rc<Link>, stream: &Reply) {
+    let Reply::Array(parts) = stream else { return };
+    let [_, Reply::Array(items)] = parts.as_slice() else {
+        return;
+    };
+    let now_ms = crate::clock::now_ms();
+    for item in items {
+        let Some(e) = entry(item) else { continue };
+        let Some(peer) = link.peer_index(e.from) else {
+            continue;
+        };
+        link.peers.borrow_mut()[peer].counters.lag_ms = now_ms.saturating_sub(e.added_ms);
+        if let Some(bytes) = e.reply {
+            on_reply(link, e.call, bytes);
+        } else if let Some(bytes) = e.request {
+            on_request(shard, link, peer, &e, bytes, now_ms);
+        }
+    }
+}
+
+fn on_reply(link: &Link, call: &str, bytes: &[u8]) {
+    let Some((nonce, n)) = call.split_once(':') else { return };
+    if nonce.parse() != Ok(link.nonce) {
+        return;
+    }
+    let (Ok(n), Ok(reply)) = (n.parse::<u64>(), decode_reply(bytes)) else {
+        return;
+    };
+    if let Some(waiter) = link.waiting.borrow_mut().remove(&n) {
+        waiter.send(reply);
+    }
+}
+
+fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, bytes: &[u8], now_ms: u64) {
+    if e.deadline_ms < now_ms {
+        link.peers.borrow_mut()[peer].counters.expired += 1;
+        return;
+    }
+    {
+        let mut peers = link.peers.borrow_mut();
+        peers[peer].counters.received += 1;
+        peers[peer].counters.received_bytes += bytes.len() as u64;
+    }
+    let to = replies_key(e.from, e.shard);
+    let call = e.call.to_string();
+    let deadline = e.deadline_ms.to_string();
+    let max = link.limits.stream_entries_max.to_string();
+    let shard_field = e.shard.to_string();
+    let decoded = decode_request(bytes);
+    let busy = link.running.get() >= link.limits.calls_in_flight_max;
+    let (shard, link) = (shard.clone(), link.clone());
+    link.running.set(link.running.get() + 1);
+    glommio::spawn_local(async move {
+        let reply = match decoded {
+            _ if busy => RestReply::error(&crate::api::overloaded()),
+            Ok(request) => answer_carried(&*shard, &request).await,
+            Err(e) => RestReply::error(&crate::http::HttpError::new(
+                400,
+                crate::binance::ILLEGAL_CHARS,
+                e.to_string(),
+            )),
+        };
+        link.running.set(link.running.get() - 1);
+        let body = encode_reply(&reply);
+        // The caller times out if this is lost.
+        let _ = link
+            .add_entry(&to, &max, &shard_field, &call, &deadline, "reply", &body)
+            .await;
+    })
+    .detach();
+}
