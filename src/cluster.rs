@@ -251,6 +251,11 @@ impl ClusterMap {
         usize::from(self.slot_owner[Self::user_slot(user) as usize])
     }
 
+    /// How many slots instance `i` owns.
+    pub fn slot_count(&self, i: usize) -> usize {
+        self.slot_owner.iter().filter(|&&o| usize::from(o) == i).count()
+    }
+
     /// The index of the instance that owns market `market` (its place in
     /// the markets file).
     pub fn market_instance(&self, market: usize) -> usize {
@@ -267,7 +272,7 @@ impl ClusterMap {
     /// What instance `i` is and owns, in one line.
     pub fn describe(&self, i: usize, specs: &[MarketSpec]) -> String {
         let instance = &self.instances[i];
-        let slots = self.slot_owner.iter().filter(|&&o| usize::from(o) == i).count();
+        let slots = self.slot_count(i);
         let markets: Vec<&str> = specs
             .iter()
             .enumerate()

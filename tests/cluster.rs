@@ -309,11 +309,34 @@ fn two_instances_answer_for_each_other_through_the_links() {
     let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
     assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
 
+    // The cluster as b sees it: both instances, a answering through the link.
+    let view = |server: &Server| {
+        let (status, mut body) = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster", None);
+        assert_eq!(status, 200, "{body}");
+        let a = &mut body["instances"][0];
+        assert!(a["pingMicros"].is_u64() && a["linkLagMs"].is_u64(), "{a}");
+        for field in ["pingMicros", "linkLagMs"] {
+            a.as_object_mut().map(|a| a.remove(field));
+        }
+        body
+    };
+    let instance = |id: &str, api: &str, link: &str, markets: [&str; 2], me: bool, ready: bool| json!({"id": id, "api": api, "link": link, "slots": 8192, "markets": markets, "self": me, "ready": ready});
+    let both = |a_ready: bool| {
+        json!({"cluster": true, "instances": [
+            instance("a", &apis[0], "127.0.0.1:9101", ["BTCUSDT", "ETHBTC"], false, a_ready),
+            instance("b", &apis[1], "127.0.0.1:9102", ["ETHUSDT", "EURUSD"], true, true),
+        ]})
+    };
+    assert_eq!(view(&b), both(true));
+
     // An owner that does not answer in time: the client is told the
-    // outcome is unknown, and the owner, back, drops the stale request.
+    // outcome is unknown, the cluster view says it is not ready, and the
+    // owner, back, drops the two stale requests.
     common::signal(&a.child, "STOP");
     let timed_out = account(&b, ua);
+    let stopped_view = view(&b);
     common::signal(&a.child, "CONT");
+    assert_eq!(stopped_view, both(false));
     assert_eq!(
         timed_out,
         (
@@ -322,7 +345,7 @@ fn two_instances_answer_for_each_other_through_the_links() {
         )
     );
     assert!(
-        common::eventually(WAIT, || links(&a, "tradsys_link_expired_total", "b") == 1.0),
+        common::eventually(WAIT, || links(&a, "tradsys_link_expired_total", "b") == 2.0),
         "the stale request was not dropped"
     );
     assert_eq!(account(&b, ua), ua_home);
@@ -365,4 +388,11 @@ fn two_instances_answer_for_each_other_through_the_links() {
     );
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_a_map_the_cluster_view_is_one_instance() {
+    let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
+    let view = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster", None);
+    assert_eq!(view, (200, json!({"cluster": false, "ready": true})));
 }

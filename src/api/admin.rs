@@ -209,6 +209,7 @@ async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
             halt(shard, symbol, *action == "halt").await
         }
         (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
+        (Method::Get, ["admin", "v1", "cluster"]) => Ok(cluster_view(shard).await),
         (Method::Get, ["admin", "v1", "state"]) => state_hashes(shard).await,
         (Method::Get, ["admin", "v1", "jobs"]) => Ok(crate::api::jobs::admin_jobs(shard).await),
         (Method::Post, ["admin", "v1", "jobs", "dead", id, "requeue"]) => {
@@ -609,6 +610,102 @@ async fn list_users(shard: &impl Host) -> Result<RestReply, HttpError> {
     }
     w.end_array();
     Ok(RestReply::json(w.into_bytes()))
+}
+
+/// `GET /admin/v1/cluster`: the instances of the map, what each owns, and
+/// for the others whether they answer a ping through the links now (and
+/// in how long), with the lag of this shard's link from each. Without a
+/// map, this process is the whole exchange: one instance, `"cluster":
+/// false`. The pings go out together; each waits `link_call_timeout_ms`
+/// at most.
+async fn cluster_view(shard: &impl Host) -> RestReply {
+    let place = shard.trading().cluster_place().map(|p| {
+        let instances: Vec<(crate::cluster::Instance, usize, Vec<String>)> = (0..p.map.instances.len())
+            .map(|i| {
+                let markets = shard
+                    .trading()
+                    .specs()
+                    .iter()
+                    .enumerate()
+                    .filter(|(m, _)| p.map.market_instance(*m) == i)
+                    .map(|(_, spec)| spec.symbol.clone())
+                    .collect();
+                (p.map.instances[i].clone(), p.map.slot_count(i), markets)
+            })
+            .collect();
+        (p.me, instances)
+    });
+    let mut w = JsonWriter::default();
+    let Some((me, instances)) = place else {
+        w.begin_object()
+            .field_bool("cluster", false)
+            .field_bool("ready", shard.is_ready())
+            .end_object();
+        return RestReply::json(w.into_bytes());
+    };
+    let ping = || crate::api::request::RestRequest {
+        endpoint: crate::endpoint::Endpoint::Ping,
+        query: Vec::new(),
+        body: Vec::new(),
+        form_body: false,
+        api_key: None,
+        credentials: Default::default(),
+        now_ms: crate::clock::now_ms(),
+    };
+    let probes: Vec<_> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let request = ping();
+            async move {
+                if i == me {
+                    return None;
+                }
+                let sent = std::time::Instant::now();
+                let answered = shard.call_instance(i, request).await;
+                Some((
+                    answered.is_ok_and(|r| r.status == 200),
+                    sent.elapsed().as_micros() as u64,
+                ))
+            }
+        })
+        .collect();
+    let probes = crate::jobs::worker::join_all(probes).await;
+    let lags = shard.metrics_snapshot().links;
+    w.begin_object()
+        .field_bool("cluster", true)
+        .key("instances")
+        .begin_array();
+    for (i, ((instance, slots, markets), probe)) in instances.iter().zip(probes).enumerate() {
+        w.begin_object()
+            .field_str("id", &instance.id)
+            .field_str("api", &instance.api.to_string())
+            .field_str("link", &instance.link.to_string())
+            .field_uint("slots", *slots as u64)
+            .key("markets")
+            .begin_array();
+        for market in markets {
+            w.str(market);
+        }
+        w.end_array().field_bool("self", i == me);
+        match probe {
+            None => {
+                w.field_bool("ready", shard.is_ready());
+            }
+            Some((answered, us)) => {
+                let lag = lags
+                    .iter()
+                    .find(|(id, _)| *id == instance.id)
+                    .map_or(0, |(_, l)| l.lag_ms);
+                w.field_bool("ready", answered)
+                    .field_uint("pingMicros", us)
+                    .field_uint("linkLagMs", lag);
+            }
+        }
+        w.end_object();
+    }
+    w.end_array().end_object();
+    RestReply::json(w.into_bytes())
 }
 
 /// Halts or resumes a market on every shard; answers once all have applied

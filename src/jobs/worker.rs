@@ -59,17 +59,20 @@ pub(crate) async fn run(
     join_all(lanes).await;
 }
 
-/// Polls every future until all are done.
-async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+/// Polls every future until all are done; their outputs in order.
+pub(crate) async fn join_all<T, F: Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
     let mut futures: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for slot in &mut futures {
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
             if let Some(future) = slot {
-                if future.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                } else {
-                    pending = true;
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
                 }
             }
         }
@@ -79,7 +82,8 @@ async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
             Poll::Ready(())
         }
     })
-    .await
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 async fn run_lane(

@@ -355,6 +355,9 @@ def tradsys_server(_loopback_only):
             "--data-dir", os.path.join(data_dir, "data"),
             "--markets", str(MARKETS),
             "--request-weight-per-minute-max", str(REQUEST_WEIGHT_PER_MINUTE_MAX),
+            # Shedding is tested in tests/overload.rs; here a busy machine would
+            # shed the very requests under test.
+            "--overload-order-wait-ms-max", "0",
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -46,6 +46,9 @@ def start(data_dir, token):
             "--ip-ban-refusals-per-minute-max", "100000000",
             "--request-weight-per-minute-max", "100000000",
             "--raw-requests-per-5m-max", "100000000",
+            # Shedding is tested in tests/overload.rs; here a busy machine would
+            # shed the very requests under test.
+            "--overload-order-wait-ms-max", "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
