@@ -997,6 +997,19 @@ pub(crate) fn key_for(user: UserId, entropy: &[u8], len: usize) -> String {
     key
 }
 
+/// Digits after the user id that name, in a cluster, the instance that
+/// owns the key's user when the key was made: a routing hint for the front
+/// (`cluster::ClusterMap::nginx`), never trusted for ownership (the map
+/// decides; a stale hint costs one hop).
+pub(crate) const KEY_HINT_DIGITS: usize = 2;
+
+/// `key` with its hint digits naming instance `instance` (below 100).
+pub(crate) fn with_instance_hint(mut key: String, instance: usize) -> String {
+    let hint = format!("{:0width$}", instance % 100, width = KEY_HINT_DIGITS);
+    key.replace_range(KEY_USER_DIGITS..KEY_USER_DIGITS + KEY_HINT_DIGITS, &hint);
+    key
+}
+
 /// Fills `buf` from the kernel's random source. Start-up and key creation
 /// only; it may block until the kernel's pool is ready, once per boot.
 pub(crate) fn random_bytes(buf: &mut [u8]) {

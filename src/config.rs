@@ -819,6 +819,13 @@ pub enum Command {
         cluster: PathBuf,
         markets: PathBuf,
     },
+    /// `tradsys cluster nginx`: print an nginx front for a cluster map.
+    ClusterNginx {
+        cluster: PathBuf,
+        markets: PathBuf,
+        /// nginx's `listen` value.
+        listen: String,
+    },
     Help,
     Version,
 }
@@ -826,17 +833,25 @@ pub enum Command {
 /// The cluster map `tradsys cluster check` reads by default.
 pub const CLUSTER_MAP_DEFAULT: &str = "shards/cluster.toml";
 
-/// `cluster check [--cluster FILE] [--markets FILE]`.
+/// `cluster check [--cluster FILE] [--markets FILE]` and `cluster nginx
+/// [--cluster FILE] [--markets FILE] [--listen ADDR]`.
 fn cluster_command(args: &[String]) -> Result<Command, ConfigError> {
-    match args.first().map(String::as_str) {
-        Some("check") => {}
+    let nginx = match args.first().map(String::as_str) {
+        Some("check") => false,
+        Some("nginx") => true,
         Some("-h" | "--help") => return Ok(Command::Help),
-        Some(other) => return Err(invalid("cluster", format!("the subcommand is check, not {other:?}"))),
-        None => return Err(invalid("cluster", "needs a subcommand: check")),
-    }
-    let mut cluster = PathBuf::from(CLUSTER_MAP_DEFAULT);
+        Some(other) => {
+            return Err(invalid(
+                "cluster",
+                format!("the subcommand is check or nginx, not {other:?}"),
+            ))
+        }
+        None => return Err(invalid("cluster", "needs a subcommand: check or nginx")),
+    };
+    let mut cluster = CLUSTER_MAP_DEFAULT.to_string();
     let markets_default = KEYS.iter().find(|k| k.name == "markets").map_or("", |k| k.default);
-    let mut markets = PathBuf::from(markets_default);
+    let mut markets = markets_default.to_string();
+    let mut listen = NGINX_LISTEN_DEFAULT.to_string();
     let mut words = args[1..].iter();
     while let Some(word) = words.next() {
         let (flag, inline) = match word.split_once('=') {
@@ -846,13 +861,25 @@ fn cluster_command(args: &[String]) -> Result<Command, ConfigError> {
         let target = match flag {
             "--cluster" => &mut cluster,
             "--markets" => &mut markets,
+            "--listen" if nginx => &mut listen,
             _ => return Err(ConfigError::UnknownFlag(word.clone())),
         };
         let value = inline.or_else(|| words.next().cloned());
-        *target = PathBuf::from(value.ok_or_else(|| invalid(&flag[2..], "needs a value"))?);
+        *target = value.ok_or_else(|| invalid(&flag[2..], "needs a value"))?;
     }
-    Ok(Command::ClusterCheck { cluster, markets })
+    let (cluster, markets) = (PathBuf::from(cluster), PathBuf::from(markets));
+    Ok(match nginx {
+        true => Command::ClusterNginx {
+            cluster,
+            markets,
+            listen,
+        },
+        false => Command::ClusterCheck { cluster, markets },
+    })
 }
+
+/// Where the front `tradsys cluster nginx` writes listens by default.
+pub const NGINX_LISTEN_DEFAULT: &str = "80";
 
 /// Reads the command line (without the program name) and the environment.
 pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, ConfigError> {
@@ -1416,7 +1443,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn help() -> String {
     let mut out = String::from(
         "tradsys: a thread-per-core trading server speaking the Binance Spot v3 API\n\n\
-         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n                tradsys cluster check [--cluster FILE] [--markets FILE]   (validate a cluster map)\n\n\
+         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n                tradsys cluster check [--cluster FILE] [--markets FILE]   (validate a cluster map)\n                tradsys cluster nginx [--cluster FILE] [--markets FILE] [--listen ADDR]   (an nginx front for it)\n\n\
          Each KEY may also come from the environment as TRADSYS_KEY or from the\n\
          TOML file as key = value; flags win over the environment, which wins\n\
          over the file.\n\nkeys:\n",

@@ -39,7 +39,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Ok(Command::ClusterCheck { cluster, markets }) => return cluster_check(&cluster, &markets),
+        Ok(Command::ClusterCheck { cluster, markets }) => return cluster_check(&cluster, &markets, None),
+        Ok(Command::ClusterNginx {
+            cluster,
+            markets,
+            listen,
+        }) => return cluster_check(&cluster, &markets, Some(&listen)),
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
@@ -138,8 +143,9 @@ fn history_schema(config: &mut config::Config, schema: &str) -> Result<(), Strin
 }
 
 /// `tradsys cluster check`: who owns what, or the map's first problem
-/// (exit code 2, as for any invalid configuration).
-fn cluster_check(cluster: &std::path::Path, markets: &std::path::Path) -> ExitCode {
+/// (exit code 2, as for any invalid configuration); with `nginx_listen`
+/// (`tradsys cluster nginx`), an nginx front for the map instead.
+fn cluster_check(cluster: &std::path::Path, markets: &std::path::Path, nginx_listen: Option<&str>) -> ExitCode {
     let read = |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
     let specs = read(markets).and_then(|text| {
         tradsys_engine::market::parse_markets(&text).map_err(|e| format!("{}: {e}", markets.display()))
@@ -147,7 +153,10 @@ fn cluster_check(cluster: &std::path::Path, markets: &std::path::Path) -> ExitCo
     let checked = specs.and_then(|specs| {
         let map = read(cluster)?;
         let map = tradsys::cluster::parse(&map, &specs).map_err(|e| format!("{}: {e}", cluster.display()))?;
-        Ok(map.summary(&specs))
+        Ok(match nginx_listen {
+            Some(listen) => map.nginx(&specs, listen),
+            None => map.summary(&specs),
+        })
     });
     match checked {
         Ok(summary) => {

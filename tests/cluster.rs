@@ -115,6 +115,61 @@ fn a_start_the_map_cannot_serve_is_refused_with_one_line() {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A WebSocket upgrade request for `path`.
+fn upgrade(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// nginx on a free loopback port running the front `tradsys cluster
+/// nginx` writes for a map; stopped by its pid when dropped.
+struct Front {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Front {
+    fn start(map: &str) -> Front {
+        let dir = common::temp_data_dir();
+        std::fs::create_dir_all(&dir).expect("the front's directory");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
+        let out = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args(["cluster", "nginx", "--cluster", map, "--markets", MARKETS, "--listen"])
+            .arg(addr.to_string())
+            .output()
+            .expect("tradsys runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.join("front.conf"), &out.stdout).expect("the front written");
+        let conf = common::nginx_conf(&dir, &dir.join("front.conf"));
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(format!("{}/", dir.display()))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .expect("nginx runs (tests/run.sh installs it)");
+        let front = Front { child, addr, dir };
+        assert!(
+            common::eventually(WAIT, || std::net::TcpStream::connect(addr).is_ok()),
+            "nginx did not listen on {addr}"
+        );
+        front
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        // TERM: the master stops its workers before it exits.
+        common::signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
@@ -129,7 +184,8 @@ fn elsewhere(what: &str, id: &str, api: &str) -> (u16, Value) {
 }
 
 fn answer(r: common::Response) -> (u16, Value) {
-    (r.status, r.json())
+    let body = serde_json::from_str(&r.body_text()).unwrap_or_else(|_| panic!("{} {}", r.status, r.body_text()));
+    (r.status, body)
 }
 
 /// A LIMIT order of `user` through `server`.
@@ -289,6 +345,49 @@ fn two_instances_answer_for_each_other_through_the_links() {
         [1.0, 1.0]
     );
 
+    // The front (`tradsys cluster nginx`) sends each request to the
+    // instance that owns what it names, so none is carried: keys name
+    // their instance after the user id's 12 digits.
+    assert_eq!((&ua.key[12..14], &ub.key[12..14]), ("00", "01"));
+    let front = Front::start(map);
+    let carried = || {
+        [
+            links(&a, "tradsys_link_sent_total", "b"),
+            links(&b, "tradsys_link_sent_total", "a"),
+        ]
+    };
+    let before = carried();
+    let via_front = |user: &User| {
+        let (status, mut body) = answer(signed(
+            &mut Client::connect(front.addr),
+            user,
+            "GET",
+            "/api/v3/account",
+            "",
+        ));
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("updateTime");
+        }
+        (status, body)
+    };
+    assert_eq!(via_front(ua), ua_home);
+    assert_eq!(via_front(ub), ub_home);
+    let depth = |addr, symbol: &str| {
+        let mut c = Client::connect(addr);
+        c.send(&format!(
+            "GET /api/v3/depth?symbol={symbol} HTTP/1.1\r\nHost: t\r\n\r\n"
+        ));
+        answer(c.response())
+    };
+    assert_eq!(depth(front.addr, "BTCUSDT"), depth(a.addr, "BTCUSDT"));
+    assert_eq!(depth(front.addr, "ETHUSDT"), depth(b.addr, "ETHUSDT"));
+    let mut ws = Client::connect(front.addr);
+    ws.send(&upgrade("/ws/btcusdt@trade"));
+    assert_eq!(ws.head_response().status, 101, "a stream of a's market reaches a");
+    drop(ws);
+    assert_eq!(carried(), before);
+    drop(front);
+
     // What links do not carry yet is refused, naming the owner.
     let key_of = |user: &User| format!("/admin/v1/users/{}", user.id);
     assert_eq!(
@@ -304,7 +403,7 @@ fn two_instances_answer_for_each_other_through_the_links() {
         elsewhere("Market ETHUSDT", "b", &apis[1])
     );
     let mut ws = Client::connect(b.addr);
-    ws.send("GET /ws/btcusdt@trade HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    ws.send(&upgrade("/ws/btcusdt@trade"));
     assert_eq!(answer(ws.response()), elsewhere("Market BTCUSDT", "a", &apis[0]));
     let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
     assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));

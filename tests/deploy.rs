@@ -2,7 +2,9 @@
 //! them: Prometheus's alert rules and their unit tests (`promtool check
 //! rules`, `promtool test rules`, `promtool check config`), the Grafana
 //! dashboard's queries (valid PromQL to promtool, and naming only metric
-//! families a running server exports), and the nginx front (`nginx -t`).
+//! families a running server exports), and the nginx front (`nginx -t`,
+//! and the same text as `tradsys cluster nginx` writes for the shipped
+//! map).
 //! promtool and nginx come from Debian's packages (tests/run.sh installs
 //! them); nothing is started but one tradsys on loopback.
 
@@ -120,24 +122,24 @@ fn every_query_is_valid_promql_over_families_the_server_exports() {
 }
 
 #[test]
-fn the_nginx_front_passes_nginx_t() {
+fn the_nginx_front_is_the_shipped_maps_and_passes_nginx_t() {
+    let generated = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args(["cluster", "nginx"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("tradsys runs");
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let shipped = std::fs::read_to_string(deploy("nginx/tradsys.conf")).expect("the front");
+    assert!(
+        shipped == String::from_utf8_lossy(&generated.stdout),
+        "deploy/nginx/tradsys.conf differs from `tradsys cluster nginx` (write it again with that command)"
+    );
     let dir = scratch("nginx");
-    let conf = dir.join("nginx.conf");
-    let temp = |what: &str| format!("{what}_temp_path {}/{what};", dir.display());
-    std::fs::write(
-        &conf,
-        format!(
-            "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  {}\n  {}\n  {}\n  {}\n  {}\n  include {};\n}}\n",
-            temp("client_body"),
-            temp("proxy"),
-            temp("fastcgi"),
-            temp("uwsgi"),
-            temp("scgi"),
-            deploy("nginx/tradsys.conf").display(),
-            dir = dir.display(),
-        ),
-    )
-    .expect("the nginx.conf written");
+    let conf = common::nginx_conf(&dir, &deploy("nginx/tradsys.conf"));
     let conf = conf.to_str().expect("a UTF-8 path");
     let prefix = format!("{}/", dir.display());
     let (ok, text) = run(&dir, "nginx", &["-t", "-q", "-p", &prefix, "-c", conf]);

@@ -366,6 +366,16 @@ impl Trading {
         (owner != place.me).then(|| (owner, &place.map.instances[owner]))
     }
 
+    /// A new key of a user of this shard, in a cluster of several
+    /// instances with this instance named in it for the front's routing
+    /// (`auth::with_instance_hint`).
+    fn hinted(&self, key: String) -> String {
+        match self.place.as_deref() {
+            Some(place) if place.map.instances.len() > 1 => crate::auth::with_instance_hint(key, place.me),
+            _ => key,
+        }
+    }
+
     /// Makes this shard one of a cluster instance's (before the journal
     /// is replayed: the user ids it allocates depend on it).
     pub fn set_place(&mut self, place: Option<Arc<Place>>) {
@@ -1085,7 +1095,7 @@ impl Trading {
         if !self.users.contains_key(&user) {
             return Err(TradingError::UnknownUser(user));
         }
-        let key = key_for(user, &entropy[..64], 64);
+        let key = self.hinted(key_for(user, &entropy[..64], 64));
         let secret = key_for(0, &entropy[64..], 64 + KEY_USER_DIGITS)[KEY_USER_DIGITS..].to_string();
         let record = KeyRecord {
             user_id: user,
@@ -1127,7 +1137,7 @@ impl Trading {
         if !self.users.contains_key(&user) {
             return Err(TradingError::UnknownUser(user));
         }
-        let key = key_for(user, entropy, 64);
+        let key = self.hinted(key_for(user, entropy, 64));
         let record = KeyRecord {
             user_id: user,
             material,
@@ -1210,7 +1220,7 @@ impl Trading {
         if held >= LISTEN_KEYS_PER_USER_MAX || self.listen_keys.len() >= LISTEN_KEYS_PER_SHARD_MAX {
             return Err(TradingError::Busy);
         }
-        let key = key_for(user, entropy, 60);
+        let key = self.hinted(key_for(user, entropy, 60));
         let expires_ms = now_ms + self.listen_key_ttl_ms;
         self.listen_keys.insert(key.clone(), ListenKey { user, expires_ms });
         Ok(key)

@@ -174,7 +174,7 @@ pub fn signed_request(user: &User, method: &str, path: &str, query: &str) -> Str
     );
     let signature = user.signer.sign(query.as_bytes());
     format!(
-        "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nX-MBX-APIKEY: {}\r\n\r\n",
+        "{method} {path}?{query}&signature={signature} HTTP/1.1\r\nHost: t\r\nX-MBX-APIKEY: {}\r\n\r\n",
         user.key
     )
 }

@@ -494,3 +494,22 @@ pub fn assert_first_ban(r: &Response, before_ms: u64) {
     let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
     assert!((119..=120).contains(&retry), "{retry}");
 }
+
+/// An nginx.conf in `dir` around `include` (a file to include in its http
+/// block), with its pid, error log and temporary files in `dir`: what
+/// `nginx -t -p <dir>/ -c <conf>` checks and `nginx -p ... -c ... -g
+/// "daemon off;"` runs, touching nothing outside `dir`.
+pub fn nginx_conf(dir: &std::path::Path, include: &std::path::Path) -> std::path::PathBuf {
+    let conf = dir.join("nginx.conf");
+    let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|what| format!("  {what}_temp_path {}/{what};\n", dir.display()))
+        .collect();
+    let text = format!(
+        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n{temp}  include {};\n}}\n",
+        include.display(),
+        dir = dir.display(),
+    );
+    std::fs::write(&conf, text).expect("the nginx.conf written");
+    conf
+}
