@@ -19,36 +19,20 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-16}
 FSYNC=${FSYNC:-everysec}
-cargo build --release --quiet --bin tradsys
-cargo build --release --quiet -p tradsys-loadgen
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
+command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >&2 ||
+	{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >&2; }
 scratch link
-echo "machine: nproc $(nproc), cpu '$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)', $(date -u +%FT%TZ)"
+machine
 echo "tradsys: $(git log -1 --format='%h %s')"
 
 rport=$(free_port)
 taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync "$FSYNC" \
 	--dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
 pids+=($!)
-
-# PostgreSQL refuses to run as root: as root it runs as the postgres user.
-pgport=$(free_port)
-mkdir -p "$tmp/pg"
-as_pg=()
-if ((EUID == 0)); then
-	chown postgres "$tmp/pg"
-	as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-fi
-pgbin=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-"${as_pg[@]}" "$pgbin/initdb" -D "$tmp/pg/data" -U postgres --auth=trust --no-sync >"$tmp/initdb.log" 2>&1
-"${as_pg[@]}" "$pgbin/postgres" -D "$tmp/pg/data" -p "$pgport" -k "$tmp/pg" -c listen_addresses=127.0.0.1 \
-	>"$tmp/pg.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-	"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport" && break
-	sleep 0.1
-done
+start_postgres
 
 aport=$(free_port)
 bport=$(free_port)
@@ -68,8 +52,6 @@ slots = ["8192-16383"]
 markets = ["ETHUSDT", "EURUSD"]
 EOF
 token=link-bench-admin-token
-limits=(--request-weight-per-minute-max 4000000000 --raw-requests-per-5m-max 4000000000
-	--orders-per-10s-max 4000000000 --orders-per-day-max 4000000000)
 admin_a=$(free_port)
 for id in a b; do
 	port=$aport
@@ -77,7 +59,7 @@ for id in a b; do
 	mkdir -p "$tmp/$id"
 	taskset -c 0 target/release/tradsys serve --cluster "$tmp/cluster.toml" --instance "$id" \
 		--listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$([[ $id == a ]] && echo "$admin_a" || free_port)" \
-		--admin-token "$token" --shards 1 --data-dir "$tmp/$id" --demo-user false "${limits[@]}" \
+		--admin-token "$token" --shards 1 --data-dir "$tmp/$id" --demo-user false "${LIMITS_OFF_FLAGS[@]}" \
 		--redis "redis://127.0.0.1:$rport" --postgres "host=127.0.0.1 port=$pgport user=postgres dbname=postgres" \
 		>"$tmp/$id.log" 2>&1 &
 	pids+=($!)
