@@ -443,6 +443,26 @@ server {
 }
 ";
 
+/// The process's place, once the binary has read the map. Process-wide
+/// on purpose: every `Trading` the process builds (a shard's, one replayed
+/// at recovery, one replayed by the history store's catch-up) must hand
+/// out the same user and order ids and the same keys for the same
+/// records, and a value threaded through each would be one more place to
+/// forget it. Set once, before anything is recovered.
+static PROCESS_PLACE: std::sync::OnceLock<std::sync::Arc<Place>> = std::sync::OnceLock::new();
+
+/// Makes `place` the process's; refused if it already has one.
+pub fn set_process_place(place: std::sync::Arc<Place>) -> Result<(), String> {
+    PROCESS_PLACE
+        .set(place)
+        .map_err(|_| "the process's place in the cluster is set once".to_string())
+}
+
+/// The process's place, when it is an instance of a cluster map.
+pub fn process_place() -> Option<std::sync::Arc<Place>> {
+    PROCESS_PLACE.get().cloned()
+}
+
 /// This process's place in a cluster: the map every instance reads and
 /// which of its instances this one is.
 #[derive(Debug)]

@@ -79,7 +79,11 @@ fn main() -> ExitCode {
                     return invalid_config(&e);
                 }
                 config.redis.cluster_instances = place.map.instances.len() as u32;
-                config.place = Some(std::sync::Arc::new(place));
+                let place = std::sync::Arc::new(place);
+                if let Err(e) = tradsys::cluster::set_process_place(place.clone()) {
+                    return invalid_config(&e);
+                }
+                config.place = Some(place);
             }
             Err(e) => return invalid_config(&format!("cluster: {}: {e}", path.display())),
         }

@@ -123,53 +123,6 @@ fn upgrade(path: &str) -> String {
     )
 }
 
-/// nginx on a free loopback port running the front `tradsys cluster
-/// nginx` writes for a map; stopped by its pid when dropped.
-struct Front {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Front {
-    fn start(map: &str) -> Front {
-        let dir = common::temp_data_dir();
-        std::fs::create_dir_all(&dir).expect("the front's directory");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
-        let out = Command::new(env!("CARGO_BIN_EXE_tradsys"))
-            .args(["cluster", "nginx", "--cluster", map, "--markets", MARKETS, "--listen"])
-            .arg(addr.to_string())
-            .output()
-            .expect("tradsys runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::write(dir.join("front.conf"), &out.stdout).expect("the front written");
-        let conf = common::nginx_conf(&dir, &dir.join("front.conf"));
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(format!("{}/", dir.display()))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .spawn()
-            .expect("nginx runs (tests/run.sh installs it)");
-        let front = Front { child, addr, dir };
-        assert!(
-            common::eventually(WAIT, || std::net::TcpStream::connect(addr).is_ok()),
-            "nginx did not listen on {addr}"
-        );
-        front
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        // TERM: the master stops its workers before it exits.
-        common::signal(&self.child, "TERM");
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
@@ -349,7 +302,11 @@ fn two_instances_answer_for_each_other_through_the_links() {
     // instance that owns what it names, so none is carried: keys name
     // their instance after the user id's 12 digits.
     assert_eq!((&ua.key[12..14], &ub.key[12..14]), ("00", "01"));
-    let front = Front::start(map);
+    let front = common::Front::start(
+        map,
+        MARKETS,
+        format!("127.0.0.1:{}", free_port()).parse().expect("an address"),
+    );
     let carried = || {
         [
             links(&a, "tradsys_link_sent_total", "b"),

@@ -306,7 +306,6 @@ fn new_shard(setup: &ShardSetup, mesh: Mesh, log: Rc<ShardLog>) -> Shard {
         BookCapacity::default(),
     );
     trading.set_listen_key_ttl_ms(config.ws.listen_key_ttl_ms);
-    trading.set_place(config.place.clone());
     let mut market_data = market_data_for(&trading, setup.index as u32);
     keep_klines(&mut market_data, config.klines_kept_per_interval_max);
     let redis = redis_client(config, setup.index);
@@ -676,7 +675,6 @@ fn install(shard: &Shard, setup: &ShardSetup, image: Option<ShardImage>) -> Resu
     keep_klines(&mut market_data, setup.config.klines_kept_per_interval_max);
     let mut trading = Trading::from_image(image.trading, setup.markets.clone())?;
     trading.set_listen_key_ttl_ms(setup.config.ws.listen_key_ttl_ms);
-    trading.set_place(setup.config.place.clone());
     *shard.trading.borrow_mut() = trading;
     *shard.market_data.borrow_mut() = market_data;
     Ok(())

@@ -282,8 +282,9 @@ pub struct Trading {
     /// were still in flight at a crash.
     sent_seq: Vec<u64>,
     received_seq: Vec<u64>,
-    /// In a cluster, this instance's place: it hands out only user ids
-    /// whose slot it owns.
+    /// In a cluster, this instance's place (`cluster::process_place`, the
+    /// same for every `Trading` of the process, replayed ones too): it
+    /// hands out only user ids whose slot it owns.
     place: Option<Arc<Place>>,
 }
 
@@ -342,7 +343,7 @@ impl Trading {
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
             specs,
-            place: None,
+            place: crate::cluster::process_place(),
         }
     }
 
@@ -374,12 +375,6 @@ impl Trading {
             Some(place) if place.map.instances.len() > 1 => crate::auth::with_instance_hint(key, place.me),
             _ => key,
         }
-    }
-
-    /// Makes this shard one of a cluster instance's (before the journal
-    /// is replayed: the user ids it allocates depend on it).
-    pub fn set_place(&mut self, place: Option<Arc<Place>>) {
-        self.place = place;
     }
 
     pub fn specs(&self) -> &[MarketSpec] {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod account;
+pub mod netns;
 pub mod prom;
 pub mod tmpfs;
 pub mod ws;
@@ -93,9 +94,28 @@ impl Server {
     /// [`Server::start_in`] with `env` added to the process's environment
     /// (the `TRADSYS_TEST_*` fault hooks).
     pub fn start_in_env(data_dir: &std::path::Path, shards: usize, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(Command::new(env!("CARGO_BIN_EXE_tradsys")), data_dir, shards, args, env)
+    }
+
+    /// [`Server::start_in`] inside network namespace `netns` (see
+    /// `common::netns`): `ip netns exec` execs tradsys, so the child is
+    /// tradsys itself.
+    pub fn start_in_netns(netns: &str, data_dir: &std::path::Path, shards: usize, args: &[&str]) -> Server {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_tradsys")]);
+        Server::start_with(command, data_dir, shards, args, &[])
+    }
+
+    fn start_with(
+        mut command: Command,
+        data_dir: &std::path::Path,
+        shards: usize,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let data_dir = data_dir.to_path_buf();
         let markets = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -512,4 +532,50 @@ pub fn nginx_conf(dir: &std::path::Path, include: &std::path::Path) -> std::path
     );
     std::fs::write(&conf, text).expect("the nginx.conf written");
     conf
+}
+
+/// nginx running the front `tradsys cluster nginx` writes for a map,
+/// listening on `addr`; stopped by its pid when dropped.
+pub struct Front {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Front {
+    pub fn start(map: &str, markets: &str, addr: SocketAddr) -> Front {
+        let dir = temp_data_dir();
+        std::fs::create_dir_all(&dir).expect("the front's directory");
+        let out = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+            .args(["cluster", "nginx", "--cluster", map, "--markets", markets, "--listen"])
+            .arg(addr.to_string())
+            .output()
+            .expect("tradsys runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.join("front.conf"), &out.stdout).expect("the front written");
+        let conf = nginx_conf(&dir, &dir.join("front.conf"));
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(format!("{}/", dir.display()))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .expect("nginx runs (tests/run.sh installs it)");
+        let front = Front { child, addr, dir };
+        assert!(
+            eventually(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()),
+            "nginx did not listen on {addr}"
+        );
+        front
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        // TERM: the master stops its workers before it exits.
+        signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

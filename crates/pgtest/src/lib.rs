@@ -22,6 +22,9 @@ pub struct PgServer {
     port: u16,
     /// The OS user the server runs as, when it is not the current one.
     run_as: Option<String>,
+    /// An address it listens on besides 127.0.0.1, and the clients it
+    /// trusts there (a network of the test's own).
+    also_on: Option<(std::net::IpAddr, String)>,
     /// The postmaster, a direct child (`setpriv` execs it), so that it is
     /// reaped here and never left a zombie holding its lock files.
     postmaster: Option<Child>,
@@ -36,7 +39,19 @@ impl PgServer {
     /// Starts a fresh server. Panics with the reason when PostgreSQL is not
     /// installed or does not start: a test that needs it cannot go on.
     pub fn start() -> PgServer {
+        PgServer::start_on(None)
+    }
+
+    /// A fresh server listening on `ip` too, trusting the clients of
+    /// `clients` (CIDR) there: a network the test made (network namespaces
+    /// joined by a bridge), never a host's.
+    pub fn start_also_on(ip: std::net::IpAddr, clients: &str) -> PgServer {
+        PgServer::start_on(Some((ip, clients.to_string())))
+    }
+
+    fn start_on(also_on: Option<(std::net::IpAddr, String)>) -> PgServer {
         let mut server = PgServer::unstarted();
+        server.also_on = also_on;
         let data = server.data_dir();
         server.run(
             "initdb",
@@ -52,6 +67,12 @@ impl PgServer {
                 "--no-sync",
             ],
         );
+        if let Some((_, clients)) = &server.also_on {
+            let hba = format!("{data}/pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            text.push_str(&format!("host all all {clients} trust\n"));
+            std::fs::write(&hba, text).expect("pg_hba.conf written");
+        }
         server.start_again();
         server
     }
@@ -103,8 +124,22 @@ impl PgServer {
             dir,
             port: free_port(),
             run_as,
+            also_on: None,
             postmaster: None,
         }
+    }
+
+    fn listen_addresses(&self) -> String {
+        match &self.also_on {
+            Some((ip, _)) => format!("listen_addresses=127.0.0.1,{ip}"),
+            None => "listen_addresses=127.0.0.1".to_string(),
+        }
+    }
+
+    /// A libpq-style connection string for the superuser's database at
+    /// `ip` (an address of the test's own network).
+    pub fn url_on(&self, ip: std::net::IpAddr) -> String {
+        format!("host={ip} port={} user={SUPERUSER} dbname=postgres", self.port)
     }
 
     /// The port on 127.0.0.1.
@@ -175,7 +210,7 @@ impl PgServer {
         let child = command
             .args(["-D", &self.data_dir(), "-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
+            .args(["-c", &self.listen_addresses(), "-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log"))
             .stderr(log)

@@ -23,6 +23,8 @@ pub struct RedisServer {
     dir: PathBuf,
     port: u16,
     password: Option<String>,
+    /// An address it listens on besides 127.0.0.1 (a test's own network).
+    also_on: Option<std::net::IpAddr>,
     child: Option<Child>,
 }
 
@@ -38,13 +40,24 @@ impl RedisServer {
         RedisServer::start_with(Some(password.to_string()))
     }
 
+    /// A fresh server listening on `ip` too: an address of a network the
+    /// test made (network namespaces joined by a bridge), never a host's.
+    pub fn start_also_on(ip: std::net::IpAddr) -> RedisServer {
+        RedisServer::start_on(None, Some(ip))
+    }
+
     fn start_with(password: Option<String>) -> RedisServer {
+        RedisServer::start_on(password, None)
+    }
+
+    fn start_on(password: Option<String>, also_on: Option<std::net::IpAddr>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("tradsys-redis-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
         let mut server = RedisServer {
             dir,
             port: free_port(),
             password,
+            also_on,
             child: None,
         };
         server.start_again();
@@ -57,11 +70,15 @@ impl RedisServer {
         assert!(self.child.is_none(), "the server is running");
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
+        let bind = match self.also_on {
+            Some(ip) => format!("127.0.0.1 {ip}"),
+            None => "127.0.0.1".to_string(),
+        };
         let mut args = vec![
             "--port",
             &port,
             "--bind",
-            "127.0.0.1",
+            &bind,
             "--dir",
             &dir,
             "--save",
@@ -71,7 +88,9 @@ impl RedisServer {
             "--daemonize",
             "no",
             "--protected-mode",
-            "yes",
+            // Protected mode refuses every client not on loopback while no
+            // password is set: off only for a network the test made.
+            if self.also_on.is_some() { "no" } else { "yes" },
             "--loglevel",
             "warning",
             "--logfile",
@@ -106,6 +125,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The URL tradsys's `--redis` takes on the test's own network.
+    pub fn url_on(&self, ip: std::net::IpAddr) -> String {
+        format!("redis://{ip}:{}", self.port)
     }
 
     /// The URL tradsys's `--redis` takes.
