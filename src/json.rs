@@ -54,6 +54,15 @@ impl JsonWriter {
         self
     }
 
+    /// A value already written as JSON (a payload another instance
+    /// rendered).
+    pub(crate) fn raw(&mut self, json: &str) -> &mut Self {
+        self.sep();
+        self.buf.push_str(json);
+        self.need_comma = true;
+        self
+    }
+
     /// A key; the next value belongs to it.
     pub(crate) fn key(&mut self, key: &str) -> &mut Self {
         self.sep();

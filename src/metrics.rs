@@ -391,6 +391,7 @@ impl Metrics {
             routes,
             counters: self.counters,
             links: Vec::new(),
+            link_md_dropped: 0,
         }
     }
 }
@@ -428,6 +429,9 @@ pub(crate) struct Snapshot {
     pub(crate) counters: Counters,
     /// Each link to another instance, by the peer's id.
     pub(crate) links: Vec<(String, LinkCounters)>,
+    /// Market data events for other instances this shard dropped (see
+    /// `server::link`).
+    pub(crate) link_md_dropped: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -516,6 +520,16 @@ fn render_links(out: &mut String, snapshots: &[Snapshot]) {
                 let _ = writeln!(out, "{name}{{shard=\"{}\",peer=\"{peer}\"}} {}", s.shard, value(l));
             }
         }
+    }
+    let name = "tradsys_link_md_dropped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Market data events for other instances dropped: the shard's queue was full, or Redis did not take them.",
+    );
+    for s in snapshots.iter().filter(|s| !s.links.is_empty()) {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, s.link_md_dropped);
     }
     let name = "tradsys_link_round_trip_seconds";
     family(

@@ -9,6 +9,7 @@
 mod common;
 
 use common::account::{admin, create_user, signed, User};
+use common::ws::Ws;
 use common::{Client, Server, ADMIN_TOKEN, LIMITS_OFF};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -360,10 +361,74 @@ fn two_instances_answer_for_each_other_through_the_links() {
         elsewhere("Market ETHUSDT", "b", &apis[1])
     );
     let mut ws = Client::connect(b.addr);
-    ws.send(&upgrade("/ws/btcusdt@trade"));
-    assert_eq!(answer(ws.response()), elsewhere("Market BTCUSDT", "a", &apis[0]));
+    ws.send(&upgrade("/ws/!ticker@arr"));
+    assert_eq!(
+        answer(ws.response()),
+        (
+            503,
+            json!({"code": -1008, "msg": "Streams of every market span the instances of the cluster; subscribe to each market's streams."})
+        )
+    );
     let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
     assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
+
+    // A stream of a's market on b is relayed from a: once b's subscription
+    // has reached a, b's subscribers get the very events a's get, and a
+    // depth stream's updates follow each other without a gap.
+    let mut at_owner = Ws::connect(a.addr, "/ws/btcusdt@trade");
+    let mut relayed = Ws::connect(b.addr, "/stream?streams=btcusdt@trade/btcusdt@depth@100ms");
+    let trade = |price: &str| {
+        let (status, buy) = order(&a, &on_a[3], "BTCUSDT", "BUY", ("0.05", price));
+        assert_eq!(status, 200, "{buy}");
+        let (status, sell) = order(&a, &on_a[4], "BTCUSDT", "SELL", ("0.05", price));
+        assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+    };
+    relayed
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    let mut first = None;
+    for _ in 0..100 {
+        trade("100");
+        if let Some((0x1, payload)) = relayed.frame() {
+            first = Some(serde_json::from_slice::<Value>(&payload).expect("JSON"));
+            break;
+        }
+    }
+    relayed.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+    assert!(first.is_some(), "no event of a's market reached b");
+    // Drain to a trade a's subscriber also saw, then compare the next ones.
+    let mut trades_on_b = Vec::new();
+    let mut depth_ids: Vec<(u64, u64)> = Vec::new();
+    let take = |message: Value, trades: &mut Vec<Value>, depth: &mut Vec<(u64, u64)>| match message["stream"].as_str() {
+        Some("btcusdt@trade") => trades.push(message["data"].clone()),
+        Some("btcusdt@depth@100ms") => depth.push((
+            message["data"]["U"].as_u64().expect("U"),
+            message["data"]["u"].as_u64().expect("u"),
+        )),
+        other => panic!("a message of {other:?}"),
+    };
+    take(first.take().expect("the first event"), &mut trades_on_b, &mut depth_ids);
+    // Each trade touches its price level: one trade event and, within the
+    // next 100 ms, one depth update.
+    for price in ["101", "102", "103"] {
+        let depth_before = depth_ids.len();
+        trade(price);
+        let traded = |t: &Vec<Value>| t.iter().any(|t| t["p"] == format!("{price}.00000000"));
+        while !traded(&trades_on_b) || depth_ids.len() == depth_before {
+            take(relayed.json(), &mut trades_on_b, &mut depth_ids);
+        }
+    }
+    let last_on_b = trades_on_b.last().cloned().expect("a trade");
+    let mut on_owner = at_owner.json();
+    while on_owner["t"] != last_on_b["t"] {
+        on_owner = at_owner.json();
+    }
+    assert_eq!(on_owner, last_on_b);
+    for pair in depth_ids.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1 + 1, "depth updates {depth_ids:?}");
+    }
+    drop(at_owner);
 
     // The cluster as b sees it: both instances, a answering through the link.
     let view = |server: &Server| {
@@ -410,6 +475,15 @@ fn two_instances_answer_for_each_other_through_the_links() {
     // carried again once Redis is back.
     let mut redis = redis;
     redis.kill9();
+    // The relayed stream ends, saying why, rather than go quiet.
+    let mut last = relayed.json();
+    while last["data"]["e"] != "streamClosed" {
+        last = relayed.json();
+    }
+    assert_eq!(
+        (&last["data"]["s"], &last["data"]["reason"]),
+        (&json!("BTCUSDT"), &json!("the link to the market's instance is down"))
+    );
     let what = format!("User {}", ua.id);
     let unreachable = (
         503,

@@ -265,7 +265,6 @@ impl Redis {
 
     /// Runs commands in one go (they leave in one write when the queue
     /// allows) and returns their replies in order.
-    #[cfg(test)]
     pub(crate) async fn pipeline(&self, commands: &[&[&[u8]]]) -> Vec<Result<Reply, RedisError>> {
         let receivers: Vec<_> = commands.iter().map(|words| self.enqueue(words)).collect();
         let mut replies = Vec::with_capacity(receivers.len());

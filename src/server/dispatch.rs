@@ -52,9 +52,8 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.trading.borrow_mut().receive(from as u32, seq, msg);
             shard.flush_engine();
         }
-        ShardMsg::Stream(StreamMsg::Unsubscribe { key, shard: from }) => {
-            shard.streams.borrow_mut().remove_shard(key, from);
-        }
+        ShardMsg::Stream(StreamMsg::Unsubscribe { key, shard: from }) => publish::remove_shard(shard, key, from),
+        ShardMsg::Stream(StreamMsg::CloseRemote { reason }) => publish::close_remote_streams(shard, &reason),
         ShardMsg::Stream(StreamMsg::Event(event)) => publish::publish_local(shard, &event),
         ShardMsg::Stream(StreamMsg::UserUnsubscribe { user, shard: from }) => {
             shard.streams.borrow_mut().remove_user_connection(user, from);

@@ -33,18 +33,22 @@
 //! `link_stream_entries_max` entries (`XADD MAXLEN ~`); one read takes at
 //! most `READ_COUNT_MAX` entries.
 
+use crate::api::host::Host;
 use crate::api::link::{answer_carried, decode_reply, decode_request, encode_reply, encode_request, LinkError};
 use crate::api::request::{RestReply, RestRequest};
 use crate::cluster::Place;
 use crate::metrics::{latency_histogram, LatencyBuckets, LinkCounters};
 use crate::oneshot;
 use crate::redis::{Redis, RedisLimits, RedisTarget, Reply};
+use crate::server::mesh::{Call, ShardMsg, StreamMsg};
+use crate::server::publish;
 use crate::server::shard::Shard;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How long one read waits in Redis for entries.
@@ -58,6 +62,11 @@ const RETRY_MS_MAX: u64 = 1_000;
 const ROUND_TRIP_MAX_NS: u64 = 60_000_000_000;
 /// The consumer group on every link stream.
 const GROUP: &str = "tradsys";
+/// Market data events waiting for the publisher task, per shard.
+const MD_QUEUE_MAX: usize = 65_536;
+/// Events the publisher sends in one pipelined write, and a market data
+/// read takes.
+const MD_BATCH_MAX: usize = 256;
 
 /// The link settings of the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +97,13 @@ pub(crate) struct Link {
     /// Requests of other instances running here.
     running: Cell<usize>,
     peers: RefCell<Vec<PeerStats>>,
+    /// Market data events for other instances (stream name, payload),
+    /// waiting for the publisher task; at most `MD_QUEUE_MAX`.
+    md: RefCell<VecDeque<(String, String)>>,
+    md_waker: Cell<Option<Waker>>,
+    /// Market data events for other instances dropped: the queue was full,
+    /// or Redis did not take them.
+    md_dropped: Cell<u64>,
 }
 
 fn requests_key(instance: &str) -> String {
@@ -96,6 +112,11 @@ fn requests_key(instance: &str) -> String {
 
 fn replies_key(instance: &str, shard: usize) -> String {
     format!("tradsys:link:{instance}:{shard}:replies")
+}
+
+/// The market data instance `instance` publishes for the others.
+fn md_key(instance: &str) -> String {
+    format!("tradsys:link:{instance}:md")
 }
 
 impl Link {
@@ -111,7 +132,42 @@ impl Link {
             waiting: RefCell::new(HashMap::new()),
             running: Cell::new(0),
             peers: RefCell::new(peers),
+            md: RefCell::new(VecDeque::new()),
+            md_waker: Cell::new(None),
+            md_dropped: Cell::new(0),
         }
+    }
+
+    /// Queues an event of a stream other instances subscribe to, for the
+    /// publisher task; dropped (and counted) when the queue is full, which
+    /// a depth subscriber sees as a gap in `U`/`u`.
+    pub(crate) fn publish_md(&self, name: String, payload: String) {
+        let mut md = self.md.borrow_mut();
+        if md.len() >= MD_QUEUE_MAX {
+            self.md_dropped.set(self.md_dropped.get() + 1);
+            return;
+        }
+        md.push_back((name, payload));
+        if let Some(waker) = self.md_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Asks instance `owner` to publish stream `name` for this instance
+    /// (`on`), or to stop.
+    pub(crate) fn subscribe_remote(self: &Rc<Self>, owner: usize, name: String, on: bool) {
+        let link = self.clone();
+        glommio::spawn_local(async move {
+            let key = requests_key(&link.place.map.instances[owner].id);
+            let deadline = crate::clock::now_ms() + link.limits.call_timeout_ms;
+            let field = if on { "subscribe" } else { "unsubscribe" };
+            let max = link.limits.stream_entries_max.to_string();
+            let (shard, deadline) = (link.shard.to_string(), deadline.to_string());
+            let _ = link
+                .add_entry(&key, &max, &shard, "0:0", &deadline, field, name.as_bytes())
+                .await;
+        })
+        .detach();
     }
 
     fn me(&self) -> &str {
@@ -233,6 +289,11 @@ impl Link {
             .collect()
     }
 
+    /// Market data events for other instances dropped so far.
+    pub(crate) fn md_dropped(&self) -> u64 {
+        self.md_dropped.get()
+    }
+
     fn peer_index(&self, id: &str) -> Option<usize> {
         self.place.map.instances.iter().position(|i| i.id == id)
     }
@@ -248,6 +309,8 @@ struct Entry<'a> {
     deadline_ms: u64,
     request: Option<&'a [u8]>,
     reply: Option<&'a [u8]>,
+    /// A stream another instance subscribes to (true) or leaves.
+    subscription: Option<(&'a str, bool)>,
 }
 
 fn entry(item: &Reply) -> Option<Entry<'_>> {
@@ -264,6 +327,7 @@ fn entry(item: &Reply) -> Option<Entry<'_>> {
         deadline_ms: 0,
         request: None,
         reply: None,
+        subscription: None,
     };
     for pair in fields.chunks(2) {
         let [Reply::Bulk(name), Reply::Bulk(value)] = pair else {
@@ -277,6 +341,8 @@ fn entry(item: &Reply) -> Option<Entry<'_>> {
             b"deadline" => e.deadline_ms = text()?.parse().ok()?,
             b"request" => e.request = Some(value),
             b"reply" => e.reply = Some(value),
+            b"subscribe" => e.subscription = Some((text()?, true)),
+            b"unsubscribe" => e.subscription = Some((text()?, false)),
             _ => {}
         }
     }
@@ -377,6 +443,8 @@ fn on_stream(shard: &Rc<Shard>, link: &Rc<Link>, stream: &Reply) {
             on_reply(link, e.call, bytes);
         } else if let Some(bytes) = e.request {
             on_request(shard, link, peer, &e, bytes, now_ms);
+        } else if let Some((name, on)) = e.subscription {
+            on_subscription(shard, peer, name, on);
         }
     }
 }
@@ -431,4 +499,183 @@ fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, by
             .await;
     })
     .detach();
+}
+
+/// Another instance subscribes to, or leaves, a stream of a market this
+/// instance owns: the market's shard counts it as pseudo-shard
+/// `REMOTE_SHARDS + peer`.
+fn on_subscription(shard: &Rc<Shard>, peer: usize, name: &str, on: bool) {
+    let Some(key) = crate::streams::StreamKey::parse(name, &shard.trading()) else {
+        return;
+    };
+    if key.is_all_markets() || shard.trading().market_elsewhere(key.market).is_some() {
+        return;
+    }
+    let owner = shard.trading().market_shard(key.market) as usize;
+    let remote = publish::REMOTE_SHARDS + peer;
+    match (on, owner == shard.index) {
+        (true, true) => publish::attach_stream(shard, key, remote),
+        (false, true) => publish::remove_shard(shard, key, remote),
+        (true, false) => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = shard.call_peer(owner, Call::Subscribe { key, shard: remote }).await;
+            })
+            .detach();
+        }
+        (false, false) => {
+            let msg = StreamMsg::Unsubscribe { key, shard: remote };
+            let _ = shard.mesh.send(owner, ShardMsg::Stream(msg));
+        }
+    }
+}
+
+/// Sends the market data events other instances subscribe to, in order,
+/// a pipelined batch at a time, until the shard stops.
+pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
+    let key = md_key(link.me());
+    let max = link.limits.stream_entries_max.to_string();
+    while !shard.draining.get() {
+        let batch: Vec<(String, String)> = std::future::poll_fn(|cx| {
+            let mut md = link.md.borrow_mut();
+            if md.is_empty() {
+                link.md_waker.set(Some(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            let n = md.len().min(MD_BATCH_MAX);
+            Poll::Ready(md.drain(..n).collect())
+        })
+        .await;
+        let commands: Vec<[&[u8]; 10]> = batch
+            .iter()
+            .map(|(name, payload)| {
+                [
+                    b"XADD".as_slice(),
+                    key.as_bytes(),
+                    b"MAXLEN",
+                    b"~",
+                    max.as_bytes(),
+                    b"*",
+                    b"stream",
+                    name.as_bytes(),
+                    b"data",
+                    payload.as_bytes(),
+                ]
+            })
+            .collect();
+        let refs: Vec<&[&[u8]]> = commands.iter().map(|c| c.as_slice()).collect();
+        let sent = link.redis.pipeline(&refs).await;
+        let failed = sent.iter().filter(|r| !matches!(r, Ok(Reply::Bulk(_)))).count();
+        link.md_dropped.set(link.md_dropped.get() + failed as u64);
+    }
+}
+
+/// On the relay shard: reads the market data every other instance
+/// publishes and relays what this instance's connections subscribe to.
+/// When the reads fail (Redis does not answer), the streams of other
+/// instances' markets end on every shard with a last event saying so:
+/// what would come next could not be trusted to follow what came before.
+pub(crate) async fn run_md_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTarget, limits: RedisLimits) {
+    let limits = RedisLimits {
+        command_timeout_ms: limits.command_timeout_ms + READ_BLOCK_MS,
+        ..limits
+    };
+    let seed = crate::clock::now_micros() ^ ((link.shard as u64 + 1) << 40);
+    let redis = Redis::start(target, limits, seed);
+    let peers: Vec<usize> = (0..link.place.map.instances.len())
+        .filter(|i| *i != link.place.me)
+        .collect();
+    let keys: Vec<String> = peers.iter().map(|&p| md_key(&link.place.map.instances[p].id)).collect();
+    // From the newest entry on ("$"), and again after each failure:
+    // a Redis that came back may have lost the streams.
+    let mut ids: Vec<String> = keys.iter().map(|_| "$".to_string()).collect();
+    let (block, count) = (READ_BLOCK_MS.to_string(), MD_BATCH_MAX.to_string());
+    let mut retry_ms = RETRY_MS;
+    let mut up = true;
+    while !shard.draining.get() {
+        let mut words: Vec<&[u8]> = vec![
+            b"XREAD",
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block.as_bytes(),
+            b"STREAMS",
+        ];
+        words.extend(keys.iter().map(|k| k.as_bytes()));
+        words.extend(ids.iter().map(|id| id.as_bytes()));
+        match redis.call(&words).await {
+            Ok(Reply::Array(streams)) => {
+                up = true;
+                retry_ms = RETRY_MS;
+                for stream in &streams {
+                    on_md_stream(&shard, &link, (&keys, &peers), &mut ids, stream);
+                }
+            }
+            Ok(Reply::Nil) => {
+                up = true;
+                retry_ms = RETRY_MS;
+            }
+            _ => {
+                if up {
+                    let reason = "the link to the market's instance is down";
+                    for to in 0..shard.mesh.shards() {
+                        if to == shard.index {
+                            publish::close_remote_streams(&shard, reason);
+                        } else {
+                            let msg = StreamMsg::CloseRemote {
+                                reason: reason.to_string(),
+                            };
+                            let _ = shard.mesh.send(to, ShardMsg::Stream(msg));
+                        }
+                    }
+                }
+                up = false;
+                ids.iter_mut().for_each(|id| *id = "$".to_string());
+                glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
+                retry_ms = (retry_ms * 2).min(RETRY_MS_MAX);
+            }
+        }
+    }
+    redis.close();
+}
+
+/// The entries of one market data stream: `keys[i]` is `peers[i]`'s.
+fn on_md_stream(
+    shard: &Rc<Shard>,
+    link: &Link,
+    (keys, peers): (&[String], &[usize]),
+    ids: &mut [String],
+    stream: &Reply,
+) {
+    let Reply::Array(parts) = stream else { return };
+    let [Reply::Bulk(name), Reply::Array(items)] = parts.as_slice() else {
+        return;
+    };
+    let Some(at) = keys.iter().position(|k| k.as_bytes() == name.as_slice()) else {
+        return;
+    };
+    let now_ms = crate::clock::now_ms();
+    for item in items {
+        let Reply::Array(entry) = item else { continue };
+        let [Reply::Bulk(id), Reply::Array(fields)] = entry.as_slice() else {
+            continue;
+        };
+        let Ok(id) = std::str::from_utf8(id) else { continue };
+        ids[at] = id.to_string();
+        let (mut stream_name, mut data) = (None, None);
+        for pair in fields.chunks(2) {
+            if let [Reply::Bulk(field), Reply::Bulk(value)] = pair {
+                match field.as_slice() {
+                    b"stream" => stream_name = std::str::from_utf8(value).ok(),
+                    b"data" => data = String::from_utf8(value.clone()).ok(),
+                    _ => {}
+                }
+            }
+        }
+        if let (Some(stream_name), Some(data)) = (stream_name, data) {
+            let added_ms: u64 = id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(now_ms);
+            link.peers.borrow_mut()[peers[at]].counters.lag_ms = now_ms.saturating_sub(added_ms);
+            publish::publish_relayed(shard, stream_name, data);
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 use crate::api::host::Host;
 use crate::api::peer::CallError;
+use crate::json::JsonWriter;
 use crate::marketdata::TapeTrade;
 use crate::server::mesh::{Call, Reply, ShardMsg, StreamMsg};
 use crate::server::shard::Shard;
@@ -18,6 +19,16 @@ use crate::streams::{
 use crate::trading::Output;
 use std::rc::Rc;
 use tradsys_engine::order::{MarketId, UserId};
+
+/// On a market's shard, the subscriptions of other instances of the
+/// cluster are pseudo-shards from here up: instance `i` is
+/// `REMOTE_SHARDS + i`. Events of a stream with any of them go once to the
+/// links (`server::link`), which every other instance reads.
+pub(crate) const REMOTE_SHARDS: usize = 1 << 20;
+/// The shard of an instance that stands for another instance's markets:
+/// its shards subscribe there, it subscribes at the owner through the
+/// links and relays what the owner publishes.
+pub(crate) const RELAY_SHARD: usize = 0;
 
 /// How often the fast (100 ms) periodic streams are computed; the slow
 /// (1000 ms) ones, tickers, klines and listen key expiry every
@@ -97,6 +108,9 @@ fn stream_owners(shard: &Shard, key: StreamKey) -> Vec<usize> {
     if key.is_all_markets() {
         return (0..shard.mesh.shards()).collect();
     }
+    if shard.trading().market_elsewhere(key.market).is_some() {
+        return vec![RELAY_SHARD];
+    }
     vec![shard.trading().market_shard(key.market) as usize]
 }
 
@@ -108,7 +122,7 @@ pub(crate) fn unsubscribe(shard: &Shard, key: StreamKey, out: &Rc<Outbound>) {
     }
     for owner in stream_owners(shard, key) {
         if owner == shard.index {
-            shard.streams.borrow_mut().remove_shard(key, shard.index);
+            remove_shard(shard, key, shard.index);
         } else {
             let msg = StreamMsg::Unsubscribe {
                 key,
@@ -119,11 +133,36 @@ pub(crate) fn unsubscribe(shard: &Shard, key: StreamKey, out: &Rc<Outbound>) {
     }
 }
 
-/// On the market's shard: starts sending `key` to shard `to`. A stream's
-/// first subscriber starts its depth chain or book ticker from now.
+/// On the market's shard: stops sending `key` to shard `to` (or to
+/// another instance, `REMOTE_SHARDS + i`). On the relay shard, the last
+/// of its shards gone from another instance's stream ends the
+/// subscription there.
+pub(crate) fn remove_shard(shard: &Shard, key: StreamKey, to: usize) {
+    let empty = {
+        let mut streams = shard.streams.borrow_mut();
+        streams.remove_shard(key, to);
+        !streams.has_shards(key)
+    };
+    let owner = shard.trading().market_elsewhere(key.market).map(|(owner, _)| owner);
+    if let (true, Some(owner), Some(link)) = (empty, owner, &shard.link) {
+        link.subscribe_remote(owner, key.name(&shard.trading()), false);
+    }
+}
+
+/// On the market's shard: starts sending `key` to shard `to` (or to
+/// another instance, `REMOTE_SHARDS + i`). A stream's first subscriber
+/// starts its depth chain or book ticker from now. On the relay shard, a
+/// stream of another instance's market is asked of that instance.
 pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
     let first = shard.streams.borrow_mut().add_shard(key, to);
     if !first || key.is_all_markets() {
+        return;
+    }
+    let owner = shard.trading().market_elsewhere(key.market).map(|(owner, _)| owner);
+    if let Some(owner) = owner {
+        if let Some(link) = &shard.link {
+            link.subscribe_remote(owner, key.name(&shard.trading()), true);
+        }
         return;
     }
     if let StreamKind::Kline(interval) = key.kind {
@@ -154,10 +193,22 @@ pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
     }
 }
 
-/// Sends `event` once to each shard subscribed to its stream.
+/// Sends `event` once to each shard subscribed to its stream, and once to
+/// the links when other instances subscribe to it.
 fn publish(shard: &Shard, event: StreamEvent) {
     let shards = shard.streams.borrow().shards_of(event.key()).to_vec();
+    if shards.iter().any(|&to| to >= REMOTE_SHARDS) {
+        if let Some(link) = &shard.link {
+            let trading = shard.trading();
+            let mut w = JsonWriter::with_capacity(256);
+            event.write(&trading, &mut w);
+            link.publish_md(event.key().name(&trading), w.buf);
+        }
+    }
     for to in shards {
+        if to >= REMOTE_SHARDS {
+            continue;
+        }
         if to == shard.index {
             publish_local(shard, &event);
         } else {
@@ -329,6 +380,43 @@ fn expire_listen_keys(shard: &Shard, now_ms: u64) {
 
 /// Queues `event` for this shard's subscribers; a queue it overflows
 /// counts as a slow consumer (its connection closes with 1008).
+/// On the relay shard: an event of another instance's market, as that
+/// instance rendered it, to this instance's subscribers.
+pub(crate) fn publish_relayed(shard: &Shard, name: &str, payload: String) {
+    let key = StreamKey::parse(name, &shard.trading());
+    let Some(key) = key.filter(|k| !k.is_all_markets()) else {
+        return;
+    };
+    publish(shard, StreamEvent::Relayed { key, payload });
+}
+
+/// The links to other instances are down: the streams of their markets
+/// end on every shard, each subscriber told why in a last event.
+pub(crate) fn close_remote_streams(shard: &Shard, reason: &str) {
+    let keys: Vec<StreamKey> = {
+        let trading = shard.trading();
+        let streams = shard.streams.borrow();
+        streams
+            .local_keys()
+            .into_iter()
+            .filter(|k| !k.is_all_markets() && trading.market_elsewhere(k.market).is_some())
+            .collect()
+    };
+    for key in keys {
+        let trading = shard.trading();
+        let mut w = JsonWriter::with_capacity(256);
+        w.begin_object()
+            .field_str("e", "streamClosed")
+            .field_uint("E", crate::clock::now_ms())
+            .field_str("s", &trading.spec(key.market).symbol)
+            .field_str("stream", &key.name(&trading))
+            .field_str("reason", reason)
+            .end_object();
+        let overflowed = shard.streams.borrow().close_local(key, w.buf.as_bytes(), &trading);
+        shard.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
+    }
+}
+
 pub(super) fn publish_local(shard: &Shard, event: &StreamEvent) {
     let overflowed = shard.streams.borrow().publish_local(event, &shard.trading());
     if overflowed > 0 {

@@ -356,6 +356,7 @@ impl Host for Shard {
         let mut snapshot = metrics.snapshot(self.index);
         if let Some(link) = &self.link {
             snapshot.links = link.counters();
+            snapshot.link_md_dropped = link.md_dropped();
         }
         snapshot
     }

@@ -146,8 +146,21 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let mut background = dispatch::spawn_receivers(&shard, receivers);
     background.push(glommio::spawn_local(stream_ticks(shard.clone())));
     if let (Some(link), Some((target, limits))) = (&shard.link, redis_target(&setup.config)) {
-        let reader = crate::server::link::run_reader(shard.clone(), link.clone(), target, limits);
+        use crate::server::link;
+        let reader = link::run_reader(shard.clone(), link.clone(), target.clone(), limits);
         background.push(glommio::spawn_local(reader));
+        background.push(glommio::spawn_local(link::run_md_publisher(
+            shard.clone(),
+            link.clone(),
+        )));
+        if shard.index == crate::server::publish::RELAY_SHARD {
+            background.push(glommio::spawn_local(link::run_md_reader(
+                shard.clone(),
+                link.clone(),
+                target,
+                limits,
+            )));
+        }
     }
     if shard.overload.is_on() {
         background.push(glommio::spawn_local(probe_overload(shard.clone())));

@@ -91,22 +91,18 @@ pub(crate) enum TargetError {
     Elsewhere(HttpError),
 }
 
-/// Why stream `key` is not served here: its market is another instance's,
-/// or it spans the markets of several instances.
+/// Why stream `key` is not served here: it spans the markets of several
+/// instances (a stream of one market another instance owns is relayed
+/// from it, see `publish::RELAY_SHARD`).
 fn stream_elsewhere(trading: &crate::trading::Trading, key: StreamKey) -> Option<HttpError> {
     let place = trading.cluster_place()?;
-    if key.is_all_markets() {
-        return (place.map.instances.len() > 1).then(|| {
-            HttpError::new(
-                503,
-                binance::SERVER_BUSY,
-                "Streams of every market span the instances of the cluster; subscribe to each market's streams on its instance.",
-            )
-        });
-    }
-    let (_, instance) = trading.market_elsewhere(key.market)?;
-    let symbol = &trading.specs()[usize::from(key.market.0)].symbol;
-    Some(crate::api::request::elsewhere(&format!("Market {symbol}"), instance))
+    (key.is_all_markets() && place.map.instances.len() > 1).then(|| {
+        HttpError::new(
+            503,
+            binance::SERVER_BUSY,
+            "Streams of every market span the instances of the cluster; subscribe to each market's streams.",
+        )
+    })
 }
 
 /// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.

@@ -55,6 +55,12 @@ pub(crate) enum StreamEvent {
         closed: bool,
         time_ms: u64,
     },
+    /// An event of a market another instance of the cluster owns, as that
+    /// instance rendered it (its Binance payload), relayed here.
+    Relayed {
+        key: StreamKey,
+        payload: String,
+    },
 }
 
 /// One market's rolling 24 h statistics with its best bid and ask.
@@ -101,6 +107,7 @@ impl StreamEvent {
             StreamEvent::AllTickers { mini: false, .. } => (ALL_MARKETS, StreamKind::AllTickers),
             StreamEvent::AllTickers { mini: true, .. } => (ALL_MARKETS, StreamKind::AllMiniTickers),
             StreamEvent::Kline { market, interval, .. } => (*market, StreamKind::Kline(*interval)),
+            StreamEvent::Relayed { key, .. } => return *key,
         };
         StreamKey { market, kind }
     }
@@ -109,6 +116,9 @@ impl StreamEvent {
     pub(crate) fn write(&self, trading: &Trading, w: &mut JsonWriter) {
         let symbol = |market: MarketId| trading.spec(market).symbol.as_str();
         match self {
+            StreamEvent::Relayed { payload, .. } => {
+                w.raw(payload);
+            }
             StreamEvent::Trade(fill) => {
                 w.begin_object()
                     .field_str("e", "trade")

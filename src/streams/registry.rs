@@ -416,6 +416,32 @@ impl Registry {
         overflowed
     }
 
+    /// Sends `payload` as the last frame of every local subscriber of
+    /// `key` (their connections close after it). Returns the queues that
+    /// overflowed with it.
+    pub(crate) fn close_local(&self, key: StreamKey, payload: &[u8], trading: &Trading) -> usize {
+        let Some(subscribers) = self.local.get(&key) else {
+            return 0;
+        };
+        let raw = frame_of(payload);
+        let mut overflowed = 0;
+        for out in subscribers {
+            let frame = match out.is_combined() {
+                false => raw.clone(),
+                true => combined_frame(&key.name(trading), payload),
+            };
+            if out.push_last(frame) == Push::Overflowed {
+                overflowed += 1;
+            }
+        }
+        overflowed
+    }
+
+    /// The keys this shard has local subscribers of.
+    pub(crate) fn local_keys(&self) -> Vec<StreamKey> {
+        self.local.keys().copied().collect()
+    }
+
     /// Serialises `event` once and queues it for every local subscriber.
     /// Returns the queues that overflowed with it.
     pub(crate) fn publish_local(&self, event: &StreamEvent, trading: &Trading) -> usize {
