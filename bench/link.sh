@@ -36,21 +36,15 @@ start_postgres
 
 aport=$(free_port)
 bport=$(free_port)
-cat >"$tmp/cluster.toml" <<EOF
-[[instance]]
-id = "a"
-api = "127.0.0.1:$aport"
-link = "127.0.0.1:$(free_port)"
-slots = ["0-8191"]
-markets = ["BTCUSDT", "ETHBTC"]
-
-[[instance]]
-id = "b"
-api = "127.0.0.1:$bport"
-link = "127.0.0.1:$(free_port)"
-slots = ["8192-16383"]
-markets = ["ETHUSDT", "EURUSD"]
-EOF
+# instance ID PORT SLOTS MARKETS: one [[instance]] of the map.
+instance() {
+	printf '[[instance]]\nid = "%s"\napi = "127.0.0.1:%s"\nlink = "127.0.0.1:%s"\nslots = ["%s"]\nmarkets = [%s]\n\n' \
+		"$1" "$2" "$(free_port)" "$3" "$4"
+}
+{
+	instance a "$aport" 0-8191 '"BTCUSDT", "ETHBTC"'
+	instance b "$bport" 8192-16383 '"ETHUSDT", "EURUSD"'
+} >"$tmp/cluster.toml"
 token=link-bench-admin-token
 admin_a=$(free_port)
 for id in a b; do

@@ -162,8 +162,60 @@ impl JsonWriter {
     }
 }
 
+/// The elements of a JSON array, as the bytes they were written with
+/// (another instance's answer, joined into this one's), or `None` when
+/// `json` is not an array whose strings and nesting close.
+pub(crate) fn array_elements(json: &[u8]) -> Option<Vec<&[u8]>> {
+    let json = json.trim_ascii();
+    let inner = json.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let mut elements = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0);
+    for (i, &b) in inner.iter().enumerate() {
+        match (in_string, b) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => depth += 1,
+            (false, b']' | b'}') => depth = depth.checked_sub(1)?,
+            (false, b',') if depth == 0 => {
+                elements.push(inner[start..i].trim_ascii());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_string || depth != 0 {
+        return None;
+    }
+    let last = inner[start..].trim_ascii();
+    if !last.is_empty() {
+        elements.push(last);
+    } else if !elements.is_empty() {
+        return None;
+    }
+    match elements.iter().any(|e| e.is_empty()) {
+        true => None,
+        false => Some(elements),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn array_elements_split_at_the_top_level_only() {
+        use super::array_elements;
+        assert_eq!(
+            array_elements(br#"[{"a":"x,]}","b":[1,2]} , 3,"q\\"]"#),
+            Some(vec![&br#"{"a":"x,]}","b":[1,2]}"#[..], b"3", br#""q\\""#])
+        );
+        assert_eq!(array_elements(b"[]"), Some(vec![]));
+        for bad in [&b"{}"[..], b"[1,]", b"[,1]", b"[\"]", b"[{]", b"[1]]"] {
+            assert_eq!(array_elements(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
     use super::*;
 
     #[test]

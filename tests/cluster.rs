@@ -251,6 +251,20 @@ fn two_instances_answer_for_each_other_through_the_links() {
         }
         (status, body)
     };
+    let links = |server: &Server, name: &str, peer: &str| -> f64 {
+        let metrics = server.metrics();
+        (0..2)
+            .filter_map(|shard| metrics.value(name, &[("shard", &shard.to_string()), ("peer", peer)]))
+            .sum()
+    };
+    // The link counters now: the checks below count what comes after.
+    let counted = |from: &Server, to: &Server, from_id: &str, to_id: &str| {
+        [
+            links(from, "tradsys_link_sent_total", to_id),
+            links(to, "tradsys_link_received_total", from_id),
+        ]
+    };
+    let (b_to_a, a_to_b) = (counted(&b, &a, "b", "a"), counted(&a, &b, "a", "b"));
     let (ua_home, ub_home) = (account(&a, ua), account(&b, ub));
     assert_eq!(ua_home.0, 200, "{}", ua_home.1);
     assert_eq!(account(&b, ua), ua_home);
@@ -278,26 +292,8 @@ fn two_instances_answer_for_each_other_through_the_links() {
         answer(a.get("/api/v3/depth?symbol=BTCUSDT"))
     );
     // 4 requests went from b to a, 1 from a to b; each side counted them.
-    let links = |server: &Server, name: &str, peer: &str| -> f64 {
-        let metrics = server.metrics();
-        (0..2)
-            .filter_map(|shard| metrics.value(name, &[("shard", &shard.to_string()), ("peer", peer)]))
-            .sum()
-    };
-    assert_eq!(
-        [
-            links(&b, "tradsys_link_sent_total", "a"),
-            links(&a, "tradsys_link_received_total", "b")
-        ],
-        [4.0, 4.0]
-    );
-    assert_eq!(
-        [
-            links(&a, "tradsys_link_sent_total", "b"),
-            links(&b, "tradsys_link_received_total", "a")
-        ],
-        [1.0, 1.0]
-    );
+    assert_eq!(counted(&b, &a, "b", "a"), b_to_a.map(|n| n + 4.0));
+    assert_eq!(counted(&a, &b, "a", "b"), a_to_b.map(|n| n + 1.0));
 
     // The front (`tradsys cluster nginx`) sends each request to the
     // instance that owns what it names, so none is carried: keys name
@@ -352,9 +348,40 @@ fn two_instances_answer_for_each_other_through_the_links() {
         admin(a.admin.expect("admin"), "GET", &key_of(ub), None),
         elsewhere(&format!("User {}", ub.id), "b", &apis[1])
     );
+    // Answers over every market join each instance's part, in the
+    // markets file's order, the same on either instance.
+    let symbols = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["symbol"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (status, all) = answer(a.get("/api/v3/ticker/24hr"));
     assert_eq!(
-        answer(a.get("/api/v3/ticker/24hr")),
-        elsewhere("Market ETHUSDT", "b", &apis[1])
+        (status, symbols(&all)),
+        (
+            200,
+            vec![
+                "BTCUSDT".to_string(),
+                "ETHUSDT".into(),
+                "ETHBTC".into(),
+                "EURUSD".into()
+            ]
+        )
+    );
+    for path in [
+        "/api/v3/ticker/price",
+        "/api/v3/ticker/bookTicker",
+        "/api/v3/ticker/price?symbols=%5B%22EURUSD%22,%22BTCUSDT%22%5D",
+    ] {
+        let on_a = answer(a.get(path));
+        assert_eq!(on_a.0, 200, "{path}: {}", on_a.1);
+        assert_eq!(answer(b.get(path)), on_a, "{path}");
+    }
+    assert_eq!(
+        symbols(&answer(b.get("/api/v3/ticker/price?symbols=%5B%22EURUSD%22,%22BTCUSDT%22%5D")).1),
+        ["EURUSD", "BTCUSDT"]
     );
     assert_eq!(
         order(&a, ua, "ETHUSDT", "BUY", ("1", "2000")),

@@ -147,14 +147,24 @@ async fn gather_fragments(
     req: RequestRef<'_>,
     markets: Vec<MarketId>,
 ) -> Result<Vec<u8>, HttpError> {
-    if let Some(e) = markets.iter().find_map(|&m| remote_market(shard, m)) {
-        return Err(e);
-    }
     let mut entries: Vec<(MarketId, Vec<u8>)> = Vec::with_capacity(markets.len());
+    // Other instances' markets first: one carried request each.
+    let instances = shard.trading().cluster_place().map_or(0, |p| p.map.instances.len());
+    for instance in 0..instances {
+        let theirs: Vec<MarketId> = markets
+            .iter()
+            .copied()
+            .filter(|&m| shard.trading().market_elsewhere(m).is_some_and(|(i, _)| i == instance))
+            .collect();
+        if !theirs.is_empty() {
+            entries.extend(remote_fragments(shard, req, instance, &theirs).await?);
+        }
+    }
     for peer in 0..shard.shards() {
         let owned: Vec<MarketId> = markets
             .iter()
             .copied()
+            .filter(|&m| shard.trading().market_elsewhere(m).is_none())
             .filter(|&m| shard.trading().market_shard(m) as usize == peer)
             .collect();
         if owned.is_empty() {
@@ -186,6 +196,64 @@ async fn gather_fragments(
     }
     body.push(b']');
     Ok(body)
+}
+
+/// The entries of `markets`, all of instance `instance`, asked of it with
+/// the same request naming them in `symbols` (their order).
+async fn remote_fragments(
+    shard: &impl Host,
+    req: RequestRef<'_>,
+    instance: usize,
+    markets: &[MarketId],
+) -> Result<Vec<(MarketId, Vec<u8>)>, HttpError> {
+    let (query, what, owner) = {
+        let trading = shard.trading();
+        let names: Vec<String> = markets
+            .iter()
+            .map(|&m| format!("%22{}%22", trading.spec(m).symbol))
+            .collect();
+        let mut query: Vec<&[u8]> = req
+            .query
+            .split(|&b| b == b'&')
+            .filter(|p| !p.is_empty() && !p.starts_with(b"symbol=") && !p.starts_with(b"symbols="))
+            .collect();
+        let symbols = format!("symbols=%5B{}%5D", names.join(","));
+        query.push(symbols.as_bytes());
+        let owner = trading.cluster_place().map(|p| p.map.instances[instance].clone());
+        let what = format!("Market {}", trading.spec(markets[0]).symbol);
+        (query.join(&b'&'), what, owner)
+    };
+    let Some(owner) = owner else {
+        return Err(unavailable());
+    };
+    let request = crate::api::request::RestRequest {
+        endpoint: req.endpoint,
+        query,
+        body: Vec::new(),
+        form_body: false,
+        api_key: None,
+        credentials: Default::default(),
+        now_ms: req.now_ms,
+    };
+    let reply = shard
+        .call_instance(instance, request)
+        .await
+        .map_err(|e| crate::api::link::carried_error(&what, &owner, e))?;
+    if reply.status != 200 {
+        let error: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let code = error["code"].as_i64().unwrap_or(i64::from(binance::DISCONNECTED)) as i32;
+        let msg = error["msg"].as_str().unwrap_or(binance::MSG_INTERNAL).to_string();
+        return Err(HttpError::new(reply.status, code, msg));
+    }
+    let elements = crate::json::array_elements(&reply.body).ok_or_else(unavailable)?;
+    if elements.len() != markets.len() {
+        return Err(unavailable());
+    }
+    Ok(markets
+        .iter()
+        .copied()
+        .zip(elements.into_iter().map(<[u8]>::to_vec))
+        .collect())
 }
 
 /// The entries of `markets` (owned here) of a ticker-style endpoint.

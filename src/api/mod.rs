@@ -434,6 +434,16 @@ pub(crate) async fn warm_cache(shard: &impl Host) {
         credentials: request::Credentials::Rest,
         now_ms: crate::clock::now_ms(),
     };
+    // In a cluster of several instances the tickers of every market need
+    // the others, which may not be up yet: a start does not wait on them,
+    // and the first request fills the cache instead.
+    let several = shard
+        .trading()
+        .cluster_place()
+        .is_some_and(|p| p.map.instances.len() > 1);
+    if several {
+        return;
+    }
     if let Ok(params) = Params::parse(b"", None, shard.http_limits().params_count_max) {
         let _ = market::every_ticker(shard, req, &params).await;
     }

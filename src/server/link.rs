@@ -349,15 +349,20 @@ fn entry(item: &Reply) -> Option<Entry<'_>> {
     Some(e)
 }
 
-/// Reads the shard's two streams until the shard stops.
-pub(crate) async fn run_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTarget, limits: RedisLimits) {
-    // Its own connection: a blocked read holds it.
+/// A Redis connection of a reader's own: a blocked read holds it, so its
+/// commands may take `READ_BLOCK_MS` longer than others.
+fn blocking_client(link: &Link, target: RedisTarget, limits: RedisLimits, seed_shift: u32) -> Redis {
     let limits = RedisLimits {
         command_timeout_ms: limits.command_timeout_ms + READ_BLOCK_MS,
         ..limits
     };
-    let seed = crate::clock::now_micros() ^ ((link.shard as u64 + 1) << 44);
-    let redis = Redis::start(target, limits, seed);
+    let seed = crate::clock::now_micros() ^ ((link.shard as u64 + 1) << seed_shift);
+    Redis::start(target, limits, seed)
+}
+
+/// Reads the shard's two streams until the shard stops.
+pub(crate) async fn run_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTarget, limits: RedisLimits) {
+    let redis = blocking_client(&link, target, limits, 44);
     let requests = requests_key(link.me());
     let replies = replies_key(link.me(), link.shard);
     let consumer = link.shard.to_string();
@@ -406,7 +411,7 @@ pub(crate) async fn run_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTa
 }
 
 /// Creates the consumer group on each stream (and the stream), keeping
-/// one that exists; whether all are there.
+/// one that exists (and where it stands); whether all are there.
 async fn make_groups(redis: &Redis, keys: &[&str]) -> bool {
     let mut all = true;
     for key in keys {
@@ -415,7 +420,9 @@ async fn make_groups(redis: &Redis, keys: &[&str]) -> bool {
             b"CREATE",
             key.as_bytes(),
             GROUP.as_bytes(),
-            b"$",
+            // From the stream's start: entries added before this reader
+            // first ran are read (those past their deadline then dropped).
+            b"0",
             b"MKSTREAM",
         ];
         all &= match redis.call(&words).await {
@@ -576,12 +583,7 @@ pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
 /// instances' markets end on every shard with a last event saying so:
 /// what would come next could not be trusted to follow what came before.
 pub(crate) async fn run_md_reader(shard: Rc<Shard>, link: Rc<Link>, target: RedisTarget, limits: RedisLimits) {
-    let limits = RedisLimits {
-        command_timeout_ms: limits.command_timeout_ms + READ_BLOCK_MS,
-        ..limits
-    };
-    let seed = crate::clock::now_micros() ^ ((link.shard as u64 + 1) << 40);
-    let redis = Redis::start(target, limits, seed);
+    let redis = blocking_client(&link, target, limits, 40);
     let peers: Vec<usize> = (0..link.place.map.instances.len())
         .filter(|i| *i != link.place.me)
         .collect();
