@@ -541,13 +541,7 @@ fn render_links(out: &mut String, snapshots: &[Snapshot]) {
     for s in snapshots {
         for (peer, l) in &s.links {
             let labels = format!("shard=\"{}\",peer=\"{peer}\"", s.shard);
-            let h = &l.round_trip;
-            for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(h.buckets) {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns as f64 / 1e9);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            write_buckets(out, name, &labels, &l.round_trip);
         }
     }
 }
@@ -975,12 +969,7 @@ fn render_history(out: &mut String, snapshots: &[Snapshot]) {
     for s in snapshots {
         for (kind, l) in HISTORY_KINDS.iter().zip(&s.counters.history.latency) {
             let labels = format!("shard=\"{}\",kind=\"{kind}\"", s.shard);
-            for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(l.buckets) {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
+            write_buckets(out, name, &labels, l);
         }
     }
     let name = "tradsys_history_replica_lag_bytes";
@@ -1103,12 +1092,7 @@ fn render_redis(out: &mut String, snapshots: &[Snapshot]) {
     for s in snapshots {
         let l = &s.counters.redis.latency;
         let labels = format!("shard=\"{}\"", s.shard);
-        for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(l.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
+        write_buckets(out, name, &labels, l);
     }
 }
 
@@ -1257,6 +1241,17 @@ fn render_per_shard(out: &mut String, families: &[ShardFamily], snapshots: &[Sna
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     }
+}
+
+/// One series of a latency histogram: its cumulative buckets, `+Inf`, the
+/// sum in seconds and the count.
+fn write_buckets(out: &mut String, name: &str, labels: &str, l: &LatencyBuckets) {
+    for (le, count) in LATENCY_BUCKETS_SECONDS.iter().zip(l.buckets) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", l.sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", l.count);
 }
 
 /// A per-shard metric: name, type, help, and how to read it from a snapshot.
