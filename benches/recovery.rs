@@ -165,7 +165,7 @@ fn create_users(shards: &mut [Trading]) -> Vec<UserId> {
     let mut users = Vec::new();
     for trading in shards.iter_mut() {
         for _ in 0..USERS_PER_SHARD {
-            users.push(trading.allocate_user_id());
+            users.push(trading.allocate_user_id().expect("a single host allocates every id"));
         }
     }
     for &user in &users {

@@ -470,13 +470,19 @@ pub struct Place {
     pub map: ClusterMap,
     /// This instance's index in `map.instances`.
     pub me: usize,
+    /// How many user slots it owns (0: it serves markets only).
+    slots_owned: usize,
 }
 
 impl Place {
     /// Finds instance `id` in `map`.
     pub fn new(map: ClusterMap, id: &str) -> Result<Place, ClusterError> {
         match map.instances.iter().position(|i| i.id == id) {
-            Some(me) => Ok(Place { map, me }),
+            Some(me) => Ok(Place {
+                slots_owned: map.slot_count(me),
+                map,
+                me,
+            }),
             None => Err(invalid(format!(
                 "no instance {id:?}; it names {}",
                 map.instances
@@ -514,6 +520,10 @@ impl Place {
 
     pub fn instance(&self) -> &Instance {
         &self.map.instances[self.me]
+    }
+
+    pub fn slots_owned(&self) -> usize {
+        self.slots_owned
     }
 
     pub fn owns_user(&self, user: u64) -> bool {

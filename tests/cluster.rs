@@ -149,10 +149,11 @@ fn order(server: &Server, user: &User, symbol: &str, side: &str, (qty, price): (
 }
 
 #[test]
-fn two_instances_answer_for_each_other_through_the_links() {
+fn instances_answer_for_each_other_through_the_links() {
     let (redis, pg) = (RedisServer::start(), PgServer::start());
     let (redis_url, pg_url) = (redis.url(), pg.url());
     let apis = [
+        format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     ];
@@ -161,8 +162,9 @@ fn two_instances_answer_for_each_other_through_the_links() {
     let map_path = dir.join("cluster.toml");
     let map_text = format!(
         "[[instance]]\nid = \"a\"\napi = \"{}\"\nlink = \"127.0.0.1:9101\"\nslots = [\"0-8191\"]\nmarkets = [\"BTCUSDT\", \"ETHBTC\"]\n\n\
-         [[instance]]\nid = \"b\"\napi = \"{}\"\nlink = \"127.0.0.1:9102\"\nslots = [\"8192-16383\"]\nmarkets = [\"ETHUSDT\", \"EURUSD\"]\n",
-        apis[0], apis[1]
+         [[instance]]\nid = \"b\"\napi = \"{}\"\nlink = \"127.0.0.1:9102\"\nslots = [\"8192-16383\"]\nmarkets = [\"ETHUSDT\", \"EURUSD\"]\n\n\
+         [[instance]]\nid = \"c\"\napi = \"{}\"\nlink = \"127.0.0.1:9103\"\nslots = []\n",
+        apis[0], apis[1], apis[2]
     );
     std::fs::write(&map_path, &map_text).expect("the map written");
     let map = map_path.to_str().expect("a UTF-8 path");
@@ -186,20 +188,28 @@ fn two_instances_answer_for_each_other_through_the_links() {
         args.extend(LIMITS_OFF);
         Server::start(2, &args)
     };
-    let (a, b) = (start("a", &apis[0]), start("b", &apis[1]));
+    // c owns no user slot and no market: it only answers for the others.
+    let (a, b, c) = (start("a", &apis[0]), start("b", &apis[1]), start("c", &apis[2]));
     for (server, line) in [
         (
             &a,
             format!(
-                "cluster: instance a api {} link 127.0.0.1:9101: 8192 slots, markets BTCUSDT,ETHBTC of 2",
+                "cluster: instance a api {} link 127.0.0.1:9101: 8192 slots, markets BTCUSDT,ETHBTC of 3",
                 apis[0]
             ),
         ),
         (
             &b,
             format!(
-                "cluster: instance b api {} link 127.0.0.1:9102: 8192 slots, markets ETHUSDT,EURUSD of 2",
+                "cluster: instance b api {} link 127.0.0.1:9102: 8192 slots, markets ETHUSDT,EURUSD of 3",
                 apis[1]
+            ),
+        ),
+        (
+            &c,
+            format!(
+                "cluster: instance c api {} link 127.0.0.1:9103: 0 slots, markets none of 3",
+                apis[2]
             ),
         ),
     ] {
@@ -215,7 +225,24 @@ fn two_instances_answer_for_each_other_through_the_links() {
 
     // The demo user lives on the instance that owns its slot, only there.
     let demo_on_a = ClusterMap::user_slot(1) <= 8191;
-    assert_eq!((a.demo.is_some(), b.demo.is_some()), (demo_on_a, !demo_on_a));
+    assert_eq!(
+        (a.demo.is_some(), b.demo.is_some(), c.demo.is_some()),
+        (demo_on_a, !demo_on_a, false)
+    );
+    // An instance without user slots makes no user (its id search would
+    // never end).
+    assert_eq!(
+        admin(
+            c.admin.expect("admin"),
+            "POST",
+            "/admin/v1/users",
+            Some(json!({"name": "x"}))
+        ),
+        (
+            400,
+            json!({"code": -1020, "msg": "This instance owns no user slots in the cluster map; create users on an instance that owns some."})
+        )
+    );
 
     // Each instance hands out only ids whose slot it owns.
     let users = |server: &Server, n: usize| -> Vec<User> {
@@ -461,18 +488,21 @@ fn two_instances_answer_for_each_other_through_the_links() {
     let view = |server: &Server| {
         let (status, mut body) = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster", None);
         assert_eq!(status, 200, "{body}");
-        let a = &mut body["instances"][0];
-        assert!(a["pingMicros"].is_u64() && a["linkLagMs"].is_u64(), "{a}");
-        for field in ["pingMicros", "linkLagMs"] {
-            a.as_object_mut().map(|a| a.remove(field));
+        for i in [0, 2] {
+            let other = &mut body["instances"][i];
+            assert!(other["pingMicros"].is_u64() && other["linkLagMs"].is_u64(), "{other}");
+            for field in ["pingMicros", "linkLagMs"] {
+                other.as_object_mut().map(|o| o.remove(field));
+            }
         }
         body
     };
-    let instance = |id: &str, api: &str, link: &str, markets: [&str; 2], me: bool, ready: bool| json!({"id": id, "api": api, "link": link, "slots": 8192, "markets": markets, "self": me, "ready": ready});
+    let instance = |id: &str, api: &str, link: &str, (slots, markets): (u64, &[&str]), me: bool, ready: bool| json!({"id": id, "api": api, "link": link, "slots": slots, "markets": markets, "self": me, "ready": ready});
     let both = |a_ready: bool| {
         json!({"cluster": true, "instances": [
-            instance("a", &apis[0], "127.0.0.1:9101", ["BTCUSDT", "ETHBTC"], false, a_ready),
-            instance("b", &apis[1], "127.0.0.1:9102", ["ETHUSDT", "EURUSD"], true, true),
+            instance("a", &apis[0], "127.0.0.1:9101", (8192, &["BTCUSDT", "ETHBTC"]), false, a_ready),
+            instance("b", &apis[1], "127.0.0.1:9102", (8192, &["ETHUSDT", "EURUSD"]), true, true),
+            instance("c", &apis[2], "127.0.0.1:9103", (0, &[]), false, true),
         ]})
     };
     assert_eq!(view(&b), both(true));
@@ -541,9 +571,9 @@ fn two_instances_answer_for_each_other_through_the_links() {
     // One PostgreSQL, a schema per instance.
     assert_eq!(
         pg.psql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tradsys%' ORDER BY 1"),
-        "tradsys_a\ntradsys_b"
+        "tradsys_a\ntradsys_b\ntradsys_c"
     );
-    drop((a, b));
+    drop((a, b, c));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

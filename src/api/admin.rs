@@ -469,7 +469,13 @@ async fn create_user(shard: &impl Host, body: &[u8]) -> Result<RestReply, HttpEr
             "name must be 1 to 64 printable characters.",
         ));
     }
-    let user = shard.trading_mut().allocate_user_id();
+    let user = shard.trading_mut().allocate_user_id().ok_or_else(|| {
+        HttpError::new(
+            400,
+            binance::UNSUPPORTED_OPERATION,
+            "This instance owns no user slots in the cluster map; create users on an instance that owns some.",
+        )
+    })?;
     let owner = user_owner(shard, user)?;
     Ok(rest(run_on(shard, owner, AdminCall::CreateUser { user, name }).await?))
 }

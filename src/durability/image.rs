@@ -164,7 +164,7 @@ mod tests {
     fn snapshot_bytes(specs: &[MarketSpec], dir: &std::path::Path) -> Result<Vec<u8>, String> {
         let mut shard = ReplayShard::fresh(0, 1, specs.to_vec());
         let trading = &mut shard.trading;
-        let user = trading.allocate_user_id();
+        let user = trading.allocate_user_id().ok_or("no user id")?;
         trading.create_user(user, "alice").map_err(|e| e.to_string())?;
         trading
             .transfer(user, "USDT", Amount(DEPOSIT), true)

@@ -742,7 +742,8 @@ impl Trading {
                 Ok(())
             }
             Record::AllocateUser => {
-                self.allocate_user_id();
+                // Recorded only when an id was found: found again.
+                let _ = self.allocate_user_id();
                 Ok(())
             }
             Record::CreateUser { user, name } => self.create_user(*user, name),
@@ -1029,15 +1030,19 @@ impl Trading {
 
     /// A fresh user id owned by any shard: ids allocated here never collide
     /// with another shard's, nor, in a cluster, with another instance's
-    /// (the id's slot is this instance's; one id in as many as there are
-    /// instances qualifies, so the search is short).
-    pub fn allocate_user_id(&mut self) -> UserId {
+    /// (the id's slot is this instance's: about one id in `SLOTS / owned`
+    /// qualifies). `None`, recording nothing, on an instance that owns no
+    /// slot (it serves markets only), where the search would never end.
+    pub fn allocate_user_id(&mut self) -> Option<UserId> {
+        if self.place.as_ref().is_some_and(|place| place.slots_owned() == 0) {
+            return None;
+        }
         self.record(Record::AllocateUser);
         loop {
             self.next_user_seq += 1;
             let user = DEMO_USER_ID + self.next_user_seq * u64::from(self.shards) + u64::from(self.shard);
             if self.place.as_ref().is_none_or(|place| place.owns_user(user)) {
-                return user;
+                return Some(user);
             }
         }
     }
