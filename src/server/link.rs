@@ -159,13 +159,14 @@ impl Link {
         let link = self.clone();
         glommio::spawn_local(async move {
             let key = requests_key(&link.place.map.instances[owner].id);
-            let deadline = crate::clock::now_ms() + link.limits.call_timeout_ms;
-            let field = if on { "subscribe" } else { "unsubscribe" };
-            let max = link.limits.stream_entries_max.to_string();
-            let (shard, deadline) = (link.shard.to_string(), deadline.to_string());
-            let _ = link
-                .add_entry(&key, &max, &shard, "0:0", &deadline, field, name.as_bytes())
-                .await;
+            let entry = Outgoing {
+                shard: link.shard,
+                call: "0:0",
+                deadline_ms: crate::clock::now_ms() + link.limits.call_timeout_ms,
+                field: if on { "subscribe" } else { "unsubscribe" },
+                body: name.as_bytes(),
+            };
+            let _ = link.add(&key, entry).await;
         })
         .detach();
     }
@@ -189,7 +190,14 @@ impl Link {
         let sent_at = Instant::now();
         let deadline_ms = crate::clock::now_ms() + self.limits.call_timeout_ms;
         let key = requests_key(&self.place.map.instances[instance].id);
-        let sent = self.add(&key, self.shard, call, deadline_ms, "request", &body).await;
+        let entry = Outgoing {
+            shard: self.shard,
+            call: &format!("{}:{call}", self.nonce),
+            deadline_ms,
+            field: "request",
+            body: &body,
+        };
+        let sent = self.add(&key, entry).await;
         if !sent {
             self.waiting.borrow_mut().remove(&call);
             self.peers.borrow_mut()[instance].counters.unreachable += 1;
@@ -226,28 +234,11 @@ impl Link {
         }
     }
 
-    /// Adds one entry to `key`; whether Redis took it.
-    async fn add(&self, key: &str, shard: usize, call: u64, deadline_ms: u64, field: &str, body: &[u8]) -> bool {
+    /// Adds `entry` to `key` (trimmed to about `link_stream_entries_max`);
+    /// whether Redis took it.
+    async fn add(&self, key: &str, entry: Outgoing<'_>) -> bool {
         let max = self.limits.stream_entries_max.to_string();
-        let (shard, call, deadline) = (
-            shard.to_string(),
-            format!("{}:{call}", self.nonce),
-            deadline_ms.to_string(),
-        );
-        self.add_entry(key, &max, &shard, &call, &deadline, field, body).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn add_entry(
-        &self,
-        key: &str,
-        max: &str,
-        shard: &str,
-        call: &str,
-        deadline: &str,
-        field: &str,
-        body: &[u8],
-    ) -> bool {
+        let (shard, deadline) = (entry.shard.to_string(), entry.deadline_ms.to_string());
         let words: [&[u8]; 16] = [
             b"XADD",
             key.as_bytes(),
@@ -260,11 +251,11 @@ impl Link {
             b"shard",
             shard.as_bytes(),
             b"call",
-            call.as_bytes(),
+            entry.call.as_bytes(),
             b"deadline",
             deadline.as_bytes(),
-            field.as_bytes(),
-            body,
+            entry.field.as_bytes(),
+            entry.body,
         ];
         matches!(self.redis.call(&words).await, Ok(Reply::Bulk(_)))
     }
@@ -297,6 +288,17 @@ impl Link {
     fn peer_index(&self, id: &str) -> Option<usize> {
         self.place.map.instances.iter().position(|i| i.id == id)
     }
+}
+
+/// One entry to add to a link stream: the shard it names (the sender's,
+/// or for a reply the shard it answers), its call, deadline, and the
+/// field carrying its body.
+struct Outgoing<'a> {
+    shard: usize,
+    call: &'a str,
+    deadline_ms: u64,
+    field: &'a str,
+    body: &'a [u8],
 }
 
 /// One entry of a link stream, its fields read.
@@ -481,9 +483,7 @@ fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, by
     }
     let to = replies_key(e.from, e.shard);
     let call = e.call.to_string();
-    let deadline = e.deadline_ms.to_string();
-    let max = link.limits.stream_entries_max.to_string();
-    let shard_field = e.shard.to_string();
+    let (from_shard, deadline_ms) = (e.shard, e.deadline_ms);
     let decoded = decode_request(bytes);
     let busy = link.running.get() >= link.limits.calls_in_flight_max;
     let (shard, link) = (shard.clone(), link.clone());
@@ -501,9 +501,14 @@ fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, by
         link.running.set(link.running.get() - 1);
         let body = encode_reply(&reply);
         // The caller times out if this is lost.
-        let _ = link
-            .add_entry(&to, &max, &shard_field, &call, &deadline, "reply", &body)
-            .await;
+        let entry = Outgoing {
+            shard: from_shard,
+            call: &call,
+            deadline_ms,
+            field: "reply",
+            body: &body,
+        };
+        let _ = link.add(&to, entry).await;
     })
     .detach();
 }
