@@ -417,6 +417,17 @@ pub struct LinkCounters {
     pub expired: u64,
     /// How long the last message read from the peer waited in the engine, ms.
     pub lag_ms: u64,
+    /// Engine messages sent to the peer (again included) and received
+    /// from it (duplicates included); of those, sent again because the
+    /// peer had not acknowledged them in time, and received a second
+    /// time and dropped; and link entries that could not be read.
+    pub engine_sent: u64,
+    pub engine_received: u64,
+    pub redelivered: u64,
+    pub duplicates: u64,
+    pub undecodable: u64,
+    /// Engine messages for the peer waiting for its acknowledgement.
+    pub outbox: u64,
     /// From a carried request's send to its answer.
     pub round_trip: LatencyBuckets,
 }
@@ -463,7 +474,7 @@ pub(crate) fn render(snapshots: &[Snapshot]) -> String {
 /// The links to the other instances of a cluster, by shard and peer.
 fn render_links(out: &mut String, snapshots: &[Snapshot]) {
     type LinkFamily = (&'static str, &'static str, &'static str, fn(&LinkCounters) -> u64);
-    let links: [LinkFamily; 8] = [
+    let links: [LinkFamily; 14] = [
         (
             "tradsys_link_sent_total",
             "counter",
@@ -511,6 +522,42 @@ fn render_links(out: &mut String, snapshots: &[Snapshot]) {
             "gauge",
             "How long the last message from another instance waited in the engine, ms.",
             |l| l.lag_ms,
+        ),
+        (
+            "tradsys_link_engine_sent_total",
+            "counter",
+            "Engine messages sent to another instance, redeliveries included.",
+            |l| l.engine_sent,
+        ),
+        (
+            "tradsys_link_engine_received_total",
+            "counter",
+            "Engine messages received from another instance, duplicates included.",
+            |l| l.engine_received,
+        ),
+        (
+            "tradsys_link_redeliveries_total",
+            "counter",
+            "Engine messages sent again because another instance had not acknowledged them in time.",
+            |l| l.redelivered,
+        ),
+        (
+            "tradsys_link_duplicates_total",
+            "counter",
+            "Engine messages received a second time and dropped.",
+            |l| l.duplicates,
+        ),
+        (
+            "tradsys_link_undecodable_total",
+            "counter",
+            "Link entries from another instance that could not be read.",
+            |l| l.undecodable,
+        ),
+        (
+            "tradsys_link_outbox",
+            "gauge",
+            "Engine messages for another instance waiting for its acknowledgement.",
+            |l| l.outbox,
         ),
     ];
     for (name, kind, help, value) in links {

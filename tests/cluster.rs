@@ -4,7 +4,8 @@
 //! that hand out only their own ids, answer requests about each other's
 //! users and markets through the links (Redis Streams), tell a client
 //! when the owner did not answer in time or cannot be reached, and name
-//! the owner of what the links do not carry yet.
+//! the owner of what the links do not carry yet. Trading across
+//! instances is tests/cluster_trading.rs's.
 
 mod common;
 
@@ -410,9 +411,17 @@ fn instances_answer_for_each_other_through_the_links() {
         symbols(&answer(b.get("/api/v3/ticker/price?symbols=%5B%22EURUSD%22,%22BTCUSDT%22%5D")).1),
         ["EURUSD", "BTCUSDT"]
     );
+    // An order of a's user on b's market goes to b's book through the
+    // engine messages between them (tests/cluster_trading.rs trades so).
+    let (status, across) = order(&a, ua, "ETHUSDT", "BUY", ("1", "2000"));
+    assert_eq!((status, &across["status"]), (200, &json!("NEW")), "{across}");
+    let cancel = format!("symbol=ETHUSDT&orderId={}", across["orderId"]);
+    let canceled = answer(signed(&mut a.connect(), ua, "DELETE", "/api/v3/order", &cancel));
     assert_eq!(
-        order(&a, ua, "ETHUSDT", "BUY", ("1", "2000")),
-        elsewhere("Market ETHUSDT", "b", &apis[1])
+        (canceled.0, &canceled.1["status"]),
+        (200, &json!("CANCELED")),
+        "{}",
+        canceled.1
     );
     let mut ws = Client::connect(b.addr);
     ws.send(&upgrade("/ws/!ticker@arr"));

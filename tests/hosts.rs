@@ -4,10 +4,11 @@
 //! PostgreSQL and the nginx front `tradsys cluster nginx` writes for the
 //! map listen (`common::netns`). Users of each instance trade on its
 //! markets through the front with exact fills and balances, every
-//! instance answers for every user, an order across instances is refused
-//! naming the market's instance, and `kill -9` of one instance leaves its
-//! users' requests elsewhere with -1007 until it restarts with everything
-//! acknowledged.
+//! instance answers for every user, users of each instance trade on the
+//! markets of the others, and through faults (Redis stopped for 10 s, one
+//! host cut off the network for 10 s, `kill -9` of one instance) every
+//! request is answered within its timeout, nothing acknowledged is lost
+//! and every trade is applied on both sides.
 
 mod common;
 
@@ -168,14 +169,104 @@ fn three_hosts_serve_one_exchange_behind_the_front() -> Result<(), String> {
         }
     }
 
-    // An order of a's user on b's market is refused, naming b.
-    let query = "symbol=ETHUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=50";
+    // Users of every instance trade on the markets of the others: a's
+    // user buys on b's market from c's user, b's on c's from a's, c's on
+    // a's from b's, each entering through its own instance.
+    let cross = [
+        ("ETHUSDT", "1", "40"),
+        ("ETHBTC", "1", "0.04"),
+        ("BTCUSDT", "0.1", "90"),
+    ];
+    for (i, (symbol, qty, price)) in cross.iter().enumerate() {
+        let (buyer, seller) = (&users[i][0], &users[(i + 2) % 3][1]);
+        let query =
+            |side: &str| format!("symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}");
+        let (status, buy) = request(apis[i], buyer, "POST", "/api/v3/order", &query("BUY"));
+        assert_eq!((status, &buy["status"]), (200, &json!("NEW")), "{buy}");
+        let (status, sell) = request(apis[(i + 2) % 3], seller, "POST", "/api/v3/order", &query("SELL"));
+        assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+    }
+    assert!(common::eventually(WAIT, || unacknowledged(&servers) == 0.0));
+    // a's buyer paid 40 USDT more for 1 ETH less 0.1%; c's seller (of
+    // BTCUSDT's 0.1 BTC at 90... to b's buyer) got 9 USDT less 0.1%.
     assert_eq!(
-        request(front.addr, &users[0][0], "POST", "/api/v3/order", query),
-        (
-            503,
-            json!({"code": -1008, "msg": "Market ETHUSDT is served by instance b at 10.77.0.2:8080; send the request there."})
-        )
+        balance(&balances(apis[1], &users[0][0]).1, "ETH"),
+        ("100.99900000".to_string(), "0.00000000".to_string())
+    );
+    assert_eq!(
+        balance(&balances(apis[0], &users[0][0]).1, "USDT"),
+        ("99910.00000000".to_string(), "0.00000000".to_string())
+    );
+    assert_whole(&servers);
+
+    // Faults while a's and c's users trade on b's market: each request is
+    // answered (acknowledged, or -1007/-1008) within its timeout, and once
+    // the fault is over every acknowledged order is there, each trade is
+    // applied on both sides and the cluster's funds are whole.
+    let mut ops = 0;
+    let mut trade_through = |fault: &mut dyn FnMut(bool)| {
+        let (mut answers, mut unknown) = (Vec::new(), 0);
+        let mut order = || {
+            // The buy rests, the sell fills it: a's user against c's.
+            let (at, user, side) = match ops % 2 {
+                0 => (apis[0], &users[0][1], "BUY"),
+                _ => (apis[2], &users[2][0], "SELL"),
+            };
+            ops += 1;
+            let query = format!("symbol=ETHUSDT&side={side}&type=LIMIT&timeInForce=GTC&quantity=0.2&price=45");
+            let sent = std::time::Instant::now();
+            let (status, body) = request(at, user, "POST", "/api/v3/order", &query);
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(3),
+                "{status} {body} after {:?}",
+                sent.elapsed()
+            );
+            match status {
+                200 => answers.push(body["orderId"].as_u64().expect("orderId")),
+                503 => {
+                    assert!(body["code"] == -1007 || body["code"] == -1008, "{body}");
+                    unknown += 1;
+                }
+                other => panic!("{other} {body}"),
+            }
+        };
+        // 20 orders before, orders through 10 s of the fault (at most
+        // 200), 20 after.
+        (0..20).for_each(|_| order());
+        fault(true);
+        let started = std::time::Instant::now();
+        for _ in 0..200 {
+            if started.elapsed() >= std::time::Duration::from_secs(10) {
+                break;
+            }
+            order();
+        }
+        fault(false);
+        (0..20).for_each(|_| order());
+        assert!(unknown > 0, "the fault refused or timed out no order");
+        answers
+    };
+    let mut redis = redis;
+    let acknowledged = trade_through(&mut |on| match on {
+        true => redis.kill9(),
+        false => redis.start_again(),
+    });
+    after_fault(
+        &servers,
+        apis[0],
+        &users[0][1],
+        apis[2],
+        &users[2][0],
+        acknowledged.len(),
+    );
+    let acknowledged = trade_through(&mut |on| hosts.set_link(1, !on).expect("the link"));
+    after_fault(
+        &servers,
+        apis[0],
+        &users[0][1],
+        apis[2],
+        &users[2][0],
+        acknowledged.len(),
     );
 
     // kill -9 of b: its users are out of reach from a until it is back,
@@ -190,6 +281,7 @@ fn three_hosts_serve_one_exchange_behind_the_front() -> Result<(), String> {
     servers[1] = instance(&hosts, 1, &dirs[1], &redis_url, &pg_url);
     assert_eq!(balances(apis[0], &users[1][0]), before);
     assert_eq!(balances(front.addr, &users[1][0]), before);
+    assert_whole(&servers);
 
     drop(front);
     drop(servers);
@@ -197,6 +289,78 @@ fn three_hosts_serve_one_exchange_behind_the_front() -> Result<(), String> {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+/// Engine messages waiting for an acknowledgement, over every instance.
+fn unacknowledged(servers: &[Server]) -> f64 {
+    servers
+        .iter()
+        .map(|s| {
+            let metrics = s.metrics();
+            IDS.iter()
+                .filter_map(|peer| metrics.value("tradsys_link_outbox", &[("shard", "0"), ("peer", peer)]))
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Each instance's audit is whole with what fills moved in, and those
+/// moves sum to zero per asset over the cluster: no trade is applied on
+/// one side only.
+fn assert_whole(servers: &[Server]) {
+    let mut settled: std::collections::BTreeMap<String, i128> = Default::default();
+    for server in servers {
+        let (status, audit) = admin(server.admin.expect("admin"), "GET", "/admin/v1/audit", None);
+        assert_eq!((status, &audit["ok"]), (200, &json!(true)), "{audit}");
+        for asset in audit["assets"].as_array().expect("assets") {
+            let moved = units(asset["settledIn"].as_str().expect("settledIn"));
+            *settled
+                .entry(asset["asset"].as_str().unwrap_or("").to_string())
+                .or_default() += moved;
+        }
+    }
+    assert!(settled.values().all(|&v| v == 0), "{settled:?}");
+}
+
+/// After a fault: nothing left unacknowledged, every order the buyer's
+/// instance acknowledged is known there, what the buyer bought on b's
+/// market is what the seller sold, and the funds are whole.
+fn after_fault(
+    servers: &[Server],
+    buyer_at: SocketAddr,
+    buyer: &User,
+    seller_at: SocketAddr,
+    seller: &User,
+    acked: usize,
+) {
+    assert!(
+        common::eventually(WAIT, || unacknowledged(servers) == 0.0),
+        "still unacknowledged"
+    );
+    let executed = |at, user| {
+        let (status, orders) = request(at, user, "GET", "/api/v3/allOrders", "symbol=ETHUSDT");
+        assert_eq!(status, 200, "{orders}");
+        let orders = orders.as_array().cloned().unwrap_or_default();
+        let sum: i128 = orders
+            .iter()
+            .map(|o| units(o["executedQty"].as_str().expect("executedQty")))
+            .sum();
+        (orders.len(), sum)
+    };
+    let (bought_orders, bought) = executed(buyer_at, buyer);
+    let (sold_orders, sold) = executed(seller_at, seller);
+    assert!(
+        bought_orders + sold_orders >= acked,
+        "{bought_orders} + {sold_orders} orders < {acked} acknowledged"
+    );
+    assert_eq!(bought, sold, "units bought and sold");
+    assert_whole(servers);
+}
+
+/// A decimal as integer units of 10^-8, its sign kept.
+fn units(text: &str) -> i128 {
+    let (sign, digits) = text.strip_prefix('-').map_or((1, text), |d| (-1, d));
+    sign * i128::from(tradsys_engine::num::Amount::parse(digits).expect("a decimal").0)
 }
 
 fn free_port() -> u16 {

@@ -82,6 +82,9 @@ pub(crate) trait Host {
     fn open_exports(&self) -> RefMut<'_, std::collections::HashMap<UserId, Vec<String>>>;
     /// Sends `call` to shard `to` and waits for its answer.
     async fn call(&self, to: usize, call: PeerCall) -> Result<PeerReply, CallError>;
+    /// Resolves after `link_call_timeout_ms`; never without links. An
+    /// outcome that depends on another instance is awaited no longer.
+    async fn link_timeout(&self);
     /// Carries `request` to instance `instance` of the cluster (see
     /// `api::link`) and waits for its answer.
     async fn call_instance(

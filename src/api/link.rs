@@ -48,12 +48,18 @@ pub(crate) fn carried_error(what: &str, instance: &crate::cluster::Instance, err
                 instance.id, instance.api
             ),
         ),
-        LinkError::Timeout => HttpError::new(
-            503,
-            crate::binance::TIMEOUT,
-            "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
-        ),
+        LinkError::Timeout => unknown_outcome(),
     }
+}
+
+/// Binance's -1007: the answer did not come in time, and what was asked
+/// may or may not have happened.
+pub(crate) fn unknown_outcome() -> HttpError {
+    HttpError::new(
+        503,
+        crate::binance::TIMEOUT,
+        "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+    )
 }
 
 /// Carries `req`, about `what` (a user or market of instance `instance`,

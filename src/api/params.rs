@@ -114,9 +114,6 @@ const PEGS_REFUSED: &str = "Pegged orders are not supported for this symbol.";
 /// account machine checks filters and funds.
 pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
     let market = market_param(shard, params)?;
-    if let Some(e) = crate::api::market::remote_market(shard, market) {
-        return Err(e);
-    }
     for (name, refusal) in UNSUPPORTED_ORDER_PARAMS {
         if params.get(name).is_some_and(|v| !v.is_empty()) {
             return Err(HttpError::new(400, binance::NEW_ORDER_REJECTED, refusal));

@@ -166,6 +166,19 @@ pub(crate) fn trading_error(e: TradingError) -> HttpError {
         TradingError::UnknownUser(_) => HttpError::new(400, binance::REJECTED_MBX_KEY, binance::MSG_REJECTED_KEY),
         TradingError::UsersFull => HttpError::new(503, binance::SERVER_BUSY, "User limit reached."),
         TradingError::UnknownAsset => HttpError::new(400, binance::ILLEGAL_CHARS, "Unknown asset."),
+        TradingError::Unacknowledged(instance) => {
+            let place = crate::cluster::process_place();
+            let peer = place.as_deref().and_then(|p| p.map.instances.get(instance));
+            let (id, api) = peer.map_or(("?", String::new()), |p| (p.id.as_str(), p.api.to_string()));
+            HttpError::new(
+                503,
+                binance::SERVER_BUSY,
+                format!(
+                    "Instance {id} at {api} has not taken this instance's engine messages for too long; orders that \
+                     need it are refused until it does."
+                ),
+            )
+        }
     }
 }
 

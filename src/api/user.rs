@@ -130,10 +130,16 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
 }
 
 /// Where a MARKET order's lock is sized from: the book's best price on the
-/// other side, asked of the market's shard when it lives elsewhere.
+/// other side, asked of the market's shard when it lives elsewhere, and
+/// of the market's instance (its depth, then its last price) when another
+/// instance owns it.
 async fn reference_price(shard: &impl Host, request: &OrderRequest) -> Result<Option<Price>, HttpError> {
     if request.kind != OrderType::Market {
         return Ok(None);
+    }
+    let remote = shard.trading().market_elsewhere(request.market).map(|(i, _)| i);
+    if let Some(instance) = remote {
+        return remote_reference_price(shard, instance, request).await;
     }
     let owner = shard.trading().market_shard(request.market) as usize;
     if owner == shard.index() {
@@ -147,6 +153,79 @@ async fn reference_price(shard: &impl Host, request: &OrderRequest) -> Result<Op
         Ok(PeerReply::Reference(price)) => Ok(price),
         _ => Err(unavailable()),
     }
+}
+
+async fn remote_reference_price(
+    shard: &impl Host,
+    instance: usize,
+    request: &OrderRequest,
+) -> Result<Option<Price>, HttpError> {
+    let symbol = shard.trading().spec(request.market).symbol.clone();
+    let side = match request.side {
+        tradsys_engine::order::Side::Buy => "asks",
+        tradsys_engine::order::Side::Sell => "bids",
+    };
+    let depth = ask_instance(shard, instance, Endpoint::Depth, &format!("symbol={symbol}&limit=1")).await?;
+    if let Some(price) = depth[side][0][0].as_str() {
+        return Price::parse(price).map(Some).map_err(|_| unavailable());
+    }
+    let last = ask_instance(shard, instance, Endpoint::TickerPrice, &format!("symbol={symbol}")).await?;
+    match last["price"].as_str().map(Price::parse) {
+        Some(Ok(price)) if price != Price::ZERO => Ok(Some(price)),
+        Some(Ok(_)) => Ok(None),
+        _ => Err(unavailable()),
+    }
+}
+
+/// The JSON answer of another instance to a public GET.
+async fn ask_instance(
+    shard: &impl Host,
+    instance: usize,
+    endpoint: Endpoint,
+    query: &str,
+) -> Result<serde_json::Value, HttpError> {
+    let request = crate::api::request::RestRequest {
+        endpoint,
+        query: query.as_bytes().to_vec(),
+        body: Vec::new(),
+        form_body: false,
+        api_key: None,
+        credentials: Default::default(),
+        now_ms: crate::clock::now_ms(),
+    };
+    let owner = shard
+        .trading()
+        .cluster_place()
+        .map(|p| p.map.instances[instance].clone());
+    let Some(owner) = owner else { return Err(unavailable()) };
+    let reply = shard
+        .call_instance(instance, request)
+        .await
+        .map_err(|e| crate::api::link::carried_error("The market", &owner, e))?;
+    match reply.status {
+        200 => serde_json::from_slice(&reply.body).map_err(|_| unavailable()),
+        _ => Err(unavailable()),
+    }
+}
+
+/// Waits for what the engine answers about `market`: when another
+/// instance owns the market, at most `link_call_timeout_ms`, after which
+/// the client hears that the outcome is unknown (-1007): the order or
+/// cancel still reaches the market and takes effect there, exactly once.
+async fn engine_outcome<T>(
+    shard: &impl Host,
+    market: MarketId,
+    rx: crate::oneshot::Receiver<T>,
+) -> Result<T, HttpError> {
+    let outcome = async { rx.await.ok_or_else(unavailable) };
+    if shard.trading().market_elsewhere(market).is_none() {
+        return outcome.await;
+    }
+    let timeout = async {
+        shard.link_timeout().await;
+        Err(crate::api::link::unknown_outcome())
+    };
+    futures_lite::future::or(outcome, timeout).await
 }
 
 fn with_client_id(shard: &impl Host, mut request: OrderRequest) -> OrderRequest {
@@ -163,7 +242,7 @@ async fn new_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms:
     let placed = shard.trading_mut().place(user, &request, reference, now_ms);
     shard.flush_engine();
     let (_, outcome) = placed.map_err(trading_error)?;
-    let PlaceOutcome { result, fills } = outcome.await.ok_or_else(unavailable)?;
+    let PlaceOutcome { result, fills } = engine_outcome(shard, request.market, outcome).await?;
     let view = result.map_err(engine_error)?;
     let trading = shard.trading();
     let mut w = JsonWriter::with_capacity(512);
@@ -221,7 +300,7 @@ async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_
         TradingError::Engine(EngineError::NoSuchOrder) => engine_error(EngineError::UnknownOrder),
         other => trading_error(other),
     })?;
-    let view = rx.await.ok_or_else(unavailable)?.map_err(engine_error)?;
+    let view = engine_outcome(shard, market, rx).await?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
     write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now_ms);
     Ok(w.into_bytes())
@@ -236,7 +315,7 @@ async fn cancel_open_orders(
     let market = market_param(shard, params)?;
     let started = shard.trading_mut().cancel_all(user, market, now_ms);
     shard.flush_engine();
-    let views = started.map_err(trading_error)?.await.ok_or_else(unavailable)?;
+    let views = engine_outcome(shard, market, started.map_err(trading_error)?).await?;
     if views.is_empty() {
         // Binance answers a cancel-all with nothing open as an unknown order.
         return Err(engine_error(EngineError::UnknownOrder));
@@ -285,7 +364,7 @@ async fn cancel_replace_inner(
         .cancel_replace(user, target, mode, &request, reference, now_ms);
     shard.flush_engine();
     let (_, rx) = started.map_err(trading_error)?;
-    let outcome = rx.await.ok_or_else(unavailable)?;
+    let outcome = engine_outcome(shard, request.market, rx).await?;
     let trading = shard.trading();
     let answer = ReplaceAnswer {
         spec: trading.spec(request.market),

@@ -420,6 +420,20 @@ fn quiesce(replayed: &mut Replayed) -> Result<u64, RecoveryError> {
 /// `owner_of`, markets to `market_shards`, and order and user ids on from
 /// the highest ever given out.
 fn repartition(images: Vec<ShardImage>, shards: u32, specs: &[MarketSpec]) -> Result<Vec<ShardImage>, RecoveryError> {
+    // Another instance knows each shard's link by the shard's index and
+    // the number of its last message: dealt out again, they would clash.
+    // (What a shard received is kept: shard 0 receives for all.)
+    if images
+        .iter()
+        .any(|image| image.trading.remote.sent_seq.iter().any(|&n| n > 0))
+    {
+        return Err(RecoveryError::Layout(format!(
+            "this instance exchanged engine messages with other instances of its cluster as {} shards; it must \
+             start with {} shards",
+            images.len(),
+            images.len()
+        )));
+    }
     let owners = market_shards(specs, shards);
     let mut merged = Merged::of(images, specs.len());
     let accounts: Vec<Accounts> = tradsys_engine::account::repartition(std::mem::take(&mut merged.machines), shards);
@@ -442,6 +456,8 @@ struct Merged {
     transfers: Vec<(i128, i128)>,
     halted: Vec<bool>,
     order_id_max: u64,
+    /// What shard 0 received from other instances (`trading::remote`).
+    remote_received: Vec<(u32, u32, u64)>,
 }
 
 impl Merged {
@@ -456,6 +472,7 @@ impl Merged {
             transfers: Vec::new(),
             halted: images[0].trading.halted.clone(),
             order_id_max: 0,
+            remote_received: images[0].trading.remote.received.clone(),
         };
         for image in images {
             merged.add(image);
@@ -527,6 +544,14 @@ impl Merged {
             next_user_seq: user_id_max.saturating_sub(DEMO_USER_ID) / u64::from(shards) + 1,
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
+            remote: crate::trading::remote::RemoteImage {
+                received: if i == 0 {
+                    self.remote_received.clone()
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            },
         };
         let market_data = self
             .market_data

@@ -10,6 +10,18 @@
 //! - `tradsys:link:<i>:<s>:replies`: answers for shard `s` of instance
 //!   `i`, read by that shard alone (the same group, one consumer).
 //!
+//! Engine messages between instances (`trading::remote`: an order of a
+//! user here on a market there, and its fills, outcomes and cancels) go
+//! to the replies stream of shard 0 of the receiving instance, which
+//! applies them and passes each to the shard it is for. They are exactly
+//! once: each carries its sender's shard and number (field `engine`:
+//! the number, then the message), the receiver journals the last number
+//! it applied per sending shard, and answers, once that is durable, with
+//! an entry `acked` on the sender's replies stream; the sender keeps each
+//! message in its outbox until then and sends again from the oldest when
+//! no acknowledgement came for `RESEND_AFTER_MS`. A message leaves only
+//! once the records that made it are durable here.
+//!
 //! An entry holds `from` (the sender's instance id), `shard` (its shard),
 //! `call` (`<nonce>:<n>`: the sender shard's start and its n-th call, so
 //! that an answer meant for an earlier start is dropped), `deadline` (ms
@@ -43,6 +55,8 @@ use crate::redis::{Redis, RedisLimits, RedisTarget, Reply};
 use crate::server::mesh::{Call, ShardMsg, StreamMsg};
 use crate::server::publish;
 use crate::server::shard::Shard;
+use crate::trading::msg::EngineMsg;
+use crate::trading::remote::Arrival;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -67,6 +81,15 @@ const MD_QUEUE_MAX: usize = 65_536;
 /// Events the publisher sends in one pipelined write, and a market data
 /// read takes.
 const MD_BATCH_MAX: usize = 256;
+/// Engine messages sent to one instance in one pipelined write.
+const ENGINE_BATCH_MAX: usize = 1_024;
+/// An outbox with nothing acknowledged for this long is sent again from
+/// its oldest message.
+const RESEND_AFTER_MS: u64 = 1_000;
+/// How often the engine sender looks for what to send again.
+const RESEND_CHECK_MS: u64 = 200;
+/// The shard that receives every engine message from other instances.
+pub(crate) const ENGINE_SHARD: usize = 0;
 
 /// The link settings of the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +127,49 @@ pub(crate) struct Link {
     /// Market data events for other instances dropped: the queue was full,
     /// or Redis did not take them.
     md_dropped: Cell<u64>,
+    /// Per instance: the last engine message handed to Redis, and when the
+    /// outbox last moved (an acknowledgement, or a send after none was
+    /// waiting for one), for `RESEND_AFTER_MS`.
+    engine_sent: RefCell<Vec<u64>>,
+    engine_moved_ms: RefCell<Vec<u64>>,
+    /// Wakes the engine sender: the shard produced messages for other
+    /// instances.
+    engine_signal: Signal,
+    /// On the engine shard: per (instance, its shard), the last message
+    /// applied here that the sender has not been told of yet.
+    acks_due: RefCell<std::collections::BTreeMap<(usize, usize), u64>>,
+    acks_signal: Signal,
+}
+
+/// A wake-up for one waiting task: raised any number of times, taken once.
+#[derive(Default)]
+struct Signal {
+    raised: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Signal {
+    fn raise(&self) {
+        self.raised.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once raised (at once if it was), or after `ms` when given.
+    async fn wait(&self, ms: Option<u64>) {
+        let raised = std::future::poll_fn(|cx| {
+            if self.raised.replace(false) {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        });
+        match ms {
+            Some(ms) => futures_lite::future::or(raised, glommio::timer::sleep(Duration::from_millis(ms))).await,
+            None => raised.await,
+        }
+    }
 }
 
 fn requests_key(instance: &str) -> String {
@@ -122,6 +188,7 @@ fn md_key(instance: &str) -> String {
 impl Link {
     pub(crate) fn new(place: Arc<Place>, shard: usize, redis: Redis, limits: LinkLimits) -> Link {
         let peers = place.map.instances.iter().map(|_| PeerStats::default()).collect();
+        let instances = place.map.instances.len();
         Link {
             place,
             shard,
@@ -135,7 +202,21 @@ impl Link {
             md: RefCell::new(VecDeque::new()),
             md_waker: Cell::new(None),
             md_dropped: Cell::new(0),
+            engine_sent: RefCell::new(vec![0; instances]),
+            engine_moved_ms: RefCell::new(vec![0; instances]),
+            engine_signal: Signal::default(),
+            acks_due: RefCell::new(Default::default()),
+            acks_signal: Signal::default(),
         }
+    }
+
+    pub(crate) fn call_timeout_ms(&self) -> u64 {
+        self.limits.call_timeout_ms
+    }
+
+    /// The shard produced engine messages for other instances.
+    pub(crate) fn engine_produced(&self) {
+        self.engine_signal.raise();
     }
 
     /// Queues an event of a stream other instances subscribe to, for the
@@ -237,31 +318,53 @@ impl Link {
     /// Adds `entry` to `key` (trimmed to about `link_stream_entries_max`);
     /// whether Redis took it.
     async fn add(&self, key: &str, entry: Outgoing<'_>) -> bool {
-        let max = self.limits.stream_entries_max.to_string();
-        let (shard, deadline) = (entry.shard.to_string(), entry.deadline_ms.to_string());
-        let words: [&[u8]; 16] = [
-            b"XADD",
-            key.as_bytes(),
-            b"MAXLEN",
-            b"~",
-            max.as_bytes(),
-            b"*",
-            b"from",
-            self.me().as_bytes(),
-            b"shard",
-            shard.as_bytes(),
-            b"call",
-            entry.call.as_bytes(),
-            b"deadline",
-            deadline.as_bytes(),
-            entry.field.as_bytes(),
-            entry.body,
-        ];
-        matches!(self.redis.call(&words).await, Ok(Reply::Bulk(_)))
+        self.add_all(key, &[entry]).await == 1
     }
 
-    /// The figures of each link, by the peer's id (this instance left out).
-    pub(crate) fn counters(&self) -> Vec<(String, LinkCounters)> {
+    /// Adds `entries` to `key` in one pipelined write; how many Redis
+    /// took, counted from the first (the rest are not relied on).
+    async fn add_all(&self, key: &str, entries: &[Outgoing<'_>]) -> usize {
+        let max = self.limits.stream_entries_max.to_string();
+        let numbers: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| (e.shard.to_string(), e.deadline_ms.to_string()))
+            .collect();
+        let commands: Vec<[&[u8]; 16]> = entries
+            .iter()
+            .zip(&numbers)
+            .map(|(entry, (shard, deadline))| {
+                [
+                    b"XADD".as_slice(),
+                    key.as_bytes(),
+                    b"MAXLEN",
+                    b"~",
+                    max.as_bytes(),
+                    b"*",
+                    b"from",
+                    self.me().as_bytes(),
+                    b"shard",
+                    shard.as_bytes(),
+                    b"call",
+                    entry.call.as_bytes(),
+                    b"deadline",
+                    deadline.as_bytes(),
+                    entry.field.as_bytes(),
+                    entry.body,
+                ]
+            })
+            .collect();
+        let refs: Vec<&[&[u8]]> = commands.iter().map(|c| c.as_slice()).collect();
+        let replies = match refs.as_slice() {
+            [one] => vec![self.redis.call(one).await],
+            _ => self.redis.pipeline(&refs).await,
+        };
+        replies.iter().take_while(|r| matches!(r, Ok(Reply::Bulk(_)))).count()
+    }
+
+    /// The figures of each link, by the peer's id (this instance left out);
+    /// `outbox` tells how many engine messages for an instance wait for
+    /// its acknowledgement.
+    pub(crate) fn counters(&self, outbox: impl Fn(usize) -> usize) -> Vec<(String, LinkCounters)> {
         let peers = self.peers.borrow();
         self.place
             .map
@@ -270,8 +373,9 @@ impl Link {
             .zip(peers.iter())
             .enumerate()
             .filter(|(i, _)| *i != self.place.me)
-            .map(|(_, (instance, peer))| {
+            .map(|(i, (instance, peer))| {
                 let mut counters = peer.counters;
+                counters.outbox = outbox(i) as u64;
                 if let Some(h) = &peer.round_trip_ns {
                     counters.round_trip = LatencyBuckets::of(h, counters.round_trip.sum_ns);
                 }
@@ -313,6 +417,10 @@ struct Entry<'a> {
     reply: Option<&'a [u8]>,
     /// A stream another instance subscribes to (true) or leaves.
     subscription: Option<(&'a str, bool)>,
+    /// An engine message: its number, then the message.
+    engine: Option<&'a [u8]>,
+    /// The receiver applied the sender shard's engine messages up to this.
+    acked: Option<u64>,
 }
 
 fn entry(item: &Reply) -> Option<Entry<'_>> {
@@ -330,6 +438,8 @@ fn entry(item: &Reply) -> Option<Entry<'_>> {
         request: None,
         reply: None,
         subscription: None,
+        engine: None,
+        acked: None,
     };
     for pair in fields.chunks(2) {
         let [Reply::Bulk(name), Reply::Bulk(value)] = pair else {
@@ -345,6 +455,8 @@ fn entry(item: &Reply) -> Option<Entry<'_>> {
             b"reply" => e.reply = Some(value),
             b"subscribe" => e.subscription = Some((text()?, true)),
             b"unsubscribe" => e.subscription = Some((text()?, false)),
+            b"engine" => e.engine = Some(value),
+            b"acked" => e.acked = Some(text()?.parse().ok()?),
             _ => {}
         }
     }
@@ -454,6 +566,181 @@ fn on_stream(shard: &Rc<Shard>, link: &Rc<Link>, stream: &Reply) {
             on_request(shard, link, peer, &e, bytes, now_ms);
         } else if let Some((name, on)) = e.subscription {
             on_subscription(shard, peer, name, on);
+        } else if let Some(bytes) = e.engine {
+            on_engine(shard, link, peer, e.shard, bytes);
+        } else if let Some(seq) = e.acked {
+            on_acked(shard, link, peer, seq, now_ms);
+        }
+    }
+}
+
+/// An engine message from shard `from_shard` of instance `peer`: applied
+/// if it is the next, and acknowledged (again, for a redelivery) once
+/// durable.
+fn on_engine(shard: &Rc<Shard>, link: &Link, peer: usize, from_shard: usize, bytes: &[u8]) {
+    let Some((seq, msg)) = decode_engine(bytes) else {
+        link.peers.borrow_mut()[peer].counters.undecodable += 1;
+        return;
+    };
+    let arrival = shard
+        .trading_mut()
+        .receive_remote(peer as u32, from_shard as u32, seq, msg);
+    shard.flush_engine();
+    {
+        let mut peers = link.peers.borrow_mut();
+        let counters = &mut peers[peer].counters;
+        counters.engine_received += 1;
+        counters.received_bytes += bytes.len() as u64;
+        if arrival == Arrival::Duplicate {
+            counters.duplicates += 1;
+        }
+    }
+    let applied = shard.trading().remote_links().received(peer as u32, from_shard as u32);
+    if applied > 0 {
+        link.acks_due.borrow_mut().insert((peer, from_shard), applied);
+        link.acks_signal.raise();
+    }
+}
+
+/// Instance `peer` applied this shard's engine messages up to `seq`.
+fn on_acked(shard: &Rc<Shard>, link: &Link, peer: usize, seq: u64, now_ms: u64) {
+    let before = shard.trading().remote_links().outbox_len(peer);
+    shard.trading_mut().remote_acked(peer as u32, seq);
+    shard.flush_engine();
+    if shard.trading().remote_links().outbox_len(peer) < before {
+        link.engine_moved_ms.borrow_mut()[peer] = now_ms;
+    }
+}
+
+/// An engine message as a link entry carries it: its number (8 bytes,
+/// little-endian), then the message (rkyv).
+fn encode_engine(seq: u64, msg: &EngineMsg) -> Vec<u8> {
+    let mut out = seq.to_le_bytes().to_vec();
+    match rkyv::to_bytes::<rkyv::rancor::Error>(msg) {
+        Ok(bytes) => out.extend_from_slice(&bytes),
+        // Engine messages hold only plain values: encoding cannot fail.
+        Err(e) => unreachable!("encoding an engine message failed: {e}"),
+    }
+    out
+}
+
+/// The number and message of an entry, validated; `None` if not one.
+fn decode_engine(bytes: &[u8]) -> Option<(u64, EngineMsg)> {
+    let (seq, rest) = bytes.split_first_chunk::<8>()?;
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(rest);
+    let msg = rkyv::from_bytes::<EngineMsg, rkyv::rancor::Error>(&aligned).ok()?;
+    Some((u64::from_le_bytes(*seq), msg))
+}
+
+/// Sends this shard's engine messages to the other instances once what
+/// made them is durable, and sends again what stays unacknowledged,
+/// until the shard stops.
+pub(crate) async fn run_engine_sender(shard: Rc<Shard>, link: Rc<Link>) {
+    let peers: Vec<usize> = (0..link.place.map.instances.len())
+        .filter(|i| *i != link.place.me)
+        .collect();
+    while !shard.draining.get() {
+        link.engine_signal.wait(Some(RESEND_CHECK_MS)).await;
+        // Everything numbered so far was produced before this settle's
+        // flush, so it is durable once the settle resolves.
+        let produced: Vec<u64> = {
+            let trading = shard.trading();
+            peers.iter().map(|&p| trading.remote_links().sent_seq(p)).collect()
+        };
+        if peers.iter().all(|&p| shard.trading().remote_links().outbox_len(p) == 0) {
+            continue;
+        }
+        shard.settle().await;
+        for (&peer, &upto) in peers.iter().zip(&produced) {
+            send_engine(&shard, &link, peer, upto).await;
+        }
+    }
+}
+
+/// Sends instance `peer` the messages of its outbox numbered up to `upto`
+/// that it was not sent yet, or all of them again when it has not
+/// acknowledged any for `RESEND_AFTER_MS`.
+async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
+    let now_ms = crate::clock::now_ms();
+    let sent = link.engine_sent.borrow()[peer];
+    let (batch, resend) = {
+        let trading = shard.trading();
+        let links = trading.remote_links();
+        let Some(&(oldest, _)) = links.outbox(peer).next() else {
+            return;
+        };
+        let waiting = sent >= oldest;
+        let resend = waiting && now_ms.saturating_sub(link.engine_moved_ms.borrow()[peer]) >= RESEND_AFTER_MS;
+        if !waiting {
+            link.engine_moved_ms.borrow_mut()[peer] = now_ms;
+        }
+        let from = if resend { oldest } else { sent + 1 };
+        let batch: Vec<(u64, Vec<u8>)> = links
+            .outbox(peer)
+            .filter(|(seq, _)| *seq >= from && *seq <= upto)
+            .take(ENGINE_BATCH_MAX)
+            .map(|(seq, msg)| (*seq, encode_engine(*seq, msg)))
+            .collect();
+        (batch, resend)
+    };
+    if batch.is_empty() {
+        return;
+    }
+    let entries: Vec<Outgoing<'_>> = batch
+        .iter()
+        .map(|(_, body)| Outgoing {
+            shard: link.shard,
+            call: "0:0",
+            deadline_ms: 0,
+            field: "engine",
+            body,
+        })
+        .collect();
+    let key = replies_key(&link.place.map.instances[peer].id, ENGINE_SHARD);
+    let taken = link.add_all(&key, &entries).await;
+    if resend {
+        link.engine_moved_ms.borrow_mut()[peer] = now_ms;
+    }
+    let mut peers = link.peers.borrow_mut();
+    let counters = &mut peers[peer].counters;
+    counters.engine_sent += taken as u64;
+    counters.sent_bytes += batch[..taken].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    if resend {
+        counters.redelivered += taken as u64;
+    }
+    if taken < batch.len() {
+        counters.unreachable += 1;
+    }
+    if let Some((last, _)) = batch[..taken].last() {
+        let mut engine_sent = link.engine_sent.borrow_mut();
+        engine_sent[peer] = engine_sent[peer].max(*last);
+    }
+}
+
+/// On the engine shard: tells each sending shard, once durable here, how
+/// far its engine messages are applied, until the shard stops.
+pub(crate) async fn run_acker(shard: Rc<Shard>, link: Rc<Link>) {
+    while !shard.draining.get() {
+        link.acks_signal.wait(None).await;
+        let due = std::mem::take(&mut *link.acks_due.borrow_mut());
+        if due.is_empty() {
+            continue;
+        }
+        shard.settle().await;
+        for ((peer, to_shard), seq) in due {
+            let seq = seq.to_string();
+            let entry = Outgoing {
+                shard: to_shard,
+                call: "0:0",
+                deadline_ms: 0,
+                field: "acked",
+                body: seq.as_bytes(),
+            };
+            // A lost acknowledgement costs a redelivery, acknowledged again.
+            let _ = link
+                .add(&replies_key(&link.place.map.instances[peer].id, to_shard), entry)
+                .await;
         }
     }
 }

@@ -228,6 +228,13 @@ impl Shard {
         if !out.first_fills.is_empty() {
             admission::orders_filled(self, &out.first_fills);
         }
+        if !out.remote.is_empty() {
+            // The messages wait in the outbox; the link sends them once
+            // the records above are durable.
+            if let Some(link) = &self.link {
+                link.engine_produced();
+            }
+        }
         let mut sent = 0;
         for (owner, seq, msg) in out.outgoing.drain(..) {
             if self
@@ -355,7 +362,8 @@ impl Host for Shard {
         metrics.cache = self.cache.counters();
         let mut snapshot = metrics.snapshot(self.index);
         if let Some(link) = &self.link {
-            snapshot.links = link.counters();
+            let trading = self.trading.borrow();
+            snapshot.links = link.counters(|peer| trading.remote_links().outbox_len(peer));
             snapshot.link_md_dropped = link.md_dropped();
         }
         snapshot
@@ -444,6 +452,13 @@ impl Host for Shard {
         match self.call_peer(to, Call::Api(call)).await? {
             Reply::Api(reply) => Ok(reply),
             _ => Err(CallError::Mismatch(to)),
+        }
+    }
+
+    async fn link_timeout(&self) {
+        match &self.link {
+            Some(link) => glommio::timer::sleep(std::time::Duration::from_millis(link.call_timeout_ms())).await,
+            None => std::future::pending().await,
         }
     }
 

@@ -153,6 +153,13 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
             shard.clone(),
             link.clone(),
         )));
+        background.push(glommio::spawn_local(link::run_engine_sender(
+            shard.clone(),
+            link.clone(),
+        )));
+        if shard.index == link::ENGINE_SHARD {
+            background.push(glommio::spawn_local(link::run_acker(shard.clone(), link.clone())));
+        }
         if shard.index == crate::server::publish::RELAY_SHARD {
             background.push(glommio::spawn_local(link::run_md_reader(
                 shard.clone(),

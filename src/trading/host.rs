@@ -7,6 +7,10 @@
 //! messages for machines on other shards are appended to `outgoing`, which
 //! the caller hands to the mesh. When a request's user and market live on
 //! the shard that received it, an order completes without any message.
+//! In a cluster, messages for a user or market of another instance go to
+//! the numbered links of `remote` (`Output::remote`), and messages from
+//! other instances come in through `receive_remote` on one shard, which
+//! passes each on to the shard it is for.
 //!
 //! Callers wait for an order's outcome through a waiter registered before
 //! the order is placed; the account machine's events complete it.
@@ -19,6 +23,7 @@ use crate::cluster::Place;
 use crate::oneshot;
 use crate::trading::msg::EngineMsg;
 use crate::trading::record::{CancelReplaceRecord, PublicKeyRecord, Record};
+use crate::trading::remote::{Arrival, RemoteImage, RemoteLinks, OUTBOX_HARD_MAX, OUTBOX_PER_INSTANCE_MAX};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
@@ -96,6 +101,17 @@ enum Waiter {
     Replace(Vec<UserTrade>, oneshot::Sender<ReplaceOutcome>),
 }
 
+/// Instances a cluster may have (`cluster::INSTANCES_MAX`).
+const INSTANCES: usize = crate::cluster::INSTANCES_MAX;
+
+/// Where an engine message goes: a shard of this instance, or another
+/// instance of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    Shard(u32),
+    Instance(u32),
+}
+
 /// Why an operation could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TradingError {
@@ -111,6 +127,10 @@ pub enum TradingError {
     UsersFull,
     #[error("Unknown asset.")]
     UnknownAsset,
+    /// Another instance has not acknowledged what this shard sent it for
+    /// so long that its outbox is full (see `remote`).
+    #[error("instance {0} has not acknowledged this shard's messages")]
+    Unacknowledged(usize),
 }
 
 /// Per-asset totals of one shard, for the audit.
@@ -177,6 +197,9 @@ pub struct TradingImage {
     pub next_user_seq: u64,
     pub sent_seq: Vec<u64>,
     pub received_seq: Vec<u64>,
+    /// The links to other instances: unlike the mesh's, they go on across
+    /// generations.
+    pub remote: RemoteImage,
 }
 
 /// One API key in a snapshot.
@@ -208,6 +231,10 @@ pub struct Output {
     pub records: Vec<Record>,
     /// Engine messages for other shards with their link sequence numbers.
     pub outgoing: Vec<(u32, u64, EngineMsg)>,
+    /// Engine messages for other instances (their index in the map) with
+    /// their link sequence numbers; they are in the outbox too, and leave
+    /// once the records above are durable.
+    pub remote: Vec<(u32, u64, EngineMsg)>,
     /// Trades of the books on this shard, for market data.
     pub trades: Vec<tradsys_engine::msg::Fill>,
     /// Prices where orders came to the books on this shard, for depth
@@ -231,6 +258,7 @@ impl Output {
     pub fn clear(&mut self) {
         self.records.clear();
         self.outgoing.clear();
+        self.remote.clear();
         self.trades.clear();
         self.touched_levels.clear();
         self.user_updates.clear();
@@ -282,6 +310,8 @@ pub struct Trading {
     /// were still in flight at a crash.
     sent_seq: Vec<u64>,
     received_seq: Vec<u64>,
+    /// The numbered links to the other instances of the cluster.
+    remote: RemoteLinks,
     /// In a cluster, this instance's place (`cluster::process_place`, the
     /// same for every `Trading` of the process, replayed ones too): it
     /// hands out only user ids whose slot it owns.
@@ -294,7 +324,7 @@ impl Trading {
     /// next time, so no buffer is ever reallocated.
     pub fn swap_output(&mut self, spare: &mut Output) {
         assert!(
-            spare.records.is_empty() && spare.outgoing.is_empty(),
+            spare.records.is_empty() && spare.outgoing.is_empty() && spare.remote.is_empty(),
             "a spare output must be empty"
         );
         std::mem::swap(&mut self.out, spare);
@@ -342,6 +372,7 @@ impl Trading {
             out: Output::default(),
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
+            remote: RemoteLinks::default(),
             specs,
             place: crate::cluster::process_place(),
         }
@@ -358,6 +389,16 @@ impl Trading {
         let place = self.place.as_deref()?;
         let owner = place.map.user_instance(user);
         (owner != place.me).then(|| (owner, &place.map.instances[owner]))
+    }
+
+    /// Whether `user` belongs to this instance (always, outside a cluster).
+    fn user_here(place: Option<&Place>, user: UserId) -> bool {
+        place.is_none_or(|p| p.map.user_instance(user) == p.me)
+    }
+
+    /// The numbered links to the other instances.
+    pub fn remote_links(&self) -> &RemoteLinks {
+        &self.remote
     }
 
     /// The instance that owns `market` when it is not this one.
@@ -506,7 +547,24 @@ impl Trading {
     /// The id of a new order of `user` in `market`, if the market is open.
     fn start_order(&mut self, user: UserId, market: MarketId) -> Result<OrderId, TradingError> {
         self.check_open(user, market)?;
+        self.check_links(market)?;
         Ok(self.next_order_id())
+    }
+
+    /// Refuses an order whose messages would join an outbox that is full:
+    /// the market's instance has not acknowledged this shard's messages,
+    /// or (over the hard bound) some instance has not, and an order on a
+    /// market here could fill one of its users' orders.
+    fn check_links(&self, market: MarketId) -> Result<(), TradingError> {
+        if let Some((instance, _)) = self.market_elsewhere(market) {
+            if self.remote.outbox_len(instance) >= OUTBOX_PER_INSTANCE_MAX {
+                return Err(TradingError::Unacknowledged(instance));
+            }
+        } else if self.market_shard(market) == self.shard && self.remote.outbox_len_max() >= OUTBOX_HARD_MAX {
+            let full = (0..INSTANCES).find(|&i| self.remote.outbox_len(i) >= OUTBOX_HARD_MAX);
+            return Err(TradingError::Unacknowledged(full.unwrap_or(0)));
+        }
+        Ok(())
     }
 
     fn check_open(&self, user: UserId, market: MarketId) -> Result<(), TradingError> {
@@ -741,6 +799,19 @@ impl Trading {
                 self.halt(*market, *halted);
                 Ok(())
             }
+            Record::ReceiveRemote {
+                instance,
+                shard,
+                seq,
+                msg,
+            } => {
+                self.receive_remote(*instance, *shard, *seq, *msg);
+                Ok(())
+            }
+            Record::RemoteAcked { instance, seq } => {
+                self.remote_acked(*instance, *seq);
+                Ok(())
+            }
             Record::AllocateUser => {
                 // Recorded only when an id was found: found again.
                 let _ = self.allocate_user_id();
@@ -782,10 +853,37 @@ impl Trading {
     fn route_books(&mut self) {
         for i in 0..self.to_book.len() {
             let msg = self.to_book[i];
-            let owner = self.market_shard(msg.market());
-            self.deliver(owner, EngineMsg::Book(msg));
+            self.route_book(msg);
         }
         self.to_book.clear();
+    }
+
+    fn route_book(&mut self, msg: ToBook) {
+        match self.market_elsewhere(msg.market()) {
+            Some((instance, _)) => self.deliver_remote(instance as u32, EngineMsg::Book(msg)),
+            None => self.deliver(self.market_shard(msg.market()), EngineMsg::Book(msg)),
+        }
+    }
+
+    /// Where the account machine of `user` is: a shard here, or another
+    /// instance.
+    fn account_of(&self, user: UserId) -> Dest {
+        match self.user_elsewhere(user) {
+            Some((instance, _)) => Dest::Instance(instance as u32),
+            None => Dest::Shard(owner_of(user, self.shards)),
+        }
+    }
+
+    fn send(&mut self, dest: Dest, msg: EngineMsg) {
+        match dest {
+            Dest::Shard(shard) => self.deliver(shard, msg),
+            Dest::Instance(instance) => self.deliver_remote(instance, msg),
+        }
+    }
+
+    fn deliver_remote(&mut self, instance: u32, msg: EngineMsg) {
+        let seq = self.remote.push(instance, msg);
+        self.out.remote.push((instance, seq, msg));
     }
 
     fn deliver(&mut self, owner: u32, msg: EngineMsg) {
@@ -811,6 +909,38 @@ impl Trading {
         self.received_seq[from as usize] = seq;
         self.queue.push_back(msg);
         self.run();
+    }
+
+    /// Takes the `seq`-th engine message from shard `shard` of instance
+    /// `instance` (see `remote`): the next one is journaled and passed on
+    /// to the shard it is for (this one, or through the mesh); any other is
+    /// dropped.
+    pub fn receive_remote(&mut self, instance: u32, shard: u32, seq: u64, msg: EngineMsg) -> Arrival {
+        let arrival = self.remote.arrival(instance, shard, seq);
+        if arrival != Arrival::Applied {
+            return arrival;
+        }
+        self.record(Record::ReceiveRemote {
+            instance,
+            shard,
+            seq,
+            msg,
+        });
+        self.remote.accept(instance, shard, seq);
+        match msg {
+            EngineMsg::Book(msg) => self.route_book(msg),
+            // The sender sent one copy to each instance with a user of it.
+            EngineMsg::Account(msg) => self.route_account_here(msg),
+        }
+        self.run();
+        arrival
+    }
+
+    /// Instance `instance` applied this shard's messages up to `seq`.
+    pub fn remote_acked(&mut self, instance: u32, seq: u64) {
+        if self.remote.acknowledged(instance, seq) {
+            self.record(Record::RemoteAcked { instance, seq });
+        }
     }
 
     /// Stops or resumes trading in `market` on this shard.
@@ -852,20 +982,41 @@ impl Trading {
     /// A fill goes to the taker's owner and, if different, to the maker's;
     /// each settles its own user's side (as `driver::Exchange` does).
     fn route_account(&mut self, msg: ToAccount) {
-        let owner = owner_of(msg.user(), self.shards);
-        self.deliver(owner, EngineMsg::Account(msg));
+        let owner = self.account_of(msg.user());
+        self.send(owner, EngineMsg::Account(msg));
         if let ToAccount::Fill(fill) = msg {
-            let maker_owner = owner_of(fill.maker_user, self.shards);
+            let maker_owner = self.account_of(fill.maker_user);
             if maker_owner != owner {
-                self.deliver(maker_owner, EngineMsg::Account(msg));
+                self.send(maker_owner, EngineMsg::Account(msg));
             }
+        }
+    }
+
+    /// `route_account` for a message from another instance: only to the
+    /// users of this one.
+    fn route_account_here(&mut self, msg: ToAccount) {
+        let mut owners = [None, None];
+        if Self::user_here(self.place.as_deref(), msg.user()) {
+            owners[0] = Some(owner_of(msg.user(), self.shards));
+        }
+        if let ToAccount::Fill(fill) = msg {
+            if Self::user_here(self.place.as_deref(), fill.maker_user) {
+                owners[1] = Some(owner_of(fill.maker_user, self.shards)).filter(|&o| Some(o) != owners[0]);
+            }
+        }
+        for owner in owners.into_iter().flatten() {
+            self.deliver(owner, EngineMsg::Account(msg));
         }
     }
 
     fn on_account(&mut self, msg: ToAccount) {
         self.to_book.clear();
         self.events.clear();
-        self.accounts.handle(msg, &mut self.to_book, &mut self.events);
+        let place = self.place.as_deref();
+        self.accounts
+            .handle_for(msg, &mut self.to_book, &mut self.events, |user| {
+                Self::user_here(place, user)
+            });
         self.route_books();
         self.take_events();
     }
@@ -1297,6 +1448,7 @@ impl Trading {
             next_user_seq: self.next_user_seq,
             sent_seq: self.sent_seq,
             received_seq: self.received_seq,
+            remote: self.remote.to_image(),
         }
     }
 
@@ -1335,6 +1487,7 @@ impl Trading {
         trading.next_user_seq = image.next_user_seq;
         trading.sent_seq = image.sent_seq;
         trading.received_seq = image.received_seq;
+        trading.remote = RemoteLinks::from_image(image.remote)?;
         // The checksum proved the bytes are the ones written; this proves
         // they are a state the engine makes.
         trading

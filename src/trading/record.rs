@@ -73,6 +73,21 @@ pub enum Record {
     /// An Ed25519 or RSA key (`CreateKey` makes HMAC ones). Boxed like
     /// `CancelReplace`: it is rare and its public key long.
     CreatePublicKey(Box<PublicKeyRecord>),
+    // New kinds go last: a kind's number is its place, and journals
+    // written before it must read the same.
+    /// The `seq`-th engine message from shard `shard` of the cluster's
+    /// instance `instance` (see `remote`).
+    ReceiveRemote {
+        instance: u32,
+        shard: u32,
+        seq: u64,
+        msg: EngineMsg,
+    },
+    /// Instance `instance` applied this shard's messages up to `seq`.
+    RemoteAcked {
+        instance: u32,
+        seq: u64,
+    },
 }
 
 /// A public-key API key as journaled: the public key itself, since the
@@ -162,6 +177,18 @@ mod tests {
                 market: MarketId(2),
                 halted: true,
             },
+            Record::ReceiveRemote {
+                instance: 2,
+                shard: 1,
+                seq: 43,
+                msg: EngineMsg::Book(ToBook::Cancel {
+                    market: MarketId(1),
+                    order_id: 98,
+                    user: 7,
+                    time_ms: 1_700_000_000_000,
+                }),
+            },
+            Record::RemoteAcked { instance: 2, seq: 44 },
             Record::Receive {
                 from: 1,
                 seq: 42,

@@ -23,6 +23,7 @@ const BRIDGE_PREFIX: &str = "tsbr";
 pub struct Hosts {
     pub names: Vec<String>,
     bridge: String,
+    pid: u32,
 }
 
 fn ip(args: &[&str]) -> Result<String, String> {
@@ -72,6 +73,7 @@ impl Hosts {
         let mut hosts = Hosts {
             names: Vec::new(),
             bridge: format!("{BRIDGE_PREFIX}{pid}"),
+            pid,
         };
         ip(&["link", "add", &hosts.bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", &hosts.bridge])?;
@@ -91,6 +93,13 @@ impl Hosts {
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
         }
         Ok(hosts)
+    }
+
+    /// Cuts host `i` off the network (its veth pair's outer end down), or
+    /// joins it again.
+    pub fn set_link(&self, i: usize, up: bool) -> Result<(), String> {
+        let outside = format!("tsv{}o{i}", self.pid);
+        ip(&["link", "set", &outside, if up { "up" } else { "down" }]).map(drop)
     }
 
     /// Host `i`'s address.

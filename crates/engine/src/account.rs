@@ -693,8 +693,23 @@ impl Accounts {
 
     /// Applies one message from a book.
     pub fn handle(&mut self, msg: ToAccount, out: &mut Vec<ToBook>, events: &mut Vec<AccountEvent>) {
+        self.handle_for(msg, out, events, |_| true);
+    }
+
+    /// Applies one message from a book to the users this machine owns
+    /// among those `here` accepts. Several machines may share one user
+    /// hash (the shards of different instances of a cluster): a fill
+    /// between a user of this machine and a user of another instance
+    /// settles only the first here, however the other's id hashes.
+    pub fn handle_for(
+        &mut self,
+        msg: ToAccount,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+        here: impl Fn(UserId) -> bool,
+    ) {
         match msg {
-            ToAccount::Fill(fill) => self.on_fill(&fill, events),
+            ToAccount::Fill(fill) => self.on_fill(&fill, events, here),
             ToAccount::Placed {
                 order_id,
                 status,
@@ -719,11 +734,11 @@ impl Accounts {
         }
     }
 
-    fn on_fill(&mut self, fill: &Fill, events: &mut Vec<AccountEvent>) {
-        if self.owns(fill.taker_user) {
+    fn on_fill(&mut self, fill: &Fill, events: &mut Vec<AccountEvent>, here: impl Fn(UserId) -> bool) {
+        if self.owns(fill.taker_user) && here(fill.taker_user) {
             self.settle(fill, false, events);
         }
-        if self.owns(fill.maker_user) {
+        if self.owns(fill.maker_user) && here(fill.maker_user) {
             self.settle(fill, true, events);
         }
     }
