@@ -556,6 +556,30 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
     check_balances(&cluster, &reference);
     operate(&cluster, &mut rng, &mut reference, 60);
     check_balances(&cluster, &reference);
+
+    // A halt on the market's instance holds for the others' users too:
+    // a, which does not know of it, sends the order; c's book rejects it
+    // and a unlocks the funds.
+    let (status, halt) = admin(
+        cluster.servers[2].admin.expect("admin"),
+        "POST",
+        "/admin/v1/markets/EURUSD/halt",
+        None,
+    );
+    assert_eq!(status, 200, "{halt}");
+    let query = "symbol=EURUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=10&price=1.1";
+    let r = signed(
+        &mut cluster.servers[0].connect(),
+        &users[0].1,
+        "POST",
+        "/api/v3/order",
+        query,
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (400, serde_json::json!({"code": -2010, "msg": "Market is closed."}))
+    );
+    check_balances(&cluster, &reference);
     assert!(crossed > 100, "only {crossed} orders crossed instances");
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);

@@ -960,6 +960,22 @@ impl Trading {
 
     fn on_book(&mut self, msg: ToBook) {
         let market = usize::from(msg.market().0);
+        if let ToBook::Place(place) = &msg {
+            // Orders are refused on a halted market where they enter; one
+            // that reaches the book anyway (on its way at the halt, or from
+            // another instance, which does not know of the halt) is
+            // rejected here and its funds unlocked.
+            if self.halted[market] {
+                self.route_account(ToAccount::Placed {
+                    order_id: place.order_id,
+                    user: place.user,
+                    status: OrderStatus::Rejected,
+                    reject: Some(EngineError::MarketClosed),
+                    time_ms: place.time_ms,
+                });
+                return;
+            }
+        }
         let book = self.books[market].as_mut();
         let book =
             book.unwrap_or_else(|| panic!("shard {} got a message for market {market} it does not own", self.shard));

@@ -43,6 +43,11 @@ pub enum EngineError {
     UnknownAsset,
     #[error("Amount must be positive.")]
     BadAmount,
+    /// The market is halted: its book takes no new order (an order that
+    /// was on its way when the halt came, or from another instance of a
+    /// cluster, is rejected there).
+    #[error("Market is closed.")]
+    MarketClosed,
 }
 
 impl EngineError {
@@ -58,7 +63,8 @@ impl EngineError {
             | EngineError::WouldMatch
             | EngineError::WouldTrigger
             | EngineError::DuplicateOrder
-            | EngineError::ValueTooLarge => -2010,
+            | EngineError::ValueTooLarge
+            | EngineError::MarketClosed => -2010,
             EngineError::UnknownOrder => -2011,
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
@@ -82,6 +88,7 @@ impl EngineError {
             EngineError::NoSuchOrder => "Order does not exist.",
             EngineError::UnknownAsset => "Unknown asset.",
             EngineError::BadAmount => "Amount must be positive.",
+            EngineError::MarketClosed => "Market is closed.",
         }
     }
 }
