@@ -364,6 +364,11 @@ const KEYS: &[Key] = &[
         help: "requests each shard may have out on the links to other instances, and may run for them at once",
     },
     Key {
+        name: "link_stream_lease_ms",
+        default: "30000",
+        help: "how long another instance's subscription to a stream here lasts unless renewed (it renews a third of this); one that crashed stops being sent to after this",
+    },
+    Key {
         name: "link_stream_entries_max",
         default: "100000",
         help: "entries each link stream in Redis keeps (XADD MAXLEN ~)",
@@ -614,6 +619,7 @@ pub struct Config {
     pub link_call_timeout_ms: u64,
     pub link_calls_in_flight_max: usize,
     pub link_stream_entries_max: usize,
+    pub link_stream_lease_ms: u64,
     pub jobs: JobsConfig,
     pub cache: CacheConfig,
     /// A test-only hook, from `TRADSYS_TEST_FAIL_SYNC_AFTER=<n>` (no flag,
@@ -826,8 +832,29 @@ pub enum Command {
         /// nginx's `listen` value.
         listen: String,
     },
+    /// `tradsys plan`: the capacity model's report for the figures file.
+    Plan {
+        figures: PathBuf,
+    },
     Help,
     Version,
+}
+
+/// The measured figures `tradsys plan` reads by default.
+pub const PLAN_FIGURES_DEFAULT: &str = "bench/capacity.toml";
+
+/// `plan [--figures FILE]`.
+fn plan_command(args: &[String]) -> Result<Command, ConfigError> {
+    match args {
+        [] => Ok(Command::Plan {
+            figures: PathBuf::from(PLAN_FIGURES_DEFAULT),
+        }),
+        [flag, value] if flag == "--figures" => Ok(Command::Plan {
+            figures: PathBuf::from(value),
+        }),
+        [flag] if flag == "-h" || flag == "--help" => Ok(Command::Help),
+        [flag, ..] => Err(ConfigError::UnknownFlag(flag.clone())),
+    }
 }
 
 /// The cluster map `tradsys cluster check` reads by default.
@@ -897,6 +924,7 @@ pub fn load(args: &[String], env: &BTreeMap<String, String>) -> Result<Command, 
             args = &args[1..];
         }
         Some("cluster") => return cluster_command(&args[1..]),
+        Some("plan") => return plan_command(&args[1..]),
         _ => {}
     }
     let mut flags = BTreeMap::new();
@@ -1112,6 +1140,7 @@ fn build(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError>
         link_call_timeout_ms: v.ms("link_call_timeout_ms")?,
         link_calls_in_flight_max: v.count("link_calls_in_flight_max", 1 << 20)?,
         link_stream_entries_max: v.count("link_stream_entries_max", 1 << 30)?,
+        link_stream_lease_ms: v.ms("link_stream_lease_ms")?,
         jobs: jobs(&v)?,
         cache: cache(&v)?,
         klines_kept_per_interval_max: v.count("klines_kept_per_interval_max", 100_000)?,
@@ -1443,7 +1472,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn help() -> String {
     let mut out = String::from(
         "tradsys: a thread-per-core trading server speaking the Binance Spot v3 API\n\n\
-         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n                tradsys cluster check [--cluster FILE] [--markets FILE]   (validate a cluster map)\n                tradsys cluster nginx [--cluster FILE] [--markets FILE] [--listen ADDR]   (an nginx front for it)\n\n\
+         usage: tradsys [serve] [--config FILE] [--KEY VALUE]...\n                tradsys migrate [--config FILE] [--KEY VALUE]...   (history store schema only)\n                tradsys cluster check [--cluster FILE] [--markets FILE]   (validate a cluster map)\n                tradsys cluster nginx [--cluster FILE] [--markets FILE] [--listen ADDR]   (an nginx front for it)\n                tradsys plan [--figures FILE]   (hosts a load needs, from measured figures)\n\n\
          Each KEY may also come from the environment as TRADSYS_KEY or from the\n\
          TOML file as key = value; flags win over the environment, which wins\n\
          over the file.\n\nkeys:\n",

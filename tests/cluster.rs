@@ -185,12 +185,14 @@ fn instances_answer_for_each_other_through_the_links() {
             api,
             "--link-call-timeout-ms",
             "1000",
+            "--link-stream-lease-ms",
+            "2000",
         ];
         args.extend(LIMITS_OFF);
         Server::start(2, &args)
     };
     // c owns no user slot and no market: it only answers for the others.
-    let (a, b, c) = (start("a", &apis[0]), start("b", &apis[1]), start("c", &apis[2]));
+    let (a, b, mut c) = (start("a", &apis[0]), start("b", &apis[1]), start("c", &apis[2]));
     for (server, line) in [
         (
             &a,
@@ -423,15 +425,43 @@ fn instances_answer_for_each_other_through_the_links() {
         "{}",
         canceled.1
     );
-    let mut ws = Client::connect(b.addr);
-    ws.send(&upgrade("/ws/!ticker@arr"));
+    // A stream of every market on c, which owns none: each instance sends
+    // its markets' part, and c's subscriber gets a's and b's tickers.
+    let mut every = Ws::connect(c.addr, "/ws/!miniTicker@arr");
+    every
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    let mut symbols_seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        for (server, users, symbol, at) in [
+            (&a, &on_a, "BTCUSDT", ("0.05", "100")),
+            (&b, &on_b, "EURUSD", ("10", "1.1")),
+        ] {
+            let (status, buy) = order(server, &users[5], symbol, "BUY", at);
+            assert_eq!(status, 200, "{buy}");
+            let (status, sell) = order(server, &users[6], symbol, "SELL", at);
+            assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+        }
+        while let Some((opcode, payload)) = every.frame() {
+            if opcode == 0x1 {
+                let tickers: Value = serde_json::from_slice(&payload).expect("JSON");
+                for ticker in tickers.as_array().expect("an array of tickers") {
+                    assert_eq!(ticker["e"], "24hrMiniTicker", "{ticker}");
+                    symbols_seen.insert(ticker["s"].as_str().unwrap_or("").to_string());
+                }
+            }
+        }
+        if symbols_seen.len() == 2 {
+            break;
+        }
+    }
     assert_eq!(
-        answer(ws.response()),
-        (
-            503,
-            json!({"code": -1008, "msg": "Streams of every market span the instances of the cluster; subscribe to each market's streams."})
-        )
+        symbols_seen.into_iter().collect::<Vec<_>>(),
+        ["BTCUSDT", "EURUSD"],
+        "c's stream of every market did not carry both instances' markets"
     );
+    drop(every);
     let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
     assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
 
@@ -581,6 +611,47 @@ fn instances_answer_for_each_other_through_the_links() {
     assert_eq!(
         pg.psql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tradsys%' ORDER BY 1"),
         "tradsys_a\ntradsys_b\ntradsys_c"
+    );
+
+    // A subscription of another instance is a lease: c subscribes to a's
+    // ETHBTC trades (a publishes them to its market data stream in Redis),
+    // then dies; a stops publishing once the lease (2 s here) runs out.
+    let md_len = || redis.command(&["XLEN", "tradsys:link:a:md"]);
+    let mut on_c = Ws::connect(c.addr, "/ws/ethbtc@trade");
+    on_c.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    // Traders rich enough for as many trades as the wait takes.
+    let traders = [
+        create_user(&a, "lease-buyer", &[("BTC", "1000000")]),
+        create_user(&a, "lease-seller", &[("ETH", "1000000")]),
+    ];
+    let ethbtc_trade = || {
+        let (status, buy) = order(&a, &traders[0], "ETHBTC", "BUY", ("1", "0.05"));
+        assert_eq!(status, 200, "{buy}");
+        let (status, sell) = order(&a, &traders[1], "ETHBTC", "SELL", ("1", "0.05"));
+        assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+    };
+    assert!(
+        (0..100).any(|_| {
+            ethbtc_trade();
+            matches!(on_c.frame(), Some((0x1, _)))
+        }),
+        "a's trades did not reach c"
+    );
+    // Whether a trade's event reaches a's market data stream within 1 s.
+    let published = || {
+        let before = md_len();
+        ethbtc_trade();
+        common::eventually(Duration::from_secs(1), || md_len() != before)
+    };
+    assert!(published(), "a did not publish for c");
+    // Killed with its subscriber connected: c never unsubscribes.
+    c.kill9();
+    drop(on_c);
+    assert!(
+        common::eventually(WAIT, || !published()),
+        "a still publishes for c, which is gone"
     );
     drop((a, b, c));
     let _ = std::fs::remove_dir_all(&dir);

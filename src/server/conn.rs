@@ -317,7 +317,6 @@ impl Conn<'_> {
                 let path = String::from_utf8_lossy(&buf[head.path.clone()]);
                 HttpError::new(404, binance::UNSUPPORTED_OPERATION, format!("Unknown path {path}."))
             }
-            (Err(TargetError::Elsewhere(refusal)), _) => refusal,
             (Err(e), _) => HttpError::new(400, binance::ILLEGAL_CHARS, e.to_string()),
         };
         self.answer_error_with(Route::NotFound, &error, &[]);

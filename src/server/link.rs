@@ -97,6 +97,7 @@ pub(crate) struct LinkLimits {
     pub(crate) call_timeout_ms: u64,
     pub(crate) calls_in_flight_max: usize,
     pub(crate) stream_entries_max: usize,
+    pub(crate) stream_lease_ms: u64,
 }
 
 /// One peer's figures (see `metrics::LinkCounters`).
@@ -212,6 +213,11 @@ impl Link {
 
     pub(crate) fn call_timeout_ms(&self) -> u64 {
         self.limits.call_timeout_ms
+    }
+
+    /// How long another instance's stream subscription lasts unrenewed.
+    pub(crate) fn stream_lease_ms(&self) -> u64 {
+        self.limits.stream_lease_ms
     }
 
     /// The shard produced engine messages for other instances.
@@ -807,11 +813,24 @@ fn on_subscription(shard: &Rc<Shard>, peer: usize, name: &str, on: bool) {
     let Some(key) = crate::streams::StreamKey::parse(name, &shard.trading()) else {
         return;
     };
-    if key.is_all_markets() || shard.trading().market_elsewhere(key.market).is_some() {
+    let remote = publish::REMOTE_SHARDS + peer;
+    if key.is_all_markets() {
+        // Every shard sends its own markets' part of the stream.
+        for owner in 0..shard.mesh.shards() {
+            subscribe_owner(shard, key, owner, remote, on);
+        }
+        return;
+    }
+    if shard.trading().market_elsewhere(key.market).is_some() {
         return;
     }
     let owner = shard.trading().market_shard(key.market) as usize;
-    let remote = publish::REMOTE_SHARDS + peer;
+    subscribe_owner(shard, key, owner, remote, on);
+}
+
+/// Counts (or stops counting) instance pseudo-shard `remote` among the
+/// subscribers of `key` on shard `owner`.
+fn subscribe_owner(shard: &Rc<Shard>, key: crate::streams::StreamKey, owner: usize, remote: usize, on: bool) {
     match (on, owner == shard.index) {
         (true, true) => publish::attach_stream(shard, key, remote),
         (false, true) => publish::remove_shard(shard, key, remote),

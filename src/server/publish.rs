@@ -138,14 +138,39 @@ pub(crate) fn unsubscribe(shard: &Shard, key: StreamKey, out: &Rc<Outbound>) {
 /// of its shards gone from another instance's stream ends the
 /// subscription there.
 pub(crate) fn remove_shard(shard: &Shard, key: StreamKey, to: usize) {
-    let empty = {
+    let (empty, no_local) = {
         let mut streams = shard.streams.borrow_mut();
         streams.remove_shard(key, to);
-        !streams.has_shards(key)
+        (!streams.has_shards(key), !has_local_shards(&streams, key))
     };
+    if key.is_all_markets() {
+        // The relay's last shard gone: the other instances stop sending
+        // their part of the stream here.
+        if shard.index == RELAY_SHARD && to < REMOTE_SHARDS && no_local {
+            subscribe_every_other_instance(shard, key, false);
+        }
+        return;
+    }
     let owner = shard.trading().market_elsewhere(key.market).map(|(owner, _)| owner);
     if let (true, Some(owner), Some(link)) = (empty, owner, &shard.link) {
         link.subscribe_remote(owner, key.name(&shard.trading()), false);
+    }
+}
+
+/// Whether any shard of this instance (not another instance) takes `key`.
+fn has_local_shards(streams: &crate::streams::Registry, key: StreamKey) -> bool {
+    streams.shards_of(key).iter().any(|&s| s < REMOTE_SHARDS)
+}
+
+/// Asks every other instance of the cluster to send (`on`) or stop
+/// sending its part of a stream of every market.
+fn subscribe_every_other_instance(shard: &Shard, key: StreamKey, on: bool) {
+    let (Some(link), Some(place)) = (&shard.link, crate::cluster::process_place()) else {
+        return;
+    };
+    let name = key.name(&shard.trading());
+    for peer in (0..place.map.instances.len()).filter(|&i| i != place.me) {
+        link.subscribe_remote(peer, name.clone(), on);
     }
 }
 
@@ -154,8 +179,20 @@ pub(crate) fn remove_shard(shard: &Shard, key: StreamKey, to: usize) {
 /// starts its depth chain or book ticker from now. On the relay shard, a
 /// stream of another instance's market is asked of that instance.
 pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
+    if to >= REMOTE_SHARDS {
+        shard.streams.borrow_mut().renew_lease(key, to, crate::clock::now_ms());
+    }
+    let first_local = to < REMOTE_SHARDS && !has_local_shards(&shard.streams.borrow(), key);
     let first = shard.streams.borrow_mut().add_shard(key, to);
-    if !first || key.is_all_markets() {
+    if key.is_all_markets() {
+        // Every shard sends its own markets' part; the relay's first shard
+        // also asks the other instances for theirs.
+        if shard.index == RELAY_SHARD && first_local {
+            subscribe_every_other_instance(shard, key, true);
+        }
+        return;
+    }
+    if !first {
         return;
     }
     let owner = shard.trading().market_elsewhere(key.market).map(|(owner, _)| owner);
@@ -197,7 +234,10 @@ pub(crate) fn attach_stream(shard: &Shard, key: StreamKey, to: usize) {
 /// the links when other instances subscribe to it.
 fn publish(shard: &Shard, event: StreamEvent) {
     let shards = shard.streams.borrow().shards_of(event.key()).to_vec();
-    if shards.iter().any(|&to| to >= REMOTE_SHARDS) {
+    // A relayed event came from its owner's instance, which sends it to
+    // every instance subscribed: never sent on again.
+    let relayed = matches!(event, StreamEvent::Relayed { .. });
+    if !relayed && shards.iter().any(|&to| to >= REMOTE_SHARDS) {
         if let Some(link) = &shard.link {
             let trading = shard.trading();
             let mut w = JsonWriter::with_capacity(256);
@@ -383,8 +423,7 @@ fn expire_listen_keys(shard: &Shard, now_ms: u64) {
 /// On the relay shard: an event of another instance's market, as that
 /// instance rendered it, to this instance's subscribers.
 pub(crate) fn publish_relayed(shard: &Shard, name: &str, payload: String) {
-    let key = StreamKey::parse(name, &shard.trading());
-    let Some(key) = key.filter(|k| !k.is_all_markets()) else {
+    let Some(key) = StreamKey::parse(name, &shard.trading()) else {
         return;
     };
     publish(shard, StreamEvent::Relayed { key, payload });
@@ -399,7 +438,7 @@ pub(crate) fn close_remote_streams(shard: &Shard, reason: &str) {
         streams
             .local_keys()
             .into_iter()
-            .filter(|k| !k.is_all_markets() && trading.market_elsewhere(k.market).is_some())
+            .filter(|k| k.is_all_markets() || trading.market_elsewhere(k.market).is_some())
             .collect()
     };
     for key in keys {
@@ -407,9 +446,12 @@ pub(crate) fn close_remote_streams(shard: &Shard, reason: &str) {
         let mut w = JsonWriter::with_capacity(256);
         w.begin_object()
             .field_str("e", "streamClosed")
-            .field_uint("E", crate::clock::now_ms())
-            .field_str("s", &trading.spec(key.market).symbol)
-            .field_str("stream", &key.name(&trading))
+            .field_uint("E", crate::clock::now_ms());
+        // A stream of every market has no one symbol.
+        if !key.is_all_markets() {
+            w.field_str("s", &trading.spec(key.market).symbol);
+        }
+        w.field_str("stream", &key.name(&trading))
             .field_str("reason", reason)
             .end_object();
         let overflowed = shard.streams.borrow().close_local(key, w.buf.as_bytes(), &trading);
@@ -456,11 +498,47 @@ pub(super) fn periodic(shard: &Shard, tick: u64, now_ms: u64) {
     depth(shard, slow_due, now_ms);
     partial_depth(shard, slow_due);
     if slow_due {
+        remote_leases(shard, tick, now_ms);
         tickers(shard, now_ms);
         all_tickers(shard, StreamKind::AllTickers, now_ms);
         all_tickers(shard, StreamKind::AllMiniTickers, now_ms);
         klines(shard, now_ms);
         expire_listen_keys(shard, now_ms);
+    }
+}
+
+/// Other instances' stream subscriptions are leases: each shard stops
+/// sending to an instance that did not renew one within
+/// `link_stream_lease_ms` (it crashed, or was cut off and ended its
+/// streams), and the relay renews this instance's own every third of it.
+fn remote_leases(shard: &Shard, tick: u64, now_ms: u64) {
+    let Some(link) = &shard.link else { return };
+    let lease_ms = link.stream_lease_ms();
+    let expired = shard.streams.borrow().expired_leases(now_ms.saturating_sub(lease_ms));
+    for (key, to) in expired {
+        remove_shard(shard, key, to);
+    }
+    // A multiple of the slow tick this runs on, at most a third of the lease.
+    let every_ticks = (lease_ms / 3 / STREAM_TICK_MS / STREAM_SLOW_TICKS).max(1) * STREAM_SLOW_TICKS;
+    if shard.index != RELAY_SHARD || tick % every_ticks != 0 {
+        return;
+    }
+    let renewing: Vec<StreamKey> = {
+        let streams = shard.streams.borrow();
+        let trading = shard.trading();
+        streams
+            .subscribed(|_| true)
+            .into_iter()
+            .filter(|&k| k.is_all_markets() || trading.market_elsewhere(k.market).is_some())
+            .filter(|&k| has_local_shards(&streams, k))
+            .collect()
+    };
+    for key in renewing {
+        if key.is_all_markets() {
+            subscribe_every_other_instance(shard, key, true);
+        } else if let Some((owner, _)) = shard.trading().market_elsewhere(key.market) {
+            link.subscribe_remote(owner, key.name(&shard.trading()), true);
+        }
     }
 }
 

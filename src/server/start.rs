@@ -416,6 +416,7 @@ fn link(
         call_timeout_ms: config.link_call_timeout_ms,
         calls_in_flight_max: config.link_calls_in_flight_max,
         stream_entries_max: config.link_stream_entries_max,
+        stream_lease_ms: config.link_stream_lease_ms,
     };
     Some(Rc::new(crate::server::link::Link::new(
         place.clone(),

@@ -86,23 +86,6 @@ pub(crate) enum TargetError {
     BadStream(String),
     #[error("Too many streams; at most {WS_STREAMS_PER_CONNECTION_MAX}.")]
     TooMany,
-    /// A stream another instance of the cluster serves.
-    #[error("{}", .0.msg)]
-    Elsewhere(HttpError),
-}
-
-/// Why stream `key` is not served here: it spans the markets of several
-/// instances (a stream of one market another instance owns is relayed
-/// from it, see `publish::RELAY_SHARD`).
-fn stream_elsewhere(trading: &crate::trading::Trading, key: StreamKey) -> Option<HttpError> {
-    let place = trading.cluster_place()?;
-    (key.is_all_markets() && place.map.instances.len() > 1).then(|| {
-        HttpError::new(
-            503,
-            binance::SERVER_BUSY,
-            "Streams of every market span the instances of the cluster; subscribe to each market's streams.",
-        )
-    })
 }
 
 /// Parses `/ws`, `/ws/<stream>[/<stream>..]` and `/stream?streams=a/b`.
@@ -156,9 +139,6 @@ pub(crate) fn target(shard: &Shard, path: &[u8], query: &[u8]) -> Result<Target,
             }
             continue;
         };
-        if let Some(refusal) = stream_elsewhere(&trading, key) {
-            return Err(TargetError::Elsewhere(refusal));
-        }
         if !streams.contains(&key) {
             streams.push(key);
         }
@@ -661,12 +641,8 @@ impl WsConn<'_> {
             .iter()
             .map(|name| {
                 let name = name.as_str().unwrap_or("");
-                let key = StreamKey::parse(name, &trading)
-                    .ok_or_else(|| (CODE_INVALID_REQUEST, format!("Invalid request: unknown stream {name}")))?;
-                match stream_elsewhere(&trading, key) {
-                    Some(refusal) => Err((i64::from(refusal.code), refusal.msg)),
-                    None => Ok(key),
-                }
+                StreamKey::parse(name, &trading)
+                    .ok_or_else(|| (CODE_INVALID_REQUEST, format!("Invalid request: unknown stream {name}")))
             })
             .collect()
     }

@@ -92,6 +92,9 @@ pub(crate) struct Registry {
     /// For users owned here: the shards holding their stream connections,
     /// with the number of connections on each.
     user_shards: HashMap<UserId, Vec<(usize, usize)>>,
+    /// Other instances' subscriptions among `shards` (their
+    /// pseudo-shards), with when each was last renewed, ms.
+    leases: HashMap<(StreamKey, usize), u64>,
 }
 
 impl Registry {
@@ -129,7 +132,23 @@ impl Registry {
         shards.len() == 1
     }
 
+    /// Notes that `shard` (another instance's pseudo-shard) renewed its
+    /// subscription to `key` at `now_ms`.
+    pub(crate) fn renew_lease(&mut self, key: StreamKey, shard: usize, now_ms: u64) {
+        self.leases.insert((key, shard), now_ms);
+    }
+
+    /// The subscriptions of other instances not renewed since `before_ms`.
+    pub(crate) fn expired_leases(&self, before_ms: u64) -> Vec<(StreamKey, usize)> {
+        self.leases
+            .iter()
+            .filter(|(_, &renewed)| renewed < before_ms)
+            .map(|(&lease, _)| lease)
+            .collect()
+    }
+
     pub(crate) fn remove_shard(&mut self, key: StreamKey, shard: usize) {
+        self.leases.remove(&(key, shard));
         if let Some(shards) = self.shards.get_mut(&key) {
             shards.retain(|&s| s != shard);
             if shards.is_empty() {
