@@ -22,6 +22,7 @@ pub mod marketdata;
 pub mod metrics;
 pub mod oneshot;
 mod overload;
+pub mod plan;
 mod redis;
 mod resilience;
 pub mod server;

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             markets,
             listen,
         }) => return cluster_check(&cluster, &markets, Some(&listen)),
+        Ok(Command::Plan { figures }) => return plan(&figures),
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
@@ -113,6 +114,25 @@ fn stop_on_panic() {
         eprintln!("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)");
         std::process::exit(EXIT_PANICKED);
     }));
+}
+
+/// `tradsys plan`: the capacity model's report, or why the figures cannot
+/// be used (exit code 2).
+fn plan(figures: &std::path::Path) -> ExitCode {
+    let report = std::fs::read_to_string(figures)
+        .map_err(|e| format!("{}: {e}", figures.display()))
+        .and_then(|text| tradsys::plan::parse(&text).map_err(|e| format!("{}: {e}", figures.display())))
+        .and_then(|parsed| tradsys::plan::report(&parsed, &figures.display().to_string()).map_err(|e| e.to_string()));
+    match report {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tradsys plan: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// This instance's place in the cluster map at `path`.

@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     "metrics",
     "redis",
     "cluster",
+    "plan",
     "config",
     "cache",
     // The trading core, then what is built on it.

@@ -48,7 +48,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         assert!(ok && text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
     }
     let (_, text) = run(&dir, "promtool", &["check", "rules", "alerts.yml"]);
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
 }
 
 /// The `expr` values of the dashboard's panels.
@@ -81,7 +81,7 @@ fn metric_names(text: &str) -> Vec<String> {
 #[test]
 fn every_query_is_valid_promql_over_families_the_server_exports() {
     let queries = dashboard_queries();
-    assert_eq!(queries.len(), 15, "the dashboard's queries");
+    assert_eq!(queries.len(), 17, "the dashboard's queries");
     // promtool checks PromQL in rule files: each query becomes a recording
     // rule, with Grafana's variables given values.
     let dir = scratch("promql");
@@ -95,7 +95,7 @@ fn every_query_is_valid_promql_over_families_the_server_exports() {
     }
     std::fs::write(dir.join("dashboard.yml"), rules).expect("the rules written");
     let (ok, text) = run(&dir, "promtool", &["check", "rules", "dashboard.yml"]);
-    assert!(ok && text.contains("SUCCESS: 15 rules found"), "{text}");
+    assert!(ok && text.contains("SUCCESS: 17 rules found"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 
     // Families are exported with their HELP and TYPE even before a sample
@@ -145,4 +145,32 @@ fn the_nginx_front_is_the_shipped_maps_and_passes_nginx_t() {
     let (ok, text) = run(&dir, "nginx", &["-t", "-q", "-p", &prefix, "-c", conf]);
     assert!(ok, "nginx -t:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/capacity.md shows what `tradsys plan` computes from the shipped
+/// figures, to the digit.
+#[test]
+fn the_capacity_page_is_the_plan_of_the_shipped_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .arg("plan")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("tradsys runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).expect("UTF-8");
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/capacity.md")).expect("the page");
+    assert!(page.contains(&report), "docs/capacity.md lacks:\n{report}");
+    assert!(report.lines().count() >= 12, "{report}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_tradsys"))
+        .args(["plan", "--figures", "Cargo.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("tradsys runs");
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).lines().count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
