@@ -125,11 +125,6 @@ fn upgrade(path: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
 /// `{"code":-1008,"msg":...}` with 503, naming the instance to ask.
 fn elsewhere(what: &str, id: &str, api: &str) -> (u16, Value) {
     (
@@ -153,11 +148,7 @@ fn order(server: &Server, user: &User, symbol: &str, side: &str, (qty, price): (
 fn instances_answer_for_each_other_through_the_links() {
     let (redis, pg) = (RedisServer::start(), PgServer::start());
     let (redis_url, pg_url) = (redis.url(), pg.url());
-    let apis = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
+    let apis: Vec<String> = common::free_ports(4).iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let dir = common::temp_data_dir();
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let map_path = dir.join("cluster.toml");
@@ -186,7 +177,7 @@ fn instances_answer_for_each_other_through_the_links() {
             "--link-call-timeout-ms",
             "1000",
             "--link-stream-lease-ms",
-            "2000",
+            "5000",
         ];
         args.extend(LIMITS_OFF);
         Server::start(2, &args)
@@ -329,11 +320,7 @@ fn instances_answer_for_each_other_through_the_links() {
     // instance that owns what it names, so none is carried: keys name
     // their instance after the user id's 12 digits.
     assert_eq!((&ua.key[12..14], &ub.key[12..14]), ("00", "01"));
-    let front = common::Front::start(
-        map,
-        MARKETS,
-        format!("127.0.0.1:{}", free_port()).parse().expect("an address"),
-    );
+    let front = common::Front::start(map, MARKETS, apis[3].parse().expect("an address"));
     let carried = || {
         [
             links(&a, "tradsys_link_sent_total", "b"),
@@ -613,15 +600,11 @@ fn instances_answer_for_each_other_through_the_links() {
         "tradsys_a\ntradsys_b\ntradsys_c"
     );
 
-    // A subscription of another instance is a lease: c subscribes to a's
-    // ETHBTC trades (a publishes them to its market data stream in Redis),
-    // then dies; a stops publishing once the lease (2 s here) runs out.
+    // A subscription of another instance is a lease (5 s here): c
+    // subscribes to a's ETHBTC trades, which a then publishes to its
+    // market data stream in Redis.
     let md_len = || redis.command(&["XLEN", "tradsys:link:a:md"]);
-    let mut on_c = Ws::connect(c.addr, "/ws/ethbtc@trade");
-    on_c.stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("a read timeout");
-    // Traders rich enough for as many trades as the wait takes.
+    // Traders rich enough for as many trades as the waits take.
     let traders = [
         create_user(&a, "lease-buyer", &[("BTC", "1000000")]),
         create_user(&a, "lease-seller", &[("ETH", "1000000")]),
@@ -632,21 +615,52 @@ fn instances_answer_for_each_other_through_the_links() {
         let (status, sell) = order(&a, &traders[1], "ETHBTC", "SELL", ("1", "0.05"));
         assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
     };
-    assert!(
-        (0..100).any(|_| {
-            ethbtc_trade();
-            matches!(on_c.frame(), Some((0x1, _)))
-        }),
-        "a's trades did not reach c"
-    );
+    let subscribe_on_c = |c: &Server| {
+        let mut on_c = Ws::connect(c.addr, "/ws/ethbtc@trade");
+        on_c.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("a read timeout");
+        assert!(
+            (0..100).any(|_| {
+                ethbtc_trade();
+                matches!(on_c.frame(), Some((0x1, _)))
+            }),
+            "a's trades did not reach c"
+        );
+        on_c.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+        on_c
+    };
     // Whether a trade's event reaches a's market data stream within 1 s.
     let published = || {
         let before = md_len();
         ethbtc_trade();
         common::eventually(Duration::from_secs(1), || md_len() != before)
     };
+    // Stopped past its lease, c cannot renew: a stops publishing for it
+    // and tells it so, and c, running again, ends the stream saying why
+    // rather than serve it with a gap.
+    let mut on_c = subscribe_on_c(&c);
     assert!(published(), "a did not publish for c");
-    // Killed with its subscriber connected: c never unsubscribes.
+    common::signal(&c.child, "STOP");
+    let lapsed = common::eventually(WAIT, || !published());
+    common::signal(&c.child, "CONT");
+    assert!(lapsed, "a still publishes for c, which stopped renewing");
+    let mut last = on_c.json();
+    while last["e"] != "streamClosed" {
+        last = on_c.json();
+    }
+    assert_eq!(
+        (&last["s"], &last["reason"]),
+        (
+            &json!("ETHBTC"),
+            &json!("the subscription to the market's instance lapsed")
+        )
+    );
+    drop(on_c);
+    // Killed with its subscriber connected, c never unsubscribes; its
+    // lease runs out.
+    let on_c = subscribe_on_c(&c);
+    assert!(published(), "a did not publish for c");
     c.kill9();
     drop(on_c);
     assert!(

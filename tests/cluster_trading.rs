@@ -22,6 +22,7 @@ use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::{parse_markets, MarketSpec};
 use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderStatus, OrderType, Side, StpMode, TimeInForce};
+use tradsys_engine::EngineError;
 use tradsys_pgtest::PgServer;
 use tradsys_redistest::RedisServer;
 
@@ -42,25 +43,6 @@ const PRICES: [(&str, &str, &str, &str); 4] = [
     ("ETHBTC", "0.05", "0.001", "0.1"),
     ("EURUSD", "1.1", "0.01", "10"),
 ];
-
-/// A free port below the kernel's ephemeral range: an instance that is
-/// restarted gets its port back, which an outgoing connection could have
-/// taken from the ephemeral range while it was down.
-fn free_ports(n: usize) -> Vec<u16> {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let low: u16 = range
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(32768);
-    let start = 10_000 + (std::process::id() % 1000) as u16 * 16;
-    let ports: Vec<u16> = (start..low)
-        .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .take(n)
-        .collect();
-    assert_eq!(ports.len(), n, "free ports below the ephemeral range");
-    ports
-}
 
 /// SplitMix64: the operations' only randomness, from a fixed seed.
 struct Rng(u64);
@@ -199,16 +181,25 @@ impl Reference {
     /// Places the order the cluster numbered `order_id`; its status and
     /// executed quantity.
     fn place(&mut self, user: u64, order_id: u64, request: &OrderRequest) -> (OrderStatus, Qty) {
+        self.try_place(user, order_id, request)
+            .expect("the reference takes the order")
+    }
+
+    /// `place`, or the refusal.
+    fn try_place(
+        &mut self,
+        user: u64,
+        order_id: u64,
+        request: &OrderRequest,
+    ) -> Result<(OrderStatus, Qty), EngineError> {
         self.out.clear();
-        self.exchange
-            .place(user, request, order_id, 0, &mut self.out)
-            .expect("the reference takes the order");
+        self.exchange.place(user, request, order_id, 0, &mut self.out)?;
         let placed = self.out.events.iter().find_map(|e| match e {
             AccountEvent::Placed { order_id: id, result } if *id == order_id => Some(*result),
             _ => None,
         });
-        let view = placed.expect("an outcome").expect("placed");
-        (view.status, view.executed_qty)
+        let view = placed.expect("an outcome")?;
+        Ok((view.status, view.executed_qty))
     }
 
     /// Cancels an order; `None` when it is no longer open.
@@ -256,7 +247,7 @@ fn stepped(middle: &str, step: &str, units: i64) -> String {
 #[test]
 fn users_of_every_instance_trade_on_markets_of_every_instance() {
     let (redis, pg) = (RedisServer::start(), PgServer::start());
-    let apis: Vec<String> = free_ports(3).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let apis: Vec<String> = common::free_ports(3).iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let dir = common::temp_data_dir();
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let map_path = dir.join("cluster.toml");
@@ -274,7 +265,11 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
         .map(|(i, n)| (i, create_user(&cluster.servers[i], &format!("u{i}{n}"), &DEPOSITS)))
         .collect();
     let mut reference = Reference::new(&users.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>());
-    let mut rng = Rng(20261207);
+    // TRADSYS_SEED and TRADSYS_CLUSTER_OPS make longer runs than the
+    // test command's (the operations before and after the kill).
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let mut rng = Rng(env("TRADSYS_SEED", 20261207));
+    let ops = env("TRADSYS_CLUSTER_OPS", 210) as usize;
     // Orders resting, by user: (market, order id).
     let mut open: Vec<Vec<(MarketId, u64)>> = vec![Vec::new(); users.len()];
     let mut crossed = 0;
@@ -314,9 +309,18 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
                 format!("symbol={symbol}&side={side_text}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}");
             let r = signed(&mut entry.connect(), user, "POST", "/api/v3/order", &query);
             let body: Value = r.json();
-            assert_eq!(r.status, 200, "{query}: {body}");
-            let order_id = body["orderId"].as_u64().expect("orderId");
             let request = limit(market, side, &price, &qty);
+            if r.status != 200 {
+                // Refused (funds, MAX_NUM_ORDERS): the reference refuses it
+                // the same way, before any id is used.
+                let refused = reference.try_place(user.id, u64::MAX, &request);
+                let want = refused
+                    .err()
+                    .map(|e| (400, serde_json::json!({"code": e.code(), "msg": e.msg()})));
+                assert_eq!(Some((r.status, body)), want, "order {query} of user {}", user.id);
+                continue;
+            }
+            let order_id = body["orderId"].as_u64().expect("orderId");
             let want = reference.place(user.id, order_id, &request);
             let got = (
                 status_of(body["status"].as_str().expect("status")),
@@ -334,7 +338,7 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
             }
         }
     };
-    operate(&cluster, &mut rng, &mut reference, 150);
+    operate(&cluster, &mut rng, &mut reference, ops * 5 / 7);
 
     // Every balance, read from its user's instance, is the reference's.
     let check_balances = |cluster: &Cluster, reference: &Reference| {
@@ -554,7 +558,7 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
         );
     }
     check_balances(&cluster, &reference);
-    operate(&cluster, &mut rng, &mut reference, 60);
+    operate(&cluster, &mut rng, &mut reference, ops - ops * 5 / 7);
     check_balances(&cluster, &reference);
 
     // A halt on the market's instance holds for the others' users too:

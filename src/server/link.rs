@@ -121,9 +121,10 @@ pub(crate) struct Link {
     /// Requests of other instances running here.
     running: Cell<usize>,
     peers: RefCell<Vec<PeerStats>>,
-    /// Market data events for other instances (stream name, payload),
-    /// waiting for the publisher task; at most `MD_QUEUE_MAX`.
-    md: RefCell<VecDeque<(String, String)>>,
+    /// Market data events for other instances (stream name, payload, and
+    /// the one instance it is for, if only one), waiting for the
+    /// publisher task; at most `MD_QUEUE_MAX`.
+    md: RefCell<VecDeque<(String, String, Option<usize>)>>,
     md_waker: Cell<Option<Waker>>,
     /// Market data events for other instances dropped: the queue was full,
     /// or Redis did not take them.
@@ -234,7 +235,22 @@ impl Link {
             self.md_dropped.set(self.md_dropped.get() + 1);
             return;
         }
-        md.push_back((name, payload));
+        md.push_back((name, payload, None));
+        if let Some(waker) = self.md_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Tells instance `peer` that its subscription to stream `name` lapsed
+    /// here (it was not renewed in time): it ends its streams of this
+    /// instance's markets rather than serve them with a gap.
+    pub(crate) fn publish_lapse(&self, name: String, peer: usize) {
+        let mut md = self.md.borrow_mut();
+        if md.len() >= MD_QUEUE_MAX {
+            self.md_dropped.set(self.md_dropped.get() + 1);
+            return;
+        }
+        md.push_back((name, String::new(), Some(peer)));
         if let Some(waker) = self.md_waker.take() {
             waker.wake();
         }
@@ -854,7 +870,7 @@ pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
     let key = md_key(link.me());
     let max = link.limits.stream_entries_max.to_string();
     while !shard.draining.get() {
-        let batch: Vec<(String, String)> = std::future::poll_fn(|cx| {
+        let batch: Vec<(String, String, Option<usize>)> = std::future::poll_fn(|cx| {
             let mut md = link.md.borrow_mut();
             if md.is_empty() {
                 link.md_waker.set(Some(cx.waker().clone()));
@@ -864,10 +880,10 @@ pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
             Poll::Ready(md.drain(..n).collect())
         })
         .await;
-        let commands: Vec<[&[u8]; 10]> = batch
+        let commands: Vec<Vec<&[u8]>> = batch
             .iter()
-            .map(|(name, payload)| {
-                [
+            .map(|(name, payload, to)| {
+                let mut words: Vec<&[u8]> = vec![
                     b"XADD".as_slice(),
                     key.as_bytes(),
                     b"MAXLEN",
@@ -876,9 +892,13 @@ pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
                     b"*",
                     b"stream",
                     name.as_bytes(),
-                    b"data",
-                    payload.as_bytes(),
-                ]
+                ];
+                match to {
+                    // A lapse: for one instance only.
+                    Some(peer) => words.extend([b"lapsed".as_slice(), link.place.map.instances[*peer].id.as_bytes()]),
+                    None => words.extend([b"data".as_slice(), payload.as_bytes()]),
+                }
+                words
             })
             .collect();
         let refs: Vec<&[&[u8]]> = commands.iter().map(|c| c.as_slice()).collect();
@@ -930,17 +950,7 @@ pub(crate) async fn run_md_reader(shard: Rc<Shard>, link: Rc<Link>, target: Redi
             }
             _ => {
                 if up {
-                    let reason = "the link to the market's instance is down";
-                    for to in 0..shard.mesh.shards() {
-                        if to == shard.index {
-                            publish::close_remote_streams(&shard, reason);
-                        } else {
-                            let msg = StreamMsg::CloseRemote {
-                                reason: reason.to_string(),
-                            };
-                            let _ = shard.mesh.send(to, ShardMsg::Stream(msg));
-                        }
-                    }
+                    close_remote_streams_everywhere(&shard, "the link to the market's instance is down");
                 }
                 up = false;
                 ids.iter_mut().for_each(|id| *id = "$".to_string());
@@ -950,6 +960,21 @@ pub(crate) async fn run_md_reader(shard: Rc<Shard>, link: Rc<Link>, target: Redi
         }
     }
     redis.close();
+}
+
+/// Ends the streams of other instances' markets on every shard of this
+/// instance, each subscriber told `reason`.
+fn close_remote_streams_everywhere(shard: &Shard, reason: &str) {
+    for to in 0..shard.mesh.shards() {
+        if to == shard.index {
+            publish::close_remote_streams(shard, reason);
+        } else {
+            let msg = StreamMsg::CloseRemote {
+                reason: reason.to_string(),
+            };
+            let _ = shard.mesh.send(to, ShardMsg::Stream(msg));
+        }
+    }
 }
 
 /// The entries of one market data stream: `keys[i]` is `peers[i]`'s.
@@ -975,15 +1000,22 @@ fn on_md_stream(
         };
         let Ok(id) = std::str::from_utf8(id) else { continue };
         ids[at] = id.to_string();
-        let (mut stream_name, mut data) = (None, None);
+        let (mut stream_name, mut data, mut lapsed) = (None, None, None);
         for pair in fields.chunks(2) {
             if let [Reply::Bulk(field), Reply::Bulk(value)] = pair {
                 match field.as_slice() {
                     b"stream" => stream_name = std::str::from_utf8(value).ok(),
                     b"data" => data = String::from_utf8(value.clone()).ok(),
+                    b"lapsed" => lapsed = Some(value.as_slice()),
                     _ => {}
                 }
             }
+        }
+        if let Some(to) = lapsed {
+            if to == link.me().as_bytes() {
+                close_remote_streams_everywhere(shard, "the subscription to the market's instance lapsed");
+            }
+            continue;
         }
         if let (Some(stream_name), Some(data)) = (stream_name, data) {
             let added_ms: u64 = id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(now_ms);

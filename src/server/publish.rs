@@ -517,6 +517,8 @@ fn remote_leases(shard: &Shard, tick: u64, now_ms: u64) {
     let expired = shard.streams.borrow().expired_leases(now_ms.saturating_sub(lease_ms));
     for (key, to) in expired {
         remove_shard(shard, key, to);
+        // Still subscribed there, it would miss events without knowing.
+        link.publish_lapse(key.name(&shard.trading()), to - REMOTE_SHARDS);
     }
     // A multiple of the slow tick this runs on, at most a third of the lease.
     let every_ticks = (lease_ms / 3 / STREAM_TICK_MS / STREAM_SLOW_TICKS).max(1) * STREAM_SLOW_TICKS;

@@ -124,11 +124,15 @@ impl Registry {
 
     /// On the market's shard: `shard` wants `key`. Returns true when the
     /// stream had no subscribed shard before.
+    /// Adds `shard` to `key`'s subscribers; whether it is the first (a
+    /// shard already there, as when another instance renews its lease,
+    /// is not).
     pub(crate) fn add_shard(&mut self, key: StreamKey, shard: usize) -> bool {
         let shards = self.shards.entry(key).or_default();
-        if !shards.contains(&shard) {
-            shards.push(shard);
+        if shards.contains(&shard) {
+            return false;
         }
+        shards.push(shard);
         shards.len() == 1
     }
 

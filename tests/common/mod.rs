@@ -322,6 +322,29 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 }
 
 /// Polls `condition` until it holds or `limit` passes.
+/// `n` free ports below the kernel's ephemeral range, for servers a test
+/// names in advance (a cluster map): a port from that range, free when
+/// asked, may be taken by any outgoing connection or port-0 listener
+/// before the server binds it, or while the server is down for a restart.
+/// Tests of one binary run at once: each starts at its own offset.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(32768);
+    let offset = NEXT.fetch_add(64, std::sync::atomic::Ordering::SeqCst);
+    let start = 10_000 + (std::process::id() % 256) as u16 * 64 + offset;
+    let ports: Vec<u16> = (start..low)
+        .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .take(n)
+        .collect();
+    assert_eq!(ports.len(), n, "free ports below the ephemeral range");
+    ports
+}
+
 pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
