@@ -463,19 +463,9 @@ fn instances_answer_for_each_other_through_the_links() {
         let (status, sell) = order(&a, &on_a[4], "BTCUSDT", "SELL", ("0.05", price));
         assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
     };
-    relayed
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("a read timeout");
-    let mut first = None;
-    for _ in 0..100 {
-        trade("100");
-        if let Some((0x1, payload)) = relayed.frame() {
-            first = Some(serde_json::from_slice::<Value>(&payload).expect("JSON"));
-            break;
-        }
-    }
-    relayed.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+    let mut first = relayed
+        .first_text_after(100, || trade("100"))
+        .map(|payload| serde_json::from_slice::<Value>(&payload).expect("JSON"));
     assert!(first.is_some(), "no event of a's market reached b");
     // Drain to a trade a's subscriber also saw, then compare the next ones.
     let mut trades_on_b = Vec::new();
@@ -617,17 +607,10 @@ fn instances_answer_for_each_other_through_the_links() {
     };
     let subscribe_on_c = |c: &Server| {
         let mut on_c = Ws::connect(c.addr, "/ws/ethbtc@trade");
-        on_c.stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("a read timeout");
         assert!(
-            (0..100).any(|_| {
-                ethbtc_trade();
-                matches!(on_c.frame(), Some((0x1, _)))
-            }),
+            on_c.first_text_after(100, ethbtc_trade).is_some(),
             "a's trades did not reach c"
         );
-        on_c.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
         on_c
     };
     // Whether a trade's event reaches a's market data stream within 1 s.

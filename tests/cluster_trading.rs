@@ -28,13 +28,7 @@ use tradsys_redistest::RedisServer;
 
 const MARKETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
 const WAIT: Duration = Duration::from_secs(30);
-const DEPOSITS: [(&str, &str); 5] = [
-    ("USDT", "100000"),
-    ("BTC", "10"),
-    ("ETH", "100"),
-    ("EUR", "1000"),
-    ("USD", "1000"),
-];
+const DEPOSITS: [(&str, &str); 5] = common::account::DEPOSITS_EVERY_ASSET;
 /// Each market's prices: a middle and a tick the orders step by, and a
 /// quantity step; orders land within five steps of the middle.
 const PRICES: [(&str, &str, &str, &str); 4] = [
@@ -406,20 +400,10 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
         ids
     };
     let mut subscriber = Ws::connect(cluster.servers[0].addr, "/ws/eurusd@trade");
-    subscriber
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("a read timeout");
-    let mut live = false;
-    for _ in 0..100 {
+    let live = subscriber.first_text_after(100, || {
         eurusd_trade("1.2");
-        if let Some((0x1, _)) = subscriber.frame() {
-            live = true;
-            break;
-        }
-    }
-    assert!(live, "no trade of c's market reached a");
-    subscriber.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+    });
+    assert!(live.is_some(), "no trade of c's market reached a");
     let mut expected = eurusd_trade("1.2");
 
     // b, the instance of two markets, dies with orders of the others'

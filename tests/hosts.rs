@@ -24,13 +24,7 @@ const MAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/cluster.toml");
 const MARKETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
 const IDS: [&str; 3] = ["a", "b", "c"];
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-const DEPOSITS: [(&str, &str); 5] = [
-    ("USDT", "100000"),
-    ("BTC", "10"),
-    ("ETH", "100"),
-    ("EUR", "1000"),
-    ("USD", "1000"),
-];
+const DEPOSITS: [(&str, &str); 5] = common::account::DEPOSITS_EVERY_ASSET;
 
 fn answer(r: common::Response) -> (u16, Value) {
     let body = serde_json::from_str(&r.body_text()).unwrap_or_else(|_| panic!("{} {}", r.status, r.body_text()));
@@ -251,23 +245,11 @@ fn three_hosts_serve_one_exchange_behind_the_front() -> Result<(), String> {
         true => redis.kill9(),
         false => redis.start_again(),
     });
-    after_fault(
-        &servers,
-        apis[0],
-        &users[0][1],
-        apis[2],
-        &users[2][0],
-        acknowledged.len(),
-    );
+    let settled =
+        |acknowledged: usize| after_fault(&servers, (apis[0], &users[0][1]), (apis[2], &users[2][0]), acknowledged);
+    settled(acknowledged.len());
     let acknowledged = trade_through(&mut |on| hosts.set_link(1, !on).expect("the link"));
-    after_fault(
-        &servers,
-        apis[0],
-        &users[0][1],
-        apis[2],
-        &users[2][0],
-        acknowledged.len(),
-    );
+    settled(acknowledged.len());
 
     // kill -9 of b: its users are out of reach from a until it is back,
     // with everything it acknowledged.
@@ -327,10 +309,8 @@ fn assert_whole(servers: &[Server]) {
 /// market is what the seller sold, and the funds are whole.
 fn after_fault(
     servers: &[Server],
-    buyer_at: SocketAddr,
-    buyer: &User,
-    seller_at: SocketAddr,
-    seller: &User,
+    (buyer_at, buyer): (SocketAddr, &User),
+    (seller_at, seller): (SocketAddr, &User),
     acked: usize,
 ) {
     assert!(

@@ -351,18 +351,13 @@ impl Link {
             .iter()
             .map(|e| (e.shard.to_string(), e.deadline_ms.to_string()))
             .collect();
-        let commands: Vec<[&[u8]; 16]> = entries
+        let commands: Vec<Vec<&[u8]>> = entries
             .iter()
             .zip(&numbers)
             .map(|(entry, (shard, deadline))| {
-                [
-                    b"XADD".as_slice(),
-                    key.as_bytes(),
-                    b"MAXLEN",
-                    b"~",
-                    max.as_bytes(),
-                    b"*",
-                    b"from",
+                let mut words = xadd_head(key, &max).to_vec();
+                words.extend([
+                    b"from".as_slice(),
                     self.me().as_bytes(),
                     b"shard",
                     shard.as_bytes(),
@@ -372,7 +367,8 @@ impl Link {
                     deadline.as_bytes(),
                     entry.field.as_bytes(),
                     entry.body,
-                ]
+                ]);
+                words
             })
             .collect();
         let refs: Vec<&[&[u8]]> = commands.iter().map(|c| c.as_slice()).collect();
@@ -414,6 +410,12 @@ impl Link {
     fn peer_index(&self, id: &str) -> Option<usize> {
         self.place.map.instances.iter().position(|i| i.id == id)
     }
+}
+
+/// The words of an `XADD` to `key` that keeps about `max` entries, up to
+/// its fields.
+fn xadd_head<'a>(key: &'a str, max: &'a str) -> [&'a [u8]; 6] {
+    [b"XADD", key.as_bytes(), b"MAXLEN", b"~", max.as_bytes(), b"*"]
 }
 
 /// One entry to add to a link stream: the shard it names (the sender's,
@@ -883,16 +885,8 @@ pub(crate) async fn run_md_publisher(shard: Rc<Shard>, link: Rc<Link>) {
         let commands: Vec<Vec<&[u8]>> = batch
             .iter()
             .map(|(name, payload, to)| {
-                let mut words: Vec<&[u8]> = vec![
-                    b"XADD".as_slice(),
-                    key.as_bytes(),
-                    b"MAXLEN",
-                    b"~",
-                    max.as_bytes(),
-                    b"*",
-                    b"stream",
-                    name.as_bytes(),
-                ];
+                let mut words: Vec<&[u8]> = xadd_head(&key, &max).to_vec();
+                words.extend([b"stream".as_slice(), name.as_bytes()]);
                 match to {
                     // A lapse: for one instance only.
                     Some(peer) => words.extend([b"lapsed".as_slice(), link.place.map.instances[*peer].id.as_bytes()]),

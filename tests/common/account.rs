@@ -93,6 +93,15 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) ->
 }
 
 /// A new user with a READ, TRADE and USER_STREAM key and `deposits`.
+/// Some of every asset of the shipped markets.
+pub const DEPOSITS_EVERY_ASSET: [(&str, &str); 5] = [
+    ("USDT", "100000"),
+    ("BTC", "10"),
+    ("ETH", "100"),
+    ("EUR", "1000"),
+    ("USD", "1000"),
+];
+
 pub fn create_user(server: &Server, name: &str, deposits: &[(&str, &str)]) -> User {
     create_user_with(server, name, deposits, "HMAC_SHA256")
 }

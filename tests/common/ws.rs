@@ -103,6 +103,26 @@ impl Ws {
         }
     }
 
+    /// Runs `act` (say, a trade) until a text message comes within 200 ms
+    /// of it, at most `tries` times: for a subscription that takes a
+    /// moment to be in place (through another instance). The message, or
+    /// `None`; reads wait `WAIT` again afterwards.
+    pub fn first_text_after(&mut self, tries: usize, mut act: impl FnMut()) -> Option<Vec<u8>> {
+        self.stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("a read timeout");
+        let mut found = None;
+        for _ in 0..tries {
+            act();
+            if let Some((0x1, payload)) = self.frame() {
+                found = Some(payload);
+                break;
+            }
+        }
+        self.stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+        found
+    }
+
     /// The next text message, answering pings on the way.
     /// Panics after `WAIT` without one: the server's pings alone would
     /// keep a read timeout from ever firing.
