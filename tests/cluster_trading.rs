@@ -28,7 +28,15 @@ use tradsys_redistest::RedisServer;
 
 const MARKETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/shards/markets.toml");
 const WAIT: Duration = Duration::from_secs(30);
-const DEPOSITS: [(&str, &str); 5] = common::account::DEPOSITS_EVERY_ASSET;
+/// Enough of every asset that long runs (`TRADSYS_CLUSTER_OPS`) do not
+/// run the traders dry.
+const DEPOSITS: [(&str, &str); 5] = [
+    ("USDT", "10000000"),
+    ("BTC", "10000"),
+    ("ETH", "100000"),
+    ("EUR", "1000000"),
+    ("USD", "1000000"),
+];
 /// Each market's prices: a middle and a tick the orders step by, and a
 /// quantity step; orders land within five steps of the middle.
 const PRICES: [(&str, &str, &str, &str); 4] = [
