@@ -10,9 +10,13 @@
 //!   held until the process ends (the kernel drops it with the process,
 //!   so a `kill -9` leaves nothing to clean up); the file holds the
 //!   owner's pid for the refusal's message;
-//! * before its listeners join a reuse-port group, the process binds the
-//!   address once without SO_REUSEPORT: the kernel refuses that bind
-//!   while any other socket listens there.
+//! * before its listeners join a reuse-port group, the process looks for
+//!   a socket listening on the address in the kernel's table
+//!   (`/proc/net/tcp`, `tcp6`). Only a listener counts: the connections an
+//!   earlier, killed process accepted linger for up to a minute
+//!   (TIME_WAIT, FIN_WAIT) and must not stop its restart. Without `/proc`
+//!   the process binds the address once without SO_REUSEPORT instead,
+//!   which those lingering sockets may refuse too.
 //!
 //! A handover to a new process on the same port (`--takeover`) belongs to
 //! zero-downtime restarts and is not built: until then the start is
@@ -75,12 +79,29 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// How long a start waits for a listener on its address to go before it
+/// refuses the address, and how often it looks.
+const LISTENER_GONE_WAIT_MS: u64 = 5_000;
+const LISTENER_GONE_POLL_MS: u64 = 50;
+
 /// Refuses `addr` while another socket listens on it (port 0 picks a free
-/// port and needs no check). SO_REUSEADDR lets the probe ignore sockets in
-/// TIME_WAIT from an earlier process, never a listener.
+/// port and needs no check).
 pub fn check_address_free(addr: SocketAddr) -> Result<(), ServerError> {
     if addr.port() == 0 {
         return Ok(());
+    }
+    // A process killed a moment ago may still hold its listener: the
+    // kernel releases what its io_uring rings held after the process is
+    // gone. Wait that out, a bounded time, before refusing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LISTENER_GONE_WAIT_MS);
+    while let Some(listening) = listener_in_kernel_table(addr) {
+        if !listening {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ServerError::AddressInUse { addr });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(LISTENER_GONE_POLL_MS));
     }
     let bind_error = |source| ServerError::Bind { addr, source };
     let probe =
@@ -91,6 +112,40 @@ pub fn check_address_free(addr: SocketAddr) -> Result<(), ServerError> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ServerError::AddressInUse { addr }),
         Err(e) => Err(bind_error(e)),
     }
+}
+
+/// Whether the kernel's TCP tables list a listener on `addr`'s port at
+/// its address or at the wildcard of its family; `None` when they cannot
+/// be read.
+fn listener_in_kernel_table(addr: SocketAddr) -> Option<bool> {
+    let (table, wildcard) = match addr {
+        SocketAddr::V4(_) => ("/proc/net/tcp", "00000000"),
+        SocketAddr::V6(_) => ("/proc/net/tcp6", "00000000000000000000000000000000"),
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    let ip = kernel_hex_ip(addr.ip());
+    let port = format!("{:04X}", addr.port());
+    Some(text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        // The state is the fourth field; 0A is LISTEN.
+        let state = fields.nth(1).unwrap_or("");
+        let (local_ip, local_port) = local.split_once(':').unwrap_or(("", ""));
+        state == "0A" && local_port == port && (local_ip == ip || local_ip == wildcard)
+    }))
+}
+
+/// An address as the kernel's tables print it: each 32-bit word in the
+/// host's byte order, in hex.
+fn kernel_hex_ip(ip: std::net::IpAddr) -> String {
+    let octets: Vec<u8> = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    octets
+        .chunks(4)
+        .map(|word| format!("{:08X}", u32::from_ne_bytes([word[0], word[1], word[2], word[3]])))
+        .collect()
 }
 
 #[cfg(test)]
@@ -120,8 +175,11 @@ mod tests {
             check_address_free(addr),
             Err(ServerError::AddressInUse { addr: a }) if a == addr
         ));
+        assert_eq!(listener_in_kernel_table(addr), Some(true));
         drop(listener);
         assert!(check_address_free(addr).is_ok());
+        assert_eq!(listener_in_kernel_table(addr), Some(false));
+        assert_eq!(kernel_hex_ip("127.0.0.1".parse().expect("an address")), "0100007F");
         assert!(check_address_free("127.0.0.1:0".parse().expect("an address")).is_ok());
     }
 }
