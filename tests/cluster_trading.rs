@@ -439,6 +439,13 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
     // b, the instance of two markets, dies with orders of the others'
     // users crossing to it, and comes back: what was acknowledged is
     // there once, and the rest of the operations run on.
+    // Two users of a's of their own, whom earlier operations cannot have
+    // filled up to MAX_NUM_ORDERS on b's market.
+    let a_pair = [
+        create_user(&cluster.servers[0], "crossing-0", &DEPOSITS),
+        create_user(&cluster.servers[0], "crossing-1", &DEPOSITS),
+    ];
+    a_pair.iter().for_each(|user| reference.fund(user));
     let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (twenty_done, kill_now) = std::sync::mpsc::channel::<()>();
     let killer = {
@@ -465,7 +472,7 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
             after_kill += 1;
         }
         let n = during.len();
-        let (_, user) = &users[n % 2];
+        let user = &a_pair[n % 2];
         let query = format!("symbol=ETHUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.2&price=40.{n:02}");
         let r = signed(&mut cluster.servers[0].connect(), user, "POST", "/api/v3/order", &query);
         during.push((r.status, r.json()));
@@ -546,7 +553,7 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
     // The reference takes them as they are open for their users.
     for n in 0..during.len() {
         let price = format!("40.{n:02}000000");
-        let user = &users[n % 2].1;
+        let user = &a_pair[n % 2];
         let r = signed(
             &mut cluster.servers[0].connect(),
             user,
