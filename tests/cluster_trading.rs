@@ -595,7 +595,7 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
     let query = "symbol=EURUSD&side=BUY&type=LIMIT&timeInForce=GTC&quantity=10&price=1.1";
     let r = signed(
         &mut cluster.servers[0].connect(),
-        &users[0].1,
+        &a_pair[0],
         "POST",
         "/api/v3/order",
         query,
