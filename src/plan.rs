@@ -225,8 +225,8 @@ websocket_connections = 0
     }
 
     #[test]
-    fn one_host_runs_every_order_locally() {
-        let figures = parse(FIGURES).expect("figures");
+    fn one_host_runs_every_order_locally() -> Result<(), PlanError> {
+        let figures = parse(FIGURES)?;
         // 10 cores at half of 10,000 orders/s each: 50,000 orders/s.
         assert_eq!(
             need(&figures, &figures.target[0]),
@@ -236,11 +236,12 @@ websocket_connections = 0
                 capacity_per_s: 50_000
             })
         );
+        Ok(())
     }
 
     #[test]
-    fn each_host_added_makes_the_average_order_dearer() {
-        let figures = parse(FIGURES).expect("figures");
+    fn each_host_added_makes_the_average_order_dearer() -> Result<(), PlanError> {
+        let figures = parse(FIGURES)?;
         // An order costs 100 µs of core time on one instance and 400 µs
         // across two: one host answers 50,000 orders/s, two 40,000 (half
         // their orders across), three 50,033, four 61,538 (three
@@ -254,20 +255,22 @@ websocket_connections = 0
             })
         );
         // Reads never cross: 100 hosts answer 100 times one host's reads.
-        let reads = need(&figures, &target(25_000_000, 0, 0)).expect("a plan");
+        let reads = need(&figures, &target(25_000_000, 0, 0))?;
         assert_eq!((reads.hosts, reads.capacity_per_s), (100, 25_000_000));
+        Ok(())
     }
 
     #[test]
-    fn connections_need_memory() {
-        let figures = parse(FIGURES).expect("figures");
+    fn connections_need_memory() -> Result<(), PlanError> {
+        let figures = parse(FIGURES)?;
         // Half of 1 GiB holds 53,687 connections of 10,000 bytes.
         assert_eq!(need(&figures, &target(1, 0, 53_687)).map(|n| n.hosts), Ok(1));
         assert_eq!(need(&figures, &target(1, 0, 53_688)).map(|n| n.hosts), Ok(2));
+        Ok(())
     }
 
     #[test]
-    fn bad_figures_are_refused() {
+    fn bad_figures_are_refused() -> Result<(), PlanError> {
         assert_eq!(
             parse(&FIGURES.replace("reads_per_core = 50000", "reads_per_core = 0")).err(),
             Some(PlanError::Zero("reads_per_core"))
@@ -277,10 +280,11 @@ websocket_connections = 0
             Some(PlanError::Share("utilisation_per_mille"))
         );
         assert!(matches!(parse("[measured]"), Err(PlanError::Syntax(_))));
-        let figures = parse(FIGURES).expect("figures");
+        let figures = parse(FIGURES)?;
         assert_eq!(
             need(&figures, &target(u64::MAX, 0, 0)).err(),
             Some(PlanError::TooLarge("t".into()))
         );
+        Ok(())
     }
 }

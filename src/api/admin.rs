@@ -649,15 +649,7 @@ async fn cluster_view(shard: &impl Host) -> RestReply {
             .end_object();
         return RestReply::json(w.into_bytes());
     };
-    let ping = || crate::api::request::RestRequest {
-        endpoint: crate::endpoint::Endpoint::Ping,
-        query: Vec::new(),
-        body: Vec::new(),
-        form_body: false,
-        api_key: None,
-        credentials: Default::default(),
-        now_ms: crate::clock::now_ms(),
-    };
+    let ping = || crate::api::request::RestRequest::public(crate::endpoint::Endpoint::Ping, Vec::new());
     let probes: Vec<_> = instances
         .iter()
         .enumerate()

@@ -227,13 +227,8 @@ async fn remote_fragments(
         return Err(unavailable());
     };
     let request = crate::api::request::RestRequest {
-        endpoint: req.endpoint,
-        query,
-        body: Vec::new(),
-        form_body: false,
-        api_key: None,
-        credentials: Default::default(),
         now_ms: req.now_ms,
+        ..crate::api::request::RestRequest::public(req.endpoint, query)
     };
     let reply = shard
         .call_instance(instance, request)

@@ -27,6 +27,20 @@ pub(crate) struct RestRequest {
 }
 
 impl RestRequest {
+    /// An unsigned request without a body, as one instance asks another
+    /// for its public answers.
+    pub(crate) fn public(endpoint: Endpoint, query: Vec<u8>) -> RestRequest {
+        RestRequest {
+            endpoint,
+            query,
+            body: Vec::new(),
+            form_body: false,
+            api_key: None,
+            credentials: Default::default(),
+            now_ms: crate::clock::now_ms(),
+        }
+    }
+
     pub(crate) fn borrowed(&self) -> RequestRef<'_> {
         RequestRef {
             endpoint: self.endpoint,

@@ -184,15 +184,7 @@ async fn ask_instance(
     endpoint: Endpoint,
     query: &str,
 ) -> Result<serde_json::Value, HttpError> {
-    let request = crate::api::request::RestRequest {
-        endpoint,
-        query: query.as_bytes().to_vec(),
-        body: Vec::new(),
-        form_body: false,
-        api_key: None,
-        credentials: Default::default(),
-        now_ms: crate::clock::now_ms(),
-    };
+    let request = crate::api::request::RestRequest::public(endpoint, query.as_bytes().to_vec());
     let owner = shard
         .trading()
         .cluster_place()

@@ -230,12 +230,18 @@ impl Link {
     /// publisher task; dropped (and counted) when the queue is full, which
     /// a depth subscriber sees as a gap in `U`/`u`.
     pub(crate) fn publish_md(&self, name: String, payload: String) {
+        self.queue_md((name, payload, None));
+    }
+
+    /// Queues one entry for the publisher task, or drops and counts it
+    /// when the queue is full.
+    fn queue_md(&self, entry: (String, String, Option<usize>)) {
         let mut md = self.md.borrow_mut();
         if md.len() >= MD_QUEUE_MAX {
             self.md_dropped.set(self.md_dropped.get() + 1);
             return;
         }
-        md.push_back((name, payload, None));
+        md.push_back(entry);
         if let Some(waker) = self.md_waker.take() {
             waker.wake();
         }
@@ -245,15 +251,7 @@ impl Link {
     /// here (it was not renewed in time): it ends its streams of this
     /// instance's markets rather than serve them with a gap.
     pub(crate) fn publish_lapse(&self, name: String, peer: usize) {
-        let mut md = self.md.borrow_mut();
-        if md.len() >= MD_QUEUE_MAX {
-            self.md_dropped.set(self.md_dropped.get() + 1);
-            return;
-        }
-        md.push_back((name, String::new(), Some(peer)));
-        if let Some(waker) = self.md_waker.take() {
-            waker.wake();
-        }
+        self.queue_md((name, String::new(), Some(peer)));
     }
 
     /// Asks instance `owner` to publish stream `name` for this instance
@@ -628,10 +626,9 @@ fn on_engine(shard: &Rc<Shard>, link: &Link, peer: usize, from_shard: usize, byt
 
 /// Instance `peer` applied this shard's engine messages up to `seq`.
 fn on_acked(shard: &Rc<Shard>, link: &Link, peer: usize, seq: u64, now_ms: u64) {
-    let before = shard.trading().remote_links().outbox_len(peer);
-    shard.trading_mut().remote_acked(peer as u32, seq);
+    let progress = shard.trading_mut().remote_acked(peer as u32, seq);
     shard.flush_engine();
-    if shard.trading().remote_links().outbox_len(peer) < before {
+    if progress {
         link.engine_moved_ms.borrow_mut()[peer] = now_ms;
     }
 }

@@ -937,10 +937,13 @@ impl Trading {
     }
 
     /// Instance `instance` applied this shard's messages up to `seq`.
-    pub fn remote_acked(&mut self, instance: u32, seq: u64) {
-        if self.remote.acknowledged(instance, seq) {
+    /// Whether that emptied any of the outbox.
+    pub fn remote_acked(&mut self, instance: u32, seq: u64) -> bool {
+        let progress = self.remote.acknowledged(instance, seq);
+        if progress {
             self.record(Record::RemoteAcked { instance, seq });
         }
+        progress
     }
 
     /// Stops or resumes trading in `market` on this shard.
