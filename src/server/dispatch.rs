@@ -53,7 +53,9 @@ fn on_message(shard: &Rc<Shard>, from: usize, msg: ShardMsg) {
             shard.flush_engine();
         }
         ShardMsg::Stream(StreamMsg::Unsubscribe { key, shard: from }) => publish::remove_shard(shard, key, from),
-        ShardMsg::Stream(StreamMsg::CloseRemote { reason }) => publish::close_remote_streams(shard, &reason),
+        ShardMsg::Stream(StreamMsg::CloseRemote { reason, before }) => {
+            publish::close_remote_streams(shard, &reason, before)
+        }
         ShardMsg::Stream(StreamMsg::Event(event)) => publish::publish_local(shard, &event),
         ShardMsg::Stream(StreamMsg::UserUnsubscribe { user, shard: from }) => {
             shard.streams.borrow_mut().remove_user_connection(user, from);

@@ -956,12 +956,14 @@ pub(crate) async fn run_md_reader(shard: Rc<Shard>, link: Rc<Link>, target: Redi
 /// Ends the streams of other instances' markets on every shard of this
 /// instance, each subscriber told `reason`.
 fn close_remote_streams_everywhere(shard: &Shard, reason: &str) {
+    let before = std::time::Instant::now();
     for to in 0..shard.mesh.shards() {
         if to == shard.index {
-            publish::close_remote_streams(shard, reason);
+            publish::close_remote_streams(shard, reason, before);
         } else {
             let msg = StreamMsg::CloseRemote {
                 reason: reason.to_string(),
+                before,
             };
             let _ = shard.mesh.send(to, ShardMsg::Stream(msg));
         }
@@ -1005,6 +1007,10 @@ fn on_md_stream(
         if let Some(to) = lapsed {
             if to == link.me().as_bytes() {
                 close_remote_streams_everywhere(shard, "the subscription to the market's instance lapsed");
+                // Whoever subscribes from now on is not closed: ask again
+                // at once rather than leave them a lease-third without
+                // events.
+                publish::renew_remote_subscriptions(shard);
             }
             continue;
         }

@@ -98,8 +98,9 @@ pub(crate) enum StreamMsg {
     /// The sender's shard closed one stream connection of `user`.
     UserUnsubscribe { user: UserId, shard: usize },
     /// The links to other instances are down: end the streams of their
-    /// markets (see `publish::close_remote_streams`).
-    CloseRemote { reason: String },
+    /// markets subscribed before `before` (see
+    /// `publish::close_remote_streams`).
+    CloseRemote { reason: String, before: std::time::Instant },
     /// One event of a user (an order change, a transfer, a listen key
     /// closing), sent once to each shard holding the user's stream
     /// connections, with the time it was published.

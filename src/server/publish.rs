@@ -430,8 +430,10 @@ pub(crate) fn publish_relayed(shard: &Shard, name: &str, payload: String) {
 }
 
 /// The links to other instances are down: the streams of their markets
-/// end on every shard, each subscriber told why in a last event.
-pub(crate) fn close_remote_streams(shard: &Shard, reason: &str) {
+/// end on every shard, each subscriber told why in a last event. Those
+/// that subscribed since `before` (the moment the link found out) are
+/// spared: their subscription was asked for again after it.
+pub(crate) fn close_remote_streams(shard: &Shard, reason: &str, before: std::time::Instant) {
     let keys: Vec<StreamKey> = {
         let trading = shard.trading();
         let streams = shard.streams.borrow();
@@ -454,7 +456,10 @@ pub(crate) fn close_remote_streams(shard: &Shard, reason: &str) {
         w.field_str("stream", &key.name(&trading))
             .field_str("reason", reason)
             .end_object();
-        let overflowed = shard.streams.borrow().close_local(key, w.buf.as_bytes(), &trading);
+        let overflowed = shard
+            .streams
+            .borrow()
+            .close_local(key, w.buf.as_bytes(), &trading, before);
         shard.metrics.borrow_mut().ws_slow_closed += overflowed as u64;
     }
 }
@@ -522,9 +527,15 @@ fn remote_leases(shard: &Shard, tick: u64, now_ms: u64) {
     }
     // A multiple of the slow tick this runs on, at most a third of the lease.
     let every_ticks = (lease_ms / 3 / STREAM_TICK_MS / STREAM_SLOW_TICKS).max(1) * STREAM_SLOW_TICKS;
-    if shard.index != RELAY_SHARD || tick % every_ticks != 0 {
-        return;
+    if shard.index == RELAY_SHARD && tick % every_ticks == 0 {
+        renew_remote_subscriptions(shard);
     }
+}
+
+/// On the relay shard: asks again, of the instances that own them, for
+/// every stream of theirs this instance's connections take.
+pub(crate) fn renew_remote_subscriptions(shard: &Shard) {
+    let Some(link) = &shard.link else { return };
     let renewing: Vec<StreamKey> = {
         let streams = shard.streams.borrow();
         let trading = shard.trading();

@@ -216,6 +216,23 @@ mod tests {
     }
 
     #[test]
+    fn a_close_of_stale_streams_spares_who_subscribed_after_it() {
+        let trading = trading();
+        let key = StreamKey::parse("btcusdt@trade", &trading).expect("a stream");
+        let mut registry = Registry::default();
+        let (stale, fresh) = (Rc::new(Outbound::new(1000, false)), Rc::new(Outbound::new(1000, false)));
+        registry.subscribe_local(key, &stale);
+        let before = std::time::Instant::now();
+        // The clock may not have moved yet: the fresh one comes strictly after.
+        while std::time::Instant::now() <= before {}
+        registry.subscribe_local(key, &fresh);
+        assert_eq!(registry.close_local(key, b"closed", &trading, before), 0);
+        assert!(stale.is_finished());
+        assert!(!fresh.is_finished());
+        assert_eq!(fresh.pop(), None);
+    }
+
+    #[test]
     fn depth_chain_links_update_ids() {
         let mut registry = Registry::default();
         let market = MarketId(0);

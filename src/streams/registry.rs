@@ -8,6 +8,7 @@ use crate::marketdata::{Candle, Interval, MarketData};
 use crate::trading::Trading;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Instant;
 use tradsys_engine::num::{Price, Qty};
 use tradsys_engine::order::{MarketId, Side, UserId};
 
@@ -80,7 +81,9 @@ pub(crate) enum Delivery {
 /// markets this shard owns, the shards subscribed to each stream.
 #[derive(Default)]
 pub(crate) struct Registry {
-    local: HashMap<StreamKey, Vec<Rc<Outbound>>>,
+    /// Local connections per stream, each with when it subscribed (a
+    /// close of the streams that went stale spares those that came after).
+    local: HashMap<StreamKey, Vec<(Rc<Outbound>, Instant)>>,
     shards: HashMap<StreamKey, Vec<usize>>,
     depth: HashMap<(MarketId, bool), DepthState>,
     book_ticker_ids: HashMap<MarketId, u64>,
@@ -101,10 +104,10 @@ impl Registry {
     /// Adds a local subscriber; true when it is the shard's first for `key`.
     pub(crate) fn subscribe_local(&mut self, key: StreamKey, out: &Rc<Outbound>) -> bool {
         let subscribers = self.local.entry(key).or_default();
-        if subscribers.iter().any(|s| Rc::ptr_eq(s, out)) {
+        if subscribers.iter().any(|(s, _)| Rc::ptr_eq(s, out)) {
             return false;
         }
-        subscribers.push(out.clone());
+        subscribers.push((out.clone(), Instant::now()));
         subscribers.len() == 1
     }
 
@@ -114,7 +117,7 @@ impl Registry {
             return false;
         };
         let before = subscribers.len();
-        subscribers.retain(|s| !Rc::ptr_eq(s, out));
+        subscribers.retain(|(s, _)| !Rc::ptr_eq(s, out));
         let removed = subscribers.len() < before;
         if subscribers.is_empty() {
             self.local.remove(&key);
@@ -440,15 +443,15 @@ impl Registry {
     }
 
     /// Sends `payload` as the last frame of every local subscriber of
-    /// `key` (their connections close after it). Returns the queues that
-    /// overflowed with it.
-    pub(crate) fn close_local(&self, key: StreamKey, payload: &[u8], trading: &Trading) -> usize {
+    /// `key` that subscribed by `before` (their connections close
+    /// after it). Returns the queues that overflowed with it.
+    pub(crate) fn close_local(&self, key: StreamKey, payload: &[u8], trading: &Trading, before: Instant) -> usize {
         let Some(subscribers) = self.local.get(&key) else {
             return 0;
         };
         let raw = frame_of(payload);
         let mut overflowed = 0;
-        for out in subscribers {
+        for (out, _) in subscribers.iter().filter(|(_, since)| *since <= before) {
             let frame = match out.is_combined() {
                 false => raw.clone(),
                 true => combined_frame(&key.name(trading), payload),
@@ -480,7 +483,7 @@ impl Registry {
             combined: None,
         };
         let mut overflowed = 0;
-        for out in subscribers {
+        for (out, _) in subscribers {
             let frame = if out.is_combined() {
                 frames
                     .combined
