@@ -244,12 +244,15 @@ fn a_job_held_by_a_dead_worker_is_reclaimed_by_another() {
             Queue::Redis(Streams::new(redis.clone(), "alive".into(), &config(&dir))),
         );
         dead.enqueue(&job("x", Priority::Normal)).await.expect("enqueue");
+        // Before the claim: the job's idle time counts from the claim, so
+        // what follows it (the two checks below) must not shorten the
+        // wait measured here.
+        let started = Instant::now();
         let held = dead.claim().await.expect("claim").expect("x");
         assert_eq!(held.job.attempts, 0);
         // Not yet: the holder may still be working on it.
         assert_eq!(alive.reclaim().await.expect("reclaim").len(), 0);
         assert_eq!(alive.claim().await.expect("claim").map(|c| c.job.id), None);
-        let started = Instant::now();
         let reclaimed = loop {
             let reclaimed = alive.reclaim().await.expect("reclaim");
             if !reclaimed.is_empty() {
