@@ -55,6 +55,8 @@ pub(crate) enum Endpoint {
     OrderCancel,
     OrderTest,
     OrderCancelReplace,
+    OrderAmend,
+    OrderAmendments,
     OpenOrders,
     OpenOrdersCancel,
     AllOrders,
@@ -83,7 +85,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 40] = [
+    pub(crate) const ALL: [Endpoint; 42] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -104,6 +106,8 @@ impl Endpoint {
         Endpoint::OrderCancel,
         Endpoint::OrderTest,
         Endpoint::OrderCancelReplace,
+        Endpoint::OrderAmend,
+        Endpoint::OrderAmendments,
         Endpoint::OpenOrders,
         Endpoint::OpenOrdersCancel,
         Endpoint::AllOrders,
@@ -157,6 +161,8 @@ impl Endpoint {
             OrderCancel => (Delete, "/api/v3/order"),
             OrderTest => (Post, "/api/v3/order/test"),
             OrderCancelReplace => (Post, "/api/v3/order/cancelReplace"),
+            OrderAmend => (Put, "/api/v3/order/amend/keepPriority"),
+            OrderAmendments => (Get, "/api/v3/order/amendments"),
             OpenOrders => (Get, "/api/v3/openOrders"),
             OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
             AllOrders => (Get, "/api/v3/allOrders"),
@@ -192,8 +198,10 @@ impl Endpoint {
     pub(crate) fn security(self) -> Security {
         use Endpoint::*;
         match self {
-            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel => Security::Trade,
-            OrderQuery | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => Security::UserData,
+            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel => Security::Trade,
+            OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => {
+                Security::UserData
+            }
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
             CapitalConfig | TradeFee | AccountCommission | DepositHistory | WithdrawHistory | DepositAddress
             | WithdrawApply => Security::UserData,
@@ -253,6 +261,8 @@ mod tests {
             (OrderTest, Some(Scope::Trade), true, false),
             (OrderCancelReplace, Some(Scope::Trade), true, true),
             (OrderCancel, Some(Scope::Trade), true, false),
+            (OrderAmend, Some(Scope::Trade), true, false),
+            (OrderAmendments, Some(Scope::Read), true, false),
             (OpenOrdersCancel, Some(Scope::Trade), true, false),
             (OrderQuery, Some(Scope::Read), true, false),
             (Account, Some(Scope::Read), true, false),

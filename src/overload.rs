@@ -49,8 +49,8 @@ impl Priority {
     pub(crate) fn of(endpoint: Endpoint) -> Priority {
         use Endpoint::*;
         match endpoint {
-            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OpenOrdersCancel | OrderQuery | OpenOrders
-            | Account | RateLimitOrder => Priority::Trading,
+            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel | OrderQuery
+            | OrderAmendments | OpenOrders | Account | RateLimitOrder => Priority::Trading,
             Ping
             | Time
             | ExchangeInfo

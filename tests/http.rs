@@ -242,6 +242,26 @@ fn exchange_info_has_the_fields_binance_clients_read() {
     );
     assert_eq!(filters[2]["filterType"], "NOTIONAL");
     assert_eq!(filters[2]["minNotional"], "5.00000000");
+    // What tradsys enforces, advertised as Binance names it.
+    assert_eq!(
+        filters[3],
+        serde_json::json!({"filterType":"MAX_NUM_ORDERS","maxNumOrders":200})
+    );
+    assert_eq!(
+        filters[4],
+        serde_json::json!({"filterType":"MAX_NUM_ORDER_AMENDS","maxNumOrderAmends":10})
+    );
+    let flags = [
+        "icebergAllowed",
+        "ocoAllowed",
+        "otoAllowed",
+        "allowTrailingStop",
+        "pegInstructionsAllowed",
+    ];
+    flags.iter().for_each(|f| assert_eq!(s[f], false, "{f}"));
+    for f in ["cancelReplaceAllowed", "amendAllowed", "quoteOrderQtyMarketAllowed"] {
+        assert_eq!(s[f], true, "{f}");
+    }
     let unknown = server.get("/api/v3/exchangeInfo?symbol=NOPE");
     assert_eq!(
         (unknown.status, unknown.error()),

@@ -884,3 +884,46 @@ fn failed_logons_and_signatures_ban_the_ip() {
     let metrics = server.metrics();
     assert_eq!(metrics.value("tradsys_ip_bans_total", &[("shard", "0")]), Some(1.0));
 }
+
+#[test]
+fn the_websocket_api_amends_as_rest_does() {
+    let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
+    let maker = create_user(&server, "ws-amend", FUNDS);
+    let query = "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=2&price=40000";
+    let placed = rest_signed(&server, &maker, "POST", "/api/v3/order", query);
+    let id = placed["orderId"].as_u64().expect("orderId");
+    let mut ws = Ws::connect(server.addr, API);
+    let params = json!({"symbol": "BTCUSDT", "orderId": id, "newQty": "0.5", "newClientOrderId": "ask-2"});
+    let amended = result(&mut ws, "order.amend.keepPriority", sign(&maker, object(params)));
+    assert_eq!(
+        (
+            &amended["executionId"],
+            &amended["amendedOrder"]["qty"],
+            &amended["amendedOrder"]["clientOrderId"]
+        ),
+        (&json!(id * 16 + 1), &json!("0.50000000"), &json!("ask-2"))
+    );
+    let params = json!({"symbol": "BTCUSDT", "orderId": id});
+    let listed = result(&mut ws, "order.amendments", sign(&maker, object(params)));
+    let over_rest = rest_signed(
+        &server,
+        &maker,
+        "GET",
+        "/api/v3/order/amendments",
+        &format!("symbol=BTCUSDT&orderId={id}"),
+    );
+    assert_eq!(listed, over_rest);
+    assert_eq!(
+        (listed[0]["origQty"].clone(), listed[0]["newQty"].clone()),
+        (json!("2.00000000"), json!("0.50000000"))
+    );
+    let account = rest_signed(&server, &maker, "GET", "/api/v3/account", "");
+    let btc = account["balances"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["asset"] == "BTC").cloned())
+        .expect("BTC");
+    assert_eq!(
+        (&btc["free"], &btc["locked"]),
+        (&json!("9.50000000"), &json!("0.50000000"))
+    );
+}

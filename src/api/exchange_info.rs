@@ -178,6 +178,7 @@ fn symbol_json(m: &MarketSpec) -> String {
         "allowTrailingStop": false,
         "pegInstructionsAllowed": false,
         "cancelReplaceAllowed": true,
+        "amendAllowed": true,
         "isSpotTradingAllowed": true,
         "isMarginTradingAllowed": false,
         "filters": [
@@ -185,6 +186,8 @@ fn symbol_json(m: &MarketSpec) -> String {
             {"filterType": "LOT_SIZE", "minQty": decimal(m.min_qty.0), "maxQty": decimal(m.max_qty.0), "stepSize": decimal(m.step_size.0)},
             {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
              "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
+            {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": tradsys_engine::account::OPEN_ORDERS_PER_USER_MARKET_MAX},
+            {"filterType": "MAX_NUM_ORDER_AMENDS", "maxNumOrderAmends": tradsys_engine::account::AMENDS_PER_ORDER_MAX},
         ],
         "permissions": [],
         "permissionSets": [["SPOT"]],

@@ -8,7 +8,8 @@
 
 use crate::api::host::Host;
 use crate::api::params::{
-    client_id_param, enum_param, mandatory, market_param, order_ref, order_request, resp_type, RespType,
+    client_id_param, enum_param, limit_param, malformed, mandatory, market_param, order_ref, order_request, resp_type,
+    u64_param, RespType,
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
@@ -21,7 +22,7 @@ use crate::json::JsonWriter;
 use crate::trading::{PlaceOutcome, ReplaceOutcome, TradingError};
 use tradsys_engine::account::NewOrderResult;
 use tradsys_engine::market::MarketSpec;
-use tradsys_engine::num::Price;
+use tradsys_engine::num::{parse_units, Price, Qty};
 use tradsys_engine::order::{
     CancelReplaceMode, ClientOrderId, MarketId, OrderRequest, OrderType, OrderView, UserId, UserTrade,
 };
@@ -106,6 +107,8 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::OrderQuery => history::query_order(shard, params, user).await,
         Endpoint::OrderCancel => cancel_order(shard, params, user, now_ms).await,
         Endpoint::OrderCancelReplace => return cancel_replace(shard, params, user, now_ms).await,
+        Endpoint::OrderAmend => amend_order(shard, params, user, now_ms).await,
+        Endpoint::OrderAmendments => amendments(shard, params, user),
         Endpoint::OpenOrders => open_orders(shard, params, user),
         Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
@@ -295,6 +298,85 @@ async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_
     let view = engine_outcome(shard, market, rx).await?.map_err(engine_error)?;
     let mut w = JsonWriter::with_capacity(512);
     write_canceled(&mut w, shard.trading().spec(market), &view, cancel_id.as_str(), now_ms);
+    Ok(w.into_bytes())
+}
+
+/// PUT /api/v3/order/amend/keepPriority: the order's quantity shrinks
+/// where it rests, keeping its place in the queue.
+async fn amend_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
+    let market = market_param(shard, params)?;
+    let target = order_ref(params, "orderId", "origClientOrderId")?;
+    let new_qty = parse_units(mandatory(params, "newQty")?).map_err(|_| malformed("newQty"))?;
+    let new_id = client_id_param(params, "newClientOrderId")?;
+    let new_id = new_id.unwrap_or_else(|| shard.next_client_order_id());
+    let amended = shard
+        .trading_mut()
+        .amend(user, market, target, Qty(new_qty), Some(new_id), now_ms);
+    shard.flush_engine();
+    let rx = amended.map_err(trading_error)?;
+    let (view, amendment) = engine_outcome(shard, market, rx).await?.map_err(engine_error)?;
+    let spec = shard.trading().spec(market).clone();
+    let mut w = JsonWriter::with_capacity(512);
+    w.begin_object()
+        .field_uint("transactTime", now_ms)
+        .field_uint("executionId", amendment.execution_id);
+    w.key("amendedOrder").begin_object();
+    w.field_str("symbol", &spec.symbol)
+        .field_uint("orderId", view.order_id)
+        .field_int("orderListId", -1);
+    let client = |id: &Option<ClientOrderId>| id.as_ref().map(ClientOrderId::as_str).unwrap_or("").to_string();
+    w.field_str("origClientOrderId", &client(&amendment.orig_client_order_id))
+        .field_str("clientOrderId", &client(&view.client_order_id));
+    w.field_decimal("price", view.price.0)
+        .field_decimal("qty", view.orig_qty.0)
+        .field_decimal("executedQty", view.executed_qty.0)
+        .field_decimal("preventedQty", 0);
+    w.field_decimal("quoteOrderQty", view.orig_quote_qty.0)
+        .field_decimal("cumulativeQuoteQty", view.cummulative_quote_qty.0);
+    w.field_str("status", view.status.as_str())
+        .field_str("timeInForce", view.time_in_force.as_str())
+        .field_str("type", view.kind.as_str())
+        .field_str("side", view.side.as_str());
+    if view.kind.is_stop() {
+        w.field_decimal("stopPrice", view.stop_price.0);
+    }
+    w.field_uint("workingTime", view.time_ms)
+        .field_str("selfTradePreventionMode", view.stp.as_str());
+    w.end_object().end_object();
+    Ok(w.into_bytes())
+}
+
+/// GET /api/v3/order/amendments: an order's amendments, oldest first,
+/// from `fromExecutionId` on.
+fn amendments(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
+    let market = market_param(shard, params)?;
+    mandatory(params, "orderId")?;
+    let order_id = u64_param(params, "orderId")?.unwrap_or(0);
+    let from = u64_param(params, "fromExecutionId")?.unwrap_or(0);
+    let limit = limit_param(params, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    let trading = shard.trading();
+    let symbol = &trading.spec(market).symbol;
+    let client = |id: &Option<ClientOrderId>| id.as_ref().map(ClientOrderId::as_str).unwrap_or("").to_string();
+    let mut w = JsonWriter::with_capacity(256);
+    w.begin_array();
+    let amendments = trading.amendments(user, order_id);
+    let chosen = amendments
+        .iter()
+        .filter(|a| a.market == market && a.execution_id >= from)
+        .take(limit);
+    for a in chosen {
+        w.begin_object()
+            .field_str("symbol", symbol)
+            .field_uint("orderId", a.order_id)
+            .field_uint("executionId", a.execution_id);
+        w.field_str("origClientOrderId", &client(&a.orig_client_order_id))
+            .field_str("newClientOrderId", &client(&a.new_client_order_id));
+        w.field_decimal("origQty", a.orig_qty.0)
+            .field_decimal("newQty", a.new_qty.0)
+            .field_uint("time", a.time_ms)
+            .end_object();
+    }
+    w.end_array();
     Ok(w.into_bytes())
 }
 

@@ -72,7 +72,7 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
             Some("true") => 20,
             _ => 1,
         },
-        OrderQuery => 4,
+        OrderQuery | OrderAmend | OrderAmendments => 4,
         OpenOrders => match params.symbol {
             Some(_) => 6,
             None => 80,

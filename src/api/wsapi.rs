@@ -70,6 +70,8 @@ const METHODS: &[(&str, WsMethod)] = &[
     ("order.status", WsMethod::Rest(Endpoint::OrderQuery)),
     ("order.cancel", WsMethod::Rest(Endpoint::OrderCancel)),
     ("order.cancelReplace", WsMethod::Rest(Endpoint::OrderCancelReplace)),
+    ("order.amend.keepPriority", WsMethod::Rest(Endpoint::OrderAmend)),
+    ("order.amendments", WsMethod::Rest(Endpoint::OrderAmendments)),
     ("openOrders.status", WsMethod::Rest(Endpoint::OpenOrders)),
     ("openOrders.cancelAll", WsMethod::Rest(Endpoint::OpenOrdersCancel)),
     ("account.status", WsMethod::Rest(Endpoint::Account)),

@@ -341,10 +341,17 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
     // Binance: a CANCELED report carries the cancel request's id as `c`
     // and the order's own as `C`.
     let canceled = view.status == OrderStatus::Canceled && update.trade.is_none();
-    let (client_id, orig_client_id) = match (canceled, &update.cancel_client_id) {
-        (true, Some(cancel_id)) => (cancel_id.as_str(), own_id),
-        (true, None) => (own_id, own_id),
-        (false, _) => (own_id, ""),
+    // An amendment's REPLACED report: the order's new id as `c`, the
+    // one it had before as `C`.
+    let (client_id, orig_client_id) = match (canceled, &update.cancel_client_id, &update.amended_from) {
+        (true, Some(cancel_id), _) => (cancel_id.as_str(), own_id),
+        (true, None, _) => (own_id, own_id),
+        (false, _, Some(before)) => (own_id, before.as_str()),
+        (false, _, None) => (own_id, ""),
+    };
+    let execution = match update.amended_from {
+        Some(_) => "REPLACED",
+        None => execution_type(view.status, update.trade.is_some()),
     };
     let trade = update.trade;
     w.begin_object()
@@ -361,7 +368,7 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
         .field_decimal("F", 0)
         .field_int("g", -1)
         .field_str("C", orig_client_id)
-        .field_str("x", execution_type(view.status, trade.is_some()))
+        .field_str("x", execution)
         .field_str("X", view.status.as_str())
         .field_str("r", "NONE")
         .field_uint("i", view.order_id)

@@ -26,7 +26,9 @@ use crate::trading::record::{CancelReplaceRecord, PublicKeyRecord, Record};
 use crate::trading::remote::{Arrival, RemoteImage, RemoteLinks, OUTBOX_HARD_MAX, OUTBOX_PER_INSTANCE_MAX};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use tradsys_engine::account::{asset_names, owner_of, AccountEvent, Accounts, Balance, NewOrderResult, OrderRef};
+use tradsys_engine::account::{
+    asset_names, owner_of, AccountEvent, Accounts, Amendment, Balance, NewOrderResult, OrderRef,
+};
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
 use tradsys_engine::market::MarketSpec;
@@ -92,13 +94,18 @@ enum WaitKey {
     Cancel(OrderId),
     CancelAll(UserId, MarketId),
     Replace(OrderId),
+    Amend(OrderId),
 }
+
+/// What an amendment came to: the order as amended and the amendment.
+pub type AmendOutcome = Result<(OrderView, Amendment), EngineError>;
 
 enum Waiter {
     Place(Vec<UserTrade>, oneshot::Sender<PlaceOutcome>),
     Cancel(oneshot::Sender<Result<OrderView, EngineError>>),
     CancelAll(usize, Vec<OrderView>, oneshot::Sender<Vec<OrderView>>),
     Replace(Vec<UserTrade>, oneshot::Sender<ReplaceOutcome>),
+    Amend(oneshot::Sender<AmendOutcome>),
 }
 
 /// Instances a cluster may have (`cluster::INSTANCES_MAX`).
@@ -170,6 +177,9 @@ pub struct UserUpdate {
     /// the user data stream only, since the store gets the order's real
     /// state next.
     pub announcement: bool,
+    /// For an amendment that left the order resting: the client id the
+    /// order had before (Binance's `C` of a REPLACED report).
+    pub amended_from: Option<ClientOrderId>,
 }
 
 /// A deposit or withdrawal of one user, for `balanceUpdate`: the signed
@@ -703,6 +713,82 @@ impl Trading {
         }
     }
 
+    /// Reduces the quantity of `target` to `new_qty` where it rests (amend
+    /// keep priority) and renames it `new_client_order_id`; resolves once
+    /// its book has applied it. A halted market takes amendments, as it
+    /// takes cancels: both only take risk off.
+    pub fn amend(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        new_qty: Qty,
+        new_client_order_id: Option<ClientOrderId>,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<AmendOutcome>, TradingError> {
+        let unknown = EngineError::AmendRejected(tradsys_engine::AmendReason::UnknownOrder);
+        let order_id = self.accounts.order(user, market, target).map_err(|_| unknown)?.order_id;
+        self.check_room(Some(WaitKey::Amend(order_id)))?;
+        self.record(Record::Amend {
+            user,
+            market,
+            target,
+            new_qty,
+            new_client_order_id,
+            now_ms,
+        });
+        let (tx, rx) = oneshot::channel();
+        self.amend_core(
+            user,
+            market,
+            target,
+            (new_qty, new_client_order_id),
+            now_ms,
+            Some((order_id, tx)),
+        )?;
+        Ok(rx)
+    }
+
+    fn amend_core(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        (new_qty, new_client_order_id): (Qty, Option<ClientOrderId>),
+        now_ms: u64,
+        waiter: Option<(OrderId, oneshot::Sender<AmendOutcome>)>,
+    ) -> Result<(), TradingError> {
+        let key = waiter.map(|(order_id, tx)| {
+            let key = WaitKey::Amend(order_id);
+            self.wait(key, Waiter::Amend(tx));
+            key
+        });
+        self.to_book.clear();
+        let sent = self.accounts.amend(
+            user,
+            market,
+            target,
+            new_qty,
+            new_client_order_id,
+            now_ms,
+            &mut self.to_book,
+        );
+        if let Err(e) = sent {
+            if let Some(key) = key {
+                self.waiters.remove(&key);
+            }
+            return Err(e.into());
+        }
+        self.after_account_call();
+        Ok(())
+    }
+
+    /// The amendments of `user`'s order `order_id` still remembered,
+    /// oldest first.
+    pub fn amendments(&self, user: UserId, order_id: OrderId) -> Vec<Amendment> {
+        self.accounts.amendments(user, order_id)
+    }
+
     /// Cancels `target` and places `request` as Binance's cancelReplace.
     #[allow(clippy::too_many_arguments)]
     pub fn cancel_replace(
@@ -812,6 +898,14 @@ impl Trading {
                 self.remote_acked(*instance, *seq);
                 Ok(())
             }
+            Record::Amend {
+                user,
+                market,
+                target,
+                new_qty,
+                new_client_order_id,
+                now_ms,
+            } => self.amend_core(*user, *market, *target, (*new_qty, *new_client_order_id), *now_ms, None),
             Record::AllocateUser => {
                 // Recorded only when an id was found: found again.
                 let _ = self.allocate_user_id();
@@ -1073,6 +1167,29 @@ impl Trading {
                 self.on_replaced(order_id, cancel, new)
             }
             AccountEvent::OrderUpdate(view) => self.on_order_update(view),
+            AccountEvent::Amended { order_id, result } => self.on_amended(order_id, result),
+        }
+    }
+
+    /// An amendment's outcome: a REPLACED report when the order still
+    /// rests (one that expired was reported EXPIRED already).
+    fn on_amended(&mut self, order_id: OrderId, result: AmendOutcome) {
+        if let Ok((view, amendment)) = &result {
+            if !view.status.is_final() {
+                let empty = ClientOrderId::new("");
+                self.out.user_updates.push(UserUpdate {
+                    user: view.user,
+                    view: *view,
+                    trade: None,
+                    balances: self.market_balances(view),
+                    cancel_client_id: None,
+                    announcement: false,
+                    amended_from: amendment.orig_client_order_id.or(empty),
+                });
+            }
+        }
+        if let Some(Waiter::Amend(tx)) = self.waiters.remove(&WaitKey::Amend(order_id)) {
+            tx.send(result);
         }
     }
 
@@ -1116,6 +1233,7 @@ impl Trading {
             balances: self.market_balances(&view),
             cancel_client_id,
             announcement: false,
+            amended_from: None,
         };
         // A taker by quote amount is the only order whose last trade does
         // not say whether it filled; its placement follows at once.
@@ -1152,6 +1270,7 @@ impl Trading {
             balances: self.market_balances(view),
             cancel_client_id: None,
             announcement: true,
+            amended_from: None,
         });
     }
 

@@ -15,8 +15,8 @@
 use crate::auth::KeyType;
 use crate::trading::msg::EngineMsg;
 use tradsys_engine::account::OrderRef;
-use tradsys_engine::num::{Amount, Price};
-use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderRequest, UserId};
+use tradsys_engine::num::{Amount, Price, Qty};
+use tradsys_engine::order::{CancelReplaceMode, ClientOrderId, MarketId, OrderRequest, UserId};
 
 /// One input of a shard, as journaled.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -87,6 +87,17 @@ pub enum Record {
     RemoteAcked {
         instance: u32,
         seq: u64,
+    },
+    /// An amendment of an order's quantity (amend keep priority), with
+    /// the client id the order takes (drawn by the server when the
+    /// request named none).
+    Amend {
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        new_qty: Qty,
+        new_client_order_id: Option<ClientOrderId>,
+        now_ms: u64,
     },
 }
 
@@ -189,6 +200,15 @@ mod tests {
                 }),
             },
             Record::RemoteAcked { instance: 2, seq: 44 },
+            Record::Amend {
+                user: 7,
+                market: MarketId(1),
+                target: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456789")
+                    .map_or(OrderRef::Id(1), OrderRef::Client),
+                new_qty: Qty(5_000),
+                new_client_order_id: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456780"),
+                now_ms: 1_700_000_000_000,
+            },
             Record::Receive {
                 from: 1,
                 seq: 42,

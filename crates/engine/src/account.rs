@@ -30,14 +30,14 @@
 use crate::hash::{FastBuildHasher, FastMap, IdBuildHasher, IdMap, StateHasher};
 use crate::history::{Chain, History};
 use crate::market::MarketSpec;
-use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
+use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
 use crate::num::{Rate, UNIT};
 use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderQty};
 use crate::order::{OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use crate::order::{UserId, UserTrade};
 use crate::snapshot::{self, SnapshotError};
-use crate::{error, EngineError};
+use crate::{error, AmendReason, EngineError};
 use rkyv::util::AlignedVec;
 
 mod repartition;
@@ -57,6 +57,16 @@ pub const TRADES_PER_MACHINE_MAX: usize = 1 << 16;
 pub const ORDERS_CLOSED_PER_MACHINE_MAX: usize = 1 << 16;
 /// Cancel-replace requests one machine may have in flight at once.
 pub const REPLACES_PENDING_MAX: usize = 1024;
+/// Amendments one order may have (Binance's MAX_NUM_ORDER_AMENDS).
+pub const AMENDS_PER_ORDER_MAX: u8 = 10;
+/// Amendments remembered per user for order/amendments.
+pub const AMENDS_PER_USER_MAX: usize = 100;
+/// Amendments one machine remembers over all its users.
+pub const AMENDS_PER_MACHINE_MAX: usize = 1 << 14;
+/// Amendments one machine may have waiting for their book at once.
+pub const AMENDS_PENDING_MAX: usize = 1024;
+/// Execution ids per order: room for its amendments.
+const EXECUTION_IDS_PER_ORDER: u64 = 16;
 /// Price protection for market orders sized against a reference price: 5 %.
 pub const MARKET_PROTECTION: Rate = Rate(5_000_000);
 /// Orders one machine reserves room for up front.
@@ -69,6 +79,9 @@ const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
 const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
 const _: () = assert!(ORDERS_CLOSED_PER_MACHINE_MAX.is_power_of_two());
 const _: () = assert!(ORDERS_CLOSED_PER_USER_MAX <= ORDERS_CLOSED_PER_MACHINE_MAX);
+const _: () = assert!(AMENDS_PER_USER_MAX > 0 && AMENDS_PER_USER_MAX <= AMENDS_PER_MACHINE_MAX);
+const _: () = assert!(AMENDS_PER_MACHINE_MAX.is_power_of_two());
+const _: () = assert!((AMENDS_PER_ORDER_MAX as u64) < EXECUTION_IDS_PER_ORDER);
 
 /// The account machine that owns `user` among `shards` machines.
 pub fn owner_of(user: UserId, shards: u32) -> u32 {
@@ -142,8 +155,37 @@ pub enum AccountEvent {
     },
     /// Any change of an order (for the user data stream).
     OrderUpdate(OrderView),
+    /// The answer to `amend`: the order as amended (EXPIRED when nothing
+    /// of it was left to rest) and the amendment, or why it was refused.
+    Amended {
+        order_id: OrderId,
+        result: Result<(OrderView, Amendment), EngineError>,
+    },
     /// A trade of one of this machine's users.
     Trade { user: UserId, trade: UserTrade },
+}
+
+/// One amendment of an order's quantity (GET /api/v3/order/amendments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Amendment {
+    pub market: MarketId,
+    pub order_id: OrderId,
+    /// `order_id × 16 + n` for the order's `n`-th amendment: unique, and
+    /// increasing for each order, whichever machine holds it.
+    pub execution_id: u64,
+    pub orig_client_order_id: Option<ClientOrderId>,
+    pub new_client_order_id: Option<ClientOrderId>,
+    pub orig_qty: Qty,
+    pub new_qty: Qty,
+    pub time_ms: u64,
+}
+
+/// An amendment sent to its book, waiting for the book's answer.
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct PendingAmend {
+    order_id: OrderId,
+    new_qty: Qty,
+    new_client_order_id: Option<ClientOrderId>,
 }
 
 #[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -182,6 +224,7 @@ struct User {
     open: Vec<OpenList>,
     closed: Chain,
     trades: Chain,
+    amends: Chain,
 }
 
 /// An open order in its slot. `user` is the owner's index in `users`, so
@@ -192,6 +235,8 @@ struct Open {
     asset: AssetId,
     locked: Amount,
     by_quote: bool,
+    /// Amendments so far (at most `AMENDS_PER_ORDER_MAX`).
+    amends: u8,
     user: u32,
     prev: u32,
     next: u32,
@@ -236,10 +281,13 @@ pub struct Accounts {
     slots: Vec<Open>,
     slots_free: Vec<u32>,
     replaces: Vec<Replace>,
+    amends_pending: Vec<PendingAmend>,
     ledger: Vec<Ledger>,
-    /// Finished orders and trades of all users, each user's chained.
+    /// Finished orders, trades and amendments of all users, each user's
+    /// chained.
     closed: History<OrderView, ORDERS_CLOSED_PER_USER_MAX>,
     trades: History<UserTrade, TRADES_PER_USER_MAX>,
+    amends: History<Amendment, AMENDS_PER_USER_MAX>,
 }
 
 impl Accounts {
@@ -269,8 +317,10 @@ impl Accounts {
             slots: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             slots_free: Vec::with_capacity(ORDERS_RESERVED_COUNT),
             replaces: Vec::with_capacity(REPLACES_PENDING_MAX),
+            amends_pending: Vec::with_capacity(AMENDS_PENDING_MAX),
             closed: History::new(ORDERS_CLOSED_PER_MACHINE_MAX),
             trades: History::new(TRADES_PER_MACHINE_MAX),
+            amends: History::new(AMENDS_PER_MACHINE_MAX),
         }
     }
 
@@ -293,8 +343,10 @@ impl Accounts {
         snapshot::reserve_total(&mut self.slots, ORDERS_RESERVED_COUNT);
         snapshot::reserve_total(&mut self.slots_free, ORDERS_RESERVED_COUNT);
         snapshot::reserve_total(&mut self.replaces, REPLACES_PENDING_MAX);
+        snapshot::reserve_total(&mut self.amends_pending, AMENDS_PENDING_MAX);
         self.closed.reserve_up_front();
         self.trades.reserve_up_front();
+        self.amends.reserve_up_front();
     }
 
     /// Which machine this is, and of how many.
@@ -334,6 +386,7 @@ impl Accounts {
             open: vec![OpenList::EMPTY; self.markets.len()],
             closed: Chain::EMPTY,
             trades: Chain::EMPTY,
+            amends: Chain::EMPTY,
         });
         self.user_index.insert(user, index);
         index
@@ -505,6 +558,7 @@ impl Accounts {
             asset,
             locked: amount,
             by_quote: order.by_quote,
+            amends: 0,
             user: user_slot,
             prev: NIL,
             next: NIL,
@@ -610,6 +664,157 @@ impl Accounts {
             time_ms,
         }));
         out.len() - before
+    }
+
+    /// Binance's amend keep priority: reduces an open order's quantity to
+    /// `new_qty` where it is in its book, keeping its place in the queue,
+    /// and renames it `new_client_order_id` (its own id when `None`). The
+    /// answer is one `AccountEvent::Amended`, once the book has applied it;
+    /// the funds the smaller order no longer needs are unlocked then. An
+    /// order amended to its executed quantity or below leaves the book,
+    /// EXPIRED. Refused here: an unknown order, a quantity that does not
+    /// shrink, a new quantity the market's LOT_SIZE or NOTIONAL filter
+    /// refuses, a client id another open order of the user holds, an
+    /// order amended `AMENDS_PER_ORDER_MAX` times or with an amendment
+    /// still on its way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn amend(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: OrderRef,
+        new_qty: Qty,
+        new_client_order_id: Option<ClientOrderId>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+    ) -> Result<OrderId, EngineError> {
+        let rejected = |reason| Err(EngineError::AmendRejected(reason));
+        let Some(order_id) = self.find_open(user, market, target) else {
+            return rejected(AmendReason::UnknownOrder);
+        };
+        let Some(&open) = self.open(order_id) else {
+            unreachable!("found order {order_id} is open")
+        };
+        let view = open.view;
+        if self.amends_pending.iter().any(|p| p.order_id == order_id) || self.amends_pending.len() >= AMENDS_PENDING_MAX
+        {
+            return rejected(AmendReason::InFlight);
+        }
+        if open.amends >= AMENDS_PER_ORDER_MAX {
+            return rejected(AmendReason::TooMany);
+        }
+        if new_qty > view.orig_qty {
+            return rejected(AmendReason::QtyIncrease);
+        }
+        if new_qty == view.orig_qty {
+            return rejected(AmendReason::NoChange);
+        }
+        check_amended_qty(&self.specs[usize::from(market.0)], &view, new_qty)?;
+        if let Some(client) = new_client_order_id {
+            let holder = self.find_open(user, market, OrderRef::Client(client));
+            if holder.is_some_and(|holder| holder != order_id) {
+                return rejected(AmendReason::Duplicate);
+            }
+        }
+        self.amends_pending.push(PendingAmend {
+            order_id,
+            new_qty,
+            new_client_order_id,
+        });
+        out.push(ToBook::Amend(AmendOrder {
+            market,
+            order_id,
+            user,
+            side: view.side,
+            price: view.price,
+            reduce_by: Qty(view.orig_qty.0 - new_qty.0),
+            // A buy's budget is its lock; a sell's stays unbounded.
+            quote: match view.side {
+                Side::Buy => amended_lock(&open, new_qty),
+                Side::Sell => Amount(i64::MAX),
+            },
+            time_ms,
+        }));
+        Ok(order_id)
+    }
+
+    /// The book applied (or could not find) an amendment.
+    fn on_amended(
+        &mut self,
+        order_id: OrderId,
+        result: Result<bool, EngineError>,
+        time_ms: u64,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let Some(position) = self.amends_pending.iter().position(|p| p.order_id == order_id) else {
+            unreachable!("an answer to an amendment of order {order_id} that was not sent")
+        };
+        let pending = self.amends_pending.swap_remove(position);
+        let rests = match result {
+            Ok(rests) => rests,
+            // Filled, canceled or expired before the amendment reached it.
+            Err(_) => {
+                let result = Err(EngineError::AmendRejected(AmendReason::UnknownOrder));
+                events.push(AccountEvent::Amended { order_id, result });
+                return;
+            }
+        };
+        let Some(open) = self.open_mut(order_id) else {
+            unreachable!("the book amended order {order_id}, which is not open")
+        };
+        let before = open.view;
+        open.amends += 1;
+        let execution_id = order_id * EXECUTION_IDS_PER_ORDER + u64::from(open.amends);
+        open.view.orig_qty = pending.new_qty.max(before.executed_qty);
+        open.view.client_order_id = pending.new_client_order_id.or(before.client_order_id);
+        open.view.update_time_ms = time_ms;
+        let amendment = Amendment {
+            market: before.market,
+            order_id,
+            execution_id,
+            orig_client_order_id: before.client_order_id,
+            new_client_order_id: open.view.client_order_id,
+            orig_qty: before.orig_qty,
+            new_qty: pending.new_qty,
+            time_ms,
+        };
+        let user_slot = open.user as usize;
+        if !rests {
+            let view = self.finish(order_id, OrderStatus::Expired, time_ms, events);
+            self.amends.push(&mut self.users[user_slot].amends, amendment);
+            events.push(AccountEvent::Amended {
+                order_id,
+                result: Ok((view, amendment)),
+            });
+            return;
+        }
+        let lock = amended_lock(open, pending.new_qty);
+        let freed = Amount(open.locked.0 - lock.0);
+        assert!(freed.0 >= 0, "an amendment of order {order_id} would lock more");
+        open.locked = lock;
+        let (view, asset) = (open.view, open.asset);
+        let u = &mut self.users[user_slot];
+        let balance = &mut u.balances[usize::from(asset.0)];
+        balance.locked.0 -= freed.0;
+        balance.free.0 += freed.0;
+        self.amends.push(&mut u.amends, amendment);
+        events.push(AccountEvent::Amended {
+            order_id,
+            result: Ok((view, amendment)),
+        });
+    }
+
+    /// The amendments of `user`'s order `order_id` still remembered,
+    /// oldest first.
+    pub fn amendments(&self, user: UserId, order_id: OrderId) -> Vec<Amendment> {
+        let Some(u) = self.user(user) else {
+            return Vec::new();
+        };
+        self.amends
+            .oldest_first(u.amends)
+            .filter(|a| a.order_id == order_id)
+            .copied()
+            .collect()
     }
 
     /// Binance's order/cancelReplace: cancel `target`, then place `request`
@@ -731,6 +936,12 @@ impl Accounts {
                 time_ms,
                 ..
             } => self.on_canceled(order_id, result, time_ms, out, events),
+            ToAccount::Amended {
+                order_id,
+                result,
+                time_ms,
+                ..
+            } => self.on_amended(order_id, result, time_ms, events),
         }
     }
 
@@ -1004,7 +1215,10 @@ impl Accounts {
                 h.i64(o.view.executed_qty.0);
                 h.i64(o.view.cummulative_quote_qty.0);
                 h.u64(o.view.status as u64);
+                h.i64(o.view.orig_qty.0);
+                h.u64(u64::from(o.amends));
             }
+            h.u64(self.amends.newest_first(u.amends).count() as u64);
             for t in self.trades.oldest_first(u.trades) {
                 h.u64(t.trade_id);
                 h.i64(t.commission.0);
@@ -1052,7 +1266,13 @@ impl Accounts {
         }
         self.closed.verify(ORDERS_CLOSED_PER_MACHINE_MAX)?;
         self.trades.verify(TRADES_PER_MACHINE_MAX)?;
+        self.amends.verify(AMENDS_PER_MACHINE_MAX)?;
         self.verify_slots()?;
+        for pending in &self.amends_pending {
+            if !self.orders.contains_key(&pending.order_id) {
+                return Err(format!("an amendment of order {} that is not open", pending.order_id));
+            }
+        }
         if self.user_index.len() != self.users.len() {
             return Err(format!(
                 "{} users indexed of {}",
@@ -1105,6 +1325,7 @@ impl Accounts {
             }
             self.closed.verify_chain(u.closed)?;
             self.trades.verify_chain(u.trades)?;
+            self.amends.verify_chain(u.amends)?;
             for (asset, b) in u.balances.iter().enumerate() {
                 if b.free.0 < 0 || b.locked.0 < 0 {
                     return Err(format!("user {user}: a negative balance of asset {asset}"));
@@ -1160,6 +1381,44 @@ impl Accounts {
             false => Err("a slot is neither used nor free".into()),
         }
     }
+}
+
+/// What `order` needs locked once its quantity is `new_qty`: a sell its
+/// remaining base; a limit buy its remaining quantity at its price; a held
+/// market stop buy its quantity at its stop price with the protection
+/// margin. Never more than it holds now (an order in flight to a book
+/// that will not find it keeps what it holds).
+fn amended_lock(order: &Open, new_qty: Qty) -> Amount {
+    let view = &order.view;
+    let remaining = Qty((new_qty.0 - view.executed_qty.0).max(0));
+    let needed = match view.side {
+        Side::Sell => Some(Amount(remaining.0)),
+        Side::Buy if view.kind.has_price() => notional_ceil(view.price, remaining),
+        Side::Buy if view.kind.is_stop() => market_buy_lock(new_qty, Some(view.stop_price)).ok(),
+        Side::Buy => None,
+    };
+    needed.map_or(order.locked, |needed| needed.min(order.locked))
+}
+
+/// LOT_SIZE and NOTIONAL for an order's new quantity.
+fn check_amended_qty(spec: &MarketSpec, view: &OrderView, new_qty: Qty) -> Result<(), EngineError> {
+    let lot_ok = new_qty >= spec.min_qty && new_qty <= spec.max_qty && new_qty.0 % spec.step_size.0 == 0;
+    if !lot_ok {
+        return Err(EngineError::LotSize);
+    }
+    let price = match (view.kind.has_price(), view.kind.is_stop()) {
+        (true, _) => view.price,
+        (false, true) => view.stop_price,
+        (false, false) => return Ok(()),
+    };
+    let unit = i128::from(UNIT);
+    let notional = notional_wide(price, new_qty);
+    let within =
+        notional >= i128::from(spec.min_notional.0) * unit && notional <= i128::from(spec.max_notional.0) * unit;
+    if !within {
+        return Err(EngineError::Notional);
+    }
+    Ok(())
 }
 
 /// Returns what an order still holds to its user's free balance.

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 
 use crate::hash::{IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
-use crate::msg::{Fill, PlaceOrder, ToAccount, ToBook};
+use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
 use crate::order::{MarketId, OrderId, OrderStatus, OrderType, Side, StpMode};
 use crate::order::{TimeInForce, TradeId, UserId};
@@ -290,6 +290,15 @@ impl Book {
                     user,
                     result,
                     time_ms,
+                });
+            }
+            ToBook::Amend(amend) => {
+                let result = self.amend(&amend);
+                out.push(ToAccount::Amended {
+                    order_id: amend.order_id,
+                    user: amend.user,
+                    result,
+                    time_ms: amend.time_ms,
                 });
             }
         }
@@ -582,6 +591,42 @@ impl Book {
             }
             _ => Err(EngineError::UnknownOrder),
         }
+    }
+
+    /// Shrinks an order where it is: a resting order keeps its place in
+    /// its level's queue, a held stop its place among the stops. Whether
+    /// anything of it is left (`false`: it left the book).
+    fn amend(&mut self, amend: &AmendOrder) -> Result<bool, EngineError> {
+        if let Some(&index) = self.index.get(&amend.order_id) {
+            let node = self.nodes[index as usize];
+            if node.user != amend.user {
+                return Err(EngineError::UnknownOrder);
+            }
+            self.update_id += 1;
+            if node.qty <= amend.reduce_by {
+                self.remove(index);
+                return Ok(false);
+            }
+            self.nodes[index as usize].qty.0 -= amend.reduce_by.0;
+            self.levels[node.level as usize].qty.0 -= amend.reduce_by.0;
+            return Ok(true);
+        }
+        let place = match self.stop_index.get(&amend.order_id) {
+            Some(&place) if place.user == amend.user => place,
+            _ => return Err(EngineError::UnknownOrder),
+        };
+        let ladder = self.stop_ladder_mut(place.upward);
+        let Ok(position) = ladder.position(place.stop_price, place.seq) else {
+            unreachable!("an indexed stop is on its ladder")
+        };
+        let order = &mut ladder.stops[position].order;
+        if order.qty <= amend.reduce_by {
+            self.unhold(amend.order_id);
+            return Ok(false);
+        }
+        order.qty.0 -= amend.reduce_by.0;
+        order.quote = order.quote.min(amend.quote);
+        Ok(true)
     }
 
     fn stop_ladder_mut(&mut self, upward: bool) -> &mut StopLadder {

@@ -48,6 +48,39 @@ pub enum EngineError {
     /// cluster, is rejected there).
     #[error("Market is closed.")]
     MarketClosed,
+    /// An amendment (amend keep priority) the engine refused: -2038.
+    #[error("{}", .0.msg())]
+    AmendRejected(AmendReason),
+}
+
+/// Why an amendment was refused; each is Binance's -2038 with its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum AmendReason {
+    /// No such open order of the user (or it finished first).
+    UnknownOrder,
+    /// `newQty` above the order's quantity.
+    QtyIncrease,
+    /// `newQty` equal to the order's quantity.
+    NoChange,
+    /// The order was amended `MAX_NUM_ORDER_AMENDS` times already.
+    TooMany,
+    /// `newClientOrderId` names another open order of the user.
+    Duplicate,
+    /// The order's previous amendment has not reached its book yet.
+    InFlight,
+}
+
+impl AmendReason {
+    pub fn msg(&self) -> &'static str {
+        match self {
+            AmendReason::UnknownOrder => "Unknown order sent.",
+            AmendReason::QtyIncrease => "Order amend (quantity increase) is not supported.",
+            AmendReason::NoChange => "The requested action would change no state; rejecting",
+            AmendReason::TooMany => "Filter failure: MAX_NUM_ORDER_AMENDS",
+            AmendReason::Duplicate => "Duplicate order sent.",
+            AmendReason::InFlight => "The order's previous amendment is still in progress; try again.",
+        }
+    }
 }
 
 impl EngineError {
@@ -68,6 +101,7 @@ impl EngineError {
             EngineError::UnknownOrder => -2011,
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
+            EngineError::AmendRejected(_) => -2038,
         }
     }
 
@@ -89,6 +123,7 @@ impl EngineError {
             EngineError::UnknownAsset => "Unknown asset.",
             EngineError::BadAmount => "Amount must be positive.",
             EngineError::MarketClosed => "Market is closed.",
+            EngineError::AmendRejected(reason) => reason.msg(),
         }
     }
 }
@@ -178,6 +213,8 @@ mod tests {
             EngineError::DuplicateOrder,
             EngineError::UnknownOrder,
             EngineError::NoSuchOrder,
+            EngineError::AmendRejected(AmendReason::QtyIncrease),
+            EngineError::AmendRejected(AmendReason::TooMany),
         ];
         for e in all {
             assert_eq!(e.to_string(), e.msg());

@@ -49,6 +49,25 @@ pub enum ToBook {
         user: UserId,
         time_ms: u64,
     },
+    /// Binance's amend keep priority: the order's quantity shrinks by
+    /// `reduce_by` where it is, resting or held; a held buy's budget
+    /// becomes `quote` (what its account machine now locks for it).
+    /// `side` and `price` name the order's level for depth. Nothing left
+    /// to rest takes the order off the book.
+    Amend(AmendOrder),
+}
+
+/// An order's quantity reduced in place (see `ToBook::Amend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AmendOrder {
+    pub market: MarketId,
+    pub order_id: OrderId,
+    pub user: UserId,
+    pub side: Side,
+    pub price: Price,
+    pub reduce_by: Qty,
+    pub quote: Amount,
+    pub time_ms: u64,
 }
 
 impl ToBook {
@@ -56,6 +75,7 @@ impl ToBook {
         match self {
             ToBook::Place(p) => p.market,
             ToBook::Cancel { market, .. } => *market,
+            ToBook::Amend(a) => a.market,
         }
     }
 }
@@ -111,13 +131,24 @@ pub enum ToAccount {
         result: Result<(), EngineError>,
         time_ms: u64,
     },
+    /// The answer to `Amend`: `Ok(true)` when the order still rests (or is
+    /// held), `Ok(false)` when nothing of it was left and it left the book.
+    Amended {
+        order_id: OrderId,
+        user: UserId,
+        result: Result<bool, EngineError>,
+        time_ms: u64,
+    },
 }
 
 impl ToAccount {
     pub fn user(&self) -> UserId {
         match self {
             ToAccount::Fill(f) => f.taker_user,
-            ToAccount::Placed { user, .. } | ToAccount::Done { user, .. } | ToAccount::Canceled { user, .. } => *user,
+            ToAccount::Placed { user, .. }
+            | ToAccount::Done { user, .. }
+            | ToAccount::Canceled { user, .. }
+            | ToAccount::Amended { user, .. } => *user,
         }
     }
 }

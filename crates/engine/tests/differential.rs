@@ -58,6 +58,7 @@ struct RefOrder {
     cumm: i64,
     held: bool,
     rested_at: u64,
+    amends: u8,
 }
 
 /// What a caller learns about one order: status, executed, quote.
@@ -287,6 +288,7 @@ impl Reference {
             cumm: 0,
             held: r.kind.is_stop(),
             rested_at: self.clock,
+            amends: 0,
         };
         Ok(self.submit(order))
     }
@@ -527,6 +529,72 @@ impl Reference {
         Ok((OrderStatus::Canceled, o.executed, o.cumm))
     }
 
+    /// Amend keep priority: the order shrinks where it is; nothing left
+    /// to rest ends it EXPIRED. The checks run in the engine's order.
+    fn amend(
+        &mut self,
+        user: u64,
+        market: usize,
+        target: OrderRef,
+        new_qty: i64,
+        client: Option<ClientOrderId>,
+    ) -> Result<Summary, i32> {
+        let i = self.find(user, market, target).ok_or(-2038)?;
+        let o = self.orders[i];
+        let orig = if o.by_quote { 0 } else { o.qty_left + o.executed };
+        if o.amends >= 10 || new_qty >= orig {
+            return Err(-2038);
+        }
+        let s = &self.specs[market];
+        if new_qty < s.min_qty.0 || new_qty > s.max_qty.0 || new_qty % s.step_size.0 != 0 {
+            return Err(-1013);
+        }
+        let price = match (o.kind.has_price(), o.kind.is_stop()) {
+            (true, _) => Some(o.price),
+            (false, true) => Some(o.stop),
+            _ => None,
+        };
+        let u = UNIT as i128;
+        if let Some(price) = price {
+            let notional = price as i128 * new_qty as i128;
+            if notional < s.min_notional.0 as i128 * u || notional > s.max_notional.0 as i128 * u {
+                return Err(-1013);
+            }
+        }
+        let taken = |other: &RefOrder| other.id != o.id && other.user == user && other.market == market;
+        if client.is_some() && self.orders.iter().any(|other| taken(other) && other.client == client) {
+            return Err(-2038);
+        }
+        if new_qty <= o.executed {
+            let o = self.orders.remove(i);
+            self.drop_order(&o);
+            return Ok(Ok((OrderStatus::Expired, o.executed, o.cumm)));
+        }
+        let left = new_qty - o.executed;
+        let needed = match o.side {
+            Side::Sell => left as i128,
+            Side::Buy if o.kind.has_price() => ceil_div(o.price as i128 * left as i128, u),
+            Side::Buy => ceil_div(ceil_div(o.stop as i128 * new_qty as i128, u) * (u + PROTECTION), u),
+        };
+        let lock = (needed as i64).min(o.locked);
+        let freed = o.locked - lock;
+        *self.locked_mut(user, o.lock_asset) -= freed;
+        *self.free_mut(user, o.lock_asset) += freed;
+        let o = &mut self.orders[i];
+        o.amends += 1;
+        o.qty_left = left;
+        o.locked = lock;
+        if client.is_some() {
+            o.client = client;
+        }
+        let status = if o.executed > 0 {
+            OrderStatus::PartiallyFilled
+        } else {
+            OrderStatus::New
+        };
+        Ok(Ok((status, o.executed, o.cumm)))
+    }
+
     fn cancel_all(&mut self, user: u64, market: usize) -> Vec<Summary> {
         let mut ids: Vec<(u64, u64)> = self
             .orders
@@ -572,6 +640,9 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
                     NewOrderResult::NotAttempted => None,
                 };
                 out.push(Answer::Replace(summary(cancel), new));
+            }
+            AccountEvent::Amended { order_id, result } => {
+                out.push(Answer::Order(*order_id, summary(&result.map(|(view, _)| view))));
             }
             AccountEvent::OrderUpdate(_) | AccountEvent::Trade { .. } => {}
         }
@@ -688,6 +759,23 @@ fn run(seed: u64, ops: u64, shards: u32) {
                     generator.recent.push((id, user, request.market));
                 }
                 want.push(Answer::Replace(cancel, new));
+            }
+            Op::Amend(user, market, target, new_qty, client) => {
+                let sync = exchange
+                    .amend(user, market, target, new_qty, client, time, &mut out)
+                    .map(|_| ())
+                    .map_err(|e| e.code());
+                answers(sync, &out.events, &mut got);
+                let id = reference
+                    .find(user, usize::from(market.0), target)
+                    .map(|i| reference.orders[i].id);
+                match reference.amend(user, usize::from(market.0), target, new_qty.0, client) {
+                    Ok(s) => {
+                        want.push(Answer::Sync(Ok(())));
+                        want.push(Answer::Order(id.unwrap_or(0), s));
+                    }
+                    Err(code) => want.push(Answer::Sync(Err(code))),
+                }
             }
         }
         if generator.recent.len() > 64 {

@@ -4,8 +4,8 @@
 //! `repartition` takes the complete, quiescent set of machines and returns
 //! `shards` new ones in which every user lives on `owner_of(user, shards)`
 //! with everything a query can see: balances, open orders (their locks,
-//! clientOrderIds and per-market order), the finished orders and trades
-//! that their history walks return, and the order-id index.
+//! clientOrderIds and per-market order), the finished orders, trades and
+//! amendments that their history walks return, and the order-id index.
 //!
 //! History: each new machine's rings receive, per kind, the records the old
 //! machines' walks could see, merged across old machines by time (each old
@@ -22,12 +22,12 @@
 //! (asserted).
 //!
 //! **Invariant:** no message is in flight to or from the machines: no
-//! cancel-replace waits on a book (asserted), and the caller has delivered
+//! cancel-replace or amendment waits on a book (asserted), and the caller has delivered
 //! every book answer. The books are untouched: they know users and order
 //! ids, not machines.
 
-use super::{owner_of, Accounts, Chain, History, Ledger, Open, User, NIL};
-use super::{ORDERS_CLOSED_PER_MACHINE_MAX, TRADES_PER_MACHINE_MAX};
+use super::{owner_of, Accounts, Amendment, Chain, History, Ledger, Open, User, NIL};
+use super::{AMENDS_PER_MACHINE_MAX, ORDERS_CLOSED_PER_MACHINE_MAX, TRADES_PER_MACHINE_MAX};
 use crate::order::{AssetId, OrderView, UserTrade};
 
 /// One history record on its way to a new machine: the user's index in
@@ -47,22 +47,28 @@ pub fn repartition(machines: Vec<Accounts>, shards: u32) -> Vec<Accounts> {
     let mut target: Vec<Accounts> = (0..shards).map(|s| Accounts::new(s, shards, &first.specs)).collect();
     let mut closed: Vec<ByMachine<OrderView>> = vec![Vec::new(); target.len()];
     let mut trades: Vec<ByMachine<UserTrade>> = vec![Vec::new(); target.len()];
+    let mut amends: Vec<ByMachine<Amendment>> = vec![Vec::new(); target.len()];
     for machine in &machines {
-        let (machine_closed, machine_trades) = move_users(machine, &mut target, shards);
-        for (shard, records) in machine_closed.into_iter().enumerate() {
+        let moved = move_users(machine, &mut target, shards);
+        for (shard, records) in moved.closed.into_iter().enumerate() {
             closed[shard].push(records);
         }
-        for (shard, records) in machine_trades.into_iter().enumerate() {
+        for (shard, records) in moved.trades.into_iter().enumerate() {
             trades[shard].push(records);
         }
+        for (shard, records) in moved.amends.into_iter().enumerate() {
+            amends[shard].push(records);
+        }
     }
-    for ((machine, closed), trades) in target.iter_mut().zip(closed).zip(trades) {
+    for (((machine, closed), trades), amends) in target.iter_mut().zip(closed).zip(trades).zip(amends) {
         let closed = merge_by_time(closed, |v| v.update_time_ms);
         machine.closed = replay(closed, ORDERS_CLOSED_PER_MACHINE_MAX, &mut machine.users, |u| {
             &mut u.closed
         });
         let trades = merge_by_time(trades, |t| t.time_ms);
         machine.trades = replay(trades, TRADES_PER_MACHINE_MAX, &mut machine.users, |u| &mut u.trades);
+        let amends = merge_by_time(amends, |a| a.time_ms);
+        machine.amends = replay(amends, AMENDS_PER_MACHINE_MAX, &mut machine.users, |u| &mut u.amends);
     }
     spread_ledgers(&machines, &mut target);
     for machine in &target {
@@ -87,6 +93,10 @@ fn check_complete(machines: &[Accounts]) {
             machine.replaces.is_empty(),
             "a cancel-replace is in flight on machine {shard}"
         );
+        assert!(
+            machine.amends_pending.is_empty(),
+            "an amendment is in flight on machine {shard}"
+        );
         assert!(machine.specs == machines[0].specs && machine.assets == machines[0].assets);
         machine.check_invariants();
     }
@@ -95,13 +105,10 @@ fn check_complete(machines: &[Accounts]) {
 /// Moves every user of `machine` (balances, open orders) to its new owner
 /// in `target` and returns, per new machine, the user's visible history
 /// records in the order `machine`'s rings received them.
-fn move_users(
-    machine: &Accounts,
-    target: &mut [Accounts],
-    shards: u32,
-) -> (ByMachine<OrderView>, ByMachine<UserTrade>) {
+fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved {
     let mut closed: Vec<Vec<(u64, Moving<OrderView>)>> = vec![Vec::new(); target.len()];
     let mut trades: Vec<Vec<(u64, Moving<UserTrade>)>> = vec![Vec::new(); target.len()];
+    let mut amends: Vec<Vec<(u64, Moving<Amendment>)>> = vec![Vec::new(); target.len()];
     for user in &machine.users {
         let shard = owner_of(user.id, shards) as usize;
         let index = move_user(machine, user, &mut target[shard]);
@@ -109,11 +116,21 @@ fn move_users(
         closed[shard].extend(records.map(|(seq, view)| (seq, (index, *view))));
         let records = machine.trades.oldest_first_seq(user.trades);
         trades[shard].extend(records.map(|(seq, trade)| (seq, (index, *trade))));
+        let records = machine.amends.oldest_first_seq(user.amends);
+        amends[shard].extend(records.map(|(seq, amend)| (seq, (index, *amend))));
     }
-    (
-        closed.into_iter().map(in_ring_order).collect(),
-        trades.into_iter().map(in_ring_order).collect(),
-    )
+    Moved {
+        closed: closed.into_iter().map(in_ring_order).collect(),
+        trades: trades.into_iter().map(in_ring_order).collect(),
+        amends: amends.into_iter().map(in_ring_order).collect(),
+    }
+}
+
+/// One old machine's history records, per new machine.
+struct Moved {
+    closed: ByMachine<OrderView>,
+    trades: ByMachine<UserTrade>,
+    amends: ByMachine<Amendment>,
 }
 
 /// Records by the sequence number their old ring gave them.

@@ -43,6 +43,8 @@ pub enum Op {
     Cancel(u64, MarketId, OrderRef),
     CancelAll(u64, MarketId),
     Replace(u64, OrderRef, CancelReplaceMode, OrderRequest),
+    /// (user, market, order, new quantity, new client order id)
+    Amend(u64, MarketId, OrderRef, Qty, Option<ClientOrderId>),
 }
 
 #[derive(Clone)]
@@ -161,6 +163,19 @@ impl Gen {
                 None => Op::Cancel(user, MarketId(0), OrderRef::Id(next_id + 5)),
             },
             85..=86 => Op::CancelAll(user, MarketId(self.rng.below(3) as u16)),
+            87..=92 => {
+                let (target, market) = self.target(user).unwrap_or((OrderRef::Id(next_id + 3), MarketId(0)));
+                // Mostly a smaller order; sometimes the same, a larger or
+                // an off-step quantity, which are refused.
+                let s = &self.specs[usize::from(market.0)];
+                let new_qty = Qty(s.step_size.0 * (1 + self.rng.below(150) as i64) + i64::from(self.rng.chance(2)));
+                let client = self
+                    .rng
+                    .chance(15)
+                    .then(|| ClientOrderId::new(&format!("c{}", next_id % 7)))
+                    .flatten();
+                Op::Amend(user, market, target, new_qty, client)
+            }
             _ => {
                 let mut request = self.request(next_id);
                 let mode = if self.rng.chance(50) {
@@ -260,6 +275,9 @@ impl Driver {
                 exchange.cancel_replace(user, target, mode, &request, id, time, out);
                 Ok(())
             }
+            Op::Amend(user, market, target, new_qty, client) => exchange
+                .amend(user, market, target, new_qty, client, time, out)
+                .map(|_| ()),
         };
         self.remember_placed(op, out);
         Step {
