@@ -53,6 +53,8 @@ pub(crate) const MORE_THAN_XX_HOURS: i32 = -1127;
 pub(crate) const OPTIONAL_PARAMS_BAD_COMBO: i32 = -1128;
 /// -1131 BAD_RECV_WINDOW.
 pub(crate) const BAD_RECV_WINDOW: i32 = -1131;
+/// -1130 INVALID_PARAMETER: "Data sent for parameter '%s' is not valid."
+pub(crate) const INVALID_PARAMETER: i32 = -1130;
 /// -1135 INVALID_JSON: a WebSocket API frame or parameter that is not
 /// valid JSON.
 pub(crate) const INVALID_JSON: i32 = -1135;

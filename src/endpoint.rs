@@ -57,6 +57,8 @@ pub(crate) enum Endpoint {
     OrderCancelReplace,
     OrderAmend,
     OrderAmendments,
+    /// tradsys's dead-man's switch, in Binance's futures form.
+    CountdownCancelAll,
     OpenOrders,
     OpenOrdersCancel,
     AllOrders,
@@ -85,7 +87,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 42] = [
+    pub(crate) const ALL: [Endpoint; 43] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -108,6 +110,7 @@ impl Endpoint {
         Endpoint::OrderCancelReplace,
         Endpoint::OrderAmend,
         Endpoint::OrderAmendments,
+        Endpoint::CountdownCancelAll,
         Endpoint::OpenOrders,
         Endpoint::OpenOrdersCancel,
         Endpoint::AllOrders,
@@ -163,6 +166,7 @@ impl Endpoint {
             OrderCancelReplace => (Post, "/api/v3/order/cancelReplace"),
             OrderAmend => (Put, "/api/v3/order/amend/keepPriority"),
             OrderAmendments => (Get, "/api/v3/order/amendments"),
+            CountdownCancelAll => (Post, "/api/v3/countdownCancelAll"),
             OpenOrders => (Get, "/api/v3/openOrders"),
             OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
             AllOrders => (Get, "/api/v3/allOrders"),
@@ -198,7 +202,8 @@ impl Endpoint {
     pub(crate) fn security(self) -> Security {
         use Endpoint::*;
         match self {
-            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel => Security::Trade,
+            OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel
+            | CountdownCancelAll => Security::Trade,
             OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => {
                 Security::UserData
             }
@@ -263,6 +268,7 @@ mod tests {
             (OrderCancel, Some(Scope::Trade), true, false),
             (OrderAmend, Some(Scope::Trade), true, false),
             (OrderAmendments, Some(Scope::Read), true, false),
+            (CountdownCancelAll, Some(Scope::Trade), true, false),
             (OpenOrdersCancel, Some(Scope::Trade), true, false),
             (OrderQuery, Some(Scope::Read), true, false),
             (Account, Some(Scope::Read), true, false),

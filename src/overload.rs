@@ -50,7 +50,7 @@ impl Priority {
         use Endpoint::*;
         match endpoint {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel | OrderQuery
-            | OrderAmendments | OpenOrders | Account | RateLimitOrder => Priority::Trading,
+            | OrderAmendments | CountdownCancelAll | OpenOrders | Account | RateLimitOrder => Priority::Trading,
             Ping
             | Time
             | ExchangeInfo

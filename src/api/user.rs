@@ -109,6 +109,7 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::OrderCancelReplace => return cancel_replace(shard, params, user, now_ms).await,
         Endpoint::OrderAmend => amend_order(shard, params, user, now_ms).await,
         Endpoint::OrderAmendments => amendments(shard, params, user),
+        Endpoint::CountdownCancelAll => countdown_cancel_all(shard, params, user, now_ms),
         Endpoint::OpenOrders => open_orders(shard, params, user),
         Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
@@ -377,6 +378,38 @@ fn amendments(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Ve
             .end_object();
     }
     w.end_array();
+    Ok(w.into_bytes())
+}
+
+/// The longest dead-man's switch: a day.
+const COUNTDOWN_MS_MAX: u64 = 86_400_000;
+
+/// POST /api/v3/countdownCancelAll (a tradsys extension, in Binance's
+/// futures form): unless called again within `countdownTime` ms, every
+/// open order of the user on `symbol` is canceled; 0 turns it off.
+fn countdown_cancel_all(
+    shard: &impl Host,
+    params: &Params<'_>,
+    user: UserId,
+    now_ms: u64,
+) -> Result<Vec<u8>, HttpError> {
+    let market = market_param(shard, params)?;
+    mandatory(params, "countdownTime")?;
+    let countdown_ms = u64_param(params, "countdownTime")?.unwrap_or(0);
+    if countdown_ms > COUNTDOWN_MS_MAX {
+        return Err(HttpError::new(
+            400,
+            binance::INVALID_PARAMETER,
+            "Data sent for parameter 'countdownTime' is not valid.",
+        ));
+    }
+    shard.trading_mut().set_countdown(user, market, countdown_ms, now_ms);
+    shard.flush_engine();
+    let mut w = JsonWriter::with_capacity(64);
+    w.begin_object()
+        .field_str("symbol", &shard.trading().spec(market).symbol)
+        .field_str("countdownTime", &countdown_ms.to_string())
+        .end_object();
     Ok(w.into_bytes())
 }
 

@@ -68,6 +68,7 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
             None => 4,
         },
         OrderNew | OrderCancel | OrderCancelReplace | OpenOrdersCancel => 1,
+        CountdownCancelAll => 10,
         OrderTest => match params.compute_commission_rates {
             Some("true") => 20,
             _ => 1,

@@ -72,6 +72,10 @@ const METHODS: &[(&str, WsMethod)] = &[
     ("order.cancelReplace", WsMethod::Rest(Endpoint::OrderCancelReplace)),
     ("order.amend.keepPriority", WsMethod::Rest(Endpoint::OrderAmend)),
     ("order.amendments", WsMethod::Rest(Endpoint::OrderAmendments)),
+    (
+        "openOrders.countdownCancelAll",
+        WsMethod::Rest(Endpoint::CountdownCancelAll),
+    ),
     ("openOrders.status", WsMethod::Rest(Endpoint::OpenOrders)),
     ("openOrders.cancelAll", WsMethod::Rest(Endpoint::OpenOrdersCancel)),
     ("account.status", WsMethod::Rest(Endpoint::Account)),

@@ -458,6 +458,7 @@ struct Merged {
     order_id_max: u64,
     /// What shard 0 received from other instances (`trading::remote`).
     remote_received: Vec<(u32, u32, u64)>,
+    countdowns: Vec<(tradsys_engine::order::UserId, tradsys_engine::order::MarketId, u64)>,
 }
 
 impl Merged {
@@ -473,6 +474,7 @@ impl Merged {
             halted: images[0].trading.halted.clone(),
             order_id_max: 0,
             remote_received: images[0].trading.remote.received.clone(),
+            countdowns: Vec::new(),
         };
         for image in images {
             merged.add(image);
@@ -504,6 +506,7 @@ impl Merged {
         self.machines.push(t.accounts);
         self.users.extend(t.users);
         self.keys.extend(t.keys);
+        self.countdowns.extend(t.countdowns);
     }
 
     /// Shard `i`'s part: its markets' books and data, its users and keys,
@@ -552,6 +555,12 @@ impl Merged {
                 },
                 ..Default::default()
             },
+            countdowns: self
+                .countdowns
+                .iter()
+                .filter(|(u, _, _)| owner_of(*u, shards) == i)
+                .copied()
+                .collect(),
         };
         let market_data = self
             .market_data

@@ -145,6 +145,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     }
     let mut background = dispatch::spawn_receivers(&shard, receivers);
     background.push(glommio::spawn_local(stream_ticks(shard.clone())));
+    background.push(glommio::spawn_local(countdown_ticks(shard.clone())));
     if let (Some(link), Some((target, limits))) = (&shard.link, redis_target(&setup.config)) {
         use crate::server::link;
         let reader = link::run_reader(shard.clone(), link.clone(), target.clone(), limits);
@@ -708,6 +709,24 @@ async fn stream_ticks(shard: Rc<Shard>) {
         glommio::timer::sleep(Duration::from_millis(publish::STREAM_TICK_MS)).await;
         tick += 1;
         publish::periodic(&shard, tick, crate::clock::now_ms());
+    }
+}
+
+/// How often a shard looks for dead-man's switches that ran out.
+const COUNTDOWN_TICK_MS: u64 = 10;
+
+/// Fires the dead-man's switches of this shard's users when they run out
+/// (within `COUNTDOWN_TICK_MS`); a look costs one comparison while none is
+/// due.
+async fn countdown_ticks(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(COUNTDOWN_TICK_MS)).await;
+        if shard.draining.get() {
+            continue;
+        }
+        if shard.trading_mut().fire_countdowns(crate::clock::now_ms()) > 0 {
+            shard.flush_engine();
+        }
     }
 }
 

@@ -210,6 +210,9 @@ pub struct TradingImage {
     /// The links to other instances: unlike the mesh's, they go on across
     /// generations.
     pub remote: RemoteImage,
+    /// The dead-man's switches of this shard's users: (user, market,
+    /// deadline ms).
+    pub countdowns: Vec<(UserId, MarketId, u64)>,
 }
 
 /// One API key in a snapshot.
@@ -322,6 +325,10 @@ pub struct Trading {
     received_seq: Vec<u64>,
     /// The numbered links to the other instances of the cluster.
     remote: RemoteLinks,
+    /// Dead-man's switches (countdownCancelAll): the deadline of each
+    /// (user, market) that has one, and the same ordered by deadline.
+    countdowns: BTreeMap<(UserId, MarketId), u64>,
+    countdowns_due: std::collections::BTreeSet<(u64, UserId, MarketId)>,
     /// In a cluster, this instance's place (`cluster::process_place`, the
     /// same for every `Trading` of the process, replayed ones too): it
     /// hands out only user ids whose slot it owns.
@@ -383,6 +390,8 @@ impl Trading {
             sent_seq: vec![0; shards as usize],
             received_seq: vec![0; shards as usize],
             remote: RemoteLinks::default(),
+            countdowns: BTreeMap::new(),
+            countdowns_due: std::collections::BTreeSet::new(),
             specs,
             place: crate::cluster::process_place(),
         }
@@ -789,6 +798,58 @@ impl Trading {
         self.accounts.amendments(user, order_id)
     }
 
+    /// Sets `user`'s dead-man's switch on `market`: unless set again, every
+    /// open order of theirs there is canceled `countdown_ms` from `now_ms`;
+    /// 0 turns it off. The deadline is journaled, so it survives a restart
+    /// and fires at its time after one (at once if it passed meanwhile).
+    pub fn set_countdown(&mut self, user: UserId, market: MarketId, countdown_ms: u64, now_ms: u64) {
+        let deadline_ms = match countdown_ms {
+            0 => 0,
+            ms => now_ms.saturating_add(ms),
+        };
+        self.record(Record::Countdown {
+            user,
+            market,
+            deadline_ms,
+        });
+        self.countdown_core(user, market, deadline_ms);
+    }
+
+    fn countdown_core(&mut self, user: UserId, market: MarketId, deadline_ms: u64) {
+        if let Some(before) = self.countdowns.remove(&(user, market)) {
+            self.countdowns_due.remove(&(before, user, market));
+        }
+        if deadline_ms > 0 {
+            self.countdowns.insert((user, market), deadline_ms);
+            self.countdowns_due.insert((deadline_ms, user, market));
+        }
+    }
+
+    /// The deadline of `user`'s switch on `market`, if one is set.
+    pub fn countdown(&self, user: UserId, market: MarketId) -> Option<u64> {
+        self.countdowns.get(&(user, market)).copied()
+    }
+
+    /// Fires every switch whose deadline is `now_ms` or earlier: the
+    /// user's orders on its market are canceled. How many fired.
+    pub fn fire_countdowns(&mut self, now_ms: u64) -> usize {
+        let mut fired = 0;
+        while let Some(&(deadline_ms, user, market)) = self.countdowns_due.first() {
+            if deadline_ms > now_ms {
+                break;
+            }
+            self.record(Record::CountdownFired { user, market, now_ms });
+            self.countdown_fired_core(user, market, now_ms);
+            fired += 1;
+        }
+        fired
+    }
+
+    fn countdown_fired_core(&mut self, user: UserId, market: MarketId, now_ms: u64) {
+        self.countdown_core(user, market, 0);
+        self.cancel_all_core(user, market, now_ms, None);
+    }
+
     /// Cancels `target` and places `request` as Binance's cancelReplace.
     #[allow(clippy::too_many_arguments)]
     pub fn cancel_replace(
@@ -906,6 +967,18 @@ impl Trading {
                 new_client_order_id,
                 now_ms,
             } => self.amend_core(*user, *market, *target, (*new_qty, *new_client_order_id), *now_ms, None),
+            Record::Countdown {
+                user,
+                market,
+                deadline_ms,
+            } => {
+                self.countdown_core(*user, *market, *deadline_ms);
+                Ok(())
+            }
+            Record::CountdownFired { user, market, now_ms } => {
+                self.countdown_fired_core(*user, *market, *now_ms);
+                Ok(())
+            }
             Record::AllocateUser => {
                 // Recorded only when an id was found: found again.
                 let _ = self.allocate_user_id();
@@ -1587,6 +1660,7 @@ impl Trading {
             sent_seq: self.sent_seq,
             received_seq: self.received_seq,
             remote: self.remote.to_image(),
+            countdowns: self.countdowns.iter().map(|(&(u, m), &d)| (u, m, d)).collect(),
         }
     }
 
@@ -1626,6 +1700,15 @@ impl Trading {
         trading.sent_seq = image.sent_seq;
         trading.received_seq = image.received_seq;
         trading.remote = RemoteLinks::from_image(image.remote)?;
+        for (user, market, deadline_ms) in image.countdowns {
+            if usize::from(market.0) >= trading.specs.len() || deadline_ms == 0 || !trading.accounts.owns(user) {
+                return Err(format!(
+                    "snapshot of shard {}: a countdown of user {user} on market {} that cannot be",
+                    trading.shard, market.0
+                ));
+            }
+            trading.countdown_core(user, market, deadline_ms);
+        }
         // The checksum proved the bytes are the ones written; this proves
         // they are a state the engine makes.
         trading
@@ -1665,6 +1748,11 @@ impl Trading {
         }
         h.u64(self.next_order_seq);
         h.u64(self.next_user_seq);
+        for (&(user, market), &deadline_ms) in &self.countdowns {
+            h.u64(user);
+            h.u64(u64::from(market.0));
+            h.u64(deadline_ms);
+        }
         h.finish()
     }
 

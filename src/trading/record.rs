@@ -99,6 +99,20 @@ pub enum Record {
         new_client_order_id: Option<ClientOrderId>,
         now_ms: u64,
     },
+    /// A dead-man's switch (countdownCancelAll): `user`'s orders on
+    /// `market` are canceled at `deadline_ms` unless set again; 0 turns
+    /// it off.
+    Countdown {
+        user: UserId,
+        market: MarketId,
+        deadline_ms: u64,
+    },
+    /// A dead-man's switch ran out at `now_ms`: its orders are canceled.
+    CountdownFired {
+        user: UserId,
+        market: MarketId,
+        now_ms: u64,
+    },
 }
 
 /// A public-key API key as journaled: the public key itself, since the
@@ -200,6 +214,16 @@ mod tests {
                 }),
             },
             Record::RemoteAcked { instance: 2, seq: 44 },
+            Record::Countdown {
+                user: 7,
+                market: MarketId(1),
+                deadline_ms: 1_700_000_060_000,
+            },
+            Record::CountdownFired {
+                user: 7,
+                market: MarketId(1),
+                now_ms: 1_700_000_060_001,
+            },
             Record::Amend {
                 user: 7,
                 market: MarketId(1),
