@@ -458,3 +458,124 @@ fn an_ip_that_keeps_failing_authentication_is_banned_with_418() {
     let metrics = server.metrics();
     assert_eq!(metrics.value("tradsys_ip_bans_total", &[("shard", "0")]), Some(1.0));
 }
+
+/// Every parameter Binance documents for a new order, a cancel and a
+/// cancel-replace is either honoured (the answer shows it) or refused with
+/// Binance's error: none is accepted and then silently ignored.
+#[test]
+fn every_documented_order_parameter_is_honoured_or_refused() {
+    let server = start(1, &[]);
+    let alice = create_user(&server, "params", &[("USDT", "100000"), ("BTC", "10")]);
+    let mut c = server.connect();
+    let base = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=1000";
+    enum Want {
+        /// The answer's field equals the value.
+        Honoured(&'static str, serde_json::Value),
+        Refused(i64, &'static str),
+    }
+    use Want::{Honoured, Refused};
+    let table: Vec<(&str, String, Want)> =
+        vec![
+        ("timeInForce", base.replace("GTC", "IOC"), Honoured("timeInForce", json!("IOC"))),
+        ("quantity", base.replace("0.01", "0.02"), Honoured("origQty", json!("0.02000000"))),
+        ("price", base.replace("1000", "1001"), Honoured("price", json!("1001.00000000"))),
+        (
+            "quoteOrderQty",
+            "symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=10".into(),
+            Honoured("origQuoteOrderQty", json!("10.00000000")),
+        ),
+        ("newClientOrderId", format!("{base}&newClientOrderId=mine-1"), Honoured("clientOrderId", json!("mine-1"))),
+        (
+            "stopPrice",
+            "symbol=BTCUSDT&side=BUY&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.01&price=1000&stopPrice=200000\
+             &newOrderRespType=RESULT"
+                .into(),
+            Honoured("stopPrice", json!("200000.00000000")),
+        ),
+        ("newOrderRespType", format!("{base}&newOrderRespType=ACK"), Honoured("status", json!(null))),
+        (
+            "selfTradePreventionMode",
+            format!("{base}&selfTradePreventionMode=EXPIRE_BOTH"),
+            Honoured("selfTradePreventionMode", json!("EXPIRE_BOTH")),
+        ),
+        ("recvWindow", format!("{base}&recvWindow=5000"), Honoured("status", json!("NEW"))),
+        (
+            "icebergQty",
+            format!("{base}&icebergQty=0.001"),
+            Refused(-2010, "Iceberg orders are not supported for this symbol."),
+        ),
+        (
+            "trailingDelta",
+            format!("{base}&trailingDelta=100"),
+            Refused(-2010, "Trailing stop orders are not supported for this symbol."),
+        ),
+        (
+            "pegPriceType",
+            format!("{base}&pegPriceType=PRIMARY_PEG"),
+            Refused(-2010, "Pegged orders are not supported for this symbol."),
+        ),
+        (
+            "pegOffsetValue",
+            format!("{base}&pegOffsetValue=1"),
+            Refused(-2010, "Pegged orders are not supported for this symbol."),
+        ),
+        (
+            "pegOffsetType",
+            format!("{base}&pegOffsetType=PRICE_LEVEL"),
+            Refused(-2010, "Pegged orders are not supported for this symbol."),
+        ),
+    ];
+    let mut table = table;
+    let strategy = [
+        ("strategyId", "Parameter 'strategyId' sent when not required."),
+        ("strategyType", "Parameter 'strategyType' sent when not required."),
+    ];
+    for (name, msg) in strategy {
+        table.push((name, format!("{base}&{name}=1000000"), Refused(-1106, msg)));
+    }
+    for (name, query, want) in table {
+        let r = signed(&mut c, &alice, "POST", "/api/v3/order", &query);
+        let body = r.json();
+        match want {
+            Honoured(field, value) => {
+                assert_eq!(r.status, 200, "{name}: {body}");
+                assert_eq!(body[field], value, "{name}: {body}");
+            }
+            Refused(code, msg) => {
+                assert_eq!((r.status, body), (400, json!({"code": code, "msg": msg})), "{name}");
+            }
+        }
+    }
+    // A cancel and a cancel-replace: what they do not take is refused too,
+    // and the order stays.
+    let resting = signed(&mut c, &alice, "POST", "/api/v3/order", base).json();
+    let id = resting["orderId"].as_u64().expect("orderId");
+    let cancel = format!("symbol=BTCUSDT&orderId={id}&cancelRestrictions=ONLY_NEW");
+    let r = signed(&mut c, &alice, "DELETE", "/api/v3/order", &cancel);
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"code": -1106, "msg": "Parameter 'cancelRestrictions' sent when not required."})
+        )
+    );
+    for extra in ["cancelRestrictions=ONLY_NEW", "orderRateLimitExceededMode=CANCEL_ONLY"] {
+        let name = extra.split('=').next().unwrap_or("");
+        let query = format!("{base}&cancelReplaceMode=STOP_ON_FAILURE&cancelOrderId={id}&{extra}");
+        let r = signed(&mut c, &alice, "POST", "/api/v3/order/cancelReplace", &query);
+        let msg = format!("Parameter '{name}' sent when not required.");
+        assert_eq!(
+            (r.status, r.json()),
+            (400, json!({"code": -1106, "msg": msg})),
+            "{extra}"
+        );
+    }
+    let state = signed(
+        &mut c,
+        &alice,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={id}"),
+    );
+    assert_eq!(state.json()["status"], "NEW");
+}

@@ -110,6 +110,32 @@ const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 5] = [
 ];
 const PEGS_REFUSED: &str = "Pegged orders are not supported for this symbol.";
 
+/// Binance's order parameters that tradsys neither stores nor acts on:
+/// `strategyId` and `strategyType` (tags Binance echoes back),
+/// `cancelRestrictions` and `orderRateLimitExceededMode`. A request
+/// carrying one is refused rather than run as if it had not been sent.
+pub(crate) const ORDER_PARAMS_NOT_TAKEN: [&str; 4] = [
+    "strategyId",
+    "strategyType",
+    "cancelRestrictions",
+    "orderRateLimitExceededMode",
+];
+
+/// Refuses a request that carries one of `names` (-1106), naming it.
+pub(crate) fn refuse_not_taken(params: &Params<'_>, names: &[&str]) -> Result<(), HttpError> {
+    match names
+        .iter()
+        .find(|name| params.get(name).is_some_and(|v| !v.is_empty()))
+    {
+        Some(name) => Err(HttpError::new(
+            400,
+            binance::PARAM_NOT_REQUIRED,
+            format!("Parameter '{name}' sent when not required."),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The order a new-order request describes, checked for form only; the
 /// account machine checks filters and funds.
 pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<OrderRequest, HttpError> {
@@ -119,6 +145,7 @@ pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<Or
             return Err(HttpError::new(400, binance::NEW_ORDER_REJECTED, refusal));
         }
     }
+    refuse_not_taken(params, &ORDER_PARAMS_NOT_TAKEN)?;
     let side = enum_param(params, "side", Side::parse, binance::INVALID_SIDE, "Invalid side.")?;
     let side = side.ok_or_else(|| mandatory(params, "side").unwrap_err())?;
     let kind = enum_param(

@@ -8,8 +8,8 @@
 
 use crate::api::host::Host;
 use crate::api::params::{
-    client_id_param, enum_param, limit_param, malformed, mandatory, market_param, order_ref, order_request, resp_type,
-    u64_param, RespType,
+    client_id_param, enum_param, limit_param, malformed, mandatory, market_param, order_ref, order_request,
+    refuse_not_taken, resp_type, u64_param, RespType, ORDER_PARAMS_NOT_TAKEN,
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
@@ -285,6 +285,7 @@ pub(crate) fn write_no_discount(w: &mut JsonWriter) {
 
 async fn cancel_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_ms: u64) -> Result<Vec<u8>, HttpError> {
     let market = market_param(shard, params)?;
+    refuse_not_taken(params, &ORDER_PARAMS_NOT_TAKEN)?;
     let target = order_ref(params, "orderId", "origClientOrderId")?;
     let cancel_id = client_id_param(params, "newClientOrderId")?;
     let cancel_id = cancel_id.unwrap_or_else(|| shard.next_client_order_id());
