@@ -59,6 +59,11 @@ pub(crate) enum Endpoint {
     OrderAmendments,
     /// tradsys's dead-man's switch, in Binance's futures form.
     CountdownCancelAll,
+    /// tradsys's market maker protection, in Binance's options form.
+    MmpSet,
+    MmpQuery,
+    MmpReset,
+    MmpDelete,
     OpenOrders,
     OpenOrdersCancel,
     AllOrders,
@@ -87,7 +92,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 43] = [
+    pub(crate) const ALL: [Endpoint; 47] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -111,6 +116,10 @@ impl Endpoint {
         Endpoint::OrderAmend,
         Endpoint::OrderAmendments,
         Endpoint::CountdownCancelAll,
+        Endpoint::MmpSet,
+        Endpoint::MmpQuery,
+        Endpoint::MmpReset,
+        Endpoint::MmpDelete,
         Endpoint::OpenOrders,
         Endpoint::OpenOrdersCancel,
         Endpoint::AllOrders,
@@ -167,6 +176,10 @@ impl Endpoint {
             OrderAmend => (Put, "/api/v3/order/amend/keepPriority"),
             OrderAmendments => (Get, "/api/v3/order/amendments"),
             CountdownCancelAll => (Post, "/api/v3/countdownCancelAll"),
+            MmpSet => (Post, "/api/v3/mmpSet"),
+            MmpQuery => (Get, "/api/v3/mmp"),
+            MmpReset => (Post, "/api/v3/mmpReset"),
+            MmpDelete => (Delete, "/api/v3/mmp"),
             OpenOrders => (Get, "/api/v3/openOrders"),
             OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
             AllOrders => (Get, "/api/v3/allOrders"),
@@ -203,8 +216,8 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel
-            | CountdownCancelAll => Security::Trade,
-            OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder => {
+            | CountdownCancelAll | MmpSet | MmpReset | MmpDelete => Security::Trade,
+            OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder | MmpQuery => {
                 Security::UserData
             }
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
@@ -269,6 +282,8 @@ mod tests {
             (OrderAmend, Some(Scope::Trade), true, false),
             (OrderAmendments, Some(Scope::Read), true, false),
             (CountdownCancelAll, Some(Scope::Trade), true, false),
+            (MmpSet, Some(Scope::Trade), true, false),
+            (MmpQuery, Some(Scope::Read), true, false),
             (OpenOrdersCancel, Some(Scope::Trade), true, false),
             (OrderQuery, Some(Scope::Read), true, false),
             (Account, Some(Scope::Read), true, false),

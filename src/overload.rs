@@ -50,7 +50,8 @@ impl Priority {
         use Endpoint::*;
         match endpoint {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel | OrderQuery
-            | OrderAmendments | CountdownCancelAll | OpenOrders | Account | RateLimitOrder => Priority::Trading,
+            | OrderAmendments | CountdownCancelAll | MmpSet | MmpQuery | MmpReset | MmpDelete | OpenOrders
+            | Account | RateLimitOrder => Priority::Trading,
             Ping
             | Time
             | ExchangeInfo

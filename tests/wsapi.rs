@@ -927,3 +927,80 @@ fn the_websocket_api_amends_as_rest_does() {
         (&json!("9.50000000"), &json!("0.50000000"))
     );
 }
+
+/// Cancel on disconnect: a logged-on session guards some markets; when it
+/// ends, the user's orders there are canceled, and so after a crash, at
+/// start-up, for a session that did not survive it.
+#[test]
+fn a_guarded_session_cancels_its_markets_orders_when_it_ends() {
+    let data_dir = common::temp_data_dir();
+    let args = ["--admin-token", ADMIN_TOKEN];
+    let mut server = Server::start_in(&data_dir, 2, &args);
+    let ed = create_user_with(&server, "guarded", FUNDS, "ED25519");
+    let bid = |server: &Server, symbol: &str| {
+        let query = format!("symbol={symbol}&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=1000");
+        rest_signed(server, &ed, "POST", "/api/v3/order", &query)["orderId"].clone()
+    };
+    let open = |server: &Server, symbol: &str| {
+        let orders = rest_signed(server, &ed, "GET", "/api/v3/openOrders", &format!("symbol={symbol}"));
+        orders.as_array().map_or(0, Vec::len)
+    };
+    let guard = |ws: &mut Ws, symbols: Value| {
+        call(
+            ws,
+            json!("guard"),
+            "session.cancelOnDisconnect",
+            json!({"symbols": symbols}),
+        )
+    };
+
+    let mut ws = Ws::connect(server.addr, API);
+    let refused = guard(&mut ws, json!(["BTCUSDT"]));
+    assert_eq!(
+        (&refused["status"], &refused["error"]),
+        (
+            &json!(401),
+            &json!({"code": -1002, "msg": "session.cancelOnDisconnect needs a session logged on with session.logon."})
+        )
+    );
+    result(&mut ws, "session.logon", sign(&ed, Map::new()));
+    let unknown = guard(&mut ws, json!(["NOPE"]));
+    assert_eq!(unknown["error"], json!({"code": -1121, "msg": "Invalid symbol."}));
+    let missing = call(&mut ws, json!("guard"), "session.cancelOnDisconnect", json!({}));
+    assert_eq!(missing["error"]["code"], json!(-1102));
+
+    // Guarding BTCUSDT, then nothing, then ETHUSDT: the last one counts.
+    bid(&server, "BTCUSDT");
+    bid(&server, "ETHUSDT");
+    assert_eq!(
+        guard(&mut ws, json!(["BTCUSDT"]))["result"],
+        json!({"symbols": ["BTCUSDT"]})
+    );
+    assert_eq!(guard(&mut ws, json!([]))["result"], json!({"symbols": []}));
+    let both = guard(&mut ws, json!(["ETHUSDT", "ETHUSDT"]));
+    assert_eq!(both["result"], json!({"symbols": ["ETHUSDT"]}));
+    drop(ws);
+    assert!(
+        common::eventually(WAIT, || open(&server, "ETHUSDT") == 0),
+        "the guarded market's order was not canceled"
+    );
+    assert_eq!(open(&server, "BTCUSDT"), 1);
+
+    // A crash ends every session: at start-up, the guards of those that
+    // did not survive it cancel their markets' orders.
+    let mut ws = Ws::connect(server.addr, API);
+    result(&mut ws, "session.logon", sign(&ed, Map::new()));
+    assert_eq!(
+        guard(&mut ws, json!(["BTCUSDT"]))["result"],
+        json!({"symbols": ["BTCUSDT"]})
+    );
+    server.kill9();
+    drop(ws);
+    let server = Server::start_in(&data_dir, 2, &args);
+    assert!(
+        common::eventually(WAIT, || open(&server, "BTCUSDT") == 0),
+        "a guard of a session lost in the crash did not fire"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -553,6 +553,18 @@ pub(crate) async fn answer(shard: &impl Host, call: PeerCall) -> PeerReply {
             PeerReply::FirstTrade(klines::local_first_trade(shard, &symbol, store).await)
         }
         PeerCall::Reference { market, side } => PeerReply::Reference(shard.trading().reference_price(market, side)),
+        PeerCall::Guard { user, session, markets } => {
+            let armed = shard.trading_mut().arm_guard(user, session, markets);
+            shard.flush_engine();
+            shard.settle().await;
+            PeerReply::Guard(armed.map_err(request::trading_error))
+        }
+        PeerCall::GuardRelease { user, session } => {
+            shard.trading_mut().release_guard(user, session, crate::clock::now_ms());
+            shard.flush_engine();
+            shard.settle().await;
+            PeerReply::Guard(Ok(()))
+        }
         PeerCall::Fragments { request, markets } => {
             let entries = market::local_fragments(shard, request.borrowed(), &markets).unwrap_or_default();
             shard.settle().await;

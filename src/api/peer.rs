@@ -11,7 +11,7 @@ use crate::http::HttpError;
 use crate::metrics::Snapshot;
 use crate::store::CandlesQuery;
 use tradsys_engine::num::Price;
-use tradsys_engine::order::{MarketId, Side};
+use tradsys_engine::order::{MarketId, Side, UserId};
 
 /// What one shard's API asks of another and waits for.
 #[derive(Debug)]
@@ -44,6 +44,15 @@ pub(crate) enum PeerCall {
     /// The earliest trade of a market in the callee's backlog and, with
     /// `store`, its store.
     FirstTrade { symbol: String, store: bool },
+    /// Cancel on disconnect for a WebSocket API session of a user the
+    /// callee owns: guard `markets` (none: stop guarding).
+    Guard {
+        user: UserId,
+        session: u64,
+        markets: Vec<MarketId>,
+    },
+    /// That session ended: cancel the orders on the markets it guarded.
+    GuardRelease { user: UserId, session: u64 },
 }
 
 /// Answers to [`PeerCall`]s, variant for variant.
@@ -59,6 +68,7 @@ pub(crate) enum PeerReply {
     Jobs(Box<RestReply>),
     Candles(CandlesReply),
     FirstTrade(Result<Option<u64>, HttpError>),
+    Guard(Result<(), HttpError>),
 }
 
 /// Why a call to another shard failed.

@@ -110,6 +110,18 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::OrderAmend => amend_order(shard, params, user, now_ms).await,
         Endpoint::OrderAmendments => amendments(shard, params, user),
         Endpoint::CountdownCancelAll => countdown_cancel_all(shard, params, user, now_ms),
+        Endpoint::MmpSet => mmp_set(shard, params, user),
+        Endpoint::MmpQuery => mmp_status(shard, params, user),
+        Endpoint::MmpReset => market_param(shard, params).and_then(|market| {
+            shard.trading_mut().reset_mmp(user, market);
+            shard.flush_engine();
+            mmp_status(shard, params, user)
+        }),
+        Endpoint::MmpDelete => market_param(shard, params).map(|market| {
+            shard.trading_mut().set_mmp(user, market, None);
+            shard.flush_engine();
+            b"{}".to_vec()
+        }),
         Endpoint::OpenOrders => open_orders(shard, params, user),
         Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
@@ -411,6 +423,74 @@ fn countdown_cancel_all(
         .field_str("symbol", &shard.trading().spec(market).symbol)
         .field_str("countdownTime", &countdown_ms.to_string())
         .end_object();
+    Ok(w.into_bytes())
+}
+
+/// The longest window and freeze of a market maker protection: a day.
+const MMP_MS_MAX: u64 = 86_400_000;
+
+fn invalid(name: &str) -> HttpError {
+    HttpError::new(
+        400,
+        binance::INVALID_PARAMETER,
+        format!("Data sent for parameter '{name}' is not valid."),
+    )
+}
+
+/// POST /api/v3/mmpSet (a tradsys extension, in Binance's options form):
+/// the user's market maker protection on `symbol`.
+fn mmp_set(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
+    let market = market_param(shard, params)?;
+    let millis = |name: &str, min: u64| -> Result<u64, HttpError> {
+        mandatory(params, name)?;
+        let value = u64_param(params, name)?.unwrap_or(0);
+        match value >= min && value <= MMP_MS_MAX {
+            true => Ok(value),
+            false => Err(invalid(name)),
+        }
+    };
+    let limit = |name: &str| -> Result<Qty, HttpError> {
+        let value = parse_units(mandatory(params, name)?).map_err(|_| malformed(name))?;
+        match value > 0 {
+            true => Ok(Qty(value)),
+            false => Err(invalid(name)),
+        }
+    };
+    let config = tradsys_engine::account::MmpConfig {
+        window_ms: millis("windowTimeInMilliseconds", 1)?,
+        frozen_ms: millis("frozenTimeInMilliseconds", 0)?,
+        qty_limit: limit("qtyLimit")?,
+        delta_limit: limit("deltaLimit")?,
+    };
+    shard.trading_mut().set_mmp(user, market, Some(config));
+    shard.flush_engine();
+    mmp_status(shard, params, user)
+}
+
+/// GET /api/v3/mmp: the protection on `symbol`, and until when it is
+/// frozen (0: not frozen; -1: until reset).
+fn mmp_status(shard: &impl Host, params: &Params<'_>, user: UserId) -> Result<Vec<u8>, HttpError> {
+    let market = market_param(shard, params)?;
+    let trading = shard.trading();
+    let Some(state) = trading.accounts().mmp(user, market) else {
+        return Err(HttpError::new(
+            400,
+            binance::NO_SUCH_ORDER,
+            "No market maker protection is set for this symbol.",
+        ));
+    };
+    let mut w = JsonWriter::with_capacity(256);
+    w.begin_object()
+        .field_str("symbol", &trading.spec(market).symbol)
+        .field_uint("windowTimeInMilliseconds", state.config.window_ms)
+        .field_uint("frozenTimeInMilliseconds", state.config.frozen_ms)
+        .field_decimal("qtyLimit", state.config.qty_limit.0)
+        .field_decimal("deltaLimit", state.config.delta_limit.0);
+    match state.frozen_until_ms {
+        u64::MAX => w.field_int("frozenUntil", -1),
+        until => w.field_uint("frozenUntil", until),
+    };
+    w.end_object();
     Ok(w.into_bytes())
 }
 

@@ -69,6 +69,7 @@ pub(crate) fn weight(endpoint: Endpoint, params: &WeightParams) -> u32 {
         },
         OrderNew | OrderCancel | OrderCancelReplace | OpenOrdersCancel => 1,
         CountdownCancelAll => 10,
+        MmpSet | MmpQuery | MmpReset | MmpDelete => 1,
         OrderTest => match params.compute_commission_rates {
             Some("true") => 20,
             _ => 1,

@@ -43,6 +43,9 @@ pub(crate) enum WsMethod {
     SubscribeSignature,
     Unsubscribe,
     Subscriptions,
+    /// `session.cancelOnDisconnect` (tradsys): the session's user's orders
+    /// on the markets named are canceled when the session ends.
+    CancelOnDisconnect,
     /// `userDataStream.start/ping/stop`: retired by Binance on 2026-02-20.
     Retired,
 }
@@ -76,6 +79,10 @@ const METHODS: &[(&str, WsMethod)] = &[
         "openOrders.countdownCancelAll",
         WsMethod::Rest(Endpoint::CountdownCancelAll),
     ),
+    ("mmp.set", WsMethod::Rest(Endpoint::MmpSet)),
+    ("mmp.status", WsMethod::Rest(Endpoint::MmpQuery)),
+    ("mmp.reset", WsMethod::Rest(Endpoint::MmpReset)),
+    ("mmp.delete", WsMethod::Rest(Endpoint::MmpDelete)),
     ("openOrders.status", WsMethod::Rest(Endpoint::OpenOrders)),
     ("openOrders.cancelAll", WsMethod::Rest(Endpoint::OpenOrdersCancel)),
     ("account.status", WsMethod::Rest(Endpoint::Account)),
@@ -89,6 +96,7 @@ const METHODS: &[(&str, WsMethod)] = &[
     ("userDataStream.subscribe.signature", WsMethod::SubscribeSignature),
     ("userDataStream.unsubscribe", WsMethod::Unsubscribe),
     ("session.subscriptions", WsMethod::Subscriptions),
+    ("session.cancelOnDisconnect", WsMethod::CancelOnDisconnect),
     ("userDataStream.start", WsMethod::Retired),
     ("userDataStream.ping", WsMethod::Retired),
     ("userDataStream.stop", WsMethod::Retired),

@@ -459,6 +459,7 @@ struct Merged {
     /// What shard 0 received from other instances (`trading::remote`).
     remote_received: Vec<(u32, u32, u64)>,
     countdowns: Vec<(tradsys_engine::order::UserId, tradsys_engine::order::MarketId, u64)>,
+    guards: Vec<(tradsys_engine::order::UserId, u64, Vec<tradsys_engine::order::MarketId>)>,
 }
 
 impl Merged {
@@ -475,6 +476,7 @@ impl Merged {
             order_id_max: 0,
             remote_received: images[0].trading.remote.received.clone(),
             countdowns: Vec::new(),
+            guards: Vec::new(),
         };
         for image in images {
             merged.add(image);
@@ -507,6 +509,7 @@ impl Merged {
         self.users.extend(t.users);
         self.keys.extend(t.keys);
         self.countdowns.extend(t.countdowns);
+        self.guards.extend(t.guards);
     }
 
     /// Shard `i`'s part: its markets' books and data, its users and keys,
@@ -560,6 +563,12 @@ impl Merged {
                 .iter()
                 .filter(|(u, _, _)| owner_of(*u, shards) == i)
                 .copied()
+                .collect(),
+            guards: self
+                .guards
+                .iter()
+                .filter(|(u, _, _)| owner_of(*u, shards) == i)
+                .cloned()
                 .collect(),
         };
         let market_data = self

@@ -330,7 +330,11 @@ pub(crate) fn attach_user_id(shard: &Shard, user: UserId, to: usize) -> bool {
 /// shard's users, once each, to each shard holding the user's stream
 /// connections.
 pub(super) fn user_events(shard: &Shard, out: &mut Output) {
-    if out.user_updates.is_empty() && out.balance_updates.is_empty() && out.closed_listen_keys.is_empty() {
+    if out.user_updates.is_empty()
+        && out.balance_updates.is_empty()
+        && out.closed_listen_keys.is_empty()
+        && out.mmp_events.is_empty()
+    {
         return;
     }
     let now_ms = crate::clock::now_ms();
@@ -352,6 +356,9 @@ pub(super) fn user_events(shard: &Shard, out: &mut Output) {
     for (user, key) in out.closed_listen_keys.drain(..) {
         publish_user_event(shard, UserEvent::KeyClosed { user, key }, now_ms);
     }
+    for event in out.mmp_events.drain(..) {
+        publish_user_event(shard, UserEvent::Mmp(event), now_ms);
+    }
 }
 
 /// Webhook events waiting for the job queue, per shard, at most.
@@ -364,7 +371,7 @@ fn webhook_event(shard: &Shard, event: &UserEvent, time_ms: u64) {
     let wanted = match event {
         UserEvent::Order(update) => update.trade.is_some(),
         UserEvent::Balance(_) => true,
-        UserEvent::KeyClosed { .. } => false,
+        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) => false,
     };
     if !wanted || shard.webhooks.borrow().get(user).is_none() {
         return;

@@ -130,7 +130,12 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> Result<(), String> {
     let start = wait_for_start(&setup.start).await?;
     delay_for_test(&setup).await;
     install(&shard, &setup, start.image)?;
+    // Taken before anything can run on this shard: no session survived
+    // the restart, so every guard recovered is released below, and only
+    // those (a session opened meanwhile has an id of its own).
+    let stale_guards = shard.trading().guard_sessions();
     open_journal(&shard, &setup, start.generation).await?;
+    release_stale_guards(&shard, &stale_guards);
     open_history(&shard, &setup, start.generation)?;
     let webhooks_dir = snapshot::shard_dir(&setup.config.data_dir, setup.index as u32);
     *shard.webhooks.borrow_mut() = crate::api::webhooks::Webhooks::open(&webhooks_dir)?;
@@ -710,6 +715,19 @@ async fn stream_ticks(shard: Rc<Shard>) {
         tick += 1;
         publish::periodic(&shard, tick, crate::clock::now_ms());
     }
+}
+
+/// Cancels the orders the WebSocket API sessions that did not survive the
+/// restart guarded (cancel on disconnect).
+fn release_stale_guards(shard: &Shard, stale: &[(tradsys_engine::order::UserId, u64)]) {
+    if stale.is_empty() {
+        return;
+    }
+    let now_ms = crate::clock::now_ms();
+    for &(user, session) in stale {
+        shard.trading_mut().release_guard(user, session, now_ms);
+    }
+    shard.flush_engine();
 }
 
 /// How often a shard looks for dead-man's switches that ran out.

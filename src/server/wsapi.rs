@@ -79,6 +79,11 @@ pub(crate) struct Session {
     /// must wait for durability (`api::Settle::Later`). Requests that ran
     /// on another shard settled there.
     unsettled: bool,
+    /// Cancel on disconnect: the user whose orders this session guards
+    /// (`session.cancelOnDisconnect`), and the session's random id, under
+    /// which the user's shard journals the guard.
+    guard: Option<UserId>,
+    id: u64,
 }
 
 /// What a method answered: HTTP status, body (result or error object) and
@@ -132,6 +137,8 @@ impl Session {
             ids_used: 0,
             trailing: Vec::new(),
             unsettled: false,
+            guard: None,
+            id: 0,
         }
     }
 
@@ -355,6 +362,7 @@ impl Session {
             WsMethod::SubscribeSignature => self.subscribe_signature(shard, out, t, now_ms).await,
             WsMethod::Unsubscribe => self.unsubscribe(shard, out, t),
             WsMethod::Subscriptions => Ok(self.subscriptions_json()),
+            WsMethod::CancelOnDisconnect => self.cancel_on_disconnect(shard, t).await,
             WsMethod::Rest(_) | WsMethod::Retired => Err(HttpError::new(400, binance::UNKNOWN, "Unexpected method.")),
         };
         match result {
@@ -507,6 +515,87 @@ impl Session {
         Ok(b"{}".to_vec())
     }
 
+    /// `session.cancelOnDisconnect` (tradsys): from now on, when this
+    /// session ends (the client closes it, the network drops it, tradsys
+    /// stops or crashes), every open order of the logged-on user on
+    /// `symbols` is canceled. `symbols=[]` stops it. The user's shard
+    /// journals the guard before the answer leaves.
+    async fn cancel_on_disconnect(&mut self, shard: &Shard, t: &Translated<'_>) -> Result<Vec<u8>, HttpError> {
+        let Some(logon) = &self.logon else {
+            return Err(HttpError::new(
+                401,
+                binance::UNAUTHORIZED,
+                "session.cancelOnDisconnect needs a session logged on with session.logon.",
+            ));
+        };
+        let user = logon.user;
+        let params = t.params();
+        let list = params.get("symbols").ok_or_else(|| {
+            HttpError::new(
+                400,
+                binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                "Mandatory parameter 'symbols' was not sent, was empty/null, or malformed.",
+            )
+        })?;
+        let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
+            HttpError::new(
+                400,
+                binance::ILLEGAL_CHARS,
+                "Illegal characters found in parameter 'symbols'.",
+            )
+        })?;
+        let mut markets = Vec::with_capacity(names.len().min(shard.trading().specs().len()));
+        for name in &names {
+            let market = shard.trading().market(name).ok_or_else(api::params::bad_symbol)?;
+            if !markets.contains(&market) {
+                markets.push(market);
+            }
+        }
+        if self.guard.is_some_and(|guarded| guarded != user) {
+            // A logon as another user: the first user's guard ends with
+            // the change, as the session would for them.
+            self.release_guard(shard).await;
+        }
+        if self.id == 0 {
+            let mut bytes = [0u8; 8];
+            crate::auth::random_bytes(&mut bytes);
+            self.id = u64::from_le_bytes(bytes).max(1);
+        }
+        let on = !markets.is_empty();
+        let call = PeerCall::Guard {
+            user,
+            session: self.id,
+            markets: markets.clone(),
+        };
+        match on_user_shard(shard, user, call).await {
+            Some(PeerReply::Guard(result)) => result?,
+            _ => return Err(api::request::unavailable()),
+        }
+        self.guard = on.then_some(user);
+        let trading = shard.trading();
+        let mut w = JsonWriter::with_capacity(64);
+        w.begin_object().key("symbols").begin_array();
+        for market in &markets {
+            w.str(&trading.spec(*market).symbol);
+        }
+        w.end_array().end_object();
+        Ok(w.into_bytes())
+    }
+
+    /// The session ended: its guard's orders are canceled on the user's
+    /// shard. Retried a few times; should every try fail (the shard is
+    /// stopping), the guard is released when tradsys next starts.
+    pub(crate) async fn release_guard(&mut self, shard: &Shard) {
+        let Some(user) = self.guard.take() else { return };
+        for attempt in 0..GUARD_RELEASE_TRIES {
+            let call = PeerCall::GuardRelease { user, session: self.id };
+            if let Some(PeerReply::Guard(Ok(()))) = on_user_shard(shard, user, call).await {
+                return;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+        }
+    }
+
     /// Whether the answers given since the last call wait for durability
     /// first; resets.
     pub(crate) fn take_unsettled(&mut self) -> bool {
@@ -637,6 +726,20 @@ fn end_subscription(shard: &Shard, out: &Rc<Outbound>, subscription: Subscriptio
         .end_object();
     crate::streams::subscription_frame(subscription.id, &w.into_bytes())
 }
+
+/// Runs `call` on `user`'s shard: here, or over the mesh. `None` when the
+/// shard did not answer.
+async fn on_user_shard(shard: &Shard, user: UserId, call: PeerCall) -> Option<PeerReply> {
+    let owner = shard.trading().user_shard(user) as usize;
+    if owner == shard.index {
+        return Some(api::answer(shard, call).await);
+    }
+    shard.call(owner, call).await.ok()
+}
+
+/// Tries to release a closed session's guard (100 ms, then twice as long
+/// each time).
+const GUARD_RELEASE_TRIES: u32 = 4;
 
 /// An [`Authorize`] for a request signed like `session.logon`.
 fn signed_authorize(

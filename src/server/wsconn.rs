@@ -221,6 +221,7 @@ pub(crate) async fn serve(
     }
     if let Some(session) = &mut conn.session {
         session.close(shard, &conn.out);
+        session.release_guard(shard).await;
     }
     shard.ws_closed(peer);
 }

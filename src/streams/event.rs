@@ -299,6 +299,8 @@ pub(crate) enum UserEvent {
     /// The listen key expired or was closed: listenKeyExpired to the
     /// connections of that key, which then close.
     KeyClosed { user: UserId, key: String },
+    /// The user's market maker protection fired: mmpTriggered.
+    Mmp(crate::trading::MmpEvent),
 }
 
 impl UserEvent {
@@ -307,6 +309,7 @@ impl UserEvent {
             UserEvent::Order(update) => update.user,
             UserEvent::Balance(update) => update.user,
             UserEvent::KeyClosed { user, .. } => *user,
+            UserEvent::Mmp(event) => event.user,
         }
     }
 }
@@ -393,6 +396,24 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
         .field_uint("W", view.time_ms)
         .field_str("V", view.stp.as_str())
         .end_object();
+}
+
+/// tradsys's `mmpTriggered`: the protection of the user in market `s`
+/// fired at `T`; new orders there are refused until `frozenUntil` (-1:
+/// until reset).
+pub(super) fn mmp_payload(event: &crate::trading::MmpEvent, time_ms: u64, trading: &Trading) -> Vec<u8> {
+    let mut w = JsonWriter::with_capacity(128);
+    w.begin_object()
+        .field_str("e", "mmpTriggered")
+        .field_uint("E", time_ms)
+        .field_str("s", &trading.spec(event.market).symbol)
+        .field_uint("T", event.time_ms);
+    match event.frozen_until_ms {
+        u64::MAX => w.field_int("frozenUntil", -1),
+        until => w.field_uint("frozenUntil", until),
+    };
+    w.end_object();
+    w.into_bytes()
 }
 
 /// Binance's `outboundAccountPosition` for the assets an event moved.

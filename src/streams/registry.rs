@@ -416,6 +416,7 @@ impl Registry {
         };
         let payloads = match event {
             UserEvent::KeyClosed { key, .. } => return close_user_key(outs, key, time_ms),
+            UserEvent::Mmp(mmp) => return push_user_single(outs, &mmp_payload(mmp, time_ms, trading)),
             event => match user_event_payloads(event, time_ms, trading) {
                 Some(payloads) => payloads,
                 None => return 0,
@@ -574,6 +575,24 @@ pub(crate) fn user_event_payloads(event: &UserEvent, time_ms: u64, trading: &Tra
             let position = account_position_payload(&[(update.asset, update.balance)], time_ms, time_ms, trading);
             Some([w.into_bytes(), position])
         }
-        UserEvent::KeyClosed { .. } => None,
+        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) => None,
     }
+}
+
+/// Queues one payload for every user-stream connection in `outs`;
+/// returns the queues that overflowed.
+fn push_user_single(outs: &[UserConnection], payload: &[u8]) -> usize {
+    let raw = frame_of(payload);
+    let mut overflowed = 0;
+    for (out, delivery) in outs {
+        let frame = match delivery {
+            Delivery::ListenKey(_) if !out.is_combined() => raw.clone(),
+            Delivery::ListenKey(key) => combined_frame(key, payload),
+            Delivery::Subscription(id) => subscription_frame(*id, payload),
+        };
+        if out.push(frame) == Push::Overflowed {
+            overflowed += 1;
+        }
+    }
+    overflowed
 }

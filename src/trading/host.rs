@@ -27,7 +27,7 @@ use crate::trading::remote::{Arrival, RemoteImage, RemoteLinks, OUTBOX_HARD_MAX,
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tradsys_engine::account::{
-    asset_names, owner_of, AccountEvent, Accounts, Amendment, Balance, NewOrderResult, OrderRef,
+    asset_names, owner_of, AccountEvent, Accounts, Amendment, Balance, MmpConfig, NewOrderResult, OrderRef,
 };
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
@@ -108,6 +108,10 @@ enum Waiter {
     Amend(oneshot::Sender<AmendOutcome>),
 }
 
+/// WebSocket API sessions of one shard's users that may hold
+/// cancel-on-disconnect guards at once.
+pub const GUARDS_PER_SHARD_MAX: usize = 65_536;
+
 /// Instances a cluster may have (`cluster::INSTANCES_MAX`).
 const INSTANCES: usize = crate::cluster::INSTANCES_MAX;
 
@@ -182,6 +186,17 @@ pub struct UserUpdate {
     pub amended_from: Option<ClientOrderId>,
 }
 
+/// A user's market maker protection fired at `time_ms`: their orders in
+/// `market` are being canceled and new ones refused until
+/// `frozen_until_ms` (`u64::MAX`: until reset).
+#[derive(Clone, Copy, Debug)]
+pub struct MmpEvent {
+    pub user: UserId,
+    pub market: MarketId,
+    pub time_ms: u64,
+    pub frozen_until_ms: u64,
+}
+
 /// A deposit or withdrawal of one user, for `balanceUpdate`: the signed
 /// change and the asset's balance after it.
 #[derive(Clone, Copy, Debug)]
@@ -213,6 +228,9 @@ pub struct TradingImage {
     /// The dead-man's switches of this shard's users: (user, market,
     /// deadline ms).
     pub countdowns: Vec<(UserId, MarketId, u64)>,
+    /// The cancel-on-disconnect guards of this shard's users: (user,
+    /// session, markets).
+    pub guards: Vec<(UserId, u64, Vec<MarketId>)>,
 }
 
 /// One API key in a snapshot.
@@ -258,6 +276,8 @@ pub struct Output {
     /// Deposits and withdrawals of the users on this shard, for
     /// `balanceUpdate`.
     pub balance_updates: Vec<BalanceUpdate>,
+    /// Market maker protections of this shard's users that fired.
+    pub mmp_events: Vec<MmpEvent>,
     /// Users whose order traded for the first time; the order limiter
     /// takes them off its counts.
     pub first_fills: Vec<UserId>,
@@ -276,6 +296,7 @@ impl Output {
         self.touched_levels.clear();
         self.user_updates.clear();
         self.balance_updates.clear();
+        self.mmp_events.clear();
         self.first_fills.clear();
         self.closed_listen_keys.clear();
     }
@@ -329,6 +350,9 @@ pub struct Trading {
     /// (user, market) that has one, and the same ordered by deadline.
     countdowns: BTreeMap<(UserId, MarketId), u64>,
     countdowns_due: std::collections::BTreeSet<(u64, UserId, MarketId)>,
+    /// Cancel on disconnect: the markets each WebSocket API session of a
+    /// user guards, by (user, session).
+    guards: BTreeMap<(UserId, u64), Vec<MarketId>>,
     /// In a cluster, this instance's place (`cluster::process_place`, the
     /// same for every `Trading` of the process, replayed ones too): it
     /// hands out only user ids whose slot it owns.
@@ -392,6 +416,7 @@ impl Trading {
             remote: RemoteLinks::default(),
             countdowns: BTreeMap::new(),
             countdowns_due: std::collections::BTreeSet::new(),
+            guards: BTreeMap::new(),
             specs,
             place: crate::cluster::process_place(),
         }
@@ -850,6 +875,69 @@ impl Trading {
         self.cancel_all_core(user, market, now_ms, None);
     }
 
+    /// Sets (or, with `None`, removes) `user`'s market maker protection in
+    /// `market` (see `Accounts::set_mmp`).
+    pub fn set_mmp(&mut self, user: UserId, market: MarketId, config: Option<MmpConfig>) {
+        self.record(Record::MmpSet { user, market, config });
+        self.accounts.set_mmp(user, market, config);
+    }
+
+    /// Ends `user`'s protection freeze in `market`.
+    pub fn reset_mmp(&mut self, user: UserId, market: MarketId) {
+        self.record(Record::MmpReset { user, market });
+        self.accounts.reset_mmp(user, market);
+    }
+
+    /// Guards `markets` of `user` for session `session`: when the session
+    /// ends ([`Trading::release_guard`]) or does not survive a restart,
+    /// the user's orders on them are canceled. No markets turns it off.
+    /// At most `GUARDS_PER_SHARD_MAX` sessions of this shard's users hold
+    /// guards.
+    pub fn arm_guard(&mut self, user: UserId, session: u64, markets: Vec<MarketId>) -> Result<(), TradingError> {
+        let known = self.guards.contains_key(&(user, session));
+        if !known && !markets.is_empty() && self.guards.len() >= GUARDS_PER_SHARD_MAX {
+            return Err(TradingError::Busy);
+        }
+        self.record(Record::GuardArm {
+            user,
+            session,
+            markets: markets.clone(),
+        });
+        self.guard_core(user, session, markets);
+        Ok(())
+    }
+
+    fn guard_core(&mut self, user: UserId, session: u64, markets: Vec<MarketId>) {
+        if markets.is_empty() {
+            self.guards.remove(&(user, session));
+        } else {
+            self.guards.insert((user, session), markets);
+        }
+    }
+
+    /// Session `session` of `user` ended: the orders on the markets it
+    /// guarded are canceled. Whether it guarded any.
+    pub fn release_guard(&mut self, user: UserId, session: u64, now_ms: u64) -> bool {
+        if !self.guards.contains_key(&(user, session)) {
+            return false;
+        }
+        self.record(Record::GuardRelease { user, session, now_ms });
+        self.release_core(user, session, now_ms);
+        true
+    }
+
+    fn release_core(&mut self, user: UserId, session: u64, now_ms: u64) {
+        for market in self.guards.remove(&(user, session)).unwrap_or_default() {
+            self.cancel_all_core(user, market, now_ms, None);
+        }
+    }
+
+    /// The (user, session) of every guard: at start-up, those of sessions
+    /// that did not survive the restart.
+    pub fn guard_sessions(&self) -> Vec<(UserId, u64)> {
+        self.guards.keys().copied().collect()
+    }
+
     /// Cancels `target` and places `request` as Binance's cancelReplace.
     #[allow(clippy::too_many_arguments)]
     pub fn cancel_replace(
@@ -977,6 +1065,22 @@ impl Trading {
             }
             Record::CountdownFired { user, market, now_ms } => {
                 self.countdown_fired_core(*user, *market, *now_ms);
+                Ok(())
+            }
+            Record::GuardArm { user, session, markets } => {
+                self.guard_core(*user, *session, markets.clone());
+                Ok(())
+            }
+            Record::GuardRelease { user, session, now_ms } => {
+                self.release_core(*user, *session, *now_ms);
+                Ok(())
+            }
+            Record::MmpSet { user, market, config } => {
+                self.accounts.set_mmp(*user, *market, *config);
+                Ok(())
+            }
+            Record::MmpReset { user, market } => {
+                self.accounts.reset_mmp(*user, *market);
                 Ok(())
             }
             Record::AllocateUser => {
@@ -1241,6 +1345,17 @@ impl Trading {
             }
             AccountEvent::OrderUpdate(view) => self.on_order_update(view),
             AccountEvent::Amended { order_id, result } => self.on_amended(order_id, result),
+            AccountEvent::MmpTriggered {
+                user,
+                market,
+                time_ms,
+                frozen_until_ms,
+            } => self.out.mmp_events.push(MmpEvent {
+                user,
+                market,
+                time_ms,
+                frozen_until_ms,
+            }),
         }
     }
 
@@ -1661,6 +1776,7 @@ impl Trading {
             received_seq: self.received_seq,
             remote: self.remote.to_image(),
             countdowns: self.countdowns.iter().map(|(&(u, m), &d)| (u, m, d)).collect(),
+            guards: self.guards.into_iter().map(|((u, s), m)| (u, s, m)).collect(),
         }
     }
 
@@ -1709,6 +1825,18 @@ impl Trading {
             }
             trading.countdown_core(user, market, deadline_ms);
         }
+        for (user, session, markets) in image.guards {
+            let fits = !markets.is_empty()
+                && markets.iter().all(|m| usize::from(m.0) < trading.specs.len())
+                && trading.accounts.owns(user);
+            if !fits {
+                return Err(format!(
+                    "snapshot of shard {}: a guard of user {user} that cannot be",
+                    trading.shard
+                ));
+            }
+            trading.guard_core(user, session, markets);
+        }
         // The checksum proved the bytes are the ones written; this proves
         // they are a state the engine makes.
         trading
@@ -1752,6 +1880,11 @@ impl Trading {
             h.u64(user);
             h.u64(u64::from(market.0));
             h.u64(deadline_ms);
+        }
+        for (&(user, session), markets) in &self.guards {
+            h.u64(user);
+            h.u64(session);
+            markets.iter().for_each(|m| h.u64(u64::from(m.0)));
         }
         h.finish()
     }

@@ -14,7 +14,7 @@
 
 use crate::auth::KeyType;
 use crate::trading::msg::EngineMsg;
-use tradsys_engine::account::OrderRef;
+use tradsys_engine::account::{MmpConfig, OrderRef};
 use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::{CancelReplaceMode, ClientOrderId, MarketId, OrderRequest, UserId};
 
@@ -112,6 +112,32 @@ pub enum Record {
         user: UserId,
         market: MarketId,
         now_ms: u64,
+    },
+    /// Cancel on disconnect: when WebSocket API session `session` of
+    /// `user` ends, the user's orders on `markets` are canceled; no
+    /// markets turns it off.
+    GuardArm {
+        user: UserId,
+        session: u64,
+        markets: Vec<MarketId>,
+    },
+    /// Session `session` of `user` ended at `now_ms` (or did not survive a
+    /// restart): its guarded markets' orders are canceled.
+    GuardRelease {
+        user: UserId,
+        session: u64,
+        now_ms: u64,
+    },
+    /// `user`'s market maker protection in `market` set, or removed.
+    MmpSet {
+        user: UserId,
+        market: MarketId,
+        config: Option<MmpConfig>,
+    },
+    /// `user`'s protection freeze in `market` ended by hand.
+    MmpReset {
+        user: UserId,
+        market: MarketId,
     },
 }
 
@@ -223,6 +249,30 @@ mod tests {
                 user: 7,
                 market: MarketId(1),
                 now_ms: 1_700_000_060_001,
+            },
+            Record::GuardArm {
+                user: 7,
+                session: 0x1234_5678_9abc_def0,
+                markets: vec![MarketId(0), MarketId(2)],
+            },
+            Record::GuardRelease {
+                user: 7,
+                session: 0x1234_5678_9abc_def0,
+                now_ms: 1_700_000_070_000,
+            },
+            Record::MmpSet {
+                user: 7,
+                market: MarketId(1),
+                config: Some(MmpConfig {
+                    window_ms: 5_000,
+                    frozen_ms: 60_000,
+                    qty_limit: Qty(1_000_000),
+                    delta_limit: Qty(500_000),
+                }),
+            },
+            Record::MmpReset {
+                user: 7,
+                market: MarketId(1),
             },
             Record::Amend {
                 user: 7,

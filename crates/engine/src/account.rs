@@ -161,6 +161,15 @@ pub enum AccountEvent {
         order_id: OrderId,
         result: Result<(OrderView, Amendment), EngineError>,
     },
+    /// Market maker protection fired for `user` in `market` at `time_ms`:
+    /// their orders there are being canceled, and new ones are refused
+    /// until `frozen_until_ms`.
+    MmpTriggered {
+        user: UserId,
+        market: MarketId,
+        time_ms: u64,
+        frozen_until_ms: u64,
+    },
     /// A trade of one of this machine's users.
     Trade { user: UserId, trade: UserTrade },
 }
@@ -178,6 +187,32 @@ pub struct Amendment {
     pub orig_qty: Qty,
     pub new_qty: Qty,
     pub time_ms: u64,
+}
+
+/// Market maker protection of one user in one market: fills of the user's
+/// orders there within `window_ms` of the window's first fill that add up
+/// to more than `qty_limit`, or whose buys minus sells exceed
+/// `delta_limit` either way, cancel all the user's orders in the market
+/// and refuse new ones for `frozen_ms` (0: until reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MmpConfig {
+    pub window_ms: u64,
+    pub frozen_ms: u64,
+    pub qty_limit: Qty,
+    pub delta_limit: Qty,
+}
+
+/// A protection's configuration and where its window stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MmpState {
+    pub config: MmpConfig,
+    /// The window's first fill; none yet: `None`.
+    pub window_start_ms: Option<u64>,
+    /// Quantity filled in the window, and bought minus sold.
+    pub qty: i64,
+    pub delta: i64,
+    /// New orders are refused before this time (`u64::MAX`: until reset).
+    pub frozen_until_ms: u64,
 }
 
 /// An amendment sent to its book, waiting for the book's answer.
@@ -288,6 +323,9 @@ pub struct Accounts {
     closed: History<OrderView, ORDERS_CLOSED_PER_USER_MAX>,
     trades: History<UserTrade, TRADES_PER_USER_MAX>,
     amends: History<Amendment, AMENDS_PER_USER_MAX>,
+    /// Market maker protections, by (user, market).
+    #[rkyv(with = rkyv::with::AsVec)]
+    mmp: FastMap<(UserId, u16), MmpState>,
 }
 
 impl Accounts {
@@ -321,6 +359,7 @@ impl Accounts {
             closed: History::new(ORDERS_CLOSED_PER_MACHINE_MAX),
             trades: History::new(TRADES_PER_MACHINE_MAX),
             amends: History::new(AMENDS_PER_MACHINE_MAX),
+            mmp: FastMap::with_hasher(FastBuildHasher),
         }
     }
 
@@ -530,6 +569,9 @@ impl Accounts {
         let spec = &self.specs[usize::from(request.market.0)];
         check_params(request)?;
         check_filters(spec, request)?;
+        if self.is_frozen(user, request.market, time_ms) {
+            return Err(EngineError::MmpFrozen);
+        }
         let order = self.lock_plan(request, order_id, user, reference, time_ms)?;
         let info = self.markets[usize::from(request.market.0)];
         let (asset, amount) = match request.side {
@@ -804,6 +846,104 @@ impl Accounts {
         });
     }
 
+    /// Sets (or, with `None`, removes) `user`'s market maker protection in
+    /// `market`; a new configuration starts a new window and ends a
+    /// freeze.
+    pub fn set_mmp(&mut self, user: UserId, market: MarketId, config: Option<MmpConfig>) {
+        assert!(usize::from(market.0) < self.markets.len());
+        match config {
+            Some(config) => {
+                let state = MmpState {
+                    config,
+                    window_start_ms: None,
+                    qty: 0,
+                    delta: 0,
+                    frozen_until_ms: 0,
+                };
+                self.mmp.insert((user, market.0), state);
+            }
+            None => {
+                self.mmp.remove(&(user, market.0));
+            }
+        }
+    }
+
+    /// Ends a freeze and starts a new window (Binance's mmpReset).
+    pub fn reset_mmp(&mut self, user: UserId, market: MarketId) {
+        if let Some(state) = self.mmp.get_mut(&(user, market.0)) {
+            *state = MmpState {
+                window_start_ms: None,
+                qty: 0,
+                delta: 0,
+                frozen_until_ms: 0,
+                ..*state
+            };
+        }
+    }
+
+    /// `user`'s protection in `market`, if set.
+    pub fn mmp(&self, user: UserId, market: MarketId) -> Option<MmpState> {
+        self.mmp.get(&(user, market.0)).copied()
+    }
+
+    fn is_frozen(&self, user: UserId, market: MarketId, time_ms: u64) -> bool {
+        !self.mmp.is_empty() && self.mmp(user, market).is_some_and(|m| time_ms < m.frozen_until_ms)
+    }
+
+    /// Counts a fill of `user`'s in `market` against their protection and
+    /// fires it when a limit is exceeded: every open order of theirs
+    /// there is canceled (the cancels go out after the fill's book
+    /// operation) and new ones are refused while frozen.
+    #[allow(clippy::too_many_arguments)]
+    fn count_mmp(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        side: Side,
+        qty: Qty,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        let Some(m) = self.mmp.get_mut(&(user, market.0)) else {
+            return;
+        };
+        if time_ms < m.frozen_until_ms {
+            return;
+        }
+        let in_window = m
+            .window_start_ms
+            .is_some_and(|start| time_ms.saturating_sub(start) < m.config.window_ms);
+        if !in_window {
+            m.window_start_ms = Some(time_ms);
+            m.qty = 0;
+            m.delta = 0;
+        }
+        m.qty = m.qty.saturating_add(qty.0);
+        m.delta = match side {
+            Side::Buy => m.delta.saturating_add(qty.0),
+            Side::Sell => m.delta.saturating_sub(qty.0),
+        };
+        if m.qty <= m.config.qty_limit.0 && m.delta.saturating_abs() <= m.config.delta_limit.0 {
+            return;
+        }
+        m.frozen_until_ms = match m.config.frozen_ms {
+            0 => u64::MAX,
+            ms => time_ms.saturating_add(ms),
+        };
+        m.window_start_ms = None;
+        m.qty = 0;
+        m.delta = 0;
+        let frozen_until_ms = m.frozen_until_ms;
+        self.cancel_all(user, market, time_ms, out);
+        events.push(AccountEvent::MmpTriggered {
+            user,
+            market,
+            time_ms,
+            frozen_until_ms,
+        });
+    }
+
     /// The amendments of `user`'s order `order_id` still remembered,
     /// oldest first.
     pub fn amendments(&self, user: UserId, order_id: OrderId) -> Vec<Amendment> {
@@ -914,7 +1054,7 @@ impl Accounts {
         here: impl Fn(UserId) -> bool,
     ) {
         match msg {
-            ToAccount::Fill(fill) => self.on_fill(&fill, events, here),
+            ToAccount::Fill(fill) => self.on_fill(&fill, out, events, here),
             ToAccount::Placed {
                 order_id,
                 status,
@@ -945,12 +1085,24 @@ impl Accounts {
         }
     }
 
-    fn on_fill(&mut self, fill: &Fill, events: &mut Vec<AccountEvent>, here: impl Fn(UserId) -> bool) {
-        if self.owns(fill.taker_user) && here(fill.taker_user) {
-            self.settle(fill, false, events);
-        }
-        if self.owns(fill.maker_user) && here(fill.maker_user) {
-            self.settle(fill, true, events);
+    fn on_fill(
+        &mut self,
+        fill: &Fill,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+        here: impl Fn(UserId) -> bool,
+    ) {
+        let sides = [
+            (fill.taker_user, false, fill.taker_side),
+            (fill.maker_user, true, fill.taker_side.opposite()),
+        ];
+        for (user, is_maker, side) in sides {
+            if self.owns(user) && here(user) {
+                self.settle(fill, is_maker, events);
+                if !self.mmp.is_empty() {
+                    self.count_mmp(user, fill.market, side, fill.qty, fill.time_ms, out, events);
+                }
+            }
         }
     }
 
@@ -1225,6 +1377,15 @@ impl Accounts {
             }
             h.u64(self.closed.newest_first(u.closed).count() as u64);
         }
+        let mut mmp: Vec<(&(UserId, u16), &MmpState)> = self.mmp.iter().collect();
+        mmp.sort_unstable_by_key(|(key, _)| **key);
+        for (&(user, market), m) in mmp {
+            h.u64(user);
+            h.u64(u64::from(market));
+            h.u64(m.frozen_until_ms);
+            h.i64(m.qty);
+            h.i64(m.delta);
+        }
         for l in &self.ledger {
             h.i64(l.fees);
             h.bytes(&l.deposits.to_le_bytes());
@@ -1272,6 +1433,9 @@ impl Accounts {
             if !self.orders.contains_key(&pending.order_id) {
                 return Err(format!("an amendment of order {} that is not open", pending.order_id));
             }
+        }
+        if let Some((user, _)) = self.mmp.keys().find(|(_, m)| usize::from(*m) >= markets) {
+            return Err(format!("a market maker protection of user {user} in no market"));
         }
         if self.user_index.len() != self.users.len() {
             return Err(format!(

@@ -15,7 +15,7 @@
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
 
-use crate::account::{owner_of, AccountEvent, Accounts, OrderRef};
+use crate::account::{owner_of, AccountEvent, Accounts, MmpConfig, OrderRef};
 use crate::book::{Book, BookCapacity};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, ToAccount, ToBook};
@@ -188,6 +188,18 @@ impl Exchange {
         );
         self.run(out);
         sent
+    }
+
+    /// Sets or removes `user`'s market maker protection in `market`.
+    pub fn set_mmp(&mut self, user: UserId, market: MarketId, config: Option<MmpConfig>) {
+        let shard = self.shard(user);
+        self.accounts[shard].set_mmp(user, market, config);
+    }
+
+    /// Ends `user`'s protection freeze in `market`.
+    pub fn reset_mmp(&mut self, user: UserId, market: MarketId) {
+        let shard = self.shard(user);
+        self.accounts[shard].reset_mmp(user, market);
     }
 
     pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Output) -> usize {

@@ -51,6 +51,10 @@ pub enum EngineError {
     /// An amendment (amend keep priority) the engine refused: -2038.
     #[error("{}", .0.msg())]
     AmendRejected(AmendReason),
+    /// The user's market maker protection fired in this market and is
+    /// still frozen: new orders are refused (-2010).
+    #[error("Market maker protection is frozen for this symbol; new orders are refused until it thaws or is reset.")]
+    MmpFrozen,
 }
 
 /// Why an amendment was refused; each is Binance's -2038 with its message.
@@ -97,7 +101,8 @@ impl EngineError {
             | EngineError::WouldTrigger
             | EngineError::DuplicateOrder
             | EngineError::ValueTooLarge
-            | EngineError::MarketClosed => -2010,
+            | EngineError::MarketClosed
+            | EngineError::MmpFrozen => -2010,
             EngineError::UnknownOrder => -2011,
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
@@ -124,6 +129,9 @@ impl EngineError {
             EngineError::BadAmount => "Amount must be positive.",
             EngineError::MarketClosed => "Market is closed.",
             EngineError::AmendRejected(reason) => reason.msg(),
+            EngineError::MmpFrozen => {
+                "Market maker protection is frozen for this symbol; new orders are refused until it thaws or is reset."
+            }
         }
     }
 }
@@ -215,6 +223,7 @@ mod tests {
             EngineError::NoSuchOrder,
             EngineError::AmendRejected(AmendReason::QtyIncrease),
             EngineError::AmendRejected(AmendReason::TooMany),
+            EngineError::MmpFrozen,
         ];
         for e in all {
             assert_eq!(e.to_string(), e.msg());

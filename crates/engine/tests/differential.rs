@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use common::ops::{Gen, Op};
 use common::specs;
-use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
+use tradsys_engine::account::{AccountEvent, MmpConfig, NewOrderResult, OrderRef};
 use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::MarketSpec;
@@ -59,6 +59,19 @@ struct RefOrder {
     held: bool,
     rested_at: u64,
     amends: u8,
+    /// The time of the operation that placed it: a fill it takes carries it.
+    time: u64,
+}
+
+/// Market maker protection of one user in one market, as the reference
+/// keeps it.
+#[derive(Clone, Copy, Debug)]
+struct RefMmp {
+    config: MmpConfig,
+    start: Option<u64>,
+    qty: i64,
+    delta: i64,
+    frozen_until: u64,
 }
 
 /// What a caller learns about one order: status, executed, quote.
@@ -77,6 +90,12 @@ struct Reference {
     fills: Vec<(u64, i64, i64, i64, u64, u64)>,
     clock: u64,
     statuses: BTreeMap<&'static str, u64>,
+    /// The time of the operation being run.
+    now: u64,
+    mmp: BTreeMap<(u64, usize), RefMmp>,
+    /// Orders a fired protection cancels once the operation's book work is
+    /// done: what was open for that user and market when it fired.
+    mmp_cancels: Vec<Vec<u64>>,
 }
 
 fn ceil_div(a: i128, b: i128) -> i128 {
@@ -215,6 +234,10 @@ impl Reference {
 
     fn place(&mut self, user: u64, r: &OrderRequest, id: u64) -> Result<Summary, i32> {
         self.validate(r)?;
+        let frozen = self.mmp.get(&(user, usize::from(r.market.0)));
+        if frozen.is_some_and(|m| self.now < m.frozen_until) {
+            return Err(-2010);
+        }
         let market = usize::from(r.market.0);
         let (base, quote) = self.base_quote(market);
         let step = self.specs[market].step_size.0 as i128;
@@ -289,6 +312,7 @@ impl Reference {
             held: r.kind.is_stop(),
             rested_at: self.clock,
             amends: 0,
+            time: self.now,
         };
         Ok(self.submit(order))
     }
@@ -466,6 +490,24 @@ impl Reference {
             maker.executed += qty;
             maker.cumm += value;
             self.settle(&mut maker, qty, value, true, base, quote, s.maker_commission.0);
+            for (user, side) in [(t.user, t.side), (m.user, m.side)] {
+                if self.count_mmp(user, t.market, side, qty, t.time) {
+                    // Open for the account: the resting and held orders,
+                    // this maker, and the taker until its outcome.
+                    let mut ids: Vec<u64> = self
+                        .orders
+                        .iter()
+                        .filter(|o| o.user == user && o.market == t.market)
+                        .map(|o| o.id)
+                        .collect();
+                    if t.user == user {
+                        ids.push(t.id);
+                    }
+                    ids.sort_unstable();
+                    ids.dedup();
+                    self.mmp_cancels.push(ids);
+                }
+            }
             if maker.qty_left == 0 {
                 self.orders.remove(mi);
                 self.drop_order(&maker);
@@ -473,6 +515,60 @@ impl Reference {
                 self.orders[mi] = maker;
             }
         }
+    }
+
+    /// Counts a fill against `user`'s protection in `market`; whether it
+    /// fired.
+    fn count_mmp(&mut self, user: u64, market: usize, side: Side, qty: i64, time: u64) -> bool {
+        let Some(m) = self.mmp.get_mut(&(user, market)) else {
+            return false;
+        };
+        if time < m.frozen_until {
+            return false;
+        }
+        let in_window = m
+            .start
+            .is_some_and(|start| time.saturating_sub(start) < m.config.window_ms);
+        if !in_window {
+            m.start = Some(time);
+            m.qty = 0;
+            m.delta = 0;
+        }
+        m.qty += qty;
+        m.delta += if side == Side::Buy { qty } else { -qty };
+        if m.qty <= m.config.qty_limit.0 && m.delta.abs() <= m.config.delta_limit.0 {
+            return false;
+        }
+        m.frozen_until = match m.config.frozen_ms {
+            0 => u64::MAX,
+            ms => time + ms,
+        };
+        m.start = None;
+        m.qty = 0;
+        m.delta = 0;
+        self.count("MMP_TRIGGERED");
+        true
+    }
+
+    /// The cancels of the protections that fired during an operation, in
+    /// order: each order's outcome, by id.
+    fn run_mmp_cancels(&mut self) -> Vec<(u64, Summary)> {
+        let mut answers = Vec::new();
+        for ids in std::mem::take(&mut self.mmp_cancels) {
+            for id in ids {
+                let at = self.orders.iter().position(|o| o.id == id);
+                let summary = match at {
+                    Some(i) => {
+                        let o = self.orders.remove(i);
+                        self.drop_order(&o);
+                        Ok((OrderStatus::Canceled, o.executed, o.cumm))
+                    }
+                    None => Err(-2011),
+                };
+                answers.push((id, summary));
+            }
+        }
+        answers
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -644,7 +740,7 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
             AccountEvent::Amended { order_id, result } => {
                 out.push(Answer::Order(*order_id, summary(&result.map(|(view, _)| view))));
             }
-            AccountEvent::OrderUpdate(_) | AccountEvent::Trade { .. } => {}
+            AccountEvent::OrderUpdate(_) | AccountEvent::Trade { .. } | AccountEvent::MmpTriggered { .. } => {}
         }
     }
 }
@@ -681,6 +777,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
         out.clear();
         got.clear();
         let time = step + 1;
+        reference.now = time;
         let mut want: Vec<Answer> = Vec::new();
         match op {
             Op::Deposit(user, asset, amount) => {
@@ -709,6 +806,9 @@ fn run(seed: u64, ops: u64, shards: u32) {
                         generator.recent.push((id, user, request.market));
                     }
                     Err(code) => want.push(Answer::Sync(Err(code))),
+                }
+                for (id, s) in reference.run_mmp_cancels() {
+                    want.push(Answer::Order(id, s));
                 }
             }
             Op::Cancel(user, market, target) => {
@@ -759,6 +859,41 @@ fn run(seed: u64, ops: u64, shards: u32) {
                     generator.recent.push((id, user, request.market));
                 }
                 want.push(Answer::Replace(cancel, new));
+                for (id, s) in reference.run_mmp_cancels() {
+                    want.push(Answer::Order(id, s));
+                }
+            }
+            Op::MmpSet(user, market, config) => {
+                exchange.set_mmp(user, market, config);
+                answers(Ok(()), &out.events, &mut got);
+                want.push(Answer::Sync(Ok(())));
+                let key = (user, usize::from(market.0));
+                match config {
+                    Some(config) => {
+                        let state = RefMmp {
+                            config,
+                            start: None,
+                            qty: 0,
+                            delta: 0,
+                            frozen_until: 0,
+                        };
+                        reference.mmp.insert(key, state);
+                    }
+                    None => {
+                        reference.mmp.remove(&key);
+                    }
+                }
+            }
+            Op::MmpReset(user, market) => {
+                exchange.reset_mmp(user, market);
+                answers(Ok(()), &out.events, &mut got);
+                want.push(Answer::Sync(Ok(())));
+                if let Some(m) = reference.mmp.get_mut(&(user, usize::from(market.0))) {
+                    m.start = None;
+                    m.qty = 0;
+                    m.delta = 0;
+                    m.frozen_until = 0;
+                }
             }
             Op::Amend(user, market, target, new_qty, client) => {
                 let sync = exchange

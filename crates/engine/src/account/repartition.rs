@@ -119,6 +119,11 @@ fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved
         let records = machine.amends.oldest_first_seq(user.amends);
         amends[shard].extend(records.map(|(seq, amend)| (seq, (index, *amend))));
     }
+    for (&(user, market), &state) in &machine.mmp {
+        target[owner_of(user, shards) as usize]
+            .mmp
+            .insert((user, market), state);
+    }
     Moved {
         closed: closed.into_iter().map(in_ring_order).collect(),
         trades: trades.into_iter().map(in_ring_order).collect(),

@@ -3,7 +3,7 @@
 //! operations to an `Exchange` alone, for tests that compare two exchanges
 //! (a machine and its restored snapshot, or its repartitioned copy).
 
-use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
+use tradsys_engine::account::{AccountEvent, MmpConfig, NewOrderResult, OrderRef};
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::Fill;
@@ -45,6 +45,9 @@ pub enum Op {
     Replace(u64, OrderRef, CancelReplaceMode, OrderRequest),
     /// (user, market, order, new quantity, new client order id)
     Amend(u64, MarketId, OrderRef, Qty, Option<ClientOrderId>),
+    /// Market maker protection set (or removed), and reset.
+    MmpSet(u64, MarketId, Option<MmpConfig>),
+    MmpReset(u64, MarketId),
 }
 
 #[derive(Clone)]
@@ -176,6 +179,21 @@ impl Gen {
                     .flatten();
                 Op::Amend(user, market, target, new_qty, client)
             }
+            93 => {
+                let market = MarketId(self.rng.below(self.specs.len() as u64) as u16);
+                let step = self.specs[usize::from(market.0)].step_size.0;
+                // Limits of several orders' size, and half of the sets
+                // removals: a protection fires now and then, not at every
+                // fill.
+                let config = (!self.rng.chance(50)).then(|| MmpConfig {
+                    window_ms: 1 + self.rng.below(40),
+                    frozen_ms: if self.rng.chance(5) { 0 } else { 1 + self.rng.below(30) },
+                    qty_limit: Qty(step * (300 + self.rng.below(3000) as i64)),
+                    delta_limit: Qty(step * (200 + self.rng.below(2000) as i64)),
+                });
+                Op::MmpSet(user, market, config)
+            }
+            94 => Op::MmpReset(user, MarketId(self.rng.below(self.specs.len() as u64) as u16)),
             _ => {
                 let mut request = self.request(next_id);
                 let mode = if self.rng.chance(50) {
@@ -278,6 +296,14 @@ impl Driver {
             Op::Amend(user, market, target, new_qty, client) => exchange
                 .amend(user, market, target, new_qty, client, time, out)
                 .map(|_| ()),
+            Op::MmpSet(user, market, config) => {
+                exchange.set_mmp(user, market, config);
+                Ok(())
+            }
+            Op::MmpReset(user, market) => {
+                exchange.reset_mmp(user, market);
+                Ok(())
+            }
         };
         self.remember_placed(op, out);
         Step {
