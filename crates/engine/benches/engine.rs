@@ -1,4 +1,6 @@
-//! Engine benchmark: the book alone, and accounts + book through the driver.
+//! Engine benchmark: the book alone, and accounts + book through the
+//! driver, each also with 20 % of the operations amendments (amend keep
+//! priority) of the newest order placed.
 //!
 //! Run: `cargo bench -p tradsys-engine` (from crates/engine). Each scenario
 //! runs a warm-up pass (to reach steady state), a throughput pass with no
@@ -14,15 +16,16 @@
 //! measures the engine on one core.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tradsys_engine::account::OrderRef;
+use tradsys_engine::account::{AccountEvent, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::{parse_markets, MarketSpec};
-use tradsys_engine::msg::{PlaceOrder, ToAccount, ToBook};
+use tradsys_engine::msg::{AmendOrder, PlaceOrder, ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::TimeInForce;
 use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderType, Side, StpMode};
@@ -181,6 +184,8 @@ struct Report {
     /// Allocations per million operations, kept integral.
     allocations_per_mop: u64,
     histogram: Histogram<u64>,
+    /// What else the scenario reports.
+    note: String,
 }
 
 impl Report {
@@ -197,6 +202,9 @@ impl Report {
             h.max(),
             self.allocations_per_mop,
         );
+        if !self.note.is_empty() {
+            println!("{:<22} {}", "", self.note);
+        }
     }
 }
 
@@ -227,6 +235,7 @@ fn measure(name: &'static str, mut step: impl FnMut()) -> Report {
         ops_per_cpu_s: u128::from(THROUGHPUT_OPS_COUNT) * 1_000_000_000 / cpu_elapsed.max(1),
         allocations_per_mop: allocations * 1_000_000 / THROUGHPUT_OPS_COUNT,
         histogram,
+        note: String::new(),
     }
 }
 
@@ -241,7 +250,52 @@ fn bench_book(spec: &MarketSpec) -> Report {
     })
 }
 
+/// The book alone with 20 % of the operations replaced by amendments
+/// (`ToBook::Amend`) of the newest order placed, one lot smaller.
+fn bench_book_amending(spec: &MarketSpec) -> Report {
+    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
+    let mut mix = Mix::new(spec);
+    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut placed: VecDeque<(u64, u64, Side, Price)> = VecDeque::with_capacity(RECENT_IDS_COUNT);
+    let lot = Qty(spec.step_size.0 * 100);
+    measure("book, 20% amendments", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        if rng.below(100) < 20 {
+            if let Some((order_id, user, side, price)) = placed.pop_back() {
+                let amend = AmendOrder {
+                    market: MarketId(0),
+                    order_id,
+                    user,
+                    side,
+                    price,
+                    reduce_by: lot,
+                    quote: Amount(i64::MAX),
+                    time_ms: id,
+                };
+                book.handle(ToBook::Amend(amend), &mut out);
+                return;
+            }
+        }
+        if let Op::Limit { side, price, .. } = op {
+            if placed.len() == RECENT_IDS_COUNT {
+                placed.pop_front();
+            }
+            placed.push_back((id, user, side, price));
+        }
+        book.handle(book_message(op, id, user), &mut out);
+    })
+}
+
 fn bench_exchange(specs: &[MarketSpec]) -> Report {
+    bench_exchange_with(specs, "accounts+book driver", 0)
+}
+
+/// The driver's mix with `amend_percent` of the operations replaced by
+/// amendments (amend keep priority) of a recent order down to the
+/// smallest size the mix places.
+fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: u64) -> Report {
     let spec = &specs[0];
     let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
     let base = exchange.asset_id(&spec.base_asset).unwrap();
@@ -253,9 +307,33 @@ fn bench_exchange(specs: &[MarketSpec]) -> Report {
     let mut mix = Mix::new(spec);
     let mut out = Output::with_capacity(1024);
     let market = MarketId(0);
-    measure("accounts+book driver", || {
+    let mut amend_rng = Rng(0x2545_f491_4f6c_dd1d);
+    let smallest = Qty(spec.step_size.0 * 100);
+    // Recent GTC orders with their users not amended yet, for the
+    // amendments; and how many amendments were tried and applied.
+    let mut placed: VecDeque<(u64, u64)> = VecDeque::with_capacity(RECENT_IDS_COUNT);
+    let (mut tried, mut applied) = (0u64, 0u64);
+    let mut report = measure(name, || {
         let (op, id, user) = mix.next();
         out.clear();
+        if amend_percent > 0 && amend_rng.below(100) < amend_percent {
+            // The newest: the one most likely still resting in this
+            // fast-turning book.
+            let Some((target, owner)) = placed.pop_back() else {
+                return;
+            };
+            let sent = exchange.amend(owner, market, OrderRef::Id(target), smallest, None, id, &mut out);
+            tried += 1;
+            let ok = |e: &AccountEvent| matches!(e, AccountEvent::Amended { result: Ok(_), .. });
+            applied += u64::from(sent.is_ok() && out.events.iter().any(ok));
+            return;
+        }
+        if let Op::Limit { .. } = op {
+            if placed.len() == RECENT_IDS_COUNT {
+                placed.pop_front();
+            }
+            placed.push_back((id, user));
+        }
         let request = |side, price, qty, tif| OrderRequest {
             market,
             side,
@@ -278,7 +356,11 @@ fn bench_exchange(specs: &[MarketSpec]) -> Report {
                 .cancel(user, market, OrderRef::Id(order_id), id, &mut out)
                 .map(|_| ()),
         };
-    })
+    });
+    if let Some(percent) = (applied * 100).checked_div(tried) {
+        report.note = format!("amendments applied {percent}% of {tried} tried");
+    }
+    report
 }
 
 /// CPU time this thread has run, in nanoseconds.
@@ -328,6 +410,17 @@ fn main() {
     );
     let book = bench_book(&specs[0]);
     book.print();
+    let book_amending = bench_book_amending(&specs[0]);
+    book_amending.print();
     let exchange = bench_exchange(&specs);
     exchange.print();
+    let amending = bench_exchange_with(&specs, "driver, 20% amendments", 20);
+    amending.print();
+    let percent = |a: &Report, b: &Report| a.ops_per_cpu_s * 100 / b.ops_per_cpu_s.max(1);
+    println!(
+        "ratios per CPU-second: book with 20% amendments / book alone {}%, driver / book alone {}%, driver with 20% amendments / driver {}%",
+        percent(&book_amending, &book),
+        percent(&exchange, &book),
+        percent(&amending, &exchange),
+    );
 }
