@@ -96,6 +96,10 @@ struct Reference {
     /// Orders a fired protection cancels once the operation's book work is
     /// done: what was open for that user and market when it fired.
     mmp_cancels: Vec<Vec<u64>>,
+    /// The reference price a cancelReplace's new order is sized against:
+    /// the one read when the request came, before its cancel (as the
+    /// server reads it, on the market's shard, before the operation).
+    sized_against: Option<Option<i64>>,
 }
 
 fn ceil_div(a: i128, b: i128) -> i128 {
@@ -243,6 +247,8 @@ impl Reference {
         let step = self.specs[market].step_size.0 as i128;
         let reference = if r.kind.is_stop() {
             r.stop_price.map(|p| p.0)
+        } else if let Some(read) = self.sized_against.take() {
+            read
         } else {
             self.reference_price(market, r.side)
         };
@@ -849,12 +855,15 @@ fn run(seed: u64, ops: u64, shards: u32) {
                 exchange.cancel_replace(user, target, mode, &request, id, time, &mut out);
                 answers(Ok(()), &out.events, &mut got);
                 want.push(Answer::Sync(Ok(())));
+                let read = reference.reference_price(usize::from(request.market.0), request.side);
                 let cancel = reference.cancel(user, usize::from(request.market.0), target);
+                reference.sized_against = Some(read);
                 let new = if cancel.is_err() && mode == CancelReplaceMode::StopOnFailure {
                     None
                 } else {
                     Some(reference.place(user, &request, id).and_then(|s| s))
                 };
+                reference.sized_against = None;
                 if let Some(Ok(_)) = new {
                     generator.recent.push((id, user, request.market));
                 }
