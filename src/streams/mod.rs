@@ -218,7 +218,9 @@ mod tests {
     #[test]
     fn a_close_of_stale_streams_spares_who_subscribed_after_it() {
         let trading = trading();
-        let key = StreamKey::parse("btcusdt@trade", &trading).expect("a stream");
+        let Some(key) = StreamKey::parse("btcusdt@trade", &trading) else {
+            panic!("btcusdt@trade is a stream")
+        };
         let mut registry = Registry::default();
         let (stale, fresh) = (Rc::new(Outbound::new(1000, false)), Rc::new(Outbound::new(1000, false)));
         registry.subscribe_local(key, &stale);
