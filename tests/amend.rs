@@ -44,6 +44,18 @@ fn listen_key(c: &mut Client, user: &User) -> String {
     r.json()["listenKey"].as_str().expect("listenKey").to_string()
 }
 
+/// An order's amendments as listed, without their times.
+fn amendments(c: &mut Client, user: &User, query: &str) -> Vec<Value> {
+    let listed = signed(c, user, "GET", "/api/v3/order/amendments", query).json();
+    listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .cloned()
+        .map(timeless)
+        .collect()
+}
+
 /// Drops the fields that carry the time of the request.
 fn timeless(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
@@ -190,15 +202,7 @@ fn an_amended_order_keeps_its_place_and_survives_a_crash() {
     // The list of amendments, then a crash: the amended order, its lock
     // and its amendments are all back.
     let list_query = format!("symbol=BTCUSDT&orderId={}", ids[1]);
-    let listed = signed(&mut c, &maker, "GET", "/api/v3/order/amendments", &list_query);
-    let listed: Vec<Value> = listed
-        .json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .cloned()
-        .map(timeless)
-        .collect();
+    let listed = amendments(&mut c, &maker, &list_query);
     let expected = vec![
         json!({"symbol": "BTCUSDT", "orderId": ids[1], "executionId": ids[1] * 16 + 1,
         "origClientOrderId": "middle", "newClientOrderId": "middle-2", "origQty": "1.00000000", "newQty": "0.40000000"}),
@@ -210,16 +214,7 @@ fn an_amended_order_keeps_its_place_and_survives_a_crash() {
     let server = Server::start_in(&data_dir, 2, &args);
     let mut c = server.connect();
     assert_eq!(usdt(&mut c, &maker), balances_before);
-    let after = signed(&mut c, &maker, "GET", "/api/v3/order/amendments", &list_query);
-    let after: Vec<Value> = after
-        .json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .cloned()
-        .map(timeless)
-        .collect();
-    assert_eq!(after, expected);
+    assert_eq!(amendments(&mut c, &maker, &list_query), expected);
     let depth = server.get("/api/v3/depth?symbol=BTCUSDT&limit=5").json();
     assert_eq!(depth["bids"], json!([["30000.00000000", "1.20000000"]]));
 

@@ -9,7 +9,7 @@
 //! window over an hour. Ids a window has none of print as -1.
 
 use crate::api::host::Host;
-use crate::api::params::{bad_symbol, limit_param, market_param, u64_param};
+use crate::api::params::{limit_param, market_param, u64_param};
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{from_result, unavailable, RequestRef, RestReply};
 use crate::api::user::{DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX};
@@ -121,14 +121,7 @@ fn ticker_markets(shard: &impl Host, symbols: Option<&str>) -> Result<Vec<Market
     let Some(list) = symbols else {
         return Ok((0..trading.specs().len()).map(|m| MarketId(m as u16)).collect());
     };
-    let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
-        HttpError::new(
-            400,
-            binance::ILLEGAL_CHARS,
-            "Illegal characters found in parameter 'symbols'.",
-        )
-    })?;
-    names.iter().map(|n| trading.market(n).ok_or_else(bad_symbol)).collect()
+    crate::api::params::symbols_markets(&trading, list)
 }
 
 /// Why a request for `market` is not answered here: another instance of

@@ -38,6 +38,13 @@ pub(crate) fn bad_symbol() -> HttpError {
     HttpError::new(400, binance::BAD_SYMBOL, binance::MSG_BAD_SYMBOL)
 }
 
+/// The markets a `symbols` parameter names: a JSON array of symbols, in
+/// its order.
+pub(crate) fn symbols_markets(trading: &crate::trading::Trading, list: &str) -> Result<Vec<MarketId>, HttpError> {
+    let names: Vec<String> = serde_json::from_str(list).map_err(|_| malformed("symbols"))?;
+    names.iter().map(|n| trading.market(n).ok_or_else(bad_symbol)).collect()
+}
+
 pub(crate) fn decimal_param(params: &Params<'_>, name: &str) -> Result<Option<i64>, HttpError> {
     match params.get(name) {
         None | Some("") => Ok(None),

@@ -537,20 +537,14 @@ impl Session {
                 "Mandatory parameter 'symbols' was not sent, was empty/null, or malformed.",
             )
         })?;
-        let names: Vec<String> = serde_json::from_str(list).map_err(|_| {
-            HttpError::new(
-                400,
-                binance::ILLEGAL_CHARS,
-                "Illegal characters found in parameter 'symbols'.",
-            )
-        })?;
-        let mut markets = Vec::with_capacity(names.len().min(shard.trading().specs().len()));
-        for name in &names {
-            let market = shard.trading().market(name).ok_or_else(api::params::bad_symbol)?;
-            if !markets.contains(&market) {
-                markets.push(market);
-            }
-        }
+        let mut markets = api::params::symbols_markets(&shard.trading(), list)?;
+        // Each market once, in the order first named.
+        let mut seen = Vec::with_capacity(markets.len());
+        markets.retain(|m| {
+            let first = !seen.contains(m);
+            seen.push(*m);
+            first
+        });
         if self.guard.is_some_and(|guarded| guarded != user) {
             // A logon as another user: the first user's guard ends with
             // the change, as the session would for them.

@@ -674,13 +674,26 @@ impl Trading {
         now_ms: u64,
         waiter: Option<(OrderId, oneshot::Sender<Result<OrderView, EngineError>>)>,
     ) -> Result<(), TradingError> {
-        let key = waiter.map(|(order_id, tx)| {
-            let key = WaitKey::Cancel(order_id);
-            self.wait(key, Waiter::Cancel(tx));
+        let waiter = waiter.map(|(order_id, tx)| (WaitKey::Cancel(order_id), Waiter::Cancel(tx)));
+        self.send_with_waiter(waiter, |accounts, out| {
+            accounts.cancel(user, market, target, now_ms, out)
+        })
+    }
+
+    /// Runs an account machine call that sends work to books, `waiter`
+    /// (live shards) registered first and dropped again if the call is
+    /// refused.
+    fn send_with_waiter<T>(
+        &mut self,
+        waiter: Option<(WaitKey, Waiter)>,
+        call: impl FnOnce(&mut Accounts, &mut Vec<ToBook>) -> Result<T, EngineError>,
+    ) -> Result<(), TradingError> {
+        let key = waiter.map(|(key, waiter)| {
+            self.wait(key, waiter);
             key
         });
         self.to_book.clear();
-        if let Err(e) = self.accounts.cancel(user, market, target, now_ms, &mut self.to_book) {
+        if let Err(e) = call(&mut self.accounts, &mut self.to_book) {
             if let Some(key) = key {
                 self.waiters.remove(&key);
             }
@@ -792,29 +805,10 @@ impl Trading {
         now_ms: u64,
         waiter: Option<(OrderId, oneshot::Sender<AmendOutcome>)>,
     ) -> Result<(), TradingError> {
-        let key = waiter.map(|(order_id, tx)| {
-            let key = WaitKey::Amend(order_id);
-            self.wait(key, Waiter::Amend(tx));
-            key
-        });
-        self.to_book.clear();
-        let sent = self.accounts.amend(
-            user,
-            market,
-            target,
-            new_qty,
-            new_client_order_id,
-            now_ms,
-            &mut self.to_book,
-        );
-        if let Err(e) = sent {
-            if let Some(key) = key {
-                self.waiters.remove(&key);
-            }
-            return Err(e.into());
-        }
-        self.after_account_call();
-        Ok(())
+        let waiter = waiter.map(|(order_id, tx)| (WaitKey::Amend(order_id), Waiter::Amend(tx)));
+        self.send_with_waiter(waiter, |accounts, out| {
+            accounts.amend(user, market, target, new_qty, new_client_order_id, now_ms, out)
+        })
     }
 
     /// The amendments of `user`'s order `order_id` still remembered,

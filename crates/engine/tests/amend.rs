@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{client, limit, p, q, specs};
+use common::{client, funded_exchange, limit, p, q, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, Amendment, OrderRef, AMENDS_PER_ORDER_MAX};
-use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
-use tradsys_engine::num::{Amount, Qty};
+use tradsys_engine::num::Qty;
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use tradsys_engine::{AmendReason, EngineError};
 
@@ -18,8 +17,6 @@ use OrderStatus::*;
 use Side::{Buy, Sell};
 use TimeInForce::Gtc;
 
-const MAKER: u64 = 1;
-const TAKER: u64 = 2;
 const BTCUSDT: MarketId = MarketId(0);
 
 struct Fixture {
@@ -30,21 +27,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut exchange = Exchange::new(
-            &specs(),
-            2,
-            BookCapacity {
-                orders_max: 1024,
-                levels_max: 64,
-            },
-        );
-        for user in [MAKER, TAKER] {
-            for (asset, amount) in [("BTC", "10"), ("USDT", "100000")] {
-                let id = exchange.asset_id(asset).expect("an asset");
-                let amount = Amount::parse(amount).expect("an amount");
-                exchange.deposit(user, id, amount).expect("a deposit");
-            }
-        }
+        let exchange = funded_exchange();
         Fixture {
             exchange,
             out: Output::with_capacity(64),

@@ -5,11 +5,9 @@
 
 mod common;
 
-use common::{limit, q, specs};
+use common::{funded_exchange, limit, q, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, MmpConfig};
-use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
-use tradsys_engine::num::Amount;
 use tradsys_engine::order::{MarketId, OrderRequest, OrderStatus};
 use tradsys_engine::order::{Side, TimeInForce};
 use tradsys_engine::EngineError;
@@ -17,8 +15,6 @@ use tradsys_engine::EngineError;
 use Side::{Buy, Sell};
 use TimeInForce::Gtc;
 
-const MAKER: u64 = 1;
-const TAKER: u64 = 2;
 const BTCUSDT: MarketId = MarketId(0);
 
 struct Fixture {
@@ -29,22 +25,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut exchange = Exchange::new(
-            &specs(),
-            2,
-            BookCapacity {
-                orders_max: 1024,
-                levels_max: 64,
-            },
-        );
-        for user in [MAKER, TAKER] {
-            for (asset, amount) in [("BTC", "100"), ("USDT", "1000000")] {
-                let id = exchange.asset_id(asset).expect("an asset");
-                exchange
-                    .deposit(user, id, Amount::parse(amount).expect("an amount"))
-                    .expect("a deposit");
-            }
-        }
+        let exchange = funded_exchange();
         Fixture {
             exchange,
             out: Output::with_capacity(64),

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{client, limit, p, q, specs};
+use common::{client, funded_exchange, limit, p, q, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX};
-use tradsys_engine::book::BookCapacity;
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::num::Amount;
 use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderQty, OrderRequest, OrderStatus};
@@ -16,9 +15,6 @@ use tradsys_engine::EngineError;
 use OrderStatus::*;
 use Side::{Buy, Sell};
 use TimeInForce::{Fok, Gtc, Ioc};
-
-const MAKER: u64 = 1;
-const TAKER: u64 = 2;
 
 fn a(text: &str) -> Amount {
     Amount::parse(text).unwrap()
@@ -68,20 +64,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut exchange = Exchange::new(
-            &specs(),
-            2,
-            BookCapacity {
-                orders_max: 1024,
-                levels_max: 64,
-            },
-        );
-        for user in [MAKER, TAKER] {
-            for (asset, amount) in [("BTC", "10"), ("USDT", "100000"), ("ETH", "10")] {
-                let id = exchange.asset_id(asset).unwrap();
-                exchange.deposit(user, id, a(amount)).unwrap();
-            }
-        }
+        let exchange = funded_exchange();
         Fixture {
             exchange,
             out: Output::with_capacity(64),

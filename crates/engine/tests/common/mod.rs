@@ -3,7 +3,10 @@
 
 pub mod ops;
 
+use tradsys_engine::book::BookCapacity;
+use tradsys_engine::driver::Exchange;
 use tradsys_engine::market::{parse_markets, MarketSpec};
+use tradsys_engine::num::Amount;
 use tradsys_engine::num::{Price, Qty};
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderQty, OrderRequest, OrderType, Side};
 use tradsys_engine::order::{StpMode, TimeInForce};
@@ -93,4 +96,28 @@ pub fn limit(market: u16, side: Side, price: &str, qty: &str, tif: TimeInForce) 
 
 pub fn client(text: &str) -> Option<ClientOrderId> {
     ClientOrderId::new(text)
+}
+
+/// The user who rests orders in the table tests, and the one who takes.
+pub const MAKER: u64 = 1;
+pub const TAKER: u64 = 2;
+
+/// The test markets over two account machines with small books; the maker
+/// and the taker hold 10 BTC, 100,000 USDT and 10 ETH each.
+pub fn funded_exchange() -> Exchange {
+    let mut exchange = Exchange::new(
+        &specs(),
+        2,
+        BookCapacity {
+            orders_max: 1024,
+            levels_max: 64,
+        },
+    );
+    for user in [MAKER, TAKER] {
+        for (asset, amount) in [("BTC", "10"), ("USDT", "100000"), ("ETH", "10")] {
+            let id = exchange.asset_id(asset).unwrap();
+            exchange.deposit(user, id, Amount::parse(amount).unwrap()).unwrap();
+        }
+    }
+    exchange
 }
