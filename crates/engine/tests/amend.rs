@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{client, funded_exchange, limit, p, q, MAKER, TAKER};
+use common::{client, limit, p, q, Fixture, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, Amendment, OrderRef, AMENDS_PER_ORDER_MAX};
-use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::num::Qty;
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use tradsys_engine::{AmendReason, EngineError};
@@ -19,22 +18,7 @@ use TimeInForce::Gtc;
 
 const BTCUSDT: MarketId = MarketId(0);
 
-struct Fixture {
-    exchange: Exchange,
-    out: Output,
-    next_id: u64,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let exchange = funded_exchange();
-        Fixture {
-            exchange,
-            out: Output::with_capacity(64),
-            next_id: 1,
-        }
-    }
-
     /// Places an order that must be accepted; returns its id.
     fn place(&mut self, user: u64, request: &tradsys_engine::order::OrderRequest) -> u64 {
         let id = self.next_id;

@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{funded_exchange, limit, q, MAKER, TAKER};
+use common::{limit, q, Fixture, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, MmpConfig};
-use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::order::{MarketId, OrderRequest, OrderStatus};
 use tradsys_engine::order::{Side, TimeInForce};
 use tradsys_engine::EngineError;
@@ -17,22 +16,7 @@ use TimeInForce::Gtc;
 
 const BTCUSDT: MarketId = MarketId(0);
 
-struct Fixture {
-    exchange: Exchange,
-    out: Output,
-    next_id: u64,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let exchange = funded_exchange();
-        Fixture {
-            exchange,
-            out: Output::with_capacity(64),
-            next_id: 1,
-        }
-    }
-
     /// Places an order at time `time`; its id, or the refusal.
     fn place(&mut self, user: u64, request: &OrderRequest, time: u64) -> Result<u64, EngineError> {
         let id = self.next_id;

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{client, funded_exchange, limit, p, q, MAKER, TAKER};
+use common::{client, limit, p, q, Fixture, MAKER, TAKER};
 use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX};
-use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::num::Amount;
 use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderQty, OrderRequest, OrderStatus};
 use tradsys_engine::order::{OrderType, Side, StpMode, TimeInForce};
@@ -56,22 +55,7 @@ fn stp(mut r: OrderRequest, mode: StpMode) -> OrderRequest {
     r
 }
 
-struct Fixture {
-    exchange: Exchange,
-    out: Output,
-    next_id: u64,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let exchange = funded_exchange();
-        Fixture {
-            exchange,
-            out: Output::with_capacity(64),
-            next_id: 1,
-        }
-    }
-
     /// Places and returns (status, executed, cummulative quote) or the error.
     fn place(&mut self, user: u64, r: &OrderRequest) -> Result<(OrderStatus, String, String), EngineError> {
         let id = self.next_id;

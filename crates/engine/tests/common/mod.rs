@@ -4,7 +4,7 @@
 pub mod ops;
 
 use tradsys_engine::book::BookCapacity;
-use tradsys_engine::driver::Exchange;
+use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::{parse_markets, MarketSpec};
 use tradsys_engine::num::Amount;
 use tradsys_engine::num::{Price, Qty};
@@ -96,6 +96,25 @@ pub fn limit(market: u16, side: Side, price: &str, qty: &str, tif: TimeInForce) 
 
 pub fn client(text: &str) -> Option<ClientOrderId> {
     ClientOrderId::new(text)
+}
+
+/// A funded exchange (`funded_exchange`), the output of its last
+/// operation, and the next order id; each test file adds what it asks of
+/// it.
+pub struct Fixture {
+    pub exchange: Exchange,
+    pub out: Output,
+    pub next_id: u64,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            exchange: funded_exchange(),
+            out: Output::with_capacity(64),
+            next_id: 1,
+        }
+    }
 }
 
 /// The user who rests orders in the table tests, and the one who takes.
