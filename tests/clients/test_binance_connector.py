@@ -363,3 +363,39 @@ def test_ed25519_and_rsa_keys(tradsys, key_type):
     other = {"ED25519": "ed25519-other.pem", "RSA": "rsa2048-other.pem"}[key_type]
     impostor = keyed(buyer_key, fixture_pem(other))
     assert_error(impostor.account, -1022, "Signature for this request is not valid.")
+
+
+def test_amend_keep_priority_and_the_protections(tradsys):
+    """The tradsys endpoints binance-connector has no method for yet, through
+    its own signing (`Spot.sign_request`): an amendment keeps the order's
+    place and frees its funds exactly, the list shows it, and a dead-man's
+    switch set and turned off answers as documented."""
+    user_id, key, secret = tradsys.create_user("amender", {"USDT": "10000"})
+    spot = client(tradsys, key, secret)
+    first = spot.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC",
+                           price="20000", quantity="0.1", newClientOrderId="first")
+    spot.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC", price="20000", quantity="0.1")
+    assert_balances(tradsys, spot, user_id, {"USDT": (D(6000), D(4000))})
+    amended = spot.sign_request("PUT", "/api/v3/order/amend/keepPriority",
+                                {"symbol": SYMBOL, "orderId": first["orderId"], "newQty": "0.04",
+                                 "newClientOrderId": "first-2"})
+    order = amended["amendedOrder"]
+    assert (order["qty"], order["status"], order["origClientOrderId"], order["clientOrderId"]) == (
+        fmt(D("0.04")), "NEW", "first", "first-2")
+    assert amended["executionId"] == first["orderId"] * 16 + 1
+    # 0.06 × 20000 back to free, exactly.
+    assert_balances(tradsys, spot, user_id, {"USDT": (D(7200), D(2800))})
+    listed = spot.sign_request("GET", "/api/v3/order/amendments", {"symbol": SYMBOL, "orderId": first["orderId"]})
+    assert [(a["origQty"], a["newQty"], a["newClientOrderId"]) for a in listed] == [
+        (fmt(D("0.1")), fmt(D("0.04")), "first-2")]
+    assert_error(lambda: spot.sign_request("PUT", "/api/v3/order/amend/keepPriority",
+                                           {"symbol": SYMBOL, "orderId": first["orderId"], "newQty": "0.05"}),
+                 -2038, "Order amend (quantity increase) is not supported.")
+    book = spot.depth(SYMBOL, limit=5)
+    assert book["bids"] == [[fmt(D(20000)), fmt(D("0.14"))]]
+    armed = spot.sign_request("POST", "/api/v3/countdownCancelAll", {"symbol": SYMBOL, "countdownTime": 60000})
+    assert armed == {"symbol": SYMBOL, "countdownTime": "60000"}
+    off = spot.sign_request("POST", "/api/v3/countdownCancelAll", {"symbol": SYMBOL, "countdownTime": 0})
+    assert off == {"symbol": SYMBOL, "countdownTime": "0"}
+    tradsys.cancel_everything(key, secret)
+    assert_balances(tradsys, spot, user_id, {"USDT": (D(10000), ZERO)})
