@@ -179,7 +179,7 @@ mod tests {
         drop(listener);
         assert!(check_address_free(addr).is_ok());
         assert_eq!(listener_in_kernel_table(addr), Some(false));
-        assert_eq!(kernel_hex_ip("127.0.0.1".parse().expect("an address")), "0100007F");
-        assert!(check_address_free("127.0.0.1:0".parse().expect("an address")).is_ok());
+        assert_eq!(kernel_hex_ip(std::net::Ipv4Addr::LOCALHOST.into()), "0100007F");
+        assert!(check_address_free(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).is_ok());
     }
 }
