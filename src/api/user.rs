@@ -20,7 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
 use crate::trading::{PlaceOutcome, ReplaceOutcome, TradingError};
-use tradsys_engine::account::NewOrderResult;
+use tradsys_engine::account::{AmendRequest, NewOrderResult};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::{parse_units, Price, Qty};
 use tradsys_engine::order::{
@@ -323,9 +323,13 @@ async fn amend_order(shard: &impl Host, params: &Params<'_>, user: UserId, now_m
     let new_qty = parse_units(mandatory(params, "newQty")?).map_err(|_| malformed("newQty"))?;
     let new_id = client_id_param(params, "newClientOrderId")?;
     let new_id = new_id.unwrap_or_else(|| shard.next_client_order_id());
-    let amended = shard
-        .trading_mut()
-        .amend(user, market, target, Qty(new_qty), Some(new_id), now_ms);
+    let request = AmendRequest {
+        market,
+        target,
+        new_qty: Qty(new_qty),
+        new_client_order_id: Some(new_id),
+    };
+    let amended = shard.trading_mut().amend(user, request, now_ms);
     shard.flush_engine();
     let rx = amended.map_err(trading_error)?;
     let (view, amendment) = engine_outcome(shard, market, rx).await?.map_err(engine_error)?;

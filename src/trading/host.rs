@@ -27,7 +27,8 @@ use crate::trading::remote::{Arrival, RemoteImage, RemoteLinks, OUTBOX_HARD_MAX,
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tradsys_engine::account::{
-    asset_names, owner_of, AccountEvent, Accounts, Amendment, Balance, MmpConfig, NewOrderResult, OrderRef,
+    asset_names, owner_of, AccountEvent, Accounts, AmendRequest, Amendment, Balance, MmpConfig, NewOrderResult,
+    OrderRef,
 };
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
@@ -760,55 +761,38 @@ impl Trading {
         }
     }
 
-    /// Reduces the quantity of `target` to `new_qty` where it rests (amend
-    /// keep priority) and renames it `new_client_order_id`; resolves once
-    /// its book has applied it. A halted market takes amendments, as it
-    /// takes cancels: both only take risk off.
+    /// Reduces an order's quantity where it rests (amend keep priority)
+    /// and, if asked, renames it; resolves once its book has applied it.
+    /// A halted market takes amendments, as it takes cancels: both only
+    /// take risk off.
     pub fn amend(
         &mut self,
         user: UserId,
-        market: MarketId,
-        target: OrderRef,
-        new_qty: Qty,
-        new_client_order_id: Option<ClientOrderId>,
+        request: AmendRequest,
         now_ms: u64,
     ) -> Result<oneshot::Receiver<AmendOutcome>, TradingError> {
         let unknown = EngineError::AmendRejected(tradsys_engine::AmendReason::UnknownOrder);
-        let order_id = self.accounts.order(user, market, target).map_err(|_| unknown)?.order_id;
+        let order_id = self
+            .accounts
+            .order(user, request.market, request.target)
+            .map_err(|_| unknown)?
+            .order_id;
         self.check_room(Some(WaitKey::Amend(order_id)))?;
-        self.record(Record::Amend {
-            user,
-            market,
-            target,
-            new_qty,
-            new_client_order_id,
-            now_ms,
-        });
+        self.record(Record::Amend { user, request, now_ms });
         let (tx, rx) = oneshot::channel();
-        self.amend_core(
-            user,
-            market,
-            target,
-            (new_qty, new_client_order_id),
-            now_ms,
-            Some((order_id, tx)),
-        )?;
+        self.amend_core(user, &request, now_ms, Some((order_id, tx)))?;
         Ok(rx)
     }
 
     fn amend_core(
         &mut self,
         user: UserId,
-        market: MarketId,
-        target: OrderRef,
-        (new_qty, new_client_order_id): (Qty, Option<ClientOrderId>),
+        request: &AmendRequest,
         now_ms: u64,
         waiter: Option<(OrderId, oneshot::Sender<AmendOutcome>)>,
     ) -> Result<(), TradingError> {
         let waiter = waiter.map(|(order_id, tx)| (WaitKey::Amend(order_id), Waiter::Amend(tx)));
-        self.send_with_waiter(waiter, |accounts, out| {
-            accounts.amend(user, market, target, new_qty, new_client_order_id, now_ms, out)
-        })
+        self.send_with_waiter(waiter, |accounts, out| accounts.amend(user, request, now_ms, out))
     }
 
     /// The amendments of `user`'s order `order_id` still remembered,
@@ -1041,14 +1025,7 @@ impl Trading {
                 self.remote_acked(*instance, *seq);
                 Ok(())
             }
-            Record::Amend {
-                user,
-                market,
-                target,
-                new_qty,
-                new_client_order_id,
-                now_ms,
-            } => self.amend_core(*user, *market, *target, (*new_qty, *new_client_order_id), *now_ms, None),
+            Record::Amend { user, request, now_ms } => self.amend_core(*user, request, *now_ms, None),
             Record::Countdown {
                 user,
                 market,

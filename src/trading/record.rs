@@ -14,9 +14,9 @@
 
 use crate::auth::KeyType;
 use crate::trading::msg::EngineMsg;
-use tradsys_engine::account::{MmpConfig, OrderRef};
-use tradsys_engine::num::{Amount, Price, Qty};
-use tradsys_engine::order::{CancelReplaceMode, ClientOrderId, MarketId, OrderRequest, UserId};
+use tradsys_engine::account::{AmendRequest, MmpConfig, OrderRef};
+use tradsys_engine::num::{Amount, Price};
+use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderRequest, UserId};
 
 /// One input of a shard, as journaled.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -93,10 +93,7 @@ pub enum Record {
     /// request named none).
     Amend {
         user: UserId,
-        market: MarketId,
-        target: OrderRef,
-        new_qty: Qty,
-        new_client_order_id: Option<ClientOrderId>,
+        request: AmendRequest,
         now_ms: u64,
     },
     /// A dead-man's switch (countdownCancelAll): `user`'s orders on
@@ -197,6 +194,8 @@ pub fn decode_with(bytes: &[u8], scratch: &mut rkyv::util::AlignedVec<16>) -> Re
 mod tests {
     use super::*;
     use tradsys_engine::msg::ToBook;
+    use tradsys_engine::num::Qty;
+    use tradsys_engine::order::ClientOrderId;
 
     #[test]
     fn records_survive_encoding() {
@@ -276,11 +275,13 @@ mod tests {
             },
             Record::Amend {
                 user: 7,
-                market: MarketId(1),
-                target: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456789")
-                    .map_or(OrderRef::Id(1), OrderRef::Client),
-                new_qty: Qty(5_000),
-                new_client_order_id: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456780"),
+                request: AmendRequest {
+                    market: MarketId(1),
+                    target: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456789")
+                        .map_or(OrderRef::Id(1), OrderRef::Client),
+                    new_qty: Qty(5_000),
+                    new_client_order_id: ClientOrderId::new("abcdefghijklmnopqrstuvwxyz0123456780"),
+                },
                 now_ms: 1_700_000_000_000,
             },
             Record::Receive {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tradsys_engine::account::{AccountEvent, OrderRef};
+use tradsys_engine::account::{AccountEvent, AmendRequest, OrderRef};
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::{parse_markets, MarketSpec};
@@ -322,7 +322,13 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             let Some((target, owner)) = placed.pop_back() else {
                 return;
             };
-            let sent = exchange.amend(owner, market, OrderRef::Id(target), smallest, None, id, &mut out);
+            let request = AmendRequest {
+                market,
+                target: OrderRef::Id(target),
+                new_qty: smallest,
+                new_client_order_id: None,
+            };
+            let sent = exchange.amend(owner, &request, id, &mut out);
             tried += 1;
             let ok = |e: &AccountEvent| matches!(e, AccountEvent::Amended { result: Ok(_), .. });
             applied += u64::from(sent.is_ok() && out.events.iter().any(ok));

@@ -124,6 +124,16 @@ pub enum OrderRef {
     Client(ClientOrderId),
 }
 
+/// An amendment as the client asks it: which order of which market, its
+/// new quantity and, if it is to change, its new client id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AmendRequest {
+    pub market: MarketId,
+    pub target: OrderRef,
+    pub new_qty: Qty,
+    pub new_client_order_id: Option<ClientOrderId>,
+}
+
 /// Binance's newOrderResult of a cancel-replace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum NewOrderResult {
@@ -719,17 +729,19 @@ impl Accounts {
     /// refuses, a client id another open order of the user holds, an
     /// order amended `AMENDS_PER_ORDER_MAX` times or with an amendment
     /// still on its way.
-    #[allow(clippy::too_many_arguments)]
     pub fn amend(
         &mut self,
         user: UserId,
-        market: MarketId,
-        target: OrderRef,
-        new_qty: Qty,
-        new_client_order_id: Option<ClientOrderId>,
+        request: &AmendRequest,
         time_ms: u64,
         out: &mut Vec<ToBook>,
     ) -> Result<OrderId, EngineError> {
+        let &AmendRequest {
+            market,
+            target,
+            new_qty,
+            new_client_order_id,
+        } = request;
         let rejected = |reason| Err(EngineError::AmendRejected(reason));
         let Some(order_id) = self.find_open(user, market, target) else {
             return rejected(AmendReason::UnknownOrder);

@@ -15,12 +15,12 @@
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
 
-use crate::account::{owner_of, AccountEvent, Accounts, MmpConfig, OrderRef};
+use crate::account::{owner_of, AccountEvent, Accounts, AmendRequest, MmpConfig, OrderRef};
 use crate::book::{Book, BookCapacity};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, ToAccount, ToBook};
-use crate::num::{Amount, Price, Qty};
-use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderRequest, Side, UserId};
+use crate::num::{Amount, Price};
+use crate::order::{AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, Side, UserId};
 use crate::EngineError;
 
 /// Messages one operation may leave in flight before the queue grows.
@@ -164,28 +164,16 @@ impl Exchange {
 
     /// Amends an order's quantity (see `Accounts::amend`); the outcome is
     /// an `AccountEvent::Amended` in `out`.
-    #[allow(clippy::too_many_arguments)]
     pub fn amend(
         &mut self,
         user: UserId,
-        market: MarketId,
-        target: OrderRef,
-        new_qty: Qty,
-        new_client_order_id: Option<ClientOrderId>,
+        request: &AmendRequest,
         time_ms: u64,
         out: &mut Output,
     ) -> Result<OrderId, EngineError> {
         let shard = self.shard(user);
         self.to_book.clear();
-        let sent = self.accounts[shard].amend(
-            user,
-            market,
-            target,
-            new_qty,
-            new_client_order_id,
-            time_ms,
-            &mut self.to_book,
-        );
+        let sent = self.accounts[shard].amend(user, request, time_ms, &mut self.to_book);
         self.run(out);
         sent
     }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{client, limit, p, q, Fixture, MAKER, TAKER};
-use tradsys_engine::account::{AccountEvent, Amendment, OrderRef, AMENDS_PER_ORDER_MAX};
+use tradsys_engine::account::{AccountEvent, AmendRequest, Amendment, OrderRef, AMENDS_PER_ORDER_MAX};
 use tradsys_engine::num::Qty;
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use tradsys_engine::{AmendReason, EngineError};
@@ -41,9 +41,13 @@ impl Fixture {
         self.out.clear();
         let time = self.next_id;
         self.next_id += 1;
-        let target = OrderRef::Id(id);
-        self.exchange
-            .amend(user, BTCUSDT, target, q(new_qty), new_client, time, &mut self.out)?;
+        let request = AmendRequest {
+            market: BTCUSDT,
+            target: OrderRef::Id(id),
+            new_qty: q(new_qty),
+            new_client_order_id: new_client,
+        };
+        self.exchange.amend(user, &request, time, &mut self.out)?;
         self.exchange.check_invariants();
         let answer = self.out.events.iter().find_map(|e| match e {
             AccountEvent::Amended { order_id, result } if *order_id == id => Some(*result),

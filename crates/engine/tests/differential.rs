@@ -904,16 +904,15 @@ fn run(seed: u64, ops: u64, shards: u32) {
                     m.frozen_until = 0;
                 }
             }
-            Op::Amend(user, market, target, new_qty, client) => {
+            Op::Amend(user, request) => {
                 let sync = exchange
-                    .amend(user, market, target, new_qty, client, time, &mut out)
+                    .amend(user, &request, time, &mut out)
                     .map(|_| ())
                     .map_err(|e| e.code());
                 answers(sync, &out.events, &mut got);
-                let id = reference
-                    .find(user, usize::from(market.0), target)
-                    .map(|i| reference.orders[i].id);
-                match reference.amend(user, usize::from(market.0), target, new_qty.0, client) {
+                let (market, target) = (usize::from(request.market.0), request.target);
+                let id = reference.find(user, market, target).map(|i| reference.orders[i].id);
+                match reference.amend(user, market, target, request.new_qty.0, request.new_client_order_id) {
                     Ok(s) => {
                         want.push(Answer::Sync(Ok(())));
                         want.push(Answer::Order(id.unwrap_or(0), s));

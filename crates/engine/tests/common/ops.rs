@@ -3,7 +3,7 @@
 //! operations to an `Exchange` alone, for tests that compare two exchanges
 //! (a machine and its restored snapshot, or its repartitioned copy).
 
-use tradsys_engine::account::{AccountEvent, MmpConfig, NewOrderResult, OrderRef};
+use tradsys_engine::account::{AccountEvent, AmendRequest, MmpConfig, NewOrderResult, OrderRef};
 use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::Fill;
@@ -43,8 +43,7 @@ pub enum Op {
     Cancel(u64, MarketId, OrderRef),
     CancelAll(u64, MarketId),
     Replace(u64, OrderRef, CancelReplaceMode, OrderRequest),
-    /// (user, market, order, new quantity, new client order id)
-    Amend(u64, MarketId, OrderRef, Qty, Option<ClientOrderId>),
+    Amend(u64, AmendRequest),
     /// Market maker protection set (or removed), and reset.
     MmpSet(u64, MarketId, Option<MmpConfig>),
     MmpReset(u64, MarketId),
@@ -177,7 +176,13 @@ impl Gen {
                     .chance(15)
                     .then(|| ClientOrderId::new(&format!("c{}", next_id % 7)))
                     .flatten();
-                Op::Amend(user, market, target, new_qty, client)
+                let request = AmendRequest {
+                    market,
+                    target,
+                    new_qty,
+                    new_client_order_id: client,
+                };
+                Op::Amend(user, request)
             }
             93 => {
                 let market = MarketId(self.rng.below(self.specs.len() as u64) as u16);
@@ -293,9 +298,7 @@ impl Driver {
                 exchange.cancel_replace(user, target, mode, &request, id, time, out);
                 Ok(())
             }
-            Op::Amend(user, market, target, new_qty, client) => exchange
-                .amend(user, market, target, new_qty, client, time, out)
-                .map(|_| ()),
+            Op::Amend(user, request) => exchange.amend(user, &request, time, out).map(|_| ()),
             Op::MmpSet(user, market, config) => {
                 exchange.set_mmp(user, market, config);
                 Ok(())
