@@ -586,7 +586,7 @@ impl Session {
             if let Some(PeerReply::Guard(Ok(()))) = on_user_shard(shard, user, call).await {
                 return;
             }
-            glommio::timer::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            glommio::timer::sleep(std::time::Duration::from_millis(GUARD_RELEASE_RETRY_MS << attempt)).await;
         }
     }
 
@@ -731,9 +731,11 @@ async fn on_user_shard(shard: &Shard, user: UserId, call: PeerCall) -> Option<Pe
     shard.call(owner, call).await.ok()
 }
 
-/// Tries to release a closed session's guard (100 ms, then twice as long
-/// each time).
+/// Tries to release a closed session's guard, waiting
+/// `GUARD_RELEASE_RETRY_MS` after the first and twice as long after each
+/// next.
 const GUARD_RELEASE_TRIES: u32 = 4;
+const GUARD_RELEASE_RETRY_MS: u64 = 100;
 
 /// An [`Authorize`] for a request signed like `session.logon`.
 fn signed_authorize(
