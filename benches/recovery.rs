@@ -204,5 +204,6 @@ fn limit(market: MarketId, btc_usdt: bool, side: Side, pair: usize) -> OrderRequ
         stop_price: None,
         client_order_id: None,
         stp: StpMode::None,
+        iceberg_qty: None,
     }
 }

@@ -238,6 +238,7 @@ fn limit(market: MarketId, side: Side, price: &str, qty: &str) -> OrderRequest {
         stop_price: None,
         client_order_id: None,
         stp: StpMode::None,
+        iceberg_qty: None,
     }
 }
 

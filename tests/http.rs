@@ -240,26 +240,35 @@ fn exchange_info_has_the_fields_binance_clients_read() {
         filters[1],
         serde_json::json!({"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"})
     );
-    assert_eq!(filters[2]["filterType"], "NOTIONAL");
-    assert_eq!(filters[2]["minNotional"], "5.00000000");
+    assert_eq!(filters[2], serde_json::json!({"filterType":"ICEBERG_PARTS","limit":10}));
+    assert_eq!(filters[3]["filterType"], "NOTIONAL");
+    assert_eq!(filters[3]["minNotional"], "5.00000000");
     // What tradsys enforces, advertised as Binance names it.
     assert_eq!(
-        filters[3],
+        filters[4],
         serde_json::json!({"filterType":"MAX_NUM_ORDERS","maxNumOrders":200})
     );
     assert_eq!(
-        filters[4],
+        filters[5],
+        serde_json::json!({"filterType":"MAX_NUM_ICEBERG_ORDERS","maxNumIcebergOrders":100})
+    );
+    assert_eq!(
+        filters[6],
         serde_json::json!({"filterType":"MAX_NUM_ORDER_AMENDS","maxNumOrderAmends":10})
     );
     let flags = [
-        "icebergAllowed",
         "ocoAllowed",
         "otoAllowed",
         "allowTrailingStop",
         "pegInstructionsAllowed",
     ];
     flags.iter().for_each(|f| assert_eq!(s[f], false, "{f}"));
-    for f in ["cancelReplaceAllowed", "amendAllowed", "quoteOrderQtyMarketAllowed"] {
+    for f in [
+        "cancelReplaceAllowed",
+        "amendAllowed",
+        "quoteOrderQtyMarketAllowed",
+        "icebergAllowed",
+    ] {
         assert_eq!(s[f], true, "{f}");
     }
     let unknown = server.get("/api/v3/exchangeInfo?symbol=NOPE");

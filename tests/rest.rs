@@ -101,24 +101,33 @@ fn bad_input_gets_binance_codes() {
             -2010,
             "Account has insufficient balance for requested action.",
         ),
-        // Binance's iceberg and trailing orders are not built: refused,
-        // never placed as plain orders (exchangeInfo says so too).
+        // Icebergs under Binance's rules, on orders and their tests.
         (
             "POST",
             order,
-            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&icebergQty=0.01",
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=IOC&quantity=0.1&price=1000&icebergQty=0.01",
             400,
             -2010,
-            "Iceberg orders are not supported for this symbol.",
+            "Unsupported order combination",
         ),
         (
             "POST",
             "/api/v3/order/test",
-            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&icebergQty=0.01",
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&icebergQty=0.001",
             400,
-            -2010,
-            "Iceberg orders are not supported for this symbol.",
+            -1013,
+            "Filter failure: ICEBERG_PARTS",
         ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.1&icebergQty=0.01",
+            400,
+            -1106,
+            "Parameter 'icebergQty' sent when not required.",
+        ),
+        // Trailing orders are not built: refused, never placed as plain
+        // orders (exchangeInfo says so too).
         (
             "POST",
             order,
@@ -499,11 +508,7 @@ fn every_documented_order_parameter_is_honoured_or_refused() {
             Honoured("selfTradePreventionMode", json!("EXPIRE_BOTH")),
         ),
         ("recvWindow", format!("{base}&recvWindow=5000"), Honoured("status", json!("NEW"))),
-        (
-            "icebergQty",
-            format!("{base}&icebergQty=0.001"),
-            Refused(-2010, "Iceberg orders are not supported for this symbol."),
-        ),
+        ("icebergQty", format!("{base}&icebergQty=0.001"), Honoured("icebergQty", json!("0.00100000"))),
         (
             "trailingDelta",
             format!("{base}&trailingDelta=100"),

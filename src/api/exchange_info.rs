@@ -171,7 +171,7 @@ fn symbol_json(m: &MarketSpec) -> String {
         "baseCommissionPrecision": m.base_asset_precision,
         "quoteCommissionPrecision": m.quote_asset_precision,
         "orderTypes": ORDER_TYPES,
-        "icebergAllowed": false,
+        "icebergAllowed": true,
         "ocoAllowed": false,
         "otoAllowed": false,
         "quoteOrderQtyMarketAllowed": true,
@@ -184,9 +184,11 @@ fn symbol_json(m: &MarketSpec) -> String {
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": decimal(m.min_price.0), "maxPrice": decimal(m.max_price.0), "tickSize": decimal(m.tick_size.0)},
             {"filterType": "LOT_SIZE", "minQty": decimal(m.min_qty.0), "maxQty": decimal(m.max_qty.0), "stepSize": decimal(m.step_size.0)},
+            {"filterType": "ICEBERG_PARTS", "limit": tradsys_engine::account::ICEBERG_PARTS_MAX},
             {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
              "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": tradsys_engine::account::OPEN_ORDERS_PER_USER_MARKET_MAX},
+            {"filterType": "MAX_NUM_ICEBERG_ORDERS", "maxNumIcebergOrders": tradsys_engine::account::ICEBERG_ORDERS_PER_USER_MARKET_MAX},
             {"filterType": "MAX_NUM_ORDER_AMENDS", "maxNumOrderAmends": tradsys_engine::account::AMENDS_PER_ORDER_MAX},
         ],
         "permissions": [],
@@ -297,7 +299,8 @@ mod tests {
         assert_eq!(s["symbol"], "BTCUSDT");
         assert_eq!(s["filters"][0]["tickSize"], "0.01000000");
         assert_eq!(s["filters"][1]["stepSize"], "0.00001000");
-        assert_eq!(s["filters"][2]["minNotional"], "5.00000000");
+        assert_eq!(s["filters"][2]["limit"], 10);
+        assert_eq!(s["filters"][3]["minNotional"], "5.00000000");
         assert_eq!(v["rateLimits"][0]["limit"], 6000);
         assert_eq!(s["status"], "TRADING");
     }

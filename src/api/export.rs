@@ -274,7 +274,7 @@ fn order_json(w: &mut JsonWriter, o: &OrderRow) {
         .field_str("type", &o.order_type)
         .field_str("side", &o.side);
     w.field_decimal("stopPrice", o.stop_price)
-        .field_decimal("icebergQty", 0);
+        .field_decimal("icebergQty", o.iceberg_qty);
     w.field_uint("time", o.time_ms)
         .field_uint("updateTime", o.update_time_ms);
     // As allOrders: a stop order is working once triggered.
@@ -386,6 +386,7 @@ mod tests {
             time_ms: 1_700_000_000_000,
             update_time_ms: 1_700_000_000_500,
             stp_mode: "EXPIRE_MAKER".into(),
+            iceberg_qty: 500_000,
         }
     }
 
@@ -426,6 +427,7 @@ mod tests {
         assert_eq!(value["clientOrderId"], "a,\"b\"");
         assert_eq!(value["origQty"], "0.02000000");
         assert_eq!(value["stopPrice"], "29000.00000000");
+        assert_eq!(value["icebergQty"], "0.00500000");
         assert_eq!(value["isWorking"], true);
         assert_eq!(value["updateTime"], 1_700_000_000_500u64);
         assert_eq!(value["selfTradePreventionMode"], "EXPIRE_MAKER");

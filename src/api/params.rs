@@ -102,11 +102,9 @@ pub(crate) fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<
 
 /// Order parameters of Binance's that tradsys does not implement, with the
 /// refusal Binance gives a symbol without them (exchangeInfo says
-/// `icebergAllowed`, `allowTrailingStop` and `pegInstructionsAllowed` are
-/// false): an order carrying one is refused, never placed as a plain
-/// order.
-const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 5] = [
-    ("icebergQty", "Iceberg orders are not supported for this symbol."),
+/// `allowTrailingStop` and `pegInstructionsAllowed` are false): an order
+/// carrying one is refused, never placed as a plain order.
+const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 4] = [
     (
         "trailingDelta",
         "Trailing stop orders are not supported for this symbol.",
@@ -208,6 +206,9 @@ pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<Or
         stop_price: decimal_param(params, "stopPrice")?.map(Price),
         client_order_id: client_id_param(params, "newClientOrderId")?,
         stp: stp.unwrap_or(StpMode::None),
+        // Binance counts an order as an iceberg when its icebergQty is
+        // above zero: zero asks for a plain order.
+        iceberg_qty: decimal_param(params, "icebergQty")?.filter(|&q| q != 0).map(Qty),
     })
 }
 

@@ -801,7 +801,7 @@ pub(crate) fn write_order(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderVie
     write_order_fields(w, spec, view);
     write_order_state(w, view);
     w.field_decimal("stopPrice", view.stop_price.0)
-        .field_decimal("icebergQty", 0);
+        .field_decimal("icebergQty", view.iceberg_qty.0);
     w.field_uint("time", view.time_ms)
         .field_uint("updateTime", view.update_time_ms);
     w.field_bool(
@@ -830,6 +830,7 @@ fn write_new_order(
         if view.kind.is_stop() {
             w.field_decimal("stopPrice", view.stop_price.0);
         }
+        write_iceberg_qty(w, view);
         w.field_str("selfTradePreventionMode", view.stp.as_str());
     }
     if resp_type == RespType::Full {
@@ -861,5 +862,14 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
     if view.kind.is_stop() {
         w.field_decimal("stopPrice", view.stop_price.0);
     }
+    write_iceberg_qty(w, view);
     w.field_str("selfTradePreventionMode", view.stp.as_str()).end_object();
+}
+
+/// Binance's conditional field: placement and cancel answers carry
+/// `icebergQty` only for an iceberg order.
+fn write_iceberg_qty(w: &mut JsonWriter, view: &OrderView) {
+    if view.iceberg_qty.0 > 0 {
+        w.field_decimal("icebergQty", view.iceberg_qty.0);
+    }
 }

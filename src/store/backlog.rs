@@ -509,6 +509,7 @@ mod tests {
                 time_ms: id,
                 update_time_ms: id,
                 stp_mode: "NONE".into(),
+                iceberg_qty: 0,
             })
         };
         backlog.push(1, 1, vec![order(8, "NEW"), order(4, "NEW")], 0);

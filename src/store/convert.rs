@@ -153,6 +153,7 @@ fn order_row(symbol: &str, view: &OrderView) -> OrderRow {
         time_ms: view.time_ms,
         update_time_ms: view.update_time_ms,
         stp_mode: view.stp.as_str().to_string(),
+        iceberg_qty: view.iceberg_qty.0,
     }
 }
 
@@ -218,6 +219,7 @@ pub fn order_view(row: &OrderRow, market: MarketId) -> Option<OrderView> {
         time_ms: row.time_ms,
         update_time_ms: row.update_time_ms,
         stp: StpMode::parse(&row.stp_mode)?,
+        iceberg_qty: Qty(row.iceberg_qty),
     })
 }
 
@@ -295,6 +297,7 @@ mod tests {
             stop_price: None,
             client_order_id: ClientOrderId::new("c1"),
             stp: StpMode::None,
+            iceberg_qty: None,
         }
     }
 

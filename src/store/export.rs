@@ -491,6 +491,7 @@ mod tests {
             time_ms,
             update_time_ms: time_ms + 1,
             stp_mode: "NONE".into(),
+            iceberg_qty: 0,
         }
     }
 

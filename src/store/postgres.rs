@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_history.sql")),
     (2, include_str!("migrations/postgres/0002_statistics.sql")),
     (3, include_str!("migrations/postgres/0003_transfers.sql")),
+    (4, include_str!("migrations/postgres/0004_iceberg.sql")),
 ];
 /// The statistics views, refreshed together.
 const STATISTICS_VIEWS: [&str; 4] = [
@@ -261,7 +262,7 @@ const STAGING: &str = "
 CREATE TEMP TABLE IF NOT EXISTS staging_orders (seq INTEGER, order_id BIGINT, user_id BIGINT, symbol TEXT,
     client_order_id TEXT, price BIGINT, orig_qty BIGINT, orig_quote_qty BIGINT, executed_qty BIGINT,
     cummulative_quote_qty BIGINT, status TEXT, time_in_force TEXT, order_type TEXT, side TEXT, stop_price BIGINT,
-    time_ms BIGINT, update_time_ms BIGINT, stp_mode TEXT) ON COMMIT DELETE ROWS;
+    time_ms BIGINT, update_time_ms BIGINT, stp_mode TEXT, iceberg_qty BIGINT) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS staging_trades (symbol TEXT, trade_id BIGINT, is_buyer BOOLEAN, user_id BIGINT,
     order_id BIGINT, price BIGINT, qty BIGINT, quote_qty BIGINT, commission BIGINT, commission_asset TEXT,
     is_maker BOOLEAN, time_ms BIGINT) ON COMMIT DELETE ROWS;
@@ -287,6 +288,7 @@ const ORDER_TYPES: &[Type] = &[
     Type::INT8,
     Type::INT8,
     Type::TEXT,
+    Type::INT8,
 ];
 const TRADE_TYPES: &[Type] = &[
     Type::TEXT,
@@ -330,7 +332,7 @@ async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErr
                 signed(o.time_ms, "time")?,
                 signed(o.update_time_ms, "time")?,
             ];
-            let values: [&(dyn ToSql + Sync); 18] = [
+            let values: [&(dyn ToSql + Sync); 19] = [
                 &(seq as i32),
                 &ids[0],
                 &ids[1],
@@ -349,6 +351,7 @@ async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErr
                 &ids[2],
                 &ids[3],
                 &o.stp_mode,
+                &o.iceberg_qty,
             ];
             writer.as_mut().write(&values).await.map_err(engine)?;
         }
@@ -455,11 +458,11 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
     let orders = format!(
         "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
             executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
-            update_time_ms, stp_mode)
+            update_time_ms, stp_mode, iceberg_qty)
          SELECT DISTINCT ON (order_id) order_id, user_id, symbol, client_order_id, price::numeric * {UNIT},
             orig_qty::numeric * {UNIT}, orig_quote_qty::numeric * {UNIT}, executed_qty::numeric * {UNIT},
             cummulative_quote_qty::numeric * {UNIT}, status, time_in_force, order_type, side,
-            stop_price::numeric * {UNIT}, time_ms, update_time_ms, stp_mode
+            stop_price::numeric * {UNIT}, time_ms, update_time_ms, stp_mode, iceberg_qty::numeric * {UNIT}
          FROM staging_orders ORDER BY order_id, seq DESC
          ON CONFLICT (order_id, time_ms) DO UPDATE SET executed_qty = excluded.executed_qty,
             cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
@@ -494,7 +497,8 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
 /// NUMERIC and is decoded to units here (`Units`), not on the server.
 pub(super) fn order_columns() -> String {
     "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty, executed_qty,
-     cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms, update_time_ms, stp_mode"
+     cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms, update_time_ms, stp_mode,
+     iceberg_qty"
         .to_string()
 }
 
@@ -560,6 +564,7 @@ pub(super) fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreErro
         time_ms: unsigned(row.get(14), "time")?,
         update_time_ms: unsigned(row.get(15), "time")?,
         stp_mode: row.get(16),
+        iceberg_qty: row.get::<_, Units>(17).0,
     })
 }
 

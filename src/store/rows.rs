@@ -48,6 +48,10 @@ pub struct OrderRow {
     pub time_ms: u64,
     pub update_time_ms: u64,
     pub stp_mode: String,
+    /// Binance's `icebergQty`: the most the order shows in the book at a
+    /// time. Zero for a plain order, which is what rows written before
+    /// schema version 4 read as.
+    pub iceberg_qty: i64,
 }
 
 /// One side of one trade, as its user sees it (`myTrades`).

@@ -35,6 +35,7 @@ fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, ti
         time_ms,
         update_time_ms: time_ms + executed as u64 / 100_000_000,
         stp_mode: "NONE".to_string(),
+        iceberg_qty: 0,
     }
 }
 
@@ -397,6 +398,75 @@ pub(super) async fn ten_thousand_orders_are_all_queryable(store: &mut impl Histo
     assert_eq!(ids, vec![ORDERS - 2, ORDERS - 1, ORDERS]);
 }
 
+/// An iceberg order's `icebergQty` reads back exactly through every query
+/// the order endpoints make (by id, by client id, the list) and the
+/// conversion to the engine's view they answer from, after a second batch
+/// updated the order's row; a plain order's stays zero.
+pub(super) async fn an_iceberg_order_keeps_its_iceberg_qty(store: &mut impl HistoryStore) {
+    // 12.34567891: whole units and every one of the eight decimals, so
+    // that a lost digit or a wrong scale shows.
+    const ICEBERG_QTY: i64 = 1_234_567_891;
+    store.migrate().await.expect("migrate");
+    let iceberg = |status: &str, executed: i64| {
+        let mut o = order(2, "BTCUSDT", 21, status, executed, 2_000);
+        o.orig_qty = 5_000_000_000;
+        o.iceberg_qty = ICEBERG_QTY;
+        o
+    };
+    let plain = order(2, "BTCUSDT", 22, "NEW", 0, 2_001);
+    let first = vec![Row::Order(iceberg("NEW", 0)), Row::Order(plain.clone())];
+    assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
+    // The next state of the iceberg goes through the upsert of an
+    // existing row.
+    let second = vec![Row::Order(iceberg("PARTIALLY_FILLED", 100_000_000))];
+    assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
+    let expected = iceberg("PARTIALLY_FILLED", 100_000_000);
+    let by_id = store
+        .order(2, "BTCUSDT", 21)
+        .await
+        .expect("query")
+        .expect("the iceberg");
+    assert_eq!(by_id, expected);
+    let by_client = store
+        .order_by_client_id(2, "BTCUSDT", "c21")
+        .await
+        .expect("query")
+        .expect("the iceberg by its client id");
+    assert_eq!(by_client, expected);
+    let listed = store
+        .orders(&OrdersQuery {
+            user: 2,
+            symbol: "BTCUSDT",
+            from_id: None,
+            start_ms: None,
+            end_ms: None,
+            limit: 10,
+        })
+        .await
+        .expect("orders");
+    assert_eq!(listed, vec![expected, plain]);
+    let market = tradsys_engine::order::MarketId(0);
+    let views: Vec<_> = [&by_id, &by_client, &listed[0], &listed[1]]
+        .into_iter()
+        .map(|row| super::convert::order_view(row, market).expect("a view").iceberg_qty)
+        .collect();
+    let (iceberg_qty, zero) = (tradsys_engine::num::Qty(ICEBERG_QTY), tradsys_engine::num::Qty::ZERO);
+    assert_eq!(views, vec![iceberg_qty, iceberg_qty, iceberg_qty, zero]);
+}
+
+/// The insert of an order as a version 3 schema has it (no
+/// `iceberg_qty`), `price` and `orig_qty` written as the engine stores
+/// money: `order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms)`.
+fn version_3_order_sql(order_id: u64, time_ms: u64, price: &str, orig_qty: &str) -> String {
+    format!(
+        "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
+            executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
+            update_time_ms, stp_mode)
+         VALUES ({order_id}, 2, 'BTCUSDT', 'c{order_id}', {price}, {orig_qty}, 0, 0, 0, 'CANCELED', 'GTC', 'LIMIT',
+            'BUY', 0, {time_ms}, {time_ms}, 'NONE')"
+    )
+}
+
 /// A user's side and the outside world's side of one transfer.
 fn transfer_entries(user: u64, asset: &str, delta: i64, reference: u64, time_ms: u64) -> [Row; 2] {
     let cause = if delta > 0 {
@@ -680,6 +750,13 @@ fn sqlite_transfers_are_selected_newest_first() {
 }
 
 #[test]
+fn sqlite_an_iceberg_order_keeps_its_iceberg_qty() {
+    block_on(an_iceberg_order_keeps_its_iceberg_qty(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
+}
+
+#[test]
 fn sqlite_ten_thousand_orders_are_all_queryable() {
     block_on(ten_thousand_orders_are_all_queryable(
         &mut SqliteStore::in_memory().expect("sqlite"),
@@ -704,7 +781,7 @@ async fn file_keeps_rows_and_progress_across_reopen() {
         assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().await.expect("migrate"), 3);
+    assert_eq!(store.migrate().await.expect("migrate"), 4);
     assert_eq!(
         store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
@@ -726,8 +803,35 @@ async fn refuses_a_newer_schema() {
     store.set_version_for_test(99);
     assert!(matches!(
         store.migrate().await,
-        Err(StoreError::SchemaTooNew { found: 99, known: 3 })
+        Err(StoreError::SchemaTooNew { found: 99, known: 4 })
     ));
+}
+
+/// A file at schema version 3 with an order in it migrates to version 4,
+/// and the order reads back as the plain order it was: the new column's
+/// default, icebergQty 0.
+#[test]
+fn sqlite_orders_stored_before_version_4_read_as_plain_orders() {
+    let dir = std::env::temp_dir().join(format!("tradsys-store-v3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(super::sqlite::HISTORY_FILE);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for (version, sql) in super::sqlite::MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+            conn.execute_batch(sql).expect("an older migration");
+            conn.pragma_update(None, "user_version", version).expect("the version");
+        }
+        conn.execute_batch(&version_3_order_sql(5, 1_000, "3000000000000", "200000000"))
+            .expect("an order of version 3");
+    }
+    block_on(async {
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.migrate().await.expect("migrate"), 3);
+        assert_eq!(store.migrate().await.expect("migrate again"), 4);
+        let stored = store.order(2, "BTCUSDT", 5).await.expect("query");
+        assert_eq!(stored, Some(order(2, "BTCUSDT", 5, "CANCELED", 0, 1_000)));
+    });
+    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 /// Runs `test` on a glommio executor against a fresh database of `server`.
@@ -776,6 +880,63 @@ fn postgres_passes_the_suite() {
     on_postgres(&server, "candles", |mut s| async move {
         candles_match_the_ring(&mut s).await
     });
+    on_postgres(&server, "iceberg", |mut s| async move {
+        an_iceberg_order_keeps_its_iceberg_qty(&mut s).await
+    });
+}
+
+/// A database at schema version 3 with orders in the default partition
+/// and in a monthly one migrates to version 4: the orders read back as
+/// the plain orders they were (icebergQty 0), and the new column reaches
+/// the partitions made before the migration and those made after.
+#[test]
+fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
+    const DEC_1_2026_MS: u64 = 1_796_083_200_000;
+    const DEC_15_2026_MS: u64 = 1_797_292_800_000;
+    const JAN_15_2027_MS: u64 = 1_799_971_200_000;
+    let server = tradsys_pgtest::PgServer::start();
+    on_postgres(&server, "before_iceberg", |mut s| async move {
+        s.execute_for_test("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            .await;
+        for (version, sql) in super::postgres::MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+            s.execute_for_test(sql).await;
+            s.execute_for_test(&format!("INSERT INTO schema_migrations (version) VALUES ({version})"))
+                .await;
+        }
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 1).await.expect("partitions"), 3);
+        for (order_id, time_ms) in [(5, 1_000), (6, DEC_15_2026_MS)] {
+            s.execute_for_test(&version_3_order_sql(order_id, time_ms, "30000.00000000", "2.00000000"))
+                .await;
+        }
+        assert_eq!(s.migrate().await.expect("migrate"), 3);
+        assert_eq!(s.migrate().await.expect("migrate again"), 4);
+        for (order_id, time_ms) in [(5, 1_000), (6, DEC_15_2026_MS)] {
+            let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
+            assert_eq!(stored, Some(order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms)));
+        }
+        // New icebergs in the month partitioned before the migration and
+        // in one made after it.
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 2).await.expect("partitions"), 3);
+        let mut rows = Vec::new();
+        for (order_id, time_ms) in [(7, DEC_15_2026_MS), (8, JAN_15_2027_MS)] {
+            let mut o = order(2, "BTCUSDT", order_id, "NEW", 0, time_ms);
+            o.iceberg_qty = 10_000_001;
+            rows.push(Row::Order(o));
+        }
+        assert!(s.write(&batch(0, 1, 1, rows.clone())).await.expect("write"));
+        for row in rows {
+            let Row::Order(o) = row else { continue };
+            let stored = s.order(2, "BTCUSDT", o.order_id).await.expect("query");
+            assert_eq!(stored, Some(o));
+        }
+    });
+    assert_eq!(
+        server.psql_in(
+            "before_iceberg",
+            "SELECT tableoid::regclass, iceberg_qty FROM orders ORDER BY order_id"
+        ),
+        "orders_default|0.00000000\norders_202612|0.00000000\norders_202612|0.10000001\norders_202701|0.10000001"
+    );
 }
 
 /// Monthly partitions are created ahead, once, and rows land in the month

@@ -368,7 +368,7 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
         .field_decimal("q", view.orig_qty.0)
         .field_decimal("p", view.price.0)
         .field_decimal("P", view.stop_price.0)
-        .field_decimal("F", 0)
+        .field_decimal("F", view.iceberg_qty.0)
         .field_int("g", -1)
         .field_str("C", orig_client_id)
         .field_str("x", execution)

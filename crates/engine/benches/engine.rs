@@ -163,6 +163,7 @@ fn book_message(op: Op, order_id: u64, user: u64) -> ToBook {
             by_quote: false,
             stp: StpMode::None,
             time_ms: order_id,
+            iceberg_qty: Qty::ZERO,
         })
     };
     match op {
@@ -350,6 +351,7 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             stop_price: None,
             client_order_id: None,
             stp: StpMode::None,
+            iceberg_qty: None,
         };
         let _ = match op {
             Op::Limit { side, price, qty } => {

@@ -56,6 +56,7 @@ fn order(side: Side, ticks: i64) -> OrderRequest {
         stop_price: None,
         client_order_id: None,
         stp: StpMode::None,
+        iceberg_qty: None,
     }
 }
 

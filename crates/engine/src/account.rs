@@ -46,6 +46,12 @@ pub use repartition::repartition;
 
 /// Open orders (resting, held or in flight) one user may have in one market.
 pub const OPEN_ORDERS_PER_USER_MARKET_MAX: usize = 200;
+/// Parts an iceberg order may show itself in, `ceil(quantity /
+/// icebergQty)` (Binance's ICEBERG_PARTS filter).
+pub const ICEBERG_PARTS_MAX: i64 = 10;
+/// Open iceberg orders one user may have in one market (Binance's
+/// MAX_NUM_ICEBERG_ORDERS filter).
+pub const ICEBERG_ORDERS_PER_USER_MARKET_MAX: usize = 100;
 /// Trades remembered per user for myTrades.
 pub const TRADES_PER_USER_MAX: usize = 100;
 /// Finished orders remembered per user for order queries.
@@ -74,6 +80,8 @@ pub const ORDERS_RESERVED_COUNT: usize = 1 << 16;
 
 const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
+const _: () = assert!(ICEBERG_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER_MARKET_MAX);
+const _: () = assert!(ICEBERG_PARTS_MAX >= 2);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
 const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
 const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
@@ -599,6 +607,14 @@ impl Accounts {
         if open_count >= OPEN_ORDERS_PER_USER_MARKET_MAX {
             return Err(EngineError::MaxNumOrders);
         }
+        if request.iceberg_qty.is_some() {
+            let u = &self.users[user_slot as usize];
+            let icebergs = self.open_list(u, request.market).filter(|o| o.view.iceberg_qty.0 > 0);
+            if icebergs.count() >= ICEBERG_ORDERS_PER_USER_MARKET_MAX {
+                return Err(EngineError::MaxNumIcebergOrders);
+            }
+        }
+        let u = &mut self.users[user_slot as usize];
         let balance = &mut u.balances[usize::from(asset.0)];
         if balance.free < amount {
             return Err(EngineError::InsufficientBalance);
@@ -661,6 +677,7 @@ impl Accounts {
             by_quote,
             stp: request.stp,
             time_ms,
+            iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
         })
     }
 
@@ -1662,6 +1679,7 @@ fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u6
         time_ms,
         update_time_ms: time_ms,
         stp: request.stp,
+        iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
     }
 }
 
@@ -1699,10 +1717,43 @@ fn check_params(request: &OrderRequest) -> Result<(), EngineError> {
     if matches!(request.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
         return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_QUOTE_ORDER_QTY));
     }
+    match request.iceberg_qty {
+        Some(iceberg) => check_iceberg(request, iceberg),
+        None => Ok(()),
+    }
+}
+
+/// An iceberg is a limit order (plain, maker-only or the limit a stop
+/// places) that rests good till cancelled, showing less than its quantity.
+fn check_iceberg(request: &OrderRequest, iceberg: Qty) -> Result<(), EngineError> {
+    if !request.kind.has_price() {
+        return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_ICEBERG_QTY));
+    }
+    if request.time_in_force.is_some_and(|tif| tif != TimeInForce::Gtc) {
+        return Err(EngineError::UnsupportedCombination);
+    }
+    match request.qty {
+        OrderQty::Base(qty) if iceberg < qty => Ok(()),
+        _ => Err(EngineError::IcebergQtyExceedsQty),
+    }
+}
+
+/// LOT_SIZE applies to an iceberg's visible part as to its quantity; the
+/// parts it shows itself in are at most ICEBERG_PARTS.
+fn check_iceberg_filters(spec: &MarketSpec, qty: Qty, iceberg: Qty) -> Result<(), EngineError> {
+    let lot_ok = iceberg.0 > 0 && iceberg >= spec.min_qty && iceberg.0 % spec.step_size.0 == 0;
+    if !lot_ok {
+        return Err(EngineError::LotSize);
+    }
+    let parts = (qty.0 + iceberg.0 - 1) / iceberg.0;
+    if parts > ICEBERG_PARTS_MAX {
+        return Err(EngineError::IcebergParts);
+    }
     Ok(())
 }
 
-/// PRICE_FILTER, LOT_SIZE and NOTIONAL, in Binance's order.
+/// PRICE_FILTER, LOT_SIZE (with ICEBERG_PARTS) and NOTIONAL, in Binance's
+/// order.
 fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), EngineError> {
     let price_ok = |p: Price| p >= spec.min_price && p <= spec.max_price && p.0 % spec.tick_size.0 == 0;
     for price in [request.price, request.stop_price].into_iter().flatten() {
@@ -1715,6 +1766,9 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
             let lot_ok = qty >= spec.min_qty && qty <= spec.max_qty && qty.0 % spec.step_size.0 == 0;
             if !lot_ok {
                 return Err(EngineError::LotSize);
+            }
+            if let Some(iceberg) = request.iceberg_qty {
+                check_iceberg_filters(spec, qty, iceberg)?;
             }
             match request.price.or(request.stop_price) {
                 Some(price) => notional_wide(price, qty),

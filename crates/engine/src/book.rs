@@ -15,8 +15,16 @@
 //! stops sit in two `StopLadder`s sorted so that the next to fire is last,
 //! so checking them after a trade reads only the stops it triggers.
 //!
+//! An iceberg order (`PlaceOrder::iceberg_qty` above zero) rests with only
+//! its visible part (`Node::shown`, at most the iceberg quantity) counted in
+//! its level's quantity, which is what depth shows; the rest is the level's
+//! `hidden`. A taker meets the visible part only; when it is used up and
+//! some of the order is left, the order shows a new part and goes to the
+//! back of its level's queue (it loses time priority, as on Binance).
+//!
 //! **Invariant:** at rest the book is never crossed (best bid < best ask).
-//! **Invariant:** a level's quantity is the sum of its orders' remainders.
+//! **Invariant:** a level's quantity is the sum of its orders' visible
+//! parts, and its hidden quantity the sum of the rest of their remainders.
 //! Called by the market's shard (and by `driver::Exchange` in tests).
 
 use std::collections::VecDeque;
@@ -64,7 +72,13 @@ struct Node {
     order_id: OrderId,
     user: UserId,
     price: Price,
+    /// What is left of the order, visible or not.
     qty: Qty,
+    /// The part a taker can meet: `qty` for a plain order, at most `peak`
+    /// for an iceberg.
+    shown: Qty,
+    /// The iceberg quantity; zero for a plain order.
+    peak: Qty,
     side: Side,
     level: u32,
     prev: u32,
@@ -74,7 +88,10 @@ struct Node {
 #[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Level {
     price: Price,
+    /// The visible quantity (what depth shows).
     qty: Qty,
+    /// What icebergs at this price hold beyond their visible parts.
+    hidden: Qty,
     count: u32,
     head: u32,
     tail: u32,
@@ -404,7 +421,7 @@ impl Book {
                 }
                 return Exit::SelfTrade;
             }
-            let mut qty = maker.qty.min(*qty_left);
+            let mut qty = maker.shown.min(*qty_left);
             if budgeted {
                 qty = qty.min(qty_within(level.price, *quote_left, self.step));
                 if qty.0 == 0 {
@@ -450,13 +467,30 @@ impl Book {
         out.push(ToAccount::Fill(fill));
         let node = &mut self.nodes[maker_index as usize];
         node.qty.0 -= qty.0;
-        let left = node.qty;
+        node.shown.0 -= qty.0;
+        let (left, shown) = (node.qty, node.shown);
         self.levels[maker.level as usize].qty.0 -= qty.0;
         if left.0 == 0 {
             self.remove(maker_index);
             out.push(done(&maker, OrderStatus::Filled, order.time_ms));
+        } else if shown.0 == 0 {
+            self.refresh(maker_index);
         }
         quote
+    }
+
+    /// An iceberg whose visible part was used up shows its next part and
+    /// moves to the back of its level's queue.
+    fn refresh(&mut self, index: u32) {
+        let node = self.nodes[index as usize];
+        assert!(node.peak.0 > 0 && node.shown.0 == 0 && node.qty.0 > 0);
+        let shown = node.peak.min(node.qty);
+        self.nodes[index as usize].shown = shown;
+        let level = &mut self.levels[node.level as usize];
+        level.qty.0 += shown.0;
+        level.hidden.0 -= shown.0;
+        self.unlink(index);
+        self.append(node.level, index);
     }
 
     fn fok_fillable(&self, order: &PlaceOrder) -> bool {
@@ -467,7 +501,7 @@ impl Book {
             if !crosses(order.side, order.price, level.price) {
                 break;
             }
-            available = available.saturating_add(level.qty.0);
+            available = available.saturating_add(level.qty.0).saturating_add(level.hidden.0);
             if available >= order.qty.0 {
                 return true;
             }
@@ -476,16 +510,20 @@ impl Book {
     }
 
     fn rest(&mut self, order: &PlaceOrder, qty: Qty) {
-        assert!(qty.0 > 0 && order.price.0 > 0);
+        assert!(qty.0 > 0 && order.price.0 > 0 && order.iceberg_qty.0 >= 0);
         let level = self.level_for(order.side, order.price);
+        let peak = order.iceberg_qty;
+        let shown = if peak.0 > 0 { peak.min(qty) } else { qty };
         let node = Node {
             order_id: order.order_id,
             user: order.user,
             price: order.price,
             qty,
+            shown,
+            peak,
             side: order.side,
             level,
-            prev: self.levels[level as usize].tail,
+            prev: NIL,
             next: NIL,
         };
         let index = match self.nodes_free.pop() {
@@ -499,19 +537,44 @@ impl Book {
             }
         };
         let lv = &mut self.levels[level as usize];
-        if lv.tail == NIL {
-            lv.head = index;
-        } else {
-            let tail = lv.tail;
-            self.nodes[tail as usize].next = index;
-        }
-        let lv = &mut self.levels[level as usize];
-        lv.tail = index;
         lv.count += 1;
-        lv.qty.0 += qty.0;
+        lv.qty.0 += shown.0;
+        lv.hidden.0 += qty.0 - shown.0;
+        self.append(level, index);
         let previous = self.index.insert(order.order_id, index);
         assert!(previous.is_none(), "order id {} reused", order.order_id);
         self.update_id += 1;
+    }
+
+    /// Links node `index` at the back of `level`'s queue.
+    fn append(&mut self, level: u32, index: u32) {
+        let tail = self.levels[level as usize].tail;
+        let node = &mut self.nodes[index as usize];
+        node.prev = tail;
+        node.next = NIL;
+        match tail {
+            NIL => self.levels[level as usize].head = index,
+            tail => self.nodes[tail as usize].next = index,
+        }
+        self.levels[level as usize].tail = index;
+    }
+
+    /// Takes node `index` out of its level's queue (counts unchanged).
+    fn unlink(&mut self, index: u32) {
+        let node = self.nodes[index as usize];
+        if node.prev != NIL {
+            self.nodes[node.prev as usize].next = node.next;
+        }
+        if node.next != NIL {
+            self.nodes[node.next as usize].prev = node.prev;
+        }
+        let level = &mut self.levels[node.level as usize];
+        if level.head == index {
+            level.head = node.next;
+        }
+        if level.tail == index {
+            level.tail = node.prev;
+        }
     }
 
     fn level_for(&mut self, side: Side, price: Price) -> u32 {
@@ -522,6 +585,7 @@ impl Book {
         let level = Level {
             price,
             qty: Qty::ZERO,
+            hidden: Qty::ZERO,
             count: 0,
             head: NIL,
             tail: NIL,
@@ -545,21 +609,11 @@ impl Book {
     /// Unlinks a resting order and frees its slot (and its level if empty).
     fn remove(&mut self, index: u32) {
         let node = self.nodes[index as usize];
-        if node.prev != NIL {
-            self.nodes[node.prev as usize].next = node.next;
-        }
-        if node.next != NIL {
-            self.nodes[node.next as usize].prev = node.prev;
-        }
+        self.unlink(index);
         let level = &mut self.levels[node.level as usize];
-        if level.head == index {
-            level.head = node.next;
-        }
-        if level.tail == index {
-            level.tail = node.prev;
-        }
         level.count -= 1;
-        level.qty.0 -= node.qty.0;
+        level.qty.0 -= node.shown.0;
+        level.hidden.0 -= node.qty.0 - node.shown.0;
         let empty = level.count == 0;
         self.index.remove(&node.order_id);
         self.nodes_free.push(index);
@@ -594,8 +648,10 @@ impl Book {
     }
 
     /// Shrinks an order where it is: a resting order keeps its place in
-    /// its level's queue, a held stop its place among the stops. Whether
-    /// anything of it is left (`false`: it left the book).
+    /// its level's queue, a held stop its place among the stops. An
+    /// iceberg loses hidden quantity first; its visible part shrinks only
+    /// when less than it is left. Whether anything of it is left (`false`:
+    /// it left the book).
     fn amend(&mut self, amend: &AmendOrder) -> Result<bool, EngineError> {
         if let Some(&index) = self.index.get(&amend.order_id) {
             let node = self.nodes[index as usize];
@@ -607,8 +663,13 @@ impl Book {
                 self.remove(index);
                 return Ok(false);
             }
-            self.nodes[index as usize].qty.0 -= amend.reduce_by.0;
-            self.levels[node.level as usize].qty.0 -= amend.reduce_by.0;
+            let qty = Qty(node.qty.0 - amend.reduce_by.0);
+            let shown = node.shown.min(qty);
+            let slot = &mut self.nodes[index as usize];
+            (slot.qty, slot.shown) = (qty, shown);
+            let level = &mut self.levels[node.level as usize];
+            level.qty.0 -= node.shown.0 - shown.0;
+            level.hidden.0 -= (node.qty.0 - node.shown.0) - (qty.0 - shown.0);
             return Ok(true);
         }
         let place = match self.stop_index.get(&amend.order_id) {
@@ -815,6 +876,7 @@ impl Book {
                     h.u64(node.order_id);
                     h.u64(node.user);
                     h.i64(node.qty.0);
+                    h.i64(node.shown.0);
                     at = node.next;
                 }
             }
@@ -870,14 +932,21 @@ impl Book {
                         level.price.0
                     ));
                 }
-                let (mut qty, mut count, mut at, mut prev) = (0_i128, 0_u32, level.head, NIL);
+                let (mut qty, mut hidden, mut count, mut at, mut prev) = (0_i128, 0_i128, 0_u32, level.head, NIL);
                 while at != NIL {
                     let node = self
                         .nodes
                         .get(at as usize)
                         .filter(|_| !std::mem::replace(&mut nodes_used[at as usize], true))
                         .ok_or_else(|| format!("level {level_index} links node {at}, out of range or taken"))?;
+                    let shown_fits = match node.peak.0 {
+                        0 => node.shown == node.qty,
+                        peak => peak > 0 && node.shown.0 <= peak,
+                    };
                     let fits = node.qty.0 > 0
+                        && node.shown.0 > 0
+                        && node.shown <= node.qty
+                        && shown_fits
                         && node.price == level.price
                         && node.side == ladder.side
                         && node.level == level_index
@@ -886,12 +955,14 @@ impl Book {
                     if !fits {
                         return Err(format!("order {} does not fit level {level_index}", node.order_id));
                     }
-                    qty += i128::from(node.qty.0);
+                    qty += i128::from(node.shown.0);
+                    hidden += i128::from(node.qty.0 - node.shown.0);
                     count += 1;
                     prev = at;
                     at = node.next;
                 }
-                if level.tail != prev || count == 0 || count != level.count || qty != i128::from(level.qty.0) {
+                let sums = qty == i128::from(level.qty.0) && hidden == i128::from(level.hidden.0);
+                if level.tail != prev || count == 0 || count != level.count || !sums {
                     return Err(format!("level {level_index}'s tail, count or quantity is wrong"));
                 }
             }

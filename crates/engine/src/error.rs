@@ -55,6 +55,19 @@ pub enum EngineError {
     /// still frozen: new orders are refused (-2010).
     #[error("Market maker protection is frozen for this symbol; new orders are refused until it thaws or is reset.")]
     MmpFrozen,
+    /// An iceberg would show itself in more than `ICEBERG_PARTS` parts.
+    #[error("Filter failure: ICEBERG_PARTS")]
+    IcebergParts,
+    /// The user has `MAX_NUM_ICEBERG_ORDERS` icebergs open in the market.
+    #[error("Filter failure: MAX_NUM_ICEBERG_ORDERS")]
+    MaxNumIcebergOrders,
+    /// `icebergQty` is not below the order's quantity.
+    #[error("IcebergQty exceeds QTY.")]
+    IcebergQtyExceedsQty,
+    /// Parameters each valid alone that Binance refuses together (an
+    /// iceberg whose time in force is not GTC).
+    #[error("Unsupported order combination")]
+    UnsupportedCombination,
 }
 
 /// Why an amendment was refused; each is Binance's -2038 with its message.
@@ -93,16 +106,21 @@ impl EngineError {
         match self {
             EngineError::MandatoryParam(_) => -1102,
             EngineError::ParamNotRequired(_) => -1106,
-            EngineError::PriceFilter | EngineError::LotSize | EngineError::Notional | EngineError::MaxNumOrders => {
-                -1013
-            }
+            EngineError::PriceFilter
+            | EngineError::LotSize
+            | EngineError::Notional
+            | EngineError::MaxNumOrders
+            | EngineError::IcebergParts
+            | EngineError::MaxNumIcebergOrders => -1013,
             EngineError::InsufficientBalance
             | EngineError::WouldMatch
             | EngineError::WouldTrigger
             | EngineError::DuplicateOrder
             | EngineError::ValueTooLarge
             | EngineError::MarketClosed
-            | EngineError::MmpFrozen => -2010,
+            | EngineError::MmpFrozen
+            | EngineError::IcebergQtyExceedsQty
+            | EngineError::UnsupportedCombination => -2010,
             EngineError::UnknownOrder => -2011,
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
@@ -132,6 +150,10 @@ impl EngineError {
             EngineError::MmpFrozen => {
                 "Market maker protection is frozen for this symbol; new orders are refused until it thaws or is reset."
             }
+            EngineError::IcebergParts => "Filter failure: ICEBERG_PARTS",
+            EngineError::MaxNumIcebergOrders => "Filter failure: MAX_NUM_ICEBERG_ORDERS",
+            EngineError::IcebergQtyExceedsQty => "IcebergQty exceeds QTY.",
+            EngineError::UnsupportedCombination => "Unsupported order combination",
         }
     }
 }
@@ -144,12 +166,13 @@ pub const NOT_REQUIRED_PRICE: &str = "Parameter 'price' sent when not required."
 pub const NOT_REQUIRED_TIME_IN_FORCE: &str = "Parameter 'timeInForce' sent when not required.";
 pub const NOT_REQUIRED_STOP_PRICE: &str = "Parameter 'stopPrice' sent when not required.";
 pub const NOT_REQUIRED_QUOTE_ORDER_QTY: &str = "Parameter 'quoteOrderQty' sent when not required.";
+pub const NOT_REQUIRED_ICEBERG_QTY: &str = "Parameter 'icebergQty' sent when not required.";
 
 /// Every message a parameter error may carry, in a fixed order: archives
 /// (journal records, snapshots) store a message as its index here, because
 /// a `&'static str` cannot be read back from bytes. Append only: a stored
 /// index must keep naming the same message.
-pub const PARAM_MESSAGES: [&str; 8] = [
+pub const PARAM_MESSAGES: [&str; 9] = [
     MISSING_PRICE,
     MISSING_QUANTITY,
     MISSING_TIME_IN_FORCE,
@@ -158,6 +181,7 @@ pub const PARAM_MESSAGES: [&str; 8] = [
     NOT_REQUIRED_TIME_IN_FORCE,
     NOT_REQUIRED_STOP_PRICE,
     NOT_REQUIRED_QUOTE_ORDER_QTY,
+    NOT_REQUIRED_ICEBERG_QTY,
 ];
 
 /// A parameter message that is not in `PARAM_MESSAGES`, met while archiving
@@ -224,6 +248,10 @@ mod tests {
             EngineError::AmendRejected(AmendReason::QtyIncrease),
             EngineError::AmendRejected(AmendReason::TooMany),
             EngineError::MmpFrozen,
+            EngineError::IcebergParts,
+            EngineError::MaxNumIcebergOrders,
+            EngineError::IcebergQtyExceedsQty,
+            EngineError::UnsupportedCombination,
         ];
         for e in all {
             assert_eq!(e.to_string(), e.msg());

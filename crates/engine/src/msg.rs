@@ -37,6 +37,9 @@ pub struct PlaceOrder {
     pub by_quote: bool,
     pub stp: StpMode,
     pub time_ms: u64,
+    /// The visible part of an iceberg order (`icebergQty`); zero for a
+    /// plain order.
+    pub iceberg_qty: Qty,
 }
 
 /// Work for a book machine.

@@ -185,6 +185,8 @@ pub struct OrderRequest {
     pub stop_price: Option<Price>,
     pub client_order_id: Option<ClientOrderId>,
     pub stp: StpMode,
+    /// `icebergQty`: the order rests showing at most this much at a time.
+    pub iceberg_qty: Option<Qty>,
 }
 
 /// An order's state as Binance reports it (GET /api/v3/order).
@@ -208,6 +210,8 @@ pub struct OrderView {
     pub time_ms: u64,
     pub update_time_ms: u64,
     pub stp: StpMode,
+    /// `icebergQty`; zero for a plain order.
+    pub iceberg_qty: Qty,
 }
 
 /// One trade as one of its two users sees it (GET /api/v3/myTrades).

@@ -33,6 +33,8 @@ use tradsys_engine::EngineError;
 
 const OPS_DEFAULT_COUNT: u64 = 1_000_000;
 const OPEN_MAX: usize = 200;
+const ICEBERGS_OPEN_MAX: usize = 100;
+const ICEBERG_PARTS_MAX: i64 = 10;
 const PROTECTION: i128 = 5_000_000;
 
 // ---------------------------------------------------------------- reference
@@ -58,6 +60,10 @@ struct RefOrder {
     cumm: i64,
     held: bool,
     rested_at: u64,
+    /// The iceberg quantity (zero for a plain order) and, while it rests,
+    /// its visible part.
+    peak: i64,
+    shown: i64,
     amends: u8,
     /// The time of the operation that placed it: a fill it takes carries it.
     time: u64,
@@ -100,6 +106,16 @@ struct Reference {
     /// the one read when the request came, before its cancel (as the
     /// server reads it, on the market's shard, before the operation).
     sized_against: Option<Option<i64>>,
+}
+
+/// How often, in operations, and how deep the books' depth is compared.
+const DEPTH_EVERY_OPS: u64 = 8;
+const DEPTH_LEVELS: usize = 10;
+
+type Levels = Vec<(i64, i64)>;
+
+fn levels_of(levels: &[(tradsys_engine::num::Price, tradsys_engine::num::Qty)]) -> Levels {
+    levels.iter().map(|(price, qty)| (price.0, qty.0)).collect()
 }
 
 fn ceil_div(a: i128, b: i128) -> i128 {
@@ -182,6 +198,27 @@ impl Reference {
         best
     }
 
+    /// The top levels of each side, best first: what rests at each price,
+    /// icebergs counted by their visible part.
+    fn depth(&self, market: usize) -> (Levels, Levels) {
+        let side = |side: Side| {
+            let mut levels: BTreeMap<i64, i64> = BTreeMap::new();
+            let resting = self
+                .orders
+                .iter()
+                .filter(|o| o.market == market && o.side == side && !o.held);
+            for o in resting {
+                *levels.entry(o.price).or_insert(0) += if o.peak > 0 { o.shown } else { o.qty_left };
+            }
+            let levels: Levels = match side {
+                Side::Buy => levels.into_iter().rev().collect(),
+                Side::Sell => levels.into_iter().collect(),
+            };
+            levels.into_iter().take(DEPTH_LEVELS).collect()
+        };
+        (side(Side::Buy), side(Side::Sell))
+    }
+
     fn reference_price(&self, market: usize, side: Side) -> Option<i64> {
         self.best_maker(market, side)
             .map(|i| self.orders[i].price)
@@ -211,6 +248,17 @@ impl Reference {
         if matches!(r.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
             return Err(-1106);
         }
+        if let Some(visible) = r.iceberg_qty {
+            if !priced {
+                return Err(-1106);
+            }
+            if r.time_in_force.is_some_and(|t| t != TimeInForce::Gtc) {
+                return Err(-2010);
+            }
+            if !matches!(r.qty, OrderQty::Base(qty) if visible.0 < qty.0) {
+                return Err(-2010);
+            }
+        }
         let s = &self.specs[usize::from(r.market.0)];
         for price in [r.price, r.stop_price].into_iter().flatten() {
             if price.0 < s.min_price.0 || price.0 > s.max_price.0 || price.0 % s.tick_size.0 != 0 {
@@ -221,6 +269,15 @@ impl Reference {
             OrderQty::Base(qty) => {
                 if qty.0 < s.min_qty.0 || qty.0 > s.max_qty.0 || qty.0 % s.step_size.0 != 0 {
                     return Err(-1013);
+                }
+                if let Some(visible) = r.iceberg_qty {
+                    let v = visible.0;
+                    if v <= 0 || v < s.min_qty.0 || v % s.step_size.0 != 0 {
+                        return Err(-1013);
+                    }
+                    if (qty.0 + v - 1) / v > ICEBERG_PARTS_MAX {
+                        return Err(-1013);
+                    }
                 }
                 match r.price.or(r.stop_price) {
                     Some(price) => price.0 as i128 * qty.0 as i128,
@@ -291,6 +348,9 @@ impl Reference {
         if open.len() >= OPEN_MAX {
             return Err(-1013);
         }
+        if r.iceberg_qty.is_some() && open.iter().filter(|o| o.peak > 0).count() >= ICEBERGS_OPEN_MAX {
+            return Err(-1013);
+        }
         if *self.free_mut(user, lock_asset) < lock {
             return Err(-2010);
         }
@@ -317,6 +377,8 @@ impl Reference {
             cumm: 0,
             held: r.kind.is_stop(),
             rested_at: self.clock,
+            peak: r.iceberg_qty.map_or(0, |v| v.0),
+            shown: 0,
             amends: 0,
             time: self.now,
         };
@@ -464,7 +526,8 @@ impl Reference {
                 }
                 return OrderStatus::ExpiredInMatch;
             }
-            let mut qty = m.qty_left.min(t.qty_left);
+            let visible = if m.peak > 0 { m.shown } else { m.qty_left };
+            let mut qty = visible.min(t.qty_left);
             if budgeted {
                 // Largest step multiple with floor(price × qty / UNIT) ≤ budget.
                 let u = UNIT as i128;
@@ -493,6 +556,16 @@ impl Reference {
             self.settle(t, qty, value, false, base, quote, s.taker_commission.0);
             let mut maker = m;
             maker.qty_left -= qty;
+            if maker.peak > 0 {
+                maker.shown -= qty;
+                if maker.shown == 0 && maker.qty_left > 0 {
+                    // A new part shows, at the back of the queue.
+                    maker.shown = maker.peak.min(maker.qty_left);
+                    self.count("iceberg refreshed");
+                    self.clock += 1;
+                    maker.rested_at = self.clock;
+                }
+            }
             maker.executed += qty;
             maker.cumm += value;
             self.settle(&mut maker, qty, value, true, base, quote, s.maker_commission.0);
@@ -606,6 +679,7 @@ impl Reference {
         }
         self.clock += 1;
         t.rested_at = self.clock;
+        t.shown = t.peak.min(t.qty_left);
         if t.qty_left == start_qty {
             OrderStatus::New
         } else {
@@ -685,6 +759,7 @@ impl Reference {
         let o = &mut self.orders[i];
         o.amends += 1;
         o.qty_left = left;
+        o.shown = o.shown.min(left);
         o.locked = lock;
         if client.is_some() {
             o.client = client;
@@ -778,6 +853,7 @@ fn run(seed: u64, ops: u64, shards: u32) {
     let mut got: Vec<Answer> = Vec::new();
     let mut fills_seen = 0;
     let mut next_id = 1_u64;
+    let (mut bids, mut asks) = (Vec::new(), Vec::new());
     for step in 0..ops {
         let op = generator.op(next_id);
         out.clear();
@@ -929,6 +1005,13 @@ fn run(seed: u64, ops: u64, shards: u32) {
         assert_eq!(fills, reference.fills[fills_seen..], "step {step} fills: {op:?}");
         fills_seen = reference.fills.len();
         exchange.check_invariants();
+        if step % DEPTH_EVERY_OPS == 0 {
+            for (market, book) in exchange.books.iter().enumerate() {
+                book.depth(DEPTH_LEVELS, &mut bids, &mut asks);
+                let engine = (levels_of(&bids), levels_of(&asks));
+                assert_eq!(engine, reference.depth(market), "step {step}: depth of market {market}");
+            }
+        }
     }
     let statuses = reference.statuses.clone();
     eprintln!(

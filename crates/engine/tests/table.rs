@@ -30,6 +30,7 @@ fn market(side: Side, qty: OrderQty) -> OrderRequest {
         stop_price: None,
         client_order_id: None,
         stp: StpMode::None,
+        iceberg_qty: None,
     }
 }
 

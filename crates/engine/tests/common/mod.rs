@@ -91,6 +91,7 @@ pub fn limit(market: u16, side: Side, price: &str, qty: &str, tif: TimeInForce) 
         stop_price: None,
         client_order_id: None,
         stp: StpMode::None,
+        iceberg_qty: None,
     }
 }
 

@@ -120,6 +120,7 @@ impl Gen {
             stop_price: kind.is_stop().then(|| self.price(market)),
             client_order_id: None,
             stp: stps[self.rng.below(4) as usize],
+            iceberg_qty: None,
         };
         if kind == OrderType::Market && self.rng.chance(40) {
             let s = &self.specs[market];
@@ -136,7 +137,31 @@ impl Gen {
         if self.rng.chance(20) {
             r.client_order_id = ClientOrderId::new(&format!("c{}", next_id % 7));
         }
+        if self.rng.chance(if kind.has_price() { 20 } else { 1 }) {
+            self.make_iceberg(&mut r);
+        }
         r
+    }
+
+    /// Shows a part of the order at a time: mostly a valid iceberg, now
+    /// and then one of more parts than ICEBERG_PARTS, one as large as the
+    /// order, off the step size or not good till cancelled, which are
+    /// refused.
+    fn make_iceberg(&mut self, r: &mut OrderRequest) {
+        let step = self.specs[usize::from(r.market.0)].step_size.0;
+        let OrderQty::Base(qty) = r.qty else {
+            r.iceberg_qty = Some(Qty(step));
+            return;
+        };
+        let parts = 1 + self.rng.below(12) as i64;
+        let mut visible = qty.0 / parts / step * step;
+        if self.rng.chance(2) {
+            visible += 1;
+        }
+        r.iceberg_qty = Some(Qty(visible));
+        if r.time_in_force.is_some() && self.rng.chance(85) {
+            r.time_in_force = Some(TimeInForce::Gtc);
+        }
     }
 
     fn target(&mut self, user: u64) -> Option<(OrderRef, MarketId)> {
