@@ -1,6 +1,8 @@
 //! Engine benchmark: the book alone, and accounts + book through the
 //! driver, each also with 20 % of the operations amendments (amend keep
-//! priority) of the newest order placed.
+//! priority) of the newest order placed, and with 20 % of the operations
+//! iceberg orders (two in five of the mix's GTC limit orders show a
+//! quarter of their quantity at a time).
 //!
 //! Run: `cargo bench -p tradsys-engine` (from crates/engine). Each scenario
 //! runs a warm-up pass (to reach steady state), a throughput pass with no
@@ -244,11 +246,26 @@ fn bench_book(spec: &MarketSpec) -> Report {
     let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
     let mut mix = Mix::new(spec);
     let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
-    measure("book alone", || {
+    let mut fills = 0u64;
+    let mut report = measure("book alone", || {
         let (op, id, user) = mix.next();
         out.clear();
         book.handle(book_message(op, id, user), &mut out);
-    })
+        fills += count_fills(&out);
+    });
+    report.note = fills_note(fills);
+    report
+}
+
+fn count_fills(out: &[ToAccount]) -> u64 {
+    out.iter().filter(|m| matches!(m, ToAccount::Fill(_))).count() as u64
+}
+
+/// Trades per thousand operations over all three passes: the work a mix
+/// asks of the book besides resting and cancelling.
+fn fills_note(fills: u64) -> String {
+    let ops = WARMUP_OPS_COUNT + THROUGHPUT_OPS_COUNT + LATENCY_OPS_COUNT;
+    format!("trades per 1000 ops {}", fills * 1000 / ops)
 }
 
 /// The book alone with 20 % of the operations replaced by amendments
@@ -289,14 +306,42 @@ fn bench_book_amending(spec: &MarketSpec) -> Report {
     })
 }
 
+/// Two in five of the mix's GTC limit orders (20 % of all operations) are
+/// icebergs showing a quarter of their quantity.
+const ICEBERG_LIMITS_PERCENT: u64 = 40;
+
+/// The book alone with 20 % of the operations iceberg orders.
+fn bench_book_icebergs(spec: &MarketSpec) -> Report {
+    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
+    let mut mix = Mix::new(spec);
+    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut fills = 0u64;
+    let mut report = measure("book, 20% icebergs", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        let mut message = book_message(op, id, user);
+        if let ToBook::Place(order) = &mut message {
+            if order.time_in_force == TimeInForce::Gtc && rng.below(100) < ICEBERG_LIMITS_PERCENT {
+                order.iceberg_qty = Qty(order.qty.0 / 4);
+            }
+        }
+        book.handle(message, &mut out);
+        fills += count_fills(&out);
+    });
+    report.note = fills_note(fills);
+    report
+}
+
 fn bench_exchange(specs: &[MarketSpec]) -> Report {
-    bench_exchange_with(specs, "accounts+book driver", 0)
+    bench_exchange_with(specs, "accounts+book driver", 0, 0)
 }
 
 /// The driver's mix with `amend_percent` of the operations replaced by
 /// amendments (amend keep priority) of a recent order down to the
-/// smallest size the mix places.
-fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: u64) -> Report {
+/// smallest size the mix places, and `iceberg_percent` of its GTC limit
+/// orders icebergs showing a quarter of their quantity.
+fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: u64, iceberg_percent: u64) -> Report {
     let spec = &specs[0];
     let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
     let base = exchange.asset_id(&spec.base_asset).unwrap();
@@ -314,6 +359,8 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
     // amendments; and how many amendments were tried and applied.
     let mut placed: VecDeque<(u64, u64)> = VecDeque::with_capacity(RECENT_IDS_COUNT);
     let (mut tried, mut applied) = (0u64, 0u64);
+    let mut iceberg_rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut icebergs, mut icebergs_placed) = (0u64, 0u64);
     let mut report = measure(name, || {
         let (op, id, user) = mix.next();
         out.clear();
@@ -341,7 +388,7 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             }
             placed.push_back((id, user));
         }
-        let request = |side, price, qty, tif| OrderRequest {
+        let request = |side, price, qty: Qty, tif, iceberg: bool| OrderRequest {
             market,
             side,
             kind: OrderType::Limit,
@@ -351,15 +398,29 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             stop_price: None,
             client_order_id: None,
             stp: StpMode::None,
-            iceberg_qty: None,
+            iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
         };
         let _ = match op {
             Op::Limit { side, price, qty } => {
-                exchange.place(user, &request(side, price, qty, TimeInForce::Gtc), id, id, &mut out)
+                let iceberg = iceberg_percent > 0 && iceberg_rng.below(100) < iceberg_percent;
+                let placed = exchange.place(
+                    user,
+                    &request(side, price, qty, TimeInForce::Gtc, iceberg),
+                    id,
+                    id,
+                    &mut out,
+                );
+                icebergs += u64::from(iceberg);
+                icebergs_placed += u64::from(iceberg && placed.is_ok());
+                placed
             }
-            Op::Cross { side, price, qty } => {
-                exchange.place(user, &request(side, price, qty, TimeInForce::Ioc), id, id, &mut out)
-            }
+            Op::Cross { side, price, qty } => exchange.place(
+                user,
+                &request(side, price, qty, TimeInForce::Ioc, false),
+                id,
+                id,
+                &mut out,
+            ),
             Op::Cancel { order_id } => exchange
                 .cancel(user, market, OrderRef::Id(order_id), id, &mut out)
                 .map(|_| ()),
@@ -367,6 +428,9 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
     });
     if let Some(percent) = (applied * 100).checked_div(tried) {
         report.note = format!("amendments applied {percent}% of {tried} tried");
+    }
+    if let Some(percent) = (icebergs_placed * 100).checked_div(icebergs) {
+        report.note = format!("icebergs accepted {percent}% of {icebergs} sent");
     }
     report
 }
@@ -422,13 +486,22 @@ fn main() {
     book_amending.print();
     let exchange = bench_exchange(&specs);
     exchange.print();
-    let amending = bench_exchange_with(&specs, "driver, 20% amendments", 20);
+    let amending = bench_exchange_with(&specs, "driver, 20% amendments", 20, 0);
     amending.print();
+    let book_icebergs = bench_book_icebergs(&specs[0]);
+    book_icebergs.print();
+    let icebergs = bench_exchange_with(&specs, "driver, 20% icebergs", 0, ICEBERG_LIMITS_PERCENT);
+    icebergs.print();
     let percent = |a: &Report, b: &Report| a.ops_per_cpu_s * 100 / b.ops_per_cpu_s.max(1);
     println!(
         "ratios per CPU-second: book with 20% amendments / book alone {}%, driver / book alone {}%, driver with 20% amendments / driver {}%",
         percent(&book_amending, &book),
         percent(&exchange, &book),
         percent(&amending, &exchange),
+    );
+    println!(
+        "ratios per CPU-second: book with 20% icebergs / book alone {}%, driver with 20% icebergs / driver {}%",
+        percent(&book_icebergs, &book),
+        percent(&icebergs, &exchange),
     );
 }

@@ -489,8 +489,12 @@ impl Book {
         let level = &mut self.levels[node.level as usize];
         level.qty.0 += shown.0;
         level.hidden.0 -= shown.0;
-        self.unlink(index);
-        self.append(node.level, index);
+        // Alone or last at its price (the usual case when a taker sweeps
+        // an iceberg), it is at the back already.
+        if level.tail != index {
+            self.unlink(index);
+            self.append(node.level, index);
+        }
     }
 
     fn fok_fillable(&self, order: &PlaceOrder) -> bool {
