@@ -205,5 +205,6 @@ fn limit(market: MarketId, btc_usdt: bool, side: Side, pair: usize) -> OrderRequ
         client_order_id: None,
         stp: StpMode::None,
         iceberg_qty: None,
+        trailing_delta: None,
     }
 }

@@ -239,6 +239,7 @@ fn limit(market: MarketId, side: Side, price: &str, qty: &str) -> OrderRequest {
         client_order_id: None,
         stp: StpMode::None,
         iceberg_qty: None,
+        trailing_delta: None,
     }
 }
 

@@ -241,33 +241,34 @@ fn exchange_info_has_the_fields_binance_clients_read() {
         serde_json::json!({"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"})
     );
     assert_eq!(filters[2], serde_json::json!({"filterType":"ICEBERG_PARTS","limit":10}));
-    assert_eq!(filters[3]["filterType"], "NOTIONAL");
-    assert_eq!(filters[3]["minNotional"], "5.00000000");
+    assert_eq!(
+        filters[3],
+        serde_json::json!({"filterType":"TRAILING_DELTA","minTrailingAboveDelta":10,"maxTrailingAboveDelta":2000,
+            "minTrailingBelowDelta":10,"maxTrailingBelowDelta":2000})
+    );
+    assert_eq!(filters[4]["filterType"], "NOTIONAL");
+    assert_eq!(filters[4]["minNotional"], "5.00000000");
     // What tradsys enforces, advertised as Binance names it.
     assert_eq!(
-        filters[4],
+        filters[5],
         serde_json::json!({"filterType":"MAX_NUM_ORDERS","maxNumOrders":200})
     );
     assert_eq!(
-        filters[5],
+        filters[6],
         serde_json::json!({"filterType":"MAX_NUM_ICEBERG_ORDERS","maxNumIcebergOrders":100})
     );
     assert_eq!(
-        filters[6],
+        filters[7],
         serde_json::json!({"filterType":"MAX_NUM_ORDER_AMENDS","maxNumOrderAmends":10})
     );
-    let flags = [
-        "ocoAllowed",
-        "otoAllowed",
-        "allowTrailingStop",
-        "pegInstructionsAllowed",
-    ];
+    let flags = ["ocoAllowed", "otoAllowed", "pegInstructionsAllowed"];
     flags.iter().for_each(|f| assert_eq!(s[f], false, "{f}"));
     for f in [
         "cancelReplaceAllowed",
         "amendAllowed",
         "quoteOrderQtyMarketAllowed",
         "icebergAllowed",
+        "allowTrailingStop",
     ] {
         assert_eq!(s[f], true, "{f}");
     }

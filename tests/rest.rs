@@ -126,7 +126,7 @@ fn bad_input_gets_binance_codes() {
             -1106,
             "Parameter 'icebergQty' sent when not required.",
         ),
-        // Trailing orders are not built: refused, never placed as plain
+        // Pegged orders are not built: refused, never placed as plain
         // orders (exchangeInfo says so too).
         (
             "POST",
@@ -139,10 +139,26 @@ fn bad_input_gets_binance_codes() {
         (
             "POST",
             order,
-            "symbol=BTCUSDT&side=BUY&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.1&price=1000&trailingDelta=100",
+            "symbol=BTCUSDT&side=BUY&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.1&price=1000&trailingDelta=5",
             400,
-            -2010,
-            "Trailing stop orders are not supported for this symbol.",
+            -1013,
+            "Filter failure: TRAILING_DELTA",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=1000&trailingDelta=100",
+            400,
+            -1106,
+            "Parameter 'trailingDelta' sent when not required.",
+        ),
+        (
+            "POST",
+            order,
+            "symbol=BTCUSDT&side=BUY&type=STOP_LOSS&quantity=0.1",
+            400,
+            -1102,
+            "Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!",
         ),
         (
             "GET",
@@ -511,8 +527,10 @@ fn every_documented_order_parameter_is_honoured_or_refused() {
         ("icebergQty", format!("{base}&icebergQty=0.001"), Honoured("icebergQty", json!("0.00100000"))),
         (
             "trailingDelta",
-            format!("{base}&trailingDelta=100"),
-            Refused(-2010, "Trailing stop orders are not supported for this symbol."),
+            "symbol=BTCUSDT&side=SELL&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.01&price=1000&trailingDelta=100\
+             &newOrderRespType=RESULT"
+                .into(),
+            Honoured("trailingDelta", json!(100)),
         ),
         (
             "pegPriceType",

@@ -175,7 +175,7 @@ fn symbol_json(m: &MarketSpec) -> String {
         "ocoAllowed": false,
         "otoAllowed": false,
         "quoteOrderQtyMarketAllowed": true,
-        "allowTrailingStop": false,
+        "allowTrailingStop": true,
         "pegInstructionsAllowed": false,
         "cancelReplaceAllowed": true,
         "amendAllowed": true,
@@ -185,6 +185,11 @@ fn symbol_json(m: &MarketSpec) -> String {
             {"filterType": "PRICE_FILTER", "minPrice": decimal(m.min_price.0), "maxPrice": decimal(m.max_price.0), "tickSize": decimal(m.tick_size.0)},
             {"filterType": "LOT_SIZE", "minQty": decimal(m.min_qty.0), "maxQty": decimal(m.max_qty.0), "stepSize": decimal(m.step_size.0)},
             {"filterType": "ICEBERG_PARTS", "limit": tradsys_engine::account::ICEBERG_PARTS_MAX},
+            {"filterType": "TRAILING_DELTA",
+             "minTrailingAboveDelta": tradsys_engine::account::TRAILING_DELTA_MIN,
+             "maxTrailingAboveDelta": tradsys_engine::account::TRAILING_DELTA_MAX,
+             "minTrailingBelowDelta": tradsys_engine::account::TRAILING_DELTA_MIN,
+             "maxTrailingBelowDelta": tradsys_engine::account::TRAILING_DELTA_MAX},
             {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
              "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": tradsys_engine::account::OPEN_ORDERS_PER_USER_MARKET_MAX},
@@ -300,7 +305,8 @@ mod tests {
         assert_eq!(s["filters"][0]["tickSize"], "0.01000000");
         assert_eq!(s["filters"][1]["stepSize"], "0.00001000");
         assert_eq!(s["filters"][2]["limit"], 10);
-        assert_eq!(s["filters"][3]["minNotional"], "5.00000000");
+        assert_eq!(s["filters"][3]["filterType"], "TRAILING_DELTA");
+        assert_eq!(s["filters"][4]["minNotional"], "5.00000000");
         assert_eq!(v["rateLimits"][0]["limit"], 6000);
         assert_eq!(s["status"], "TRADING");
     }

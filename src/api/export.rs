@@ -275,6 +275,10 @@ fn order_json(w: &mut JsonWriter, o: &OrderRow) {
         .field_str("side", &o.side);
     w.field_decimal("stopPrice", o.stop_price)
         .field_decimal("icebergQty", o.iceberg_qty);
+    // As the order object: for trailing stops only.
+    if o.trailing_delta > 0 {
+        w.field_int("trailingDelta", o.trailing_delta);
+    }
     w.field_uint("time", o.time_ms)
         .field_uint("updateTime", o.update_time_ms);
     // As allOrders: a stop order is working once triggered.
@@ -387,6 +391,7 @@ mod tests {
             update_time_ms: 1_700_000_000_500,
             stp_mode: "EXPIRE_MAKER".into(),
             iceberg_qty: 500_000,
+            trailing_delta: 0,
         }
     }
 

@@ -102,13 +102,9 @@ pub(crate) fn client_id_param(params: &Params<'_>, name: &str) -> Result<Option<
 
 /// Order parameters of Binance's that tradsys does not implement, with the
 /// refusal Binance gives a symbol without them (exchangeInfo says
-/// `allowTrailingStop` and `pegInstructionsAllowed` are false): an order
-/// carrying one is refused, never placed as a plain order.
-const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 4] = [
-    (
-        "trailingDelta",
-        "Trailing stop orders are not supported for this symbol.",
-    ),
+/// `pegInstructionsAllowed` is false): an order carrying one is refused,
+/// never placed as a plain order.
+const UNSUPPORTED_ORDER_PARAMS: [(&str, &str); 3] = [
     ("pegPriceType", PEGS_REFUSED),
     ("pegOffsetValue", PEGS_REFUSED),
     ("pegOffsetType", PEGS_REFUSED),
@@ -209,6 +205,9 @@ pub(crate) fn order_request(shard: &impl Host, params: &Params<'_>) -> Result<Or
         // Binance counts an order as an iceberg when its icebergQty is
         // above zero: zero asks for a plain order.
         iceberg_qty: decimal_param(params, "icebergQty")?.filter(|&q| q != 0).map(Qty),
+        // Beyond u32 it is beyond the TRAILING_DELTA filter too, which
+        // refuses it.
+        trailing_delta: u64_param(params, "trailingDelta")?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
     })
 }
 

@@ -802,6 +802,7 @@ pub(crate) fn write_order(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderVie
     write_order_state(w, view);
     w.field_decimal("stopPrice", view.stop_price.0)
         .field_decimal("icebergQty", view.iceberg_qty.0);
+    write_trailing_delta(w, view);
     w.field_uint("time", view.time_ms)
         .field_uint("updateTime", view.update_time_ms);
     w.field_bool(
@@ -866,10 +867,18 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
     w.field_str("selfTradePreventionMode", view.stp.as_str()).end_object();
 }
 
-/// Binance's conditional field: placement and cancel answers carry
-/// `icebergQty` only for an iceberg order.
+/// Binance's conditional fields: placement and cancel answers carry
+/// `icebergQty` only for an iceberg order, and `trailingDelta` only for a
+/// trailing stop.
 fn write_iceberg_qty(w: &mut JsonWriter, view: &OrderView) {
     if view.iceberg_qty.0 > 0 {
         w.field_decimal("icebergQty", view.iceberg_qty.0);
+    }
+    write_trailing_delta(w, view);
+}
+
+fn write_trailing_delta(w: &mut JsonWriter, view: &OrderView) {
+    if view.trailing_delta > 0 {
+        w.field_uint("trailingDelta", u64::from(view.trailing_delta));
     }
 }

@@ -510,6 +510,7 @@ mod tests {
                 update_time_ms: id,
                 stp_mode: "NONE".into(),
                 iceberg_qty: 0,
+                trailing_delta: 0,
             })
         };
         backlog.push(1, 1, vec![order(8, "NEW"), order(4, "NEW")], 0);

@@ -154,6 +154,7 @@ fn order_row(symbol: &str, view: &OrderView) -> OrderRow {
         update_time_ms: view.update_time_ms,
         stp_mode: view.stp.as_str().to_string(),
         iceberg_qty: view.iceberg_qty.0,
+        trailing_delta: i64::from(view.trailing_delta),
     }
 }
 
@@ -199,7 +200,8 @@ fn trade_rows(trading: &Trading, user: u64, view: &OrderView, trade: &UserTrade,
 }
 
 /// A stored order as the engine's view, for the endpoints' JSON; `None`
-/// when the row names a market or an enum this build does not know.
+/// when the row names a market or an enum this build does not know, or
+/// holds a trailing delta no order can have.
 pub fn order_view(row: &OrderRow, market: MarketId) -> Option<OrderView> {
     Some(OrderView {
         market,
@@ -220,6 +222,7 @@ pub fn order_view(row: &OrderRow, market: MarketId) -> Option<OrderView> {
         update_time_ms: row.update_time_ms,
         stp: StpMode::parse(&row.stp_mode)?,
         iceberg_qty: Qty(row.iceberg_qty),
+        trailing_delta: u32::try_from(row.trailing_delta).ok()?,
     })
 }
 
@@ -298,6 +301,7 @@ mod tests {
             client_order_id: ClientOrderId::new("c1"),
             stp: StpMode::None,
             iceberg_qty: None,
+            trailing_delta: None,
         }
     }
 
@@ -430,5 +434,43 @@ mod tests {
                 changed_ms: 4_000
             })]
         );
+    }
+
+    /// A trailing stop's delta goes from the view to the row and back as
+    /// the same count of basis points; a stored delta no order can have
+    /// (negative, or past u32) gives no view rather than a wrong one.
+    #[test]
+    fn a_trailing_delta_round_trips_and_a_bad_one_gives_no_view() {
+        let row = OrderRow {
+            user: 7,
+            symbol: "BTCUSDT".into(),
+            order_id: 3,
+            client_order_id: "c3".into(),
+            price: 2_900_000_000_000,
+            orig_qty: 100_000_000,
+            orig_quote_qty: 0,
+            executed_qty: 0,
+            cummulative_quote_qty: 0,
+            status: "NEW".into(),
+            time_in_force: "GTC".into(),
+            order_type: "STOP_LOSS_LIMIT".into(),
+            side: "SELL".into(),
+            stop_price: 2_950_000_000_000,
+            time_ms: 1_000,
+            update_time_ms: 1_000,
+            stp_mode: "NONE".into(),
+            iceberg_qty: 0,
+            trailing_delta: 250,
+        };
+        let view = order_view(&row, MarketId(0)).expect("a view");
+        assert_eq!(view.trailing_delta, 250);
+        assert_eq!(order_row("BTCUSDT", &view), row);
+        for bad in [-1, i64::from(u32::MAX) + 1] {
+            let stored = OrderRow {
+                trailing_delta: bad,
+                ..row.clone()
+            };
+            assert_eq!(order_view(&stored, MarketId(0)), None, "{bad}");
+        }
     }
 }

@@ -492,6 +492,7 @@ mod tests {
             update_time_ms: time_ms + 1,
             stp_mode: "NONE".into(),
             iceberg_qty: 0,
+            trailing_delta: 0,
         }
     }
 

@@ -52,6 +52,12 @@ pub struct OrderRow {
     /// time. Zero for a plain order, which is what rows written before
     /// schema version 4 read as.
     pub iceberg_qty: i64,
+    /// Binance's `trailingDelta`, in basis points: how far the trigger of
+    /// a trailing stop trails the best price. A plain count, not money,
+    /// so it is stored as it is, without the 10⁻⁸ scaling of amounts.
+    /// Zero for an order that does not trail, which is what rows written
+    /// before schema version 5 read as.
+    pub trailing_delta: i64,
 }
 
 /// One side of one trade, as its user sees it (`myTrades`).

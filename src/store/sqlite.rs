@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_fewer_trees.sql")),
     (3, include_str!("migrations/sqlite/0003_transfers.sql")),
     (4, include_str!("migrations/sqlite/0004_iceberg.sql")),
+    (5, include_str!("migrations/sqlite/0005_trailing.sql")),
 ];
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as an export) before it fails.
@@ -204,8 +205,8 @@ fn upsert_order(tx: &Transaction, order_id: i64, user: i64, o: &OrderRow) -> Res
     tx.prepare_cached(
         "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
             executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price,
-            time_ms, update_time_ms, stp_mode, iceberg_qty)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+            time_ms, update_time_ms, stp_mode, iceberg_qty, trailing_delta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
          ON CONFLICT (order_id) DO UPDATE SET executed_qty = excluded.executed_qty,
             cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
             update_time_ms = excluded.update_time_ms",
@@ -230,6 +231,7 @@ fn upsert_order(tx: &Transaction, order_id: i64, user: i64, o: &OrderRow) -> Res
             o.update_time_ms as i64,
             o.stp_mode,
             o.iceberg_qty,
+            o.trailing_delta,
         ])
     })
     .map_err(engine)?;
@@ -304,7 +306,7 @@ fn transfers_sql(ids: Option<&[TransferId]>) -> String {
 
 pub(super) const ORDER_COLUMNS: &str = "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty,
     executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
-    update_time_ms, stp_mode, iceberg_qty";
+    update_time_ms, stp_mode, iceberg_qty, trailing_delta";
 
 pub(super) fn order_row(row: &rusqlite::Row) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -326,6 +328,7 @@ pub(super) fn order_row(row: &rusqlite::Row) -> rusqlite::Result<OrderRow> {
         update_time_ms: row.get::<_, i64>(15)? as u64,
         stp_mode: row.get(16)?,
         iceberg_qty: row.get(17)?,
+        trailing_delta: row.get(18)?,
     })
 }
 

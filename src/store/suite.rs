@@ -36,6 +36,7 @@ fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, ti
         update_time_ms: time_ms + executed as u64 / 100_000_000,
         stp_mode: "NONE".to_string(),
         iceberg_qty: 0,
+        trailing_delta: 0,
     }
 }
 
@@ -454,6 +455,64 @@ pub(super) async fn an_iceberg_order_keeps_its_iceberg_qty(store: &mut impl Hist
     assert_eq!(views, vec![iceberg_qty, iceberg_qty, iceberg_qty, zero]);
 }
 
+/// A trailing stop's `trailingDelta` reads back exactly, as the plain
+/// count of basis points it is (no scaling), through every query the
+/// order endpoints make (by id, by client id, the list) and the
+/// conversion to the engine's view they answer from, after a second batch
+/// updated the order's row; an order that does not trail reads 0.
+pub(super) async fn a_trailing_stop_keeps_its_trailing_delta(store: &mut impl HistoryStore) {
+    // 250 basis points: inside Binance's 10..=2000, and a value that a
+    // scaling by 10⁻⁸ either way would turn into something else.
+    const TRAILING_DELTA: u32 = 250;
+    store.migrate().await.expect("migrate");
+    let trailing = |status: &str, executed: i64| {
+        let mut o = order(2, "BTCUSDT", 31, status, executed, 3_000);
+        o.order_type = "STOP_LOSS_LIMIT".to_string();
+        o.side = "SELL".to_string();
+        o.stop_price = 2_900_000_000_000;
+        o.trailing_delta = i64::from(TRAILING_DELTA);
+        o
+    };
+    let plain = order(2, "BTCUSDT", 32, "NEW", 0, 3_001);
+    let first = vec![Row::Order(trailing("NEW", 0)), Row::Order(plain.clone())];
+    assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
+    // The next state of the trailing stop, once triggered, goes through
+    // the upsert of an existing row.
+    let second = vec![Row::Order(trailing("PARTIALLY_FILLED", 100_000_000))];
+    assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
+    let expected = trailing("PARTIALLY_FILLED", 100_000_000);
+    let by_id = store
+        .order(2, "BTCUSDT", 31)
+        .await
+        .expect("query")
+        .expect("the trailing stop");
+    assert_eq!(by_id, expected);
+    let by_client = store
+        .order_by_client_id(2, "BTCUSDT", "c31")
+        .await
+        .expect("query")
+        .expect("the trailing stop by its client id");
+    assert_eq!(by_client, expected);
+    let listed = store
+        .orders(&OrdersQuery {
+            user: 2,
+            symbol: "BTCUSDT",
+            from_id: None,
+            start_ms: None,
+            end_ms: None,
+            limit: 10,
+        })
+        .await
+        .expect("orders");
+    assert_eq!(listed, vec![expected, plain]);
+    let market = tradsys_engine::order::MarketId(0);
+    let views: Vec<_> = [&by_id, &by_client, &listed[0], &listed[1]]
+        .into_iter()
+        .map(|row| super::convert::order_view(row, market).expect("a view").trailing_delta)
+        .collect();
+    assert_eq!(views, vec![TRAILING_DELTA, TRAILING_DELTA, TRAILING_DELTA, 0]);
+}
+
 /// The insert of an order as a version 3 schema has it (no
 /// `iceberg_qty`), `price` and `orig_qty` written as the engine stores
 /// money: `order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms)`.
@@ -465,6 +524,27 @@ fn version_3_order_sql(order_id: u64, time_ms: u64, price: &str, orig_qty: &str)
          VALUES ({order_id}, 2, 'BTCUSDT', 'c{order_id}', {price}, {orig_qty}, 0, 0, 0, 'CANCELED', 'GTC', 'LIMIT',
             'BUY', 0, {time_ms}, {time_ms}, 'NONE')"
     )
+}
+
+/// The insert of an order as a version 4 schema has it (no
+/// `trailing_delta`), money written as the engine stores it: `order(2,
+/// "BTCUSDT", order_id, "CANCELED", 0, time_ms)` with `iceberg_qty`, to
+/// show that the migration keeps the columns before it as they were.
+fn version_4_order_sql(order_id: u64, time_ms: u64, price: &str, orig_qty: &str, iceberg_qty: &str) -> String {
+    format!(
+        "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
+            executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
+            update_time_ms, stp_mode, iceberg_qty)
+         VALUES ({order_id}, 2, 'BTCUSDT', 'c{order_id}', {price}, {orig_qty}, 0, 0, 0, 'CANCELED', 'GTC', 'LIMIT',
+            'BUY', 0, {time_ms}, {time_ms}, 'NONE', {iceberg_qty})"
+    )
+}
+
+/// The order `version_4_order_sql` writes, as it reads back.
+fn version_4_order(order_id: u64, time_ms: u64, iceberg_qty: i64) -> OrderRow {
+    let mut o = order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms);
+    o.iceberg_qty = iceberg_qty;
+    o
 }
 
 /// A user's side and the outside world's side of one transfer.
@@ -757,6 +837,13 @@ fn sqlite_an_iceberg_order_keeps_its_iceberg_qty() {
 }
 
 #[test]
+fn sqlite_a_trailing_stop_keeps_its_trailing_delta() {
+    block_on(a_trailing_stop_keeps_its_trailing_delta(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
+}
+
+#[test]
 fn sqlite_ten_thousand_orders_are_all_queryable() {
     block_on(ten_thousand_orders_are_all_queryable(
         &mut SqliteStore::in_memory().expect("sqlite"),
@@ -781,7 +868,7 @@ async fn file_keeps_rows_and_progress_across_reopen() {
         assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().await.expect("migrate"), 4);
+    assert_eq!(store.migrate().await.expect("migrate"), 5);
     assert_eq!(
         store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
@@ -803,13 +890,13 @@ async fn refuses_a_newer_schema() {
     store.set_version_for_test(99);
     assert!(matches!(
         store.migrate().await,
-        Err(StoreError::SchemaTooNew { found: 99, known: 4 })
+        Err(StoreError::SchemaTooNew { found: 99, known: 5 })
     ));
 }
 
-/// A file at schema version 3 with an order in it migrates to version 4,
-/// and the order reads back as the plain order it was: the new column's
-/// default, icebergQty 0.
+/// A file at schema version 3 with an order in it migrates through
+/// version 4 (to the current version), and the order reads back as the
+/// plain order it was: the new column's default, icebergQty 0.
 #[test]
 fn sqlite_orders_stored_before_version_4_read_as_plain_orders() {
     let dir = std::env::temp_dir().join(format!("tradsys-store-v3-{}", std::process::id()));
@@ -827,9 +914,51 @@ fn sqlite_orders_stored_before_version_4_read_as_plain_orders() {
     block_on(async {
         let mut store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.migrate().await.expect("migrate"), 3);
-        assert_eq!(store.migrate().await.expect("migrate again"), 4);
+        assert_eq!(store.migrate().await.expect("migrate again"), 5);
         let stored = store.order(2, "BTCUSDT", 5).await.expect("query");
         assert_eq!(stored, Some(order(2, "BTCUSDT", 5, "CANCELED", 0, 1_000)));
+    });
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A file at schema version 4 with orders in it migrates to version 5,
+/// and the orders read back as they were, an iceberg still an iceberg,
+/// and as orders that do not trail: the new column's default,
+/// trailingDelta 0, also in the engine's view the endpoints answer from.
+#[test]
+fn sqlite_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
+    let dir = std::env::temp_dir().join(format!("tradsys-store-v4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(super::sqlite::HISTORY_FILE);
+    let stored_before = [(5, 1_000, 0), (6, 1_001, 10_000_000)];
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for (version, sql) in super::sqlite::MIGRATIONS.iter().filter(|(v, _)| *v <= 4) {
+            conn.execute_batch(sql).expect("an older migration");
+            conn.pragma_update(None, "user_version", version).expect("the version");
+        }
+        for (order_id, time_ms, iceberg_qty) in stored_before {
+            let sql = version_4_order_sql(
+                order_id,
+                time_ms,
+                "3000000000000",
+                "200000000",
+                &iceberg_qty.to_string(),
+            );
+            conn.execute_batch(&sql).expect("an order of version 4");
+        }
+    }
+    block_on(async {
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.migrate().await.expect("migrate"), 4);
+        assert_eq!(store.migrate().await.expect("migrate again"), 5);
+        for (order_id, time_ms, iceberg_qty) in stored_before {
+            let stored = store.order(2, "BTCUSDT", order_id).await.expect("query");
+            assert_eq!(stored, Some(version_4_order(order_id, time_ms, iceberg_qty)));
+            let market = tradsys_engine::order::MarketId(0);
+            let view = stored.and_then(|row| super::convert::order_view(&row, market));
+            assert_eq!(view.map(|v| v.trailing_delta), Some(0));
+        }
     });
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
@@ -883,10 +1012,14 @@ fn postgres_passes_the_suite() {
     on_postgres(&server, "iceberg", |mut s| async move {
         an_iceberg_order_keeps_its_iceberg_qty(&mut s).await
     });
+    on_postgres(&server, "trailing_stop", |mut s| async move {
+        a_trailing_stop_keeps_its_trailing_delta(&mut s).await
+    });
 }
 
 /// A database at schema version 3 with orders in the default partition
-/// and in a monthly one migrates to version 4: the orders read back as
+/// and in a monthly one migrates through version 4 (to the current
+/// version): the orders read back as
 /// the plain orders they were (icebergQty 0), and the new column reaches
 /// the partitions made before the migration and those made after.
 #[test]
@@ -909,7 +1042,7 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
                 .await;
         }
         assert_eq!(s.migrate().await.expect("migrate"), 3);
-        assert_eq!(s.migrate().await.expect("migrate again"), 4);
+        assert_eq!(s.migrate().await.expect("migrate again"), 5);
         for (order_id, time_ms) in [(5, 1_000), (6, DEC_15_2026_MS)] {
             let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
             assert_eq!(stored, Some(order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms)));
@@ -936,6 +1069,75 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
             "SELECT tableoid::regclass, iceberg_qty FROM orders ORDER BY order_id"
         ),
         "orders_default|0.00000000\norders_202612|0.00000000\norders_202612|0.10000001\norders_202701|0.10000001"
+    );
+}
+
+/// A database at schema version 4 with orders in the default partition
+/// and in a monthly one migrates to version 5: the orders read back as
+/// they were, an iceberg still an iceberg, and as orders that do not
+/// trail (trailingDelta 0, also in the engine's view), and the new column
+/// reaches the partitions made before the migration and those made after.
+#[test]
+fn postgres_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
+    const DEC_1_2026_MS: u64 = 1_796_083_200_000;
+    const DEC_15_2026_MS: u64 = 1_797_292_800_000;
+    const JAN_15_2027_MS: u64 = 1_799_971_200_000;
+    let server = tradsys_pgtest::PgServer::start();
+    on_postgres(&server, "before_trailing", |mut s| async move {
+        s.execute_for_test("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            .await;
+        for (version, sql) in super::postgres::MIGRATIONS.iter().filter(|(v, _)| *v <= 4) {
+            s.execute_for_test(sql).await;
+            s.execute_for_test(&format!("INSERT INTO schema_migrations (version) VALUES ({version})"))
+                .await;
+        }
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 1).await.expect("partitions"), 3);
+        // Each order's iceberg quantity as the NUMERIC it is stored as and
+        // as the units it reads back as.
+        let stored_before = [(5, 1_000, "0", 0), (6, DEC_15_2026_MS, "0.10000000", 10_000_000)];
+        for (order_id, time_ms, iceberg, _) in stored_before {
+            s.execute_for_test(&version_4_order_sql(
+                order_id,
+                time_ms,
+                "30000.00000000",
+                "2.00000000",
+                iceberg,
+            ))
+            .await;
+        }
+        assert_eq!(s.migrate().await.expect("migrate"), 4);
+        assert_eq!(s.migrate().await.expect("migrate again"), 5);
+        let market = tradsys_engine::order::MarketId(0);
+        for (order_id, time_ms, _, iceberg_qty) in stored_before {
+            let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
+            assert_eq!(stored, Some(version_4_order(order_id, time_ms, iceberg_qty)));
+            let view = stored.and_then(|row| super::convert::order_view(&row, market));
+            assert_eq!(view.map(|v| v.trailing_delta), Some(0));
+        }
+        // New trailing stops in the month partitioned before the
+        // migration and in one made after it.
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 2).await.expect("partitions"), 3);
+        let mut rows = Vec::new();
+        for (order_id, time_ms) in [(7, DEC_15_2026_MS), (8, JAN_15_2027_MS)] {
+            let mut o = order(2, "BTCUSDT", order_id, "NEW", 0, time_ms);
+            o.order_type = "STOP_LOSS_LIMIT".to_string();
+            o.trailing_delta = 250;
+            rows.push(Row::Order(o));
+        }
+        assert!(s.write(&batch(0, 1, 1, rows.clone())).await.expect("write"));
+        for row in rows {
+            let Row::Order(o) = row else { continue };
+            let stored = s.order(2, "BTCUSDT", o.order_id).await.expect("query");
+            assert_eq!(stored, Some(o));
+        }
+    });
+    // The column is the plain count, not money scaled to NUMERIC.
+    assert_eq!(
+        server.psql_in(
+            "before_trailing",
+            "SELECT tableoid::regclass, trailing_delta FROM orders ORDER BY order_id"
+        ),
+        "orders_default|0\norders_202612|0\norders_202612|250\norders_202701|250"
     );
 }
 

@@ -394,8 +394,12 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
         .field_decimal("Y", trade.map_or(0, |t| t.quote_qty.0))
         .field_decimal("Q", view.orig_quote_qty.0)
         .field_uint("W", view.time_ms)
-        .field_str("V", view.stp.as_str())
-        .end_object();
+        .field_str("V", view.stp.as_str());
+    // Binance's conditional field, for trailing stops only.
+    if view.trailing_delta > 0 {
+        w.field_uint("d", u64::from(view.trailing_delta));
+    }
+    w.end_object();
 }
 
 /// tradsys's `mmpTriggered`: the protection of the user in market `s`

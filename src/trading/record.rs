@@ -308,7 +308,7 @@ mod tests {
     fn records_stay_small() {
         let mut buf = rkyv::util::AlignedVec::new();
         encode(&Record::AllocateUser, &mut buf);
-        assert_eq!(buf.len(), 152);
+        assert_eq!(buf.len(), 160);
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn book_message(op: Op, order_id: u64, user: u64) -> ToBook {
             stp: StpMode::None,
             time_ms: order_id,
             iceberg_qty: Qty::ZERO,
+            trailing_delta: 0,
         })
     };
     match op {
@@ -399,6 +400,7 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             client_order_id: None,
             stp: StpMode::None,
             iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
+            trailing_delta: None,
         };
         let _ = match op {
             Op::Limit { side, price, qty } => {

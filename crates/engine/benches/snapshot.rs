@@ -57,6 +57,7 @@ fn order(side: Side, ticks: i64) -> OrderRequest {
         client_order_id: None,
         stp: StpMode::None,
         iceberg_qty: None,
+        trailing_delta: None,
     }
 }
 

@@ -52,6 +52,10 @@ pub const ICEBERG_PARTS_MAX: i64 = 10;
 /// Open iceberg orders one user may have in one market (Binance's
 /// MAX_NUM_ICEBERG_ORDERS filter).
 pub const ICEBERG_ORDERS_PER_USER_MARKET_MAX: usize = 100;
+/// The TRAILING_DELTA filter: `trailingDelta` in basis points, the same
+/// range above and below (Binance's usual 10 to 2,000).
+pub const TRAILING_DELTA_MIN: u32 = 10;
+pub const TRAILING_DELTA_MAX: u32 = 2000;
 /// Trades remembered per user for myTrades.
 pub const TRADES_PER_USER_MAX: usize = 100;
 /// Finished orders remembered per user for order queries.
@@ -82,6 +86,8 @@ const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
 const _: () = assert!(ICEBERG_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER_MARKET_MAX);
 const _: () = assert!(ICEBERG_PARTS_MAX >= 2);
+const _: () =
+    assert!(0 < TRAILING_DELTA_MIN && TRAILING_DELTA_MIN <= TRAILING_DELTA_MAX && TRAILING_DELTA_MAX < 10_000);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
 const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
 const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
@@ -647,10 +653,13 @@ impl Accounts {
         let spec = &self.specs[usize::from(request.market.0)];
         let unbounded_qty = Qty(i64::MAX);
         let unbounded_quote = Amount(i64::MAX);
-        let reference = if request.kind.is_stop() {
-            request.stop_price
-        } else {
-            reference
+        let reference = match (request.kind.is_stop(), request.trailing_delta) {
+            (false, _) => reference,
+            (true, None) => request.stop_price,
+            // A trailing buy fires `trailingDelta` above the lowest price
+            // since it began: its lock assumes it begins at its stop price
+            // (or the reference, without one) and fires that much above.
+            (true, Some(delta)) => request.stop_price.or(reference).map(|p| trailed_up(p, delta)),
         };
         let (qty, quote, by_quote) = match (request.qty, request.side) {
             (OrderQty::Base(qty), Side::Sell) => (qty, unbounded_quote, false),
@@ -678,6 +687,7 @@ impl Accounts {
             stp: request.stp,
             time_ms,
             iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
+            trailing_delta: request.trailing_delta.unwrap_or(0),
         })
     }
 
@@ -834,6 +844,9 @@ impl Accounts {
             unreachable!("the book amended order {order_id}, which is not open")
         };
         let before = open.view;
+        // Before the view changes: a trailing market buy's lock is per
+        // unit of its quantity before the amendment.
+        let lock = amended_lock(open, pending.new_qty);
         open.amends += 1;
         let execution_id = order_id * EXECUTION_IDS_PER_ORDER + u64::from(open.amends);
         open.view.orig_qty = pending.new_qty.max(before.executed_qty);
@@ -859,7 +872,6 @@ impl Accounts {
             });
             return;
         }
-        let lock = amended_lock(open, pending.new_qty);
         let freed = Amount(open.locked.0 - lock.0);
         assert!(freed.0 >= 0, "an amendment of order {order_id} would lock more");
         open.locked = lock;
@@ -1587,7 +1599,17 @@ fn amended_lock(order: &Open, new_qty: Qty) -> Amount {
     let needed = match view.side {
         Side::Sell => Some(Amount(remaining.0)),
         Side::Buy if view.kind.has_price() => notional_ceil(view.price, remaining),
-        Side::Buy if view.kind.is_stop() => market_buy_lock(new_qty, Some(view.stop_price)).ok(),
+        Side::Buy if view.kind.is_stop() && view.trailing_delta == 0 => {
+            market_buy_lock(new_qty, Some(view.stop_price)).ok()
+        }
+        // A trailing market buy locked against a price it may not know
+        // any more (the reference when it was placed): it keeps its lock
+        // per unit of quantity.
+        Side::Buy if view.kind.is_stop() => {
+            let per_unit = i128::from(order.locked.0) * i128::from(new_qty.0);
+            let lock = (per_unit + i128::from(view.orig_qty.0) - 1) / i128::from(view.orig_qty.0.max(1));
+            i64::try_from(lock).ok().map(Amount)
+        }
         Side::Buy => None,
     };
     needed.map_or(order.locked, |needed| needed.min(order.locked))
@@ -1601,8 +1623,10 @@ fn check_amended_qty(spec: &MarketSpec, view: &OrderView, new_qty: Qty) -> Resul
     }
     let price = match (view.kind.has_price(), view.kind.is_stop()) {
         (true, _) => view.price,
-        (false, true) => view.stop_price,
-        (false, false) => return Ok(()),
+        // A trailing market stop without a stop price has no price to
+        // check, as a market order.
+        (false, true) if view.stop_price.0 > 0 => view.stop_price,
+        (false, _) => return Ok(()),
     };
     let unit = i128::from(UNIT);
     let notional = notional_wide(price, new_qty);
@@ -1633,6 +1657,12 @@ fn price_improvement(order: &Open) -> Amount {
     let needed = notional_ceil(view.price, remaining).unwrap_or(Amount(i64::MAX));
     assert!(needed <= order.locked, "a limit buy's lock fell below its needs");
     Amount(order.locked.0 - needed.0)
+}
+
+/// `price` raised by `delta` basis points, rounded up to the unit.
+fn trailed_up(price: Price, delta: u32) -> Price {
+    let raised = (i128::from(price.0) * (10_000 + i128::from(delta)) + 9_999) / 10_000;
+    Price(i64::try_from(raised).unwrap_or(i64::MAX))
 }
 
 fn market_buy_lock(qty: Qty, reference: Option<Price>) -> Result<Amount, EngineError> {
@@ -1680,6 +1710,7 @@ fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u6
         update_time_ms: time_ms,
         stp: request.stp,
         iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
+        trailing_delta: request.trailing_delta.unwrap_or(0),
     }
 }
 
@@ -1708,12 +1739,15 @@ fn check_params(request: &OrderRequest) -> Result<(), EngineError> {
         error::MISSING_TIME_IN_FORCE,
         error::NOT_REQUIRED_TIME_IN_FORCE,
     )?;
-    need(
-        request.stop_price.is_some(),
-        kind.is_stop(),
-        error::MISSING_STOP_PRICE,
-        error::NOT_REQUIRED_STOP_PRICE,
-    )?;
+    if request.trailing_delta.is_some() && !kind.is_stop() {
+        return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_TRAILING_DELTA));
+    }
+    if kind.is_stop() && request.stop_price.is_none() && request.trailing_delta.is_none() {
+        return Err(EngineError::MandatoryParam(error::MISSING_STOP_PRICE_OR_TRAILING_DELTA));
+    }
+    if !kind.is_stop() && request.stop_price.is_some() {
+        return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_STOP_PRICE));
+    }
     if matches!(request.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
         return Err(EngineError::ParamNotRequired(error::NOT_REQUIRED_QUOTE_ORDER_QTY));
     }
@@ -1759,6 +1793,11 @@ fn check_filters(spec: &MarketSpec, request: &OrderRequest) -> Result<(), Engine
     for price in [request.price, request.stop_price].into_iter().flatten() {
         if !price_ok(price) {
             return Err(EngineError::PriceFilter);
+        }
+    }
+    if let Some(delta) = request.trailing_delta {
+        if !(TRAILING_DELTA_MIN..=TRAILING_DELTA_MAX).contains(&delta) {
+            return Err(EngineError::TrailingDelta);
         }
     }
     let notional = match request.qty {

@@ -22,6 +22,17 @@
 //! some of the order is left, the order shows a new part and goes to the
 //! back of its level's queue (it loses time priority, as on Binance).
 //!
+//! A trailing stop (`PlaceOrder::trailing_delta` above zero) is held apart,
+//! in arrival order, with the best price it has seen since it began
+//! tracking: the highest for a sell, the lowest for a buy. It begins at
+//! once (from the last price) without a stop price, else at the first
+//! trade that meets its stop price; from then on each trade moves its
+//! best price and is checked against it, and a trade `trailingDelta` basis
+//! points worse than the best marks it fired. Fired stops run, with the
+//! others, oldest first once the order that moved the price is done.
+//! Every trade reads the trailing stops (at most
+//! `TRAILING_STOPS_PER_BOOK_MAX`), none when there are none.
+//!
 //! **Invariant:** at rest the book is never crossed (best bid < best ask).
 //! **Invariant:** a level's quantity is the sum of its orders' visible
 //! parts, and its hidden quantity the sum of the rest of their remainders.
@@ -46,6 +57,11 @@ pub const DEPTH_LEVELS_MAX: usize = 5000;
 
 /// Held stops per direction a book reserves room for up front.
 const STOPS_RESERVED_COUNT: usize = 1024;
+/// Trailing stops one book holds; every trade reads them all, so this
+/// bounds what a trade costs. A trailing stop beyond it is rejected.
+pub const TRAILING_STOPS_PER_BOOK_MAX: usize = 1024;
+/// Basis points in one: `trailingDelta` is counted in them.
+const BIPS: i128 = 10_000;
 
 const NIL: u32 = u32::MAX;
 const UNBOUNDED: i64 = i64::MAX;
@@ -174,13 +190,70 @@ impl StopLadder {
     }
 }
 
-/// Where a held stop is: its direction, stop price, arrival number and user.
+/// Where a held stop is: its direction, stop price, arrival number and
+/// user, and whether it is a trailing stop (then it is found by its
+/// arrival number among the trailing stops).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StopPlace {
     upward: bool,
     stop_price: Price,
     seq: u64,
     user: UserId,
+    trailing: bool,
+}
+
+/// A held trailing stop: its arrival number, the order, the best price
+/// since it began tracking (`None` until it begins) and whether a trade
+/// has fired it.
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct TrailingStop {
+    seq: u64,
+    order: PlaceOrder,
+    best: Option<Price>,
+    fired: bool,
+}
+
+impl TrailingStop {
+    /// Moves the stop along with a trade at `price`.
+    fn track(&mut self, price: Price) {
+        if self.fired {
+            return;
+        }
+        let order = &self.order;
+        let sell = order.side == Side::Sell;
+        let best = match self.best {
+            None => {
+                let upward = order.kind.triggers_upward(order.side);
+                let starts = order.stop_price.0 == 0 || triggered_at(upward, order.stop_price, price);
+                // The trade that starts the tracking sets the best price.
+                self.best = starts.then_some(price);
+                return;
+            }
+            Some(best) if sell => best.max(price),
+            Some(best) => best.min(price),
+        };
+        self.best = Some(best);
+        self.fired = trailed_past(sell, best, price, order.trailing_delta);
+    }
+}
+
+/// Whether `price` is `delta` basis points worse than `best`: below it for
+/// a sell, above it for a buy.
+fn trailed_past(sell: bool, best: Price, price: Price, delta: u32) -> bool {
+    let (best, price, delta) = (i128::from(best.0), i128::from(price.0), i128::from(delta));
+    if sell {
+        price * BIPS <= best * (BIPS - delta)
+    } else {
+        price * BIPS >= best * (BIPS + delta)
+    }
+}
+
+/// Where a held stop to fire is.
+#[derive(Clone, Copy)]
+enum Held {
+    Up(usize),
+    Down(usize),
+    Trailing(usize),
 }
 
 /// Why matching stopped.
@@ -212,6 +285,8 @@ pub struct Book {
     stops_down: StopLadder,
     #[rkyv(with = rkyv::with::AsVec)]
     stop_index: IdMap<StopPlace>,
+    /// Trailing stops in arrival order.
+    trailing: Vec<TrailingStop>,
     next_stop_seq: u64,
     last_price: Option<Price>,
     update_id: u64,
@@ -249,6 +324,7 @@ impl Book {
                 stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
             },
             stop_index: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
+            trailing: Vec::with_capacity(TRAILING_STOPS_PER_BOOK_MAX),
             next_stop_seq: 0,
             last_price: None,
             update_id: 0,
@@ -287,6 +363,7 @@ impl Book {
         snapshot::reserve_total(&mut self.stops_up.stops, STOPS_RESERVED_COUNT);
         snapshot::reserve_total(&mut self.stops_down.stops, STOPS_RESERVED_COUNT);
         snapshot::reserve_total_map(&mut self.stop_index, STOPS_RESERVED_COUNT);
+        snapshot::reserve_total(&mut self.trailing, TRAILING_STOPS_PER_BOOK_MAX);
         self.trades.reserve(TRADES_RECENT_MAX.saturating_sub(self.trades.len()));
     }
 
@@ -323,7 +400,10 @@ impl Book {
     }
 
     fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
-        let reject = if order.kind.is_stop() {
+        let reject = if order.kind.is_stop() && order.trailing_delta > 0 {
+            let full = self.trailing.len() >= TRAILING_STOPS_PER_BOOK_MAX;
+            full.then_some(EngineError::TrailingStopsFull)
+        } else if order.kind.is_stop() {
             self.would_trigger(&order).then_some(EngineError::WouldTrigger)
         } else if order.kind == OrderType::LimitMaker {
             self.crosses_best(order.side, order.price)
@@ -460,6 +540,9 @@ impl Book {
         self.next_trade_id += 1;
         self.update_id += 1;
         self.last_price = Some(price);
+        for stop in &mut self.trailing {
+            stop.track(price);
+        }
         if self.trades.len() == TRADES_RECENT_MAX {
             self.trades.pop_front();
         }
@@ -651,6 +734,14 @@ impl Book {
         }
     }
 
+    /// A trailing stop's position among the trailing stops.
+    fn trailing_position(&self, seq: u64) -> usize {
+        match self.trailing.binary_search_by_key(&seq, |t| t.seq) {
+            Ok(position) => position,
+            Err(_) => unreachable!("an indexed trailing stop is held"),
+        }
+    }
+
     /// Shrinks an order where it is: a resting order keeps its place in
     /// its level's queue, a held stop its place among the stops. An
     /// iceberg loses hidden quantity first; its visible part shrinks only
@@ -680,11 +771,16 @@ impl Book {
             Some(&place) if place.user == amend.user => place,
             _ => return Err(EngineError::UnknownOrder),
         };
-        let ladder = self.stop_ladder_mut(place.upward);
-        let Ok(position) = ladder.position(place.stop_price, place.seq) else {
-            unreachable!("an indexed stop is on its ladder")
+        let order = if place.trailing {
+            let position = self.trailing_position(place.seq);
+            &mut self.trailing[position].order
+        } else {
+            let ladder = self.stop_ladder_mut(place.upward);
+            let Ok(position) = ladder.position(place.stop_price, place.seq) else {
+                unreachable!("an indexed stop is on its ladder")
+            };
+            &mut ladder.stops[position].order
         };
-        let order = &mut ladder.stops[position].order;
         if order.qty <= amend.reduce_by {
             self.unhold(amend.order_id);
             return Ok(false);
@@ -706,22 +802,50 @@ impl Book {
         let upward = order.kind.triggers_upward(order.side);
         let seq = self.next_stop_seq;
         self.next_stop_seq += 1;
+        let trailing = order.trailing_delta > 0;
         let place = StopPlace {
             upward,
             stop_price: order.stop_price,
             seq,
             user: order.user,
+            trailing,
         };
         let previous = self.stop_index.insert(order.order_id, place);
         assert!(previous.is_none(), "order id {} reused", order.order_id);
-        self.stop_ladder_mut(upward).insert(HeldStop { seq, order });
+        if trailing {
+            self.hold_trailing(seq, order);
+        } else {
+            self.stop_ladder_mut(upward).insert(HeldStop { seq, order });
+        }
     }
 
-    /// Takes a held stop out of its ladder and the index.
+    /// A trailing stop begins tracking from the last price when it has no
+    /// stop price or the last price already meets it; else at the first
+    /// trade that meets it (or, with no trade yet, the first trade).
+    fn hold_trailing(&mut self, seq: u64, order: PlaceOrder) {
+        assert!(self.trailing.len() < TRAILING_STOPS_PER_BOOK_MAX);
+        let upward = order.kind.triggers_upward(order.side);
+        let best = self
+            .last_price
+            .filter(|&last| order.stop_price.0 == 0 || triggered_at(upward, order.stop_price, last));
+        self.trailing.push(TrailingStop {
+            seq,
+            order,
+            best,
+            fired: false,
+        });
+    }
+
+    /// Takes a held stop out of its ladder (or the trailing stops) and the
+    /// index.
     fn unhold(&mut self, order_id: OrderId) -> PlaceOrder {
         let Some(place) = self.stop_index.remove(&order_id) else {
             unreachable!("unheld an unknown stop {order_id}")
         };
+        if place.trailing {
+            let position = self.trailing_position(place.seq);
+            return self.trailing.remove(position).order;
+        }
         let ladder = self.stop_ladder_mut(place.upward);
         match ladder.position(place.stop_price, place.seq) {
             Ok(position) => ladder.stops.remove(position).order,
@@ -739,22 +863,7 @@ impl Book {
     /// Fires held stops, oldest first, until none is triggered; each firing
     /// may move the last price and so fire others.
     fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
-        while let Some(last) = self.last_price {
-            let up = self.stops_up.oldest_triggered(last);
-            let down = self.stops_down.oldest_triggered(last);
-            let (ladder, position) = match (up, down) {
-                (None, None) => return,
-                (Some((position, _)), None) => (&mut self.stops_up, position),
-                (None, Some((position, _))) => (&mut self.stops_down, position),
-                (Some((up_at, up_seq)), Some((down_at, down_seq))) => {
-                    if up_seq < down_seq {
-                        (&mut self.stops_up, up_at)
-                    } else {
-                        (&mut self.stops_down, down_at)
-                    }
-                }
-            };
-            let order = ladder.stops.remove(position).order;
+        while let Some(order) = self.next_fired() {
             self.stop_index.remove(&order.order_id);
             let status = self.execute(&order, out);
             if status.is_final() {
@@ -766,6 +875,29 @@ impl Book {
                 });
             }
         }
+    }
+
+    /// Takes out the oldest held stop the last price triggers or a trade
+    /// fired, if any.
+    fn next_fired(&mut self) -> Option<PlaceOrder> {
+        let last = self.last_price?;
+        let up = self
+            .stops_up
+            .oldest_triggered(last)
+            .map(|(at, seq)| (seq, Held::Up(at)));
+        let down = self
+            .stops_down
+            .oldest_triggered(last)
+            .map(|(at, seq)| (seq, Held::Down(at)));
+        let trailing = self.trailing.iter().position(|t| t.fired);
+        let trailing = trailing.map(|at| (self.trailing[at].seq, Held::Trailing(at)));
+        let oldest = [up, down, trailing].into_iter().flatten().min_by_key(|&(seq, _)| seq)?;
+        let order = match oldest.1 {
+            Held::Up(at) => self.stops_up.stops.remove(at).order,
+            Held::Down(at) => self.stops_down.stops.remove(at).order,
+            Held::Trailing(at) => self.trailing.remove(at).order,
+        };
+        Some(order)
     }
 
     fn ladder(&self, side: Side) -> &Ladder {
@@ -890,6 +1022,11 @@ impl Book {
             h.u64(stop.order.user);
             h.i64(stop.order.stop_price.0);
         }
+        for stop in &self.trailing {
+            h.u64(stop.order.order_id);
+            h.u64(stop.order.user);
+            h.i64(stop.best.map_or(-1, |p| p.0));
+        }
         h.i64(self.last_price.map_or(-1, |p| p.0));
         h.u64(self.update_id);
         h.u64(self.next_trade_id);
@@ -989,8 +1126,10 @@ impl Book {
                     stop_price: order.stop_price,
                     seq: stop.seq,
                     user: order.user,
+                    trailing: false,
                 };
                 let fits = order.stop_price.0 > 0
+                    && order.trailing_delta == 0
                     && ladder.upward == order.kind.triggers_upward(order.side)
                     && self.stop_index.get(&order.order_id) == Some(&place)
                     && self.last_price.is_none_or(|last| !triggered(order, last));
@@ -1007,10 +1146,44 @@ impl Book {
                 return Err("a stop ladder is out of order".into());
             }
         }
+        held += self.verify_trailing()?;
         if held != self.stop_index.len() {
             return Err(format!("{} stops indexed, {held} held", self.stop_index.len()));
         }
         Ok(())
+    }
+
+    /// The trailing stops: in arrival order, indexed, within their bound,
+    /// none fired at rest, and none whose best price the last price has
+    /// already trailed past. Returns how many there are.
+    fn verify_trailing(&self) -> Result<usize, String> {
+        if self.trailing.len() > TRAILING_STOPS_PER_BOOK_MAX || !self.trailing.windows(2).all(|w| w[0].seq < w[1].seq) {
+            return Err("the trailing stops are out of order or too many".into());
+        }
+        for stop in &self.trailing {
+            let order = &stop.order;
+            let place = StopPlace {
+                upward: order.kind.triggers_upward(order.side),
+                stop_price: order.stop_price,
+                seq: stop.seq,
+                user: order.user,
+                trailing: true,
+            };
+            let due = match (stop.best, self.last_price) {
+                (Some(best), Some(last)) => trailed_past(order.side == Side::Sell, best, last, order.trailing_delta),
+                _ => false,
+            };
+            let fits = order.kind.is_stop()
+                && order.trailing_delta > 0
+                && i128::from(order.trailing_delta) < BIPS
+                && !stop.fired
+                && !due
+                && self.stop_index.get(&order.order_id) == Some(&place);
+            if !fits {
+                return Err(format!("trailing stop {} does not fit", order.order_id));
+            }
+        }
+        Ok(self.trailing.len())
     }
 }
 

@@ -68,6 +68,13 @@ pub enum EngineError {
     /// iceberg whose time in force is not GTC).
     #[error("Unsupported order combination")]
     UnsupportedCombination,
+    /// `trailingDelta` outside the TRAILING_DELTA filter's range.
+    #[error("Filter failure: TRAILING_DELTA")]
+    TrailingDelta,
+    /// The market's book holds `TRAILING_STOPS_PER_BOOK_MAX` trailing
+    /// stops already.
+    #[error("Too many trailing stop orders on this symbol; try again later.")]
+    TrailingStopsFull,
 }
 
 /// Why an amendment was refused; each is Binance's -2038 with its message.
@@ -111,7 +118,8 @@ impl EngineError {
             | EngineError::Notional
             | EngineError::MaxNumOrders
             | EngineError::IcebergParts
-            | EngineError::MaxNumIcebergOrders => -1013,
+            | EngineError::MaxNumIcebergOrders
+            | EngineError::TrailingDelta => -1013,
             EngineError::InsufficientBalance
             | EngineError::WouldMatch
             | EngineError::WouldTrigger
@@ -120,7 +128,8 @@ impl EngineError {
             | EngineError::MarketClosed
             | EngineError::MmpFrozen
             | EngineError::IcebergQtyExceedsQty
-            | EngineError::UnsupportedCombination => -2010,
+            | EngineError::UnsupportedCombination
+            | EngineError::TrailingStopsFull => -2010,
             EngineError::UnknownOrder => -2011,
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
@@ -154,6 +163,8 @@ impl EngineError {
             EngineError::MaxNumIcebergOrders => "Filter failure: MAX_NUM_ICEBERG_ORDERS",
             EngineError::IcebergQtyExceedsQty => "IcebergQty exceeds QTY.",
             EngineError::UnsupportedCombination => "Unsupported order combination",
+            EngineError::TrailingDelta => "Filter failure: TRAILING_DELTA",
+            EngineError::TrailingStopsFull => "Too many trailing stop orders on this symbol; try again later.",
         }
     }
 }
@@ -167,12 +178,15 @@ pub const NOT_REQUIRED_TIME_IN_FORCE: &str = "Parameter 'timeInForce' sent when 
 pub const NOT_REQUIRED_STOP_PRICE: &str = "Parameter 'stopPrice' sent when not required.";
 pub const NOT_REQUIRED_QUOTE_ORDER_QTY: &str = "Parameter 'quoteOrderQty' sent when not required.";
 pub const NOT_REQUIRED_ICEBERG_QTY: &str = "Parameter 'icebergQty' sent when not required.";
+pub const NOT_REQUIRED_TRAILING_DELTA: &str = "Parameter 'trailingDelta' sent when not required.";
+pub const MISSING_STOP_PRICE_OR_TRAILING_DELTA: &str =
+    "Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!";
 
 /// Every message a parameter error may carry, in a fixed order: archives
 /// (journal records, snapshots) store a message as its index here, because
 /// a `&'static str` cannot be read back from bytes. Append only: a stored
 /// index must keep naming the same message.
-pub const PARAM_MESSAGES: [&str; 9] = [
+pub const PARAM_MESSAGES: [&str; 11] = [
     MISSING_PRICE,
     MISSING_QUANTITY,
     MISSING_TIME_IN_FORCE,
@@ -182,6 +196,8 @@ pub const PARAM_MESSAGES: [&str; 9] = [
     NOT_REQUIRED_STOP_PRICE,
     NOT_REQUIRED_QUOTE_ORDER_QTY,
     NOT_REQUIRED_ICEBERG_QTY,
+    NOT_REQUIRED_TRAILING_DELTA,
+    MISSING_STOP_PRICE_OR_TRAILING_DELTA,
 ];
 
 /// A parameter message that is not in `PARAM_MESSAGES`, met while archiving
@@ -252,6 +268,8 @@ mod tests {
             EngineError::MaxNumIcebergOrders,
             EngineError::IcebergQtyExceedsQty,
             EngineError::UnsupportedCombination,
+            EngineError::TrailingDelta,
+            EngineError::TrailingStopsFull,
         ];
         for e in all {
             assert_eq!(e.to_string(), e.msg());

@@ -40,6 +40,9 @@ pub struct PlaceOrder {
     /// The visible part of an iceberg order (`icebergQty`); zero for a
     /// plain order.
     pub iceberg_qty: Qty,
+    /// A trailing stop's `trailingDelta` in basis points; zero for an
+    /// order that does not trail.
+    pub trailing_delta: u32,
 }
 
 /// Work for a book machine.

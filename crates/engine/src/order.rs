@@ -187,6 +187,9 @@ pub struct OrderRequest {
     pub stp: StpMode,
     /// `icebergQty`: the order rests showing at most this much at a time.
     pub iceberg_qty: Option<Qty>,
+    /// `trailingDelta` in basis points: a stop whose trigger trails the
+    /// market's best price since it began tracking.
+    pub trailing_delta: Option<u32>,
 }
 
 /// An order's state as Binance reports it (GET /api/v3/order).
@@ -212,6 +215,9 @@ pub struct OrderView {
     pub stp: StpMode,
     /// `icebergQty`; zero for a plain order.
     pub iceberg_qty: Qty,
+    /// `trailingDelta` in basis points; zero for an order that does not
+    /// trail.
+    pub trailing_delta: u32,
 }
 
 /// One trade as one of its two users sees it (GET /api/v3/myTrades).

@@ -64,6 +64,11 @@ struct RefOrder {
     /// its visible part.
     peak: i64,
     shown: i64,
+    /// A trailing stop's delta (zero if it does not trail), the best price
+    /// since it began tracking, and whether a trade fired it.
+    trailing: u32,
+    best: Option<i64>,
+    fired: bool,
     amends: u8,
     /// The time of the operation that placed it: a fill it takes carries it.
     time: u64,
@@ -236,15 +241,18 @@ impl Reference {
             OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit
         );
         let stop = kind != OrderType::Limit && kind != OrderType::LimitMaker && kind != OrderType::Market;
-        for (present, wanted) in [
-            (r.price.is_some(), priced),
-            (r.time_in_force.is_some(), tif),
-            (r.stop_price.is_some(), stop),
-        ] {
-            if present != wanted {
-                return Err(if wanted { -1102 } else { -1106 });
-            }
+        let presence = |present: bool, wanted: bool| match (present, wanted) {
+            (false, true) => Err(-1102),
+            (true, false) => Err(-1106),
+            _ => Ok(()),
+        };
+        presence(r.price.is_some(), priced)?;
+        presence(r.time_in_force.is_some(), tif)?;
+        if r.trailing_delta.is_some() && !stop {
+            return Err(-1106);
         }
+        // A trailing stop needs no stop price.
+        presence(r.stop_price.is_some() || r.trailing_delta.is_some(), stop)?;
         if matches!(r.qty, OrderQty::Quote(_)) && kind != OrderType::Market {
             return Err(-1106);
         }
@@ -264,6 +272,9 @@ impl Reference {
             if price.0 < s.min_price.0 || price.0 > s.max_price.0 || price.0 % s.tick_size.0 != 0 {
                 return Err(-1013);
             }
+        }
+        if r.trailing_delta.is_some_and(|d| !(10..=2000).contains(&d)) {
+            return Err(-1013);
         }
         let notional: i128 = match r.qty {
             OrderQty::Base(qty) => {
@@ -302,12 +313,22 @@ impl Reference {
         let market = usize::from(r.market.0);
         let (base, quote) = self.base_quote(market);
         let step = self.specs[market].step_size.0 as i128;
-        let reference = if r.kind.is_stop() {
-            r.stop_price.map(|p| p.0)
-        } else if let Some(read) = self.sized_against.take() {
-            read
-        } else {
-            self.reference_price(market, r.side)
+        let read = match self.sized_against.take() {
+            Some(read) => read,
+            None => self.reference_price(market, r.side),
+        };
+        let reference = match (r.kind.is_stop(), r.trailing_delta) {
+            (false, _) => read,
+            (true, None) => r.stop_price.map(|p| p.0),
+            // A trailing buy may fire its delta above where it begins.
+            (true, Some(delta)) => r.stop_price.map(|p| p.0).or(read).map(|price| {
+                let raised = ceil_div(price as i128 * (10_000 + delta as i128), 10_000);
+                if r.side == Side::Buy {
+                    raised as i64
+                } else {
+                    price
+                }
+            }),
         };
         let u = UNIT as i128;
         let (qty_left, quote_left, by_quote, lock_asset, lock) = match (r.qty, r.side) {
@@ -379,6 +400,9 @@ impl Reference {
             rested_at: self.clock,
             peak: r.iceberg_qty.map_or(0, |v| v.0),
             shown: 0,
+            trailing: r.trailing_delta.unwrap_or(0),
+            best: None,
+            fired: false,
             amends: 0,
             time: self.now,
         };
@@ -394,6 +418,39 @@ impl Reference {
         }
     }
 
+    /// Every held trailing stop of `market` follows a trade at `price`:
+    /// it begins tracking at the first trade that meets its stop price
+    /// (any trade without one), then keeps the best price and fires when a
+    /// trade is its delta worse.
+    fn track_trailing(&mut self, market: usize, price: i64) {
+        for o in self.orders.iter_mut() {
+            if o.market != market || !o.held || o.trailing == 0 || o.fired {
+                continue;
+            }
+            let sell = o.side == Side::Sell;
+            let Some(best) = o.best else {
+                if o.stop == 0 || Self::triggers(o, price) {
+                    o.best = Some(price);
+                }
+                continue;
+            };
+            let best = if sell { best.max(price) } else { best.min(price) };
+            o.best = Some(best);
+            let (best, price, delta) = (best as i128, price as i128, o.trailing as i128);
+            o.fired = if sell {
+                price * 10_000 <= best * (10_000 - delta)
+            } else {
+                price * 10_000 >= best * (10_000 + delta)
+            };
+            if o.fired {
+                self.statuses
+                    .entry("trailing fired")
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+            }
+        }
+    }
+
     fn count(&mut self, what: &'static str) {
         *self.statuses.entry(what).or_insert(0) += 1;
     }
@@ -404,7 +461,9 @@ impl Reference {
     }
 
     fn submit(&mut self, mut o: RefOrder) -> Summary {
-        let rejected = if o.kind.is_stop() {
+        let rejected = if o.kind.is_stop() && o.trailing > 0 {
+            false
+        } else if o.kind.is_stop() {
             self.last[o.market].is_some_and(|last| Self::triggers(&o, last))
         } else if o.kind == OrderType::LimitMaker {
             self.best_maker(o.market, o.side).is_some_and(|m| {
@@ -423,6 +482,9 @@ impl Reference {
             return Err(-2010);
         }
         if o.kind.is_stop() {
+            if o.trailing > 0 {
+                o.best = self.last[o.market].filter(|&last| o.stop == 0 || Self::triggers(&o, last));
+            }
             self.orders.push(o);
             return Ok((OrderStatus::New, 0, 0));
         }
@@ -447,7 +509,14 @@ impl Reference {
                 .orders
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.market == market && s.held && Self::triggers(s, last))
+                .filter(|(_, s)| {
+                    let due = if s.trailing > 0 {
+                        s.fired
+                    } else {
+                        Self::triggers(s, last)
+                    };
+                    s.market == market && s.held && due
+                })
                 .min_by_key(|(_, s)| s.id)
                 .map(|(i, _)| i);
             let Some(i) = fired else { return };
@@ -546,6 +615,7 @@ impl Reference {
             let trade_id = self.trade_ids[t.market];
             self.trade_ids[t.market] += 1;
             self.last[t.market] = Some(m.price);
+            self.track_trailing(t.market, m.price);
             self.fills.push((trade_id, m.price, qty, value, t.id, m.id));
             t.qty_left -= qty;
             if t.quote_left != i64::MAX {
@@ -727,7 +797,7 @@ impl Reference {
         }
         let price = match (o.kind.has_price(), o.kind.is_stop()) {
             (true, _) => Some(o.price),
-            (false, true) => Some(o.stop),
+            (false, true) if o.stop > 0 => Some(o.stop),
             _ => None,
         };
         let u = UNIT as i128;
@@ -750,7 +820,11 @@ impl Reference {
         let needed = match o.side {
             Side::Sell => left as i128,
             Side::Buy if o.kind.has_price() => ceil_div(o.price as i128 * left as i128, u),
-            Side::Buy => ceil_div(ceil_div(o.stop as i128 * new_qty as i128, u) * (u + PROTECTION), u),
+            Side::Buy if o.trailing == 0 => {
+                ceil_div(ceil_div(o.stop as i128 * new_qty as i128, u) * (u + PROTECTION), u)
+            }
+            // A trailing market buy keeps its lock per unit.
+            Side::Buy => ceil_div(o.locked as i128 * new_qty as i128, orig as i128),
         };
         let lock = (needed as i64).min(o.locked);
         let freed = o.locked - lock;

@@ -31,6 +31,7 @@ fn market(side: Side, qty: OrderQty) -> OrderRequest {
         client_order_id: None,
         stp: StpMode::None,
         iceberg_qty: None,
+        trailing_delta: None,
     }
 }
 

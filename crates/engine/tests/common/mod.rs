@@ -92,6 +92,7 @@ pub fn limit(market: u16, side: Side, price: &str, qty: &str, tif: TimeInForce) 
         client_order_id: None,
         stp: StpMode::None,
         iceberg_qty: None,
+        trailing_delta: None,
     }
 }
 

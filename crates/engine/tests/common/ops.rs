@@ -121,6 +121,7 @@ impl Gen {
             client_order_id: None,
             stp: stps[self.rng.below(4) as usize],
             iceberg_qty: None,
+            trailing_delta: None,
         };
         if kind == OrderType::Market && self.rng.chance(40) {
             let s = &self.specs[market];
@@ -139,6 +140,14 @@ impl Gen {
         }
         if self.rng.chance(if kind.has_price() { 20 } else { 1 }) {
             self.make_iceberg(&mut r);
+        }
+        if self.rng.chance(if kind.is_stop() { 30 } else { 1 }) {
+            // Mostly within the TRAILING_DELTA filter, half of them
+            // without a stop price.
+            r.trailing_delta = Some(5 + self.rng.below(2100) as u32);
+            if self.rng.chance(50) {
+                r.stop_price = None;
+            }
         }
         r
     }
