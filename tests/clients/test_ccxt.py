@@ -362,3 +362,55 @@ def test_errors(tradsys):
     with pytest.raises(ccxt.AuthenticationError) as info:
         exchange(tradsys, api_key, secret).fetch_balance()
     assert '"code":-2015' in code_of(info.value)
+
+
+def test_iceberg_trailing_stop_and_edit_order(tradsys):
+    """ccxt's own parameters for Binance's iceberg orders (icebergAmount)
+    and trailing stops (trailingPercent), and edit_order, with exact
+    results: the book shows the iceberg's visible part only, a taker meets
+    it part by part, and the trailing stop fires 1 % below the highest
+    trade since it was placed."""
+    symbol = "ETH/USDT"
+    maker_id, maker_key, maker_secret = tradsys.create_user("ice-maker", {"ETH": "3"})
+    taker_id, taker_key, taker_secret = tradsys.create_user("ice-taker", {"USDT": "10000"})
+    owner_id, owner_key, owner_secret = tradsys.create_user("trail-owner", {"ETH": "1"})
+    maker, taker = exchange(tradsys, maker_key, maker_secret), exchange(tradsys, taker_key, taker_secret)
+    owner, public = exchange(tradsys, owner_key, owner_secret), exchange(tradsys)
+    for ex in (maker, taker, owner, public):
+        ex.load_markets()
+
+    # An iceberg of 1 ETH showing 0.25 at a time.
+    ice = maker.create_order(symbol, "limit", "sell", 1.0, 2000.0, {"icebergAmount": 0.25})
+    assert (ice["status"], ice["info"]["origQty"], ice["info"]["icebergQty"]) == ("open", fmt(1), fmt("0.25"))
+    assert public.fetch_order_book(symbol, 5)["asks"] == [[2000.0, 0.25]]
+    bought = taker.create_order(symbol, "limit", "buy", 0.3, 2000.0, {"timeInForce": "IOC"})
+    assert [f["qty"] for f in bought["info"]["fills"]] == [fmt("0.25"), fmt("0.05")]
+    assert public.fetch_order_book(symbol, 5)["asks"] == [[2000.0, 0.2]]
+    fetched = maker.fetch_order(ice["id"], symbol)
+    assert (fetched["status"], fetched["filled"], fetched["info"]["icebergQty"]) == ("open", 0.3, fmt("0.25"))
+
+    # edit_order: ccxt's cancel-replace; the new order is an iceberg no more.
+    edited = maker.edit_order(ice["id"], symbol, "limit", "sell", 0.5, 2010.0)
+    assert (edited["status"], edited["price"], edited["amount"]) == ("open", 2010.0, 0.5)
+    assert maker.fetch_order(ice["id"], symbol)["status"] == "canceled"
+    assert public.fetch_order_book(symbol, 5)["asks"] == [[2010.0, 0.5]]
+    maker.cancel_order(edited["id"], symbol)
+
+    def trade_at(price):
+        maker.create_order(symbol, "limit", "sell", 0.01, price)
+        taker.create_order(symbol, "limit", "buy", 0.01, price, {"timeInForce": "IOC"})
+
+    # A trailing stop-loss limit sell, 1 %, tracking from the last price.
+    trade_at(2000.0)
+    stop = owner.create_order(
+        symbol, "limit", "sell", 0.5, 1900.0, {"trailingPercent": 1, "stopLossOrTakeProfit": "stopLoss"})
+    info = owner.fetch_order(stop["id"], symbol)["info"]
+    assert (info["type"], info["trailingDelta"], info["stopPrice"], info["status"]) == (
+        "STOP_LOSS_LIMIT", 100, fmt(0), "NEW")
+    trade_at(2020.0)
+    trade_at(1999.81)
+    assert public.fetch_order_book(symbol, 5)["asks"] == []
+    # 1,999.80 is 1 % below 2,020: it fires and its limit sell rests.
+    trade_at(1999.8)
+    assert public.fetch_order_book(symbol, 5)["asks"] == [[1900.0, 0.5]]
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D("0.5"), D("0.5"))})
