@@ -4,20 +4,10 @@
 
 mod common;
 
-use common::account::{create_user, signed, User};
+use common::account::{create_user, listen_key, signed};
 use common::ws::Ws;
 use common::{Client, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
-
-fn listen_key(c: &mut Client, user: &User) -> String {
-    c.send(&format!(
-        "POST /api/v3/userDataStream HTTP/1.1\r\nHost: t\r\nX-MBX-APIKEY: {}\r\n\r\n",
-        user.key
-    ));
-    let r = c.response();
-    assert_eq!(r.status, 200, "{}", r.body_text());
-    r.json()["listenKey"].as_str().expect("listenKey").to_string()
-}
 
 fn bids(server: &Server) -> Value {
     server.get("/api/v3/depth?symbol=BTCUSDT&limit=5").json()["bids"].clone()

@@ -407,64 +407,25 @@ pub(super) async fn an_iceberg_order_keeps_its_iceberg_qty(store: &mut impl Hist
     // 12.34567891: whole units and every one of the eight decimals, so
     // that a lost digit or a wrong scale shows.
     const ICEBERG_QTY: i64 = 1_234_567_891;
-    store.migrate().await.expect("migrate");
     let iceberg = |status: &str, executed: i64| {
         let mut o = order(2, "BTCUSDT", 21, status, executed, 2_000);
         o.orig_qty = 5_000_000_000;
         o.iceberg_qty = ICEBERG_QTY;
         o
     };
-    let plain = order(2, "BTCUSDT", 22, "NEW", 0, 2_001);
-    let first = vec![Row::Order(iceberg("NEW", 0)), Row::Order(plain.clone())];
-    assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
-    // The next state of the iceberg goes through the upsert of an
-    // existing row.
-    let second = vec![Row::Order(iceberg("PARTIALLY_FILLED", 100_000_000))];
-    assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
-    let expected = iceberg("PARTIALLY_FILLED", 100_000_000);
-    let by_id = store
-        .order(2, "BTCUSDT", 21)
-        .await
-        .expect("query")
-        .expect("the iceberg");
-    assert_eq!(by_id, expected);
-    let by_client = store
-        .order_by_client_id(2, "BTCUSDT", "c21")
-        .await
-        .expect("query")
-        .expect("the iceberg by its client id");
-    assert_eq!(by_client, expected);
-    let listed = store
-        .orders(&OrdersQuery {
-            user: 2,
-            symbol: "BTCUSDT",
-            from_id: None,
-            start_ms: None,
-            end_ms: None,
-            limit: 10,
-        })
-        .await
-        .expect("orders");
-    assert_eq!(listed, vec![expected, plain]);
-    let market = tradsys_engine::order::MarketId(0);
-    let views: Vec<_> = [&by_id, &by_client, &listed[0], &listed[1]]
-        .into_iter()
-        .map(|row| super::convert::order_view(row, market).expect("a view").iceberg_qty)
-        .collect();
+    let views = special_order_reads_back(store, 21, iceberg).await;
+    let read: Vec<_> = views.iter().map(|v| v.iceberg_qty).collect();
     let (iceberg_qty, zero) = (tradsys_engine::num::Qty(ICEBERG_QTY), tradsys_engine::num::Qty::ZERO);
-    assert_eq!(views, vec![iceberg_qty, iceberg_qty, iceberg_qty, zero]);
+    assert_eq!(read, vec![iceberg_qty, iceberg_qty, iceberg_qty, zero]);
 }
 
 /// A trailing stop's `trailingDelta` reads back exactly, as the plain
-/// count of basis points it is (no scaling), through every query the
-/// order endpoints make (by id, by client id, the list) and the
-/// conversion to the engine's view they answer from, after a second batch
-/// updated the order's row; an order that does not trail reads 0.
+/// count of basis points it is (no scaling), the same way; an order that
+/// does not trail reads 0.
 pub(super) async fn a_trailing_stop_keeps_its_trailing_delta(store: &mut impl HistoryStore) {
     // 250 basis points: inside Binance's 10..=2000, and a value that a
     // scaling by 10⁻⁸ either way would turn into something else.
     const TRAILING_DELTA: u32 = 250;
-    store.migrate().await.expect("migrate");
     let trailing = |status: &str, executed: i64| {
         let mut o = order(2, "BTCUSDT", 31, status, executed, 3_000);
         o.order_type = "STOP_LOSS_LIMIT".to_string();
@@ -473,25 +434,35 @@ pub(super) async fn a_trailing_stop_keeps_its_trailing_delta(store: &mut impl Hi
         o.trailing_delta = i64::from(TRAILING_DELTA);
         o
     };
-    let plain = order(2, "BTCUSDT", 32, "NEW", 0, 3_001);
-    let first = vec![Row::Order(trailing("NEW", 0)), Row::Order(plain.clone())];
+    let views = special_order_reads_back(store, 31, trailing).await;
+    let read: Vec<_> = views.iter().map(|v| v.trailing_delta).collect();
+    assert_eq!(read, vec![TRAILING_DELTA, TRAILING_DELTA, TRAILING_DELTA, 0]);
+}
+
+/// Writes order `id` as `special` makes it (NEW, then PARTIALLY_FILLED
+/// through the upsert of its row) next to a plain order `id + 1`, reads
+/// them back by id, by client id and as the list, asserts the rows are
+/// exactly what was written, and returns the engine's views of the three
+/// reads of the special order and of the plain one.
+async fn special_order_reads_back(
+    store: &mut impl HistoryStore,
+    id: u64,
+    special: impl Fn(&str, i64) -> OrderRow,
+) -> Vec<tradsys_engine::order::OrderView> {
+    store.migrate().await.expect("migrate");
+    let plain = order(2, "BTCUSDT", id + 1, "NEW", 0, special("NEW", 0).time_ms + 1);
+    let first = vec![Row::Order(special("NEW", 0)), Row::Order(plain.clone())];
     assert!(store.write(&batch(0, 1, 1, first)).await.expect("write"));
-    // The next state of the trailing stop, once triggered, goes through
-    // the upsert of an existing row.
-    let second = vec![Row::Order(trailing("PARTIALLY_FILLED", 100_000_000))];
+    let second = vec![Row::Order(special("PARTIALLY_FILLED", 100_000_000))];
     assert!(store.write(&batch(0, 1, 2, second)).await.expect("write"));
-    let expected = trailing("PARTIALLY_FILLED", 100_000_000);
-    let by_id = store
-        .order(2, "BTCUSDT", 31)
-        .await
-        .expect("query")
-        .expect("the trailing stop");
+    let expected = special("PARTIALLY_FILLED", 100_000_000);
+    let by_id = store.order(2, "BTCUSDT", id).await.expect("query").expect("the order");
     assert_eq!(by_id, expected);
     let by_client = store
-        .order_by_client_id(2, "BTCUSDT", "c31")
+        .order_by_client_id(2, "BTCUSDT", &format!("c{id}"))
         .await
         .expect("query")
-        .expect("the trailing stop by its client id");
+        .expect("the order by its client id");
     assert_eq!(by_client, expected);
     let listed = store
         .orders(&OrdersQuery {
@@ -506,11 +477,10 @@ pub(super) async fn a_trailing_stop_keeps_its_trailing_delta(store: &mut impl Hi
         .expect("orders");
     assert_eq!(listed, vec![expected, plain]);
     let market = tradsys_engine::order::MarketId(0);
-    let views: Vec<_> = [&by_id, &by_client, &listed[0], &listed[1]]
+    [&by_id, &by_client, &listed[0], &listed[1]]
         .into_iter()
-        .map(|row| super::convert::order_view(row, market).expect("a view").trailing_delta)
-        .collect();
-    assert_eq!(views, vec![TRAILING_DELTA, TRAILING_DELTA, TRAILING_DELTA, 0]);
+        .map(|row| super::convert::order_view(row, market).expect("a view"))
+        .collect()
 }
 
 /// The insert of an order as a version 3 schema has it (no

@@ -168,6 +168,18 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A new user data stream's listen key for `user` (POST
+/// /api/v3/userDataStream).
+pub fn listen_key(c: &mut Client, user: &User) -> String {
+    c.send(&format!(
+        "POST /api/v3/userDataStream HTTP/1.1\r\nHost: t\r\nX-MBX-APIKEY: {}\r\n\r\n",
+        user.key
+    ));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    r.json()["listenKey"].as_str().expect("listenKey").to_string()
+}
+
 /// A signed request; `query` without timestamp and signature.
 pub fn signed(c: &mut Client, user: &User, method: &str, path: &str, query: &str) -> Response {
     c.send(&signed_request(user, method, path, query));

@@ -19,17 +19,6 @@ use TimeInForce::Gtc;
 const BTCUSDT: MarketId = MarketId(0);
 
 impl Fixture {
-    /// Places an order that must be accepted; returns its id.
-    fn place(&mut self, user: u64, request: &tradsys_engine::order::OrderRequest) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.out.clear();
-        let placed = self.exchange.place(user, request, id, id, &mut self.out);
-        assert_eq!(placed, Ok(()), "order {id}");
-        self.exchange.check_invariants();
-        id
-    }
-
     /// Amends order `id` of `user`; the amended order and its amendment.
     fn amend(
         &mut self,
@@ -95,14 +84,14 @@ fn an_amended_order_keeps_its_place_at_every_position() {
     for (position, filled) in table {
         let mut f = Fixture::new();
         let ids: Vec<u64> = (0..3)
-            .map(|_| f.place(MAKER, &limit(0, Buy, "100", "2", Gtc)))
+            .map(|_| f.accept(MAKER, &limit(0, Buy, "100", "2", Gtc)))
             .collect();
         assert_eq!(
             amended(f.amend(MAKER, ids[position], "1", None)),
             (New, s("1.00000000"), s("0.00000000")),
             "position {position}"
         );
-        f.place(TAKER, &limit(0, Sell, "100", "3.5", Gtc));
+        f.accept(TAKER, &limit(0, Sell, "100", "3.5", Gtc));
         let want: Vec<(u64, String)> = ids
             .iter()
             .zip(filled)
@@ -116,7 +105,7 @@ fn an_amended_order_keeps_its_place_at_every_position() {
 #[test]
 fn an_amendment_unlocks_what_the_smaller_order_no_longer_needs() {
     let mut f = Fixture::new();
-    let buy = f.place(MAKER, &limit(0, Buy, "100", "2", Gtc));
+    let buy = f.accept(MAKER, &limit(0, Buy, "100", "2", Gtc));
     assert_eq!(f.balance(MAKER, "USDT"), (s("99800.00000000"), s("200.00000000")));
     let (view, amendment) = f.amend(MAKER, buy, "0.5", client("smaller")).expect("amended");
     assert_eq!(f.balance(MAKER, "USDT"), (s("99950.00000000"), s("50.00000000")));
@@ -125,7 +114,7 @@ fn an_amendment_unlocks_what_the_smaller_order_no_longer_needs() {
         (amendment.orig_qty, amendment.new_qty, amendment.new_client_order_id),
         (q("2"), q("0.5"), client("smaller"))
     );
-    let sell = f.place(MAKER, &limit(0, Sell, "200", "3", Gtc));
+    let sell = f.accept(MAKER, &limit(0, Sell, "200", "3", Gtc));
     f.amend(MAKER, sell, "1", None).expect("amended");
     assert_eq!(f.balance(MAKER, "BTC"), (s("9.00000000"), s("1.00000000")));
     // The book shows the smaller orders.
@@ -138,8 +127,8 @@ fn an_amendment_unlocks_what_the_smaller_order_no_longer_needs() {
 #[test]
 fn a_partly_filled_order_shrinks_or_expires() {
     let mut f = Fixture::new();
-    let buy = f.place(MAKER, &limit(0, Buy, "100", "3", Gtc));
-    f.place(TAKER, &limit(0, Sell, "100", "1", Gtc));
+    let buy = f.accept(MAKER, &limit(0, Buy, "100", "3", Gtc));
+    f.accept(TAKER, &limit(0, Sell, "100", "1", Gtc));
     assert_eq!(
         amended(f.amend(MAKER, buy, "2", None)),
         (PartiallyFilled, s("2.00000000"), s("1.00000000"))
@@ -162,14 +151,14 @@ fn a_partly_filled_order_shrinks_or_expires() {
 fn held_stops_shrink_with_their_budget() {
     let mut f = Fixture::new();
     // A trade sets the last price at 100.
-    f.place(MAKER, &limit(0, Sell, "100", "0.1", Gtc));
-    f.place(TAKER, &limit(0, Buy, "100", "0.1", Gtc));
+    f.accept(MAKER, &limit(0, Sell, "100", "0.1", Gtc));
+    f.accept(TAKER, &limit(0, Buy, "100", "0.1", Gtc));
     let mut stop_buy = limit(0, Buy, "100", "2", Gtc);
     stop_buy.kind = OrderType::StopLoss;
     stop_buy.price = None;
     stop_buy.time_in_force = None;
     stop_buy.stop_price = Some(p("150"));
-    let stop = f.place(TAKER, &stop_buy);
+    let stop = f.accept(TAKER, &stop_buy);
     // 2 at the stop price 150 with 5 % protection: 315.
     assert_eq!(f.balance(TAKER, "USDT").1, s("315.00000000"));
     assert_eq!(
@@ -178,8 +167,8 @@ fn held_stops_shrink_with_their_budget() {
     );
     assert_eq!(f.balance(TAKER, "USDT").1, s("157.50000000"));
     // Fired by a trade at 150, it buys only the amended quantity.
-    let ask = f.place(MAKER, &limit(0, Sell, "150", "3", Gtc));
-    f.place(TAKER, &limit(0, Buy, "150", "0.5", Gtc));
+    let ask = f.accept(MAKER, &limit(0, Sell, "150", "3", Gtc));
+    f.accept(TAKER, &limit(0, Buy, "150", "0.5", Gtc));
     assert_eq!(f.fills(), [(ask, s("0.50000000")), (ask, s("1.00000000"))]);
     assert_eq!(f.balance(TAKER, "USDT").1, s("0.00000000"));
 }
@@ -187,8 +176,8 @@ fn held_stops_shrink_with_their_budget() {
 #[test]
 fn refusals_carry_binance_codes_and_leave_the_order_alone() {
     let mut f = Fixture::new();
-    let buy = f.place(MAKER, &limit(0, Buy, "100", "2", Gtc));
-    let other = f.place(MAKER, &{
+    let buy = f.accept(MAKER, &limit(0, Buy, "100", "2", Gtc));
+    let other = f.accept(MAKER, &{
         let mut r = limit(0, Buy, "90", "1", Gtc);
         r.client_order_id = client("taken");
         r
@@ -257,7 +246,7 @@ fn refusals_carry_binance_codes_and_leave_the_order_alone() {
 #[test]
 fn an_order_takes_ten_amendments_and_lists_them() {
     let mut f = Fixture::new();
-    let buy = f.place(MAKER, &limit(0, Buy, "100", "20", Gtc));
+    let buy = f.accept(MAKER, &limit(0, Buy, "100", "20", Gtc));
     for n in 0..AMENDS_PER_ORDER_MAX {
         let qty = format!("{}", 19 - u32::from(n));
         let name = ClientOrderId::new(&format!("amend-{n}"));

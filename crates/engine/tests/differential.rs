@@ -8,12 +8,15 @@
 //! for a new one each run (exploration, outside the README's test
 //! command); without it, the fixed `SEED_DEFAULT`, so that the test
 //! command is reproducible. TRADSYS_DIFF_OPS sets the total operation
-//! count, split over the tests below (default 1,000,000).
+//! count, split over the tests below (default 1,000,000), and
+//! TRADSYS_DIFF_FULL_CHECK_EVERY how often the full structural check runs
+//! (default: after every operation; conservation and locks are checked
+//! after every operation in any case).
 //!
-//! Known open defect (docs/engine.md): `TRADSYS_SEED=1796588282236273415`
-//! and `1796578344058600535` fail with several account machines, a
-//! cancelReplace whose new MARKET order by quote quantity is sized against
-//! the reference price read before its cancel.
+//! The seeds `1796588282236273415` and `1796578344058600535` once failed
+//! with several account machines (a cancelReplace's new MARKET order was
+//! sized against different reference prices here and in the engine);
+//! docs/engine.md tells how the reference now reads it.
 
 mod common;
 
@@ -912,6 +915,7 @@ fn fill_key(f: &Fill) -> (u64, i64, i64, i64, u64, u64) {
 }
 
 fn run(seed: u64, ops: u64, shards: u32) {
+    let full_check_every = full_check_every();
     let specs = specs();
     let mut exchange = Exchange::new(
         &specs,
@@ -1078,7 +1082,11 @@ fn run(seed: u64, ops: u64, shards: u32) {
         let fills: Vec<_> = out.fills.iter().map(fill_key).collect();
         assert_eq!(fills, reference.fills[fills_seen..], "step {step} fills: {op:?}");
         fills_seen = reference.fills.len();
-        exchange.check_invariants();
+        if step % full_check_every == 0 {
+            exchange.check_invariants();
+        } else {
+            exchange.check_money_invariants();
+        }
         if step % DEPTH_EVERY_OPS == 0 {
             for (market, book) in exchange.books.iter().enumerate() {
                 book.depth(DEPTH_LEVELS, &mut bids, &mut asks);
@@ -1104,6 +1112,22 @@ fn run(seed: u64, ops: u64, shards: u32) {
     for (asset, fee) in reference.fees.iter().enumerate() {
         let fees: i64 = exchange.accounts.iter().map(|a| a.fees(AssetId(asset as u16)).0).sum();
         assert_eq!(fees, *fee, "fees in asset {asset}");
+    }
+}
+
+/// How often, in operations, the full structural check runs (the history
+/// rings walked whole); the other operations check books, conservation
+/// and locks only. Every operation by default; long runs set
+/// TRADSYS_DIFF_FULL_CHECK_EVERY (say 1000), which makes them about ten
+/// times faster.
+fn full_check_every() -> u64 {
+    match std::env::var("TRADSYS_DIFF_FULL_CHECK_EVERY") {
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("TRADSYS_DIFF_FULL_CHECK_EVERY: {text}")),
+        Err(_) => 1,
     }
 }
 

@@ -7,18 +7,14 @@
 
 mod common;
 
-use common::{limit, p, q, Fixture, MAKER, TAKER};
+use common::{limit, p, q, Fixture, MAKER, TAKER, THIRD as OTHER};
 use tradsys_engine::account::{AmendRequest, OrderRef, ICEBERG_ORDERS_PER_USER_MARKET_MAX};
-use tradsys_engine::num::Amount;
 use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderStatus, OrderType, Side, TimeInForce};
-use tradsys_engine::EngineError;
 
 use Side::{Buy, Sell};
 use TimeInForce::{Fok, Gtc, Ioc};
 
 const BTCUSDT: MarketId = MarketId(0);
-/// A third user, funded like the maker and the taker.
-const OTHER: u64 = 3;
 
 fn iceberg(side: Side, price: &str, qty: &str, visible: &str) -> OrderRequest {
     OrderRequest {
@@ -28,32 +24,6 @@ fn iceberg(side: Side, price: &str, qty: &str, visible: &str) -> OrderRequest {
 }
 
 impl Fixture {
-    fn with_other() -> Fixture {
-        let mut f = Fixture::new();
-        for (asset, amount) in [("BTC", "10"), ("USDT", "100000")] {
-            let id = f.exchange.asset_id(asset).expect("an asset");
-            let amount = Amount::parse(amount).expect("an amount");
-            f.exchange.deposit(OTHER, id, amount).expect("a deposit");
-        }
-        f
-    }
-
-    fn try_place(&mut self, user: u64, request: &OrderRequest) -> Result<u64, EngineError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.out.clear();
-        self.exchange.place(user, request, id, id, &mut self.out)?;
-        self.exchange.check_invariants();
-        Ok(id)
-    }
-
-    fn place(&mut self, user: u64, request: &OrderRequest) -> u64 {
-        match self.try_place(user, request) {
-            Ok(id) => id,
-            Err(e) => panic!("order refused: {e}"),
-        }
-    }
-
     fn fills(&self) -> Vec<(u64, String)> {
         self.out
             .fills
@@ -101,9 +71,9 @@ fn level(price: &str, qty: &str) -> (String, String) {
 #[test]
 fn only_the_visible_part_is_in_the_depth() {
     let mut f = Fixture::new();
-    let buy = f.place(MAKER, &iceberg(Buy, "100", "1", "0.2"));
-    f.place(TAKER, &limit(0, Buy, "100", "0.5", Gtc));
-    f.place(TAKER, &iceberg(Sell, "120", "2", "0.25"));
+    let buy = f.accept(MAKER, &iceberg(Buy, "100", "1", "0.2"));
+    f.accept(TAKER, &limit(0, Buy, "100", "0.5", Gtc));
+    f.accept(TAKER, &iceberg(Sell, "120", "2", "0.25"));
     assert_eq!(
         f.depth(),
         (
@@ -125,10 +95,10 @@ fn only_the_visible_part_is_in_the_depth() {
 /// it), then 0.2 of the refreshed part.
 #[test]
 fn a_refreshed_part_goes_to_the_back_of_its_level() {
-    let mut f = Fixture::with_other();
-    let ice = f.place(MAKER, &iceberg(Buy, "100", "1", "0.3"));
-    let plain = f.place(OTHER, &limit(0, Buy, "100", "0.5", Gtc));
-    f.place(TAKER, &limit(0, Sell, "100", "1", Gtc));
+    let mut f = Fixture::with_third();
+    let ice = f.accept(MAKER, &iceberg(Buy, "100", "1", "0.3"));
+    let plain = f.accept(OTHER, &limit(0, Buy, "100", "0.5", Gtc));
+    f.accept(TAKER, &limit(0, Sell, "100", "1", Gtc));
     assert_eq!(
         f.fills(),
         [(ice, s("0.30000000")), (plain, s("0.50000000")), (ice, s("0.20000000"))]
@@ -139,7 +109,7 @@ fn a_refreshed_part_goes_to_the_back_of_its_level() {
         (OrderStatus::PartiallyFilled, s("0.50000000"), s("0.30000000"))
     );
     // The rest: 0.1 visible, then a part of 0.3, then the last 0.1.
-    f.place(TAKER, &limit(0, Sell, "100", "0.5", Gtc));
+    f.accept(TAKER, &limit(0, Sell, "100", "0.5", Gtc));
     assert_eq!(
         f.fills(),
         [(ice, s("0.10000000")), (ice, s("0.30000000")), (ice, s("0.10000000"))]
@@ -158,8 +128,8 @@ fn a_refreshed_part_goes_to_the_back_of_its_level() {
 #[test]
 fn a_taker_iceberg_rests_what_is_left_as_an_iceberg() {
     let mut f = Fixture::new();
-    let ask = f.place(MAKER, &limit(0, Sell, "100", "0.2", Gtc));
-    let ice = f.place(TAKER, &iceberg(Buy, "100", "1", "0.3"));
+    let ask = f.accept(MAKER, &limit(0, Sell, "100", "0.2", Gtc));
+    let ice = f.accept(TAKER, &iceberg(Buy, "100", "1", "0.3"));
     assert_eq!(f.fills(), [(ask, s("0.20000000"))]);
     assert_eq!(f.depth(), (vec![level("100.00000000", "0.30000000")], vec![]));
     assert_eq!(
@@ -171,13 +141,13 @@ fn a_taker_iceberg_rests_what_is_left_as_an_iceberg() {
 #[test]
 fn fill_or_kill_counts_the_hidden_quantity() {
     let mut f = Fixture::new();
-    let ice = f.place(MAKER, &iceberg(Sell, "100", "1", "0.1"));
+    let ice = f.accept(MAKER, &iceberg(Sell, "100", "1", "0.1"));
     // 0.1 is visible, 1 is there: a FOK buy of 0.8 fills, part by part.
-    let fok = f.place(TAKER, &limit(0, Buy, "100", "0.8", Fok));
+    let fok = f.accept(TAKER, &limit(0, Buy, "100", "0.8", Fok));
     assert_eq!(f.fills(), vec![(ice, s("0.10000000")); 8]);
     assert_eq!(f.status(TAKER, fok).0, OrderStatus::Filled);
     // 0.2 is left: a FOK of 0.3 expires and takes nothing.
-    let fok = f.place(TAKER, &limit(0, Buy, "100", "0.3", Fok));
+    let fok = f.accept(TAKER, &limit(0, Buy, "100", "0.3", Fok));
     assert_eq!((f.fills(), f.status(TAKER, fok).0), (vec![], OrderStatus::Expired));
     assert_eq!(f.depth().1, [level("100.00000000", "0.10000000")]);
 }
@@ -185,7 +155,7 @@ fn fill_or_kill_counts_the_hidden_quantity() {
 #[test]
 fn an_amended_iceberg_loses_hidden_quantity_first() {
     let mut f = Fixture::new();
-    let ice = f.place(MAKER, &iceberg(Buy, "100", "1", "0.3"));
+    let ice = f.accept(MAKER, &iceberg(Buy, "100", "1", "0.3"));
     for (new_qty, visible, locked) in [
         ("0.5", "0.30000000", "50.00000000"),
         ("0.2", "0.20000000", "20.00000000"),
@@ -208,16 +178,16 @@ fn an_amended_iceberg_loses_hidden_quantity_first() {
 fn a_fired_stop_limit_rests_as_an_iceberg() {
     let mut f = Fixture::new();
     // A trade at 100 sets the last price.
-    f.place(MAKER, &limit(0, Sell, "100", "0.1", Gtc));
-    f.place(TAKER, &limit(0, Buy, "100", "0.1", Gtc));
+    f.accept(MAKER, &limit(0, Sell, "100", "0.1", Gtc));
+    f.accept(TAKER, &limit(0, Buy, "100", "0.1", Gtc));
     let mut stop = iceberg(Sell, "90", "1", "0.25");
     stop.kind = OrderType::StopLossLimit;
     stop.stop_price = Some(p("95"));
-    let stop = f.place(MAKER, &stop);
+    let stop = f.accept(MAKER, &stop);
     assert_eq!(f.depth(), (vec![], vec![]));
     // A trade at 95 fires it; it rests above the bids, showing 0.25.
-    f.place(TAKER, &limit(0, Buy, "95", "0.1", Gtc));
-    f.place(MAKER, &limit(0, Sell, "95", "0.1", Gtc));
+    f.accept(TAKER, &limit(0, Buy, "95", "0.1", Gtc));
+    f.accept(MAKER, &limit(0, Sell, "95", "0.1", Gtc));
     assert_eq!(f.depth(), (vec![], vec![level("90.00000000", "0.25000000")]));
     assert_eq!(
         f.status(MAKER, stop),
@@ -282,13 +252,13 @@ fn refusals_carry_binance_codes() {
     ];
     for (name, request, code, msg) in table {
         let mut f = Fixture::new();
-        let refused = f.try_place(MAKER, &request).map_err(|e| (e.code(), e.msg()));
+        let refused = f.submit(MAKER, &request).map_err(|e| (e.code(), e.msg()));
         assert_eq!(refused, Err((code, msg)), "{name}");
         assert_eq!(f.balance(MAKER, "USDT").1, s("0.00000000"), "{name}");
     }
     // Ten parts is the most: accepted.
     let mut f = Fixture::new();
-    f.place(MAKER, &iceberg(Buy, "100", "1", "0.1"));
+    f.accept(MAKER, &iceberg(Buy, "100", "1", "0.1"));
     assert_eq!(f.depth().0, [level("100.00000000", "0.10000000")]);
 }
 
@@ -297,16 +267,16 @@ fn a_user_may_have_so_many_icebergs_open_in_a_market() {
     let mut f = Fixture::new();
     let small = iceberg(Buy, "100", "0.02", "0.01");
     for _ in 0..ICEBERG_ORDERS_PER_USER_MARKET_MAX {
-        f.place(MAKER, &small);
+        f.accept(MAKER, &small);
     }
-    let refused = f.try_place(MAKER, &small).map_err(|e| (e.code(), e.msg()));
+    let refused = f.submit(MAKER, &small).map_err(|e| (e.code(), e.msg()));
     assert_eq!(refused, Err((-1013, "Filter failure: MAX_NUM_ICEBERG_ORDERS")));
     // A plain order still goes, and so do icebergs in another market.
-    f.place(MAKER, &limit(0, Buy, "100", "0.02", Gtc));
+    f.accept(MAKER, &limit(0, Buy, "100", "0.02", Gtc));
     let eth = OrderRequest {
         qty: OrderQty::Base(q("0.2")),
         iceberg_qty: Some(q("0.1")),
         ..limit(1, Buy, "100", "0.2", Gtc)
     };
-    f.place(MAKER, &eth);
+    f.accept(MAKER, &eth);
 }

@@ -7,50 +7,21 @@
 
 mod common;
 
-use common::{limit, p, q, Fixture, MAKER, TAKER};
+use common::{limit, p, q, Fixture, MAKER, TAKER, THIRD as OWNER};
 use tradsys_engine::account::{AmendRequest, OrderRef};
-use tradsys_engine::num::Amount;
 use tradsys_engine::order::{MarketId, OrderRequest, OrderStatus, OrderType, Side, TimeInForce};
-use tradsys_engine::EngineError;
 
 use OrderType::{StopLoss, StopLossLimit, TakeProfit, TakeProfitLimit};
 use Side::{Buy, Sell};
 use TimeInForce::{Gtc, Ioc};
 
 const BTCUSDT: MarketId = MarketId(0);
-const OWNER: u64 = 3;
 
 impl Fixture {
-    fn with_owner() -> Fixture {
-        let mut f = Fixture::new();
-        for (asset, amount) in [("BTC", "10"), ("USDT", "100000")] {
-            let id = f.exchange.asset_id(asset).expect("an asset");
-            let amount = Amount::parse(amount).expect("an amount");
-            f.exchange.deposit(OWNER, id, amount).expect("a deposit");
-        }
-        f
-    }
-
-    fn try_place(&mut self, user: u64, request: &OrderRequest) -> Result<u64, EngineError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.out.clear();
-        self.exchange.place(user, request, id, id, &mut self.out)?;
-        self.exchange.check_invariants();
-        Ok(id)
-    }
-
-    fn place(&mut self, user: u64, request: &OrderRequest) -> u64 {
-        match self.try_place(user, request) {
-            Ok(id) => id,
-            Err(e) => panic!("order refused: {e}"),
-        }
-    }
-
     /// One trade of 0.02 at `price` between the maker and the taker.
     fn trade_at(&mut self, price: &str) {
-        self.place(MAKER, &limit(0, Sell, price, "0.02", Gtc));
-        self.place(TAKER, &limit(0, Buy, price, "0.02", Ioc));
+        self.accept(MAKER, &limit(0, Sell, price, "0.02", Gtc));
+        self.accept(TAKER, &limit(0, Buy, price, "0.02", Ioc));
         let traded = self.out.fills.iter().any(|f| f.price == p(price));
         assert!(traded, "a trade at {price}");
     }
@@ -151,9 +122,9 @@ fn binance_scenarios_fire_where_the_faq_says() {
         ),
     ];
     for (name, request, steps) in scenarios {
-        let mut f = Fixture::with_owner();
+        let mut f = Fixture::with_third();
         f.trade_at("40000");
-        let id = f.place(OWNER, &request);
+        let id = f.accept(OWNER, &request);
         for &(price, fired) in steps {
             f.trade_at(price);
             assert_eq!(f.fired(id), fired, "{name}: after a trade at {price}");
@@ -167,8 +138,8 @@ fn binance_scenarios_fire_where_the_faq_says() {
 /// first trade.
 #[test]
 fn a_trailing_stop_without_a_last_price_tracks_from_the_first_trade() {
-    let mut f = Fixture::with_owner();
-    let id = f.place(OWNER, &trailing(StopLoss, Sell, None, 100, "1").with_market());
+    let mut f = Fixture::with_third();
+    let id = f.accept(OWNER, &trailing(StopLoss, Sell, None, 100, "1").with_market());
     f.trade_at("100");
     assert!(!f.fired(id));
     f.trade_at("99.01");
@@ -185,13 +156,13 @@ fn a_trailing_stop_without_a_last_price_tracks_from_the_first_trade() {
 /// reference (the best ask, else the last price).
 #[test]
 fn a_trailing_market_buy_locks_for_its_delta() {
-    let mut f = Fixture::with_owner();
+    let mut f = Fixture::with_third();
     f.trade_at("100");
     // 1 × 100 × 1.02 × 1.05 = 107.1
-    f.place(OWNER, &trailing(StopLoss, Buy, None, 200, "1").with_market().qty("1"));
+    f.accept(OWNER, &trailing(StopLoss, Buy, None, 200, "1").with_market().qty("1"));
     assert_eq!(f.locked(OWNER, "USDT"), "107.10000000");
     // 1 × 120 × 1.02 × 1.05 = 128.52, with the first.
-    f.place(
+    f.accept(
         OWNER,
         &trailing(TakeProfit, Buy, Some("120"), 200, "1").with_market().qty("1"),
     );
@@ -200,10 +171,10 @@ fn a_trailing_market_buy_locks_for_its_delta() {
 
 #[test]
 fn held_trailing_stops_cancel_and_shrink() {
-    let mut f = Fixture::with_owner();
+    let mut f = Fixture::with_third();
     f.trade_at("100");
-    let sell = f.place(OWNER, &trailing(StopLossLimit, Sell, None, 100, "90").qty("2"));
-    let buy = f.place(OWNER, &trailing(StopLoss, Buy, None, 200, "1").with_market().qty("1"));
+    let sell = f.accept(OWNER, &trailing(StopLossLimit, Sell, None, 100, "90").qty("2"));
+    let buy = f.accept(OWNER, &trailing(StopLoss, Buy, None, 200, "1").with_market().qty("1"));
     let request = AmendRequest {
         market: BTCUSDT,
         target: OrderRef::Id(buy),
@@ -269,15 +240,15 @@ fn refusals_carry_binance_codes() {
         ),
     ];
     for (name, request, code, msg) in table {
-        let mut f = Fixture::with_owner();
-        let refused = f.try_place(OWNER, &request).map_err(|e| (e.code(), e.msg()));
+        let mut f = Fixture::with_third();
+        let refused = f.submit(OWNER, &request).map_err(|e| (e.code(), e.msg()));
         assert_eq!(refused, Err((code, msg)), "{name}");
         assert_eq!(f.locked(OWNER, "BTC"), "0.00000000", "{name}");
     }
     // The edges of the filter are accepted.
-    let mut f = Fixture::with_owner();
+    let mut f = Fixture::with_third();
     for delta in [10, 2000] {
-        f.place(OWNER, &trailing(StopLossLimit, Sell, None, delta, "90").qty("1"));
+        f.accept(OWNER, &trailing(StopLossLimit, Sell, None, delta, "90").qty("1"));
     }
 }
 

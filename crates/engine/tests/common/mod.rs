@@ -10,6 +10,7 @@ use tradsys_engine::num::Amount;
 use tradsys_engine::num::{Price, Qty};
 use tradsys_engine::order::{ClientOrderId, MarketId, OrderQty, OrderRequest, OrderType, Side};
 use tradsys_engine::order::{StpMode, TimeInForce};
+use tradsys_engine::EngineError;
 
 /// Three markets sharing assets so that balances interact across books.
 pub const TEST_MARKETS: &str = r#"
@@ -117,11 +118,38 @@ impl Fixture {
             next_id: 1,
         }
     }
+
+    /// A fixture where `THIRD` is funded too.
+    pub fn with_third() -> Fixture {
+        let mut f = Fixture::new();
+        fund(&mut f.exchange, THIRD);
+        f
+    }
+
+    /// Places an order under the next id; the id, or the refusal.
+    pub fn submit(&mut self, user: u64, request: &OrderRequest) -> Result<u64, EngineError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.out.clear();
+        self.exchange.place(user, request, id, id, &mut self.out)?;
+        self.exchange.check_invariants();
+        Ok(id)
+    }
+
+    /// Places an order that must be accepted; its id.
+    pub fn accept(&mut self, user: u64, request: &OrderRequest) -> u64 {
+        match self.submit(user, request) {
+            Ok(id) => id,
+            Err(e) => panic!("order refused: {e}"),
+        }
+    }
 }
 
 /// The user who rests orders in the table tests, and the one who takes.
 pub const MAKER: u64 = 1;
 pub const TAKER: u64 = 2;
+/// A third user, funded by `Fixture::with_third`.
+pub const THIRD: u64 = 3;
 
 /// The test markets over two account machines with small books; the maker
 /// and the taker hold 10 BTC, 100,000 USDT and 10 ETH each.
@@ -135,10 +163,15 @@ pub fn funded_exchange() -> Exchange {
         },
     );
     for user in [MAKER, TAKER] {
-        for (asset, amount) in [("BTC", "10"), ("USDT", "100000"), ("ETH", "10")] {
-            let id = exchange.asset_id(asset).unwrap();
-            exchange.deposit(user, id, Amount::parse(amount).unwrap()).unwrap();
-        }
+        fund(&mut exchange, user);
     }
     exchange
+}
+
+/// Deposits 10 BTC, 100,000 USDT and 10 ETH for `user`.
+fn fund(exchange: &mut Exchange, user: u64) {
+    for (asset, amount) in [("BTC", "10"), ("USDT", "100000"), ("ETH", "10")] {
+        let id = exchange.asset_id(asset).unwrap();
+        exchange.deposit(user, id, Amount::parse(amount).unwrap()).unwrap();
+    }
 }
