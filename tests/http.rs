@@ -255,10 +255,14 @@ fn exchange_info_has_the_fields_binance_clients_read() {
     );
     assert_eq!(
         filters[6],
-        serde_json::json!({"filterType":"MAX_NUM_ICEBERG_ORDERS","maxNumIcebergOrders":100})
+        serde_json::json!({"filterType":"MAX_NUM_ALGO_ORDERS","maxNumAlgoOrders":100})
     );
     assert_eq!(
         filters[7],
+        serde_json::json!({"filterType":"MAX_NUM_ICEBERG_ORDERS","maxNumIcebergOrders":100})
+    );
+    assert_eq!(
+        filters[8],
         serde_json::json!({"filterType":"MAX_NUM_ORDER_AMENDS","maxNumOrderAmends":10})
     );
     let flags = ["ocoAllowed", "otoAllowed", "pegInstructionsAllowed"];

@@ -193,6 +193,7 @@ fn symbol_json(m: &MarketSpec) -> String {
             {"filterType": "NOTIONAL", "minNotional": decimal(m.min_notional.0), "applyMinToMarket": true,
              "maxNotional": decimal(m.max_notional.0), "applyMaxToMarket": false, "avgPriceMins": 5},
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": tradsys_engine::account::OPEN_ORDERS_PER_USER_MARKET_MAX},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": tradsys_engine::account::ALGO_ORDERS_PER_USER_MARKET_MAX},
             {"filterType": "MAX_NUM_ICEBERG_ORDERS", "maxNumIcebergOrders": tradsys_engine::account::ICEBERG_ORDERS_PER_USER_MARKET_MAX},
             {"filterType": "MAX_NUM_ORDER_AMENDS", "maxNumOrderAmends": tradsys_engine::account::AMENDS_PER_ORDER_MAX},
         ],

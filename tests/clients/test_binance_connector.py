@@ -399,3 +399,56 @@ def test_amend_keep_priority_and_the_protections(tradsys):
     assert off == {"symbol": SYMBOL, "countdownTime": "0"}
     tradsys.cancel_everything(key, secret)
     assert_balances(tradsys, spot, user_id, {"USDT": (D(10000), ZERO)})
+
+
+def test_iceberg_and_trailing_orders(tradsys):
+    """new_order's icebergQty and trailingDelta, as binance-connector sends
+    them: the iceberg shows its visible part only and fills part by part,
+    the trailing stop-loss market sell fires 2 % below the highest trade,
+    and the refusals carry Binance's codes and messages."""
+    maker_id, maker_key, maker_secret = tradsys.create_user("conn-ice", {"BTC": "2"})
+    taker_id, taker_key, taker_secret = tradsys.create_user("conn-taker", {"USDT": "100000"})
+    owner_id, owner_key, owner_secret = tradsys.create_user("conn-trail", {"BTC": "1"})
+    maker, taker = client(tradsys, maker_key, maker_secret), client(tradsys, taker_key, taker_secret)
+    owner = client(tradsys, owner_key, owner_secret)
+
+    ice = maker.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC", price="30000",
+                          quantity="1", icebergQty="0.4", newOrderRespType="RESULT")
+    assert (ice["status"], ice["icebergQty"]) == ("NEW", fmt(D("0.4")))
+    assert maker.depth(SYMBOL, limit=5)["asks"] == [[fmt(D(30000)), fmt(D("0.4"))]]
+    bought = taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="IOC", price="30000",
+                             quantity="0.5")
+    assert [f["qty"] for f in bought["fills"]] == [fmt(D("0.4")), fmt(D("0.1"))]
+    order = maker.get_order(SYMBOL, orderId=ice["orderId"])
+    assert (order["status"], order["executedQty"], order["icebergQty"]) == (
+        "PARTIALLY_FILLED", fmt(D("0.5")), fmt(D("0.4")))
+    assert_error(lambda: maker.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="IOC",
+                                         price="30000", quantity="0.1", icebergQty="0.05"),
+                 -2010, "Unsupported order combination")
+    maker.cancel_order(SYMBOL, orderId=ice["orderId"])
+
+    def trade_at(price):
+        maker.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC", price=price, quantity="0.001")
+        taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="IOC", price=price, quantity="0.001")
+
+    # A bid for the fired market sell to meet.
+    taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="GTC", price="25000", quantity="0.2")
+    trade_at("30000")
+    stop = owner.new_order(symbol=SYMBOL, side="SELL", type="STOP_LOSS", quantity="0.2", trailingDelta=200,
+                           newOrderRespType="RESULT")
+    assert (stop["status"], stop["trailingDelta"]) == ("NEW", 200)
+    trade_at("31000")
+    trade_at("30380.01")
+    assert owner.get_order(SYMBOL, orderId=stop["orderId"])["status"] == "NEW"
+    # 30,380 is 2 % below 31,000: it fires and sells 0.2 to the bid at 25,000.
+    trade_at("30380")
+    fired = owner.get_order(SYMBOL, orderId=stop["orderId"])
+    quote = quote_amount(D(25000), D("0.2"))
+    assert (fired["status"], fired["executedQty"], fired["cummulativeQuoteQty"]) == (
+        "FILLED", fmt(D("0.2")), fmt(quote))
+    assert_balances(tradsys, owner, owner_id, {"BTC": (D("0.8"), ZERO), "USDT": (quote - commission(quote, RATE), ZERO)})
+    assert_error(lambda: owner.new_order(symbol=SYMBOL, side="SELL", type="STOP_LOSS", quantity="0.1",
+                                         trailingDelta=5),
+                 -1013, "Filter failure: TRAILING_DELTA")
+    tradsys.cancel_everything(maker_key, maker_secret)
+    tradsys.cancel_everything(taker_key, taker_secret)

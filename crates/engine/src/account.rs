@@ -52,6 +52,10 @@ pub const ICEBERG_PARTS_MAX: i64 = 10;
 /// Open iceberg orders one user may have in one market (Binance's
 /// MAX_NUM_ICEBERG_ORDERS filter).
 pub const ICEBERG_ORDERS_PER_USER_MARKET_MAX: usize = 100;
+/// Open stop orders (STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT,
+/// TAKE_PROFIT_LIMIT, Binance's "algo" orders) one user may have in one
+/// market (Binance's MAX_NUM_ALGO_ORDERS filter).
+pub const ALGO_ORDERS_PER_USER_MARKET_MAX: usize = 100;
 /// The TRAILING_DELTA filter: `trailingDelta` in basis points, the same
 /// range above and below (Binance's usual 10 to 2,000).
 pub const TRAILING_DELTA_MIN: u32 = 10;
@@ -85,6 +89,7 @@ pub const ORDERS_RESERVED_COUNT: usize = 1 << 16;
 const _: () = assert!(MARKET_PROTECTION.0 > 0 && MARKET_PROTECTION.0 < UNIT);
 const _: () = assert!(OPEN_ORDERS_PER_USER_MARKET_MAX <= ORDERS_RESERVED_COUNT);
 const _: () = assert!(ICEBERG_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER_MARKET_MAX);
+const _: () = assert!(ALGO_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER_MARKET_MAX);
 const _: () = assert!(ICEBERG_PARTS_MAX >= 2);
 const _: () =
     assert!(0 < TRAILING_DELTA_MIN && TRAILING_DELTA_MIN <= TRAILING_DELTA_MAX && TRAILING_DELTA_MAX < 10_000);
@@ -613,8 +618,16 @@ impl Accounts {
         if open_count >= OPEN_ORDERS_PER_USER_MARKET_MAX {
             return Err(EngineError::MaxNumOrders);
         }
+        // Walks of at most 200 open orders, only for the orders these
+        // filters count.
+        let u = &self.users[user_slot as usize];
+        if request.kind.is_stop() {
+            let stops = self.open_list(u, request.market).filter(|o| o.view.kind.is_stop());
+            if stops.count() >= ALGO_ORDERS_PER_USER_MARKET_MAX {
+                return Err(EngineError::MaxNumAlgoOrders);
+            }
+        }
         if request.iceberg_qty.is_some() {
-            let u = &self.users[user_slot as usize];
             let icebergs = self.open_list(u, request.market).filter(|o| o.view.iceberg_qty.0 > 0);
             if icebergs.count() >= ICEBERG_ORDERS_PER_USER_MARKET_MAX {
                 return Err(EngineError::MaxNumIcebergOrders);

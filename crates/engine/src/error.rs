@@ -75,6 +75,9 @@ pub enum EngineError {
     /// stops already.
     #[error("Too many trailing stop orders on this symbol; try again later.")]
     TrailingStopsFull,
+    /// The user has `MAX_NUM_ALGO_ORDERS` stop orders open in the market.
+    #[error("Filter failure: MAX_NUM_ALGO_ORDERS")]
+    MaxNumAlgoOrders,
 }
 
 /// Why an amendment was refused; each is Binance's -2038 with its message.
@@ -119,6 +122,7 @@ impl EngineError {
             | EngineError::MaxNumOrders
             | EngineError::IcebergParts
             | EngineError::MaxNumIcebergOrders
+            | EngineError::MaxNumAlgoOrders
             | EngineError::TrailingDelta => -1013,
             EngineError::InsufficientBalance
             | EngineError::WouldMatch
@@ -165,6 +169,7 @@ impl EngineError {
             EngineError::UnsupportedCombination => "Unsupported order combination",
             EngineError::TrailingDelta => "Filter failure: TRAILING_DELTA",
             EngineError::TrailingStopsFull => "Too many trailing stop orders on this symbol; try again later.",
+            EngineError::MaxNumAlgoOrders => "Filter failure: MAX_NUM_ALGO_ORDERS",
         }
     }
 }
@@ -270,6 +275,7 @@ mod tests {
             EngineError::UnsupportedCombination,
             EngineError::TrailingDelta,
             EngineError::TrailingStopsFull,
+            EngineError::MaxNumAlgoOrders,
         ];
         for e in all {
             assert_eq!(e.to_string(), e.msg());

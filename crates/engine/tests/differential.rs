@@ -37,6 +37,7 @@ use tradsys_engine::EngineError;
 const OPS_DEFAULT_COUNT: u64 = 1_000_000;
 const OPEN_MAX: usize = 200;
 const ICEBERGS_OPEN_MAX: usize = 100;
+const STOPS_OPEN_MAX: usize = 100;
 const ICEBERG_PARTS_MAX: i64 = 10;
 const PROTECTION: i128 = 5_000_000;
 
@@ -370,6 +371,9 @@ impl Reference {
             return Err(-2010);
         }
         if open.len() >= OPEN_MAX {
+            return Err(-1013);
+        }
+        if r.kind.is_stop() && open.iter().filter(|o| o.kind.is_stop()).count() >= STOPS_OPEN_MAX {
             return Err(-1013);
         }
         if r.iceberg_qty.is_some() && open.iter().filter(|o| o.peak > 0).count() >= ICEBERGS_OPEN_MAX {

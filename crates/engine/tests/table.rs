@@ -5,7 +5,8 @@
 mod common;
 
 use common::{client, limit, p, q, Fixture, MAKER, TAKER};
-use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef, OPEN_ORDERS_PER_USER_MARKET_MAX};
+use tradsys_engine::account::{AccountEvent, NewOrderResult, OrderRef};
+use tradsys_engine::account::{ALGO_ORDERS_PER_USER_MARKET_MAX, OPEN_ORDERS_PER_USER_MARKET_MAX};
 use tradsys_engine::num::Amount;
 use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderQty, OrderRequest, OrderStatus};
 use tradsys_engine::order::{OrderType, Side, StpMode, TimeInForce};
@@ -380,6 +381,35 @@ fn open_orders_are_bounded_per_user_and_market() {
     );
     assert!(
         f.place(TAKER, &limit(1, Buy, "10", "1", Gtc)).is_ok(),
+        "another market has its own count"
+    );
+}
+
+#[test]
+fn open_stop_orders_are_bounded_per_user_and_market() {
+    let mut f = Fixture::new();
+    let stop = |market, kind| OrderRequest {
+        kind,
+        stop_price: Some(p("20")),
+        ..limit(market, Buy, "10", "1", Gtc)
+    };
+    // Stop-limits and take-profit limits count together; a plain limit
+    // order is not a stop.
+    for i in 0..ALGO_ORDERS_PER_USER_MARKET_MAX {
+        let kind = if i % 2 == 0 {
+            OrderType::StopLossLimit
+        } else {
+            OrderType::TakeProfitLimit
+        };
+        assert!(f.place(TAKER, &stop(0, kind)).is_ok(), "stop {i}");
+    }
+    assert_eq!(
+        f.place(TAKER, &stop(0, OrderType::StopLossLimit)),
+        Err(EngineError::MaxNumAlgoOrders)
+    );
+    assert!(f.place(TAKER, &limit(0, Buy, "10", "1", Gtc)).is_ok());
+    assert!(
+        f.place(TAKER, &stop(1, OrderType::StopLossLimit)).is_ok(),
         "another market has its own count"
     );
 }
