@@ -996,7 +996,6 @@ fn postgres_passes_the_suite() {
 fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
     const DEC_1_2026_MS: u64 = 1_796_083_200_000;
     const DEC_15_2026_MS: u64 = 1_797_292_800_000;
-    const JAN_15_2027_MS: u64 = 1_799_971_200_000;
     let server = tradsys_pgtest::PgServer::start();
     on_postgres(&server, "before_iceberg", |mut s| async move {
         s.execute_for_test("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
@@ -1019,19 +1018,8 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
         }
         // New icebergs in the month partitioned before the migration and
         // in one made after it.
-        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 2).await.expect("partitions"), 3);
-        let mut rows = Vec::new();
-        for (order_id, time_ms) in [(7, DEC_15_2026_MS), (8, JAN_15_2027_MS)] {
-            let mut o = order(2, "BTCUSDT", order_id, "NEW", 0, time_ms);
-            o.iceberg_qty = 10_000_001;
-            rows.push(Row::Order(o));
-        }
-        assert!(s.write(&batch(0, 1, 1, rows.clone())).await.expect("write"));
-        for row in rows {
-            let Row::Order(o) = row else { continue };
-            let stored = s.order(2, "BTCUSDT", o.order_id).await.expect("query");
-            assert_eq!(stored, Some(o));
-        }
+        let iceberg = |o: &mut OrderRow| o.iceberg_qty = 10_000_001;
+        new_orders_read_back_in_old_and_new_partitions(&mut s, iceberg).await;
     });
     assert_eq!(
         server.psql_in(
@@ -1040,6 +1028,28 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
         ),
         "orders_default|0.00000000\norders_202612|0.00000000\norders_202612|0.10000001\norders_202701|0.10000001"
     );
+}
+
+/// Orders 7 (December 2026, a month partitioned before the migration)
+/// and 8 (January 2027, partitioned after it), each as `shape` makes it,
+/// are written and read back exactly.
+async fn new_orders_read_back_in_old_and_new_partitions(s: &mut PgStore, shape: impl Fn(&mut OrderRow)) {
+    const DEC_1_2026_MS: u64 = 1_796_083_200_000;
+    const DEC_15_2026_MS: u64 = 1_797_292_800_000;
+    const JAN_15_2027_MS: u64 = 1_799_971_200_000;
+    assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 2).await.expect("partitions"), 3);
+    let mut rows = Vec::new();
+    for (order_id, time_ms) in [(7, DEC_15_2026_MS), (8, JAN_15_2027_MS)] {
+        let mut o = order(2, "BTCUSDT", order_id, "NEW", 0, time_ms);
+        shape(&mut o);
+        rows.push(Row::Order(o));
+    }
+    assert!(s.write(&batch(0, 1, 1, rows.clone())).await.expect("write"));
+    for row in rows {
+        let Row::Order(o) = row else { continue };
+        let stored = s.order(2, "BTCUSDT", o.order_id).await.expect("query");
+        assert_eq!(stored, Some(o));
+    }
 }
 
 /// A database at schema version 4 with orders in the default partition
@@ -1051,7 +1061,6 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
 fn postgres_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
     const DEC_1_2026_MS: u64 = 1_796_083_200_000;
     const DEC_15_2026_MS: u64 = 1_797_292_800_000;
-    const JAN_15_2027_MS: u64 = 1_799_971_200_000;
     let server = tradsys_pgtest::PgServer::start();
     on_postgres(&server, "before_trailing", |mut s| async move {
         s.execute_for_test("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
@@ -1086,20 +1095,11 @@ fn postgres_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
         }
         // New trailing stops in the month partitioned before the
         // migration and in one made after it.
-        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 2).await.expect("partitions"), 3);
-        let mut rows = Vec::new();
-        for (order_id, time_ms) in [(7, DEC_15_2026_MS), (8, JAN_15_2027_MS)] {
-            let mut o = order(2, "BTCUSDT", order_id, "NEW", 0, time_ms);
+        let trailing = |o: &mut OrderRow| {
             o.order_type = "STOP_LOSS_LIMIT".to_string();
             o.trailing_delta = 250;
-            rows.push(Row::Order(o));
-        }
-        assert!(s.write(&batch(0, 1, 1, rows.clone())).await.expect("write"));
-        for row in rows {
-            let Row::Order(o) = row else { continue };
-            let stored = s.order(2, "BTCUSDT", o.order_id).await.expect("query");
-            assert_eq!(stored, Some(o));
-        }
+        };
+        new_orders_read_back_in_old_and_new_partitions(&mut s, trailing).await;
     });
     // The column is the plain count, not money scaled to NUMERIC.
     assert_eq!(
