@@ -5,8 +5,10 @@
 //! One cycle: a server (2 shards, `--durability fsync`, free loopback
 //! ports) on a fresh data directory or on the previous cycle's (a chain of
 //! 1 to 4 cycles, so recovered state is recovered again); four new users
-//! with keys and deposits; four client threads sending orders, cancels,
-//! deposits and withdrawals (`traffic`); after a random 100–800 ms a
+//! with keys and deposits; four client threads sending orders (one limit
+//! order in four of more than one lot an iceberg showing one lot, whose
+//! `icebergQty` the checks compare), cancels, deposits and withdrawals
+//! (`traffic`); after a random 100–800 ms a
 //! SIGKILL by PID; a restart, `/ready`, and the checks of `check` against
 //! the acknowledged history in `model`. One cycle in four stops the clients
 //! first and checks the live server before the kill, and then also that

@@ -131,8 +131,14 @@ fn may_follow(status: &str, executed: i64, quote: i64, new: &SeenOrder) -> bool 
 }
 
 fn check_static_fields(order: &crate::model::Order, o: &SeenOrder) -> Result<(), (String, String)> {
-    let expected = (order.side.name(), order.kind.name(), order.price, order.qty);
-    let actual = (o.side.as_str(), o.kind.as_str(), o.price, o.orig_qty);
+    let expected = (
+        order.side.name(),
+        order.kind.name(),
+        order.price,
+        order.qty,
+        order.iceberg,
+    );
+    let actual = (o.side.as_str(), o.kind.as_str(), o.price, o.orig_qty, o.iceberg);
     if expected != actual {
         return Err((format!("{expected:?}"), format!("{actual:?}")));
     }

@@ -112,6 +112,8 @@ pub enum Event {
         /// Units; 0 for MARKET.
         price: i64,
         qty: i64,
+        /// `icebergQty` in units; 0 for a plain order.
+        iceberg: i64,
         outcome: Outcome,
     },
     Cancel {
@@ -186,6 +188,7 @@ pub struct Order {
     pub kind: Kind,
     pub price: i64,
     pub qty: i64,
+    pub iceberg: i64,
     pub placed: Placed,
     pub cancel: CancelState,
 }
@@ -283,6 +286,7 @@ impl Model {
                     kind,
                     price,
                     qty,
+                    iceberg,
                     outcome,
                 } => {
                     let placed = self.order_outcome(user, market, &outcome)?;
@@ -294,6 +298,7 @@ impl Model {
                         kind,
                         price,
                         qty,
+                        iceberg,
                         placed,
                         cancel: CancelState::None,
                     };

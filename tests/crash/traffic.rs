@@ -193,7 +193,14 @@ fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind
     let market = rng.below(MARKETS.len() as u64) as usize;
     let m = &MARKETS[market];
     let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
-    let qty = (1 + rng.below(ORDER_LOTS_MAX as u64) as i64) * m.lot_units;
+    let lots = 1 + rng.below(ORDER_LOTS_MAX as u64) as i64;
+    let qty = lots * m.lot_units;
+    // One limit order in four of more than one lot is an iceberg showing
+    // one lot at a time, so that crashes land between its parts too.
+    let iceberg = match kind {
+        Kind::Limit if lots > 1 && rng.below(4) == 0 => m.lot_units,
+        _ => 0,
+    };
     let ticks = rng.below(2 * PRICE_TICKS_MAX as u64 + 1) as i64 - PRICE_TICKS_MAX;
     let price = match kind {
         Kind::Limit => m.price_units + ticks * m.tick_units,
@@ -209,6 +216,9 @@ fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind
     if kind == Kind::Limit {
         query.push_str(&format!("&timeInForce=GTC&price={}", decimal(price)));
     }
+    if iceberg > 0 {
+        query.push_str(&format!("&icebergQty={}", decimal(iceberg)));
+    }
     let result = signed(api, &shared.users[user], "POST", "/api/v3/order", &query);
     Event::Order {
         user,
@@ -218,6 +228,7 @@ fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind
         kind,
         price,
         qty,
+        iceberg,
         outcome: outcome(result),
     }
 }
@@ -242,6 +253,7 @@ fn refused(api: &mut Conn, shared: &Shared, user: usize, client_id: String) -> E
         kind: Kind::Limit,
         price: m.price_units,
         qty,
+        iceberg: 0,
         outcome: outcome(result),
     }
 }
