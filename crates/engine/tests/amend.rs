@@ -44,20 +44,6 @@ impl Fixture {
         });
         answer.unwrap_or_else(|| panic!("no answer to the amendment of {id}"))
     }
-
-    fn fills(&self) -> Vec<(u64, String)> {
-        self.out
-            .fills
-            .iter()
-            .map(|f| (f.maker_order, f.qty.to_string()))
-            .collect()
-    }
-
-    fn balance(&self, user: u64, asset: &str) -> (String, String) {
-        let id = self.exchange.asset_id(asset).expect("an asset");
-        let b = self.exchange.account(user).balance(user, id);
-        (b.free.to_string(), b.locked.to_string())
-    }
 }
 
 fn amended(result: Result<(OrderView, Amendment), EngineError>) -> (OrderStatus, String, String) {
@@ -98,7 +84,7 @@ fn an_amended_order_keeps_its_place_at_every_position() {
             .filter(|(_, qty)| !qty.is_empty())
             .map(|(&id, qty)| (id, s(qty)))
             .collect();
-        assert_eq!(f.fills(), want, "position {position}");
+        assert_eq!(f.maker_fills(), want, "position {position}");
     }
 }
 
@@ -169,7 +155,7 @@ fn held_stops_shrink_with_their_budget() {
     // Fired by a trade at 150, it buys only the amended quantity.
     let ask = f.accept(MAKER, &limit(0, Sell, "150", "3", Gtc));
     f.accept(TAKER, &limit(0, Buy, "150", "0.5", Gtc));
-    assert_eq!(f.fills(), [(ask, s("0.50000000")), (ask, s("1.00000000"))]);
+    assert_eq!(f.maker_fills(), [(ask, s("0.50000000")), (ask, s("1.00000000"))]);
     assert_eq!(f.balance(TAKER, "USDT").1, s("0.00000000"));
 }
 

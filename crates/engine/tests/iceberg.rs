@@ -24,14 +24,6 @@ fn iceberg(side: Side, price: &str, qty: &str, visible: &str) -> OrderRequest {
 }
 
 impl Fixture {
-    fn fills(&self) -> Vec<(u64, String)> {
-        self.out
-            .fills
-            .iter()
-            .map(|f| (f.maker_order, f.qty.to_string()))
-            .collect()
-    }
-
     fn depth(&self) -> (Levels, Levels) {
         let (mut bids, mut asks) = (Vec::new(), Vec::new());
         self.exchange.books[0].depth(10, &mut bids, &mut asks);
@@ -48,12 +40,6 @@ impl Fixture {
         let view = self.exchange.account(user).order(user, BTCUSDT, OrderRef::Id(id));
         let view = view.unwrap_or_else(|e| panic!("order {id}: {e}"));
         (view.status, view.executed_qty.to_string(), view.iceberg_qty.to_string())
-    }
-
-    fn balance(&self, user: u64, asset: &str) -> (String, String) {
-        let id = self.exchange.asset_id(asset).expect("an asset");
-        let b = self.exchange.account(user).balance(user, id);
-        (b.free.to_string(), b.locked.to_string())
     }
 }
 
@@ -100,7 +86,7 @@ fn a_refreshed_part_goes_to_the_back_of_its_level() {
     let plain = f.accept(OTHER, &limit(0, Buy, "100", "0.5", Gtc));
     f.accept(TAKER, &limit(0, Sell, "100", "1", Gtc));
     assert_eq!(
-        f.fills(),
+        f.maker_fills(),
         [(ice, s("0.30000000")), (plain, s("0.50000000")), (ice, s("0.20000000"))]
     );
     assert_eq!(f.depth().0, [level("100.00000000", "0.10000000")]);
@@ -111,7 +97,7 @@ fn a_refreshed_part_goes_to_the_back_of_its_level() {
     // The rest: 0.1 visible, then a part of 0.3, then the last 0.1.
     f.accept(TAKER, &limit(0, Sell, "100", "0.5", Gtc));
     assert_eq!(
-        f.fills(),
+        f.maker_fills(),
         [(ice, s("0.10000000")), (ice, s("0.30000000")), (ice, s("0.10000000"))]
     );
     assert_eq!(f.depth().0, []);
@@ -130,7 +116,7 @@ fn a_taker_iceberg_rests_what_is_left_as_an_iceberg() {
     let mut f = Fixture::new();
     let ask = f.accept(MAKER, &limit(0, Sell, "100", "0.2", Gtc));
     let ice = f.accept(TAKER, &iceberg(Buy, "100", "1", "0.3"));
-    assert_eq!(f.fills(), [(ask, s("0.20000000"))]);
+    assert_eq!(f.maker_fills(), [(ask, s("0.20000000"))]);
     assert_eq!(f.depth(), (vec![level("100.00000000", "0.30000000")], vec![]));
     assert_eq!(
         f.status(TAKER, ice),
@@ -144,11 +130,14 @@ fn fill_or_kill_counts_the_hidden_quantity() {
     let ice = f.accept(MAKER, &iceberg(Sell, "100", "1", "0.1"));
     // 0.1 is visible, 1 is there: a FOK buy of 0.8 fills, part by part.
     let fok = f.accept(TAKER, &limit(0, Buy, "100", "0.8", Fok));
-    assert_eq!(f.fills(), vec![(ice, s("0.10000000")); 8]);
+    assert_eq!(f.maker_fills(), vec![(ice, s("0.10000000")); 8]);
     assert_eq!(f.status(TAKER, fok).0, OrderStatus::Filled);
     // 0.2 is left: a FOK of 0.3 expires and takes nothing.
     let fok = f.accept(TAKER, &limit(0, Buy, "100", "0.3", Fok));
-    assert_eq!((f.fills(), f.status(TAKER, fok).0), (vec![], OrderStatus::Expired));
+    assert_eq!(
+        (f.maker_fills(), f.status(TAKER, fok).0),
+        (vec![], OrderStatus::Expired)
+    );
     assert_eq!(f.depth().1, [level("100.00000000", "0.10000000")]);
 }
 

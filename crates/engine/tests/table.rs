@@ -85,12 +85,6 @@ impl Fixture {
             .map(|f| (f.price.to_string(), f.qty.to_string()))
             .collect()
     }
-
-    fn balance(&self, user: u64, asset: &str) -> (String, String) {
-        let id = self.exchange.asset_id(asset).unwrap();
-        let b = self.exchange.account(user).balance(user, id);
-        (b.free.to_string(), b.locked.to_string())
-    }
 }
 
 type Outcome = Result<(OrderStatus, &'static str, &'static str), EngineError>;

@@ -36,11 +36,6 @@ impl Fixture {
         let view = self.exchange.account(user).order(user, BTCUSDT, OrderRef::Id(id));
         view.unwrap_or_else(|e| panic!("order {id}: {e}")).status
     }
-
-    fn locked(&self, user: u64, asset: &str) -> String {
-        let id = self.exchange.asset_id(asset).expect("an asset");
-        self.exchange.account(user).balance(user, id).locked.to_string()
-    }
 }
 
 fn trailing(kind: OrderType, side: Side, stop: Option<&str>, delta: u32, price: &str) -> OrderRequest {
@@ -148,7 +143,7 @@ fn a_trailing_stop_without_a_last_price_tracks_from_the_first_trade() {
     f.trade_at("99");
     assert!(f.fired(id));
     assert_eq!(f.status(OWNER, id), OrderStatus::Expired);
-    assert_eq!(f.locked(OWNER, "BTC"), "0.00000000");
+    assert_eq!(f.balance(OWNER, "BTC").1, "0.00000000");
 }
 
 /// A trailing market buy locks its quantity at its stop price raised by
@@ -160,13 +155,13 @@ fn a_trailing_market_buy_locks_for_its_delta() {
     f.trade_at("100");
     // 1 × 100 × 1.02 × 1.05 = 107.1
     f.accept(OWNER, &trailing(StopLoss, Buy, None, 200, "1").with_market().qty("1"));
-    assert_eq!(f.locked(OWNER, "USDT"), "107.10000000");
+    assert_eq!(f.balance(OWNER, "USDT").1, "107.10000000");
     // 1 × 120 × 1.02 × 1.05 = 128.52, with the first.
     f.accept(
         OWNER,
         &trailing(TakeProfit, Buy, Some("120"), 200, "1").with_market().qty("1"),
     );
-    assert_eq!(f.locked(OWNER, "USDT"), "235.62000000");
+    assert_eq!(f.balance(OWNER, "USDT").1, "235.62000000");
 }
 
 #[test]
@@ -185,14 +180,14 @@ fn held_trailing_stops_cancel_and_shrink() {
     f.exchange.amend(OWNER, &request, 50, &mut f.out).expect("amended");
     f.exchange.check_invariants();
     // Half of 107.1, rounded up.
-    assert_eq!(f.locked(OWNER, "USDT"), "53.55000000");
+    assert_eq!(f.balance(OWNER, "USDT").1, "53.55000000");
     f.out.clear();
     f.exchange
         .cancel(OWNER, BTCUSDT, OrderRef::Id(sell), 51, &mut f.out)
         .expect("canceled");
     f.exchange.check_invariants();
     assert_eq!(f.status(OWNER, sell), OrderStatus::Canceled);
-    assert_eq!(f.locked(OWNER, "BTC"), "0.00000000");
+    assert_eq!(f.balance(OWNER, "BTC").1, "0.00000000");
     // The amended buy fires 2 % above the lowest price, 100.
     f.trade_at("102");
     assert!(f.fired(buy));
@@ -243,7 +238,7 @@ fn refusals_carry_binance_codes() {
         let mut f = Fixture::with_third();
         let refused = f.submit(OWNER, &request).map_err(|e| (e.code(), e.msg()));
         assert_eq!(refused, Err((code, msg)), "{name}");
-        assert_eq!(f.locked(OWNER, "BTC"), "0.00000000", "{name}");
+        assert_eq!(f.balance(OWNER, "BTC").1, "0.00000000", "{name}");
     }
     // The edges of the filter are accepted.
     let mut f = Fixture::with_third();

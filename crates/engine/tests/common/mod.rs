@@ -143,6 +143,22 @@ impl Fixture {
             Err(e) => panic!("order refused: {e}"),
         }
     }
+
+    /// `user`'s free and locked `asset`, as Binance prints them.
+    pub fn balance(&self, user: u64, asset: &str) -> (String, String) {
+        let id = self.exchange.asset_id(asset).expect("an asset");
+        let b = self.exchange.account(user).balance(user, id);
+        (b.free.to_string(), b.locked.to_string())
+    }
+
+    /// The last operation's fills as (resting order, quantity).
+    pub fn maker_fills(&self) -> Vec<(u64, String)> {
+        self.out
+            .fills
+            .iter()
+            .map(|f| (f.maker_order, f.qty.to_string()))
+            .collect()
+    }
 }
 
 /// The user who rests orders in the table tests, and the one who takes.
