@@ -32,7 +32,7 @@ use crate::history::{Chain, History};
 use crate::market::MarketSpec;
 use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
-use crate::num::{Rate, UNIT};
+use crate::num::{Rate, BIPS, UNIT};
 use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderQty};
 use crate::order::{OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use crate::order::{UserId, UserTrade};
@@ -92,7 +92,7 @@ const _: () = assert!(ICEBERG_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER
 const _: () = assert!(ALGO_ORDERS_PER_USER_MARKET_MAX <= OPEN_ORDERS_PER_USER_MARKET_MAX);
 const _: () = assert!(ICEBERG_PARTS_MAX >= 2);
 const _: () =
-    assert!(0 < TRAILING_DELTA_MIN && TRAILING_DELTA_MIN <= TRAILING_DELTA_MAX && TRAILING_DELTA_MAX < 10_000);
+    assert!(0 < TRAILING_DELTA_MIN && TRAILING_DELTA_MIN <= TRAILING_DELTA_MAX && (TRAILING_DELTA_MAX as i64) < BIPS);
 const _: () = assert!(TRADES_PER_USER_MAX > 0 && ORDERS_CLOSED_PER_USER_MAX > 0);
 const _: () = assert!(TRADES_PER_USER_MAX <= TRADES_PER_MACHINE_MAX);
 const _: () = assert!(TRADES_PER_MACHINE_MAX.is_power_of_two());
@@ -1693,7 +1693,8 @@ fn price_improvement(order: &Open) -> Amount {
 
 /// `price` raised by `delta` basis points, rounded up to the unit.
 fn trailed_up(price: Price, delta: u32) -> Price {
-    let raised = (i128::from(price.0) * (10_000 + i128::from(delta)) + 9_999) / 10_000;
+    let bips = i128::from(BIPS);
+    let raised = (i128::from(price.0) * (bips + i128::from(delta)) + bips - 1) / bips;
     Price(i64::try_from(raised).unwrap_or(i64::MAX))
 }
 

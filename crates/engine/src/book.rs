@@ -43,7 +43,7 @@ use std::collections::VecDeque;
 use crate::hash::{IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
 use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
-use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty};
+use crate::num::{notional_ceil, notional_floor, qty_within, Amount, Price, Qty, BIPS};
 use crate::order::{MarketId, OrderId, OrderStatus, OrderType, Side, StpMode};
 use crate::order::{TimeInForce, TradeId, UserId};
 use crate::snapshot::{self, SnapshotError};
@@ -60,8 +60,6 @@ const STOPS_RESERVED_COUNT: usize = 1024;
 /// Trailing stops one book holds; every trade reads them all, so this
 /// bounds what a trade costs. A trailing stop beyond it is rejected.
 pub const TRAILING_STOPS_PER_BOOK_MAX: usize = 1024;
-/// Basis points in one: `trailingDelta` is counted in them.
-const BIPS: i128 = 10_000;
 
 const NIL: u32 = u32::MAX;
 const UNBOUNDED: i64 = i64::MAX;
@@ -241,10 +239,11 @@ impl TrailingStop {
 /// a sell, above it for a buy.
 fn trailed_past(sell: bool, best: Price, price: Price, delta: u32) -> bool {
     let (best, price, delta) = (i128::from(best.0), i128::from(price.0), i128::from(delta));
+    let bips = i128::from(BIPS);
     if sell {
-        price * BIPS <= best * (BIPS - delta)
+        price * bips <= best * (bips - delta)
     } else {
-        price * BIPS >= best * (BIPS + delta)
+        price * bips >= best * (bips + delta)
     }
 }
 
@@ -1175,7 +1174,7 @@ impl Book {
             };
             let fits = order.kind.is_stop()
                 && order.trailing_delta > 0
-                && i128::from(order.trailing_delta) < BIPS
+                && i64::from(order.trailing_delta) < BIPS
                 && !stop.fired
                 && !due
                 && self.stop_index.get(&order.order_id) == Some(&place);

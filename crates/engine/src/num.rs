@@ -12,6 +12,8 @@ use std::fmt;
 pub const DECIMALS: u32 = 8;
 /// Units in one whole: 10^DECIMALS.
 pub const UNIT: i64 = 100_000_000;
+/// Basis points in one: `trailingDelta` is counted in them.
+pub const BIPS: i64 = 10_000;
 
 /// Why a decimal string was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
