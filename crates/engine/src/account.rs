@@ -34,14 +34,16 @@ use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
 use crate::num::{add_rate_ceil, fee_ceil, notional_ceil, notional_wide, Amount, Price, Qty};
 use crate::num::{Rate, BIPS, UNIT};
 use crate::order::{AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderQty};
-use crate::order::{OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
+use crate::order::{OrderListView, OrderRequest, OrderStatus, OrderType, OrderView, Side, TimeInForce};
 use crate::order::{UserId, UserTrade};
 use crate::snapshot::{self, SnapshotError};
 use crate::{error, AmendReason, EngineError};
 use rkyv::util::AlignedVec;
 
+mod lists;
 mod repartition;
 
+pub use lists::{ListRef, ORDER_LISTS_CLOSED_PER_USER_MAX, ORDER_LISTS_PER_USER_MARKET_MAX};
 pub use repartition::repartition;
 
 /// Open orders (resting, held or in flight) one user may have in one market.
@@ -201,6 +203,19 @@ pub enum AccountEvent {
     },
     /// A trade of one of this machine's users.
     Trade { user: UserId, trade: UserTrade },
+    /// The answer to `place_list`, once the book has answered for the
+    /// orders placed at once.
+    ListPlaced {
+        order_list_id: u64,
+        result: Result<OrderListView, EngineError>,
+    },
+    /// The answer to `cancel_list`: the list, done.
+    ListCanceled {
+        order_list_id: u64,
+        result: Result<OrderListView, EngineError>,
+    },
+    /// A list began or ended (Binance's `listStatus` event).
+    ListStatus(OrderListView),
 }
 
 /// One amendment of an order's quantity (GET /api/v3/order/amendments).
@@ -289,6 +304,7 @@ struct User {
     closed: Chain,
     trades: Chain,
     amends: Chain,
+    lists: Chain,
 }
 
 /// An open order in its slot. `user` is the owner's index in `users`, so
@@ -355,6 +371,11 @@ pub struct Accounts {
     /// Market maker protections, by (user, market).
     #[rkyv(with = rkyv::with::AsVec)]
     mmp: FastMap<(UserId, u16), MmpState>,
+    /// Open order lists by id (their first order's).
+    #[rkyv(with = rkyv::with::AsVec)]
+    lists: IdMap<lists::ListState>,
+    /// Finished order lists of all users, each user's chained.
+    closed_lists: History<OrderListView, ORDER_LISTS_CLOSED_PER_USER_MAX>,
 }
 
 impl Accounts {
@@ -389,6 +410,8 @@ impl Accounts {
             trades: History::new(TRADES_PER_MACHINE_MAX),
             amends: History::new(AMENDS_PER_MACHINE_MAX),
             mmp: FastMap::with_hasher(FastBuildHasher),
+            lists: IdMap::with_hasher(IdBuildHasher),
+            closed_lists: History::new(lists::ORDER_LISTS_CLOSED_PER_MACHINE_MAX),
         }
     }
 
@@ -415,6 +438,7 @@ impl Accounts {
         self.closed.reserve_up_front();
         self.trades.reserve_up_front();
         self.amends.reserve_up_front();
+        self.closed_lists.reserve_up_front();
     }
 
     /// Which machine this is, and of how many.
@@ -455,6 +479,7 @@ impl Accounts {
             closed: Chain::EMPTY,
             trades: Chain::EMPTY,
             amends: Chain::EMPTY,
+            lists: Chain::EMPTY,
         });
         self.user_index.insert(user, index);
         index
@@ -701,6 +726,8 @@ impl Accounts {
             time_ms,
             iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
             trailing_delta: request.trailing_delta.unwrap_or(0),
+            oco_partner: 0,
+            oco_first: false,
         })
     }
 
@@ -733,9 +760,14 @@ impl Accounts {
         out: &mut Vec<ToBook>,
     ) -> Result<OrderId, EngineError> {
         let order_id = self.find_open(user, market, target).ok_or(EngineError::UnknownOrder)?;
+        // A pending order of a list is on no book: its working order is.
+        let on_book = match self.open(order_id) {
+            Some(o) if o.view.status == OrderStatus::PendingNew => self.cancel_through_working(order_id),
+            _ => Some(order_id),
+        };
         out.push(ToBook::Cancel {
             market,
-            order_id,
+            order_id: on_book.unwrap_or(order_id),
             user,
             time_ms,
         });
@@ -748,14 +780,17 @@ impl Accounts {
         let Some(u) = self.user(user) else {
             return 0;
         };
-        let before = out.len();
-        out.extend(self.open_list(u, market).map(|o| ToBook::Cancel {
+        // Every open order is answered: the second of an OCO pair with
+        // its first, a pending order with its working order.
+        let count = u.open[usize::from(market.0)].len as usize;
+        let cancels = self.open_list(u, market).filter(|o| self.cancels_for(o.view.order_id));
+        out.extend(cancels.map(|o| ToBook::Cancel {
             market,
             order_id: o.view.order_id,
             user,
             time_ms,
         }));
-        out.len() - before
+        count
     }
 
     /// Binance's amend keep priority: reduces an open order's quantity to
@@ -790,6 +825,9 @@ impl Accounts {
             unreachable!("found order {order_id} is open")
         };
         let view = open.view;
+        if view.order_list_id != 0 {
+            return Err(EngineError::ListRejected(error::ListReason::LegOfList));
+        }
         if self.amends_pending.iter().any(|p| p.order_id == order_id) || self.amends_pending.len() >= AMENDS_PENDING_MAX
         {
             return rejected(AmendReason::InFlight);
@@ -838,6 +876,7 @@ impl Accounts {
         order_id: OrderId,
         result: Result<bool, EngineError>,
         time_ms: u64,
+        out: &mut Vec<ToBook>,
         events: &mut Vec<AccountEvent>,
     ) {
         let Some(position) = self.amends_pending.iter().position(|p| p.order_id == order_id) else {
@@ -877,7 +916,7 @@ impl Accounts {
         };
         let user_slot = open.user as usize;
         if !rests {
-            let view = self.finish(order_id, OrderStatus::Expired, time_ms, events);
+            let view = self.finish(order_id, OrderStatus::Expired, time_ms, out, events);
             self.amends.push(&mut self.users[user_slot].amends, amendment);
             events.push(AccountEvent::Amended {
                 order_id,
@@ -1115,14 +1154,14 @@ impl Accounts {
                 reject,
                 time_ms,
                 ..
-            } => self.on_placed(order_id, status, reject, time_ms, events),
+            } => self.on_placed(order_id, status, reject, time_ms, out, events),
             ToAccount::Done {
                 order_id,
                 status,
                 time_ms,
                 ..
             } => {
-                self.finish(order_id, status, time_ms, events);
+                self.finish(order_id, status, time_ms, out, events);
             }
             ToAccount::Canceled {
                 order_id,
@@ -1135,7 +1174,7 @@ impl Accounts {
                 result,
                 time_ms,
                 ..
-            } => self.on_amended(order_id, result, time_ms, events),
+            } => self.on_amended(order_id, result, time_ms, out, events),
         }
     }
 
@@ -1174,6 +1213,10 @@ impl Accounts {
             Side::Sell => (info.base, Amount(fill.qty.0), info.quote, fill.quote_qty),
         };
         let fee = fee_ceil(got, rate);
+        let list = self.open(order_id).map_or(0, |o| o.view.order_list_id);
+        if list != 0 {
+            self.take_pair_lock(order_id, list);
+        }
         let Some(order) = self.open_mut(order_id) else {
             unreachable!("fill for unknown order {order_id}")
         };
@@ -1221,14 +1264,19 @@ impl Accounts {
         status: OrderStatus,
         reject: Option<EngineError>,
         time_ms: u64,
+        out: &mut Vec<ToBook>,
         events: &mut Vec<AccountEvent>,
     ) {
+        let list = self.open(order_id).map_or(0, |o| o.view.order_list_id);
+        if list != 0 {
+            return self.on_list_order_placed(list, order_id, status, reject, time_ms, out, events);
+        }
         let result = match reject {
             Some(reason) => {
                 self.forget(order_id);
                 Err(reason)
             }
-            None if status.is_final() => Ok(self.finish(order_id, status, time_ms, events)),
+            None if status.is_final() => Ok(self.finish(order_id, status, time_ms, out, events)),
             None => {
                 let Some(order) = self.open_mut(order_id) else {
                     unreachable!("placed unknown order {order_id}")
@@ -1258,6 +1306,37 @@ impl Accounts {
         });
     }
 
+    /// `on_placed` for an order of a list: the list answers, not the
+    /// order. A list the book refused leaves no order behind; a pending
+    /// order the book refused once its turn came EXPIRES.
+    #[allow(clippy::too_many_arguments)]
+    fn on_list_order_placed(
+        &mut self,
+        list: u64,
+        order_id: OrderId,
+        status: OrderStatus,
+        reject: Option<EngineError>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
+        if reject.is_some() && self.list_running(list) {
+            self.finish(order_id, OrderStatus::Expired, time_ms, out, events);
+            return;
+        }
+        if reject.is_none() && !status.is_final() {
+            if let Some(order) = self.open_mut(order_id) {
+                order.view.status = status;
+                let view = order.view;
+                events.push(AccountEvent::OrderUpdate(view));
+            }
+        }
+        self.list_order_placed(list, reject, events);
+        if reject.is_none() && status.is_final() {
+            self.finish(order_id, status, time_ms, out, events);
+        }
+    }
+
     fn on_canceled(
         &mut self,
         order_id: OrderId,
@@ -1266,7 +1345,7 @@ impl Accounts {
         out: &mut Vec<ToBook>,
         events: &mut Vec<AccountEvent>,
     ) {
-        let result = result.map(|()| self.finish(order_id, OrderStatus::Canceled, time_ms, events));
+        let result = result.map(|()| self.finish(order_id, OrderStatus::Canceled, time_ms, out, events));
         let replace = self
             .replaces
             .iter()
@@ -1286,6 +1365,7 @@ impl Accounts {
         order_id: OrderId,
         status: OrderStatus,
         time_ms: u64,
+        out: &mut Vec<ToBook>,
         events: &mut Vec<AccountEvent>,
     ) -> OrderView {
         assert!(status.is_final());
@@ -1297,19 +1377,29 @@ impl Accounts {
         if order.by_quote {
             order.view.orig_qty = order.view.executed_qty;
         }
+        let list = order.view.order_list_id;
+        if list != 0 {
+            self.pass_pair_lock(&mut order);
+        }
         let view = order.view;
         let u = &mut self.users[order.user as usize];
         unlock(u, &order);
         self.closed.push(&mut u.closed, view);
         events.push(AccountEvent::OrderUpdate(view));
+        if list != 0 {
+            self.list_order_done(list, order_id, status, time_ms, out, events);
+        }
         view
     }
 
     /// A rejected order never existed: unlock and drop it without history.
     fn forget(&mut self, order_id: OrderId) {
-        let Some(order) = self.remove_open(order_id) else {
+        let Some(mut order) = self.remove_open(order_id) else {
             unreachable!("rejected unknown order {order_id}")
         };
+        if order.view.order_list_id != 0 {
+            self.pass_pair_lock(&mut order);
+        }
         unlock(&mut self.users[order.user as usize], &order);
     }
 
@@ -1500,6 +1590,10 @@ impl Accounts {
             self.amends.verify(AMENDS_PER_MACHINE_MAX)?;
         }
         self.verify_slots()?;
+        self.verify_lists()?;
+        if history {
+            self.closed_lists.verify(lists::ORDER_LISTS_CLOSED_PER_MACHINE_MAX)?;
+        }
         for pending in &self.amends_pending {
             if !self.orders.contains_key(&pending.order_id) {
                 return Err(format!("an amendment of order {} that is not open", pending.order_id));
@@ -1562,6 +1656,7 @@ impl Accounts {
                 self.closed.verify_chain(u.closed)?;
                 self.trades.verify_chain(u.trades)?;
                 self.amends.verify_chain(u.amends)?;
+                self.closed_lists.verify_chain(u.lists)?;
             }
             for (asset, b) in u.balances.iter().enumerate() {
                 if b.free.0 < 0 || b.locked.0 < 0 {
@@ -1744,6 +1839,7 @@ fn new_view(request: &OrderRequest, user: UserId, order_id: OrderId, time_ms: u6
         stp: request.stp,
         iceberg_qty: request.iceberg_qty.unwrap_or(Qty::ZERO),
         trailing_delta: request.trailing_delta.unwrap_or(0),
+        order_list_id: 0,
     }
 }
 

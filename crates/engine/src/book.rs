@@ -60,6 +60,10 @@ const STOPS_RESERVED_COUNT: usize = 1024;
 /// Trailing stops one book holds; every trade reads them all, so this
 /// bounds what a trade costs. A trailing stop beyond it is rejected.
 pub const TRAILING_STOPS_PER_BOOK_MAX: usize = 1024;
+/// First orders of OCO pairs waiting in a book for their partners. A pair
+/// is sent as two consecutive messages on one link, so at most one per
+/// sending shard and instance waits at a time.
+pub const OCO_WAITING_MAX: usize = 1024;
 
 const NIL: u32 = u32::MAX;
 const UNBOUNDED: i64 = i64::MAX;
@@ -286,6 +290,12 @@ pub struct Book {
     stop_index: IdMap<StopPlace>,
     /// Trailing stops in arrival order.
     trailing: Vec<TrailingStop>,
+    /// First orders of OCO pairs whose partners have not arrived yet.
+    oco_waiting: Vec<PlaceOrder>,
+    /// Each order of an OCO pair on the book (resting or held), with its
+    /// partner: whichever leaves the book first takes the other with it.
+    #[rkyv(with = rkyv::with::AsVec)]
+    partners: IdMap<OrderId>,
     next_stop_seq: u64,
     last_price: Option<Price>,
     update_id: u64,
@@ -324,6 +334,8 @@ impl Book {
             },
             stop_index: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
             trailing: Vec::with_capacity(TRAILING_STOPS_PER_BOOK_MAX),
+            oco_waiting: Vec::with_capacity(OCO_WAITING_MAX),
+            partners: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
             next_stop_seq: 0,
             last_price: None,
             update_id: 0,
@@ -363,6 +375,8 @@ impl Book {
         snapshot::reserve_total(&mut self.stops_down.stops, STOPS_RESERVED_COUNT);
         snapshot::reserve_total_map(&mut self.stop_index, STOPS_RESERVED_COUNT);
         snapshot::reserve_total(&mut self.trailing, TRAILING_STOPS_PER_BOOK_MAX);
+        snapshot::reserve_total(&mut self.oco_waiting, OCO_WAITING_MAX);
+        snapshot::reserve_total_map(&mut self.partners, STOPS_RESERVED_COUNT);
         self.trades.reserve(TRADES_RECENT_MAX.saturating_sub(self.trades.len()));
     }
 
@@ -384,6 +398,9 @@ impl Book {
                     result,
                     time_ms,
                 });
+                if result.is_ok() {
+                    self.drop_partner(order_id, OrderStatus::Canceled, time_ms, out);
+                }
             }
             ToBook::Amend(amend) => {
                 let result = self.amend(&amend);
@@ -399,7 +416,26 @@ impl Book {
     }
 
     fn place(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
-        let reject = if order.kind.is_stop() && order.trailing_delta > 0 {
+        if order.oco_partner != 0 {
+            return self.place_oco(order, out);
+        }
+        if let Some(reason) = self.refusal(&order) {
+            out.push(placed(&order, OrderStatus::Rejected, Some(reason)));
+            return;
+        }
+        if order.kind.is_stop() {
+            self.hold(order);
+            out.push(placed(&order, OrderStatus::New, None));
+            return;
+        }
+        let status = self.execute(&order, out);
+        out.push(placed(&order, status, None));
+        self.run_stops(out);
+    }
+
+    /// Why the book refuses `order` as it stands, if it does.
+    fn refusal(&self, order: &PlaceOrder) -> Option<EngineError> {
+        if order.kind.is_stop() && order.trailing_delta > 0 {
             let full = self.trailing.len() >= TRAILING_STOPS_PER_BOOK_MAX;
             full.then_some(EngineError::TrailingStopsFull)
         } else if order.kind.is_stop() {
@@ -409,26 +445,88 @@ impl Book {
                 .then_some(EngineError::WouldMatch)
         } else {
             None
-        };
-        let placed = |status, reject| ToAccount::Placed {
-            order_id: order.order_id,
-            user: order.user,
-            status,
-            reject,
-            time_ms: order.time_ms,
-        };
-        if let Some(reason) = reject {
-            out.push(placed(OrderStatus::Rejected, Some(reason)));
+        }
+    }
+
+    /// One order of an OCO pair: the first waits for its partner; with
+    /// both here, both go on the book (neither trades on arrival: one is a
+    /// LIMIT_MAKER or a stop, the other a stop) or, if the book refuses
+    /// either, neither does and both are rejected for that reason.
+    fn place_oco(&mut self, order: PlaceOrder, out: &mut Vec<ToAccount>) {
+        if order.oco_first {
+            assert!(self.oco_waiting.len() < OCO_WAITING_MAX, "too many OCO orders waiting");
+            self.oco_waiting.push(order);
             return;
         }
-        if order.kind.is_stop() {
-            self.hold(order);
-            out.push(placed(OrderStatus::New, None));
+        let Some(at) = self.oco_waiting.iter().position(|o| o.order_id == order.oco_partner) else {
+            unreachable!("OCO order {} came before its partner", order.order_id)
+        };
+        let first = self.oco_waiting.swap_remove(at);
+        assert_eq!(first.oco_partner, order.order_id);
+        let refused = self.refusal(&first).or_else(|| self.refusal(&order));
+        let mut both = [first, order];
+        if let Some(reason) = refused {
+            // The pair must straddle the last price (Binance's words).
+            let reason = match reason {
+                EngineError::WouldMatch | EngineError::WouldTrigger => {
+                    EngineError::ListRejected(crate::ListReason::PriceRelationship)
+                }
+                other => other,
+            };
+            for o in &both {
+                out.push(placed(o, OrderStatus::Rejected, Some(reason)));
+            }
             return;
         }
-        let status = self.execute(&order, out);
-        out.push(placed(status, None));
-        self.run_stops(out);
+        for leg in &mut both {
+            if leg.kind.is_stop() {
+                self.hold(*leg);
+            } else {
+                assert_eq!(leg.kind, OrderType::LimitMaker);
+                self.rest(leg, leg.qty);
+            }
+            leg.oco_first = false;
+        }
+        self.partners.insert(both[0].order_id, both[1].order_id);
+        self.partners.insert(both[1].order_id, both[0].order_id);
+        for o in &both {
+            out.push(placed(o, OrderStatus::New, None));
+        }
+    }
+
+    /// An order of an OCO pair left the book: its partner leaves too,
+    /// `status` (EXPIRED when the first traded or fired, CANCELED with a
+    /// cancel, reported as the cancel's answer).
+    fn drop_partner(&mut self, order_id: OrderId, status: OrderStatus, time_ms: u64, out: &mut Vec<ToAccount>) {
+        if self.partners.is_empty() {
+            return;
+        }
+        let Some(partner) = self.partners.remove(&order_id) else {
+            return;
+        };
+        self.partners.remove(&partner);
+        let user = if let Some(&index) = self.index.get(&partner) {
+            let user = self.nodes[index as usize].user;
+            self.remove(index);
+            self.update_id += 1;
+            user
+        } else {
+            self.unhold(partner).user
+        };
+        out.push(match status {
+            OrderStatus::Canceled => ToAccount::Canceled {
+                order_id: partner,
+                user,
+                result: Ok(()),
+                time_ms,
+            },
+            status => ToAccount::Done {
+                order_id: partner,
+                user,
+                status,
+                time_ms,
+            },
+        });
     }
 
     /// Matches `order` as a taker and rests what a GTC limit leaves.
@@ -494,6 +592,7 @@ impl Book {
                     self.remove(maker_index);
                     self.update_id += 1;
                     out.push(done(&maker, OrderStatus::ExpiredInMatch, order.time_ms));
+                    self.drop_partner(maker.order_id, OrderStatus::Expired, order.time_ms, out);
                 }
                 if order.stp == StpMode::ExpireMaker {
                     continue;
@@ -547,6 +646,8 @@ impl Book {
         }
         self.trades.push_back(fill);
         out.push(ToAccount::Fill(fill));
+        // A trade of one order of an OCO pair takes the other off.
+        self.drop_partner(maker.order_id, OrderStatus::Expired, order.time_ms, out);
         let node = &mut self.nodes[maker_index as usize];
         node.qty.0 -= qty.0;
         node.shown.0 -= qty.0;
@@ -864,6 +965,8 @@ impl Book {
     fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
         while let Some(order) = self.next_fired() {
             self.stop_index.remove(&order.order_id);
+            // A fired order of an OCO pair takes the other off first.
+            self.drop_partner(order.order_id, OrderStatus::Expired, order.time_ms, out);
             let status = self.execute(&order, out);
             if status.is_final() {
                 out.push(ToAccount::Done {
@@ -1026,6 +1129,15 @@ impl Book {
             h.u64(stop.order.user);
             h.i64(stop.best.map_or(-1, |p| p.0));
         }
+        for waiting in &self.oco_waiting {
+            h.u64(waiting.order_id);
+        }
+        let mut pairs: Vec<(OrderId, OrderId)> = self.partners.iter().map(|(&a, &b)| (a, b)).collect();
+        pairs.sort_unstable();
+        for (a, b) in pairs {
+            h.u64(a);
+            h.u64(b);
+        }
         h.i64(self.last_price.map_or(-1, |p| p.0));
         h.u64(self.update_id);
         h.u64(self.next_trade_id);
@@ -1149,6 +1261,27 @@ impl Book {
         if held != self.stop_index.len() {
             return Err(format!("{} stops indexed, {held} held", self.stop_index.len()));
         }
+        self.verify_partners()
+    }
+
+    /// Every OCO pair on the book names each other and both are on it;
+    /// every waiting first order is one, waits once and is not on it.
+    fn verify_partners(&self) -> Result<(), String> {
+        let on_book = |id: &OrderId| self.index.contains_key(id) || self.stop_index.contains_key(id);
+        for (order, partner) in &self.partners {
+            if order == partner || self.partners.get(partner) != Some(order) || !on_book(order) {
+                return Err(format!("OCO order {order} and its partner {partner} do not fit"));
+            }
+        }
+        if self.oco_waiting.len() > OCO_WAITING_MAX {
+            return Err(format!("{} OCO orders waiting", self.oco_waiting.len()));
+        }
+        for (i, waiting) in self.oco_waiting.iter().enumerate() {
+            let twice = self.oco_waiting[..i].iter().any(|w| w.order_id == waiting.order_id);
+            if !waiting.oco_first || waiting.oco_partner == 0 || twice || on_book(&waiting.order_id) {
+                return Err(format!("waiting OCO order {} does not fit", waiting.order_id));
+            }
+        }
         Ok(())
     }
 
@@ -1218,6 +1351,17 @@ fn triggered_at(upward: bool, stop_price: Price, last: Price) -> bool {
         last >= stop_price
     } else {
         last <= stop_price
+    }
+}
+
+/// The book's answer to a `Place`.
+fn placed(order: &PlaceOrder, status: OrderStatus, reject: Option<EngineError>) -> ToAccount {
+    ToAccount::Placed {
+        order_id: order.order_id,
+        user: order.user,
+        status,
+        reject,
+        time_ms: order.time_ms,
     }
 }
 

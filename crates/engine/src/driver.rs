@@ -15,12 +15,12 @@
 //! The caller passes the time and the order ids; the exchange reads neither
 //! a clock nor any other outside state. Outputs go into a reused `Output`.
 
-use crate::account::{owner_of, AccountEvent, Accounts, AmendRequest, MmpConfig, OrderRef};
+use crate::account::{owner_of, AccountEvent, Accounts, AmendRequest, ListRef, MmpConfig, OrderRef};
 use crate::book::{Book, BookCapacity};
 use crate::market::MarketSpec;
 use crate::msg::{Fill, ToAccount, ToBook};
 use crate::num::{Amount, Price};
-use crate::order::{AssetId, CancelReplaceMode, MarketId, OrderId, OrderRequest, Side, UserId};
+use crate::order::{AssetId, CancelReplaceMode, ListRequest, MarketId, OrderId, OrderRequest, Side, UserId};
 use crate::EngineError;
 
 /// Messages one operation may leave in flight before the queue grows.
@@ -145,6 +145,42 @@ impl Exchange {
         let placed = self.accounts[shard].place(user, request, order_id, reference, time_ms, &mut self.to_book);
         self.run(out);
         placed
+    }
+
+    /// Places an order list (see `Accounts::place_list`); the outcome is
+    /// an `AccountEvent::ListPlaced` in `out`.
+    pub fn place_list(
+        &mut self,
+        user: UserId,
+        request: &ListRequest,
+        ids: [OrderId; 3],
+        time_ms: u64,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        let first = &request.orders[0];
+        let reference = self.reference_price(first.market, first.side);
+        let shard = self.shard(user);
+        self.to_book.clear();
+        let placed = self.accounts[shard].place_list(user, request, ids, reference, time_ms, &mut self.to_book);
+        self.run(out);
+        placed
+    }
+
+    /// Cancels an order list; the outcome is an
+    /// `AccountEvent::ListCanceled` in `out`.
+    pub fn cancel_list(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: ListRef,
+        time_ms: u64,
+        out: &mut Output,
+    ) -> Result<u64, EngineError> {
+        let shard = self.shard(user);
+        self.to_book.clear();
+        let sent = self.accounts[shard].cancel_list(user, market, target, time_ms, &mut self.to_book, &mut out.events);
+        self.run(out);
+        sent
     }
 
     pub fn cancel(

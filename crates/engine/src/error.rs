@@ -78,6 +78,67 @@ pub enum EngineError {
     /// The user has `MAX_NUM_ALGO_ORDERS` stop orders open in the market.
     #[error("Filter failure: MAX_NUM_ALGO_ORDERS")]
     MaxNumAlgoOrders,
+    #[error("{}", .0.msg())]
+    ListRejected(ListReason),
+}
+
+/// Why an order list was refused as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ListReason {
+    OcoOrderType,
+    BuyLimitMustBeBelow,
+    SellLimitMustBeAbove,
+    BothLimit,
+    BuyStopLossMustBeAbove,
+    SellStopLossMustBeBelow,
+    BuyTakeProfitMustBeBelow,
+    SellTakeProfitMustBeAbove,
+    PriceRelationship,
+    WorkingType,
+    PendingQuoteQty,
+    MaxNumOrderLists,
+    DuplicateList,
+    LegOfList,
+}
+
+impl ListReason {
+    pub fn code(&self) -> i32 {
+        match self {
+            ListReason::OcoOrderType => -1158,
+            ListReason::BuyLimitMustBeBelow => -1165,
+            ListReason::SellLimitMustBeAbove => -1166,
+            ListReason::BothLimit => -1168,
+            ListReason::BuyStopLossMustBeAbove => -1196,
+            ListReason::SellStopLossMustBeBelow => -1197,
+            ListReason::BuyTakeProfitMustBeBelow => -1198,
+            ListReason::SellTakeProfitMustBeAbove => -1199,
+            ListReason::MaxNumOrderLists => -1013,
+            ListReason::LegOfList => -2038,
+            ListReason::PriceRelationship
+            | ListReason::WorkingType
+            | ListReason::PendingQuoteQty
+            | ListReason::DuplicateList => -2010,
+        }
+    }
+
+    pub fn msg(&self) -> &'static str {
+        match self {
+            ListReason::OcoOrderType => "Order type not supported in OCO.",
+            ListReason::BuyLimitMustBeBelow => "A limit order in a buy OCO must be below.",
+            ListReason::SellLimitMustBeAbove => "A limit order in a sell OCO must be above.",
+            ListReason::BothLimit => "At least one OCO order must be contingent.",
+            ListReason::BuyStopLossMustBeAbove => "A stop loss order in a buy OCO must be above.",
+            ListReason::SellStopLossMustBeBelow => "A stop loss order in a sell OCO must be below.",
+            ListReason::BuyTakeProfitMustBeBelow => "A take profit order in a buy OCO must be below.",
+            ListReason::SellTakeProfitMustBeAbove => "A take profit order in a sell OCO must be above.",
+            ListReason::PriceRelationship => "The relationship of the prices for the orders is not correct.",
+            ListReason::WorkingType => "Unsupported order combination",
+            ListReason::PendingQuoteQty => "Unsupported order combination",
+            ListReason::MaxNumOrderLists => "Filter failure: MAX_NUM_ORDER_LISTS",
+            ListReason::DuplicateList => "Duplicate order sent.",
+            ListReason::LegOfList => "Order amend is not supported for orders of an order list.",
+        }
+    }
 }
 
 /// Why an amendment was refused; each is Binance's -2038 with its message.
@@ -138,6 +199,7 @@ impl EngineError {
             EngineError::NoSuchOrder => -2013,
             EngineError::UnknownAsset | EngineError::BadAmount => -1100,
             EngineError::AmendRejected(_) => -2038,
+            EngineError::ListRejected(reason) => reason.code(),
         }
     }
 
@@ -170,6 +232,7 @@ impl EngineError {
             EngineError::TrailingDelta => "Filter failure: TRAILING_DELTA",
             EngineError::TrailingStopsFull => "Too many trailing stop orders on this symbol; try again later.",
             EngineError::MaxNumAlgoOrders => "Filter failure: MAX_NUM_ALGO_ORDERS",
+            EngineError::ListRejected(reason) => reason.msg(),
         }
     }
 }

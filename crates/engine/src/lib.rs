@@ -17,4 +17,4 @@ pub mod num;
 pub mod order;
 pub mod snapshot;
 
-pub use error::{AmendReason, EngineError};
+pub use error::{AmendReason, EngineError, ListReason};

@@ -43,6 +43,12 @@ pub struct PlaceOrder {
     /// A trailing stop's `trailingDelta` in basis points; zero for an
     /// order that does not trail.
     pub trailing_delta: u32,
+    /// The other order of an OCO pair; zero for an order on its own. The
+    /// pair travels as two `Place`s, the `oco_first` one first: the book
+    /// keeps it aside until its partner arrives and then places both or
+    /// rejects both, so that no one can trade against half a pair.
+    pub oco_partner: OrderId,
+    pub oco_first: bool,
 }
 
 /// Work for a book machine.

@@ -76,6 +76,22 @@ binance_enum!(
         Rejected = "REJECTED",
         Expired = "EXPIRED",
         ExpiredInMatch = "EXPIRED_IN_MATCH",
+        PendingNew = "PENDING_NEW",
+    }
+);
+binance_enum!(ContingencyType { Oco = "OCO", Oto = "OTO" });
+binance_enum!(
+    ListStatusType {
+        Response = "RESPONSE",
+        ExecStarted = "EXEC_STARTED",
+        AllDone = "ALL_DONE",
+    }
+);
+binance_enum!(
+    ListOrderStatus {
+        Executing = "EXECUTING",
+        AllDone = "ALL_DONE",
+        Reject = "REJECT",
     }
 );
 binance_enum!(
@@ -123,7 +139,10 @@ impl OrderType {
 impl OrderStatus {
     /// The order is finished: nothing rests and nothing stays locked.
     pub fn is_final(self) -> bool {
-        !matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+        !matches!(
+            self,
+            OrderStatus::New | OrderStatus::PartiallyFilled | OrderStatus::PendingNew
+        )
     }
 }
 
@@ -218,6 +237,82 @@ pub struct OrderView {
     /// `trailingDelta` in basis points; zero for an order that does not
     /// trail.
     pub trailing_delta: u32,
+    /// The order list the order is a leg of; zero for none (Binance
+    /// reports -1).
+    pub order_list_id: u64,
+}
+
+/// The shape of an order list and the part each of its orders plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ListKind {
+    /// One-cancels-the-other: `[above, below]`, both working at once.
+    Oco,
+    /// One-triggers-the-other: `[working, pending]`; the pending order is
+    /// placed when the working order has filled completely.
+    Oto,
+    /// `[working, pending above, pending below]`: the pending pair is an
+    /// OCO placed when the working order has filled completely.
+    Otoco,
+}
+
+impl ListKind {
+    /// How many orders a list of this kind has.
+    pub fn legs(self) -> usize {
+        match self {
+            ListKind::Oco | ListKind::Oto => 2,
+            ListKind::Otoco => 3,
+        }
+    }
+
+    /// Binance's `contingencyType` (an OTOCO reports `OTO`).
+    pub fn contingency(self) -> ContingencyType {
+        match self {
+            ListKind::Oco => ContingencyType::Oco,
+            ListKind::Oto | ListKind::Otoco => ContingencyType::Oto,
+        }
+    }
+
+    /// The orders placed on the book at once: both legs of an OCO, only
+    /// the working order of the others.
+    pub fn working(self) -> usize {
+        match self {
+            ListKind::Oco => 2,
+            ListKind::Oto | ListKind::Otoco => 1,
+        }
+    }
+}
+
+/// A new order list as the client sent it. The orders are in the kind's
+/// order (see `ListKind`); those past `kind.legs()` are ignored. All are
+/// on the same market.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ListRequest {
+    pub kind: ListKind,
+    pub list_client_order_id: ClientOrderId,
+    pub orders: [OrderRequest; 3],
+}
+
+/// An order list's state as Binance reports it (GET /api/v3/orderList).
+/// Its id is its first order's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OrderListView {
+    pub order_list_id: u64,
+    pub market: MarketId,
+    pub user: UserId,
+    pub kind: ListKind,
+    pub list_client_order_id: ClientOrderId,
+    pub status_type: ListStatusType,
+    pub order_status: ListOrderStatus,
+    /// The orders' ids, in the kind's order; `kind.legs()` of them.
+    pub orders: [OrderId; 3],
+    pub time_ms: u64,
+    pub update_time_ms: u64,
+}
+
+impl OrderListView {
+    pub fn order_ids(&self) -> &[OrderId] {
+        &self.orders[..self.kind.legs()]
+    }
 }
 
 /// One trade as one of its two users sees it (GET /api/v3/myTrades).

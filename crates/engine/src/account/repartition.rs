@@ -27,8 +27,9 @@
 //! ids, not machines.
 
 use super::{owner_of, Accounts, Amendment, Chain, History, Ledger, Open, User, NIL};
+use super::lists::ORDER_LISTS_CLOSED_PER_MACHINE_MAX;
 use super::{AMENDS_PER_MACHINE_MAX, ORDERS_CLOSED_PER_MACHINE_MAX, TRADES_PER_MACHINE_MAX};
-use crate::order::{AssetId, OrderView, UserTrade};
+use crate::order::{AssetId, OrderListView, OrderView, UserTrade};
 
 /// One history record on its way to a new machine: the user's index in
 /// that machine and the record.
@@ -48,6 +49,7 @@ pub fn repartition(machines: Vec<Accounts>, shards: u32) -> Vec<Accounts> {
     let mut closed: Vec<ByMachine<OrderView>> = vec![Vec::new(); target.len()];
     let mut trades: Vec<ByMachine<UserTrade>> = vec![Vec::new(); target.len()];
     let mut amends: Vec<ByMachine<Amendment>> = vec![Vec::new(); target.len()];
+    let mut lists: Vec<ByMachine<OrderListView>> = vec![Vec::new(); target.len()];
     for machine in &machines {
         let moved = move_users(machine, &mut target, shards);
         for (shard, records) in moved.closed.into_iter().enumerate() {
@@ -59,8 +61,12 @@ pub fn repartition(machines: Vec<Accounts>, shards: u32) -> Vec<Accounts> {
         for (shard, records) in moved.amends.into_iter().enumerate() {
             amends[shard].push(records);
         }
+        for (shard, records) in moved.lists.into_iter().enumerate() {
+            lists[shard].push(records);
+        }
     }
-    for (((machine, closed), trades), amends) in target.iter_mut().zip(closed).zip(trades).zip(amends) {
+    let histories = closed.into_iter().zip(trades).zip(amends).zip(lists);
+    for (machine, (((closed, trades), amends), lists)) in target.iter_mut().zip(histories) {
         let closed = merge_by_time(closed, |v| v.update_time_ms);
         machine.closed = replay(closed, ORDERS_CLOSED_PER_MACHINE_MAX, &mut machine.users, |u| {
             &mut u.closed
@@ -69,6 +75,10 @@ pub fn repartition(machines: Vec<Accounts>, shards: u32) -> Vec<Accounts> {
         machine.trades = replay(trades, TRADES_PER_MACHINE_MAX, &mut machine.users, |u| &mut u.trades);
         let amends = merge_by_time(amends, |a| a.time_ms);
         machine.amends = replay(amends, AMENDS_PER_MACHINE_MAX, &mut machine.users, |u| &mut u.amends);
+        let lists = merge_by_time(lists, |l| l.update_time_ms);
+        machine.closed_lists = replay(lists, ORDER_LISTS_CLOSED_PER_MACHINE_MAX, &mut machine.users, |u| {
+            &mut u.lists
+        });
     }
     spread_ledgers(&machines, &mut target);
     for machine in &target {
@@ -109,6 +119,7 @@ fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved
     let mut closed: Vec<Vec<(u64, Moving<OrderView>)>> = vec![Vec::new(); target.len()];
     let mut trades: Vec<Vec<(u64, Moving<UserTrade>)>> = vec![Vec::new(); target.len()];
     let mut amends: Vec<Vec<(u64, Moving<Amendment>)>> = vec![Vec::new(); target.len()];
+    let mut lists: Vec<Vec<(u64, Moving<OrderListView>)>> = vec![Vec::new(); target.len()];
     for user in &machine.users {
         let shard = owner_of(user.id, shards) as usize;
         let index = move_user(machine, user, &mut target[shard]);
@@ -118,6 +129,11 @@ fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved
         trades[shard].extend(records.map(|(seq, trade)| (seq, (index, *trade))));
         let records = machine.amends.oldest_first_seq(user.amends);
         amends[shard].extend(records.map(|(seq, amend)| (seq, (index, *amend))));
+        let records = machine.closed_lists.oldest_first_seq(user.lists);
+        lists[shard].extend(records.map(|(seq, list)| (seq, (index, *list))));
+    }
+    for (&id, &state) in &machine.lists {
+        target[owner_of(state.view.user, shards) as usize].lists.insert(id, state);
     }
     for (&(user, market), &state) in &machine.mmp {
         target[owner_of(user, shards) as usize]
@@ -128,6 +144,7 @@ fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved
         closed: closed.into_iter().map(in_ring_order).collect(),
         trades: trades.into_iter().map(in_ring_order).collect(),
         amends: amends.into_iter().map(in_ring_order).collect(),
+        lists: lists.into_iter().map(in_ring_order).collect(),
     }
 }
 
@@ -136,6 +153,7 @@ struct Moved {
     closed: ByMachine<OrderView>,
     trades: ByMachine<UserTrade>,
     amends: ByMachine<Amendment>,
+    lists: ByMachine<OrderListView>,
 }
 
 /// Records by the sequence number their old ring gave them.
