@@ -902,7 +902,12 @@ fn answers(sync: Result<(), i32>, events: &[AccountEvent], out: &mut Vec<Answer>
             AccountEvent::Amended { order_id, result } => {
                 out.push(Answer::Order(*order_id, summary(&result.map(|(view, _)| view))));
             }
-            AccountEvent::OrderUpdate(_) | AccountEvent::Trade { .. } | AccountEvent::MmpTriggered { .. } => {}
+            AccountEvent::OrderUpdate(_)
+            | AccountEvent::Trade { .. }
+            | AccountEvent::MmpTriggered { .. }
+            | AccountEvent::ListPlaced { .. }
+            | AccountEvent::ListCanceled { .. }
+            | AccountEvent::ListStatus(_) => {}
         }
     }
 }
