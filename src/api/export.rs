@@ -392,6 +392,7 @@ mod tests {
             stp_mode: "EXPIRE_MAKER".into(),
             iceberg_qty: 500_000,
             trailing_delta: 0,
+            order_list_id: 0,
         }
     }
 

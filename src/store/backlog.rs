@@ -511,6 +511,7 @@ mod tests {
                 stp_mode: "NONE".into(),
                 iceberg_qty: 0,
                 trailing_delta: 0,
+                order_list_id: 0,
             })
         };
         backlog.push(1, 1, vec![order(8, "NEW"), order(4, "NEW")], 0);

@@ -155,6 +155,7 @@ fn order_row(symbol: &str, view: &OrderView) -> OrderRow {
         stp_mode: view.stp.as_str().to_string(),
         iceberg_qty: view.iceberg_qty.0,
         trailing_delta: i64::from(view.trailing_delta),
+        order_list_id: view.order_list_id,
     }
 }
 
@@ -223,6 +224,7 @@ pub fn order_view(row: &OrderRow, market: MarketId) -> Option<OrderView> {
         stp: StpMode::parse(&row.stp_mode)?,
         iceberg_qty: Qty(row.iceberg_qty),
         trailing_delta: u32::try_from(row.trailing_delta).ok()?,
+        order_list_id: row.order_list_id,
     })
 }
 
@@ -461,6 +463,7 @@ mod tests {
             stp_mode: "NONE".into(),
             iceberg_qty: 0,
             trailing_delta: 250,
+            order_list_id: 0,
         };
         let view = order_view(&row, MarketId(0)).expect("a view");
         assert_eq!(view.trailing_delta, 250);
@@ -471,6 +474,48 @@ mod tests {
                 ..row.clone()
             };
             assert_eq!(order_view(&stored, MarketId(0)), None, "{bad}");
+        }
+    }
+
+    /// A leg of an order list keeps its list's id from the view to the
+    /// row and back, the largest id included (the store, not the
+    /// conversion, refuses one its column cannot hold); an order of no
+    /// list is 0 both ways.
+    #[test]
+    fn an_order_list_id_round_trips_and_no_list_stays_zero() {
+        let row = OrderRow {
+            user: 7,
+            symbol: "BTCUSDT".into(),
+            order_id: 42,
+            client_order_id: "leg1".into(),
+            price: 3_100_000_000_000,
+            orig_qty: 100_000_000,
+            orig_quote_qty: 0,
+            executed_qty: 0,
+            cummulative_quote_qty: 0,
+            status: "NEW".into(),
+            time_in_force: "GTC".into(),
+            order_type: "LIMIT_MAKER".into(),
+            side: "SELL".into(),
+            stop_price: 0,
+            time_ms: 1_000,
+            update_time_ms: 1_000,
+            stp_mode: "NONE".into(),
+            iceberg_qty: 0,
+            trailing_delta: 0,
+            order_list_id: 41,
+        };
+        let view = order_view(&row, MarketId(0)).expect("a view");
+        assert_eq!(view.order_list_id, 41);
+        assert_eq!(order_row("BTCUSDT", &view), row);
+        for order_list_id in [0, u64::MAX] {
+            let stored = OrderRow {
+                order_list_id,
+                ..row.clone()
+            };
+            let view = order_view(&stored, MarketId(0)).expect("a view");
+            assert_eq!(view.order_list_id, order_list_id);
+            assert_eq!(order_row("BTCUSDT", &view), stored);
         }
     }
 }

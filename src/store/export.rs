@@ -493,6 +493,7 @@ mod tests {
             stp_mode: "NONE".into(),
             iceberg_qty: 0,
             trailing_delta: 0,
+            order_list_id: 0,
         }
     }
 

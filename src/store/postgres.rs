@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/postgres/0003_transfers.sql")),
     (4, include_str!("migrations/postgres/0004_iceberg.sql")),
     (5, include_str!("migrations/postgres/0005_trailing.sql")),
+    (6, include_str!("migrations/postgres/0006_order_lists.sql")),
 ];
 /// The statistics views, refreshed together.
 const STATISTICS_VIEWS: [&str; 4] = [
@@ -258,14 +259,14 @@ async fn stored_progress(tx: &Transaction<'_>, shard: u32, lock: bool) -> Result
 }
 
 /// The staging tables of one transaction: money as units, the row's place
-/// in the batch as `seq`; counts that are not money (`trailing_delta`) as
-/// the tables have them.
+/// in the batch as `seq`; counts that are not money (`trailing_delta`) and
+/// ids (`order_list_id`) as the tables have them.
 const STAGING: &str = "
 CREATE TEMP TABLE IF NOT EXISTS staging_orders (seq INTEGER, order_id BIGINT, user_id BIGINT, symbol TEXT,
     client_order_id TEXT, price BIGINT, orig_qty BIGINT, orig_quote_qty BIGINT, executed_qty BIGINT,
     cummulative_quote_qty BIGINT, status TEXT, time_in_force TEXT, order_type TEXT, side TEXT, stop_price BIGINT,
     time_ms BIGINT, update_time_ms BIGINT, stp_mode TEXT, iceberg_qty BIGINT,
-    trailing_delta INTEGER) ON COMMIT DELETE ROWS;
+    trailing_delta INTEGER, order_list_id BIGINT) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS staging_trades (symbol TEXT, trade_id BIGINT, is_buyer BOOLEAN, user_id BIGINT,
     order_id BIGINT, price BIGINT, qty BIGINT, quote_qty BIGINT, commission BIGINT, commission_asset TEXT,
     is_maker BOOLEAN, time_ms BIGINT) ON COMMIT DELETE ROWS;
@@ -293,6 +294,7 @@ const ORDER_TYPES: &[Type] = &[
     Type::TEXT,
     Type::INT8,
     Type::INT4,
+    Type::INT8,
 ];
 const TRADE_TYPES: &[Type] = &[
     Type::TEXT,
@@ -335,6 +337,7 @@ async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErr
                 signed(o.user, "user")?,
                 signed(o.time_ms, "time")?,
                 signed(o.update_time_ms, "time")?,
+                signed(o.order_list_id, "order list id")?,
             ];
             // The column is an INTEGER: a delta past its range is refused
             // here, with the row's order id, rather than by the server
@@ -345,7 +348,7 @@ async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErr
                     o.order_id, o.trailing_delta
                 ))
             })?;
-            let values: [&(dyn ToSql + Sync); 20] = [
+            let values: [&(dyn ToSql + Sync); 21] = [
                 &(seq as i32),
                 &ids[0],
                 &ids[1],
@@ -366,6 +369,7 @@ async fn copy_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErr
                 &o.stp_mode,
                 &o.iceberg_qty,
                 &trailing_delta,
+                &ids[4],
             ];
             writer.as_mut().write(&values).await.map_err(engine)?;
         }
@@ -472,12 +476,12 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
     let orders = format!(
         "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
             executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
-            update_time_ms, stp_mode, iceberg_qty, trailing_delta)
+            update_time_ms, stp_mode, iceberg_qty, trailing_delta, order_list_id)
          SELECT DISTINCT ON (order_id) order_id, user_id, symbol, client_order_id, price::numeric * {UNIT},
             orig_qty::numeric * {UNIT}, orig_quote_qty::numeric * {UNIT}, executed_qty::numeric * {UNIT},
             cummulative_quote_qty::numeric * {UNIT}, status, time_in_force, order_type, side,
             stop_price::numeric * {UNIT}, time_ms, update_time_ms, stp_mode, iceberg_qty::numeric * {UNIT},
-            trailing_delta
+            trailing_delta, order_list_id
          FROM staging_orders ORDER BY order_id, seq DESC
          ON CONFLICT (order_id, time_ms) DO UPDATE SET executed_qty = excluded.executed_qty,
             cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
@@ -510,11 +514,12 @@ async fn insert_staged(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreE
 
 /// The columns of an order as `OrderRow` reads them; money comes as
 /// NUMERIC and is decoded to units here (`Units`), not on the server, and
-/// `trailing_delta`, a count, as the INTEGER it is.
+/// `trailing_delta`, a count, as the INTEGER it is, and `order_list_id`, an
+/// id, as the BIGINT it is.
 pub(super) fn order_columns() -> String {
     "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty, executed_qty,
      cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms, update_time_ms, stp_mode,
-     iceberg_qty, trailing_delta"
+     iceberg_qty, trailing_delta, order_list_id"
         .to_string()
 }
 
@@ -582,6 +587,7 @@ pub(super) fn order_row(row: &tokio_postgres::Row) -> Result<OrderRow, StoreErro
         stp_mode: row.get(16),
         iceberg_qty: row.get::<_, Units>(17).0,
         trailing_delta: i64::from(row.get::<_, i32>(18)),
+        order_list_id: unsigned(row.get(19), "order list id")?,
     })
 }
 

@@ -58,6 +58,11 @@ pub struct OrderRow {
     /// Zero for an order that does not trail, which is what rows written
     /// before schema version 5 read as.
     pub trailing_delta: i64,
+    /// Binance's `orderListId`: the order list (OCO, OTO, OTOCO) the
+    /// order is a leg of. Zero for an order of no list (the API reports
+    /// -1), which is what rows written before schema version 6 read as.
+    /// An id like `order_id`: the store refuses one past `i64::MAX`.
+    pub order_list_id: u64,
 }
 
 /// One side of one trade, as its user sees it (`myTrades`).

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_transfers.sql")),
     (4, include_str!("migrations/sqlite/0004_iceberg.sql")),
     (5, include_str!("migrations/sqlite/0005_trailing.sql")),
+    (6, include_str!("migrations/sqlite/0006_order_lists.sql")),
 ];
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as an export) before it fails.
@@ -177,8 +178,11 @@ fn write_order(
 ) -> Result<(), StoreError> {
     let order_id = signed(o.order_id, "order id")?;
     let user = signed(o.user, "user")?;
+    // Refused for every change of the order, as PostgreSQL's COPY does,
+    // not only for the one that becomes its row.
+    let order_list_id = signed(o.order_list_id, "order list id")?;
     if latest {
-        upsert_order(tx, order_id, user, o)?;
+        upsert_order(tx, order_id, user, order_list_id, o)?;
     }
     tx.prepare_cached(
         "INSERT INTO order_events (shard, generation, lsn, seq, order_id, status, executed_qty,
@@ -201,12 +205,18 @@ fn write_order(
     Ok(())
 }
 
-fn upsert_order(tx: &Transaction, order_id: i64, user: i64, o: &OrderRow) -> Result<(), StoreError> {
+fn upsert_order(
+    tx: &Transaction,
+    order_id: i64,
+    user: i64,
+    order_list_id: i64,
+    o: &OrderRow,
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
             executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price,
-            time_ms, update_time_ms, stp_mode, iceberg_qty, trailing_delta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+            time_ms, update_time_ms, stp_mode, iceberg_qty, trailing_delta, order_list_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
          ON CONFLICT (order_id) DO UPDATE SET executed_qty = excluded.executed_qty,
             cummulative_quote_qty = excluded.cummulative_quote_qty, status = excluded.status,
             update_time_ms = excluded.update_time_ms",
@@ -232,6 +242,7 @@ fn upsert_order(tx: &Transaction, order_id: i64, user: i64, o: &OrderRow) -> Res
             o.stp_mode,
             o.iceberg_qty,
             o.trailing_delta,
+            order_list_id,
         ])
     })
     .map_err(engine)?;
@@ -306,7 +317,7 @@ fn transfers_sql(ids: Option<&[TransferId]>) -> String {
 
 pub(super) const ORDER_COLUMNS: &str = "user_id, symbol, order_id, client_order_id, price, orig_qty, orig_quote_qty,
     executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
-    update_time_ms, stp_mode, iceberg_qty, trailing_delta";
+    update_time_ms, stp_mode, iceberg_qty, trailing_delta, order_list_id";
 
 pub(super) fn order_row(row: &rusqlite::Row) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -329,6 +340,7 @@ pub(super) fn order_row(row: &rusqlite::Row) -> rusqlite::Result<OrderRow> {
         stp_mode: row.get(16)?,
         iceberg_qty: row.get(17)?,
         trailing_delta: row.get(18)?,
+        order_list_id: row.get::<_, i64>(19)? as u64,
     })
 }
 

@@ -37,6 +37,7 @@ fn order(user: u64, symbol: &str, order_id: u64, status: &str, executed: i64, ti
         stp_mode: "NONE".to_string(),
         iceberg_qty: 0,
         trailing_delta: 0,
+        order_list_id: 0,
     }
 }
 
@@ -439,6 +440,36 @@ pub(super) async fn a_trailing_stop_keeps_its_trailing_delta(store: &mut impl Hi
     assert_eq!(read, vec![TRAILING_DELTA, TRAILING_DELTA, TRAILING_DELTA, 0]);
 }
 
+/// A leg of an order list (OCO, OTO, OTOCO) keeps its `orderListId`
+/// exactly, the same way; an order of no list reads 0 (which the API
+/// reports as -1). A list id past `i64::MAX`, which the column cannot
+/// hold, fails the batch as corrupt, and nothing of it is written.
+pub(super) async fn an_order_of_a_list_keeps_its_order_list_id(store: &mut impl HistoryStore) {
+    // Past u32::MAX, so that a 32-bit column or cast on the way would
+    // show.
+    const ORDER_LIST_ID: u64 = (1 << 32) + 41;
+    let leg = |status: &str, executed: i64| {
+        let mut o = order(2, "BTCUSDT", 41, status, executed, 4_000);
+        o.order_type = "LIMIT_MAKER".to_string();
+        o.side = "SELL".to_string();
+        o.order_list_id = ORDER_LIST_ID;
+        o
+    };
+    let views = special_order_reads_back(store, 41, leg).await;
+    let read: Vec<_> = views.iter().map(|v| v.order_list_id).collect();
+    assert_eq!(read, vec![ORDER_LIST_ID, ORDER_LIST_ID, ORDER_LIST_ID, 0]);
+
+    let mut too_large = order(2, "BTCUSDT", 43, "NEW", 0, 4_002);
+    too_large.order_list_id = i64::MAX as u64 + 1;
+    let refused = batch(0, 1, 3, vec![Row::Order(too_large)]);
+    assert!(matches!(store.write(&refused).await, Err(StoreError::Corrupt(_))));
+    assert_eq!(
+        store.progress(0).await.expect("progress"),
+        Some(Progress { generation: 1, lsn: 2 })
+    );
+    assert_eq!(store.order(2, "BTCUSDT", 43).await.expect("query"), None);
+}
+
 /// Writes order `id` as `special` makes it (NEW, then PARTIALLY_FILLED
 /// through the upsert of its row) next to a plain order `id + 1`, reads
 /// them back by id, by client id and as the list, asserts the rows are
@@ -514,6 +545,35 @@ fn version_4_order_sql(order_id: u64, time_ms: u64, price: &str, orig_qty: &str,
 fn version_4_order(order_id: u64, time_ms: u64, iceberg_qty: i64) -> OrderRow {
     let mut o = order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms);
     o.iceberg_qty = iceberg_qty;
+    o
+}
+
+/// The insert of an order as a version 5 schema has it (no
+/// `order_list_id`), money written as the engine stores it: `order(2,
+/// "BTCUSDT", order_id, "CANCELED", 0, time_ms)` with `iceberg_qty` and
+/// `trailing_delta`, to show that the migration keeps the columns before
+/// it as they were.
+fn version_5_order_sql(
+    order_id: u64,
+    time_ms: u64,
+    price: &str,
+    orig_qty: &str,
+    iceberg_qty: &str,
+    trailing_delta: u32,
+) -> String {
+    format!(
+        "INSERT INTO orders (order_id, user_id, symbol, client_order_id, price, orig_qty, orig_quote_qty,
+            executed_qty, cummulative_quote_qty, status, time_in_force, order_type, side, stop_price, time_ms,
+            update_time_ms, stp_mode, iceberg_qty, trailing_delta)
+         VALUES ({order_id}, 2, 'BTCUSDT', 'c{order_id}', {price}, {orig_qty}, 0, 0, 0, 'CANCELED', 'GTC', 'LIMIT',
+            'BUY', 0, {time_ms}, {time_ms}, 'NONE', {iceberg_qty}, {trailing_delta})"
+    )
+}
+
+/// The order `version_5_order_sql` writes, as it reads back.
+fn version_5_order(order_id: u64, time_ms: u64, iceberg_qty: i64, trailing_delta: u32) -> OrderRow {
+    let mut o = version_4_order(order_id, time_ms, iceberg_qty);
+    o.trailing_delta = i64::from(trailing_delta);
     o
 }
 
@@ -814,6 +874,13 @@ fn sqlite_a_trailing_stop_keeps_its_trailing_delta() {
 }
 
 #[test]
+fn sqlite_an_order_of_a_list_keeps_its_order_list_id() {
+    block_on(an_order_of_a_list_keeps_its_order_list_id(
+        &mut SqliteStore::in_memory().expect("sqlite"),
+    ));
+}
+
+#[test]
 fn sqlite_ten_thousand_orders_are_all_queryable() {
     block_on(ten_thousand_orders_are_all_queryable(
         &mut SqliteStore::in_memory().expect("sqlite"),
@@ -838,7 +905,7 @@ async fn file_keeps_rows_and_progress_across_reopen() {
         assert!(store.write(&batch(0, 1, 1, rows)).await.expect("write"));
     }
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.migrate().await.expect("migrate"), 5);
+    assert_eq!(store.migrate().await.expect("migrate"), 6);
     assert_eq!(
         store.progress(0).await.expect("progress"),
         Some(Progress { generation: 1, lsn: 1 })
@@ -860,7 +927,7 @@ async fn refuses_a_newer_schema() {
     store.set_version_for_test(99);
     assert!(matches!(
         store.migrate().await,
-        Err(StoreError::SchemaTooNew { found: 99, known: 5 })
+        Err(StoreError::SchemaTooNew { found: 99, known: 6 })
     ));
 }
 
@@ -884,14 +951,15 @@ fn sqlite_orders_stored_before_version_4_read_as_plain_orders() {
     block_on(async {
         let mut store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.migrate().await.expect("migrate"), 3);
-        assert_eq!(store.migrate().await.expect("migrate again"), 5);
+        assert_eq!(store.migrate().await.expect("migrate again"), 6);
         let stored = store.order(2, "BTCUSDT", 5).await.expect("query");
         assert_eq!(stored, Some(order(2, "BTCUSDT", 5, "CANCELED", 0, 1_000)));
     });
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
-/// A file at schema version 4 with orders in it migrates to version 5,
+/// A file at schema version 4 with orders in it migrates through version
+/// 5 (to the current version),
 /// and the orders read back as they were, an iceberg still an iceberg,
 /// and as orders that do not trail: the new column's default,
 /// trailingDelta 0, also in the engine's view the endpoints answer from.
@@ -921,13 +989,60 @@ fn sqlite_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
     block_on(async {
         let mut store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.migrate().await.expect("migrate"), 4);
-        assert_eq!(store.migrate().await.expect("migrate again"), 5);
+        assert_eq!(store.migrate().await.expect("migrate again"), 6);
         for (order_id, time_ms, iceberg_qty) in stored_before {
             let stored = store.order(2, "BTCUSDT", order_id).await.expect("query");
             assert_eq!(stored, Some(version_4_order(order_id, time_ms, iceberg_qty)));
             let market = tradsys_engine::order::MarketId(0);
             let view = stored.and_then(|row| super::convert::order_view(&row, market));
             assert_eq!(view.map(|v| v.trailing_delta), Some(0));
+        }
+    });
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A file at schema version 5 with orders in it migrates to version 6,
+/// and the orders read back as they were, an iceberg still an iceberg
+/// and a trailing stop still trailing, and as orders of no list: the new
+/// column's default, orderListId 0, also in the engine's view the
+/// endpoints answer from.
+#[test]
+fn sqlite_orders_stored_before_version_6_read_as_orders_of_no_list() {
+    let dir = std::env::temp_dir().join(format!("tradsys-store-v5-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(super::sqlite::HISTORY_FILE);
+    let stored_before = [(5, 1_000, 0, 0), (6, 1_001, 10_000_000, 250)];
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for (version, sql) in super::sqlite::MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
+            conn.execute_batch(sql).expect("an older migration");
+            conn.pragma_update(None, "user_version", version).expect("the version");
+        }
+        for (order_id, time_ms, iceberg_qty, trailing_delta) in stored_before {
+            let sql = version_5_order_sql(
+                order_id,
+                time_ms,
+                "3000000000000",
+                "200000000",
+                &iceberg_qty.to_string(),
+                trailing_delta,
+            );
+            conn.execute_batch(&sql).expect("an order of version 5");
+        }
+    }
+    block_on(async {
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.migrate().await.expect("migrate"), 5);
+        assert_eq!(store.migrate().await.expect("migrate again"), 6);
+        for (order_id, time_ms, iceberg_qty, trailing_delta) in stored_before {
+            let stored = store.order(2, "BTCUSDT", order_id).await.expect("query");
+            assert_eq!(
+                stored,
+                Some(version_5_order(order_id, time_ms, iceberg_qty, trailing_delta))
+            );
+            let market = tradsys_engine::order::MarketId(0);
+            let view = stored.and_then(|row| super::convert::order_view(&row, market));
+            assert_eq!(view.map(|v| v.order_list_id), Some(0));
         }
     });
     std::fs::remove_dir_all(&dir).expect("cleanup");
@@ -985,6 +1100,9 @@ fn postgres_passes_the_suite() {
     on_postgres(&server, "trailing_stop", |mut s| async move {
         a_trailing_stop_keeps_its_trailing_delta(&mut s).await
     });
+    on_postgres(&server, "order_list", |mut s| async move {
+        an_order_of_a_list_keeps_its_order_list_id(&mut s).await
+    });
 }
 
 /// A database at schema version 3 with orders in the default partition
@@ -1011,7 +1129,7 @@ fn postgres_orders_stored_before_version_4_read_as_plain_orders() {
                 .await;
         }
         assert_eq!(s.migrate().await.expect("migrate"), 3);
-        assert_eq!(s.migrate().await.expect("migrate again"), 5);
+        assert_eq!(s.migrate().await.expect("migrate again"), 6);
         for (order_id, time_ms) in [(5, 1_000), (6, DEC_15_2026_MS)] {
             let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
             assert_eq!(stored, Some(order(2, "BTCUSDT", order_id, "CANCELED", 0, time_ms)));
@@ -1053,7 +1171,8 @@ async fn new_orders_read_back_in_old_and_new_partitions(s: &mut PgStore, shape: 
 }
 
 /// A database at schema version 4 with orders in the default partition
-/// and in a monthly one migrates to version 5: the orders read back as
+/// and in a monthly one migrates through version 5 (to the current
+/// version): the orders read back as
 /// they were, an iceberg still an iceberg, and as orders that do not
 /// trail (trailingDelta 0, also in the engine's view), and the new column
 /// reaches the partitions made before the migration and those made after.
@@ -1085,7 +1204,7 @@ fn postgres_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
             .await;
         }
         assert_eq!(s.migrate().await.expect("migrate"), 4);
-        assert_eq!(s.migrate().await.expect("migrate again"), 5);
+        assert_eq!(s.migrate().await.expect("migrate again"), 6);
         let market = tradsys_engine::order::MarketId(0);
         for (order_id, time_ms, _, iceberg_qty) in stored_before {
             let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
@@ -1108,6 +1227,73 @@ fn postgres_orders_stored_before_version_5_read_as_orders_that_do_not_trail() {
             "SELECT tableoid::regclass, trailing_delta FROM orders ORDER BY order_id"
         ),
         "orders_default|0\norders_202612|0\norders_202612|250\norders_202701|250"
+    );
+}
+
+/// A database at schema version 5 with orders in the default partition
+/// and in a monthly one migrates to version 6: the orders read back as
+/// they were, an iceberg still an iceberg and a trailing stop still
+/// trailing, and as orders of no list (orderListId 0, also in the
+/// engine's view), and the new column reaches the partitions made before
+/// the migration and those made after.
+#[test]
+fn postgres_orders_stored_before_version_6_read_as_orders_of_no_list() {
+    const DEC_1_2026_MS: u64 = 1_796_083_200_000;
+    const DEC_15_2026_MS: u64 = 1_797_292_800_000;
+    let server = tradsys_pgtest::PgServer::start();
+    on_postgres(&server, "before_order_lists", |mut s| async move {
+        s.execute_for_test("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            .await;
+        for (version, sql) in super::postgres::MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
+            s.execute_for_test(sql).await;
+            s.execute_for_test(&format!("INSERT INTO schema_migrations (version) VALUES ({version})"))
+                .await;
+        }
+        assert_eq!(s.ensure_partitions(DEC_1_2026_MS, 1).await.expect("partitions"), 3);
+        // Each order's iceberg quantity as the NUMERIC it is stored as and
+        // as the units it reads back as, and its trailing delta.
+        let stored_before = [
+            (5, 1_000, "0", 0, 0),
+            (6, DEC_15_2026_MS, "0.10000000", 10_000_000, 250),
+        ];
+        for (order_id, time_ms, iceberg, _, trailing_delta) in stored_before {
+            s.execute_for_test(&version_5_order_sql(
+                order_id,
+                time_ms,
+                "30000.00000000",
+                "2.00000000",
+                iceberg,
+                trailing_delta,
+            ))
+            .await;
+        }
+        assert_eq!(s.migrate().await.expect("migrate"), 5);
+        assert_eq!(s.migrate().await.expect("migrate again"), 6);
+        let market = tradsys_engine::order::MarketId(0);
+        for (order_id, time_ms, _, iceberg_qty, trailing_delta) in stored_before {
+            let stored = s.order(2, "BTCUSDT", order_id).await.expect("query");
+            assert_eq!(
+                stored,
+                Some(version_5_order(order_id, time_ms, iceberg_qty, trailing_delta))
+            );
+            let view = stored.and_then(|row| super::convert::order_view(&row, market));
+            assert_eq!(view.map(|v| v.order_list_id), Some(0));
+        }
+        // New legs of a list in the month partitioned before the
+        // migration and in one made after it; the list id is past
+        // u32::MAX, which only a BIGINT holds.
+        let leg = |o: &mut OrderRow| {
+            o.order_type = "LIMIT_MAKER".to_string();
+            o.order_list_id = 5_000_000_007;
+        };
+        new_orders_read_back_in_old_and_new_partitions(&mut s, leg).await;
+    });
+    assert_eq!(
+        server.psql_in(
+            "before_order_lists",
+            "SELECT tableoid::regclass, order_list_id FROM orders ORDER BY order_id"
+        ),
+        "orders_default|0\norders_202612|0\norders_202612|5000000007\norders_202701|5000000007"
     );
 }
 
