@@ -67,6 +67,15 @@ pub(crate) enum Endpoint {
     OpenOrders,
     OpenOrdersCancel,
     AllOrders,
+    OrderListOco,
+    OrderListOto,
+    OrderListOtoco,
+    /// The deprecated `POST /api/v3/order/oco`, which clients still send.
+    OrderOco,
+    OrderListCancel,
+    OrderListQuery,
+    AllOrderList,
+    OpenOrderList,
     Account,
     MyTrades,
     RateLimitOrder,
@@ -92,7 +101,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 47] = [
+    pub(crate) const ALL: [Endpoint; 55] = [
         Endpoint::Ping,
         Endpoint::Time,
         Endpoint::ExchangeInfo,
@@ -123,6 +132,14 @@ impl Endpoint {
         Endpoint::OpenOrders,
         Endpoint::OpenOrdersCancel,
         Endpoint::AllOrders,
+        Endpoint::OrderListOco,
+        Endpoint::OrderListOto,
+        Endpoint::OrderListOtoco,
+        Endpoint::OrderOco,
+        Endpoint::OrderListCancel,
+        Endpoint::OrderListQuery,
+        Endpoint::AllOrderList,
+        Endpoint::OpenOrderList,
         Endpoint::Account,
         Endpoint::MyTrades,
         Endpoint::RateLimitOrder,
@@ -183,6 +200,14 @@ impl Endpoint {
             OpenOrders => (Get, "/api/v3/openOrders"),
             OpenOrdersCancel => (Delete, "/api/v3/openOrders"),
             AllOrders => (Get, "/api/v3/allOrders"),
+            OrderListOco => (Post, "/api/v3/orderList/oco"),
+            OrderListOto => (Post, "/api/v3/orderList/oto"),
+            OrderListOtoco => (Post, "/api/v3/orderList/otoco"),
+            OrderOco => (Post, "/api/v3/order/oco"),
+            OrderListCancel => (Delete, "/api/v3/orderList"),
+            OrderListQuery => (Get, "/api/v3/orderList"),
+            AllOrderList => (Get, "/api/v3/allOrderList"),
+            OpenOrderList => (Get, "/api/v3/openOrderList"),
             Account => (Get, "/api/v3/account"),
             MyTrades => (Get, "/api/v3/myTrades"),
             RateLimitOrder => (Get, "/api/v3/rateLimit/order"),
@@ -216,10 +241,10 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel
-            | CountdownCancelAll | MmpSet | MmpReset | MmpDelete => Security::Trade,
-            OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder | MmpQuery => {
-                Security::UserData
-            }
+            | CountdownCancelAll | MmpSet | MmpReset | MmpDelete | OrderListOco | OrderListOto | OrderListOtoco
+            | OrderOco | OrderListCancel => Security::Trade,
+            OrderQuery | OrderAmendments | OpenOrders | AllOrders | Account | MyTrades | RateLimitOrder | MmpQuery
+            | OrderListQuery | AllOrderList | OpenOrderList => Security::UserData,
             UserDataStreamStart | UserDataStreamKeepalive | UserDataStreamClose => Security::UserStream,
             CapitalConfig | TradeFee | AccountCommission | DepositHistory | WithdrawHistory | DepositAddress
             | WithdrawApply => Security::UserData,
@@ -231,7 +256,15 @@ impl Endpoint {
     /// Whether a request counts against the unfilled ORDERS limits (those
     /// that place an order; a test order places none).
     pub(crate) fn is_order(self) -> bool {
-        matches!(self, Endpoint::OrderNew | Endpoint::OrderCancelReplace)
+        matches!(
+            self,
+            Endpoint::OrderNew
+                | Endpoint::OrderCancelReplace
+                | Endpoint::OrderListOco
+                | Endpoint::OrderListOto
+                | Endpoint::OrderListOtoco
+                | Endpoint::OrderOco
+        )
     }
 }
 
@@ -285,6 +318,13 @@ mod tests {
             (MmpSet, Some(Scope::Trade), true, false),
             (MmpQuery, Some(Scope::Read), true, false),
             (OpenOrdersCancel, Some(Scope::Trade), true, false),
+            (OrderListOco, Some(Scope::Trade), true, true),
+            (OrderListOtoco, Some(Scope::Trade), true, true),
+            (OrderOco, Some(Scope::Trade), true, true),
+            (OrderListCancel, Some(Scope::Trade), true, false),
+            (OrderListQuery, Some(Scope::Read), true, false),
+            (AllOrderList, Some(Scope::Read), true, false),
+            (OpenOrderList, Some(Scope::Read), true, false),
             (OrderQuery, Some(Scope::Read), true, false),
             (Account, Some(Scope::Read), true, false),
             (MyTrades, Some(Scope::Read), true, false),

@@ -51,7 +51,8 @@ impl Priority {
         match endpoint {
             OrderNew | OrderCancel | OrderTest | OrderCancelReplace | OrderAmend | OpenOrdersCancel | OrderQuery
             | OrderAmendments | CountdownCancelAll | MmpSet | MmpQuery | MmpReset | MmpDelete | OpenOrders
-            | Account | RateLimitOrder => Priority::Trading,
+            | Account | RateLimitOrder | OrderListOco | OrderListOto | OrderListOtoco | OrderOco | OrderListCancel
+            | OrderListQuery | OpenOrderList => Priority::Trading,
             Ping
             | Time
             | ExchangeInfo
@@ -73,8 +74,8 @@ impl Priority {
             | CapitalConfig
             | TradeFee
             | AccountCommission => Priority::MarketData,
-            HistoricalTrades | AllOrders | MyTrades | DepositHistory | WithdrawHistory | DepositAddress
-            | WithdrawApply | ExportCreate | ExportStatus | ExportDownload => Priority::History,
+            HistoricalTrades | AllOrders | AllOrderList | MyTrades | DepositHistory | WithdrawHistory
+            | DepositAddress | WithdrawApply | ExportCreate | ExportStatus | ExportDownload => Priority::History,
         }
     }
 

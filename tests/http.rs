@@ -265,9 +265,14 @@ fn exchange_info_has_the_fields_binance_clients_read() {
         filters[8],
         serde_json::json!({"filterType":"MAX_NUM_ORDER_AMENDS","maxNumOrderAmends":10})
     );
-    let flags = ["ocoAllowed", "otoAllowed", "pegInstructionsAllowed"];
-    flags.iter().for_each(|f| assert_eq!(s[f], false, "{f}"));
+    assert_eq!(
+        filters[9],
+        serde_json::json!({"filterType":"MAX_NUM_ORDER_LISTS","maxNumOrderLists":100})
+    );
+    assert_eq!(s["pegInstructionsAllowed"], false);
     for f in [
+        "ocoAllowed",
+        "otoAllowed",
         "cancelReplaceAllowed",
         "amendAllowed",
         "quoteOrderQtyMarketAllowed",

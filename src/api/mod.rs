@@ -20,6 +20,7 @@ pub(crate) mod host;
 pub(crate) mod jobs;
 pub(crate) mod klines;
 pub(crate) mod link;
+mod lists;
 pub(crate) mod market;
 pub(crate) mod params;
 pub(crate) mod peer;

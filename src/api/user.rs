@@ -13,18 +13,19 @@ use crate::api::params::{
 };
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::{engine_error, from_result, trading_error, unavailable, Credentials, RequestRef, RestReply};
-use crate::api::{history, transfers, wallet};
+use crate::api::{history, lists, transfers, wallet};
 use crate::auth::{self, AuthRequest, SignedPart};
 use crate::binance;
 use crate::endpoint::Endpoint;
 use crate::http::{HttpError, Params};
 use crate::json::JsonWriter;
+use crate::streams::list_id;
 use crate::trading::{PlaceOutcome, ReplaceOutcome, TradingError};
 use tradsys_engine::account::{AmendRequest, NewOrderResult};
 use tradsys_engine::market::MarketSpec;
 use tradsys_engine::num::{parse_units, Price, Qty};
 use tradsys_engine::order::{
-    CancelReplaceMode, ClientOrderId, MarketId, OrderRequest, OrderType, OrderView, UserId, UserTrade,
+    CancelReplaceMode, ClientOrderId, ListKind, MarketId, OrderRequest, OrderType, OrderView, UserId, UserTrade,
 };
 use tradsys_engine::EngineError;
 
@@ -125,6 +126,14 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
         Endpoint::OpenOrders => open_orders(shard, params, user),
         Endpoint::OpenOrdersCancel => cancel_open_orders(shard, params, user, now_ms).await,
         Endpoint::AllOrders => history::all_orders(shard, params, user).await,
+        Endpoint::OrderListOco => lists::place(shard, params, user, now_ms, Some(ListKind::Oco)).await,
+        Endpoint::OrderListOto => lists::place(shard, params, user, now_ms, Some(ListKind::Oto)).await,
+        Endpoint::OrderListOtoco => lists::place(shard, params, user, now_ms, Some(ListKind::Otoco)).await,
+        Endpoint::OrderOco => lists::place(shard, params, user, now_ms, None).await,
+        Endpoint::OrderListCancel => lists::cancel(shard, params, user, now_ms).await,
+        Endpoint::OrderListQuery => lists::query(shard, params, user),
+        Endpoint::AllOrderList => lists::all(shard, params, user),
+        Endpoint::OpenOrderList => lists::open(shard, user),
         Endpoint::Account => account(shard, params, user, now_ms),
         Endpoint::MyTrades => history::my_trades(shard, params, user).await,
         Endpoint::RateLimitOrder => Ok(order_rate_limits(shard, user, now_ms).await),
@@ -149,7 +158,7 @@ async fn user_endpoint(shard: &impl Host, req: RequestRef<'_>, params: &Params<'
 /// other side, asked of the market's shard when it lives elsewhere, and
 /// of the market's instance (its depth, then its last price) when another
 /// instance owns it.
-async fn reference_price(shard: &impl Host, request: &OrderRequest) -> Result<Option<Price>, HttpError> {
+pub(crate) async fn reference_price(shard: &impl Host, request: &OrderRequest) -> Result<Option<Price>, HttpError> {
     if request.kind != OrderType::Market {
         return Ok(None);
     }
@@ -220,7 +229,7 @@ async fn ask_instance(
 /// instance owns the market, at most `link_call_timeout_ms`, after which
 /// the client hears that the outcome is unknown (-1007): the order or
 /// cancel still reaches the market and takes effect there, exactly once.
-async fn engine_outcome<T>(
+pub(crate) async fn engine_outcome<T>(
     shard: &impl Host,
     market: MarketId,
     rx: crate::oneshot::Receiver<T>,
@@ -776,14 +785,14 @@ fn listen_key_touch(
 fn write_order_fields(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView) {
     w.field_str("symbol", &spec.symbol)
         .field_uint("orderId", view.order_id)
-        .field_int("orderListId", -1);
+        .field_int("orderListId", list_id(view.order_list_id));
     w.field_str(
         "clientOrderId",
         view.client_order_id.as_ref().map(ClientOrderId::as_str).unwrap_or(""),
     );
 }
 
-fn write_order_state(w: &mut JsonWriter, view: &OrderView) {
+pub(crate) fn write_order_state(w: &mut JsonWriter, view: &OrderView) {
     w.field_decimal("price", view.price.0)
         .field_decimal("origQty", view.orig_qty.0);
     w.field_decimal("executedQty", view.executed_qty.0);
@@ -856,7 +865,7 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
         view.client_order_id.as_ref().map(ClientOrderId::as_str).unwrap_or(""),
     );
     w.field_uint("orderId", view.order_id)
-        .field_int("orderListId", -1)
+        .field_int("orderListId", list_id(view.order_list_id))
         .field_str("clientOrderId", cancel_id);
     w.field_uint("transactTime", now_ms);
     write_order_state(w, view);
@@ -870,7 +879,7 @@ fn write_canceled(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderView, cance
 /// Binance's conditional fields: placement and cancel answers carry
 /// `icebergQty` only for an iceberg order, and `trailingDelta` only for a
 /// trailing stop.
-fn write_iceberg_qty(w: &mut JsonWriter, view: &OrderView) {
+pub(crate) fn write_iceberg_qty(w: &mut JsonWriter, view: &OrderView) {
     if view.iceberg_qty.0 > 0 {
         w.field_decimal("icebergQty", view.iceberg_qty.0);
     }

@@ -334,6 +334,7 @@ pub(super) fn user_events(shard: &Shard, out: &mut Output) {
         && out.balance_updates.is_empty()
         && out.closed_listen_keys.is_empty()
         && out.mmp_events.is_empty()
+        && out.list_updates.is_empty()
     {
         return;
     }
@@ -359,6 +360,9 @@ pub(super) fn user_events(shard: &Shard, out: &mut Output) {
     for event in out.mmp_events.drain(..) {
         publish_user_event(shard, UserEvent::Mmp(event), now_ms);
     }
+    for update in out.list_updates.drain(..) {
+        publish_user_event(shard, UserEvent::List(update), now_ms);
+    }
 }
 
 /// Webhook events waiting for the job queue, per shard, at most.
@@ -371,7 +375,7 @@ fn webhook_event(shard: &Shard, event: &UserEvent, time_ms: u64) {
     let wanted = match event {
         UserEvent::Order(update) => update.trade.is_some(),
         UserEvent::Balance(_) => true,
-        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) => false,
+        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) | UserEvent::List(_) => false,
     };
     if !wanted || shard.webhooks.borrow().get(user).is_none() {
         return;

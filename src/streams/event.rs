@@ -301,6 +301,8 @@ pub(crate) enum UserEvent {
     KeyClosed { user: UserId, key: String },
     /// The user's market maker protection fired: mmpTriggered.
     Mmp(crate::trading::MmpEvent),
+    /// An order list began or ended: listStatus.
+    List(crate::trading::ListUpdate),
 }
 
 impl UserEvent {
@@ -310,6 +312,7 @@ impl UserEvent {
             UserEvent::Balance(update) => update.user,
             UserEvent::KeyClosed { user, .. } => *user,
             UserEvent::Mmp(event) => event.user,
+            UserEvent::List(update) => update.view.user,
         }
     }
 }
@@ -369,7 +372,7 @@ pub(super) fn write_execution_report(update: &UserUpdate, time_ms: u64, trading:
         .field_decimal("p", view.price.0)
         .field_decimal("P", view.stop_price.0)
         .field_decimal("F", view.iceberg_qty.0)
-        .field_int("g", -1)
+        .field_int("g", list_id(view.order_list_id))
         .field_str("C", orig_client_id)
         .field_str("x", execution)
         .field_str("X", view.status.as_str())
@@ -417,6 +420,42 @@ pub(super) fn mmp_payload(event: &crate::trading::MmpEvent, time_ms: u64, tradin
         until => w.field_uint("frozenUntil", until),
     };
     w.end_object();
+    w.into_bytes()
+}
+
+/// Binance's `orderListId`: -1 for an order of no list.
+pub(crate) fn list_id(order_list_id: u64) -> i64 {
+    match order_list_id {
+        0 => -1,
+        id => i64::try_from(id).unwrap_or(i64::MAX),
+    }
+}
+
+/// Binance's `listStatus` event.
+pub(super) fn list_status_payload(update: &crate::trading::ListUpdate, time_ms: u64, trading: &Trading) -> Vec<u8> {
+    let view = &update.view;
+    let symbol = &trading.spec(view.market).symbol;
+    let mut w = JsonWriter::with_capacity(384);
+    w.begin_object()
+        .field_str("e", "listStatus")
+        .field_uint("E", time_ms)
+        .field_str("s", symbol)
+        .field_uint("g", view.order_list_id)
+        .field_str("c", view.kind.contingency().as_str())
+        .field_str("l", view.status_type.as_str())
+        .field_str("L", view.order_status.as_str())
+        .field_str("r", "NONE")
+        .field_str("C", view.list_client_order_id.as_str())
+        .field_uint("T", view.update_time_ms);
+    w.key("O").begin_array();
+    for (&id, client) in view.order_ids().iter().zip(&update.client_order_ids) {
+        w.begin_object()
+            .field_str("s", symbol)
+            .field_uint("i", id)
+            .field_str("c", client.as_ref().map_or("", ClientOrderId::as_str))
+            .end_object();
+    }
+    w.end_array().end_object();
     w.into_bytes()
 }
 

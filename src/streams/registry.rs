@@ -417,6 +417,7 @@ impl Registry {
         let payloads = match event {
             UserEvent::KeyClosed { key, .. } => return close_user_key(outs, key, time_ms),
             UserEvent::Mmp(mmp) => return push_user_single(outs, &mmp_payload(mmp, time_ms, trading)),
+            UserEvent::List(update) => return push_user_single(outs, &list_status_payload(update, time_ms, trading)),
             event => match user_event_payloads(event, time_ms, trading) {
                 Some(payloads) => payloads,
                 None => return 0,
@@ -575,7 +576,7 @@ pub(crate) fn user_event_payloads(event: &UserEvent, time_ms: u64, trading: &Tra
             let position = account_position_payload(&[(update.asset, update.balance)], time_ms, time_ms, trading);
             Some([w.into_bytes(), position])
         }
-        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) => None,
+        UserEvent::KeyClosed { .. } | UserEvent::Mmp(_) | UserEvent::List(_) => None,
     }
 }
 

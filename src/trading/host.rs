@@ -22,13 +22,13 @@ use crate::auth::{key_for, KeyMaterial, KeyRecord, KeyStore, KeyType, Scopes, KE
 use crate::cluster::Place;
 use crate::oneshot;
 use crate::trading::msg::EngineMsg;
-use crate::trading::record::{CancelReplaceRecord, PublicKeyRecord, Record};
+use crate::trading::record::{CancelReplaceRecord, ListRecord, PublicKeyRecord, Record};
 use crate::trading::remote::{Arrival, RemoteImage, RemoteLinks, OUTBOX_HARD_MAX, OUTBOX_PER_INSTANCE_MAX};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tradsys_engine::account::{
-    asset_names, owner_of, AccountEvent, Accounts, AmendRequest, Amendment, Balance, MmpConfig, NewOrderResult,
-    OrderRef,
+    asset_names, owner_of, AccountEvent, Accounts, AmendRequest, Amendment, Balance, ListRef, MmpConfig,
+    NewOrderResult, OrderRef,
 };
 use tradsys_engine::book::{Book, BookCapacity};
 use tradsys_engine::hash::FastMap;
@@ -36,8 +36,8 @@ use tradsys_engine::market::MarketSpec;
 use tradsys_engine::msg::{ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price, Qty};
 use tradsys_engine::order::{
-    AssetId, CancelReplaceMode, ClientOrderId, MarketId, OrderId, OrderRequest, OrderStatus, OrderView, Side, UserId,
-    UserTrade,
+    AssetId, CancelReplaceMode, ClientOrderId, ListRequest, MarketId, OrderId, OrderListView, OrderRequest,
+    OrderStatus, OrderView, Side, UserId, UserTrade,
 };
 use tradsys_engine::EngineError;
 
@@ -96,7 +96,12 @@ enum WaitKey {
     CancelAll(UserId, MarketId),
     Replace(OrderId),
     Amend(OrderId),
+    PlaceList(OrderId),
+    CancelList(OrderId),
 }
+
+/// What an order list operation came to: the list, or why it was refused.
+pub type ListOutcome = Result<OrderListView, EngineError>;
 
 /// What an amendment came to: the order as amended and the amendment.
 pub type AmendOutcome = Result<(OrderView, Amendment), EngineError>;
@@ -107,6 +112,7 @@ enum Waiter {
     CancelAll(usize, Vec<OrderView>, oneshot::Sender<Vec<OrderView>>),
     Replace(Vec<UserTrade>, oneshot::Sender<ReplaceOutcome>),
     Amend(oneshot::Sender<AmendOutcome>),
+    List(oneshot::Sender<ListOutcome>),
 }
 
 /// WebSocket API sessions of one shard's users that may hold
@@ -185,6 +191,15 @@ pub struct UserUpdate {
     /// For an amendment that left the order resting: the client id the
     /// order had before (Binance's `C` of a REPLACED report).
     pub amended_from: Option<ClientOrderId>,
+}
+
+/// An order list began or ended, with its orders' client ids (the
+/// `listStatus` event names them, and the shards that send it to the
+/// user's connections do not hold the orders).
+#[derive(Clone, Copy, Debug)]
+pub struct ListUpdate {
+    pub view: OrderListView,
+    pub client_order_ids: [Option<ClientOrderId>; 3],
 }
 
 /// A user's market maker protection fired at `time_ms`: their orders in
@@ -279,6 +294,9 @@ pub struct Output {
     pub balance_updates: Vec<BalanceUpdate>,
     /// Market maker protections of this shard's users that fired.
     pub mmp_events: Vec<MmpEvent>,
+    /// Order lists of this shard's users that began or ended, for
+    /// `listStatus`.
+    pub list_updates: Vec<ListUpdate>,
     /// Users whose order traded for the first time; the order limiter
     /// takes them off its counts.
     pub first_fills: Vec<UserId>,
@@ -298,6 +316,7 @@ impl Output {
         self.user_updates.clear();
         self.balance_updates.clear();
         self.mmp_events.clear();
+        self.list_updates.clear();
         self.first_fills.clear();
         self.closed_listen_keys.clear();
     }
@@ -761,6 +780,116 @@ impl Trading {
         }
     }
 
+    /// Places an order list (OCO, OTO, OTOCO) for `user`; the receiver
+    /// resolves once the book has answered for the orders placed at once.
+    /// The list's id (its first order's) is returned with it.
+    pub fn place_list(
+        &mut self,
+        user: UserId,
+        request: &ListRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+    ) -> Result<(OrderId, oneshot::Receiver<ListOutcome>), TradingError> {
+        self.check_room(None)?;
+        self.out.records.extend(self.live.then(|| {
+            Record::PlaceList(Box::new(ListRecord {
+                user,
+                request: *request,
+                reference,
+                now_ms,
+            }))
+        }));
+        let (tx, rx) = oneshot::channel();
+        let list_id = self.place_list_core(user, request, reference, now_ms, Some(tx))?;
+        Ok((list_id, rx))
+    }
+
+    fn place_list_core(
+        &mut self,
+        user: UserId,
+        request: &ListRequest,
+        reference: Option<Price>,
+        now_ms: u64,
+        tx: Option<oneshot::Sender<ListOutcome>>,
+    ) -> Result<OrderId, TradingError> {
+        let market = request.orders[0].market;
+        let first = self.start_order(user, market)?;
+        let mut ids = [first, 0, 0];
+        for id in ids.iter_mut().take(request.kind.legs()).skip(1) {
+            *id = self.next_order_id();
+        }
+        let waiter = tx.map(|tx| (WaitKey::PlaceList(first), Waiter::List(tx)));
+        self.send_with_waiter(waiter, |accounts, out| {
+            accounts.place_list(user, request, ids, reference, now_ms, out)
+        })?;
+        for _ in 0..request.kind.legs() {
+            self.count_order(market);
+        }
+        Ok(first)
+    }
+
+    /// Cancels every open order of an order list; resolves with the list,
+    /// done.
+    pub fn cancel_list(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: ListRef,
+        now_ms: u64,
+    ) -> Result<oneshot::Receiver<ListOutcome>, TradingError> {
+        let list = self
+            .accounts
+            .order_list(user, target)
+            .map_err(|_| EngineError::UnknownOrder)?;
+        if list.market != market || list.order_status != tradsys_engine::order::ListOrderStatus::Executing {
+            return Err(EngineError::UnknownOrder.into());
+        }
+        self.check_room(Some(WaitKey::CancelList(list.order_list_id)))?;
+        self.record(Record::CancelList {
+            user,
+            market,
+            target,
+            now_ms,
+        });
+        let (tx, rx) = oneshot::channel();
+        self.cancel_list_core(user, market, target, now_ms, Some((list.order_list_id, tx)))?;
+        Ok(rx)
+    }
+
+    fn cancel_list_core(
+        &mut self,
+        user: UserId,
+        market: MarketId,
+        target: ListRef,
+        now_ms: u64,
+        waiter: Option<(OrderId, oneshot::Sender<ListOutcome>)>,
+    ) -> Result<(), TradingError> {
+        let key = waiter.map(|(list, tx)| {
+            self.wait(WaitKey::CancelList(list), Waiter::List(tx));
+            WaitKey::CancelList(list)
+        });
+        self.to_book.clear();
+        self.events.clear();
+        let canceled = self
+            .accounts
+            .cancel_list(user, market, target, now_ms, &mut self.to_book, &mut self.events);
+        if let Err(e) = canceled {
+            if let Some(key) = key {
+                self.waiters.remove(&key);
+            }
+            return Err(e.into());
+        }
+        self.route_books();
+        self.take_events();
+        self.run();
+        Ok(())
+    }
+
+    /// `user`'s order list, open or recently done.
+    pub fn order_list(&self, user: UserId, target: ListRef) -> Result<OrderListView, EngineError> {
+        self.accounts.order_list(user, target)
+    }
+
     /// Reduces an order's quantity where it rests (amend keep priority)
     /// and, if asked, renames it; resolves once its book has applied it.
     /// A halted market takes amendments, as it takes cancels: both only
@@ -1026,6 +1155,15 @@ impl Trading {
                 Ok(())
             }
             Record::Amend { user, request, now_ms } => self.amend_core(*user, request, *now_ms, None),
+            Record::PlaceList(r) => self
+                .place_list_core(r.user, &r.request, r.reference, r.now_ms, None)
+                .map(drop),
+            Record::CancelList {
+                user,
+                market,
+                target,
+                now_ms,
+            } => self.cancel_list_core(*user, *market, *target, *now_ms, None),
             Record::Countdown {
                 user,
                 market,
@@ -1316,6 +1454,24 @@ impl Trading {
             }
             AccountEvent::OrderUpdate(view) => self.on_order_update(view),
             AccountEvent::Amended { order_id, result } => self.on_amended(order_id, result),
+            AccountEvent::ListPlaced { order_list_id, result } => {
+                if let Some(Waiter::List(tx)) = self.waiters.remove(&WaitKey::PlaceList(order_list_id)) {
+                    tx.send(result);
+                }
+            }
+            AccountEvent::ListCanceled { order_list_id, result } => {
+                if let Some(Waiter::List(tx)) = self.waiters.remove(&WaitKey::CancelList(order_list_id)) {
+                    tx.send(result);
+                }
+            }
+            AccountEvent::ListStatus(view) => {
+                let mut client_order_ids = [None; 3];
+                for (client, &id) in client_order_ids.iter_mut().zip(view.order_ids()) {
+                    let order = self.accounts.order(view.user, view.market, OrderRef::Id(id));
+                    *client = order.ok().and_then(|o| o.client_order_id);
+                }
+                self.out.list_updates.push(ListUpdate { view, client_order_ids });
+            }
             AccountEvent::MmpTriggered {
                 user,
                 market,

@@ -14,9 +14,9 @@
 
 use crate::auth::KeyType;
 use crate::trading::msg::EngineMsg;
-use tradsys_engine::account::{AmendRequest, MmpConfig, OrderRef};
+use tradsys_engine::account::{AmendRequest, ListRef, MmpConfig, OrderRef};
 use tradsys_engine::num::{Amount, Price};
-use tradsys_engine::order::{CancelReplaceMode, MarketId, OrderRequest, UserId};
+use tradsys_engine::order::{CancelReplaceMode, ListRequest, MarketId, OrderRequest, UserId};
 
 /// One input of a shard, as journaled.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -136,6 +136,25 @@ pub enum Record {
         user: UserId,
         market: MarketId,
     },
+    /// An order list (OCO, OTO, OTOCO), with the client ids the server
+    /// drew for it. Boxed like `CancelReplace`: three orders.
+    PlaceList(Box<ListRecord>),
+    /// A cancel of a whole order list.
+    CancelList {
+        user: UserId,
+        market: MarketId,
+        target: ListRef,
+        now_ms: u64,
+    },
+}
+
+/// An order list as journaled.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ListRecord {
+    pub user: UserId,
+    pub request: ListRequest,
+    pub reference: Option<Price>,
+    pub now_ms: u64,
 }
 
 /// A public-key API key as journaled: the public key itself, since the

@@ -167,6 +167,8 @@ fn book_message(op: Op, order_id: u64, user: u64) -> ToBook {
             time_ms: order_id,
             iceberg_qty: Qty::ZERO,
             trailing_delta: 0,
+            oco_partner: 0,
+            oco_first: false,
         })
     };
     match op {

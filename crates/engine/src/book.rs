@@ -439,7 +439,7 @@ impl Book {
             let full = self.trailing.len() >= TRAILING_STOPS_PER_BOOK_MAX;
             full.then_some(EngineError::TrailingStopsFull)
         } else if order.kind.is_stop() {
-            self.would_trigger(&order).then_some(EngineError::WouldTrigger)
+            self.would_trigger(order).then_some(EngineError::WouldTrigger)
         } else if order.kind == OrderType::LimitMaker {
             self.crosses_best(order.side, order.price)
                 .then_some(EngineError::WouldMatch)

@@ -78,7 +78,8 @@ impl Fixture {
     }
 
     fn accept_list(&mut self, request: &ListRequest) -> u64 {
-        self.submit_list(request).unwrap_or_else(|e| panic!("list refused: {e}"))
+        self.submit_list(request)
+            .unwrap_or_else(|e| panic!("list refused: {e}"))
     }
 
     fn status(&self, id: u64) -> OrderStatus {
@@ -131,7 +132,11 @@ fn a_sell_oco_locks_once_and_its_limit_maker_filling_expires_the_stop() {
     assert!(f.list_done(id));
     assert_eq!(f.balance(OWNER, "BTC"), amounts("9.5", "0"));
     assert_eq!(f.balance(OWNER, "USDT"), amounts("115484.5", "0"));
-    let done = f.out.events.iter().any(|e| matches!(e, AccountEvent::ListStatus(v) if v.order_status == ListOrderStatus::AllDone));
+    let done = f
+        .out
+        .events
+        .iter()
+        .any(|e| matches!(e, AccountEvent::ListStatus(v) if v.order_status == ListOrderStatus::AllDone));
     assert!(done, "a listStatus ALL_DONE event");
 }
 
@@ -168,7 +173,15 @@ fn a_buy_oco_locks_the_larger_leg_and_a_list_cancel_ends_both() {
     let id = f.accept_list(&list(ListKind::Oco, &[above, below]));
     assert_eq!(f.balance(OWNER, "USDT"), amounts("96850", "3150"));
     f.out.clear();
-    f.exchange.cancel_list(OWNER, BTCUSDT, ListRef::Client(ClientOrderId::new("my-list").unwrap()), 99, &mut f.out).unwrap();
+    f.exchange
+        .cancel_list(
+            OWNER,
+            BTCUSDT,
+            ListRef::Client(ClientOrderId::new("my-list").unwrap()),
+            99,
+            &mut f.out,
+        )
+        .unwrap();
     f.exchange.check_invariants();
     let answer = f.out.events.iter().find_map(|e| match e {
         AccountEvent::ListCanceled { result, .. } => Some(*result),
@@ -191,7 +204,9 @@ fn canceling_one_leg_of_an_oco_cancels_the_list() {
     let id = f.accept_list(&list(ListKind::Oco, &[above, below]));
     assert_eq!(f.balance(OWNER, "BTC"), amounts("9.5", "0.5"));
     f.out.clear();
-    f.exchange.cancel(OWNER, BTCUSDT, OrderRef::Id(id + 1), 50, &mut f.out).unwrap();
+    f.exchange
+        .cancel(OWNER, BTCUSDT, OrderRef::Id(id + 1), 50, &mut f.out)
+        .unwrap();
     f.exchange.check_invariants();
     assert_eq!(f.statuses(&[id, id + 1]), [Canceled, Canceled]);
     assert!(f.list_done(id));
@@ -226,7 +241,10 @@ fn an_oco_that_does_not_straddle_the_last_price_is_refused_whole() {
     let above = order(LimitMaker, Sell, Some("31000"), None, "0.5");
     let below = order(StopLoss, Sell, None, Some("30500"), "0.5");
     let refused = f.submit_list(&list(ListKind::Oco, &[above, below])).unwrap_err();
-    assert_eq!((refused.code(), refused.msg()), (-2010, "The relationship of the prices for the orders is not correct."));
+    assert_eq!(
+        (refused.code(), refused.msg()),
+        (-2010, "The relationship of the prices for the orders is not correct.")
+    );
     assert_eq!(f.balance(OWNER, "BTC"), amounts("10", "0"));
     assert_eq!(f.exchange.books[0].open_orders_count(), 0);
     assert!(f.exchange.account(OWNER).open_order_lists(OWNER).is_empty());
@@ -241,14 +259,62 @@ fn oco_shapes_binance_refuses() {
     let sl = |side, stop| order(StopLoss, side, None, Some(stop), "0.5");
     let tp = |side, stop| order(TakeProfit, side, None, Some(stop), "0.5");
     let cases: [(&str, OrderRequest, OrderRequest, i32, &str); 8] = [
-        ("limit order", limit(0, Sell, "31000", "0.5", Gtc), sl(Sell, "29000"), -1158, "Order type not supported in OCO."),
-        ("two LIMIT_MAKERs", lm(Sell, "31000"), lm(Sell, "30500"), -1168, "At least one OCO order must be contingent."),
-        ("sell limit below", sl(Sell, "31000"), lm(Sell, "29000"), -1197, "A stop loss order in a sell OCO must be below."),
-        ("sell take profit below", sl(Sell, "32000"), tp(Sell, "29000"), -1197, "A stop loss order in a sell OCO must be below."),
-        ("buy limit above", lm(Buy, "31000"), sl(Buy, "29000"), -1165, "A limit order in a buy OCO must be below."),
-        ("buy take profit above", tp(Buy, "31000"), sl(Buy, "29000"), -1198, "A take profit order in a buy OCO must be below."),
-        ("sell above under below", lm(Sell, "29000"), sl(Sell, "29500"), -2010, "The relationship of the prices for the orders is not correct."),
-        ("sides differ", lm(Sell, "31000"), sl(Buy, "29000"), -1158, "Order type not supported in OCO."),
+        (
+            "limit order",
+            limit(0, Sell, "31000", "0.5", Gtc),
+            sl(Sell, "29000"),
+            -1158,
+            "Order type not supported in OCO.",
+        ),
+        (
+            "two LIMIT_MAKERs",
+            lm(Sell, "31000"),
+            lm(Sell, "30500"),
+            -1168,
+            "At least one OCO order must be contingent.",
+        ),
+        (
+            "sell limit below",
+            sl(Sell, "31000"),
+            lm(Sell, "29000"),
+            -1197,
+            "A stop loss order in a sell OCO must be below.",
+        ),
+        (
+            "sell take profit below",
+            sl(Sell, "32000"),
+            tp(Sell, "29000"),
+            -1197,
+            "A stop loss order in a sell OCO must be below.",
+        ),
+        (
+            "buy limit above",
+            lm(Buy, "31000"),
+            sl(Buy, "29000"),
+            -1165,
+            "A limit order in a buy OCO must be below.",
+        ),
+        (
+            "buy take profit above",
+            tp(Buy, "31000"),
+            sl(Buy, "29000"),
+            -1198,
+            "A take profit order in a buy OCO must be below.",
+        ),
+        (
+            "sell above under below",
+            lm(Sell, "29000"),
+            sl(Sell, "29500"),
+            -2010,
+            "The relationship of the prices for the orders is not correct.",
+        ),
+        (
+            "sides differ",
+            lm(Sell, "31000"),
+            sl(Buy, "29000"),
+            -1158,
+            "Order type not supported in OCO.",
+        ),
     ];
     for (case, above, below, code, msg) in cases {
         let refused = f.submit_list(&list(ListKind::Oco, &[above, below])).unwrap_err();
@@ -290,11 +356,17 @@ fn canceling_a_pending_order_cancels_the_oto() {
     let pending = order(StopLoss, Sell, None, Some("29000"), "0.1");
     let id = f.accept_list(&list(ListKind::Oto, &[working, pending]));
     f.out.clear();
-    f.exchange.cancel(OWNER, BTCUSDT, OrderRef::Id(id + 1), 9, &mut f.out).unwrap();
+    f.exchange
+        .cancel(OWNER, BTCUSDT, OrderRef::Id(id + 1), 9, &mut f.out)
+        .unwrap();
     f.exchange.check_invariants();
     assert_eq!(f.statuses(&[id, id + 1]), [Canceled, Canceled]);
     assert!(f.list_done(id));
-    let answered = f.out.events.iter().any(|e| matches!(e, AccountEvent::Canceled { order_id, result: Ok(_) } if *order_id == id + 1));
+    let answered = f
+        .out
+        .events
+        .iter()
+        .any(|e| matches!(e, AccountEvent::Canceled { order_id, result: Ok(_) } if *order_id == id + 1));
     assert!(answered, "the pending order's cancel is answered");
     assert_eq!(f.balance(OWNER, "USDT"), amounts("100000", "0"));
 }
@@ -349,7 +421,10 @@ fn cancel_all_answers_for_every_order_of_every_list() {
     f.last_price("30000");
     let oco = f.accept_list(&list(
         ListKind::Oco,
-        &[order(LimitMaker, Sell, Some("31000"), None, "0.5"), order(StopLoss, Sell, None, Some("29000"), "0.5")],
+        &[
+            order(LimitMaker, Sell, Some("31000"), None, "0.5"),
+            order(StopLoss, Sell, None, Some("29000"), "0.5"),
+        ],
     ));
     let mut otoco = list(
         ListKind::Otoco,
@@ -371,7 +446,10 @@ fn cancel_all_answers_for_every_order_of_every_list() {
         .events
         .iter()
         .filter_map(|e| match e {
-            AccountEvent::Canceled { order_id, result: Ok(_) } => Some(*order_id),
+            AccountEvent::Canceled {
+                order_id,
+                result: Ok(_),
+            } => Some(*order_id),
             _ => None,
         })
         .collect();
@@ -391,7 +469,10 @@ fn cancel_all_answers_for_every_order_of_every_list() {
 fn list_limits_and_refusals() {
     let mut f = Fixture::with_third();
     f.last_price("30000");
-    let pair = [order(LimitMaker, Sell, Some("31000"), None, "0.01"), order(StopLoss, Sell, None, Some("29000"), "0.01")];
+    let pair = [
+        order(LimitMaker, Sell, Some("31000"), None, "0.01"),
+        order(StopLoss, Sell, None, Some("29000"), "0.01"),
+    ];
     let id = f.accept_list(&list(ListKind::Oco, &pair));
     let again = f.submit_list(&list(ListKind::Oco, &pair)).unwrap_err();
     assert_eq!((again.code(), again.msg()), (-2010, "Duplicate order sent."));
@@ -417,7 +498,10 @@ fn list_limits_and_refusals() {
     let mut oto = list(ListKind::Oto, &[working, bad]);
     oto.list_client_order_id = ClientOrderId::new("oto").unwrap();
     assert_eq!(f.submit_list(&oto).unwrap_err().msg(), "Unsupported order combination");
-    let mut oto = list(ListKind::Oto, &[order(StopLoss, Buy, None, Some("31000"), "0.1"), working]);
+    let mut oto = list(
+        ListKind::Oto,
+        &[order(StopLoss, Buy, None, Some("31000"), "0.1"), working],
+    );
     oto.list_client_order_id = ClientOrderId::new("oto").unwrap();
     assert_eq!(f.submit_list(&oto).unwrap_err().code(), -2010);
 }

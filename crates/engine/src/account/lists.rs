@@ -22,16 +22,16 @@
 //! **Invariant:** every open order with an `order_list_id` belongs to an
 //! open list of this machine, and a pending order is locked at zero.
 
+use super::{check_filters, check_params, AccountEvent};
 use super::{
     new_view, Accounts, Open, OrderRef, ALGO_ORDERS_PER_USER_MARKET_MAX, ICEBERG_ORDERS_PER_USER_MARKET_MAX, NIL,
     OPEN_ORDERS_PER_USER_MARKET_MAX,
 };
-use super::{check_filters, check_params, AccountEvent};
 use crate::error::ListReason;
 use crate::msg::{PlaceOrder, ToBook};
 use crate::num::{Amount, Price};
-use crate::order::{ClientOrderId, ListKind, ListOrderStatus, ListRequest, ListStatusType, MarketId};
 use crate::order::{AssetId, OrderId, OrderListView, OrderQty, OrderRequest, OrderStatus, OrderType, Side, UserId};
+use crate::order::{ClientOrderId, ListKind, ListOrderStatus, ListRequest, ListStatusType, MarketId};
 use crate::EngineError;
 
 /// Open order lists one user may have in one market (Binance's
@@ -366,12 +366,7 @@ impl Accounts {
     /// The book's first answer for an order of a list (`on_placed` has
     /// applied it). Whether the order is a list's: then `on_placed` sends
     /// no `Placed` of its own.
-    pub(super) fn list_order_placed(
-        &mut self,
-        list: u64,
-        reject: Option<EngineError>,
-        events: &mut Vec<AccountEvent>,
-    ) {
+    pub(super) fn list_order_placed(&mut self, list: u64, reject: Option<EngineError>, events: &mut Vec<AccountEvent>) {
         let Some(state) = self.lists.get_mut(&list) else {
             return;
         };
@@ -596,13 +591,20 @@ impl Accounts {
         out: &mut Vec<ToBook>,
         events: &mut Vec<AccountEvent>,
     ) -> Result<u64, EngineError> {
-        let list = self.find_open_list(user, market, target).ok_or(EngineError::UnknownOrder)?;
+        let list = self
+            .find_open_list(user, market, target)
+            .ok_or(EngineError::UnknownOrder)?;
         let Some(state) = self.lists.get_mut(&list) else {
             unreachable!("found list {list} is open")
         };
         state.canceling = true;
         let view = state.view;
-        let ids: Vec<OrderId> = view.order_ids().iter().copied().filter(|id| self.cancels_for(*id)).collect();
+        let ids: Vec<OrderId> = view
+            .order_ids()
+            .iter()
+            .copied()
+            .filter(|id| self.cancels_for(*id))
+            .collect();
         for order_id in ids {
             out.push(ToBook::Cancel {
                 market,

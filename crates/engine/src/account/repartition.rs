@@ -26,8 +26,8 @@
 //! every book answer. The books are untouched: they know users and order
 //! ids, not machines.
 
-use super::{owner_of, Accounts, Amendment, Chain, History, Ledger, Open, User, NIL};
 use super::lists::ORDER_LISTS_CLOSED_PER_MACHINE_MAX;
+use super::{owner_of, Accounts, Amendment, Chain, History, Ledger, Open, User, NIL};
 use super::{AMENDS_PER_MACHINE_MAX, ORDERS_CLOSED_PER_MACHINE_MAX, TRADES_PER_MACHINE_MAX};
 use crate::order::{AssetId, OrderListView, OrderView, UserTrade};
 
@@ -133,7 +133,9 @@ fn move_users(machine: &Accounts, target: &mut [Accounts], shards: u32) -> Moved
         lists[shard].extend(records.map(|(seq, list)| (seq, (index, *list))));
     }
     for (&id, &state) in &machine.lists {
-        target[owner_of(state.view.user, shards) as usize].lists.insert(id, state);
+        target[owner_of(state.view.user, shards) as usize]
+            .lists
+            .insert(id, state);
     }
     for (&(user, market), &state) in &machine.mmp {
         target[owner_of(user, shards) as usize]
