@@ -430,13 +430,25 @@ pub(crate) async fn cancel(
     shard.flush_engine();
     let rx = canceled.map_err(trading_error)?;
     let view = engine_outcome(shard, market, rx).await?.map_err(engine_error)?;
-    let trading = shard.trading();
-    let spec = trading.spec(market);
     let orders = list_orders(shard, &view);
     let mut w = JsonWriter::with_capacity(512 + 768 * orders.len());
-    write_list_head(&mut w, spec, &view, &orders, now_ms);
+    write_canceled_list(&mut w, shard.trading().spec(market), &view, &orders, cancel_id, now_ms);
+    Ok(w.into_bytes())
+}
+
+/// A canceled list as `DELETE /api/v3/orderList` and `DELETE
+/// /api/v3/openOrders` answer it: the list and its orders as canceled.
+pub(crate) fn write_canceled_list(
+    w: &mut JsonWriter,
+    spec: &MarketSpec,
+    view: &OrderListView,
+    orders: &[OrderView],
+    cancel_id: ClientOrderId,
+    now_ms: u64,
+) {
+    write_list_head(w, spec, view, orders, now_ms);
     w.key("orderReports").begin_array();
-    for order in &orders {
+    for order in orders {
         w.begin_object()
             .field_str("symbol", &spec.symbol)
             .field_str("origClientOrderId", client(&order.client_order_id))
@@ -444,15 +456,22 @@ pub(crate) async fn cancel(
             .field_int("orderListId", list_id(order.order_list_id));
         w.field_str("clientOrderId", cancel_id.as_str())
             .field_uint("transactTime", now_ms);
-        write_order_state(&mut w, order);
+        write_order_state(w, order);
         if order.kind.is_stop() {
             w.field_decimal("stopPrice", order.stop_price.0);
         }
-        write_iceberg_qty(&mut w, order);
+        write_iceberg_qty(w, order);
         w.field_str("selfTradePreventionMode", order.stp.as_str()).end_object();
     }
     w.end_array().end_object();
-    Ok(w.into_bytes())
+}
+
+/// The list an order canceled by `DELETE /api/v3/openOrders` belongs to,
+/// with its orders as they ended, for that answer.
+pub(crate) fn canceled_list(shard: &impl Host, user: UserId, list: u64) -> Option<(OrderListView, Vec<OrderView>)> {
+    let view = shard.trading().order_list(user, ListRef::Id(list)).ok()?;
+    let orders = list_orders(shard, &view);
+    Some((view, orders))
 }
 
 /// A list as the query endpoints show it: no order reports.

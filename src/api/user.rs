@@ -524,8 +524,23 @@ async fn cancel_open_orders(
     let spec = shard.trading().spec(market).clone();
     let mut w = JsonWriter::with_capacity(256 + 512 * views.len());
     w.begin_array();
+    // Binance answers the orders of a list as that list, once.
+    let mut lists_done = Vec::new();
     for view in &views {
-        write_canceled(&mut w, &spec, view, shard.next_client_order_id().as_str(), now_ms);
+        let cancel_id = shard.next_client_order_id();
+        let list = view.order_list_id;
+        if list == 0 {
+            write_canceled(&mut w, &spec, view, cancel_id.as_str(), now_ms);
+            continue;
+        }
+        if lists_done.contains(&list) {
+            continue;
+        }
+        lists_done.push(list);
+        match lists::canceled_list(shard, user, list) {
+            Some((list, orders)) => lists::write_canceled_list(&mut w, &spec, &list, &orders, cancel_id, now_ms),
+            None => write_canceled(&mut w, &spec, view, cancel_id.as_str(), now_ms),
+        }
     }
     w.end_array();
     Ok(w.into_bytes())
