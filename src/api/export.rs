@@ -262,7 +262,7 @@ fn order_json(w: &mut JsonWriter, o: &OrderRow) {
         .field_uint("userId", o.user)
         .field_str("symbol", &o.symbol)
         .field_uint("orderId", o.order_id);
-    w.field_int("orderListId", -1)
+    w.field_int("orderListId", crate::streams::list_id(o.order_list_id))
         .field_str("clientOrderId", &o.client_order_id);
     w.field_decimal("price", o.price)
         .field_decimal("origQty", o.orig_qty)
