@@ -829,11 +829,16 @@ pub(crate) fn write_order(w: &mut JsonWriter, spec: &MarketSpec, view: &OrderVie
     write_trailing_delta(w, view);
     w.field_uint("time", view.time_ms)
         .field_uint("updateTime", view.update_time_ms);
+    // A pending order of an order list is on no book yet.
+    let pending = view.status == tradsys_engine::order::OrderStatus::PendingNew;
     w.field_bool(
         "isWorking",
-        !view.kind.is_stop() || view.status != tradsys_engine::order::OrderStatus::New,
+        !pending && (!view.kind.is_stop() || view.status != tradsys_engine::order::OrderStatus::New),
     );
-    w.field_uint("workingTime", view.time_ms);
+    match pending {
+        true => w.field_int("workingTime", -1),
+        false => w.field_uint("workingTime", view.time_ms),
+    };
     w.field_str("selfTradePreventionMode", view.stp.as_str()).end_object();
 }
 

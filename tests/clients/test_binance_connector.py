@@ -452,3 +452,191 @@ def test_iceberg_and_trailing_orders(tradsys):
                  -1013, "Filter failure: TRAILING_DELTA")
     tradsys.cancel_everything(maker_key, maker_secret)
     tradsys.cancel_everything(taker_key, taker_secret)
+
+
+def test_oco_and_order_list_endpoints(tradsys):
+    """Order lists through binance-connector: an OCO (new_oco_order, i.e.
+    POST /api/v3/orderList/oco) whose LIMIT_MAKER fills in two parts and
+    expires its stop at the first, a legacy BUY OCO (POST /api/v3/order/oco,
+    which the connector no longer has a method for, through its own
+    signing) holding one lock, the larger leg's, an OTO whose pending order
+    locks nothing until it is placed and ends with its working order, and
+    an OTOCO whose pending pair is placed, with one lock, when the working
+    order fills. The queries (get_oco_order, get_oco_orders,
+    get_oco_open_orders) and the refusals answer exactly as Binance does."""
+    tape_id, tape_key, tape_secret = tradsys.create_user("list-tape", {"BTC": "1"})
+    taker_id, taker_key, taker_secret = tradsys.create_user("list-taker", {"USDT": "100000"})
+    seller_id, seller_key, seller_secret = tradsys.create_user("list-seller", {"BTC": "1"})
+    # A little BTC beyond what the OTOCO buys: its pending sell of the same
+    # quantity is locked after the buy's fee was taken in BTC.
+    buyer_id, buyer_key, buyer_secret = tradsys.create_user("list-buyer", {"USDT": "1000", "BTC": "0.001"})
+    tape, taker = client(tradsys, tape_key, tape_secret), client(tradsys, taker_key, taker_secret)
+    seller, buyer = client(tradsys, seller_key, seller_secret), client(tradsys, buyer_key, buyer_secret)
+
+    def trade_at(price):
+        tape.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC", price=price, quantity="0.001")
+        taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="IOC", price=price, quantity="0.001")
+
+    def head(answer):
+        """A list answer without its order reports, as the queries show it."""
+        return {k: v for k, v in answer.items() if k != "orderReports"}
+
+    def state(spot, order_id):
+        o = spot.get_order(SYMBOL, orderId=order_id)
+        return (o["orderListId"], o["status"], o["executedQty"])
+
+    trade_at("30000")
+
+    # 1. Refusals: the stop is above the last price; the types are on the wrong sides.
+    assert_error(lambda: seller.new_oco_order(SYMBOL, "SELL", "0.1", "LIMIT_MAKER", "STOP_LOSS",
+                                              abovePrice="31000", belowStopPrice="30100"),
+                 -2010, "The relationship of the prices for the orders is not correct.")
+    assert_error(lambda: seller.new_oco_order(SYMBOL, "SELL", "0.1", "STOP_LOSS", "LIMIT_MAKER",
+                                              aboveStopPrice="31000", belowPrice="29000"),
+                 -1197, "A stop loss order in a sell OCO must be below.")
+    assert seller.get_oco_open_orders() == [] and seller.get_open_orders(SYMBOL) == []
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1), ZERO)})
+
+    # 2. A SELL OCO: a LIMIT_MAKER above the last price, a stop-limit below.
+    qty = D("0.1")
+    oco = seller.new_oco_order(SYMBOL, "SELL", str(qty), "LIMIT_MAKER", "STOP_LOSS_LIMIT",
+                               abovePrice="31000", aboveClientOrderId="conn-tp",
+                               belowStopPrice="29000", belowPrice="28900", belowTimeInForce="GTC",
+                               belowClientOrderId="conn-sl", listClientOrderId="conn-oco")
+    tp_id, sl_id = (o["orderId"] for o in oco["orders"])
+    list_id = oco["orderListId"]
+    assert list_id == tp_id and sl_id > tp_id
+    assert (oco["contingencyType"], oco["listStatusType"], oco["listOrderStatus"], oco["listClientOrderId"],
+            oco["symbol"]) == ("OCO", "EXEC_STARTED", "EXECUTING", "conn-oco", SYMBOL)
+    assert oco["orders"] == [{"symbol": SYMBOL, "orderId": tp_id, "clientOrderId": "conn-tp"},
+                             {"symbol": SYMBOL, "orderId": sl_id, "clientOrderId": "conn-sl"}]
+    assert [(r["orderId"], r["orderListId"], r["clientOrderId"], r["type"], r["side"], r["status"], r["price"],
+             r.get("stopPrice"), r["origQty"], r["executedQty"], r["fills"]) for r in oco["orderReports"]] == [
+        (tp_id, list_id, "conn-tp", "LIMIT_MAKER", "SELL", "NEW", fmt(31000), None, fmt(qty), fmt(0), []),
+        (sl_id, list_id, "conn-sl", "STOP_LOSS_LIMIT", "SELL", "NEW", fmt(28900), fmt(29000), fmt(qty), fmt(0), []),
+    ]
+    # One lock for both orders.
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1) - qty, qty)})
+    assert [(o["orderId"], o["orderListId"], o["status"]) for o in seller.get_open_orders(SYMBOL)] == [
+        (tp_id, list_id, "NEW"), (sl_id, list_id, "NEW")]
+    assert seller.get_oco_open_orders() == [head(oco)]
+    assert seller.get_oco_order(orderListId=list_id) == head(oco)
+    assert seller.get_oco_order(origClientOrderId="conn-oco") == head(oco)
+    assert_error(lambda: seller.get_oco_order(orderListId=987654321), -2013, "Order list does not exist.")
+    assert buyer.get_oco_open_orders() == []
+
+    # 3. A taker buys part of the LIMIT_MAKER: the stop expires at once.
+    q1, price = D("0.04"), D(31000)
+    bought = taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="IOC", price=str(price),
+                             quantity=str(q1), newOrderRespType="FULL")
+    assert [(f["price"], f["qty"]) for f in bought["fills"]] == [(fmt(price), fmt(q1))]
+    assert state(seller, tp_id) == (list_id, "PARTIALLY_FILLED", fmt(q1))
+    assert state(seller, sl_id) == (list_id, "EXPIRED", fmt(0))
+    quote1 = quote_amount(price, q1)
+    seller_usdt = quote1 - commission(quote1, RATE)
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1) - qty, qty - q1), "USDT": (seller_usdt, ZERO)})
+    still = seller.get_oco_order(orderListId=list_id)
+    assert (still["listStatusType"], still["listOrderStatus"]) == ("EXEC_STARTED", "EXECUTING")
+
+    # ... and the rest: the list is done.
+    q2 = qty - q1
+    taker.new_order(symbol=SYMBOL, side="BUY", type="LIMIT", timeInForce="IOC", price=str(price), quantity=str(q2))
+    assert state(seller, tp_id) == (list_id, "FILLED", fmt(qty))
+    quote2 = quote_amount(price, q2)
+    seller_usdt += quote2 - commission(quote2, RATE)
+    assert seller_usdt == D("3096.90000000")
+    assert_balances(tradsys, seller, seller_id, {"BTC": (D(1) - qty, ZERO), "USDT": (seller_usdt, ZERO)})
+    done = {**head(oco), "listStatusType": "ALL_DONE", "listOrderStatus": "ALL_DONE"}
+    assert seller.get_oco_order(orderListId=list_id) == done
+    assert seller.get_oco_open_orders() == []
+    assert [(o["orderId"], o["orderListId"], o["status"]) for o in seller.get_orders(SYMBOL)] == [
+        (tp_id, list_id, "FILLED"), (sl_id, list_id, "EXPIRED")]
+
+    # 4. The legacy endpoint, a BUY OCO below and above the last price
+    # (31,000): the stop-limit's 316 USDT is locked, not 290 + 316.
+    legacy = buyer.sign_request("POST", "/api/v3/order/oco", {
+        "symbol": SYMBOL, "side": "BUY", "quantity": "0.01", "price": "29000", "stopPrice": "31500",
+        "stopLimitPrice": "31600", "stopLimitTimeInForce": "GTC", "listClientOrderId": "conn-legacy",
+        "limitClientOrderId": "conn-legacy-limit", "stopClientOrderId": "conn-legacy-stop"})
+    stop_id, limit_id = (o["orderId"] for o in legacy["orders"])
+    legacy_id = legacy["orderListId"]
+    assert legacy_id == stop_id
+    assert (legacy["contingencyType"], legacy["listStatusType"], legacy["listOrderStatus"]) == (
+        "OCO", "EXEC_STARTED", "EXECUTING")
+    assert [(r["orderId"], r["orderListId"], r["clientOrderId"], r["type"], r["status"], r["price"],
+             r.get("stopPrice")) for r in legacy["orderReports"]] == [
+        (stop_id, legacy_id, "conn-legacy-stop", "STOP_LOSS_LIMIT", "NEW", fmt(31600), fmt(31500)),
+        (limit_id, legacy_id, "conn-legacy-limit", "LIMIT_MAKER", "NEW", fmt(29000), None),
+    ]
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(684), D(316)), "BTC": (D("0.001"), ZERO)})
+    assert buyer.get_oco_open_orders() == [head(legacy)]
+    canceled = buyer.cancel_oco_order(SYMBOL, listClientOrderId="conn-legacy")
+    assert head(canceled) == {**head(legacy), "listStatusType": "ALL_DONE", "listOrderStatus": "ALL_DONE",
+                              "transactionTime": canceled["transactionTime"]}
+    assert [(r["orderId"], r["orderListId"], r["origClientOrderId"], r["status"])
+            for r in canceled["orderReports"]] == [
+        (stop_id, legacy_id, "conn-legacy-stop", "CANCELED"), (limit_id, legacy_id, "conn-legacy-limit", "CANCELED")]
+    assert_error(lambda: buyer.cancel_oco_order(SYMBOL, orderListId=legacy_id), -2011)
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(1000), ZERO), "BTC": (D("0.001"), ZERO)})
+
+    # 5. An OTO: only the working buy is locked; its cancel ends the pending sell.
+    oto = buyer.new_oto_order(SYMBOL, "LIMIT", "BUY", "30500", "0.01", "LIMIT_MAKER", "SELL", "0.01",
+                              workingTimeInForce="GTC", pendingPrice="32000", listClientOrderId="conn-oto")
+    working_id, pending_id = (o["orderId"] for o in oto["orders"])
+    oto_id = oto["orderListId"]
+    assert (oto_id, oto["contingencyType"], oto["listStatusType"], oto["listOrderStatus"]) == (
+        working_id, "OTO", "EXEC_STARTED", "EXECUTING")
+    assert [(r["orderId"], r["orderListId"], r["type"], r["side"], r["status"], r["price"])
+            for r in oto["orderReports"]] == [
+        (working_id, oto_id, "LIMIT", "BUY", "NEW", fmt(30500)),
+        (pending_id, oto_id, "LIMIT_MAKER", "SELL", "PENDING_NEW", fmt(32000)),
+    ]
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(695), D(305)), "BTC": (D("0.001"), ZERO)})
+    assert buyer.cancel_order(SYMBOL, orderId=working_id)["status"] == "CANCELED"
+    assert state(buyer, pending_id) == (oto_id, "CANCELED", fmt(0))
+    assert buyer.get_oco_order(orderListId=oto_id)["listStatusType"] == "ALL_DONE"
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(1000), ZERO), "BTC": (D("0.001"), ZERO)})
+
+    # 6. An OTOCO: the working buy fills (the buyer as maker), then its
+    # pending OCO pair is placed with one lock of 0.01 BTC.
+    otoco = buyer.new_otoco_order(SYMBOL, "LIMIT", "BUY", "30000", "0.01", "SELL", "0.01", "LIMIT_MAKER",
+                                  workingTimeInForce="GTC", pendingAbovePrice="32000",
+                                  pendingBelowType="STOP_LOSS_LIMIT", pendingBelowStopPrice="29000",
+                                  pendingBelowPrice="28900", pendingBelowTimeInForce="GTC",
+                                  listClientOrderId="conn-otoco")
+    working_id, above_id, below_id = (o["orderId"] for o in otoco["orders"])
+    otoco_id = otoco["orderListId"]
+    assert (otoco_id, otoco["contingencyType"], otoco["listStatusType"], otoco["listClientOrderId"]) == (
+        working_id, "OTO", "EXEC_STARTED", "conn-otoco")
+    assert [(r["orderId"], r["type"], r["side"], r["status"], r.get("stopPrice")) for r in otoco["orderReports"]] == [
+        (working_id, "LIMIT", "BUY", "NEW", None),
+        (above_id, "LIMIT_MAKER", "SELL", "PENDING_NEW", None),
+        (below_id, "STOP_LOSS_LIMIT", "SELL", "PENDING_NEW", fmt(29000)),
+    ]
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(700), D(300)), "BTC": (D("0.001"), ZERO)})
+    tape.new_order(symbol=SYMBOL, side="SELL", type="LIMIT", timeInForce="GTC", price="30000", quantity="0.01")
+    assert state(buyer, working_id) == (otoco_id, "FILLED", fmt(D("0.01")))
+    assert state(buyer, above_id) == (otoco_id, "NEW", fmt(0))
+    assert state(buyer, below_id) == (otoco_id, "NEW", fmt(0))
+    buyer_btc = D("0.001") + D("0.01") - commission(D("0.01"), RATE)
+    assert buyer_btc == D("0.01099")
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(700), ZERO), "BTC": (buyer_btc - D("0.01"), D("0.01"))})
+    assert [l["orderListId"] for l in buyer.get_oco_open_orders()] == [otoco_id]
+    canceled = buyer.cancel_oco_order(SYMBOL, orderListId=otoco_id)
+    assert (canceled["listStatusType"], canceled["listOrderStatus"]) == ("ALL_DONE", "ALL_DONE")
+    reports = {r["orderId"]: r["status"] for r in canceled["orderReports"]}
+    assert (reports[above_id], reports[below_id]) == ("CANCELED", "CANCELED")
+    assert state(buyer, above_id) == (otoco_id, "CANCELED", fmt(0))
+    assert state(buyer, below_id) == (otoco_id, "CANCELED", fmt(0))
+    assert_balances(tradsys, buyer, buyer_id, {"USDT": (D(700), ZERO), "BTC": (buyer_btc, ZERO)})
+
+    # 7. Every list of each user, done.
+    def lists(spot):
+        return {l["orderListId"]: (l["contingencyType"], l["listStatusType"], l["listOrderStatus"],
+                                   l["listClientOrderId"]) for l in spot.get_oco_orders()}
+
+    assert lists(seller) == {list_id: ("OCO", "ALL_DONE", "ALL_DONE", "conn-oco")}
+    assert lists(buyer) == {legacy_id: ("OCO", "ALL_DONE", "ALL_DONE", "conn-legacy"),
+                            oto_id: ("OTO", "ALL_DONE", "ALL_DONE", "conn-oto"),
+                            otoco_id: ("OTO", "ALL_DONE", "ALL_DONE", "conn-otoco")}
+    assert buyer.get_oco_open_orders() == [] and buyer.get_open_orders(SYMBOL) == []

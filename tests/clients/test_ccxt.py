@@ -414,3 +414,136 @@ def test_iceberg_trailing_stop_and_edit_order(tradsys):
     trade_at(1999.8)
     assert public.fetch_order_book(symbol, 5)["asks"] == [[1900.0, 0.5]]
     assert_balances(tradsys, owner, owner_id, {"ETH": (D("0.5"), D("0.5"))})
+
+
+def test_oco_order_list_and_cancel(tradsys):
+    """Order lists through ccxt. Its unified API has no OCO for spot
+    (create_order always posts /api/v3/order), so the lists go through its
+    implicit API: private_post_orderlist_oco, private_get_orderlist,
+    private_get_openorderlist and private_delete_orderlist, signed by ccxt,
+    which also names each leg (its broker prefix). The legs are ordinary
+    orders to fetch_order, fetch_open_orders and fetch_balance: one lock
+    for the pair; a fill of one expires the other; a trailing stop leg that
+    fires expires the LIMIT_MAKER; a cancel of the list cancels both."""
+    symbol, market_id, rate = "ETH/USDT", "ETHUSDT", COMMISSION["ETHUSDT"]
+    owner_id, owner_key, owner_secret = tradsys.create_user("oco-owner", {"ETH": "2"})
+    tape_id, tape_key, tape_secret = tradsys.create_user("oco-tape", {"ETH": "1"})
+    taker_id, taker_key, taker_secret = tradsys.create_user("oco-taker", {"USDT": "100000"})
+    owner, tape = exchange(tradsys, owner_key, owner_secret), exchange(tradsys, tape_key, tape_secret)
+    taker = exchange(tradsys, taker_key, taker_secret)
+    for ex in (owner, tape, taker):
+        ex.load_markets()
+
+    def trade_at(price):
+        tape.create_order(symbol, "limit", "sell", 0.01, price)
+        taker.create_order(symbol, "limit", "buy", 0.01, price, {"timeInForce": "IOC"})
+
+    def oco(params):
+        return owner.private_post_orderlist_oco({"symbol": market_id, "side": "SELL", **params})
+
+    def legs(answer):
+        return tuple(str(o["orderId"]) for o in answer["orders"])
+
+    def status(order_id):
+        o = owner.fetch_order(order_id, symbol)
+        return (o["status"], o["info"]["status"], o["filled"], o["info"]["orderListId"])
+
+    trade_at(2000.0)
+
+    # A stop above the last price: ccxt raises InvalidOrder with Binance's answer.
+    with pytest.raises(ccxt.InvalidOrder) as info:
+        oco({"quantity": "0.5", "aboveType": "LIMIT_MAKER", "abovePrice": "2100",
+             "belowType": "STOP_LOSS", "belowStopPrice": "2050"})
+    relationship = '{"code":-2010,"msg":"The relationship of the prices for the orders is not correct."}'
+    assert str(info.value) == "binance " + relationship
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2), ZERO)})
+
+    # 1. A LIMIT_MAKER at 2,100 and a stop-limit at 1,900 / 1,890 for 0.5 ETH.
+    q1 = D("0.5")
+    first = oco({"quantity": str(q1), "aboveType": "LIMIT_MAKER", "abovePrice": "2100",
+                 "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "1900", "belowPrice": "1890",
+                 "belowTimeInForce": "GTC", "listClientOrderId": "ccxt-oco-1"})
+    tp1, sl1 = legs(first)
+    list1 = first["orderListId"]
+    assert (str(list1), first["contingencyType"], first["listStatusType"], first["listOrderStatus"],
+            first["listClientOrderId"]) == (tp1, "OCO", "EXEC_STARTED", "EXECUTING", "ccxt-oco-1")
+    # ccxt named both legs: its spot broker id and 22 random characters.
+    client_ids = [o["clientOrderId"] for o in first["orders"]]
+    assert all(c.startswith("x-TKT5PX2F") and len(c) == 32 for c in client_ids), client_ids
+    assert [(str(r["orderId"]), r["orderListId"], r["clientOrderId"], r["type"], r["status"], r["price"],
+             r.get("stopPrice"), r["origQty"]) for r in first["orderReports"]] == [
+        (tp1, list1, client_ids[0], "LIMIT_MAKER", "NEW", fmt(2100), None, fmt(q1)),
+        (sl1, list1, client_ids[1], "STOP_LOSS_LIMIT", "NEW", fmt(1890), fmt(1900), fmt(q1)),
+    ]
+    assert [(o["id"], o["clientOrderId"], o["status"], o["type"], o["postOnly"], o["side"], o["price"],
+             o["triggerPrice"], o["amount"], o["info"]["orderListId"]) for o in owner.fetch_open_orders(symbol)] == [
+        (tp1, client_ids[0], "open", "limit", True, "sell", 2100.0, None, float(q1), list1),
+        (sl1, client_ids[1], "open", "limit", False, "sell", 1890.0, 1900.0, float(q1), list1),
+    ]
+    # One lock of 0.5 ETH for the pair.
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2) - q1, q1)})
+
+    # A taker lifts the LIMIT_MAKER: the stop-limit expires.
+    lifted = taker.create_order(symbol, "limit", "buy", float(q1), 2100.0, {"timeInForce": "IOC"})
+    assert (lifted["status"], lifted["filled"]) == ("closed", float(q1))
+    assert status(tp1) == ("closed", "FILLED", float(q1), list1)
+    assert status(sl1) == ("expired", "EXPIRED", 0.0, list1)
+    done = owner.private_get_orderlist({"orderListId": list1})
+    assert (done["listStatusType"], done["listOrderStatus"], done["orders"]) == (
+        "ALL_DONE", "ALL_DONE", first["orders"])
+    quote1 = quote_amount(D(2100), q1)
+    owner_usdt = quote1 - commission(quote1, rate)
+    assert owner_usdt == D("1048.95")
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2) - q1, ZERO), "USDT": (owner_usdt, ZERO)})
+    assert owner.fetch_open_orders(symbol) == []
+
+    # 2. A LIMIT_MAKER at 2,200 and a 1 % trailing stop: open, then the
+    # list is canceled through DELETE /api/v3/orderList.
+    q2 = D("0.4")
+    second = oco({"quantity": str(q2), "aboveType": "LIMIT_MAKER", "abovePrice": "2200",
+                  "belowType": "STOP_LOSS", "belowTrailingDelta": "100"})
+    tp2, sl2 = legs(second)
+    list2 = second["orderListId"]
+    assert second["listClientOrderId"].startswith("x-TKT5PX2F")  # ccxt drew it
+    assert [(r["type"], r["status"], r["price"], r.get("stopPrice"), r.get("trailingDelta"))
+            for r in second["orderReports"]] == [
+        ("LIMIT_MAKER", "NEW", fmt(2200), None, None), ("STOP_LOSS", "NEW", fmt(0), fmt(0), 100)]
+    assert [(o["id"], o["status"], o["type"], o["amount"], o["info"]["orderListId"], o["info"].get("trailingDelta"))
+            for o in owner.fetch_open_orders(symbol)] == [
+        (tp2, "open", "limit", float(q2), list2, None), (sl2, "open", "market", float(q2), list2, 100)]
+    assert [(l["orderListId"], l["listStatusType"]) for l in owner.private_get_openorderlist()] == [
+        (list2, "EXEC_STARTED")]
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2) - q1 - q2, q2), "USDT": (owner_usdt, ZERO)})
+    canceled = owner.private_delete_orderlist({"symbol": market_id, "orderListId": list2})
+    assert (canceled["orderListId"], canceled["listStatusType"], canceled["listOrderStatus"]) == (
+        list2, "ALL_DONE", "ALL_DONE")
+    assert [(str(r["orderId"]), r["status"]) for r in canceled["orderReports"]] == [
+        (tp2, "CANCELED"), (sl2, "CANCELED")]
+    assert status(tp2) == ("canceled", "CANCELED", 0.0, list2)
+    assert status(sl2) == ("canceled", "CANCELED", 0.0, list2)
+    assert owner.fetch_open_orders(symbol) == [] and owner.private_get_openorderlist() == []
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2) - q1, ZERO), "USDT": (owner_usdt, ZERO)})
+
+    # 3. The same pair for 0.3 ETH, and the trailing stop fires: 1 % below
+    # the highest trade since it was placed (2,150), it sells to the bid
+    # at 2,000 and the LIMIT_MAKER expires.
+    q3, bid = D("0.3"), D(2000)
+    taker.create_order(symbol, "limit", "buy", float(q3), float(bid))
+    third = oco({"quantity": str(q3), "aboveType": "LIMIT_MAKER", "abovePrice": "2300",
+                 "belowType": "STOP_LOSS", "belowTrailingDelta": "100"})
+    tp3, sl3 = legs(third)
+    list3 = third["orderListId"]
+    trade_at(2150.0)
+    trade_at(2128.51)
+    assert status(sl3) == ("open", "NEW", 0.0, list3)
+    assert status(tp3) == ("open", "NEW", 0.0, list3)
+    trade_at(2128.5)
+    assert status(sl3) == ("closed", "FILLED", float(q3), list3)
+    assert status(tp3) == ("expired", "EXPIRED", 0.0, list3)
+    assert owner.private_get_orderlist({"orderListId": list3})["listStatusType"] == "ALL_DONE"
+    quote3 = quote_amount(bid, q3)
+    owner_usdt += quote3 - commission(quote3, rate)
+    assert owner_usdt == D("1648.35")
+    assert_balances(tradsys, owner, owner_id, {"ETH": (D(2) - q1 - q3, ZERO), "USDT": (owner_usdt, ZERO)})
+    assert {l["orderListId"]: l["listStatusType"] for l in owner.private_get_allorderlist()} == {
+        list1: "ALL_DONE", list2: "ALL_DONE", list3: "ALL_DONE"}

@@ -2,7 +2,9 @@
 //! driver, each also with 20 % of the operations amendments (amend keep
 //! priority) of the newest order placed, and with 20 % of the operations
 //! iceberg orders (two in five of the mix's GTC limit orders show a
-//! quarter of their quantity at a time).
+//! quarter of their quantity at a time), and with 20 % of the operations
+//! order lists or icebergs (one in five of the mix's GTC limit orders is
+//! an OCO pair instead, and one in five an iceberg).
 //!
 //! Run: `cargo bench -p tradsys-engine` (from crates/engine). Each scenario
 //! runs a warm-up pass (to reach steady state), a throughput pass with no
@@ -29,7 +31,7 @@ use tradsys_engine::driver::{Exchange, Output};
 use tradsys_engine::market::{parse_markets, MarketSpec};
 use tradsys_engine::msg::{AmendOrder, PlaceOrder, ToAccount, ToBook};
 use tradsys_engine::num::{Amount, Price, Qty};
-use tradsys_engine::order::TimeInForce;
+use tradsys_engine::order::{ClientOrderId, ListKind, ListRequest, TimeInForce};
 use tradsys_engine::order::{MarketId, OrderQty, OrderRequest, OrderType, Side, StpMode};
 
 struct Counting;
@@ -336,6 +338,192 @@ fn bench_book_icebergs(spec: &MarketSpec) -> Report {
     report
 }
 
+/// In the lists-and-icebergs mixes, the share of the GTC limit orders
+/// (half of all operations) placed as OCO pairs, and as icebergs: 10 %
+/// of all operations each.
+const LIST_LIMITS_PERCENT: u64 = 20;
+const LIST_ICEBERG_LIMITS_PERCENT: u64 = 20;
+/// How far from the mid an OCO's stop waits: beyond every price the mix
+/// trades at, so it leaves the book with its LIMIT_MAKER.
+const OCO_STOP_TICKS: i64 = 100;
+/// The second order of an OCO pair takes its first's id plus this (ids
+/// stay unique and within the 48 bits the id hash keeps).
+const OCO_SECOND_ID: u64 = 1 << 40;
+
+/// The pair an OCO operation places for a GTC limit order of the mix: a
+/// LIMIT_MAKER where the limit order would rest, and a stop loss of the
+/// same side and quantity `OCO_STOP_TICKS` from the mid on the other side.
+/// `(above, below)`.
+fn oco_pair(side: Side, price: Price, qty: Qty, tick: i64) -> (OrderRequest, OrderRequest) {
+    let maker = OrderRequest {
+        market: MarketId(0),
+        side,
+        kind: OrderType::LimitMaker,
+        time_in_force: None,
+        price: Some(price),
+        qty: OrderQty::Base(qty),
+        stop_price: None,
+        client_order_id: None,
+        stp: StpMode::None,
+        iceberg_qty: None,
+        trailing_delta: None,
+    };
+    let stop_ticks = match side {
+        Side::Sell => MID_TICKS - OCO_STOP_TICKS,
+        Side::Buy => MID_TICKS + OCO_STOP_TICKS,
+    };
+    let stop = OrderRequest {
+        kind: OrderType::StopLoss,
+        price: None,
+        stop_price: Some(Price(stop_ticks * tick)),
+        ..maker
+    };
+    match side {
+        Side::Sell => (maker, stop),
+        Side::Buy => (stop, maker),
+    }
+}
+
+/// The book alone with 20 % of the operations OCO pairs or icebergs.
+fn bench_book_lists(spec: &MarketSpec) -> Report {
+    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
+    let mut mix = Mix::new(spec);
+    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut fills, mut pairs, mut pairs_placed) = (0u64, 0u64, 0u64);
+    let tick = spec.tick_size.0;
+    let mut report = measure("book, 20% lists+icebergs", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        let mut message = book_message(op, id, user);
+        let ToBook::Place(order) = &mut message else {
+            book.handle(message, &mut out);
+            return;
+        };
+        if order.time_in_force == TimeInForce::Gtc {
+            let roll = rng.below(100);
+            if roll < LIST_LIMITS_PERCENT {
+                let (above, below) = oco_pair(order.side, order.price, order.qty, tick);
+                let leg = |r: &OrderRequest, order_id, partner, first| PlaceOrder {
+                    kind: r.kind,
+                    time_in_force: TimeInForce::Gtc,
+                    price: r.price.unwrap_or(Price::ZERO),
+                    stop_price: r.stop_price.unwrap_or(Price::ZERO),
+                    order_id,
+                    oco_partner: partner,
+                    oco_first: first,
+                    ..*order
+                };
+                let second = id + OCO_SECOND_ID;
+                book.handle(ToBook::Place(leg(&above, id, second, true)), &mut out);
+                book.handle(ToBook::Place(leg(&below, second, id, false)), &mut out);
+                pairs += 1;
+                let ok = |m: &ToAccount| matches!(m, ToAccount::Placed { reject: None, .. });
+                pairs_placed += u64::from(out.iter().any(ok));
+                return;
+            }
+            if roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT {
+                order.iceberg_qty = Qty(order.qty.0 / 4);
+            }
+        }
+        book.handle(message, &mut out);
+        fills += count_fills(&out);
+    });
+    report.note = format!(
+        "{}; OCO pairs placed {}% of {pairs}",
+        fills_note(fills),
+        (pairs_placed * 100).checked_div(pairs).unwrap_or(0)
+    );
+    report
+}
+
+/// A list client id made from `id` without allocating.
+fn list_client_id(id: u64) -> ClientOrderId {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = id;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&digits[at..]).unwrap_or("0");
+    ClientOrderId::new(text).unwrap()
+}
+
+/// The driver with 20 % of the operations OCO lists or icebergs.
+fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
+    let spec = &specs[0];
+    let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
+    let base = exchange.asset_id(&spec.base_asset).unwrap();
+    let quote = exchange.asset_id(&spec.quote_asset).unwrap();
+    for user in 1..=USERS_COUNT {
+        exchange.deposit(user, base, Amount(1 << 60)).unwrap();
+        exchange.deposit(user, quote, Amount(1 << 60)).unwrap();
+    }
+    let mut mix = Mix::new(spec);
+    let mut out = Output::with_capacity(1024);
+    let market = MarketId(0);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut lists, mut lists_placed) = (0u64, 0u64);
+    let tick = spec.tick_size.0;
+    let mut report = measure("driver, 20% lists+icebergs", || {
+        let (op, id, user) = mix.next();
+        out.clear();
+        let request = |side, price, qty: Qty, tif, iceberg: bool| OrderRequest {
+            market,
+            side,
+            kind: OrderType::Limit,
+            time_in_force: Some(tif),
+            price: Some(price),
+            qty: OrderQty::Base(qty),
+            stop_price: None,
+            client_order_id: None,
+            stp: StpMode::None,
+            iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
+            trailing_delta: None,
+        };
+        let _ = match op {
+            Op::Limit { side, price, qty } => {
+                let roll = rng.below(100);
+                if roll < LIST_LIMITS_PERCENT {
+                    let (above, below) = oco_pair(side, price, qty, tick);
+                    let list = ListRequest {
+                        kind: ListKind::Oco,
+                        list_client_order_id: list_client_id(id),
+                        orders: [above, below, below],
+                    };
+                    let ids = [id, id + OCO_SECOND_ID, 0];
+                    let placed = exchange.place_list(user, &list, ids, id, &mut out);
+                    lists += 1;
+                    let ok = |e: &AccountEvent| matches!(e, AccountEvent::ListPlaced { result: Ok(_), .. });
+                    lists_placed += u64::from(placed.is_ok() && out.events.iter().any(ok));
+                    placed
+                } else {
+                    let iceberg = roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT;
+                    exchange.place(user, &request(side, price, qty, TimeInForce::Gtc, iceberg), id, id, &mut out)
+                }
+            }
+            Op::Cross { side, price, qty } => exchange.place(
+                user,
+                &request(side, price, qty, TimeInForce::Ioc, false),
+                id,
+                id,
+                &mut out,
+            ),
+            Op::Cancel { order_id } => exchange
+                .cancel(user, market, OrderRef::Id(order_id), id, &mut out)
+                .map(|_| ()),
+        };
+    });
+    let percent = (lists_placed * 100).checked_div(lists).unwrap_or(0);
+    report.note = format!("OCO lists placed {percent}% of {lists} sent");
+    report
+}
+
 fn bench_exchange(specs: &[MarketSpec]) -> Report {
     bench_exchange_with(specs, "accounts+book driver", 0, 0)
 }
@@ -496,6 +684,10 @@ fn main() {
     book_icebergs.print();
     let icebergs = bench_exchange_with(&specs, "driver, 20% icebergs", 0, ICEBERG_LIMITS_PERCENT);
     icebergs.print();
+    let book_lists = bench_book_lists(&specs[0]);
+    book_lists.print();
+    let lists = bench_exchange_lists(&specs);
+    lists.print();
     let percent = |a: &Report, b: &Report| a.ops_per_cpu_s * 100 / b.ops_per_cpu_s.max(1);
     println!(
         "ratios per CPU-second: book with 20% amendments / book alone {}%, driver / book alone {}%, driver with 20% amendments / driver {}%",
@@ -507,5 +699,10 @@ fn main() {
         "ratios per CPU-second: book with 20% icebergs / book alone {}%, driver with 20% icebergs / driver {}%",
         percent(&book_icebergs, &book),
         percent(&icebergs, &exchange),
+    );
+    println!(
+        "ratios per CPU-second: book with 20% lists+icebergs / book alone {}%, driver with 20% lists+icebergs / driver {}%",
+        percent(&book_lists, &book),
+        percent(&lists, &exchange),
     );
 }

@@ -463,7 +463,9 @@ impl Book {
         };
         let first = self.oco_waiting.swap_remove(at);
         assert_eq!(first.oco_partner, order.order_id);
-        let refused = self.refusal(&first).or_else(|| self.refusal(&order));
+        let refused = [&first, &order]
+            .into_iter()
+            .find_map(|o| self.refusal(o).or_else(|| self.oco_refusal(o)));
         let mut both = [first, order];
         if let Some(reason) = refused {
             // The pair must straddle the last price (Binance's words).
@@ -492,6 +494,18 @@ impl Book {
         for o in &both {
             out.push(placed(o, OrderStatus::New, None));
         }
+    }
+
+    /// What an OCO pair asks of its LIMIT_MAKER beyond what a plain one
+    /// asks: to be on its side of the last price (a sell above it, a buy
+    /// below it), as Binance's price rule for a pair says.
+    fn oco_refusal(&self, order: &PlaceOrder) -> Option<EngineError> {
+        let last = self.last_price?;
+        let beyond = match order.side {
+            Side::Sell => order.price > last,
+            Side::Buy => order.price < last,
+        };
+        (order.kind == OrderType::LimitMaker && !beyond).then_some(EngineError::WouldMatch)
     }
 
     /// An order of an OCO pair left the book: its partner leaves too,

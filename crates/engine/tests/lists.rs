@@ -248,6 +248,17 @@ fn an_oco_that_does_not_straddle_the_last_price_is_refused_whole() {
     assert_eq!(f.balance(OWNER, "BTC"), amounts("10", "0"));
     assert_eq!(f.exchange.books[0].open_orders_count(), 0);
     assert!(f.exchange.account(OWNER).open_order_lists(OWNER).is_empty());
+    // A LIMIT_MAKER at or under the last price: the pair does not
+    // straddle it either, even with no bid it would meet.
+    let above = order(LimitMaker, Sell, Some("30000"), None, "0.5");
+    let below = order(StopLoss, Sell, None, Some("29000"), "0.5");
+    let refused = f.submit_list(&list(ListKind::Oco, &[above, below])).unwrap_err();
+    assert_eq!(refused.code(), -2010);
+    let above = order(StopLoss, Buy, None, Some("31000"), "0.5");
+    let below = order(LimitMaker, Buy, Some("30000"), None, "0.5");
+    let refused = f.submit_list(&list(ListKind::Oco, &[above, below])).unwrap_err();
+    assert_eq!(refused.msg(), "The relationship of the prices for the orders is not correct.");
+    assert_eq!(f.balance(OWNER, "USDT"), amounts("100000", "0"));
 }
 
 /// Binance's refusals of an OCO's shape, with their codes and messages.
