@@ -354,7 +354,7 @@ const OCO_SECOND_ID: u64 = 1 << 40;
 /// LIMIT_MAKER where the limit order would rest, and a stop loss of the
 /// same side and quantity `OCO_STOP_TICKS` from the mid on the other side.
 /// `(above, below)`.
-fn oco_pair(side: Side, price: Price, qty: Qty, tick: i64) -> (OrderRequest, OrderRequest) {
+fn oco_pair(side: Side, price: Price, qty: Qty, tick: i64, spread: u64) -> (OrderRequest, OrderRequest) {
     let maker = OrderRequest {
         market: MarketId(0),
         side,
@@ -368,9 +368,11 @@ fn oco_pair(side: Side, price: Price, qty: Qty, tick: i64) -> (OrderRequest, Ord
         iceberg_qty: None,
         trailing_delta: None,
     };
+    // Up to twice as far, so that the stops do not all share one price.
+    let away = OCO_STOP_TICKS + (spread % OCO_STOP_TICKS as u64) as i64;
     let stop_ticks = match side {
-        Side::Sell => MID_TICKS - OCO_STOP_TICKS,
-        Side::Buy => MID_TICKS + OCO_STOP_TICKS,
+        Side::Sell => MID_TICKS - away,
+        Side::Buy => MID_TICKS + away,
     };
     let stop = OrderRequest {
         kind: OrderType::StopLoss,
@@ -403,7 +405,7 @@ fn bench_book_lists(spec: &MarketSpec) -> Report {
         if order.time_in_force == TimeInForce::Gtc {
             let roll = rng.below(100);
             if roll < LIST_LIMITS_PERCENT {
-                let (above, below) = oco_pair(order.side, order.price, order.qty, tick);
+                let (above, below) = oco_pair(order.side, order.price, order.qty, tick, rng.next());
                 let leg = |r: &OrderRequest, order_id, partner, first| PlaceOrder {
                     kind: r.kind,
                     time_in_force: TimeInForce::Gtc,
@@ -490,7 +492,7 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
             Op::Limit { side, price, qty } => {
                 let roll = rng.below(100);
                 if roll < LIST_LIMITS_PERCENT {
-                    let (above, below) = oco_pair(side, price, qty, tick);
+                    let (above, below) = oco_pair(side, price, qty, tick, rng.next());
                     let list = ListRequest {
                         kind: ListKind::Oco,
                         list_client_order_id: list_client_id(id),
@@ -504,7 +506,13 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
                     placed
                 } else {
                     let iceberg = roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT;
-                    exchange.place(user, &request(side, price, qty, TimeInForce::Gtc, iceberg), id, id, &mut out)
+                    exchange.place(
+                        user,
+                        &request(side, price, qty, TimeInForce::Gtc, iceberg),
+                        id,
+                        id,
+                        &mut out,
+                    )
                 }
             }
             Op::Cross { side, price, qty } => exchange.place(

@@ -410,7 +410,7 @@ impl Accounts {
             trades: History::new(TRADES_PER_MACHINE_MAX),
             amends: History::new(AMENDS_PER_MACHINE_MAX),
             mmp: FastMap::with_hasher(FastBuildHasher),
-            lists: IdMap::with_hasher(IdBuildHasher),
+            lists: IdMap::with_capacity_and_hasher(lists::ORDER_LISTS_RESERVED_COUNT, IdBuildHasher),
             closed_lists: History::new(lists::ORDER_LISTS_CLOSED_PER_MACHINE_MAX),
         }
     }
@@ -439,6 +439,7 @@ impl Accounts {
         self.trades.reserve_up_front();
         self.amends.reserve_up_front();
         self.closed_lists.reserve_up_front();
+        snapshot::reserve_total_map(&mut self.lists, lists::ORDER_LISTS_RESERVED_COUNT);
     }
 
     /// Which machine this is, and of how many.

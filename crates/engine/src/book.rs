@@ -98,6 +98,9 @@ struct Node {
     /// The iceberg quantity; zero for a plain order.
     peak: Qty,
     side: Side,
+    /// Placed as an order of an OCO pair: a trade of it looks for its
+    /// partner (other trades skip the lookup).
+    paired: bool,
     level: u32,
     prev: u32,
     next: u32,
@@ -292,8 +295,10 @@ pub struct Book {
     trailing: Vec<TrailingStop>,
     /// First orders of OCO pairs whose partners have not arrived yet.
     oco_waiting: Vec<PlaceOrder>,
-    /// Each order of an OCO pair on the book (resting or held), with its
-    /// partner: whichever leaves the book first takes the other with it.
+    /// The resting order (a LIMIT_MAKER) of each OCO pair on the book,
+    /// with its partner; a held order of a pair names its partner in its
+    /// `PlaceOrder::oco_partner`. Whichever leaves the book first takes
+    /// the other with it.
     #[rkyv(with = rkyv::with::AsVec)]
     partners: IdMap<OrderId>,
     next_stop_seq: u64,
@@ -395,11 +400,11 @@ impl Book {
                 out.push(ToAccount::Canceled {
                     order_id,
                     user,
-                    result,
+                    result: result.map(drop),
                     time_ms,
                 });
-                if result.is_ok() {
-                    self.drop_partner(order_id, OrderStatus::Canceled, time_ms, out);
+                if let Ok(Some(partner)) = result {
+                    self.drop_partner(partner, OrderStatus::Canceled, time_ms, out);
                 }
             }
             ToBook::Amend(amend) => {
@@ -489,8 +494,11 @@ impl Book {
             }
             leg.oco_first = false;
         }
-        self.partners.insert(both[0].order_id, both[1].order_id);
-        self.partners.insert(both[1].order_id, both[0].order_id);
+        for (leg, other) in [(&both[0], &both[1]), (&both[1], &both[0])] {
+            if !leg.kind.is_stop() {
+                self.partners.insert(leg.order_id, other.order_id);
+            }
+        }
         for o in &both {
             out.push(placed(o, OrderStatus::New, None));
         }
@@ -508,24 +516,26 @@ impl Book {
         (order.kind == OrderType::LimitMaker && !beyond).then_some(EngineError::WouldMatch)
     }
 
-    /// An order of an OCO pair left the book: its partner leaves too,
-    /// `status` (EXPIRED when the first traded or fired, CANCELED with a
-    /// cancel, reported as the cancel's answer).
-    fn drop_partner(&mut self, order_id: OrderId, status: OrderStatus, time_ms: u64, out: &mut Vec<ToAccount>) {
-        if self.partners.is_empty() {
-            return;
-        }
-        let Some(partner) = self.partners.remove(&order_id) else {
-            return;
-        };
-        self.partners.remove(&partner);
+    /// The partner of a resting order of an OCO pair that is leaving the
+    /// book, if it still has one.
+    fn resting_partner(&mut self, order_id: OrderId) -> Option<OrderId> {
+        self.partners.remove(&order_id)
+    }
+
+    /// An order of an OCO pair left the book: its partner `partner`
+    /// leaves too, `status` (EXPIRED when the first traded or fired,
+    /// CANCELED with a cancel, reported as the cancel's answer).
+    fn drop_partner(&mut self, partner: OrderId, status: OrderStatus, time_ms: u64, out: &mut Vec<ToAccount>) {
         let user = if let Some(&index) = self.index.get(&partner) {
+            self.partners.remove(&partner);
             let user = self.nodes[index as usize].user;
             self.remove(index);
             self.update_id += 1;
             user
-        } else {
+        } else if self.stop_index.contains_key(&partner) {
             self.unhold(partner).user
+        } else {
+            unreachable!("the partner {partner} of an OCO order is not on the book")
         };
         out.push(match status {
             OrderStatus::Canceled => ToAccount::Canceled {
@@ -606,7 +616,9 @@ impl Book {
                     self.remove(maker_index);
                     self.update_id += 1;
                     out.push(done(&maker, OrderStatus::ExpiredInMatch, order.time_ms));
-                    self.drop_partner(maker.order_id, OrderStatus::Expired, order.time_ms, out);
+                    if let Some(partner) = maker.paired.then(|| self.resting_partner(maker.order_id)).flatten() {
+                        self.drop_partner(partner, OrderStatus::Expired, order.time_ms, out);
+                    }
                 }
                 if order.stp == StpMode::ExpireMaker {
                     continue;
@@ -661,7 +673,9 @@ impl Book {
         self.trades.push_back(fill);
         out.push(ToAccount::Fill(fill));
         // A trade of one order of an OCO pair takes the other off.
-        self.drop_partner(maker.order_id, OrderStatus::Expired, order.time_ms, out);
+        if let Some(partner) = maker.paired.then(|| self.resting_partner(maker.order_id)).flatten() {
+            self.drop_partner(partner, OrderStatus::Expired, order.time_ms, out);
+        }
         let node = &mut self.nodes[maker_index as usize];
         node.qty.0 -= qty.0;
         node.shown.0 -= qty.0;
@@ -723,6 +737,7 @@ impl Book {
             shown,
             peak,
             side: order.side,
+            paired: order.oco_partner != 0,
             level,
             prev: NIL,
             next: NIL,
@@ -830,19 +845,22 @@ impl Book {
         }
     }
 
-    fn cancel(&mut self, order_id: OrderId, user: UserId) -> Result<(), EngineError> {
+    /// Takes a resting or held order off; its OCO partner, if it has
+    /// one on the book (the caller takes that off too).
+    fn cancel(&mut self, order_id: OrderId, user: UserId) -> Result<Option<OrderId>, EngineError> {
         if let Some(&index) = self.index.get(&order_id) {
-            if self.nodes[index as usize].user != user {
+            let node = self.nodes[index as usize];
+            if node.user != user {
                 return Err(EngineError::UnknownOrder);
             }
             self.remove(index);
             self.update_id += 1;
-            return Ok(());
+            return Ok(node.paired.then(|| self.resting_partner(order_id)).flatten());
         }
         match self.stop_index.get(&order_id) {
             Some(place) if place.user == user => {
-                self.unhold(order_id);
-                Ok(())
+                let order = self.unhold(order_id);
+                Ok((order.oco_partner != 0).then_some(order.oco_partner))
             }
             _ => Err(EngineError::UnknownOrder),
         }
@@ -980,7 +998,9 @@ impl Book {
         while let Some(order) = self.next_fired() {
             self.stop_index.remove(&order.order_id);
             // A fired order of an OCO pair takes the other off first.
-            self.drop_partner(order.order_id, OrderStatus::Expired, order.time_ms, out);
+            if order.oco_partner != 0 {
+                self.drop_partner(order.oco_partner, OrderStatus::Expired, order.time_ms, out);
+            }
             let status = self.execute(&order, out);
             if status.is_final() {
                 out.push(ToAccount::Done {
@@ -1278,13 +1298,32 @@ impl Book {
         self.verify_partners()
     }
 
-    /// Every OCO pair on the book names each other and both are on it;
+    /// Every OCO pair on the book is whole: a resting order of a pair
+    /// names a held partner that names it back, and a held order of a
+    /// pair names a partner on the book (named back when it rests);
     /// every waiting first order is one, waits once and is not on it.
     fn verify_partners(&self) -> Result<(), String> {
         let on_book = |id: &OrderId| self.index.contains_key(id) || self.stop_index.contains_key(id);
+        let held = self
+            .stops_up
+            .stops
+            .iter()
+            .chain(&self.stops_down.stops)
+            .map(|s| &s.order);
+        let held: Vec<&PlaceOrder> = held.chain(self.trailing.iter().map(|t| &t.order)).collect();
+        let partner_of: std::collections::HashMap<OrderId, OrderId> =
+            held.iter().map(|o| (o.order_id, o.oco_partner)).collect();
+        let held_partner = |id: &OrderId| partner_of.get(id).copied();
         for (order, partner) in &self.partners {
-            if order == partner || self.partners.get(partner) != Some(order) || !on_book(order) {
+            if !self.index.contains_key(order) || held_partner(partner) != Some(*order) {
                 return Err(format!("OCO order {order} and its partner {partner} do not fit"));
+            }
+        }
+        for order in &held {
+            let partner = order.oco_partner;
+            let named_back = !self.index.contains_key(&partner) || self.partners.get(&partner) == Some(&order.order_id);
+            if partner != 0 && (!on_book(&partner) || !named_back) {
+                return Err(format!("held OCO order {} has no partner {partner}", order.order_id));
             }
         }
         if self.oco_waiting.len() > OCO_WAITING_MAX {

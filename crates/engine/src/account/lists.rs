@@ -41,6 +41,8 @@ pub const ORDER_LISTS_PER_USER_MARKET_MAX: usize = 100;
 pub const ORDER_LISTS_CLOSED_PER_USER_MAX: usize = 100;
 /// Finished lists one machine's ring holds, over all its users.
 pub const ORDER_LISTS_CLOSED_PER_MACHINE_MAX: usize = 1 << 14;
+/// Open lists one machine makes room for up front.
+pub const ORDER_LISTS_RESERVED_COUNT: usize = 1 << 14;
 
 const _: () = assert!(ORDER_LISTS_CLOSED_PER_MACHINE_MAX.is_power_of_two());
 const _: () = assert!(ORDER_LISTS_CLOSED_PER_USER_MAX <= ORDER_LISTS_CLOSED_PER_MACHINE_MAX);
@@ -190,10 +192,10 @@ impl Accounts {
         }
         self.check_list_room(user, market, request)?;
         // Locks: the working orders' (one shared lock for an OCO pair).
-        let plans: Vec<PlaceOrder> = (0..kind.working())
-            .map(|i| self.lock_plan(&orders[i], ids[i], user, reference, time_ms))
-            .collect::<Result<_, _>>()?;
-        let (asset, amount) = self.shared_lock(&plans);
+        let working = 0..kind.working();
+        let (plans, count) = self.plans(&request.orders, &ids, working, user, reference, time_ms)?;
+        let plans = &plans[..count];
+        let (asset, amount) = self.shared_lock(plans);
         let user_slot = self.user_slot(user);
         let balance = &mut self.users[user_slot as usize].balances[usize::from(asset.0)];
         if balance.free < amount {
@@ -237,13 +239,34 @@ impl Accounts {
             ListState {
                 view,
                 requests: request.orders,
-                awaiting: plans.len() as u8,
+                awaiting: count as u8,
                 reject: None,
                 canceling: false,
             },
         );
-        send_pair_or_one(&plans, out);
+        send_pair_or_one(plans, out);
         Ok(())
+    }
+
+    /// The lock plans of `requests[range]` (one order, or an OCO pair),
+    /// in a fixed array: placing a list allocates nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn plans(
+        &self,
+        requests: &[OrderRequest; 3],
+        ids: &[OrderId; 3],
+        range: std::ops::Range<usize>,
+        user: UserId,
+        reference: Option<Price>,
+        time_ms: u64,
+    ) -> Result<([PlaceOrder; 2], usize), EngineError> {
+        assert!(range.len() <= 2);
+        let first = self.lock_plan(&requests[range.start], ids[range.start], user, reference, time_ms)?;
+        let mut plans = [first; 2];
+        for (slot, i) in range.clone().enumerate().skip(1) {
+            plans[slot] = self.lock_plan(&requests[i], ids[i], user, reference, time_ms)?;
+        }
+        Ok((plans, range.len()))
     }
 
     /// The asset an order of `side` locks in `market`.
@@ -482,12 +505,9 @@ impl Accounts {
         let ids = state.view.orders;
         let reference = Some(state.requests[0].price.unwrap_or(Price::ZERO));
         let pending = 1..kind.legs();
-        let plans: Result<Vec<PlaceOrder>, EngineError> = pending
-            .clone()
-            .map(|i| self.lock_plan(&state.requests[i], ids[i], user, reference, time_ms))
-            .collect();
-        let placed = plans.ok().and_then(|plans| {
-            let (asset, amount) = self.shared_lock(&plans);
+        let plans = self.plans(&state.requests, &ids, pending.clone(), user, reference, time_ms);
+        let placed = plans.ok().and_then(|(plans, count)| {
+            let (asset, amount) = self.shared_lock(&plans[..count]);
             let slot = self.orders[&ids[1]];
             let user_slot = self.slots[slot as usize].user;
             let balance = &mut self.users[user_slot as usize].balances[usize::from(asset.0)];
@@ -497,21 +517,21 @@ impl Accounts {
             balance.free.0 -= amount.0;
             balance.locked.0 += amount.0;
             self.slots[slot as usize].locked = amount;
-            Some(plans)
+            Some((plans, count))
         });
-        let Some(plans) = placed else {
-            let pending_ids: Vec<OrderId> = pending.map(|i| ids[i]).collect();
-            self.end_pending(&pending_ids, OrderStatus::Expired, time_ms, out, events);
+        let Some((plans, count)) = placed else {
+            self.end_pending(&ids[pending], OrderStatus::Expired, time_ms, out, events);
             return;
         };
-        for plan in &plans {
+        let plans = &plans[..count];
+        for plan in plans {
             if let Some(open) = self.open_mut(plan.order_id) {
                 open.view.status = OrderStatus::New;
                 open.view.update_time_ms = time_ms;
                 events.push(AccountEvent::OrderUpdate(open.view));
             }
         }
-        send_pair_or_one(&plans, out);
+        send_pair_or_one(plans, out);
     }
 
     /// Moves a list whose orders are all final to the user's finished
@@ -599,19 +619,15 @@ impl Accounts {
         };
         state.canceling = true;
         let view = state.view;
-        let ids: Vec<OrderId> = view
-            .order_ids()
-            .iter()
-            .copied()
-            .filter(|id| self.cancels_for(*id))
-            .collect();
-        for order_id in ids {
-            out.push(ToBook::Cancel {
-                market,
-                order_id,
-                user,
-                time_ms,
-            });
+        for &order_id in view.order_ids() {
+            if self.cancels_for(order_id) {
+                out.push(ToBook::Cancel {
+                    market,
+                    order_id,
+                    user,
+                    time_ms,
+                });
+            }
         }
         // A list of pending orders only cannot be: the working order is
         // open while they wait. Done already? Then answer now.
