@@ -928,6 +928,50 @@ fn the_websocket_api_amends_as_rest_does() {
     );
 }
 
+#[test]
+fn the_websocket_api_places_and_cancels_order_lists_as_rest_does() {
+    let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
+    let owner = create_user(&server, "ws-lists", FUNDS);
+    let mut ws = Ws::connect(server.addr, API);
+    let params = json!({
+        "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.5", "listClientOrderId": "ws-oco",
+        "aboveType": "TAKE_PROFIT", "aboveStopPrice": "45000",
+        "belowType": "STOP_LOSS", "belowStopPrice": "35000", "newOrderRespType": "RESULT",
+    });
+    let placed = result(&mut ws, "orderList.place.oco", sign(&owner, object(params)));
+    let list_id = placed["orderListId"].as_u64().expect("orderListId");
+    assert_eq!(
+        (&placed["contingencyType"], &placed["listOrderStatus"], &placed["listClientOrderId"]),
+        (&json!("OCO"), &json!("EXECUTING"), &json!("ws-oco"))
+    );
+    let params = json!({"orderListId": list_id});
+    let status = result(&mut ws, "orderList.status", sign(&owner, object(params)));
+    let over_rest = rest_signed(&server, &owner, "GET", "/api/v3/orderList", &format!("orderListId={list_id}"));
+    assert_eq!(status, over_rest);
+    let open = result(&mut ws, "openOrderLists.status", sign(&owner, Map::new()));
+    assert_eq!(open.as_array().map(Vec::len), Some(1));
+    let params = json!({"symbol": "BTCUSDT", "listClientOrderId": "ws-oco"});
+    let canceled = result(&mut ws, "orderList.cancel", sign(&owner, object(params)));
+    let statuses: Vec<&Value> = canceled["orderReports"]
+        .as_array()
+        .expect("orderReports")
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("CANCELED"), &json!("CANCELED")]);
+    let all = result(&mut ws, "allOrderLists", sign(&owner, Map::new()));
+    assert_eq!(
+        (&all[0]["orderListId"], &all[0]["listOrderStatus"]),
+        (&json!(list_id), &json!("ALL_DONE"))
+    );
+    let account = rest_signed(&server, &owner, "GET", "/api/v3/account", "");
+    let btc = account["balances"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["asset"] == "BTC").cloned())
+        .expect("BTC");
+    assert_eq!((&btc["free"], &btc["locked"]), (&json!("10.00000000"), &json!("0.00000000")));
+}
+
 /// Cancel on disconnect: a logged-on session guards some markets; when it
 /// ends, the user's orders there are canceled, and so after a crash, at
 /// start-up, for a session that did not survive it.
