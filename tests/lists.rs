@@ -401,3 +401,127 @@ fn the_legacy_oco_endpoint_and_binance_refusals() {
     assert_eq!(balance(&mut c, &owner, "USDT").1, "3150.00000000");
     assert_eq!(balance(&mut c, &owner, "BTC").1, "0.00000000");
 }
+
+/// Every parameter Binance documents for `POST /api/v3/orderList/oco`
+/// is honoured (the answer shows it) or refused with Binance's error.
+#[test]
+fn every_documented_oco_parameter_is_honoured_or_refused() {
+    let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
+    let owner = create_user(&server, "oco-params", &[("BTC", "10")]);
+    let mut c = server.connect();
+    let base = "symbol=BTCUSDT&side=SELL&quantity=0.01&aboveType=TAKE_PROFIT_LIMIT&abovePrice=45000\
+                &aboveStopPrice=44000&aboveTimeInForce=GTC&belowType=STOP_LOSS&belowStopPrice=35000\
+                &newOrderRespType=RESULT";
+    // (parameter, query, report (or -1 for the list), field, value)
+    let honoured: Vec<(&str, String, i64, &str, Value)> = vec![
+        (
+            "listClientOrderId",
+            format!("{base}&listClientOrderId=l-1"),
+            -1,
+            "listClientOrderId",
+            json!("l-1"),
+        ),
+        (
+            "aboveClientOrderId",
+            format!("{base}&aboveClientOrderId=a-1"),
+            0,
+            "clientOrderId",
+            json!("a-1"),
+        ),
+        (
+            "belowClientOrderId",
+            format!("{base}&belowClientOrderId=b-1"),
+            1,
+            "clientOrderId",
+            json!("b-1"),
+        ),
+        (
+            "abovePrice",
+            base.replace("abovePrice=45000", "abovePrice=45001"),
+            0,
+            "price",
+            json!("45001.00000000"),
+        ),
+        (
+            "aboveStopPrice",
+            base.replace("=44000", "=44001"),
+            0,
+            "stopPrice",
+            json!("44001.00000000"),
+        ),
+        ("aboveTimeInForce", base.to_string(), 0, "timeInForce", json!("GTC")),
+        (
+            "aboveIcebergQty",
+            format!("{base}&aboveIcebergQty=0.005"),
+            0,
+            "icebergQty",
+            json!("0.00500000"),
+        ),
+        (
+            "belowTrailingDelta",
+            format!("{base}&belowTrailingDelta=150"),
+            1,
+            "trailingDelta",
+            json!(150),
+        ),
+        (
+            "newOrderRespType",
+            base.replace("RESULT", "ACK"),
+            1,
+            "status",
+            json!(null),
+        ),
+        (
+            "selfTradePreventionMode",
+            format!("{base}&selfTradePreventionMode=EXPIRE_MAKER"),
+            0,
+            "selfTradePreventionMode",
+            json!("EXPIRE_MAKER"),
+        ),
+        (
+            "recvWindow",
+            format!("{base}&recvWindow=5000"),
+            1,
+            "status",
+            json!("NEW"),
+        ),
+    ];
+    for (name, query, report, field, value) in honoured {
+        let r = signed(&mut c, &owner, "POST", "/api/v3/orderList/oco", &query);
+        let body = r.json();
+        assert_eq!(r.status, 200, "{name}: {body}");
+        let shown = match report {
+            -1 => &body[field],
+            i => &body["orderReports"][i as usize][field],
+        };
+        assert_eq!(shown, &value, "{name}: {body}");
+        let id = body["orderListId"].as_u64().expect("orderListId");
+        let canceled = signed(
+            &mut c,
+            &owner,
+            "DELETE",
+            "/api/v3/orderList",
+            &format!("symbol=BTCUSDT&orderListId={id}"),
+        );
+        assert_eq!(canceled.status, 200, "{name}: {}", canceled.body_text());
+    }
+    for leg in ["above", "below"] {
+        for name in [
+            "StrategyId",
+            "StrategyType",
+            "PegPriceType",
+            "PegOffsetType",
+            "PegOffsetValue",
+        ] {
+            let query = format!("{base}&{leg}{name}=1000000");
+            let r = signed(&mut c, &owner, "POST", "/api/v3/orderList/oco", &query);
+            let msg = format!("Parameter '{leg}{name}' sent when not required.");
+            assert_eq!(
+                (r.status, r.json()),
+                (400, json!({"code": -1106, "msg": msg})),
+                "{leg}{name}"
+            );
+        }
+    }
+    assert_eq!(balance(&mut c, &owner, "BTC"), pair("10.00000000", "0.00000000"));
+}
