@@ -1347,6 +1347,19 @@ impl Accounts {
         events: &mut Vec<AccountEvent>,
     ) {
         let result = result.map(|()| self.finish(order_id, OrderStatus::Canceled, time_ms, out, events));
+        self.answer_cancel(order_id, result, time_ms, out, events);
+    }
+
+    /// The outcome of a cancel of `order_id`: a `Canceled` event, or the
+    /// next step of the cancel-replace that asked for it.
+    fn answer_cancel(
+        &mut self,
+        order_id: OrderId,
+        result: Result<OrderView, EngineError>,
+        time_ms: u64,
+        out: &mut Vec<ToBook>,
+        events: &mut Vec<AccountEvent>,
+    ) {
         let replace = self
             .replaces
             .iter()
@@ -1521,6 +1534,11 @@ impl Accounts {
                 h.i64(t.commission.0);
             }
             h.u64(self.closed.newest_first(u.closed).count() as u64);
+        }
+        let mut lists: Vec<&lists::ListState> = self.lists.values().collect();
+        lists.sort_unstable_by_key(|l| l.view.order_list_id);
+        for l in lists {
+            l.hash_into(&mut h);
         }
         let mut mmp: Vec<(&(UserId, u16), &MmpState)> = self.mmp.iter().collect();
         mmp.sort_unstable_by_key(|(key, _)| **key);

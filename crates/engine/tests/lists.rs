@@ -257,7 +257,10 @@ fn an_oco_that_does_not_straddle_the_last_price_is_refused_whole() {
     let above = order(StopLoss, Buy, None, Some("31000"), "0.5");
     let below = order(LimitMaker, Buy, Some("30000"), None, "0.5");
     let refused = f.submit_list(&list(ListKind::Oco, &[above, below])).unwrap_err();
-    assert_eq!(refused.msg(), "The relationship of the prices for the orders is not correct.");
+    assert_eq!(
+        refused.msg(),
+        "The relationship of the prices for the orders is not correct."
+    );
     assert_eq!(f.balance(OWNER, "USDT"), amounts("100000", "0"));
 }
 
@@ -515,4 +518,30 @@ fn list_limits_and_refusals() {
     );
     oto.list_client_order_id = ClientOrderId::new("oto").unwrap();
     assert_eq!(f.submit_list(&oto).unwrap_err().code(), -2010);
+}
+
+/// A cancel-replace of a pending order cancels its OTO and places the
+/// new order: the replace gets both answers.
+#[test]
+fn cancel_replace_of_a_pending_order_cancels_the_list_and_places_the_new_order() {
+    let mut f = Fixture::with_third();
+    let working = limit(0, Buy, "30000", "0.1", Gtc);
+    let pending = order(OrderType::Limit, Sell, Some("33000"), None, "0.1");
+    let id = f.accept_list(&list(ListKind::Oto, &[working, pending]));
+    f.out.clear();
+    let new = limit(0, Buy, "29000", "0.1", Gtc);
+    let mode = tradsys_engine::order::CancelReplaceMode::StopOnFailure;
+    f.exchange
+        .cancel_replace(OWNER, OrderRef::Id(id + 1), mode, &new, 500, 9, &mut f.out);
+    f.exchange.check_invariants();
+    let replaced = f.out.events.iter().find_map(|e| match e {
+        AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
+        _ => None,
+    });
+    let (cancel, new) = replaced.expect("the cancel-replace is answered");
+    assert_eq!(cancel.map(|v| v.status), Ok(Canceled));
+    assert!(matches!(new, tradsys_engine::account::NewOrderResult::Success(v) if v.order_id == 500));
+    assert_eq!(f.statuses(&[id, id + 1, 500]), [Canceled, Canceled, New]);
+    assert!(f.list_done(id));
+    assert_eq!(f.balance(OWNER, "USDT"), amounts("97100", "2900"));
 }

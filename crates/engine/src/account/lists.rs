@@ -66,6 +66,18 @@ pub(super) struct ListState {
     canceling: bool,
 }
 
+impl ListState {
+    /// The list's part of `Accounts::state_hash`.
+    pub(super) fn hash_into(&self, h: &mut crate::hash::StateHasher) {
+        h.u64(self.view.order_list_id);
+        h.u64(self.view.status_type as u64);
+        h.u64(self.view.order_status as u64);
+        h.u64(u64::from(self.awaiting));
+        h.u64(u64::from(self.canceling));
+        h.u64(self.view.update_time_ms);
+    }
+}
+
 /// The OCO pair among a list's orders: their places in `orders`.
 fn oco_pair(kind: ListKind) -> Option<(usize, usize)> {
     match kind {
@@ -486,10 +498,7 @@ impl Accounts {
             }
             let view = self.finish(id, status, time_ms, out, events);
             if status == OrderStatus::Canceled {
-                events.push(AccountEvent::Canceled {
-                    order_id: id,
-                    result: Ok(view),
-                });
+                self.answer_cancel(id, Ok(view), time_ms, out, events);
             }
         }
     }
