@@ -206,6 +206,8 @@ fn an_oto_waits_pending_and_a_list_cancel_ends_it() {
     let server = Server::start(2, &["--admin-token", ADMIN_TOKEN]);
     let owner = create_user(&server, "oto-owner", &[("USDT", "10000")]);
     let mut c = server.connect();
+    let key = listen_key(&mut c, &owner);
+    let mut stream = Ws::connect(server.addr, &format!("/ws/{key}"));
     let placed = signed(
         &mut c,
         &owner,
@@ -223,6 +225,24 @@ fn an_oto_waits_pending_and_a_list_cancel_ends_it() {
     // FULL (the default) lists the working order's fills: none.
     assert_eq!(placed["orderReports"][0]["fills"], json!([]));
     assert_eq!(balance(&mut c, &owner, "USDT"), pair("7000.00000000", "3000.00000000"));
+    // Both orders are reported accepted: the pending one PENDING_NEW.
+    let working = next_event(&mut stream, "executionReport");
+    let pending = next_event(&mut stream, "executionReport");
+    assert_eq!(
+        (&working["x"], &working["X"], &working["o"]),
+        (&json!("NEW"), &json!("NEW"), &json!("LIMIT"))
+    );
+    assert_eq!(
+        (&pending["x"], &pending["X"], &pending["o"], &pending["g"]),
+        (
+            &json!("NEW"),
+            &json!("PENDING_NEW"),
+            &json!("LIMIT_MAKER"),
+            &placed["orderListId"]
+        )
+    );
+    let started = next_event(&mut stream, "listStatus");
+    assert_eq!((&started["c"], &started["l"]), (&json!("OTO"), &json!("EXEC_STARTED")));
     let canceled = signed(
         &mut c,
         &owner,

@@ -331,7 +331,7 @@ pub(crate) enum UserAttach {
 pub(super) fn execution_type(status: OrderStatus, traded: bool) -> &'static str {
     match status {
         _ if traded => "TRADE",
-        OrderStatus::New => "NEW",
+        OrderStatus::New | OrderStatus::PendingNew => "NEW",
         OrderStatus::Canceled => "CANCELED",
         OrderStatus::Rejected => "REJECTED",
         OrderStatus::Expired | OrderStatus::ExpiredInMatch => "EXPIRED",

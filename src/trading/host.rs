@@ -1455,6 +1455,11 @@ impl Trading {
             AccountEvent::OrderUpdate(view) => self.on_order_update(view),
             AccountEvent::Amended { order_id, result } => self.on_amended(order_id, result),
             AccountEvent::ListPlaced { order_list_id, result } => {
+                if let Ok(view) = &result {
+                    for id in view.order_ids() {
+                        self.announced.remove(id);
+                    }
+                }
                 if let Some(Waiter::List(tx)) = self.waiters.remove(&WaitKey::PlaceList(order_list_id)) {
                     tx.send(result);
                 }
@@ -1568,8 +1573,10 @@ impl Trading {
     /// report is sent ahead of it, once.
     fn announce_arrival(&mut self, view: &OrderView) {
         let placing = self.waiters.contains_key(&WaitKey::Place(view.order_id))
-            || self.waiters.contains_key(&WaitKey::Replace(view.order_id));
-        if !placing || view.status == OrderStatus::New || !self.announced.insert(view.order_id) {
+            || self.waiters.contains_key(&WaitKey::Replace(view.order_id))
+            || (view.order_list_id != 0 && self.waiters.contains_key(&WaitKey::PlaceList(view.order_list_id)));
+        let accepted = matches!(view.status, OrderStatus::New | OrderStatus::PendingNew);
+        if !placing || accepted || !self.announced.insert(view.order_id) {
             return;
         }
         let accepted = OrderView {

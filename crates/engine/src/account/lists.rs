@@ -430,6 +430,13 @@ impl Accounts {
             }
             None => {
                 let view = state.view;
+                // The pending orders are reported as Binance reports
+                // them: accepted, PENDING_NEW.
+                for &id in &view.order_ids()[view.kind.working()..] {
+                    if let Some(order) = self.open(id).filter(|o| o.view.status == OrderStatus::PendingNew) {
+                        events.push(AccountEvent::OrderUpdate(order.view));
+                    }
+                }
                 events.push(AccountEvent::ListStatus(view));
                 events.push(AccountEvent::ListPlaced {
                     order_list_id: list,
