@@ -941,12 +941,22 @@ fn the_websocket_api_places_and_cancels_order_lists_as_rest_does() {
     let placed = result(&mut ws, "orderList.place.oco", sign(&owner, object(params)));
     let list_id = placed["orderListId"].as_u64().expect("orderListId");
     assert_eq!(
-        (&placed["contingencyType"], &placed["listOrderStatus"], &placed["listClientOrderId"]),
+        (
+            &placed["contingencyType"],
+            &placed["listOrderStatus"],
+            &placed["listClientOrderId"]
+        ),
         (&json!("OCO"), &json!("EXECUTING"), &json!("ws-oco"))
     );
     let params = json!({"orderListId": list_id});
     let status = result(&mut ws, "orderList.status", sign(&owner, object(params)));
-    let over_rest = rest_signed(&server, &owner, "GET", "/api/v3/orderList", &format!("orderListId={list_id}"));
+    let over_rest = rest_signed(
+        &server,
+        &owner,
+        "GET",
+        "/api/v3/orderList",
+        &format!("orderListId={list_id}"),
+    );
     assert_eq!(status, over_rest);
     let open = result(&mut ws, "openOrderLists.status", sign(&owner, Map::new()));
     assert_eq!(open.as_array().map(Vec::len), Some(1));
@@ -969,7 +979,10 @@ fn the_websocket_api_places_and_cancels_order_lists_as_rest_does() {
         .as_array()
         .and_then(|b| b.iter().find(|b| b["asset"] == "BTC").cloned())
         .expect("BTC");
-    assert_eq!((&btc["free"], &btc["locked"]), (&json!("10.00000000"), &json!("0.00000000")));
+    assert_eq!(
+        (&btc["free"], &btc["locked"]),
+        (&json!("10.00000000"), &json!("0.00000000"))
+    );
 }
 
 /// Cancel on disconnect: a logged-on session guards some markets; when it
