@@ -7,7 +7,14 @@
 //! 1 to 4 cycles, so recovered state is recovered again); four new users
 //! with keys and deposits; four client threads sending orders (one limit
 //! order in four of more than one lot an iceberg showing one lot, whose
-//! `icebergQty` the checks compare), cancels, deposits and withdrawals
+//! `icebergQty` the checks compare), order lists (one order request in
+//! eight an OCO straddling the last price or an OTO near the market, some
+//! canceled by `DELETE /api/v3/orderList`, so that kills land between a
+//! list's orders; the checks require every list whole: found with its
+//! orders, its status agreeing with theirs, an OCO never left with one
+//! order open after the other traded or ended, an OTO's pending order
+//! PENDING_NEW exactly while its working order is open, and each market's
+//! depth what the open orders make), cancels, deposits and withdrawals
 //! (`traffic`); after a random 100–800 ms a
 //! SIGKILL by PID; a restart, `/ready`, and the checks of `check` against
 //! the acknowledged history in `model`. One cycle in four stops the clients
@@ -76,7 +83,7 @@ mod traffic;
 use disk::Disk;
 use flood::Flood;
 use http::{admin_ok, Conn, Key};
-use model::{CancelState, Model, Placed, ORDERS_PER_USER_MAX};
+use model::{CancelState, ListPlaced, Model, Placed, ORDERS_PER_USER_MAX};
 use serde_json::json;
 use server::{Options, Server, OVERLOAD_FLAG};
 use std::path::{Path, PathBuf};
@@ -315,6 +322,16 @@ struct Stats {
     in_flight: usize,
     orders: usize,
     fills: usize,
+    /// Order lists sent, and acknowledged as placed.
+    lists: usize,
+    lists_placed: usize,
+    /// Lists the recovered servers showed, each checked against its
+    /// orders (summed over the checks, like the fill sides).
+    lists_verified: usize,
+    /// List placements in flight at a kill, and those of them the
+    /// restarted server showed placed (whole: `check::check_lists`).
+    lists_in_flight: usize,
+    lists_in_flight_found: usize,
 }
 
 impl std::fmt::Display for Stats {
@@ -323,18 +340,23 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "{} cycles ({calm} calm, {disk_full} killed with the disk full, {overload} killed while \
-             shedding load) on {} data dirs ({} killed at rest), {} requests in flight at a kill, \
-             {} journal-full and {} overload refusals (the last at most {} ms before a kill), {} orders \
-             and {} fill sides verified",
+             shedding load) on {} data dirs ({} killed at rest), {} requests in flight at a kill ({} of \
+             them list placements, {} found placed after the restart), {} journal-full and {} overload refusals (the last at most {} ms before a kill), {} orders, \
+             {} order lists ({} placed) and {} fill sides verified, {} lists checked against their orders",
             self.cycles,
             self.chains,
             self.kills_at_rest,
             self.in_flight,
+            self.lists_in_flight,
+            self.lists_in_flight_found,
             self.journal_full,
             self.shed,
             self.shed_gap_max.as_millis(),
             self.orders,
-            self.fills
+            self.lists,
+            self.lists_placed,
+            self.fills,
+            self.lists_verified
         )
     }
 }
@@ -470,11 +492,23 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
         at_rest,
     };
     let orders_before = c.model.orders.len();
+    let lists_before = c.model.lists.len();
     let (before, in_flight, running) = traffic_then_kill(args, c, server, &spec, rng, stats)?;
     let orders = c.model.orders.len() - orders_before;
+    let lists = &c.model.lists[lists_before..];
+    let placed = lists
+        .iter()
+        .filter(|l| matches!(l.placed, ListPlaced::Known(_)))
+        .count();
+    let unanswered: Vec<usize> = (lists_before..c.model.lists.len())
+        .filter(|&i| matches!(c.model.lists[i].placed, ListPlaced::Unknown))
+        .collect();
+    let lists = lists.len();
     stats.in_flight += in_flight;
     stats.kills_at_rest += u32::from(at_rest);
     stats.orders += orders;
+    stats.lists += lists;
+    stats.lists_placed += placed;
     let server = match running {
         Some(server) => server,
         None => {
@@ -504,9 +538,15 @@ fn run_cycle(args: &Args, c: &mut Chain, cycle: u32, rng: &mut Rng, stats: &mut 
     };
     let fills: usize = verified.users.iter().map(|u| u.trades.len()).sum();
     stats.fills += fills;
+    stats.lists_verified += verified.users.iter().map(|u| u.lists.len()).sum::<usize>();
+    stats.lists_in_flight += unanswered.len();
+    stats.lists_in_flight_found += unanswered
+        .iter()
+        .filter(|&&i| matches!(c.model.lists[i].placed, ListPlaced::Known(_)))
+        .count();
     println!(
-        "crash: cycle {cycle} ({}): data dir {} start {}, {} after {} ms {}, {orders} orders sent, \
-         {in_flight} requests in flight, {fills} fill sides checked",
+        "crash: cycle {cycle} ({}): data dir {} start {}, {} after {} ms {}, {orders} orders sent \
+         ({lists} lists, {placed} placed), {in_flight} requests in flight, {fills} fill sides checked",
         c.condition.name(),
         c.number,
         c.starts - 1,
@@ -745,16 +785,24 @@ fn plans(model: &Model, server: &Server, cycle: u32, chain: u32, rng: &mut Rng, 
             think_max_us,
             id_prefix: format!("k{chain}c{cycle}t{t}"),
             cancelable: Vec::new(),
+            cancelable_lists: Vec::new(),
         })
         .collect();
     let resting = model.orders.iter().filter(|o| {
         let open = matches!(&o.placed, Placed::Known(f) if !model::is_final(&f.status));
-        open && o.cancel == CancelState::None && o.kind == model::Kind::Limit
+        open && o.cancel == CancelState::None && o.kind == model::Kind::Limit && o.list.is_none()
     });
     for (i, o) in resting.enumerate() {
         plans[i % CLIENTS]
             .cancelable
             .push((o.user, o.market, o.client_id.clone()));
+    }
+    for (i, l) in model.open_lists().enumerate() {
+        if let ListPlaced::Known(facts) = &l.placed {
+            plans[i % CLIENTS]
+                .cancelable_lists
+                .push((l.user, l.market, l.client_id.clone(), facts.list_id));
+        }
     }
     plans
 }
@@ -807,6 +855,7 @@ fn traffic_at_rest(model: &mut Model, server: &Server, seed: u64, ops: usize) ->
         think_max_us: 1,
         id_prefix: format!("r{seed:x}"),
         cancelable: Vec::new(),
+        cancelable_lists: Vec::new(),
     };
     let before = model.unknowns();
     model.apply(traffic::run(plan, &shared))?;

@@ -3,8 +3,9 @@
 //! history requires and what the server reported.
 
 use crate::http::decimal;
-use crate::model::{is_final, CancelState, Model, Placed, TransferState, MARKETS};
-use crate::snapshot::{SeenOrder, SeenTrade, Snapshot};
+use crate::model::MARKETS;
+use crate::model::{is_final, is_open, CancelState, ListCancel, ListKind, ListPlaced, Model, Placed, TransferState};
+use crate::snapshot::{SeenList, SeenOrder, SeenTrade, Snapshot, UserState};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use tradsys_engine::account::TRADES_PER_USER_MAX;
@@ -46,23 +47,27 @@ fn mismatch(check: &'static str, subject: String, expected: impl Debug, actual: 
 /// resolved (transfer index → applied), for `Model::absorb`.
 pub fn check_all(model: &Model, snapshot: &Snapshot) -> Result<BTreeMap<usize, bool>, Mismatch> {
     check_orders(model, snapshot)?;
+    check_lists(model, snapshot)?;
+    check_books(model, snapshot)?;
     check_trades(model, snapshot)?;
     check_conservation(model, snapshot)?;
     let resolved = check_balances(model, snapshot)?;
-    check_locks(snapshot)?;
+    check_locks(model, snapshot)?;
     Ok(resolved)
 }
 
 /// (1) Orders. Every acknowledged order is present, with its id, side,
-/// type, price and quantity, and its state equal to the acknowledged one
-/// or later in the only allowed direction (NEW → PARTIALLY_FILLED →
-/// FILLED or CANCELED, executed quantity never shrinking; a final state
-/// never changes). An acknowledged cancel shows CANCELED with the executed
-/// quantity it reported; an order nobody (verifiably) canceled is not
-/// CANCELED. A refused order, or an unanswered one that an earlier
-/// recovery showed never happened, does not exist. `GET /api/v3/order` by
-/// client order id agrees with `allOrders`, and no order exists that no
-/// client sent.
+/// type, price, stop price, quantity, `icebergQty` and whether it is in a
+/// list, and its state equal to the acknowledged one or later in the only
+/// allowed direction (NEW → PARTIALLY_FILLED → FILLED or CANCELED, and
+/// for an order of a list also PENDING_NEW → NEW and → EXPIRED; executed
+/// quantity never shrinking; a final state never changes). An
+/// acknowledged cancel shows CANCELED with the executed quantity it
+/// reported; an order nobody (verifiably) canceled is not CANCELED (for
+/// the orders of lists, `check_lists`). A refused order, or an
+/// unanswered one that an earlier recovery showed never happened, does
+/// not exist. `GET /api/v3/order` by client order id agrees with
+/// `allOrders`, and no order exists that no client sent.
 pub fn check_orders(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> {
     for order in &model.orders {
         let state = &snapshot.users[order.user];
@@ -88,7 +93,8 @@ pub fn check_orders(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> 
                 return Err(mismatch("orders", subject("acknowledged"), facts, "absent"));
             }
             (Placed::Known(facts), Some(o))
-                if !may_follow(&facts.status, facts.executed, facts.quote, o) || facts.order_id != o.order_id =>
+                if !may_follow(&facts.status, facts.executed, facts.quote, order.list.is_some(), o)
+                    || facts.order_id != o.order_id =>
             {
                 return Err(mismatch("orders", subject("state went back"), facts, o.facts()));
             }
@@ -96,7 +102,9 @@ pub fn check_orders(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> 
         }
         if let Some(o) = seen {
             check_static_fields(order, o).map_err(|(e, a)| mismatch("orders", subject("fields"), e, a))?;
-            check_cancel(&order.cancel, o).map_err(|e| mismatch("orders", subject("cancel"), e, o.facts()))?;
+            if order.list.is_none() {
+                check_cancel(&order.cancel, o).map_err(|e| mismatch("orders", subject("cancel"), e, o.facts()))?;
+            }
         }
     }
     for (user, state) in snapshot.users.iter().enumerate() {
@@ -116,15 +124,21 @@ pub fn check_orders(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> 
 }
 
 /// Whether `new` may follow a state acknowledged as (status, executed,
-/// quote) for a GTC limit or a market order.
-fn may_follow(status: &str, executed: i64, quote: i64, new: &SeenOrder) -> bool {
+/// quote) for a GTC limit or a market order, or an order of a list
+/// (`in_list`): a pending order waits PENDING_NEW, and an OCO order
+/// expires when its partner trades or fires, a fired stop loss when the
+/// book has too little for it, a pending order when its working order
+/// ends otherwise than filled.
+fn may_follow(status: &str, executed: i64, quote: i64, in_list: bool, new: &SeenOrder) -> bool {
     if is_final(status) {
         return new.status == status && new.executed == executed && new.quote == quote;
     }
     let forward = new.executed >= executed && new.quote >= quote;
     let allowed = match new.status.as_str() {
-        "NEW" => status == "NEW" && new.executed == 0,
+        "PENDING_NEW" => status == "PENDING_NEW" && new.executed == 0,
+        "NEW" => (status == "NEW" || status == "PENDING_NEW") && new.executed == 0,
         "PARTIALLY_FILLED" | "FILLED" | "CANCELED" => true,
+        "EXPIRED" => in_list,
         _ => false,
     };
     forward && allowed
@@ -135,10 +149,20 @@ fn check_static_fields(order: &crate::model::Order, o: &SeenOrder) -> Result<(),
         order.side.name(),
         order.kind.name(),
         order.price,
+        order.stop,
         order.qty,
         order.iceberg,
+        order.list.is_some(),
     );
-    let actual = (o.side.as_str(), o.kind.as_str(), o.price, o.orig_qty, o.iceberg);
+    let actual = (
+        o.side.as_str(),
+        o.kind.as_str(),
+        o.price,
+        o.stop,
+        o.orig_qty,
+        o.iceberg,
+        o.order_list_id >= 0,
+    );
     if expected != actual {
         return Err((format!("{expected:?}"), format!("{actual:?}")));
     }
@@ -156,6 +180,238 @@ fn check_cancel(cancel: &CancelState, o: &SeenOrder) -> Result<(), String> {
         CancelState::Refused if canceled || !is_final(&o.status) => Err("final, not CANCELED (cancel refused)".into()),
         _ => Ok(()),
     }
+}
+
+/// (1b) Order lists: none half-done. Every acknowledged list is present in
+/// `allOrderList`, and `GET /api/v3/orderList` agrees, with its
+/// `orderListId` (its first order's id), `contingencyType`, list client
+/// id and orders (ids and client ids, in order); each of its orders
+/// exists with that `orderListId`. Its status agrees with its orders:
+/// ALL_DONE exactly when every order is final, else EXECUTING. An OCO
+/// never has one order open while the other has traded or is final (a
+/// half-canceled pair). An OTO's pending order is PENDING_NEW exactly
+/// while its working order is open, has traded only if the working
+/// order filled, and ended CANCELED or EXPIRED untraded if the working
+/// order ended otherwise. An acknowledged list cancel left every order
+/// final as it answered; with no cancel (verifiably) sent, no order is
+/// CANCELED; a cancel refused with -2011 found the list done. A list
+/// whose placement went unanswered exists whole or not at all; a refused
+/// list, or one an earlier recovery showed never happened, does not
+/// exist; and no list exists that no client sent.
+pub fn check_lists(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> {
+    for list in &model.lists {
+        let state = &snapshot.users[list.user];
+        let seen = state.list(&list.client_id);
+        let looked_up = state.list_lookups.get(&list.client_id).and_then(Option::as_ref);
+        let subject = |what: &str| {
+            let kind = list.kind.name();
+            format!("{kind} list {} (user {}): {what}", list.client_id, list.user)
+        };
+        if seen != looked_up {
+            return Err(mismatch(
+                "lists",
+                subject("GET orderList vs allOrderList"),
+                seen,
+                looked_up,
+            ));
+        }
+        let orders: Vec<Option<&SeenOrder>> = list.orders.iter().map(|c| state.order(list.market, c)).collect();
+        let Some(seen) = seen else {
+            match &list.placed {
+                ListPlaced::Known(facts) => {
+                    return Err(mismatch("lists", subject("acknowledged"), facts, "absent"));
+                }
+                _ if orders.iter().any(Option::is_some) => {
+                    return Err(mismatch(
+                        "lists",
+                        subject("half placed: orders without their list"),
+                        "absent",
+                        orders,
+                    ));
+                }
+                _ => continue,
+            }
+        };
+        match &list.placed {
+            ListPlaced::Refused(code) => {
+                return Err(mismatch(
+                    "lists",
+                    subject(&format!("refused with {code}")),
+                    "absent",
+                    seen,
+                ));
+            }
+            ListPlaced::Absent => {
+                return Err(mismatch("lists", subject("absent after a recovery"), "absent", seen));
+            }
+            ListPlaced::Known(facts) if *facts != seen.facts() => {
+                return Err(mismatch("lists", subject("ids"), facts, seen.facts()));
+            }
+            _ => {}
+        }
+        let client_ids: Vec<&str> = seen.orders.iter().map(|(_, c)| c.as_str()).collect();
+        let expected = (
+            list.kind.name(),
+            list.market,
+            list.orders.iter().map(String::as_str).collect(),
+        );
+        let actual = (seen.contingency.as_str(), seen.market, client_ids);
+        let first_id = seen.orders.first().map(|(id, _)| *id);
+        if expected != actual || first_id != Some(seen.list_id) {
+            return Err(mismatch("lists", subject("type, market and orders"), expected, seen));
+        }
+        let mut legs = Vec::new();
+        for ((id, client_id), o) in seen.orders.iter().zip(&orders) {
+            match o {
+                Some(o) if o.order_id == *id && o.order_list_id == seen.list_id as i64 => legs.push(*o),
+                _ => {
+                    let what = format!("order {client_id} (id {id}) and its orderListId");
+                    return Err(mismatch("lists", subject(&what), (id, seen.list_id), o));
+                }
+            }
+        }
+        check_list_state(list.kind, seen, &legs).map_err(|(what, e)| mismatch("lists", subject(what), e, &legs))?;
+        check_list_cancel(&list.cancel, &legs).map_err(|e| mismatch("lists", subject("cancel"), e, &legs))?;
+    }
+    for (user, state) in snapshot.users.iter().enumerate() {
+        for l in &state.lists {
+            let known = model.list(&l.client_id);
+            if known.is_none_or(|k| k.user != user || k.market != l.market) {
+                return Err(mismatch(
+                    "lists",
+                    format!("user {user}: a list no client sent"),
+                    "absent",
+                    l,
+                ));
+            }
+        }
+        for o in state.orders.iter().filter(|o| o.order_list_id >= 0) {
+            if !state.lists.iter().any(|l| l.list_id as i64 == o.order_list_id) {
+                let subject = format!("user {user}: order {} of a list allOrderList lacks", o.client_id);
+                return Err(mismatch("lists", subject, "a list", o));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rules of the list's kind for its orders, then its status against
+/// theirs; the rule broken and what it expects.
+fn check_list_state(kind: ListKind, seen: &SeenList, legs: &[&SeenOrder]) -> Result<(), (&'static str, String)> {
+    let [a, b] = legs else {
+        return Err(("orders", "2 orders".into()));
+    };
+    match kind {
+        ListKind::Oco => {
+            // When one trades or fires the other leaves the book EXPIRED,
+            // untraded; a cancel takes both.
+            if a.executed > 0 && b.executed > 0 {
+                return Err(("OCO half done", "at most one order traded".into()));
+            }
+            match (is_final(&a.status), is_final(&b.status)) {
+                (false, false) if a.executed > 0 || b.executed > 0 => {
+                    return Err(("OCO half done", "the other order final once one traded".into()));
+                }
+                (true, false) | (false, true) => {
+                    let (gone, open) = if is_final(&a.status) { (a, b) } else { (b, a) };
+                    // Traded, or a stop-limit that fired and rests
+                    // (`check_books` finds it on the book).
+                    let moved = open.executed > 0 || open.kind == "STOP_LOSS_LIMIT";
+                    if !moved || gone.status != "EXPIRED" || gone.executed != 0 {
+                        let expected = format!("{} final, or traded or fired with the other EXPIRED", open.client_id);
+                        return Err(("OCO half done", expected));
+                    }
+                }
+                _ => {}
+            }
+        }
+        ListKind::Oto => {
+            let (working, pending) = (a, b);
+            let waiting = pending.status == "PENDING_NEW";
+            if waiting != is_open(&working.status) {
+                return Err((
+                    "OTO pending order",
+                    "PENDING_NEW exactly while the working order is open".into(),
+                ));
+            }
+            if pending.executed > 0 && working.status != "FILLED" {
+                return Err(("OTO pending order", "traded only after the working order filled".into()));
+            }
+            let ended = matches!(working.status.as_str(), "CANCELED" | "EXPIRED");
+            if ended && !(matches!(pending.status.as_str(), "CANCELED" | "EXPIRED") && pending.executed == 0) {
+                return Err((
+                    "OTO pending order",
+                    "CANCELED or EXPIRED untraded with its working order".into(),
+                ));
+            }
+        }
+    }
+    let done = legs.iter().all(|o| is_final(&o.status));
+    let expected = match done {
+        true => ("ALL_DONE", "ALL_DONE"),
+        false => ("EXEC_STARTED", "EXECUTING"),
+    };
+    if (seen.status_type.as_str(), seen.order_status.as_str()) != expected {
+        return Err(("status vs its orders", format!("{expected:?}, not {seen:?}")));
+    }
+    Ok(())
+}
+
+fn check_list_cancel(cancel: &ListCancel, legs: &[&SeenOrder]) -> Result<(), String> {
+    let canceled = legs.iter().any(|o| o.status == "CANCELED");
+    let state: Vec<(String, String, i64)> = legs
+        .iter()
+        .map(|o| (o.client_id.clone(), o.status.clone(), o.executed))
+        .collect();
+    match cancel {
+        ListCancel::Done(answered) if *answered != state => Err(format!("as the cancel answered: {answered:?}")),
+        ListCancel::None if canceled => Err("no order CANCELED: no cancel took effect".into()),
+        // -2011: the list was done already, and not by a cancel.
+        ListCancel::Refused if canceled || legs.iter().any(|o| !is_final(&o.status)) => {
+            Err("final, none CANCELED (cancel refused)".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// (1c) Books. Each market's `depth` is exactly what the open orders
+/// that rest there make: per side and price, the remaining quantity of
+/// each LIMIT and LIMIT_MAKER (an iceberg's visible part:
+/// `icebergQty` or what is left if less), and of each STOP_LOSS_LIMIT of
+/// an OCO that fired (its partner is final: `check_lists`); neither a
+/// held stop nor a pending order rests.
+pub fn check_books(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> {
+    for (market, book) in snapshot.books.iter().enumerate() {
+        let mut expected: [BTreeMap<i64, i64>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        for state in &snapshot.users {
+            for o in state.orders.iter().filter(|o| o.market == market && is_open(&o.status)) {
+                let rests = match o.kind.as_str() {
+                    "LIMIT" | "LIMIT_MAKER" => true,
+                    "STOP_LOSS_LIMIT" => !open_pair(model, state, o),
+                    _ => false,
+                };
+                if !rests {
+                    continue;
+                }
+                let remaining = o.orig_qty - o.executed;
+                let visible = if o.iceberg > 0 {
+                    o.iceberg.min(remaining)
+                } else {
+                    remaining
+                };
+                let side = usize::from(o.side == "SELL");
+                *expected[side].entry(o.price).or_default() += visible;
+            }
+        }
+        for (side, (name, levels)) in [("bids", &book.bids), ("asks", &book.asks)].into_iter().enumerate() {
+            let actual: BTreeMap<i64, i64> = levels.iter().copied().collect();
+            if actual != expected[side] || actual.len() != levels.len() {
+                let subject = format!("{} {name} vs the open orders", MARKETS[market].symbol);
+                return Err(mismatch("books", subject, &expected[side], levels));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// (2) Trades. Every trade in any user's `myTrades` has exactly one
@@ -397,26 +653,41 @@ fn show(balances: &BTreeMap<String, i64>) -> BTreeMap<&str, String> {
 }
 
 /// (5) Locks. No balance is negative, and each user's locked amount per
-/// asset is exactly what their open orders need: a limit buy its remaining
-/// quantity at its price (rounded up), a sell its remaining quantity.
-pub fn check_locks(snapshot: &Snapshot) -> Result<(), Mismatch> {
+/// asset is exactly what their open orders need: a buy with a price its
+/// remaining quantity at its price (rounded up), a STOP_LOSS buy its
+/// quantity at its stop price plus the market protection, a sell its
+/// remaining quantity; a pending order nothing; the two open orders of an
+/// OCO pair once, the larger of the two.
+pub fn check_locks(model: &Model, snapshot: &Snapshot) -> Result<(), Mismatch> {
     for (user, state) in snapshot.users.iter().enumerate() {
         let mut needed: BTreeMap<&str, i64> = state.balances.keys().map(|a| (a.as_str(), 0)).collect();
-        for o in state.orders.iter().filter(|o| !is_final(&o.status)) {
+        // Per OCO with both orders open: its asset and the larger lock.
+        let mut pairs: BTreeMap<i64, (&str, i64)> = BTreeMap::new();
+        for o in state.orders.iter().filter(|o| is_open(&o.status)) {
             let m = &MARKETS[o.market];
             let remaining = o.orig_qty - o.executed;
-            let (asset, amount) = match (o.side.as_str(), o.kind.as_str()) {
-                ("BUY", "LIMIT") => (m.quote, notional_ceil(o.price, remaining)),
-                ("SELL", "LIMIT") => (m.base, remaining),
+            let asset = if o.side == "BUY" { m.quote } else { m.base };
+            let amount = match (o.side.as_str(), o.kind.as_str()) {
+                ("BUY", "LIMIT" | "LIMIT_MAKER" | "STOP_LOSS_LIMIT") => notional_ceil(o.price, remaining),
+                ("BUY", "STOP_LOSS") => protected(notional_ceil(o.stop, remaining)),
+                ("SELL", _) => remaining,
                 _ => {
                     return Err(mismatch(
                         "locks",
                         format!("user {user}: open order"),
-                        "a limit order",
+                        "an order the harness sends",
                         o,
                     ))
                 }
             };
+            if open_pair(model, state, o) {
+                let pair = pairs.entry(o.order_list_id).or_insert((asset, 0));
+                pair.1 = pair.1.max(amount);
+                continue;
+            }
+            *needed.entry(asset).or_default() += amount;
+        }
+        for (asset, amount) in pairs.into_values() {
             *needed.entry(asset).or_default() += amount;
         }
         let locked: BTreeMap<&str, i64> = state.balances.iter().map(|(a, b)| (a.as_str(), b.1)).collect();
@@ -433,6 +704,27 @@ pub fn check_locks(snapshot: &Snapshot) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// Whether `o` is an order of an OCO whose other order is open too.
+fn open_pair(model: &Model, state: &UserState, o: &SeenOrder) -> bool {
+    let list = model.order(&o.client_id).and_then(|order| order.list);
+    let Some(list) = list.map(|i| &model.lists[i]) else {
+        return false;
+    };
+    list.kind == ListKind::Oco
+        && list
+            .orders
+            .iter()
+            .filter(|c| **c != o.client_id)
+            .all(|c| state.order(list.market, c).is_some_and(|other| is_open(&other.status)))
+}
+
+/// A market buy's lock over its notional: `MARKET_PROTECTION`, rounded up.
+fn protected(notional: i64) -> i64 {
+    let rate = i128::from(tradsys_engine::account::MARKET_PROTECTION.0);
+    let wide = i128::from(notional) * (100_000_000 + rate);
+    i64::try_from((wide + 99_999_999) / 100_000_000).unwrap_or(i64::MAX)
+}
+
 fn notional_ceil(price: i64, qty: i64) -> i64 {
     let product = i128::from(price) * i128::from(qty);
     let units = (product + 99_999_999) / 100_000_000;
@@ -440,7 +732,8 @@ fn notional_ceil(price: i64, qty: i64) -> i64 {
 }
 
 /// (6) At rest, recovery reproduces the state exactly: the same balances,
-/// orders (with their times), trades and audit as read before the kill.
+/// orders (with their times), trades, order lists and audit as read
+/// before the kill.
 pub fn check_identical(before: &Snapshot, after: &Snapshot) -> Result<(), Mismatch> {
     for (user, (b, a)) in before.users.iter().zip(&after.users).enumerate() {
         let subject = |what: &str| format!("user {user}: {what}");
@@ -452,6 +745,9 @@ pub fn check_identical(before: &Snapshot, after: &Snapshot) -> Result<(), Mismat
         }
         if let Some((x, y)) = first_difference(&b.trades, &a.trades) {
             return Err(mismatch("identical", subject("trades"), x, y));
+        }
+        if let Some((x, y)) = first_difference(&b.lists, &a.lists) {
+            return Err(mismatch("identical", subject("order lists"), x, y));
         }
     }
     if before.audit != after.audit || before.user_ids != after.user_ids {

@@ -3,9 +3,9 @@
 //! each damage must be reported by the check meant for it.
 
 use crate::check::{check_all, check_identical, Mismatch};
-use crate::model::{CancelState, Model, Placed};
+use crate::model::{CancelState, ListKind, Model, Placed};
 use crate::server::Server;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{SeenOrder, Snapshot, UserState};
 use crate::{create_users, traffic_at_rest, verify, Args, Failure};
 use std::path::Path;
 
@@ -18,7 +18,7 @@ const SEED: u64 = 0x5e1f;
 type Damage = (&'static str, (&'static str, &'static str), Edit);
 type Edit = fn(&mut Model, &mut Snapshot) -> Option<()>;
 
-const DAMAGES: [Damage; 12] = [
+const DAMAGES: [Damage; 18] = [
     ("an acknowledged order vanishes", ("orders", "acknowledged"), |_, s| {
         let u = s.users.iter_mut().find(|u| !u.orders.is_empty())?;
         let o = u.orders.remove(0);
@@ -57,7 +57,11 @@ const DAMAGES: [Damage; 12] = [
         Some(())
     }),
     ("an acknowledged cancel did not happen", ("orders", "cancel"), |m, s| {
-        let open = s.users.iter().flat_map(|u| &u.orders).find(|o| o.status == "NEW")?;
+        let open = s
+            .users
+            .iter()
+            .flat_map(|u| &u.orders)
+            .find(|o| o.status == "NEW" && o.order_list_id < 0)?;
         m.orders[m.by_client_id[&open.client_id]].cancel = CancelState::Done { executed: 0 };
         Some(())
     }),
@@ -106,7 +110,99 @@ const DAMAGES: [Damage; 12] = [
         s.users[t.user].balances.get_mut(t.asset)?.0 += t.amount;
         Some(())
     }),
+    ("an acknowledged list vanishes", ("lists", "acknowledged"), |_, s| {
+        let u = s.users.iter_mut().find(|u| !u.lists.is_empty())?;
+        let l = u.lists.remove(0);
+        u.list_lookups.insert(l.client_id, None);
+        Some(())
+    }),
+    (
+        "a list's status disagrees with its orders",
+        ("lists", "status vs its orders"),
+        |_, s| {
+            let u = s.users.iter_mut().find(|u| !u.lists.is_empty())?;
+            let l = &mut u.lists[0];
+            l.order_status = match l.order_status.as_str() {
+                "ALL_DONE" => "EXECUTING".into(),
+                _ => "ALL_DONE".into(),
+            };
+            let l = l.clone();
+            u.list_lookups.insert(l.client_id.clone(), Some(l));
+            Some(())
+        },
+    ),
+    (
+        "an OCO's order stays open after the other traded",
+        ("lists", "OCO half done"),
+        |m, s| {
+            // As if the expiry of the order that did not trade were lost.
+            let (u, client_id) = list_leg(m, s, ListKind::Oco, |a, b| a.executed > 0 && b.status == "EXPIRED")?;
+            set_status(m, &mut s.users[u], &client_id, "NEW")
+        },
+    ),
+    (
+        "an OTO's pending order is never placed though its working order filled",
+        ("lists", "OTO pending order"),
+        |m, s| {
+            let (u, client_id) = list_leg(m, s, ListKind::Oto, |w, p| {
+                w.status == "FILLED" && p.status != "PENDING_NEW"
+            })?;
+            set_status(m, &mut s.users[u], &client_id, "PENDING_NEW")
+        },
+    ),
+    (
+        "an order of a list names another list",
+        ("lists", "its orderListId"),
+        |_, s| {
+            let u = s.users.iter_mut().find(|u| !u.lists.is_empty())?;
+            let client_id = u.lists[0].orders[1].1.clone();
+            let o = u.orders.iter_mut().find(|o| o.client_id == client_id)?;
+            o.order_list_id += 1;
+            let o = o.clone();
+            u.lookups.insert(client_id, Some(o));
+            Some(())
+        },
+    ),
+    ("a book loses an order", ("books", "vs the open orders"), |_, s| {
+        let book = s.books.iter_mut().find(|b| !b.bids.is_empty())?;
+        book.bids.remove(0);
+        Some(())
+    }),
 ];
+
+/// An order of a list of `kind` whose orders (in either order for an OCO,
+/// working and pending for an OTO) pass `pick`: its user and the second
+/// order's client id.
+fn list_leg(
+    m: &Model,
+    s: &Snapshot,
+    kind: ListKind,
+    pick: fn(&SeenOrder, &SeenOrder) -> bool,
+) -> Option<(usize, String)> {
+    m.lists.iter().filter(|l| l.kind == kind).find_map(|l| {
+        let state = &s.users[l.user];
+        let a = state.order(l.market, &l.orders[0])?;
+        let b = state.order(l.market, &l.orders[1])?;
+        let pairs = match kind {
+            ListKind::Oco => vec![(a, b), (b, a)],
+            ListKind::Oto => vec![(a, b)],
+        };
+        let (_, second) = pairs.into_iter().find(|(x, y)| pick(x, y))?;
+        Some((l.user, second.client_id.clone()))
+    })
+}
+
+/// Sets an order's status in `allOrders` and in its lookup, and makes
+/// the model know the order only as unanswered, as after a kill, so that
+/// the check of orders lets it be in any state.
+fn set_status(m: &mut Model, state: &mut UserState, client_id: &str, status: &str) -> Option<()> {
+    let o = state.orders.iter_mut().find(|o| o.client_id == client_id)?;
+    o.status = status.into();
+    let o = o.clone();
+    state.lookups.insert(client_id.to_string(), Some(o));
+    m.orders[m.by_client_id[client_id]].placed = Placed::Unknown;
+    Some(())
+}
 
 fn filled(s: &mut Snapshot) -> Option<&mut crate::snapshot::SeenOrder> {
     s.users

@@ -3,13 +3,16 @@
 //! told to stop, the server dies, or their operation count runs out.
 //!
 //! Operations: GTC limit orders on both sides of a narrow price band (so
-//! about half cross and half rest), MARKET orders, orders refused for
-//! insufficient balance, cancels of orders this thread saw resting,
-//! deposits and withdrawals. Each order has a unique `newClientOrderId`.
-//! Every request becomes an `Event` with its full answer, or `Lost`.
+//! about half cross and half rest), MARKET orders, order lists (one order
+//! request in eight: an OCO straddling the last price or an OTO near the
+//! market), orders refused for insufficient balance, cancels of orders
+//! and lists this thread saw open, deposits and withdrawals. Each order
+//! has a unique `newClientOrderId`, each list a unique
+//! `listClientOrderId`. Every request becomes an `Event` with its full
+//! answer, or `Lost`.
 
-use crate::http::{admin, decimal, signed, Conn, Key, Lost, Reply};
-use crate::model::{Event, Kind, Outcome, Side, MARKETS, ORDER_LOTS_MAX};
+use crate::http::{admin, decimal, signed, units, Conn, Key, Lost, Reply};
+use crate::model::{Event, Kind, Leg, ListKind, Outcome, Side, MARKETS, ORDER_LOTS_MAX};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -25,6 +28,11 @@ const TRANSFER_MILLIS_MAX: u64 = 1_000;
 const THINK_SLICE_US: u64 = 200;
 /// Assets deposited and withdrawn while trading.
 const TRANSFER_ASSETS: [&str; 3] = ["USDT", "BTC", "ETH"];
+/// One order request in this many is an order list.
+const LIST_ONE_IN: u64 = 8;
+/// An OCO's orders are 1 to this many ticks from the last price; an OTO's
+/// pending order as far from its working order's price.
+const LIST_TICKS_MAX: u64 = 3;
 
 /// splitmix64: reproducible choices from a seed.
 pub struct Rng(pub u64);
@@ -86,6 +94,9 @@ pub struct Plan {
     pub id_prefix: String,
     /// (user, market, client order id) of resting orders this client may cancel.
     pub cancelable: Vec<(usize, usize, String)>,
+    /// (user, market, list client id, orderListId) of open lists this
+    /// client may cancel.
+    pub cancelable_lists: Vec<(usize, usize, String, u64)>,
 }
 
 /// Runs one client; returns what it did, in order.
@@ -112,32 +123,62 @@ pub fn run(mut plan: Plan, shared: &Shared) -> Vec<Event> {
         }
         let user = rng.below(shared.users.len() as u64) as usize;
         let roll = rng.below(100);
+        // A list takes two orders of its user's budget.
+        let list = roll <= 59 && rng.below(LIST_ONE_IN) == 0;
+        let cancelables = plan.cancelable.len() + plan.cancelable_lists.len();
         let event = match roll {
-            0..=59 if take_budget(shared, user) => {
+            0..=59 if take_budget(shared, user, if list { 2 } else { 1 }) => {
                 let client_id = format!("{}o{n}", plan.id_prefix);
-                let kind = if roll < 45 { Kind::Limit } else { Kind::Market };
-                place(&mut api, shared, &mut rng, user, kind, client_id)
+                match (list, rng.below(2)) {
+                    (true, 0) => match place_oco(&mut api, shared, &mut rng, user, client_id) {
+                        Some(event) => event,
+                        // The server went away before the list was sent.
+                        None => break,
+                    },
+                    (true, _) => place_oto(&mut api, shared, &mut rng, user, client_id),
+                    (false, _) => {
+                        let kind = if roll < 45 { Kind::Limit } else { Kind::Market };
+                        place(&mut api, shared, &mut rng, user, kind, client_id)
+                    }
+                }
             }
             60..=61 => refused(&mut api, shared, user, format!("{}o{n}", plan.id_prefix)),
-            62..=81 if !plan.cancelable.is_empty() => {
-                let pick = rng.below(plan.cancelable.len() as u64) as usize;
-                let (user, market, client_id) = plan.cancelable.swap_remove(pick);
-                cancel(&mut api, shared, user, market, client_id)
+            62..=81 if cancelables > 0 => {
+                let pick = rng.below(cancelables as u64) as usize;
+                if pick < plan.cancelable.len() {
+                    let (user, market, client_id) = plan.cancelable.swap_remove(pick);
+                    cancel(&mut api, shared, user, market, client_id)
+                } else {
+                    let pick = pick - plan.cancelable.len();
+                    let (user, market, client_id, list_id) = plan.cancelable_lists.swap_remove(pick);
+                    cancel_list(&mut api, shared, user, market, client_id, list_id)
+                }
             }
             _ => transfer(&mut admin_conn, shared, &mut rng, user, roll % 2 == 0),
         };
-        if let Event::Order {
-            user,
-            market,
-            client_id,
-            kind: Kind::Limit,
-            outcome: Outcome::Answered { status: 200, body },
-            ..
-        } = &event
-        {
-            if matches!(body["status"].as_str(), Some("NEW" | "PARTIALLY_FILLED")) {
+        match &event {
+            Event::Order {
+                user,
+                market,
+                client_id,
+                kind: Kind::Limit,
+                outcome: Outcome::Answered { status: 200, body },
+                ..
+            } if matches!(body["status"].as_str(), Some("NEW" | "PARTIALLY_FILLED")) => {
                 plan.cancelable.push((*user, *market, client_id.clone()));
             }
+            Event::List {
+                user,
+                market,
+                client_id,
+                outcome: Outcome::Answered { status: 200, body },
+                ..
+            } if body["listOrderStatus"].as_str() == Some("EXECUTING") => {
+                if let Some(list_id) = body["orderListId"].as_u64() {
+                    plan.cancelable_lists.push((*user, *market, client_id.clone(), list_id));
+                }
+            }
+            _ => {}
         }
         let lost = outcome_of(&event).is_lost();
         events.push(event);
@@ -160,10 +201,11 @@ fn think(shared: &Shared, time: Duration) {
     }
 }
 
-fn take_budget(shared: &Shared, user: usize) -> bool {
+/// Takes `orders` from `user`'s budget, if it holds that many.
+fn take_budget(shared: &Shared, user: usize, orders: u32) -> bool {
     let budget = &shared.budgets[user];
     budget
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(orders))
         .is_ok()
 }
 
@@ -179,7 +221,11 @@ fn outcome(result: Result<Reply, Lost>) -> Outcome {
 
 pub fn outcome_of(event: &Event) -> &Outcome {
     match event {
-        Event::Order { outcome, .. } | Event::Cancel { outcome, .. } | Event::Transfer { outcome, .. } => outcome,
+        Event::Order { outcome, .. }
+        | Event::Cancel { outcome, .. }
+        | Event::Transfer { outcome, .. }
+        | Event::List { outcome, .. }
+        | Event::ListCancel { outcome, .. } => outcome,
     }
 }
 
@@ -203,8 +249,8 @@ fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind
     };
     let ticks = rng.below(2 * PRICE_TICKS_MAX as u64 + 1) as i64 - PRICE_TICKS_MAX;
     let price = match kind {
-        Kind::Limit => m.price_units + ticks * m.tick_units,
         Kind::Market => 0,
+        _ => m.price_units + ticks * m.tick_units,
     };
     let mut query = format!(
         "symbol={}&side={}&type={}&quantity={}&newClientOrderId={client_id}&newOrderRespType=FULL",
@@ -231,6 +277,169 @@ fn place(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, kind: Kind
         iceberg,
         outcome: outcome(result),
     }
+}
+
+/// The market's last price as `ticker/price` tells it (the reference price
+/// when the market has none yet, or when the read is shed); `None` if the
+/// server went away.
+fn last_price(api: &mut Conn, market: usize) -> Option<i64> {
+    let m = &MARKETS[market];
+    let raw = format!(
+        "GET /api/v3/ticker/price?symbol={} HTTP/1.1\r\nHost: t\r\n\r\n",
+        m.symbol
+    );
+    let reply = api.request(raw.as_bytes()).ok()?;
+    let price = match reply.status {
+        200 => reply.json().ok().and_then(|v| units(&v, "price").ok()),
+        _ => None,
+    };
+    Some(price.filter(|&p| p > 0).unwrap_or(m.price_units))
+}
+
+/// An OCO of one to `ORDER_LOTS_MAX` lots: a LIMIT_MAKER on the far side
+/// of the last price (above it for a sell) and a STOP_LOSS or
+/// STOP_LOSS_LIMIT on the other side (a stop-limit's price one tick
+/// beyond its stop, or at it), each 1 to `LIST_TICKS_MAX` ticks from the
+/// last price. The market may move before the list arrives: the server
+/// then refuses it with -2010, a valid answer. `None` if the server went
+/// away before the list was sent.
+fn place_oco(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, client_id: String) -> Option<Event> {
+    let market = rng.below(MARKETS.len() as u64) as usize;
+    let m = &MARKETS[market];
+    let last = last_price(api, market)?;
+    let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+    let qty = (1 + rng.below(ORDER_LOTS_MAX as u64) as i64) * m.lot_units;
+    let ticks = |rng: &mut Rng| (1 + rng.below(LIST_TICKS_MAX)) as i64 * m.tick_units;
+    // A sell takes profit above and stops its loss below; a buy the reverse.
+    let up = if side == Side::Sell { 1 } else { -1 };
+    let maker = Leg {
+        client_id: format!("{client_id}m"),
+        side,
+        kind: Kind::LimitMaker,
+        price: last + up * ticks(rng),
+        stop: 0,
+        qty,
+    };
+    let stop = last - up * ticks(rng);
+    let stop_loss = match rng.below(2) {
+        0 => Leg {
+            client_id: format!("{client_id}s"),
+            side,
+            kind: Kind::StopLoss,
+            price: 0,
+            stop,
+            qty,
+        },
+        _ => Leg {
+            client_id: format!("{client_id}s"),
+            side,
+            kind: Kind::StopLossLimit,
+            price: stop - up * rng.below(2) as i64 * m.tick_units,
+            stop,
+            qty,
+        },
+    };
+    let (above, below) = match side {
+        Side::Sell => (&maker, &stop_loss),
+        Side::Buy => (&stop_loss, &maker),
+    };
+    let mut query = format!(
+        "symbol={}&side={}&quantity={}&listClientOrderId={client_id}",
+        m.symbol,
+        side.name(),
+        decimal(qty)
+    );
+    for (prefix, leg) in [("above", above), ("below", below)] {
+        query.push_str(&leg_params(prefix, leg, false));
+    }
+    let result = signed(api, &shared.users[user], "POST", "/api/v3/orderList/oco", &query);
+    let legs = vec![above.clone(), below.clone()];
+    Some(Event::List {
+        user,
+        market,
+        client_id,
+        kind: ListKind::Oco,
+        legs,
+        outcome: outcome(result),
+    })
+}
+
+/// An OTO of one to `ORDER_LOTS_MAX` lots: a working GTC LIMIT in the
+/// price band (so that about half cross at once) and a pending
+/// LIMIT_MAKER of the other side 1 to `LIST_TICKS_MAX` ticks beyond it
+/// (above a working buy), which the server places when the working order
+/// has filled (and expires if it would take then).
+fn place_oto(api: &mut Conn, shared: &Shared, rng: &mut Rng, user: usize, client_id: String) -> Event {
+    let market = rng.below(MARKETS.len() as u64) as usize;
+    let m = &MARKETS[market];
+    let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+    let qty = (1 + rng.below(ORDER_LOTS_MAX as u64) as i64) * m.lot_units;
+    let ticks = rng.below(2 * PRICE_TICKS_MAX as u64 + 1) as i64 - PRICE_TICKS_MAX;
+    let price = m.price_units + ticks * m.tick_units;
+    let beyond = (1 + rng.below(LIST_TICKS_MAX)) as i64 * m.tick_units;
+    let working = Leg {
+        client_id: format!("{client_id}w"),
+        side,
+        kind: Kind::Limit,
+        price,
+        stop: 0,
+        qty,
+    };
+    let pending = Leg {
+        client_id: format!("{client_id}p"),
+        side: match side {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        },
+        kind: Kind::LimitMaker,
+        price: if side == Side::Buy {
+            price + beyond
+        } else {
+            price - beyond
+        },
+        stop: 0,
+        qty,
+    };
+    let mut query = format!("symbol={}&listClientOrderId={client_id}", m.symbol);
+    for (prefix, leg) in [("working", &working), ("pending", &pending)] {
+        query.push_str(&leg_params(prefix, leg, true));
+    }
+    let result = signed(api, &shared.users[user], "POST", "/api/v3/orderList/oto", &query);
+    Event::List {
+        user,
+        market,
+        client_id,
+        kind: ListKind::Oto,
+        legs: vec![working, pending],
+        outcome: outcome(result),
+    }
+}
+
+/// One order's parameters in a list placement, each name prefixed;
+/// `own_side_qty` for an OTO's orders, which name their side and quantity.
+fn leg_params(prefix: &str, leg: &Leg, own_side_qty: bool) -> String {
+    let mut query = format!(
+        "&{prefix}Type={}&{prefix}ClientOrderId={}",
+        leg.kind.name(),
+        leg.client_id
+    );
+    if own_side_qty {
+        query.push_str(&format!(
+            "&{prefix}Side={}&{prefix}Quantity={}",
+            leg.side.name(),
+            decimal(leg.qty)
+        ));
+    }
+    if leg.kind.has_price() {
+        query.push_str(&format!("&{prefix}Price={}", decimal(leg.price)));
+    }
+    if leg.stop > 0 {
+        query.push_str(&format!("&{prefix}StopPrice={}", decimal(leg.stop)));
+    }
+    if matches!(leg.kind, Kind::Limit | Kind::StopLossLimit) {
+        query.push_str(&format!("&{prefix}TimeInForce=GTC"));
+    }
+    query
 }
 
 /// A limit buy far beyond any user's funds: refused with -2010, so it must
@@ -262,6 +471,18 @@ fn cancel(api: &mut Conn, shared: &Shared, user: usize, market: usize, client_id
     let query = format!("symbol={}&origClientOrderId={client_id}", MARKETS[market].symbol);
     let result = signed(api, &shared.users[user], "DELETE", "/api/v3/order", &query);
     Event::Cancel {
+        user,
+        market,
+        client_id,
+        outcome: outcome(result),
+    }
+}
+
+/// `DELETE /api/v3/orderList` by `orderListId`.
+fn cancel_list(api: &mut Conn, shared: &Shared, user: usize, market: usize, client_id: String, list_id: u64) -> Event {
+    let query = format!("symbol={}&orderListId={list_id}", MARKETS[market].symbol);
+    let result = signed(api, &shared.users[user], "DELETE", "/api/v3/orderList", &query);
+    Event::ListCancel {
         user,
         market,
         client_id,
