@@ -778,11 +778,14 @@ impl Accounts {
     /// Cancels every open order of `user` in `market`, oldest first; returns
     /// how many `Canceled` answers to expect.
     pub fn cancel_all(&mut self, user: UserId, market: MarketId, time_ms: u64, out: &mut Vec<ToBook>) -> usize {
-        let Some(u) = self.user(user) else {
+        let Some(&user_slot) = self.user_index.get(&user) else {
             return 0;
         };
-        // Every open order is answered: the second of an OCO pair with
-        // its first, a pending order with its working order.
+        self.cancel_pending_lists(user_slot, market);
+        let u = &self.users[user_slot as usize];
+        // Every open order is answered: a pending order with its working
+        // order, both orders of an OCO pair by the first cancel (the
+        // second is then answered unknown).
         let count = u.open[usize::from(market.0)].len as usize;
         let cancels = self.open_list(u, market).filter(|o| self.cancels_for(o.view.order_id));
         out.extend(cancels.map(|o| ToBook::Cancel {

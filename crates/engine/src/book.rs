@@ -397,15 +397,19 @@ impl Book {
                 ..
             } => {
                 let result = self.cancel(order_id, user);
+                // The partner's answer first: its account machine passes
+                // the pair's lock on to the order still open, which then
+                // unlocks it, so a cancel-replace's new order finds the
+                // funds free.
+                if let Ok(Some(partner)) = result {
+                    self.drop_partner(partner, OrderStatus::Canceled, time_ms, out);
+                }
                 out.push(ToAccount::Canceled {
                     order_id,
                     user,
                     result: result.map(drop),
                     time_ms,
                 });
-                if let Ok(Some(partner)) = result {
-                    self.drop_partner(partner, OrderStatus::Canceled, time_ms, out);
-                }
             }
             ToBook::Amend(amend) => {
                 let result = self.amend(&amend);

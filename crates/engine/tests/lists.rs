@@ -545,3 +545,57 @@ fn cancel_replace_of_a_pending_order_cancels_the_list_and_places_the_new_order()
     assert!(f.list_done(id));
     assert_eq!(f.balance(OWNER, "USDT"), amounts("97100", "2900"));
 }
+
+/// A cancel-replace of one order of an OCO pair cancels the pair and the
+/// new order may use everything the pair locked.
+#[test]
+fn cancel_replace_of_an_oco_order_frees_the_pairs_lock_for_the_new_order() {
+    let mut f = Fixture::with_third();
+    f.last_price("30000");
+    let above = order(LimitMaker, Sell, Some("31000"), None, "10");
+    let below = order(StopLoss, Sell, None, Some("29000"), "10");
+    let id = f.accept_list(&list(ListKind::Oco, &[above, below]));
+    assert_eq!(f.balance(OWNER, "BTC"), amounts("0", "10"));
+    f.out.clear();
+    let new = limit(0, Sell, "32000", "10", Gtc);
+    let mode = tradsys_engine::order::CancelReplaceMode::StopOnFailure;
+    f.exchange
+        .cancel_replace(OWNER, OrderRef::Id(id), mode, &new, 600, 9, &mut f.out);
+    f.exchange.check_invariants();
+    let replaced = f.out.events.iter().find_map(|e| match e {
+        AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
+        _ => None,
+    });
+    let (cancel, new) = replaced.expect("the cancel-replace is answered");
+    assert_eq!(cancel.map(|v| v.status), Ok(Canceled));
+    assert!(
+        matches!(new, tradsys_engine::account::NewOrderResult::Success(v) if v.order_id == 600),
+        "{new:?}"
+    );
+    assert_eq!(f.statuses(&[id, id + 1, 600]), [Canceled, Canceled, New]);
+    assert_eq!(f.balance(OWNER, "BTC"), amounts("0", "10"));
+}
+
+/// A protection that fires on a trade of an OCO order cancels whatever
+/// of the user's orders is still on the book, the traded order included.
+#[test]
+fn market_maker_protection_fired_by_an_oco_order_cancels_it() {
+    let mut f = Fixture::with_third();
+    f.last_price("30000");
+    let config = tradsys_engine::account::MmpConfig {
+        window_ms: 1_000_000,
+        frozen_ms: 0,
+        qty_limit: q("0.1"),
+        delta_limit: q("100"),
+    };
+    f.exchange.set_mmp(OWNER, BTCUSDT, Some(config));
+    let above = order(StopLoss, Buy, None, Some("31000"), "0.5");
+    let below = order(LimitMaker, Buy, Some("29000"), None, "0.5");
+    let id = f.accept_list(&list(ListKind::Oco, &[above, below]));
+    f.accept(TAKER, &limit(0, Sell, "29000", "0.2", Ioc));
+    assert_eq!(f.statuses(&[id, id + 1]), [Expired, Canceled]);
+    assert_eq!(f.exchange.books[0].open_orders_count(), 0);
+    assert!(f.list_done(id));
+    // 0.2 bought at 29,000; the rest unlocked.
+    assert_eq!(f.balance(OWNER, "USDT"), amounts("94200", "0"));
+}

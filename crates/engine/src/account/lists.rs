@@ -471,7 +471,10 @@ impl Accounts {
         if working {
             let pending = &state.view.orders[1..kind.legs()];
             let waiting = pending.iter().all(|id| self.is_pending(*id));
-            if status == OrderStatus::Filled && waiting && !state.canceling {
+            // Market maker protection refuses new orders while frozen,
+            // pending ones too: they expire.
+            let frozen = self.is_frozen(state.view.user, state.view.market, time_ms);
+            if status == OrderStatus::Filled && waiting && !state.canceling && !frozen {
                 self.place_pending(list, time_ms, out, events);
             } else {
                 let end = match status {
@@ -578,29 +581,30 @@ impl Accounts {
         }
     }
 
-    /// The cancels that take `orders` (open orders of lists, or not) off
-    /// their books: one per order, except the second of an OCO pair whose
-    /// first is still on the book (the book cancels it with the first)
-    /// and pending orders (they end with their working order).
+    /// Whether a cancel-all sends a cancel for `order_id`: for every
+    /// order on a book, both orders of an OCO pair included (the first
+    /// cancel takes the pair off and the second is answered unknown; but
+    /// the account machine may not know yet that its book took one of
+    /// them off with a trade), and none for a pending order (it ends with
+    /// its working order).
     pub(super) fn cancels_for(&self, order_id: OrderId) -> bool {
-        let Some(open) = self.open(order_id) else {
-            return false;
-        };
-        let list = open.view.order_list_id;
-        if list == 0 {
-            return true;
-        }
-        if open.view.status == OrderStatus::PendingNew {
-            return false;
-        }
-        let Some(state) = self.lists.get(&list) else {
-            return true;
-        };
-        match oco_pair(state.view.kind) {
-            Some((first, second)) if order_id == state.view.orders[second] => {
-                !self.orders.contains_key(&state.view.orders[first])
+        self.open(order_id)
+            .is_some_and(|o| o.view.status != OrderStatus::PendingNew)
+    }
+
+    /// A cancel-all is canceling the pending orders of the user's lists
+    /// in `market`: they end CANCELED with their working orders, even one
+    /// that fills before its cancel reaches it.
+    pub(super) fn cancel_pending_lists(&mut self, user_slot: u32, market: MarketId) {
+        let mut at = self.users[user_slot as usize].open[usize::from(market.0)].head;
+        while at != NIL {
+            let open = &self.slots[at as usize];
+            if open.view.status == OrderStatus::PendingNew {
+                if let Some(state) = self.lists.get_mut(&open.view.order_list_id) {
+                    state.canceling = true;
+                }
             }
-            _ => true,
+            at = open.next;
         }
     }
 
