@@ -405,20 +405,32 @@ fn bench_book_lists(spec: &MarketSpec) -> Report {
         if order.time_in_force == TimeInForce::Gtc {
             let roll = rng.below(100);
             if roll < LIST_LIMITS_PERCENT {
-                let (above, below) = oco_pair(order.side, order.price, order.qty, tick, rng.next());
-                let leg = |r: &OrderRequest, order_id, partner, first| PlaceOrder {
-                    kind: r.kind,
-                    time_in_force: TimeInForce::Gtc,
-                    price: r.price.unwrap_or(Price::ZERO),
-                    stop_price: r.stop_price.unwrap_or(Price::ZERO),
-                    order_id,
-                    oco_partner: partner,
-                    oco_first: first,
+                // The pair `oco_pair` describes, built from the limit
+                // order's own message.
+                let away = OCO_STOP_TICKS + rng.below(OCO_STOP_TICKS as u64) as i64;
+                let stop_ticks = match order.side {
+                    Side::Sell => MID_TICKS - away,
+                    Side::Buy => MID_TICKS + away,
+                };
+                let maker = PlaceOrder {
+                    kind: OrderType::LimitMaker,
                     ..*order
                 };
-                let second = id + OCO_SECOND_ID;
-                book.handle(ToBook::Place(leg(&above, id, second, true)), &mut out);
-                book.handle(ToBook::Place(leg(&below, second, id, false)), &mut out);
+                let stop = PlaceOrder {
+                    kind: OrderType::StopLoss,
+                    price: Price::ZERO,
+                    stop_price: Price(stop_ticks * tick),
+                    ..*order
+                };
+                let (mut first, mut second) = match order.side {
+                    Side::Sell => (maker, stop),
+                    Side::Buy => (stop, maker),
+                };
+                (first.order_id, second.order_id) = (id, id + OCO_SECOND_ID);
+                (first.oco_partner, first.oco_first) = (second.order_id, true);
+                second.oco_partner = first.order_id;
+                book.handle(ToBook::Place(first), &mut out);
+                book.handle(ToBook::Place(second), &mut out);
                 pairs += 1;
                 let ok = |m: &ToAccount| matches!(m, ToAccount::Placed { reject: None, .. });
                 pairs_placed += u64::from(out.iter().any(ok));
