@@ -51,9 +51,18 @@ fn refuse_leg_params(params: &Params<'_>, prefix: &str) -> Result<(), HttpError>
     refuse_not_taken(params, &names)
 }
 
+/// Binance's -1102 for a mandatory parameter not sent.
+fn missing(name: &str) -> HttpError {
+    HttpError::new(
+        400,
+        binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
 fn side_param(params: &Params<'_>, name: &str) -> Result<Side, HttpError> {
     let side = enum_param(params, name, Side::parse, binance::INVALID_SIDE, "Invalid side.")?;
-    side.ok_or_else(|| mandatory(params, name).unwrap_err())
+    side.ok_or_else(|| missing(name))
 }
 
 fn type_param(params: &Params<'_>, name: &str) -> Result<OrderType, HttpError> {
@@ -64,7 +73,7 @@ fn type_param(params: &Params<'_>, name: &str) -> Result<OrderType, HttpError> {
         binance::INVALID_ORDER_TYPE,
         "Invalid orderType.",
     )?;
-    kind.ok_or_else(|| mandatory(params, name).unwrap_err())
+    kind.ok_or_else(|| missing(name))
 }
 
 fn qty_param(params: &Params<'_>, name: &str) -> Result<Qty, HttpError> {
@@ -183,9 +192,7 @@ fn legacy_oco_request(shard: &impl Host, params: &Params<'_>) -> Result<ListRequ
         side,
         kind: OrderType::LimitMaker,
         time_in_force: None,
-        price: Some(Price(
-            decimal_param(params, "price")?.ok_or_else(|| mandatory(params, "price").unwrap_err())?,
-        )),
+        price: Some(Price(decimal_param(params, "price")?.ok_or_else(|| missing("price"))?)),
         qty,
         stop_price: None,
         client_order_id: client_id_param(params, "limitClientOrderId")?,
