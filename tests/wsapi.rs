@@ -81,6 +81,13 @@ fn rest_signed(server: &Server, user: &User, method: &str, path: &str, query: &s
 
 /// An account object without `updateTime`, which is the time of the
 /// request itself.
+/// A user's BTC balance object from `GET /api/v3/account`.
+fn btc_balance(server: &Server, user: &User) -> Value {
+    let account = rest_signed(server, user, "GET", "/api/v3/account", "");
+    let balances = account["balances"].as_array().cloned().unwrap_or_default();
+    balances.into_iter().find(|b| b["asset"] == "BTC").expect("BTC")
+}
+
 fn without_update_time(mut account: Value) -> Value {
     if let Some(o) = account.as_object_mut() {
         o.remove("updateTime");
@@ -917,11 +924,7 @@ fn the_websocket_api_amends_as_rest_does() {
         (listed[0]["origQty"].clone(), listed[0]["newQty"].clone()),
         (json!("2.00000000"), json!("0.50000000"))
     );
-    let account = rest_signed(&server, &maker, "GET", "/api/v3/account", "");
-    let btc = account["balances"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["asset"] == "BTC").cloned())
-        .expect("BTC");
+    let btc = btc_balance(&server, &maker);
     assert_eq!(
         (&btc["free"], &btc["locked"]),
         (&json!("9.50000000"), &json!("0.50000000"))
@@ -974,11 +977,7 @@ fn the_websocket_api_places_and_cancels_order_lists_as_rest_does() {
         (&all[0]["orderListId"], &all[0]["listOrderStatus"]),
         (&json!(list_id), &json!("ALL_DONE"))
     );
-    let account = rest_signed(&server, &owner, "GET", "/api/v3/account", "");
-    let btc = account["balances"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["asset"] == "BTC").cloned())
-        .expect("BTC");
+    let btc = btc_balance(&server, &owner);
     assert_eq!(
         (&btc["free"], &btc["locked"]),
         (&json!("10.00000000"), &json!("0.00000000"))

@@ -13,7 +13,7 @@
 use crate::api::host::Host;
 use crate::api::params::{
     client_id_param, decimal_param, enum_param, limit_param, malformed, mandatory, market_param, refuse_not_taken,
-    u64_param, RespType,
+    resp_type_sent, u64_param, RespType,
 };
 use crate::api::request::{engine_error, trading_error};
 use crate::api::user::{engine_outcome, reference_price, write_iceberg_qty, write_order_state};
@@ -249,21 +249,9 @@ fn with_client_ids(shard: &impl Host, mut request: ListRequest) -> ListRequest {
     request
 }
 
+/// A list's answer shows its orders in full unless asked otherwise.
 fn list_resp_type(params: &Params<'_>) -> Result<RespType, HttpError> {
-    let parse = |t: &str| match t {
-        "ACK" => Some(RespType::Ack),
-        "RESULT" => Some(RespType::Result),
-        "FULL" => Some(RespType::Full),
-        _ => None,
-    };
-    let given = enum_param(
-        params,
-        "newOrderRespType",
-        parse,
-        binance::ILLEGAL_CHARS,
-        "Illegal characters found in parameter 'newOrderRespType'.",
-    )?;
-    Ok(given.unwrap_or(RespType::Full))
+    Ok(resp_type_sent(params)?.unwrap_or(RespType::Full))
 }
 
 /// Places a list and answers with it and its orders.

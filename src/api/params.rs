@@ -220,23 +220,27 @@ pub(crate) enum RespType {
 }
 
 pub(crate) fn resp_type(params: &Params<'_>, kind: OrderType) -> Result<RespType, HttpError> {
+    Ok(resp_type_sent(params)?.unwrap_or(match kind {
+        OrderType::Market | OrderType::Limit => RespType::Full,
+        _ => RespType::Ack,
+    }))
+}
+
+/// `newOrderRespType` as sent, if it was.
+pub(crate) fn resp_type_sent(params: &Params<'_>) -> Result<Option<RespType>, HttpError> {
     let parse = |t: &str| match t {
         "ACK" => Some(RespType::Ack),
         "RESULT" => Some(RespType::Result),
         "FULL" => Some(RespType::Full),
         _ => None,
     };
-    let given = enum_param(
+    enum_param(
         params,
         "newOrderRespType",
         parse,
         binance::ILLEGAL_CHARS,
         "Illegal characters found in parameter 'newOrderRespType'.",
-    )?;
-    Ok(given.unwrap_or(match kind {
-        OrderType::Market | OrderType::Limit => RespType::Full,
-        _ => RespType::Ack,
-    }))
+    )
 }
 
 pub(crate) fn order_ref(params: &Params<'_>, id_name: &str, client_name: &str) -> Result<OrderRef, HttpError> {

@@ -471,13 +471,7 @@ fn list_client_id(id: u64) -> ClientOrderId {
 /// The driver with 20 % of the operations OCO lists or icebergs.
 fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
     let spec = &specs[0];
-    let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
-    let base = exchange.asset_id(&spec.base_asset).unwrap();
-    let quote = exchange.asset_id(&spec.quote_asset).unwrap();
-    for user in 1..=USERS_COUNT {
-        exchange.deposit(user, base, Amount(1 << 60)).unwrap();
-        exchange.deposit(user, quote, Amount(1 << 60)).unwrap();
-    }
+    let mut exchange = funded_exchange(specs);
     let mut mix = Mix::new(spec);
     let mut out = Output::with_capacity(1024);
     let market = MarketId(0);
@@ -487,19 +481,6 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
     let mut report = measure("driver, 20% lists+icebergs", || {
         let (op, id, user) = mix.next();
         out.clear();
-        let request = |side, price, qty: Qty, tif, iceberg: bool| OrderRequest {
-            market,
-            side,
-            kind: OrderType::Limit,
-            time_in_force: Some(tif),
-            price: Some(price),
-            qty: OrderQty::Base(qty),
-            stop_price: None,
-            client_order_id: None,
-            stp: StpMode::None,
-            iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
-            trailing_delta: None,
-        };
         let _ = match op {
             Op::Limit { side, price, qty } => {
                 let roll = rng.below(100);
@@ -520,7 +501,7 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
                     let iceberg = roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT;
                     exchange.place(
                         user,
-                        &request(side, price, qty, TimeInForce::Gtc, iceberg),
+                        &limit_request(side, price, qty, TimeInForce::Gtc, iceberg),
                         id,
                         id,
                         &mut out,
@@ -529,7 +510,7 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
             }
             Op::Cross { side, price, qty } => exchange.place(
                 user,
-                &request(side, price, qty, TimeInForce::Ioc, false),
+                &limit_request(side, price, qty, TimeInForce::Ioc, false),
                 id,
                 id,
                 &mut out,
@@ -544,6 +525,38 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
     report
 }
 
+/// A limit order of the driver's mixes on the first market; an iceberg
+/// shows a quarter of its quantity.
+fn limit_request(side: Side, price: Price, qty: Qty, tif: TimeInForce, iceberg: bool) -> OrderRequest {
+    OrderRequest {
+        market: MarketId(0),
+        side,
+        kind: OrderType::Limit,
+        time_in_force: Some(tif),
+        price: Some(price),
+        qty: OrderQty::Base(qty),
+        stop_price: None,
+        client_order_id: None,
+        stp: StpMode::None,
+        iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
+        trailing_delta: None,
+    }
+}
+
+/// The first market on two account machines, every user rich in both of
+/// its assets.
+fn funded_exchange(specs: &[MarketSpec]) -> Exchange {
+    let spec = &specs[0];
+    let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
+    let base = exchange.asset_id(&spec.base_asset).unwrap();
+    let quote = exchange.asset_id(&spec.quote_asset).unwrap();
+    for user in 1..=USERS_COUNT {
+        exchange.deposit(user, base, Amount(1 << 60)).unwrap();
+        exchange.deposit(user, quote, Amount(1 << 60)).unwrap();
+    }
+    exchange
+}
+
 fn bench_exchange(specs: &[MarketSpec]) -> Report {
     bench_exchange_with(specs, "accounts+book driver", 0, 0)
 }
@@ -554,13 +567,7 @@ fn bench_exchange(specs: &[MarketSpec]) -> Report {
 /// orders icebergs showing a quarter of their quantity.
 fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: u64, iceberg_percent: u64) -> Report {
     let spec = &specs[0];
-    let mut exchange = Exchange::new(&specs[..1], 2, BookCapacity::default());
-    let base = exchange.asset_id(&spec.base_asset).unwrap();
-    let quote = exchange.asset_id(&spec.quote_asset).unwrap();
-    for user in 1..=USERS_COUNT {
-        exchange.deposit(user, base, Amount(1 << 60)).unwrap();
-        exchange.deposit(user, quote, Amount(1 << 60)).unwrap();
-    }
+    let mut exchange = funded_exchange(specs);
     let mut mix = Mix::new(spec);
     let mut out = Output::with_capacity(1024);
     let market = MarketId(0);
@@ -599,25 +606,12 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             }
             placed.push_back((id, user));
         }
-        let request = |side, price, qty: Qty, tif, iceberg: bool| OrderRequest {
-            market,
-            side,
-            kind: OrderType::Limit,
-            time_in_force: Some(tif),
-            price: Some(price),
-            qty: OrderQty::Base(qty),
-            stop_price: None,
-            client_order_id: None,
-            stp: StpMode::None,
-            iceberg_qty: iceberg.then_some(Qty(qty.0 / 4)),
-            trailing_delta: None,
-        };
         let _ = match op {
             Op::Limit { side, price, qty } => {
                 let iceberg = iceberg_percent > 0 && iceberg_rng.below(100) < iceberg_percent;
                 let placed = exchange.place(
                     user,
-                    &request(side, price, qty, TimeInForce::Gtc, iceberg),
+                    &limit_request(side, price, qty, TimeInForce::Gtc, iceberg),
                     id,
                     id,
                     &mut out,
@@ -628,7 +622,7 @@ fn bench_exchange_with(specs: &[MarketSpec], name: &'static str, amend_percent: 
             }
             Op::Cross { side, price, qty } => exchange.place(
                 user,
-                &request(side, price, qty, TimeInForce::Ioc, false),
+                &limit_request(side, price, qty, TimeInForce::Ioc, false),
                 id,
                 id,
                 &mut out,

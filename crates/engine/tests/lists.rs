@@ -96,6 +96,20 @@ impl Fixture {
         view.unwrap_or_else(|e| panic!("list {id}: {e}"))
     }
 
+    /// The answer of the last operation's cancel-replace.
+    fn replaced(
+        &self,
+    ) -> (
+        Result<tradsys_engine::order::OrderView, EngineError>,
+        tradsys_engine::account::NewOrderResult,
+    ) {
+        let replaced = self.out.events.iter().find_map(|e| match e {
+            AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
+            _ => None,
+        });
+        replaced.expect("the cancel-replace is answered")
+    }
+
     fn list_done(&self, id: u64) -> bool {
         let view = self.list_view(id);
         (view.status_type, view.order_status) == (ListStatusType::AllDone, ListOrderStatus::AllDone)
@@ -534,11 +548,7 @@ fn cancel_replace_of_a_pending_order_cancels_the_list_and_places_the_new_order()
     f.exchange
         .cancel_replace(OWNER, OrderRef::Id(id + 1), mode, &new, 500, 9, &mut f.out);
     f.exchange.check_invariants();
-    let replaced = f.out.events.iter().find_map(|e| match e {
-        AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
-        _ => None,
-    });
-    let (cancel, new) = replaced.expect("the cancel-replace is answered");
+    let (cancel, new) = f.replaced();
     assert_eq!(cancel.map(|v| v.status), Ok(Canceled));
     assert!(matches!(new, tradsys_engine::account::NewOrderResult::Success(v) if v.order_id == 500));
     assert_eq!(f.statuses(&[id, id + 1, 500]), [Canceled, Canceled, New]);
@@ -562,11 +572,7 @@ fn cancel_replace_of_an_oco_order_frees_the_pairs_lock_for_the_new_order() {
     f.exchange
         .cancel_replace(OWNER, OrderRef::Id(id), mode, &new, 600, 9, &mut f.out);
     f.exchange.check_invariants();
-    let replaced = f.out.events.iter().find_map(|e| match e {
-        AccountEvent::CancelReplaced { cancel, new, .. } => Some((*cancel, *new)),
-        _ => None,
-    });
-    let (cancel, new) = replaced.expect("the cancel-replace is answered");
+    let (cancel, new) = f.replaced();
     assert_eq!(cancel.map(|v| v.status), Ok(Canceled));
     assert!(
         matches!(new, tradsys_engine::account::NewOrderResult::Success(v) if v.order_id == 600),
