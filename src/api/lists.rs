@@ -12,8 +12,8 @@
 
 use crate::api::host::Host;
 use crate::api::params::{
-    client_id_param, decimal_param, enum_param, limit_param, malformed, mandatory, market_param, refuse_not_taken,
-    resp_type_sent, u64_param, RespType,
+    client_id_param, decimal_param, enum_param, limit_param, malformed, mandatory, market_param, order_ref,
+    refuse_not_taken, resp_type_sent, u64_param, RespType,
 };
 use crate::api::request::{engine_error, trading_error};
 use crate::api::user::{engine_outcome, reference_price, write_iceberg_qty, write_order_state};
@@ -397,17 +397,10 @@ fn client(id: &Option<ClientOrderId>) -> &str {
 
 /// Which list a request names: `orderListId` or its client id.
 fn list_ref(params: &Params<'_>, client_name: &str) -> Result<ListRef, HttpError> {
-    if let Some(id) = u64_param(params, "orderListId")? {
-        return Ok(ListRef::Id(id));
-    }
-    match client_id_param(params, client_name)? {
-        Some(client) => Ok(ListRef::Client(client)),
-        None => Err(HttpError::new(
-            400,
-            binance::MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-            format!("Param '{client_name}' or 'orderListId' must be sent, but both were empty/null!"),
-        )),
-    }
+    Ok(match order_ref(params, "orderListId", client_name)? {
+        OrderRef::Id(id) => ListRef::Id(id),
+        OrderRef::Client(client) => ListRef::Client(client),
+    })
 }
 
 /// `DELETE /api/v3/orderList`: cancels every open order of the list.

@@ -791,14 +791,12 @@ impl Trading {
         now_ms: u64,
     ) -> Result<(OrderId, oneshot::Receiver<ListOutcome>), TradingError> {
         self.check_room(None)?;
-        self.out.records.extend(self.live.then(|| {
-            Record::PlaceList(Box::new(ListRecord {
-                user,
-                request: *request,
-                reference,
-                now_ms,
-            }))
-        }));
+        self.record(Record::PlaceList(Box::new(ListRecord {
+            user,
+            request: *request,
+            reference,
+            now_ms,
+        })));
         let (tx, rx) = oneshot::channel();
         let list_id = self.place_list_core(user, request, reference, now_ms, Some(tx))?;
         Ok((list_id, rx))

@@ -787,7 +787,7 @@ impl Accounts {
         // order, both orders of an OCO pair by the first cancel (the
         // second is then answered unknown).
         let count = u.open[usize::from(market.0)].len as usize;
-        let cancels = self.open_list(u, market).filter(|o| self.cancels_for(o.view.order_id));
+        let cancels = self.open_list(u, market).filter(|o| Self::cancels_for(o));
         out.extend(cancels.map(|o| ToBook::Cancel {
             market,
             order_id: o.view.order_id,

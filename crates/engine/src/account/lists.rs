@@ -587,9 +587,8 @@ impl Accounts {
     /// the account machine may not know yet that its book took one of
     /// them off with a trade), and none for a pending order (it ends with
     /// its working order).
-    pub(super) fn cancels_for(&self, order_id: OrderId) -> bool {
-        self.open(order_id)
-            .is_some_and(|o| o.view.status != OrderStatus::PendingNew)
+    pub(super) fn cancels_for(open: &Open) -> bool {
+        open.view.status != OrderStatus::PendingNew
     }
 
     /// A cancel-all is canceling the pending orders of the user's lists
@@ -640,7 +639,7 @@ impl Accounts {
         state.canceling = true;
         let view = state.view;
         for &order_id in view.order_ids() {
-            if self.cancels_for(order_id) {
+            if self.open(order_id).is_some_and(Self::cancels_for) {
                 out.push(ToBook::Cancel {
                     market,
                     order_id,
@@ -701,7 +700,6 @@ impl Accounts {
         let mut views: Vec<OrderListView> = markets
             .flat_map(|m| self.open_list(u, m))
             .map(|o| o.view.order_list_id)
-            .filter(|&l| l != 0 && self.first_open_leg(l).is_some())
             .filter_map(|l| self.lists.get(&l).map(|s| s.view))
             .collect();
         views.sort_unstable_by_key(|v| v.order_list_id);
@@ -726,7 +724,8 @@ impl Accounts {
                 return Err(format!("order list {id} is filed under another id"));
             }
         }
-        for open in &self.slots_in_use() {
+        for &slot in self.orders.values() {
+            let open = &self.slots[slot as usize];
             let list = open.view.order_list_id;
             if list == 0 {
                 continue;
@@ -741,10 +740,6 @@ impl Accounts {
             }
         }
         Ok(())
-    }
-
-    fn slots_in_use(&self) -> Vec<Open> {
-        self.orders.values().map(|&slot| self.slots[slot as usize]).collect()
     }
 }
 
