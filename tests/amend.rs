@@ -221,5 +221,4 @@ fn an_amended_order_keeps_its_place_and_survives_a_crash() {
     );
     assert_eq!(usdt(&mut c, &maker).1, "30000.00000000");
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -62,7 +62,7 @@ impl Rng {
 struct Cluster {
     servers: Vec<Server>,
     args: Vec<Vec<String>>,
-    dirs: Vec<std::path::PathBuf>,
+    dirs: Vec<common::TempDir>,
 }
 
 impl Cluster {
@@ -609,5 +609,4 @@ fn users_of_every_instance_trade_on_markets_of_every_instance() {
     check_balances(&cluster, &reference);
     assert!(crossed > 100, "only {crossed} orders crossed instances");
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -155,5 +155,4 @@ fn a_countdown_survives_a_crash_and_fires_on_time_after_it() {
     until_canceled(&mut c, &user, "BTCUSDT", since);
     assert_eq!(status(&mut c, &user, "BTCUSDT", second), "CANCELED");
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::account::{admin, create_user, create_user_with, signed, Signer, User};
 use common::tmpfs::{fill_up, Tmpfs};
-use common::{eventually, temp_data_dir, Client, Server, ADMIN_TOKEN};
+use common::{eventually, temp_data_dir, temp_dir_in, Client, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -142,7 +142,6 @@ fn acknowledged_state_survives_kill_and_a_new_number_of_shards() {
         before = after;
         server.terminate();
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn segments(dir: &Path) -> Vec<String> {
@@ -228,7 +227,6 @@ fn snapshots_replace_the_journal_they_cover() {
     );
     assert_eq!(state(&server, &users), before);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -250,7 +248,6 @@ fn the_demo_user_is_created_only_in_an_empty_data_dir() {
     let after = signed(&mut second.connect(), &demo, "GET", "/api/v3/account", "").json();
     assert_eq!(after["balances"], before["balances"]);
     drop(second);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn state_hashes(server: &Server) -> Value {
@@ -292,8 +289,6 @@ fn every_replay_of_the_same_journal_rebuilds_the_same_state_hash() {
     order(&mut server.connect(), &users[0], "ETHBTC", "BUY", "1", "0.01");
     assert_ne!(state_hashes(&server), live);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&copy);
 }
 
 /// Regression: a user id was allocated on the shard that took the admin
@@ -330,7 +325,6 @@ fn user_ids_are_not_given_out_twice_across_a_crash() {
         );
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A shard asked to seal an epoch it had already sealed answered only at
@@ -342,7 +336,7 @@ fn user_ids_are_not_given_out_twice_across_a_crash() {
 fn sequential_calls_on_a_fast_disk_are_all_answered() {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
-        shm.join(temp_data_dir().file_name().expect("a name"))
+        temp_dir_in(shm)
     } else {
         temp_data_dir()
     };
@@ -355,13 +349,11 @@ fn sequential_calls_on_a_fast_disk_are_all_answered() {
         assert!(ids.insert(user["userId"].as_u64().expect("userId")), "call {i}: {user}");
     }
     assert_eq!(ids.len(), 2000);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A tmpfs of `bytes` of the test's own.
 fn tmpfs(bytes: u64) -> Tmpfs {
-    Tmpfs::mount_at(&temp_data_dir(), bytes).expect("a tmpfs (the test machines run as root)")
+    Tmpfs::mount_at(&temp_data_dir().into_path(), bytes).expect("a tmpfs (the test machines run as root)")
 }
 
 /// The ids of `user`'s open BTCUSDT orders, in id order.
@@ -584,7 +576,6 @@ fn a_failed_fdatasync_acknowledges_nothing_after_it_and_stops() {
     );
     assert_eq!(&open[..acknowledged.len()], &acknowledged[..]);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A snapshot that cannot be written (injected through
@@ -657,7 +648,6 @@ fn a_failed_snapshot_write_keeps_trading_and_the_journal() {
     let mut c = server.connect();
     assert_eq!(open_order_ids(&mut c, &user), acknowledged);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The snapshot of a new generation cannot be written at start-up: the
@@ -690,7 +680,6 @@ fn a_failed_start_up_snapshot_stops_the_start_and_loses_nothing() {
     let mut c = server.connect();
     assert_eq!(open_order_ids(&mut c, &user), [id]);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every file under `dir` whose name ends with `suffix`.
@@ -747,7 +736,6 @@ fn a_snapshot_with_an_impossible_balance_stops_the_start() {
     let broken = "/shard-0/gen-2: snapshot of shard 0: not a consistent state: accounts: asset 1 is not \
                   conserved: 4000000000124 held and 0 in fees against Some(4000000000123) that came in";
     assert!(stderr.contains(broken), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The sum of a metric over its series.

@@ -14,11 +14,20 @@ use std::path::Path;
 use std::time::Duration;
 use tradsys_pgtest::PgServer;
 
-fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Server {
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--admin-token", ADMIN_TOKEN, "--demo-user", "false"];
     args.extend_from_slice(&common::LIMITS_OFF);
     args.extend_from_slice(extra);
-    Server::start_in(dir, shards, &args)
+    args
+}
+
+fn start_in(dir: &Path, shards: usize, extra: &[&str]) -> Server {
+    Server::start_in(dir, shards, &args(extra))
+}
+
+/// A server on a data directory of its own, removed with it.
+fn start_fresh(shards: usize, extra: &[&str]) -> Server {
+    Server::start(shards, &args(extra))
 }
 
 const FUNDS: [(&str, &str); 3] = [("BTC", "1000"), ("USDT", "100000000"), ("ETH", "1000")];
@@ -155,7 +164,7 @@ fn drained(server: &Server, limit: Duration) -> bool {
 
 #[test]
 fn sqlite_keeps_every_order_and_trade_queryable() {
-    let server = start_in(&temp_data_dir(), 2, &["--durability", "batch"]);
+    let server = start_fresh(2, &["--durability", "batch"]);
     let user = create_user(&server, "busy", &FUNDS);
     let seller = create_user(&server, "seller", &FUNDS);
     let buyer = create_user(&server, "buyer", &FUNDS);
@@ -201,7 +210,7 @@ fn sqlite_keeps_every_order_and_trade_queryable() {
 fn postgres_keeps_every_order_and_trade_queryable() {
     let pg = PgServer::start();
     let url = pg.url();
-    let server = start_in(&temp_data_dir(), 2, &["--durability", "batch", "--postgres", &url]);
+    let server = start_fresh(2, &["--durability", "batch", "--postgres", &url]);
     let user = create_user(&server, "busy", &FUNDS);
     let seller = create_user(&server, "seller", &FUNDS);
     let buyer = create_user(&server, "buyer", &FUNDS);
@@ -251,7 +260,7 @@ fn civil_month(days: u64) -> (u64, u64) {
 fn a_new_data_directory_refuses_a_database_with_another_history() {
     let pg = PgServer::start();
     let url = pg.url();
-    let mut server = start_in(&temp_data_dir(), 1, &["--postgres", &url]);
+    let mut server = start_fresh(1, &["--postgres", &url]);
     let user = create_user(&server, "first", &FUNDS);
     place_and_cancel(&server, &user, 3);
     assert!(drained(&server, Duration::from_secs(30)));
@@ -277,7 +286,6 @@ fn a_new_data_directory_refuses_a_database_with_another_history() {
         stderr.contains("it already holds the history of another data directory (shard 0 at generation 1"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Orders the load thread places per second at most (each canceled at
@@ -329,8 +337,7 @@ fn order_load(
 fn postgres_down_for_20_s_under_load_loses_nothing() {
     let mut pg = PgServer::start();
     let url = pg.url();
-    let server = start_in(
-        &temp_data_dir(),
+    let server = start_fresh(
         2,
         &[
             "--durability",
@@ -488,7 +495,6 @@ fn crash_cycles(
     );
     assert_eq!(unbalanced(&server), 0, "every trade's ledger sums to zero per asset");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `UNBALANCED_TRADES` over the shards' SQLite files: the two sides of a
@@ -550,8 +556,7 @@ fn a_read_after_a_write_sees_it_whatever_the_replica_lag() {
     let pg = PgServer::start();
     let replica = pg.start_replica();
     let (url, replica_url) = (pg.url(), replica.url());
-    let server = start_in(
-        &temp_data_dir(),
+    let server = start_fresh(
         2,
         &[
             "--durability",
@@ -604,8 +609,7 @@ fn a_read_after_a_write_sees_it_whatever_the_replica_lag() {
 fn an_overflowed_backlog_is_caught_up_from_the_journal() {
     let mut pg = PgServer::start();
     let url = pg.url();
-    let server = start_in(
-        &temp_data_dir(),
+    let server = start_fresh(
         2,
         &[
             "--durability",
@@ -810,7 +814,7 @@ fn after_restart(mut server: Server, extra: &[&str]) {
 #[test]
 fn sqlite_rebuilds_older_klines_from_the_store() {
     let extra = ["--klines-kept-per-interval-max", "3"];
-    let server = start_in(&temp_data_dir(), 2, &extra);
+    let server = start_fresh(2, &extra);
     older_klines_come_from_the_store(&server);
     after_restart(server, &extra);
 }
@@ -820,7 +824,7 @@ fn postgres_rebuilds_older_klines_from_the_store() {
     let pg = PgServer::start();
     let url = pg.url();
     let extra = ["--klines-kept-per-interval-max", "3", "--postgres", &url];
-    let server = start_in(&temp_data_dir(), 2, &extra);
+    let server = start_fresh(2, &extra);
     older_klines_come_from_the_store(&server);
     after_restart(server, &extra);
 }
@@ -838,7 +842,7 @@ fn l1(server: &Server, name: &str) -> f64 {
 /// every answer equals the one without a cache.
 #[test]
 fn my_trades_pages_come_from_the_cache_until_the_next_trade() {
-    let server = start_in(&temp_data_dir(), 2, &[]);
+    let server = start_fresh(2, &[]);
     let seller = create_user(&server, "seller", &FUNDS);
     let buyer = create_user(&server, "buyer", &FUNDS);
     trade(&server, &seller, &buyer, 5);

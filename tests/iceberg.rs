@@ -106,5 +106,4 @@ fn an_iceberg_shows_its_parts_one_at_a_time_and_survives_a_crash() {
     assert_eq!(bids(&server), json!([]));
     assert_eq!(state(&mut c).0, json!("FILLED"));
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -198,7 +198,6 @@ fn an_oco_sells_at_its_limit_and_expires_its_stop_and_survives_a_crash() {
     assert_eq!(balance(&mut c, &owner, "USDT"), pair("15484.50000000", "0.00000000"));
     drop(stream);
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 #[test]
@@ -343,7 +342,6 @@ fn an_otoco_places_its_pair_when_the_working_order_fills_even_across_a_crash() {
     );
     assert_eq!(balance(&mut c, &owner, "BTC"), pair("0.10090000", "0.00000000"));
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 #[test]

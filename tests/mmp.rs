@@ -124,5 +124,4 @@ fn a_protection_fires_freezes_thaws_and_survives_a_crash() {
     );
     assert_eq!(call(&mut c, &maker, "GET", "/api/v3/mmp", "symbol=BTCUSDT").0, 400);
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

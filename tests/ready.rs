@@ -127,7 +127,6 @@ fn no_connection_is_told_starting_after_ready_said_200() {
     let lines = lines.join().expect("the stdout reader");
     let listening = lines.iter().filter(|l| l.starts_with("shard ")).count();
     assert_eq!(listening, 2, "{lines:?}");
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// `tradsys serve` with `shards` shards on `listen` and `data_dir` (and
@@ -223,5 +222,4 @@ fn a_panicking_shard_stops_the_process() {
         stderr.ends_with("tradsys: a thread panicked; stopping (the journal holds everything acknowledged)\n"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -89,5 +89,4 @@ fn a_trailing_stop_fires_one_percent_below_the_highest_trade_across_a_crash() {
     assert_eq!(asks(&server), json!([["29000.00000000", "0.10000000"]]));
     assert_eq!(state(&mut c, &owner, id), (json!("NEW"), json!(100)));
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -554,7 +554,6 @@ fn transfer_history_keeps_its_ids_and_times_across_a_restart() {
     assert_eq!(shard, old_shard);
     assert!(generation > old_generation, "{now}");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- errors and refusals ----

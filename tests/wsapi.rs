@@ -1058,5 +1058,4 @@ fn a_guarded_session_cancels_its_markets_orders_when_it_ends() {
         "a guard of a session lost in the crash did not fire"
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

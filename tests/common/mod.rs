@@ -28,7 +28,8 @@ pub struct Server {
     pub recovered: Option<String>,
     /// Whether dropping the server deletes `data_dir` (not when the test
     /// gave it, to start another server on it).
-    owns_data_dir: bool,
+    /// Removed when the server is dropped, after the process is killed.
+    owned_dir: Option<TempDir>,
     /// Everything the server printed (stdout and stderr), and the threads
     /// that collect it.
     logs: Arc<Mutex<String>>,
@@ -81,8 +82,9 @@ pub const LIMITS_OFF: [&str; 8] = [
 impl Server {
     /// Starts tradsys with `args` and waits for every shard's start-up line.
     pub fn start(shards: usize, args: &[&str]) -> Server {
-        let mut server = Server::start_in(&temp_data_dir(), shards, args);
-        server.owns_data_dir = true;
+        let dir = temp_data_dir();
+        let mut server = Server::start_in(&dir, shards, args);
+        server.owned_dir = Some(dir);
         server
     }
 
@@ -150,7 +152,7 @@ impl Server {
             admin: None,
             demo: None,
             data_dir,
-            owns_data_dir: false,
+            owned_dir: None,
             recovered: None,
             logs,
             collectors,
@@ -243,9 +245,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if self.owns_data_dir {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
+        self.owned_dir = None;
         // The pipes are closed: the collectors end.
         for collector in self.collectors.drain(..) {
             let _ = collector.join();
@@ -282,14 +282,64 @@ fn shedding_off(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
-/// A data directory path no other test uses (not created).
-pub fn temp_data_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
+/// A directory no other test uses (not created), removed when dropped:
+/// a journal preallocates its segments, so every directory a test leaves
+/// behind costs the machine about 130 MB.
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The path, no longer removed on drop (its new owner removes it).
+    pub fn into_path(self) -> std::path::PathBuf {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.path.clone()
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A [`TempDir`] under the system's temporary directory.
+pub fn temp_data_dir() -> TempDir {
+    temp_dir_in(&std::env::temp_dir())
+}
+
+/// A [`TempDir`] under `base`.
+pub fn temp_dir_in(base: &std::path::Path) -> TempDir {
+    let path = base.join(format!("tradsys-test-{}-{}", std::process::id(), unique()));
     // A directory of this name can only be left by an earlier test process
     // that had the same pid and was killed before it cleaned up; its
     // journal and snapshots must not become this test's state.
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    let _ = std::fs::remove_dir_all(&path);
+    TempDir { path }
 }
 
 fn unique() -> u64 {
@@ -562,7 +612,7 @@ pub fn nginx_conf(dir: &std::path::Path, include: &std::path::Path) -> std::path
 pub struct Front {
     child: Child,
     pub addr: SocketAddr,
-    dir: std::path::PathBuf,
+    dir: TempDir,
 }
 
 impl Front {
@@ -599,6 +649,5 @@ impl Drop for Front {
         // TERM: the master stops its workers before it exits.
         signal(&self.child, "TERM");
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
