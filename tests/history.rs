@@ -797,13 +797,12 @@ fn older_klines_come_from_the_store(server: &Server) {
 
 /// After a restart (rings recovered, caches empty), the same klines
 /// from the store alone.
-fn after_restart(mut server: Server, extra: &[&str]) {
+fn after_restart(mut server: Server, dir: &Path, extra: &[&str]) {
     let expected = one_second_klines(&server);
     assert!(drained(&server, Duration::from_secs(30)));
     assert!(server.terminate().success());
-    let dir = server.data_dir.clone();
     drop(server);
-    let server = start_in(&dir, 2, extra);
+    let server = start_in(dir, 2, extra);
     assert_eq!(klines(&server, "/api/v3/klines", "limit=1000"), expected);
     assert_eq!(
         klines(&server, "/api/v3/klines", "limit=3"),
@@ -814,9 +813,10 @@ fn after_restart(mut server: Server, extra: &[&str]) {
 #[test]
 fn sqlite_rebuilds_older_klines_from_the_store() {
     let extra = ["--klines-kept-per-interval-max", "3"];
-    let server = start_fresh(2, &extra);
+    let dir = temp_data_dir();
+    let server = start_in(&dir, 2, &extra);
     older_klines_come_from_the_store(&server);
-    after_restart(server, &extra);
+    after_restart(server, &dir, &extra);
 }
 
 #[test]
@@ -824,9 +824,10 @@ fn postgres_rebuilds_older_klines_from_the_store() {
     let pg = PgServer::start();
     let url = pg.url();
     let extra = ["--klines-kept-per-interval-max", "3", "--postgres", &url];
-    let server = start_fresh(2, &extra);
+    let dir = temp_data_dir();
+    let server = start_in(&dir, 2, &extra);
     older_klines_come_from_the_store(&server);
-    after_restart(server, &extra);
+    after_restart(server, &dir, &extra);
 }
 
 /// A cache counter of level L1 summed over two shards.
