@@ -58,6 +58,18 @@ static GLOBAL: Counting = Counting;
 const WARMUP_OPS_COUNT: u64 = 1_000_000;
 const THROUGHPUT_OPS_COUNT: u64 = 5_000_000;
 const LATENCY_OPS_COUNT: u64 = 2_000_000;
+/// The scenarios' names, as printed and as `cargo bench -- NAME` selects.
+const BOOK: &str = "book alone";
+const BOOK_AMENDING: &str = "book, 20% amendments";
+const DRIVER: &str = "accounts+book driver";
+const DRIVER_AMENDING: &str = "driver, 20% amendments";
+const BOOK_ICEBERGS: &str = "book, 20% icebergs";
+const DRIVER_ICEBERGS: &str = "driver, 20% icebergs";
+const BOOK_LISTS: &str = "book, 20% lists+icebergs";
+const DRIVER_LISTS: &str = "driver, 20% lists+icebergs";
+/// The book's mixes against the book alone, in turns.
+const INTERLEAVED: &str = "interleaved";
+
 const USERS_COUNT: u64 = 1000;
 const RECENT_IDS_COUNT: usize = 4096;
 const MID_TICKS: i64 = 3_000_000;
@@ -247,30 +259,77 @@ fn measure(name: &'static str, mut step: impl FnMut()) -> Report {
     }
 }
 
-fn bench_book(spec: &MarketSpec) -> Report {
-    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
-    let mut mix = Mix::new(spec);
-    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
-    let mut fills = 0u64;
-    let mut report = measure("book alone", || {
-        let (op, id, user) = mix.next();
-        out.clear();
-        book.handle(book_message(op, id, user), &mut out);
-        fills += count_fills(&out);
-    });
-    report.note = fills_note(fills);
+/// A mix of operations on one book, kept as state so that a pass can
+/// run it alone ([`measure`]) or in turns with another ([`interleaved`]).
+trait BookMix {
+    fn step(&mut self);
+    /// What the mix reports besides its speed.
+    fn note(&self) -> String;
+}
+
+/// What every book mix keeps: the book, the generator, the answers of
+/// the last operation, and the operations and trades so far.
+struct BookRun {
+    book: Book,
+    mix: Mix,
+    out: Vec<ToAccount>,
+    ops: u64,
+    trades: u64,
+}
+
+impl BookRun {
+    fn new(spec: &MarketSpec) -> BookRun {
+        BookRun {
+            book: Book::new(MarketId(0), spec, BookCapacity::default()),
+            mix: Mix::new(spec),
+            out: Vec::with_capacity(1024),
+            ops: 0,
+            trades: 0,
+        }
+    }
+
+    /// The next operation of the mix, with the answers cleared.
+    fn next(&mut self) -> (Op, u64, u64) {
+        self.ops += 1;
+        self.out.clear();
+        self.mix.next()
+    }
+
+    fn handle(&mut self, message: ToBook) {
+        self.book.handle(message, &mut self.out);
+        self.trades += count_fills(&self.out);
+    }
+
+    /// Trades per thousand operations: the work a mix asks of the book
+    /// besides resting and cancelling.
+    fn trades_note(&self) -> String {
+        format!("trades per 1000 ops {}", self.trades * 1000 / self.ops.max(1))
+    }
+}
+
+/// The book alone: the mix as it is.
+struct BookAlone(BookRun);
+
+impl BookMix for BookAlone {
+    fn step(&mut self) {
+        let (op, id, user) = self.0.next();
+        self.0.handle(book_message(op, id, user));
+    }
+
+    fn note(&self) -> String {
+        self.0.trades_note()
+    }
+}
+
+/// A report of `mix` run alone.
+fn bench_book_mix(name: &'static str, mix: &mut impl BookMix) -> Report {
+    let mut report = measure(name, || mix.step());
+    report.note = mix.note();
     report
 }
 
 fn count_fills(out: &[ToAccount]) -> u64 {
     out.iter().filter(|m| matches!(m, ToAccount::Fill(_))).count() as u64
-}
-
-/// Trades per thousand operations over all three passes: the work a mix
-/// asks of the book besides resting and cancelling.
-fn fills_note(fills: u64) -> String {
-    let ops = WARMUP_OPS_COUNT + THROUGHPUT_OPS_COUNT + LATENCY_OPS_COUNT;
-    format!("trades per 1000 ops {}", fills * 1000 / ops)
 }
 
 /// The book alone with 20 % of the operations replaced by amendments
@@ -282,7 +341,7 @@ fn bench_book_amending(spec: &MarketSpec) -> Report {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut placed: VecDeque<(u64, u64, Side, Price)> = VecDeque::with_capacity(RECENT_IDS_COUNT);
     let lot = Qty(spec.step_size.0 * 100);
-    measure("book, 20% amendments", || {
+    measure(BOOK_AMENDING, || {
         let (op, id, user) = mix.next();
         out.clear();
         if rng.below(100) < 20 {
@@ -315,27 +374,36 @@ fn bench_book_amending(spec: &MarketSpec) -> Report {
 /// icebergs showing a quarter of their quantity.
 const ICEBERG_LIMITS_PERCENT: u64 = 40;
 
-/// The book alone with 20 % of the operations iceberg orders.
-fn bench_book_icebergs(spec: &MarketSpec) -> Report {
-    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
-    let mut mix = Mix::new(spec);
-    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut fills = 0u64;
-    let mut report = measure("book, 20% icebergs", || {
-        let (op, id, user) = mix.next();
-        out.clear();
+/// The book with 20 % of the operations iceberg orders.
+struct BookIcebergs {
+    run: BookRun,
+    rng: Rng,
+}
+
+impl BookIcebergs {
+    fn new(spec: &MarketSpec) -> BookIcebergs {
+        BookIcebergs {
+            run: BookRun::new(spec),
+            rng: Rng(0x2545_f491_4f6c_dd1d),
+        }
+    }
+}
+
+impl BookMix for BookIcebergs {
+    fn step(&mut self) {
+        let (op, id, user) = self.run.next();
         let mut message = book_message(op, id, user);
         if let ToBook::Place(order) = &mut message {
-            if order.time_in_force == TimeInForce::Gtc && rng.below(100) < ICEBERG_LIMITS_PERCENT {
+            if order.time_in_force == TimeInForce::Gtc && self.rng.below(100) < ICEBERG_LIMITS_PERCENT {
                 order.iceberg_qty = Qty(order.qty.0 / 4);
             }
         }
-        book.handle(message, &mut out);
-        fills += count_fills(&out);
-    });
-    report.note = fills_note(fills);
-    report
+        self.run.handle(message);
+    }
+
+    fn note(&self) -> String {
+        self.run.trades_note()
+    }
 }
 
 /// In the lists-and-icebergs mixes, the share of the GTC limit orders
@@ -386,69 +454,125 @@ fn oco_pair(side: Side, price: Price, qty: Qty, tick: i64, spread: u64) -> (Orde
     }
 }
 
-/// The book alone with 20 % of the operations OCO pairs or icebergs.
-fn bench_book_lists(spec: &MarketSpec) -> Report {
-    let mut book = Book::new(MarketId(0), spec, BookCapacity::default());
-    let mut mix = Mix::new(spec);
-    let mut out: Vec<ToAccount> = Vec::with_capacity(1024);
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let (mut fills, mut pairs, mut pairs_placed) = (0u64, 0u64, 0u64);
-    let tick = spec.tick_size.0;
-    let mut report = measure("book, 20% lists+icebergs", || {
-        let (op, id, user) = mix.next();
-        out.clear();
-        let mut message = book_message(op, id, user);
-        let ToBook::Place(order) = &mut message else {
-            book.handle(message, &mut out);
-            return;
+/// The book with 20 % of the operations OCO pairs or icebergs.
+struct BookLists {
+    run: BookRun,
+    rng: Rng,
+    tick: i64,
+    pairs: u64,
+    pairs_placed: u64,
+}
+
+impl BookLists {
+    fn new(spec: &MarketSpec) -> BookLists {
+        BookLists {
+            run: BookRun::new(spec),
+            rng: Rng(0x2545_f491_4f6c_dd1d),
+            tick: spec.tick_size.0,
+            pairs: 0,
+            pairs_placed: 0,
+        }
+    }
+
+    /// The pair `oco_pair` describes, built from a GTC limit order's own
+    /// message.
+    fn place_pair(&mut self, order: &PlaceOrder) {
+        let away = OCO_STOP_TICKS + self.rng.below(OCO_STOP_TICKS as u64) as i64;
+        let stop_ticks = match order.side {
+            Side::Sell => MID_TICKS - away,
+            Side::Buy => MID_TICKS + away,
         };
-        if order.time_in_force == TimeInForce::Gtc {
-            let roll = rng.below(100);
-            if roll < LIST_LIMITS_PERCENT {
-                // The pair `oco_pair` describes, built from the limit
-                // order's own message.
-                let away = OCO_STOP_TICKS + rng.below(OCO_STOP_TICKS as u64) as i64;
-                let stop_ticks = match order.side {
-                    Side::Sell => MID_TICKS - away,
-                    Side::Buy => MID_TICKS + away,
-                };
-                let maker = PlaceOrder {
-                    kind: OrderType::LimitMaker,
-                    ..*order
-                };
-                let stop = PlaceOrder {
-                    kind: OrderType::StopLoss,
-                    price: Price::ZERO,
-                    stop_price: Price(stop_ticks * tick),
-                    ..*order
-                };
-                let (mut first, mut second) = match order.side {
-                    Side::Sell => (maker, stop),
-                    Side::Buy => (stop, maker),
-                };
-                (first.order_id, second.order_id) = (id, id + OCO_SECOND_ID);
-                (first.oco_partner, first.oco_first) = (second.order_id, true);
-                second.oco_partner = first.order_id;
-                book.handle(ToBook::Place(first), &mut out);
-                book.handle(ToBook::Place(second), &mut out);
-                pairs += 1;
-                let ok = |m: &ToAccount| matches!(m, ToAccount::Placed { reject: None, .. });
-                pairs_placed += u64::from(out.iter().any(ok));
-                return;
-            }
-            if roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT {
-                order.iceberg_qty = Qty(order.qty.0 / 4);
+        let maker = PlaceOrder {
+            kind: OrderType::LimitMaker,
+            ..*order
+        };
+        let stop = PlaceOrder {
+            kind: OrderType::StopLoss,
+            price: Price::ZERO,
+            stop_price: Price(stop_ticks * self.tick),
+            ..*order
+        };
+        let (mut first, mut second) = match order.side {
+            Side::Sell => (maker, stop),
+            Side::Buy => (stop, maker),
+        };
+        (first.order_id, second.order_id) = (order.order_id, order.order_id + OCO_SECOND_ID);
+        (first.oco_partner, first.oco_first) = (second.order_id, true);
+        second.oco_partner = first.order_id;
+        self.run.handle(ToBook::Place(first));
+        self.run.handle(ToBook::Place(second));
+        self.pairs += 1;
+        let ok = |m: &ToAccount| matches!(m, ToAccount::Placed { reject: None, .. });
+        self.pairs_placed += u64::from(self.run.out.iter().any(ok));
+    }
+}
+
+impl BookMix for BookLists {
+    fn step(&mut self) {
+        let (op, id, user) = self.run.next();
+        let mut message = book_message(op, id, user);
+        if let ToBook::Place(order) = &mut message {
+            if order.time_in_force == TimeInForce::Gtc {
+                let roll = self.rng.below(100);
+                if roll < LIST_LIMITS_PERCENT {
+                    let order = *order;
+                    return self.place_pair(&order);
+                }
+                if roll < LIST_LIMITS_PERCENT + LIST_ICEBERG_LIMITS_PERCENT {
+                    order.iceberg_qty = Qty(order.qty.0 / 4);
+                }
             }
         }
-        book.handle(message, &mut out);
-        fills += count_fills(&out);
-    });
-    report.note = format!(
-        "{}; OCO pairs placed {}% of {pairs}",
-        fills_note(fills),
-        (pairs_placed * 100).checked_div(pairs).unwrap_or(0)
-    );
-    report
+        self.run.handle(message);
+    }
+
+    fn note(&self) -> String {
+        format!(
+            "{}; OCO pairs placed {}% of {}",
+            self.run.trades_note(),
+            (self.pairs_placed * 100).checked_div(self.pairs).unwrap_or(0),
+            self.pairs
+        )
+    }
+}
+
+/// Rounds of [`INTERLEAVED_OPS_COUNT`] operations of each mix in turn.
+const INTERLEAVED_ROUNDS: usize = 100;
+const INTERLEAVED_OPS_COUNT: u64 = 100_000;
+
+/// `other`'s speed as a share of `base`'s, run in turns: each round runs
+/// both for the same number of operations and reads each one's CPU time,
+/// so a slower or faster stretch of the machine falls on both. The share
+/// over all rounds, and the median, lowest and highest of the rounds'.
+fn interleaved(base: &mut impl BookMix, other: &mut impl BookMix) -> String {
+    for _ in 0..WARMUP_OPS_COUNT {
+        base.step();
+        other.step();
+    }
+    let (mut base_ns, mut other_ns) = (0u128, 0u128);
+    let mut shares = Vec::with_capacity(INTERLEAVED_ROUNDS);
+    for _ in 0..INTERLEAVED_ROUNDS {
+        let start = thread_cpu_ns();
+        for _ in 0..INTERLEAVED_OPS_COUNT {
+            base.step();
+        }
+        let middle = thread_cpu_ns();
+        for _ in 0..INTERLEAVED_OPS_COUNT {
+            other.step();
+        }
+        let end = thread_cpu_ns();
+        base_ns += middle - start;
+        other_ns += end - middle;
+        shares.push((middle - start) as f64 / (end - middle).max(1) as f64);
+    }
+    shares.sort_by(f64::total_cmp);
+    format!(
+        "{:.1}% (rounds: median {:.1}%, lowest {:.1}%, highest {:.1}%)",
+        base_ns as f64 * 100.0 / other_ns.max(1) as f64,
+        shares[shares.len() / 2] * 100.0,
+        shares[0] * 100.0,
+        shares[shares.len() - 1] * 100.0,
+    )
 }
 
 /// A list client id made from `id` without allocating.
@@ -478,7 +602,7 @@ fn bench_exchange_lists(specs: &[MarketSpec]) -> Report {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut lists, mut lists_placed) = (0u64, 0u64);
     let tick = spec.tick_size.0;
-    let mut report = measure("driver, 20% lists+icebergs", || {
+    let mut report = measure(DRIVER_LISTS, || {
         let (op, id, user) = mix.next();
         out.clear();
         let _ = match op {
@@ -558,7 +682,7 @@ fn funded_exchange(specs: &[MarketSpec]) -> Exchange {
 }
 
 fn bench_exchange(specs: &[MarketSpec]) -> Report {
-    bench_exchange_with(specs, "accounts+book driver", 0, 0)
+    bench_exchange_with(specs, DRIVER, 0, 0)
 }
 
 /// The driver's mix with `amend_percent` of the operations replaced by
@@ -686,37 +810,67 @@ fn main() {
     println!(
         "mix: 50% GTC limit within 20 ticks of mid, 30% cancel of a recent order, 20% IOC crossing 25 ticks; {USERS_COUNT} users; warm-up {WARMUP_OPS_COUNT}, throughput {THROUGHPUT_OPS_COUNT}, latency {LATENCY_OPS_COUNT} ops"
     );
-    let book = bench_book(&specs[0]);
-    book.print();
-    let book_amending = bench_book_amending(&specs[0]);
-    book_amending.print();
-    let exchange = bench_exchange(&specs);
-    exchange.print();
-    let amending = bench_exchange_with(&specs, "driver, 20% amendments", 20, 0);
-    amending.print();
-    let book_icebergs = bench_book_icebergs(&specs[0]);
-    book_icebergs.print();
-    let icebergs = bench_exchange_with(&specs, "driver, 20% icebergs", 0, ICEBERG_LIMITS_PERCENT);
-    icebergs.print();
-    let book_lists = bench_book_lists(&specs[0]);
-    book_lists.print();
-    let lists = bench_exchange_lists(&specs);
-    lists.print();
-    let percent = |a: &Report, b: &Report| a.ops_per_cpu_s * 100 / b.ops_per_cpu_s.max(1);
+    // `cargo bench --bench engine -- NAME…` runs only the scenarios whose
+    // names contain one of the words (for profiling one of them).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let mut reports: Vec<Report> = Vec::new();
+    let mut run = |name: &'static str, scenario: &mut dyn FnMut() -> Report| {
+        if only.is_empty() || only.iter().any(|word| name.contains(word.as_str())) {
+            let report = scenario();
+            report.print();
+            reports.push(report);
+        }
+    };
+    let (mut alone, mut icebergs, mut lists) = (
+        BookAlone(BookRun::new(&specs[0])),
+        BookIcebergs::new(&specs[0]),
+        BookLists::new(&specs[0]),
+    );
+    run(BOOK, &mut || bench_book_mix(BOOK, &mut alone));
+    run(BOOK_AMENDING, &mut || bench_book_amending(&specs[0]));
+    run(DRIVER, &mut || bench_exchange(&specs));
+    run(DRIVER_AMENDING, &mut || {
+        bench_exchange_with(&specs, DRIVER_AMENDING, 20, 0)
+    });
+    run(BOOK_ICEBERGS, &mut || bench_book_mix(BOOK_ICEBERGS, &mut icebergs));
+    run(DRIVER_ICEBERGS, &mut || {
+        bench_exchange_with(&specs, DRIVER_ICEBERGS, 0, ICEBERG_LIMITS_PERCENT)
+    });
+    run(BOOK_LISTS, &mut || bench_book_mix(BOOK_LISTS, &mut lists));
+    run(DRIVER_LISTS, &mut || bench_exchange_lists(&specs));
+    let ratio = |a: &str, b: &str| {
+        let per_cpu_s = |name: &str| reports.iter().find(|r| r.name == name).map(|r| r.ops_per_cpu_s);
+        match (per_cpu_s(a), per_cpu_s(b)) {
+            (Some(a), Some(b)) => format!("{}%", a * 100 / b.max(1)),
+            _ => "not run".to_string(),
+        }
+    };
     println!(
-        "ratios per CPU-second: book with 20% amendments / book alone {}%, driver / book alone {}%, driver with 20% amendments / driver {}%",
-        percent(&book_amending, &book),
-        percent(&exchange, &book),
-        percent(&amending, &exchange),
+        "ratios per CPU-second: book with 20% amendments / book alone {}, driver / book alone {}, driver with 20% amendments / driver {}",
+        ratio(BOOK_AMENDING, BOOK),
+        ratio(DRIVER, BOOK),
+        ratio(DRIVER_AMENDING, DRIVER),
     );
     println!(
-        "ratios per CPU-second: book with 20% icebergs / book alone {}%, driver with 20% icebergs / driver {}%",
-        percent(&book_icebergs, &book),
-        percent(&icebergs, &exchange),
+        "ratios per CPU-second: book with 20% icebergs / book alone {}, driver with 20% icebergs / driver {}",
+        ratio(BOOK_ICEBERGS, BOOK),
+        ratio(DRIVER_ICEBERGS, DRIVER),
     );
     println!(
-        "ratios per CPU-second: book with 20% lists+icebergs / book alone {}%, driver with 20% lists+icebergs / driver {}%",
-        percent(&book_lists, &book),
-        percent(&lists, &exchange),
+        "ratios per CPU-second: book with 20% lists+icebergs / book alone {}, driver with 20% lists+icebergs / driver {}",
+        ratio(BOOK_LISTS, BOOK),
+        ratio(DRIVER_LISTS, DRIVER),
     );
+    if only.is_empty() || only.iter().any(|word| INTERLEAVED.contains(word.as_str())) {
+        // The target, measured in turns so that the machine's
+        // drift between passes does not decide it.
+        println!(
+            "interleaved, {INTERLEAVED_ROUNDS} rounds of {INTERLEAVED_OPS_COUNT} ops each: book with 20% icebergs / book alone {}",
+            interleaved(&mut alone, &mut icebergs)
+        );
+        println!(
+            "interleaved, {INTERLEAVED_ROUNDS} rounds of {INTERLEAVED_OPS_COUNT} ops each: book with 20% lists+icebergs / book alone {}",
+            interleaved(&mut alone, &mut lists)
+        );
+    }
 }

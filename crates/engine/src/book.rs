@@ -1,5 +1,5 @@
 //! The order book of one market: price-time priority matching, resting
-//! orders, held stop orders, the last trade price and recent trades.
+//! orders, held stop orders, the last trade price.
 //!
 //! The book owns no money. It receives orders whose funds an account machine
 //! has already locked (`msg::PlaceOrder` carries the budget) and answers with
@@ -38,8 +38,6 @@
 //! parts, and its hidden quantity the sum of the rest of their remainders.
 //! Called by the market's shard (and by `driver::Exchange` in tests).
 
-use std::collections::VecDeque;
-
 use crate::hash::{IdBuildHasher, IdMap, StateHasher};
 use crate::market::MarketSpec;
 use crate::msg::{AmendOrder, Fill, PlaceOrder, ToAccount, ToBook};
@@ -49,9 +47,8 @@ use crate::order::{TimeInForce, TradeId, UserId};
 use crate::snapshot::{self, SnapshotError};
 use crate::EngineError;
 use rkyv::util::AlignedVec;
+use std::collections::hash_map::Entry;
 
-/// Trades a book remembers for GET /api/v3/trades.
-pub const TRADES_RECENT_MAX: usize = 1000;
 /// Depth levels a snapshot may ask for (Binance's largest `limit`).
 pub const DEPTH_LEVELS_MAX: usize = 5000;
 
@@ -98,9 +95,9 @@ struct Node {
     /// The iceberg quantity; zero for a plain order.
     peak: Qty,
     side: Side,
-    /// Placed as an order of an OCO pair: a trade of it looks for its
-    /// partner (other trades skip the lookup).
-    paired: bool,
+    /// The held partner of an order of an OCO pair (0 for any other
+    /// order): whichever leaves the book first takes the other with it.
+    partner: OrderId,
     level: u32,
     prev: u32,
     next: u32,
@@ -295,17 +292,10 @@ pub struct Book {
     trailing: Vec<TrailingStop>,
     /// First orders of OCO pairs whose partners have not arrived yet.
     oco_waiting: Vec<PlaceOrder>,
-    /// The resting order (a LIMIT_MAKER) of each OCO pair on the book,
-    /// with its partner; a held order of a pair names its partner in its
-    /// `PlaceOrder::oco_partner`. Whichever leaves the book first takes
-    /// the other with it.
-    #[rkyv(with = rkyv::with::AsVec)]
-    partners: IdMap<OrderId>,
     next_stop_seq: u64,
     last_price: Option<Price>,
     update_id: u64,
     next_trade_id: TradeId,
-    trades: VecDeque<Fill>,
 }
 
 impl Book {
@@ -340,12 +330,10 @@ impl Book {
             stop_index: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
             trailing: Vec::with_capacity(TRAILING_STOPS_PER_BOOK_MAX),
             oco_waiting: Vec::with_capacity(OCO_WAITING_MAX),
-            partners: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
             next_stop_seq: 0,
             last_price: None,
             update_id: 0,
             next_trade_id: 1,
-            trades: VecDeque::with_capacity(TRADES_RECENT_MAX),
         }
     }
 
@@ -381,8 +369,6 @@ impl Book {
         snapshot::reserve_total_map(&mut self.stop_index, STOPS_RESERVED_COUNT);
         snapshot::reserve_total(&mut self.trailing, TRAILING_STOPS_PER_BOOK_MAX);
         snapshot::reserve_total(&mut self.oco_waiting, OCO_WAITING_MAX);
-        snapshot::reserve_total_map(&mut self.partners, STOPS_RESERVED_COUNT);
-        self.trades.reserve(TRADES_RECENT_MAX.saturating_sub(self.trades.len()));
     }
 
     /// Applies one message; answers go to `out` (not cleared).
@@ -498,11 +484,6 @@ impl Book {
             }
             leg.oco_first = false;
         }
-        for (leg, other) in [(&both[0], &both[1]), (&both[1], &both[0])] {
-            if !leg.kind.is_stop() {
-                self.partners.insert(leg.order_id, other.order_id);
-            }
-        }
         for o in &both {
             out.push(placed(o, OrderStatus::New, None));
         }
@@ -520,24 +501,18 @@ impl Book {
         (order.kind == OrderType::LimitMaker && !beyond).then_some(EngineError::WouldMatch)
     }
 
-    /// The partner of a resting order of an OCO pair that is leaving the
-    /// book, if it still has one.
-    fn resting_partner(&mut self, order_id: OrderId) -> Option<OrderId> {
-        self.partners.remove(&order_id)
-    }
-
     /// An order of an OCO pair left the book: its partner `partner`
     /// leaves too, `status` (EXPIRED when the first traded or fired,
     /// CANCELED with a cancel, reported as the cancel's answer).
     fn drop_partner(&mut self, partner: OrderId, status: OrderStatus, time_ms: u64, out: &mut Vec<ToAccount>) {
-        let user = if let Some(&index) = self.index.get(&partner) {
-            self.partners.remove(&partner);
+        // The partner of a resting order is always held: look there first.
+        let user = if let Some(place) = self.stop_index.remove(&partner) {
+            self.unhold_at(place).user
+        } else if let Some(index) = self.index.remove(&partner) {
             let user = self.nodes[index as usize].user;
-            self.remove(index);
+            self.free_node(index);
             self.update_id += 1;
             user
-        } else if self.stop_index.contains_key(&partner) {
-            self.unhold(partner).user
         } else {
             unreachable!("the partner {partner} of an OCO order is not on the book")
         };
@@ -620,8 +595,8 @@ impl Book {
                     self.remove(maker_index);
                     self.update_id += 1;
                     out.push(done(&maker, OrderStatus::ExpiredInMatch, order.time_ms));
-                    if let Some(partner) = maker.paired.then(|| self.resting_partner(maker.order_id)).flatten() {
-                        self.drop_partner(partner, OrderStatus::Expired, order.time_ms, out);
+                    if maker.partner != 0 {
+                        self.drop_partner(maker.partner, OrderStatus::Expired, order.time_ms, out);
                     }
                 }
                 if order.stp == StpMode::ExpireMaker {
@@ -671,14 +646,11 @@ impl Book {
         for stop in &mut self.trailing {
             stop.track(price);
         }
-        if self.trades.len() == TRADES_RECENT_MAX {
-            self.trades.pop_front();
-        }
-        self.trades.push_back(fill);
         out.push(ToAccount::Fill(fill));
         // A trade of one order of an OCO pair takes the other off.
-        if let Some(partner) = maker.paired.then(|| self.resting_partner(maker.order_id)).flatten() {
-            self.drop_partner(partner, OrderStatus::Expired, order.time_ms, out);
+        if maker.partner != 0 {
+            self.nodes[maker_index as usize].partner = 0;
+            self.drop_partner(maker.partner, OrderStatus::Expired, order.time_ms, out);
         }
         let node = &mut self.nodes[maker_index as usize];
         node.qty.0 -= qty.0;
@@ -741,7 +713,7 @@ impl Book {
             shown,
             peak,
             side: order.side,
-            paired: order.oco_partner != 0,
+            partner: order.oco_partner,
             level,
             prev: NIL,
             next: NIL,
@@ -828,6 +800,12 @@ impl Book {
 
     /// Unlinks a resting order and frees its slot (and its level if empty).
     fn remove(&mut self, index: u32) {
+        self.index.remove(&self.nodes[index as usize].order_id);
+        self.free_node(index);
+    }
+
+    /// [`Book::remove`] of an order already out of the index.
+    fn free_node(&mut self, index: u32) {
         let node = self.nodes[index as usize];
         self.unlink(index);
         let level = &mut self.levels[node.level as usize];
@@ -835,7 +813,6 @@ impl Book {
         level.qty.0 -= node.shown.0;
         level.hidden.0 -= node.qty.0 - node.shown.0;
         let empty = level.count == 0;
-        self.index.remove(&node.order_id);
         self.nodes_free.push(index);
         if empty {
             let ladder = self.ladder_mut(node.side);
@@ -852,18 +829,21 @@ impl Book {
     /// Takes a resting or held order off; its OCO partner, if it has
     /// one on the book (the caller takes that off too).
     fn cancel(&mut self, order_id: OrderId, user: UserId) -> Result<Option<OrderId>, EngineError> {
-        if let Some(&index) = self.index.get(&order_id) {
+        if let Entry::Occupied(entry) = self.index.entry(order_id) {
+            let index = *entry.get();
             let node = self.nodes[index as usize];
             if node.user != user {
                 return Err(EngineError::UnknownOrder);
             }
-            self.remove(index);
+            entry.remove();
+            self.free_node(index);
             self.update_id += 1;
-            return Ok(node.paired.then(|| self.resting_partner(order_id)).flatten());
+            return Ok((node.partner != 0).then_some(node.partner));
         }
-        match self.stop_index.get(&order_id) {
-            Some(place) if place.user == user => {
-                let order = self.unhold(order_id);
+        match self.stop_index.entry(order_id) {
+            Entry::Occupied(entry) if entry.get().user == user => {
+                let place = entry.remove();
+                let order = self.unhold_at(place);
                 Ok((order.oco_partner != 0).then_some(order.oco_partner))
             }
             _ => Err(EngineError::UnknownOrder),
@@ -978,6 +958,12 @@ impl Book {
         let Some(place) = self.stop_index.remove(&order_id) else {
             unreachable!("unheld an unknown stop {order_id}")
         };
+        self.unhold_at(place)
+    }
+
+    /// Takes the held stop at `place`, already out of the index, out of
+    /// its ladder (or the trailing stops).
+    fn unhold_at(&mut self, place: StopPlace) -> PlaceOrder {
         if place.trailing {
             let position = self.trailing_position(place.seq);
             return self.trailing.remove(position).order;
@@ -999,11 +985,13 @@ impl Book {
     /// Fires held stops, oldest first, until none is triggered; each firing
     /// may move the last price and so fire others.
     fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
-        while let Some(order) = self.next_fired() {
+        while let Some(mut order) = self.next_fired() {
             self.stop_index.remove(&order.order_id);
-            // A fired order of an OCO pair takes the other off first.
+            // A fired order of an OCO pair takes the other off first, and
+            // what it leaves resting is a pair no more.
             if order.oco_partner != 0 {
                 self.drop_partner(order.oco_partner, OrderStatus::Expired, order.time_ms, out);
+                order.oco_partner = 0;
             }
             let status = self.execute(&order, out);
             if status.is_final() {
@@ -1115,9 +1103,9 @@ impl Book {
         self.update_id
     }
 
-    /// Recent trades, oldest first (at most `TRADES_RECENT_MAX`).
-    pub fn recent_trades(&self) -> impl Iterator<Item = &Fill> {
-        self.trades.iter()
+    /// How many trades the book has made.
+    pub fn trades_count(&self) -> u64 {
+        self.next_trade_id - 1
     }
 
     /// Resting orders plus held stops.
@@ -1153,6 +1141,7 @@ impl Book {
                     h.u64(node.user);
                     h.i64(node.qty.0);
                     h.i64(node.shown.0);
+                    h.u64(node.partner);
                     at = node.next;
                 }
             }
@@ -1169,12 +1158,6 @@ impl Book {
         }
         for waiting in &self.oco_waiting {
             h.u64(waiting.order_id);
-        }
-        let mut pairs: Vec<(OrderId, OrderId)> = self.partners.iter().map(|(&a, &b)| (a, b)).collect();
-        pairs.sort_unstable();
-        for (a, b) in pairs {
-            h.u64(a);
-            h.u64(b);
         }
         h.i64(self.last_price.map_or(-1, |p| p.0));
         h.u64(self.update_id);
@@ -1318,15 +1301,23 @@ impl Book {
         let partner_of: std::collections::HashMap<OrderId, OrderId> =
             held.iter().map(|o| (o.order_id, o.oco_partner)).collect();
         let held_partner = |id: &OrderId| partner_of.get(id).copied();
-        for (order, partner) in &self.partners {
-            if !self.index.contains_key(order) || held_partner(partner) != Some(*order) {
-                return Err(format!("OCO order {order} and its partner {partner} do not fit"));
+        let resting_partner = |id: &OrderId| self.index.get(id).map(|&at| self.nodes[at as usize].partner);
+        for &at in self.index.values() {
+            let node = &self.nodes[at as usize];
+            if node.partner != 0 && held_partner(&node.partner) != Some(node.order_id) {
+                return Err(format!(
+                    "OCO order {} and its partner {} do not fit",
+                    node.order_id, node.partner
+                ));
             }
         }
         for order in &held {
             let partner = order.oco_partner;
-            let named_back = !self.index.contains_key(&partner) || self.partners.get(&partner) == Some(&order.order_id);
-            if partner != 0 && (!on_book(&partner) || !named_back) {
+            let named_back = match resting_partner(&partner) {
+                Some(named) => named == order.order_id,
+                None => held_partner(&partner) == Some(order.order_id),
+            };
+            if partner != 0 && !named_back {
                 return Err(format!("held OCO order {} has no partner {partner}", order.order_id));
             }
         }
