@@ -158,9 +158,48 @@ struct HeldStop {
 struct StopLadder {
     upward: bool,
     stops: Vec<HeldStop>,
+    /// Where the next stop fires, as a bound on the last price signed for
+    /// this ladder ([`StopLadder::signed`]); `i64::MAX` when it is empty.
+    /// Every taker checks it, so the check reads no stop and takes no
+    /// branch on whether there is one.
+    fires_at: i64,
 }
 
 impl StopLadder {
+    fn new(upward: bool) -> StopLadder {
+        StopLadder {
+            upward,
+            stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
+            fires_at: i64::MAX,
+        }
+    }
+
+    /// A price turned so that a stop fires when the last price's signed
+    /// value reaches its own: as it is for upward stops, negated for
+    /// downward ones (prices are positive, so negation cannot overflow).
+    fn signed(&self, price: Price) -> i64 {
+        if self.upward {
+            price.0
+        } else {
+            -price.0
+        }
+    }
+
+    fn next_fires_at(&self) -> i64 {
+        self.stops.last().map_or(i64::MAX, |s| self.signed(s.order.stop_price))
+    }
+
+    /// Whether `last` triggers a stop of this ladder.
+    fn may_fire(&self, last: Price) -> bool {
+        self.signed(last) >= self.fires_at
+    }
+
+    fn remove(&mut self, position: usize) -> HeldStop {
+        let stop = self.stops.remove(position);
+        self.fires_at = self.next_fires_at();
+        stop
+    }
+
     fn key(&self, stop_price: Price, seq: u64) -> (i64, u64) {
         let price = if self.upward { -stop_price.0 } else { stop_price.0 };
         (price, u64::MAX - seq)
@@ -180,6 +219,7 @@ impl StopLadder {
             Ok(_) => unreachable!("stop arrival numbers are unique"),
             Err(position) => self.stops.insert(position, stop),
         }
+        self.fires_at = self.next_fires_at();
     }
 
     /// The oldest stop `last` triggers: its position and arrival number.
@@ -319,14 +359,8 @@ impl Book {
                 levels: Vec::with_capacity(capacity.levels_max),
             },
             index: IdMap::with_capacity_and_hasher(capacity.orders_max, IdBuildHasher),
-            stops_up: StopLadder {
-                upward: true,
-                stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
-            },
-            stops_down: StopLadder {
-                upward: false,
-                stops: Vec::with_capacity(STOPS_RESERVED_COUNT),
-            },
+            stops_up: StopLadder::new(true),
+            stops_down: StopLadder::new(false),
             stop_index: IdMap::with_capacity_and_hasher(STOPS_RESERVED_COUNT, IdBuildHasher),
             trailing: Vec::with_capacity(TRAILING_STOPS_PER_BOOK_MAX),
             oco_waiting: Vec::with_capacity(OCO_WAITING_MAX),
@@ -419,7 +453,7 @@ impl Book {
             return;
         }
         if order.kind.is_stop() {
-            self.hold(order);
+            self.hold(&order);
             out.push(placed(&order, OrderStatus::New, None));
             return;
         }
@@ -456,12 +490,13 @@ impl Book {
         let Some(at) = self.oco_waiting.iter().position(|o| o.order_id == order.oco_partner) else {
             unreachable!("OCO order {} came before its partner", order.order_id)
         };
-        let first = self.oco_waiting.swap_remove(at);
+        let mut first = self.oco_waiting.swap_remove(at);
         assert_eq!(first.oco_partner, order.order_id);
-        let refused = [&first, &order]
+        first.oco_first = false;
+        let both = [&first, &order];
+        let refused = both
             .into_iter()
             .find_map(|o| self.refusal(o).or_else(|| self.oco_refusal(o)));
-        let mut both = [first, order];
         if let Some(reason) = refused {
             // The pair must straddle the last price (Binance's words).
             let reason = match reason {
@@ -470,21 +505,20 @@ impl Book {
                 }
                 other => other,
             };
-            for o in &both {
+            for o in both {
                 out.push(placed(o, OrderStatus::Rejected, Some(reason)));
             }
             return;
         }
-        for leg in &mut both {
+        for leg in both {
             if leg.kind.is_stop() {
-                self.hold(*leg);
+                self.hold(leg);
             } else {
                 assert_eq!(leg.kind, OrderType::LimitMaker);
                 self.rest(leg, leg.qty);
             }
-            leg.oco_first = false;
         }
-        for o in &both {
+        for o in both {
             out.push(placed(o, OrderStatus::New, None));
         }
     }
@@ -816,11 +850,16 @@ impl Book {
         self.nodes_free.push(index);
         if empty {
             let ladder = self.ladder_mut(node.side);
-            match ladder.find(node.price) {
-                Ok(position) => {
-                    ladder.levels.remove(position);
+            // Takers empty the best level, which is last.
+            if ladder.best() == Some(node.level) {
+                ladder.levels.pop();
+            } else {
+                match ladder.find(node.price) {
+                    Ok(position) => {
+                        ladder.levels.remove(position);
+                    }
+                    Err(_) => unreachable!("a resting order's level is on its ladder"),
                 }
-                Err(_) => unreachable!("a resting order's level is on its ladder"),
             }
             self.levels_free.push(node.level);
         }
@@ -914,7 +953,7 @@ impl Book {
         }
     }
 
-    fn hold(&mut self, order: PlaceOrder) {
+    fn hold(&mut self, order: &PlaceOrder) {
         let upward = order.kind.triggers_upward(order.side);
         let seq = self.next_stop_seq;
         self.next_stop_seq += 1;
@@ -929,9 +968,9 @@ impl Book {
         let previous = self.stop_index.insert(order.order_id, place);
         assert!(previous.is_none(), "order id {} reused", order.order_id);
         if trailing {
-            self.hold_trailing(seq, order);
+            self.hold_trailing(seq, *order);
         } else {
-            self.stop_ladder_mut(upward).insert(HeldStop { seq, order });
+            self.stop_ladder_mut(upward).insert(HeldStop { seq, order: *order });
         }
     }
 
@@ -970,7 +1009,7 @@ impl Book {
         }
         let ladder = self.stop_ladder_mut(place.upward);
         match ladder.position(place.stop_price, place.seq) {
-            Ok(position) => ladder.stops.remove(position).order,
+            Ok(position) => ladder.remove(position).order,
             Err(_) => unreachable!("an indexed stop is on its ladder"),
         }
     }
@@ -985,7 +1024,10 @@ impl Book {
     /// Fires held stops, oldest first, until none is triggered; each firing
     /// may move the last price and so fire others.
     fn run_stops(&mut self, out: &mut Vec<ToAccount>) {
-        while let Some(mut order) = self.next_fired() {
+        while self.stops_may_fire() {
+            let Some(mut order) = self.next_fired() else {
+                break;
+            };
             self.stop_index.remove(&order.order_id);
             // A fired order of an OCO pair takes the other off first, and
             // what it leaves resting is a pair no more.
@@ -1005,6 +1047,18 @@ impl Book {
         }
     }
 
+    /// Whether the last price triggers the next stop of either ladder or a
+    /// trade fired a trailing stop: the check every taker pays, so it
+    /// reads no stop.
+    #[inline]
+    fn stops_may_fire(&self) -> bool {
+        let Some(last) = self.last_price else {
+            return false;
+        };
+        // `|`: both are read anyway, and neither is a branch to predict.
+        (self.stops_up.may_fire(last) | self.stops_down.may_fire(last)) || self.trailing.iter().any(|t| t.fired)
+    }
+
     /// Takes out the oldest held stop the last price triggers or a trade
     /// fired, if any.
     fn next_fired(&mut self) -> Option<PlaceOrder> {
@@ -1021,8 +1075,8 @@ impl Book {
         let trailing = trailing.map(|at| (self.trailing[at].seq, Held::Trailing(at)));
         let oldest = [up, down, trailing].into_iter().flatten().min_by_key(|&(seq, _)| seq)?;
         let order = match oldest.1 {
-            Held::Up(at) => self.stops_up.stops.remove(at).order,
-            Held::Down(at) => self.stops_down.stops.remove(at).order,
+            Held::Up(at) => self.stops_up.remove(at).order,
+            Held::Down(at) => self.stops_down.remove(at).order,
             Held::Trailing(at) => self.trailing.remove(at).order,
         };
         Some(order)
@@ -1188,6 +1242,8 @@ impl Book {
             return Err("a ladder on the wrong side".into());
         }
         let mut nodes_used = vec![false; self.nodes.len()];
+        // Resting orders of OCO pairs and their partners.
+        let mut paired: Vec<(OrderId, OrderId)> = Vec::new();
         let mut levels_used = vec![false; self.levels.len()];
         for ladder in [&self.bids, &self.asks] {
             if !ladder.levels.windows(2).all(|w| w[0].0 < w[1].0) {
@@ -1227,6 +1283,9 @@ impl Book {
                         && self.index.get(&node.order_id) == Some(&at);
                     if !fits {
                         return Err(format!("order {} does not fit level {level_index}", node.order_id));
+                    }
+                    if node.partner != 0 {
+                        paired.push((node.order_id, node.partner));
                     }
                     qty += i128::from(node.shown.0);
                     hidden += i128::from(node.qty.0 - node.shown.0);
@@ -1277,19 +1336,23 @@ impl Book {
             {
                 return Err("a stop ladder is out of order".into());
             }
+            // After the stop prices are known to be positive.
+            if ladder.fires_at != ladder.next_fires_at() {
+                return Err("a stop ladder's next stop is not where it says".into());
+            }
         }
         held += self.verify_trailing()?;
         if held != self.stop_index.len() {
             return Err(format!("{} stops indexed, {held} held", self.stop_index.len()));
         }
-        self.verify_partners()
+        self.verify_partners(&paired)
     }
 
     /// Every OCO pair on the book is whole: a resting order of a pair
     /// names a held partner that names it back, and a held order of a
     /// pair names a partner on the book (named back when it rests);
     /// every waiting first order is one, waits once and is not on it.
-    fn verify_partners(&self) -> Result<(), String> {
+    fn verify_partners(&self, paired: &[(OrderId, OrderId)]) -> Result<(), String> {
         let on_book = |id: &OrderId| self.index.contains_key(id) || self.stop_index.contains_key(id);
         let held = self
             .stops_up
@@ -1302,13 +1365,9 @@ impl Book {
             held.iter().map(|o| (o.order_id, o.oco_partner)).collect();
         let held_partner = |id: &OrderId| partner_of.get(id).copied();
         let resting_partner = |id: &OrderId| self.index.get(id).map(|&at| self.nodes[at as usize].partner);
-        for &at in self.index.values() {
-            let node = &self.nodes[at as usize];
-            if node.partner != 0 && held_partner(&node.partner) != Some(node.order_id) {
-                return Err(format!(
-                    "OCO order {} and its partner {} do not fit",
-                    node.order_id, node.partner
-                ));
+        for &(order, partner) in paired {
+            if held_partner(&partner) != Some(order) {
+                return Err(format!("OCO order {order} and its partner {partner} do not fit"));
             }
         }
         for order in &held {
