@@ -18,6 +18,18 @@
 //! On a machine whose cores other work shares, the wall-clock figure falls
 //! with the share the scheduler gives this thread; the CPU-time figure
 //! measures the engine on one core.
+//!
+//! The ratios of the book's mixes to the book alone are printed twice:
+//! from the passes above, one scenario after another, and from an
+//! interleaved pass that runs each mix and the book alone in turns (100
+//! rounds of 100,000 operations each, CPU time read per round), so that
+//! the machine's drift between passes falls on both sides. On a shared
+//! virtual machine the first moved by ±8 points from run to run, the
+//! second by about one.
+//!
+//! `cargo bench -p tradsys-engine --bench engine -- NAME…` runs only the
+//! scenarios whose names contain one of the words (`interleaved` selects
+//! the interleaved pass), for profiling one of them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
