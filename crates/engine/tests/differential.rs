@@ -1522,7 +1522,14 @@ impl Reference {
     /// goes to the list's working order, and the list is being canceled.
     fn cancel(&mut self, user: u64, market: usize, target: OrderRef) -> Result<(), i32> {
         let i = self.find(user, market, target).ok_or(-2011)?;
-        let o = self.orders[i];
+        self.cancel_order_message(self.orders[i]);
+        Ok(())
+    }
+
+    /// The cancel an order's book gets: its own, or for a pending order of
+    /// a list (on no book) its list's working order's, the list then being
+    /// canceled.
+    fn cancel_order_message(&mut self, o: RefOrder) {
         if o.pending {
             let list = self.lists.get_mut(&o.list).unwrap();
             list.canceling = true;
@@ -1531,7 +1538,6 @@ impl Reference {
         } else {
             self.cancel_message(o.id);
         }
-        Ok(())
     }
 
     /// DELETE openOrders: a cancel for each open order (oldest first)
@@ -1617,13 +1623,8 @@ impl Reference {
         self.replacing = Some(replacing);
         if o.pending {
             self.count("cancelReplace of a PENDING_NEW order");
-            let list = self.lists.get_mut(&o.list).unwrap();
-            list.canceling = true;
-            let working = list.legs[0];
-            self.cancel_message(working);
-        } else {
-            self.cancel_message(o.id);
         }
+        self.cancel_order_message(o);
         assert!(self.replacing.is_none(), "the cancel of order {} was answered", o.id);
     }
 
