@@ -359,10 +359,42 @@ fn instances_answer_for_each_other_through_the_links() {
     assert_eq!(carried(), before);
     drop(front);
 
-    // What links do not carry yet is refused, naming the owner.
-    let key_of = |user: &User| format!("/admin/v1/users/{}", user.id);
+    // Admin calls about another instance's user are carried to it as
+    // well: a deposit through a and a withdrawal through c (which owns no
+    // user) change b's user on b, and each answer is b's.
+    let admin_of = |server: &Server| server.admin.expect("admin");
+    let user_path = format!("/admin/v1/users/{}", ub.id);
+    let on_owner = admin(admin_of(&b), "GET", &user_path, None);
+    assert_eq!(on_owner.0, 200, "{on_owner:?}");
+    assert_eq!(admin(admin_of(&a), "GET", &user_path, None), on_owner);
+    let eur = |answer: &(u16, Value)| -> Value {
+        let rows = answer.1["balances"].as_array().cloned().unwrap_or_default();
+        let row = rows.iter().find(|r| r["asset"] == "EUR").cloned().unwrap_or_default();
+        json!([answer.0, row["free"]])
+    };
+    let transfer = |server: &Server, kind: &str| {
+        let path = format!("{user_path}/{kind}");
+        admin(
+            admin_of(server),
+            "POST",
+            &path,
+            Some(json!({"asset": "EUR", "amount": "5"})),
+        )
+    };
+    assert_eq!(eur(&transfer(&a, "deposits")), json!([200, "1005.00000000"]));
     assert_eq!(
-        admin(a.admin.expect("admin"), "GET", &key_of(ub), None),
+        eur(&admin(admin_of(&b), "GET", &user_path, None)),
+        json!([200, "1005.00000000"])
+    );
+    assert_eq!(eur(&transfer(&c, "withdrawals")), json!([200, "1000.00000000"]));
+    assert_eq!(admin(admin_of(&c), "GET", &user_path, None), on_owner);
+    // What links do not carry is refused, naming the owner: a user data
+    // stream of b's user on a (its events are made on b).
+    let key = common::account::listen_key(&mut b.connect(), ub);
+    let mut stream = Client::connect(a.addr);
+    stream.send(&upgrade(&format!("/ws/{key}")));
+    assert_eq!(
+        answer(stream.response()),
         elsewhere(&format!("User {}", ub.id), "b", &apis[1])
     );
     // Answers over every market join each instance's part, in the
@@ -449,8 +481,17 @@ fn instances_answer_for_each_other_through_the_links() {
         "c's stream of every market did not carry both instances' markets"
     );
     drop(every);
-    let halt = admin(b.admin.expect("admin"), "POST", "/admin/v1/markets/BTCUSDT/halt", None);
-    assert_eq!(halt, elsewhere("Market BTCUSDT", "a", &apis[0]));
+    // A halt of a's market through b is a's halt; c resumes it.
+    let halt = |server: &Server, action: &str| {
+        let path = format!("/admin/v1/markets/BTCUSDT/{action}");
+        admin(admin_of(server), "POST", &path, None)
+    };
+    assert_eq!(halt(&b, "halt"), (200, json!({"symbol": "BTCUSDT", "halted": true})));
+    assert_eq!(
+        order(&a, &on_a[3], "BTCUSDT", "BUY", ("0.05", "100")),
+        (400, json!({"code": -2010, "msg": "Market is closed."}))
+    );
+    assert_eq!(halt(&c, "resume"), (200, json!({"symbol": "BTCUSDT", "halted": false})));
 
     // A stream of a's market on b is relayed from a: once b's subscription
     // has reached a, b's subscribers get the very events a's get, and a
@@ -563,6 +604,14 @@ fn instances_answer_for_each_other_through_the_links() {
         json!({"code": -1008, "msg": format!("{what} is served by instance a at {}, which this instance cannot reach now; send the request there.", apis[0])}),
     );
     assert_eq!(account(&b, ua), unreachable);
+    // The cluster's audit needs every instance's part: refused whole.
+    assert_eq!(
+        admin(admin_of(&b), "GET", "/admin/v1/cluster/audit", None),
+        (
+            503,
+            json!({"code": -1008, "msg": format!("Instance a's audit is served by instance a at {}, which this instance cannot reach now; send the request there.", apis[0])})
+        )
+    );
     redis.start_again();
     assert!(
         common::eventually(WAIT, || account(&b, ua) == ua_home),
@@ -662,4 +711,12 @@ fn without_a_map_the_cluster_view_is_one_instance() {
     let server = Server::start(1, &["--admin-token", ADMIN_TOKEN]);
     let view = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster", None);
     assert_eq!(view, (200, json!({"cluster": false, "ready": true})));
+    // The cluster's audit is then this process's own.
+    let (status, audit) = admin(server.admin.expect("admin"), "GET", "/admin/v1/audit", None);
+    assert_eq!(status, 200, "{audit}");
+    let (status, whole) = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster/audit", None);
+    let mut expected = audit.clone();
+    expected["cluster"] = json!(false);
+    expected["inFlight"] = json!(0);
+    assert_eq!((status, whole), (200, expected));
 }

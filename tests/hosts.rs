@@ -6,14 +6,18 @@
 //! markets through the front with exact fills and balances, every
 //! instance answers for every user, users of each instance trade on the
 //! markets of the others, and through faults (Redis stopped for 10 s, one
-//! host cut off the network for 10 s, `kill -9` of one instance) every
-//! request is answered within its timeout, nothing acknowledged is lost
-//! and every trade is applied on both sides.
+//! host cut off the network for 10 s, `kill -9` of one instance
+//! mid-trading and its restart) every request is answered within its
+//! timeout, nothing acknowledged is lost, every trade is applied on both
+//! sides and the cluster's audit is whole; a subscriber on one instance to
+//! a market of another gets every trade in order across the restart of
+//! the third.
 
 mod common;
 
 use common::account::{admin, create_user_on, signed, User};
 use common::netns::{Hosts, BRIDGE_IP, NETWORK};
+use common::ws::Ws;
 use common::{Client, Front, Server, ADMIN_TOKEN, LIMITS_OFF};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -251,18 +255,76 @@ fn three_hosts_serve_one_exchange_behind_the_front() -> Result<(), String> {
     let acknowledged = trade_through(&mut |on| hosts.set_link(1, !on).expect("the link"));
     settled(acknowledged.len());
 
-    // kill -9 of b: its users are out of reach from a until it is back,
-    // with everything it acknowledged.
-    let before = balances(apis[1], &users[1][0]);
-    servers[1].kill9();
+    // kill -9 of b mid-trading, and its restart: b's users are out of
+    // reach from a until it is back, with everything it acknowledged, and a
+    // subscriber on a to c's market gets every trade in order throughout.
     let timed_out = (
         503,
         json!({"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown."}),
     );
-    assert_eq!(request(apis[0], &users[1][0], "GET", "/api/v3/account", ""), timed_out);
-    servers[1] = instance(&hosts, 1, &dirs[1], &redis_url, &pg_url);
+    let before = balances(apis[1], &users[1][0]);
+    let ethbtc_trade = || {
+        let order = |user: &User, side: &str| {
+            let query = format!("symbol=ETHBTC&side={side}&type=LIMIT&timeInForce=GTC&quantity=1&price=0.05");
+            request(apis[2], user, "POST", "/api/v3/order", &query)
+        };
+        let (status, buy) = order(&users[2][1], "BUY");
+        assert_eq!((status, &buy["status"]), (200, &json!("NEW")), "{buy}");
+        let (status, sell) = order(&users[2][0], "SELL");
+        assert_eq!((status, &sell["status"]), (200, &json!("FILLED")), "{sell}");
+    };
+    let mut subscriber = Ws::connect(apis[0], "/ws/ethbtc@trade");
+    let first = subscriber
+        .first_text_after(100, ethbtc_trade)
+        .and_then(|text| serde_json::from_slice::<Value>(&text).ok());
+    let Some(first) = first else {
+        return Err("no trade of c's market reached a's subscriber".into());
+    };
+    let mut market = Client::connect(apis[2]);
+    market.send("GET /api/v3/trades?symbol=ETHBTC&limit=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (status, last) = answer(market.response());
+    assert_eq!(status, 200, "{last}");
+    let last_before = last[0]["id"].as_u64().expect("a trade id");
+    let acknowledged = trade_through(&mut |on| {
+        if on {
+            servers[1].kill9();
+            assert_eq!(request(apis[0], &users[1][0], "GET", "/api/v3/account", ""), timed_out);
+            (0..3).for_each(|_| ethbtc_trade());
+        } else {
+            (0..3).for_each(|_| ethbtc_trade());
+            servers[1] = instance(&hosts, 1, &dirs[1], &redis_url, &pg_url);
+            (0..3).for_each(|_| ethbtc_trade());
+        }
+    });
+    after_fault(
+        &servers,
+        (apis[0], &users[0][1]),
+        (apis[2], &users[2][0]),
+        acknowledged.len(),
+    );
     assert_eq!(balances(apis[0], &users[1][0]), before);
     assert_eq!(balances(front.addr, &users[1][0]), before);
+    // Every trade since the last one before the kill, in order, none
+    // missing: 9 of them.
+    let mut event = first;
+    while event["t"].as_u64().is_some_and(|t| t < last_before) {
+        event = subscriber.json();
+    }
+    assert_eq!(event["t"], json!(last_before), "{event}");
+    for n in 1..=9 {
+        let event = subscriber.json();
+        assert_eq!(
+            (&event["e"], &event["s"], &event["t"], &event["p"], &event["q"]),
+            (
+                &json!("trade"),
+                &json!("ETHBTC"),
+                &json!(last_before + n),
+                &json!("0.05000000"),
+                &json!("1.00000000")
+            ),
+            "{event}"
+        );
+    }
     assert_whole(&servers);
 
     drop(front);
@@ -286,20 +348,42 @@ fn unacknowledged(servers: &[Server]) -> f64 {
 
 /// Each instance's audit is whole with what fills moved in, and those
 /// moves sum to zero per asset over the cluster: no trade is applied on
-/// one side only.
+/// one side only. The cluster's audit, asked of any instance, says so with
+/// the same sums.
 fn assert_whole(servers: &[Server]) {
-    let mut settled: std::collections::BTreeMap<String, i128> = Default::default();
+    const FIELDS: [&str; 6] = ["deposits", "withdrawals", "free", "locked", "fees", "settledIn"];
+    let mut sums: std::collections::BTreeMap<String, [i128; 6]> = Default::default();
     for server in servers {
         let (status, audit) = admin(server.admin.expect("admin"), "GET", "/admin/v1/audit", None);
         assert_eq!((status, &audit["ok"]), (200, &json!(true)), "{audit}");
         for asset in audit["assets"].as_array().expect("assets") {
-            let moved = units(asset["settledIn"].as_str().expect("settledIn"));
-            *settled
+            let sum = sums
                 .entry(asset["asset"].as_str().unwrap_or("").to_string())
-                .or_default() += moved;
+                .or_default();
+            for (total, field) in sum.iter_mut().zip(FIELDS) {
+                *total += units(asset[field].as_str().expect(field));
+            }
         }
     }
-    assert!(settled.values().all(|&v| v == 0), "{settled:?}");
+    assert!(sums.values().all(|sum| sum[5] == 0), "{sums:?}");
+    let instances: Vec<Value> = IDS
+        .iter()
+        .map(|id| json!({"id": id, "ok": true, "inFlight": 0}))
+        .collect();
+    for server in servers {
+        let (status, cluster) = admin(server.admin.expect("admin"), "GET", "/admin/v1/cluster/audit", None);
+        assert_eq!(
+            (status, &cluster["ok"], &cluster["inFlight"], &cluster["instances"]),
+            (200, &json!(true), &json!(0), &json!(instances)),
+            "{cluster}"
+        );
+        for asset in cluster["assets"].as_array().expect("assets") {
+            let name = asset["asset"].as_str().unwrap_or("");
+            let fields: Vec<i128> = FIELDS.iter().map(|f| units(asset[f].as_str().expect(f))).collect();
+            assert_eq!(Some(fields.as_slice()), sums.get(name).map(|s| s.as_slice()), "{name}");
+        }
+        assert_eq!(cluster["assets"].as_array().map(Vec::len), Some(sums.len()));
+    }
 }
 
 /// After a fault: nothing left unacknowledged, every order the buyer's

@@ -14,6 +14,7 @@
 
 use crate::api::export::{self, Export};
 use crate::api::host::Host;
+use crate::api::link::{AdminRequest, Carried};
 use crate::api::peer::{PeerCall, PeerReply};
 use crate::api::request::RestReply;
 use crate::auth::user_of_key;
@@ -80,7 +81,9 @@ pub(crate) enum AdminCall {
 pub(crate) enum AdminReply {
     Rest(RestReply),
     Users(Vec<(UserId, String)>),
-    Audit(Vec<AssetTotals>),
+    /// A shard's sums per asset, and its engine messages not yet
+    /// acknowledged by the instances they are for.
+    Audit(Vec<AssetTotals>, usize),
     StateHash(u64),
 }
 
@@ -183,13 +186,72 @@ fn not_found(what: &str) -> HttpError {
 }
 
 async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
-    if head.method != Method::Get && shard.journal_full() {
+    let request = AdminRequest {
+        method: head.method,
+        path: String::from_utf8_lossy(&buf[head.path.clone()]).into_owned(),
+        body: buf[head.body.clone()].to_vec(),
+    };
+    run(shard, &request, Arrival::Client).await
+}
+
+/// Where an admin request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// This instance's admin listener.
+    Client,
+    /// Another instance, through the links: never carried on again.
+    Carried,
+}
+
+/// Runs an admin request another instance carried here (its admin token
+/// was checked there): as one of this instance's admin listener would
+/// run, except that it is not carried on again.
+pub(crate) async fn answer_carried(shard: &impl Host, request: &AdminRequest) -> RestReply {
+    if !shard.is_ready() {
+        return RestReply::error(&crate::api::starting());
+    }
+    run(shard, request, Arrival::Carried).await
+}
+
+/// The instance that owns what an admin path names (a user, a key's user,
+/// a market), when that is another one, with what to call it in errors.
+fn owner_elsewhere(shard: &impl Host, parts: &[&str]) -> Option<(usize, crate::cluster::Instance, String)> {
+    let trading = shard.trading();
+    let (what, (instance, owner)) = match parts {
+        ["admin", "v1", "users", id, ..] => {
+            let user: UserId = id.parse().ok()?;
+            (format!("User {user}"), trading.user_elsewhere(user)?)
+        }
+        ["admin", "v1", "keys", key] => {
+            let user = user_of_key(key.as_bytes())?;
+            (format!("User {user}"), trading.user_elsewhere(user)?)
+        }
+        ["admin", "v1", "markets", symbol, ..] => {
+            let market = trading.market(symbol)?;
+            (format!("Market {symbol}"), trading.market_elsewhere(market)?)
+        }
+        _ => return None,
+    };
+    Some((instance, owner.clone(), what))
+}
+
+async fn run(shard: &impl Host, request: &AdminRequest, arrival: Arrival) -> RestReply {
+    let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    if let Some((instance, owner, what)) = owner_elsewhere(shard, &parts) {
+        if arrival == Arrival::Carried {
+            // The instances' maps disagree: answer rather than bounce.
+            return RestReply::error(&crate::api::request::elsewhere(&what, &owner));
+        }
+        return match shard.call_instance(instance, Carried::Admin(request.clone())).await {
+            Ok(reply) => reply,
+            Err(e) => RestReply::error(&crate::api::link::carried_error(&what, &owner, e)),
+        };
+    }
+    if request.method != Method::Get && shard.journal_full() {
         return RestReply::error(&crate::api::journal_full());
     }
-    let path = String::from_utf8_lossy(&buf[head.path.clone()]).into_owned();
-    let body = &buf[head.body.clone()];
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let result = match (head.method, parts.as_slice()) {
+    let body = request.body.as_slice();
+    let result = match (request.method, parts.as_slice()) {
         (Method::Post, ["admin", "v1", "users"]) => create_user(shard, body).await,
         (Method::Get, ["admin", "v1", "users"]) => list_users(shard).await,
         (Method::Get, ["admin", "v1", "users", id]) => on_user(shard, id, |user| AdminCall::GetUser { user }).await,
@@ -210,6 +272,7 @@ async fn route(shard: &impl Host, buf: &[u8], head: &Head) -> RestReply {
         }
         (Method::Get, ["admin", "v1", "audit"]) => audit(shard).await,
         (Method::Get, ["admin", "v1", "cluster"]) => Ok(cluster_view(shard).await),
+        (Method::Get, ["admin", "v1", "cluster", "audit"]) => cluster_audit(shard).await,
         (Method::Get, ["admin", "v1", "state"]) => state_hashes(shard).await,
         (Method::Get, ["admin", "v1", "jobs"]) => Ok(crate::api::jobs::admin_jobs(shard).await),
         (Method::Post, ["admin", "v1", "jobs", "dead", id, "requeue"]) => {
@@ -332,7 +395,10 @@ pub(crate) fn run_local(shard: &impl Host, call: AdminCall) -> AdminReply {
                 .collect();
             return AdminReply::Users(users);
         }
-        AdminCall::Audit => return AdminReply::Audit(shard.trading().asset_totals()),
+        AdminCall::Audit => {
+            let trading = shard.trading();
+            return AdminReply::Audit(trading.asset_totals(), trading.remote_links().outbox_total());
+        }
         AdminCall::StateHash => return AdminReply::StateHash(shard.trading().state_hash()),
         AdminCall::Halt { market, halted } => {
             shard.trading_mut().halt(market, halted);
@@ -660,7 +726,7 @@ async fn cluster_view(shard: &impl Host) -> RestReply {
                     return None;
                 }
                 let sent = std::time::Instant::now();
-                let answered = shard.call_instance(i, request).await;
+                let answered = shard.call_instance(i, crate::api::link::Carried::Rest(request)).await;
                 Some((
                     answered.is_ok_and(|r| r.status == 200),
                     sent.elapsed().as_micros() as u64,
@@ -732,47 +798,208 @@ async fn halt(shard: &impl Host, symbol: &str, halted: bool) -> Result<RestReply
     Ok(RestReply::json(w.into_bytes()))
 }
 
-async fn audit(shard: &impl Host) -> Result<RestReply, HttpError> {
-    let names: Vec<String> = shard.trading().accounts().asset_names().to_vec();
-    let mut totals = vec![AssetTotals::default(); names.len()];
+/// This instance's sums per asset over its shards, and its engine
+/// messages in flight to other instances.
+async fn instance_totals(shard: &impl Host) -> Result<(Vec<AssetTotals>, usize), HttpError> {
+    let count = shard.trading().accounts().asset_names().len();
+    let mut totals = vec![AssetTotals::default(); count];
+    let mut in_flight = 0;
     for reply in gather(shard, || AdminCall::Audit).await? {
-        let AdminReply::Audit(part) = reply else { continue };
+        let AdminReply::Audit(part, unacknowledged) = reply else {
+            continue;
+        };
         for (sum, t) in totals.iter_mut().zip(part) {
-            sum.deposits += t.deposits;
-            sum.withdrawals += t.withdrawals;
-            sum.free += t.free;
-            sum.locked += t.locked;
-            sum.fees += t.fees;
-            sum.settled_in += t.settled_in;
+            add_totals(sum, &t);
         }
+        in_flight += unacknowledged;
     }
-    // In a cluster of several instances fills move funds between them:
-    // each instance is whole with what fills brought in (`settledIn`),
-    // and the cluster is whole when those sum to zero over its instances
-    // (once no engine message is between them: `tradsys_link_outbox`).
-    let clustered = shard
-        .trading()
-        .cluster_place()
-        .is_some_and(|p| p.map.instances.len() > 1);
-    let ok = totals.iter().all(|t| {
-        t.free + t.locked + t.fees == t.deposits - t.withdrawals + t.settled_in && (clustered || t.settled_in == 0)
-    });
-    let mut w = JsonWriter::default();
-    w.begin_object().field_bool("ok", ok).key("assets").begin_array();
-    for (name, t) in names.iter().zip(&totals) {
+    Ok((totals, in_flight))
+}
+
+fn add_totals(sum: &mut AssetTotals, t: &AssetTotals) {
+    sum.deposits += t.deposits;
+    sum.withdrawals += t.withdrawals;
+    sum.free += t.free;
+    sum.locked += t.locked;
+    sum.fees += t.fees;
+    sum.settled_in += t.settled_in;
+}
+
+/// Whether an asset's funds are whole: what users hold and paid in fees is
+/// what came in, less what went out, plus what fills moved in from other
+/// instances.
+fn whole(t: &AssetTotals) -> bool {
+    t.free + t.locked + t.fees == t.deposits - t.withdrawals + t.settled_in
+}
+
+/// The audit's fields of one asset, in the answer's order.
+fn totals_fields(t: &AssetTotals) -> [(&'static str, i128); 6] {
+    [
+        ("deposits", t.deposits),
+        ("withdrawals", t.withdrawals),
+        ("free", t.free),
+        ("locked", t.locked),
+        ("fees", t.fees),
+        ("settledIn", t.settled_in),
+    ]
+}
+
+fn write_assets(w: &mut JsonWriter, names: &[String], totals: &[AssetTotals]) {
+    w.key("assets").begin_array();
+    for (name, t) in names.iter().zip(totals) {
         w.begin_object().field_str("asset", name);
-        for (key, value) in [
-            ("deposits", t.deposits),
-            ("withdrawals", t.withdrawals),
-            ("free", t.free),
-            ("locked", t.locked),
-            ("fees", t.fees),
-            ("settledIn", t.settled_in),
-        ] {
+        for (key, value) in totals_fields(t) {
             w.field_decimal(key, i64::try_from(value).unwrap_or(i64::MAX));
         }
         w.end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+}
+
+async fn audit(shard: &impl Host) -> Result<RestReply, HttpError> {
+    let names: Vec<String> = shard.trading().accounts().asset_names().to_vec();
+    let (totals, in_flight) = instance_totals(shard).await?;
+    // In a cluster of several instances fills move funds between them:
+    // each instance is whole with what fills brought in (`settledIn`),
+    // and the cluster is whole when those sum to zero over its instances
+    // (`GET /admin/v1/cluster/audit`).
+    let clustered = shard
+        .trading()
+        .cluster_place()
+        .is_some_and(|p| p.map.instances.len() > 1);
+    let ok = totals.iter().all(|t| whole(t) && (clustered || t.settled_in == 0));
+    let mut w = JsonWriter::default();
+    w.begin_object().field_bool("ok", ok);
+    if clustered {
+        w.field_uint("inFlight", in_flight as u64);
+    }
+    write_assets(&mut w, &names, &totals);
+    w.end_object();
+    Ok(RestReply::json(w.into_bytes()))
+}
+
+/// One instance's audit as another instance answered it.
+struct InstanceAudit {
+    ok: bool,
+    in_flight: u64,
+    totals: Vec<AssetTotals>,
+}
+
+/// Reads another instance's `GET /admin/v1/audit` answer, its assets in
+/// the order of `names` (every instance reads the same markets file).
+fn read_audit(body: &[u8], names: &[String]) -> Option<InstanceAudit> {
+    let audit: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let assets = audit["assets"].as_array()?;
+    if assets.len() != names.len() {
+        return None;
+    }
+    let mut totals = Vec::with_capacity(names.len());
+    for (asset, name) in assets.iter().zip(names) {
+        if asset["asset"].as_str()? != name {
+            return None;
+        }
+        let field = |key: &str| -> Option<i128> {
+            let text = asset[key].as_str()?;
+            let (sign, digits) = text.strip_prefix('-').map_or((1, text), |d| (-1, d));
+            Some(sign * i128::from(parse_units(digits).ok()?))
+        };
+        totals.push(AssetTotals {
+            deposits: field("deposits")?,
+            withdrawals: field("withdrawals")?,
+            free: field("free")?,
+            locked: field("locked")?,
+            fees: field("fees")?,
+            settled_in: field("settledIn")?,
+        });
+    }
+    Some(InstanceAudit {
+        ok: audit["ok"].as_bool()?,
+        in_flight: audit["inFlight"].as_u64()?,
+        totals,
+    })
+}
+
+/// `GET /admin/v1/cluster/audit`: every instance's audit, asked of it
+/// through the links (together), and their sums per asset. The cluster is
+/// whole (`ok`) when every instance is and what fills moved between
+/// instances (`settledIn`) sums to zero per asset; while engine messages
+/// are in flight (`inFlight` above zero) a fill may be applied on one side
+/// only so far, and the sums may differ by it. An instance that cannot be
+/// reached fails the whole answer, as it would fail any answer that needs
+/// it. Without a map this process is the whole exchange: its audit, with
+/// `"cluster": false`.
+async fn cluster_audit(shard: &impl Host) -> Result<RestReply, HttpError> {
+    let names: Vec<String> = shard.trading().accounts().asset_names().to_vec();
+    let place = shard.trading().cluster_place().map(|p| (p.me, p.map.instances.clone()));
+    let (totals, in_flight) = instance_totals(shard).await?;
+    let here = InstanceAudit {
+        ok: totals.iter().all(whole),
+        in_flight: in_flight as u64,
+        totals,
+    };
+    let Some((me, instances)) = place else {
+        let ok = here.ok && here.totals.iter().all(|t| t.settled_in == 0);
+        let mut w = JsonWriter::default();
+        w.begin_object()
+            .field_bool("cluster", false)
+            .field_bool("ok", ok)
+            .field_uint("inFlight", 0);
+        write_assets(&mut w, &names, &here.totals);
+        w.end_object();
+        return Ok(RestReply::json(w.into_bytes()));
+    };
+    let asks: Vec<_> = (0..instances.len())
+        .filter(|&i| i != me)
+        .map(|i| async move {
+            let request = AdminRequest {
+                method: Method::Get,
+                path: "/admin/v1/audit".to_string(),
+                body: Vec::new(),
+            };
+            (i, shard.call_instance(i, Carried::Admin(request)).await)
+        })
+        .collect();
+    let mut audits: Vec<Option<InstanceAudit>> = (0..instances.len()).map(|_| None).collect();
+    for (i, answer) in crate::jobs::worker::join_all(asks).await {
+        let what = format!("Instance {}'s audit", instances[i].id);
+        let reply = answer.map_err(|e| crate::api::link::carried_error(&what, &instances[i], e))?;
+        if reply.status != 200 {
+            return Ok(reply);
+        }
+        let audit = read_audit(&reply.body, &names).ok_or_else(|| {
+            HttpError::new(
+                500,
+                binance::UNKNOWN,
+                format!("{what} does not read as one of this build's audits."),
+            )
+        })?;
+        audits[i] = Some(audit);
+    }
+    audits[me] = Some(here);
+    let audits: Vec<InstanceAudit> = audits.into_iter().flatten().collect();
+    let mut sums = vec![AssetTotals::default(); names.len()];
+    for audit in &audits {
+        for (sum, t) in sums.iter_mut().zip(&audit.totals) {
+            add_totals(sum, t);
+        }
+    }
+    let ok = audits.iter().all(|a| a.ok) && sums.iter().all(|t| t.settled_in == 0);
+    let mut w = JsonWriter::default();
+    w.begin_object()
+        .field_bool("cluster", true)
+        .field_bool("ok", ok)
+        .field_uint("inFlight", audits.iter().map(|a| a.in_flight).sum())
+        .key("instances")
+        .begin_array();
+    for (instance, audit) in instances.iter().zip(&audits) {
+        w.begin_object()
+            .field_str("id", &instance.id)
+            .field_bool("ok", audit.ok)
+            .field_uint("inFlight", audit.in_flight)
+            .end_object();
+    }
+    w.end_array();
+    write_assets(&mut w, &names, &sums);
+    w.end_object();
     Ok(RestReply::json(w.into_bytes()))
 }

@@ -90,6 +90,6 @@ pub(crate) trait Host {
     async fn call_instance(
         &self,
         instance: usize,
-        request: crate::api::request::RestRequest,
+        request: crate::api::link::Carried,
     ) -> Result<crate::api::request::RestReply, crate::api::link::LinkError>;
 }

@@ -7,9 +7,14 @@
 //! [`answer_carried`] routes it to the owning shard and waits until what
 //! it changed is durable, as a local request does.
 //!
-//! The encoding is length-prefixed fields, little-endian, behind a version
-//! byte; the endpoint travels as its method and path, so instances of two
-//! builds agree on it or refuse it. Decoding checks every length against
+//! Admin requests travel the same way (`Carried::Admin`): an admin call
+//! about another instance's user or market, authorized by the admin token
+//! where it arrived, runs on the owner's admin routes.
+//!
+//! The encoding is length-prefixed fields, little-endian, behind a kind
+//! byte (1: a Binance API request, 2: an admin request); the endpoint
+//! travels as its method and path, so instances of two builds agree on it
+//! or refuse it. Decoding checks every length against
 //! what is left and refuses trailing bytes: a message is trusted only as
 //! far as the instances sharing the engine are.
 
@@ -19,8 +24,30 @@ use crate::api::{market, user_endpoint, Settle};
 use crate::endpoint::{Endpoint, Security};
 use crate::http::{HttpError, Method};
 
-/// The encoding's version: the first byte of every message.
+/// The encoding's version: the first byte of every reply and of a
+/// Binance API request.
 const VERSION: u8 = 1;
+/// The first byte of an admin request.
+const ADMIN: u8 = 2;
+/// The longest admin request body carried (the admin listener reads no
+/// longer ones either).
+const ADMIN_BODY_MAX: usize = 64 * 1024;
+
+/// What one instance carries to another: a request of the Binance API or
+/// of the admin API.
+#[derive(Debug)]
+pub(crate) enum Carried {
+    Rest(RestRequest),
+    Admin(AdminRequest),
+}
+
+/// An admin request, authorized where it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdminRequest {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Vec<u8>,
+}
 
 /// Why a message could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +98,7 @@ pub(crate) async fn carry(
     owner: &crate::cluster::Instance,
     req: crate::api::request::RequestRef<'_>,
 ) -> RestReply {
-    match shard.call_instance(instance, req.to_request()).await {
+    match shard.call_instance(instance, Carried::Rest(req.to_request())).await {
         Ok(reply) => reply,
         Err(e) => RestReply::error(&carried_error(what, owner, e)),
     }
@@ -79,7 +106,11 @@ pub(crate) async fn carry(
 
 /// Runs a request another instance carried here, as a request of one of
 /// this instance's connections would run after its admission.
-pub(crate) async fn answer_carried(shard: &impl Host, request: &RestRequest) -> RestReply {
+pub(crate) async fn answer_carried(shard: &impl Host, carried: &Carried) -> RestReply {
+    let request = match carried {
+        Carried::Rest(request) => request,
+        Carried::Admin(request) => return crate::api::admin::answer_carried(shard, request).await,
+    };
     let req = request.borrowed();
     // The links' own probe (`GET /admin/v1/cluster`).
     if req.endpoint == Endpoint::Ping {
@@ -95,7 +126,43 @@ pub(crate) async fn answer_carried(shard: &impl Host, request: &RestRequest) -> 
     }
 }
 
-pub(crate) fn encode_request(request: &RestRequest) -> Vec<u8> {
+pub(crate) fn encode_carried(carried: &Carried) -> Vec<u8> {
+    match carried {
+        Carried::Rest(request) => encode_request(request),
+        Carried::Admin(request) => {
+            let mut out = Vec::with_capacity(16 + request.path.len() + request.body.len());
+            out.push(ADMIN);
+            out.push(method_byte(request.method));
+            put(&mut out, request.path.as_bytes());
+            put(&mut out, &request.body);
+            out
+        }
+    }
+}
+
+pub(crate) fn decode_carried(bytes: &[u8]) -> Result<Carried, DecodeError> {
+    if bytes.first() != Some(&ADMIN) {
+        return decode_request(bytes).map(Carried::Rest);
+    }
+    let mut r = Reader(&bytes[1..]);
+    let method = decode_method(r.byte()?)?;
+    let path = std::str::from_utf8(r.field()?).map_err(|_| DecodeError("path"))?;
+    if !path.starts_with("/admin/") {
+        return Err(DecodeError("admin path"));
+    }
+    let body = r.field()?;
+    if body.len() > ADMIN_BODY_MAX {
+        return Err(DecodeError("admin body"));
+    }
+    r.end()?;
+    Ok(Carried::Admin(AdminRequest {
+        method,
+        path: path.to_string(),
+        body: body.to_vec(),
+    }))
+}
+
+fn encode_request(request: &RestRequest) -> Vec<u8> {
     let (method, path) = request.endpoint.route();
     let mut out = Vec::with_capacity(64 + request.query.len() + request.body.len());
     out.push(VERSION);
@@ -118,18 +185,12 @@ pub(crate) fn encode_request(request: &RestRequest) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_request(bytes: &[u8]) -> Result<RestRequest, DecodeError> {
+fn decode_request(bytes: &[u8]) -> Result<RestRequest, DecodeError> {
     let mut r = Reader(bytes);
     if r.byte()? != VERSION {
         return Err(DecodeError("unknown version"));
     }
-    let method = match r.byte()? {
-        0 => Method::Get,
-        1 => Method::Post,
-        2 => Method::Put,
-        3 => Method::Delete,
-        _ => return Err(DecodeError("unknown method")),
-    };
+    let method = decode_method(r.byte()?)?;
     let endpoint = Endpoint::from_request(method, r.field()?).ok_or(DecodeError("unknown endpoint"))?;
     let form_body = match r.byte()? {
         0 => false,
@@ -202,6 +263,16 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Result<RestReply, DecodeError> {
     let body = r.field()?.to_vec();
     r.end()?;
     Ok(RestReply { status, headers, body })
+}
+
+fn decode_method(byte: u8) -> Result<Method, DecodeError> {
+    match byte {
+        0 => Ok(Method::Get),
+        1 => Ok(Method::Post),
+        2 => Ok(Method::Put),
+        3 => Ok(Method::Delete),
+        _ => Err(DecodeError("unknown method")),
+    }
 }
 
 fn method_byte(method: Method) -> u8 {
@@ -326,6 +397,38 @@ mod tests {
             (decoded.status, &decoded.headers, &decoded.body),
             (429, &reply.headers, &reply.body)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn admin_requests_round_trip_and_only_admin_paths_are_read() -> Result<(), DecodeError> {
+        let original = AdminRequest {
+            method: Method::Post,
+            path: "/admin/v1/users/5/deposits".into(),
+            body: br#"{"asset":"USDT","amount":"10"}"#.to_vec(),
+        };
+        let encoded = encode_carried(&Carried::Admin(original.clone()));
+        match decode_carried(&encoded)? {
+            Carried::Admin(decoded) => assert_eq!(decoded, original),
+            other => panic!("{other:?}"),
+        }
+        // Cut before its last byte, it is refused (cut to nothing, it is
+        // read as an empty Binance API request and refused as that).
+        for cut in 0..encoded.len() {
+            assert!(decode_carried(&encoded[..cut]).is_err(), "cut at {cut}");
+        }
+        let elsewhere = AdminRequest {
+            path: "/api/v3/order".into(),
+            ..original
+        };
+        assert_eq!(
+            decode_carried(&encode_carried(&Carried::Admin(elsewhere))).err(),
+            Some(DecodeError("admin path"))
+        );
+        match decode_carried(&encode_carried(&Carried::Rest(request(OwnedCredentials::Rest))))? {
+            Carried::Rest(decoded) => assert!(same(&request(OwnedCredentials::Rest), &decoded)),
+            other => panic!("{other:?}"),
+        }
         Ok(())
     }
 

@@ -224,7 +224,7 @@ async fn remote_fragments(
         ..crate::api::request::RestRequest::public(req.endpoint, query)
     };
     let reply = shard
-        .call_instance(instance, request)
+        .call_instance(instance, crate::api::link::Carried::Rest(request))
         .await
         .map_err(|e| crate::api::link::carried_error(&what, &owner, e))?;
     if reply.status != 200 {

@@ -216,7 +216,7 @@ async fn ask_instance(
         .map(|p| p.map.instances[instance].clone());
     let Some(owner) = owner else { return Err(unavailable()) };
     let reply = shard
-        .call_instance(instance, request)
+        .call_instance(instance, crate::api::link::Carried::Rest(request))
         .await
         .map_err(|e| crate::api::link::carried_error("The market", &owner, e))?;
     match reply.status {

@@ -46,8 +46,10 @@
 //! most `READ_COUNT_MAX` entries.
 
 use crate::api::host::Host;
-use crate::api::link::{answer_carried, decode_reply, decode_request, encode_reply, encode_request, LinkError};
-use crate::api::request::{RestReply, RestRequest};
+use crate::api::link::{
+    answer_carried, decode_carried, decode_reply, encode_carried, encode_reply, Carried, LinkError,
+};
+use crate::api::request::RestReply;
 use crate::cluster::Place;
 use crate::metrics::{latency_histogram, LatencyBuckets, LinkCounters};
 use crate::oneshot;
@@ -278,7 +280,7 @@ impl Link {
 
     /// Carries `request` to instance `instance` and waits for its answer,
     /// at most `link_call_timeout_ms`.
-    pub(crate) async fn call(&self, instance: usize, request: &RestRequest) -> Result<RestReply, LinkError> {
+    pub(crate) async fn call(&self, instance: usize, request: &Carried) -> Result<RestReply, LinkError> {
         if self.waiting.borrow().len() >= self.limits.calls_in_flight_max {
             self.peers.borrow_mut()[instance].counters.unreachable += 1;
             return Err(LinkError::Unreachable);
@@ -287,7 +289,7 @@ impl Link {
         self.next_call.set(call + 1);
         let (tx, rx) = oneshot::channel();
         self.waiting.borrow_mut().insert(call, tx);
-        let body = encode_request(request);
+        let body = encode_carried(request);
         let sent_at = Instant::now();
         let deadline_ms = crate::clock::now_ms() + self.limits.call_timeout_ms;
         let key = requests_key(&self.place.map.instances[instance].id);
@@ -792,7 +794,7 @@ fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, by
     let to = replies_key(e.from, e.shard);
     let call = e.call.to_string();
     let (from_shard, deadline_ms) = (e.shard, e.deadline_ms);
-    let decoded = decode_request(bytes);
+    let decoded = decode_carried(bytes);
     let busy = link.running.get() >= link.limits.calls_in_flight_max;
     let (shard, link) = (shard.clone(), link.clone());
     link.running.set(link.running.get() + 1);

@@ -465,7 +465,7 @@ impl Host for Shard {
     async fn call_instance(
         &self,
         instance: usize,
-        request: crate::api::request::RestRequest,
+        request: crate::api::link::Carried,
     ) -> Result<crate::api::request::RestReply, crate::api::link::LinkError> {
         match &self.link {
             Some(link) => link.call(instance, &request).await,

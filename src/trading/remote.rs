@@ -119,6 +119,11 @@ impl RemoteLinks {
         self.outbox.get(instance).map_or(0, VecDeque::len)
     }
 
+    /// The unacknowledged messages for every instance.
+    pub fn outbox_total(&self) -> usize {
+        self.outbox.iter().map(VecDeque::len).sum()
+    }
+
     /// The longest outbox of any instance.
     pub fn outbox_len_max(&self) -> usize {
         self.outbox.iter().map(VecDeque::len).max().unwrap_or(0)
