@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::account::{admin, create_user, signed, User};
+use common::account::{admin, create_user, create_user_with, now_ms, signed, User};
 use common::ws::Ws;
 use common::{Client, Server, ADMIN_TOKEN, LIMITS_OFF};
 use serde_json::{json, Value};
@@ -388,6 +388,72 @@ fn instances_answer_for_each_other_through_the_links() {
     );
     assert_eq!(eur(&transfer(&c, "withdrawals")), json!([200, "1000.00000000"]));
     assert_eq!(admin(admin_of(&c), "GET", &user_path, None), on_owner);
+    // A WebSocket API session on a of b's user: b checks the logon, and
+    // the session's requests are carried to b as the session's.
+    let ed = create_user_with(&b, "ed-on-b", &[("USD", "1000")], "ED25519");
+    let signed_params = |user: &User, mut params: serde_json::Map<String, Value>| {
+        params.insert("apiKey".into(), json!(user.key));
+        params.insert("timestamp".into(), json!(now_ms()));
+        let mut pairs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect();
+        pairs.sort();
+        let signature = user.signer.sign_bare(pairs.join("&").as_bytes());
+        params.insert("signature".into(), json!(signature));
+        Value::Object(params)
+    };
+    let mut session = Ws::connect(a.addr, "/ws-api/v3");
+    let mut forged = signed_params(&ed, Default::default());
+    forged["signature"] = json!(signed_params(&on_b[1], Default::default())["signature"]);
+    let refused = session.call(json!({"id": 1, "method": "session.logon", "params": forged}));
+    assert_eq!(
+        (&refused["status"], &refused["error"]["code"]),
+        (&json!(400), &json!(-1022)),
+        "{refused}"
+    );
+    let logon =
+        session.call(json!({"id": 2, "method": "session.logon", "params": signed_params(&ed, Default::default())}));
+    assert_eq!(
+        (&logon["status"], &logon["result"]["apiKey"]),
+        (&json!(200), &json!(ed.key)),
+        "{logon}"
+    );
+    let status = session.call(json!({"id": 3, "method": "account.status", "params": {"timestamp": now_ms()}}));
+    assert_eq!(
+        (&status["status"], &status["result"]["uid"]),
+        (&json!(200), &json!(ed.id)),
+        "{status}"
+    );
+    let placed = session.call(json!({"id": 4, "method": "order.place", "params": {
+        "symbol": "EURUSD", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+        "quantity": "10", "price": "0.5", "timestamp": now_ms()}}));
+    assert_eq!(
+        (&placed["status"], &placed["result"]["status"]),
+        (&json!(200), &json!("NEW")),
+        "{placed}"
+    );
+    let (status, open) = answer(signed(
+        &mut b.connect(),
+        &ed,
+        "GET",
+        "/api/v3/openOrders",
+        "symbol=EURUSD",
+    ));
+    assert_eq!(
+        (status, &open[0]["orderId"], &open[0]["origQty"]),
+        (200, &placed["result"]["orderId"], &json!("10.00000000"))
+    );
+    let subscribe = session.call(json!({"id": 5, "method": "userDataStream.subscribe"}));
+    assert_eq!(
+        (&subscribe["status"], &subscribe["error"]),
+        (
+            &json!(503),
+            &json!({"code": -1008, "msg": format!("User {} is served by instance b at {}; send the request there.", ed.id, apis[1])})
+        ),
+        "{subscribe}"
+    );
+    drop(session);
     // What links do not carry is refused, naming the owner: a user data
     // stream of b's user on a (its events are made on b).
     let key = common::account::listen_key(&mut b.connect(), ub);

@@ -20,6 +20,7 @@
 
 use crate::api::host::Host;
 use crate::api::request::{OwnedCredentials, RestReply, RestRequest};
+use crate::api::wsapi::{Authorize, AuthorizeProof};
 use crate::api::{market, user_endpoint, Settle};
 use crate::endpoint::{Endpoint, Security};
 use crate::http::{HttpError, Method};
@@ -29,6 +30,8 @@ use crate::http::{HttpError, Method};
 const VERSION: u8 = 1;
 /// The first byte of an admin request.
 const ADMIN: u8 = 2;
+/// The first byte of a `session.logon` check.
+const LOGON: u8 = 3;
 /// The longest admin request body carried (the admin listener reads no
 /// longer ones either).
 const ADMIN_BODY_MAX: usize = 64 * 1024;
@@ -39,6 +42,11 @@ const ADMIN_BODY_MAX: usize = 64 * 1024;
 pub(crate) enum Carried {
     Rest(RestRequest),
     Admin(AdminRequest),
+    /// A WebSocket API `session.logon` of the owner's user: its key and
+    /// signature, checked there. The session then runs on the instance
+    /// the client reached, and its requests are carried as the session's
+    /// (`OwnedCredentials::Session`).
+    Logon(Box<Authorize>),
 }
 
 /// An admin request, authorized where it arrived.
@@ -110,6 +118,7 @@ pub(crate) async fn answer_carried(shard: &impl Host, carried: &Carried) -> Rest
     let request = match carried {
         Carried::Rest(request) => request,
         Carried::Admin(request) => return crate::api::admin::answer_carried(shard, request).await,
+        Carried::Logon(request) => return crate::api::wsapi::answer_carried_logon(shard, (**request).clone()).await,
     };
     let req = request.borrowed();
     // The links' own probe (`GET /admin/v1/cluster`).
@@ -137,12 +146,81 @@ pub(crate) fn encode_carried(carried: &Carried) -> Vec<u8> {
             put(&mut out, &request.body);
             out
         }
+        Carried::Logon(request) => encode_logon(request),
     }
 }
 
+/// A logon check as carried: the key, the signed payload and its
+/// signature, timestamp and recvWindow as the client sent them, the time
+/// it arrived, the scope it needs and whether only Ed25519 keys may log
+/// on. A check that attaches a user data stream is never carried.
+fn encode_logon(request: &Authorize) -> Vec<u8> {
+    let mut out = vec![LOGON];
+    put(&mut out, request.api_key.as_bytes());
+    let AuthorizeProof::Signed {
+        payload,
+        signature,
+        timestamp,
+        recv_window,
+    } = &request.proof
+    else {
+        // Only a signed logon is carried (`server::wsapi`); a session's
+        // own key proves nothing on another instance.
+        out.push(0);
+        return out;
+    };
+    out.push(1);
+    put(&mut out, payload);
+    for text in [signature, timestamp, recv_window] {
+        put_option(&mut out, text.as_deref().map(str::as_bytes));
+    }
+    out.extend_from_slice(&request.now_ms.to_le_bytes());
+    put(&mut out, request.scope.name().as_bytes());
+    out.push(u8::from(request.ed25519_only));
+    out
+}
+
+fn decode_logon(bytes: &[u8]) -> Result<Authorize, DecodeError> {
+    let mut r = Reader(bytes);
+    let text = |field: &[u8]| String::from_utf8(field.to_vec()).map_err(|_| DecodeError("logon text"));
+    let api_key = text(r.field()?)?;
+    if r.byte()? != 1 {
+        return Err(DecodeError("logon proof"));
+    }
+    let payload = r.field()?.to_vec();
+    let mut optional = || -> Result<Option<String>, DecodeError> { r.option()?.map(text).transpose() };
+    let (signature, timestamp, recv_window) = (optional()?, optional()?, optional()?);
+    let now_ms = r.u64()?;
+    let scope = std::str::from_utf8(r.field()?)
+        .ok()
+        .and_then(crate::auth::Scope::parse)
+        .ok_or(DecodeError("logon scope"))?;
+    let ed25519_only = match r.byte()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError("logon flag")),
+    };
+    r.end()?;
+    Ok(Authorize {
+        api_key,
+        proof: AuthorizeProof::Signed {
+            payload,
+            signature,
+            timestamp,
+            recv_window,
+        },
+        now_ms,
+        scope,
+        attach_to: None,
+        ed25519_only,
+    })
+}
+
 pub(crate) fn decode_carried(bytes: &[u8]) -> Result<Carried, DecodeError> {
-    if bytes.first() != Some(&ADMIN) {
-        return decode_request(bytes).map(Carried::Rest);
+    match bytes.first() {
+        Some(&ADMIN) => {}
+        Some(&LOGON) => return decode_logon(&bytes[1..]).map(|l| Carried::Logon(Box::new(l))),
+        _ => return decode_request(bytes).map(Carried::Rest),
     }
     let mut r = Reader(&bytes[1..]);
     let method = decode_method(r.byte()?)?;
@@ -428,6 +506,44 @@ mod tests {
         match decode_carried(&encode_carried(&Carried::Rest(request(OwnedCredentials::Rest))))? {
             Carried::Rest(decoded) => assert!(same(&request(OwnedCredentials::Rest), &decoded)),
             other => panic!("{other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn logon_checks_round_trip() -> Result<(), DecodeError> {
+        let original = Authorize {
+            api_key: "000000000005abc".into(),
+            proof: AuthorizeProof::Signed {
+                payload: b"apiKey=000000000005abc&timestamp=1765000000123".to_vec(),
+                signature: Some("c2ln".into()),
+                timestamp: Some("1765000000123".into()),
+                recv_window: None,
+            },
+            now_ms: 1_765_000_000_200,
+            scope: crate::auth::Scope::Read,
+            attach_to: Some(3),
+            ed25519_only: true,
+        };
+        let encoded = encode_carried(&Carried::Logon(Box::new(original.clone())));
+        let Carried::Logon(decoded) = decode_carried(&encoded)? else {
+            panic!("not a logon");
+        };
+        // What is attached is never carried.
+        let expected = Authorize {
+            attach_to: None,
+            ..original
+        };
+        assert_eq!(format!("{decoded:?}"), format!("{expected:?}"));
+        for cut in 1..encoded.len() {
+            assert!(decode_carried(&encoded[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..encoded.len() {
+            for bit in 0..8 {
+                let mut flipped = encoded.clone();
+                flipped[at] ^= 1 << bit;
+                let _ = decode_carried(&flipped);
+            }
         }
         Ok(())
     }

@@ -508,7 +508,7 @@ fn write_rate_limits(out: &mut Vec<u8>, counts: &Counts, limits: &RateLimits) {
 /// shard: check the key (and the signature), and for a subscription count
 /// it against the user's cap and route the user's events to the socket's
 /// shard.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Authorize {
     pub(crate) api_key: String,
     pub(crate) proof: AuthorizeProof,
@@ -521,7 +521,7 @@ pub(crate) struct Authorize {
 }
 
 /// How an [`Authorize`] proves the key's holder sent it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum AuthorizeProof {
     /// Signed like any SIGNED request of this API.
     Signed {
@@ -601,6 +601,71 @@ pub(crate) fn authorize(shard: &impl Host, request: &Authorize) -> Result<Grant,
         user: context.user_id,
         api_key: context.key,
     })
+}
+
+/// Runs a `session.logon` another instance carried here for a user of
+/// this one: the user's shard checks the key and signature, as for a logon
+/// on this instance. The answer is the grant as JSON, `{"userId":
+/// ...,"apiKey":"..."}`, or the refusal; nothing is attached (the user's
+/// events are made here and are not relayed).
+pub(crate) async fn answer_carried_logon(shard: &impl Host, request: Authorize) -> crate::api::request::RestReply {
+    use crate::api::peer::{PeerCall, PeerReply};
+    use crate::api::request::RestReply;
+    if !shard.is_ready() {
+        return RestReply::error(&crate::api::starting());
+    }
+    let request = Authorize {
+        attach_to: None,
+        ..request
+    };
+    let granted = async {
+        let user =
+            auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(auth::AuthError::ApiKeyRejected))?;
+        if let Some((_, instance)) = shard.trading().user_elsewhere(user) {
+            // The instances' maps disagree: answer rather than bounce.
+            return Err(crate::api::request::elsewhere(&format!("User {user}"), instance));
+        }
+        let owner = shard.trading().user_shard(user) as usize;
+        if owner == shard.index() {
+            return authorize(shard, &request);
+        }
+        match shard.call(owner, PeerCall::Authorize(Box::new(request))).await {
+            Ok(PeerReply::Authorize(result)) => result,
+            _ => Err(crate::api::request::unavailable()),
+        }
+    };
+    match granted.await {
+        Ok(grant) => {
+            let mut w = crate::json::JsonWriter::default();
+            w.begin_object()
+                .field_uint("userId", grant.user)
+                .field_str("apiKey", &grant.api_key)
+                .end_object();
+            RestReply::json(w.into_bytes())
+        }
+        Err(e) => RestReply::error(&e),
+    }
+}
+
+/// The grant (or refusal) another instance answered to a carried
+/// `session.logon`.
+pub(crate) fn carried_grant(reply: &crate::api::request::RestReply) -> Result<Grant, HttpError> {
+    let body: serde_json::Value =
+        serde_json::from_slice(&reply.body).map_err(|_| crate::api::request::unavailable())?;
+    if reply.status != 200 {
+        let code = body["code"].as_i64().and_then(|c| i32::try_from(c).ok());
+        return match (code, body["msg"].as_str()) {
+            (Some(code), Some(msg)) => Err(HttpError::new(reply.status, code, msg)),
+            _ => Err(crate::api::request::unavailable()),
+        };
+    }
+    match (body["userId"].as_u64(), body["apiKey"].as_str()) {
+        (Some(user), Some(api_key)) => Ok(Grant {
+            user,
+            api_key: api_key.to_string(),
+        }),
+        _ => Err(crate::api::request::unavailable()),
+    }
 }
 
 #[cfg(test)]

@@ -782,8 +782,24 @@ async fn authorize(shard: &Shard, request: Authorize, peer: IpAddr) -> Result<Gr
 async fn authorize_on_owner(shard: &Shard, request: Authorize) -> Result<Grant, HttpError> {
     let user =
         crate::auth::user_of_key(request.api_key.as_bytes()).ok_or(HttpError::from(AuthError::ApiKeyRejected))?;
-    if let Some((_, instance)) = shard.trading().user_elsewhere(user) {
-        return Err(api::request::elsewhere(&format!("User {user}"), instance));
+    let elsewhere = shard
+        .trading()
+        .user_elsewhere(user)
+        .map(|(i, instance)| (i, instance.clone()));
+    if let Some((i, instance)) = elsewhere {
+        let what = format!("User {user}");
+        // A logon is checked by the user's instance, and the session runs
+        // here; a user data subscription is refused, since the user's
+        // events are made on that instance.
+        let signed = matches!(request.proof, wsapi::AuthorizeProof::Signed { .. });
+        if request.attach_to.is_some() || !signed {
+            return Err(api::request::elsewhere(&what, &instance));
+        }
+        let reply = shard
+            .call_instance(i, api::link::Carried::Logon(Box::new(request)))
+            .await
+            .map_err(|e| api::link::carried_error(&what, &instance, e))?;
+        return wsapi::carried_grant(&reply);
     }
     let owner = shard.trading().user_shard(user) as usize;
     if owner == shard.index {
