@@ -12,9 +12,11 @@
 # messages through Redis. The baseline: one instance of two shards, the
 # same users' mix (half the orders cross shards).
 #
-# Placement: the server processes (tradsys, Redis, PostgreSQL) on both
-# cpus (one instance of two shards needs two), the load generator on cpu
-# 1, sharing it; the same for both setups. For each setup: RATE orders/s for DURATION
+# Placement: instance a (every user, and so every request) on cpu 0, b and
+# c on cpu 1 (a 1-shard instance pins its shard to the first cpu it may
+# use, so unplaced all three would share cpu 0); Redis and PostgreSQL
+# on both cpus; the load generator on cpu 1. The baseline's two shards
+# take one cpu each. For each setup: RATE orders/s for DURATION
 # s (latency from the intended send time), then --rate max (the most it
 # answers with CONNS orders in flight). Prints a RESULT line with both
 # setups' figures and their ratio.
@@ -70,7 +72,9 @@ for id in a b c; do
 	mkdir -p "$data/$id"
 	admin=$(free_port)
 	[[ $id == a ]] && admin=$admin_a
-	target/release/tradsys serve --cluster "$tmp/cluster.toml" --instance "$id" \
+	cpu=1
+	[[ $id == a ]] && cpu=0
+	taskset -c "$cpu" target/release/tradsys serve --cluster "$tmp/cluster.toml" --instance "$id" \
 		--listen "127.0.0.1:${api[$id]}" --admin-listen "127.0.0.1:$admin" \
 		--admin-token "$token" --shards 1 --data-dir "$data/$id" --demo-user false "${LIMITS_OFF_FLAGS[@]}" \
 		--redis "redis://127.0.0.1:$rport" --postgres "host=127.0.0.1 port=$pgport user=postgres dbname=postgres" \

@@ -31,6 +31,13 @@ pub struct Client {
 }
 
 impl Client {
+    /// A new connection to the same server, in place of this one.
+    pub fn reconnect(&mut self) -> io::Result<()> {
+        let target = self.stream.peer_addr()?.to_string();
+        *self = Client::connect(&target)?;
+        Ok(())
+    }
+
     pub fn connect(target: &str) -> io::Result<Client> {
         let stream = TcpStream::connect(target)?;
         stream.set_nodelay(true)?;

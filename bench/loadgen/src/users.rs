@@ -151,14 +151,32 @@ fn random_seed() -> io::Result<[u8; ED25519_SEED_BYTES]> {
     Ok(seed)
 }
 
+/// How many times a call the server shed for overload is sent again.
+const SHED_RETRIES: usize = 30;
+
+/// A POST to the admin API. A call shed for overload (503 with `Retry-After`,
+/// before the server read it: nothing ran) is sent again a second later,
+/// as the answer asks: a server that has just started may be busy catching
+/// up.
 fn admin_post(client: &mut Client, token: &str, path: &str, body: &str) -> io::Result<Value> {
-    let resp = client.request(
-        "POST",
-        path,
-        &[("X-Admin-Token", token)],
-        body.as_bytes(),
-        "application/json",
-    )?;
+    let mut tries = 0;
+    let resp = loop {
+        let resp = client.request(
+            "POST",
+            path,
+            &[("X-Admin-Token", token)],
+            body.as_bytes(),
+            "application/json",
+        )?;
+        let shed = resp.status == 503 && String::from_utf8_lossy(&resp.body).contains("overloaded");
+        if !shed || tries == SHED_RETRIES {
+            break resp;
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // The server may close a connection whose request it shed.
+        client.reconnect()?;
+    };
     let text = String::from_utf8_lossy(&resp.body);
     if resp.status != 200 {
         return Err(io::Error::other(format!("POST {path}: status {}: {text}", resp.status)));
