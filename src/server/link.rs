@@ -85,6 +85,8 @@ const MD_QUEUE_MAX: usize = 65_536;
 const MD_BATCH_MAX: usize = 256;
 /// Engine messages sent to one instance in one pipelined write.
 const ENGINE_BATCH_MAX: usize = 1_024;
+/// Engine messages packed into one stream entry at most.
+const ENGINE_PACK_MAX: usize = 64;
 /// An outbox with nothing acknowledged for this long is sent again from
 /// its oldest message.
 const RESEND_AFTER_MS: u64 = 1_000;
@@ -598,26 +600,31 @@ fn on_stream(shard: &Rc<Shard>, link: &Rc<Link>, stream: &Reply) {
     }
 }
 
-/// An engine message from shard `from_shard` of instance `peer`: applied
-/// if it is the next, and acknowledged (again, for a redelivery) once
-/// durable.
+/// Engine messages from shard `from_shard` of instance `peer`, as one
+/// entry packs them: each applied if it is the next, and acknowledged
+/// (again, for a redelivery) once durable.
 fn on_engine(shard: &Rc<Shard>, link: &Link, peer: usize, from_shard: usize, bytes: &[u8]) {
-    let Some((seq, msg)) = decode_engine(bytes) else {
-        link.peers.borrow_mut()[peer].counters.undecodable += 1;
-        return;
-    };
-    let arrival = shard
-        .trading_mut()
-        .receive_remote(peer as u32, from_shard as u32, seq, msg);
+    let mut rest = bytes;
+    let (mut received, mut duplicates) = (0, 0);
+    while !rest.is_empty() {
+        let Some((seq, msg, after)) = decode_engine(rest) else {
+            link.peers.borrow_mut()[peer].counters.undecodable += 1;
+            break;
+        };
+        rest = after;
+        let arrival = shard
+            .trading_mut()
+            .receive_remote(peer as u32, from_shard as u32, seq, msg);
+        received += 1;
+        duplicates += u64::from(arrival == Arrival::Duplicate);
+    }
     shard.flush_engine();
     {
         let mut peers = link.peers.borrow_mut();
         let counters = &mut peers[peer].counters;
-        counters.engine_received += 1;
+        counters.engine_received += received;
         counters.received_bytes += bytes.len() as u64;
-        if arrival == Arrival::Duplicate {
-            counters.duplicates += 1;
-        }
+        counters.duplicates += duplicates;
     }
     let applied = shard.trading().remote_links().received(peer as u32, from_shard as u32);
     if applied > 0 {
@@ -635,25 +642,36 @@ fn on_acked(shard: &Rc<Shard>, link: &Link, peer: usize, seq: u64, now_ms: u64) 
     }
 }
 
-/// An engine message as a link entry carries it: its number (8 bytes,
-/// little-endian), then the message (rkyv).
-fn encode_engine(seq: u64, msg: &EngineMsg) -> Vec<u8> {
-    let mut out = seq.to_le_bytes().to_vec();
+/// Appends an engine message as a link entry carries it: its length (4
+/// bytes, little-endian), its number (8 bytes, little-endian), then the
+/// message (rkyv). An entry packs up to `ENGINE_PACK_MAX` of them, so a
+/// burst of messages costs Redis a few entries rather than one each.
+fn encode_engine(out: &mut Vec<u8>, seq: u64, msg: &EngineMsg) {
     match rkyv::to_bytes::<rkyv::rancor::Error>(msg) {
-        Ok(bytes) => out.extend_from_slice(&bytes),
+        Ok(bytes) => {
+            out.extend_from_slice(&((8 + bytes.len()) as u32).to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
         // Engine messages hold only plain values: encoding cannot fail.
         Err(e) => unreachable!("encoding an engine message failed: {e}"),
     }
-    out
 }
 
-/// The number and message of an entry, validated; `None` if not one.
-fn decode_engine(bytes: &[u8]) -> Option<(u64, EngineMsg)> {
-    let (seq, rest) = bytes.split_first_chunk::<8>()?;
+/// The first message of a pack, validated, and what follows it; `None`
+/// if it is not one.
+fn decode_engine(bytes: &[u8]) -> Option<(u64, EngineMsg, &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len < 8 || len > rest.len() {
+        return None;
+    }
+    let (one, after) = rest.split_at(len);
+    let (seq, msg) = one.split_first_chunk::<8>()?;
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(rest);
+    aligned.extend_from_slice(msg);
     let msg = rkyv::from_bytes::<EngineMsg, rkyv::rancor::Error>(&aligned).ok()?;
-    Some((u64::from_le_bytes(*seq), msg))
+    Some((u64::from_le_bytes(*seq), msg, after))
 }
 
 /// Sends this shard's engine messages to the other instances once what
@@ -699,12 +717,26 @@ async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
             link.engine_moved_ms.borrow_mut()[peer] = now_ms;
         }
         let from = if resend { oldest } else { sent + 1 };
-        let batch: Vec<(u64, Vec<u8>)> = links
+        // Packs of consecutive messages: (the last number in it, how many,
+        // the entry's bytes).
+        let mut batch: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for (seq, msg) in links
             .outbox(peer)
             .filter(|(seq, _)| *seq >= from && *seq <= upto)
             .take(ENGINE_BATCH_MAX)
-            .map(|(seq, msg)| (*seq, encode_engine(*seq, msg)))
-            .collect();
+        {
+            match batch.last_mut() {
+                Some((last, count, bytes)) if (*count as usize) < ENGINE_PACK_MAX => {
+                    encode_engine(bytes, *seq, msg);
+                    (*last, *count) = (*seq, *count + 1);
+                }
+                _ => {
+                    let mut bytes = Vec::new();
+                    encode_engine(&mut bytes, *seq, msg);
+                    batch.push((*seq, 1, bytes));
+                }
+            }
+        }
         (batch, resend)
     };
     if batch.is_empty() {
@@ -712,7 +744,7 @@ async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
     }
     let entries: Vec<Outgoing<'_>> = batch
         .iter()
-        .map(|(_, body)| Outgoing {
+        .map(|(_, _, body)| Outgoing {
             shard: link.shard,
             call: "0:0",
             deadline_ms: 0,
@@ -727,15 +759,16 @@ async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
     }
     let mut peers = link.peers.borrow_mut();
     let counters = &mut peers[peer].counters;
-    counters.engine_sent += taken as u64;
-    counters.sent_bytes += batch[..taken].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let messages: u64 = batch[..taken].iter().map(|(_, count, _)| count).sum();
+    counters.engine_sent += messages;
+    counters.sent_bytes += batch[..taken].iter().map(|(_, _, b)| b.len() as u64).sum::<u64>();
     if resend {
-        counters.redelivered += taken as u64;
+        counters.redelivered += messages;
     }
     if taken < batch.len() {
         counters.unreachable += 1;
     }
-    if let Some((last, _)) = batch[..taken].last() {
+    if let Some((last, _, _)) = batch[..taken].last() {
         let mut engine_sent = link.engine_sent.borrow_mut();
         engine_sent[peer] = engine_sent[peer].max(*last);
     }
@@ -1021,5 +1054,67 @@ fn on_md_stream(
             link.peers.borrow_mut()[peers[at]].counters.lag_ms = now_ms.saturating_sub(added_ms);
             publish::publish_relayed(shard, stream_name, data);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tradsys_engine::msg::ToBook;
+    use tradsys_engine::order::MarketId;
+
+    fn cancel(order_id: u64) -> EngineMsg {
+        EngineMsg::Book(ToBook::Cancel {
+            market: MarketId(1),
+            order_id,
+            user: 7,
+            time_ms: 1,
+        })
+    }
+
+    /// Every message of a pack, in order; `None` at the first that does
+    /// not decode.
+    fn unpack(mut bytes: &[u8]) -> Option<Vec<(u64, EngineMsg)>> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (seq, msg, rest) = decode_engine(bytes)?;
+            out.push((seq, msg));
+            bytes = rest;
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn a_pack_of_engine_messages_reads_back_in_order_and_a_cut_one_does_not() {
+        let mut pack = Vec::new();
+        for seq in [5, 6, 7] {
+            encode_engine(&mut pack, seq, &cancel(seq * 10));
+        }
+        let read = unpack(&pack).map(|all| {
+            all.into_iter()
+                .map(|(seq, msg)| (seq, format!("{msg:?}")))
+                .collect::<Vec<_>>()
+        });
+        let expected: Vec<(u64, String)> = [5, 6, 7].map(|seq| (seq, format!("{:?}", cancel(seq * 10)))).into();
+        assert_eq!(read, Some(expected));
+        // Cut anywhere inside its last message, the pack yields the first
+        // two and then stops.
+        let last_starts = {
+            let mut first_two = Vec::new();
+            encode_engine(&mut first_two, 5, &cancel(50));
+            encode_engine(&mut first_two, 6, &cancel(60));
+            first_two.len()
+        };
+        for cut in last_starts + 1..pack.len() {
+            assert!(unpack(&pack[..cut]).is_none(), "cut at {cut}");
+            assert_eq!(
+                decode_engine(&pack[..cut]).map(|(seq, _, _)| seq),
+                Some(5),
+                "cut at {cut}"
+            );
+        }
+        // A length shorter than a number, or past the end, is refused.
+        assert!(decode_engine(&[4, 0, 0, 0, 1, 2, 3, 4]).is_none());
+        assert!(decode_engine(&[255, 255, 255, 255, 0]).is_none());
     }
 }
