@@ -1060,17 +1060,7 @@ fn on_md_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tradsys_engine::msg::ToBook;
-    use tradsys_engine::order::MarketId;
-
-    fn cancel(order_id: u64) -> EngineMsg {
-        EngineMsg::Book(ToBook::Cancel {
-            market: MarketId(1),
-            order_id,
-            user: 7,
-            time_ms: 1,
-        })
-    }
+    use crate::trading::remote::tests::cancel;
 
     /// Every message of a pack, in order; `None` at the first that does
     /// not decode.

@@ -173,12 +173,13 @@ impl RemoteLinks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tradsys_engine::msg::ToBook;
     use tradsys_engine::order::MarketId;
 
-    fn cancel(order_id: u64) -> EngineMsg {
+    /// A small engine message, for tests of what carries them.
+    pub(crate) fn cancel(order_id: u64) -> EngineMsg {
         EngineMsg::Book(ToBook::Cancel {
             market: MarketId(1),
             order_id,
