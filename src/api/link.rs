@@ -32,9 +32,9 @@ const VERSION: u8 = 1;
 const ADMIN: u8 = 2;
 /// The first byte of a `session.logon` check.
 const LOGON: u8 = 3;
-/// The longest admin request body carried (the admin listener reads no
-/// longer ones either).
-const ADMIN_BODY_MAX: usize = 64 * 1024;
+/// The longest admin request body carried: the most any listener reads,
+/// whatever `http_body_bytes_max` says.
+const ADMIN_BODY_MAX: usize = crate::config::HTTP_BODY_BYTES_LIMIT;
 
 /// What one instance carries to another: a request of the Binance API or
 /// of the admin API.

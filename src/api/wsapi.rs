@@ -603,13 +603,29 @@ pub(crate) fn authorize(shard: &impl Host, request: &Authorize) -> Result<Grant,
     })
 }
 
+/// Runs [`Authorize`] on the shard of this instance that holds `user`.
+pub(crate) async fn authorize_on_shard(
+    shard: &impl Host,
+    user: UserId,
+    request: Authorize,
+) -> Result<Grant, HttpError> {
+    use crate::api::peer::{PeerCall, PeerReply};
+    let owner = shard.trading().user_shard(user) as usize;
+    if owner == shard.index() {
+        return authorize(shard, &request);
+    }
+    match shard.call(owner, PeerCall::Authorize(Box::new(request))).await {
+        Ok(PeerReply::Authorize(result)) => result,
+        _ => Err(crate::api::request::unavailable()),
+    }
+}
+
 /// Runs a `session.logon` another instance carried here for a user of
 /// this one: the user's shard checks the key and signature, as for a logon
 /// on this instance. The answer is the grant as JSON, `{"userId":
 /// ...,"apiKey":"..."}`, or the refusal; nothing is attached (the user's
 /// events are made here and are not relayed).
 pub(crate) async fn answer_carried_logon(shard: &impl Host, request: Authorize) -> crate::api::request::RestReply {
-    use crate::api::peer::{PeerCall, PeerReply};
     use crate::api::request::RestReply;
     if !shard.is_ready() {
         return RestReply::error(&crate::api::starting());
@@ -625,14 +641,7 @@ pub(crate) async fn answer_carried_logon(shard: &impl Host, request: Authorize) 
             // The instances' maps disagree: answer rather than bounce.
             return Err(crate::api::request::elsewhere(&format!("User {user}"), instance));
         }
-        let owner = shard.trading().user_shard(user) as usize;
-        if owner == shard.index() {
-            return authorize(shard, &request);
-        }
-        match shard.call(owner, PeerCall::Authorize(Box::new(request))).await {
-            Ok(PeerReply::Authorize(result)) => result,
-            _ => Err(crate::api::request::unavailable()),
-        }
+        authorize_on_shard(shard, user, request).await
     };
     match granted.await {
         Ok(grant) => {

@@ -801,12 +801,5 @@ async fn authorize_on_owner(shard: &Shard, request: Authorize) -> Result<Grant, 
             .map_err(|e| api::link::carried_error(&what, &instance, e))?;
         return wsapi::carried_grant(&reply);
     }
-    let owner = shard.trading().user_shard(user) as usize;
-    if owner == shard.index {
-        return wsapi::authorize(shard, &request);
-    }
-    match shard.call(owner, PeerCall::Authorize(Box::new(request))).await {
-        Ok(PeerReply::Authorize(result)) => result,
-        _ => Err(api::request::unavailable()),
-    }
+    wsapi::authorize_on_shard(shard, user, request).await
 }
