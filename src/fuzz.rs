@@ -250,6 +250,19 @@ mod tests {
         let (_, snap) = crate::durability::snapshot::decode_file(&snapshot[1..]).expect("the seed snapshot decodes");
         let specs = tradsys_engine::market::parse_markets(super::FUZZ_MARKETS).expect("default markets");
         assert!(crate::durability::image::ReplayShard::from_image(snap.image, specs).is_ok());
+        let (_, mut snap) =
+            crate::durability::snapshot::decode_file(&snapshot[1..]).expect("the seed snapshot decodes");
+        let (shard, shards) = (snap.image.trading.shard, snap.image.trading.shards);
+        let specs = tradsys_engine::market::parse_markets(super::FUZZ_MARKETS).expect("default markets");
+        snap.image.trading.accounts = tradsys_engine::account::Accounts::new(shards, shards + 1, &specs);
+        assert_eq!(
+            crate::durability::image::ReplayShard::from_image(snap.image, specs).err(),
+            Some(format!(
+                "snapshot of shard {shard} of {shards} holds the accounts of shard {shards} of {}",
+                shards + 1
+            )),
+            "accounts of another shard are refused before they are asked who owns a user"
+        );
         let mut flipped = snapshot[1..].to_vec();
         flipped[100] ^= 1;
         assert_eq!(

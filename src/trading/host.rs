@@ -2070,6 +2070,15 @@ fn check_image_shape(image: &TradingImage, specs: &[MarketSpec]) -> Result<(), S
     if image.shard >= image.shards {
         return Err(format!("snapshot of shard {} of {}", image.shard, image.shards));
     }
+    // Ownership questions (countdowns, guards) are answered by the account
+    // machine before the image is verified whole: it must be this shard's.
+    if image.accounts.shard_of() != (image.shard, image.shards) {
+        let (shard, of) = image.accounts.shard_of();
+        return Err(format!(
+            "snapshot of shard {} of {} holds the accounts of shard {shard} of {of}",
+            image.shard, image.shards
+        ));
+    }
     let owned = market_shards(specs, image.shards);
     let books_fit = image
         .books

@@ -1593,6 +1593,9 @@ impl Accounts {
 
     /// `verify`, with or without the history rings and chains.
     fn verify_with(&self, history: bool) -> Result<(), String> {
+        if self.shard >= self.shards {
+            return Err(format!("machine {} of {}", self.shard, self.shards));
+        }
         let assets = self.assets.len();
         let markets = self.markets.len();
         let asset_ok = |a: AssetId| usize::from(a.0) < assets;
