@@ -17,7 +17,9 @@
 //! once: each carries its sender's shard and number (field `engine`:
 //! the number, then the message), the receiver journals the last number
 //! it applied per sending shard, and answers, once that is durable, with
-//! an entry `acked` on the sender's replies stream; the sender keeps each
+//! an entry `acked` on the sender's replies stream (or, to a sender's
+//! engine shard, as an `acked` field on the first engine entry going
+//! there anyway: one write and one wake-up fewer); the sender keeps each
 //! message in its outbox until then and sends again from the oldest when
 //! no acknowledgement came for `RESEND_AFTER_MS`. A message leaves only
 //! once the records that made it are durable here.
@@ -270,10 +272,17 @@ impl Link {
                 deadline_ms: crate::clock::now_ms() + link.limits.call_timeout_ms,
                 field: if on { "subscribe" } else { "unsubscribe" },
                 body: name.as_bytes(),
+                acked: None,
             };
             let _ = link.add(&key, entry).await;
         })
         .detach();
+    }
+
+    /// The acknowledgement due to `peer`'s engine shard, taken to go
+    /// with this shard's engine messages to it (`run_engine_sender`).
+    fn take_ack(&self, peer: usize) -> Option<u64> {
+        self.acks_due.borrow_mut().remove(&(peer, ENGINE_SHARD))
     }
 
     fn me(&self) -> &str {
@@ -301,6 +310,7 @@ impl Link {
             deadline_ms,
             field: "request",
             body: &body,
+            acked: None,
         };
         let sent = self.add(&key, entry).await;
         if !sent {
@@ -356,20 +366,9 @@ impl Link {
         let commands: Vec<Vec<&[u8]>> = entries
             .iter()
             .zip(&numbers)
-            .map(|(entry, (shard, deadline))| {
+            .map(|(entry, numbers)| {
                 let mut words = xadd_head(key, &max).to_vec();
-                words.extend([
-                    b"from".as_slice(),
-                    self.me().as_bytes(),
-                    b"shard",
-                    shard.as_bytes(),
-                    b"call",
-                    entry.call.as_bytes(),
-                    b"deadline",
-                    deadline.as_bytes(),
-                    entry.field.as_bytes(),
-                    entry.body,
-                ]);
+                words.extend(fields(self.me(), entry, numbers));
                 words
             })
             .collect();
@@ -429,6 +428,31 @@ struct Outgoing<'a> {
     deadline_ms: u64,
     field: &'a str,
     body: &'a [u8],
+    /// An acknowledgement carried along (`acked`), when the entry goes to
+    /// the stream it is for.
+    acked: Option<&'a str>,
+}
+
+/// The fields of `entry` from instance `me`, as names and values;
+/// `numbers` are its shard and deadline, written out.
+fn fields<'a>(me: &'a str, entry: &'a Outgoing<'_>, numbers: &'a (String, String)) -> Vec<&'a [u8]> {
+    let (shard, deadline) = numbers;
+    let mut words = vec![
+        b"from".as_slice(),
+        me.as_bytes(),
+        b"shard",
+        shard.as_bytes(),
+        b"call",
+        entry.call.as_bytes(),
+        b"deadline",
+        deadline.as_bytes(),
+        entry.field.as_bytes(),
+        entry.body,
+    ];
+    if let Some(seq) = entry.acked {
+        words.extend([b"acked".as_slice(), seq.as_bytes()]);
+    }
+    words
 }
 
 /// One entry of a link stream, its fields read.
@@ -594,7 +618,9 @@ fn on_stream(shard: &Rc<Shard>, link: &Rc<Link>, stream: &Reply) {
             on_subscription(shard, peer, name, on);
         } else if let Some(bytes) = e.engine {
             on_engine(shard, link, peer, e.shard, bytes);
-        } else if let Some(seq) = e.acked {
+        }
+        // Alone, or carried by engine messages going the same way.
+        if let Some(seq) = e.acked {
             on_acked(shard, link, peer, seq, now_ms);
         }
     }
@@ -692,9 +718,20 @@ pub(crate) async fn run_engine_sender(shard: Rc<Shard>, link: Rc<Link>) {
         if peers.iter().all(|&p| shard.trading().remote_links().outbox_len(p) == 0) {
             continue;
         }
+        // Acknowledgements for a peer's engine shard ride on the messages
+        // going to it (taken before the settle, so durable after it).
+        let carried: Vec<Option<u64>> = peers
+            .iter()
+            .zip(&produced)
+            .map(|(&p, &upto)| {
+                (upto > link.engine_sent.borrow()[p])
+                    .then(|| link.take_ack(p))
+                    .flatten()
+            })
+            .collect();
         shard.settle().await;
-        for (&peer, &upto) in peers.iter().zip(&produced) {
-            send_engine(&shard, &link, peer, upto).await;
+        for ((&peer, &upto), acked) in peers.iter().zip(&produced).zip(carried) {
+            send_engine(&shard, &link, peer, upto, acked).await;
         }
     }
 }
@@ -702,14 +739,15 @@ pub(crate) async fn run_engine_sender(shard: Rc<Shard>, link: Rc<Link>) {
 /// Sends instance `peer` the messages of its outbox numbered up to `upto`
 /// that it was not sent yet, or all of them again when it has not
 /// acknowledged any for `RESEND_AFTER_MS`.
-async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
+async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64, acked: Option<u64>) {
     let now_ms = crate::clock::now_ms();
     let sent = link.engine_sent.borrow()[peer];
-    let (batch, resend) = {
+    let acked = acked.map(|seq| seq.to_string());
+    let (batch, resend) = 'pack: {
         let trading = shard.trading();
         let links = trading.remote_links();
         let Some(&(oldest, _)) = links.outbox(peer).next() else {
-            return;
+            break 'pack (Vec::new(), false);
         };
         let waiting = sent >= oldest;
         let resend = waiting && now_ms.saturating_sub(link.engine_moved_ms.borrow()[peer]) >= RESEND_AFTER_MS;
@@ -740,16 +778,19 @@ async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64) {
         (batch, resend)
     };
     if batch.is_empty() {
+        send_ack(link, peer, ENGINE_SHARD, acked.as_deref()).await;
         return;
     }
     let entries: Vec<Outgoing<'_>> = batch
         .iter()
-        .map(|(_, _, body)| Outgoing {
+        .enumerate()
+        .map(|(i, (_, _, body))| Outgoing {
             shard: link.shard,
             call: "0:0",
             deadline_ms: 0,
             field: "engine",
             body,
+            acked: acked.as_deref().filter(|_| i == 0),
         })
         .collect();
     let key = replies_key(&link.place.map.instances[peer].id, ENGINE_SHARD);
@@ -785,20 +826,27 @@ pub(crate) async fn run_acker(shard: Rc<Shard>, link: Rc<Link>) {
         }
         shard.settle().await;
         for ((peer, to_shard), seq) in due {
-            let seq = seq.to_string();
-            let entry = Outgoing {
-                shard: to_shard,
-                call: "0:0",
-                deadline_ms: 0,
-                field: "acked",
-                body: seq.as_bytes(),
-            };
-            // A lost acknowledgement costs a redelivery, acknowledged again.
-            let _ = link
-                .add(&replies_key(&link.place.map.instances[peer].id, to_shard), entry)
-                .await;
+            send_ack(&link, peer, to_shard, Some(&seq.to_string())).await;
         }
     }
+}
+
+/// Tells shard `to_shard` of instance `peer` that its engine messages are
+/// applied here up to `seq` (nothing without one). A lost acknowledgement
+/// costs a redelivery, acknowledged again.
+async fn send_ack(link: &Link, peer: usize, to_shard: usize, seq: Option<&str>) {
+    let Some(seq) = seq else { return };
+    let entry = Outgoing {
+        shard: to_shard,
+        call: "0:0",
+        deadline_ms: 0,
+        field: "acked",
+        body: seq.as_bytes(),
+        acked: None,
+    };
+    let _ = link
+        .add(&replies_key(&link.place.map.instances[peer].id, to_shard), entry)
+        .await;
 }
 
 fn on_reply(link: &Link, call: &str, bytes: &[u8]) {
@@ -850,6 +898,7 @@ fn on_request(shard: &Rc<Shard>, link: &Rc<Link>, peer: usize, e: &Entry<'_>, by
             deadline_ms,
             field: "reply",
             body: &body,
+            acked: None,
         };
         let _ = link.add(&to, entry).await;
     })
@@ -1072,6 +1121,42 @@ mod tests {
             bytes = rest;
         }
         Some(out)
+    }
+
+    #[test]
+    fn an_acknowledgement_rides_on_an_engine_entry_and_reads_back_with_it() {
+        let mut pack = Vec::new();
+        encode_engine(&mut pack, 9, &cancel(90));
+        let outgoing = Outgoing {
+            shard: 1,
+            call: "0:0",
+            deadline_ms: 0,
+            field: "engine",
+            body: &pack,
+            acked: Some("41"),
+        };
+        let numbers = (outgoing.shard.to_string(), outgoing.deadline_ms.to_string());
+        let written = fields("b", &outgoing, &numbers);
+        // As XREADGROUP hands the entry back: its id, then its fields.
+        let item = Reply::Array(vec![
+            Reply::Bulk(b"1765000000000-0".to_vec()),
+            Reply::Array(written.iter().map(|w| Reply::Bulk(w.to_vec())).collect()),
+        ]);
+        let read = entry(&item).expect("an entry");
+        assert_eq!(
+            (read.added_ms, read.from, read.shard, read.engine, read.acked),
+            (1_765_000_000_000, "b", 1, Some(pack.as_slice()), Some(41))
+        );
+        let alone = Outgoing {
+            acked: None,
+            ..outgoing
+        };
+        let written = fields("b", &alone, &numbers);
+        let item = Reply::Array(vec![
+            Reply::Bulk(b"1765000000000-1".to_vec()),
+            Reply::Array(written.iter().map(|w| Reply::Bulk(w.to_vec())).collect()),
+        ]);
+        assert_eq!(entry(&item).map(|e| e.acked), Some(None));
     }
 
     #[test]
