@@ -16,7 +16,9 @@
 //! `shards × instances × lease`). A request refused by the weight limit
 //! still counts as a raw request, as on Binance. An order that fills gives
 //! its unit back to both ORDERS budgets (Binance counts unfilled orders),
-//! a few at a time from a task of the shard's, off the order's path.
+//! from a task of the shard's, off the order's path, gathered for
+//! `GIVE_BACK_GATHER_MS` so that a busy user's fills cost Redis one
+//! script call per budget rather than one each.
 //!
 //! Redis unavailable (breaker open, no connection, a timeout): the caller
 //! falls back to its local limiter, whose limits are divided by
@@ -47,6 +49,9 @@ use std::rc::Rc;
 
 /// How long a lease may be spent from before it lapses.
 pub(crate) const LEASE_MS: u64 = 1_000;
+/// How long the units of filled orders gather before they go back to
+/// Redis: a user's count stays that much longer higher (stricter).
+const GIVE_BACK_GATHER_MS: u64 = 100;
 /// Renewals a request waits for before it renews alongside.
 const RENEWAL_WAITS_MAX: usize = 4;
 const TEN_SECONDS_MS: u64 = 10_000;
@@ -457,6 +462,9 @@ impl SharedLimiter {
 /// higher than Binance's (stricter) until the window refills.
 async fn give_back(give_backs: Rc<RefCell<GiveBacks>>, gcra: Rc<Gcra>, redis: Redis, limits: (Limit, Limit)) {
     loop {
+        // Fills that come close together give their units back in one
+        // script call per user and budget, not one per fill.
+        glommio::timer::sleep(std::time::Duration::from_millis(GIVE_BACK_GATHER_MS)).await;
         let batch: Vec<(u64, u32)> = {
             let mut give_backs = give_backs.borrow_mut();
             if give_backs.pending.is_empty() {
