@@ -36,6 +36,8 @@ const EVENTS_MAX: usize = 1024;
 /// Response bytes one connection buffers at most (an order's answer is
 /// well under 1 KiB).
 const RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Longest one wait for answers lasts (under a second: see the loop).
+const WAIT_MAX: Duration = Duration::from_millis(10);
 /// Time the connections get to open before the common start.
 const START_DELAY_MS: u64 = 200;
 /// Time after the scheduled end the last answers may take.
@@ -130,14 +132,30 @@ pub fn run(settings: &Settings, users: &[User]) -> (Tally, Instant, Vec<String>)
             in_flight += 1;
             next += 1;
         }
-        let wait_ms = if next < total && !idle.is_empty() {
+        // Until the next order is due, to the nanosecond: a wait rounded
+        // down to whole milliseconds (epoll_wait's) spins through the last
+        // one, and at a few thousand orders a second that is always.
+        let wait = if next < total && !idle.is_empty() {
             let due = start + Rate::PerS(rate).offset(next).unwrap_or_default();
-            due.saturating_duration_since(Instant::now()).as_millis().min(10) as i32
+            due.saturating_duration_since(Instant::now()).min(WAIT_MAX)
         } else {
-            10
+            WAIT_MAX
         };
-        // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS_MAX as i32, wait_ms) };
+        let wait_for = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: wait.subsec_nanos().into(),
+        };
+        // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill;
+        // `wait_for` outlives the call; no signal mask is passed.
+        let n = unsafe {
+            libc::epoll_pwait2(
+                epoll,
+                events.as_mut_ptr(),
+                EVENTS_MAX as i32,
+                &wait_for,
+                std::ptr::null(),
+            )
+        };
         let n = if n < 0 { 0 } else { n as usize };
         for event in &events[..n] {
             let c = event.u64 as usize;
