@@ -742,7 +742,6 @@ pub(crate) async fn run_engine_sender(shard: Rc<Shard>, link: Rc<Link>) {
 async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64, acked: Option<u64>) {
     let now_ms = crate::clock::now_ms();
     let sent = link.engine_sent.borrow()[peer];
-    let acked = acked.map(|seq| seq.to_string());
     let (batch, resend) = 'pack: {
         let trading = shard.trading();
         let links = trading.remote_links();
@@ -778,9 +777,12 @@ async fn send_engine(shard: &Shard, link: &Link, peer: usize, upto: u64, acked: 
         (batch, resend)
     };
     if batch.is_empty() {
-        send_ack(link, peer, ENGINE_SHARD, acked.as_deref()).await;
+        if let Some(seq) = acked {
+            send_ack(link, peer, ENGINE_SHARD, seq).await;
+        }
         return;
     }
+    let acked = acked.map(|seq| seq.to_string());
     let entries: Vec<Outgoing<'_>> = batch
         .iter()
         .enumerate()
@@ -826,16 +828,16 @@ pub(crate) async fn run_acker(shard: Rc<Shard>, link: Rc<Link>) {
         }
         shard.settle().await;
         for ((peer, to_shard), seq) in due {
-            send_ack(&link, peer, to_shard, Some(&seq.to_string())).await;
+            send_ack(&link, peer, to_shard, seq).await;
         }
     }
 }
 
 /// Tells shard `to_shard` of instance `peer` that its engine messages are
-/// applied here up to `seq` (nothing without one). A lost acknowledgement
-/// costs a redelivery, acknowledged again.
-async fn send_ack(link: &Link, peer: usize, to_shard: usize, seq: Option<&str>) {
-    let Some(seq) = seq else { return };
+/// applied here up to `seq`. A lost acknowledgement costs a redelivery,
+/// acknowledged again.
+async fn send_ack(link: &Link, peer: usize, to_shard: usize, seq: u64) {
+    let seq = seq.to_string();
     let entry = Outgoing {
         shard: to_shard,
         call: "0:0",
@@ -1136,13 +1138,16 @@ mod tests {
             acked: Some("41"),
         };
         let numbers = (outgoing.shard.to_string(), outgoing.deadline_ms.to_string());
-        let written = fields("b", &outgoing, &numbers);
-        // As XREADGROUP hands the entry back: its id, then its fields.
-        let item = Reply::Array(vec![
-            Reply::Bulk(b"1765000000000-0".to_vec()),
-            Reply::Array(written.iter().map(|w| Reply::Bulk(w.to_vec())).collect()),
-        ]);
-        let read = entry(&item).expect("an entry");
+        // As XREADGROUP hands an entry back: its id, then its fields.
+        let item = |written: &Outgoing<'_>| {
+            let words = fields("b", written, &numbers);
+            Reply::Array(vec![
+                Reply::Bulk(b"1765000000000-0".to_vec()),
+                Reply::Array(words.iter().map(|w| Reply::Bulk(w.to_vec())).collect()),
+            ])
+        };
+        let carried = item(&outgoing);
+        let read = entry(&carried).expect("an entry");
         assert_eq!(
             (read.added_ms, read.from, read.shard, read.engine, read.acked),
             (1_765_000_000_000, "b", 1, Some(pack.as_slice()), Some(41))
@@ -1151,12 +1156,7 @@ mod tests {
             acked: None,
             ..outgoing
         };
-        let written = fields("b", &alone, &numbers);
-        let item = Reply::Array(vec![
-            Reply::Bulk(b"1765000000000-1".to_vec()),
-            Reply::Array(written.iter().map(|w| Reply::Bulk(w.to_vec())).collect()),
-        ]);
-        assert_eq!(entry(&item).map(|e| e.acked), Some(None));
+        assert_eq!(entry(&item(&alone)).map(|e| e.acked), Some(None));
     }
 
     #[test]

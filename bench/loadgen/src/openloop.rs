@@ -36,7 +36,7 @@ const EVENTS_MAX: usize = 1024;
 /// Response bytes one connection buffers at most (an order's answer is
 /// well under 1 KiB).
 const RESPONSE_BYTES_MAX: usize = 64 * 1024;
-/// Longest one wait for answers lasts (under a second: see the loop).
+/// Longest one wait for answers lasts.
 const WAIT_MAX: Duration = Duration::from_millis(10);
 /// Time the connections get to open before the common start.
 const START_DELAY_MS: u64 = 200;
@@ -142,7 +142,7 @@ pub fn run(settings: &Settings, users: &[User]) -> (Tally, Instant, Vec<String>)
             WAIT_MAX
         };
         let wait_for = libc::timespec {
-            tv_sec: 0,
+            tv_sec: wait.as_secs() as libc::time_t,
             tv_nsec: wait.subsec_nanos().into(),
         };
         // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill;
