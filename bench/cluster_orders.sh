@@ -21,6 +21,9 @@
 # answers with CONNS orders in flight). Prints a RESULT line with both
 # setups' figures and their ratio.
 #
+# BASELINE=0 runs the cluster alone (for turns between two builds, with
+# the figures compared run against run).
+#
 # FSYNC=everysec (default) or always: Redis's appendfsync. Durability of
 # the instances is the default (fsync per group commit); DATA=/dev/shm
 # puts their data directories on tmpfs, which takes the disk's sync time
@@ -32,6 +35,7 @@ RATE=${RATE:-5000}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 FSYNC=${FSYNC:-everysec}
+BASELINE=${BASELINE:-1}
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 build_release
@@ -93,6 +97,12 @@ metrics=$(curl -s "http://127.0.0.1:${api[a]}/metrics")
 sent=$(awk '/^tradsys_link_engine_sent_total\{/ { s += $2 } END { print s + 0 }' <<<"$metrics")
 again=$(awk '/^tradsys_link_redeliveries_total\{/ { s += $2 } END { print s + 0 }' <<<"$metrics")
 for pid in "${cluster_pids[@]}"; do stop_pid "$pid"; done
+if [[ $BASELINE == 0 ]]; then
+	echo "RESULT rate=$RATE fsync=$FSYNC data=${DATA:-disk}" \
+		"cluster_p50_us=$(result_field p50_us "$cross_rate") cluster_p99_us=$(result_field p99_us "$cross_rate")" \
+		"cluster_max=$(result_field achieved "$cross_max") engine_messages_from_a=$sent redelivered=$again"
+	exit 0
+fi
 
 port=$(free_port)
 admin=$(free_port)
